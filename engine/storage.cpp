@@ -1,0 +1,78 @@
+#include "engine/storage.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "engine/error.h"
+
+#if DDPM_HAVE_CUDA
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+#endif
+
+namespace ddpm {
+
+namespace {
+[[noreturn]] void no_cuda(const char* what) {
+  DDPM_THROW(ValueError, what << ": this build has no CUDA backend");
+}
+}  // namespace
+
+Storage::Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  if (nbytes == 0) return;
+  if (device.is_cpu()) {
+    std::size_t rounded = (nbytes + 63) / 64 * 64;
+    data_ = std::aligned_alloc(64, rounded);
+    DDPM_CHECK_AS(data_ != nullptr, IoError, "out of host memory: requested " << nbytes << " bytes");
+  } else {
+#if DDPM_HAVE_CUDA
+    data_ = cuda::pool_alloc(nbytes);
+#else
+    no_cuda("allocating a CUDA tensor");
+#endif
+  }
+}
+
+Storage::~Storage() {
+  if (!data_) return;
+  if (device_.is_cpu()) {
+    std::free(data_);
+  } else {
+#if DDPM_HAVE_CUDA
+    cuda::pool_free(data_);
+#endif
+  }
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, std::size_t nbytes) {
+  if (nbytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, nbytes);
+    return;
+  }
+#if DDPM_HAVE_CUDA
+  cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
+                        : src_device.is_cpu() ? cudaMemcpyHostToDevice
+                                              : cudaMemcpyDeviceToDevice;
+  DDPM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, cuda::stream()));
+  // Host memory here is pageable and may be freed right after we return: wait.
+  if (kind != cudaMemcpyDeviceToDevice) cuda::synchronize();
+#else
+  no_cuda("copying to or from a CUDA tensor");
+#endif
+}
+
+void zero_bytes(void* dst, Device device, std::size_t nbytes) {
+  if (nbytes == 0) return;
+  if (device.is_cpu()) {
+    std::memset(dst, 0, nbytes);
+    return;
+  }
+#if DDPM_HAVE_CUDA
+  DDPM_CUDA_CHECK(cudaMemsetAsync(dst, 0, nbytes, cuda::stream()));
+#else
+  no_cuda("zeroing a CUDA tensor");
+#endif
+}
+
+}  // namespace ddpm

@@ -1,0 +1,137 @@
+#include "kernels/cuda/context.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "kernels/cuda/check.h"
+
+namespace ddpm::cuda {
+
+bool sync_after_every_kernel() {
+  static const bool on = [] {
+    const char* v = std::getenv("DDPM_SYNC_KERNELS");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+const char* cublas_status_name(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+  }
+  return "unknown cuBLAS status";
+}
+
+namespace {
+
+struct Context {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudnnHandle_t cudnn = nullptr;
+  cudaMemPool_t pool = nullptr;
+  bool ready = false;
+};
+
+Context& ctx() {
+  static Context c;
+  return c;
+}
+
+std::mutex& ctx_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+int g_requested_device = 0;
+
+Context& ready_ctx() {
+  Context& c = ctx();
+  if (c.ready) return c;
+  std::lock_guard<std::mutex> lock(ctx_mutex());
+  if (c.ready) return c;
+  c.device = g_requested_device;
+  DDPM_CUDA_CHECK(cudaSetDevice(c.device));
+  DDPM_CUDA_CHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  DDPM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&c.pool, c.device));
+  // Keep freed memory in the pool instead of returning it to the driver at every sync.
+  std::uint64_t threshold = UINT64_MAX;
+  DDPM_CUDA_CHECK(cudaMemPoolSetAttribute(c.pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  DDPM_CUBLAS_CHECK(cublasCreate(&c.cublas));
+  DDPM_CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
+  DDPM_CUBLAS_CHECK(cublasSetMathMode(c.cublas, CUBLAS_DEFAULT_MATH));
+  DDPM_CUDNN_CHECK(cudnnCreate(&c.cudnn));
+  DDPM_CUDNN_CHECK(cudnnSetStream(c.cudnn, c.stream));
+  c.ready = true;
+  return c;
+}
+
+}  // namespace
+
+void set_device(int index) {
+  DDPM_CHECK(!ctx().ready || ctx().device == index,
+             "cuda::set_device(" << index << "): this process already uses device " << ctx().device
+                                 << "; one process drives one GPU");
+  g_requested_device = index;
+}
+
+int current_device() { return ready_ctx().device; }
+cudaStream_t stream() { return ready_ctx().stream; }
+cublasHandle_t cublas() { return ready_ctx().cublas; }
+cudnnHandle_t cudnn() { return ready_ctx().cudnn; }
+
+void* pool_alloc(std::size_t bytes) {
+  Context& c = ready_ctx();
+  if (bytes == 0) return nullptr;
+  void* p = nullptr;
+  cudaError_t err = cudaMallocAsync(&p, bytes, c.stream);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    std::size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    DDPM_THROW(OutOfMemoryError,
+               "out of GPU memory: requested " << bytes << " bytes (" << (bytes >> 20) << " MiB) with "
+                                               << (free_b >> 20) << " MiB free of " << (total_b >> 20)
+                                               << " MiB; the pool holds " << (pool_reserved_bytes() >> 20)
+                                               << " MiB. Try a smaller --batch-size or a --microbatch.");
+  }
+  DDPM_CUDA_CHECK(err);
+  return p;
+}
+
+void pool_free(void* ptr) noexcept {
+  if (!ptr) return;
+  Context& c = ctx();
+  if (!c.ready) return;
+  cudaError_t err = cudaFreeAsync(ptr, c.stream);
+  if (err != cudaSuccess)
+    std::fprintf(stderr, "ddpm: cudaFreeAsync failed: %s\n", cudaGetErrorString(err));
+}
+
+std::size_t pool_reserved_bytes() {
+  std::uint64_t v = 0;
+  if (ctx().ready) cudaMemPoolGetAttribute(ctx().pool, cudaMemPoolAttrReservedMemCurrent, &v);
+  return static_cast<std::size_t>(v);
+}
+
+std::size_t pool_used_bytes() {
+  std::uint64_t v = 0;
+  if (ctx().ready) cudaMemPoolGetAttribute(ctx().pool, cudaMemPoolAttrUsedMemCurrent, &v);
+  return static_cast<std::size_t>(v);
+}
+
+void synchronize() { DDPM_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+}  // namespace ddpm::cuda

@@ -84,3 +84,29 @@ TEST(Autograd, PreboundLeafGradientIsAccumulatedInPlace) {
 
 }  // namespace
 }  // namespace ddpm
+
+#include "support/gradcheck.h"
+
+namespace ddpm {
+namespace {
+
+// The checker itself must be able to fail: an op whose backward is off by a factor of 2
+// has to be caught, and the correct one has to pass.
+TEST(Gradcheck, CatchesAWrongBackward) {
+  auto doubled = [](double factor) {
+    return [factor](const std::vector<Tensor>& in) {
+      Tensor out = scale(in[0].detach(), 3.0);
+      record(out, "test_scale", {in[0]}, [factor](const Tensor& g, const std::vector<bool>&) {
+        return std::vector<Tensor>{scale(g, 3.0 * factor)};
+      });
+      return out;
+    };
+  };
+  Tensor x = testing::random_tensor({4}, 1);
+  x.set_requires_grad(true);
+  EXPECT_TRUE(testing::gradcheck(doubled(1.0), {x}));
+  EXPECT_FALSE(testing::gradcheck(doubled(2.0), {x}));
+}
+
+}  // namespace
+}  // namespace ddpm

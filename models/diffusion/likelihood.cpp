@@ -3,8 +3,10 @@
 // gradient comes from the ops' own backward rules.
 #include "models/diffusion/likelihood.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
@@ -102,14 +104,6 @@ Tensor vb_terms_bpd(const DiffusionSchedule& s, const Tensor& model_mean, const 
   return add(mul(first, decoder_nll), mul(add_scalar(neg(first), 1.0), kl));
 }
 
-Gaussian p_mean_variance_learned_range(const DiffusionSchedule& s, const Tensor& eps, const Tensor& var_values,
-                                       const Tensor& xt, const Timesteps& t, bool clip_x0) {
-  Tensor x0 = predict_x0_from_eps(s, xt, t, eps);
-  if (clip_x0) x0 = clamp(x0, -1.0, 1.0);
-  Gaussian var = learned_range_variance(s, t, var_values);
-  return {q_posterior_mean_variance(s, x0, xt, t).mean, var.variance, var.log_variance};
-}
-
 Tensor hybrid_loss(const DiffusionSchedule& s, const Tensor& eps, const Tensor& var_values, const Tensor& x0,
                    const Tensor& xt, const Timesteps& t, const Tensor& noise, double lambda) {
   DDPM_CHECK(eps.shape() == noise.shape() && var_values.shape() == noise.shape(),
@@ -117,9 +111,84 @@ Tensor hybrid_loss(const DiffusionSchedule& s, const Tensor& eps, const Tensor& 
                                  << " and noise " << shape_str(noise.shape()) << " must have the same shape");
   Tensor simple = mean_flat(square(sub(eps, noise)));  // [N]
   // Stop-gradient on the mean: the bound only trains the variance.
-  Gaussian p = p_mean_variance_learned_range(s, eps.detach(), var_values, xt, t, false);
+  Gaussian p = p_mean_variance(s, VarianceType::learned_range, eps.detach(), var_values, xt, t, false);
   Tensor vb = vb_terms_bpd(s, p.mean, p.log_variance, x0, xt, t);  // [N]
   return add(simple, scale(vb, lambda * static_cast<double>(s.num_timesteps())));
+}
+
+BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelGaussianFn& model, const Tensor& x0, Generator& gen) {
+  NoGradGuard no_grad;
+  const std::int64_t T = s.num_timesteps(), N = x0.dim(0);
+  BpdResult r;
+  r.terms_bpd.resize(static_cast<std::size_t>(T));
+  r.prior_bpd = prior_bpd(s, x0).to_double_vector();
+  r.total_bpd = r.prior_bpd;
+  for (std::int64_t step = T - 1; step >= 0; --step) {
+    Timesteps t(static_cast<std::size_t>(N), step);
+    Tensor noise = randn(x0.shape(), gen, x0.device(), x0.dtype());
+    Tensor xt = q_sample(s, x0, t, noise);
+    Gaussian p = model(xt, t);
+    std::vector<double> term = vb_terms_bpd(s, p.mean, p.log_variance, x0, xt, t).to_double_vector();
+    for (std::size_t n = 0; n < term.size(); ++n) r.total_bpd[n] += term[n];
+    r.terms_bpd[static_cast<std::size_t>(step)] = std::move(term);
+  }
+  return r;
+}
+
+LossSecondMomentSampler::LossSecondMomentSampler(std::int64_t T, int history, double uniform_prob)
+    : T_(T), history_(history), uniform_prob_(uniform_prob), losses_(static_cast<std::size_t>(T)) {
+  DDPM_CHECK(T >= 1 && history >= 1 && uniform_prob >= 0.0 && uniform_prob <= 1.0,
+             "LossSecondMomentSampler: needs T >= 1, history >= 1 and uniform_prob in [0, 1], got T = "
+                 << T << ", history = " << history << ", uniform_prob = " << uniform_prob);
+}
+
+bool LossSecondMomentSampler::warmed_up() const {
+  for (const auto& l : losses_)
+    if (static_cast<int>(l.size()) < history_) return false;
+  return true;
+}
+
+std::vector<double> LossSecondMomentSampler::probabilities() const {
+  std::vector<double> p(static_cast<std::size_t>(T_), 1.0 / static_cast<double>(T_));
+  if (!warmed_up()) return p;
+  double total = 0.0;
+  for (std::size_t t = 0; t < p.size(); ++t) {
+    double sq = 0.0;
+    for (double l : losses_[t]) sq += l * l;
+    p[t] = std::sqrt(sq / static_cast<double>(losses_[t].size()));  // sqrt(E[L_t^2])
+    total += p[t];
+  }
+  if (!(total > 0.0) || !std::isfinite(total)) return std::vector<double>(p.size(), 1.0 / static_cast<double>(T_));
+  for (double& v : p) v = (1.0 - uniform_prob_) * v / total + uniform_prob_ / static_cast<double>(T_);
+  return p;
+}
+
+void LossSecondMomentSampler::update(const Timesteps& t, const std::vector<double>& losses) {
+  DDPM_CHECK(t.size() == losses.size(), "LossSecondMomentSampler::update: " << t.size() << " timesteps but "
+                                                                           << losses.size() << " losses");
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    DDPM_CHECK(t[i] >= 0 && t[i] < T_, "LossSecondMomentSampler::update: timestep " << t[i] << " is outside [0, "
+                                                                                      << T_ << ")");
+    auto& h = losses_[static_cast<std::size_t>(t[i])];
+    if (static_cast<int>(h.size()) == history_) h.erase(h.begin());
+    h.push_back(losses[i]);
+  }
+}
+
+LossSecondMomentSampler::Draw LossSecondMomentSampler::sample(std::int64_t batch, Generator& gen) const {
+  std::vector<double> p = probabilities(), cdf(p.size());
+  double acc = 0.0;
+  for (std::size_t t = 0; t < p.size(); ++t) cdf[t] = acc += p[t];
+  std::vector<double> u = rand({batch}, gen, Device::cpu(), DType::f64).to_double_vector();
+  Draw d;
+  for (double ui : u) {
+    // Inverse CDF: the first t with cdf[t] > u * total.
+    std::size_t t = static_cast<std::size_t>(std::upper_bound(cdf.begin(), cdf.end(), ui * acc) - cdf.begin());
+    t = std::min(t, p.size() - 1);
+    d.t.push_back(static_cast<std::int64_t>(t));
+    d.weights.push_back(1.0 / (static_cast<double>(T_) * p[t]));
+  }
+  return d;
 }
 
 }  // namespace ddpm::diffusion

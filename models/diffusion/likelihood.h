@@ -9,6 +9,10 @@
 // axes, then / ln 2.
 #pragma once
 
+#include <functional>
+#include <vector>
+
+#include "engine/rng.h"
 #include "engine/tensor.h"
 #include "models/diffusion/schedule.h"
 
@@ -51,18 +55,55 @@ Tensor prior_bpd(const DiffusionSchedule& s, const Tensor& x0);
 Tensor vb_terms_bpd(const DiffusionSchedule& s, const Tensor& model_mean, const Tensor& model_log_variance,
                     const Tensor& x0, const Tensor& xt, const Timesteps& t);
 
-// The learned-range model's mean and variance from its two outputs (each x's shape):
-// x_0 = predict_x0_from_eps (optionally clipped to [-1, 1]), mean = posterior mean(x_0, x_t),
-// log variance from learned_range_variance.
-Gaussian p_mean_variance_learned_range(const DiffusionSchedule& s, const Tensor& eps, const Tensor& var_values,
-                                       const Tensor& xt, const Timesteps& t, bool clip_x0);
-
 // The hybrid loss of improved DDPM (sec. 3.1) per sample:                              [N]
 //   L = mean_flat((eps - noise)^2) + lambda * T * L_t(bits/dim)
 // where T * L_t is the one-sample estimate of L_vlb = sum_t L_t for uniform t (T is the
 // schedule's length). The vlb term sees eps detached (stop-gradient): it trains only the
-// variance, and L_simple alone trains the mean. lambda = 0.001 in the paper.
+// variance, and L_simple alone trains the mean. lambda = 0.001 in the paper. With
+// importance-sampled t, multiply by the draw's weights before averaging over the batch.
 Tensor hybrid_loss(const DiffusionSchedule& s, const Tensor& eps, const Tensor& var_values, const Tensor& x0,
                    const Tensor& xt, const Timesteps& t, const Tensor& noise, double lambda = 0.001);
+
+// --- the full bound, for evaluation ---------------------------------------------------
+// The model's p(x_{t-1} | x_t) at timesteps t of `s` (for a respaced schedule the callable
+// maps t to the original timesteps before calling the network).
+using ModelGaussianFn = std::function<Gaussian(const Tensor& xt, const Timesteps& t)>;
+
+struct BpdResult {
+  std::vector<double> total_bpd;               // [N]: prior + sum_t terms
+  std::vector<double> prior_bpd;               // [N]
+  std::vector<std::vector<double>> terms_bpd;  // [T][N]: L_t, with the decoder at t = 0
+};
+
+// Negative log-likelihood bound in bits/dim (improved DDPM sec. 3.2): for t = T-1 .. 0 draw
+// x_t ~ q(x_t | x_0) with noise from gen, call the model once, add L_t; then add the prior
+// term. T model evaluations per batch. Runs without recording a tape.
+BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelGaussianFn& model, const Tensor& x0, Generator& gen);
+
+// --- importance sampling of t (improved DDPM sec. 3.3) ---------------------------------------
+// L_vlb = sum_t L_t is estimated as L_t / p_t with t ~ p; p_t proportional to
+// sqrt(E[L_t^2]) lowers the variance of the estimate. Uniform until every t has `history`
+// recorded losses, then p_t = (1 - uniform_prob) sqrt(E[L_t^2]) / sum + uniform_prob / T.
+// Draws come with the weights 1 / (T p_t) that make the weighted loss unbiased for the mean
+// over t (the uniform case has weight 1).
+class LossSecondMomentSampler {
+ public:
+  explicit LossSecondMomentSampler(std::int64_t T, int history = 10, double uniform_prob = 0.001);
+  std::vector<double> probabilities() const;  // [T]
+  bool warmed_up() const;
+  // Records per-sample losses at their timesteps (the oldest falls out past `history`).
+  void update(const Timesteps& t, const std::vector<double>& losses);
+  struct Draw {
+    Timesteps t;
+    std::vector<double> weights;  // 1 / (T p_t)
+  };
+  Draw sample(std::int64_t batch, Generator& gen) const;
+
+ private:
+  std::int64_t T_;
+  int history_;
+  double uniform_prob_;
+  std::vector<std::vector<double>> losses_;  // [T][<= history], oldest first
+};
 
 }  // namespace ddpm::diffusion

@@ -209,4 +209,25 @@ Gaussian learned_range_variance(const DiffusionSchedule& s, const Timesteps& t, 
   return {Tensor(), exp(log_var), log_var};
 }
 
+Gaussian p_mean_variance(const DiffusionSchedule& s, VarianceType type, const Tensor& eps, const Tensor& var_values,
+                         const Tensor& xt, const Timesteps& t, bool clip_x0) {
+  DDPM_CHECK(eps.shape() == xt.shape(), "p_mean_variance: eps " << shape_str(eps.shape()) << " and x_t "
+                                                                << shape_str(xt.shape()) << " differ in shape");
+  Gaussian var;
+  switch (type) {
+    case VarianceType::fixed_small: var = fixed_small_variance(s, t, xt); break;
+    case VarianceType::fixed_large: var = fixed_large_variance(s, t, xt); break;
+    case VarianceType::learned_range:
+      DDPM_CHECK(var_values.defined() && var_values.shape() == xt.shape(),
+                 "p_mean_variance: learned_range needs var_values of shape " << shape_str(xt.shape()) << ", got "
+                     << (var_values.defined() ? shape_str(var_values.shape()) : std::string("none")));
+      var = learned_range_variance(s, t, var_values);
+      break;
+  }
+  Tensor x0 = predict_x0_from_eps(s, xt, t, eps);
+  if (clip_x0) x0 = clamp(x0, -1.0, 1.0);
+  var.mean = q_posterior_mean_variance(s, x0, xt, t).mean;
+  return var;
+}
+
 }  // namespace ddpm::diffusion

@@ -110,4 +110,12 @@ Gaussian fixed_large_variance(const DiffusionSchedule& s, const Timesteps& t, co
 // full (unclipped) betas. Differentiable in var_values.                 shape of var_values
 Gaussian learned_range_variance(const DiffusionSchedule& s, const Timesteps& t, const Tensor& var_values);
 
+// The model's p(x_{t-1} | x_t) from an eps-prediction: x_0 = predict_x0_from_eps (clipped
+// to [-1, 1] when clip_x0, as sampling with the cosine schedule needs), mean = the
+// posterior mean at (x_0, x_t) (equivalent to DDPM eq. 11 without clipping), variance by
+// type. var_values is the network's second output, required for learned_range and
+// ignored otherwise. The variance tensors are [N, 1, ..., 1] for the fixed types.
+Gaussian p_mean_variance(const DiffusionSchedule& s, VarianceType type, const Tensor& eps, const Tensor& var_values,
+                         const Tensor& xt, const Timesteps& t, bool clip_x0);
+
 }  // namespace ddpm::diffusion

@@ -172,7 +172,7 @@ TEST(Likelihood, HybridLossStopsTheVlbGradientAtTheMean) {
   Tensor vv = random_tensor(sh, 16, DType::f64, 0.3).set_requires_grad(true);
   Tensor loss = hybrid_loss(s, eps, vv, x0, xt, t, noise);
   // Value: L_simple + 0.001 * T * L_t.
-  Gaussian p = p_mean_variance_learned_range(s, eps.detach(), vv.detach(), xt, t, false);
+  Gaussian p = p_mean_variance(s, VarianceType::learned_range, eps.detach(), vv.detach(), xt, t, false);
   std::vector<double> vb = vb_terms_bpd(s, p.mean, p.log_variance, x0, xt, t).to_double_vector();
   std::vector<double> simple = mean_flat(square(sub(eps.detach(), noise))).to_double_vector();
   std::vector<double> got = loss.to_double_vector();
@@ -194,12 +194,106 @@ TEST(Likelihood, LearnedRangeMeanClipsX0WhenAsked) {
   const Timesteps t{99};
   Tensor xt = f64({3.0, -3.0}, {1, 1, 1, 2}), eps = f64({0.0, 0.0}, {1, 1, 1, 2});
   Tensor vv = Tensor::zeros({1, 1, 1, 2}, DType::f64);
-  Gaussian clipped = p_mean_variance_learned_range(s, eps, vv, xt, t, true);
+  Gaussian clipped = p_mean_variance(s, VarianceType::learned_range, eps, vv, xt, t, true);
   Tensor x0c = f64({1.0, -1.0}, {1, 1, 1, 2});
   std::vector<double> expect = q_posterior_mean_variance(s, x0c, xt, t).mean.to_double_vector();
   std::vector<double> got = clipped.mean.to_double_vector();
   EXPECT_NEAR(got[0], expect[0], 1e-12);
   EXPECT_NEAR(got[1], expect[1], 1e-12);
+}
+
+}  // namespace
+}  // namespace ddpm::diffusion
+
+namespace ddpm::diffusion {
+namespace {
+
+TEST(Likelihood, PMeanVarianceForEveryVarianceType) {
+  DiffusionSchedule s(cosine_betas(100));
+  const Timesteps t{0, 30, 99};
+  Shape sh{3, 2, 2, 1};
+  Tensor x0 = clamp(random_tensor(sh, 31, DType::f64, 0.5), -1, 1), eps = random_tensor(sh, 32);
+  Tensor xt = q_sample(s, x0, t, eps);
+  for (VarianceType type : {VarianceType::fixed_small, VarianceType::fixed_large, VarianceType::learned_range}) {
+    SCOPED_TRACE(variance_type_name(type));
+    Tensor vv = type == VarianceType::learned_range ? Tensor::full(sh, 1.0, DType::f64) : Tensor();
+    Gaussian p = p_mean_variance(s, type, eps, vv, xt, t, false);
+    // The true eps recovers x0 exactly, so the mean is the true posterior mean.
+    std::vector<double> m = p.mean.to_double_vector(), q = q_posterior_mean_variance(s, x0, xt, t).mean.to_double_vector();
+    for (std::size_t i = 0; i < m.size(); ++i) EXPECT_NEAR(m[i], q[i], 1e-12);
+    std::vector<double> lv = p.log_variance.to_double_vector();
+    double expected_t30 = type == VarianceType::fixed_small ? s.posterior_log_variance_clipped[30] : std::log(s.betas[30]);
+    EXPECT_NEAR(lv[type == VarianceType::learned_range ? 4 : 1], expected_t30, 1e-12);
+  }
+  EXPECT_THROW(p_mean_variance(s, VarianceType::learned_range, eps, Tensor(), xt, t, false), ValueError);
+}
+
+TEST(Likelihood, BpdLoopIsPriorPlusTermsWithTModelCalls) {
+  DiffusionSchedule s(cosine_betas(40));
+  Tensor x0 = clamp(random_tensor({2, 2, 2, 3}, 33, DType::f64, 0.5), -1, 1);
+  int calls = 0;
+  // An oracle that knows x0: its p(x_{t-1} | x_t) is the true posterior, so every KL is 0.
+  ModelGaussianFn oracle = [&](const Tensor& xt, const Timesteps& t) {
+    ++calls;
+    return q_posterior_mean_variance(s, x0, xt, t);
+  };
+  Generator gen(5);
+  BpdResult r = calc_bpd_loop(s, oracle, x0, gen);
+  EXPECT_EQ(calls, 40) << "one model evaluation per timestep";
+  ASSERT_EQ(r.terms_bpd.size(), 40u);
+  std::vector<double> prior = prior_bpd(s, x0).to_double_vector();
+  for (int n = 0; n < 2; ++n) {
+    for (int t = 1; t < 40; ++t) EXPECT_NEAR(r.terms_bpd[t][n], 0.0, 1e-13);
+    EXPECT_GT(r.terms_bpd[0][n], 0.0);
+    EXPECT_DOUBLE_EQ(r.prior_bpd[n], prior[n]);
+    EXPECT_NEAR(r.total_bpd[n], prior[n] + r.terms_bpd[0][n], 1e-13);
+  }
+  // A model that always predicts 0: positive terms, and the total is their sum.
+  ModelGaussianFn blind = [&](const Tensor& xt, const Timesteps& t) {
+    return Gaussian{Tensor::zeros(xt.shape(), DType::f64), Tensor(), fixed_small_variance(s, t, xt).log_variance};
+  };
+  BpdResult b = calc_bpd_loop(s, blind, x0, gen);
+  double sum = b.prior_bpd[1];
+  for (int t = 0; t < 40; ++t) sum += b.terms_bpd[t][1];
+  EXPECT_NEAR(b.total_bpd[1], sum, 1e-12);
+  EXPECT_GT(b.total_bpd[1], r.total_bpd[1]);
+}
+
+TEST(Likelihood, ImportanceSamplerIsUniformUntilWarmAndThenFollowsTheSecondMoment) {
+  LossSecondMomentSampler sampler(4, 2, 0.001);
+  Generator gen(7);
+  sampler.update({0, 1, 2}, {1.0, 2.0, 3.0});
+  EXPECT_FALSE(sampler.warmed_up());
+  for (double p : sampler.probabilities()) EXPECT_EQ(p, 0.25);
+  for (double w : sampler.sample(8, gen).weights) EXPECT_EQ(w, 1.0);
+  sampler.update({0, 1, 2, 3, 3}, {1.0, 2.0, 4.0, 0.0, 0.0});
+  EXPECT_TRUE(sampler.warmed_up());
+  // Histories: {1,1}, {2,2}, {3,4}, {0,0}: sqrt(E[L^2]) = 1, 2, sqrt(12.5), 0.
+  std::vector<double> m{1.0, 2.0, std::sqrt(12.5), 0.0};
+  double total = m[0] + m[1] + m[2];
+  std::vector<double> p = sampler.probabilities();
+  for (int t = 0; t < 4; ++t) EXPECT_NEAR(p[t], 0.999 * m[t] / total + 0.001 / 4, 1e-15);
+  // Only the last `history` losses count: t = 0 now holds {1, 5}.
+  sampler.update({0}, {5.0});
+  m[0] = std::sqrt(13.0);
+  total = m[0] + m[1] + m[2];
+  p = sampler.probabilities();
+  EXPECT_NEAR(p[0], 0.999 * m[0] / total + 0.00025, 1e-15);
+  // Draws follow p, and the weights 1/(T p_t) make the weighted loss unbiased for the
+  // mean over t.
+  const std::vector<double> loss_at{3.0, 2.0, 3.5, 0.01};
+  LossSecondMomentSampler::Draw d = sampler.sample(40000, gen);
+  std::vector<double> freq(4, 0.0);
+  double weighted = 0.0;
+  for (std::size_t i = 0; i < d.t.size(); ++i) {
+    freq[d.t[i]] += 1.0 / 40000;
+    EXPECT_DOUBLE_EQ(d.weights[i], 1.0 / (4 * p[d.t[i]]));
+    weighted += d.weights[i] * loss_at[d.t[i]] / 40000;
+  }
+  for (int t = 0; t < 4; ++t) EXPECT_NEAR(freq[t], p[t], 0.01) << "t = " << t;
+  EXPECT_NEAR(weighted, (3.0 + 2.0 + 3.5 + 0.01) / 4, 0.05);  // standard error about 0.001
+  EXPECT_THROW(sampler.update({4}, {1.0}), ValueError);
+  EXPECT_THROW(sampler.update({0, 1}, {1.0}), ValueError);
 }
 
 }  // namespace

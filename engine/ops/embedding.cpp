@@ -15,9 +15,10 @@ namespace ddpm {
 TimestepEmbeddingStyle parse_timestep_embedding_style(const std::string& name) {
   if (name == "ddpm") return TimestepEmbeddingStyle::ddpm;
   if (name == "improved") return TimestepEmbeddingStyle::improved;
-  DDPM_THROW(ValueError, "timestep embedding style '" << name
-                                                      << "' is unknown; expected 'ddpm' (frequencies over half-1, "
-                                                         "[sin, cos]) or 'improved' (frequencies over half, [cos, sin])");
+  DDPM_THROW(ValueError, "timestep embedding style '"
+                             << name
+                             << "' is unknown; expected 'ddpm' (frequencies over half-1, [sin, cos]) or "
+                                "'improved' (frequencies over half, [cos, sin])");
 }
 
 const char* timestep_embedding_style_name(TimestepEmbeddingStyle style) {

@@ -26,6 +26,9 @@
 // come from the data loader on the host, and their range is checked there with a clear
 // error). out[i, :] = table[ids[i], :]; backward scatter-adds: dL/dtable[r] = sum over i
 // with ids[i] == r of g[i] (repeated ids accumulate).
+// On CUDA each call copies the ids from host memory (pageable) to the device; such a copy
+// cannot be captured in a CUDA graph, so a captured sampling step should look up the class
+// embedding once, before capture (the labels are fixed across steps).
 #pragma once
 
 #include <cstdint>

@@ -29,8 +29,9 @@ void check_image(const char* op, const Tensor& x) {
 Tensor upsample_backward(const Tensor& g, LowRes s) {
   Tensor gx = Tensor::empty({s.N, s.H, s.W, s.C}, g.dtype(), g.device());
   if (g.device().is_cuda()) {
-    DDPM_ON_CUDA("upsample_nearest2x backward", cuda::upsample_nearest2x_backward(g.data<float>(), gx.data<float>(), s.N,
-                                                                                s.H, s.W, s.C, cuda::stream()));
+    DDPM_ON_CUDA("upsample_nearest2x backward",
+                 cuda::upsample_nearest2x_backward(g.data<float>(), gx.data<float>(), s.N, s.H, s.W, s.C,
+                                                   cuda::stream()));
   } else {
     ops::cpu_dispatch("upsample_nearest2x backward", g.dtype(), [&](auto t) {
       using T = decltype(t);

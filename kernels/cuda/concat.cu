@@ -12,7 +12,8 @@ void copy_rows(const float* src, std::int64_t src_pitch, float* dst, std::int64_
   if (rows == 0 || row_len == 0) return;
   const std::size_t width = static_cast<std::size_t>(row_len) * sizeof(float);
   if (rows == 1 || (src_pitch == row_len && dst_pitch == row_len)) {
-    DDPM_CUDA_CHECK(cudaMemcpyAsync(dst, src, width * static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream));
+    DDPM_CUDA_CHECK(
+        cudaMemcpyAsync(dst, src, width * static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream));
     return;
   }
   DDPM_CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<std::size_t>(dst_pitch) * sizeof(float), src,

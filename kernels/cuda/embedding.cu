@@ -87,7 +87,8 @@ void timestep_embedding(const float* t, float* out, std::int64_t N, std::int64_t
                         std::int64_t freq_denominator, bool sin_first, cudaStream_t stream) {
   std::int64_t half = dim / 2;
   if (N * half == 0) {  // only a zero pad column (dim 1) or nothing at all
-    if (N * dim > 0) DDPM_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<std::size_t>(N * dim) * sizeof(float), stream));
+    if (N * dim > 0)
+      DDPM_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<std::size_t>(N * dim) * sizeof(float), stream));
     return;
   }
   timestep_embedding_kernel<<<grid_for(N * half), kThreads, 0, stream>>>(t, out, N, dim, log_max_period,

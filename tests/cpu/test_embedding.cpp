@@ -57,7 +57,8 @@ TEST(TimestepEmbedding, MatchesClosedFormsForBothStyles) {
   EXPECT_NEAR(d[7], std::cos(1.0), 1e-14);
   // f32 output: computed in double, rounded once.
   std::vector<float> f = timestep_embedding(t.to(DType::f32), 128, TimestepEmbeddingStyle::improved).to_vector();
-  for (int j = 0; j < 128; ++j) EXPECT_EQ(f[3 * 128 + j], static_cast<float>(expected(999.0, 128, TimestepEmbeddingStyle::improved, j)));
+  for (int j = 0; j < 128; ++j)
+    EXPECT_EQ(f[3 * 128 + j], static_cast<float>(expected(999.0, 128, TimestepEmbeddingStyle::improved, j)));
 }
 
 TEST(TimestepEmbedding, StyleNamesAndErrors) {

@@ -190,7 +190,8 @@ Tensor& Tensor::set_requires_grad(bool on) {
 Tensor Tensor::grad() const { return impl_ && impl_->grad ? Tensor(impl_->grad) : Tensor(); }
 
 void Tensor::set_grad(const Tensor& g) {
-  DDPM_CHECK(!g.defined() || g.shape() == shape(), "set_grad: gradient " << g.describe() << " for " << describe());
+  DDPM_CHECK(!g.defined() || (g.shape() == shape() && g.dtype() == dtype() && g.device() == device()),
+             "set_grad: gradient " << g.describe() << " does not match the tensor " << describe());
   impl_->grad = g.impl();
 }
 

@@ -160,6 +160,16 @@ Tensor exp(const Tensor& x) { return unary<ew::Exp>(x, 0.0); }
 Tensor log(const Tensor& x) { return unary<ew::Log>(x, 0.0); }
 Tensor sqrt(const Tensor& x) { return unary<ew::Sqrt>(x, 0.0); }
 Tensor square(const Tensor& x) { return unary<ew::Square>(x, 0.0); }
+Tensor tanh(const Tensor& x) { return unary<ew::Tanh>(x, 0.0); }
+Tensor sigmoid(const Tensor& x) { return unary<ew::Sigmoid>(x, 0.0); }
+Tensor clamp_min(const Tensor& x, double lo) { return unary<ew::ClampMin>(x, lo); }
+Tensor clamp_max(const Tensor& x, double hi) { return unary<ew::ClampMax>(x, hi); }
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  DDPM_CHECK(lo <= hi, "clamp: the lower bound " << lo << " is above the upper bound " << hi);
+  return clamp_max(clamp_min(x, lo), hi);
+}
+Tensor greater_than(const Tensor& x, double c) { return unary<ew::GreaterThan>(x.detach(), c); }
+Tensor less_than(const Tensor& x, double c) { return unary<ew::LessThan>(x.detach(), c); }
 
 Tensor expand_to(const Tensor& x, const Shape& shape) {
   ops::check_float("expand_to", x, "x");

@@ -23,6 +23,17 @@ Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 Tensor square(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+// max(x, lo), min(x, hi), and both (lo <= hi); the gradient passes where x is inside the
+// closed range, as torch.clamp does.
+Tensor clamp_min(const Tensor& x, double lo);
+Tensor clamp_max(const Tensor& x, double hi);
+Tensor clamp(const Tensor& x, double lo, double hi);
+// Masks of 1 and 0 (same dtype and device as x): x > c, x < c. Not differentiable: they
+// read x detached, so nothing is recorded on the tape.
+Tensor greater_than(const Tensor& x, double c);
+Tensor less_than(const Tensor& x, double c);
 
 // Repeats x to `shape` by broadcasting (materialized; recorded on the tape).
 Tensor expand_to(const Tensor& x, const Shape& shape);

@@ -63,4 +63,41 @@ struct AddScalar {
   template <class T> static DDPM_HD T df(T, T, T) { return T(1); }
 };
 
+// y = tanh x; dy/dx = 1 - y^2.
+struct Tanh {
+  static constexpr const char* name = "tanh";
+  template <class T> static DDPM_HD T f(T x, T) { return std::tanh(x); }
+  template <class T> static DDPM_HD T df(T, T y, T) { return T(1) - y * y; }
+};
+// y = sigmoid x = 1 / (1 + e^-x); dy/dx = y (1 - y).
+struct Sigmoid {
+  static constexpr const char* name = "sigmoid";
+  template <class T> static DDPM_HD T f(T x, T) { return T(1) / (T(1) + std::exp(-x)); }
+  template <class T> static DDPM_HD T df(T, T y, T) { return y * (T(1) - y); }
+};
+// y = max(x, alpha); dy/dx = 1 where x >= alpha, else 0 (the bound itself passes the
+// gradient, as torch.clamp does). NaN stays NaN.
+struct ClampMin {
+  static constexpr const char* name = "clamp_min";
+  template <class T> static DDPM_HD T f(T x, T alpha) { return x < alpha ? alpha : x; }
+  template <class T> static DDPM_HD T df(T x, T, T alpha) { return x >= alpha ? T(1) : T(0); }
+};
+// y = min(x, alpha); dy/dx = 1 where x <= alpha, else 0.
+struct ClampMax {
+  static constexpr const char* name = "clamp_max";
+  template <class T> static DDPM_HD T f(T x, T alpha) { return x > alpha ? alpha : x; }
+  template <class T> static DDPM_HD T df(T x, T, T alpha) { return x <= alpha ? T(1) : T(0); }
+};
+// Masks: y = 1 where x > alpha (resp. x < alpha), else 0. Piecewise constant: dy/dx = 0.
+struct GreaterThan {
+  static constexpr const char* name = "greater_than";
+  template <class T> static DDPM_HD T f(T x, T alpha) { return x > alpha ? T(1) : T(0); }
+  template <class T> static DDPM_HD T df(T, T, T) { return T(0); }
+};
+struct LessThan {
+  static constexpr const char* name = "less_than";
+  template <class T> static DDPM_HD T f(T x, T alpha) { return x < alpha ? T(1) : T(0); }
+  template <class T> static DDPM_HD T df(T, T, T) { return T(0); }
+};
+
 }  // namespace ddpm::ew

@@ -42,6 +42,7 @@ struct Context {
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
   cudaMemPool_t pool = nullptr;
+  void* cublas_workspace = nullptr;
   bool ready = false;
 };
 
@@ -56,6 +57,7 @@ std::mutex& ctx_mutex() {
 }
 
 int g_requested_device = 0;
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t(32) << 20;
 
 Context& ready_ctx() {
   Context& c = ctx();
@@ -72,6 +74,12 @@ Context& ready_ctx() {
   DDPM_CUBLAS_CHECK(cublasCreate(&c.cublas));
   DDPM_CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
   DDPM_CUBLAS_CHECK(cublasSetMathMode(c.cublas, CUBLAS_DEFAULT_MATH));
+  DDPM_CUBLAS_CHECK(cublasSetPointerMode(c.cublas, CUBLAS_POINTER_MODE_HOST));
+  // A workspace of our own: cuBLAS must not allocate during CUDA-graph capture. 32 MiB is
+  // cuBLAS's recommendation for Hopper. (cublasSetStream resets it; callers that switch
+  // streams must set it again.)
+  DDPM_CUDA_CHECK(cudaMalloc(&c.cublas_workspace, kCublasWorkspaceBytes));
+  DDPM_CUBLAS_CHECK(cublasSetWorkspace(c.cublas, c.cublas_workspace, kCublasWorkspaceBytes));
   DDPM_CUDNN_CHECK(cudnnCreate(&c.cudnn));
   DDPM_CUDNN_CHECK(cudnnSetStream(c.cudnn, c.stream));
   c.ready = true;

@@ -163,6 +163,12 @@ DDPM_INSTANTIATE_UNARY(Sqrt)
 DDPM_INSTANTIATE_UNARY(Square)
 DDPM_INSTANTIATE_UNARY(Scale)
 DDPM_INSTANTIATE_UNARY(AddScalar)
+DDPM_INSTANTIATE_UNARY(Tanh)
+DDPM_INSTANTIATE_UNARY(Sigmoid)
+DDPM_INSTANTIATE_UNARY(ClampMin)
+DDPM_INSTANTIATE_UNARY(ClampMax)
+DDPM_INSTANTIATE_UNARY(GreaterThan)
+DDPM_INSTANTIATE_UNARY(LessThan)
 #undef DDPM_INSTANTIATE_UNARY
 
 template void binary<ew::Add>(const float*, const float*, float*, const BroadcastMap&, std::int64_t, cudaStream_t);

@@ -1,0 +1,83 @@
+// engine/ops/attention.cpp: checks, dispatch and the tape node of the attention core.
+// The equations, layout and saved-tensor trade-off are in attention.h.
+#include "engine/ops/attention.h"
+
+#include "engine/ops/common.h"
+#include "kernels/cpu/attention.h"
+#if DDPM_HAVE_CUDA
+#include "kernels/cuda/attention.h"
+#endif
+
+namespace ddpm {
+
+int attention_heads(std::int64_t channels, int num_heads, int num_head_channels) {
+  if (num_head_channels > 0) {
+    DDPM_CHECK(channels % num_head_channels == 0, "attention: " << channels
+                                                                << " channels do not split into heads of "
+                                                                << num_head_channels << " channels");
+    return static_cast<int>(channels / num_head_channels);
+  }
+  DDPM_CHECK(num_heads >= 1, "attention: the number of heads must be at least 1, got " << num_heads);
+  DDPM_CHECK(channels % num_heads == 0,
+             "attention: " << channels << " channels do not split into " << num_heads << " heads");
+  return num_heads;
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads) {
+  const char* op = "attention";
+  ops::check_float(op, q, "q");
+  ops::check_float(op, k, "k");
+  ops::check_float(op, v, "v");
+  ops::check_same_device(op, q, "q", k, "k");
+  ops::check_same_device(op, q, "q", v, "v");
+  ops::check_same_dtype(op, q, "q", k, "k");
+  ops::check_same_dtype(op, q, "q", v, "v");
+  DDPM_CHECK(q.ndim() == 3, "attention: 'q' must be [B, S, C] (tokens S = H*W), got shape " << shape_str(q.shape()));
+  ops::check_shape(op, k, "k", q.shape());
+  ops::check_shape(op, v, "v", q.shape());
+  const std::int64_t B = q.dim(0), S = q.dim(1), C = q.dim(2);
+  DDPM_CHECK(S >= 1 && C >= 1, "attention: 'q' needs at least one token and one channel, got shape "
+                                   << shape_str(q.shape()));
+  DDPM_CHECK(num_heads >= 1, "attention: num_heads must be at least 1, got " << num_heads);
+  DDPM_CHECK(C % num_heads == 0, "attention: num_heads " << num_heads << " does not divide the " << C
+                                                         << " channels of 'q' (shape " << shape_str(q.shape())
+                                                         << ")");
+  const std::int64_t H = num_heads;
+
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
+  Tensor lse = Tensor::empty({B, H, S}, q.dtype(), q.device());  // log-sum-exp of each score row
+  if (q.device().is_cuda()) {
+    DDPM_ON_CUDA(op, cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
+                                             lse.data<float>(), B, S, C, H, cuda::cublas(), cuda::stream()));
+  } else {
+    ops::cpu_dispatch(op, q.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::attention_forward(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, S, C, H);
+    });
+  }
+
+  Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
+  record(out, op, {q, k, v}, [qd, kd, vd, lse, H](const Tensor& g, const std::vector<bool>&) {
+    const std::int64_t B = qd.dim(0), S = qd.dim(1), C = qd.dim(2);
+    // One pass produces all three gradients; computing fewer would save little.
+    Tensor dq = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+    Tensor dk = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+    Tensor dv = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+    if (qd.device().is_cuda()) {
+      DDPM_ON_CUDA("attention backward",
+                   cuda::attention_backward(qd.data<float>(), kd.data<float>(), vd.data<float>(), lse.data<float>(),
+                                            g.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), B,
+                                            S, C, H, cuda::cublas(), cuda::stream()));
+    } else {
+      ops::cpu_dispatch("attention backward", qd.dtype(), [&](auto t) {
+        using T = decltype(t);
+        cpu::attention_backward(qd.data<T>(), kd.data<T>(), vd.data<T>(), lse.data<T>(), g.data<T>(), dq.data<T>(),
+                                dk.data<T>(), dv.data<T>(), B, S, C, H);
+      });
+    }
+    return std::vector<Tensor>{dq, dk, dv};
+  });
+  return out;
+}
+
+}  // namespace ddpm

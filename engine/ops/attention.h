@@ -1,0 +1,39 @@
+// engine/ops/attention.h: the multi-head self-attention core of the UNet's attention
+// blocks, one tape node with a hand-written backward.
+//
+// Layout: q, k, v and the output are [B, S, C] with S = H*W tokens; an NHWC activation
+// [N, H, W, C] reshapes to [N, H*W, C] for free. The Q/K/V and output projections are
+// ordinary linear layers around this op. Head h uses channels [h*d, (h+1)*d), d = C/heads:
+//   out_h = softmax((q_h d^(-1/4)) (k_h d^(-1/4))^T) v_h
+// q and k are each scaled by d^(-1/4) (improved diffusion's convention, stable in low
+// precision); mathematically that is the usual 1/sqrt(d) on the product. The softmax is
+// always computed in fp32 (or f64 on the CPU).
+//
+// Gradient rule (P = softmax(scores), g = dL/dout, per head):
+//   dV = P^T g,  dP = g V^T,  dS = P * (dP - rowsum(dP * P)),
+//   dQ = dS K d^(-1/2),  dK = dS^T Q d^(-1/2).
+//
+// What the backward keeps: q, k, v (handles to tensors that exist anyway) and the per-row
+// log-sum-exp lse [B, heads, S]. The backward recomputes P = exp(q k^T / sqrt(d) - lse)
+// with one extra GEMM instead of keeping P, which would hold B*heads*S*S values per
+// attention block from forward to backward (128 MiB in fp32 at B=8, heads=4, 32x32
+// tokens; a UNet has several such blocks). lse costs B*heads*S values (128 KiB there).
+// The CUDA version still materializes the score matrix transiently inside the op (see
+// kernels/cuda/attention.h).
+#pragma once
+
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace ddpm {
+
+// q, k, v: [B, S, C], same dtype and device; num_heads must divide C. Returns [B, S, C].
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads);
+
+// The number of heads for `channels` given either a head count or a per-head width, as in
+// improved diffusion's num_heads / num_head_channels: when num_head_channels > 0 it wins
+// and must divide channels; otherwise num_heads is used and must divide channels.
+int attention_heads(std::int64_t channels, int num_heads, int num_head_channels = -1);
+
+}  // namespace ddpm

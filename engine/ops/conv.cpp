@@ -1,0 +1,97 @@
+// engine/ops/conv.cpp: conv2d forward and backward (equations in conv.h).
+#include "engine/ops/conv.h"
+
+#include "engine/ops/common.h"
+#include "kernels/common/conv2d_geometry.h"
+#include "kernels/cpu/conv2d.h"
+#if DDPM_HAVE_CUDA
+#include "kernels/cuda/conv2d.h"
+#endif
+
+namespace ddpm {
+
+namespace {
+
+// Validates the arguments and returns the sizes of the convolution.
+Conv2dGeometry check_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+  const char* op = "conv2d";
+  ops::check_float(op, x, "x");
+  ops::check_float(op, weight, "weight");
+  ops::check_same_device(op, x, "x", weight, "weight");
+  ops::check_same_dtype(op, x, "x", weight, "weight");
+  DDPM_CHECK(x.ndim() == 4, op << ": 'x' must be an NHWC image batch [N, H, W, Cin], got shape "
+                               << shape_str(x.shape()));
+  DDPM_CHECK(weight.ndim() == 4, op << ": 'weight' must be a filter bank [Cout, kh, kw, Cin], got shape "
+                                    << shape_str(weight.shape()));
+  for (int d = 0; d < 4; ++d) {
+    DDPM_CHECK(x.dim(d) > 0, op << ": 'x' has an empty dimension: " << shape_str(x.shape()));
+    DDPM_CHECK(weight.dim(d) > 0, op << ": 'weight' has an empty dimension: " << shape_str(weight.shape()));
+  }
+  DDPM_CHECK(weight.dim(3) == x.dim(3), op << ": 'x' " << shape_str(x.shape()) << " has " << x.dim(3)
+                                           << " input channels but 'weight' " << shape_str(weight.shape())
+                                           << " expects " << weight.dim(3));
+  DDPM_CHECK(stride >= 1, op << ": stride must be at least 1, got " << stride);
+  DDPM_CHECK(padding >= 0, op << ": padding must be non-negative, got " << padding);
+  const std::int64_t kh = weight.dim(1), kw = weight.dim(2);
+  DDPM_CHECK(kh <= x.dim(1) + 2 * padding && kw <= x.dim(2) + 2 * padding,
+             op << ": the " << kh << "x" << kw << " kernel of 'weight' " << shape_str(weight.shape())
+                << " is larger than the padded input (" << x.dim(1) + 2 * padding << "x" << x.dim(2) + 2 * padding
+                << " from 'x' " << shape_str(x.shape()) << " with padding " << padding << ")");
+  if (bias.defined()) {
+    ops::check_float(op, bias, "bias");
+    ops::check_same_device(op, x, "x", bias, "bias");
+    ops::check_same_dtype(op, x, "x", bias, "bias");
+    DDPM_CHECK(bias.shape() == Shape{weight.dim(0)}, op << ": 'bias' must have shape [" << weight.dim(0)
+                                                        << "] (one per output channel of 'weight' "
+                                                        << shape_str(weight.shape()) << "), got "
+                                                        << shape_str(bias.shape()));
+  }
+  return make_conv2d_geometry(x.dim(0), x.dim(1), x.dim(2), x.dim(3), weight.dim(0), kh, kw, stride, padding);
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+  const Conv2dGeometry geo = check_conv2d(x, weight, bias, stride, padding);
+  // out [N, Ho, Wo, Cout]
+  Tensor out = Tensor::empty({geo.n, geo.ho, geo.wo, geo.cout}, x.dtype(), x.device());
+  const bool has_bias = bias.defined();
+  if (x.device().is_cuda()) {
+    DDPM_ON_CUDA("conv2d", cuda::conv2d_forward(x.data<float>(), weight.data<float>(),
+                                                has_bias ? bias.data<float>() : nullptr, out.data<float>(), geo,
+                                                cuda::stream()));
+  } else {
+    ops::cpu_dispatch("conv2d", x.dtype(), [&](auto t) {
+      using T = decltype(t);
+      cpu::conv2d_forward(x.data<T>(), weight.data<T>(), has_bias ? bias.data<T>() : nullptr, out.data<T>(), geo);
+    });
+  }
+
+  Tensor xs = x.detach(), ws = weight.detach();
+  record(out, "conv2d", {x, weight, bias}, [xs, ws, geo](const Tensor& g, const std::vector<bool>& need) {
+    Tensor gx, gw, gb;
+    if (need[0]) gx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
+    if (need[1]) gw = Tensor::empty(ws.shape(), ws.dtype(), ws.device());
+    if (need[2]) gb = Tensor::empty({geo.cout}, xs.dtype(), xs.device());
+    if (xs.device().is_cuda()) {
+      DDPM_ON_CUDA("conv2d", {
+        const float* gy = g.data<float>();
+        if (need[0]) cuda::conv2d_backward_data(gy, ws.data<float>(), gx.data<float>(), geo, cuda::stream());
+        if (need[1]) cuda::conv2d_backward_filter(xs.data<float>(), gy, gw.data<float>(), geo, cuda::stream());
+        if (need[2]) cuda::conv2d_backward_bias(gy, gb.data<float>(), geo, cuda::stream());
+      });
+    } else {
+      ops::cpu_dispatch("conv2d", xs.dtype(), [&](auto t) {
+        using T = decltype(t);
+        const T* gy = g.data<T>();
+        if (need[0]) cpu::conv2d_backward_data(gy, ws.data<T>(), gx.data<T>(), geo);
+        if (need[1]) cpu::conv2d_backward_filter(xs.data<T>(), gy, gw.data<T>(), geo);
+        if (need[2]) cpu::conv2d_backward_bias(gy, gb.data<T>(), geo);
+      });
+    }
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return out;
+}
+
+}  // namespace ddpm

@@ -1,0 +1,32 @@
+// kernels/cuda/attention.h: the multi-head attention core on CUDA (fp32), the same
+// contract as kernels/cpu/attention.h: q, k, v, out [B, S, C] row-major, head h on channels
+// [h*d, (h+1)*d), lse [B, heads, S], scores scaled by (d^(-1/4))^2 = 1/sqrt(d).
+//
+// First version: cuBLAS strided-batched GEMMs (batch = heads, one call per image b) around
+// hand-written fused row kernels: a max-subtracted softmax that also writes the row's
+// log-sum-exp, and a softmax backward that recomputes P from lse. The full score matrix
+// [B, heads, S, S] is materialized in pool scratch: at B=8, heads=4, S=1024 (32x32) that
+// is 128 MiB in the forward and twice that in the backward (scores and dP). A fused
+// flash-style kernel that never materializes it is the next step.
+//
+// `handle` must be bound to `stream` (cuda::cublas() is bound to cuda::stream()); scratch
+// comes from cuda::pool_alloc, which is ordered on cuda::stream().
+#pragma once
+
+#include <cstdint>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+namespace ddpm::cuda {
+
+void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, std::int64_t B,
+                       std::int64_t S, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
+                       cudaStream_t stream);
+
+// Writes (overwrites) dq, dk, dv.
+void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
+                        float* dq, float* dk, float* dv, std::int64_t B, std::int64_t S, std::int64_t C,
+                        std::int64_t heads, cublasHandle_t handle, cudaStream_t stream);
+
+}  // namespace ddpm::cuda

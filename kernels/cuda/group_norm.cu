@@ -509,24 +509,24 @@ unsigned grid_for(std::int64_t n, int threads) {
 }
 
 // Finds the instantiation <VEC, ITEMS> with ITEMS == plan.items (ITEMS * VEC <= MAXF).
-template <int VEC, int ITEMS, int MAXF, class Args, class Launch>
-void dispatch_items(const FusedPlan& plan, const Args& args, Launch&& launch) {
+template <int VEC, int ITEMS, int MAXF, class Launch>
+void dispatch_items(const FusedPlan& plan, Launch&& launch) {
   if constexpr (ITEMS * VEC <= MAXF) {
     if (plan.items == ITEMS) return launch(std::integral_constant<int, VEC>{}, std::integral_constant<int, ITEMS>{});
-    dispatch_items<VEC, ITEMS * 2, MAXF>(plan, args, launch);
+    dispatch_items<VEC, ITEMS * 2, MAXF>(plan, launch);
   } else {
     DDPM_THROW(ValueError, "group_norm: no kernel instance for vec " << VEC << ", items " << plan.items);
   }
 }
 
-template <int MAXF, class Args, class Launch>
-void dispatch_fused(const FusedPlan& plan, const Args& args, Launch&& launch) {
+template <int MAXF, class Launch>
+void dispatch_fused(const FusedPlan& plan, Launch&& launch) {
   if (plan.vec == 4)
-    dispatch_items<4, 1, MAXF>(plan, args, launch);
+    dispatch_items<4, 1, MAXF>(plan, launch);
   else if (plan.vec == 2)
-    dispatch_items<2, 1, MAXF>(plan, args, launch);
+    dispatch_items<2, 1, MAXF>(plan, launch);
   else
-    dispatch_items<1, 1, MAXF>(plan, args, launch);
+    dispatch_items<1, 1, MAXF>(plan, launch);
 }
 
 }  // namespace
@@ -549,7 +549,7 @@ void group_norm_forward(const float* x, const float* gamma, const float* beta, c
     a.gpb = plan.gpb;
     a.rows = plan.rows;
     const unsigned blocks = static_cast<unsigned>(N * (G / plan.gpb));
-    dispatch_fused<kFwdMaxFloats>(plan, a, [&](auto vec, auto items) {
+    dispatch_fused<kFwdMaxFloats>(plan, [&](auto vec, auto items) {
       gn_forward_fused<decltype(vec)::value, decltype(items)::value><<<blocks, plan.threads, plan.smem, stream>>>(a);
     });
     DDPM_LAUNCH_CHECK("group_norm_forward_fused");
@@ -577,7 +577,7 @@ void group_norm_backward(const float* x, const float* gamma, const float* beta, 
       a.gpb = plan.gpb;
       a.rows = plan.rows;
       const unsigned blocks = static_cast<unsigned>(N * (G / plan.gpb));
-      dispatch_fused<kBwdMaxFloats>(plan, a, [&](auto vec, auto items) {
+      dispatch_fused<kBwdMaxFloats>(plan, [&](auto vec, auto items) {
         gn_backward_fused<decltype(vec)::value, decltype(items)::value>
             <<<blocks, plan.threads, plan.smem, stream>>>(a);
       });

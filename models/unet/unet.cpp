@@ -175,6 +175,8 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
   register_module("conv_out", conv_out_.get());
 }
 
+UNet::~UNet() = default;
+
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;

@@ -49,6 +49,7 @@ struct UNetConfig {
 class UNet : public nn::Module {
  public:
   UNet(const UNetConfig& cfg, Generator& gen, Device device);
+  ~UNet() override;
 
   // x [N, H, W, C]; t the (original, un-respaced) timestep per sample, possibly fractional;
   // labels per sample in [0, num_classes] (num_classes is the null label) when

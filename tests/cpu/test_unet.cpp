@@ -1,11 +1,13 @@
 // The UNet builder: the DDPM CIFAR-10 parameter count, diffusers-style names, the
 // improved-DDPM / ADM options, zero-initialized outputs, and config errors.
-#include <gtest/gtest.h>
-
+#include <cmath>
 #include <map>
+
+#include <gtest/gtest.h>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "models/unet/unet.h"
 #include "support/gradcheck.h"
@@ -152,7 +154,7 @@ TEST(UNet, ImprovedAndAdmOptionsBuildAndRun) {
   Generator gen(3);
   UNet net(cfg, gen, Device::cpu());
   auto s = shapes_of(net);
-  EXPECT_EQ(s["down_blocks.0.resnets.0.time_emb_proj.weight"], (Shape{64, 32}));  // 2C for scale-shift
+  EXPECT_EQ(s["down_blocks.0.resnets.0.time_emb_proj.weight"], (Shape{16, 32}));  // 2C = 16 for scale-shift
   EXPECT_TRUE(s.count("down_blocks.0.downsamplers.0.conv1.weight"));  // a resampling residual block
   EXPECT_TRUE(s.count("up_blocks.0.upsamplers.0.norm2.weight"));
   EXPECT_EQ(s["class_embedding.weight"], (Shape{4, 32}));  // 3 classes + the null label

@@ -1,0 +1,134 @@
+// GroupNorm (+ AdaGN, + SiLU) on CUDA against the CPU reference (f32), forward and every
+// gradient, at the UNet's shapes (C 64..512 with G = 32 at 32x32 down to 4x4), odd shapes,
+// and big groups that take the two-pass fallback.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/group_norm.h"
+#include "support/gradcheck.h"
+#if DDPM_HAVE_CUDA
+#include "kernels/cuda/group_norm.h"
+#endif
+
+namespace ddpm {
+namespace {
+
+using testing::all_close;
+using testing::random_tensor;
+
+struct Case {
+  Shape x;
+  int groups;
+};
+
+// Runs group_norm on the CPU (f32) and on CUDA with the same inputs and output gradient;
+// compares y and the gradients of x, gamma, beta, scale and shift.
+void check_against_cpu(const Case& c, bool silu, bool adagn) {
+  const std::int64_t N = c.x[0], C = c.x.back();
+  std::vector<Tensor> host{random_tensor(c.x, 1, DType::f32, 2.0), random_tensor({C}, 2, DType::f32),
+                           random_tensor({C}, 3, DType::f32)};
+  if (adagn) {
+    host.push_back(random_tensor({N, C}, 4, DType::f32, 0.5));
+    host.push_back(random_tensor({N, C}, 5, DType::f32));
+  }
+  // x gets a per-channel offset so that the group means are away from 0.
+  host[0] = add(host[0], random_tensor({C}, 6, DType::f32, 3.0));
+  std::vector<Tensor> cpu_in, gpu_in;
+  for (const Tensor& t : host) {
+    cpu_in.push_back(t.clone().set_requires_grad(true));
+    gpu_in.push_back(t.to(Device::cuda()).set_requires_grad(true));
+  }
+  auto run = [&](const std::vector<Tensor>& in) {
+    return group_norm(in[0], c.groups, in[1], in[2], 1e-5, silu, adagn ? in[3] : Tensor(), adagn ? in[4] : Tensor());
+  };
+  Tensor yc = run(cpu_in), yg = run(gpu_in);
+  // Forward: fp32 normalization of O(1) values; the statistics differ only in summation order.
+  EXPECT_TRUE(all_close(yg, yc, 1e-5, 1e-4)) << "forward";
+  Tensor w = random_tensor(c.x, 77, DType::f32);
+  yc.backward(w);
+  yg.backward(w.to(Device::cuda()));
+  // dx: O(1); dgamma, dbeta sum N*H*W terms and dscale, dshift H*W terms of O(1): the
+  // tolerance grows with the number of summed terms (fp32 summation order).
+  const double hw = static_cast<double>(yc.numel() / (N * C));
+  const double atol[] = {2e-5, 2e-6 * hw * N + 1e-4, 2e-6 * hw * N + 1e-4, 2e-6 * hw + 1e-4, 2e-6 * hw + 1e-4};
+  const char* names[] = {"x", "gamma", "beta", "scale", "shift"};
+  for (std::size_t i = 0; i < cpu_in.size(); ++i)
+    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), atol[i], 1e-4)) << "gradient of " << names[i];
+}
+
+void check_all_variants(const Case& c) {
+  for (bool adagn : {false, true})
+    for (bool silu : {false, true}) {
+      SCOPED_TRACE(shape_str(c.x) + " G=" + std::to_string(c.groups) + (silu ? " silu" : "") +
+                   (adagn ? " adagn" : ""));
+      check_against_cpu(c, silu, adagn);
+    }
+}
+
+TEST(GroupNormGpu, UNetShapesAllVariants) {
+  DDPM_REQUIRE_CUDA();
+  const Case cases[] = {
+      {{2, 32, 32, 64}, 32},  {{4, 32, 32, 128}, 32}, {{2, 32, 32, 256}, 32}, {{8, 16, 16, 128}, 32},
+      {{4, 16, 16, 256}, 32}, {{4, 8, 8, 256}, 32},   {{8, 8, 8, 512}, 32},   {{2, 4, 4, 512}, 32},
+      {{2, 16, 16, 384}, 32}, {{3, 32, 32, 512}, 32},
+  };
+  for (const Case& c : cases) check_all_variants(c);
+}
+
+TEST(GroupNormGpu, OddShapes) {
+  DDPM_REQUIRE_CUDA();
+  const Case cases[] = {
+      {{2, 7, 5, 96}, 3},    // Cg = 32, HW not a power of two
+      {{3, 9, 9, 96}, 32},   // Cg = 3: scalar loads
+      {{2, 5, 3, 6}, 3},     // Cg = 2, G not a multiple of 4: one group per block
+      {{2, 6, 6, 24}, 24},   // Cg = 1 (instance norm), 8 groups per block
+      {{2, 3, 3, 10}, 5},    // Cg = 2 with float2 loads
+      {{2, 49, 40}, 4},      // [N, S, C] tokens
+      {{1, 1, 1, 8}, 2},     // one pixel
+  };
+  for (const Case& c : cases) check_all_variants(c);
+}
+
+TEST(GroupNormGpu, LargeGroupsUseTheFallback) {
+  DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
+  const Case cases[] = {{{2, 64, 64, 64}, 1}, {{2, 32, 32, 128}, 2}, {{2, 32, 32, 512}, 32}};
+  EXPECT_FALSE(cuda::group_norm_forward_is_fused(64 * 64, 64, 1));
+  EXPECT_FALSE(cuda::group_norm_forward_is_fused(32 * 32, 128, 2));
+  EXPECT_FALSE(cuda::group_norm_backward_is_fused(32 * 32, 512, 32));  // forward fused, backward two-pass
+  EXPECT_TRUE(cuda::group_norm_forward_is_fused(32 * 32, 512, 32));
+  EXPECT_TRUE(cuda::group_norm_forward_is_fused(32 * 32, 256, 32));
+  EXPECT_TRUE(cuda::group_norm_backward_is_fused(32 * 32, 256, 32));
+  for (const Case& c : cases) check_all_variants(c);
+#endif
+}
+
+TEST(GroupNormGpu, UnalignedViewsTakeScalarLoads) {
+  DDPM_REQUIRE_CUDA();
+  // x is a view starting one float into its storage: the fused kernel must not use float4.
+  const Shape xs{2, 8, 8, 64};
+  Tensor big = random_tensor({1 + shape_numel(xs)}, 9, DType::f32).to(Device::cuda());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = big.impl()->storage;
+  impl->offset_bytes = sizeof(float);
+  impl->shape = xs;
+  impl->dtype = DType::f32;
+  Tensor xg(impl);
+  Tensor xc = xg.cpu();
+  xg.set_requires_grad(true);
+  xc.set_requires_grad(true);
+  Tensor gamma = random_tensor({64}, 10, DType::f32), beta = random_tensor({64}, 11, DType::f32);
+  Tensor yg = group_norm(xg, 32, gamma.to(Device::cuda()), beta.to(Device::cuda()), 1e-5, true);
+  Tensor yc = group_norm(xc, 32, gamma, beta, 1e-5, true);
+  EXPECT_TRUE(all_close(yg, yc, 1e-5, 1e-4));
+  Tensor w = random_tensor(xs, 12, DType::f32);
+  yg.backward(w.to(Device::cuda()));
+  yc.backward(w);
+  EXPECT_TRUE(all_close(xg.grad(), xc.grad(), 2e-5, 1e-4));
+}
+
+}  // namespace
+}  // namespace ddpm

@@ -36,9 +36,7 @@ tests_line=$(grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1)
 skipped=$(grep -c "(Skipped)" "$logs/ctest.log")
 step memcheck compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 "$build/bin/gpu_tests"
 step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/bin/gpu_tests"
-for b in "$build"/bin/bench-*; do
-  [ -x "$b" ] && step "$(basename "$b")" "$b"
-done
+step bench bash scripts/bench.sh "$build"   # kernel figures + PyTorch eager ratios
 
 printf '\n| step | result |\n|---|---|\n'
 for k in "${!result[@]}"; do printf '| %s | %s |\n' "$k" "${result[$k]}"; done

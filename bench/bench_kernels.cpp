@@ -1,0 +1,254 @@
+// bench-kernels: times each op's production kernel (the very functions the engine calls)
+// at the shapes in bench/cases.json, and reports achieved bandwidth or FLOP rate against
+// this device's measured copy bandwidth and SGEMM rate.
+//
+//   bench-kernels [--cases FILE] [--reps N] [--json]
+//
+// --json prints one JSON object per line, the format scripts/bench_pytorch.py prints too;
+// scripts/bench.sh runs both and prints the ratios. Without a GPU it says so and exits 0.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_util.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/rng.h"
+#include "kernels/common/conv2d_geometry.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/conv2d.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/group_norm.h"
+#include "kernels/cuda/optim.h"
+
+using nlohmann::json;
+using namespace ddpm;
+
+namespace {
+
+struct Options {
+  std::string cases = DDPM_SOURCE_DIR "/bench/cases.json";
+  int reps = 50;
+  bool json_lines = false;
+};
+
+struct Peaks {
+  double copy_gbps = 0;    // device-to-device copy, counting read + write
+  double sgemm_tflops = 0;  // fp32 SGEMM 8192^3 (TF32 off)
+};
+
+Tensor dev_randn(const Shape& s, std::uint64_t seed) {
+  Generator g(seed);
+  return randn(s, g, Device::cuda());
+}
+
+Peaks measure_peaks(bench::Timer& timer) {
+  Peaks p;
+  const std::int64_t n = std::int64_t(1) << 28;  // 1 GiB of floats
+  Tensor a = Tensor::empty({n}, DType::f32, Device::cuda()), b = Tensor::empty({n}, DType::f32, Device::cuda());
+  double ms = timer.median_ms([&] {
+    DDPM_CUDA_CHECK(cudaMemcpyAsync(b.raw_data(), a.raw_data(), a.nbytes(), cudaMemcpyDeviceToDevice, cuda::stream()));
+  });
+  p.copy_gbps = 2.0 * a.nbytes() / (ms * 1e6);
+  const std::int64_t m = 8192;
+  Tensor x = dev_randn({m, m}, 1), y = dev_randn({m, m}, 2), z = Tensor::empty({m, m}, DType::f32, Device::cuda());
+  ms = timer.median_ms([&] {
+    cuda::gemm(false, false, m, m, m, 1.f, x.data<float>(), m, y.data<float>(), m, 0.f, z.data<float>(), m,
+               cuda::stream());
+  });
+  p.sgemm_tflops = 2.0 * m * m * m / (ms * 1e9);
+  return p;
+}
+
+struct Reporter {
+  const Options& opt;
+  const Peaks& peaks;
+  // bytes: DRAM traffic of an ideal kernel; flops: arithmetic. Either may be 0.
+  void row(const std::string& op, const json& c, const std::string& direction, double ms, double bytes,
+           double flops) const {
+    double gbps = bytes / (ms * 1e6), tflops = flops / (ms * 1e9);
+    if (opt.json_lines) {
+      json j{{"op", op}, {"case", c}, {"direction", direction}, {"ms", ms}};
+      if (bytes > 0) j["gbps"] = gbps, j["pct_copy_bw"] = 100 * gbps / peaks.copy_gbps;
+      if (flops > 0) j["tflops"] = tflops, j["pct_sgemm"] = 100 * tflops / peaks.sgemm_tflops;
+      std::cout << j.dump() << "\n";
+      return;
+    }
+    std::printf("%-16s %-9s %-44s %9.3f ms", op.c_str(), direction.c_str(), c.dump().c_str(), ms);
+    if (bytes > 0) std::printf("  %7.1f GB/s (%5.1f%% of copy)", gbps, 100 * gbps / peaks.copy_gbps);
+    if (flops > 0) std::printf("  %6.2f TFLOP/s (%5.1f%% of SGEMM)", tflops, 100 * tflops / peaks.sgemm_tflops);
+    std::printf("\n");
+  }
+};
+
+void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& rep);  // below
+
+void bench_attention(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    std::int64_t b = c["b"], s = c["s"], ch = c["c"], heads = c["heads"];
+    Tensor q = dev_randn({b, s, ch}, 1), k = dev_randn({b, s, ch}, 2), v = dev_randn({b, s, ch}, 3);
+    Tensor out = Tensor::empty({b, s, ch}, DType::f32, Device::cuda());
+    Tensor lse = Tensor::empty({b, heads, s}, DType::f32, Device::cuda());
+    Tensor g = dev_randn({b, s, ch}, 4);
+    Tensor dq = Tensor::empty({b, s, ch}, DType::f32, Device::cuda()), dk = dq.clone(), dv = dq.clone();
+    // QK^T and PV: 2 * 2*b*s*s*ch flops; backward: 2.5x forward (dV, dP, dQ, dK + recompute S).
+    double fwd_flops = 4.0 * b * s * s * ch;
+    double ms = timer.median_ms([&] {
+      cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
+                              b, s, ch, heads, cuda::cublas(), cuda::stream());
+    });
+    rep.row("attention", c, "forward", ms, 0, fwd_flops);
+    ms = timer.median_ms([&] {
+      cuda::attention_backward(q.data<float>(), k.data<float>(), v.data<float>(), lse.data<float>(), g.data<float>(),
+                               dq.data<float>(), dk.data<float>(), dv.data<float>(), b, s, ch, heads, cuda::cublas(),
+                               cuda::stream());
+    });
+    rep.row("attention", c, "backward", ms, 0, 2.5 * fwd_flops);
+  }
+}
+
+void bench_conv2d(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    Conv2dGeometry geo = make_conv2d_geometry(c["n"], c["h"], c["w"], c["cin"], c["cout"], c["k"], c["k"],
+                                              c["stride"], c["pad"]);
+    Tensor x = dev_randn({geo.n, geo.h, geo.w, geo.cin}, 1);
+    Tensor w = dev_randn({geo.cout, geo.kh, geo.kw, geo.cin}, 2), bias = dev_randn({geo.cout}, 3);
+    Tensor y = Tensor::empty({geo.n, geo.ho, geo.wo, geo.cout}, DType::f32, Device::cuda());
+    Tensor gy = dev_randn(y.shape(), 4), gx = Tensor::empty(x.shape(), DType::f32, Device::cuda());
+    Tensor gw = Tensor::empty(w.shape(), DType::f32, Device::cuda());
+    double flops = 2.0 * geo.n * geo.ho * geo.wo * geo.cout * geo.patch_size();
+    double ms = timer.median_ms(
+        [&] { cuda::conv2d_forward(x.data<float>(), w.data<float>(), bias.data<float>(), y.data<float>(), geo, cuda::stream()); });
+    rep.row("conv2d", c, "forward", ms, 0, flops);
+    ms = timer.median_ms([&] {
+      cuda::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), geo, cuda::stream());
+      cuda::conv2d_backward_filter(x.data<float>(), gy.data<float>(), gw.data<float>(), geo, cuda::stream());
+    });
+    rep.row("conv2d", c, "backward", ms, 0, 2 * flops);
+  }
+}
+
+void bench_linear(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    std::int64_t m = c["m"], k = c["k"], n = c["n"];
+    Tensor x = dev_randn({m, k}, 1), w = dev_randn({n, k}, 2), y = Tensor::empty({m, n}, DType::f32, Device::cuda());
+    double ms = timer.median_ms([&] {
+      cuda::gemm(false, true, m, n, k, 1.f, x.data<float>(), k, w.data<float>(), k, 0.f, y.data<float>(), n,
+                 cuda::stream());
+    });
+    rep.row("linear", c, "forward", ms, 0, 2.0 * m * n * k);
+  }
+}
+
+void bench_adamw(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    std::int64_t n = c["params"];
+    Tensor p = dev_randn({n}, 1), g = dev_randn({n}, 2), m = Tensor::zeros({n}, DType::f32, Device::cuda());
+    Tensor v = Tensor::zeros({n}, DType::f32, Device::cuda());
+    cuda::AdamWScalars s{};
+    s.beta1 = 0.9f, s.beta2 = 0.999f, s.one_minus_beta1 = 0.1f, s.one_minus_beta2 = 0.001f;
+    s.step_size = 1e-4f, s.inv_sqrt_bc2 = 1.f, s.eps = 1e-8f, s.decay = 1.f;
+    double ms = timer.median_ms([&] {
+      cuda::adamw_step(p.data<float>(), g.data<float>(), m.data<float>(), v.data<float>(), n, s, cuda::stream());
+    });
+    rep.row("adamw", c, "step", ms, 7.0 * 4 * n, 0);  // read p, g, m, v; write p, m, v
+  }
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") {
+      o.json_lines = true;
+    } else if (a == "--reps" && i + 1 < argc) {
+      o.reps = std::atoi(argv[++i]);
+    } else if (a == "--cases" && i + 1 < argc) {
+      o.cases = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bench-kernels [--cases FILE] [--reps N] [--json]\n");
+      std::exit(2);
+    }
+  }
+  if (o.reps < 1) {
+    std::fprintf(stderr, "bench-kernels: --reps must be positive\n");
+    std::exit(2);
+  }
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt = parse(argc, argv);
+  try {
+    if (!cuda_available()) {
+      std::printf("bench-kernels: no CUDA device (%s): nothing to time\n", cuda_unavailable_reason().c_str());
+      return 0;
+    }
+    std::ifstream f(opt.cases);
+    DDPM_CHECK_AS(f, IoError, "bench-kernels: cannot open the cases file " << opt.cases);
+    json cases = json::parse(f);
+    bench::Timer timer(opt.reps);
+    Peaks peaks = measure_peaks(timer);
+    cudaDeviceProp prop{};
+    DDPM_CUDA_CHECK(cudaGetDeviceProperties(&prop, cuda::current_device()));
+    if (opt.json_lines) {
+      std::cout << json{{"device", prop.name}, {"copy_gbps", peaks.copy_gbps}, {"sgemm_tflops", peaks.sgemm_tflops}}.dump()
+                << "\n";
+    } else {
+      std::printf("device: %s; measured copy bandwidth %.0f GB/s, SGEMM %.1f TFLOP/s; median of %d, L2 flushed\n",
+                  prop.name, peaks.copy_gbps, peaks.sgemm_tflops, opt.reps);
+    }
+    Reporter rep{opt, peaks};
+    bench_group_norm(cases["group_norm_silu"], timer, rep);
+    bench_attention(cases["attention"], timer, rep);
+    bench_conv2d(cases["conv2d"], timer, rep);
+    bench_linear(cases["linear"], timer, rep);
+    bench_adamw(cases["adamw"], timer, rep);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench-kernels: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+namespace {
+
+// GroupNorm+SiLU: an ideal forward reads x once and writes y once (2 * 4 bytes per
+// element); an ideal backward reads x and dy and writes dx (3 * 4 bytes per element).
+void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    std::int64_t n = c["n"], hw = std::int64_t(c["h"]) * std::int64_t(c["w"]), ch = c["c"], g = c["groups"];
+    Tensor x = dev_randn({n, hw, ch}, 1), dy = dev_randn({n, hw, ch}, 2);
+    Tensor gamma = dev_randn({ch}, 3), beta = dev_randn({ch}, 4);
+    Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda()), dx = y.clone();
+    Tensor mean = Tensor::empty({n, g}, DType::f32, Device::cuda()), rstd = mean.clone();
+    Tensor dgamma = Tensor::empty({ch}, DType::f32, Device::cuda()), dbeta = dgamma.clone();
+    double elems = static_cast<double>(x.numel());
+    json tagged = c;
+    tagged["fused_path"] = cuda::group_norm_forward_is_fused(hw, ch, g);
+    double ms = timer.median_ms([&] {
+      cuda::group_norm_forward(x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                               y.data<float>(), mean.data<float>(), rstd.data<float>(), n, hw, ch, g, 1e-5f, true,
+                               cuda::stream());
+    });
+    rep.row("group_norm_silu", tagged, "forward", ms, 8 * elems, 0);
+    tagged["fused_path"] = cuda::group_norm_backward_is_fused(hw, ch, g);
+    ms = timer.median_ms([&] {
+      cuda::group_norm_backward(x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                                mean.data<float>(), rstd.data<float>(), dy.data<float>(), dx.data<float>(),
+                                dgamma.data<float>(), dbeta.data<float>(), nullptr, nullptr, n, hw, ch, g, true,
+                                cuda::stream());
+    });
+    rep.row("group_norm_silu", tagged, "backward", ms, 12 * elems, 0);
+  }
+}
+
+}  // namespace

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The kernel benchmark in one call, on a machine with a GPU: this project's kernels
+# (bench-kernels) and PyTorch eager at the same shapes (scripts/bench_pytorch.py, when
+# torch is importable), joined into one table with the ratio torch_ms / our_ms (> 1 means
+# we are faster). Both sides run in this one invocation, so the ratio compares like with like.
+#
+#   scripts/bench.sh [build-dir]       (default build/gpu; built by scripts/gpu-verify.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build/gpu}
+out=${OUT:-$build}
+mkdir -p "$out"
+"$build/bin/bench-kernels" --json > "$out/bench-ours.jsonl"
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  python3 scripts/bench_pytorch.py > "$out/bench-torch.jsonl"
+else
+  echo "bench: PyTorch with CUDA not importable; printing our figures only" >&2
+  : > "$out/bench-torch.jsonl"
+fi
+python3 scripts/bench_report.py "$out/bench-ours.jsonl" "$out/bench-torch.jsonl"

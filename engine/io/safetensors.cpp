@@ -127,7 +127,14 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
                                 {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
-  std::string head = safetensors_header_bytes(header.dump());
+  std::string json_text;
+  try {
+    json_text = header.dump();
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(ValueError, "save_safetensors('" << path << "'): a tensor name or metadata entry is not valid UTF-8 ("
+                                                << e.what() << ")");
+  }
+  std::string head = safetensors_header_bytes(json_text);
 
   AtomicFileWriter w(path);
   w.write(head.data(), head.size());
@@ -234,7 +241,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
     bool huge = false;
     for (const auto& d : js) {
       if (!d.is_number_integer()) BAD("tensor '" << name << "': shape " << js.dump() << " holds a non-integer");
-      if (d.is_number_unsigned() ? false : d.get<std::int64_t>() < 0)
+      if (!d.is_number_unsigned() && d.get<std::int64_t>() < 0)
         BAD("tensor '" << name << "': shape " << js.dump() << " has a negative dimension");
       std::uint64_t dim = d.get<std::uint64_t>();
       e.shape.push_back(static_cast<std::int64_t>(dim));

@@ -45,9 +45,9 @@ struct SafetensorsFile {
 };
 
 // Writes `tensors` (any device: CUDA tensors are copied to the host first) with `metadata`
-// to `path` atomically (engine/io/atomic_file.h), adding the "ddpm.crc32" entry. Names must
-// be unique, non-empty and not "__metadata__" (ValueError otherwise); nothing is written
-// unless every tensor could be copied.
+// to `path` atomically (engine/io/atomic_file.h), adding (or replacing) the "ddpm.crc32"
+// entry. Names must be unique, non-empty, valid UTF-8 and not "__metadata__" (ValueError
+// otherwise); nothing is written unless every tensor could be copied.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 

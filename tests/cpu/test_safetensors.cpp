@@ -181,6 +181,7 @@ TEST(Safetensors, AFailedSaveLeavesTheOldFile) {
   EXPECT_THROW(save_safetensors(f, {{"w", Tensor::full({4}, 2.0)}, {"bad", Tensor()}}), ValueError);
   EXPECT_THROW(save_safetensors(f, {{"w", Tensor::full({4}, 2.0)}, {"w", Tensor::full({4}, 2.0)}}), ValueError);
   EXPECT_THROW(save_safetensors(f, {{"__metadata__", Tensor::full({4}, 2.0)}}), ValueError);
+  EXPECT_THROW(save_safetensors(f, {{std::string("bad\xff"), Tensor::full({4}, 2.0)}}), ValueError);
   EXPECT_THROW(save_safetensors(dir.path + "/missing/m.safetensors", {{"w", Tensor::full({4}, 2.0)}}), IoError);
   SafetensorsFile file = load_safetensors(f);
   EXPECT_EQ(file.metadata.at("step"), "1");

@@ -1,0 +1,43 @@
+// models/data/dataset.h: an in-memory image dataset, the common currency of the loaders.
+//
+// Images are uint8 NHWC: image i, pixel (y, x), channel c is
+//   images[((i * H + y) * W + x) * C + c]
+// exactly as stored by MNIST / CIFAR-10 / PNG after conversion, so nothing is scaled until
+// the batch loader maps a byte v to v / 127.5 - 1 in [-1, 1] (models/data/loader.h).
+// Labels are class indices in [0, num_classes), one per image, or empty for an unlabelled
+// dataset (num_classes == 0).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ddpm {
+
+struct Dataset {
+  std::string name;  // "fashion-mnist/train", the folder, ... (for messages and logs)
+  std::int64_t n = 0, height = 0, width = 0, channels = 0;
+  std::vector<std::uint8_t> images;  // [n, height, width, channels]
+  std::vector<std::int64_t> labels;  // [n], or empty
+  int num_classes = 0;
+  std::vector<std::string> class_names;  // [num_classes] when known, else empty
+
+  bool has_labels() const { return !labels.empty(); }
+  std::size_t image_bytes() const { return static_cast<std::size_t>(height * width * channels); }
+  const std::uint8_t* image(std::int64_t i) const { return images.data() + static_cast<std::size_t>(i) * image_bytes(); }
+  // "fashion-mnist/train: 60000 images of 28x28x1, 10 classes"
+  std::string describe() const;
+  // Throws ValueError when the sizes, the buffers and the labels disagree.
+  void validate() const;
+};
+
+// Centres every image on a size x size canvas filled with `fill` (0, which the loader maps
+// to -1, the background of MNIST-style data): 28x28 -> 32x32 adds 2 pixels on each side.
+// When the padding is odd the extra pixel goes to the bottom / right. Images larger than
+// `size` are a ValueError.
+Dataset pad_to(const Dataset& ds, int size, std::uint8_t fill = 0);
+
+// The first n images (and labels) of ds, for quick runs and tests.
+Dataset take(const Dataset& ds, std::int64_t n);
+
+}  // namespace ddpm

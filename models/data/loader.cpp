@@ -1,0 +1,110 @@
+#include "models/data/loader.h"
+
+#include <numeric>
+
+#include "engine/error.h"
+#include "kernels/common/philox.h"
+
+namespace ddpm {
+
+namespace {
+
+// Counter word 3 separates the uses of the (seed, epoch) streams.
+constexpr std::uint32_t kShuffleStream = 0, kFlipStream = 1;
+
+// 32 random bits number i of stream (seed, epoch, tag): word i % 4 of block i / 4.
+std::uint32_t random_word(std::uint64_t seed, std::int64_t epoch, std::uint32_t tag, std::uint64_t i) {
+  const std::uint64_t block = i / 4;
+  philox::U32x4 r = philox::philox4x32_10(static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+                                          static_cast<std::uint32_t>(epoch), tag, static_cast<std::uint32_t>(seed),
+                                          static_cast<std::uint32_t>(seed >> 32));
+  return r.v[i % 4];
+}
+
+}  // namespace
+
+BatchLoader::BatchLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options)
+    : data_(std::move(dataset)), opt_(options) {
+  DDPM_CHECK(data_ != nullptr, "BatchLoader: no dataset");
+  data_->validate();
+  DDPM_CHECK(opt_.batch_size > 0, "BatchLoader: batch_size must be positive, got " << opt_.batch_size);
+  DDPM_CHECK(data_->n > 0, "BatchLoader: dataset '" << data_->name << "' is empty");
+  DDPM_CHECK(!opt_.drop_last || opt_.batch_size <= data_->n,
+             "BatchLoader: batch_size " << opt_.batch_size << " is larger than dataset '" << data_->name << "' ("
+                                        << data_->n << " images), so drop_last would leave no batch");
+}
+
+std::int64_t BatchLoader::batches_per_epoch() const {
+  const std::int64_t n = data_->n, b = opt_.batch_size;
+  return opt_.drop_last ? n / b : (n + b - 1) / b;
+}
+
+std::vector<std::int64_t> BatchLoader::epoch_order(std::int64_t epoch) const {
+  std::vector<std::int64_t> order(static_cast<std::size_t>(data_->n));
+  std::iota(order.begin(), order.end(), 0);
+  if (!opt_.shuffle) return order;
+  // Fisher-Yates: for i = n-1 .. 1 swap order[i] with order[j], j uniform in [0, i].
+  // j = floor(r * (i + 1) / 2^32) for a 32-bit random r (Lemire's multiply-shift; its bias,
+  // at most (i + 1) / 2^32, is far below anything a training run could notice).
+  for (std::int64_t i = data_->n - 1; i > 0; --i) {
+    const std::uint64_t r = random_word(opt_.seed, epoch, kShuffleStream, static_cast<std::uint64_t>(i));
+    const auto j = static_cast<std::int64_t>((r * static_cast<std::uint64_t>(i + 1)) >> 32);
+    std::swap(order[i], order[j]);
+  }
+  return order;
+}
+
+bool BatchLoader::flip_at(std::int64_t epoch, std::int64_t index) const {
+  return opt_.random_flip && (random_word(opt_.seed, epoch, kFlipStream, static_cast<std::uint64_t>(index)) >> 31);
+}
+
+void BatchLoader::set_position(const LoaderPosition& pos) {
+  const std::int64_t per_epoch = batches_per_epoch() * opt_.batch_size;
+  DDPM_CHECK(pos.epoch >= 0 && pos.index >= 0 && pos.index % opt_.batch_size == 0 &&
+                 pos.index < std::max<std::int64_t>(per_epoch, 1) && pos.index < data_->n,
+             "BatchLoader: position (epoch " << pos.epoch << ", index " << pos.index
+                                             << ") is not one this loader can be at (batch size " << opt_.batch_size
+                                             << ", " << data_->n << " images)");
+  pos_ = pos;
+}
+
+Batch BatchLoader::next() {
+  if (order_epoch_ != pos_.epoch) {
+    order_ = epoch_order(pos_.epoch);
+    order_epoch_ = pos_.epoch;
+  }
+  const Dataset& ds = *data_;
+  const std::int64_t b = std::min(opt_.batch_size, ds.n - pos_.index);
+  const std::int64_t h = ds.height, w = ds.width, c = ds.channels;
+  Batch batch;
+  batch.position = pos_;
+  Tensor host = Tensor::empty({b, h, w, c}, DType::f32);  // [B, H, W, C]
+  float* out = host.data<float>();
+  for (std::int64_t k = 0; k < b; ++k) {
+    const std::int64_t src_index = order_[static_cast<std::size_t>(pos_.index + k)];
+    const bool flip = flip_at(pos_.epoch, pos_.index + k);
+    batch.indices.push_back(src_index);
+    batch.flipped.push_back(flip ? 1 : 0);
+    if (ds.has_labels()) batch.labels.push_back(ds.labels[static_cast<std::size_t>(src_index)]);
+    const std::uint8_t* src = ds.image(src_index);
+    float* dst = out + k * h * w * c;
+    for (std::int64_t y = 0; y < h; ++y)
+      for (std::int64_t x = 0; x < w; ++x) {
+        const std::int64_t sx = flip ? w - 1 - x : x;  // horizontal flip mirrors the x axis
+        for (std::int64_t ch = 0; ch < c; ++ch)
+          dst[(y * w + x) * c + ch] = static_cast<float>(src[(y * w + sx) * c + ch] / 127.5 - 1.0);
+      }
+  }
+  batch.images = opt_.device.is_cpu() ? host : host.to(opt_.device);
+
+  // Advance; an epoch ends when the next full (drop_last) or non-empty batch would not fit.
+  pos_.index += b;
+  const std::int64_t remaining = ds.n - pos_.index;
+  if (remaining <= 0 || (opt_.drop_last && remaining < opt_.batch_size)) {
+    pos_.epoch += 1;
+    pos_.index = 0;
+  }
+  return batch;
+}
+
+}  // namespace ddpm

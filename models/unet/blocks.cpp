@@ -19,13 +19,13 @@ std::unique_ptr<M> make(Args&&... args) {
 ResnetBlock::ResnetBlock(std::int64_t in, std::int64_t out, std::int64_t emb_dim, const BlockOptions& opt,
                          Resample resample, Generator& gen, Device device)
     : opt_(opt), resample_(resample), out_(out) {
-  norm1_ = make<nn::GroupNorm>(opt.norm_groups, in, device);
+  norm1_ = make<nn::GroupNorm>(opt.norm_groups, in, device, opt.norm_eps);
   register_module("norm1", norm1_.get());
   conv1_ = make<nn::Conv2d>(in, out, 3, 1, 1, gen, device);
   register_module("conv1", conv1_.get());
   emb_proj_ = make<nn::Linear>(emb_dim, opt.scale_shift ? 2 * out : out, gen, device);
   register_module("time_emb_proj", emb_proj_.get());
-  norm2_ = make<nn::GroupNorm>(opt.norm_groups, out, device);
+  norm2_ = make<nn::GroupNorm>(opt.norm_groups, out, device, opt.norm_eps);
   register_module("norm2", norm2_.get());
   conv2_ = make<nn::Conv2d>(out, out, 3, 1, 1, gen, device);
   conv2_->zero_();
@@ -67,11 +67,12 @@ Tensor ResnetBlock::forward(const Tensor& x, const Tensor& emb, const nn::Contex
   return opt_.output_scale == 1.0 ? out : scale(out, opt_.output_scale);
 }
 
-AttentionBlock::AttentionBlock(std::int64_t channels, int num_heads, int norm_groups, Generator& gen, Device device)
+AttentionBlock::AttentionBlock(std::int64_t channels, int num_heads, int norm_groups, double norm_eps, Generator& gen,
+                               Device device)
     : heads_(num_heads) {
   DDPM_CHECK(num_heads > 0 && channels % num_heads == 0,
              "AttentionBlock: " << num_heads << " heads do not divide " << channels << " channels");
-  norm_ = make<nn::GroupNorm>(norm_groups, channels, device);
+  norm_ = make<nn::GroupNorm>(norm_groups, channels, device, norm_eps);
   register_module("group_norm", norm_.get());
   q_ = make<nn::Linear>(channels, channels, gen, device);
   register_module("to_q", q_.get());

@@ -20,6 +20,7 @@ namespace ddpm::unet {
 
 struct BlockOptions {
   int norm_groups = 32;
+  double norm_eps = 1e-5;
   double dropout = 0.0;
   bool scale_shift = false;    // AdaGN ("time_embedding_norm = scale_shift" in diffusers)
   double output_scale = 1.0;   // 1/sqrt(2) for ADM's rescaled residuals
@@ -46,7 +47,8 @@ class ResnetBlock : public nn::Module {
 // n = group_norm(x). to_out is zero-initialized, so the block starts as the identity.
 class AttentionBlock : public nn::Module {
  public:
-  AttentionBlock(std::int64_t channels, int num_heads, int norm_groups, Generator& gen, Device device);
+  AttentionBlock(std::int64_t channels, int num_heads, int norm_groups, double norm_eps, Generator& gen,
+                 Device device);
   Tensor forward(const Tensor& x) const;
   int num_heads() const { return heads_; }
 

@@ -23,6 +23,7 @@ void UNetConfig::validate() const {
   DDPM_CHECK(num_res_blocks >= 1, "UNet config: num_res_blocks must be at least 1, got " << num_res_blocks);
   DDPM_CHECK(dropout >= 0 && dropout < 1, "UNet config: dropout must be in [0, 1), got " << dropout);
   DDPM_CHECK(norm_groups > 0, "UNet config: norm_groups must be positive");
+  DDPM_CHECK(norm_eps > 0, "UNet config: norm_eps must be positive, got " << norm_eps);
   DDPM_CHECK(num_classes >= 0, "UNet config: num_classes must be >= 0");
   for (int m : channel_mult) {
     std::int64_t ch = static_cast<std::int64_t>(model_channels) * m;
@@ -89,6 +90,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
   const std::int64_t c0 = cfg.model_channels, emb_dim = cfg.time_embed_dim();
   BlockOptions opt;
   opt.norm_groups = cfg.norm_groups;
+  opt.norm_eps = cfg.norm_eps;
   opt.dropout = cfg.dropout;
   opt.scale_shift = cfg.use_scale_shift_norm;
   opt.output_scale = cfg.rescale_residual ? 1.0 / std::sqrt(2.0) : 1.0;
@@ -121,7 +123,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
     for (int j = 0; j < cfg.num_res_blocks; ++j) {
       level->add_resnet(std::make_unique<ResnetBlock>(ch, out, emb_dim, opt, Resample::none, gen, device));
       ch = out;
-      if (wants_attention(i)) level->add_attention(std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, gen, device));
+      if (wants_attention(i)) level->add_attention(std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device));
       skips.push_back(ch);
     }
     if (i + 1 < levels) {
@@ -138,7 +140,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
 
   mid_res1_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
   register_module("mid_block.resnets.0", mid_res1_.get());
-  mid_attn_ = std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, gen, device);
+  mid_attn_ = std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device);
   register_module("mid_block.attentions.0", mid_attn_.get());
   mid_res2_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
   register_module("mid_block.resnets.1", mid_res2_.get());
@@ -155,7 +157,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
       level->add_resnet(std::make_unique<ResnetBlock>(ch + skip, out, emb_dim, opt, Resample::none, gen, device));
       ch = out;
       if (wants_attention(level_index))
-        level->add_attention(std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, gen, device));
+        level->add_attention(std::make_unique<AttentionBlock>(ch, heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device));
     }
     if (level_index > 0) {
       if (cfg.resblock_updown)
@@ -168,7 +170,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
     up_.push_back(std::move(level));
   }
 
-  norm_out_ = std::make_unique<nn::GroupNorm>(cfg.norm_groups, ch, device);
+  norm_out_ = std::make_unique<nn::GroupNorm>(cfg.norm_groups, ch, device, cfg.norm_eps);
   register_module("conv_norm_out", norm_out_.get());
   conv_out_ = std::make_unique<nn::Conv2d>(ch, cfg.out_channels(), 3, 1, 1, gen, device);
   conv_out_->zero_();

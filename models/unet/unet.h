@@ -36,6 +36,7 @@ struct UNetConfig {
   bool rescale_residual = false;              // multiply residual outputs by 1/sqrt(2)
   int num_classes = 0;                        // > 0: class-conditional, with label num_classes as "null"
   int norm_groups = 32;
+  double norm_eps = 1e-5;                     // GroupNorm epsilon (google/ddpm-cifar10-32 uses 1e-6)
   TimestepEmbeddingStyle time_embedding = TimestepEmbeddingStyle::ddpm;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }

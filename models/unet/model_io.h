@@ -1,0 +1,46 @@
+// models/unet/model_io.h: the UNet on disk.
+//
+// - Our config.json: every UNetConfig field by name; an unknown or missing key is an error.
+// - diffusers' UNet2DModel config.json: import (when the architecture is one we build; the
+//   error names the first unsupported field) and export.
+// - State dicts: names are diffusers' (the module names already match). Convolution
+//   weights are stored in PyTorch's OIHW layout on disk (so the file is a valid
+//   UNet2DModel checkpoint) and converted to/from our KRSC [O, kh, kw, I] in memory.
+// - Loading checks the names and shapes and lists every missing, unexpected and
+//   mismatched tensor in one message.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/io/safetensors.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::unet {
+
+nlohmann::json config_to_json(const UNetConfig& cfg);
+UNetConfig config_from_json(const nlohmann::json& j);
+
+// diffusers' UNet2DModel config <-> ours. Import throws ValueError naming what is not
+// supported (e.g. "up_block_types do not mirror down_block_types").
+UNetConfig config_from_diffusers(const nlohmann::json& j);
+nlohmann::json config_to_diffusers(const UNetConfig& cfg);
+
+// The parameters as host tensors named for diffusers, convolutions in OIHW.
+std::vector<std::pair<std::string, Tensor>> export_state_dict(const UNet& net);
+// Copies a state dict (OIHW convolutions, any order) into the model's parameters.
+void load_state_dict(UNet& net, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                     const std::string& source = "state dict");
+
+// KRSC [O, kh, kw, I] <-> OIHW [O, I, kh, kw] for host tensors (f32 or f64).
+Tensor krsc_to_oihw(const Tensor& w);
+Tensor oihw_to_krsc(const Tensor& w);
+
+// A diffusers model folder: config.json + diffusion_pytorch_model.safetensors.
+void save_diffusers_folder(const UNet& net, const std::string& dir);
+// Builds the model from the folder's config and loads its weights.
+std::unique_ptr<UNet> load_diffusers_folder(const std::string& dir, Device device);
+
+}  // namespace ddpm::unet

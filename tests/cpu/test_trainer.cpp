@@ -214,6 +214,45 @@ TEST(Trainer, ImportanceSamplingReweightsTheLoss) {
   EXPECT_GT(std::abs(m.loss - unweighted), 1e-9);  // the weights changed the backpropagated loss
 }
 
+TEST(Trainer, LabelDropoutUsesTheNullLabel) {
+  // Classifier-free guidance training: each label becomes the null label (num_classes) with
+  // probability label_dropout; the others pass through unchanged.
+  toy::MlpDenoiserConfig mc;
+  mc.hidden = 8;
+  mc.layers = 1;
+  mc.time_dim = 4;
+  mc.num_classes = 3;
+  mc.dtype = DType::f64;
+  Generator init(1);
+  toy::MlpDenoiser model(mc, init);
+  ParameterSlab slab(model.parameters());
+  DiffusionSchedule schedule(diffusion::cosine_betas(40));
+  std::int64_t seen = 0, nulls = 0;
+  diffusion::DenoiseFn net = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      ++seen;
+      if (y[i] == 3) {
+        ++nulls;
+      } else {
+        EXPECT_EQ(y[i], static_cast<std::int64_t>(i % 3));  // unchanged
+      }
+    }
+    return model.forward(x, t, y);
+  };
+  auto batches = [](std::int64_t step, Generator& gen) {
+    Batch b = gaussian_batch(step, gen);
+    for (int i = 0; i < 32; ++i) b.labels.push_back(i % 3);
+    return b;
+  };
+  TrainerConfig c = base_config();
+  c.num_classes = 3;
+  c.label_dropout = 0.15;
+  Trainer tr(slab, net, schedule, batches, c);
+  for (int k = 0; k < 50; ++k) tr.step();
+  ASSERT_EQ(seen, 1600);
+  EXPECT_NEAR(static_cast<double>(nulls) / 1600.0, 0.15, 0.03);  // 3.4 standard errors
+}
+
 TEST(Trainer, RejectsBadConfigurations) {
   ToyRig s;
   TrainerConfig c = base_config();

@@ -1,0 +1,165 @@
+// models/diffusion/sampler.cpp: see sampler.h for the equations.
+#include "models/diffusion/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <tuple>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops/elementwise.h"
+#include "models/diffusion/respace.h"
+
+namespace ddpm::diffusion {
+
+SamplerConfig::Kind parse_sampler_kind(const std::string& name) {
+  if (name == "ddpm") return SamplerConfig::Kind::ddpm;
+  if (name == "ddim") return SamplerConfig::Kind::ddim;
+  DDPM_CHECK(false, "sampler '" << name << "' is unknown; choose ddpm or ddim");
+  return SamplerConfig::Kind::ddpm;
+}
+
+VarianceType resolve_variance(const SamplerConfig& config, bool respaced) {
+  if (!config.variance) return config.learned_sigma ? VarianceType::learned_range : VarianceType::fixed_small;
+  const VarianceType v = *config.variance;
+  DDPM_CHECK((v == VarianceType::learned_range) == config.learned_sigma,
+             "sample: variance " << variance_type_name(v) << " does not fit a network "
+                                 << (config.learned_sigma ? "with" : "without")
+                                 << " learned sigma; learned_range goes with learned_sigma and only with it");
+  DDPM_CHECK(!(respaced && v == VarianceType::fixed_large),
+             "sample: fixed_large variance degrades badly with respaced sampling (respacing '"
+                 << config.respacing << "'); use fixed_small or a learned variance");
+  return v;
+}
+
+namespace {
+
+// The network's mean part and variance part for x at respaced index i (guided when asked).
+struct NetOutput {
+  Tensor pred;        // [shape]: eps, x_0 or v
+  Tensor var_values;  // [shape] with learned sigma, else undefined
+};
+
+NetOutput call_network(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t_orig,
+                       const std::vector<std::int64_t>& labels, bool guided) {
+  const std::int64_t n = x.dim(0);
+  const std::int64_t c = x.dim(-1);
+  Shape expected = x.shape();
+  if (guided) expected[0] = 2 * n;
+  expected.back() = config.learned_sigma ? 2 * c : c;
+
+  Tensor out;
+  if (guided) {
+    // One doubled batch: [x; x] with labels [y; null].
+    std::vector<std::int64_t> labels2(labels);
+    labels2.insert(labels2.end(), static_cast<std::size_t>(n), static_cast<std::int64_t>(config.num_classes));
+    out = net(concat_rows(x, x), std::vector<double>(static_cast<std::size_t>(2 * n), t_orig), labels2);
+  } else {
+    out = net(x, std::vector<double>(static_cast<std::size_t>(n), t_orig), labels);
+  }
+  DDPM_CHECK(out.defined() && out.shape() == expected,
+             "sample: the network returned " << (out.defined() ? shape_str(out.shape()) : std::string("nothing"))
+                                             << ", expected " << shape_str(expected)
+                                             << (config.learned_sigma ? " (2C channels: learned sigma)" : ""));
+  NetOutput r;
+  if (!guided) {
+    if (config.learned_sigma) {
+      std::tie(r.pred, r.var_values) = split_learned_variance(out);
+    } else {
+      r.pred = out;
+    }
+    return r;
+  }
+  Tensor cond = batch_rows(out, 0, n), uncond = batch_rows(out, n, n);
+  Tensor pred_c = cond, pred_u = uncond;
+  if (config.learned_sigma) {
+    std::tie(pred_c, r.var_values) = split_learned_variance(cond);
+    pred_u = split_learned_variance(uncond).first;
+  }
+  // pred = pred_u + s (pred_c - pred_u)
+  r.pred = add(pred_u, scale(sub(pred_c, pred_u), config.guidance_scale));
+  return r;
+}
+
+}  // namespace
+
+Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
+              const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
+              const StepCallback& callback) {
+  NoGradGuard no_grad;
+  DDPM_CHECK(net, "sample: no network was given");
+  DDPM_CHECK(shape.size() >= 2 && shape_numel(shape) > 0,
+             "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
+  const std::int64_t n = shape[0];
+  const bool guided = config.guidance_scale != 1.0;
+  DDPM_CHECK(!guided || config.num_classes > 0,
+             "sample: classifier-free guidance (scale " << config.guidance_scale
+                                                        << ") needs a class-conditional network: num_classes is "
+                                                        << config.num_classes);
+  if (config.num_classes > 0) {
+    DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
+               "sample: a class-conditional network needs one label per sample: " << labels.size()
+                                                                                  << " labels for " << n
+                                                                                  << " samples");
+    for (std::int64_t y : labels)
+      DDPM_CHECK(y >= 0 && y < config.num_classes,
+                 "sample: label " << y << " is outside [0, " << config.num_classes << ")");
+  } else {
+    DDPM_CHECK(labels.empty(), "sample: " << labels.size() << " labels were given to a network without classes "
+                                          << "(num_classes = 0)");
+  }
+  DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
+
+  // The process we step through: the base schedule, or the respaced one with its map.
+  RespacedSchedule rs = config.respacing.empty() ? RespacedSchedule{base, {}} : respace(base.betas, config.respacing);
+  if (config.respacing.empty()) {
+    rs.timestep_map.resize(static_cast<std::size_t>(base.num_timesteps()));
+    for (std::int64_t t = 0; t < base.num_timesteps(); ++t) rs.timestep_map[static_cast<std::size_t>(t)] = t;
+  }
+  const DiffusionSchedule& s = rs.schedule;
+  const std::int64_t K = s.num_timesteps();
+  const bool respaced = K < base.num_timesteps();
+  const VarianceType variance = resolve_variance(config, respaced);
+
+  Tensor x = randn(shape, gen, device, config.dtype);  // x_T ~ N(0, I)
+  for (std::int64_t i = K - 1; i >= 0; --i) {
+    const Timesteps ti(static_cast<std::size_t>(n), i);
+    const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
+    NetOutput out = call_network(net, config, x, static_cast<double>(t_orig), labels, guided);
+
+    Tensor x0 = x0_from_prediction(s, config.mean_type, out.pred, x, ti);
+    if (config.clip_x0) x0 = clamp(x0, -1.0, 1.0);
+
+    Tensor next;
+    if (config.kind == SamplerConfig::Kind::ddpm) {
+      Gaussian g;
+      switch (variance) {
+        case VarianceType::fixed_small: g = fixed_small_variance(s, ti, x); break;
+        case VarianceType::fixed_large: g = fixed_large_variance(s, ti, x); break;
+        case VarianceType::learned_range: g = learned_range_variance(s, ti, out.var_values); break;
+      }
+      Tensor mean = q_posterior_mean_variance(s, x0, x, ti).mean;
+      if (i > 0) {  // no noise on the last step: x_0 = mu~_0 = x_0^
+        Tensor z = randn(shape, gen, device, config.dtype);
+        next = add(mean, mul(exp(scale(g.log_variance, 0.5)), z));
+      } else {
+        next = mean;
+      }
+    } else {
+      // eps recomputed from the (clipped) x_0 estimate, so both terms agree.
+      Tensor eps = predict_eps_from_x0(s, x, ti, x0);
+      const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
+      const double abar_prev = s.alphas_cumprod_prev[static_cast<std::size_t>(i)];  // 1 at i = 0
+      const double sigma =
+          config.eta * std::sqrt((1.0 - abar_prev) / (1.0 - abar)) * std::sqrt(1.0 - abar / abar_prev);
+      const double dir = std::sqrt(std::max(0.0, 1.0 - abar_prev - sigma * sigma));
+      next = add(scale(x0, std::sqrt(abar_prev)), scale(eps, dir));
+      if (sigma > 0.0) next = add(next, scale(randn(shape, gen, device, config.dtype), sigma));
+    }
+    x = next;
+    if (callback) callback(StepInfo{i, K, t_orig, x, x0});
+  }
+  return x;
+}
+
+}  // namespace ddpm::diffusion

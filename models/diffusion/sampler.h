@@ -1,0 +1,86 @@
+// models/diffusion/sampler.h: drawing samples from a trained denoiser (DDPM ancestral and DDIM).
+//
+// Owns the reverse process loop: x_T ~ N(0, I) from the Philox generator, then one network
+// call per (respaced) step, from the last kept timestep down to the first. Everything runs
+// inside a NoGradGuard. The network is any DenoiseFn (gaussian_diffusion.h); it is always
+// called with ORIGINAL timesteps, also when respaced (improved DDPM sec. 4).
+//
+// One step at respaced index i (original timestep t_i, alpha_bar = abar_i of the respaced
+// schedule, which equals the original alpha_bar(t_i); abar_prev = abar_{i-1}, 1 at i = 0):
+//   x_0^ = the network's x_0 estimate (from eps, x_0 or v), clamped to [-1, 1] when clip_x0
+//   DDPM: x_{i-1} = mu~_i(x_0^, x_i) + sigma_i z   (DDPM eq. 6-7 with x_0 = x_0^), z ~ N(0, I),
+//         sigma_i^2 = beta~_i (fixed small), beta_i (fixed large) or learned (improved DDPM
+//         eq. 15); no noise at i = 0.
+//   DDIM (Song et al. 2021, eq. 12 and 16), eps^ recomputed from the clipped x_0^:
+//         sigma_i = eta sqrt((1 - abar_prev)/(1 - abar)) sqrt(1 - abar/abar_prev)
+//         x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - sigma_i^2) eps^ + sigma_i z
+//         At i = 0, abar_prev = 1 and sigma = 0: the last step returns x_0^ exactly.
+//         eta = 1 gives sigma_i^2 = beta~_i: the DDPM step with fixed-small variance.
+//
+// Classifier-free guidance (Ho & Salimans 2022): with guidance_scale s != 1, the network
+// sees ONE doubled batch [x; x] with labels [y; null] (null = num_classes) and the mean part
+// is guided: pred = pred_u + s (pred_c - pred_u). For eps this is the paper's
+// eps = eps_u + s (eps_c - eps_u); x_0 and v are affine in eps at fixed x_t, so guiding them
+// is the same guidance. The learned variance, if any, comes from the conditional half.
+// s = 1 is plain conditional sampling (one batch); s = 0 is unconditional.
+//
+// Random numbers: x_T is drawn first, then each step that adds noise draws one tensor of
+// the sample's shape (DDPM: every step but the last; DDIM: steps with sigma > 0), in step
+// order. The same (seed, offset) gives the same samples on the CPU and on CUDA.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/schedule.h"
+
+namespace ddpm::diffusion {
+
+struct SamplerConfig {
+  enum class Kind { ddpm, ddim };
+  Kind kind = Kind::ddpm;
+  // Kept timesteps as in respace.h: "" = all T, "250", "10,15,20", "ddim50".
+  std::string respacing;
+  double eta = 0.0;  // DDIM only: 0 deterministic, 1 = DDPM with fixed-small variance
+  bool clip_x0 = true;
+  double guidance_scale = 1.0;  // classifier-free guidance s; 1 = no guidance
+  // DDPM variance. Unset: learned_range with learned_sigma, else fixed_small. fixed_large is
+  // refused with respacing (it degrades badly with fewer steps, improved DDPM sec. 4).
+  std::optional<VarianceType> variance;
+  ModelMeanType mean_type = ModelMeanType::eps;
+  bool learned_sigma = false;  // the network outputs 2C channels
+  int num_classes = 0;         // > 0 for a class-conditional network; null label = num_classes
+  DType dtype = DType::f32;    // f64 allowed on the CPU (reference runs)
+};
+
+SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm" or "ddim"
+
+// Reported after every step, so apps can draw the denoising chain.
+struct StepInfo {
+  std::int64_t index;      // respaced index i, counting down to 0
+  std::int64_t num_steps;  // K, the number of steps of the (respaced) process
+  std::int64_t timestep;   // the original timestep t_i the network saw
+  const Tensor& x;         // x after this step (x_{i-1}; the sample after index 0)
+  const Tensor& pred_x0;   // the (clipped) x_0 estimate of this step
+};
+using StepCallback = std::function<void(const StepInfo&)>;
+
+// The variance the DDPM sampler will use for this config (after the defaults above);
+// ValueError for inconsistent choices.
+VarianceType resolve_variance(const SamplerConfig& config, bool respaced);
+
+// Draws shape[0] samples. labels: shape[0] class indices in [0, num_classes) for a
+// class-conditional network (may be empty only when num_classes == 0); guidance needs them.
+// Returns the samples, [shape], on `device` in config.dtype.
+Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
+              const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
+              Device device = Device::cpu(), const StepCallback& callback = {});
+
+}  // namespace ddpm::diffusion

@@ -2,7 +2,9 @@
 # The kernel benchmark in one call, on a machine with a GPU: this project's kernels
 # (bench-kernels) and PyTorch eager at the same shapes (scripts/bench_pytorch.py, when
 # torch is importable), joined into one table with the ratio torch_ms / our_ms (> 1 means
-# we are faster). Both sides run in this one invocation, so the ratio compares like with like.
+# we are faster), and the model-level figures (bench-unet vs scripts/bench_pytorch_unet.py:
+# training images/s and sampling evaluations/s of the DDPM CIFAR-10 UNet at batch 128).
+# Both sides run in this one invocation, so the ratios compare like with like.
 #
 #   scripts/bench.sh [build-dir]       (default build/gpu; built by scripts/gpu-verify.sh)
 set -euo pipefail
@@ -16,5 +18,11 @@ if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
 else
   echo "bench: PyTorch with CUDA not importable; printing our figures only" >&2
   : > "$out/bench-torch.jsonl"
+fi
+"$build/bin/bench-unet" --json >> "$out/bench-ours.jsonl"
+if python3 -c "import torch, diffusers; assert torch.cuda.is_available()" 2>/dev/null; then
+  python3 scripts/bench_pytorch_unet.py >> "$out/bench-torch.jsonl"
+else
+  echo "bench: diffusers not importable; no PyTorch model-level baseline (pip install diffusers)" >&2
 fi
 python3 scripts/bench_report.py "$out/bench-ours.jsonl" "$out/bench-torch.jsonl"

@@ -54,6 +54,9 @@ TEST(UNet, DdpmCifar10HasThePapersParameterCount) {
   UNet net(UNetConfig::ddpm_cifar10(), gen, Device::cpu());
   std::int64_t n = net.num_parameters();
   EXPECT_EQ(n, ddpm_cifar10_count());
+  // diffusers 0.42.1's UNet2DModel in this layout (scripts/bench_pytorch_unet.py builds it)
+  // counts 35,746,307 parameters.
+  EXPECT_EQ(n, 35746307);
   EXPECT_GT(n, 35650000);  // "35.7M" (Ho et al. 2020, Table 3 footnote / App. B)
   EXPECT_LT(n, 35750000);
 }

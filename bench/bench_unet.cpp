@@ -1,0 +1,84 @@
+// bench-unet: the model-level figures compared with PyTorch/diffusers by scripts/bench.sh:
+// the DDPM CIFAR-10 UNet (35.7M parameters) at batch 128 on CUDA,
+//   train   images/s of one training step (forward, L_simple, backward, AdamW on the slab)
+//   sample  network evaluations/s of one no-grad forward
+// median of --reps after warm-up. JSON lines with --json (the format of
+// scripts/bench_pytorch_unet.py). Without a GPU it says so and exits 0.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_util.h"
+#include "engine/autograd.h"
+#include "engine/optim.h"
+#include "engine/parameters.h"
+#include "engine/ops/reduce.h"
+#include "models/unet/unet.h"
+
+using namespace ddpm;
+
+int main(int argc, char** argv) {
+  int batch = 128, reps = 20;
+  bool json_lines = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json") json_lines = true;
+    else if (a == "--batch" && i + 1 < argc) batch = std::atoi(argv[++i]);
+    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json]\n");
+      return 2;
+    }
+  }
+  if (batch < 1 || reps < 1) {
+    std::fprintf(stderr, "bench-unet: --batch and --reps must be positive\n");
+    return 2;
+  }
+  try {
+    if (!cuda_available()) {
+      std::printf("bench-unet: no CUDA device (%s): nothing to time\n", cuda_unavailable_reason().c_str());
+      return 0;
+    }
+    Generator gen(0);
+    unet::UNet net(unet::UNetConfig::ddpm_cifar10(), gen, Device::cuda());
+    ParameterSlab slab(net.named_parameters());
+    AdamW opt(slab, AdamWConfig{});
+    Tensor x = randn({batch, 32, 32, 3}, gen, Device::cuda());
+    Tensor noise = randn({batch, 32, 32, 3}, gen, Device::cuda());
+    std::vector<double> t(static_cast<std::size_t>(batch));
+    for (int i = 0; i < batch; ++i) t[static_cast<std::size_t>(i)] = (i * 997) % 1000;
+    nn::Context train_ctx{true, &gen};
+
+    bench::Timer timer(reps);
+    double train_ms = timer.median_ms([&] {
+      slab.zero_grad();
+      Tensor loss = mse_loss(net.forward(x, t, {}, train_ctx), noise);
+      loss.backward();
+      opt.step();
+    });
+    double sample_ms = timer.median_ms([&] {
+      NoGradGuard no_grad;
+      net.forward(x, t, {}, nn::Context{});
+    });
+    auto emit = [&](const char* what, double ms) {
+      double per_s = batch / ms * 1e3;
+      if (json_lines)
+        std::cout << nlohmann::json{{"op", "unet"}, {"mode", "ours_fp32"}, {"what", what}, {"batch", batch},
+                                    {"ms", ms}, {"per_s", per_s}}.dump()
+                  << "\n";
+      else
+        std::printf("unet %-6s batch %d: %.2f ms, %.1f %s/s\n", what, batch, ms, per_s,
+                    std::string(what) == "train" ? "images" : "evaluations");
+    };
+    if (!json_lines) std::printf("DDPM CIFAR-10 UNet, %lld parameters, fp32 (no TF32)\n", (long long)slab.numel());
+    emit("train", train_ms);
+    emit("sample", sample_ms);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench-unet: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

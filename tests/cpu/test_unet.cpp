@@ -190,6 +190,23 @@ TEST(UNet, EveryParameterReceivesAGradient) {
   }
 }
 
+TEST(UNet, TwentyEightPixelImagesRunWithThreeLevels) {
+  // Fashion-MNIST's 28x28: 28 -> 14 -> 7, attention at 14 (or pad to 32 and use four levels).
+  UNetConfig cfg = small_config();
+  cfg.image_size = 28;
+  cfg.channel_mult = {1, 2, 2};
+  cfg.attention_resolutions = {14};
+  Generator gen(9);
+  UNet net(cfg, gen, Device::cpu());
+  perturb(net, 10);
+  Generator data(11);
+  Tensor x = randn({2, 28, 28, 1}, data);
+  Tensor y = net.forward(x, {5, 900}, {}, nn::Context{});
+  EXPECT_EQ(y.shape(), (Shape{2, 28, 28, 1}));
+  sum(square(y)).backward();
+  EXPECT_TRUE(net.named_parameters().front().second.grad().defined());
+}
+
 TEST(UNet, ConfigErrorsAreClear) {
   Generator gen(0);
   UNetConfig cfg = small_config();

@@ -8,6 +8,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
 #include "engine/rng.h"
+#include "models/nn/module.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -16,6 +17,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// An inner error's message without its " [file:line]" suffix, for wrapping it in a new one
+// (the apps strip only the outermost suffix).
+std::string without_location(const std::string& m) {
+  const std::size_t open = m.rfind(" [");
+  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
+    return m.substr(0, open);
+  return m;
+}
+
 constexpr const char* kDiffusersWeights = "diffusion_pytorch_model.safetensors";
 
 nlohmann::json read_json(const fs::path& path) {
@@ -23,7 +33,7 @@ nlohmann::json read_json(const fs::path& path) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, "config " << path.string() << " is not valid JSON: " << e.what());
+    DDPM_THROW(IoError, "config " << path.string() << " is not valid JSON: " << without_location(e.what()));
   }
 }
 
@@ -85,9 +95,9 @@ std::pair<unet::UNetConfig, DiffusionSettings> parse_config(const fs::path& path
     d.learn_sigma = cfg.learn_sigma;
     return {cfg, d};
   } catch (const ValueError& e) {
-    DDPM_THROW(ValueError, "config " << path.string() << ": " << e.what());
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
   } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(ValueError, "config " << path.string() << ": " << e.what());
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
   }
 }
 
@@ -222,7 +232,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
           try {
             src.diffusion = diffusion_from_diffusers_scheduler(read_json(sched), src.net->config().learn_sigma);
           } catch (const ValueError& e) {
-            DDPM_THROW(ValueError, sched.string() << ": " << e.what());
+            DDPM_THROW(ValueError, sched.string() << ": " << without_location(e.what()));
           }
           break;
         }
@@ -272,6 +282,27 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
         write_file_atomic(tmp + "/scheduler_config.json", scheduler.dump(2) + "\n");
       },
       fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+}
+
+void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed) {
+  const unet::UNetConfig& cfg = net.config();
+  const std::int64_t N = 4;
+  Generator gen(seed);
+  Tensor x = randn({N, cfg.image_size, cfg.image_size, cfg.in_channels}, gen, net.device());
+  std::vector<double> t;
+  std::vector<std::int64_t> labels;
+  std::vector<double> label_values;
+  for (std::int64_t i = 0; i < N; ++i) {
+    t.push_back(static_cast<double>((diffusion_steps - 1) * i / (N - 1)));
+    if (cfg.num_classes > 0) {
+      labels.push_back(i % cfg.num_classes);
+      label_values.push_back(static_cast<double>(labels.back()));
+    }
+  }
+  Tensor out = net.forward(x, t, labels, nn::Context{});
+  std::vector<std::pair<std::string, Tensor>> tensors{{"x", x.cpu()}, {"t", Tensor::from_vector(t, {N})}, {"out", out.cpu()}};
+  if (!labels.empty()) tensors.emplace_back("labels", Tensor::from_vector(label_values, {N}));
+  save_safetensors(path, tensors);
 }
 
 }  // namespace ddpm::run

@@ -85,4 +85,10 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // UNet2DModel.from_pretrained(dir) loads it (it ignores scheduler_config.json).
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite = false);
 
+// For checking an export against another implementation (scripts/check_export.py): runs
+// `net` on a fixed input and saves "x" [N, H, W, C] (N = 4, randn from Philox `seed`),
+// "t" [N] f64 (original timesteps spread over [0, diffusion_steps)), "labels" [N] f64
+// (class i % num_classes; absent for an unconditional net) and "out" [N, H, W, C_out].
+void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed = 0);
+
 }  // namespace ddpm::run

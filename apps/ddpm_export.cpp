@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
                  "it, or a diffusers folder")
       ->required();
   app.add_option("--out", out, "the folder to write")->required();
-  app.add_flag("--no-ema{false}", use_ema, "export the raw weights instead of the EMA weights");
+  app.add_flag_callback("--no-ema", [&use_ema] { use_ema = false; }, "export the raw weights instead of the EMA weights");
   app.add_flag("--overwrite", overwrite, "replace an existing non-empty --out folder");
   app.add_option("--probe", probe,
                  "also run the exported folder (re-loaded) on a fixed input seeded by --seed and save x, t, labels "

@@ -73,7 +73,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "run folder (latest checkpoint), checkpoint folder, model .safetensors with config.json beside "
                  "it, or a diffusers UNet2DModel folder")
       ->required();
-  app.add_flag("--no-ema{false}", o.use_ema, "use the raw weights instead of the EMA weights (run/checkpoint folders)");
+  app.add_flag_callback("--no-ema", [&o] { o.use_ema = false; }, "use the raw weights instead of the EMA weights (run/checkpoint folders)");
   app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
   app.add_option("--sampler", o.sampler, "ddpm (ancestral) or ddim")

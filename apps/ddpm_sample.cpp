@@ -1,0 +1,30 @@
+// apps/ddpm_sample.cpp: ddpm-sample, drawing images from a trained model.
+// A thin shell: the flags are models/run/sample_run.h add_sample_flags plus the common
+// ones (apps/common/cli.h); the work is run_sample. Output folder layout: sample_run.h.
+//
+//   ddpm-sample --checkpoint runs/cifar --num-samples 64 --sampler ddim --sampling-steps 50 --out samples/
+#include <iostream>
+
+#include "apps/common/cli.h"
+#include "models/run/sample_run.h"
+
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  CLI::App app(
+      "Draw samples from a trained diffusion model (DDPM ancestral or DDIM sampling, optional classifier-free "
+      "guidance). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
+      "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
+      "ddpm-sample");
+  cli::CommonFlags common;
+  run::SampleOptions options;
+  run::add_sample_flags(app, options);
+  cli::add_common_flags(app, common);
+  return cli::run(app, argc, argv, [&] {
+    run::check_sample_options(options);
+    options.device = cli::resolve_device(common);
+    options.seed = common.seed;
+    run::SampleResult result = run::run_sample(options, &std::cout);
+    std::cout << "samples: " << result.out_dir << "/grid.png, " << result.out_dir << "/samples.npz\n";
+    return 0;
+  });
+}

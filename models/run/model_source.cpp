@@ -1,0 +1,308 @@
+// models/run/model_source.cpp: recognizing a model source and loading it (see the header).
+#include "models/run/model_source.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "engine/rng.h"
+#include "models/nn/module.h"
+#include "models/unet/model_io.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// An inner error's message without its " [file:line]" suffix, for wrapping it in a new one
+// (the apps strip only the outermost suffix).
+std::string without_location(const std::string& m) {
+  const std::size_t open = m.rfind(" [");
+  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
+    return m.substr(0, open);
+  return m;
+}
+
+constexpr const char* kDiffusersWeights = "diffusion_pytorch_model.safetensors";
+
+nlohmann::json read_json(const fs::path& path) {
+  const std::string text = read_file(path.string());
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, "config " << path.string() << " is not valid JSON: " << without_location(e.what()));
+  }
+}
+
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+bool is_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec);
+}
+
+// checkpoints/latest names the newest complete step folder: a folder name inside
+// checkpoints/, a path relative to the run, or an absolute path.
+fs::path latest_checkpoint(const fs::path& run) {
+  const fs::path latest = run / "checkpoints" / "latest";
+  DDPM_CHECK_AS(is_file(latest), IoError,
+                "run folder " << run.string() << " has no checkpoints/latest: it holds no complete checkpoint yet");
+  std::string name = read_file(latest.string());
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.front()))) name.erase(name.begin());
+  DDPM_CHECK_AS(!name.empty(), IoError, "run folder " << run.string() << ": checkpoints/latest is empty");
+  const fs::path named(name);
+  if (named.is_absolute() && is_dir(named)) return named;
+  if (!named.is_absolute())
+    for (const fs::path& candidate : {run / "checkpoints" / named, run / named})
+      if (is_dir(candidate)) return candidate;
+  DDPM_THROW(IoError, "run folder " << run.string() << ": checkpoints/latest names '" << name
+                                    << "', which is not a folder");
+}
+
+// Builds the UNet of `cfg` on `device` and loads the weights file into it.
+std::unique_ptr<unet::UNet> build_and_load(const unet::UNetConfig& cfg, const fs::path& weights, Device device) {
+  DDPM_CHECK_AS(is_file(weights), IoError, "weights file " << weights.string() << " does not exist");
+  SafetensorsFile file = load_safetensors(weights.string());
+  Generator init(0);  // the initial values are overwritten by the load
+  auto net = std::make_unique<unet::UNet>(cfg, init, device);
+  unet::load_state_dict(*net, file.tensors, weights.string());
+  return net;
+}
+
+// A config.json of a run/checkpoint ({"model", "diffusion"}), or a bare UNet config
+// (ours or diffusers'). Returns the model config and the diffusion settings.
+std::pair<unet::UNetConfig, DiffusionSettings> parse_config(const fs::path& path) {
+  const nlohmann::json j = read_json(path);
+  DDPM_CHECK_AS(j.is_object(), IoError, "config " << path.string() << " is not a JSON object");
+  try {
+    if (j.contains("model")) {
+      unet::UNetConfig cfg = unet::config_from_json(j.at("model"));
+      DiffusionSettings d;
+      d.learn_sigma = cfg.learn_sigma;
+      if (j.contains("diffusion")) d = diffusion_from_json(j.at("diffusion"), cfg.learn_sigma);
+      return {cfg, d};
+    }
+    unet::UNetConfig cfg = (j.contains("_class_name") || j.contains("block_out_channels"))
+                               ? unet::config_from_diffusers(j)
+                               : unet::config_from_json(j);
+    DiffusionSettings d;
+    d.learn_sigma = cfg.learn_sigma;
+    return {cfg, d};
+  } catch (const ValueError& e) {
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
+  }
+}
+
+ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config, Device device, bool use_ema,
+                                   const std::string& kind) {
+  ModelSource src;
+  auto [cfg, d] = parse_config(config);
+  const fs::path weights = ckpt / (use_ema ? "ema.safetensors" : "model.safetensors");
+  if (use_ema)
+    DDPM_CHECK_AS(is_file(weights), IoError,
+                  "checkpoint " << ckpt.string() << " has no ema.safetensors; pass --no-ema to use model.safetensors");
+  src.net = build_and_load(cfg, weights, device);
+  src.diffusion = d;
+  src.kind = kind;
+  src.weights_path = weights.string();
+  src.ema = use_ema;
+  return src;
+}
+
+}  // namespace
+
+nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
+  return {{"diffusion_steps", d.diffusion_steps},
+          {"noise_schedule", diffusion::noise_schedule_name(d.noise_schedule)},
+          {"predict", diffusion::model_mean_type_name(d.predict)},
+          {"learn_sigma", d.learn_sigma}};
+}
+
+DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma) {
+  DDPM_CHECK(j.is_object(), "diffusion settings must be a JSON object, got " << j.dump());
+  DDPM_CHECK(j.contains("diffusion_steps") && j.at("diffusion_steps").is_number_integer(),
+             "diffusion settings need an integer \"diffusion_steps\"");
+  DDPM_CHECK(j.contains("noise_schedule") && j.at("noise_schedule").is_string(),
+             "diffusion settings need a string \"noise_schedule\" (\"linear\" or \"cosine\")");
+  DiffusionSettings d;
+  d.diffusion_steps = j.at("diffusion_steps").get<std::int64_t>();
+  DDPM_CHECK(d.diffusion_steps > 0, "\"diffusion_steps\" must be positive, got " << d.diffusion_steps);
+  d.noise_schedule = diffusion::parse_noise_schedule(j.at("noise_schedule").get<std::string>());
+  if (j.contains("predict")) d.predict = diffusion::parse_model_mean_type(j.at("predict").get<std::string>());
+  d.learn_sigma = model_learn_sigma;
+  if (j.contains("learn_sigma")) {
+    d.learn_sigma = j.at("learn_sigma").get<bool>();
+    DDPM_CHECK(d.learn_sigma == model_learn_sigma, "\"learn_sigma\" is " << d.learn_sigma << " in the diffusion settings but "
+                                                                        << model_learn_sigma << " in the model config");
+  }
+  return d;
+}
+
+nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d) {
+  const double T = static_cast<double>(d.diffusion_steps);
+  nlohmann::json j = {{"_class_name", "DDPMScheduler"},
+                      {"num_train_timesteps", d.diffusion_steps},
+                      {"clip_sample", true},
+                      {"clip_sample_range", 1.0},
+                      {"variance_type", d.learn_sigma ? "learned_range" : "fixed_small"}};
+  if (d.noise_schedule == diffusion::NoiseSchedule::linear) {
+    j["beta_schedule"] = "linear";
+    j["beta_start"] = 1e-4 * 1000.0 / T;  // linear_betas: DDPM's endpoints scaled by 1000/T
+    j["beta_end"] = 0.02 * 1000.0 / T;
+  } else {
+    j["beta_schedule"] = "squaredcos_cap_v2";
+  }
+  j["prediction_type"] = d.predict == diffusion::ModelMeanType::eps  ? "epsilon"
+                         : d.predict == diffusion::ModelMeanType::x0 ? "sample"
+                                                                      : "v_prediction";
+  return j;
+}
+
+DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma) {
+  DiffusionSettings d;
+  d.learn_sigma = model_learn_sigma;
+  d.diffusion_steps = j.value("num_train_timesteps", 1000);
+  DDPM_CHECK(d.diffusion_steps > 0, "scheduler: num_train_timesteps must be positive, got " << d.diffusion_steps);
+  const std::string schedule = j.value("beta_schedule", "linear");
+  if (schedule == "linear") {
+    const double T = static_cast<double>(d.diffusion_steps);
+    const double start = j.value("beta_start", 1e-4), end = j.value("beta_end", 0.02);
+    const double want_start = 1e-4 * 1000.0 / T, want_end = 0.02 * 1000.0 / T;
+    DDPM_CHECK(std::fabs(start - want_start) <= 1e-9 * want_start && std::fabs(end - want_end) <= 1e-9 * want_end,
+               "scheduler: linear betas from " << start << " to " << end << " are not supported (with "
+                                               << d.diffusion_steps << " steps we build " << want_start << " to "
+                                               << want_end << ")");
+    d.noise_schedule = diffusion::NoiseSchedule::linear;
+  } else if (schedule == "squaredcos_cap_v2") {
+    d.noise_schedule = diffusion::NoiseSchedule::cosine;
+  } else {
+    DDPM_THROW(ValueError, "scheduler: beta_schedule \"" << schedule
+                                                         << "\" is not supported (\"linear\" or \"squaredcos_cap_v2\")");
+  }
+  const std::string prediction = j.value("prediction_type", "epsilon");
+  if (prediction == "epsilon")
+    d.predict = diffusion::ModelMeanType::eps;
+  else if (prediction == "sample")
+    d.predict = diffusion::ModelMeanType::x0;
+  else if (prediction == "v_prediction")
+    d.predict = diffusion::ModelMeanType::v;
+  else
+    DDPM_THROW(ValueError, "scheduler: prediction_type \"" << prediction << "\" is not supported");
+  return d;
+}
+
+ModelSource open_model(const std::string& path_text, Device device, bool use_ema) {
+  fs::path path = fs::path(path_text).lexically_normal();
+  if (path.filename().empty() && path.has_parent_path()) path = path.parent_path();  // "dir/" -> "dir"
+  std::error_code ec;
+  DDPM_CHECK_AS(fs::exists(path, ec), IoError, "checkpoint " << path_text << " does not exist");
+
+  if (is_dir(path)) {
+    // 1. A run folder.
+    if (is_file(path / "config.json") && is_dir(path / "checkpoints")) {
+      const fs::path ckpt = latest_checkpoint(path);
+      return open_checkpoint_folder(ckpt, path / "config.json", device, use_ema, "run folder");
+    }
+    // 2. A checkpoint folder.
+    if (is_file(path / "model.safetensors") || is_file(path / "ema.safetensors")) {
+      fs::path config = path / "config.json";
+      if (!is_file(config)) config = path.parent_path().parent_path() / "config.json";
+      DDPM_CHECK_AS(is_file(config), IoError,
+                    "checkpoint folder " << path_text << " has no config.json, neither inside it nor in its run folder");
+      return open_checkpoint_folder(path, config, device, use_ema, "checkpoint folder");
+    }
+    // 3. A diffusers UNet2DModel folder.
+    if (is_file(path / kDiffusersWeights)) {
+      DDPM_CHECK_AS(is_file(path / "config.json"), IoError,
+                    "diffusers folder " << path_text << " has " << kDiffusersWeights << " but no config.json");
+      ModelSource src;
+      src.net = unet::load_diffusers_folder(path.string(), device);
+      src.diffusion.learn_sigma = src.net->config().learn_sigma;
+      for (const fs::path& sched :
+           {path / "scheduler_config.json", path.parent_path() / "scheduler" / "scheduler_config.json"}) {
+        if (is_file(sched)) {
+          try {
+            src.diffusion = diffusion_from_diffusers_scheduler(read_json(sched), src.net->config().learn_sigma);
+          } catch (const ValueError& e) {
+            DDPM_THROW(ValueError, sched.string() << ": " << without_location(e.what()));
+          }
+          break;
+        }
+      }
+      src.kind = "diffusers folder";
+      src.weights_path = (path / kDiffusersWeights).string();
+      return src;
+    }
+    DDPM_THROW(IoError, "checkpoint " << path_text
+                                      << " is a folder but not a run (config.json + checkpoints/), a checkpoint "
+                                         "(model.safetensors / ema.safetensors) or a diffusers model (config.json + "
+                                      << kDiffusersWeights << ")");
+  }
+
+  // 4. A model file with config.json beside it.
+  DDPM_CHECK_AS(path.extension() == ".safetensors", IoError,
+                "checkpoint " << path_text << " is a file but not a .safetensors model file");
+  const fs::path config = path.parent_path() / "config.json";
+  DDPM_CHECK_AS(is_file(config), IoError, "model file " << path_text << " needs a config.json beside it");
+  ModelSource src;
+  auto [cfg, d] = parse_config(config);
+  src.net = build_and_load(cfg, path, device);
+  src.diffusion = d;
+  src.kind = "model file";
+  src.weights_path = path.string();
+  src.ema = path.filename() == "ema.safetensors";
+  return src;
+}
+
+void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
+  DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
+  std::error_code ec;
+  const fs::path out(dir);
+  DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "export: " << dir << " exists and is not a folder");
+  if (fs::is_directory(out, ec)) {
+    DDPM_CHECK(overwrite || fs::is_empty(out, ec), "export: " << dir << " exists and is not empty; pass --overwrite to replace it");
+    if (fs::is_empty(out, ec)) fs::remove(out, ec);
+  }
+  const nlohmann::json config = unet::config_to_diffusers(model.net->config());
+  const nlohmann::json scheduler = diffusion_to_diffusers_scheduler(model.diffusion);
+  const auto tensors = unet::export_state_dict(*model.net);
+  publish_directory(
+      dir,
+      [&](const std::string& tmp) {
+        write_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
+        save_safetensors(tmp + "/" + kDiffusersWeights, tensors, {{"format", "pt"}});
+        write_file_atomic(tmp + "/scheduler_config.json", scheduler.dump(2) + "\n");
+      },
+      fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+}
+
+void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed) {
+  const unet::UNetConfig& cfg = net.config();
+  const std::int64_t N = 4;
+  Generator gen(seed);
+  Tensor x = randn({N, cfg.image_size, cfg.image_size, cfg.in_channels}, gen, net.device());
+  std::vector<double> t;
+  std::vector<std::int64_t> labels;
+  std::vector<double> label_values;
+  for (std::int64_t i = 0; i < N; ++i) {
+    t.push_back(static_cast<double>((diffusion_steps - 1) * i / (N - 1)));
+    if (cfg.num_classes > 0) {
+      labels.push_back(i % cfg.num_classes);
+      label_values.push_back(static_cast<double>(labels.back()));
+    }
+  }
+  Tensor out = net.forward(x, t, labels, nn::Context{});
+  std::vector<std::pair<std::string, Tensor>> tensors{{"x", x.cpu()}, {"t", Tensor::from_vector(t, {N})}, {"out", out.cpu()}};
+  if (!labels.empty()) tensors.emplace_back("labels", Tensor::from_vector(label_values, {N}));
+  save_safetensors(path, tensors);
+}
+
+}  // namespace ddpm::run

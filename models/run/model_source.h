@@ -1,0 +1,94 @@
+// models/run/model_source.h: opening a trained UNet, with its diffusion settings, from
+// whatever the user points at.
+//
+// Accepted sources (checked in this order):
+//   1. a run folder (models/run/checkpoint.h): RUN/config.json and RUN/checkpoints/latest;
+//      the checkpoint named by `latest` is loaded.
+//   2. a checkpoint folder (RUN/checkpoints/step_N/): model.safetensors and/or
+//      ema.safetensors; its config is config.json in the folder itself or, as in a run,
+//      two levels up (RUN/config.json).
+//   3. a diffusers UNet2DModel folder: config.json + diffusion_pytorch_model.safetensors
+//      (models/unet/model_io.h load_diffusers_folder). Its diffusion settings come from a
+//      DDPMScheduler config when one is found (scheduler_config.json beside it, or
+//      ../scheduler/scheduler_config.json as in a saved DDPMPipeline), else the defaults
+//      below (1000 linear steps, eps).
+//   4. a model file X.safetensors with a config.json beside it.
+// For 1 and 2 the EMA weights (ema.safetensors) are used by default; use_ema = false
+// takes the raw weights (model.safetensors).
+//
+// config.json of a run or checkpoint is
+//   {"model": <models/unet/model_io.h config_to_json>, "diffusion": {...}, "train": {...}}
+// and "diffusion" holds (the keys shared with ddpm-train):
+//   "diffusion_steps"  integer T                          (required)
+//   "noise_schedule"   "linear" | "cosine"                (required)
+//   "predict"          "eps" | "x0" | "v"                 (optional, default "eps")
+//   "learn_sigma"      bool                               (optional, default: the model's)
+// Other keys of "diffusion" (training-only choices such as the loss) are ignored here.
+// Beside a model file, config.json may also be just the UNet config (our format, or
+// diffusers' UNet2DModel config, recognized by "_class_name" or "block_out_channels"); the
+// diffusion settings then take the defaults.
+//
+// Errors: IoError for a missing or damaged file (naming it); ValueError for a config
+// that is inconsistent (naming the key); model_io's load_state_dict lists every missing,
+// unexpected and mismatched tensor name.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/schedule.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::run {
+
+struct DiffusionSettings {
+  std::int64_t diffusion_steps = 1000;
+  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
+  diffusion::ModelMeanType predict = diffusion::ModelMeanType::eps;
+  bool learn_sigma = false;
+};
+
+nlohmann::json diffusion_to_json(const DiffusionSettings& d);
+// Reads the keys above; `model_learn_sigma` is the default for "learn_sigma", and a value
+// that disagrees with it is a ValueError.
+DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma);
+
+// diffusers' DDPMScheduler config <-> ours. Import refuses (ValueError naming the key)
+// what we cannot reproduce: beta schedules other than "linear" (with DDPM's endpoints
+// 1e-4 * 1000/T, 0.02 * 1000/T) and "squaredcos_cap_v2", prediction types other than
+// "epsilon", "sample" and "v_prediction".
+nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d);
+DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma);
+
+struct ModelSource {
+  std::unique_ptr<unet::UNet> net;
+  DiffusionSettings diffusion;
+  std::string kind;          // "run folder", "checkpoint folder", "diffusers folder", "model file"
+  std::string weights_path;  // the .safetensors file the weights came from
+  bool ema = false;          // the EMA weights were loaded
+};
+
+// Opens `path` as one of the sources above on `device`. IoError when it is none of them
+// (the message says what was looked for).
+ModelSource open_model(const std::string& path, Device device, bool use_ema = true);
+
+// Writes `model` as a diffusers UNet2DModel folder (what ddpm-export does): config.json
+// (model_io config_to_diffusers), diffusion_pytorch_model.safetensors (export_state_dict:
+// diffusers names, OIHW convolutions) and scheduler_config.json (a DDPMScheduler config
+// with our diffusion settings, so re-opening the folder restores them). The folder is
+// published atomically; an existing non-empty `dir` is a ValueError unless overwrite.
+// UNet2DModel.from_pretrained(dir) loads it (it ignores scheduler_config.json).
+void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite = false);
+
+// For checking an export against another implementation (scripts/check_export.py): runs
+// `net` on a fixed input and saves "x" [N, H, W, C] (N = 4, randn from Philox `seed`),
+// "t" [N] f64 (original timesteps spread over [0, diffusion_steps)), "labels" [N] f64
+// (class i % num_classes; absent for an unconditional net) and "out" [N, H, W, C_out].
+void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed = 0);
+
+}  // namespace ddpm::run

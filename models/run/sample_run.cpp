@@ -1,0 +1,287 @@
+// models/run/sample_run.cpp: ddpm-sample's work (see the header for the output folder).
+#include "models/run/sample_run.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/npz.h"
+#include "engine/io/png.h"
+#include "engine/rng.h"
+#include "models/diffusion/respace.h"
+#include "models/nn/module.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// An inner error's message without its " [file:line]" suffix, for wrapping it in a new one
+// (the apps strip only the outermost suffix).
+std::string without_location(const std::string& m) {
+  const std::size_t open = m.rfind(" [");
+  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
+    return m.substr(0, open);
+  return m;
+}
+
+constexpr int kStepSnapshots = 10;  // columns of steps.png
+constexpr int kStepSamples = 4;     // samples shown in steps.png
+
+bool is_nonempty_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec) && !fs::is_empty(p, ec);
+}
+
+// Refuses to replace an existing output unless asked; an existing empty folder is fine.
+void check_out_dir(const SampleOptions& o) {
+  DDPM_CHECK(!o.out.empty(), "--out is required: the folder to write the samples to");
+  std::error_code ec;
+  const fs::path out(o.out);
+  DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out " << o.out << " exists and is not a folder");
+  DDPM_CHECK(o.overwrite || !is_nonempty_dir(out),
+             "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+}
+
+// The snapshots for steps.png: step k = K-1-index (0 = first, noisiest) is kept when it is
+// one of round(j (K-1) / (S-1)), j = 0..S-1, S = min(10, K).
+std::vector<std::int64_t> snapshot_steps(std::int64_t K) {
+  const std::int64_t S = std::min<std::int64_t>(kStepSnapshots, K);
+  std::vector<std::int64_t> steps;
+  for (std::int64_t j = 0; j < S; ++j)
+    steps.push_back(S == 1 ? K - 1 : static_cast<std::int64_t>(std::llround(double(j) * double(K - 1) / double(S - 1))));
+  return steps;
+}
+
+std::string index_name(std::int64_t i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%06lld", static_cast<long long>(i));
+  return buf;
+}
+
+}  // namespace
+
+void add_sample_flags(CLI::App& app, SampleOptions& o) {
+  app.add_option("--checkpoint", o.checkpoint,
+                 "run folder (latest checkpoint), checkpoint folder, model .safetensors with config.json beside "
+                 "it, or a diffusers UNet2DModel folder")
+      ->required();
+  app.add_flag_callback("--no-ema", [&o] { o.use_ema = false; }, "use the raw weights instead of the EMA weights (run/checkpoint folders)");
+  app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
+  app.add_option("--sampler", o.sampler, "ddpm (ancestral) or ddim")
+      ->check(CLI::IsMember({"ddpm", "ddim"}))
+      ->capture_default_str();
+  app.add_option("--sampling-steps", o.sampling_steps,
+                 "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide T)")
+      ->capture_default_str();
+  app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
+  app.add_option("--variance", o.variance,
+                 "DDPM variance: auto (learned if the model learned sigma, else fixed_small), fixed_small, "
+                 "fixed_large (not with fewer steps), learned_range")
+      ->check(CLI::IsMember({"auto", "fixed_small", "fixed_large", "learned_range"}))
+      ->capture_default_str();
+  app.add_option("--class", o.class_label,
+                 "class of every sample (class-conditional models; default: classes 0, 1, ... in turn)");
+  app.add_option("--guidance-scale", o.guidance_scale,
+                 "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "output folder: grid.png, images/, samples.npz, sample_info.json")->required();
+  app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
+  app.add_flag("--show-steps", o.show_steps, "also write steps.png: the reverse process of the first samples");
+}
+
+void check_sample_options(const SampleOptions& o) {
+  DDPM_CHECK(!o.checkpoint.empty(), "--checkpoint is required");
+  DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
+  DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
+  DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
+  diffusion::parse_sampler_kind(o.sampler);
+  DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
+  DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
+  DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
+  DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
+             "--guidance-scale must be >= 0, got " << o.guidance_scale);
+  DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
+  check_out_dir(o);
+}
+
+diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model) {
+  const unet::UNetConfig& cfg = model.net->config();
+  diffusion::SamplerConfig sc;
+  sc.kind = diffusion::parse_sampler_kind(o.sampler);
+  const std::int64_t T = model.diffusion.diffusion_steps;
+  if (o.sampling_steps > 0 && o.sampling_steps != T)
+    sc.respacing = (sc.kind == diffusion::SamplerConfig::Kind::ddim ? "ddim" : "") + std::to_string(o.sampling_steps);
+  else if (o.sampling_steps > 0 && sc.kind == diffusion::SamplerConfig::Kind::ddim)
+    sc.respacing = "";  // N = T: every step
+  if (!sc.respacing.empty()) {
+    try {
+      diffusion::space_timesteps(T, sc.respacing);
+    } catch (const ValueError& e) {
+      DDPM_THROW(ValueError, "--sampling-steps " << o.sampling_steps << " does not fit the model's " << T
+                                                 << " training steps: " << without_location(e.what()));
+    }
+  }
+  sc.eta = o.eta;
+  sc.mean_type = model.diffusion.predict;
+  sc.learned_sigma = cfg.learn_sigma;
+  sc.num_classes = cfg.num_classes;
+  if (o.variance != "auto") sc.variance = diffusion::parse_variance_type(o.variance);
+  diffusion::resolve_variance(sc, !sc.respacing.empty());  // refuses fixed_large with respacing
+
+  const bool conditional = cfg.num_classes > 0;
+  DDPM_CHECK(conditional || o.class_label < 0,
+             "guidance without class conditioning: --class " << o.class_label << " needs a class-conditional model, and "
+                                                             << o.checkpoint << " is unconditional");
+  DDPM_CHECK(conditional || o.guidance_scale == 1.0,
+             "guidance without class conditioning: --guidance-scale " << o.guidance_scale
+                                                                      << " needs a class-conditional model, and "
+                                                                      << o.checkpoint << " is unconditional");
+  DDPM_CHECK(o.class_label < cfg.num_classes,
+             "--class " << o.class_label << " is out of range: the model has " << cfg.num_classes << " classes");
+  sc.guidance_scale = o.guidance_scale;
+  DDPM_CHECK(cfg.in_channels == 1 || cfg.in_channels == 3,
+             "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
+  return sc;
+}
+
+std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x) {
+  const std::vector<double> v = x.to_double_vector();
+  std::vector<std::uint8_t> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double c = std::min(1.0, std::max(-1.0, v[i]));
+    out[i] = static_cast<std::uint8_t>(std::lround((c + 1.0) * 127.5));
+  }
+  return out;
+}
+
+SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
+  check_sample_options(o);
+  ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
+  if (log)
+    *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
+         << (model.ema ? ", EMA" : "") << ", " << model.net->num_parameters() << " parameters)\n";
+  return run_sample(o, model, log);
+}
+
+SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log) {
+  check_sample_options(o);
+  const diffusion::SamplerConfig sc = make_sampler_config(o, model);
+  const unet::UNetConfig& cfg = model.net->config();
+  const diffusion::DiffusionSchedule base(diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
+  const int H = cfg.image_size, W = cfg.image_size, C = cfg.in_channels;
+  const std::int64_t N = o.num_samples;
+
+  SampleResult result;
+  result.shape = {N, H, W, C};
+  result.out_dir = o.out;
+  if (cfg.num_classes > 0)
+    for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % cfg.num_classes);
+
+  const unet::UNet& net = *model.net;
+  diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    return net.forward(x, t, y, nn::Context{});
+  };
+
+  // steps.png: snapshots of the first batch's first samples, [S][rows] images of H x W x C.
+  std::vector<std::vector<std::uint8_t>> snap_xt, snap_x0;
+  const std::int64_t shown = std::min<std::int64_t>(kStepSamples, std::min(N, std::int64_t(o.batch_size)));
+  std::vector<std::int64_t> keep;
+  diffusion::StepCallback callback;
+  auto take = [&](const Tensor& t) {
+    std::vector<std::uint8_t> px = to_uint8_pixels(diffusion::batch_rows(t, 0, shown));
+    return px;
+  };
+
+  Generator gen(o.seed);
+  result.pixels.reserve(static_cast<std::size_t>(N) * H * W * C);
+  for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
+    const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - begin);
+    std::vector<std::int64_t> labels;
+    if (!result.labels.empty()) labels.assign(result.labels.begin() + begin, result.labels.begin() + begin + n);
+    callback = nullptr;
+    if (o.show_steps && begin == 0) {
+      callback = [&](const diffusion::StepInfo& s) {
+        if (keep.empty()) keep = snapshot_steps(s.num_steps);
+        const std::int64_t k = s.num_steps - 1 - s.index;
+        if (std::find(keep.begin(), keep.end(), k) == keep.end()) return;
+        snap_xt.push_back(take(s.x));
+        snap_x0.push_back(take(s.pred_x0));
+      };
+    }
+    Tensor x = diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback);
+    const std::vector<std::uint8_t> px = to_uint8_pixels(x);
+    result.pixels.insert(result.pixels.end(), px.begin(), px.end());
+    if (log) *log << "sampled " << begin + n << " / " << N << "\n";
+  }
+
+  // Everything is written into a temporary folder and published in one rename.
+  const std::size_t image_bytes = static_cast<std::size_t>(H) * W * C;
+  std::vector<std::string> files;
+  auto fill = [&](const std::string& tmp) {
+    const fs::path dir(tmp);
+    const int nrow = static_cast<int>(std::ceil(std::sqrt(double(N))));
+    write_png((dir / "grid.png").string(), make_grid(result.pixels.data(), static_cast<int>(N), H, W, C, nrow));
+    files.push_back("grid.png");
+    fs::create_directory(dir / "images");
+    for (std::int64_t i = 0; i < N; ++i) {
+      const std::string name = "images/" + index_name(i) + ".png";
+      write_png((dir / name).string(), result.pixels.data() + static_cast<std::size_t>(i) * image_bytes, H, W, C);
+      files.push_back(name);
+    }
+    std::vector<NpyArray> arrays{{"arr_0", "|u1", {N, H, W, C}, result.pixels.data(), result.pixels.size()}};
+    if (!result.labels.empty())
+      arrays.push_back({"arr_1", "<i8", {N}, result.labels.data(), result.labels.size() * sizeof(std::int64_t)});
+    write_npz((dir / "samples.npz").string(), arrays);
+    files.push_back("samples.npz");
+    if (o.show_steps && !snap_xt.empty()) {
+      // Two rows per sample (x_t, then x_0^), one column per snapshot.
+      const std::size_t S = snap_xt.size();
+      std::vector<std::uint8_t> tiles;
+      for (std::int64_t r = 0; r < shown; ++r)
+        for (const auto* rows : {&snap_xt, &snap_x0})
+          for (std::size_t j = 0; j < S; ++j) {
+            const std::uint8_t* p = (*rows)[j].data() + static_cast<std::size_t>(r) * image_bytes;
+            tiles.insert(tiles.end(), p, p + image_bytes);
+          }
+      write_png((dir / "steps.png").string(),
+                make_grid(tiles.data(), static_cast<int>(2 * shown * S), H, W, C, static_cast<int>(S)));
+      files.push_back("steps.png");
+    }
+    nlohmann::json info = {{"checkpoint", o.checkpoint},
+                           {"source", model.kind},
+                           {"weights", model.weights_path},
+                           {"ema", model.ema},
+                           {"num_samples", N},
+                           {"batch_size", o.batch_size},
+                           {"sampler", o.sampler},
+                           {"sampling_steps", sc.respacing.empty() ? model.diffusion.diffusion_steps : o.sampling_steps},
+                           {"respacing", sc.respacing},
+                           {"variance", diffusion::variance_type_name(diffusion::resolve_variance(sc, !sc.respacing.empty()))},
+                           {"eta", o.eta},
+                           {"guidance_scale", o.guidance_scale},
+                           {"class", o.class_label},
+                           {"seed", o.seed},
+                           {"diffusion", diffusion_to_json(model.diffusion)},
+                           {"image_shape", {H, W, C}}};
+    write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
+    files.push_back("sample_info.json");
+  };
+
+  std::error_code ec;
+  if (fs::is_directory(o.out, ec) && fs::is_empty(o.out, ec)) fs::remove(o.out, ec);
+  publish_directory(o.out, fill, o.overwrite ? IfExists::replace : IfExists::fail);
+  result.files = files;
+  if (log) *log << "wrote " << files.size() << " files to " << o.out << "\n";
+  return result;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,94 @@
+// models/run/sample_run.h: the library behind ddpm-sample.
+//
+// Opens a model (models/run/model_source.h), draws --num-samples images in batches of
+// --batch-size with the DDPM or DDIM sampler (models/diffusion/sampler.h) and publishes an
+// output folder atomically (engine/io/atomic_file.h publish_directory):
+//   OUT/grid.png              all samples tiled, ceil(sqrt(N)) per row
+//   OUT/images/000000.png ... one PNG per sample
+//   OUT/samples.npz           "arr_0" uint8 [N, H, W, C] (as improved-diffusion writes it) and,
+//                             for a class-conditional model, "arr_1" int64 [N] labels
+//   OUT/steps.png             with --show-steps: the reverse process of the first (up to 4)
+//                             samples, two rows per sample: x_t and the clipped x_0 estimate
+//                             at (up to) 10 evenly spaced steps, left = noisiest, right = final
+//   OUT/sample_info.json      what produced the samples: checkpoint, EMA, sampler, steps,
+//                             variance, eta, guidance, seed (a sample set means nothing
+//                             without them)
+// Pixels: x clipped to [-1, 1], then round((x + 1) * 127.5) as uint8.
+//
+// Sampling steps: --sampling-steps N respaces the T training steps to "N" (DDPM, evenly
+// spread, respace.h) or "ddimN" (DDIM, exact stride T/N: an error unless N divides T);
+// 0 keeps all T. Respaced DDPM uses the fixed-small variance unless the model learned sigma
+// (fixed-large degrades with fewer steps).
+// Labels: --class C gives every sample class C; otherwise a class-conditional model gets
+// labels 0, 1, ..., num_classes - 1, 0, 1, ... (balanced, deterministic).
+// Random numbers: one Philox generator seeded with --seed runs through the batches in
+// order, so a seed and batch size give the same samples on every run (and device).
+//
+// Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
+// DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
+// != 1 need a class-conditional model ("guidance without class conditioning"); --class in
+// [0, num_classes); --out must not be an existing non-empty folder unless --overwrite.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/device.h"
+#include "engine/tensor.h"
+#include "models/diffusion/sampler.h"
+#include "models/run/model_source.h"
+
+namespace ddpm::run {
+
+struct SampleOptions {
+  std::string checkpoint;          // run folder, checkpoint folder, model file or diffusers folder
+  bool use_ema = true;             // --no-ema clears it
+  int num_samples = 16;
+  int batch_size = 16;
+  std::string sampler = "ddpm";    // "ddpm" | "ddim"
+  int sampling_steps = 0;          // 0: all training steps
+  double eta = 0.0;                // DDIM noise
+  std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range
+  int class_label = -1;            // -1: balanced labels for a class-conditional model
+  double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
+  std::string out;                 // output folder
+  bool overwrite = false;
+  bool show_steps = false;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+
+// Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
+// apps/common/cli.h), bound to `o`.
+void add_sample_flags(CLI::App& app, SampleOptions& o);
+
+// Checks what can be checked without the model (ValueError naming the flag).
+void check_sample_options(const SampleOptions& o);
+
+// The sampler configuration for these options and this model: respacing from
+// --sampling-steps (checked against the model's T), variance, guidance and labels checks.
+diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model);
+
+// Samples in [-1, 1] (any device, f32 or f64, [N, H, W, C]) -> uint8 pixels, same layout:
+// clip to [-1, 1], round((x + 1) * 127.5).
+std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x);
+
+struct SampleResult {
+  Shape shape;                        // [N, H, W, C]
+  std::vector<std::uint8_t> pixels;   // the samples as written
+  std::vector<std::int64_t> labels;   // N labels, empty for an unconditional model
+  std::string out_dir;
+  std::vector<std::string> files;     // every file written, relative to out_dir
+};
+
+// The whole program: check options, check --out, open the model, sample, publish OUT.
+// Progress lines go to `log` when given.
+SampleResult run_sample(const SampleOptions& o, std::ostream* log = nullptr);
+// Same with an already opened model (o.checkpoint is only recorded).
+SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log = nullptr);
+
+}  // namespace ddpm::run

@@ -1,5 +1,6 @@
 #include "apps/common/cli.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -19,10 +20,22 @@ std::string user_message(const char* what) {
   std::string m = what;
   const char* debug = std::getenv("DDPM_DEBUG");
   if (debug && *debug) return m;
-  std::size_t open = m.rfind(" [");
-  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
-    m.erase(open);
-  return m;
+  // Remove every " [...:123]" (a wrapped message carries its inner location too).
+  std::string out;
+  for (std::size_t i = 0; i < m.size();) {
+    if (m.compare(i, 2, " [") == 0) {
+      std::size_t close = m.find(']', i);
+      std::size_t colon = close == std::string::npos ? std::string::npos : m.rfind(':', close);
+      bool digits = colon != std::string::npos && colon > i && colon + 1 < close;
+      for (std::size_t k = colon + 1; digits && k < close; ++k) digits = std::isdigit(static_cast<unsigned char>(m[k]));
+      if (digits && m.find('\n', i) > close) {
+        i = close + 1;
+        continue;
+      }
+    }
+    out += m[i++];
+  }
+  return out;
 }
 }  // namespace
 
@@ -30,6 +43,7 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
   app.add_option("--device", flags.device, "auto | cpu | cuda | cuda:N (auto picks CUDA when usable)")
       ->capture_default_str();
   app.add_option("--seed", flags.seed, "seed of every random draw (Philox: same numbers on CPU and CUDA)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.set_config("--config", "", "read flags from a TOML file (keys are the long flag names, e.g. batch-size = 64)");
   app.allow_config_extras(CLI::config_extras_mode::error);

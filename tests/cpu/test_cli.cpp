@@ -48,6 +48,7 @@ TEST(Cli, ExitCodes) {
   EXPECT_EQ(run_with({"ddpm-test"}, nullptr, [] () -> int { DDPM_THROW(ValueError, "bad value"); }), 2);
   EXPECT_EQ(run_with({"ddpm-test"}, nullptr, [] () -> int { DDPM_THROW(IoError, "missing file"); }), 1);
   EXPECT_EQ(run_with({"ddpm-test", "--help"}), 0);
+  EXPECT_EQ(run_with({"ddpm-test", "--seed", "-1"}), 2);
 }
 
 TEST(Cli, ConfigFileSetsFlagsAndRejectsUnknownKeys) {
@@ -86,13 +87,15 @@ TEST(Cli, ErrorsArePrintedAsOneLineWithoutTheSourceLocation) {
   ASSERT_GE(file, 0);
   ::dup2(file, 2);
   ::close(file);
-  run_with({"ddpm-test"}, nullptr, [] () -> int { DDPM_THROW(IoError, "cannot read data.idx"); });
+  run_with({"ddpm-test"}, nullptr, [] () -> int {
+    DDPM_THROW(IoError, "loading the run: cannot read data.idx [/src/models/data/idx.cpp:12]: it is short");
+  });
   std::fflush(stderr);
   ::dup2(saved, 2);
   ::close(saved);
   std::ifstream f(path);
   std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(all, "ddpm-test: error: cannot read data.idx\n");
+  EXPECT_EQ(all, "ddpm-test: error: loading the run: cannot read data.idx: it is short\n");
 }
 
 }  // namespace

@@ -12,8 +12,6 @@
 
 #include "engine/error.h"
 #if DDPM_HAVE_CUDA
-#include <nvtx3/nvToolsExt.h>
-
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #endif
@@ -157,27 +155,28 @@ ProfileResult Profiler::stop() {
 
 void OpScope::begin(const char* name, double flops, double bytes, Device device) {
   State& s = state();
+  if (s.depth == 0) {
+    Pending p;
+    p.record.name = name;
+    p.record.device = device;
+    p.record.flops = flops;
+    p.record.bytes = bytes;
+#if DDPM_HAVE_CUDA
+    if (device.is_cuda()) {
+      p.on_cuda = true;
+      p.event = take_event(s);
+      take_event(s);
+      DDPM_CUDA_CHECK(cudaEventRecord(s.events[p.event], cuda::stream()));  // may throw: nothing entered yet
+    }
+#endif
+    index_ = s.pending.size();
+    s.pending.push_back(std::move(p));
+    outermost_ = true;
+  }
   entered_ = true;
   generation_ = s.generation;
-  outermost_ = s.depth == 0;
   s.depth += 1;
-  if (!outermost_) return;
-  Pending p;
-  p.record.name = name;
-  p.record.device = device;
-  p.record.flops = flops;
-  p.record.bytes = bytes;
-#if DDPM_HAVE_CUDA
-  if (device.is_cuda()) {
-    p.on_cuda = true;
-    p.event = take_event(s);
-    take_event(s);
-    DDPM_CUDA_CHECK(cudaEventRecord(s.events[p.event], cuda::stream()));
-  }
-#endif
-  index_ = s.pending.size();
-  s.pending.push_back(std::move(p));
-  if (!s.pending.back().on_cuda) s.pending.back().t0 = Clock::now();
+  if (outermost_ && !s.pending[index_].on_cuda) s.pending[index_].t0 = Clock::now();
 }
 
 void OpScope::end() {
@@ -195,20 +194,6 @@ void OpScope::end() {
   } else {
     p.t1 = Clock::now();
   }
-}
-
-void OpScope::push_range(const char* name) {
-#if DDPM_HAVE_CUDA
-  nvtxRangePushA(name);
-#else
-  (void)name;
-#endif
-}
-
-void OpScope::pop_range() {
-#if DDPM_HAVE_CUDA
-  nvtxRangePop();
-#endif
 }
 
 }  // namespace ddpm

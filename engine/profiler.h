@@ -22,7 +22,9 @@
 // whose ranges still appear in NVTX. So the records never overlap and their times add up
 // to the time spent inside ops; the rest of the region is host work and launch gaps.
 //
-// Profiling is single-threaded, like the engine's tape.
+// Profiling is single-threaded, like the engine's tape, and must not span a CUDA graph
+// capture (the timing events would be captured too). Work outside any op (Tensor::to
+// copies, Tensor::zeros, host code) is not recorded: it is the region's remainder.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,9 @@
 
 #include "engine/device.h"
 #include "engine/dtype.h"
+#if DDPM_HAVE_CUDA
+#include <nvtx3/nvToolsExt.h>
+#endif
 
 namespace ddpm {
 
@@ -81,7 +86,14 @@ class OpScope {
  public:
   OpScope(const char* name, double flops, double bytes, Device device) {
     push_range(name);
-    if (Profiler::enabled_) begin(name, flops, bytes, device);
+    if (Profiler::enabled_) {
+      try {
+        begin(name, flops, bytes, device);
+      } catch (...) {
+        pop_range();  // the destructor will not run
+        throw;
+      }
+    }
   }
   ~OpScope() {
     if (entered_) end();
@@ -93,8 +105,18 @@ class OpScope {
  private:
   void begin(const char* name, double flops, double bytes, Device device);
   void end();
-  static void push_range(const char* name);
-  static void pop_range();
+  static void push_range(const char* name) {
+#if DDPM_HAVE_CUDA
+    nvtxRangePushA(name);
+#else
+    (void)name;
+#endif
+  }
+  static void pop_range() {
+#if DDPM_HAVE_CUDA
+    nvtxRangePop();
+#endif
+  }
 
   bool entered_ = false;  // counted in the nesting depth
   bool outermost_ = false;

@@ -121,9 +121,11 @@ ProfileResult Profiler::stop() {
     DDPM_CUDA_CHECK(cudaEventRecord(s.events[region_end], cuda::stream()));
     DDPM_CUDA_CHECK(cudaEventSynchronize(s.events[region_end]));
   }
-  result.engine_kernels = cuda::kernel_launch_count() - s.kernels0;
-  result.library_calls = cuda::library_call_count() - s.library0;
-  result.counts_launches = true;
+  if (s.device.is_cuda()) {
+    result.engine_kernels = cuda::kernel_launch_count() - s.kernels0;
+    result.library_calls = cuda::library_call_count() - s.library0;
+    result.counts_launches = true;
+  }
 #endif
   const Clock::time_point t1 = Clock::now();
   result.total_ms = std::chrono::duration<double, std::milli>(t1 - s.t0).count();

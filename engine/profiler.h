@@ -58,10 +58,10 @@ struct OpSummary {
 struct ProfileResult {
   std::vector<OpRecord> records;  // in call order
   double total_ms = 0.0;          // the whole region, start() to stop()
-  // Launches counted between start() and stop() (CUDA builds; 0 otherwise):
+  // Launches counted between start() and stop() (regions on a CUDA device; 0 otherwise):
   std::uint64_t engine_kernels = 0;  // kernels launched by the engine (each DDPM_LAUNCH_CHECK)
   std::uint64_t library_calls = 0;   // cuBLAS/cuDNN compute calls, each one or more kernels
-  bool counts_launches = false;      // true in CUDA builds
+  bool counts_launches = false;      // true for a region on a CUDA device
 
   double op_ms() const;  // sum of the records' times
   // Summed per name, sorted by time, longest first.

@@ -73,8 +73,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   Tensor xs = x.detach(), ws = weight.detach();
   record(out, "conv2d", {x, weight, bias}, [xs, ws, geo](const Tensor& g, const std::vector<bool>& need) {
     // dx and dW are each a convolution of the forward's size; reads g, x, W, writes the gradients.
-    OpScope scope("conv2d.backward", (int(need[0]) + int(need[1])) * cost::conv2d_flops(geo.n, geo.ho, geo.wo, geo.cout, geo.kh, geo.kw, geo.cin),
-                  cost::bytes(g.numel() + xs.numel() + ws.numel() + (need[0] ? xs.numel() : 0) + (need[1] ? ws.numel() : 0), xs.dtype()), xs.device());
+    OpScope scope(
+        "conv2d.backward",
+        (int(need[0]) + int(need[1])) * cost::conv2d_flops(geo.n, geo.ho, geo.wo, geo.cout, geo.kh, geo.kw, geo.cin),
+        cost::bytes(g.numel() + xs.numel() + ws.numel() + (need[0] ? xs.numel() : 0) + (need[1] ? ws.numel() : 0),
+                    xs.dtype()),
+        xs.device());
     Tensor gx, gw, gb;
     if (need[0]) gx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
     if (need[1]) gw = Tensor::empty(ws.shape(), ws.dtype(), ws.device());

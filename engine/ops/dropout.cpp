@@ -44,7 +44,8 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   OpScope scope("dropout", static_cast<double>(x.numel()), cost::bytes(2 * x.numel(), x.dtype()), x.device());
   Tensor y = apply_mask("dropout", x, p, seed, offset);
   record(y, "dropout", {x}, [p, seed, offset](const Tensor& g, const std::vector<bool>&) {
-    OpScope scope("dropout.backward", static_cast<double>(g.numel()), cost::bytes(2 * g.numel(), g.dtype()), g.device());
+    OpScope scope("dropout.backward", static_cast<double>(g.numel()), cost::bytes(2 * g.numel(), g.dtype()),
+                  g.device());
     return std::vector<Tensor>{apply_mask("dropout backward", g, p, seed, offset)};
   });
   return y;

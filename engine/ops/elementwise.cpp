@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "engine/ops/common.h"
-#include "engine/profiler.h"
 #include "engine/ops/reduce.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/elementwise.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"
@@ -64,7 +64,8 @@ Tensor binary_forward(const char* name, const Tensor& a, const Tensor& b) {
   Shape out_shape = broadcast_shapes(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   BroadcastMap m = make_map(a.shape(), b.shape(), out_shape);
-  OpScope scope(name, static_cast<double>(out.numel()), cost::bytes(a.numel() + b.numel() + out.numel(), a.dtype()), a.device());
+  OpScope scope(name, static_cast<double>(out.numel()), cost::bytes(a.numel() + b.numel() + out.numel(), a.dtype()),
+                a.device());
   if (a.device().is_cuda()) {
     DDPM_ON_CUDA(name, cuda::binary<Op>(a.data<float>(), b.data<float>(), out.data<float>(), m, out.numel(),
                                         cuda::stream()));
@@ -94,7 +95,8 @@ Tensor unary(const Tensor& x, double alpha) {
   Tensor xs = x.detach(), ys = y.detach();
   record(y, Op::name, {x}, [xs, ys, alpha](const Tensor& g, const std::vector<bool>&) {
     static const std::string scope_name = std::string(Op::name) + ".backward";
-    OpScope scope(scope_name.c_str(), 2.0 * static_cast<double>(xs.numel()), cost::bytes(4 * xs.numel(), xs.dtype()), xs.device());
+    OpScope scope(scope_name.c_str(), 2.0 * static_cast<double>(xs.numel()), cost::bytes(4 * xs.numel(), xs.dtype()),
+                  xs.device());
     Tensor gx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
     if (xs.device().is_cuda()) {
       DDPM_ON_CUDA(Op::name, cuda::unary_backward<Op>(xs.data<float>(), ys.data<float>(), g.data<float>(),
@@ -120,7 +122,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Add>("add", a, b);
   Shape sa = a.shape(), sb = b.shape();
   record(out, "add", {a, b}, [sa, sb](const Tensor& g, const std::vector<bool>& need) {
-    OpScope scope("add.backward", static_cast<double>(g.numel()), cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
+    OpScope scope("add.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(g, sa) : Tensor(), need[1] ? sum_to(g, sb) : Tensor()};
   });
   return out;
@@ -130,7 +133,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Sub>("sub", a, b);
   Shape sa = a.shape(), sb = b.shape();
   record(out, "sub", {a, b}, [sa, sb](const Tensor& g, const std::vector<bool>& need) {
-    OpScope scope("sub.backward", 2.0 * static_cast<double>(g.numel()), cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
+    OpScope scope("sub.backward", 2.0 * static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(g, sa) : Tensor(), need[1] ? sum_to(neg(g), sb) : Tensor()};
   });
   return out;
@@ -140,7 +144,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Mul>("mul", a, b);
   Tensor ad = a.detach(), bd = b.detach();
   record(out, "mul", {a, b}, [ad, bd](const Tensor& g, const std::vector<bool>& need) {
-    OpScope scope("mul.backward", 2.0 * static_cast<double>(g.numel()), cost::bytes(g.numel() + 2 * (ad.numel() + bd.numel()), g.dtype()), g.device());
+    OpScope scope("mul.backward", 2.0 * static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + 2 * (ad.numel() + bd.numel()), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
                                need[1] ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
   });
@@ -152,7 +157,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
   Shape sa = a.shape();
   Tensor bd = b.detach(), outd = out.detach();
   record(out, "div", {a, b}, [sa, bd, outd](const Tensor& g, const std::vector<bool>& need) {
-    OpScope scope("div.backward", 4.0 * static_cast<double>(g.numel()), cost::bytes(2 * g.numel() + 2 * bd.numel() + shape_numel(sa), g.dtype()), g.device());
+    OpScope scope("div.backward", 4.0 * static_cast<double>(g.numel()),
+                  cost::bytes(2 * g.numel() + 2 * bd.numel() + shape_numel(sa), g.dtype()), g.device());
     Tensor g_over_b = div(g, bd);
     // a/b^2 = out/b, so d(a/b)/db = -out/b.
     return std::vector<Tensor>{need[0] ? sum_to(g_over_b, sa) : Tensor(),
@@ -198,7 +204,8 @@ Tensor expand_to(const Tensor& x, const Shape& shape) {
   }
   Shape sx = x.shape();
   record(out, "expand_to", {x}, [sx](const Tensor& g, const std::vector<bool>&) {
-    OpScope scope("expand_to.backward", static_cast<double>(g.numel()), cost::bytes(g.numel() + shape_numel(sx), g.dtype()), g.device());
+    OpScope scope("expand_to.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sx), g.dtype()), g.device());
     return std::vector<Tensor>{sum_to(g, sx)};
   });
   return out;

@@ -98,7 +98,8 @@ Tensor embedding(const Tensor& table, const std::vector<std::int64_t>& ids) {
   }
   Shape table_shape = table.shape();
   record(out, op, {table}, [ids, table_shape](const Tensor& g, const std::vector<bool>&) {
-    OpScope scope("embedding.backward", static_cast<double>(g.numel()), cost::bytes(g.numel() + shape_numel(table_shape), g.dtype()), g.device());
+    OpScope scope("embedding.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(table_shape), g.dtype()), g.device());
     return std::vector<Tensor>{embedding_backward(g, ids, table_shape)};
   });
   return out;

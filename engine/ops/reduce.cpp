@@ -4,8 +4,8 @@
 #include <algorithm>
 
 #include "engine/ops/common.h"
-#include "engine/profiler.h"
 #include "engine/ops/elementwise.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/elementwise.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"

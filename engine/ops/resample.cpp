@@ -74,7 +74,8 @@ Tensor upsample_nearest2x(const Tensor& x) {
     });
   }
   record(y, "upsample_nearest2x", {x}, [s](const Tensor& g, const std::vector<bool>&) {
-    OpScope scope("upsample_nearest2x.backward", static_cast<double>(g.numel()), cost::bytes(g.numel() + g.numel() / 4, g.dtype()), g.device());
+    OpScope scope("upsample_nearest2x.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + g.numel() / 4, g.dtype()), g.device());
     return std::vector<Tensor>{upsample_backward(g, s)};
   });
   return y;
@@ -87,7 +88,8 @@ Tensor avg_pool2x(const Tensor& x) {
                  << shape_str(x.shape()) << " (H = " << x.dim(1) << ", W = " << x.dim(2) << ")");
   LowRes s{x.dim(0), x.dim(1) / 2, x.dim(2) / 2, x.dim(3)};
   Tensor y = Tensor::empty({s.N, s.H, s.W, s.C}, x.dtype(), x.device());  // [N, H/2, W/2, C]
-  OpScope scope("avg_pool2x", static_cast<double>(x.numel()), cost::bytes(x.numel() + y.numel(), x.dtype()), x.device());
+  OpScope scope("avg_pool2x", static_cast<double>(x.numel()), cost::bytes(x.numel() + y.numel(), x.dtype()),
+                x.device());
   if (x.device().is_cuda()) {
     DDPM_ON_CUDA("avg_pool2x", cuda::avg_pool2x_forward(x.data<float>(), y.data<float>(), s.N, s.H, s.W, s.C,
                                                         cuda::stream()));
@@ -98,7 +100,8 @@ Tensor avg_pool2x(const Tensor& x) {
     });
   }
   record(y, "avg_pool2x", {x}, [s](const Tensor& g, const std::vector<bool>&) {
-    OpScope scope("avg_pool2x.backward", static_cast<double>(4 * g.numel()), cost::bytes(5 * g.numel(), g.dtype()), g.device());
+    OpScope scope("avg_pool2x.backward", static_cast<double>(4 * g.numel()), cost::bytes(5 * g.numel(), g.dtype()),
+                  g.device());
     return std::vector<Tensor>{avg_pool_backward(g, s)};
   });
   return y;

@@ -175,7 +175,7 @@ std::string format_step(const StepProfile& s) {
     o << "launches: " << s.result.engine_kernels << " engine kernels + " << s.result.library_calls
       << " library calls (cuBLAS/cuDNN, each one or more kernels)\n";
   } else {
-    o << "launches: not counted (CPU build)\n";
+    o << "launches: not counted (CPU device)\n";
   }
   return o.str();
 }
@@ -271,8 +271,9 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   DDPM_CHECK(f.num_res_blocks == -1 || f.num_res_blocks > 0,
              "--num-res-blocks must be positive, got " << f.num_res_blocks);
   m.num_res_blocks = f.num_res_blocks > 0 ? f.num_res_blocks : (cuda ? 2 : 1);
-  m.attention_resolutions =
-      f.attention_resolutions.empty() ? std::vector<int>{} : parse_int_list("--attention-resolutions", f.attention_resolutions);
+  m.attention_resolutions = f.attention_resolutions.empty()
+                                ? std::vector<int>{}
+                                : parse_int_list("--attention-resolutions", f.attention_resolutions);
   DDPM_CHECK(f.num_heads >= 1, "--num-heads must be positive, got " << f.num_heads);
   m.num_heads = f.num_heads;
   m.num_head_channels = f.num_head_channels;

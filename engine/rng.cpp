@@ -1,6 +1,7 @@
 #include "engine/rng.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/random.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/random.h"
@@ -14,6 +15,7 @@ Tensor draw(const char* op, bool normal, const Shape& shape, Generator& gen, Dev
   DDPM_CHECK(dtype == DType::f32 || (dtype == DType::f64 && device.is_cpu()),
              op << ": dtype " << dtype_name(dtype) << " on " << device.str() << " is not supported");
   Tensor out = Tensor::empty(shape, DType::f32, device);
+  OpScope scope(op, 0.0, cost::bytes(out.numel(), DType::f32), device);
   std::uint64_t offset = gen.advance(static_cast<std::uint64_t>(out.numel()));
   if (device.is_cuda()) {
     DDPM_ON_CUDA(op, (normal ? cuda::philox_normal : cuda::philox_uniform)(out.data<float>(), out.numel(), gen.seed(),

@@ -3,6 +3,7 @@
 #include "engine/ops/attention.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/attention.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/attention.h"
@@ -46,6 +47,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_head
 
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
   Tensor lse = Tensor::empty({B, H, S}, q.dtype(), q.device());  // log-sum-exp of each score row
+  // Scores Q K^T and the product P V: 2 B S^2 C each; ideal traffic is that of a fused kernel.
+  OpScope scope(op,
+                4.0 * static_cast<double>(B) * static_cast<double>(S) * static_cast<double>(S) * static_cast<double>(C),
+                cost::bytes(4 * q.numel() + lse.numel(), q.dtype()), q.device());
   if (q.device().is_cuda()) {
     DDPM_ON_CUDA(op, cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
                                              lse.data<float>(), B, S, C, H, cuda::cublas(), cuda::stream()));
@@ -59,6 +64,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_head
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   record(out, op, {q, k, v}, [qd, kd, vd, lse, H](const Tensor& g, const std::vector<bool>&) {
     const std::int64_t B = qd.dim(0), S = qd.dim(1), C = qd.dim(2);
+    // Recomputed scores, dV, dP, dQ, dK: five products of 2 B S^2 C each.
+    OpScope scope(
+        "attention.backward",
+        10.0 * static_cast<double>(B) * static_cast<double>(S) * static_cast<double>(S) * static_cast<double>(C),
+        cost::bytes(8 * qd.numel() + lse.numel(), qd.dtype()), qd.device());
     // One pass produces all three gradients; computing fewer would save little.
     Tensor dq = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
     Tensor dk = Tensor::empty(qd.shape(), qd.dtype(), qd.device());

@@ -8,6 +8,7 @@
 #include "engine/ops/concat.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/concat.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/concat.h"
@@ -77,6 +78,7 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
   }
   Tensor out = Tensor::empty(out_shape, xs[0].dtype(), xs[0].device());
   AxisView vo = view_around(out_shape, a);
+  OpScope scope(op, 0.0, cost::bytes(2 * out.numel(), out.dtype()), out.device());
   std::vector<std::int64_t> offsets, sizes;  // each input's range along the axis
   std::int64_t offset = 0;
   for (const Tensor& x : xs) {
@@ -87,6 +89,7 @@ Tensor concat(const std::vector<Tensor>& xs, int axis) {
     offset += len;
   }
   record(out, op, xs, [a, offsets, sizes](const Tensor& g, const std::vector<bool>& need) {
+    OpScope scope("concat.backward", 0.0, cost::bytes(2 * g.numel(), g.dtype()), g.device());
     std::vector<Tensor> grads(offsets.size());
     for (std::size_t k = 0; k < offsets.size(); ++k)
       if (need[k]) grads[k] = slice(g, a, offsets[k], sizes[k]);
@@ -106,9 +109,11 @@ Tensor slice(const Tensor& x, int axis, std::int64_t start, std::int64_t length)
   Shape out_shape = x.shape();
   out_shape[static_cast<std::size_t>(a)] = length;
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
+  OpScope scope(op, 0.0, cost::bytes(2 * out.numel(), x.dtype()), x.device());
   copy_block(op, x, start * v.inner, v.size * v.inner, out, 0, length * v.inner, v.outer, length * v.inner);
   Shape x_shape = x.shape();
   record(out, op, {x}, [x_shape, a, start](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("slice.backward", 0.0, cost::bytes(g.numel() + shape_numel(x_shape), g.dtype()), g.device());
     return std::vector<Tensor>{slice_backward(g, x_shape, a, start)};
   });
   return out;

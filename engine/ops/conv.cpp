@@ -2,6 +2,7 @@
 #include "engine/ops/conv.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/common/conv2d_geometry.h"
 #include "kernels/cpu/conv2d.h"
 #if DDPM_HAVE_CUDA
@@ -53,6 +54,8 @@ Conv2dGeometry check_conv2d(const Tensor& x, const Tensor& weight, const Tensor&
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
   const Conv2dGeometry geo = check_conv2d(x, weight, bias, stride, padding);
+  OpScope scope("conv2d", cost::conv2d_flops(geo.n, geo.ho, geo.wo, geo.cout, geo.kh, geo.kw, geo.cin),
+                cost::bytes(x.numel() + weight.numel() + geo.n * geo.ho * geo.wo * geo.cout, x.dtype()), x.device());
   // out [N, Ho, Wo, Cout]
   Tensor out = Tensor::empty({geo.n, geo.ho, geo.wo, geo.cout}, x.dtype(), x.device());
   const bool has_bias = bias.defined();
@@ -69,6 +72,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
 
   Tensor xs = x.detach(), ws = weight.detach();
   record(out, "conv2d", {x, weight, bias}, [xs, ws, geo](const Tensor& g, const std::vector<bool>& need) {
+    // dx and dW are each a convolution of the forward's size; reads g, x, W, writes the gradients.
+    OpScope scope(
+        "conv2d.backward",
+        (int(need[0]) + int(need[1])) * cost::conv2d_flops(geo.n, geo.ho, geo.wo, geo.cout, geo.kh, geo.kw, geo.cin),
+        cost::bytes(g.numel() + xs.numel() + ws.numel() + (need[0] ? xs.numel() : 0) + (need[1] ? ws.numel() : 0),
+                    xs.dtype()),
+        xs.device());
     Tensor gx, gw, gb;
     if (need[0]) gx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
     if (need[1]) gw = Tensor::empty(ws.shape(), ws.dtype(), ws.device());

@@ -7,6 +7,7 @@
 #include "engine/ops/dropout.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/dropout.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/dropout.h"
@@ -40,8 +41,11 @@ Tensor dropout(const Tensor& x, double p, Generator& gen, bool training) {
   if (!training || p == 0.0) return x;
   std::uint64_t seed = gen.seed();
   std::uint64_t offset = gen.advance(static_cast<std::uint64_t>(x.numel()));
+  OpScope scope("dropout", static_cast<double>(x.numel()), cost::bytes(2 * x.numel(), x.dtype()), x.device());
   Tensor y = apply_mask("dropout", x, p, seed, offset);
   record(y, "dropout", {x}, [p, seed, offset](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("dropout.backward", static_cast<double>(g.numel()), cost::bytes(2 * g.numel(), g.dtype()),
+                  g.device());
     return std::vector<Tensor>{apply_mask("dropout backward", g, p, seed, offset)};
   });
   return y;

@@ -5,6 +5,7 @@
 
 #include "engine/ops/common.h"
 #include "engine/ops/reduce.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/elementwise.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"
@@ -63,6 +64,8 @@ Tensor binary_forward(const char* name, const Tensor& a, const Tensor& b) {
   Shape out_shape = broadcast_shapes(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   BroadcastMap m = make_map(a.shape(), b.shape(), out_shape);
+  OpScope scope(name, static_cast<double>(out.numel()), cost::bytes(a.numel() + b.numel() + out.numel(), a.dtype()),
+                a.device());
   if (a.device().is_cuda()) {
     DDPM_ON_CUDA(name, cuda::binary<Op>(a.data<float>(), b.data<float>(), out.data<float>(), m, out.numel(),
                                         cuda::stream()));
@@ -79,6 +82,7 @@ template <class Op>
 Tensor unary(const Tensor& x, double alpha) {
   ops::check_float(Op::name, x, "x");
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  OpScope scope(Op::name, static_cast<double>(x.numel()), cost::bytes(2 * x.numel(), x.dtype()), x.device());
   if (x.device().is_cuda()) {
     DDPM_ON_CUDA(Op::name, cuda::unary_forward<Op>(x.data<float>(), y.data<float>(), x.numel(),
                                                    static_cast<float>(alpha), cuda::stream()));
@@ -90,6 +94,9 @@ Tensor unary(const Tensor& x, double alpha) {
   }
   Tensor xs = x.detach(), ys = y.detach();
   record(y, Op::name, {x}, [xs, ys, alpha](const Tensor& g, const std::vector<bool>&) {
+    static const std::string scope_name = std::string(Op::name) + ".backward";
+    OpScope scope(scope_name.c_str(), 2.0 * static_cast<double>(xs.numel()), cost::bytes(4 * xs.numel(), xs.dtype()),
+                  xs.device());
     Tensor gx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
     if (xs.device().is_cuda()) {
       DDPM_ON_CUDA(Op::name, cuda::unary_backward<Op>(xs.data<float>(), ys.data<float>(), g.data<float>(),
@@ -115,6 +122,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Add>("add", a, b);
   Shape sa = a.shape(), sb = b.shape();
   record(out, "add", {a, b}, [sa, sb](const Tensor& g, const std::vector<bool>& need) {
+    OpScope scope("add.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(g, sa) : Tensor(), need[1] ? sum_to(g, sb) : Tensor()};
   });
   return out;
@@ -124,6 +133,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Sub>("sub", a, b);
   Shape sa = a.shape(), sb = b.shape();
   record(out, "sub", {a, b}, [sa, sb](const Tensor& g, const std::vector<bool>& need) {
+    OpScope scope("sub.backward", 2.0 * static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sa) + shape_numel(sb), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(g, sa) : Tensor(), need[1] ? sum_to(neg(g), sb) : Tensor()};
   });
   return out;
@@ -133,6 +144,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward<ew::Mul>("mul", a, b);
   Tensor ad = a.detach(), bd = b.detach();
   record(out, "mul", {a, b}, [ad, bd](const Tensor& g, const std::vector<bool>& need) {
+    OpScope scope("mul.backward", 2.0 * static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + 2 * (ad.numel() + bd.numel()), g.dtype()), g.device());
     return std::vector<Tensor>{need[0] ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
                                need[1] ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
   });
@@ -144,6 +157,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
   Shape sa = a.shape();
   Tensor bd = b.detach(), outd = out.detach();
   record(out, "div", {a, b}, [sa, bd, outd](const Tensor& g, const std::vector<bool>& need) {
+    OpScope scope("div.backward", 4.0 * static_cast<double>(g.numel()),
+                  cost::bytes(2 * g.numel() + 2 * bd.numel() + shape_numel(sa), g.dtype()), g.device());
     Tensor g_over_b = div(g, bd);
     // a/b^2 = out/b, so d(a/b)/db = -out/b.
     return std::vector<Tensor>{need[0] ? sum_to(g_over_b, sa) : Tensor(),
@@ -176,6 +191,7 @@ Tensor expand_to(const Tensor& x, const Shape& shape) {
   Shape b = broadcast_shapes("expand_to", x.shape(), shape);
   DDPM_CHECK(b == shape, "expand_to: " << shape_str(x.shape()) << " cannot be broadcast to " << shape_str(shape));
   if (x.shape() == shape) return x;
+  OpScope scope("expand_to", 0.0, cost::bytes(x.numel() + shape_numel(shape), x.dtype()), x.device());
   Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   BroadcastMap m = make_map(x.shape(), x.shape(), shape);
   if (x.device().is_cuda()) {
@@ -188,6 +204,8 @@ Tensor expand_to(const Tensor& x, const Shape& shape) {
   }
   Shape sx = x.shape();
   record(out, "expand_to", {x}, [sx](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("expand_to.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(sx), g.dtype()), g.device());
     return std::vector<Tensor>{sum_to(g, sx)};
   });
   return out;
@@ -198,6 +216,7 @@ void add_(Tensor& dst, const Tensor& src) {
   ops::check_same_device("add_", dst, "dst", src, "src");
   ops::check_same_dtype("add_", dst, "dst", src, "src");
   ops::check_shape("add_", src, "src", dst.shape());
+  OpScope scope("add_", static_cast<double>(dst.numel()), cost::bytes(3 * dst.numel(), dst.dtype()), dst.device());
   if (dst.device().is_cuda()) {
     DDPM_ON_CUDA("add_", cuda::accumulate(dst.data<float>(), src.data<float>(), dst.numel(), cuda::stream()));
   } else {

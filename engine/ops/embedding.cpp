@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/embedding.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/embedding.h"
@@ -39,6 +40,7 @@ Tensor timestep_embedding(const Tensor& t, int dim, TimestepEmbeddingStyle style
   std::int64_t denominator = ddpm_style ? half - 1 : half;  // D in freq_i = exp(-ln(max_period) i / D)
   double log_max_period = std::log(max_period);
   Tensor out = Tensor::empty({N, dim}, t.dtype(), t.device());  // [N, dim]
+  OpScope scope(op, 4.0 * static_cast<double>(out.numel()), cost::bytes(N + out.numel(), t.dtype()), t.device());
   if (t.device().is_cuda()) {
     DDPM_ON_CUDA(op, cuda::timestep_embedding(t.data<float>(), out.data<float>(), N, dim, log_max_period, denominator,
                                               ddpm_style, cuda::stream()));
@@ -84,6 +86,7 @@ Tensor embedding(const Tensor& table, const std::vector<std::int64_t>& ids) {
                                                    << "); ids must be in [0, " << classes << ")");
   std::int64_t n = static_cast<std::int64_t>(ids.size());
   Tensor out = Tensor::empty({n, dim}, table.dtype(), table.device());  // [n, dim]
+  OpScope scope(op, 0.0, cost::bytes(2 * out.numel(), table.dtype()), table.device());
   if (table.device().is_cuda()) {
     DDPM_ON_CUDA(op, cuda::embedding_forward(table.data<float>(), ids.data(), out.data<float>(), n, dim,
                                              cuda::stream()));
@@ -95,6 +98,8 @@ Tensor embedding(const Tensor& table, const std::vector<std::int64_t>& ids) {
   }
   Shape table_shape = table.shape();
   record(out, op, {table}, [ids, table_shape](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("embedding.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + shape_numel(table_shape), g.dtype()), g.device());
     return std::vector<Tensor>{embedding_backward(g, ids, table_shape)};
   });
   return out;

@@ -6,6 +6,7 @@
 #include "engine/ops/group_norm.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/group_norm.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/group_norm.h"
@@ -57,6 +58,9 @@ Tensor group_norm(const Tensor& x, int num_groups, const Tensor& gamma, const Te
   }
   const std::int64_t G = num_groups;
 
+  // Statistics (~3 per element), normalize and affine (~4), plus the fused SiLU: ~8 per element.
+  OpScope scope(kOp, 8.0 * static_cast<double>(x.numel()),
+                cost::bytes(2 * x.numel() + 2 * C + (adagn ? 2 * N * C : 0), x.dtype()), x.device());
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({N, G}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({N, G}, x.dtype(), x.device());
@@ -79,6 +83,8 @@ Tensor group_norm(const Tensor& x, int num_groups, const Tensor& gamma, const Te
   record(y, kOp, {x, gamma, beta, scale, shift},
          [xs, gs, bs, ss, hs, mean, rstd, N, HW, C, G, fuse_silu](const Tensor& dy, const std::vector<bool>&) {
            // All five gradients come out of the same passes over x and dy; computing the
+           OpScope scope("group_norm.backward", 12.0 * static_cast<double>(xs.numel()),
+                         cost::bytes(3 * xs.numel() + 4 * C + (ss.defined() ? 4 * N * C : 0), xs.dtype()), xs.device());
            // parameter ones when not needed costs only [C] and [N, C] writes.
            Tensor dx = Tensor::empty(xs.shape(), xs.dtype(), xs.device());
            Tensor dgamma = Tensor::empty({C}, xs.dtype(), xs.device());

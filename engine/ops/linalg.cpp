@@ -11,6 +11,7 @@
 
 #include "engine/ops/common.h"
 #include "engine/ops/reduce.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/gemm.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/gemm.h"
@@ -112,11 +113,18 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   s.batch = batch;
 
   Tensor out = Tensor::empty(batched ? Shape{batch, s.M, s.N} : Shape{s.M, s.N}, a.dtype(), a.device());
+  OpScope scope("matmul", cost::gemm_flops(s.M, s.N, s.K, batch),
+                cost::bytes(a.numel() + b.numel() + out.numel(), a.dtype()), a.device());
   run_gemm(op, s, a, b, 0.0, out);
 
   Tensor ad = a.detach(), bd = b.detach();
   const bool ta = transpose_a, tb = transpose_b;
   record(out, "matmul", {a, b}, [ad, bd, ta, tb](const Tensor& g, const std::vector<bool>& need) {
+    // Each operand gradient is a product of the forward's size.
+    OpScope scope("matmul.backward",
+                  (int(need[0]) + int(need[1])) * 2.0 * static_cast<double>(g.numel()) *
+                      static_cast<double>(ta ? ad.dim(-2) : ad.dim(-1)),
+                  cost::bytes(g.numel() + 2 * (ad.numel() + bd.numel()), g.dtype()), g.device());
     // An operand shared across the batch (2-D while g is 3-D) receives the sum over the
     // batch of the per-matrix gradients.
     const bool shared_a = g.ndim() == 3 && ad.ndim() == 2;
@@ -172,6 +180,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   s.ldc = std::max<std::int64_t>(1, out_features);
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
   double beta = 0.0;
+  OpScope scope("linear", cost::gemm_flops(s.M, s.N, s.K) + static_cast<double>(bias.defined() ? y.numel() : 0),
+                cost::bytes(x.numel() + weight.numel() + (bias.defined() ? bias.numel() : 0) + y.numel(), x.dtype()),
+                x.device());
   if (bias.defined()) {
     // Bias first, then the product accumulates onto it (beta = 1): one pass over y.
     if (y.device().is_cuda()) {
@@ -188,6 +199,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 
   Tensor xd = x.detach(), wd = weight.detach();
   record(y, "linear", {x, weight, bias}, [xd, wd](const Tensor& g, const std::vector<bool>& need) {
+    // dx = G W and dW = G^T x are GEMMs of the forward's size; db reads G once.
+    OpScope scope("linear.backward",
+                  (int(need[0]) + int(need[1])) * cost::gemm_flops(g.numel() / wd.dim(0), wd.dim(0), wd.dim(1)) +
+                      static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + 2 * (xd.numel() + wd.numel()) + wd.dim(0), g.dtype()), g.device());
     Tensor g2 = as_rows(g);  // [rows, out]
     Tensor gx, gw, gb;
     if (need[0]) gx = matmul(g2, wd).reshape(xd.shape());   // [rows, out] x [out, in]

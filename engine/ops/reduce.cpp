@@ -5,6 +5,7 @@
 
 #include "engine/ops/common.h"
 #include "engine/ops/elementwise.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/elementwise.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/elementwise.h"
@@ -41,6 +42,7 @@ Tensor sum_keepdim(const Tensor& x, const std::vector<bool>& reduced) {
   }
   Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   std::int64_t n_out = out.numel();
+  OpScope scope("sum", static_cast<double>(x.numel()), cost::bytes(x.numel() + n_out, x.dtype()), x.device());
   if (x.device().is_cuda()) {
     DDPM_ON_CUDA("sum", cuda::reduce_sum(x.data<float>(), out.data<float>(), m, n_out, n_reduced, cuda::stream()));
   } else {
@@ -51,6 +53,7 @@ Tensor sum_keepdim(const Tensor& x, const std::vector<bool>& reduced) {
   }
   Shape in_shape = s;
   record(out, "sum", {x}, [in_shape](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("sum.backward", 0.0, cost::bytes(g.numel() + shape_numel(in_shape), g.dtype()), g.device());
     return std::vector<Tensor>{expand_to(g, in_shape)};
   });
   return out;

@@ -6,6 +6,7 @@
 #include "engine/ops/resample.h"
 
 #include "engine/ops/common.h"
+#include "engine/profiler.h"
 #include "kernels/cpu/resample.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/resample.h"
@@ -62,6 +63,7 @@ Tensor upsample_nearest2x(const Tensor& x) {
   check_image("upsample_nearest2x", x);
   LowRes s{x.dim(0), x.dim(1), x.dim(2), x.dim(3)};
   Tensor y = Tensor::empty({s.N, 2 * s.H, 2 * s.W, s.C}, x.dtype(), x.device());  // [N, 2H, 2W, C]
+  OpScope scope("upsample_nearest2x", 0.0, cost::bytes(x.numel() + y.numel(), x.dtype()), x.device());
   if (x.device().is_cuda()) {
     DDPM_ON_CUDA("upsample_nearest2x", cuda::upsample_nearest2x_forward(x.data<float>(), y.data<float>(), s.N, s.H,
                                                                         s.W, s.C, cuda::stream()));
@@ -72,6 +74,8 @@ Tensor upsample_nearest2x(const Tensor& x) {
     });
   }
   record(y, "upsample_nearest2x", {x}, [s](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("upsample_nearest2x.backward", static_cast<double>(g.numel()),
+                  cost::bytes(g.numel() + g.numel() / 4, g.dtype()), g.device());
     return std::vector<Tensor>{upsample_backward(g, s)};
   });
   return y;
@@ -84,6 +88,8 @@ Tensor avg_pool2x(const Tensor& x) {
                  << shape_str(x.shape()) << " (H = " << x.dim(1) << ", W = " << x.dim(2) << ")");
   LowRes s{x.dim(0), x.dim(1) / 2, x.dim(2) / 2, x.dim(3)};
   Tensor y = Tensor::empty({s.N, s.H, s.W, s.C}, x.dtype(), x.device());  // [N, H/2, W/2, C]
+  OpScope scope("avg_pool2x", static_cast<double>(x.numel()), cost::bytes(x.numel() + y.numel(), x.dtype()),
+                x.device());
   if (x.device().is_cuda()) {
     DDPM_ON_CUDA("avg_pool2x", cuda::avg_pool2x_forward(x.data<float>(), y.data<float>(), s.N, s.H, s.W, s.C,
                                                         cuda::stream()));
@@ -94,6 +100,8 @@ Tensor avg_pool2x(const Tensor& x) {
     });
   }
   record(y, "avg_pool2x", {x}, [s](const Tensor& g, const std::vector<bool>&) {
+    OpScope scope("avg_pool2x.backward", static_cast<double>(4 * g.numel()), cost::bytes(5 * g.numel(), g.dtype()),
+                  g.device());
     return std::vector<Tensor>{avg_pool_backward(g, s)};
   });
   return y;

@@ -6,6 +6,8 @@
 // synchronize after every launch, so the fault is reported at the kernel that caused it.
 #pragma once
 
+#include <cstdint>
+
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
@@ -17,6 +19,18 @@ namespace ddpm::cuda {
 // True when DDPM_SYNC_KERNELS is set to a non-empty value other than "0" (read once).
 bool sync_after_every_kernel();
 const char* cublas_status_name(cublasStatus_t s);
+
+// Launch counters for the profiler (engine/profiler.h), process-wide and monotonic:
+// kernels launched by the engine (one per DDPM_LAUNCH_CHECK) and cuBLAS/cuDNN calls that
+// run work on the device (each one or more kernels; handle, descriptor and query calls are
+// not counted: see is_library_compute_call).
+void count_kernel_launch() noexcept;
+void count_library_call() noexcept;
+std::uint64_t kernel_launch_count() noexcept;
+std::uint64_t library_call_count() noexcept;
+// True when the checked expression text calls a cuBLAS/cuDNN function that computes
+// (cublasSgemm, cudnnConvolutionForward, ...), false for Create/Destroy/Set/Get/Find calls.
+bool is_library_compute_call(const char* expr) noexcept;
 
 }  // namespace ddpm::cuda
 
@@ -32,6 +46,8 @@ const char* cublas_status_name(cublasStatus_t s);
 
 #define DDPM_CUBLAS_CHECK(expr)                                                            \
   do {                                                                                     \
+    static const bool ddpm_counted_ = ::ddpm::cuda::is_library_compute_call(#expr);         \
+    if (ddpm_counted_) ::ddpm::cuda::count_library_call();                                 \
     cublasStatus_t ddpm_st_ = (expr);                                                      \
     if (ddpm_st_ != CUBLAS_STATUS_SUCCESS) {                                               \
       DDPM_THROW(::ddpm::CudaError, "cuBLAS call `" #expr "` failed: "                     \
@@ -41,6 +57,8 @@ const char* cublas_status_name(cublasStatus_t s);
 
 #define DDPM_CUDNN_CHECK(expr)                                                             \
   do {                                                                                     \
+    static const bool ddpm_counted_ = ::ddpm::cuda::is_library_compute_call(#expr);         \
+    if (ddpm_counted_) ::ddpm::cuda::count_library_call();                                 \
     cudnnStatus_t ddpm_st_ = (expr);                                                       \
     if (ddpm_st_ != CUDNN_STATUS_SUCCESS) {                                                \
       DDPM_THROW(::ddpm::CudaError, "cuDNN call `" #expr "` failed: "                      \
@@ -52,6 +70,7 @@ const char* cublas_status_name(cublasStatus_t s);
 // DDPM_SYNC_KERNELS=1 also faults that happen while the kernel runs.
 #define DDPM_LAUNCH_CHECK(kernel_name)                                                     \
   do {                                                                                     \
+    ::ddpm::cuda::count_kernel_launch();                                                   \
     cudaError_t ddpm_err_ = cudaGetLastError();                                            \
     if (ddpm_err_ == cudaSuccess && ::ddpm::cuda::sync_after_every_kernel())               \
       ddpm_err_ = cudaDeviceSynchronize();                                                 \

@@ -1,5 +1,6 @@
 #include "kernels/cuda/context.h"
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +33,28 @@ const char* cublas_status_name(cublasStatus_t s) {
     case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
   }
   return "unknown cuBLAS status";
+}
+
+namespace {
+std::atomic<std::uint64_t> g_kernel_launches{0};
+std::atomic<std::uint64_t> g_library_calls{0};
+}  // namespace
+
+void count_kernel_launch() noexcept { g_kernel_launches.fetch_add(1, std::memory_order_relaxed); }
+void count_library_call() noexcept { g_library_calls.fetch_add(1, std::memory_order_relaxed); }
+std::uint64_t kernel_launch_count() noexcept { return g_kernel_launches.load(std::memory_order_relaxed); }
+std::uint64_t library_call_count() noexcept { return g_library_calls.load(std::memory_order_relaxed); }
+
+bool is_library_compute_call(const char* expr) noexcept {
+  // The function name follows the library prefix; bookkeeping calls start with a verb that
+  // does no device work.
+  const char* name = nullptr;
+  if (std::strncmp(expr, "cublas", 6) == 0) name = expr + 6;
+  else if (std::strncmp(expr, "cudnn", 5) == 0) name = expr + 5;
+  if (name == nullptr) return false;
+  for (const char* verb : {"Create", "Destroy", "Set", "Get", "Find"})
+    if (std::strncmp(name, verb, std::strlen(verb)) == 0) return false;
+  return true;
 }
 
 namespace {

@@ -1,0 +1,100 @@
+// models/run/profile_run.h: the library side of ddpm-profile.
+//
+// Builds a UNet, warms it up (cuDNN algorithm choice, memory pool growth), then profiles
+//   - one training step: Trainer::step(), i.e. batch, q_sample, forward, loss, backward,
+//     gradient clipping, AdamW and the EMA update;
+//   - one sampling step: one no-grad forward of the network at the sampling batch size;
+// with the op profiler (engine/profiler.h). Each step gives a per-op table sorted by time
+// (op, calls, time, share of the step, estimated GFLOP and GB, achieved TFLOP/s and GB/s),
+// the step's total time, and on CUDA the launches: "N engine kernels + M library calls
+// (cuBLAS/cuDNN, each one or more kernels)".
+//
+// Times are attributed to the outermost op (an op's backward includes the ops it calls).
+// The row "(outside ops)" is the rest of the step: host work, host-device copies and, on
+// CUDA, the device idling between launches. So the shares add up to 100%.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/device.h"
+#include "engine/profiler.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::run {
+
+struct ProfileOptions {
+  unet::UNetConfig model;
+  std::int64_t batch_size = 128;
+  std::int64_t sample_batch_size = 0;  // 0: the training batch size
+  std::int64_t diffusion_steps = 1000;
+  int warmup_steps = 1;  // untimed training steps (and sampling forwards) first
+  Device device = Device::cpu();
+  std::uint64_t seed = 0;
+};
+
+struct StepProfile {
+  std::string name;          // "train" or "sample"
+  std::int64_t batch = 0;
+  ProfileResult result;      // raw records, total time, launch counts
+  std::vector<OpSummary> ops;  // per op name, longest first
+  double outside_ms() const;   // total - time inside ops (never negative)
+};
+
+struct ProfileReport {
+  ProfileOptions options;
+  std::int64_t num_parameters = 0;
+  StepProfile train, sample;
+};
+
+// Runs the warm-up and the two profiled steps.
+ProfileReport profile_model(const ProfileOptions& options);
+
+// The human-readable table of one step, and of the whole report.
+std::string format_step(const StepProfile& step);
+std::string format_report(const ProfileReport& report);
+// The report as one JSON object.
+std::string report_json(const ProfileReport& report);
+
+// --- the command line ------------------------------------------------------------------
+// Model flags are those of ddpm-train. A value left at its sentinel (-1 or "") takes the
+// device default: the DDPM CIFAR-10 network at batch 128 on CUDA; on the CPU a small
+// network (32 channels, channel-mult 1,2, one residual block per level, batch 4), since a
+// CIFAR-10 step takes minutes there.
+// (--device, --seed and --config are the common flags of apps/common/cli.h, added and
+// resolved by the program; this library does not depend on apps/.)
+struct ProfileFlags {
+  int image_size = 32;
+  int num_channels = -1;
+  std::string channel_mult;           // "1,2,2,2"
+  int num_res_blocks = -1;
+  std::string attention_resolutions = "16";
+  int num_heads = 1;
+  int num_head_channels = -1;
+  double dropout = 0.1;
+  bool learn_sigma = false;
+  bool use_scale_shift_norm = false;
+  bool resblock_updown = false;
+  bool class_cond = false;
+  int num_classes = 10;
+  std::int64_t batch_size = -1;
+  std::int64_t sample_batch_size = 0;
+  std::int64_t diffusion_steps = 1000;
+  int warmup = 1;
+  bool json = false;
+};
+
+void add_profile_flags(CLI::App& app, ProfileFlags& flags);
+// Applies the device defaults and validates; ValueError on bad values.
+ProfileOptions resolve_profile_options(const ProfileFlags& flags, Device device, std::uint64_t seed);
+// What ddpm-profile does after parsing: profile, then print the tables (or JSON) to out.
+void profile_main(const ProfileFlags& flags, Device device, std::uint64_t seed, std::ostream& out);
+
+// "1,2,2,2" -> {1, 2, 2, 2}; ValueError naming the flag on anything else.
+std::vector<int> parse_int_list(const char* flag, const std::string& text);
+
+}  // namespace ddpm::run

@@ -1,0 +1,183 @@
+// tests/cpu/test_profiler.cpp: the op profiler (engine/profiler.h) and the library side of
+// ddpm-profile (models/run/profile_run.h) on the CPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/ops/conv.h"
+#include "engine/ops/linalg.h"
+#include "engine/ops/reduce.h"
+#include "engine/profiler.h"
+#include "engine/rng.h"
+#include "models/run/profile_run.h"
+
+namespace ddpm {
+namespace {
+
+const Device cpu = Device::cpu();
+
+TEST(Profiler, NestedScopesAreAttributedToTheOutermost) {
+  Profiler::start(cpu);
+  {
+    OpScope outer("outer", 10.0, 20.0, cpu);
+    {
+      OpScope inner("inner", 1.0, 2.0, cpu);
+      OpScope innermost("innermost", 1.0, 2.0, cpu);
+    }
+    OpScope inner_again("inner", 1.0, 2.0, cpu);
+  }
+  { OpScope alone("inner", 3.0, 4.0, cpu); }
+  ProfileResult r = Profiler::stop();
+  ASSERT_EQ(r.records.size(), 2u);
+  EXPECT_EQ(r.records[0].name, "outer");
+  EXPECT_EQ(r.records[0].flops, 10.0);
+  EXPECT_EQ(r.records[0].bytes, 20.0);
+  EXPECT_EQ(r.records[1].name, "inner");
+  EXPECT_EQ(r.records[1].flops, 3.0);
+  EXPECT_GE(r.records[0].ms, 0.0);
+  EXPECT_LE(r.op_ms(), r.total_ms);
+  EXPECT_FALSE(r.counts_launches);
+  std::vector<OpSummary> s = r.summarize();
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].calls + s[1].calls, 2);
+}
+
+TEST(Profiler, RecordsNothingWhenOff) {
+  EXPECT_FALSE(Profiler::enabled());
+  Generator gen(1);
+  Tensor x = randn({1, 4, 4, 2}, gen, cpu), w = randn({3, 3, 3, 2}, gen, cpu);
+  Tensor y = conv2d(x, w, Tensor(), 1, 1);  // not in a region
+  Profiler::start(cpu);
+  ProfileResult r = Profiler::stop();
+  EXPECT_TRUE(r.records.empty());
+  EXPECT_FALSE(Profiler::enabled());
+}
+
+TEST(Profiler, RegionsDoNotNestAndStopNeedsStart) {
+  EXPECT_THROW(Profiler::stop(), ValueError);
+  Profiler::start(cpu);
+  EXPECT_THROW(Profiler::start(cpu), ValueError);
+  Profiler::stop();
+}
+
+TEST(Profiler, ConvEstimateFollowsTheFormula) {
+  Generator gen(2);
+  Tensor x = randn({2, 8, 8, 3}, gen, cpu), w = randn({4, 3, 3, 3}, gen, cpu), b = randn({4}, gen, cpu);
+  Profiler::start(cpu);
+  Tensor y = conv2d(x, w, b, 2, 1);  // Ho = Wo = 4
+  ProfileResult r = Profiler::stop();
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].name, "conv2d");
+  // 2 N Ho Wo Cout kh kw Cin; bytes: x, W and y once each, 4 bytes per f32.
+  EXPECT_DOUBLE_EQ(r.records[0].flops, 2.0 * 2 * 4 * 4 * 4 * 3 * 3 * 3);
+  EXPECT_DOUBLE_EQ(r.records[0].bytes, 4.0 * (2 * 8 * 8 * 3 + 4 * 3 * 3 * 3 + 2 * 4 * 4 * 4));
+}
+
+TEST(Profiler, LinearEstimateFollowsTheFormula) {
+  Generator gen(3);
+  Tensor x = randn({5, 7}, gen, cpu, DType::f64), w = randn({3, 7}, gen, cpu, DType::f64),
+         b = randn({3}, gen, cpu, DType::f64);
+  Profiler::start(cpu);
+  Tensor y = linear(x, w, b);
+  ProfileResult r = Profiler::stop();
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].name, "linear");
+  // 2 M N K for the product plus one add per output for the bias; 8 bytes per f64.
+  EXPECT_DOUBLE_EQ(r.records[0].flops, 2.0 * 5 * 3 * 7 + 15);
+  EXPECT_DOUBLE_EQ(r.records[0].bytes, 8.0 * (35 + 21 + 3 + 15));
+}
+
+TEST(Profiler, BackwardTimeStaysWithTheOpThatCalledInnerOps) {
+  Generator gen(4);
+  Tensor x = randn({6, 5}, gen, cpu).set_requires_grad(true);
+  Tensor w = randn({4, 5}, gen, cpu).set_requires_grad(true);
+  Tensor loss = sum(linear(x, w));
+  Profiler::start(cpu);
+  loss.backward();
+  ProfileResult r = Profiler::stop();
+  std::set<std::string> names;
+  for (const OpRecord& rec : r.records) names.insert(rec.name);
+  // linear.backward runs two matmuls; they are part of its record, not records of their own.
+  EXPECT_TRUE(names.count("linear.backward"));
+  EXPECT_FALSE(names.count("matmul"));
+  EXPECT_TRUE(x.grad().defined());
+}
+
+run::ProfileOptions tiny_options() {
+  run::ProfileOptions o;
+  o.model.image_size = 8;
+  o.model.model_channels = 16;
+  o.model.channel_mult = {1, 2};
+  o.model.num_res_blocks = 1;
+  o.model.attention_resolutions = {4};
+  o.model.norm_groups = 8;
+  o.batch_size = 2;
+  o.diffusion_steps = 50;
+  o.warmup_steps = 0;
+  o.device = cpu;
+  return o;
+}
+
+bool has_row(const run::StepProfile& s, const std::string& name) {
+  for (const OpSummary& op : s.ops)
+    if (op.name == name) return op.ms > 0.0 && op.calls > 0;
+  return false;
+}
+
+TEST(ProfileRun, TinyUNetTablesHaveTheMainOpsAndSharesAddUp) {
+  run::ProfileReport r = run::profile_model(tiny_options());
+  for (const char* op : {"conv2d", "group_norm", "attention", "linear", "conv2d.backward", "attention.backward"})
+    EXPECT_TRUE(has_row(r.train, op)) << op;
+  for (const char* op : {"conv2d", "group_norm", "attention", "linear"}) EXPECT_TRUE(has_row(r.sample, op)) << op;
+  EXPECT_FALSE(has_row(r.sample, "conv2d.backward"));
+  for (const run::StepProfile* s : {&r.train, &r.sample}) {
+    double share = 100.0 * s->outside_ms() / s->result.total_ms;
+    for (const OpSummary& op : s->ops) share += 100.0 * op.ms / s->result.total_ms;
+    EXPECT_NEAR(share, 100.0, 1e-6);
+    EXPECT_GT(s->result.total_ms, 0.0);
+    EXPECT_TRUE(std::is_sorted(s->ops.begin(), s->ops.end(),
+                               [](const OpSummary& a, const OpSummary& b) { return a.ms > b.ms; }));
+  }
+  std::string table = run::format_report(r);
+  EXPECT_NE(table.find("conv2d"), std::string::npos);
+  EXPECT_NE(table.find("(outside ops)"), std::string::npos);
+  std::string json = run::report_json(r);
+  EXPECT_NE(json.find("\"train\": {"), std::string::npos);
+  EXPECT_NE(json.find("\"op\": \"group_norm\""), std::string::npos);
+}
+
+TEST(ProfileRun, FlagsTakeDeviceDefaultsAndRejectBadValues) {
+  run::ProfileFlags f;
+  CLI::App app{"test"};
+  run::add_profile_flags(app, f);
+  const char* argv[] = {"ddpm-profile", "--channel-mult", "1,2,4", "--num-heads", "2", "--learn-sigma", "--json"};
+  app.parse(7, const_cast<char**>(argv));
+  run::ProfileOptions o = run::resolve_profile_options(f, cpu, 5);
+  EXPECT_EQ(o.model.channel_mult, (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(o.model.model_channels, 32);  // the CPU default
+  EXPECT_EQ(o.batch_size, 4);
+  EXPECT_EQ(o.model.num_heads, 2);
+  EXPECT_TRUE(o.model.learn_sigma);
+  EXPECT_TRUE(f.json);
+  EXPECT_EQ(o.seed, 5u);
+  run::ProfileOptions on_cuda = run::resolve_profile_options(run::ProfileFlags{}, Device::cuda(), 0);
+  EXPECT_EQ(on_cuda.model.model_channels, 128);  // the DDPM CIFAR-10 network
+  EXPECT_EQ(on_cuda.model.channel_mult, (std::vector<int>{1, 2, 2, 2}));
+  EXPECT_EQ(on_cuda.batch_size, 128);
+
+  run::ProfileFlags bad;
+  bad.channel_mult = "1,x";
+  EXPECT_THROW(run::resolve_profile_options(bad, cpu, 0), ValueError);
+  bad = run::ProfileFlags{};
+  bad.batch_size = 0;
+  EXPECT_THROW(run::resolve_profile_options(bad, cpu, 0), ValueError);
+  bad = run::ProfileFlags{};
+  bad.image_size = 30;  // three levels need a multiple of 4
+  bad.channel_mult = "1,2,2";
+  EXPECT_THROW(run::resolve_profile_options(bad, cpu, 0), ValueError);
+}
+
+}  // namespace
+}  // namespace ddpm

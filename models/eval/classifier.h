@@ -37,7 +37,7 @@ inline constexpr const char* kClassifierArchitecture = "ddpm-eval-cnn";
 struct ClassifierConfig {
   int height = 32, width = 32, channels = 1;
   int num_classes = 10;
-  int base_channels = 32;  // w above
+  int base_channels = 16;  // w above
   int feature_dim = 128;
   int norm_groups = 8;
   void validate() const;  // ValueError naming the first bad field
@@ -74,7 +74,7 @@ Tensor image_batch(const Dataset& ds, std::int64_t begin, std::int64_t count, De
 
 struct ClassifierTrainOptions {
   int epochs = 2;
-  std::int64_t batch_size = 128;
+  std::int64_t batch_size = 64;
   double lr = 2e-3;
   double weight_decay = 1e-4;
   std::uint64_t seed = 0;

@@ -37,9 +37,9 @@ Dataset load_eval_dataset(const std::string& data, const std::string& split, con
 struct TrainClassifierArgs {
   std::string data = "fashion-mnist", data_dir, out;
   int image_size = 0;          // 0: the dataset's size rounded up to a multiple of 8 (pad_to)
-  int base_channels = 32, feature_dim = 128;
+  int base_channels = 16, feature_dim = 128;
   int epochs = 2;
-  std::int64_t batch_size = 128;
+  std::int64_t batch_size = 64;
   double lr = 2e-3, weight_decay = 1e-4;
   std::int64_t limit = 0;      // > 0: train on the first `limit` training images only
   std::int64_t max_steps = 0;  // > 0: stop early (tests)

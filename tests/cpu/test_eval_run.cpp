@@ -20,6 +20,8 @@
 #include "models/eval/eval_run.h"
 #include "models/eval/features.h"
 #include "models/eval/npz.h"
+#include "engine/io/safetensors.h"
+#include "models/unet/model_io.h"
 
 namespace ddpm::eval {
 namespace {
@@ -232,6 +234,50 @@ TEST(EvalRunBpd, TermsAddUpAndAnOracleBeatsAUselessModel) {
 
 TEST(EvalRunBpd, MissingRunIsAnIoError) {
   EXPECT_THROW(load_eval_model(temp_path("no-such-run"), true, Device::cpu()), IoError);
+}
+
+TEST(EvalRunBpd, OpensARunFolderAndEvaluatesATinyUNet) {
+  // RUN/config.json + RUN/checkpoints/step_1/{model,ema}.safetensors + checkpoints/latest.
+  const fs::path run = temp_path("eval_bpd_run");
+  fs::remove_all(run);
+  fs::create_directories(run / "checkpoints" / "step_1");
+  unet::UNetConfig cfg;
+  cfg.image_size = 16;
+  cfg.in_channels = 1;
+  cfg.model_channels = 8;
+  cfg.channel_mult = {1, 2};
+  cfg.num_res_blocks = 1;
+  cfg.attention_resolutions = {};
+  cfg.norm_groups = 4;
+  cfg.dropout = 0;
+  Generator gen(3);
+  unet::UNet net(cfg, gen, Device::cpu());
+  nlohmann::json config;
+  config["model"] = unet::config_to_json(cfg);
+  config["diffusion"] = {{"diffusion_steps", 30}, {"noise_schedule", "cosine"}};
+  std::ofstream(run / "config.json") << config.dump();
+  save_safetensors((run / "checkpoints" / "step_1" / "model.safetensors").string(), unet::export_state_dict(net));
+  save_safetensors((run / "checkpoints" / "step_1" / "ema.safetensors").string(), unet::export_state_dict(net));
+  std::ofstream(run / "checkpoints" / "latest") << "step_1\n";
+
+  BpdArgs a;
+  a.checkpoint = run.string();
+  a.data = "toy-shapes";
+  a.limit = 2;
+  a.batch_size = 2;
+  std::ostringstream out;
+  const BpdEvalReport r = run_bpd(a, out);
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(r.timesteps, 30);
+  EXPECT_TRUE(std::isfinite(r.bpd) && r.bpd > 0) << out.str();
+  EXPECT_NEAR(r.bpd, r.prior_bpd + r.terms_bpd + r.decoder_bpd, 1e-9);
+  EXPECT_NE(out.str().find("ema.safetensors"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("T=30 cosine"), std::string::npos) << out.str();
+  // The checkpoint folder itself opens the same model.
+  const EvalModel m = load_eval_model((run / "checkpoints" / "step_1").string(), false, Device::cpu());
+  EXPECT_EQ(m.schedule->num_timesteps(), 30);
+  EXPECT_NE(m.description.find("model.safetensors"), std::string::npos);
+  fs::remove_all(run);
 }
 
 // --- train-classifier -> fid -> class-accuracy ------------------------------------------------

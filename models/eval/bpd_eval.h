@@ -1,0 +1,63 @@
+// models/eval/bpd_eval.h: the negative log-likelihood bound of a diffusion model on a
+// dataset split, in bits/dim (improved DDPM sec. 3.2; diffusion-checklist "Bits/dim").
+//
+//   bpd(x_0) = L_prior + sum_{t=1}^{T-1} L_t + L_0          (all in bits/dim)
+//   L_prior = KL(q(x_T | x_0) || N(0, I))
+//   L_t     = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))
+//   L_0     = -log p(x_0 | x_1), the discretized Gaussian decoder
+// computed by diffusion::calc_bpd_loop: T network evaluations per image, one per t, each
+// at a fresh x_t ~ q(x_t | x_0). The model's p(x_{t-1} | x_t) comes from its output through
+// the mean type (eps, x_0 or v -> eps) and the variance (learned range, or fixed).
+//
+// The network is any DenoiseFn, so tests run this on an in-memory tiny model; the app opens
+// a trained run through models/eval/eval_run.h.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "engine/device.h"
+#include "models/data/dataset.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/likelihood.h"
+#include "models/diffusion/schedule.h"
+
+namespace ddpm::eval {
+
+struct BpdEvalOptions {
+  diffusion::ModelMeanType mean_type = diffusion::ModelMeanType::eps;
+  bool learned_sigma = false;
+  // Used when the variance is not learned.
+  diffusion::VarianceType variance = diffusion::VarianceType::fixed_small;
+  bool clip_x0 = true;      // clip the x_0 estimate to [-1, 1] (improved-diffusion's default)
+  int num_classes = 0;      // > 0: the network is class-conditional and sees the data's labels
+  std::int64_t batch_size = 16;
+  std::int64_t limit = 0;   // > 0: only the first `limit` images
+  std::uint64_t seed = 0;   // noise of the x_t draws
+  Device device = Device::cpu();
+};
+
+struct BpdEvalReport {
+  std::int64_t n = 0;              // images evaluated
+  std::int64_t timesteps = 0;      // T, network evaluations per image
+  double bpd = 0;                  // mean total bound
+  double bpd_stderr = 0;           // standard error of that mean over images
+  double prior_bpd = 0;            // mean L_prior
+  double decoder_bpd = 0;          // mean L_0
+  double terms_bpd = 0;            // mean sum_{t>=1} L_t
+  double seconds = 0;
+};
+
+// The model's Gaussian p(x_{t-1} | x_t) as calc_bpd_loop wants it; `labels` are the
+// batch's class labels (empty for an unconditional network).
+diffusion::ModelGaussianFn model_gaussian(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
+                                          const BpdEvalOptions& options, const std::vector<std::int64_t>& labels);
+
+// Evaluates the bound on ds (or its first `limit` images) batch by batch. `log`, when set,
+// receives a line after each batch.
+BpdEvalReport evaluate_bpd(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
+                           const Dataset& ds, const BpdEvalOptions& options,
+                           const std::function<void(const std::string&)>& log = {});
+
+}  // namespace ddpm::eval

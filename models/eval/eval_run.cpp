@@ -1,0 +1,282 @@
+// models/eval/eval_run.cpp: the modes of ddpm-eval as library functions (see eval_run.h).
+#include "models/eval/eval_run.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <random>
+
+#include "engine/error.h"
+#include "engine/io/safetensors.h"
+#include "models/data/cifar10.h"
+#include "models/data/idx.h"
+#include "models/data/image_folder.h"
+#include "models/data/toy.h"
+#include "models/eval/classifier.h"
+#include "models/eval/features.h"
+#include "models/unet/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::eval {
+
+Dataset load_eval_dataset(const std::string& data, const std::string& split, const std::string& data_dir) {
+  DDPM_CHECK(split == "train" || split == "test", "--split must be train or test, got \"" << split << "\"");
+  if (data == "fashion-mnist") return load_fashion_mnist(split, data_dir.empty() ? kFashionMnistDir : data_dir);
+  if (data == "cifar10") {
+    DDPM_CHECK(!data_dir.empty(), "--data cifar10 needs --data-dir (the cifar-10-batches-bin folder)");
+    return load_cifar10(data_dir, split);
+  }
+  if (data == "toy-shapes") {
+    Dataset ds = split == "train" ? make_toy_shapes(2000, 1) : make_toy_shapes(500, 2);
+    ds.name = "toy-shapes/" + split;
+    return ds;
+  }
+  DDPM_CHECK(fs::is_directory(data), "--data must be fashion-mnist, cifar10, toy-shapes or a folder of PNGs; \""
+                                         << data << "\" is none of these");
+  return load_image_folder(data);
+}
+
+// --- train-classifier ---------------------------------------------------------------------
+
+TrainClassifierResult run_train_classifier(const TrainClassifierArgs& a, std::ostream& out) {
+  DDPM_CHECK(!a.out.empty(), "train-classifier needs --out DIR");
+  Dataset train = load_eval_dataset(a.data, "train", a.data_dir);
+  Dataset test = load_eval_dataset(a.data, "test", a.data_dir);
+  DDPM_CHECK(train.has_labels() && test.has_labels(), "train-classifier: " << a.data << " has no labels");
+  if (a.limit > 0) train = take(train, std::min(a.limit, train.n));
+  const int size = a.image_size > 0 ? a.image_size : static_cast<int>((std::max(train.height, train.width) + 7) / 8 * 8);
+  ClassifierConfig cfg;
+  cfg.height = cfg.width = size;
+  cfg.channels = static_cast<int>(train.channels);
+  cfg.num_classes = train.num_classes;
+  cfg.base_channels = a.base_channels;
+  cfg.feature_dim = a.feature_dim;
+  cfg.norm_groups = std::min(8, a.base_channels);
+  train = conform(train, cfg, train.name);
+  test = conform(test, cfg, test.name);
+  out << "train-classifier: " << train.describe() << "; test on " << test.describe() << "\n";
+  Generator gen(a.seed);
+  Classifier cls(cfg, gen, a.device);
+  out << "network: " << kClassifierArchitecture << " w=" << cfg.base_channels << ", " << cls.num_parameters()
+      << " parameters, " << cfg.feature_dim << "-d features, input " << size << "x" << size << "x" << cfg.channels
+      << ", device " << a.device.str() << std::endl;
+  ClassifierTrainOptions o;
+  o.epochs = a.epochs;
+  o.batch_size = a.batch_size;
+  o.lr = a.lr;
+  o.weight_decay = a.weight_decay;
+  o.seed = a.seed;
+  o.max_steps = a.max_steps;
+  o.device = a.device;
+  const ClassifierTrainReport r =
+      train_classifier(cls, train, test, o, [&](const std::string& line) { out << "  " << line << std::endl; });
+  nlohmann::json info;
+  info["dataset"] = a.data;
+  info["train_split"] = train.name;
+  info["train_images"] = train.n;
+  info["test_split"] = test.name;
+  info["test_accuracy"] = r.test_accuracy;
+  info["epochs"] = a.epochs;
+  info["steps"] = r.steps;
+  info["batch_size"] = a.batch_size;
+  info["lr"] = a.lr;
+  info["seed"] = a.seed;
+  info["train_seconds"] = r.train_seconds;
+  info["class_names"] = train.class_names;
+  save_classifier(cls, a.out, info);
+  out << std::fixed << std::setprecision(2) << "test accuracy " << 100 * r.test_accuracy << "% on " << test.name
+      << " (" << test.n << " images) after " << r.steps << " steps in " << r.train_seconds << " s; saved to "
+      << a.out << "\n";
+  return {r.test_accuracy, r.train_seconds, r.losses};
+}
+
+// --- fid ---------------------------------------------------------------------------------
+
+QualityLine compare_features(const std::string& label, const FeatureMatrix& real, const FeatureMatrix& other,
+                             const FidArgs& a) {
+  QualityLine q;
+  q.label = label;
+  q.n = other.n;
+  q.fid = fid(real, other);
+  q.kid = kid(real, other, a.kid_subsets, a.kid_subset_size, a.seed);
+  q.pr = precision_recall(real, other, a.k);
+  return q;
+}
+
+namespace {
+
+void print_line(std::ostream& out, const QualityLine& q) {
+  out << std::left << std::setw(22) << q.label << std::right << std::fixed << std::setprecision(4) << " n=" << q.n
+      << "  FID " << std::setw(10) << q.fid << "  KID " << std::setprecision(5) << q.kid.mean << " +- " << q.kid.std
+      << std::setprecision(4) << "  precision " << q.pr.precision << "  recall " << q.pr.recall << "\n";
+}
+
+// What the samples were drawn with, from --sample-info or a JSON beside them.
+std::string sample_settings(const FidArgs& a) {
+  if (!a.sample_info.empty()) return a.sample_info;
+  for (const std::string& p : {a.samples + ".json", a.samples + "/sampling.json",
+                               fs::path(a.samples).replace_extension(".json").string()}) {
+    std::ifstream in(p);
+    if (!in.good() || fs::is_directory(p)) continue;
+    try {
+      return nlohmann::json::parse(in).dump();
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  return "unknown (pass --sample-info \"sampler, steps, variance, EMA\")";
+}
+
+}  // namespace
+
+FidResult run_fid(const FidArgs& a, std::ostream& out) {
+  DDPM_CHECK(!a.classifier.empty() && !a.samples.empty(), "fid needs --classifier DIR and --samples FILE|DIR");
+  const LoadedClassifier cls = load_classifier(a.classifier, a.device);
+  Dataset samples = load_samples(a.samples);
+  if (a.num_samples > 0 && samples.n > a.num_samples) samples = take(samples, a.num_samples);
+  const Dataset ref_split = load_eval_dataset(a.data, a.split, a.data_dir);
+  const std::int64_t n = std::min(samples.n, ref_split.n);
+  DDPM_CHECK(n > a.k, "fid: needs more than k = " << a.k << " images per set, got " << n);
+  if (samples.n > n) samples = take(samples, n);
+  const Dataset reference = take(ref_split, n);
+  out << "feature network: " << describe_classifier(cls) << " [" << a.classifier << "]\n"
+      << "reference: " << ref_split.name << ", first " << n << " images; samples: " << a.samples << ", " << n
+      << " images\n"
+      << "samples drawn with: " << sample_settings(a) << "\n"
+      << "KID: cubic polynomial kernel, " << a.kid_subsets << " subsets of " << std::min<std::int64_t>(a.kid_subset_size, n)
+      << "; precision/recall: k-NN manifolds, k = " << a.k << "\n";
+  const Classifier& net = *cls.model;
+  const FeatureMatrix ref_f = extract_features(net, reference, a.batch_size);
+  FidResult r;
+  r.samples = compare_features("samples vs " + ref_split.name, ref_f, extract_features(net, samples, a.batch_size), a);
+  print_line(out, r.samples);
+  if (a.real_vs_real && a.split != "train") {
+    Dataset train = load_eval_dataset(a.data, "train", a.data_dir);
+    train = take(train, std::min(n, train.n));
+    r.real_vs_real = compare_features("real (" + train.name + ")", ref_f, extract_features(net, train, a.batch_size), a);
+    print_line(out, r.real_vs_real);
+  }
+  // Noise: uniform random bytes, the far end of the scale.
+  Dataset noise = reference;
+  noise.name = "uniform noise";
+  noise.labels.clear();
+  std::mt19937_64 rng(a.seed);
+  for (std::uint8_t& v : noise.images) v = static_cast<std::uint8_t>(rng() & 0xFF);
+  r.noise = compare_features("uniform noise", ref_f, extract_features(net, noise, a.batch_size), a);
+  print_line(out, r.noise);
+  return r;
+}
+
+// --- class-accuracy ------------------------------------------------------------------------
+
+ClassAccuracyResult run_class_accuracy(const ClassAccuracyArgs& a, std::ostream& out) {
+  DDPM_CHECK(!a.classifier.empty() && !a.samples.empty(), "class-accuracy needs --classifier DIR and --samples FILE");
+  const LoadedClassifier cls = load_classifier(a.classifier, a.device);
+  const Dataset samples = load_samples(a.samples);
+  DDPM_CHECK(samples.has_labels(), "class-accuracy: " << a.samples << " has no \"labels\" array (the classes the "
+                                                      << "samples were requested for)");
+  const int k = cls.model->config().num_classes;
+  for (std::int64_t y : samples.labels)
+    DDPM_CHECK(y < k, "class-accuracy: sample label " << y << " is not a class of the classifier (" << k << " classes)");
+  const std::vector<std::int64_t> pred =
+      predict(*cls.model, conform(samples, cls.model->config(), samples.name), a.batch_size);
+  ClassAccuracyResult r;
+  r.count.assign(k, 0);
+  r.correct.assign(k, 0);
+  for (std::int64_t i = 0; i < samples.n; ++i) {
+    ++r.count[samples.labels[i]];
+    r.correct[samples.labels[i]] += pred[i] == samples.labels[i];
+  }
+  std::int64_t right = 0;
+  for (std::int64_t c : r.correct) right += c;
+  r.overall = static_cast<double>(right) / static_cast<double>(samples.n);
+  std::vector<std::string> names;
+  if (cls.info.contains("class_names")) names = cls.info["class_names"].get<std::vector<std::string>>();
+  out << "feature network: " << describe_classifier(cls) << " [" << a.classifier << "]\n"
+      << "samples: " << a.samples << ", " << samples.n << " images\n";
+  for (int c = 0; c < k; ++c) {
+    if (r.count[c] == 0) continue;
+    out << "class " << c << (c < static_cast<int>(names.size()) ? " (" + names[c] + ")" : "") << ": " << std::fixed
+        << std::setprecision(2) << 100.0 * r.correct[c] / r.count[c] << "% of " << r.count[c] << "\n";
+  }
+  out << "overall: " << 100.0 * r.overall << "%\n";
+  return r;
+}
+
+// --- bpd -------------------------------------------------------------------------------------
+
+EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
+  // The checkpoint folder: PATH itself, or the one RUN/checkpoints/latest names.
+  fs::path ckpt = path;
+  if (!fs::exists(ckpt / "model.safetensors")) {
+    std::ifstream latest(fs::path(path) / "checkpoints" / "latest");
+    DDPM_CHECK_AS(latest.good(), IoError, path << " is neither a checkpoint folder (model.safetensors) nor a run "
+                                               << "folder with checkpoints/latest");
+    std::string name;
+    std::getline(latest, name);
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
+    ckpt = fs::path(name).is_absolute() ? fs::path(name) : fs::path(path) / "checkpoints" / fs::path(name).filename();
+  }
+  const fs::path run = ckpt.parent_path().parent_path();
+  std::ifstream cfg_in(run / "config.json");
+  DDPM_CHECK_AS(cfg_in.good(), IoError, "cannot open " << (run / "config.json").string());
+  nlohmann::json cfg;
+  try {
+    cfg = nlohmann::json::parse(cfg_in);
+  } catch (const nlohmann::json::exception& e) {
+    throw IoError((run / "config.json").string() + ": " + e.what());
+  }
+  DDPM_CHECK_AS(cfg.contains("model"), IoError, (run / "config.json").string() << " has no \"model\" section");
+  const unet::UNetConfig ucfg = unet::config_from_json(cfg["model"]);
+  const nlohmann::json d = cfg.value("diffusion", nlohmann::json::object());
+  EvalModel m;
+  const std::int64_t steps = d.value("diffusion_steps", static_cast<std::int64_t>(1000));
+  const std::string schedule = d.value("noise_schedule", std::string("linear"));
+  m.schedule = std::make_unique<diffusion::DiffusionSchedule>(
+      diffusion::betas_for(diffusion::parse_noise_schedule(schedule), steps));
+  m.options.mean_type = diffusion::parse_model_mean_type(d.value("mean_type", std::string("eps")));
+  m.options.learned_sigma = ucfg.learn_sigma;
+  m.options.variance = diffusion::parse_variance_type(d.value("variance", std::string("fixed_small")));
+  m.options.num_classes = ucfg.num_classes;
+  Generator gen(0);
+  m.net = std::make_unique<unet::UNet>(ucfg, gen, device);
+  const fs::path weights = ckpt / (ema && fs::exists(ckpt / "ema.safetensors") ? "ema.safetensors" : "model.safetensors");
+  const SafetensorsFile f = load_safetensors(weights.string());
+  unet::load_state_dict(*m.net, f.tensors, weights.string());
+  m.description = ckpt.string() + " (" + weights.filename().string() + "), T=" + std::to_string(steps) + " " +
+                  schedule + ", predicts " + diffusion::model_mean_type_name(m.options.mean_type) + ", variance " +
+                  (m.options.learned_sigma ? "learned_range" : diffusion::variance_type_name(m.options.variance));
+  return m;
+}
+
+BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
+  DDPM_CHECK(!a.checkpoint.empty(), "bpd needs --checkpoint RUN|CHECKPOINT_DIR");
+  EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device);
+  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
+  const int size = m.net->config().image_size;
+  const Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  BpdEvalOptions o = m.options;
+  o.clip_x0 = a.clip_x0;
+  o.batch_size = a.batch_size;
+  o.limit = a.limit;
+  o.seed = a.seed;
+  o.device = a.device;
+  const unet::UNet& net = *m.net;
+  const diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t,
+                                         const std::vector<std::int64_t>& labels) {
+    return net.forward(x, t, labels, nn::Context{});
+  };
+  out << "model: " << m.description << "\n"
+      << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
+      << "; " << m.schedule->num_timesteps() << " network evaluations per image" << std::endl;
+  const BpdEvalReport r =
+      evaluate_bpd(*m.schedule, fn, data, o, [&](const std::string& line) { out << "  " << line << std::endl; });
+  out << std::fixed << std::setprecision(4) << "bits/dim " << r.bpd << " +- " << r.bpd_stderr << " (n=" << r.n
+      << "; prior " << r.prior_bpd << ", sum of L_t " << r.terms_bpd << ", decoder " << r.decoder_bpd << ") in "
+      << std::setprecision(1) << r.seconds << " s\n";
+  return r;
+}
+
+}  // namespace ddpm::eval

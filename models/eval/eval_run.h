@@ -1,0 +1,116 @@
+// models/eval/eval_run.h: the library behind `ddpm-eval` (the program is a thin CLI shell).
+//
+// Modes:
+//   train-classifier  trains the feature network on a dataset's train split, saves it
+//                     (models/eval/classifier.h) with its test accuracy
+//   fid               FID, KID (mean and std over subsets) and precision/recall between
+//                     generated samples and a real split, on the classifier's features,
+//                     with a real-vs-real floor (train split vs the reference split, same
+//                     counts) and a noise line (uniform random images) as sanity bounds
+//   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h)
+//   class-accuracy    the classifier's accuracy on labelled samples, per requested class
+// Every report names the feature network, the sample count and the reference split.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/data/dataset.h"
+#include "models/diffusion/schedule.h"
+#include "models/eval/bpd_eval.h"
+#include "models/eval/metrics.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::eval {
+
+// A dataset split by name: "fashion-mnist" (data_dir defaults to the Debian package's
+// folder), "cifar10" (data_dir required), "toy-shapes" (synthetic, 16x16, 4 classes;
+// 2000 train / 500 test images, for tests and demos), or a folder of PNGs (split ignored).
+Dataset load_eval_dataset(const std::string& data, const std::string& split, const std::string& data_dir = "");
+
+struct TrainClassifierArgs {
+  std::string data = "fashion-mnist", data_dir, out;
+  int image_size = 0;          // 0: the dataset's size rounded up to a multiple of 8 (pad_to)
+  int base_channels = 16, feature_dim = 128;
+  int epochs = 2;
+  std::int64_t batch_size = 64;
+  double lr = 2e-3, weight_decay = 1e-4;
+  std::int64_t limit = 0;      // > 0: train on the first `limit` training images only
+  std::int64_t max_steps = 0;  // > 0: stop early (tests)
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+struct TrainClassifierResult {
+  double test_accuracy = 0, seconds = 0;
+  std::vector<double> losses;
+};
+TrainClassifierResult run_train_classifier(const TrainClassifierArgs& a, std::ostream& out);
+
+struct FidArgs {
+  std::string classifier, samples, data = "fashion-mnist", data_dir, split = "test";
+  std::int64_t num_samples = 0;  // > 0: use at most this many samples
+  std::int64_t batch_size = 256;
+  int kid_subsets = 10;
+  std::int64_t kid_subset_size = 1000;
+  int k = 3;
+  bool real_vs_real = true;      // also print the train-vs-split floor
+  std::string sample_info;       // sampler / steps / variance / EMA of the samples, printed
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+struct QualityLine {
+  std::string label;
+  std::int64_t n = 0;
+  double fid = 0;
+  KidResult kid;
+  PrecisionRecall pr;
+};
+struct FidResult {
+  QualityLine samples, real_vs_real, noise;
+};
+// Compares two feature sets with every metric.
+QualityLine compare_features(const std::string& label, const FeatureMatrix& real, const FeatureMatrix& other,
+                             const FidArgs& a);
+FidResult run_fid(const FidArgs& a, std::ostream& out);
+
+struct ClassAccuracyArgs {
+  std::string classifier, samples;
+  std::int64_t batch_size = 256;
+  Device device = Device::cpu();
+};
+struct ClassAccuracyResult {
+  double overall = 0;
+  std::vector<std::int64_t> count, correct;  // per requested class
+};
+ClassAccuracyResult run_class_accuracy(const ClassAccuracyArgs& a, std::ostream& out);
+
+// A trained diffusion model opened for evaluation.
+struct EvalModel {
+  std::unique_ptr<unet::UNet> net;
+  std::unique_ptr<diffusion::DiffusionSchedule> schedule;
+  BpdEvalOptions options;  // mean type, learned sigma, variance, classes
+  std::string description; // "RUN/checkpoints/step_N (ema), T=1000 cosine, eps, learned_range"
+};
+// Opens RUN (its latest checkpoint) or a checkpoint folder RUN/checkpoints/step_N: the
+// UNet from RUN/config.json "model", the schedule and output type from its "diffusion"
+// section (keys diffusion_steps, noise_schedule, mean_type, variance; improved-diffusion
+// defaults when absent), the weights from ema.safetensors (or model.safetensors).
+EvalModel load_eval_model(const std::string& run_or_checkpoint, bool ema, Device device);
+
+struct BpdArgs {
+  std::string checkpoint, data = "fashion-mnist", data_dir, split = "test";
+  bool ema = true;
+  bool clip_x0 = true;
+  std::int64_t limit = 0, batch_size = 16;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out);
+
+}  // namespace ddpm::eval

@@ -1,6 +1,8 @@
 // models/eval/eval_run.cpp: the modes of ddpm-eval as library functions (see eval_run.h).
 #include "models/eval/eval_run.h"
 
+#include "models/run/model_source.h"
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -208,46 +210,21 @@ ClassAccuracyResult run_class_accuracy(const ClassAccuracyArgs& a, std::ostream&
 // --- bpd -------------------------------------------------------------------------------------
 
 EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
-  // The checkpoint folder: PATH itself, or the one RUN/checkpoints/latest names.
-  fs::path ckpt = path;
-  if (!fs::exists(ckpt / "model.safetensors")) {
-    std::ifstream latest(fs::path(path) / "checkpoints" / "latest");
-    DDPM_CHECK_AS(latest.good(), IoError, path << " is neither a checkpoint folder (model.safetensors) nor a run "
-                                               << "folder with checkpoints/latest");
-    std::string name;
-    std::getline(latest, name);
-    while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
-    ckpt = fs::path(name).is_absolute() ? fs::path(name) : fs::path(path) / "checkpoints" / fs::path(name).filename();
-  }
-  const fs::path run = ckpt.parent_path().parent_path();
-  std::ifstream cfg_in(run / "config.json");
-  DDPM_CHECK_AS(cfg_in.good(), IoError, "cannot open " << (run / "config.json").string());
-  nlohmann::json cfg;
-  try {
-    cfg = nlohmann::json::parse(cfg_in);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError((run / "config.json").string() + ": " + e.what());
-  }
-  DDPM_CHECK_AS(cfg.contains("model"), IoError, (run / "config.json").string() << " has no \"model\" section");
-  const unet::UNetConfig ucfg = unet::config_from_json(cfg["model"]);
-  const nlohmann::json d = cfg.value("diffusion", nlohmann::json::object());
+  // One reader for run folders, checkpoint folders, model files and diffusers folders.
+  run::ModelSource src = run::open_model(path, device, ema);
+  const run::DiffusionSettings& d = src.diffusion;
   EvalModel m;
-  const std::int64_t steps = d.value("diffusion_steps", static_cast<std::int64_t>(1000));
-  const std::string schedule = d.value("noise_schedule", std::string("linear"));
-  m.schedule = std::make_unique<diffusion::DiffusionSchedule>(
-      diffusion::betas_for(diffusion::parse_noise_schedule(schedule), steps));
-  m.options.mean_type = diffusion::parse_model_mean_type(d.value("mean_type", std::string("eps")));
-  m.options.learned_sigma = ucfg.learn_sigma;
-  m.options.variance = diffusion::parse_variance_type(d.value("variance", std::string("fixed_small")));
-  m.options.num_classes = ucfg.num_classes;
-  Generator gen(0);
-  m.net = std::make_unique<unet::UNet>(ucfg, gen, device);
-  const fs::path weights = ckpt / (ema && fs::exists(ckpt / "ema.safetensors") ? "ema.safetensors" : "model.safetensors");
-  const SafetensorsFile f = load_safetensors(weights.string());
-  unet::load_state_dict(*m.net, f.tensors, weights.string());
-  m.description = ckpt.string() + " (" + weights.filename().string() + "), T=" + std::to_string(steps) + " " +
-                  schedule + ", predicts " + diffusion::model_mean_type_name(m.options.mean_type) + ", variance " +
+  m.schedule = std::make_unique<diffusion::DiffusionSchedule>(diffusion::betas_for(d.noise_schedule, d.diffusion_steps));
+  m.options.mean_type = d.predict;
+  m.options.learned_sigma = src.net->config().learn_sigma;
+  // The reverse-process variance of an unlearned model: the posterior's (fixed-small).
+  m.options.variance = diffusion::VarianceType::fixed_small;
+  m.options.num_classes = src.net->config().num_classes;
+  m.description = src.weights_path + " (" + src.kind + (src.ema ? ", EMA" : "") + "), T=" +
+                  std::to_string(d.diffusion_steps) + " " + diffusion::noise_schedule_name(d.noise_schedule) +
+                  ", predicts " + diffusion::model_mean_type_name(m.options.mean_type) + ", variance " +
                   (m.options.learned_sigma ? "learned_range" : diffusion::variance_type_name(m.options.variance));
+  m.net = std::move(src.net);
   return m;
 }
 

@@ -6,6 +6,7 @@
 
 #include "kernels/common/philox.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
@@ -27,8 +28,7 @@ __global__ void dropout_kernel(const float* x, float* y, std::int64_t n, std::ui
 void dropout_apply(const float* x, float* y, std::int64_t n, std::uint64_t seed, std::uint64_t offset, double p,
                    float scale, cudaStream_t stream) {
   if (n == 0) return;
-  unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((n + kThreads - 1) / kThreads, 65535 * 8));
-  dropout_kernel<<<blocks, kThreads, 0, stream>>>(x, y, n, seed, offset, p, scale);
+  dropout_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, n, seed, offset, p, scale);
   DDPM_LAUNCH_CHECK("dropout");
 }
 

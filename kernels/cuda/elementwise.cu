@@ -6,17 +6,13 @@
 
 #include "kernels/common/elementwise_ops.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t n) {
-  std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 65535 * 8));
-}
 
 template <class Op>
 __global__ void unary_forward_kernel(const float* x, float* y, std::int64_t n, float alpha) {
@@ -98,7 +94,7 @@ __global__ void reduce_sum_kernel(const float* x, float* out, ReduceMap m, std::
 template <class Op>
 void unary_forward(const float* x, float* y, std::int64_t n, float alpha, cudaStream_t stream) {
   if (n == 0) return;
-  unary_forward_kernel<Op><<<grid_for(n), kThreads, 0, stream>>>(x, y, n, alpha);
+  unary_forward_kernel<Op><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, n, alpha);
   DDPM_LAUNCH_CHECK(Op::name);
 }
 
@@ -106,7 +102,7 @@ template <class Op>
 void unary_backward(const float* x, const float* y, const float* g, float* gx, std::int64_t n, float alpha,
                     cudaStream_t stream) {
   if (n == 0) return;
-  unary_backward_kernel<Op><<<grid_for(n), kThreads, 0, stream>>>(x, y, g, gx, n, alpha);
+  unary_backward_kernel<Op><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, y, g, gx, n, alpha);
   DDPM_LAUNCH_CHECK(Op::name);
 }
 
@@ -120,34 +116,34 @@ void binary(const float* a, const float* b, float* out, const BroadcastMap& m, s
     contiguous *= m.out_shape[d];
   }
   if (same)
-    binary_same_kernel<Op><<<grid_for(n), kThreads, 0, stream>>>(a, b, out, n);
+    binary_same_kernel<Op><<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, n);
   else
-    binary_kernel<Op><<<grid_for(n), kThreads, 0, stream>>>(a, b, out, m, n);
+    binary_kernel<Op><<<grid_for(n, kThreads), kThreads, 0, stream>>>(a, b, out, m, n);
   DDPM_LAUNCH_CHECK("binary elementwise");
 }
 
 void expand(const float* x, float* out, const BroadcastMap& m, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  expand_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, out, m, n);
+  expand_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, out, m, n);
   DDPM_LAUNCH_CHECK("expand");
 }
 
 void accumulate(float* dst, const float* src, std::int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  accumulate_kernel<<<grid_for(n), kThreads, 0, stream>>>(dst, src, n);
+  accumulate_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(dst, src, n);
   DDPM_LAUNCH_CHECK("accumulate");
 }
 
 void fill(float* out, std::int64_t n, float value, cudaStream_t stream) {
   if (n == 0) return;
-  fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, n, value);
+  fill_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, n, value);
   DDPM_LAUNCH_CHECK("fill");
 }
 
 void reduce_sum(const float* x, float* out, const ReduceMap& m, std::int64_t n_out, std::int64_t n_reduced,
                 cudaStream_t stream) {
   if (n_out == 0) return;
-  unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>(n_out, 65535 * 8));
+  unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>(n_out, kMaxGridStrideBlocks));
   reduce_sum_kernel<<<blocks, kThreads, 0, stream>>>(x, out, m, n_out, n_reduced);
   DDPM_LAUNCH_CHECK("reduce_sum");
 }

@@ -6,17 +6,13 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t n) {
-  std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 65535 * 8));
-}
 
 // One thread per (n, i) with i < half: writes column i and column half + i.
 __global__ void timestep_embedding_kernel(const float* t, float* out, std::int64_t N, std::int64_t dim,
@@ -91,8 +87,8 @@ void timestep_embedding(const float* t, float* out, std::int64_t N, std::int64_t
       DDPM_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<std::size_t>(N * dim) * sizeof(float), stream));
     return;
   }
-  timestep_embedding_kernel<<<grid_for(N * half), kThreads, 0, stream>>>(t, out, N, dim, log_max_period,
-                                                                         freq_denominator, sin_first);
+  timestep_embedding_kernel<<<grid_for(N * half, kThreads), kThreads, 0, stream>>>(
+      t, out, N, dim, log_max_period, freq_denominator, sin_first);
   DDPM_LAUNCH_CHECK("timestep_embedding");
 }
 
@@ -100,7 +96,7 @@ void embedding_forward(const float* table, const std::int64_t* host_ids, float* 
                        std::int64_t dim, cudaStream_t stream) {
   if (n * dim == 0) return;
   DeviceIds ids(host_ids, n, stream);
-  embedding_forward_kernel<<<grid_for(n * dim), kThreads, 0, stream>>>(table, ids.get(), out, n, dim);
+  embedding_forward_kernel<<<grid_for(n * dim, kThreads), kThreads, 0, stream>>>(table, ids.get(), out, n, dim);
   DDPM_LAUNCH_CHECK("embedding_forward");
 }
 
@@ -112,8 +108,8 @@ void embedding_backward(const float* g, const std::int64_t* host_ids, float* gta
     return;
   }
   DeviceIds ids(host_ids, n, stream);
-  embedding_backward_kernel<<<grid_for(num_classes * dim), kThreads, 0, stream>>>(g, ids.get(), gtable, n,
-                                                                                   num_classes, dim);
+  embedding_backward_kernel<<<grid_for(num_classes * dim, kThreads), kThreads, 0, stream>>>(g, ids.get(), gtable,
+                                                                                             n, num_classes, dim);
   DDPM_LAUNCH_CHECK("embedding_backward");
 }
 

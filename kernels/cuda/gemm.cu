@@ -10,6 +10,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
@@ -111,8 +112,7 @@ void fill_rows(float* C, const float* row, std::int64_t M, std::int64_t N, std::
              "cuda::fill_rows: bad sizes M=" << M << ", N=" << N << ", ldc=" << ldc);
   if (M == 0 || N == 0) return;
   constexpr int kThreads = 256;
-  std::int64_t blocks = std::min<std::int64_t>((M * N + kThreads - 1) / kThreads, 65535 * 8);
-  fill_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(C, row, M, N, ldc);
+  fill_rows_kernel<<<grid_for(M * N, kThreads), kThreads, 0, stream>>>(C, row, M, N, ldc);
   DDPM_LAUNCH_CHECK("fill_rows");
 }
 

@@ -38,6 +38,7 @@
 #include "kernels/common/elementwise_ops.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
@@ -503,10 +504,6 @@ int align_floats(std::initializer_list<const void*> ptrs) {
   std::uintptr_t bits = 0;
   for (const void* q : ptrs) bits |= reinterpret_cast<std::uintptr_t>(q);
   return bits % 16 == 0 ? 4 : bits % 8 == 0 ? 2 : 1;
-}
-
-unsigned grid_for(std::int64_t n, int threads) {
-  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>((n + threads - 1) / threads, 1), 65535 * 8));
 }
 
 // Finds the instantiation <VEC, ITEMS> with ITEMS == plan.items (ITEMS * VEC <= MAXF).

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/context.h"
 
 namespace ddpm::cuda {
@@ -15,11 +16,6 @@ namespace {
 constexpr int kThreads = 256;
 // Partials of the first reduction level; also the block size of the second level.
 constexpr int kMaxReduceBlocks = 1024;
-
-unsigned grid_for(std::int64_t n) {
-  std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 65535 * 8));
-}
 
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, std::int64_t n, AdamWScalars s) {
@@ -101,7 +97,7 @@ struct Scratch {
 void adamw_step(float* p, const float* g, float* m, float* v, std::int64_t n, const AdamWScalars& s,
                 cudaStream_t stream) {
   if (n == 0) return;
-  adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(p, g, m, v, n, s);
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(p, g, m, v, n, s);
   DDPM_LAUNCH_CHECK("adamw_step");
 }
 
@@ -123,14 +119,14 @@ double sum_squares(const float* x, std::int64_t n, cudaStream_t stream) {
 
 void scale_inplace(float* x, std::int64_t n, float alpha, cudaStream_t stream) {
   if (n == 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n, alpha);
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(x, n, alpha);
   DDPM_LAUNCH_CHECK("scale_inplace");
 }
 
 void ema_update(float* ema, const float* p, std::int64_t n, float decay, float one_minus_decay,
                 cudaStream_t stream) {
   if (n == 0) return;
-  ema_kernel<<<grid_for(n), kThreads, 0, stream>>>(ema, p, n, decay, one_minus_decay);
+  ema_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(ema, p, n, decay, one_minus_decay);
   DDPM_LAUNCH_CHECK("ema_update");
 }
 

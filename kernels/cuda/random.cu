@@ -4,6 +4,7 @@
 
 #include "kernels/common/philox.h"
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
@@ -23,8 +24,7 @@ __global__ void philox_kernel(float* out, std::int64_t n, std::uint64_t seed, st
 template <bool kNormal>
 void launch(float* out, std::int64_t n, std::uint64_t seed, std::uint64_t offset, cudaStream_t stream) {
   if (n == 0) return;
-  unsigned blocks = static_cast<unsigned>(std::min<std::int64_t>((n + kThreads - 1) / kThreads, 65535 * 8));
-  philox_kernel<kNormal><<<blocks, kThreads, 0, stream>>>(out, n, seed, offset);
+  philox_kernel<kNormal><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, n, seed, offset);
   DDPM_LAUNCH_CHECK(kNormal ? "philox_normal" : "philox_uniform");
 }
 

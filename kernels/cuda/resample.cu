@@ -9,17 +9,13 @@
 #include <algorithm>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
-
-unsigned grid_for(std::int64_t n) {
-  std::int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<std::int64_t>(std::max<std::int64_t>(blocks, 1), 65535 * 8));
-}
 
 __device__ __forceinline__ float sum4(float a, float b, float c, float d) { return ((a + b) + c) + d; }
 __device__ __forceinline__ float4 sum4(float4 a, float4 b, float4 c, float4 d) {
@@ -75,10 +71,10 @@ void spread(const float* src, float* dst, std::int64_t N, std::int64_t H, std::i
   std::int64_t n_out = N * 4 * H * W * C;
   if (n_out == 0) return;
   if (vec4_ok(src, dst, C))
-    spread_kernel<float4><<<grid_for(n_out / 4), kThreads, 0, stream>>>(
+    spread_kernel<float4><<<grid_for(n_out / 4, kThreads), kThreads, 0, stream>>>(
         reinterpret_cast<const float4*>(src), reinterpret_cast<float4*>(dst), N, H, W, C / 4, s, do_scale);
   else
-    spread_kernel<float><<<grid_for(n_out), kThreads, 0, stream>>>(src, dst, N, H, W, C, s, do_scale);
+    spread_kernel<float><<<grid_for(n_out, kThreads), kThreads, 0, stream>>>(src, dst, N, H, W, C, s, do_scale);
   DDPM_LAUNCH_CHECK(name);
 }
 
@@ -87,10 +83,10 @@ void gather(const float* src, float* dst, std::int64_t N, std::int64_t H, std::i
   std::int64_t n_out = N * H * W * C;
   if (n_out == 0) return;
   if (vec4_ok(src, dst, C))
-    gather_kernel<float4><<<grid_for(n_out / 4), kThreads, 0, stream>>>(
+    gather_kernel<float4><<<grid_for(n_out / 4, kThreads), kThreads, 0, stream>>>(
         reinterpret_cast<const float4*>(src), reinterpret_cast<float4*>(dst), N, H, W, C / 4, s, do_scale);
   else
-    gather_kernel<float><<<grid_for(n_out), kThreads, 0, stream>>>(src, dst, N, H, W, C, s, do_scale);
+    gather_kernel<float><<<grid_for(n_out, kThreads), kThreads, 0, stream>>>(src, dst, N, H, W, C, s, do_scale);
   DDPM_LAUNCH_CHECK(name);
 }
 

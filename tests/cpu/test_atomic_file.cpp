@@ -8,20 +8,14 @@
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
+#include "support/temp_dir.h"
 
 namespace ddpm {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ddpm-atomic-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using testing::TempDir;
 
 std::vector<std::string> entries(const std::string& dir) {
   std::vector<std::string> names;

@@ -18,9 +18,8 @@ namespace {
 using testing::all_close;
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 // Independent reference: copy each head out as dense matrices, scale q and k by d^(-1/4)
 // each, form the scores, softmax with an explicit max, multiply by v.

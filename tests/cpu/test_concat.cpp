@@ -12,9 +12,8 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 Tensor iota(const Shape& s, double start = 0) {
   std::vector<double> v(static_cast<std::size_t>(shape_numel(s)));

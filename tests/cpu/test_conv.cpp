@@ -16,9 +16,8 @@ namespace {
 using testing::all_close;
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 // out[n, oy, ox, co] = b[co] + sum_{ky, kx, ci} x[n, oy*s - p + ky, ox*s - p + kx, ci] w[co, ky, kx, ci]
 Tensor direct_conv(const Tensor& x, const Tensor& w, const Tensor& b, int s, int p) {

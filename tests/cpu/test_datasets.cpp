@@ -14,20 +14,14 @@
 #include "models/data/idx.h"
 #include "models/data/image_folder.h"
 #include "models/data/toy.h"
+#include "support/temp_dir.h"
 
 namespace ddpm {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ddpm-data-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using testing::TempDir;
 
 template <typename F>
 void expect_io_error(F&& f, const std::string& needle) {

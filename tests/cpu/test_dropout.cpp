@@ -14,7 +14,7 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
+using testing::Inputs;
 
 TEST(Dropout, GradientWithAFixedMask) {
   Tensor x = random_tensor({3, 4, 5}, 1);

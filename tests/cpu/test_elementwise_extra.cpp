@@ -14,9 +14,8 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 TEST(ElementwiseExtra, TanhAndSigmoidValues) {
   std::vector<double> xs{-3.0, -0.5, 0.0, 0.25, 4.0};

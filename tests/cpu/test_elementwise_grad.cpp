@@ -15,9 +15,8 @@ namespace {
 using testing::gradcheck;
 using testing::random_positive;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 struct BinaryCase {
   const char* name;

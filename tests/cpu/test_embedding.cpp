@@ -13,7 +13,7 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
+using testing::Inputs;
 
 // The closed form, written independently of the kernel: column j of the embedding of t.
 double expected(double t, int dim, TimestepEmbeddingStyle style, int j, double max_period = 10000) {

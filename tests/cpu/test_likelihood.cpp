@@ -15,7 +15,7 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
+using testing::Inputs;
 
 Tensor f64(std::vector<double> v, const Shape& shape) { return Tensor::from_vector(v, shape); }
 

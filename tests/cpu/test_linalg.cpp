@@ -20,9 +20,8 @@ namespace {
 using testing::all_close;
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 // op(a) op(b) by the definition C[i][j] = sum_k A[i][k] B[k][j], in double, per batch
 // matrix. A 2-D operand is shared by every batch matrix.

@@ -9,20 +9,14 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
+#include "support/temp_dir.h"
 
 namespace ddpm {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ddpm-png-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using testing::TempDir;
 
 // Writes a PNG of any colour type / bit depth with libpng's low-level API (no gAMA chunk),
 // to exercise the reader's conversions. `rows` holds the raw big-endian row bytes.

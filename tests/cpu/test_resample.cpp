@@ -11,9 +11,8 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
-
-Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
+using testing::Inputs;
+using testing::param;
 
 // x[n, h, w, c] = 1000 n + 100 h + 10 w + c, so every value names its position.
 Tensor positional(std::int64_t N, std::int64_t H, std::int64_t W, std::int64_t C) {

@@ -10,20 +10,14 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "support/temp_dir.h"
 
 namespace ddpm {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "ddpm-st-XXXXXX").string();
-    path = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using testing::TempDir;
 
 // Expects load_safetensors(path) to throw an IoError whose message contains `needle`.
 void expect_load_error(const std::string& path, const std::string& needle) {

@@ -15,7 +15,7 @@ namespace {
 
 using testing::gradcheck;
 using testing::random_tensor;
-using Inputs = std::vector<Tensor>;
+using testing::Inputs;
 
 double product_of_alphas(const std::vector<double>& betas, std::size_t upto) {
   double p = 1.0;

@@ -16,6 +16,7 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
 using testing::random_tensor;
 
 // fp32 on both sides; the CPU sums in double, cuBLAS in fp32 over S (up to 1024) terms.
@@ -24,50 +25,41 @@ constexpr double kGradAtol = 1e-4, kGradRtol = 1e-3;
 
 // Runs attention on the CPU (f32) and on CUDA with the same inputs and output gradient;
 // compares the outputs and the gradients of q, k and v.
-void check_against_cpu(const Shape& shape, int heads, std::uint64_t seed) {
+void check_attention(const Shape& shape, int heads, std::uint64_t seed) {
   SCOPED_TRACE(shape_str(shape) + " heads " + std::to_string(heads));
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (std::uint64_t i = 0; i < 3; ++i) {
-    Tensor c = random_tensor(shape, seed + i, DType::f32);
-    cpu_in.push_back(c.clone().set_requires_grad(true));
-    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(true));
-  }
-  Tensor out_c = attention(cpu_in[0], cpu_in[1], cpu_in[2], heads);
-  Tensor out_g = attention(gpu_in[0], gpu_in[1], gpu_in[2], heads);
-  EXPECT_TRUE(all_close(out_g, out_c, kForwardAtol, kForwardRtol)) << "forward";
-  Tensor w = random_tensor(shape, seed + 100, DType::f32);
-  out_c.backward(w);
-  out_g.backward(w.to(Device::cuda()));
-  const char* names[] = {"q", "k", "v"};
-  for (std::size_t i = 0; i < 3; ++i)
-    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), kGradAtol, kGradRtol)) << "gradient of " << names[i];
+  std::vector<Tensor> host;
+  for (std::uint64_t i = 0; i < 3; ++i) host.push_back(random_tensor(shape, seed + i, DType::f32));
+  testing::CudaCheck check{{kForwardAtol, kForwardRtol}, {{kGradAtol, kGradRtol}}};
+  check.grad_seed = seed + 100;
+  check.names = {"q", "k", "v"};
+  check_against_cpu([heads](const auto& in) { return attention(in[0], in[1], in[2], heads); }, host, check);
 }
 
 TEST(AttentionGpu, Tokens16x16) {
   DDPM_REQUIRE_CUDA();
-  check_against_cpu({2, 256, 128}, 1, 1);
-  check_against_cpu({4, 256, 128}, 4, 2);
-  check_against_cpu({4, 256, 256}, attention_heads(256, 1, 64), 3);
-  check_against_cpu({8, 256, 512}, attention_heads(512, 1, 64), 4);
-  check_against_cpu({2, 256, 512}, 1, 5);
+  check_attention({2, 256, 128}, 1, 1);
+  check_attention({4, 256, 128}, 4, 2);
+  check_attention({4, 256, 256}, attention_heads(256, 1, 64), 3);
+  check_attention({8, 256, 512}, attention_heads(512, 1, 64), 4);
+  check_attention({2, 256, 512}, 1, 5);
 }
 
 TEST(AttentionGpu, Tokens32x32) {
   DDPM_REQUIRE_CUDA();
-  check_against_cpu({4, 1024, 128}, attention_heads(128, 1, 64), 6);
-  check_against_cpu({4, 1024, 128}, 1, 7);
+  check_attention({4, 1024, 128}, attention_heads(128, 1, 64), 6);
+  check_attention({4, 1024, 128}, 1, 7);
 }
 
 TEST(AttentionGpu, Tokens8x8) {
   DDPM_REQUIRE_CUDA();
-  check_against_cpu({8, 64, 256}, 4, 8);
-  check_against_cpu({8, 64, 256}, attention_heads(256, 1, 64), 9);
+  check_attention({8, 64, 256}, 4, 8);
+  check_attention({8, 64, 256}, attention_heads(256, 1, 64), 9);
 }
 
 TEST(AttentionGpu, RowsShorterOrNotAMultipleOfTheWarp) {
   DDPM_REQUIRE_CUDA();
-  check_against_cpu({3, 100, 96}, 3, 10);  // 100 tokens: a partial last pass per row
-  check_against_cpu({2, 7, 16}, 2, 11);    // fewer tokens than warp lanes
+  check_attention({3, 100, 96}, 3, 10);  // 100 tokens: a partial last pass per row
+  check_attention({2, 7, 16}, 2, 11);    // fewer tokens than warp lanes
 }
 
 TEST(AttentionGpu, ZeroQueryGivesTheMeanOfValues) {

@@ -41,6 +41,8 @@ const GpuCase kUnetCases[] = {
     {"3x3_stride2_odd_15x15_c64", {2, 15, 15, 64}, {64, 3, 3, 64}, 2, 1},
 };
 
+// Not testing::check_against_cpu: that one runs the reference in f32, while this one runs it
+// in f64 on the f32-rounded inputs (see the top of the file), with an optional bias.
 void check_case(const GpuCase& c, bool with_bias, std::uint64_t seed) {
   const double fan_in = static_cast<double>(c.w[1] * c.w[2] * c.w[3]);
   // Shared inputs, rounded to f32 once; the reference sees the same values in f64.

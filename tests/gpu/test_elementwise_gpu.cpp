@@ -12,27 +12,9 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
 using testing::random_positive;
 using testing::random_tensor;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-
-// Runs f on CPU (f32) and on CUDA with the same inputs and output gradient; compares the
-// outputs and every input gradient.
-void check_against_cpu(const Fn& f, const std::vector<Tensor>& host_inputs, double atol, double rtol) {
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (const Tensor& t : host_inputs) {
-    Tensor c = t.to(DType::f32);
-    cpu_in.push_back(c.clone().set_requires_grad(true));
-    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(true));
-  }
-  Tensor out_c = f(cpu_in), out_g = f(gpu_in);
-  EXPECT_TRUE(all_close(out_g, out_c, atol, rtol)) << "forward";
-  Tensor w = random_tensor(out_c.shape(), 77, DType::f32);
-  out_c.backward(w);
-  out_g.backward(w.to(Device::cuda()));
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), atol, rtol)) << "gradient of input " << i;
-}
 
 const Shape kAct{4, 16, 16, 128};
 
@@ -42,10 +24,10 @@ TEST(ElementwiseGpu, BinaryOpsWithBroadcasting) {
     SCOPED_TRACE(shape_str(bs));
     Tensor a = random_tensor(kAct, 1), b = random_tensor(bs, 2), bp = random_positive(bs, 3);
     // Broadcast gradients sum up to 16*16*4 terms: allow for fp32 summation order.
-    check_against_cpu([](const auto& in) { return add(in[0], in[1]); }, {a, b}, 1e-4, 1e-4);
-    check_against_cpu([](const auto& in) { return sub(in[0], in[1]); }, {a, b}, 1e-4, 1e-4);
-    check_against_cpu([](const auto& in) { return mul(in[0], in[1]); }, {a, b}, 1e-4, 1e-4);
-    check_against_cpu([](const auto& in) { return div(in[0], in[1]); }, {a, bp}, 1e-4, 1e-4);
+    check_against_cpu([](const auto& in) { return add(in[0], in[1]); }, {a, b}, {{1e-4, 1e-4}});
+    check_against_cpu([](const auto& in) { return sub(in[0], in[1]); }, {a, b}, {{1e-4, 1e-4}});
+    check_against_cpu([](const auto& in) { return mul(in[0], in[1]); }, {a, b}, {{1e-4, 1e-4}});
+    check_against_cpu([](const auto& in) { return div(in[0], in[1]); }, {a, bp}, {{1e-4, 1e-4}});
   }
 }
 
@@ -54,26 +36,26 @@ TEST(ElementwiseGpu, UnaryOps) {
   Tensor x = random_tensor({2, 8, 8, 256}, 5, DType::f64, 3.0);
   Tensor p = random_positive({2, 8, 8, 256}, 6, 0.1, 4.0);
   // exp/log/sqrt/silu: CUDA's fp32 math functions are within 2 ulp of glibc's.
-  check_against_cpu([](const auto& in) { return silu(in[0]); }, {x}, 1e-6, 1e-5);
-  check_against_cpu([](const auto& in) { return exp(in[0]); }, {x}, 1e-6, 1e-5);
-  check_against_cpu([](const auto& in) { return square(in[0]); }, {x}, 0, 1e-6);
-  check_against_cpu([](const auto& in) { return scale(in[0], 0.3); }, {x}, 0, 1e-6);
-  check_against_cpu([](const auto& in) { return add_scalar(in[0], -2.0); }, {x}, 0, 1e-6);
-  check_against_cpu([](const auto& in) { return log(in[0]); }, {p}, 1e-6, 1e-5);
-  check_against_cpu([](const auto& in) { return sqrt(in[0]); }, {p}, 1e-6, 1e-5);
+  check_against_cpu([](const auto& in) { return silu(in[0]); }, {x}, {{1e-6, 1e-5}});
+  check_against_cpu([](const auto& in) { return exp(in[0]); }, {x}, {{1e-6, 1e-5}});
+  check_against_cpu([](const auto& in) { return square(in[0]); }, {x}, {{0, 1e-6}});
+  check_against_cpu([](const auto& in) { return scale(in[0], 0.3); }, {x}, {{0, 1e-6}});
+  check_against_cpu([](const auto& in) { return add_scalar(in[0], -2.0); }, {x}, {{0, 1e-6}});
+  check_against_cpu([](const auto& in) { return log(in[0]); }, {p}, {{1e-6, 1e-5}});
+  check_against_cpu([](const auto& in) { return sqrt(in[0]); }, {p}, {{1e-6, 1e-5}});
 }
 
 TEST(ElementwiseGpu, ReductionsAndMse) {
   DDPM_REQUIRE_CUDA();
   Tensor x = random_tensor(kAct, 8);
-  check_against_cpu([](const auto& in) { return sum(in[0], {0, 1, 2}); }, {x}, 1e-3, 1e-4);
-  check_against_cpu([](const auto& in) { return sum(in[0], {-1}); }, {x}, 1e-4, 1e-4);
-  check_against_cpu([](const auto& in) { return mean(in[0], {1, 2}, true); }, {x}, 1e-5, 1e-4);
-  check_against_cpu([](const auto& in) { return mean(in[0]); }, {x}, 1e-6, 1e-4);
+  check_against_cpu([](const auto& in) { return sum(in[0], {0, 1, 2}); }, {x}, {{1e-3, 1e-4}});
+  check_against_cpu([](const auto& in) { return sum(in[0], {-1}); }, {x}, {{1e-4, 1e-4}});
+  check_against_cpu([](const auto& in) { return mean(in[0], {1, 2}, true); }, {x}, {{1e-5, 1e-4}});
+  check_against_cpu([](const auto& in) { return mean(in[0]); }, {x}, {{1e-6, 1e-4}});
   Tensor t = random_tensor(kAct, 9);
-  check_against_cpu([](const auto& in) { return mse_loss(in[0], in[1]); }, {x, t}, 1e-6, 1e-4);
+  check_against_cpu([](const auto& in) { return mse_loss(in[0], in[1]); }, {x, t}, {{1e-6, 1e-4}});
   check_against_cpu([](const auto& in) { return expand_to(in[0], {4, 16, 16, 128}); }, {random_tensor({128}, 3)},
-                    1e-4, 1e-4);
+                    {{1e-4, 1e-4}});
 }
 
 TEST(ElementwiseGpu, MixingDevicesIsAClearError) {

@@ -17,6 +17,8 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
+using testing::CudaCheck;
 using testing::random_tensor;
 
 struct Case {
@@ -26,7 +28,7 @@ struct Case {
 
 // Runs group_norm on the CPU (f32) and on CUDA with the same inputs and output gradient;
 // compares y and the gradients of x, gamma, beta, scale and shift.
-void check_against_cpu(const Case& c, bool silu, bool adagn) {
+void check_group_norm(const Case& c, bool silu, bool adagn) {
   const std::int64_t N = c.x[0], C = c.x.back();
   std::vector<Tensor> host{random_tensor(c.x, 1, DType::f32, 2.0), random_tensor({C}, 2, DType::f32),
                            random_tensor({C}, 3, DType::f32)};
@@ -36,27 +38,21 @@ void check_against_cpu(const Case& c, bool silu, bool adagn) {
   }
   // x gets a per-channel offset so that the group means are away from 0.
   host[0] = add(host[0], random_tensor({C}, 6, DType::f32, 3.0));
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (const Tensor& t : host) {
-    cpu_in.push_back(t.clone().set_requires_grad(true));
-    gpu_in.push_back(t.to(Device::cuda()).set_requires_grad(true));
-  }
   auto run = [&](const std::vector<Tensor>& in) {
     return group_norm(in[0], c.groups, in[1], in[2], 1e-5, silu, adagn ? in[3] : Tensor(), adagn ? in[4] : Tensor());
   };
-  Tensor yc = run(cpu_in), yg = run(gpu_in);
   // Forward: fp32 normalization of O(1) values; the statistics differ only in summation order.
-  EXPECT_TRUE(all_close(yg, yc, 1e-5, 1e-4)) << "forward";
-  Tensor w = random_tensor(c.x, 77, DType::f32);
-  yc.backward(w);
-  yg.backward(w.to(Device::cuda()));
+  CudaCheck check{{1e-5, 1e-4}};
   // dx: O(1); dgamma, dbeta sum N*H*W terms and dscale, dshift H*W terms of O(1): the
   // tolerance grows with the number of summed terms (fp32 summation order).
-  const double hw = static_cast<double>(yc.numel() / (N * C));
+  const double hw = static_cast<double>(shape_numel(c.x) / (N * C));
   const double atol[] = {2e-5, 2e-6 * hw * N + 1e-4, 2e-6 * hw * N + 1e-4, 2e-6 * hw + 1e-4, 2e-6 * hw + 1e-4};
   const char* names[] = {"x", "gamma", "beta", "scale", "shift"};
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), atol[i], 1e-4)) << "gradient of " << names[i];
+  for (std::size_t i = 0; i < host.size(); ++i) {
+    check.grad.push_back({atol[i], 1e-4});
+    check.names.push_back(names[i]);
+  }
+  check_against_cpu(run, host, check);
 }
 
 void check_all_variants(const Case& c) {
@@ -64,7 +60,7 @@ void check_all_variants(const Case& c) {
     for (bool silu : {false, true}) {
       SCOPED_TRACE(shape_str(c.x) + " G=" + std::to_string(c.groups) + (silu ? " silu" : "") +
                    (adagn ? " adagn" : ""));
-      check_against_cpu(c, silu, adagn);
+      check_group_norm(c, silu, adagn);
     }
 }
 

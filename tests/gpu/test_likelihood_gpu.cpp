@@ -16,27 +16,17 @@ namespace ddpm::diffusion {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
+using testing::CudaCheck;
 using testing::random_tensor;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
-// Runs f on the CPU (f32) and on CUDA with the same inputs and output gradient; compares
-// the outputs and the gradient of every input flagged in `grad`.
-void check_against_cpu(const Fn& f, const std::vector<Tensor>& host_inputs, const std::vector<bool>& grad,
-                       double atol, double rtol) {
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (std::size_t i = 0; i < host_inputs.size(); ++i) {
-    Tensor c = host_inputs[i].to(DType::f32);
-    cpu_in.push_back(c.clone().set_requires_grad(grad[i]));
-    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(grad[i]));
-  }
-  Tensor out_c = f(cpu_in), out_g = f(gpu_in);
-  EXPECT_TRUE(all_close(out_g, out_c, atol, rtol)) << "forward";
-  if (!out_c.requires_grad()) return;
-  Tensor w = random_tensor(out_c.shape(), 78, DType::f32);
-  out_c.backward(w);
-  out_g.backward(w.to(Device::cuda()));
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    if (grad[i]) EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), atol, rtol)) << "gradient of input " << i;
+// Forward and the gradients of the inputs flagged in `needs_grad`, all within (atol, rtol);
+// the output gradient is drawn from seed 78.
+CudaCheck tolerance(double atol, double rtol, std::vector<bool> needs_grad) {
+  CudaCheck check{{atol, rtol}};
+  check.needs_grad = std::move(needs_grad);
+  check.grad_seed = 78;
+  return check;
 }
 
 const Shape kImg{8, 32, 32, 3};
@@ -45,13 +35,13 @@ TEST(DiffusionGpu, NewUnaryOps) {
   DDPM_REQUIRE_CUDA();
   Tensor x = random_tensor({2, 8, 8, 256}, 1, DType::f64, 3.0);
   // tanh/exp-based: CUDA's fp32 math functions are within a few ulp of glibc's.
-  check_against_cpu([](const auto& in) { return tanh(in[0]); }, {x}, {true}, 1e-6, 1e-5);
-  check_against_cpu([](const auto& in) { return sigmoid(in[0]); }, {x}, {true}, 1e-6, 1e-5);
-  check_against_cpu([](const auto& in) { return clamp(in[0], -1.0, 1.0); }, {x}, {true}, 0, 0);
-  check_against_cpu([](const auto& in) { return clamp_min(in[0], 0.5); }, {x}, {true}, 0, 0);
-  check_against_cpu([](const auto& in) { return clamp_max(in[0], -0.5); }, {x}, {true}, 0, 0);
-  check_against_cpu([](const auto& in) { return greater_than(in[0], 0.3); }, {x}, {false}, 0, 0);
-  check_against_cpu([](const auto& in) { return less_than(in[0], -0.3); }, {x}, {false}, 0, 0);
+  check_against_cpu([](const auto& in) { return tanh(in[0]); }, {x}, tolerance(1e-6, 1e-5, {true}));
+  check_against_cpu([](const auto& in) { return sigmoid(in[0]); }, {x}, tolerance(1e-6, 1e-5, {true}));
+  check_against_cpu([](const auto& in) { return clamp(in[0], -1.0, 1.0); }, {x}, tolerance(0, 0, {true}));
+  check_against_cpu([](const auto& in) { return clamp_min(in[0], 0.5); }, {x}, tolerance(0, 0, {true}));
+  check_against_cpu([](const auto& in) { return clamp_max(in[0], -0.5); }, {x}, tolerance(0, 0, {true}));
+  check_against_cpu([](const auto& in) { return greater_than(in[0], 0.3); }, {x}, tolerance(0, 0, {false}));
+  check_against_cpu([](const auto& in) { return less_than(in[0], -0.3); }, {x}, tolerance(0, 0, {false}));
 }
 
 TEST(DiffusionGpu, QSampleAndPosterior) {
@@ -59,13 +49,13 @@ TEST(DiffusionGpu, QSampleAndPosterior) {
   DiffusionSchedule s(linear_betas(1000));
   const Timesteps t{0, 1, 10, 100, 400, 700, 998, 999};
   Tensor x0 = random_tensor(kImg, 2), eps = random_tensor(kImg, 3);
-  check_against_cpu([&](const auto& in) { return q_sample(s, in[0], t, in[1]); }, {x0, eps}, {true, true}, 1e-6,
-                    1e-5);
+  check_against_cpu([&](const auto& in) { return q_sample(s, in[0], t, in[1]); }, {x0, eps},
+                    tolerance(1e-6, 1e-5, {true, true}));
   check_against_cpu([&](const auto& in) { return q_posterior_mean_variance(s, in[0], in[1], t).mean; }, {x0, eps},
-                    {true, true}, 1e-6, 1e-5);
+                    tolerance(1e-6, 1e-5, {true, true}));
   // x0 from eps multiplies by 1/sqrt(alpha_bar) ~ 160 at t = 999.
   check_against_cpu([&](const auto& in) { return predict_x0_from_eps(s, in[0], t, in[1]); }, {x0, eps},
-                    {true, true}, 1e-4, 1e-5);
+                    tolerance(1e-4, 1e-5, {true, true}));
 }
 
 TEST(DiffusionGpu, KlAndDecoder) {
@@ -73,7 +63,7 @@ TEST(DiffusionGpu, KlAndDecoder) {
   Tensor m1 = random_tensor(kImg, 4), m2 = random_tensor(kImg, 5);
   Tensor lv1 = random_tensor(kImg, 6, DType::f64, 0.5), lv2 = random_tensor({8, 1, 1, 1}, 7, DType::f64, 0.5);
   check_against_cpu([](const auto& in) { return normal_kl(in[0], in[1], in[2], in[3]); }, {m1, lv1, m2, lv2},
-                    {true, true, true, true}, 1e-4, 1e-4);
+                    tolerance(1e-4, 1e-4, {true, true, true, true}));
   // Data on the 256 bin centres (including both edges), means near them.
   Tensor x = clamp(scale(random_tensor(kImg, 8), 0.6), -1.0, 1.0);
   std::vector<double> xv = x.to_double_vector();
@@ -83,7 +73,7 @@ TEST(DiffusionGpu, KlAndDecoder) {
   Tensor ls = add_scalar(scale(random_tensor(kImg, 10), 0.3), -3.0);
   // Log-probabilities and their gradients involve 1/p near the floor: a looser tolerance.
   check_against_cpu([&](const auto& in) { return discretized_gaussian_log_likelihood(in[0], in[1], in[2]); },
-                    {xb, means, ls}, {false, true, true}, 1e-3, 1e-3);
+                    {xb, means, ls}, tolerance(1e-3, 1e-3, {false, true, true}));
 }
 
 TEST(DiffusionGpu, HybridLoss) {
@@ -100,7 +90,7 @@ TEST(DiffusionGpu, HybridLoss) {
         bool gpu = in[0].device().is_cuda();
         return hybrid_loss(s, in[0], in[1], gpu ? x0g : x0c, gpu ? xtg : xt, t, gpu ? ng : noisec);
       },
-      {eps, vv}, {true, true}, 1e-3, 1e-3);
+      {eps, vv}, tolerance(1e-3, 1e-3, {true, true}));
 }
 
 }  // namespace

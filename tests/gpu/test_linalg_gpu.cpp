@@ -26,32 +26,9 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
+using testing::Tolerance;
 using testing::random_tensor;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
-
-struct Tol {
-  double atol, rtol;
-};
-
-// Runs f on the CPU (f32) and on CUDA with the same inputs and output gradient; compares
-// the outputs (tol_fwd) and every input gradient (tol_bwd[i]).
-void check_against_cpu(const Fn& f, const std::vector<Tensor>& host_inputs, Tol tol_fwd,
-                       const std::vector<Tol>& tol_bwd) {
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (const Tensor& t : host_inputs) {
-    Tensor c = t.to(DType::f32);
-    cpu_in.push_back(c.clone().set_requires_grad(true));
-    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(true));
-  }
-  Tensor out_c = f(cpu_in), out_g = f(gpu_in);
-  EXPECT_TRUE(all_close(out_g, out_c, tol_fwd.atol, tol_fwd.rtol)) << "forward";
-  Tensor w = random_tensor(out_c.shape(), 77, DType::f32);
-  out_c.backward(w);
-  out_g.backward(w.to(Device::cuda()));
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), tol_bwd[i].atol, tol_bwd[i].rtol))
-        << "gradient of input " << i;
-}
 
 TEST(LinalgGpu, LinearOnNhwcActivations) {
   DDPM_REQUIRE_CUDA();
@@ -61,10 +38,10 @@ TEST(LinalgGpu, LinearOnNhwcActivations) {
   Tensor x = random_tensor({8, 16, 16, 256}, 1);
   Tensor w = random_tensor({768, 256}, 2, DType::f64, 1.0 / 16.0);  // 1/sqrt(256)
   Tensor b = random_tensor({768}, 3);
-  check_against_cpu([](const auto& in) { return linear(in[0], in[1], in[2]); }, {x, w, b}, {2e-5, 1e-4},
-                    {{2e-5, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}});
-  check_against_cpu([](const auto& in) { return linear(in[0], in[1]); }, {x, w}, {2e-5, 1e-4},
-                    {{2e-5, 1e-4}, {1e-3, 1e-4}});
+  check_against_cpu([](const auto& in) { return linear(in[0], in[1], in[2]); }, {x, w, b},
+                    {{2e-5, 1e-4}, {{2e-5, 1e-4}, {1e-3, 1e-4}, {1e-3, 1e-4}}});
+  check_against_cpu([](const auto& in) { return linear(in[0], in[1]); }, {x, w},
+                    {{2e-5, 1e-4}, {{2e-5, 1e-4}, {1e-3, 1e-4}}});
 }
 
 TEST(LinalgGpu, TimeEmbeddingMlp) {
@@ -75,9 +52,9 @@ TEST(LinalgGpu, TimeEmbeddingMlp) {
   Tensor w1 = random_tensor({512, 512}, 5, DType::f64, 1.0 / std::sqrt(512.0));
   Tensor w2 = random_tensor({512, 512}, 6, DType::f64, 1.0 / std::sqrt(512.0));
   Tensor b1 = random_tensor({512}, 7), b2 = random_tensor({512}, 8);
-  Tol t{5e-5, 1e-4};
+  Tolerance t{5e-5, 1e-4};
   check_against_cpu([](const auto& in) { return linear(linear(in[0], in[1], in[2]), in[3], in[4]); },
-                    {x, w1, b1, w2, b2}, t, {t, {2e-4, 1e-4}, {2e-4, 1e-4}, {2e-4, 1e-4}, {2e-4, 1e-4}});
+                    {x, w1, b1, w2, b2}, {t, {t, {2e-4, 1e-4}, {2e-4, 1e-4}, {2e-4, 1e-4}, {2e-4, 1e-4}}});
 }
 
 TEST(LinalgGpu, BatchedAttentionProductsAllTransposes) {
@@ -91,13 +68,13 @@ TEST(LinalgGpu, BatchedAttentionProductsAllTransposes) {
       Tensor a = random_tensor(ta ? Shape{BH, d, S} : Shape{BH, S, d}, 9, DType::f64, 0.125);
       Tensor b = random_tensor(tb ? Shape{BH, S, d} : Shape{BH, d, S}, 10, DType::f64, 0.125);
       // Gradients contract over S = 256 (values ~2): a slightly looser atol.
-      check_against_cpu([ta, tb](const auto& in) { return matmul(in[0], in[1], ta, tb); }, {a, b}, {1e-5, 1e-4},
-                        {{5e-5, 1e-4}, {5e-5, 1e-4}});
+      check_against_cpu([ta, tb](const auto& in) { return matmul(in[0], in[1], ta, tb); }, {a, b},
+                        {{1e-5, 1e-4}, {{5e-5, 1e-4}, {5e-5, 1e-4}}});
     }
   // probabilities [BH, S, S] x v [BH, S, d]: K = 256.
   Tensor p = random_tensor({BH, S, S}, 11, DType::f64, 1.0 / 16.0), v = random_tensor({BH, S, d}, 12);
-  check_against_cpu([](const auto& in) { return matmul(in[0], in[1]); }, {p, v}, {2e-5, 1e-4},
-                    {{5e-5, 1e-4}, {5e-5, 1e-4}});
+  check_against_cpu([](const auto& in) { return matmul(in[0], in[1]); }, {p, v},
+                    {{2e-5, 1e-4}, {{5e-5, 1e-4}, {5e-5, 1e-4}}});
 }
 
 TEST(LinalgGpu, SharedOperandAcrossTheBatch) {
@@ -108,14 +85,14 @@ TEST(LinalgGpu, SharedOperandAcrossTheBatch) {
   Tensor a3t = random_tensor({8, 64, 256}, 15);
   for (bool tb : {false, true}) {
     Tensor b = tb ? random_tensor({128, 64}, 16, DType::f64, 0.125) : b2;
-    check_against_cpu([tb](const auto& in) { return matmul(in[0], in[1], false, tb); }, {a3, b}, {2e-5, 1e-4},
-                      {{2e-5, 1e-4}, {1e-3, 1e-4}});
-    check_against_cpu([tb](const auto& in) { return matmul(in[0], in[1], true, tb); }, {a3t, b}, {2e-5, 1e-4},
-                      {{2e-5, 1e-4}, {1e-3, 1e-4}});
+    check_against_cpu([tb](const auto& in) { return matmul(in[0], in[1], false, tb); }, {a3, b},
+                      {{2e-5, 1e-4}, {{2e-5, 1e-4}, {1e-3, 1e-4}}});
+    check_against_cpu([tb](const auto& in) { return matmul(in[0], in[1], true, tb); }, {a3t, b},
+                      {{2e-5, 1e-4}, {{2e-5, 1e-4}, {1e-3, 1e-4}}});
   }
   Tensor a2 = random_tensor({64, 256}, 17, DType::f64, 1.0 / 16.0), b3 = random_tensor({8, 256, 128}, 18);
-  check_against_cpu([](const auto& in) { return matmul(in[0], in[1]); }, {a2, b3}, {2e-5, 1e-4},
-                    {{1e-3, 1e-4}, {2e-5, 1e-4}});
+  check_against_cpu([](const auto& in) { return matmul(in[0], in[1]); }, {a2, b3},
+                    {{2e-5, 1e-4}, {{1e-3, 1e-4}, {2e-5, 1e-4}}});
 }
 
 TEST(LinalgGpu, MixingDevicesIsAClearError) {

@@ -16,57 +16,46 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::check_against_cpu;
+using testing::CudaCheck;
 using testing::random_tensor;
-using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
-// Runs f on CPU (f32) and on CUDA with the same inputs and output gradient; compares the
-// outputs and every input gradient.
-void check_against_cpu(const Fn& f, const std::vector<Tensor>& host_inputs, double atol, double rtol) {
-  std::vector<Tensor> cpu_in, gpu_in;
-  for (const Tensor& t : host_inputs) {
-    Tensor c = t.to(DType::f32);
-    cpu_in.push_back(c.clone().set_requires_grad(true));
-    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(true));
-  }
-  Tensor out_c = f(cpu_in), out_g = f(gpu_in);
-  EXPECT_EQ(out_g.device(), Device::cuda());
-  EXPECT_TRUE(all_close(out_g, out_c, atol, rtol)) << "forward";
-  Tensor w = random_tensor(out_c.shape(), 77, DType::f32);
-  out_c.backward(w);
-  out_g.backward(w.to(Device::cuda()));
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), atol, rtol)) << "gradient of input " << i;
-}
+// Exact agreement, and the CUDA run's output must be on the device.
+const CudaCheck kExact = [] {
+  CudaCheck c{{0, 0}};
+  c.expect_cuda_output = true;
+  return c;
+}();
 
 // Same sums in the same order on both devices: resampling and copies are exact.
 TEST(ResampleGpu, UpsampleAndAvgPool) {
   DDPM_REQUIRE_CUDA();
   Tensor x = random_tensor({4, 16, 16, 256}, 1);
-  check_against_cpu([](const auto& in) { return upsample_nearest2x(in[0]); }, {x}, 0, 0);
-  check_against_cpu([](const auto& in) { return avg_pool2x(in[0]); }, {x}, 0, 0);
+  check_against_cpu([](const auto& in) { return upsample_nearest2x(in[0]); }, {x}, kExact);
+  check_against_cpu([](const auto& in) { return avg_pool2x(in[0]); }, {x}, kExact);
   // C not a multiple of 4 takes the scalar path of the kernels.
   Tensor odd = random_tensor({2, 8, 6, 3}, 2);
-  check_against_cpu([](const auto& in) { return upsample_nearest2x(in[0]); }, {odd}, 0, 0);
-  check_against_cpu([](const auto& in) { return avg_pool2x(in[0]); }, {odd}, 0, 0);
+  check_against_cpu([](const auto& in) { return upsample_nearest2x(in[0]); }, {odd}, kExact);
+  check_against_cpu([](const auto& in) { return avg_pool2x(in[0]); }, {odd}, kExact);
 }
 
 TEST(ResampleGpu, ConcatSplitSlice) {
   DDPM_REQUIRE_CUDA();
   Tensor h = random_tensor({4, 16, 16, 256}, 3), skip = random_tensor({4, 16, 16, 128}, 4);
-  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, -1); }, {h, skip}, 0, 0);
+  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, -1); }, {h, skip}, kExact);
   Tensor a = random_tensor({2, 16, 16, 64}, 5), b = random_tensor({3, 16, 16, 64}, 6);
-  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, 0); }, {a, b}, 0, 0);
+  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, 0); }, {a, b}, kExact);
   Tensor c = random_tensor({4, 8, 16, 64}, 7);
-  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, 1); }, {c, c}, 0, 0);
+  check_against_cpu([](const auto& in) { return concat({in[0], in[1]}, 1); }, {c, c}, kExact);
   for (int axis : {0, 1, 3}) {
     SCOPED_TRACE(axis);
-    check_against_cpu([axis](const auto& in) { return slice(in[0], axis, 1, 2); }, {h}, 0, 0);
+    check_against_cpu([axis](const auto& in) { return slice(in[0], axis, 1, 2); }, {h}, kExact);
     check_against_cpu(
         [axis](const auto& in) {
           std::vector<Tensor> p = split(in[0], {1, in[0].dim(axis) - 1}, axis);
           return concat({p[1], p[0]}, axis);
         },
-        {h}, 0, 0);
+        {h}, kExact);
   }
 }
 
@@ -91,7 +80,7 @@ TEST(ResampleGpu, ClassEmbedding) {
   std::vector<std::int64_t> ids;
   for (int i = 0; i < 128; ++i) ids.push_back((i * 37) % 1000);
   ids[5] = ids[77] = ids[100] = 3;  // repeated ids accumulate in the same order on both devices
-  check_against_cpu([ids](const auto& in) { return embedding(in[0], ids); }, {table}, 0, 0);
+  check_against_cpu([ids](const auto& in) { return embedding(in[0], ids); }, {table}, kExact);
   EXPECT_THROW(embedding(table.to(DType::f32).to(Device::cuda()), {1000}), ValueError);
 }
 

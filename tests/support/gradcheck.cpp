@@ -113,4 +113,42 @@ ErrorStats compare(const Tensor& actual, const Tensor& expected) {
   return ::testing::AssertionSuccess();
 }
 
+void check_against_cpu(const std::function<Tensor(const Inputs&)>& f, const Inputs& host_inputs,
+                       const CudaCheck& check) {
+  const std::size_t n = host_inputs.size();
+  if ((!check.needs_grad.empty() && check.needs_grad.size() != n) ||
+      (check.grad.size() > 1 && check.grad.size() != n) || (!check.names.empty() && check.names.size() != n)) {
+    ADD_FAILURE() << "check_against_cpu: needs_grad, grad and names must be empty or have one entry per input ("
+                  << n << "); grad may also have one entry for all";
+    return;
+  }
+  auto needs_grad = [&](std::size_t i) { return check.needs_grad.empty() || check.needs_grad[i]; };
+  auto grad_tol = [&](std::size_t i) {
+    return check.grad.empty() ? check.forward : check.grad.size() == 1 ? check.grad[0] : check.grad[i];
+  };
+
+  Inputs cpu_in, gpu_in;
+  for (std::size_t i = 0; i < n; ++i) {
+    Tensor c = host_inputs[i].to(DType::f32);
+    cpu_in.push_back(c.clone().set_requires_grad(needs_grad(i)));
+    gpu_in.push_back(c.to(Device::cuda()).set_requires_grad(needs_grad(i)));
+  }
+  Tensor out_c = f(cpu_in), out_g = f(gpu_in);
+  if (check.expect_cuda_output) EXPECT_EQ(out_g.device(), Device::cuda());
+  EXPECT_TRUE(all_close(out_g, out_c, check.forward.atol, check.forward.rtol)) << "forward";
+
+  bool any_grad = false;
+  for (std::size_t i = 0; i < n; ++i) any_grad = any_grad || needs_grad(i);
+  if (!any_grad) return;
+  Tensor w = random_tensor(out_c.shape(), check.grad_seed, DType::f32);
+  out_c.backward(w);
+  out_g.backward(w.to(Device::cuda()));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!needs_grad(i)) continue;
+    const Tolerance tol = grad_tol(i);
+    EXPECT_TRUE(all_close(gpu_in[i].grad(), cpu_in[i].grad(), tol.atol, tol.rtol))
+        << "gradient of " << (check.names.empty() ? "input " + std::to_string(i) : check.names[i]);
+  }
+}
+
 }  // namespace ddpm::testing

@@ -2,6 +2,7 @@
 // CUDA-vs-CPU comparison used by every GPU test.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -11,6 +12,11 @@
 #include "engine/tensor.h"
 
 namespace ddpm::testing {
+
+using Inputs = std::vector<Tensor>;
+
+// Marks a (fresh) tensor as a leaf that requires grad and returns it: param(random_tensor(...)).
+inline Tensor param(Tensor t) { return t.set_requires_grad(true), t; }
 
 // f maps the inputs to a tensor; the check uses the scalar L = sum(f(inputs) * w) with a
 // fixed random weight w, so every output element matters. For every input that requires
@@ -38,6 +44,32 @@ ErrorStats compare(const Tensor& actual, const Tensor& expected);
 
 // Asserts shapes match and max_abs <= atol + rtol*|e| elementwise; reports the stats.
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol);
+
+// --- CUDA against the CPU reference ------------------------------------------------------
+
+// |actual - expected| <= atol + rtol * |expected|, as in all_close.
+struct Tolerance {
+  double atol = 0, rtol = 0;
+};
+
+// What check_against_cpu compares and how closely. Aggregate-initialized in this order,
+// e.g. {{1e-5, 1e-4}} (forward and every gradient), {{2e-5, 1e-4}, {{2e-5, 1e-4}, {1e-3, 1e-4}}}
+// (a tolerance per input gradient); set the later fields by name when they are needed.
+struct CudaCheck {
+  Tolerance forward;               // the outputs
+  std::vector<Tolerance> grad;     // input gradients: empty = `forward`, one = every input, else one per input
+  std::vector<bool> needs_grad;    // which inputs require (and have compared) gradients; empty = all
+  std::uint64_t grad_seed = 77;    // seed of the random f32 output gradient (random_tensor)
+  std::vector<std::string> names;  // input names for the messages; empty = "input <i>"
+  bool expect_cuda_output = false; // also check that the CUDA run's output lives on the device
+};
+
+// Runs f on the CPU (f32) and on CUDA with the same inputs (host_inputs rounded to f32) and
+// the same random output gradient; compares the outputs and the gradient of every input
+// that needs one. With no input needing a gradient, only the forward is compared.
+// Reports through EXPECT_*: call it with SCOPED_TRACE to name the case.
+void check_against_cpu(const std::function<Tensor(const Inputs&)>& f, const Inputs& host_inputs,
+                       const CudaCheck& check);
 
 }  // namespace ddpm::testing
 

@@ -80,7 +80,9 @@ void say(const TrainOptions& o, const std::string& text) {
 // A slab-shaped flat host tensor holding per-parameter tensors "<prefix><name>" (OIHW on disk).
 Tensor flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
                  const ParameterSlab& slab, const std::string& source) {
-  std::map<std::string, Tensor> by_name(tensors.begin(), tensors.end());
+  std::map<std::string, Tensor> by_name;  // the tensors of this prefix
+  for (const auto& [name, t] : tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) by_name.emplace(name, t);
   Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
   std::vector<std::string> missing, mismatched;
   for (std::size_t i = 0; i < slab.size(); ++i) {

@@ -1,6 +1,8 @@
 #include "apps/common/cli.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <exception>
 
 #include "engine/error.h"
@@ -9,6 +11,20 @@
 #endif
 
 namespace ddpm::cli {
+
+namespace {
+// Library messages end in " [path/file.cpp:123]" for developers; users see the sentence
+// alone unless DDPM_DEBUG is set.
+std::string user_message(const char* what) {
+  std::string m = what;
+  const char* debug = std::getenv("DDPM_DEBUG");
+  if (debug && *debug) return m;
+  std::size_t open = m.rfind(" [");
+  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
+    m.erase(open);
+  return m;
+}
+}  // namespace
 
 void add_common_flags(CLI::App& app, CommonFlags& flags) {
   app.add_option("--device", flags.device, "auto | cpu | cuda | cuda:N (auto picks CUDA when usable)")
@@ -44,10 +60,10 @@ int run(CLI::App& app, int argc, char** argv, const std::function<int()>& body) 
   try {
     return body();
   } catch (const ValueError& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), user_message(e.what()).c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), e.what());
+    std::fprintf(stderr, "%s: error: %s\n", name.c_str(), user_message(e.what()).c_str());
     return 1;
   }
 }

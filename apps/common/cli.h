@@ -5,7 +5,8 @@
 //   (`batch-size = 64`); a key that is not a flag of this program is an error.
 // - Exit codes: 0 success; 2 usage errors (bad flags, bad values, ddpm::ValueError raised
 //   while validating them); 1 anything else (I/O, CUDA, a failed run). Exactly one line
-//   "ddpm-xxx: error: <message>" is printed to stderr.
+//   "ddpm-xxx: error: <message>" is printed to stderr (without the library's [file:line] suffix
+//   unless DDPM_DEBUG is set).
 #pragma once
 
 #include <cstdint>

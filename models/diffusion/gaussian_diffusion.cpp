@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "engine/error.h"
+#include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linalg.h"
 #include "models/diffusion/likelihood.h"
@@ -51,11 +52,7 @@ Tensor slice_channels(const Tensor& x, std::int64_t begin, std::int64_t count) {
   DDPM_CHECK(begin >= 0 && count >= 1 && begin + count <= c_in,
              "slice_channels: channels [" << begin << ", " << begin + count << ") are outside the "
                                           << c_in << " channels of " << shape_str(x.shape()));
-  // Selection matrix W [count, C_in], W[j][begin + j] = 1, so (x W^T)[..., j] = x[..., begin + j].
-  std::vector<double> w(static_cast<std::size_t>(count * c_in), 0.0);
-  for (std::int64_t j = 0; j < count; ++j) w[static_cast<std::size_t>(j * c_in + begin + j)] = 1.0;
-  Tensor sel = Tensor::from_vector(w, {count, c_in}, x.dtype(), x.device());
-  return linear(x, sel);
+  return slice(x, -1, begin, count);  // a copy of the channel range, recorded on the tape
 }
 
 std::pair<Tensor, Tensor> split_learned_variance(const Tensor& out) {
@@ -84,16 +81,7 @@ Tensor batch_rows(const Tensor& x, std::int64_t begin, std::int64_t count) {
 Tensor concat_rows(const Tensor& a, const Tensor& b) {
   DDPM_CHECK(a.ndim() >= 1 && b.ndim() == a.ndim() && a.dtype() == b.dtype() && a.device() == b.device(),
              "concat_rows: cannot stack " << a.describe() << " and " << b.describe());
-  Shape sa(a.shape().begin() + 1, a.shape().end()), sb(b.shape().begin() + 1, b.shape().end());
-  DDPM_CHECK(sa == sb, "concat_rows: " << shape_str(a.shape()) << " and " << shape_str(b.shape())
-                                       << " differ past the batch axis");
-  Shape shape = a.shape();
-  shape[0] = a.dim(0) + b.dim(0);
-  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
-  Tensor top = batch_rows(out, 0, a.dim(0)), bottom = batch_rows(out, a.dim(0), b.dim(0));
-  top.copy_from(a.detach());
-  bottom.copy_from(b.detach());
-  return out;
+  return concat({a, b}, 0);
 }
 
 Tensor mean_type_target(const DiffusionSchedule& s, ModelMeanType type, const Tensor& x0, const Tensor& noise,

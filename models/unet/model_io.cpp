@@ -1,0 +1,346 @@
+#include "models/unet/model_io.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+
+namespace ddpm::unet {
+
+using nlohmann::json;
+
+// --- our config.json ---------------------------------------------------------------------
+
+json config_to_json(const UNetConfig& c) {
+  return json{{"image_size", c.image_size},
+              {"in_channels", c.in_channels},
+              {"model_channels", c.model_channels},
+              {"channel_mult", c.channel_mult},
+              {"num_res_blocks", c.num_res_blocks},
+              {"attention_resolutions", c.attention_resolutions},
+              {"num_heads", c.num_heads},
+              {"num_head_channels", c.num_head_channels},
+              {"dropout", c.dropout},
+              {"learn_sigma", c.learn_sigma},
+              {"use_scale_shift_norm", c.use_scale_shift_norm},
+              {"resblock_updown", c.resblock_updown},
+              {"rescale_residual", c.rescale_residual},
+              {"num_classes", c.num_classes},
+              {"norm_groups", c.norm_groups},
+              {"norm_eps", c.norm_eps},
+              {"time_embedding", timestep_embedding_style_name(c.time_embedding)}};
+}
+
+UNetConfig config_from_json(const json& j) {
+  DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
+  const json reference = config_to_json(UNetConfig{});
+  for (auto it = j.begin(); it != j.end(); ++it)
+    DDPM_CHECK_AS(reference.contains(it.key()), IoError, "model config: unknown key '" << it.key() << "'");
+  for (auto it = reference.begin(); it != reference.end(); ++it)
+    DDPM_CHECK_AS(j.contains(it.key()), IoError, "model config: missing key '" << it.key() << "'");
+  UNetConfig c;
+  try {
+    c.image_size = j.at("image_size").get<int>();
+    c.in_channels = j.at("in_channels").get<int>();
+    c.model_channels = j.at("model_channels").get<int>();
+    c.channel_mult = j.at("channel_mult").get<std::vector<int>>();
+    c.num_res_blocks = j.at("num_res_blocks").get<int>();
+    c.attention_resolutions = j.at("attention_resolutions").get<std::vector<int>>();
+    c.num_heads = j.at("num_heads").get<int>();
+    c.num_head_channels = j.at("num_head_channels").get<int>();
+    c.dropout = j.at("dropout").get<double>();
+    c.learn_sigma = j.at("learn_sigma").get<bool>();
+    c.use_scale_shift_norm = j.at("use_scale_shift_norm").get<bool>();
+    c.resblock_updown = j.at("resblock_updown").get<bool>();
+    c.rescale_residual = j.at("rescale_residual").get<bool>();
+    c.num_classes = j.at("num_classes").get<int>();
+    c.norm_groups = j.at("norm_groups").get<int>();
+    c.norm_eps = j.at("norm_eps").get<double>();
+    c.time_embedding = parse_timestep_embedding_style(j.at("time_embedding").get<std::string>());
+  } catch (const json::exception& e) {
+    DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
+  }
+  c.validate();
+  return c;
+}
+
+// --- diffusers' UNet2DModel config ---------------------------------------------------------
+
+namespace {
+
+template <class T>
+T get_or(const json& j, const char* key, T fallback) {
+  return j.contains(key) && !j.at(key).is_null() ? j.at(key).get<T>() : fallback;
+}
+
+[[noreturn]] void unsupported(const std::string& what) {
+  DDPM_THROW(ValueError, "this diffusers UNet2DModel is not supported: " << what);
+}
+
+}  // namespace
+
+UNetConfig config_from_diffusers(const json& j) {
+  try {
+    if (get_or<std::string>(j, "_class_name", "UNet2DModel") != "UNet2DModel")
+      unsupported("_class_name is " + j.at("_class_name").get<std::string>() + ", only UNet2DModel is");
+    if (get_or<std::string>(j, "time_embedding_type", "positional") != "positional")
+      unsupported("time_embedding_type must be positional");
+    if (get_or<std::string>(j, "act_fn", "silu") != "silu") unsupported("act_fn must be silu");
+    if (get_or<bool>(j, "center_input_sample", false)) unsupported("center_input_sample must be false");
+    if (!get_or<bool>(j, "add_attention", true)) unsupported("add_attention must be true (the middle block has attention)");
+    if (get_or<double>(j, "mid_block_scale_factor", 1.0) != 1.0) unsupported("mid_block_scale_factor must be 1");
+    if (get_or<std::string>(j, "class_embed_type", "") != "") unsupported("class_embed_type must be null");
+    if (j.contains("time_embedding_dim") && !j.at("time_embedding_dim").is_null())
+      unsupported("time_embedding_dim must be null (4 x the first block's channels)");
+    if (get_or<std::string>(j, "mid_block_type", "UNetMidBlock2D") != "UNetMidBlock2D")
+      unsupported("mid_block_type must be UNetMidBlock2D");
+
+    UNetConfig c;
+    c.image_size = get_or<int>(j, "sample_size", 32);
+    c.in_channels = get_or<int>(j, "in_channels", 3);
+    int out_channels = get_or<int>(j, "out_channels", c.in_channels);
+    if (out_channels == 2 * c.in_channels)
+      c.learn_sigma = true;
+    else if (out_channels != c.in_channels)
+      unsupported("out_channels must equal in_channels (or twice it, for learned variance)");
+
+    auto blocks = j.at("block_out_channels").get<std::vector<int>>();
+    if (blocks.empty()) unsupported("block_out_channels is empty");
+    c.model_channels = blocks[0];
+    c.channel_mult.clear();
+    for (int b : blocks) {
+      if (b % c.model_channels != 0) unsupported("block_out_channels must be multiples of the first");
+      c.channel_mult.push_back(b / c.model_channels);
+    }
+    c.num_res_blocks = get_or<int>(j, "layers_per_block", 2);
+    auto down = j.at("down_block_types").get<std::vector<std::string>>();
+    auto up = j.at("up_block_types").get<std::vector<std::string>>();
+    if (down.size() != blocks.size() || up.size() != blocks.size())
+      unsupported("down_block_types and up_block_types need one entry per block_out_channels entry");
+    c.attention_resolutions.clear();
+    for (std::size_t i = 0; i < down.size(); ++i) {
+      bool attn = down[i] == "AttnDownBlock2D";
+      if (!attn && down[i] != "DownBlock2D") unsupported("down block type " + down[i]);
+      std::string mirror = up[down.size() - 1 - i];
+      if (mirror != (attn ? "AttnUpBlock2D" : "UpBlock2D"))
+        unsupported("up_block_types do not mirror down_block_types (" + mirror + " against " + down[i] + ")");
+      if (attn) c.attention_resolutions.push_back(c.image_size >> i);
+    }
+    std::string down_type = get_or<std::string>(j, "downsample_type", "conv");
+    std::string up_type = get_or<std::string>(j, "upsample_type", "conv");
+    if (down_type != up_type || (down_type != "conv" && down_type != "resnet"))
+      unsupported("downsample_type/upsample_type must both be conv or both resnet");
+    c.resblock_updown = down_type == "resnet";
+    if (get_or<int>(j, "downsample_padding", 1) != 1) unsupported("downsample_padding must be 1");
+
+    if (j.contains("attention_head_dim") && !j.at("attention_head_dim").is_null()) {
+      c.num_head_channels = j.at("attention_head_dim").get<int>();
+    } else {
+      c.num_heads = 1;
+      c.num_head_channels = -1;
+    }
+    c.norm_groups = get_or<int>(j, "norm_num_groups", 32);
+    if (get_or<int>(j, "attn_norm_num_groups", c.norm_groups) != c.norm_groups)
+      unsupported("attn_norm_num_groups must be null or equal to norm_num_groups");
+    c.norm_eps = get_or<double>(j, "norm_eps", 1e-5);
+    c.dropout = get_or<double>(j, "dropout", 0.0);
+    std::string shift = get_or<std::string>(j, "resnet_time_scale_shift", "default");
+    if (shift != "default" && shift != "scale_shift") unsupported("resnet_time_scale_shift " + shift);
+    c.use_scale_shift_norm = shift == "scale_shift";
+    bool flip = get_or<bool>(j, "flip_sin_to_cos", true);
+    int freq_shift = get_or<int>(j, "freq_shift", 0);
+    if (!flip && freq_shift == 1)
+      c.time_embedding = TimestepEmbeddingStyle::ddpm;
+    else if (flip && freq_shift == 0)
+      c.time_embedding = TimestepEmbeddingStyle::improved;
+    else
+      unsupported("flip_sin_to_cos/freq_shift must be false/1 (DDPM) or true/0 (improved DDPM)");
+    int class_embeds = get_or<int>(j, "num_class_embeds", 0);
+    if (class_embeds == 1) unsupported("num_class_embeds must be at least 2 (classes + the null label)");
+    c.num_classes = class_embeds > 0 ? class_embeds - 1 : 0;
+    c.validate();
+    return c;
+  } catch (const json::exception& e) {
+    DDPM_THROW(IoError, "diffusers config: a required key is missing or has the wrong type: " << e.what());
+  }
+}
+
+json config_to_diffusers(const UNetConfig& c) {
+  c.validate();
+  DDPM_CHECK(!c.rescale_residual, "export to diffusers: rescale_residual (1/sqrt 2) has no UNet2DModel equivalent");
+  const int levels = static_cast<int>(c.channel_mult.size());
+  std::vector<int> blocks;
+  std::vector<std::string> down, up;
+  std::set<int> attention_channels;
+  for (int i = 0; i < levels; ++i) {
+    int ch = c.model_channels * c.channel_mult[static_cast<std::size_t>(i)];
+    blocks.push_back(ch);
+    bool attn = std::count(c.attention_resolutions.begin(), c.attention_resolutions.end(), c.image_size >> i) > 0;
+    down.push_back(attn ? "AttnDownBlock2D" : "DownBlock2D");
+    if (attn) attention_channels.insert(ch);
+  }
+  attention_channels.insert(blocks.back());  // the middle block
+  for (int i = levels - 1; i >= 0; --i) up.push_back(down[static_cast<std::size_t>(i)] == "AttnDownBlock2D" ? "AttnUpBlock2D" : "UpBlock2D");
+  json head_dim = nullptr;
+  if (c.num_head_channels > 0) {
+    head_dim = c.num_head_channels;
+  } else if (c.num_heads != 1) {
+    DDPM_CHECK(attention_channels.size() == 1,
+               "export to diffusers: a fixed head count over attention blocks of different widths has no "
+               "UNet2DModel equivalent (it takes channels per head)");
+    head_dim = *attention_channels.begin() / c.num_heads;
+  }
+  return json{{"_class_name", "UNet2DModel"},
+              {"sample_size", c.image_size},
+              {"in_channels", c.in_channels},
+              {"out_channels", c.out_channels()},
+              {"center_input_sample", false},
+              {"time_embedding_type", "positional"},
+              {"flip_sin_to_cos", c.time_embedding == TimestepEmbeddingStyle::improved},
+              {"freq_shift", c.time_embedding == TimestepEmbeddingStyle::improved ? 0 : 1},
+              {"down_block_types", down},
+              {"up_block_types", up},
+              {"block_out_channels", blocks},
+              {"layers_per_block", c.num_res_blocks},
+              {"mid_block_scale_factor", 1},
+              {"downsample_padding", 1},
+              {"downsample_type", c.resblock_updown ? "resnet" : "conv"},
+              {"upsample_type", c.resblock_updown ? "resnet" : "conv"},
+              {"dropout", c.dropout},
+              {"act_fn", "silu"},
+              {"attention_head_dim", head_dim},
+              {"norm_num_groups", c.norm_groups},
+              {"attn_norm_num_groups", c.norm_groups},
+              {"norm_eps", c.norm_eps},
+              {"resnet_time_scale_shift", c.use_scale_shift_norm ? "scale_shift" : "default"},
+              {"add_attention", true},
+              {"class_embed_type", nullptr},
+              {"num_class_embeds", c.num_classes > 0 ? json(c.num_classes + 1) : json(nullptr)}};
+}
+
+// --- state dicts ----------------------------------------------------------------------------
+
+namespace {
+
+// out[o, a, b, c] = in[o, perm...]: a 4-D axis permutation of a host tensor, where
+// `out_of_in[i]` names the input axis that becomes output axis i.
+template <class T>
+Tensor permute4(const Tensor& in, const int out_of_in[4]) {
+  const Shape& s = in.shape();
+  Shape os{s[out_of_in[0]], s[out_of_in[1]], s[out_of_in[2]], s[out_of_in[3]]};
+  Tensor out = Tensor::empty(os, in.dtype());
+  std::int64_t in_stride[4] = {s[1] * s[2] * s[3], s[2] * s[3], s[3], 1};
+  const T* src = in.data<T>();
+  T* dst = out.data<T>();
+  std::int64_t i = 0;
+  for (std::int64_t a = 0; a < os[0]; ++a)
+    for (std::int64_t b = 0; b < os[1]; ++b)
+      for (std::int64_t c = 0; c < os[2]; ++c)
+        for (std::int64_t d = 0; d < os[3]; ++d)
+          dst[i++] = src[a * in_stride[out_of_in[0]] + b * in_stride[out_of_in[1]] + c * in_stride[out_of_in[2]] +
+                         d * in_stride[out_of_in[3]]];
+  return out;
+}
+
+Tensor permute4(const Tensor& w, const int out_of_in[4]) {
+  DDPM_CHECK(w.ndim() == 4, "layout conversion needs a 4-D tensor, got " << w.describe());
+  Tensor h = w.cpu();
+  if (h.dtype() == DType::f64) return permute4<double>(h, out_of_in);
+  DDPM_CHECK(h.dtype() == DType::f32, "layout conversion supports f32 and f64, got " << h.describe());
+  return permute4<float>(h, out_of_in);
+}
+
+}  // namespace
+
+Tensor krsc_to_oihw(const Tensor& w) {
+  static const int perm[4] = {0, 3, 1, 2};  // [O, kh, kw, I] -> [O, I, kh, kw]
+  return permute4(w, perm);
+}
+
+Tensor oihw_to_krsc(const Tensor& w) {
+  static const int perm[4] = {0, 2, 3, 1};  // [O, I, kh, kw] -> [O, kh, kw, I]
+  return permute4(w, perm);
+}
+
+std::vector<std::pair<std::string, Tensor>> export_state_dict(const UNet& net) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (const auto& [name, t] : net.named_parameters())
+    out.emplace_back(name, t.ndim() == 4 ? krsc_to_oihw(t) : t.cpu().clone());
+  return out;
+}
+
+void load_state_dict(UNet& net, const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source) {
+  std::map<std::string, Tensor> given;
+  for (const auto& [name, t] : tensors) given[name] = t;
+  std::vector<std::string> missing, mismatched;
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (parameter, value in our layout)
+  for (const auto& [name, p] : net.named_parameters()) {
+    auto it = given.find(name);
+    if (it == given.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    Tensor v = it->second;
+    given.erase(it);
+    if (v.dtype() != DType::f32 && v.dtype() != DType::f64) {
+      mismatched.push_back(name + " (dtype " + dtype_name(v.dtype()) + ")");
+      continue;
+    }
+    if (v.ndim() == 4) v = oihw_to_krsc(v);
+    if (v.shape() != p.shape()) {
+      mismatched.push_back(name + " (file " + shape_str(v.shape()) + ", model " + shape_str(p.shape()) + ")");
+      continue;
+    }
+    copies.emplace_back(p, v);
+  }
+  if (!missing.empty() || !given.empty() || !mismatched.empty()) {
+    std::ostringstream os;
+    os << source << " does not match the model:";
+    auto list = [&os](const char* what, const std::vector<std::string>& names) {
+      if (names.empty()) return;
+      os << "\n  " << what << " (" << names.size() << "):";
+      for (std::size_t i = 0; i < names.size() && i < 10; ++i) os << " " << names[i];
+      if (names.size() > 10) os << " ...";
+    };
+    std::vector<std::string> unexpected;
+    for (const auto& kv : given) unexpected.push_back(kv.first);
+    list("missing", missing);
+    list("unexpected", unexpected);
+    list("mismatched", mismatched);
+    DDPM_THROW(ValueError, os.str());
+  }
+  for (auto& [p, v] : copies) {
+    Tensor p_mut = p;
+    p_mut.copy_from(v.to(p.dtype()));
+  }
+}
+
+void save_diffusers_folder(const UNet& net, const std::string& dir) {
+  json cfg = config_to_diffusers(net.config());
+  auto tensors = export_state_dict(net);
+  publish_directory(dir, [&](const std::string& tmp) {
+    write_file_atomic(tmp + "/config.json", cfg.dump(2) + "\n");
+    save_safetensors(tmp + "/diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
+  });
+}
+
+std::unique_ptr<UNet> load_diffusers_folder(const std::string& dir, Device device) {
+  json cfg;
+  const std::string cfg_path = dir + "/config.json";
+  try {
+    cfg = json::parse(read_file(cfg_path));
+  } catch (const json::exception& e) {
+    DDPM_THROW(IoError, cfg_path << " is not valid JSON: " << e.what());
+  }
+  UNetConfig c = config_from_diffusers(cfg);
+  Generator gen(0);
+  auto net = std::make_unique<UNet>(c, gen, device);
+  const std::string weights = dir + "/diffusion_pytorch_model.safetensors";
+  load_state_dict(*net, load_safetensors(weights).tensors, weights);
+  return net;
+}
+
+}  // namespace ddpm::unet

@@ -78,6 +78,13 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->capture_default_str()->group(O);
   app.add_option("--preset", o.preset, "auto | cpu-small | gpu-medium | gpu-cifar | none; explicit flags override it")
       ->capture_default_str();
+  app.footer(
+      "Defaults shown are those of --preset none. --preset auto (the default) applies cpu-small on the CPU\n"
+      "and gpu-medium on a GPU; flags given explicitly (or in --config) override the preset.\n"
+      "An --out folder that already holds a run is refused unless --resume latest|PATH (which must repeat\n"
+      "the run's flags: differences are listed) or --overwrite (the old run is moved aside to\n"
+      "DIR.replaced-<time>, never deleted). A non-finite loss skips the update; after --max-nonfinite\n"
+      "consecutive such steps the run stops with status 1, naming the step; the last checkpoint stays.");
 }
 
 void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, TrainOptions& o, Device device) {

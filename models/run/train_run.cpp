@@ -101,10 +101,18 @@ Tensor flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, con
     std::memcpy(view.raw_data(), v.raw_data(), v.nbytes());
     by_name.erase(it);
   }
+  std::vector<std::string> unexpected;
+  for (const auto& kv : by_name) unexpected.push_back(kv.first);
   std::ostringstream os;
-  for (const auto& n : missing) os << " missing " << n << ";";
-  for (const auto& n : mismatched) os << " mismatched " << n << ";";
-  for (const auto& kv : by_name) os << " unexpected " << kv.first << ";";
+  auto list = [&os](const char* what, const std::vector<std::string>& names) {  // at most 10 names each
+    if (names.empty()) return;
+    os << "\n  " << what << " (" << names.size() << "):";
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) os << " " << names[i];
+    if (names.size() > 10) os << " ...";
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("mismatched", mismatched);
   DDPM_CHECK_AS(missing.empty() && mismatched.empty() && by_name.empty(), IoError,
                 source << " does not match the model:" << os.str());
   return flat;
@@ -512,7 +520,7 @@ TrainResult train_run(const TrainOptions& o) {
         std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  ETA %s",
                       static_cast<long long>(done), static_cast<long long>(o.steps), line.loss, line.grad_norm, line.lr,
                       line.images_per_s, format_duration((o.steps - done) * total_time / timed_steps).c_str());
-        if (!is_terminal(o.log)) progress.line(buf);
+        progress.line(buf);
         w_loss = w_grad = w_time = 0;
         w_q = {};
         w_qn = {};

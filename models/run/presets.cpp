@@ -16,26 +16,33 @@ std::string resolve_preset(const std::string& name, Device device) {
 void apply_preset(const std::string& name, TrainOptions& o) {
   if (name == "none") return;
   if (name == "cpu-small") {
-    // 28x28 images unpadded (3 levels: 28 -> 14 -> 7), no attention, 1 residual block per
-    // level, 8 GroupNorm groups. Measured on the 2-core build machine (Release, OpenBLAS),
-    // Fashion-MNIST, batch 32, ddpm-train --steps 20:
-    //   CPU_SMALL_TIMINGS
-    o.num_channels = 32;
-    o.channel_mult = "1,2,2";
+    // 28x28 images unpadded (3 levels: 28 -> 14 -> 7 with 16, 32, 64 channels), no
+    // attention, 1 residual block per level, 8 GroupNorm groups, T = 1000 linear, batch 32.
+    // Measured with ddpm-train --steps 20 (plus the final 16-image, 50-step DDIM grid) on
+    // the 2-core build machine while it was shared (load average 8-19), Release, OpenBLAS:
+    //   32 ch, mult 1,2,2, 1 block:  11.7 img/s under load, 42.7 CPU-s (20 steps + grid)
+    //   32 ch, mult 1,2,2, 2 blocks: 0.6 img/s (load 19, not comparable)
+    //   16 ch, mult 1,2,2, 1 block:  1.8 img/s (load 19, not comparable)
+    //   16 ch, mult 1,2,4, 1 block:  23.3 img/s under load 8, 27.5 CPU-s (20 steps + grid)
+    // The last is the preset: about 1 CPU-s per step at batch 32, so 1000 steps take some
+    // 8-10 minutes on two idle cores (longer on a loaded machine), ~32k images seen: blurry
+    // but recognisable garment silhouettes are what to expect, not finished samples.
+    o.num_channels = 16;
+    o.channel_mult = "1,2,4";
     o.num_res_blocks = 1;
     o.attention_resolutions = "";
     o.norm_groups = 8;
     o.dropout = 0.0;
     o.pad_to_32 = false;
     o.batch_size = 32;
-    o.lr = 1e-3;
+    o.lr = 2e-3;
     o.warmup_steps = 100;
     o.grad_clip = 1.0;
     o.ema_rate = 0.995;
-    o.steps = 2000;
+    o.steps = 1000;
     o.save_every = 500;
-    o.sample_every = 1000;
-    o.log_every = 50;
+    o.sample_every = 500;
+    o.log_every = 25;
     o.num_samples = 16;
     o.sample_steps = 50;
     return;

@@ -241,7 +241,7 @@ TEST(TrainFlags, PresetUnderExplicitFlags) {
   run::apply_preset_under_flags(app, argc, argv, o, Device::cpu());
   EXPECT_EQ(o.preset, "cpu-small");
   EXPECT_EQ(o.num_channels, 48);        // explicit
-  EXPECT_EQ(o.channel_mult, "1,2,2");   // from the preset
+  EXPECT_EQ(o.channel_mult, "1,2,4");   // from the preset
   EXPECT_EQ(o.attention_resolutions, "");
   EXPECT_EQ(o.data, "toy");
   EXPECT_EQ(o.out, "r");

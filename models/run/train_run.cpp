@@ -514,7 +514,6 @@ TrainResult train_run(const TrainOptions& o) {
         line.images_per_s = static_cast<double>(o.batch_size) * w_steps / std::max(w_time, 1e-9);
         line.skipped = w_skipped;
         metrics.append(line);
-        metrics.write_loss_png();
         last_metrics = line.to_json();
         char buf[200];
         std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  ETA %s",
@@ -531,6 +530,7 @@ TrainResult train_run(const TrainOptions& o) {
         last_sampled = done;
       }
       if (done % o.save_every == 0 || done == o.steps) {
+        metrics.write_loss_png();  // with each checkpoint (an atomic, fsynced write)
         save();
         progress.line("ddpm-train: checkpoint " + result.last_checkpoint);
       }

@@ -8,7 +8,8 @@
 //      write config.json
 //   4. build the UNet, pack its slab, make the trainer; on --resume, check that the saved
 //      config equals this one (every differing name listed) and load the checkpoint
-//   5. loop: trainer.step(); metrics every --log-every steps; EMA samples (DDIM,
+//   5. loop: trainer.step(); metrics every --log-every steps (loss.png redrawn with each
+//      checkpoint); EMA samples (DDIM,
 //      --sample-steps, fixed seed) every --sample-every; a checkpoint every --save-every
 //      and at the end
 // Non-finite losses: the trainer skips such a step without touching the weights; after

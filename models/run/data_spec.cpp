@@ -1,0 +1,100 @@
+#include "models/run/data_spec.h"
+
+#include <filesystem>
+
+#include "engine/error.h"
+#include "models/data/cifar10.h"
+#include "models/data/idx.h"
+#include "models/data/image_folder.h"
+#include "models/data/toy.h"
+
+namespace ddpm::run {
+namespace {
+
+constexpr const char* kForms =
+    "fashion-mnist[:DIR], idx:IMAGES[,LABELS], cifar10:DIR, folder:DIR or toy";
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
+std::string after_colon(const std::string& text, const std::string& prefix) {
+  std::string rest = text.substr(prefix.size());
+  DDPM_CHECK(!rest.empty(), "--data " << text << ": the path after '" << prefix << "' is empty");
+  return rest;
+}
+
+}  // namespace
+
+DataSpec parse_data_spec(const std::string& text) {
+  DataSpec spec;
+  spec.text = text;
+  if (text == "fashion-mnist") {
+    spec.kind = DataSpec::Kind::fashion_mnist;
+  } else if (starts_with(text, "fashion-mnist:")) {
+    spec.kind = DataSpec::Kind::fashion_mnist;
+    spec.path = after_colon(text, "fashion-mnist:");
+  } else if (starts_with(text, "idx:")) {
+    spec.kind = DataSpec::Kind::idx;
+    std::string rest = after_colon(text, "idx:");
+    std::size_t comma = rest.find(',');
+    spec.path = rest.substr(0, comma);
+    if (comma != std::string::npos) {
+      spec.labels_path = rest.substr(comma + 1);
+      DDPM_CHECK(!spec.labels_path.empty() && spec.labels_path.find(',') == std::string::npos,
+                 "--data " << text << ": expected idx:IMAGES or idx:IMAGES,LABELS");
+    }
+    DDPM_CHECK(!spec.path.empty(), "--data " << text << ": the image file is empty");
+  } else if (starts_with(text, "cifar10:")) {
+    spec.kind = DataSpec::Kind::cifar10;
+    spec.path = after_colon(text, "cifar10:");
+  } else if (starts_with(text, "folder:")) {
+    spec.kind = DataSpec::Kind::folder;
+    spec.path = after_colon(text, "folder:");
+  } else if (text == "toy") {
+    spec.kind = DataSpec::Kind::toy;
+  } else {
+    DDPM_THROW(ValueError, "--data '" << text << "' is not a dataset; expected " << kForms);
+  }
+  return spec;
+}
+
+Dataset load_data(const DataSpec& spec, const DataOptions& options) {
+  Dataset ds;
+  switch (spec.kind) {
+    case DataSpec::Kind::fashion_mnist: {
+      const std::string dir = spec.path.empty() ? kFashionMnistDir : spec.path;
+      if (!std::filesystem::is_directory(dir)) {
+        if (spec.path.empty())
+          DDPM_THROW(IoError, "Fashion-MNIST is not installed (no folder " << dir
+                                  << "): install the Debian package dataset-fashion-mnist "
+                                     "(sudo apt-get install dataset-fashion-mnist), or pass "
+                                     "--data idx:IMAGES,LABELS with the files");
+        DDPM_THROW(IoError, "--data " << spec.text << ": no folder " << dir);
+      }
+      ds = load_fashion_mnist("train", dir);
+      break;
+    }
+    case DataSpec::Kind::idx:
+      ds = load_idx(spec.path, spec.labels_path, 10, spec.path);
+      break;
+    case DataSpec::Kind::cifar10:
+      ds = load_cifar10(spec.path, "train");
+      break;
+    case DataSpec::Kind::folder:
+      ds = load_image_folder(spec.path);
+      break;
+    case DataSpec::Kind::toy:
+      DDPM_CHECK(options.toy_count > 0, "the toy dataset needs a positive image count");
+      ds = make_toy_shapes(options.toy_count, options.seed, options.toy_size);
+      break;
+  }
+  ds.validate();
+  if (options.pad_to_32) {
+    DDPM_CHECK(ds.height <= 32 && ds.width <= 32,
+               "--pad-to-32: the images of " << ds.name << " are " << ds.height << "x" << ds.width
+                                             << ", larger than 32x32");
+    if (ds.height != 32 || ds.width != 32) ds = pad_to(ds, 32);
+  }
+  return ds;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,44 @@
+// models/run/data_spec.h: what `ddpm-train --data SPEC` means, and loading it.
+//
+//   fashion-mnist[:DIR]     Fashion-MNIST training split (the default), from the Debian package
+//                           dataset-fashion-mnist (/usr/share/datasets/fashion-mnist) or DIR
+//   idx:IMAGES[,LABELS]     MNIST-style IDX files, plain or gzip; labels optional (10 classes)
+//   cifar10:DIR             CIFAR-10 binary batches (data_batch_1..5.bin), training split
+//   folder:DIR              PNG images; labels from the class sub-folders, if any
+//   toy                     built-in 16x16 shapes (4 classes, models/data/toy.h): no files,
+//                           for tests and quick demos
+//
+// After loading, --pad-to-32 centres 28x28 images on a 32x32 canvas (so a 4-level UNet can
+// halve them three times); --random-flip is applied per batch by the loader.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "models/data/dataset.h"
+
+namespace ddpm::run {
+
+struct DataSpec {
+  enum class Kind { fashion_mnist, idx, cifar10, folder, toy };
+  Kind kind = Kind::fashion_mnist;
+  std::string path;         // the folder or the image file (empty: the default folder)
+  std::string labels_path;  // idx only, may be empty
+  std::string text;         // the spec as given
+};
+
+// Parses a --data value; ValueError listing the accepted forms for anything else.
+DataSpec parse_data_spec(const std::string& text);
+
+struct DataOptions {
+  bool pad_to_32 = false;
+  std::int64_t toy_count = 1024;  // images in the built-in toy set
+  int toy_size = 16;
+  std::uint64_t seed = 0;         // of the toy set
+};
+
+// Loads the dataset (IoError naming the file, or the package to install, when data is
+// missing or damaged) and applies the padding.
+Dataset load_data(const DataSpec& spec, const DataOptions& options);
+
+}  // namespace ddpm::run

@@ -1,0 +1,215 @@
+#include "models/run/metrics.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/png.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+namespace {
+
+nlohmann::json finite_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+double number_or_nan(const nlohmann::json& j) {
+  return j.is_number() ? j.get<double>() : std::numeric_limits<double>::quiet_NaN();
+}
+std::string csv_number(double v) {
+  if (!std::isfinite(v)) return "";
+  std::ostringstream os;
+  os.precision(9);
+  os << v;
+  return os.str();
+}
+
+double now_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Bresenham's line, clipped to the image.
+void draw_line(std::vector<std::uint8_t>& img, int h, int w, int x0, int y0, int x1, int y1,
+               std::array<std::uint8_t, 3> rgb) {
+  int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1, dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
+  int err = dx + dy;
+  for (;;) {
+    if (x0 >= 0 && x0 < w && y0 >= 0 && y0 < h)
+      for (int c = 0; c < 3; ++c) img[(static_cast<std::size_t>(y0) * w + x0) * 3 + c] = rgb[c];
+    if (x0 == x1 && y0 == y1) break;
+    int e2 = 2 * err;
+    if (e2 >= dy) { err += dy; x0 += sx; }
+    if (e2 <= dx) { err += dx; y0 += sy; }
+  }
+}
+
+}  // namespace
+
+nlohmann::json MetricsLine::to_json() const {
+  nlohmann::json j;
+  j["step"] = step;
+  j["loss"] = finite_or_null(loss);
+  for (int q = 0; q < 4; ++q) j["loss_q" + std::to_string(q)] = finite_or_null(loss_quartile[q]);
+  j["grad_norm"] = finite_or_null(grad_norm);
+  j["lr"] = lr;
+  j["images_per_s"] = images_per_s;
+  j["skipped"] = skipped;
+  return j;
+}
+
+MetricsLine MetricsLine::from_json(const nlohmann::json& j) {
+  MetricsLine m;
+  m.step = j.at("step").get<std::int64_t>();
+  m.loss = number_or_nan(j.at("loss"));
+  for (int q = 0; q < 4; ++q) m.loss_quartile[q] = number_or_nan(j.at("loss_q" + std::to_string(q)));
+  m.grad_norm = number_or_nan(j.at("grad_norm"));
+  m.lr = j.at("lr").get<double>();
+  m.images_per_s = j.at("images_per_s").get<double>();
+  m.skipped = j.value("skipped", std::int64_t{0});
+  return m;
+}
+
+std::string MetricsLine::to_csv() const {
+  std::ostringstream os;
+  os << step << ',' << csv_number(loss);
+  for (double q : loss_quartile) os << ',' << csv_number(q);
+  os << ',' << csv_number(grad_norm) << ',' << csv_number(lr) << ',' << csv_number(images_per_s) << ',' << skipped;
+  return os.str();
+}
+
+MetricsWriter::MetricsWriter(const std::string& run_dir, bool resume, std::int64_t keep_upto) : dir_(run_dir) {
+  const fs::path jsonl = fs::path(run_dir) / "metrics.jsonl";
+  if (resume && fs::exists(jsonl)) {
+    std::istringstream in(read_file(jsonl.string()));
+    std::string text;
+    while (std::getline(in, text)) {
+      if (text.empty()) continue;
+      try {
+        MetricsLine m = MetricsLine::from_json(nlohmann::json::parse(text));
+        if (m.step <= keep_upto) lines_.push_back(m);
+      } catch (const nlohmann::json::exception&) {
+        break;  // a line cut short by a crash: everything before it is kept
+      }
+    }
+  }
+  std::string j, c = std::string(kMetricsCsvHeader) + "\n";
+  for (const MetricsLine& m : lines_) {
+    j += m.to_json().dump() + "\n";
+    c += m.to_csv() + "\n";
+  }
+  write_file_atomic(jsonl.string(), j);
+  write_file_atomic((fs::path(run_dir) / "metrics.csv").string(), c);
+}
+
+void MetricsWriter::append(const MetricsLine& line) {
+  lines_.push_back(line);
+  std::ofstream j(fs::path(dir_) / "metrics.jsonl", std::ios::app);
+  j << line.to_json().dump() << "\n";
+  std::ofstream c(fs::path(dir_) / "metrics.csv", std::ios::app);
+  c << line.to_csv() << "\n";
+  DDPM_CHECK_AS(j.good() && c.good(), IoError, "could not append to the metrics files in " << dir_);
+}
+
+void MetricsWriter::write_loss_png() const {
+  std::vector<std::int64_t> steps;
+  std::vector<double> losses;
+  for (const MetricsLine& m : lines_)
+    if (std::isfinite(m.loss) && m.loss > 0) {
+      steps.push_back(m.step);
+      losses.push_back(m.loss);
+    }
+  const int h = 360, w = 640;
+  std::vector<std::uint8_t> img = draw_loss_curve(steps, losses, h, w);
+  write_png((fs::path(dir_) / "loss.png").string(), img.data(), h, w, 3);
+}
+
+std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps, const std::vector<double>& losses,
+                                          int height, int width) {
+  DDPM_CHECK(height >= 40 && width >= 40, "draw_loss_curve: the image must be at least 40x40");
+  DDPM_CHECK(steps.size() == losses.size(), "draw_loss_curve: " << steps.size() << " steps but " << losses.size()
+                                                                << " losses");
+  std::vector<std::uint8_t> img(static_cast<std::size_t>(height) * width * 3, 255);
+  const int left = 20, right = width - 10, top = 10, bottom = height - 20;  // the plot area
+  const std::array<std::uint8_t, 3> black{0, 0, 0}, grey{210, 210, 210}, blue{31, 90, 200};
+  if (steps.size() >= 2) {
+    double lo = 1e300, hi = -1e300;
+    for (double l : losses) {
+      lo = std::min(lo, std::log10(l));
+      hi = std::max(hi, std::log10(l));
+    }
+    lo = std::floor(lo);
+    hi = std::max(std::ceil(hi), lo + 1);
+    const double s0 = static_cast<double>(steps.front()), s1 = std::max(static_cast<double>(steps.back()), s0 + 1);
+    auto px = [&](double s) { return left + static_cast<int>(std::lround((s - s0) / (s1 - s0) * (right - left))); };
+    auto py = [&](double l) {
+      return bottom - static_cast<int>(std::lround((std::log10(l) - lo) / (hi - lo) * (bottom - top)));
+    };
+    for (double e = lo; e <= hi; e += 1) {  // a grid line per power of ten
+      const int y = bottom - static_cast<int>(std::lround((e - lo) / (hi - lo) * (bottom - top)));
+      draw_line(img, height, width, left, y, right, y, grey);
+    }
+    for (std::size_t i = 1; i < steps.size(); ++i)
+      draw_line(img, height, width, px(steps[i - 1]), py(losses[i - 1]), px(steps[i]), py(losses[i]), blue);
+  }
+  draw_line(img, height, width, left, top, left, bottom, black);  // axes
+  draw_line(img, height, width, left, bottom, right, bottom, black);
+  return img;
+}
+
+bool is_terminal(std::FILE* stream) { return stream != nullptr && ::isatty(::fileno(stream)) == 1; }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const long s = std::lround(seconds);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%02ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+Progress::Progress(std::int64_t total_steps, std::FILE* out, bool terminal)
+    : total_(total_steps), out_(out), terminal_(terminal) {}
+
+void Progress::update(std::int64_t done, double loss, double images_per_s, double eta_seconds) {
+  if (!terminal_ || out_ == nullptr) return;
+  const double t = now_seconds();
+  if (done < total_ && last_draw_ >= 0 && t - last_draw_ < 0.2) return;
+  last_draw_ = t;
+  const int width = 24;
+  const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "[%s%s] %lld/%lld %3d%%  loss %.4g  %.1f img/s  ETA %s",
+                std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                static_cast<long long>(done), static_cast<long long>(total_),
+                total_ > 0 ? static_cast<int>(100 * done / total_) : 100, loss, images_per_s,
+                format_duration(eta_seconds).c_str());
+  last_bar_ = buf;
+  std::fprintf(out_, "\r%s\033[K", buf);
+  std::fflush(out_);
+}
+
+void Progress::line(const std::string& text) {
+  if (out_ == nullptr) return;
+  if (terminal_)
+    std::fprintf(out_, "\r\033[K%s\n%s", text.c_str(), last_bar_.c_str());
+  else
+    std::fprintf(out_, "%s\n", text.c_str());
+  std::fflush(out_);
+}
+
+void Progress::finish() {
+  if (out_ != nullptr && terminal_ && !last_bar_.empty()) std::fprintf(out_, "\n");
+  if (out_ != nullptr) std::fflush(out_);
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,26 @@
+// models/run/presets.h: named training configurations for ddpm-train --preset.
+//
+// A preset sets a group of TrainOptions fields; flags given explicitly on the command line
+// (or in --config) override it (models/run/train_flags.h re-parses them on top).
+//   auto        cpu-small on the CPU, gpu-medium on a GPU
+//   cpu-small   a tiny UNet that trains on Fashion-MNIST on a 2-core CPU in minutes
+//   gpu-medium  a 32x32 UNet (64 channels, 4 levels, attention at 16) for an hour-scale GPU run
+//   gpu-cifar   the DDPM CIFAR-10 network and recipe (Ho et al. 2020, 35.7M parameters)
+//   none        the TrainOptions defaults
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "models/run/train_run.h"
+
+namespace ddpm::run {
+
+std::vector<std::string> preset_names();
+// "auto" -> "cpu-small" or "gpu-medium" by device; other names unchanged (ValueError when unknown).
+std::string resolve_preset(const std::string& name, Device device);
+// Sets the preset's fields of o (name already resolved; ValueError when unknown).
+void apply_preset(const std::string& name, TrainOptions& o);
+
+}  // namespace ddpm::run

@@ -1,0 +1,103 @@
+#include "models/run/train_flags.h"
+
+#include "models/run/presets.h"
+
+namespace ddpm::run {
+
+void add_train_flags(CLI::App& app, TrainOptions& o) {
+  // Data.
+  app.add_option("--data", o.data,
+                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy")
+      ->capture_default_str()->group("Data");
+  app.add_flag("--random-flip", o.random_flip, "flip training images left-right with probability 1/2")->group("Data");
+  app.add_flag("--pad-to-32", o.pad_to_32, "centre 28x28 images on 32x32 (for 4-level UNets)")->group("Data");
+  app.add_option("--toy-count", o.toy_count, "images in --data toy")->capture_default_str()->group("Data");
+  // Model.
+  const char* M = "Model";
+  app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")
+      ->capture_default_str()->group(M);
+  app.add_option("--num-channels", o.num_channels, "channels of the first level")->capture_default_str()->group(M);
+  app.add_option("--channel-mult", o.channel_mult, "channel multiplier per level, e.g. 1,2,2,2")
+      ->capture_default_str()->group(M);
+  app.add_option("--num-res-blocks", o.num_res_blocks, "residual blocks per level")->capture_default_str()->group(M);
+  app.add_option("--attention-resolutions", o.attention_resolutions,
+                 "feature-map sizes with self-attention, e.g. 16 or 16,8 (empty: none)")
+      ->capture_default_str()->group(M);
+  app.add_option("--num-heads", o.num_heads, "attention heads")->capture_default_str()->group(M);
+  app.add_option("--num-head-channels", o.num_head_channels, "channels per head (overrides --num-heads when > 0)")
+      ->capture_default_str()->group(M);
+  app.add_option("--norm-groups", o.norm_groups, "GroupNorm groups")->capture_default_str()->group(M);
+  app.add_option("--dropout", o.dropout, "dropout in the residual blocks")->capture_default_str()->group(M);
+  app.add_flag("--learn-sigma", o.learn_sigma, "learn the variance (2C outputs; improved DDPM)")->group(M);
+  app.add_flag("--use-scale-shift-norm", o.use_scale_shift_norm, "AdaGN: timestep scale and shift after GroupNorm")
+      ->group(M);
+  app.add_flag("--resblock-updown", o.resblock_updown, "BigGAN-style residual up/down-sampling")->group(M);
+  app.add_flag("--class-cond", o.class_cond, "class-conditional model (labels from the data)")->group(M);
+  app.add_option("--timestep-embedding", o.timestep_embedding, "ddpm | improved")->capture_default_str()->group(M);
+  // Diffusion.
+  const char* D = "Diffusion";
+  app.add_option("--diffusion-steps", o.diffusion_steps, "T")->capture_default_str()->group(D);
+  app.add_option("--noise-schedule", o.noise_schedule, "linear | cosine")->capture_default_str()->group(D);
+  app.add_option("--predict", o.predict, "eps | x0 | v: what the network predicts")->capture_default_str()->group(D);
+  app.add_option("--loss", o.loss, "simple | hybrid | vlb (hybrid requires --learn-sigma)")
+      ->capture_default_str()->group(D);
+  app.add_option("--schedule-sampler", o.schedule_sampler, "uniform | loss-second-moment: how t is drawn")
+      ->capture_default_str()->group(D);
+  // Training.
+  const char* T = "Training";
+  app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->group(T);
+  app.add_option("--microbatch", o.microbatch, "gradient accumulation chunk (0: the whole batch)")
+      ->capture_default_str()->group(T);
+  app.add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str()->group(T);
+  app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str()->group(T);
+  app.add_option("--warmup-steps", o.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str()->group(T);
+  app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: off)")->capture_default_str()->group(T);
+  app.add_option("--ema-rate", o.ema_rate, "EMA decay of the sampling weights")->capture_default_str()->group(T);
+  app.add_option("--class-dropout", o.class_dropout,
+                 "probability of the null label (classifier-free guidance); default 0.1 with --class-cond")
+      ->group(T);
+  app.add_option("--steps", o.steps, "total training steps (a resumed run continues up to it)")
+      ->capture_default_str()->group(T);
+  app.add_option("--max-nonfinite", o.max_nonfinite, "stop after this many consecutive non-finite steps")
+      ->capture_default_str()->group(T);
+  // Outputs.
+  const char* O = "Outputs";
+  app.add_option("--out", o.out, "the run folder (config.json, metrics, samples/, checkpoints/)")->group(O);
+  app.add_option("--resume", o.resume, "latest | a checkpoint folder: continue a run")->group(O);
+  app.add_flag("--overwrite", o.overwrite, "start a new run in --out even if it holds one (the old run is moved aside)")
+      ->group(O);
+  app.add_option("--save-every", o.save_every, "checkpoint every N steps (and at the end)")
+      ->capture_default_str()->group(O);
+  app.add_option("--sample-every", o.sample_every, "EMA sample grid every N steps (0: only at the end)")
+      ->capture_default_str()->group(O);
+  app.add_option("--log-every", o.log_every, "metrics line every N steps")->capture_default_str()->group(O);
+  app.add_option("--num-samples", o.num_samples, "images in each sample grid")->capture_default_str()->group(O);
+  app.add_option("--sample-steps", o.sample_steps, "DDIM steps of the sample grids (must divide --diffusion-steps)")
+      ->capture_default_str()->group(O);
+  app.add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance of the sample grids (class-cond)")
+      ->capture_default_str()->group(O);
+  app.add_option("--preset", o.preset, "auto | cpu-small | gpu-medium | gpu-cifar | none; explicit flags override it")
+      ->capture_default_str();
+  app.footer(
+      "Defaults shown are those of --preset none. --preset auto (the default) applies cpu-small on the CPU\n"
+      "and gpu-medium on a GPU; flags given explicitly (or in --config) override the preset.\n"
+      "An --out folder that already holds a run is refused unless --resume latest|PATH (which must repeat\n"
+      "the run's flags: differences are listed) or --overwrite (the old run is moved aside to\n"
+      "DIR.replaced-<time>, never deleted). A non-finite loss skips the update; after --max-nonfinite\n"
+      "consecutive such steps the run stops with status 1, naming the step; the last checkpoint stays.");
+}
+
+void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, TrainOptions& o, Device device) {
+  const std::string name = resolve_preset(o.preset, device);
+  TrainOptions fresh;
+  fresh.log = o.log;
+  fresh.seed = o.seed;
+  fresh.device = o.device;
+  apply_preset(name, fresh);
+  o = fresh;
+  app.clear();
+  app.parse(argc, argv);
+  o.preset = name;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,551 @@
+// models/run/train_run.cpp: the training run of ddpm-train (contract in train_run.h).
+#include "models/run/train_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/png.h"
+#include "engine/parameters.h"
+#include "models/data/loader.h"
+#include "models/diffusion/sampler.h"
+#include "models/diffusion/schedule.h"
+#include "models/run/checkpoint.h"
+#include "models/run/data_spec.h"
+#include "models/run/metrics.h"
+#include "models/train/trainer.h"
+#include "models/unet/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+namespace {
+
+// Independent generator keys for the three random streams of a run (weights, data order,
+// training draws), all derived from --seed (splitmix64 finalizer).
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
+constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
+
+std::vector<int> parse_int_list(const std::string& text, const char* flag) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    DDPM_CHECK(used == item.size() && !item.empty() && v > 0,
+               flag << " '" << text << "' must be a comma-separated list of positive integers");
+    out.push_back(v);
+  }
+  return out;
+}
+
+double resolved_class_dropout(const TrainOptions& o) {
+  return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond ? 0.1 : 0.0);
+}
+
+std::string now_stamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+void say(const TrainOptions& o, const std::string& text) {
+  if (o.log != nullptr) {
+    std::fprintf(o.log, "%s\n", text.c_str());
+    std::fflush(o.log);
+  }
+}
+
+// A slab-shaped flat host tensor holding per-parameter tensors "<prefix><name>" (OIHW on disk).
+Tensor flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
+                 const ParameterSlab& slab, const std::string& source) {
+  std::map<std::string, Tensor> by_name;  // the tensors of this prefix
+  for (const auto& [name, t] : tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) by_name.emplace(name, t);
+  Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
+  std::vector<std::string> missing, mismatched;
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    const SlabEntry& e = slab.entry(i);
+    auto it = by_name.find(prefix + e.name);
+    if (it == by_name.end()) {
+      missing.push_back(prefix + e.name);
+      continue;
+    }
+    Tensor v = it->second.shape().size() == 4 ? unet::oihw_to_krsc(it->second) : it->second;
+    if (v.shape() != e.value.shape() || v.dtype() != DType::f32) {
+      mismatched.push_back(prefix + e.name);
+      continue;
+    }
+    Tensor view = slab.slice(flat, i);
+    std::memcpy(view.raw_data(), v.raw_data(), v.nbytes());
+    by_name.erase(it);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& kv : by_name) unexpected.push_back(kv.first);
+  std::ostringstream os;
+  auto list = [&os](const char* what, const std::vector<std::string>& names) {  // at most 10 names each
+    if (names.empty()) return;
+    os << "\n  " << what << " (" << names.size() << "):";
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) os << " " << names[i];
+    if (names.size() > 10) os << " ...";
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("mismatched", mismatched);
+  DDPM_CHECK_AS(missing.empty() && mismatched.empty() && by_name.empty(), IoError,
+                source << " does not match the model:" << os.str());
+  return flat;
+}
+
+// Per-parameter views of a slab-shaped flat tensor as host tensors (convolutions OIHW).
+void append_named(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
+                  std::vector<std::pair<std::string, Tensor>>& out) {
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    Tensor v = slab.slice(flat, i).to(Device::cpu()).clone();
+    out.emplace_back(prefix + slab.entry(i).name, v.shape().size() == 4 ? unet::krsc_to_oihw(v) : v);
+  }
+}
+
+// Swaps the EMA weights into the slab for its lifetime (sampling, export).
+class EmaSwap {
+ public:
+  EmaSwap(Ema& ema, ParameterSlab& slab) : ema_(ema), slab_(slab) { ema_.swap(slab_); }
+  ~EmaSwap() { ema_.swap(slab_); }
+  EmaSwap(const EmaSwap&) = delete;
+  EmaSwap& operator=(const EmaSwap&) = delete;
+
+ private:
+  Ema& ema_;
+  ParameterSlab& slab_;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+void validate_options(const TrainOptions& o) {
+  auto positive = [](const char* flag, double v) { DDPM_CHECK(v > 0, flag << " must be positive, got " << v); };
+  auto non_negative = [](const char* flag, double v) { DDPM_CHECK(v >= 0, flag << " must be >= 0, got " << v); };
+  positive("--num-channels", o.num_channels);
+  positive("--num-res-blocks", o.num_res_blocks);
+  positive("--norm-groups", o.norm_groups);
+  positive("--diffusion-steps", static_cast<double>(o.diffusion_steps));
+  positive("--batch-size", static_cast<double>(o.batch_size));
+  positive("--steps", static_cast<double>(o.steps));
+  positive("--save-every", static_cast<double>(o.save_every));
+  positive("--log-every", static_cast<double>(o.log_every));
+  positive("--lr", o.lr);
+  positive("--num-samples", o.num_samples);
+  positive("--sample-steps", o.sample_steps);
+  positive("--max-nonfinite", o.max_nonfinite);
+  positive("--toy-count", static_cast<double>(o.toy_count));
+  non_negative("--microbatch", static_cast<double>(o.microbatch));
+  non_negative("--warmup-steps", static_cast<double>(o.warmup_steps));
+  non_negative("--grad-clip", o.grad_clip);
+  non_negative("--weight-decay", o.weight_decay);
+  non_negative("--sample-every", static_cast<double>(o.sample_every));
+  non_negative("--image-size", o.image_size);
+  DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
+  DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
+  DDPM_CHECK(o.class_dropout <= 1, "--class-dropout must be in [0, 1], got " << o.class_dropout);
+  DDPM_CHECK(!o.out.empty(), "--out is required: the run folder to write");
+  DDPM_CHECK(o.resume.empty() || !o.overwrite, "--resume and --overwrite exclude each other");
+
+  // Names that must parse (each parser's ValueError lists the choices).
+  diffusion::parse_noise_schedule(o.noise_schedule);
+  diffusion::parse_model_mean_type(o.predict);
+  const diffusion::LossType loss = diffusion::parse_loss_type(o.loss);
+  parse_timestep_embedding_style(o.timestep_embedding);
+  DDPM_CHECK(o.schedule_sampler == "uniform" || o.schedule_sampler == "loss-second-moment",
+             "--schedule-sampler must be uniform or loss-second-moment, got '" << o.schedule_sampler << "'");
+  parse_data_spec(o.data);
+
+  DDPM_CHECK(o.noise_schedule != "linear" || o.diffusion_steps > 20,
+             "--diffusion-steps " << o.diffusion_steps << " is too few for the linear schedule (needs > 20)");
+  DDPM_CHECK(loss != diffusion::LossType::hybrid || o.learn_sigma,
+             "--loss hybrid trains the variance: it requires --learn-sigma");
+  DDPM_CHECK(o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0,
+             "--sample-steps " << o.sample_steps << " does not divide --diffusion-steps " << o.diffusion_steps
+                               << " (DDIM respacing needs an integer stride)");
+  DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond,
+             "--guidance-scale " << o.guidance_scale << " needs a class-conditional model (--class-cond)");
+  DDPM_CHECK(o.class_dropout <= 0 || o.class_cond,
+             "--class-dropout " << o.class_dropout << " needs a class-conditional model (--class-cond)");
+  DDPM_CHECK(o.microbatch == 0 || o.microbatch <= o.batch_size,
+             "--microbatch " << o.microbatch << " is larger than --batch-size " << o.batch_size);
+
+  const std::vector<int> mult = parse_int_list(o.channel_mult, "--channel-mult");
+  DDPM_CHECK(!mult.empty(), "--channel-mult must name at least one level");
+  if (!o.attention_resolutions.empty()) parse_int_list(o.attention_resolutions, "--attention-resolutions");
+  for (int m : mult) {
+    const long ch = static_cast<long>(o.num_channels) * m;
+    DDPM_CHECK(ch % o.norm_groups == 0, "--num-channels " << o.num_channels << " x channel multiplier " << m << " = "
+                                                           << ch << " channels are not divisible by the "
+                                                           << o.norm_groups << " GroupNorm groups (--norm-groups)");
+    if (o.num_head_channels > 0)
+      DDPM_CHECK(ch % o.num_head_channels == 0,
+                 "--num-head-channels " << o.num_head_channels << " does not divide " << ch << " channels");
+    else
+      DDPM_CHECK(o.num_heads > 0 && ch % o.num_heads == 0,
+                 "--num-heads " << o.num_heads << " does not divide " << ch << " channels");
+  }
+  const int halvings = static_cast<int>(mult.size()) - 1;
+  DDPM_CHECK(o.image_size == 0 || o.image_size % (1 << halvings) == 0,
+             "--image-size " << o.image_size << " cannot be halved " << halvings << " times for the "
+                             << mult.size() << " levels of --channel-mult " << o.channel_mult);
+}
+
+unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes) {
+  DDPM_CHECK(o.image_size == 0 || o.image_size == size,
+             "--image-size " << o.image_size << " differs from the data's " << size << "x" << size
+                             << (size == 28 ? " (add --pad-to-32 for 32)" : ""));
+  unet::UNetConfig c;
+  c.image_size = size;
+  c.in_channels = channels;
+  c.model_channels = o.num_channels;
+  c.channel_mult = parse_int_list(o.channel_mult, "--channel-mult");
+  c.num_res_blocks = o.num_res_blocks;
+  c.attention_resolutions =
+      o.attention_resolutions.empty() ? std::vector<int>{} : parse_int_list(o.attention_resolutions, "--attention-resolutions");
+  c.num_heads = o.num_heads;
+  c.num_head_channels = o.num_head_channels;
+  c.dropout = o.dropout;
+  c.learn_sigma = o.learn_sigma;
+  c.use_scale_shift_norm = o.use_scale_shift_norm;
+  c.resblock_updown = o.resblock_updown;
+  c.num_classes = o.class_cond ? num_classes : 0;
+  c.norm_groups = o.norm_groups;
+  c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);
+  const int levels = static_cast<int>(c.channel_mult.size());
+  DDPM_CHECK(size % (1 << (levels - 1)) == 0,
+             "the images are " << size << "x" << size << ", which the " << levels << " levels of --channel-mult "
+                               << o.channel_mult << " cannot halve " << levels - 1
+                               << " times: pad them (--pad-to-32) or use fewer levels");
+  c.validate();
+  return c;
+}
+
+nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& model) {
+  nlohmann::json j;
+  j["model"] = unet::config_to_json(model);
+  j["diffusion"] = {{"diffusion_steps", o.diffusion_steps}, {"noise_schedule", o.noise_schedule},
+                    {"predict", o.predict},                 {"loss", o.loss},
+                    {"learn_sigma", o.learn_sigma},         {"schedule_sampler", o.schedule_sampler}};
+  j["data"] = {{"data", o.data}, {"random_flip", o.random_flip}, {"pad_to_32", o.pad_to_32}, {"toy_count", o.toy_count}};
+  j["train"] = {{"batch_size", o.batch_size},   {"lr", o.lr},
+                {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
+                {"grad_clip", o.grad_clip},     {"ema_rate", o.ema_rate},
+                {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed}};
+  // May differ on resume.
+  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", "ddim"}, {"sample_steps", o.sample_steps},
+                   {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
+  j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
+              {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
+              {"preset", o.preset},         {"device", o.device.str()}};
+  return j;
+}
+
+namespace {
+
+// The configs minus the sections that may change on resume.
+nlohmann::json defining_part(nlohmann::json j) {
+  j.erase("run");
+  j.erase("sampling");
+  return j;
+}
+
+// Prepares the run folder; returns the checkpoint folder to resume from ("" for a new run).
+std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& config) {
+  const fs::path out(o.out);
+  std::string resume_dir;
+  if (!o.resume.empty()) {
+    resume_dir = o.resume == "latest" ? resolve_checkpoint(o.out, "latest") : resolve_checkpoint(o.out, o.resume);
+    // The checkpoint's own run folder (RUN/checkpoints/step_N) holds its config.
+    const fs::path ckpt_run = fs::path(resume_dir).parent_path().parent_path();
+    const fs::path cfg_dir = fs::exists(ckpt_run / "config.json") ? ckpt_run : out;
+    const nlohmann::json saved = read_run_config(cfg_dir.string());
+    const std::vector<std::string> diffs = config_differences(defining_part(saved), defining_part(config));
+    if (!diffs.empty()) {
+      std::ostringstream os;
+      os << "the checkpoint " << resume_dir << " was trained with a different configuration than these flags ("
+         << diffs.size() << " difference" << (diffs.size() == 1 ? "" : "s") << ", checkpoint vs flags):";
+      for (const std::string& d : diffs) os << "\n  " << d;
+      DDPM_THROW(ValueError, os.str());
+    }
+  } else if (fs::exists(out) && is_run_folder(o.out)) {
+    DDPM_CHECK(o.overwrite, "--out " << o.out
+                                     << " already holds a run; pass --resume latest to continue it, or --overwrite "
+                                        "to start a new one there (the old run is moved aside, not deleted)");
+    const std::string aside = o.out + ".replaced-" + now_stamp();
+    fs::rename(out, aside);
+    say(o, "ddpm-train: moved the previous run in " + o.out + " aside to " + aside);
+  }
+  fs::create_directories(out / "samples");
+  fs::create_directories(out / "checkpoints");
+  write_run_config(o.out, config);
+  return resume_dir;
+}
+
+}  // namespace
+
+TrainResult train_run(const TrainOptions& o) {
+  validate_options(o);
+  DataOptions dopt;
+  dopt.pad_to_32 = o.pad_to_32;
+  dopt.toy_count = o.toy_count;
+  dopt.seed = o.seed;
+  auto data = std::make_shared<Dataset>(load_data(parse_data_spec(o.data), dopt));
+  DDPM_CHECK(data->height == data->width,
+             "the images of " << data->name << " are " << data->height << "x" << data->width << "; the UNet needs square images");
+  DDPM_CHECK(!o.class_cond || data->has_labels(),
+             "--class-cond needs labels, and " << data->name << " has none (use class sub-folders for folder:DIR)");
+  const int num_classes = o.class_cond ? data->num_classes : 0;
+  const unet::UNetConfig mc = make_unet_config(o, static_cast<int>(data->height), static_cast<int>(data->channels), num_classes);
+  const nlohmann::json config = run_config_json(o, mc);
+  const std::string resume_dir = prepare_run_folder(o, config);
+  say(o, "ddpm-train: " + data->describe());
+
+  TrainResult result;
+  result.run_dir = o.out;
+  try {
+    Generator init_gen(derive_seed(o.seed, kInitStream));
+    unet::UNet net(mc, init_gen, o.device);
+    ParameterSlab slab;
+    slab.pack(net.named_parameters());
+    const diffusion::DiffusionSchedule schedule(
+        diffusion::betas_for(diffusion::parse_noise_schedule(o.noise_schedule), o.diffusion_steps));
+
+    LoaderOptions lopt;
+    lopt.batch_size = o.batch_size;
+    lopt.seed = derive_seed(o.seed, kLoaderStream);
+    lopt.random_flip = o.random_flip;
+    lopt.device = o.device;
+    BatchLoader loader(data, lopt);
+
+    train::TrainerConfig tc;
+    tc.loss.loss = diffusion::parse_loss_type(o.loss);
+    tc.loss.mean_type = diffusion::parse_model_mean_type(o.predict);
+    tc.loss.learned_sigma = o.learn_sigma;
+    tc.timesteps = o.schedule_sampler == "uniform" ? train::TimestepSampling::uniform
+                                                   : train::TimestepSampling::loss_second_moment;
+    tc.adamw.lr = o.lr;
+    tc.adamw.weight_decay = o.weight_decay;
+    tc.warmup_steps = o.warmup_steps;
+    tc.grad_clip = o.grad_clip;
+    tc.ema_rate = o.ema_rate;
+    tc.microbatch = o.microbatch;
+    tc.num_classes = num_classes;
+    tc.label_dropout = resolved_class_dropout(o);
+    tc.seed = o.seed;
+
+    train::Trainer* trainer_ptr = nullptr;  // dropout draws from the trainer's generator
+    diffusion::DenoiseFn train_fn = [&](const Tensor& x, const std::vector<double>& t,
+                                        const std::vector<std::int64_t>& labels) {
+      nn::Context ctx{true, &trainer_ptr->generator()};
+      return net.forward(x, t, labels, ctx);
+    };
+    train::BatchProvider batches = [&](std::int64_t, Generator&) {
+      ddpm::Batch b = loader.next();
+      return train::Batch{b.images, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}};
+    };
+    train::Trainer trainer(slab, train_fn, schedule, batches, tc);
+    trainer_ptr = &trainer;
+
+    nlohmann::json last_metrics = nlohmann::json::object();
+    if (!resume_dir.empty()) {
+      const Checkpoint ck = load_checkpoint(resume_dir);
+      unet::load_state_dict(net, ck.ema, resume_dir + "/" + kEmaFile);
+      const Tensor ema_flat = slab.values().clone();
+      unet::load_state_dict(net, ck.model, resume_dir + "/" + kModelFile);
+      train::TrainerState st;
+      st.step = ck.step;
+      const nlohmann::json& js = ck.trainer_state;
+      st.seed = js.at("generator").at("seed").get<std::uint64_t>();
+      st.offset = js.at("generator").at("offset").get<std::uint64_t>();
+      st.params = slab.values().clone();
+      st.adam_step = js.at("adam_step").get<std::int64_t>();
+      const std::string opt_file = resume_dir + "/" + kOptimizerFile;
+      st.exp_avg = flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(o.device);
+      st.exp_avg_sq = flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(o.device);
+      st.ema = ema_flat;
+      if (tc.timesteps == train::TimestepSampling::loss_second_moment)
+        st.importance.emplace(o.diffusion_steps);  // history not saved: re-warms (train_run.h)
+      trainer.load_state(st);
+      loader.set_position({js.at("loader").at("epoch").get<std::int64_t>(), js.at("loader").at("index").get<std::int64_t>()});
+      last_metrics = js.value("metrics", nlohmann::json::object());
+      say(o, "ddpm-train: resumed from " + resume_dir + " at step " + std::to_string(ck.step));
+    }
+
+    auto save = [&]() {
+      Checkpoint ck;
+      ck.step = trainer.step_count();
+      ck.model = unet::export_state_dict(net);
+      {
+        EmaSwap swap(trainer.ema(), slab);
+        ck.ema = unet::export_state_dict(net);
+      }
+      append_named(trainer.optimizer().exp_avg(), "exp_avg.", slab, ck.optimizer);
+      append_named(trainer.optimizer().exp_avg_sq(), "exp_avg_sq.", slab, ck.optimizer);
+      const Generator& g = trainer.generator();
+      ck.trainer_state = {{"step", ck.step},
+                          {"adam_step", trainer.optimizer().step_count()},
+                          {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
+                          {"loader", {{"epoch", loader.position().epoch}, {"index", loader.position().index}}},
+                          {"metrics", last_metrics}};
+      result.last_checkpoint = save_checkpoint(o.out, ck);
+    };
+
+    auto write_samples = [&]() {
+      const int n = o.num_samples;
+      const std::int64_t H = mc.image_size, C = mc.in_channels;
+      diffusion::DenoiseFn eval_fn = [&](const Tensor& x, const std::vector<double>& t,
+                                         const std::vector<std::int64_t>& labels) {
+        return net.forward(x, t, labels, nn::Context{false, nullptr});
+      };
+      diffusion::SamplerConfig sc;
+      sc.kind = diffusion::SamplerConfig::Kind::ddim;
+      sc.respacing = "ddim" + std::to_string(o.sample_steps);
+      sc.mean_type = tc.loss.mean_type;
+      sc.learned_sigma = o.learn_sigma;
+      sc.num_classes = num_classes;
+      sc.guidance_scale = o.guidance_scale;
+      std::vector<std::int64_t> labels;
+      for (int i = 0; num_classes > 0 && i < n; ++i) labels.push_back(i % num_classes);
+      Generator g(kSampleSeed);
+      Tensor x;
+      {
+        EmaSwap swap(trainer.ema(), slab);
+        x = diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
+      }
+      const std::vector<float> v = x.to_vector();
+      std::vector<std::uint8_t> bytes(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i)  // [-1, 1] -> [0, 255]
+        bytes[i] = static_cast<std::uint8_t>(std::lround(std::min(1.0f, std::max(-1.0f, v[i])) * 127.5f + 127.5f));
+      const int nrow = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+      Image grid = make_grid(bytes.data(), n, static_cast<int>(H), static_cast<int>(H), static_cast<int>(C), nrow);
+      const std::string path = o.out + "/samples/step_" + std::to_string(trainer.step_count()) + ".png";
+      write_png(path, grid);
+      return path;
+    };
+
+    MetricsWriter metrics(o.out, !resume_dir.empty(), trainer.step_count());
+    Progress progress(o.steps, o.log, is_terminal(o.log));
+    // Window accumulators for the metrics lines.
+    double w_loss = 0, w_grad = 0, w_time = 0;
+    std::array<double, 4> w_q{};
+    std::array<std::int64_t, 4> w_qn{};
+    std::int64_t w_steps = 0, w_good = 0, w_skipped = 0, consecutive_bad = 0;
+    double total_time = 0;
+    std::int64_t timed_steps = 0;
+    std::int64_t last_sampled = -1;
+
+    while (trainer.step_count() < o.steps) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const train::StepMetrics m = trainer.step();
+      const double dt = seconds_since(t0);
+      const std::int64_t done = trainer.step_count();
+      result.steps_done = done;
+      w_time += dt;
+      total_time += dt;
+      ++timed_steps;
+      ++w_steps;
+      if (m.skipped) {
+        ++w_skipped;
+        ++consecutive_bad;
+        std::ostringstream os;
+        os << "non-finite " << (std::isfinite(m.loss) ? "gradient norm" : "loss") << " at step " << done << " (loss "
+           << m.loss << ", gradient norm " << m.grad_norm << "); the update was skipped";
+        if (consecutive_bad >= o.max_nonfinite) {
+          progress.finish();
+          DDPM_THROW(Error, os.str() << "; stopping after " << consecutive_bad << " consecutive non-finite step"
+                                     << (consecutive_bad == 1 ? "" : "s") << " (--max-nonfinite "
+                                     << o.max_nonfinite << "). The last good checkpoint is "
+                                     << (result.last_checkpoint.empty() ? (resume_dir.empty() ? "none" : resume_dir)
+                                                                         : result.last_checkpoint)
+                                     << "; try a lower --lr or check the data");
+        }
+        progress.line("ddpm-train: warning: " + os.str());
+      } else {
+        consecutive_bad = 0;
+        ++w_good;
+        w_loss += m.loss;
+        w_grad += m.grad_norm;
+        result.last_loss = m.loss;
+        for (int q = 0; q < 4; ++q)
+          if (m.quartile_count[q] > 0) {
+            w_q[q] += m.loss_quartile[q] * static_cast<double>(m.quartile_count[q]);
+            w_qn[q] += m.quartile_count[q];
+          }
+      }
+      const double ips = static_cast<double>(o.batch_size) * timed_steps / std::max(total_time, 1e-9);
+      progress.update(done, m.loss, ips, (o.steps - done) * total_time / timed_steps);
+
+      if (done % o.log_every == 0 || done == o.steps) {
+        MetricsLine line;
+        line.step = done;
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        line.loss = w_good > 0 ? w_loss / w_good : nan;
+        for (int q = 0; q < 4; ++q) line.loss_quartile[q] = w_qn[q] > 0 ? w_q[q] / w_qn[q] : nan;
+        line.grad_norm = w_good > 0 ? w_grad / w_good : nan;
+        line.lr = m.lr;
+        line.images_per_s = static_cast<double>(o.batch_size) * w_steps / std::max(w_time, 1e-9);
+        line.skipped = w_skipped;
+        metrics.append(line);
+        last_metrics = line.to_json();
+        char buf[200];
+        std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  ETA %s",
+                      static_cast<long long>(done), static_cast<long long>(o.steps), line.loss, line.grad_norm, line.lr,
+                      line.images_per_s, format_duration((o.steps - done) * total_time / timed_steps).c_str());
+        progress.line(buf);
+        w_loss = w_grad = w_time = 0;
+        w_q = {};
+        w_qn = {};
+        w_steps = w_good = w_skipped = 0;
+      }
+      if (o.sample_every > 0 && done % o.sample_every == 0) {
+        progress.line("ddpm-train: samples " + write_samples());
+        last_sampled = done;
+      }
+      if (done % o.save_every == 0 || done == o.steps) {
+        metrics.write_loss_png();  // with each checkpoint (an atomic, fsynced write)
+        save();
+        progress.line("ddpm-train: checkpoint " + result.last_checkpoint);
+      }
+    }
+    progress.finish();
+    result.steps_done = trainer.step_count();
+    if (last_sampled != trainer.step_count()) say(o, "ddpm-train: samples " + write_samples());
+    if (result.last_checkpoint.empty()) result.last_checkpoint = resume_dir;
+  } catch (const OutOfMemoryError& e) {
+    std::ostringstream os;
+    os << e.what() << ". Try a smaller --batch-size (now " << o.batch_size << ") or a --microbatch (e.g. "
+       << std::max<std::int64_t>(1, (o.microbatch > 0 ? o.microbatch : o.batch_size) / 2) << ")";
+    throw OutOfMemoryError(os.str());
+  }
+  return result;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,118 @@
+// models/run/train_run.h: one whole training run (ddpm-train is a thin shell over it).
+//
+// train_run(options):
+//   1. validate the options (ValueError naming the flag: exit 2 in the app)
+//   2. load the data (--data, --pad-to-32), derive the image size and channels
+//   3. prepare the run folder: refuse one that already holds a run unless --resume or
+//      --overwrite (the old run is then moved aside to DIR.replaced-<time>, never deleted);
+//      write config.json
+//   4. build the UNet, pack its slab, make the trainer; on --resume, check that the saved
+//      config equals this one (every differing name listed) and load the checkpoint
+//   5. loop: trainer.step(); metrics every --log-every steps (loss.png redrawn with each
+//      checkpoint); EMA samples (DDIM,
+//      --sample-steps, fixed seed) every --sample-every; a checkpoint every --save-every
+//      and at the end
+// Non-finite losses: the trainer skips such a step without touching the weights; after
+// --max-nonfinite consecutive skipped steps (default 1) the run stops with an Error naming
+// the step, and no checkpoint is written after the last good one.
+//
+// Resume is bit-identical: the checkpoint holds the parameters, the AdamW moments and step
+// count, the EMA, the generator (seed, offset: it also drives dropout) and the loader
+// position, so steps N+1.. are the ones an uninterrupted run takes. Exception: the
+// loss-second-moment timestep sampler's loss history is not saved (the trainer does not
+// expose it); a resumed run with it re-warms the history.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::run {
+
+struct TrainOptions {
+  // Data.
+  std::string data = "fashion-mnist";
+  bool random_flip = false;
+  bool pad_to_32 = false;
+  std::int64_t toy_count = 1024;  // images of --data toy
+  // Model (0 / empty: derived or default).
+  int image_size = 0;  // must equal the data's size after padding when given
+  int num_channels = 128;
+  std::string channel_mult = "1,2,2,2";
+  int num_res_blocks = 2;
+  std::string attention_resolutions = "16";  // "" for none
+  int num_heads = 1;
+  int num_head_channels = -1;
+  int norm_groups = 32;
+  double dropout = 0.1;
+  bool learn_sigma = false;
+  bool use_scale_shift_norm = false;
+  bool resblock_updown = false;
+  bool class_cond = false;
+  std::string timestep_embedding = "ddpm";
+  // Diffusion.
+  std::int64_t diffusion_steps = 1000;
+  std::string noise_schedule = "linear";
+  std::string predict = "eps";
+  std::string loss = "simple";
+  std::string schedule_sampler = "uniform";
+  // Training.
+  std::int64_t batch_size = 64;
+  std::int64_t microbatch = 0;
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  std::int64_t warmup_steps = 0;
+  double grad_clip = 1.0;
+  double ema_rate = 0.9999;
+  std::int64_t steps = 1000;
+  std::int64_t save_every = 1000;
+  std::int64_t sample_every = 1000;  // 0: only at the end
+  std::int64_t log_every = 10;
+  double class_dropout = -1;  // < 0: 0.1 with --class-cond, else 0
+  int max_nonfinite = 1;
+  // Sample grids.
+  int num_samples = 16;
+  int sample_steps = 50;  // DDIM steps
+  double guidance_scale = 1.0;
+  // Run folder.
+  std::string out;
+  std::string resume;  // "", "latest" or a checkpoint folder
+  bool overwrite = false;
+  std::string preset = "auto";
+  // Common.
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+  std::FILE* log = stderr;  // progress and messages; nullptr: silent
+};
+
+// Throws ValueError naming the flag for every invalid value or combination that can be
+// seen without the data: non-positive sizes, a sampling respacing that does not divide
+// --diffusion-steps, channels not divisible by the groups, heads that do not divide the
+// channels, guidance without class conditioning, hybrid loss without --learn-sigma, ...
+void validate_options(const TrainOptions& options);
+
+// The UNet of these options for images of `size` x `size` x `channels` with `num_classes`
+// classes (used when --class-cond); ValueError naming the flag when it cannot be built
+// (e.g. an image size the levels cannot halve).
+unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int channels, int num_classes);
+
+// Every option that defines the run (model, diffusion, data, training): config.json. The
+// run-control flags (--steps, --save-every, --out, --device, ...) are under "run" and may
+// change on resume; everything else must match the checkpoint's config.
+nlohmann::json run_config_json(const TrainOptions& options, const unet::UNetConfig& model);
+
+struct TrainResult {
+  std::string run_dir;
+  std::string last_checkpoint;  // the folder of the final checkpoint
+  std::int64_t steps_done = 0;
+  double last_loss = 0;
+};
+
+TrainResult train_run(const TrainOptions& options);
+
+}  // namespace ddpm::run

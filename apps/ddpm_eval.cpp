@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
                "ddpm-eval"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);
+  app.fallthrough();  // --device, --seed and --config also work after the subcommand
   app.require_subcommand(1);
 
   eval::TrainClassifierArgs tc;

@@ -50,6 +50,27 @@ inline std::string with_location(const std::string& msg, const char* file, int l
 }
 }  // namespace detail
 
+// The message without the " [file:line]" locations that DDPM_CHECK/DDPM_THROW append
+// (every one of them: a wrapped message carries its inner location too). For text shown
+// to users, and for wrapping one error's message in another.
+inline std::string strip_source_locations(const std::string& m) {
+  std::string out;
+  for (std::size_t i = 0; i < m.size();) {
+    if (m.compare(i, 2, " [") == 0) {
+      std::size_t close = m.find(']', i);
+      std::size_t colon = close == std::string::npos ? std::string::npos : m.rfind(':', close);
+      bool digits = colon != std::string::npos && colon > i && colon + 1 < close;
+      for (std::size_t k = colon + 1; digits && k < close; ++k) digits = m[k] >= '0' && m[k] <= '9';
+      if (digits && m.find('\n', i) > close) {
+        i = close + 1;
+        continue;
+      }
+    }
+    out += m[i++];
+  }
+  return out;
+}
+
 }  // namespace ddpm
 
 // DDPM_CHECK(cond, ValueError, "op: x has " << n << " dims, expected 4")

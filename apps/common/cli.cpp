@@ -1,6 +1,5 @@
 #include "apps/common/cli.h"
 
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -14,28 +13,11 @@
 namespace ddpm::cli {
 
 namespace {
-// Library messages end in " [path/file.cpp:123]" for developers; users see the sentence
-// alone unless DDPM_DEBUG is set.
+// Library messages carry " [path/file.cpp:123]" locations for developers; users see the
+// sentences alone unless DDPM_DEBUG is set.
 std::string user_message(const char* what) {
-  std::string m = what;
   const char* debug = std::getenv("DDPM_DEBUG");
-  if (debug && *debug) return m;
-  // Remove every " [...:123]" (a wrapped message carries its inner location too).
-  std::string out;
-  for (std::size_t i = 0; i < m.size();) {
-    if (m.compare(i, 2, " [") == 0) {
-      std::size_t close = m.find(']', i);
-      std::size_t colon = close == std::string::npos ? std::string::npos : m.rfind(':', close);
-      bool digits = colon != std::string::npos && colon > i && colon + 1 < close;
-      for (std::size_t k = colon + 1; digits && k < close; ++k) digits = std::isdigit(static_cast<unsigned char>(m[k]));
-      if (digits && m.find('\n', i) > close) {
-        i = close + 1;
-        continue;
-      }
-    }
-    out += m[i++];
-  }
-  return out;
+  return debug && *debug ? std::string(what) : strip_source_locations(what);
 }
 }  // namespace
 

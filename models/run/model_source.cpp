@@ -17,14 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// An inner error's message without its " [file:line]" suffix, for wrapping it in a new one
-// (the apps strip only the outermost suffix).
-std::string without_location(const std::string& m) {
-  const std::size_t open = m.rfind(" [");
-  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
-    return m.substr(0, open);
-  return m;
-}
 
 constexpr const char* kDiffusersWeights = "diffusion_pytorch_model.safetensors";
 
@@ -33,7 +25,7 @@ nlohmann::json read_json(const fs::path& path) {
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, "config " << path.string() << " is not valid JSON: " << without_location(e.what()));
+    DDPM_THROW(IoError, "config " << path.string() << " is not valid JSON: " << strip_source_locations(e.what()));
   }
 }
 
@@ -95,9 +87,9 @@ std::pair<unet::UNetConfig, DiffusionSettings> parse_config(const fs::path& path
     d.learn_sigma = cfg.learn_sigma;
     return {cfg, d};
   } catch (const ValueError& e) {
-    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << strip_source_locations(e.what()));
   } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(ValueError, "config " << path.string() << ": " << without_location(e.what()));
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << strip_source_locations(e.what()));
   }
 }
 
@@ -232,7 +224,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
           try {
             src.diffusion = diffusion_from_diffusers_scheduler(read_json(sched), src.net->config().learn_sigma);
           } catch (const ValueError& e) {
-            DDPM_THROW(ValueError, sched.string() << ": " << without_location(e.what()));
+            DDPM_THROW(ValueError, sched.string() << ": " << strip_source_locations(e.what()));
           }
           break;
         }

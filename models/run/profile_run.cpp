@@ -2,6 +2,8 @@
 // (see profile_run.h).
 #include "models/run/profile_run.h"
 
+#include "models/run/int_list.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <memory>
@@ -209,26 +211,6 @@ std::string report_json(const ProfileReport& r) {
 }
 
 // --- command line --------------------------------------------------------------------------
-
-std::vector<int> parse_int_list(const char* flag, const std::string& text) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    DDPM_CHECK(used > 0 && used == item.size() && v > 0,
-               flag << " must be a comma-separated list of positive integers (e.g. 1,2,2,2), got '" << text << "'");
-    out.push_back(v);
-  }
-  DDPM_CHECK(!out.empty(), flag << " must list at least one value, got '" << text << "'");
-  return out;
-}
 
 void add_profile_flags(CLI::App& app, ProfileFlags& f) {
   app.add_option("--image-size", f.image_size, "image height = width in pixels")->capture_default_str();

@@ -14,6 +14,8 @@
 // CUDA, the device idling between launches. So the shares add up to 100%.
 #pragma once
 
+#include "models/run/int_list.h"
+
 #include <cstdint>
 #include <iosfwd>
 #include <string>
@@ -94,7 +96,5 @@ ProfileOptions resolve_profile_options(const ProfileFlags& flags, Device device,
 // What ddpm-profile does after parsing: profile, then print the tables (or JSON) to out.
 void profile_main(const ProfileFlags& flags, Device device, std::uint64_t seed, std::ostream& out);
 
-// "1,2,2,2" -> {1, 2, 2, 2}; ValueError naming the flag on anything else.
-std::vector<int> parse_int_list(const char* flag, const std::string& text);
 
 }  // namespace ddpm::run

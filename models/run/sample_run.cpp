@@ -23,15 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// An inner error's message without its " [file:line]" suffix, for wrapping it in a new one
-// (the apps strip only the outermost suffix).
-std::string without_location(const std::string& m) {
-  const std::size_t open = m.rfind(" [");
-  if (open != std::string::npos && !m.empty() && m.back() == ']' && m.find(':', open) != std::string::npos)
-    return m.substr(0, open);
-  return m;
-}
-
 constexpr int kStepSnapshots = 10;  // columns of steps.png
 constexpr int kStepSamples = 4;     // samples shown in steps.png
 
@@ -127,7 +118,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
       diffusion::space_timesteps(T, sc.respacing);
     } catch (const ValueError& e) {
       DDPM_THROW(ValueError, "--sampling-steps " << o.sampling_steps << " does not fit the model's " << T
-                                                 << " training steps: " << without_location(e.what()));
+                                                 << " training steps: " << strip_source_locations(e.what()));
     }
   }
   sc.eta = o.eta;

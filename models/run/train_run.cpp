@@ -1,6 +1,8 @@
 // models/run/train_run.cpp: the training run of ddpm-train (contract in train_run.h).
 #include "models/run/train_run.h"
 
+#include "models/run/int_list.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -37,25 +39,6 @@ std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
 }
 constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
-
-std::vector<int> parse_int_list(const std::string& text, const char* flag) {
-  std::vector<int> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    DDPM_CHECK(used == item.size() && !item.empty() && v > 0,
-               flag << " '" << text << "' must be a comma-separated list of positive integers");
-    out.push_back(v);
-  }
-  return out;
-}
 
 double resolved_class_dropout(const TrainOptions& o) {
   return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond ? 0.1 : 0.0);
@@ -197,9 +180,9 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(o.microbatch == 0 || o.microbatch <= o.batch_size,
              "--microbatch " << o.microbatch << " is larger than --batch-size " << o.batch_size);
 
-  const std::vector<int> mult = parse_int_list(o.channel_mult, "--channel-mult");
+  const std::vector<int> mult = parse_int_list("--channel-mult", o.channel_mult);
   DDPM_CHECK(!mult.empty(), "--channel-mult must name at least one level");
-  if (!o.attention_resolutions.empty()) parse_int_list(o.attention_resolutions, "--attention-resolutions");
+  if (!o.attention_resolutions.empty()) parse_int_list("--attention-resolutions", o.attention_resolutions);
   for (int m : mult) {
     const long ch = static_cast<long>(o.num_channels) * m;
     DDPM_CHECK(ch % o.norm_groups == 0, "--num-channels " << o.num_channels << " x channel multiplier " << m << " = "
@@ -226,10 +209,10 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   c.image_size = size;
   c.in_channels = channels;
   c.model_channels = o.num_channels;
-  c.channel_mult = parse_int_list(o.channel_mult, "--channel-mult");
+  c.channel_mult = parse_int_list("--channel-mult", o.channel_mult);
   c.num_res_blocks = o.num_res_blocks;
   c.attention_resolutions =
-      o.attention_resolutions.empty() ? std::vector<int>{} : parse_int_list(o.attention_resolutions, "--attention-resolutions");
+      o.attention_resolutions.empty() ? std::vector<int>{} : parse_int_list("--attention-resolutions", o.attention_resolutions);
   c.num_heads = o.num_heads;
   c.num_head_channels = o.num_head_channels;
   c.dropout = o.dropout;

@@ -17,7 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-
 constexpr const char* kDiffusersWeights = "diffusion_pytorch_model.safetensors";
 
 nlohmann::json read_json(const fs::path& path) {

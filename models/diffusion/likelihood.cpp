@@ -175,6 +175,19 @@ void LossSecondMomentSampler::update(const Timesteps& t, const std::vector<doubl
   }
 }
 
+void LossSecondMomentSampler::set_history(std::vector<std::vector<double>> losses) {
+  DDPM_CHECK(static_cast<std::int64_t>(losses.size()) == T_,
+             "LossSecondMomentSampler::set_history: " << losses.size() << " timesteps of history for T = " << T_);
+  for (std::size_t t = 0; t < losses.size(); ++t) {
+    DDPM_CHECK(static_cast<int>(losses[t].size()) <= history_,
+               "LossSecondMomentSampler::set_history: timestep " << t << " has " << losses[t].size()
+                                                                 << " losses, more than the history of " << history_);
+    for (double l : losses[t])
+      DDPM_CHECK(std::isfinite(l), "LossSecondMomentSampler::set_history: a non-finite loss at timestep " << t);
+  }
+  losses_ = std::move(losses);
+}
+
 LossSecondMomentSampler::Draw LossSecondMomentSampler::sample(std::int64_t batch, Generator& gen) const {
   std::vector<double> p = probabilities(), cdf(p.size());
   double acc = 0.0;

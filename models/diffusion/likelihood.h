@@ -99,6 +99,11 @@ class LossSecondMomentSampler {
   };
   Draw sample(std::int64_t batch, Generator& gen) const;
 
+  // The recorded losses per timestep ([T][<= history], oldest first): what a checkpoint
+  // must save for a resumed run to draw the same timesteps.
+  const std::vector<std::vector<double>>& history() const { return losses_; }
+  void set_history(std::vector<std::vector<double>> losses);
+
  private:
   std::int64_t T_;
   int history_;

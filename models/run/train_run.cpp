@@ -374,8 +374,11 @@ TrainResult train_run(const TrainOptions& o) {
       st.exp_avg = flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(o.device);
       st.exp_avg_sq = flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(o.device);
       st.ema = ema_flat;
-      if (tc.timesteps == train::TimestepSampling::loss_second_moment)
-        st.importance.emplace(o.diffusion_steps);  // history not saved: re-warms (train_run.h)
+      if (tc.timesteps == train::TimestepSampling::loss_second_moment) {
+        st.importance.emplace(o.diffusion_steps);
+        if (js.contains("importance_history"))
+          st.importance->set_history(js.at("importance_history").get<std::vector<std::vector<double>>>());
+      }
       trainer.load_state(st);
       loader.set_position({js.at("loader").at("epoch").get<std::int64_t>(), js.at("loader").at("index").get<std::int64_t>()});
       last_metrics = js.value("metrics", nlohmann::json::object());
@@ -398,6 +401,8 @@ TrainResult train_run(const TrainOptions& o) {
                           {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
                           {"loader", {{"epoch", loader.position().epoch}, {"index", loader.position().index}}},
                           {"metrics", last_metrics}};
+      // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
+      if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();
       result.last_checkpoint = save_checkpoint(o.out, ck);
     };
 

@@ -18,9 +18,8 @@
 //
 // Resume is bit-identical: the checkpoint holds the parameters, the AdamW moments and step
 // count, the EMA, the generator (seed, offset: it also drives dropout) and the loader
-// position, so steps N+1.. are the ones an uninterrupted run takes. Exception: the
-// loss-second-moment timestep sampler's loss history is not saved (the trainer does not
-// expose it); a resumed run with it re-warms the history.
+// position, and (with --schedule-sampler loss-second-moment) the importance sampler's loss
+// history, so steps N+1.. are the ones an uninterrupted run takes.
 #pragma once
 
 #include <cstdint>

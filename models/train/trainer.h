@@ -110,6 +110,8 @@ class Trainer {
   Ema& ema() { return ema_; }
 
   TrainerState state() const;
+  // The importance sampler of t, when TimestepSampling::loss_second_moment (else empty).
+  const std::optional<diffusion::LossSecondMomentSampler>& importance() const { return importance_; }
   void load_state(const TrainerState& state);
 
  private:

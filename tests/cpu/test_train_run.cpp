@@ -128,6 +128,38 @@ TEST(TrainRun, ResumeIsBitIdentical) {
   EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 4);
 }
 
+TEST(TrainRun, ResumeWithImportanceSampledTimestepsIsBitIdentical) {
+  // T = 2 and 16 images a step: every timestep has its 10 losses after the first 3 steps,
+  // so the second half draws t from the learned p_t, which only a saved history reproduces.
+  auto opts = [](const std::string& out) {
+    TrainOptions o = tiny(out);
+    o.noise_schedule = "cosine";
+    o.diffusion_steps = 2;
+    o.sample_steps = 2;
+    o.batch_size = 16;
+    o.toy_count = 64;
+    o.schedule_sampler = "loss-second-moment";
+    return o;
+  };
+  TrainOptions straight = opts(temp_run("importance_straight"));
+  run::train_run(straight);
+  TrainOptions first = opts(temp_run("importance_resumed"));
+  first.steps = 3;
+  run::train_run(first);
+  nlohmann::json mid =
+      nlohmann::json::parse(read_file(run::checkpoint_dir(first.out, 3) + "/trainer_state.json"));
+  for (const auto& h : mid.at("importance_history")) ASSERT_EQ(h.size(), 10u) << "history not warm at the resume";
+  TrainOptions second = first;
+  second.steps = 6;
+  second.resume = "latest";
+  run::train_run(second);
+  const std::string a = run::checkpoint_dir(straight.out, 6), b = run::checkpoint_dir(second.out, 6);
+  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+    expect_same_tensors(a + "/" + f, b + "/" + f);
+  EXPECT_EQ(nlohmann::json::parse(read_file(a + "/trainer_state.json")).at("importance_history"),
+            nlohmann::json::parse(read_file(b + "/trainer_state.json")).at("importance_history"));
+}
+
 TEST(TrainRun, RefusesAnExistingRunWithoutResumeOrOverwrite) {
   TrainOptions o = tiny(temp_run("existing"));
   o.steps = 2;

@@ -6,11 +6,19 @@ namespace ddpm::run {
 
 std::vector<std::string> preset_names() { return {"auto", "cpu-small", "gpu-medium", "gpu-cifar", "none"}; }
 
+namespace {
+[[noreturn]] void throw_unknown_preset(const std::string& name) {
+  std::string expected;
+  for (const std::string& n : preset_names()) expected += (expected.empty() ? "" : ", ") + n;
+  DDPM_THROW(ValueError, "--preset '" << name << "' is not a preset; expected one of " << expected);
+}
+}  // namespace
+
 std::string resolve_preset(const std::string& name, Device device) {
   if (name == "auto") return device.is_cuda() ? "gpu-medium" : "cpu-small";
   for (const std::string& n : preset_names())
     if (n == name) return name;
-  DDPM_THROW(ValueError, "--preset '" << name << "' is not a preset; expected auto, cpu-small, gpu-medium, gpu-cifar or none");
+  throw_unknown_preset(name);
 }
 
 void apply_preset(const std::string& name, TrainOptions& o) {
@@ -89,7 +97,7 @@ void apply_preset(const std::string& name, TrainOptions& o) {
     o.num_samples = 64;
     return;
   }
-  DDPM_THROW(ValueError, "--preset '" << name << "' is not a preset; expected auto, cpu-small, gpu-medium, gpu-cifar or none");
+  throw_unknown_preset(name);
 }
 
 }  // namespace ddpm::run

@@ -22,6 +22,7 @@
 #include "models/eval/npz.h"
 #include "engine/io/safetensors.h"
 #include "models/unet/model_io.h"
+#include "support/tiny_unet.h"
 
 namespace ddpm::eval {
 namespace {
@@ -241,15 +242,7 @@ TEST(EvalRunBpd, OpensARunFolderAndEvaluatesATinyUNet) {
   const fs::path run = temp_path("eval_bpd_run");
   fs::remove_all(run);
   fs::create_directories(run / "checkpoints" / "step_1");
-  unet::UNetConfig cfg;
-  cfg.image_size = 16;
-  cfg.in_channels = 1;
-  cfg.model_channels = 8;
-  cfg.channel_mult = {1, 2};
-  cfg.num_res_blocks = 1;
-  cfg.attention_resolutions = {};
-  cfg.norm_groups = 4;
-  cfg.dropout = 0;
+  unet::UNetConfig cfg = testing::tiny_unet_config(16, 1);
   Generator gen(3);
   unet::UNet net(cfg, gen, Device::cpu());
   nlohmann::json config;

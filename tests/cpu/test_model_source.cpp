@@ -12,6 +12,7 @@
 #include "engine/rng.h"
 #include "models/run/model_source.h"
 #include "models/unet/model_io.h"
+#include "support/tiny_unet.h"
 
 namespace ddpm::run {
 namespace {
@@ -19,16 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 
 unet::UNetConfig tiny_config() {
-  unet::UNetConfig cfg;
-  cfg.image_size = 8;
-  cfg.in_channels = 3;
-  cfg.model_channels = 8;
-  cfg.channel_mult = {1, 2};
-  cfg.num_res_blocks = 1;
+  unet::UNetConfig cfg = testing::tiny_unet_config();
   cfg.attention_resolutions = {4};
-  cfg.norm_groups = 4;
-  cfg.num_heads = 1;
-  cfg.dropout = 0;
   return cfg;
 }
 

@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
+#include "support/tiny_unet.h"
 
 namespace ddpm::run {
 namespace {
@@ -21,16 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 
 unet::UNetConfig tiny_config(int num_classes = 0) {
-  unet::UNetConfig cfg;
-  cfg.image_size = 8;
-  cfg.in_channels = 3;
-  cfg.model_channels = 8;
-  cfg.channel_mult = {1, 2};
-  cfg.num_res_blocks = 1;
-  cfg.attention_resolutions = {};
-  cfg.norm_groups = 4;
-  cfg.num_heads = 1;
-  cfg.dropout = 0;
+  unet::UNetConfig cfg = testing::tiny_unet_config();
   cfg.num_classes = num_classes;
   return cfg;
 }

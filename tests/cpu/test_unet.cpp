@@ -11,6 +11,7 @@
 #include "engine/ops/reduce.h"
 #include "models/unet/unet.h"
 #include "support/gradcheck.h"
+#include "support/tiny_unet.h"
 
 namespace ddpm::unet {
 namespace {
@@ -121,16 +122,9 @@ TEST(UNet, OutputLayersAreZeroInitialized) {
 }
 
 UNetConfig small_config() {
-  UNetConfig cfg;
-  cfg.image_size = 8;
-  cfg.in_channels = 1;
-  cfg.model_channels = 8;
-  cfg.channel_mult = {1, 2};
-  cfg.num_res_blocks = 1;
+  UNetConfig cfg = testing::tiny_unet_config(8, 1);
   cfg.attention_resolutions = {4};
-  cfg.norm_groups = 4;
   cfg.num_heads = 2;
-  cfg.dropout = 0;
   return cfg;
 }
 

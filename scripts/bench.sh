@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build/gpu}
 out=${OUT:-$build}
 mkdir -p "$out"
-"$build/bin/bench-kernels" --json > "$out/bench-ours.jsonl"
+"$build/bin/bench-kernels" --cases bench/cases.json --json > "$out/bench-ours.jsonl"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   python3 scripts/bench_pytorch.py > "$out/bench-torch.jsonl"
 else

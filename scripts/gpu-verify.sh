@@ -1,56 +1,102 @@
 #!/usr/bin/env bash
-# One call on a machine with a GPU: build for that GPU's architecture, run every test
-# (the `gpu` label included), run compute-sanitizer memcheck and racecheck over the GPU
-# tests, run the benchmarks that exist, print a summary table, and append a record to
-# docs/GPU-RUNS.md (date, GPU, driver, commit, results).
+# One call on a machine with a GPU: build for that GPU's architecture (or unpack binaries
+# built elsewhere), run every test (the GPU tests included), run compute-sanitizer memcheck
+# and racecheck over the GPU tests, run the benchmarks, print a summary table, and append a
+# record to docs/GPU-RUNS.md (date, GPU, driver, commit, results).
 #
-#   scripts/gpu-verify.sh [build-dir]      (default build/gpu)
+#   scripts/gpu-verify.sh [build-dir]                  build here (needs scripts/setup.sh's packages)
+#   scripts/gpu-verify.sh --prebuilt BUNDLE.tar.xz     binaries from scripts/gpu-pack.sh
 #
+# The prebuilt mode is for machines without a package manager (the device tool's H100/H200):
+# the bundle holds stripped programs, the non-CUDA shared libraries they need and optional
+# Python wheels; CUDA, cuBLAS and cuDNN come from the machine (the toolkit or PyTorch's pip
+# packages). STEPS (default "tests memcheck racecheck bench"; "cpu_tests" is also known) picks the steps, and each step
+# is cut off after STEP_TIMEOUT seconds (default 540), so a lease is never spent waiting.
 # Logs go to $OUT when set (the device tool's output folder), else to <build-dir>/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-build=${1:-build/gpu}
-logs=${OUT:-$build/logs}
+repo=$PWD
+prebuilt=""
+if [ "${1:-}" = "--prebuilt" ]; then prebuilt=$2; build=/tmp/ddpm-prebuilt; else build=${1:-build/gpu}; fi
+steps=${STEPS:-tests memcheck racecheck bench}
+limit=${STEP_TIMEOUT:-540}
+# With $OUT (the device tool, which brings back at most 8 files) the logs are written to a
+# scratch folder and packed into $OUT/gpu-logs.tar.gz at the end.
+if [ -n "${OUT:-}" ]; then logs=/tmp/gpu-verify-logs; rm -rf "$logs"; else logs=$build/logs; fi
 mkdir -p "$logs"
 
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d '.')
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 if [ -z "$cap" ]; then echo "gpu-verify: no GPU found by nvidia-smi"; exit 1; fi
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-echo "gpu-verify: $gpu (sm_$cap), driver $driver, commit $commit"
+commit=$(git rev-parse --short HEAD 2>/dev/null || cat .gpu-carry/commit 2>/dev/null || echo unknown)
+echo "gpu-verify: $gpu (sm_$cap), driver $driver, commit $commit, steps: $steps"
 
 declare -A result
+order=()
 step() {  # step NAME command...
   local name=$1; shift
   local t0=$(date +%s)
-  if "$@" > "$logs/$name.log" 2>&1; then result[$name]="pass"; else result[$name]="FAIL"; fi
-  result[$name]="${result[$name]} ($(( $(date +%s) - t0 )) s)"
+  order+=("$name")
+  if timeout "$limit" "$@" > "$logs/$name.log" 2>&1; then result[$name]="pass"; else result[$name]="FAIL (rc $?)"; fi
+  result[$name]="${result[$name]}, $(( $(date +%s) - t0 )) s"
   echo "  $name: ${result[$name]}"
 }
 
-step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$cap"
-step build cmake --build "$build" -j "$(nproc)"
-step ctest ctest --test-dir "$build" --output-on-failure -j 4
-tests_line=$(grep -E "tests passed|tests failed" "$logs/ctest.log" | tail -1)
-skipped=$(grep -c "(Skipped)" "$logs/ctest.log")
-step memcheck compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 "$build/bin/gpu_tests"
-step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/bin/gpu_tests"
-step bench bash scripts/bench.sh "$build"   # kernel figures + PyTorch eager ratios
+if [ -n "$prebuilt" ]; then
+  rm -rf "$build" && mkdir -p "$build" && tar -C "$build" -xJf "$prebuilt" || exit 1
+  # CUDA's libraries: the toolkit's, else the ones PyTorch's pip packages carry.
+  cudalibs=$(find /usr/local /opt /usr/lib -xdev \( -name 'libcudnn.so.9' -o -name 'libcublas.so.13' \
+               -o -name 'libcudart.so.13' -o -name 'libcublasLt.so.13' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+  export LD_LIBRARY_PATH="$build/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
+  export DDPM_TEST_DATA_DIR="$repo/tests/data"
+  if ls "$build"/whl/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/ddpm-site "$build"/whl/*.whl > "$logs/pip.log" 2>&1 && export PYTHONPATH=/tmp/ddpm-site
+  fi
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  ldd "$build/bin/gpu_tests" | grep -E "not found|cudnn|cublas" | sed 's/^/  /'
+else
+  step configure cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$cap"
+  step build cmake --build "$build" -j "$(nproc)"
+fi
+
+summary=""
+for s in $steps; do
+  case $s in
+    tests)
+      step gpu_tests "$build/bin/gpu_tests"
+      skipped=$(grep -c "^\[  SKIPPED \]" "$logs/gpu_tests.log")
+      passed=$(grep -E "^\[  PASSED  \]" "$logs/gpu_tests.log" | head -1)
+      failed=$(grep -E "^\[  FAILED  \] .*\." "$logs/gpu_tests.log" | sed 's/^\[  FAILED  \] //' | tr '\n' ' ')
+      summary="gpu_tests: ${passed:-no PASSED line}; skipped: $skipped; failed: ${failed:-none}"
+      echo "  $summary" ;;
+    cpu_tests)
+      step cpu_tests "$build/bin/cpu_tests" --gtest_brief=1 ;;
+    memcheck)
+      step memcheck compute-sanitizer --tool memcheck --leak-check full --error-exitcode 1 "$build/bin/gpu_tests" --gtest_brief=1 ;;
+    racecheck)
+      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/bin/gpu_tests" --gtest_brief=1 ;;
+    bench)
+      step bench env OUT="$logs" bash scripts/bench.sh "$build" ;;
+    *) echo "gpu-verify: unknown step '$s'"; exit 2 ;;
+  esac
+done
 
 printf '\n| step | result |\n|---|---|\n'
-for k in "${!result[@]}"; do printf '| %s | %s |\n' "$k" "${result[$k]}"; done
-echo "ctest: $tests_line; skipped: $skipped"
+for k in "${order[@]}"; do printf '| %s | %s |\n' "$k" "${result[$k]}"; done
+[ -n "$summary" ] && echo "$summary"
+[ -f "$logs/bench.log" ] && tail -60 "$logs/bench.log"
 
 {
   echo
-  echo "## $(date -u +%Y-%m-%d) $gpu (sm_$cap), driver $driver, commit $commit"
+  echo "## $(date -u +%Y-%m-%d) $gpu (sm_$cap), driver $driver, commit $commit${prebuilt:+ (prebuilt)}"
   echo
-  echo "ctest: $tests_line; skipped: $skipped"
-  echo
+  [ -n "$summary" ] && echo "$summary" && echo
   echo "| step | result |"
   echo "|---|---|"
-  for k in "${!result[@]}"; do echo "| $k | ${result[$k]} |"; done
+  for k in "${order[@]}"; do echo "| $k | ${result[$k]} |"; done
 } >> docs/GPU-RUNS.md
 cp docs/GPU-RUNS.md "$logs/GPU-RUNS.md" 2>/dev/null || true
-for k in "${!result[@]}"; do case "${result[$k]}" in FAIL*) exit 1;; esac; done
+[ -n "${OUT:-}" ] && tar -C "$logs" -czf "$OUT/gpu-logs.tar.gz" .
+for k in "${order[@]}"; do case "${result[$k]}" in FAIL*) exit 1;; esac; done

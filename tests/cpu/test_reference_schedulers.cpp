@@ -30,6 +30,7 @@
 #include "engine/ops/elementwise.h"
 #include "models/diffusion/respace.h"
 #include "models/diffusion/schedule.h"
+#include "support/test_data.h"
 
 namespace ddpm::diffusion {
 namespace {
@@ -44,7 +45,7 @@ const json& fixture(const std::string& schedule) {
   static std::map<std::string, json> cache;
   auto it = cache.find(schedule);
   if (it != cache.end()) return it->second;
-  const std::string path = std::string(DDPM_TEST_DATA_DIR) + "/reference/schedulers/" + schedule + ".json";
+  const std::string path = ddpm::test::data_dir() + "/reference/schedulers/" + schedule + ".json";
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open the reference fixture " + path + " (see docs/REFERENCE.md)");
   return cache.emplace(schedule, json::parse(in)).first->second;

@@ -15,12 +15,13 @@
 #include "engine/ops/reduce.h"
 #include "models/unet/model_io.h"
 #include "support/gradcheck.h"
+#include "support/test_data.h"
 
 namespace ddpm::unet {
 namespace {
 
 std::string fixture(const std::string& model, const std::string& file) {
-  return std::string(DDPM_TEST_DATA_DIR) + "/reference/" + model + "/" + file;
+  return ddpm::test::data_dir() + "/reference/" + model + "/" + file;
 }
 
 struct Reference {
@@ -32,7 +33,7 @@ struct Reference {
 
 Reference load(const std::string& model) {
   Reference r;
-  r.net = load_diffusers_folder(std::string(DDPM_TEST_DATA_DIR) + "/reference/" + model, Device::cpu());
+  r.net = load_diffusers_folder(ddpm::test::data_dir() + "/reference/" + model, Device::cpu());
   r.io = load_safetensors(fixture(model, "io.safetensors"));
   r.t = r.io.get("timesteps").to_double_vector();
   if (r.io.contains("labels"))

@@ -10,7 +10,7 @@
 # The prebuilt mode is for machines without a package manager (the device tool's H100/H200):
 # the bundle holds stripped programs, the non-CUDA shared libraries they need and optional
 # Python wheels; CUDA, cuBLAS and cuDNN come from the machine (the toolkit or PyTorch's pip
-# packages). STEPS (default "tests memcheck racecheck bench"; "cpu_tests" is also known) picks the steps, and each step
+# packages). STEPS (default "tests memcheck racecheck bench"; also "cpu_tests" and "apps": scripts/gpu-apps.sh) picks the steps, and each step
 # is cut off after STEP_TIMEOUT seconds (default 540), so a lease is never spent waiting.
 # Logs go to $OUT when set (the device tool's output folder), else to <build-dir>/logs.
 set -uo pipefail
@@ -79,6 +79,9 @@ for s in $steps; do
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/bin/gpu_tests" --gtest_brief=1 ;;
     bench)
       step bench env OUT="$logs" bash scripts/bench.sh "$build" ;;
+    apps)  # Fashion-MNIST from the system, else carried beside the bundle (.gpu-carry/fashion-mnist)
+      fm=""; [ -d /usr/share/datasets/fashion-mnist ] || fm="$repo/.gpu-carry/fashion-mnist"
+      step apps bash scripts/gpu-apps.sh "$build/bin" "$logs" $fm ;;
     *) echo "gpu-verify: unknown step '$s'"; exit 2 ;;
   esac
 done
@@ -86,6 +89,7 @@ done
 printf '\n| step | result |\n|---|---|\n'
 for k in "${order[@]}"; do printf '| %s | %s |\n' "$k" "${result[$k]}"; done
 [ -n "$summary" ] && echo "$summary"
+[ -f "$logs/apps.log" ] && grep -E "^(==|train:|sample:)" "$logs/apps.log"
 [ -f "$logs/bench.log" ] && tail -60 "$logs/bench.log"
 
 {

@@ -13,6 +13,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/train_flags.h"
 #include "models/run/train_run.h"
+#include "support/tiny_run.h"
 
 namespace fs = std::filesystem;
 using namespace ddpm;
@@ -20,41 +21,10 @@ using run::TrainOptions;
 
 namespace {
 
-std::string temp_run(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("train_run_" + name);
-  fs::remove_all(p);
-  for (const auto& e : fs::directory_iterator(::testing::TempDir()))  // runs moved aside by --overwrite
-    if (e.path().filename().string().rfind("train_run_" + name + ".replaced-", 0) == 0) fs::remove_all(e.path());
-  return p.string();
-}
+using ddpm::testing::expect_same_tensors;
+using ddpm::testing::temp_run;
 
-// 16x16 toy shapes, a 2-level UNet of 8 channels with attention at 8x8 and dropout (so the
-// dropout draws are part of what a resume must reproduce), T = 50.
-TrainOptions tiny(const std::string& out) {
-  TrainOptions o;
-  o.data = "toy";
-  o.toy_count = 24;
-  o.num_channels = 8;
-  o.channel_mult = "1,2";
-  o.num_res_blocks = 1;
-  o.attention_resolutions = "8";
-  o.norm_groups = 4;
-  o.dropout = 0.1;
-  o.diffusion_steps = 50;
-  o.batch_size = 4;
-  o.lr = 1e-3;
-  o.warmup_steps = 2;
-  o.ema_rate = 0.9;
-  o.steps = 6;
-  o.save_every = 3;
-  o.sample_every = 0;
-  o.log_every = 2;
-  o.num_samples = 4;
-  o.sample_steps = 5;
-  o.out = out;
-  o.log = nullptr;
-  return o;
-}
+TrainOptions tiny(const std::string& out) { return ddpm::testing::tiny_run(out); }
 
 // Every file under dir with its bytes.
 std::map<std::string, std::string> snapshot(const std::string& dir) {
@@ -62,17 +32,6 @@ std::map<std::string, std::string> snapshot(const std::string& dir) {
   for (const auto& e : fs::recursive_directory_iterator(dir))
     if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = read_file(e.path().string());
   return files;
-}
-
-void expect_same_tensors(const std::string& a, const std::string& b) {
-  const SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
-  ASSERT_EQ(fa.tensors.size(), fb.tensors.size()) << a;
-  for (std::size_t i = 0; i < fa.tensors.size(); ++i) {
-    const auto& [name, ta] = fa.tensors[i];
-    const Tensor& tb = fb.get(name);
-    ASSERT_EQ(ta.shape(), tb.shape()) << name;
-    EXPECT_EQ(ta.to_vector(), tb.to_vector()) << a << ": " << name << " differs";
-  }
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ void set_gradients(Pair& s, std::uint64_t seed, double scale = 1.0) {
 TEST(ParameterSlabGpu, MovesToCudaAndBackwardLandsInTheSlab) {
   DDPM_REQUIRE_CUDA();
   Pair s;
-  EXPECT_GT(s.cpu.numel(), 1000000);
+  EXPECT_GT(s.cpu.numel(), 800000);  // 811,755: many blocks per kernel
   EXPECT_TRUE(s.gpu.values().device().is_cuda());
   EXPECT_TRUE(all_close(s.gpu.values(), s.cpu.values(), 0, 0));
   const std::int64_t n_entries = static_cast<std::int64_t>(s.gpu.size());

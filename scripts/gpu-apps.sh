@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The apps on a GPU, in one call (run by scripts/gpu-verify.sh's `apps` step, or alone):
+#   1. ddpm-profile: the per-op table of one training and one sampling step of the DDPM
+#      CIFAR-10 UNet at batch 128 (CUDA event timings, kernel launch counts);
+#   2. ddpm-train --preset gpu-medium on Fashion-MNIST for $TRAIN_STEPS steps (default 2000),
+#      timed, with its loss curve and sample grid;
+#   3. ddpm-sample from that run: 64 images, DDIM with 100 steps.
+#
+#   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
+set -uo pipefail
+bin=$1
+logs=$2
+data=${3:-}
+steps=${TRAIN_STEPS:-2000}
+mkdir -p "$logs"
+run=/tmp/ddpm-gpu-run
+rm -rf "$run" "$run-samples"
+status=0
+
+echo "== ddpm-profile (DDPM CIFAR-10 UNet, batch 128)"
+"$bin/ddpm-profile" > "$logs/profile.txt" 2>&1 || status=1
+head -60 "$logs/profile.txt"
+
+echo "== ddpm-train --preset gpu-medium, $steps steps"
+t0=$(date +%s)
+"$bin/ddpm-train" --data "fashion-mnist${data:+:$data}" --preset gpu-medium --steps "$steps" \
+  --warmup-steps 200 --ema-rate 0.999 --save-every "$steps" --sample-every "$steps" --log-every 100 \
+  --out "$run" > "$logs/train.log" 2>&1 || status=1
+echo "train: $(( $(date +%s) - t0 )) s wall, rc so far $status"
+tail -8 "$logs/train.log"
+cp "$run"/metrics.jsonl "$logs/" 2>/dev/null
+cp "$run"/loss.png "$logs/train-loss.png" 2>/dev/null
+
+echo "== ddpm-sample: 64 images, DDIM 100 steps"
+t0=$(date +%s)
+"$bin/ddpm-sample" --checkpoint "$run" --num-samples 64 --batch-size 64 --sampler ddim --sampling-steps 100 \
+  --out "$run-samples" > "$logs/sample.log" 2>&1 || status=1
+echo "sample: $(( $(date +%s) - t0 )) s wall"
+tail -3 "$logs/sample.log"
+cp "$run-samples/grid.png" "$logs/sample-grid.png" 2>/dev/null
+exit $status

@@ -29,7 +29,9 @@ cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | hea
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
 if [ -z "$cap" ]; then echo "gpu-verify: no GPU found by nvidia-smi"; exit 1; fi
-commit=$(git rev-parse --short HEAD 2>/dev/null || cat .gpu-carry/commit 2>/dev/null || echo unknown)
+# The bundle names the commit it was built from (the tree's .git may not travel with it).
+if [ -n "$prebuilt" ] && [ -f "$(dirname "$prebuilt")/commit" ]; then commit=$(cut -c1-7 "$(dirname "$prebuilt")/commit")
+else commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown); fi
 echo "gpu-verify: $gpu (sm_$cap), driver $driver, commit $commit, steps: $steps"
 
 declare -A result

@@ -4,7 +4,10 @@
 #      CIFAR-10 UNet at batch 128 (CUDA event timings, kernel launch counts);
 #   2. ddpm-train --preset gpu-medium on Fashion-MNIST for $TRAIN_STEPS steps (default 2000),
 #      timed, with its loss curve and sample grid;
-#   3. ddpm-sample from that run: 64 images, DDIM with 100 steps.
+#   3. ddpm-sample from that run: 64 images, DDIM with 100 steps;
+#   4. unless EVAL=0: the Fashion-MNIST classifier of ddpm-eval trained with seeds 0, 1, 2
+#      (its test accuracy per seed), then 5000 samples of the run (DDIM 100 steps) scored
+#      with FID/KID/precision/recall against the test split with the seed-0 classifier.
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -38,4 +41,23 @@ t0=$(date +%s)
 echo "sample: $(( $(date +%s) - t0 )) s wall"
 tail -3 "$logs/sample.log"
 cp "$run-samples/grid.png" "$logs/sample-grid.png" 2>/dev/null
+
+if [ "${EVAL:-1}" != 0 ]; then
+  dd=${data:+--data-dir $data}
+  for seed in 0 1 2; do
+    echo "== ddpm-eval train-classifier --seed $seed"
+    t0=$(date +%s)
+    "$bin/ddpm-eval" train-classifier --data fashion-mnist $dd --out "/tmp/ddpm-clf-$seed" --seed "$seed" \
+      > "$logs/classifier-$seed.log" 2>&1 || status=1
+    echo "classifier seed $seed: $(( $(date +%s) - t0 )) s wall; $(grep -i "accuracy" "$logs/classifier-$seed.log" | tail -1)"
+  done
+  echo "== 5000 samples (DDIM 100) and FID against fashion-mnist/test"
+  t0=$(date +%s)
+  "$bin/ddpm-sample" --checkpoint "$run" --num-samples 5000 --batch-size 1000 --sampler ddim --sampling-steps 100 \
+    --out "$run-5000" > "$logs/sample-5000.log" 2>&1 || status=1
+  echo "sample 5000: $(( $(date +%s) - t0 )) s wall"
+  "$bin/ddpm-eval" fid --classifier /tmp/ddpm-clf-0 --samples "$run-5000/samples.npz" --data fashion-mnist $dd \
+    --sample-info "gpu-medium run of $steps steps, EMA weights, DDIM 100 steps, eta 0" > "$logs/fid.log" 2>&1 || status=1
+  tail -6 "$logs/fid.log"
+fi
 exit $status

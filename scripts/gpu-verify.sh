@@ -91,7 +91,7 @@ done
 printf '\n| step | result |\n|---|---|\n'
 for k in "${order[@]}"; do printf '| %s | %s |\n' "$k" "${result[$k]}"; done
 [ -n "$summary" ] && echo "$summary"
-[ -f "$logs/apps.log" ] && grep -E "^(==|train:|sample:)" "$logs/apps.log"
+[ -f "$logs/apps.log" ] && grep -E "^(==|train:|sample|classifier seed|samples vs|real |uniform )" "$logs/apps.log"
 [ -f "$logs/bench.log" ] && tail -60 "$logs/bench.log"
 
 {

@@ -1,118 +1,147 @@
-// kernels/cuda/attention.cu: attention core as cuBLAS strided-batched GEMMs around two
-// fused row kernels (see attention.h for the contract and kernels/cpu/attention.h for the
-// equations).
+// kernels/cuda/attention.cu: attention core as cuBLAS batched GEMMs around two fused row
+// kernels (kernels/cuda/attention_softmax.h); see attention.h for the contract and
+// kernels/cpu/attention.h for the equations.
 //
-// Head h of image b is the [S, d] matrix at x + b*S*C + h*d with row stride C. Over the
-// heads of one image the batch stride is d; over images it is S*C, so one strided-batched
-// call covers the heads of one image and the host loops over b (B calls per product).
+// Every product is ONE cuBLAS call over all B*heads (image, head) pairs. Head h of image b
+// is the [S, d] matrix at x + b*S*C + h*d with row stride C: the offset has two strides
+// (S*C over images, d over heads), which a strided-batched GEMM cannot express with its
+// single batch stride, so:
+//   heads == 1: cublasSgemmStridedBatched, batch B, stride S*C;
+//   B == 1:     cublasSgemmStridedBatched, batch heads, stride d;
+//   otherwise:  cublasSgemmBatched over B*heads pointers, the pointer tables of every
+//               operand built by one small kernel per call of the op.
+// The first version looped over b on the host (B calls of batch `heads` per product: 256
+// cuBLAS calls for the b=128 forward); now the forward is 2 GEMMs + 1 row kernel (+1 table
+// kernel), the backward 5 GEMMs + 1 row kernel (+1).
 //
-// Forward, per image b (batch = heads):
-//   scores_h = q_h k_h^T / sqrt(d)          GEMM             [heads, S, S]
+// Forward (batch = all (b, h)):
+//   scores_bh = q_bh k_bh^T / sqrt(d)       GEMM             [B, heads, S, S]
 //   P = softmax(scores), lse                softmax_rows     (all B*heads*S rows at once)
-//   out_h = P_h v_h                         GEMM             [S, d] at out + b*S*C + h*d
-// Backward, per image b:
-//   scores_h = q_h k_h^T / sqrt(d),  dP_h = g_h v_h^T          GEMMs
-//   P = exp(scores - lse),  dS = P * (dP - rowsum(P * dP))      softmax_backward_rows
-//   dV_h = P_h^T g_h,  dQ_h = dS_h k_h / sqrt(d),  dK_h = dS_h^T q_h / sqrt(d)   GEMMs
+//   out_bh = P_bh v_bh                      GEMM             [S, d] at out + b*S*C + h*d
+// Backward:
+//   scores_bh = q_bh k_bh^T / sqrt(d),  dP_bh = g_bh v_bh^T      GEMMs
+//   P = exp(scores - lse),  dS = P * (dP - rowsum(P * dP))       softmax_backward_rows
+//   dV = P^T g,  dQ = dS k / sqrt(d),  dK = dS^T q / sqrt(d)     GEMMs (per (b, h))
 #include "kernels/cuda/attention.h"
 
 #include <cmath>
+#include <initializer_list>
+#include <memory>
+#include <vector>
 
+#include "engine/error.h"
+#include "kernels/cuda/attention_softmax.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
 
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kRowsPerBlock = 8;  // one warp per row, 8 warps (256 threads) per block
-constexpr unsigned kFullMask = 0xffffffffu;
-
 // Pool scratch released when the scope ends (also on a throw); stream-ordered, so the
 // kernels queued before the free still see valid memory.
 class Scratch {
  public:
-  explicit Scratch(std::size_t floats) : ptr_(static_cast<float*>(pool_alloc(floats * sizeof(float)))) {}
+  explicit Scratch(std::size_t bytes) : ptr_(pool_alloc(bytes)) {}
   ~Scratch() { pool_free(ptr_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  float* get() const { return ptr_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
 
  private:
-  float* ptr_;
+  void* ptr_;
 };
 
-// Row-major C[M, N] = alpha op(A) op(B) + beta C for `batch` matrices; each operand is given
-// by its row stride (ld) and its batch stride. cuBLAS is column-major, and a row-major X
-// is the column-major X^T, so we ask it for C^T = op(B)^T op(A)^T: operands swapped.
-void gemm_row_major(cublasHandle_t handle, bool trans_a, bool trans_b, int M, int N, int K, float alpha,
-                    const float* A, int lda, long long stride_a, const float* B, int ldb, long long stride_b,
-                    float beta, float* C, int ldc, long long stride_c, int batch) {
-  DDPM_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb,
-                                              stride_b, A, lda, stride_a, &beta, C, ldc, stride_c, batch));
-}
+std::size_t floats(std::int64_t n) { return static_cast<std::size_t>(n) * sizeof(float); }
 
-__device__ float warp_max(float x) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(kFullMask, x, o));
-  return x;
-}
+// One matrix per (image b, head h): base + b*image_stride + h*head_stride, row stride ld.
+struct Matrices {
+  const float* base;
+  long long image_stride;
+  long long head_stride;
+  int ld;
+};
 
-__device__ float warp_sum(float x) {
-  for (int o = kWarp / 2; o > 0; o >>= 1) x += __shfl_xor_sync(kFullMask, x, o);
-  return x;
-}
+constexpr int kMaxFamilies = 9;  // the backward's q, k, v, g, dq, dk, dv, P, dS
 
-// In place, per row of length `cols`: x <- exp(x - max) / sum exp(x - max), and
-// lse[row] = max + log(sum exp(x - max)). fp32 throughout; one warp per row.
-__global__ void softmax_rows_kernel(float* x, float* lse, std::int64_t rows, std::int64_t cols) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (row >= rows) return;  // whole warps leave together: rows map to warps
-  float* r = x + row * cols;
-  float m = -INFINITY;
-  for (std::int64_t j = lane; j < cols; j += kWarp) m = fmaxf(m, r[j]);
-  m = warp_max(m);
-  float sum = 0.f;
-  for (std::int64_t j = lane; j < cols; j += kWarp) sum += expf(r[j] - m);
-  sum = warp_sum(sum);
-  const float inv = 1.f / sum;
-  for (std::int64_t j = lane; j < cols; j += kWarp) r[j] = expf(r[j] - m) * inv;
-  if (lane == 0) lse[row] = m + logf(sum);
-}
+// Passed by value (216 bytes of kernel parameters).
+struct FamilyTable {
+  const float* base[kMaxFamilies];
+  long long image_stride[kMaxFamilies];
+  long long head_stride[kMaxFamilies];
+};
 
-// Per row: P = exp(scores - lse) written over scores, then dS = P (dP - sum_j P dP)
-// written over dP. Each lane rereads only the elements it wrote itself.
-__global__ void softmax_backward_rows_kernel(float* scores_to_p, float* dp_to_ds, const float* lse,
-                                             std::int64_t rows, std::int64_t cols) {
-  const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  if (row >= rows) return;
-  float* p = scores_to_p + row * cols;
-  float* ds = dp_to_ds + row * cols;
-  const float l = lse[row];
-  float dot = 0.f;
-  for (std::int64_t j = lane; j < cols; j += kWarp) {
-    const float pj = expf(p[j] - l);
-    p[j] = pj;
-    dot += pj * ds[j];
+// table[f*n + b*heads + h] = base_f + b*image_stride_f + h*head_stride_f, n = B*heads.
+__global__ void build_pointer_table_kernel(FamilyTable t, int families, std::int64_t B, std::int64_t heads,
+                                           float** table) {
+  const std::int64_t n = B * heads, total = families * n;
+  for (std::int64_t i = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += std::int64_t(gridDim.x) * blockDim.x) {
+    const std::int64_t f = i / n, j = i - f * n;
+    const std::int64_t b = j / heads, h = j - b * heads;
+    // Outputs share the table with inputs; constness is the GEMM call's business.
+    table[i] = const_cast<float*>(t.base[f]) + b * t.image_stride[f] + h * t.head_stride[f];
   }
-  dot = warp_sum(dot);
-  for (std::int64_t j = lane; j < cols; j += kWarp) ds[j] = p[j] * (ds[j] - dot);
 }
 
-unsigned row_blocks(std::int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
-// scores[b] = q_h k_h^T / sqrt(d) for every head h of every image b.   [B, heads, S, S]
-void compute_scores(const float* q, const float* k, float* scores, std::int64_t B, std::int64_t S, std::int64_t C,
-                    std::int64_t heads, float scale2, cublasHandle_t handle) {
-  const int s = static_cast<int>(S), c = static_cast<int>(C), d = static_cast<int>(C / heads);
-  const int h = static_cast<int>(heads);
-  for (std::int64_t b = 0; b < B; ++b)
-    gemm_row_major(handle, false, true, s, s, d, scale2, q + b * S * C, c, d, k + b * S * C, c, d, 0.f,
-                   scores + b * heads * S * S, s, S * S, h);
-}
+// The operands of every product of one op call, batched over all (b, h) pairs.
+class HeadBatches {
+ public:
+  HeadBatches(std::initializer_list<Matrices> families, std::int64_t B, std::int64_t heads, cudaStream_t stream)
+      : families_(families), B_(B), heads_(heads) {
+    DDPM_CHECK(families_.size() <= kMaxFamilies, "attention: too many operand families for the pointer table");
+    if (pointer_mode()) {
+      const std::int64_t n = B * heads, total = static_cast<std::int64_t>(families_.size()) * n;
+      table_ = std::make_unique<Scratch>(static_cast<std::size_t>(total) * sizeof(float*));
+      FamilyTable t{};
+      for (std::size_t f = 0; f < families_.size(); ++f) {
+        t.base[f] = families_[f].base;
+        t.image_stride[f] = families_[f].image_stride;
+        t.head_stride[f] = families_[f].head_stride;
+      }
+      constexpr int kThreads = 256;
+      build_pointer_table_kernel<<<grid_for(total, kThreads), kThreads, 0, stream>>>(
+          t, static_cast<int>(families_.size()), B, heads, table_->as<float*>());
+      DDPM_LAUNCH_CHECK("attention build_pointer_table");
+    }
+  }
+
+  // Row-major C_bh[M, N] = alpha op(A_bh) op(B_bh) + beta C_bh for every (b, h), with A, B, C
+  // indices into the families. cuBLAS is column-major, and a row-major X is the
+  // column-major X^T, so we ask it for C^T = op(B)^T op(A)^T: operands swapped.
+  void gemm(cublasHandle_t handle, bool trans_a, int a, bool trans_b, int b, int c, int M, int N, int K, float alpha,
+            float beta) const {
+    const Matrices &A = families_[a], &Bm = families_[b], &Cm = families_[c];
+    float* C = const_cast<float*>(Cm.base);  // the output family; stored const for the table
+    if (pointer_mode()) {
+      const int n = static_cast<int>(B_ * heads_);
+      float* const* table = table_->as<float*>();
+      DDPM_CUBLAS_CHECK(cublasSgemmBatched(handle, op(trans_b), op(trans_a), N, M, K, &alpha, table + b * n, Bm.ld,
+                                           table + a * n, A.ld, &beta, table + c * n, Cm.ld, n));
+      return;
+    }
+    // One stride suffices: over images when heads == 1, over heads when B == 1.
+    const bool over_images = heads_ == 1;
+    const int batch = static_cast<int>(over_images ? B_ : heads_);
+    auto stride = [over_images](const Matrices& m) { return over_images ? m.image_stride : m.head_stride; };
+    DDPM_CUBLAS_CHECK(cublasSgemmStridedBatched(handle, op(trans_b), op(trans_a), N, M, K, &alpha, Bm.base, Bm.ld,
+                                                stride(Bm), A.base, A.ld, stride(A), &beta, C, Cm.ld, stride(Cm),
+                                                batch));
+  }
+
+ private:
+  bool pointer_mode() const { return heads_ > 1 && B_ > 1; }
+
+  std::vector<Matrices> families_;
+  std::int64_t B_, heads_;
+  std::unique_ptr<Scratch> table_;  // [families, B*heads] device pointers (pointer mode only)
+};
 
 }  // namespace
 
@@ -121,17 +150,21 @@ void attention_forward(const float* q, const float* k, const float* v, float* ou
                        cudaStream_t stream) {
   if (B == 0 || S == 0) return;
   const int s = static_cast<int>(S), c = static_cast<int>(C), d = static_cast<int>(C / heads);
-  const int h = static_cast<int>(heads);
   const float scale2 = 1.f / std::sqrt(float(d));  // (d^(-1/4))^2, the q and k scales together
   const std::int64_t rows = B * heads * S;
-  Scratch scores(static_cast<std::size_t>(rows * S));  // [B, heads, S, S]
-  compute_scores(q, k, scores.get(), B, S, C, heads, scale2, handle);
-  softmax_rows_kernel<<<row_blocks(rows), kWarp * kRowsPerBlock, 0, stream>>>(scores.get(), lse, rows, S);
-  DDPM_LAUNCH_CHECK("attention softmax_rows");
-  // out_h = P_h v_h                                                       [S, d] per head
-  for (std::int64_t b = 0; b < B; ++b)
-    gemm_row_major(handle, false, false, s, d, s, 1.f, scores.get() + b * heads * S * S, s, S * S, v + b * S * C, c,
-                   d, 0.f, out + b * S * C, c, d, h);
+  Scratch scores(floats(rows * S));  // [B, heads, S, S]
+  // Images S*C apart, heads d apart, rows C apart; the scores are [B, heads, S, S].
+  const long long img = S * C, sq = S * S;
+  enum { kQ, kK, kV, kOut, kScores };
+  const HeadBatches batches({{q, img, d, c},
+                             {k, img, d, c},
+                             {v, img, d, c},
+                             {out, img, d, c},
+                             {scores.as<float>(), heads * sq, sq, s}},
+                            B, heads, stream);
+  batches.gemm(handle, false, kQ, true, kK, kScores, s, s, d, scale2, 0.f);  // q_bh k_bh^T / sqrt(d)  [S, S]
+  attention_softmax_rows(scores.as<float>(), lse, rows, S, stream);
+  batches.gemm(handle, false, kScores, false, kV, kOut, s, d, s, 1.f, 0.f);  // out_bh = P_bh v_bh     [S, d]
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
@@ -139,30 +172,28 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         std::int64_t heads, cublasHandle_t handle, cudaStream_t stream) {
   if (B == 0 || S == 0) return;
   const int s = static_cast<int>(S), c = static_cast<int>(C), d = static_cast<int>(C / heads);
-  const int h = static_cast<int>(heads);
   const float scale2 = 1.f / std::sqrt(float(d));
   const std::int64_t rows = B * heads * S;
-  Scratch p(static_cast<std::size_t>(rows * S));   // scores, then P        [B, heads, S, S]
-  Scratch ds(static_cast<std::size_t>(rows * S));  // dP, then dS           [B, heads, S, S]
-  compute_scores(q, k, p.get(), B, S, C, heads, scale2, handle);
-  // dP_h = g_h v_h^T                                                      [S, S] per head
-  for (std::int64_t b = 0; b < B; ++b)
-    gemm_row_major(handle, false, true, s, s, d, 1.f, grad_out + b * S * C, c, d, v + b * S * C, c, d, 0.f,
-                   ds.get() + b * heads * S * S, s, S * S, h);
-  softmax_backward_rows_kernel<<<row_blocks(rows), kWarp * kRowsPerBlock, 0, stream>>>(p.get(), ds.get(), lse, rows,
-                                                                                       S);
-  DDPM_LAUNCH_CHECK("attention softmax_backward_rows");
-  for (std::int64_t b = 0; b < B; ++b) {
-    const float* pb = p.get() + b * heads * S * S;
-    const float* dsb = ds.get() + b * heads * S * S;
-    const std::int64_t off = b * S * C;
-    // dV_h = P_h^T g_h                                                    [S, d]
-    gemm_row_major(handle, true, false, s, d, s, 1.f, pb, s, S * S, grad_out + off, c, d, 0.f, dv + off, c, d, h);
-    // dQ_h = dS_h k_h / sqrt(d)                                           [S, d]
-    gemm_row_major(handle, false, false, s, d, s, scale2, dsb, s, S * S, k + off, c, d, 0.f, dq + off, c, d, h);
-    // dK_h = dS_h^T q_h / sqrt(d)                                         [S, d]
-    gemm_row_major(handle, true, false, s, d, s, scale2, dsb, s, S * S, q + off, c, d, 0.f, dk + off, c, d, h);
-  }
+  Scratch p(floats(rows * S));   // scores, then P        [B, heads, S, S]
+  Scratch ds(floats(rows * S));  // dP, then dS           [B, heads, S, S]
+  const long long img = S * C, sq = S * S;
+  enum { kQ, kK, kV, kG, kDq, kDk, kDv, kP, kDs };
+  const HeadBatches batches({{q, img, d, c},
+                             {k, img, d, c},
+                             {v, img, d, c},
+                             {grad_out, img, d, c},
+                             {dq, img, d, c},
+                             {dk, img, d, c},
+                             {dv, img, d, c},
+                             {p.as<float>(), heads * sq, sq, s},
+                             {ds.as<float>(), heads * sq, sq, s}},
+                            B, heads, stream);
+  batches.gemm(handle, false, kQ, true, kK, kP, s, s, d, scale2, 0.f);  // scores = q k^T / sqrt(d)  [S, S]
+  batches.gemm(handle, false, kG, true, kV, kDs, s, s, d, 1.f, 0.f);    // dP = g v^T                [S, S]
+  attention_softmax_backward_rows(p.as<float>(), ds.as<float>(), lse, rows, S, stream);
+  batches.gemm(handle, true, kP, false, kG, kDv, s, d, s, 1.f, 0.f);        // dV = P^T g              [S, d]
+  batches.gemm(handle, false, kDs, false, kK, kDq, s, d, s, scale2, 0.f);   // dQ = dS k / sqrt(d)     [S, d]
+  batches.gemm(handle, true, kDs, false, kQ, kDk, s, d, s, scale2, 0.f);    // dK = dS^T q / sqrt(d)   [S, d]
 }
 
 }  // namespace ddpm::cuda

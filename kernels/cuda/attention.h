@@ -2,12 +2,15 @@
 // contract as kernels/cpu/attention.h: q, k, v, out [B, S, C] row-major, head h on channels
 // [h*d, (h+1)*d), lse [B, heads, S], scores scaled by (d^(-1/4))^2 = 1/sqrt(d).
 //
-// First version: cuBLAS strided-batched GEMMs (batch = heads, one call per image b) around
-// hand-written fused row kernels: a max-subtracted softmax that also writes the row's
-// log-sum-exp, and a softmax backward that recomputes P from lse. The full score matrix
-// [B, heads, S, S] is materialized in pool scratch: at B=8, heads=4, S=1024 (32x32) that
-// is 128 MiB in the forward and twice that in the backward (scores and dP). A fused
-// flash-style kernel that never materializes it is the next step.
+// cuBLAS GEMMs, each ONE call batched over all B*heads (image, head) pairs (strided when
+// heads == 1 or B == 1, else over device pointer tables), around two fused row kernels
+// (attention_softmax.h): a max-subtracted softmax that also writes the row's log-sum-exp,
+// and a softmax backward that recomputes P from lse. The full score matrix
+// [B, heads, S, S] is materialized in pool scratch: 4*B*heads*S^2 bytes, e.g. 128 MiB at
+// B=128, heads=4, S=256 (16x16 tokens) or B=8, heads=4, S=1024 (32x32) in the forward, and
+// twice that in the backward (scores and dP). Moving it through DRAM (about 4 passes
+// forward, 8 backward) is what bounds this design; a fused flash-style kernel that keeps
+// score tiles on chip is the next step.
 //
 // `handle` must be bound to `stream` (cuda::cublas() is bound to cuda::stream()); scratch
 // comes from cuda::pool_alloc, which is ordered on cuda::stream().

@@ -1,6 +1,10 @@
 // The CUDA attention core (cuBLAS GEMMs + fused softmax kernels) against the CPU reference,
 // forward and gradients of q, k and v, at the UNet's attention shapes: 16x16, 32x32 and
 // 8x8 token grids with 128..512 channels, by head count and by 64 channels per head.
+// The batching paths of kernels/cuda/attention.cu are each covered: heads == 1 (strided
+// over images), B == 1 (strided over heads), otherwise pointer tables; and the softmax
+// paths of attention_softmax.cu: float4 / float2 / scalar rows held in registers, and the
+// streaming kernel for rows longer than 1024 tokens.
 #include <string>
 
 #include <gtest/gtest.h>
@@ -60,6 +64,18 @@ TEST(AttentionGpu, RowsShorterOrNotAMultipleOfTheWarp) {
   DDPM_REQUIRE_CUDA();
   check_attention({3, 100, 96}, 3, 10);  // 100 tokens: a partial last pass per row
   check_attention({2, 7, 16}, 2, 11);    // fewer tokens than warp lanes
+}
+
+TEST(AttentionGpu, OneImageBatchesOverHeads) {
+  DDPM_REQUIRE_CUDA();
+  check_attention({1, 256, 256}, 4, 15);  // B == 1: one strided call over the heads
+  check_attention({1, 64, 128}, 1, 16);   // B == 1, heads == 1: a batch of one
+}
+
+TEST(AttentionGpu, OddAndLongRows) {
+  DDPM_REQUIRE_CUDA();
+  check_attention({2, 999, 32}, 1, 17);   // odd row length: scalar loads, 32 per lane
+  check_attention({2, 1100, 64}, 2, 18);  // past 1024 tokens: the streaming softmax kernels
 }
 
 TEST(AttentionGpu, ZeroQueryGivesTheMeanOfValues) {

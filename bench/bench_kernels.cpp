@@ -2,10 +2,15 @@
 // at the shapes in bench/cases.json, and reports achieved bandwidth or FLOP rate against
 // this device's measured copy bandwidth and SGEMM rate.
 //
-//   bench-kernels [--cases FILE] [--reps N] [--json]
+//   bench-kernels [--cases FILE] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic]
+//                 [--allow-nondeterministic]
 //
 // --json prints one JSON object per line, the format scripts/bench_pytorch.py prints too;
 // scripts/bench.sh runs both and prints the ratios. Without a GPU it says so and exits 0.
+// --tf32 sets ddpm::set_allow_tf32(true) (engine/math_mode.h) for every op timed: rows carry
+// "mode": "fp32" or "tf32". The FLOP rates are always relative to the fp32 SGEMM rate (so a
+// TF32 row can pass 100%); with --tf32 the header also gives the TF32 GEMM rate. Conv rows
+// carry "algos": the algorithms the plan chose for that case (cuda::conv2d_plan_info).
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +24,7 @@
 #include "bench/bench_util.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/math_mode.h"
 #include "engine/rng.h"
 #include "kernels/common/conv2d_geometry.h"
 #include "kernels/cuda/attention.h"
@@ -36,11 +42,16 @@ struct Options {
   std::string cases = DDPM_SOURCE_DIR "/bench/cases.json";
   int reps = 50;
   bool json_lines = false;
+  bool tf32 = false;
+  ConvAlgoSearch conv_search = ConvAlgoSearch::benchmark;
+  bool allow_nondeterministic = false;
+  const char* mode() const { return tf32 ? "tf32" : "fp32"; }
 };
 
 struct Peaks {
   double copy_gbps = 0;    // device-to-device copy, counting read + write
   double sgemm_tflops = 0;  // fp32 SGEMM 8192^3 (TF32 off)
+  double tf32_tflops = 0;   // the same GEMM with TF32 allowed (measured with --tf32 only)
 };
 
 Tensor dev_randn(const Shape& s, std::uint64_t seed) {
@@ -48,7 +59,9 @@ Tensor dev_randn(const Shape& s, std::uint64_t seed) {
   return randn(s, g, Device::cuda());
 }
 
-Peaks measure_peaks(bench::Timer& timer) {
+// The GEMM rates are measured under explicit TF32 settings; the caller's are restored.
+Peaks measure_peaks(bench::Timer& timer, bool with_tf32) {
+  MathModeScope restore;
   Peaks p;
   const std::int64_t n = std::int64_t(1) << 28;  // 1 GiB of floats
   Tensor a = Tensor::empty({n}, DType::f32, Device::cuda()), b = Tensor::empty({n}, DType::f32, Device::cuda());
@@ -58,11 +71,16 @@ Peaks measure_peaks(bench::Timer& timer) {
   p.copy_gbps = 2.0 * a.nbytes() / (ms * 1e6);
   const std::int64_t m = 8192;
   Tensor x = dev_randn({m, m}, 1), y = dev_randn({m, m}, 2), z = Tensor::empty({m, m}, DType::f32, Device::cuda());
-  ms = timer.median_ms([&] {
-    cuda::gemm(false, false, m, m, m, 1.f, x.data<float>(), m, y.data<float>(), m, 0.f, z.data<float>(), m,
-               cuda::stream());
-  });
-  p.sgemm_tflops = 2.0 * m * m * m / (ms * 1e9);
+  auto gemm_tflops = [&](bool tf32) {
+    set_allow_tf32(tf32);
+    double t = timer.median_ms([&] {
+      cuda::gemm(false, false, m, m, m, 1.f, x.data<float>(), m, y.data<float>(), m, 0.f, z.data<float>(), m,
+                 cuda::stream());
+    });
+    return 2.0 * m * m * m / (t * 1e9);
+  };
+  p.sgemm_tflops = gemm_tflops(false);
+  if (with_tf32) p.tf32_tflops = gemm_tflops(true);
   return p;
 }
 
@@ -71,18 +89,20 @@ struct Reporter {
   const Peaks& peaks;
   // bytes: DRAM traffic of an ideal kernel; flops: arithmetic. Either may be 0.
   void row(const std::string& op, const json& c, const std::string& direction, double ms, double bytes,
-           double flops) const {
+           double flops, const std::string& algos = "") const {
     double gbps = bytes / (ms * 1e6), tflops = flops / (ms * 1e9);
     if (opt.json_lines) {
-      json j{{"op", op}, {"case", c}, {"direction", direction}, {"ms", ms}};
+      json j{{"op", op}, {"case", c}, {"direction", direction}, {"mode", opt.mode()}, {"ms", ms}};
+      if (!algos.empty()) j["algos"] = algos;
       if (bytes > 0) j["gbps"] = gbps, j["pct_copy_bw"] = 100 * gbps / peaks.copy_gbps;
       if (flops > 0) j["tflops"] = tflops, j["pct_sgemm"] = 100 * tflops / peaks.sgemm_tflops;
       std::cout << j.dump() << "\n";
       return;
     }
-    std::printf("%-16s %-9s %-44s %9.3f ms", op.c_str(), direction.c_str(), c.dump().c_str(), ms);
+    std::printf("%-16s %-9s %s %-44s %9.3f ms", op.c_str(), direction.c_str(), opt.mode(), c.dump().c_str(), ms);
     if (bytes > 0) std::printf("  %7.1f GB/s (%5.1f%% of copy)", gbps, 100 * gbps / peaks.copy_gbps);
     if (flops > 0) std::printf("  %6.2f TFLOP/s (%5.1f%% of SGEMM)", tflops, 100 * tflops / peaks.sgemm_tflops);
+    if (!algos.empty()) std::printf("\n    %s", algos.c_str());
     std::printf("\n");
   }
 };
@@ -125,12 +145,13 @@ void bench_conv2d(const json& cases, bench::Timer& timer, const Reporter& rep) {
     double flops = 2.0 * geo.n * geo.ho * geo.wo * geo.cout * geo.patch_size();
     double ms = timer.median_ms(
         [&] { cuda::conv2d_forward(x.data<float>(), w.data<float>(), bias.data<float>(), y.data<float>(), geo, cuda::stream()); });
-    rep.row("conv2d", c, "forward", ms, 0, flops);
+    // The plan's choices, as the forward row's note (the backward is chosen below).
+    rep.row("conv2d", c, "forward", ms, 0, flops, cuda::conv2d_plan_info(geo).str());
     ms = timer.median_ms([&] {
       cuda::conv2d_backward_data(gy.data<float>(), w.data<float>(), gx.data<float>(), geo, cuda::stream());
       cuda::conv2d_backward_filter(x.data<float>(), gy.data<float>(), gw.data<float>(), geo, cuda::stream());
     });
-    rep.row("conv2d", c, "backward", ms, 0, 2 * flops);
+    rep.row("conv2d", c, "backward", ms, 0, 2 * flops, cuda::conv2d_plan_info(geo).str());
   }
 }
 
@@ -171,8 +192,21 @@ Options parse(int argc, char** argv) {
       o.reps = std::atoi(argv[++i]);
     } else if (a == "--cases" && i + 1 < argc) {
       o.cases = argv[++i];
+    } else if (a == "--tf32") {
+      o.tf32 = true;
+    } else if (a == "--conv-algo" && i + 1 < argc) {
+      try {
+        o.conv_search = parse_conv_algo_search(argv[++i]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench-kernels: %s\n", e.what());
+        std::exit(2);
+      }
+    } else if (a == "--allow-nondeterministic") {
+      o.allow_nondeterministic = true;
     } else {
-      std::fprintf(stderr, "usage: bench-kernels [--cases FILE] [--reps N] [--json]\n");
+      std::fprintf(stderr,
+                   "usage: bench-kernels [--cases FILE] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic] "
+                   "[--allow-nondeterministic]\n");
       std::exit(2);
     }
   }
@@ -196,15 +230,28 @@ int main(int argc, char** argv) {
     DDPM_CHECK_AS(f, IoError, "bench-kernels: cannot open the cases file " << opt.cases);
     json cases = json::parse(f);
     bench::Timer timer(opt.reps);
-    Peaks peaks = measure_peaks(timer);
+    Peaks peaks = measure_peaks(timer, opt.tf32);
+    set_allow_tf32(opt.tf32);
+    set_conv_algo_search(opt.conv_search);
+    set_allow_nondeterministic_conv(opt.allow_nondeterministic);
     cudaDeviceProp prop{};
     DDPM_CUDA_CHECK(cudaGetDeviceProperties(&prop, cuda::current_device()));
     if (opt.json_lines) {
-      std::cout << json{{"device", prop.name}, {"copy_gbps", peaks.copy_gbps}, {"sgemm_tflops", peaks.sgemm_tflops}}.dump()
-                << "\n";
+      json h{{"device", prop.name},
+             {"mode", opt.mode()},
+             {"conv_algo", conv_algo_search_name(opt.conv_search)},
+             {"allow_nondeterministic", opt.allow_nondeterministic},
+             {"copy_gbps", peaks.copy_gbps},
+             {"sgemm_tflops", peaks.sgemm_tflops}};
+      if (opt.tf32) h["tf32_gemm_tflops"] = peaks.tf32_tflops;
+      std::cout << h.dump() << "\n";
     } else {
-      std::printf("device: %s; measured copy bandwidth %.0f GB/s, SGEMM %.1f TFLOP/s; median of %d, L2 flushed\n",
-                  prop.name, peaks.copy_gbps, peaks.sgemm_tflops, opt.reps);
+      std::printf("device: %s; measured copy bandwidth %.0f GB/s, SGEMM %.1f TFLOP/s", prop.name, peaks.copy_gbps,
+                  peaks.sgemm_tflops);
+      if (opt.tf32) std::printf(", TF32 GEMM %.1f TFLOP/s", peaks.tf32_tflops);
+      std::printf("; median of %d, L2 flushed\nmode %s, convolution algorithms: %s%s\n", opt.reps, opt.mode(),
+                  conv_algo_search_name(opt.conv_search),
+                  opt.allow_nondeterministic ? ", nondeterministic allowed" : ", deterministic only");
     }
     Reporter rep{opt, peaks};
     bench_group_norm(cases["group_norm_silu"], timer, rep);

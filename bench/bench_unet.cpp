@@ -3,7 +3,9 @@
 //   train   images/s of one training step (forward, L_simple, backward, AdamW on the slab)
 //   sample  network evaluations/s of one no-grad forward
 // median of --reps after warm-up. JSON lines with --json (the format of
-// scripts/bench_pytorch_unet.py). Without a GPU it says so and exits 0.
+// scripts/bench_pytorch_unet.py), "mode" "ours_fp32" or, with --tf32 (ddpm::set_allow_tf32,
+// engine/math_mode.h: TF32 in cuBLAS and cuDNN), "ours_tf32". --conv-algo picks the cuDNN
+// algorithm search (benchmark, the default, or heuristic). Without a GPU it says so and exits 0.
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -13,6 +15,7 @@
 
 #include "bench/bench_util.h"
 #include "engine/autograd.h"
+#include "engine/math_mode.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/ops/reduce.h"
@@ -22,14 +25,24 @@ using namespace ddpm;
 
 int main(int argc, char** argv) {
   int batch = 128, reps = 20;
-  bool json_lines = false;
+  bool json_lines = false, tf32 = false;
+  ConvAlgoSearch conv_search = ConvAlgoSearch::benchmark;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") json_lines = true;
+    else if (a == "--tf32") tf32 = true;
+    else if (a == "--conv-algo" && i + 1 < argc) {
+      try {
+        conv_search = parse_conv_algo_search(argv[++i]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench-unet: %s\n", e.what());
+        return 2;
+      }
+    }
     else if (a == "--batch" && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json]\n");
+      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic]\n");
       return 2;
     }
   }
@@ -42,6 +55,8 @@ int main(int argc, char** argv) {
       std::printf("bench-unet: no CUDA device (%s): nothing to time\n", cuda_unavailable_reason().c_str());
       return 0;
     }
+    set_allow_tf32(tf32);
+    set_conv_algo_search(conv_search);
     Generator gen(0);
     unet::UNet net(unet::UNetConfig::ddpm_cifar10(), gen, Device::cuda());
     ParameterSlab slab(net.named_parameters());
@@ -66,14 +81,18 @@ int main(int argc, char** argv) {
     auto emit = [&](const char* what, double ms) {
       double per_s = batch / ms * 1e3;
       if (json_lines)
-        std::cout << nlohmann::json{{"op", "unet"}, {"mode", "ours_fp32"}, {"what", what}, {"batch", batch},
+        std::cout << nlohmann::json{{"op", "unet"}, {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
+                                    {"conv_algo", conv_algo_search_name(conv_search)}, {"what", what}, {"batch", batch},
                                     {"ms", ms}, {"per_s", per_s}}.dump()
                   << "\n";
       else
         std::printf("unet %-6s batch %d: %.2f ms, %.1f %s/s\n", what, batch, ms, per_s,
                     std::string(what) == "train" ? "images" : "evaluations");
     };
-    if (!json_lines) std::printf("DDPM CIFAR-10 UNet, %lld parameters, fp32 (no TF32)\n", (long long)slab.numel());
+    if (!json_lines)
+      std::printf("DDPM CIFAR-10 UNet, %lld parameters, %s, convolution algorithms: %s\n", (long long)slab.numel(),
+                  tf32 ? "fp32 storage with TF32 GEMMs and convolutions" : "fp32 (no TF32)",
+                  conv_algo_search_name(conv_search));
     emit("train", train_ms);
     emit("sample", sample_ms);
   } catch (const std::exception& e) {

@@ -4,7 +4,9 @@
 # torch is importable), joined into one table with the ratio torch_ms / our_ms (> 1 means
 # we are faster), and the model-level figures (bench-unet vs scripts/bench_pytorch_unet.py:
 # training images/s and sampling evaluations/s of the DDPM CIFAR-10 UNet at batch 128).
-# Both sides run in this one invocation, so the ratios compare like with like.
+# Both sides run in this one invocation, so the ratios compare like with like. Our side runs
+# twice, fp32 (the default) and with --tf32 (TF32 in cuBLAS and cuDNN, engine/math_mode.h);
+# the rows carry "mode" and the report puts each beside PyTorch's fp32 and TF32 figures.
 #
 #   scripts/bench.sh [build-dir]       (default build/gpu; built by scripts/gpu-verify.sh)
 set -euo pipefail
@@ -13,6 +15,7 @@ build=${1:-build/gpu}
 out=${OUT:-$build}
 mkdir -p "$out"
 "$build/bin/bench-kernels" --cases bench/cases.json --json > "$out/bench-ours.jsonl"
+"$build/bin/bench-kernels" --cases bench/cases.json --json --tf32 >> "$out/bench-ours.jsonl"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   python3 scripts/bench_pytorch.py > "$out/bench-torch.jsonl"
 else
@@ -20,6 +23,7 @@ else
   : > "$out/bench-torch.jsonl"
 fi
 "$build/bin/bench-unet" --json >> "$out/bench-ours.jsonl"
+"$build/bin/bench-unet" --json --tf32 >> "$out/bench-ours.jsonl"
 if python3 -c "import torch, diffusers; assert torch.cuda.is_available()" 2>/dev/null; then
   python3 scripts/bench_pytorch_unet.py >> "$out/bench-torch.jsonl"
 else

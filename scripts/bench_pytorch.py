@@ -2,11 +2,18 @@
 """PyTorch eager baseline for the kernel benchmark: the same shapes as bench/cases.json,
 timed the same way as bench-kernels (CUDA events, L2 flushed between repetitions, median).
 
-Prints one JSON object per line: {"op", "case", "direction", "ms"}. scripts/bench.sh joins
-these with bench-kernels' lines and prints the ratios. fp32 throughout with TF32 off, so
-both sides do the same arithmetic.
+Prints one JSON object per line: {"op", "case", "direction", "mode", "ms"}. scripts/bench.sh
+joins these with bench-kernels' lines (run with and without --tf32) and prints the ratios.
 
-    python3 scripts/bench_pytorch.py [--reps 50]
+Modes. "fp32": TF32 off in cuDNN and cuBLAS, the same arithmetic as our default. "tf32"
+(conv2d and linear only): TF32 allowed, the same arithmetic as our --tf32. For conv2d the
+tf32 row is what PyTorch does by default (torch.backends.cudnn.allow_tf32 = True); for
+linear it is an opt-in (torch.backends.cuda.matmul.allow_tf32 defaults to False), and each
+such row says so in "note". cuDNN algorithm choice is PyTorch's default, its heuristic
+(torch.backends.cudnn.benchmark = False), unless --cudnn-benchmark is given; ours times the
+candidates once by default (engine/math_mode.h).
+
+    python3 scripts/bench_pytorch.py [--reps 50] [--cudnn-benchmark]
 """
 import argparse
 import json
@@ -33,16 +40,32 @@ def timed(fn, reps, flush):
     return statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
 
 
-def emit(op, case, direction, ms):
-    print(json.dumps({"op": op, "case": case, "direction": direction, "ms": ms}), flush=True)
+def emit(op, case, direction, ms, mode="fp32", note=None):
+    row = {"op": op, "case": case, "direction": direction, "mode": mode, "ms": ms}
+    if note:
+        row["note"] = note
+    print(json.dumps(row), flush=True)
+
+
+def set_tf32(on):
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+CONV_NOTES = {"fp32": "cudnn.allow_tf32=False (not the torch default)",
+              "tf32": "cudnn.allow_tf32=True (the torch default)"}
+LINEAR_NOTES = {"fp32": "matmul.allow_tf32=False (the torch default)",
+                "tf32": "matmul.allow_tf32=True (opt-in)"}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="time cuDNN's algorithms once per shape (torch.backends.cudnn.benchmark = True)")
     args = ap.parse_args()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    set_tf32(False)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     dev = torch.device("cuda")
     flush = torch.empty(256 * 1024 * 1024 // 4, device=dev)  # larger than any L2
     with open(os.path.join(HERE, "..", "bench", "cases.json")) as f:
@@ -70,24 +93,27 @@ def main():
         bwd = lambda: torch.autograd.grad(y, (q, k, v), g, retain_graph=True)
         emit("attention", c, "backward", timed(bwd, args.reps, flush))
 
-    for c in cases["conv2d"]:
-        x = torch.randn(c["n"], c["cin"], c["h"], c["w"], device=dev).to(memory_format=torch.channels_last)
-        w = torch.randn(c["cout"], c["cin"], c["k"], c["k"], device=dev).to(memory_format=torch.channels_last)
-        b = torch.randn(c["cout"], device=dev)
-        x.requires_grad_(True)
-        w.requires_grad_(True)
-        fwd = lambda: F.conv2d(x, w, b, stride=c["stride"], padding=c["pad"])
-        emit("conv2d", c, "forward", timed(fwd, args.reps, flush))
-        y = fwd()
-        g = torch.randn_like(y)
-        bwd = lambda: torch.autograd.grad(y, (x, w), g, retain_graph=True)
-        emit("conv2d", c, "backward", timed(bwd, args.reps, flush))
+    for mode in ("fp32", "tf32"):
+        set_tf32(mode == "tf32")
+        for c in cases["conv2d"]:
+            x = torch.randn(c["n"], c["cin"], c["h"], c["w"], device=dev).to(memory_format=torch.channels_last)
+            w = torch.randn(c["cout"], c["cin"], c["k"], c["k"], device=dev).to(memory_format=torch.channels_last)
+            b = torch.randn(c["cout"], device=dev)
+            x.requires_grad_(True)
+            w.requires_grad_(True)
+            fwd = lambda: F.conv2d(x, w, b, stride=c["stride"], padding=c["pad"])
+            emit("conv2d", c, "forward", timed(fwd, args.reps, flush), mode, CONV_NOTES[mode])
+            y = fwd()
+            g = torch.randn_like(y)
+            bwd = lambda: torch.autograd.grad(y, (x, w), g, retain_graph=True)
+            emit("conv2d", c, "backward", timed(bwd, args.reps, flush), mode, CONV_NOTES[mode])
 
-    for c in cases["linear"]:
-        x = torch.randn(c["m"], c["k"], device=dev)
-        w = torch.randn(c["n"], c["k"], device=dev)
-        b = torch.randn(c["n"], device=dev)
-        emit("linear", c, "forward", timed(lambda: F.linear(x, w, b), args.reps, flush))
+        for c in cases["linear"]:
+            x = torch.randn(c["m"], c["k"], device=dev)
+            w = torch.randn(c["n"], c["k"], device=dev)
+            b = torch.randn(c["n"], device=dev)
+            emit("linear", c, "forward", timed(lambda: F.linear(x, w, b), args.reps, flush), mode, LINEAR_NOTES[mode])
+    set_tf32(False)
 
     for c in cases["adamw"]:
         p = torch.zeros(c["params"], device=dev, requires_grad=True)

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "engine/math_mode.h"
 #include "kernels/cuda/check.h"
 
 namespace ddpm::cuda {
@@ -66,6 +67,8 @@ struct Context {
   cudnnHandle_t cudnn = nullptr;
   cudaMemPool_t pool = nullptr;
   void* cublas_workspace = nullptr;
+  // The TF32 setting (engine/math_mode.h) last applied to the cuBLAS handle.
+  std::atomic<bool> cublas_tf32{false};
   bool ready = false;
 };
 
@@ -120,7 +123,23 @@ void set_device(int index) {
 
 int current_device() { return ready_ctx().device; }
 cudaStream_t stream() { return ready_ctx().stream; }
-cublasHandle_t cublas() { return ready_ctx().cublas; }
+
+// The handle's math mode follows allow_tf32(): checked on every hand-out (one relaxed load
+// and a compare), changed under the context mutex only when the setting has changed, so
+// every cuBLAS call made through cublas() sees the current setting.
+cublasHandle_t cublas() {
+  Context& c = ready_ctx();
+  const bool want = allow_tf32();
+  if (c.cublas_tf32.load(std::memory_order_relaxed) != want) {
+    std::lock_guard<std::mutex> lock(ctx_mutex());
+    if (c.cublas_tf32.load(std::memory_order_relaxed) != want) {
+      DDPM_CUBLAS_CHECK(cublasSetMathMode(c.cublas, want ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      c.cublas_tf32.store(want, std::memory_order_relaxed);
+    }
+  }
+  return c.cublas;
+}
+
 cudnnHandle_t cudnn() { return ready_ctx().cudnn; }
 
 void* pool_alloc(std::size_t bytes) {

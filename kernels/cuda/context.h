@@ -20,7 +20,11 @@ void set_device(int index);
 int current_device();
 
 cudaStream_t stream();
-cublasHandle_t cublas();  // bound to stream(); TF32 disabled (fp32 math stays fp32)
+// Bound to stream(). Its math mode follows ddpm::allow_tf32() (engine/math_mode.h), applied
+// when the handle is handed out: CUBLAS_DEFAULT_MATH (true fp32, the default) or
+// CUBLAS_TF32_TENSOR_OP_MATH. Fetch it per call rather than keeping it across a change of
+// that setting.
+cublasHandle_t cublas();
 cudnnHandle_t cudnn();    // bound to stream()
 
 // Stream-ordered pool allocation on stream(). Throws OutOfMemoryError naming the bytes.

@@ -10,8 +10,11 @@
 // row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: the
 // operands are swapped, M and N are swapped, and the transpose flags are passed unchanged.
 //
-// The handle is cuda::cublas() (kernels/cuda/context.h): TF32 is off, so products are true
-// fp32, and its pointer mode is the default (alpha and beta read from the host). When
+// The handle is cuda::cublas() (kernels/cuda/context.h): by default TF32 is off, so products
+// are true fp32; with ddpm::set_allow_tf32(true) (engine/math_mode.h) the handle's math mode
+// is CUBLAS_TF32_TENSOR_OP_MATH and cuBLAS may round the inputs of each product to TF32
+// (10-bit mantissa, about 1e-3 relative error of a K-term sum), accumulating in fp32. Its
+// pointer mode is the default (alpha and beta read from the host). When
 // `stream` is not the handle's stream, the handle is bound to `stream` for the call and
 // rebound afterwards. Asynchronous: the call returns once the work is queued.
 #pragma once

@@ -9,12 +9,21 @@
 // Tolerances: both sides are fp32 GEMMs that sum K products in different orders (blocked,
 // possibly split-K), so an output with K terms of size ~1 differs by a few ulp times
 // sqrt(K). Inputs are scaled so forward outputs are O(1); each check states its K.
+//
+// TF32 (engine/math_mode.h, off by default): cuBLAS may round each input of a product to a
+// 10-bit mantissa (relative error up to 2^-11, or 2^-10 if truncated), so a K-term sum errs by
+// ~1e-3 of its magnitude whatever K is. Those checks compare against an f64 CPU reference on
+// the same f32 inputs: max |error| <= 3e-3 * max |reference| and NMSE <= 1e-5, as in
+// test_conv_gpu.cpp, and check that switching TF32 off restores fp32 results bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <iostream>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/math_mode.h"
 #include "engine/ops/linalg.h"
 #include "support/gradcheck.h"
 #if DDPM_HAVE_CUDA
@@ -103,6 +112,98 @@ TEST(LinalgGpu, MixingDevicesIsAClearError) {
   EXPECT_THROW(matmul(Tensor::zeros({4, 4}, DType::f64, Device::cuda()), b), ValueError);  // f64 is CPU-only
 }
 
+// |actual - expected| within `rel` of expected's largest magnitude, and NMSE <= nmse.
+::testing::AssertionResult within_scale(const Tensor& actual, const Tensor& expected, double rel, double nmse) {
+  if (actual.shape() != expected.shape()) return ::testing::AssertionFailure() << "shapes differ";
+  double scale = 0;
+  for (double e : expected.to_double_vector()) scale = std::max(scale, std::fabs(e));
+  testing::ErrorStats st = testing::compare(actual, expected);
+  if (!(st.max_abs <= rel * scale) || !(st.nmse <= nmse))
+    return ::testing::AssertionFailure() << st.str() << ", scale " << scale << ": allowed max_abs " << rel * scale
+                                         << ", nmse " << nmse;
+  std::cout << "    [compare] " << st.str() << " (max_abs/scale " << st.max_abs / scale << ")\n";
+  return ::testing::AssertionSuccess();
+}
+
+// linear(x, W, b) forward and backward on CUDA, and the f64 CPU reference on the same f32
+// values: x [256, 512], W [384, 512] (K = 512 forward, 384 for dx, 256 rows for dW and db),
+// and the batched attention-style product [32, 256, 64] x [32, 64, 256] (K = 64).
+struct LinalgResults {
+  Tensor y, dx, dw, db, p, da, dbb;  // CUDA results, on the host
+};
+
+LinalgResults run_linalg(bool tf32_tolerance) {
+  Tensor x32 = random_tensor({256, 512}, 21, DType::f32);
+  Tensor w32 = random_tensor({384, 512}, 22, DType::f32, 1.0 / std::sqrt(512.0));
+  Tensor b32 = random_tensor({384}, 23, DType::f32);
+  Tensor a32 = random_tensor({32, 256, 64}, 24, DType::f32, 0.125);
+  Tensor c32 = random_tensor({32, 64, 256}, 25, DType::f32, 0.125);
+  Tensor xc = x32.to(DType::f64).set_requires_grad(true), wc = w32.to(DType::f64).set_requires_grad(true);
+  Tensor bc = b32.to(DType::f64).set_requires_grad(true);
+  Tensor ac = a32.to(DType::f64).set_requires_grad(true), cc = c32.to(DType::f64).set_requires_grad(true);
+  Tensor xg = x32.to(Device::cuda()).set_requires_grad(true), wg = w32.to(Device::cuda()).set_requires_grad(true);
+  Tensor bg = b32.to(Device::cuda()).set_requires_grad(true);
+  Tensor ag = a32.to(Device::cuda()).set_requires_grad(true), cg = c32.to(Device::cuda()).set_requires_grad(true);
+
+  Tensor yc = linear(xc, wc, bc), yg = linear(xg, wg, bg);
+  Tensor pc = matmul(ac, cc), pg = matmul(ag, cg);
+  Tensor gy = random_tensor(yc.shape(), 26, DType::f32), gp = random_tensor(pc.shape(), 27, DType::f32);
+  yc.backward(gy.to(DType::f64));
+  yg.backward(gy.to(Device::cuda()));
+  pc.backward(gp.to(DType::f64));
+  pg.backward(gp.to(Device::cuda()));
+  LinalgResults r{yg.to(Device::cpu()),      xg.grad().to(Device::cpu()), wg.grad().to(Device::cpu()),
+                  bg.grad().to(Device::cpu()), pg.to(Device::cpu()),      ag.grad().to(Device::cpu()),
+                  cg.grad().to(Device::cpu())};
+  if (tf32_tolerance) {
+    const double rel = 3e-3, nmse = 1e-5;  // see the top of the file
+    EXPECT_TRUE(within_scale(r.y, yc, rel, nmse)) << "linear forward (TF32)";
+    EXPECT_TRUE(within_scale(r.dx, xc.grad(), rel, nmse)) << "linear dx (TF32)";
+    EXPECT_TRUE(within_scale(r.dw, wc.grad(), rel, nmse)) << "linear dW (TF32)";
+    EXPECT_TRUE(within_scale(r.db, bc.grad(), rel, nmse)) << "linear db (TF32)";
+    EXPECT_TRUE(within_scale(r.p, pc, rel, nmse)) << "batched product (TF32)";
+    EXPECT_TRUE(within_scale(r.da, ac.grad(), rel, nmse)) << "batched product da (TF32)";
+    EXPECT_TRUE(within_scale(r.dbb, cc.grad(), rel, nmse)) << "batched product db (TF32)";
+    return r;
+  }
+  // fp32 as in the tests above: forward K = 512 (values O(1)), dx K = 384, dW and db sum 256
+  // rows (values ~16); the batched product K = 64, its gradients K = 256 (values ~2).
+  EXPECT_TRUE(all_close(r.y, yc, 5e-5, 1e-4)) << "linear forward";
+  EXPECT_TRUE(all_close(r.dx, xc.grad(), 5e-5, 1e-4)) << "linear dx";
+  EXPECT_TRUE(all_close(r.dw, wc.grad(), 5e-4, 1e-4)) << "linear dW";
+  EXPECT_TRUE(all_close(r.db, bc.grad(), 5e-4, 1e-4)) << "linear db";
+  EXPECT_TRUE(all_close(r.p, pc, 1e-5, 1e-4)) << "batched product";
+  EXPECT_TRUE(all_close(r.da, ac.grad(), 5e-5, 1e-4)) << "batched product da";
+  EXPECT_TRUE(all_close(r.dbb, cc.grad(), 5e-5, 1e-4)) << "batched product db";
+  return r;
+}
+
+::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  if (x.size() != y.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (x[i] != y[i]) return ::testing::AssertionFailure() << "element " << i << ": " << x[i] << " vs " << y[i];
+  return ::testing::AssertionSuccess();
+}
+
+TEST(LinalgGpu, Tf32WithinTf32ToleranceAndSwitchingBackRestoresFp32) {
+  DDPM_REQUIRE_CUDA();
+  MathModeScope restore;
+  set_allow_tf32(false);
+  LinalgResults before = run_linalg(false);
+  set_allow_tf32(true);
+  run_linalg(true);
+  set_allow_tf32(false);
+  LinalgResults after = run_linalg(false);
+  // cuBLAS repeats its rounding exactly for the same call on the same stream and math mode.
+  EXPECT_TRUE(same_bits(after.y, before.y));
+  EXPECT_TRUE(same_bits(after.dx, before.dx));
+  EXPECT_TRUE(same_bits(after.dw, before.dw));
+  EXPECT_TRUE(same_bits(after.p, before.p));
+  EXPECT_TRUE(same_bits(after.da, before.da));
+  EXPECT_TRUE(same_bits(after.dbb, before.dbb));
+}
+
 #if DDPM_HAVE_CUDA
 TEST(LinalgGpu, KernelLeadingDimensionsAlphaBetaAndStreams) {
   DDPM_REQUIRE_CUDA();
@@ -151,6 +252,18 @@ TEST(LinalgGpu, KernelLeadingDimensionsAlphaBetaAndStreams) {
   EXPECT_THROW(cuda::gemm(false, false, 4, 4, 4, 1.0f, A.data<float>(), 3, B.data<float>(), 4, 0.0f,
                           C.data<float>(), 4, cuda::stream()),
                ValueError);  // lda < K
+}
+
+TEST(LinalgGpu, HandleMathModeFollowsTheTf32Setting) {
+  DDPM_REQUIRE_CUDA();
+  MathModeScope restore;
+  cublasMath_t mode{};
+  set_allow_tf32(true);
+  ASSERT_EQ(cublasGetMathMode(cuda::cublas(), &mode), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(mode, CUBLAS_TF32_TENSOR_OP_MATH);
+  set_allow_tf32(false);
+  ASSERT_EQ(cublasGetMathMode(cuda::cublas(), &mode), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(mode, CUBLAS_DEFAULT_MATH);
 }
 #endif
 

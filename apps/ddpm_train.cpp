@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Train a DDPM on an image dataset; writes a run folder with checkpoints, samples and metrics.",
                "ddpm-train"};
   ddpm::cli::CommonFlags common;
+  common.conv_algo = "heuristic";  // the same cuDNN algorithms in every process: resume stays bit-identical
   ddpm::cli::add_common_flags(app, common);
   ddpm::run::TrainOptions options;
   ddpm::run::add_train_flags(app, options);

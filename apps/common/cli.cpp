@@ -6,6 +6,7 @@
 #include <exception>
 
 #include "engine/error.h"
+#include "engine/math_mode.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/context.h"
 #endif
@@ -27,12 +28,21 @@ void add_common_flags(CLI::App& app, CommonFlags& flags) {
   app.add_option("--seed", flags.seed, "seed of every random draw (Philox: same numbers on CPU and CUDA)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--tf32", flags.tf32,
+                 "TF32 tensor-core math in CUDA convolutions and GEMMs (true | false; ~1e-3 relative error)")
+      ->default_str("true");
+  app.add_option("--conv-algo", flags.conv_algo,
+                 "cuDNN algorithm choice: benchmark (time each once per shape) | heuristic (same choice in every process)")
+      ->check(CLI::IsMember({"benchmark", "heuristic"}))
+      ->capture_default_str();
   app.set_config("--config", "", "read flags from a TOML file (keys are the long flag names, e.g. batch-size = 64)");
   app.allow_config_extras(CLI::config_extras_mode::error);
 }
 
 Device resolve_device(const CommonFlags& flags) {
   Device d = parse_device(flags.device);
+  set_allow_tf32(flags.tf32);
+  set_conv_algo_search(parse_conv_algo_search(flags.conv_algo.c_str()));
 #if DDPM_HAVE_CUDA
   if (d.is_cuda()) cuda::set_device(d.index);
 #endif

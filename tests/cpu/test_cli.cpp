@@ -12,6 +12,7 @@
 
 #include "apps/common/cli.h"
 #include "engine/error.h"
+#include "engine/math_mode.h"
 
 namespace ddpm::cli {
 namespace {
@@ -69,9 +70,16 @@ TEST(Cli, ConfigFileSetsFlagsAndRejectsUnknownKeys) {
 }
 
 TEST(Cli, DeviceResolution) {
+  MathModeScope restore;  // resolve_device applies --tf32 and --conv-algo process-wide
   CommonFlags f;
   f.device = "cpu";
   EXPECT_TRUE(resolve_device(f).is_cpu());
+  EXPECT_TRUE(allow_tf32());  // the apps' default
+  f.tf32 = false;
+  f.conv_algo = "heuristic";
+  EXPECT_TRUE(resolve_device(f).is_cpu());
+  EXPECT_FALSE(allow_tf32());
+  EXPECT_EQ(conv_algo_search(), ConvAlgoSearch::heuristic);
   f.device = "gpu";
   EXPECT_THROW(resolve_device(f), ValueError);
   EXPECT_THROW(require_positive("--batch-size", 0), ValueError);

@@ -12,6 +12,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/math_mode.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "models/diffusion/schedule.h"
@@ -188,8 +189,11 @@ std::string format_report(const ProfileReport& r) {
   o << "ddpm-profile on " << r.options.device.str() << ": UNet " << m.image_size << "x" << m.image_size << "x"
     << m.in_channels << ", channels " << m.model_channels << ", mult " << join(m.channel_mult) << ", res blocks "
     << m.num_res_blocks << ", attention at " << join(m.attention_resolutions) << ", "
-    << fmt("%.2f", static_cast<double>(r.num_parameters) * 1e-6) << "M parameters\n"
-    << "times: the outermost op's (an op's backward includes the ops it calls); FLOP and byte counts are\n"
+    << fmt("%.2f", static_cast<double>(r.num_parameters) * 1e-6) << "M parameters\n";
+  if (r.options.device.is_cuda())
+    o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
+      << conv_algo_search_name(conv_algo_search()) << "\n";
+  o << "times: the outermost op's (an op's backward includes the ops it calls); FLOP and byte counts are\n"
     << "estimates (ideal DRAM traffic: inputs read once, outputs written once)\n\n"
     << format_step(r.train) << "\n"
     << format_step(r.sample);

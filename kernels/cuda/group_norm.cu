@@ -3,6 +3,9 @@
 //
 // Design (the op is memory-bound: the goal is one DRAM read of x and one write of y).
 //
+// * Slab path (group_norm_slab.cu), tried first: the UNet's shapes (C % 32 == 0, Cg in
+//   {4, 8, 16, 32}) with blocks owning whole 128-byte lines and a sample's pixels split over
+//   a thread-block cluster. The fused and two-pass kernels below take every other shape.
 // * Fused path, one thread block per (n, gpb adjacent groups). In NHWC a group is a run of
 //   Cg = C/G contiguous channels repeated at every pixel, C floats apart. A block owns the
 //   channel span [c0, c0 + CB), CB = gpb * Cg, of all HW pixels of one sample. When Cg < 8
@@ -38,6 +41,7 @@
 #include "kernels/common/elementwise_ops.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/group_norm_slab.h"
 #include "kernels/cuda/launch.h"
 
 namespace ddpm::cuda {
@@ -431,15 +435,18 @@ __global__ void gn_dx_kernel(BwdArgs a) {
   }
 }
 
-// Both paths: block (32, 8) per 32 channels reduces the per-(n, c) sums over n:
+// All paths: block (32, kParamRows) per 32 channels reduces the per-(n, c) sums over n
+// (kParamRows rows of n at once, so a batch of 128 takes 4 dependent steps):
 //   dbeta[c] = sum_n s1 * sum_dz,  dgamma[c] = sum_n s1 * sum_dz_xhat,
 //   dshift[n,c] = sum_dz,  dscale[n,c] = gamma * sum_dz_xhat + beta * sum_dz.
+constexpr int kParamRows = 32;
+
 __global__ void gn_param_grads_kernel(BwdArgs a, float* dgamma, float* dbeta, float* dscale, float* dshift) {
-  __shared__ float sg[8][33], sb[8][33];
+  __shared__ float sg[kParamRows][33], sb[kParamRows][33];
   const std::int64_t c = blockIdx.x * 32 + threadIdx.x;
   float acc_g = 0.f, acc_b = 0.f;
   if (c < a.C) {
-    for (std::int64_t n = threadIdx.y; n < a.N; n += 8) {
+    for (std::int64_t n = threadIdx.y; n < a.N; n += kParamRows) {
       const std::int64_t i = n * a.C + c;
       const float sdz = a.sum_dz[i], sdzx = a.sum_dz_xhat[i];
       const float s1 = a.scale ? 1.f + a.scale[i] : 1.f;
@@ -453,7 +460,7 @@ __global__ void gn_param_grads_kernel(BwdArgs a, float* dgamma, float* dbeta, fl
   sb[threadIdx.y][threadIdx.x] = acc_b;
   __syncthreads();
   if (threadIdx.y == 0 && c < a.C) {
-    for (int i = 1; i < 8; ++i) acc_g += sg[i][threadIdx.x], acc_b += sb[i][threadIdx.x];
+    for (int i = 1; i < kParamRows; ++i) acc_g += sg[i][threadIdx.x], acc_b += sb[i][threadIdx.x];
     dgamma[c] = acc_g;
     dbeta[c] = acc_b;
   }
@@ -530,17 +537,22 @@ void dispatch_fused(const FusedPlan& plan, Launch&& launch) {
 }  // namespace
 
 bool group_norm_forward_is_fused(std::int64_t HW, std::int64_t C, std::int64_t G) {
-  return plan_fused(HW, C, G, kFwdMaxFloats, 4, false).ok;
+  return gn_slab::plan(HW, C, G, false).ok || plan_fused(HW, C, G, kFwdMaxFloats, 4, false).ok;
 }
 
 bool group_norm_backward_is_fused(std::int64_t HW, std::int64_t C, std::int64_t G) {
-  return plan_fused(HW, C, G, kBwdMaxFloats, 4, true).ok;
+  return gn_slab::plan(HW, C, G, true).ok || plan_fused(HW, C, G, kBwdMaxFloats, 4, true).ok;
 }
 
 void group_norm_forward(const float* x, const float* gamma, const float* beta, const float* scale,
                         const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW,
                         std::int64_t C, std::int64_t G, float eps, bool fuse_silu, cudaStream_t stream) {
   if (N * HW * C == 0) return;
+  if (align_floats({x, y}) == 4) {
+    const gn_slab::Plan slab = gn_slab::plan(HW, C, G, false);
+    if (slab.ok)
+      return gn_slab::forward(slab, x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, eps, fuse_silu, stream);
+  }
   FwdArgs a{x, gamma, beta, scale, shift, y, mean, rstd, N, HW, C, G, static_cast<int>(C / G), 1, 1, eps, fuse_silu};
   const FusedPlan plan = plan_fused(HW, C, G, kFwdMaxFloats, align_floats({x, y}), false);
   if (plan.ok) {
@@ -571,7 +583,11 @@ void group_norm_backward(const float* x, const float* gamma, const float* beta, 
             N,       HW,             C,    G,     static_cast<int>(C / G), 1, 1, fuse_silu};
   try {
     const FusedPlan plan = plan_fused(HW, C, G, kBwdMaxFloats, align_floats({x, dy, dx}), true);
-    if (plan.ok) {
+    const gn_slab::Plan slab = gn_slab::plan(HW, C, G, true);
+    if (slab.ok && align_floats({x, dy, dx}) == 4) {
+      gn_slab::backward(slab, x, gamma, beta, scale, shift, mean, rstd, dy, dx, a.sum_dz, a.sum_dz_xhat, N, HW, C, G,
+                        fuse_silu, stream);
+    } else if (plan.ok) {
       a.gpb = plan.gpb;
       a.rows = plan.rows;
       const unsigned blocks = static_cast<unsigned>(N * (G / plan.gpb));
@@ -590,8 +606,8 @@ void group_norm_backward(const float* x, const float* gamma, const float* beta, 
       gn_dx_kernel<<<grid_for(N * HW * C, 256), 256, 0, stream>>>(a);
       DDPM_LAUNCH_CHECK("group_norm_dx");
     }
-    gn_param_grads_kernel<<<static_cast<unsigned>((C + 31) / 32), dim3(32, 8), 0, stream>>>(a, dgamma, dbeta,
-                                                                                            dscale, dshift);
+    gn_param_grads_kernel<<<static_cast<unsigned>((C + 31) / 32), dim3(32, kParamRows), 0, stream>>>(
+        a, dgamma, dbeta, dscale, dshift);
     DDPM_LAUNCH_CHECK("group_norm_param_grads");
   } catch (...) {
     pool_free(ws);

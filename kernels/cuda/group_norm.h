@@ -4,7 +4,10 @@
 //   null (AdaGN);  mean, rstd [N, G] (written by the forward, read by the backward).
 // Outputs are written, not accumulated; dscale and dshift may be null.
 //
-// Two paths, chosen per call (see group_norm.cu for the design):
+// Three paths, chosen per call (see group_norm.cu and group_norm_slab.cu for the design):
+//   slab:     C % 32 == 0 and C / G in {4, 8, 16, 32} (the UNet's shapes): blocks own whole
+//             128-byte lines (32 channels) of a pixel range; a thread-block cluster (sm_90)
+//             covers a sample's pixels; x (and dy) read once, y (dx) written once.
 //   fused:    one thread block per (n, a few adjacent groups) holds its slice of x (and of
 //             dy in the backward) in registers, so x is read from DRAM once and y written
 //             once; used while the slice fits (about 16K floats forward, 8K backward).
@@ -26,7 +29,7 @@ void group_norm_backward(const float* x, const float* gamma, const float* beta, 
                          float* dgamma, float* dbeta, float* dscale, float* dshift, std::int64_t N, std::int64_t HW,
                          std::int64_t C, std::int64_t G, bool fuse_silu, cudaStream_t stream);
 
-// True when a call with this shape (and 16-byte aligned pointers) takes the fused path;
+// True when a call with this shape (and 16-byte aligned pointers) takes the slab or fused path;
 // tests use it to make sure both paths are exercised.
 bool group_norm_forward_is_fused(std::int64_t HW, std::int64_t C, std::int64_t G);
 bool group_norm_backward_is_fused(std::int64_t HW, std::int64_t C, std::int64_t G);

@@ -1,6 +1,6 @@
 // GroupNorm (+ AdaGN, + SiLU) on CUDA against the CPU reference (f32), forward and every
 // gradient, at the UNet's shapes (C 64..512 with G = 32 at 32x32 down to 4x4), odd shapes,
-// and big groups that take the two-pass fallback.
+// the slab path's cluster shapes, and big groups that take the two-pass fallback.
 #include <string>
 
 #include <gtest/gtest.h>
@@ -91,15 +91,31 @@ TEST(GroupNormGpu, OddShapes) {
 TEST(GroupNormGpu, LargeGroupsUseTheFallback) {
   DDPM_REQUIRE_CUDA();
 #if DDPM_HAVE_CUDA
-  const Case cases[] = {{{2, 64, 64, 64}, 1}, {{2, 32, 32, 128}, 2}, {{2, 32, 32, 512}, 32}};
+  const Case cases[] = {{{2, 64, 64, 64}, 1}, {{2, 32, 32, 128}, 2}, {{2, 64, 64, 128}, 32}};
   EXPECT_FALSE(cuda::group_norm_forward_is_fused(64 * 64, 64, 1));
   EXPECT_FALSE(cuda::group_norm_forward_is_fused(32 * 32, 128, 2));
-  EXPECT_FALSE(cuda::group_norm_backward_is_fused(32 * 32, 512, 32));  // forward fused, backward two-pass
+  EXPECT_FALSE(cuda::group_norm_backward_is_fused(64 * 64, 128, 32));  // forward slab (16 items, K = 8), backward two-pass
   EXPECT_TRUE(cuda::group_norm_forward_is_fused(32 * 32, 512, 32));
   EXPECT_TRUE(cuda::group_norm_forward_is_fused(32 * 32, 256, 32));
   EXPECT_TRUE(cuda::group_norm_backward_is_fused(32 * 32, 256, 32));
   for (const Case& c : cases) check_all_variants(c);
 #endif
+}
+
+// The slab path (group_norm_slab.cu): clusters of K blocks over a sample's pixels, with a
+// partly filled last block (HW not a multiple of the block's pixels), each Cg it supports,
+// and a batch larger than one wave of clusters.
+TEST(GroupNormGpu, SlabPathClusterShapes) {
+  DDPM_REQUIRE_CUDA();
+  const Case cases[] = {
+      {{2, 23, 23, 64}, 16},   // Cg = 4, HW = 529: forward K = 5, backward K = 5 (last block 17 pixels)
+      {{2, 23, 23, 256}, 8},   // Cg = 32, one group per span
+      {{2, 7, 9, 128}, 32},    // HW = 63: one block, half its rows empty
+      {{2, 32, 32, 512}, 32},  // Cg = 16 at 32x32: the backward is on-chip too
+      {{2, 40, 40, 128}, 32},  // HW = 1600: forward and backward take 8 items per thread
+      {{300, 4, 4, 32}, 8},    // many small blocks
+  };
+  for (const Case& c : cases) check_all_variants(c);
 }
 
 TEST(GroupNormGpu, UnalignedViewsTakeScalarLoads) {

@@ -1,0 +1,460 @@
+// kernels/cuda/group_norm_slab.cu: GroupNorm (+ AdaGN, + SiLU) forward and backward for the
+// UNet's shapes, one DRAM pass, fully coalesced. Equations: kernels/cpu/group_norm.h.
+//
+// Byte budget (what bench-kernels counts): the forward reads x once and writes y once
+// (8 bytes per element); the backward reads x and dy once and writes dx once (12 bytes per
+// element). Everything else (gamma, beta, scale, shift, mean, rstd, the [N, C] channel
+// sums) is under 0.1% of that.
+//
+// Tiling. In NHWC one group (n, g) is Cg contiguous channels at each of the HW pixels, C
+// floats apart: at Cg = 4 or 8 a group touches 16 or 32 bytes of every 128-byte line. A block
+// that owns one group therefore reads scattered 32-byte sectors, and the four blocks sharing
+// a line fetch it at different times. Here a block owns a 32-channel span instead (one full
+// 128-byte line per pixel, 32 / Cg whole groups) and a range of `pix` pixels:
+//   * 256 threads = 32 pixel rows x 8 float4 vectors; a warp loads 4 pixels x 128 bytes, 4
+//     whole lines per instruction; thread t keeps vector cv = t % 8 (4 channels, one group)
+//     for all its ITEMS pixels p = row + k * 32, so gamma, beta, scale, shift are loaded once.
+//   * pix = 32 * ITEMS pixels per block; the HW pixels of a sample are split over K =
+//     ceil(HW / pix) blocks that form one thread-block cluster (sm_90, K <= 8). The cluster
+//     combines the blocks' partial statistics through distributed shared memory: each block
+//     reads the K partials in rank order, so every block gets bit-identical totals and the
+//     result does not depend on scheduling (no atomics).
+//   * The slice stays in registers between the reductions and the output: x (and dy) are
+//     read from DRAM once. 32x32 images: forward ITEMS = 4 (16 floats per thread, 64
+//     registers, 4 blocks = 32 warps per SM), K = 8; backward ITEMS = 4 (16 floats each of
+//     x and dy, 79 registers, 3 blocks = 24 warps per SM), K = 8 (ptxas, sm_90). Several
+//     resident blocks let one block's reductions overlap the loads of the others.
+//
+// Statistics (forward), exact and without E[x^2] - E[x]^2 cancellation:
+//   block b: mean_b = sum x / n_b, then M2_b = sum (x - mean_b)^2 from the registers;
+//   cluster: mean = sum_b n_b mean_b / n,  M2 = sum_b [M2_b + n_b (mean_b - mean)^2]
+//   (Chan, Golub and LeVeque's pairwise update, applied to K parts at once), var = M2 / n.
+// Backward: per channel c of the span, S1_c = sum_hw dz and S2_c = sum_hw dz * xhat (block
+// partials summed over the cluster); with w_c = (1 + scale_c) gamma_c the group means are
+//   m1 = sum_{c in g} w_c S1_c / (HW Cg),  m2 = sum_{c in g} w_c S2_c / (HW Cg),
+//   dx = rstd (w dz - m1 - xhat m2),
+// and block rank 0 writes S1, S2 for the parameter gradients (reduced over n in group_norm.cu).
+#include "kernels/cuda/group_norm_slab.h"
+
+#include <algorithm>
+
+#include <cooperative_groups.h>
+
+#include "engine/error.h"
+#include "kernels/common/elementwise_ops.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/context.h"
+
+namespace ddpm::cuda::gn_slab {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kSpan = 32;                    // channels per block: one 128-byte line per pixel
+constexpr int kVecs = kSpan / 4;             // float4 vectors per pixel span
+constexpr int kThreads = 256;                //
+constexpr int kRows = kThreads / kVecs;      // pixel rows per pass of the block (32)
+constexpr int kWarps = kThreads / 32;        //
+constexpr int kMaxGroups = kSpan / 4;        // groups per span at Cg = 4
+constexpr int kMaxCluster = 8;               // portable cluster size limit
+constexpr int kFwdItems = 4, kFwdMaxItems = 16;
+constexpr int kBwdItems = 4, kBwdMaxItems = 8;
+
+struct FwdArgs {
+  const float *x, *gamma, *beta, *scale, *shift;  // scale, shift null without AdaGN
+  float *y, *mean, *rstd;
+  std::int64_t HW, C;
+  int G, cg, K, pix;
+  float eps;
+  bool silu;
+};
+
+struct BwdArgs {
+  const float *x, *gamma, *beta, *scale, *shift, *mean, *rstd, *dy;
+  float *dx, *sum_dz, *sum_dz_xhat;
+  std::int64_t HW, C;
+  int G, cg, K, pix;
+  bool silu;
+};
+
+// ---- cluster primitives (sm_90); a K > 1 launch is never made for older code (see plan).
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::this_cluster().sync();
+#else
+  __trap();
+#endif
+}
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::this_cluster().barrier_arrive();
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cg::this_cluster().barrier_wait();
+#endif
+}
+// The address of *p in the shared memory of the cluster's block `rank`.
+template <class T>
+__device__ __forceinline__ const T* cluster_peer(const T* p, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cg::this_cluster().map_shared_rank(p, rank);
+#else
+  return p;
+#endif
+}
+
+__device__ __forceinline__ float act(float z, bool silu) { return silu ? ew::Silu::f(z, 0.f) : z; }
+__device__ __forceinline__ float act_grad(float z, bool silu) { return silu ? ew::Silu::df(z, 0.f, 0.f) : 1.f; }
+
+__device__ __forceinline__ float get(const float4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+__device__ __forceinline__ void set(float4& v, int i, float f) {
+  if (i == 0) v.x = f;
+  else if (i == 1) v.y = f;
+  else if (i == 2) v.z = f;
+  else v.w = f;
+}
+
+// Lane l of a warp holds vector cv = l % 8 of pixel row l / 8. Sums v over the lanes of the
+// same group: the 4 rows (lane bits 3 and 4), then the vpg = Cg / 4 adjacent vectors of the
+// group (the low lane bits). Butterfly: every lane ends with the same, order-fixed sum.
+__device__ __forceinline__ float group_lane_sum(float v, int vpg) {
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  v += __shfl_xor_sync(0xffffffffu, v, 16);
+  for (int o = 1; o < vpg; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide sum per group: warp sums to part[warp][group], then each thread adds the
+// kWarps partials of its group in warp order. Ends with part free for reuse.
+__device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float (*part)[kMaxGroups]) {
+  const int lane = threadIdx.x & 31;
+  v = group_lane_sum(v, vpg);
+  if (lane < kVecs && lane % vpg == 0) part[threadIdx.x >> 5][lane / vpg] = v;
+  __syncthreads();
+  float s = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) s += part[w][gl];
+  __syncthreads();
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward: block (n, span s, rank) normalizes pixels [rank * pix, rank * pix + pix) of the
+// span's 32 / Cg groups. Grid: N * (C / 32) * K blocks, clusters of K consecutive blocks.
+template <int ITEMS>
+__global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
+  __shared__ float part[kWarps][kMaxGroups];
+  __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
+  __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
+  const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
+  const int spans = static_cast<int>(a.C / kSpan), vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
+  const std::int64_t blk = blockIdx.x / a.K;
+  const int rank = static_cast<int>(blockIdx.x - blk * a.K);
+  const std::int64_t n = blk / spans;
+  const int s = static_cast<int>(blk - n * spans);
+  const std::int64_t c = static_cast<std::int64_t>(s) * kSpan + cv * 4;  // first channel of the vector
+  const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
+  const int npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));  // >= 1 (K = ceil(HW / pix))
+  const std::int64_t off = (n * a.HW + p0) * a.C + c;
+
+  float4 v[ITEMS];  // [ITEMS pixels][4 channels] of x
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const int p = row + k * kRows;
+    v[k] = p < npix ? __ldg(reinterpret_cast<const float4*>(a.x + off + static_cast<std::int64_t>(p) * a.C))
+                    : make_float4(0.f, 0.f, 0.f, 0.f);
+    sum += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+  }
+  // z = (x - mu) * A + B with A = rstd * gamma * (1 + scale), B = beta * (1 + scale) + shift;
+  // the parameters are fetched while the reductions run.
+  float gs[4], B[4];  // gamma * (1 + scale), B
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float s1 = a.scale ? 1.f + a.scale[n * a.C + c + i] : 1.f;
+    gs[i] = a.gamma[c + i] * s1;
+    B[i] = a.beta[c + i] * s1 + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
+  }
+
+  const float cnt = static_cast<float>(npix) * static_cast<float>(a.cg);
+  const float mean_b = block_group_sum(sum, vpg, gl, part) / cnt;
+  float sq = 0.f;
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    if (row + k * kRows < npix) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float d = get(v[k], i) - mean_b;
+        sq += d * d;
+      }
+    }
+  }
+  const float m2_b = block_group_sum(sq, vpg, gl, part);
+
+  // Threads 0..7 with cv a group's first vector hold that group's block statistics.
+  const bool group_head = t < kVecs && cv % vpg == 0;
+  if (a.K == 1) {
+    if (group_head) stat[gl] = make_float2(mean_b, 1.f / sqrtf(m2_b / cnt + a.eps));
+  } else {
+    if (group_head) xch[gl] = make_float2(mean_b, m2_b);
+    cluster_sync();  // every block's xch is written
+    if (t < gpb) {  // merge group t over the ranks: two sweeps over the peers (few registers)
+      auto count = [&](int q) {
+        return static_cast<float>(std::min<std::int64_t>(a.pix, a.HW - static_cast<std::int64_t>(q) * a.pix)) *
+               static_cast<float>(a.cg);
+      };
+      float ntot = 0.f, wsum = 0.f;
+      for (int q = 0; q < a.K; ++q) {
+        const float nq = count(q);
+        ntot += nq;
+        wsum += nq * cluster_peer(&xch[t], q)->x;
+      }
+      const float mu = wsum / ntot;
+      float m2 = 0.f;
+      for (int q = 0; q < a.K; ++q) {
+        const float2 e = *cluster_peer(&xch[t], q);
+        const float d = e.x - mu;
+        m2 += e.y + count(q) * d * d;
+      }
+      stat[t] = make_float2(mu, 1.f / sqrtf(m2 / ntot + a.eps));
+    }
+    cluster_arrive();  // done reading the peers' xch; they may exit once all have arrived
+  }
+  __syncthreads();
+  if (rank == 0 && t < gpb) {
+    a.mean[n * a.G + s * gpb + t] = stat[t].x;
+    a.rstd[n * a.G + s * gpb + t] = stat[t].y;
+  }
+  const float mu = stat[gl].x, r = stat[gl].y;
+  float A[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) A[i] = r * gs[i];
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const int p = row + k * kRows;
+    if (p < npix) {
+      float4 o;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) set(o, i, act((get(v[k], i) - mu) * A[i] + B[i], a.silu));
+      *reinterpret_cast<float4*>(a.y + off + static_cast<std::int64_t>(p) * a.C) = o;
+    }
+  }
+  if (a.K > 1) cluster_wait();  // keep xch alive until every peer has read it
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward: same blocks and clusters as the forward; x (as xhat) and dz stay in registers.
+template <int ITEMS>
+__global__ void __launch_bounds__(kThreads) gn_slab_backward(BwdArgs a) {
+  __shared__ float part[kWarps][2][kSpan];  // per-warp channel partials of dz, dz * xhat
+  __shared__ float chan[2][kSpan];          // this block's channel partials, read by the cluster
+  __shared__ float grp[2][kMaxGroups];      // m1, m2 of each group
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5, cv = t % kVecs, row = t / kVecs;
+  const int spans = static_cast<int>(a.C / kSpan), gpb = kSpan / a.cg, gl = cv * 4 / a.cg;
+  const std::int64_t blk = blockIdx.x / a.K;
+  const int rank = static_cast<int>(blockIdx.x - blk * a.K);
+  const std::int64_t n = blk / spans;
+  const int s = static_cast<int>(blk - n * spans);
+  const std::int64_t cspan = static_cast<std::int64_t>(s) * kSpan, c = cspan + cv * 4;
+  const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
+  const int npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));
+  const std::int64_t off = (n * a.HW + p0) * a.C + c;
+  const float mu = a.mean[n * a.G + s * gpb + gl], r = a.rstd[n * a.G + s * gpb + gl];
+
+  // z = xhat * w + b with w = (1 + scale) gamma, b = (1 + scale) beta + shift; w also
+  // scales dz into dxhat.
+  float w[4], b[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float s1 = a.scale ? 1.f + a.scale[n * a.C + c + i] : 1.f;
+    w[i] = s1 * a.gamma[c + i];
+    b[i] = s1 * a.beta[c + i] + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
+  }
+  // Warp 0 lane j: w_j = (1 + scale_j) gamma_j of span channel j, for the group sums below.
+  const float w_lane = warp == 0 ? (a.scale ? 1.f + a.scale[n * a.C + cspan + lane] : 1.f) * a.gamma[cspan + lane]
+                                 : 0.f;
+
+  float4 xh[ITEMS], dz[ITEMS];  // xhat and dz = dy * act'(z) of the thread's elements
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const int p = row + k * kRows;
+    if (p < npix) {
+      xh[k] = __ldg(reinterpret_cast<const float4*>(a.x + off + static_cast<std::int64_t>(p) * a.C));
+      dz[k] = __ldg(reinterpret_cast<const float4*>(a.dy + off + static_cast<std::int64_t>(p) * a.C));
+    } else {
+      xh[k] = dz[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  float sd[4] = {}, sdx[4] = {};
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const bool valid = row + k * kRows < npix;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float xhat = valid ? (get(xh[k], i) - mu) * r : 0.f;
+      const float z = xhat * w[i] + b[i];
+      const float d = valid ? get(dz[k], i) * act_grad(z, a.silu) : 0.f;
+      set(xh[k], i, xhat);
+      set(dz[k], i, d);
+      sd[i] += d;
+      sdx[i] += d * xhat;
+    }
+  }
+  // Channel partials: sum over the warp's 4 rows (lane bits 3, 4), then over warps.
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    sd[i] += __shfl_xor_sync(0xffffffffu, sd[i], 8);
+    sd[i] += __shfl_xor_sync(0xffffffffu, sd[i], 16);
+    sdx[i] += __shfl_xor_sync(0xffffffffu, sdx[i], 8);
+    sdx[i] += __shfl_xor_sync(0xffffffffu, sdx[i], 16);
+  }
+  if (lane < kVecs) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) part[warp][0][lane * 4 + i] = sd[i], part[warp][1][lane * 4 + i] = sdx[i];
+  }
+  __syncthreads();
+  if (t < 2 * kSpan) {  // warp 0: dz sums, warp 1: dz * xhat sums, channel = lane
+    float acc = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) acc += part[w][warp][lane];
+    chan[warp][lane] = acc;
+  }
+  if (a.K > 1)
+    cluster_sync();  // every block's chan is written
+  else
+    __syncthreads();
+  if (warp == 0) {
+    float S1 = 0.f, S2 = 0.f;  // sums over all HW pixels of channel cspan + lane, in rank order
+    for (int q = 0; q < a.K; ++q) {
+      const float* peer = a.K > 1 ? cluster_peer(&chan[0][0], q) : &chan[0][0];
+      S1 += peer[lane];
+      S2 += peer[kSpan + lane];
+    }
+    if (rank == 0) {
+      a.sum_dz[n * a.C + cspan + lane] = S1;
+      a.sum_dz_xhat[n * a.C + cspan + lane] = S2;
+    }
+    float g1 = w_lane * S1, g2 = w_lane * S2;
+    for (int o = 1; o < a.cg; o <<= 1) {  // butterfly over the Cg lanes of the group
+      g1 += __shfl_xor_sync(0xffffffffu, g1, o);
+      g2 += __shfl_xor_sync(0xffffffffu, g2, o);
+    }
+    const float M = static_cast<float>(a.HW) * static_cast<float>(a.cg);
+    if (lane % a.cg == 0) grp[0][lane / a.cg] = g1 / M, grp[1][lane / a.cg] = g2 / M;
+  }
+  if (a.K > 1) cluster_arrive();  // done reading the peers' chan
+  __syncthreads();
+  const float m1 = grp[0][gl], m2 = grp[1][gl];
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const int p = row + k * kRows;
+    if (p < npix) {
+      float4 o;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) set(o, i, r * (get(dz[k], i) * w[i] - m1 - get(xh[k], i) * m2));
+      *reinterpret_cast<float4*>(a.dx + off + static_cast<std::int64_t>(p) * a.C) = o;
+    }
+  }
+  if (a.K > 1) cluster_wait();  // keep chan alive until every peer has read it
+}
+
+// ---------------------------------------------------------------------------------------
+// Host side.
+
+// Cluster launches need a device that supports them and kernels compiled for sm_90 or newer
+// (a binary built only for older architectures runs them from older PTX, without clusters).
+bool clusters_available() {
+  static const bool ok = [] {
+    int supported = 0;
+    DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, current_device()));
+    if (!supported) return false;
+    cudaFuncAttributes fa{};
+    DDPM_CUDA_CHECK(cudaFuncGetAttributes(&fa, gn_slab_forward<kFwdItems>));
+    return fa.ptxVersion >= 90 && fa.binaryVersion >= 90;
+  }();
+  return ok;
+}
+
+// Launches kernel<<<blocks, kThreads>>>(args) in clusters of K consecutive blocks.
+template <class Args>
+void launch(void (*kernel)(Args), std::int64_t blocks, int K, const Args& args, cudaStream_t stream,
+            const char* name) {
+  if (K == 1) {
+    kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args);
+  } else {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(K);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args));
+  }
+  DDPM_LAUNCH_CHECK(name);
+}
+
+}  // namespace
+
+Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
+  Plan p;
+  if (HW <= 0 || C % kSpan != 0 || C % G != 0) return p;
+  const std::int64_t cg = C / G;
+  if (cg < 4 || kSpan % cg != 0) return p;  // Cg in {4, 8, 16, 32}
+  const int pref = backward ? kBwdItems : kFwdItems, most = backward ? kBwdMaxItems : kFwdMaxItems;
+  const int max_k = clusters_available() ? kMaxCluster : 1;
+  int items = 1;
+  while (items < pref && static_cast<std::int64_t>(kRows) * items < HW) items *= 2;
+  auto blocks_for = [&](int it) { return (HW + kRows * it - 1) / (kRows * it); };
+  while (blocks_for(items) > max_k && items < most) items *= 2;
+  if (blocks_for(items) > max_k) return p;
+  p.ok = true;
+  p.items = items;
+  p.blocks_k = static_cast<int>(blocks_for(items));
+  p.pix = kRows * items;
+  return p;
+}
+
+void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
+             const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
+             std::int64_t G, float eps, bool silu, cudaStream_t stream) {
+  DDPM_CHECK(p.ok, "group_norm: slab forward called with an ineligible plan");
+  const FwdArgs a{x,  gamma, beta, scale, shift, y, mean, rstd, HW, C, static_cast<int>(G), static_cast<int>(C / G),
+                  p.blocks_k, p.pix, eps, silu};
+  const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
+  switch (p.items) {
+    case 1: return launch(gn_slab_forward<1>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+    case 2: return launch(gn_slab_forward<2>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+    case 4: return launch(gn_slab_forward<4>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+    case 8: return launch(gn_slab_forward<8>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+    case 16: return launch(gn_slab_forward<16>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+    default: DDPM_THROW(ValueError, "group_norm: no slab forward kernel for " << p.items << " items");
+  }
+}
+
+void backward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
+              const float* shift, const float* mean, const float* rstd, const float* dy, float* dx, float* sum_dz,
+              float* sum_dz_xhat, std::int64_t N, std::int64_t HW, std::int64_t C, std::int64_t G, bool silu,
+              cudaStream_t stream) {
+  DDPM_CHECK(p.ok, "group_norm: slab backward called with an ineligible plan");
+  const BwdArgs a{x,  gamma, beta, scale, shift, mean, rstd, dy, dx, sum_dz, sum_dz_xhat, HW, C, static_cast<int>(G),
+                  static_cast<int>(C / G), p.blocks_k, p.pix, silu};
+  const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
+  switch (p.items) {
+    case 1: return launch(gn_slab_backward<1>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
+    case 2: return launch(gn_slab_backward<2>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
+    case 4: return launch(gn_slab_backward<4>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
+    case 8: return launch(gn_slab_backward<8>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
+    default: DDPM_THROW(ValueError, "group_norm: no slab backward kernel for " << p.items << " items");
+  }
+}
+
+}  // namespace ddpm::cuda::gn_slab

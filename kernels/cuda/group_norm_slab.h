@@ -1,0 +1,40 @@
+// kernels/cuda/group_norm_slab.h: the cluster-slab path of the CUDA GroupNorm (internal to
+// kernels/cuda/group_norm*.cu; callers use kernels/cuda/group_norm.h).
+//
+// Layouts as in group_norm.h: x, y, dy, dx [N, HW, C] channels fastest; gamma, beta [C];
+// scale, shift [N, C] or null; mean, rstd [N, G]. The backward writes the per-(n, c) sums
+// sum_dz [N, C] = sum_hw dz and sum_dz_xhat [N, C] = sum_hw dz * xhat that the parameter
+// gradient kernel of group_norm.cu reduces over n.
+//
+// Eligible shapes: C % 32 == 0 and Cg = C / G in {4, 8, 16, 32} (whole groups inside each
+// 32-channel span), pointers x, y, dy, dx 16-byte aligned (checked by the caller), and a
+// sample's HW pixels split over at most 8 blocks of one thread-block cluster (sm_90+; one
+// block on older GPUs). Design and byte counts: group_norm_slab.cu.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace ddpm::cuda::gn_slab {
+
+struct Plan {
+  bool ok = false;
+  int items = 1;     // float4 pixels per thread (per held tensor)
+  int blocks_k = 1;  // cluster size K: blocks sharing one (n, 32-channel span)
+  int pix = 0;       // pixels per block = 32 * items
+};
+
+// The slab plan for a shape; ok is false when the shape is not eligible (alignment apart).
+Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward);
+
+void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
+             const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
+             std::int64_t G, float eps, bool silu, cudaStream_t stream);
+
+void backward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
+              const float* shift, const float* mean, const float* rstd, const float* dy, float* dx, float* sum_dz,
+              float* sum_dz_xhat, std::int64_t N, std::int64_t HW, std::int64_t C, std::int64_t G, bool silu,
+              cudaStream_t stream);
+
+}  // namespace ddpm::cuda::gn_slab

@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
+#include "models/run/loss_plot.h"
 
 namespace fs = std::filesystem;
 
@@ -34,21 +35,6 @@ std::string csv_number(double v) {
 double now_seconds() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
-// Bresenham's line, clipped to the image.
-void draw_line(std::vector<std::uint8_t>& img, int h, int w, int x0, int y0, int x1, int y1,
-               std::array<std::uint8_t, 3> rgb) {
-  int dx = std::abs(x1 - x0), sx = x0 < x1 ? 1 : -1, dy = -std::abs(y1 - y0), sy = y0 < y1 ? 1 : -1;
-  int err = dx + dy;
-  for (;;) {
-    if (x0 >= 0 && x0 < w && y0 >= 0 && y0 < h)
-      for (int c = 0; c < 3; ++c) img[(static_cast<std::size_t>(y0) * w + x0) * 3 + c] = rgb[c];
-    if (x0 == x1 && y0 == y1) break;
-    int e2 = 2 * err;
-    if (e2 >= dy) { err += dy; x0 += sx; }
-    if (e2 <= dx) { err += dx; y0 += sy; }
-  }
 }
 
 }  // namespace
@@ -121,47 +107,13 @@ void MetricsWriter::append(const MetricsLine& line) {
 void MetricsWriter::write_loss_png() const {
   std::vector<std::int64_t> steps;
   std::vector<double> losses;
-  for (const MetricsLine& m : lines_)
-    if (std::isfinite(m.loss) && m.loss > 0) {
-      steps.push_back(m.step);
-      losses.push_back(m.loss);
-    }
+  for (const MetricsLine& m : lines_) {  // draw_loss_curve leaves out non-finite / non-positive losses
+    steps.push_back(m.step);
+    losses.push_back(m.loss);
+  }
   const int h = 360, w = 640;
   std::vector<std::uint8_t> img = draw_loss_curve(steps, losses, h, w);
   write_png((fs::path(dir_) / "loss.png").string(), img.data(), h, w, 3);
-}
-
-std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps, const std::vector<double>& losses,
-                                          int height, int width) {
-  DDPM_CHECK(height >= 40 && width >= 40, "draw_loss_curve: the image must be at least 40x40");
-  DDPM_CHECK(steps.size() == losses.size(), "draw_loss_curve: " << steps.size() << " steps but " << losses.size()
-                                                                << " losses");
-  std::vector<std::uint8_t> img(static_cast<std::size_t>(height) * width * 3, 255);
-  const int left = 20, right = width - 10, top = 10, bottom = height - 20;  // the plot area
-  const std::array<std::uint8_t, 3> black{0, 0, 0}, grey{210, 210, 210}, blue{31, 90, 200};
-  if (steps.size() >= 2) {
-    double lo = 1e300, hi = -1e300;
-    for (double l : losses) {
-      lo = std::min(lo, std::log10(l));
-      hi = std::max(hi, std::log10(l));
-    }
-    lo = std::floor(lo);
-    hi = std::max(std::ceil(hi), lo + 1);
-    const double s0 = static_cast<double>(steps.front()), s1 = std::max(static_cast<double>(steps.back()), s0 + 1);
-    auto px = [&](double s) { return left + static_cast<int>(std::lround((s - s0) / (s1 - s0) * (right - left))); };
-    auto py = [&](double l) {
-      return bottom - static_cast<int>(std::lround((std::log10(l) - lo) / (hi - lo) * (bottom - top)));
-    };
-    for (double e = lo; e <= hi; e += 1) {  // a grid line per power of ten
-      const int y = bottom - static_cast<int>(std::lround((e - lo) / (hi - lo) * (bottom - top)));
-      draw_line(img, height, width, left, y, right, y, grey);
-    }
-    for (std::size_t i = 1; i < steps.size(); ++i)
-      draw_line(img, height, width, px(steps[i - 1]), py(losses[i - 1]), px(steps[i]), py(losses[i]), blue);
-  }
-  draw_line(img, height, width, left, top, left, bottom, black);  // axes
-  draw_line(img, height, width, left, bottom, right, bottom, black);
-  return img;
 }
 
 bool is_terminal(std::FILE* stream) { return stream != nullptr && ::isatty(::fileno(stream)) == 1; }

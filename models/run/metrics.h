@@ -6,7 +6,8 @@
 //   where loss_qK is the mean loss of the samples whose timestep fell in quartile K
 //   (t in [K T/4, (K+1) T/4)), averaged over the steps since the previous line (empty in
 //   the CSV / null in JSON when no sample fell there).
-// - loss.png: the loss curve (log10 of the loss against the step) drawn into an RGB buffer.
+// - loss.png: the chart of `loss` against `step` on a log axis, with labelled ticks
+//   (loss_plot.h).
 // - A progress bar with ETA and images/s on a terminal, plain periodic lines otherwise.
 #pragma once
 
@@ -22,7 +23,7 @@ namespace ddpm::run {
 
 struct MetricsLine {
   std::int64_t step = 0;  // the number of steps done when the line was written (1-based)
-  double loss = 0;
+  double loss = 0;  // mean training loss of the finite steps since the previous line (NaN if none)
   std::array<double, 4> loss_quartile{};  // NaN where no sample fell in the quartile
   double grad_norm = 0, lr = 0, images_per_s = 0;
   std::int64_t skipped = 0;  // non-finite steps in the window
@@ -50,11 +51,6 @@ class MetricsWriter {
   std::string dir_;
   std::vector<MetricsLine> lines_;
 };
-
-// An RGB image [height, width, 3] of log10(loss) against step: grey grid lines at each
-// power of ten, the curve in blue. Fewer than two points give an empty frame.
-std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps, const std::vector<double>& losses,
-                                          int height, int width);
 
 // "[#########.........]  450/1000  45%  loss 0.0513  12.3 img/s  ETA 01:02:03" redrawn in
 // place on a terminal (\r); on a pipe or file, one plain line per call to line().

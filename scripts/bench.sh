@@ -9,6 +9,8 @@
 # the rows carry "mode" and the report puts each beside PyTorch's fp32 and TF32 figures.
 #
 #   scripts/bench.sh [build-dir]       (default build/gpu; built by scripts/gpu-verify.sh)
+#   TORCH_UNET_MODES=eager_fp32,...    PyTorch model-level modes (default: all three; torch.compile
+#                                      spends a minute or more compiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/gpu}
@@ -25,7 +27,7 @@ fi
 "$build/bin/bench-unet" --json >> "$out/bench-ours.jsonl"
 "$build/bin/bench-unet" --json --tf32 >> "$out/bench-ours.jsonl"
 if python3 -c "import torch, diffusers; assert torch.cuda.is_available()" 2>/dev/null; then
-  python3 scripts/bench_pytorch_unet.py >> "$out/bench-torch.jsonl"
+  python3 scripts/bench_pytorch_unet.py ${TORCH_UNET_MODES:+--modes $TORCH_UNET_MODES} >> "$out/bench-torch.jsonl"
 else
   echo "bench: diffusers not importable; no PyTorch model-level baseline (pip install diffusers)" >&2
 fi

@@ -31,6 +31,7 @@
 #include "kernels/cuda/conv2d.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/group_norm.h"
+#include "kernels/cuda/group_norm_slab.h"
 #include "kernels/cuda/optim.h"
 
 using nlohmann::json;
@@ -45,6 +46,7 @@ struct Options {
   bool tf32 = false;
   ConvAlgoSearch conv_search = ConvAlgoSearch::benchmark;
   bool allow_nondeterministic = false;
+  bool gn_variants = false;  // time every slab tiling of the GroupNorm cases, then stop
   const char* mode() const { return tf32 ? "tf32" : "fp32"; }
 };
 
@@ -108,6 +110,7 @@ struct Reporter {
 };
 
 void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& rep);  // below
+void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks);
 
 void bench_attention(const json& cases, bench::Timer& timer, const Reporter& rep) {
   for (const json& c : cases) {
@@ -192,6 +195,8 @@ Options parse(int argc, char** argv) {
       o.reps = std::atoi(argv[++i]);
     } else if (a == "--cases" && i + 1 < argc) {
       o.cases = argv[++i];
+    } else if (a == "--gn-variants") {
+      o.gn_variants = true;
     } else if (a == "--tf32") {
       o.tf32 = true;
     } else if (a == "--conv-algo" && i + 1 < argc) {
@@ -254,6 +259,10 @@ int main(int argc, char** argv) {
                   opt.allow_nondeterministic ? ", nondeterministic allowed" : ", deterministic only");
     }
     Reporter rep{opt, peaks};
+    if (opt.gn_variants) {
+      bench_group_norm_variants(cases["group_norm_silu"], timer, peaks);
+      return 0;
+    }
     bench_group_norm(cases["group_norm_silu"], timer, rep);
     bench_attention(cases["attention"], timer, rep);
     bench_conv2d(cases["conv2d"], timer, rep);
@@ -295,6 +304,48 @@ void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& re
                                 cuda::stream());
     });
     rep.row("group_norm_silu", tagged, "backward", ms, 12 * elems, 0);
+  }
+}
+
+// Tuning aid (--gn-variants): the slab kernels (kernels/cuda/group_norm_slab.h) at every
+// pixels-per-thread count their plan could take, K = ceil(HW / (32 items)) blocks per
+// cluster (K <= 8), one text line each; the production plan is marked with '*'.
+void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
+  for (const json& c : cases) {
+    std::int64_t n = c["n"], hw = std::int64_t(c["h"]) * std::int64_t(c["w"]), ch = c["c"], g = c["groups"];
+    Tensor x = dev_randn({n, hw, ch}, 1), dy = dev_randn({n, hw, ch}, 2);
+    Tensor gamma = dev_randn({ch}, 3), beta = dev_randn({ch}, 4);
+    Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda()), dx = y.clone();
+    Tensor mean = Tensor::empty({n, g}, DType::f32, Device::cuda()), rstd = mean.clone();
+    Tensor sdz = Tensor::empty({n, ch}, DType::f32, Device::cuda()), sdzx = sdz.clone();
+    const double elems = static_cast<double>(x.numel());
+    for (bool backward : {false, true}) {
+      const cuda::gn_slab::Plan chosen = cuda::gn_slab::plan(hw, ch, g, backward);
+      if (!chosen.ok) continue;
+      for (int items : {1, 2, 4, 8, 16}) {
+        if (backward && items > 8) continue;
+        cuda::gn_slab::Plan p = chosen;
+        p.items = items;
+        p.pix = 32 * items;
+        p.blocks_k = static_cast<int>((hw + p.pix - 1) / p.pix);
+        if (p.blocks_k > 8 || (items > 1 && 32 * (items / 2) >= hw)) continue;
+        const double ms = timer.median_ms([&] {
+          if (!backward)
+            cuda::gn_slab::forward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                                   y.data<float>(), mean.data<float>(), rstd.data<float>(), n, hw, ch, g, 1e-5f, true,
+                                   cuda::stream());
+          else
+            cuda::gn_slab::backward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                                    mean.data<float>(), rstd.data<float>(), dy.data<float>(), dx.data<float>(),
+                                    sdz.data<float>(), sdzx.data<float>(), n, hw, ch, g, true, cuda::stream());
+        });
+        const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
+        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)\n",
+                    backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
+                    static_cast<long long>(ch), static_cast<long long>(g), items, p.blocks_k,
+                    items == chosen.items ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps);
+      }
+    }
   }
 }
 

@@ -40,9 +40,20 @@ Dataset load_samples(const std::string& path) {
   DDPM_CHECK_AS(std::filesystem::exists(path), IoError, "samples: " << path << " does not exist");
   if (std::filesystem::is_directory(path)) return load_image_folder(path);
   const NpzFile npz = load_npz(path);
-  const NpyArray& images = npz.get("images");
+  // Two conventions: named arrays, or numpy.savez's positional arr_0 / arr_1 (what
+  // ddpm-sample writes, like the improved-diffusion and guided-diffusion samplers).
+  const bool named = npz.contains("images");
+  const std::string images_name = named ? "images" : "arr_0", labels_name = named ? "labels" : "arr_1";
+  if (!named && !npz.contains("arr_0")) {
+    std::string present;
+    for (const NpyArray& a : npz.arrays) present += (present.empty() ? "" : ", ") + a.name;
+    DDPM_THROW(IoError, path << ": no array \"images\" or \"arr_0\" (uint8 [N, H, W, C] samples); it holds: "
+                             << (present.empty() ? "nothing" : present));
+  }
+  const NpyArray& images = npz.get(images_name);
   DDPM_CHECK_AS(images.dtype == NpyDType::u8 && (images.shape.size() == 4 || images.shape.size() == 3), IoError,
-                path << ": \"images\" must be uint8 [N, H, W, C] (or [N, H, W]), got " << images.describe());
+                path << ": \"" << images_name << "\" must be uint8 [N, H, W, C] (or [N, H, W]), got "
+                     << images.describe());
   Dataset ds;
   ds.name = path;
   ds.n = images.shape[0];
@@ -50,10 +61,10 @@ Dataset load_samples(const std::string& path) {
   ds.width = images.shape[2];
   ds.channels = images.shape.size() == 4 ? images.shape[3] : 1;
   ds.images.assign(images.bytes.begin(), images.bytes.end());
-  if (npz.contains("labels")) {
-    const NpyArray& labels = npz.get("labels");
+  if (npz.contains(labels_name)) {
+    const NpyArray& labels = npz.get(labels_name);
     DDPM_CHECK_AS(labels.dtype == NpyDType::i64 && labels.shape.size() == 1 && labels.shape[0] == ds.n, IoError,
-                  path << ": \"labels\" must be int64 [" << ds.n << "], got " << labels.describe());
+                  path << ": \"" << labels_name << "\" must be int64 [" << ds.n << "], got " << labels.describe());
     ds.labels = labels.as_int64();
     for (std::int64_t y : ds.labels) {
       DDPM_CHECK_AS(y >= 0, IoError, path << ": label " << y << " is negative");

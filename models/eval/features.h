@@ -26,7 +26,8 @@ Dataset conform(const Dataset& ds, const ClassifierConfig& cfg, const std::strin
 FeatureMatrix extract_features(const Classifier& cls, const Dataset& ds, std::int64_t batch_size = 256);
 
 // Generated samples: a .npz file (arrays "images" uint8 [N, H, W, C] and optionally
-// "labels" int64 [N]) or a folder of PNGs (models/data/image_folder.h; class sub-folders
+// "labels" int64 [N], or the same as numpy.savez's arr_0 and arr_1, as ddpm-sample writes
+// them) or a folder of PNGs (models/data/image_folder.h; class sub-folders
 // give labels). IoError naming the path otherwise.
 Dataset load_samples(const std::string& path);
 

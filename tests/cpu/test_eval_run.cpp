@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/io/npz.h"
 #include "engine/error.h"
 #include "models/data/toy.h"
 #include "models/eval/classifier.h"
@@ -141,6 +142,20 @@ TEST(EvalRunNpz, ReadsSamplesAndLabels) {
     return std::vector<std::uint8_t>(b.begin(), b.end());
   }(), "f.npy");
   EXPECT_EQ(a.describe(), "float64 [3]");
+}
+
+// ddpm-sample's samples.npz (engine/io/npz's writer, positional arr_0 / arr_1) reads back.
+TEST(EvalRunNpz, ReadsWhatDdpmSampleWrites) {
+  const Dataset shapes = make_toy_shapes(5, 4, 8);
+  const std::string path = temp_path("arr.npz");
+  write_npz(path, {{"arr_0", "|u1", {shapes.n, shapes.height, shapes.width, shapes.channels}, shapes.images.data(),
+                    shapes.images.size()},
+                   {"arr_1", "<i8", {shapes.n}, shapes.labels.data(), shapes.labels.size() * sizeof(std::int64_t)}});
+  const Dataset back = load_samples(path);
+  EXPECT_EQ(back.n, 5);
+  EXPECT_EQ(back.images, shapes.images);
+  EXPECT_EQ(back.labels, shapes.labels);
+  fs::remove(path);
 }
 
 TEST(EvalRunNpz, DamagedOrIncompleteFilesAreIoErrors) {

@@ -155,7 +155,7 @@ void* pool_alloc(std::size_t bytes) {
                "out of GPU memory: requested " << bytes << " bytes (" << (bytes >> 20) << " MiB) with "
                                                << (free_b >> 20) << " MiB free of " << (total_b >> 20)
                                                << " MiB; the pool holds " << (pool_reserved_bytes() >> 20)
-                                               << " MiB. Try a smaller --batch-size or a --microbatch.");
+                                               << " MiB");  // the apps add which flag to lower
   }
   DDPM_CUDA_CHECK(err);
   return p;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <ostream>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -160,7 +161,13 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
          << (model.ema ? ", EMA" : "") << ", " << model.net->num_parameters() << " parameters)\n";
-  return run_sample(o, model, log);
+  try {
+    return run_sample(o, model, log);
+  } catch (const OutOfMemoryError& e) {
+    std::ostringstream os;
+    os << e.what() << ". Try a smaller --batch-size (now " << o.batch_size << ")";
+    throw OutOfMemoryError(os.str());
+  }
 }
 
 SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log) {

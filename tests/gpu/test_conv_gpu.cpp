@@ -57,19 +57,6 @@ const GpuCase kUnetCases[] = {
     {"3x3_stride2_odd_15x15_c64", {2, 15, 15, 64}, {64, 3, 3, 64}, 2, 1},
 };
 
-// |actual - expected| within `rel` of expected's largest magnitude, and NMSE <= nmse.
-::testing::AssertionResult within_scale(const Tensor& actual, const Tensor& expected, double rel, double nmse) {
-  if (actual.shape() != expected.shape()) return ::testing::AssertionFailure() << "shapes differ";
-  double scale = 0;
-  for (double e : expected.to_double_vector()) scale = std::max(scale, std::fabs(e));
-  testing::ErrorStats st = testing::compare(actual, expected);
-  if (!(st.max_abs <= rel * scale) || !(st.nmse <= nmse))
-    return ::testing::AssertionFailure() << st.str() << ", scale " << scale << ": allowed max_abs " << rel * scale
-                                         << ", nmse " << nmse;
-  std::cout << "    [compare] " << st.str() << " (max_abs/scale " << st.max_abs / scale << ")\n";
-  return ::testing::AssertionSuccess();
-}
-
 // The CUDA results of one case: output and the three gradients.
 struct GpuResults {
   Tensor y, gx, gw, gb;
@@ -107,10 +94,10 @@ GpuResults check_case(const GpuCase& c, bool with_bias, std::uint64_t seed, bool
 
   if (tf32) {
     const double rel = 3e-3, nmse = 1e-5;  // see "TF32 tolerance" at the top
-    EXPECT_TRUE(within_scale(r.y, out_c, rel, nmse)) << "forward (TF32)";
-    EXPECT_TRUE(within_scale(r.gx, xc.grad(), rel, nmse)) << "gradient of x (TF32)";
-    EXPECT_TRUE(within_scale(r.gw, wc.grad(), rel, nmse)) << "gradient of weight (TF32)";
-    if (with_bias) EXPECT_TRUE(within_scale(r.gb, bc.grad(), rel, nmse)) << "gradient of bias (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.y, out_c, rel, nmse)) << "forward (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.gx, xc.grad(), rel, nmse)) << "gradient of x (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.gw, wc.grad(), rel, nmse)) << "gradient of weight (TF32)";
+    if (with_bias) EXPECT_TRUE(testing::within_scale(r.gb, bc.grad(), rel, nmse)) << "gradient of bias (TF32)";
     return r;
   }
   EXPECT_TRUE(all_close(r.y, out_c, 1e-4, 1e-4)) << "forward";

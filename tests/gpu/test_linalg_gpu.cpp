@@ -112,19 +112,6 @@ TEST(LinalgGpu, MixingDevicesIsAClearError) {
   EXPECT_THROW(matmul(Tensor::zeros({4, 4}, DType::f64, Device::cuda()), b), ValueError);  // f64 is CPU-only
 }
 
-// |actual - expected| within `rel` of expected's largest magnitude, and NMSE <= nmse.
-::testing::AssertionResult within_scale(const Tensor& actual, const Tensor& expected, double rel, double nmse) {
-  if (actual.shape() != expected.shape()) return ::testing::AssertionFailure() << "shapes differ";
-  double scale = 0;
-  for (double e : expected.to_double_vector()) scale = std::max(scale, std::fabs(e));
-  testing::ErrorStats st = testing::compare(actual, expected);
-  if (!(st.max_abs <= rel * scale) || !(st.nmse <= nmse))
-    return ::testing::AssertionFailure() << st.str() << ", scale " << scale << ": allowed max_abs " << rel * scale
-                                         << ", nmse " << nmse;
-  std::cout << "    [compare] " << st.str() << " (max_abs/scale " << st.max_abs / scale << ")\n";
-  return ::testing::AssertionSuccess();
-}
-
 // linear(x, W, b) forward and backward on CUDA, and the f64 CPU reference on the same f32
 // values: x [256, 512], W [384, 512] (K = 512 forward, 384 for dx, 256 rows for dW and db),
 // and the batched attention-style product [32, 256, 64] x [32, 64, 256] (K = 64).
@@ -157,13 +144,13 @@ LinalgResults run_linalg(bool tf32_tolerance) {
                   cg.grad().to(Device::cpu())};
   if (tf32_tolerance) {
     const double rel = 3e-3, nmse = 1e-5;  // see the top of the file
-    EXPECT_TRUE(within_scale(r.y, yc, rel, nmse)) << "linear forward (TF32)";
-    EXPECT_TRUE(within_scale(r.dx, xc.grad(), rel, nmse)) << "linear dx (TF32)";
-    EXPECT_TRUE(within_scale(r.dw, wc.grad(), rel, nmse)) << "linear dW (TF32)";
-    EXPECT_TRUE(within_scale(r.db, bc.grad(), rel, nmse)) << "linear db (TF32)";
-    EXPECT_TRUE(within_scale(r.p, pc, rel, nmse)) << "batched product (TF32)";
-    EXPECT_TRUE(within_scale(r.da, ac.grad(), rel, nmse)) << "batched product da (TF32)";
-    EXPECT_TRUE(within_scale(r.dbb, cc.grad(), rel, nmse)) << "batched product db (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.y, yc, rel, nmse)) << "linear forward (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.dx, xc.grad(), rel, nmse)) << "linear dx (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.dw, wc.grad(), rel, nmse)) << "linear dW (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.db, bc.grad(), rel, nmse)) << "linear db (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.p, pc, rel, nmse)) << "batched product (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.da, ac.grad(), rel, nmse)) << "batched product da (TF32)";
+    EXPECT_TRUE(testing::within_scale(r.dbb, cc.grad(), rel, nmse)) << "batched product db (TF32)";
     return r;
   }
   // fp32 as in the tests above: forward K = 512 (values O(1)), dx K = 384, dW and db sum 256

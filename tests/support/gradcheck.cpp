@@ -1,5 +1,6 @@
 #include "support/gradcheck.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <sstream>
@@ -96,6 +97,18 @@ ErrorStats compare(const Tensor& actual, const Tensor& expected) {
   }
   s.nmse = den > 0 ? num / den : num;
   return s;
+}
+
+::testing::AssertionResult within_scale(const Tensor& actual, const Tensor& expected, double rel, double nmse) {
+  if (actual.shape() != expected.shape()) return ::testing::AssertionFailure() << "shapes differ";
+  double scale = 0;
+  for (double e : expected.to_double_vector()) scale = std::max(scale, std::fabs(e));
+  ErrorStats st = compare(actual, expected);
+  if (!(st.max_abs <= rel * scale) || !(st.nmse <= nmse))
+    return ::testing::AssertionFailure() << st.str() << ", scale " << scale << ": allowed max_abs " << rel * scale
+                                         << ", nmse " << nmse;
+  std::cout << "    [compare] " << st.str() << " (max_abs/scale " << st.max_abs / scale << ")\n";
+  return ::testing::AssertionSuccess();
 }
 
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol) {

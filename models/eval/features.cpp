@@ -6,8 +6,8 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/io/npz.h"
 #include "models/data/image_folder.h"
-#include "models/eval/npz.h"
 
 namespace ddpm::eval {
 

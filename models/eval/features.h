@@ -2,7 +2,7 @@
 // the metrics compare.
 //
 // Every image set is a uint8 NHWC Dataset (models/data/dataset.h): real splits, generated
-// samples read from .npz (models/eval/npz.h) or from a folder of PNGs. Before the
+// samples read from .npz (engine/io/npz.h) or from a folder of PNGs. Before the
 // classifier sees a set, `conform` brings it to the classifier's input size the way the
 // diffusion models see the data: images smaller than the classifier's input are centred on
 // a zero canvas (pad_to, like 28x28 Fashion-MNIST -> 32x32); larger ones, or a channel

@@ -235,9 +235,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
       write_png((dir / name).string(), result.pixels.data() + static_cast<std::size_t>(i) * image_bytes, H, W, C);
       files.push_back(name);
     }
-    std::vector<NpyArray> arrays{{"arr_0", "|u1", {N, H, W, C}, result.pixels.data(), result.pixels.size()}};
-    if (!result.labels.empty())
-      arrays.push_back({"arr_1", "<i8", {N}, result.labels.data(), result.labels.size() * sizeof(std::int64_t)});
+    std::vector<NpyView> arrays{npy_view("arr_0", {N, H, W, C}, result.pixels)};  // uint8 [N, H, W, C]
+    if (!result.labels.empty()) arrays.push_back(npy_view("arr_1", {N}, result.labels));  // int64 [N]
     write_npz((dir / "samples.npz").string(), arrays);
     files.push_back("samples.npz");
     if (o.show_steps && !snap_xt.empty()) {

@@ -1,4 +1,5 @@
-// ddpm-eval's library: the .npz reader (stored and ZIP64-style members, damaged files),
+// ddpm-eval's library: samples from .npz (named and positional arrays, stored and ZIP64-style
+// members, damaged files; the reader itself is tested in test_npz.cpp),
 // bits/dim on an in-memory tiny model (the bound's parts add up; an oracle denoiser scores
 // better than a useless one; same numbers as calc_bpd_loop), and the train-classifier ->
 // fid -> class-accuracy chain on toy shapes (real-vs-real and samples near, noise far).
@@ -10,19 +11,17 @@
 #include <string>
 #include <vector>
 
-#include <zlib.h>
-
 #include <gtest/gtest.h>
 
-#include "engine/io/npz.h"
 #include "engine/error.h"
+#include "engine/io/npz.h"
 #include "models/data/toy.h"
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/eval/features.h"
-#include "models/eval/npz.h"
 #include "engine/io/safetensors.h"
 #include "models/unet/model_io.h"
+#include "support/npz_fixtures.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::eval {
@@ -30,82 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Bytes = std::string;
-
-void put(Bytes& b, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) b.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-// A .npy blob (version 1.0) with the given descr and shape.
-Bytes npy(const std::string& descr, const std::vector<std::int64_t>& shape, const void* data, std::size_t nbytes) {
-  std::string dims;
-  for (std::int64_t d : shape) dims += std::to_string(d) + ", ";
-  if (shape.size() > 1) dims.resize(dims.size() - 2);  // "(2, 3)" but "(5,)"
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  Bytes b = "\x93NUMPY";
-  b += '\x01';
-  b += '\x00';
-  put(b, header.size(), 2);
-  b += header;
-  b.append(static_cast<const char*>(data), nbytes);
-  return b;
-}
-
-// A zip of stored members, the way numpy.savez lays it out; with `zip64_local` every local
-// header carries sizes 0xFFFFFFFF and a ZIP64 extra field (numpy's force_zip64).
-Bytes zip_stored(const std::vector<std::pair<std::string, Bytes>>& members, bool zip64_local) {
-  Bytes out, central;
-  for (const auto& [name, data] : members) {
-    const std::uint64_t crc = crc32(0L, reinterpret_cast<const Bytef*>(data.data()), static_cast<uInt>(data.size()));
-    const std::uint64_t offset = out.size();
-    put(out, 0x04034b50, 4);
-    put(out, 45, 2);
-    put(out, 0, 2);
-    put(out, 0, 2);  // stored
-    put(out, 0, 4);  // time, date
-    put(out, crc, 4);
-    put(out, zip64_local ? 0xFFFFFFFF : data.size(), 4);
-    put(out, zip64_local ? 0xFFFFFFFF : data.size(), 4);
-    put(out, name.size(), 2);
-    put(out, zip64_local ? 20 : 0, 2);
-    out += name;
-    if (zip64_local) {
-      put(out, 0x0001, 2);
-      put(out, 16, 2);
-      put(out, data.size(), 8);
-      put(out, data.size(), 8);
-    }
-    out += data;
-    put(central, 0x02014b50, 4);
-    put(central, 45, 2);
-    put(central, 45, 2);
-    put(central, 0, 2);
-    put(central, 0, 2);
-    put(central, 0, 4);
-    put(central, crc, 4);
-    put(central, data.size(), 4);
-    put(central, data.size(), 4);
-    put(central, name.size(), 2);
-    put(central, 0, 2);
-    put(central, 0, 2);
-    put(central, 0, 2);
-    put(central, 0, 2);
-    put(central, 0, 4);
-    put(central, offset, 4);
-    central += name;
-  }
-  const std::uint64_t cd_offset = out.size();
-  out += central;
-  put(out, 0x06054b50, 4);
-  put(out, 0, 4);
-  put(out, members.size(), 2);
-  put(out, members.size(), 2);
-  put(out, central.size(), 4);
-  put(out, cd_offset, 4);
-  put(out, 0, 2);
-  return out;
-}
 
 std::string temp_path(const std::string& name) { return (fs::path(::testing::TempDir()) / name).string(); }
 
@@ -116,11 +39,11 @@ void write_bytes(const std::string& path, const Bytes& b) {
 // Writes ds as samples.npz ("images" and, when labelled, "labels").
 void write_samples_npz(const std::string& path, const Dataset& ds, bool zip64_local = true) {
   std::vector<std::pair<std::string, Bytes>> members;
-  members.emplace_back("images.npy", npy("|u1", {ds.n, ds.height, ds.width, ds.channels}, ds.images.data(),
-                                         ds.images.size()));
+  members.emplace_back("images.npy", testing::npy_blob("|u1", {ds.n, ds.height, ds.width, ds.channels},
+                                                       ds.images.data(), ds.images.size()));
   if (ds.has_labels())
-    members.emplace_back("labels.npy", npy("<i8", {ds.n}, ds.labels.data(), ds.labels.size() * 8));
-  write_bytes(path, zip_stored(members, zip64_local));
+    members.emplace_back("labels.npy", testing::npy_blob("<i8", {ds.n}, ds.labels.data(), ds.labels.size() * 8));
+  write_bytes(path, testing::zip_archive(members, {zip64_local, false}));
 }
 
 TEST(EvalRunNpz, ReadsSamplesAndLabels) {
@@ -136,21 +59,14 @@ TEST(EvalRunNpz, ReadsSamplesAndLabels) {
     EXPECT_EQ(back.labels, shapes.labels);
     fs::remove(path);
   }
-  const double f[3] = {1.5, -2, 0.25};
-  const NpyArray a = parse_npy([&] {
-    const Bytes b = npy("<f8", {3}, f, sizeof f);
-    return std::vector<std::uint8_t>(b.begin(), b.end());
-  }(), "f.npy");
-  EXPECT_EQ(a.describe(), "float64 [3]");
 }
 
 // ddpm-sample's samples.npz (engine/io/npz's writer, positional arr_0 / arr_1) reads back.
 TEST(EvalRunNpz, ReadsWhatDdpmSampleWrites) {
   const Dataset shapes = make_toy_shapes(5, 4, 8);
   const std::string path = temp_path("arr.npz");
-  write_npz(path, {{"arr_0", "|u1", {shapes.n, shapes.height, shapes.width, shapes.channels}, shapes.images.data(),
-                    shapes.images.size()},
-                   {"arr_1", "<i8", {shapes.n}, shapes.labels.data(), shapes.labels.size() * sizeof(std::int64_t)}});
+  write_npz(path, {npy_view("arr_0", {shapes.n, shapes.height, shapes.width, shapes.channels}, shapes.images),
+                   npy_view("arr_1", {shapes.n}, shapes.labels)});
   const Dataset back = load_samples(path);
   EXPECT_EQ(back.n, 5);
   EXPECT_EQ(back.images, shapes.images);
@@ -171,7 +87,7 @@ TEST(EvalRunNpz, DamagedOrIncompleteFilesAreIoErrors) {
   write_bytes(path, "not a zip at all, just some text that is long enough");
   EXPECT_THROW(load_samples(path), IoError);
   const std::int64_t x = 1;
-  write_bytes(path, zip_stored({{"other.npy", npy("<i8", {1}, &x, 8)}}, false));
+  write_bytes(path, testing::zip_archive({{"other.npy", testing::npy_blob("<i8", {1}, &x, 8)}}));
   try {
     load_samples(path);
     ADD_FAILURE() << "expected an IoError";

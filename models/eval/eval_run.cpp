@@ -24,21 +24,46 @@ namespace fs = std::filesystem;
 
 namespace ddpm::eval {
 
+run::DataSpec parse_eval_data(const std::string& data, const std::string& data_dir) {
+  std::string spec = data == "toy-shapes" ? std::string("toy") : data;  // the older name
+  if (!data_dir.empty()) {
+    // The deprecated --data-dir DIR: the folder of a bare fashion-mnist or cifar10.
+    DDPM_CHECK(spec == "fashion-mnist" || spec == "cifar10",
+               "--data-dir (deprecated) only gives the folder of --data fashion-mnist or cifar10; with --data "
+                   << data << " leave it out (the path belongs in the spec, e.g. --data cifar10:DIR)");
+    spec += ":" + data_dir;
+  }
+  DDPM_CHECK(spec != "cifar10",
+             "--data cifar10 needs its folder (the cifar-10-batches-bin directory): --data cifar10:DIR");
+  try {
+    return run::parse_data_spec(spec);
+  } catch (const ValueError&) {
+    // The older form: a bare folder of PNGs.
+    if (!data.empty() && data_dir.empty() && fs::is_directory(data)) return run::parse_data_spec("folder:" + data);
+    throw;
+  }
+}
+
 Dataset load_eval_dataset(const std::string& data, const std::string& split, const std::string& data_dir) {
   DDPM_CHECK(split == "train" || split == "test", "--split must be train or test, got \"" << split << "\"");
-  if (data == "fashion-mnist") return load_fashion_mnist(split, data_dir.empty() ? kFashionMnistDir : data_dir);
-  if (data == "cifar10") {
-    DDPM_CHECK(!data_dir.empty(), "--data cifar10 needs --data-dir (the cifar-10-batches-bin folder)");
-    return load_cifar10(data_dir, split);
+  const run::DataSpec spec = parse_eval_data(data, data_dir);
+  switch (spec.kind) {
+    case run::DataSpec::Kind::fashion_mnist:
+      return load_fashion_mnist(split, spec.path.empty() ? kFashionMnistDir : spec.path);
+    case run::DataSpec::Kind::cifar10:
+      return load_cifar10(spec.path, split);
+    case run::DataSpec::Kind::toy: {
+      // Fixed seeds, so every run of every mode sees the same two splits.
+      Dataset ds = split == "train" ? make_toy_shapes(2000, 1) : make_toy_shapes(500, 2);
+      ds.name = "toy-shapes/" + split;
+      return ds;
+    }
+    case run::DataSpec::Kind::idx:
+      return load_idx(spec.path, spec.labels_path, 10, spec.path);
+    case run::DataSpec::Kind::folder:
+      return load_image_folder(spec.path);
   }
-  if (data == "toy-shapes") {
-    Dataset ds = split == "train" ? make_toy_shapes(2000, 1) : make_toy_shapes(500, 2);
-    ds.name = "toy-shapes/" + split;
-    return ds;
-  }
-  DDPM_CHECK(fs::is_directory(data), "--data must be fashion-mnist, cifar10, toy-shapes or a folder of PNGs; \""
-                                         << data << "\" is none of these");
-  return load_image_folder(data);
+  DDPM_THROW(ValueError, "--data " << data << ": unknown dataset kind");
 }
 
 // --- train-classifier ---------------------------------------------------------------------

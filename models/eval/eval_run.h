@@ -25,15 +25,28 @@
 #include "models/diffusion/schedule.h"
 #include "models/eval/bpd_eval.h"
 #include "models/eval/metrics.h"
+#include "models/run/data_spec.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::eval {
 
-// A dataset split by name: "fashion-mnist" (data_dir defaults to the Debian package's
-// folder), "cifar10" (data_dir required), "toy-shapes" (synthetic, 16x16, 4 classes;
-// 2000 train / 500 test images, for tests and demos), or a folder of PNGs (split ignored).
+// --data of ddpm-eval: ddpm-train's spec (models/run/data_spec.h), read as a split.
+//   fashion-mnist[:DIR]   the train or test split (DIR defaults to the Debian package's folder)
+//   cifar10:DIR           data_batch_1..5.bin (train) or test_batch.bin (test)
+//   toy                   built-in shapes, 16x16, 4 classes: 2000 train / 500 test images
+//   idx:IMAGES[,LABELS]   one set of images, used as both splits (--split does not apply)
+//   folder:DIR            PNGs (labels from class sub-folders), one set used as both splits
+// Older forms, kept so existing command lines work: "toy-shapes" (= toy), a bare existing
+// folder (= folder:DIR), and data_dir (--data-dir, deprecated) completing a bare
+// "fashion-mnist" or "cifar10" (= NAME:DIR). ValueError, as a sentence naming the flags,
+// for anything else (a cifar10 without a folder, a folder given twice, an unknown name).
+run::DataSpec parse_eval_data(const std::string& data, const std::string& data_dir = "");
+
+// The `split` ("train" or "test") of parse_eval_data(data, data_dir), named as its loader
+// names it ("fashion-mnist/test", "cifar10/test", "toy-shapes/test", or the path).
 Dataset load_eval_dataset(const std::string& data, const std::string& split, const std::string& data_dir = "");
 
+// data and data_dir: parse_eval_data's arguments (data_dir: the deprecated --data-dir).
 struct TrainClassifierArgs {
   std::string data = "fashion-mnist", data_dir, out;
   int image_size = 0;          // 0: the dataset's size rounded up to a multiple of 8 (pad_to)

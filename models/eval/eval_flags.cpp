@@ -1,0 +1,189 @@
+// models/eval/eval_flags.cpp: the subcommands of ddpm-eval and their flags (see eval_flags.h).
+#include "models/eval/eval_flags.h"
+
+#include <string>
+
+#include "engine/error.h"
+
+namespace ddpm::eval {
+namespace {
+
+constexpr const char* kDataForms = "fashion-mnist[:DIR] | cifar10:DIR | toy | idx:IMAGES[,LABELS] | folder:DIR";
+
+// What --help says under every subcommand: the common flags live on ddpm-eval itself.
+constexpr const char* kCommonFooter =
+    "--device, --seed, --tf32, --conv-algo and --config (see ddpm-eval --help) may also follow the subcommand.";
+
+// And under every subcommand that reads a dataset.
+constexpr const char* kDataFormsHelp =
+    "  fashion-mnist[:DIR]   DIR defaults to /usr/share/datasets/fashion-mnist (Debian dataset-fashion-mnist)\n"
+    "  cifar10:DIR           the cifar-10-batches-bin folder\n"
+    "  toy                   built-in 16x16 shapes, 4 classes, 2000 train / 500 test images\n"
+    "  idx:IMAGES[,LABELS]   MNIST-style IDX files: one set, used as both splits\n"
+    "  folder:DIR            PNGs, labels from class sub-folders: one set, used as both splits\n"
+    "Older forms still accepted: --data toy-shapes (= toy), --data DIR (= folder:DIR), and\n"
+    "--data fashion-mnist|cifar10 --data-dir DIR (= --data NAME:DIR; --data-dir is deprecated).\n";
+
+// Number checks whose failures read as sentences (CLI11's PositiveNumber prints its range
+// bounds, 1.8e308 in full).
+CLI::Validator number_check(bool allow_zero) {
+  return CLI::Validator(
+      [allow_zero](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not a number";
+        if (allow_zero ? v >= 0 : v > 0) return "";
+        return std::string(allow_zero ? "must be 0 or more" : "must be positive") + ", got " + text;
+      },
+      allow_zero ? "NONNEGATIVE" : "POSITIVE");
+}
+const CLI::Validator kPositive = number_check(false);
+const CLI::Validator kNonNegative = number_check(true);
+
+// --data, the deprecated --data-dir and, where the mode reads a split, --split; the pair is
+// checked once the subcommand is parsed (parse_eval_data needs both), as a ParseError.
+void add_data_flags(CLI::App& sub, std::string& data, std::string& data_dir, std::string* split) {
+  sub.add_option("--data", data, kDataForms)->capture_default_str();
+  if (split != nullptr)
+    sub.add_option("--split", *split, "the split of --data: train | test")
+        ->check(CLI::IsMember({"train", "test"}))
+        ->capture_default_str();
+  sub.add_option("--data-dir", data_dir,
+                 "the folder of --data fashion-mnist or cifar10 (still works; write --data NAME:DIR instead)")
+      ->group("Deprecated");
+  sub.footer(std::string(split != nullptr ? "--data is ddpm-train's spec, read as the split --split names:\n"
+                                          : "--data is ddpm-train's spec; the classifier trains on its train "
+                                            "split and is tested on its test split:\n") +
+             kDataFormsHelp + kCommonFooter);
+  sub.callback([&data, &data_dir] {
+    try {
+      parse_eval_data(data, data_dir);
+    } catch (const ValueError& e) {
+      throw CLI::ValidationError("--data", strip_source_locations(e.what()));
+    }
+  });
+}
+
+}  // namespace
+
+void add_train_classifier_flags(CLI::App& sub, TrainClassifierArgs& a) {
+  add_data_flags(sub, a.data, a.data_dir, nullptr);  // trains on train, tests on test
+  sub.add_option("--out", a.out, "output folder (model.safetensors + classifier.json)")->required();
+  sub.add_option("--image-size", a.image_size, "input size; 0 = the data's size rounded up to a multiple of 8")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--width", a.base_channels, "channels of the first convolution (then 2x, 4x)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--feature-dim", a.feature_dim, "size of the feature layer")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--epochs", a.epochs, "passes over the training split")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "images per step")->check(kPositive)->capture_default_str();
+  sub.add_option("--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--weight-decay", a.weight_decay, "AdamW decoupled weight decay")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--limit", a.limit, "train on the first N training images only (0 = all)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--max-steps", a.max_steps, "stop after N steps (0 = all epochs)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+}
+
+void add_fid_flags(CLI::App& sub, FidArgs& a) {
+  sub.add_option("--classifier", a.classifier, "classifier folder from train-classifier")->required();
+  sub.add_option("--samples", a.samples, "samples: .npz (\"images\" or arr_0, uint8 [N,H,W,C]) or a folder of PNGs")
+      ->required();
+  add_data_flags(sub, a.data, a.data_dir, &a.split);
+  sub.add_option("--num-samples", a.num_samples, "use at most N samples (0 = all)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "images per classifier batch")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--kid-subsets", a.kid_subsets, "KID subsets")->check(kPositive)->capture_default_str();
+  sub.add_option("--kid-subset-size", a.kid_subset_size, "KID subset size")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--k", a.k, "neighbour of the precision/recall radii")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_flag("!--no-real-vs-real", a.real_vs_real, "skip the train-vs-split floor");
+  sub.add_option("--sample-info", a.sample_info, "how the samples were drawn (sampler, steps, variance, EMA)");
+}
+
+void add_bpd_flags(CLI::App& sub, BpdArgs& a) {
+  sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder")->required();
+  add_data_flags(sub, a.data, a.data_dir, &a.split);
+  sub.add_option("--limit", a.limit, "first N images only (0 = all; each costs T network calls)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
+  sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
+  sub.add_flag("!--no-clip", a.clip_x0, "do not clip the x_0 estimate to [-1, 1]");
+}
+
+void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a) {
+  sub.add_option("--classifier", a.classifier, "classifier folder from train-classifier")->required();
+  sub.add_option("--samples", a.samples,
+                 ".npz with \"images\" and \"labels\" (or arr_0, arr_1): the samples and their requested classes")
+      ->required();
+  sub.footer(kCommonFooter);
+  sub.add_option("--batch-size", a.batch_size, "images per classifier batch")
+      ->check(kPositive)
+      ->capture_default_str();
+}
+
+void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
+  app.fallthrough();  // the app's flags (--device, --seed, --config) also work after the subcommand
+  app.require_subcommand(1);
+  c.train_classifier_app =
+      app.add_subcommand("train-classifier", "train the feature network and save it with its test accuracy");
+  add_train_classifier_flags(*c.train_classifier_app, c.train_classifier);
+  c.fid_app = app.add_subcommand("fid", "FID, KID and precision/recall of samples against a real split");
+  add_fid_flags(*c.fid_app, c.fid);
+  c.bpd_app = app.add_subcommand("bpd", "bits/dim (variational bound) of a trained run on a split");
+  add_bpd_flags(*c.bpd_app, c.bpd);
+  c.class_accuracy_app =
+      app.add_subcommand("class-accuracy", "classifier accuracy on samples of each requested class");
+  add_class_accuracy_flags(*c.class_accuracy_app, c.class_accuracy);
+}
+
+EvalMode EvalCommand::mode() const {
+  if (train_classifier_app != nullptr && train_classifier_app->parsed()) return EvalMode::train_classifier;
+  if (fid_app != nullptr && fid_app->parsed()) return EvalMode::fid;
+  if (bpd_app != nullptr && bpd_app->parsed()) return EvalMode::bpd;
+  if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
+  DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd or class-accuracy");
+}
+
+void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
+  switch (c.mode()) {
+    case EvalMode::train_classifier:
+      c.train_classifier.device = device;
+      c.train_classifier.seed = seed;
+      run_train_classifier(c.train_classifier, out);
+      return;
+    case EvalMode::fid:
+      c.fid.device = device;
+      c.fid.seed = seed;
+      run_fid(c.fid, out);
+      return;
+    case EvalMode::bpd:
+      c.bpd.device = device;
+      c.bpd.seed = seed;
+      run_bpd(c.bpd, out);
+      return;
+    case EvalMode::class_accuracy:
+      c.class_accuracy.device = device;
+      run_class_accuracy(c.class_accuracy, out);
+      return;
+  }
+}
+
+}  // namespace ddpm::eval

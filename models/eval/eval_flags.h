@@ -1,0 +1,68 @@
+// models/eval/eval_flags.h: ddpm-eval's command line, as a library so tests can parse argv
+// (the program, apps/ddpm_eval.cpp, adds the common flags and calls run_eval_command).
+//
+// One subcommand per mode of eval_run.h, each bound to that mode's argument struct:
+//
+//   ddpm-eval train-classifier --data fashion-mnist --out classifier/
+//   ddpm-eval fid --classifier classifier/ --samples samples.npz --data fashion-mnist --split test
+//   ddpm-eval bpd --checkpoint RUN --data cifar10:DIR --split test --limit 100
+//   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
+//
+// --data takes ddpm-train's spec (models/run/data_spec.h) read as a split; see
+// parse_eval_data in eval_run.h. --data-dir is the old way to give the folder of
+// fashion-mnist or cifar10: kept, listed under "Deprecated" in --help.
+//
+// Usage errors are CLI::ParseError from app.parse (exit 2 under apps/common/cli.h run):
+// an unknown or missing subcommand, a missing required flag, a number that is not one or
+// is out of range, a --split other than train/test, and a --data (with --data-dir) that
+// parse_eval_data refuses (a CLI::ValidationError carrying its sentence).
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/device.h"
+#include "models/eval/eval_run.h"
+
+namespace ddpm::eval {
+
+enum class EvalMode { train_classifier, fid, bpd, class_accuracy };
+
+// The options of every subcommand, and the subcommands themselves once registered. The
+// flags bind to these members by reference, so the object is neither copied nor moved.
+struct EvalCommand {
+  TrainClassifierArgs train_classifier;
+  FidArgs fid;
+  BpdArgs bpd;
+  ClassAccuracyArgs class_accuracy;
+  // Owned by the CLI::App given to add_eval_subcommands; null before.
+  CLI::App* train_classifier_app = nullptr;
+  CLI::App* fid_app = nullptr;
+  CLI::App* bpd_app = nullptr;
+  CLI::App* class_accuracy_app = nullptr;
+
+  EvalCommand() = default;
+  EvalCommand(const EvalCommand&) = delete;
+  EvalCommand& operator=(const EvalCommand&) = delete;
+
+  // The subcommand app.parse found (ValueError when none was parsed).
+  EvalMode mode() const;
+};
+
+// One subcommand's flags on `sub` (a CLI::App made with add_subcommand), bound to `a`.
+void add_train_classifier_flags(CLI::App& sub, TrainClassifierArgs& a);
+void add_fid_flags(CLI::App& sub, FidArgs& a);
+void add_bpd_flags(CLI::App& sub, BpdArgs& a);
+void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
+
+// Adds the four subcommands to app (exactly one is required) and lets the app's own flags
+// (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
+void add_eval_subcommands(CLI::App& app, EvalCommand& c);
+
+// Runs the parsed mode on `device` with `seed` (class-accuracy draws nothing at random),
+// printing its report to out.
+void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out);
+
+}  // namespace ddpm::eval

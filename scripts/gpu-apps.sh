@@ -43,11 +43,10 @@ tail -3 "$logs/sample.log"
 cp "$run-samples/grid.png" "$logs/sample-grid.png" 2>/dev/null
 
 if [ "${EVAL:-1}" != 0 ]; then
-  dd=${data:+--data-dir $data}
   for seed in 0 1 2; do
     echo "== ddpm-eval train-classifier --seed $seed"
     t0=$(date +%s)
-    "$bin/ddpm-eval" train-classifier --data fashion-mnist $dd --out "/tmp/ddpm-clf-$seed" --seed "$seed" \
+    "$bin/ddpm-eval" train-classifier --data "fashion-mnist${data:+:$data}" --out "/tmp/ddpm-clf-$seed" --seed "$seed" \
       > "$logs/classifier-$seed.log" 2>&1 || status=1
     echo "classifier seed $seed: $(( $(date +%s) - t0 )) s wall; $(grep -i "accuracy" "$logs/classifier-$seed.log" | tail -1)"
   done
@@ -56,7 +55,7 @@ if [ "${EVAL:-1}" != 0 ]; then
   "$bin/ddpm-sample" --checkpoint "$run" --num-samples 5000 --batch-size 1000 --sampler ddim --sampling-steps 100 \
     --out "$run-5000" > "$logs/sample-5000.log" 2>&1 || status=1
   echo "sample 5000: $(( $(date +%s) - t0 )) s wall"
-  "$bin/ddpm-eval" fid --classifier /tmp/ddpm-clf-0 --samples "$run-5000/samples.npz" --data fashion-mnist $dd \
+  "$bin/ddpm-eval" fid --classifier /tmp/ddpm-clf-0 --samples "$run-5000/samples.npz" --data "fashion-mnist${data:+:$data}" \
     --sample-info "gpu-medium run of $steps steps, EMA weights, DDIM 100 steps, eta 0" > "$logs/fid.log" 2>&1 || status=1
   tail -6 "$logs/fid.log"
 fi

@@ -83,11 +83,7 @@ NetOutput call_network(const DenoiseFn& net, const SamplerConfig& config, const 
 
 }  // namespace
 
-Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
-              const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
-              const StepCallback& callback) {
-  NoGradGuard no_grad;
-  DDPM_CHECK(net, "sample: no network was given");
+void check_sample_request(const SamplerConfig& config, const Shape& shape, const std::vector<std::int64_t>& labels) {
   DDPM_CHECK(shape.size() >= 2 && shape_numel(shape) > 0,
              "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
   const std::int64_t n = shape[0];
@@ -109,13 +105,53 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
                                           << "(num_classes = 0)");
   }
   DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
+}
+
+RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::string& respacing) {
+  if (!respacing.empty()) return respace(base.betas, respacing);
+  RespacedSchedule rs{base, {}};
+  rs.timestep_map.resize(static_cast<std::size_t>(base.num_timesteps()));
+  for (std::int64_t t = 0; t < base.num_timesteps(); ++t) rs.timestep_map[static_cast<std::size_t>(t)] = t;
+  return rs;
+}
+
+Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const SamplerConfig& config, const Tensor& x,
+                 std::int64_t i, const std::vector<std::int64_t>& labels) {
+  const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
+  const std::int64_t t_orig = process.timestep_map[static_cast<std::size_t>(i)];
+  NetOutput out = call_network(net, config, x, static_cast<double>(t_orig), labels, config.guidance_scale != 1.0);
+  Denoised d;
+  d.pred_x0 = x0_from_prediction(process.schedule, config.mean_type, out.pred, x, ti);
+  if (config.clip_x0) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
+  d.var_values = out.var_values;
+  return d;
+}
+
+Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
+                           std::int64_t i, Generator& gen) {
+  const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
+  Gaussian g;
+  switch (variance) {
+    case VarianceType::fixed_small: g = fixed_small_variance(s, ti, x); break;
+    case VarianceType::fixed_large: g = fixed_large_variance(s, ti, x); break;
+    case VarianceType::learned_range: g = learned_range_variance(s, ti, d.var_values); break;
+  }
+  Tensor mean = q_posterior_mean_variance(s, d.pred_x0, x, ti).mean;
+  if (i == 0) return mean;  // no noise on the last step: x_0 = mu~_0 = x_0^
+  Tensor z = randn(x.shape(), gen, x.device(), x.dtype());
+  return add(mean, mul(exp(scale(g.log_variance, 0.5)), z));
+}
+
+Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
+              const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
+              const StepCallback& callback) {
+  NoGradGuard no_grad;
+  DDPM_CHECK(net, "sample: no network was given");
+  check_sample_request(config, shape, labels);
+  const std::int64_t n = shape[0];
 
   // The process we step through: the base schedule, or the respaced one with its map.
-  RespacedSchedule rs = config.respacing.empty() ? RespacedSchedule{base, {}} : respace(base.betas, config.respacing);
-  if (config.respacing.empty()) {
-    rs.timestep_map.resize(static_cast<std::size_t>(base.num_timesteps()));
-    for (std::int64_t t = 0; t < base.num_timesteps(); ++t) rs.timestep_map[static_cast<std::size_t>(t)] = t;
-  }
+  const RespacedSchedule rs = sampling_process(base, config.respacing);
   const DiffusionSchedule& s = rs.schedule;
   const std::int64_t K = s.num_timesteps();
   const bool respaced = K < base.num_timesteps();
@@ -125,26 +161,12 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
   for (std::int64_t i = K - 1; i >= 0; --i) {
     const Timesteps ti(static_cast<std::size_t>(n), i);
     const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
-    NetOutput out = call_network(net, config, x, static_cast<double>(t_orig), labels, guided);
-
-    Tensor x0 = x0_from_prediction(s, config.mean_type, out.pred, x, ti);
-    if (config.clip_x0) x0 = clamp(x0, -1.0, 1.0);
+    const Denoised d = denoise(rs, net, config, x, i, labels);
+    const Tensor& x0 = d.pred_x0;
 
     Tensor next;
     if (config.kind == SamplerConfig::Kind::ddpm) {
-      Gaussian g;
-      switch (variance) {
-        case VarianceType::fixed_small: g = fixed_small_variance(s, ti, x); break;
-        case VarianceType::fixed_large: g = fixed_large_variance(s, ti, x); break;
-        case VarianceType::learned_range: g = learned_range_variance(s, ti, out.var_values); break;
-      }
-      Tensor mean = q_posterior_mean_variance(s, x0, x, ti).mean;
-      if (i > 0) {  // no noise on the last step: x_0 = mu~_0 = x_0^
-        Tensor z = randn(shape, gen, device, config.dtype);
-        next = add(mean, mul(exp(scale(g.log_variance, 0.5)), z));
-      } else {
-        next = mean;
-      }
+      next = ddpm_ancestral_step(s, variance, x, d, i, gen);
     } else {
       // eps recomputed from the (clipped) x_0 estimate, so both terms agree.
       Tensor eps = predict_eps_from_x0(s, x, ti, x0);

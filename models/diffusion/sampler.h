@@ -39,6 +39,7 @@
 #include "engine/rng.h"
 #include "engine/tensor.h"
 #include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/respace.h"
 #include "models/diffusion/schedule.h"
 
 namespace ddpm::diffusion {
@@ -82,5 +83,32 @@ VarianceType resolve_variance(const SamplerConfig& config, bool respaced);
 Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
               Device device = Device::cpu(), const StepCallback& callback = {});
+
+// --- The pieces of one step, shared with the other samplers (inpaint.h) ------------------
+
+// The process a config steps through: the respaced schedule for config.respacing, or the
+// base schedule with the identity timestep map when respacing is "".
+RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::string& respacing);
+
+// The checks sample() makes on a request: shape with batch and channel axes, one label in
+// [0, num_classes) per sample for a class-conditional network (none otherwise), guidance
+// only with classes, eta >= 0. ValueError naming the problem.
+void check_sample_request(const SamplerConfig& config, const Shape& shape, const std::vector<std::int64_t>& labels);
+
+// One network evaluation at respaced index i of `process` (called with the original
+// timestep timestep_map[i], guided when config.guidance_scale != 1): the x_0 estimate,
+// clamped to [-1, 1] when config.clip_x0, and the variance part with learned sigma.
+struct Denoised {
+  Tensor pred_x0;     // [shape]
+  Tensor var_values;  // [shape] with learned sigma, else undefined
+};
+Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const SamplerConfig& config, const Tensor& x,
+                 std::int64_t i, const std::vector<std::int64_t>& labels);
+
+// The DDPM ancestral step from x = x_i given the network's output d at index i:
+// x_{i-1} = mu~_i(x_0^, x_i) + sigma_i z, z drawn from gen (one tensor of x's shape), no
+// noise (and no draw) at i = 0.
+Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
+                           std::int64_t i, Generator& gen);
 
 }  // namespace ddpm::diffusion

@@ -15,6 +15,7 @@
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
 #include "engine/rng.h"
+#include "models/diffusion/inpaint.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 
@@ -88,6 +89,17 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--out", o.out, "output folder: grid.png, images/, samples.npz, sample_info.json")->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   app.add_flag("--show-steps", o.show_steps, "also write steps.png: the reverse process of the first samples");
+  app.add_option("--inpaint", o.inpaint_image,
+                 "inpaint this PNG (the model's size and channels) with RePaint; needs --mask; writes "
+                 "OUT/inpaint_input.png too");
+  app.add_option("--mask", o.inpaint_mask,
+                 "PNG of the same size: white (>= 128) = keep the pixel, black = generate it");
+  app.add_option("--jump-length", o.jump_length, "RePaint resampling: steps gone back up per jump")
+      ->capture_default_str();
+  app.add_option("--jump-n-sample", o.jump_n_sample,
+                 "RePaint resampling: passes over each jumped stretch (1 = no resampling; cost grows about "
+                 "linearly with it)")
+      ->capture_default_str();
 }
 
 void check_sample_options(const SampleOptions& o) {
@@ -102,6 +114,17 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
              "--guidance-scale must be >= 0, got " << o.guidance_scale);
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
+  const bool inpainting = !o.inpaint_image.empty() || !o.inpaint_mask.empty();
+  DDPM_CHECK(!o.inpaint_mask.empty() || !inpainting,
+             "--inpaint " << o.inpaint_image << " needs --mask: a PNG, white = keep");
+  DDPM_CHECK(!o.inpaint_image.empty() || !inpainting, "--mask " << o.inpaint_mask << " needs --inpaint IMAGE");
+  const SampleOptions defaults;
+  DDPM_CHECK(inpainting || (o.jump_length == defaults.jump_length && o.jump_n_sample == defaults.jump_n_sample),
+             "--jump-length and --jump-n-sample apply to --inpaint only");
+  DDPM_CHECK(o.jump_length >= 1, "--jump-length must be >= 1, got " << o.jump_length);
+  DDPM_CHECK(o.jump_n_sample >= 1, "--jump-n-sample must be >= 1 (1 = no resampling), got " << o.jump_n_sample);
+  DDPM_CHECK(!inpainting || o.sampler == "ddpm",
+             "--inpaint needs --sampler ddpm: RePaint is built on DDPM ancestral steps");
   check_out_dir(o);
 }
 
@@ -155,6 +178,47 @@ std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x) {
   return out;
 }
 
+InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::string& mask_path, int H, int W, int C) {
+  const Image image = read_png(image_path);  // IoError when missing or damaged
+  const Image mask = read_png(mask_path);
+  DDPM_CHECK(image.height == H && image.width == W && image.channels == C,
+             "--inpaint " << image_path << " is " << image.height << "x" << image.width << " with " << image.channels
+                          << " channel(s); the model makes " << H << "x" << W << " images with " << C
+                          << " channel(s)");
+  DDPM_CHECK(mask.height == H && mask.width == W,
+             "--mask " << mask_path << " is " << mask.height << "x" << mask.width << "; the image " << image_path
+                       << " is " << H << "x" << W);
+  InpaintInputs in;
+  in.pixels = static_cast<std::int64_t>(H) * W;
+  const std::size_t P = static_cast<std::size_t>(in.pixels);
+  std::vector<double> px(P * static_cast<std::size_t>(C)), known(P);
+  for (std::size_t p = 0; p < P; ++p) {
+    bool white = true;
+    for (int c = 0; c < mask.channels; ++c) white = white && mask.pixels[p * mask.channels + c] >= 128;
+    known[p] = white ? 1.0 : 0.0;
+    in.known_pixels += white ? 1 : 0;
+    for (int c = 0; c < C; ++c) px[p * C + c] = image.pixels[p * C + c] / 127.5 - 1.0;  // as the training data
+  }
+  DDPM_CHECK(in.known_pixels < in.pixels, "--mask " << mask_path << " keeps every pixel (all white): nothing to "
+                                                    << "generate; black (< 128) marks the pixels to generate");
+  DDPM_CHECK(in.known_pixels > 0, "--mask " << mask_path << " keeps no pixel (all black): nothing to condition on; "
+                                            << "white (>= 128) marks the known pixels");
+  in.image = Tensor::from_vector(px, {1, H, W, C});
+  in.mask = Tensor::from_vector(known, {1, H, W, 1});
+
+  // inpaint_input.png: image | mask | masked image (generated pixels mid-grey).
+  std::vector<std::uint8_t> tiles = image.pixels;
+  for (std::size_t p = 0; p < P; ++p)
+    for (int c = 0; c < C; ++c) tiles.push_back(known[p] > 0 ? 255 : 0);
+  for (std::size_t p = 0; p < P; ++p)
+    for (int c = 0; c < C; ++c) tiles.push_back(known[p] > 0 ? image.pixels[p * C + c] : 128);
+  const Image strip = make_grid(tiles.data(), 3, H, W, C, 3);
+  in.strip = strip.pixels;
+  in.strip_height = strip.height;
+  in.strip_width = strip.width;
+  return in;
+}
+
 SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
   ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
@@ -177,6 +241,19 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
   const diffusion::DiffusionSchedule base(diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
   const int H = cfg.image_size, W = cfg.image_size, C = cfg.in_channels;
   const std::int64_t N = o.num_samples;
+  const bool inpainting = !o.inpaint_image.empty();
+  InpaintInputs inp;
+  if (inpainting) inp = load_inpaint_inputs(o.inpaint_image, o.inpaint_mask, H, W, C);
+  const diffusion::RepaintConfig repaint{o.jump_length, o.jump_n_sample};
+  std::int64_t network_calls = 0;  // per batch
+  if (inpainting) {
+    const std::int64_t K = diffusion::sampling_process(base, sc.respacing).schedule.num_timesteps();
+    network_calls = diffusion::repaint_network_calls(diffusion::repaint_schedule(K, o.jump_length, o.jump_n_sample));
+    if (log)
+      *log << "inpainting " << o.inpaint_image << ": " << inp.known_pixels << " of " << inp.pixels
+           << " pixels known; RePaint jump length " << o.jump_length << ", jump_n_sample " << o.jump_n_sample << ", "
+           << network_calls << " network calls per batch (" << K << " steps)\n";
+  }
 
   SampleResult result;
   result.shape = {N, H, W, C};
@@ -215,7 +292,9 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
         snap_x0.push_back(take(s.pred_x0));
       };
     }
-    Tensor x = diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback);
+    Tensor x = inpainting
+                   ? diffusion::inpaint(base, fn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
+                   : diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback);
     const std::vector<std::uint8_t> px = to_uint8_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
@@ -269,6 +348,18 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},
                            {"image_shape", {H, W, C}}};
+    if (inpainting) {
+      write_png((dir / "inpaint_input.png").string(), inp.strip.data(), inp.strip_height, inp.strip_width, C);
+      files.push_back("inpaint_input.png");
+      info["inpaint"] = {{"image", o.inpaint_image},
+                         {"mask", o.inpaint_mask},
+                         {"known_pixels", inp.known_pixels},
+                         {"pixels", inp.pixels},
+                         {"method", "repaint"},
+                         {"jump_length", o.jump_length},
+                         {"jump_n_sample", o.jump_n_sample},
+                         {"network_calls_per_batch", network_calls}};
+    }
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

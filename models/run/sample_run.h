@@ -12,7 +12,11 @@
 //                             at (up to) 10 evenly spaced steps, left = noisiest, right = final
 //   OUT/sample_info.json      what produced the samples: checkpoint, EMA, sampler, steps,
 //                             variance, eta, guidance, seed (a sample set means nothing
-//                             without them)
+//                             without them); with --inpaint also "inpaint": the image and
+//                             mask paths, known/total pixels, jump length, jump_n_sample and
+//                             the network calls per batch
+//   OUT/inpaint_input.png     with --inpaint: three tiles, the given image, the mask (white =
+//                             kept) and the masked input (generated pixels shown mid-grey)
 // Pixels: x clipped to [-1, 1], then round((x + 1) * 127.5) as uint8.
 //
 // Sampling steps: --sampling-steps N respaces the T training steps to "N" (DDPM, evenly
@@ -21,6 +25,17 @@
 // (fixed-large degrades with fewer steps).
 // Labels: --class C gives every sample class C; otherwise a class-conditional model gets
 // labels 0, 1, ..., num_classes - 1, 0, 1, ... (balanced, deterministic).
+// Inpainting (--inpaint IMAGE --mask MASK, models/diffusion/inpaint.h, RePaint): IMAGE is a
+// PNG of the model's size and channel count, mapped to [-1, 1] as the training data
+// (v / 127.5 - 1); MASK a PNG of the same size (grey or RGB): a pixel is KNOWN (kept) when
+// all its channels are >= 128 (white), generated otherwise. The one image is inpainted
+// --num-samples times (each sample its own noise). DDPM only; --sampling-steps respaces the
+// process RePaint walks (inpaint.h says how the jumps take beta from it); --jump-length and
+// --jump-n-sample set the resampling (10 and 10 as in the paper; 1 = no resampling). Cost:
+// about jump_n_sample times the network calls of plain sampling. Errors: a missing or broken
+// PNG is an IoError; a size or channel mismatch (naming both shapes), a mask that keeps every
+// pixel (nothing to generate) or none (nothing to condition on), --inpaint without --mask or
+// the reverse, and --sampler ddim are ValueErrors.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -60,6 +75,10 @@ struct SampleOptions {
   bool show_steps = false;
   std::uint64_t seed = 0;
   Device device = Device::cpu();
+  std::string inpaint_image;       // --inpaint: PNG to complete ("" = plain sampling)
+  std::string inpaint_mask;        // --mask: PNG, white (>= 128) = known
+  int jump_length = 10;            // RePaint resampling: states gone back up per jump
+  int jump_n_sample = 10;          // RePaint resampling: passes per stretch (1 = none)
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
@@ -76,6 +95,18 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
 // Samples in [-1, 1] (any device, f32 or f64, [N, H, W, C]) -> uint8 pixels, same layout:
 // clip to [-1, 1], round((x + 1) * 127.5).
 std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x);
+
+// The inputs of --inpaint for a model of H x W x C images.
+struct InpaintInputs {
+  Tensor image;  // [1, H, W, C] f64 on the CPU, in [-1, 1]
+  Tensor mask;   // [1, H, W, 1] f64 on the CPU: 1 known, 0 generate
+  std::int64_t known_pixels = 0;
+  std::int64_t pixels = 0;         // H * W
+  std::vector<std::uint8_t> strip;  // inpaint_input.png's pixels: [H, 3W + padding, C] as make_grid makes them
+  int strip_height = 0, strip_width = 0;
+};
+// Reads and checks IMAGE and MASK (see above for the errors).
+InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::string& mask_path, int H, int W, int C);
 
 struct SampleResult {
   Shape shape;                        // [N, H, W, C]

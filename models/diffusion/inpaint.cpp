@@ -81,7 +81,7 @@ Tensor inpaint(const DiffusionSchedule& base, const DenoiseFn& net, const Tensor
              "inpaint: the known image needs a batch axis and a channel axis");
   Shape shape = known.shape();
   shape[0] = n;
-  check_sample_request(config, shape, labels);
+  check_sample_request(net, shape, labels, config);
   check_inputs(known, mask, shape);
 
   const RespacedSchedule rs = sampling_process(base, config.respacing);

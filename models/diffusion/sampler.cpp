@@ -8,6 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
+#include "models/diffusion/karras.h"
 #include "models/diffusion/respace.h"
 
 namespace ddpm::diffusion {
@@ -15,8 +16,22 @@ namespace ddpm::diffusion {
 SamplerConfig::Kind parse_sampler_kind(const std::string& name) {
   if (name == "ddpm") return SamplerConfig::Kind::ddpm;
   if (name == "ddim") return SamplerConfig::Kind::ddim;
-  DDPM_CHECK(false, "sampler '" << name << "' is unknown; choose ddpm or ddim");
+  if (name == "heun") return SamplerConfig::Kind::heun;
+  DDPM_CHECK(false, "sampler '" << name << "' is unknown; choose ddpm, ddim or heun");
   return SamplerConfig::Kind::ddpm;
+}
+
+const char* sampler_kind_name(SamplerConfig::Kind kind) {
+  switch (kind) {
+    case SamplerConfig::Kind::ddpm: return "ddpm";
+    case SamplerConfig::Kind::ddim: return "ddim";
+    case SamplerConfig::Kind::heun: return "heun";
+  }
+  return "?";
+}
+
+bool resolve_clip_x0(const SamplerConfig& config) {
+  return config.clip_x0.value_or(config.kind != SamplerConfig::Kind::heun);
 }
 
 VarianceType resolve_variance(const SamplerConfig& config, bool respaced) {
@@ -32,16 +47,34 @@ VarianceType resolve_variance(const SamplerConfig& config, bool respaced) {
   return v;
 }
 
-namespace {
+void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,
+                          const SamplerConfig& config) {
+  DDPM_CHECK(net, "sample: no network was given");
+  DDPM_CHECK(shape.size() >= 2 && shape_numel(shape) > 0,
+             "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
+  const std::int64_t n = shape[0];
+  const bool guided = config.guidance_scale != 1.0;
+  DDPM_CHECK(!guided || config.num_classes > 0,
+             "sample: classifier-free guidance (scale " << config.guidance_scale
+                                                        << ") needs a class-conditional network: num_classes is "
+                                                        << config.num_classes);
+  if (config.num_classes > 0) {
+    DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
+               "sample: a class-conditional network needs one label per sample: " << labels.size()
+                                                                                  << " labels for " << n
+                                                                                  << " samples");
+    for (std::int64_t y : labels)
+      DDPM_CHECK(y >= 0 && y < config.num_classes,
+                 "sample: label " << y << " is outside [0, " << config.num_classes << ")");
+  } else {
+    DDPM_CHECK(labels.empty(), "sample: " << labels.size() << " labels were given to a network without classes "
+                                          << "(num_classes = 0)");
+  }
+}
 
-// The network's mean part and variance part for x at respaced index i (guided when asked).
-struct NetOutput {
-  Tensor pred;        // [shape]: eps, x_0 or v
-  Tensor var_values;  // [shape] with learned sigma, else undefined
-};
-
-NetOutput call_network(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t_orig,
-                       const std::vector<std::int64_t>& labels, bool guided) {
+NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t,
+                         const std::vector<std::int64_t>& labels) {
+  const bool guided = config.guidance_scale != 1.0;
   const std::int64_t n = x.dim(0);
   const std::int64_t c = x.dim(-1);
   Shape expected = x.shape();
@@ -53,9 +86,9 @@ NetOutput call_network(const DenoiseFn& net, const SamplerConfig& config, const 
     // One doubled batch: [x; x] with labels [y; null].
     std::vector<std::int64_t> labels2(labels);
     labels2.insert(labels2.end(), static_cast<std::size_t>(n), static_cast<std::int64_t>(config.num_classes));
-    out = net(concat_rows(x, x), std::vector<double>(static_cast<std::size_t>(2 * n), t_orig), labels2);
+    out = net(concat_rows(x, x), std::vector<double>(static_cast<std::size_t>(2 * n), t), labels2);
   } else {
-    out = net(x, std::vector<double>(static_cast<std::size_t>(n), t_orig), labels);
+    out = net(x, std::vector<double>(static_cast<std::size_t>(n), t), labels);
   }
   DDPM_CHECK(out.defined() && out.shape() == expected,
              "sample: the network returned " << (out.defined() ? shape_str(out.shape()) : std::string("nothing"))
@@ -81,32 +114,6 @@ NetOutput call_network(const DenoiseFn& net, const SamplerConfig& config, const 
   return r;
 }
 
-}  // namespace
-
-void check_sample_request(const SamplerConfig& config, const Shape& shape, const std::vector<std::int64_t>& labels) {
-  DDPM_CHECK(shape.size() >= 2 && shape_numel(shape) > 0,
-             "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
-  const std::int64_t n = shape[0];
-  const bool guided = config.guidance_scale != 1.0;
-  DDPM_CHECK(!guided || config.num_classes > 0,
-             "sample: classifier-free guidance (scale " << config.guidance_scale
-                                                        << ") needs a class-conditional network: num_classes is "
-                                                        << config.num_classes);
-  if (config.num_classes > 0) {
-    DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
-               "sample: a class-conditional network needs one label per sample: " << labels.size()
-                                                                                  << " labels for " << n
-                                                                                  << " samples");
-    for (std::int64_t y : labels)
-      DDPM_CHECK(y >= 0 && y < config.num_classes,
-                 "sample: label " << y << " is outside [0, " << config.num_classes << ")");
-  } else {
-    DDPM_CHECK(labels.empty(), "sample: " << labels.size() << " labels were given to a network without classes "
-                                          << "(num_classes = 0)");
-  }
-  DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
-}
-
 RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::string& respacing) {
   if (!respacing.empty()) return respace(base.betas, respacing);
   RespacedSchedule rs{base, {}};
@@ -119,10 +126,10 @@ Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const Sa
                  std::int64_t i, const std::vector<std::int64_t>& labels) {
   const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
   const std::int64_t t_orig = process.timestep_map[static_cast<std::size_t>(i)];
-  NetOutput out = call_network(net, config, x, static_cast<double>(t_orig), labels, config.guidance_scale != 1.0);
+  NetOutput out = network_output(net, config, x, static_cast<double>(t_orig), labels);
   Denoised d;
   d.pred_x0 = x0_from_prediction(process.schedule, config.mean_type, out.pred, x, ti);
-  if (config.clip_x0) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
+  if (resolve_clip_x0(config)) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
   d.var_values = out.var_values;
   return d;
 }
@@ -145,10 +152,12 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
 Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
               const StepCallback& callback) {
+  if (config.kind == SamplerConfig::Kind::heun)
+    return karras_sample(base, net, shape, labels, config, gen, device, callback);  // karras.h
   NoGradGuard no_grad;
-  DDPM_CHECK(net, "sample: no network was given");
-  check_sample_request(config, shape, labels);
+  check_sample_request(net, shape, labels, config);
   const std::int64_t n = shape[0];
+  DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
 
   // The process we step through: the base schedule, or the respaced one with its map.
   const RespacedSchedule rs = sampling_process(base, config.respacing);

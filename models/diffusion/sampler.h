@@ -1,4 +1,5 @@
-// models/diffusion/sampler.h: drawing samples from a trained denoiser (DDPM ancestral and DDIM).
+// models/diffusion/sampler.h: drawing samples from a trained denoiser (DDPM ancestral, DDIM,
+// and the deterministic Heun sampler of Karras et al. 2022, whose math is in karras.h).
 //
 // Owns the reverse process loop: x_T ~ N(0, I) from the Philox generator, then one network
 // call per (respaced) step, from the last kept timestep down to the first. Everything runs
@@ -24,6 +25,10 @@
 // is the same guidance. The learned variance, if any, comes from the conditional half.
 // s = 1 is plain conditional sampling (one batch); s = 0 is unconditional.
 //
+// Heun (Kind::heun, karras.h): sample() hands the whole loop to karras_sample; the network
+// is then called at FRACTIONAL original timesteps t(sigma), and the respacing, eta and
+// variance fields are not used (heun_steps, sigma_min, sigma_max and rho are).
+//
 // Random numbers: x_T is drawn first, then each step that adds noise draws one tensor of
 // the sample's shape (DDPM: every step but the last; DDIM: steps with sigma > 0), in step
 // order. The same (seed, offset) gives the same samples on the CPU and on CUDA.
@@ -45,12 +50,14 @@
 namespace ddpm::diffusion {
 
 struct SamplerConfig {
-  enum class Kind { ddpm, ddim };
+  enum class Kind { ddpm, ddim, heun };
   Kind kind = Kind::ddpm;
   // Kept timesteps as in respace.h: "" = all T, "250", "10,15,20", "ddim50".
   std::string respacing;
   double eta = 0.0;  // DDIM only: 0 deterministic, 1 = DDPM with fixed-small variance
-  bool clip_x0 = true;
+  // Clamp the x_0 estimate to [-1, 1]. Unset: on for DDPM and DDIM (the cosine schedule
+  // needs it), off for Heun (EDM does not clip: the ODE stays smooth). See resolve_clip_x0.
+  std::optional<bool> clip_x0;
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = no guidance
   // DDPM variance. Unset: learned_range with learned_sigma, else fixed_small. fixed_large is
   // refused with respacing (it degrades badly with fewer steps, improved DDPM sec. 4).
@@ -59,9 +66,20 @@ struct SamplerConfig {
   bool learned_sigma = false;  // the network outputs 2C channels
   int num_classes = 0;         // > 0 for a class-conditional network; null label = num_classes
   DType dtype = DType::f32;    // f64 allowed on the CPU (reference runs)
+  // Heun only (karras.h): N noise levels, 2N - 1 network calls. 18 is EDM's CIFAR-10 setting
+  // (35 evaluations). sigma_min / sigma_max = 0: the schedule's smallest / largest discrete
+  // sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t); rho spaces the levels (EDM eq. 5).
+  std::int64_t heun_steps = 18;
+  double sigma_min = 0.0;
+  double sigma_max = 0.0;
+  double rho = 7.0;
 };
 
-SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm" or "ddim"
+SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm", "ddim" or "heun"
+const char* sampler_kind_name(SamplerConfig::Kind kind);
+
+// Whether this config clamps the x_0 estimate (the default depends on the kind, see above).
+bool resolve_clip_x0(const SamplerConfig& config);
 
 // Reported after every step, so apps can draw the denoising chain.
 struct StepInfo {
@@ -70,12 +88,35 @@ struct StepInfo {
   std::int64_t timestep;   // the original timestep t_i the network saw
   const Tensor& x;         // x after this step (x_{i-1}; the sample after index 0)
   const Tensor& pred_x0;   // the (clipped) x_0 estimate of this step
+  // Heun: the noise level sigma_i of this step (timestep is then t(sigma_i) rounded, and x
+  // is given in the network's scaling x / sqrt(1 + sigma_{i+1}^2), like x_t of DDPM).
+  // 0 for DDPM and DDIM.
+  double sigma = 0.0;
 };
 using StepCallback = std::function<void(const StepInfo&)>;
 
 // The variance the DDPM sampler will use for this config (after the defaults above);
 // ValueError for inconsistent choices.
 VarianceType resolve_variance(const SamplerConfig& config, bool respaced);
+
+// The checks every sampler makes before its loop: a network is given, the shape has a batch
+// and a channel axis, and the labels fit: one per sample in [0, num_classes) for a
+// class-conditional network, none otherwise; guidance needs classes. ValueError naming
+// the problem.
+void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,
+                          const SamplerConfig& config);
+
+// One network evaluation of a sampler: the mean part (eps, x_0 or v, per config.mean_type)
+// and, with learned sigma, the variance part of net(x, t) for the whole batch at ONE
+// original timestep t (fractional for Heun). With guidance_scale != 1 the network sees the
+// doubled batch [x; x] with labels [y; null] and pred = pred_u + s (pred_c - pred_u); the
+// variance part is the conditional half's. Checks the output's shape (ValueError).
+struct NetOutput {
+  Tensor pred;        // [shape of x]: eps, x_0 or v
+  Tensor var_values;  // [shape of x] with learned sigma, else undefined
+};
+NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t,
+                         const std::vector<std::int64_t>& labels);
 
 // Draws shape[0] samples. labels: shape[0] class indices in [0, num_classes) for a
 // class-conditional network (may be empty only when num_classes == 0); guidance needs them.
@@ -84,20 +125,15 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
               Device device = Device::cpu(), const StepCallback& callback = {});
 
-// --- The pieces of one step, shared with the other samplers (inpaint.h) ------------------
+// --- The pieces of one DDPM/DDIM step, shared with the other samplers (inpaint.h) --------
 
 // The process a config steps through: the respaced schedule for config.respacing, or the
 // base schedule with the identity timestep map when respacing is "".
 RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::string& respacing);
 
-// The checks sample() makes on a request: shape with batch and channel axes, one label in
-// [0, num_classes) per sample for a class-conditional network (none otherwise), guidance
-// only with classes, eta >= 0. ValueError naming the problem.
-void check_sample_request(const SamplerConfig& config, const Shape& shape, const std::vector<std::int64_t>& labels);
-
 // One network evaluation at respaced index i of `process` (called with the original
 // timestep timestep_map[i], guided when config.guidance_scale != 1): the x_0 estimate,
-// clamped to [-1, 1] when config.clip_x0, and the variance part with learned sigma.
+// clamped to [-1, 1] when resolve_clip_x0(config), and the variance part with learned sigma.
 struct Denoised {
   Tensor pred_x0;     // [shape]
   Tensor var_values;  // [shape] with learned sigma, else undefined

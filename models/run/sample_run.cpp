@@ -16,6 +16,7 @@
 #include "engine/io/png.h"
 #include "engine/rng.h"
 #include "models/diffusion/inpaint.h"
+#include "models/diffusion/karras.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 
@@ -69,11 +70,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_flag_callback("--no-ema", [&o] { o.use_ema = false; }, "use the raw weights instead of the EMA weights (run/checkpoint folders)");
   app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
-  app.add_option("--sampler", o.sampler, "ddpm (ancestral) or ddim")
-      ->check(CLI::IsMember({"ddpm", "ddim"}))
+  app.add_option("--sampler", o.sampler,
+                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: deterministic 2nd-order ODE solver, "
+                 "2N - 1 network calls for N steps, no x_0 clipping)")
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
-                 "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide T)")
+                 "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide "
+                 "T; heun: N noise levels, 0 = 18)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
   app.add_option("--variance", o.variance,
@@ -133,7 +137,9 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   diffusion::SamplerConfig sc;
   sc.kind = diffusion::parse_sampler_kind(o.sampler);
   const std::int64_t T = model.diffusion.diffusion_steps;
-  if (o.sampling_steps > 0 && o.sampling_steps != T)
+  if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
+    if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
+  } else if (o.sampling_steps > 0 && o.sampling_steps != T)
     sc.respacing = (sc.kind == diffusion::SamplerConfig::Kind::ddim ? "ddim" : "") + std::to_string(o.sampling_steps);
   else if (o.sampling_steps > 0 && sc.kind == diffusion::SamplerConfig::Kind::ddim)
     sc.respacing = "";  // N = T: every step
@@ -332,6 +338,7 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                 make_grid(tiles.data(), static_cast<int>(2 * shown * S), H, W, C, static_cast<int>(S)));
       files.push_back("steps.png");
     }
+    const bool heun = sc.kind == diffusion::SamplerConfig::Kind::heun;
     nlohmann::json info = {{"checkpoint", o.checkpoint},
                            {"source", model.kind},
                            {"weights", model.weights_path},
@@ -339,9 +346,14 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                            {"num_samples", N},
                            {"batch_size", o.batch_size},
                            {"sampler", o.sampler},
-                           {"sampling_steps", sc.respacing.empty() ? model.diffusion.diffusion_steps : o.sampling_steps},
+                           {"sampling_steps", heun ? sc.heun_steps
+                                                   : sc.respacing.empty() ? model.diffusion.diffusion_steps
+                                                                          : o.sampling_steps},
                            {"respacing", sc.respacing},
-                           {"variance", diffusion::variance_type_name(diffusion::resolve_variance(sc, !sc.respacing.empty()))},
+                           {"variance", heun ? "none (deterministic ODE)"
+                                             : diffusion::variance_type_name(
+                                                   diffusion::resolve_variance(sc, !sc.respacing.empty()))},
+                           {"clip_x0", diffusion::resolve_clip_x0(sc)},
                            {"eta", o.eta},
                            {"guidance_scale", o.guidance_scale},
                            {"class", o.class_label},
@@ -359,6 +371,11 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                          {"jump_length", o.jump_length},
                          {"jump_n_sample", o.jump_n_sample},
                          {"network_calls_per_batch", network_calls}};
+    }
+    if (heun) {
+      const auto range = diffusion::resolve_sigma_range(base, sc);
+      info["heun"] = {{"sigma_min", range.first}, {"sigma_max", range.second}, {"rho", sc.rho},
+                      {"network_evaluations_per_sample", 2 * sc.heun_steps - 1}};
     }
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");

@@ -1,0 +1,149 @@
+// models/diffusion/karras.cpp: see karras.h for the equations.
+#include "models/diffusion/karras.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/ops/elementwise.h"
+
+namespace ddpm::diffusion {
+
+std::vector<double> vp_sigmas(const DiffusionSchedule& s) {
+  std::vector<double> sig(s.alphas_cumprod.size());
+  for (std::size_t t = 0; t < sig.size(); ++t) {
+    const double abar = s.alphas_cumprod[t];
+    sig[t] = std::sqrt((1.0 - abar) / abar);
+  }
+  return sig;
+}
+
+double timestep_for_sigma(const std::vector<double>& train_sigmas, double sigma) {
+  DDPM_CHECK(!train_sigmas.empty(), "timestep_for_sigma: no training sigmas");
+  DDPM_CHECK(sigma > 0.0 && std::isfinite(sigma), "timestep_for_sigma: sigma must be positive, got " << sigma);
+  const std::size_t T = train_sigmas.size();
+  if (sigma <= train_sigmas.front()) return 0.0;
+  if (sigma >= train_sigmas.back()) return static_cast<double>(T - 1);
+  // First level above sigma: sigma_{k} < sigma <= sigma_{k+1} with k + 1 = hi.
+  const auto above = std::lower_bound(train_sigmas.begin(), train_sigmas.end(), sigma);
+  const std::size_t hi = static_cast<std::size_t>(above - train_sigmas.begin());
+  const std::size_t k = hi - 1;
+  const double lo_log = std::log(train_sigmas[k]), hi_log = std::log(train_sigmas[hi]);
+  return static_cast<double>(k) + (std::log(sigma) - lo_log) / (hi_log - lo_log);
+}
+
+double sigma_for_timestep(const std::vector<double>& train_sigmas, double t) {
+  DDPM_CHECK(!train_sigmas.empty(), "sigma_for_timestep: no training sigmas");
+  const double last = static_cast<double>(train_sigmas.size() - 1);
+  t = std::min(std::max(t, 0.0), last);
+  const std::size_t k = std::min(static_cast<std::size_t>(std::floor(t)), train_sigmas.size() - 1);
+  if (static_cast<double>(k) == t) return train_sigmas[k];
+  const double f = t - static_cast<double>(k);
+  return std::exp((1.0 - f) * std::log(train_sigmas[k]) + f * std::log(train_sigmas[k + 1]));
+}
+
+std::vector<double> karras_sigmas(std::int64_t n, double sigma_min, double sigma_max, double rho) {
+  DDPM_CHECK(n >= 1, "karras_sigmas: the Heun sampler needs at least 1 step, got " << n);
+  DDPM_CHECK(std::isfinite(sigma_min) && std::isfinite(sigma_max) && sigma_min > 0.0,
+             "karras_sigmas: sigma_min must be positive and both limits finite, got sigma_min = "
+                 << sigma_min << ", sigma_max = " << sigma_max);
+  DDPM_CHECK(sigma_min < sigma_max,
+             "karras_sigmas: sigma_min (" << sigma_min << ") must be below sigma_max (" << sigma_max << ")");
+  DDPM_CHECK(rho > 0.0 && std::isfinite(rho), "karras_sigmas: rho must be positive, got " << rho);
+  std::vector<double> sig(static_cast<std::size_t>(n) + 1);
+  const double a = std::pow(sigma_max, 1.0 / rho), b = std::pow(sigma_min, 1.0 / rho);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double frac = n == 1 ? 0.0 : static_cast<double>(i) / static_cast<double>(n - 1);
+    sig[static_cast<std::size_t>(i)] = std::pow(a + frac * (b - a), rho);
+  }
+  // The endpoints exactly, not through pow(pow(.)): t(sigma) then hits 0 and T-1 exactly.
+  sig.front() = sigma_max;
+  if (n > 1) sig[static_cast<std::size_t>(n - 1)] = sigma_min;
+  sig.back() = 0.0;
+  return sig;
+}
+
+std::pair<double, double> resolve_sigma_range(const DiffusionSchedule& s, const SamplerConfig& config) {
+  const std::vector<double> train = vp_sigmas(s);
+  const double lo = train.front(), hi = train.back();
+  DDPM_CHECK(config.sigma_min >= 0.0 && config.sigma_max >= 0.0,
+             "heun sampler: sigma_min and sigma_max must be positive (0 = the schedule's range), got "
+                 << config.sigma_min << " and " << config.sigma_max);
+  const double smin = config.sigma_min > 0.0 ? config.sigma_min : lo;
+  const double smax = config.sigma_max > 0.0 ? config.sigma_max : hi;
+  // A relative slack of 1e-9 lets a value printed from the schedule round-trip.
+  const double slack = 1e-9;
+  DDPM_CHECK(smin >= lo * (1.0 - slack) && smax <= hi * (1.0 + slack),
+             "heun sampler: the noise levels [" << smin << ", " << smax << "] leave the model's training range ["
+                                                << lo << ", " << hi << "] (sigma_t = sqrt((1 - alpha_bar_t) / "
+                                                << "alpha_bar_t)): the network never saw them");
+  DDPM_CHECK(smin < smax, "heun sampler: sigma_min (" << smin << ") must be below sigma_max (" << smax << ")");
+  return {smin, smax};
+}
+
+namespace {
+
+// D(x; sigma) of karras.h for the whole batch, and the timestep the network saw.
+struct EdmDenoised {
+  Tensor x0;  // [shape]: D(x; sigma), clamped to [-1, 1] when clip
+  double t;
+};
+
+EdmDenoised edm_denoise(const DenoiseFn& net, const SamplerConfig& config, const std::vector<double>& train_sigmas,
+                 const Tensor& x, double sigma, const std::vector<std::int64_t>& labels, bool clip) {
+  const double t = timestep_for_sigma(train_sigmas, sigma);
+  const double c_in = 1.0 / std::sqrt(1.0 + sigma * sigma);  // sqrt(abar): x_vp = c_in x
+  const Tensor pred = network_output(net, config, scale(x, c_in), t, labels).pred;
+  Tensor d;
+  switch (config.mean_type) {
+    case ModelMeanType::eps: d = sub(x, scale(pred, sigma)); break;  // x - sigma eps
+    case ModelMeanType::x0: d = pred; break;                          // x_0 of x_vp is x_0 of x
+    case ModelMeanType::v:  // sqrt(abar) x_vp - sqrt(1 - abar) v = x / (1 + sigma^2) - sigma c_in v
+      d = sub(scale(x, c_in * c_in), scale(pred, sigma * c_in));
+      break;
+  }
+  if (clip) d = clamp(d, -1.0, 1.0);
+  return {d, t};
+}
+
+}  // namespace
+
+Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
+                     const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
+                     Device device, const StepCallback& callback, KarrasSolver solver) {
+  NoGradGuard no_grad;
+  check_sample_request(net, shape, labels, config);
+  const auto [sigma_min, sigma_max] = resolve_sigma_range(base, config);
+  const std::vector<double> sig = karras_sigmas(config.heun_steps, sigma_min, sigma_max, config.rho);
+  const std::vector<double> train = vp_sigmas(base);
+  const bool clip = resolve_clip_x0(config);
+  const std::int64_t N = config.heun_steps;
+
+  Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
+  for (std::int64_t i = 0; i < N; ++i) {
+    const double s = sig[static_cast<std::size_t>(i)], s_next = sig[static_cast<std::size_t>(i + 1)];
+    const EdmDenoised den = edm_denoise(net, config, train, x, s, labels, clip);
+    Tensor next;
+    if (s_next == 0.0) {
+      // Euler to sigma = 0: x + (0 - s) (x - D) / s = D, taken exactly.
+      next = den.x0;
+    } else {
+      const Tensor d = scale(sub(x, den.x0), 1.0 / s);  // dx/dsigma at (x_i, sigma_i)
+      next = add(x, scale(d, s_next - s));               // Euler predictor x'
+      if (solver == KarrasSolver::heun) {
+        const EdmDenoised den2 = edm_denoise(net, config, train, next, s_next, labels, clip);
+        const Tensor d2 = scale(sub(next, den2.x0), 1.0 / s_next);  // dx/dsigma at (x', sigma_{i+1})
+        next = add(x, scale(add(d, d2), 0.5 * (s_next - s)));      // trapezoidal corrector
+      }
+    }
+    x = next;
+    if (callback) {
+      const Tensor x_shown = s_next == 0.0 ? x : scale(x, 1.0 / std::sqrt(1.0 + s_next * s_next));
+      callback(StepInfo{N - 1 - i, N, static_cast<std::int64_t>(std::llround(den.t)), x_shown, den.x0, s});
+    }
+  }
+  return x;
+}
+
+}  // namespace ddpm::diffusion

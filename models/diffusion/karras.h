@@ -1,0 +1,111 @@
+// models/diffusion/karras.h: the deterministic Heun sampler of Karras et al. 2022 ("EDM",
+// "Elucidating the Design Space of Diffusion-Based Generative Models", Algorithm 1) for
+// our DDPM-trained (variance-preserving, discrete-time) networks.
+//
+// From VP to EDM. A DDPM network sees x_vp = sqrt(abar) x_0 + sqrt(1 - abar) eps at a
+// training step t. Divide by sqrt(abar): x = x_vp / sqrt(abar) = x_0 + sigma eps with
+//   sigma(t) = sqrt((1 - abar_t) / abar_t)                              (EDM table 1, VP)
+// so x is "data plus noise of std sigma" (the variance-exploding variable, EDM's x) and
+// abar = 1 / (1 + sigma^2), x_vp = x / sqrt(1 + sigma^2). The ideal denoiser is
+//   D(x; sigma) = x - sigma eps(x / sqrt(1 + sigma^2), t(sigma))        (EDM eq. 7, table 1)
+// (the network's eps estimate scaled back to x's units). With an x_0-predicting network
+// D = x_0^ directly; with v (Salimans & Ho 2022, v = sqrt(abar) eps - sqrt(1 - abar) x_0)
+//   D = sqrt(abar) x_vp - sqrt(1 - abar) v = x / (1 + sigma^2) - sigma / sqrt(1 + sigma^2) v,
+// which equals x - sigma eps for eps = sqrt(1 - abar) x_vp + sqrt(abar) v: every mean type
+// gives the same D, so the sampler works for all three.
+//
+// The fractional timestep t(sigma). The network was trained only at the T discrete levels
+// sigma_0 < sigma_1 < ... < sigma_{T-1} (increasing, since every beta > 0). Between them we
+// interpolate log sigma linearly in t: for sigma_k <= sigma <= sigma_{k+1},
+//   t(sigma) = k + (log sigma - log sigma_k) / (log sigma_{k+1} - log sigma_k),
+// the inverse of sigma(t) = exp((1 - f) log sigma_k + f log sigma_{k+1}), t = k + f. Our
+// networks take real timesteps (DenoiseFn's t is a double; the UNet's sinusoidal embedding
+// and the toy MLP's features are smooth in t), so the network is called at this t, not at
+// the nearest training step. Between training steps the embedding is an interpolation the
+// network never saw in training; with T = 1000 neighbouring steps differ little, and EDM
+// (appendix C.3.4) evaluates DDPM-trained models the same way.
+//
+// The noise levels (EDM eq. 5): for i = 0..N-1,
+//   sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,
+// rho = 7, then sigma_N = 0. N = 1 gives {sigma_max, 0}. rho > 1 crowds the levels near
+// sigma_min, where the trajectories curve most (EDM fig. 3: rho = 7 balances the truncation
+// error across levels). sigma_min and sigma_max default to the schedule's smallest and
+// largest discrete sigma, so the network never sees a level outside its training range
+// (other values are accepted only inside that range). Linear schedule, T = 1000: 0.0100 to
+// 157; cosine: 0.0064 to about 2e4 (beta clipped at 0.999 makes the last level huge; EDM
+// used sigma_max = 80 for such models; with rho = 7 the levels above 80 cost only a few).
+//
+// The probability-flow ODE in these variables (EDM eq. 4 with s(t) = 1, sigma(t) = t) is
+//   dx/dsigma = (x - D(x; sigma)) / sigma,     x(sigma_max) ~ N(0, sigma_max^2 I)
+// (the data's own spread is negligible beside sigma_max). Heun's method (EDM algorithm 1,
+// no churn: S_churn = 0, deterministic):
+//   d   = (x_i - D(x_i; sigma_i)) / sigma_i
+//   x'  = x_i + (sigma_{i+1} - sigma_i) d                          (Euler predictor)
+//   if sigma_{i+1} > 0:
+//     d'  = (x' - D(x'; sigma_{i+1})) / sigma_{i+1}
+//     x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (d + d') / 2         (trapezoidal corrector)
+//   else x_{i+1} = x' = D(x_i; sigma_i)                            (the last step is Euler)
+// N steps cost 2N - 1 network evaluations; the result x_N is the sample (sigma = 0: x and
+// x_vp agree). Euler alone (KarrasSolver::euler, N evaluations) is first order; DDIM with
+// eta = 0 is exactly this Euler step taken on the discrete levels (divide DDIM's update by
+// sqrt(abar_prev): x' = D + sigma' (x - D) / sigma; EDM sec. 3). Euler is offered for
+// comparisons, not through ddpm-sample.
+//
+// Clipping. EDM does not clip D: the ODE's vector field must be smooth for Heun's error
+// estimate to hold, and a clamp makes it kink. resolve_clip_x0 is therefore false for Heun
+// unless config.clip_x0 asks for it (then D is clamped to [-1, 1] like DDPM's x_0^).
+//
+// Guidance, labels, learned sigma and dtype follow sampler.h: each D evaluation is one
+// network_output() call (the doubled [x; x] batch with guidance; the variance part of a
+// learned-sigma network is ignored: the ODE has no variance). f64 runs on the CPU.
+//
+// Random numbers: one draw, x_0 = sigma_max z, z ~ N(0, I) of the sample's shape. The rest
+// is deterministic, so the same (seed, offset) gives the same samples on CPU and CUDA up to
+// rounding. StepCallback: once per step, index N-1-i counting down to 0, timestep =
+// round(t(sigma_i)), sigma = sigma_i, pred_x0 = D(x_i; sigma_i) and x = x_{i+1} scaled to
+// the network's input scale x / sqrt(1 + sigma_{i+1}^2), comparable with DDPM's x_t.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/sampler.h"
+#include "models/diffusion/schedule.h"
+
+namespace ddpm::diffusion {
+
+// sigma_t = sqrt((1 - abar_t) / abar_t) for t = 0..T-1 (increasing).
+std::vector<double> vp_sigmas(const DiffusionSchedule& s);
+
+// t(sigma): the fractional training timestep of a noise level, by linear interpolation of
+// log sigma between the discrete levels (train_sigmas as from vp_sigmas: increasing, > 0).
+// Levels outside [sigma_0, sigma_{T-1}] clamp to t = 0 or T-1.
+double timestep_for_sigma(const std::vector<double>& train_sigmas, double sigma);
+// Its inverse sigma(t) for t in [0, T-1] (clamped): exp of the linear interpolation of log sigma.
+double sigma_for_timestep(const std::vector<double>& train_sigmas, double t);
+
+// The N + 1 noise levels sigma_0 = sigma_max > ... > sigma_{N-1} = sigma_min > sigma_N = 0
+// (EDM eq. 5). ValueError unless n >= 1, 0 < sigma_min < sigma_max (finite) and rho > 0.
+std::vector<double> karras_sigmas(std::int64_t n, double sigma_min, double sigma_max, double rho = 7.0);
+
+// The (sigma_min, sigma_max) a config resolves to for this schedule: 0 means the smallest /
+// largest training sigma; other values must lie in the training range (ValueError naming
+// the range), and sigma_min < sigma_max.
+std::pair<double, double> resolve_sigma_range(const DiffusionSchedule& s, const SamplerConfig& config);
+
+enum class KarrasSolver { heun, euler };
+
+// Draws shape[0] samples with config.heun_steps levels (sample() calls this for
+// Kind::heun; config.kind itself is not read). Labels, guidance and dtype as in sample().
+// Returns [shape] on `device` in config.dtype.
+Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
+                     const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
+                     Device device = Device::cpu(), const StepCallback& callback = {},
+                     KarrasSolver solver = KarrasSolver::heun);
+
+}  // namespace ddpm::diffusion

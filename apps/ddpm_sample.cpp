@@ -11,8 +11,8 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
-      "Draw samples from a trained diffusion model (DDPM ancestral or DDIM sampling, optional classifier-free "
-      "guidance). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
+      "Draw samples from a trained diffusion model (DDPM ancestral, DDIM or Karras Heun sampling, optional "
+      "classifier-free guidance, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
       "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
       "ddpm-sample");
   cli::CommonFlags common;

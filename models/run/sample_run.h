@@ -1,7 +1,7 @@
 // models/run/sample_run.h: the library behind ddpm-sample.
 //
 // Opens a model (models/run/model_source.h), draws --num-samples images in batches of
-// --batch-size with the DDPM or DDIM sampler (models/diffusion/sampler.h) and publishes an
+// --batch-size with the DDPM, DDIM or Heun sampler (models/diffusion/sampler.h, karras.h) and publishes an
 // output folder atomically (engine/io/atomic_file.h publish_directory):
 //   OUT/grid.png              all samples tiled, ceil(sqrt(N)) per row
 //   OUT/images/000000.png ... one PNG per sample
@@ -64,7 +64,7 @@ struct SampleOptions {
   bool use_ema = true;             // --no-ema clears it
   int num_samples = 16;
   int batch_size = 16;
-  std::string sampler = "ddpm";    // "ddpm" | "ddim"
+  std::string sampler = "ddpm";    // "ddpm" | "ddim" | "heun"
   int sampling_steps = 0;          // 0: all training steps
   double eta = 0.0;                // DDIM noise
   std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range

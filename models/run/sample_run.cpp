@@ -80,6 +80,11 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "T; heun: N noise levels, 0 = 18)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
+  app.add_option("--clip-x0", o.clip_x0,
+                 "clamp each step's x_0 estimate to [-1, 1]: true | false (EDM's Heun does not clamp; a well-trained "
+                 "model does not need it, an undertrained one does) | auto (the library's default: false for heun)")
+      ->check(CLI::IsMember({"auto", "true", "false"}))
+      ->capture_default_str();
   app.add_option("--variance", o.variance,
                  "DDPM variance: auto (learned if the model learned sigma, else fixed_small), fixed_small, "
                  "fixed_large (not with fewer steps), learned_range")
@@ -152,6 +157,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
     }
   }
   sc.eta = o.eta;
+  if (o.clip_x0 != "auto") sc.clip_x0 = o.clip_x0 == "true";
   sc.mean_type = model.diffusion.predict;
   sc.learned_sigma = cfg.learn_sigma;
   sc.num_classes = cfg.num_classes;

@@ -68,6 +68,12 @@ struct SampleOptions {
   int sampling_steps = 0;          // 0: all training steps
   double eta = 0.0;                // DDIM noise
   std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range
+  // Clamp each step's x_0 estimate to [-1, 1] ("true" | "false"; "auto": the library's
+  // default, off for Heun as in EDM). On by default for every sampler here: an undertrained
+  // model's unclamped probability-flow ODE drives pixels far outside [-1, 1] (measured on
+  // the CPU preset's 1000-step model: Heun unclamped gives salt-and-pepper images, clamped
+  // it matches DDIM's).
+  std::string clip_x0 = "true";
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   std::string out;                 // output folder

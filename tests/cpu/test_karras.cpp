@@ -436,7 +436,7 @@ TEST(KarrasSampleRun, HeunThroughDdpmSampleRecordsItsSettings) {
   EXPECT_EQ(info["sampler"], "heun");
   EXPECT_EQ(info["sampling_steps"], 3);
   EXPECT_EQ(info["respacing"], "");
-  EXPECT_EQ(info["clip_x0"], false);
+  EXPECT_EQ(info["clip_x0"], true);  // ddpm-sample clamps by default, Heun included (--clip-x0)
   EXPECT_EQ(info["heun"]["network_evaluations_per_sample"], 5);
   EXPECT_EQ(info["heun"]["rho"], 7.0);
   const std::vector<double> train = vp_sigmas(DiffusionSchedule(linear_betas(40)));

@@ -222,7 +222,8 @@ TEST(SampleRun, FlagParsing) {
   add_sample_flags(app, o);
   std::vector<std::string> args{"ddpm-sample", "--checkpoint", "run", "--out", "dir", "--num-samples", "64",
                                 "--sampler",   "ddim",         "--sampling-steps", "50", "--eta", "0.3",
-                                "--class",     "4",            "--guidance-scale", "2.5", "--no-ema", "--show-steps"};
+                                "--class",     "4",            "--guidance-scale", "2.5", "--no-ema", "--show-steps",
+                                "--clip-x0",   "false"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   app.parse(static_cast<int>(argv.size()), argv.data());
@@ -236,6 +237,7 @@ TEST(SampleRun, FlagParsing) {
   EXPECT_FALSE(o.use_ema);
   EXPECT_TRUE(o.show_steps);
   EXPECT_FALSE(o.overwrite);
+  EXPECT_EQ(o.clip_x0, "false");
 
   auto fails = [](std::vector<std::string> a) {
     SampleOptions oo;
@@ -254,6 +256,7 @@ TEST(SampleRun, FlagParsing) {
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--sampler", "euler"}));
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--num-samples", "ten"}));
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--bogus"}));
+  EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--clip-x0", "maybe"}));
 }
 
 }  // namespace

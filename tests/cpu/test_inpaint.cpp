@@ -23,6 +23,7 @@
 #include "models/diffusion/respace.h"
 #include "models/run/sample_run.h"
 #include "support/temp_dir.h"
+#include "support/tiny_model.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::diffusion {
@@ -282,19 +283,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-ModelSource tiny_model() {
-  ModelSource m;
-  Generator g(11);
-  m.net = std::make_unique<unet::UNet>(testing::tiny_unet_config(), g, Device::cpu());
-  for (auto& [name, t] : m.net->named_parameters()) {  // non-zero everywhere: a fresh UNet outputs 0
-    std::vector<float> noise = randn(t.shape(), g).to_vector();
-    float* p = t.data<float>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] += 0.05f * noise[static_cast<std::size_t>(i)];
-  }
-  m.diffusion.diffusion_steps = 40;
-  m.kind = "test";
-  return m;
-}
+ModelSource tiny_model() { return testing::tiny_model_source(); }
 
 // An 8x8 RGB image (a gradient) and a mask keeping the left half.
 struct Inputs {

@@ -30,6 +30,7 @@
 #include "models/diffusion/karras.h"
 #include "models/diffusion/sampler.h"
 #include "models/run/sample_run.h"
+#include "support/tiny_model.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::diffusion {
@@ -410,16 +411,7 @@ TEST(KarrasOracle, GuidanceUsesOneDoubledBatchAndScaleOneIsTheClass) {
 // --- ddpm-sample --sampler heun, through a real (tiny, random) UNet at fractional t --------
 
 TEST(KarrasSampleRun, HeunThroughDdpmSampleRecordsItsSettings) {
-  run::ModelSource m;
-  Generator g(11);
-  m.net = std::make_unique<unet::UNet>(testing::tiny_unet_config(), g, Device::cpu());
-  for (auto& [name, t] : m.net->named_parameters()) {  // non-zero everywhere: a fresh UNet outputs 0
-    std::vector<float> noise = randn(t.shape(), g).to_vector();
-    float* p = t.data<float>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] += 0.05f * noise[static_cast<std::size_t>(i)];
-  }
-  m.diffusion.diffusion_steps = 40;
-  m.kind = "test";
+  run::ModelSource m = testing::tiny_model_source();
   run::SampleOptions o;
   o.checkpoint = "tiny";
   o.num_samples = 3;

@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
+#include "support/tiny_model.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::run {
@@ -21,25 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-unet::UNetConfig tiny_config(int num_classes = 0) {
-  unet::UNetConfig cfg = testing::tiny_unet_config();
-  cfg.num_classes = num_classes;
-  return cfg;
-}
-
-ModelSource tiny_model(int num_classes = 0) {
-  ModelSource m;
-  Generator g(11);
-  m.net = std::make_unique<unet::UNet>(tiny_config(num_classes), g, Device::cpu());
-  for (auto& [name, t] : m.net->named_parameters()) {  // non-zero everywhere: a fresh UNet outputs 0
-    std::vector<float> noise = randn(t.shape(), g).to_vector();
-    float* p = t.data<float>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] += 0.05f * noise[static_cast<std::size_t>(i)];
-  }
-  m.diffusion.diffusion_steps = 40;
-  m.kind = "test";
-  return m;
-}
+ModelSource tiny_model(int num_classes = 0) { return testing::tiny_model_source(num_classes); }
 
 std::string out_dir(const std::string& name) {
   const std::string dir = ::testing::TempDir() + "/sample_run_" + name;

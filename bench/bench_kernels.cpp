@@ -277,15 +277,26 @@ int main(int argc, char** argv) {
 
 namespace {
 
+// One GroupNorm+SiLU case's device buffers: inputs x, dy, gamma, beta (random) and the
+// outputs and statistics the kernels write.
+struct GroupNormCase {
+  std::int64_t n, hw, ch, g;
+  Tensor x, dy, gamma, beta, y, dx, mean, rstd;
+  explicit GroupNormCase(const json& c)
+      : n(c["n"]), hw(std::int64_t(c["h"]) * std::int64_t(c["w"])), ch(c["c"]), g(c["groups"]),
+        x(dev_randn({n, hw, ch}, 1)), dy(dev_randn({n, hw, ch}, 2)), gamma(dev_randn({ch}, 3)),
+        beta(dev_randn({ch}, 4)), y(Tensor::empty(x.shape(), DType::f32, Device::cuda())), dx(y.clone()),
+        mean(Tensor::empty({n, g}, DType::f32, Device::cuda())), rstd(mean.clone()) {}
+};
+
 // GroupNorm+SiLU: an ideal forward reads x once and writes y once (2 * 4 bytes per
 // element); an ideal backward reads x and dy and writes dx (3 * 4 bytes per element).
 void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& rep) {
   for (const json& c : cases) {
-    std::int64_t n = c["n"], hw = std::int64_t(c["h"]) * std::int64_t(c["w"]), ch = c["c"], g = c["groups"];
-    Tensor x = dev_randn({n, hw, ch}, 1), dy = dev_randn({n, hw, ch}, 2);
-    Tensor gamma = dev_randn({ch}, 3), beta = dev_randn({ch}, 4);
-    Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda()), dx = y.clone();
-    Tensor mean = Tensor::empty({n, g}, DType::f32, Device::cuda()), rstd = mean.clone();
+    GroupNormCase k(c);
+    const std::int64_t n = k.n, hw = k.hw, ch = k.ch, g = k.g;
+    Tensor &x = k.x, &dy = k.dy, &gamma = k.gamma, &beta = k.beta, &y = k.y, &dx = k.dx, &mean = k.mean,
+           &rstd = k.rstd;
     Tensor dgamma = Tensor::empty({ch}, DType::f32, Device::cuda()), dbeta = dgamma.clone();
     double elems = static_cast<double>(x.numel());
     json tagged = c;
@@ -312,11 +323,10 @@ void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& re
 // cluster (K <= 8), one text line each; the production plan is marked with '*'.
 void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
   for (const json& c : cases) {
-    std::int64_t n = c["n"], hw = std::int64_t(c["h"]) * std::int64_t(c["w"]), ch = c["c"], g = c["groups"];
-    Tensor x = dev_randn({n, hw, ch}, 1), dy = dev_randn({n, hw, ch}, 2);
-    Tensor gamma = dev_randn({ch}, 3), beta = dev_randn({ch}, 4);
-    Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda()), dx = y.clone();
-    Tensor mean = Tensor::empty({n, g}, DType::f32, Device::cuda()), rstd = mean.clone();
+    GroupNormCase k(c);
+    const std::int64_t n = k.n, hw = k.hw, ch = k.ch, g = k.g;
+    Tensor &x = k.x, &dy = k.dy, &gamma = k.gamma, &beta = k.beta, &y = k.y, &dx = k.dx, &mean = k.mean,
+           &rstd = k.rstd;
     Tensor sdz = Tensor::empty({n, ch}, DType::f32, Device::cuda()), sdzx = sdz.clone();
     const double elems = static_cast<double>(x.numel());
     for (bool backward : {false, true}) {

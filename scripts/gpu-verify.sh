@@ -10,7 +10,8 @@
 # The prebuilt mode is for machines without a package manager (the device tool's H100/H200):
 # the bundle holds stripped programs, the non-CUDA shared libraries they need and optional
 # Python wheels; CUDA, cuBLAS and cuDNN come from the machine (the toolkit or PyTorch's pip
-# packages). STEPS (default "tests memcheck racecheck bench"; also "cpu_tests" and "apps": scripts/gpu-apps.sh) picks the steps, and each step
+# packages). STEPS (default "tests memcheck racecheck bench"; also "cpu_tests", "apps" (scripts/gpu-apps.sh),
+# "gn_variants" and "ncu" (Nsight Compute on the GroupNorm kernels)) picks the steps, and each step
 # is cut off after STEP_TIMEOUT seconds (default 540), so a lease is never spent waiting;
 # SANITIZE_FILTER (a gtest filter, default all) narrows the sanitizer steps, which run the
 # tests 10-50x slower.
@@ -85,6 +86,16 @@ for s in $steps; do
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 "$build/bin/gpu_tests" --gtest_filter="$filter" ;;
     bench)
       step bench env OUT="$logs" bash scripts/bench.sh "$build" ;;
+    gn_variants)  # every GroupNorm slab tiling at the benchmark shapes (docs/PERFORMANCE.md)
+      step gn_variants "$build/bin/bench-kernels" --gn-variants ;;
+    ncu)  # Nsight Compute on the kernels matching NCU_KERNEL (default: the GroupNorm slab kernels)
+          # while bench-kernels --gn-variants runs each tiling at 32x32, C=128, batch 128
+      ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+      printf '{"group_norm_silu": [{"n": 128, "h": 32, "w": 32, "c": 128, "groups": 32}]}\n' > "$logs/ncu-cases.json"
+      step ncu "${ncu:-ncu}" --kernel-name "regex:${NCU_KERNEL:-gn_slab}" --launch-count "${NCU_COUNT:-20}" \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+        --section LaunchStats --section SchedulerStats --print-summary none \
+        "$build/bin/bench-kernels" --gn-variants --reps 1 --cases "$logs/ncu-cases.json" ;;
     apps)  # Fashion-MNIST from the system, else carried beside the bundle (.gpu-carry/fashion-mnist)
       fm=""; [ -d /usr/share/datasets/fashion-mnist ] || fm="$repo/.gpu-carry/fashion-mnist"
       step apps bash scripts/gpu-apps.sh "$build/bin" "$logs" $fm ;;

@@ -318,8 +318,8 @@ void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& re
   }
 }
 
-// Tuning aid (--gn-variants): the slab kernels (kernels/cuda/group_norm_slab.h) at every
-// pixels-per-thread count their plan could take, K = ceil(HW / (32 items)) blocks per
+// Tuning aid (--gn-variants): the slab kernels (kernels/cuda/group_norm_slab.h) with register
+// and shared-memory slices at every pixels-per-thread count their plan could take, K = ceil(HW / (32 items)) blocks per
 // cluster (K <= 8), one text line each; the production plan is marked with '*'.
 void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
   for (const json& c : cases) {
@@ -332,9 +332,23 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
     for (bool backward : {false, true}) {
       const cuda::gn_slab::Plan chosen = cuda::gn_slab::plan(hw, ch, g, backward);
       if (!chosen.ok) continue;
-      for (int items : {1, 2, 4, 8, 16}) {
+      // Copies moving the same bytes (forward x -> y: 8 per element; backward also half of dy
+      // -> dx: 12): the ceiling at this size, launch and tail included.
+      const double copy_ms = timer.median_ms([&] {
+        const auto d2d = cudaMemcpyDeviceToDevice;
+        DDPM_CUDA_CHECK(cudaMemcpyAsync(y.raw_data(), x.raw_data(), x.nbytes(), d2d, cuda::stream()));
+        if (backward) DDPM_CUDA_CHECK(cudaMemcpyAsync(dx.raw_data(), dy.raw_data(), dy.nbytes() / 2, d2d, cuda::stream()));
+      });
+      std::printf("gn %s n=%lld hw=%lld c=%lld: cudaMemcpy of the same bytes %.4f ms (%.1f%% of copy)\n",
+                  backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
+                  static_cast<long long>(ch), copy_ms,
+                  100 * (backward ? 12 : 8) * elems / (copy_ms * 1e6) / peaks.copy_gbps);
+      for (int variant = 0; variant < 10; ++variant) {
+        const int items = 1 << (variant / 2);
+        const bool staged = variant % 2 == 1;
         if (backward && items > 8) continue;
         cuda::gn_slab::Plan p = chosen;
+        p.staged = staged;
         p.items = items;
         p.pix = 32 * items;
         p.blocks_k = static_cast<int>((hw + p.pix - 1) / p.pix);
@@ -350,10 +364,11 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
                                     sdz.data<float>(), sdzx.data<float>(), n, hw, ch, g, true, cuda::stream());
         });
         const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
-        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)\n",
+        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)\n",
                     backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
-                    static_cast<long long>(ch), static_cast<long long>(g), items, p.blocks_k,
-                    items == chosen.items ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps);
+                    static_cast<long long>(ch), static_cast<long long>(g), staged ? "shared" : "registers", items,
+                    p.blocks_k, items == chosen.items && staged == chosen.staged ? "*" : " ", ms, gbps,
+                    100 * gbps / peaks.copy_gbps);
       }
     }
   }

@@ -37,6 +37,8 @@
 #include "kernels/cuda/group_norm_slab.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <type_traits>
 
 #include <cooperative_groups.h>
 
@@ -65,6 +67,10 @@ constexpr int kMaxCluster = 8;               // portable cluster size limit
 // 0.057), and 16 (clusters of 2) loses at 32x32 (0.094 ms forward at C=128).
 constexpr int kFwdItems = 8, kFwdMaxItems = 16;
 constexpr int kBwdItems = 8, kBwdMaxItems = 8;
+// Whether the plan keeps the slices in shared memory (SmemSlice) rather than registers.
+constexpr bool kFwdStaged = false, kBwdStaged = false;
+
+Staging g_staging = Staging::automatic;  // set_staging (tests)
 
 struct FwdArgs {
   const float *x, *gamma, *beta, *scale, *shift;  // scale, shift null without AdaGN
@@ -122,6 +128,58 @@ __device__ __forceinline__ void set(float4& v, int i, float f) {
   else v.w = f;
 }
 
+// Where a thread keeps its ITEMS float4 vectors of one tensor between the read and the write.
+//   RegSlice: in registers. Simple, but 8 items of x (and of dy) cost 32 (64) registers, which
+//     caps the blocks per SM (3 forward, 2 backward at 8 items; ptxas, sm_90).
+//   SmemSlice: in dynamic shared memory, filled by cp.async (16 bytes per thread and item,
+//     straight from L2 to shared memory, no register staging). The registers are freed, so
+//     more blocks fit on an SM (6 forward at 8 items: 32 KiB each) and more reads are in
+//     flight while other blocks reduce. Vector k of thread t sits at slab[k * kThreads + t]:
+//     a warp's 32 consecutive float4 per access are conflict-free.
+template <int ITEMS>
+struct RegSlice {
+  float4 v[ITEMS];
+  __device__ explicit RegSlice(float4*) {}
+  __device__ float4& operator[](int k) { return v[k]; }
+  __device__ void fetch(int k, const float* src) { v[k] = __ldg(reinterpret_cast<const float4*>(src)); }
+  __device__ static void wait() {}
+};
+
+template <int ITEMS>
+struct SmemSlice {
+  float4* base;  // this thread's vector 0
+  __device__ explicit SmemSlice(float4* slab) : base(slab + threadIdx.x) {}
+  __device__ float4& operator[](int k) { return base[k * kThreads]; }
+  __device__ void fetch(int k, const float* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(base + k * kThreads));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+#else
+    base[k * kThreads] = __ldg(reinterpret_cast<const float4*>(src));
+#endif
+  }
+  __device__ static void wait() {  // this thread's copies have landed (each thread reads only its own)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+  }
+};
+
+template <int ITEMS, bool STAGED>
+using Slice = typename std::conditional<STAGED, SmemSlice<ITEMS>, RegSlice<ITEMS>>::type;
+
+// Blocks per SM each kernel is compiled for (__launch_bounds__'s minimum, which caps the
+// registers at 65536 / (256 * blocks)). Register slices: what the held floats allow (16 of x
+// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 5 blocks (48
+// registers) where the slices take at most 32 KiB, else what the shared memory allows.
+constexpr int min_blocks(int items, bool backward, bool staged) {
+  const int floats = (backward ? 2 : 1) * 4 * items;  // slice floats per thread
+  if (staged) return floats <= 32 ? 5 : floats <= 64 ? 3 : 1;
+  return floats <= 16 ? 4 : floats <= 32 ? 3 : floats <= 64 ? 2 : 1;
+}
+
+extern __shared__ float4 gn_slab_dynamic[];  // the SmemSlice storage (none for RegSlice)
+
 // Lane l of a warp holds vector cv = l % 8 of pixel row l / 8. Sums v over the lanes of the
 // same group: the 4 rows (lane bits 3 and 4), then the vpg = Cg / 4 adjacent vectors of the
 // group (the low lane bits). Butterfly: every lane ends with the same, order-fixed sum.
@@ -149,8 +207,8 @@ __device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float
 // ---------------------------------------------------------------------------------------
 // Forward: block (n, span s, rank) normalizes pixels [rank * pix, rank * pix + pix) of the
 // span's 32 / Cg groups. Grid: N * (C / 32) * K blocks, clusters of K consecutive blocks.
-template <int ITEMS>
-__global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
+template <int ITEMS, bool STAGED>
+__global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn_slab_forward(FwdArgs a) {
   __shared__ float part[kWarps][kMaxGroups];
   __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
   __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
@@ -165,34 +223,46 @@ __global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
   const int npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));  // >= 1 (K = ceil(HW / pix))
   const std::int64_t off = (n * a.HW + p0) * a.C + c;
 
-  float4 v[ITEMS];  // [ITEMS pixels][4 channels] of x
-  float sum = 0.f;
+  Slice<ITEMS, STAGED> v(gn_slab_dynamic);  // [ITEMS pixels][4 channels] of x
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
-    v[k] = p < npix ? __ldg(reinterpret_cast<const float4*>(a.x + off + static_cast<std::int64_t>(p) * a.C))
-                    : make_float4(0.f, 0.f, 0.f, 0.f);
-    sum += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+    if (p < npix)
+      v.fetch(k, a.x + off + static_cast<std::int64_t>(p) * a.C);
+    else
+      v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  // z = (x - mu) * A + B with A = rstd * gamma * (1 + scale), B = beta * (1 + scale) + shift;
-  // the parameters are fetched while the reductions run.
+  // z = (x - mu) * A + B with A = rstd * gamma * (1 + scale), B = beta * (1 + scale) + shift.
+  // The register kernels fetch the parameters while the reductions run; the staged ones
+  // after them, to keep their register count down.
   float gs[4], B[4];  // gamma * (1 + scale), B
+  auto fetch_parameters = [&] {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float s1 = a.scale ? 1.f + a.scale[n * a.C + c + i] : 1.f;
-    gs[i] = a.gamma[c + i] * s1;
-    B[i] = a.beta[c + i] * s1 + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
-  }
+    for (int i = 0; i < 4; ++i) {
+      const float s1 = a.scale ? 1.f + a.scale[n * a.C + c + i] : 1.f;
+      gs[i] = a.gamma[c + i] * s1;
+      B[i] = a.beta[c + i] * s1 + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
+    }
+  };
+  if (!STAGED) fetch_parameters();
 
+  v.wait();
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < ITEMS; ++k) {
+    const float4 e = v[k];
+    sum += (e.x + e.y) + (e.z + e.w);
+  }
   const float cnt = static_cast<float>(npix) * static_cast<float>(a.cg);
   const float mean_b = block_group_sum(sum, vpg, gl, part) / cnt;
   float sq = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     if (row + k * kRows < npix) {
+      const float4 e = v[k];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float d = get(v[k], i) - mean_b;
+        const float d = get(e, i) - mean_b;
         sq += d * d;
       }
     }
@@ -228,6 +298,7 @@ __global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
     }
     cluster_arrive();  // done reading the peers' xch; they may exit once all have arrived
   }
+  if (STAGED) fetch_parameters();
   __syncthreads();
   if (rank == 0 && t < gpb) {
     a.mean[n * a.G + s * gpb + t] = stat[t].x;
@@ -241,9 +312,10 @@ __global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
     if (p < npix) {
+      const float4 e = v[k];
       float4 o;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) set(o, i, act((get(v[k], i) - mu) * A[i] + B[i], a.silu));
+      for (int i = 0; i < 4; ++i) set(o, i, act((get(e, i) - mu) * A[i] + B[i], a.silu));
       *reinterpret_cast<float4*>(a.y + off + static_cast<std::int64_t>(p) * a.C) = o;
     }
   }
@@ -252,8 +324,8 @@ __global__ void __launch_bounds__(kThreads) gn_slab_forward(FwdArgs a) {
 
 // ---------------------------------------------------------------------------------------
 // Backward: same blocks and clusters as the forward; x (as xhat) and dz stay in registers.
-template <int ITEMS>
-__global__ void __launch_bounds__(kThreads) gn_slab_backward(BwdArgs a) {
+template <int ITEMS, bool STAGED>
+__global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_slab_backward(BwdArgs a) {
   __shared__ float part[kWarps][2][kSpan];  // per-warp channel partials of dz, dz * xhat
   __shared__ float chan[2][kSpan];          // this block's channel partials, read by the cluster
   __shared__ float grp[2][kMaxGroups];      // m1, m2 of each group
@@ -282,31 +354,37 @@ __global__ void __launch_bounds__(kThreads) gn_slab_backward(BwdArgs a) {
   const float w_lane = warp == 0 ? (a.scale ? 1.f + a.scale[n * a.C + cspan + lane] : 1.f) * a.gamma[cspan + lane]
                                  : 0.f;
 
-  float4 xh[ITEMS], dz[ITEMS];  // xhat and dz = dy * act'(z) of the thread's elements
+  // xhat and dz = dy * act'(z) of the thread's elements (read as x and dy).
+  using S = Slice<ITEMS, STAGED>;
+  S xh(gn_slab_dynamic), dz(gn_slab_dynamic + (STAGED ? ITEMS * kThreads : 0));
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
     if (p < npix) {
-      xh[k] = __ldg(reinterpret_cast<const float4*>(a.x + off + static_cast<std::int64_t>(p) * a.C));
-      dz[k] = __ldg(reinterpret_cast<const float4*>(a.dy + off + static_cast<std::int64_t>(p) * a.C));
+      xh.fetch(k, a.x + off + static_cast<std::int64_t>(p) * a.C);
+      dz.fetch(k, a.dy + off + static_cast<std::int64_t>(p) * a.C);
     } else {
       xh[k] = dz[k] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
+  S::wait();
   float sd[4] = {}, sdx[4] = {};
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const bool valid = row + k * kRows < npix;
+    float4 xk = xh[k], dk = dz[k];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float xhat = valid ? (get(xh[k], i) - mu) * r : 0.f;
+      const float xhat = valid ? (get(xk, i) - mu) * r : 0.f;
       const float z = xhat * w[i] + b[i];
-      const float d = valid ? get(dz[k], i) * act_grad(z, a.silu) : 0.f;
-      set(xh[k], i, xhat);
-      set(dz[k], i, d);
+      const float d = valid ? get(dk, i) * act_grad(z, a.silu) : 0.f;
+      set(xk, i, xhat);
+      set(dk, i, d);
       sd[i] += d;
       sdx[i] += d * xhat;
     }
+    xh[k] = xk;
+    dz[k] = dk;
   }
   // Channel partials: sum over the warp's 4 rows (lane bits 3, 4), then over warps.
 #pragma unroll
@@ -357,9 +435,10 @@ __global__ void __launch_bounds__(kThreads) gn_slab_backward(BwdArgs a) {
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
     if (p < npix) {
+      const float4 xk = xh[k], dk = dz[k];
       float4 o;
 #pragma unroll
-      for (int i = 0; i < 4; ++i) set(o, i, r * (get(dz[k], i) * w[i] - m1 - get(xh[k], i) * m2));
+      for (int i = 0; i < 4; ++i) set(o, i, r * (get(dk, i) * w[i] - m1 - get(xk, i) * m2));
       *reinterpret_cast<float4*>(a.dx + off + static_cast<std::int64_t>(p) * a.C) = o;
     }
   }
@@ -377,23 +456,25 @@ bool clusters_available() {
     DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, current_device()));
     if (!supported) return false;
     cudaFuncAttributes fa{};
-    DDPM_CUDA_CHECK(cudaFuncGetAttributes(&fa, gn_slab_forward<kFwdItems>));
+    DDPM_CUDA_CHECK(cudaFuncGetAttributes(&fa, gn_slab_forward<kFwdItems, false>));
     return fa.ptxVersion >= 90 && fa.binaryVersion >= 90;
   }();
   return ok;
 }
 
-// Launches kernel<<<blocks, kThreads>>>(args) in clusters of K consecutive blocks.
+// Launches kernel<<<blocks, kThreads, smem>>>(args) in clusters of K consecutive blocks.
 template <class Args>
-void launch(void (*kernel)(Args), std::int64_t blocks, int K, const Args& args, cudaStream_t stream,
-            const char* name) {
+void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, const Args& args,
+            cudaStream_t stream, const char* name) {
+  if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
+    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   if (K == 1) {
-    kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(args);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
   } else {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(blocks));
     cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = 0;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -422,10 +503,17 @@ Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
   while (blocks_for(items) > max_k && items < most) items *= 2;
   if (blocks_for(items) > max_k) return p;
   p.ok = true;
+  p.staged = g_staging == Staging::automatic ? (backward ? kBwdStaged : kFwdStaged) : g_staging == Staging::shared;
   p.items = items;
   p.blocks_k = static_cast<int>(blocks_for(items));
   p.pix = kRows * items;
   return p;
+}
+
+void set_staging(Staging s) { g_staging = s; }
+
+std::size_t Plan::smem_bytes(bool backward) const {
+  return staged ? static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4) : 0;
 }
 
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
@@ -435,12 +523,19 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
   const FwdArgs a{x,  gamma, beta, scale, shift, y, mean, rstd, HW, C, static_cast<int>(G), static_cast<int>(C / G),
                   p.blocks_k, p.pix, eps, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
-  switch (p.items) {
-    case 1: return launch(gn_slab_forward<1>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
-    case 2: return launch(gn_slab_forward<2>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
-    case 4: return launch(gn_slab_forward<4>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
-    case 8: return launch(gn_slab_forward<8>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
-    case 16: return launch(gn_slab_forward<16>, blocks, p.blocks_k, a, stream, "group_norm_slab_forward");
+  const std::size_t smem = p.smem_bytes(false);
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_forward"); };
+  switch (p.items * 2 + (p.staged ? 1 : 0)) {
+    case 2: return go(gn_slab_forward<1, false>);
+    case 3: return go(gn_slab_forward<1, true>);
+    case 4: return go(gn_slab_forward<2, false>);
+    case 5: return go(gn_slab_forward<2, true>);
+    case 8: return go(gn_slab_forward<4, false>);
+    case 9: return go(gn_slab_forward<4, true>);
+    case 16: return go(gn_slab_forward<8, false>);
+    case 17: return go(gn_slab_forward<8, true>);
+    case 32: return go(gn_slab_forward<16, false>);
+    case 33: return go(gn_slab_forward<16, true>);
     default: DDPM_THROW(ValueError, "group_norm: no slab forward kernel for " << p.items << " items");
   }
 }
@@ -453,11 +548,17 @@ void backward(const Plan& p, const float* x, const float* gamma, const float* be
   const BwdArgs a{x,  gamma, beta, scale, shift, mean, rstd, dy, dx, sum_dz, sum_dz_xhat, HW, C, static_cast<int>(G),
                   static_cast<int>(C / G), p.blocks_k, p.pix, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
-  switch (p.items) {
-    case 1: return launch(gn_slab_backward<1>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
-    case 2: return launch(gn_slab_backward<2>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
-    case 4: return launch(gn_slab_backward<4>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
-    case 8: return launch(gn_slab_backward<8>, blocks, p.blocks_k, a, stream, "group_norm_slab_backward");
+  const std::size_t smem = p.smem_bytes(true);
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_backward"); };
+  switch (p.items * 2 + (p.staged ? 1 : 0)) {
+    case 2: return go(gn_slab_backward<1, false>);
+    case 3: return go(gn_slab_backward<1, true>);
+    case 4: return go(gn_slab_backward<2, false>);
+    case 5: return go(gn_slab_backward<2, true>);
+    case 8: return go(gn_slab_backward<4, false>);
+    case 9: return go(gn_slab_backward<4, true>);
+    case 16: return go(gn_slab_backward<8, false>);
+    case 17: return go(gn_slab_backward<8, true>);
     default: DDPM_THROW(ValueError, "group_norm: no slab backward kernel for " << p.items << " items");
   }
 }

@@ -12,6 +12,7 @@
 // block on older GPUs). Design and byte counts: group_norm_slab.cu.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime_api.h>
@@ -20,10 +21,18 @@ namespace ddpm::cuda::gn_slab {
 
 struct Plan {
   bool ok = false;
-  int items = 1;     // float4 pixels per thread (per held tensor)
-  int blocks_k = 1;  // cluster size K: blocks sharing one (n, 32-channel span)
-  int pix = 0;       // pixels per block = 32 * items
+  bool staged = false;  // slices in shared memory through cp.async (else in registers)
+  int items = 1;        // float4 pixels per thread (per held tensor)
+  int blocks_k = 1;     // cluster size K: blocks sharing one (n, 32-channel span)
+  int pix = 0;          // pixels per block = 32 * items
+  // Dynamic shared memory per block: the staged slices (x; x and dy for the backward).
+  std::size_t smem_bytes(bool backward) const;
 };
+
+// Where plan() keeps the slices: the measured choice (automatic), or forced, for tests
+// that cover both kernels whatever the plan prefers. Not thread-safe; a test hook.
+enum class Staging { automatic, registers, shared };
+void set_staging(Staging s);
 
 // The slab plan for a shape; ok is false when the shape is not eligible (alignment apart).
 Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward);

@@ -11,6 +11,7 @@
 #include "support/gradcheck.h"
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/group_norm.h"
+#include "kernels/cuda/group_norm_slab.h"
 #endif
 
 namespace ddpm {
@@ -116,6 +117,30 @@ TEST(GroupNormGpu, SlabPathClusterShapes) {
       {{300, 4, 4, 32}, 8},    // many small blocks
   };
   for (const Case& c : cases) check_all_variants(c);
+}
+
+// The slab kernels keep their slices in registers or in shared memory (cp.async); the plan
+// picks one, so this runs the UNet's slab shapes and the cluster shapes under both.
+TEST(GroupNormGpu, SlabSlicesInRegistersAndSharedMemory) {
+  DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
+  struct Restore {
+    ~Restore() { cuda::gn_slab::set_staging(cuda::gn_slab::Staging::automatic); }
+  } restore;
+  const Case cases[] = {
+      {{2, 32, 32, 128}, 32}, {{2, 16, 16, 256}, 32}, {{3, 8, 8, 512}, 32}, {{2, 23, 23, 64}, 16},
+      {{2, 7, 9, 128}, 32},   {{2, 40, 40, 128}, 32}, {{2, 32, 32, 512}, 32},
+  };
+  for (auto staging : {cuda::gn_slab::Staging::registers, cuda::gn_slab::Staging::shared}) {
+    cuda::gn_slab::set_staging(staging);
+    SCOPED_TRACE(staging == cuda::gn_slab::Staging::shared ? "shared-memory slices" : "register slices");
+    for (const Case& c : cases) {
+      EXPECT_TRUE(cuda::gn_slab::plan(c.x[1] * c.x[2], c.x[3], c.groups, false).staged ==
+                  (staging == cuda::gn_slab::Staging::shared));
+      check_all_variants(c);
+    }
+  }
+#endif
 }
 
 TEST(GroupNormGpu, UnalignedViewsTakeScalarLoads) {

@@ -170,11 +170,12 @@ using Slice = typename std::conditional<STAGED, SmemSlice<ITEMS>, RegSlice<ITEMS
 
 // Blocks per SM each kernel is compiled for (__launch_bounds__'s minimum, which caps the
 // registers at 65536 / (256 * blocks)). Register slices: what the held floats allow (16 of x
-// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 5 blocks (48
-// registers) where the slices take at most 32 KiB, else what the shared memory allows.
+// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 6 blocks (40
+// registers) where the slices take at most 32 KiB (6 x 33 KiB of the SM's 228 KiB), else
+// what the shared memory allows.
 constexpr int min_blocks(int items, bool backward, bool staged) {
   const int floats = (backward ? 2 : 1) * 4 * items;  // slice floats per thread
-  if (staged) return floats <= 32 ? 5 : floats <= 64 ? 3 : 1;
+  if (staged) return floats <= 32 ? 6 : floats <= 64 ? 3 : 1;
   return floats <= 16 ? 4 : floats <= 32 ? 3 : floats <= 64 ? 2 : 1;
 }
 
@@ -466,8 +467,13 @@ bool clusters_available() {
 template <class Args>
 void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, const Args& args,
             cudaStream_t stream, const char* name) {
-  if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
-    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  if (smem > 0) {  // staged: all the SM's shared memory (the default carveout fits one block fewer)
+    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         cudaSharedmemCarveoutMaxShared));
+    if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
+      DDPM_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  }
   if (K == 1) {
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
   } else {
@@ -513,7 +519,18 @@ Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
 void set_staging(Staging s) { g_staging = s; }
 
 std::size_t Plan::smem_bytes(bool backward) const {
-  return staged ? static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4) : 0;
+  if (!staged) return 0;
+  const std::size_t slices = static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4);
+  if (max_blocks_per_sm <= 0) return slices;
+  // Pad the request so that at most max_blocks_per_sm blocks fit: the SM's shared memory
+  // less 1 KiB reserved and 3 KiB static (or less) per block.
+  static const int per_sm = [] {
+    int v = 0;
+    DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()));
+    return v;
+  }();
+  const std::size_t padded = static_cast<std::size_t>(per_sm / max_blocks_per_sm) - 4096;
+  return std::max(slices, std::min<std::size_t>(padded, 227 * 1024));
 }
 
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,

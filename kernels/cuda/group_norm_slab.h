@@ -25,6 +25,7 @@ struct Plan {
   int items = 1;        // float4 pixels per thread (per held tensor)
   int blocks_k = 1;     // cluster size K: blocks sharing one (n, 32-channel span)
   int pix = 0;          // pixels per block = 32 * items
+  int max_blocks_per_sm = 0;  // staged only: > 0 pads the shared memory to cap the blocks per SM (tuning)
   // Dynamic shared memory per block: the staged slices (x; x and dy for the backward).
   std::size_t smem_bytes(bool backward) const;
 };

@@ -38,7 +38,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include <cooperative_groups.h>
 
@@ -67,8 +70,9 @@ constexpr int kMaxCluster = 8;               // portable cluster size limit
 // 0.057), and 16 (clusters of 2) loses at 32x32 (0.094 ms forward at C=128).
 constexpr int kFwdItems = 8, kFwdMaxItems = 16;
 constexpr int kBwdItems = 8, kBwdMaxItems = 8;
-// Whether the plan keeps the slices in shared memory (SmemSlice) rather than registers.
-constexpr bool kFwdStaged = false, kBwdStaged = false;
+// Whether the plan keeps the slices in shared memory (SmemSlice) rather than registers, and
+// whether the forward streams (gn_slab_forward_stream, at 4 or 8 items).
+constexpr bool kFwdStaged = false, kBwdStaged = false, kFwdStream = false;
 
 Staging g_staging = Staging::automatic;  // set_staging (tests)
 
@@ -163,6 +167,17 @@ struct SmemSlice {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
   }
+  __device__ static void commit() {  // closes a group of copies (for wait_prior)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+  }
+  template <int N>
+  __device__ static void wait_prior() {  // all but the newest N groups have landed
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+  }
 };
 
 template <int ITEMS, bool STAGED>
@@ -170,14 +185,17 @@ using Slice = typename std::conditional<STAGED, SmemSlice<ITEMS>, RegSlice<ITEMS
 
 // Blocks per SM each kernel is compiled for (__launch_bounds__'s minimum, which caps the
 // registers at 65536 / (256 * blocks)). Register slices: what the held floats allow (16 of x
-// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 6 blocks (40
-// registers) where the slices take at most 32 KiB (6 x 33 KiB of the SM's 228 KiB), else
-// what the shared memory allows.
+// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 5 blocks (48
+// registers) where the slices take at most 32 KiB, else what the shared memory allows.
+// (Measured on an H100, 2026-11-23: 6 blocks at 40 registers spill and run 15% slower.)
 constexpr int min_blocks(int items, bool backward, bool staged) {
   const int floats = (backward ? 2 : 1) * 4 * items;  // slice floats per thread
-  if (staged) return floats <= 32 ? 6 : floats <= 64 ? 3 : 1;
+  if (staged) return floats <= 32 ? 5 : floats <= 64 ? 3 : 1;
   return floats <= 16 ? 4 : floats <= 32 ? 3 : floats <= 64 ? 2 : 1;
 }
+
+// Blocks per SM of the streaming forward: two buffers of up to 8 items (64 KiB) each fit 3.
+constexpr int kStreamBlocks = 3;
 
 extern __shared__ float4 gn_slab_dynamic[];  // the SmemSlice storage (none for RegSlice)
 
@@ -206,60 +224,78 @@ __device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float
 }
 
 // ---------------------------------------------------------------------------------------
-// Forward: block (n, span s, rank) normalizes pixels [rank * pix, rank * pix + pix) of the
-// span's 32 / Cg groups. Grid: N * (C / 32) * K blocks, clusters of K consecutive blocks.
-template <int ITEMS, bool STAGED>
-__global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn_slab_forward(FwdArgs a) {
-  __shared__ float part[kWarps][kMaxGroups];
-  __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
-  __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
-  const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
-  const int spans = static_cast<int>(a.C / kSpan), vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
-  const std::int64_t blk = blockIdx.x / a.K;
-  const int rank = static_cast<int>(blockIdx.x - blk * a.K);
-  const std::int64_t n = blk / spans;
-  const int s = static_cast<int>(blk - n * spans);
-  const std::int64_t c = static_cast<std::int64_t>(s) * kSpan + cv * 4;  // first channel of the vector
-  const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
-  const int npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));  // >= 1 (K = ceil(HW / pix))
-  const std::int64_t off = (n * a.HW + p0) * a.C + c;
+// Forward: the cluster for work item w = (n, span s) normalizes the span's 32 / Cg groups of
+// sample n; its block `rank` owns pixels [rank * pix, rank * pix + pix). Two kernels share the
+// per-slab steps below:
+//   gn_slab_forward: one work item per cluster, grid N * (C / 32) * K blocks.
+//   gn_slab_forward_stream: a persistent grid of as many clusters as fit at once, each
+//     looping over work items w = cluster, cluster + clusters, ...; two shared-memory
+//     buffers per block, so the next slab's cp.async reads are in flight while this one is
+//     reduced and written (the one-shot kernel's blocks alternate between reading and writing).
+struct FwdItem {
+  std::int64_t n, c, off;  // sample; first channel of the thread's vector; x/y offset of pixel 0
+  int s, rank, npix;       // span; block rank; pixels this block owns (>= 1: K = ceil(HW / pix))
+};
 
-  Slice<ITEMS, STAGED> v(gn_slab_dynamic);  // [ITEMS pixels][4 channels] of x
+__device__ __forceinline__ FwdItem fwd_item(const FwdArgs& a, std::int64_t w, int rank) {
+  const int spans = static_cast<int>(a.C / kSpan);
+  FwdItem it;
+  it.n = w / spans;
+  it.s = static_cast<int>(w - it.n * spans);
+  it.rank = rank;
+  it.c = static_cast<std::int64_t>(it.s) * kSpan + (threadIdx.x % kVecs) * 4;
+  const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
+  it.npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));
+  it.off = (it.n * a.HW + p0) * a.C + it.c;
+  return it;
+}
+
+template <int ITEMS, class S>
+__device__ __forceinline__ void fetch_slab(const FwdArgs& a, const FwdItem& it, S& v) {
+  const int row = threadIdx.x / kVecs;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
-    if (p < npix)
-      v.fetch(k, a.x + off + static_cast<std::int64_t>(p) * a.C);
+    if (p < it.npix)
+      v.fetch(k, a.x + it.off + static_cast<std::int64_t>(p) * a.C);
     else
       v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
-  // z = (x - mu) * A + B with A = rstd * gamma * (1 + scale), B = beta * (1 + scale) + shift.
-  // The register kernels fetch the parameters while the reductions run; the staged ones
-  // after them, to keep their register count down.
-  float gs[4], B[4];  // gamma * (1 + scale), B
-  auto fetch_parameters = [&] {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float s1 = a.scale ? 1.f + a.scale[n * a.C + c + i] : 1.f;
-      gs[i] = a.gamma[c + i] * s1;
-      B[i] = a.beta[c + i] * s1 + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
-    }
-  };
-  if (!STAGED) fetch_parameters();
+}
 
-  v.wait();
+// z = (x - mu) * A + B with A = rstd * gamma * (1 + scale), B = beta * (1 + scale) + shift;
+// gs = gamma * (1 + scale).
+__device__ __forceinline__ void fetch_parameters(const FwdArgs& a, const FwdItem& it, float gs[4], float B[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float s1 = a.scale ? 1.f + a.scale[it.n * a.C + it.c + i] : 1.f;
+    gs[i] = a.gamma[it.c + i] * s1;
+    B[i] = a.beta[it.c + i] * s1 + (a.shift ? a.shift[it.n * a.C + it.c + i] : 0.f);
+  }
+}
+
+// Statistics of the slab in v (landed), merged over the cluster through xch, then y.
+// params_late: fetch gamma, beta, scale, shift after the reductions (fewer live registers).
+// arrive_after_read: the one-shot kernel signals here that it has read its peers' xch (its
+// exit waits for the others); the streaming kernel's next cluster_sync does that instead.
+template <int ITEMS, class S>
+__device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& it, S& v, float gs[4], float B[4],
+                                               bool params_late, bool arrive_after_read, float2* xch, float2* stat,
+                                               float (*part)[kMaxGroups]) {
+  const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
+  const int vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
   float sum = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const float4 e = v[k];
     sum += (e.x + e.y) + (e.z + e.w);
   }
-  const float cnt = static_cast<float>(npix) * static_cast<float>(a.cg);
+  const float cnt = static_cast<float>(it.npix) * static_cast<float>(a.cg);
   const float mean_b = block_group_sum(sum, vpg, gl, part) / cnt;
   float sq = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
-    if (row + k * kRows < npix) {
+    if (row + k * kRows < it.npix) {
       const float4 e = v[k];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -297,13 +333,13 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn
       }
       stat[t] = make_float2(mu, 1.f / sqrtf(m2 / ntot + a.eps));
     }
-    cluster_arrive();  // done reading the peers' xch; they may exit once all have arrived
+    if (arrive_after_read) cluster_arrive();  // done reading the peers' xch
   }
-  if (STAGED) fetch_parameters();
+  if (params_late) fetch_parameters(a, it, gs, B);
   __syncthreads();
-  if (rank == 0 && t < gpb) {
-    a.mean[n * a.G + s * gpb + t] = stat[t].x;
-    a.rstd[n * a.G + s * gpb + t] = stat[t].y;
+  if (it.rank == 0 && t < gpb) {
+    a.mean[it.n * a.G + it.s * gpb + t] = stat[t].x;
+    a.rstd[it.n * a.G + it.s * gpb + t] = stat[t].y;
   }
   const float mu = stat[gl].x, r = stat[gl].y;
   float A[4];
@@ -312,15 +348,62 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
-    if (p < npix) {
+    if (p < it.npix) {
       const float4 e = v[k];
       float4 o;
 #pragma unroll
       for (int i = 0; i < 4; ++i) set(o, i, act((get(e, i) - mu) * A[i] + B[i], a.silu));
-      *reinterpret_cast<float4*>(a.y + off + static_cast<std::int64_t>(p) * a.C) = o;
+      *reinterpret_cast<float4*>(a.y + it.off + static_cast<std::int64_t>(p) * a.C) = o;
     }
   }
+}
+
+template <int ITEMS, bool STAGED>
+__global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn_slab_forward(FwdArgs a) {
+  __shared__ float part[kWarps][kMaxGroups];
+  __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
+  __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
+  const FwdItem it = fwd_item(a, blockIdx.x / a.K, static_cast<int>(blockIdx.x % a.K));
+  Slice<ITEMS, STAGED> v(gn_slab_dynamic);  // [ITEMS pixels][4 channels] of x
+  fetch_slab<ITEMS>(a, it, v);
+  // The register kernels fetch the parameters while the slab loads; the staged ones after
+  // the reductions, to keep their register count down.
+  float gs[4], B[4];
+  if (!STAGED) fetch_parameters(a, it, gs, B);
+  v.wait();
+  normalize_slab<ITEMS>(a, it, v, gs, B, STAGED, true, xch, stat, part);
   if (a.K > 1) cluster_wait();  // keep xch alive until every peer has read it
+}
+
+template <int ITEMS>
+__global__ void __launch_bounds__(kThreads, kStreamBlocks) gn_slab_forward_stream(FwdArgs a, int clusters,
+                                                                                   std::int64_t work) {
+  __shared__ float part[kWarps][kMaxGroups];
+  __shared__ float2 xch[2][kMaxGroups];  // by work-item parity (see the cluster_sync below)
+  __shared__ float2 stat[kMaxGroups];
+  const std::int64_t first = blockIdx.x / a.K;
+  const int rank = static_cast<int>(blockIdx.x % a.K);
+  auto buffer = [](int i) { return SmemSlice<ITEMS>(gn_slab_dynamic + (i & 1) * ITEMS * kThreads); };
+  if (first < work) {
+    SmemSlice<ITEMS> b0 = buffer(0);
+    fetch_slab<ITEMS>(a, fwd_item(a, first, rank), b0);
+  }
+  SmemSlice<ITEMS>::commit();
+  int i = 0;
+  for (std::int64_t w = first; w < work; w += clusters, ++i) {
+    const std::int64_t next = w + clusters;
+    SmemSlice<ITEMS> cur = buffer(i), nxt = buffer(i + 1);
+    if (next < work) fetch_slab<ITEMS>(a, fwd_item(a, next, rank), nxt);
+    SmemSlice<ITEMS>::commit();
+    SmemSlice<ITEMS>::template wait_prior<1>();  // this item's group has landed; the next may fly
+    const FwdItem it = fwd_item(a, w, rank);
+    float gs[4], B[4];
+    fetch_parameters(a, it, gs, B);
+    // Exchange slot by parity: a peer still reading slot i & 1 of item i - 2 would be a race,
+    // but every block passed item i - 1's cluster_sync after its reads of item i - 2.
+    normalize_slab<ITEMS>(a, it, cur, gs, B, false, false, xch[i & 1], stat, part);
+  }
+  if (a.K > 1) cluster_sync();  // keep xch alive until every peer has read the last item's
 }
 
 // ---------------------------------------------------------------------------------------
@@ -464,18 +547,13 @@ bool clusters_available() {
 }
 
 // Launches kernel<<<blocks, kThreads, smem>>>(args) in clusters of K consecutive blocks.
-template <class Args>
-void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, const Args& args,
-            cudaStream_t stream, const char* name) {
-  if (smem > 0) {  // staged: all the SM's shared memory (the default carveout fits one block fewer)
-    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                         cudaSharedmemCarveoutMaxShared));
-    if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
-      DDPM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  }
+template <class... Args>
+void launch(void (*kernel)(Args...), std::int64_t blocks, int K, std::size_t smem, cudaStream_t stream,
+            const char* name, Args... args) {
+  if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
+    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   if (K == 1) {
-    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args...);
   } else {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(blocks));
@@ -489,7 +567,7 @@ void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, 
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args));
+    DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
   }
   DDPM_LAUNCH_CHECK(name);
 }
@@ -509,8 +587,20 @@ Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
   while (blocks_for(items) > max_k && items < most) items *= 2;
   if (blocks_for(items) > max_k) return p;
   p.ok = true;
-  p.staged = g_staging == Staging::automatic ? (backward ? kBwdStaged : kFwdStaged) : g_staging == Staging::shared;
   p.items = items;
+  const bool can_stream = !backward && (items == 4 || items == 8);
+  switch (g_staging) {
+    case Staging::automatic:
+      p.stream = can_stream && kFwdStream;
+      p.staged = !p.stream && (backward ? kBwdStaged : kFwdStaged);
+      break;
+    case Staging::registers: break;
+    case Staging::shared: p.staged = true; break;
+    case Staging::stream:
+      p.stream = can_stream;
+      p.staged = !can_stream;
+      break;
+  }
   p.blocks_k = static_cast<int>(blocks_for(items));
   p.pix = kRows * items;
   return p;
@@ -519,19 +609,49 @@ Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
 void set_staging(Staging s) { g_staging = s; }
 
 std::size_t Plan::smem_bytes(bool backward) const {
-  if (!staged) return 0;
-  const std::size_t slices = static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4);
-  if (max_blocks_per_sm <= 0) return slices;
-  // Pad the request so that at most max_blocks_per_sm blocks fit: the SM's shared memory
-  // less 1 KiB reserved and 3 KiB static (or less) per block.
-  static const int per_sm = [] {
-    int v = 0;
-    DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()));
-    return v;
-  }();
-  const std::size_t padded = static_cast<std::size_t>(per_sm / max_blocks_per_sm) - 4096;
-  return std::max(slices, std::min<std::size_t>(padded, 227 * 1024));
+  if (!staged && !stream) return 0;
+  // One buffer per held tensor (x; x and dy), two for the streaming forward.
+  return static_cast<std::size_t>(backward || stream ? 2 : 1) * items * kThreads * sizeof(float4);
 }
+
+namespace {
+
+// Clusters of K blocks of the streaming forward that are resident at once (its grid).
+template <int ITEMS>
+int stream_clusters(int K, std::size_t smem) {
+  static std::mutex mu;
+  static std::map<std::pair<int, std::size_t>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto found = cache.find({K, smem});
+  if (found != cache.end()) return found->second;
+  auto kernel = gn_slab_forward_stream<ITEMS>;
+  if (smem > 48 * 1024)
+    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  int clusters = 0;
+  if (K == 1) {
+    int per_sm = 0, sms = 0;
+    DDPM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+    DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
+    clusters = per_sm * sms;
+  } else {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(K));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = smem;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = static_cast<unsigned>(K);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    DDPM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+  }
+  DDPM_CHECK(clusters > 0, "group_norm: the streaming slab kernel fits no cluster of " << K << " blocks");
+  return cache[{K, smem}] = clusters;
+}
+
+}  // namespace
 
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
              const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
@@ -541,7 +661,20 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
                   p.blocks_k, p.pix, eps, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(false);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_forward"); };
+  if (p.stream) {
+    const std::int64_t work = N * (C / kSpan);
+    auto go = [&](auto kernel, int resident) {
+      const int clusters = static_cast<int>(std::min<std::int64_t>(work, resident));
+      launch(kernel, static_cast<std::int64_t>(clusters) * p.blocks_k, p.blocks_k, smem, stream,
+             "group_norm_slab_forward_stream", a, clusters, work);
+    };
+    switch (p.items) {
+      case 4: return go(gn_slab_forward_stream<4>, stream_clusters<4>(p.blocks_k, smem));
+      case 8: return go(gn_slab_forward_stream<8>, stream_clusters<8>(p.blocks_k, smem));
+      default: DDPM_THROW(ValueError, "group_norm: no streaming slab forward kernel for " << p.items << " items");
+    }
+  }
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_forward", a); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_forward<1, false>);
     case 3: return go(gn_slab_forward<1, true>);
@@ -566,7 +699,7 @@ void backward(const Plan& p, const float* x, const float* gamma, const float* be
                   static_cast<int>(C / G), p.blocks_k, p.pix, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(true);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_backward"); };
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_backward", a); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_backward<1, false>);
     case 3: return go(gn_slab_backward<1, true>);

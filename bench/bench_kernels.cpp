@@ -319,8 +319,7 @@ void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& re
 }
 
 // Tuning aid (--gn-variants): the slab kernels (kernels/cuda/group_norm_slab.h) with register
-// and shared-memory slices, and the streaming forward, at every pixels-per-thread count their
-// plan could take, K = ceil(HW / (32 items)) blocks per
+// and shared-memory slices at every pixels-per-thread count their plan could take, K = ceil(HW / (32 items)) blocks per
 // cluster (K <= 8), one text line each; the production plan is marked with '*'.
 void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
   for (const json& c : cases) {
@@ -344,14 +343,12 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
                   backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
                   static_cast<long long>(ch), copy_ms,
                   100 * (backward ? 12 : 8) * elems / (copy_ms * 1e6) / peaks.copy_gbps);
-      // Slices in registers (0), in shared memory (1), or the streaming forward (2).
-      for (int variant = 0; variant < 15; ++variant) {
-        const int items = 1 << (variant / 3), kind = variant % 3;
-        if (backward && (items > 8 || kind == 2)) continue;
-        if (kind == 2 && items != 4 && items != 8) continue;
+      for (int variant = 0; variant < 10; ++variant) {
+        const int items = 1 << (variant / 2);
+        const bool staged = variant % 2 == 1;  // slices in shared memory, else in registers
+        if (backward && items > 8) continue;
         cuda::gn_slab::Plan p = chosen;
-        p.staged = kind == 1;
-        p.stream = kind == 2;
+        p.staged = staged;
         p.items = items;
         p.pix = 32 * items;
         p.blocks_k = static_cast<int>((hw + p.pix - 1) / p.pix);
@@ -367,11 +364,11 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
                                     sdz.data<float>(), sdzx.data<float>(), n, hw, ch, g, true, cuda::stream());
         });
         const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
-        const bool is_chosen = items == chosen.items && p.staged == chosen.staged && p.stream == chosen.stream;
+        const bool is_chosen = items == chosen.items && staged == chosen.staged;
         std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)\n",
                     backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
                     static_cast<long long>(ch), static_cast<long long>(g),
-                    kind == 0 ? "registers" : kind == 1 ? "shared" : "stream", items, p.blocks_k,
+                    staged ? "shared" : "registers", items, p.blocks_k,
                     is_chosen ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps);
       }
     }

@@ -19,11 +19,14 @@
 //     combines the blocks' partial statistics through distributed shared memory: each block
 //     reads the K partials in rank order, so every block gets bit-identical totals and the
 //     result does not depend on scheduling (no atomics).
-//   * The slice stays in registers between the reductions and the output: x (and dy) are
-//     read from DRAM once. 32x32 images: forward ITEMS = 4 (16 floats per thread, 64
-//     registers, 4 blocks = 32 warps per SM), K = 8; backward ITEMS = 4 (16 floats each of
-//     x and dy, 79 registers, 3 blocks = 24 warps per SM), K = 8 (ptxas, sm_90). Several
-//     resident blocks let one block's reductions overlap the loads of the others.
+//   * The slice stays on chip between the reductions and the output, so x (and dy) are read
+//     from DRAM once: in registers, or in shared memory filled by cp.async (RegSlice,
+//     SmemSlice below). 32x32 images take ITEMS = 8, K = 4. In registers the forward holds 32
+//     floats per thread (80 registers, 3 blocks = 24 warps per SM) and the backward 64 (128
+//     registers, 2 blocks); in shared memory 32 KiB (forward, 48 registers, 5 blocks) or
+//     64 KiB (backward, 72 registers, 3 blocks) per block (ptxas, sm_90). Several resident
+//     blocks let one block's reductions overlap the loads of the others, which is why the
+//     shared-memory slices win wherever a cluster barrier stalls each block (see plan()).
 //
 // Statistics (forward), exact and without E[x^2] - E[x]^2 cancellation:
 //   block b: mean_b = sum x / n_b, then M2_b = sum (x - mean_b)^2 from the registers;
@@ -38,10 +41,7 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <map>
-#include <mutex>
 #include <type_traits>
-#include <utility>
 
 #include <cooperative_groups.h>
 
@@ -70,9 +70,12 @@ constexpr int kMaxCluster = 8;               // portable cluster size limit
 // 0.057), and 16 (clusters of 2) loses at 32x32 (0.094 ms forward at C=128).
 constexpr int kFwdItems = 8, kFwdMaxItems = 16;
 constexpr int kBwdItems = 8, kBwdMaxItems = 8;
-// Whether the plan keeps the slices in shared memory (SmemSlice) rather than registers, and
-// whether the forward streams (gn_slab_forward_stream, at 4 or 8 items).
-constexpr bool kFwdStaged = false, kBwdStaged = false, kFwdStream = false;
+// Where the plan keeps the slices. Measured on an H100 (bench-kernels --gn-variants, batch
+// 128, 2026-11-23, two runs): shared memory wins every backward shape (32x32 C=256: 0.168 vs
+// 0.192 ms; 16x16 C=256: 0.048 vs 0.051) and every clustered forward (32x32 C=128: 0.064 vs
+// 0.070; C=256: 0.116 vs 0.131); registers win the one-block forward (16x16 C=256: 0.031 vs
+// 0.032, both runs), where no cluster barrier stalls the block.
+bool staged_choice(bool backward, int blocks_k) { return backward || blocks_k > 1; }
 
 Staging g_staging = Staging::automatic;  // set_staging (tests)
 
@@ -167,17 +170,6 @@ struct SmemSlice {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
   }
-  __device__ static void commit() {  // closes a group of copies (for wait_prior)
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-  }
-  template <int N>
-  __device__ static void wait_prior() {  // all but the newest N groups have landed
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-  }
 };
 
 template <int ITEMS, bool STAGED>
@@ -193,9 +185,6 @@ constexpr int min_blocks(int items, bool backward, bool staged) {
   if (staged) return floats <= 32 ? 5 : floats <= 64 ? 3 : 1;
   return floats <= 16 ? 4 : floats <= 32 ? 3 : floats <= 64 ? 2 : 1;
 }
-
-// Blocks per SM of the streaming forward: two buffers of up to 8 items (64 KiB) each fit 3.
-constexpr int kStreamBlocks = 3;
 
 extern __shared__ float4 gn_slab_dynamic[];  // the SmemSlice storage (none for RegSlice)
 
@@ -224,15 +213,11 @@ __device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float
 }
 
 // ---------------------------------------------------------------------------------------
-// Forward: the cluster for work item w = (n, span s) normalizes the span's 32 / Cg groups of
-// sample n; its block `rank` owns pixels [rank * pix, rank * pix + pix). Two kernels share the
-// per-slab steps below:
-//   gn_slab_forward: one work item per cluster, grid N * (C / 32) * K blocks.
-//   gn_slab_forward_stream: a persistent grid of as many clusters as fit at once, each
-//     looping over work items w = cluster, cluster + clusters, ...; two shared-memory
-//     buffers per block, so the next slab's cp.async reads are in flight while this one is
-//     reduced and written (the one-shot kernel's blocks alternate between reading and writing).
-struct FwdItem {
+// Forward: block (n, span s, rank) normalizes pixels [rank * pix, rank * pix + pix) of the
+// span's 32 / Cg groups. Grid: N * (C / 32) * K blocks, clusters of K consecutive blocks.
+// (A persistent variant, double-buffered so that the next slab's reads fly while this one is
+// reduced and written, was measured slower at every benchmark shape: docs/PERFORMANCE.md.)
+struct FwdItem {  // what block `rank` of the cluster for work item (n, span s) owns
   std::int64_t n, c, off;  // sample; first channel of the thread's vector; x/y offset of pixel 0
   int s, rank, npix;       // span; block rank; pixels this block owns (>= 1: K = ceil(HW / pix))
 };
@@ -276,11 +261,9 @@ __device__ __forceinline__ void fetch_parameters(const FwdArgs& a, const FwdItem
 
 // Statistics of the slab in v (landed), merged over the cluster through xch, then y.
 // params_late: fetch gamma, beta, scale, shift after the reductions (fewer live registers).
-// arrive_after_read: the one-shot kernel signals here that it has read its peers' xch (its
-// exit waits for the others); the streaming kernel's next cluster_sync does that instead.
 template <int ITEMS, class S>
 __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& it, S& v, float gs[4], float B[4],
-                                               bool params_late, bool arrive_after_read, float2* xch, float2* stat,
+                                               bool params_late, float2* xch, float2* stat,
                                                float (*part)[kMaxGroups]) {
   const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
   const int vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
@@ -333,7 +316,7 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
       }
       stat[t] = make_float2(mu, 1.f / sqrtf(m2 / ntot + a.eps));
     }
-    if (arrive_after_read) cluster_arrive();  // done reading the peers' xch
+    cluster_arrive();  // done reading the peers' xch; they may exit once all have arrived
   }
   if (params_late) fetch_parameters(a, it, gs, B);
   __syncthreads();
@@ -371,39 +354,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn
   float gs[4], B[4];
   if (!STAGED) fetch_parameters(a, it, gs, B);
   v.wait();
-  normalize_slab<ITEMS>(a, it, v, gs, B, STAGED, true, xch, stat, part);
+  normalize_slab<ITEMS>(a, it, v, gs, B, STAGED, xch, stat, part);
   if (a.K > 1) cluster_wait();  // keep xch alive until every peer has read it
-}
-
-template <int ITEMS>
-__global__ void __launch_bounds__(kThreads, kStreamBlocks) gn_slab_forward_stream(FwdArgs a, int clusters,
-                                                                                   std::int64_t work) {
-  __shared__ float part[kWarps][kMaxGroups];
-  __shared__ float2 xch[2][kMaxGroups];  // by work-item parity (see the cluster_sync below)
-  __shared__ float2 stat[kMaxGroups];
-  const std::int64_t first = blockIdx.x / a.K;
-  const int rank = static_cast<int>(blockIdx.x % a.K);
-  auto buffer = [](int i) { return SmemSlice<ITEMS>(gn_slab_dynamic + (i & 1) * ITEMS * kThreads); };
-  if (first < work) {
-    SmemSlice<ITEMS> b0 = buffer(0);
-    fetch_slab<ITEMS>(a, fwd_item(a, first, rank), b0);
-  }
-  SmemSlice<ITEMS>::commit();
-  int i = 0;
-  for (std::int64_t w = first; w < work; w += clusters, ++i) {
-    const std::int64_t next = w + clusters;
-    SmemSlice<ITEMS> cur = buffer(i), nxt = buffer(i + 1);
-    if (next < work) fetch_slab<ITEMS>(a, fwd_item(a, next, rank), nxt);
-    SmemSlice<ITEMS>::commit();
-    SmemSlice<ITEMS>::template wait_prior<1>();  // this item's group has landed; the next may fly
-    const FwdItem it = fwd_item(a, w, rank);
-    float gs[4], B[4];
-    fetch_parameters(a, it, gs, B);
-    // Exchange slot by parity: a peer still reading slot i & 1 of item i - 2 would be a race,
-    // but every block passed item i - 1's cluster_sync after its reads of item i - 2.
-    normalize_slab<ITEMS>(a, it, cur, gs, B, false, false, xch[i & 1], stat, part);
-  }
-  if (a.K > 1) cluster_sync();  // keep xch alive until every peer has read the last item's
 }
 
 // ---------------------------------------------------------------------------------------
@@ -588,70 +540,17 @@ Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
   if (blocks_for(items) > max_k) return p;
   p.ok = true;
   p.items = items;
-  const bool can_stream = !backward && (items == 4 || items == 8);
-  switch (g_staging) {
-    case Staging::automatic:
-      p.stream = can_stream && kFwdStream;
-      p.staged = !p.stream && (backward ? kBwdStaged : kFwdStaged);
-      break;
-    case Staging::registers: break;
-    case Staging::shared: p.staged = true; break;
-    case Staging::stream:
-      p.stream = can_stream;
-      p.staged = !can_stream;
-      break;
-  }
   p.blocks_k = static_cast<int>(blocks_for(items));
   p.pix = kRows * items;
+  p.staged = g_staging == Staging::automatic ? staged_choice(backward, p.blocks_k) : g_staging == Staging::shared;
   return p;
 }
 
 void set_staging(Staging s) { g_staging = s; }
 
 std::size_t Plan::smem_bytes(bool backward) const {
-  if (!staged && !stream) return 0;
-  // One buffer per held tensor (x; x and dy), two for the streaming forward.
-  return static_cast<std::size_t>(backward || stream ? 2 : 1) * items * kThreads * sizeof(float4);
+  return staged ? static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4) : 0;
 }
-
-namespace {
-
-// Clusters of K blocks of the streaming forward that are resident at once (its grid).
-template <int ITEMS>
-int stream_clusters(int K, std::size_t smem) {
-  static std::mutex mu;
-  static std::map<std::pair<int, std::size_t>, int> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto found = cache.find({K, smem});
-  if (found != cache.end()) return found->second;
-  auto kernel = gn_slab_forward_stream<ITEMS>;
-  if (smem > 48 * 1024)
-    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-  int clusters = 0;
-  if (K == 1) {
-    int per_sm = 0, sms = 0;
-    DDPM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
-    DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
-    clusters = per_sm * sms;
-  } else {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(K));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(K);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    DDPM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
-  }
-  DDPM_CHECK(clusters > 0, "group_norm: the streaming slab kernel fits no cluster of " << K << " blocks");
-  return cache[{K, smem}] = clusters;
-}
-
-}  // namespace
 
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
              const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
@@ -661,19 +560,6 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
                   p.blocks_k, p.pix, eps, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(false);
-  if (p.stream) {
-    const std::int64_t work = N * (C / kSpan);
-    auto go = [&](auto kernel, int resident) {
-      const int clusters = static_cast<int>(std::min<std::int64_t>(work, resident));
-      launch(kernel, static_cast<std::int64_t>(clusters) * p.blocks_k, p.blocks_k, smem, stream,
-             "group_norm_slab_forward_stream", a, clusters, work);
-    };
-    switch (p.items) {
-      case 4: return go(gn_slab_forward_stream<4>, stream_clusters<4>(p.blocks_k, smem));
-      case 8: return go(gn_slab_forward_stream<8>, stream_clusters<8>(p.blocks_k, smem));
-      default: DDPM_THROW(ValueError, "group_norm: no streaming slab forward kernel for " << p.items << " items");
-    }
-  }
   auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_forward", a); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_forward<1, false>);

@@ -25,17 +25,13 @@ struct Plan {
   int items = 1;        // float4 pixels per thread (per held tensor)
   int blocks_k = 1;     // cluster size K: blocks sharing one (n, 32-channel span)
   int pix = 0;          // pixels per block = 32 * items
-  bool stream = false;  // forward only: the persistent double-buffered kernel (items 4 or 8)
-  // Dynamic shared memory per block: the staged slices (x; x and dy for the backward;
-  // two buffers of x for the streaming forward).
+  // Dynamic shared memory per block: the staged slices (x; x and dy for the backward).
   std::size_t smem_bytes(bool backward) const;
 };
 
-// Which kernels plan() picks: the measured choice (automatic), or forced, for tests that
-// cover every kernel whatever the plan prefers: register slices, shared-memory slices, or
-// the streaming forward where it applies (4 or 8 items; else, and for the backward, shared).
-// Not thread-safe; a test hook.
-enum class Staging { automatic, registers, shared, stream };
+// Where plan() keeps the slices: the measured choice (automatic), or forced, for tests that
+// cover both kernels whatever the plan prefers. Not thread-safe; a test hook.
+enum class Staging { automatic, registers, shared };
 void set_staging(Staging s);
 
 // The slab plan for a shape; ok is false when the shape is not eligible (alignment apart).

@@ -71,10 +71,10 @@ constexpr int kMaxCluster = 8;               // portable cluster size limit
 constexpr int kFwdItems = 8, kFwdMaxItems = 16;
 constexpr int kBwdItems = 8, kBwdMaxItems = 8;
 // Where the plan keeps the slices. Measured on an H100 (bench-kernels --gn-variants, batch
-// 128, 2026-11-23, two runs): shared memory wins every backward shape (32x32 C=256: 0.168 vs
-// 0.192 ms; 16x16 C=256: 0.048 vs 0.051) and every clustered forward (32x32 C=128: 0.064 vs
-// 0.070; C=256: 0.116 vs 0.131); registers win the one-block forward (16x16 C=256: 0.031 vs
-// 0.032, both runs), where no cluster barrier stalls the block.
+// 128, 2026-11-23, three runs; docs/PERFORMANCE.md): shared memory wins the backward (32x32
+// C=256: 0.166 vs 0.192 ms; 16x16 C=256: 0.046 vs 0.050; 8x8 C=512 a tie) and the clustered
+// forward (32x32 C=128: 0.063 vs 0.069; C=256: 0.114 vs 0.129); the one-block forward (16x16
+// C=256, no cluster barrier to hide) is a tie (0.0306 vs 0.0305 ms), and keeps registers.
 bool staged_choice(bool backward, int blocks_k) { return backward || blocks_k > 1; }
 
 Staging g_staging = Staging::automatic;  // set_staging (tests)

@@ -177,14 +177,12 @@ using Slice = typename std::conditional<STAGED, SmemSlice<ITEMS>, RegSlice<ITEMS
 
 // Blocks per SM each kernel is compiled for (__launch_bounds__'s minimum, which caps the
 // registers at 65536 / (256 * blocks)). Register slices: what the held floats allow (16 of x
-// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: where they take at
-// most 32 KiB, 6 forward blocks (40 registers: 6 x 33 KiB of the SM's 228 KiB) or 5
-// backward blocks (48 registers), else what the shared memory allows. The forward fits 40
-// registers because its pixel offsets are 32-bit (p * C < 2^30); with 64-bit offsets it
-// spilled 56 bytes per thread there and ran 15% slower (H100, 2026-11-23).
+// per thread fit 4 blocks, 32 fit 3, 64 fit 2). Shared-memory slices: 5 blocks (48
+// registers) where the slices take at most 32 KiB, else what the shared memory allows.
+// (Measured on an H100, 2026-11-23: 6 blocks at 40 registers spill and run 15% slower.)
 constexpr int min_blocks(int items, bool backward, bool staged) {
   const int floats = (backward ? 2 : 1) * 4 * items;  // slice floats per thread
-  if (staged) return floats <= 32 ? (backward ? 5 : 6) : floats <= 64 ? 3 : 1;
+  if (staged) return floats <= 32 ? 5 : floats <= 64 ? 3 : 1;
   return floats <= 16 ? 4 : floats <= 32 ? 3 : floats <= 64 ? 2 : 1;
 }
 
@@ -244,7 +242,7 @@ __device__ __forceinline__ void fetch_slab(const FwdArgs& a, const FwdItem& it, 
   for (int k = 0; k < ITEMS; ++k) {
     const int p = row + k * kRows;
     if (p < it.npix)
-      v.fetch(k, a.x + it.off + p * static_cast<int>(a.C));
+      v.fetch(k, a.x + it.off + static_cast<std::int64_t>(p) * a.C);
     else
       v[k] = make_float4(0.f, 0.f, 0.f, 0.f);
   }
@@ -338,7 +336,7 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
       float4 o;
 #pragma unroll
       for (int i = 0; i < 4; ++i) set(o, i, act((get(e, i) - mu) * A[i] + B[i], a.silu));
-      *reinterpret_cast<float4*>(a.y + it.off + p * static_cast<int>(a.C)) = o;
+      *reinterpret_cast<float4*>(a.y + it.off + static_cast<std::int64_t>(p) * a.C) = o;
     }
   }
 }
@@ -530,7 +528,7 @@ void launch(void (*kernel)(Args...), std::int64_t blocks, int K, std::size_t sme
 
 Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
   Plan p;
-  if (HW <= 0 || C % kSpan != 0 || C % G != 0 || C >= (1 << 21)) return p;  // 32-bit p * C
+  if (HW <= 0 || C % kSpan != 0 || C % G != 0) return p;
   const std::int64_t cg = C / G;
   if (cg < 4 || kSpan % cg != 0) return p;  // Cg in {4, 8, 16, 32}
   const int pref = backward ? kBwdItems : kFwdItems, most = backward ? kBwdMaxItems : kFwdMaxItems;
@@ -562,12 +560,7 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
                   p.blocks_k, p.pix, eps, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(false);
-  auto go = [&](auto kernel) {
-    if (p.staged)  // 6 blocks of 33 KiB need all of the SM's shared memory as the carveout
-      DDPM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
-    launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_forward", a);
-  };
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_forward", a); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_forward<1, false>);
     case 3: return go(gn_slab_forward<1, true>);

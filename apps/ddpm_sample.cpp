@@ -3,6 +3,7 @@
 // ones (apps/common/cli.h); the work is run_sample. Output folder layout: sample_run.h.
 //
 //   ddpm-sample --checkpoint runs/cifar --num-samples 64 --sampler ddim --sampling-steps 50 --out samples/
+//   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 18 --sigma-max 80 --out heun/
 #include <iostream>
 
 #include "apps/common/cli.h"

@@ -13,7 +13,9 @@
 // fashion-mnist or cifar10: kept, listed under "Deprecated" in --help.
 //
 // Usage errors are CLI::ParseError from app.parse (exit 2 under apps/common/cli.h run):
-// an unknown or missing subcommand, a missing required flag, a number that is not one or
+// an unknown subcommand (the message names the word, lists the subcommands and suggests
+// one within two edits: `ddpm-eval fdi` -> "did you mean fid?"), a missing subcommand, a
+// stray word after the subcommand, a missing required flag, a number that is not one or
 // is out of range, a --split other than train/test, and a --data (with --data-dir) that
 // parse_eval_data refuses (a CLI::ValidationError carrying its sentence).
 #pragma once
@@ -59,6 +61,7 @@ void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
 
 // Adds the four subcommands to app (exactly one is required) and lets the app's own flags
 // (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
+// A word that names no subcommand is a CLI::ExtrasError naming it and the subcommands.
 void add_eval_subcommands(CLI::App& app, EvalCommand& c);
 
 // Runs the parsed mode on `device` with `seed` (class-accuracy draws nothing at random),

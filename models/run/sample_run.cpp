@@ -60,6 +60,60 @@ std::string index_name(std::int64_t i) {
   return buf;
 }
 
+// --sigma-max, --sigma-min and --rho on their own (the model's range is checked in
+// make_sampler_config): Heun only, finite, 0 or positive (rho positive), ordered when both given.
+void check_heun_level_flags(const SampleOptions& o) {
+  const SampleOptions defaults;
+  const struct {
+    const char* flag;
+    double value, unset;
+  } levels[] = {{"--sigma-max", o.sigma_max, defaults.sigma_max},
+                {"--sigma-min", o.sigma_min, defaults.sigma_min},
+                {"--rho", o.rho, defaults.rho}};
+  for (const auto& l : levels)
+    DDPM_CHECK(l.value == l.unset || o.sampler == "heun",
+               l.flag << " applies to --sampler heun only (it sets the Karras noise levels); got --sampler "
+                      << o.sampler);
+  for (const auto& l : levels)
+    DDPM_CHECK(std::isfinite(l.value), l.flag << " must be a finite number, got " << l.value);
+  DDPM_CHECK(o.sigma_max >= 0, "--sigma-max must be positive (or 0 for the schedule's largest sigma), got "
+                                   << o.sigma_max);
+  DDPM_CHECK(o.sigma_min >= 0, "--sigma-min must be positive (or 0 for the schedule's smallest sigma), got "
+                                   << o.sigma_min);
+  DDPM_CHECK(o.rho > 0, "--rho must be positive, got " << o.rho);
+  DDPM_CHECK(o.sigma_min == 0 || o.sigma_max == 0 || o.sigma_min < o.sigma_max,
+             "--sigma-min " << o.sigma_min << " must be below --sigma-max " << o.sigma_max);
+}
+
+// Heun's (sigma_min, sigma_max) for this model, or a ValueError naming the flag at fault.
+// karras.h resolve_sigma_range is the rule (0 = the schedule's end; a level outside the
+// training range [sigma_0, sigma_{T-1}] is refused, with a relative slack of 1e-9 for
+// printed values); when it refuses, the flags are compared with the range to say which one
+// left it (an offender is then strictly outside), else the two ends are out of order.
+void check_heun_levels(const SampleOptions& o, const ModelSource& model, const diffusion::SamplerConfig& sc) {
+  const diffusion::DiffusionSchedule schedule(
+      diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
+  try {
+    diffusion::resolve_sigma_range(schedule, sc);
+  } catch (const ValueError&) {
+    const std::vector<double> train = diffusion::vp_sigmas(schedule);
+    const double lo = train.front(), hi = train.back();
+    std::ostringstream range;
+    range << "the model's training range [" << lo << ", " << hi << "] (sigma_t = sqrt((1 - alpha_bar_t) / "
+          << "alpha_bar_t) of its " << model.diffusion.diffusion_steps << "-step "
+          << diffusion::noise_schedule_name(model.diffusion.noise_schedule)
+          << " schedule): the network never saw that noise level";
+    DDPM_CHECK(o.sigma_max == 0 || (o.sigma_max >= lo && o.sigma_max <= hi),
+               "--sigma-max " << o.sigma_max << " lies outside " << range.str());
+    DDPM_CHECK(o.sigma_min == 0 || (o.sigma_min >= lo && o.sigma_min <= hi),
+               "--sigma-min " << o.sigma_min << " lies outside " << range.str());
+    const double smin = o.sigma_min > 0 ? o.sigma_min : lo, smax = o.sigma_max > 0 ? o.sigma_max : hi;
+    DDPM_THROW(ValueError, "--sigma-min " << smin << (o.sigma_min > 0 ? "" : " (the schedule's smallest sigma)")
+                                          << " must be below --sigma-max " << smax
+                                          << (o.sigma_max > 0 ? "" : " (the schedule's largest sigma)"));
+  }
+}
+
 }  // namespace
 
 void add_sample_flags(CLI::App& app, SampleOptions& o) {
@@ -80,6 +134,18 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "T; heun: N noise levels, 0 = 18)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
+  app.add_option("--sigma-max", o.sigma_max,
+                 "heun: the largest noise level, where sampling starts; 0 = the schedule's largest training sigma "
+                 "(T = 1000: about 157 linear, 2e4 cosine; EDM uses 80); must lie in the model's training range")
+      ->capture_default_str();
+  app.add_option("--sigma-min", o.sigma_min,
+                 "heun: the smallest nonzero noise level, the last before sigma = 0; 0 = the schedule's smallest "
+                 "training sigma (T = 1000: about 0.01 linear, 0.0064 cosine); must lie in the model's training range")
+      ->capture_default_str();
+  app.add_option("--rho", o.rho,
+                 "heun: spacing exponent of the noise levels (EDM eq. 5): 1 spaces them evenly in sigma, larger "
+                 "values crowd them near sigma-min")
+      ->capture_default_str();
   app.add_option("--clip-x0", o.clip_x0,
                  "clamp each step's x_0 estimate to [-1, 1]: true | false (EDM's Heun does not clamp; a well-trained "
                  "model does not need it, an undertrained one does) | auto (the library's default: false for heun)")
@@ -123,6 +189,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
              "--guidance-scale must be >= 0, got " << o.guidance_scale);
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
+  check_heun_level_flags(o);
   const bool inpainting = !o.inpaint_image.empty() || !o.inpaint_mask.empty();
   DDPM_CHECK(!o.inpaint_mask.empty() || !inpainting,
              "--inpaint " << o.inpaint_image << " needs --mask: a PNG, white = keep");
@@ -144,6 +211,10 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   const std::int64_t T = model.diffusion.diffusion_steps;
   if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
+    sc.sigma_min = o.sigma_min;
+    sc.sigma_max = o.sigma_max;
+    sc.rho = o.rho;
+    check_heun_levels(o, model, sc);
   } else if (o.sampling_steps > 0 && o.sampling_steps != T)
     sc.respacing = (sc.kind == diffusion::SamplerConfig::Kind::ddim ? "ddim" : "") + std::to_string(o.sampling_steps);
   else if (o.sampling_steps > 0 && sc.kind == diffusion::SamplerConfig::Kind::ddim)
@@ -380,7 +451,13 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
     }
     if (heun) {
       const auto range = diffusion::resolve_sigma_range(base, sc);
-      info["heun"] = {{"sigma_min", range.first}, {"sigma_max", range.second}, {"rho", sc.rho},
+      const std::vector<double> train = diffusion::vp_sigmas(base);
+      info["heun"] = {{"sigma_min", range.first},  // the levels used: the flags, or the schedule's ends
+                      {"sigma_max", range.second},
+                      {"sigma_min_from", o.sigma_min > 0 ? "--sigma-min" : "schedule"},
+                      {"sigma_max_from", o.sigma_max > 0 ? "--sigma-max" : "schedule"},
+                      {"rho", sc.rho},
+                      {"training_sigma_range", {train.front(), train.back()}},
                       {"network_evaluations_per_sample", 2 * sc.heun_steps - 1}};
     }
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");

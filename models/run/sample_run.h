@@ -12,7 +12,10 @@
 //                             at (up to) 10 evenly spaced steps, left = noisiest, right = final
 //   OUT/sample_info.json      what produced the samples: checkpoint, EMA, sampler, steps,
 //                             variance, eta, guidance, seed (a sample set means nothing
-//                             without them); with --inpaint also "inpaint": the image and
+//                             without them); with heun also "heun": the sigma_min and
+//                             sigma_max used (flags or the schedule's ends), rho, the
+//                             model's training sigma range and the network evaluations;
+//                             with --inpaint also "inpaint": the image and
 //                             mask paths, known/total pixels, jump length, jump_n_sample and
 //                             the network calls per batch
 //   OUT/inpaint_input.png     with --inpaint: three tiles, the given image, the mask (white =
@@ -39,10 +42,20 @@
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
+// Heun's noise levels (karras.h, EDM eq. 5): --sigma-max, --sigma-min and --rho apply to
+// --sampler heun only. 0 (the default) for either end means the schedule's own end: its
+// largest / smallest training sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), about 157 and
+// 0.01 for the linear schedule at T = 1000, but about 2e4 for the cosine one (EDM samples
+// such models from sigma_max = 80). A value outside the model's training range is refused,
+// naming the flag and the range (karras.h: the network never saw such a level), not
+// clamped: a clamp would silently sample a different range than the one asked for.
+//
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in
-// [0, num_classes); --out must not be an existing non-empty folder unless --overwrite.
+// [0, num_classes); --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
+// schedule's end; rho > 0), --sigma-min below --sigma-max, both inside the training range;
+// --out must not be an existing non-empty folder unless --overwrite.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +98,10 @@ struct SampleOptions {
   std::string inpaint_mask;        // --mask: PNG, white (>= 128) = known
   int jump_length = 10;            // RePaint resampling: states gone back up per jump
   int jump_n_sample = 10;          // RePaint resampling: passes per stretch (1 = none)
+  // Heun's noise levels (SamplerConfig::sigma_min / sigma_max / rho): 0 = the schedule's end.
+  double sigma_min = 0.0;
+  double sigma_max = 0.0;
+  double rho = 7.0;                // EDM eq. 5 spacing exponent
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
@@ -95,7 +112,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o);
 void check_sample_options(const SampleOptions& o);
 
 // The sampler configuration for these options and this model: respacing from
-// --sampling-steps (checked against the model's T), variance, guidance and labels checks.
+// --sampling-steps (checked against the model's T), variance, guidance and labels checks,
+// and for Heun the noise levels (checked against the model's training sigma range).
 diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model);
 
 // Samples in [-1, 1] (any device, f32 or f64, [N, H, W, C]) -> uint8 pixels, same layout:

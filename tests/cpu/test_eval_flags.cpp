@@ -241,6 +241,52 @@ TEST(EvalFlags, UnknownSubcommandAndMissingRequiredFlagsFail) {
   EXPECT_THROW(unparsed.mode(), ValueError);
 }
 
+// The ParseError message of a command line that must fail ("parsed" when it does not).
+std::string parse_error(const std::vector<std::string>& args) {
+  EvalCli e;
+  try {
+    e.parse(args);
+  } catch (const CLI::ParseError& err) {
+    return err.what();
+  }
+  return "parsed";
+}
+
+TEST(EvalFlags, AnUnknownSubcommandIsNamedWithTheValidOnes) {
+  // Not CLI11's "A subcommand is required", which does not say what it got.
+  const std::string typo = parse_error({"fdi", "--classifier", "c", "--samples", "s"});
+  EXPECT_EQ(typo, "unknown subcommand 'fdi' (did you mean fid?); the subcommands are train-classifier, fid, bpd, "
+                  "class-accuracy");
+  // Far from every name: no suggestion; after the common flags: the same message.
+  EXPECT_EQ(parse_error({"--seed", "3", "evaluate"}),
+            "unknown subcommand 'evaluate'; the subcommands are train-classifier, fid, bpd, class-accuracy");
+  EXPECT_NE(parse_error({"bdp", "--checkpoint", "r"}).find("did you mean bpd?"), std::string::npos);
+  // A stray word after a valid subcommand, or a second subcommand, names the word too.
+  EXPECT_EQ(parse_error({"fid", "--classifier", "c", "--samples", "s", "extra"}),
+            "unexpected argument 'extra' for ddpm-eval fid, which takes flags only (one subcommand per run)");
+  EXPECT_NE(parse_error({"fid", "bpd"}).find("unexpected argument 'bpd' for ddpm-eval fid"), std::string::npos);
+  // Nothing at all is still CLI11's requirement; the valid forms still parse.
+  EXPECT_NE(parse_error({}).find("subcommand is required"), std::string::npos);
+  EXPECT_EQ(parse_error({"bpd", "--checkpoint", "r"}), "parsed");
+  // The hidden catch-all is not shown in --help, not even as an empty "[]" in the usage line.
+  EvalCli e;
+  const std::string help = e.app.help();
+  EXPECT_EQ(help.find("unknown-word"), std::string::npos) << help;
+  EXPECT_NE(help.find("Usage: ddpm-eval [OPTIONS] SUBCOMMAND\n"), std::string::npos) << help;
+
+  // Through cli::run as apps/ddpm_eval.cpp: exit status 2 and the one line on stderr.
+  EvalCli run;
+  std::vector<std::string> args{"ddpm-eval", "fdi", "--classifier", "c"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStderr();
+  const int rc = cli::run(run.app, static_cast<int>(argv.size()), argv.data(), [] { return 0; });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(rc, 2);
+  EXPECT_EQ(err.rfind("ddpm-eval: error: unknown subcommand 'fdi' (did you mean fid?); the subcommands are ", 0), 0u)
+      << err;
+}
+
 TEST(EvalFlags, ExitStatusTwoForUsageErrorsAndHelpNamesTheForms) {
   auto status = [](std::vector<std::string> args) {
     EvalCli e;

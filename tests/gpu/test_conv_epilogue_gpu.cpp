@@ -116,7 +116,8 @@ TEST(Conv2dEpilogueGpu, SampleBiasGradientMatchesCpu) {
         gb_ref(static_cast<std::size_t>(s.c));
     cpu::conv2d_backward_sample_bias<double>(gyd.data(), gsb_ref.data(), gb_ref.data(), s.n, s.pixels, s.c);
     for (bool with_bias : {false, true}) {
-      DeviceBuffer g(gy, 0), gsb(std::vector<float>(gsb_ref.size(), NAN), 0), gb(std::vector<float>(gb_ref.size(), NAN), 0);
+      DeviceBuffer g(gy, 0), gsb(std::vector<float>(gsb_ref.size(), NAN), 0),
+          gb(std::vector<float>(gb_ref.size(), NAN), 0);
       cuda::conv2d_backward_sample_bias(g.ptr(), gsb.ptr(), with_bias ? gb.ptr() : nullptr, s.n, s.pixels, s.c,
                                         cuda::stream());
       cuda::synchronize();

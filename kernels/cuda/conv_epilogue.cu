@@ -9,12 +9,13 @@
 // math); otherwise the scalar kernel does the same per float. Offsets are 32-bit: a sample
 // has at most 2^31 - 1 values (checked on the host), and the grid stride is below 2^28.
 //
-// Reduction gsb[n, c] = sum_p gy[n, p, c]. A block of 32 x 8 threads owns 32 channels of one
-// sample: thread (tx, ty) sums the pixels p = ty, ty + 8, ... of channel c0 + tx, so each
+// Reduction gsb[n, c] = sum_p gy[n, p, c]. A block of 32 x 16 threads owns 32 channels of one
+// sample: thread (tx, ty) sums the pixels p = ty, ty + 16, ... of channel c0 + tx, so each
 // warp (one ty) reads 32 consecutive floats = one 128-byte line per pixel (coalesced over c).
-// The 8 partial sums meet in shared memory and row 0 adds them in a fixed order: no atomics,
-// the same bits on every run. For the UNet's 32x32 C=128 batch 128 that is 4 x 128 blocks
-// of 256 threads each summing 128 values, enough to fill an H100 (132 SMs). The bias
+// The 16 partial sums meet in shared memory and row 0 adds them in a fixed order: no atomics,
+// the same bits on every run. For the UNet's 32x32 C=128 batch 128 that is 4 x 128 = 512
+// blocks of 512 threads, each thread summing 64 values: one full wave on an H100 (132 SMs x
+// 4 such blocks), so every SM has 64 warps streaming 128-byte lines. The bias
 // gradient sum_n gsb[n, c] is a second, tiny kernel over the [n, c] array (n*c floats).
 #include "kernels/cuda/conv_epilogue.h"
 
@@ -60,9 +61,9 @@ __global__ void conv2d_epilogue_kernel(V* __restrict__ y, const V* __restrict__ 
 }
 
 constexpr int kRedX = 32;  // channels per block (one warp wide)
-constexpr int kRedY = 8;   // pixel rows per block
+constexpr int kRedY = 16;  // pixel rows per block
 
-// gsb [n, c] = sum_p gy [n, pixels, c]; grid (ceil(c / 32), min(n, 65535)), block (32, 8).
+// gsb [n, c] = sum_p gy [n, pixels, c]; grid (ceil(c / 32), min(n, 65535)), block (32, 16).
 __global__ void sample_bias_grad_kernel(const float* __restrict__ gy, float* __restrict__ gsb, unsigned n,
                                         unsigned pixels, unsigned c) {
   __shared__ float part[kRedY][kRedX];

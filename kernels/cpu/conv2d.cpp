@@ -69,7 +69,8 @@ void col2im(const T* cols, T* x, const Conv2dGeometry& g) {
 }
 
 template <class T>
-void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g) {
+void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g, const T* sample_bias,
+                    const T* residual) {
   const std::int64_t k = g.patch_size(), p = g.out_pixels();
   std::vector<T> cols(g.is_pointwise() ? 0 : static_cast<std::size_t>(p * k));
   for (std::int64_t n = 0; n < g.n; ++n) {
@@ -85,6 +86,8 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeo
     // y_n [p, cout] = cols [p, k] W^T [k, cout] (+ the bias rows already in y_n)
     gemm(false, true, p, g.cout, k, T(1), a, k, w, k, bias ? T(1) : T(0), yn, g.cout);
   }
+  // The bias went in with the GEMM (as before the epilogue existed); the rest is added after.
+  if (sample_bias || residual) conv2d_epilogue<T>(y, nullptr, sample_bias, residual, g.n, p, g.cout);
 }
 
 template <class T>
@@ -126,13 +129,45 @@ void conv2d_backward_bias(const T* gy, T* gb, const Conv2dGeometry& g) {
     for (std::int64_t co = 0; co < g.cout; ++co) gb[co] += gy[r * g.cout + co];
 }
 
+template <class T>
+void conv2d_epilogue(T* y, const T* bias, const T* sample_bias, const T* residual, std::int64_t n,
+                     std::int64_t pixels, std::int64_t c) {
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t p = 0; p < pixels; ++p) {
+      const std::int64_t row = (s * pixels + p) * c;
+      for (std::int64_t ch = 0; ch < c; ++ch) {
+        T v = y[row + ch];
+        if (bias) v += bias[ch];
+        if (sample_bias) v += sample_bias[s * c + ch];
+        if (residual) v += residual[row + ch];
+        y[row + ch] = v;
+      }
+    }
+}
+
+template <class T>
+void conv2d_backward_sample_bias(const T* gy, T* gsb, T* gb, std::int64_t n, std::int64_t pixels, std::int64_t c) {
+  for (std::int64_t s = 0; s < n; ++s) {
+    T* out = gsb + s * c;
+    std::fill(out, out + c, T(0));
+    for (std::int64_t p = 0; p < pixels; ++p)
+      for (std::int64_t ch = 0; ch < c; ++ch) out[ch] += gy[(s * pixels + p) * c + ch];
+  }
+  if (!gb) return;
+  std::fill(gb, gb + c, T(0));
+  for (std::int64_t s = 0; s < n; ++s)
+    for (std::int64_t ch = 0; ch < c; ++ch) gb[ch] += gsb[s * c + ch];
+}
+
 #define DDPM_INSTANTIATE_CONV2D(T)                                                              \
   template void im2col<T>(const T*, T*, const Conv2dGeometry&);                                 \
   template void col2im<T>(const T*, T*, const Conv2dGeometry&);                                 \
-  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const Conv2dGeometry&);      \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const Conv2dGeometry&, const T*, const T*); \
   template void conv2d_backward_data<T>(const T*, const T*, T*, const Conv2dGeometry&);         \
   template void conv2d_backward_filter<T>(const T*, const T*, T*, const Conv2dGeometry&);       \
-  template void conv2d_backward_bias<T>(const T*, T*, const Conv2dGeometry&);
+  template void conv2d_backward_bias<T>(const T*, T*, const Conv2dGeometry&);                   \
+  template void conv2d_epilogue<T>(T*, const T*, const T*, const T*, std::int64_t, std::int64_t, std::int64_t); \
+  template void conv2d_backward_sample_bias<T>(const T*, T*, T*, std::int64_t, std::int64_t, std::int64_t);
 DDPM_INSTANTIATE_CONV2D(float)
 DDPM_INSTANTIATE_CONV2D(double)
 #undef DDPM_INSTANTIATE_CONV2D

@@ -1,6 +1,7 @@
 // kernels/cuda/conv2d.cpp: cuDNN convolution plans (legacy API; the cuDNN C++ frontend is
-// not used) and the four calls of conv2d.h. Compiled by the host compiler: no kernels of
-// our own, cuDNN does all device work.
+// not used) and the four calls of conv2d.h. Compiled by the host compiler: cuDNN does the
+// convolutions, and the forward's bias/sample-bias/residual epilogue is our own kernel
+// (kernels/cuda/conv_epilogue.cu).
 //
 // A plan holds, for one geometry and one combination of settings (engine/math_mode.h):
 //   x  [n, h, w, cin]  y/gy [n, ho, wo, cout]  bias [1, cout, 1, 1]   tensor descriptors, NHWC
@@ -53,6 +54,7 @@
 #include "engine/math_mode.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/conv_epilogue.h"
 
 namespace ddpm::cuda {
 
@@ -416,7 +418,7 @@ Conv2dAlgoInfo info_of(const Choice<Algo>& c, const char* (*name)(int)) {
 }  // namespace
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g,
-                    cudaStream_t stream) {
+                    cudaStream_t stream, const float* sample_bias, const float* residual) {
   std::unique_lock<std::mutex> lock(plans_mutex());
   Plan& p = plan_for(g, stream);
   if (!p.fwd.chosen) choose_forward(p, g, x, w, y);
@@ -427,9 +429,10 @@ void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
     DDPM_CUDNN_CHECK(cudnnConvolutionForward(cudnn(), &one, p.x.get(), x, p.w.get(), w, p.fwd.conv.get(), p.fwd.algo,
                                              ws.get(), ws.bytes(), &zero, p.y.get(), y));
   }
-  // y += bias, broadcast from [1, cout, 1, 1] over n, ho, wo.
-  if (bias) DDPM_CUDNN_CHECK(cudnnAddTensor(cudnn(), &one, p.bias.get(), bias, &one, p.y.get(), y));
   DDPM_LAUNCH_CHECK("conv2d_forward");
+  // y = ((y + bias) + sample_bias) + residual in one read-modify-write of y (it replaced
+  // cudnnAddTensor, which moved as many bytes for the bias alone); a no-op when all are null.
+  conv2d_epilogue(y, bias, sample_bias, residual, g.n, g.out_pixels(), g.cout, stream);
 }
 
 void conv2d_backward_data(const float* gy, const float* w, float* gx, const Conv2dGeometry& g, cudaStream_t stream) {

@@ -10,7 +10,8 @@
 // the stream-ordered pool (cuda::pool_alloc), which allocates on cuda::stream(), so
 // `stream` must be cuda::stream(). kernels/cuda/conv2d.cpp states the selection rule.
 // Math: exact fp32 (CUDNN_FMA_MATH) unless ddpm::allow_tf32(), then TF32 is permitted.
-// Outputs are overwritten (not accumulated).
+// Outputs are overwritten (not accumulated). The per-sample bias gradient of the fused
+// epilogue is in kernels/cuda/conv_epilogue.h.
 #pragma once
 
 #include <cstddef>
@@ -22,9 +23,11 @@
 
 namespace ddpm::cuda {
 
-// y [n, ho, wo, cout] = conv(x, w) + bias; bias [cout] may be nullptr.
+// y [n, ho, wo, cout] = conv(x, w) + bias [+ sample_bias] [+ residual]: cuDNN's convolution,
+// then one pass of the fused epilogue (kernels/cuda/conv_epilogue.h) for whatever of bias
+// [cout], sample_bias [n, cout] and residual [n, ho, wo, cout] is not nullptr.
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y, const Conv2dGeometry& g,
-                    cudaStream_t stream);
+                    cudaStream_t stream, const float* sample_bias = nullptr, const float* residual = nullptr);
 // gx [n, h, w, cin] = dL/dx from gy [n, ho, wo, cout].
 void conv2d_backward_data(const float* gy, const float* w, float* gx, const Conv2dGeometry& g, cudaStream_t stream);
 // gw [cout, kh, kw, cin] = dL/dW, summed over the batch.

@@ -24,6 +24,10 @@ Conv2d::Conv2d(std::int64_t in, std::int64_t out, int kernel, int stride_, int p
 
 Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, stride, padding); }
 
+Tensor Conv2d::forward(const Tensor& x, const Tensor& sample_bias, const Tensor& residual) const {
+  return conv2d(x, weight, bias, stride, padding, sample_bias, residual);
+}
+
 void Conv2d::zero_() {
   weight.zero_();
   bias.zero_();

@@ -21,6 +21,9 @@ class Conv2d : public Module {
  public:
   Conv2d(std::int64_t in, std::int64_t out, int kernel, int stride, int padding, Generator& gen, Device device);
   Tensor forward(const Tensor& x) const;  // [N, H, W, in] -> [N, Ho, Wo, out]
+  // The same plus the fused epilogue addends of engine/ops/conv.h: sample_bias [N, out]
+  // broadcast over pixels and residual [N, Ho, Wo, out]; either may be undefined.
+  Tensor forward(const Tensor& x, const Tensor& sample_bias, const Tensor& residual) const;
   // Sets weight and bias to zero: the improved-DDPM init for layers that end a residual
   // branch, so every block starts as the identity.
   void zero_();

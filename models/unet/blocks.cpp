@@ -47,23 +47,25 @@ Tensor ResnetBlock::forward(const Tensor& x, const Tensor& emb, const nn::Contex
     h = avg_pool2x(h);
     skip = avg_pool2x(x);
   }
-  h = conv1_->forward(h);  // [N, H', W', Cout]
-  std::int64_t n = x.dim(0);
   Tensor e = emb_proj_->forward(silu(emb));  // [N, Cout] or [N, 2 Cout]
   if (opt_.scale_shift) {
+    h = conv1_->forward(h);                   // [N, H', W', Cout]
     Tensor ada_scale = slice(e, 1, 0, out_);  // [N, Cout]
     Tensor ada_shift = slice(e, 1, out_, out_);
     h = norm2_->forward(h, /*silu=*/true, ada_scale, ada_shift);
   } else {
-    h = norm2_->forward(add(h, e.reshape({n, 1, 1, out_})), /*silu=*/true);
+    // conv1(h) + e broadcast over pixels, with e added in conv1's epilogue (one pass over
+    // the activation instead of two).
+    h = norm2_->forward(conv1_->forward(h, /*sample_bias=*/e, Tensor()), /*silu=*/true);  // [N, H', W', Cout]
   }
   if (ctx.training && opt_.dropout > 0) {
     DDPM_CHECK(ctx.gen != nullptr, "ResnetBlock: training with dropout needs a generator in the context");
     h = dropout(h, opt_.dropout, *ctx.gen, true);
   }
-  h = conv2_->forward(h);
   if (shortcut_) skip = shortcut_->forward(skip);
-  Tensor out = add(skip, h);
+  // conv2(h) + skip, the residual added in conv2's epilogue (equal to skip + conv2(h):
+  // floating-point addition is commutative).
+  Tensor out = conv2_->forward(h, Tensor(), /*residual=*/skip);
   return opt_.output_scale == 1.0 ? out : scale(out, opt_.output_scale);
 }
 

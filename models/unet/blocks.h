@@ -9,6 +9,9 @@
 //   scale-shift: h = SiLU(norm2(h) * (1 + scale) + shift),  (scale, shift) = split(e)
 //   h = conv2( dropout(h) )                           conv2 zero-initialized
 //   out = (shortcut(x) + h) * output_scale            shortcut = 1x1 conv when channels change
+// The two additions around the convolutions run in their epilogues (engine/ops/conv.h):
+// h + e as conv1's sample_bias (default mode) and shortcut(x) + h as conv2's residual, each
+// saving a full pass over the activation; the results are bitwise those of separate adds.
 // All activations NHWC.
 #pragma once
 

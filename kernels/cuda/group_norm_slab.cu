@@ -188,50 +188,28 @@ constexpr int min_blocks(int items, bool backward, bool staged) {
 
 extern __shared__ float4 gn_slab_dynamic[];  // the SmemSlice storage (none for RegSlice)
 
-// The forward's statistics travel as moments (count, mean, M2 = sum (x - mean)^2). Two parts
-// merge exactly (Chan, Golub and LeVeque):
-//   n = n_a + n_b,  mean = (n_a mean_a + n_b mean_b) / n,  M2 = M2_a + M2_b + d^2 n_a n_b / n
-// with d = mean_a - mean_b. Written symmetrically in a and b, so that both lanes of a
-// butterfly shuffle compute bit-identical results.
-struct Moments {
-  float n, mean, m2;
-};
-
-__device__ __forceinline__ Moments merge(const Moments& a, const Moments& b) {
-  const float n = a.n + b.n;
-  if (n == 0.f) return a;
-  const float d = a.mean - b.mean;
-  return {n, (a.n * a.mean + b.n * b.mean) / n, a.m2 + b.m2 + d * d * (a.n * b.n / n)};
-}
-
-__device__ __forceinline__ Moments shfl_xor(const Moments& v, int o) {
-  return {__shfl_xor_sync(0xffffffffu, v.n, o), __shfl_xor_sync(0xffffffffu, v.mean, o),
-          __shfl_xor_sync(0xffffffffu, v.m2, o)};
-}
-
-// Lane l of a warp holds vector cv = l % 8 of pixel row l / 8. Merges v over the lanes of
-// the same group: the 4 rows (lane bits 3 and 4), then the vpg = Cg / 4 adjacent vectors of
-// the group (the low lane bits). Butterfly: every lane ends with the same moments.
-__device__ __forceinline__ Moments group_lane_moments(Moments v, int vpg) {
-  v = merge(v, shfl_xor(v, 8));
-  v = merge(v, shfl_xor(v, 16));
-  for (int o = 1; o < vpg; o <<= 1) v = merge(v, shfl_xor(v, o));
+// Lane l of a warp holds vector cv = l % 8 of pixel row l / 8. Sums v over the lanes of the
+// same group: the 4 rows (lane bits 3 and 4), then the vpg = Cg / 4 adjacent vectors of the
+// group (the low lane bits). Butterfly: every lane ends with the same, order-fixed sum.
+__device__ __forceinline__ float group_lane_sum(float v, int vpg) {
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  v += __shfl_xor_sync(0xffffffffu, v, 16);
+  for (int o = 1; o < vpg; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
-// Block-wide moments per group, one shared-memory round: warp results to part[warp][group],
-// then each thread merges the kWarps partials of its group in warp order (the same order in
-// every thread, so all get the same bits). part must not be rewritten before the caller's
-// next __syncthreads.
-__device__ __forceinline__ Moments block_group_moments(Moments v, int vpg, int gl, Moments (*part)[kMaxGroups]) {
+// Block-wide sum per group: warp sums to part[warp][group], then each thread adds the
+// kWarps partials of its group in warp order. Ends with part free for reuse.
+__device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float (*part)[kMaxGroups]) {
   const int lane = threadIdx.x & 31;
-  v = group_lane_moments(v, vpg);
+  v = group_lane_sum(v, vpg);
   if (lane < kVecs && lane % vpg == 0) part[threadIdx.x >> 5][lane / vpg] = v;
   __syncthreads();
-  Moments m = part[0][gl];
+  float s = 0.f;
 #pragma unroll
-  for (int w = 1; w < kWarps; ++w) m = merge(m, part[w][gl]);
-  return m;
+  for (int w = 0; w < kWarps; ++w) s += part[w][gl];
+  __syncthreads();
+  return s;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -286,33 +264,30 @@ __device__ __forceinline__ void fetch_parameters(const FwdArgs& a, const FwdItem
 template <int ITEMS, class S>
 __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& it, S& v, float gs[4], float B[4],
                                                bool params_late, float2* xch, float2* stat,
-                                               Moments (*part)[kMaxGroups]) {
+                                               float (*part)[kMaxGroups]) {
   const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
   const int vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
-  // The thread's own moments over its valid pixels (two passes over its slice: mean, then
-  // M2), then one block-wide merge: no barrier between the two passes.
-  const int valid = min(ITEMS, max(0, (it.npix - row + kRows - 1) / kRows));  // k < valid: pixel exists
   float sum = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
-    const float4 e = v[k];  // zeros past npix
+    const float4 e = v[k];
     sum += (e.x + e.y) + (e.z + e.w);
   }
-  Moments own{4.f * static_cast<float>(valid), 0.f, 0.f};
-  if (valid > 0) own.mean = sum / own.n;
+  const float cnt = static_cast<float>(it.npix) * static_cast<float>(a.cg);
+  const float mean_b = block_group_sum(sum, vpg, gl, part) / cnt;
+  float sq = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
-    if (k < valid) {
+    if (row + k * kRows < it.npix) {
       const float4 e = v[k];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float d = get(e, i) - own.mean;
-        own.m2 += d * d;
+        const float d = get(e, i) - mean_b;
+        sq += d * d;
       }
     }
   }
-  const Moments blk = block_group_moments(own, vpg, gl, part);
-  const float cnt = blk.n, mean_b = blk.mean, m2_b = blk.m2;  // cnt = npix * Cg
+  const float m2_b = block_group_sum(sq, vpg, gl, part);
 
   // Threads 0..7 with cv a group's first vector hold that group's block statistics.
   const bool group_head = t < kVecs && cv % vpg == 0;
@@ -368,7 +343,7 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
 
 template <int ITEMS, bool STAGED>
 __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn_slab_forward(FwdArgs a) {
-  __shared__ Moments part[kWarps][kMaxGroups];
+  __shared__ float part[kWarps][kMaxGroups];
   __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
   __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
   const FwdItem it = fwd_item(a, blockIdx.x / a.K, static_cast<int>(blockIdx.x % a.K));

@@ -9,11 +9,13 @@
 #include "engine/error.h"
 #include "engine/ops/conv.h"
 #include "support/gradcheck.h"
+#include "support/value_error.h"
 
 namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::expect_value_error;
 using testing::gradcheck;
 using testing::random_tensor;
 using testing::Inputs;
@@ -116,17 +118,6 @@ TEST(Conv2dGrad, OnlyTheInputsThatNeedIt) {
   std::vector<double> gv = g.to_double_vector(), expected(5, 0.0);
   for (std::size_t i = 0; i < gv.size(); ++i) expected[i % 5] += gv[i];
   EXPECT_TRUE(all_close(b.grad(), Tensor::from_vector(expected, {5}), 1e-12, 1e-12));
-}
-
-// Runs f and expects a ValueError whose message contains `needle`.
-template <class F>
-void expect_value_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << needle << "'";
-  } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(Conv2dErrors, BadShapesAreValueErrors) {

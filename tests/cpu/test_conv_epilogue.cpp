@@ -19,11 +19,13 @@
 #include "engine/ops/elementwise.h"
 #include "kernels/cpu/conv2d.h"
 #include "support/gradcheck.h"
+#include "support/value_error.h"
 
 namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::expect_value_error;
 using testing::gradcheck;
 using testing::Inputs;
 using testing::param;
@@ -149,17 +151,6 @@ TEST(Conv2dEpilogue, KernelReferenceHandValues) {
   cpu::conv2d_backward_sample_bias<double>(gy.data(), gsb.data(), gb.data(), 2, 2, 3);
   EXPECT_EQ(gsb, (std::vector<double>{5, 7, 9, 17, 19, 21}));
   EXPECT_EQ(gb, (std::vector<double>{22, 26, 30}));
-}
-
-// Runs f and expects a ValueError whose message contains `needle`.
-template <class F>
-void expect_value_error(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << needle << "'";
-  } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(Conv2dEpilogueErrors, BadEpilogueInputsAreValueErrors) {

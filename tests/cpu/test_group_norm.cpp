@@ -2,7 +2,6 @@
 // input in all four variants, forward values against a naive computation written here,
 // the zero-mean / unit-variance property, and the error messages.
 #include <cmath>
-#include <functional>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -11,10 +10,12 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/group_norm.h"
 #include "support/gradcheck.h"
+#include "support/value_error.h"
 
 namespace ddpm {
 namespace {
 
+using testing::expect_value_error;
 using testing::gradcheck;
 using testing::random_tensor;
 using testing::Inputs;
@@ -142,15 +143,6 @@ TEST(GroupNormForward, ConstantGroupGivesBeta) {
   Tensor beta = Tensor::from_vector(std::vector<double>{0.5, -1, 2, 0}, {4});
   std::vector<double> y = group_norm(x, 2, Tensor::full({4}, 2.0, DType::f64), beta).to_double_vector();
   for (std::size_t i = 0; i < y.size(); ++i) EXPECT_DOUBLE_EQ(y[i], beta.to_double_vector()[i % 4]);
-}
-
-void expect_value_error(const std::function<void()>& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "expected a ValueError containing: " << fragment;
-  } catch (const ValueError& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
 }
 
 TEST(GroupNormErrors, MessagesNameTheProblem) {

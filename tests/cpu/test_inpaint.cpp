@@ -25,6 +25,7 @@
 #include "support/temp_dir.h"
 #include "support/tiny_model.h"
 #include "support/tiny_unet.h"
+#include "support/value_error.h"
 
 namespace ddpm::diffusion {
 namespace {
@@ -256,13 +257,8 @@ TEST(Inpaint, RejectsBadInputs) {
   SamplerConfig cfg;
   cfg.respacing = "4";
   Generator gen(0);
-  auto message = [&](const Tensor& k, const Tensor& m, const SamplerConfig& c, std::int64_t n = 2) -> std::string {
-    try {
-      inpaint(base, net, k, m, n, {}, c, RepaintConfig{}, gen);
-    } catch (const ValueError& e) {
-      return e.what();
-    }
-    return "no error";
+  auto message = [&](const Tensor& k, const Tensor& m, const SamplerConfig& c, std::int64_t n = 2) {
+    return testing::value_error_message([&] { inpaint(base, net, k, m, n, {}, c, RepaintConfig{}, gen); });
   };
   EXPECT_NE(message(Tensor::zeros({3, 2}, DType::f64), mask, cfg).find("known image is [3, 2]"), std::string::npos)
       << message(Tensor::zeros({3, 2}, DType::f64), mask, cfg);
@@ -358,14 +354,7 @@ TEST(SampleRunInpaint, KeepsTheKnownPixelsAndWritesTheInputStrip) {
 TEST(SampleRunInpaint, UsageErrors) {
   Inputs in;
   ModelSource m = tiny_model();
-  auto message = [&](SampleOptions o) -> std::string {
-    try {
-      run_sample(o, m);
-    } catch (const ValueError& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  auto message = [&](const SampleOptions& o) { return testing::value_error_message([&] { run_sample(o, m); }); };
   const SampleOptions o = options(in, in.dir.path + "/out");
   auto with_pngs = [&](int h, int w, int c, bool mask, std::uint8_t value) {
     SampleOptions b = o;

@@ -24,6 +24,7 @@
 #include "models/nn/module.h"
 #include "models/run/sample_run.h"
 #include "support/tiny_model.h"
+#include "support/value_error.h"
 
 namespace ddpm::run {
 namespace {
@@ -60,13 +61,10 @@ SampleOptions heun_options(const std::string& name) {
 // The ValueError message of check_sample_options then make_sampler_config (the checks
 // without and with the model, as run_sample runs them), or "no error".
 std::string message(const SampleOptions& o, const ModelSource& m) {
-  try {
+  return testing::value_error_message([&] {
     check_sample_options(o);
     make_sampler_config(o, m);
-  } catch (const ValueError& e) {
-    return e.what();
-  }
-  return "no error";
+  });
 }
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }

@@ -16,6 +16,7 @@
 #include "models/unet/model_io.h"
 #include "support/tiny_model.h"
 #include "support/tiny_unet.h"
+#include "support/value_error.h"
 
 namespace ddpm::run {
 namespace {
@@ -127,14 +128,7 @@ TEST(SampleRun, ClassConditionalLabelsAndGuidance) {
 
 TEST(SampleRun, UsageErrors) {
   ModelSource m = tiny_model();
-  auto message = [&](SampleOptions o) -> std::string {
-    try {
-      run_sample(o, m);
-    } catch (const ValueError& e) {
-      return e.what();
-    }
-    return "no error";
-  };
+  auto message = [&](const SampleOptions& o) { return testing::value_error_message([&] { run_sample(o, m); }); };
   SampleOptions o = options(out_dir("errors"));
   SampleOptions bad = o;
   bad.class_label = 1;

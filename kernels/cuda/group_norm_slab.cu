@@ -499,13 +499,13 @@ bool clusters_available() {
 }
 
 // Launches kernel<<<blocks, kThreads, smem>>>(args) in clusters of K consecutive blocks.
-template <class... Args>
-void launch(void (*kernel)(Args...), std::int64_t blocks, int K, std::size_t smem, cudaStream_t stream,
-            const char* name, Args... args) {
+template <class Args>
+void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, const Args& args,
+            cudaStream_t stream, const char* name) {
   if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
     DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   if (K == 1) {
-    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args...);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
   } else {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(blocks));
@@ -519,7 +519,7 @@ void launch(void (*kernel)(Args...), std::int64_t blocks, int K, std::size_t sme
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+    DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args));
   }
   DDPM_LAUNCH_CHECK(name);
 }
@@ -560,7 +560,7 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
                   p.blocks_k, p.pix, eps, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(false);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_forward", a); };
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_forward"); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_forward<1, false>);
     case 3: return go(gn_slab_forward<1, true>);
@@ -585,7 +585,7 @@ void backward(const Plan& p, const float* x, const float* gamma, const float* be
                   static_cast<int>(C / G), p.blocks_k, p.pix, silu};
   const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
   const std::size_t smem = p.smem_bytes(true);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, stream, "group_norm_slab_backward", a); };
+  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_backward"); };
   switch (p.items * 2 + (p.staged ? 1 : 0)) {
     case 2: return go(gn_slab_backward<1, false>);
     case 3: return go(gn_slab_backward<1, true>);

@@ -38,6 +38,7 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::same_bits;
 using testing::random_tensor;
 
 struct GpuCase {
@@ -107,15 +108,6 @@ GpuResults check_case(const GpuCase& c, bool with_bias, std::uint64_t seed, bool
   EXPECT_TRUE(all_close(r.gw, wc.grad(), 2e-3, 1e-4)) << "gradient of weight";
   if (with_bias) EXPECT_TRUE(all_close(r.gb, bc.grad(), 2e-3, 1e-4)) << "gradient of bias";
   return r;
-}
-
-// Bitwise equality (a deterministic algorithm repeats its rounding exactly).
-::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
-  if (x.size() != y.size()) return ::testing::AssertionFailure() << "sizes differ";
-  for (std::size_t i = 0; i < x.size(); ++i)
-    if (x[i] != y[i]) return ::testing::AssertionFailure() << "element " << i << ": " << x[i] << " vs " << y[i];
-  return ::testing::AssertionSuccess();
 }
 
 TEST(Conv2dGpu, UnetShapesForwardAndGradientsWithBias) {

@@ -35,6 +35,7 @@ namespace ddpm {
 namespace {
 
 using testing::all_close;
+using testing::same_bits;
 using testing::check_against_cpu;
 using testing::Tolerance;
 using testing::random_tensor;
@@ -163,14 +164,6 @@ LinalgResults run_linalg(bool tf32_tolerance) {
   EXPECT_TRUE(all_close(r.da, ac.grad(), 5e-5, 1e-4)) << "batched product da";
   EXPECT_TRUE(all_close(r.dbb, cc.grad(), 5e-5, 1e-4)) << "batched product db";
   return r;
-}
-
-::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
-  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
-  if (x.size() != y.size()) return ::testing::AssertionFailure() << "sizes differ";
-  for (std::size_t i = 0; i < x.size(); ++i)
-    if (x[i] != y[i]) return ::testing::AssertionFailure() << "element " << i << ": " << x[i] << " vs " << y[i];
-  return ::testing::AssertionSuccess();
 }
 
 TEST(LinalgGpu, Tf32WithinTf32ToleranceAndSwitchingBackRestoresFp32) {

@@ -111,6 +111,14 @@ ErrorStats compare(const Tensor& actual, const Tensor& expected) {
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b) {
+  std::vector<double> x = a.to_double_vector(), y = b.to_double_vector();
+  if (x.size() != y.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (x[i] != y[i]) return ::testing::AssertionFailure() << "element " << i << ": " << x[i] << " vs " << y[i];
+  return ::testing::AssertionSuccess();
+}
+
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol) {
   if (actual.shape() != expected.shape())
     return ::testing::AssertionFailure() << "shapes differ: " << shape_str(actual.shape()) << " vs "

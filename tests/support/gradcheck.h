@@ -45,6 +45,9 @@ ErrorStats compare(const Tensor& actual, const Tensor& expected);
 // Asserts shapes match and max_abs <= atol + rtol*|e| elementwise; reports the stats.
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol);
 
+// Bitwise equality of the values (a deterministic kernel repeats its rounding exactly).
+::testing::AssertionResult same_bits(const Tensor& a, const Tensor& b);
+
 // A tolerance relative to the result's scale, for reduced-precision math (TF32): max_abs <=
 // rel * max|expected| and NMSE <= nmse; reports the stats and max_abs / scale.
 ::testing::AssertionResult within_scale(const Tensor& actual, const Tensor& expected, double rel, double nmse);

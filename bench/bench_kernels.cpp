@@ -11,6 +11,7 @@
 // "mode": "fp32" or "tf32". The FLOP rates are always relative to the fp32 SGEMM rate (so a
 // TF32 row can pass 100%); with --tf32 the header also gives the TF32 GEMM rate. Conv rows
 // carry "algos": the algorithms the plan chose for that case (cuda::conv2d_plan_info).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -365,11 +366,19 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
         });
         const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
         const bool is_chosen = items == chosen.items && staged == chosen.staged;
-        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)\n",
+        // Waves: work items over resident clusters. With w = items / resident, the last wave
+        // is fractional, and a launch of ceil(w) equal waves runs at best at w / ceil(w) of
+        // the full-device rate (the "wave efficiency"; the tail-effect hypothesis of
+        // docs/PERFORMANCE.md predicts the C=128 forward's gap from it).
+        const cuda::gn_slab::Residency res = cuda::gn_slab::residency(p, backward, n, ch);
+        const double waves = static_cast<double>(res.work_items) / std::max(res.resident, 1);
+        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)"
+                    "  resident %d of %lld: %.2f waves (%.0f%% wave efficiency)\n",
                     backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
                     static_cast<long long>(ch), static_cast<long long>(g),
                     staged ? "shared" : "registers", items, p.blocks_k,
-                    is_chosen ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps);
+                    is_chosen ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps, res.resident,
+                    static_cast<long long>(res.work_items), waves, 100 * waves / std::ceil(waves));
       }
     }
   }

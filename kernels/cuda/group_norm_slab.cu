@@ -498,30 +498,75 @@ bool clusters_available() {
   return ok;
 }
 
+// Dynamic shared memory beyond the default 48 KiB per block must be opted into per kernel.
+template <class Args>
+void allow_smem(void (*kernel)(Args), std::size_t smem) {
+  if (smem > 48 * 1024)
+    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+}
+
+// A launch of `blocks` blocks in clusters of K consecutive blocks (attr must outlive cfg).
+void cluster_config(cudaLaunchConfig_t& cfg, cudaLaunchAttribute (&attr)[1], std::int64_t blocks, int K,
+                    std::size_t smem, cudaStream_t stream) {
+  cfg = cudaLaunchConfig_t{};
+  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = static_cast<unsigned>(K);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+}
+
 // Launches kernel<<<blocks, kThreads, smem>>>(args) in clusters of K consecutive blocks.
 template <class Args>
 void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, const Args& args,
             cudaStream_t stream, const char* name) {
-  if (smem > 48 * 1024)  // beyond the default limit of dynamic shared memory per block
-    DDPM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  allow_smem(kernel, smem);
   if (K == 1) {
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(args);
   } else {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
+    cudaLaunchConfig_t cfg;
     cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = static_cast<unsigned>(K);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cluster_config(cfg, attr, blocks, K, smem, stream);
     DDPM_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args));
   }
   DDPM_LAUNCH_CHECK(name);
+}
+
+// The kernel instantiation for a plan: pixels per thread and where the slice lives.
+using ForwardKernel = void (*)(FwdArgs);
+using BackwardKernel = void (*)(BwdArgs);
+ForwardKernel forward_kernel(const Plan& p) {
+  switch (p.items * 2 + (p.staged ? 1 : 0)) {
+    case 2: return gn_slab_forward<1, false>;
+    case 3: return gn_slab_forward<1, true>;
+    case 4: return gn_slab_forward<2, false>;
+    case 5: return gn_slab_forward<2, true>;
+    case 8: return gn_slab_forward<4, false>;
+    case 9: return gn_slab_forward<4, true>;
+    case 16: return gn_slab_forward<8, false>;
+    case 17: return gn_slab_forward<8, true>;
+    case 32: return gn_slab_forward<16, false>;
+    case 33: return gn_slab_forward<16, true>;
+    default: DDPM_THROW(ValueError, "group_norm: no slab forward kernel for " << p.items << " items");
+  }
+}
+BackwardKernel backward_kernel(const Plan& p) {
+  switch (p.items * 2 + (p.staged ? 1 : 0)) {
+    case 2: return gn_slab_backward<1, false>;
+    case 3: return gn_slab_backward<1, true>;
+    case 4: return gn_slab_backward<2, false>;
+    case 5: return gn_slab_backward<2, true>;
+    case 8: return gn_slab_backward<4, false>;
+    case 9: return gn_slab_backward<4, true>;
+    case 16: return gn_slab_backward<8, false>;
+    case 17: return gn_slab_backward<8, true>;
+    default: DDPM_THROW(ValueError, "group_norm: no slab backward kernel for " << p.items << " items");
+  }
 }
 
 }  // namespace
@@ -558,22 +603,8 @@ void forward(const Plan& p, const float* x, const float* gamma, const float* bet
   DDPM_CHECK(p.ok, "group_norm: slab forward called with an ineligible plan");
   const FwdArgs a{x,  gamma, beta, scale, shift, y, mean, rstd, HW, C, static_cast<int>(G), static_cast<int>(C / G),
                   p.blocks_k, p.pix, eps, silu};
-  const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
-  const std::size_t smem = p.smem_bytes(false);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_forward"); };
-  switch (p.items * 2 + (p.staged ? 1 : 0)) {
-    case 2: return go(gn_slab_forward<1, false>);
-    case 3: return go(gn_slab_forward<1, true>);
-    case 4: return go(gn_slab_forward<2, false>);
-    case 5: return go(gn_slab_forward<2, true>);
-    case 8: return go(gn_slab_forward<4, false>);
-    case 9: return go(gn_slab_forward<4, true>);
-    case 16: return go(gn_slab_forward<8, false>);
-    case 17: return go(gn_slab_forward<8, true>);
-    case 32: return go(gn_slab_forward<16, false>);
-    case 33: return go(gn_slab_forward<16, true>);
-    default: DDPM_THROW(ValueError, "group_norm: no slab forward kernel for " << p.items << " items");
-  }
+  launch(forward_kernel(p), N * (C / kSpan) * p.blocks_k, p.blocks_k, p.smem_bytes(false), a, stream,
+         "group_norm_slab_forward");
 }
 
 void backward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
@@ -583,20 +614,32 @@ void backward(const Plan& p, const float* x, const float* gamma, const float* be
   DDPM_CHECK(p.ok, "group_norm: slab backward called with an ineligible plan");
   const BwdArgs a{x,  gamma, beta, scale, shift, mean, rstd, dy, dx, sum_dz, sum_dz_xhat, HW, C, static_cast<int>(G),
                   static_cast<int>(C / G), p.blocks_k, p.pix, silu};
-  const std::int64_t blocks = N * (C / kSpan) * p.blocks_k;
-  const std::size_t smem = p.smem_bytes(true);
-  auto go = [&](auto kernel) { launch(kernel, blocks, p.blocks_k, smem, a, stream, "group_norm_slab_backward"); };
-  switch (p.items * 2 + (p.staged ? 1 : 0)) {
-    case 2: return go(gn_slab_backward<1, false>);
-    case 3: return go(gn_slab_backward<1, true>);
-    case 4: return go(gn_slab_backward<2, false>);
-    case 5: return go(gn_slab_backward<2, true>);
-    case 8: return go(gn_slab_backward<4, false>);
-    case 9: return go(gn_slab_backward<4, true>);
-    case 16: return go(gn_slab_backward<8, false>);
-    case 17: return go(gn_slab_backward<8, true>);
-    default: DDPM_THROW(ValueError, "group_norm: no slab backward kernel for " << p.items << " items");
-  }
+  launch(backward_kernel(p), N * (C / kSpan) * p.blocks_k, p.blocks_k, p.smem_bytes(true), a, stream,
+         "group_norm_slab_backward");
+}
+
+Residency residency(const Plan& p, bool backward, std::int64_t N, std::int64_t C) {
+  DDPM_CHECK(p.ok, "group_norm: slab residency asked for an ineligible plan");
+  Residency r;
+  r.work_items = N * (C / kSpan);
+  const std::size_t smem = p.smem_bytes(backward);
+  auto count = [&](auto kernel) {
+    allow_smem(kernel, smem);
+    if (p.blocks_k == 1) {
+      int per_sm = 0, sms = 0;
+      DDPM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
+      DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, current_device()));
+      return per_sm * sms;
+    }
+    cudaLaunchConfig_t cfg{};
+    cudaLaunchAttribute attr[1];
+    cluster_config(cfg, attr, r.work_items * p.blocks_k, p.blocks_k, smem, nullptr);
+    int clusters = 0;
+    DDPM_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
+    return clusters;
+  };
+  r.resident = backward ? count(backward_kernel(p)) : count(forward_kernel(p));
+  return r;
 }
 
 }  // namespace ddpm::cuda::gn_slab

@@ -37,6 +37,16 @@ void set_staging(Staging s);
 // The slab plan for a shape; ok is false when the shape is not eligible (alignment apart).
 Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward);
 
+// How the launch of a plan fills the device: work_items = N * C / 32 (one (sample, 32-channel
+// span) per cluster of K blocks) and how many clusters (blocks when K = 1) can be resident at
+// once (cudaOccupancyMaxActiveClusters; registers, shared memory and GPC packing included).
+// The last wave is work_items % resident clusters; a tuning aid (bench-kernels --gn-variants).
+struct Residency {
+  std::int64_t work_items = 0;
+  int resident = 0;
+};
+Residency residency(const Plan& p, bool backward, std::int64_t N, std::int64_t C);
+
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
              const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
              std::int64_t G, float eps, bool silu, cudaStream_t stream);

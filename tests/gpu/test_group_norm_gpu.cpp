@@ -1,7 +1,9 @@
 // GroupNorm (+ AdaGN, + SiLU) on CUDA against the CPU reference (f32), forward and every
 // gradient, at the UNet's shapes (C 64..512 with G = 32 at 32x32 down to 4x4), odd shapes,
 // the slab path's cluster shapes, and big groups that take the two-pass fallback.
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include <gtest/gtest.h>
 
@@ -140,6 +142,24 @@ TEST(GroupNormGpu, SlabSlicesInRegistersAndSharedMemory) {
       EXPECT_EQ(cuda::gn_slab::plan(c.x[1] * c.x[2], c.x[3], c.groups, false).staged, staging == Staging::shared);
       EXPECT_EQ(cuda::gn_slab::plan(c.x[1] * c.x[2], c.x[3], c.groups, true).staged, staging == Staging::shared);
       check_all_variants(c);
+    }
+  }
+#endif
+}
+
+// The occupancy query behind bench-kernels' wave counts: one work item per (sample,
+// 32-channel span), and at least one resident cluster for every plan the UNet takes (a
+// cluster that could never be resident would make the launch itself fail).
+TEST(GroupNormGpu, SlabResidencyCountsWorkItemsAndResidentClusters) {
+  DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
+  for (bool backward : {false, true}) {
+    for (const auto& [hw, c] : {std::pair<std::int64_t, std::int64_t>{1024, 128}, {1024, 256}, {256, 256}, {64, 512}}) {
+      const cuda::gn_slab::Plan p = cuda::gn_slab::plan(hw, c, 32, backward);
+      ASSERT_TRUE(p.ok) << "hw " << hw << " c " << c;
+      const cuda::gn_slab::Residency r = cuda::gn_slab::residency(p, backward, 128, c);
+      EXPECT_EQ(r.work_items, 128 * c / 32);
+      EXPECT_GE(r.resident, 1) << "hw " << hw << " c " << c << (backward ? " backward" : " forward");
     }
   }
 #endif

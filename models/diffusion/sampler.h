@@ -100,8 +100,9 @@ struct StepInfo {
   std::int64_t timestep;   // the original timestep t_i the network saw
   const Tensor& x;         // x after this step (x_{i-1}; the sample after index 0)
   const Tensor& pred_x0;   // the (clipped) x_0 estimate of this step
-  // Heun: the noise level sigma_i of this step (timestep is then t(sigma_i) rounded, and x
-  // is given in the network's scaling x / sqrt(1 + sigma_{i+1}^2), like x_t of DDPM).
+  // Heun: the noise level sigma_i of this step (timestep is then t(sigma_i) rounded, or
+  // t(sigma^_i) for a churned level, and x is given in the network's scaling
+  // x / sqrt(1 + sigma_{i+1}^2), like x_t of DDPM).
   // 0 for DDPM and DDIM.
   double sigma = 0.0;
 };

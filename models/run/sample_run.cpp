@@ -156,8 +156,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
   app.add_option("--sampler", o.sampler,
-                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: deterministic 2nd-order ODE solver, "
-                 "2N - 1 network calls for N steps, no x_0 clipping)")
+                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
+                 "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping)")
       ->check(CLI::IsMember({"ddpm", "ddim", "heun"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,

@@ -4,6 +4,8 @@
 //
 //   ddpm-sample --checkpoint runs/cifar --num-samples 64 --sampler ddim --sampling-steps 50 --out samples/
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 18 --sigma-max 80 --out heun/
+//   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 40 --s-churn 80 --s-tmin 0.05
+//               --s-tmax 50 --s-noise 1.003 --out churn/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -21,6 +23,7 @@ int main(int argc, char** argv) {
   run::add_sample_flags(app, options);
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {
+    run::note_given_flags(app, options);  // the Heun-only flags given (CLI11 count()), even at defaults
     run::check_sample_options(options);
     options.device = cli::resolve_device(common);
     options.seed = common.seed;

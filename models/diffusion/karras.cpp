@@ -82,6 +82,37 @@ std::pair<double, double> resolve_sigma_range(const DiffusionSchedule& s, const 
   return {smin, smax};
 }
 
+void check_churn_settings(const SamplerConfig& config) {
+  DDPM_CHECK(std::isfinite(config.s_churn) && config.s_churn >= 0.0,
+             "heun sampler: s_churn (EDM's S_churn) must be a finite number >= 0 (0 = deterministic), got "
+                 << config.s_churn);
+  DDPM_CHECK(std::isfinite(config.s_noise) && config.s_noise > 0.0,
+             "heun sampler: s_noise (EDM's S_noise) must be a finite number > 0, got " << config.s_noise);
+  DDPM_CHECK(std::isfinite(config.s_tmin) && config.s_tmin >= 0.0,
+             "heun sampler: s_tmin (EDM's S_tmin) must be a finite number >= 0, got " << config.s_tmin);
+  DDPM_CHECK(!std::isnan(config.s_tmax) && config.s_tmin <= config.s_tmax,
+             "heun sampler: s_tmin (" << config.s_tmin << ") must not exceed s_tmax (" << config.s_tmax
+                                      << "): the churn window [s_tmin, s_tmax] would be empty");
+}
+
+std::vector<double> churned_sigmas(const std::vector<double>& levels, const std::vector<double>& train_sigmas,
+                                   const SamplerConfig& config) {
+  check_churn_settings(config);
+  DDPM_CHECK(levels.size() >= 2 && !train_sigmas.empty(),
+             "churned_sigmas: needs the N + 1 noise levels (got " << levels.size() << ") and the training sigmas");
+  const std::size_t n = levels.size() - 1;
+  // gamma = min(S_churn / N, sqrt(2) - 1): the cap at most doubles the variance (EDM alg. 2).
+  const double gamma = std::min(config.s_churn / static_cast<double>(n), std::sqrt(2.0) - 1.0);
+  const double top = train_sigmas.back();  // sigma_{T-1}: t(sigma^) must stay <= T-1
+  std::vector<double> hat(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double s = levels[i];
+    const bool churned = gamma > 0.0 && config.s_tmin <= s && s <= config.s_tmax;
+    hat[i] = churned ? std::max(s, std::min(s * (1.0 + gamma), top)) : s;
+  }
+  return hat;
+}
+
 namespace {
 
 // D(x; sigma) of karras.h for the whole batch, and the timestep the network saw.
@@ -117,24 +148,30 @@ Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const 
   const auto [sigma_min, sigma_max] = resolve_sigma_range(base, config);
   const std::vector<double> sig = karras_sigmas(config.heun_steps, sigma_min, sigma_max, config.rho);
   const std::vector<double> train = vp_sigmas(base);
+  const std::vector<double> sig_hat = churned_sigmas(sig, train, config);  // sigma^_i, = sigma_i unchurned
   const bool clip = resolve_clip_x0(config);
   const std::int64_t N = config.heun_steps;
 
   Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
   for (std::int64_t i = 0; i < N; ++i) {
     const double s = sig[static_cast<std::size_t>(i)], s_next = sig[static_cast<std::size_t>(i + 1)];
-    const EdmDenoised den = edm_denoise(net, config, train, x, s, labels, clip);
+    // Churn (algorithm 2): x^ = x + sqrt(sigma^^2 - sigma^2) S_noise eps, one draw, only
+    // when the level is churned; otherwise x^ is x itself and s_hat == s (algorithm 1).
+    const double s_hat = sig_hat[static_cast<std::size_t>(i)];
+    if (s_hat > s)
+      x = add(x, scale(randn(shape, gen, device, config.dtype), std::sqrt(s_hat * s_hat - s * s) * config.s_noise));
+    const EdmDenoised den = edm_denoise(net, config, train, x, s_hat, labels, clip);
     Tensor next;
     if (s_next == 0.0) {
-      // Euler to sigma = 0: x + (0 - s) (x - D) / s = D, taken exactly.
+      // Euler to sigma = 0: x^ + (0 - s^) (x^ - D) / s^ = D, taken exactly.
       next = den.x0;
     } else {
-      const Tensor d = scale(sub(x, den.x0), 1.0 / s);  // dx/dsigma at (x_i, sigma_i)
-      next = add(x, scale(d, s_next - s));               // Euler predictor x'
+      const Tensor d = scale(sub(x, den.x0), 1.0 / s_hat);  // dx/dsigma at (x^_i, sigma^_i)
+      next = add(x, scale(d, s_next - s_hat));               // Euler predictor x'
       if (solver == KarrasSolver::heun) {
         const EdmDenoised den2 = edm_denoise(net, config, train, next, s_next, labels, clip);
         const Tensor d2 = scale(sub(next, den2.x0), 1.0 / s_next);  // dx/dsigma at (x', sigma_{i+1})
-        next = add(x, scale(add(d, d2), 0.5 * (s_next - s)));      // trapezoidal corrector
+        next = add(x, scale(add(d, d2), 0.5 * (s_next - s_hat)));  // trapezoidal corrector
       }
     }
     x = next;

@@ -1,6 +1,7 @@
-// models/diffusion/karras.h: the deterministic Heun sampler of Karras et al. 2022 ("EDM",
-// "Elucidating the Design Space of Diffusion-Based Generative Models", Algorithm 1) for
-// our DDPM-trained (variance-preserving, discrete-time) networks.
+// models/diffusion/karras.h: the Heun sampler of Karras et al. 2022 ("EDM", "Elucidating
+// the Design Space of Diffusion-Based Generative Models"), deterministic (Algorithm 1) or with
+// stochastic churn (Algorithm 2), for our DDPM-trained (variance-preserving, discrete-time)
+// networks.
 //
 // From VP to EDM. A DDPM network sees x_vp = sqrt(abar) x_0 + sqrt(1 - abar) eps at a
 // training step t. Divide by sqrt(abar): x = x_vp / sqrt(abar) = x_0 + sigma eps with
@@ -38,7 +39,7 @@
 // The probability-flow ODE in these variables (EDM eq. 4 with s(t) = 1, sigma(t) = t) is
 //   dx/dsigma = (x - D(x; sigma)) / sigma,     x(sigma_max) ~ N(0, sigma_max^2 I)
 // (the data's own spread is negligible beside sigma_max). Heun's method (EDM algorithm 1,
-// no churn: S_churn = 0, deterministic):
+// no churn: S_churn = 0, deterministic; algorithm 2 below adds the churn):
 //   d   = (x_i - D(x_i; sigma_i)) / sigma_i
 //   x'  = x_i + (sigma_{i+1} - sigma_i) d                          (Euler predictor)
 //   if sigma_{i+1} > 0:
@@ -59,11 +60,42 @@
 // network_output() call (the doubled [x; x] batch with guidance; the variance part of a
 // learned-sigma network is ignored: the ODE has no variance). f64 runs on the CPU.
 //
-// Random numbers: one draw, x_0 = sigma_max z, z ~ N(0, I) of the sample's shape. The rest
-// is deterministic, so the same (seed, offset) gives the same samples on CPU and CUDA up to
-// rounding. StepCallback: once per step, index N-1-i counting down to 0, timestep =
-// round(t(sigma_i)), sigma = sigma_i, pred_x0 = D(x_i; sigma_i) and x = x_{i+1} scaled to
-// the network's input scale x / sqrt(1 + sigma_{i+1}^2), comparable with DDPM's x_t.
+// Stochastic churn (EDM algorithm 2, sec. 4). The ODE carries every error of earlier steps
+// along; adding fresh noise and then removing it with the denoiser corrects them (a Langevin
+// step split into "noise up" and "ODE down"). At level i, before the step:
+//   gamma_i   = min(S_churn / N, sqrt(2) - 1)  if S_tmin <= sigma_i <= S_tmax, else 0
+//   sigma^_i  = sigma_i (1 + gamma_i)                  (clamped, see below)
+//   x^_i      = x_i + sqrt(sigma^_i^2 - sigma_i^2) S_noise eps,   eps ~ N(0, I)
+// then the step above runs from (x^_i, sigma^_i) instead of (x_i, sigma_i):
+//   d = (x^_i - D(x^_i; sigma^_i)) / sigma^_i,  x' = x^_i + (sigma_{i+1} - sigma^_i) d,
+//   and Heun's correction x_{i+1} = x^_i + (sigma_{i+1} - sigma^_i) (d + d') / 2 when
+//   sigma_{i+1} > 0 (else x_{i+1} = x' = D(x^_i; sigma^_i)).
+// If x_i has the marginal N(., sigma_i^2) noise, x^_i has sigma^_i^2 = sigma_i^2 +
+// (sigma^_i^2 - sigma_i^2): the added variance is exactly the gap. The cap sqrt(2) - 1 keeps
+// sigma^_i <= sqrt(2) sigma_i, i.e. at most doubles the variance (EDM: more only adds
+// noise the step cannot remove). S_noise slightly above 1 offsets the denoiser's tendency to
+// remove a little too much noise (EDM sec. 4). S_churn = 0 (the default; S_tmin = 0,
+// S_tmax = inf, S_noise = 1) is algorithm 1 exactly: every gamma is 0, sigma^_i = sigma_i,
+// x^_i is x_i itself, and no noise is drawn, so the samples are bit-identical to the
+// deterministic sampler's and the generator ends at the same offset. EDM's ImageNet-64
+// setting for the ADM (VP-family) network is S_churn = 80, S_tmin = 0.05, S_tmax = 50,
+// S_noise = 1.003 (EDM table 5); its CIFAR-10 VP setting 30, 0.01, 1, 1.007.
+//
+// The clamp. A DDPM network knows no level above its largest training sigma_{T-1}, and
+// t(sigma) would silently clamp to T-1 there (the network would be told a smaller sigma than
+// x^ carries). So sigma^_i = min(sigma_i (1 + gamma_i), sigma_{T-1}), never below sigma_i:
+// a level whose raised noise would leave the training range is churned only up to its top
+// (not at all when sigma_i = sigma_{T-1}, the default first level), and t(sigma^_i) <= T-1
+// always. Only the top can be left: sigma^_i >= sigma_i >= sigma_min >= sigma_0.
+//
+// Random numbers: x_0 = sigma_max z, z ~ N(0, I) of the sample's shape, is drawn first;
+// then each CHURNED level (sigma^_i > sigma_i after the clamp) draws one eps of the sample's
+// shape, in level order; unchurned levels draw nothing. The rest is deterministic, so the
+// same (seed, offset) gives the same samples on CPU and CUDA up to rounding. StepCallback:
+// once per step, index N-1-i counting down to 0, timestep = round(t(sigma^_i)) (the
+// network's first call of the step; t(sigma_i) without churn), sigma = sigma_i, pred_x0 =
+// D(x^_i; sigma^_i) and x = x_{i+1} scaled to the network's input scale
+// x / sqrt(1 + sigma_{i+1}^2), comparable with DDPM's x_t.
 #pragma once
 
 #include <cstdint>
@@ -98,11 +130,23 @@ std::vector<double> karras_sigmas(std::int64_t n, double sigma_min, double sigma
 // the range), and sigma_min < sigma_max.
 std::pair<double, double> resolve_sigma_range(const DiffusionSchedule& s, const SamplerConfig& config);
 
+// ValueError naming the field unless s_churn >= 0, s_noise > 0 (both finite), 0 <= s_tmin
+// <= s_tmax (s_tmax may be infinite: no upper bound).
+void check_churn_settings(const SamplerConfig& config);
+
+// sigma^_i of algorithm 2 for the N nonzero levels (levels as from karras_sigmas, N + 1 long
+// with the final 0; the result has N entries): sigma_i (1 + gamma_i) with
+// gamma_i = min(s_churn / N, sqrt(2) - 1) inside [s_tmin, s_tmax], else 0, clamped to
+// [sigma_i, train_sigmas.back()]. Exactly sigma_i for every unchurned level.
+std::vector<double> churned_sigmas(const std::vector<double>& levels, const std::vector<double>& train_sigmas,
+                                   const SamplerConfig& config);
+
 enum class KarrasSolver { heun, euler };
 
 // Draws shape[0] samples with config.heun_steps levels (sample() calls this for
-// Kind::heun; config.kind itself is not read). Labels, guidance and dtype as in sample().
-// Returns [shape] on `device` in config.dtype.
+// Kind::heun; config.kind itself is not read), churned as config.s_churn, s_tmin, s_tmax and
+// s_noise say (Euler too: the churn, then the Euler step from sigma^_i). Labels, guidance
+// and dtype as in sample(). Returns [shape] on `device` in config.dtype.
 Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
                      const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
                      Device device = Device::cpu(), const StepCallback& callback = {},

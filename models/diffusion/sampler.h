@@ -27,15 +27,18 @@
 //
 // Heun (Kind::heun, karras.h): sample() hands the whole loop to karras_sample; the network
 // is then called at FRACTIONAL original timesteps t(sigma), and the respacing, eta and
-// variance fields are not used (heun_steps, sigma_min, sigma_max and rho are).
+// variance fields are not used (heun_steps, sigma_min, sigma_max, rho and the churn fields
+// s_churn, s_tmin, s_tmax, s_noise are).
 //
 // Random numbers: x_T is drawn first, then each step that adds noise draws one tensor of
-// the sample's shape (DDPM: every step but the last; DDIM: steps with sigma > 0), in step
-// order. The same (seed, offset) gives the same samples on the CPU and on CUDA.
+// the sample's shape (DDPM: every step but the last; DDIM: steps with sigma > 0; Heun: each
+// churned level, i.e. one with sigma^_i > sigma_i in karras.h, none with s_churn = 0), in
+// step order. The same (seed, offset) gives the same samples on the CPU and on CUDA.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -73,6 +76,15 @@ struct SamplerConfig {
   double sigma_min = 0.0;
   double sigma_max = 0.0;
   double rho = 7.0;
+  // Heun only, EDM algorithm 2 (karras.h): each level sigma_i in [s_tmin, s_tmax] is first
+  // raised to sigma_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1), by fresh noise
+  // scaled by s_noise. s_churn = 0 (the default) is the deterministic algorithm 1, bit for
+  // bit and without extra draws. EDM's ImageNet-64 ADM setting (EDM table 5): s_churn 80,
+  // s_tmin 0.05, s_tmax 50, s_noise 1.003.
+  double s_churn = 0.0;
+  double s_tmin = 0.0;
+  double s_tmax = std::numeric_limits<double>::infinity();
+  double s_noise = 1.0;
 };
 
 SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm", "ddim" or "heun"
@@ -88,8 +100,9 @@ struct StepInfo {
   std::int64_t timestep;   // the original timestep t_i the network saw
   const Tensor& x;         // x after this step (x_{i-1}; the sample after index 0)
   const Tensor& pred_x0;   // the (clipped) x_0 estimate of this step
-  // Heun: the noise level sigma_i of this step (timestep is then t(sigma_i) rounded, and x
-  // is given in the network's scaling x / sqrt(1 + sigma_{i+1}^2), like x_t of DDPM).
+  // Heun: the noise level sigma_i of this step (timestep is then t(sigma_i) rounded, or
+  // t(sigma^_i) for a churned level, and x is given in the network's scaling
+  // x / sqrt(1 + sigma_{i+1}^2), like x_t of DDPM).
   // 0 for DDPM and DDIM.
   double sigma = 0.0;
 };

@@ -60,6 +60,13 @@ std::string index_name(std::int64_t i) {
   return buf;
 }
 
+// Whether a Heun-only flag was asked for: given to the parser (note_given_flags), or set to
+// something other than its default (library callers fill SampleOptions directly).
+bool heun_flag_requested(const SampleOptions& o, const char* flag, double value, double unset) {
+  return value != unset ||
+         std::find(o.heun_flags_given.begin(), o.heun_flags_given.end(), flag) != o.heun_flags_given.end();
+}
+
 // --sigma-max, --sigma-min and --rho on their own (the model's range is checked in
 // make_sampler_config): Heun only, finite, 0 or positive (rho positive), ordered when both given.
 void check_heun_level_flags(const SampleOptions& o) {
@@ -71,7 +78,7 @@ void check_heun_level_flags(const SampleOptions& o) {
                 {"--sigma-min", o.sigma_min, defaults.sigma_min},
                 {"--rho", o.rho, defaults.rho}};
   for (const auto& l : levels)
-    DDPM_CHECK(l.value == l.unset || o.sampler == "heun",
+    DDPM_CHECK(!heun_flag_requested(o, l.flag, l.value, l.unset) || o.sampler == "heun",
                l.flag << " applies to --sampler heun only (it sets the Karras noise levels); got --sampler "
                       << o.sampler);
   for (const auto& l : levels)
@@ -83,6 +90,30 @@ void check_heun_level_flags(const SampleOptions& o) {
   DDPM_CHECK(o.rho > 0, "--rho must be positive, got " << o.rho);
   DDPM_CHECK(o.sigma_min == 0 || o.sigma_max == 0 || o.sigma_min < o.sigma_max,
              "--sigma-min " << o.sigma_min << " must be below --sigma-max " << o.sigma_max);
+}
+
+// --s-churn, --s-tmin, --s-tmax and --s-noise (karras.h check_churn_settings, in flag names):
+// Heun only, S_churn >= 0, S_noise > 0, 0 <= S_tmin <= S_tmax (S_tmax may be inf).
+void check_churn_flags(const SampleOptions& o) {
+  const SampleOptions defaults;
+  const struct {
+    const char* flag;
+    double value, unset;
+  } churn[] = {{"--s-churn", o.s_churn, defaults.s_churn},
+               {"--s-tmin", o.s_tmin, defaults.s_tmin},
+               {"--s-tmax", o.s_tmax, defaults.s_tmax},
+               {"--s-noise", o.s_noise, defaults.s_noise}};
+  for (const auto& c : churn)
+    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || o.sampler == "heun",
+               c.flag << " applies to --sampler heun only (it sets EDM's stochastic churn); got --sampler "
+                      << o.sampler);
+  DDPM_CHECK(std::isfinite(o.s_churn) && o.s_churn >= 0,
+             "--s-churn must be a finite number >= 0 (0 = deterministic), got " << o.s_churn);
+  DDPM_CHECK(std::isfinite(o.s_noise) && o.s_noise > 0, "--s-noise must be a finite number > 0, got " << o.s_noise);
+  DDPM_CHECK(std::isfinite(o.s_tmin) && o.s_tmin >= 0, "--s-tmin must be a finite number >= 0, got " << o.s_tmin);
+  DDPM_CHECK(!std::isnan(o.s_tmax) && o.s_tmin <= o.s_tmax,
+             "--s-tmin " << o.s_tmin << " must not exceed --s-tmax " << o.s_tmax
+                         << ": no noise level would be churned");
 }
 
 // Heun's (sigma_min, sigma_max) for this model, or a ValueError naming the flag at fault.
@@ -125,8 +156,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
   app.add_option("--sampler", o.sampler,
-                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: deterministic 2nd-order ODE solver, "
-                 "2N - 1 network calls for N steps, no x_0 clipping)")
+                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
+                 "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping)")
       ->check(CLI::IsMember({"ddpm", "ddim", "heun"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
@@ -145,6 +176,20 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--rho", o.rho,
                  "heun: spacing exponent of the noise levels (EDM eq. 5): 1 spaces them evenly in sigma, larger "
                  "values crowd them near sigma-min")
+      ->capture_default_str();
+  app.add_option("--s-churn", o.s_churn,
+                 "heun: EDM's stochastic churn S_churn (algorithm 2): each level in [s-tmin, s-tmax] gets its noise "
+                 "raised by the factor 1 + min(S_churn / N, sqrt(2) - 1) before the step; 0 = deterministic "
+                 "(EDM ImageNet-64: 80)")
+      ->capture_default_str();
+  app.add_option("--s-tmin", o.s_tmin, "heun: the smallest noise level that is churned (EDM ImageNet-64: 0.05)")
+      ->capture_default_str();
+  app.add_option("--s-tmax", o.s_tmax,
+                 "heun: the largest noise level that is churned; inf = no bound (EDM ImageNet-64: 50)")
+      ->capture_default_str();
+  app.add_option("--s-noise", o.s_noise,
+                 "heun: scale of the churn noise; slightly above 1 offsets the denoiser's removing a little too "
+                 "much (EDM ImageNet-64: 1.003)")
       ->capture_default_str();
   app.add_option("--clip-x0", o.clip_x0,
                  "clamp each step's x_0 estimate to [-1, 1]: true | false (EDM's Heun does not clamp; a well-trained "
@@ -177,6 +222,12 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
       ->capture_default_str();
 }
 
+void note_given_flags(const CLI::App& app, SampleOptions& o) {
+  o.heun_flags_given.clear();
+  for (const char* flag : {"--sigma-max", "--sigma-min", "--rho", "--s-churn", "--s-tmin", "--s-tmax", "--s-noise"})
+    if (app.count(flag) > 0) o.heun_flags_given.push_back(flag);
+}
+
 void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(!o.checkpoint.empty(), "--checkpoint is required");
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
@@ -190,6 +241,7 @@ void check_sample_options(const SampleOptions& o) {
              "--guidance-scale must be >= 0, got " << o.guidance_scale);
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
   check_heun_level_flags(o);
+  check_churn_flags(o);
   const bool inpainting = !o.inpaint_image.empty() || !o.inpaint_mask.empty();
   DDPM_CHECK(!o.inpaint_mask.empty() || !inpainting,
              "--inpaint " << o.inpaint_image << " needs --mask: a PNG, white = keep");
@@ -214,6 +266,10 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
     sc.sigma_min = o.sigma_min;
     sc.sigma_max = o.sigma_max;
     sc.rho = o.rho;
+    sc.s_churn = o.s_churn;
+    sc.s_tmin = o.s_tmin;
+    sc.s_tmax = o.s_tmax;
+    sc.s_noise = o.s_noise;
     check_heun_levels(o, model, sc);
   } else if (o.sampling_steps > 0 && o.sampling_steps != T)
     sc.respacing = (sc.kind == diffusion::SamplerConfig::Kind::ddim ? "ddim" : "") + std::to_string(o.sampling_steps);
@@ -427,7 +483,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                                                    : sc.respacing.empty() ? model.diffusion.diffusion_steps
                                                                           : o.sampling_steps},
                            {"respacing", sc.respacing},
-                           {"variance", heun ? "none (deterministic ODE)"
+                           {"variance", heun ? (sc.s_churn > 0 ? "none (ODE with churn noise)"
+                                                               : "none (deterministic ODE)")
                                              : diffusion::variance_type_name(
                                                    diffusion::resolve_variance(sc, !sc.respacing.empty()))},
                            {"clip_x0", diffusion::resolve_clip_x0(sc)},
@@ -459,6 +516,16 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                       {"rho", sc.rho},
                       {"training_sigma_range", {train.front(), train.back()}},
                       {"network_evaluations_per_sample", 2 * sc.heun_steps - 1}};
+      // EDM algorithm 2's churn; s_tmax null = no bound (JSON has no infinity).
+      const std::vector<double> levels = diffusion::karras_sigmas(sc.heun_steps, range.first, range.second, sc.rho);
+      const std::vector<double> hat = diffusion::churned_sigmas(levels, train, sc);
+      std::int64_t churned = 0;
+      for (std::size_t i = 0; i < hat.size(); ++i) churned += hat[i] > levels[i] ? 1 : 0;
+      info["heun"]["s_churn"] = sc.s_churn;
+      info["heun"]["s_tmin"] = sc.s_tmin;
+      info["heun"]["s_tmax"] = std::isinf(sc.s_tmax) ? nlohmann::json(nullptr) : nlohmann::json(sc.s_tmax);
+      info["heun"]["s_noise"] = sc.s_noise;
+      info["heun"]["churned_levels"] = churned;  // each draws one noise tensor per batch
     }
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");

@@ -49,17 +49,26 @@
 // such models from sigma_max = 80). A value outside the model's training range is refused,
 // naming the flag and the range (karras.h: the network never saw such a level), not
 // clamped: a clamp would silently sample a different range than the one asked for.
+// Stochastic Heun (karras.h, EDM algorithm 2): --s-churn S (0 = deterministic, the default)
+// raises the noise of each level in [--s-tmin, --s-tmax] (default 0 and inf: all) by the
+// factor 1 + min(S / N, sqrt(2) - 1) with fresh noise scaled by --s-noise (default 1) before
+// the Heun step; EDM's ImageNet-64 setting is --s-churn 80 --s-tmin 0.05 --s-tmax 50
+// --s-noise 1.003. sample_info.json's "heun" records the four values (s_tmax null when
+// infinite) and the number of churned levels.
 //
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in
 // [0, num_classes); --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
 // schedule's end; rho > 0), --sigma-min below --sigma-max, both inside the training range;
+// --s-churn, --s-tmin, --s-tmax, --s-noise only with heun (given at all, even at their
+// defaults, as for the three above), --s-churn >= 0, --s-noise > 0, 0 <= --s-tmin <= --s-tmax;
 // --out must not be an existing non-empty folder unless --overwrite.
 #pragma once
 
 #include <cstdint>
 #include <iosfwd>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -102,11 +111,26 @@ struct SampleOptions {
   double sigma_min = 0.0;
   double sigma_max = 0.0;
   double rho = 7.0;                // EDM eq. 5 spacing exponent
+  // Heun's stochastic churn (SamplerConfig::s_churn, s_tmin, s_tmax, s_noise; EDM
+  // algorithm 2): s_churn = 0 is the deterministic sampler.
+  double s_churn = 0.0;
+  double s_tmin = 0.0;
+  double s_tmax = std::numeric_limits<double>::infinity();
+  double s_noise = 1.0;
+  // The Heun-only flags (--sigma-max, --sigma-min, --rho, --s-churn, --s-tmin, --s-tmax,
+  // --s-noise) the parse saw, on the command line or in --config (note_given_flags: CLI11's
+  // count()). A flag given with its default value is still a request (0 means "unset" for
+  // the sigmas), refused with another sampler like any other value.
+  std::vector<std::string> heun_flags_given;
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
 // apps/common/cli.h), bound to `o`.
 void add_sample_flags(CLI::App& app, SampleOptions& o);
+
+// Records in o.heun_flags_given which Heun-only flags `app` (after parse, with
+// add_sample_flags) was given: call it before check_sample_options.
+void note_given_flags(const CLI::App& app, SampleOptions& o);
 
 // Checks what can be checked without the model (ValueError naming the flag).
 void check_sample_options(const SampleOptions& o);

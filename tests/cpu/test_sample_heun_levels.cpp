@@ -1,7 +1,8 @@
 // ddpm-sample's Heun noise-level flags (models/run/sample_run.h: --sigma-max, --sigma-min,
-// --rho): parsed into SampleOptions, carried into the SamplerConfig, refused with another
-// sampler or with values the model's schedule cannot take, seen in the levels the sampler
-// walks, and recorded in sample_info.json.
+// --rho) and churn flags (--s-churn, --s-tmin, --s-tmax, --s-noise): parsed into
+// SampleOptions, carried into the SamplerConfig, refused with another sampler (also when
+// given at their default values) or with values the model's schedule cannot take, seen in the
+// levels the sampler walks, and recorded in sample_info.json.
 //
 // The tiny model (tests/support/tiny_model.h) has T = 40. Its training range is read from
 // karras.h vp_sigmas rather than written down, so the tests follow the schedule code.
@@ -190,6 +191,7 @@ TEST(SampleHeunLevels, UsageErrorsExitWithStatusTwo) {
     for (auto& a : args) argv.push_back(a.data());
     ::testing::internal::CaptureStderr();
     const int rc = cli::run(app, static_cast<int>(argv.size()), argv.data(), [&] {
+      note_given_flags(app, o);
       check_sample_options(o);
       return 0;
     });
@@ -292,6 +294,172 @@ TEST(SampleHeunLevels, EndToEndRunRecordsTheLevels) {
   EXPECT_EQ(before["heun"]["sigma_max_from"], "schedule");
   fs::remove_all(plain.out_dir);
   fs::remove_all(o.out);
+}
+
+// --- the churn flags (EDM algorithm 2) and flags given at their defaults ------------------
+
+// Exit status and stderr of ddpm-sample's flag handling as apps/ddpm_sample.cpp runs it:
+// parse (with the common flags, so --config works), note_given_flags, check_sample_options.
+std::pair<int, std::string> usage_status(std::vector<std::string> args) {
+  SampleOptions o;
+  cli::CommonFlags common;
+  CLI::App app("ddpm-sample", "ddpm-sample");
+  add_sample_flags(app, o);
+  cli::add_common_flags(app, common);
+  args.insert(args.begin(), "ddpm-sample");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::testing::internal::CaptureStderr();
+  const int rc = cli::run(app, static_cast<int>(argv.size()), argv.data(), [&] {
+    note_given_flags(app, o);
+    check_sample_options(o);
+    return 0;
+  });
+  return {rc, ::testing::internal::GetCapturedStderr()};
+}
+
+TEST(SampleHeunChurn, FlagsParseAndReachTheSamplerConfig) {
+  SampleOptions o;
+  CLI::App app("ddpm-sample");
+  add_sample_flags(app, o);
+  std::vector<std::string> args{"ddpm-sample", "--checkpoint", "c",      "--out",     "d",   "--sampler",
+                                "heun",        "--s-churn",    "80",     "--s-tmin",  "0.05", "--s-tmax",
+                                "50",          "--s-noise",    "1.003"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  app.parse(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(o.s_churn, 80.0);
+  EXPECT_EQ(o.s_tmin, 0.05);
+  EXPECT_EQ(o.s_tmax, 50.0);
+  EXPECT_EQ(o.s_noise, 1.003);
+  note_given_flags(app, o);
+  EXPECT_EQ(o.heun_flags_given, (std::vector<std::string>{"--s-churn", "--s-tmin", "--s-tmax", "--s-noise"}));
+
+  // Left out: SamplerConfig's own defaults (deterministic; S_tmax = inf, written "inf").
+  const SampleOptions defaults;
+  const diffusion::SamplerConfig library;
+  EXPECT_EQ(defaults.s_churn, library.s_churn);
+  EXPECT_EQ(defaults.s_tmin, library.s_tmin);
+  EXPECT_EQ(defaults.s_tmax, library.s_tmax);
+  EXPECT_TRUE(std::isinf(defaults.s_tmax));
+  EXPECT_EQ(defaults.s_noise, library.s_noise);
+  const std::string out = ::testing::TempDir() + "/heun_churn_parse_unused";
+  fs::remove_all(out);
+  EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", "heun", "--s-tmax", "inf"}).first, 0);
+
+  const ModelSource m = testing::tiny_model_source();
+  SampleOptions h = heun_options("churn_config");
+  h.s_churn = 80;
+  h.s_tmin = 0.05;
+  h.s_tmax = 50;
+  h.s_noise = 1.003;
+  const diffusion::SamplerConfig sc = make_sampler_config(h, m);
+  EXPECT_EQ(sc.s_churn, 80.0);
+  EXPECT_EQ(sc.s_tmin, 0.05);
+  EXPECT_EQ(sc.s_tmax, 50.0);
+  EXPECT_EQ(sc.s_noise, 1.003);
+}
+
+TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
+  const std::string out = ::testing::TempDir() + "/heun_churn_cli_unused";
+  fs::remove_all(out);
+  // Values that differ from the defaults, and the defaults themselves given explicitly
+  // (0 = "the schedule's end" for the sigmas: a value check cannot see those; count() can).
+  const std::vector<std::pair<std::string, std::string>> flags{
+      {"--s-churn", "40"}, {"--s-tmin", "0.05"}, {"--s-tmax", "50"}, {"--s-noise", "1.003"},
+      {"--s-churn", "0"},  {"--s-tmin", "0"},    {"--s-tmax", "inf"}, {"--s-noise", "1"},
+      {"--sigma-max", "0"}, {"--sigma-min", "0"}, {"--rho", "7"}};
+  for (const char* sampler : {"ddpm", "ddim"}) {
+    for (const auto& [flag, value] : flags) {
+      const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler, flag, value});
+      EXPECT_EQ(r.first, 2) << flag << " " << value << " " << sampler;
+      EXPECT_TRUE(contains(r.second, "ddpm-sample: error: " + flag + " applies to --sampler heun only")) << r.second;
+      EXPECT_TRUE(contains(r.second, std::string("got --sampler ") + sampler)) << r.second;
+    }
+    EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler}).first, 0);
+  }
+  // A --config file counts as given too.
+  const std::string config = ::testing::TempDir() + "/heun_churn_flags.toml";
+  write_file_atomic(config, "s-churn = 0\n");
+  auto r = usage_status({"--checkpoint", "c", "--out", out, "--config", config});
+  EXPECT_EQ(r.first, 2);
+  EXPECT_TRUE(contains(r.second, "--s-churn applies to --sampler heun only")) << r.second;
+  r = usage_status({"--checkpoint", "c", "--out", out, "--config", config, "--sampler", "heun"});
+  EXPECT_EQ(r.first, 0) << r.second;
+  fs::remove(config);
+
+  // Library callers (no parse): a value away from the default is the request.
+  const ModelSource m = testing::tiny_model_source();
+  SampleOptions o = heun_options("churn_other");
+  o.sampler = "ddim";
+  o.sampling_steps = 0;
+  o.s_noise = 1.2;
+  EXPECT_TRUE(contains(message(o, m), "--s-noise applies to --sampler heun only")) << message(o, m);
+}
+
+TEST(SampleHeunChurn, BadValuesAreUsageErrorsNamingTheFlag) {
+  const std::string out = ::testing::TempDir() + "/heun_churn_bad_unused";
+  fs::remove_all(out);
+  auto heun = [&](std::vector<std::string> more) {
+    std::vector<std::string> args{"--checkpoint", "c", "--out", out, "--sampler", "heun"};
+    args.insert(args.end(), more.begin(), more.end());
+    return usage_status(args);
+  };
+  const struct {
+    std::vector<std::string> args;
+    std::string says;
+  } cases[] = {{{"--s-churn", "-1"}, "--s-churn must be a finite number >= 0"},
+               {{"--s-churn", "inf"}, "--s-churn must be a finite number >= 0"},
+               {{"--s-noise", "0"}, "--s-noise must be a finite number > 0"},
+               {{"--s-noise", "-1"}, "--s-noise must be a finite number > 0"},
+               {{"--s-tmin", "-0.1"}, "--s-tmin must be a finite number >= 0"},
+               {{"--s-tmin", "5", "--s-tmax", "1"}, "--s-tmin 5 must not exceed --s-tmax 1"},
+               {{"--s-tmax", "nan"}, "--s-tmax nan"}};
+  for (const auto& c : cases) {
+    const auto r = heun(c.args);
+    EXPECT_EQ(r.first, 2) << c.says;
+    EXPECT_TRUE(contains(r.second, c.says)) << r.second;
+  }
+  EXPECT_EQ(heun({"--s-churn", "80", "--s-tmin", "0.05", "--s-tmax", "50", "--s-noise", "1.003"}).first, 0);
+  EXPECT_EQ(heun({"--s-tmin", "3", "--s-tmax", "3"}).first, 0);  // a one-point window is allowed
+}
+
+TEST(SampleHeunChurn, EndToEndRunChurnsAndRecordsTheSettings) {
+  const ModelSource m = cosine_model();
+  SampleOptions o = heun_options("churn_plain");
+  const SampleResult plain = run_sample(o, m);
+  o.s_churn = 2;  // N = 3: gamma = 2/3, capped at sqrt(2) - 1
+  o.s_tmin = 0.01;
+  o.s_noise = 1.003;
+  o.out = ::testing::TempDir() + "/heun_churn_a";
+  fs::remove_all(o.out);
+  const SampleResult a = run_sample(o, m);
+  const std::string a_dir = o.out;
+  o.out = ::testing::TempDir() + "/heun_churn_b";
+  fs::remove_all(o.out);
+  const SampleResult b = run_sample(o, m);
+  EXPECT_NE(a.pixels, plain.pixels);  // the churn noise changes the samples
+  EXPECT_EQ(a.pixels, b.pixels);      // and the seed fixes it
+
+  // The levels the run churned, counted here from karras_sigmas: all three lie in
+  // [0.01, inf) except the top one, which has no room above the training range.
+  const std::vector<double> train = training_sigmas(m);
+  const std::vector<double> levels = diffusion::karras_sigmas(3, train.front(), train.back(), 7.0);
+  ASSERT_GE(levels[2], 0.01);
+  const nlohmann::json info = nlohmann::json::parse(read_file(a_dir + "/sample_info.json"));
+  const nlohmann::json& heun = info["heun"];
+  EXPECT_EQ(heun["s_churn"].get<double>(), 2.0);
+  EXPECT_EQ(heun["s_tmin"].get<double>(), 0.01);
+  EXPECT_TRUE(heun["s_tmax"].is_null());  // infinite: no upper bound
+  EXPECT_EQ(heun["s_noise"].get<double>(), 1.003);
+  EXPECT_EQ(heun["churned_levels"], 2);
+  EXPECT_EQ(info["variance"], "none (ODE with churn noise)");
+
+  const nlohmann::json before = nlohmann::json::parse(read_file(plain.out_dir + "/sample_info.json"));
+  EXPECT_EQ(before["heun"]["s_churn"].get<double>(), 0.0);
+  EXPECT_EQ(before["heun"]["churned_levels"], 0);
+  EXPECT_EQ(before["variance"], "none (deterministic ODE)");
+  for (const std::string& dir : {plain.out_dir, a_dir, o.out}) fs::remove_all(dir);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 18 --sigma-max 80 --out heun/
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 40 --s-churn 80 --s-tmin 0.05
 //               --s-tmax 50 --s-noise 1.003 --out churn/
+//   ddpm-sample --checkpoint runs/fm --classifier noisy-cls/ --classifier-scale 2 --class 3 --out guided/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -15,7 +16,7 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
       "Draw samples from a trained diffusion model (DDPM ancestral, DDIM or Karras Heun sampling, optional "
-      "classifier-free guidance, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
+      "classifier-free guidance, classifier guidance with --classifier, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
       "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
       "ddpm-sample");
   cli::CommonFlags common;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <tuple>
 
 #include "engine/autograd.h"
@@ -136,6 +137,11 @@ Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const Sa
 
 Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
                            std::int64_t i, Generator& gen) {
+  return ddpm_ancestral_step(s, variance, x, d, i, gen, Tensor());
+}
+
+Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
+                           std::int64_t i, Generator& gen, const Tensor& guidance_grad) {
   const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
   Gaussian g;
   switch (variance) {
@@ -144,18 +150,44 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
     case VarianceType::learned_range: g = learned_range_variance(s, ti, d.var_values); break;
   }
   Tensor mean = q_posterior_mean_variance(s, d.pred_x0, x, ti).mean;
+  if (guidance_grad.defined()) mean = add(mean, mul(g.variance, guidance_grad));  // mu + Sigma (s g), ADM Alg. 1
   if (i == 0) return mean;  // no noise on the last step: x_0 = mu~_0 = x_0^
   Tensor z = randn(x.shape(), gen, x.device(), x.dtype());
   return add(mean, mul(exp(scale(g.log_variance, 0.5)), z));
 }
 
+namespace {
+
+// s g at x for original timestep t (classifier_guidance.h), computed with the sampler's
+// NoGradGuard lifted for this one call and put back afterwards (also when it throws).
+Tensor scaled_guidance_gradient(std::optional<NoGradGuard>& no_grad, const ClassifierGuidance& guidance,
+                                const Tensor& x, std::int64_t t, const std::vector<std::int64_t>& targets) {
+  struct Restore {
+    std::optional<NoGradGuard>& guard;
+    ~Restore() { guard.emplace(); }
+  } restore{no_grad};
+  no_grad.reset();
+  return scale(classifier_log_prob_gradient(guidance.classifier, x, static_cast<double>(t), targets), guidance.scale);
+}
+
+}  // namespace
+
 Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
-              const StepCallback& callback) {
+              const StepCallback& callback, const ClassifierGuidance& guidance) {
+  const bool classifier_guided = guidance.active();
+  DDPM_CHECK(!(classifier_guided && config.kind == SamplerConfig::Kind::heun),
+             "sample: classifier guidance (--classifier-scale " << guidance.scale
+                 << ") is not implemented for the Heun sampler (--sampler heun): the EDM sampler integrates the "
+                    "probability-flow ODE in sigma and would need the gradient rescaled into its D(x; sigma) "
+                    "parameterization; use --sampler ddpm or ddim");
   if (config.kind == SamplerConfig::Kind::heun)
     return karras_sample(base, net, shape, labels, config, gen, device, callback);  // karras.h
-  NoGradGuard no_grad;
+  // No tape while sampling; classifier guidance lifts the guard for its gradient only.
+  std::optional<NoGradGuard> no_grad(std::in_place);
   check_sample_request(net, shape, labels, config);
+  std::vector<std::int64_t> targets;  // classifier guidance's y per sample
+  if (classifier_guided) targets = guidance_labels(guidance, labels, shape[0]);
   const std::int64_t n = shape[0];
   DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
 
@@ -171,15 +203,26 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
     const Timesteps ti(static_cast<std::size_t>(n), i);
     const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
     const Denoised d = denoise(rs, net, config, x, i, labels);
-    const Tensor& x0 = d.pred_x0;
+    Tensor x0 = d.pred_x0;
+    // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).
+    const Tensor guidance_grad =
+        classifier_guided ? scaled_guidance_gradient(no_grad, guidance, x, t_orig, targets) : Tensor();
 
     Tensor next;
     if (config.kind == SamplerConfig::Kind::ddpm) {
-      next = ddpm_ancestral_step(s, variance, x, d, i, gen);
+      next = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
     } else {
       // eps recomputed from the (clipped) x_0 estimate, so both terms agree.
       Tensor eps = predict_eps_from_x0(s, x, ti, x0);
       const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
+      if (guidance_grad.defined()) {
+        // Classifier guidance (ADM eq. 14): eps' = eps - sqrt(1 - abar) s g; then x_0^ from
+        // eps', clamped when clipping, and eps^ again from the clamped x_0^.
+        eps = sub(eps, scale(guidance_grad, std::sqrt(1.0 - abar)));
+        x0 = predict_x0_from_eps(s, x, ti, eps);
+        if (resolve_clip_x0(config)) x0 = clamp(x0, -1.0, 1.0);
+        eps = predict_eps_from_x0(s, x, ti, x0);
+      }
       const double abar_prev = s.alphas_cumprod_prev[static_cast<std::size_t>(i)];  // 1 at i = 0
       const double sigma =
           config.eta * std::sqrt((1.0 - abar_prev) / (1.0 - abar)) * std::sqrt(1.0 - abar / abar_prev);

@@ -25,6 +25,12 @@
 // is the same guidance. The learned variance, if any, comes from the conditional half.
 // s = 1 is plain conditional sampling (one batch); s = 0 is unconditional.
 //
+// Classifier guidance (Dhariwal & Nichol 2021, classifier_guidance.h): an optional
+// ClassifierGuidance argument of sample() shifts the DDPM mean by s Sigma g and the DDIM eps
+// by -sqrt(1 - abar) s g, g = grad_x log p(y | x_t, t) at the original timestep; it composes
+// with classifier-free guidance. Off (no classifier, or s = 0), sample() is unchanged bit for
+// bit; Heun refuses it.
+//
 // Heun (Kind::heun, karras.h): sample() hands the whole loop to karras_sample; the network
 // is then called at FRACTIONAL original timesteps t(sigma), and the respacing, eta and
 // variance fields are not used (heun_steps, sigma_min, sigma_max, rho and the churn fields
@@ -46,6 +52,7 @@
 #include "engine/device.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "models/diffusion/classifier_guidance.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/respace.h"
 #include "models/diffusion/schedule.h"
@@ -134,9 +141,12 @@ NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, cons
 // Draws shape[0] samples. labels: shape[0] class indices in [0, num_classes) for a
 // class-conditional network (may be empty only when num_classes == 0); guidance needs them.
 // Returns the samples, [shape], on `device` in config.dtype.
+// guidance: classifier guidance (classifier_guidance.h); when active() the sampler must be
+// called with gradients enabled (no NoGradGuard around it), and Heun is a ValueError.
 Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
-              Device device = Device::cpu(), const StepCallback& callback = {});
+              Device device = Device::cpu(), const StepCallback& callback = {},
+              const ClassifierGuidance& guidance = {});
 
 // --- The pieces of one DDPM/DDIM step, shared with the other samplers (inpaint.h) --------
 
@@ -159,5 +169,11 @@ Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const Sa
 // noise (and no draw) at i = 0.
 Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
                            std::int64_t i, Generator& gen);
+// The same step with classifier guidance (ADM Algorithm 1): the mean becomes
+// mu~_i + Sigma_i guidance_grad, guidance_grad = s g [shape of x]; Sigma_i is the step's
+// variance (fixed small: beta~_i, 0 at i = 0; fixed large; or learned). An undefined
+// guidance_grad is the plain step.
+Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
+                           std::int64_t i, Generator& gen, const Tensor& guidance_grad);
 
 }  // namespace ddpm::diffusion

@@ -19,6 +19,7 @@
 #include "models/diffusion/karras.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
+#include "models/run/classifier_run.h"
 
 namespace ddpm::run {
 
@@ -145,6 +146,45 @@ void check_heun_levels(const SampleOptions& o, const ModelSource& model, const d
   }
 }
 
+// --classifier / --classifier-scale on their own (the classifier's fit to the model is
+// checked in run_sample, once both are loaded).
+void check_classifier_flags(const SampleOptions& o, bool inpainting) {
+  const double default_scale = SampleOptions{}.classifier_scale;
+  const bool guided = !o.classifier.empty() || o.classifier_scale != default_scale;
+  DDPM_CHECK(!guided || o.sampler != "heun",
+             "--classifier-scale (classifier guidance) is not implemented for --sampler heun: the EDM sampler "
+             "integrates an ODE in sigma, not the DDPM/DDIM steps the guidance equations shift; use ddpm or ddim");
+  DDPM_CHECK(std::isfinite(o.classifier_scale) && o.classifier_scale > 0,
+             "--classifier-scale must be positive, got " << o.classifier_scale);
+  DDPM_CHECK(!o.classifier.empty() || o.classifier_scale == default_scale,
+             "--classifier-scale " << o.classifier_scale << " needs --classifier DIR (a ddpm-classifier folder)");
+  DDPM_CHECK(o.classifier.empty() || !inpainting, "--classifier does not combine with --inpaint (RePaint)");
+}
+
+// The classifier must see what the model makes, at the timesteps the model uses.
+void check_classifier_fits(const NoisyClassifierFolder& c, const SampleOptions& o, const ModelSource& model) {
+  const unet::EncoderConfig& cc = c.model->config();
+  const unet::UNetConfig& mc = model.net->config();
+  DDPM_CHECK(cc.image_size == mc.image_size, "--classifier " << o.classifier << " takes " << cc.image_size << "x"
+                                                             << cc.image_size << " images; the model makes "
+                                                             << mc.image_size << "x" << mc.image_size);
+  DDPM_CHECK(cc.in_channels == mc.in_channels, "--classifier " << o.classifier << " takes " << cc.in_channels
+                                                               << " channel(s); the model makes " << mc.in_channels);
+  DDPM_CHECK(mc.num_classes == 0 || cc.num_classes == mc.num_classes,
+             "--classifier " << o.classifier << " predicts " << cc.num_classes << " classes; the model has "
+                             << mc.num_classes);
+  DDPM_CHECK(c.diffusion_steps == model.diffusion.diffusion_steps,
+             "--classifier " << o.classifier << " was trained with T = " << c.diffusion_steps
+                             << " diffusion steps; the model has T = " << model.diffusion.diffusion_steps);
+  DDPM_CHECK(c.noise_schedule == model.diffusion.noise_schedule,
+             "--classifier " << o.classifier << " was trained on the "
+                             << diffusion::noise_schedule_name(c.noise_schedule)
+                             << " noise schedule; the model uses the "
+                             << diffusion::noise_schedule_name(model.diffusion.noise_schedule) << " schedule");
+  DDPM_CHECK(o.class_label < cc.num_classes, "--class " << o.class_label << " is out of range: the classifier has "
+                                                        << cc.num_classes << " classes");
+}
+
 }  // namespace
 
 void add_sample_flags(CLI::App& app, SampleOptions& o) {
@@ -220,6 +260,12 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "RePaint resampling: passes over each jumped stretch (1 = no resampling; cost grows about "
                  "linearly with it)")
       ->capture_default_str();
+  app.add_option("--classifier", o.classifier,
+                 "classifier guidance (Dhariwal & Nichol 2021) with this ddpm-classifier train folder; its image "
+                 "size, channels, T and schedule (and classes, for a class-conditional model) must match the model");
+  app.add_option("--classifier-scale", o.classifier_scale,
+                 "classifier guidance scale s > 0 (with --classifier): the mean moves by s Sigma grad log p(y|x_t)")
+      ->capture_default_str();
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -253,6 +299,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.jump_n_sample >= 1, "--jump-n-sample must be >= 1 (1 = no resampling), got " << o.jump_n_sample);
   DDPM_CHECK(!inpainting || o.sampler == "ddpm",
              "--inpaint needs --sampler ddpm: RePaint is built on DDPM ancestral steps");
+  check_classifier_flags(o, inpainting);
   check_out_dir(o);
 }
 
@@ -292,14 +339,14 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   diffusion::resolve_variance(sc, !sc.respacing.empty());  // refuses fixed_large with respacing
 
   const bool conditional = cfg.num_classes > 0;
-  DDPM_CHECK(conditional || o.class_label < 0,
+  DDPM_CHECK(conditional || o.class_label < 0 || !o.classifier.empty(),  // a classifier may pick the class
              "guidance without class conditioning: --class " << o.class_label << " needs a class-conditional model, and "
                                                              << o.checkpoint << " is unconditional");
   DDPM_CHECK(conditional || o.guidance_scale == 1.0,
              "guidance without class conditioning: --guidance-scale " << o.guidance_scale
                                                                       << " needs a class-conditional model, and "
                                                                       << o.checkpoint << " is unconditional");
-  DDPM_CHECK(o.class_label < cfg.num_classes,
+  DDPM_CHECK(!conditional || o.class_label < cfg.num_classes,
              "--class " << o.class_label << " is out of range: the model has " << cfg.num_classes << " classes");
   sc.guidance_scale = o.guidance_scale;
   DDPM_CHECK(cfg.in_channels == 1 || cfg.in_channels == 3,
@@ -400,6 +447,26 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
   if (cfg.num_classes > 0)
     for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % cfg.num_classes);
 
+  // Classifier guidance: the classifier's target labels (for an unconditional model, drawn
+  // like a conditional one's, over the classifier's classes).
+  NoisyClassifierFolder classifier;
+  diffusion::ClassifierGuidance guidance;
+  if (!o.classifier.empty()) {
+    classifier = load_noisy_classifier(o.classifier, o.device);
+    check_classifier_fits(classifier, o, model);
+    const int K = classifier.model->config().num_classes;
+    if (cfg.num_classes == 0)
+      for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % K);
+    const unet::NoisyClassifier& cls = *classifier.model;
+    guidance.classifier = [&cls](const Tensor& x, const std::vector<double>& t) {
+      return cls.forward(x, t, nn::Context{});
+    };
+    guidance.scale = o.classifier_scale;
+    if (log)
+      *log << "classifier guidance: " << o.classifier << " (" << cls.num_parameters() << " parameters, " << K
+           << " classes), scale " << o.classifier_scale << "\n";
+  }
+
   const unet::UNet& net = *model.net;
   diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
     return net.forward(x, t, y, nn::Context{});
@@ -421,6 +488,10 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - begin);
     std::vector<std::int64_t> labels;
     if (!result.labels.empty()) labels.assign(result.labels.begin() + begin, result.labels.begin() + begin + n);
+    if (guidance.classifier) {
+      guidance.labels = labels;                  // the classifier's targets
+      if (cfg.num_classes == 0) labels.clear();  // an unconditional network takes none
+    }
     callback = nullptr;
     if (o.show_steps && begin == 0) {
       callback = [&](const diffusion::StepInfo& s) {
@@ -433,7 +504,7 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
     }
     Tensor x = inpainting
                    ? diffusion::inpaint(base, fn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
-                   : diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback);
+                   : diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_uint8_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
@@ -493,7 +564,10 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                            {"class", o.class_label},
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},
-                           {"image_shape", {H, W, C}}};
+                           {"image_shape", {H, W, C}},
+                           {"classifier", o.classifier.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.classifier)},
+                           {"classifier_scale", o.classifier.empty() ? nlohmann::json(nullptr)
+                                                                     : nlohmann::json(o.classifier_scale)}};
     if (inpainting) {
       write_png((dir / "inpaint_input.png").string(), inp.strip.data(), inp.strip_height, inp.strip_width, C);
       files.push_back("inpaint_input.png");

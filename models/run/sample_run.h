@@ -39,6 +39,14 @@
 // PNG is an IoError; a size or channel mismatch (naming both shapes), a mask that keeps every
 // pixel (nothing to generate) or none (nothing to condition on), --inpaint without --mask or
 // the reverse, and --sampler ddim are ValueErrors.
+// Classifier guidance (--classifier DIR --classifier-scale S, models/diffusion/
+// classifier_guidance.h): DIR is a ddpm-classifier train folder; S > 0, default 1. The
+// classifier must fit the model: the same image size and channels, T and noise schedule,
+// and for a class-conditional model the same number of classes (ValueError naming both
+// values). Labels as above (an unconditional model takes them from the classifier's
+// classes: --class, or balanced). DDPM and DDIM only (--sampler heun and --inpaint are
+// refused); it composes with --guidance-scale. sample_info.json records "classifier" and
+// "classifier_scale" (null without one).
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -122,6 +130,9 @@ struct SampleOptions {
   // count()). A flag given with its default value is still a request (0 means "unset" for
   // the sigmas), refused with another sampler like any other value.
   std::vector<std::string> heun_flags_given;
+  // Classifier guidance: a ddpm-classifier folder ("" = none) and its scale s (> 0).
+  std::string classifier;
+  double classifier_scale = 1.0;
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of

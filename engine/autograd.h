@@ -57,6 +57,19 @@ class NoGradGuard {
   bool previous_;
 };
 
+// While alive, ops record again, whatever guard is around it: for a gradient taken inside a
+// no-grad region (classifier guidance differentiates a classifier in the middle of sampling).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // True when `out` should get a node: grad mode on and some input requires grad.
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);

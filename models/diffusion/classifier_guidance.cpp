@@ -50,9 +50,7 @@ Tensor selected_log_probs(const Tensor& logits, const std::vector<std::int64_t>&
 Tensor classifier_log_prob_gradient(const ClassifierFn& classifier, const Tensor& x, double t,
                                     const std::vector<std::int64_t>& labels) {
   DDPM_CHECK(static_cast<bool>(classifier), "classifier guidance: no classifier was given");
-  DDPM_CHECK(grad_enabled(),
-             "classifier guidance needs gradients of the classifier, but gradients are disabled (a NoGradGuard "
-             "is alive around the sampler); call sample() without one");
+  EnableGradGuard grad_on;  // the sampler runs under a NoGradGuard; this one gradient needs the tape
   const std::int64_t n = x.dim(0);
   // A fresh leaf with x's values: the tape starts here and never reaches the caller's x.
   Tensor leaf = x.detach().clone();

@@ -21,12 +21,12 @@
 // It composes with classifier-free guidance: eps (or the mean) is first the CFG
 // combination pred_u + w (pred_c - pred_u), then shifted as above.
 //
-// Gradients: the samplers run without a tape (NoGradGuard); sample() lifts its guard for
-// the one call below, which builds a tape over the classifier from a fresh leaf copy of x_t
-// and runs backward. If the caller of sample() itself disabled gradients, the call is a
-// ValueError (the gradient cannot be taken). Parameters of the classifier that require
-// grad (e.g. while it is still in a training slab) get gradients accumulated as a side
-// effect; load it for sampling and they do not.
+// Gradients: the samplers run without a tape (NoGradGuard); the gradient call below turns
+// the tape on for itself (EnableGradGuard, engine/autograd.h), builds it over the classifier
+// from a fresh leaf copy of x_t and runs backward, so it works under any caller's guard.
+// Parameters of the classifier that require grad (e.g. while it is still in a training slab)
+// get gradients accumulated as a side effect, which costs a weight-gradient pass per step:
+// ddpm-sample freezes them (requires_grad off) when it loads the classifier.
 #pragma once
 
 #include <cstdint>

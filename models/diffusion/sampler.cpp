@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 #include <tuple>
 
 #include "engine/autograd.h"
@@ -158,15 +157,9 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
 
 namespace {
 
-// s g at x for original timestep t (classifier_guidance.h), computed with the sampler's
-// NoGradGuard lifted for this one call and put back afterwards (also when it throws).
-Tensor scaled_guidance_gradient(std::optional<NoGradGuard>& no_grad, const ClassifierGuidance& guidance,
-                                const Tensor& x, std::int64_t t, const std::vector<std::int64_t>& targets) {
-  struct Restore {
-    std::optional<NoGradGuard>& guard;
-    ~Restore() { guard.emplace(); }
-  } restore{no_grad};
-  no_grad.reset();
+// s g at x for original timestep t (classifier_guidance.h; it turns the tape on for itself).
+Tensor scaled_guidance_gradient(const ClassifierGuidance& guidance, const Tensor& x, std::int64_t t,
+                                const std::vector<std::int64_t>& targets) {
   return scale(classifier_log_prob_gradient(guidance.classifier, x, static_cast<double>(t), targets), guidance.scale);
 }
 
@@ -183,8 +176,7 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
                     "parameterization; use --sampler ddpm or ddim");
   if (config.kind == SamplerConfig::Kind::heun)
     return karras_sample(base, net, shape, labels, config, gen, device, callback);  // karras.h
-  // No tape while sampling; classifier guidance lifts the guard for its gradient only.
-  std::optional<NoGradGuard> no_grad(std::in_place);
+  NoGradGuard no_grad;  // no tape while sampling (classifier guidance enables it for its gradient only)
   check_sample_request(net, shape, labels, config);
   std::vector<std::int64_t> targets;  // classifier guidance's y per sample
   if (classifier_guided) targets = guidance_labels(guidance, labels, shape[0]);
@@ -206,7 +198,7 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
     Tensor x0 = d.pred_x0;
     // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).
     const Tensor guidance_grad =
-        classifier_guided ? scaled_guidance_gradient(no_grad, guidance, x, t_orig, targets) : Tensor();
+        classifier_guided ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
 
     Tensor next;
     if (config.kind == SamplerConfig::Kind::ddpm) {

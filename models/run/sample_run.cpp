@@ -454,6 +454,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
   if (!o.classifier.empty()) {
     classifier = load_noisy_classifier(o.classifier, o.device);
     check_classifier_fits(classifier, o, model);
+    // Frozen: guidance needs d log p / d x_t only, not the classifier's weight gradients.
+    for (auto& [name, value] : classifier.model->named_parameters()) value.set_requires_grad(false);
     const int K = classifier.model->config().num_classes;
     if (cfg.num_classes == 0)
       for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % K);

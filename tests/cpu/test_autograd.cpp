@@ -55,6 +55,21 @@ TEST(Autograd, NoGradRecordsNothingAndDetachCutsTheTape) {
   EXPECT_FALSE(x.detach().requires_grad());
 }
 
+TEST(Autograd, EnableGradInsideNoGradRecordsThenRestores) {
+  Tensor x = leaf({3});
+  NoGradGuard off;
+  {
+    EnableGradGuard on;
+    EXPECT_TRUE(grad_enabled());
+    Tensor y = mul(x, x);
+    ASSERT_TRUE(y.requires_grad());
+    y.backward();
+    EXPECT_EQ(x.grad().to_double_vector(), (std::vector<double>{6}));  // d x^2 / dx at 3
+  }
+  EXPECT_FALSE(grad_enabled());
+  EXPECT_FALSE(mul(x, x).requires_grad());
+}
+
 TEST(Autograd, DeepChainsDoNotRecurse) {
   Tensor x = leaf({1});
   Tensor y = x;

@@ -177,10 +177,17 @@ TEST(ClassifierGuidance, RefusesHeunAndDisabledGradients) {
       [&] { sample(base, kTanhNet, {1, 8, 8, 3}, {}, cfg, gen, Device::cpu(), {}, {as_fn(*cls), 1.0, {0}}); },
       "not implemented for the Heun sampler (--sampler heun)");
   cfg.kind = SamplerConfig::Kind::ddpm;
-  NoGradGuard ng;  // the caller turned gradients off: the guidance cannot be computed
-  expect_value_error(
-      [&] { sample(base, kTanhNet, {1, 8, 8, 3}, {}, cfg, gen, Device::cpu(), {}, {as_fn(*cls), 1.0, {0}}); },
-      "gradients are disabled");
+  {
+    // The caller turned gradients off: the guidance enables them for itself, and gives the
+    // same samples as without the caller's guard.
+    Generator g1(5), g2(5);
+    const Tensor free = sample(base, kTanhNet, {1, 8, 8, 3}, {}, cfg, g1, Device::cpu(), {}, {as_fn(*cls), 1.0, {0}});
+    NoGradGuard ng;
+    const Tensor guarded =
+        sample(base, kTanhNet, {1, 8, 8, 3}, {}, cfg, g2, Device::cpu(), {}, {as_fn(*cls), 1.0, {0}});
+    EXPECT_EQ(free.to_double_vector(), guarded.to_double_vector());
+    EXPECT_FALSE(grad_enabled()) << "the caller's guard must still be in force after sampling";
+  }
   // No target classes for an unconditional model.
   expect_value_error([&] { guidance_labels(ClassifierGuidance{as_fn(*cls), 1.0, {}}, {}, 2); },
                      "one target class per sample");

@@ -93,6 +93,7 @@ void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, 
   fresh.log = o.log;
   fresh.seed = o.seed;
   fresh.device = o.device;
+  fresh.comm = o.comm;
   apply_preset(name, fresh);
   o = fresh;
   app.clear();

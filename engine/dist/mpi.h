@@ -8,7 +8,8 @@
 //   PMIX_RANK                 PMIx launchers (srun --mpi=pmix, prterun)
 //   PMI_RANK                  PMI-1/2 launchers (srun --mpi=pmi2, MPICH's hydra)
 // so a plain `ddpm-train ...` never touches MPI and behaves exactly as before. Built without
-// MPI (DDPM_HAS_MPI 0) the session is always inactive and world 1.
+// MPI (DDPM_HAS_MPI 0 in mpi.cpp, the only file that sees MPI) the session is always
+// inactive and world 1.
 //
 // The local rank (which GPU a rank takes): OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID or
 // SLURM_LOCALID when set, else the rank inside MPI_Comm_split_type(MPI_COMM_TYPE_SHARED),
@@ -23,7 +24,7 @@ namespace ddpm::dist {
 
 class Communicator;
 
-// True when this library was built with MPI (CMake found it: DDPM_HAS_MPI).
+// True when this library was built with MPI (CMake found it).
 bool mpi_compiled();
 
 class MpiSession {

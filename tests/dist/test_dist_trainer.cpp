@@ -179,6 +179,40 @@ TEST(DistTrainer, StartsFromRankZerosWeights) {
   EXPECT_EQ(t.ema().values().to_double_vector(), rank0.slab.values().to_double_vector());
 }
 
+// With dropout the ranks draw their masks from their own streams (not one shared mask for
+// "sample i of every rank"), and the weights still stay identical across ranks.
+TEST(DistTrainer, DropoutStreamsDifferPerRankWeightsStayIdentical) {
+  auto comm = world();
+  if (comm->world_size() < 2 || 4 % comm->world_size() != 0) GTEST_SKIP() << "needs mpiexec -n 2 (or 4)";
+  unet::UNetConfig cfg = ddpm::testing::tiny_unet_config(8, 1);
+  cfg.dropout = 0.3;
+  const DiffusionSchedule schedule(diffusion::linear_betas(50));
+  BatchProvider images = [](std::int64_t, Generator& gen) { return Batch{randn({4, 8, 8, 1}, gen), {}}; };
+  TrainerConfig tc;
+  tc.seed = 4;
+  Generator g(9);
+  unet::UNet net(cfg, g, Device::cpu());
+  ParameterSlab slab;
+  slab.pack(net.named_parameters());
+  Trainer* tr = nullptr;
+  diffusion::DenoiseFn fn = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    return net.forward(x, t, y, nn::Context{true, &tr->dropout_generator()});
+  };
+  Trainer trainer(slab, fn, schedule, images, tc, comm.get());
+  tr = &trainer;
+  for (int k = 0; k < 2; ++k) trainer.step();
+  double key = static_cast<double>(trainer.dropout_generator().seed() % 1000003), root_key = key;
+  comm->broadcast_bytes(&root_key, sizeof root_key, 0, Device::cpu());
+  double same = (comm->rank() != 0 && key == root_key) ? 1.0 : 0.0;
+  comm->all_reduce_sum(&same, 1, Device::cpu());
+  EXPECT_EQ(same, 0.0) << "a rank shares rank 0's dropout stream";
+  EXPECT_NE(&trainer.dropout_generator(), &trainer.generator());
+  // Step 1's masks were drawn from [2^40, 2^41) of this rank's stream.
+  EXPECT_GT(trainer.dropout_generator().offset(), std::uint64_t{1} << 40);
+  EXPECT_LT(trainer.dropout_generator().offset(), std::uint64_t{2} << 40);
+  expect_same_on_every_rank(*comm, slab.values(), "the parameters");
+}
+
 TEST(DistTrainer, RefusesABatchTheWorldDoesNotDivide) {
   auto comm = world();
   if (comm->world_size() < 2) GTEST_SKIP() << "needs mpiexec -n 2 or more";

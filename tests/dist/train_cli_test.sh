@@ -3,8 +3,9 @@
 #   train_cli_test.sh DDPM_TRAIN WORK_DIR MPIEXEC [MPIEXEC FLAGS...]   (the flags start 2 ranks)
 # Checks that two ranks write ONE run folder (rank 0's: one metrics row per log step, one
 # "run folder" line, config.json with world_size 2, the checkpoints), that the log names the
-# world size, that the ranks resume together, and that a --batch-size the world size does not
-# divide is a usage error (exit 2, the message naming both numbers) that leaves nothing behind.
+# world size, that the ranks resume together, that an error on rank 0 alone ends every rank
+# (exit 2, no hang), and that a --batch-size the world size does not divide is a usage error
+# (exit 2, the message naming both numbers) that leaves nothing behind.
 set -euo pipefail
 bin=$1 work=$2
 shift 2
@@ -31,6 +32,13 @@ grep -Eq '"world_size": 2' "$work/run/config.json" || fail "config.json does not
 grep -q 'resumed from .*step_4 at step 4' "$work/err2.txt" || fail "the resumed run did not say where it resumed"
 [ -d "$work/run/checkpoints/step_6" ] || fail "the resumed run wrote no step_6 checkpoint"
 [ "$(wc -l <"$work/run/metrics.csv")" = 4 ] || fail "metrics.csv should hold 3 rows after the resume"
+
+# An error on rank 0 alone (it prepares the folder; the others wait in a broadcast) must end
+# every rank: MPI_Abort with the usage status, not a hang.
+rc=0
+"${mpi[@]}" "$bin" "${tiny[@]}" --batch-size 4 --steps 2 --out "$work/run" >"$work/out4.txt" 2>"$work/err4.txt" || rc=$?
+[ "$rc" = 2 ] || { cat "$work/err4.txt"; fail "a second run into $work/run exited with $rc, expected 2"; }
+grep -q 'already holds a run' "$work/err4.txt" || { cat "$work/err4.txt"; fail "no 'already holds a run' message"; }
 
 rc=0
 "${mpi[@]}" "$bin" "${tiny[@]}" --steps 2 --batch-size 3 --out "$work/odd" >"$work/out3.txt" 2>"$work/err3.txt" || rc=$?

@@ -39,9 +39,6 @@ int main(int argc, char** argv) {
   ddpm::dist::MpiSession mpi(argc, argv);  // MPI_Init under a launcher; MPI_Finalize on return
   CLI::App app{"Train a DDPM on an image dataset; writes a run folder with checkpoints, samples and metrics.",
                "ddpm-train"};
-  app.footer(
-      "Data parallel: mpirun -np K ddpm-train ... (or srun) trains one run on K processes; --batch-size is the global "
-      "batch (divisible by K); with --device cuda each rank takes GPU local_rank.");
   if (mpi.world_size() > 1 && mpi.rank() > 0) app.name("ddpm-train (rank " + std::to_string(mpi.rank()) + ")");
   ddpm::cli::CommonFlags common;
   common.conv_algo = "heuristic";  // the same cuDNN algorithms in every process: resume stays bit-identical

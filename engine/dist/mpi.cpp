@@ -126,12 +126,17 @@ class MpiCommunicator final : public Communicator {
     DDPM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     DDPM_MPI_CHECK(MPI_Comm_size(comm_, &world_));
     if (device.is_cuda() && use_nccl && nccl_compiled()) {
-      // NCCL's bootstrap: rank 0 makes the unique id, MPI hands it to everyone, then every
-      // rank joins the clique on its own GPU.
-      std::vector<char> id(NcclComm::kUniqueIdBytes);
-      if (rank_ == 0) id = NcclComm::unique_id();
-      DDPM_MPI_CHECK(MPI_Bcast(id.data(), static_cast<int>(id.size()), MPI_BYTE, 0, comm_));
-      nccl_ = std::make_unique<NcclComm>(id, world_, rank_, device.index);
+      try {
+        // NCCL's bootstrap: rank 0 makes the unique id, MPI hands it to everyone, then every
+        // rank joins the clique on its own GPU.
+        std::vector<char> id(NcclComm::kUniqueIdBytes);
+        if (rank_ == 0) id = NcclComm::unique_id();
+        DDPM_MPI_CHECK(MPI_Bcast(id.data(), static_cast<int>(id.size()), MPI_BYTE, 0, comm_));
+        nccl_ = std::make_unique<NcclComm>(id, world_, rank_, device.index);
+      } catch (...) {
+        MPI_Comm_free(&comm_);  // no destructor runs for a constructor that throws
+        throw;
+      }
     }
   }
   ~MpiCommunicator() override {

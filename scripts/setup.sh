@@ -13,6 +13,7 @@ packages=(
   nlohmann-json3-dev    # config.json and safetensors headers
   zlib1g-dev libpng-dev # gzip'd IDX files, PNG output
   dataset-fashion-mnist # the default training set
+  libopenmpi-dev openmpi-bin  # data-parallel training (mpirun) and its tests (optional in CMake)
 )
 
 missing=()

@@ -84,7 +84,9 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       "An --out folder that already holds a run is refused unless --resume latest|PATH (which must repeat\n"
       "the run's flags: differences are listed) or --overwrite (the old run is moved aside to\n"
       "DIR.replaced-<time>, never deleted). A non-finite loss skips the update; after --max-nonfinite\n"
-      "consecutive such steps the run stops with status 1, naming the step; the last checkpoint stays.");
+      "consecutive such steps the run stops with status 1, naming the step; the last checkpoint stays.\n"
+      "Data parallel: mpirun -np K ddpm-train ... (or srun --mpi=pmix) trains one run on K processes;\n"
+      "--batch-size is the global batch (divisible by K); with --device cuda each rank takes GPU local_rank.");
 }
 
 void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, TrainOptions& o, Device device) {
@@ -93,6 +95,7 @@ void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, 
   fresh.log = o.log;
   fresh.seed = o.seed;
   fresh.device = o.device;
+  fresh.comm = o.comm;
   apply_preset(name, fresh);
   o = fresh;
   app.clear();

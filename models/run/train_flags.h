@@ -17,7 +17,7 @@ namespace ddpm::run {
 void add_train_flags(CLI::App& app, TrainOptions& o);
 
 // After app.parse(argc, argv): applies the preset, then re-parses argv so explicit flags
-// win. `device` resolves --preset auto. o.log, o.seed and o.device are kept.
+// win. `device` resolves --preset auto. o.log, o.seed, o.device and o.comm are kept.
 void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, TrainOptions& o, Device device);
 
 }  // namespace ddpm::run

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include "engine/error.h"
@@ -177,6 +178,10 @@ void validate_options(const TrainOptions& o) {
              "--guidance-scale " << o.guidance_scale << " needs a class-conditional model (--class-cond)");
   DDPM_CHECK(o.class_dropout <= 0 || o.class_cond,
              "--class-dropout " << o.class_dropout << " needs a class-conditional model (--class-cond)");
+  const int world = o.comm != nullptr ? o.comm->world_size() : 1;
+  DDPM_CHECK(o.batch_size % world == 0,
+             "--batch-size " << o.batch_size << " is not divisible by the world size " << world
+                             << " (the number of processes): it is the global batch, split evenly over the ranks");
   DDPM_CHECK(o.microbatch == 0 || o.microbatch <= o.batch_size,
              "--microbatch " << o.microbatch << " is larger than --batch-size " << o.batch_size);
 
@@ -247,7 +252,8 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
-              {"preset", o.preset},         {"device", o.device.str()}};
+              {"preset", o.preset},         {"device", o.device.str()},
+              {"world_size", o.comm != nullptr ? o.comm->world_size() : 1}};
   return j;
 }
 
@@ -294,7 +300,12 @@ std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& conf
 
 }  // namespace
 
-TrainResult train_run(const TrainOptions& o) {
+TrainResult train_run(const TrainOptions& options) {
+  std::unique_ptr<dist::Communicator> single;  // when options.comm is null
+  dist::Communicator& comm = options.comm != nullptr ? *options.comm : *(single = dist::Communicator::single_process());
+  TrainOptions o = options;
+  o.comm = &comm;
+  if (!comm.is_root()) o.log = nullptr;  // rank 0 speaks for the run
   validate_options(o);
   DataOptions dopt;
   dopt.pad_to_32 = o.pad_to_32;
@@ -308,8 +319,13 @@ TrainResult train_run(const TrainOptions& o) {
   const int num_classes = o.class_cond ? data->num_classes : 0;
   const unet::UNetConfig mc = make_unet_config(o, static_cast<int>(data->height), static_cast<int>(data->channels), num_classes);
   const nlohmann::json config = run_config_json(o, mc);
-  const std::string resume_dir = prepare_run_folder(o, config);
+  // Rank 0 prepares the folder; the broadcast of its answer is the others' barrier.
+  const std::string resume_dir = comm.broadcast_string(comm.is_root() ? prepare_run_folder(o, config) : "", 0);
   say(o, "ddpm-train: " + data->describe());
+  if (comm.world_size() > 1)
+    say(o, "ddpm-train: data parallel over " + std::to_string(comm.world_size()) + " processes (" + comm.describe() +
+               "): global batch " + std::to_string(o.batch_size) + " = " + std::to_string(comm.world_size()) + " x " +
+               std::to_string(o.batch_size / comm.world_size()));
 
   TrainResult result;
   result.run_dir = o.out;
@@ -347,14 +363,14 @@ TrainResult train_run(const TrainOptions& o) {
     train::Trainer* trainer_ptr = nullptr;  // dropout draws from the trainer's generator
     diffusion::DenoiseFn train_fn = [&](const Tensor& x, const std::vector<double>& t,
                                         const std::vector<std::int64_t>& labels) {
-      nn::Context ctx{true, &trainer_ptr->generator()};
+      nn::Context ctx{true, &trainer_ptr->dropout_generator()};
       return net.forward(x, t, labels, ctx);
     };
     train::BatchProvider batches = [&](std::int64_t, Generator&) {
       ddpm::Batch b = loader.next();
       return train::Batch{b.images, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}};
     };
-    train::Trainer trainer(slab, train_fn, schedule, batches, tc);
+    train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
     trainer_ptr = &trainer;
 
     nlohmann::json last_metrics = nlohmann::json::object();
@@ -439,7 +455,8 @@ TrainResult train_run(const TrainOptions& o) {
       return path;
     };
 
-    MetricsWriter metrics(o.out, !resume_dir.empty(), trainer.step_count());
+    std::optional<MetricsWriter> metrics;  // rank 0's
+    if (comm.is_root()) metrics.emplace(o.out, !resume_dir.empty(), trainer.step_count());
     Progress progress(o.steps, o.log, is_terminal(o.log));
     // Window accumulators for the metrics lines.
     double w_loss = 0, w_grad = 0, w_time = 0;
@@ -501,7 +518,7 @@ TrainResult train_run(const TrainOptions& o) {
         line.lr = m.lr;
         line.images_per_s = static_cast<double>(o.batch_size) * w_steps / std::max(w_time, 1e-9);
         line.skipped = w_skipped;
-        metrics.append(line);
+        if (metrics) metrics->append(line);
         last_metrics = line.to_json();
         char buf[200];
         std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  ETA %s",
@@ -514,19 +531,21 @@ TrainResult train_run(const TrainOptions& o) {
         w_steps = w_good = w_skipped = 0;
       }
       if (o.sample_every > 0 && done % o.sample_every == 0) {
-        progress.line("ddpm-train: samples " + write_samples());
+        if (comm.is_root()) progress.line("ddpm-train: samples " + write_samples());
         last_sampled = done;
       }
-      if (done % o.save_every == 0 || done == o.steps) {
-        metrics.write_loss_png();  // with each checkpoint (an atomic, fsynced write)
+      if ((done % o.save_every == 0 || done == o.steps) && comm.is_root()) {
+        metrics->write_loss_png();  // with each checkpoint (an atomic, fsynced write)
         save();
         progress.line("ddpm-train: checkpoint " + result.last_checkpoint);
       }
     }
     progress.finish();
     result.steps_done = trainer.step_count();
-    if (last_sampled != trainer.step_count()) say(o, "ddpm-train: samples " + write_samples());
+    if (last_sampled != trainer.step_count() && comm.is_root()) say(o, "ddpm-train: samples " + write_samples());
     if (result.last_checkpoint.empty()) result.last_checkpoint = resume_dir;
+    // Every rank returns once rank 0's last checkpoint and samples are on disk, naming them.
+    result.last_checkpoint = comm.broadcast_string(result.last_checkpoint, 0);
   } catch (const OutOfMemoryError& e) {
     std::ostringstream os;
     os << e.what() << ". Try a smaller --batch-size (now " << o.batch_size << ") or a --microbatch (e.g. "

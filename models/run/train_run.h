@@ -20,6 +20,16 @@
 // count, the EMA, the generator (seed, offset: it also drives dropout) and the loader
 // position, and (with --schedule-sampler loss-second-moment) the importance sampler's loss
 // history, so steps N+1.. are the ones an uninterrupted run takes.
+//
+// Data parallel (options.comm of world W > 1, one process per rank, e.g. under mpirun): every
+// rank loads the data and builds the model; --batch-size is the GLOBAL batch and must be
+// divisible by W (ValueError naming both). Rank 0 alone prepares the run folder and writes
+// config.json (with "run.world_size"), metrics, loss.png, sample grids and checkpoints; the
+// others log nothing and learn the checkpoint to resume from by a broadcast from rank 0, which
+// is also the barrier that keeps them from reading a folder rank 0 is still preparing. Every
+// rank resumes from the same checkpoint; the trainer (models/train/trainer.h) keeps the
+// weights identical on all ranks and the run independent of W (dropout aside). The ranks
+// meet at a barrier at the end, so the last checkpoint exists when train_run returns.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +39,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
+#include "engine/dist/communicator.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
@@ -86,7 +97,8 @@ struct TrainOptions {
   // Common.
   std::uint64_t seed = 0;
   Device device = Device::cpu();
-  std::FILE* log = stderr;  // progress and messages; nullptr: silent
+  std::FILE* log = stderr;  // progress and messages; nullptr: silent (always on ranks > 0)
+  dist::Communicator* comm = nullptr;  // data-parallel ranks; nullptr: one process
 };
 
 // Throws ValueError naming the flag for every invalid value or combination that can be

@@ -36,14 +36,33 @@ double warmup_lr(double base, std::int64_t warmup_steps, std::int64_t step) {
   return base * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup_steps));
 }
 
+namespace {
+
+// The Philox key of rank r's dropout stream: a splitmix64 finalizer of (seed, rank), far
+// from the main generator's key (the seed itself).
+std::uint64_t dropout_key(std::uint64_t seed, int rank) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<std::uint64_t>(rank) + 0x5D);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Each step's dropout draws start 2^40 elements after the previous step's (a trillion
+// numbers per step, far more than any step draws).
+constexpr int kDropoutStepShift = 40;
+
+}  // namespace
+
 Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffusion::DiffusionSchedule& schedule,
-                 BatchProvider batches, const TrainerConfig& config)
+                 BatchProvider batches, const TrainerConfig& config, dist::Communicator* comm)
     : params_(&params),
       model_(std::move(model)),
       schedule_(&schedule),
       batches_(std::move(batches)),
       config_(config),
+      own_comm_(comm != nullptr ? nullptr : dist::Communicator::single_process()),
+      comm_(comm != nullptr ? comm : own_comm_.get()),
       gen_(config.seed),
+      dropout_gen_(dropout_key(config.seed, comm_->rank())),
       adamw_(params, config.adamw),
       ema_(params, config.ema_rate) {
   DDPM_CHECK(model_ && batches_, "Trainer: a model and a batch provider are required");
@@ -58,6 +77,10 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
                                        << config.num_classes << ")");
   if (config.timesteps == TimestepSampling::loss_second_moment)
     importance_.emplace(schedule.num_timesteps());
+  if (comm_->world_size() > 1) {  // rank 0's weights everywhere; the EMA starts as their copy
+    comm_->broadcast(params_->values(), 0);
+    ema_.load(params_->values());
+  }
 }
 
 StepMetrics Trainer::step() {
@@ -66,6 +89,10 @@ StepMetrics Trainer::step() {
   StepMetrics m;
   m.step = step_;
 
+  const int world = comm_->world_size();
+  if (world > 1) dropout_gen_.set_state(dropout_gen_.seed(), static_cast<std::uint64_t>(step_) << kDropoutStepShift);
+
+  // The GLOBAL batch, drawn identically on every rank (see trainer.h).
   Batch batch = batches_(step_, gen_);
   const Tensor& x0 = batch.x0;
   DDPM_CHECK(x0.defined() && x0.ndim() >= 2 && x0.dim(0) >= 1,
@@ -75,6 +102,9 @@ StepMetrics Trainer::step() {
              "Trainer: the batch is on " << x0.device().str() << " but the parameters are on "
                                          << params_->device().str());
   const std::int64_t n = x0.dim(0);
+  DDPM_CHECK(n % world == 0, "Trainer: the global batch of " << n << " samples is not divisible by the world size "
+                                                            << world << " (every rank trains on an equal share)");
+  const std::int64_t n_local = n / world, first = comm_->rank() * n_local;  // this rank's rows
   std::vector<std::int64_t> labels = batch.labels;
   if (config_.num_classes > 0) {
     DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
@@ -101,31 +131,46 @@ StepMetrics Trainer::step() {
   }
   Tensor noise = randn(x0.shape(), gen_, x0.device(), x0.dtype());
 
-  // Forward and backward per microbatch; the gradients accumulate in the slab.
+  // Forward and backward per microbatch of this rank's rows; the gradients accumulate in the
+  // slab. (One process: the rows are [0, N) and this is the plain training step.)
   params_->zero_grad();
-  const std::int64_t mb = (config_.microbatch <= 0 || config_.microbatch >= n) ? n : config_.microbatch;
+  const std::int64_t mb =
+      (config_.microbatch <= 0 || config_.microbatch >= n_local) ? n_local : config_.microbatch;
   std::vector<double> losses;
   losses.reserve(static_cast<std::size_t>(n));
   double total = 0.0;
-  for (std::int64_t b = 0; b < n; b += mb) {
-    const std::int64_t cnt = std::min(mb, n - b);
-    const auto first = static_cast<std::ptrdiff_t>(b), last = static_cast<std::ptrdiff_t>(b + cnt);
-    Timesteps tb(t.begin() + first, t.begin() + last);
+  for (std::int64_t b = first; b < first + n_local; b += mb) {
+    const std::int64_t cnt = std::min(mb, first + n_local - b);
+    const auto lo = static_cast<std::ptrdiff_t>(b), hi = static_cast<std::ptrdiff_t>(b + cnt);
+    Timesteps tb(t.begin() + lo, t.begin() + hi);
     std::vector<double> tb_d(tb.begin(), tb.end());
-    std::vector<double> wb(w.begin() + first, w.begin() + last);
-    std::vector<std::int64_t> lb = labels.empty() ? labels : std::vector<std::int64_t>(labels.begin() + first,
-                                                                                         labels.begin() + last);
+    std::vector<double> wb(w.begin() + lo, w.begin() + hi);
+    std::vector<std::int64_t> lb = labels.empty() ? labels : std::vector<std::int64_t>(labels.begin() + lo,
+                                                                                         labels.begin() + hi);
     Tensor x0b = diffusion::batch_rows(x0, b, cnt), noiseb = diffusion::batch_rows(noise, b, cnt);
     Tensor xt = diffusion::q_sample(s, x0b, tb, noiseb);
     Tensor out = model_(xt, tb_d, lb);
     diffusion::LossTerms terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
-    // L_b = sum_i w_i loss_i / N: the microbatches add up to the full-batch weighted mean.
+    // L_b = sum_i w_i loss_i / N with the GLOBAL N: the microbatches of all ranks add up to
+    // the full-batch weighted mean.
     Tensor wt = Tensor::from_vector(wb, {cnt}, x0.dtype(), x0.device());
     Tensor lb_loss = scale(sum(mul(terms.loss, wt)), 1.0 / static_cast<double>(n));
     lb_loss.backward();
     total += lb_loss.item();
     std::vector<double> per = terms.loss.to_double_vector();
     losses.insert(losses.end(), per.begin(), per.end());
+  }
+  if (world > 1) {
+    // The one all-reduce of the gradient slab, then the losses: this rank's per-sample
+    // losses in a zero-filled global vector, its loss total in the last slot.
+    comm_->all_reduce_sum(params_->grads());
+    std::vector<double> global(static_cast<std::size_t>(n) + 1, 0.0);
+    std::copy(losses.begin(), losses.end(), global.begin() + static_cast<std::ptrdiff_t>(first));
+    global.back() = total;
+    comm_->all_reduce_sum(global.data(), n + 1, Device::cpu());
+    total = global.back();
+    global.pop_back();
+    losses = std::move(global);
   }
   m.loss = total;
   quartile_means(t, losses, T, m.loss_quartile, m.quartile_count);
@@ -173,6 +218,7 @@ void Trainer::load_state(const TrainerState& st) {
   gen_.set_state(st.seed, st.offset);
   Tensor values = params_->values();
   values.copy_from(st.params.to(values.device()));
+  if (comm_->world_size() > 1) comm_->broadcast(values, 0);  // defensive: rank 0's weights everywhere
   adamw_.load_state(st.adam_step, st.exp_avg, st.exp_avg_sq);
   ema_.load(st.ema);
   importance_ = st.importance;

@@ -18,14 +18,38 @@
 // draws, then t (uniform: N values of rand; importance: the sampler's N values), label
 // dropout (N values of rand, when enabled), noise. So a trainer restored from state() takes
 // bit-identical steps to one that never stopped.
+//
+// Data parallel (ARCHITECTURE decision 12; a Communicator of world W > 1, one per rank):
+//   - N (the GLOBAL batch) must be divisible by W; rank r trains on rows [r N/W, (r+1) N/W).
+//   - every rank draws the same numbers a single process would for the whole global batch
+//     (the provider's draws, t, label dropout, noise: tiny next to the network) and slices
+//     its rows, so the generator advances identically everywhere and for every W;
+//   - each rank backpropagates L_r = sum_{i in rank r} w_i loss_i / N (normalised by the
+//     GLOBAL N), so one all-reduce SUM of the gradient slab gives exactly the full-batch
+//     gradient of (1/N) sum_i w_i loss_i; it runs after the microbatches accumulated and
+//     before the gradient norm and clipping, which then see the same slab on every rank;
+//   - the per-sample losses are summed into a zero-filled global vector (one all-reduce of
+//     N + 1 doubles, the loss total riding along), so the loss, the quartile metrics, the
+//     non-finite skip decision and the importance sampler's history are the same everywhere;
+//   - the parameters are broadcast from rank 0 at construction and after load_state
+//     (defensive: every rank should have built the same weights), so AdamW and the EMA,
+//     given identical slabs and gradients, stay identical on every rank.
+// The result equals a single-process step up to the summation order of the gradient (each
+// rank's GEMMs sum over N/W samples, then the ranks are added): ~1e-7 relative in f32.
+// Dropout inside the network is the exception: with W > 1 its masks come from
+// dropout_generator(), a stream keyed by (seed, rank, step), not from the main generator, so
+// runs with dropout > 0 are not bit-comparable across world sizes (each rank's masks are
+// still independent, and a resumed distributed run is still bit-identical).
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
+#include "engine/dist/communicator.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
@@ -97,14 +121,20 @@ class Trainer {
  public:
   // The slab must already be packed and on its final device; it must outlive the trainer.
   // model is called with ORIGINAL timesteps (as doubles) and must record on the tape.
+  // comm: the data-parallel communicator (must outlive the trainer); nullptr is one process.
   Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffusion::DiffusionSchedule& schedule,
-          BatchProvider batches, const TrainerConfig& config);
+          BatchProvider batches, const TrainerConfig& config, dist::Communicator* comm = nullptr);
 
   StepMetrics step();
 
   std::int64_t step_count() const { return step_; }
   const TrainerConfig& config() const { return config_; }
   Generator& generator() { return gen_; }
+  // The generator the network's dropout draws from during step(): the main generator in a
+  // single process (unchanged order, see above); with world > 1 a per-step stream of this
+  // rank, (key(seed, rank), offset step * 2^40), which needs no state to resume.
+  Generator& dropout_generator() { return comm_->world_size() > 1 ? dropout_gen_ : gen_; }
+  const dist::Communicator& communicator() const { return *comm_; }
   const AdamW& optimizer() const { return adamw_; }
   const Ema& ema() const { return ema_; }
   Ema& ema() { return ema_; }
@@ -120,7 +150,10 @@ class Trainer {
   const diffusion::DiffusionSchedule* schedule_;
   BatchProvider batches_;
   TrainerConfig config_;
+  std::unique_ptr<dist::Communicator> own_comm_;  // the single-process one when none is given
+  dist::Communicator* comm_;
   Generator gen_;
+  Generator dropout_gen_;
   AdamW adamw_;
   Ema ema_;
   std::optional<diffusion::LossSecondMomentSampler> importance_;

@@ -60,8 +60,11 @@ int main(int argc, char** argv) {
     if (comm->is_root())
       std::printf("run folder: %s\nlast checkpoint: %s\nsamples: %s/samples\nmetrics: %s/metrics.csv, loss curve %s/loss.png\n",
                   r.run_dir.c_str(), r.last_checkpoint.c_str(), r.run_dir.c_str(), r.run_dir.c_str(), r.run_dir.c_str());
-    return 0;
+    // Stopped by Ctrl-C or SIGTERM after a checkpoint: the shell's status for that signal.
+    return r.stopped_by_signal != 0 ? 128 + r.stopped_by_signal : 0;
   });
-  if (rc != 0 && mpi.world_size() > 1) mpi.abort(rc);
+  // Errors end every rank (no rank may wait alone in a collective); a stop signal already
+  // stopped them all after the same step.
+  if (rc != 0 && rc < 128 && mpi.world_size() > 1) mpi.abort(rc);
   return rc;
 }

@@ -4,6 +4,7 @@
 #include "models/run/int_list.h"
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -22,6 +23,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/metrics.h"
+#include "models/run/stop_signals.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
 
@@ -466,6 +468,8 @@ TrainResult train_run(const TrainOptions& options) {
     double total_time = 0;
     std::int64_t timed_steps = 0;
     std::int64_t last_sampled = -1;
+    std::int64_t last_saved = -1;
+    StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, checkpoint it, return
 
     while (trainer.step_count() < o.steps) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -537,12 +541,36 @@ TrainResult train_run(const TrainOptions& options) {
       if ((done % o.save_every == 0 || done == o.steps) && comm.is_root()) {
         metrics->write_loss_png();  // with each checkpoint (an atomic, fsynced write)
         save();
+        last_saved = done;
         progress.line("ddpm-train: checkpoint " + result.last_checkpoint);
+      }
+      // A stop signal (stop_signals.h). Ranks may see it at different steps (mpirun forwards
+      // it to each), so with several ranks they agree on it first: every rank stops after the
+      // same step, and none waits alone in the next step's all-reduce.
+      int sig = stop_signals.pending();
+      if (comm.world_size() > 1) {
+        double any = sig;
+        comm.all_reduce_sum(&any, 1, Device::cpu());
+        if (any != 0 && sig == 0) sig = SIGTERM;  // another rank's signal; the name is only for the log
+      }
+      if (sig != 0) {
+        result.stopped_by_signal = sig;
+        if (comm.is_root() && last_saved != done) {
+          metrics->write_loss_png();
+          save();
+        }
+        progress.finish();
+        if (comm.is_root())
+          say(o, std::string("ddpm-train: stopped by ") + signal_name(sig) + " after step " + std::to_string(done) +
+                     "; checkpoint " + result.last_checkpoint + "; continue with --resume latest");
+        break;
       }
     }
     progress.finish();
     result.steps_done = trainer.step_count();
-    if (last_sampled != trainer.step_count() && comm.is_root()) say(o, "ddpm-train: samples " + write_samples());
+    // No final samples after a stop signal: a scheduler's grace period is short.
+    if (last_sampled != trainer.step_count() && comm.is_root() && result.stopped_by_signal == 0)
+      say(o, "ddpm-train: samples " + write_samples());
     if (result.last_checkpoint.empty()) result.last_checkpoint = resume_dir;
     // Every rank returns once rank 0's last checkpoint and samples are on disk, naming them.
     result.last_checkpoint = comm.broadcast_string(result.last_checkpoint, 0);

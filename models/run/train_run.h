@@ -16,6 +16,9 @@
 // --max-nonfinite consecutive skipped steps (default 1) the run stops with an Error naming
 // the step, and no checkpoint is written after the last good one.
 //
+// Stop signals (stop_signals.h): SIGINT or SIGTERM ends the run after the current step with
+// a checkpoint of it (no final sample grid) and TrainResult::stopped_by_signal set; with
+// several ranks they agree on it first, so all stop after the same step.
 // Resume is bit-identical: the checkpoint holds the parameters, the AdamW moments and step
 // count, the EMA, the generator (seed, offset: it also drives dropout) and the loader
 // position, and (with --schedule-sampler loss-second-moment) the importance sampler's loss
@@ -122,6 +125,7 @@ struct TrainResult {
   std::string last_checkpoint;  // the folder of the final checkpoint
   std::int64_t steps_done = 0;
   double last_loss = 0;
+  int stopped_by_signal = 0;  // SIGINT / SIGTERM when a stop signal ended the run early (stop_signals.h)
 };
 
 TrainResult train_run(const TrainOptions& options);

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# ddpm-train stopped by a signal (ctest `cli.ddpm_train.stop_signal`): usage
+#   train_signal_test.sh DDPM_TRAIN WORK_DIR SIGNAL EXPECTED_STATUS   (e.g. TERM 143, INT 130)
+# Starts a long run on the toy data, waits until it has logged a step, sends SIGNAL, and
+# checks that the run exits with EXPECTED_STATUS (128 + the signal's number) after writing a
+# checkpoint of the step it stopped after and saying so, and that --resume latest continues
+# from exactly that step.
+set -euo pipefail
+bin=$1 work=$2 sig=$3 expected=$4
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "train_signal_test ($sig): FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+
+tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
+      --attention-resolutions "" --norm-groups 4 --dropout 0 --diffusion-steps 50 --batch-size 4
+      --save-every 100000 --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 5 --device cpu)
+
+"$bin" "${tiny[@]}" --steps 100000 --out "$work/run" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 600); do  # up to 60 s for the first logged step
+  grep -q '^step [0-9]' "$work/err.txt" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || fail "ddpm-train ended before the signal"
+  sleep 0.1
+done
+grep -q '^step [0-9]' "$work/err.txt" || { kill -KILL "$pid"; fail "no step logged within 60 s"; }
+kill -s "$sig" "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = "$expected" ] || fail "exit status $rc, expected $expected"
+line=$(grep "stopped by SIG$sig after step" "$work/err.txt") || fail "no 'stopped by SIG$sig' line"
+step=$(sed -E 's/.*after step ([0-9]+);.*/\1/' <<<"$line")
+[ -d "$work/run/checkpoints/step_$step" ] || fail "no checkpoint step_$step"
+[ ! -d "$work/run/samples" ] || [ -z "$(ls "$work/run/samples")" ] || fail "a stopped run drew a sample grid"
+
+"$bin" "${tiny[@]}" --steps $((step + 2)) --resume latest --out "$work/run" >"$work/out2.txt" 2>"$work/err2.txt" ||
+  { cat "$work/err2.txt"; fail "the resumed run exited with $?"; }
+grep -q "resumed from .*step_$step at step $step" "$work/err2.txt" || { cat "$work/err2.txt"; fail "did not resume at step $step"; }
+[ -d "$work/run/checkpoints/step_$((step + 2))" ] || fail "the resumed run wrote no step_$((step + 2)) checkpoint"
+echo "train_signal_test ($sig): passed (stopped after step $step)"

@@ -7,48 +7,17 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/unet/model_io.h"
 
 namespace ddpm::unet {
 
 using nlohmann::json;
 
 void EncoderConfig::validate() const {
-  const int levels = static_cast<int>(channel_mult.size());
-  DDPM_CHECK(levels >= 1, "encoder config: channel_mult is empty");
-  DDPM_CHECK(image_size > 0 && in_channels > 0 && model_channels > 0,
-             "encoder config: image_size, in_channels and model_channels must be positive, got "
-                 << image_size << ", " << in_channels << " and " << model_channels);
-  DDPM_CHECK(image_size % (1 << (levels - 1)) == 0,
-             "encoder config: image size " << image_size << " cannot be halved " << levels - 1 << " times for "
-                                           << levels << " levels");
-  DDPM_CHECK(num_res_blocks >= 1, "encoder config: num_res_blocks must be at least 1, got " << num_res_blocks);
-  DDPM_CHECK(dropout >= 0 && dropout < 1, "encoder config: dropout must be in [0, 1), got " << dropout);
-  DDPM_CHECK(norm_groups > 0, "encoder config: norm_groups must be positive, got " << norm_groups);
-  DDPM_CHECK(norm_eps > 0, "encoder config: norm_eps must be positive, got " << norm_eps);
+  check_level_layout("encoder config", {image_size, in_channels, model_channels, channel_mult, num_res_blocks,
+                                        dropout, norm_groups, norm_eps, num_heads, num_head_channels,
+                                        attention_resolutions});
   DDPM_CHECK(num_classes >= 2, "encoder config: a classifier needs num_classes >= 2, got " << num_classes);
-  for (int m : channel_mult) {
-    const std::int64_t ch = static_cast<std::int64_t>(model_channels) * m;
-    DDPM_CHECK(m > 0 && ch % norm_groups == 0, "encoder config: level channels " << ch << " (model_channels "
-                                                                                 << model_channels << " x " << m
-                                                                                 << ") are not divisible by "
-                                                                                 << norm_groups << " groups");
-    if (num_head_channels > 0)
-      DDPM_CHECK(ch % num_head_channels == 0,
-                 "encoder config: " << num_head_channels << " channels per head do not divide " << ch << " channels");
-    else
-      DDPM_CHECK(num_heads > 0 && ch % num_heads == 0,
-                 "encoder config: " << num_heads << " heads do not divide " << ch << " channels");
-  }
-  for (int r : attention_resolutions) {
-    bool found = false;
-    std::ostringstream sizes;
-    for (int i = 0; i < levels; ++i) {
-      found = found || (image_size >> i) == r;
-      sizes << (i ? ", " : "") << (image_size >> i);
-    }
-    DDPM_CHECK(found, "encoder config: attention resolution " << r << " is not a level size (" << sizes.str()
-                                                              << ")");
-  }
 }
 
 json encoder_config_to_json(const EncoderConfig& c) {
@@ -71,11 +40,7 @@ json encoder_config_to_json(const EncoderConfig& c) {
 
 EncoderConfig encoder_config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "encoder config: expected a JSON object");
-  const json reference = encoder_config_to_json(EncoderConfig{});
-  for (auto it = j.begin(); it != j.end(); ++it)
-    DDPM_CHECK_AS(reference.contains(it.key()), IoError, "encoder config: unknown key '" << it.key() << "'");
-  for (auto it = reference.begin(); it != reference.end(); ++it)
-    DDPM_CHECK_AS(j.contains(it.key()), IoError, "encoder config: missing key '" << it.key() << "'");
+  check_config_keys(j, encoder_config_to_json(EncoderConfig{}), "encoder config");
   EncoderConfig c;
   try {
     c.image_size = j.at("image_size").get<int>();

@@ -34,13 +34,16 @@ json config_to_json(const UNetConfig& c) {
               {"time_embedding", timestep_embedding_style_name(c.time_embedding)}};
 }
 
+void check_config_keys(const json& j, const json& reference, const char* what) {
+  for (auto it = j.begin(); it != j.end(); ++it)
+    DDPM_CHECK_AS(reference.contains(it.key()), IoError, what << ": unknown key '" << it.key() << "'");
+  for (auto it = reference.begin(); it != reference.end(); ++it)
+    DDPM_CHECK_AS(j.contains(it.key()), IoError, what << ": missing key '" << it.key() << "'");
+}
+
 UNetConfig config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
-  const json reference = config_to_json(UNetConfig{});
-  for (auto it = j.begin(); it != j.end(); ++it)
-    DDPM_CHECK_AS(reference.contains(it.key()), IoError, "model config: unknown key '" << it.key() << "'");
-  for (auto it = reference.begin(); it != reference.end(); ++it)
-    DDPM_CHECK_AS(j.contains(it.key()), IoError, "model config: missing key '" << it.key() << "'");
+  check_config_keys(j, config_to_json(UNetConfig{}), "model config");
   UNetConfig c;
   try {
     c.image_size = j.at("image_size").get<int>();

@@ -22,6 +22,9 @@ namespace ddpm::unet {
 
 nlohmann::json config_to_json(const UNetConfig& cfg);
 UNetConfig config_from_json(const nlohmann::json& j);
+// IoError "<what>: unknown key 'k'" / "missing key 'k'" unless j has exactly reference's
+// keys: config files are read strictly, so a typo or a file of another kind is named.
+void check_config_keys(const nlohmann::json& j, const nlohmann::json& reference, const char* what);
 
 // diffusers' UNet2DModel config <-> ours. Import throws ValueError naming what is not
 // supported (e.g. "up_block_types do not mirror down_block_types").

@@ -12,41 +12,46 @@ namespace ddpm::unet {
 
 UNetConfig UNetConfig::ddpm_cifar10() { return UNetConfig{}; }
 
-void UNetConfig::validate() const {
-  const int levels = static_cast<int>(channel_mult.size());
-  DDPM_CHECK(levels >= 1, "UNet config: channel_mult is empty");
-  DDPM_CHECK(image_size > 0 && in_channels > 0 && model_channels > 0,
-             "UNet config: image_size, in_channels and model_channels must be positive");
-  DDPM_CHECK(image_size % (1 << (levels - 1)) == 0,
-             "UNet config: image size " << image_size << " cannot be halved " << levels - 1 << " times for "
-                                        << levels << " levels; pad the images (28 -> 32) or use fewer levels");
-  DDPM_CHECK(num_res_blocks >= 1, "UNet config: num_res_blocks must be at least 1, got " << num_res_blocks);
-  DDPM_CHECK(dropout >= 0 && dropout < 1, "UNet config: dropout must be in [0, 1), got " << dropout);
-  DDPM_CHECK(norm_groups > 0, "UNet config: norm_groups must be positive");
-  DDPM_CHECK(norm_eps > 0, "UNet config: norm_eps must be positive, got " << norm_eps);
-  DDPM_CHECK(num_classes >= 0, "UNet config: num_classes must be >= 0");
-  for (int m : channel_mult) {
-    std::int64_t ch = static_cast<std::int64_t>(model_channels) * m;
-    DDPM_CHECK(m > 0 && ch % norm_groups == 0, "UNet config: level channels " << ch << " (model_channels "
-                                                                              << model_channels << " x " << m
-                                                                              << ") are not divisible by "
-                                                                              << norm_groups << " groups");
-    if (num_head_channels > 0)
-      DDPM_CHECK(ch % num_head_channels == 0, "UNet config: " << num_head_channels << " channels per head do not divide "
-                                                              << ch << " channels");
+void check_level_layout(const char* what, const LevelLayout& l) {
+  const int levels = static_cast<int>(l.channel_mult.size());
+  DDPM_CHECK(levels >= 1, what << ": channel_mult is empty");
+  DDPM_CHECK(l.image_size > 0 && l.in_channels > 0 && l.model_channels > 0,
+             what << ": image_size, in_channels and model_channels must be positive, got " << l.image_size << ", "
+                  << l.in_channels << " and " << l.model_channels);
+  DDPM_CHECK(l.image_size % (1 << (levels - 1)) == 0,
+             what << ": image size " << l.image_size << " cannot be halved " << levels - 1 << " times for " << levels
+                  << " levels; pad the images (28 -> 32) or use fewer levels");
+  DDPM_CHECK(l.num_res_blocks >= 1, what << ": num_res_blocks must be at least 1, got " << l.num_res_blocks);
+  DDPM_CHECK(l.dropout >= 0 && l.dropout < 1, what << ": dropout must be in [0, 1), got " << l.dropout);
+  DDPM_CHECK(l.norm_groups > 0, what << ": norm_groups must be positive, got " << l.norm_groups);
+  DDPM_CHECK(l.norm_eps > 0, what << ": norm_eps must be positive, got " << l.norm_eps);
+  for (int m : l.channel_mult) {
+    const std::int64_t ch = static_cast<std::int64_t>(l.model_channels) * m;
+    DDPM_CHECK(m > 0 && ch % l.norm_groups == 0, what << ": level channels " << ch << " (model_channels "
+                                                      << l.model_channels << " x " << m << ") are not divisible by "
+                                                      << l.norm_groups << " groups");
+    if (l.num_head_channels > 0)
+      DDPM_CHECK(ch % l.num_head_channels == 0,
+                 what << ": " << l.num_head_channels << " channels per head do not divide " << ch << " channels");
     else
-      DDPM_CHECK(num_heads > 0 && ch % num_heads == 0,
-                 "UNet config: " << num_heads << " heads do not divide " << ch << " channels");
+      DDPM_CHECK(l.num_heads > 0 && ch % l.num_heads == 0,
+                 what << ": " << l.num_heads << " heads do not divide " << ch << " channels");
   }
-  for (int r : attention_resolutions) {
+  for (int r : l.attention_resolutions) {
     bool found = false;
     std::ostringstream sizes;
     for (int i = 0; i < levels; ++i) {
-      found = found || (image_size >> i) == r;
-      sizes << (i ? ", " : "") << (image_size >> i);
+      found = found || (l.image_size >> i) == r;
+      sizes << (i ? ", " : "") << (l.image_size >> i);
     }
-    DDPM_CHECK(found, "UNet config: attention resolution " << r << " is not a level size (" << sizes.str() << ")");
+    DDPM_CHECK(found, what << ": attention resolution " << r << " is not a level size (" << sizes.str() << ")");
   }
+}
+
+void UNetConfig::validate() const {
+  check_level_layout("UNet config", {image_size, in_channels, model_channels, channel_mult, num_res_blocks, dropout,
+                                     norm_groups, norm_eps, num_heads, num_head_channels, attention_resolutions});
+  DDPM_CHECK(num_classes >= 0, "UNet config: num_classes must be >= 0");
 }
 
 // One resolution level: resnets.j, attentions.j, and an optional resampler

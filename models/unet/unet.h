@@ -47,6 +47,22 @@ struct UNetConfig {
   void validate() const;
 };
 
+// The checks every network built from the UNet's levels makes (the UNet, and its encoder
+// half in encoder.h): positive sizes, an image size that halves once per level, whole
+// GroupNorm groups and heads in every level's channels, attention only at level sizes.
+// ValueError starting with `what` ("UNet config", "encoder config").
+struct LevelLayout {
+  int image_size, in_channels, model_channels;
+  const std::vector<int>& channel_mult;
+  int num_res_blocks;
+  double dropout;
+  int norm_groups;
+  double norm_eps;
+  int num_heads, num_head_channels;
+  const std::vector<int>& attention_resolutions;
+};
+void check_level_layout(const char* what, const LevelLayout& l);
+
 class UNet : public nn::Module {
  public:
   UNet(const UNetConfig& cfg, Generator& gen, Device device);

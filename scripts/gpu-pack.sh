@@ -24,7 +24,7 @@ done
 # Shared libraries outside CUDA and the C/C++ runtime, resolved to their real files.
 for lib in $(ldd build/ci/bin/* 2>/dev/null | awk '/=>/ {print $3}' | sort -u); do
   case "$(basename "$lib")" in
-    libcu*|libnv*|libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libstdc++*|libgcc_s*) ;;
+    libcu*|libnv*|libnccl*|libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|libstdc++*|libgcc_s*) ;;
     *) cp -L "$lib" "$stage/lib/" ;;
   esac
 done

@@ -53,7 +53,7 @@ if [ -n "$prebuilt" ]; then
   rm -rf "$build" && mkdir -p "$build" && tar -C "$build" -xJf "$prebuilt" || exit 1
   # CUDA's libraries: the toolkit's, else the ones PyTorch's pip packages carry.
   cudalibs=$(find /usr/local /opt /usr/lib -xdev \( -name 'libcudnn.so.9' -o -name 'libcublas.so.13' \
-               -o -name 'libcudart.so.13' -o -name 'libcublasLt.so.13' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+               -o -name 'libcudart.so.13' -o -name 'libcublasLt.so.13' -o -name 'libnccl.so.2' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
   export LD_LIBRARY_PATH="$build/lib:${cudalibs}${LD_LIBRARY_PATH:-}"
   export DDPM_TEST_DATA_DIR="$repo/tests/data"
   if ls "$build"/whl/*.whl > /dev/null 2>&1; then

@@ -3,14 +3,61 @@
 
 #include <cstdio>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/error.h"
 
 #if DDPM_HAVE_CUDA
+#include <dlfcn.h>
 #include <nccl.h>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+
+// NCCL is loaded when the first communicator is made (dlopen), not linked: libnccl is 200+
+// MB, needed only by data-parallel CUDA runs, and absent from some machines that run
+// everything else (the GPU machines receive prebuilt programs without it, scripts/
+// gpu-pack.sh). Every call below goes through nccl(), the table of the functions we use,
+// typed from nccl.h's own declarations.
+namespace {
+struct NcclApi {
+  decltype(&ncclGetErrorString) GetErrorString;
+  decltype(&ncclGetLastError) GetLastError;
+  decltype(&ncclGetUniqueId) GetUniqueId;
+  decltype(&ncclCommInitRank) CommInitRank;
+  decltype(&ncclCommInitAll) CommInitAll;
+  decltype(&ncclCommDestroy) CommDestroy;
+  decltype(&ncclAllReduce) AllReduce;
+  decltype(&ncclBroadcast) Broadcast;
+};
+
+const NcclApi& nccl() {
+  static const NcclApi api = [] {
+    void* lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    DDPM_CHECK_AS(lib != nullptr, ::ddpm::CudaError,
+                  "NCCL could not be loaded (" << dlerror()
+                                               << "); data-parallel CUDA training needs libnccl.so.2: put the folder "
+                                                  "that holds it (the CUDA toolkit's lib/, or PyTorch's "
+                                                  "nvidia/nccl/lib) on LD_LIBRARY_PATH");
+    NcclApi a{};
+    auto get = [&](auto& fn, const char* name) {
+      void* sym = dlsym(lib, name);
+      DDPM_CHECK_AS(sym != nullptr, ::ddpm::CudaError, "NCCL: libnccl.so.2 has no " << name);
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(sym);
+    };
+    get(a.GetErrorString, "ncclGetErrorString");
+    get(a.GetLastError, "ncclGetLastError");
+    get(a.GetUniqueId, "ncclGetUniqueId");
+    get(a.CommInitRank, "ncclCommInitRank");
+    get(a.CommInitAll, "ncclCommInitAll");
+    get(a.CommDestroy, "ncclCommDestroy");
+    get(a.AllReduce, "ncclAllReduce");
+    get(a.Broadcast, "ncclBroadcast");
+    return a;
+  }();
+  return api;
+}
+}  // namespace
 
 // Every NCCL call, in the style of kernels/cuda/check.h: the failing expression, NCCL's name
 // for the result and its last error message (the detail NCCL logs about the failure).
@@ -18,9 +65,9 @@
   do {                                                                                     \
     ncclResult_t ddpm_nccl_rc_ = (expr);                                                   \
     if (ddpm_nccl_rc_ != ncclSuccess) {                                                    \
-      const char* ddpm_nccl_last_ = ncclGetLastError(comm);                                \
+      const char* ddpm_nccl_last_ = nccl().GetLastError(comm);                               \
       DDPM_THROW(::ddpm::CudaError, "NCCL call `" #expr "` failed: "                       \
-                                        << ncclGetErrorString(ddpm_nccl_rc_)               \
+                                        << nccl().GetErrorString(ddpm_nccl_rc_)             \
                                         << (ddpm_nccl_last_ && *ddpm_nccl_last_ ? " (" : "") \
                                         << (ddpm_nccl_last_ ? ddpm_nccl_last_ : "")         \
                                         << (ddpm_nccl_last_ && *ddpm_nccl_last_ ? ")" : "")); \
@@ -46,7 +93,7 @@ void require_current_device(int device) {
 
 std::vector<char> NcclComm::unique_id() {
   ncclUniqueId id;
-  DDPM_NCCL_CHECK(ncclGetUniqueId(&id), nullptr);
+  DDPM_NCCL_CHECK(nccl().GetUniqueId(&id), nullptr);
   return std::vector<char>(id.internal, id.internal + sizeof id.internal);
 }
 
@@ -58,20 +105,20 @@ NcclComm::NcclComm(const std::vector<char>& id, int world, int rank, int device)
   require_current_device(device);
   ncclUniqueId uid;
   std::memcpy(uid.internal, id.data(), kUniqueIdBytes);
-  DDPM_NCCL_CHECK(ncclCommInitRank(&comm_, world, uid, rank), nullptr);
+  DDPM_NCCL_CHECK(nccl().CommInitRank(&comm_, world, uid, rank), nullptr);
 }
 
 std::unique_ptr<NcclComm> NcclComm::single_device(int device) {
   require_current_device(device);
   std::unique_ptr<NcclComm> c(new NcclComm());
-  DDPM_NCCL_CHECK(ncclCommInitAll(&c->comm_, 1, &device), nullptr);
+  DDPM_NCCL_CHECK(nccl().CommInitAll(&c->comm_, 1, &device), nullptr);
   return c;
 }
 
 NcclComm::~NcclComm() {
   if (comm_ == nullptr) return;
-  const ncclResult_t rc = ncclCommDestroy(comm_);
-  if (rc != ncclSuccess) std::fprintf(stderr, "ddpm: ncclCommDestroy failed: %s\n", ncclGetErrorString(rc));
+  const ncclResult_t rc = nccl().CommDestroy(comm_);
+  if (rc != ncclSuccess) std::fprintf(stderr, "ddpm: ncclCommDestroy failed: %s\n", nccl().GetErrorString(rc));
 }
 
 void NcclComm::all_reduce_sum(void* data, std::int64_t count, DType dtype) {
@@ -80,7 +127,7 @@ void NcclComm::all_reduce_sum(void* data, std::int64_t count, DType dtype) {
                                                                << dtype_name(dtype) << ")");
   if (count == 0) return;
   const ncclDataType_t type = dtype == DType::f64 ? ncclFloat64 : ncclFloat32;
-  DDPM_NCCL_CHECK(ncclAllReduce(data, data, static_cast<std::size_t>(count), type, ncclSum, comm_, cuda::stream()),
+  DDPM_NCCL_CHECK(nccl().AllReduce(data, data, static_cast<std::size_t>(count), type, ncclSum, comm_, cuda::stream()),
                   comm_);
 }
 
@@ -88,7 +135,7 @@ void NcclComm::broadcast(void* data, std::size_t bytes, int root) {
   DDPM_CHECK(root >= 0 && root < world_, "NcclComm::broadcast: root rank " << root << " is outside the world of "
                                                                          << world_ << " ranks");
   if (bytes == 0) return;
-  DDPM_NCCL_CHECK(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, cuda::stream()), comm_);
+  DDPM_NCCL_CHECK(nccl().Broadcast(data, data, bytes, ncclUint8, root, comm_, cuda::stream()), comm_);
 }
 
 #else  // no CUDA: no NCCL

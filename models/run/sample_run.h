@@ -6,7 +6,8 @@
 //   OUT/grid.png              all samples tiled, ceil(sqrt(N)) per row
 //   OUT/images/000000.png ... one PNG per sample
 //   OUT/samples.npz           "arr_0" uint8 [N, H, W, C] (as improved-diffusion writes it) and,
-//                             for a class-conditional model, "arr_1" int64 [N] labels
+//                             for a class-conditional model or with --classifier, "arr_1"
+//                             int64 [N]: the labels asked for
 //   OUT/steps.png             with --show-steps: the reverse process of the first (up to 4)
 //                             samples, two rows per sample: x_t and the clipped x_0 estimate
 //                             at (up to) 10 evenly spaced steps, left = noisiest, right = final

@@ -6,6 +6,11 @@
 // scripts/bench_pytorch_unet.py), "mode" "ours_fp32" or, with --tf32 (ddpm::set_allow_tf32,
 // engine/math_mode.h: TF32 in cuBLAS and cuDNN), "ours_tf32". --conv-algo picks the cuDNN
 // algorithm search (benchmark, the default, or heuristic). Without a GPU it says so and exits 0.
+//   chain   (--chain) milliseconds of a whole 20-step DDIM sampling chain at --batch, with
+//           small host-to-device uploads staged (kernels/cuda/staging.h) and with every
+//           upload waiting for the GPU, in one run: the ratio is what the staging ring buys.
+//           At small batches the host's op dispatch is comparable to the GPU's work, and a
+//           wait per upload serializes the two.
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -19,18 +24,22 @@
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/ops/reduce.h"
+#include "kernels/cuda/staging.h"
+#include "models/diffusion/sampler.h"
+#include "models/diffusion/schedule.h"
 #include "models/unet/unet.h"
 
 using namespace ddpm;
 
 int main(int argc, char** argv) {
   int batch = 128, reps = 20;
-  bool json_lines = false, tf32 = false;
+  bool json_lines = false, tf32 = false, chain = false;
   ConvAlgoSearch conv_search = ConvAlgoSearch::benchmark;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json") json_lines = true;
     else if (a == "--tf32") tf32 = true;
+    else if (a == "--chain") chain = true;
     else if (a == "--conv-algo" && i + 1 < argc) {
       try {
         conv_search = parse_conv_algo_search(argv[++i]);
@@ -42,7 +51,7 @@ int main(int argc, char** argv) {
     else if (a == "--batch" && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic]\n");
+      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic] [--chain]\n");
       return 2;
     }
   }
@@ -68,6 +77,35 @@ int main(int argc, char** argv) {
     nn::Context train_ctx{true, &gen};
 
     bench::Timer timer(reps);
+    if (chain) {
+      const diffusion::DiffusionSchedule schedule(diffusion::linear_betas(1000));
+      diffusion::SamplerConfig cfg;
+      cfg.kind = diffusion::SamplerConfig::Kind::ddim;
+      cfg.respacing = "ddim20";
+      const diffusion::DenoiseFn denoise = [&](const Tensor& xt, const std::vector<double>& ts,
+                                               const std::vector<std::int64_t>& labels) {
+        return net.forward(xt, ts, labels, nn::Context{});
+      };
+      auto chain_ms = [&](bool staged) {
+        cuda::set_staging_enabled(staged);
+        const double ms = timer.median_ms([&] {
+          Generator g(1);
+          (void)diffusion::sample(schedule, denoise, {batch, 32, 32, 3}, {}, cfg, g, Device::cuda());
+        });
+        cuda::set_staging_enabled(true);
+        return ms;
+      };
+      const double staged = chain_ms(true), waiting = chain_ms(false);
+      if (json_lines)
+        std::cout << nlohmann::json{{"op", "unet_chain"}, {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
+                                    {"steps", 20}, {"batch", batch}, {"staged_ms", staged},
+                                    {"waiting_ms", waiting}, {"speedup", waiting / staged}}.dump()
+                  << "\n";
+      else
+        std::printf("DDIM chain of 20 steps, batch %d: %.2f ms with staged uploads, %.2f ms with waiting uploads "
+                    "(%.2fx)\n", batch, staged, waiting, waiting / staged);
+      return 0;
+    }
     double train_ms = timer.median_ms([&] {
       slab.zero_grad();
       Tensor loss = mse_loss(net.forward(x, t, {}, train_ctx), noise);

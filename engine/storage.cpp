@@ -8,6 +8,7 @@
 #if DDPM_HAVE_CUDA
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/staging.h"
 #endif
 
 namespace ddpm {
@@ -51,12 +52,16 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
     return;
   }
 #if DDPM_HAVE_CUDA
+  if (dst_device.is_cuda() && src_device.is_cpu()) {
+    cuda::upload(dst, src, nbytes, cuda::stream());  // small arrays: staged, no wait for the GPU (staging.h)
+    return;
+  }
   cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                         : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                               : cudaMemcpyDeviceToDevice;
   DDPM_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, cuda::stream()));
-  // Host memory here is pageable and may be freed right after we return: wait.
-  if (kind != cudaMemcpyDeviceToDevice) cuda::synchronize();
+  // Device to host: the caller reads the host array next, so wait.
+  if (kind == cudaMemcpyDeviceToHost) cuda::synchronize();
 #else
   no_cuda("copying to or from a CUDA tensor");
 #endif

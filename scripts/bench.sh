@@ -3,7 +3,8 @@
 # (bench-kernels) and PyTorch eager at the same shapes (scripts/bench_pytorch.py, when
 # torch is importable), joined into one table with the ratio torch_ms / our_ms (> 1 means
 # we are faster), and the model-level figures (bench-unet vs scripts/bench_pytorch_unet.py:
-# training images/s and sampling evaluations/s of the DDPM CIFAR-10 UNet at batch 128).
+# training images/s and sampling evaluations/s of the DDPM CIFAR-10 UNet at batch 128), and
+# whole 20-step DDIM chains with staged and waiting small uploads (bench-unet --chain).
 # Both sides run in this one invocation, so the ratios compare like with like. Our side runs
 # twice, fp32 (the default) and with --tf32 (TF32 in cuBLAS and cuDNN, engine/math_mode.h);
 # the rows carry "mode" and the report puts each beside PyTorch's fp32 and TF32 figures.
@@ -32,3 +33,6 @@ else
   echo "bench: diffusers not importable; no PyTorch model-level baseline (pip install diffusers)" >&2
 fi
 python3 scripts/bench_report.py "$out/bench-ours.jsonl" "$out/bench-torch.jsonl"
+# Whole sampling chains (20 DDIM steps) with and without the staging ring for small uploads
+# (kernels/cuda/staging.h), TF32 as the apps use it: the ratio is the host-device overlap won.
+for b in 1 16 128; do "$build/bin/bench-unet" --chain --tf32 --batch "$b" --reps 5; done

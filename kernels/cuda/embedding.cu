@@ -7,6 +7,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/staging.h"
 
 namespace ddpm::cuda {
 
@@ -56,17 +57,20 @@ __global__ void embedding_backward_kernel(const float* g, const std::int64_t* id
   }
 }
 
-// The ids copied into pool scratch on `stream`; freed stream-ordered when this goes out of
-// scope (also when a launch check throws). The copy from pageable memory returns once the
-// host array has been staged, so the caller's array may go away afterwards.
+// The ids copied into pool scratch on `stream` through the staging ring
+// (staging.h: no wait for the GPU); freed stream-ordered when this goes out of scope (also
+// when a launch check throws). The caller's array may go away once the constructor returns.
 class DeviceIds {
  public:
   DeviceIds(const std::int64_t* host_ids, std::int64_t n, cudaStream_t stream) {
     std::size_t bytes = static_cast<std::size_t>(n) * sizeof(std::int64_t);
     ptr_ = static_cast<std::int64_t*>(pool_alloc(bytes));
-    cudaError_t copied = cudaMemcpyAsync(ptr_, host_ids, bytes, cudaMemcpyHostToDevice, stream);
-    if (copied != cudaSuccess) pool_free(ptr_);  // the destructor will not run
-    DDPM_CUDA_CHECK(copied);
+    try {
+      upload(ptr_, host_ids, bytes, stream);
+    } catch (...) {
+      pool_free(ptr_);  // the destructor will not run
+      throw;
+    }
   }
   ~DeviceIds() { pool_free(ptr_); }
   DeviceIds(const DeviceIds&) = delete;

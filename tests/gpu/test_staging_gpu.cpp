@@ -1,28 +1,34 @@
 // Small host-to-device uploads through the pinned staging ring (kernels/cuda/staging.h):
 // they arrive intact when the host runs far ahead of the GPU and slots are reused, and they
 // do not wait for the kernels queued before them.
-#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "engine/ops/linalg.h"
 #include "engine/tensor.h"
+#include "support/gradcheck.h"
+#if DDPM_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/staging.h"
-#include "support/gradcheck.h"
+#endif
 
 namespace ddpm {
 namespace {
+#if DDPM_HAVE_CUDA
 
 // Work that keeps the stream busy for milliseconds: an fp32 GEMM of 2 x 4096^3 flops.
 Tensor busy_work() {
   Tensor a = Tensor::full({4096, 4096}, 1.0, DType::f32, Device::cuda());
   return matmul(a, a);
 }
+#endif
 
 TEST(StagingGpu, ManyUploadsArriveIntactAcrossSlotReuse) {
   DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
   const cuda::StagingStats before = cuda::staging_stats();
   Tensor keep = busy_work();  // the uploads below queue behind it
   const int count = 3 * cuda::kStagingSlots;  // every slot is reused twice
@@ -39,10 +45,12 @@ TEST(StagingGpu, ManyUploadsArriveIntactAcrossSlotReuse) {
       ASSERT_EQ(got[j], static_cast<float>(i * 1000 + static_cast<int>(j))) << "upload " << i << " element " << j;
   }
   EXPECT_EQ(cuda::staging_stats().staged - before.staged, static_cast<unsigned long long>(count));
+#endif
 }
 
 TEST(StagingGpu, SmallUploadDoesNotWaitForQueuedKernels) {
   DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
   Tensor warm = busy_work();  // cuBLAS initialised, pool warm
   cuda::synchronize();
   Tensor keep = busy_work();  // milliseconds of queued work
@@ -51,16 +59,19 @@ TEST(StagingGpu, SmallUploadDoesNotWaitForQueuedKernels) {
   EXPECT_EQ(cudaStreamQuery(cuda::stream()), cudaErrorNotReady);
   cuda::synchronize();
   EXPECT_EQ(t.cpu().to_vector(), (std::vector<float>{1.f, 2.f, 3.f}));
+#endif
 }
 
 TEST(StagingGpu, LargeUploadTakesThePlainPath) {
   DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
   const cuda::StagingStats before = cuda::staging_stats();
   std::vector<float> v(cuda::kStagingSlotBytes / sizeof(float) + 1);
   for (std::size_t j = 0; j < v.size(); ++j) v[j] = static_cast<float>(j) * 0.5f;
   Tensor t = Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())}, Device::cuda());
   EXPECT_EQ(cuda::staging_stats().staged, before.staged);
   EXPECT_EQ(t.cpu().to_vector(), v);
+#endif
 }
 
 }  // namespace

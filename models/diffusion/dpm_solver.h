@@ -1,0 +1,49 @@
+// models/diffusion/dpm_solver.h: DPM-Solver++(2M), the second-order multistep solver of the
+// diffusion probability-flow ODE in its data-prediction form (Lu, Zhou, Bao, Chen, Li, Zhu
+// 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models",
+// algorithm 2). One network evaluation per step, second-order accurate: at 15-25 steps it
+// matches what Heun needs about twice the evaluations for.
+//
+// Variables. Like karras.h, work in the variance-exploding variable x = x_0 + sigma eps with
+// the denoiser D(x; sigma) (the x_0 estimate). Write lambda = -log sigma (for a VP model this
+// is log(alpha / sigma_vp), the log signal-to-noise ratio over 2, DPM-Solver's lambda). The
+// probability-flow ODE dx/dsigma = (x - D) / sigma then has the exact solution from level
+// sigma_i to sigma_{i+1} (DPM-Solver++ eq. 9 in these variables: "variation of constants")
+//   x_{i+1} = (sigma_{i+1} / sigma_i) x_i + sigma_{i+1} * integral over lambda from lambda_i
+//             to lambda_{i+1} of e^lambda D(x_lambda; sigma(lambda)) dlambda.
+// Approximating D by a constant D_i over the step gives, with h = lambda_{i+1} - lambda_i,
+//   x_{i+1} = (sigma_{i+1} / sigma_i) x_i - (e^{-h} - 1) D_i,                    (1st order)
+// which is DDIM with eta = 0 (x' = D + sigma' (x - D) / sigma, the same line). Approximating
+// D linearly in lambda through the two latest evaluations gives the 2M step
+//   r   = h_{i-1} / h_i                    (h_{i-1} = lambda_i - lambda_{i-1})
+//   D~  = (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}
+//   x_{i+1} = (sigma_{i+1} / sigma_i) x_i - (e^{-h} - 1) D~.                     (2nd order)
+// The first step has no previous evaluation and is first order. A last level sigma_N = 0 has
+// lambda = infinity: sigma_{i+1} / sigma_i = 0 and e^{-h} = 0, so the step returns D_i
+// itself, taken first order ("lower order final": the extrapolation over an infinite h is
+// meaningless).
+//
+// Errors are O(h^2) per unit of lambda: halving h quarters the global error (the test checks
+// this against the exact solution for Gaussian data), where Euler/DDIM only halves it.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace ddpm::diffusion {
+
+// D(x; sigma): the x_0 estimate at noise level sigma > 0, x in the variance-exploding scaling.
+using SigmaDenoiser = std::function<Tensor(const Tensor& x, double sigma)>;
+// Called after each step i with the new x (at level sigmas[i + 1]) and the D_i used.
+using SigmaStepCallback = std::function<void(std::size_t i, const Tensor& x, const Tensor& denoised)>;
+
+// Integrates from x at sigmas[0] through every level of `sigmas` (strictly decreasing,
+// positive except possibly a final 0) and returns x at the last level. N levels cost N - 1
+// evaluations of D (N - 1 steps). Throws ValueError for fewer than two levels or a
+// non-decreasing, negative or non-finite level.
+Tensor dpm_solver_2m(const SigmaDenoiser& denoise, Tensor x, const std::vector<double>& sigmas,
+                     const SigmaStepCallback& callback = {});
+
+}  // namespace ddpm::diffusion

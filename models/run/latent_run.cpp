@@ -39,27 +39,26 @@ nlohmann::json LatentCodec::run_config_json() const {
 }
 
 std::string find_run_autoencoder(const std::string& checkpoint) {
+  // The config.json open_model (model_source.h) reads: a folder's own, else (a checkpoint
+  // folder) its run's two levels up; beside a model file.
   const fs::path p(checkpoint);
   std::error_code ec;
-  for (const fs::path& dir : {p, p.parent_path().parent_path(), p.parent_path()}) {
-    const fs::path cfg = dir / "config.json";
-    if (!fs::is_regular_file(cfg, ec)) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(read_file(cfg.string()));
-    } catch (const nlohmann::json::exception&) {
-      return "";  // not ours to judge: open_model names the damaged file
-    }
-    if (!j.is_object() || !j.contains("model")) continue;  // e.g. an autoencoder's own config
-    if (!j.contains("autoencoder")) return "";
-    const std::string folder =
-        (dir / j.at("autoencoder").value("folder", std::string(kRunAutoencoderFolder))).string();
-    DDPM_CHECK_AS(autoencoder::is_autoencoder_folder(folder), IoError,
-                  cfg.string() << " describes a latent diffusion model, but its autoencoder folder " << folder
-                               << " is missing or damaged");
-    return folder;
+  fs::path dir = p.parent_path();
+  if (fs::is_directory(p, ec)) dir = fs::is_regular_file(p / "config.json", ec) ? p : p.parent_path().parent_path();
+  const fs::path cfg = dir / "config.json";
+  if (!fs::is_regular_file(cfg, ec)) return "";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(cfg.string()));
+  } catch (const nlohmann::json::exception&) {
+    return "";  // not ours to judge: open_model names the damaged file
   }
-  return "";
+  if (!j.is_object() || !j.contains("model") || !j.contains("autoencoder")) return "";  // a pixel-space model
+  const std::string folder = (dir / j.at("autoencoder").value("folder", std::string(kRunAutoencoderFolder))).string();
+  DDPM_CHECK_AS(autoencoder::is_autoencoder_folder(folder), IoError,
+                cfg.string() << " describes a latent diffusion model, but its autoencoder folder " << folder
+                             << " is missing or damaged");
+  return folder;
 }
 
 void refuse_latent_model(const std::string& checkpoint, const std::string& what) {

@@ -6,6 +6,7 @@
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 18 --sigma-max 80 --out heun/
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 40 --s-churn 80 --s-tmin 0.05
 //               --s-tmax 50 --s-noise 1.003 --out churn/
+//   ddpm-sample --checkpoint runs/latent --sampler ddim --sampling-steps 50 --out latent/   (decoded to pixels)
 //   ddpm-sample --checkpoint runs/fm --classifier noisy-cls/ --classifier-scale 2 --class 3 --out guided/
 #include <iostream>
 

@@ -2,6 +2,7 @@
 //
 //   ddpm-train --data fashion-mnist --preset auto --out runs/fm
 //   ddpm-train --out runs/fm --resume latest --steps 4000
+//   ddpm-train --autoencoder ae/ --data fashion-mnist --pad-to-32 --out runs/latent   (latent diffusion)
 //   mpirun -np 2 ddpm-train --device cuda --batch-size 128 --out runs/fm2   (data parallel)
 //
 // A thin shell: flags (models/run/train_flags.h), presets (models/run/presets.h) and the run

@@ -1,6 +1,8 @@
 // models/eval/eval_run.cpp: the modes of ddpm-eval as library functions (see eval_run.h).
 #include "models/eval/eval_run.h"
 
+#include "models/run/latent_run.h"
+
 #include "models/run/model_source.h"
 
 #include <algorithm>
@@ -255,6 +257,9 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
 
 BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   DDPM_CHECK(!a.checkpoint.empty(), "bpd needs --checkpoint RUN|CHECKPOINT_DIR");
+  // The bound's t = 0 term is the discretised likelihood of 8-bit pixels; a latent model's
+  // bound would be over latents, not comparable with pixel models (latent_run.h).
+  run::refuse_latent_model(a.checkpoint, "ddpm-eval bpd (bits/dim of pixels)");
   EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device);
   const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
   const int size = m.net->config().image_size;

@@ -20,6 +20,7 @@
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/classifier_run.h"
+#include "models/run/latent_run.h"
 
 namespace ddpm::run {
 
@@ -272,6 +273,7 @@ void note_given_flags(const CLI::App& app, SampleOptions& o) {
   o.heun_flags_given.clear();
   for (const char* flag : {"--sigma-max", "--sigma-min", "--rho", "--s-churn", "--s-tmin", "--s-tmax", "--s-noise"})
     if (app.count(flag) > 0) o.heun_flags_given.push_back(flag);
+  o.clip_x0_given = app.count("--clip-x0") > 0;
 }
 
 void check_sample_options(const SampleOptions& o) {
@@ -303,7 +305,7 @@ void check_sample_options(const SampleOptions& o) {
   check_out_dir(o);
 }
 
-diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model) {
+diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent) {
   const unet::UNetConfig& cfg = model.net->config();
   diffusion::SamplerConfig sc;
   sc.kind = diffusion::parse_sampler_kind(o.sampler);
@@ -332,6 +334,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   }
   sc.eta = o.eta;
   if (o.clip_x0 != "auto") sc.clip_x0 = o.clip_x0 == "true";
+  if (latent && !o.clip_x0_given) sc.clip_x0 = false;  // latents are not confined to [-1, 1]
   sc.mean_type = model.diffusion.predict;
   sc.learned_sigma = cfg.learn_sigma;
   sc.num_classes = cfg.num_classes;
@@ -349,7 +352,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   DDPM_CHECK(!conditional || o.class_label < cfg.num_classes,
              "--class " << o.class_label << " is out of range: the model has " << cfg.num_classes << " classes");
   sc.guidance_scale = o.guidance_scale;
-  DDPM_CHECK(cfg.in_channels == 1 || cfg.in_channels == 3,
+  DDPM_CHECK(latent || cfg.in_channels == 1 || cfg.in_channels == 3,
              "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
   return sc;
 }
@@ -411,8 +414,14 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
          << (model.ema ? ", EMA" : "") << ", " << model.net->num_parameters() << " parameters)\n";
+  std::unique_ptr<LatentCodec> latent;
+  const std::string ae_dir = find_run_autoencoder(o.checkpoint);
+  if (!ae_dir.empty()) {
+    latent = std::make_unique<LatentCodec>(ae_dir, o.device);
+    if (log) *log << "latent diffusion: decoding with " << ae_dir << " (f = " << latent->factor() << ", s = " << latent->scale() << ")\n";
+  }
   try {
-    return run_sample(o, model, log);
+    return run_sample(o, model, log, latent.get());
   } catch (const OutOfMemoryError& e) {
     std::ostringstream os;
     os << e.what() << ". Try a smaller --batch-size (now " << o.batch_size << ")";
@@ -420,12 +429,29 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   }
 }
 
-SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log) {
+SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log, const LatentCodec* latent) {
   check_sample_options(o);
-  const diffusion::SamplerConfig sc = make_sampler_config(o, model);
+  if (latent) {
+    DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to " << o.checkpoint
+                                                                       << ": it is a latent diffusion model, and "
+                                                                          "RePaint's mask is in pixels, not latents");
+    DDPM_CHECK(o.classifier.empty(), "--classifier does not apply to "
+                                         << o.checkpoint
+                                         << ": it is a latent diffusion model, and a ddpm-classifier folder is "
+                                            "trained on noisy pixels, not latents; use --guidance-scale "
+                                            "(classifier-free guidance) with a --class-cond run");
+    DDPM_CHECK(latent->config().z_channels == model.net->config().in_channels,
+               "the autoencoder has " << latent->config().z_channels << " latent channels; the model takes "
+                                      << model.net->config().in_channels);
+  }
+  const diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
   const unet::UNetConfig& cfg = model.net->config();
   const diffusion::DiffusionSchedule base(diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
-  const int H = cfg.image_size, W = cfg.image_size, C = cfg.in_channels;
+  // The sampler's shape (latents for a latent model) and the written images' (pixels).
+  const int h = cfg.image_size, zc = cfg.in_channels;
+  const int f = latent ? latent->factor() : 1;
+  const int H = h * f, W = h * f, C = latent ? latent->config().in_channels : cfg.in_channels;
+  auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
   const std::int64_t N = o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;
@@ -480,7 +506,7 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
   std::vector<std::int64_t> keep;
   diffusion::StepCallback callback;
   auto take = [&](const Tensor& t) {
-    std::vector<std::uint8_t> px = to_uint8_pixels(diffusion::batch_rows(t, 0, shown));
+    std::vector<std::uint8_t> px = to_pixels(diffusion::batch_rows(t, 0, shown));
     return px;
   };
 
@@ -506,8 +532,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
     }
     Tensor x = inpainting
                    ? diffusion::inpaint(base, fn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
-                   : diffusion::sample(base, fn, {n, H, W, C}, labels, sc, gen, o.device, callback, guidance);
-    const std::vector<std::uint8_t> px = to_uint8_pixels(x);
+                   : diffusion::sample(base, fn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
+    const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
   }
@@ -567,6 +593,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},
                            {"image_shape", {H, W, C}},
+                           {"autoencoder", latent ? nlohmann::json(latent->source()) : nlohmann::json(nullptr)},
+                           {"latent_shape", latent ? nlohmann::json({h, h, zc}) : nlohmann::json(nullptr)},
                            {"classifier", o.classifier.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.classifier)},
                            {"classifier_scale", o.classifier.empty() ? nlohmann::json(nullptr)
                                                                      : nlohmann::json(o.classifier_scale)}};

@@ -48,6 +48,13 @@
 // classes: --class, or balanced). DDPM and DDIM only (--sampler heun and --inpaint are
 // refused); it composes with --guidance-scale. sample_info.json records "classifier" and
 // "classifier_scale" (null without one).
+// Latent diffusion (a run trained with ddpm-train --autoencoder, models/run/latent_run.h):
+// the sampler runs on latents [N, H/f, W/f, z_channels] and every result (grid, images, npz,
+// steps.png) is decoded to pixels by the run's copy of the autoencoder, x = D(z / s), so
+// samples.npz holds pixel-space uint8 [N, H, W, C] and ddpm-eval fid works unchanged. x_0
+// is not clipped unless --clip-x0 is given explicitly (latents are not confined to [-1, 1]).
+// --inpaint and --classifier are refused (a pixel mask, a pixel-space classifier).
+// sample_info.json records "autoencoder" (the folder) and "latent_shape".
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -105,6 +112,7 @@ struct SampleOptions {
   // the CPU preset's 1000-step model: Heun unclamped gives salt-and-pepper images, clamped
   // it matches DDIM's).
   std::string clip_x0 = "true";
+  bool clip_x0_given = false;      // --clip-x0 was on the command line (note_given_flags)
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   std::string out;                 // output folder
@@ -150,7 +158,9 @@ void check_sample_options(const SampleOptions& o);
 // The sampler configuration for these options and this model: respacing from
 // --sampling-steps (checked against the model's T), variance, guidance and labels checks,
 // and for Heun the noise levels (checked against the model's training sigma range).
-diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model);
+// `latent`: the model diffuses autoencoder latents (its channels need not be 1 or 3, and x_0
+// is clipped only when --clip-x0 was given).
+diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent = false);
 
 // Samples in [-1, 1] (any device, f32 or f64, [N, H, W, C]) -> uint8 pixels, same layout:
 // clip to [-1, 1], round((x + 1) * 127.5).
@@ -179,7 +189,10 @@ struct SampleResult {
 // The whole program: check options, check --out, open the model, sample, publish OUT.
 // Progress lines go to `log` when given.
 SampleResult run_sample(const SampleOptions& o, std::ostream* log = nullptr);
-// Same with an already opened model (o.checkpoint is only recorded).
-SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log = nullptr);
+// Same with an already opened model (o.checkpoint is only recorded); `latent` decodes the
+// samples of a latent diffusion model (nullptr: a pixel-space model).
+class LatentCodec;
+SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log = nullptr,
+                        const LatentCodec* latent = nullptr);
 
 }  // namespace ddpm::run

@@ -12,6 +12,9 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_flag("--random-flip", o.random_flip, "flip training images left-right with probability 1/2")->group("Data");
   app.add_flag("--pad-to-32", o.pad_to_32, "centre 28x28 images on 32x32 (for 4-level UNets)")->group("Data");
   app.add_option("--toy-count", o.toy_count, "images in --data toy")->capture_default_str()->group("Data");
+  app.add_option("--autoencoder", o.autoencoder,
+                 "latent diffusion: a ddpm-autoencoder train folder; the UNet diffuses its scaled latents")
+      ->group("Data");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

@@ -2,6 +2,7 @@
 #include "models/run/train_run.h"
 
 #include "models/run/int_list.h"
+#include "models/run/latent_run.h"
 
 #include <chrono>
 #include <csignal>
@@ -171,6 +172,9 @@ void validate_options(const TrainOptions& o) {
 
   DDPM_CHECK(o.noise_schedule != "linear" || o.diffusion_steps > 20,
              "--diffusion-steps " << o.diffusion_steps << " is too few for the linear schedule (needs > 20)");
+  DDPM_CHECK(o.autoencoder.empty() || loss == diffusion::LossType::simple,
+             "--loss " << o.loss << " does not apply with --autoencoder: its t = 0 term is the discretised decoder "
+                       "likelihood of 8-bit pixels, and a latent model diffuses autoencoder latents; use --loss simple");
   DDPM_CHECK(loss != diffusion::LossType::hybrid || o.learn_sigma,
              "--loss hybrid trains the variance: it requires --learn-sigma");
   DDPM_CHECK(o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0,
@@ -269,7 +273,7 @@ nlohmann::json defining_part(nlohmann::json j) {
 }
 
 // Prepares the run folder; returns the checkpoint folder to resume from ("" for a new run).
-std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& config) {
+std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& config, const LatentCodec* latent) {
   const fs::path out(o.out);
   std::string resume_dir;
   if (!o.resume.empty()) {
@@ -297,6 +301,9 @@ std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& conf
   fs::create_directories(out / "samples");
   fs::create_directories(out / "checkpoints");
   write_run_config(o.out, config);
+  // A new latent run keeps its own copy of the autoencoder (a resumed one already has it).
+  if (latent != nullptr && resume_dir.empty())
+    autoencoder::copy_autoencoder_folder(latent->source(), (out / kRunAutoencoderFolder).string());
   return resume_dir;
 }
 
@@ -319,10 +326,32 @@ TrainResult train_run(const TrainOptions& options) {
   DDPM_CHECK(!o.class_cond || data->has_labels(),
              "--class-cond needs labels, and " << data->name << " has none (use class sub-folders for folder:DIR)");
   const int num_classes = o.class_cond ? data->num_classes : 0;
-  const unet::UNetConfig mc = make_unet_config(o, static_cast<int>(data->height), static_cast<int>(data->channels), num_classes);
-  const nlohmann::json config = run_config_json(o, mc);
+  // Latent diffusion: the UNet works on [h, h, z_channels] latents, h = image size / f.
+  std::unique_ptr<LatentCodec> latent;
+  if (!o.autoencoder.empty()) {
+    // A resumed run uses its own copy (RUN/autoencoder), so it continues bit-identically even
+    // if the source folder has moved or changed since.
+    const std::string copy = o.out + "/" + kRunAutoencoderFolder;
+    const bool use_copy = !o.resume.empty() && autoencoder::is_autoencoder_folder(copy);
+    latent = std::make_unique<LatentCodec>(use_copy ? copy : o.autoencoder, o.device);
+    DDPM_CHECK(data->channels == latent->config().in_channels && data->height % latent->factor() == 0,
+               "--autoencoder " << o.autoencoder << " takes " << latent->config().in_channels
+                                << "-channel images with sizes divisible by " << latent->factor() << "; "
+                                << data->name << " has " << data->height << "x" << data->width << "x" << data->channels
+                                << (data->height == 28 ? " (add --pad-to-32)" : ""));
+  }
+  const int f = latent ? latent->factor() : 1;
+  const unet::UNetConfig mc =
+      make_unet_config(o, static_cast<int>(data->height) / f,
+                       latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
+  nlohmann::json config = run_config_json(o, mc);
+  if (latent) {
+    config["autoencoder"] = latent->run_config_json();
+    config["run"]["autoencoder_source"] = o.autoencoder;  // may move on resume: the run's copy is used
+  }
   // Rank 0 prepares the folder; the broadcast of its answer is the others' barrier.
-  const std::string resume_dir = comm.broadcast_string(comm.is_root() ? prepare_run_folder(o, config) : "", 0);
+  const std::string resume_dir =
+      comm.broadcast_string(comm.is_root() ? prepare_run_folder(o, config, latent.get()) : "", 0);
   say(o, "ddpm-train: " + data->describe());
   if (comm.world_size() > 1)
     say(o, "ddpm-train: data parallel over " + std::to_string(comm.world_size()) + " processes (" + comm.describe() +
@@ -368,9 +397,10 @@ TrainResult train_run(const TrainOptions& options) {
       nn::Context ctx{true, &trainer_ptr->dropout_generator()};
       return net.forward(x, t, labels, ctx);
     };
-    train::BatchProvider batches = [&](std::int64_t, Generator&) {
+    train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
       ddpm::Batch b = loader.next();
-      return train::Batch{b.images, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}};
+      const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;  // s * z ~ s q(z | x_0) when latent
+      return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
     trainer_ptr = &trainer;
@@ -438,6 +468,7 @@ TrainResult train_run(const TrainOptions& options) {
       sc.learned_sigma = o.learn_sigma;
       sc.num_classes = num_classes;
       sc.guidance_scale = o.guidance_scale;
+      if (latent) sc.clip_x0 = false;  // latents are not confined to [-1, 1]
       std::vector<std::int64_t> labels;
       for (int i = 0; num_classes > 0 && i < n; ++i) labels.push_back(i % num_classes);
       Generator g(kSampleSeed);
@@ -446,12 +477,14 @@ TrainResult train_run(const TrainOptions& options) {
         EmaSwap swap(trainer.ema(), slab);
         x = diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
       }
+      if (latent) x = latent->decode(x);  // pixels: D(z / s)
+      const int Hp = static_cast<int>(x.dim(1)), Cp = static_cast<int>(x.dim(3));
       const std::vector<float> v = x.to_vector();
       std::vector<std::uint8_t> bytes(v.size());
       for (std::size_t i = 0; i < v.size(); ++i)  // [-1, 1] -> [0, 255]
         bytes[i] = static_cast<std::uint8_t>(std::lround(std::min(1.0f, std::max(-1.0f, v[i])) * 127.5f + 127.5f));
       const int nrow = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
-      Image grid = make_grid(bytes.data(), n, static_cast<int>(H), static_cast<int>(H), static_cast<int>(C), nrow);
+      Image grid = make_grid(bytes.data(), n, Hp, Hp, Cp, nrow);
       const std::string path = o.out + "/samples/step_" + std::to_string(trainer.step_count()) + ".png";
       write_png(path, grid);
       return path;

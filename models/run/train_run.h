@@ -33,6 +33,12 @@
 // rank resumes from the same checkpoint; the trainer (models/train/trainer.h) keeps the
 // weights identical on all ranks and the run independent of W (dropout aside). The ranks
 // meet at a barrier at the end, so the last checkpoint exists when train_run returns.
+//
+// Latent diffusion (--autoencoder DIR, models/run/latent_run.h): the UNet is built for the
+// latent (image size / f, z_channels), each batch is encoded by the frozen autoencoder and
+// scaled by s, the run folder gets a copy of the autoencoder (RUN/autoencoder/) and
+// config.json an "autoencoder" section; sample grids are decoded to pixels (no x_0 clipping:
+// latents are not confined to [-1, 1]).
 #pragma once
 
 #include <cstdint>
@@ -53,6 +59,7 @@ struct TrainOptions {
   bool random_flip = false;
   bool pad_to_32 = false;
   std::int64_t toy_count = 1024;  // images of --data toy
+  std::string autoencoder;        // latent diffusion: a ddpm-autoencoder folder (latent_run.h)
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;

@@ -1,0 +1,71 @@
+// models/run/latent_run.cpp: see latent_run.h.
+#include "models/run/latent_run.h"
+
+#include <filesystem>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/ops/elementwise.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+LatentCodec::LatentCodec(const std::string& dir, Device device)
+    : folder_(autoencoder::load_autoencoder(dir, device)), source_(dir) {
+  for (auto& [name, p] : folder_.model->named_parameters()) {
+    Tensor frozen = p;
+    frozen.set_requires_grad(false);
+  }
+}
+
+Tensor LatentCodec::encode(const Tensor& x0, Generator& gen) const {
+  NoGradGuard no_grad;
+  const autoencoder::DiagonalGaussian q = folder_.model->encode(x0.to(DType::f32));
+  const Tensor eps = randn(q.mean.shape(), gen, q.mean.device());
+  return ddpm::scale(q.sample(eps), this->scale()).detach();  // s * z
+}
+
+Tensor LatentCodec::decode(const Tensor& z_scaled) const {
+  NoGradGuard no_grad;
+  return folder_.model->decode(ddpm::scale(z_scaled.to(DType::f32), 1.0 / this->scale())).detach();
+}
+
+nlohmann::json LatentCodec::run_config_json() const {
+  return {{"folder", kRunAutoencoderFolder},
+          {"posterior", "sample"},
+          {"model", autoencoder::autoencoder_config_to_json(config())}};
+}
+
+std::string find_run_autoencoder(const std::string& checkpoint) {
+  // The config.json open_model (model_source.h) reads: a folder's own, else (a checkpoint
+  // folder) its run's two levels up; beside a model file.
+  const fs::path p(checkpoint);
+  std::error_code ec;
+  fs::path dir = p.parent_path();
+  if (fs::is_directory(p, ec)) dir = fs::is_regular_file(p / "config.json", ec) ? p : p.parent_path().parent_path();
+  const fs::path cfg = dir / "config.json";
+  if (!fs::is_regular_file(cfg, ec)) return "";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(cfg.string()));
+  } catch (const nlohmann::json::exception&) {
+    return "";  // not ours to judge: open_model names the damaged file
+  }
+  if (!j.is_object() || !j.contains("model") || !j.contains("autoencoder")) return "";  // a pixel-space model
+  const std::string folder = (dir / j.at("autoencoder").value("folder", std::string(kRunAutoencoderFolder))).string();
+  DDPM_CHECK_AS(autoencoder::is_autoencoder_folder(folder), IoError,
+                cfg.string() << " describes a latent diffusion model, but its autoencoder folder " << folder
+                             << " is missing or damaged");
+  return folder;
+}
+
+void refuse_latent_model(const std::string& checkpoint, const std::string& what) {
+  DDPM_CHECK(find_run_autoencoder(checkpoint).empty(),
+             what << " does not apply to " << checkpoint
+                  << ": it is a latent diffusion model (trained with --autoencoder), which diffuses autoencoder "
+                     "latents, not pixels");
+}
+
+}  // namespace ddpm::run

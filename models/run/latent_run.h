@@ -1,0 +1,71 @@
+// models/run/latent_run.h: diffusion in the latent space of a frozen autoencoder (Rombach et
+// al. 2022, sec. 3.2), as ddpm-train --autoencoder and ddpm-sample use it.
+//
+// The diffusion model never sees pixels: a training batch x_0 [B, H, W, C] in [-1, 1] becomes
+//   z_0 = s * (mean + exp(logvar / 2) * eps),   eps ~ N(0, I) from the TRAINER's generator
+// [B, H/f, W/f, z_channels], s the autoencoder's scale_factor (1 / std of the latents, so
+// z_0 has about unit variance like pixel data). A posterior SAMPLE (not the mean) is used, as
+// LDM's get_first_stage_encoding does: it is a little data augmentation and matches the
+// decoder's training inputs. Drawing eps from the trainer's generator keeps a resumed run
+// bit-identical (the checkpoint restores that generator). Samples go the other way:
+//   x_0 = D(z_0 / s)  (pixels; the writers clip to [-1, 1] and quantise to uint8).
+// No gradient reaches the autoencoder (its parameters are frozen; encode and decode run under
+// NoGradGuard).
+//
+// A latent run folder holds a COPY of the autoencoder (RUN/autoencoder/, autoencoder_io.h) so
+// it is self-contained, and its config.json an "autoencoder" section:
+//   {"folder": "autoencoder", "posterior": "sample", "model": <AutoencoderConfig, with s>}
+// What makes no sense in latent space is refused (ValueError, exit 2 in the apps): RePaint
+// inpainting (its mask is in pixels), bits/dim (the bound is over latents, not pixels: not
+// comparable with pixel models), classifier guidance with a ddpm-classifier folder (trained
+// on noisy pixels), and the VLB losses hybrid / vlb whose t = 0 term is the discretised
+// Gaussian decoder of 8-bit pixels.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/rng.h"
+#include "models/autoencoder/autoencoder_io.h"
+
+namespace ddpm::run {
+
+inline constexpr const char* kRunAutoencoderFolder = "autoencoder";
+
+class LatentCodec {
+ public:
+  // Loads the autoencoder folder `dir` on `device` and freezes its parameters.
+  LatentCodec(const std::string& dir, Device device);
+
+  // x0 [B, H, W, C] -> s * z with z ~ q(z | x0), eps drawn from gen.  [B, H/f, W/f, z]
+  Tensor encode(const Tensor& x0, Generator& gen) const;
+  // z_scaled [B, h, w, z] (any float dtype) -> D(z_scaled / s)  [B, h f, w f, C] f32.
+  Tensor decode(const Tensor& z_scaled) const;
+
+  const autoencoder::Autoencoder& model() const { return *folder_.model; }
+  const autoencoder::AutoencoderConfig& config() const { return folder_.model->config(); }
+  int factor() const { return config().downsampling_factor(); }
+  double scale() const { return config().scale_factor; }
+  const std::string& source() const { return source_; }
+
+  // config.json's "autoencoder" section.
+  nlohmann::json run_config_json() const;
+
+ private:
+  autoencoder::AutoencoderFolder folder_;
+  std::string source_;
+};
+
+// The autoencoder folder of a latent run, found from what ddpm-sample / ddpm-eval accept: a
+// run folder, a checkpoint folder (RUN/checkpoints/step_N) or a model file beside a
+// config.json. "" when that config.json has no "autoencoder" section (a pixel-space model);
+// IoError when it has one but RUN/autoencoder is missing.
+std::string find_run_autoencoder(const std::string& checkpoint);
+
+// ValueError "<what> does not apply to a latent diffusion model ..." when `checkpoint` is a
+// latent run: for the pixel-only features (bits/dim, inpainting, classifier guidance).
+void refuse_latent_model(const std::string& checkpoint, const std::string& what);
+
+}  // namespace ddpm::run

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Latent diffusion end to end from the shell (ctest `cli.latent_diffusion`): usage
+#   latent_diffusion_test.sh BIN_DIR WORK_DIR
+# Trains a tiny autoencoder on the toy shapes (16x16x1, f = 2 -> 8x8x3 latents), evaluates
+# it, trains a tiny UNet in its latent space, samples, and checks that the samples are
+# pixel-space images (PNG 16x16, npz uint8 [3, 16, 16, 1]); then that what makes no sense in
+# latent space (inpainting, bits/dim, a pixel-space classifier, the VLB losses) exits 2.
+set -euo pipefail
+bin=$1 work=$2
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "latent_diffusion_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+
+"$bin/ddpm-autoencoder" train --data toy --steps 3 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train"
+for f in model.safetensors config.json reconstructions.png; do [ -f "$work/ae/$f" ] || fail "no ae/$f"; done
+grep -q '"scale_factor"' "$work/ae/config.json" || fail "no scale_factor in ae/config.json"
+"$bin/ddpm-autoencoder" eval --autoencoder "$work/ae" --data toy --split test --limit 8 --device cpu \
+  >"$work/eval.txt" 2>"$work/err.txt" || fail "ddpm-autoencoder eval"
+grep -q '^{.*"psnr":' "$work/eval.txt" || fail "no JSON line with the PSNR"
+
+"$bin/ddpm-train" --autoencoder "$work/ae" --data toy --toy-count 16 --preset none --num-channels 8 \
+  --channel-mult 1,2 --num-res-blocks 1 --attention-resolutions "" --norm-groups 4 --dropout 0 \
+  --diffusion-steps 40 --batch-size 4 --steps 2 --save-every 2 --sample-every 0 --log-every 1 --num-samples 4 \
+  --sample-steps 4 --device cpu --out "$work/run" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --autoencoder"
+[ -f "$work/run/autoencoder/model.safetensors" ] || fail "the run has no copy of the autoencoder"
+[ -f "$work/run/samples/step_2.png" ] || fail "no training sample grid"
+
+"$bin/ddpm-sample" --checkpoint "$work/run" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
+  --out "$work/samples" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample"
+[ -f "$work/samples/grid.png" ] || fail "no grid.png"
+# PNG width and height are the big-endian words at bytes 16 and 20 of the IHDR chunk.
+size=$(od -An -tu1 -j16 -N8 "$work/samples/images/000000.png" | tr -s ' ')
+[ "$size" = " 0 0 0 16 0 0 0 16" ] || fail "images/000000.png is not 16x16 (IHDR bytes:$size)"
+# samples.npz is stored uncompressed, so arr_0's npy header is plain text.
+grep -aq "'descr': '|u1'.*'shape': (3, 16, 16, 1)" "$work/samples/samples.npz" || fail "samples.npz arr_0 is not uint8 [3, 16, 16, 1]"
+
+refuse() {  # refuse WHAT COMMAND...: exit 2 and one error line on stderr (plus, for a flag
+  local what=$1 rc=0  # parse error, the apps' usual "Run with --help" hint)
+  shift
+  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+  [ "$rc" = 2 ] || fail "$what: exit status $rc, expected 2"
+  [ "$(grep -vc '^Run with --help' "$work/err.txt")" = 1 ] || fail "$what: expected one error line on stderr"
+  grep -q '^ddpm-[a-z]*: error: ' "$work/err.txt" || fail "$what: no 'ddpm-...: error:' line"
+}
+printf 'x' >"$work/not.png"
+refuse "--inpaint" "$bin/ddpm-sample" --checkpoint "$work/run" --inpaint "$work/not.png" --mask "$work/not.png" \
+  --device cpu --out "$work/inpaint"
+refuse "--classifier" "$bin/ddpm-sample" --checkpoint "$work/run" --classifier "$work/ae" --device cpu --out "$work/cls"
+refuse "bpd" "$bin/ddpm-eval" bpd --checkpoint "$work/run" --data toy --limit 2 --device cpu
+refuse "--loss hybrid" "$bin/ddpm-train" --autoencoder "$work/ae" --data toy --loss hybrid --learn-sigma --device cpu \
+  --out "$work/run2"
+refuse "existing --out" "$bin/ddpm-autoencoder" train --data toy --device cpu --out "$work/ae"
+refuse "unknown subcommand" "$bin/ddpm-autoencoder" tran
+echo "latent_diffusion_test: ok"

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "apps/common/cli.h"
+#include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 
 int main(int argc, char** argv) {
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {
     (void)cli::resolve_device(common);  // validates --device; the export itself runs on the CPU
+    // A latent run's UNet maps autoencoder latents; as a lone UNet2DModel it would pass for a
+    // pixel model, and our autoencoder does not load into diffusers' AutoencoderKL exactly.
+    run::refuse_latent_model(checkpoint, "ddpm-export (a diffusers UNet2DModel of pixels)");
     run::ModelSource model = run::open_model(checkpoint, Device::cpu(), use_ema);
     run::export_diffusers(model, out, overwrite);
     if (!probe.empty()) {

@@ -49,6 +49,8 @@ refuse "--inpaint" "$bin/ddpm-sample" --checkpoint "$work/run" --inpaint "$work/
   --device cpu --out "$work/inpaint"
 refuse "--classifier" "$bin/ddpm-sample" --checkpoint "$work/run" --classifier "$work/ae" --device cpu --out "$work/cls"
 refuse "bpd" "$bin/ddpm-eval" bpd --checkpoint "$work/run" --data toy --limit 2 --device cpu
+refuse "export" "$bin/ddpm-export" --checkpoint "$work/run" --out "$work/exported"
+[ ! -e "$work/exported" ] || fail "a refused export left $work/exported behind"
 refuse "--loss hybrid" "$bin/ddpm-train" --autoencoder "$work/ae" --data toy --loss hybrid --learn-sigma --device cpu \
   --out "$work/run2"
 refuse "existing --out" "$bin/ddpm-autoencoder" train --data toy --device cpu --out "$work/ae"

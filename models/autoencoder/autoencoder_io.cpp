@@ -2,8 +2,6 @@
 #include "models/autoencoder/autoencoder_io.h"
 
 #include <filesystem>
-#include <map>
-#include <sstream>
 #include <vector>
 
 #include "engine/error.h"
@@ -36,9 +34,7 @@ void save_autoencoder(const Autoencoder& ae, const json& train_info, const std::
   const bool empty_dir = fs::is_directory(dir, ec) && fs::is_empty(dir, ec);
   DDPM_CHECK(overwrite || !fs::exists(dir, ec) || empty_dir,
              "--out " << dir << " exists; pass --overwrite to replace it");
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, t] : ae.named_parameters())
-    tensors.emplace_back(name, t.ndim() == 4 ? unet::krsc_to_oihw(t.cpu()) : t.cpu().clone());  // OIHW on disk
+  const auto tensors = unet::export_state_dict(ae);  // OIHW on disk
   const json info = {{"architecture", kAutoencoderArchitecture},
                      {"model", autoencoder_config_to_json(ae.config())},
                      {"train", train_info}};
@@ -76,41 +72,8 @@ AutoencoderFolder load_autoencoder(const std::string& dir, Device device) {
   AutoencoderFolder f;
   f.model = std::make_unique<Autoencoder>(cfg, gen, device);
   const std::string weights_path = dir + "/" + kAutoencoderWeights;
-  const SafetensorsFile weights = load_safetensors(weights_path);
-  std::map<std::string, Tensor> given(weights.tensors.begin(), weights.tensors.end());
-  std::vector<std::string> problems;
-  std::vector<std::pair<Tensor, Tensor>> copies;
-  for (const auto& [name, p] : f.model->named_parameters()) {
-    auto it = given.find(name);
-    if (it == given.end()) {
-      problems.push_back("missing " + name);
-      continue;
-    }
-    Tensor v = it->second;
-    given.erase(it);
-    if (v.dtype() != DType::f32 && v.dtype() != DType::f64) {
-      problems.push_back("dtype of " + name + " is " + dtype_name(v.dtype()));
-      continue;
-    }
-    if (v.ndim() == 4) v = unet::oihw_to_krsc(v);
-    if (v.shape() != p.shape()) {
-      problems.push_back(name + " is " + shape_str(v.shape()) + " in the file, " + shape_str(p.shape()) +
-                         " in the model");
-      continue;
-    }
-    copies.emplace_back(p, v);
-  }
-  for (const auto& kv : given) problems.push_back("unexpected " + kv.first);
-  if (!problems.empty()) {
-    std::ostringstream os;
-    os << weights_path << " does not match " << json_path << "'s model (" << problems.size() << " problems):";
-    for (std::size_t i = 0; i < problems.size() && i < 10; ++i) os << (i ? "; " : " ") << problems[i];
-    DDPM_THROW(ValueError, os.str());
-  }
-  for (auto& [p, v] : copies) {
-    Tensor p_mut = p;
-    p_mut.copy_from(v.to(p.dtype()).to(p.device()));
-  }
+  unet::load_state_dict(*f.model, load_safetensors(weights_path).tensors,
+                        weights_path + " (for " + json_path + "'s model)");
   f.info = info;
   return f;
 }

@@ -268,14 +268,15 @@ Tensor oihw_to_krsc(const Tensor& w) {
   return permute4(w, perm);
 }
 
-std::vector<std::pair<std::string, Tensor>> export_state_dict(const UNet& net) {
+std::vector<std::pair<std::string, Tensor>> export_state_dict(const nn::Module& net) {
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, t] : net.named_parameters())
-    out.emplace_back(name, t.ndim() == 4 ? krsc_to_oihw(t) : t.cpu().clone());
+    out.emplace_back(name, t.ndim() == 4 ? krsc_to_oihw(t.cpu()) : t.cpu().clone());
   return out;
 }
 
-void load_state_dict(UNet& net, const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source) {
+void load_state_dict(nn::Module& net, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                     const std::string& source) {
   std::map<std::string, Tensor> given;
   for (const auto& [name, t] : tensors) given[name] = t;
   std::vector<std::string> missing, mismatched;
@@ -317,7 +318,7 @@ void load_state_dict(UNet& net, const std::vector<std::pair<std::string, Tensor>
   }
   for (auto& [p, v] : copies) {
     Tensor p_mut = p;
-    p_mut.copy_from(v.to(p.dtype()));
+    p_mut.copy_from(v.to(p.dtype()).to(p.device()));
   }
 }
 

@@ -31,10 +31,13 @@ void check_config_keys(const nlohmann::json& j, const nlohmann::json& reference,
 UNetConfig config_from_diffusers(const nlohmann::json& j);
 nlohmann::json config_to_diffusers(const UNetConfig& cfg);
 
-// The parameters as host tensors named for diffusers, convolutions in OIHW.
-std::vector<std::pair<std::string, Tensor>> export_state_dict(const UNet& net);
-// Copies a state dict (OIHW convolutions, any order) into the model's parameters.
-void load_state_dict(UNet& net, const std::vector<std::pair<std::string, Tensor>>& tensors,
+// The parameters of any module (UNet, noisy classifier, autoencoder) as host tensors under
+// their names (diffusers' names for the UNet), convolutions in PyTorch's OIHW.
+std::vector<std::pair<std::string, Tensor>> export_state_dict(const nn::Module& net);
+// Copies a state dict (OIHW convolutions, any order, f32 or f64) into the module's
+// parameters, strictly: every parameter present with its shape, nothing unexpected; else one
+// ValueError naming `source` and listing what is missing, unexpected or mismatched.
+void load_state_dict(nn::Module& net, const std::vector<std::pair<std::string, Tensor>>& tensors,
                      const std::string& source = "state dict");
 
 // KRSC [O, kh, kw, I] <-> OIHW [O, I, kh, kw] for host tensors (f32 or f64).

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
-#include <map>
 #include <ostream>
 #include <sstream>
 

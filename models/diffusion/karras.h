@@ -1,7 +1,8 @@
 // models/diffusion/karras.h: the Heun sampler of Karras et al. 2022 ("EDM", "Elucidating
 // the Design Space of Diffusion-Based Generative Models"), deterministic (Algorithm 1) or with
 // stochastic churn (Algorithm 2), for our DDPM-trained (variance-preserving, discrete-time)
-// networks.
+// networks; the loop itself (karras_solve) runs on any denoiser D(x; sigma), such as the
+// EDM-preconditioned network of edm.h.
 //
 // From VP to EDM. A DDPM network sees x_vp = sqrt(abar) x_0 + sqrt(1 - abar) eps at a
 // training step t. Divide by sqrt(abar): x = x_vp / sqrt(abar) = x_0 + sigma eps with
@@ -50,7 +51,7 @@
 // x_vp agree). Euler alone (KarrasSolver::euler, N evaluations) is first order; DDIM with
 // eta = 0 is exactly this Euler step taken on the discrete levels (divide DDIM's update by
 // sqrt(abar_prev): x' = D + sigma' (x - D) / sigma; EDM sec. 3). Euler is offered for
-// comparisons, not through ddpm-sample.
+// comparisons (ddpm-sample --sampler euler).
 //
 // Clipping. EDM does not clip D: the ODE's vector field must be smooth for Heun's error
 // estimate to hold, and a clamp makes it kink. resolve_clip_x0 is therefore false for Heun

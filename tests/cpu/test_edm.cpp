@@ -20,6 +20,7 @@
 #include "engine/ops/reduce.h"
 #include "models/diffusion/edm.h"
 #include "models/diffusion/likelihood.h"
+#include "models/run/model_source.h"
 #include "models/toy/mlp_denoiser.h"
 #include "models/train/trainer.h"
 #include "support/gradcheck.h"
@@ -382,3 +383,24 @@ TEST(EdmTrainer, RefusesWhatBelongsToTheDiscreteProcess) {
 
 }  // namespace
 }  // namespace ddpm::train
+
+namespace ddpm::run {
+namespace {
+
+TEST(EdmModelSource, DiffusionSettingsRoundTripAndDefaultToDdpm) {
+  DiffusionSettings d;
+  d.edm = diffusion::EdmConfig{0.7, -1.0, 1.5};
+  const DiffusionSettings back = diffusion_from_json(diffusion_to_json(d), false);
+  ASSERT_TRUE(back.edm.has_value());
+  EXPECT_EQ(back.edm->sigma_data, 0.7);
+  EXPECT_EQ(back.edm->p_mean, -1.0);
+  EXPECT_EQ(back.edm->p_std, 1.5);
+  EXPECT_THROW(diffusion_from_json(diffusion_to_json(d), true), ValueError);  // a learned-sigma UNet
+  // A section without "objective" (every run before it existed) is DDPM.
+  EXPECT_FALSE(diffusion_from_json({{"diffusion_steps", 50}, {"noise_schedule", "linear"}}, false).edm.has_value());
+  EXPECT_THROW(diffusion_from_json({{"objective", "ve"}}, false), ValueError);
+  EXPECT_THROW(diffusion_from_json({{"objective", "edm"}, {"sigma_data", 0.5}}, false), ValueError);  // p_mean missing
+}
+
+}  // namespace
+}  // namespace ddpm::run

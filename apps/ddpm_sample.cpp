@@ -7,6 +7,8 @@
 //   ddpm-sample --checkpoint runs/cifar --sampler heun --sampling-steps 40 --s-churn 80 --s-tmin 0.05
 //               --s-tmax 50 --s-noise 1.003 --out churn/
 //   ddpm-sample --checkpoint runs/latent --sampler ddim --sampling-steps 50 --out latent/   (decoded to pixels)
+//   ddpm-sample --checkpoint runs/fm-edm --sampling-steps 18 --out edm/    (an --objective edm run: heun)
+//   ddpm-sample --checkpoint runs/fm-edm --sampler euler --sampling-steps 36 --out edm-euler/
 //   ddpm-sample --checkpoint runs/fm --classifier noisy-cls/ --classifier-scale 2 --class 3 --out guided/
 #include <iostream>
 

@@ -3,6 +3,7 @@
 //   ddpm-train --data fashion-mnist --preset auto --out runs/fm
 //   ddpm-train --out runs/fm --resume latest --steps 4000
 //   ddpm-train --autoencoder ae/ --data fashion-mnist --pad-to-32 --out runs/latent   (latent diffusion)
+//   ddpm-train --data fashion-mnist --objective edm --out runs/fm-edm   (EDM preconditioning)
 //   mpirun -np 2 ddpm-train --device cuda --batch-size 128 --out runs/fm2   (data parallel)
 //
 // A thin shell: flags (models/run/train_flags.h), presets (models/run/presets.h) and the run
@@ -20,6 +21,7 @@
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
 #include "engine/dist/mpi.h"
+#include "models/run/edm_options.h"
 #include "models/run/train_flags.h"
 #include "models/run/train_run.h"
 
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
     };
     resolve();
     ddpm::run::apply_preset_under_flags(app, argc, argv, options, options.device);
+    ddpm::run::note_objective_flags(app, options);  // DDPM-only flags given with --objective edm are refused
     resolve();  // the preset re-parsed argv
     const std::unique_ptr<ddpm::dist::Communicator> comm = ddpm::dist::Communicator::from_environment(options.device);
     options.comm = comm.get();

@@ -26,7 +26,8 @@ Tensor dpm_solver_2m(const SigmaDenoiser& denoise, Tensor x, const std::vector<d
   double h_previous = 0.0;         // lambda_i - lambda_{i-1}
   for (std::size_t i = 0; i + 1 < sigmas.size(); ++i) {
     const double s = sigmas[i], s_next = sigmas[i + 1];
-    const Tensor d = denoise(x, s);
+    const SigmaDenoised den = denoise(x, s);
+    const Tensor& d = den.x0;
     if (s_next == 0) {
       x = d;  // lambda_{i+1} = infinity: the step lands on D_i
     } else {
@@ -41,7 +42,7 @@ Tensor dpm_solver_2m(const SigmaDenoiser& denoise, Tensor x, const std::vector<d
       h_previous = h;
     }
     previous = d;
-    if (callback) callback(i, x, d);
+    if (callback) callback(i, x, den);
   }
   return x;
 }

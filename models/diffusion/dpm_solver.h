@@ -31,13 +31,14 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "models/diffusion/karras.h"
 
 namespace ddpm::diffusion {
 
-// D(x; sigma): the x_0 estimate at noise level sigma > 0, x in the variance-exploding scaling.
-using SigmaDenoiser = std::function<Tensor(const Tensor& x, double sigma)>;
+// The denoiser is karras.h's SigmaDenoiser: D(x; sigma) (with the timestep its network saw)
+// at a level sigma > 0, x in the variance-exploding scaling.
 // Called after each step i with the new x (at level sigmas[i + 1]) and the D_i used.
-using SigmaStepCallback = std::function<void(std::size_t i, const Tensor& x, const Tensor& denoised)>;
+using SigmaStepCallback = std::function<void(std::size_t i, const Tensor& x, const SigmaDenoised& denoised)>;
 
 // Integrates from x at sigmas[0] through every level of `sigmas` (strictly decreasing,
 // positive except possibly a final 0) and returns x at the last level. N levels cost N - 1

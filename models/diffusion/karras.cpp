@@ -97,31 +97,32 @@ void check_churn_settings(const SamplerConfig& config) {
 
 std::vector<double> churned_sigmas(const std::vector<double>& levels, const std::vector<double>& train_sigmas,
                                    const SamplerConfig& config) {
+  DDPM_CHECK(!train_sigmas.empty(), "churned_sigmas: needs the training sigmas");
+  return churned_sigmas(levels, train_sigmas.back(), config);  // sigma_{T-1}: t(sigma^) must stay <= T-1
+}
+
+std::vector<double> churned_sigmas(const std::vector<double>& levels, double sigma_cap, const SamplerConfig& config) {
   check_churn_settings(config);
-  DDPM_CHECK(levels.size() >= 2 && !train_sigmas.empty(),
-             "churned_sigmas: needs the N + 1 noise levels (got " << levels.size() << ") and the training sigmas");
+  DDPM_CHECK(levels.size() >= 2 && sigma_cap > 0.0,
+             "churned_sigmas: needs the N + 1 noise levels (got " << levels.size() << ") and a positive cap (got "
+                                                                  << sigma_cap << ")");
   const std::size_t n = levels.size() - 1;
   // gamma = min(S_churn / N, sqrt(2) - 1): the cap at most doubles the variance (EDM alg. 2).
   const double gamma = std::min(config.s_churn / static_cast<double>(n), std::sqrt(2.0) - 1.0);
-  const double top = train_sigmas.back();  // sigma_{T-1}: t(sigma^) must stay <= T-1
   std::vector<double> hat(n);
   for (std::size_t i = 0; i < n; ++i) {
     const double s = levels[i];
     const bool churned = gamma > 0.0 && config.s_tmin <= s && s <= config.s_tmax;
-    hat[i] = churned ? std::max(s, std::min(s * (1.0 + gamma), top)) : s;
+    hat[i] = churned ? std::max(s, std::min(s * (1.0 + gamma), sigma_cap)) : s;
   }
   return hat;
 }
 
 namespace {
 
-// D(x; sigma) of karras.h for the whole batch, and the timestep the network saw.
-struct EdmDenoised {
-  Tensor x0;  // [shape]: D(x; sigma), clamped to [-1, 1] when clip
-  double t;
-};
-
-EdmDenoised edm_denoise(const DenoiseFn& net, const SamplerConfig& config, const std::vector<double>& train_sigmas,
+// D(x; sigma) of karras.h for the VP network and the timestep it saw; D is clamped to
+// [-1, 1] when clip.
+SigmaDenoised vp_denoise(const DenoiseFn& net, const SamplerConfig& config, const std::vector<double>& train_sigmas,
                  const Tensor& x, double sigma, const std::vector<std::int64_t>& labels, bool clip) {
   const double t = timestep_for_sigma(train_sigmas, sigma);
   const double c_in = 1.0 / std::sqrt(1.0 + sigma * sigma);  // sqrt(abar): x_vp = c_in x
@@ -143,14 +144,27 @@ EdmDenoised edm_denoise(const DenoiseFn& net, const SamplerConfig& config, const
 Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
                      const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen,
                      Device device, const StepCallback& callback, KarrasSolver solver) {
-  NoGradGuard no_grad;
   check_sample_request(net, shape, labels, config);
   const auto [sigma_min, sigma_max] = resolve_sigma_range(base, config);
   const std::vector<double> sig = karras_sigmas(config.heun_steps, sigma_min, sigma_max, config.rho);
   const std::vector<double> train = vp_sigmas(base);
   const std::vector<double> sig_hat = churned_sigmas(sig, train, config);  // sigma^_i, = sigma_i unchurned
   const bool clip = resolve_clip_x0(config);
-  const std::int64_t N = config.heun_steps;
+  const SigmaDenoiser denoiser = [&](const Tensor& x, double sigma) {
+    return vp_denoise(net, config, train, x, sigma, labels, clip);
+  };
+  return karras_solve(denoiser, shape, sig, sig_hat, config, gen, device, callback, solver);
+}
+
+Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std::vector<double>& sig,
+                    const std::vector<double>& sig_hat, const SamplerConfig& config, Generator& gen, Device device,
+                    const StepCallback& callback, KarrasSolver solver) {
+  NoGradGuard no_grad;
+  DDPM_CHECK(denoiser && sig.size() >= 2 && sig_hat.size() == sig.size() - 1 && sig.back() == 0.0,
+             "karras_solve: needs a denoiser, N + 1 levels ending in 0 and N churned levels; got "
+                 << sig.size() << " levels and " << sig_hat.size() << " churned");
+  const std::int64_t N = static_cast<std::int64_t>(sig_hat.size());
+  const double sigma_max = sig.front();
 
   Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
   for (std::int64_t i = 0; i < N; ++i) {
@@ -160,7 +174,7 @@ Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const 
     const double s_hat = sig_hat[static_cast<std::size_t>(i)];
     if (s_hat > s)
       x = add(x, scale(randn(shape, gen, device, config.dtype), std::sqrt(s_hat * s_hat - s * s) * config.s_noise));
-    const EdmDenoised den = edm_denoise(net, config, train, x, s_hat, labels, clip);
+    const SigmaDenoised den = denoiser(x, s_hat);
     Tensor next;
     if (s_next == 0.0) {
       // Euler to sigma = 0: x^ + (0 - s^) (x^ - D) / s^ = D, taken exactly.
@@ -169,7 +183,7 @@ Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const 
       const Tensor d = scale(sub(x, den.x0), 1.0 / s_hat);  // dx/dsigma at (x^_i, sigma^_i)
       next = add(x, scale(d, s_next - s_hat));               // Euler predictor x'
       if (solver == KarrasSolver::heun) {
-        const EdmDenoised den2 = edm_denoise(net, config, train, next, s_next, labels, clip);
+        const SigmaDenoised den2 = denoiser(next, s_next);
         const Tensor d2 = scale(sub(next, den2.x0), 1.0 / s_next);  // dx/dsigma at (x', sigma_{i+1})
         next = add(x, scale(add(d, d2), 0.5 * (s_next - s_hat)));  // trapezoidal corrector
       }

@@ -1,7 +1,8 @@
 // models/diffusion/karras.h: the Heun sampler of Karras et al. 2022 ("EDM", "Elucidating
 // the Design Space of Diffusion-Based Generative Models"), deterministic (Algorithm 1) or with
 // stochastic churn (Algorithm 2), for our DDPM-trained (variance-preserving, discrete-time)
-// networks.
+// networks; the loop itself (karras_solve) runs on any denoiser D(x; sigma), such as the
+// EDM-preconditioned network of edm.h.
 //
 // From VP to EDM. A DDPM network sees x_vp = sqrt(abar) x_0 + sqrt(1 - abar) eps at a
 // training step t. Divide by sqrt(abar): x = x_vp / sqrt(abar) = x_0 + sigma eps with
@@ -50,7 +51,7 @@
 // x_vp agree). Euler alone (KarrasSolver::euler, N evaluations) is first order; DDIM with
 // eta = 0 is exactly this Euler step taken on the discrete levels (divide DDIM's update by
 // sqrt(abar_prev): x' = D + sigma' (x - D) / sigma; EDM sec. 3). Euler is offered for
-// comparisons, not through ddpm-sample.
+// comparisons (ddpm-sample --sampler euler).
 //
 // Clipping. EDM does not clip D: the ODE's vector field must be smooth for Heun's error
 // estimate to hold, and a clamp makes it kink. resolve_clip_x0 is therefore false for Heun
@@ -99,6 +100,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <utility>
 #include <vector>
 
@@ -142,6 +144,29 @@ std::vector<double> churned_sigmas(const std::vector<double>& levels, const std:
                                    const SamplerConfig& config);
 
 enum class KarrasSolver { heun, euler };
+
+// The same with an explicit cap on sigma^ (train_sigmas.back() above; infinity for a
+// network trained on continuous sigma, edm.h, which any level is inside).
+std::vector<double> churned_sigmas(const std::vector<double>& levels, double sigma_cap, const SamplerConfig& config);
+
+// --- The solver on any denoiser -----------------------------------------------------------
+// Everything above the solver loop is about the VP network; the loop itself only needs
+// D(x; sigma) at one level for the whole batch. A SigmaDenoiser returns it with the
+// timestep input its network saw (reported, rounded, as StepInfo::timestep; the VP adapter
+// gives t(sigma), the EDM one of edm.h -1).
+struct SigmaDenoised {
+  Tensor x0;  // [shape]: D(x; sigma)
+  double t;
+};
+using SigmaDenoiser = std::function<SigmaDenoised(const Tensor& x, double sigma)>;
+
+// The loop of this file's header (algorithm 1 or 2, Heun or Euler) on `denoiser`: levels
+// as from karras_sigmas (N + 1, ending in 0), churned as from churned_sigmas (N; equal to
+// levels[i] where not churned), churn noise scaled by config.s_noise, samples in
+// config.dtype. Random numbers and StepCallback as described above. Runs under NoGradGuard.
+Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std::vector<double>& levels,
+                    const std::vector<double>& churned, const SamplerConfig& config, Generator& gen, Device device,
+                    const StepCallback& callback, KarrasSolver solver);
 
 // Draws shape[0] samples with config.heun_steps levels (sample() calls this for
 // Kind::heun; config.kind itself is not read), churned as config.s_churn, s_tmin, s_tmax and

@@ -240,6 +240,8 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
   // One reader for run folders, checkpoint folders, model files and diffusers folders.
   run::ModelSource src = run::open_model(path, device, ema);
   const run::DiffusionSettings& d = src.diffusion;
+  DDPM_CHECK(!d.edm, "bpd: " << path << " was trained with the EDM objective (continuous sigma, no discrete process): "
+                             "the DDPM variational bound it would need is not defined for it");
   EvalModel m;
   m.schedule = std::make_unique<diffusion::DiffusionSchedule>(diffusion::betas_for(d.noise_schedule, d.diffusion_steps));
   m.options.mean_type = d.predict;

@@ -111,6 +111,9 @@ ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config,
 }  // namespace
 
 nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
+  if (d.edm)
+    return {{"objective", "edm"}, {"sigma_data", d.edm->sigma_data}, {"p_mean", d.edm->p_mean},
+            {"p_std", d.edm->p_std}, {"learn_sigma", false}};
   return {{"diffusion_steps", d.diffusion_steps},
           {"noise_schedule", diffusion::noise_schedule_name(d.noise_schedule)},
           {"predict", diffusion::model_mean_type_name(d.predict)},
@@ -119,6 +122,23 @@ nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
 
 DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma) {
   DDPM_CHECK(j.is_object(), "diffusion settings must be a JSON object, got " << j.dump());
+  const std::string objective = j.value("objective", std::string("ddpm"));
+  DDPM_CHECK(objective == "ddpm" || objective == "edm",
+             "\"objective\" must be \"ddpm\" or \"edm\", got \"" << objective << "\"");
+  if (objective == "edm") {
+    DiffusionSettings d;
+    diffusion::EdmConfig e;
+    for (const char* key : {"sigma_data", "p_mean", "p_std"})
+      DDPM_CHECK(j.contains(key) && j.at(key).is_number(), "EDM diffusion settings need a number \"" << key << "\"");
+    e.sigma_data = j.at("sigma_data").get<double>();
+    e.p_mean = j.at("p_mean").get<double>();
+    e.p_std = j.at("p_std").get<double>();
+    diffusion::check_edm_config(e);
+    DDPM_CHECK(!model_learn_sigma && !j.value("learn_sigma", false),
+               "an EDM model has no learned variance, but \"learn_sigma\" is set");
+    d.edm = e;
+    return d;
+  }
   DDPM_CHECK(j.contains("diffusion_steps") && j.at("diffusion_steps").is_number_integer(),
              "diffusion settings need an integer \"diffusion_steps\"");
   DDPM_CHECK(j.contains("noise_schedule") && j.at("noise_schedule").is_string(),
@@ -255,6 +275,12 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
 
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
+  DDPM_CHECK(!model.diffusion.edm,
+             "export: this model was trained with the EDM objective (preconditioned D(x; sigma) = c_skip x + c_out "
+             "F(c_in x; ln(sigma)/4), sigma_data "
+                 << model.diffusion.edm->sigma_data
+                 << "); a diffusers UNet2DModel with a DDPMScheduler cannot express that, and would be used as an "
+                    "eps-model. Sample it with ddpm-sample --sampler heun instead");
   std::error_code ec;
   const fs::path out(dir);
   DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "export: " << dir << " exists and is not a folder");

@@ -23,6 +23,10 @@
 //   "noise_schedule"   "linear" | "cosine"                (required)
 //   "predict"          "eps" | "x0" | "v"                 (optional, default "eps")
 //   "learn_sigma"      bool                               (optional, default: the model's)
+//   "objective"        "ddpm" | "edm"                     (optional, default "ddpm")
+// An "edm" run (models/diffusion/edm.h) has no discrete process: its section holds
+// "sigma_data", "p_mean", "p_std" (required) instead of the keys above, which then keep
+// their defaults and are not used; DiffusionSettings::edm is set.
 // Other keys of "diffusion" (training-only choices such as the loss) are ignored here.
 // Beside a model file, config.json may also be just the UNet config (our format, or
 // diffusers' UNet2DModel config, recognized by "_class_name" or "block_out_channels"); the
@@ -35,11 +39,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
+#include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
 #include "models/unet/unet.h"
@@ -51,6 +57,9 @@ struct DiffusionSettings {
   diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
   diffusion::ModelMeanType predict = diffusion::ModelMeanType::eps;
   bool learn_sigma = false;
+  // Set for a network trained with the EDM objective (edm.h): it is a preconditioned F and
+  // is sampled with edm_sample; the DDPM fields above are then defaults, not used.
+  std::optional<diffusion::EdmConfig> edm;
 };
 
 nlohmann::json diffusion_to_json(const DiffusionSettings& d);
@@ -83,6 +92,8 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // with our diffusion settings, so re-opening the folder restores them). The folder is
 // published atomically; an existing non-empty `dir` is a ValueError unless overwrite.
 // UNet2DModel.from_pretrained(dir) loads it (it ignores scheduler_config.json).
+// An EDM-trained model is refused (ValueError): no DDPMScheduler config can express its
+// preconditioning, and the bare UNet2DModel would silently be used as an eps-model.
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite = false);
 
 // For checking an export against another implementation (scripts/check_export.py): runs

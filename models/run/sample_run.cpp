@@ -1,6 +1,8 @@
 // models/run/sample_run.cpp: ddpm-sample's work (see the header for the output folder).
 #include "models/run/sample_run.h"
 
+#include "models/run/edm_options.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -80,7 +82,7 @@ void check_heun_level_flags(const SampleOptions& o) {
                 {"--sigma-min", o.sigma_min, defaults.sigma_min},
                 {"--rho", o.rho, defaults.rho}};
   for (const auto& l : levels)
-    DDPM_CHECK(!heun_flag_requested(o, l.flag, l.value, l.unset) || o.sampler == "heun",
+    DDPM_CHECK(!heun_flag_requested(o, l.flag, l.value, l.unset) || is_karras_sampler(o.sampler),
                l.flag << " applies to --sampler heun only (it sets the Karras noise levels); got --sampler "
                       << o.sampler);
   for (const auto& l : levels)
@@ -106,7 +108,7 @@ void check_churn_flags(const SampleOptions& o) {
                {"--s-tmax", o.s_tmax, defaults.s_tmax},
                {"--s-noise", o.s_noise, defaults.s_noise}};
   for (const auto& c : churn)
-    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || o.sampler == "heun",
+    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || is_karras_sampler(o.sampler),
                c.flag << " applies to --sampler heun only (it sets EDM's stochastic churn); got --sampler "
                       << o.sampler);
   DDPM_CHECK(std::isfinite(o.s_churn) && o.s_churn >= 0,
@@ -152,8 +154,8 @@ void check_heun_levels(const SampleOptions& o, const ModelSource& model, const d
 void check_classifier_flags(const SampleOptions& o, bool inpainting) {
   const double default_scale = SampleOptions{}.classifier_scale;
   const bool guided = !o.classifier.empty() || o.classifier_scale != default_scale;
-  DDPM_CHECK(!guided || o.sampler != "heun",
-             "--classifier-scale (classifier guidance) is not implemented for --sampler heun: the EDM sampler "
+  DDPM_CHECK(!guided || !is_karras_sampler(o.sampler),
+             "--classifier-scale (classifier guidance) is not implemented for --sampler heun (nor euler): the EDM sampler "
              "integrates an ODE in sigma, not the DDPM/DDIM steps the guidance equations shift; use ddpm or ddim");
   DDPM_CHECK(std::isfinite(o.classifier_scale) && o.classifier_scale > 0,
              "--classifier-scale must be positive, got " << o.classifier_scale);
@@ -199,7 +201,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--sampler", o.sampler,
                  "ddpm (ancestral), ddim, or heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
                  "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping)")
-      ->check(CLI::IsMember({"ddpm", "ddim", "heun"}))
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide "
@@ -274,6 +276,7 @@ void note_given_flags(const CLI::App& app, SampleOptions& o) {
   for (const char* flag : {"--sigma-max", "--sigma-min", "--rho", "--s-churn", "--s-tmin", "--s-tmax", "--s-noise"})
     if (app.count(flag) > 0) o.heun_flags_given.push_back(flag);
   o.clip_x0_given = app.count("--clip-x0") > 0;
+  o.sampler_defaulted = app.count("--sampler") == 0;
 }
 
 void check_sample_options(const SampleOptions& o) {
@@ -281,7 +284,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
-  diffusion::parse_sampler_kind(o.sampler);
+  if (o.sampler != "euler") diffusion::parse_sampler_kind(o.sampler);
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
@@ -308,7 +311,7 @@ void check_sample_options(const SampleOptions& o) {
 diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent) {
   const unet::UNetConfig& cfg = model.net->config();
   diffusion::SamplerConfig sc;
-  sc.kind = diffusion::parse_sampler_kind(o.sampler);
+  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun" : o.sampler);  // euler: Heun's loop
   const std::int64_t T = model.diffusion.diffusion_steps;
   if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
@@ -319,7 +322,10 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
     sc.s_tmin = o.s_tmin;
     sc.s_tmax = o.s_tmax;
     sc.s_noise = o.s_noise;
-    check_heun_levels(o, model, sc);
+    if (model.diffusion.edm)
+      diffusion::resolve_edm_sigma_range(sc);  // continuous sigma: any positive ordered range
+    else
+      check_heun_levels(o, model, sc);
   } else if (o.sampling_steps > 0 && o.sampling_steps != T)
     sc.respacing = (sc.kind == diffusion::SamplerConfig::Kind::ddim ? "ddim" : "") + std::to_string(o.sampling_steps);
   else if (o.sampling_steps > 0 && sc.kind == diffusion::SamplerConfig::Kind::ddim)
@@ -429,7 +435,9 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   }
 }
 
-SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log, const LatentCodec* latent) {
+SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, std::ostream* log,
+                        const LatentCodec* latent) {
+  const SampleOptions o = resolve_sampler_for_model(asked, model);  // heun for an EDM model (edm_options.h)
   check_sample_options(o);
   if (latent) {
     DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to " << o.checkpoint
@@ -532,6 +540,8 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
     }
     Tensor x = inpainting
                    ? diffusion::inpaint(base, fn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
+               : is_karras_sampler(o.sampler)
+                   ? sample_karras(model, base, fn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
                    : diffusion::sample(base, fn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
@@ -610,27 +620,7 @@ SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::o
                          {"jump_n_sample", o.jump_n_sample},
                          {"network_calls_per_batch", network_calls}};
     }
-    if (heun) {
-      const auto range = diffusion::resolve_sigma_range(base, sc);
-      const std::vector<double> train = diffusion::vp_sigmas(base);
-      info["heun"] = {{"sigma_min", range.first},  // the levels used: the flags, or the schedule's ends
-                      {"sigma_max", range.second},
-                      {"sigma_min_from", o.sigma_min > 0 ? "--sigma-min" : "schedule"},
-                      {"sigma_max_from", o.sigma_max > 0 ? "--sigma-max" : "schedule"},
-                      {"rho", sc.rho},
-                      {"training_sigma_range", {train.front(), train.back()}},
-                      {"network_evaluations_per_sample", 2 * sc.heun_steps - 1}};
-      // EDM algorithm 2's churn; s_tmax null = no bound (JSON has no infinity).
-      const std::vector<double> levels = diffusion::karras_sigmas(sc.heun_steps, range.first, range.second, sc.rho);
-      const std::vector<double> hat = diffusion::churned_sigmas(levels, train, sc);
-      std::int64_t churned = 0;
-      for (std::size_t i = 0; i < hat.size(); ++i) churned += hat[i] > levels[i] ? 1 : 0;
-      info["heun"]["s_churn"] = sc.s_churn;
-      info["heun"]["s_tmin"] = sc.s_tmin;
-      info["heun"]["s_tmax"] = std::isinf(sc.s_tmax) ? nlohmann::json(nullptr) : nlohmann::json(sc.s_tmax);
-      info["heun"]["s_noise"] = sc.s_noise;
-      info["heun"]["churned_levels"] = churned;  // each draws one noise tensor per batch
-    }
+    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun and euler (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

@@ -23,6 +23,8 @@
 //                             kept) and the masked input (generated pixels shown mid-grey)
 // Pixels: x clipped to [-1, 1], then round((x + 1) * 127.5) as uint8.
 //
+// EDM-trained models (models/run/edm_options.h): --sampler heun (their default) or euler,
+// sigma levels over [0.002, 80] unless --sigma-min / --sigma-max; ddpm and ddim refused.
 // Sampling steps: --sampling-steps N respaces the T training steps to "N" (DDPM, evenly
 // spread, respace.h) or "ddimN" (DDIM, exact stride T/N: an error unless N divides T);
 // 0 keeps all T. Respaced DDPM uses the fixed-small variance unless the model learned sigma
@@ -102,7 +104,7 @@ struct SampleOptions {
   bool use_ema = true;             // --no-ema clears it
   int num_samples = 16;
   int batch_size = 16;
-  std::string sampler = "ddpm";    // "ddpm" | "ddim" | "heun"
+  std::string sampler = "ddpm";    // "ddpm" | "ddim" | "heun" | "euler" (Heun's loop, first order)
   int sampling_steps = 0;          // 0: all training steps
   double eta = 0.0;                // DDIM noise
   std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range
@@ -139,6 +141,10 @@ struct SampleOptions {
   // count()). A flag given with its default value is still a request (0 means "unset" for
   // the sigmas), refused with another sampler like any other value.
   std::vector<std::string> heun_flags_given;
+  // --sampler was not given (note_given_flags): the model picks it once open, heun for an
+  // EDM-trained model (edm_options.h), ddpm otherwise. The Heun-only flags still need an
+  // explicit --sampler heun (or euler). Library callers leave it false: o.sampler as asked.
+  bool sampler_defaulted = false;
   // Classifier guidance: a ddpm-classifier folder ("" = none) and its scale s (> 0).
   std::string classifier;
   double classifier_scale = 1.0;

@@ -39,6 +39,13 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--timestep-embedding", o.timestep_embedding, "ddpm | improved")->capture_default_str()->group(M);
   // Diffusion.
   const char* D = "Diffusion";
+  app.add_option("--objective", o.objective,
+                 "ddpm (discrete t, the flags below) | edm (Karras et al. 2022 preconditioning, continuous sigma)")
+      ->capture_default_str()->group(D);
+  app.add_option("--sigma-data", o.sigma_data, "edm: the data's std in the preconditioning")
+      ->capture_default_str()->group(D);
+  app.add_option("--p-mean", o.p_mean, "edm: mean of ln sigma in training")->capture_default_str()->group(D);
+  app.add_option("--p-std", o.p_std, "edm: std of ln sigma in training")->capture_default_str()->group(D);
   app.add_option("--diffusion-steps", o.diffusion_steps, "T")->capture_default_str()->group(D);
   app.add_option("--noise-schedule", o.noise_schedule, "linear | cosine")->capture_default_str()->group(D);
   app.add_option("--predict", o.predict, "eps | x0 | v: what the network predicts")->capture_default_str()->group(D);
@@ -75,7 +82,8 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->capture_default_str()->group(O);
   app.add_option("--log-every", o.log_every, "metrics line every N steps")->capture_default_str()->group(O);
   app.add_option("--num-samples", o.num_samples, "images in each sample grid")->capture_default_str()->group(O);
-  app.add_option("--sample-steps", o.sample_steps, "DDIM steps of the sample grids (must divide --diffusion-steps)")
+  app.add_option("--sample-steps", o.sample_steps,
+                 "DDIM steps of the sample grids (must divide --diffusion-steps); Heun levels with --objective edm")
       ->capture_default_str()->group(O);
   app.add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance of the sample grids (class-cond)")
       ->capture_default_str()->group(O);

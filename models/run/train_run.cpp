@@ -23,6 +23,7 @@
 #include "models/diffusion/schedule.h"
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
+#include "models/run/edm_options.h"
 #include "models/run/metrics.h"
 #include "models/run/stop_signals.h"
 #include "models/train/trainer.h"
@@ -161,6 +162,7 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(!o.out.empty(), "--out is required: the run folder to write");
   DDPM_CHECK(o.resume.empty() || !o.overwrite, "--resume and --overwrite exclude each other");
 
+  validate_objective_options(o);  // --objective and its flags (edm_options.h)
   // Names that must parse (each parser's ValueError lists the choices).
   diffusion::parse_noise_schedule(o.noise_schedule);
   diffusion::parse_model_mean_type(o.predict);
@@ -177,7 +179,7 @@ void validate_options(const TrainOptions& o) {
                        "likelihood of 8-bit pixels, and a latent model diffuses autoencoder latents; use --loss simple");
   DDPM_CHECK(loss != diffusion::LossType::hybrid || o.learn_sigma,
              "--loss hybrid trains the variance: it requires --learn-sigma");
-  DDPM_CHECK(o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0,
+  DDPM_CHECK(is_edm(o) || (o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0),
              "--sample-steps " << o.sample_steps << " does not divide --diffusion-steps " << o.diffusion_steps
                                << " (DDIM respacing needs an integer stride)");
   DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond,
@@ -245,16 +247,14 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
 nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& model) {
   nlohmann::json j;
   j["model"] = unet::config_to_json(model);
-  j["diffusion"] = {{"diffusion_steps", o.diffusion_steps}, {"noise_schedule", o.noise_schedule},
-                    {"predict", o.predict},                 {"loss", o.loss},
-                    {"learn_sigma", o.learn_sigma},         {"schedule_sampler", o.schedule_sampler}};
+  j["diffusion"] = diffusion_section(o);  // the objective and its parameters (edm_options.h)
   j["data"] = {{"data", o.data}, {"random_flip", o.random_flip}, {"pad_to_32", o.pad_to_32}, {"toy_count", o.toy_count}};
   j["train"] = {{"batch_size", o.batch_size},   {"lr", o.lr},
                 {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
                 {"grad_clip", o.grad_clip},     {"ema_rate", o.ema_rate},
                 {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed}};
   // May differ on resume.
-  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", "ddim"}, {"sample_steps", o.sample_steps},
+  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
@@ -269,6 +269,8 @@ namespace {
 nlohmann::json defining_part(nlohmann::json j) {
   j.erase("run");
   j.erase("sampling");
+  // A run from before "objective" was recorded is a DDPM run.
+  if (j.contains("diffusion") && !j["diffusion"].contains("objective")) j["diffusion"]["objective"] = "ddpm";
   return j;
 }
 
@@ -376,6 +378,8 @@ TrainResult train_run(const TrainOptions& options) {
     BatchLoader loader(data, lopt);
 
     train::TrainerConfig tc;
+    tc.objective = train::parse_objective(o.objective);
+    tc.edm = edm_config(o);
     tc.loss.loss = diffusion::parse_loss_type(o.loss);
     tc.loss.mean_type = diffusion::parse_model_mean_type(o.predict);
     tc.loss.learned_sigma = o.learn_sigma;
@@ -462,8 +466,9 @@ TrainResult train_run(const TrainOptions& options) {
         return net.forward(x, t, labels, nn::Context{false, nullptr});
       };
       diffusion::SamplerConfig sc;
-      sc.kind = diffusion::SamplerConfig::Kind::ddim;
-      sc.respacing = "ddim" + std::to_string(o.sample_steps);
+      sc.kind = is_edm(o) ? diffusion::SamplerConfig::Kind::heun : diffusion::SamplerConfig::Kind::ddim;
+      if (is_edm(o)) sc.heun_steps = o.sample_steps;  // EDM: Heun over [0.002, 80], sample_steps levels
+      else sc.respacing = "ddim" + std::to_string(o.sample_steps);
       sc.mean_type = tc.loss.mean_type;
       sc.learned_sigma = o.learn_sigma;
       sc.num_classes = num_classes;
@@ -475,7 +480,8 @@ TrainResult train_run(const TrainOptions& options) {
       Tensor x;
       {
         EmaSwap swap(trainer.ema(), slab);
-        x = diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
+        x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, {n, H, H, C}, labels, sc, g, o.device)
+                      : diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
       }
       if (latent) x = latent->decode(x);  // pixels: D(z / s)
       const int Hp = static_cast<int>(x.dim(1)), Cp = static_cast<int>(x.dim(3));

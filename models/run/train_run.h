@@ -10,7 +10,7 @@
 //      config equals this one (every differing name listed) and load the checkpoint
 //   5. loop: trainer.step(); metrics every --log-every steps (loss.png redrawn with each
 //      checkpoint); EMA samples (DDIM,
-//      --sample-steps, fixed seed) every --sample-every; a checkpoint every --save-every
+//      --sample-steps, fixed seed; Heun with --sample-steps levels for --objective edm) every --sample-every; a checkpoint every --save-every
 //      and at the end
 // Non-finite losses: the trainer skips such a step without touching the weights; after
 // --max-nonfinite consecutive skipped steps (default 1) the run stops with an Error naming
@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -75,7 +76,11 @@ struct TrainOptions {
   bool resblock_updown = false;
   bool class_cond = false;
   std::string timestep_embedding = "ddpm";
-  // Diffusion.
+  // Diffusion. objective "edm" (models/run/edm_options.h) replaces the next five DDPM-only
+  // choices by sigma_data, p_mean and p_std.
+  std::string objective = "ddpm";
+  double sigma_data = 0.5, p_mean = -1.2, p_std = 1.2;
+  std::vector<std::string> objective_flags_given;  // note_objective_flags: the flags the parse saw
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";
   std::string predict = "eps";

@@ -31,6 +31,15 @@ void quartile_means(const Timesteps& t, const std::vector<double>& losses, std::
     means[q] = counts[q] > 0 ? sums[q] / static_cast<double>(counts[q]) : std::numeric_limits<double>::quiet_NaN();
 }
 
+Objective parse_objective(const std::string& name) {
+  if (name == "ddpm") return Objective::ddpm;
+  if (name == "edm") return Objective::edm;
+  DDPM_THROW(ValueError, "training objective '" << name << "' is unknown; choose ddpm (discrete-time DDPM / "
+                                                           "improved DDPM) or edm (Karras et al. 2022 preconditioning)");
+}
+
+const char* objective_name(Objective o) { return o == Objective::edm ? "edm" : "ddpm"; }
+
 double warmup_lr(double base, std::int64_t warmup_steps, std::int64_t step) {
   if (warmup_steps <= 0) return base;
   return base * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup_steps));
@@ -75,6 +84,15 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
              "Trainer: label_dropout " << config.label_dropout
                                        << " must be in [0, 1] and needs a class-conditional model (num_classes = "
                                        << config.num_classes << ")");
+  if (config.objective == Objective::edm) {
+    diffusion::check_edm_config(config.edm);
+    DDPM_CHECK(config.timesteps == TimestepSampling::uniform,
+               "Trainer: importance sampling of t (loss-second-moment) does not apply to the EDM objective, which "
+               "draws a continuous sigma from its log-normal training distribution");
+    DDPM_CHECK(!config.loss.learned_sigma && config.loss.loss == diffusion::LossType::simple,
+               "Trainer: the EDM objective trains the preconditioned denoiser with its own weighted L2 loss; a "
+               "learned variance and the hybrid / vlb losses belong to the discrete DDPM process");
+  }
   if (config.timesteps == TimestepSampling::loss_second_moment)
     importance_.emplace(schedule.num_timesteps());
   if (comm_->world_size() > 1) {  // rank 0's weights everywhere; the EMA starts as their copy
@@ -113,10 +131,17 @@ StepMetrics Trainer::step() {
     DDPM_CHECK(labels.empty(), "Trainer: labels were given to a model without classes (num_classes = 0)");
   }
 
-  // Timesteps and their importance weights.
+  // Timesteps and their importance weights; for EDM the noise levels, and in t their
+  // quartile of ln sigma's distribution (for the metrics only).
+  const bool edm = config_.objective == Objective::edm;
   Timesteps t;
+  std::vector<double> sigma;
   std::vector<double> w(static_cast<std::size_t>(n), 1.0);
-  if (importance_) {
+  if (edm) {
+    diffusion::EdmSigmaDraw d = diffusion::sample_edm_sigmas(n, config_.edm, gen_);
+    sigma = std::move(d.sigma);
+    for (double z : d.z) t.push_back(diffusion::edm_sigma_quartile(z));
+  } else if (importance_) {
     diffusion::LossSecondMomentSampler::Draw d = importance_->sample(n, gen_);
     t = std::move(d.t);
     w = std::move(d.weights);
@@ -148,9 +173,15 @@ StepMetrics Trainer::step() {
     std::vector<std::int64_t> lb = labels.empty() ? labels : std::vector<std::int64_t>(labels.begin() + lo,
                                                                                          labels.begin() + hi);
     Tensor x0b = diffusion::batch_rows(x0, b, cnt), noiseb = diffusion::batch_rows(noise, b, cnt);
-    Tensor xt = diffusion::q_sample(s, x0b, tb, noiseb);
-    Tensor out = model_(xt, tb_d, lb);
-    diffusion::LossTerms terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
+    diffusion::LossTerms terms;
+    if (edm) {
+      const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
+      terms.loss = diffusion::edm_training_loss(model_, config_.edm, x0b, sb, noiseb, lb);
+    } else {
+      Tensor xt = diffusion::q_sample(s, x0b, tb, noiseb);
+      Tensor out = model_(xt, tb_d, lb);
+      terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
+    }
     // L_b = sum_i w_i loss_i / N with the GLOBAL N: the microbatches of all ranks add up to
     // the full-batch weighted mean.
     Tensor wt = Tensor::from_vector(wb, {cnt}, x0.dtype(), x0.device());
@@ -173,7 +204,7 @@ StepMetrics Trainer::step() {
     losses = std::move(global);
   }
   m.loss = total;
-  quartile_means(t, losses, T, m.loss_quartile, m.quartile_count);
+  quartile_means(t, losses, edm ? 4 : T, m.loss_quartile, m.quartile_count);
   m.lr = warmup_lr(config_.adamw.lr, config_.warmup_steps, step_);
   ++step_;
 

@@ -19,6 +19,21 @@
 // dropout (N values of rand, when enabled), noise. So a trainer restored from state() takes
 // bit-identical steps to one that never stopped.
 //
+// Two objectives (TrainerConfig::objective):
+//   ddpm  the steps above (DDPM / improved DDPM: discrete t, q_sample, training_losses).
+//   edm   Karras et al. 2022 (models/diffusion/edm.h): in place of t, each sample draws a
+//         continuous noise level ln sigma ~ N(P_mean, P_std^2) (N values of randn in f64, at
+//         t's place in the order: provider, sigma, label dropout, noise); x = x_0 + sigma noise
+//         and loss_i = mean over elements of (F - (x_0 - c_skip x) / c_out)^2 (edm.h
+//         edm_training_loss), all weights 1. The schedule is not used. The loss quartile
+//         metrics are then the quartiles of ln sigma's TRAINING distribution: quartile q holds
+//         the samples whose standardised z = (ln sigma - P_mean) / P_std lies in the q-th
+//         quartile of N(0, 1) (split at -0.674, 0, 0.674: lowest noise first), so each gets
+//         a quarter of the samples on average. Importance sampling of t, a learned variance
+//         and losses other than simple are refused (they belong to the discrete process).
+// Everything else (microbatches, the skip rule, AdamW, EMA, the data-parallel rules below,
+// state() and resume) is the same for both.
+//
 // Data parallel (ARCHITECTURE decision 12; a Communicator of world W > 1, one per rank):
 //   - N (the GLOBAL batch) must be divisible by W; rank r trains on rows [r N/W, (r+1) N/W).
 //   - every rank draws the same numbers a single process would for the whole global batch
@@ -47,6 +62,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "engine/dist/communicator.h"
@@ -54,6 +70,7 @@
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
@@ -71,8 +88,15 @@ using BatchProvider = std::function<Batch(std::int64_t step, Generator& gen)>;
 
 enum class TimestepSampling { uniform, loss_second_moment };
 
+// What the trainer optimises (see the top of this file).
+enum class Objective { ddpm, edm };
+Objective parse_objective(const std::string& name);  // "ddpm" or "edm"; ValueError otherwise
+const char* objective_name(Objective o);
+
 struct TrainerConfig {
-  diffusion::LossConfig loss;  // loss type, mean type, learned sigma, hybrid lambda
+  Objective objective = Objective::ddpm;
+  diffusion::EdmConfig edm;    // sigma_data, P_mean, P_std (objective edm only)
+  diffusion::LossConfig loss;  // loss type, mean type, learned sigma, hybrid lambda (ddpm only)
   TimestepSampling timesteps = TimestepSampling::uniform;
   AdamWConfig adamw;           // adamw.lr is the base learning rate
   std::int64_t warmup_steps = 0;  // 0: no warm-up
@@ -89,6 +113,7 @@ struct StepMetrics {
   std::int64_t step = 0;    // the index of this step (0-based)
   double loss = 0.0;        // the (importance-weighted) batch mean that was backpropagated
   // Unweighted mean loss of the samples whose t fell in quartile q: t in [q T/4, (q+1) T/4).
+  // EDM: the quartiles of ln sigma's training distribution instead (see the top of this file).
   // NaN where no sample fell in the quartile; counts say how many did.
   std::array<double, 4> loss_quartile{};
   std::array<std::int64_t, 4> quartile_count{};
@@ -120,7 +145,8 @@ struct TrainerState {
 class Trainer {
  public:
   // The slab must already be packed and on its final device; it must outlive the trainer.
-  // model is called with ORIGINAL timesteps (as doubles) and must record on the tape.
+  // model is called with ORIGINAL timesteps (as doubles) and must record on the tape; for
+  // the edm objective with t = c_noise = ln(sigma) / 4 (the schedule is then unused).
   // comm: the data-parallel communicator (must outlive the trainer); nullptr is one process.
   Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffusion::DiffusionSchedule& schedule,
           BatchProvider batches, const TrainerConfig& config, dist::Communicator* comm = nullptr);

@@ -30,7 +30,7 @@ Tensor start_tensor(double scale_by) {
 
 // A nonlinear denoiser, so the tests see the order of operations: D = tanh(x) / (1 + sigma).
 double toy_d(double x, double sigma) { return std::tanh(x) / (1.0 + sigma); }
-Tensor toy_denoiser(const Tensor& x, double sigma) { return scale(tanh(x), 1.0 / (1.0 + sigma)); }
+SigmaDenoised toy_denoiser(const Tensor& x, double sigma) { return {scale(tanh(x), 1.0 / (1.0 + sigma)), 0.0}; }
 
 TEST(DpmSolver, FirstStepIsTheDdimLine) {
   const Tensor x0 = start_tensor(2.0);
@@ -47,7 +47,7 @@ TEST(DpmSolver, LaterStepsExtrapolateTheDenoiserLinearlyInLogSigma) {
   const Tensor x0 = start_tensor(3.0);
   std::vector<std::vector<double>> seen_d;
   const Tensor x3 = dpm_solver_2m(toy_denoiser, x0, sig,
-                                  [&](std::size_t, const Tensor&, const Tensor& d) { seen_d.push_back(d.to_double_vector()); });
+                                  [&](std::size_t, const Tensor&, const SigmaDenoised& d) { seen_d.push_back(d.x0.to_double_vector()); });
   ASSERT_EQ(seen_d.size(), 3u);
   const std::vector<double> in = x0.to_double_vector(), out = x3.to_double_vector();
   for (std::size_t k = 0; k < in.size(); ++k) {
@@ -72,7 +72,7 @@ TEST(DpmSolver, LaterStepsExtrapolateTheDenoiserLinearlyInLogSigma) {
 TEST(DpmSolver, AFinalZeroLevelReturnsTheLastDenoisedEstimate) {
   Tensor last_d;
   const Tensor x = dpm_solver_2m(toy_denoiser, start_tensor(5.0), {5.0, 1.0, 0.2, 0.0},
-                                 [&](std::size_t, const Tensor&, const Tensor& d) { last_d = d; });
+                                 [&](std::size_t, const Tensor&, const SigmaDenoised& d) { last_d = d.x0; });
   EXPECT_EQ(x.to_double_vector(), last_d.to_double_vector());
 }
 
@@ -81,7 +81,9 @@ double gaussian_error(std::int64_t n, bool second_order) {
   const double s = 0.5, sigma_max = 80.0, sigma_min = 0.002;
   std::vector<double> sig = karras_sigmas(n, sigma_min, sigma_max);
   sig.pop_back();  // end at sigma_min > 0, where the exact solution is finite and nonzero
-  const SigmaDenoiser ideal = [&](const Tensor& x, double sigma) { return scale(x, s * s / (s * s + sigma * sigma)); };
+  const SigmaDenoiser ideal = [&](const Tensor& x, double sigma) {
+    return SigmaDenoised{scale(x, s * s / (s * s + sigma * sigma)), 0.0};
+  };
   const Tensor x0 = start_tensor(sigma_max);
   Tensor x;
   if (second_order) {

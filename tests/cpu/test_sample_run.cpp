@@ -230,7 +230,8 @@ TEST(SampleRun, FlagParsing) {
     return false;
   };
   EXPECT_TRUE(fails({"x", "--out", "d"}));  // --checkpoint is required
-  EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--sampler", "euler"}));
+  EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--sampler", "dpm-solver"}));  // euler is a sampler since EDM training
+  EXPECT_FALSE(fails({"x", "--checkpoint", "c", "--out", "d", "--sampler", "euler"}));
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--num-samples", "ten"}));
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--bogus"}));
   EXPECT_TRUE(fails({"x", "--checkpoint", "c", "--out", "d", "--clip-x0", "maybe"}));

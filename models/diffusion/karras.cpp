@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
+#include "models/diffusion/dpm_solver.h"
 
 namespace ddpm::diffusion {
 
@@ -156,6 +157,28 @@ Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const 
   return karras_solve(denoiser, shape, sig, sig_hat, config, gen, device, callback, solver);
 }
 
+const char* karras_solver_name(KarrasSolver solver) {
+  switch (solver) {
+    case KarrasSolver::heun: return "heun";
+    case KarrasSolver::euler: return "euler";
+    case KarrasSolver::dpmpp_2m: return "dpm++2m";
+  }
+  return "?";
+}
+
+bool parse_karras_solver(const std::string& name, KarrasSolver& out) {
+  for (KarrasSolver k : {KarrasSolver::heun, KarrasSolver::euler, KarrasSolver::dpmpp_2m})
+    if (name == karras_solver_name(k)) {
+      out = k;
+      return true;
+    }
+  return false;
+}
+
+std::int64_t karras_network_evaluations(KarrasSolver solver, std::int64_t n) {
+  return solver == KarrasSolver::heun ? 2 * n - 1 : n;
+}
+
 Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std::vector<double>& sig,
                     const std::vector<double>& sig_hat, const SamplerConfig& config, Generator& gen, Device device,
                     const StepCallback& callback, KarrasSolver solver) {
@@ -167,6 +190,19 @@ Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std
   const double sigma_max = sig.front();
 
   Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
+  if (solver == KarrasSolver::dpmpp_2m) {
+    DDPM_CHECK(std::equal(sig_hat.begin(), sig_hat.end(), sig.begin()),
+               "karras_solve: DPM-Solver++(2M) is deterministic and takes no churn (s_churn "
+                   << config.s_churn << "); churn applies to heun and euler");
+    const SigmaStepCallback step_done = [&](std::size_t i, const Tensor& x_next, const SigmaDenoised& den) {
+      if (!callback) return;
+      const double s_next = sig[i + 1];
+      const Tensor x_shown = s_next == 0.0 ? x_next : scale(x_next, 1.0 / std::sqrt(1.0 + s_next * s_next));
+      const std::int64_t k = static_cast<std::int64_t>(i);
+      callback(StepInfo{N - 1 - k, N, static_cast<std::int64_t>(std::llround(den.t)), x_shown, den.x0, sig[i]});
+    };
+    return dpm_solver_2m(denoiser, x, sig, step_done);
+  }
   for (std::int64_t i = 0; i < N; ++i) {
     const double s = sig[static_cast<std::size_t>(i)], s_next = sig[static_cast<std::size_t>(i + 1)];
     // Churn (algorithm 2): x^ = x + sqrt(sigma^^2 - sigma^2) S_noise eps, one draw, only

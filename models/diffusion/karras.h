@@ -101,6 +101,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -143,7 +144,14 @@ void check_churn_settings(const SamplerConfig& config);
 std::vector<double> churned_sigmas(const std::vector<double>& levels, const std::vector<double>& train_sigmas,
                                    const SamplerConfig& config);
 
-enum class KarrasSolver { heun, euler };
+// The step rule on the Karras levels: Heun (2nd order, 2N - 1 evaluations), Euler (1st
+// order, N) or DPM-Solver++(2M) (dpm_solver.h: 2nd order multistep, N; deterministic, so
+// it refuses churn). The names are ddpm-sample's --sampler values.
+enum class KarrasSolver { heun, euler, dpmpp_2m };
+const char* karras_solver_name(KarrasSolver solver);                // "heun", "euler", "dpm++2m"
+bool parse_karras_solver(const std::string& name, KarrasSolver& out);  // false for other names
+// Network evaluations per sample for N levels (guidance doubles the batch, not the count).
+std::int64_t karras_network_evaluations(KarrasSolver solver, std::int64_t n);
 
 // The same with an explicit cap on sigma^ (train_sigmas.back() above; infinity for a
 // network trained on continuous sigma, edm.h, which any level is inside).
@@ -160,7 +168,8 @@ struct SigmaDenoised {
 };
 using SigmaDenoiser = std::function<SigmaDenoised(const Tensor& x, double sigma)>;
 
-// The loop of this file's header (algorithm 1 or 2, Heun or Euler) on `denoiser`: levels
+// The loop of this file's header (algorithm 1 or 2, Heun or Euler; or DPM-Solver++(2M),
+// which refuses churned levels with a ValueError) on `denoiser`: levels
 // as from karras_sigmas (N + 1, ending in 0), churned as from churned_sigmas (N; equal to
 // levels[i] where not churned), churn noise scaled by config.s_noise, samples in
 // config.dtype. Random numbers and StepCallback as described above. Runs under NoGradGuard.

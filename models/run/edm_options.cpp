@@ -64,7 +64,18 @@ nlohmann::json diffusion_section(const TrainOptions& o) {
           {"schedule_sampler", o.schedule_sampler}};
 }
 
-bool is_karras_sampler(const std::string& sampler) { return sampler == "heun" || sampler == "euler"; }
+bool is_karras_sampler(const std::string& sampler) {
+  diffusion::KarrasSolver unused;
+  return diffusion::parse_karras_solver(sampler, unused);
+}
+
+namespace {
+diffusion::KarrasSolver karras_solver_of(const std::string& sampler) {
+  diffusion::KarrasSolver solver = diffusion::KarrasSolver::heun;
+  DDPM_CHECK(diffusion::parse_karras_solver(sampler, solver), "--sampler " << sampler << " is not a Karras-level solver");
+  return solver;
+}
+}  // namespace
 
 SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSource& model) {
   SampleOptions r = o;
@@ -73,7 +84,7 @@ SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSourc
     DDPM_CHECK(is_karras_sampler(r.sampler),
                "--sampler " << r.sampler << " does not apply to " << o.checkpoint
                             << ", which was trained with the EDM objective (continuous sigma, no discrete process): "
-                               "use --sampler heun (the default for it) or euler");
+                               "use --sampler heun (the default for it), euler or dpm++2m");
   }
   r.sampler_defaulted = false;
   return r;
@@ -83,8 +94,7 @@ Tensor sample_karras(const ModelSource& model, const diffusion::DiffusionSchedul
                      const diffusion::DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,
                      const diffusion::SamplerConfig& sc, const std::string& sampler, Generator& gen, Device device,
                      const diffusion::StepCallback& callback) {
-  const diffusion::KarrasSolver solver =
-      sampler == "euler" ? diffusion::KarrasSolver::euler : diffusion::KarrasSolver::heun;
+  const diffusion::KarrasSolver solver = karras_solver_of(sampler);
   if (model.diffusion.edm)
     return diffusion::edm_sample(net, *model.diffusion.edm, shape, labels, sc, gen, device, callback, solver);
   return diffusion::karras_sample(base, net, shape, labels, sc, gen, device, callback, solver);
@@ -96,16 +106,16 @@ nlohmann::json karras_sample_info(const SampleOptions& o, const ModelSource& mod
   const auto range = edm ? diffusion::resolve_edm_sigma_range(sc) : diffusion::resolve_sigma_range(base, sc);
   const std::vector<double> train = edm ? std::vector<double>{} : diffusion::vp_sigmas(base);
   const char* from_default = edm ? "edm default" : "schedule";
-  const bool euler = o.sampler == "euler";
+  const diffusion::KarrasSolver solver = karras_solver_of(o.sampler);
   nlohmann::json info = {
-      {"solver", euler ? "euler" : "heun"},
+      {"solver", diffusion::karras_solver_name(solver)},
       {"sigma_min", range.first},  // the levels used: the flags, or the defaults
       {"sigma_max", range.second},
       {"sigma_min_from", o.sigma_min > 0 ? "--sigma-min" : from_default},
       {"sigma_max_from", o.sigma_max > 0 ? "--sigma-max" : from_default},
       {"rho", sc.rho},
       {"training_sigma_range", edm ? nlohmann::json(nullptr) : nlohmann::json({train.front(), train.back()})},
-      {"network_evaluations_per_sample", euler ? sc.heun_steps : 2 * sc.heun_steps - 1}};
+      {"network_evaluations_per_sample", diffusion::karras_network_evaluations(solver, sc.heun_steps)}};
   // EDM algorithm 2's churn; s_tmax null = no bound (JSON has no infinity).
   const std::vector<double> levels = diffusion::karras_sigmas(sc.heun_steps, range.first, range.second, sc.rho);
   const std::vector<double> hat = edm ? diffusion::churned_sigmas(levels, std::numeric_limits<double>::infinity(), sc)

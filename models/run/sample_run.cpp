@@ -83,7 +83,8 @@ void check_heun_level_flags(const SampleOptions& o) {
                 {"--rho", o.rho, defaults.rho}};
   for (const auto& l : levels)
     DDPM_CHECK(!heun_flag_requested(o, l.flag, l.value, l.unset) || is_karras_sampler(o.sampler),
-               l.flag << " applies to --sampler heun only (it sets the Karras noise levels); got --sampler "
+               l.flag << " applies to --sampler heun, euler or dpm++2m only (it sets the Karras noise levels); got "
+                         "--sampler "
                       << o.sampler);
   for (const auto& l : levels)
     DDPM_CHECK(std::isfinite(l.value), l.flag << " must be a finite number, got " << l.value);
@@ -108,8 +109,9 @@ void check_churn_flags(const SampleOptions& o) {
                {"--s-tmax", o.s_tmax, defaults.s_tmax},
                {"--s-noise", o.s_noise, defaults.s_noise}};
   for (const auto& c : churn)
-    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || is_karras_sampler(o.sampler),
-               c.flag << " applies to --sampler heun only (it sets EDM's stochastic churn); got --sampler "
+    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || (is_karras_sampler(o.sampler) && o.sampler != "dpm++2m"),
+               c.flag << " applies to --sampler heun or euler only (it sets EDM's stochastic churn; dpm++2m is "
+                         "deterministic); got --sampler "
                       << o.sampler);
   DDPM_CHECK(std::isfinite(o.s_churn) && o.s_churn >= 0,
              "--s-churn must be a finite number >= 0 (0 = deterministic), got " << o.s_churn);
@@ -155,8 +157,9 @@ void check_classifier_flags(const SampleOptions& o, bool inpainting) {
   const double default_scale = SampleOptions{}.classifier_scale;
   const bool guided = !o.classifier.empty() || o.classifier_scale != default_scale;
   DDPM_CHECK(!guided || !is_karras_sampler(o.sampler),
-             "--classifier-scale (classifier guidance) is not implemented for --sampler heun (nor euler): the EDM sampler "
-             "integrates an ODE in sigma, not the DDPM/DDIM steps the guidance equations shift; use ddpm or ddim");
+             "--classifier-scale (classifier guidance) is not implemented for --sampler " << o.sampler
+                 << ": it integrates an ODE in sigma, not the DDPM/DDIM steps the guidance equations shift; use ddpm "
+                    "or ddim");
   DDPM_CHECK(std::isfinite(o.classifier_scale) && o.classifier_scale > 0,
              "--classifier-scale must be positive, got " << o.classifier_scale);
   DDPM_CHECK(!o.classifier.empty() || o.classifier_scale == default_scale,
@@ -199,9 +202,11 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--num-samples", o.num_samples, "number of samples")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "samples per network batch")->capture_default_str();
   app.add_option("--sampler", o.sampler,
-                 "ddpm (ancestral), ddim, or heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
-                 "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping)")
-      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler"}))
+                 "ddpm (ancestral), ddim, heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
+                 "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping), euler (1st order, N calls) or "
+                 "dpm++2m (DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep, N calls, deterministic); the last "
+                 "three on the Karras noise levels")
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide "
@@ -284,7 +289,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
-  if (o.sampler != "euler") diffusion::parse_sampler_kind(o.sampler);
+  if (!is_karras_sampler(o.sampler)) diffusion::parse_sampler_kind(o.sampler);
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
@@ -311,7 +316,8 @@ void check_sample_options(const SampleOptions& o) {
 diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent) {
   const unet::UNetConfig& cfg = model.net->config();
   diffusion::SamplerConfig sc;
-  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun" : o.sampler);  // euler: Heun's loop
+  // euler and dpm++2m run in Heun's loop (karras.h karras_solve) on the same levels.
+  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun" : o.sampler);
   const std::int64_t T = model.diffusion.diffusion_steps;
   if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
@@ -620,7 +626,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                          {"jump_n_sample", o.jump_n_sample},
                          {"network_calls_per_batch", network_calls}};
     }
-    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun and euler (edm_options.h)
+    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun, euler, dpm++2m (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

@@ -119,16 +119,16 @@ TEST(SampleHeunLevels, OtherSamplersRefuseTheFlagsNamingFlagAndSampler) {
     SampleOptions bad = o;
     bad.sigma_max = 10;
     std::string msg = message(bad, m);
-    EXPECT_TRUE(contains(msg, "--sigma-max applies to --sampler heun only")) << msg;
+    EXPECT_TRUE(contains(msg, "--sigma-max applies to --sampler heun")) << msg;
     EXPECT_TRUE(contains(msg, std::string("got --sampler ") + sampler)) << msg;
     bad = o;
     bad.sigma_min = 0.1;
     msg = message(bad, m);
-    EXPECT_TRUE(contains(msg, "--sigma-min applies to --sampler heun only")) << msg;
+    EXPECT_TRUE(contains(msg, "--sigma-min applies to --sampler heun")) << msg;
     bad = o;
     bad.rho = 3;
     msg = message(bad, m);
-    EXPECT_TRUE(contains(msg, "--rho applies to --sampler heun only")) << msg;
+    EXPECT_TRUE(contains(msg, "--rho applies to --sampler heun")) << msg;
     EXPECT_EQ(message(o, m), "no error");  // the defaults are no request
   }
 }
@@ -201,8 +201,8 @@ TEST(SampleHeunLevels, UsageErrorsExitWithStatusTwo) {
   fs::remove_all(out);
   std::pair<int, std::string> r = status({"--checkpoint", "c", "--out", out, "--sigma-max", "80"});
   EXPECT_EQ(r.first, 2);
-  EXPECT_EQ(r.second, "ddpm-sample: error: --sigma-max applies to --sampler heun only (it sets the Karras noise "
-                      "levels); got --sampler ddpm\n");
+  EXPECT_EQ(r.second, "ddpm-sample: error: --sigma-max applies to --sampler heun, euler or dpm++2m only (it sets "
+                      "the Karras noise levels); got --sampler ddpm\n");
   r = status({"--checkpoint", "c", "--out", out, "--sampler", "heun", "--rho", "-1"});
   EXPECT_EQ(r.first, 2);
   EXPECT_TRUE(contains(r.second, "--rho must be positive, got -1")) << r.second;
@@ -373,17 +373,24 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
     for (const auto& [flag, value] : flags) {
       const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler, flag, value});
       EXPECT_EQ(r.first, 2) << flag << " " << value << " " << sampler;
-      EXPECT_TRUE(contains(r.second, "ddpm-sample: error: " + flag + " applies to --sampler heun only")) << r.second;
+      EXPECT_TRUE(contains(r.second, "ddpm-sample: error: " + flag + " applies to --sampler heun")) << r.second;
       EXPECT_TRUE(contains(r.second, std::string("got --sampler ") + sampler)) << r.second;
     }
     EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler}).first, 0);
+  }
+  // dpm++2m takes the levels but not the churn (it is deterministic).
+  for (const auto& [flag, value] : flags) {
+    const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", "dpm++2m", flag, value});
+    const bool churn_flag = flag.rfind("--s-", 0) == 0;
+    EXPECT_EQ(r.first, churn_flag ? 2 : 0) << flag << " " << value << ": " << r.second;
+    if (churn_flag) EXPECT_TRUE(contains(r.second, "dpm++2m is deterministic")) << r.second;
   }
   // A --config file counts as given too.
   const std::string config = ::testing::TempDir() + "/heun_churn_flags.toml";
   write_file_atomic(config, "s-churn = 0\n");
   auto r = usage_status({"--checkpoint", "c", "--out", out, "--config", config});
   EXPECT_EQ(r.first, 2);
-  EXPECT_TRUE(contains(r.second, "--s-churn applies to --sampler heun only")) << r.second;
+  EXPECT_TRUE(contains(r.second, "--s-churn applies to --sampler heun")) << r.second;
   r = usage_status({"--checkpoint", "c", "--out", out, "--config", config, "--sampler", "heun"});
   EXPECT_EQ(r.first, 0) << r.second;
   fs::remove(config);
@@ -394,7 +401,7 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
   o.sampler = "ddim";
   o.sampling_steps = 0;
   o.s_noise = 1.2;
-  EXPECT_TRUE(contains(message(o, m), "--s-noise applies to --sampler heun only")) << message(o, m);
+  EXPECT_TRUE(contains(message(o, m), "--s-noise applies to --sampler heun")) << message(o, m);
 }
 
 TEST(SampleHeunChurn, BadValuesAreUsageErrorsNamingTheFlag) {

@@ -36,6 +36,12 @@ void note_objective_flags(const CLI::App& app, TrainOptions& o) {
     if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
 }
 
+bool default_sigma_data_for_latents(TrainOptions& o) {
+  if (!is_edm(o) || given(o, "--sigma-data") || o.sigma_data != TrainOptions{}.sigma_data) return false;
+  o.sigma_data = 1.0;
+  return true;
+}
+
 void validate_objective_options(const TrainOptions& o) {
   train::parse_objective(o.objective);  // ValueError listing the choices
   if (!is_edm(o)) {

@@ -54,6 +54,11 @@ void note_objective_flags(const CLI::App& app, TrainOptions& o);
 // EDM parameters out of range.
 void validate_objective_options(const TrainOptions& o);
 
+// EDM on autoencoder latents (--autoencoder): the latent scale factor makes them unit-
+// variance, so sigma_data (EDM's 0.5 is the std of [-1, 1] images) becomes 1 unless
+// --sigma-data was given (or a library caller set another value). True when it changed.
+bool default_sigma_data_for_latents(TrainOptions& o);
+
 // config.json's "diffusion" section for either objective (see above).
 nlohmann::json diffusion_section(const TrainOptions& o);
 

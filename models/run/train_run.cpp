@@ -342,6 +342,8 @@ TrainResult train_run(const TrainOptions& options) {
                                 << data->name << " has " << data->height << "x" << data->width << "x" << data->channels
                                 << (data->height == 28 ? " (add --pad-to-32)" : ""));
   }
+  if (latent && default_sigma_data_for_latents(o))
+    say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
   const unet::UNetConfig mc =
       make_unet_config(o, static_cast<int>(data->height) / f,

@@ -55,4 +55,15 @@ refuse "--loss hybrid" "$bin/ddpm-train" --autoencoder "$work/ae" --data toy --l
   --out "$work/run2"
 refuse "existing --out" "$bin/ddpm-autoencoder" train --data toy --device cpu --out "$work/ae"
 refuse "unknown subcommand" "$bin/ddpm-autoencoder" tran
+# EDM on latents: sigma_data defaults to 1 (unit-variance latents); a given --sigma-data stays.
+edm_tiny=(--objective edm --autoencoder "$work/ae" --data toy --toy-count 16 --preset none --num-channels 8
+          --channel-mult 1,2 --num-res-blocks 1 --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4
+          --steps 1 --save-every 1 --sample-every 0 --num-samples 2 --sample-steps 3 --device cpu)
+"$bin/ddpm-train" "${edm_tiny[@]}" --out "$work/edm" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --objective edm --autoencoder"
+grep -q '"sigma_data": 1.0' "$work/edm/config.json" || fail "EDM on latents did not default sigma_data to 1"
+"$bin/ddpm-train" "${edm_tiny[@]}" --sigma-data 0.7 --out "$work/edm2" >"$work/out.txt" 2>"$work/err.txt" || fail "--sigma-data 0.7"
+grep -q '"sigma_data": 0.7' "$work/edm2/config.json" || fail "a given --sigma-data was not kept"
+"$bin/ddpm-sample" --checkpoint "$work/edm" --sampler dpm++2m --sampling-steps 3 --num-samples 2 --device cpu \
+  --out "$work/edm_samples" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the EDM latent run"
+grep -aq "'descr': '|u1'.*'shape': (2, 16, 16, 1)" "$work/edm_samples/samples.npz" || fail "EDM latent samples are not pixels"
 echo "latent_diffusion_test: ok"

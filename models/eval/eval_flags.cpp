@@ -188,9 +188,15 @@ void add_nll_flags(CLI::App& sub, NllArgs& a) {
       ->check(kNonNegative)
       ->capture_default_str();
   sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
+  sub.add_option("--ode-solver", a.ode_solver,
+                 "heun (K fixed steps, 2K evaluations) | rk45 (adaptive Dormand-Prince, --rtol / --atol)")
+      ->check(CLI::IsMember({"heun", "rk45"}))
+      ->capture_default_str();
   sub.add_option("--ode-steps", a.ode_steps, "K Heun steps of the probability-flow ODE (2K evaluations)")
       ->check(kPositive)
       ->capture_default_str();
+  sub.add_option("--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)")->check(kPositive)->capture_default_str();
+  sub.add_option("--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)")->check(kPositive)->capture_default_str();
   sub.add_option("--hutchinson", a.hutchinson,
                  "divergence estimator: rademacher | gaussian (Hutchinson probes), exact (tiny images only)")
       ->check(CLI::IsMember({"rademacher", "gaussian", "exact"}))

@@ -86,6 +86,9 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   DivergenceEstimator estimator{};
   DDPM_CHECK(parse_divergence_estimator(a.hutchinson, estimator),
              "nll: --hutchinson must be rademacher, gaussian or exact, got \"" << a.hutchinson << "\"");
+  OdeSolver solver{};
+  DDPM_CHECK(parse_ode_solver(a.ode_solver, solver),
+             "nll: --ode-solver must be heun or rk45, got \"" << a.ode_solver << "\"");
   DDPM_CHECK(a.ode_steps >= 1, "nll: --ode-steps must be at least 1, got " << a.ode_steps);
   run::refuse_latent_model(a.checkpoint, "ddpm-eval nll (bits/dim of pixels)");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
@@ -98,7 +101,10 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   };
 
   NllEvalOptions o;
+  o.ode.solver = solver;
   o.ode.steps = a.ode_steps;
+  o.ode.rtol = a.rtol;
+  o.ode.atol = a.atol;
   o.ode.divergence = estimator;
   o.num_classes = net.config().num_classes;
   o.null_label = a.null_label;
@@ -144,8 +150,11 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   out << "model: " << src.weights_path << " (" << src.kind << (src.ema ? ", EMA" : "") << "), " << model << "\n"
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
       << ", uniformly dequantized; bits/dim on the [0, 256) scale\n"
-      << std::setprecision(6) << "ODE: " << a.ode_steps << " Heun steps on Karras levels (rho 7) from sigma "
-      << o.ode.sigma_min << " to " << o.ode.sigma_max << ", prior N(0, (sigma_max^2 + " << o.ode.data_std
+      << std::setprecision(6) << "ODE: "
+      << (solver == OdeSolver::heun ? std::to_string(a.ode_steps) + " Heun steps on Karras levels (rho 7)"
+                                    : "adaptive RK45 in ln sigma (rtol " + std::to_string(a.rtol) + ", atol " +
+                                          std::to_string(a.atol) + ")")
+      << " from sigma " << o.ode.sigma_min << " to " << o.ode.sigma_max << ", prior N(0, (sigma_max^2 + " << o.ode.data_std
       << "^2) I), divergence " << divergence_estimator_name(estimator)
       << (o.num_classes > 0 ? (a.null_label ? ", null label" : ", each image's label") : "") << std::endl;
   const NllEvalReport r =
@@ -164,7 +173,13 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   j["bpd_stderr"] = r.bpd_stderr;
   j["prior_bpd"] = r.prior_bpd;
   j["divergence_bpd"] = r.divergence_bpd;
-  j["ode_steps"] = a.ode_steps;
+  j["ode_solver"] = ode_solver_name(solver);
+  if (solver == OdeSolver::heun) {
+    j["ode_steps"] = a.ode_steps;
+  } else {
+    j["rtol"] = a.rtol;
+    j["atol"] = a.atol;
+  }
   j["sigma_min"] = o.ode.sigma_min;
   j["sigma_max"] = o.ode.sigma_max;
   j["prior_data_std"] = o.ode.data_std;

@@ -5,7 +5,7 @@
 // process) it works for EDM-preconditioned runs too, and for DDPM runs of every mean type.
 //
 // Per image: dequantize (u = 2 (k + U) / 256 - 1), draw one Hutchinson probe, integrate the
-// flow and the divergence from sigma_min to sigma_max with K Heun steps, and
+// flow and the divergence from sigma_min to sigma_max (K Heun steps, or adaptive RK45), and
 //   bpd = -(log N(x(sigma_max); 0, (sigma_max^2 + sigma_data^2) I) + int div f) / (D ln 2) + 7.
 // Reported: the mean over images with its standard error (the spread over images, which also
 // holds the dequantization and Hutchinson noise: each image draws its own U and eps), and the
@@ -70,7 +70,9 @@ struct NllArgs {
   std::string checkpoint, data = "fashion-mnist", data_dir, split = "test";
   bool ema = true;
   std::int64_t limit = 0, batch_size = 16;
+  std::string ode_solver = "heun";        // heun (fixed K steps) | rk45 (adaptive, rtol / atol)
   std::int64_t ode_steps = 32;
+  double rtol = 1e-5, atol = 1e-5;
   std::string hutchinson = "rademacher";  // rademacher | gaussian | exact (tiny images only)
   double sigma_min = 0.0, sigma_max = 0.0;  // 0: the model's defaults (see above)
   bool null_label = false;

@@ -3,9 +3,9 @@
 #   nll_cli_test.sh BIN_DIR WORK_DIR
 # Trains a tiny DDPM run (v-prediction, learned sigma: the adapter's two less common paths) and
 # a tiny EDM run on the toy data for two steps, evaluates the exact bits/dim of two test images
-# through the probability-flow ODE with both Hutchinson probes, checks the JSON line (finite
+# through the probability-flow ODE with both Hutchinson probes (and RK45 once), checks the JSON line (finite
 # numbers, prior + divergence = total, 2K network evaluations per image) and the refusals
-# (exit 2, one "error:" line): an unknown estimator, zero ODE steps, a sigma range outside a
+# (exit 2, one "error:" line): an unknown estimator or solver, zero ODE steps, a sigma range outside a
 # DDPM run's training levels, no --checkpoint.
 set -euo pipefail
 bin=$1 work=$2
@@ -28,11 +28,15 @@ import json, math, sys
 j = json.loads(sys.stdin.read())
 objective, steps = sys.argv[1], int(sys.argv[2])
 assert j["mode"] == "nll" and j["objective"] == objective, j
-assert j["n"] == 2 and j["ode_steps"] == steps, j
+assert j["n"] == 2, j
 for k in ("bpd", "bpd_stderr", "prior_bpd", "divergence_bpd", "sigma_min", "sigma_max"):
     assert math.isfinite(j[k]), (k, j[k])
 assert abs(j["prior_bpd"] + j["divergence_bpd"] - j["bpd"]) < 1e-6, j
-assert j["network_evaluations_per_image"] == 2 * steps, j
+if steps > 0:  # heun: 2K evaluations
+    assert j["ode_solver"] == "heun" and j["ode_steps"] == steps, j
+    assert j["network_evaluations_per_image"] == 2 * steps, j
+else:  # rk45: 1 + 6 per attempted step
+    assert j["ode_solver"] == "rk45" and (j["network_evaluations_per_image"] - 1) % 6 == 0, j
 assert 0 < j["sigma_min"] < j["sigma_max"], j
 ' "$2" "$3" || fail "bad JSON line for $2: $(tail -n 1 "$1")"
 }
@@ -47,6 +51,10 @@ grep -q "predicts v" "$work/out.txt" || fail "the model line does not name the m
   >"$work/out.txt" 2>"$work/err.txt" || fail "nll of the EDM run"
 check_json "$work/out.txt" edm 2
 grep -q '"sigma_max":80' "$work/out.txt" || fail "EDM's default sigma_max is not 80"
+# The adaptive solver, with loose tolerances (the untrained network is cheap to follow).
+"$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --limit 2 --ode-solver rk45 --rtol 1e-2 --atol 1e-2 \
+  --device cpu >"$work/out.txt" 2>"$work/err.txt" || fail "nll of the EDM run with rk45"
+check_json "$work/out.txt" edm 0
 
 refused() {  # refused PATTERN COMMAND...
   local pattern=$1 rc=0
@@ -57,6 +65,7 @@ refused() {  # refused PATTERN COMMAND...
 }
 refused "--hutchinson" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --hutchinson normal
 refused "--ode-steps" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --ode-steps 0
+refused "--ode-solver" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --ode-solver rk4
 refused "sigma" "$bin/ddpm-eval" nll --checkpoint "$work/ddpm" --data toy --sigma-max 1e6 --limit 1
 refused "--checkpoint" "$bin/ddpm-eval" nll --data toy
 echo "nll_cli_test: ok"

@@ -153,6 +153,42 @@ TEST(OdeLikelihood, GaussianDataGivesTheExactDensityWithSecondOrderConvergence) 
   EXPECT_LT(max_error(g, x, fine, 0.0), 2e-3);
 }
 
+TEST(OdeLikelihood, AdaptiveRk45MeetsItsTolerance) {
+  // The same exact-prior Gaussian, correlated this time (theta = 0.4): the error must follow
+  // the tolerance, and tightening it costs more evaluations.
+  const GaussianData g{{0, 0, 0}, {0.25, 0.25, 0.25}};
+  const GaussianData corr{{0, 0, 0}, {0.1, 0.4, 0.25}, 0.4};
+  for (const GaussianData* data : {&g, &corr}) {
+    const Tensor x = draw(*data, 4, 6);
+    std::vector<double> err;
+    std::vector<std::int64_t> evals;
+    for (double tol : {1e-4, 1e-6, 1e-8}) {
+      OdeLikelihoodConfig c = config(1, DivergenceEstimator::exact, 0.5);
+      c.solver = OdeSolver::rk45;
+      c.rtol = c.atol = tol;
+      Generator gen(0);
+      const OdeLikelihood res = ode_log_likelihood(data->denoiser(4), x, c, gen);
+      err.push_back(max_error(*data, x, res, 0.002 * 0.002));
+      evals.push_back(res.evaluations / 3);  // per point: exact divergence runs dim = 3 forwards
+    }
+    // The global error is a few tens of the (local) tolerance. The anisotropic data's prior
+    // N(0, (80^2 + 0.25) I) is only nearly its marginal: a floor of a few 1e-5 (measured
+    // 2.9e-5; 0.5 (lambda - 0.25) (z^2 - 1) / 80^2 per dimension).
+    const double floor = data == &g ? 0.0 : 5e-5;
+    EXPECT_LT(err[0], 1e-2);
+    EXPECT_LT(err[1], 5e-5 + floor);
+    EXPECT_LT(err[2], 1e-6 + floor);
+    EXPECT_LT(evals[0], evals[1]);
+    EXPECT_LT(evals[1], evals[2]);
+  }
+  OdeLikelihoodConfig c = config(1, DivergenceEstimator::exact, 0.5);
+  c.solver = OdeSolver::rk45;
+  c.rtol = c.atol = 1e-8;
+  c.max_adaptive_steps = 3;
+  Generator gen(0);
+  EXPECT_THROW(ode_log_likelihood(g.denoiser(4), draw(g, 4, 6), c, gen), ValueError);
+}
+
 TEST(OdeLikelihood, AnisotropicGaussianWithSongsPriorIsCloseToTheDataDensity) {
   // mu != 0 and unequal variances under the plain N(0, sigma_max^2 I) prior: its error is about
   // sum_j mu_j z_j / sigma_max (x(sigma_max) ~ sigma_max z): |mu| |z| / 80, a few 1e-2 here.

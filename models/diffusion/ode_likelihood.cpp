@@ -230,7 +230,8 @@ Tensor integrate_rk45(FlowRhs& rhs, const Tensor& x, const OdeLikelihoodConfig& 
                                                       << c.sigma_min << " and " << c.sigma_max << " (rtol "
                                                       << c.rtol << ", atol " << c.atol
                                                       << "): the flow is too stiff for these tolerances");
-    h = std::min(h, s_end - s);
+    const bool last = h >= s_end - s;
+    if (last) h = s_end - s;
     std::vector<StageSlope> k{k1};
     Tensor x_new;
     for (int stage = 1; stage < 7; ++stage) {
@@ -265,9 +266,12 @@ Tensor integrate_rk45(FlowRhs& rhs, const Tensor& x, const OdeLikelihoodConfig& 
     }
     // Step size control (Hairer, Norsett, Wanner, "Solving ODEs I", II.4): the error of a
     // 4th-order estimate scales as h^5; safety factor 0.9, growth limited to [0.2, 5].
+    DDPM_CHECK(std::isfinite(worst), "ODE likelihood: the flow became non-finite between sigma "
+                                         << std::exp(s) << " and " << std::exp(s + h)
+                                         << " (the denoiser returned NaN or infinity)");
     const double factor = worst == 0.0 ? 5.0 : std::clamp(0.9 * std::pow(worst, -0.2), 0.2, 5.0);
     if (worst <= 1.0) {
-      s += h;
+      s = last ? s_end : s + h;  // land on sigma_max exactly
       xi = x_new;
       delta = delta_new;
       k1 = std::move(k[6]);  // FSAL

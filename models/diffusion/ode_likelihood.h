@@ -34,9 +34,11 @@
 // The divergence. div_x D = tr(dD/dx). Exactly: sum_j e_j^T (dD/dx) e_j, one vector-Jacobian
 // product per unit vector e_j (dim of them: the tests' tiny dimensions only). Hutchinson
 // (1990; FFJORD eq. 7): tr(J) = E_eps[eps^T J eps] for any eps with E[eps eps^T] = I:
-// Rademacher (+-1 with probability 1/2 each; the smaller variance, 2 sum_{i != j} J_ij^2) or
-// Gaussian N(0, I) (variance 2 ||J||_F^2). eps^T J is one VJP: the gradient of sum(D * eps)
-// with respect to x, taken on the tape under EnableGradGuard with x a fresh leaf. FFJORD draws
+// Rademacher (+-1 with probability 1/2 each) or Gaussian N(0, I); for a symmetric J their
+// variances are 2 sum_{i != j} J_ij^2 and 2 ||J||_F^2 (Rademacher drops the diagonal: exact
+// for a diagonal J). eps^T J is one VJP: the gradient of sum(D * eps) with respect to x, i.e.
+// D's backward pass seeded with eps, taken on the tape under EnableGradGuard with x a fresh
+// leaf (the caller runs under NoGradGuard). FFJORD draws
 // ONE eps per sample and keeps it along the whole trajectory: the integral is then an unbiased
 // estimate of the exact one (the expectation passes through the integral), with no extra
 // variance from redrawing at every evaluation.

@@ -19,11 +19,13 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linalg.h"
 #include "models/autoencoder/autoencoder_io.h"
 #include "models/diffusion/edm.h"
 #include "models/diffusion/ode_likelihood.h"
+#include "models/eval/eval_flags.h"
 #include "models/eval/nll_eval.h"
 #include "models/run/latent_run.h"
 #include "support/temp_dir.h"
@@ -250,18 +252,28 @@ TEST(OdeLikelihood, LinearDenoiserDivergenceIsExact) {
   EXPECT_FALSE(hutchinson_probe(x, DivergenceEstimator::exact, gen).defined());
 }
 
-TEST(OdeLikelihood, VpAdapterOfAnEpsOracleGivesTheGaussianDensity) {
-  // The DDPM route: an eps-network (the optimal one for data N(mu, s^2), built from engine
-  // ops) through vp_sigma_denoiser on the linear schedule, T = 1000 (sigma 0.01 to 157).
+TEST(OdeLikelihood, VpAdapterOfAnOracleGivesTheGaussianDensityForEveryMeanType) {
+  // The DDPM route: the optimal network for data N(mu, s^2), built from engine ops, through
+  // vp_sigma_denoiser on the linear schedule, T = 1000 (sigma 0.01 to 157), predicting eps,
+  // x_0 or v, and once with a learned-variance half (2C outputs: the adapter uses the mean
+  // half). Every variant is the same D, so the same likelihood.
   const double mu = 0.2, s = 0.5;
   const DiffusionSchedule sched(linear_betas(1000));
   const std::vector<double> train = vp_sigmas(sched);
-  const DenoiseFn eps_net = [train, mu, s](const Tensor& xvp, const std::vector<double>& t,
-                                           const std::vector<std::int64_t>&) {
-    // eps* = sqrt(1 - abar) (x_vp - sqrt(abar) mu) / (abar s^2 + 1 - abar); one t per batch here.
-    const double sg = sigma_for_timestep(train, t[0]), abar = 1.0 / (1.0 + sg * sg);
-    const double v = abar * s * s + 1.0 - abar;
-    return scale(add_scalar(xvp, -std::sqrt(abar) * mu), std::sqrt(1.0 - abar) / v);
+  auto oracle = [train, mu, s](ModelMeanType type, bool learned_sigma) -> DenoiseFn {
+    return [=](const Tensor& xvp, const std::vector<double>& t, const std::vector<std::int64_t>&) {
+      // eps* = sqrt(1 - abar) (x_vp - sqrt(abar) mu) / (abar s^2 + 1 - abar); one t per batch.
+      const double sg = sigma_for_timestep(train, t[0]), abar = 1.0 / (1.0 + sg * sg);
+      const double v = abar * s * s + 1.0 - abar;
+      const Tensor eps = scale(add_scalar(xvp, -std::sqrt(abar) * mu), std::sqrt(1.0 - abar) / v);
+      const Tensor x0 = scale(sub(xvp, scale(eps, std::sqrt(1.0 - abar))), 1.0 / std::sqrt(abar));
+      Tensor out = type == ModelMeanType::eps ? eps
+                   : type == ModelMeanType::x0
+                       ? x0
+                       : sub(scale(eps, std::sqrt(abar)), scale(x0, std::sqrt(1.0 - abar)));  // v
+      if (learned_sigma) out = concat({out, scale(xvp, 3.0)}, -1);  // a variance half to ignore
+      return out;
+    };
   };
   SamplerConfig sc;
   sc.clip_x0 = false;
@@ -271,9 +283,19 @@ TEST(OdeLikelihood, VpAdapterOfAnEpsOracleGivesTheGaussianDensity) {
   c.sigma_max = smax;
   Generator gen(5);
   const Tensor x = add_scalar(scale(randn({6, 1}, gen, Device::cpu(), DType::f64), s), mu);
-  const OdeLikelihood res = ode_log_likelihood(vp_sigma_denoiser(train, eps_net, sc, {}), x, c, gen);
   const GaussianData g{{mu}, {s * s}};
-  EXPECT_LT(max_error(g, x, res, smin * smin), 5e-3);  // Heun's and the prior's (~ mu z / 157)
+  std::vector<double> reference;
+  for (const auto& [type, learned] : std::vector<std::pair<ModelMeanType, bool>>{
+           {ModelMeanType::eps, false}, {ModelMeanType::x0, false}, {ModelMeanType::v, false},
+           {ModelMeanType::eps, true}}) {
+    SCOPED_TRACE(model_mean_type_name(type) + std::string(learned ? " + learned sigma" : ""));
+    sc.mean_type = type;
+    sc.learned_sigma = learned;
+    const OdeLikelihood res = ode_log_likelihood(vp_sigma_denoiser(train, oracle(type, learned), sc, {}), x, c, gen);
+    EXPECT_LT(max_error(g, x, res, smin * smin), 5e-3);  // Heun's and the prior's (~ mu z / 157)
+    if (reference.empty()) reference = res.log_likelihood;
+    for (std::size_t i = 0; i < reference.size(); ++i) EXPECT_NEAR(res.log_likelihood[i], reference[i], 1e-9);
+  }
 }
 
 TEST(OdeLikelihood, HutchinsonVjpThroughTheTinyUnetMatchesFiniteDifferences) {
@@ -428,9 +450,48 @@ TEST(NllEval, DatasetLoopAddsUpAndRefusesBadRequests) {
 
   o.num_classes = 3;  // class-conditional on unlabelled data
   EXPECT_THROW(evaluate_nll(make, ds, o), ValueError);
+  // Labelled data: each batch's denoiser gets its images' labels, or the null label.
+  ds.labels = {2, 0, 1, 1};
+  for (bool null_label : {false, true}) {
+    std::vector<std::int64_t> seen;
+    o.null_label = null_label;
+    o.ode.steps = 2;
+    evaluate_nll(
+        [&](const std::vector<std::int64_t>& labels) {
+          seen.insert(seen.end(), labels.begin(), labels.end());
+          return make({});
+        },
+        ds, o);
+    const std::vector<std::int64_t> expected_labels = null_label ? std::vector<std::int64_t>(4, 3) : ds.labels;
+    EXPECT_EQ(seen, expected_labels);
+  }
+  o.null_label = false;
   o.num_classes = 0;
   o.ode.steps = 0;
   EXPECT_THROW(evaluate_nll(make, ds, o), ValueError);
+}
+
+TEST(NllEval, FlagsParseIntoNllArgs) {
+  CLI::App app{"test", "ddpm-eval"};
+  EvalCommand c;
+  add_eval_subcommands(app, c);
+  std::vector<std::string> args = {"ddpm-eval", "nll",         "--checkpoint", "runs/x",   "--data",  "toy",
+                                   "--ode-solver", "rk45",     "--rtol",       "1e-4",     "--atol",  "1e-6",
+                                   "--hutchinson", "gaussian", "--ode-steps",  "7",        "--null-label",
+                                   "--sigma-max",  "50",       "--no-ema"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  app.parse(static_cast<int>(argv.size()), argv.data());
+  EXPECT_EQ(c.mode(), EvalMode::nll);
+  EXPECT_EQ(c.nll.checkpoint, "runs/x");
+  EXPECT_EQ(c.nll.ode_solver, "rk45");
+  EXPECT_EQ(c.nll.rtol, 1e-4);
+  EXPECT_EQ(c.nll.atol, 1e-6);
+  EXPECT_EQ(c.nll.hutchinson, "gaussian");
+  EXPECT_EQ(c.nll.ode_steps, 7);
+  EXPECT_TRUE(c.nll.null_label);
+  EXPECT_EQ(c.nll.sigma_max, 50.0);
+  EXPECT_FALSE(c.nll.ema);
 }
 
 TEST(NllEval, LatentRunsAndBadEstimatorsAreRefused) {

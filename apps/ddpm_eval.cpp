@@ -14,8 +14,9 @@
 
 int main(int argc, char** argv) {
   using namespace ddpm;
-  CLI::App app{"ddpm-eval: bits/dim (variational bound, or exact through the ODE), and FID / KID / precision-recall / class accuracy on the features of a "
-               "classifier the engine trains itself (no Inception weights offline)",
+  CLI::App app{"ddpm-eval: bits/dim (variational bound, or exact through the ODE), and FID / KID / "
+               "precision-recall / class accuracy on the features of a classifier the engine trains itself (no "
+               "Inception weights offline)",
                "ddpm-eval"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

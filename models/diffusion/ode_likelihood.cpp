@@ -14,9 +14,12 @@ namespace ddpm::diffusion {
 
 const char* divergence_estimator_name(DivergenceEstimator e) {
   switch (e) {
-    case DivergenceEstimator::exact: return "exact";
-    case DivergenceEstimator::rademacher: return "rademacher";
-    case DivergenceEstimator::gaussian: return "gaussian";
+    case DivergenceEstimator::exact:
+      return "exact";
+    case DivergenceEstimator::rademacher:
+      return "rademacher";
+    case DivergenceEstimator::gaussian:
+      return "gaussian";
   }
   return "?";
 }
@@ -44,15 +47,14 @@ bool parse_divergence_estimator(const std::string& name, DivergenceEstimator& ou
 
 void check_ode_likelihood_config(const OdeLikelihoodConfig& c) {
   DDPM_CHECK(c.steps >= 1, "ODE likelihood: the number of ODE steps must be at least 1, got " << c.steps);
-  DDPM_CHECK(std::isfinite(c.sigma_min) && std::isfinite(c.sigma_max) && c.sigma_min > 0.0 &&
-                 c.sigma_min < c.sigma_max,
+  DDPM_CHECK(std::isfinite(c.sigma_min) && std::isfinite(c.sigma_max) && c.sigma_min > 0.0 && c.sigma_min < c.sigma_max,
              "ODE likelihood: needs 0 < sigma_min < sigma_max, both finite; got sigma_min "
                  << c.sigma_min << " and sigma_max " << c.sigma_max);
   DDPM_CHECK(std::isfinite(c.rho) && c.rho > 0.0, "ODE likelihood: rho must be positive, got " << c.rho);
-  DDPM_CHECK(std::isfinite(c.rtol) && std::isfinite(c.atol) && c.rtol > 0.0 && c.atol > 0.0 &&
-                 c.max_adaptive_steps >= 1,
-             "ODE likelihood: RK45 needs positive rtol and atol and a positive step limit; got rtol "
-                 << c.rtol << ", atol " << c.atol << ", max_adaptive_steps " << c.max_adaptive_steps);
+  DDPM_CHECK(
+      std::isfinite(c.rtol) && std::isfinite(c.atol) && c.rtol > 0.0 && c.atol > 0.0 && c.max_adaptive_steps >= 1,
+      "ODE likelihood: RK45 needs positive rtol and atol and a positive step limit; got rtol "
+          << c.rtol << ", atol " << c.atol << ", max_adaptive_steps " << c.max_adaptive_steps);
   DDPM_CHECK(std::isfinite(c.data_std) && c.data_std >= 0.0,
              "ODE likelihood: the prior's data_std must be finite and >= 0, got " << c.data_std);
 }
@@ -85,10 +87,10 @@ std::pair<Tensor, Tensor> denoise_and_vjp(const SigmaDenoiser& denoiser, const T
   Tensor leaf = x.detach().clone();
   leaf.set_requires_grad(true);
   const Tensor d = denoiser(leaf, sigma).x0;
-  DDPM_CHECK(d.defined() && d.shape() == x.shape(),
-             "ODE likelihood: the denoiser returned " << (d.defined() ? shape_str(d.shape()) : std::string("nothing"))
-                                                      << " at sigma " << sigma << " for x of shape "
-                                                      << shape_str(x.shape()));
+  DDPM_CHECK(d.defined() && d.shape() == x.shape(), "ODE likelihood: the denoiser returned "
+                                                        << (d.defined() ? shape_str(d.shape()) : std::string("nothing"))
+                                                        << " at sigma " << sigma << " for x of shape "
+                                                        << shape_str(x.shape()));
   DDPM_CHECK(d.requires_grad(), "ODE likelihood: D(x; sigma) at sigma " << sigma
                                                                         << " does not depend on x on the tape (the "
                                                                            "denoiser must be built from engine ops)");
@@ -102,8 +104,10 @@ std::pair<Tensor, Tensor> denoise_and_vjp(const SigmaDenoiser& denoiser, const T
 
 Tensor hutchinson_probe(const Tensor& x, DivergenceEstimator estimator, Generator& gen) {
   switch (estimator) {
-    case DivergenceEstimator::exact: return Tensor();
-    case DivergenceEstimator::gaussian: return randn(x.shape(), gen, x.device(), x.dtype());
+    case DivergenceEstimator::exact:
+      return Tensor();
+    case DivergenceEstimator::gaussian:
+      return randn(x.shape(), gen, x.device(), x.dtype());
     case DivergenceEstimator::rademacher:
       // +-1 with probability 1/2 each: 2 [U > 1/2] - 1.
       return add_scalar(scale(greater_than(rand(x.shape(), gen, x.device(), x.dtype()), 0.5), 2.0), -1.0);
@@ -183,7 +187,8 @@ Tensor integrate_heun(FlowRhs& rhs, const Tensor& x, const std::vector<double>& 
     const Tensor x_pred = add(xi, scale(s0.f, h));       // Euler predictor x'
     const Slope s1 = rhs(x_pred, sig[i + 1]);            // at (x', s_{i+1})
     xi = add(xi, scale(add(s0.f, s1.f), 0.5 * h));       // trapezoidal corrector
-    for (std::size_t k = 0; k < delta.size(); ++k) delta[k] += 0.5 * h_log * (s0.q[k] + s1.q[k]);  // trapezoid in ln sigma
+    for (std::size_t k = 0; k < delta.size(); ++k)
+      delta[k] += 0.5 * h_log * (s0.q[k] + s1.q[k]);  // trapezoid in ln sigma
   }
   return xi;
 }
@@ -194,16 +199,14 @@ Tensor integrate_heun(FlowRhs& rhs, const Tensor& x, const std::vector<double>& 
 // row of a: the FSAL property, k_7 of a step is k_1 of the next) and e = b - b* (b* the
 // embedded 4th-order weights) for the error estimate.
 constexpr double kDpC[7] = {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0};
-constexpr double kDpA[7][6] = {
-    {},
-    {1.0 / 5},
-    {3.0 / 40, 9.0 / 40},
-    {44.0 / 45, -56.0 / 15, 32.0 / 9},
-    {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
-    {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
-    {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84}};
-constexpr double kDpE[7] = {71.0 / 57600,      0.0,          -71.0 / 16695, 71.0 / 1920,
-                            -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
+constexpr double kDpA[7][6] = {{},
+                               {1.0 / 5},
+                               {3.0 / 40, 9.0 / 40},
+                               {44.0 / 45, -56.0 / 15, 32.0 / 9},
+                               {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
+                               {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
+                               {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84}};
+constexpr double kDpE[7] = {71.0 / 57600, 0.0, -71.0 / 16695, 71.0 / 1920, -17253.0 / 339200, 22.0 / 525, -1.0 / 40};
 
 // One stage's derivative in s: (sigma f, q).
 struct StageSlope {
@@ -225,11 +228,10 @@ Tensor integrate_rk45(FlowRhs& rhs, const Tensor& x, const OdeLikelihoodConfig& 
   double h = std::min(0.1, s_end - s);  // the first step; the controller adapts it at once
   std::int64_t steps = 0;
   while (s < s_end) {
-    DDPM_CHECK(++steps <= c.max_adaptive_steps,
-               "ODE likelihood: RK45 took more than " << c.max_adaptive_steps << " steps between sigma "
-                                                      << c.sigma_min << " and " << c.sigma_max << " (rtol "
-                                                      << c.rtol << ", atol " << c.atol
-                                                      << "): the flow is too stiff for these tolerances");
+    DDPM_CHECK(++steps <= c.max_adaptive_steps, "ODE likelihood: RK45 took more than "
+                                                    << c.max_adaptive_steps << " steps between sigma " << c.sigma_min
+                                                    << " and " << c.sigma_max << " (rtol " << c.rtol << ", atol "
+                                                    << c.atol << "): the flow is too stiff for these tolerances");
     const bool last = h >= s_end - s;
     if (last) h = s_end - s;
     std::vector<StageSlope> k{k1};
@@ -340,8 +342,12 @@ SigmaDenoiser vp_sigma_denoiser(const std::vector<double>& train_sigmas, const D
     const Tensor pred = network_output(net, config, scale(x, c_in), t, labels).pred;
     Tensor d;
     switch (config.mean_type) {
-      case ModelMeanType::eps: d = sub(x, scale(pred, sigma)); break;  // D = x - sigma eps
-      case ModelMeanType::x0: d = pred; break;
+      case ModelMeanType::eps:
+        d = sub(x, scale(pred, sigma));
+        break;  // D = x - sigma eps
+      case ModelMeanType::x0:
+        d = pred;
+        break;
       case ModelMeanType::v:  // D = x / (1 + sigma^2) - sigma c_in v (karras.h)
         d = sub(scale(x, c_in * c_in), scale(pred, sigma * c_in));
         break;

@@ -195,8 +195,12 @@ void add_nll_flags(CLI::App& sub, NllArgs& a) {
   sub.add_option("--ode-steps", a.ode_steps, "K Heun steps of the probability-flow ODE (2K evaluations)")
       ->check(kPositive)
       ->capture_default_str();
-  sub.add_option("--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)")->check(kPositive)->capture_default_str();
-  sub.add_option("--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)")->check(kPositive)->capture_default_str();
+  sub.add_option("--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)")
+      ->check(kPositive)
+      ->capture_default_str();
   sub.add_option("--hutchinson", a.hutchinson,
                  "divergence estimator: rademacher | gaussian (Hutchinson probes), exact (tiny images only)")
       ->check(CLI::IsMember({"rademacher", "gaussian", "exact"}))
@@ -249,7 +253,8 @@ EvalMode EvalCommand::mode() const {
   if (bpd_app != nullptr && bpd_app->parsed()) return EvalMode::bpd;
   if (nll_app != nullptr && nll_app->parsed()) return EvalMode::nll;
   if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
-  DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll or class-accuracy");
+  DDPM_THROW(ValueError,
+             "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll or class-accuracy");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {

@@ -5,9 +5,8 @@
 #include <chrono>
 #include <cmath>
 #include <iomanip>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/rng.h"
@@ -29,8 +28,8 @@ NllEvalReport evaluate_nll(const DenoiserForLabels& make_denoiser, const Dataset
   DDPM_CHECK(o.limit >= 0, "nll: --limit must be non-negative, got " << o.limit);
   DDPM_CHECK(o.num_classes == 0 || o.null_label || ds.has_labels(),
              "nll: the model is class-conditional but " << ds.name
-                                                         << " has no labels (use the null label if the run was "
-                                                            "trained with label dropout)");
+                                                        << " has no labels (use the null label if the run was "
+                                                           "trained with label dropout)");
   const std::int64_t n = o.limit > 0 ? std::min(o.limit, ds.n) : ds.n;
   DDPM_CHECK(n > 0, "nll: " << ds.name << " holds no images");
   const auto t0 = std::chrono::steady_clock::now();
@@ -151,11 +150,11 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
       << ", uniformly dequantized; bits/dim on the [0, 256) scale\n"
       << std::setprecision(6) << "ODE: "
-      << (solver == OdeSolver::heun ? std::to_string(a.ode_steps) + " Heun steps on Karras levels (rho 7)"
-                                    : "adaptive RK45 in ln sigma (rtol " + std::to_string(a.rtol) + ", atol " +
-                                          std::to_string(a.atol) + ")")
-      << " from sigma " << o.ode.sigma_min << " to " << o.ode.sigma_max << ", prior N(0, (sigma_max^2 + " << o.ode.data_std
-      << "^2) I), divergence " << divergence_estimator_name(estimator)
+      << (solver == OdeSolver::heun
+              ? std::to_string(a.ode_steps) + " Heun steps on Karras levels (rho 7)"
+              : "adaptive RK45 in ln sigma (rtol " + std::to_string(a.rtol) + ", atol " + std::to_string(a.atol) + ")")
+      << " from sigma " << o.ode.sigma_min << " to " << o.ode.sigma_max << ", prior N(0, (sigma_max^2 + "
+      << o.ode.data_std << "^2) I), divergence " << divergence_estimator_name(estimator)
       << (o.num_classes > 0 ? (a.null_label ? ", null label" : ", each image's label") : "") << std::endl;
   const NllEvalReport r =
       evaluate_nll(make, data, o, [&](const std::string& line) { out << "  " << line << std::endl; });

@@ -8,14 +8,14 @@
 // log N(x; mu, Sigma + sigma_min^2 I) up to the solver's error and the prior's (exactly zero
 // for mu = 0, Sigma = data_std^2 I: the prior N(0, (sigma_max^2 + data_std^2) I) is then the
 // true marginal). With sigma_min = 0.002 this is log N(x; mu, Sigma) to within 1e-4.
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <sstream>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
@@ -69,7 +69,8 @@ struct GaussianData {
     return [g, n](const Tensor& x, double sigma) {
       std::vector<double> w(g.d());
       for (std::size_t k = 0; k < g.d(); ++k) w[k] = g.lambda[k] / (g.lambda[k] + sigma * sigma);
-      const Tensor m = Tensor::from_vector(g.rotated(w), {static_cast<std::int64_t>(g.d()), static_cast<std::int64_t>(g.d())});
+      const Tensor m =
+          Tensor::from_vector(g.rotated(w), {static_cast<std::int64_t>(g.d()), static_cast<std::int64_t>(g.d())});
       std::vector<double> mu_rows;
       for (std::int64_t i = 0; i < n; ++i) mu_rows.insert(mu_rows.end(), g.mu.begin(), g.mu.end());
       const Tensor mu = Tensor::from_vector(mu_rows, x.shape());
@@ -94,7 +95,8 @@ struct GaussianData {
 // n points drawn from the data (f64 [n, d]).
 Tensor draw(const GaussianData& g, std::int64_t n, std::uint64_t seed) {
   Generator gen(seed);
-  const std::vector<double> z = randn({n, static_cast<std::int64_t>(g.d())}, gen, Device::cpu(), DType::f64).to_double_vector();
+  const std::vector<double> z =
+      randn({n, static_cast<std::int64_t>(g.d())}, gen, Device::cpu(), DType::f64).to_double_vector();
   const std::vector<double> sq(g.lambda.size());
   std::vector<double> root(g.d());
   for (std::size_t k = 0; k < g.d(); ++k) root[k] = std::sqrt(g.lambda[k]);
@@ -216,8 +218,8 @@ TEST(OdeLikelihood, HutchinsonIsUnbiasedForTheExactDivergence) {
   for (std::int64_t i = 0; i < n; ++i) copies.insert(copies.end(), point.begin(), point.end());
   const Tensor x = Tensor::from_vector(copies, {n, 4});
   Generator g0(0);
-  const OdeLikelihood exact =
-      ode_log_likelihood(g.denoiser(1), Tensor::from_vector(point, {1, 4}), config(128, DivergenceEstimator::exact), g0);
+  const OdeLikelihood exact = ode_log_likelihood(g.denoiser(1), Tensor::from_vector(point, {1, 4}),
+                                                 config(128, DivergenceEstimator::exact), g0);
   EXPECT_LT(std::abs(exact.log_likelihood[0] - g.log_density(point, 0.0)), 0.02);
   for (DivergenceEstimator e : {DivergenceEstimator::rademacher, DivergenceEstimator::gaussian}) {
     SCOPED_TRACE(divergence_estimator_name(e));
@@ -285,9 +287,10 @@ TEST(OdeLikelihood, VpAdapterOfAnOracleGivesTheGaussianDensityForEveryMeanType) 
   const Tensor x = add_scalar(scale(randn({6, 1}, gen, Device::cpu(), DType::f64), s), mu);
   const GaussianData g{{mu}, {s * s}};
   std::vector<double> reference;
-  for (const auto& [type, learned] : std::vector<std::pair<ModelMeanType, bool>>{
-           {ModelMeanType::eps, false}, {ModelMeanType::x0, false}, {ModelMeanType::v, false},
-           {ModelMeanType::eps, true}}) {
+  for (const auto& [type, learned] : std::vector<std::pair<ModelMeanType, bool>>{{ModelMeanType::eps, false},
+                                                                                 {ModelMeanType::x0, false},
+                                                                                 {ModelMeanType::v, false},
+                                                                                 {ModelMeanType::eps, true}}) {
     SCOPED_TRACE(model_mean_type_name(type) + std::string(learned ? " + learned sigma" : ""));
     sc.mean_type = type;
     sc.learned_sigma = learned;
@@ -441,7 +444,8 @@ TEST(NllEval, DatasetLoopAddsUpAndRefusesBadRequests) {
     for (std::int64_t i = 0; i < count; ++i) {
       double logp = 0;  // log N(u; 0, (s^2 + sigma_min^2) I)
       const double v = s2 + o.ode.sigma_min * o.ode.sigma_min;
-      for (std::int64_t j = 0; j < 4; ++j) logp += -0.5 * uv[i * 4 + j] * uv[i * 4 + j] / v - 0.5 * std::log(2 * 3.14159265358979323846 * v);
+      for (std::int64_t j = 0; j < 4; ++j)
+        logp += -0.5 * uv[i * 4 + j] * uv[i * 4 + j] / v - 0.5 * std::log(2 * 3.14159265358979323846 * v);
       expected += diffusion::dequantized_bits_per_dim(logp, 4) / 4;
     }
   }
@@ -475,10 +479,10 @@ TEST(NllEval, FlagsParseIntoNllArgs) {
   CLI::App app{"test", "ddpm-eval"};
   EvalCommand c;
   add_eval_subcommands(app, c);
-  std::vector<std::string> args = {"ddpm-eval", "nll",         "--checkpoint", "runs/x",   "--data",  "toy",
-                                   "--ode-solver", "rk45",     "--rtol",       "1e-4",     "--atol",  "1e-6",
-                                   "--hutchinson", "gaussian", "--ode-steps",  "7",        "--null-label",
-                                   "--sigma-max",  "50",       "--no-ema"};
+  std::vector<std::string> args = {"ddpm-eval", "nll",          "--checkpoint", "runs/x",   "--data",
+                                   "toy",       "--ode-solver", "rk45",         "--rtol",   "1e-4",
+                                   "--atol",    "1e-6",         "--hutchinson", "gaussian", "--ode-steps",
+                                   "7",         "--null-label", "--sigma-max",  "50",       "--no-ema"};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   app.parse(static_cast<int>(argv.size()), argv.data());

@@ -5,6 +5,7 @@
 //   ddpm-eval train-classifier --data fashion-mnist --out classifier/
 //   ddpm-eval fid --classifier classifier/ --samples samples.npz --data fashion-mnist --split test
 //   ddpm-eval bpd --checkpoint RUN --data cifar10:DIR --split test --limit 100
+//   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
 #include <iostream>
 
@@ -13,8 +14,9 @@
 
 int main(int argc, char** argv) {
   using namespace ddpm;
-  CLI::App app{"ddpm-eval: bits/dim, and FID / KID / precision-recall / class accuracy on the features of a "
-               "classifier the engine trains itself (no Inception weights offline)",
+  CLI::App app{"ddpm-eval: bits/dim (variational bound, or exact through the ODE), and FID / KID / "
+               "precision-recall / class accuracy on the features of a classifier the engine trains itself (no "
+               "Inception weights offline)",
                "ddpm-eval"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

@@ -180,6 +180,43 @@ void add_bpd_flags(CLI::App& sub, BpdArgs& a) {
   sub.add_flag("!--no-clip", a.clip_x0, "do not clip the x_0 estimate to [-1, 1]");
 }
 
+void add_nll_flags(CLI::App& sub, NllArgs& a) {
+  sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder (DDPM or EDM)")
+      ->required();
+  add_data_flags(sub, a.data, a.data_dir, &a.split);
+  sub.add_option("--limit", a.limit, "first N images only (0 = all; each costs 2K network calls + VJPs)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
+  sub.add_option("--ode-solver", a.ode_solver,
+                 "heun (K fixed steps, 2K evaluations) | rk45 (adaptive Dormand-Prince, --rtol / --atol)")
+      ->check(CLI::IsMember({"heun", "rk45"}))
+      ->capture_default_str();
+  sub.add_option("--ode-steps", a.ode_steps, "K Heun steps of the probability-flow ODE (2K evaluations)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--hutchinson", a.hutchinson,
+                 "divergence estimator: rademacher | gaussian (Hutchinson probes), exact (tiny images only)")
+      ->check(CLI::IsMember({"rademacher", "gaussian", "exact"}))
+      ->capture_default_str();
+  sub.add_option("--sigma-min", a.sigma_min, "lowest noise level (0 = the schedule's smallest sigma; EDM 0.002)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--sigma-max", a.sigma_max, "highest noise level (0 = the schedule's largest sigma; EDM 80)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_flag("--null-label", a.null_label,
+               "class-conditional runs: use the null label instead of each image's (runs trained with "
+               "--class-dropout > 0)");
+  sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
+}
+
 void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a) {
   sub.add_option("--classifier", a.classifier, "classifier folder from train-classifier")->required();
   sub.add_option("--samples", a.samples,
@@ -202,6 +239,9 @@ void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
   add_fid_flags(*c.fid_app, c.fid);
   c.bpd_app = app.add_subcommand("bpd", "bits/dim (variational bound) of a trained run on a split");
   add_bpd_flags(*c.bpd_app, c.bpd);
+  c.nll_app = app.add_subcommand(
+      "nll", "exact bits/dim through the probability-flow ODE (DDPM and EDM runs; Song et al. 2021)");
+  add_nll_flags(*c.nll_app, c.nll);
   c.class_accuracy_app =
       app.add_subcommand("class-accuracy", "classifier accuracy on samples of each requested class");
   add_class_accuracy_flags(*c.class_accuracy_app, c.class_accuracy);
@@ -211,8 +251,10 @@ EvalMode EvalCommand::mode() const {
   if (train_classifier_app != nullptr && train_classifier_app->parsed()) return EvalMode::train_classifier;
   if (fid_app != nullptr && fid_app->parsed()) return EvalMode::fid;
   if (bpd_app != nullptr && bpd_app->parsed()) return EvalMode::bpd;
+  if (nll_app != nullptr && nll_app->parsed()) return EvalMode::nll;
   if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
-  DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd or class-accuracy");
+  DDPM_THROW(ValueError,
+             "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll or class-accuracy");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -231,6 +273,11 @@ void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::os
       c.bpd.device = device;
       c.bpd.seed = seed;
       run_bpd(c.bpd, out);
+      return;
+    case EvalMode::nll:
+      c.nll.device = device;
+      c.nll.seed = seed;
+      run_nll(c.nll, out);
       return;
     case EvalMode::class_accuracy:
       c.class_accuracy.device = device;

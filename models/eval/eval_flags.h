@@ -6,6 +6,7 @@
 //   ddpm-eval train-classifier --data fashion-mnist --out classifier/
 //   ddpm-eval fid --classifier classifier/ --samples samples.npz --data fashion-mnist --split test
 //   ddpm-eval bpd --checkpoint RUN --data cifar10:DIR --split test --limit 100
+//   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
 //
 // --data takes ddpm-train's spec (models/run/data_spec.h) read as a split; see
@@ -27,10 +28,11 @@
 
 #include "engine/device.h"
 #include "models/eval/eval_run.h"
+#include "models/eval/nll_eval.h"
 
 namespace ddpm::eval {
 
-enum class EvalMode { train_classifier, fid, bpd, class_accuracy };
+enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy };
 
 // The options of every subcommand, and the subcommands themselves once registered. The
 // flags bind to these members by reference, so the object is neither copied nor moved.
@@ -38,11 +40,13 @@ struct EvalCommand {
   TrainClassifierArgs train_classifier;
   FidArgs fid;
   BpdArgs bpd;
+  NllArgs nll;
   ClassAccuracyArgs class_accuracy;
   // Owned by the CLI::App given to add_eval_subcommands; null before.
   CLI::App* train_classifier_app = nullptr;
   CLI::App* fid_app = nullptr;
   CLI::App* bpd_app = nullptr;
+  CLI::App* nll_app = nullptr;
   CLI::App* class_accuracy_app = nullptr;
 
   EvalCommand() = default;
@@ -57,9 +61,10 @@ struct EvalCommand {
 void add_train_classifier_flags(CLI::App& sub, TrainClassifierArgs& a);
 void add_fid_flags(CLI::App& sub, FidArgs& a);
 void add_bpd_flags(CLI::App& sub, BpdArgs& a);
+void add_nll_flags(CLI::App& sub, NllArgs& a);
 void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
 
-// Adds the four subcommands to app (exactly one is required) and lets the app's own flags
+// Adds the five subcommands to app (exactly one is required) and lets the app's own flags
 // (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
 // A word that names no subcommand is a CLI::ExtrasError naming it and the subcommands.
 void add_eval_subcommands(CLI::App& app, EvalCommand& c);

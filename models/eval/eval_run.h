@@ -8,6 +8,8 @@
 //                     with a real-vs-real floor (train split vs the reference split, same
 //                     counts) and a noise line (uniform random images) as sanity bounds
 //   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h)
+//   nll               exact bits/dim through the probability-flow ODE, DDPM and EDM runs
+//                     (models/eval/nll_eval.h)
 //   class-accuracy    the classifier's accuracy on labelled samples, per requested class
 // Every report names the feature network, the sample count and the reference split.
 #pragma once

@@ -25,6 +25,7 @@
 #include "models/run/data_spec.h"
 #include "models/run/int_list.h"
 #include "models/run/sample_run.h"
+#include "models/run/subcommand_words.h"
 
 namespace ddpm::run {
 
@@ -253,6 +254,7 @@ AutoencoderEvalReport run_autoencoder_eval(const AutoencoderEvalArgs& a, std::os
 void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   app.fallthrough();  // --device, --seed, --config also work after the subcommand
   app.require_subcommand(1);
+  add_unknown_word_check(app);  // "unknown subcommand 'tran' (did you mean train?)"
   AutoencoderTrainArgs& t = c.train;
   CLI::App* tr = app.add_subcommand("train", "train a KL-regularised autoencoder (the first stage of latent diffusion)");
   c.train_app = tr;

@@ -22,6 +22,7 @@
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
 #include "models/run/int_list.h"
+#include "models/run/subcommand_words.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -57,24 +58,6 @@ Tensor noisy_batch(const diffusion::DiffusionSchedule& schedule, const Tensor& x
                    Generator& gen) {
   const Tensor noise = randn(x0.shape(), gen, x0.device(), x0.dtype());
   return diffusion::q_sample(schedule, x0, t, noise);
-}
-
-// Names a mistyped or stray word instead of CLI11's generic messages (as ddpm-eval does).
-void add_unknown_word_check(CLI::App& app) {
-  auto reject = [&app](const std::string& word) {
-    std::string names, parsed;
-    for (const CLI::App* sub : app.get_subcommands([](CLI::App* s) { return !s->get_name().empty(); })) {
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-      if (sub->parsed() && parsed.empty()) parsed = sub->get_name();
-    }
-    if (!parsed.empty())
-      throw CLI::ExtrasError("unexpected argument '" + word + "' for " + app.get_name() + " " + parsed +
-                                 ", which takes flags only",
-                             CLI::ExitCodes::ExtrasError);
-    throw CLI::ExtrasError("unknown subcommand '" + word + "'; the subcommands are " + names,
-                           CLI::ExitCodes::ExtrasError);
-  };
-  app.add_option_group("")->add_option_function<std::string>("unknown-word", reject, "");
 }
 
 }  // namespace

@@ -15,6 +15,18 @@ namespace ddpm::eval {
 
 using namespace diffusion;
 
+MeanWithError mean_with_standard_error(const std::vector<double>& values) {
+  MeanWithError r;
+  if (values.empty()) return r;
+  const double n = static_cast<double>(values.size());
+  for (double v : values) r.mean += v;
+  r.mean /= n;
+  double var = 0;
+  for (double v : values) var += (v - r.mean) * (v - r.mean);
+  r.standard_error = values.size() > 1 ? std::sqrt(var / (n - 1) / n) : 0.0;
+  return r;
+}
+
 ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net, const BpdEvalOptions& o,
                                const std::vector<std::int64_t>& labels) {
   return [&s, net, o, labels](const Tensor& xt, const Timesteps& t) {
@@ -64,11 +76,9 @@ BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, con
     }
   }
   const double nn = static_cast<double>(n);
-  for (double v : totals) r.bpd += v;
-  r.bpd /= nn;
-  double var = 0;
-  for (double v : totals) var += (v - r.bpd) * (v - r.bpd);
-  r.bpd_stderr = n > 1 ? std::sqrt(var / (nn - 1) / nn) : 0.0;
+  const MeanWithError total = mean_with_standard_error(totals);
+  r.bpd = total.mean;
+  r.bpd_stderr = total.standard_error;
   r.prior_bpd /= nn;
   r.decoder_bpd /= nn;
   r.terms_bpd /= nn;

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/device.h"
 #include "models/data/dataset.h"
@@ -48,6 +49,13 @@ struct BpdEvalReport {
   double terms_bpd = 0;            // mean sum_{t>=1} L_t
   double seconds = 0;
 };
+
+// The mean of per-image values and the standard error of that mean, sqrt(var / n) with the
+// unbiased variance (0 for a single image); used by bpd and nll (nll_eval.h).
+struct MeanWithError {
+  double mean = 0, standard_error = 0;
+};
+MeanWithError mean_with_standard_error(const std::vector<double>& values);
 
 // The model's Gaussian p(x_{t-1} | x_t) as calc_bpd_loop wants it; `labels` are the
 // batch's class labels (empty for an unconditional network).

@@ -12,6 +12,7 @@
 #include "engine/rng.h"
 #include "models/diffusion/edm.h"
 #include "models/diffusion/karras.h"
+#include "models/eval/bpd_eval.h"
 #include "models/eval/eval_run.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
@@ -69,11 +70,9 @@ NllEvalReport evaluate_nll(const DenoiserForLabels& make_denoiser, const Dataset
     }
   }
   const double nn = static_cast<double>(n);
-  for (double v : totals) r.bpd += v;
-  r.bpd /= nn;
-  double var = 0;
-  for (double v : totals) var += (v - r.bpd) * (v - r.bpd);
-  r.bpd_stderr = n > 1 ? std::sqrt(var / (nn - 1) / nn) : 0.0;
+  const MeanWithError total = mean_with_standard_error(totals);
+  r.bpd = total.mean;
+  r.bpd_stderr = total.standard_error;
   r.prior_bpd /= nn;
   r.divergence_bpd /= nn;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

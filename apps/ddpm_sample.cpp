@@ -18,7 +18,7 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
-      "Draw samples from a trained diffusion model (DDPM ancestral, DDIM, or Heun, Euler or DPM-Solver++(2M) on Karras noise levels, optional "
+      "Draw samples from a trained diffusion model (DDPM ancestral, DDIM, or Heun, Euler, DPM-Solver++(2M) or Euler ancestral on Karras noise levels, optional "
       "classifier-free guidance, classifier guidance with --classifier, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
       "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
       "ddpm-sample");

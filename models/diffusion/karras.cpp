@@ -162,12 +162,14 @@ const char* karras_solver_name(KarrasSolver solver) {
     case KarrasSolver::heun: return "heun";
     case KarrasSolver::euler: return "euler";
     case KarrasSolver::dpmpp_2m: return "dpm++2m";
+    case KarrasSolver::euler_ancestral: return "euler-ancestral";
   }
   return "?";
 }
 
 bool parse_karras_solver(const std::string& name, KarrasSolver& out) {
-  for (KarrasSolver k : {KarrasSolver::heun, KarrasSolver::euler, KarrasSolver::dpmpp_2m})
+  for (KarrasSolver k :
+       {KarrasSolver::heun, KarrasSolver::euler, KarrasSolver::dpmpp_2m, KarrasSolver::euler_ancestral})
     if (name == karras_solver_name(k)) {
       out = k;
       return true;
@@ -190,10 +192,11 @@ Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std
   const double sigma_max = sig.front();
 
   Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
-  if (solver == KarrasSolver::dpmpp_2m) {
+  if (solver == KarrasSolver::dpmpp_2m || solver == KarrasSolver::euler_ancestral)
     DDPM_CHECK(std::equal(sig_hat.begin(), sig_hat.end(), sig.begin()),
-               "karras_solve: DPM-Solver++(2M) is deterministic and takes no churn (s_churn "
-                   << config.s_churn << "); churn applies to heun and euler");
+               "karras_solve: " << karras_solver_name(solver) << " takes no churn (s_churn " << config.s_churn
+                                << "); churn applies to heun and euler");
+  if (solver == KarrasSolver::dpmpp_2m) {
     const SigmaStepCallback step_done = [&](std::size_t i, const Tensor& x_next, const SigmaDenoised& den) {
       if (!callback) return;
       const double s_next = sig[i + 1];
@@ -215,6 +218,11 @@ Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std
     if (s_next == 0.0) {
       // Euler to sigma = 0: x^ + (0 - s^) (x^ - D) / s^ = D, taken exactly.
       next = den.x0;
+    } else if (solver == KarrasSolver::euler_ancestral) {
+      // The posterior step of the header: mean D + (s_down / s)(x - D), noise s_up z.
+      const double s_up = s_next * std::sqrt(s * s - s_next * s_next) / s, s_down = s_next * s_next / s;
+      next = add(add(den.x0, scale(sub(x, den.x0), s_down / s)),
+                 scale(randn(shape, gen, device, config.dtype), s_up));
     } else {
       const Tensor d = scale(sub(x, den.x0), 1.0 / s_hat);  // dx/dsigma at (x^_i, sigma^_i)
       next = add(x, scale(d, s_next - s_hat));               // Euler predictor x'

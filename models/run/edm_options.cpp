@@ -90,7 +90,7 @@ SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSourc
     DDPM_CHECK(is_karras_sampler(r.sampler),
                "--sampler " << r.sampler << " does not apply to " << o.checkpoint
                             << ", which was trained with the EDM objective (continuous sigma, no discrete process): "
-                               "use --sampler heun (the default for it), euler or dpm++2m");
+                               "use --sampler heun (the default for it), euler, dpm++2m or euler-ancestral");
   }
   r.sampler_defaulted = false;
   return r;

@@ -17,7 +17,8 @@
 // ddpm-sample on an EDM run: --sampler heun (the default for such runs: the sampler is then
 // chosen when the model is open) or euler (the first-order solver of the same loop, EDM
 // algorithm 1 without the correction: N evaluations instead of 2N - 1) or dpm++2m
-// (DPM-Solver++(2M), dpm_solver.h: second order at N evaluations); ddpm and ddim are a
+// (DPM-Solver++(2M), dpm_solver.h: second order at N evaluations) or euler-ancestral
+// (karras.h: DDPM's posterior step on the levels); ddpm and ddim are a
 // ValueError (exit 2). --sampling-steps sets the levels (default 18), --sigma-min /
 // --sigma-max default to 0.002 / 80 and may be any positive values (sigma is continuous),
 // --rho and the churn flags apply (each needs an explicit --sampler heun or euler, as for any
@@ -64,7 +65,7 @@ nlohmann::json diffusion_section(const TrainOptions& o);
 
 // --- ddpm-sample -----------------------------------------------------------------------------
 
-bool is_karras_sampler(const std::string& sampler);  // heun, euler or dpm++2m (karras.h KarrasSolver)
+bool is_karras_sampler(const std::string& sampler);  // heun, euler, dpm++2m, euler-ancestral (karras.h)
 
 // The options with the sampler decided for this model: an EDM model gets heun when --sampler
 // was not given (o.sampler_defaulted), and refuses ddpm / ddim (ValueError naming the flag).

@@ -109,9 +109,9 @@ void check_churn_flags(const SampleOptions& o) {
                {"--s-tmax", o.s_tmax, defaults.s_tmax},
                {"--s-noise", o.s_noise, defaults.s_noise}};
   for (const auto& c : churn)
-    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || (is_karras_sampler(o.sampler) && o.sampler != "dpm++2m"),
+    DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || o.sampler == "heun" || o.sampler == "euler",
                c.flag << " applies to --sampler heun or euler only (it sets EDM's stochastic churn; dpm++2m is "
-                         "deterministic); got --sampler "
+                         "deterministic and euler-ancestral draws its own noise); got --sampler "
                       << o.sampler);
   DDPM_CHECK(std::isfinite(o.s_churn) && o.s_churn >= 0,
              "--s-churn must be a finite number >= 0 (0 = deterministic), got " << o.s_churn);
@@ -204,9 +204,10 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--sampler", o.sampler,
                  "ddpm (ancestral), ddim, heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
                  "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping), euler (1st order, N calls) or "
-                 "dpm++2m (DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep, N calls, deterministic); the last "
-                 "three on the Karras noise levels")
-      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m"}))
+                 "dpm++2m (DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep, N calls, deterministic) or "
+                 "euler-ancestral (DDPM's posterior step, N calls, stochastic); the last four on the Karras noise "
+                 "levels")
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide "

@@ -2,7 +2,7 @@
 # ddpm-train --objective edm and ddpm-sample on its run (ctest `cli.edm`): usage
 #   edm_cli_test.sh BIN_DIR WORK_DIR
 # Trains a tiny EDM run on the toy data for a few steps, resumes it, samples it with heun
-# (the default for EDM runs), euler and dpm++2m, and checks the refusals: DDPM-only flags with
+# (the default for EDM runs), euler, dpm++2m and euler-ancestral, and checks the refusals: DDPM-only flags with
 # --objective edm, EDM flags with ddpm, --sampler ddpm/ddim on an EDM run, ddpm-export and
 # ddpm-eval bpd of it (each exit 2, one "error:" line naming the flag or the objective).
 set -euo pipefail
@@ -34,6 +34,9 @@ grep -q '"network_evaluations_per_sample": 3' "$work/euler/sample_info.json" || 
   --out "$work/dpm" >"$work/out.txt" 2>"$work/err.txt" || fail "dpm++2m sampling"
 grep -q '"solver": "dpm++2m"' "$work/dpm/sample_info.json" || fail "dpm++2m: solver not recorded"
 grep -q '"network_evaluations_per_sample": 4' "$work/dpm/sample_info.json" || fail "dpm++2m: not N evaluations"
+"$bin/ddpm-sample" --checkpoint "$run" --sampler euler-ancestral --num-samples 2 --sampling-steps 4 --device cpu \
+  --out "$work/ancestral" >"$work/out.txt" 2>"$work/err.txt" || fail "euler-ancestral sampling"
+grep -q '"solver": "euler-ancestral"' "$work/ancestral/sample_info.json" || fail "euler-ancestral: solver not recorded"
 
 # Refusals: exit 2 and the reason on stderr.
 refused() {  # refused PATTERN COMMAND...

@@ -378,13 +378,14 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
     }
     EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler}).first, 0);
   }
-  // dpm++2m takes the levels but not the churn (it is deterministic).
-  for (const auto& [flag, value] : flags) {
-    const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", "dpm++2m", flag, value});
-    const bool churn_flag = flag.rfind("--s-", 0) == 0;
-    EXPECT_EQ(r.first, churn_flag ? 2 : 0) << flag << " " << value << ": " << r.second;
-    if (churn_flag) EXPECT_TRUE(contains(r.second, "dpm++2m is deterministic")) << r.second;
-  }
+  // dpm++2m and euler-ancestral take the levels but not the churn.
+  for (const char* sampler : {"dpm++2m", "euler-ancestral"})
+    for (const auto& [flag, value] : flags) {
+      const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler, flag, value});
+      const bool churn_flag = flag.rfind("--s-", 0) == 0;
+      EXPECT_EQ(r.first, churn_flag ? 2 : 0) << sampler << " " << flag << " " << value << ": " << r.second;
+      if (churn_flag) EXPECT_TRUE(contains(r.second, "applies to --sampler heun or euler only")) << r.second;
+    }
   // A --config file counts as given too.
   const std::string config = ::testing::TempDir() + "/heun_churn_flags.toml";
   write_file_atomic(config, "s-churn = 0\n");

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "models/run/subcommand_words.h"
+#include "models/run/subcommands.h"
 
 namespace ddpm::eval {
 namespace {

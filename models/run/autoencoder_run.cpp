@@ -25,7 +25,7 @@
 #include "models/run/data_spec.h"
 #include "models/run/int_list.h"
 #include "models/run/sample_run.h"
-#include "models/run/subcommand_words.h"
+#include "models/run/subcommands.h"
 
 namespace ddpm::run {
 
@@ -284,10 +284,7 @@ void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   CLI::App* ev = app.add_subcommand("eval", "reconstruction MSE and PSNR (0..255 scale) of an autoencoder on a split");
   c.eval_app = ev;
   ev->add_option("--autoencoder", e.autoencoder, "folder written by ddpm-autoencoder train")->required();
-  ev->add_option("--data", e.data, "dataset (ddpm-eval's --data forms)")->capture_default_str();
-  ev->add_option("--split", e.split, "train | test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  ev->add_option("--limit", e.limit, "use the first N images of the split (0 = all)")->capture_default_str();
-  ev->add_option("--batch-size", e.batch_size, "images per forward pass")->capture_default_str();
+  add_split_flags(*ev, e.data, e.split, e.limit, e.batch_size);
 }
 
 void run_autoencoder_command(AutoencoderCommand& c, Device device, std::uint64_t seed, std::ostream& out) {

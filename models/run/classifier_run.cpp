@@ -22,7 +22,7 @@
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
 #include "models/run/int_list.h"
-#include "models/run/subcommand_words.h"
+#include "models/run/subcommands.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -343,10 +343,7 @@ void add_classifier_subcommands(CLI::App& app, ClassifierCommand& c) {
   CLI::App* ev = app.add_subcommand("eval", "accuracy of a noisy classifier at t in each quartile of [0, T)");
   c.eval_app = ev;
   ev->add_option("--classifier", e.classifier, "folder written by ddpm-classifier train")->required();
-  ev->add_option("--data", e.data, "dataset (ddpm-eval's --data forms)")->capture_default_str();
-  ev->add_option("--split", e.split, "train | test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
-  ev->add_option("--limit", e.limit, "use the first N images of the split (0 = all)")->capture_default_str();
-  ev->add_option("--batch-size", e.batch_size, "images per forward pass")->capture_default_str();
+  add_split_flags(*ev, e.data, e.split, e.limit, e.batch_size);
 }
 
 void run_classifier_command(ClassifierCommand& c, Device device, std::uint64_t seed, std::ostream& out) {

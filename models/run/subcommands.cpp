@@ -1,5 +1,5 @@
-// models/run/subcommand_words.cpp: see subcommand_words.h.
-#include "models/run/subcommand_words.h"
+// models/run/subcommands.cpp: see subcommands.h.
+#include "models/run/subcommands.h"
 
 #include <algorithm>
 #include <vector>
@@ -53,6 +53,14 @@ void add_unknown_word_check(CLI::App& app) {
                            CLI::ExitCodes::ExtrasError);
   };
   app.add_option_group("")->add_option_function<std::string>("unknown-word", reject, "");
+}
+
+void add_split_flags(CLI::App& sub, std::string& data, std::string& split, std::int64_t& limit,
+                     std::int64_t& batch_size) {
+  sub.add_option("--data", data, "dataset (ddpm-eval's --data forms)")->capture_default_str();
+  sub.add_option("--split", split, "train | test")->check(CLI::IsMember({"train", "test"}))->capture_default_str();
+  sub.add_option("--limit", limit, "use the first N images of the split (0 = all)")->capture_default_str();
+  sub.add_option("--batch-size", batch_size, "images per forward pass")->capture_default_str();
 }
 
 }  // namespace ddpm::run

@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "models/diffusion/karras.h"
+#include "models/diffusion/langevin.h"
 #include "models/diffusion/respace.h"
 
 namespace ddpm::diffusion {
@@ -174,6 +175,10 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
                  << ") is not implemented for the Heun sampler (--sampler heun): the EDM sampler integrates the "
                     "probability-flow ODE in sigma and would need the gradient rescaled into its D(x; sigma) "
                     "parameterization; use --sampler ddpm or ddim");
+  DDPM_CHECK(!(config.corrector_steps > 0 && config.kind == SamplerConfig::Kind::heun),
+             "sample: the Langevin corrector (--corrector-steps " << config.corrector_steps
+                 << ") works with --sampler ddpm or ddim; the Heun family integrates in sigma and has its own "
+                    "stochastic variant (--s-churn)");
   if (config.kind == SamplerConfig::Kind::heun)
     return karras_sample(base, net, shape, labels, config, gen, device, callback);  // karras.h
   NoGradGuard no_grad;  // no tape while sampling (classifier guidance enables it for its gradient only)
@@ -182,6 +187,7 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
   if (classifier_guided) targets = guidance_labels(guidance, labels, shape[0]);
   const std::int64_t n = shape[0];
   DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
+  check_corrector(config);
 
   // The process we step through: the base schedule, or the respaced one with its map.
   const RespacedSchedule rs = sampling_process(base, config.respacing);
@@ -194,6 +200,13 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
   for (std::int64_t i = K - 1; i >= 0; --i) {
     const Timesteps ti(static_cast<std::size_t>(n), i);
     const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
+    // Predictor-corrector (langevin.h): Langevin steps at this level, then the predictor.
+    if (config.corrector_steps > 0) {
+      ScoreTerm classifier_score;
+      if (classifier_guided)
+        classifier_score = [&](const Tensor& y) { return scaled_guidance_gradient(guidance, y, t_orig, targets); };
+      x = langevin_correct(rs, net, config, x, i, labels, gen, classifier_score);
+    }
     const Denoised d = denoise(rs, net, config, x, i, labels);
     Tensor x0 = d.pred_x0;
     // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).

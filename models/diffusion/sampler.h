@@ -92,6 +92,12 @@ struct SamplerConfig {
   double s_tmin = 0.0;
   double s_tmax = std::numeric_limits<double>::infinity();
   double s_noise = 1.0;
+  // DDPM and DDIM only: the Langevin corrector of predictor-corrector sampling (langevin.h,
+  // Song et al. 2021 algorithm 5): corrector_steps Langevin steps at each level before its
+  // predictor step, with target signal-to-noise ratio snr. 0 steps (the default) is the
+  // plain sampler, bit for bit and without extra draws.
+  std::int64_t corrector_steps = 0;
+  double snr = 0.16;
 };
 
 SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm", "ddim" or "heun"

@@ -214,6 +214,11 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "T; heun: N noise levels, 0 = 18)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
+  app.add_option("--corrector-steps", o.corrector_steps,
+                 "ddpm/ddim: Langevin corrector steps per level (predictor-corrector sampling, Song et al. 2021); "
+                 "each costs one network call")
+      ->capture_default_str();
+  app.add_option("--snr", o.snr, "the Langevin corrector's target signal-to-noise ratio")->capture_default_str();
   app.add_option("--sigma-max", o.sigma_max,
                  "heun: the largest noise level, where sampling starts; 0 = the schedule's largest training sigma "
                  "(T = 1000: about 157 linear, 2e4 cosine; EDM uses 80); must lie in the model's training range")
@@ -297,6 +302,12 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
              "--guidance-scale must be >= 0, got " << o.guidance_scale);
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
+  DDPM_CHECK(o.corrector_steps >= 0, "--corrector-steps must be >= 0, got " << o.corrector_steps);
+  DDPM_CHECK(o.corrector_steps == 0 || o.sampler == "ddpm" || o.sampler == "ddim",
+             "--corrector-steps applies to --sampler ddpm or ddim (the Langevin corrector needs the discrete "
+             "levels); for heun use --s-churn");
+  DDPM_CHECK(std::isfinite(o.snr) && o.snr > 0, "--snr must be a positive number, got " << o.snr);
+  DDPM_CHECK(o.snr == SampleOptions{}.snr || o.corrector_steps > 0, "--snr applies with --corrector-steps only");
   check_heun_level_flags(o);
   check_churn_flags(o);
   const bool inpainting = !o.inpaint_image.empty() || !o.inpaint_mask.empty();
@@ -310,6 +321,8 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.jump_n_sample >= 1, "--jump-n-sample must be >= 1 (1 = no resampling), got " << o.jump_n_sample);
   DDPM_CHECK(!inpainting || o.sampler == "ddpm",
              "--inpaint needs --sampler ddpm: RePaint is built on DDPM ancestral steps");
+  DDPM_CHECK(!inpainting || o.corrector_steps == 0,
+             "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
   check_classifier_flags(o, inpainting);
   check_out_dir(o);
 }
@@ -346,6 +359,8 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
     }
   }
   sc.eta = o.eta;
+  sc.corrector_steps = o.corrector_steps;
+  sc.snr = o.snr;
   if (o.clip_x0 != "auto") sc.clip_x0 = o.clip_x0 == "true";
   if (latent && !o.clip_x0_given) sc.clip_x0 = false;  // latents are not confined to [-1, 1]
   sc.mean_type = model.diffusion.predict;
@@ -605,6 +620,11 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                    diffusion::resolve_variance(sc, !sc.respacing.empty()))},
                            {"clip_x0", diffusion::resolve_clip_x0(sc)},
                            {"eta", o.eta},
+                           {"corrector", o.corrector_steps == 0
+                                             ? nlohmann::json(nullptr)
+                                             : nlohmann::json({{"method", "langevin"},
+                                                               {"steps_per_level", o.corrector_steps},
+                                                               {"snr", o.snr}})},
                            {"guidance_scale", o.guidance_scale},
                            {"class", o.class_label},
                            {"seed", o.seed},

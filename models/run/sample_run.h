@@ -107,6 +107,10 @@ struct SampleOptions {
   std::string sampler = "ddpm";    // "ddpm" | "ddim" | "heun" | "euler" (Heun's loop, first order)
   int sampling_steps = 0;          // 0: all training steps
   double eta = 0.0;                // DDIM noise
+  // Predictor-corrector sampling (langevin.h): Langevin steps per level before each DDPM or
+  // DDIM step, at target signal-to-noise ratio snr (Song et al. 2021 algorithm 5).
+  std::int64_t corrector_steps = 0;
+  double snr = 0.16;
   std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range
   // Clamp each step's x_0 estimate to [-1, 1] ("true" | "false"; "auto": the library's
   // default, off for Heun as in EDM). On by default for every sampler here: an undertrained

@@ -53,6 +53,18 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->capture_default_str()->group(D);
   app.add_option("--schedule-sampler", o.schedule_sampler, "uniform | loss-second-moment: how t is drawn")
       ->capture_default_str()->group(D);
+  app.add_option("--snr-gamma", o.snr_gamma,
+                 "Min-SNR-gamma loss weighting (Hang et al. 2023; --loss simple): weights min(SNR_t, gamma) in x_0 "
+                 "space; 5 in the paper, 0 = off")
+      ->capture_default_str()->group(D);
+  app.add_option("--noise-offset", o.noise_offset,
+                 "offset noise (Guttenberg 2023): add this times a per-sample, per-channel N(0, 1) constant to the "
+                 "training noise, so the model learns to change mean brightness; 0.1 is typical, 0 = off")
+      ->capture_default_str()->group(D);
+  app.add_option("--input-perturbation", o.input_perturbation,
+                 "input perturbation (Ning et al. 2023): the network's input is noised with noise + gamma xi while "
+                 "its target stays the noise, against exposure bias; 0.1 is typical, 0 = off")
+      ->capture_default_str()->group(D);
   // Training.
   const char* T = "Training";
   app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->group(T);

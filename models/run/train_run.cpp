@@ -163,6 +163,16 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(o.resume.empty() || !o.overwrite, "--resume and --overwrite exclude each other");
 
   validate_objective_options(o);  // --objective and its flags (edm_options.h)
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--snr-gamma", o.snr_gamma},
+                                    {"--noise-offset", o.noise_offset},
+                                    {"--input-perturbation", o.input_perturbation}}) {
+    DDPM_CHECK(std::isfinite(value) && value >= 0, flag << " must be a number >= 0 (0 = off), got " << value);
+    DDPM_CHECK(value == 0 || !is_edm(o), flag << " is a DDPM training recipe; --objective edm draws its own noise "
+                                                 "levels and weights its loss (EDM's lambda(sigma))");
+  }
+  DDPM_CHECK(o.snr_gamma == 0 || o.loss == "simple",
+             "--snr-gamma reweights the simple MSE loss; --loss " << o.loss << " carries the variational bound's "
+                                                                     "own weights");
   // Names that must parse (each parser's ValueError lists the choices).
   diffusion::parse_noise_schedule(o.noise_schedule);
   diffusion::parse_model_mean_type(o.predict);
@@ -252,7 +262,9 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   j["train"] = {{"batch_size", o.batch_size},   {"lr", o.lr},
                 {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
                 {"grad_clip", o.grad_clip},     {"ema_rate", o.ema_rate},
-                {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed}};
+                {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed},
+                {"snr_gamma", o.snr_gamma},     {"noise_offset", o.noise_offset},
+                {"input_perturbation", o.input_perturbation}};
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
@@ -271,6 +283,10 @@ nlohmann::json defining_part(nlohmann::json j) {
   j.erase("sampling");
   // A run from before "objective" was recorded is a DDPM run.
   if (j.contains("diffusion") && !j["diffusion"].contains("objective")) j["diffusion"]["objective"] = "ddpm";
+  // ... and one from before the training recipes used none of them.
+  if (j.contains("train"))
+    for (const char* key : {"snr_gamma", "noise_offset", "input_perturbation"})
+      if (!j["train"].contains(key)) j["train"][key] = 0.0;
   return j;
 }
 
@@ -395,6 +411,9 @@ TrainResult train_run(const TrainOptions& options) {
     tc.microbatch = o.microbatch;
     tc.num_classes = num_classes;
     tc.label_dropout = resolved_class_dropout(o);
+    tc.snr_gamma = o.snr_gamma;
+    tc.noise_offset = o.noise_offset;
+    tc.input_perturbation = o.input_perturbation;
     tc.seed = o.seed;
 
     train::Trainer* trainer_ptr = nullptr;  // dropout draws from the trainer's generator

@@ -86,6 +86,10 @@ struct TrainOptions {
   std::string predict = "eps";
   std::string loss = "simple";
   std::string schedule_sampler = "uniform";
+  // Training recipes (models/diffusion/training_recipes.h; DDPM objective; 0 = off).
+  double snr_gamma = 0.0;           // --snr-gamma: Min-SNR-gamma loss weighting (Hang et al. 2023)
+  double noise_offset = 0.0;        // --noise-offset: offset noise (Guttenberg 2023)
+  double input_perturbation = 0.0;  // --input-perturbation (Ning et al. 2023)
   // Training.
   std::int64_t batch_size = 64;
   std::int64_t microbatch = 0;

@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/diffusion/training_recipes.h"
 
 namespace ddpm::train {
 
@@ -93,6 +94,18 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
                "Trainer: the EDM objective trains the preconditioned denoiser with its own weighted L2 loss; a "
                "learned variance and the hybrid / vlb losses belong to the discrete DDPM process");
   }
+  for (const auto& [name, value] : {std::pair<const char*, double>{"snr_gamma", config.snr_gamma},
+                                     {"noise_offset", config.noise_offset},
+                                     {"input_perturbation", config.input_perturbation}}) {
+    DDPM_CHECK(std::isfinite(value) && value >= 0.0,
+               "Trainer: " << name << " must be a number >= 0 (0 = off), got " << value);
+    DDPM_CHECK(value == 0.0 || config.objective == Objective::ddpm,
+               "Trainer: " << name << " is a recipe for the DDPM objective; the EDM objective has its own noise "
+                              "distribution and loss weighting");
+  }
+  DDPM_CHECK(config.snr_gamma == 0.0 || config.loss.loss == diffusion::LossType::simple,
+             "Trainer: Min-SNR-gamma weighting (snr_gamma " << config.snr_gamma << ") reweights the simple MSE loss; "
+             "the hybrid and vlb losses carry the variational bound's own weights");
   if (config.timesteps == TimestepSampling::loss_second_moment)
     importance_.emplace(schedule.num_timesteps());
   if (comm_->world_size() > 1) {  // rank 0's weights everywhere; the EMA starts as their copy
@@ -155,6 +168,15 @@ StepMetrics Trainer::step() {
       if (u[static_cast<std::size_t>(i)] < config_.label_dropout) labels[static_cast<std::size_t>(i)] = config_.num_classes;
   }
   Tensor noise = randn(x0.shape(), gen_, x0.device(), x0.dtype());
+  // The recipes of training_recipes.h, each drawing only when enabled.
+  if (!edm && config_.snr_gamma > 0.0) {
+    const std::vector<double> ms = diffusion::min_snr_weights(s, config_.loss.mean_type, t, config_.snr_gamma);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] *= ms[i];
+  }
+  noise = diffusion::offset_noise(noise, config_.noise_offset, gen_);
+  Tensor perturbation;  // gamma xi
+  if (config_.input_perturbation > 0.0)
+    perturbation = scale(randn(x0.shape(), gen_, x0.device(), x0.dtype()), config_.input_perturbation);
 
   // Forward and backward per microbatch of this rank's rows; the gradients accumulate in the
   // slab. (One process: the rows are [0, N) and this is the plain training step.)
@@ -178,7 +200,9 @@ StepMetrics Trainer::step() {
       const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
       terms.loss = diffusion::edm_training_loss(model_, config_.edm, x0b, sb, noiseb, lb);
     } else {
-      Tensor xt = diffusion::q_sample(s, x0b, tb, noiseb);
+      const Tensor input_noise =
+          perturbation.defined() ? add(noiseb, diffusion::batch_rows(perturbation, b, cnt)) : noiseb;
+      Tensor xt = diffusion::q_sample(s, x0b, tb, input_noise);
       Tensor out = model_(xt, tb_d, lb);
       terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
     }

@@ -9,6 +9,9 @@
 //   zero_grad; for each microbatch b of size m:        gradient accumulation
 //       L_b = sum_{i in b} w_i loss_i / N; L_b.backward()
 //     so the accumulated gradient is that of the full-batch loss (1/N) sum_i w_i loss_i
+//   (optional recipes, training_recipes.h: Min-SNR-gamma multiplies w_i; offset noise adds a
+//    per-channel constant to the noise; input perturbation feeds the network x_t built
+//    from noise + gamma xi while the loss's target stays the noise)
 //   a non-finite loss or gradient norm: no update at all (skipped, reported)
 //   grad_norm = clip_grad_norm(max_norm)               (or just the norm when clipping is off)
 //   lr = base_lr * min(1, (step + 1) / warmup_steps); AdamW step
@@ -16,7 +19,8 @@
 //
 // Random numbers come from one Philox generator in a fixed order per step: the provider's
 // draws, then t (uniform: N values of rand; importance: the sampler's N values), label
-// dropout (N values of rand, when enabled), noise. So a trainer restored from state() takes
+// dropout (N values of rand, when enabled), noise, then when enabled the offset noise's
+// N x C values and the input perturbation's noise (training_recipes.h). So a trainer restored from state() takes
 // bit-identical steps to one that never stopped.
 //
 // Two objectives (TrainerConfig::objective):
@@ -105,6 +109,10 @@ struct TrainerConfig {
   std::int64_t microbatch = 0;  // 0 or >= N: the whole batch at once
   int num_classes = 0;          // > 0: labels are required, null label = num_classes
   double label_dropout = 0.0;   // probability of the null label (classifier-free guidance training)
+  // Training recipes of models/diffusion/training_recipes.h (DDPM objective only; 0 = off):
+  double snr_gamma = 0.0;           // Min-SNR-gamma loss weights (simple loss only; paper: 5)
+  double noise_offset = 0.0;        // offset noise: + offset * N(0, 1) per sample and channel
+  double input_perturbation = 0.0;  // the network's input uses noise + gamma xi, the target noise
   std::uint64_t seed = 0;
 };
 

@@ -14,6 +14,7 @@
 #include "models/run/train_flags.h"
 #include "models/run/train_run.h"
 #include "support/tiny_run.h"
+#include "support/value_error.h"
 
 namespace fs = std::filesystem;
 using namespace ddpm;
@@ -119,6 +120,39 @@ TEST(TrainRun, ResumeWithImportanceSampledTimestepsIsBitIdentical) {
             nlohmann::json::parse(read_file(b + "/trainer_state.json")).at("importance_history"));
 }
 
+TEST(TrainRun, TrainingRecipesAreRecordedAndResumeBitIdentically) {
+  auto opts = [](const std::string& out) {
+    TrainOptions o = tiny(out);
+    o.snr_gamma = 5;
+    o.noise_offset = 0.1;
+    o.input_perturbation = 0.1;
+    return o;
+  };
+  TrainOptions straight = opts(temp_run("recipes_straight"));
+  run::train_run(straight);
+  const nlohmann::json cfg = nlohmann::json::parse(read_file(straight.out + "/config.json"));
+  EXPECT_EQ(cfg.at("train").at("snr_gamma"), 5.0);
+  EXPECT_EQ(cfg.at("train").at("noise_offset"), 0.1);
+  EXPECT_EQ(cfg.at("train").at("input_perturbation"), 0.1);
+
+  TrainOptions first = opts(temp_run("recipes_resumed"));
+  first.steps = 3;
+  run::train_run(first);
+  TrainOptions forgot = first;  // resuming without the recipes is a different run
+  forgot.steps = 6;
+  forgot.resume = "latest";
+  forgot.noise_offset = 0;
+  EXPECT_NE(ddpm::testing::value_error_message([&] { run::train_run(forgot); }).find("train.noise_offset"),
+            std::string::npos);
+  TrainOptions second = first;
+  second.steps = 6;
+  second.resume = "latest";
+  run::train_run(second);
+  const std::string a = run::checkpoint_dir(straight.out, 6), b = run::checkpoint_dir(second.out, 6);
+  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+    expect_same_tensors(a + "/" + f, b + "/" + f);
+}
+
 TEST(TrainRun, RefusesAnExistingRunWithoutResumeOrOverwrite) {
   TrainOptions o = tiny(temp_run("existing"));
   o.steps = 2;
@@ -211,6 +245,10 @@ TEST(TrainRun, InvalidFlagsAreValueErrors) {
   expect_bad("data", [](TrainOptions& o) { o.data = "mnist"; });
   expect_bad("no out", [](TrainOptions& o) { o.out = ""; });
   expect_bad("resume and overwrite", [](TrainOptions& o) { o.resume = "latest"; o.overwrite = true; });
+  expect_bad("negative snr gamma", [](TrainOptions& o) { o.snr_gamma = -1; });
+  expect_bad("snr gamma with vlb", [](TrainOptions& o) { o.snr_gamma = 5; o.loss = "vlb"; });
+  expect_bad("offset noise with edm", [](TrainOptions& o) { o.noise_offset = 0.1; o.objective = "edm"; });
+  expect_bad("nan perturbation", [](TrainOptions& o) { o.input_perturbation = std::nan(""); });
   // Only known once the data is loaded: 16x16 cannot be halved 5 times.
   TrainOptions o = tiny(temp_run("halving"));
   o.channel_mult = "1,1,1,1,1,1";

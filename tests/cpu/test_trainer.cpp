@@ -264,5 +264,71 @@ TEST(Trainer, RejectsBadConfigurations) {
   EXPECT_THROW(tr.step(), ValueError);
 }
 
+// The recipes of training_recipes.h, checked draw for draw against a second computation:
+// the same generator replayed by hand gives x_0, t, the noise, the offset and the
+// perturbation; the network must see sqrt(abar) x_0 + sqrt(1 - abar) (noise + offset +
+// gamma xi), and the loss must be the Min-SNR-weighted mean of ||out - (noise + offset)||^2.
+TEST(Trainer, RecipesFollowTheirEquationsDrawForDraw) {
+  for (auto type : {diffusion::ModelMeanType::eps, diffusion::ModelMeanType::v}) {
+    ToyRig s;
+    TrainerConfig c = base_config();
+    c.loss.mean_type = type;
+    c.snr_gamma = 2.0;
+    c.noise_offset = 0.3;
+    c.input_perturbation = 0.2;
+    Tensor seen_x, seen_out;
+    std::vector<double> seen_t;
+    const diffusion::DenoiseFn inner = s.model->fn();
+    diffusion::DenoiseFn spy = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+      seen_x = x;
+      seen_t = t;
+      seen_out = inner(x, t, y);
+      return seen_out;
+    };
+    Trainer tr(s.slab, spy, s.schedule, gaussian_batch, c);
+    const StepMetrics m = tr.step();
+
+    Generator g(c.seed);
+    const std::vector<double> x0 = gaussian_batch(0, g).x0.to_double_vector();
+    const std::vector<double> u = rand({32}, g, Device::cpu(), DType::f64).to_double_vector();
+    const std::vector<double> n = randn({32, 2}, g, Device::cpu(), DType::f64).to_double_vector();
+    const std::vector<double> off = randn({32, 2}, g, Device::cpu(), DType::f64).to_double_vector();  // [N, C]
+    const std::vector<double> xi = randn({32, 2}, g, Device::cpu(), DType::f64).to_double_vector();
+    const std::vector<double> x = seen_x.to_double_vector(), out = seen_out.to_double_vector();
+    const std::int64_t T = s.schedule.num_timesteps();
+    double want_loss = 0;
+    for (std::size_t i = 0; i < 32; ++i) {
+      const auto t = std::min<std::int64_t>(T - 1, static_cast<std::int64_t>(u[i] * static_cast<double>(T)));
+      ASSERT_EQ(seen_t[i], static_cast<double>(t));
+      const double ab = s.schedule.alphas_cumprod[static_cast<std::size_t>(t)], snr = ab / (1 - ab);
+      double li = 0;
+      for (std::size_t j = 2 * i; j < 2 * i + 2; ++j) {
+        const double noise = n[j] + 0.3 * off[j];
+        EXPECT_NEAR(x[j], std::sqrt(ab) * x0[j] + std::sqrt(1 - ab) * (noise + 0.2 * xi[j]), 1e-12);
+        const double target = type == diffusion::ModelMeanType::eps ? noise : std::sqrt(ab) * noise - std::sqrt(1 - ab) * x0[j];
+        li += (out[j] - target) * (out[j] - target) / 2;
+      }
+      const double w = std::min(snr, 2.0) / (type == diffusion::ModelMeanType::eps ? snr : snr + 1);
+      want_loss += w * li / 32;
+    }
+    EXPECT_NEAR(m.loss, want_loss, 1e-12) << diffusion::model_mean_type_name(type);
+  }
+}
+
+TEST(Trainer, RecipesAreRefusedWhereTheyDoNotApply) {
+  ToyRig s;
+  TrainerConfig c = base_config();
+  c.snr_gamma = 5;
+  c.loss.loss = diffusion::LossType::vlb;
+  EXPECT_THROW(Trainer(s.slab, s.model->fn(), s.schedule, gaussian_batch, c), ValueError);
+  c = base_config();
+  c.objective = Objective::edm;
+  c.noise_offset = 0.1;
+  EXPECT_THROW(Trainer(s.slab, s.model->fn(), s.schedule, gaussian_batch, c), ValueError);
+  c = base_config();
+  c.input_perturbation = -0.1;
+  EXPECT_THROW(Trainer(s.slab, s.model->fn(), s.schedule, gaussian_batch, c), ValueError);
+}
+
 }  // namespace
 }  // namespace ddpm::train

@@ -13,15 +13,17 @@
 //   x_{t_{i+1}} = sqrt(abar_{i+1}) x_0^(x_{t_i}) + sqrt(1 - abar_{i+1}) eps^(x_{t_i}).
 // Inversion is Euler run the other way, with the network evaluated at the LOWER end of each
 // step, where sampling evaluates it at the upper end; both are consistent discretizations of
-// the same ODE, so decode(invert(x_0)) -> x_0 as the number of steps K grows (DDIM table 2
-// and fig. 6: the reconstruction error falls with K), with an O(1/K) error per unit of sigma.
+// the same ODE, so decode(invert(x_0)) -> x_0 as the number of steps K grows (DDIM sec. 5.4:
+// the reconstruction error falls with K), each direction with an O(1/K) error.
 //
 // States. The respaced process (respace.h) keeps t_0 < ... < t_{K-1} = T - 1; the sampler's
 // states are x_{t_{K-1}}, ..., x_{t_0} and the clean x_0 (abar = 1). Inversion walks the same
 // states upward: K steps, clean -> t_0 -> t_1 -> ... -> t_{K-1}, so that decoding with the
 // same K steps mirrors it exactly step for step. The first step starts from the clean image,
-// which has no timestep of its own: the network is asked at t_0 (the nearest level it was
-// trained on; abar_0 is within 1e-3 of 1 for the usual schedules), with x_0^ = x_0 itself.
+// which has no timestep of its own: the network is asked at t_0, the lowest level of the
+// process, with x_0^ = x_0 itself. On the full grid t_0 = 0 (abar_0 = 1 - 1e-4 for the
+// linear schedule at T = 1000); a coarse "ddimK" grid has t_0 = T/K - 1, noisier, one more
+// part of the error that shrinks with K.
 //
 // No clipping. Clamping x_0^ to [-1, 1] (the sampler's default) is not invertible: the
 // inversion and the decoding here both use the network's x_0^ and eps^ unclipped, whatever

@@ -1,0 +1,101 @@
+// models/run/edit_run.h: the library behind ddpm-edit, image editing with a trained model.
+// The math is in models/diffusion/ (ddim_inversion.h, sdedit.h, interpolation.h); this file
+// owns the options, their validation, and the output folder (published atomically,
+// engine/io/atomic_file.h publish_directory). Inputs (--images): edit_inputs.h.
+//
+// Subcommands and what they write into --out:
+//   invert       DDIM inversion (DDIM sec. 4.3 / 5.4) of every image with --sampling-steps K
+//                (respacing "ddimK": K must divide T; 0 or T = all steps), then DDIM decoding
+//                back down with the same K (eta 0, unclipped):
+//                  latents.npz      "latents" float32 [N, H, W, C] (x at t_{K-1} = T - 1) and
+//                                   "timesteps" int64 [K] (the kept original timesteps)
+//                  grid.png, images/, samples.npz   the reconstructions (edit_inputs.h)
+//                  comparison.png   inputs (top row) over reconstructions (bottom), first 8
+//                The reconstruction error (MSE on the [-1, 1] scale, PSNR = 10 log10(4 / MSE)
+//                dB) is printed and recorded.
+//   img2img      SDEdit (sdedit.h) with --strength s in (0, 1] and --sampler ddpm | ddim on
+//                K respaced steps ("K" for ddpm, "ddimK" for ddim): --num-samples M results
+//                per image, each with its own noise; grid.png (one row per image: its M
+//                results), images/, samples.npz (image-major: image i's results at rows
+//                i M .. i M + M - 1), comparison.png (each of the first 8 guides followed by
+//                its results). --guidance-scale (classifier-free) for class-conditional models.
+//   interpolate  DDIM latent interpolation (DDIM sec. 5.3): the end latents are the DDIM
+//                inversions of two images (--images A.png,B.png) or two seeds' noise
+//                (--seeds S1,S2: x_T ~ N(0, I) from the Philox generator seeded with S), then
+//                F = --frames slerps (interpolation.h), each decoded with DDIM (eta 0):
+//                strip.png (the F frames in one row), images/, samples.npz.
+// Each also writes edit_info.json: command, checkpoint, EMA, sampler, steps, kept timesteps,
+// class, seed and the command's own numbers (errors, strength and its start step, fractions).
+//
+// Labels: a class-conditional model needs --class C (the class of the edited images: editing
+// has no balanced default, the label describes the input); every image then uses C.
+// Random numbers: img2img's Philox generator (--seed) runs through the batches in order;
+// invert and interpolate from images are deterministic.
+//
+// Refusals (ValueError, i.e. exit 2 in the app): an EDM-trained run (no discrete DDPM/DDIM
+// process to invert or to start SDEdit from: its sampler integrates in sigma); a latent
+// diffusion run (its process runs on autoencoder latents, the edits here on pixels); a
+// strength outside (0, 1] or below the first kept step (sdedit.h); fewer than 2 frames;
+// --images and --seeds together or neither; images of another size or channel count than
+// the model's (naming both); a class-conditional model without --class, --class or
+// --guidance-scale on an unconditional one; an existing non-empty --out without --overwrite.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/run/model_source.h"
+
+namespace ddpm::run {
+
+struct EditOptions {
+  std::string command;           // "invert" | "img2img" | "interpolate"
+  std::string checkpoint;        // what ddpm-sample accepts (model_source.h)
+  bool use_ema = true;
+  std::string images;            // invert, img2img: a PNG, a folder or an npz; interpolate: "A.png,B.png"
+  std::string seeds;             // interpolate: "S1,S2"
+  int sampling_steps = 50;       // K; 0 = all T
+  int batch_size = 16;           // images per network batch
+  double strength = 0.5;         // img2img: t0 = s T
+  std::string sampler = "ddim";  // img2img: ddpm | ddim
+  int num_samples = 1;           // img2img: results per image
+  double guidance_scale = 1.0;   // img2img: classifier-free guidance s
+  int class_label = -1;          // required for class-conditional models
+  int frames = 8;                // interpolate
+  std::string out;
+  bool overwrite = false;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+
+// Checks what can be checked without the model (ValueError naming the flag).
+void check_edit_options(const EditOptions& o);
+
+struct EditResult {
+  std::string out_dir;
+  std::vector<std::string> files;  // every file written, relative to out_dir
+  nlohmann::json info;             // what edit_info.json holds
+};
+
+// The whole program: check options and --out, open the model, edit, publish OUT.
+EditResult run_edit(const EditOptions& o, std::ostream* log = nullptr);
+// Same with an already opened model (o.checkpoint is only recorded and checked for a latent run).
+EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream* log = nullptr);
+
+// The three subcommands and their flags, bound to `o` (o.command is set from the parsed
+// subcommand by edit_command_parsed).
+struct EditCommand {
+  EditOptions options;
+  std::vector<CLI::App*> subcommands;
+};
+void add_edit_subcommands(CLI::App& app, EditCommand& c);
+// Sets c.options.command to the subcommand `app` parsed.
+void edit_command_parsed(EditCommand& c);
+
+}  // namespace ddpm::run

@@ -166,11 +166,82 @@ Tensor scaled_guidance_gradient(const ClassifierGuidance& guidance, const Tensor
 
 }  // namespace
 
+Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
+                 Generator& gen) {
+  const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
+  // eps recomputed from the (clipped) x_0 estimate, so both terms describe the same point.
+  const Tensor eps = predict_eps_from_x0(s, x, ti, d.pred_x0);
+  const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
+  const double abar_prev = s.alphas_cumprod_prev[static_cast<std::size_t>(i)];  // 1 at i = 0
+  const double sigma = eta * std::sqrt((1.0 - abar_prev) / (1.0 - abar)) * std::sqrt(1.0 - abar / abar_prev);
+  const double dir = std::sqrt(std::max(0.0, 1.0 - abar_prev - sigma * sigma));
+  Tensor next = add(scale(d.pred_x0, std::sqrt(abar_prev)), scale(eps, dir));
+  if (sigma > 0.0) next = add(next, scale(randn(x.shape(), gen, x.device(), x.dtype()), sigma));
+  return next;
+}
+
+Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net, const Tensor& x_start,
+                            std::int64_t i_start, const std::vector<std::int64_t>& labels,
+                            const SamplerConfig& config, Generator& gen, const StepCallback& callback,
+                            const ClassifierGuidance& guidance) {
+  const bool classifier_guided = guidance.active();
+  DDPM_CHECK(config.kind != SamplerConfig::Kind::heun,
+             "reverse_process_from: the Heun sampler integrates in sigma, not on the DDPM/DDIM steps; use ddpm or "
+             "ddim");
+  NoGradGuard no_grad;  // no tape while sampling (classifier guidance enables it for its gradient only)
+  DDPM_CHECK(x_start.defined(), "reverse_process_from: no starting point x was given");
+  check_sample_request(net, x_start.shape(), labels, config);
+  std::vector<std::int64_t> targets;  // classifier guidance's y per sample
+  if (classifier_guided) targets = guidance_labels(guidance, labels, x_start.dim(0));
+  DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
+  check_corrector(config);
+
+  // The process we step through: the base schedule, or the respaced one with its map.
+  const RespacedSchedule rs = sampling_process(base, config.respacing);
+  const DiffusionSchedule& s = rs.schedule;
+  const std::int64_t K = s.num_timesteps();
+  DDPM_CHECK(i_start >= 0 && i_start < K,
+             "reverse_process_from: start index " << i_start << " is outside the process's " << K << " steps");
+  const VarianceType variance = resolve_variance(config, K < base.num_timesteps());
+
+  Tensor x = x_start;
+  for (std::int64_t i = i_start; i >= 0; --i) {
+    const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
+    // Predictor-corrector (langevin.h): Langevin steps at this level, then the predictor.
+    if (config.corrector_steps > 0) {
+      ScoreTerm classifier_score;
+      if (classifier_guided)
+        classifier_score = [&](const Tensor& y) { return scaled_guidance_gradient(guidance, y, t_orig, targets); };
+      x = langevin_correct(rs, net, config, x, i, labels, gen, classifier_score);
+    }
+    Denoised d = denoise(rs, net, config, x, i, labels);
+    // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).
+    const Tensor guidance_grad =
+        classifier_guided ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
+
+    if (config.kind == SamplerConfig::Kind::ddpm) {
+      x = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
+    } else {
+      if (guidance_grad.defined()) {
+        // Classifier guidance (ADM eq. 14): eps' = eps - sqrt(1 - abar) s g, and x_0^ from
+        // eps', clamped when clipping; ddim_step takes eps^ again from the clamped x_0^.
+        const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
+        const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
+        const Tensor eps = sub(predict_eps_from_x0(s, x, ti, d.pred_x0), scale(guidance_grad, std::sqrt(1.0 - abar)));
+        d.pred_x0 = predict_x0_from_eps(s, x, ti, eps);
+        if (resolve_clip_x0(config)) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
+      }
+      x = ddim_step(s, config.eta, x, d, i, gen);
+    }
+    if (callback) callback(StepInfo{i, K, t_orig, x, d.pred_x0});
+  }
+  return x;
+}
+
 Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& shape,
               const std::vector<std::int64_t>& labels, const SamplerConfig& config, Generator& gen, Device device,
               const StepCallback& callback, const ClassifierGuidance& guidance) {
-  const bool classifier_guided = guidance.active();
-  DDPM_CHECK(!(classifier_guided && config.kind == SamplerConfig::Kind::heun),
+  DDPM_CHECK(!(guidance.active() && config.kind == SamplerConfig::Kind::heun),
              "sample: classifier guidance (--classifier-scale " << guidance.scale
                  << ") is not implemented for the Heun sampler (--sampler heun): the EDM sampler integrates the "
                     "probability-flow ODE in sigma and would need the gradient rescaled into its D(x; sigma) "
@@ -181,64 +252,10 @@ Tensor sample(const DiffusionSchedule& base, const DenoiseFn& net, const Shape& 
                     "stochastic variant (--s-churn)");
   if (config.kind == SamplerConfig::Kind::heun)
     return karras_sample(base, net, shape, labels, config, gen, device, callback);  // karras.h
-  NoGradGuard no_grad;  // no tape while sampling (classifier guidance enables it for its gradient only)
   check_sample_request(net, shape, labels, config);
-  std::vector<std::int64_t> targets;  // classifier guidance's y per sample
-  if (classifier_guided) targets = guidance_labels(guidance, labels, shape[0]);
-  const std::int64_t n = shape[0];
-  DDPM_CHECK(config.eta >= 0.0, "sample: eta must be >= 0, got " << config.eta);
-  check_corrector(config);
-
-  // The process we step through: the base schedule, or the respaced one with its map.
-  const RespacedSchedule rs = sampling_process(base, config.respacing);
-  const DiffusionSchedule& s = rs.schedule;
-  const std::int64_t K = s.num_timesteps();
-  const bool respaced = K < base.num_timesteps();
-  const VarianceType variance = resolve_variance(config, respaced);
-
-  Tensor x = randn(shape, gen, device, config.dtype);  // x_T ~ N(0, I)
-  for (std::int64_t i = K - 1; i >= 0; --i) {
-    const Timesteps ti(static_cast<std::size_t>(n), i);
-    const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
-    // Predictor-corrector (langevin.h): Langevin steps at this level, then the predictor.
-    if (config.corrector_steps > 0) {
-      ScoreTerm classifier_score;
-      if (classifier_guided)
-        classifier_score = [&](const Tensor& y) { return scaled_guidance_gradient(guidance, y, t_orig, targets); };
-      x = langevin_correct(rs, net, config, x, i, labels, gen, classifier_score);
-    }
-    const Denoised d = denoise(rs, net, config, x, i, labels);
-    Tensor x0 = d.pred_x0;
-    // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).
-    const Tensor guidance_grad =
-        classifier_guided ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
-
-    Tensor next;
-    if (config.kind == SamplerConfig::Kind::ddpm) {
-      next = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
-    } else {
-      // eps recomputed from the (clipped) x_0 estimate, so both terms agree.
-      Tensor eps = predict_eps_from_x0(s, x, ti, x0);
-      const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
-      if (guidance_grad.defined()) {
-        // Classifier guidance (ADM eq. 14): eps' = eps - sqrt(1 - abar) s g; then x_0^ from
-        // eps', clamped when clipping, and eps^ again from the clamped x_0^.
-        eps = sub(eps, scale(guidance_grad, std::sqrt(1.0 - abar)));
-        x0 = predict_x0_from_eps(s, x, ti, eps);
-        if (resolve_clip_x0(config)) x0 = clamp(x0, -1.0, 1.0);
-        eps = predict_eps_from_x0(s, x, ti, x0);
-      }
-      const double abar_prev = s.alphas_cumprod_prev[static_cast<std::size_t>(i)];  // 1 at i = 0
-      const double sigma =
-          config.eta * std::sqrt((1.0 - abar_prev) / (1.0 - abar)) * std::sqrt(1.0 - abar / abar_prev);
-      const double dir = std::sqrt(std::max(0.0, 1.0 - abar_prev - sigma * sigma));
-      next = add(scale(x0, std::sqrt(abar_prev)), scale(eps, dir));
-      if (sigma > 0.0) next = add(next, scale(randn(shape, gen, device, config.dtype), sigma));
-    }
-    x = next;
-    if (callback) callback(StepInfo{i, K, t_orig, x, x0});
-  }
-  return x;
+  const std::int64_t K = sampling_process(base, config.respacing).schedule.num_timesteps();
+  const Tensor x_T = randn(shape, gen, device, config.dtype);  // x_T ~ N(0, I)
+  return reverse_process_from(base, net, x_T, K - 1, labels, config, gen, callback, guidance);
 }
 
 }  // namespace ddpm::diffusion

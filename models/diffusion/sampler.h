@@ -182,4 +182,22 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
 Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
                            std::int64_t i, Generator& gen, const Tensor& guidance_grad);
 
+// The DDIM step (DDIM eq. 12) from x = x_i given the network's output d at index i: eps^
+// recomputed from d.pred_x0, then
+//   x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - sigma_i^2) eps^ + sigma_i z,
+// z drawn from gen only when sigma_i = eta sqrt((1-abar_prev)/(1-abar)) sqrt(1-abar/abar_prev) > 0.
+Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
+                 Generator& gen);
+
+// The reverse process of `config` (kind ddpm or ddim; respacing, variance, eta, clipping,
+// classifier-free and classifier guidance, the Langevin corrector, all as in sample()) run
+// from x = x_{i_start} of the process sampling_process(base, config.respacing) down to index
+// 0: i_start + 1 predictor calls. x keeps its dtype and device. sample() is this loop from
+// i_start = K - 1 after its one draw of x_T; SDEdit (sdedit.h) and DDIM decoding
+// (ddim_inversion.h) start it from their own x.
+Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net, const Tensor& x,
+                            std::int64_t i_start, const std::vector<std::int64_t>& labels,
+                            const SamplerConfig& config, Generator& gen, const StepCallback& callback = {},
+                            const ClassifierGuidance& guidance = {});
+
 }  // namespace ddpm::diffusion

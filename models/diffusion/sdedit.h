@@ -1,6 +1,5 @@
 // models/diffusion/sdedit.h: SDEdit (Meng et al. 2022, "SDEdit: Guided Image Synthesis and
-// Editing with Stochastic Differential Equations", algorithm 1) with any trained DDPM, and the
-// partial reverse process it (and DDIM decoding, ddim_inversion.h) is built from.
+// Editing with Stochastic Differential Equations", algorithm 1) with any trained DDPM.
 //
 // SDEdit: a guide image x^g (a stroke painting, a corrupted or out-of-distribution image) is
 // noised to an intermediate time t0 and the reverse process is run from there:
@@ -41,20 +40,7 @@
 
 namespace ddpm::diffusion {
 
-// The DDIM step (sampler.h, DDIM eq. 12) from x = x_i given the network's output d at index
-// i: eps^ recomputed from d.pred_x0, then
-//   x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - sigma_i^2) eps^ + sigma_i z,
-// z drawn from gen only when sigma_i = eta sqrt((1-abar_prev)/(1-abar)) sqrt(1-abar/abar_prev) > 0.
-Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
-                 Generator& gen);
-
-// The reverse process of `config` (kind ddpm or ddim; respacing, variance, eta, clipping,
-// guidance as in sample()) run from x = x_{i_start} of the process sampling_process(base,
-// config.respacing) down to index 0: i_start + 1 network calls. x keeps its dtype and device.
-// i_start = K - 1 with x = x_T ~ N(0, I) is sample() without its first draw.
-Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net, const Tensor& x,
-                            std::int64_t i_start, const std::vector<std::int64_t>& labels,
-                            const SamplerConfig& config, Generator& gen, const StepCallback& callback = {});
+// The reverse process it runs is sampler.h's reverse_process_from.
 
 // i0 for strength s on the kept timesteps (ascending), see above. ValueError for s outside
 // (0, 1] or below the smallest usable strength (t_0 + 1) / T.

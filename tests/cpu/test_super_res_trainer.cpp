@@ -111,6 +111,41 @@ TEST(SuperResTrainer, LossEqualsAStepThatConcatenatesTheConditionItself) {
   EXPECT_GT(std::abs(t2.step().loss - want), 1e-4 * want);
 }
 
+TEST(SuperResTrainer, EdmScalesXtButNotTheCondition) {
+  // EDM (edm.h): F(concat(c_in x, cond); c_noise), x = x_0 + sigma n, loss = mean (F - F_target)^2
+  // with F_target = (x_0 - c_skip x) / c_out; the draws are sigma (N normals), then the noise.
+  SrRig rig;
+  TrainerConfig c = config();
+  c.objective = Objective::edm;
+  Generator g(c.seed), unused(0);
+  const Batch b = fixed_batch(0, unused);
+  const std::vector<double> sigma = diffusion::sample_edm_sigmas(kN, c.edm, g).sigma;
+  const Tensor noise = randn(b.x0.shape(), g);
+  const std::vector<double> x0 = b.x0.to_double_vector(), nz = noise.to_double_vector();
+  const double sd = c.edm.sigma_data;
+  const std::size_t per = kSize * kSize;
+  std::vector<float> scaled(x0.size());
+  std::vector<double> target(x0.size()), t;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(kN); ++i) {
+    const double s = sigma[i], norm = std::sqrt(s * s + sd * sd);
+    const double c_skip = sd * sd / (norm * norm), c_out = s * sd / norm, c_in = 1 / norm;
+    t.push_back(std::log(s) / 4);  // c_noise
+    for (std::size_t p = 0; p < per; ++p) {
+      const std::size_t k = i * per + p;
+      const double x = x0[k] + s * nz[k];
+      scaled[k] = static_cast<float>(c_in * x);
+      target[k] = (x0[k] - c_skip * x) / c_out;
+    }
+  }
+  const Tensor in = concat({Tensor::from_vector(scaled, b.x0.shape()), b.cond}, -1);  // the condition unscaled
+  const std::vector<double> f = rig.fn()(in, t, {}).to_double_vector();
+  double want = 0;
+  for (std::size_t k = 0; k < f.size(); ++k) want += (f[k] - target[k]) * (f[k] - target[k]);
+  want /= static_cast<double>(f.size());
+  Trainer trainer(rig.slab, rig.fn(), rig.schedule, fixed_batch, c);
+  EXPECT_NEAR(trainer.step().loss, want, 1e-5 * want);
+}
+
 TEST(SuperResTrainer, MicrobatchesSliceTheConditionLikeX0) {
   SrRig a, b;
   TrainerConfig c = config();

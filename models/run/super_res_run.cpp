@@ -2,6 +2,7 @@
 #include "models/run/super_res_run.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 

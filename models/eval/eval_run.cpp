@@ -2,6 +2,7 @@
 #include "models/eval/eval_run.h"
 
 #include "models/run/latent_run.h"
+#include "models/run/super_res_run.h"
 
 #include "models/run/model_source.h"
 
@@ -263,6 +264,7 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   // bound would be over latents, not comparable with pixel models (latent_run.h).
   run::refuse_latent_model(a.checkpoint, "ddpm-eval bpd (bits/dim of pixels)");
   EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device);
+  run::refuse_super_res_model(m.net->config(), a.checkpoint, "ddpm-eval bpd");  // super_res_run.h
   const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
   const int size = m.net->config().image_size;
   const Dataset data = ds.height < size ? pad_to(ds, size) : ds;

@@ -305,7 +305,7 @@ void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std:
   const unet::UNetConfig& cfg = net.config();
   const std::int64_t N = 4;
   Generator gen(seed);
-  Tensor x = randn({N, cfg.image_size, cfg.image_size, cfg.in_channels}, gen, net.device());
+  Tensor x = randn({N, cfg.image_size, cfg.image_size, cfg.input_channels()}, gen, net.device());  // with a super-res model's condition channels
   std::vector<double> t;
   std::vector<std::int64_t> labels;
   std::vector<double> label_values;

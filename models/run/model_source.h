@@ -97,7 +97,8 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite = false);
 
 // For checking an export against another implementation (scripts/check_export.py): runs
-// `net` on a fixed input and saves "x" [N, H, W, C] (N = 4, randn from Philox `seed`),
+// `net` on a fixed input and saves "x" [N, H, W, C] (C = input_channels(), so a super-resolution
+// net's x includes its condition channels, as UNet2DModel's in_channels does; N = 4, randn from Philox `seed`),
 // "t" [N] f64 (original timesteps spread over [0, diffusion_steps)), "labels" [N] f64
 // (class i % num_classes; absent for an unconditional net) and "out" [N, H, W, C_out].
 void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed = 0);

@@ -23,6 +23,8 @@
 #include "models/nn/module.h"
 #include "models/run/classifier_run.h"
 #include "models/run/latent_run.h"
+#include "models/run/super_res_run.h"
+#include "models/diffusion/super_res.h"
 
 namespace ddpm::run {
 
@@ -280,6 +282,9 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--classifier-scale", o.classifier_scale,
                  "classifier guidance scale s > 0 (with --classifier): the mean moves by s Sigma grad log p(y|x_t)")
       ->capture_default_str();
+  app.add_option("--low-res", o.low_res,
+                 "super-resolution models: the low-res images to upsample, a samples.npz (arr_0 uint8 [N, L, L, C], "
+                 "arr_1 labels optional: a base model's output) or one L x L PNG; N defaults to all of them");
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -288,6 +293,7 @@ void note_given_flags(const CLI::App& app, SampleOptions& o) {
     if (app.count(flag) > 0) o.heun_flags_given.push_back(flag);
   o.clip_x0_given = app.count("--clip-x0") > 0;
   o.sampler_defaulted = app.count("--sampler") == 0;
+  o.num_samples_given = app.count("--num-samples") > 0;
 }
 
 void check_sample_options(const SampleOptions& o) {
@@ -482,7 +488,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const int f = latent ? latent->factor() : 1;
   const int H = h * f, W = h * f, C = latent ? latent->config().in_channels : cfg.in_channels;
   auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
-  const std::int64_t N = o.num_samples;
+  LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
+  const bool super_res = load_low_res_for(o, cfg, low, log);
+  const std::int64_t N = super_res ? low_res_num_samples(o, low) : o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;
   if (inpainting) inp = load_inpaint_inputs(o.inpaint_image, o.inpaint_mask, H, W, C);
@@ -502,6 +510,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   result.out_dir = o.out;
   if (cfg.num_classes > 0)
     for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % cfg.num_classes);
+  const bool low_res_labels = super_res && take_low_res_labels(o, cfg, low, N, result.labels);
 
   // Classifier guidance: the classifier's target labels (for an unconditional model, drawn
   // like a conditional one's, over the classifier's classes).
@@ -550,6 +559,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guidance.labels = labels;                  // the classifier's targets
       if (cfg.num_classes == 0) labels.clear();  // an unconditional network takes none
     }
+    // A super-resolution model's closure concatenates this batch's upsampled low-res rows.
+    const diffusion::DenoiseFn bfn =
+        super_res ? diffusion::concat_condition(fn, diffusion::batch_rows(low.cond, begin, n).to(o.device)) : fn;
     callback = nullptr;
     if (o.show_steps && begin == 0) {
       callback = [&](const diffusion::StepInfo& s) {
@@ -561,10 +573,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       };
     }
     Tensor x = inpainting
-                   ? diffusion::inpaint(base, fn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
+                   ? diffusion::inpaint(base, bfn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
                : is_karras_sampler(o.sampler)
-                   ? sample_karras(model, base, fn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
-                   : diffusion::sample(base, fn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
+                   ? sample_karras(model, base, bfn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
+                   : diffusion::sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
@@ -647,6 +659,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                          {"jump_n_sample", o.jump_n_sample},
                          {"network_calls_per_batch", network_calls}};
     }
+    info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
+    if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun, euler, dpm++2m (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");

@@ -57,6 +57,10 @@
 // is not clipped unless --clip-x0 is given explicitly (latents are not confined to [-1, 1]).
 // --inpaint and --classifier are refused (a pixel mask, a pixel-space classifier).
 // sample_info.json records "autoencoder" (the folder) and "latent_shape".
+// Super-resolution (a run trained with ddpm-train --super-res L, models/run/super_res_run.h):
+// --low-res SAMPLES.npz|IMAGE.png gives the L x L images, each upsampled bilinearly and
+// concatenated to x_t by the network closure; OUT/low_res.png shows them and sample_info.json
+// records "low_res". Every sampler works; --inpaint and --classifier are refused.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -152,6 +156,10 @@ struct SampleOptions {
   // Classifier guidance: a ddpm-classifier folder ("" = none) and its scale s (> 0).
   std::string classifier;
   double classifier_scale = 1.0;
+  // Super-resolution (models/run/super_res_run.h): the low-res images (.npz or PNG) that a
+  // super-resolution model upsamples; N = their count unless --num-samples was given.
+  std::string low_res;
+  bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of

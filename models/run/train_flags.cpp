@@ -15,6 +15,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--autoencoder", o.autoencoder,
                  "latent diffusion: a ddpm-autoencoder train folder; the UNet diffuses its scaled latents")
       ->group("Data");
+  app.add_option("--super-res", o.super_res,
+                 "super-resolution (cascaded diffusion): condition on the images area-downsampled to this size "
+                 "and bilinearly upsampled back (must divide the image size); sample with ddpm-sample --low-res")
+      ->group("Data");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

@@ -3,6 +3,8 @@
 
 #include "models/run/int_list.h"
 #include "models/run/latent_run.h"
+#include "models/run/super_res_run.h"
+#include "models/diffusion/super_res.h"
 
 #include <chrono>
 #include <csignal>
@@ -156,6 +158,10 @@ void validate_options(const TrainOptions& o) {
   non_negative("--weight-decay", o.weight_decay);
   non_negative("--sample-every", static_cast<double>(o.sample_every));
   non_negative("--image-size", o.image_size);
+  non_negative("--super-res", o.super_res);
+  DDPM_CHECK(o.super_res == 0 || o.autoencoder.empty(),
+             "--super-res does not apply with --autoencoder: a latent model has no pixel-space low-res image to "
+             "condition on; train the super-resolution model on pixels");
   DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
   DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
   DDPM_CHECK(o.class_dropout <= 1, "--class-dropout must be in [0, 1], got " << o.class_dropout);
@@ -245,6 +251,13 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   c.num_classes = o.class_cond ? num_classes : 0;
   c.norm_groups = o.norm_groups;
   c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);
+  if (o.super_res > 0) {  // the condition: the low-res image, upsampled (super_res.h)
+    DDPM_CHECK(o.super_res < size && size % o.super_res == 0,
+               "--super-res " << o.super_res << " must be smaller than the image size " << size
+                              << " and divide it (area downsampling by an integer factor)");
+    c.low_res_size = o.super_res;
+    c.concat_channels = channels;
+  }
   const int levels = static_cast<int>(c.channel_mult.size());
   DDPM_CHECK(size % (1 << (levels - 1)) == 0,
              "the images are " << size << "x" << size << ", which the " << levels << " levels of --channel-mult "
@@ -425,7 +438,8 @@ TrainResult train_run(const TrainOptions& options) {
     train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
       ddpm::Batch b = loader.next();
       const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;  // s * z ~ s q(z | x_0) when latent
-      return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}};
+      const Tensor cond = mc.super_res() ? diffusion::super_res_condition(x0, mc.low_res_size) : Tensor();
+      return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
     trainer_ptr = &trainer;
@@ -486,6 +500,7 @@ TrainResult train_run(const TrainOptions& options) {
                                          const std::vector<std::int64_t>& labels) {
         return net.forward(x, t, labels, nn::Context{false, nullptr});
       };
+      if (mc.super_res()) eval_fn = diffusion::concat_condition(eval_fn, grid_condition(*data, n, mc, o.device));
       diffusion::SamplerConfig sc;
       sc.kind = is_edm(o) ? diffusion::SamplerConfig::Kind::heun : diffusion::SamplerConfig::Kind::ddim;
       if (is_edm(o)) sc.heun_steps = o.sample_steps;  // EDM: Heun over [0.002, 80], sample_steps levels

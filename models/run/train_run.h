@@ -39,6 +39,11 @@
 // scaled by s, the run folder gets a copy of the autoencoder (RUN/autoencoder/) and
 // config.json an "autoencoder" section; sample grids are decoded to pixels (no x_0 clipping:
 // latents are not confined to [-1, 1]).
+//
+// Super-resolution (--super-res L, models/run/super_res_run.h): the UNet takes x_t
+// concatenated with the batch's x_0 area-downsampled to L x L and bilinearly upsampled back
+// (train::Batch::cond); config.json's model section records "super_res". --autoencoder is
+// refused with it.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +66,7 @@ struct TrainOptions {
   bool pad_to_32 = false;
   std::int64_t toy_count = 1024;  // images of --data toy
   std::string autoencoder;        // latent diffusion: a ddpm-autoencoder folder (latent_run.h)
+  int super_res = 0;              // > 0: a super-resolution model conditioned on this low-res size (super_res_run.h)
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;

@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/diffusion/super_res.h"
 #include "models/diffusion/training_recipes.h"
 
 namespace ddpm::train {
@@ -133,6 +134,12 @@ StepMetrics Trainer::step() {
              "Trainer: the batch is on " << x0.device().str() << " but the parameters are on "
                                          << params_->device().str());
   const std::int64_t n = x0.dim(0);
+  const Tensor& cond = batch.cond;
+  DDPM_CHECK(!cond.defined() || (cond.ndim() == x0.ndim() && cond.dim(0) == n && cond.dim(1) == x0.dim(1) &&
+                                 cond.dim(2) == x0.dim(2) && cond.device() == x0.device() &&
+                                 cond.dtype() == x0.dtype()),
+             "Trainer: the batch's condition " << (cond.defined() ? cond.describe() : std::string()) << " does not fit x0 "
+                                               << x0.describe() << " (same rows, spatial size, dtype and device)");
   DDPM_CHECK(n % world == 0, "Trainer: the global batch of " << n << " samples is not divisible by the world size "
                                                             << world << " (every rank trains on an equal share)");
   const std::int64_t n_local = n / world, first = comm_->rank() * n_local;  // this rank's rows
@@ -195,15 +202,19 @@ StepMetrics Trainer::step() {
     std::vector<std::int64_t> lb = labels.empty() ? labels : std::vector<std::int64_t>(labels.begin() + lo,
                                                                                          labels.begin() + hi);
     Tensor x0b = diffusion::batch_rows(x0, b, cnt), noiseb = diffusion::batch_rows(noise, b, cnt);
+    // With a condition the network sees concat(x, cond rows of this microbatch); EDM's c_in
+    // scales x before this closure, so the condition stays unscaled.
+    const diffusion::DenoiseFn net =
+        cond.defined() ? diffusion::concat_condition(model_, diffusion::batch_rows(cond, b, cnt)) : model_;
     diffusion::LossTerms terms;
     if (edm) {
       const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
-      terms.loss = diffusion::edm_training_loss(model_, config_.edm, x0b, sb, noiseb, lb);
+      terms.loss = diffusion::edm_training_loss(net, config_.edm, x0b, sb, noiseb, lb);
     } else {
       const Tensor input_noise =
           perturbation.defined() ? add(noiseb, diffusion::batch_rows(perturbation, b, cnt)) : noiseb;
       Tensor xt = diffusion::q_sample(s, x0b, tb, input_noise);
-      Tensor out = model_(xt, tb_d, lb);
+      Tensor out = net(xt, tb_d, lb);
       terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
     }
     // L_b = sum_i w_i loss_i / N with the GLOBAL N: the microbatches of all ranks add up to

@@ -3,6 +3,7 @@
 //
 // One step (ARCHITECTURE "data flow of one training step"):
 //   batch = provider(step, gen)                        x_0 [N, ..., C] and N labels (or none)
+//                                                      (+ an optional condition, Batch::cond)
 //   t ~ uniform{0..T-1} or the loss-second-moment sampler (weights w = 1/(T p_t); 1 if uniform)
 //   labels -> null label (num_classes) with probability label_dropout (classifier-free guidance)
 //   noise ~ N(0, I); x_t = q_sample(x_0, t, noise)
@@ -82,10 +83,15 @@
 namespace ddpm::train {
 
 // A batch of data: x_0 in [-1, 1] (scaled by the data loader), and its labels (empty when
-// the model is unconditional).
+// the model is unconditional). `cond` (optional, [N, H, W, Cc] on x0's device and dtype) is
+// a per-sample image concatenated to the network input along channels: the model is called
+// with concat(x_t, cond) (super-resolution: cond = the upsampled low-res image, models/
+// diffusion/super_res.h). It is sliced exactly like x_0 for microbatches and data-parallel
+// ranks, is not noised, not scaled by EDM's c_in (only x is) and gets no gradient.
 struct Batch {
   Tensor x0;
   std::vector<std::int64_t> labels;
+  Tensor cond;
 };
 // Makes the batch for a step; may draw from gen (it is the trainer's generator).
 using BatchProvider = std::function<Batch(std::int64_t step, Generator& gen)>;

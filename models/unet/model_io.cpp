@@ -14,8 +14,24 @@ using nlohmann::json;
 
 // --- our config.json ---------------------------------------------------------------------
 
+namespace {
+
+// {"low_res_size": L, "concat_channels": C}: the super-resolution section of our config and
+// the private "_ddpm_super_res" key of a diffusers export (diffusers drops "_" keys).
+json super_res_json(const UNetConfig& c) {
+  return json{{"low_res_size", c.low_res_size}, {"concat_channels", c.concat_channels}};
+}
+void read_super_res(const json& j, UNetConfig& c, const char* what) {
+  DDPM_CHECK_AS(j.is_object(), IoError, what << ": expected an object {\"low_res_size\", \"concat_channels\"}");
+  check_config_keys(j, super_res_json(UNetConfig{}), what);
+  c.low_res_size = j.at("low_res_size").get<int>();
+  c.concat_channels = j.at("concat_channels").get<int>();
+}
+
+}  // namespace
+
 json config_to_json(const UNetConfig& c) {
-  return json{{"image_size", c.image_size},
+  json j{{"image_size", c.image_size},
               {"in_channels", c.in_channels},
               {"model_channels", c.model_channels},
               {"channel_mult", c.channel_mult},
@@ -32,6 +48,9 @@ json config_to_json(const UNetConfig& c) {
               {"norm_groups", c.norm_groups},
               {"norm_eps", c.norm_eps},
               {"time_embedding", timestep_embedding_style_name(c.time_embedding)}};
+  // Only a super-resolution model has the key, so every other config reads as before.
+  if (c.super_res()) j["super_res"] = super_res_json(c);
+  return j;
 }
 
 void check_config_keys(const json& j, const json& reference, const char* what) {
@@ -43,9 +62,12 @@ void check_config_keys(const json& j, const json& reference, const char* what) {
 
 UNetConfig config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
-  check_config_keys(j, config_to_json(UNetConfig{}), "model config");
+  json reference = config_to_json(UNetConfig{});
+  if (j.contains("super_res")) reference["super_res"] = nullptr;  // optional: super-resolution models only
+  check_config_keys(j, reference, "model config");
   UNetConfig c;
   try {
+    if (j.contains("super_res")) read_super_res(j.at("super_res"), c, "model config super_res");
     c.image_size = j.at("image_size").get<int>();
     c.in_channels = j.at("in_channels").get<int>();
     c.model_channels = j.at("model_channels").get<int>();
@@ -104,7 +126,20 @@ UNetConfig config_from_diffusers(const json& j) {
     UNetConfig c;
     c.image_size = get_or<int>(j, "sample_size", 32);
     c.in_channels = get_or<int>(j, "in_channels", 3);
+    // A super-resolution UNet2DModel takes in_channels = C + concat (x_t and the upsampled
+    // low-res image) and outputs C or 2C: our export records the split and the low-res size
+    // in "_ddpm_super_res". Without it the low-res size is unknown, so a folder whose
+    // in_channels is twice its out_channels is refused rather than read as a plain model.
+    if (j.contains("_ddpm_super_res")) {
+      read_super_res(j.at("_ddpm_super_res"), c, "diffusers config _ddpm_super_res");
+      c.in_channels -= c.concat_channels;
+    }
     int out_channels = get_or<int>(j, "out_channels", c.in_channels);
+    if (!c.super_res() && out_channels > 0 && c.in_channels == 2 * out_channels)
+      unsupported("in_channels " + std::to_string(c.in_channels) + " is twice out_channels " +
+                  std::to_string(out_channels) +
+                  ": a super-resolution UNet (x_t concatenated with a low-res image) whose low-res size is not "
+                  "recorded (no \"_ddpm_super_res\" key); only our own super-resolution exports can be imported");
     if (out_channels == 2 * c.in_channels)
       c.learn_sigma = true;
     else if (out_channels != c.in_channels)
@@ -196,9 +231,9 @@ json config_to_diffusers(const UNetConfig& c) {
                "UNet2DModel equivalent (it takes channels per head)");
     head_dim = *attention_channels.begin() / c.num_heads;
   }
-  return json{{"_class_name", "UNet2DModel"},
+  json j{{"_class_name", "UNet2DModel"},
               {"sample_size", c.image_size},
-              {"in_channels", c.in_channels},
+              {"in_channels", c.input_channels()},  // C + concat for a super-resolution model
               {"out_channels", c.out_channels()},
               {"center_input_sample", false},
               {"time_embedding_type", "positional"},
@@ -222,6 +257,8 @@ json config_to_diffusers(const UNetConfig& c) {
               {"add_attention", true},
               {"class_embed_type", nullptr},
               {"num_class_embeds", c.num_classes > 0 ? json(c.num_classes + 1) : json(nullptr)}};
+  if (c.super_res()) j["_ddpm_super_res"] = super_res_json(c);
+  return j;
 }
 
 // --- state dicts ----------------------------------------------------------------------------

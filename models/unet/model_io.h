@@ -1,6 +1,14 @@
 // models/unet/model_io.h: the UNet on disk.
 //
 // - Our config.json: every UNetConfig field by name; an unknown or missing key is an error.
+//   A super-resolution model adds "super_res": {"low_res_size": L, "concat_channels": C}
+//   (absent, and not allowed to be partial, for any other model).
+// - Super-resolution export: UNet2DModel in_channels = C + concat_channels, out_channels =
+//   C (or 2C), which is how diffusers' own super-resolution UNets look, plus the private key
+//   "_ddpm_super_res" (diffusers ignores "_" keys) that lets our import restore the split and
+//   L. A UNet2DModel config with in_channels = 2 x out_channels and no such key is refused
+//   (its low-res size is unknown); in_channels = out_channels = 2C cannot be told apart from
+//   a plain 2C-channel model and is read as one.
 // - diffusers' UNet2DModel config.json: import (when the architecture is one we build; the
 //   error names the first unsupported field) and export.
 // - State dicts: names are diffusers' (the module names already match). Convolution

@@ -52,6 +52,20 @@ void UNetConfig::validate() const {
   check_level_layout("UNet config", {image_size, in_channels, model_channels, channel_mult, num_res_blocks, dropout,
                                      norm_groups, norm_eps, num_heads, num_head_channels, attention_resolutions});
   DDPM_CHECK(num_classes >= 0, "UNet config: num_classes must be >= 0");
+  DDPM_CHECK(concat_channels >= 0 && low_res_size >= 0,
+             "UNet config: concat_channels and low_res_size must be >= 0, got " << concat_channels << " and "
+                                                                                << low_res_size);
+  DDPM_CHECK((concat_channels > 0) == (low_res_size > 0),
+             "UNet config: a super-resolution model needs both concat_channels and low_res_size (got "
+                 << concat_channels << " and " << low_res_size << ")");
+  if (super_res()) {
+    DDPM_CHECK(concat_channels == in_channels,
+               "UNet config: concat_channels " << concat_channels << " must equal in_channels " << in_channels
+                                               << " (the concatenated low-res image has the image's channels)");
+    DDPM_CHECK(low_res_size < image_size && image_size % low_res_size == 0,
+               "UNet config: low_res_size " << low_res_size << " must be smaller than image_size " << image_size
+                                            << " and divide it (area downsampling by an integer factor)");
+  }
 }
 
 // One resolution level: resnets.j, attentions.j, and an optional resampler
@@ -108,7 +122,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device) : cfg_(cfg), de
            cfg.attention_resolutions.end();
   };
 
-  conv_in_ = std::make_unique<nn::Conv2d>(cfg.in_channels, c0, 3, 1, 1, gen, device);
+  conv_in_ = std::make_unique<nn::Conv2d>(cfg.input_channels(), c0, 3, 1, 1, gen, device);
   register_module("conv_in", conv_in_.get());
   time_1_ = std::make_unique<nn::Linear>(c0, emb_dim, gen, device);
   register_module("time_embedding.linear_1", time_1_.get());
@@ -188,9 +202,13 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
                      const nn::Context& ctx) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
-                 x.dim(3) == cfg_.in_channels,
+                 x.dim(3) == cfg_.input_channels(),
              "UNet: input " << shape_str(x.shape()) << " does not match the model's [N, " << cfg_.image_size << ", "
-                            << cfg_.image_size << ", " << cfg_.in_channels << "]");
+                            << cfg_.image_size << ", " << cfg_.input_channels() << "]"
+                            << (cfg_.super_res() ? " (a super-resolution model: x_t concatenated with its " +
+                                                       std::to_string(cfg_.low_res_size) +
+                                                       "-pixel low-res condition upsampled, super_res.h)"
+                                                 : std::string()));
   DDPM_CHECK(static_cast<std::int64_t>(t.size()) == n, "UNet: " << t.size() << " timesteps for a batch of " << n);
   if (cfg_.num_classes > 0) {
     DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,

@@ -8,7 +8,9 @@
 //   conv_in, time_embedding.linear_1/2, class_embedding, down_blocks.i.{resnets,attentions,
 //   downsamplers}.j, mid_block.{resnets,attentions}.j, up_blocks.i.{...,upsamplers}.j,
 //   conv_norm_out, conv_out.
-// Tensors are NHWC: x [N, H, W, in_channels] -> [N, H, W, out_channels()].
+// Tensors are NHWC: x [N, H, W, input_channels()] -> [N, H, W, out_channels()], where
+// input_channels() = in_channels + concat_channels (a super-resolution model's x_t with its
+// upsampled low-res condition concatenated by the caller; in_channels for other models).
 #pragma once
 
 #include <memory>
@@ -38,8 +40,18 @@ struct UNetConfig {
   int norm_groups = 32;
   double norm_eps = 1e-5;                     // GroupNorm epsilon (google/ddpm-cifar10-32 uses 1e-6)
   TimestepEmbeddingStyle time_embedding = TimestepEmbeddingStyle::ddpm;
+  // Super-resolution (cascaded diffusion, models/diffusion/super_res.h): the network input is
+  // concat(x_t, up(low), channels), so conv_in takes in_channels + concat_channels; the
+  // output is still out_channels(). low_res_size is the size of the low-resolution image
+  // before its bilinear upsampling. Both 0 for an ordinary model; otherwise concat_channels
+  // == in_channels (the low-res image has the image's channels) and low_res_size divides
+  // image_size and is smaller.
+  int concat_channels = 0;
+  int low_res_size = 0;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
+  int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
+  bool super_res() const { return low_res_size > 0; }
   int time_embed_dim() const { return 4 * model_channels; }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();

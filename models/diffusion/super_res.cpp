@@ -1,0 +1,121 @@
+// models/diffusion/super_res.cpp: the degradation maps and the conditioned closure (see
+// super_res.h for the formulas and PyTorch's conventions they follow).
+#include "models/diffusion/super_res.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "engine/error.h"
+#include "engine/ops/concat.h"
+
+namespace ddpm::diffusion {
+
+namespace {
+
+// A square NHWC image batch, checked: returns (N, size, C).
+struct Nhwc {
+  std::int64_t n, size, c;
+};
+Nhwc square_nhwc(const Tensor& x, const char* what) {
+  DDPM_CHECK(x.defined() && x.ndim() == 4 && x.dim(1) == x.dim(2) && x.dim(1) >= 1,
+             what << ": expected square images [N, S, S, C], got "
+                  << (x.defined() ? shape_str(x.shape()) : std::string("none")));
+  DDPM_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64,
+             what << ": expected f32 or f64 images, got " << x.describe());
+  return {x.dim(0), x.dim(1), x.dim(3)};
+}
+
+// Host values -> a tensor of x's dtype and device.
+Tensor like(const std::vector<double>& v, const Shape& shape, const Tensor& x) {
+  return Tensor::from_vector(v, shape, x.dtype(), Device::cpu()).to(x.device());
+}
+
+// PyTorch's linear source index with align_corners=False (area_pixel_compute_source_index):
+// output pixel d of `out` samples input coordinate max(0, (d + 1/2) in / out - 1/2).
+struct Tap {
+  std::int64_t i0, i1;
+  double w;  // weight of i1
+};
+std::vector<Tap> bilinear_taps(std::int64_t in, std::int64_t out) {
+  std::vector<Tap> taps(static_cast<std::size_t>(out));
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  for (std::int64_t d = 0; d < out; ++d) {
+    const double s = std::max(0.0, (static_cast<double>(d) + 0.5) * scale - 0.5);
+    const std::int64_t i0 = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(s)), in - 1);
+    taps[static_cast<std::size_t>(d)] = {i0, std::min<std::int64_t>(i0 + 1, in - 1), s - static_cast<double>(i0)};
+  }
+  return taps;
+}
+
+}  // namespace
+
+Tensor area_downsample(const Tensor& x, int low_res_size) {
+  const Nhwc s = square_nhwc(x, "area_downsample");
+  DDPM_CHECK(low_res_size >= 1 && low_res_size <= s.size && s.size % low_res_size == 0,
+             "area_downsample: the low resolution " << low_res_size << " must divide the image size " << s.size
+                                                    << " (an integer block of pixels is averaged per output pixel)");
+  const std::int64_t L = low_res_size, k = s.size / L, C = s.c;
+  const std::vector<double> v = x.to_double_vector();
+  std::vector<double> out(static_cast<std::size_t>(s.n * L * L * C), 0.0);
+  const double inv = 1.0 / static_cast<double>(k * k);
+  for (std::int64_t n = 0; n < s.n; ++n)
+    for (std::int64_t y = 0; y < s.size; ++y)
+      for (std::int64_t xx = 0; xx < s.size; ++xx)
+        for (std::int64_t c = 0; c < C; ++c)
+          out[static_cast<std::size_t>(((n * L + y / k) * L + xx / k) * C + c)] +=
+              v[static_cast<std::size_t>(((n * s.size + y) * s.size + xx) * C + c)] * inv;
+  return like(out, {s.n, L, L, C}, x);
+}
+
+Tensor bilinear_upsample(const Tensor& x, int size) {
+  const Nhwc s = square_nhwc(x, "bilinear_upsample");
+  DDPM_CHECK(size >= 1, "bilinear_upsample: the output size must be positive, got " << size);
+  const std::int64_t L = s.size, S = size, C = s.c;
+  const std::vector<Tap> taps = bilinear_taps(L, S);
+  const std::vector<double> v = x.to_double_vector();
+  std::vector<double> out(static_cast<std::size_t>(s.n * S * S * C));
+  auto at = [&](std::int64_t n, std::int64_t y, std::int64_t xx, std::int64_t c) {
+    return v[static_cast<std::size_t>(((n * L + y) * L + xx) * C + c)];
+  };
+  for (std::int64_t n = 0; n < s.n; ++n)
+    for (std::int64_t oy = 0; oy < S; ++oy) {
+      const Tap& ty = taps[static_cast<std::size_t>(oy)];
+      for (std::int64_t ox = 0; ox < S; ++ox) {
+        const Tap& tx = taps[static_cast<std::size_t>(ox)];
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double top = (1 - tx.w) * at(n, ty.i0, tx.i0, c) + tx.w * at(n, ty.i0, tx.i1, c);
+          const double bottom = (1 - tx.w) * at(n, ty.i1, tx.i0, c) + tx.w * at(n, ty.i1, tx.i1, c);
+          out[static_cast<std::size_t>(((n * S + oy) * S + ox) * C + c)] = (1 - ty.w) * top + ty.w * bottom;
+        }
+      }
+    }
+  return like(out, {s.n, S, S, C}, x);
+}
+
+Tensor super_res_condition(const Tensor& x0, int low_res_size) {
+  const Nhwc s = square_nhwc(x0, "super_res_condition");
+  return bilinear_upsample(area_downsample(x0, low_res_size), static_cast<int>(s.size));
+}
+
+DenoiseFn concat_condition(DenoiseFn net, Tensor cond) {
+  DDPM_CHECK(cond.defined() && cond.ndim() == 4 && cond.dim(0) >= 1,
+             "concat_condition: the condition must be [M, H, W, C], got "
+                 << (cond.defined() ? shape_str(cond.shape()) : std::string("none")));
+  return [net = std::move(net), cond = std::move(cond)](const Tensor& x, const std::vector<double>& t,
+                                                        const std::vector<std::int64_t>& y) {
+    const std::int64_t m = cond.dim(0), n = x.ndim() == 4 ? x.dim(0) : -1;
+    DDPM_CHECK(n >= m && n % m == 0 && x.dim(1) == cond.dim(1) && x.dim(2) == cond.dim(2),
+               "super-resolution condition: x_t " << shape_str(x.shape()) << " does not fit the condition "
+                                                  << shape_str(cond.shape())
+                                                  << " (same size, and a batch that is a multiple of its rows)");
+    Tensor c = cond.dtype() == x.dtype() && cond.device() == x.device() ? cond : cond.to(x.device()).to(x.dtype());
+    if (n > m) {  // classifier-free guidance's doubled batch [x; x]: the condition repeats the same way
+      std::vector<Tensor> copies(static_cast<std::size_t>(n / m), c);
+      c = concat(copies, 0);
+    }
+    return net(concat({x, c}, -1), t, y);
+  };
+}
+
+}  // namespace ddpm::diffusion

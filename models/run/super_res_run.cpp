@@ -1,0 +1,143 @@
+// models/run/super_res_run.cpp: the low-res inputs of super-resolution runs (super_res_run.h).
+#include "models/run/super_res_run.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+
+#include "engine/error.h"
+#include "engine/io/npz.h"
+#include "engine/io/png.h"
+#include "models/diffusion/super_res.h"
+#include "models/run/sample_run.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// uint8 pixels [M, S, S, C] -> f32 [M, S, S, C] in [-1, 1], as the loader scales the data.
+Tensor pixels_to_unit(const std::vector<std::uint8_t>& px, std::int64_t m, std::int64_t s, std::int64_t c) {
+  std::vector<float> v(px.size());
+  for (std::size_t i = 0; i < px.size(); ++i) v[i] = static_cast<float>(px[i] / 127.5 - 1.0);
+  return Tensor::from_vector(v, {m, s, s, c});
+}
+
+bool has_extension(const std::string& path, const char* ext) {
+  std::string e = fs::path(path).extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+  return e == ext;
+}
+
+}  // namespace
+
+Tensor grid_condition(const Dataset& data, int n, const unet::UNetConfig& model, Device device) {
+  DDPM_CHECK(model.super_res() && data.n >= 1 && data.height == model.image_size &&
+                 data.channels == model.in_channels,
+             "grid_condition: " << data.describe() << " does not fit the super-resolution model");
+  std::vector<std::uint8_t> px;
+  for (int i = 0; i < n; ++i) {
+    const std::uint8_t* p = data.image(i % data.n);
+    px.insert(px.end(), p, p + data.image_bytes());
+  }
+  const Tensor x0 = pixels_to_unit(px, n, data.height, data.channels);
+  return diffusion::super_res_condition(x0, model.low_res_size).to(device);
+}
+
+bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low, std::ostream* log) {
+  low = LowResInputs{};
+  if (!model.super_res()) {
+    DDPM_CHECK(o.low_res.empty(), "--low-res applies to super-resolution models only, and "
+                                      << o.checkpoint << " is not one (train one with ddpm-train --super-res LOW)");
+    return false;
+  }
+  const int L = model.low_res_size, C = model.in_channels, H = model.image_size;
+  DDPM_CHECK(!o.low_res.empty(), o.checkpoint << " is a super-resolution model (" << L << "x" << L << " -> " << H
+                                              << "x" << H << "): give the low-res images with --low-res "
+                                                 "SAMPLES.npz|IMAGE.png");
+  DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to the super-resolution model " << o.checkpoint);
+  DDPM_CHECK(o.classifier.empty(),
+             "--classifier does not apply to the super-resolution model "
+                 << o.checkpoint << ": the noisy classifier does not see the low-res condition");
+  low.path = o.low_res;
+  if (has_extension(o.low_res, ".png")) {
+    const Image img = read_png(o.low_res);  // IoError when missing or damaged
+    low.count = 1;
+    low.size = img.height == img.width ? img.height : -1;
+    low.channels = img.channels;
+    low.pixels = img.pixels;
+    DDPM_CHECK(img.height == L && img.width == L && img.channels == C,
+               "--low-res " << o.low_res << " is " << img.height << "x" << img.width << " with " << img.channels
+                            << " channel(s); the model upsamples " << L << "x" << L << " images with " << C
+                            << " channel(s)");
+  } else {
+    const NpzFile npz = load_npz(o.low_res);  // IoError when missing or damaged
+    const NpyArray& a = npz.get("arr_0");
+    DDPM_CHECK(a.dtype == NpyDType::u8 && a.shape.size() == 4 && a.shape[1] == L && a.shape[2] == L &&
+                   a.shape[3] == C && a.shape[0] >= 1,
+               "--low-res " << o.low_res << ": arr_0 is " << a.describe() << "; the model upsamples uint8 [N, " << L
+                            << ", " << L << ", " << C << "] images (what ddpm-sample writes for a base model)");
+    low.count = a.shape[0];
+    low.size = L;
+    low.channels = C;
+    low.pixels = a.bytes;
+    if (npz.contains("arr_1")) {
+      low.labels = npz.get("arr_1").as_int64();
+      DDPM_CHECK(static_cast<std::int64_t>(low.labels.size()) == low.count,
+                 "--low-res " << o.low_res << ": arr_1 holds " << low.labels.size() << " labels for " << low.count
+                              << " images");
+    }
+  }
+  low.cond = diffusion::bilinear_upsample(pixels_to_unit(low.pixels, low.count, L, C), H);
+  if (log)
+    *log << "super-resolution: " << low.count << " low-res image(s) " << L << "x" << L << " from " << o.low_res
+         << ", bilinearly upsampled to " << H << "x" << H << "\n";
+  return true;
+}
+
+std::int64_t low_res_num_samples(const SampleOptions& o, const LowResInputs& low) {
+  if (!o.num_samples_given) return low.count;
+  DDPM_CHECK(o.num_samples <= low.count, "--num-samples " << o.num_samples << " exceeds the " << low.count
+                                                          << " low-res image(s) of --low-res " << low.path);
+  return o.num_samples;
+}
+
+bool take_low_res_labels(const SampleOptions& o, const unet::UNetConfig& model, const LowResInputs& low,
+                         std::int64_t n, std::vector<std::int64_t>& labels) {
+  if (model.num_classes == 0 || o.class_label >= 0 || low.labels.empty()) return false;
+  labels.assign(low.labels.begin(), low.labels.begin() + n);
+  for (std::int64_t y : labels)
+    DDPM_CHECK(y >= 0 && y < model.num_classes, "--low-res " << low.path << ": label " << y << " (arr_1) is outside [0, "
+                                                              << model.num_classes << ") of the model's classes");
+  return true;
+}
+
+std::string write_low_res_png(const std::string& dir, const LowResInputs& low, std::int64_t n, int size) {
+  const int L = low.size, C = low.channels, k = size / L;
+  std::vector<std::uint8_t> big(static_cast<std::size_t>(n) * size * size * C);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (int y = 0; y < size; ++y)
+      for (int x = 0; x < size; ++x)
+        for (int c = 0; c < C; ++c)
+          big[static_cast<std::size_t>(((i * size + y) * size + x) * C + c)] =
+              low.pixels[static_cast<std::size_t>(((i * L + y / k) * L + x / k) * C + c)];
+  const int nrow = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+  write_png((fs::path(dir) / "low_res.png").string(), make_grid(big.data(), static_cast<int>(n), size, size, C, nrow));
+  return "low_res.png";
+}
+
+nlohmann::json low_res_info(const LowResInputs& low, std::int64_t n, bool labels_from_low_res) {
+  return {{"path", low.path}, {"low_res_size", low.size}, {"images", n}, {"labels_from_low_res", labels_from_low_res}};
+}
+
+void refuse_super_res_model(const unet::UNetConfig& model, const std::string& checkpoint, const std::string& what) {
+  DDPM_CHECK(!model.super_res(), what << " does not apply to " << checkpoint << ": it is a super-resolution model ("
+                                      << model.low_res_size << "x" << model.low_res_size << " -> " << model.image_size
+                                      << "x" << model.image_size
+                                      << "), whose likelihood is conditional on a low-res image the evaluation does "
+                                         "not have; evaluate its samples with ddpm-eval fid instead");
+}
+
+}  // namespace ddpm::run

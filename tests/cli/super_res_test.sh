@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Cascaded diffusion end to end from the shell (ctest `cli.super_res`): usage
+#   super_res_test.sh BIN_DIR WORK_DIR
+# Trains a tiny class-conditional base model on the 16x16 toy shapes and a tiny
+# super-resolution model (--super-res 16) on the same shapes padded to 32x32, samples the base,
+# feeds its samples.npz to the SR model (the cascade: npz uint8 [N, 32, 32, 1], low_res.png,
+# sample_info.json "low_res") with several samplers and classifier-free guidance, upsamples a
+# single PNG, checks that a resumed SR run is bit-identical to an uninterrupted one, and that
+# the combinations that make no sense exit 2 with one error line.
+set -euo pipefail
+bin=$1 work=$2
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "super_res_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+
+tiny=(--data toy --toy-count 16 --class-cond --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
+      --attention-resolutions "" --norm-groups 4 --dropout 0 --diffusion-steps 40 --batch-size 4 --log-every 1
+      --sample-every 0 --num-samples 2 --sample-steps 4 --device cpu)
+"$bin/ddpm-train" "${tiny[@]}" --steps 2 --save-every 2 --out "$work/base" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-train (base)"
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --steps 2 --save-every 2 --out "$work/sr" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --super-res 16"
+grep -q '"low_res_size": 16' "$work/sr/config.json" || fail "config.json does not record the low-res size"
+[ -f "$work/sr/samples/step_2.png" ] || fail "no training sample grid of the SR run"
+
+# Resume is bit-identical: 2 steps + 1 resumed step against 3 uninterrupted steps.
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --steps 3 --save-every 1 --out "$work/sr3" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --super-res 16 (3 steps)"
+cp -r "$work/sr" "$work/sr_resumed"
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --steps 3 --save-every 1 --resume latest \
+  --out "$work/sr_resumed" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --super-res 16 --resume latest"
+for f in model.safetensors ema.safetensors; do
+  cmp -s "$work/sr3/checkpoints/step_3/$f" "$work/sr_resumed/checkpoints/step_3/$f" \
+    || fail "the resumed SR run's step_3/$f differs from the uninterrupted run's"
+done
+
+"$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
+  --out "$work/base_samples" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (base)"
+# samples.npz is stored uncompressed, so the npy headers are plain text.
+grep -aq "'descr': '|u1'.*'shape': (3, 16, 16, 1)" "$work/base_samples/samples.npz" || fail "base samples are not [3, 16, 16, 1]"
+
+# The cascade: every low-res image of the npz by default, with each sampler family.
+for sampler in ddim ddpm heun euler dpm++2m euler-ancestral; do
+  "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" --sampler "$sampler" \
+    --sampling-steps 4 --device cpu --out "$work/sr_$sampler" >"$work/out.txt" 2>"$work/err.txt" \
+    || fail "ddpm-sample --low-res with --sampler $sampler"
+  grep -aq "'descr': '|u1'.*'shape': (3, 32, 32, 1)" "$work/sr_$sampler/samples.npz" \
+    || fail "$sampler: SR samples are not uint8 [3, 32, 32, 1]"
+done
+[ -f "$work/sr_ddim/low_res.png" ] || fail "no low_res.png"
+grep -q '"low_res_size": 16' "$work/sr_ddim/sample_info.json" || fail "sample_info.json has no low_res record"
+grep -q '"labels_from_low_res": true' "$work/sr_ddim/sample_info.json" || fail "the base samples' labels were not used"
+# Classifier-free guidance doubles the batch inside the sampler; the condition must follow.
+"$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" --num-samples 2 \
+  --guidance-scale 2 --batch-size 2 --sampler ddim --sampling-steps 4 --device cpu --out "$work/sr_guided" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample --low-res --guidance-scale 2"
+grep -aq "'shape': (2, 32, 32, 1)" "$work/sr_guided/samples.npz" || fail "guided SR samples are not [2, 32, 32, 1]"
+# One PNG of the low resolution.
+"$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/images/000001.png" --sampler ddim \
+  --sampling-steps 4 --device cpu --out "$work/sr_png" >"$work/out.txt" 2>"$work/err.txt" || fail "--low-res PNG"
+grep -aq "'shape': (1, 32, 32, 1)" "$work/sr_png/samples.npz" || fail "the PNG's SR sample is not [1, 32, 32, 1]"
+# The diffusers export (UNet2DModel in_channels 1 + 1, our "_ddpm_super_res" record) re-opens
+# as the same super-resolution model: the same samples, byte for byte.
+"$bin/ddpm-export" --checkpoint "$work/sr" --out "$work/exported" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-export"
+grep -q '"in_channels": 2' "$work/exported/config.json" || fail "the export's in_channels is not 1 + 1"
+"$bin/ddpm-sample" --checkpoint "$work/exported" --low-res "$work/base_samples/samples.npz" --sampler ddim \
+  --sampling-steps 4 --device cpu --out "$work/sr_exported" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the export"
+cmp -s "$work/sr_exported/samples.npz" "$work/sr_ddim/samples.npz" || fail "the exported SR model samples differently"
+
+refuse() {  # refuse WHAT COMMAND...: exit 2 and one error line on stderr
+  local what=$1 rc=0
+  shift
+  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+  [ "$rc" = 2 ] || fail "$what: exit status $rc, expected 2"
+  [ "$(grep -vc '^Run with --help' "$work/err.txt")" = 1 ] || fail "$what: expected one error line on stderr"
+  grep -q '^ddpm-[a-z]*: error: ' "$work/err.txt" || fail "$what: no 'ddpm-...: error:' line"
+}
+refuse "SR model without --low-res" "$bin/ddpm-sample" --checkpoint "$work/sr" --device cpu --out "$work/r1"
+refuse "--low-res for a base model" "$bin/ddpm-sample" --checkpoint "$work/base" \
+  --low-res "$work/base_samples/samples.npz" --device cpu --out "$work/r2"
+refuse "--low-res of the wrong size" "$bin/ddpm-sample" --checkpoint "$work/sr" \
+  --low-res "$work/sr_ddim/samples.npz" --device cpu --out "$work/r3"
+refuse "--num-samples above the low-res count" "$bin/ddpm-sample" --checkpoint "$work/sr" \
+  --low-res "$work/base_samples/samples.npz" --num-samples 4 --device cpu --out "$work/r4"
+refuse "--inpaint with SR" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" \
+  --inpaint "$work/base_samples/images/000000.png" --mask "$work/base_samples/images/000000.png" --device cpu \
+  --out "$work/r5"
+refuse "bpd of an SR model" "$bin/ddpm-eval" bpd --checkpoint "$work/sr" --data toy --limit 2 --device cpu
+refuse "--super-res with --autoencoder" "$bin/ddpm-train" "${tiny[@]}" --super-res 8 --autoencoder "$work/base" \
+  --out "$work/r6"
+refuse "--super-res that does not divide" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
+for r in r1 r2 r3 r4 r5 r6; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
+echo "super_res_test: ok"

@@ -15,6 +15,7 @@
 #include "models/eval/bpd_eval.h"
 #include "models/eval/eval_run.h"
 #include "models/run/latent_run.h"
+#include "models/run/super_res_run.h"
 #include "models/run/model_source.h"
 
 namespace ddpm::eval {
@@ -90,6 +91,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   DDPM_CHECK(a.ode_steps >= 1, "nll: --ode-steps must be at least 1, got " << a.ode_steps);
   run::refuse_latent_model(a.checkpoint, "ddpm-eval nll (bits/dim of pixels)");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
+  run::refuse_super_res_model(src.net->config(), a.checkpoint, "ddpm-eval nll");  // super_res_run.h
   // Only the input gradient is wanted: frozen weights skip their gradients in every VJP.
   for (auto& [name, value] : src.net->named_parameters()) value.set_requires_grad(false);
   const run::DiffusionSettings& d = src.diffusion;

@@ -18,6 +18,7 @@
 #include "models/nn/module.h"
 #include "models/run/edit_inputs.h"
 #include "models/run/latent_run.h"
+#include "models/run/super_res_run.h"
 #include "models/run/sample_run.h"
 #include "models/run/subcommands.h"
 
@@ -168,6 +169,7 @@ EditResult run_edit(const EditOptions& o, std::ostream* log) {
 EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream* log) {
   check_edit_options(o);
   refuse_latent_model(o.checkpoint, "ddpm-edit " + o.command);
+  refuse_super_res_model(model.net->config(), o.checkpoint, "ddpm-edit " + o.command);
   DDPM_CHECK(!model.diffusion.edm,
              "ddpm-edit " << o.command << " does not apply to " << o.checkpoint
                           << ": it was trained with the EDM objective, which has no discrete DDPM/DDIM process "

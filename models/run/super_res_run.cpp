@@ -136,8 +136,9 @@ void refuse_super_res_model(const unet::UNetConfig& model, const std::string& ch
   DDPM_CHECK(!model.super_res(), what << " does not apply to " << checkpoint << ": it is a super-resolution model ("
                                       << model.low_res_size << "x" << model.low_res_size << " -> " << model.image_size
                                       << "x" << model.image_size
-                                      << "), whose likelihood is conditional on a low-res image the evaluation does "
-                                         "not have; evaluate its samples with ddpm-eval fid instead");
+                                      << "): every network call needs the low-resolution image it upsamples, and "
+                                         "only ddpm-sample --low-res supplies one (evaluate its samples with "
+                                         "ddpm-eval fid)");
 }
 
 }  // namespace ddpm::run

@@ -86,8 +86,11 @@ refuse "--inpaint with SR" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res 
   --inpaint "$work/base_samples/images/000000.png" --mask "$work/base_samples/images/000000.png" --device cpu \
   --out "$work/r5"
 refuse "bpd of an SR model" "$bin/ddpm-eval" bpd --checkpoint "$work/sr" --data toy --limit 2 --device cpu
+refuse "nll of an SR model" "$bin/ddpm-eval" nll --checkpoint "$work/sr" --data toy --limit 2 --device cpu
+refuse "ddpm-edit on an SR model" "$bin/ddpm-edit" img2img --checkpoint "$work/sr" \
+  --images "$work/base_samples/samples.npz" --strength 0.5 --device cpu --out "$work/r8"
 refuse "--super-res with --autoencoder" "$bin/ddpm-train" "${tiny[@]}" --super-res 8 --autoencoder "$work/base" \
   --out "$work/r6"
 refuse "--super-res that does not divide" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
-for r in r1 r2 r3 r4 r5 r6; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
+for r in r1 r2 r3 r4 r5 r6 r8; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

@@ -96,6 +96,7 @@ Batch BatchLoader::next() {
       }
   }
   batch.images = opt_.device.is_cpu() ? host : host.to(opt_.device);
+  batch.host_images = host;
 
   // Advance; an epoch ends when the next full (drop_last) or non-empty batch would not fit.
   pos_.index += b;

@@ -42,6 +42,7 @@ struct LoaderPosition {
 
 struct Batch {
   Tensor images;                        // f32 [B, H, W, C] in [-1, 1]
+  Tensor host_images;                   // the same values on the CPU (images itself on a CPU loader)
   std::vector<std::int64_t> labels;     // [B] or empty
   std::vector<std::int64_t> indices;    // [B] dataset indices of the samples
   std::vector<std::uint8_t> flipped;    // [B] 1 where the image was flipped

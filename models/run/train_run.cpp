@@ -438,7 +438,10 @@ TrainResult train_run(const TrainOptions& options) {
     train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
       ddpm::Batch b = loader.next();
       const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;  // s * z ~ s q(z | x_0) when latent
-      const Tensor cond = mc.super_res() ? diffusion::super_res_condition(x0, mc.low_res_size) : Tensor();
+      // The condition is made on the host copy (super_res.h works on the host), so a CUDA run
+      // uploads it like the images instead of reading x_0 back every step.
+      const Tensor cond =
+          mc.super_res() ? diffusion::super_res_condition(b.host_images, mc.low_res_size).to(o.device) : Tensor();
       return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);

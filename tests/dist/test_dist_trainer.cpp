@@ -67,18 +67,20 @@ struct MlpRig {
   }
 };
 
-// A global batch of 32 points around a class-dependent centre, drawn from the trainer's
+// A global batch of 48 points around a class-dependent centre, drawn from the trainer's
 // generator (so every rank must draw it identically).
+constexpr std::size_t kPoints = 48;  // the global batch: divisible by 2, 3, 4 and 6 ranks
+
 Batch labelled_points(std::int64_t, Generator& gen) {
-  std::vector<double> u = rand({32}, gen, Device::cpu(), DType::f64).to_double_vector();
-  std::vector<double> v = randn({32, 2}, gen, Device::cpu(), DType::f64).to_double_vector();
+  std::vector<double> u = rand({kPoints}, gen, Device::cpu(), DType::f64).to_double_vector();
+  std::vector<double> v = randn({kPoints, 2}, gen, Device::cpu(), DType::f64).to_double_vector();
   Batch b;
-  for (std::size_t i = 0; i < 32; ++i) {
+  for (std::size_t i = 0; i < kPoints; ++i) {
     b.labels.push_back(static_cast<std::int64_t>(u[i] * 3));
     v[2 * i] += 0.5 * static_cast<double>(b.labels.back()) - 0.5;
     v[2 * i + 1] *= 0.3;
   }
-  b.x0 = Tensor::from_vector(v, {32, 2}, DType::f64);
+  b.x0 = Tensor::from_vector(v, {kPoints, 2}, DType::f64);
   return b;
 }
 
@@ -100,7 +102,7 @@ TrainerConfig mlp_config() {
 TEST(DistTrainer, MatchesOneProcessOnTheGlobalBatch) {
   auto comm = world();
   if (comm->world_size() < 2) GTEST_SKIP() << "needs mpiexec -n 2 or more";
-  // 16 steps of 32 samples: the importance sampler leaves its uniform warm-up (10 losses for
+  // 16 steps of 48 samples: the importance sampler leaves its uniform warm-up (10 losses for
   // each of the 20 timesteps) and starts weighting the loss.
   const int steps = 16;
   MlpRig dist_rig(5), one_rig(5);
@@ -129,14 +131,14 @@ TEST(DistTrainer, MatchesOneProcessOnTheGlobalBatch) {
   }
 }
 
-// The tiny UNet in f32 (dropout 0): three steps of a global batch of 4.
+// The tiny UNet in f32 (dropout 0): three steps of a global batch of 12 (2, 3, 4 or 6 ranks).
 TEST(DistTrainer, UNetInF32MatchesOneProcess) {
   auto comm = world();
-  if (comm->world_size() < 2 || 4 % comm->world_size() != 0) GTEST_SKIP() << "needs mpiexec -n 2 (or 4)";
+  if (comm->world_size() < 2 || 12 % comm->world_size() != 0) GTEST_SKIP() << "needs mpiexec -n 2, 3, 4 or 6";
   const unet::UNetConfig cfg = ddpm::testing::tiny_unet_config(8, 1);
   const DiffusionSchedule schedule(diffusion::linear_betas(50));
   BatchProvider images = [](std::int64_t, Generator& gen) {
-    return Batch{scale(randn({4, 8, 8, 1}, gen), 0.5), {}};
+    return Batch{scale(randn({12, 8, 8, 1}, gen), 0.5), {}};
   };
   TrainerConfig tc;
   tc.adamw.lr = 1e-4;
@@ -183,11 +185,11 @@ TEST(DistTrainer, StartsFromRankZerosWeights) {
 // "sample i of every rank"), and the weights still stay identical across ranks.
 TEST(DistTrainer, DropoutStreamsDifferPerRankWeightsStayIdentical) {
   auto comm = world();
-  if (comm->world_size() < 2 || 4 % comm->world_size() != 0) GTEST_SKIP() << "needs mpiexec -n 2 (or 4)";
+  if (comm->world_size() < 2 || 12 % comm->world_size() != 0) GTEST_SKIP() << "needs mpiexec -n 2, 3, 4 or 6";
   unet::UNetConfig cfg = ddpm::testing::tiny_unet_config(8, 1);
   cfg.dropout = 0.3;
   const DiffusionSchedule schedule(diffusion::linear_betas(50));
-  BatchProvider images = [](std::int64_t, Generator& gen) { return Batch{randn({4, 8, 8, 1}, gen), {}}; };
+  BatchProvider images = [](std::int64_t, Generator& gen) { return Batch{randn({12, 8, 8, 1}, gen), {}}; };
   TrainerConfig tc;
   tc.seed = 4;
   Generator g(9);

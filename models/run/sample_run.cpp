@@ -19,6 +19,7 @@
 #include "engine/rng.h"
 #include "models/diffusion/inpaint.h"
 #include "models/diffusion/karras.h"
+#include "models/diffusion/plms.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/classifier_run.h"
@@ -158,6 +159,9 @@ void check_heun_levels(const SampleOptions& o, const ModelSource& model, const d
 void check_classifier_flags(const SampleOptions& o, bool inpainting) {
   const double default_scale = SampleOptions{}.classifier_scale;
   const bool guided = !o.classifier.empty() || o.classifier_scale != default_scale;
+  DDPM_CHECK(!guided || o.sampler != "plms",
+             "--classifier-scale (classifier guidance) is not implemented for --sampler plms: its multistep "
+             "combination would mix gradients of different steps; use ddpm or ddim");
   DDPM_CHECK(!guided || !is_karras_sampler(o.sampler),
              "--classifier-scale (classifier guidance) is not implemented for --sampler " << o.sampler
                  << ": it integrates an ODE in sigma, not the DDPM/DDIM steps the guidance equations shift; use ddpm "
@@ -207,12 +211,13 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "ddpm (ancestral), ddim, heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
                  "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping), euler (1st order, N calls) or "
                  "dpm++2m (DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep, N calls, deterministic) or "
-                 "euler-ancestral (DDPM's posterior step, N calls, stochastic); the last four on the Karras noise "
-                 "levels")
-      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral"}))
+                 "euler-ancestral (DDPM's posterior step, N calls, stochastic), those four on the Karras noise "
+                 "levels; or plms (pseudo linear multistep, Liu et al. 2022: 4th-order Adams-Bashforth on DDIM's "
+                 "steps, N calls, deterministic)")
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "plms"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
-                 "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM: must divide "
+                 "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM and plms: must divide "
                  "T; heun: N noise levels, 0 = 18)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
@@ -301,7 +306,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
-  if (!is_karras_sampler(o.sampler)) diffusion::parse_sampler_kind(o.sampler);
+  if (!is_karras_sampler(o.sampler) && o.sampler != "plms") diffusion::parse_sampler_kind(o.sampler);
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
@@ -337,7 +342,10 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   const unet::UNetConfig& cfg = model.net->config();
   diffusion::SamplerConfig sc;
   // euler and dpm++2m run in Heun's loop (karras.h karras_solve) on the same levels.
-  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun" : o.sampler);
+  // plms runs on DDIM's deterministic process (plms.h).
+  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun"
+                                          : o.sampler == "plms"        ? "ddim"
+                                                                       : o.sampler);
   const std::int64_t T = model.diffusion.diffusion_steps;
   if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
@@ -576,6 +584,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                    ? diffusion::inpaint(base, bfn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
                : is_karras_sampler(o.sampler)
                    ? sample_karras(model, base, bfn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
+               : o.sampler == "plms"
+                   ? diffusion::plms_sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback)
                    : diffusion::sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());

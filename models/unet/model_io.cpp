@@ -112,6 +112,10 @@ UNetConfig config_from_diffusers(const json& j) {
 
     auto blocks = j.at("block_out_channels").get<std::vector<int>>();
     if (blocks.empty()) unsupported("block_out_channels is empty");
+    // Checked before dividing by the first (a 0 there was a division by zero, found by
+    // tests/fuzz/fuzz_model_config).
+    for (int b : blocks)
+      DDPM_CHECK(b > 0, "diffusers config: block_out_channels must be positive, got " << b);
     c.model_channels = blocks[0];
     c.channel_mult.clear();
     for (int b : blocks) {
@@ -130,7 +134,8 @@ UNetConfig config_from_diffusers(const json& j) {
       std::string mirror = up[down.size() - 1 - i];
       if (mirror != (attn ? "AttnUpBlock2D" : "UpBlock2D"))
         unsupported("up_block_types do not mirror down_block_types (" + mirror + " against " + down[i] + ")");
-      if (attn) c.attention_resolutions.push_back(c.image_size >> i);
+      // (a shift by 32 or more is undefined; so many levels fail validate() below anyway)
+      if (attn) c.attention_resolutions.push_back(i < 31 ? c.image_size >> i : 0);
     }
     std::string down_type = get_or<std::string>(j, "downsample_type", "conv");
     std::string up_type = get_or<std::string>(j, "upsample_type", "conv");

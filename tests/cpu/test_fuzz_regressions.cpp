@@ -120,5 +120,46 @@ TEST(FuzzRegressions, DiffusersConfigWithZeroChannelsIsAValueError) {
   }
 }
 
+// fuzz_model_config: an integer field holding a double out of int's range (1e300) went to
+// nlohmann's get<int>(), an undefined float-to-int cast (UBSan); a 64-bit integer wrapped.
+// Both config readers now refuse them, naming the field; in-range integers still load.
+TEST(FuzzRegressions, ConfigIntegerFieldsOutOfIntRangeAreRefused) {
+  unet::UNetConfig cfg;
+  cfg.image_size = 8;
+  cfg.model_channels = 8;
+  cfg.channel_mult = {1, 2};
+  cfg.attention_resolutions = {4};
+  cfg.norm_groups = 4;
+  const nlohmann::json ours = unet::config_to_json(cfg);
+  EXPECT_EQ(unet::config_from_json(ours).image_size, 8);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"image_size", 1e300}, {"model_channels", 8.5}, {"channel_mult", {1, 4294967298LL}},
+           {"num_classes", -4294967296LL}}) {
+    nlohmann::json bad = ours;
+    bad[key] = value;
+    try {
+      unet::config_from_json(bad);
+      ADD_FAILURE() << key << " = " << value.dump() << " was accepted";
+    } catch (const IoError& e) {
+      EXPECT_NE(std::string(e.what()).find("model config: " + key + " must be an integer"), std::string::npos)
+          << e.what();
+    }
+  }
+  const nlohmann::json theirs = unet::config_to_diffusers(cfg);
+  EXPECT_EQ(unet::config_from_diffusers(theirs).model_channels, 8);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"sample_size", 1e300}, {"block_out_channels", {8, 1e300}}, {"layers_per_block", 4294967297LL}}) {
+    nlohmann::json bad = theirs;
+    bad[key] = value;
+    try {
+      unet::config_from_diffusers(bad);
+      ADD_FAILURE() << key << " = " << value.dump() << " was accepted";
+    } catch (const IoError& e) {
+      EXPECT_NE(std::string(e.what()).find("diffusers config: " + key + " must be an integer"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ddpm

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -229,7 +230,8 @@ namespace {
 
 // The n-byte little-endian integer at `at`; IoError when it runs past the end.
 std::uint64_t le(const Bytes& b, std::size_t at, int n, const std::string& what) {
-  DDPM_CHECK_AS(at + n <= b.size(), IoError, what << ": truncated zip archive (a record runs past the end)");
+  // Written so that it cannot wrap: `at` may come from a 64-bit ZIP64 field.
+  DDPM_CHECK_AS(at <= b.size() && static_cast<std::size_t>(n) <= b.size() - at, IoError, what << ": truncated zip archive (a record runs past the end)");
   std::uint64_t v = 0;
   for (int i = n - 1; i >= 0; --i) v = (v << 8) | b[at + i];
   return v;
@@ -251,7 +253,18 @@ std::string dict_value(const std::string& header, const std::string& key, const 
 }
 
 // A raw deflate stream (no zlib header: zip's method 8) of known inflated size.
+// The size comes from the archive, so it is checked before it is allocated: deflate cannot
+// expand data by more than 1032:1 (a 258-byte match, its longest, costs at least 2 bits
+// when both codes are 1 bit long: 258 * 8 / 2 = 1032; "zlib technical details", zlib.net), and zlib
+// counts in 32 bits here. A member claiming more than that is damaged; without the check a
+// 100-byte archive asked for gigabytes (found by tests/fuzz/fuzz_npz).
 Bytes inflate_raw(const std::uint8_t* src, std::size_t n, std::size_t out_size, const std::string& what) {
+  constexpr std::size_t kMaxDeflateRatio = 1032;
+  DDPM_CHECK_AS(out_size / kMaxDeflateRatio <= n + 1 && out_size <= std::numeric_limits<uInt>::max() &&
+                    n <= std::numeric_limits<uInt>::max(),
+                IoError,
+                what << ": damaged deflate member: " << n << " compressed bytes cannot inflate to the " << out_size
+                     << " bytes its header announces");
   Bytes out(out_size);
   z_stream zs{};
   DDPM_CHECK_AS(inflateInit2(&zs, -MAX_WBITS) == Z_OK, IoError, what << ": zlib inflateInit2 failed");
@@ -305,16 +318,32 @@ NpyArray parse_npy(const Bytes& b, const std::string& what) {
   DDPM_CHECK_AS(dict_value(header, "fortran_order", what) == "False", IoError,
                 what << ": Fortran-ordered arrays are not supported");
   const std::string shape = dict_value(header, "shape", what);  // "(2, 3)" or "(5,)" or "()"
-  std::string num;
+  // Dimensions are read digit by digit with an overflow check, and their product (times the
+  // item size) must fit in 64 bits: a header's numbers are not trusted to be small (a
+  // 30-digit dimension once escaped std::stoll as std::out_of_range, and dimensions whose
+  // product wraps to the bytes present would have been accepted).
+  constexpr std::int64_t kMaxDim = std::numeric_limits<std::int64_t>::max();
+  std::int64_t dim = 0;
+  bool in_number = false;
   for (char c : shape) {
     if (c >= '0' && c <= '9') {
-      num += c;
-    } else if (!num.empty()) {
-      a.shape.push_back(std::stoll(num));
-      num.clear();
+      DDPM_CHECK_AS(dim <= (kMaxDim - (c - '0')) / 10, IoError,
+                    what << ": .npy shape " << shape << " has a dimension too large for 64 bits");
+      dim = dim * 10 + (c - '0');
+      in_number = true;
+    } else if (in_number) {
+      a.shape.push_back(dim);
+      dim = 0;
+      in_number = false;
     }
   }
-  const std::size_t expect = static_cast<std::size_t>(a.numel()) * npy_itemsize(a.dtype);
+  std::int64_t count = 1;
+  for (std::int64_t d : a.shape)
+    DDPM_CHECK_AS(!__builtin_mul_overflow(count, d, &count), IoError,
+                  what << ": .npy shape " << shape << " has more elements than 64 bits can count");
+  std::size_t expect = 0;
+  DDPM_CHECK_AS(!__builtin_mul_overflow(static_cast<std::size_t>(count), npy_itemsize(a.dtype), &expect), IoError,
+                what << ": .npy shape " << shape << " needs more bytes than 64 bits can count");
   DDPM_CHECK_AS(b.size() - data_at == expect, IoError,
                 what << ": " << a.describe() << " needs " << expect << " bytes of data, found " << b.size() - data_at);
   a.bytes.assign(b.begin() + data_at, b.end());
@@ -367,7 +396,7 @@ NpzFile load_npz(const std::string& path) {
     at += 46 + name_len + extra_len + comment_len;
     DDPM_CHECK_AS(le(b, local, 4, path) == 0x04034b50, IoError, path << ": bad local header of " << name);
     const std::size_t data = local + 30 + le(b, local + 26, 2, path) + le(b, local + 28, 2, path);
-    DDPM_CHECK_AS(data + csize <= b.size(), IoError, path << ": member " << name << " runs past the end of the file");
+    DDPM_CHECK_AS(data <= b.size() && csize <= b.size() - data, IoError, path << ": member " << name << " runs past the end of the file");
     Bytes blob;
     if (method == 0) {
       DDPM_CHECK_AS(csize == usize, IoError, path << ": stored member " << name << " has mismatched sizes");

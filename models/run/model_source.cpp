@@ -177,10 +177,17 @@ nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d) {
   return j;
 }
 
-DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma) {
+// A function-try-block: on a non-object or a value of another type, j.value() throws
+// nlohmann's own exceptions, which escaped open_model (found by tests/fuzz/fuzz_model_config);
+// they become the ValueError the header promises. The step count must be an integer, since
+// converting a double such as 1e300 to an integer is undefined.
+DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma) try {
+  DDPM_CHECK(j.is_object(), "scheduler: the config must be a JSON object, got " << j.type_name());
+  DDPM_CHECK(!j.contains("num_train_timesteps") || j.at("num_train_timesteps").is_number_integer(),
+             "scheduler: num_train_timesteps must be an integer, got " << j.at("num_train_timesteps").type_name());
   DiffusionSettings d;
   d.learn_sigma = model_learn_sigma;
-  d.diffusion_steps = j.value("num_train_timesteps", 1000);
+  d.diffusion_steps = j.value("num_train_timesteps", std::int64_t{1000});
   DDPM_CHECK(d.diffusion_steps > 0, "scheduler: num_train_timesteps must be positive, got " << d.diffusion_steps);
   const std::string schedule = j.value("beta_schedule", "linear");
   if (schedule == "linear") {
@@ -208,6 +215,8 @@ DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bo
   else
     DDPM_THROW(ValueError, "scheduler: prediction_type \"" << prediction << "\" is not supported");
   return d;
+} catch (const nlohmann::json::exception& e) {
+  DDPM_THROW(ValueError, "scheduler: a value has the wrong type: " << e.what());
 }
 
 ModelSource open_model(const std::string& path_text, Device device, bool use_ema) {

@@ -1,9 +1,11 @@
 #include "models/unet/model_io.h"
 
 #include <algorithm>
+#include <climits>
 #include <map>
 #include <set>
 #include <sstream>
+#include <type_traits>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
@@ -21,9 +23,11 @@ namespace {
 json super_res_json(const UNetConfig& c) {
   return json{{"low_res_size", c.low_res_size}, {"concat_channels", c.concat_channels}};
 }
+void require_ints(const json& v, const std::string& where);  // below
 void read_super_res(const json& j, UNetConfig& c, const char* what) {
   DDPM_CHECK_AS(j.is_object(), IoError, what << ": expected an object {\"low_res_size\", \"concat_channels\"}");
   check_config_keys(j, super_res_json(UNetConfig{}), what);
+  for (const char* key : {"low_res_size", "concat_channels"}) require_ints(j.at(key), std::string(what) + ": " + key);
   c.low_res_size = j.at("low_res_size").get<int>();
   c.concat_channels = j.at("concat_channels").get<int>();
 }
@@ -60,11 +64,33 @@ void check_config_keys(const json& j, const json& reference, const char* what) {
     DDPM_CHECK_AS(j.contains(it.key()), IoError, what << ": missing key '" << it.key() << "'");
 }
 
+namespace {
+// An integer field (or each element of a list of them) must be a JSON integer within int's
+// range: nlohmann's get<int>() converts a double such as 1e300 with an undefined cast and
+// wraps a 64-bit integer (found by tests/fuzz/fuzz_model_config).
+void require_ints(const json& v, const std::string& where) {
+  auto one = [&](const json& x) {
+    const bool fits = x.is_number_unsigned()  ? x.get<std::uint64_t>() <= INT_MAX
+                      : x.is_number_integer() ? x.get<std::int64_t>() >= INT_MIN && x.get<std::int64_t>() <= INT_MAX
+                                              : false;
+    DDPM_CHECK_AS(fits, IoError, where << " must be an integer in [" << INT_MIN << ", " << INT_MAX << "], got "
+                                       << x.dump());
+  };
+  if (v.is_array())
+    for (const json& x : v) one(x);
+  else
+    one(v);
+}
+}  // namespace
+
 UNetConfig config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
   json reference = config_to_json(UNetConfig{});
   if (j.contains("super_res")) reference["super_res"] = nullptr;  // optional: super-resolution models only
   check_config_keys(j, reference, "model config");
+  for (const char* key : {"image_size", "in_channels", "model_channels", "channel_mult", "num_res_blocks",
+                          "attention_resolutions", "num_heads", "num_head_channels", "num_classes", "norm_groups"})
+    require_ints(j.at(key), std::string("model config: ") + key);
   UNetConfig c;
   try {
     if (j.contains("super_res")) read_super_res(j.at("super_res"), c, "model config super_res");
@@ -98,7 +124,9 @@ namespace {
 
 template <class T>
 T get_or(const json& j, const char* key, T fallback) {
-  return j.contains(key) && !j.at(key).is_null() ? j.at(key).get<T>() : fallback;
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
+  if constexpr (std::is_same_v<T, int>) require_ints(j.at(key), std::string("diffusers config: ") + key);
+  return j.at(key).get<T>();
 }
 
 [[noreturn]] void unsupported(const std::string& what) {
@@ -145,8 +173,13 @@ UNetConfig config_from_diffusers(const json& j) {
     else if (out_channels != c.in_channels)
       unsupported("out_channels must equal in_channels (or twice it, for learned variance)");
 
+    if (j.contains("block_out_channels")) require_ints(j.at("block_out_channels"), "diffusers config: block_out_channels");
     auto blocks = j.at("block_out_channels").get<std::vector<int>>();
     if (blocks.empty()) unsupported("block_out_channels is empty");
+    // Checked before dividing by the first (a 0 there was a division by zero, found by
+    // tests/fuzz/fuzz_model_config).
+    for (int b : blocks)
+      DDPM_CHECK(b > 0, "diffusers config: block_out_channels must be positive, got " << b);
     c.model_channels = blocks[0];
     c.channel_mult.clear();
     for (int b : blocks) {
@@ -165,7 +198,8 @@ UNetConfig config_from_diffusers(const json& j) {
       std::string mirror = up[down.size() - 1 - i];
       if (mirror != (attn ? "AttnUpBlock2D" : "UpBlock2D"))
         unsupported("up_block_types do not mirror down_block_types (" + mirror + " against " + down[i] + ")");
-      if (attn) c.attention_resolutions.push_back(c.image_size >> i);
+      // (a shift by 32 or more is undefined; so many levels fail validate() below anyway)
+      if (attn) c.attention_resolutions.push_back(i < 31 ? c.image_size >> i : 0);
     }
     std::string down_type = get_or<std::string>(j, "downsample_type", "conv");
     std::string up_type = get_or<std::string>(j, "upsample_type", "conv");
@@ -175,6 +209,7 @@ UNetConfig config_from_diffusers(const json& j) {
     if (get_or<int>(j, "downsample_padding", 1) != 1) unsupported("downsample_padding must be 1");
 
     if (j.contains("attention_head_dim") && !j.at("attention_head_dim").is_null()) {
+      require_ints(j.at("attention_head_dim"), "diffusers config: attention_head_dim");
       c.num_head_channels = j.at("attention_head_dim").get<int>();
     } else {
       c.num_heads = 1;

@@ -9,7 +9,9 @@
 # the next run. A finding (crash, sanitizer report, escaped non-library exception, malloc
 # above the limit, input slower than the timeout) makes the script exit 1 after all targets
 # ran, with each reproducer's path printed; replay one with  build/fuzz/bin/<target> FILE.
-# Environment: FUZZ_JOBS (build parallelism, default: every core).
+# Environment: FUZZ_JOBS (build parallelism, default: every core); FUZZ_SEED (libFuzzer's
+# -seed, default 1, so that a short run such as the test command's explores the same inputs
+# first every time; 0 lets libFuzzer pick one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +47,7 @@ for t in "${targets[@]}"; do
   # believed blindly. -timeout: 10 s for one input is a hang. UBSan reports abort (the build
   # uses -fno-sanitize-recover), so they are crashes too.
   if ! ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1}" \
-       "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+       "$bin" -seed="${FUZZ_SEED:-1}" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
        -max_len=65536 -print_final_stats=1 -artifact_prefix="$findings/" \
        "$corpus" "$seeds/$name" >"$findings/log.txt" 2>&1; then
     tail -n 40 "$findings/log.txt" >&2

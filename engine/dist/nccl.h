@@ -51,7 +51,7 @@ class NcclComm {
 
  private:
   NcclComm() = default;
-  ncclComm* comm_ = nullptr;
+  [[maybe_unused]] ncclComm* comm_ = nullptr;  // unused in builds without NCCL (clang warns)
   int rank_ = 0, world_ = 1;
 };
 

@@ -27,7 +27,9 @@
 // sigma levels over [0.002, 80] unless --sigma-min / --sigma-max; ddpm and ddim refused.
 // Sampling steps: --sampling-steps N respaces the T training steps to "N" (DDPM, evenly
 // spread, respace.h) or "ddimN" (DDIM, exact stride T/N: an error unless N divides T);
-// 0 keeps all T. Respaced DDPM uses the fixed-small variance unless the model learned sigma
+// 0 keeps all T. Both keep T-1, so sampling starts from the fully noised step (the
+// "trailing"/"linspace" spacing Lin et al. 2024 sec. 3.3 require, and what a zero-terminal-SNR
+// model needs: its x_{T-1} is pure noise); no "leading" spacing is offered. Respaced DDPM uses the fixed-small variance unless the model learned sigma
 // (fixed-large degrades with fewer steps).
 // Labels: --class C gives every sample class C; otherwise a class-conditional model gets
 // labels 0, 1, ..., num_classes - 1, 0, 1, ... (balanced, deterministic).
@@ -125,6 +127,7 @@ struct SampleOptions {
   bool clip_x0_given = false;      // --clip-x0 was on the command line (note_given_flags)
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
+  double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off
   std::string out;                 // output folder
   bool overwrite = false;
   bool show_steps = false;

@@ -649,7 +649,6 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                                {"snr", o.snr}})},
                            {"guidance_scale", o.guidance_scale},
                            {"guidance_rescale", o.guidance_rescale},
-                           {"zero_terminal_snr", model.diffusion.zero_terminal_snr},
                            {"class", o.class_label},
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},

@@ -83,7 +83,8 @@
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in
-// [0, num_classes); --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
+// [0, num_classes); --guidance-rescale (sampler.h, Lin et al. 2024) in [0, 1] and only with
+// --guidance-scale != 1; --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
 // schedule's end; rho > 0), --sigma-min below --sigma-max, both inside the training range;
 // --s-churn, --s-tmin, --s-tmax, --s-noise only with heun (given at all, even at their
 // defaults, as for the three above), --s-churn >= 0, --s-noise > 0, 0 <= --s-tmin <= --s-tmax;

@@ -114,6 +114,13 @@ Tensor x0_from_prediction(const DiffusionSchedule& s, ModelMeanType type, const 
   return pred;
 }
 
+void check_mean_type_for_schedule(const DiffusionSchedule& s, ModelMeanType type, const char* where) {
+  DDPM_CHECK(!(s.zero_terminal_snr() && type == ModelMeanType::eps),
+             where << ": the schedule has zero terminal SNR (alpha_bar = 0 at the last timestep), where an "
+                      "eps-prediction cannot give x_0 (it divides by sqrt(alpha_bar) = 0); use --predict v (as Lin et "
+                      "al. 2024 do) or --predict x0");
+}
+
 LossTerms training_losses(const DiffusionSchedule& s, const LossConfig& config, const Tensor& model_output,
                           const Tensor& x0, const Tensor& xt, const Timesteps& t, const Tensor& noise) {
   DDPM_CHECK(x0.shape() == xt.shape() && x0.shape() == noise.shape(),

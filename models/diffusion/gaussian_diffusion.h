@@ -72,6 +72,12 @@ Tensor eps_from_prediction(const DiffusionSchedule& s, ModelMeanType type, const
 Tensor x0_from_prediction(const DiffusionSchedule& s, ModelMeanType type, const Tensor& pred, const Tensor& xt,
                           const Timesteps& t);
 
+// A zero-terminal-SNR schedule (alpha_bar_{T-1} = 0, schedule.h rescale_zero_terminal_snr)
+// with an eps-network: ValueError naming `where`. At the last step x_T is pure noise, so the
+// eps target is x_T itself (nothing to learn) and x_0 = (x_T - eps) / 0 is undefined; Lin et
+// al. 2024 (sec. 3.2) train v instead (x0 works too). Any other combination passes.
+void check_mean_type_for_schedule(const DiffusionSchedule& s, ModelMeanType type, const char* where);
+
 struct LossConfig {
   LossType loss = LossType::simple;
   ModelMeanType mean_type = ModelMeanType::eps;

@@ -12,11 +12,10 @@
 namespace ddpm::diffusion {
 
 std::vector<double> vp_sigmas(const DiffusionSchedule& s) {
-  std::vector<double> sig(s.alphas_cumprod.size());
-  for (std::size_t t = 0; t < sig.size(); ++t) {
-    const double abar = s.alphas_cumprod[t];
-    sig[t] = std::sqrt((1.0 - abar) / abar);
-  }
+  std::vector<double> sig;
+  for (const double abar : s.alphas_cumprod)
+    if (abar > 0.0) sig.push_back(std::sqrt((1.0 - abar) / abar));  // abar = 0 only at T-1 (see karras.h)
+  DDPM_CHECK(!sig.empty(), "vp_sigmas: the schedule has no timestep with alpha_bar > 0");
   return sig;
 }
 

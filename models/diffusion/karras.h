@@ -115,7 +115,14 @@
 
 namespace ddpm::diffusion {
 
-// sigma_t = sqrt((1 - abar_t) / abar_t) for t = 0..T-1 (increasing).
+// sigma_t = sqrt((1 - abar_t) / abar_t) for t = 0..T-1 (increasing): the FINITE training
+// levels. A zero-terminal-SNR schedule (schedule.h rescale_zero_terminal_snr) has
+// abar_{T-1} = 0, sigma_{T-1} = infinity: that level is left out (T - 1 entries), so every
+// Karras-level sampler, the ODE likelihood and the churn cap use sigma_{T-2} as the largest
+// training sigma. Decision (docs/DESIGN.md "Zero terminal SNR"): cap rather than refuse.
+// No ODE starts at sigma = infinity (x = x_0 + sigma eps has no finite start), and x ~
+// N(0, sigma_{T-2}^2 I) at the capped top is what the network saw in training at t = T-2,
+// so nothing is extrapolated; the t = T-1 level is simply not visited (DDPM and DDIM visit it).
 std::vector<double> vp_sigmas(const DiffusionSchedule& s);
 
 // t(sigma): the fractional training timestep of a noise level, by linear interpolation of

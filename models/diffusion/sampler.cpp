@@ -8,6 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/langevin.h"
 #include "models/diffusion/respace.h"
@@ -73,9 +74,36 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
   }
 }
 
+namespace {
+
+// The per-sample standard deviation over the non-batch axes, as [N, 1, ..., 1].
+Tensor per_sample_std(const Tensor& v) {
+  std::vector<int> axes;
+  for (int a = 1; a < static_cast<int>(v.shape().size()); ++a) axes.push_back(a);
+  const double inv_d = static_cast<double>(v.dim(0)) / static_cast<double>(v.numel());
+  const Tensor centred = sub(v, scale(sum(v, axes, /*keepdim=*/true), inv_d));
+  return sqrt(scale(sum(square(centred), axes, /*keepdim=*/true), inv_d));
+}
+
+}  // namespace
+
+Tensor rescale_guided_prediction(const Tensor& pred_cfg, const Tensor& pred_c, double phi) {
+  DDPM_CHECK(pred_cfg.defined() && pred_c.defined() && pred_cfg.shape() == pred_c.shape() && pred_c.ndim() >= 2,
+             "guidance rescale: the guided and conditional predictions must share one [N, ...] shape");
+  // Lin et al. 2024 eq. 15-17, folded into one factor per sample:
+  // phi (std_c / std_cfg) + (1 - phi), multiplying pred_cfg.
+  const Tensor factor = add_scalar(scale(div(per_sample_std(pred_c), per_sample_std(pred_cfg)), phi), 1.0 - phi);
+  return mul(pred_cfg, factor);
+}
+
 NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t,
                          const std::vector<std::int64_t>& labels) {
   const bool guided = config.guidance_scale != 1.0;
+  DDPM_CHECK(std::isfinite(config.guidance_rescale) && config.guidance_rescale >= 0.0 && config.guidance_rescale <= 1.0,
+             "sample: the guidance rescale phi must lie in [0, 1] (0 = off), got " << config.guidance_rescale);
+  DDPM_CHECK(config.guidance_rescale == 0.0 || guided,
+             "sample: the guidance rescale (phi " << config.guidance_rescale
+                 << ") rescales a classifier-free-guided prediction, but the guidance scale is 1 (no guidance)");
   const std::int64_t n = x.dim(0);
   const std::int64_t c = x.dim(-1);
   Shape expected = x.shape();
@@ -112,6 +140,7 @@ NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, cons
   }
   // pred = pred_u + s (pred_c - pred_u)
   r.pred = add(pred_u, scale(sub(pred_c, pred_u), config.guidance_scale));
+  if (config.guidance_rescale > 0.0) r.pred = rescale_guided_prediction(r.pred, pred_c, config.guidance_rescale);
   return r;
 }
 
@@ -203,6 +232,7 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
   DDPM_CHECK(i_start >= 0 && i_start < K,
              "reverse_process_from: start index " << i_start << " is outside the process's " << K << " steps");
   const VarianceType variance = resolve_variance(config, K < base.num_timesteps());
+  check_mean_type_for_schedule(s, config.mean_type, "sample");
 
   Tensor x = x_start;
   for (std::int64_t i = i_start; i >= 0; --i) {
@@ -222,7 +252,8 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
     if (config.kind == SamplerConfig::Kind::ddpm) {
       x = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
     } else {
-      if (guidance_grad.defined()) {
+      // Not at alpha_bar = 0 (zero terminal SNR): x_0^ from the shifted eps would divide by 0 (sampler.h).
+      if (guidance_grad.defined() && s.alphas_cumprod[static_cast<std::size_t>(i)] > 0.0) {
         // Classifier guidance (ADM eq. 14): eps' = eps - sqrt(1 - abar) s g, and x_0^ from
         // eps', clamped when clipping; ddim_step takes eps^ again from the clamped x_0^.
         const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);

@@ -25,6 +25,26 @@
 // is the same guidance. The learned variance, if any, comes from the conditional half.
 // s = 1 is plain conditional sampling (one batch); s = 0 is unconditional.
 //
+// Guidance rescale (Lin et al. 2024, sec. 3.4, eq. 15-17; diffusers' rescale_noise_cfg):
+// strong guidance inflates the prediction's spread (over-exposed images). With phi =
+// guidance_rescale > 0 the guided pred_cfg is pulled back to the conditional branch's
+// per-sample standard deviation (over all non-batch axes):
+//   pred_rescaled = pred_cfg std(pred_c) / std(pred_cfg),
+//   pred = phi pred_rescaled + (1 - phi) pred_cfg.
+// It acts on the network's own output space (eps, x_0 or v, whatever config.mean_type is),
+// like the diffusers pipelines, which apply it to the raw model output (v for the paper's
+// v-prediction SD 2.1 model, whose Algorithm 2 also works on the model's v output). The
+// rescale is not affine in pred, so unlike the guidance itself the space matters; choosing
+// the output space keeps parity with diffusers for the same model. phi = 0 (the default) is
+// the plain guided prediction bit for bit; phi != 0 needs guidance_scale != 1.
+//
+// Zero terminal SNR (schedule.h rescale_zero_terminal_snr): at the first step, alpha_bar = 0,
+// an x_0- or v-network gives x_0^ directly (v: x_0^ = -v) and every DDPM/DDIM coefficient is
+// finite (posterior coef2 = 0, DDIM eps^ = x). An eps-network is refused (ValueError).
+// Classifier guidance with DDIM shifts eps and re-derives x_0^ from it, which divides by
+// sqrt(alpha_bar): at the alpha_bar = 0 step the shift is skipped (pure noise carries no
+// class evidence a classifier could use), from the next step on it applies as usual.
+//
 // Classifier guidance (Dhariwal & Nichol 2021, classifier_guidance.h): an optional
 // ClassifierGuidance argument of sample() shifts the DDPM mean by s Sigma g and the DDIM eps
 // by -sqrt(1 - abar) s g, g = grad_x log p(y | x_t, t) at the original timestep; it composes
@@ -69,6 +89,7 @@ struct SamplerConfig {
   // needs it), off for Heun (EDM does not clip: the ODE stays smooth). See resolve_clip_x0.
   std::optional<bool> clip_x0;
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = no guidance
+  double guidance_rescale = 0.0;  // phi in [0, 1] of the guidance rescale above; 0 = off
   // DDPM variance. Unset: learned_range with learned_sigma, else fixed_small. fixed_large is
   // refused with respacing (it degrades badly with fewer steps, improved DDPM sec. 4).
   std::optional<VarianceType> variance;
@@ -135,8 +156,13 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
 // One network evaluation of a sampler: the mean part (eps, x_0 or v, per config.mean_type)
 // and, with learned sigma, the variance part of net(x, t) for the whole batch at ONE
 // original timestep t (fractional for Heun). With guidance_scale != 1 the network sees the
-// doubled batch [x; x] with labels [y; null] and pred = pred_u + s (pred_c - pred_u); the
-// variance part is the conditional half's. Checks the output's shape (ValueError).
+// doubled batch [x; x] with labels [y; null] and pred = pred_u + s (pred_c - pred_u),
+// rescaled when guidance_rescale > 0 (see the top of the file); the variance part is the
+// conditional half's. Checks the output's shape and the guidance settings (ValueError).
+// The guidance rescale on its own: phi pred_cfg std(pred_c) / std(pred_cfg) + (1 - phi) pred_cfg,
+// std per sample over the non-batch axes. pred_cfg and pred_c: [N, ...].
+Tensor rescale_guided_prediction(const Tensor& pred_cfg, const Tensor& pred_c, double phi);
+
 struct NetOutput {
   Tensor pred;        // [shape of x]: eps, x_0 or v
   Tensor var_values;  // [shape of x] with learned sigma, else undefined

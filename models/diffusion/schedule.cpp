@@ -62,6 +62,32 @@ std::vector<double> betas_for(NoiseSchedule schedule, std::int64_t T) {
   return schedule == NoiseSchedule::linear ? linear_betas(T) : cosine_betas(T);
 }
 
+std::vector<double> rescale_zero_terminal_snr(const std::vector<double>& betas) {
+  const std::size_t T = betas.size();
+  DDPM_CHECK(T >= 2, "rescale_zero_terminal_snr: needs at least 2 timesteps, got " << T);
+  std::vector<double> sqrt_abar(T);
+  double abar = 1.0;
+  for (std::size_t i = 0; i < T; ++i) {
+    DDPM_CHECK(betas[i] > 0.0 && betas[i] < 1.0, "rescale_zero_terminal_snr: beta[" << i << "] = " << betas[i]
+                                                     << " is outside (0, 1); the schedule must not already end at 0");
+    abar *= 1.0 - betas[i];
+    sqrt_abar[i] = std::sqrt(abar);
+  }
+  // Lin et al. 2024, Algorithm 1: shift so the last value is 0, scale so the first is kept.
+  const double first = sqrt_abar.front(), last = sqrt_abar.back();
+  for (double& v : sqrt_abar) v = (v - last) * first / (first - last);
+  sqrt_abar.back() = 0.0;  // (last - last) is 0 already; stated for the reader
+  // Back to betas: alpha_t = abar_t / abar_{t-1}, with abar_{-1} = 1.
+  std::vector<double> out(T);
+  double prev = 1.0;
+  for (std::size_t i = 0; i < T; ++i) {
+    const double a = sqrt_abar[i] * sqrt_abar[i];
+    out[i] = 1.0 - a / prev;  // the last: 1 - 0 / abar_{T-2} = 1 exactly
+    prev = a;
+  }
+  return out;
+}
+
 DiffusionSchedule::DiffusionSchedule(std::vector<double> b) : betas(std::move(b)) {
   DDPM_CHECK(!betas.empty(), "DiffusionSchedule: the beta schedule is empty");
   const std::size_t T = betas.size();
@@ -146,11 +172,16 @@ Gaussian q_posterior_mean_variance(const DiffusionSchedule& s, const Tensor& x0,
 }
 
 Tensor predict_x0_from_eps(const DiffusionSchedule& s, const Tensor& xt, const Timesteps& t, const Tensor& eps) {
+  for (std::size_t i = 0; i < t.size(); ++i)
+    DDPM_CHECK(t[i] < 0 || t[i] >= s.num_timesteps() || s.alphas_cumprod[static_cast<std::size_t>(t[i])] > 0.0,
+               "predict_x0_from_eps: alpha_bar is 0 at timestep " << t[i] << " (a zero-terminal-SNR schedule), so x_t "
+                   "is pure noise and x_0 cannot be recovered from an eps-prediction; such models must predict v or "
+                   "x0");
   return sub(mul(extract(s.sqrt_recip_alphas_cumprod, t, xt), xt), mul(extract(s.sqrt_recipm1_alphas_cumprod, t, xt), eps));
 }
 
 Tensor predict_eps_from_x0(const DiffusionSchedule& s, const Tensor& xt, const Timesteps& t, const Tensor& x0) {
-  return div(sub(mul(extract(s.sqrt_recip_alphas_cumprod, t, xt), xt), x0), extract(s.sqrt_recipm1_alphas_cumprod, t, xt));
+  return div(sub(xt, mul(extract(s.sqrt_alphas_cumprod, t, xt), x0)), extract(s.sqrt_one_minus_alphas_cumprod, t, xt));
 }
 
 Tensor v_target(const DiffusionSchedule& s, const Tensor& x0, const Tensor& noise, const Timesteps& t) {
@@ -213,6 +244,13 @@ Gaussian p_mean_variance(const DiffusionSchedule& s, VarianceType type, const Te
                          const Tensor& xt, const Timesteps& t, bool clip_x0) {
   DDPM_CHECK(eps.shape() == xt.shape(), "p_mean_variance: eps " << shape_str(eps.shape()) << " and x_t "
                                                                 << shape_str(xt.shape()) << " differ in shape");
+  return p_mean_variance_from_x0(s, type, predict_x0_from_eps(s, xt, t, eps), var_values, xt, t, clip_x0);
+}
+
+Gaussian p_mean_variance_from_x0(const DiffusionSchedule& s, VarianceType type, const Tensor& x0_pred,
+                                 const Tensor& var_values, const Tensor& xt, const Timesteps& t, bool clip_x0) {
+  DDPM_CHECK(x0_pred.shape() == xt.shape(), "p_mean_variance: x_0 " << shape_str(x0_pred.shape()) << " and x_t "
+                                                                    << shape_str(xt.shape()) << " differ in shape");
   Gaussian var;
   switch (type) {
     case VarianceType::fixed_small: var = fixed_small_variance(s, t, xt); break;
@@ -224,7 +262,7 @@ Gaussian p_mean_variance(const DiffusionSchedule& s, VarianceType type, const Te
       var = learned_range_variance(s, t, var_values);
       break;
   }
-  Tensor x0 = predict_x0_from_eps(s, xt, t, eps);
+  Tensor x0 = x0_pred;
   if (clip_x0) x0 = clamp(x0, -1.0, 1.0);
   var.mean = q_posterior_mean_variance(s, x0, xt, t).mean;
   return var;

@@ -44,6 +44,19 @@ std::vector<double> linear_betas(std::int64_t T);
 std::vector<double> cosine_betas(std::int64_t T);
 std::vector<double> betas_for(NoiseSchedule schedule, std::int64_t T);
 
+// Zero terminal SNR (Lin, Liu, Li & Yang 2024, "Common Diffusion Noise Schedules and Sample
+// Steps are Flawed", sec. 3.1 and Algorithm 1). Linear and cosine schedules end with
+// alpha_bar_{T-1} > 0 (linear, T = 1000: 4e-5, sqrt = 0.0064), so training never shows the
+// network pure noise while sampling starts from it. The rescale shifts and scales
+// sqrt(alpha_bar) so that it ends exactly at 0 and keeps its first value:
+//   sqrt_abar'_t = (sqrt_abar_t - sqrt_abar_{T-1}) sqrt_abar_0 / (sqrt_abar_0 - sqrt_abar_{T-1}),
+// then alpha_t' = abar'_t / abar'_{t-1} (abar'_{-1} = 1) and beta'_t = 1 - alpha_t'. The
+// last beta' is exactly 1 and the last alpha_bar' exactly 0 (the ratio 0 / abar'_{T-2}).
+// Needs T >= 2 and a strictly decreasing alpha_bar (every beta in (0, 1)); ValueError otherwise.
+// A model trained on it cannot predict eps (x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) is
+// 0/0 at the last step): the paper trains v (or x_0); see docs/DESIGN.md.
+std::vector<double> rescale_zero_terminal_snr(const std::vector<double>& betas);
+
 // Every coefficient of the process, in float64, indexed by timestep (length T).
 struct DiffusionSchedule {
   explicit DiffusionSchedule(std::vector<double> betas);  // each beta in (0, 1]
@@ -56,13 +69,17 @@ struct DiffusionSchedule {
   std::vector<double> sqrt_alphas_cumprod;
   std::vector<double> sqrt_one_minus_alphas_cumprod;
   std::vector<double> log_one_minus_alphas_cumprod;
-  std::vector<double> sqrt_recip_alphas_cumprod;    // 1 / sqrt(alpha_bar_t)
-  std::vector<double> sqrt_recipm1_alphas_cumprod;  // sqrt(1 / alpha_bar_t - 1)
+  std::vector<double> sqrt_recip_alphas_cumprod;    // 1 / sqrt(alpha_bar_t); +inf where alpha_bar_t = 0
+  std::vector<double> sqrt_recipm1_alphas_cumprod;  // sqrt(1 / alpha_bar_t - 1); +inf where alpha_bar_t = 0
   std::vector<double> posterior_variance;           // beta~_t; exactly 0 at t = 0
   // log beta~_t with the t = 0 entry replaced by the t = 1 value (log 0 is -inf).
   std::vector<double> posterior_log_variance_clipped;
   std::vector<double> posterior_mean_coef1;  // multiplies x_0
   std::vector<double> posterior_mean_coef2;  // multiplies x_t
+  // alpha_bar_{T-1} == 0 exactly (a zero-terminal-SNR schedule): x_0 cannot be recovered
+  // from an eps-prediction at the last step. Every other coefficient stays finite there:
+  // coef1 = sqrt(abar_{T-2}), coef2 = 0, beta~ = 1 - abar_{T-2}, log(1 - abar) = 0.
+  bool zero_terminal_snr() const { return alphas_cumprod.back() == 0.0; }
 };
 
 // coef[t[i]] for every sample i, as a tensor of shape [N, 1, ..., 1] with like's rank,
@@ -85,8 +102,12 @@ Gaussian q_posterior_mean_variance(const DiffusionSchedule& s, const Tensor& x0,
                                    const Timesteps& t);
 
 // x_0 = x_t / sqrt(alpha_bar_t) - sqrt(1/alpha_bar_t - 1) eps        (q_sample solved for x_0)
+// Undefined where alpha_bar_t = 0 (x_t is then pure noise and says nothing of x_0): a
+// ValueError naming the timestep rather than a NaN.
 Tensor predict_x0_from_eps(const DiffusionSchedule& s, const Tensor& xt, const Timesteps& t, const Tensor& eps);
-// eps = (x_t / sqrt(alpha_bar_t) - x_0) / sqrt(1/alpha_bar_t - 1)
+// eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t), finite for every alpha_bar_t < 1
+// (at alpha_bar_t = 0 it is x_t itself). Written this way, not as (x_t / sqrt(abar) - x_0) /
+// sqrt(1/abar - 1), which is inf/inf at a zero-terminal-SNR schedule's last step.
 Tensor predict_eps_from_x0(const DiffusionSchedule& s, const Tensor& xt, const Timesteps& t, const Tensor& x0);
 // v-parameterization (Salimans & Ho 2022): v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x_0.
 Tensor v_target(const DiffusionSchedule& s, const Tensor& x0, const Tensor& noise, const Timesteps& t);
@@ -115,7 +136,12 @@ Gaussian learned_range_variance(const DiffusionSchedule& s, const Timesteps& t, 
 // posterior mean at (x_0, x_t) (equivalent to DDPM eq. 11 without clipping), variance by
 // type. var_values is the network's second output, required for learned_range and
 // ignored otherwise. The variance tensors are [N, 1, ..., 1] for the fixed types.
+// Refuses (ValueError, through predict_x0_from_eps) a timestep with alpha_bar = 0.
 Gaussian p_mean_variance(const DiffusionSchedule& s, VarianceType type, const Tensor& eps, const Tensor& var_values,
                          const Tensor& xt, const Timesteps& t, bool clip_x0);
+// The same from an x_0 estimate (unclipped; clamped here when clip_x0): what an x_0- or
+// v-network gives directly, and the only form defined at alpha_bar = 0.
+Gaussian p_mean_variance_from_x0(const DiffusionSchedule& s, VarianceType type, const Tensor& x0,
+                                 const Tensor& var_values, const Tensor& xt, const Timesteps& t, bool clip_x0);
 
 }  // namespace ddpm::diffusion

@@ -34,9 +34,10 @@ ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net,
     const Tensor out = net(xt, t_orig, labels);
     Tensor pred = out, var_values;
     if (o.learned_sigma) std::tie(pred, var_values) = split_learned_variance(out);
-    const Tensor eps = eps_from_prediction(s, o.mean_type, pred, xt, t);
+    // From x_0 directly: also defined at alpha_bar = 0 (a zero-terminal-SNR v- or x0-model).
+    const Tensor x0 = x0_from_prediction(s, o.mean_type, pred, xt, t);
     const VarianceType type = o.learned_sigma ? VarianceType::learned_range : o.variance;
-    return p_mean_variance(s, type, eps, var_values, xt, t, o.clip_x0);
+    return p_mean_variance_from_x0(s, type, x0, var_values, xt, t, o.clip_x0);
   };
 }
 

@@ -244,7 +244,7 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
   DDPM_CHECK(!d.edm, "bpd: " << path << " was trained with the EDM objective (continuous sigma, no discrete process): "
                              "the DDPM variational bound it would need is not defined for it");
   EvalModel m;
-  m.schedule = std::make_unique<diffusion::DiffusionSchedule>(diffusion::betas_for(d.noise_schedule, d.diffusion_steps));
+  m.schedule = std::make_unique<diffusion::DiffusionSchedule>(run::diffusion_betas(d));
   m.options.mean_type = d.predict;
   m.options.learned_sigma = src.net->config().learn_sigma;
   // The reverse-process variance of an unlearned model: the posterior's (fixed-small).

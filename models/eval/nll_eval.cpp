@@ -131,7 +131,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
       };
     };
   } else {
-    schedule = std::make_unique<DiffusionSchedule>(betas_for(d.noise_schedule, d.diffusion_steps));
+    schedule = std::make_unique<DiffusionSchedule>(run::diffusion_betas(d));
     std::tie(o.ode.sigma_min, o.ode.sigma_max) = resolve_sigma_range(*schedule, sc);
     o.ode.data_std = 0.5;
     sc.mean_type = d.predict;

@@ -178,8 +178,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
   DDPM_CHECK(cfg.num_classes == 0 || o.class_label >= 0,
              o.checkpoint << " is class-conditional (" << cfg.num_classes
                           << " classes): pass --class C, the class of the edited images");
-  const diffusion::DiffusionSchedule base(
-      diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
+  const diffusion::DiffusionSchedule base(diffusion_betas(model.diffusion));
   const Setup setup = make_setup(o, model, base);
   const diffusion::SamplerConfig& sc = setup.sc;
   const diffusion::DenoiseFn fn = denoiser(*model.net);

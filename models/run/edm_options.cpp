@@ -65,9 +65,13 @@ nlohmann::json diffusion_section(const TrainOptions& o) {
   if (is_edm(o))
     return {{"objective", "edm"}, {"sigma_data", o.sigma_data}, {"p_mean", o.p_mean},
             {"p_std", o.p_std},   {"learn_sigma", false}};
-  return {{"objective", "ddpm"},      {"diffusion_steps", o.diffusion_steps}, {"noise_schedule", o.noise_schedule},
-          {"predict", o.predict},     {"loss", o.loss},                       {"learn_sigma", o.learn_sigma},
-          {"schedule_sampler", o.schedule_sampler}};
+  nlohmann::json j = {{"objective", "ddpm"},  {"diffusion_steps", o.diffusion_steps},
+                      {"noise_schedule", o.noise_schedule}, {"predict", o.predict},
+                      {"loss", o.loss},           {"learn_sigma", o.learn_sigma},
+                      {"schedule_sampler", o.schedule_sampler}};
+  // Only when set: a run from before the flag (no key) resumes with identical config sections.
+  if (o.zero_terminal_snr) j["zero_terminal_snr"] = true;
+  return j;
 }
 
 bool is_karras_sampler(const std::string& sampler) {

@@ -110,14 +110,27 @@ ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config,
 
 }  // namespace
 
+std::vector<double> diffusion_betas(const DiffusionSettings& d) {
+  std::vector<double> betas = diffusion::betas_for(d.noise_schedule, d.diffusion_steps);
+  return d.zero_terminal_snr ? diffusion::rescale_zero_terminal_snr(betas) : betas;
+}
+
+void check_diffusion_settings(const DiffusionSettings& d) {
+  DDPM_CHECK(!d.zero_terminal_snr || d.edm || d.predict != diffusion::ModelMeanType::eps,
+             "the diffusion settings ask for zero terminal SNR with predict \"eps\": at alpha_bar = 0 an "
+             "eps-prediction cannot give x_0; such a model must predict v (Lin et al. 2024) or x0");
+}
+
 nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
   if (d.edm)
     return {{"objective", "edm"}, {"sigma_data", d.edm->sigma_data}, {"p_mean", d.edm->p_mean},
             {"p_std", d.edm->p_std}, {"learn_sigma", false}};
-  return {{"diffusion_steps", d.diffusion_steps},
-          {"noise_schedule", diffusion::noise_schedule_name(d.noise_schedule)},
-          {"predict", diffusion::model_mean_type_name(d.predict)},
-          {"learn_sigma", d.learn_sigma}};
+  nlohmann::json j = {{"diffusion_steps", d.diffusion_steps},
+                      {"noise_schedule", diffusion::noise_schedule_name(d.noise_schedule)},
+                      {"predict", diffusion::model_mean_type_name(d.predict)},
+                      {"learn_sigma", d.learn_sigma}};
+  if (d.zero_terminal_snr) j["zero_terminal_snr"] = true;
+  return j;
 }
 
 DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma) {
@@ -148,6 +161,12 @@ DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_
   DDPM_CHECK(d.diffusion_steps > 0, "\"diffusion_steps\" must be positive, got " << d.diffusion_steps);
   d.noise_schedule = diffusion::parse_noise_schedule(j.at("noise_schedule").get<std::string>());
   if (j.contains("predict")) d.predict = diffusion::parse_model_mean_type(j.at("predict").get<std::string>());
+  if (j.contains("zero_terminal_snr")) {
+    DDPM_CHECK(j.at("zero_terminal_snr").is_boolean(),
+               "\"zero_terminal_snr\" must be true or false, got " << j.at("zero_terminal_snr").dump());
+    d.zero_terminal_snr = j.at("zero_terminal_snr").get<bool>();
+  }
+  check_diffusion_settings(d);
   d.learn_sigma = model_learn_sigma;
   if (j.contains("learn_sigma")) {
     d.learn_sigma = j.at("learn_sigma").get<bool>();
@@ -174,6 +193,12 @@ nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d) {
   j["prediction_type"] = d.predict == diffusion::ModelMeanType::eps  ? "epsilon"
                          : d.predict == diffusion::ModelMeanType::x0 ? "sample"
                                                                       : "v_prediction";
+  if (d.zero_terminal_snr) {
+    j["rescale_betas_zero_snr"] = true;  // diffusers' name for the same rescale
+    // Fewer-step sampling in diffusers must start at t = T-1 (the paper's sec. 3.3); its
+    // default "leading" spacing never visits it. Read by diffusers only; import ignores it.
+    j["timestep_spacing"] = "trailing";
+  }
   return j;
 }
 
@@ -214,6 +239,12 @@ DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bo
     d.predict = diffusion::ModelMeanType::v;
   else
     DDPM_THROW(ValueError, "scheduler: prediction_type \"" << prediction << "\" is not supported");
+  if (j.contains("rescale_betas_zero_snr")) {
+    DDPM_CHECK(j.at("rescale_betas_zero_snr").is_boolean(),
+               "scheduler: rescale_betas_zero_snr must be true or false, got " << j.at("rescale_betas_zero_snr").dump());
+    d.zero_terminal_snr = j.at("rescale_betas_zero_snr").get<bool>();
+  }
+  check_diffusion_settings(d);
   return d;
 } catch (const nlohmann::json::exception& e) {
   DDPM_THROW(ValueError, "scheduler: a value has the wrong type: " << e.what());

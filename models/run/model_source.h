@@ -24,6 +24,8 @@
 //   "predict"          "eps" | "x0" | "v"                 (optional, default "eps")
 //   "learn_sigma"      bool                               (optional, default: the model's)
 //   "objective"        "ddpm" | "edm"                     (optional, default "ddpm")
+//   "zero_terminal_snr" bool                              (optional, default false; written
+//                      only when true, so older runs and their configs stay unchanged)
 // An "edm" run (models/diffusion/edm.h) has no discrete process: its section holds
 // "sigma_data", "p_mean", "p_std" (required) instead of the keys above, which then keep
 // their defaults and are not used; DiffusionSettings::edm is set.
@@ -57,10 +59,20 @@ struct DiffusionSettings {
   diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
   diffusion::ModelMeanType predict = diffusion::ModelMeanType::eps;
   bool learn_sigma = false;
+  // The schedule rescaled to alpha_bar_{T-1} = 0 (schedule.h rescale_zero_terminal_snr; Lin
+  // et al. 2024). Needs predict v or x0 (ValueError for eps wherever the settings are read).
+  bool zero_terminal_snr = false;
   // Set for a network trained with the EDM objective (edm.h): it is a preconditioned F and
   // is sampled with edm_sample; the DDPM fields above are then defaults, not used.
   std::optional<diffusion::EdmConfig> edm;
 };
+
+// The model's beta schedule: betas_for(noise_schedule, diffusion_steps), rescaled to zero
+// terminal SNR when zero_terminal_snr. Every consumer of a DDPM run builds its schedule here.
+std::vector<double> diffusion_betas(const DiffusionSettings& d);
+// ValueError for zero_terminal_snr with predict eps (gaussian_diffusion.h
+// check_mean_type_for_schedule says why).
+void check_diffusion_settings(const DiffusionSettings& d);
 
 nlohmann::json diffusion_to_json(const DiffusionSettings& d);
 // Reads the keys above; `model_learn_sigma` is the default for "learn_sigma", and a value
@@ -70,7 +82,8 @@ DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_
 // diffusers' DDPMScheduler config <-> ours. Import refuses (ValueError naming the key)
 // what we cannot reproduce: beta schedules other than "linear" (with DDPM's endpoints
 // 1e-4 * 1000/T, 0.02 * 1000/T) and "squaredcos_cap_v2", prediction types other than
-// "epsilon", "sample" and "v_prediction".
+// "epsilon", "sample" and "v_prediction". rescale_betas_zero_snr maps to zero_terminal_snr
+// (written only when true; diffusers' default false is assumed when absent).
 nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d);
 DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma);
 

@@ -132,7 +132,7 @@ void check_churn_flags(const SampleOptions& o) {
 // left it (an offender is then strictly outside), else the two ends are out of order.
 void check_heun_levels(const SampleOptions& o, const ModelSource& model, const diffusion::SamplerConfig& sc) {
   const diffusion::DiffusionSchedule schedule(
-      diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
+      diffusion_betas(model.diffusion));
   try {
     diffusion::resolve_sigma_range(schedule, sc);
   } catch (const ValueError&) {
@@ -267,6 +267,10 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--guidance-scale", o.guidance_scale,
                  "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional")
       ->capture_default_str();
+  app.add_option("--guidance-rescale", o.guidance_rescale,
+                 "guidance rescale phi in [0, 1] (Lin et al. 2024; diffusers' guidance_rescale): pull the guided "
+                 "prediction back to the conditional one's std; needs --guidance-scale != 1; 0 = off")
+      ->capture_default_str();
   app.add_option("--out", o.out, "output folder: grid.png, images/, samples.npz, sample_info.json")->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   app.add_flag("--show-steps", o.show_steps, "also write steps.png: the reverse process of the first samples");
@@ -312,6 +316,11 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
   DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
              "--guidance-scale must be >= 0, got " << o.guidance_scale);
+  DDPM_CHECK(std::isfinite(o.guidance_rescale) && o.guidance_rescale >= 0 && o.guidance_rescale <= 1,
+             "--guidance-rescale must lie in [0, 1] (0 = off), got " << o.guidance_rescale);
+  DDPM_CHECK(o.guidance_rescale == 0 || o.guidance_scale != 1,
+             "--guidance-rescale " << o.guidance_rescale << " rescales classifier-free guidance; it needs "
+                                   << "--guidance-scale != 1");
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
   DDPM_CHECK(o.corrector_steps >= 0, "--corrector-steps must be >= 0, got " << o.corrector_steps);
   DDPM_CHECK(o.corrector_steps == 0 || o.sampler == "ddpm" || o.sampler == "ddim",
@@ -394,6 +403,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   DDPM_CHECK(!conditional || o.class_label < cfg.num_classes,
              "--class " << o.class_label << " is out of range: the model has " << cfg.num_classes << " classes");
   sc.guidance_scale = o.guidance_scale;
+  sc.guidance_rescale = o.guidance_rescale;
   DDPM_CHECK(latent || cfg.in_channels == 1 || cfg.in_channels == 3,
              "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
   return sc;
@@ -490,7 +500,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
   const diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
   const unet::UNetConfig& cfg = model.net->config();
-  const diffusion::DiffusionSchedule base(diffusion::betas_for(model.diffusion.noise_schedule, model.diffusion.diffusion_steps));
+  const diffusion::DiffusionSchedule base(diffusion_betas(model.diffusion));
   // The sampler's shape (latents for a latent model) and the written images' (pixels).
   const int h = cfg.image_size, zc = cfg.in_channels;
   const int f = latent ? latent->factor() : 1;
@@ -648,6 +658,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                                {"steps_per_level", o.corrector_steps},
                                                                {"snr", o.snr}})},
                            {"guidance_scale", o.guidance_scale},
+                           {"guidance_rescale", o.guidance_rescale},
                            {"class", o.class_label},
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},

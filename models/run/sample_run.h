@@ -27,7 +27,9 @@
 // sigma levels over [0.002, 80] unless --sigma-min / --sigma-max; ddpm and ddim refused.
 // Sampling steps: --sampling-steps N respaces the T training steps to "N" (DDPM, evenly
 // spread, respace.h) or "ddimN" (DDIM, exact stride T/N: an error unless N divides T);
-// 0 keeps all T. Respaced DDPM uses the fixed-small variance unless the model learned sigma
+// 0 keeps all T. Both keep T-1, so sampling starts from the fully noised step (the
+// "trailing"/"linspace" spacing Lin et al. 2024 sec. 3.3 require, and what a zero-terminal-SNR
+// model needs: its x_{T-1} is pure noise); no "leading" spacing is offered. Respaced DDPM uses the fixed-small variance unless the model learned sigma
 // (fixed-large degrades with fewer steps).
 // Labels: --class C gives every sample class C; otherwise a class-conditional model gets
 // labels 0, 1, ..., num_classes - 1, 0, 1, ... (balanced, deterministic).
@@ -81,7 +83,8 @@
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in
-// [0, num_classes); --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
+// [0, num_classes); --guidance-rescale (sampler.h, Lin et al. 2024) in [0, 1] and only with
+// --guidance-scale != 1; --sigma-max, --sigma-min and --rho only with heun, finite, >= 0 (0 = the
 // schedule's end; rho > 0), --sigma-min below --sigma-max, both inside the training range;
 // --s-churn, --s-tmin, --s-tmax, --s-noise only with heun (given at all, even at their
 // defaults, as for the three above), --s-churn >= 0, --s-noise > 0, 0 <= --s-tmin <= --s-tmax;
@@ -125,6 +128,7 @@ struct SampleOptions {
   bool clip_x0_given = false;      // --clip-x0 was on the command line (note_given_flags)
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
+  double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off
   std::string out;                 // output folder
   bool overwrite = false;
   bool show_steps = false;

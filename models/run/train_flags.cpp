@@ -53,6 +53,9 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--diffusion-steps", o.diffusion_steps, "T")->capture_default_str()->group(D);
   app.add_option("--noise-schedule", o.noise_schedule, "linear | cosine")->capture_default_str()->group(D);
   app.add_option("--predict", o.predict, "eps | x0 | v: what the network predicts")->capture_default_str()->group(D);
+  app.add_flag("--zero-terminal-snr", o.zero_terminal_snr,
+               "rescale the schedule to alpha_bar = 0 at the last step (Lin et al. 2024); needs --predict v or x0")
+      ->group(D);
   app.add_option("--loss", o.loss, "simple | hybrid | vlb (hybrid requires --learn-sigma)")
       ->capture_default_str()->group(D);
   app.add_option("--schedule-sampler", o.schedule_sampler, "uniform | loss-second-moment: how t is drawn")

@@ -27,6 +27,7 @@
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
 #include "models/run/metrics.h"
+#include "models/run/model_source.h"
 #include "models/run/stop_signals.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
@@ -182,6 +183,12 @@ void validate_options(const TrainOptions& o) {
   // Names that must parse (each parser's ValueError lists the choices).
   diffusion::parse_noise_schedule(o.noise_schedule);
   diffusion::parse_model_mean_type(o.predict);
+  DDPM_CHECK(!o.zero_terminal_snr || !is_edm(o),
+             "--zero-terminal-snr rescales the discrete DDPM schedule; --objective edm has none (its sigma range is "
+             "set by --p-mean and --p-std)");
+  DDPM_CHECK(!o.zero_terminal_snr || o.predict != "eps",
+             "--zero-terminal-snr needs --predict v (or x0): at the last step alpha_bar = 0, x_t is pure noise and an "
+             "eps-prediction cannot give x_0 (Lin et al. 2024, sec. 3.2)");
   const diffusion::LossType loss = diffusion::parse_loss_type(o.loss);
   parse_timestep_embedding_style(o.timestep_embedding);
   DDPM_CHECK(o.schedule_sampler == "uniform" || o.schedule_sampler == "loss-second-moment",
@@ -398,8 +405,11 @@ TrainResult train_run(const TrainOptions& options) {
     unet::UNet net(mc, init_gen, o.device);
     ParameterSlab slab;
     slab.pack(net.named_parameters());
-    const diffusion::DiffusionSchedule schedule(
-        diffusion::betas_for(diffusion::parse_noise_schedule(o.noise_schedule), o.diffusion_steps));
+    DiffusionSettings settings;
+    settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
+    settings.diffusion_steps = o.diffusion_steps;
+    settings.zero_terminal_snr = o.zero_terminal_snr;
+    const diffusion::DiffusionSchedule schedule(diffusion_betas(settings));
 
     LoaderOptions lopt;
     lopt.batch_size = o.batch_size;

@@ -90,6 +90,7 @@ struct TrainOptions {
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";
   std::string predict = "eps";
+  bool zero_terminal_snr = false;  // --zero-terminal-snr (Lin et al. 2024; needs --predict v or x0)
   std::string loss = "simple";
   std::string schedule_sampler = "uniform";
   // Training recipes (models/diffusion/training_recipes.h; DDPM objective; 0 = off).

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Zero terminal SNR end to end (ctest `cli.zero_snr`): usage
+#   zero_snr_test.sh BIN_DIR WORK_DIR
+# Trains a tiny class-conditional v-prediction run with --zero-terminal-snr, checks that
+# config.json records it, samples it with ddpm (respaced), ddim, heun (levels capped at the
+# largest finite sigma) and classifier-free guidance with --guidance-rescale, evaluates its
+# bits/dim (the prior term is exactly 0), exports it to a diffusers folder whose
+# scheduler_config.json carries rescale_betas_zero_snr and re-opens that folder, and checks the
+# refusals (exit 2, one "error:" line): --zero-terminal-snr with --predict eps, and
+# --guidance-rescale without guidance.
+set -euo pipefail
+bin=$1 work=$2
+rm -rf "$work"
+mkdir -p "$work"
+fail() { echo "zero_snr_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+
+tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
+      --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4 --save-every 2
+      --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 3 --device cpu --diffusion-steps 60)
+run="$work/run"
+"$bin/ddpm-train" "${tiny[@]}" --steps 2 --predict v --zero-terminal-snr --class-cond --out "$run" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "training"
+grep -q '"zero_terminal_snr": true' "$run/config.json" || fail "config.json does not record zero_terminal_snr"
+"$bin/ddpm-train" "${tiny[@]}" --steps 4 --predict v --zero-terminal-snr --class-cond --out "$run" --resume latest \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "resume"
+
+sample() {  # sample NAME FLAGS...
+  local name=$1
+  shift
+  "$bin/ddpm-sample" --checkpoint "$run" --num-samples 2 --device cpu --out "$work/$name" "$@" \
+    >"$work/out.txt" 2>"$work/err.txt" || fail "sampling $name"
+  grep -q '"zero_terminal_snr": true' "$work/$name/sample_info.json" ||
+    fail "$name: sample_info.json's diffusion settings lack zero_terminal_snr"
+}
+sample ddpm --sampler ddpm --sampling-steps 6
+sample ddim --sampler ddim --sampling-steps 6
+sample heun --sampler heun --sampling-steps 3
+sample rescaled --sampler ddim --sampling-steps 6 --guidance-scale 3 --guidance-rescale 0.7
+grep -q '"guidance_rescale": 0.7' "$work/rescaled/sample_info.json" || fail "guidance_rescale not recorded"
+# Heun's top level is sigma_{T-2}, the largest finite training sigma (sigma_{T-1} is infinite).
+python3 - "$work/heun/sample_info.json" <<'PY' || fail "heun's sigma range"
+import json, math, sys
+j = json.load(open(sys.argv[1]))
+info = j["heun"]
+smax = info["sigma_max"]
+lo, hi = info["training_sigma_range"]
+assert math.isfinite(smax) and smax == hi and smax > 100, info
+PY
+
+"$bin/ddpm-eval" bpd --checkpoint "$run" --data toy --limit 2 --batch-size 2 --device cpu \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "bits/dim"
+grep -Eq '^bits/dim [0-9]+\.[0-9]+ .*prior 0\.0000,' "$work/out.txt" || fail "bits/dim line: $(tail -n 1 "$work/out.txt")"
+
+"$bin/ddpm-export" --checkpoint "$run" --out "$work/exported" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-export"
+grep -q '"rescale_betas_zero_snr": true' "$work/exported/scheduler_config.json" ||
+  fail "scheduler_config.json lacks rescale_betas_zero_snr"
+grep -q '"timestep_spacing": "trailing"' "$work/exported/scheduler_config.json" ||
+  fail "scheduler_config.json lacks trailing timestep spacing"
+"$bin/ddpm-sample" --checkpoint "$work/exported" --num-samples 2 --sampler ddim --sampling-steps 6 --device cpu \
+  --out "$work/from_export" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the exported folder"
+grep -q '"zero_terminal_snr": true' "$work/from_export/sample_info.json" || fail "the export lost zero_terminal_snr"
+
+refused() {  # refused PATTERN COMMAND...
+  local pattern=$1 rc=0
+  shift
+  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+  [ "$rc" = 2 ] || fail "exit $rc, expected 2: $*"
+  grep -q -- "$pattern" "$work/err.txt" || fail "no '$pattern' in the error of: $*"
+  [ "$(wc -l <"$work/err.txt")" = 1 ] || fail "more than one error line: $*"
+}
+refused "--predict v" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --zero-terminal-snr --out "$work/eps"
+test ! -e "$work/eps" || fail "a refused run left $work/eps behind"
+refused "--guidance-rescale" "$bin/ddpm-sample" --checkpoint "$run" --guidance-rescale 0.5 --out "$work/norescale"
+echo "zero_snr_test: ok"

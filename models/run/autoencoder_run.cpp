@@ -23,6 +23,7 @@
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
+#include "models/run/image_sets.h"
 #include "models/run/int_list.h"
 #include "models/run/sample_run.h"
 #include "models/run/subcommands.h"

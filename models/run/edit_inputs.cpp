@@ -2,7 +2,6 @@
 #include "models/run/edit_inputs.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <filesystem>
 
 #include "engine/error.h"
@@ -66,28 +65,6 @@ EditImages load_edit_images(const std::string& path, int H, int W, int C, const 
   const std::int64_t N = static_cast<std::int64_t>(in.names.size());
   in.images = Tensor::from_vector(values, {N, H, W, C});
   return in;
-}
-
-void write_image_set(const std::string& dir, const std::vector<std::uint8_t>& pixels, std::int64_t N, int H, int W,
-                     int C, int nrow, const std::vector<std::int64_t>& labels, std::vector<std::string>& files,
-                     const std::string& grid_name) {
-  const fs::path d(dir);
-  const std::size_t image_bytes = static_cast<std::size_t>(H) * W * C;
-  DDPM_CHECK(pixels.size() == static_cast<std::size_t>(N) * image_bytes,
-             "write_image_set: " << pixels.size() << " bytes for " << N << " images of " << shape_text(H, W, C));
-  write_png((d / grid_name).string(), make_grid(pixels.data(), static_cast<int>(N), H, W, C, nrow));
-  files.push_back(grid_name);
-  fs::create_directories(d / "images");
-  for (std::int64_t i = 0; i < N; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof name, "images/%06lld.png", static_cast<long long>(i));
-    write_png((d / name).string(), pixels.data() + static_cast<std::size_t>(i) * image_bytes, H, W, C);
-    files.push_back(name);
-  }
-  std::vector<NpyView> arrays{npy_view("arr_0", {N, H, W, C}, pixels)};
-  if (!labels.empty()) arrays.push_back(npy_view("arr_1", {N}, labels));
-  write_npz((d / "samples.npz").string(), arrays);
-  files.push_back("samples.npz");
 }
 
 }  // namespace ddpm::run

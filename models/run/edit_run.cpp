@@ -17,6 +17,7 @@
 #include "models/diffusion/sdedit.h"
 #include "models/nn/module.h"
 #include "models/run/edit_inputs.h"
+#include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
 #include "models/run/sample_run.h"

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <ostream>
 #include <sstream>
@@ -14,7 +13,6 @@
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
-#include "engine/io/npz.h"
 #include "engine/io/png.h"
 #include "engine/rng.h"
 #include "models/diffusion/inpaint.h"
@@ -23,6 +21,7 @@
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/classifier_run.h"
+#include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
 #include "models/diffusion/super_res.h"
@@ -59,12 +58,6 @@ std::vector<std::int64_t> snapshot_steps(std::int64_t K) {
   for (std::int64_t j = 0; j < S; ++j)
     steps.push_back(S == 1 ? K - 1 : static_cast<std::int64_t>(std::llround(double(j) * double(K - 1) / double(S - 1))));
   return steps;
-}
-
-std::string index_name(std::int64_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%06lld", static_cast<long long>(i));
-  return buf;
 }
 
 // Whether a Heun-only flag was asked for: given to the parser (note_given_flags), or set to
@@ -409,16 +402,6 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   return sc;
 }
 
-std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x) {
-  const std::vector<double> v = x.to_double_vector();
-  std::vector<std::uint8_t> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const double c = std::min(1.0, std::max(-1.0, v[i]));
-    out[i] = static_cast<std::uint8_t>(std::lround((c + 1.0) * 127.5));
-  }
-  return out;
-}
-
 InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::string& mask_path, int H, int W, int C) {
   const Image image = read_png(image_path);  // IoError when missing or damaged
   const Image mask = read_png(mask_path);
@@ -608,18 +591,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   auto fill = [&](const std::string& tmp) {
     const fs::path dir(tmp);
     const int nrow = static_cast<int>(std::ceil(std::sqrt(double(N))));
-    write_png((dir / "grid.png").string(), make_grid(result.pixels.data(), static_cast<int>(N), H, W, C, nrow));
-    files.push_back("grid.png");
-    fs::create_directory(dir / "images");
-    for (std::int64_t i = 0; i < N; ++i) {
-      const std::string name = "images/" + index_name(i) + ".png";
-      write_png((dir / name).string(), result.pixels.data() + static_cast<std::size_t>(i) * image_bytes, H, W, C);
-      files.push_back(name);
-    }
-    std::vector<NpyView> arrays{npy_view("arr_0", {N, H, W, C}, result.pixels)};  // uint8 [N, H, W, C]
-    if (!result.labels.empty()) arrays.push_back(npy_view("arr_1", {N}, result.labels));  // int64 [N]
-    write_npz((dir / "samples.npz").string(), arrays);
-    files.push_back("samples.npz");
+    write_image_set(tmp, result.pixels, N, H, W, C, nrow, result.labels, files);  // image_sets.h
     if (o.show_steps && !snap_xt.empty()) {
       // Two rows per sample (x_t, then x_0^), one column per snapshot.
       const std::size_t S = snap_xt.size();

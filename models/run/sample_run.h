@@ -21,7 +21,8 @@
 //                             the network calls per batch
 //   OUT/inpaint_input.png     with --inpaint: three tiles, the given image, the mask (white =
 //                             kept) and the masked input (generated pixels shown mid-grey)
-// Pixels: x clipped to [-1, 1], then round((x + 1) * 127.5) as uint8.
+// Pixels: x clipped to [-1, 1], then round((x + 1) * 127.5) as uint8. grid.png, images/ and
+// samples.npz are written by write_image_set (models/run/image_sets.h), shared with ddpm-edit.
 //
 // EDM-trained models (models/run/edm_options.h): --sampler heun (their default) or euler,
 // sigma levels over [0.002, 80] unless --sigma-min / --sigma-max; ddpm and ddim refused.
@@ -102,6 +103,7 @@
 #include "engine/device.h"
 #include "engine/tensor.h"
 #include "models/diffusion/sampler.h"
+#include "models/run/image_sets.h"  // to_uint8_pixels and the grid/images/npz writer
 #include "models/run/model_source.h"
 
 namespace ddpm::run {
@@ -183,10 +185,6 @@ void check_sample_options(const SampleOptions& o);
 // `latent`: the model diffuses autoencoder latents (its channels need not be 1 or 3, and x_0
 // is clipped only when --clip-x0 was given).
 diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent = false);
-
-// Samples in [-1, 1] (any device, f32 or f64, [N, H, W, C]) -> uint8 pixels, same layout:
-// clip to [-1, 1], round((x + 1) * 127.5).
-std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x);
 
 // The inputs of --inpaint for a model of H x W x C images.
 struct InpaintInputs {

@@ -1,8 +1,8 @@
 // models/unet/encoder.h: the noisy, timestep-conditioned classifier of classifier guidance
 // (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", sec. 4: ADM's EncoderUNetModel).
 //
-// It is the UNet's downsampling half and middle block, built from the same blocks
-// (models/unet/blocks.h), followed by a classification head:
+// It is the UNet's downsampling half and middle block, built by the same code
+// (models/unet/down_half.h), followed by a classification head:
 //   x_t [N, H, W, C], t [N]                       (ORIGINAL timesteps, possibly fractional)
 //   emb = linear_2(SiLU(linear_1(timestep_embedding(t))))            [N, 4 model_channels]
 //   h = conv_in(x_t); per level: num_res_blocks x (ResnetBlock(h, emb) [+ attention]),
@@ -27,29 +27,28 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/ops/embedding.h"
-#include "models/unet/blocks.h"
+#include "models/unet/down_half.h"
 
 namespace ddpm::unet {
 
-struct EncoderConfig {
-  int image_size = 32;                        // H = W; must halve (levels - 1) times
-  int in_channels = 3;
-  int model_channels = 32;                    // channels of the first level
-  std::vector<int> channel_mult{1, 2, 2};     // one entry per level
-  int num_res_blocks = 1;                     // residual blocks per level
-  std::vector<int> attention_resolutions{8};  // feature-map sizes (pixels) that get attention
-  int num_heads = 1;                          // heads per attention block ...
-  int num_head_channels = -1;                 // ... or, when > 0, channels per head
-  int norm_groups = 8;                        // GroupNorm groups (ADM: 32)
-  double norm_eps = 1e-5;
-  double dropout = 0.0;
-  bool use_scale_shift_norm = true;           // AdaGN in the residual blocks (ADM's classifier: on)
-  bool resblock_updown = true;                // BigGAN-style resampling residual blocks (ADM: on)
-  TimestepEmbeddingStyle time_embedding = TimestepEmbeddingStyle::improved;  // ADM's [cos, sin]
-  int num_classes = 10;                       // K, the logits' width
+// The level fields are LevelConfig's (level_config.h); the constructor sets the encoder's
+// defaults, a small ADM-style classifier (ADM's own uses 32 GroupNorm groups).
+struct EncoderConfig : LevelConfig {
+  EncoderConfig() {
+    model_channels = 32;
+    channel_mult = {1, 2, 2};
+    num_res_blocks = 1;
+    attention_resolutions = {8};
+    norm_groups = 8;
+    norm_eps = 1e-5;
+    dropout = 0.0;
+    use_scale_shift_norm = true;                      // AdaGN (ADM's classifier: on)
+    resblock_updown = true;                           // BigGAN-style resampling (ADM: on)
+    time_embedding = TimestepEmbeddingStyle::improved;  // ADM's [cos, sin]
+  }
 
-  int time_embed_dim() const { return 4 * model_channels; }
+  int num_classes = 10;  // K, the logits' width
+
   // The channels of the deepest level (the head's input).
   int out_feature_channels() const { return model_channels * channel_mult.back(); }
   // Throws ValueError naming the first inconsistent field.
@@ -60,7 +59,9 @@ struct EncoderConfig {
 nlohmann::json encoder_config_to_json(const EncoderConfig& c);
 EncoderConfig encoder_config_from_json(const nlohmann::json& j);
 
-class NoisyClassifier : public nn::Module {
+// DownHalf (down_half.h) builds and runs the time embedding, the down path and the middle
+// block; the classifier adds the head.
+class NoisyClassifier : public DownHalf {
  public:
   NoisyClassifier(const EncoderConfig& cfg, Generator& gen, Device device);
   ~NoisyClassifier() override;
@@ -73,14 +74,8 @@ class NoisyClassifier : public nn::Module {
   Device device() const { return device_; }
 
  private:
-  struct Level;  // one resolution: resnets, attentions, optional downsampler
   EncoderConfig cfg_;
   Device device_;
-  std::unique_ptr<nn::Conv2d> conv_in_;
-  std::unique_ptr<nn::Linear> time_1_, time_2_;
-  std::vector<std::unique_ptr<Level>> down_;
-  std::unique_ptr<ResnetBlock> mid_res1_, mid_res2_;
-  std::unique_ptr<AttentionBlock> mid_attn_;
   std::unique_ptr<nn::GroupNorm> norm_out_;
   std::unique_ptr<nn::Linear> out_proj_;
 };

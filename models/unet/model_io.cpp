@@ -35,23 +35,10 @@ void read_super_res(const json& j, UNetConfig& c, const char* what) {
 }  // namespace
 
 json config_to_json(const UNetConfig& c) {
-  json j{{"image_size", c.image_size},
-              {"in_channels", c.in_channels},
-              {"model_channels", c.model_channels},
-              {"channel_mult", c.channel_mult},
-              {"num_res_blocks", c.num_res_blocks},
-              {"attention_resolutions", c.attention_resolutions},
-              {"num_heads", c.num_heads},
-              {"num_head_channels", c.num_head_channels},
-              {"dropout", c.dropout},
-              {"learn_sigma", c.learn_sigma},
-              {"use_scale_shift_norm", c.use_scale_shift_norm},
-              {"resblock_updown", c.resblock_updown},
-              {"rescale_residual", c.rescale_residual},
-              {"num_classes", c.num_classes},
-              {"norm_groups", c.norm_groups},
-              {"norm_eps", c.norm_eps},
-              {"time_embedding", timestep_embedding_style_name(c.time_embedding)}};
+  json j = level_config_to_json(c);
+  j["learn_sigma"] = c.learn_sigma;
+  j["rescale_residual"] = c.rescale_residual;
+  j["num_classes"] = c.num_classes;
   // Only a super-resolution model has the key, so every other config reads as before.
   if (c.super_res()) j["super_res"] = super_res_json(c);
   return j;
@@ -94,23 +81,10 @@ UNetConfig config_from_json(const json& j) {
   UNetConfig c;
   try {
     if (j.contains("super_res")) read_super_res(j.at("super_res"), c, "model config super_res");
-    c.image_size = j.at("image_size").get<int>();
-    c.in_channels = j.at("in_channels").get<int>();
-    c.model_channels = j.at("model_channels").get<int>();
-    c.channel_mult = j.at("channel_mult").get<std::vector<int>>();
-    c.num_res_blocks = j.at("num_res_blocks").get<int>();
-    c.attention_resolutions = j.at("attention_resolutions").get<std::vector<int>>();
-    c.num_heads = j.at("num_heads").get<int>();
-    c.num_head_channels = j.at("num_head_channels").get<int>();
-    c.dropout = j.at("dropout").get<double>();
+    read_level_config(j, c);
     c.learn_sigma = j.at("learn_sigma").get<bool>();
-    c.use_scale_shift_norm = j.at("use_scale_shift_norm").get<bool>();
-    c.resblock_updown = j.at("resblock_updown").get<bool>();
     c.rescale_residual = j.at("rescale_residual").get<bool>();
     c.num_classes = j.at("num_classes").get<int>();
-    c.norm_groups = j.at("norm_groups").get<int>();
-    c.norm_eps = j.at("norm_eps").get<double>();
-    c.time_embedding = parse_timestep_embedding_style(j.at("time_embedding").get<std::string>());
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
   }

@@ -1,0 +1,128 @@
+// models/unet/down_half.cpp: see down_half.h.
+#include "models/unet/down_half.h"
+
+#include "engine/ops/elementwise.h"
+
+namespace ddpm::unet {
+
+// --- ResolutionLevel ---------------------------------------------------------------------------
+
+void ResolutionLevel::add_resnet(std::unique_ptr<ResnetBlock> r) {
+  register_module("resnets." + std::to_string(resnets.size()), r.get());
+  resnets.push_back(std::move(r));
+}
+
+void ResolutionLevel::add_attention(std::unique_ptr<AttentionBlock> a) {
+  register_module("attentions." + std::to_string(attentions.size()), a.get());
+  attentions.push_back(std::move(a));
+}
+
+void ResolutionLevel::set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
+                                    std::unique_ptr<ResnetBlock> r) {
+  down = std::move(d);
+  up = std::move(u);
+  res_resample = std::move(r);
+  nn::Module* m = down ? static_cast<nn::Module*>(down.get())
+                  : up ? static_cast<nn::Module*>(up.get())
+                       : static_cast<nn::Module*>(res_resample.get());
+  register_module(name, m);
+}
+
+Tensor ResolutionLevel::resample(const Tensor& h, const Tensor& emb, const nn::Context& ctx) const {
+  if (down) return down->forward(h);
+  if (up) return up->forward(h);
+  return res_resample->forward(h, emb, ctx);
+}
+
+BlockOptions level_block_options(const LevelConfig& c, double output_scale) {
+  BlockOptions opt;
+  opt.norm_groups = c.norm_groups;
+  opt.norm_eps = c.norm_eps;
+  opt.dropout = c.dropout;
+  opt.scale_shift = c.use_scale_shift_norm;
+  opt.output_scale = output_scale;
+  return opt;
+}
+
+// --- DownHalf -----------------------------------------------------------------------------------
+
+DownHalf::DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_class_embeds,
+                   const BlockOptions& opt, Generator& gen, Device device)
+    : model_channels_(cfg.model_channels), time_embedding_(cfg.time_embedding), opt_(opt) {
+  const std::int64_t c0 = cfg.model_channels, emb_dim = cfg.time_embed_dim();
+  // Construction order is the order the initial weights are drawn in; keep it.
+  conv_in_ = std::make_unique<nn::Conv2d>(input_channels, c0, 3, 1, 1, gen, device);
+  register_module("conv_in", conv_in_.get());
+  time_1_ = std::make_unique<nn::Linear>(c0, emb_dim, gen, device);
+  register_module("time_embedding.linear_1", time_1_.get());
+  time_2_ = std::make_unique<nn::Linear>(emb_dim, emb_dim, gen, device);
+  register_module("time_embedding.linear_2", time_2_.get());
+  if (num_class_embeds > 0) {
+    class_emb_ = std::make_unique<nn::Embedding>(num_class_embeds, emb_dim, gen, device);
+    register_module("class_embedding", class_emb_.get());
+  }
+
+  // skip_channels_ records the channels of every tensor encode() pushes for the UNet's skip
+  // connections (a stack the up path pops during its construction).
+  std::int64_t ch = c0;
+  skip_channels_.push_back(ch);
+  for (int i = 0; i < cfg.levels(); ++i) {
+    auto level = std::make_unique<ResolutionLevel>();
+    const std::int64_t out = cfg.level_channels(i);
+    for (int j = 0; j < cfg.num_res_blocks; ++j) {
+      level->add_resnet(std::make_unique<ResnetBlock>(ch, out, emb_dim, opt, Resample::none, gen, device));
+      ch = out;
+      if (cfg.wants_attention(i))
+        level->add_attention(
+            std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device));
+      skip_channels_.push_back(ch);
+    }
+    if (i + 1 < cfg.levels()) {
+      if (cfg.resblock_updown)
+        level->set_resampler("downsamplers.0", nullptr, nullptr,
+                             std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::down, gen, device));
+      else
+        level->set_resampler("downsamplers.0", std::make_unique<Downsample>(ch, gen, device), nullptr, nullptr);
+      skip_channels_.push_back(ch);
+    }
+    register_module("down_blocks." + std::to_string(i), level.get());
+    down_.push_back(std::move(level));
+  }
+
+  mid_res1_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
+  register_module("mid_block.resnets.0", mid_res1_.get());
+  mid_attn_ = std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device);
+  register_module("mid_block.attentions.0", mid_attn_.get());
+  mid_res2_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
+  register_module("mid_block.resnets.1", mid_res2_.get());
+  deepest_channels_ = ch;
+}
+
+DownHalf::~DownHalf() = default;
+
+Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels) const {
+  Tensor emb = timestep_embedding(t, model_channels_, time_embedding_);  // [N, mc]
+  emb = time_2_->forward(silu(time_1_->forward(emb)));                  // [N, 4 mc]
+  if (class_emb_) emb = add(emb, class_emb_->forward(labels));
+  return emb;
+}
+
+Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx,
+                        std::vector<Tensor>* skips) const {
+  Tensor h = conv_in_->forward(x);  // [N, H, W, mc]
+  if (skips) skips->push_back(h);
+  for (const auto& level : down_) {
+    for (std::size_t j = 0; j < level->resnets.size(); ++j) {
+      h = level->resnets[j]->forward(h, emb, ctx);
+      if (!level->attentions.empty()) h = level->attentions[j]->forward(h);
+      if (skips) skips->push_back(h);
+    }
+    if (level->has_resampler()) {
+      h = level->resample(h, emb, ctx);
+      if (skips) skips->push_back(h);
+    }
+  }
+  return mid_res2_->forward(mid_attn_->forward(mid_res1_->forward(h, emb, ctx)), emb, ctx);  // [N, H', W', C']
+}
+
+}  // namespace ddpm::unet

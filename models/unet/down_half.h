@@ -1,0 +1,96 @@
+// models/unet/down_half.h: the UNet's downsampling half and middle block, the part the
+// denoising UNet (unet.h) and the noisy classifier (encoder.h, ADM's EncoderUNetModel) have in
+// common. Both derive from DownHalf, which builds and runs, for a LevelConfig:
+//   emb = linear_2(SiLU(linear_1(timestep_embedding(t)))) [+ class_embedding(y)]  [N, 4 mc]
+//   h = conv_in(x)                                                       [N, H, W, mc]
+//   per level i: num_res_blocks x (ResnetBlock(h, emb) [+ AttentionBlock]), then a
+//     downsampler except after the last level (a 3x3 stride-2 conv, or a ResnetBlock with
+//     average pooling when resblock_updown)
+//   mid_block: ResnetBlock -> AttentionBlock -> ResnetBlock               [N, H', W', C']
+// Parameter names (diffusers' UNet2DModel): conv_in, time_embedding.linear_1/2,
+// class_embedding, down_blocks.i.{resnets.j, attentions.j, downsamplers.0},
+// mid_block.{resnets.0, attentions.0, resnets.1}. The subclass registers its own modules
+// (the up path, the head) after these, so names, parameter order and the order in which
+// initial weights are drawn from the generator are those of one network built in one piece.
+// Tensors are NHWC.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/ops/embedding.h"
+#include "models/unet/blocks.h"
+#include "models/unet/level_config.h"
+
+namespace ddpm::unet {
+
+// One resolution level: resnets.j, attentions.j (one per resnet, or none) and an optional
+// resampler (downsamplers.0 / upsamplers.0): a conv, or a resampling residual block.
+struct ResolutionLevel : nn::Module {
+  std::vector<std::unique_ptr<ResnetBlock>> resnets;
+  std::vector<std::unique_ptr<AttentionBlock>> attentions;
+  std::unique_ptr<Downsample> down;
+  std::unique_ptr<Upsample> up;
+  std::unique_ptr<ResnetBlock> res_resample;
+
+  void add_resnet(std::unique_ptr<ResnetBlock> r);
+  void add_attention(std::unique_ptr<AttentionBlock> a);
+  // Exactly one of d, u, r is non-null; it is registered as `name`.
+  void set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
+                     std::unique_ptr<ResnetBlock> r);
+  bool has_resampler() const { return down || up || res_resample; }
+  Tensor resample(const Tensor& h, const Tensor& emb, const nn::Context& ctx) const;
+};
+
+// The residual-block options of a LevelConfig; output_scale 1/sqrt(2) for ADM's rescaled
+// residuals (the UNet's rescale_residual).
+BlockOptions level_block_options(const LevelConfig& c, double output_scale = 1.0);
+
+// Calls cfg.validate() and returns cfg: for a subclass's base initializer, so a bad config
+// fails with its validate()'s message before DownHalf builds a layer from it.
+template <class Config>
+const Config& validated_config(const Config& cfg) {
+  cfg.validate();
+  return cfg;
+}
+
+class DownHalf : public nn::Module {
+ public:
+  ~DownHalf() override;
+
+ protected:
+  // cfg must be validated by the caller (its own validate(), which has more checks).
+  // input_channels: conv_in's input (the UNet's x_t with its super-resolution condition);
+  // num_class_embeds > 0 adds class_embedding with that many rows (0: none).
+  DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_class_embeds, const BlockOptions& opt,
+           Generator& gen, Device device);
+
+  // emb [N, 4 mc] from timesteps t [N] (the embedding is computed in t's dtype) and, when the
+  // class embedding exists, one label per sample.
+  Tensor embed(const Tensor& t, const std::vector<std::int64_t>& labels) const;
+  // x [N, H, W, input_channels] -> the middle block's output [N, H', W', C']. When `skips` is
+  // given, every tensor the UNet's skip connections take is pushed onto it (conv_in's output,
+  // each resnet's (+ attention's) output, each downsampler's output), in order; their
+  // channels are skip_channels().
+  Tensor encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx, std::vector<Tensor>* skips) const;
+
+  std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
+  const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }
+  const BlockOptions& block_options() const { return opt_; }
+
+ private:
+  int model_channels_;
+  TimestepEmbeddingStyle time_embedding_;
+  BlockOptions opt_;
+  std::int64_t deepest_channels_ = 0;
+  std::vector<std::int64_t> skip_channels_;
+  std::unique_ptr<nn::Conv2d> conv_in_;
+  std::unique_ptr<nn::Linear> time_1_, time_2_;
+  std::unique_ptr<nn::Embedding> class_emb_;
+  std::vector<std::unique_ptr<ResolutionLevel>> down_;
+  std::unique_ptr<ResnetBlock> mid_res1_, mid_res2_;
+  std::unique_ptr<AttentionBlock> mid_attn_;
+};
+
+}  // namespace ddpm::unet

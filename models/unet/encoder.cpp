@@ -25,7 +25,8 @@ EncoderConfig encoder_config_from_json(const json& j) {
   check_config_keys(j, encoder_config_to_json(EncoderConfig{}), "encoder config");
   EncoderConfig c;
   try {
-    read_level_config(j, c);
+    require_json_ints(j.at("num_classes"), "encoder config: num_classes");
+    read_level_config(j, c, "encoder config");
     c.num_classes = j.at("num_classes").get<int>();
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "encoder config: a value has the wrong type: " << e.what());

@@ -2,6 +2,8 @@
 #include "models/unet/level_config.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <sstream>
 #include <string>
 
@@ -75,7 +77,24 @@ nlohmann::json level_config_to_json(const LevelConfig& c) {
                         {"time_embedding", timestep_embedding_style_name(c.time_embedding)}};
 }
 
-void read_level_config(const nlohmann::json& j, LevelConfig& c) {
+void require_json_ints(const nlohmann::json& v, const std::string& where) {
+  auto one = [&](const nlohmann::json& x) {
+    const bool fits = x.is_number_unsigned()  ? x.get<std::uint64_t>() <= INT_MAX
+                      : x.is_number_integer() ? x.get<std::int64_t>() >= INT_MIN && x.get<std::int64_t>() <= INT_MAX
+                                              : false;
+    DDPM_CHECK_AS(fits, IoError, where << " must be an integer in [" << INT_MIN << ", " << INT_MAX << "], got "
+                                       << x.dump());
+  };
+  if (v.is_array())
+    for (const nlohmann::json& x : v) one(x);
+  else
+    one(v);
+}
+
+void read_level_config(const nlohmann::json& j, LevelConfig& c, const char* what) {
+  for (const char* key : {"image_size", "in_channels", "model_channels", "channel_mult", "num_res_blocks",
+                          "attention_resolutions", "num_heads", "num_head_channels", "norm_groups"})
+    if (j.contains(key)) require_json_ints(j.at(key), std::string(what) + ": " + key);
   c.image_size = j.at("image_size").get<int>();
   c.in_channels = j.at("in_channels").get<int>();
   c.model_channels = j.at("model_channels").get<int>();

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -62,7 +63,13 @@ struct LevelConfig {
 // The shared fields under their names (the keys both config.json files have).
 nlohmann::json level_config_to_json(const LevelConfig& c);
 // Reads those keys into c; a missing key or a wrong type throws nlohmann::json's exception,
-// which the caller turns into its IoError (it knows which file it reads).
-void read_level_config(const nlohmann::json& j, LevelConfig& c);
+// which the caller turns into its IoError (it knows which file it reads). The integer keys
+// are checked first with require_json_ints (IoError starting with `what`).
+void read_level_config(const nlohmann::json& j, LevelConfig& c, const char* what);
+
+// An integer field (or each element of a list of them) must be a JSON integer within int's
+// range: nlohmann's get<int>() converts a double such as 1e300 with an undefined cast and
+// wraps a 64-bit integer (found by tests/fuzz/fuzz_model_config). IoError naming `where`.
+void require_json_ints(const nlohmann::json& v, const std::string& where);
 
 }  // namespace ddpm::unet

@@ -23,11 +23,10 @@ namespace {
 json super_res_json(const UNetConfig& c) {
   return json{{"low_res_size", c.low_res_size}, {"concat_channels", c.concat_channels}};
 }
-void require_ints(const json& v, const std::string& where);  // below
 void read_super_res(const json& j, UNetConfig& c, const char* what) {
   DDPM_CHECK_AS(j.is_object(), IoError, what << ": expected an object {\"low_res_size\", \"concat_channels\"}");
   check_config_keys(j, super_res_json(UNetConfig{}), what);
-  for (const char* key : {"low_res_size", "concat_channels"}) require_ints(j.at(key), std::string(what) + ": " + key);
+  for (const char* key : {"low_res_size", "concat_channels"}) require_json_ints(j.at(key), std::string(what) + ": " + key);
   c.low_res_size = j.at("low_res_size").get<int>();
   c.concat_channels = j.at("concat_channels").get<int>();
 }
@@ -51,37 +50,17 @@ void check_config_keys(const json& j, const json& reference, const char* what) {
     DDPM_CHECK_AS(j.contains(it.key()), IoError, what << ": missing key '" << it.key() << "'");
 }
 
-namespace {
-// An integer field (or each element of a list of them) must be a JSON integer within int's
-// range: nlohmann's get<int>() converts a double such as 1e300 with an undefined cast and
-// wraps a 64-bit integer (found by tests/fuzz/fuzz_model_config).
-void require_ints(const json& v, const std::string& where) {
-  auto one = [&](const json& x) {
-    const bool fits = x.is_number_unsigned()  ? x.get<std::uint64_t>() <= INT_MAX
-                      : x.is_number_integer() ? x.get<std::int64_t>() >= INT_MIN && x.get<std::int64_t>() <= INT_MAX
-                                              : false;
-    DDPM_CHECK_AS(fits, IoError, where << " must be an integer in [" << INT_MIN << ", " << INT_MAX << "], got "
-                                       << x.dump());
-  };
-  if (v.is_array())
-    for (const json& x : v) one(x);
-  else
-    one(v);
-}
-}  // namespace
 
 UNetConfig config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
   json reference = config_to_json(UNetConfig{});
   if (j.contains("super_res")) reference["super_res"] = nullptr;  // optional: super-resolution models only
   check_config_keys(j, reference, "model config");
-  for (const char* key : {"image_size", "in_channels", "model_channels", "channel_mult", "num_res_blocks",
-                          "attention_resolutions", "num_heads", "num_head_channels", "num_classes", "norm_groups"})
-    require_ints(j.at(key), std::string("model config: ") + key);
+  require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
   try {
     if (j.contains("super_res")) read_super_res(j.at("super_res"), c, "model config super_res");
-    read_level_config(j, c);
+    read_level_config(j, c, "model config");
     c.learn_sigma = j.at("learn_sigma").get<bool>();
     c.rescale_residual = j.at("rescale_residual").get<bool>();
     c.num_classes = j.at("num_classes").get<int>();
@@ -99,7 +78,7 @@ namespace {
 template <class T>
 T get_or(const json& j, const char* key, T fallback) {
   if (!j.contains(key) || j.at(key).is_null()) return fallback;
-  if constexpr (std::is_same_v<T, int>) require_ints(j.at(key), std::string("diffusers config: ") + key);
+  if constexpr (std::is_same_v<T, int>) require_json_ints(j.at(key), std::string("diffusers config: ") + key);
   return j.at(key).get<T>();
 }
 
@@ -147,7 +126,7 @@ UNetConfig config_from_diffusers(const json& j) {
     else if (out_channels != c.in_channels)
       unsupported("out_channels must equal in_channels (or twice it, for learned variance)");
 
-    if (j.contains("block_out_channels")) require_ints(j.at("block_out_channels"), "diffusers config: block_out_channels");
+    if (j.contains("block_out_channels")) require_json_ints(j.at("block_out_channels"), "diffusers config: block_out_channels");
     auto blocks = j.at("block_out_channels").get<std::vector<int>>();
     if (blocks.empty()) unsupported("block_out_channels is empty");
     // Checked before dividing by the first (a 0 there was a division by zero, found by
@@ -183,7 +162,7 @@ UNetConfig config_from_diffusers(const json& j) {
     if (get_or<int>(j, "downsample_padding", 1) != 1) unsupported("downsample_padding must be 1");
 
     if (j.contains("attention_head_dim") && !j.at("attention_head_dim").is_null()) {
-      require_ints(j.at("attention_head_dim"), "diffusers config: attention_head_dim");
+      require_json_ints(j.at("attention_head_dim"), "diffusers config: attention_head_dim");
       c.num_head_channels = j.at("attention_head_dim").get<int>();
     } else {
       c.num_heads = 1;

@@ -14,6 +14,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "models/run/model_source.h"
+#include "models/unet/encoder.h"
 #include "models/unet/model_io.h"
 #include "support/npz_fixtures.h"
 #include "support/temp_dir.h"
@@ -156,6 +157,22 @@ TEST(FuzzRegressions, ConfigIntegerFieldsOutOfIntRangeAreRefused) {
       ADD_FAILURE() << key << " = " << value.dump() << " was accepted";
     } catch (const IoError& e) {
       EXPECT_NE(std::string(e.what()).find("diffusers config: " + key + " must be an integer"), std::string::npos)
+          << e.what();
+    }
+  }
+  // The noisy classifier's encoder config shares the reader (unet/level_config.h), so it
+  // refuses the same values.
+  const nlohmann::json enc = unet::encoder_config_to_json(unet::EncoderConfig{});
+  EXPECT_EQ(unet::encoder_config_from_json(enc).image_size, unet::EncoderConfig{}.image_size);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"num_res_blocks", 1e300}, {"num_classes", 4294967306LL}}) {
+    nlohmann::json bad = enc;
+    bad[key] = value;
+    try {
+      unet::encoder_config_from_json(bad);
+      ADD_FAILURE() << key << " = " << value.dump() << " was accepted";
+    } catch (const IoError& e) {
+      EXPECT_NE(std::string(e.what()).find("encoder config: " + key + " must be an integer"), std::string::npos)
           << e.what();
     }
   }

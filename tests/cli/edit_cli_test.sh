@@ -7,13 +7,9 @@
 # the problem, nothing left on disk).
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "edit_cli_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" edit_cli_test
 
-tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4 --save-every 2
-      --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 4 --device cpu)
+tiny=("${tiny_model[@]}" --save-every 2 --num-samples 4 --sample-steps 4)
 run="$work/run"
 "$bin/ddpm-train" "${tiny[@]}" --diffusion-steps 40 --steps 2 --out "$run" >"$work/out.txt" 2>"$work/err.txt" ||
   fail "training"
@@ -49,13 +45,10 @@ edit interpolate --images "$work/inputs/images/000000.png,$work/inputs/images/00
 test -f "$work/interp2/strip.png" || fail "interpolate --images: no strip.png"
 
 # Refusals: exit 2 and the reason on stderr, nothing written.
-refused() {  # refused PATTERN ARGS...
-  local pattern=$1 rc=0
+refused() {  # refused PATTERN ARGS...: ddpm-edit ARGS is refused, and writes nothing
+  local pattern=$1
   shift
-  "$bin/ddpm-edit" "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "exit $rc, expected 2: ddpm-edit $*"
-  grep -q -- "$pattern" "$work/err.txt" || fail "no '$pattern' in the error of: ddpm-edit $*"
-  [ "$(grep -c 'error:' "$work/err.txt")" = 1 ] || fail "not one error line: ddpm-edit $*"
+  expect_refusal "ddpm-edit $*" "$pattern" "$bin/ddpm-edit" "$@"
   test ! -e "$work/x" || fail "a refused edit left $work/x behind"
 }
 img="$work/inputs/images/000000.png"

@@ -7,13 +7,9 @@
 # ddpm-eval bpd of it (each exit 2, one "error:" line naming the flag or the objective).
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "edm_cli_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" edm_cli_test
 
-tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4 --save-every 2
-      --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 3 --device cpu --objective edm)
+tiny=("${tiny_model[@]}" --save-every 2 --num-samples 4 --sample-steps 3 --objective edm)
 run="$work/run"
 "$bin/ddpm-train" "${tiny[@]}" --steps 2 --out "$run" >"$work/out.txt" 2>"$work/err.txt" || fail "training"
 grep -q '"objective": "edm"' "$run/config.json" || fail "config.json does not record the objective"
@@ -39,13 +35,6 @@ grep -q '"network_evaluations_per_sample": 4' "$work/dpm/sample_info.json" || fa
 grep -q '"solver": "euler-ancestral"' "$work/ancestral/sample_info.json" || fail "euler-ancestral: solver not recorded"
 
 # Refusals: exit 2 and the reason on stderr.
-refused() {  # refused PATTERN COMMAND...
-  local pattern=$1 rc=0
-  shift
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "exit $rc, expected 2: $*"
-  grep -q -- "$pattern" "$work/err.txt" || fail "no '$pattern' in the error of: $*"
-}
 for flag in "--diffusion-steps 100" "--noise-schedule cosine" "--predict eps" "--loss simple" "--learn-sigma" \
             "--schedule-sampler uniform"; do
   # shellcheck disable=SC2086

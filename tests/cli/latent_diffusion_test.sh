@@ -7,9 +7,7 @@
 # latent space (inpainting, bits/dim, a pixel-space classifier, the VLB losses) exits 2.
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "latent_diffusion_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" latent_diffusion_test
 
 "$bin/ddpm-autoencoder" train --data toy --steps 3 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
   --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
@@ -36,25 +34,17 @@ size=$(od -An -tu1 -j16 -N8 "$work/samples/images/000000.png" | tr -s ' ')
 # samples.npz is stored uncompressed, so arr_0's npy header is plain text.
 grep -aq "'descr': '|u1'.*'shape': (3, 16, 16, 1)" "$work/samples/samples.npz" || fail "samples.npz arr_0 is not uint8 [3, 16, 16, 1]"
 
-refuse() {  # refuse WHAT COMMAND...: exit 2 and one error line on stderr (plus, for a flag
-  local what=$1 rc=0  # parse error, the apps' usual "Run with --help" hint)
-  shift
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "$what: exit status $rc, expected 2"
-  [ "$(grep -vc '^Run with --help' "$work/err.txt")" = 1 ] || fail "$what: expected one error line on stderr"
-  grep -q '^ddpm-[a-z]*: error: ' "$work/err.txt" || fail "$what: no 'ddpm-...: error:' line"
-}
 printf 'x' >"$work/not.png"
-refuse "--inpaint" "$bin/ddpm-sample" --checkpoint "$work/run" --inpaint "$work/not.png" --mask "$work/not.png" \
+expect_refusal "--inpaint" "" "$bin/ddpm-sample" --checkpoint "$work/run" --inpaint "$work/not.png" --mask "$work/not.png" \
   --device cpu --out "$work/inpaint"
-refuse "--classifier" "$bin/ddpm-sample" --checkpoint "$work/run" --classifier "$work/ae" --device cpu --out "$work/cls"
-refuse "bpd" "$bin/ddpm-eval" bpd --checkpoint "$work/run" --data toy --limit 2 --device cpu
-refuse "export" "$bin/ddpm-export" --checkpoint "$work/run" --out "$work/exported"
+expect_refusal "--classifier" "" "$bin/ddpm-sample" --checkpoint "$work/run" --classifier "$work/ae" --device cpu --out "$work/cls"
+expect_refusal "bpd" "" "$bin/ddpm-eval" bpd --checkpoint "$work/run" --data toy --limit 2 --device cpu
+expect_refusal "export" "" "$bin/ddpm-export" --checkpoint "$work/run" --out "$work/exported"
 [ ! -e "$work/exported" ] || fail "a refused export left $work/exported behind"
-refuse "--loss hybrid" "$bin/ddpm-train" --autoencoder "$work/ae" --data toy --loss hybrid --learn-sigma --device cpu \
+expect_refusal "--loss hybrid" "" "$bin/ddpm-train" --autoencoder "$work/ae" --data toy --loss hybrid --learn-sigma --device cpu \
   --out "$work/run2"
-refuse "existing --out" "$bin/ddpm-autoencoder" train --data toy --device cpu --out "$work/ae"
-refuse "unknown subcommand" "$bin/ddpm-autoencoder" tran
+expect_refusal "existing --out" "" "$bin/ddpm-autoencoder" train --data toy --device cpu --out "$work/ae"
+expect_refusal "unknown subcommand" "" "$bin/ddpm-autoencoder" tran
 # EDM on latents: sigma_data defaults to 1 (unit-variance latents); a given --sigma-data stays.
 edm_tiny=(--objective edm --autoencoder "$work/ae" --data toy --toy-count 16 --preset none --num-channels 8
           --channel-mult 1,2 --num-res-blocks 1 --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4

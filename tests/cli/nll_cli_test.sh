@@ -9,13 +9,9 @@
 # DDPM run's training levels, no --checkpoint.
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "nll_cli_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" nll_cli_test
 
-tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4 --save-every 2
-      --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 3 --device cpu --steps 2)
+tiny=("${tiny_model[@]}" --save-every 2 --num-samples 4 --sample-steps 3 --steps 2)
 "$bin/ddpm-train" "${tiny[@]}" --diffusion-steps 60 --predict v --learn-sigma --out "$work/ddpm" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "training the DDPM run"
 "$bin/ddpm-train" "${tiny[@]}" --objective edm --out "$work/edm" >"$work/out.txt" 2>"$work/err.txt" ||
@@ -56,13 +52,6 @@ grep -q '"sigma_max":80' "$work/out.txt" || fail "EDM's default sigma_max is not
   --device cpu >"$work/out.txt" 2>"$work/err.txt" || fail "nll of the EDM run with rk45"
 check_json "$work/out.txt" edm 0
 
-refused() {  # refused PATTERN COMMAND...
-  local pattern=$1 rc=0
-  shift
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "exit $rc, expected 2: $*"
-  grep -q -- "$pattern" "$work/err.txt" || fail "no '$pattern' in the error of: $*"
-}
 refused "--hutchinson" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --hutchinson normal
 refused "--ode-steps" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --ode-steps 0
 refused "--ode-solver" "$bin/ddpm-eval" nll --checkpoint "$work/edm" --data toy --ode-solver rk4

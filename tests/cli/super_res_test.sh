@@ -9,13 +9,9 @@
 # the combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "super_res_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" super_res_test
 
-tiny=(--data toy --toy-count 16 --class-cond --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --diffusion-steps 40 --batch-size 4 --log-every 1
-      --sample-every 0 --num-samples 2 --sample-steps 4 --device cpu)
+tiny=("${tiny_model[@]}" --class-cond --diffusion-steps 40 --num-samples 2 --sample-steps 4)
 "$bin/ddpm-train" "${tiny[@]}" --steps 2 --save-every 2 --out "$work/base" >"$work/out.txt" 2>"$work/err.txt" \
   || fail "ddpm-train (base)"
 "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --steps 2 --save-every 2 --out "$work/sr" \
@@ -67,30 +63,22 @@ grep -q '"in_channels": 2' "$work/exported/config.json" || fail "the export's in
   --sampling-steps 4 --device cpu --out "$work/sr_exported" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the export"
 cmp -s "$work/sr_exported/samples.npz" "$work/sr_ddim/samples.npz" || fail "the exported SR model samples differently"
 
-refuse() {  # refuse WHAT COMMAND...: exit 2 and one error line on stderr
-  local what=$1 rc=0
-  shift
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "$what: exit status $rc, expected 2"
-  [ "$(grep -vc '^Run with --help' "$work/err.txt")" = 1 ] || fail "$what: expected one error line on stderr"
-  grep -q '^ddpm-[a-z]*: error: ' "$work/err.txt" || fail "$what: no 'ddpm-...: error:' line"
-}
-refuse "SR model without --low-res" "$bin/ddpm-sample" --checkpoint "$work/sr" --device cpu --out "$work/r1"
-refuse "--low-res for a base model" "$bin/ddpm-sample" --checkpoint "$work/base" \
+expect_refusal "SR model without --low-res" "" "$bin/ddpm-sample" --checkpoint "$work/sr" --device cpu --out "$work/r1"
+expect_refusal "--low-res for a base model" "" "$bin/ddpm-sample" --checkpoint "$work/base" \
   --low-res "$work/base_samples/samples.npz" --device cpu --out "$work/r2"
-refuse "--low-res of the wrong size" "$bin/ddpm-sample" --checkpoint "$work/sr" \
+expect_refusal "--low-res of the wrong size" "" "$bin/ddpm-sample" --checkpoint "$work/sr" \
   --low-res "$work/sr_ddim/samples.npz" --device cpu --out "$work/r3"
-refuse "--num-samples above the low-res count" "$bin/ddpm-sample" --checkpoint "$work/sr" \
+expect_refusal "--num-samples above the low-res count" "" "$bin/ddpm-sample" --checkpoint "$work/sr" \
   --low-res "$work/base_samples/samples.npz" --num-samples 4 --device cpu --out "$work/r4"
-refuse "--inpaint with SR" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" \
+expect_refusal "--inpaint with SR" "" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" \
   --inpaint "$work/base_samples/images/000000.png" --mask "$work/base_samples/images/000000.png" --device cpu \
   --out "$work/r5"
-refuse "bpd of an SR model" "$bin/ddpm-eval" bpd --checkpoint "$work/sr" --data toy --limit 2 --device cpu
-refuse "nll of an SR model" "$bin/ddpm-eval" nll --checkpoint "$work/sr" --data toy --limit 2 --device cpu
-refuse "ddpm-edit on an SR model" "$bin/ddpm-edit" img2img --checkpoint "$work/sr" \
+expect_refusal "bpd of an SR model" "" "$bin/ddpm-eval" bpd --checkpoint "$work/sr" --data toy --limit 2 --device cpu
+expect_refusal "nll of an SR model" "" "$bin/ddpm-eval" nll --checkpoint "$work/sr" --data toy --limit 2 --device cpu
+expect_refusal "ddpm-edit on an SR model" "" "$bin/ddpm-edit" img2img --checkpoint "$work/sr" \
   --images "$work/base_samples/samples.npz" --strength 0.5 --device cpu --out "$work/r8"
-refuse "--super-res with --autoencoder" "$bin/ddpm-train" "${tiny[@]}" --super-res 8 --autoencoder "$work/base" \
+expect_refusal "--super-res with --autoencoder" "" "$bin/ddpm-train" "${tiny[@]}" --super-res 8 --autoencoder "$work/base" \
   --out "$work/r6"
-refuse "--super-res that does not divide" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
+expect_refusal "--super-res that does not divide" "" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
 for r in r1 r2 r3 r4 r5 r6 r8; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

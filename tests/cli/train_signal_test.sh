@@ -7,13 +7,9 @@
 # from exactly that step.
 set -euo pipefail
 bin=$1 work=$2 sig=$3 expected=$4
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "train_signal_test ($sig): FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" "train_signal_test ($sig)"
 
-tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --diffusion-steps 50 --batch-size 4
-      --save-every 100000 --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 5 --device cpu)
+tiny=("${tiny_model[@]}" --diffusion-steps 50 --save-every 100000 --num-samples 4 --sample-steps 5)
 
 "$bin" "${tiny[@]}" --steps 100000 --out "$work/run" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!

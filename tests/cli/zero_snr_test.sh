@@ -10,13 +10,9 @@
 # --guidance-rescale without guidance.
 set -euo pipefail
 bin=$1 work=$2
-rm -rf "$work"
-mkdir -p "$work"
-fail() { echo "zero_snr_test: FAILED: $*" >&2; cat "$work/err.txt" >&2 || true; exit 1; }
+source "$(dirname "$0")/lib.sh" zero_snr_test
 
-tiny=(--data toy --toy-count 16 --preset none --num-channels 8 --channel-mult 1,2 --num-res-blocks 1
-      --attention-resolutions "" --norm-groups 4 --dropout 0 --batch-size 4 --save-every 2
-      --sample-every 0 --log-every 1 --num-samples 4 --sample-steps 3 --device cpu --diffusion-steps 60)
+tiny=("${tiny_model[@]}" --save-every 2 --num-samples 4 --sample-steps 3 --diffusion-steps 60)
 run="$work/run"
 "$bin/ddpm-train" "${tiny[@]}" --steps 2 --predict v --zero-terminal-snr --class-cond --out "$run" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "training"
@@ -60,14 +56,6 @@ grep -q '"timestep_spacing": "trailing"' "$work/exported/scheduler_config.json" 
   --out "$work/from_export" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the exported folder"
 grep -q '"zero_terminal_snr": true' "$work/from_export/sample_info.json" || fail "the export lost zero_terminal_snr"
 
-refused() {  # refused PATTERN COMMAND...
-  local pattern=$1 rc=0
-  shift
-  "$@" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
-  [ "$rc" = 2 ] || fail "exit $rc, expected 2: $*"
-  grep -q -- "$pattern" "$work/err.txt" || fail "no '$pattern' in the error of: $*"
-  [ "$(wc -l <"$work/err.txt")" = 1 ] || fail "more than one error line: $*"
-}
 refused "--predict v" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --zero-terminal-snr --out "$work/eps"
 test ! -e "$work/eps" || fail "a refused run left $work/eps behind"
 refused "--guidance-rescale" "$bin/ddpm-sample" --checkpoint "$run" --guidance-rescale 0.5 --out "$work/norescale"

@@ -63,7 +63,7 @@ struct EditOptions {
   int sampling_steps = 50;       // K; 0 = all T
   int batch_size = 16;           // images per network batch
   double strength = 0.5;         // img2img: t0 = s T
-  std::string sampler = "ddim";  // img2img: ddpm | ddim
+  std::string sampler = "auto";  // img2img: auto | ddpm | ddim (DDPM runs) | heun | euler (EDM runs)
   int num_samples = 1;           // img2img: results per image
   double guidance_scale = 1.0;   // img2img: classifier-free guidance s
   int class_label = -1;          // required for class-conditional models

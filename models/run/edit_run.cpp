@@ -367,7 +367,8 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
     s->add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   };
   CLI::App* inv = app.add_subcommand(
-      "invert", "DDIM inversion: encode images to latents x_T and decode them back (reconstruction error)");
+      "invert", "DDIM inversion (EDM runs: the probability-flow ODE in sigma): encode images to latents x_T "
+      "and decode them back (reconstruction error)");
   common(inv);
   inv->add_option("--images", o.images, "a PNG, a folder of PNGs, or a samples.npz (arr_0 uint8 [N,H,W,C])")
       ->required();

@@ -187,10 +187,22 @@ Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std
   DDPM_CHECK(denoiser && sig.size() >= 2 && sig_hat.size() == sig.size() - 1 && sig.back() == 0.0,
              "karras_solve: needs a denoiser, N + 1 levels ending in 0 and N churned levels; got "
                  << sig.size() << " levels and " << sig_hat.size() << " churned");
-  const std::int64_t N = static_cast<std::int64_t>(sig_hat.size());
-  const double sigma_max = sig.front();
+  // x_0 ~ N(0, sigma_max^2 I)
+  return karras_solve_from(denoiser, scale(randn(shape, gen, device, config.dtype), sig.front()), sig, sig_hat,
+                           config, gen, device, callback, solver);
+}
 
-  Tensor x = scale(randn(shape, gen, device, config.dtype), sigma_max);  // x_0 ~ N(0, sigma_max^2 I)
+Tensor karras_solve_from(const SigmaDenoiser& denoiser, const Tensor& x_start, const std::vector<double>& sig,
+                         const std::vector<double>& sig_hat, const SamplerConfig& config, Generator& gen,
+                         Device device, const StepCallback& callback, KarrasSolver solver) {
+  NoGradGuard no_grad;
+  DDPM_CHECK(denoiser && x_start.defined() && sig.size() >= 2 && sig_hat.size() == sig.size() - 1 &&
+                 sig.back() == 0.0,
+             "karras_solve: needs a denoiser, a start point, N + 1 levels ending in 0 and N churned levels; got "
+                 << sig.size() << " levels and " << sig_hat.size() << " churned");
+  const std::int64_t N = static_cast<std::int64_t>(sig_hat.size());
+  const Shape shape = x_start.shape();
+  Tensor x = x_start;
   if (solver == KarrasSolver::dpmpp_2m || solver == KarrasSolver::euler_ancestral)
     DDPM_CHECK(std::equal(sig_hat.begin(), sig_hat.end(), sig.begin()),
                "karras_solve: " << karras_solver_name(solver) << " takes no churn (s_churn " << config.s_churn

@@ -195,6 +195,13 @@ using SigmaDenoiser = std::function<SigmaDenoised(const Tensor& x, double sigma)
 Tensor karras_solve(const SigmaDenoiser& denoiser, const Shape& shape, const std::vector<double>& levels,
                     const std::vector<double>& churned, const SamplerConfig& config, Generator& gen, Device device,
                     const StepCallback& callback, KarrasSolver solver);
+// The same loop from a GIVEN start x_start [shape] at levels.front() (in config.dtype on
+// `device`) instead of the draw sigma_max z: karras_solve is this after its one draw. Used by
+// ddpm-edit (sigma_edit.h) to decode inverted latents and to run SDEdit from sigma_0 < sigma_max
+// (levels then starts at sigma_0). Draws only the churn's and Euler ancestral's noise.
+Tensor karras_solve_from(const SigmaDenoiser& denoiser, const Tensor& x_start, const std::vector<double>& levels,
+                         const std::vector<double>& churned, const SamplerConfig& config, Generator& gen,
+                         Device device, const StepCallback& callback, KarrasSolver solver);
 
 // Draws shape[0] samples with config.heun_steps levels (sample() calls this for
 // Kind::heun; config.kind itself is not read), churned as config.s_churn, s_tmin, s_tmax and

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <ostream>
 #include <sstream>
 
@@ -14,13 +15,11 @@
 #include "engine/rng.h"
 #include "models/diffusion/ddim_inversion.h"
 #include "models/diffusion/interpolation.h"
-#include "models/diffusion/sdedit.h"
-#include "models/nn/module.h"
 #include "models/run/edit_inputs.h"
+#include "models/run/edit_process.h"
 #include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
-#include "models/run/sample_run.h"
 #include "models/run/subcommands.h"
 
 namespace ddpm::run {
@@ -58,13 +57,6 @@ std::uint64_t parse_seed(const std::string& s) {
   return static_cast<std::uint64_t>(v);
 }
 
-// The model as a DenoiseFn.
-diffusion::DenoiseFn denoiser(const unet::UNet& net) {
-  return [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    return net.forward(x, t, y, nn::Context{});
-  };
-}
-
 // Rows [begin, begin + n) of a host f64 tensor [N, ...] as a new tensor.
 Tensor rows(const Tensor& x, std::int64_t begin, std::int64_t n) {
   return diffusion::batch_rows(x, begin, n);
@@ -95,28 +87,6 @@ void write_comparison(const std::string& path, const std::vector<std::vector<con
   write_png(path, make_grid(tiles.data(), n, H, W, C, ncol));
 }
 
-struct Setup {
-  diffusion::SamplerConfig sc;
-  std::vector<std::int64_t> kept;  // original timesteps of the process
-  std::int64_t K = 0;
-};
-
-// The sampler config through ddpm-sample's make_sampler_config (respacing from
-// --sampling-steps checked against T, classes, guidance, channels) with ddpm-edit's flags.
-Setup make_setup(const EditOptions& o, const ModelSource& model, const diffusion::DiffusionSchedule& base) {
-  SampleOptions so;
-  so.checkpoint = o.checkpoint;
-  so.sampler = o.command == "img2img" ? o.sampler : "ddim";
-  so.sampling_steps = o.sampling_steps;
-  so.class_label = o.class_label;
-  so.guidance_scale = o.guidance_scale;
-  Setup s;
-  s.sc = make_sampler_config(so, model);
-  s.kept = diffusion::sampling_process(base, s.sc.respacing).timestep_map;
-  s.K = static_cast<std::int64_t>(s.kept.size());
-  return s;
-}
-
 }  // namespace
 
 void check_edit_options(const EditOptions& o) {
@@ -131,8 +101,10 @@ void check_edit_options(const EditOptions& o) {
     DDPM_CHECK(std::isfinite(o.strength) && o.strength > 0 && o.strength <= 1,
                "--strength must lie in (0, 1] (t0 = strength * T; 1 = start from almost pure noise), got "
                    << o.strength);
-    DDPM_CHECK(o.sampler == "ddpm" || o.sampler == "ddim",
-               "--sampler must be ddpm or ddim for img2img (SDEdit runs their discrete steps), got " << o.sampler);
+    DDPM_CHECK(o.sampler == "auto" || o.sampler == "ddpm" || o.sampler == "ddim" || o.sampler == "heun" ||
+                   o.sampler == "euler",
+               "--sampler must be auto, ddpm or ddim (DDPM runs) or heun or euler (EDM runs) for img2img, got "
+                   << o.sampler);
     DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
     DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                "--guidance-scale must be >= 0, got " << o.guidance_scale);
@@ -159,7 +131,6 @@ void check_edit_options(const EditOptions& o) {
 
 EditResult run_edit(const EditOptions& o, std::ostream* log) {
   check_edit_options(o);
-  refuse_latent_model(o.checkpoint, "ddpm-edit " + o.command);  // before loading: a clearer error
   const ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
@@ -169,40 +140,43 @@ EditResult run_edit(const EditOptions& o, std::ostream* log) {
 
 EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream* log) {
   check_edit_options(o);
-  refuse_latent_model(o.checkpoint, "ddpm-edit " + o.command);
   refuse_super_res_model(model.net->config(), o.checkpoint, "ddpm-edit " + o.command);
-  DDPM_CHECK(!model.diffusion.edm,
-             "ddpm-edit " << o.command << " does not apply to " << o.checkpoint
-                          << ": it was trained with the EDM objective, which has no discrete DDPM/DDIM process "
-                             "to invert or to start SDEdit from (its sampler integrates in sigma)");
   const unet::UNetConfig& cfg = model.net->config();
   DDPM_CHECK(cfg.num_classes == 0 || o.class_label >= 0,
              o.checkpoint << " is class-conditional (" << cfg.num_classes
                           << " classes): pass --class C, the class of the edited images");
-  const diffusion::DiffusionSchedule base(diffusion_betas(model.diffusion));
-  const Setup setup = make_setup(o, model, base);
-  const diffusion::SamplerConfig& sc = setup.sc;
-  const diffusion::DenoiseFn fn = denoiser(*model.net);
-  const int H = cfg.image_size, W = cfg.image_size, C = cfg.in_channels;
+  // A latent run (latent_run.h): the edits run on s * z, images are encoded with the
+  // posterior mean and every output is decoded to pixels.
+  std::unique_ptr<LatentCodec> codec;
+  if (const std::string ae_dir = find_run_autoencoder(o.checkpoint); !ae_dir.empty()) {
+    codec = std::make_unique<LatentCodec>(ae_dir, o.device);
+    DDPM_CHECK(codec->config().z_channels == cfg.in_channels,
+               "the autoencoder " << ae_dir << " has " << codec->config().z_channels << " latent channels; the model "
+                                  << o.checkpoint << " takes " << cfg.in_channels);
+    if (log) *log << "latent diffusion: editing autoencoder latents of " << ae_dir << " (f = " << codec->factor() << ")\n";
+  }
+  const EditProcess proc(o, model, codec != nullptr);
+  // The network's tensors [n, h, w, c] and the images' [n, H, W, C] (the same for pixel runs).
+  const int h = cfg.image_size, w = cfg.image_size, c = cfg.in_channels;
+  const int f = codec ? codec->factor() : 1;
+  const int H = h * f, W = w * f, C = codec ? codec->config().in_channels : c;
   const std::size_t image_bytes = static_cast<std::size_t>(H) * W * C;
-  auto labels_for = [&](std::int64_t n) {
-    return cfg.num_classes > 0 ? std::vector<std::int64_t>(static_cast<std::size_t>(n), o.class_label)
-                               : std::vector<std::int64_t>{};
-  };
+  auto encode = [&](const Tensor& px) { return codec ? codec->encode_mean(px) : px; };
+  auto to_pixels = [&](const Tensor& x) { return codec ? codec->decode(x) : x; };
 
   nlohmann::json info = {{"command", o.command},
                          {"checkpoint", o.checkpoint},
                          {"source", model.kind},
                          {"weights", model.weights_path},
                          {"ema", model.ema},
-                         {"sampler", o.command == "img2img" ? o.sampler : "ddim"},
-                         {"sampling_steps", setup.K},
-                         {"respacing", sc.respacing},
-                         {"timesteps", setup.kept},
                          {"class", o.class_label},
                          {"seed", o.seed},
                          {"diffusion", diffusion_to_json(model.diffusion)},
-                         {"image_shape", {H, W, C}}};
+                         {"image_shape", {H, W, C}},
+                         {"latent_shape", {h, w, c}},
+                         {"autoencoder", codec ? nlohmann::json(codec->source()) : nlohmann::json(nullptr)}};
+  info.update(proc.info());
+  const std::string method = proc.sigma_space() ? "probability-flow ODE (Heun) levels" : "DDIM steps";
   std::vector<std::uint8_t> pixels;  // the results, uint8 [rows, H, W, C]
   std::int64_t rows_out = 0;
   int nrow = 1;
@@ -215,25 +189,46 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
   if (o.command == "invert") {
     const EditImages in = load_edit_images(o.images, H, W, C);
     const std::int64_t N = in.images.dim(0);
-    if (log) *log << "inverting " << N << " image(s) with " << setup.K << " DDIM steps\n";
-    std::vector<Tensor> recs;
+    if (log) *log << "inverting " << N << " image(s) with " << proc.steps() << " " << method << "\n";
+    std::vector<Tensor> recs, codes, code_recs, ae_recs;
     for (std::int64_t b = 0; b < N; b += o.batch_size) {
       const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - b);
-      const Tensor lat = diffusion::ddim_invert(base, fn, rows(in.images, b, n), labels_for(n), sc, o.device);
+      const Tensor x = encode(rows(in.images, b, n));  // [n, h, w, c]
+      const Tensor lat = proc.invert(x);
       const std::vector<double> lv = lat.to_double_vector();
       latents.insert(latents.end(), lv.begin(), lv.end());
-      recs.push_back(diffusion::ddim_decode(base, fn, lat, labels_for(n), sc, o.device));
+      const Tensor rec = proc.decode(lat);
+      recs.push_back(to_pixels(rec));
+      if (codec) {
+        codes.push_back(x);
+        code_recs.push_back(rec);
+        ae_recs.push_back(codec->decode(x));  // the autoencoder's own reconstruction D(E(x))
+      }
     }
     const Tensor rec = stack_rows(recs);
     const diffusion::ReconstructionError err = diffusion::reconstruction_error(in.images, rec);
     if (log)
       *log << "reconstruction: MSE " << err.mse << " ([-1, 1] scale), PSNR " << err.psnr << " dB over " << N
-           << " image(s), " << setup.K << " steps each way\n";
+           << " image(s), " << proc.steps() << " steps each way\n";
+    auto psnr_json = [](double p) { return std::isfinite(p) ? nlohmann::json(p) : nlohmann::json(nullptr); };
     info["images"] = in.names;
-    info["reconstruction"] = {{"mse", err.mse}, {"psnr", std::isfinite(err.psnr) ? nlohmann::json(err.psnr) : nlohmann::json(nullptr)},
-                              {"scale", "[-1, 1]; psnr = 10 log10(4 / mse)"}};
+    info["reconstruction"] = {{"mse", err.mse}, {"psnr", psnr_json(err.psnr)},
+                              {"scale", "pixels, [-1, 1]; psnr = 10 log10(4 / mse)"}};
+    if (codec) {
+      // Two more numbers separate the diffusion's error from the autoencoder's: the latents'
+      // own round trip (ODE only) and D(E(x)) against x (autoencoder only).
+      const diffusion::ReconstructionError lat_err =
+          diffusion::reconstruction_error(stack_rows(codes), stack_rows(code_recs));
+      const diffusion::ReconstructionError ae_err = diffusion::reconstruction_error(in.images, stack_rows(ae_recs));
+      info["latent_reconstruction"] = {{"mse", lat_err.mse}, {"scale", "scaled latents s * z"}};
+      info["autoencoder_reconstruction"] = {{"mse", ae_err.mse}, {"psnr", psnr_json(ae_err.psnr)},
+                                            {"scale", "pixels, [-1, 1]"}};
+      if (log)
+        *log << "latent round trip MSE " << lat_err.mse << "; the autoencoder alone: MSE " << ae_err.mse
+             << ", PSNR " << ae_err.psnr << " dB\n";
+    }
     info["clip_x0"] = false;
-    info["network_calls_per_image"] = 2 * setup.K;
+    info["network_calls_per_image"] = 2 * proc.invert_calls();
     pixels = to_uint8_pixels(rec);
     input_pixels = to_uint8_pixels(in.images);
     rows_out = N;
@@ -247,41 +242,35 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
   } else if (o.command == "img2img") {
     const EditImages in = load_edit_images(o.images, H, W, C);
     const std::int64_t N = in.images.dim(0), M = o.num_samples;
-    const std::int64_t i0 = diffusion::sdedit_start_index(setup.kept, base.num_timesteps(), o.strength);
+    info.update(proc.img2img_info());  // refuses a strength below the first step before any work
     if (log)
-      *log << "SDEdit of " << N << " image(s), " << M << " result(s) each: strength " << o.strength << " starts at "
-           << "step " << i0 + 1 << " of " << setup.K << " (timestep " << setup.kept[static_cast<std::size_t>(i0)]
-           << "), " << o.sampler << "\n";
-    // Guides image-major: image i repeated M times.
+      *log << "SDEdit of " << N << " image(s), " << M << " result(s) each: strength " << o.strength << " "
+           << proc.img2img_start() << ", " << proc.sampler() << "\n";
+    // The guides' network tensors, image-major: image i repeated M times.
     std::vector<double> gv;
-    const std::vector<double> iv = in.images.to_double_vector();
+    for (std::int64_t b = 0; b < N; b += o.batch_size) {
+      const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - b);
+      const std::vector<double> v = encode(rows(in.images, b, n)).to_double_vector();
+      gv.insert(gv.end(), v.begin(), v.end());
+    }
+    const std::size_t code_size = static_cast<std::size_t>(h) * w * c;
+    std::vector<double> rep;
     for (std::int64_t i = 0; i < N; ++i)
       for (std::int64_t j = 0; j < M; ++j)
-        gv.insert(gv.end(), iv.begin() + i * image_bytes, iv.begin() + (i + 1) * image_bytes);
-    const Tensor guides = Tensor::from_vector(gv, {N * M, H, W, C});
+        rep.insert(rep.end(), gv.begin() + i * code_size, gv.begin() + (i + 1) * code_size);
+    const Tensor guides = Tensor::from_vector(rep, proc.shape(N * M));
     Generator gen(o.seed);
     for (std::int64_t b = 0; b < N * M; b += o.batch_size) {
       const std::int64_t n = std::min<std::int64_t>(o.batch_size, N * M - b);
-      const Tensor x = diffusion::sdedit(base, fn, rows(guides, b, n), o.strength, labels_for(n), sc, gen, o.device);
-      const std::vector<std::uint8_t> px = to_uint8_pixels(x);
+      const std::vector<std::uint8_t> px = to_uint8_pixels(to_pixels(proc.img2img(rows(guides, b, n), gen)));
       pixels.insert(pixels.end(), px.begin(), px.end());
     }
     info["images"] = in.names;
-    info["strength"] = o.strength;
-    info["t0"] = o.strength * static_cast<double>(base.num_timesteps());
-    info["start_index"] = i0;
-    info["start_timestep"] = setup.kept[static_cast<std::size_t>(i0)];
-    info["network_calls_per_result"] = i0 + 1;
     info["num_samples_per_image"] = M;
-    info["eta"] = sc.eta;
-    info["guidance_scale"] = o.guidance_scale;
-    info["clip_x0"] = diffusion::resolve_clip_x0(sc);
-    info["variance"] = sc.kind == diffusion::SamplerConfig::Kind::ddpm
-                           ? diffusion::variance_type_name(diffusion::resolve_variance(sc, !sc.respacing.empty()))
-                           : "none (DDIM eta 0)";
     rows_out = N * M;
     nrow = static_cast<int>(M);
-    labels_out = labels_for(N * M);
+    labels_out = cfg.num_classes > 0 ? std::vector<std::int64_t>(static_cast<std::size_t>(N * M), o.class_label)
+                                     : std::vector<std::int64_t>{};
     input_pixels = to_uint8_pixels(in.images);
     for (std::int64_t i = 0; i < std::min(N, kComparisonImages); ++i) {
       comparison.push_back({input_pixels.data() + i * image_bytes});
@@ -292,8 +281,8 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
     if (!o.seeds.empty()) {
       const std::vector<std::string> s = two_items(o.seeds, "--seeds");
       Generator ga(parse_seed(s[0])), gb(parse_seed(s[1]));
-      a = randn({1, H, W, C}, ga, o.device, sc.dtype);  // x_T ~ N(0, I)
-      b = randn({1, H, W, C}, gb, o.device, sc.dtype);
+      a = proc.prior(ga);  // x_T ~ N(0, I), or sigma_max z for an EDM run
+      b = proc.prior(gb);
       info["seeds"] = {parse_seed(s[0]), parse_seed(s[1])};
     } else {
       std::vector<Tensor> ends;
@@ -302,26 +291,25 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
         EditImages e = load_edit_images(path, H, W, C);
         DDPM_CHECK(e.images.dim(0) == 1,
                    "--images " << path << " holds " << e.images.dim(0) << " images; each end must be one image");
-        ends.push_back(e.images);
+        ends.push_back(encode(e.images));
         names.push_back(path);
       }
-      if (log) *log << "inverting the two end images with " << setup.K << " DDIM steps\n";
-      const Tensor lat = diffusion::ddim_invert(base, fn, stack_rows(ends), labels_for(2), sc, o.device);
+      if (log) *log << "inverting the two end images with " << proc.steps() << " " << method << "\n";
+      const Tensor lat = proc.invert(stack_rows(ends));
       a = rows(lat, 0, 1);
       b = rows(lat, 1, 1);
       info["images"] = names;
     }
     const std::vector<double> fractions = diffusion::interpolation_fractions(o.frames);
     std::vector<Tensor> frames;
-    for (double f : fractions) frames.push_back(diffusion::slerp(a, b, f));
+    for (double fr : fractions) frames.push_back(diffusion::slerp(a, b, fr));
     const Tensor all = stack_rows(frames);
     const std::int64_t F = o.frames;
     if (log)
       *log << "decoding " << F << " slerp frames (angle " << diffusion::slerp_angle(a, b) << " rad between the ends)\n";
     for (std::int64_t s = 0; s < F; s += o.batch_size) {
       const std::int64_t n = std::min<std::int64_t>(o.batch_size, F - s);
-      const std::vector<std::uint8_t> px =
-          to_uint8_pixels(diffusion::ddim_decode(base, fn, rows(all, s, n), labels_for(n), sc, o.device));
+      const std::vector<std::uint8_t> px = to_uint8_pixels(to_pixels(proc.decode(rows(all, s, n))));
       pixels.insert(pixels.end(), px.begin(), px.end());
     }
     info["frames"] = F;
@@ -344,9 +332,8 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
       files.push_back("comparison.png");
     }
     if (o.command == "invert") {
-      std::vector<std::int64_t> timesteps = setup.kept;
       write_npz((dir / "latents.npz").string(),
-                {npy_view("latents", {rows_out, H, W, C}, latents), npy_view("timesteps", {setup.K}, timesteps)});
+                {npy_view("latents", {rows_out, h, w, c}, latents), proc.schedule_array()});
       files.push_back("latents.npz");
     }
     write_file_atomic((dir / "edit_info.json").string(), info.dump(2) + "\n");
@@ -371,7 +358,8 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
         ->required();
     s->add_flag_callback("--no-ema", [&o] { o.use_ema = false; }, "use the raw weights instead of the EMA weights");
     s->add_option("--sampling-steps", o.sampling_steps,
-                  "K respaced steps (DDIM: must divide T; ddpm: any count up to T); 0 = all T")
+                  "K respaced steps (DDIM: must divide T; ddpm: any count up to T; 0 = all T) or, for an EDM "
+                  "run, N Karras levels (0 = 18)")
         ->capture_default_str();
     s->add_option("--batch-size", o.batch_size, "images per network batch")->capture_default_str();
     s->add_option("--class", o.class_label, "class of the edited images (required for class-conditional models)");
@@ -379,7 +367,8 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
     s->add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   };
   CLI::App* inv = app.add_subcommand(
-      "invert", "DDIM inversion: encode images to latents x_T and decode them back (reconstruction error)");
+      "invert", "DDIM inversion (EDM runs: the probability-flow ODE in sigma): encode images to latents x_T "
+      "and decode them back (reconstruction error)");
   common(inv);
   inv->add_option("--images", o.images, "a PNG, a folder of PNGs, or a samples.npz (arr_0 uint8 [N,H,W,C])")
       ->required();
@@ -387,10 +376,13 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
       app.add_subcommand("img2img", "SDEdit: noise images to t0 = strength * T and run the reverse process");
   common(i2i);
   i2i->add_option("--images", o.images, "guide images: a PNG, a folder of PNGs, or a samples.npz")->required();
-  i2i->add_option("--strength", o.strength, "t0 / T in (0, 1]: small stays near the guide, 1 starts from noise")
+  i2i->add_option("--strength", o.strength, "in (0, 1]: t0 / T (DDPM) or the fraction of the N levels run (EDM); small stays near "
+                  "the guide, 1 starts from noise")
       ->capture_default_str();
-  i2i->add_option("--sampler", o.sampler, "ddpm (ancestral) or ddim (eta 0)")
-      ->check(CLI::IsMember({"ddpm", "ddim"}))
+  i2i->add_option("--sampler", o.sampler,
+                  "auto (ddim for DDPM runs, heun for EDM runs), ddpm (ancestral) or ddim (eta 0) for DDPM runs, "
+                  "heun or euler for EDM runs")
+      ->check(CLI::IsMember({"auto", "ddpm", "ddim", "heun", "euler"}))
       ->capture_default_str();
   i2i->add_option("--num-samples", o.num_samples, "results per image, each with its own noise")->capture_default_str();
   i2i->add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance s (class-conditional models)")

@@ -1,7 +1,23 @@
 // models/run/edit_run.h: the library behind ddpm-edit, image editing with a trained model.
-// The math is in models/diffusion/ (ddim_inversion.h, sdedit.h, interpolation.h); this file
-// owns the options, their validation, and the output folder (published atomically,
-// engine/io/atomic_file.h publish_directory). Inputs (--images): edit_inputs.h.
+// The math is in models/diffusion/ (ddim_inversion.h, sdedit.h, interpolation.h for DDPM
+// runs; sigma_edit.h for EDM runs), chosen per model by edit_process.h; this file owns the
+// options, their validation, the autoencoder of a latent run, and the output folder
+// (published atomically, engine/io/atomic_file.h publish_directory). Inputs (--images):
+// edit_inputs.h.
+//
+// The commands below are described for a pixel-space DDPM run. The other kinds:
+//   EDM run      the same commands in sigma (sigma_edit.h): invert = the probability-flow ODE
+//                up N Karras levels by Heun (--sampling-steps N, 0 = 18), latents.npz holds
+//                x(sigma_max) and "sigmas" f64 [N + 1] instead of "timesteps"; img2img runs
+//                the last ceil(s N) levels from guide + sigma z with --sampler heun | euler;
+//                interpolate slerps x(sigma_max) (seeds: sigma_max z).
+//   latent run   (latent_run.h) the images are encoded to s * the posterior MEAN (a
+//                deterministic edit; LatentCodec::encode_mean), the commands run on the
+//                latents [N, H/f, W/f, z] unclipped, and every written image is decoded to
+//                pixels; latents.npz holds the diffusion latents (shape "latent_shape"), the
+//                invert error is in pixels with "latent_reconstruction" (latent space) and
+//                "autoencoder_reconstruction" (D(E(x)) alone) beside it; edit_info.json
+//                names the "autoencoder".
 //
 // Subcommands and what they write into --out:
 //   invert       DDIM inversion (DDIM sec. 4.3 / 5.4) of every image with --sampling-steps K
@@ -13,7 +29,7 @@
 //                  comparison.png   inputs (top row) over reconstructions (bottom), first 8
 //                The reconstruction error (MSE on the [-1, 1] scale, PSNR = 10 log10(4 / MSE)
 //                dB) is printed and recorded.
-//   img2img      SDEdit (sdedit.h) with --strength s in (0, 1] and --sampler ddpm | ddim on
+//   img2img      SDEdit (sdedit.h) with --strength s in (0, 1] and --sampler ddpm | ddim (auto: ddim) on
 //                K respaced steps ("K" for ddpm, "ddimK" for ddim): --num-samples M results
 //                per image, each with its own noise; grid.png (one row per image: its M
 //                results), images/, samples.npz (image-major: image i's results at rows
@@ -32,9 +48,8 @@
 // Random numbers: img2img's Philox generator (--seed) runs through the batches in order;
 // invert and interpolate from images are deterministic.
 //
-// Refusals (ValueError, i.e. exit 2 in the app): an EDM-trained run (no discrete DDPM/DDIM
-// process to invert or to start SDEdit from: its sampler integrates in sigma); a latent
-// diffusion run (its process runs on autoencoder latents, the edits here on pixels); a
+// Refusals (ValueError, i.e. exit 2 in the app): a sampler of the other kind of run (ddpm,
+// ddim for EDM runs; heun, euler for DDPM runs); a super-resolution run; a
 // strength outside (0, 1] or below the first kept step (sdedit.h); fewer than 2 frames;
 // --images and --seeds together or neither; images of another size or channel count than
 // the model's (naming both); a class-conditional model without --class, --class or
@@ -63,7 +78,7 @@ struct EditOptions {
   int sampling_steps = 50;       // K; 0 = all T
   int batch_size = 16;           // images per network batch
   double strength = 0.5;         // img2img: t0 = s T
-  std::string sampler = "ddim";  // img2img: ddpm | ddim
+  std::string sampler = "auto";  // img2img: auto | ddpm | ddim (DDPM runs) | heun | euler (EDM runs)
   int num_samples = 1;           // img2img: results per image
   double guidance_scale = 1.0;   // img2img: classifier-free guidance s
   int class_label = -1;          // required for class-conditional models

@@ -27,6 +27,11 @@ Tensor LatentCodec::encode(const Tensor& x0, Generator& gen) const {
   return ddpm::scale(q.sample(eps), this->scale()).detach();  // s * z
 }
 
+Tensor LatentCodec::encode_mean(const Tensor& x0) const {
+  NoGradGuard no_grad;
+  return ddpm::scale(folder_.model->encode(x0.to(DType::f32)).mean, this->scale()).detach();  // s * mean
+}
+
 Tensor LatentCodec::decode(const Tensor& z_scaled) const {
   NoGradGuard no_grad;
   return folder_.model->decode(ddpm::scale(z_scaled.to(DType::f32), 1.0 / this->scale())).detach();

@@ -41,6 +41,12 @@ class LatentCodec {
 
   // x0 [B, H, W, C] -> s * z with z ~ q(z | x0), eps drawn from gen.  [B, H/f, W/f, z]
   Tensor encode(const Tensor& x0, Generator& gen) const;
+  // x0 [B, H, W, C] -> s * mean of q(z | x0), no draw  [B, H/f, W/f, z] f32. For editing
+  // (ddpm-edit): an edit must be a deterministic function of its input (invert twice, get the
+  // same latents; a reconstruction error that measures the diffusion, not a fresh posterior
+  // draw), and the mean is the posterior's most likely code; the sample's augmentation only
+  // matters in training.
+  Tensor encode_mean(const Tensor& x0) const;
   // z_scaled [B, h, w, z] (any float dtype) -> D(z_scaled / s)  [B, h f, w f, C] f32.
   Tensor decode(const Tensor& z_scaled) const;
 

@@ -181,9 +181,9 @@ TEST(EditRun, Refusals) {
   const ModelSource cond = testing::tiny_model_source(3);
   o.class_label = -1;
   testing::expect_value_error([&] { run_edit(o, cond); }, "pass --class C");
-  ModelSource edm = testing::tiny_model_source();
-  edm.diffusion.edm = diffusion::EdmConfig{};
-  testing::expect_value_error([&] { run_edit(o, edm); }, "EDM objective");
+  o.sampler = "heun";  // EDM runs only (test_edit_latent_edm.cpp)
+  testing::expect_value_error([&] { run_edit(o, m); }, "heun and euler are for EDM runs");
+  o.sampler = "auto";
 
   EditOptions i = options("interpolate", tmp.path + "/x");
   i.seeds = "1,2";

@@ -104,8 +104,9 @@ Tensor with_level_plane(const Tensor& z, std::int64_t level);
 // Sampling (ddpm-sample --low-res-noise-level f): concat_condition with z augmented at one
 // fixed level for all M rows. The noise n (randn of z's shape, f64 on the host, from `gen`)
 // is drawn at the closure's FIRST call: every sampler draws x_T before it calls the network,
-// so the order per batch is x_T, then n, then the sampler's step noise. `gen` must outlive
-// the closure.
+// so the order per batch is x_T (and any noise a sampler adds before its first network call,
+// such as Heun's S_churn), then n, then the sampler's step noise. `gen` must outlive the
+// closure.
 DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
                                      const std::vector<double>& alphas_cumprod, Generator& gen);
 

@@ -67,8 +67,8 @@
 // --low-res-noise-level f (a model trained with --cond-augment MAX; f in [0, MAX], default
 // 0): the upsampled low-res images are noised at level a = round(f (T - 1)) of the model's
 // schedule and the network is told a (CDM's conditioning augmentation, models/diffusion/
-// super_res.h); the noise is drawn per batch right after x_T. A model trained without
-// augmentation refuses f != 0.
+// super_res.h); the noise is drawn per batch at the first network call, right after x_T.
+// A model trained without augmentation refuses f != 0.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //

@@ -58,14 +58,15 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                                                << o.checkpoint << " is not one");
     return false;
   }
+  DDPM_CHECK(model.cond_augmented() || o.low_res_noise_level == 0,
+             "--low-res-noise-level " << o.low_res_noise_level << " does not apply to " << o.checkpoint
+                                      << ": it was trained without conditioning augmentation (ddpm-train "
+                                         "--cond-augment MAX), so it was never told a noise level");
   DDPM_CHECK(o.low_res_noise_level >= 0 && o.low_res_noise_level <= model.cond_augment,
-             "--low-res-noise-level " << o.low_res_noise_level << " must be in [0, " << model.cond_augment << "]: "
-                                      << (model.cond_augmented()
-                                              ? o.checkpoint + " was trained with conditioning augmentation up to "
-                                                               "that fraction of the diffusion steps"
-                                              : o.checkpoint + " was trained without conditioning augmentation "
-                                                               "(ddpm-train --cond-augment MAX), so its condition "
-                                                               "cannot be noised"));
+             "--low-res-noise-level " << o.low_res_noise_level << " must be in [0, " << model.cond_augment
+                                      << "]: " << o.checkpoint
+                                      << " was trained with conditioning augmentation up to that fraction of the "
+                                         "diffusion steps");
   low.augmented = model.cond_augmented();
   low.noise_level = o.low_res_noise_level;
   low.aug_level = model.cond_augmented()

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <utility>
 
 #include "engine/error.h"
@@ -115,6 +116,86 @@ DenoiseFn concat_condition(DenoiseFn net, Tensor cond) {
       c = concat(copies, 0);
     }
     return net(concat({x, c}, -1), t, y);
+  };
+}
+
+// --- Gaussian conditioning augmentation (super_res.h) --------------------------------------
+
+std::int64_t cond_augment_level(double fraction, std::int64_t num_timesteps, const char* what) {
+  DDPM_CHECK(fraction >= 0 && fraction <= 1 && num_timesteps >= 1,
+             what << " must be a fraction of the diffusion's " << num_timesteps << " steps in [0, 1], got "
+                  << fraction);
+  return std::llround(fraction * static_cast<double>(num_timesteps - 1));
+}
+
+Tensor augment_condition(const Tensor& z, const std::vector<std::int64_t>& levels, const Tensor& noise,
+                         const std::vector<double>& alphas_cumprod) {
+  const Nhwc s = square_nhwc(z, "augment_condition");
+  DDPM_CHECK(noise.defined() && noise.shape() == z.shape() && static_cast<std::int64_t>(levels.size()) == s.n,
+             "augment_condition: the condition " << shape_str(z.shape()) << " needs noise of its shape and one level "
+                                                 << "per row, got " << (noise.defined() ? shape_str(noise.shape()) : "none")
+                                                 << " and " << levels.size() << " level(s)");
+  const std::vector<double> zv = z.to_double_vector(), nv = noise.to_double_vector();
+  const std::int64_t C = s.c, pixels = s.size * s.size;
+  std::vector<double> out(static_cast<std::size_t>(s.n * pixels * (C + 1)));
+  for (std::int64_t i = 0; i < s.n; ++i) {
+    const std::int64_t a = levels[static_cast<std::size_t>(i)];
+    DDPM_CHECK(a >= 0 && a < static_cast<std::int64_t>(alphas_cumprod.size()),
+               "augment_condition: level " << a << " is outside the schedule's [0, " << alphas_cumprod.size() << ")");
+    const double abar = alphas_cumprod[static_cast<std::size_t>(a)];
+    const double keep = std::sqrt(abar), sigma = std::sqrt(1.0 - abar);  // DDPM eq. 4
+    for (std::int64_t p = 0; p < pixels; ++p) {
+      const std::size_t src = static_cast<std::size_t>((i * pixels + p) * C);
+      const std::size_t dst = static_cast<std::size_t>((i * pixels + p) * (C + 1));
+      for (std::int64_t c = 0; c < C; ++c) out[dst + c] = keep * zv[src + c] + sigma * nv[src + c];
+      out[dst + C] = static_cast<double>(a);  // the level plane
+    }
+  }
+  return like(out, {s.n, s.size, s.size, C + 1}, z);
+}
+
+Tensor draw_augmented_condition(const Tensor& z, double max_aug, const std::vector<double>& alphas_cumprod,
+                                Generator& gen) {
+  const Nhwc s = square_nhwc(z, "draw_augmented_condition");
+  const std::int64_t A =
+      cond_augment_level(max_aug, static_cast<std::int64_t>(alphas_cumprod.size()), "--cond-augment");
+  const std::vector<double> u = rand({s.n}, gen, Device::cpu(), DType::f64).to_double_vector();
+  std::vector<std::int64_t> levels(u.size());
+  for (std::size_t i = 0; i < u.size(); ++i)  // a ~ U{0, ..., A}
+    levels[i] = std::min<std::int64_t>(static_cast<std::int64_t>(std::floor(u[i] * static_cast<double>(A + 1))), A);
+  const Tensor noise = randn(z.shape(), gen, Device::cpu(), DType::f64);
+  return augment_condition(z, levels, noise, alphas_cumprod);
+}
+
+Tensor with_level_plane(const Tensor& z, std::int64_t level) {
+  const Nhwc s = square_nhwc(z, "with_level_plane");
+  const std::vector<double> zv = z.to_double_vector();
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(s.n * s.size * s.size * (s.c + 1)));
+  for (std::size_t p = 0; p < zv.size(); p += static_cast<std::size_t>(s.c)) {
+    out.insert(out.end(), zv.begin() + static_cast<std::ptrdiff_t>(p), zv.begin() + static_cast<std::ptrdiff_t>(p + s.c));
+    out.push_back(static_cast<double>(level));
+  }
+  return like(out, {s.n, s.size, s.size, s.c + 1}, z);
+}
+
+DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
+                                     const std::vector<double>& alphas_cumprod, Generator& gen) {
+  const Nhwc s = square_nhwc(z, "concat_augmented_condition");
+  DDPM_CHECK(level >= 0 && level < static_cast<std::int64_t>(alphas_cumprod.size()),
+             "concat_augmented_condition: level " << level << " is outside the schedule's [0, "
+                                                  << alphas_cumprod.size() << ")");
+  // The augmented condition is made once, at the first call (after the sampler's x_T), and
+  // reused by every later call; shared so that copies of the closure agree.
+  auto made = std::make_shared<DenoiseFn>();
+  return [net = std::move(net), z = std::move(z), level, abar = alphas_cumprod, gen = &gen, made, n = s.n](
+             const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    if (!*made) {
+      const Tensor noise = randn(z.shape(), *gen, Device::cpu(), DType::f64);
+      const Tensor aug = augment_condition(z.cpu(), std::vector<std::int64_t>(static_cast<std::size_t>(n), level), noise, abar);
+      *made = concat_condition(net, aug.to(z.device()));
+    }
+    return (*made)(x, t, y);
   };
 }
 

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "engine/rng.h"
 #include "models/diffusion/gaussian_diffusion.h"
 
 namespace ddpm::diffusion {
@@ -56,5 +57,57 @@ Tensor super_res_condition(const Tensor& x0, int low_res_size);
 // sampler's row order (copy j of the batch is rows [j M, (j + 1) M)). ValueError when the
 // batch is not a multiple of M.
 DenoiseFn concat_condition(DenoiseFn net, Tensor cond);
+
+// --- Gaussian conditioning augmentation (Ho, Saharia, Chan, Fleet, Norouzi, Salimans 2022,
+// "Cascaded Diffusion Models for High Fidelity Image Generation", sec. 3.2 / 4.4) ---------
+//
+// Trained on perfectly downsampled real images, an SR model meets the base model's imperfect
+// samples at test time and amplifies their artefacts. CDM corrupts the upsampled condition z
+// with the model's own forward process at a random level a and TELLS the network a:
+//   z_aug = sqrt(alpha_bar_a) z + sqrt(1 - alpha_bar_a) n,   n ~ N(0, I)      (DDPM eq. 4)
+// (CDM's "Gaussian augmentation", non-truncated form). Choices made here:
+//   - the augmentation schedule is the model's own noise schedule (alpha_bar of the
+//     diffusion's betas), restricted to its first levels: a ~ U{0, ..., A} with
+//     A = round(max_aug (T - 1)) for --cond-augment max_aug in (0, 1]; a level given as a
+//     fraction f (ddpm-sample --low-res-noise-level f, f in [0, max_aug]) is
+//     a = round(f (T - 1)), so f = max_aug is the largest level training drew. Level 0 is
+//     the schedule's first step (sqrt(1 - alpha_bar_0) = sqrt(beta_1), 0.01 for the linear
+//     schedule), not a clean condition: every level was seen in training.
+//   - the level travels WITH the condition as one extra constant channel, the "level plane":
+//     cond = concat(z_aug, a * ones[N, H, W, 1]) [N, H, W, C + 1]. Everything that slices,
+//     repeats or moves the condition (the trainer's microbatches and data-parallel ranks,
+//     classifier-free guidance's doubled batch in concat_condition) then carries each row's
+//     level along, and DenoiseFn keeps its (x, t, y) signature. The UNet (unet.h,
+//     cond_augment) cuts the plane off before conv_in and embeds the level of pixel (0, 0).
+// All of it in float64 on the host, like the degradation maps above.
+
+// a = round(f (T - 1)); ValueError naming `what` for f outside [0, 1].
+std::int64_t cond_augment_level(double fraction, std::int64_t num_timesteps, const char* what);
+
+// z [N, H, W, C] -> [N, H, W, C + 1]: sqrt(abar_{a_i}) z_i + sqrt(1 - abar_{a_i}) noise_i,
+// then the level plane a_i. `noise` has z's shape; levels[i] in [0, T). Same dtype and
+// device as z.
+Tensor augment_condition(const Tensor& z, const std::vector<std::int64_t>& levels, const Tensor& noise,
+                         const std::vector<double>& alphas_cumprod);
+
+// Training (ddpm-train --cond-augment max_aug): draws from `gen`, in this order, N values of
+// rand (f64, on the host) for the levels, a_i = min(floor(u_i (A + 1)), A), then randn of
+// z's shape (f64, on the host) for n; returns augment_condition(z, a, n).
+Tensor draw_augmented_condition(const Tensor& z, double max_aug, const std::vector<double>& alphas_cumprod,
+                                Generator& gen);
+
+// The level plane without noise: z with a constant channel of `level` appended (the
+// training sample grids, which condition on clean images at level 0 and draw nothing, so
+// the trainer's generator is untouched and resume stays bit-identical).
+Tensor with_level_plane(const Tensor& z, std::int64_t level);
+
+// Sampling (ddpm-sample --low-res-noise-level f): concat_condition with z augmented at one
+// fixed level for all M rows. The noise n (randn of z's shape, f64 on the host, from `gen`)
+// is drawn at the closure's FIRST call: every sampler draws x_T before it calls the network,
+// so the order per batch is x_T (and any noise a sampler adds before its first network call,
+// such as Heun's S_churn), then n, then the sampler's step noise. `gen` must outlive the
+// closure.
+DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
+                                     const std::vector<double>& alphas_cumprod, Generator& gen);
 
 }  // namespace ddpm::diffusion

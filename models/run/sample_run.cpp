@@ -287,6 +287,10 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--low-res", o.low_res,
                  "super-resolution models: the low-res images to upsample, a samples.npz (arr_0 uint8 [N, L, L, C], "
                  "arr_1 labels optional: a base model's output) or one L x L PNG; N defaults to all of them");
+  app.add_option("--low-res-noise-level", o.low_res_noise_level,
+                 "super-resolution models trained with --cond-augment MAX: noise the low-res condition at this "
+                 "fraction of the diffusion steps, in [0, MAX] (conditioning augmentation)")
+      ->capture_default_str();
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -490,7 +494,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const int H = h * f, W = h * f, C = latent ? latent->config().in_channels : cfg.in_channels;
   auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
   LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
-  const bool super_res = load_low_res_for(o, cfg, low, log);
+  const bool super_res = load_low_res_for(o, cfg, low, base.num_timesteps(), log);
   const std::int64_t N = super_res ? low_res_num_samples(o, low) : o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;
@@ -561,8 +565,13 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       if (cfg.num_classes == 0) labels.clear();  // an unconditional network takes none
     }
     // A super-resolution model's closure concatenates this batch's upsampled low-res rows.
+    // Conditioning augmentation: noised at the fixed level, the noise drawn after x_T.
+    const Tensor low_rows = super_res ? diffusion::batch_rows(low.cond, begin, n).to(o.device) : Tensor();
     const diffusion::DenoiseFn bfn =
-        super_res ? diffusion::concat_condition(fn, diffusion::batch_rows(low.cond, begin, n).to(o.device)) : fn;
+        !super_res            ? fn
+        : cfg.cond_augmented() ? diffusion::concat_augmented_condition(fn, low_rows, low.aug_level,
+                                                                       base.alphas_cumprod, gen)
+                               : diffusion::concat_condition(fn, low_rows);
     callback = nullptr;
     if (o.show_steps && begin == 0) {
       callback = [&](const diffusion::StepInfo& s) {

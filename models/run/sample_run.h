@@ -64,6 +64,11 @@
 // --low-res SAMPLES.npz|IMAGE.png gives the L x L images, each upsampled bilinearly and
 // concatenated to x_t by the network closure; OUT/low_res.png shows them and sample_info.json
 // records "low_res". Every sampler works; --inpaint and --classifier are refused.
+// --low-res-noise-level f (a model trained with --cond-augment MAX; f in [0, MAX], default
+// 0): the upsampled low-res images are noised at level a = round(f (T - 1)) of the model's
+// schedule and the network is told a (CDM's conditioning augmentation, models/diffusion/
+// super_res.h); the noise is drawn per batch at the first network call, right after x_T.
+// A model trained without augmentation refuses f != 0.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -165,6 +170,7 @@ struct SampleOptions {
   // Super-resolution (models/run/super_res_run.h): the low-res images (.npz or PNG) that a
   // super-resolution model upsamples; N = their count unless --num-samples was given.
   std::string low_res;
+  double low_res_noise_level = 0.0;  // a fraction of T in [0, cond_augment] (augmented models only)
   bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
 };
 

@@ -43,16 +43,35 @@ Tensor grid_condition(const Dataset& data, int n, const unet::UNetConfig& model,
     px.insert(px.end(), p, p + data.image_bytes());
   }
   const Tensor x0 = pixels_to_unit(px, n, data.height, data.channels);
-  return diffusion::super_res_condition(x0, model.low_res_size).to(device);
+  Tensor cond = diffusion::super_res_condition(x0, model.low_res_size);
+  if (model.cond_augmented()) cond = diffusion::with_level_plane(cond, 0);  // clean, level 0: no draws
+  return cond.to(device);
 }
 
-bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low, std::ostream* log) {
+bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low,
+                      std::int64_t num_timesteps, std::ostream* log) {
   low = LowResInputs{};
   if (!model.super_res()) {
     DDPM_CHECK(o.low_res.empty(), "--low-res applies to super-resolution models only, and "
                                       << o.checkpoint << " is not one (train one with ddpm-train --super-res LOW)");
+    DDPM_CHECK(o.low_res_noise_level == 0, "--low-res-noise-level applies to super-resolution models only, and "
+                                               << o.checkpoint << " is not one");
     return false;
   }
+  DDPM_CHECK(model.cond_augmented() || o.low_res_noise_level == 0,
+             "--low-res-noise-level " << o.low_res_noise_level << " does not apply to " << o.checkpoint
+                                      << ": it was trained without conditioning augmentation (ddpm-train "
+                                         "--cond-augment MAX), so it was never told a noise level");
+  DDPM_CHECK(o.low_res_noise_level >= 0 && o.low_res_noise_level <= model.cond_augment,
+             "--low-res-noise-level " << o.low_res_noise_level << " must be in [0, " << model.cond_augment
+                                      << "]: " << o.checkpoint
+                                      << " was trained with conditioning augmentation up to that fraction of the "
+                                         "diffusion steps");
+  low.augmented = model.cond_augmented();
+  low.noise_level = o.low_res_noise_level;
+  low.aug_level = model.cond_augmented()
+                      ? diffusion::cond_augment_level(o.low_res_noise_level, num_timesteps, "--low-res-noise-level")
+                      : 0;
   const int L = model.low_res_size, C = model.in_channels, H = model.image_size;
   DDPM_CHECK(!o.low_res.empty(), o.checkpoint << " is a super-resolution model (" << L << "x" << L << " -> " << H
                                               << "x" << H << "): give the low-res images with --low-res "
@@ -93,7 +112,9 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
   low.cond = diffusion::bilinear_upsample(pixels_to_unit(low.pixels, low.count, L, C), H);
   if (log)
     *log << "super-resolution: " << low.count << " low-res image(s) " << L << "x" << L << " from " << o.low_res
-         << ", bilinearly upsampled to " << H << "x" << H << "\n";
+         << ", bilinearly upsampled to " << H << "x" << H
+         << (model.cond_augmented() ? ", noised at augmentation level " + std::to_string(low.aug_level) : std::string())
+         << "\n";
   return true;
 }
 
@@ -129,7 +150,12 @@ std::string write_low_res_png(const std::string& dir, const LowResInputs& low, s
 }
 
 nlohmann::json low_res_info(const LowResInputs& low, std::int64_t n, bool labels_from_low_res) {
-  return {{"path", low.path}, {"low_res_size", low.size}, {"images", n}, {"labels_from_low_res", labels_from_low_res}};
+  nlohmann::json j{{"path", low.path}, {"low_res_size", low.size}, {"images", n}, {"labels_from_low_res", labels_from_low_res}};
+  if (low.augmented) {
+    j["noise_level"] = low.noise_level;
+    j["aug_level"] = low.aug_level;
+  }
+  return j;
 }
 
 void refuse_super_res_model(const unet::UNetConfig& model, const std::string& checkpoint, const std::string& what) {

@@ -18,6 +18,9 @@
 // model's size. N = M unless --num-samples is given (then N <= M: the first N images). The
 // labels of a class-conditional SR model come from arr_1 when present and --class is not
 // given (each high-res sample keeps its base sample's class), else as for plain sampling.
+// --low-res-noise-level f (conditioning augmentation, models/diffusion/super_res.h): only for
+// a model trained with --cond-augment MAX, f in [0, MAX]; sample_info.json's "low_res" then
+// adds "noise_level" f and "aug_level" a = round(f (T - 1)).
 // Refused with a ValueError (exit 2): --low-res for a model without super-resolution, a
 // super-resolution model without --low-res, a size or channel mismatch (naming both),
 // --num-samples above M, labels outside [0, num_classes), --inpaint and --classifier.
@@ -42,7 +45,9 @@ namespace ddpm::run {
 struct SampleOptions;
 
 // The condition of the training sample grids: super_res_condition of dataset images
-// 0, 1, ..., n - 1 (cycling when n exceeds the dataset), [n, H, H, C] f32 on `device`.
+// 0, 1, ..., n - 1 (cycling when n exceeds the dataset), [n, H, H, C] f32 on `device`; a
+// conditioning-augmented model's gets the level plane of level 0 and no noise ([n, H, H,
+// C + 1], super_res.h with_level_plane), so the grids draw nothing from the trainer.
 Tensor grid_condition(const Dataset& data, int n, const unet::UNetConfig& model, Device device);
 
 struct LowResInputs {
@@ -52,12 +57,18 @@ struct LowResInputs {
   std::vector<std::uint8_t> pixels;   // uint8 [M, L, L, C]
   std::vector<std::int64_t> labels;   // [M] from arr_1, or empty
   Tensor cond;                        // [M, H, H, C] f32 on the CPU: the upsampled images in [-1, 1]
+  // Conditioning augmentation (super_res.h): --low-res-noise-level f and its level
+  // a = round(f (T - 1)) (0 and 0 for a model trained without it).
+  bool augmented = false;
+  double noise_level = 0.0;
+  std::int64_t aug_level = 0;
 };
 
-// Checks --low-res against the model (see the top of this file) and loads it; returns false
-// (and leaves `low` empty) for a model without super-resolution and no --low-res.
+// Checks --low-res and --low-res-noise-level against the model (see the top of this file
+// and sample_run.h) and loads the images; returns false (and leaves `low` empty) for a model
+// without super-resolution and no --low-res. num_timesteps: the model's T (for the level).
 bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low,
-                      std::ostream* log = nullptr);
+                      std::int64_t num_timesteps, std::ostream* log = nullptr);
 // The number of samples to draw: M, or --num-samples when given (checked <= M).
 std::int64_t low_res_num_samples(const SampleOptions& o, const LowResInputs& low);
 // Replaces `labels` by the file's for a class-conditional model without --class; returns

@@ -19,6 +19,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "super-resolution (cascaded diffusion): condition on the images area-downsampled to this size "
                  "and bilinearly upsampled back (must divide the image size); sample with ddpm-sample --low-res")
       ->group("Data");
+  app.add_option("--cond-augment", o.cond_augment,
+                 "with --super-res: Gaussian conditioning augmentation (cascaded diffusion models): noise the "
+                 "condition at a random level up to this fraction of the diffusion steps, in [0, 1]; 0 = off")
+      ->capture_default_str()->group("Data");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

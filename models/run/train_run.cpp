@@ -163,6 +163,12 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(o.super_res == 0 || o.autoencoder.empty(),
              "--super-res does not apply with --autoencoder: a latent model has no pixel-space low-res image to "
              "condition on; train the super-resolution model on pixels");
+  DDPM_CHECK(o.cond_augment >= 0 && o.cond_augment <= 1,
+             "--cond-augment must be a fraction of the diffusion steps in [0, 1], got " << o.cond_augment);
+  DDPM_CHECK(o.cond_augment == 0 || o.super_res > 0,
+             "--cond-augment " << o.cond_augment
+                               << " needs --super-res: conditioning augmentation noises a super-resolution "
+                                  "model's low-res condition");
   DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
   DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
   DDPM_CHECK(o.class_dropout <= 1, "--class-dropout must be in [0, 1], got " << o.class_dropout);
@@ -264,6 +270,7 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
                               << " and divide it (area downsampling by an integer factor)");
     c.low_res_size = o.super_res;
     c.concat_channels = channels;
+    c.cond_augment = o.cond_augment;
   }
   const int levels = static_cast<int>(c.channel_mult.size());
   DDPM_CHECK(size % (1 << (levels - 1)) == 0,
@@ -450,8 +457,16 @@ TrainResult train_run(const TrainOptions& options) {
       const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;  // s * z ~ s q(z | x_0) when latent
       // The condition is made on the host copy (super_res.h works on the host), so a CUDA run
       // uploads it like the images instead of reading x_0 back every step.
-      const Tensor cond =
-          mc.super_res() ? diffusion::super_res_condition(b.host_images, mc.low_res_size).to(o.device) : Tensor();
+      // With conditioning augmentation it is noised at a random level there too, drawing from
+      // the trainer's generator: the provider's only draws (a latent run, whose encode draws,
+      // is refused with --super-res; super_res.h draw_augmented_condition).
+      Tensor cond;
+      if (mc.super_res()) {
+        cond = diffusion::super_res_condition(b.host_images, mc.low_res_size);
+        if (mc.cond_augmented())
+          cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
+        cond = cond.to(o.device);
+      }
       return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);

@@ -43,7 +43,11 @@
 // Super-resolution (--super-res L, models/run/super_res_run.h): the UNet takes x_t
 // concatenated with the batch's x_0 area-downsampled to L x L and bilinearly upsampled back
 // (train::Batch::cond); config.json's model section records "super_res". --autoencoder is
-// refused with it.
+// refused with it. --cond-augment MAX (CDM's Gaussian conditioning augmentation,
+// models/diffusion/super_res.h) noises each condition at a level a ~ U{0, ..., round(MAX
+// (T - 1))} of the model's schedule and gives a to the UNet (super_res "cond_augment"); the
+// draws come from the trainer's generator inside the batch provider, after the batch's own
+// draws (trainer.h: "the provider's draws"). 0 (the default) is off: no draws, no parameters.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +71,7 @@ struct TrainOptions {
   std::int64_t toy_count = 1024;  // images of --data toy
   std::string autoencoder;        // latent diffusion: a ddpm-autoencoder folder (latent_run.h)
   int super_res = 0;              // > 0: a super-resolution model conditioned on this low-res size (super_res_run.h)
+  double cond_augment = 0.0;      // --super-res only: the largest conditioning-augmentation level, a fraction of T
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;

@@ -19,7 +19,8 @@
 //   EMA update with warm-up, decay = min(rate, (1 + n)/(10 + n)), n = the update's 0-based index
 //
 // Random numbers come from one Philox generator in a fixed order per step: the provider's
-// draws, then t (uniform: N values of rand; importance: the sampler's N values), label
+// draws (e.g. a super-resolution run's conditioning augmentation: N levels, then the
+// condition's noise, models/diffusion/super_res.h), then t (uniform: N values of rand; importance: the sampler's N values), label
 // dropout (N values of rand, when enabled), noise, then when enabled the offset noise's
 // N x C values and the input perturbation's noise (training_recipes.h). So a trainer restored from state() takes
 // bit-identical steps to one that never stopped.

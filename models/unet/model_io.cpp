@@ -20,15 +20,26 @@ namespace {
 
 // {"low_res_size": L, "concat_channels": C}: the super-resolution section of our config and
 // the private "_ddpm_super_res" key of a diffusers export (diffusers drops "_" keys).
+// A conditioning-augmented model adds "cond_augment": MAX (absent when 0, so the section of
+// every model without it is unchanged).
 json super_res_json(const UNetConfig& c) {
-  return json{{"low_res_size", c.low_res_size}, {"concat_channels", c.concat_channels}};
+  json j{{"low_res_size", c.low_res_size}, {"concat_channels", c.concat_channels}};
+  if (c.cond_augmented()) j["cond_augment"] = c.cond_augment;
+  return j;
 }
 void read_super_res(const json& j, UNetConfig& c, const char* what) {
   DDPM_CHECK_AS(j.is_object(), IoError, what << ": expected an object {\"low_res_size\", \"concat_channels\"}");
-  check_config_keys(j, super_res_json(UNetConfig{}), what);
+  json reference = super_res_json(UNetConfig{});
+  if (j.contains("cond_augment")) reference["cond_augment"] = nullptr;  // optional
+  check_config_keys(j, reference, what);
   for (const char* key : {"low_res_size", "concat_channels"}) require_json_ints(j.at(key), std::string(what) + ": " + key);
   c.low_res_size = j.at("low_res_size").get<int>();
   c.concat_channels = j.at("concat_channels").get<int>();
+  if (j.contains("cond_augment")) {
+    DDPM_CHECK_AS(j.at("cond_augment").is_number(), IoError,
+                  what << ": cond_augment must be a number, got " << j.at("cond_augment").dump());
+    c.cond_augment = j.at("cond_augment").get<double>();
+  }
 }
 
 }  // namespace
@@ -197,6 +208,16 @@ UNetConfig config_from_diffusers(const json& j) {
 json config_to_diffusers(const UNetConfig& c) {
   c.validate();
   DDPM_CHECK(!c.rescale_residual, "export to diffusers: rescale_residual (1/sqrt 2) has no UNet2DModel equivalent");
+  // UNet2DModel's only extra embedding slot is class_embedding: class_embed_type="timestep"
+  // has the same sinusoid + MLP shape as our aug_embedding, but it is fed through
+  // class_labels and taken by a class-conditional model's labels; this exporter does not
+  // rename one into the other, so such a model is refused rather than exported without it.
+  DDPM_CHECK(!c.cond_augmented(),
+             "export to diffusers: this super-resolution model was trained with conditioning augmentation "
+             "(cond_augment "
+                 << c.cond_augment
+                 << "), and its augmentation-level embedding (aug_embedding) has no slot in UNet2DModel; "
+                    "export a model trained without --cond-augment");
   const int levels = static_cast<int>(c.channel_mult.size());
   std::vector<int> blocks;
   std::vector<std::string> down, up;

@@ -2,7 +2,9 @@
 //
 // - Our config.json: every UNetConfig field by name; an unknown or missing key is an error.
 //   A super-resolution model adds "super_res": {"low_res_size": L, "concat_channels": C}
-//   (absent, and not allowed to be partial, for any other model).
+//   (absent, and not allowed to be partial, for any other model), plus "cond_augment": MAX
+//   for a conditioning-augmented model (absent when 0; its export to diffusers is refused:
+//   UNet2DModel has no slot for its aug_embedding).
 // - Super-resolution export: UNet2DModel in_channels = C + concat_channels, out_channels =
 //   C (or 2C), which is how diffusers' own super-resolution UNets look, plus the private key
 //   "_ddpm_super_res" (diffusers ignores "_" keys) that lets our import restore the split and

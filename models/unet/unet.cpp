@@ -28,6 +28,11 @@ void UNetConfig::validate() const {
                "UNet config: low_res_size " << low_res_size << " must be smaller than image_size " << image_size
                                             << " and divide it (area downsampling by an integer factor)");
   }
+  DDPM_CHECK(cond_augment >= 0 && cond_augment <= 1,
+             "UNet config: cond_augment must be a fraction of the timesteps in [0, 1], got " << cond_augment);
+  DDPM_CHECK(!cond_augmented() || super_res(),
+             "UNet config: cond_augment " << cond_augment
+                                          << " (conditioning augmentation) needs a super-resolution model");
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
@@ -73,6 +78,12 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
   conv_out_ = std::make_unique<nn::Conv2d>(ch, cfg.out_channels(), 3, 1, 1, gen, device);
   conv_out_->zero_();
   register_module("conv_out", conv_out_.get());
+  if (cfg.cond_augmented()) {  // last: the weights above are drawn exactly as without it
+    aug_1_ = std::make_unique<nn::Linear>(cfg.model_channels, emb_dim, gen, device);
+    register_module("aug_embedding.linear_1", aug_1_.get());
+    aug_2_ = std::make_unique<nn::Linear>(emb_dim, emb_dim, gen, device);
+    register_module("aug_embedding.linear_2", aug_2_.get());
+  }
 }
 
 UNet::~UNet() = default;
@@ -81,12 +92,14 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
                      const nn::Context& ctx) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
-                 x.dim(3) == cfg_.input_channels(),
+                 x.dim(3) == cfg_.forward_channels(),
              "UNet: input " << shape_str(x.shape()) << " does not match the model's [N, " << cfg_.image_size << ", "
-                            << cfg_.image_size << ", " << cfg_.input_channels() << "]"
+                            << cfg_.image_size << ", " << cfg_.forward_channels() << "]"
                             << (cfg_.super_res() ? " (a super-resolution model: x_t concatenated with its " +
                                                        std::to_string(cfg_.low_res_size) +
-                                                       "-pixel low-res condition upsampled, super_res.h)"
+                                                       "-pixel low-res condition upsampled" +
+                                                       (cfg_.cond_augmented() ? " and its augmentation level plane" : "") +
+                                                       ", super_res.h)"
                                                  : std::string()));
   DDPM_CHECK(static_cast<std::int64_t>(t.size()) == n, "UNet: " << t.size() << " timesteps for a batch of " << n);
   if (cfg_.num_classes > 0) {
@@ -98,9 +111,19 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
   }
 
   // Timestep embedding -> MLP (+ class embedding).   emb [N, 4 * model_channels]
-  const Tensor emb = embed(Tensor::from_vector(t, {n}, DType::f32, x.device()), labels);
+  Tensor emb = embed(Tensor::from_vector(t, {n}, DType::f32, x.device()), labels);
+  Tensor net_in = x;
+  if (cfg_.cond_augmented()) {
+    // The level plane (super_res.h): the last channel, constant per row; its pixel (0, 0) is
+    // the augmentation level a, embedded like a timestep and added (CDM sec. 3.2).
+    const std::int64_t c = cfg_.input_channels();
+    const Tensor level = slice(slice(slice(x, 3, c, 1), 1, 0, 1), 2, 0, 1).reshape({n});  // [N]
+    const Tensor aug = timestep_embedding(level, cfg_.model_channels, cfg_.time_embedding);  // [N, mc]
+    emb = add(emb, aug_2_->forward(silu(aug_1_->forward(aug))));                           // [N, 4 mc]
+    net_in = slice(x, 3, 0, c);                                                             // [N, H, W, C + Cc]
+  }
   std::vector<Tensor> skips;
-  Tensor h = encode(x, emb, ctx, &skips);  // down path and middle block
+  Tensor h = encode(net_in, emb, ctx, &skips);  // down path and middle block
   for (const auto& level : up_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = concat({h, skips.back()}, -1);

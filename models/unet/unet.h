@@ -8,9 +8,10 @@
 //   conv_in, time_embedding.linear_1/2, class_embedding, down_blocks.i.{resnets,attentions,
 //   downsamplers}.j, mid_block.{resnets,attentions}.j, up_blocks.i.{...,upsamplers}.j,
 //   conv_norm_out, conv_out.
-// Tensors are NHWC: x [N, H, W, input_channels()] -> [N, H, W, out_channels()], where
+// Tensors are NHWC: x [N, H, W, forward_channels()] -> [N, H, W, out_channels()], where
 // input_channels() = in_channels + concat_channels (a super-resolution model's x_t with its
-// upsampled low-res condition concatenated by the caller; in_channels for other models).
+// upsampled low-res condition concatenated by the caller; in_channels for other models) and
+// forward_channels() adds the level plane of a conditioning-augmented model (cond_augment).
 #pragma once
 
 #include <memory>
@@ -51,10 +52,23 @@ struct UNetConfig : LevelConfig {
   // image_size and is smaller.
   int concat_channels = 0;
   int low_res_size = 0;
+  // Gaussian conditioning augmentation (CDM, Ho et al. 2022 sec. 3.2; models/diffusion/
+  // super_res.h): the largest augmentation level trained, as a fraction of the T timesteps,
+  // in [0, 1]; 0 = none (no extra parameters, the network of an SR model without it). When
+  // > 0 the condition carries its level a as one more constant channel (the level plane)
+  // that forward() cuts off before conv_in, and the level is embedded like a timestep:
+  //   emb = time_embedding(t) [+ class_embedding(y)]
+  //         + aug_embedding.linear_2(SiLU(aug_embedding.linear_1(timestep_embedding(a))))
+  // (the same sinusoid and MLP shape as the time embedding, its own weights; diffusers'
+  // TimestepEmbedding layout, built after conv_out so every other weight is drawn as before).
+  double cond_augment = 0.0;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
   bool super_res() const { return low_res_size > 0; }
+  bool cond_augmented() const { return cond_augment > 0; }
+  // The channels forward() takes: input_channels() plus the level plane when augmented.
+  int forward_channels() const { return input_channels() + (cond_augmented() ? 1 : 0); }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.
@@ -83,6 +97,7 @@ class UNet : public DownHalf {
   std::vector<std::unique_ptr<ResolutionLevel>> up_;
   std::unique_ptr<nn::GroupNorm> norm_out_;
   std::unique_ptr<nn::Conv2d> conv_out_;
+  std::unique_ptr<nn::Linear> aug_1_, aug_2_;  // aug_embedding.linear_1/2 (cond_augment > 0)
 };
 
 }  // namespace ddpm::unet

@@ -5,8 +5,10 @@
 # super-resolution model (--super-res 16) on the same shapes padded to 32x32, samples the base,
 # feeds its samples.npz to the SR model (the cascade: npz uint8 [N, 32, 32, 1], low_res.png,
 # sample_info.json "low_res") with several samplers and classifier-free guidance, upsamples a
-# single PNG, checks that a resumed SR run is bit-identical to an uninterrupted one, and that
-# the combinations that make no sense exit 2 with one error line.
+# single PNG, checks that a resumed SR run is bit-identical to an uninterrupted one, trains with
+# conditioning augmentation (--cond-augment: 0 is bit-identical to no flag, resume is
+# bit-identical, --low-res-noise-level is deterministic and matters), and that the
+# combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" super_res_test
@@ -63,6 +65,50 @@ grep -q '"in_channels": 2' "$work/exported/config.json" || fail "the export's in
   --sampling-steps 4 --device cpu --out "$work/sr_exported" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the export"
 cmp -s "$work/sr_exported/samples.npz" "$work/sr_ddim/samples.npz" || fail "the exported SR model samples differently"
 
+# Conditioning augmentation (CDM sec. 3.2). --cond-augment 0 is today's SR training, bit for bit.
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --cond-augment 0 --steps 2 --save-every 2 \
+  --out "$work/sr_aug0" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --cond-augment 0"
+for f in model.safetensors ema.safetensors; do
+  cmp -s "$work/sr/checkpoints/step_2/$f" "$work/sr_aug0/checkpoints/step_2/$f" \
+    || fail "--cond-augment 0 changed step_2/$f"
+done
+if grep -q cond_augment "$work/sr_aug0/config.json"; then fail "--cond-augment 0 wrote a cond_augment record"; fi
+# --cond-augment 0.5: recorded, and a resumed run is bit-identical to an uninterrupted one.
+aug=("${tiny[@]}" --pad-to-32 --super-res 16 --cond-augment 0.5)
+"$bin/ddpm-train" "${aug[@]}" --steps 2 --save-every 2 --out "$work/sra" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-train --cond-augment 0.5"
+grep -q '"cond_augment": 0.5' "$work/sra/config.json" || fail "config.json does not record cond_augment"
+"$bin/ddpm-train" "${aug[@]}" --steps 3 --save-every 1 --out "$work/sra3" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-train --cond-augment 0.5 (3 steps)"
+cp -r "$work/sra" "$work/sra_resumed"
+"$bin/ddpm-train" "${aug[@]}" --steps 3 --save-every 1 --resume latest --out "$work/sra_resumed" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --cond-augment 0.5 --resume latest"
+for f in model.safetensors ema.safetensors; do
+  cmp -s "$work/sra3/checkpoints/step_3/$f" "$work/sra_resumed/checkpoints/step_3/$f" \
+    || fail "the resumed augmented run's step_3/$f differs from the uninterrupted run's"
+done
+# The cascade with a noised condition: deterministic for a seed, changed by the level.
+for run in a b; do
+  "$bin/ddpm-sample" --checkpoint "$work/sra" --low-res "$work/base_samples/samples.npz" --low-res-noise-level 0.2 \
+    --sampler ddim --sampling-steps 4 --device cpu --out "$work/sra_$run" >"$work/out.txt" 2>"$work/err.txt" \
+    || fail "ddpm-sample --low-res-noise-level 0.2 ($run)"
+done
+cmp -s "$work/sra_a/samples.npz" "$work/sra_b/samples.npz" || fail "--low-res-noise-level is not deterministic for a seed"
+grep -q '"aug_level": 8' "$work/sra_a/sample_info.json" || fail "sample_info.json does not record level round(0.2 x 39)"
+"$bin/ddpm-sample" --checkpoint "$work/sra" --low-res "$work/base_samples/samples.npz" --low-res-noise-level 0.5 \
+  --sampler ddim --sampling-steps 4 --device cpu --out "$work/sra_c" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-sample --low-res-noise-level 0.5"
+if cmp -s "$work/sra_a/samples.npz" "$work/sra_c/samples.npz"; then fail "the noise level does not change the samples"; fi
+refused "without conditioning augmentation" "$bin/ddpm-sample" --checkpoint "$work/sr" \
+  --low-res "$work/base_samples/samples.npz" --low-res-noise-level 0.2 --device cpu --out "$work/r9"
+refused "must be in \[0, 0.5\]" "$bin/ddpm-sample" --checkpoint "$work/sra" \
+  --low-res "$work/base_samples/samples.npz" --low-res-noise-level 0.7 --device cpu --out "$work/r10"
+refused "super-resolution models only" "$bin/ddpm-sample" --checkpoint "$work/base" --low-res-noise-level 0.1 \
+  --device cpu --out "$work/r11"
+refused "needs --super-res" "$bin/ddpm-train" "${tiny[@]}" --cond-augment 0.2 --out "$work/r12"
+refused "in \[0, 1\]" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --cond-augment 1.5 --out "$work/r13"
+refused "aug_embedding" "$bin/ddpm-export" --checkpoint "$work/sra" --out "$work/r14"
+
 expect_refusal "SR model without --low-res" "" "$bin/ddpm-sample" --checkpoint "$work/sr" --device cpu --out "$work/r1"
 expect_refusal "--low-res for a base model" "" "$bin/ddpm-sample" --checkpoint "$work/base" \
   --low-res "$work/base_samples/samples.npz" --device cpu --out "$work/r2"
@@ -80,5 +126,5 @@ expect_refusal "ddpm-edit on an SR model" "" "$bin/ddpm-edit" img2img --checkpoi
 expect_refusal "--super-res with --autoencoder" "" "$bin/ddpm-train" "${tiny[@]}" --super-res 8 --autoencoder "$work/base" \
   --out "$work/r6"
 expect_refusal "--super-res that does not divide" "" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
-for r in r1 r2 r3 r4 r5 r6 r8; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
+for r in r1 r2 r3 r4 r5 r6 r8 r9 r10 r11 r12 r13 r14; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

@@ -1,0 +1,162 @@
+// models/run/train_options.cpp: the checks of ddpm-train's options and the UNet they
+// describe (validate_options, make_unet_config; contracts in train_run.h), apart from the
+// run itself (train_run.cpp).
+#include <cmath>
+#include <utility>
+
+#include "engine/error.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/schedule.h"
+#include "models/run/data_spec.h"
+#include "models/run/edm_options.h"
+#include "models/run/int_list.h"
+#include "models/run/train_run.h"
+#include "models/unet/model_io.h"
+
+namespace ddpm::run {
+
+void validate_options(const TrainOptions& o) {
+  auto positive = [](const char* flag, double v) { DDPM_CHECK(v > 0, flag << " must be positive, got " << v); };
+  auto non_negative = [](const char* flag, double v) { DDPM_CHECK(v >= 0, flag << " must be >= 0, got " << v); };
+  positive("--num-channels", o.num_channels);
+  positive("--num-res-blocks", o.num_res_blocks);
+  positive("--norm-groups", o.norm_groups);
+  positive("--diffusion-steps", static_cast<double>(o.diffusion_steps));
+  positive("--batch-size", static_cast<double>(o.batch_size));
+  positive("--steps", static_cast<double>(o.steps));
+  positive("--save-every", static_cast<double>(o.save_every));
+  positive("--log-every", static_cast<double>(o.log_every));
+  positive("--lr", o.lr);
+  positive("--num-samples", o.num_samples);
+  positive("--sample-steps", o.sample_steps);
+  positive("--max-nonfinite", o.max_nonfinite);
+  positive("--toy-count", static_cast<double>(o.toy_count));
+  non_negative("--microbatch", static_cast<double>(o.microbatch));
+  non_negative("--warmup-steps", static_cast<double>(o.warmup_steps));
+  non_negative("--grad-clip", o.grad_clip);
+  non_negative("--weight-decay", o.weight_decay);
+  non_negative("--sample-every", static_cast<double>(o.sample_every));
+  non_negative("--image-size", o.image_size);
+  non_negative("--super-res", o.super_res);
+  DDPM_CHECK(o.super_res == 0 || o.autoencoder.empty(),
+             "--super-res does not apply with --autoencoder: a latent model has no pixel-space low-res image to "
+             "condition on; train the super-resolution model on pixels");
+  DDPM_CHECK(o.cond_augment >= 0 && o.cond_augment <= 1,
+             "--cond-augment must be a fraction of the diffusion steps in [0, 1], got " << o.cond_augment);
+  DDPM_CHECK(o.cond_augment == 0 || o.super_res > 0,
+             "--cond-augment " << o.cond_augment
+                               << " needs --super-res: conditioning augmentation noises a super-resolution "
+                                  "model's low-res condition");
+  DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
+  DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
+  DDPM_CHECK(o.class_dropout <= 1, "--class-dropout must be in [0, 1], got " << o.class_dropout);
+  DDPM_CHECK(!o.out.empty(), "--out is required: the run folder to write");
+  DDPM_CHECK(o.resume.empty() || !o.overwrite, "--resume and --overwrite exclude each other");
+
+  validate_objective_options(o);  // --objective and its flags (edm_options.h)
+  for (const auto& [flag, value] : {std::pair<const char*, double>{"--snr-gamma", o.snr_gamma},
+                                    {"--noise-offset", o.noise_offset},
+                                    {"--input-perturbation", o.input_perturbation}}) {
+    DDPM_CHECK(std::isfinite(value) && value >= 0, flag << " must be a number >= 0 (0 = off), got " << value);
+    DDPM_CHECK(value == 0 || !is_edm(o), flag << " is a DDPM training recipe; --objective edm draws its own noise "
+                                                 "levels and weights its loss (EDM's lambda(sigma))");
+  }
+  DDPM_CHECK(o.snr_gamma == 0 || o.loss == "simple",
+             "--snr-gamma reweights the simple MSE loss; --loss " << o.loss << " carries the variational bound's "
+                                                                     "own weights");
+  // Names that must parse (each parser's ValueError lists the choices).
+  diffusion::parse_noise_schedule(o.noise_schedule);
+  diffusion::parse_model_mean_type(o.predict);
+  DDPM_CHECK(!o.zero_terminal_snr || !is_edm(o),
+             "--zero-terminal-snr rescales the discrete DDPM schedule; --objective edm has none (its sigma range is "
+             "set by --p-mean and --p-std)");
+  DDPM_CHECK(!o.zero_terminal_snr || o.predict != "eps",
+             "--zero-terminal-snr needs --predict v (or x0): at the last step alpha_bar = 0, x_t is pure noise and an "
+             "eps-prediction cannot give x_0 (Lin et al. 2024, sec. 3.2)");
+  const diffusion::LossType loss = diffusion::parse_loss_type(o.loss);
+  parse_timestep_embedding_style(o.timestep_embedding);
+  DDPM_CHECK(o.schedule_sampler == "uniform" || o.schedule_sampler == "loss-second-moment",
+             "--schedule-sampler must be uniform or loss-second-moment, got '" << o.schedule_sampler << "'");
+  parse_data_spec(o.data);
+
+  DDPM_CHECK(o.noise_schedule != "linear" || o.diffusion_steps > 20,
+             "--diffusion-steps " << o.diffusion_steps << " is too few for the linear schedule (needs > 20)");
+  DDPM_CHECK(o.autoencoder.empty() || loss == diffusion::LossType::simple,
+             "--loss " << o.loss << " does not apply with --autoencoder: its t = 0 term is the discretised decoder "
+                       "likelihood of 8-bit pixels, and a latent model diffuses autoencoder latents; use --loss simple");
+  DDPM_CHECK(loss != diffusion::LossType::hybrid || o.learn_sigma,
+             "--loss hybrid trains the variance: it requires --learn-sigma");
+  DDPM_CHECK(is_edm(o) || (o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0),
+             "--sample-steps " << o.sample_steps << " does not divide --diffusion-steps " << o.diffusion_steps
+                               << " (DDIM respacing needs an integer stride)");
+  DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond,
+             "--guidance-scale " << o.guidance_scale << " needs a class-conditional model (--class-cond)");
+  DDPM_CHECK(o.class_dropout <= 0 || o.class_cond,
+             "--class-dropout " << o.class_dropout << " needs a class-conditional model (--class-cond)");
+  const int world = o.comm != nullptr ? o.comm->world_size() : 1;
+  DDPM_CHECK(o.batch_size % world == 0,
+             "--batch-size " << o.batch_size << " is not divisible by the world size " << world
+                             << " (the number of processes): it is the global batch, split evenly over the ranks");
+  DDPM_CHECK(o.microbatch == 0 || o.microbatch <= o.batch_size,
+             "--microbatch " << o.microbatch << " is larger than --batch-size " << o.batch_size);
+
+  const std::vector<int> mult = parse_int_list("--channel-mult", o.channel_mult);
+  DDPM_CHECK(!mult.empty(), "--channel-mult must name at least one level");
+  if (!o.attention_resolutions.empty()) parse_int_list("--attention-resolutions", o.attention_resolutions);
+  for (int m : mult) {
+    const long ch = static_cast<long>(o.num_channels) * m;
+    DDPM_CHECK(ch % o.norm_groups == 0, "--num-channels " << o.num_channels << " x channel multiplier " << m << " = "
+                                                           << ch << " channels are not divisible by the "
+                                                           << o.norm_groups << " GroupNorm groups (--norm-groups)");
+    if (o.num_head_channels > 0)
+      DDPM_CHECK(ch % o.num_head_channels == 0,
+                 "--num-head-channels " << o.num_head_channels << " does not divide " << ch << " channels");
+    else
+      DDPM_CHECK(o.num_heads > 0 && ch % o.num_heads == 0,
+                 "--num-heads " << o.num_heads << " does not divide " << ch << " channels");
+  }
+  const int halvings = static_cast<int>(mult.size()) - 1;
+  DDPM_CHECK(o.image_size == 0 || o.image_size % (1 << halvings) == 0,
+             "--image-size " << o.image_size << " cannot be halved " << halvings << " times for the "
+                             << mult.size() << " levels of --channel-mult " << o.channel_mult);
+}
+
+unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes) {
+  DDPM_CHECK(o.image_size == 0 || o.image_size == size,
+             "--image-size " << o.image_size << " differs from the data's " << size << "x" << size
+                             << (size == 28 ? " (add --pad-to-32 for 32)" : ""));
+  unet::UNetConfig c;
+  c.image_size = size;
+  c.in_channels = channels;
+  c.model_channels = o.num_channels;
+  c.channel_mult = parse_int_list("--channel-mult", o.channel_mult);
+  c.num_res_blocks = o.num_res_blocks;
+  c.attention_resolutions =
+      o.attention_resolutions.empty() ? std::vector<int>{} : parse_int_list("--attention-resolutions", o.attention_resolutions);
+  c.num_heads = o.num_heads;
+  c.num_head_channels = o.num_head_channels;
+  c.dropout = o.dropout;
+  c.learn_sigma = o.learn_sigma;
+  c.use_scale_shift_norm = o.use_scale_shift_norm;
+  c.resblock_updown = o.resblock_updown;
+  c.num_classes = o.class_cond ? num_classes : 0;
+  c.norm_groups = o.norm_groups;
+  c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);
+  if (o.super_res > 0) {  // the condition: the low-res image, upsampled (super_res.h)
+    DDPM_CHECK(o.super_res < size && size % o.super_res == 0,
+               "--super-res " << o.super_res << " must be smaller than the image size " << size
+                              << " and divide it (area downsampling by an integer factor)");
+    c.low_res_size = o.super_res;
+    c.concat_channels = channels;
+    c.cond_augment = o.cond_augment;
+  }
+  const int levels = static_cast<int>(c.channel_mult.size());
+  DDPM_CHECK(size % (1 << (levels - 1)) == 0,
+             "the images are " << size << "x" << size << ", which the " << levels << " levels of --channel-mult "
+                               << o.channel_mult << " cannot halve " << levels - 1
+                               << " times: pad them (--pad-to-32) or use fewer levels");
+  c.validate();
+  return c;
+}
+
+}  // namespace ddpm::run

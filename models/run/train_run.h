@@ -132,6 +132,7 @@ struct TrainOptions {
   dist::Communicator* comm = nullptr;  // data-parallel ranks; nullptr: one process
 };
 
+// (validate_options and make_unet_config live in train_options.cpp.)
 // Throws ValueError naming the flag for every invalid value or combination that can be
 // seen without the data: non-positive sizes, a sampling respacing that does not divide
 // --diffusion-steps, channels not divisible by the groups, heads that do not divide the

@@ -62,6 +62,12 @@ TEST(TrainRun, WritesTheRunFolder) {
   EXPECT_EQ(read_file(o.out + "/checkpoints/latest"), "step_6\n");
 }
 
+// The weights, EMA and optimizer state of two checkpoint folders are the same tensors.
+void expect_same_weights(const std::string& a, const std::string& b) {
+  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+    expect_same_tensors(a + "/" + f, b + "/" + f);
+}
+
 TEST(TrainRun, ResumeIsBitIdentical) {
   TrainOptions straight = tiny(temp_run("straight"));
   run::train_run(straight);
@@ -76,8 +82,7 @@ TEST(TrainRun, ResumeIsBitIdentical) {
   EXPECT_EQ(r.steps_done, 6);
 
   const std::string a = run::checkpoint_dir(straight.out, 6), b = run::checkpoint_dir(second.out, 6);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    expect_same_tensors(a + "/" + f, b + "/" + f);
+  expect_same_weights(a, b);
   nlohmann::json sa = nlohmann::json::parse(read_file(a + "/trainer_state.json"));
   nlohmann::json sb = nlohmann::json::parse(read_file(b + "/trainer_state.json"));
   EXPECT_EQ(sa.at("generator"), sb.at("generator"));
@@ -114,8 +119,7 @@ TEST(TrainRun, ResumeWithImportanceSampledTimestepsIsBitIdentical) {
   second.resume = "latest";
   run::train_run(second);
   const std::string a = run::checkpoint_dir(straight.out, 6), b = run::checkpoint_dir(second.out, 6);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    expect_same_tensors(a + "/" + f, b + "/" + f);
+  expect_same_weights(a, b);
   EXPECT_EQ(nlohmann::json::parse(read_file(a + "/trainer_state.json")).at("importance_history"),
             nlohmann::json::parse(read_file(b + "/trainer_state.json")).at("importance_history"));
 }
@@ -149,8 +153,7 @@ TEST(TrainRun, TrainingRecipesAreRecordedAndResumeBitIdentically) {
   second.resume = "latest";
   run::train_run(second);
   const std::string a = run::checkpoint_dir(straight.out, 6), b = run::checkpoint_dir(second.out, 6);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    expect_same_tensors(a + "/" + f, b + "/" + f);
+  expect_same_weights(a, b);
 }
 
 TEST(TrainRun, RefusesAnExistingRunWithoutResumeOrOverwrite) {

@@ -137,18 +137,19 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
   return r;
 }
 
-void save_noisy_classifier(const unet::NoisyClassifier& cls, std::int64_t diffusion_steps,
-                           diffusion::NoiseSchedule schedule, const json& train_info, const std::string& dir,
-                           bool overwrite) {
+void save_noisy_classifier(const unet::NoisyClassifier& cls, const DiffusionSettings& schedule,
+                           const json& train_info, const std::string& dir, bool overwrite) {
   std::error_code ec;
   DDPM_CHECK(overwrite || !fs::exists(dir, ec) || (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)),
              "--out " << dir << " exists; pass --overwrite to replace it");
   DDPM_CHECK(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out " << dir << " exists and is not a folder");
   const auto tensors = unet::export_state_dict(cls);  // OIHW on disk
+  json diffusion = {{"diffusion_steps", schedule.diffusion_steps},
+                    {"noise_schedule", diffusion::noise_schedule_name(schedule.noise_schedule)}};
+  if (schedule.zero_terminal_snr) diffusion["zero_terminal_snr"] = true;  // absent = false: older folders read the same
   json info = {{"architecture", kNoisyClassifierArchitecture},
                {"model", unet::encoder_config_to_json(cls.config())},
-               {"diffusion",
-                {{"diffusion_steps", diffusion_steps}, {"noise_schedule", diffusion::noise_schedule_name(schedule)}}},
+               {"diffusion", diffusion},
                {"train", train_info}};
   if (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)) fs::remove(dir, ec);
   publish_directory(
@@ -175,10 +176,13 @@ NoisyClassifierFolder load_noisy_classifier(const std::string& dir, Device devic
   NoisyClassifierFolder f;
   try {
     const json& d = info.at("diffusion");
-    f.diffusion_steps = d.at("diffusion_steps").get<std::int64_t>();
-    f.noise_schedule = diffusion::parse_noise_schedule(d.at("noise_schedule").get<std::string>());
+    f.diffusion.diffusion_steps = d.at("diffusion_steps").get<std::int64_t>();
+    f.diffusion.noise_schedule = diffusion::parse_noise_schedule(d.at("noise_schedule").get<std::string>());
+    f.diffusion.zero_terminal_snr = d.value("zero_terminal_snr", false);
   } catch (const json::exception& e) {
-    DDPM_THROW(IoError, json_path << ": \"diffusion\" needs diffusion_steps and noise_schedule: " << e.what());
+    DDPM_THROW(IoError, json_path << ": \"diffusion\" needs diffusion_steps and noise_schedule (and "
+                                     "zero_terminal_snr, when present, a bool): "
+                                  << e.what());
   }
   DDPM_CHECK_AS(info.contains("model"), IoError, json_path << " has no \"model\" config");
   const unet::EncoderConfig cfg = unet::encoder_config_from_json(info.at("model"));
@@ -237,20 +241,23 @@ void run_classifier_train(const ClassifierTrainArgs& a, std::ostream& out) {
   DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
   DDPM_CHECK(a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
   DDPM_CHECK(a.diffusion_steps >= 2, "--diffusion-steps must be at least 2, got " << a.diffusion_steps);
-  const diffusion::NoiseSchedule schedule_name = diffusion::parse_noise_schedule(a.noise_schedule);
+  DiffusionSettings settings;  // the schedule's three fields; predict does not concern a classifier
+  settings.diffusion_steps = a.diffusion_steps;
+  settings.noise_schedule = diffusion::parse_noise_schedule(a.noise_schedule);
+  settings.zero_terminal_snr = a.zero_terminal_snr;
   const DataSpec spec = parse_data_spec(a.data);
   DataOptions dopt;
   dopt.pad_to_32 = a.pad_to_32;
   dopt.seed = a.seed;
   const Dataset data = load_data(spec, dopt);
   const unet::EncoderConfig cfg = encoder_config_for(a, data);
-  const diffusion::DiffusionSchedule schedule(diffusion::betas_for(schedule_name, a.diffusion_steps));
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(settings));
   Generator init(a.seed);
   unet::NoisyClassifier cls(cfg, init, a.device);
   out << "data: " << data.describe() << "\n"
       << "noisy classifier: " << cls.num_parameters() << " parameters, " << cfg.image_size << "x" << cfg.image_size
       << "x" << cfg.in_channels << " -> " << cfg.num_classes << " classes; " << a.diffusion_steps << "-step "
-      << a.noise_schedule << " schedule\n";
+      << a.noise_schedule << " schedule" << (a.zero_terminal_snr ? " (zero terminal SNR)" : "") << "\n";
   const ClassifierTrainReport r =
       train_noisy_classifier(cls, data, schedule, a, [&out](const std::string& line) { out << line << "\n"; });
   json train = {{"data", a.data},
@@ -263,7 +270,7 @@ void run_classifier_train(const ClassifierTrainArgs& a, std::ostream& out) {
                 {"final_loss", r.losses.back()},
                 {"seconds", r.seconds},
                 {"class_names", data.class_names}};
-  save_noisy_classifier(cls, a.diffusion_steps, schedule_name, train, a.out, a.overwrite);
+  save_noisy_classifier(cls, settings, train, a.out, a.overwrite);
   out << "wrote " << a.out << "/model.safetensors and " << a.out << "/classifier.json\n";
 }
 
@@ -283,10 +290,11 @@ std::vector<QuartileAccuracy> run_classifier_eval(const ClassifierEvalArgs& a, s
   DDPM_CHECK(data.num_classes == cfg.num_classes, "--data " << a.data << " has " << data.num_classes
                                                             << " classes; the classifier predicts "
                                                             << cfg.num_classes);
-  const diffusion::DiffusionSchedule schedule(diffusion::betas_for(f.noise_schedule, f.diffusion_steps));
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(f.diffusion));
   const std::vector<QuartileAccuracy> rows = evaluate_noisy_classifier(*f.model, data, schedule, a.batch_size, a.seed);
   out << "noisy classifier " << a.classifier << " on " << data.describe() << " (" << a.split << "), "
-      << f.diffusion_steps << "-step " << diffusion::noise_schedule_name(f.noise_schedule) << " schedule\n";
+      << f.diffusion.diffusion_steps << "-step " << diffusion::noise_schedule_name(f.diffusion.noise_schedule)
+      << " schedule" << (f.diffusion.zero_terminal_snr ? " (zero terminal SNR)" : "") << "\n";
   out << std::left << std::setw(16) << "t range" << std::setw(10) << "accuracy" << "loss\n";
   for (const QuartileAccuracy& r : rows) {
     std::ostringstream range;
@@ -319,6 +327,8 @@ void add_classifier_subcommands(CLI::App& app, ClassifierCommand& c) {
   tr->add_option("--noise-schedule", t.noise_schedule, "the diffusion model's schedule: linear | cosine")
       ->check(CLI::IsMember({"linear", "cosine"}))
       ->capture_default_str();
+  tr->add_flag("--zero-terminal-snr", t.zero_terminal_snr,
+               "the diffusion model's schedule is rescaled to zero terminal SNR (ddpm-train --zero-terminal-snr)");
   tr->add_option("--model-channels", t.model_channels, "channels of the first level")->capture_default_str()->group("Model");
   tr->add_option("--channel-mult", t.channel_mult, "channel multiplier per level")->capture_default_str()->group("Model");
   tr->add_option("--num-res-blocks", t.num_res_blocks, "residual blocks per level")->capture_default_str()->group("Model");

@@ -3,8 +3,10 @@
 //
 // Training (ADM's classifier_train): for a labelled batch (x_0, y), t ~ Uniform{0..T-1} per
 // image and noise ~ N(0, I) give x_t = q_sample(x_0, t, noise) (DDPM eq. 4) with the SAME
-// schedule the diffusion model uses (its name and T are recorded, and ddpm-sample refuses a
-// classifier whose schedule differs from the model's); the loss is the cross-entropy
+// schedule the diffusion model uses (its name, T and whether it was rescaled to zero terminal
+// SNR are recorded, and ddpm-sample refuses a classifier whose schedule differs from the
+// model's: the classifier must have seen x_t at the model's alpha_bar_t); the loss is the
+// cross-entropy
 //   CE = -(1/B) sum_i log softmax(f(x_t,i, t_i))[y_i]
 // minimized with AdamW at a constant learning rate (no EMA: ADM trains its classifiers
 // without one). Random numbers: Generator(--seed) initializes the weights; a second
@@ -14,7 +16,8 @@
 // A classifier folder (published atomically; an existing one is refused unless overwrite):
 //   OUT/model.safetensors   parameters by name (encoder.h), convolutions in PyTorch's OIHW
 //   OUT/classifier.json     {"architecture": "noisy-classifier", "model": EncoderConfig,
-//                            "diffusion": {"diffusion_steps", "noise_schedule"},
+//                            "diffusion": {"diffusion_steps", "noise_schedule"
+//                                          [, "zero_terminal_snr": true]},
 //                            "train": {data, steps, batch_size, lr, weight_decay, seed,
 //                            final_loss}, "class_names": [...]}
 //
@@ -24,7 +27,7 @@
 //
 // Subcommands of ddpm-classifier (flags below; ValueError = exit 2):
 //   train --data SPEC --out DIR [--steps --batch-size --lr --weight-decay --diffusion-steps
-//         --noise-schedule --model-channels --channel-mult --num-res-blocks
+//         --noise-schedule --zero-terminal-snr --model-channels --channel-mult --num-res-blocks
 //         --attention-resolutions --num-heads --num-head-channels --norm-groups --dropout
 //         --no-scale-shift-norm --no-resblock-updown --time-embedding --pad-to-32 --overwrite]
 //   eval  --classifier DIR --data SPEC [--split train|test --limit --batch-size]
@@ -43,6 +46,7 @@
 #include "engine/device.h"
 #include "models/data/dataset.h"
 #include "models/diffusion/schedule.h"
+#include "models/run/model_source.h"
 #include "models/unet/encoder.h"
 
 namespace ddpm::run {
@@ -60,6 +64,7 @@ struct ClassifierTrainArgs {
   double weight_decay = 0.05;
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";
+  bool zero_terminal_snr = false;      // the model's schedule is rescaled to alpha_bar_{T-1} = 0
   // Model size (encoder.h); small defaults that train on the CPU.
   int model_channels = 32;
   std::string channel_mult = "1,2,2";
@@ -96,14 +101,15 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
 // A classifier folder in memory.
 struct NoisyClassifierFolder {
   std::unique_ptr<unet::NoisyClassifier> model;
-  std::int64_t diffusion_steps = 0;
-  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
+  // The schedule it was trained on: diffusion_steps, noise_schedule and zero_terminal_snr
+  // are set (the other fields keep their defaults); diffusion_betas(diffusion) rebuilds it.
+  DiffusionSettings diffusion;
   nlohmann::json info;  // classifier.json as written
 };
-// Publishes DIR (see above) from the model, its schedule and extra `train` info.
-void save_noisy_classifier(const unet::NoisyClassifier& cls, std::int64_t diffusion_steps,
-                           diffusion::NoiseSchedule schedule, const nlohmann::json& train_info, const std::string& dir,
-                           bool overwrite);
+// Publishes DIR (see above) from the model, the schedule it was trained on (the three fields
+// named above) and extra `train` info.
+void save_noisy_classifier(const unet::NoisyClassifier& cls, const DiffusionSettings& schedule,
+                           const nlohmann::json& train_info, const std::string& dir, bool overwrite);
 // IoError naming the file when the folder is missing, damaged or not a noisy classifier;
 // a ValueError listing missing / unexpected / mismatched tensors.
 NoisyClassifierFolder load_noisy_classifier(const std::string& dir, Device device);

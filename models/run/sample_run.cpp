@@ -178,14 +178,22 @@ void check_classifier_fits(const NoisyClassifierFolder& c, const SampleOptions& 
   DDPM_CHECK(mc.num_classes == 0 || cc.num_classes == mc.num_classes,
              "--classifier " << o.classifier << " predicts " << cc.num_classes << " classes; the model has "
                              << mc.num_classes);
-  DDPM_CHECK(c.diffusion_steps == model.diffusion.diffusion_steps,
-             "--classifier " << o.classifier << " was trained with T = " << c.diffusion_steps
+  const DiffusionSettings& cd = c.diffusion;
+  DDPM_CHECK(cd.diffusion_steps == model.diffusion.diffusion_steps,
+             "--classifier " << o.classifier << " was trained with T = " << cd.diffusion_steps
                              << " diffusion steps; the model has T = " << model.diffusion.diffusion_steps);
-  DDPM_CHECK(c.noise_schedule == model.diffusion.noise_schedule,
+  DDPM_CHECK(cd.noise_schedule == model.diffusion.noise_schedule,
              "--classifier " << o.classifier << " was trained on the "
-                             << diffusion::noise_schedule_name(c.noise_schedule)
+                             << diffusion::noise_schedule_name(cd.noise_schedule)
                              << " noise schedule; the model uses the "
                              << diffusion::noise_schedule_name(model.diffusion.noise_schedule) << " schedule");
+  DDPM_CHECK(cd.zero_terminal_snr == model.diffusion.zero_terminal_snr,
+             "--classifier " << o.classifier << " was trained on a schedule "
+                             << (cd.zero_terminal_snr ? "rescaled to" : "without") << " zero terminal SNR; the model's "
+                             << (model.diffusion.zero_terminal_snr ? "is rescaled" : "is not")
+                             << (model.diffusion.zero_terminal_snr
+                                     ? " (train the classifier with ddpm-classifier train --zero-terminal-snr)"
+                                     : ""));
   DDPM_CHECK(o.class_label < cc.num_classes, "--class " << o.class_label << " is out of range: the classifier has "
                                                         << cc.num_classes << " classes");
 }

@@ -7,7 +7,8 @@
 # bits/dim (the prior term is exactly 0), exports it to a diffusers folder whose
 # scheduler_config.json carries rescale_betas_zero_snr and re-opens that folder, and checks the
 # refusals (exit 2, one "error:" line): --zero-terminal-snr with --predict eps, and
-# --guidance-rescale without guidance.
+# --guidance-rescale without guidance. Classifier guidance: a noisy classifier trained with
+# --zero-terminal-snr guides the run, one trained on the plain schedule is refused.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" zero_snr_test
@@ -55,6 +56,17 @@ grep -q '"timestep_spacing": "trailing"' "$work/exported/scheduler_config.json" 
 "$bin/ddpm-sample" --checkpoint "$work/exported" --num-samples 2 --sampler ddim --sampling-steps 6 --device cpu \
   --out "$work/from_export" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the exported folder"
 grep -q '"zero_terminal_snr": true' "$work/from_export/sample_info.json" || fail "the export lost zero_terminal_snr"
+
+cls_flags=(train --data toy --steps 2 --batch-size 4 --model-channels 8 --channel-mult 1,2 --norm-groups 4
+           --diffusion-steps 60 --device cpu)
+"$bin/ddpm-classifier" "${cls_flags[@]}" --zero-terminal-snr --out "$work/cls_zsnr" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "training a zero-SNR classifier"
+grep -q '"zero_terminal_snr": true' "$work/cls_zsnr/classifier.json" || fail "classifier.json lacks zero_terminal_snr"
+"$bin/ddpm-classifier" "${cls_flags[@]}" --out "$work/cls_plain" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "training a plain classifier"
+sample guided --sampler ddim --sampling-steps 6 --classifier "$work/cls_zsnr" --classifier-scale 2 --class 1
+expect_refusal "--classifier" "zero terminal SNR" "$bin/ddpm-sample" --checkpoint "$run" --classifier "$work/cls_plain" \
+  --class 1 --device cpu --out "$work/plain_guided"
 
 refused "--predict v" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --zero-terminal-snr --out "$work/eps"
 test ! -e "$work/eps" || fail "a refused run left $work/eps behind"

@@ -251,11 +251,17 @@ TEST(ClassifierGuidanceCli, MismatchesAndHeunExitWithStatusTwo) {
   testing::TempDir tmp("cguide-cli");
   // A classifier for 16x16x1 toy images, T = 40: the tiny model makes 8x8x3 images.
   auto cls16 = testing::tiny_encoder(testing::tiny_encoder_config(16, 1, 4), false);
-  run::save_noisy_classifier(*cls16, 40, NoiseSchedule::linear, {}, tmp.path + "/cls16", false);
+  const auto schedule = [](std::int64_t T, NoiseSchedule s) {
+    run::DiffusionSettings d;
+    d.diffusion_steps = T;
+    d.noise_schedule = s;
+    return d;
+  };
+  run::save_noisy_classifier(*cls16, schedule(40, NoiseSchedule::linear), {}, tmp.path + "/cls16", false);
   auto cls8 = testing::tiny_encoder(testing::tiny_encoder_config(8, 3, 4), false);
-  run::save_noisy_classifier(*cls8, 1000, NoiseSchedule::linear, {}, tmp.path + "/cls8_T1000", false);
-  run::save_noisy_classifier(*cls8, 40, NoiseSchedule::cosine, {}, tmp.path + "/cls8_cos", false);
-  run::save_noisy_classifier(*cls8, 40, NoiseSchedule::linear, {}, tmp.path + "/cls8", false);
+  run::save_noisy_classifier(*cls8, schedule(1000, NoiseSchedule::linear), {}, tmp.path + "/cls8_T1000", false);
+  run::save_noisy_classifier(*cls8, schedule(40, NoiseSchedule::cosine), {}, tmp.path + "/cls8_cos", false);
+  run::save_noisy_classifier(*cls8, schedule(40, NoiseSchedule::linear), {}, tmp.path + "/cls8", false);
   const run::ModelSource model = testing::tiny_model_source();  // T = 40, linear, 8x8x3
   const std::string out = tmp.path + "/out";
   auto r = sample_cli({"--checkpoint", "m", "--out", out, "--classifier", tmp.path + "/cls16"}, &model);

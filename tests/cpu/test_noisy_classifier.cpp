@@ -97,12 +97,14 @@ TEST(NoisyClassifier, FolderRoundTripGivesTheSameLogits) {
   testing::TempDir tmp("noisy-cls");
   auto net = testing::tiny_encoder(testing::tiny_encoder_config(), false);
   const std::string dir = tmp.path + "/cls";
-  run::save_noisy_classifier(*net, 40, diffusion::NoiseSchedule::cosine, {{"note", "test"}}, dir, false);
-  expect_value_error([&] { run::save_noisy_classifier(*net, 40, diffusion::NoiseSchedule::cosine, {}, dir, false); },
-                     "pass --overwrite");
+  run::DiffusionSettings cosine40;
+  cosine40.diffusion_steps = 40;
+  cosine40.noise_schedule = diffusion::NoiseSchedule::cosine;
+  run::save_noisy_classifier(*net, cosine40, {{"note", "test"}}, dir, false);
+  expect_value_error([&] { run::save_noisy_classifier(*net, cosine40, {}, dir, false); }, "pass --overwrite");
   const run::NoisyClassifierFolder f = run::load_noisy_classifier(dir, Device::cpu());
-  EXPECT_EQ(f.diffusion_steps, 40);
-  EXPECT_EQ(f.noise_schedule, diffusion::NoiseSchedule::cosine);
+  EXPECT_EQ(f.diffusion.diffusion_steps, 40);
+  EXPECT_EQ(f.diffusion.noise_schedule, diffusion::NoiseSchedule::cosine);
   Generator g(3);
   const Tensor x = randn({2, 8, 8, 3}, g);
   EXPECT_TRUE(testing::same_bits(f.model->forward(x, {1, 20}, nn::Context{}), net->forward(x, {1, 20}, nn::Context{})));
@@ -173,6 +175,18 @@ TEST(NoisyClassifierCli, TrainWritesTheFolderAndRefusesToOverwrite) {
   r = classifier_cli({"eval", "--classifier", out, "--data", "toy", "--limit", "8"});
   ASSERT_EQ(r.first, 0) << r.second;
   EXPECT_NE(r.second.find("[30, 40)"), std::string::npos) << r.second;  // the last quartile's row
+  EXPECT_FALSE(info["diffusion"].contains("zero_terminal_snr"));  // written only when true
+  EXPECT_FALSE(run::load_noisy_classifier(out, Device::cpu()).diffusion.zero_terminal_snr);
+  // A zero-terminal-SNR classifier records it, and it is read back (ddpm-sample compares it).
+  std::vector<std::string> zsnr = train;
+  zsnr[4] = tmp.path + "/cls_zsnr";
+  zsnr.push_back("--zero-terminal-snr");
+  r = classifier_cli(zsnr);
+  ASSERT_EQ(r.first, 0) << r.second;
+  const run::NoisyClassifierFolder z = run::load_noisy_classifier(zsnr[4], Device::cpu());
+  EXPECT_TRUE(z.diffusion.zero_terminal_snr);
+  EXPECT_EQ(z.diffusion.diffusion_steps, 40);
+  EXPECT_EQ(z.diffusion.noise_schedule, diffusion::NoiseSchedule::cosine);
   r = classifier_cli({"evaluate"});
   EXPECT_EQ(r.first, 2);
   EXPECT_NE(r.second.find("unknown subcommand 'evaluate'"), std::string::npos) << r.second;

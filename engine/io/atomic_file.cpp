@@ -157,8 +157,13 @@ void publish_directory(const std::string& dir, const std::function<void(const st
   DDPM_CHECK_AS(!clean.empty() && clean != "." && clean != "/", IoError, "cannot publish folder '" << dir << "'");
   std::string parent = parent_of(clean);
   std::error_code ec;
+  // Missing parents are made first (mkdir -p): `--out runs/a/b` should not fail after an hour
+  // of training because runs/a is absent. They are ordinary, empty folders, so a crash
+  // leaves nothing half-written.
+  if (!fs::exists(parent, ec)) fs::create_directories(parent, ec);
   DDPM_CHECK_AS(fs::is_directory(parent, ec), IoError,
-                "cannot create folder '" << dir << "': its parent '" << parent << "' does not exist");
+                "cannot create folder '" << dir << "': its parent '" << parent
+                                         << "' does not exist and could not be made");
   bool exists = fs::exists(clean, ec);
   DDPM_CHECK_AS(!exists || if_exists == IfExists::replace, IoError,
                 "refusing to overwrite '" << dir << "': it already exists");

@@ -64,6 +64,23 @@ TEST(AtomicFile, MissingFolderOrFolderPathIsAClearError) {
   EXPECT_TRUE(entries(dir.path).empty());
 }
 
+TEST(AtomicFile, PublishDirectoryMakesMissingParents) {
+  TempDir dir;
+  const std::string deep = dir.path + "/runs/a/b";
+  publish_directory(deep, [](const std::string& tmp) { write_file_atomic(tmp + "/x.txt", std::string("x")); });
+  EXPECT_EQ(read_file(deep + "/x.txt"), "x");
+  EXPECT_EQ(entries(dir.path + "/runs/a"), std::vector<std::string>{"b"});  // no temporary left beside it
+  // A parent that is a file cannot be made: a clear error, nothing written.
+  write_file_atomic(dir.path + "/file", std::string("f"));
+  try {
+    publish_directory(dir.path + "/file/sub", [](const std::string&) {});
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("could not be made"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(dir.path + "/file"), "f");
+}
+
 TEST(AtomicFile, PublishDirectoryCreatesRefusesAndReplaces) {
   TempDir dir;
   const std::string ckpt = dir.path + "/ckpt-100";
@@ -109,7 +126,9 @@ TEST(AtomicFile, PublishDirectoryFailureLeavesNothingBehind) {
   // A new folder whose fill fails does not appear at all.
   EXPECT_THROW(publish_directory(dir.path + "/fresh", [](const std::string&) { throw IoError("boom"); }), IoError);
   EXPECT_EQ(entries(dir.path), std::vector<std::string>{"ckpt"});
-  EXPECT_THROW(publish_directory(dir.path + "/missing/parent", [](const std::string&) {}), IoError);
+  // The parent path is a file: refused before anything is made.
+  EXPECT_THROW(publish_directory(dir.path + "/ckpt/w/sub", [](const std::string&) {}), IoError);
+  EXPECT_EQ(read_file(ckpt + "/w"), "old");
 }
 
 }  // namespace

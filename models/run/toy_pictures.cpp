@@ -211,7 +211,7 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
 }
 
 void run_toy_forward(const ToyForwardArgs& a, std::ostream& out) {
-  toy::check_toy2d_name(a.data);
+  toy::check_toy2d_name(a.data, "--data");
   DDPM_CHECK(a.diffusion_steps >= 100 && a.diffusion_steps <= 1000,
              "--diffusion-steps must be in [100, 1000], got " << a.diffusion_steps);
   DDPM_CHECK(a.num_points >= 1 && a.num_points <= 100000, "--num-points must be in [1, 100000], got " << a.num_points);

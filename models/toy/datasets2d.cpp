@@ -35,12 +35,12 @@ const std::vector<std::string>& toy2d_names() {
   return names;
 }
 
-void check_toy2d_name(const std::string& name) {
+void check_toy2d_name(const std::string& name, const std::string& what) {
   const auto& names = toy2d_names();
   if (std::find(names.begin(), names.end(), name) != names.end()) return;
   std::ostringstream list;
   for (std::size_t i = 0; i < names.size(); ++i) list << (i ? ", " : "") << names[i];
-  DDPM_THROW(ValueError, "unknown 2-D dataset '" << name << "'; the choices are " << list.str());
+  DDPM_THROW(ValueError, what << " '" << name << "' is not one of the 2-D datasets; the choices are " << list.str());
 }
 
 Standardization toy2d_standardization(const std::string& name) {

@@ -47,8 +47,9 @@ namespace ddpm::toy {
 
 // The dataset names, in the order above.
 const std::vector<std::string>& toy2d_names();
-// ValueError naming the dataset and listing the choices unless name is one of them.
-void check_toy2d_name(const std::string& name);
+// ValueError naming the dataset (as `what`, e.g. the flag it came from) and listing the
+// choices unless name is one of them.
+void check_toy2d_name(const std::string& name, const std::string& what = "dataset");
 
 // The affine map from the raw definition to the returned points: x = (x_raw - mean) / scale.
 struct Standardization {

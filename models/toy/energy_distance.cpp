@@ -1,7 +1,6 @@
 // models/toy/energy_distance.cpp: the energy distance (definitions in the header).
 #include "models/toy/energy_distance.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -29,8 +28,10 @@ double energy_distance(const std::vector<float>& x, const std::vector<float>& y)
   DDPM_CHECK(!x.empty() && !y.empty() && x.size() % 2 == 0 && y.size() % 2 == 0,
              "energy_distance: both point sets must be non-empty lists of (x, y) pairs, got "
                  << x.size() << " and " << y.size() << " coordinates");
-  // Clamp the rounding of a difference of nearly equal sums (identical sets give exactly 0).
-  return std::max(0.0, 2 * mean_pair_distance(x, y) - mean_pair_distance(x, x) - mean_pair_distance(y, y));
+  const double d = 2 * mean_pair_distance(x, y) - mean_pair_distance(x, x) - mean_pair_distance(y, y);
+  // Clamp the rounding of a difference of nearly equal sums (identical sets give exactly 0),
+  // but keep a NaN (a diverged sampler's points): it must not read as a perfect score.
+  return d < 0 ? 0.0 : d;
 }
 
 double gaussian_shift_energy_distance(double shift) {

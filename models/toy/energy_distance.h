@@ -29,7 +29,8 @@
 namespace ddpm::toy {
 
 // D_V^2 between two point sets given as row-major [n, 2] and [m, 2] coordinates (f64
-// accumulation; O(n m + n^2 + m^2) distances). ValueError when a set is empty or odd-sized.
+// accumulation; O(n m + n^2 + m^2) distances). ValueError when a set is empty or odd-sized;
+// NaN when a coordinate is NaN.
 double energy_distance(const std::vector<float>& x, const std::vector<float>& y);
 
 // D^2 between N(0, I_2) and N(mu, I_2) with |mu| = shift, in closed form (above).

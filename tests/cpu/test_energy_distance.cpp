@@ -27,6 +27,7 @@ TEST(EnergyDistance, ExactOnTinySets) {
   EXPECT_NEAR(toy::energy_distance({0, 0}, {3, 4}), 10.0, 1e-12);
   // {0, 2} against {1} on a line: 2 * 1 - (0 + 2 + 2 + 0) / 4 - 0 = 1.
   EXPECT_NEAR(toy::energy_distance({0, 0, 2, 0}, {1, 0}), 1.0, 1e-12);
+  EXPECT_TRUE(std::isnan(toy::energy_distance({NAN, 0}, {0, 0})));  // never a perfect score
   EXPECT_THROW(toy::energy_distance({}, a), ValueError);
   EXPECT_THROW(toy::energy_distance({1, 2, 3}, a), ValueError);
 }

@@ -14,6 +14,11 @@ std::int64_t pick(float u, int k) { return std::min<std::int64_t>(k - 1, static_
 }  // namespace
 
 PointDataset make_gaussian_mixture(std::int64_t n, std::uint64_t seed, int modes, double radius, double stddev) {
+  Generator gen(seed);
+  return make_gaussian_mixture(n, gen, modes, radius, stddev);
+}
+
+PointDataset make_gaussian_mixture(std::int64_t n, Generator& gen, int modes, double radius, double stddev) {
   DDPM_CHECK(n >= 0 && modes > 0 && radius >= 0 && stddev > 0,
              "make_gaussian_mixture: need n >= 0, modes > 0, radius >= 0 and stddev > 0, got n=" << n << " modes=" << modes
                                                                                             << " radius=" << radius
@@ -25,7 +30,6 @@ PointDataset make_gaussian_mixture(std::int64_t n, std::uint64_t seed, int modes
   const double pi = std::acos(-1.0);
   for (int k = 0; k < modes; ++k)
     ds.centres.push_back({radius * std::cos(2 * pi * k / modes), radius * std::sin(2 * pi * k / modes)});
-  Generator gen(seed);
   std::vector<float> u = rand({n}, gen).to_vector();      // [n]: which mode
   std::vector<float> z = randn({n, 2}, gen).to_vector();  // [n, 2]: offset from its centre
   ds.points.resize(static_cast<std::size_t>(2 * n));

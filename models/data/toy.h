@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/rng.h"
 #include "models/data/dataset.h"
 
 namespace ddpm {
@@ -34,6 +35,10 @@ struct PointDataset {
 };
 
 PointDataset make_gaussian_mixture(std::int64_t n, std::uint64_t seed, int modes = 8, double radius = 2.0,
+                                   double stddev = 0.05);
+// The same drawn from a caller's generator (the seeded form is Generator(seed) and this), so
+// a training loop can draw a fresh batch per step from its own stream.
+PointDataset make_gaussian_mixture(std::int64_t n, Generator& gen, int modes = 8, double radius = 2.0,
                                    double stddev = 0.05);
 
 inline constexpr int kToyShapeClasses = 4;

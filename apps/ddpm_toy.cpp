@@ -1,0 +1,33 @@
+// apps/ddpm_toy.cpp: ddpm-toy, diffusion on 2-D point clouds for learning how it works
+// (docs/LEARN.md). A thin shell: the subcommands, their flags and the work are
+// models/run/toy_run.h; the common flags apps/common/cli.h.
+//
+//   ddpm-toy forward --data moons --out fwd/
+//   ddpm-toy train --data moons --out runs/moons          (about 20 s on one CPU core)
+//   ddpm-toy sample --checkpoint runs/moons --sampler ddim --sampling-steps 50 --out moons-ddim/
+#include <iostream>
+
+#include "apps/common/cli.h"
+#include "engine/error.h"
+#include "models/run/toy_run.h"
+
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
+               "library's samplers, and draw the forward and reverse processes",
+               "ddpm-toy"};
+  cli::CommonFlags common;
+  cli::add_common_flags(app, common);
+  run::ToyCommand command;
+  run::add_toy_subcommands(app, command);
+  return cli::run(app, argc, argv, [&] {
+    // Always the CPU: the MLP is too small to gain from a GPU. --device auto means the CPU here;
+    // an explicit CUDA device is refused rather than silently ignored.
+    if (common.device != "auto")
+      DDPM_CHECK(cli::resolve_device(common).is_cpu(),
+                 "ddpm-toy runs on the CPU only (its MLP is too small to gain from a GPU); drop --device "
+                     << common.device);
+    run::run_toy_command(command, common.seed, std::cout);
+    return 0;
+  });
+}

@@ -1,0 +1,250 @@
+// models/run/toy_pictures.cpp: ddpm-toy's sampling and its pictures (sample and forward;
+// the samplers and the files are listed in toy_run.h).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <ostream>
+#include <string>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/npz.h"
+#include "engine/io/png.h"
+#include "models/diffusion/karras.h"
+#include "models/diffusion/plms.h"
+#include "models/diffusion/sampler.h"
+#include "models/run/scatter_plot.h"
+#include "models/run/toy_run.h"
+#include "models/toy/datasets2d.h"
+#include "models/toy/energy_distance.h"
+
+namespace ddpm::run {
+
+namespace {
+
+// Both axes of every picture: the standardized data lie within about +-2.5, x_T ~ N(0, I)
+// within +-3 but for a few points.
+constexpr double kLo = -3.0, kHi = 3.0;
+const Rgb kData{175, 175, 175}, kSamples{31, 100, 200}, kNoisy{214, 90, 40};
+
+std::string format(const char* fmt, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+
+std::vector<float> as_points(const Tensor& x) { return x.to_vector(); }  // [n, 2] row-major
+
+// The step counts after which the trajectory keeps a snapshot: the first step (still noise),
+// the first state whose signal fraction alpha_bar reaches 0.1, 0.3, 0.6 and 0.9, and the
+// sample. Chosen by noise level, not by step count: the Karras levels crowd near sigma_min
+// (rho = 7), so evenly spaced steps would show noise in all but the last panels.
+std::vector<std::int64_t> snapshot_counts(const std::vector<double>& alpha_bar) {
+  const std::int64_t K = static_cast<std::int64_t>(alpha_bar.size());
+  std::vector<std::int64_t> counts = {1};
+  for (const double target : {0.1, 0.3, 0.6, 0.9}) {
+    std::int64_t k = 1;
+    while (k < K && alpha_bar[static_cast<std::size_t>(k - 1)] < target) ++k;
+    if (k > counts.back() && k < K) counts.push_back(k);
+  }
+  if (K > counts.back()) counts.push_back(K);
+  return counts;
+}
+
+// A stream seed derived from the run seed (SplitMix64's finalizer), one per use.
+std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+const std::vector<std::string>& toy_sampler_names() {
+  static const std::vector<std::string> names = {"ddpm", "ddim", "heun", "euler", "euler-ancestral", "dpm++2m", "plms"};
+  return names;
+}
+
+namespace {
+
+// The sampler config for a toy model (see toy_run.h), and whether it is a Karras-level solver.
+diffusion::SamplerConfig toy_sampler_config(const ToyModel& m, const std::string& sampler, std::int64_t K,
+                                            diffusion::KarrasSolver& solver, bool& karras) {
+  const auto& names = toy_sampler_names();
+  DDPM_CHECK(std::find(names.begin(), names.end(), sampler) != names.end(),
+             "unknown sampler '" << sampler << "'; ddpm-toy offers ddpm, ddim, heun, euler, euler-ancestral, "
+                                 << "dpm++2m and plms");
+  const std::int64_t T = m.diffusion_steps;
+  DDPM_CHECK(K >= 1 && K <= T, "--sampling-steps must be in [1, " << T << "] (the model's T), got " << K);
+  diffusion::SamplerConfig cfg;
+  cfg.mean_type = m.predict;
+  cfg.clip_x0 = false;  // unit-variance data reach beyond [-1, 1]
+  karras = diffusion::parse_karras_solver(sampler, solver);
+  if (karras) {
+    cfg.kind = diffusion::SamplerConfig::Kind::heun;
+    cfg.heun_steps = K;
+  } else {
+    cfg.kind = sampler == "ddpm" ? diffusion::SamplerConfig::Kind::ddpm : diffusion::SamplerConfig::Kind::ddim;
+    cfg.respacing = sampler == "ddpm" && K == T ? "" : std::to_string(K);
+    if (sampler == "plms" && T % K == 0) cfg.respacing = "ddim" + std::to_string(K);  // exact stride
+  }
+  return cfg;
+}
+
+}  // namespace
+
+ToyStepLevels toy_step_levels(const ToyModel& m, const std::string& sampler, std::int64_t K) {
+  diffusion::KarrasSolver solver{};
+  bool karras = false;
+  const diffusion::SamplerConfig cfg = toy_sampler_config(m, sampler, K, solver, karras);
+  const diffusion::DiffusionSchedule base(m.betas);
+  ToyStepLevels levels;
+  if (karras) {
+    // After step k the state is at level sigma_k (karras_sigmas: sigma_0 = sigma_max, sigma_K = 0),
+    // shown in the network's scaling, whose signal fraction is abar = 1 / (1 + sigma^2).
+    const auto range = diffusion::resolve_sigma_range(base, cfg);
+    const std::vector<double> sig = diffusion::karras_sigmas(K, range.first, range.second, cfg.rho);
+    for (std::int64_t k = 1; k < K; ++k) {
+      const double s = sig[static_cast<std::size_t>(k)];
+      levels.alpha_bar.push_back(1.0 / (1.0 + s * s));
+      levels.label.push_back(format("sigma=%.3g", s));
+    }
+  } else {
+    // After the step at respaced index i = K - k the state is x at index i - 1, i.e. at the
+    // original timestep timestep_map[K - k - 1].
+    const diffusion::Timesteps map = diffusion::sampling_process(base, cfg.respacing).timestep_map;
+    for (std::int64_t k = 1; k < K; ++k) {
+      const std::int64_t t = map[static_cast<std::size_t>(K - k - 1)];
+      levels.alpha_bar.push_back(base.alphas_cumprod[static_cast<std::size_t>(t)]);
+      levels.label.push_back("t=" + std::to_string(t));
+    }
+  }
+  levels.alpha_bar.push_back(1.0);
+  levels.label.push_back("sample");
+  return levels;
+}
+
+Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K, std::int64_t n, Generator& gen,
+                  const ToyStepFn& on_step) {
+  DDPM_CHECK(n >= 1, "--num-samples must be positive, got " << n);
+  diffusion::KarrasSolver solver{};
+  bool karras = false;
+  const diffusion::SamplerConfig cfg = toy_sampler_config(m, sampler, K, solver, karras);
+  const ToyStepLevels levels = toy_step_levels(m, sampler, K);
+  const diffusion::DiffusionSchedule base(m.betas);
+  const diffusion::DenoiseFn net = m.net->fn();
+  const Shape shape{n, 2};
+  std::int64_t done = 0;
+  const diffusion::StepCallback callback = [&](const diffusion::StepInfo& info) {
+    ++done;
+    if (on_step) on_step(done, K, info.x, levels.label[static_cast<std::size_t>(std::min(done, K) - 1)]);
+  };
+  if (karras) return diffusion::karras_sample(base, net, shape, {}, cfg, gen, Device::cpu(), callback, solver);
+  if (sampler == "plms") return diffusion::plms_sample(base, net, shape, {}, cfg, gen, Device::cpu(), callback);
+  return diffusion::sample(base, net, shape, {}, cfg, gen, Device::cpu(), callback);
+}
+
+ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
+  DDPM_CHECK(!a.checkpoint.empty(), "--checkpoint is required: a folder written by ddpm-toy train");
+  DDPM_CHECK(a.num_samples >= 1 && a.num_samples <= 20000,
+             "--num-samples must be in [1, 20000] (the score compares all pairs), got " << a.num_samples);
+  DDPM_CHECK(a.sampling_steps >= 0, "--sampling-steps must be >= 0, got " << a.sampling_steps);
+  check_toy_out_folder(a.out, a.overwrite);
+  const ToyModel m = load_toy_model(a.checkpoint, a.no_ema);
+  const std::int64_t K = a.sampling_steps > 0 ? a.sampling_steps : (a.sampler == "ddpm" ? m.diffusion_steps : 50);
+  const std::int64_t n = a.num_samples;
+
+  // The trajectory: snapshots of x after the chosen step counts.
+  const std::vector<std::int64_t> counts = snapshot_counts(toy_step_levels(m, a.sampler, K).alpha_bar);
+  std::vector<ScatterPanel> trajectory;
+  Generator gen(a.seed);
+  const Tensor samples = sample_toy(m, a.sampler, K, n, gen,
+                                    [&](std::int64_t done, std::int64_t total, const Tensor& x, const std::string& l) {
+                                      if (std::find(counts.begin(), counts.end(), done) == counts.end()) return;
+                                      ScatterPanel p;
+                                      p.title = l;
+                                      p.caption = "step " + std::to_string(done) + "/" + std::to_string(total);
+                                      p.layers.push_back({as_points(x), done == total ? kSamples : kNoisy, 0});
+                                      trajectory.push_back(std::move(p));
+                                    });
+  const std::vector<float> xs = as_points(samples);
+
+  // The score: samples against fresh data, and the floor: fresh data against fresh data.
+  const std::vector<float> ref = toy::make_toy2d(m.data, n, derived_seed(a.seed, 1)).points;
+  const std::vector<float> other = toy::make_toy2d(m.data, n, derived_seed(a.seed, 2)).points;
+  ToyScore score;
+  score.energy = toy::energy_distance(xs, ref);
+  score.floor = toy::energy_distance(other, ref);
+
+  const std::string steps = std::to_string(K) + " steps";
+  const std::string evals =
+      a.sampler == "heun" ? " (" + std::to_string(diffusion::karras_network_evaluations(diffusion::KarrasSolver::heun, K)) +
+                                " evaluations)"
+                          : "";
+  ScatterPanel scatter;
+  scatter.title = a.sampler + ", " + steps + evals;
+  scatter.caption = "energy distance " + format("%.4f", score.energy) + " (data floor " + format("%.4f", score.floor) + ")";
+  scatter.layers.push_back({ref, kData, 1});
+  scatter.layers.push_back({xs, kSamples, 1});
+  const Image scatter_png = draw_scatter(scatter, kLo, kHi, 620, 580);
+  const Image trajectory_png = draw_scatter_strip(trajectory, kLo, kHi, 300, 270);
+
+  std::error_code ec;
+  namespace fs = std::filesystem;
+  if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
+  publish_directory(
+      a.out,
+      [&](const std::string& tmp) {
+        write_npz(tmp + "/samples.npz", {npy_view("samples", {n, 2}, xs), npy_view("data", {n, 2}, ref)});
+        write_png(tmp + "/scatter.png", scatter_png);
+        write_png(tmp + "/trajectory.png", trajectory_png);
+      },
+      a.overwrite ? IfExists::replace : IfExists::fail);
+  out << a.sampler << ", " << steps << evals << ", " << (a.no_ema ? "raw" : "EMA") << " weights, " << n
+      << " samples of " << m.data << "\n"
+      << "energy distance to fresh data: " << format("%.5f", score.energy) << "  (data vs data floor "
+      << format("%.5f", score.floor) << ")\n"
+      << "wrote " << a.out << "/{samples.npz, scatter.png, trajectory.png}\n";
+  return score;
+}
+
+void run_toy_forward(const ToyForwardArgs& a, std::ostream& out) {
+  toy::check_toy2d_name(a.data, "--data");
+  DDPM_CHECK(a.diffusion_steps >= 100 && a.diffusion_steps <= 1000,
+             "--diffusion-steps must be in [100, 1000], got " << a.diffusion_steps);
+  DDPM_CHECK(a.num_points >= 1 && a.num_points <= 100000, "--num-points must be in [1, 100000], got " << a.num_points);
+  check_toy_out_folder(a.out, a.overwrite);
+  const std::int64_t T = a.diffusion_steps, n = a.num_points;
+  const diffusion::DiffusionSchedule s(diffusion::betas_for(diffusion::parse_noise_schedule(a.noise_schedule), T));
+  const Tensor x0 = Tensor::from_vector(toy::make_toy2d(a.data, n, a.seed).points, {n, 2});  // [n, 2]
+  Generator noise_gen(derived_seed(a.seed, 3));
+  const Tensor noise = randn({n, 2}, noise_gen);  // one eps for all panels: each point's path is visible
+  std::vector<ScatterPanel> panels;
+  out << a.data << ", " << T << "-step " << a.noise_schedule << " schedule: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps\n"
+      << "      t   alpha_bar_t\n";
+  for (const double f : {0.0, 0.05, 0.1, 0.2, 0.4, 1.0}) {
+    const std::int64_t t = std::min(T - 1, static_cast<std::int64_t>(std::llround(f * T)));
+    const Tensor xt = diffusion::q_sample(s, x0, diffusion::Timesteps(static_cast<std::size_t>(n), t), noise);
+    const double abar = s.alphas_cumprod[static_cast<std::size_t>(t)];
+    ScatterPanel p;
+    p.title = "t=" + std::to_string(t);
+    p.caption = "abar=" + format(abar < 0.001 ? "%.1e" : "%.3f", abar);
+    p.layers.push_back({as_points(xt), t == 0 ? kSamples : kNoisy, 0});
+    panels.push_back(std::move(p));
+    char line[64];
+    std::snprintf(line, sizeof line, "%7lld   %.6f\n", static_cast<long long>(t), abar);
+    out << line;
+  }
+  const Image png = draw_scatter_strip(panels, kLo, kHi, 300, 270);
+  std::error_code ec;
+  namespace fs = std::filesystem;
+  if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
+  publish_directory(
+      a.out, [&](const std::string& tmp) { write_png(tmp + "/forward.png", png); },
+      a.overwrite ? IfExists::replace : IfExists::fail);
+  out << "wrote " << a.out << "/forward.png\n";
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,316 @@
+// models/run/toy_run.cpp: ddpm-toy's model folder, training and subcommands (the header
+// has the folder layout and the sampler list; toy_pictures.cpp draws sample and forward).
+#include "models/run/toy_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <ostream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/png.h"
+#include "engine/io/safetensors.h"
+#include "models/run/loss_plot.h"
+#include "models/run/subcommands.h"
+#include "models/toy/datasets2d.h"
+#include "models/train/trainer.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::int64_t kTimeDim = 32;
+constexpr std::int64_t kWarmupSteps = 100;
+
+// The trainer's own Philox seed for run seed `seed` (SplitMix64's finalizer), so the batches,
+// timesteps and noise never reuse the numbers that initialized the weights (Generator(seed)).
+std::uint64_t trainer_seed(std::uint64_t seed) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+ToyModel build_model(const std::string& data, std::int64_t hidden, int layers, std::int64_t T,
+                     diffusion::NoiseSchedule schedule, diffusion::ModelMeanType predict, std::uint64_t seed) {
+  ToyModel m;
+  m.data = data;
+  toy::MlpDenoiserConfig mc;
+  mc.data_dim = 2;
+  mc.hidden = hidden;
+  mc.layers = layers;
+  mc.time_dim = kTimeDim;
+  Generator init(seed);
+  m.net = std::make_unique<toy::MlpDenoiser>(mc, init);
+  m.slab.pack(m.net->parameters());
+  m.diffusion_steps = T;
+  m.noise_schedule = schedule;
+  m.predict = predict;
+  m.betas = diffusion::betas_for(schedule, T);
+  return m;
+}
+
+}  // namespace
+
+void check_toy_out_folder(const std::string& out, bool overwrite) {
+  DDPM_CHECK(!out.empty(), "--out is required: the folder to write to");
+  std::error_code ec;
+  DDPM_CHECK(overwrite || !fs::exists(out, ec) || (fs::is_directory(out, ec) && fs::is_empty(out, ec)),
+             "--out " << out << " exists; pass --overwrite to replace it");
+  DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out " << out << " exists and is not a folder");
+}
+
+namespace {
+
+// Copies a weights file into the slab; IoError naming the file for a missing, extra or
+// mis-shaped tensor.
+void load_weights(ParameterSlab& slab, const std::string& path) {
+  const SafetensorsFile f = load_safetensors(path);
+  DDPM_CHECK_AS(f.tensors.size() == slab.size(), IoError,
+                path << " holds " << f.tensors.size() << " tensors; the model described by config.json has "
+                     << slab.size());
+  for (const SlabEntry& e : slab.entries()) {
+    const Tensor& t = f.get(e.name);
+    DDPM_CHECK_AS(t.shape() == e.value.shape() && t.dtype() == e.value.dtype(), IoError,
+                  path << ": tensor " << e.name << " does not have the shape and dtype config.json implies");
+    Tensor dst = e.value;  // a handle on the slab view
+    dst.copy_from(t);
+  }
+}
+
+}  // namespace
+
+void check_toy_train_args(const ToyTrainArgs& a) {
+  toy::check_toy2d_name(a.data, "--data");
+  DDPM_CHECK(a.steps >= 1, "--steps must be positive, got " << a.steps);
+  DDPM_CHECK(a.batch_size >= 1 && a.batch_size <= 65536, "--batch-size must be in [1, 65536], got " << a.batch_size);
+  DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
+  DDPM_CHECK(a.hidden >= 1 && a.hidden <= 4096, "--hidden must be in [1, 4096], got " << a.hidden);
+  DDPM_CHECK(a.layers >= 1 && a.layers <= 32, "--layers must be in [1, 32], got " << a.layers);
+  DDPM_CHECK(a.diffusion_steps >= 100 && a.diffusion_steps <= 1000,
+             "--diffusion-steps must be in [100, 1000], got " << a.diffusion_steps);
+  DDPM_CHECK(a.ema_rate >= 0 && a.ema_rate < 1, "--ema-rate must be in [0, 1), got " << a.ema_rate);
+  DDPM_CHECK(a.log_every >= 1, "--log-every must be positive, got " << a.log_every);
+  diffusion::parse_noise_schedule(a.noise_schedule);
+  diffusion::parse_model_mean_type(a.predict);
+}
+
+ToyModel make_toy_model(const ToyTrainArgs& a) {
+  check_toy_train_args(a);
+  return build_model(a.data, a.hidden, a.layers, a.diffusion_steps, diffusion::parse_noise_schedule(a.noise_schedule),
+                     diffusion::parse_model_mean_type(a.predict), a.seed);
+}
+
+ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::function<void(const std::string&)>& log) {
+  check_toy_train_args(a);
+  const diffusion::DiffusionSchedule schedule(m.betas);
+  train::TrainerConfig tc;
+  tc.loss.mean_type = m.predict;
+  tc.adamw.lr = a.lr;
+  tc.warmup_steps = kWarmupSteps;
+  tc.grad_clip = 1.0;
+  tc.ema_rate = a.ema_rate;
+  tc.seed = trainer_seed(a.seed);
+  const std::string data = m.data;
+  const std::int64_t batch = a.batch_size;
+  // A fresh batch per step from the trainer's generator: infinite data, no epochs.
+  train::BatchProvider batches = [data, batch](std::int64_t, Generator& gen) {
+    train::Batch b;
+    b.x0 = Tensor::from_vector(toy::make_toy2d(data, batch, gen).points, {batch, 2});  // [B, 2]
+    return b;
+  };
+  train::Trainer trainer(m.slab, m.net->fn(), schedule, batches, tc);
+  ToyTrainReport r;
+  const auto t0 = std::chrono::steady_clock::now();
+  double running = 0;
+  std::int64_t counted = 0;
+  for (std::int64_t step = 0; step < a.steps; ++step) {
+    const train::StepMetrics s = trainer.step();
+    if (!s.skipped) running += s.loss, ++counted;
+    if ((step + 1) % a.log_every == 0 || step + 1 == a.steps) {
+      r.log_steps.push_back(step + 1);
+      r.log_losses.push_back(counted > 0 ? running / static_cast<double>(counted) : NAN);
+      if (log) {
+        char line[160];
+        std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  %.1f s", static_cast<long long>(step + 1),
+                      static_cast<long long>(a.steps), r.log_losses.back(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        log(line);
+      }
+      running = 0, counted = 0;
+    }
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.ema = trainer.ema().values().clone();
+  return r;
+}
+
+void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info,
+                    const std::vector<std::uint8_t>& loss_png_rgb, int png_height, int png_width,
+                    const std::string& dir, bool overwrite) {
+  check_toy_out_folder(dir, overwrite);
+  NamedTensors weights, averaged;
+  for (std::size_t i = 0; i < m.slab.size(); ++i) {
+    const SlabEntry& e = m.slab.entry(i);
+    weights.emplace_back(e.name, e.value);
+    averaged.emplace_back(e.name, m.slab.slice(ema, i));
+  }
+  const toy::MlpDenoiserConfig& mc = m.net->config();
+  json info = {{"architecture", kToyArchitecture},
+               {"data", m.data},
+               {"model", {{"hidden", mc.hidden}, {"layers", mc.layers}, {"time_dim", mc.time_dim}}},
+               {"diffusion",
+                {{"diffusion_steps", m.diffusion_steps},
+                 {"noise_schedule", diffusion::noise_schedule_name(m.noise_schedule)},
+                 {"predict", diffusion::model_mean_type_name(m.predict)}}},
+               {"train", train_info}};
+  std::error_code ec;
+  if (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)) fs::remove(dir, ec);
+  publish_directory(
+      dir,
+      [&](const std::string& tmp) {
+        save_safetensors(tmp + "/model.safetensors", weights, {{"format", "pt"}});
+        save_safetensors(tmp + "/ema.safetensors", averaged, {{"format", "pt"}});
+        if (!loss_png_rgb.empty()) write_png(tmp + "/loss.png", loss_png_rgb.data(), png_height, png_width, 3);
+        write_file_atomic(tmp + "/config.json", info.dump(2) + "\n");
+      },
+      overwrite ? IfExists::replace : IfExists::fail);
+}
+
+ToyModel load_toy_model(const std::string& dir, bool raw) {
+  const std::string json_path = dir + "/config.json";
+  std::error_code ec;
+  DDPM_CHECK_AS(fs::is_regular_file(json_path, ec), IoError,
+                dir << " has no config.json: it is not a model folder written by ddpm-toy train");
+  json info;
+  try {
+    info = json::parse(read_file(json_path));  // IoError naming the file when missing
+  } catch (const json::exception& e) {
+    DDPM_THROW(IoError, json_path << " is not valid JSON: " << e.what());
+  }
+  DDPM_CHECK_AS(info.is_object() && info.value("architecture", std::string()) == kToyArchitecture, IoError,
+                json_path << " does not describe a toy model (\"architecture\": \"" << kToyArchitecture
+                          << "\"); train one with ddpm-toy train");
+  ToyModel m;
+  try {
+    const json& d = info.at("diffusion");
+    const json& mo = info.at("model");
+    DDPM_CHECK_AS(mo.at("time_dim").get<std::int64_t>() == kTimeDim, IoError,
+                  json_path << " has time_dim " << mo.at("time_dim") << "; ddpm-toy builds " << kTimeDim);
+    m = build_model(info.at("data").get<std::string>(), mo.at("hidden").get<std::int64_t>(), mo.at("layers").get<int>(),
+                    d.at("diffusion_steps").get<std::int64_t>(),
+                    diffusion::parse_noise_schedule(d.at("noise_schedule").get<std::string>()),
+                    diffusion::parse_model_mean_type(d.at("predict").get<std::string>()), 0);
+  } catch (const json::exception& e) {
+    DDPM_THROW(IoError, json_path << " lacks a field of a toy model (data, model.hidden/layers/time_dim, "
+                                     "diffusion.diffusion_steps/noise_schedule/predict): "
+                                  << e.what());
+  }
+  load_weights(m.slab, dir + (raw ? "/model.safetensors" : "/ema.safetensors"));
+  return m;
+}
+
+void run_toy_train(const ToyTrainArgs& a, std::ostream& out) {
+  check_toy_train_args(a);
+  check_toy_out_folder(a.out, a.overwrite);  // before the work, not after it
+  ToyModel m = make_toy_model(a);
+  out << "data: " << a.data << " (2-D, unit variance; a fresh batch of " << a.batch_size << " per step)\n"
+      << "model: MLP, " << a.layers << " hidden layers of " << a.hidden << ", " << m.slab.numel()
+      << " parameters; predicts " << a.predict << "; " << a.diffusion_steps << "-step " << a.noise_schedule
+      << " schedule\n";
+  const ToyTrainReport r = train_toy_model(m, a, [&out](const std::string& line) { out << line << "\n"; });
+  constexpr int kPlotH = 360, kPlotW = 640;
+  const std::vector<std::uint8_t> plot = draw_loss_curve(r.log_steps, r.log_losses, kPlotH, kPlotW);
+  const json train = {{"steps", a.steps},   {"batch_size", a.batch_size}, {"lr", a.lr},
+                      {"ema_rate", a.ema_rate}, {"warmup_steps", kWarmupSteps}, {"seed", a.seed},
+                      {"final_loss", r.log_losses.back()}, {"seconds", r.seconds}};
+  save_toy_model(m, r.ema, train, plot, kPlotH, kPlotW, a.out, a.overwrite);
+  char secs[32];
+  std::snprintf(secs, sizeof secs, "%.1f", r.seconds);
+  out << "trained in " << secs << " s; wrote " << a.out << "/{config.json, model.safetensors, ema.safetensors, "
+      << "loss.png}\n";
+}
+
+void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
+  app.fallthrough();
+  app.require_subcommand(1);
+  add_unknown_word_check(app);
+  std::string datasets;
+  for (const std::string& n : toy::toy2d_names()) datasets += (datasets.empty() ? "" : " | ") + n;
+
+  ToyTrainArgs& t = c.train;
+  CLI::App* tr = app.add_subcommand(
+      "train", "train the MLP denoiser on a 2-D dataset (the defaults take about 17 s of one CPU core)");
+  c.train_app = tr;
+  tr->add_option("--data", t.data, datasets)->capture_default_str();
+  tr->add_option("--out", t.out, "output folder: config.json, model.safetensors, ema.safetensors, loss.png")
+      ->required();
+  tr->add_flag("--overwrite", t.overwrite, "replace an existing --out folder");
+  tr->add_option("--steps", t.steps, "training steps")->capture_default_str();
+  tr->add_option("--batch-size", t.batch_size, "points per step (fresh draws every step)")->capture_default_str();
+  tr->add_option("--lr", t.lr, "AdamW learning rate (linear warm-up over 100 steps)")->capture_default_str();
+  tr->add_option("--hidden", t.hidden, "width of the MLP's hidden layers")->capture_default_str();
+  tr->add_option("--layers", t.layers, "hidden layers of the MLP")->capture_default_str();
+  tr->add_option("--diffusion-steps", t.diffusion_steps, "T, the number of diffusion steps (100 to 1000)")
+      ->capture_default_str();
+  tr->add_option("--noise-schedule", t.noise_schedule, "linear | cosine")
+      ->check(CLI::IsMember({"linear", "cosine"}))
+      ->capture_default_str();
+  tr->add_option("--predict", t.predict, "what the network predicts: eps | x0 | v")
+      ->check(CLI::IsMember({"eps", "x0", "v"}))
+      ->capture_default_str();
+  tr->add_option("--ema-rate", t.ema_rate, "EMA decay (with warm-up)")->capture_default_str();
+  tr->add_option("--log-every", t.log_every, "a loss line (and a point of loss.png) every N steps")
+      ->capture_default_str();
+
+  ToySampleArgs& s = c.sample;
+  CLI::App* sa = app.add_subcommand("sample", "draw samples, score them against the data, and draw the pictures");
+  c.sample_app = sa;
+  sa->add_option("--checkpoint", s.checkpoint, "a folder written by ddpm-toy train")->required();
+  sa->add_option("--out", s.out, "output folder: samples.npz, scatter.png, trajectory.png")->required();
+  sa->add_flag("--overwrite", s.overwrite, "replace an existing --out folder");
+  std::string samplers;
+  for (const std::string& n : toy_sampler_names()) samplers += (samplers.empty() ? "" : " | ") + n;
+  sa->add_option("--sampler", s.sampler, samplers)->check(CLI::IsMember(toy_sampler_names()))->capture_default_str();
+  sa->add_option("--sampling-steps", s.sampling_steps,
+                 "steps of the sampler (heun: noise levels, 2K - 1 evaluations); 0: T for ddpm, 50 for the others")
+      ->capture_default_str();
+  sa->add_option("--num-samples", s.num_samples, "points to draw (and fresh data points to score them against)")
+      ->capture_default_str();
+  sa->add_flag("--no-ema", s.no_ema, "sample with the raw trained weights instead of their EMA");
+
+  ToyForwardArgs& f = c.forward;
+  CLI::App* fw = app.add_subcommand("forward", "draw the forward process q(x_t | x_0) at six t: forward.png");
+  c.forward_app = fw;
+  fw->add_option("--data", f.data, datasets)->capture_default_str();
+  fw->add_option("--out", f.out, "output folder: forward.png")->required();
+  fw->add_flag("--overwrite", f.overwrite, "replace an existing --out folder");
+  fw->add_option("--diffusion-steps", f.diffusion_steps, "T (100 to 1000)")->capture_default_str();
+  fw->add_option("--noise-schedule", f.noise_schedule, "linear | cosine")
+      ->check(CLI::IsMember({"linear", "cosine"}))
+      ->capture_default_str();
+  fw->add_option("--num-points", f.num_points, "data points per panel")->capture_default_str();
+}
+
+void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out) {
+  if (c.train_app != nullptr && c.train_app->parsed()) {
+    c.train.seed = seed;
+    run_toy_train(c.train, out);
+  } else if (c.sample_app != nullptr && c.sample_app->parsed()) {
+    c.sample.seed = seed;
+    run_toy_sample(c.sample, out);
+  } else if (c.forward_app != nullptr && c.forward_app->parsed()) {
+    c.forward.seed = seed;
+    run_toy_forward(c.forward, out);
+  } else {
+    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample or forward");
+  }
+}
+
+}  // namespace ddpm::run

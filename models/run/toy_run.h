@@ -1,0 +1,169 @@
+// models/run/toy_run.h: the library behind ddpm-toy, diffusion on 2-D point clouds for
+// learning how the method works (docs/LEARN.md). Three subcommands:
+//
+//   train    the toy MLP denoiser (models/toy/mlp_denoiser.h) on a 2-D dataset
+//            (models/toy/datasets2d.h) with the library's Trainer (models/train/trainer.h):
+//            a fresh batch of data per step drawn from the trainer's generator (infinite
+//            data), AdamW with linear warm-up over the first 100 steps, gradient clipping at
+//            1, EMA with warm-up (rate 0.995: a few thousand steps need a short memory).
+//            Writes a folder atomically (engine/io/atomic_file.h publish_directory):
+//              DIR/config.json        {"architecture": "toy-mlp", "data", "model": {hidden,
+//                                      layers, time_dim}, "diffusion": {diffusion_steps,
+//                                      noise_schedule, predict}, "train": {...}}
+//              DIR/model.safetensors  the trained weights by name (MlpDenoiser::parameters)
+//              DIR/ema.safetensors    their EMA (what sample uses unless --no-ema)
+//              DIR/loss.png           the loss chart (loss_plot.h), one point per --log-every steps
+//   sample   draws --num-samples points with one of the library's samplers (below), writes
+//            OUT/samples.npz ("samples" f32 [N, 2], "data" f32 [N, 2]: the fresh data draws
+//            it was scored against), OUT/scatter.png (data grey, samples coloured, title:
+//            sampler and steps, caption: the score) and OUT/trajectory.png (up to six panels
+//            of x along the reverse process: after the first step, when alpha_bar of the
+//            state first reaches 0.1, 0.3, 0.6, 0.9, and the sample; each labelled with its
+//            t or sigma and step count),
+//            and prints the energy distance (models/toy/energy_distance.h) of the samples to
+//            fresh data and the floor: two fresh data draws of the same size against each other.
+//   forward  the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM eq. 4)
+//            applied to a data draw at six t, one panel each with t and alpha_bar_t printed:
+//            OUT/forward.png.
+//
+// The samplers (--sampler; K = --sampling-steps):
+//   ddpm             ancestral DDPM (sampler.h), fixed-small variance, K respaced steps
+//   ddim             DDIM eta = 0 (sampler.h), K respaced steps
+//   plms             PLMS (plms.h) on the DDIM grid "ddimK" when K divides T, else "K"
+//   heun, euler, euler-ancestral, dpm++2m
+//                    the Karras-level solvers on the VP-to-sigma conversion (karras.h), K levels
+//                    (heun: 2K - 1 network evaluations, the others K)
+// None of them clips the x_0 estimate: the data have unit variance and reach beyond [-1, 1]
+// (the clamp of sampler.h is meant for images scaled to [-1, 1]).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/parameters.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/schedule.h"
+#include "models/toy/mlp_denoiser.h"
+
+namespace ddpm::run {
+
+inline constexpr const char* kToyArchitecture = "toy-mlp";
+
+struct ToyTrainArgs {
+  std::string data = "gaussians8";
+  std::string out;
+  bool overwrite = false;
+  std::int64_t steps = 4000;
+  std::int64_t batch_size = 256;
+  double lr = 1e-3;
+  std::int64_t hidden = 128;
+  int layers = 3;
+  std::int64_t diffusion_steps = 200;
+  std::string noise_schedule = "linear";
+  std::string predict = "eps";
+  double ema_rate = 0.995;
+  std::int64_t log_every = 100;
+  std::uint64_t seed = 0;
+};
+
+// A toy model in memory: the network, its parameter slab and the diffusion it was trained for.
+struct ToyModel {
+  std::string data;
+  std::unique_ptr<toy::MlpDenoiser> net;
+  ParameterSlab slab;
+  std::vector<double> betas;  // the training schedule's betas
+  std::int64_t diffusion_steps = 0;
+  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
+  diffusion::ModelMeanType predict = diffusion::ModelMeanType::eps;
+};
+
+// ValueError unless `out` is absent, an empty folder, or overwrite is set (and a folder).
+void check_toy_out_folder(const std::string& out, bool overwrite);
+
+// ValueError (one sentence naming the flag) for a bad value of any train flag.
+void check_toy_train_args(const ToyTrainArgs& a);
+// An untrained model for these args (weights from Generator(seed)).
+ToyModel make_toy_model(const ToyTrainArgs& a);
+
+struct ToyTrainReport {
+  std::vector<std::int64_t> log_steps;  // the step count of each logged point
+  std::vector<double> log_losses;       // the mean loss over the steps since the previous point
+  double seconds = 0;
+  Tensor ema;  // the EMA weights, flat in m.slab's layout
+};
+// Trains m in place for a.steps steps; `log` gets a progress line per logged point.
+ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a,
+                               const std::function<void(const std::string&)>& log = {});
+
+// The sampler names, in the order of the header.
+const std::vector<std::string>& toy_sampler_names();
+
+// What sample_toy reports per step: the state x after `done` of `total` steps and its noise
+// level, as a short label ("t=57", "sigma=0.31", "sample" after the last step).
+using ToyStepFn = std::function<void(std::int64_t done, std::int64_t total, const Tensor& x, const std::string& label)>;
+
+// The noise level of the state after k = 1..K steps of `sampler` (index k - 1): its signal
+// fraction alpha_bar (1 / (1 + sigma^2) on the Karras levels) and a label ("t=57",
+// "sigma=0.31"); after the last step alpha_bar = 1 and the label is "sample".
+struct ToyStepLevels {
+  std::vector<double> alpha_bar;
+  std::vector<std::string> label;
+};
+ToyStepLevels toy_step_levels(const ToyModel& m, const std::string& sampler, std::int64_t K);
+
+// n samples [n, 2] from the model with `sampler` in K steps (see the header); ValueError for
+// an unknown sampler or K outside [1, T]. on_step (optional) sees every step.
+Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K, std::int64_t n, Generator& gen,
+                  const ToyStepFn& on_step = {});
+
+// The folder of `train` (see the header): save and load. load_toy_model takes the EMA
+// weights unless raw; IoError naming the file for a missing or damaged folder.
+void save_toy_model(const ToyModel& m, const Tensor& ema, const nlohmann::json& train_info,
+                    const std::vector<std::uint8_t>& loss_png_rgb, int png_height, int png_width,
+                    const std::string& dir, bool overwrite);
+ToyModel load_toy_model(const std::string& dir, bool raw);
+
+struct ToySampleArgs {
+  std::string checkpoint, out, sampler = "ddpm";
+  std::int64_t sampling_steps = 0;  // 0: T for ddpm, 50 for the others
+  std::int64_t num_samples = 2000;
+  bool no_ema = false, overwrite = false;
+  std::uint64_t seed = 0;
+};
+struct ToyScore {
+  double energy = 0, floor = 0;
+};
+struct ToyForwardArgs {
+  std::string data = "gaussians8", out;
+  std::int64_t diffusion_steps = 200, num_points = 2000;
+  std::string noise_schedule = "linear";
+  bool overwrite = false;
+  std::uint64_t seed = 0;
+};
+
+void run_toy_train(const ToyTrainArgs& a, std::ostream& out);
+ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out);
+void run_toy_forward(const ToyForwardArgs& a, std::ostream& out);
+
+// ddpm-toy's subcommands, bound to the args; the mode is whichever was parsed.
+struct ToyCommand {
+  ToyTrainArgs train;
+  ToySampleArgs sample;
+  ToyForwardArgs forward;
+  CLI::App* train_app = nullptr;
+  CLI::App* sample_app = nullptr;
+  CLI::App* forward_app = nullptr;
+};
+void add_toy_subcommands(CLI::App& app, ToyCommand& c);
+void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out);
+
+}  // namespace ddpm::run

@@ -124,7 +124,7 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
       std::ostringstream os;
       os << "the control run " << a.out << " was trained with a different configuration than these flags ("
          << diffs.size() << " difference" << (diffs.size() == 1 ? "" : "s") << ", run vs flags):";
-      for (const std::string& d : diffs) os << "\n  " << d;
+      for (std::size_t i = 0; i < diffs.size(); ++i) os << (i ? "; " : " ") << diffs[i];  // one line
       DDPM_THROW(ValueError, os.str());
     }
   } else if (fs::exists(a.out) && is_run_folder(a.out)) {
@@ -347,7 +347,7 @@ void check_control_fits(const ControlRun& control, const ModelSource& model) {
   os << "--control " << control.dir << " was trained on a base (" << b.value("run", std::string("?"))
      << ") whose config differs from --checkpoint's (" << diffs.size() << " difference"
      << (diffs.size() == 1 ? "" : "s") << ", control run's base vs checkpoint):";
-  for (const std::string& d : diffs) os << "\n  " << d;
+  for (std::size_t i = 0; i < diffs.size(); ++i) os << (i ? "; " : " ") << diffs[i];  // one line
   DDPM_THROW(ValueError, os.str());
 }
 

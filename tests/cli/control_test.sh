@@ -66,7 +66,7 @@ refused "different configuration" "$bin/ddpm-control" train --base "$work/base" 
 refused "unknown hint" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint canny --steps 1 --out "$work/r1"
 refused "add --pad-to-32\|makes 16x16" "$bin/ddpm-control" train "${ctrl[@]}" --pad-to-32 --steps 1 --out "$work/r2"
 refused "unknown subcommand" "$bin/ddpm-control" tran
-"$bin/ddpm-train" "${tiny[@]}" --diffusion-steps 20 --steps 1 --save-every 1 --out "$work/other" >"$work/out.txt" \
+"$bin/ddpm-train" "${tiny_model[@]}" --class-cond --diffusion-steps 30 --sample-steps 5 --steps 1 --save-every 1 --out "$work/other" >"$work/out.txt" \
   2>"$work/err.txt" || fail "ddpm-train (other base)"
 refused "differs from --checkpoint" "$bin/ddpm-sample" --checkpoint "$work/other" --control "$work/ctrl" \
   --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r3"
@@ -80,4 +80,6 @@ refused "need --control" "$bin/ddpm-sample" --checkpoint "$work/base" --control-
 "$bin/ddpm-train" "${tiny_model[@]}" --objective edm --steps 1 --save-every 1 --out "$work/edm" >"$work/out.txt" \
   2>"$work/err.txt" || fail "ddpm-train --objective edm"
 refused "EDM objective" "$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/r8"
+refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
+refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
 echo "control_test: OK"

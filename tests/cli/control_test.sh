@@ -61,6 +61,11 @@ cmp -s "$work/c_zero/samples.npz" "$work/plain3/samples.npz" || fail "--control-
 
 # Refusals.
 refused "already holds a run" "$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --out "$work/ctrl"
+"$bin/ddpm-control" train "${ctrl[@]}" --steps 1 --overwrite --out "$work/ctrl_split" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train --overwrite"
+ls -d "$work"/ctrl_split.replaced-* >/dev/null 2>&1 || fail "--overwrite did not move the old run aside"
+[ -f "$work/ctrl_split/checkpoints/step_1/model.safetensors" ] && [ ! -d "$work/ctrl_split/checkpoints/step_3" ] \
+  || fail "--overwrite did not start a new run"
 refused "different configuration" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint lowres:4 --steps 4 --resume latest \
   --out "$work/ctrl"
 refused "unknown hint" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint canny --steps 1 --out "$work/r1"

@@ -174,6 +174,32 @@ TEST(ControlNet, GradientsReachEveryControlNetParameterAsTheZeroConvsMoveAndNone
   for (const auto& [name, p] : base->named_parameters()) EXPECT_FALSE(p.grad().defined()) << name;
 }
 
+TEST(ControlNet, GradientDescentOnTheControlNetAloneLowersTheDenoisingLoss) {
+  // A fixed batch: the target eps is a function of the hint (eps = 0.5 hint), which the frozen
+  // base cannot know; only the ControlNet sees the hint, so only it can lower the loss.
+  const auto base = trained_base(tiny_base_config());
+  const auto cn = control_for(*base);
+  const Tensor x = testing::random_tensor({4, 8, 8, 1}, 31, DType::f32);
+  const Tensor hint = testing::random_tensor({4, 8, 8, 1}, 32, DType::f32);
+  const Tensor target = scale(hint, 0.5);
+  const std::vector<double> t = {10, 30, 50, 70};
+  const std::vector<std::int64_t> y = {0, 1, 2, 0};
+  auto loss = [&] {
+    const Tensor d = sub(controlled_forward(*base, *cn, x, t, y, hint, nn::Context{}), target);
+    return mean(mul(d, d));
+  };
+  const double start = loss().item();
+  for (int step = 0; step < 30; ++step) {
+    for (const auto& [name, p] : cn->named_parameters()) Tensor(p).set_grad(Tensor());
+    loss().backward();
+    for (const auto& [name, p] : cn->named_parameters())
+      if (p.grad().defined()) Tensor(p).copy_from(sub(p.detach(), scale(p.grad(), 0.3)));
+  }
+  const double end = loss().item();
+  EXPECT_LT(end, 0.8 * start) << "start " << start << ", after 30 steps " << end;
+  for (const auto& [name, p] : base->named_parameters()) EXPECT_FALSE(p.grad().defined()) << name;
+}
+
 TEST(ControlNet, ResidualAddPathMatchesFiniteDifferencesInDouble) {
   UNetConfig c = testing::tiny_unet_config(4, 1);
   c.num_classes = 2;

@@ -71,6 +71,10 @@ std::unique_ptr<unet::UNet> build_and_load(const unet::UNetConfig& cfg, const fs
 std::pair<unet::UNetConfig, DiffusionSettings> parse_config(const fs::path& path) {
   const nlohmann::json j = read_json(path);
   DDPM_CHECK_AS(j.is_object(), IoError, "config " << path.string() << " is not a JSON object");
+  // A ddpm-control run (control_run.h) holds a ControlNet, not a UNet that samples alone.
+  DDPM_CHECK(!(j.contains("architecture") && j["architecture"] == "controlnet"),
+             path.parent_path().string() << " is a ddpm-control run (a ControlNet, not a UNet): sample with "
+                                         << "ddpm-sample --checkpoint BASE_RUN --control " << path.parent_path().string());
   try {
     if (j.contains("model")) {
       unet::UNetConfig cfg = unet::config_from_json(j.at("model"));

@@ -35,7 +35,7 @@
 // diffusion settings then take the defaults.
 //
 // Errors: IoError for a missing or damaged file (naming it); ValueError for a config
-// that is inconsistent (naming the key); model_io's load_state_dict lists every missing,
+// that is inconsistent (naming the key) or of a ddpm-control run (control_run.h: not a UNet); model_io's load_state_dict lists every missing,
 // unexpected and mismatched tensor name.
 #pragma once
 

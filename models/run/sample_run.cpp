@@ -21,6 +21,7 @@
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/classifier_run.h"
+#include "models/run/control_run.h"
 #include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
@@ -299,6 +300,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "super-resolution models trained with --cond-augment MAX: noise the low-res condition at this "
                  "fraction of the diffusion steps, in [0, MAX] (conditioning augmentation)")
       ->capture_default_str();
+  app.add_option("--control", o.control, "a ddpm-control run: steer the model with its ControlNet (its base must be "
+                                         "this model); needs --control-image or --control-from");
+  app.add_option("--control-image", o.control_image, "--control: one PNG of the model's size; its hint conditions every sample");
+  app.add_option("--control-from", o.control_from,
+                 "--control: images whose hints condition the samples in turn: a samples.npz (arr_0 uint8) or a data "
+                 "spec (--data's forms); N defaults to their count");
+  app.add_option("--control-scale", o.control_scale, "--control: multiplier of the ControlNet's residuals (0 = the base alone)")
+      ->capture_default_str();
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -349,6 +358,7 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(!inpainting || o.corrector_steps == 0,
              "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
   check_classifier_flags(o, inpainting);
+  check_control_flags(o);  // control_run.h
   check_out_dir(o);
 }
 
@@ -503,7 +513,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
   LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
   const bool super_res = load_low_res_for(o, cfg, low, base.num_timesteps(), log);
-  const std::int64_t N = super_res ? low_res_num_samples(o, low) : o.num_samples;
+  ControlInputs control;  // --control (control_run.h)
+  const bool controlled = load_control_for(o, model, control, log);
+  const std::int64_t N = super_res ? low_res_num_samples(o, low) : controlled ? control_num_samples(o, control) : o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;
   if (inpainting) inp = load_inpaint_inputs(o.inpaint_image, o.inpaint_mask, H, W, C);
@@ -576,7 +588,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     // Conditioning augmentation: noised at the fixed level, the noise drawn after x_T.
     const Tensor low_rows = super_res ? diffusion::batch_rows(low.cond, begin, n).to(o.device) : Tensor();
     const diffusion::DenoiseFn bfn =
-        !super_res            ? fn
+        controlled            ? control_denoiser(net, control, begin, n)
+        : !super_res          ? fn
         : cfg.cond_augmented() ? diffusion::concat_augmented_condition(fn, low_rows, low.aug_level,
                                                                        base.alphas_cumprod, gen)
                                : diffusion::concat_condition(fn, low_rows);
@@ -671,6 +684,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     }
     info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
+    info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun, euler, dpm++2m (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");

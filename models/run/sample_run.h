@@ -60,6 +60,10 @@
 // is not clipped unless --clip-x0 is given explicitly (latents are not confined to [-1, 1]).
 // --inpaint and --classifier are refused (a pixel mask, a pixel-space classifier).
 // sample_info.json records "autoencoder" (the folder) and "latent_shape".
+// ControlNet (--control CTRL --control-image PNG | --control-from IMAGES [--control-scale S],
+// models/run/control_run.h): the denoiser is the base plus a ddpm-control run's residuals,
+// its hint computed from the given image(s); every sampler works. OUT/control.png shows the
+// hints; sample_info.json records "control".
 // Super-resolution (a run trained with ddpm-train --super-res L, models/run/super_res_run.h):
 // --low-res SAMPLES.npz|IMAGE.png gives the L x L images, each upsampled bilinearly and
 // concatenated to x_t by the network closure; OUT/low_res.png shows them and sample_info.json
@@ -172,6 +176,10 @@ struct SampleOptions {
   std::string low_res;
   double low_res_noise_level = 0.0;  // a fraction of T in [0, cond_augment] (augmented models only)
   bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
+  // ControlNet (models/run/control_run.h): a ddpm-control run, the image(s) its hint is
+  // computed from (one PNG, or an npz / data spec), and the residuals' scale.
+  std::string control, control_image, control_from;
+  double control_scale = 1.0;
 };
 
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of

@@ -108,8 +108,9 @@ Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels)
 }
 
 Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx,
-                        std::vector<Tensor>* skips) const {
+                        std::vector<Tensor>* skips, const Tensor& after_conv_in) const {
   Tensor h = conv_in_->forward(x);  // [N, H, W, mc]
+  if (after_conv_in.defined()) h = add(h, after_conv_in);
   if (skips) skips->push_back(h);
   for (const auto& level : down_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {

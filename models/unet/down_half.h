@@ -72,8 +72,10 @@ class DownHalf : public nn::Module {
   // x [N, H, W, input_channels] -> the middle block's output [N, H', W', C']. When `skips` is
   // given, every tensor the UNet's skip connections take is pushed onto it (conv_in's output,
   // each resnet's (+ attention's) output, each downsampler's output), in order; their
-  // channels are skip_channels().
-  Tensor encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx, std::vector<Tensor>* skips) const;
+  // channels are skip_channels(). `after_conv_in` (optional, [N, H, W, mc]) is added to
+  // conv_in's output before anything else sees it: a ControlNet's embedded hint (controlnet.h).
+  Tensor encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx, std::vector<Tensor>* skips,
+                const Tensor& after_conv_in = Tensor()) const;
 
   std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
   const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }

@@ -90,6 +90,11 @@ UNet::~UNet() = default;
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx) const {
+  return forward(x, t, labels, ctx, nullptr);
+}
+
+Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                     const nn::Context& ctx, const ControlResiduals* residuals) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
                  x.dim(3) == cfg_.forward_channels(),
@@ -110,8 +115,9 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
     DDPM_CHECK(labels.empty(), "UNet: labels were given but the model is unconditional (num_classes = 0)");
   }
 
-  // Timestep embedding -> MLP (+ class embedding).   emb [N, 4 * model_channels]
-  Tensor emb = embed(Tensor::from_vector(t, {n}, DType::f32, x.device()), labels);
+  // Timestep embedding -> MLP (+ class embedding), in x's dtype (f64 for the CPU reference
+  // checks).   emb [N, 4 * model_channels]
+  Tensor emb = embed(Tensor::from_vector(t, {n}, x.dtype(), x.device()), labels);
   Tensor net_in = x;
   if (cfg_.cond_augmented()) {
     // The level plane (super_res.h): the last channel, constant per row; its pixel (0, 0) is
@@ -124,6 +130,22 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
   }
   std::vector<Tensor> skips;
   Tensor h = encode(net_in, emb, ctx, &skips);  // down path and middle block
+  if (residuals) {
+    DDPM_CHECK(residuals->down.size() == skips.size() && residuals->mid.defined() &&
+                   residuals->mid.shape() == h.shape(),
+               "UNet: the ControlNet residuals (" << residuals->down.size() << " down, mid "
+                                                  << (residuals->mid.defined() ? shape_str(residuals->mid.shape())
+                                                                               : std::string("none"))
+                                                  << ") do not fit the network's " << skips.size()
+                                                  << " skips and middle output " << shape_str(h.shape()));
+    for (std::size_t k = 0; k < skips.size(); ++k) {
+      DDPM_CHECK(residuals->down[k].shape() == skips[k].shape(),
+                 "UNet: ControlNet residual " << k << " is " << shape_str(residuals->down[k].shape())
+                                              << "; skip " << k << " is " << shape_str(skips[k].shape()));
+      skips[k] = add(skips[k], residuals->down[k]);
+    }
+    h = add(h, residuals->mid);
+  }
   for (const auto& level : up_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = concat({h, skips.back()}, -1);

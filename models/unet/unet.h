@@ -75,6 +75,15 @@ struct UNetConfig : LevelConfig {
   void validate() const;
 };
 
+// Additive residuals from a ControlNet (controlnet.h; Zhang et al. 2023 sec. 3.2, diffusers'
+// down_block_additional_residuals / mid_block_additional_residual): down[k] is added to the
+// k-th skip tensor the down path pushes (shape [N, H_k, W_k, skip_channels()[k]]) before the
+// up path concatenates it, mid to the middle block's output [N, H', W', C'].
+struct ControlResiduals {
+  std::vector<Tensor> down;
+  Tensor mid;
+};
+
 // DownHalf (down_half.h) builds and runs the time and class embeddings, the down path and the
 // middle block; the UNet adds the up path and the output head.
 class UNet : public DownHalf {
@@ -87,6 +96,11 @@ class UNet : public DownHalf {
   // class-conditional, empty otherwise.
   Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                  const nn::Context& ctx) const;
+  // The same with a ControlNet's residuals added (see ControlResiduals; nullptr is the
+  // overload above, the same ops in the same order). ValueError when their count or shapes
+  // do not match this network's skips.
+  Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                 const nn::Context& ctx, const ControlResiduals* residuals) const;
 
   const UNetConfig& config() const { return cfg_; }
   Device device() const { return device_; }

@@ -1,0 +1,493 @@
+// models/run/control_run.cpp: see control_run.h.
+#include "models/run/control_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <ostream>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/png.h"
+#include "engine/io/npz.h"
+#include "engine/ops/concat.h"
+#include "engine/parameters.h"
+#include "models/data/loader.h"
+#include "models/run/checkpoint.h"
+#include "models/run/data_spec.h"
+#include "models/run/latent_run.h"
+#include "models/run/model_source.h"
+#include "models/run/sample_run.h"
+#include "models/run/subcommands.h"
+#include "models/train/trainer.h"
+#include "models/unet/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+namespace {
+
+// The ControlNet's weights are drawn from this stream of --seed, its training draws from the
+// trainer's generator (seeded with --seed), the batch order from the loader's.
+constexpr std::uint64_t kInitSalt = 0xC0117201ull, kLoaderSalt = 0x10AD3Bull;
+
+void say(std::ostream* log, const std::string& text) {
+  if (log) *log << "ddpm-control: " << text << "\n" << std::flush;
+}
+
+std::string now_stamp() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
+  return buf;
+}
+
+// Per-parameter tensors "<prefix><name>" (OIHW convolutions) into a slab-shaped flat host
+// tensor; IoError naming the file when one is missing or mismatched.
+Tensor slab_flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
+                      const ParameterSlab& slab, const std::string& file) {
+  std::map<std::string, Tensor> by_name(tensors.begin(), tensors.end());
+  Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    const SlabEntry& e = slab.entry(i);
+    auto it = by_name.find(prefix + e.name);
+    DDPM_CHECK_AS(it != by_name.end(), IoError, file << " has no tensor " << prefix << e.name);
+    const Tensor v = it->second.ndim() == 4 ? unet::oihw_to_krsc(it->second) : it->second;
+    DDPM_CHECK_AS(v.shape() == e.value.shape() && v.dtype() == DType::f32, IoError,
+                  file << ": " << prefix << e.name << " is " << v.describe() << ", expected "
+                       << shape_str(e.value.shape()));
+    slab.slice(flat, i).copy_from(v);
+  }
+  return flat;
+}
+
+void append_slab(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
+                 std::vector<std::pair<std::string, Tensor>>& out) {
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    Tensor v = slab.slice(flat, i).to(Device::cpu()).clone();
+    out.emplace_back(prefix + slab.entry(i).name, v.ndim() == 4 ? unet::krsc_to_oihw(v) : v);
+  }
+}
+
+// The base run: its EMA weights frozen, its config.json and its diffusion settings.
+struct BaseRun {
+  ModelSource model;
+  nlohmann::json config;
+};
+
+BaseRun open_base(const std::string& dir, Device device) {
+  DDPM_CHECK(is_run_folder(dir), "--base " << dir << " is not a ddpm-train run folder (no config.json or checkpoints/)");
+  BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir)};
+  DDPM_CHECK(!b.model.diffusion.edm, "--base " << dir << " was trained with the EDM objective; ddpm-control trains "
+                                               << "ControlNets on DDPM-objective bases only");
+  DDPM_CHECK(find_run_autoencoder(dir).empty(),
+             "--base " << dir << " is a latent diffusion run; ddpm-control needs a pixel-space base (the hint is "
+                       << "computed from pixels)");
+  DDPM_CHECK(!b.model.net->config().super_res(),
+             "--base " << dir << " is a super-resolution model; ddpm-control needs a plain UNet base");
+  for (auto& [name, p] : b.model.net->named_parameters()) p.set_requires_grad(false);  // frozen
+  return b;
+}
+
+nlohmann::json control_config_json(const ControlTrainArgs& a, const BaseRun& b, const unet::ControlNetConfig& cc,
+                                   double class_dropout) {
+  nlohmann::json j;
+  j["architecture"] = kControlNetArchitecture;
+  j["hint"] = data::hint_string(data::parse_hint(a.hint));
+  j["controlnet"] = unet::controlnet_config_to_json(cc);
+  j["base"] = {{"run", fs::absolute(a.base).lexically_normal().string()},
+               {"model", unet::config_to_json(b.model.net->config())},
+               {"diffusion", diffusion_to_json(b.model.diffusion)}};
+  j["data"] = {{"data", a.data}, {"pad_to_32", a.pad_to_32}, {"toy_count", a.toy_count}};
+  j["train"] = {{"batch_size", a.batch_size}, {"lr", a.lr},           {"weight_decay", a.weight_decay},
+                {"grad_clip", a.grad_clip},   {"ema_rate", a.ema_rate}, {"class_dropout", class_dropout},
+                {"seed", a.seed}};
+  j["run"] = {{"steps", a.steps}, {"save_every", a.save_every}, {"log_every", a.log_every}, {"device", a.device.str()}};
+  return j;
+}
+
+// Returns the checkpoint to resume from ("" for a new run); writes config.json.
+std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::json& config, std::ostream* log) {
+  std::string resume_dir;
+  if (!a.resume.empty()) {
+    resume_dir = resolve_checkpoint(a.out, a.resume);
+    nlohmann::json saved = read_run_config(a.out), now = config;
+    saved.erase("run");
+    now.erase("run");
+    const std::vector<std::string> diffs = config_differences(saved, now);
+    if (!diffs.empty()) {
+      std::ostringstream os;
+      os << "the control run " << a.out << " was trained with a different configuration than these flags ("
+         << diffs.size() << " difference" << (diffs.size() == 1 ? "" : "s") << ", run vs flags):";
+      for (std::size_t i = 0; i < diffs.size(); ++i) os << (i ? "; " : " ") << diffs[i];  // one line
+      DDPM_THROW(ValueError, os.str());
+    }
+  } else if (fs::exists(a.out) && is_run_folder(a.out)) {
+    DDPM_CHECK(a.overwrite, "--out " << a.out
+                                     << " already holds a run; pass --resume latest to continue it, or --overwrite "
+                                        "to start a new one there (the old run is moved aside, not deleted)");
+    const std::string aside = a.out + ".replaced-" + now_stamp();
+    fs::rename(a.out, aside);
+    say(log, "moved the previous run in " + a.out + " aside to " + aside);
+  }
+  fs::create_directories(fs::path(a.out) / "checkpoints");
+  write_run_config(a.out, config);
+  return resume_dir;
+}
+
+}  // namespace
+
+void check_control_train_args(const ControlTrainArgs& a) {
+  DDPM_CHECK(!a.base.empty(), "--base is required: the ddpm-train run folder whose UNet the ControlNet steers");
+  DDPM_CHECK(!a.out.empty(), "--out is required: the folder of the control run");
+  data::parse_hint(a.hint);  // ValueError naming the known hints
+  DDPM_CHECK(a.steps >= 1, "--steps must be >= 1, got " << a.steps);
+  DDPM_CHECK(a.batch_size >= 1, "--batch-size must be >= 1, got " << a.batch_size);
+  DDPM_CHECK(std::isfinite(a.lr) && a.lr > 0, "--lr must be a positive number, got " << a.lr);
+  DDPM_CHECK(std::isfinite(a.weight_decay) && a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
+  DDPM_CHECK(std::isfinite(a.grad_clip) && a.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off), got " << a.grad_clip);
+  DDPM_CHECK(a.ema_rate >= 0 && a.ema_rate < 1, "--ema-rate must lie in [0, 1), got " << a.ema_rate);
+  DDPM_CHECK(a.save_every >= 1, "--save-every must be >= 1, got " << a.save_every);
+  DDPM_CHECK(a.log_every >= 1, "--log-every must be >= 1, got " << a.log_every);
+  DDPM_CHECK(a.resume.empty() || !a.overwrite, "--resume and --overwrite exclude each other");
+}
+
+ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream* log) {
+  check_control_train_args(args);
+  const data::HintSpec hint = data::parse_hint(args.hint);
+  BaseRun base = open_base(args.base, args.device);
+  ControlTrainArgs a = args;
+  if (a.data.empty()) {  // the base run's own data
+    const nlohmann::json& d = base.config.value("data", nlohmann::json::object());
+    DDPM_CHECK(d.contains("data"), "--base " << a.base << " records no data in its config.json; give --data");
+    a.data = d.at("data").get<std::string>();
+    a.pad_to_32 = d.value("pad_to_32", false);
+    a.toy_count = d.value("toy_count", a.toy_count);
+  }
+  const unet::UNet& net = *base.model.net;
+  const unet::UNetConfig& bc = net.config();
+
+  DataOptions dopt;
+  dopt.pad_to_32 = a.pad_to_32;
+  dopt.toy_count = a.toy_count;
+  dopt.seed = a.seed;
+  auto dataset = std::make_shared<Dataset>(load_data(parse_data_spec(a.data), dopt));
+  DDPM_CHECK(dataset->height == bc.image_size && dataset->width == bc.image_size && dataset->channels == bc.in_channels,
+             "--data " << a.data << " has " << dataset->height << "x" << dataset->width << "x" << dataset->channels
+                       << " images; the base " << a.base << " makes " << bc.image_size << "x" << bc.image_size << "x"
+                       << bc.in_channels << (dataset->height == 28 && bc.image_size == 32 ? " (add --pad-to-32)" : ""));
+  DDPM_CHECK(bc.num_classes == 0 || (dataset->has_labels() && dataset->num_classes <= bc.num_classes),
+             "the base " << a.base << " is class-conditional (" << bc.num_classes << " classes) and --data " << a.data
+                         << " has " << (dataset->has_labels() ? std::to_string(dataset->num_classes) : "no")
+                         << " labels");
+  data::check_hint_fits(hint, bc.image_size);
+
+  unet::ControlNetConfig cc;
+  cc.base = bc;
+  cc.conditioning_channels = data::hint_channels(hint, bc.in_channels);
+  const nlohmann::json& train_section = base.config.value("train", nlohmann::json::object());
+  const double class_dropout = bc.num_classes > 0 ? train_section.value("class_dropout", 0.1) : 0.0;
+  const nlohmann::json config = control_config_json(a, base, cc, class_dropout);
+  const std::string resume_dir = prepare_control_folder(a, config, log);
+
+  Generator init_gen(a.seed ^ kInitSalt);
+  unet::ControlNet cn(cc, init_gen, a.device);
+  cn.copy_encoder_from(net);  // the trainable copy starts as the base's encoder (controlnet.h)
+  ParameterSlab slab;
+  slab.pack(cn.named_parameters());  // the ControlNet alone: the base has no optimizer state
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(base.model.diffusion));
+
+  const nlohmann::json& bd = base.config.value("diffusion", nlohmann::json::object());
+  train::TrainerConfig tc;
+  tc.loss.loss = diffusion::parse_loss_type(bd.value("loss", std::string("simple")));
+  tc.loss.mean_type = base.model.diffusion.predict;
+  tc.loss.learned_sigma = bc.learn_sigma;
+  tc.adamw.lr = a.lr;
+  tc.adamw.weight_decay = a.weight_decay;
+  tc.grad_clip = a.grad_clip;
+  tc.ema_rate = a.ema_rate;
+  tc.num_classes = bc.num_classes;
+  tc.label_dropout = class_dropout;
+  tc.seed = a.seed;
+
+  LoaderOptions lopt;
+  lopt.batch_size = a.batch_size;
+  lopt.seed = a.seed ^ kLoaderSalt;
+  lopt.device = a.device;
+  BatchLoader loader(dataset, lopt);
+
+  const std::int64_t C = bc.in_channels, Ch = cc.conditioning_channels;
+  const unet::ControlNet& control = cn;
+  train::Trainer* trainer_ptr = nullptr;
+  // The trainer calls this with concat(x_t, hint) (train::Batch::cond); split it again.
+  diffusion::DenoiseFn fn = [&](const Tensor& xc, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    const Tensor x = slice(xc, 3, 0, C), h = slice(xc, 3, C, Ch);
+    const unet::ControlResiduals r =
+        control.forward(x, t, y, h, nn::Context{true, &trainer_ptr->dropout_generator()});
+    return net.forward(x, t, y, nn::Context{}, &r);  // the frozen base: evaluation mode
+  };
+  train::BatchProvider batches = [&](std::int64_t, Generator&) {
+    ddpm::Batch b = loader.next();
+    const Tensor cond = data::compute_hint(hint, b.host_images).to(a.device);  // [B, H, W, Ch]
+    return train::Batch{b.images, bc.num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+  };
+  train::Trainer trainer(slab, fn, schedule, batches, tc);
+  trainer_ptr = &trainer;
+
+  if (!resume_dir.empty()) {
+    const Checkpoint ck = load_checkpoint(resume_dir);
+    unet::load_state_dict(cn, ck.ema, resume_dir + "/" + kEmaFile);
+    const Tensor ema_flat = slab.values().clone();
+    unet::load_state_dict(cn, ck.model, resume_dir + "/" + kModelFile);
+    const nlohmann::json& js = ck.trainer_state;
+    train::TrainerState st;
+    st.step = ck.step;
+    st.seed = js.at("generator").at("seed").get<std::uint64_t>();
+    st.offset = js.at("generator").at("offset").get<std::uint64_t>();
+    st.params = slab.values().clone();
+    st.adam_step = js.at("adam_step").get<std::int64_t>();
+    const std::string opt_file = resume_dir + "/" + kOptimizerFile;
+    st.exp_avg = slab_flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(a.device);
+    st.exp_avg_sq = slab_flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(a.device);
+    st.ema = ema_flat;
+    trainer.load_state(st);
+    loader.set_position({js.at("loader").at("epoch").get<std::int64_t>(), js.at("loader").at("index").get<std::int64_t>()});
+    say(log, "resumed from " + resume_dir + " at step " + std::to_string(ck.step));
+  }
+
+  ControlTrainResult result;
+  result.run_dir = a.out;
+  result.last_checkpoint = resume_dir;
+  auto save = [&](double last_loss) {
+    Checkpoint ck;
+    ck.step = trainer.step_count();
+    ck.model = unet::export_state_dict(cn);
+    trainer.ema().swap(slab);
+    ck.ema = unet::export_state_dict(cn);
+    trainer.ema().swap(slab);
+    append_slab(trainer.optimizer().exp_avg(), "exp_avg.", slab, ck.optimizer);
+    append_slab(trainer.optimizer().exp_avg_sq(), "exp_avg_sq.", slab, ck.optimizer);
+    const Generator& g = trainer.generator();
+    ck.trainer_state = {{"step", ck.step},
+                        {"adam_step", trainer.optimizer().step_count()},
+                        {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
+                        {"loader", {{"epoch", loader.position().epoch}, {"index", loader.position().index}}},
+                        {"last_loss", last_loss}};
+    result.last_checkpoint = save_checkpoint(a.out, ck);
+  };
+
+  say(log, "base " + a.base + " (" + base.model.weights_path + ", frozen, " + std::to_string(net.num_parameters()) +
+               " parameters); ControlNet " + std::to_string(cn.num_parameters()) + " trainable parameters; hint " +
+               data::hint_string(hint) + "; " + dataset->describe());
+  double window = 0;
+  std::int64_t in_window = 0;
+  while (trainer.step_count() < a.steps) {
+    const train::StepMetrics m = trainer.step();
+    DDPM_CHECK_AS(!m.skipped, Error,
+                  "non-finite loss or gradient at step " << m.step + 1 << " (loss " << m.loss << "); the last good "
+                                                         << "checkpoint is "
+                                                         << (result.last_checkpoint.empty() ? "none"
+                                                                                            : result.last_checkpoint)
+                                                         << "; try a lower --lr");
+    result.losses.push_back(m.loss);
+    window += m.loss;
+    ++in_window;
+    const std::int64_t done = trainer.step_count();
+    if (done % a.log_every == 0 || done == a.steps) {
+      std::ostringstream os;
+      os << "step " << done << "/" << a.steps << "  loss " << window / in_window << "  grad norm " << m.grad_norm;
+      say(log, os.str());
+      window = 0;
+      in_window = 0;
+    }
+    if (done % a.save_every == 0 || done == a.steps) {
+      save(m.loss);
+      say(log, "checkpoint " + result.last_checkpoint);
+    }
+  }
+  result.steps_done = trainer.step_count();
+  return result;
+}
+
+// --- sampling ------------------------------------------------------------------------------
+
+ControlRun open_control_run(const std::string& dir, Device device) {
+  ControlRun c;
+  c.dir = dir;
+  c.config = read_run_config(dir);  // IoError when missing or damaged
+  DDPM_CHECK_AS(c.config.value("architecture", std::string()) == kControlNetArchitecture, IoError,
+                "--control " << dir << " is not a ddpm-control run (its config.json has no \"architecture\": \""
+                             << kControlNetArchitecture << "\")");
+  c.hint = data::parse_hint(c.config.at("hint").get<std::string>());
+  const unet::ControlNetConfig cc = unet::controlnet_config_from_json(c.config.at("controlnet"));
+  DDPM_CHECK_AS(cc.conditioning_channels == data::hint_channels(c.hint, cc.base.in_channels), IoError,
+                "--control " << dir << ": conditioning_channels " << cc.conditioning_channels << " does not fit the hint "
+                             << data::hint_string(c.hint));
+  c.checkpoint = resolve_checkpoint(dir, "latest");
+  Generator unused(0);
+  c.net = std::make_unique<unet::ControlNet>(cc, unused, device);
+  const Checkpoint ck = load_checkpoint(c.checkpoint);
+  unet::load_state_dict(*c.net, ck.ema, c.checkpoint + "/" + kEmaFile);
+  for (auto& [name, p] : c.net->named_parameters()) p.set_requires_grad(false);
+  return c;
+}
+
+void check_control_fits(const ControlRun& control, const ModelSource& model) {
+  const nlohmann::json& b = control.config.at("base");
+  std::vector<std::string> diffs = config_differences(b.at("model"), unet::config_to_json(model.net->config()), "model.");
+  for (const std::string& d : config_differences(b.at("diffusion"), diffusion_to_json(model.diffusion), "diffusion."))
+    diffs.push_back(d);
+  if (diffs.empty()) return;
+  std::ostringstream os;
+  os << "--control " << control.dir << " was trained on a base (" << b.value("run", std::string("?"))
+     << ") whose config differs from --checkpoint's (" << diffs.size() << " difference"
+     << (diffs.size() == 1 ? "" : "s") << ", control run's base vs checkpoint):";
+  for (std::size_t i = 0; i < diffs.size(); ++i) os << (i ? "; " : " ") << diffs[i];  // one line
+  DDPM_THROW(ValueError, os.str());
+}
+
+void check_control_flags(const SampleOptions& o) {
+  const bool inputs = !o.control_image.empty() || !o.control_from.empty();
+  DDPM_CHECK(!inputs || !o.control.empty(), "--control-image and --control-from need --control CTRL (a ddpm-control run)");
+  DDPM_CHECK(o.control.empty() || (o.control_image.empty() != o.control_from.empty()),
+             "--control " << o.control << " needs exactly one of --control-image PNG and --control-from IMAGES");
+  DDPM_CHECK(std::isfinite(o.control_scale), "--control-scale must be a finite number, got " << o.control_scale);
+  DDPM_CHECK(!o.control.empty() || o.control_scale == SampleOptions{}.control_scale,
+             "--control-scale " << o.control_scale << " needs --control CTRL");
+}
+
+bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log) {
+  check_control_flags(o);
+  if (o.control.empty()) return false;
+  c.run = open_control_run(o.control, o.device);
+  check_control_fits(c.run, model);
+  const unet::UNetConfig& mc = model.net->config();
+  const int H = mc.image_size, C = mc.in_channels;
+  std::vector<std::uint8_t> pixels;
+  std::int64_t M = 0;
+  if (!o.control_image.empty()) {
+    c.source = o.control_image;
+    const Image img = read_png(o.control_image);  // IoError when missing or damaged
+    DDPM_CHECK(img.height == H && img.width == H && img.channels == C,
+               "--control-image " << o.control_image << " is " << img.height << "x" << img.width << " with "
+                                  << img.channels << " channel(s); the model makes " << H << "x" << H << " images with "
+                                  << C << " channel(s)");
+    pixels = img.pixels;
+    M = 1;
+  } else if (fs::path(o.control_from).extension() == ".npz") {
+    c.source = o.control_from;
+    const NpzFile npz = load_npz(o.control_from);
+    const NpyArray& arr = npz.get("arr_0");
+    DDPM_CHECK(arr.dtype == NpyDType::u8 && arr.shape.size() == 4 && arr.shape[0] >= 1 && arr.shape[1] == H &&
+                   arr.shape[2] == H && arr.shape[3] == C,
+               "--control-from " << o.control_from << ": arr_0 is " << arr.describe() << "; the model makes uint8 [N, "
+                                 << H << ", " << H << ", " << C << "] images");
+    pixels = arr.bytes;
+    M = arr.shape[0];
+  } else {
+    c.source = o.control_from;
+    const nlohmann::json& d = c.run.config.at("data");
+    DataOptions dopt;
+    dopt.pad_to_32 = d.value("pad_to_32", false);
+    dopt.toy_count = d.value("toy_count", std::int64_t{1024});
+    dopt.seed = c.run.config.at("train").value("seed", std::uint64_t{0});
+    Dataset ds = load_data(parse_data_spec(o.control_from), dopt);
+    DDPM_CHECK(ds.height == H && ds.width == H && ds.channels == C,
+               "--control-from " << o.control_from << " has " << ds.height << "x" << ds.width << "x" << ds.channels
+                                 << " images; the model makes " << H << "x" << H << "x" << C);
+    ds = take(ds, std::min<std::int64_t>(ds.n, o.num_samples));
+    pixels = ds.images;
+    M = ds.n;
+  }
+  std::vector<float> unit(pixels.size());
+  for (std::size_t i = 0; i < pixels.size(); ++i) unit[i] = static_cast<float>(pixels[i] / 127.5 - 1.0);  // as training
+  c.hints = data::compute_hint(c.run.hint, Tensor::from_vector(unit, {M, H, H, C}));
+  c.scale = o.control_scale;
+  if (log)
+    *log << "ControlNet " << o.control << " (" << c.run.checkpoint << ", EMA): hint " << data::hint_string(c.run.hint)
+         << " of " << M << " image(s) from " << c.source << ", scale " << c.scale << "\n";
+  return true;
+}
+
+std::int64_t control_num_samples(const SampleOptions& o, const ControlInputs& c) {
+  return o.control_from.empty() || o.num_samples_given ? o.num_samples : c.hints.dim(0);
+}
+
+diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInputs& c, std::int64_t begin,
+                                      std::int64_t n) {
+  const std::int64_t M = c.hints.dim(0);
+  std::vector<Tensor> rows;
+  for (std::int64_t i = begin; i < begin + n; ++i) rows.push_back(slice(c.hints, 0, i % M, 1));
+  const Tensor hint = concat(rows, 0).to(base.device());  // [n, H, W, Ch]
+  const unet::ControlNet* control = c.run.net.get();
+  const double scale = c.scale;
+  return [&base, control, hint, scale](const Tensor& x, const std::vector<double>& t,
+                                       const std::vector<std::int64_t>& y) {
+    Tensor h = hint;
+    if (x.dim(0) > h.dim(0)) {  // classifier-free guidance's doubled batch [x; x]
+      DDPM_CHECK(x.dim(0) % h.dim(0) == 0, "ControlNet: a batch of " << x.dim(0) << " for " << h.dim(0) << " hints");
+      h = concat(std::vector<Tensor>(static_cast<std::size_t>(x.dim(0) / h.dim(0)), h), 0);
+    }
+    return unet::controlled_forward(base, *control, x, t, y, h.dtype() == x.dtype() ? h : h.to(x.dtype()),
+                                    nn::Context{}, scale);
+  };
+}
+
+nlohmann::json write_control_outputs(const std::string& dir, const ControlInputs& c, std::int64_t n,
+                                     std::vector<std::string>& files) {
+  const std::int64_t M = c.hints.dim(0), shown = std::min(n, M);
+  const int H = static_cast<int>(c.hints.dim(1)), Ch = static_cast<int>(c.hints.dim(3));
+  const std::vector<std::uint8_t> px = to_uint8_pixels(slice(c.hints, 0, 0, shown));
+  if (Ch == 1 || Ch == 3) {
+    const int nrow = static_cast<int>(std::ceil(std::sqrt(double(shown))));
+    write_png((fs::path(dir) / "control.png").string(), make_grid(px.data(), static_cast<int>(shown), H, H, Ch, nrow));
+    files.push_back("control.png");
+  }
+  return {{"run", c.run.dir},       {"checkpoint", c.run.checkpoint}, {"hint", data::hint_string(c.run.hint)},
+          {"scale", c.scale},       {"source", c.source},             {"images", M}};
+}
+
+// --- the program ----------------------------------------------------------------------------
+
+void add_control_subcommands(CLI::App& app, ControlCommand& c) {
+  app.fallthrough();  // --device, --seed, --config also work after the subcommand
+  app.require_subcommand(1);
+  add_unknown_word_check(app);
+  ControlTrainArgs& t = c.train;
+  CLI::App* tr = app.add_subcommand("train", "train a ControlNet on a frozen ddpm-train run (Zhang et al. 2023)");
+  c.train_app = tr;
+  tr->add_option("--base", t.base, "the ddpm-train run folder whose UNet (latest EMA weights) stays frozen")->required();
+  tr->add_option("--hint", t.hint, "the spatial condition computed from each image: " + data::hint_help())
+      ->capture_default_str();
+  tr->add_option("--data", t.data,
+                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy; default: the base run's "
+                 "data, padding and toy count");
+  tr->add_flag("--pad-to-32", t.pad_to_32, "centre 28x28 images on 32x32 (as the base was trained)");
+  tr->add_option("--toy-count", t.toy_count, "images of --data toy")->capture_default_str();
+  tr->add_option("--out", t.out, "the control run folder: config.json, checkpoints/")->required();
+  tr->add_option("--resume", t.resume, "continue the run in --out: latest or a checkpoint folder");
+  tr->add_flag("--overwrite", t.overwrite, "start a new run in an --out that holds one (the old is moved aside)");
+  tr->add_option("--steps", t.steps, "total training steps")->capture_default_str();
+  tr->add_option("--batch-size", t.batch_size, "images per step")->capture_default_str();
+  tr->add_option("--lr", t.lr, "AdamW learning rate")->capture_default_str();
+  tr->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  tr->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0 = off)")->capture_default_str();
+  tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
+  tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();
+  tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+}
+
+void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
+  DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(), "ddpm-control: no subcommand was parsed; expected train");
+  c.train.device = device;
+  c.train.seed = seed;
+  const ControlTrainResult r = train_control_run(c.train, &out);
+  out << "ddpm-control: trained " << r.steps_done << " steps; last checkpoint " << r.last_checkpoint << "\n";
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,150 @@
+// models/run/control_run.h: the library behind ddpm-control (training a ControlNet on a frozen
+// ddpm-train run, models/unet/controlnet.h) and ddpm-sample --control (sampling with one).
+//
+// Training (ddpm-control train --base RUN --hint edges [--data SPEC] --out CTRL; without
+// --data the base run's data and padding):
+//   - the base is a ddpm-train run folder; its latest checkpoint's EMA weights are loaded and
+//     FROZEN (requires_grad off: the tape records nothing for its down path and embedding, and
+//     its up path's nodes compute only the data gradients that carry dL/d(residual) back to
+//     the ControlNet, never a weight gradient: the ops skip what `need` does not ask for). Only
+//     the ControlNet's parameters are in the trainer's ParameterSlab, so AdamW moments, EMA,
+//     clipping and checkpoints hold the ControlNet alone;
+//   - the ControlNet starts as a copy of the base's encoder with zero convs (controlnet.h);
+//   - the objective is the base run's: its schedule (diffusion_steps, noise_schedule,
+//     zero_terminal_snr), predict, loss and learn_sigma from its config.json, uniform t (a
+//     base trained with importance sampling still gets uniform t here), its class dropout
+//     for a class-conditional base (so classifier-free guidance keeps working);
+//   - each batch's hint is computed on the host from its x_0 (models/data/hints.h) and rides
+//     in train::Batch::cond, which the trainer concatenates to x_t; the closure splits it off
+//     again: x_t -> ControlNet and base, hint -> ControlNet only. The ControlNet runs in
+//     training mode (its copied dropout on), the frozen base in evaluation mode (no dropout);
+//   - refused (ValueError, exit 2): an EDM base (no discrete process here), a latent base (its
+//     hint would have to live in pixels while the UNet works on latents), a super-resolution
+//     base (controlnet.h), data whose size or channels differ from the base's.
+// The control run folder (published piece by piece atomically, like a ddpm-train run):
+//   CTRL/config.json  {"architecture": "controlnet", "hint": "edges",
+//                      "controlnet": controlnet_config_to_json, "base": {"run": absolute path,
+//                      "model": the base's UNet config, "diffusion": its DiffusionSettings},
+//                      "data": {...}, "train": {...}, "run": {steps, save_every, log_every,
+//                      device}}; everything but "run" must match on --resume
+//   CTRL/checkpoints/step_N/{model,ema,optimizer}.safetensors + trainer_state.json: the
+//                      ControlNet only (checkpoint.h), diffusers' ControlNetModel names
+// --resume latest is bit-identical: parameters, AdamW moments, EMA, generator and loader
+// position are restored (the base is re-read from its run and must still match the recorded
+// config). An existing control run is refused unless --resume or --overwrite (the old one is
+// moved aside to CTRL.replaced-<time>).
+//
+// Sampling (ddpm-sample --checkpoint RUN --control CTRL (--control-image PNG | --control-from
+// IMAGES) [--control-scale S]): the ControlNet's EMA weights from CTRL's latest checkpoint;
+// its recorded base model config and diffusion settings must equal the opened checkpoint's
+// (ValueError naming the differences). The hint is computed with the run's hint type from
+//   --control-image PNG: one image of the model's size and channels, the hint of every sample;
+//   --control-from X.npz: arr_0 uint8 [M, H, W, C] (e.g. a ddpm-sample samples.npz), or a
+//     data spec (data_spec.h, with the control run's --pad-to-32): sample i uses image i mod M;
+//     N = M unless --num-samples is given (a data spec is cut to --num-samples images).
+// The denoiser closure is base + scale * ControlNet residuals, so every sampler (ddpm, ddim,
+// plms, the Karras-level ones, inpainting, guidance) works unchanged; a classifier-free
+// guidance's doubled batch repeats the hint. --control-scale S (diffusers'
+// controlnet_conditioning_scale) must be finite; 0 gives the base's samples. Outputs:
+// OUT/control.png (the hints, grid like grid.png) and sample_info.json "control" {"run",
+// "hint", "scale", "source", "images"} (null without --control).
+// Export to diffusers is not offered: ddpm-export refuses a control run (it is not a UNet).
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/data/hints.h"
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/unet/controlnet.h"
+
+namespace ddpm::run {
+
+struct ModelSource;
+struct SampleOptions;
+
+inline constexpr const char* kControlNetArchitecture = "controlnet";
+
+struct ControlTrainArgs {
+  std::string base;                    // a ddpm-train run folder
+  std::string hint = "edges";          // hints.h
+  // data_spec.h; "" = the base run's data, --pad-to-32 and --toy-count (its config.json)
+  std::string data;
+  bool pad_to_32 = false;
+  std::int64_t toy_count = 1024;
+  std::string out;
+  std::string resume;  // "", "latest" or a checkpoint folder
+  bool overwrite = false;
+  std::int64_t steps = 1000;
+  std::int64_t batch_size = 16;
+  double lr = 1e-4;    // the paper uses 1e-5 for Stable Diffusion; small pixel models take more
+  double weight_decay = 0.0;
+  double grad_clip = 1.0;
+  double ema_rate = 0.999;
+  std::int64_t save_every = 500;
+  std::int64_t log_every = 10;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+
+// ValueError naming the flag for what can be checked without the files.
+void check_control_train_args(const ControlTrainArgs& a);
+
+struct ControlTrainResult {
+  std::string run_dir, last_checkpoint;
+  std::int64_t steps_done = 0;
+  std::vector<double> losses;  // the steps taken in this call
+};
+// The whole training program (see the top of this file); progress lines go to `log`.
+ControlTrainResult train_control_run(const ControlTrainArgs& a, std::ostream* log = nullptr);
+
+// A control run opened for sampling.
+struct ControlRun {
+  std::string dir, checkpoint;
+  std::unique_ptr<unet::ControlNet> net;  // EMA weights
+  data::HintSpec hint;
+  nlohmann::json config;  // config.json
+};
+// IoError when DIR is not a control run (or is damaged); ValueError for an unknown hint.
+ControlRun open_control_run(const std::string& dir, Device device);
+// ValueError listing where the control run's recorded base differs from `model`.
+void check_control_fits(const ControlRun& control, const ModelSource& model);
+
+// Sampling inputs (--control ...): the run and the hints [M, H, W, Ch] f32 on the CPU.
+struct ControlInputs {
+  ControlRun run;
+  Tensor hints;
+  std::string source;  // the PNG, npz or data spec
+  double scale = 1.0;
+};
+// Checks the --control flags on their own (ValueError): --control-image / --control-from
+// need --control, --control needs exactly one of them, --control-scale finite.
+void check_control_flags(const SampleOptions& o);
+// Opens the control run and computes the hints for `model`; false (and `c` untouched) when
+// there is no --control.
+bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log = nullptr);
+// The samples to draw: M for --control-from without --num-samples, else --num-samples.
+std::int64_t control_num_samples(const SampleOptions& o, const ControlInputs& c);
+// The denoiser base + scale * ControlNet for samples [begin, begin + n): hint row i mod M.
+diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInputs& c, std::int64_t begin,
+                                      std::int64_t n);
+// Writes DIR/control.png (the first n hints) and returns sample_info.json's "control".
+nlohmann::json write_control_outputs(const std::string& dir, const ControlInputs& c, std::int64_t n,
+                                     std::vector<std::string>& files);
+
+// ddpm-control's subcommands (train), bound to the args.
+struct ControlCommand {
+  ControlTrainArgs train;
+  CLI::App* train_app = nullptr;
+};
+void add_control_subcommands(CLI::App& app, ControlCommand& c);
+void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out);
+
+}  // namespace ddpm::run

@@ -1,0 +1,108 @@
+// models/unet/controlnet.h: ControlNet (Zhang, Rao, Agrawala 2023, "Adding Conditional
+// Control to Text-to-Image Diffusion Models", sec. 3.1-3.3): spatial conditioning of a FROZEN
+// trained UNet by a trainable copy of its encoder.
+//
+// The paper's construction (sec. 3.1, eq. 1-2): a frozen block F(x; Theta) gets a trainable
+// copy F(.; Theta_c) whose input is x plus a zero convolution of the condition c and whose
+// output re-enters through a second zero convolution:
+//   y_c = F(x; Theta) + Z(F(x + Z(c; Theta_z1); Theta_c); Theta_z2)
+// Here, as in sec. 3.2 for Stable Diffusion's UNet and diffusers' ControlNetModel, the copied
+// block is the UNet's whole encoder (DownHalf: time/class embedding, conv_in, the down path
+// and the middle block) and its outputs re-enter at the base's skip connections:
+//   emb   = the copy's time (+ class) embedding of t (and y)                 [N, 4 mc]
+//   e     = controlnet_cond_embedding(hint)                                   [N, H, W, mc]
+//           conv_in 3x3 -> SiLU -> (blocks: 3x3 conv -> SiLU)* -> conv_out 3x3 (ZERO init)
+//   skips, h = encode(x_t, emb) with e added to conv_in's output              (the copy)
+//   down[k] = scale * controlnet_down_blocks.k(skips[k])   1x1 conv, ZERO init
+//   mid     = scale * controlnet_mid_block(h)              1x1 conv, ZERO init
+// and the frozen base adds down[k] to its skip k and mid to its middle output (unet.h
+// ControlResiduals). Every path from the ControlNet into the base ends in a zero conv, so at
+// initialisation the residuals are exactly 0 and base + ControlNet IS the base (sec. 3.1: no
+// harmful noise reaches the trained network's deep features at the start). Training still
+// moves the zero convs: for y = W x + b with W = 0, dL/dW = dL/dy x^T is non-zero whenever x
+// and the upstream gradient are, so after the first step W != 0 and the gradient flows on into
+// the copy and the hint embedding (sec. 3.1's argument; tested).
+//
+// The copy is INITIALISED from the base (copy_encoder_from): conv_in, time_embedding,
+// class_embedding, down_blocks and mid_block take the base's weights, so before training the
+// copy's encode() equals the base's (sec. 3.2: "trainable copy" of the encoder).
+//
+// The hint embedding runs at the image's own resolution: our bases are pixel-space models
+// whose hint has the image's size, so the stride-2 convolutions diffusers uses (to bring a
+// 512-pixel hint down to a 64-latent UNet) would only lose detail; latent bases are refused
+// (ControlNetConfig::validate), so no stride is ever needed. Its widths are
+// conditioning_embedding_out_channels (diffusers' default is 16, 32, 96, 256 for 4 stages;
+// ours 16, 32: a conv 16 -> 16 and a conv 16 -> 32, each followed by SiLU).
+//
+// Parameter names are diffusers' ControlNetModel's: conv_in, time_embedding.linear_1/2,
+// class_embedding, down_blocks.i..., mid_block..., controlnet_cond_embedding.{conv_in,
+// blocks.j, conv_out}, controlnet_down_blocks.k, controlnet_mid_block. The differences:
+// class_embedding is our UNet's (num_classes + 1 rows with the null label; diffusers'
+// ControlNetModel has a class_embedding only for its class_embed_type variants), the hint
+// embedding's odd blocks have stride 1 (see above), and there is no text cross-attention.
+// Tensors are NHWC.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "models/unet/unet.h"
+
+namespace ddpm::unet {
+
+struct ControlNetConfig {
+  UNetConfig base;                 // the frozen UNet's config: the copy has its levels and classes
+  int conditioning_channels = 1;   // the hint's channels
+  std::vector<int> conditioning_embedding_out_channels = {16, 32};
+  // ValueError naming the field: the base's own checks, plus no super-resolution or
+  // conditioning-augmented base (their input and embedding differ from the copy's), positive
+  // hint channels and embedding widths.
+  void validate() const;
+};
+
+// {"base_model": config_to_json(base), "conditioning_channels": C,
+//  "conditioning_embedding_out_channels": [...]}; from_json reads it strictly (IoError for an
+// unknown or missing key) and validates.
+nlohmann::json controlnet_config_to_json(const ControlNetConfig& c);
+ControlNetConfig controlnet_config_from_json(const nlohmann::json& j);
+
+class ControlNet : public DownHalf {
+ public:
+  // Zero convs are zero; the copy's layers get fresh random weights from gen until
+  // copy_encoder_from() overwrites them.
+  ControlNet(const ControlNetConfig& cfg, Generator& gen, Device device);
+  ~ControlNet() override;
+
+  // Copies the base's conv_in, time_embedding, class_embedding, down_blocks and mid_block
+  // weights into the copy (ValueError when the base's config differs from cfg.base).
+  void copy_encoder_from(const UNet& base);
+
+  // x_t [N, H, W, C], t the original timesteps, labels as for the base, hint
+  // [N, H, W, conditioning_channels]; every residual multiplied by `scale` (diffusers'
+  // conditioning_scale; 1 = as trained).
+  ControlResiduals forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                           const Tensor& hint, const nn::Context& ctx, double scale = 1.0) const;
+
+  // The copy's encoder alone (for the test that the copy equals the base): the middle
+  // block's output and, in `skips`, every skip tensor.
+  Tensor encode_copy(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                     std::vector<Tensor>* skips) const;
+
+  const ControlNetConfig& config() const { return cfg_; }
+
+ private:
+  ControlNetConfig cfg_;
+  std::unique_ptr<nn::Conv2d> hint_in_, hint_out_;
+  std::vector<std::unique_ptr<nn::Conv2d>> hint_blocks_;
+  std::vector<std::unique_ptr<nn::Conv2d>> zero_down_;
+  std::unique_ptr<nn::Conv2d> zero_mid_;
+};
+
+// One denoiser call of base + ControlNet: the base run with the ControlNet's residuals.
+Tensor controlled_forward(const UNet& base, const ControlNet& control, const Tensor& x, const std::vector<double>& t,
+                          const std::vector<std::int64_t>& labels, const Tensor& hint, const nn::Context& ctx,
+                          double scale = 1.0);
+
+}  // namespace ddpm::unet

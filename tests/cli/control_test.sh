@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# ControlNet end to end from the shell (ctest `cli.control`): usage
+#   control_test.sh BIN_DIR WORK_DIR
+# Trains a tiny class-conditional base on the 16x16 toy shapes with ddpm-train, a ControlNet on
+# it with ddpm-control train (edges hint), checks that a resumed control run is bit-identical
+# to an uninterrupted one and that the base's files are untouched, samples with ddpm-sample
+# --control from a PNG and from the base's own samples.npz (ddim, ddpm, heun, guidance),
+# checks that --control-scale 0 reproduces the base's samples byte for byte, and that the
+# combinations that make no sense exit 2 with one error line.
+set -euo pipefail
+bin=$1 work=$2
+source "$(dirname "$0")/lib.sh" control_test
+
+tiny=("${tiny_model[@]}" --class-cond --diffusion-steps 40 --num-samples 2 --sample-steps 4)
+"$bin/ddpm-train" "${tiny[@]}" --steps 2 --save-every 2 --out "$work/base" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-train (base)"
+sha_before=$(sha256sum "$work/base/checkpoints/step_2/ema.safetensors")
+common=(--data toy --toy-count 16 --batch-size 4 --lr 1e-3 --log-every 1 --device cpu)
+ctrl=(--base "$work/base" --hint edges "${common[@]}")
+"$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --save-every 1 --out "$work/ctrl" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-control train"
+grep -q '"architecture": "controlnet"' "$work/ctrl/config.json" || fail "config.json does not name the architecture"
+grep -q '"hint": "edges"' "$work/ctrl/config.json" || fail "config.json does not record the hint"
+[ -f "$work/ctrl/checkpoints/step_3/ema.safetensors" ] || fail "no step_3 checkpoint"
+grep -aq controlnet_mid_block "$work/ctrl/checkpoints/step_3/model.safetensors" || fail "no ControlNet tensor names"
+if grep -aq up_blocks "$work/ctrl/checkpoints/step_3/model.safetensors"; then fail "the base's up path was saved"; fi
+[ "$(sha256sum "$work/base/checkpoints/step_2/ema.safetensors")" = "$sha_before" ] || fail "the base was modified"
+
+# Resume is bit-identical: 2 steps + 1 resumed step against 3 uninterrupted steps.
+"$bin/ddpm-control" train "${ctrl[@]}" --steps 2 --save-every 1 --out "$work/ctrl_split" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train (2 steps)"
+"$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --save-every 1 --resume latest --out "$work/ctrl_split" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-control train --resume latest"
+for f in model.safetensors ema.safetensors optimizer.safetensors; do
+  cmp -s "$work/ctrl/checkpoints/step_3/$f" "$work/ctrl_split/checkpoints/step_3/$f" \
+    || fail "the resumed control run's step_3/$f differs from the uninterrupted run's"
+done
+
+# Sampling: hints from the base's own samples (npz) and from one PNG, with several samplers.
+"$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
+  --out "$work/base_samples" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (base)"
+for sampler in ddim ddpm heun; do
+  "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" --control-from "$work/base_samples/samples.npz" \
+    --sampler "$sampler" --sampling-steps 4 --device cpu --out "$work/c_$sampler" >"$work/out.txt" 2>"$work/err.txt" \
+    || fail "ddpm-sample --control with --sampler $sampler"
+  grep -aq "'shape': (3, 16, 16, 1)" "$work/c_$sampler/samples.npz" || fail "$sampler: samples are not [3, 16, 16, 1]"
+done
+[ -f "$work/c_ddim/control.png" ] || fail "no control.png"
+grep -q '"hint": "edges"' "$work/c_ddim/sample_info.json" || fail "sample_info.json has no control record"
+"$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" --control-image "$work/base_samples/images/000001.png" \
+  --num-samples 2 --guidance-scale 2 --sampler ddim --sampling-steps 4 --device cpu --out "$work/c_png" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample --control-image --guidance-scale 2"
+grep -aq "'shape': (2, 16, 16, 1)" "$work/c_png/samples.npz" || fail "--control-image samples are not [2, 16, 16, 1]"
+# --control-scale 0: the base's own samples, byte for byte.
+"$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" --control-from "$work/base_samples/samples.npz" \
+  --control-scale 0 --sampler ddim --sampling-steps 4 --device cpu --out "$work/c_zero" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-sample --control-scale 0"
+"$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
+  --out "$work/plain3" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (plain)"
+cmp -s "$work/c_zero/samples.npz" "$work/plain3/samples.npz" || fail "--control-scale 0 differs from the base"
+
+# Refusals.
+refused "already holds a run" "$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --out "$work/ctrl"
+"$bin/ddpm-control" train "${ctrl[@]}" --steps 1 --overwrite --out "$work/ctrl_split" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train --overwrite"
+ls -d "$work"/ctrl_split.replaced-* >/dev/null 2>&1 || fail "--overwrite did not move the old run aside"
+[ -f "$work/ctrl_split/checkpoints/step_1/model.safetensors" ] && [ ! -d "$work/ctrl_split/checkpoints/step_3" ] \
+  || fail "--overwrite did not start a new run"
+refused "different configuration" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint lowres:4 --steps 4 --resume latest \
+  --out "$work/ctrl"
+refused "unknown hint" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint canny --steps 1 --out "$work/r1"
+refused "add --pad-to-32\|makes 16x16" "$bin/ddpm-control" train "${ctrl[@]}" --pad-to-32 --steps 1 --out "$work/r2"
+refused "unknown subcommand" "$bin/ddpm-control" tran
+"$bin/ddpm-train" "${tiny_model[@]}" --class-cond --diffusion-steps 30 --sample-steps 5 --steps 1 --save-every 1 --out "$work/other" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-train (other base)"
+refused "differs from --checkpoint" "$bin/ddpm-sample" --checkpoint "$work/other" --control "$work/ctrl" \
+  --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r3"
+refused "the model makes 16x16" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" \
+  --control-image "$work/c_ddim/control.png" --device cpu --out "$work/r4"
+refused "finite" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" \
+  --control-from "$work/base_samples/samples.npz" --control-scale nan --device cpu --out "$work/r5"
+refused "exactly one of" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl" --device cpu --out "$work/r6"
+refused "need --control" "$bin/ddpm-sample" --checkpoint "$work/base" --control-image "$work/c_ddim/control.png" \
+  --device cpu --out "$work/r7"
+"$bin/ddpm-train" "${tiny_model[@]}" --objective edm --steps 1 --save-every 1 --out "$work/edm" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-train --objective edm"
+refused "EDM objective" "$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/r8"
+refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
+refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
+echo "control_test: OK"

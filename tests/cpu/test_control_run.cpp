@@ -1,0 +1,182 @@
+// ddpm-control's library (models/run/control_run.h): a ControlNet trained on a tiny frozen
+// base run resumes bit-identically, leaves the base's files untouched, samples through
+// ddpm-sample's --control (scale 0 = the base's samples exactly, a trained ControlNet changes
+// them), and refuses mismatched bases, folders and flags.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "engine/error.h"
+#include "engine/io/png.h"
+#include "models/run/checkpoint.h"
+#include "models/run/control_run.h"
+#include "models/run/sample_run.h"
+#include "support/tiny_run.h"
+
+namespace ddpm::run {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// A tiny class-conditional base run (toy 16x16, T = 50, 2 steps).
+const std::string& base_run() {
+  static const std::string dir = [] {
+    const std::string out = testing::temp_run("control_base");
+    TrainOptions o = testing::tiny_run(out);
+    o.class_cond = true;
+    o.steps = 2;
+    o.save_every = 2;
+    train_run(o);
+    return out;
+  }();
+  return dir;
+}
+
+ControlTrainArgs tiny_control(const std::string& out) {
+  ControlTrainArgs a;
+  a.base = base_run();
+  a.hint = "edges";
+  a.data = "toy";
+  a.toy_count = 24;
+  a.out = out;
+  a.steps = 4;
+  a.batch_size = 4;
+  a.lr = 1e-3;
+  a.ema_rate = 0.5;
+  a.save_every = 2;
+  a.log_every = 2;
+  return a;
+}
+
+TEST(ControlRun, TrainingResumesBitIdenticallyAndLeavesTheBaseUntouched) {
+  const std::string base_ckpt = base_run() + "/checkpoints/step_2/";
+  const std::string base_ema = read_all(base_ckpt + "ema.safetensors");
+  const std::string full = testing::temp_run("control_full"), split = testing::temp_run("control_split");
+  const ControlTrainResult r = train_control_run(tiny_control(full));
+  EXPECT_EQ(r.steps_done, 4);
+  ASSERT_EQ(r.losses.size(), 4u);
+  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+  ControlTrainArgs first = tiny_control(split);
+  first.steps = 2;
+  train_control_run(first);
+  ControlTrainArgs rest = tiny_control(split);
+  rest.resume = "latest";
+  const ControlTrainResult r2 = train_control_run(rest);
+  EXPECT_EQ(r2.losses.size(), 2u);
+  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
+    testing::expect_same_tensors(full + "/checkpoints/step_4/" + f, split + "/checkpoints/step_4/" + f);
+  EXPECT_EQ(read_all(base_ckpt + "ema.safetensors"), base_ema);  // the frozen base is never written
+  // The checkpoint holds the ControlNet alone: its zero convs have moved away from zero.
+  const SafetensorsFile m = load_safetensors(full + "/checkpoints/step_4/model.safetensors");
+  bool moved = false;
+  for (const auto& [name, t] : m.tensors) {
+    EXPECT_EQ(name.find("up_blocks"), std::string::npos) << name;
+    if (name == "controlnet_mid_block.weight")
+      for (float v : t.to_vector()) moved = moved || v != 0;
+  }
+  EXPECT_TRUE(moved);
+  const nlohmann::json cfg = read_run_config(full);
+  EXPECT_EQ(cfg.at("architecture"), "controlnet");
+  EXPECT_EQ(cfg.at("hint"), "edges");
+  EXPECT_EQ(cfg.at("controlnet").at("conditioning_channels"), 1);
+
+  // Refusals: an existing run without --resume/--overwrite, a resume with another hint,
+  // data of the wrong size, an unknown hint.
+  EXPECT_THROW(train_control_run(tiny_control(full)), ValueError);
+  ControlTrainArgs other_hint = tiny_control(split);
+  other_hint.resume = "latest";
+  other_hint.hint = "lowres:4";
+  EXPECT_THROW(train_control_run(other_hint), ValueError);
+  ControlTrainArgs padded = tiny_control(testing::temp_run("control_padded"));
+  padded.pad_to_32 = true;
+  EXPECT_THROW(train_control_run(padded), ValueError);
+  ControlTrainArgs unknown = tiny_control(testing::temp_run("control_unknown"));
+  unknown.hint = "canny";
+  EXPECT_THROW(train_control_run(unknown), ValueError);
+  ControlTrainArgs no_base = tiny_control(testing::temp_run("control_nobase"));
+  no_base.base = full + "/nowhere";
+  EXPECT_THROW(train_control_run(no_base), ValueError);
+}
+
+SampleOptions sample_options(const std::string& out) {
+  SampleOptions s;
+  s.checkpoint = base_run();
+  s.sampler = "ddim";
+  s.sampling_steps = 5;
+  s.num_samples = 3;
+  s.batch_size = 2;  // two batches: hint rows follow the sample index
+  s.out = out;
+  s.seed = 3;
+  return s;
+}
+
+TEST(ControlRun, SamplingWithScaleZeroIsTheBaseAndATrainedControlNetChangesTheSamples) {
+  const std::string ctrl = testing::temp_run("control_sample");
+  train_control_run(tiny_control(ctrl));
+  const SampleResult plain = run_sample(sample_options(testing::temp_run("control_plain")));
+  SampleOptions zero = sample_options(testing::temp_run("control_zero"));
+  zero.control = ctrl;
+  zero.control_from = "toy";
+  zero.num_samples_given = true;
+  zero.control_scale = 0.0;
+  const SampleResult z = run_sample(zero);
+  EXPECT_EQ(z.pixels, plain.pixels);  // residuals scaled to zero: the base's own samples
+  SampleOptions on = zero;
+  on.out = testing::temp_run("control_on");
+  on.control_scale = 1.0;
+  const SampleResult c = run_sample(on);
+  EXPECT_NE(c.pixels, plain.pixels);
+  EXPECT_TRUE(fs::exists(on.out + "/control.png"));
+  const nlohmann::json info = nlohmann::json::parse(read_all(on.out + "/sample_info.json"));
+  EXPECT_EQ(info.at("control").at("hint"), "edges");
+  EXPECT_EQ(info.at("control").at("images"), 3);
+  // A classifier-free guided run repeats the hint for the doubled batch.
+  SampleOptions guided = on;
+  guided.out = testing::temp_run("control_guided");
+  guided.guidance_scale = 2.0;
+  EXPECT_NO_THROW(run_sample(guided));
+
+  // Refusals: a base of another config, a control image of the wrong size, flags that make
+  // no sense on their own.
+  const std::string other = testing::temp_run("control_other_base");
+  TrainOptions ob = testing::tiny_run(other);
+  ob.class_cond = true;
+  ob.diffusion_steps = 40;
+  ob.steps = 1;
+  ob.save_every = 1;
+  train_run(ob);
+  SampleOptions mismatch = on;
+  mismatch.checkpoint = other;
+  mismatch.out = testing::temp_run("control_mismatch");
+  EXPECT_THROW(run_sample(mismatch), ValueError);
+  SampleOptions wrong_size = on;
+  wrong_size.control_from.clear();
+  wrong_size.control_image = base_run() + "/../wrong.png";
+  {
+    std::vector<std::uint8_t> px(8 * 8, 128);
+    write_png(wrong_size.control_image, px.data(), 8, 8, 1);
+  }
+  wrong_size.out = testing::temp_run("control_wrong_size");
+  EXPECT_THROW(run_sample(wrong_size), ValueError);
+  SampleOptions flags = sample_options(testing::temp_run("control_flags"));
+  flags.control_image = "x.png";  // without --control
+  EXPECT_THROW(check_sample_options(flags), ValueError);
+  flags.control = ctrl;
+  flags.control_from = "toy";  // both inputs
+  EXPECT_THROW(check_sample_options(flags), ValueError);
+  flags.control_from.clear();
+  flags.control_scale = std::nan("");
+  EXPECT_THROW(check_sample_options(flags), ValueError);
+}
+
+}  // namespace
+}  // namespace ddpm::run

@@ -667,7 +667,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     }
     info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
-    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun, euler, dpm++2m (edm_options.h)
+    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

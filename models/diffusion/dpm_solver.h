@@ -25,11 +25,37 @@
 //
 // Errors are O(h^2) per unit of lambda: halving h quarters the global error (the test checks
 // this against the exact solution for Gaussian data), where Euler/DDIM only halves it.
+//
+// DPM-Solver++(2M) SDE: the stochastic counterpart of the step above as diffusers implements
+// it (DPMSolverMultistepScheduler with algorithm_type = "sde-dpmsolver++", solver_type =
+// "midpoint"; the same update as k-diffusion's sample_dpmpp_2m_sde with eta = 1). The
+// variation-of-constants argument of DPM-Solver++ applied to the reverse SDE (Song et al.
+// 2021 eq. 6) instead of the ODE: in the VP variables the linear
+// part of the SDE decays twice as fast in lambda as the ODE's, and the step gains Gaussian
+// noise of the variance the linear part removed. The VP step
+//   x_vp,t = (sigma_vp,t / sigma_vp,s) e^{-h} x_vp,s + alpha_t (1 - e^{-2h}) D~
+//            + sigma_vp,t sqrt(1 - e^{-2h}) z
+// divided by alpha_t (sigma_vp / alpha = sigma, as in unipc.h every alpha cancels) is, with
+// sigma_t / sigma_s = e^{-h},
+//   x_t = e^{-2h} x_s + (1 - e^{-2h}) D~ + sigma_t sqrt(1 - e^{-2h}) z,   z ~ N(0, I),
+//   D~  = D_s + (D_s - D_{s-1}) / (2 r)           (r = h_{previous} / h; the "midpoint" form)
+// e^{-2h} = sigma_t^2 / sigma_s^2: with D~ = D_s this is exactly euler-ancestral (karras.h),
+// the DDPM posterior given x_0 = D_s: mean D + (sigma_t^2/sigma_s^2)(x - D), variance
+// sigma_t^2 (sigma_s^2 - sigma_t^2) / sigma_s^2. So the first step (no history) is the
+// ancestral step, and 2M SDE is that step with the second-order extrapolated D~. Onto
+// sigma = 0 the step is first order and noiseless: x = D_{N-1} (diffusers' "zero" final
+// sigma forces lower_order_final). The extrapolation weight 1/(2r) is the ODE step's, now on
+// the (1 - e^{-2h}) factor (diffusers' "midpoint" choice).
+//
+// Random numbers: one z of x's shape, dtype and device per step onto sigma_{i+1} > 0, drawn
+// after D_i is evaluated, in step order; nothing on the step onto 0. Same (seed, offset):
+// same samples.
 #pragma once
 
 #include <functional>
 #include <vector>
 
+#include "engine/rng.h"
 #include "engine/tensor.h"
 #include "models/diffusion/karras.h"
 
@@ -46,5 +72,10 @@ using SigmaStepCallback = std::function<void(std::size_t i, const Tensor& x, con
 // non-decreasing, negative or non-finite level.
 Tensor dpm_solver_2m(const SigmaDenoiser& denoise, Tensor x, const std::vector<double>& sigmas,
                      const SigmaStepCallback& callback = {});
+
+// DPM-Solver++(2M) SDE on the same levels (same checks), noise from gen as above; N levels
+// cost N - 1 evaluations. Stochastic: the result is a sample, not the ODE's end point.
+Tensor dpm_solver_2m_sde(const SigmaDenoiser& denoise, Tensor x, const std::vector<double>& sigmas, Generator& gen,
+                         const SigmaStepCallback& callback = {});
 
 }  // namespace ddpm::diffusion

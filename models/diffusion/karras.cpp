@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "models/diffusion/dpm_solver.h"
+#include "models/diffusion/unipc.h"
 
 namespace ddpm::diffusion {
 
@@ -162,13 +163,15 @@ const char* karras_solver_name(KarrasSolver solver) {
     case KarrasSolver::euler: return "euler";
     case KarrasSolver::dpmpp_2m: return "dpm++2m";
     case KarrasSolver::euler_ancestral: return "euler-ancestral";
+    case KarrasSolver::unipc: return "unipc";
+    case KarrasSolver::dpmpp_2m_sde: return "dpm++2m-sde";
   }
   return "?";
 }
 
 bool parse_karras_solver(const std::string& name, KarrasSolver& out) {
-  for (KarrasSolver k :
-       {KarrasSolver::heun, KarrasSolver::euler, KarrasSolver::dpmpp_2m, KarrasSolver::euler_ancestral})
+  for (KarrasSolver k : {KarrasSolver::heun, KarrasSolver::euler, KarrasSolver::dpmpp_2m,
+                         KarrasSolver::euler_ancestral, KarrasSolver::unipc, KarrasSolver::dpmpp_2m_sde})
     if (name == karras_solver_name(k)) {
       out = k;
       return true;
@@ -203,11 +206,11 @@ Tensor karras_solve_from(const SigmaDenoiser& denoiser, const Tensor& x_start, c
   const std::int64_t N = static_cast<std::int64_t>(sig_hat.size());
   const Shape shape = x_start.shape();
   Tensor x = x_start;
-  if (solver == KarrasSolver::dpmpp_2m || solver == KarrasSolver::euler_ancestral)
+  if (solver != KarrasSolver::heun && solver != KarrasSolver::euler)
     DDPM_CHECK(std::equal(sig_hat.begin(), sig_hat.end(), sig.begin()),
                "karras_solve: " << karras_solver_name(solver) << " takes no churn (s_churn " << config.s_churn
                                 << "); churn applies to heun and euler");
-  if (solver == KarrasSolver::dpmpp_2m) {
+  if (solver == KarrasSolver::dpmpp_2m || solver == KarrasSolver::unipc || solver == KarrasSolver::dpmpp_2m_sde) {
     const SigmaStepCallback step_done = [&](std::size_t i, const Tensor& x_next, const SigmaDenoised& den) {
       if (!callback) return;
       const double s_next = sig[i + 1];
@@ -215,6 +218,8 @@ Tensor karras_solve_from(const SigmaDenoiser& denoiser, const Tensor& x_start, c
       const std::int64_t k = static_cast<std::int64_t>(i);
       callback(StepInfo{N - 1 - k, N, static_cast<std::int64_t>(std::llround(den.t)), x_shown, den.x0, sig[i]});
     };
+    if (solver == KarrasSolver::unipc) return unipc_solve(denoiser, x, sig, 2, step_done);
+    if (solver == KarrasSolver::dpmpp_2m_sde) return dpm_solver_2m_sde(denoiser, x, sig, gen, step_done);
     return dpm_solver_2m(denoiser, x, sig, step_done);
   }
   for (std::int64_t i = 0; i < N; ++i) {

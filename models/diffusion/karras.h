@@ -91,8 +91,8 @@
 //
 // Random numbers: x_0 = sigma_max z, z ~ N(0, I) of the sample's shape, is drawn first;
 // then each CHURNED level (sigma^_i > sigma_i after the clamp) draws one eps of the sample's
-// shape, in level order; unchurned levels draw nothing (Euler ancestral, below, draws one z
-// per step instead, except onto sigma = 0). The rest is deterministic, so the
+// shape, in level order; unchurned levels draw nothing (Euler ancestral, below, and
+// DPM-Solver++(2M) SDE draw one z per step instead, except onto sigma = 0). The rest is deterministic, so the
 // same (seed, offset) gives the same samples on CPU and CUDA up to rounding. StepCallback:
 // once per step, index N-1-i counting down to 0, timestep = round(t(sigma^_i)) (the
 // network's first call of the step; t(sigma_i) without churn), sigma = sigma_i, pred_x0 =
@@ -154,8 +154,10 @@ std::vector<double> churned_sigmas(const std::vector<double>& levels, const std:
 
 // The step rule on the Karras levels: Heun (2nd order, 2N - 1 evaluations), Euler (1st
 // order, N), DPM-Solver++(2M) (dpm_solver.h: 2nd order multistep, N; deterministic, so it
-// refuses churn) or Euler ancestral (N; stochastic, see below; it refuses churn too). The
-// names are ddpm-sample's --sampler values.
+// refuses churn), Euler ancestral (N; stochastic, see below; it refuses churn too), UniPC
+// (unipc.h: order-2 predictor plus the free corrector, N; deterministic, refuses churn) or
+// DPM-Solver++(2M) SDE (dpm_solver.h: N; stochastic, refuses churn). The names are
+// ddpm-sample's --sampler values.
 //
 // Euler ancestral: DDPM's ancestral step on arbitrary levels. In x = x_0 + sigma eps the
 // forward process from sigma' < sigma adds independent noise of variance sigma^2 - sigma'^2,
@@ -166,8 +168,9 @@ std::vector<double> churned_sigmas(const std::vector<double>& levels, const std:
 // x + (sigma_down - sigma) (x - D) / sigma = D + (sigma_down / sigma) (x - D), is the mean,
 // and sigma_up z (one draw per step, none onto sigma' = 0) the noise. On the discrete
 // levels this is exactly the DDPM step with fixed-small variance (divide by sqrt(1 + sigma'^2)).
-enum class KarrasSolver { heun, euler, dpmpp_2m, euler_ancestral };
-const char* karras_solver_name(KarrasSolver solver);  // "heun", "euler", "dpm++2m", "euler-ancestral"
+enum class KarrasSolver { heun, euler, dpmpp_2m, euler_ancestral, unipc, dpmpp_2m_sde };
+// "heun", "euler", "dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde"
+const char* karras_solver_name(KarrasSolver solver);
 bool parse_karras_solver(const std::string& name, KarrasSolver& out);  // false for other names
 // Network evaluations per sample for N levels (guidance doubles the batch, not the count).
 std::int64_t karras_network_evaluations(KarrasSolver solver, std::int64_t n);
@@ -187,8 +190,9 @@ struct SigmaDenoised {
 };
 using SigmaDenoiser = std::function<SigmaDenoised(const Tensor& x, double sigma)>;
 
-// The loop of this file's header (algorithm 1 or 2, Heun or Euler; or DPM-Solver++(2M) or
-// Euler ancestral, which refuse churned levels with a ValueError) on `denoiser`: levels
+// The loop of this file's header (algorithm 1 or 2, Heun or Euler; or DPM-Solver++(2M),
+// Euler ancestral, UniPC (order 2) or DPM-Solver++(2M) SDE, which refuse churned levels with
+// a ValueError) on `denoiser`: levels
 // as from karras_sigmas (N + 1, ending in 0), churned as from churned_sigmas (N; equal to
 // levels[i] where not churned), churn noise scaled by config.s_noise, samples in
 // config.dtype. Random numbers and StepCallback as described above. Runs under NoGradGuard.

@@ -94,7 +94,7 @@ SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSourc
     DDPM_CHECK(is_karras_sampler(r.sampler),
                "--sampler " << r.sampler << " does not apply to " << o.checkpoint
                             << ", which was trained with the EDM objective (continuous sigma, no discrete process): "
-                               "use --sampler heun (the default for it), euler, dpm++2m or euler-ancestral");
+                               "use --sampler heun (the default for it), euler, dpm++2m, euler-ancestral, unipc or dpm++2m-sde");
   }
   r.sampler_defaulted = false;
   return r;

@@ -18,7 +18,8 @@
 // chosen when the model is open) or euler (the first-order solver of the same loop, EDM
 // algorithm 1 without the correction: N evaluations instead of 2N - 1) or dpm++2m
 // (DPM-Solver++(2M), dpm_solver.h: second order at N evaluations) or euler-ancestral
-// (karras.h: DDPM's posterior step on the levels); ddpm and ddim are a
+// (karras.h: DDPM's posterior step on the levels) or unipc (unipc.h: UniPC, order 2 with the
+// free corrector, N evaluations) or dpm++2m-sde (dpm_solver.h: the stochastic 2M); ddpm and ddim are a
 // ValueError (exit 2). --sampling-steps sets the levels (default 18), --sigma-min /
 // --sigma-max default to 0.002 / 80 and may be any positive values (sigma is continuous),
 // --rho and the churn flags apply (each needs an explicit --sampler heun or euler, as for any
@@ -65,14 +66,15 @@ nlohmann::json diffusion_section(const TrainOptions& o);
 
 // --- ddpm-sample -----------------------------------------------------------------------------
 
-bool is_karras_sampler(const std::string& sampler);  // heun, euler, dpm++2m, euler-ancestral (karras.h)
+// heun, euler, dpm++2m, euler-ancestral, unipc, dpm++2m-sde (karras.h KarrasSolver)
+bool is_karras_sampler(const std::string& sampler);
 
 // The options with the sampler decided for this model: an EDM model gets heun when --sampler
 // was not given (o.sampler_defaulted), and refuses ddpm / ddim (ValueError naming the flag).
 // Other models keep theirs. The result has sampler_defaulted cleared.
 SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSource& model);
 
-// One batch by Heun, Euler or DPM-Solver++(2M) (o.sampler) on this model: edm_sample for an EDM model,
+// One batch by any Karras-level solver (o.sampler) on this model: edm_sample for an EDM model,
 // karras_sample on the VP adapter otherwise.
 Tensor sample_karras(const ModelSource& model, const diffusion::DiffusionSchedule& base,
                      const diffusion::DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,

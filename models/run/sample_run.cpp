@@ -80,8 +80,8 @@ void check_heun_level_flags(const SampleOptions& o) {
                 {"--rho", o.rho, defaults.rho}};
   for (const auto& l : levels)
     DDPM_CHECK(!heun_flag_requested(o, l.flag, l.value, l.unset) || is_karras_sampler(o.sampler),
-               l.flag << " applies to --sampler heun, euler or dpm++2m only (it sets the Karras noise levels); got "
-                         "--sampler "
+               l.flag << " applies to --sampler heun, euler, dpm++2m, euler-ancestral, unipc or dpm++2m-sde only (it "
+                         "sets the Karras noise levels); got --sampler "
                       << o.sampler);
   for (const auto& l : levels)
     DDPM_CHECK(std::isfinite(l.value), l.flag << " must be a finite number, got " << l.value);
@@ -107,8 +107,9 @@ void check_churn_flags(const SampleOptions& o) {
                {"--s-noise", o.s_noise, defaults.s_noise}};
   for (const auto& c : churn)
     DDPM_CHECK(!heun_flag_requested(o, c.flag, c.value, c.unset) || o.sampler == "heun" || o.sampler == "euler",
-               c.flag << " applies to --sampler heun or euler only (it sets EDM's stochastic churn; dpm++2m is "
-                         "deterministic and euler-ancestral draws its own noise); got --sampler "
+               c.flag << " applies to --sampler heun or euler only (it sets EDM's stochastic churn; dpm++2m and "
+                         "unipc are multistep and deterministic, euler-ancestral and dpm++2m-sde draw their own "
+                         "noise); got --sampler "
                       << o.sampler);
   DDPM_CHECK(std::isfinite(o.s_churn) && o.s_churn >= 0,
              "--s-churn must be a finite number >= 0 (0 = deterministic), got " << o.s_churn);
@@ -213,10 +214,13 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "ddpm (ancestral), ddim, heun (Karras et al. 2022: 2nd-order ODE solver, deterministic unless "
                  "--s-churn, 2N - 1 network calls for N steps, no x_0 clipping), euler (1st order, N calls) or "
                  "dpm++2m (DPM-Solver++(2M), Lu et al. 2022: 2nd-order multistep, N calls, deterministic) or "
-                 "euler-ancestral (DDPM's posterior step, N calls, stochastic), those four on the Karras noise "
-                 "levels; or plms (pseudo linear multistep, Liu et al. 2022: 4th-order Adams-Bashforth on DDIM's "
+                 "euler-ancestral (DDPM's posterior step, N calls, stochastic) or unipc (UniPC, Zhao et al. 2023: "
+                 "2nd-order multistep predictor plus a free corrector, N calls, deterministic) or dpm++2m-sde "
+                 "(DPM-Solver++(2M) SDE: 2nd-order multistep with fresh noise each step, N calls, stochastic), "
+                 "those six on the Karras noise levels; or plms (pseudo linear multistep, Liu et al. 2022: 4th-order Adams-Bashforth on DDIM's "
                  "steps, N calls, deterministic)")
-      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "plms"}))
+      ->check(CLI::IsMember(
+          {"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde", "plms"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM and plms: must divide "
@@ -365,7 +369,7 @@ void check_sample_options(const SampleOptions& o) {
 diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const ModelSource& model, bool latent) {
   const unet::UNetConfig& cfg = model.net->config();
   diffusion::SamplerConfig sc;
-  // euler and dpm++2m run in Heun's loop (karras.h karras_solve) on the same levels.
+  // euler, dpm++2m, euler-ancestral, unipc and dpm++2m-sde run in Heun's loop (karras.h karras_solve) on the same levels.
   // plms runs on DDIM's deterministic process (plms.h).
   sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun"
                                           : o.sampler == "plms"        ? "ddim"
@@ -685,7 +689,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
-    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // heun, euler, dpm++2m (edm_options.h)
+    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

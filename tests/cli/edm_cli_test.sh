@@ -2,7 +2,8 @@
 # ddpm-train --objective edm and ddpm-sample on its run (ctest `cli.edm`): usage
 #   edm_cli_test.sh BIN_DIR WORK_DIR
 # Trains a tiny EDM run on the toy data for a few steps, resumes it, samples it with heun
-# (the default for EDM runs), euler, dpm++2m and euler-ancestral, and checks the refusals: DDPM-only flags with
+# (the default for EDM runs), euler, dpm++2m, euler-ancestral, unipc and dpm++2m-sde, and
+# checks the refusals: DDPM-only flags with
 # --objective edm, EDM flags with ddpm, --sampler ddpm/ddim on an EDM run, ddpm-export and
 # ddpm-eval bpd of it (each exit 2, one "error:" line naming the flag or the objective).
 set -euo pipefail
@@ -33,6 +34,14 @@ grep -q '"network_evaluations_per_sample": 4' "$work/dpm/sample_info.json" || fa
 "$bin/ddpm-sample" --checkpoint "$run" --sampler euler-ancestral --num-samples 2 --sampling-steps 4 --device cpu \
   --out "$work/ancestral" >"$work/out.txt" 2>"$work/err.txt" || fail "euler-ancestral sampling"
 grep -q '"solver": "euler-ancestral"' "$work/ancestral/sample_info.json" || fail "euler-ancestral: solver not recorded"
+for sampler in unipc dpm++2m-sde; do
+  "$bin/ddpm-sample" --checkpoint "$run" --sampler "$sampler" --num-samples 2 --sampling-steps 4 --rho 5 --device cpu \
+    --out "$work/$sampler" >"$work/out.txt" 2>"$work/err.txt" || fail "$sampler sampling"
+  grep -q "\"solver\": \"$sampler\"" "$work/$sampler/sample_info.json" || fail "$sampler: solver not recorded"
+  grep -q '"network_evaluations_per_sample": 4' "$work/$sampler/sample_info.json" || fail "$sampler: not N evaluations"
+  refused "applies to --sampler heun or euler only" "$bin/ddpm-sample" --checkpoint "$run" --sampler "$sampler" \
+    --s-churn 1 --device cpu --out "$work/${sampler}_churn"
+done
 
 # Refusals: exit 2 and the reason on stderr.
 for flag in "--diffusion-steps 100" "--noise-schedule cosine" "--predict eps" "--loss simple" "--learn-sigma" \

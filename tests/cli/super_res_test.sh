@@ -38,7 +38,7 @@ done
 grep -aq "'descr': '|u1'.*'shape': (3, 16, 16, 1)" "$work/base_samples/samples.npz" || fail "base samples are not [3, 16, 16, 1]"
 
 # The cascade: every low-res image of the npz by default, with each sampler family.
-for sampler in ddim ddpm heun euler dpm++2m euler-ancestral; do
+for sampler in ddim ddpm heun euler dpm++2m euler-ancestral unipc dpm++2m-sde; do
   "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" --sampler "$sampler" \
     --sampling-steps 4 --device cpu --out "$work/sr_$sampler" >"$work/out.txt" 2>"$work/err.txt" \
     || fail "ddpm-sample --low-res with --sampler $sampler"

@@ -201,8 +201,8 @@ TEST(SampleHeunLevels, UsageErrorsExitWithStatusTwo) {
   fs::remove_all(out);
   std::pair<int, std::string> r = status({"--checkpoint", "c", "--out", out, "--sigma-max", "80"});
   EXPECT_EQ(r.first, 2);
-  EXPECT_EQ(r.second, "ddpm-sample: error: --sigma-max applies to --sampler heun, euler or dpm++2m only (it sets "
-                      "the Karras noise levels); got --sampler ddpm\n");
+  EXPECT_EQ(r.second, "ddpm-sample: error: --sigma-max applies to --sampler heun, euler, dpm++2m, euler-ancestral, "
+                      "unipc or dpm++2m-sde only (it sets the Karras noise levels); got --sampler ddpm\n");
   r = status({"--checkpoint", "c", "--out", out, "--sampler", "heun", "--rho", "-1"});
   EXPECT_EQ(r.first, 2);
   EXPECT_TRUE(contains(r.second, "--rho must be positive, got -1")) << r.second;
@@ -378,8 +378,8 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
     }
     EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler}).first, 0);
   }
-  // dpm++2m and euler-ancestral take the levels but not the churn.
-  for (const char* sampler : {"dpm++2m", "euler-ancestral"})
+  // dpm++2m, euler-ancestral, unipc and dpm++2m-sde take the levels but not the churn.
+  for (const char* sampler : {"dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde"})
     for (const auto& [flag, value] : flags) {
       const auto r = usage_status({"--checkpoint", "c", "--out", out, "--sampler", sampler, flag, value});
       const bool churn_flag = flag.rfind("--s-", 0) == 0;

@@ -218,7 +218,7 @@ Tensor karras_solve_from(const SigmaDenoiser& denoiser, const Tensor& x_start, c
       const std::int64_t k = static_cast<std::int64_t>(i);
       callback(StepInfo{N - 1 - k, N, static_cast<std::int64_t>(std::llround(den.t)), x_shown, den.x0, sig[i]});
     };
-    if (solver == KarrasSolver::unipc) return unipc_solve(denoiser, x, sig, 2, step_done);
+    if (solver == KarrasSolver::unipc) return unipc_solve(denoiser, x, sig, config.solver_order, step_done);
     if (solver == KarrasSolver::dpmpp_2m_sde) return dpm_solver_2m_sde(denoiser, x, sig, gen, step_done);
     return dpm_solver_2m(denoiser, x, sig, step_done);
   }

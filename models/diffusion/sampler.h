@@ -119,6 +119,9 @@ struct SamplerConfig {
   // plain sampler, bit for bit and without extra draws.
   std::int64_t corrector_steps = 0;
   double snr = 0.16;
+  // UniPC only (unipc.h): the order of its multistep predictor and corrector, 1, 2 or 3.
+  // 2 is diffusers' default for unconditional sampling; 3 suits few steps on smooth models.
+  int solver_order = 2;
 };
 
 SamplerConfig::Kind parse_sampler_kind(const std::string& name);  // "ddpm", "ddim" or "heun"

@@ -126,6 +126,7 @@ nlohmann::json karras_sample_info(const SampleOptions& o, const ModelSource& mod
       {"rho", sc.rho},
       {"training_sigma_range", edm ? nlohmann::json(nullptr) : nlohmann::json({train.front(), train.back()})},
       {"network_evaluations_per_sample", diffusion::karras_network_evaluations(solver, sc.heun_steps)}};
+  if (solver == diffusion::KarrasSolver::unipc) info["solver_order"] = sc.solver_order;
   // EDM algorithm 2's churn; s_tmax null = no bound (JSON has no infinity).
   const std::vector<double> levels = diffusion::karras_sigmas(sc.heun_steps, range.first, range.second, sc.rho);
   const std::vector<double> hat = edm ? diffusion::churned_sigmas(levels, std::numeric_limits<double>::infinity(), sc)

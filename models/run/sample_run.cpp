@@ -258,6 +258,10 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "heun: scale of the churn noise; slightly above 1 offsets the denoiser's removing a little too "
                  "much (EDM ImageNet-64: 1.003)")
       ->capture_default_str();
+  app.add_option("--solver-order", o.solver_order,
+                 "unipc: order of the multistep predictor and corrector, 1 | 2 | 3 (the first and last steps "
+                 "use lower orders, as diffusers does)")
+      ->capture_default_str();
   app.add_option("--clip-x0", o.clip_x0,
                  "clamp each step's x_0 estimate to [-1, 1]: true | false (EDM's Heun does not clamp; a well-trained "
                  "model does not need it, an undertrained one does) | auto (the library's default: false for heun)")
@@ -328,6 +332,11 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
+  DDPM_CHECK(o.solver_order == SampleOptions{}.solver_order || o.sampler == "unipc",
+             "--solver-order applies to --sampler unipc only (the order of its multistep predictor and "
+             "corrector); got --sampler "
+                 << o.sampler);
+  DDPM_CHECK(o.solver_order >= 1 && o.solver_order <= 3, "--solver-order must be 1, 2 or 3, got " << o.solver_order);
   if (!is_karras_sampler(o.sampler) && o.sampler != "plms") diffusion::parse_sampler_kind(o.sampler);
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
@@ -384,6 +393,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
     sc.s_tmin = o.s_tmin;
     sc.s_tmax = o.s_tmax;
     sc.s_noise = o.s_noise;
+    sc.solver_order = o.solver_order;
     if (model.diffusion.edm)
       diffusion::resolve_edm_sigma_range(sc);  // continuous sigma: any positive ordered range
     else

@@ -159,6 +159,7 @@ struct SampleOptions {
   double s_tmin = 0.0;
   double s_tmax = std::numeric_limits<double>::infinity();
   double s_noise = 1.0;
+  int solver_order = 2;            // --solver-order: UniPC's order (SamplerConfig::solver_order)
   // The Heun-only flags (--sigma-max, --sigma-min, --rho, --s-churn, --s-tmin, --s-tmax,
   // --s-noise) the parse saw, on the command line or in --config (note_given_flags: CLI11's
   // count()). A flag given with its default value is still a request (0 means "unset" for

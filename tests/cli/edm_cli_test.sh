@@ -43,6 +43,14 @@ for sampler in unipc dpm++2m-sde; do
     --s-churn 1 --device cpu --out "$work/${sampler}_churn"
 done
 
+"$bin/ddpm-sample" --checkpoint "$run" --sampler unipc --solver-order 3 --num-samples 2 --sampling-steps 4 --device cpu \
+  --out "$work/unipc3" >"$work/out.txt" 2>"$work/err.txt" || fail "unipc order 3 sampling"
+grep -q '"solver_order": 3' "$work/unipc3/sample_info.json" || fail "unipc: solver_order not recorded"
+refused "--solver-order applies to --sampler unipc only" "$bin/ddpm-sample" --checkpoint "$run" --sampler dpm++2m \
+  --solver-order 3 --device cpu --out "$work/dpm_order"
+refused "--solver-order must be 1, 2 or 3" "$bin/ddpm-sample" --checkpoint "$run" --sampler unipc --solver-order 4 \
+  --device cpu --out "$work/unipc4"
+
 # Refusals: exit 2 and the reason on stderr.
 for flag in "--diffusion-steps 100" "--noise-schedule cosine" "--predict eps" "--loss simple" "--learn-sigma" \
             "--schedule-sampler uniform"; do

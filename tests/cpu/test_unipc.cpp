@@ -185,6 +185,14 @@ TEST(UniPc, KarrasSolveDispatchesToIt) {
   EXPECT_EQ(gen.offset(), 0u);  // deterministic: nothing drawn
   const Tensor b = unipc_solve(gaussian_denoiser(0.1, 0.6), start, sig, 2);
   EXPECT_EQ(a.to_double_vector(), b.to_double_vector());
+  // SamplerConfig::solver_order reaches the solver: order 3 is unipc_solve's order 3, and
+  // differs from order 2 on these levels.
+  cfg.solver_order = 3;
+  const Tensor a3 = karras_solve_from(counted, start, sig, std::vector<double>(sig.begin(), sig.end() - 1), cfg, gen,
+                                      Device::cpu(), {}, KarrasSolver::unipc);
+  EXPECT_EQ(a3.to_double_vector(), unipc_solve(gaussian_denoiser(0.1, 0.6), start, sig, 3).to_double_vector());
+  EXPECT_NE(a3.to_double_vector(), a.to_double_vector());
+  cfg.solver_order = 2;
   // Churned levels are refused (the multistep history would not match a re-noised x).
   std::vector<double> churned(sig.begin(), sig.end() - 1);
   churned[1] *= 1.2;

@@ -1,5 +1,5 @@
 // The samplers and likelihoods added after the first GPU runs, on CUDA against the CPU
-// reference: DPM-Solver++(2M), Euler, Heun and Euler ancestral on the Karras levels (VP adapter), the EDM training
+// reference: DPM-Solver++(2M) and its SDE variant, UniPC, Euler, Heun and Euler ancestral on the Karras levels (VP adapter), the EDM training
 // loss and its gradient, EDM sampling with churn, and the probability-flow ODE likelihood
 // with Hutchinson probes. The same seed draws the same Philox numbers on both devices, so
 // both runs follow the same path; the networks are built from engine ops (so they run on
@@ -44,7 +44,8 @@ TEST(SamplersGpu, KarrasSolversOnTheVpAdapterMatchCpu) {
   cfg.kind = SamplerConfig::Kind::heun;
   cfg.heun_steps = 10;
   for (KarrasSolver solver :
-       {KarrasSolver::dpmpp_2m, KarrasSolver::euler, KarrasSolver::heun, KarrasSolver::euler_ancestral}) {
+       {KarrasSolver::dpmpp_2m, KarrasSolver::euler, KarrasSolver::heun, KarrasSolver::euler_ancestral,
+        KarrasSolver::unipc, KarrasSolver::dpmpp_2m_sde}) {
     SCOPED_TRACE(karras_solver_name(solver));
     Generator g_cpu(5), g_gpu(5);
     const Tensor a = karras_sample(s, toy_output, {4, 8, 8, 3}, {}, cfg, g_cpu, Device::cpu(), {}, solver);

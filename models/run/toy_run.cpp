@@ -2,6 +2,7 @@
 // has the folder layout and the sampler list; toy_pictures.cpp draws sample and forward).
 #include "models/run/toy_run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -38,10 +39,13 @@ std::uint64_t trainer_seed(std::uint64_t seed) {
 }
 
 ToyModel build_model(const std::string& data, std::int64_t hidden, int layers, std::int64_t T,
-                     diffusion::NoiseSchedule schedule, diffusion::ModelMeanType predict, std::uint64_t seed) {
+                     diffusion::NoiseSchedule schedule, diffusion::ModelMeanType predict, int num_classes,
+                     std::uint64_t seed) {
   ToyModel m;
   m.data = data;
+  m.num_classes = num_classes;
   toy::MlpDenoiserConfig mc;
+  mc.num_classes = num_classes;
   mc.data_dim = 2;
   mc.hidden = hidden;
   mc.layers = layers;
@@ -97,6 +101,8 @@ void check_toy_train_args(const ToyTrainArgs& a) {
              "--diffusion-steps must be in [100, 1000], got " << a.diffusion_steps);
   DDPM_CHECK(a.ema_rate >= 0 && a.ema_rate < 1, "--ema-rate must be in [0, 1), got " << a.ema_rate);
   DDPM_CHECK(a.log_every >= 1, "--log-every must be positive, got " << a.log_every);
+  DDPM_CHECK(a.class_dropout >= 0 && a.class_dropout < 1,
+             "--class-dropout must be in [0, 1), got " << a.class_dropout);
   diffusion::parse_noise_schedule(a.noise_schedule);
   diffusion::parse_model_mean_type(a.predict);
 }
@@ -104,7 +110,8 @@ void check_toy_train_args(const ToyTrainArgs& a) {
 ToyModel make_toy_model(const ToyTrainArgs& a) {
   check_toy_train_args(a);
   return build_model(a.data, a.hidden, a.layers, a.diffusion_steps, diffusion::parse_noise_schedule(a.noise_schedule),
-                     diffusion::parse_model_mean_type(a.predict), a.seed);
+                     diffusion::parse_model_mean_type(a.predict),
+                     a.class_cond ? toy::toy2d_num_classes(a.data) : 0, a.seed);
 }
 
 ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::function<void(const std::string&)>& log) {
@@ -117,12 +124,19 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
   tc.grad_clip = 1.0;
   tc.ema_rate = a.ema_rate;
   tc.seed = trainer_seed(a.seed);
+  // Class-conditional: the trainer swaps each label for the null label with probability
+  // label_dropout, after drawing t (trainer.h), so p(x | y) and p(x) share one network.
+  tc.num_classes = m.num_classes;
+  tc.label_dropout = m.num_classes > 0 ? a.class_dropout : 0.0;
   const std::string data = m.data;
   const std::int64_t batch = a.batch_size;
+  const bool labelled = m.num_classes > 0;
   // A fresh batch per step from the trainer's generator: infinite data, no epochs.
-  train::BatchProvider batches = [data, batch](std::int64_t, Generator& gen) {
+  train::BatchProvider batches = [data, batch, labelled](std::int64_t, Generator& gen) {
+    PointDataset d = toy::make_toy2d(data, batch, gen);
     train::Batch b;
-    b.x0 = Tensor::from_vector(toy::make_toy2d(data, batch, gen).points, {batch, 2});  // [B, 2]
+    b.x0 = Tensor::from_vector(d.points, {batch, 2});  // [B, 2]
+    if (labelled) b.labels = std::move(d.labels);     // [B]
     return b;
   };
   train::Trainer trainer(m.slab, m.net->fn(), schedule, batches, tc);
@@ -164,7 +178,11 @@ void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info
   const toy::MlpDenoiserConfig& mc = m.net->config();
   json info = {{"architecture", kToyArchitecture},
                {"data", m.data},
-               {"model", {{"hidden", mc.hidden}, {"layers", mc.layers}, {"time_dim", mc.time_dim}}},
+               {"model",
+                {{"hidden", mc.hidden},
+                 {"layers", mc.layers},
+                 {"time_dim", mc.time_dim},
+                 {"num_classes", mc.num_classes}}},
                {"diffusion",
                 {{"diffusion_steps", m.diffusion_steps},
                  {"noise_schedule", diffusion::noise_schedule_name(m.noise_schedule)},
@@ -203,10 +221,19 @@ ToyModel load_toy_model(const std::string& dir, bool raw) {
     const json& mo = info.at("model");
     DDPM_CHECK_AS(mo.at("time_dim").get<std::int64_t>() == kTimeDim, IoError,
                   json_path << " has time_dim " << mo.at("time_dim") << "; ddpm-toy builds " << kTimeDim);
-    m = build_model(info.at("data").get<std::string>(), mo.at("hidden").get<std::int64_t>(), mo.at("layers").get<int>(),
+    const std::string data = info.at("data").get<std::string>();
+    const auto& names = toy::toy2d_names();
+    DDPM_CHECK_AS(std::find(names.begin(), names.end(), data) != names.end(), IoError,
+                  json_path << " names data '" << data << "', which is not one of ddpm-toy's datasets");
+    // Folders written before class conditioning have no num_classes: unconditional.
+    const int num_classes = mo.value("num_classes", 0);
+    DDPM_CHECK_AS(num_classes == 0 || num_classes == toy::toy2d_num_classes(data), IoError,
+                  json_path << " has num_classes " << num_classes << "; " << data << " has "
+                            << toy::toy2d_num_classes(data) << " classes");
+    m = build_model(data, mo.at("hidden").get<std::int64_t>(), mo.at("layers").get<int>(),
                     d.at("diffusion_steps").get<std::int64_t>(),
                     diffusion::parse_noise_schedule(d.at("noise_schedule").get<std::string>()),
-                    diffusion::parse_model_mean_type(d.at("predict").get<std::string>()), 0);
+                    diffusion::parse_model_mean_type(d.at("predict").get<std::string>()), num_classes, 0);
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, json_path << " lacks a field of a toy model (data, model.hidden/layers/time_dim, "
                                      "diffusion.diffusion_steps/noise_schedule/predict): "
@@ -224,12 +251,16 @@ void run_toy_train(const ToyTrainArgs& a, std::ostream& out) {
       << "model: MLP, " << a.layers << " hidden layers of " << a.hidden << ", " << m.slab.numel()
       << " parameters; predicts " << a.predict << "; " << a.diffusion_steps << "-step " << a.noise_schedule
       << " schedule\n";
+  if (m.num_classes > 0)
+    out << "class-conditional: " << m.num_classes << " classes of " << a.data << " + the null label, dropped to it "
+        << "with probability " << a.class_dropout << " (classifier-free guidance training)\n";
   const ToyTrainReport r = train_toy_model(m, a, [&out](const std::string& line) { out << line << "\n"; });
   constexpr int kPlotH = 360, kPlotW = 640;
   const std::vector<std::uint8_t> plot = draw_loss_curve(r.log_steps, r.log_losses, kPlotH, kPlotW);
   const json train = {{"steps", a.steps},   {"batch_size", a.batch_size}, {"lr", a.lr},
                       {"ema_rate", a.ema_rate}, {"warmup_steps", kWarmupSteps}, {"seed", a.seed},
-                      {"final_loss", r.log_losses.back()}, {"seconds", r.seconds}};
+                      {"final_loss", r.log_losses.back()}, {"seconds", r.seconds},
+                      {"class_dropout", m.num_classes > 0 ? a.class_dropout : 0.0}};
   save_toy_model(m, r.ema, train, plot, kPlotH, kPlotW, a.out, a.overwrite);
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.1f", r.seconds);
@@ -268,6 +299,11 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay (with warm-up)")->capture_default_str();
   tr->add_option("--log-every", t.log_every, "a loss line (and a point of loss.png) every N steps")
       ->capture_default_str();
+  tr->add_flag("--class-cond", t.class_cond,
+               "condition on the dataset's classes (for guidance: sample --class, guidance)");
+  tr->add_option("--class-dropout", t.class_dropout,
+                 "with --class-cond: probability of training a sample with the null label instead of its class")
+      ->capture_default_str();
 
   ToySampleArgs& s = c.sample;
   CLI::App* sa = app.add_subcommand("sample", "draw samples, score them against the data, and draw the pictures");
@@ -284,6 +320,25 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   sa->add_option("--num-samples", s.num_samples, "points to draw (and fresh data points to score them against)")
       ->capture_default_str();
   sa->add_flag("--no-ema", s.no_ema, "sample with the raw trained weights instead of their EMA");
+  sa->add_option("--class", s.class_label,
+                 "a class-conditional model: draw class K, or 'all' (every class, equal counts, coloured by class)");
+  sa->add_option("--guidance-scale", s.guidance_scale,
+                 "classifier-free guidance s with --class: eps_u + s (eps_c - eps_u); 1 = conditional, 0 = unconditional")
+      ->capture_default_str();
+
+  ToyGuidanceArgs& g = c.guidance;
+  CLI::App* gu = app.add_subcommand(
+      "guidance", "one class at several classifier-free guidance scales from one seed: guidance.png, guidance.csv");
+  c.guidance_app = gu;
+  gu->add_option("--checkpoint", g.checkpoint, "a folder written by ddpm-toy train --class-cond")->required();
+  gu->add_option("--out", g.out, "output folder: guidance.png, guidance.csv")->required();
+  gu->add_flag("--overwrite", g.overwrite, "replace an existing --out folder");
+  gu->add_option("--class", g.class_label, "the class to draw")->required();
+  gu->add_option("--scales", g.scales, "comma-separated guidance scales, one panel each")->capture_default_str();
+  gu->add_option("--sampler", g.sampler, samplers)->check(CLI::IsMember(toy_sampler_names()))->capture_default_str();
+  gu->add_option("--sampling-steps", g.sampling_steps, "steps of the sampler")->capture_default_str();
+  gu->add_option("--num-samples", g.num_samples, "points per scale")->capture_default_str();
+  gu->add_flag("--no-ema", g.no_ema, "sample with the raw trained weights instead of their EMA");
 
   ToyForwardArgs& f = c.forward;
   CLI::App* fw = app.add_subcommand("forward", "draw the forward process q(x_t | x_0) at six t: forward.png");
@@ -300,16 +355,21 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
 
 void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out) {
   if (c.train_app != nullptr && c.train_app->parsed()) {
+    DDPM_CHECK(c.train.class_cond || c.train_app->count("--class-dropout") == 0,
+               "--class-dropout needs --class-cond: an unconditional model has no labels to drop");
     c.train.seed = seed;
     run_toy_train(c.train, out);
   } else if (c.sample_app != nullptr && c.sample_app->parsed()) {
     c.sample.seed = seed;
     run_toy_sample(c.sample, out);
+  } else if (c.guidance_app != nullptr && c.guidance_app->parsed()) {
+    c.guidance.seed = seed;
+    run_toy_guidance(c.guidance, out);
   } else if (c.forward_app != nullptr && c.forward_app->parsed()) {
     c.forward.seed = seed;
     run_toy_forward(c.forward, out);
   } else {
-    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample or forward");
+    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample, guidance or forward");
   }
 }
 

@@ -78,7 +78,7 @@ std::vector<float> points_of_class(const PointDataset& d, std::int64_t k) {
 }
 
 toy::LabelledPoints labelled(const ToyModel& m, const PointDataset& d) {
-  return toy::LabelledPoints{d.points, d.labels, m.num_classes};
+  return toy::LabelledPoints{d.points, d.labels, toy::toy2d_num_classes(m.data)};
 }
 
 // The guidance scales of --scales: comma-separated, each finite and >= 0, 1 to 8 of them.
@@ -170,12 +170,14 @@ ToyStepLevels toy_step_levels(const ToyModel& m, const std::string& sampler, std
   return levels;
 }
 
-std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string& class_flag, std::int64_t n) {
-  DDPM_CHECK(m.num_classes > 0, "--class " << class_flag << " needs a class-conditional model; this " << m.data
-                                           << " model was trained without --class-cond");
+std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string& class_flag, std::int64_t n,
+                                           const ToyClassifier* classifier) {
+  const int num_classes = m.num_classes > 0 ? m.num_classes : (classifier ? classifier->net->config().num_classes : 0);
+  DDPM_CHECK(num_classes > 0, "--class " << class_flag << " needs a class-conditional model (or --classifier); this "
+                                         << m.data << " model was trained without --class-cond");
   std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
   if (class_flag == "all") {
-    for (std::int64_t i = 0; i < n; ++i) labels[static_cast<std::size_t>(i)] = i % m.num_classes;
+    for (std::int64_t i = 0; i < n; ++i) labels[static_cast<std::size_t>(i)] = i % num_classes;
     return labels;
   }
   std::size_t used = 0;
@@ -187,9 +189,8 @@ std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string&
   }
   DDPM_CHECK(used == class_flag.size() && used > 0,
              "--class must be a class index or 'all', got '" << class_flag << "'");
-  DDPM_CHECK(k >= 0 && k < m.num_classes, "--class " << k << " is out of range: the " << m.data << " model has "
-                                                     << m.num_classes << " classes (0 to " << m.num_classes - 1
-                                                     << ")");
+  DDPM_CHECK(k >= 0 && k < num_classes, "--class " << k << " is out of range: the " << m.data << " model has "
+                                                   << num_classes << " classes (0 to " << num_classes - 1 << ")");
   std::fill(labels.begin(), labels.end(), static_cast<std::int64_t>(k));
   return labels;
 }
@@ -210,8 +211,29 @@ Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K,
                                  << " model was trained without classes, so there is nothing to guide towards");
   DDPM_CHECK(cond.guidance_scale == 1.0 || !cond.labels.empty(),
              "--guidance-scale " << cond.guidance_scale << " needs --class: guidance pushes towards a class");
-  DDPM_CHECK(cond.labels.empty() || m.num_classes > 0,
-             "--class needs a class-conditional model; this " << m.data << " model was trained without --class-cond");
+  const bool classifier = cond.classifier != nullptr;
+  DDPM_CHECK(cond.labels.empty() || m.num_classes > 0 || classifier,
+             "--class needs a class-conditional model (or --classifier); this " << m.data
+                                                                                << " model was trained without --class-cond");
+  diffusion::ClassifierGuidance cg;
+  if (classifier) {
+    const ToyClassifier& c = *cond.classifier;
+    DDPM_CHECK(!cond.labels.empty(), "--classifier needs --class: classifier guidance pushes towards a class");
+    DDPM_CHECK(std::isfinite(cond.classifier_scale) && cond.classifier_scale >= 0,
+               "--classifier-scale must be >= 0, got " << cond.classifier_scale);
+    DDPM_CHECK(sampler == "ddpm" || sampler == "ddim",
+               "classifier guidance is implemented for --sampler ddpm and ddim (it shifts their steps, "
+               "classifier_guidance.h), not " << sampler);
+    DDPM_CHECK(c.data == m.data && c.diffusion_steps == m.diffusion_steps && c.noise_schedule == m.noise_schedule,
+               "the classifier was trained for " << c.data << " with a " << c.diffusion_steps << "-step "
+                                                 << diffusion::noise_schedule_name(c.noise_schedule)
+                                                 << " schedule; the model is " << m.data << " with a "
+                                                 << m.diffusion_steps << "-step "
+                                                 << diffusion::noise_schedule_name(m.noise_schedule) << " schedule");
+    cg.classifier = c.net->fn();
+    cg.scale = cond.classifier_scale;
+    cg.labels = cond.labels;
+  }
   DDPM_CHECK(cond.labels.empty() || static_cast<std::int64_t>(cond.labels.size()) == n,
              "sample_toy: " << n << " samples need as many labels, got " << cond.labels.size());
   if (m.num_classes > 0 && cond.labels.empty()) {
@@ -235,10 +257,11 @@ Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K,
     ++done;
     if (on_step) on_step(done, K, info.x, levels.label[static_cast<std::size_t>(std::min(done, K) - 1)]);
   };
-  const std::vector<std::int64_t>& labels = cond.labels;
+  // An unconditional model takes the labels only through the classifier.
+  const std::vector<std::int64_t> labels = m.num_classes > 0 ? cond.labels : std::vector<std::int64_t>{};
   if (karras) return diffusion::karras_sample(base, net, shape, labels, cfg, gen, Device::cpu(), callback, solver);
   if (sampler == "plms") return diffusion::plms_sample(base, net, shape, labels, cfg, gen, Device::cpu(), callback);
-  return diffusion::sample(base, net, shape, labels, cfg, gen, Device::cpu(), callback);
+  return diffusion::sample(base, net, shape, labels, cfg, gen, Device::cpu(), callback, cg);
 }
 
 ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
@@ -250,9 +273,13 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
   const ToyModel m = load_toy_model(a.checkpoint, a.no_ema);
   const std::int64_t K = a.sampling_steps > 0 ? a.sampling_steps : (a.sampler == "ddpm" ? m.diffusion_steps : 50);
   const std::int64_t n = a.num_samples;
+  ToyClassifier classifier;
+  if (!a.classifier.empty()) classifier = load_toy_classifier(a.classifier);
   ToyConditioning cond;
-  if (!a.class_label.empty()) cond.labels = toy_class_labels(m, a.class_label, n);
+  if (!a.class_label.empty())
+    cond.labels = toy_class_labels(m, a.class_label, n, a.classifier.empty() ? nullptr : &classifier);
   cond.guidance_scale = a.guidance_scale;
+  if (!a.classifier.empty()) cond.classifier = &classifier, cond.classifier_scale = a.classifier_scale;
 
   // The trajectory: snapshots of x after the chosen step counts.
   const std::vector<std::int64_t> counts = snapshot_counts(toy_step_levels(m, a.sampler, K).alpha_bar);
@@ -290,8 +317,9 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
       a.sampler == "heun" ? " (" + std::to_string(diffusion::karras_network_evaluations(diffusion::KarrasSolver::heun, K)) +
                                 " evaluations)"
                           : "";
-  const std::string guidance =
-      cond.labels.empty() ? "" : ", class " + a.class_label + ", s=" + format("%g", a.guidance_scale);
+  std::string guidance = cond.labels.empty() ? "" : ", class " + a.class_label;
+  if (!cond.labels.empty() && m.num_classes > 0) guidance += ", s=" + format("%g", a.guidance_scale);
+  if (cond.classifier != nullptr) guidance += ", classifier s=" + format("%g", a.classifier_scale);
   ScatterPanel scatter;
   scatter.title = a.sampler + ", " + steps + evals + guidance;
   scatter.caption = "energy distance " + format("%.4f", score.energy) + " (data floor " + format("%.4f", score.floor) + ")";
@@ -299,7 +327,7 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
   if (cond.labels.empty()) {
     scatter.layers.push_back({xs, kSamples, 1});
   } else if (a.class_label == "all") {  // one colour per class
-    for (std::int64_t k = 0; k < m.num_classes; ++k) {
+    for (std::int64_t k = 0; k < toy::toy2d_num_classes(m.data); ++k) {
       std::vector<float> pk;
       for (std::int64_t i = 0; i < n; ++i)
         if (cond.labels[static_cast<std::size_t>(i)] == k) pk.insert(pk.end(), {xs[2 * i], xs[2 * i + 1]});
@@ -327,10 +355,10 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
       a.overwrite ? IfExists::replace : IfExists::fail);
   out << a.sampler << ", " << steps << evals << ", " << (a.no_ema ? "raw" : "EMA") << " weights, " << n
       << " samples of " << m.data;
-  if (!cond.labels.empty())
-    out << ", class " << a.class_label << ", guidance scale " << format("%g", a.guidance_scale);
-  else if (m.num_classes > 0)
-    out << ", unconditional (null label)";
+  if (!cond.labels.empty()) out << ", class " << a.class_label;
+  if (!cond.labels.empty() && m.num_classes > 0) out << ", guidance scale " << format("%g", a.guidance_scale);
+  if (cond.labels.empty() && m.num_classes > 0) out << ", unconditional (null label)";
+  if (cond.classifier != nullptr) out << ", classifier guidance scale " << format("%g", a.classifier_scale);
   out << "\n"
       << "energy distance to fresh data: " << format("%.5f", score.energy) << "  (data vs data floor "
       << format("%.5f", score.floor) << ")\n";
@@ -359,8 +387,15 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
   check_toy_out_folder(a.out, a.overwrite);
   const ToyModel m = load_toy_model(a.checkpoint, a.no_ema);
   const std::int64_t n = a.num_samples, K = a.sampling_steps;
+  // With a classifier the scales are its scales and the model is unconditional (a
+  // conditional one at classifier-free scale 0: pred_u exactly).
+  ToyClassifier classifier;
+  const bool with_classifier = !a.classifier.empty();
+  if (with_classifier) classifier = load_toy_classifier(a.classifier);
   ToyConditioning cond;
-  cond.labels = toy_class_labels(m, std::to_string(a.class_label), n);
+  cond.labels = toy_class_labels(m, std::to_string(a.class_label), n, with_classifier ? &classifier : nullptr);
+  if (with_classifier) cond.classifier = &classifier, cond.guidance_scale = m.num_classes > 0 ? 0.0 : 1.0;
+  const int num_classes = m.num_classes > 0 ? m.num_classes : classifier.net->config().num_classes;
   const std::int64_t k = a.class_label;
 
   // The reference of the class metrics, and the floor: a second fresh draw of the class's
@@ -375,7 +410,7 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
   std::vector<ToyGuidanceRow> rows;
   std::vector<ScatterPanel> panels;
   for (const double s : scales) {
-    cond.guidance_scale = s;
+    (with_classifier ? cond.classifier_scale : cond.guidance_scale) = s;
     Generator gen(a.seed);  // the same x_T (and noise) at every scale
     const std::vector<float> xs = as_points(sample_toy(m, a.sampler, K, n, gen, {}, cond));
     const toy::ClassStats st = toy::class_stats(xs, k, reference);
@@ -404,9 +439,12 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
         write_file_atomic(tmp + "/guidance.csv", csv);
       },
       a.overwrite ? IfExists::replace : IfExists::fail);
-  out << m.data << ", class " << k << " of " << m.num_classes << ", " << a.sampler << " " << K << " steps, "
+  out << m.data << ", class " << k << " of " << num_classes << ", " << a.sampler << " " << K << " steps, "
       << (a.no_ema ? "raw" : "EMA") << " weights, " << n << " samples per scale, seed " << a.seed << "\n"
-      << "classifier-free guidance eps = eps_u + s (eps_c - eps_u): s = 0 unconditional, 1 conditional\n"
+      << (with_classifier ? "classifier guidance of the unconditional model, grad log p(y | x_t) scaled by s: s = 0 "
+                            "unconditional\n"
+                          : "classifier-free guidance eps = eps_u + s (eps_c - eps_u): s = 0 unconditional, 1 "
+                            "conditional\n")
       << "  scale  accuracy  spread  energy  (class data floor " << format("%.4f", floor) << ")\n";
   for (const ToyGuidanceRow& r : rows) {
     char line[96];

@@ -42,6 +42,16 @@
 //            with one panel per scale, OUT/guidance.csv and a printed table of scale ->
 //            accuracy, spread and energy distance to the class's data
 //            (models/toy/class_metrics.h), the guidance trade-off of Ho & Salimans 2022.
+//   classifier  trains the noisy classifier p(y | x_t, t) of classifier guidance
+//            (models/toy/noisy_mlp_classifier.h, classifier_training.h) on a model folder's
+//            dataset and diffusion: CDIR/classifier.json ({"architecture":
+//            "toy-mlp-classifier", data, num_classes, hidden, layers, time_dim, diffusion:
+//            {diffusion_steps, noise_schedule}, train}) and CDIR/classifier.safetensors;
+//            prints its accuracy on fresh noisy points at five t. sample --classifier CDIR
+//            --class K --classifier-scale s (and guidance --classifier CDIR, which then varies
+//            the classifier scale on the unconditional model) follow its gradient
+//            (classifier_guidance.h: the DDPM mean shifted by s Sigma grad log p(y | x_t),
+//            DDIM's eps by -sqrt(1 - abar) s grad); ddpm and ddim only.
 //   forward  the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM eq. 4)
 //            applied to a data draw at six t, one panel each with t and alpha_bar_t printed:
 //            OUT/forward.png.
@@ -73,6 +83,7 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
 #include "models/toy/class_metrics.h"
+#include "models/toy/classifier_training.h"
 #include "models/toy/mlp_denoiser.h"
 
 namespace ddpm::run {
@@ -144,11 +155,23 @@ struct ToyStepLevels {
 };
 ToyStepLevels toy_step_levels(const ToyModel& m, const std::string& sampler, std::int64_t K);
 
+// A noisy classifier in memory (the `classifier` folder of the header).
+struct ToyClassifier {
+  std::string data;
+  std::int64_t diffusion_steps = 0;
+  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
+  std::unique_ptr<toy::NoisyMlpClassifier> net;
+};
+
 // What to condition the samples on: no labels (unconditional; a class-conditional model is
-// then called with the null label), or one class per sample, guided with scale s.
+// then called with the null label), or one class per sample, guided with scale s; with a
+// classifier, its gradient towards the same labels as well (an unconditional model then
+// takes the labels only through the classifier).
 struct ToyConditioning {
-  std::vector<std::int64_t> labels;  // empty or [n], each in [0, num_classes)
-  double guidance_scale = 1.0;       // classifier-free guidance s (sampler.h); needs labels
+  std::vector<std::int64_t> labels;      // empty or [n], each in [0, num_classes)
+  double guidance_scale = 1.0;           // classifier-free guidance s (sampler.h); needs labels
+  const ToyClassifier* classifier = nullptr;  // classifier guidance (ddpm and ddim only)
+  double classifier_scale = 1.0;         // its scale s (0: off)
 };
 
 // n samples [n, 2] from the model with `sampler` in K steps (see the header); ValueError for
@@ -160,7 +183,25 @@ Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K,
 // The labels of --class: "all" gives sample i class i mod K, an integer k every sample
 // class k; ValueError (naming the flag) for an unconditional model, k outside [0, K) or
 // another word.
-std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string& class_flag, std::int64_t n);
+// With a classifier the classes are the classifier's (an unconditional model may use them).
+std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string& class_flag, std::int64_t n,
+                                           const ToyClassifier* classifier = nullptr);
+
+struct ToyClassifierArgs {
+  std::string checkpoint, out;
+  bool overwrite = false;
+  std::int64_t hidden = 64;
+  int layers = 2;
+  toy::NoisyClassifierTrainArgs train;
+};
+// The classifier folder: save (atomically) and load; IoError naming the file for a missing or
+// damaged folder.
+void save_toy_classifier(const ToyClassifier& c, const nlohmann::json& train_info, const std::string& dir,
+                         bool overwrite);
+ToyClassifier load_toy_classifier(const std::string& dir);
+// A classifier for model m's dataset and diffusion, untrained (weights from Generator(seed)).
+ToyClassifier make_toy_classifier(const ToyModel& m, std::int64_t hidden, int layers, std::uint64_t seed);
+void run_toy_classifier(const ToyClassifierArgs& a, std::ostream& out);
 
 // The folder of `train` (see the header): save and load. load_toy_model takes the EMA
 // weights unless raw; IoError naming the file for a missing or damaged folder.
@@ -176,12 +217,15 @@ struct ToySampleArgs {
   bool no_ema = false, overwrite = false;
   std::string class_label;      // --class: "" (none), "all" or a class index
   double guidance_scale = 1.0;  // --guidance-scale (needs --class)
+  std::string classifier;       // --classifier: a folder of ddpm-toy classifier
+  double classifier_scale = 1.0;  // --classifier-scale (needs --classifier)
   std::uint64_t seed = 0;
 };
 struct ToyGuidanceArgs {
   std::string checkpoint, out, sampler = "ddim";
   std::int64_t class_label = -1;  // required
   std::string scales = "0,1,2,4,8";
+  std::string classifier;  // set: the scales are classifier-guidance scales on the unconditional model
   std::int64_t sampling_steps = 50;
   std::int64_t num_samples = 1000;
   bool no_ema = false, overwrite = false;
@@ -216,7 +260,9 @@ struct ToyCommand {
   ToySampleArgs sample;
   ToyForwardArgs forward;
   ToyGuidanceArgs guidance;
+  ToyClassifierArgs classifier;
   CLI::App* train_app = nullptr;
+  CLI::App* classifier_app = nullptr;
   CLI::App* guidance_app = nullptr;
   CLI::App* sample_app = nullptr;
   CLI::App* forward_app = nullptr;

@@ -8,7 +8,8 @@
 # --diffusion-steps, more sampling steps than T, and a checkpoint that is not a toy model.
 # Then guidance: a class-conditional model (train --class-cond), sampled per class and for
 # every class with classifier-free guidance, the guidance strip, and the refusals of
-# conditioning a model cannot take.
+# conditioning a model cannot take. Then classifier guidance: a noisy classifier for the
+# unconditional model, a guided sample and a classifier-scale strip, and its refusals.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" toy_test
@@ -100,6 +101,23 @@ refused "needs --class" "$toy" sample --checkpoint "$work/cond" --guidance-scale
 refused "needs --class-cond" "$toy" train --data moons --class-dropout 0.2 --out "$work/x"
 refused "--scales must be" "$toy" guidance --checkpoint "$work/cond" --class 0 --scales 1,x --out "$work/x"
 refused "needs a class-conditional model" "$toy" guidance --checkpoint "$work/run" --class 0 --out "$work/x"
+
+# Classifier guidance of the unconditional moons model.
+"$toy" classifier --checkpoint "$work/run" --steps 200 --hidden 16 --out "$work/cls" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "classifier"
+for f in classifier.json classifier.safetensors; do [ -s "$work/cls/$f" ] || fail "classifier wrote no $f"; done
+grep -q 'accuracy on 2000 fresh noisy points:  t=0 ' "$work/out.txt" || fail "classifier printed no noisy accuracy"
+"$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --classifier-scale 2 --class 0 --sampler ddim \
+  --sampling-steps 10 --num-samples 100 --out "$work/cls_sample" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "sample --classifier"
+grep -q 'classifier guidance scale 2' "$work/out.txt" || fail "sample --classifier did not say what it drew"
+"$toy" guidance --checkpoint "$work/run" --classifier "$work/cls" --class 1 --scales 0,2 --sampling-steps 10 \
+  --num-samples 100 --out "$work/cls_guide" >"$work/out.txt" 2>"$work/err.txt" || fail "guidance --classifier"
+[ "$(wc -l <"$work/cls_guide/guidance.csv")" = 3 ] || fail "guidance --classifier: not one csv row per scale"
+refused "needs --classifier" "$toy" sample --checkpoint "$work/run" --classifier-scale 2 --class 0 --out "$work/x"
+refused "needs --class" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --out "$work/x"
+refused "ddpm and ddim" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --class 0 --sampler heun \
+  --out "$work/x"
 [ ! -e "$work/x" ] || fail "a refused command left $work/x behind"
 # A folder that is not a toy model: an I/O error, exit 1.
 rc=0

@@ -479,7 +479,7 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
 
   ToyGuidanceArgs& g = c.guidance;
   CLI::App* gu = app.add_subcommand(
-      "guidance", "one class at several classifier-free guidance scales from one seed: guidance.png, guidance.csv");
+      "guidance", "one class at several guidance scales (classifier-free, or --classifier) from one seed: guidance.png, guidance.csv");
   c.guidance_app = gu;
   gu->add_option("--checkpoint", g.checkpoint, "a folder written by ddpm-toy train --class-cond")->required();
   gu->add_option("--out", g.out, "output folder: guidance.png, guidance.csv")->required();

@@ -42,6 +42,8 @@
 //            with one panel per scale, OUT/guidance.csv and a printed table of scale ->
 //            accuracy, spread and energy distance to the class's data
 //            (models/toy/class_metrics.h), the guidance trade-off of Ho & Salimans 2022.
+//            Panels share the seed and DDIM (50 steps) is the default sampler, so each
+//            point's path changes with s alone.
 //   classifier  trains the noisy classifier p(y | x_t, t) of classifier guidance
 //            (models/toy/noisy_mlp_classifier.h, classifier_training.h) on a model folder's
 //            dataset and diffusion: CDIR/classifier.json ({"architecture":

@@ -5,6 +5,10 @@
 //   ddpm-toy forward --data moons --out fwd/
 //   ddpm-toy train --data moons --out runs/moons          (about 20 s on one CPU core)
 //   ddpm-toy sample --checkpoint runs/moons --sampler ddim --sampling-steps 50 --out moons-ddim/
+//   ddpm-toy train --data moons --class-cond --out runs/moons-cond  (classifier-free guidance)
+//   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --scales 0,1,2,4,8 --out moons-guide/
+//   ddpm-toy classifier --checkpoint runs/moons --out runs/moons-cls (classifier guidance: sample and
+//     guidance take --classifier runs/moons-cls)
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -14,7 +18,8 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
-               "library's samplers, and draw the forward and reverse processes",
+               "library's samplers, draw the forward and reverse processes, and watch classifier-free and "
+               "classifier guidance at work",
                "ddpm-toy"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

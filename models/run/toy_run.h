@@ -8,8 +8,15 @@
 //            1, EMA with warm-up (rate 0.995: a few thousand steps need a short memory).
 //            Writes a folder atomically (engine/io/atomic_file.h publish_directory):
 //              DIR/config.json        {"architecture": "toy-mlp", "data", "model": {hidden,
-//                                      layers, time_dim}, "diffusion": {diffusion_steps,
-//                                      noise_schedule, predict}, "train": {...}}
+//                                      layers, time_dim, num_classes}, "diffusion":
+//                                      {diffusion_steps, noise_schedule, predict}, "train":
+//                                      {..., class_dropout}}; a config without num_classes
+//                                      (older folders) is an unconditional model
+//            With --class-cond the MLP gets its class embedding (mlp_denoiser.h: K classes
+//            of the dataset, datasets2d.h, plus the null label K) and the Trainer replaces a
+//            batch's labels by the null label with probability --class-dropout (0.1; Ho &
+//            Salimans train with 0.1 to 0.2): one network learns p(x | y) and p(x), the two
+//            branches classifier-free guidance mixes.
 //              DIR/model.safetensors  the trained weights by name (MlpDenoiser::parameters)
 //              DIR/ema.safetensors    their EMA (what sample uses unless --no-ema)
 //              DIR/loss.png           the loss chart (loss_plot.h), one point per --log-every steps
@@ -22,6 +29,31 @@
 //            t or sigma and step count),
 //            and prints the energy distance (models/toy/energy_distance.h) of the samples to
 //            fresh data and the floor: two fresh data draws of the same size against each other.
+//            A class-conditional model samples unconditionally (the null label) unless given
+//            --class K (every sample class K) or --class all (sample i gets class i mod K:
+//            equal counts up to one); then --guidance-scale s mixes the branches,
+//            eps = eps_u + s (eps_c - eps_u) (sampler.h; s = 1 plain conditional, 0
+//            unconditional), samples.npz gains "labels" (i64 [N], the requested classes),
+//            scatter.png colours the samples by class, and a per-class table is printed
+//            (count, accuracy, spread, energy distance to the class's data;
+//            models/toy/class_metrics.h against 4000 fresh labelled data points).
+//   guidance one class of a class-conditional model sampled at several classifier-free
+//            guidance scales from the same seed (the same x_T): OUT/guidance.png, a strip
+//            with one panel per scale, OUT/guidance.csv and a printed table of scale ->
+//            accuracy, spread and energy distance to the class's data
+//            (models/toy/class_metrics.h), the guidance trade-off of Ho & Salimans 2022.
+//            Panels share the seed and DDIM (50 steps) is the default sampler, so each
+//            point's path changes with s alone.
+//   classifier  trains the noisy classifier p(y | x_t, t) of classifier guidance
+//            (models/toy/noisy_mlp_classifier.h, classifier_training.h) on a model folder's
+//            dataset and diffusion: CDIR/classifier.json ({"architecture":
+//            "toy-mlp-classifier", data, num_classes, hidden, layers, time_dim, diffusion:
+//            {diffusion_steps, noise_schedule}, train}) and CDIR/classifier.safetensors;
+//            prints its accuracy on fresh noisy points at five t. sample --classifier CDIR
+//            --class K --classifier-scale s (and guidance --classifier CDIR, which then varies
+//            the classifier scale on the unconditional model) follow its gradient
+//            (classifier_guidance.h: the DDPM mean shifted by s Sigma grad log p(y | x_t),
+//            DDIM's eps by -sqrt(1 - abar) s grad); ddpm and ddim only.
 //   forward  the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM eq. 4)
 //            applied to a data draw at six t, one panel each with t and alpha_bar_t printed:
 //            OUT/forward.png.
@@ -52,6 +84,8 @@
 #include "engine/tensor.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
+#include "models/toy/class_metrics.h"
+#include "models/toy/classifier_training.h"
 #include "models/toy/mlp_denoiser.h"
 
 namespace ddpm::run {
@@ -72,6 +106,8 @@ struct ToyTrainArgs {
   std::string predict = "eps";
   double ema_rate = 0.995;
   std::int64_t log_every = 100;
+  bool class_cond = false;      // train p(x | y) with the dataset's classes (and the null label)
+  double class_dropout = 0.1;   // probability of the null label per sample (class_cond only)
   std::uint64_t seed = 0;
 };
 
@@ -84,6 +120,7 @@ struct ToyModel {
   std::int64_t diffusion_steps = 0;
   diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
   diffusion::ModelMeanType predict = diffusion::ModelMeanType::eps;
+  int num_classes = 0;  // > 0: class-conditional (the dataset's classes; null label = num_classes)
 };
 
 // ValueError unless `out` is absent, an empty folder, or overwrite is set (and a folder).
@@ -120,10 +157,53 @@ struct ToyStepLevels {
 };
 ToyStepLevels toy_step_levels(const ToyModel& m, const std::string& sampler, std::int64_t K);
 
+// A noisy classifier in memory (the `classifier` folder of the header).
+struct ToyClassifier {
+  std::string data;
+  std::int64_t diffusion_steps = 0;
+  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;
+  std::unique_ptr<toy::NoisyMlpClassifier> net;
+};
+
+// What to condition the samples on: no labels (unconditional; a class-conditional model is
+// then called with the null label), or one class per sample, guided with scale s; with a
+// classifier, its gradient towards the same labels as well (an unconditional model then
+// takes the labels only through the classifier).
+struct ToyConditioning {
+  std::vector<std::int64_t> labels;      // empty or [n], each in [0, num_classes)
+  double guidance_scale = 1.0;           // classifier-free guidance s (sampler.h); needs labels
+  const ToyClassifier* classifier = nullptr;  // classifier guidance (ddpm and ddim only)
+  double classifier_scale = 1.0;         // its scale s (0: off)
+};
+
 // n samples [n, 2] from the model with `sampler` in K steps (see the header); ValueError for
-// an unknown sampler or K outside [1, T]. on_step (optional) sees every step.
+// an unknown sampler, K outside [1, T], labels for an unconditional model or out of range,
+// or a guidance scale without labels. on_step (optional) sees every step.
 Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K, std::int64_t n, Generator& gen,
-                  const ToyStepFn& on_step = {});
+                  const ToyStepFn& on_step = {}, const ToyConditioning& cond = {});
+
+// The labels of --class: "all" gives sample i class i mod K, an integer k every sample
+// class k; ValueError (naming the flag) for an unconditional model, k outside [0, K) or
+// another word.
+// With a classifier the classes are the classifier's (an unconditional model may use them).
+std::vector<std::int64_t> toy_class_labels(const ToyModel& m, const std::string& class_flag, std::int64_t n,
+                                           const ToyClassifier* classifier = nullptr);
+
+struct ToyClassifierArgs {
+  std::string checkpoint, out;
+  bool overwrite = false;
+  std::int64_t hidden = 64;
+  int layers = 2;
+  toy::NoisyClassifierTrainArgs train;
+};
+// The classifier folder: save (atomically) and load; IoError naming the file for a missing or
+// damaged folder.
+void save_toy_classifier(const ToyClassifier& c, const nlohmann::json& train_info, const std::string& dir,
+                         bool overwrite);
+ToyClassifier load_toy_classifier(const std::string& dir);
+// A classifier for model m's dataset and diffusion, untrained (weights from Generator(seed)).
+ToyClassifier make_toy_classifier(const ToyModel& m, std::int64_t hidden, int layers, std::uint64_t seed);
+void run_toy_classifier(const ToyClassifierArgs& a, std::ostream& out);
 
 // The folder of `train` (see the header): save and load. load_toy_model takes the EMA
 // weights unless raw; IoError naming the file for a missing or damaged folder.
@@ -137,10 +217,31 @@ struct ToySampleArgs {
   std::int64_t sampling_steps = 0;  // 0: T for ddpm, 50 for the others
   std::int64_t num_samples = 2000;
   bool no_ema = false, overwrite = false;
+  std::string class_label;      // --class: "" (none), "all" or a class index
+  double guidance_scale = 1.0;  // --guidance-scale (needs --class)
+  std::string classifier;       // --classifier: a folder of ddpm-toy classifier
+  double classifier_scale = 1.0;  // --classifier-scale (needs --classifier)
   std::uint64_t seed = 0;
+};
+struct ToyGuidanceArgs {
+  std::string checkpoint, out, sampler = "ddim";
+  std::int64_t class_label = -1;  // required
+  std::string scales = "0,1,2,4,8";
+  std::string classifier;  // set: the scales are classifier-guidance scales on the unconditional model
+  std::int64_t sampling_steps = 50;
+  std::int64_t num_samples = 1000;
+  bool no_ema = false, overwrite = false;
+  std::uint64_t seed = 0;
+};
+// One row of the guidance table: the class's numbers (models/toy/class_metrics.h) at one
+// scale, and the energy distance's floor for the class (a second fresh draw of its data, as
+// many points as samples, against the reference's).
+struct ToyGuidanceRow {
+  double scale = 0, accuracy = 0, spread = 0, energy = 0, floor = 0;
 };
 struct ToyScore {
   double energy = 0, floor = 0;
+  std::vector<toy::ClassStats> per_class;  // with --class: one entry per class (count 0: not drawn)
 };
 struct ToyForwardArgs {
   std::string data = "gaussians8", out;
@@ -153,13 +254,18 @@ struct ToyForwardArgs {
 void run_toy_train(const ToyTrainArgs& a, std::ostream& out);
 ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out);
 void run_toy_forward(const ToyForwardArgs& a, std::ostream& out);
+std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostream& out);
 
 // ddpm-toy's subcommands, bound to the args; the mode is whichever was parsed.
 struct ToyCommand {
   ToyTrainArgs train;
   ToySampleArgs sample;
   ToyForwardArgs forward;
+  ToyGuidanceArgs guidance;
+  ToyClassifierArgs classifier;
   CLI::App* train_app = nullptr;
+  CLI::App* classifier_app = nullptr;
+  CLI::App* guidance_app = nullptr;
   CLI::App* sample_app = nullptr;
   CLI::App* forward_app = nullptr;
 };

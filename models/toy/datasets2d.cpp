@@ -43,6 +43,14 @@ void check_toy2d_name(const std::string& name, const std::string& what) {
   DDPM_THROW(ValueError, what << " '" << name << "' is not one of the 2-D datasets; the choices are " << list.str());
 }
 
+int toy2d_num_classes(const std::string& name) {
+  check_toy2d_name(name);
+  if (name == "gaussians8") return 8;
+  if (name == "moons") return 2;
+  if (name == "checkerboard") return 4;
+  return 3;  // swissroll (thirds of the roll), rings
+}
+
 Standardization toy2d_standardization(const std::string& name) {
   check_toy2d_name(name);
   Standardization st;
@@ -81,7 +89,7 @@ PointDataset make_toy2d(const std::string& name, std::int64_t n, Generator& gen)
   ds.name = name;
   ds.n = n;
   ds.points.resize(static_cast<std::size_t>(2 * n));
-  if (name != "swissroll") ds.labels.resize(static_cast<std::size_t>(n));
+  ds.labels.resize(static_cast<std::size_t>(n));
   // Per point: two uniforms (a discrete choice and a position) and a 2-D normal, all in f64.
   const std::vector<double> u = rand({n, 2}, gen, Device::cpu(), DType::f64).to_double_vector();
   const std::vector<double> z = randn({n, 2}, gen, Device::cpu(), DType::f64).to_double_vector();
@@ -97,6 +105,7 @@ PointDataset make_toy2d(const std::string& name, std::int64_t n, Generator& gen)
     } else if (name == "swissroll") {
       const double th = 1.5 * kPi * (1.0 + 2.0 * u0);
       put(ds, i, th * std::cos(th) + kSwissRollNoise * z0, th * std::sin(th) + kSwissRollNoise * z1, st);
+      ds.labels[i] = pick(u0, 3);  // th - 3 pi/2 = 3 pi u0: thirds of u0 are the pi-long thirds of the roll
     } else if (name == "checkerboard") {
       // Cell k of the 8 with i + j even: row j = k / 2 - 2 in {-2..1}, column i of the
       // matching parity; u1 and a second uniform made from z place the point in the cell.
@@ -107,7 +116,7 @@ PointDataset make_toy2d(const std::string& name, std::int64_t n, Generator& gen)
       // (uniform on [0, 1)), so each point still costs a fixed number of draws.
       const double v = 0.5 * std::erfc(-z0 / std::sqrt(2.0));
       put(ds, i, ci + u1, j + std::min(v, 1.0 - 1e-12), st);
-      ds.labels[i] = k;
+      ds.labels[i] = (ci >= 0 ? 1 : 0) + (j >= 0 ? 2 : 0);  // the quadrant (header)
     } else {  // rings
       const int ring = pick(u0, 3);
       const double r = ring + 1.0, phi = 2 * kPi * u1;

@@ -25,15 +25,27 @@
 //                plus 0.4 z (the turns lie 2 pi = 6.3 apart). mean (2, 2 / (3 pi))
 //                (integrate th cos th and th sin th over th); E|x|^2 = E[th^2] =
 //                (a^2 + a b + b^2) / 3 = 9.75 pi^2. Tests a thin 1-D manifold: samples must
-//                land ON the curve, not in the gaps between the turns. No labels.
+//                land ON the curve, not in the gaps between the turns. labels = the third
+//                of the roll: th in [3 pi/2, 5 pi/2) is 0 (the inner half turn), [5 pi/2,
+//                7 pi/2) is 1, [7 pi/2, 9 pi/2] is 2 (the outer half turn); equal weights.
 //   checkerboard uniform on the 8 cells of a 4 x 4 board on [-2, 2]^2 whose integer
 //                corner (i, j) has i + j even; no noise. Each coordinate is marginally
 //                U[-2, 2]: mean 0, Var 4/3. Tests sharp edges and empty squares next to
-//                full ones: the blur a model leaves at the edges is visible. labels = cell.
+//                full ones: the blur a model leaves at the edges is visible. labels = the
+//                quadrant of the board, each holding two of the cells (on its diagonal):
+//                0 = (x < 0, y < 0), 1 = (x >= 0, y < 0), 2 = (x < 0, y >= 0), 3 = (x >= 0,
+//                y >= 0). (Every filled cell has the same colour parity, i + j even, so
+//                parity would be one class; eight cell labels would leave ~250 points per
+//                class in a 2000-point reference.)
 //   rings        three concentric circles of radius 1, 2, 3 (equal weights), point
 //                r (cos phi, sin phi), phi = 2 pi u, plus 0.08 z. mean 0, Var = E[r^2] / 2 +
 //                0.08^2 = 7/3 + 0.0064. Tests nested, non-convex modes at several scales.
 //                labels = the ring (0 inner).
+//
+// The labels are the classes of class-conditional training and guided sampling (ddpm-toy
+// train --class-cond, docs/LEARN.md "Guidance"). Each label is the discrete choice the point
+// was drawn with, so adding them did not change a single draw: the points of a seed are the
+// same as before the labels existed (tests/cpu/test_toy2d_labels.cpp pins them).
 #pragma once
 
 #include <cstdint>
@@ -58,8 +70,12 @@ struct Standardization {
 };
 Standardization toy2d_standardization(const std::string& name);
 
+// The number of classes of dataset `name` (the labels above): gaussians8 8, moons 2,
+// swissroll 3, checkerboard 4, rings 3.
+int toy2d_num_classes(const std::string& name);
+
 // n points of dataset `name`, standardized as above, drawn from gen. PointDataset::points is
-// [n, 2] row-major; labels as listed above (empty for swissroll). For gaussians8 the centres
+// [n, 2] row-major; labels [n] as listed above. For gaussians8 the centres
 // and stddev are filled as well (in standardized units).
 PointDataset make_toy2d(const std::string& name, std::int64_t n, Generator& gen);
 PointDataset make_toy2d(const std::string& name, std::int64_t n, std::uint64_t seed);

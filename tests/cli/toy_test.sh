@@ -6,6 +6,10 @@
 # the printed score against its floor), and checks the refusals (exit 2, one "error:" line):
 # an existing --out without --overwrite, an unknown dataset, sampler or subcommand, a bad
 # --diffusion-steps, more sampling steps than T, and a checkpoint that is not a toy model.
+# Then guidance: a class-conditional model (train --class-cond), sampled per class and for
+# every class with classifier-free guidance, the guidance strip, and the refusals of
+# conditioning a model cannot take. Then classifier guidance: a noisy classifier for the
+# unconditional model, a guided sample and a classifier-scale strip, and its refusals.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" toy_test
@@ -56,6 +60,64 @@ refused "--diffusion-steps must be in" "$toy" train --diffusion-steps 10 --out "
 refused "--sampler" "$toy" sample --checkpoint "$work/run" --sampler lms --out "$work/x"
 refused "--sampling-steps must be in" "$toy" sample --checkpoint "$work/run" --sampling-steps 101 --out "$work/x"
 refused "unknown subcommand" "$toy" trian
+
+# Guidance: a class-conditional model of the moons (2 classes).
+"$toy" train --data moons --class-cond --class-dropout 0.2 --steps 300 --hidden 32 --diffusion-steps 100 \
+  --log-every 100 --out "$work/cond" >"$work/out.txt" 2>"$work/err.txt" || fail "train --class-cond"
+grep -q '"num_classes": 2' "$work/cond/config.json" || fail "train --class-cond: no num_classes 2 in config.json"
+grep -q '"class_dropout": 0.2' "$work/cond/config.json" || fail "train --class-cond: no class_dropout in config.json"
+grep -q '"num_classes": 0' "$work/run/config.json" || fail "an unconditional config.json lacks num_classes 0"
+"$toy" sample --checkpoint "$work/cond" --class all --guidance-scale 2 --sampler ddim --sampling-steps 10 \
+  --num-samples 200 --out "$work/cond_all" >"$work/out.txt" 2>"$work/err.txt" || fail "sample --class all"
+python3 - "$work/cond_all" "$work/out.txt" <<'PY' || fail "sample --class all: bad outputs"
+import re, sys, zipfile
+folder, out = sys.argv[1], open(sys.argv[2]).read()
+with zipfile.ZipFile(folder + "/samples.npz") as z:
+    assert sorted(z.namelist()) == ["data.npy", "labels.npy", "samples.npy"], z.namelist()
+    header = z.read("labels.npy")[:128].decode("latin1")
+    assert "'<i8'" in header and "(200,)" in header, header
+rows = re.findall(r"^\s+(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out, re.M)
+assert [r[:2] for r in rows] == [("0", "100"), ("1", "100")], out
+assert all(0 <= float(r[2]) <= 1 for r in rows), out
+PY
+"$toy" sample --checkpoint "$work/cond" --class 1 --sampler ddim --sampling-steps 10 --num-samples 100 \
+  --out "$work/cond_one" >"$work/out.txt" 2>"$work/err.txt" || fail "sample --class 1"
+grep -q 'class 1, guidance scale 1' "$work/out.txt" || fail "sample --class 1 did not say what it drew"
+"$toy" guidance --checkpoint "$work/cond" --class 0 --scales 0,1,3 --sampling-steps 10 --num-samples 200 \
+  --out "$work/guide" >"$work/out.txt" 2>"$work/err.txt" || fail "guidance"
+python3 - "$work/guide" <<'PY' || fail "guidance: bad outputs"
+import struct, sys
+folder = sys.argv[1]
+with open(folder + "/guidance.png", "rb") as f:
+    w, h = struct.unpack(">II", f.read(24)[16:24])
+assert w == 3 * 270 and h == 300, (w, h)  # one panel per scale
+lines = open(folder + "/guidance.csv").read().split()
+assert lines[0] == "scale,accuracy,spread,energy,floor" and [l.split(",")[0] for l in lines[1:]] == ["0", "1", "3"], lines
+PY
+refused "needs a class-conditional model" "$toy" sample --checkpoint "$work/run" --class 0 --out "$work/x"
+refused "without --class-cond" "$toy" sample --checkpoint "$work/run" --guidance-scale 2 --out "$work/x"
+refused "is out of range" "$toy" sample --checkpoint "$work/cond" --class 2 --out "$work/x"
+refused "needs --class" "$toy" sample --checkpoint "$work/cond" --guidance-scale 2 --out "$work/x"
+refused "needs --class-cond" "$toy" train --data moons --class-dropout 0.2 --out "$work/x"
+refused "--scales must be" "$toy" guidance --checkpoint "$work/cond" --class 0 --scales 1,x --out "$work/x"
+refused "needs a class-conditional model" "$toy" guidance --checkpoint "$work/run" --class 0 --out "$work/x"
+
+# Classifier guidance of the unconditional moons model.
+"$toy" classifier --checkpoint "$work/run" --steps 200 --hidden 16 --out "$work/cls" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "classifier"
+for f in classifier.json classifier.safetensors; do [ -s "$work/cls/$f" ] || fail "classifier wrote no $f"; done
+grep -q 'accuracy on 2000 fresh noisy points:  t=0 ' "$work/out.txt" || fail "classifier printed no noisy accuracy"
+"$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --classifier-scale 2 --class 0 --sampler ddim \
+  --sampling-steps 10 --num-samples 100 --out "$work/cls_sample" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "sample --classifier"
+grep -q 'classifier guidance scale 2' "$work/out.txt" || fail "sample --classifier did not say what it drew"
+"$toy" guidance --checkpoint "$work/run" --classifier "$work/cls" --class 1 --scales 0,2 --sampling-steps 10 \
+  --num-samples 100 --out "$work/cls_guide" >"$work/out.txt" 2>"$work/err.txt" || fail "guidance --classifier"
+[ "$(wc -l <"$work/cls_guide/guidance.csv")" = 3 ] || fail "guidance --classifier: not one csv row per scale"
+refused "needs --classifier" "$toy" sample --checkpoint "$work/run" --classifier-scale 2 --class 0 --out "$work/x"
+refused "needs --class" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --out "$work/x"
+refused "ddpm and ddim" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --class 0 --sampler heun \
+  --out "$work/x"
 [ ! -e "$work/x" ] || fail "a refused command left $work/x behind"
 # A folder that is not a toy model: an I/O error, exit 1.
 rc=0

@@ -480,10 +480,18 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();
   tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+  c.eval_app = add_control_eval_subcommand(app, c.eval);
 }
 
 void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
-  DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(), "ddpm-control: no subcommand was parsed; expected train");
+  if (c.eval_app != nullptr && c.eval_app->parsed()) {
+    c.eval.device = device;
+    c.eval.seed = seed;
+    run_control_eval(c.eval, out);
+    return;
+  }
+  DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(),
+             "ddpm-control: no subcommand was parsed; expected train or eval");
   c.train.device = device;
   c.train.seed = seed;
   const ControlTrainResult r = train_control_run(c.train, &out);

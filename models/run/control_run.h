@@ -62,6 +62,7 @@
 
 #include "engine/device.h"
 #include "models/data/hints.h"
+#include "models/run/control_eval.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/unet/controlnet.h"
 
@@ -139,10 +140,12 @@ diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInput
 nlohmann::json write_control_outputs(const std::string& dir, const ControlInputs& c, std::int64_t n,
                                      std::vector<std::string>& files);
 
-// ddpm-control's subcommands (train), bound to the args.
+// ddpm-control's subcommands (train, eval: control_eval.h), bound to the args.
 struct ControlCommand {
   ControlTrainArgs train;
+  ControlEvalArgs eval;
   CLI::App* train_app = nullptr;
+  CLI::App* eval_app = nullptr;
 };
 void add_control_subcommands(CLI::App& app, ControlCommand& c);
 void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out);

@@ -5,7 +5,8 @@
 # it with ddpm-control train (edges hint), checks that a resumed control run is bit-identical
 # to an uninterrupted one and that the base's files are untouched, samples with ddpm-sample
 # --control from a PNG and from the base's own samples.npz (ddim, ddpm, heun, guidance),
-# checks that --control-scale 0 reproduces the base's samples byte for byte, and that the
+# checks that --control-scale 0 reproduces the base's samples byte for byte, runs ddpm-control
+# eval (table, --json, --out), and that the
 # combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
@@ -58,6 +59,19 @@ grep -aq "'shape': (2, 16, 16, 1)" "$work/c_png/samples.npz" || fail "--control-
 "$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
   --out "$work/plain3" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (plain)"
 cmp -s "$work/c_zero/samples.npz" "$work/plain3/samples.npz" || fail "--control-scale 0 differs from the base"
+
+# ddpm-control eval: the table, the JSON line and eval.png / eval.json.
+"$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --sampling-steps 4 --device cpu >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control eval"
+grep -q "baseline (scale 0)" "$work/out.txt" && grep -q "unrelated data pairs" "$work/out.txt" \
+  || fail "ddpm-control eval printed no table"
+"$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --sampling-steps 4 --json --out "$work/eval" --device cpu \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-control eval --json --out"
+grep -q '"unrelated":{"edge_f1"' "$work/out.txt" || fail "ddpm-control eval --json printed no scores"
+[ -f "$work/eval/eval.png" ] && [ -f "$work/eval/eval.json" ] || fail "ddpm-control eval --out wrote no eval.png / eval.json"
+refused "not empty" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --out "$work/eval" --device cpu
+refused "limit must be >= 2" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 1 --out "$work/r_eval" --device cpu
+[ ! -e "$work/r_eval" ] || fail "a refused ddpm-control eval left its --out behind"
 
 # Refusals.
 refused "already holds a run" "$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --out "$work/ctrl"

@@ -1,10 +1,13 @@
 // models/run/control_run.cpp: see control_run.h.
 #include "models/run/control_run.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <ostream>
@@ -19,6 +22,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/latent_run.h"
+#include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
 #include "models/run/subcommands.h"
@@ -284,10 +288,18 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   say(log, "base " + a.base + " (" + base.model.weights_path + ", frozen, " + std::to_string(net.num_parameters()) +
                " parameters); ControlNet " + std::to_string(cn.num_parameters()) + " trainable parameters; hint " +
                data::hint_string(hint) + "; " + dataset->describe());
-  double window = 0;
-  std::int64_t in_window = 0;
+  // metrics.csv / metrics.jsonl / loss.png as ddpm-train writes them (metrics.h): on resume
+  // the lines past the checkpoint's step (an interrupted run's) are dropped, so the files
+  // describe one continuous run; loss.png is redrawn with each checkpoint.
+  MetricsWriter metrics(a.out, !resume_dir.empty(), trainer.step_count());
+  double w_loss = 0, w_grad = 0, w_time = 0;
+  std::array<double, 4> w_q{};
+  std::array<std::int64_t, 4> w_qn{};
+  std::int64_t w_steps = 0;
   while (trainer.step_count() < a.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
     const train::StepMetrics m = trainer.step();
+    w_time += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     DDPM_CHECK_AS(!m.skipped, Error,
                   "non-finite loss or gradient at step " << m.step + 1 << " (loss " << m.loss << "); the last good "
                                                          << "checkpoint is "
@@ -295,17 +307,35 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
                                                                                             : result.last_checkpoint)
                                                          << "; try a lower --lr");
     result.losses.push_back(m.loss);
-    window += m.loss;
-    ++in_window;
+    w_loss += m.loss;
+    w_grad += m.grad_norm;
+    ++w_steps;
+    for (int q = 0; q < 4; ++q)
+      if (m.quartile_count[q] > 0) {
+        w_q[q] += m.loss_quartile[q] * static_cast<double>(m.quartile_count[q]);
+        w_qn[q] += m.quartile_count[q];
+      }
     const std::int64_t done = trainer.step_count();
     if (done % a.log_every == 0 || done == a.steps) {
+      MetricsLine line;
+      line.step = done;
+      line.loss = w_loss / w_steps;
+      for (int q = 0; q < 4; ++q)
+        line.loss_quartile[q] = w_qn[q] > 0 ? w_q[q] / w_qn[q] : std::numeric_limits<double>::quiet_NaN();
+      line.grad_norm = w_grad / w_steps;
+      line.lr = m.lr;
+      line.images_per_s = static_cast<double>(a.batch_size) * w_steps / std::max(w_time, 1e-9);
+      metrics.append(line);
       std::ostringstream os;
-      os << "step " << done << "/" << a.steps << "  loss " << window / in_window << "  grad norm " << m.grad_norm;
+      os << "step " << done << "/" << a.steps << "  loss " << line.loss << "  grad norm " << line.grad_norm;
       say(log, os.str());
-      window = 0;
-      in_window = 0;
+      w_loss = w_grad = w_time = 0;
+      w_q = {};
+      w_qn = {};
+      w_steps = 0;
     }
     if (done % a.save_every == 0 || done == a.steps) {
+      metrics.write_loss_png();
       save(m.loss);
       say(log, "checkpoint " + result.last_checkpoint);
     }

@@ -29,9 +29,14 @@
 //                      device}}; everything but "run" must match on --resume
 //   CTRL/checkpoints/step_N/{model,ema,optimizer}.safetensors + trainer_state.json: the
 //                      ControlNet only (checkpoint.h), diffusers' ControlNetModel names
+//   CTRL/metrics.csv, metrics.jsonl, loss.png
+//                      as a ddpm-train run's (metrics.h, loss_plot.h): one line per
+//                      --log-every steps (window means of loss, per-quartile loss and gradient
+//                      norm), loss.png redrawn with each checkpoint
 // --resume latest is bit-identical: parameters, AdamW moments, EMA, generator and loader
 // position are restored (the base is re-read from its run and must still match the recorded
-// config). An existing control run is refused unless --resume or --overwrite (the old one is
+// config); the metrics files keep their lines up to the checkpoint's step and drop the rest
+// (an interrupted run's), then continue, as ddpm-train's do. An existing control run is refused unless --resume or --overwrite (the old one is
 // moved aside to CTRL.replaced-<time>).
 //
 // Sampling (ddpm-sample --checkpoint RUN --control CTRL (--control-image PNG | --control-from

@@ -36,6 +36,14 @@ for f in model.safetensors ema.safetensors optimizer.safetensors; do
   cmp -s "$work/ctrl/checkpoints/step_3/$f" "$work/ctrl_split/checkpoints/step_3/$f" \
     || fail "the resumed control run's step_3/$f differs from the uninterrupted run's"
 done
+# Metrics as ddpm-train writes them: a header and one line per step (--log-every 1), loss.png.
+for d in ctrl ctrl_split; do
+  [ "$(wc -l <"$work/$d/metrics.csv")" = 4 ] && [ "$(wc -l <"$work/$d/metrics.jsonl")" = 3 ] \
+    || fail "$d: metrics.csv / metrics.jsonl do not hold one line per step"
+  [ -f "$work/$d/loss.png" ] || fail "$d: no loss.png"
+done
+[ "$(cut -d, -f1-7 "$work/ctrl/metrics.csv")" = "$(cut -d, -f1-7 "$work/ctrl_split/metrics.csv")" ] \
+  || fail "the resumed control run's metrics.csv differs from the uninterrupted run's"
 
 # Sampling: hints from the base's own samples (npz) and from one PNG, with several samplers.
 "$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \

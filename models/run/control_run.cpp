@@ -87,8 +87,6 @@ struct BaseRun {
 BaseRun open_base(const std::string& dir, Device device) {
   DDPM_CHECK(is_run_folder(dir), "--base " << dir << " is not a ddpm-train run folder (no config.json or checkpoints/)");
   BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir)};
-  DDPM_CHECK(!b.model.diffusion.edm, "--base " << dir << " was trained with the EDM objective; ddpm-control trains "
-                                               << "ControlNets on DDPM-objective bases only");
   DDPM_CHECK(find_run_autoencoder(dir).empty(),
              "--base " << dir << " is a latent diffusion run; ddpm-control needs a pixel-space base (the hint is "
                        << "computed from pixels)");
@@ -208,6 +206,13 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
 
   const nlohmann::json& bd = base.config.value("diffusion", nlohmann::json::object());
   train::TrainerConfig tc;
+  // An EDM base (edm.h) keeps its objective: the trainer draws ln sigma ~ N(P_mean, P_std^2)
+  // and calls the closure below with c_in x and t = c_noise, so the residuals enter the
+  // preconditioned F exactly as they enter a DDPM base's eps (or v, x0) prediction.
+  if (base.model.diffusion.edm) {
+    tc.objective = train::Objective::edm;
+    tc.edm = *base.model.diffusion.edm;
+  }
   tc.loss.loss = diffusion::parse_loss_type(bd.value("loss", std::string("simple")));
   tc.loss.mean_type = base.model.diffusion.predict;
   tc.loss.learned_sigma = bc.learn_sigma;

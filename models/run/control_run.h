@@ -13,12 +13,16 @@
 //   - the objective is the base run's: its schedule (diffusion_steps, noise_schedule,
 //     zero_terminal_snr), predict, loss and learn_sigma from its config.json, uniform t (a
 //     base trained with importance sampling still gets uniform t here), its class dropout
-//     for a class-conditional base (so classifier-free guidance keeps working);
+//     for a class-conditional base (so classifier-free guidance keeps working). An EDM base
+//     (edm.h) trains with the trainer's edm objective and the base's sigma_data, P_mean,
+//     P_std: the closure gets c_in x and t = c_noise, so the residuals enter the
+//     preconditioned F exactly where they enter a DDPM base's prediction, and sampling goes
+//     through ddpm-sample's EDM path (heun by default);
 //   - each batch's hint is computed on the host from its x_0 (models/data/hints.h) and rides
 //     in train::Batch::cond, which the trainer concatenates to x_t; the closure splits it off
 //     again: x_t -> ControlNet and base, hint -> ControlNet only. The ControlNet runs in
 //     training mode (its copied dropout on), the frozen base in evaluation mode (no dropout);
-//   - refused (ValueError, exit 2): an EDM base (no discrete process here), a latent base (its
+//   - refused (ValueError, exit 2): a latent base (its
 //     hint would have to live in pixels while the UNet works on latents), a super-resolution
 //     base (controlnet.h), data whose size or channels differ from the base's.
 // The control run folder (published piece by piece atomically, like a ddpm-train run):

@@ -106,7 +106,13 @@ refused "need --control" "$bin/ddpm-sample" --checkpoint "$work/base" --control-
   --device cpu --out "$work/r7"
 "$bin/ddpm-train" "${tiny_model[@]}" --objective edm --steps 1 --save-every 1 --out "$work/edm" >"$work/out.txt" \
   2>"$work/err.txt" || fail "ddpm-train --objective edm"
-refused "EDM objective" "$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/r8"
+# An EDM base: the ControlNet trains with the EDM loss and samples through the EDM path (heun).
+"$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/ctrl_edm" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train on an EDM base"
+"$bin/ddpm-sample" --checkpoint "$work/edm" --control "$work/ctrl_edm" --control-from "$work/base_samples/samples.npz" \
+  --sampling-steps 4 --device cpu --out "$work/c_edm" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-sample --control with an EDM base"
+grep -q '"sampler": "heun"' "$work/c_edm/sample_info.json" || fail "the EDM base was not sampled with heun"
 refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
 refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
 echo "control_test: OK"

@@ -82,14 +82,14 @@ void append_slab(const Tensor& flat, const std::string& prefix, const ParameterS
 struct BaseRun {
   ModelSource model;
   nlohmann::json config;
+  std::unique_ptr<LatentCodec> latent;  // a latent diffusion base's frozen autoencoder (its run's copy)
 };
 
 BaseRun open_base(const std::string& dir, Device device) {
   DDPM_CHECK(is_run_folder(dir), "--base " << dir << " is not a ddpm-train run folder (no config.json or checkpoints/)");
-  BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir)};
-  DDPM_CHECK(find_run_autoencoder(dir).empty(),
-             "--base " << dir << " is a latent diffusion run; ddpm-control needs a pixel-space base (the hint is "
-                       << "computed from pixels)");
+  BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir), nullptr};
+  const std::string ae_dir = find_run_autoencoder(dir);
+  if (!ae_dir.empty()) b.latent = std::make_unique<LatentCodec>(ae_dir, device);  // frozen (latent_run.h)
   DDPM_CHECK(!b.model.net->config().super_res(),
              "--base " << dir << " is a super-resolution model; ddpm-control needs a plain UNet base");
   for (auto& [name, p] : b.model.net->named_parameters()) p.set_requires_grad(false);  // frozen
@@ -179,19 +179,27 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   dopt.toy_count = a.toy_count;
   dopt.seed = a.seed;
   auto dataset = std::make_shared<Dataset>(load_data(parse_data_spec(a.data), dopt));
-  DDPM_CHECK(dataset->height == bc.image_size && dataset->width == bc.image_size && dataset->channels == bc.in_channels,
+  // The images (and so the hint) are pixels: a latent base's UNet works on H / f latents.
+  const int f = base.latent ? base.latent->factor() : 1;
+  const int H = bc.image_size * f, C = base.latent ? base.latent->config().in_channels : bc.in_channels;
+  DDPM_CHECK(dataset->height == H && dataset->width == H && dataset->channels == C,
              "--data " << a.data << " has " << dataset->height << "x" << dataset->width << "x" << dataset->channels
-                       << " images; the base " << a.base << " makes " << bc.image_size << "x" << bc.image_size << "x"
-                       << bc.in_channels << (dataset->height == 28 && bc.image_size == 32 ? " (add --pad-to-32)" : ""));
+                       << " images; the base " << a.base << " makes " << H << "x" << H << "x" << C
+                       << (f > 1 ? " (decoded from its latents)" : "")
+                       << (dataset->height == 28 && H == 32 ? " (add --pad-to-32)" : ""));
   DDPM_CHECK(bc.num_classes == 0 || (dataset->has_labels() && dataset->num_classes <= bc.num_classes),
              "the base " << a.base << " is class-conditional (" << bc.num_classes << " classes) and --data " << a.data
                          << " has " << (dataset->has_labels() ? std::to_string(dataset->num_classes) : "no")
                          << " labels");
-  data::check_hint_fits(hint, bc.image_size);
+  data::check_hint_fits(hint, H);
 
   unet::ControlNetConfig cc;
   cc.base = bc;
-  cc.conditioning_channels = data::hint_channels(hint, bc.in_channels);
+  cc.conditioning_channels = data::hint_channels(hint, C);
+  // A latent base: log2 f stride-2 pairs bring the pixel hint to the latent size (controlnet.h),
+  // widths 16, 32, ..., 16 2^k (16, 32 for f <= 2, as in pixel space).
+  cc.hint_downsampling_factor = f;
+  for (int k = 2; k <= cc.hint_stride2_pairs(); ++k) cc.conditioning_embedding_out_channels.push_back(16 << k);
   const nlohmann::json& train_section = base.config.value("train", nlohmann::json::object());
   const double class_dropout = bc.num_classes > 0 ? train_section.value("class_dropout", 0.1) : 0.0;
   const nlohmann::json config = control_config_json(a, base, cc, class_dropout);
@@ -230,20 +238,30 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   lopt.device = a.device;
   BatchLoader loader(dataset, lopt);
 
-  const std::int64_t C = bc.in_channels, Ch = cc.conditioning_channels;
   const unet::ControlNet& control = cn;
   train::Trainer* trainer_ptr = nullptr;
-  // The trainer calls this with concat(x_t, hint) (train::Batch::cond); split it again.
-  diffusion::DenoiseFn fn = [&](const Tensor& xc, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    const Tensor x = slice(xc, 3, 0, C), h = slice(xc, 3, C, Ch);
+  // The batch's hint [B, H, W, Ch] (pixels, also for a latent base whose x is [B, H/f, W/f, z])
+  // rides beside the batch rather than in train::Batch::cond, which the trainer concatenates
+  // to x_t and so must share its size. The trainer calls the closure with the whole batch
+  // (no microbatches here), once or more per step, always after the provider made the batch.
+  Tensor batch_hint;
+  diffusion::DenoiseFn fn = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    DDPM_CHECK(batch_hint.defined() && batch_hint.dim(0) == x.dim(0),
+               "ddpm-control: the network was called with " << x.dim(0) << " samples for a batch of "
+                                                            << (batch_hint.defined() ? batch_hint.dim(0) : 0)
+                                                            << " hints");
     const unet::ControlResiduals r =
-        control.forward(x, t, y, h, nn::Context{true, &trainer_ptr->dropout_generator()});
+        control.forward(x, t, y, batch_hint, nn::Context{true, &trainer_ptr->dropout_generator()});
     return net.forward(x, t, y, nn::Context{}, &r);  // the frozen base: evaluation mode
   };
-  train::BatchProvider batches = [&](std::int64_t, Generator&) {
+  const LatentCodec* latent = base.latent.get();
+  train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
     ddpm::Batch b = loader.next();
-    const Tensor cond = data::compute_hint(hint, b.host_images).to(a.device);  // [B, H, W, Ch]
-    return train::Batch{b.images, bc.num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+    batch_hint = data::compute_hint(hint, b.host_images).to(a.device);  // [B, H, W, Ch] from the pixels
+    // A latent base: x_0 = s z, z ~ q(z | image), drawn from the trainer's generator as
+    // ddpm-train does (latent_run.h), so a resumed run stays bit-identical.
+    const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
+    return train::Batch{x0, bc.num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, Tensor()};
   };
   train::Trainer trainer(slab, fn, schedule, batches, tc);
   trainer_ptr = &trainer;
@@ -396,13 +414,21 @@ void check_control_flags(const SampleOptions& o) {
              "--control-scale " << o.control_scale << " needs --control CTRL");
 }
 
-bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log) {
+bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log,
+                      const LatentCodec* latent) {
   check_control_flags(o);
   if (o.control.empty()) return false;
   c.run = open_control_run(o.control, o.device);
   check_control_fits(c.run, model);
   const unet::UNetConfig& mc = model.net->config();
-  const int H = mc.image_size, C = mc.in_channels;
+  // The hint is made from pixels: a latent model's images are f times its latents' size.
+  const int f = latent ? latent->factor() : 1;
+  const int trained_f = c.run.net->config().hint_downsampling_factor;
+  DDPM_CHECK(trained_f == f, "--control " << o.control << " was trained for a base whose hint is " << trained_f
+                                          << " times the UNet's size; --checkpoint " << o.checkpoint << " is "
+                                          << (latent ? "a latent model with factor " + std::to_string(f)
+                                                     : std::string("a pixel-space model (factor 1)")));
+  const int H = mc.image_size * f, C = latent ? latent->config().in_channels : mc.in_channels;
   std::vector<std::uint8_t> pixels;
   std::int64_t M = 0;
   if (!o.control_image.empty()) {

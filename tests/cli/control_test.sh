@@ -6,8 +6,8 @@
 # to an uninterrupted one and that the base's files are untouched, samples with ddpm-sample
 # --control from a PNG and from the base's own samples.npz (ddim, ddpm, heun, guidance),
 # checks that --control-scale 0 reproduces the base's samples byte for byte, runs ddpm-control
-# eval (table, --json, --out), and that the
-# combinations that make no sense exit 2 with one error line.
+# eval (table, --json, --out), trains and samples ControlNets on an EDM and a latent base, and
+# that the combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" control_test
@@ -113,6 +113,23 @@ refused "need --control" "$bin/ddpm-sample" --checkpoint "$work/base" --control-
   --sampling-steps 4 --device cpu --out "$work/c_edm" >"$work/out.txt" 2>"$work/err.txt" \
   || fail "ddpm-sample --control with an EDM base"
 grep -q '"sampler": "heun"' "$work/c_edm/sample_info.json" || fail "the EDM base was not sampled with heun"
+# A latent base (autoencoder f = 2): pixel hints, stride-2 hint embedding, decoded samples.
+"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train"
+"$bin/ddpm-train" "${tiny_model[@]}" --autoencoder "$work/ae" --diffusion-steps 40 --steps 2 --save-every 2 \
+  --num-samples 2 --sample-steps 4 --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent training"
+"$bin/ddpm-control" train --base "$work/latent" "${common[@]}" --steps 2 --out "$work/ctrl_latent" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train on a latent base"
+grep -q '"hint_downsampling_factor": 2' "$work/ctrl_latent/config.json" || fail "the latent control run has no factor"
+"$bin/ddpm-sample" --checkpoint "$work/latent" --control "$work/ctrl_latent" \
+  --control-from "$work/base_samples/samples.npz" --sampler ddim --sampling-steps 4 --device cpu --out "$work/c_latent" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample --control with a latent base"
+grep -aq "'shape': (3, 16, 16, 1)" "$work/c_latent/samples.npz" || fail "latent controlled samples are not [3, 16, 16, 1]"
+"$bin/ddpm-control" eval --control "$work/ctrl_latent" --limit 2 --sampling-steps 4 --device cpu >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control eval on a latent base"
+refused "differs from --checkpoint" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl_latent" \
+  --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r11"
 refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
 refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
 echo "control_test: OK"

@@ -44,8 +44,8 @@
 // --resume latest is bit-identical: parameters, AdamW moments, EMA, generator and loader
 // position are restored (the base is re-read from its run and must still match the recorded
 // config); the metrics files keep their lines up to the checkpoint's step and drop the rest
-// (an interrupted run's), then continue, as ddpm-train's do. An existing control run is refused unless --resume or --overwrite (the old one is
-// moved aside to CTRL.replaced-<time>).
+// (an interrupted run's), then continue, as ddpm-train's do. An existing control run is
+// refused unless --resume or --overwrite (the old one is moved aside to CTRL.replaced-<time>).
 //
 // Sampling (ddpm-sample --checkpoint RUN --control CTRL (--control-image PNG | --control-from
 // IMAGES) [--control-scale S]): the ControlNet's EMA weights from CTRL's latest checkpoint;
@@ -82,6 +82,7 @@
 
 namespace ddpm::run {
 
+class LatentCodec;
 struct ModelSource;
 struct SampleOptions;
 
@@ -145,7 +146,6 @@ void check_control_flags(const SampleOptions& o);
 // Opens the control run and computes the hints for `model` (a latent model's: `latent`, its
 // autoencoder, gives the images' size and channels; ValueError when the control run was
 // trained for another factor); false (and `c` untouched) when there is no --control.
-class LatentCodec;
 bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log = nullptr,
                       const LatentCodec* latent = nullptr);
 // The samples to draw: M for --control-from without --num-samples, else --num-samples.

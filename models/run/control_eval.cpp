@@ -146,8 +146,15 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
   DDPM_CHECK(ds.n >= 2, "--data " << data_spec << " (" << a.split << ") has " << ds.n
                                   << " image(s); the evaluation needs at least 2");
   const std::int64_t M = ds.n, H = ds.height, W = ds.width, C = ds.channels;
+  const unet::ControlNetConfig& cc = control.net->config();
+  const std::int64_t expected = static_cast<std::int64_t>(cc.base.image_size) * cc.hint_downsampling_factor;
+  DDPM_CHECK(H == expected && W == expected,
+             "--data " << data_spec << " has " << H << "x" << W << " images; the control run " << a.control
+                       << " was trained on " << expected << "x" << expected << " images");
 
   ControlEvalReport r;
+  std::string sampler;
+  std::int64_t steps = 0;
   r.hint = control.hint;
   r.images = M;
   r.height = H;
@@ -174,6 +181,11 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
     so.control_scale = a.scale;
     so.out = scratch / "controlled";
     r.controlled_pixels = run_sample(so).pixels;  // the library's sampling path (sample_run.h)
+    // The sampler and step count as run_sample resolved them (heun for an EDM base, its
+    // default level count for 0 steps), for the report.
+    const nlohmann::json info = nlohmann::json::parse(read_file(scratch / "controlled/sample_info.json"));
+    sampler = info.at("sampler").get<std::string>();
+    steps = info.at("sampling_steps").get<std::int64_t>();
     so.control_scale = 0.0;                        // the base alone, same seed: same x_T and noise
     so.out = scratch / "baseline";
     r.baseline_pixels = run_sample(so).pixels;
@@ -193,8 +205,8 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
             {"data", data_spec},
             {"split", a.split},
             {"images", M},
-            {"sampler", a.sampler.empty() ? "default" : a.sampler},
-            {"sampling_steps", a.sampling_steps},
+            {"sampler", sampler},
+            {"sampling_steps", steps},
             {"seed", a.seed},
             {"ema", a.use_ema},
             {"control_scale", a.scale},
@@ -206,8 +218,8 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
     out << r.json.dump() << "\n";
   } else {
     out << "ddpm-control eval: " << M << " images of " << data_spec << " (" << a.split << "), hint "
-        << data::hint_string(r.hint) << ", sampler " << (a.sampler.empty() ? "default" : a.sampler) << ", "
-        << a.sampling_steps << " steps, seed " << a.seed << (a.use_ema ? ", EMA" : "") << "\n";
+        << data::hint_string(r.hint) << ", sampler " << sampler << ", " << steps << " steps, seed " << a.seed
+        << (a.use_ema ? ", EMA" : "") << "\n";
     std::ostringstream head;
     head << std::left << std::setw(28) << "";
     if (edges)

@@ -74,7 +74,7 @@ struct ControlEvalArgs {
   std::string split = "test";
   std::int64_t limit = 16;  // M, >= 2 (the unrelated pairs need two images)
   std::int64_t batch_size = 16;
-  std::string sampler = "ddim";
+  std::string sampler;      // "" = ddim, or heun for an EDM base (ddpm-sample's default for it)
   int sampling_steps = 20;
   double scale = 1.0;       // --control-scale of the controlled samples
   double edge_threshold = kDefaultEdgeThreshold;

@@ -146,6 +146,7 @@ TEST(ControlEdm, TrainingResumesBitIdenticallyAndSamplingFollowsTheScale) {
   const ControlEvalReport rep = run_control_eval(e, text);
   EXPECT_EQ(rep.images, 2);
   EXPECT_TRUE(std::isfinite(rep.controlled.mad));
+  EXPECT_EQ(rep.json.at("sampler"), "heun");
 }
 
 }  // namespace

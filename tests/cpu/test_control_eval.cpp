@@ -128,6 +128,8 @@ TEST(ControlEval, RunsOnATinyControlRunAndItsBaselineIsTheBaseAlone) {
   EXPECT_TRUE(fs::exists(e.out + "/eval.json"));
   EXPECT_EQ(r.json.at("images"), 3);
   EXPECT_EQ(r.json.at("hint"), "edges");
+  EXPECT_EQ(r.json.at("sampler"), "ddim");  // the default for a DDPM base
+  EXPECT_EQ(r.json.at("sampling_steps"), 5);
 
   // --json prints one parseable line; an existing --out and a single image are refused.
   ControlEvalArgs j = e;

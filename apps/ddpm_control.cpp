@@ -1,11 +1,12 @@
 // apps/ddpm_control.cpp: ddpm-control, ControlNet training on a frozen ddpm-train run (Zhang,
-// Rao, Agrawala 2023). A thin shell: the subcommand, its flags and the work are
-// models/run/control_run.h; the common flags apps/common/cli.h. Sampling is ddpm-sample's
+// Rao, Agrawala 2023) and its evaluation. A thin shell: the subcommands, their flags and the
+// work are models/run/control_run.h and control_eval.h; the common flags apps/common/cli.h. Sampling is ddpm-sample's
 // (--control), since a ControlNet only changes the denoiser every sampler calls.
 //
 //   ddpm-train --data fashion-mnist --pad-to-32 --out runs/fmnist
 //   ddpm-control train --base runs/fmnist --hint edges --data fashion-mnist --pad-to-32 --out ctrl/
 //   ddpm-sample --checkpoint runs/fmnist --control ctrl/ --control-image edges_of_this.png --out s/
+//   ddpm-control eval --control ctrl/ --split test --limit 64 --out eval/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -14,7 +15,8 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-control: train a ControlNet (a trainable copy of a frozen UNet's encoder joined by zero "
-               "convolutions) that steers a ddpm-train run with a spatial hint; sample with ddpm-sample --control",
+               "convolutions) that steers a ddpm-train run with a spatial hint, and measure how well samples follow it; "
+               "sample with ddpm-sample --control",
                "ddpm-control"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

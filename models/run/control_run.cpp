@@ -1,10 +1,13 @@
 // models/run/control_run.cpp: see control_run.h.
 #include "models/run/control_run.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <ostream>
@@ -19,6 +22,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/latent_run.h"
+#include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
 #include "models/run/subcommands.h"
@@ -78,16 +82,14 @@ void append_slab(const Tensor& flat, const std::string& prefix, const ParameterS
 struct BaseRun {
   ModelSource model;
   nlohmann::json config;
+  std::unique_ptr<LatentCodec> latent;  // a latent diffusion base's frozen autoencoder (its run's copy)
 };
 
 BaseRun open_base(const std::string& dir, Device device) {
   DDPM_CHECK(is_run_folder(dir), "--base " << dir << " is not a ddpm-train run folder (no config.json or checkpoints/)");
-  BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir)};
-  DDPM_CHECK(!b.model.diffusion.edm, "--base " << dir << " was trained with the EDM objective; ddpm-control trains "
-                                               << "ControlNets on DDPM-objective bases only");
-  DDPM_CHECK(find_run_autoencoder(dir).empty(),
-             "--base " << dir << " is a latent diffusion run; ddpm-control needs a pixel-space base (the hint is "
-                       << "computed from pixels)");
+  BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir), nullptr};
+  const std::string ae_dir = find_run_autoencoder(dir);
+  if (!ae_dir.empty()) b.latent = std::make_unique<LatentCodec>(ae_dir, device);  // frozen (latent_run.h)
   DDPM_CHECK(!b.model.net->config().super_res(),
              "--base " << dir << " is a super-resolution model; ddpm-control needs a plain UNet base");
   for (auto& [name, p] : b.model.net->named_parameters()) p.set_requires_grad(false);  // frozen
@@ -177,19 +179,27 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   dopt.toy_count = a.toy_count;
   dopt.seed = a.seed;
   auto dataset = std::make_shared<Dataset>(load_data(parse_data_spec(a.data), dopt));
-  DDPM_CHECK(dataset->height == bc.image_size && dataset->width == bc.image_size && dataset->channels == bc.in_channels,
+  // The images (and so the hint) are pixels: a latent base's UNet works on H / f latents.
+  const int f = base.latent ? base.latent->factor() : 1;
+  const int H = bc.image_size * f, C = base.latent ? base.latent->config().in_channels : bc.in_channels;
+  DDPM_CHECK(dataset->height == H && dataset->width == H && dataset->channels == C,
              "--data " << a.data << " has " << dataset->height << "x" << dataset->width << "x" << dataset->channels
-                       << " images; the base " << a.base << " makes " << bc.image_size << "x" << bc.image_size << "x"
-                       << bc.in_channels << (dataset->height == 28 && bc.image_size == 32 ? " (add --pad-to-32)" : ""));
+                       << " images; the base " << a.base << " makes " << H << "x" << H << "x" << C
+                       << (f > 1 ? " (decoded from its latents)" : "")
+                       << (dataset->height == 28 && H == 32 ? " (add --pad-to-32)" : ""));
   DDPM_CHECK(bc.num_classes == 0 || (dataset->has_labels() && dataset->num_classes <= bc.num_classes),
              "the base " << a.base << " is class-conditional (" << bc.num_classes << " classes) and --data " << a.data
                          << " has " << (dataset->has_labels() ? std::to_string(dataset->num_classes) : "no")
                          << " labels");
-  data::check_hint_fits(hint, bc.image_size);
+  data::check_hint_fits(hint, H);
 
   unet::ControlNetConfig cc;
   cc.base = bc;
-  cc.conditioning_channels = data::hint_channels(hint, bc.in_channels);
+  cc.conditioning_channels = data::hint_channels(hint, C);
+  // A latent base: log2 f stride-2 pairs bring the pixel hint to the latent size (controlnet.h),
+  // widths 16, 32, ..., 16 2^k (16, 32 for f <= 2, as in pixel space).
+  cc.hint_downsampling_factor = f;
+  for (int k = 2; k <= cc.hint_stride2_pairs(); ++k) cc.conditioning_embedding_out_channels.push_back(16 << k);
   const nlohmann::json& train_section = base.config.value("train", nlohmann::json::object());
   const double class_dropout = bc.num_classes > 0 ? train_section.value("class_dropout", 0.1) : 0.0;
   const nlohmann::json config = control_config_json(a, base, cc, class_dropout);
@@ -204,6 +214,13 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
 
   const nlohmann::json& bd = base.config.value("diffusion", nlohmann::json::object());
   train::TrainerConfig tc;
+  // An EDM base (edm.h) keeps its objective: the trainer draws ln sigma ~ N(P_mean, P_std^2)
+  // and calls the closure below with c_in x and t = c_noise, so the residuals enter the
+  // preconditioned F exactly as they enter a DDPM base's eps (or v, x0) prediction.
+  if (base.model.diffusion.edm) {
+    tc.objective = train::Objective::edm;
+    tc.edm = *base.model.diffusion.edm;
+  }
   tc.loss.loss = diffusion::parse_loss_type(bd.value("loss", std::string("simple")));
   tc.loss.mean_type = base.model.diffusion.predict;
   tc.loss.learned_sigma = bc.learn_sigma;
@@ -221,20 +238,30 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   lopt.device = a.device;
   BatchLoader loader(dataset, lopt);
 
-  const std::int64_t C = bc.in_channels, Ch = cc.conditioning_channels;
   const unet::ControlNet& control = cn;
   train::Trainer* trainer_ptr = nullptr;
-  // The trainer calls this with concat(x_t, hint) (train::Batch::cond); split it again.
-  diffusion::DenoiseFn fn = [&](const Tensor& xc, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    const Tensor x = slice(xc, 3, 0, C), h = slice(xc, 3, C, Ch);
+  // The batch's hint [B, H, W, Ch] (pixels, also for a latent base whose x is [B, H/f, W/f, z])
+  // rides beside the batch rather than in train::Batch::cond, which the trainer concatenates
+  // to x_t and so must share its size. The trainer calls the closure with the whole batch
+  // (no microbatches here), once or more per step, always after the provider made the batch.
+  Tensor batch_hint;
+  diffusion::DenoiseFn fn = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    DDPM_CHECK(batch_hint.defined() && batch_hint.dim(0) == x.dim(0),
+               "ddpm-control: the network was called with " << x.dim(0) << " samples for a batch of "
+                                                            << (batch_hint.defined() ? batch_hint.dim(0) : 0)
+                                                            << " hints");
     const unet::ControlResiduals r =
-        control.forward(x, t, y, h, nn::Context{true, &trainer_ptr->dropout_generator()});
+        control.forward(x, t, y, batch_hint, nn::Context{true, &trainer_ptr->dropout_generator()});
     return net.forward(x, t, y, nn::Context{}, &r);  // the frozen base: evaluation mode
   };
-  train::BatchProvider batches = [&](std::int64_t, Generator&) {
+  const LatentCodec* latent = base.latent.get();
+  train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
     ddpm::Batch b = loader.next();
-    const Tensor cond = data::compute_hint(hint, b.host_images).to(a.device);  // [B, H, W, Ch]
-    return train::Batch{b.images, bc.num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+    batch_hint = data::compute_hint(hint, b.host_images).to(a.device);  // [B, H, W, Ch] from the pixels
+    // A latent base: x_0 = s z, z ~ q(z | image), drawn from the trainer's generator as
+    // ddpm-train does (latent_run.h), so a resumed run stays bit-identical.
+    const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
+    return train::Batch{x0, bc.num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, Tensor()};
   };
   train::Trainer trainer(slab, fn, schedule, batches, tc);
   trainer_ptr = &trainer;
@@ -284,10 +311,18 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   say(log, "base " + a.base + " (" + base.model.weights_path + ", frozen, " + std::to_string(net.num_parameters()) +
                " parameters); ControlNet " + std::to_string(cn.num_parameters()) + " trainable parameters; hint " +
                data::hint_string(hint) + "; " + dataset->describe());
-  double window = 0;
-  std::int64_t in_window = 0;
+  // metrics.csv / metrics.jsonl / loss.png as ddpm-train writes them (metrics.h): on resume
+  // the lines past the checkpoint's step (an interrupted run's) are dropped, so the files
+  // describe one continuous run; loss.png is redrawn with each checkpoint.
+  MetricsWriter metrics(a.out, !resume_dir.empty(), trainer.step_count());
+  double w_loss = 0, w_grad = 0, w_time = 0;
+  std::array<double, 4> w_q{};
+  std::array<std::int64_t, 4> w_qn{};
+  std::int64_t w_steps = 0;
   while (trainer.step_count() < a.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
     const train::StepMetrics m = trainer.step();
+    w_time += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     DDPM_CHECK_AS(!m.skipped, Error,
                   "non-finite loss or gradient at step " << m.step + 1 << " (loss " << m.loss << "); the last good "
                                                          << "checkpoint is "
@@ -295,17 +330,35 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
                                                                                             : result.last_checkpoint)
                                                          << "; try a lower --lr");
     result.losses.push_back(m.loss);
-    window += m.loss;
-    ++in_window;
+    w_loss += m.loss;
+    w_grad += m.grad_norm;
+    ++w_steps;
+    for (int q = 0; q < 4; ++q)
+      if (m.quartile_count[q] > 0) {
+        w_q[q] += m.loss_quartile[q] * static_cast<double>(m.quartile_count[q]);
+        w_qn[q] += m.quartile_count[q];
+      }
     const std::int64_t done = trainer.step_count();
     if (done % a.log_every == 0 || done == a.steps) {
+      MetricsLine line;
+      line.step = done;
+      line.loss = w_loss / w_steps;
+      for (int q = 0; q < 4; ++q)
+        line.loss_quartile[q] = w_qn[q] > 0 ? w_q[q] / w_qn[q] : std::numeric_limits<double>::quiet_NaN();
+      line.grad_norm = w_grad / w_steps;
+      line.lr = m.lr;
+      line.images_per_s = static_cast<double>(a.batch_size) * w_steps / std::max(w_time, 1e-9);
+      metrics.append(line);
       std::ostringstream os;
-      os << "step " << done << "/" << a.steps << "  loss " << window / in_window << "  grad norm " << m.grad_norm;
+      os << "step " << done << "/" << a.steps << "  loss " << line.loss << "  grad norm " << line.grad_norm;
       say(log, os.str());
-      window = 0;
-      in_window = 0;
+      w_loss = w_grad = w_time = 0;
+      w_q = {};
+      w_qn = {};
+      w_steps = 0;
     }
     if (done % a.save_every == 0 || done == a.steps) {
+      metrics.write_loss_png();
       save(m.loss);
       say(log, "checkpoint " + result.last_checkpoint);
     }
@@ -361,13 +414,21 @@ void check_control_flags(const SampleOptions& o) {
              "--control-scale " << o.control_scale << " needs --control CTRL");
 }
 
-bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log) {
+bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log,
+                      const LatentCodec* latent) {
   check_control_flags(o);
   if (o.control.empty()) return false;
   c.run = open_control_run(o.control, o.device);
   check_control_fits(c.run, model);
   const unet::UNetConfig& mc = model.net->config();
-  const int H = mc.image_size, C = mc.in_channels;
+  // The hint is made from pixels: a latent model's images are f times its latents' size.
+  const int f = latent ? latent->factor() : 1;
+  const int trained_f = c.run.net->config().hint_downsampling_factor;
+  DDPM_CHECK(trained_f == f, "--control " << o.control << " was trained for a base whose hint is " << trained_f
+                                          << " times the UNet's size; --checkpoint " << o.checkpoint << " is "
+                                          << (latent ? "a latent model with factor " + std::to_string(f)
+                                                     : std::string("a pixel-space model (factor 1)")));
+  const int H = mc.image_size * f, C = latent ? latent->config().in_channels : mc.in_channels;
   std::vector<std::uint8_t> pixels;
   std::int64_t M = 0;
   if (!o.control_image.empty()) {
@@ -480,10 +541,18 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();
   tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+  c.eval_app = add_control_eval_subcommand(app, c.eval);
 }
 
 void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
-  DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(), "ddpm-control: no subcommand was parsed; expected train");
+  if (c.eval_app != nullptr && c.eval_app->parsed()) {
+    c.eval.device = device;
+    c.eval.seed = seed;
+    run_control_eval(c.eval, out);
+    return;
+  }
+  DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(),
+             "ddpm-control: no subcommand was parsed; expected train or eval");
   c.train.device = device;
   c.train.seed = seed;
   const ControlTrainResult r = train_control_run(c.train, &out);

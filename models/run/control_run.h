@@ -13,14 +13,22 @@
 //   - the objective is the base run's: its schedule (diffusion_steps, noise_schedule,
 //     zero_terminal_snr), predict, loss and learn_sigma from its config.json, uniform t (a
 //     base trained with importance sampling still gets uniform t here), its class dropout
-//     for a class-conditional base (so classifier-free guidance keeps working);
-//   - each batch's hint is computed on the host from its x_0 (models/data/hints.h) and rides
-//     in train::Batch::cond, which the trainer concatenates to x_t; the closure splits it off
-//     again: x_t -> ControlNet and base, hint -> ControlNet only. The ControlNet runs in
-//     training mode (its copied dropout on), the frozen base in evaluation mode (no dropout);
-//   - refused (ValueError, exit 2): an EDM base (no discrete process here), a latent base (its
-//     hint would have to live in pixels while the UNet works on latents), a super-resolution
-//     base (controlnet.h), data whose size or channels differ from the base's.
+//     for a class-conditional base (so classifier-free guidance keeps working). An EDM base
+//     (edm.h) trains with the trainer's edm objective and the base's sigma_data, P_mean,
+//     P_std: the closure gets c_in x and t = c_noise, so the residuals enter the
+//     preconditioned F exactly where they enter a DDPM base's prediction, and sampling goes
+//     through ddpm-sample's EDM path (heun by default);
+//   - each batch's hint is computed on the host from its pixel images (models/data/hints.h)
+//     and handed to the closure beside the batch: x_t -> ControlNet and base, hint ->
+//     ControlNet only. The ControlNet runs in training mode (its copied dropout on), the
+//     frozen base in evaluation mode (no dropout);
+//   - a latent diffusion base (latent_run.h; its run's own copy of the autoencoder, frozen):
+//     x_0 = s z, z ~ q(z | image) drawn from the trainer's generator as ddpm-train does, while
+//     the hint stays at the IMAGE's resolution f h; the hint embedding gets log2 f stride-2
+//     pairs (controlnet.h; widths 16, 32, ..., 16 f for f >= 4) and the control config
+//     records hint_downsampling_factor f. Sampling decodes as for the base alone;
+//   - refused (ValueError, exit 2): a super-resolution base (controlnet.h), data whose size
+//     or channels differ from the base's images (a latent base's: f times its UNet's size).
 // The control run folder (published piece by piece atomically, like a ddpm-train run):
 //   CTRL/config.json  {"architecture": "controlnet", "hint": "edges",
 //                      "controlnet": controlnet_config_to_json, "base": {"run": absolute path,
@@ -29,16 +37,22 @@
 //                      device}}; everything but "run" must match on --resume
 //   CTRL/checkpoints/step_N/{model,ema,optimizer}.safetensors + trainer_state.json: the
 //                      ControlNet only (checkpoint.h), diffusers' ControlNetModel names
+//   CTRL/metrics.csv, metrics.jsonl, loss.png
+//                      as a ddpm-train run's (metrics.h, loss_plot.h): one line per
+//                      --log-every steps (window means of loss, per-quartile loss and gradient
+//                      norm), loss.png redrawn with each checkpoint
 // --resume latest is bit-identical: parameters, AdamW moments, EMA, generator and loader
 // position are restored (the base is re-read from its run and must still match the recorded
-// config). An existing control run is refused unless --resume or --overwrite (the old one is
-// moved aside to CTRL.replaced-<time>).
+// config); the metrics files keep their lines up to the checkpoint's step and drop the rest
+// (an interrupted run's), then continue, as ddpm-train's do. An existing control run is
+// refused unless --resume or --overwrite (the old one is moved aside to CTRL.replaced-<time>).
 //
 // Sampling (ddpm-sample --checkpoint RUN --control CTRL (--control-image PNG | --control-from
 // IMAGES) [--control-scale S]): the ControlNet's EMA weights from CTRL's latest checkpoint;
 // its recorded base model config and diffusion settings must equal the opened checkpoint's
 // (ValueError naming the differences). The hint is computed with the run's hint type from
-//   --control-image PNG: one image of the model's size and channels, the hint of every sample;
+//   --control-image PNG: one image of the model's size and channels (a latent model's decoded
+//     images: f times its UNet's size, the autoencoder's channels), the hint of every sample;
 //   --control-from X.npz: arr_0 uint8 [M, H, W, C] (e.g. a ddpm-sample samples.npz), or a
 //     data spec (data_spec.h, with the control run's --pad-to-32): sample i uses image i mod M;
 //     N = M unless --num-samples is given (a data spec is cut to --num-samples images).
@@ -62,11 +76,13 @@
 
 #include "engine/device.h"
 #include "models/data/hints.h"
+#include "models/run/control_eval.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/unet/controlnet.h"
 
 namespace ddpm::run {
 
+class LatentCodec;
 struct ModelSource;
 struct SampleOptions;
 
@@ -127,9 +143,11 @@ struct ControlInputs {
 // Checks the --control flags on their own (ValueError): --control-image / --control-from
 // need --control, --control needs exactly one of them, --control-scale finite.
 void check_control_flags(const SampleOptions& o);
-// Opens the control run and computes the hints for `model`; false (and `c` untouched) when
-// there is no --control.
-bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log = nullptr);
+// Opens the control run and computes the hints for `model` (a latent model's: `latent`, its
+// autoencoder, gives the images' size and channels; ValueError when the control run was
+// trained for another factor); false (and `c` untouched) when there is no --control.
+bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlInputs& c, std::ostream* log = nullptr,
+                      const LatentCodec* latent = nullptr);
 // The samples to draw: M for --control-from without --num-samples, else --num-samples.
 std::int64_t control_num_samples(const SampleOptions& o, const ControlInputs& c);
 // The denoiser base + scale * ControlNet for samples [begin, begin + n): hint row i mod M.
@@ -139,10 +157,12 @@ diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInput
 nlohmann::json write_control_outputs(const std::string& dir, const ControlInputs& c, std::int64_t n,
                                      std::vector<std::string>& files);
 
-// ddpm-control's subcommands (train), bound to the args.
+// ddpm-control's subcommands (train, eval: control_eval.h), bound to the args.
 struct ControlCommand {
   ControlTrainArgs train;
+  ControlEvalArgs eval;
   CLI::App* train_app = nullptr;
+  CLI::App* eval_app = nullptr;
 };
 void add_control_subcommands(CLI::App& app, ControlCommand& c);
 void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out);

@@ -528,7 +528,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
   const bool super_res = load_low_res_for(o, cfg, low, base.num_timesteps(), log);
   ControlInputs control;  // --control (control_run.h)
-  const bool controlled = load_control_for(o, model, control, log);
+  const bool controlled = load_control_for(o, model, control, log, latent);
   const std::int64_t N = super_res ? low_res_num_samples(o, low) : controlled ? control_num_samples(o, control) : o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;

@@ -27,12 +27,19 @@
 // class_embedding, down_blocks and mid_block take the base's weights, so before training the
 // copy's encode() equals the base's (sec. 3.2: "trainable copy" of the encoder).
 //
-// The hint embedding runs at the image's own resolution: our bases are pixel-space models
-// whose hint has the image's size, so the stride-2 convolutions diffusers uses (to bring a
-// 512-pixel hint down to a 64-latent UNet) would only lose detail; latent bases are refused
-// (ControlNetConfig::validate), so no stride is ever needed. Its widths are
-// conditioning_embedding_out_channels (diffusers' default is 16, 32, 96, 256 for 4 stages;
-// ours 16, 32: a conv 16 -> 16 and a conv 16 -> 32, each followed by SiLU).
+// The hint embedding's resolution. The hint always has the IMAGE's size. For a pixel-space
+// base that is the UNet's size and every conv has stride 1 (a stride would only lose detail).
+// For a latent base (Rombach et al. 2022; models/run/latent_run.h) the UNet works on
+// h = H / f latents, f = hint_downsampling_factor = 2^k the autoencoder's factor, and the
+// embedding brings the hint down as diffusers' ControlNetConditioningEmbedding does for
+// Stable Diffusion (512-pixel hints, 64 latents, f = 8): its widths w_0..w_m
+// (conditioning_embedding_out_channels) make m pairs of 3x3 convs, w_j -> w_j (stride 1)
+// then w_j -> w_{j+1} with stride 2 (padding 1: H -> H / 2) in the first k pairs and stride
+// 1 in the rest, so k <= m is required; diffusers' default 16, 32, 96, 256 has m = k = 3.
+// Ours is 16, 32 for f <= 2 (one pair: a conv 16 -> 16 and a conv 16 -> 32, each followed by
+// SiLU) and 16, 32, ..., 16 2^k for larger f (ddpm-control train picks it; control_run.h).
+// Configs written before the factor existed have no "hint_downsampling_factor" and read as
+// f = 1, and f = 1 is not written, so their config.json stays byte for byte the same.
 //
 // Parameter names are diffusers' ControlNetModel's: conv_in, time_embedding.linear_1/2,
 // class_embedding, down_blocks.i..., mid_block..., controlnet_cond_embedding.{conv_in,
@@ -56,15 +63,19 @@ struct ControlNetConfig {
   UNetConfig base;                 // the frozen UNet's config: the copy has its levels and classes
   int conditioning_channels = 1;   // the hint's channels
   std::vector<int> conditioning_embedding_out_channels = {16, 32};
+  // f: the hint is [N, f h, f w, C] for a UNet of size h (a power of two; 1 = pixel space).
+  int hint_downsampling_factor = 1;
   // ValueError naming the field: the base's own checks, plus no super-resolution or
   // conditioning-augmented base (their input and embedding differ from the copy's), positive
-  // hint channels and embedding widths.
+  // hint channels and embedding widths, f a power of two with log2 f stride-2 pairs available.
   void validate() const;
+  int hint_stride2_pairs() const;  // k = log2 f
 };
 
 // {"base_model": config_to_json(base), "conditioning_channels": C,
-//  "conditioning_embedding_out_channels": [...]}; from_json reads it strictly (IoError for an
-// unknown or missing key) and validates.
+//  "conditioning_embedding_out_channels": [...], "hint_downsampling_factor": f (only when
+//  f != 1)}; from_json reads it strictly (IoError for an unknown or missing key; the factor
+// may be missing: 1) and validates.
 nlohmann::json controlnet_config_to_json(const ControlNetConfig& c);
 ControlNetConfig controlnet_config_from_json(const nlohmann::json& j);
 
@@ -79,8 +90,8 @@ class ControlNet : public DownHalf {
   // weights into the copy (ValueError when the base's config differs from cfg.base).
   void copy_encoder_from(const UNet& base);
 
-  // x_t [N, H, W, C], t the original timesteps, labels as for the base, hint
-  // [N, H, W, conditioning_channels]; every residual multiplied by `scale` (diffusers'
+  // x_t [N, h, h, C], t the original timesteps, labels as for the base, hint
+  // [N, f h, f h, conditioning_channels]; every residual multiplied by `scale` (diffusers'
   // conditioning_scale; 1 = as trained).
   ControlResiduals forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                            const Tensor& hint, const nn::Context& ctx, double scale = 1.0) const;

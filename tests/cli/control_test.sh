@@ -5,8 +5,9 @@
 # it with ddpm-control train (edges hint), checks that a resumed control run is bit-identical
 # to an uninterrupted one and that the base's files are untouched, samples with ddpm-sample
 # --control from a PNG and from the base's own samples.npz (ddim, ddpm, heun, guidance),
-# checks that --control-scale 0 reproduces the base's samples byte for byte, and that the
-# combinations that make no sense exit 2 with one error line.
+# checks that --control-scale 0 reproduces the base's samples byte for byte, runs ddpm-control
+# eval (table, --json, --out), trains and samples ControlNets on an EDM and a latent base, and
+# that the combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" control_test
@@ -35,6 +36,14 @@ for f in model.safetensors ema.safetensors optimizer.safetensors; do
   cmp -s "$work/ctrl/checkpoints/step_3/$f" "$work/ctrl_split/checkpoints/step_3/$f" \
     || fail "the resumed control run's step_3/$f differs from the uninterrupted run's"
 done
+# Metrics as ddpm-train writes them: a header and one line per step (--log-every 1), loss.png.
+for d in ctrl ctrl_split; do
+  [ "$(wc -l <"$work/$d/metrics.csv")" = 4 ] && [ "$(wc -l <"$work/$d/metrics.jsonl")" = 3 ] \
+    || fail "$d: metrics.csv / metrics.jsonl do not hold one line per step"
+  [ -f "$work/$d/loss.png" ] || fail "$d: no loss.png"
+done
+[ "$(cut -d, -f1-7 "$work/ctrl/metrics.csv")" = "$(cut -d, -f1-7 "$work/ctrl_split/metrics.csv")" ] \
+  || fail "the resumed control run's metrics.csv differs from the uninterrupted run's"
 
 # Sampling: hints from the base's own samples (npz) and from one PNG, with several samplers.
 "$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
@@ -58,6 +67,19 @@ grep -aq "'shape': (2, 16, 16, 1)" "$work/c_png/samples.npz" || fail "--control-
 "$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
   --out "$work/plain3" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (plain)"
 cmp -s "$work/c_zero/samples.npz" "$work/plain3/samples.npz" || fail "--control-scale 0 differs from the base"
+
+# ddpm-control eval: the table, the JSON line and eval.png / eval.json.
+"$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --sampling-steps 4 --device cpu >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control eval"
+grep -q "baseline (scale 0)" "$work/out.txt" && grep -q "unrelated data pairs" "$work/out.txt" \
+  || fail "ddpm-control eval printed no table"
+"$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --sampling-steps 4 --json --out "$work/eval" --device cpu \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-control eval --json --out"
+grep -q '"unrelated":{"edge_f1"' "$work/out.txt" || fail "ddpm-control eval --json printed no scores"
+[ -f "$work/eval/eval.png" ] && [ -f "$work/eval/eval.json" ] || fail "ddpm-control eval --out wrote no eval.png / eval.json"
+refused "not empty" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --out "$work/eval" --device cpu
+refused "limit must be >= 2" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 1 --out "$work/r_eval" --device cpu
+[ ! -e "$work/r_eval" ] || fail "a refused ddpm-control eval left its --out behind"
 
 # Refusals.
 refused "already holds a run" "$bin/ddpm-control" train "${ctrl[@]}" --steps 3 --out "$work/ctrl"
@@ -84,7 +106,30 @@ refused "need --control" "$bin/ddpm-sample" --checkpoint "$work/base" --control-
   --device cpu --out "$work/r7"
 "$bin/ddpm-train" "${tiny_model[@]}" --objective edm --steps 1 --save-every 1 --out "$work/edm" >"$work/out.txt" \
   2>"$work/err.txt" || fail "ddpm-train --objective edm"
-refused "EDM objective" "$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/r8"
+# An EDM base: the ControlNet trains with the EDM loss and samples through the EDM path (heun).
+"$bin/ddpm-control" train --base "$work/edm" "${common[@]}" --steps 1 --out "$work/ctrl_edm" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train on an EDM base"
+"$bin/ddpm-sample" --checkpoint "$work/edm" --control "$work/ctrl_edm" --control-from "$work/base_samples/samples.npz" \
+  --sampling-steps 4 --device cpu --out "$work/c_edm" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-sample --control with an EDM base"
+grep -q '"sampler": "heun"' "$work/c_edm/sample_info.json" || fail "the EDM base was not sampled with heun"
+# A latent base (autoencoder f = 2): pixel hints, stride-2 hint embedding, decoded samples.
+"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train"
+"$bin/ddpm-train" "${tiny_model[@]}" --autoencoder "$work/ae" --diffusion-steps 40 --steps 2 --save-every 2 \
+  --num-samples 2 --sample-steps 4 --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent training"
+"$bin/ddpm-control" train --base "$work/latent" "${common[@]}" --steps 2 --out "$work/ctrl_latent" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train on a latent base"
+grep -q '"hint_downsampling_factor": 2' "$work/ctrl_latent/config.json" || fail "the latent control run has no factor"
+"$bin/ddpm-sample" --checkpoint "$work/latent" --control "$work/ctrl_latent" \
+  --control-from "$work/base_samples/samples.npz" --sampler ddim --sampling-steps 4 --device cpu --out "$work/c_latent" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample --control with a latent base"
+grep -aq "'shape': (3, 16, 16, 1)" "$work/c_latent/samples.npz" || fail "latent controlled samples are not [3, 16, 16, 1]"
+"$bin/ddpm-control" eval --control "$work/ctrl_latent" --limit 2 --sampling-steps 4 --device cpu >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control eval on a latent base"
+refused "differs from --checkpoint" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl_latent" \
+  --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r11"
 refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
 refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
 echo "control_test: OK"

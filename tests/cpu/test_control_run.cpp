@@ -12,6 +12,7 @@
 #include "engine/io/png.h"
 #include "models/run/checkpoint.h"
 #include "models/run/control_run.h"
+#include "models/run/metrics.h"
 #include "models/run/sample_run.h"
 #include "support/tiny_run.h"
 
@@ -68,6 +69,13 @@ TEST(ControlRun, TrainingResumesBitIdenticallyAndLeavesTheBaseUntouched) {
   ControlTrainArgs first = tiny_control(split);
   first.steps = 2;
   train_control_run(first);
+  {  // an interrupted run's line past the checkpoint (step 2): the resume must drop it
+    MetricsLine stray;
+    stray.step = 3;
+    stray.loss = 9.5;
+    std::ofstream f(split + "/metrics.jsonl", std::ios::app);
+    f << stray.to_json().dump() << "\n";
+  }
   ControlTrainArgs rest = tiny_control(split);
   rest.resume = "latest";
   const ControlTrainResult r2 = train_control_run(rest);
@@ -75,6 +83,33 @@ TEST(ControlRun, TrainingResumesBitIdenticallyAndLeavesTheBaseUntouched) {
   for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
     testing::expect_same_tensors(full + "/checkpoints/step_4/" + f, split + "/checkpoints/step_4/" + f);
   EXPECT_EQ(read_all(base_ckpt + "ema.safetensors"), base_ema);  // the frozen base is never written
+  // Metrics as ddpm-train writes them: one line per --log-every steps, the mean of the
+  // window's losses; the resumed run's files equal the uninterrupted run's (but the speed).
+  for (const std::string& dir : {full, split}) {
+    EXPECT_TRUE(fs::exists(dir + "/loss.png")) << dir;
+    std::istringstream csv(read_all(dir + "/metrics.csv"));
+    std::string header, l1, l2, extra;
+    std::getline(csv, header);
+    EXPECT_EQ(header, kMetricsCsvHeader);
+    EXPECT_TRUE(std::getline(csv, l1) && std::getline(csv, l2)) << dir;
+    EXPECT_FALSE(std::getline(csv, extra)) << dir << ": " << extra;
+  }
+  auto lines = [&](const std::string& dir) {
+    std::vector<nlohmann::json> v;
+    std::istringstream in(read_all(dir + "/metrics.jsonl"));
+    for (std::string t; std::getline(in, t);) v.push_back(nlohmann::json::parse(t));
+    return v;
+  };
+  const std::vector<nlohmann::json> lf = lines(full), ls = lines(split);
+  ASSERT_EQ(lf.size(), 2u);
+  ASSERT_EQ(ls.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(lf[i].at("step"), 2 * (i + 1));
+    EXPECT_EQ(ls[i].at("step"), lf[i].at("step"));
+    EXPECT_EQ(ls[i].at("loss"), lf[i].at("loss"));
+    EXPECT_EQ(ls[i].at("grad_norm"), lf[i].at("grad_norm"));
+    EXPECT_DOUBLE_EQ(lf[i].at("loss").get<double>(), (r.losses[2 * i] + r.losses[2 * i + 1]) / 2);
+  }
   // The checkpoint holds the ControlNet alone: its zero convs have moved away from zero.
   const SafetensorsFile m = load_safetensors(full + "/checkpoints/step_4/model.safetensors");
   bool moved = false;

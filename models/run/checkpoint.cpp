@@ -7,6 +7,7 @@
 #include "models/run/checkpoint.h"
 
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -71,6 +72,17 @@ nlohmann::json read_run_config(const std::string& run_dir) {
   } catch (const nlohmann::json::exception& e) {
     DDPM_THROW(IoError, path << " is not valid JSON: " << e.what());
   }
+}
+
+std::string move_run_aside(const std::string& dir) {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+  const std::string aside = dir + ".replaced-" + stamp;
+  fs::rename(dir, aside);
+  return aside;
 }
 
 void write_run_config(const std::string& run_dir, const nlohmann::json& config) {

@@ -52,6 +52,10 @@ bool is_run_folder(const std::string& dir);
 // Reads RUN/config.json.
 nlohmann::json read_run_config(const std::string& run_dir);
 
+// --overwrite: renames the run folder `dir` to "<dir>.replaced-<UTC yyyymmdd-hhmmss>" (an old
+// run is moved aside, never deleted) and returns that name.
+std::string move_run_aside(const std::string& dir);
+
 // ---- Writing and reading checkpoints (models/run/checkpoint.cpp) ----
 
 // File names inside a checkpoint folder.

@@ -5,11 +5,8 @@
 #include <array>
 #include <chrono>
 #include <cmath>
-#include <cstring>
-#include <ctime>
 #include <limits>
 #include <filesystem>
-#include <map>
 #include <ostream>
 #include <sstream>
 
@@ -40,15 +37,6 @@ constexpr std::uint64_t kInitSalt = 0xC0117201ull, kLoaderSalt = 0x10AD3Bull;
 
 void say(std::ostream* log, const std::string& text) {
   if (log) *log << "ddpm-control: " << text << "\n" << std::flush;
-}
-
-std::string now_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
 }
 
 // The base run: its EMA weights frozen, its config.json and its diffusion settings.
@@ -106,8 +94,7 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
     DDPM_CHECK(a.overwrite, "--out " << a.out
                                      << " already holds a run; pass --resume latest to continue it, or --overwrite "
                                         "to start a new one there (the old run is moved aside, not deleted)");
-    const std::string aside = a.out + ".replaced-" + now_stamp();
-    fs::rename(a.out, aside);
+    const std::string aside = move_run_aside(a.out);
     say(log, "moved the previous run in " + a.out + " aside to " + aside);
   }
   fs::create_directories(fs::path(a.out) / "checkpoints");

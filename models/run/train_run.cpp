@@ -9,10 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cmath>
-#include <cstring>
-#include <ctime>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -50,15 +47,6 @@ constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample g
 
 double resolved_class_dropout(const TrainOptions& o) {
   return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond ? 0.1 : 0.0);
-}
-
-std::string now_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
 }
 
 void say(const TrainOptions& o, const std::string& text) {
@@ -145,8 +133,7 @@ std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& conf
     DDPM_CHECK(o.overwrite, "--out " << o.out
                                      << " already holds a run; pass --resume latest to continue it, or --overwrite "
                                         "to start a new one there (the old run is moved aside, not deleted)");
-    const std::string aside = o.out + ".replaced-" + now_stamp();
-    fs::rename(out, aside);
+    const std::string aside = move_run_aside(o.out);
     say(o, "ddpm-train: moved the previous run in " + o.out + " aside to " + aside);
   }
   fs::create_directories(out / "samples");

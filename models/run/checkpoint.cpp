@@ -6,12 +6,19 @@
 // `latest` does not name yet: the previous checkpoint stays the one a resume picks.
 #include "models/run/checkpoint.h"
 
+#include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "engine/parameters.h"
+#include "models/data/loader.h"
+#include "models/train/trainer.h"
+#include "models/unet/model_io.h"
 
 namespace fs = std::filesystem;
 
@@ -67,6 +74,17 @@ nlohmann::json read_run_config(const std::string& run_dir) {
   }
 }
 
+std::string move_run_aside(const std::string& dir) {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+  const std::string aside = dir + ".replaced-" + stamp;
+  fs::rename(dir, aside);
+  return aside;
+}
+
 void write_run_config(const std::string& run_dir, const nlohmann::json& config) {
   write_file_atomic((fs::path(run_dir) / "config.json").string(), config.dump(2) + "\n");
 }
@@ -108,6 +126,105 @@ Checkpoint load_checkpoint(const std::string& dir) {
     DDPM_THROW(IoError, path << " is damaged: " << e.what());
   }
   return c;
+}
+
+Tensor slab_flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
+                      const ParameterSlab& slab, const std::string& source) {
+  std::map<std::string, Tensor> by_name;  // the tensors of this prefix
+  for (const auto& [name, t] : tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) by_name.emplace(name, t);
+  Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
+  std::vector<std::string> missing, mismatched;
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    const SlabEntry& e = slab.entry(i);
+    auto it = by_name.find(prefix + e.name);
+    if (it == by_name.end()) {
+      missing.push_back(prefix + e.name);
+      continue;
+    }
+    Tensor v = it->second.shape().size() == 4 ? unet::oihw_to_krsc(it->second) : it->second;
+    if (v.shape() != e.value.shape() || v.dtype() != DType::f32) {
+      mismatched.push_back(prefix + e.name);
+      continue;
+    }
+    Tensor view = slab.slice(flat, i);
+    std::memcpy(view.raw_data(), v.raw_data(), v.nbytes());
+    by_name.erase(it);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& kv : by_name) unexpected.push_back(kv.first);
+  std::ostringstream os;
+  auto list = [&os](const char* what, const std::vector<std::string>& names) {  // at most 10 names each
+    if (names.empty()) return;
+    os << "\n  " << what << " (" << names.size() << "):";
+    for (std::size_t i = 0; i < names.size() && i < 10; ++i) os << " " << names[i];
+    if (names.size() > 10) os << " ...";
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("mismatched", mismatched);
+  DDPM_CHECK_AS(missing.empty() && mismatched.empty() && by_name.empty(), IoError,
+                source << " does not match the model:" << os.str());
+  return flat;
+}
+
+void append_slab(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
+                 std::vector<std::pair<std::string, Tensor>>& out) {
+  for (std::size_t i = 0; i < slab.size(); ++i) {
+    Tensor v = slab.slice(flat, i).to(Device::cpu()).clone();
+    out.emplace_back(prefix + slab.entry(i).name, v.shape().size() == 4 ? unet::krsc_to_oihw(v) : v);
+  }
+}
+
+Checkpoint trainer_checkpoint(train::Trainer& trainer, nn::Module& net, ParameterSlab& slab,
+                              const LoaderPosition& loader) {
+  Checkpoint ck;
+  ck.step = trainer.step_count();
+  ck.model = unet::export_state_dict(net);
+  // The EMA weights are exported through the network: swapped into the slab, and back even
+  // when the export throws, so training goes on with the live weights.
+  trainer.ema().swap(slab);
+  try {
+    ck.ema = unet::export_state_dict(net);
+  } catch (...) {
+    trainer.ema().swap(slab);
+    throw;
+  }
+  trainer.ema().swap(slab);
+  append_slab(trainer.optimizer().exp_avg(), "exp_avg.", slab, ck.optimizer);
+  append_slab(trainer.optimizer().exp_avg_sq(), "exp_avg_sq.", slab, ck.optimizer);
+  const Generator& g = trainer.generator();
+  ck.trainer_state = {{"step", ck.step},
+                      {"adam_step", trainer.optimizer().step_count()},
+                      {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
+                      {"loader", {{"epoch", loader.epoch}, {"index", loader.index}}}};
+  return ck;
+}
+
+train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::string& dir, nn::Module& net,
+                                          const ParameterSlab& slab, Device device) {
+  // The EMA weights pass through the network to reach the slab's layout; the model weights
+  // go in last, as they are what training continues from.
+  unet::load_state_dict(net, ck.ema, dir + "/" + kEmaFile);
+  const Tensor ema_flat = slab.values().clone();
+  unet::load_state_dict(net, ck.model, dir + "/" + kModelFile);
+  const nlohmann::json& js = ck.trainer_state;
+  train::TrainerState st;
+  st.step = ck.step;
+  st.seed = js.at("generator").at("seed").get<std::uint64_t>();
+  st.offset = js.at("generator").at("offset").get<std::uint64_t>();
+  st.params = slab.values().clone();
+  st.adam_step = js.at("adam_step").get<std::int64_t>();
+  const std::string opt_file = dir + "/" + kOptimizerFile;
+  st.exp_avg = slab_flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(device);
+  st.exp_avg_sq = slab_flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(device);
+  st.ema = ema_flat;
+  return st;
+}
+
+LoaderPosition checkpoint_loader_position(const Checkpoint& ck) {
+  const nlohmann::json& at = ck.trainer_state.at("loader");
+  return {at.at("epoch").get<std::int64_t>(), at.at("index").get<std::int64_t>()};
 }
 
 std::vector<std::string> config_differences(const nlohmann::json& a, const nlohmann::json& b,

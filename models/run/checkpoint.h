@@ -25,6 +25,18 @@
 
 #include "engine/tensor.h"
 
+namespace ddpm {
+class ParameterSlab;     // engine/parameters.h
+struct LoaderPosition;   // models/data/loader.h
+namespace nn {
+class Module;            // models/nn/module.h
+}
+namespace train {
+class Trainer;           // models/train/trainer.h
+struct TrainerState;
+}  // namespace train
+}  // namespace ddpm
+
 namespace ddpm::run {
 
 // Checkpoint folder for `step` inside run_dir.
@@ -39,6 +51,10 @@ bool is_run_folder(const std::string& dir);
 
 // Reads RUN/config.json.
 nlohmann::json read_run_config(const std::string& run_dir);
+
+// --overwrite: renames the run folder `dir` to "<dir>.replaced-<UTC yyyymmdd-hhmmss>" (an old
+// run is moved aside, never deleted) and returns that name.
+std::string move_run_aside(const std::string& dir);
 
 // ---- Writing and reading checkpoints (models/run/checkpoint.cpp) ----
 
@@ -64,6 +80,42 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& ckpt);
 // Reads a checkpoint folder, verifying every CRC; IoError naming the file when one is
 // missing or damaged.
 Checkpoint load_checkpoint(const std::string& dir);
+
+// ---- A trainer's checkpoint (ddpm-train, ddpm-control; models/run/checkpoint.cpp) ----
+//
+// Both trainers keep their trainable parameters packed in one ParameterSlab; the AdamW
+// moments and the EMA are flat tensors of the slab's layout. On disk each is split back into
+// per-parameter tensors with the model's diffusers names (convolutions OIHW), so a checkpoint
+// loads in PyTorch and does not depend on the slab's packing order.
+
+// A slab-shaped flat f32 host tensor from the per-parameter tensors "<prefix><name>" of
+// `tensors` (OIHW convolutions turned KRSC). Every slab entry must be present with its shape
+// and no other "<prefix>..." tensor may be; else one IoError naming `source` and listing what
+// is missing, unexpected or mismatched.
+Tensor slab_flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
+                      const ParameterSlab& slab, const std::string& source);
+
+// Appends the per-parameter views of a slab-shaped flat tensor to `out` as host tensors named
+// "<prefix><name>" (convolutions OIHW): the inverse of slab_flat_from.
+void append_slab(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
+                 std::vector<std::pair<std::string, Tensor>>& out);
+
+// The trainer's part of a checkpoint of `net` (whose trainable parameters `slab` packs): the
+// model and EMA weights, the AdamW moments, and trainer_state {"step", "adam_step",
+// "generator": {seed, offset}, "loader": {epoch, index}}. The caller adds its own keys.
+Checkpoint trainer_checkpoint(train::Trainer& trainer, nn::Module& net, ParameterSlab& slab,
+                              const LoaderPosition& loader);
+
+// The inverse, for a resume from checkpoint folder `dir` (already read into `ck`): loads the
+// checkpoint's model weights into `net` (so into the slab) and returns the trainer state with
+// them, the EMA, the AdamW moments (moved to `device`) and the generator. The loader position
+// is checkpoint_loader_position(ck); a run-specific part of the state (ddpm-train's
+// importance-sampler history) is the caller's to add before Trainer::load_state.
+train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::string& dir, nn::Module& net,
+                                          const ParameterSlab& slab, Device device);
+
+// The loader position saved by trainer_checkpoint.
+LoaderPosition checkpoint_loader_position(const Checkpoint& ck);
 
 // Writes RUN/config.json atomically.
 void write_run_config(const std::string& run_dir, const nlohmann::json& config);

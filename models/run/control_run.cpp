@@ -5,11 +5,8 @@
 #include <array>
 #include <chrono>
 #include <cmath>
-#include <cstring>
-#include <ctime>
 #include <limits>
 #include <filesystem>
-#include <map>
 #include <ostream>
 #include <sstream>
 
@@ -40,42 +37,6 @@ constexpr std::uint64_t kInitSalt = 0xC0117201ull, kLoaderSalt = 0x10AD3Bull;
 
 void say(std::ostream* log, const std::string& text) {
   if (log) *log << "ddpm-control: " << text << "\n" << std::flush;
-}
-
-std::string now_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
-
-// Per-parameter tensors "<prefix><name>" (OIHW convolutions) into a slab-shaped flat host
-// tensor; IoError naming the file when one is missing or mismatched.
-Tensor slab_flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
-                      const ParameterSlab& slab, const std::string& file) {
-  std::map<std::string, Tensor> by_name(tensors.begin(), tensors.end());
-  Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
-  for (std::size_t i = 0; i < slab.size(); ++i) {
-    const SlabEntry& e = slab.entry(i);
-    auto it = by_name.find(prefix + e.name);
-    DDPM_CHECK_AS(it != by_name.end(), IoError, file << " has no tensor " << prefix << e.name);
-    const Tensor v = it->second.ndim() == 4 ? unet::oihw_to_krsc(it->second) : it->second;
-    DDPM_CHECK_AS(v.shape() == e.value.shape() && v.dtype() == DType::f32, IoError,
-                  file << ": " << prefix << e.name << " is " << v.describe() << ", expected "
-                       << shape_str(e.value.shape()));
-    slab.slice(flat, i).copy_from(v);
-  }
-  return flat;
-}
-
-void append_slab(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
-                 std::vector<std::pair<std::string, Tensor>>& out) {
-  for (std::size_t i = 0; i < slab.size(); ++i) {
-    Tensor v = slab.slice(flat, i).to(Device::cpu()).clone();
-    out.emplace_back(prefix + slab.entry(i).name, v.ndim() == 4 ? unet::krsc_to_oihw(v) : v);
-  }
 }
 
 // The base run: its EMA weights frozen, its config.json and its diffusion settings.
@@ -133,8 +94,7 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
     DDPM_CHECK(a.overwrite, "--out " << a.out
                                      << " already holds a run; pass --resume latest to continue it, or --overwrite "
                                         "to start a new one there (the old run is moved aside, not deleted)");
-    const std::string aside = a.out + ".replaced-" + now_stamp();
-    fs::rename(a.out, aside);
+    const std::string aside = move_run_aside(a.out);
     say(log, "moved the previous run in " + a.out + " aside to " + aside);
   }
   fs::create_directories(fs::path(a.out) / "checkpoints");
@@ -268,22 +228,8 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
 
   if (!resume_dir.empty()) {
     const Checkpoint ck = load_checkpoint(resume_dir);
-    unet::load_state_dict(cn, ck.ema, resume_dir + "/" + kEmaFile);
-    const Tensor ema_flat = slab.values().clone();
-    unet::load_state_dict(cn, ck.model, resume_dir + "/" + kModelFile);
-    const nlohmann::json& js = ck.trainer_state;
-    train::TrainerState st;
-    st.step = ck.step;
-    st.seed = js.at("generator").at("seed").get<std::uint64_t>();
-    st.offset = js.at("generator").at("offset").get<std::uint64_t>();
-    st.params = slab.values().clone();
-    st.adam_step = js.at("adam_step").get<std::int64_t>();
-    const std::string opt_file = resume_dir + "/" + kOptimizerFile;
-    st.exp_avg = slab_flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(a.device);
-    st.exp_avg_sq = slab_flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(a.device);
-    st.ema = ema_flat;
-    trainer.load_state(st);
-    loader.set_position({js.at("loader").at("epoch").get<std::int64_t>(), js.at("loader").at("index").get<std::int64_t>()});
+    trainer.load_state(restore_trainer_state(ck, resume_dir, cn, slab, a.device));
+    loader.set_position(checkpoint_loader_position(ck));
     say(log, "resumed from " + resume_dir + " at step " + std::to_string(ck.step));
   }
 
@@ -291,20 +237,8 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   result.run_dir = a.out;
   result.last_checkpoint = resume_dir;
   auto save = [&](double last_loss) {
-    Checkpoint ck;
-    ck.step = trainer.step_count();
-    ck.model = unet::export_state_dict(cn);
-    trainer.ema().swap(slab);
-    ck.ema = unet::export_state_dict(cn);
-    trainer.ema().swap(slab);
-    append_slab(trainer.optimizer().exp_avg(), "exp_avg.", slab, ck.optimizer);
-    append_slab(trainer.optimizer().exp_avg_sq(), "exp_avg_sq.", slab, ck.optimizer);
-    const Generator& g = trainer.generator();
-    ck.trainer_state = {{"step", ck.step},
-                        {"adam_step", trainer.optimizer().step_count()},
-                        {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
-                        {"loader", {{"epoch", loader.position().epoch}, {"index", loader.position().index}}},
-                        {"last_loss", last_loss}};
+    Checkpoint ck = trainer_checkpoint(trainer, cn, slab, loader.position());
+    ck.trainer_state["last_loss"] = last_loss;
     result.last_checkpoint = save_checkpoint(a.out, ck);
   };
 

@@ -9,10 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <cmath>
-#include <cstring>
-#include <ctime>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -52,69 +49,10 @@ double resolved_class_dropout(const TrainOptions& o) {
   return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond ? 0.1 : 0.0);
 }
 
-std::string now_stamp() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return buf;
-}
-
 void say(const TrainOptions& o, const std::string& text) {
   if (o.log != nullptr) {
     std::fprintf(o.log, "%s\n", text.c_str());
     std::fflush(o.log);
-  }
-}
-
-// A slab-shaped flat host tensor holding per-parameter tensors "<prefix><name>" (OIHW on disk).
-Tensor flat_from(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& prefix,
-                 const ParameterSlab& slab, const std::string& source) {
-  std::map<std::string, Tensor> by_name;  // the tensors of this prefix
-  for (const auto& [name, t] : tensors)
-    if (name.compare(0, prefix.size(), prefix) == 0) by_name.emplace(name, t);
-  Tensor flat = Tensor::zeros({slab.slab_numel()}, DType::f32, Device::cpu());
-  std::vector<std::string> missing, mismatched;
-  for (std::size_t i = 0; i < slab.size(); ++i) {
-    const SlabEntry& e = slab.entry(i);
-    auto it = by_name.find(prefix + e.name);
-    if (it == by_name.end()) {
-      missing.push_back(prefix + e.name);
-      continue;
-    }
-    Tensor v = it->second.shape().size() == 4 ? unet::oihw_to_krsc(it->second) : it->second;
-    if (v.shape() != e.value.shape() || v.dtype() != DType::f32) {
-      mismatched.push_back(prefix + e.name);
-      continue;
-    }
-    Tensor view = slab.slice(flat, i);
-    std::memcpy(view.raw_data(), v.raw_data(), v.nbytes());
-    by_name.erase(it);
-  }
-  std::vector<std::string> unexpected;
-  for (const auto& kv : by_name) unexpected.push_back(kv.first);
-  std::ostringstream os;
-  auto list = [&os](const char* what, const std::vector<std::string>& names) {  // at most 10 names each
-    if (names.empty()) return;
-    os << "\n  " << what << " (" << names.size() << "):";
-    for (std::size_t i = 0; i < names.size() && i < 10; ++i) os << " " << names[i];
-    if (names.size() > 10) os << " ...";
-  };
-  list("missing", missing);
-  list("unexpected", unexpected);
-  list("mismatched", mismatched);
-  DDPM_CHECK_AS(missing.empty() && mismatched.empty() && by_name.empty(), IoError,
-                source << " does not match the model:" << os.str());
-  return flat;
-}
-
-// Per-parameter views of a slab-shaped flat tensor as host tensors (convolutions OIHW).
-void append_named(const Tensor& flat, const std::string& prefix, const ParameterSlab& slab,
-                  std::vector<std::pair<std::string, Tensor>>& out) {
-  for (std::size_t i = 0; i < slab.size(); ++i) {
-    Tensor v = slab.slice(flat, i).to(Device::cpu()).clone();
-    out.emplace_back(prefix + slab.entry(i).name, v.shape().size() == 4 ? unet::krsc_to_oihw(v) : v);
   }
 }
 
@@ -195,8 +133,7 @@ std::string prepare_run_folder(const TrainOptions& o, const nlohmann::json& conf
     DDPM_CHECK(o.overwrite, "--out " << o.out
                                      << " already holds a run; pass --resume latest to continue it, or --overwrite "
                                         "to start a new one there (the old run is moved aside, not deleted)");
-    const std::string aside = o.out + ".replaced-" + now_stamp();
-    fs::rename(out, aside);
+    const std::string aside = move_run_aside(o.out);
     say(o, "ddpm-train: moved the previous run in " + o.out + " aside to " + aside);
   }
   fs::create_directories(out / "samples");
@@ -331,47 +268,22 @@ TrainResult train_run(const TrainOptions& options) {
     nlohmann::json last_metrics = nlohmann::json::object();
     if (!resume_dir.empty()) {
       const Checkpoint ck = load_checkpoint(resume_dir);
-      unet::load_state_dict(net, ck.ema, resume_dir + "/" + kEmaFile);
-      const Tensor ema_flat = slab.values().clone();
-      unet::load_state_dict(net, ck.model, resume_dir + "/" + kModelFile);
-      train::TrainerState st;
-      st.step = ck.step;
+      train::TrainerState st = restore_trainer_state(ck, resume_dir, net, slab, o.device);
       const nlohmann::json& js = ck.trainer_state;
-      st.seed = js.at("generator").at("seed").get<std::uint64_t>();
-      st.offset = js.at("generator").at("offset").get<std::uint64_t>();
-      st.params = slab.values().clone();
-      st.adam_step = js.at("adam_step").get<std::int64_t>();
-      const std::string opt_file = resume_dir + "/" + kOptimizerFile;
-      st.exp_avg = flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(o.device);
-      st.exp_avg_sq = flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(o.device);
-      st.ema = ema_flat;
       if (tc.timesteps == train::TimestepSampling::loss_second_moment) {
         st.importance.emplace(o.diffusion_steps);
         if (js.contains("importance_history"))
           st.importance->set_history(js.at("importance_history").get<std::vector<std::vector<double>>>());
       }
       trainer.load_state(st);
-      loader.set_position({js.at("loader").at("epoch").get<std::int64_t>(), js.at("loader").at("index").get<std::int64_t>()});
+      loader.set_position(checkpoint_loader_position(ck));
       last_metrics = js.value("metrics", nlohmann::json::object());
       say(o, "ddpm-train: resumed from " + resume_dir + " at step " + std::to_string(ck.step));
     }
 
     auto save = [&]() {
-      Checkpoint ck;
-      ck.step = trainer.step_count();
-      ck.model = unet::export_state_dict(net);
-      {
-        EmaSwap swap(trainer.ema(), slab);
-        ck.ema = unet::export_state_dict(net);
-      }
-      append_named(trainer.optimizer().exp_avg(), "exp_avg.", slab, ck.optimizer);
-      append_named(trainer.optimizer().exp_avg_sq(), "exp_avg_sq.", slab, ck.optimizer);
-      const Generator& g = trainer.generator();
-      ck.trainer_state = {{"step", ck.step},
-                          {"adam_step", trainer.optimizer().step_count()},
-                          {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
-                          {"loader", {{"epoch", loader.position().epoch}, {"index", loader.position().index}}},
-                          {"metrics", last_metrics}};
+      Checkpoint ck = trainer_checkpoint(trainer, net, slab, loader.position());
+      ck.trainer_state["metrics"] = last_metrics;
       // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
       if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();
       result.last_checkpoint = save_checkpoint(o.out, ck);

@@ -17,7 +17,7 @@
 #include "models/run/control_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
-#include "support/tiny_run.h"
+#include "support/tiny_control.h"
 
 namespace ddpm::run {
 namespace {
@@ -25,33 +25,14 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string& edm_base() {
-  static const std::string dir = [] {
-    const std::string out = testing::temp_run("control_edm_base");
-    TrainOptions o = testing::tiny_run(out);
+  static const std::string dir = testing::train_tiny_base("control_edm_base", [](TrainOptions& o) {
     o.objective = "edm";
     o.class_cond = true;
-    o.steps = 2;
-    o.save_every = 2;
-    train_run(o);
-    return out;
-  }();
+  });
   return dir;
 }
 
-ControlTrainArgs edm_control(const std::string& out) {
-  ControlTrainArgs a;
-  a.base = edm_base();
-  a.data = "toy";
-  a.toy_count = 24;
-  a.out = out;
-  a.steps = 4;
-  a.batch_size = 4;
-  a.lr = 1e-3;
-  a.ema_rate = 0.5;
-  a.save_every = 2;
-  a.log_every = 2;
-  return a;
-}
+ControlTrainArgs edm_control(const std::string& out) { return testing::tiny_control_args(edm_base(), out); }
 
 TEST(ControlEdm, AtInitialisationTheControlledDenoiserIsTheBasesAtEverySigma) {
   const ModelSource m = open_model(edm_base(), Device::cpu(), /*use_ema=*/true);
@@ -93,17 +74,7 @@ TEST(ControlEdm, AtInitialisationTheControlledDenoiserIsTheBasesAtEverySigma) {
 
 TEST(ControlEdm, TrainingResumesBitIdenticallyAndSamplingFollowsTheScale) {
   const std::string full = testing::temp_run("control_edm_full"), split = testing::temp_run("control_edm_split");
-  const ControlTrainResult r = train_control_run(edm_control(full));
-  ASSERT_EQ(r.losses.size(), 4u);
-  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
-  ControlTrainArgs first = edm_control(split);
-  first.steps = 2;
-  train_control_run(first);
-  ControlTrainArgs rest = edm_control(split);
-  rest.resume = "latest";
-  train_control_run(rest);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    testing::expect_same_tensors(full + "/checkpoints/step_4/" + f, split + "/checkpoints/step_4/" + f);
+  testing::expect_control_resume_bit_identical(edm_control, full, split);
   const nlohmann::json cfg = read_run_config(full);
   EXPECT_EQ(cfg.at("base").at("diffusion").at("objective"), "edm");
 

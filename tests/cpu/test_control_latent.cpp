@@ -16,7 +16,7 @@
 #include "models/run/control_run.h"
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
-#include "support/tiny_run.h"
+#include "support/tiny_control.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::run {
@@ -98,46 +98,19 @@ const std::string& latent_base() {
     a.out = ae;
     std::ostringstream log;
     run_autoencoder_train(a, log);
-    const std::string out = testing::temp_run("control_latent_base");
-    TrainOptions o = testing::tiny_run(out);
-    o.autoencoder = ae;
-    o.attention_resolutions = "";
-    o.steps = 2;
-    o.save_every = 2;
-    train_run(o);
-    return out;
+    return testing::train_tiny_base("control_latent_base", [&ae](TrainOptions& o) {
+      o.autoencoder = ae;
+      o.attention_resolutions = "";
+    });
   }();
   return dir;
 }
 
-ControlTrainArgs latent_control(const std::string& out) {
-  ControlTrainArgs a;
-  a.base = latent_base();
-  a.data = "toy";
-  a.toy_count = 24;
-  a.out = out;
-  a.steps = 4;
-  a.batch_size = 4;
-  a.lr = 1e-3;
-  a.ema_rate = 0.5;
-  a.save_every = 2;
-  a.log_every = 2;
-  return a;
-}
+ControlTrainArgs latent_control(const std::string& out) { return testing::tiny_control_args(latent_base(), out); }
 
 TEST(ControlLatent, TrainsOnPixelHintsResumesBitIdenticallyAndSamplesDecodedImages) {
   const std::string full = testing::temp_run("control_latent_full"), split = testing::temp_run("control_latent_split");
-  const ControlTrainResult r = train_control_run(latent_control(full));
-  ASSERT_EQ(r.losses.size(), 4u);
-  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
-  ControlTrainArgs first = latent_control(split);
-  first.steps = 2;
-  train_control_run(first);
-  ControlTrainArgs rest = latent_control(split);
-  rest.resume = "latest";
-  train_control_run(rest);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    testing::expect_same_tensors(full + "/checkpoints/step_4/" + f, split + "/checkpoints/step_4/" + f);
+  testing::expect_control_resume_bit_identical(latent_control, full, split);
   const nlohmann::json cfg = read_run_config(full);
   EXPECT_EQ(cfg.at("controlnet").at("hint_downsampling_factor"), 4);
   EXPECT_EQ(cfg.at("controlnet").at("conditioning_embedding_out_channels"), nlohmann::json({16, 32, 64}));

@@ -14,7 +14,7 @@
 #include "models/run/control_run.h"
 #include "models/run/metrics.h"
 #include "models/run/sample_run.h"
-#include "support/tiny_run.h"
+#include "support/tiny_control.h"
 
 namespace ddpm::run {
 namespace {
@@ -30,58 +30,27 @@ std::string read_all(const std::string& path) {
 
 // A tiny class-conditional base run (toy 16x16, T = 50, 2 steps).
 const std::string& base_run() {
-  static const std::string dir = [] {
-    const std::string out = testing::temp_run("control_base");
-    TrainOptions o = testing::tiny_run(out);
-    o.class_cond = true;
-    o.steps = 2;
-    o.save_every = 2;
-    train_run(o);
-    return out;
-  }();
+  static const std::string dir =
+      testing::train_tiny_base("control_base", [](TrainOptions& o) { o.class_cond = true; });
   return dir;
 }
 
-ControlTrainArgs tiny_control(const std::string& out) {
-  ControlTrainArgs a;
-  a.base = base_run();
-  a.hint = "edges";
-  a.data = "toy";
-  a.toy_count = 24;
-  a.out = out;
-  a.steps = 4;
-  a.batch_size = 4;
-  a.lr = 1e-3;
-  a.ema_rate = 0.5;
-  a.save_every = 2;
-  a.log_every = 2;
-  return a;
-}
+ControlTrainArgs tiny_control(const std::string& out) { return testing::tiny_control_args(base_run(), out); }
 
 TEST(ControlRun, TrainingResumesBitIdenticallyAndLeavesTheBaseUntouched) {
   const std::string base_ckpt = base_run() + "/checkpoints/step_2/";
   const std::string base_ema = read_all(base_ckpt + "ema.safetensors");
   const std::string full = testing::temp_run("control_full"), split = testing::temp_run("control_split");
-  const ControlTrainResult r = train_control_run(tiny_control(full));
-  EXPECT_EQ(r.steps_done, 4);
-  ASSERT_EQ(r.losses.size(), 4u);
-  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
-  ControlTrainArgs first = tiny_control(split);
-  first.steps = 2;
-  train_control_run(first);
-  {  // an interrupted run's line past the checkpoint (step 2): the resume must drop it
+  const testing::ControlResumeRuns runs = testing::expect_control_resume_bit_identical(tiny_control, full, split, [&] {
+    // an interrupted run's line past the checkpoint (step 2): the resume must drop it
     MetricsLine stray;
     stray.step = 3;
     stray.loss = 9.5;
     std::ofstream f(split + "/metrics.jsonl", std::ios::app);
     f << stray.to_json().dump() << "\n";
-  }
-  ControlTrainArgs rest = tiny_control(split);
-  rest.resume = "latest";
-  const ControlTrainResult r2 = train_control_run(rest);
-  EXPECT_EQ(r2.losses.size(), 2u);
-  for (const char* f : {"model.safetensors", "ema.safetensors", "optimizer.safetensors"})
-    testing::expect_same_tensors(full + "/checkpoints/step_4/" + f, split + "/checkpoints/step_4/" + f);
+  });
+  EXPECT_EQ(runs.straight.steps_done, 4);
+  EXPECT_EQ(runs.resumed.losses.size(), 2u);
   EXPECT_EQ(read_all(base_ckpt + "ema.safetensors"), base_ema);  // the frozen base is never written
   // Metrics as ddpm-train writes them: one line per --log-every steps, the mean of the
   // window's losses; the resumed run's files equal the uninterrupted run's (but the speed).
@@ -108,7 +77,8 @@ TEST(ControlRun, TrainingResumesBitIdenticallyAndLeavesTheBaseUntouched) {
     EXPECT_EQ(ls[i].at("step"), lf[i].at("step"));
     EXPECT_EQ(ls[i].at("loss"), lf[i].at("loss"));
     EXPECT_EQ(ls[i].at("grad_norm"), lf[i].at("grad_norm"));
-    EXPECT_DOUBLE_EQ(lf[i].at("loss").get<double>(), (r.losses[2 * i] + r.losses[2 * i + 1]) / 2);
+    const std::vector<double>& losses = runs.straight.losses;
+    EXPECT_DOUBLE_EQ(lf[i].at("loss").get<double>(), (losses[2 * i] + losses[2 * i + 1]) / 2);
   }
   // The checkpoint holds the ControlNet alone: its zero convs have moved away from zero.
   const SafetensorsFile m = load_safetensors(full + "/checkpoints/step_4/model.safetensors");

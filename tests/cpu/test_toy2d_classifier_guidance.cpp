@@ -15,20 +15,14 @@
 #include "models/toy/class_metrics.h"
 #include "models/toy/datasets2d.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_toy.h"
 
 namespace ddpm {
 namespace {
 
 run::ToyTrainArgs model_args() {
-  run::ToyTrainArgs a;
-  a.data = "moons";
-  a.steps = 800;
-  a.lr = 2e-3;
-  a.hidden = 64;
-  a.diffusion_steps = 100;
-  a.ema_rate = 0.99;
+  run::ToyTrainArgs a = testing::tiny_toy_args("moons", 800, 6);
   a.log_every = 800;
-  a.seed = 6;
   return a;
 }
 
@@ -36,8 +30,7 @@ TEST(Toy2dClassifierGuidance, ClassifierLearnsNoisyClassesAndSteersSamples) {
   run::ToyTrainArgs a = model_args();
   run::ToyModel m = run::make_toy_model(a);
   const run::ToyTrainReport r = run::train_toy_model(m, a);
-  Tensor values = m.slab.values();
-  values.copy_from(r.ema);
+  testing::use_ema(m, r.ema);
 
   run::ToyClassifier c = run::make_toy_classifier(m, 32, 2, 1);
   ParameterSlab slab;

@@ -17,28 +17,19 @@
 #include "models/toy/class_metrics.h"
 #include "models/toy/datasets2d.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_toy.h"
 
 namespace ddpm {
 namespace {
 
-void use_ema(run::ToyModel& m, const Tensor& ema) {
-  Tensor values = m.slab.values();
-  values.copy_from(ema);
-}
+using testing::use_ema;
 
 run::ToyTrainArgs small_args(bool class_cond) {
-  run::ToyTrainArgs a;
-  a.data = "gaussians8";
-  a.steps = 1000;
+  run::ToyTrainArgs a = testing::tiny_toy_args("gaussians8", 1000, 4);
   a.batch_size = 256;
-  a.lr = 2e-3;
-  a.hidden = 64;
-  a.diffusion_steps = 100;
-  a.ema_rate = 0.99;
   a.log_every = 500;
   a.class_cond = class_cond;
   a.class_dropout = 0.1;
-  a.seed = 4;
   return a;
 }
 

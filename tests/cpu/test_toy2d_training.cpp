@@ -15,28 +15,18 @@
 #include "models/toy/datasets2d.h"
 #include "models/toy/energy_distance.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tiny_toy.h"
 
 namespace ddpm {
 namespace {
 
-// Loads the EMA weights into the model's slab (as load_toy_model does from ema.safetensors).
-void use_ema(run::ToyModel& m, const Tensor& ema) {
-  Tensor values = m.slab.values();  // a handle on the slab
-  values.copy_from(ema);
-}
+using testing::use_ema;
 
 run::ToyTrainArgs small_args() {
-  run::ToyTrainArgs a;
-  a.data = "gaussians8";
-  a.steps = 1500;
+  run::ToyTrainArgs a = testing::tiny_toy_args("gaussians8", 1500, 3);
   a.batch_size = 256;
-  a.lr = 2e-3;
-  a.hidden = 64;
   a.layers = 3;
-  a.diffusion_steps = 100;
-  a.ema_rate = 0.99;
   a.log_every = 100;
-  a.seed = 3;
   return a;
 }
 

@@ -164,6 +164,9 @@ void publish_directory(const std::string& dir, const std::function<void(const st
   DDPM_CHECK_AS(fs::is_directory(parent, ec), IoError,
                 "cannot create folder '" << dir << "': its parent '" << parent
                                          << "' does not exist and could not be made");
+  // An existing EMPTY folder counts as absent (a user's `mkdir out` first, or a folder a
+  // previous refusal created): it holds nothing to lose, so it is removed and published into.
+  if (fs::is_directory(clean, ec) && fs::is_empty(clean, ec)) fs::remove(clean, ec);
   bool exists = fs::exists(clean, ec);
   DDPM_CHECK_AS(!exists || if_exists == IfExists::replace, IoError,
                 "refusing to overwrite '" << dir << "': it already exists");

@@ -63,8 +63,8 @@ enum class IfExists {
   replace,  // move the old folder aside, rename the new one in, then delete the old one
 };
 
-// Publishes a folder atomically: makes `dir`'s missing parent folders, creates an empty
-// temporary folder beside `dir`, calls
+// Publishes a folder atomically: makes `dir`'s missing parent folders (an existing empty
+// folder at `dir` counts as absent), creates an empty temporary folder beside `dir`, calls
 // fill(temp_dir) to write its contents (use write_file_atomic or AtomicFileWriter for the
 // files: they are fsynced), fsyncs it, renames it to `dir` and fsyncs the parent. When
 // fill throws, the temporary folder is deleted and the exception propagates.

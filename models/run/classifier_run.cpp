@@ -151,7 +151,6 @@ void save_noisy_classifier(const unet::NoisyClassifier& cls, const DiffusionSett
                {"model", unet::encoder_config_to_json(cls.config())},
                {"diffusion", diffusion},
                {"train", train_info}};
-  if (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)) fs::remove(dir, ec);
   publish_directory(
       dir,
       [&](const std::string& tmp) {

@@ -264,8 +264,6 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
     const Image grid = make_grid(tiles.data(), static_cast<int>(3 * M), static_cast<int>(H), static_cast<int>(W),
                                  static_cast<int>(C), 3);
     const std::string text = r.json.dump(2) + "\n";
-    std::error_code ec;
-    if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
     publish_directory(
         a.out,
         [&](const std::string& tmp) {

@@ -339,8 +339,6 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
     write_file_atomic((dir / "edit_info.json").string(), info.dump(2) + "\n");
     files.push_back("edit_info.json");
   };
-  std::error_code ec;
-  if (fs::is_directory(o.out, ec) && fs::is_empty(o.out, ec)) fs::remove(o.out, ec);
   publish_directory(o.out, fill, o.overwrite ? IfExists::replace : IfExists::fail);
   if (log) *log << "wrote " << files.size() << " files to " << o.out << "\n";
   return EditResult{o.out, files, info};

@@ -330,7 +330,6 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
   DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "export: " << dir << " exists and is not a folder");
   if (fs::is_directory(out, ec)) {
     DDPM_CHECK(overwrite || fs::is_empty(out, ec), "export: " << dir << " exists and is not empty; pass --overwrite to replace it");
-    if (fs::is_empty(out, ec)) fs::remove(out, ec);
   }
   const nlohmann::json config = unet::config_to_diffusers(model.net->config());
   const nlohmann::json scheduler = diffusion_to_diffusers_scheduler(model.diffusion);

@@ -704,8 +704,6 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     files.push_back("sample_info.json");
   };
 
-  std::error_code ec;
-  if (fs::is_directory(o.out, ec) && fs::is_empty(o.out, ec)) fs::remove(o.out, ec);
   publish_directory(o.out, fill, o.overwrite ? IfExists::replace : IfExists::fail);
   result.files = files;
   if (log) *log << "wrote " << files.size() << " files to " << o.out << "\n";

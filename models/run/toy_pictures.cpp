@@ -340,9 +340,6 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
   const Image scatter_png = draw_scatter(scatter, kLo, kHi, 620, 580);
   const Image trajectory_png = draw_scatter_strip(trajectory, kLo, kHi, 300, 270);
 
-  std::error_code ec;
-  namespace fs = std::filesystem;
-  if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
   publish_directory(
       a.out,
       [&](const std::string& tmp) {
@@ -429,9 +426,6 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
     csv += format("%g", r.scale) + "," + format("%.4f", r.accuracy) + "," + format("%.4f", r.spread) + "," +
            format("%.6f", r.energy) + "," + format("%.6f", r.floor) + "\n";
 
-  std::error_code ec;
-  namespace fs = std::filesystem;
-  if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
   publish_directory(
       a.out,
       [&](const std::string& tmp) {
@@ -483,9 +477,6 @@ void run_toy_forward(const ToyForwardArgs& a, std::ostream& out) {
     out << line;
   }
   const Image png = draw_scatter_strip(panels, kLo, kHi, 300, 270);
-  std::error_code ec;
-  namespace fs = std::filesystem;
-  if (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)) fs::remove(a.out, ec);
   publish_directory(
       a.out, [&](const std::string& tmp) { write_png(tmp + "/forward.png", png); },
       a.overwrite ? IfExists::replace : IfExists::fail);

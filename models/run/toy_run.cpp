@@ -189,8 +189,6 @@ void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info
                  {"noise_schedule", diffusion::noise_schedule_name(m.noise_schedule)},
                  {"predict", diffusion::model_mean_type_name(m.predict)}}},
                {"train", train_info}};
-  std::error_code ec;
-  if (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)) fs::remove(dir, ec);
   publish_directory(
       dir,
       [&](const std::string& tmp) {
@@ -299,8 +297,6 @@ void save_toy_classifier(const ToyClassifier& c, const json& train_info, const s
                       {{"diffusion_steps", c.diffusion_steps},
                        {"noise_schedule", diffusion::noise_schedule_name(c.noise_schedule)}}},
                      {"train", train_info}};
-  std::error_code ec;
-  if (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)) fs::remove(dir, ec);
   publish_directory(
       dir,
       [&](const std::string& tmp) {

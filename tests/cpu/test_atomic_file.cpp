@@ -79,6 +79,10 @@ TEST(AtomicFile, PublishDirectoryMakesMissingParents) {
     EXPECT_NE(std::string(e.what()).find("could not be made"), std::string::npos) << e.what();
   }
   EXPECT_EQ(read_file(dir.path + "/file"), "f");
+  // An existing empty folder counts as absent, even with IfExists::fail.
+  fs::create_directories(dir.path + "/empty");
+  publish_directory(dir.path + "/empty", [](const std::string& tmp) { write_file_atomic(tmp + "/y", std::string("y")); });
+  EXPECT_EQ(read_file(dir.path + "/empty/y"), "y");
 }
 
 TEST(AtomicFile, PublishDirectoryCreatesRefusesAndReplaces) {

@@ -46,6 +46,11 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
 
 void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn backward) {
   if (!any_requires_grad(inputs)) return;
+  record_always(out, name, inputs, std::move(backward));
+}
+
+void record_always(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn backward) {
+  DDPM_CHECK(g_grad_enabled, "record_always(" << name << "): grad mode is off");
   auto node = std::make_shared<Node>();
   node->name = name;
   node->inputs.reserve(inputs.size());

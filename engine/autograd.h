@@ -77,6 +77,10 @@ bool any_requires_grad(const std::vector<Tensor>& inputs);
 // Attaches a node to `out` (marks it requires_grad) if grad mode is on and any input
 // requires grad; otherwise does nothing. Ops call it after computing the forward.
 void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn backward);
+// Attaches the node whatever the inputs (grad mode must be on): for a node whose backward
+// has effects beyond its inputs' gradients (engine/recompute.h accumulates parameter
+// gradients inside it), so it must run even when no input requires grad.
+void record_always(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn backward);
 
 // Runs backward from root with the given output gradient (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad_root);

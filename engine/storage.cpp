@@ -1,5 +1,6 @@
 #include "engine/storage.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -17,7 +18,31 @@ namespace {
 [[noreturn]] void no_cuda(const char* what) {
   DDPM_THROW(ValueError, what << ": this build has no CUDA backend");
 }
+
+struct Counter {
+  std::atomic<std::size_t> live{0}, peak{0};
+};
+Counter g_counters[2];  // DeviceType::cpu, DeviceType::cuda
+Counter& counter(DeviceType type) { return g_counters[type == DeviceType::cpu ? 0 : 1]; }
+
+void count_alloc(DeviceType type, std::size_t nbytes) {
+  Counter& c = counter(type);
+  const std::size_t now = c.live.fetch_add(nbytes) + nbytes;
+  std::size_t peak = c.peak.load();
+  while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+  }
+}
 }  // namespace
+
+MemoryStats memory_stats(DeviceType type) {
+  const Counter& c = counter(type);
+  return MemoryStats{c.live.load(), c.peak.load()};
+}
+
+void reset_peak_memory(DeviceType type) {
+  Counter& c = counter(type);
+  c.peak.store(c.live.load());
+}
 
 Storage::Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (nbytes == 0) return;
@@ -32,10 +57,12 @@ Storage::Storage(std::size_t nbytes, Device device) : nbytes_(nbytes), device_(d
     no_cuda("allocating a CUDA tensor");
 #endif
   }
+  count_alloc(device.type, nbytes);
 }
 
 Storage::~Storage() {
   if (!data_) return;
+  counter(device_.type).live.fetch_sub(nbytes_);
   if (device_.is_cpu()) {
     std::free(data_);
   } else {

@@ -33,4 +33,16 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 // Sets nbytes to zero on the given device.
 void zero_bytes(void* dst, Device device, std::size_t nbytes);
 
+// Bytes held by live storages of one device type (all CUDA devices together), and the
+// most held at once since the last reset_peak_memory: PyTorch's memory_allocated() and
+// max_memory_allocated() for this engine's tensors. Requested sizes are counted, not the
+// allocator's rounding, so the numbers are the same on every machine. Thread-safe.
+struct MemoryStats {
+  std::size_t live = 0;
+  std::size_t peak = 0;
+};
+MemoryStats memory_stats(DeviceType type);
+// Sets the peak to the bytes live now, to measure the peak of what comes next.
+void reset_peak_memory(DeviceType type);
+
 }  // namespace ddpm

@@ -34,6 +34,18 @@ std::int64_t Module::num_parameters() const {
   return n;
 }
 
+bool Module::any_parameter_requires_grad() const {
+  std::vector<const Module*> stack{this};
+  while (!stack.empty()) {
+    const Module* m = stack.back();
+    stack.pop_back();
+    for (const auto& p : m->params_)
+      if (p.second.requires_grad()) return true;
+    for (const auto& c : m->children_) stack.push_back(c.second);
+  }
+  return false;
+}
+
 Tensor init_uniform(const Shape& shape, double bound, Generator& gen, Device device) {
   // u in [0, 1) -> [-bound, bound)
   Tensor u = rand(shape, gen, device);

@@ -21,9 +21,13 @@ namespace ddpm::nn {
 using NamedTensor = std::pair<std::string, Tensor>;
 
 // Per-call state: training switches dropout on; the generator draws the dropout masks.
+// recompute: activation checkpointing (engine/recompute.h): blocks that support it (the
+// UNet's residual and attention blocks) keep only their input for the backward and rerun
+// their forward there. Same gradients, less memory, about a third more compute.
 struct Context {
   bool training = false;
   Generator* gen = nullptr;
+  bool recompute = false;
 };
 
 class Module {
@@ -36,6 +40,8 @@ class Module {
   // Every parameter of this module and its descendants, with dotted names.
   std::vector<NamedTensor> named_parameters() const;
   std::int64_t num_parameters() const;
+  // True when some parameter of this module or its descendants requires a gradient.
+  bool any_parameter_requires_grad() const;
 
  protected:
   Tensor& add_parameter(const std::string& name, Tensor value);

@@ -6,6 +6,7 @@
 #include "engine/ops/dropout.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/resample.h"
+#include "engine/recompute.h"
 
 namespace ddpm::unet {
 
@@ -37,6 +38,19 @@ ResnetBlock::ResnetBlock(std::int64_t in, std::int64_t out, std::int64_t emb_dim
 }
 
 Tensor ResnetBlock::forward(const Tensor& x, const Tensor& emb, const nn::Context& ctx) const {
+  if (!ctx.recompute) return compute(x, emb, ctx);
+  const nn::Context inner{ctx.training, nullptr, false};
+  return recompute(
+      "resnet_block",
+      [this, inner](const std::vector<Tensor>& in, Generator* gen) {
+        nn::Context c = inner;
+        c.gen = gen;
+        return compute(in[0], in[1], c);
+      },
+      {x, emb}, any_parameter_requires_grad(), ctx.gen);
+}
+
+Tensor ResnetBlock::compute(const Tensor& x, const Tensor& emb, const nn::Context& ctx) const {
   // x [N, H, W, Cin], emb [N, E]
   Tensor h = norm1_->forward(x, /*silu=*/true);
   Tensor skip = x;
@@ -88,7 +102,14 @@ AttentionBlock::AttentionBlock(std::int64_t channels, int num_heads, int norm_gr
   register_module("to_out.0", out_.get());
 }
 
-Tensor AttentionBlock::forward(const Tensor& x) const {
+Tensor AttentionBlock::forward(const Tensor& x, const nn::Context& ctx) const {
+  if (!ctx.recompute) return compute(x);
+  return recompute(
+      "attention_block", [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0]); }, {x},
+      any_parameter_requires_grad(), nullptr);
+}
+
+Tensor AttentionBlock::compute(const Tensor& x) const {
   const Shape& s = x.shape();  // [N, H, W, C]
   Tensor tokens = norm_->forward(x).reshape({s[0], s[1] * s[2], s[3]});  // [N, HW, C]
   Tensor a = attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);

@@ -13,6 +13,10 @@
 // h + e as conv1's sample_bias (default mode) and shortcut(x) + h as conv2's residual, each
 // saving a full pass over the activation; the results are bitwise those of separate adds.
 // All activations NHWC.
+//
+// With nn::Context::recompute on (and grad mode on), ResnetBlock and AttentionBlock run
+// under activation checkpointing (engine/recompute.h): the tape keeps each block's inputs
+// only, and the backward reruns the block's forward, with the same dropout masks.
 #pragma once
 
 #include <memory>
@@ -38,6 +42,8 @@ class ResnetBlock : public nn::Module {
   Tensor forward(const Tensor& x, const Tensor& emb, const nn::Context& ctx) const;
 
  private:
+  Tensor compute(const Tensor& x, const Tensor& emb, const nn::Context& ctx) const;  // the block itself
+
   std::unique_ptr<nn::GroupNorm> norm1_, norm2_;
   std::unique_ptr<nn::Conv2d> conv1_, conv2_, shortcut_;
   std::unique_ptr<nn::Linear> emb_proj_;
@@ -52,10 +58,12 @@ class AttentionBlock : public nn::Module {
  public:
   AttentionBlock(std::int64_t channels, int num_heads, int norm_groups, double norm_eps, Generator& gen,
                  Device device);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x, const nn::Context& ctx = nn::Context{}) const;
   int num_heads() const { return heads_; }
 
  private:
+  Tensor compute(const Tensor& x) const;  // the block itself
+
   std::unique_ptr<nn::GroupNorm> norm_;
   std::unique_ptr<nn::Linear> q_, k_, v_, out_;
   int heads_;

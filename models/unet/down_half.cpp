@@ -115,7 +115,7 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
   for (const auto& level : down_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = level->resnets[j]->forward(h, emb, ctx);
-      if (!level->attentions.empty()) h = level->attentions[j]->forward(h);
+      if (!level->attentions.empty()) h = level->attentions[j]->forward(h, ctx);
       if (skips) skips->push_back(h);
     }
     if (level->has_resampler()) {
@@ -123,7 +123,7 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
       if (skips) skips->push_back(h);
     }
   }
-  return mid_res2_->forward(mid_attn_->forward(mid_res1_->forward(h, emb, ctx)), emb, ctx);  // [N, H', W', C']
+  return mid_res2_->forward(mid_attn_->forward(mid_res1_->forward(h, emb, ctx), ctx), emb, ctx);  // [N, H', W', C']
 }
 
 }  // namespace ddpm::unet

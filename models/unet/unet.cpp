@@ -151,7 +151,7 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
       h = concat({h, skips.back()}, -1);
       skips.pop_back();
       h = level->resnets[j]->forward(h, emb, ctx);
-      if (!level->attentions.empty()) h = level->attentions[j]->forward(h);
+      if (!level->attentions.empty()) h = level->attentions[j]->forward(h, ctx);
     }
     if (level->has_resampler()) h = level->resample(h, emb, ctx);
   }

@@ -1,0 +1,185 @@
+// Activation checkpointing (engine/recompute.h): the gradients with recomputation are the
+// gradients without it, bit for bit, dropout included; the generator ends where it would
+// have; and a UNet trained with it holds less memory at its peak.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include <gtest/gtest.h>
+
+#include "engine/autograd.h"
+#include "engine/ops/dropout.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/linalg.h"
+#include "engine/ops/reduce.h"
+#include "engine/parameters.h"
+#include "engine/recompute.h"
+#include "engine/storage.h"
+#include "models/unet/unet.h"
+#include "support/tiny_unet.h"
+
+namespace ddpm {
+namespace {
+
+void expect_same(const Tensor& a, const Tensor& b, const char* what) {
+  ASSERT_TRUE(a.defined()) << what;
+  ASSERT_TRUE(b.defined()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const std::vector<float> va = a.to_vector(), vb = b.to_vector();
+  for (std::size_t i = 0; i < va.size(); ++i) ASSERT_EQ(va[i], vb[i]) << what << " element " << i;
+}
+
+// A two-layer segment in double: h = dropout(silu(x W1 + b)); out = h W2, with W1, W2 the
+// "parameters" (leaves captured by the segment) and x, b its inputs.
+struct Segment {
+  Tensor w1, w2;
+  double p = 0.25;
+  Tensor operator()(const std::vector<Tensor>& in, Generator* gen) const {
+    Tensor h = silu(add(matmul(in[0], w1), in[1]));
+    if (gen) h = dropout(h, p, *gen, true);
+    return matmul(h, w2);
+  }
+};
+
+struct SegmentRun {
+  Tensor out, gx, gb, gw1, gw2;
+  std::uint64_t offset_after = 0;
+};
+
+SegmentRun run_segment(bool with_recompute, bool x_needs_grad, bool dropout_on) {
+  Generator init(7);
+  Segment seg;
+  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64).set_requires_grad(x_needs_grad);
+  Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  const Tensor r = randn({4, 3}, init, Device::cpu(), DType::f64);
+  Generator drop(11, 40);
+  Generator* gen = dropout_on ? &drop : nullptr;
+  SegmentRun out;
+  out.out = with_recompute ? recompute("segment", seg, {x, b}, true, gen) : seg({x, b}, gen);
+  out.offset_after = drop.offset();
+  // The forward is finished before the backward starts: later draws must not change it.
+  if (gen) randn({3}, *gen);
+  sum(mul(out.out, r)).backward();
+  out.gx = x.grad(), out.gb = b.grad(), out.gw1 = seg.w1.grad(), out.gw2 = seg.w2.grad();
+  return out;
+}
+
+TEST(Recompute, GradientsEqualThoseWithoutRecomputation) {
+  for (bool dropout_on : {false, true}) {
+    const SegmentRun plain = run_segment(false, true, dropout_on), again = run_segment(true, true, dropout_on);
+    expect_same(plain.out, again.out, "output");
+    expect_same(plain.gx, again.gx, "d/dx");
+    expect_same(plain.gb, again.gb, "d/db");
+    expect_same(plain.gw1, again.gw1, "d/dW1");
+    expect_same(plain.gw2, again.gw2, "d/dW2");
+    EXPECT_EQ(plain.offset_after, again.offset_after) << "the generator must end where the forward left it";
+  }
+  // Dropout really ran: its masks change the gradients.
+  expect_same(run_segment(false, true, false).gw2, run_segment(false, true, false).gw2, "determinism");
+  const std::vector<float> a = run_segment(true, true, false).gw1.to_vector(), b = run_segment(true, true, true).gw1.to_vector();
+  EXPECT_NE(a, b);
+}
+
+TEST(Recompute, ParametersGetGradientsWhenNoInputNeedsOne) {
+  // x is data and b frozen here: only the weights train, yet the node must run.
+  Generator init(3);
+  Segment seg;
+  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  const Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64);
+  const Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64);
+  const Tensor out = recompute("segment", seg, {x, b}, true, nullptr);
+  ASSERT_TRUE(out.requires_grad());
+  sum(out).backward();
+  const Tensor g_recomputed = seg.w1.grad();
+  ASSERT_TRUE(g_recomputed.defined());
+  Segment seg2{seg.w1.detach().set_requires_grad(true), seg.w2.detach().set_requires_grad(true), seg.p};
+  sum(seg2({x, b}, nullptr)).backward();
+  expect_same(seg2.w1.grad(), g_recomputed, "d/dW1");
+}
+
+TEST(Recompute, RecordsNothingWithoutGradMode) {
+  Generator init(3);
+  Segment seg;
+  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
+  const Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64);
+  const Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64);
+  NoGradGuard no_grad;
+  EXPECT_FALSE(recompute("segment", seg, {x, b}, true, nullptr).requires_grad());
+}
+
+// The tiny UNet with everything recomputation touches: dropout, attention, AdaGN.
+unet::UNetConfig tiny_config() {
+  unet::UNetConfig cfg = testing::tiny_unet_config(8);
+  cfg.attention_resolutions = {4};
+  cfg.dropout = 0.3;
+  cfg.use_scale_shift_norm = true;
+  cfg.num_res_blocks = 2;
+  return cfg;
+}
+
+struct StepResult {
+  std::vector<float> grads;
+  std::size_t peak_bytes = 0;
+  std::uint64_t offset_after = 0;
+};
+
+StepResult unet_step(bool with_recompute) {
+  Generator init(5);
+  unet::UNet net(tiny_config(), init, Device::cpu());
+  ParameterSlab slab(net.named_parameters());
+  // Away from the zero-initialized outputs (conv2, to_out, conv_out), so gradients reach
+  // every layer.
+  {
+    const std::vector<float> noise = randn({slab.slab_numel()}, init).to_vector();
+    float* v = slab.values().data<float>();
+    for (std::int64_t i = 0; i < slab.slab_numel(); ++i) v[i] += 0.1f * noise[static_cast<std::size_t>(i)];
+  }
+  const Tensor x = randn({4, 8, 8, 3}, init);
+  const Tensor target = randn({4, 8, 8, 3}, init);
+  Generator drop(9);
+  reset_peak_memory(DeviceType::cpu);
+  const std::size_t before = memory_stats(DeviceType::cpu).live;
+  nn::Context ctx{true, &drop, with_recompute};
+  const Tensor out = net.forward(x, {10.0, 200.0, 500.0, 999.0}, {}, ctx);
+  StepResult r;
+  r.offset_after = drop.offset();
+  mse_loss(out, target).backward();
+  r.peak_bytes = memory_stats(DeviceType::cpu).peak - before;
+  r.grads = slab.grads().to_vector();
+  return r;
+}
+
+TEST(Recompute, UNetGradientsAreTheSameAndThePeakIsLower) {
+  const StepResult plain = unet_step(false), again = unet_step(true);
+  ASSERT_EQ(plain.grads.size(), again.grads.size());
+  // The same numbers are computed, but a tensor with several consumers (the timestep
+  // embedding, every block's input: main path and skip) sums its gradient's parts in the
+  // order the tape delivers them, and with recomputation the tape runs fewer, larger nodes:
+  // float addition is not associative, so the last bits may differ.
+  std::size_t nonzero = 0, equal = 0;
+  double scale = 0.0, worst = 0.0;
+  for (std::size_t i = 0; i < plain.grads.size(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::fabs(plain.grads[i])));
+    worst = std::max(worst, static_cast<double>(std::fabs(plain.grads[i] - again.grads[i])));
+    nonzero += plain.grads[i] != 0.f;
+    equal += plain.grads[i] == again.grads[i];
+  }
+  std::printf("    %zu of %zu gradient elements bit-identical; worst difference %.3g of the largest\n", equal,
+              plain.grads.size(), worst / scale);
+  EXPECT_LE(worst, 1e-6 * scale);
+  EXPECT_GT(nonzero, plain.grads.size() / 2);      // the backward reached the network
+  EXPECT_EQ(plain.offset_after, again.offset_after);
+  // Each residual block keeps one activation instead of ~5; what is left is the blocks'
+  // inputs, the skips and the backward's own working set.
+  std::printf("    peak activation bytes: %zu without recomputation, %zu with\n", plain.peak_bytes, again.peak_bytes);
+  EXPECT_LT(again.peak_bytes, plain.peak_bytes * 3 / 4)
+      << "peak above the parameters: " << again.peak_bytes << " bytes with recomputation, " << plain.peak_bytes
+      << " without";
+}
+
+}  // namespace
+}  // namespace ddpm

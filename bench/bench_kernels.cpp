@@ -3,8 +3,10 @@
 // this device's measured copy bandwidth and SGEMM rate.
 //
 //   bench-kernels [--cases FILE] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic]
-//                 [--allow-nondeterministic]
+//                 [--allow-nondeterministic] [--gn-variants]
 //
+// --gn-variants times every GroupNorm slab tiling instead (bench_group_norm_variants, below)
+// and exits 1 if any tiling's outputs differ from the production kernel's.
 // --json prints one JSON object per line, the format scripts/bench_pytorch.py prints too;
 // scripts/bench.sh runs both and prints the ratios. Without a GPU it says so and exits 0.
 // --tf32 sets ddpm::set_allow_tf32(true) (engine/math_mode.h) for every op timed: rows carry
@@ -111,7 +113,7 @@ struct Reporter {
 };
 
 void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& rep);  // below
-void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks);
+int bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks);
 
 void bench_attention(const json& cases, bench::Timer& timer, const Reporter& rep) {
   for (const json& c : cases) {
@@ -212,7 +214,7 @@ Options parse(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: bench-kernels [--cases FILE] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic] "
-                   "[--allow-nondeterministic]\n");
+                   "[--allow-nondeterministic] [--gn-variants]\n");
       std::exit(2);
     }
   }
@@ -261,7 +263,12 @@ int main(int argc, char** argv) {
     }
     Reporter rep{opt, peaks};
     if (opt.gn_variants) {
-      bench_group_norm_variants(cases["group_norm_silu"], timer, peaks);
+      const int failures = bench_group_norm_variants(cases["group_norm_silu"], timer, peaks);
+      if (failures > 0) {
+        std::fprintf(stderr, "bench-kernels: %d GroupNorm tilings differ from the production kernel by over 1e-5\n",
+                     failures);
+        return 1;
+      }
       return 0;
     }
     bench_group_norm(cases["group_norm_silu"], timer, rep);
@@ -319,20 +326,61 @@ void bench_group_norm(const json& cases, bench::Timer& timer, const Reporter& re
   }
 }
 
+// Largest |a - b| over two device tensors of one shape, divided by max(1, max |b|) when
+// `relative` (for sums of many terms, whose absolute rounding grows with their size). NaN
+// counts as infinitely far.
+double max_diff(const Tensor& a, const Tensor& b, bool relative = false) {
+  const Tensor ha = a.cpu(), hb = b.cpu();
+  const float *pa = ha.data<float>(), *pb = hb.data<float>();
+  double worst = 0, scale = 1;
+  bool nan = false;
+  for (std::int64_t i = 0; i < ha.numel(); ++i) {
+    const double d = std::fabs(static_cast<double>(pa[i]) - pb[i]);
+    if (std::isnan(d)) nan = true;
+    else worst = std::max(worst, d);
+    scale = std::max(scale, std::fabs(static_cast<double>(pb[i])));
+  }
+  if (nan) return HUGE_VAL;
+  return relative ? worst / scale : worst;
+}
+
 // Tuning aid (--gn-variants): the slab kernels (kernels/cuda/group_norm_slab.h) with register
-// and shared-memory slices at every pixels-per-thread count their plan could take, K = ceil(HW / (32 items)) blocks per
-// cluster (K <= 8), one text line each; the production plan is marked with '*'.
-void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
+// and shared-memory slices at every pixels-per-thread count their plan could take, with
+// 32-channel spans (the plan's) and 16-channel spans (a variant, marked "span=16"), K =
+// ceil(HW / pix) blocks per cluster (K <= 8), one text line each; the production plan is
+// marked with '*'. Each line also gives the largest difference from the production kernel's
+// outputs (forward: y, mean, rstd; backward: dx, and the per-(n, c) sums of dz and dz * xhat
+// relative to their size), with "FAIL" past 1e-5. Returns the number of failing tilings.
+int bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peaks& peaks) {
+  constexpr double kTolerance = 1e-5;
+  int failures = 0;
   for (const json& c : cases) {
     GroupNormCase k(c);
     const std::int64_t n = k.n, hw = k.hw, ch = k.ch, g = k.g;
     Tensor &x = k.x, &dy = k.dy, &gamma = k.gamma, &beta = k.beta, &y = k.y, &dx = k.dx, &mean = k.mean,
            &rstd = k.rstd;
     Tensor sdz = Tensor::empty({n, ch}, DType::f32, Device::cuda()), sdzx = sdz.clone();
+    // The production kernel's outputs; its mean and rstd are also the backward's inputs.
+    Tensor y_ref = y.clone(), mean_ref = mean.clone(), rstd_ref = rstd.clone(), dx_ref = dx.clone();
+    Tensor sdz_ref = sdz.clone(), sdzx_ref = sdz.clone();
+    cuda::group_norm_forward(x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                             y_ref.data<float>(), mean_ref.data<float>(), rstd_ref.data<float>(), n, hw, ch, g, 1e-5f,
+                             true, cuda::stream());
     const double elems = static_cast<double>(x.numel());
     for (bool backward : {false, true}) {
       const cuda::gn_slab::Plan chosen = cuda::gn_slab::plan(hw, ch, g, backward);
       if (!chosen.ok) continue;
+      auto run = [&](const cuda::gn_slab::Plan& p, Tensor& out, Tensor& m, Tensor& r, Tensor& s1, Tensor& s2) {
+        if (!backward)
+          cuda::gn_slab::forward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                                 out.data<float>(), m.data<float>(), r.data<float>(), n, hw, ch, g, 1e-5f, true,
+                                 cuda::stream());
+        else
+          cuda::gn_slab::backward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
+                                  mean_ref.data<float>(), rstd_ref.data<float>(), dy.data<float>(), out.data<float>(),
+                                  s1.data<float>(), s2.data<float>(), n, hw, ch, g, true, cuda::stream());
+      };
+      if (backward) run(chosen, dx_ref, mean_ref, rstd_ref, sdz_ref, sdzx_ref);  // forward: y_ref above
       // Copies moving the same bytes (forward x -> y: 8 per element; backward also half of dy
       // -> dx: 12): the ceiling at this size, launch and tail included.
       const double copy_ms = timer.median_ms([&] {
@@ -344,44 +392,39 @@ void bench_group_norm_variants(const json& cases, bench::Timer& timer, const Pea
                   backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
                   static_cast<long long>(ch), copy_ms,
                   100 * (backward ? 12 : 8) * elems / (copy_ms * 1e6) / peaks.copy_gbps);
-      for (int variant = 0; variant < 10; ++variant) {
-        const int items = 1 << (variant / 2);
-        const bool staged = variant % 2 == 1;  // slices in shared memory, else in registers
-        if (backward && items > 8) continue;
-        cuda::gn_slab::Plan p = chosen;
-        p.staged = staged;
-        p.items = items;
-        p.pix = 32 * items;
-        p.blocks_k = static_cast<int>((hw + p.pix - 1) / p.pix);
-        if (p.blocks_k > 8 || (items > 1 && 32 * (items / 2) >= hw)) continue;
-        const double ms = timer.median_ms([&] {
-          if (!backward)
-            cuda::gn_slab::forward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
-                                   y.data<float>(), mean.data<float>(), rstd.data<float>(), n, hw, ch, g, 1e-5f, true,
-                                   cuda::stream());
-          else
-            cuda::gn_slab::backward(p, x.data<float>(), gamma.data<float>(), beta.data<float>(), nullptr, nullptr,
-                                    mean.data<float>(), rstd.data<float>(), dy.data<float>(), dx.data<float>(),
-                                    sdz.data<float>(), sdzx.data<float>(), n, hw, ch, g, true, cuda::stream());
-        });
-        const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
-        const bool is_chosen = items == chosen.items && staged == chosen.staged;
-        // Waves: work items over resident clusters. With w = items / resident, the last wave
-        // is fractional, and a launch of ceil(w) equal waves runs at best at w / ceil(w) of
-        // the full-device rate (the "wave efficiency"; the tail-effect hypothesis of
-        // docs/PERFORMANCE.md predicts the C=128 forward's gap from it).
-        const cuda::gn_slab::Residency res = cuda::gn_slab::residency(p, backward, n, ch);
-        const double waves = static_cast<double>(res.work_items) / std::max(res.resident, 1);
-        std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)"
-                    "  resident %d of %lld: %.2f waves (%.0f%% wave efficiency)\n",
-                    backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
-                    static_cast<long long>(ch), static_cast<long long>(g),
-                    staged ? "shared" : "registers", items, p.blocks_k,
-                    is_chosen ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps, res.resident,
-                    static_cast<long long>(res.work_items), waves, 100 * waves / std::ceil(waves));
+      for (int span : {32, 16}) {
+        for (int variant = 0; variant < 10; ++variant) {
+          const int items = 1 << (variant / 2);
+          const bool staged = variant % 2 == 1;  // slices in shared memory, else in registers
+          const cuda::gn_slab::Plan p = cuda::gn_slab::tiling(hw, ch, g, backward, span, items, staged);
+          if (!p.ok || (items > 1 && p.pix / 2 >= hw)) continue;  // (half the items would do in one block)
+          const double ms = timer.median_ms([&] { run(p, backward ? dx : y, mean, rstd, sdz, sdzx); });
+          const double diff = backward ? std::max({max_diff(dx, dx_ref), max_diff(sdz, sdz_ref, true),
+                                                   max_diff(sdzx, sdzx_ref, true)})
+                                       : std::max({max_diff(y, y_ref), max_diff(mean, mean_ref),
+                                                   max_diff(rstd, rstd_ref)});
+          const bool fail = !(diff <= kTolerance);
+          failures += fail ? 1 : 0;
+          const double gbps = (backward ? 12 : 8) * elems / (ms * 1e6);
+          const bool is_chosen = span == chosen.span && items == chosen.items && staged == chosen.staged;
+          // Waves: work items over resident clusters. With w = items / resident, the last wave
+          // is fractional, and a launch of ceil(w) equal waves runs at best at w / ceil(w) of
+          // the full-device rate (the "wave efficiency"; the tail-effect hypothesis of
+          // docs/PERFORMANCE.md predicts the C=128 forward's gap from it).
+          const cuda::gn_slab::Residency res = cuda::gn_slab::residency(p, backward, n, ch);
+          const double waves = static_cast<double>(res.work_items) / std::max(res.resident, 1);
+          std::printf("gn %s n=%lld hw=%lld c=%lld g=%lld %-9s items=%2d K=%d%s  %.4f ms  %6.0f GB/s (%4.1f%% of copy)"
+                      "  resident %d of %lld: %.2f waves (%.0f%% wave efficiency)  max|diff| %.1e%s%s\n",
+                      backward ? "bwd" : "fwd", static_cast<long long>(n), static_cast<long long>(hw),
+                      static_cast<long long>(ch), static_cast<long long>(g), staged ? "shared" : "registers", items,
+                      p.blocks_k, is_chosen ? "*" : " ", ms, gbps, 100 * gbps / peaks.copy_gbps, res.resident,
+                      static_cast<long long>(res.work_items), waves, 100 * waves / std::ceil(waves), diff,
+                      span == 16 ? "  span=16" : "", fail ? "  <<< FAIL: differs from the production kernel" : "");
+        }
       }
     }
   }
+  return failures;
 }
 
 }  // namespace

@@ -9,12 +9,14 @@
 // Tiling. In NHWC one group (n, g) is Cg contiguous channels at each of the HW pixels, C
 // floats apart: at Cg = 4 or 8 a group touches 16 or 32 bytes of every 128-byte line. A block
 // that owns one group therefore reads scattered 32-byte sectors, and the four blocks sharing
-// a line fetch it at different times. Here a block owns a 32-channel span instead (one full
-// 128-byte line per pixel, 32 / Cg whole groups) and a range of `pix` pixels:
-//   * 256 threads = 32 pixel rows x 8 float4 vectors; a warp loads 4 pixels x 128 bytes, 4
-//     whole lines per instruction; thread t keeps vector cv = t % 8 (4 channels, one group)
-//     for all its ITEMS pixels p = row + k * 32, so gamma, beta, scale, shift are loaded once.
-//   * pix = 32 * ITEMS pixels per block; the HW pixels of a sample are split over K =
+// a line fetch it at different times. Here a block owns a SPAN-channel span instead (SPAN =
+// 32: one full 128-byte line per pixel; the production plan) holding SPAN / Cg whole groups,
+// and a range of `pix` pixels:
+//   * 256 threads = kRows pixel rows x kVecs = SPAN / 4 float4 vectors (32 x 8 at span 32);
+//     a warp loads 32 / kVecs pixels x SPAN * 4 bytes (4 whole lines per instruction at span
+//     32); thread t keeps vector cv = t % kVecs (4 channels, one group) for all its ITEMS
+//     pixels p = row + k * kRows, so gamma, beta, scale, shift are loaded once.
+//   * pix = kRows * ITEMS pixels per block; the HW pixels of a sample are split over K =
 //     ceil(HW / pix) blocks that form one thread-block cluster (sm_90, K <= 8). The cluster
 //     combines the blocks' partial statistics through distributed shared memory: each block
 //     reads the K partials in rank order, so every block gets bit-identical totals and the
@@ -26,7 +28,16 @@
 //     registers, 2 blocks); in shared memory 32 KiB (forward, 48 registers, 5 blocks) or
 //     64 KiB (backward, 72 registers, 3 blocks) per block (ptxas, sm_90). Several resident
 //     blocks let one block's reductions overlap the loads of the others, which is why the
-//     shared-memory slices win wherever a cluster barrier stalls each block (see plan()).
+//     shared-memory slices win wherever a cluster barrier stalls each block (the plan:
+//     group_norm_slab_plan.cpp).
+//   * Span 16 (a variant for bench-kernels --gn-variants, never chosen by plan(); tests reach
+//     it through set_tiling): 256 threads = 64 rows x 4 vectors, a warp loads 8 pixels x 64
+//     bytes (two full 32-byte sectors each), and the two halves of a 128-byte line belong to
+//     the blocks of adjacent work items (n, s) and (n, s + 1), launched one after the other.
+//     At the same pixels per block it launches twice the blocks, each with half the bytes
+//     (4 items: 256 pixels, 16 KiB of x; 48 registers, ptxas sm_90): a finer last wave, the
+//     lever docs/PERFORMANCE.md proposes for 32x32 C=128, unmeasured so far. Needs C % 16 == 0
+//     and Cg in {4, 8, 16}.
 //
 // Statistics (forward), exact and without E[x^2] - E[x]^2 cancellation:
 //   block b: mean_b = sum x / n_b, then M2_b = sum (x - mean_b)^2 from the registers;
@@ -56,28 +67,17 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int kSpan = 32;                    // channels per block: one 128-byte line per pixel
-constexpr int kVecs = kSpan / 4;             // float4 vectors per pixel span
-constexpr int kThreads = 256;                //
-constexpr int kRows = kThreads / kVecs;      // pixel rows per pass of the block (32)
-constexpr int kWarps = kThreads / 32;        //
-constexpr int kMaxGroups = kSpan / 4;        // groups per span at Cg = 4
-constexpr int kMaxCluster = 8;               // portable cluster size limit
-// Preferred pixels per thread. Measured on an H100 (bench-kernels --gn-variants, batch 128,
-// 32 groups, 2026-11-23): 8 beats 4 everywhere it applies (32x32 C=128 forward 0.070 vs
-// 0.077 ms, backward 0.105 vs 0.111; 32x32 C=256 0.134 vs 0.145 and 0.193 vs 0.208; 16x16
-// C=256, where 8 means one block per sample and no cluster, 0.031 vs 0.039 and 0.050 vs
-// 0.057), and 16 (clusters of 2) loses at 32x32 (0.094 ms forward at C=128).
-constexpr int kFwdItems = 8, kFwdMaxItems = 16;
-constexpr int kBwdItems = 8, kBwdMaxItems = 8;
-// Where the plan keeps the slices. Measured on an H100 (bench-kernels --gn-variants, batch
-// 128, 2026-11-23, three runs; docs/PERFORMANCE.md): shared memory wins the backward (32x32
-// C=256: 0.166 vs 0.192 ms; 16x16 C=256: 0.046 vs 0.050; 8x8 C=512 a tie) and the clustered
-// forward (32x32 C=128: 0.063 vs 0.069; C=256: 0.114 vs 0.129); the one-block forward (16x16
-// C=256, no cluster barrier to hide) is a tie (0.0306 vs 0.0305 ms), and keeps registers.
-bool staged_choice(bool backward, int blocks_k) { return backward || blocks_k > 1; }
+constexpr int kWarps = kThreads / 32;
 
-Staging g_staging = Staging::automatic;  // set_staging (tests)
+// The lane layout of a block owning a SPAN-channel span (SPAN = 32, or the 16 variant).
+template <int SPAN>
+struct Layout {
+  static_assert(SPAN == 16 || SPAN == 32, "group_norm_slab: span 16 or 32");
+  static constexpr int kVecs = SPAN / 4;            // float4 vectors per pixel span (8 or 4)
+  static constexpr int kRows = kThreads / kVecs;    // pixel rows per pass of the block (32 or 64)
+  static constexpr int kMaxGroups = SPAN / 4;       // groups per span at Cg = 4
+};
+
 
 struct FwdArgs {
   const float *x, *gamma, *beta, *scale, *shift;  // scale, shift null without AdaGN
@@ -188,22 +188,33 @@ constexpr int min_blocks(int items, bool backward, bool staged) {
 
 extern __shared__ float4 gn_slab_dynamic[];  // the SmemSlice storage (none for RegSlice)
 
-// Lane l of a warp holds vector cv = l % 8 of pixel row l / 8. Sums v over the lanes of the
-// same group: the 4 rows (lane bits 3 and 4), then the vpg = Cg / 4 adjacent vectors of the
-// group (the low lane bits). Butterfly: every lane ends with the same, order-fixed sum.
+// Sums v over the pixel rows a warp holds: lane l holds vector cv = l % kVecs of row
+// l / kVecs, so the rows differ in the lane bits from log2(kVecs) up (xor 8, 16 at span 32:
+// 4 rows; xor 4, 8, 16 at span 16: 8 rows). Butterfly: every lane ends with the same sum.
+template <int SPAN>
+__device__ __forceinline__ float warp_row_sum(float v) {
+#pragma unroll
+  for (int o = Layout<SPAN>::kVecs; o < 32; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sums v over the lanes of the same group: the warp's rows, then the vpg = Cg / 4 adjacent
+// vectors of the group (the low lane bits, vpg <= kVecs). Every lane ends with the same,
+// order-fixed sum.
+template <int SPAN>
 __device__ __forceinline__ float group_lane_sum(float v, int vpg) {
-  v += __shfl_xor_sync(0xffffffffu, v, 8);
-  v += __shfl_xor_sync(0xffffffffu, v, 16);
+  v = warp_row_sum<SPAN>(v);
   for (int o = 1; o < vpg; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
 // Block-wide sum per group: warp sums to part[warp][group], then each thread adds the
 // kWarps partials of its group in warp order. Ends with part free for reuse.
-__device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float (*part)[kMaxGroups]) {
+template <int SPAN>
+__device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float (*part)[Layout<SPAN>::kMaxGroups]) {
   const int lane = threadIdx.x & 31;
-  v = group_lane_sum(v, vpg);
-  if (lane < kVecs && lane % vpg == 0) part[threadIdx.x >> 5][lane / vpg] = v;
+  v = group_lane_sum<SPAN>(v, vpg);
+  if (lane < Layout<SPAN>::kVecs && lane % vpg == 0) part[threadIdx.x >> 5][lane / vpg] = v;
   __syncthreads();
   float s = 0.f;
 #pragma unroll
@@ -214,7 +225,7 @@ __device__ __forceinline__ float block_group_sum(float v, int vpg, int gl, float
 
 // ---------------------------------------------------------------------------------------
 // Forward: block (n, span s, rank) normalizes pixels [rank * pix, rank * pix + pix) of the
-// span's 32 / Cg groups. Grid: N * (C / 32) * K blocks, clusters of K consecutive blocks.
+// span's SPAN / Cg groups. Grid: N * (C / SPAN) * K blocks, clusters of K consecutive blocks.
 // (A persistent variant, double-buffered so that the next slab's reads fly while this one is
 // reduced and written, was measured slower at every benchmark shape: docs/PERFORMANCE.md.)
 struct FwdItem {  // what block `rank` of the cluster for work item (n, span s) owns
@@ -222,25 +233,26 @@ struct FwdItem {  // what block `rank` of the cluster for work item (n, span s) 
   int s, rank, npix;       // span; block rank; pixels this block owns (>= 1: K = ceil(HW / pix))
 };
 
+template <int SPAN>
 __device__ __forceinline__ FwdItem fwd_item(const FwdArgs& a, std::int64_t w, int rank) {
-  const int spans = static_cast<int>(a.C / kSpan);
+  const int spans = static_cast<int>(a.C / SPAN);
   FwdItem it;
   it.n = w / spans;
   it.s = static_cast<int>(w - it.n * spans);
   it.rank = rank;
-  it.c = static_cast<std::int64_t>(it.s) * kSpan + (threadIdx.x % kVecs) * 4;
+  it.c = static_cast<std::int64_t>(it.s) * SPAN + (threadIdx.x % Layout<SPAN>::kVecs) * 4;
   const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
   it.npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));
   it.off = (it.n * a.HW + p0) * a.C + it.c;
   return it;
 }
 
-template <int ITEMS, class S>
+template <int SPAN, int ITEMS, class S>
 __device__ __forceinline__ void fetch_slab(const FwdArgs& a, const FwdItem& it, S& v) {
-  const int row = threadIdx.x / kVecs;
+  const int row = threadIdx.x / Layout<SPAN>::kVecs;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
-    const int p = row + k * kRows;
+    const int p = row + k * Layout<SPAN>::kRows;
     if (p < it.npix)
       v.fetch(k, a.x + it.off + static_cast<std::int64_t>(p) * a.C);
     else
@@ -261,12 +273,13 @@ __device__ __forceinline__ void fetch_parameters(const FwdArgs& a, const FwdItem
 
 // Statistics of the slab in v (landed), merged over the cluster through xch, then y.
 // params_late: fetch gamma, beta, scale, shift after the reductions (fewer live registers).
-template <int ITEMS, class S>
+template <int SPAN, int ITEMS, class S>
 __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& it, S& v, float gs[4], float B[4],
                                                bool params_late, float2* xch, float2* stat,
-                                               float (*part)[kMaxGroups]) {
+                                               float (*part)[Layout<SPAN>::kMaxGroups]) {
+  constexpr int kVecs = Layout<SPAN>::kVecs, kRows = Layout<SPAN>::kRows;
   const int t = threadIdx.x, cv = t % kVecs, row = t / kVecs;
-  const int vpg = a.cg / 4, gpb = kSpan / a.cg, gl = cv / vpg;
+  const int vpg = a.cg / 4, gpb = SPAN / a.cg, gl = cv / vpg;
   float sum = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
@@ -274,7 +287,7 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
     sum += (e.x + e.y) + (e.z + e.w);
   }
   const float cnt = static_cast<float>(it.npix) * static_cast<float>(a.cg);
-  const float mean_b = block_group_sum(sum, vpg, gl, part) / cnt;
+  const float mean_b = block_group_sum<SPAN>(sum, vpg, gl, part) / cnt;
   float sq = 0.f;
 #pragma unroll
   for (int k = 0; k < ITEMS; ++k) {
@@ -287,9 +300,9 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
       }
     }
   }
-  const float m2_b = block_group_sum(sq, vpg, gl, part);
+  const float m2_b = block_group_sum<SPAN>(sq, vpg, gl, part);
 
-  // Threads 0..7 with cv a group's first vector hold that group's block statistics.
+  // Threads 0..kVecs-1 with cv a group's first vector hold that group's block statistics.
   const bool group_head = t < kVecs && cv % vpg == 0;
   if (a.K == 1) {
     if (group_head) stat[gl] = make_float2(mean_b, 1.f / sqrtf(m2_b / cnt + a.eps));
@@ -341,37 +354,39 @@ __device__ __forceinline__ void normalize_slab(const FwdArgs& a, const FwdItem& 
   }
 }
 
-template <int ITEMS, bool STAGED>
+template <int SPAN, int ITEMS, bool STAGED>
 __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, false, STAGED)) gn_slab_forward(FwdArgs a) {
+  constexpr int kMaxGroups = Layout<SPAN>::kMaxGroups;
   __shared__ float part[kWarps][kMaxGroups];
   __shared__ float2 xch[kMaxGroups];   // this block's (mean_b, M2_b), read by the cluster
   __shared__ float2 stat[kMaxGroups];  // the groups' (mean, rstd)
-  const FwdItem it = fwd_item(a, blockIdx.x / a.K, static_cast<int>(blockIdx.x % a.K));
+  const FwdItem it = fwd_item<SPAN>(a, blockIdx.x / a.K, static_cast<int>(blockIdx.x % a.K));
   Slice<ITEMS, STAGED> v(gn_slab_dynamic);  // [ITEMS pixels][4 channels] of x
-  fetch_slab<ITEMS>(a, it, v);
+  fetch_slab<SPAN, ITEMS>(a, it, v);
   // The register kernels fetch the parameters while the slab loads; the staged ones after
   // the reductions, to keep their register count down.
   float gs[4], B[4];
   if (!STAGED) fetch_parameters(a, it, gs, B);
   v.wait();
-  normalize_slab<ITEMS>(a, it, v, gs, B, STAGED, xch, stat, part);
+  normalize_slab<SPAN, ITEMS>(a, it, v, gs, B, STAGED, xch, stat, part);
   if (a.K > 1) cluster_wait();  // keep xch alive until every peer has read it
 }
 
 // ---------------------------------------------------------------------------------------
 // Backward: same blocks and clusters as the forward; x (as xhat) and dz stay in registers.
-template <int ITEMS, bool STAGED>
+template <int SPAN, int ITEMS, bool STAGED>
 __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_slab_backward(BwdArgs a) {
-  __shared__ float part[kWarps][2][kSpan];  // per-warp channel partials of dz, dz * xhat
-  __shared__ float chan[2][kSpan];          // this block's channel partials, read by the cluster
-  __shared__ float grp[2][kMaxGroups];      // m1, m2 of each group
+  constexpr int kVecs = Layout<SPAN>::kVecs, kRows = Layout<SPAN>::kRows;
+  __shared__ float part[kWarps][2][SPAN];                // per-warp channel partials of dz, dz * xhat
+  __shared__ float chan[2][SPAN];                        // this block's channel partials, read by the cluster
+  __shared__ float grp[2][Layout<SPAN>::kMaxGroups];     // m1, m2 of each group
   const int t = threadIdx.x, lane = t & 31, warp = t >> 5, cv = t % kVecs, row = t / kVecs;
-  const int spans = static_cast<int>(a.C / kSpan), gpb = kSpan / a.cg, gl = cv * 4 / a.cg;
+  const int spans = static_cast<int>(a.C / SPAN), gpb = SPAN / a.cg, gl = cv * 4 / a.cg;
   const std::int64_t blk = blockIdx.x / a.K;
   const int rank = static_cast<int>(blockIdx.x - blk * a.K);
   const std::int64_t n = blk / spans;
   const int s = static_cast<int>(blk - n * spans);
-  const std::int64_t cspan = static_cast<std::int64_t>(s) * kSpan, c = cspan + cv * 4;
+  const std::int64_t cspan = static_cast<std::int64_t>(s) * SPAN, c = cspan + cv * 4;
   const std::int64_t p0 = static_cast<std::int64_t>(rank) * a.pix;
   const int npix = static_cast<int>(std::min<std::int64_t>(a.pix, a.HW - p0));
   const std::int64_t off = (n * a.HW + p0) * a.C + c;
@@ -386,9 +401,12 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_
     w[i] = s1 * a.gamma[c + i];
     b[i] = s1 * a.beta[c + i] + (a.shift ? a.shift[n * a.C + c + i] : 0.f);
   }
-  // Warp 0 lane j: w_j = (1 + scale_j) gamma_j of span channel j, for the group sums below.
-  const float w_lane = warp == 0 ? (a.scale ? 1.f + a.scale[n * a.C + cspan + lane] : 1.f) * a.gamma[cspan + lane]
-                                 : 0.f;
+  // Warp 0 lane j < SPAN: w_j = (1 + scale_j) gamma_j of span channel j, for the group sums
+  // below (lanes 16..31 at span 16 own no channel and carry zeros).
+  const bool lane_channel = lane < SPAN;
+  const float w_lane = warp == 0 && lane_channel
+                           ? (a.scale ? 1.f + a.scale[n * a.C + cspan + lane] : 1.f) * a.gamma[cspan + lane]
+                           : 0.f;
 
   // xhat and dz = dy * act'(z) of the thread's elements (read as x and dy).
   using S = Slice<ITEMS, STAGED>;
@@ -422,24 +440,23 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_
     xh[k] = xk;
     dz[k] = dk;
   }
-  // Channel partials: sum over the warp's 4 rows (lane bits 3, 4), then over warps.
+  // Channel partials: sum over the warp's rows (warp_row_sum), then over warps.
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    sd[i] += __shfl_xor_sync(0xffffffffu, sd[i], 8);
-    sd[i] += __shfl_xor_sync(0xffffffffu, sd[i], 16);
-    sdx[i] += __shfl_xor_sync(0xffffffffu, sdx[i], 8);
-    sdx[i] += __shfl_xor_sync(0xffffffffu, sdx[i], 16);
+    sd[i] = warp_row_sum<SPAN>(sd[i]);
+    sdx[i] = warp_row_sum<SPAN>(sdx[i]);
   }
   if (lane < kVecs) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) part[warp][0][lane * 4 + i] = sd[i], part[warp][1][lane * 4 + i] = sdx[i];
   }
   __syncthreads();
-  if (t < 2 * kSpan) {  // warp 0: dz sums, warp 1: dz * xhat sums, channel = lane
+  if (t < 2 * SPAN) {  // threads 0..SPAN-1: dz sums, SPAN..2 SPAN-1: dz * xhat sums (warps 0, 1 at span 32)
+    const int which = t / SPAN, ch = t % SPAN;
     float acc = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) acc += part[w][warp][lane];
-    chan[warp][lane] = acc;
+    for (int w = 0; w < kWarps; ++w) acc += part[w][which][ch];
+    chan[which][ch] = acc;
   }
   if (a.K > 1)
     cluster_sync();  // every block's chan is written
@@ -447,22 +464,22 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_
     __syncthreads();
   if (warp == 0) {
     float S1 = 0.f, S2 = 0.f;  // sums over all HW pixels of channel cspan + lane, in rank order
-    for (int q = 0; q < a.K; ++q) {
+    for (int q = 0; q < a.K && lane_channel; ++q) {
       const float* peer = a.K > 1 ? cluster_peer(&chan[0][0], q) : &chan[0][0];
       S1 += peer[lane];
-      S2 += peer[kSpan + lane];
+      S2 += peer[SPAN + lane];
     }
-    if (rank == 0) {
+    if (rank == 0 && lane_channel) {
       a.sum_dz[n * a.C + cspan + lane] = S1;
       a.sum_dz_xhat[n * a.C + cspan + lane] = S2;
     }
     float g1 = w_lane * S1, g2 = w_lane * S2;
-    for (int o = 1; o < a.cg; o <<= 1) {  // butterfly over the Cg lanes of the group
+    for (int o = 1; o < a.cg; o <<= 1) {  // butterfly over the Cg lanes of the group (all 32 lanes take part)
       g1 += __shfl_xor_sync(0xffffffffu, g1, o);
       g2 += __shfl_xor_sync(0xffffffffu, g2, o);
     }
     const float M = static_cast<float>(a.HW) * static_cast<float>(a.cg);
-    if (lane % a.cg == 0) grp[0][lane / a.cg] = g1 / M, grp[1][lane / a.cg] = g2 / M;
+    if (lane_channel && lane % a.cg == 0) grp[0][lane / a.cg] = g1 / M, grp[1][lane / a.cg] = g2 / M;
   }
   if (a.K > 1) cluster_arrive();  // done reading the peers' chan
   __syncthreads();
@@ -481,6 +498,8 @@ __global__ void __launch_bounds__(kThreads, min_blocks(ITEMS, true, STAGED)) gn_
   if (a.K > 1) cluster_wait();  // keep chan alive until every peer has read it
 }
 
+}  // namespace
+
 // ---------------------------------------------------------------------------------------
 // Host side.
 
@@ -492,11 +511,13 @@ bool clusters_available() {
     DDPM_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, current_device()));
     if (!supported) return false;
     cudaFuncAttributes fa{};
-    DDPM_CUDA_CHECK(cudaFuncGetAttributes(&fa, gn_slab_forward<kFwdItems, false>));
+    DDPM_CUDA_CHECK(cudaFuncGetAttributes(&fa, gn_slab_forward<32, 8, false>));
     return fa.ptxVersion >= 90 && fa.binaryVersion >= 90;
   }();
   return ok;
 }
+
+namespace {
 
 // Dynamic shared memory beyond the default 48 KiB per block must be opted into per kernel.
 template <class Args>
@@ -537,61 +558,60 @@ void launch(void (*kernel)(Args), std::int64_t blocks, int K, std::size_t smem, 
   DDPM_LAUNCH_CHECK(name);
 }
 
-// The kernel instantiation for a plan: pixels per thread and where the slice lives.
+// The kernel instantiation for a plan: channels per block, pixels per thread and where the
+// slice lives (null where none is compiled).
 using ForwardKernel = void (*)(FwdArgs);
 using BackwardKernel = void (*)(BwdArgs);
-ForwardKernel forward_kernel(const Plan& p) {
-  switch (p.items * 2 + (p.staged ? 1 : 0)) {
-    case 2: return gn_slab_forward<1, false>;
-    case 3: return gn_slab_forward<1, true>;
-    case 4: return gn_slab_forward<2, false>;
-    case 5: return gn_slab_forward<2, true>;
-    case 8: return gn_slab_forward<4, false>;
-    case 9: return gn_slab_forward<4, true>;
-    case 16: return gn_slab_forward<8, false>;
-    case 17: return gn_slab_forward<8, true>;
-    case 32: return gn_slab_forward<16, false>;
-    case 33: return gn_slab_forward<16, true>;
-    default: DDPM_THROW(ValueError, "group_norm: no slab forward kernel for " << p.items << " items");
+static_assert(kFwdMaxItems == 16 && kBwdMaxItems == 8, "the instances below cover 1..16 and 1..8 items");
+template <int SPAN, bool STAGED>
+ForwardKernel forward_instance(int items) {
+  switch (items) {
+    case 1: return gn_slab_forward<SPAN, 1, STAGED>;
+    case 2: return gn_slab_forward<SPAN, 2, STAGED>;
+    case 4: return gn_slab_forward<SPAN, 4, STAGED>;
+    case 8: return gn_slab_forward<SPAN, 8, STAGED>;
+    case 16: return gn_slab_forward<SPAN, 16, STAGED>;
+    default: return nullptr;
   }
 }
-BackwardKernel backward_kernel(const Plan& p) {
-  switch (p.items * 2 + (p.staged ? 1 : 0)) {
-    case 2: return gn_slab_backward<1, false>;
-    case 3: return gn_slab_backward<1, true>;
-    case 4: return gn_slab_backward<2, false>;
-    case 5: return gn_slab_backward<2, true>;
-    case 8: return gn_slab_backward<4, false>;
-    case 9: return gn_slab_backward<4, true>;
-    case 16: return gn_slab_backward<8, false>;
-    case 17: return gn_slab_backward<8, true>;
-    default: DDPM_THROW(ValueError, "group_norm: no slab backward kernel for " << p.items << " items");
+template <int SPAN, bool STAGED>
+BackwardKernel backward_instance(int items) {
+  switch (items) {
+    case 1: return gn_slab_backward<SPAN, 1, STAGED>;
+    case 2: return gn_slab_backward<SPAN, 2, STAGED>;
+    case 4: return gn_slab_backward<SPAN, 4, STAGED>;
+    case 8: return gn_slab_backward<SPAN, 8, STAGED>;
+    default: return nullptr;
   }
+}
+ForwardKernel forward_kernel(const Plan& p) {
+  const bool s16 = p.span == 16;
+  const ForwardKernel k = p.staged ? (s16 ? forward_instance<16, true> : forward_instance<32, true>)(p.items)
+                                   : (s16 ? forward_instance<16, false> : forward_instance<32, false>)(p.items);
+  if (!k) DDPM_THROW(ValueError, "group_norm: no slab forward kernel for span " << p.span << ", items " << p.items);
+  return k;
+}
+BackwardKernel backward_kernel(const Plan& p) {
+  const bool s16 = p.span == 16;
+  const BackwardKernel k = p.staged ? (s16 ? backward_instance<16, true> : backward_instance<32, true>)(p.items)
+                                    : (s16 ? backward_instance<16, false> : backward_instance<32, false>)(p.items);
+  if (!k) DDPM_THROW(ValueError, "group_norm: no slab backward kernel for span " << p.span << ", items " << p.items);
+  return k;
+}
+
+// A caller's plan must fit the shape it is launched on (the sweep and the tests build plans
+// for shapes of their own).
+void check_fits(const Plan& p, std::int64_t HW, std::int64_t C, std::int64_t G, const char* op) {
+  DDPM_CHECK(p.ok, "group_norm: slab " << op << " called with an ineligible plan");
+  // The kernel's rows and items cover pix pixels, and each block of the cluster owns some.
+  const std::int64_t pix = p.pix;
+  DDPM_CHECK(G > 0 && C % p.span == 0 && C % G == 0 && p.span % (C / G) == 0 && pix == rows_for(p.span) * p.items &&
+                 pix * p.blocks_k >= HW && pix * (p.blocks_k - 1) < HW,
+             "group_norm: slab " << op << " plan (span " << p.span << ", " << p.pix << " pixels x " << p.blocks_k
+                                 << " blocks) does not fit HW = " << HW << ", C = " << C << ", G = " << G);
 }
 
 }  // namespace
-
-Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward) {
-  Plan p;
-  if (HW <= 0 || C % kSpan != 0 || C % G != 0) return p;
-  const std::int64_t cg = C / G;
-  if (cg < 4 || kSpan % cg != 0) return p;  // Cg in {4, 8, 16, 32}
-  const int pref = backward ? kBwdItems : kFwdItems, most = backward ? kBwdMaxItems : kFwdMaxItems;
-  const int max_k = clusters_available() ? kMaxCluster : 1;
-  int items = 1;
-  while (items < pref && static_cast<std::int64_t>(kRows) * items < HW) items *= 2;
-  auto blocks_for = [&](int it) { return (HW + kRows * it - 1) / (kRows * it); };
-  while (blocks_for(items) > max_k && items < most) items *= 2;
-  if (blocks_for(items) > max_k) return p;
-  p.ok = true;
-  p.items = items;
-  p.blocks_k = static_cast<int>(blocks_for(items));
-  p.pix = kRows * items;
-  p.staged = g_staging == Staging::automatic ? staged_choice(backward, p.blocks_k) : g_staging == Staging::shared;
-  return p;
-}
-
-void set_staging(Staging s) { g_staging = s; }
 
 std::size_t Plan::smem_bytes(bool backward) const {
   return staged ? static_cast<std::size_t>(backward ? 2 : 1) * items * kThreads * sizeof(float4) : 0;
@@ -600,10 +620,10 @@ std::size_t Plan::smem_bytes(bool backward) const {
 void forward(const Plan& p, const float* x, const float* gamma, const float* beta, const float* scale,
              const float* shift, float* y, float* mean, float* rstd, std::int64_t N, std::int64_t HW, std::int64_t C,
              std::int64_t G, float eps, bool silu, cudaStream_t stream) {
-  DDPM_CHECK(p.ok, "group_norm: slab forward called with an ineligible plan");
+  check_fits(p, HW, C, G, "forward");
   const FwdArgs a{x,  gamma, beta, scale, shift, y, mean, rstd, HW, C, static_cast<int>(G), static_cast<int>(C / G),
                   p.blocks_k, p.pix, eps, silu};
-  launch(forward_kernel(p), N * (C / kSpan) * p.blocks_k, p.blocks_k, p.smem_bytes(false), a, stream,
+  launch(forward_kernel(p), N * (C / p.span) * p.blocks_k, p.blocks_k, p.smem_bytes(false), a, stream,
          "group_norm_slab_forward");
 }
 
@@ -611,17 +631,17 @@ void backward(const Plan& p, const float* x, const float* gamma, const float* be
               const float* shift, const float* mean, const float* rstd, const float* dy, float* dx, float* sum_dz,
               float* sum_dz_xhat, std::int64_t N, std::int64_t HW, std::int64_t C, std::int64_t G, bool silu,
               cudaStream_t stream) {
-  DDPM_CHECK(p.ok, "group_norm: slab backward called with an ineligible plan");
+  check_fits(p, HW, C, G, "backward");
   const BwdArgs a{x,  gamma, beta, scale, shift, mean, rstd, dy, dx, sum_dz, sum_dz_xhat, HW, C, static_cast<int>(G),
                   static_cast<int>(C / G), p.blocks_k, p.pix, silu};
-  launch(backward_kernel(p), N * (C / kSpan) * p.blocks_k, p.blocks_k, p.smem_bytes(true), a, stream,
+  launch(backward_kernel(p), N * (C / p.span) * p.blocks_k, p.blocks_k, p.smem_bytes(true), a, stream,
          "group_norm_slab_backward");
 }
 
 Residency residency(const Plan& p, bool backward, std::int64_t N, std::int64_t C) {
   DDPM_CHECK(p.ok, "group_norm: slab residency asked for an ineligible plan");
   Residency r;
-  r.work_items = N * (C / kSpan);
+  r.work_items = N * (C / p.span);
   const std::size_t smem = p.smem_bytes(backward);
   auto count = [&](auto kernel) {
     allow_smem(kernel, smem);

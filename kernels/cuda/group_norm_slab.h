@@ -9,7 +9,9 @@
 // Eligible shapes: C % 32 == 0 and Cg = C / G in {4, 8, 16, 32} (whole groups inside each
 // 32-channel span), pointers x, y, dy, dx 16-byte aligned (checked by the caller), and a
 // sample's HW pixels split over at most 8 blocks of one thread-block cluster (sm_90+; one
-// block on older GPUs). Design and byte counts: group_norm_slab.cu.
+// block on older GPUs). The 16-channel span variant (tiling(), set_tiling()) needs C % 16 == 0
+// and Cg in {4, 8, 16}; plan() never picks it unmeasured. Design and byte counts:
+// group_norm_slab.cu.
 #pragma once
 
 #include <cstddef>
@@ -19,12 +21,20 @@
 
 namespace ddpm::cuda::gn_slab {
 
+constexpr int kThreads = 256;    // threads per block, both kernels
+constexpr int kMaxCluster = 8;   // blocks per cluster: the portable cluster size limit
+constexpr int kFwdMaxItems = 16;  // most pixels per thread a kernel is compiled for (forward)
+constexpr int kBwdMaxItems = 8;   // (backward: it holds x and dy)
+// Pixel rows a block covers per pass: 256 threads / (span / 4) float4 vectors per pixel span.
+constexpr int rows_for(int span) { return kThreads / (span / 4); }
+
 struct Plan {
   bool ok = false;
   bool staged = false;  // slices in shared memory through cp.async (else in registers)
+  int span = 32;        // channels per block: 32 (one 128-byte line per pixel) or 16
   int items = 1;        // float4 pixels per thread (per held tensor)
-  int blocks_k = 1;     // cluster size K: blocks sharing one (n, 32-channel span)
-  int pix = 0;          // pixels per block = 32 * items
+  int blocks_k = 1;     // cluster size K: blocks sharing one (n, span)
+  int pix = 0;          // pixels per block = items * (256 threads / (span / 4) vectors per pixel)
   // Dynamic shared memory per block: the staged slices (x; x and dy for the backward).
   std::size_t smem_bytes(bool backward) const;
 };
@@ -34,11 +44,26 @@ struct Plan {
 enum class Staging { automatic, registers, shared };
 void set_staging(Staging s);
 
+// Forces plan() to a tiling the measured plan does not take: span channels per block (16 or
+// 32) and items pixels per thread (0: the plan's preference for that span); set_tiling(32, 0)
+// restores the plan. Where the forced tiling does not fit a shape, plan() says not ok (the
+// callers then take the fused path). Not thread-safe; a test hook.
+void set_tiling(int span, int items);
+
 // The slab plan for a shape; ok is false when the shape is not eligible (alignment apart).
 Plan plan(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward);
 
-// How the launch of a plan fills the device: work_items = N * C / 32 (one (sample, 32-channel
-// span) per cluster of K blocks) and how many clusters (blocks when K = 1) can be resident at
+// One explicit tiling (bench-kernels --gn-variants times every one next to the plan's): span
+// 16 or 32, items a power of two up to 16 (8 backward), K = ceil(HW / pix) <= 8 (1 without
+// clusters), slices in shared memory if staged. ok is false where the shape excludes it.
+Plan tiling(std::int64_t HW, std::int64_t C, std::int64_t G, bool backward, int span, int items, bool staged);
+
+// Whether this device and build launch thread-block clusters (sm_90 code on an sm_90+ GPU);
+// without them every plan has K = 1.
+bool clusters_available();
+
+// How the launch of a plan fills the device: work_items = N * C / span (one (sample, span)
+// per cluster of K blocks) and how many clusters (blocks when K = 1) can be resident at
 // once (cudaOccupancyMaxActiveClusters; registers, shared memory and GPC packing included).
 // The last wave is work_items % resident clusters; a tuning aid (bench-kernels --gn-variants).
 struct Residency {

@@ -1,6 +1,7 @@
 // GroupNorm (+ AdaGN, + SiLU) on CUDA against the CPU reference (f32), forward and every
 // gradient, at the UNet's shapes (C 64..512 with G = 32 at 32x32 down to 4x4), odd shapes,
-// the slab path's cluster shapes, and big groups that take the two-pass fallback.
+// the slab path's cluster shapes and its 16-channel span variant, and big groups that take
+// the two-pass fallback.
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -144,6 +145,68 @@ TEST(GroupNormGpu, SlabSlicesInRegistersAndSharedMemory) {
       check_all_variants(c);
     }
   }
+#endif
+}
+
+// The 16-channel span variant (group_norm_slab.cu; bench-kernels --gn-variants times it, the
+// plan never takes it), forced through set_tiling at every pixels-per-thread count: the UNet's
+// 32x32 slab shapes (K = 4, 2, 1 at 4, 8, 16 items), pixel counts that leave the last block
+// partly filled (7x7, 23x23), K up to 7 (40x40), Cg = 4, 8 and 16, register and shared-memory
+// slices, AdaGN and SiLU on and off, forward and every gradient against the CPU reference.
+TEST(GroupNormGpu, SlabSpan16Variant) {
+  DDPM_REQUIRE_CUDA();
+#if DDPM_HAVE_CUDA
+  using cuda::gn_slab::Staging;
+  struct Restore {
+    ~Restore() {
+      cuda::gn_slab::set_tiling(32, 0);
+      cuda::gn_slab::set_staging(Staging::automatic);
+    }
+  } restore;
+  const Case cases[] = {
+      {{2, 32, 32, 128}, 32},  // Cg = 4
+      {{2, 32, 32, 256}, 32},  // Cg = 8
+      {{2, 7, 7, 64}, 16},     // HW = 49: one block, partly filled
+      {{2, 23, 23, 64}, 16},   // HW = 529: last block 17 pixels at 4 and 8 items
+      {{2, 40, 40, 128}, 32},  // HW = 1600: K = 7 at 4 items
+      {{2, 16, 16, 512}, 32},  // Cg = 16: one group per span
+      {{300, 4, 4, 32}, 8},    // many small blocks
+  };
+  // 256 threads hold 4 float4 vectors of a 16-channel span each: 64 pixel rows per pass.
+  constexpr std::int64_t kRows = 64;
+  for (Staging staging : {Staging::registers, Staging::shared}) {
+    cuda::gn_slab::set_staging(staging);
+    for (int items : {1, 2, 4, 8, 16}) {
+      cuda::gn_slab::set_tiling(16, items);
+      for (const Case& c : cases) {
+        const std::int64_t hw = c.x[1] * c.x[2], C = c.x[3], K = (hw + kRows * items - 1) / (kRows * items);
+        SCOPED_TRACE(shape_str(c.x) + " span 16, " + std::to_string(items) + " items, " +
+                     (staging == Staging::shared ? "shared" : "registers"));
+        if (K > 8) continue;
+        bool ran_slab = false;
+        for (bool backward : {false, true}) {
+          const cuda::gn_slab::Plan p = cuda::gn_slab::plan(hw, C, c.groups, backward);
+          if (backward && items > 8) {  // no backward kernel holds 16 items: the fused path runs
+            EXPECT_FALSE(p.ok);
+            continue;
+          }
+          ASSERT_TRUE(p.ok) << (backward ? "backward" : "forward");
+          EXPECT_EQ(p.span, 16);
+          EXPECT_EQ(p.items, items);
+          EXPECT_EQ(p.pix, kRows * items);
+          EXPECT_EQ(p.blocks_k, K);
+          EXPECT_EQ(p.staged, staging == Staging::shared);
+          ran_slab = true;
+        }
+        if (ran_slab) check_all_variants(c);
+      }
+    }
+  }
+  // A 32-channel group does not fit a 16-channel span.
+  cuda::gn_slab::set_tiling(16, 0);
+  EXPECT_FALSE(cuda::gn_slab::plan(1024, 256, 8, false).ok);
+  EXPECT_FALSE(cuda::gn_slab::tiling(1024, 256, 8, false, 16, 4, true).ok);
+  EXPECT_TRUE(cuda::gn_slab::tiling(1024, 256, 8, false, 32, 8, true).ok);
 #endif
 }
 

@@ -21,6 +21,7 @@
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
+#include "models/run/descriptor.h"
 #include "models/run/int_list.h"
 #include "models/run/subcommands.h"
 #include "models/unet/model_io.h"
@@ -162,16 +163,8 @@ void save_noisy_classifier(const unet::NoisyClassifier& cls, const DiffusionSett
 
 NoisyClassifierFolder load_noisy_classifier(const std::string& dir, Device device) {
   const std::string json_path = dir + "/classifier.json";
-  json info;
-  try {
-    info = json::parse(read_file(json_path));  // IoError naming the file when missing
-  } catch (const json::exception& e) {
-    DDPM_THROW(IoError, json_path << " is not valid JSON: " << e.what());
-  }
-  DDPM_CHECK_AS(info.is_object() && info.value("architecture", std::string()) == kNoisyClassifierArchitecture,
-                IoError,
-                json_path << " does not describe a noisy classifier (\"architecture\": \""
-                          << kNoisyClassifierArchitecture << "\"); train one with ddpm-classifier train");
+  const json info = read_descriptor(
+      dir, {"classifier.json", kNoisyClassifierArchitecture, "a noisy classifier", "ddpm-classifier train"});
   NoisyClassifierFolder f;
   try {
     const json& d = info.at("diffusion");

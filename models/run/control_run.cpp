@@ -18,6 +18,7 @@
 #include "models/data/loader.h"
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
+#include "models/run/descriptor.h"
 #include "models/run/latent_run.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
@@ -306,10 +307,7 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
 ControlRun open_control_run(const std::string& dir, Device device) {
   ControlRun c;
   c.dir = dir;
-  c.config = read_run_config(dir);  // IoError when missing or damaged
-  DDPM_CHECK_AS(c.config.value("architecture", std::string()) == kControlNetArchitecture, IoError,
-                "--control " << dir << " is not a ddpm-control run (its config.json has no \"architecture\": \""
-                             << kControlNetArchitecture << "\")");
+  c.config = read_descriptor(dir, {"config.json", kControlNetArchitecture, "a ddpm-control run", "ddpm-control train"});
   c.hint = data::parse_hint(c.config.at("hint").get<std::string>());
   const unet::ControlNetConfig cc = unet::controlnet_config_from_json(c.config.at("controlnet"));
   DDPM_CHECK_AS(cc.conditioning_channels == data::hint_channels(c.hint, cc.base.in_channels), IoError,

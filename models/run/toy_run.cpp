@@ -14,6 +14,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
+#include "models/run/descriptor.h"
 #include "models/run/loss_plot.h"
 #include "models/run/subcommands.h"
 #include "models/toy/datasets2d.h"
@@ -202,18 +203,7 @@ void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info
 
 ToyModel load_toy_model(const std::string& dir, bool raw) {
   const std::string json_path = dir + "/config.json";
-  std::error_code ec;
-  DDPM_CHECK_AS(fs::is_regular_file(json_path, ec), IoError,
-                dir << " has no config.json: it is not a model folder written by ddpm-toy train");
-  json info;
-  try {
-    info = json::parse(read_file(json_path));  // IoError naming the file when missing
-  } catch (const json::exception& e) {
-    DDPM_THROW(IoError, json_path << " is not valid JSON: " << e.what());
-  }
-  DDPM_CHECK_AS(info.is_object() && info.value("architecture", std::string()) == kToyArchitecture, IoError,
-                json_path << " does not describe a toy model (\"architecture\": \"" << kToyArchitecture
-                          << "\"); train one with ddpm-toy train");
+  const json info = read_descriptor(dir, {"config.json", kToyArchitecture, "a toy model", "ddpm-toy train"});
   ToyModel m;
   try {
     const json& d = info.at("diffusion");
@@ -308,18 +298,8 @@ void save_toy_classifier(const ToyClassifier& c, const json& train_info, const s
 
 ToyClassifier load_toy_classifier(const std::string& dir) {
   const std::string json_path = dir + "/classifier.json";
-  std::error_code ec;
-  DDPM_CHECK_AS(fs::is_regular_file(json_path, ec), IoError,
-                dir << " has no classifier.json: it is not a folder written by ddpm-toy classifier");
-  json info;
-  try {
-    info = json::parse(read_file(json_path));
-  } catch (const json::exception& e) {
-    DDPM_THROW(IoError, json_path << " is not valid JSON: " << e.what());
-  }
-  DDPM_CHECK_AS(info.is_object() && info.value("architecture", std::string()) == kToyClassifierArchitecture, IoError,
-                json_path << " does not describe a toy classifier (\"architecture\": \"" << kToyClassifierArchitecture
-                          << "\"); train one with ddpm-toy classifier");
+  const json info =
+      read_descriptor(dir, {"classifier.json", kToyClassifierArchitecture, "a toy classifier", "ddpm-toy classifier"});
   ToyClassifier c;
   try {
     c.data = info.at("data").get<std::string>();

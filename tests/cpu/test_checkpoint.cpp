@@ -7,18 +7,14 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "models/run/checkpoint.h"
+#include "support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace ddpm;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("ckpt_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string fresh_dir(const std::string& name) { return ddpm::testing::fresh_temp_dir("ckpt_" + name); }
 
 run::Checkpoint small_checkpoint(std::int64_t step, float v) {
   run::Checkpoint c;

@@ -13,6 +13,7 @@
 #include "models/data/toy.h"
 #include "models/eval/classifier.h"
 #include "tests/support/gradcheck.h"
+#include "tests/support/temp_dir.h"
 
 namespace ddpm::eval {
 namespace {
@@ -66,7 +67,7 @@ TEST(EvalClassifier, LearnsToyShapesAndRoundTripsThroughItsFolder) {
   EXPECT_LT(last, 0.5 * first);
   EXPECT_GE(r.test_accuracy, 0.88);  // 4 classes: chance is 0.25
 
-  const std::string dir = (std::filesystem::path(::testing::TempDir()) / "ddpm_eval_classifier").string();
+  const std::string dir = testing::temp_path("eval_classifier");
   save_classifier(cls, dir, {{"test_accuracy", r.test_accuracy}, {"test_split", "toy-shapes/test"}});
   const LoadedClassifier back = load_classifier(dir, Device::cpu());
   EXPECT_EQ(back.model->config().feature_dim, 32);

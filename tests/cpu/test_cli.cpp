@@ -13,6 +13,7 @@
 #include "apps/common/cli.h"
 #include "engine/error.h"
 #include "engine/math_mode.h"
+#include "support/temp_dir.h"
 
 namespace ddpm::cli {
 namespace {
@@ -53,7 +54,7 @@ TEST(Cli, ExitCodes) {
 }
 
 TEST(Cli, ConfigFileSetsFlagsAndRejectsUnknownKeys) {
-  std::string path = ::testing::TempDir() + "/cli_config.toml";
+  std::string path = testing::temp_path("cli_config.toml");
   {
     std::ofstream f(path);
     f << "batch-size = 64\n";
@@ -88,7 +89,7 @@ TEST(Cli, DeviceResolution) {
 }
 
 TEST(Cli, ErrorsArePrintedAsOneLineWithoutTheSourceLocation) {
-  std::string path = ::testing::TempDir() + "/cli_stderr.txt";
+  std::string path = testing::temp_path("cli_stderr.txt");
   std::fflush(stderr);
   int saved = ::dup(2);
   int file = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -12,6 +12,7 @@
 #include "models/run/control_eval.h"
 #include "models/run/control_run.h"
 #include "models/run/sample_run.h"
+#include "support/temp_dir.h"
 #include "support/tiny_run.h"
 
 namespace ddpm::run {
@@ -62,10 +63,11 @@ TEST(ControlEvalMetric, LowresScoreIsTheMseOfTheAreaAveragedImages) {
   EXPECT_TRUE(std::isnan(s.mad));
 }
 
-int scratch_folders() {
+// The evaluation's scratch folders in `dir` (control_eval.cpp makes them by mkdtemp in the
+// temporary directory).
+int scratch_folders(const std::string& dir) {
   int n = 0;
-  for (const auto& e : fs::directory_iterator(fs::temp_directory_path()))
-    n += e.path().filename().string().rfind("ddpm-control-eval-", 0) == 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += e.path().filename().string().rfind("ddpm-control-eval-", 0) == 0;
   return n;
 }
 
@@ -94,10 +96,13 @@ TEST(ControlEval, RunsOnATinyControlRunAndItsBaselineIsTheBaseAlone) {
   e.sampling_steps = 5;
   e.seed = 3;
   e.out = testing::temp_run("ceval_out");
-  const int scratch_before = scratch_folders();
   std::ostringstream text;
-  const ControlEvalReport r = run_control_eval(e, text);
-  EXPECT_EQ(scratch_folders(), scratch_before);  // the scratch folder is gone
+  ControlEvalReport r;
+  {
+    const testing::ScopedTmpdir tmpdir;  // the scratch folder goes there, away from other processes'
+    r = run_control_eval(e, text);
+    EXPECT_EQ(scratch_folders(tmpdir.dir.path), 0);  // the scratch folder is gone
+  }
   EXPECT_EQ(r.images, 3);
   EXPECT_NE(text.str().find("baseline (scale 0)"), std::string::npos) << text.str();
   EXPECT_NE(text.str().find("unrelated data pairs"), std::string::npos);

@@ -1,7 +1,6 @@
 // models/eval/eval_flags: ddpm-eval's command lines parsed into the option structs of
 // eval_run.h (defaults, values, the data spec and its deprecated --data-dir), and the usage
 // errors (CLI::ParseError from parse, exit status 2 through apps/common/cli.h run).
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,8 +10,7 @@
 #include "apps/common/cli.h"
 #include "engine/error.h"
 #include "models/eval/eval_flags.h"
-
-namespace fs = std::filesystem;
+#include "support/temp_dir.h"
 
 namespace ddpm::eval {
 namespace {
@@ -168,11 +166,9 @@ TEST(EvalFlags, DataSpecFormsAndTheDeprecatedDataDir) {
   EXPECT_EQ(c10.kind, Kind::cifar10);
   EXPECT_EQ(c10.path, "/c");
   // A bare existing folder is a folder of PNGs (the older form).
-  const std::string dir = ::testing::TempDir() + "/eval_flags_pngs";
-  fs::create_directories(dir);
+  const std::string dir = testing::fresh_temp_dir("eval_flags_pngs");
   EXPECT_EQ(parse_eval_data(dir).kind, Kind::folder);
   EXPECT_EQ(parse_eval_data(dir).path, dir);
-  fs::remove_all(dir);
 
   EXPECT_THROW(parse_eval_data("cifar10"), ValueError);                // no folder
   EXPECT_THROW(parse_eval_data("cifar10:/a", "/b"), ValueError);       // the folder twice

@@ -22,6 +22,7 @@
 #include "engine/io/safetensors.h"
 #include "models/unet/model_io.h"
 #include "support/npz_fixtures.h"
+#include "support/temp_dir.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::eval {
@@ -30,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 using Bytes = std::string;
 
-std::string temp_path(const std::string& name) { return (fs::path(::testing::TempDir()) / name).string(); }
+using testing::temp_path;
 
 void write_bytes(const std::string& path, const Bytes& b) {
   std::ofstream(path, std::ios::binary).write(b.data(), static_cast<std::streamsize>(b.size()));

@@ -32,6 +32,7 @@
 #include "models/diffusion/sampler.h"
 #include "models/run/sample_run.h"
 #include "support/tiny_model.h"
+#include "support/temp_dir.h"
 #include "support/tiny_unet.h"
 
 namespace ddpm::diffusion {
@@ -518,8 +519,7 @@ TEST(KarrasSampleRun, HeunThroughDdpmSampleRecordsItsSettings) {
   o.sampler = "heun";
   o.sampling_steps = 3;
   o.show_steps = true;
-  o.out = ::testing::TempDir() + "/karras_sample_run";
-  std::filesystem::remove_all(o.out);
+  o.out = testing::temp_path("karras_sample_run");
   run::SampleResult r = run::run_sample(o, m);
   EXPECT_EQ(r.pixels.size(), 3u * 8 * 8 * 3);
   EXPECT_EQ(read_png(o.out + "/steps.png").width, 3 * 10 + 2);  // one column per Heun step

@@ -17,6 +17,7 @@
 #include "models/diffusion/sampler.h"
 #include "models/run/sample_run.h"
 #include "support/tiny_model.h"
+#include "support/temp_dir.h"
 #include "support/value_error.h"
 
 namespace ddpm::diffusion {
@@ -216,8 +217,7 @@ TEST(Langevin, SampleRunFlagsInfoAndRefusals) {
     o.batch_size = 2;
     o.sampling_steps = 4;
     o.seed = 3;
-    o.out = ::testing::TempDir() + "/langevin_" + name;
-    std::filesystem::remove_all(o.out);
+    o.out = testing::temp_path("langevin_" + name);
     return o;
   };
   const run::SampleOptions plain_options = options("plain");

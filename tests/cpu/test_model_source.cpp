@@ -13,6 +13,7 @@
 #include "models/run/model_source.h"
 #include "models/unet/model_io.h"
 #include "support/tiny_unet.h"
+#include "support/temp_dir.h"
 
 namespace ddpm::run {
 namespace {
@@ -37,12 +38,7 @@ std::unique_ptr<unet::UNet> random_net(const unet::UNetConfig& cfg, std::uint64_
   return net;
 }
 
-std::string fresh_dir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/model_source_" + name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+std::string fresh_dir(const std::string& name) { return testing::fresh_temp_dir("model_source_" + name); }
 
 // The run layout of models/run/checkpoint.h, built by hand: config.json,
 // checkpoints/step_000010/{model,ema}.safetensors, checkpoints/latest.
@@ -194,7 +190,7 @@ TEST(ModelSource, DiffusionSettingsKeys) {
 }
 
 TEST(ModelSource, BadInputGivesOneClearError) {
-  EXPECT_THROW(open_model(::testing::TempDir() + "/model_source_nothing_here", Device::cpu()), IoError);
+  EXPECT_THROW(open_model(testing::temp_path("model_source_nothing_here"), Device::cpu()), IoError);
   const std::string empty = fresh_dir("empty");
   EXPECT_THROW(open_model(empty, Device::cpu()), IoError);
 

@@ -20,6 +20,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "support/npz_fixtures.h"
+#include "support/temp_dir.h"
 
 namespace ddpm {
 namespace {
@@ -81,7 +82,7 @@ TEST(Npz, RoundTripImagesAndLabels) {
   std::vector<std::uint8_t> images(2 * 3 * 4 * 3);
   for (std::size_t i = 0; i < images.size(); ++i) images[i] = static_cast<std::uint8_t>(i * 7);
   std::vector<std::int64_t> labels{3, -1};
-  const std::string path = ::testing::TempDir() + "/npz_roundtrip.npz";
+  const std::string path = testing::temp_path("npz_roundtrip.npz");
   write_npz(path, {npy_view("arr_0", {2, 3, 4, 3}, images), npy_view("arr_1", {2}, labels)});
   auto members = read_npz(read_file(path));
   ASSERT_EQ(members.size(), 2u);
@@ -129,7 +130,7 @@ TEST(Npz, BadArraysAreValueErrors) {
 std::vector<std::uint8_t> as_blob(const std::string& b) { return std::vector<std::uint8_t>(b.begin(), b.end()); }
 
 std::string temp_file(const std::string& name, const std::string& bytes) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+  const std::string path = testing::temp_path(name);
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   return path;
 }
@@ -200,7 +201,7 @@ TEST(Npz, ReaderErrorsAreIoErrorsThatSayWhy) {
   EXPECT_NE(message([&] { load_npz(temp_file("bad_crc.npz", archive)); }).find("CRC-32"), std::string::npos);
   EXPECT_NE(message([&] { load_npz(temp_file("not_zip.npz", std::string(64, 'z'))); }).find("not a zip"),
             std::string::npos);
-  EXPECT_THROW(load_npz(::testing::TempDir() + "/no_such_file.npz"), IoError);
+  EXPECT_THROW(load_npz(testing::temp_path("no_such_file.npz")), IoError);
 
   const NpzFile npz = load_one(testing::npy_blob("<i8", {1}, &x, 8));
   const std::string missing = message([&] { npz.get("labels"); });
@@ -221,7 +222,7 @@ TEST(Npz, WriterAndReaderRoundTrip) {
   const std::vector<NpyView> written{npy_view("arr_0", {2, 3}, u8),      npy_view("labels", {5}, i64),
                                      npy_view("w.ema", {2, 1, 2}, f32),  npy_view("x_0", {3}, f64),
                                      npy_view("scalar", {}, scalar),     npy_view("empty", {0, 4}, empty)};
-  const std::string path = ::testing::TempDir() + "/npz_writer_reader.npz";
+  const std::string path = testing::temp_path("npz_writer_reader.npz");
   write_npz(path, written);
   const NpzFile npz = load_npz(path);
   EXPECT_EQ(npz.path, path);

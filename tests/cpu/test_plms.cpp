@@ -13,6 +13,7 @@
 #include "models/diffusion/sampler.h"
 #include "models/run/sample_run.h"
 #include "support/gaussian_oracle.h"
+#include "support/temp_dir.h"
 #include "support/tiny_model.h"
 #include "support/value_error.h"
 
@@ -103,8 +104,7 @@ TEST(Plms, SampleRunSamplerFlag) {
     o.sampler = sampler;
     o.sampling_steps = 8;  // the tiny model has T = 40: ddim8, stride 5
     o.seed = 4;
-    o.out = ::testing::TempDir() + "/plms_" + name;
-    std::filesystem::remove_all(o.out);
+    o.out = testing::temp_path("plms_" + name);
     return o;
   };
   const run::SampleResult a = run::run_sample(options("a", "plms"), m);

@@ -2,8 +2,6 @@
 // docs/REFERENCE.md): the config import, the weights (OIHW on disk), the forward output, the
 // L_simple loss and the gradient of every parameter, for the DDPM layout and for a
 // class-conditional scale-shift layout with learned sigma and two heads.
-#include <unistd.h>
-
 #include <cmath>
 
 #include <gtest/gtest.h>
@@ -16,6 +14,7 @@
 #include "models/unet/model_io.h"
 #include "support/gradcheck.h"
 #include "support/test_data.h"
+#include "support/temp_dir.h"
 
 namespace ddpm::unet {
 namespace {
@@ -156,7 +155,7 @@ TEST(ReferenceUNetConfig, LoadingMismatchedWeightsListsEveryProblem) {
 
 TEST(ReferenceUNetConfig, ExportedFolderReloadsToTheSameOutputs) {
   Reference r = load("cond_scale_shift");
-  std::string dir = ::testing::TempDir() + "/export_roundtrip_" + std::to_string(::getpid());
+  std::string dir = testing::temp_path("export_roundtrip");
   save_diffusers_folder(*r.net, dir);
   auto again = load_diffusers_folder(dir, Device::cpu());
   Tensor x = r.io.get("x_nhwc");

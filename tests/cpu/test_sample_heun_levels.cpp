@@ -24,6 +24,7 @@
 #include "models/diffusion/sampler.h"
 #include "models/nn/module.h"
 #include "models/run/sample_run.h"
+#include "support/temp_dir.h"
 #include "support/tiny_model.h"
 #include "support/value_error.h"
 
@@ -54,8 +55,7 @@ SampleOptions heun_options(const std::string& name) {
   o.sampler = "heun";
   o.sampling_steps = 3;
   o.seed = 7;
-  o.out = ::testing::TempDir() + "/heun_levels_" + name;
-  fs::remove_all(o.out);
+  o.out = testing::temp_path("heun_levels_" + name);
   return o;
 }
 
@@ -197,8 +197,7 @@ TEST(SampleHeunLevels, UsageErrorsExitWithStatusTwo) {
     });
     return std::make_pair(rc, ::testing::internal::GetCapturedStderr());
   };
-  const std::string out = ::testing::TempDir() + "/heun_levels_cli_unused";
-  fs::remove_all(out);
+  const std::string out = testing::temp_path("heun_levels_cli_unused");
   std::pair<int, std::string> r = status({"--checkpoint", "c", "--out", out, "--sigma-max", "80"});
   EXPECT_EQ(r.first, 2);
   EXPECT_EQ(r.second, "ddpm-sample: error: --sigma-max applies to --sampler heun, euler, dpm++2m, euler-ancestral, "
@@ -268,8 +267,7 @@ TEST(SampleHeunLevels, EndToEndRunRecordsTheLevels) {
   const std::vector<double> train = training_sigmas(m);
   SampleOptions o = heun_options("run_plain");
   const SampleResult plain = run_sample(o, m);
-  o.out = ::testing::TempDir() + "/heun_levels_run_capped";
-  fs::remove_all(o.out);
+  o.out = testing::temp_path("heun_levels_run_capped");
   o.sigma_max = 80;
   o.rho = 5;
   const SampleResult capped = run_sample(o, m);
@@ -343,8 +341,7 @@ TEST(SampleHeunChurn, FlagsParseAndReachTheSamplerConfig) {
   EXPECT_EQ(defaults.s_tmax, library.s_tmax);
   EXPECT_TRUE(std::isinf(defaults.s_tmax));
   EXPECT_EQ(defaults.s_noise, library.s_noise);
-  const std::string out = ::testing::TempDir() + "/heun_churn_parse_unused";
-  fs::remove_all(out);
+  const std::string out = testing::temp_path("heun_churn_parse_unused");
   EXPECT_EQ(usage_status({"--checkpoint", "c", "--out", out, "--sampler", "heun", "--s-tmax", "inf"}).first, 0);
 
   const ModelSource m = testing::tiny_model_source();
@@ -361,8 +358,7 @@ TEST(SampleHeunChurn, FlagsParseAndReachTheSamplerConfig) {
 }
 
 TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
-  const std::string out = ::testing::TempDir() + "/heun_churn_cli_unused";
-  fs::remove_all(out);
+  const std::string out = testing::temp_path("heun_churn_cli_unused");
   // Values that differ from the defaults, and the defaults themselves given explicitly
   // (0 = "the schedule's end" for the sigmas: a value check cannot see those; count() can).
   const std::vector<std::pair<std::string, std::string>> flags{
@@ -387,7 +383,7 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
       if (churn_flag) EXPECT_TRUE(contains(r.second, "applies to --sampler heun or euler only")) << r.second;
     }
   // A --config file counts as given too.
-  const std::string config = ::testing::TempDir() + "/heun_churn_flags.toml";
+  const std::string config = testing::temp_path("heun_churn_flags.toml");
   write_file_atomic(config, "s-churn = 0\n");
   auto r = usage_status({"--checkpoint", "c", "--out", out, "--config", config});
   EXPECT_EQ(r.first, 2);
@@ -406,8 +402,7 @@ TEST(SampleHeunChurn, OtherSamplersRefuseEveryHeunFlagEvenAtItsDefault) {
 }
 
 TEST(SampleHeunChurn, BadValuesAreUsageErrorsNamingTheFlag) {
-  const std::string out = ::testing::TempDir() + "/heun_churn_bad_unused";
-  fs::remove_all(out);
+  const std::string out = testing::temp_path("heun_churn_bad_unused");
   auto heun = [&](std::vector<std::string> more) {
     std::vector<std::string> args{"--checkpoint", "c", "--out", out, "--sampler", "heun"};
     args.insert(args.end(), more.begin(), more.end());
@@ -439,12 +434,10 @@ TEST(SampleHeunChurn, EndToEndRunChurnsAndRecordsTheSettings) {
   o.s_churn = 2;  // N = 3: gamma = 2/3, capped at sqrt(2) - 1
   o.s_tmin = 0.01;
   o.s_noise = 1.003;
-  o.out = ::testing::TempDir() + "/heun_churn_a";
-  fs::remove_all(o.out);
+  o.out = testing::temp_path("heun_churn_a");
   const SampleResult a = run_sample(o, m);
   const std::string a_dir = o.out;
-  o.out = ::testing::TempDir() + "/heun_churn_b";
-  fs::remove_all(o.out);
+  o.out = testing::temp_path("heun_churn_b");
   const SampleResult b = run_sample(o, m);
   EXPECT_NE(a.pixels, plain.pixels);  // the churn noise changes the samples
   EXPECT_EQ(a.pixels, b.pixels);      // and the seed fixes it

@@ -15,6 +15,7 @@
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
 #include "support/tiny_model.h"
+#include "support/temp_dir.h"
 #include "support/tiny_unet.h"
 #include "support/value_error.h"
 
@@ -25,11 +26,7 @@ namespace fs = std::filesystem;
 
 ModelSource tiny_model(int num_classes = 0) { return testing::tiny_model_source(num_classes); }
 
-std::string out_dir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/sample_run_" + name;
-  fs::remove_all(dir);
-  return dir;
-}
+std::string out_dir(const std::string& name) { return testing::temp_path("sample_run_" + name); }
 
 SampleOptions options(const std::string& out) {
   SampleOptions o;

@@ -224,7 +224,7 @@ TEST(TrainRun, NonFiniteLossStopsNamingTheStepAndKeepsTheLastGoodCheckpoint) {
 }
 
 TEST(TrainRun, InvalidFlagsAreValueErrors) {
-  const TrainOptions ok = tiny("/tmp/unused");
+  const TrainOptions ok = tiny(ddpm::testing::temp_path("unused"));
   EXPECT_NO_THROW(run::validate_options(ok));
   auto expect_bad = [&](const char* what, auto&& change) {
     TrainOptions o = ok;

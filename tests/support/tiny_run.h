@@ -7,46 +7,22 @@
 
 #include <gtest/gtest.h>
 
-#include <stdlib.h>  // mkdtemp (POSIX)
-
-#include <cstdlib>
 #include <filesystem>
-#include <stdexcept>
 #include <string>
 
 #include "engine/io/safetensors.h"
 #include "models/run/train_run.h"
+#include "support/temp_dir.h"
 
 namespace ddpm::testing {
 
-// This process's own folder for run folders, made once by mkdtemp under the test temp dir
-// and removed when the process exits. ctest runs every test in its own process, two at a time
-// (CMakePresets.json), so names like "control_base" that several tests use must not meet in a
-// shared folder: one test's temp_run would delete the other's run under it.
-inline const std::string& process_run_root() {
-  static const std::string root = [] {
-    std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "ddpm-runs-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("process_run_root: mkdtemp failed for " + tmpl);
-    return tmpl;
-  }();
-  static const bool cleanup_registered = [] {
-    std::atexit([] {
-      std::error_code ignored;
-      std::filesystem::remove_all(process_run_root(), ignored);
-    });
-    return true;
-  }();
-  (void)cleanup_registered;
-  return root;
-}
-
-// A fresh folder for a run named `name` in this process's run root (runs that --overwrite
-// moved aside earlier are removed too).
+// A fresh folder for a run named `name` in this process's temp root (support/temp_dir.h: names
+// like "control_base" that several tests use never meet across processes); runs that
+// --overwrite moved aside earlier are removed too.
 inline std::string temp_run(const std::string& name) {
   namespace fs = std::filesystem;
-  const fs::path root = process_run_root();
-  fs::path p = root / ("train_run_" + name);
-  fs::remove_all(p);
+  const fs::path root = process_temp_root();
+  const fs::path p = temp_path("train_run_" + name);
   for (const auto& e : fs::directory_iterator(root))
     if (e.path().filename().string().rfind("train_run_" + name + ".replaced-", 0) == 0) fs::remove_all(e.path());
   return p.string();

@@ -13,8 +13,8 @@ namespace ddpm::run {
 void add_lr_schedule_flags(CLI::App& app, LrScheduleFlags& flags, const std::string& group) {
   CLI::Option* s = app.add_option("--lr-schedule", flags.schedule,
                                   "constant | linear | cosine: after the warm-up, decay the learning rate to "
-                                  "--lr-min by --steps (cosine: SGDR's half cosine; a decaying schedule fixes "
-                                  "--steps for --resume)")
+                                  "--lr-min by --steps (cosine: SGDR's half cosine); linear and cosine make --steps part "
+                                  "of the schedule, which a resumed run must repeat")
                        ->capture_default_str();
   CLI::Option* m = app.add_option("--lr-min", flags.lr_min,
                                   "the learning rate a linear or cosine schedule decays to, in [0, --lr]")

@@ -1,7 +1,9 @@
 // models/run/autoencoder_run.h: the library behind ddpm-autoencoder, the KL autoencoder of
 // latent diffusion (models/autoencoder/autoencoder.h; Rombach et al. 2022).
 //
-// Training: Adam(W) with LDM's betas (0.5, 0.9) at a constant learning rate on
+// Training: Adam(W) with LDM's betas (0.5, 0.9) at a constant learning rate (by default;
+// --warmup-steps and --lr-schedule linear|cosine --lr-min give the trainer's warm-up and
+// decay, models/train/lr_schedule.h) on
 //   L = L_rec (l1 | l2, summed over pixels, mean over the batch) + kl_weight * L_KL
 // (autoencoder.h); the reparameterisation noise comes from a generator seeded from --seed,
 // the weights from Generator(--seed), the batch order from the loader (--seed). No
@@ -26,7 +28,8 @@
 // padding the autoencoder was trained with (its config's train.pad_to_32).
 //
 // Subcommands of ddpm-autoencoder (ValueError = exit 2):
-//   train --data SPEC --out DIR [--pad-to-32 --steps --batch-size --lr --kl-weight --loss l1|l2
+//   train --data SPEC --out DIR [--pad-to-32 --steps --batch-size --lr --warmup-steps
+//         --lr-schedule --lr-min --kl-weight --loss l1|l2
 //         --base-channels --channel-mult --num-res-blocks --z-channels --norm-groups
 //         --scale-images --log-every --overwrite]
 //   eval  --autoencoder DIR --data SPEC [--split train|test --limit N --batch-size]
@@ -43,6 +46,7 @@
 #include "engine/device.h"
 #include "models/autoencoder/autoencoder.h"
 #include "models/data/dataset.h"
+#include "models/run/lr_schedule_flags.h"
 
 namespace ddpm::run {
 
@@ -54,6 +58,8 @@ struct AutoencoderTrainArgs {
   std::int64_t steps = 2000;
   std::int64_t batch_size = 16;
   double lr = 2e-4;
+  std::int64_t warmup_steps = 0;       // linear warm-up, then --lr-schedule (lr_schedule_flags.h)
+  LrScheduleFlags lr_schedule;
   double kl_weight = 1e-6;             // LDM's KL-f configs
   std::string loss = "l1";
   // Model size (autoencoder.h): small defaults that train on the CPU; f = 4.

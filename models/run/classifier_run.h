@@ -8,8 +8,9 @@
 // model's: the classifier must have seen x_t at the model's alpha_bar_t); the loss is the
 // cross-entropy
 //   CE = -(1/B) sum_i log softmax(f(x_t,i, t_i))[y_i]
-// minimized with AdamW at a constant learning rate (no EMA: ADM trains its classifiers
-// without one). Random numbers: Generator(--seed) initializes the weights; a second
+// minimized with AdamW at a constant learning rate by default (--warmup-steps and
+// --lr-schedule linear|cosine --lr-min: the trainer's warm-up and decay, models/train/
+// lr_schedule.h; no EMA: ADM trains its classifiers without one). Random numbers: Generator(--seed) initializes the weights; a second
 // generator, its seed derived from --seed, draws per step the timesteps (uniform [0, 1) ->
 // floor(u T)) and the noise; the batch order is the loader's (models/data/loader.h, --seed).
 //
@@ -18,7 +19,8 @@
 //   OUT/classifier.json     {"architecture": "noisy-classifier", "model": EncoderConfig,
 //                            "diffusion": {"diffusion_steps", "noise_schedule"
 //                                          [, "zero_terminal_snr": true]},
-//                            "train": {data, steps, batch_size, lr, weight_decay, seed,
+//                            "train": {data, steps, batch_size, lr, weight_decay,
+//                            warmup_steps, lr_schedule, lr_min[, lr_decay_steps], seed,
 //                            final_loss}, "class_names": [...]}
 //
 // Evaluation: accuracy of argmax f(x_t, t) on a split, with t drawn uniformly inside each
@@ -26,7 +28,8 @@
 // classifier is near chance at high noise and should be accurate at low noise.
 //
 // Subcommands of ddpm-classifier (flags below; ValueError = exit 2):
-//   train --data SPEC --out DIR [--steps --batch-size --lr --weight-decay --diffusion-steps
+//   train --data SPEC --out DIR [--steps --batch-size --lr --weight-decay --warmup-steps
+//         --lr-schedule --lr-min --diffusion-steps
 //         --noise-schedule --zero-terminal-snr --model-channels --channel-mult --num-res-blocks
 //         --attention-resolutions --num-heads --num-head-channels --norm-groups --dropout
 //         --no-scale-shift-norm --no-resblock-updown --time-embedding --pad-to-32 --overwrite]
@@ -46,6 +49,7 @@
 #include "engine/device.h"
 #include "models/data/dataset.h"
 #include "models/diffusion/schedule.h"
+#include "models/run/lr_schedule_flags.h"
 #include "models/run/model_source.h"
 #include "models/unet/encoder.h"
 
@@ -62,6 +66,8 @@ struct ClassifierTrainArgs {
   std::int64_t batch_size = 64;
   double lr = 3e-4;                    // ADM's classifier settings
   double weight_decay = 0.05;
+  std::int64_t warmup_steps = 0;       // linear warm-up, then --lr-schedule (lr_schedule_flags.h)
+  LrScheduleFlags lr_schedule;
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";
   bool zero_terminal_snr = false;      // the model's schedule is rescaled to alpha_bar_{T-1} = 0

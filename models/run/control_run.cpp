@@ -70,7 +70,8 @@ nlohmann::json control_config_json(const ControlTrainArgs& a, const BaseRun& b, 
   j["data"] = {{"data", a.data}, {"pad_to_32", a.pad_to_32}, {"toy_count", a.toy_count}};
   j["train"] = {{"batch_size", a.batch_size}, {"lr", a.lr},           {"weight_decay", a.weight_decay},
                 {"grad_clip", a.grad_clip},   {"ema_rate", a.ema_rate}, {"class_dropout", class_dropout},
-                {"seed", a.seed}};
+                {"seed", a.seed},             {"warmup_steps", a.warmup_steps}};
+  add_lr_schedule_json(j["train"], a.lr_schedule, a.steps);  // and the decay's horizon (lr_schedule_flags.h)
   j["run"] = {{"steps", a.steps}, {"save_every", a.save_every}, {"log_every", a.log_every}, {"device", a.device.str()}};
   return j;
 }
@@ -83,6 +84,11 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
     nlohmann::json saved = read_run_config(a.out), now = config;
     saved.erase("run");
     now.erase("run");
+    // A run from before the warm-up and the learning-rate schedule were flags ran neither.
+    if (saved.contains("train") && saved["train"].is_object()) {
+      if (!saved["train"].contains("warmup_steps")) saved["train"]["warmup_steps"] = 0;
+      default_lr_schedule_json(saved["train"]);
+    }
     const std::vector<std::string> diffs = config_differences(saved, now);
     if (!diffs.empty()) {
       std::ostringstream os;
@@ -113,6 +119,8 @@ void check_control_train_args(const ControlTrainArgs& a) {
   DDPM_CHECK(a.batch_size >= 1, "--batch-size must be >= 1, got " << a.batch_size);
   DDPM_CHECK(std::isfinite(a.lr) && a.lr > 0, "--lr must be a positive number, got " << a.lr);
   DDPM_CHECK(std::isfinite(a.weight_decay) && a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
+  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --lr-schedule, --lr-min
   DDPM_CHECK(std::isfinite(a.grad_clip) && a.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off), got " << a.grad_clip);
   DDPM_CHECK(a.ema_rate >= 0 && a.ema_rate < 1, "--ema-rate must lie in [0, 1), got " << a.ema_rate);
   DDPM_CHECK(a.save_every >= 1, "--save-every must be >= 1, got " << a.save_every);
@@ -187,6 +195,8 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   tc.loss.learned_sigma = bc.learn_sigma;
   tc.adamw.lr = a.lr;
   tc.adamw.weight_decay = a.weight_decay;
+  tc.warmup_steps = a.warmup_steps;
+  apply_lr_schedule(tc, a.lr_schedule, a.steps);
   tc.grad_clip = a.grad_clip;
   tc.ema_rate = a.ema_rate;
   tc.num_classes = bc.num_classes;
@@ -469,6 +479,8 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--batch-size", t.batch_size, "images per step")->capture_default_str();
   tr->add_option("--lr", t.lr, "AdamW learning rate")->capture_default_str();
   tr->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
+  tr->add_option("--warmup-steps", t.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str();
+  add_lr_schedule_flags(*tr, t.lr_schedule);
   tr->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0 = off)")->capture_default_str();
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();

@@ -34,7 +34,9 @@
 //                      "controlnet": controlnet_config_to_json, "base": {"run": absolute path,
 //                      "model": the base's UNet config, "diffusion": its DiffusionSettings},
 //                      "data": {...}, "train": {...}, "run": {steps, save_every, log_every,
-//                      device}}; everything but "run" must match on --resume
+//                      device}}; everything but "run" must match on --resume ("train"
+//                      records --warmup-steps, --lr-schedule, --lr-min and, for a decaying
+//                      schedule, --steps as lr_decay_steps: lr_schedule_flags.h)
 //   CTRL/checkpoints/step_N/{model,ema,optimizer}.safetensors + trainer_state.json: the
 //                      ControlNet only (checkpoint.h), diffusers' ControlNetModel names
 //   CTRL/metrics.csv, metrics.jsonl, loss.png
@@ -77,6 +79,7 @@
 #include "engine/device.h"
 #include "models/data/hints.h"
 #include "models/run/control_eval.h"
+#include "models/run/lr_schedule_flags.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/unet/controlnet.h"
 
@@ -102,6 +105,8 @@ struct ControlTrainArgs {
   std::int64_t batch_size = 16;
   double lr = 1e-4;    // the paper uses 1e-5 for Stable Diffusion; small pixel models take more
   double weight_decay = 0.0;
+  std::int64_t warmup_steps = 0;  // linear learning-rate warm-up (trainer.h)
+  LrScheduleFlags lr_schedule;    // --lr-schedule, --lr-min (lr_schedule_flags.h): decay to --steps
   double grad_clip = 1.0;
   double ema_rate = 0.999;
   std::int64_t save_every = 500;

@@ -97,6 +97,7 @@ void check_toy_train_args(const ToyTrainArgs& a) {
   DDPM_CHECK(a.steps >= 1, "--steps must be positive, got " << a.steps);
   DDPM_CHECK(a.batch_size >= 1 && a.batch_size <= 65536, "--batch-size must be in [1, 65536], got " << a.batch_size);
   DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, kWarmupSteps, a.steps);  // --lr-schedule, --lr-min
   DDPM_CHECK(a.hidden >= 1 && a.hidden <= 4096, "--hidden must be in [1, 4096], got " << a.hidden);
   DDPM_CHECK(a.layers >= 1 && a.layers <= 32, "--layers must be in [1, 32], got " << a.layers);
   DDPM_CHECK(a.diffusion_steps >= 100 && a.diffusion_steps <= 1000,
@@ -123,6 +124,7 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
   tc.loss.mean_type = m.predict;
   tc.adamw.lr = a.lr;
   tc.warmup_steps = kWarmupSteps;
+  apply_lr_schedule(tc, a.lr_schedule, a.steps);
   tc.grad_clip = 1.0;
   tc.ema_rate = a.ema_rate;
   tc.seed = trainer_seed(a.seed);
@@ -246,10 +248,11 @@ void run_toy_train(const ToyTrainArgs& a, std::ostream& out) {
   const ToyTrainReport r = train_toy_model(m, a, [&out](const std::string& line) { out << line << "\n"; });
   constexpr int kPlotH = 360, kPlotW = 640;
   const std::vector<std::uint8_t> plot = draw_loss_curve(r.log_steps, r.log_losses, kPlotH, kPlotW);
-  const json train = {{"steps", a.steps},   {"batch_size", a.batch_size}, {"lr", a.lr},
-                      {"ema_rate", a.ema_rate}, {"warmup_steps", kWarmupSteps}, {"seed", a.seed},
-                      {"final_loss", r.log_losses.back()}, {"seconds", r.seconds},
-                      {"class_dropout", m.num_classes > 0 ? a.class_dropout : 0.0}};
+  json train = {{"steps", a.steps},   {"batch_size", a.batch_size}, {"lr", a.lr},
+                {"ema_rate", a.ema_rate}, {"warmup_steps", kWarmupSteps}, {"seed", a.seed},
+                {"final_loss", r.log_losses.back()}, {"seconds", r.seconds},
+                {"class_dropout", m.num_classes > 0 ? a.class_dropout : 0.0}};
+  add_lr_schedule_json(train, a.lr_schedule, a.steps);
   save_toy_model(m, r.ema, train, plot, kPlotH, kPlotW, a.out, a.overwrite);
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.1f", r.seconds);
@@ -394,6 +397,7 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   tr->add_option("--steps", t.steps, "training steps")->capture_default_str();
   tr->add_option("--batch-size", t.batch_size, "points per step (fresh draws every step)")->capture_default_str();
   tr->add_option("--lr", t.lr, "AdamW learning rate (linear warm-up over 100 steps)")->capture_default_str();
+  add_lr_schedule_flags(*tr, t.lr_schedule);
   tr->add_option("--hidden", t.hidden, "width of the MLP's hidden layers")->capture_default_str();
   tr->add_option("--layers", t.layers, "hidden layers of the MLP")->capture_default_str();
   tr->add_option("--diffusion-steps", t.diffusion_steps, "T, the number of diffusion steps (100 to 1000)")

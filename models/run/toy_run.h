@@ -4,8 +4,10 @@
 //   train    the toy MLP denoiser (models/toy/mlp_denoiser.h) on a 2-D dataset
 //            (models/toy/datasets2d.h) with the library's Trainer (models/train/trainer.h):
 //            a fresh batch of data per step drawn from the trainer's generator (infinite
-//            data), AdamW with linear warm-up over the first 100 steps, gradient clipping at
-//            1, EMA with warm-up (rate 0.995: a few thousand steps need a short memory).
+//            data), AdamW with linear warm-up over the first 100 steps (then --lr-schedule:
+//            constant, or a linear / cosine decay to --lr-min by --steps, lr_schedule_flags.h),
+//            gradient clipping at 1, EMA with warm-up (rate 0.995: a few thousand steps need a
+//            short memory).
 //            Writes a folder atomically (engine/io/atomic_file.h publish_directory):
 //              DIR/config.json        {"architecture": "toy-mlp", "data", "model": {hidden,
 //                                      layers, time_dim, num_classes}, "diffusion":
@@ -84,6 +86,7 @@
 #include "engine/tensor.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
+#include "models/run/lr_schedule_flags.h"
 #include "models/toy/class_metrics.h"
 #include "models/toy/classifier_training.h"
 #include "models/toy/mlp_denoiser.h"
@@ -99,6 +102,7 @@ struct ToyTrainArgs {
   std::int64_t steps = 4000;
   std::int64_t batch_size = 256;
   double lr = 1e-3;
+  LrScheduleFlags lr_schedule;  // after the 100 warm-up steps (lr_schedule_flags.h)
   std::int64_t hidden = 128;
   int layers = 3;
   std::int64_t diffusion_steps = 200;

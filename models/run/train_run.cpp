@@ -86,6 +86,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
                 {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed},
                 {"snr_gamma", o.snr_gamma},     {"noise_offset", o.noise_offset},
                 {"input_perturbation", o.input_perturbation}};
+  add_lr_schedule_json(j["train"], o.lr_schedule, o.steps);  // and the decay's horizon (lr_schedule_flags.h)
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
@@ -108,6 +109,8 @@ nlohmann::json defining_part(nlohmann::json j) {
   if (j.contains("train"))
     for (const char* key : {"snr_gamma", "noise_offset", "input_perturbation"})
       if (!j["train"].contains(key)) j["train"][key] = 0.0;
+  // ... and the constant learning-rate schedule.
+  if (j.contains("train")) default_lr_schedule_json(j["train"]);
   return j;
 }
 
@@ -229,6 +232,7 @@ TrainResult train_run(const TrainOptions& options) {
     tc.adamw.lr = o.lr;
     tc.adamw.weight_decay = o.weight_decay;
     tc.warmup_steps = o.warmup_steps;
+    apply_lr_schedule(tc, o.lr_schedule, o.steps);
     tc.grad_clip = o.grad_clip;
     tc.ema_rate = o.ema_rate;
     tc.microbatch = o.microbatch;

@@ -59,6 +59,7 @@
 
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
+#include "models/run/lr_schedule_flags.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
@@ -108,6 +109,7 @@ struct TrainOptions {
   double lr = 1e-4;
   double weight_decay = 0.0;
   std::int64_t warmup_steps = 0;
+  LrScheduleFlags lr_schedule;  // --lr-schedule, --lr-min (lr_schedule_flags.h): decay to --steps
   double grad_clip = 1.0;
   double ema_rate = 0.9999;
   std::int64_t steps = 1000;
@@ -146,7 +148,8 @@ unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int cha
 
 // Every option that defines the run (model, diffusion, data, training): config.json. The
 // run-control flags (--steps, --save-every, --out, --device, ...) are under "run" and may
-// change on resume; everything else must match the checkpoint's config.
+// change on resume; everything else must match the checkpoint's config. A decaying
+// --lr-schedule also records --steps ("train.lr_decay_steps"), which then may not change.
 nlohmann::json run_config_json(const TrainOptions& options, const unet::UNetConfig& model);
 
 struct TrainResult {

@@ -12,6 +12,7 @@
 #include "engine/optim.h"
 #include "models/eval/classifier.h"
 #include "models/toy/datasets2d.h"
+#include "models/train/lr_schedule.h"
 
 namespace ddpm::toy {
 
@@ -57,7 +58,8 @@ NoisyClassifierReport train_noisy_mlp_classifier(const NoisyMlpClassifier& cls, 
     const Tensor x0 = Tensor::from_vector(d.points, {B, 2});  // [B, 2]
     const diffusion::Timesteps t = uniform_t(B, T, gen);
     const Tensor xt = diffusion::q_sample(schedule, x0, t, randn({B, 2}, gen));  // [B, 2]
-    opt.set_lr(a.lr * std::min(1.0, static_cast<double>(step + 1) / kWarmupSteps));
+    // The trainer's schedule function (lr_schedule.h): a linear warm-up, then constant.
+    opt.set_lr(train::scheduled_lr(train::LrSchedule::constant, a.lr, 0.0, kWarmupSteps, 0, step));
     slab.zero_grad();
     const Tensor loss = eval::cross_entropy(cls.forward(xt, as_doubles(t)), d.labels);
     loss.backward();

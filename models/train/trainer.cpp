@@ -43,8 +43,11 @@ Objective parse_objective(const std::string& name) {
 const char* objective_name(Objective o) { return o == Objective::edm ? "edm" : "ddpm"; }
 
 double warmup_lr(double base, std::int64_t warmup_steps, std::int64_t step) {
-  if (warmup_steps <= 0) return base;
-  return base * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup_steps));
+  return scheduled_lr(LrSchedule::constant, base, 0.0, std::max<std::int64_t>(0, warmup_steps), 0, step);
+}
+
+double config_lr(const TrainerConfig& c, std::int64_t step) {
+  return scheduled_lr(c.lr_schedule, c.adamw.lr, c.lr_min, c.warmup_steps, c.total_steps, step);
 }
 
 namespace {
@@ -81,6 +84,8 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
              "Trainer: microbatch, warmup_steps and grad_clip must be >= 0, got " << config.microbatch << ", "
                                                                                  << config.warmup_steps << ", "
                                                                                  << config.grad_clip);
+  check_lr_schedule(config.lr_schedule, config.adamw.lr, config.lr_min, config.warmup_steps, config.total_steps,
+                    "Trainer");
   DDPM_CHECK(config.label_dropout >= 0.0 && config.label_dropout <= 1.0 &&
                  (config.label_dropout == 0.0 || config.num_classes > 0),
              "Trainer: label_dropout " << config.label_dropout
@@ -240,7 +245,7 @@ StepMetrics Trainer::step() {
   }
   m.loss = total;
   quartile_means(t, losses, edm ? 4 : T, m.loss_quartile, m.quartile_count);
-  m.lr = warmup_lr(config_.adamw.lr, config_.warmup_steps, step_);
+  m.lr = config_lr(config_, step_);  // a function of the step alone: resume needs no lr state
   ++step_;
 
   if (!std::isfinite(m.loss)) {

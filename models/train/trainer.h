@@ -15,7 +15,8 @@
 //    from noise + gamma xi while the loss's target stays the noise)
 //   a non-finite loss or gradient norm: no update at all (skipped, reported)
 //   grad_norm = clip_grad_norm(max_norm)               (or just the norm when clipping is off)
-//   lr = base_lr * min(1, (step + 1) / warmup_steps); AdamW step
+//   lr = scheduled_lr(step): linear warm-up, then constant, linear or cosine decay towards
+//        lr_min by step total_steps (lr_schedule.h); AdamW step
 //   EMA update with warm-up, decay = min(rate, (1 + n)/(10 + n)), n = the update's 0-based index
 //
 // Random numbers come from one Philox generator in a fixed order per step: the provider's
@@ -80,6 +81,7 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
+#include "models/train/lr_schedule.h"
 
 namespace ddpm::train {
 
@@ -111,6 +113,12 @@ struct TrainerConfig {
   TimestepSampling timesteps = TimestepSampling::uniform;
   AdamWConfig adamw;           // adamw.lr is the base learning rate
   std::int64_t warmup_steps = 0;  // 0: no warm-up
+  // After the warm-up the rate decays from adamw.lr to lr_min over the steps up to
+  // total_steps (lr_schedule.h); constant ignores both. A decaying schedule needs
+  // total_steps > warmup_steps: the run's total step count (--steps), not this call's.
+  LrSchedule lr_schedule = LrSchedule::constant;
+  double lr_min = 0.0;
+  std::int64_t total_steps = 0;
   double grad_clip = 1.0;         // max global norm; 0 turns clipping off
   double ema_rate = 0.9999;
   std::int64_t microbatch = 0;  // 0 or >= N: the whole batch at once
@@ -142,8 +150,12 @@ struct StepMetrics {
 void quartile_means(const diffusion::Timesteps& t, const std::vector<double>& losses, std::int64_t T,
                     std::array<double, 4>& means, std::array<std::int64_t, 4>& counts);
 
-// Learning rate with linear warm-up: base * min(1, (step + 1) / warmup_steps).
+// The constant schedule's rate, base * min(1, (step + 1) / warmup_steps): scheduled_lr
+// (lr_schedule.h) with LrSchedule::constant, kept under its old name for its callers.
 double warmup_lr(double base, std::int64_t warmup_steps, std::int64_t step);
+
+// The learning rate the trainer uses at `step` under `config` (scheduled_lr of its fields).
+double config_lr(const TrainerConfig& config, std::int64_t step);
 
 // Everything a checkpoint needs to resume bit-identically (with the config).
 struct TrainerState {

@@ -164,7 +164,10 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
   {
     ScratchDir scratch;
     const std::string images = scratch / "images.npz";
-    write_npz(images, {NpyView{"arr_0", NpyDType::u8, {M, H, W, C}, ds.images.data(), ds.images.size()}});
+    std::vector<NpyView> arrays{NpyView{"arr_0", NpyDType::u8, {M, H, W, C}, ds.images.data(), ds.images.size()}};
+    // The images' labels: a class-conditional base samples image i's class for hint i.
+    if (ds.has_labels()) arrays.push_back(npy_view("arr_1", {M}, ds.labels));
+    write_npz(images, arrays);
     SampleOptions so;
     so.checkpoint = checkpoint;
     so.use_ema = a.use_ema;
@@ -180,12 +183,15 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
     so.control_from = images;
     so.control_scale = a.scale;
     so.out = scratch / "controlled";
-    r.controlled_pixels = run_sample(so).pixels;  // the library's sampling path (sample_run.h)
+    const SampleResult controlled = run_sample(so);  // the library's sampling path (sample_run.h)
+    r.controlled_pixels = controlled.pixels;
+    r.labels = controlled.labels;  // what the network was given (the baseline gets the same)
     // The sampler and step count as run_sample resolved them (heun for an EDM base, its
     // default level count for 0 steps), for the report.
     const nlohmann::json info = nlohmann::json::parse(read_file(scratch / "controlled/sample_info.json"));
     sampler = info.at("sampler").get<std::string>();
     steps = info.at("sampling_steps").get<std::int64_t>();
+    r.labels_from_images = info.at("control").value("labels_from_images", false);
     so.control_scale = 0.0;                        // the base alone, same seed: same x_T and noise
     so.out = scratch / "baseline";
     r.baseline_pixels = run_sample(so).pixels;
@@ -210,6 +216,9 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
             {"seed", a.seed},
             {"ema", a.use_ema},
             {"control_scale", a.scale},
+            {"labels", r.labels.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.labels)},
+            {"labels_from", r.labels.empty() ? nlohmann::json(nullptr)
+                                             : nlohmann::json(r.labels_from_images ? "images" : "balanced")},
             {"edge_threshold", edges ? nlohmann::json(a.edge_threshold) : nlohmann::json(nullptr)},
             {"controlled", r.controlled.to_json()},
             {"baseline", r.baseline.to_json()},
@@ -219,7 +228,11 @@ ControlEvalReport run_control_eval(const ControlEvalArgs& a, std::ostream& out) 
   } else {
     out << "ddpm-control eval: " << M << " images of " << data_spec << " (" << a.split << "), hint "
         << data::hint_string(r.hint) << ", sampler " << sampler << ", " << steps << " steps, seed " << a.seed
-        << (a.use_ema ? ", EMA" : "") << "\n";
+        << (a.use_ema ? ", EMA" : "")
+        << (r.labels.empty()           ? ""
+            : r.labels_from_images     ? ", each sample given its image's label"
+                                       : ", balanced labels (the data has none)")
+        << "\n";
     std::ostringstream head;
     head << std::left << std::setw(28) << "";
     if (edges)

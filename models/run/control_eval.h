@@ -29,8 +29,11 @@
 // Output: a small table (or one JSON object with --json); --out DIR publishes atomically
 // DIR/eval.png (one row per image: hint | controlled sample | baseline sample; a 1-channel
 // hint is repeated over the image's channels) and DIR/eval.json (the same JSON).
-// A class-conditional base gets the labels ddpm-sample draws (i mod num_classes), for both
-// the controlled and the baseline samples.
+// A class-conditional base: c_i and b_i are conditioned on x_i's own label when the data has
+// labels (the images go to run_sample with their labels as arr_1, control_run.h), so the
+// sample and its hint's source agree in class; data without labels gets ddpm-sample's
+// balanced labels i mod num_classes. The report records them: "labels" (the M labels, null
+// for an unconditional base) and "labels_from" ("images", "balanced" or null).
 #pragma once
 
 #include <cstdint>
@@ -93,6 +96,8 @@ struct ControlEvalReport {
   data::HintSpec hint;
   std::int64_t images = 0, height = 0, width = 0, channels = 0;
   HintAgreement controlled, baseline, unrelated;
+  std::vector<std::int64_t> labels;   // [M] the class labels of both sample sets; empty: unconditional
+  bool labels_from_images = false;    // labels are the images' own (else balanced, or none)
   std::vector<std::uint8_t> data_pixels, controlled_pixels, baseline_pixels;  // uint8 [M, H, W, C]
   nlohmann::json json;  // what --json prints and eval.json holds
 };

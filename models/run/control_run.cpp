@@ -5,12 +5,16 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <filesystem>
 #include <ostream>
 #include <sstream>
 
+#include <zlib.h>
+
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/io/npz.h"
 #include "engine/ops/concat.h"
@@ -67,10 +71,12 @@ nlohmann::json control_config_json(const ControlTrainArgs& a, const BaseRun& b, 
   j["base"] = {{"run", fs::absolute(a.base).lexically_normal().string()},
                {"model", unet::config_to_json(b.model.net->config())},
                {"diffusion", diffusion_to_json(b.model.diffusion)}};
+  if (b.latent) j["base"]["autoencoder"] = autoencoder_fingerprint(*b.latent);  // pixel bases: no key
   j["data"] = {{"data", a.data}, {"pad_to_32", a.pad_to_32}, {"toy_count", a.toy_count}};
   j["train"] = {{"batch_size", a.batch_size}, {"lr", a.lr},           {"weight_decay", a.weight_decay},
                 {"grad_clip", a.grad_clip},   {"ema_rate", a.ema_rate}, {"class_dropout", class_dropout},
-                {"seed", a.seed},             {"warmup_steps", a.warmup_steps}};
+                {"seed", a.seed},             {"warmup_steps", a.warmup_steps},
+                {"schedule_sampler", a.schedule_sampler}};
   add_lr_schedule_json(j["train"], a.lr_schedule, a.steps);  // and the decay's horizon (lr_schedule_flags.h)
   j["run"] = {{"steps", a.steps}, {"save_every", a.save_every}, {"log_every", a.log_every}, {"device", a.device.str()}};
   return j;
@@ -84,11 +90,16 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
     nlohmann::json saved = read_run_config(a.out), now = config;
     saved.erase("run");
     now.erase("run");
-    // A run from before the warm-up and the learning-rate schedule were flags ran neither.
+    // Runs from before these were recorded: they ran no warm-up and no learning-rate
+    // schedule, and drew t uniformly; their latent base's autoencoder cannot be checked
+    // (the base's model and diffusion still are).
     if (saved.contains("train") && saved["train"].is_object()) {
       if (!saved["train"].contains("warmup_steps")) saved["train"]["warmup_steps"] = 0;
       default_lr_schedule_json(saved["train"]);
+      if (!saved["train"].contains("schedule_sampler")) saved["train"]["schedule_sampler"] = "uniform";
     }
+    if (saved.contains("base") && !saved["base"].contains("autoencoder") && now["base"].contains("autoencoder"))
+      now["base"].erase("autoencoder");
     const std::vector<std::string> diffs = config_differences(saved, now);
     if (!diffs.empty()) {
       std::ostringstream os;
@@ -126,6 +137,8 @@ void check_control_train_args(const ControlTrainArgs& a) {
   DDPM_CHECK(a.save_every >= 1, "--save-every must be >= 1, got " << a.save_every);
   DDPM_CHECK(a.log_every >= 1, "--log-every must be >= 1, got " << a.log_every);
   DDPM_CHECK(a.resume.empty() || !a.overwrite, "--resume and --overwrite exclude each other");
+  DDPM_CHECK(a.schedule_sampler.empty() || a.schedule_sampler == "uniform" || a.schedule_sampler == "loss-second-moment",
+             "--schedule-sampler must be uniform or loss-second-moment, got '" << a.schedule_sampler << "'");
 }
 
 ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream* log) {
@@ -140,6 +153,11 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
     a.pad_to_32 = d.value("pad_to_32", false);
     a.toy_count = d.value("toy_count", a.toy_count);
   }
+  if (a.schedule_sampler.empty())  // the base's (an EDM base records none: sigma is drawn, not t)
+    a.schedule_sampler = base.config.value("diffusion", nlohmann::json::object()).value("schedule_sampler", "uniform");
+  DDPM_CHECK(!base.model.diffusion.edm || a.schedule_sampler == "uniform",
+             "--schedule-sampler " << a.schedule_sampler << " does not apply to the EDM base " << a.base
+                                   << ": its training draws the noise level sigma, not a timestep t");
   const unet::UNet& net = *base.model.net;
   const unet::UNetConfig& bc = net.config();
 
@@ -193,6 +211,8 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   tc.loss.loss = diffusion::parse_loss_type(bd.value("loss", std::string("simple")));
   tc.loss.mean_type = base.model.diffusion.predict;
   tc.loss.learned_sigma = bc.learn_sigma;
+  tc.timesteps = a.schedule_sampler == "loss-second-moment" ? train::TimestepSampling::loss_second_moment
+                                                            : train::TimestepSampling::uniform;
   tc.adamw.lr = a.lr;
   tc.adamw.weight_decay = a.weight_decay;
   tc.warmup_steps = a.warmup_steps;
@@ -239,7 +259,13 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
 
   if (!resume_dir.empty()) {
     const Checkpoint ck = load_checkpoint(resume_dir);
-    trainer.load_state(restore_trainer_state(ck, resume_dir, cn, slab, a.device));
+    train::TrainerState st = restore_trainer_state(ck, resume_dir, cn, slab, a.device);
+    if (trainer.importance()) {  // the sampler's loss history, as ddpm-train restores it
+      st.importance.emplace(schedule.num_timesteps());
+      if (ck.trainer_state.contains("importance_history"))
+        st.importance->set_history(ck.trainer_state.at("importance_history").get<std::vector<std::vector<double>>>());
+    }
+    trainer.load_state(st);
     loader.set_position(checkpoint_loader_position(ck));
     say(log, "resumed from " + resume_dir + " at step " + std::to_string(ck.step));
   }
@@ -250,12 +276,14 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   auto save = [&](double last_loss) {
     Checkpoint ck = trainer_checkpoint(trainer, cn, slab, loader.position());
     ck.trainer_state["last_loss"] = last_loss;
+    // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
+    if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();
     result.last_checkpoint = save_checkpoint(a.out, ck);
   };
 
   say(log, "base " + a.base + " (" + base.model.weights_path + ", frozen, " + std::to_string(net.num_parameters()) +
                " parameters); ControlNet " + std::to_string(cn.num_parameters()) + " trainable parameters; hint " +
-               data::hint_string(hint) + "; " + dataset->describe());
+               data::hint_string(hint) + "; t " + a.schedule_sampler + "; " + dataset->describe());
   // metrics.csv / metrics.jsonl / loss.png as ddpm-train writes them (metrics.h): on resume
   // the lines past the checkpoint's step (an interrupted run's) are dropped, so the files
   // describe one continuous run; loss.png is redrawn with each checkpoint.
@@ -346,6 +374,51 @@ void check_control_fits(const ControlRun& control, const ModelSource& model) {
   DDPM_THROW(ValueError, os.str());
 }
 
+nlohmann::json autoencoder_fingerprint(const LatentCodec& ae) {
+  // The whole file, header included: tensor names, shapes and the weights' bytes.
+  const std::string bytes = read_file((fs::path(ae.source()) / autoencoder::kAutoencoderWeights).string());
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (std::size_t pos = 0; pos < bytes.size();) {  // zlib takes uInt lengths
+    const std::size_t n = std::min<std::size_t>(bytes.size() - pos, std::size_t{1} << 30);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + pos), static_cast<uInt>(n));
+    pos += n;
+  }
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08lx", static_cast<unsigned long>(crc & 0xffffffffUL));
+  return {{"folder", fs::absolute(ae.source()).lexically_normal().string()},
+          {"model", ae.run_config_json().at("model")},
+          {"weights_crc32", hex}};
+}
+
+void check_control_autoencoder(const ControlRun& control, const LatentCodec* latent, const std::string& checkpoint) {
+  const nlohmann::json& b = control.config.at("base");
+  if (!b.contains("autoencoder")) {
+    // A pixel-space base, or a latent one from before the record (its hint factor is > 1:
+    // load_control_for checks that against the model's).
+    DDPM_CHECK(latent == nullptr || control.net->config().hint_downsampling_factor > 1,
+               "--control " << control.dir << " was trained on a pixel-space base; --checkpoint " << checkpoint
+                            << " is a latent diffusion model (autoencoder " << latent->source() << ")");
+    return;
+  }
+  const nlohmann::json& recorded = b.at("autoencoder");
+  const std::string was = recorded.value("folder", std::string("?"));
+  DDPM_CHECK(latent != nullptr, "--control " << control.dir << " was trained on a latent diffusion base (autoencoder "
+                                             << was << "); --checkpoint " << checkpoint
+                                             << " is a pixel-space model");
+  const nlohmann::json now = autoencoder_fingerprint(*latent);
+  const std::vector<std::string> diffs = config_differences(recorded.at("model"), now.at("model"), "model.");
+  const bool same_weights = recorded.at("weights_crc32") == now.at("weights_crc32");
+  if (diffs.empty() && same_weights) return;  // the same autoencoder, wherever it lies now
+  std::ostringstream os;
+  os << "--control " << control.dir << " was trained with the autoencoder " << was << " (weights CRC-32 "
+     << recorded.at("weights_crc32").get<std::string>() << "); --checkpoint " << checkpoint
+     << " decodes with a different one, " << now.at("folder").get<std::string>() << " (weights CRC-32 "
+     << now.at("weights_crc32").get<std::string>() << ")";
+  for (std::size_t i = 0; i < diffs.size(); ++i) os << (i ? "; " : ": config ") << diffs[i];  // one line
+  os << "; the ControlNet's residuals were learned on the recorded autoencoder's latents";
+  DDPM_THROW(ValueError, os.str());
+}
+
 void check_control_flags(const SampleOptions& o) {
   const bool inputs = !o.control_image.empty() || !o.control_from.empty();
   DDPM_CHECK(!inputs || !o.control.empty(), "--control-image and --control-from need --control CTRL (a ddpm-control run)");
@@ -362,6 +435,7 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
   if (o.control.empty()) return false;
   c.run = open_control_run(o.control, o.device);
   check_control_fits(c.run, model);
+  check_control_autoencoder(c.run, latent, o.checkpoint);
   const unet::UNetConfig& mc = model.net->config();
   // The hint is made from pixels: a latent model's images are f times its latents' size.
   const int f = latent ? latent->factor() : 1;
@@ -392,6 +466,13 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
                                  << H << ", " << H << ", " << C << "] images");
     pixels = arr.bytes;
     M = arr.shape[0];
+    if (npz.contains("arr_1")) {  // the images' labels, as ddpm-sample writes them
+      const NpyArray& y = npz.get("arr_1");
+      DDPM_CHECK(y.shape == std::vector<std::int64_t>{M}, "--control-from " << o.control_from << ": arr_1 is "
+                                                                            << y.describe() << "; it must hold one "
+                                                                            << "label per image of arr_0, [" << M << "]");
+      c.labels = y.as_int64();  // IoError for a float array
+    }
   } else {
     c.source = o.control_from;
     const nlohmann::json& d = c.run.config.at("data");
@@ -406,6 +487,7 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
     ds = take(ds, std::min<std::int64_t>(ds.n, o.num_samples));
     pixels = ds.images;
     M = ds.n;
+    if (ds.has_labels()) c.labels = ds.labels;
   }
   std::vector<float> unit(pixels.size());
   for (std::size_t i = 0; i < pixels.size(); ++i) unit[i] = static_cast<float>(pixels[i] / 127.5 - 1.0);  // as training
@@ -419,6 +501,21 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
 
 std::int64_t control_num_samples(const SampleOptions& o, const ControlInputs& c) {
   return o.control_from.empty() || o.num_samples_given ? o.num_samples : c.hints.dim(0);
+}
+
+bool take_control_labels(const SampleOptions& o, const unet::UNetConfig& model, ControlInputs& c, std::int64_t n,
+                         std::vector<std::int64_t>& labels) {
+  if (model.num_classes == 0 || o.class_label >= 0 || c.labels.empty()) return false;
+  const std::size_t M = c.labels.size();
+  labels.resize(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    labels[i] = c.labels[i % M];  // the label of the image whose hint sample i gets
+    DDPM_CHECK(labels[i] >= 0 && labels[i] < model.num_classes,
+               "--control-from " << c.source << ": image " << i % M << " has label " << labels[i]
+                                 << ", outside [0, " << model.num_classes << ") of the model's classes");
+  }
+  c.labels_used = true;
+  return true;
 }
 
 diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInputs& c, std::int64_t begin,
@@ -452,7 +549,8 @@ nlohmann::json write_control_outputs(const std::string& dir, const ControlInputs
     files.push_back("control.png");
   }
   return {{"run", c.run.dir},       {"checkpoint", c.run.checkpoint}, {"hint", data::hint_string(c.run.hint)},
-          {"scale", c.scale},       {"source", c.source},             {"images", M}};
+          {"scale", c.scale},       {"source", c.source},             {"images", M},
+          {"labels_from_images", c.labels_used}};
 }
 
 // --- the program ----------------------------------------------------------------------------
@@ -485,6 +583,8 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();
   tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+  tr->add_option("--schedule-sampler", t.schedule_sampler,
+                 "uniform | loss-second-moment: how t is drawn (default: the base run's setting)");
   c.eval_app = add_control_eval_subcommand(app, c.eval);
 }
 

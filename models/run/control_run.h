@@ -11,11 +11,16 @@
 //     clipping and checkpoints hold the ControlNet alone;
 //   - the ControlNet starts as a copy of the base's encoder with zero convs (controlnet.h);
 //   - the objective is the base run's: its schedule (diffusion_steps, noise_schedule,
-//     zero_terminal_snr), predict, loss and learn_sigma from its config.json, uniform t (a
-//     base trained with importance sampling still gets uniform t here), its class dropout
-//     for a class-conditional base (so classifier-free guidance keeps working). An EDM base
-//     (edm.h) trains with the trainer's edm objective and the base's sigma_data, P_mean,
-//     P_std: the closure gets c_in x and t = c_noise, so the residuals enter the
+//     zero_terminal_snr), predict, loss and learn_sigma from its config.json, its class
+//     dropout for a class-conditional base (so classifier-free guidance keeps working), and
+//     its schedule sampler of t unless --schedule-sampler says otherwise: uniform, or
+//     loss-second-moment importance sampling (Nichol & Dhariwal 2021 sec. 3.3: p_t ~
+//     sqrt(E[L_t^2]) once every t has 10 recorded losses, each loss weighted 1 / (T p_t)),
+//     whose loss history rides in each checkpoint's trainer_state.json ("importance_history")
+//     so a resume draws the same t. The resolved setting is config.json's
+//     train.schedule_sampler (a run from before it was recorded trained with uniform t).
+//     An EDM base (edm.h) trains with the trainer's edm objective and the base's sigma_data,
+//     P_mean, P_std: the closure gets c_in x and t = c_noise, so the residuals enter the
 //     preconditioned F exactly where they enter a DDPM base's prediction, and sampling goes
 //     through ddpm-sample's EDM path (heun by default);
 //   - each batch's hint is computed on the host from its pixel images (models/data/hints.h)
@@ -26,13 +31,18 @@
 //     x_0 = s z, z ~ q(z | image) drawn from the trainer's generator as ddpm-train does, while
 //     the hint stays at the IMAGE's resolution f h; the hint embedding gets log2 f stride-2
 //     pairs (controlnet.h; widths 16, 32, ..., 16 f for f >= 4) and the control config
-//     records hint_downsampling_factor f. Sampling decodes as for the base alone;
+//     records hint_downsampling_factor f. Sampling decodes as for the base alone. The base's
+//     autoencoder is recorded (base.autoencoder: autoencoder_fingerprint), since a ControlNet
+//     learns residuals for THAT autoencoder's latents: the UNet config alone cannot tell two
+//     autoencoders of one architecture apart;
 //   - refused (ValueError, exit 2): a super-resolution base (controlnet.h), data whose size
-//     or channels differ from the base's images (a latent base's: f times its UNet's size).
+//     or channels differ from the base's images (a latent base's: f times its UNet's size),
+//     --schedule-sampler loss-second-moment with an EDM base (sigma is drawn, not t).
 // The control run folder (published piece by piece atomically, like a ddpm-train run):
 //   CTRL/config.json  {"architecture": "controlnet", "hint": "edges",
 //                      "controlnet": controlnet_config_to_json, "base": {"run": absolute path,
-//                      "model": the base's UNet config, "diffusion": its DiffusionSettings},
+//                      "model": the base's UNet config, "diffusion": its DiffusionSettings,
+//                      "autoencoder" (a latent base only): autoencoder_fingerprint below},
 //                      "data": {...}, "train": {...}, "run": {steps, save_every, log_every,
 //                      device}}; everything but "run" must match on --resume ("train"
 //                      records --warmup-steps, --lr-schedule, --lr-min and, for a decaying
@@ -43,27 +53,38 @@
 //                      as a ddpm-train run's (metrics.h, loss_plot.h): one line per
 //                      --log-every steps (window means of loss, per-quartile loss and gradient
 //                      norm), loss.png redrawn with each checkpoint
-// --resume latest is bit-identical: parameters, AdamW moments, EMA, generator and loader
-// position are restored (the base is re-read from its run and must still match the recorded
-// config); the metrics files keep their lines up to the checkpoint's step and drop the rest
-// (an interrupted run's), then continue, as ddpm-train's do. An existing control run is
-// refused unless --resume or --overwrite (the old one is moved aside to CTRL.replaced-<time>).
+// --resume latest is bit-identical: parameters, AdamW moments, EMA, generator, loader
+// position and the importance sampler's loss history are restored (the base is re-read from
+// its run and must still match the recorded config); the metrics files keep their lines up
+// to the checkpoint's step and drop the rest (an interrupted run's), then continue, as
+// ddpm-train's do. An existing control run is refused unless --resume or --overwrite (the
+// old one is moved aside to CTRL.replaced-<time>).
 //
 // Sampling (ddpm-sample --checkpoint RUN --control CTRL (--control-image PNG | --control-from
 // IMAGES) [--control-scale S]): the ControlNet's EMA weights from CTRL's latest checkpoint;
 // its recorded base model config and diffusion settings must equal the opened checkpoint's
-// (ValueError naming the differences). The hint is computed with the run's hint type from
+// (ValueError naming the differences), and so must its recorded autoencoder (a latent base:
+// the same config and weights checksum, wherever the folder now lies; ValueError naming both
+// folders and both fingerprints; a pixel-space checkpoint for a latent-trained ControlNet or
+// the reverse is refused too; a control run from before the record is checked by its hint
+// factor alone). The hint is computed with the run's hint type from
 //   --control-image PNG: one image of the model's size and channels (a latent model's decoded
 //     images: f times its UNet's size, the autoencoder's channels), the hint of every sample;
 //   --control-from X.npz: arr_0 uint8 [M, H, W, C] (e.g. a ddpm-sample samples.npz), or a
 //     data spec (data_spec.h, with the control run's --pad-to-32): sample i uses image i mod M;
 //     N = M unless --num-samples is given (a data spec is cut to --num-samples images).
+// Labels of a class-conditional base: sample i gets the label of the image its hint came from
+// (image i mod M) when the source has labels (an npz's arr_1 int64 [M], as ddpm-sample
+// writes it; a labelled data spec), as --low-res takes arr_1; --class C still gives every
+// sample class C, and a source without labels gets the balanced labels i mod num_classes.
+// Labels outside the base's classes are a ValueError. sample_info.json "control"
+// "labels_from_images" says which.
 // The denoiser closure is base + scale * ControlNet residuals, so every sampler (ddpm, ddim,
 // plms, the Karras-level ones, inpainting, guidance) works unchanged; a classifier-free
 // guidance's doubled batch repeats the hint. --control-scale S (diffusers'
 // controlnet_conditioning_scale) must be finite; 0 gives the base's samples. Outputs:
 // OUT/control.png (the hints, grid like grid.png) and sample_info.json "control" {"run",
-// "hint", "scale", "source", "images"} (null without --control).
+// "hint", "scale", "source", "images", "labels_from_images"} (null without --control).
 // Export to diffusers is not offered: ddpm-export refuses a control run (it is not a UNet).
 #pragma once
 
@@ -113,6 +134,8 @@ struct ControlTrainArgs {
   std::int64_t log_every = 10;
   std::uint64_t seed = 0;
   Device device = Device::cpu();
+  // How t is drawn: "uniform" | "loss-second-moment"; "" = the base run's setting.
+  std::string schedule_sampler;
 };
 
 // ValueError naming the flag for what can be checked without the files.
@@ -138,11 +161,22 @@ ControlRun open_control_run(const std::string& dir, Device device);
 // ValueError listing where the control run's recorded base differs from `model`.
 void check_control_fits(const ControlRun& control, const ModelSource& model);
 
+// What identifies a latent base's autoencoder (config.json base.autoencoder): {"folder": its
+// absolute path (for messages only), "model": its AutoencoderConfig (LatentCodec::
+// run_config_json's, scale_factor included), "weights_crc32": the zlib CRC-32 of its
+// model.safetensors file, 8 hex digits}.
+nlohmann::json autoencoder_fingerprint(const LatentCodec& ae);
+// ValueError naming both folders and fingerprints when the autoencoder `latent` (nullptr: a
+// pixel-space model) is not the one the control run recorded (see the top of this file).
+void check_control_autoencoder(const ControlRun& control, const LatentCodec* latent, const std::string& checkpoint);
+
 // Sampling inputs (--control ...): the run and the hints [M, H, W, Ch] f32 on the CPU.
 struct ControlInputs {
   ControlRun run;
   Tensor hints;
-  std::string source;  // the PNG, npz or data spec
+  std::vector<std::int64_t> labels;  // [M] the hint images' labels; empty when the source has none
+  bool labels_used = false;          // take_control_labels gave the samples these labels
+  std::string source;                // the PNG, npz or data spec
   double scale = 1.0;
 };
 // Checks the --control flags on their own (ValueError): --control-image / --control-from
@@ -155,6 +189,11 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
                       const LatentCodec* latent = nullptr);
 // The samples to draw: M for --control-from without --num-samples, else --num-samples.
 std::int64_t control_num_samples(const SampleOptions& o, const ControlInputs& c);
+// A class-conditional model without --class whose hint images have labels: `labels` becomes
+// their labels for the n samples (sample i: image i mod M), c.labels_used is set and true is
+// returned; otherwise nothing changes. ValueError for a label outside the model's classes.
+bool take_control_labels(const SampleOptions& o, const unet::UNetConfig& model, ControlInputs& c, std::int64_t n,
+                         std::vector<std::int64_t>& labels);
 // The denoiser base + scale * ControlNet for samples [begin, begin + n): hint row i mod M.
 diffusion::DenoiseFn control_denoiser(const unet::UNet& base, const ControlInputs& c, std::int64_t begin,
                                       std::int64_t n);

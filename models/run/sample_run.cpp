@@ -312,8 +312,9 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                                          "this model); needs --control-image or --control-from");
   app.add_option("--control-image", o.control_image, "--control: one PNG of the model's size; its hint conditions every sample");
   app.add_option("--control-from", o.control_from,
-                 "--control: images whose hints condition the samples in turn: a samples.npz (arr_0 uint8) or a data "
-                 "spec (--data's forms); N defaults to their count");
+                 "--control: images whose hints condition the samples in turn: a samples.npz (arr_0 uint8, arr_1 labels "
+                 "optional) or a data spec (--data's forms); a class-conditional model gets their labels unless --class; "
+                 "N defaults to their count");
   app.add_option("--control-scale", o.control_scale, "--control: multiplier of the ControlNet's residuals (0 = the base alone)")
       ->capture_default_str();
 }
@@ -550,6 +551,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   if (cfg.num_classes > 0)
     for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % cfg.num_classes);
   const bool low_res_labels = super_res && take_low_res_labels(o, cfg, low, N, result.labels);
+  if (controlled) take_control_labels(o, cfg, control, N, result.labels);  // each hint image's label (control_run.h)
 
   // Classifier guidance: the classifier's target labels (for an unconditional model, drawn
   // like a conditional one's, over the classifier's classes).

@@ -6,8 +6,9 @@
 # to an uninterrupted one and that the base's files are untouched, samples with ddpm-sample
 # --control from a PNG and from the base's own samples.npz (ddim, ddpm, heun, guidance),
 # checks that --control-scale 0 reproduces the base's samples byte for byte, runs ddpm-control
-# eval (table, --json, --out), trains and samples ControlNets on an EDM and a latent base, and
-# that the combinations that make no sense exit 2 with one error line.
+# eval (table, --json, --out; each sample given its image's label), trains and samples
+# ControlNets on an EDM and a latent base (a base whose autoencoder was swapped is refused),
+# and that the combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" control_test
@@ -22,6 +23,7 @@ ctrl=(--base "$work/base" --hint edges "${common[@]}")
   || fail "ddpm-control train"
 grep -q '"architecture": "controlnet"' "$work/ctrl/config.json" || fail "config.json does not name the architecture"
 grep -q '"hint": "edges"' "$work/ctrl/config.json" || fail "config.json does not record the hint"
+grep -q '"schedule_sampler": "uniform"' "$work/ctrl/config.json" || fail "config.json does not record the t sampler"
 [ -f "$work/ctrl/checkpoints/step_3/ema.safetensors" ] || fail "no step_3 checkpoint"
 grep -aq controlnet_mid_block "$work/ctrl/checkpoints/step_3/model.safetensors" || fail "no ControlNet tensor names"
 if grep -aq up_blocks "$work/ctrl/checkpoints/step_3/model.safetensors"; then fail "the base's up path was saved"; fi
@@ -77,6 +79,7 @@ grep -q "baseline (scale 0)" "$work/out.txt" && grep -q "unrelated data pairs" "
   >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-control eval --json --out"
 grep -q '"unrelated":{"edge_f1"' "$work/out.txt" || fail "ddpm-control eval --json printed no scores"
 [ -f "$work/eval/eval.png" ] && [ -f "$work/eval/eval.json" ] || fail "ddpm-control eval --out wrote no eval.png / eval.json"
+grep -q '"labels_from": "images"' "$work/eval/eval.json" || fail "eval did not condition on the images' labels"
 refused "not empty" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --out "$work/eval" --device cpu
 refused "limit must be >= 2" "$bin/ddpm-control" eval --control "$work/ctrl" --limit 1 --out "$work/r_eval" --device cpu
 [ ! -e "$work/r_eval" ] || fail "a refused ddpm-control eval left its --out behind"
@@ -90,6 +93,8 @@ ls -d "$work"/ctrl_split.replaced-* >/dev/null 2>&1 || fail "--overwrite did not
   || fail "--overwrite did not start a new run"
 refused "different configuration" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint lowres:4 --steps 4 --resume latest \
   --out "$work/ctrl"
+refused "schedule-sampler must be" "$bin/ddpm-control" train "${ctrl[@]}" --schedule-sampler bogus --steps 1 \
+  --out "$work/r12"
 refused "unknown hint" "$bin/ddpm-control" train --base "$work/base" "${common[@]}" --hint canny --steps 1 --out "$work/r1"
 refused "add --pad-to-32\|makes 16x16" "$bin/ddpm-control" train "${ctrl[@]}" --pad-to-32 --steps 1 --out "$work/r2"
 refused "unknown subcommand" "$bin/ddpm-control" tran
@@ -130,6 +135,17 @@ grep -aq "'shape': (3, 16, 16, 1)" "$work/c_latent/samples.npz" || fail "latent 
   2>"$work/err.txt" || fail "ddpm-control eval on a latent base"
 refused "differs from --checkpoint" "$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl_latent" \
   --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r11"
+# The latent base with another autoencoder of the same config in its folder: refused by both.
+"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --seed 5 --out "$work/ae2" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-autoencoder train (a second one)"
+cp -r "$work/latent" "$work/latent_swapped"
+rm -r "$work/latent_swapped/autoencoder"
+cp -r "$work/ae2" "$work/latent_swapped/autoencoder"
+refused "decodes with a different one" "$bin/ddpm-sample" --checkpoint "$work/latent_swapped" \
+  --control "$work/ctrl_latent" --control-from "$work/base_samples/samples.npz" --device cpu --out "$work/r13"
+refused "decodes with a different one" "$bin/ddpm-control" eval --control "$work/ctrl_latent" \
+  --checkpoint "$work/latent_swapped" --limit 2 --device cpu
 refused "is a ddpm-control run" "$bin/ddpm-export" --checkpoint "$work/ctrl" --out "$work/r9"
 refused "is a ddpm-control run" "$bin/ddpm-sample" --checkpoint "$work/ctrl" --device cpu --out "$work/r10"
 echo "control_test: OK"

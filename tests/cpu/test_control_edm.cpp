@@ -77,6 +77,10 @@ TEST(ControlEdm, TrainingResumesBitIdenticallyAndSamplingFollowsTheScale) {
   testing::expect_control_resume_bit_identical(edm_control, full, split);
   const nlohmann::json cfg = read_run_config(full);
   EXPECT_EQ(cfg.at("base").at("diffusion").at("objective"), "edm");
+  EXPECT_EQ(cfg.at("train").at("schedule_sampler"), "uniform");  // sigma is drawn, not t
+  ControlTrainArgs importance = edm_control(testing::temp_run("control_edm_lsm"));
+  importance.schedule_sampler = "loss-second-moment";
+  EXPECT_THROW(train_control_run(importance), ValueError);
 
   // ddpm-sample's EDM path (the sampler defaults to heun for an EDM model).
   SampleOptions s;
@@ -86,6 +90,7 @@ TEST(ControlEdm, TrainingResumesBitIdenticallyAndSamplingFollowsTheScale) {
   s.num_samples = 3;
   s.batch_size = 2;
   s.seed = 9;
+  s.class_label = 1;  // one class for both: --control-from toy would otherwise give the images' labels
   s.out = testing::temp_run("control_edm_plain");
   const SampleResult plain = run_sample(s);
   SampleOptions c = s;

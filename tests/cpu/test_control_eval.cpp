@@ -1,7 +1,8 @@
 // ddpm-control eval (models/run/control_eval.h): the hint-agreement metrics against hand
 // computations on tiny maps and images, and the evaluation of a tiny control run: it runs,
 // its scale-0 samples are the base's own samples byte for byte, it writes eval.png/eval.json
-// on request and leaves no scratch files behind.
+// on request and leaves no scratch files behind; a class-conditional base samples each image's
+// own label (checked against the sampler called directly with those labels).
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -9,10 +10,13 @@
 #include <gtest/gtest.h>
 
 #include "engine/error.h"
+#include "engine/io/npz.h"
+#include "models/eval/eval_run.h"
 #include "models/run/control_eval.h"
 #include "models/run/control_run.h"
 #include "models/run/sample_run.h"
 #include "support/temp_dir.h"
+#include "support/tiny_control.h"
 #include "support/tiny_run.h"
 
 namespace ddpm::run {
@@ -152,6 +156,81 @@ TEST(ControlEval, RunsOnATinyControlRunAndItsBaselineIsTheBaseAlone) {
   ControlEvalArgs not_control = j;
   not_control.control = base;
   EXPECT_THROW(run_control_eval(not_control, text), IoError);
+}
+
+TEST(ControlEval, AClassConditionalBaseSamplesEachImageWithItsOwnLabel) {
+  const std::string base = testing::train_tiny_base("ceval_cond_base", [](TrainOptions& o) { o.class_cond = true; });
+  ControlTrainArgs t = testing::tiny_control_args(base, testing::temp_run("ceval_cond_ctrl"));
+  t.steps = 2;
+  train_control_run(t);
+  // The images eval takes (toy, test split, the first M) and their labels, read independently.
+  constexpr std::int64_t M = 4;
+  const Dataset ds = take(eval::load_eval_dataset("toy", "test"), M);
+  const std::vector<std::int64_t> balanced = {0, 1, 2, 3};  // ddpm-sample's i mod num_classes
+  ASSERT_NE(ds.labels, balanced) << "the check needs labels that differ from the balanced ones";
+
+  ControlEvalArgs e;
+  e.control = t.out;
+  e.limit = M;
+  e.batch_size = M;
+  e.sampling_steps = 5;
+  e.seed = 3;
+  std::ostringstream text;
+  const ControlEvalReport r = run_control_eval(e, text);
+  EXPECT_EQ(r.labels, ds.labels);
+  EXPECT_EQ(r.json.at("labels"), nlohmann::json(ds.labels));
+  EXPECT_EQ(r.json.at("labels_from"), "images");
+  EXPECT_NE(text.str().find("its image's label"), std::string::npos) << text.str();
+
+  // The same draws through the sampler itself (diffusion::sample with the base + ControlNet
+  // denoiser, one batch, the seed's generator): with the images' labels they are eval's
+  // samples byte for byte, with the balanced labels they are not.
+  const std::string images = testing::temp_run("ceval_cond_images") + ".npz";
+  write_npz(images, {NpyView{"arr_0", NpyDType::u8, {M, 16, 16, 1}, ds.images.data(), ds.images.size()}});
+  SampleOptions so;
+  so.checkpoint = base;
+  so.sampler = "ddim";
+  so.sampling_steps = 5;
+  so.num_samples = static_cast<int>(M);
+  so.num_samples_given = true;
+  so.control = t.out;
+  so.control_from = images;  // no arr_1: the labels below are the only ones
+  const ModelSource model = open_model(base, Device::cpu());
+  ControlInputs control;
+  ASSERT_TRUE(load_control_for(so, model, control));
+  EXPECT_TRUE(control.labels.empty());
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(model.diffusion));
+  const diffusion::SamplerConfig sc = make_sampler_config(so, model);
+  auto draw = [&](const std::vector<std::int64_t>& labels, double scale) {
+    control.scale = scale;
+    Generator gen(e.seed);
+    return to_uint8_pixels(diffusion::sample(schedule, control_denoiser(*model.net, control, 0, M), {M, 16, 16, 1},
+                                             labels, sc, gen));
+  };
+  EXPECT_EQ(draw(ds.labels, 1.0), r.controlled_pixels);
+  EXPECT_EQ(draw(ds.labels, 0.0), r.baseline_pixels);  // the baseline is conditioned on them too
+  EXPECT_NE(draw(balanced, 1.0), r.controlled_pixels);
+
+  // ddpm-sample --control-from an npz with arr_1 takes those labels too (--class overrides),
+  // and refuses a label the base does not have.
+  const std::string labelled = testing::temp_run("ceval_cond_labelled") + ".npz";
+  std::vector<std::int64_t> labels = ds.labels;
+  write_npz(labelled, {NpyView{"arr_0", NpyDType::u8, {M, 16, 16, 1}, ds.images.data(), ds.images.size()},
+                       npy_view("arr_1", {M}, labels)});
+  SampleOptions s2 = so;
+  s2.control_from = labelled;
+  s2.batch_size = 3;  // two batches: the labels follow the sample index across them
+  s2.out = testing::temp_run("ceval_cond_sample");
+  EXPECT_EQ(run_sample(s2).labels, ds.labels);
+  s2.class_label = 1;
+  s2.out = testing::temp_run("ceval_cond_class");
+  EXPECT_EQ(run_sample(s2).labels, std::vector<std::int64_t>(M, 1));
+  labels[2] = 7;  // the base has 4 classes
+  write_npz(labelled, {NpyView{"arr_0", NpyDType::u8, {M, 16, 16, 1}, ds.images.data(), ds.images.size()},
+                       npy_view("arr_1", {M}, labels)});
+  s2.class_label = -1;
+  s2.out = testing::temp_run("ceval_cond_bad");
+  EXPECT_THROW(run_sample(s2), ValueError);
 }
 
 }  // namespace

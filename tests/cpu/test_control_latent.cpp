@@ -2,18 +2,23 @@
 // models/run/control_run.h): the hint stays at IMAGE resolution and the hint embedding's
 // stride-2 pairs bring it to the latent size; training encodes x_0 with the frozen
 // autoencoder while the hint comes from the pixels; sampling decodes as latent runs do.
-// Also: old control configs (no factor) still read as factor 1 and are written unchanged.
+// Also: old control configs (no factor) still read as factor 1 and are written unchanged; the
+// control run records the base's autoencoder, and sampling and eval refuse a base whose
+// autoencoder differs from it (a moved copy of the same one is fine).
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <gtest/gtest.h>
 
 #include "engine/error.h"
 #include "engine/io/png.h"
+#include "models/autoencoder/autoencoder_io.h"
 #include "models/run/autoencoder_run.h"
 #include "models/run/checkpoint.h"
 #include "models/run/control_eval.h"
 #include "models/run/control_run.h"
+#include "models/run/latent_run.h"
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
 #include "support/tiny_control.h"
@@ -152,6 +157,70 @@ TEST(ControlLatent, TrainsOnPixelHintsResumesBitIdenticallyAndSamplesDecodedImag
   ControlTrainArgs bad = latent_control(testing::temp_run("control_latent_bad"));
   bad.pad_to_32 = true;  // 32x32 images: not f times the latent size
   EXPECT_THROW(train_control_run(bad), ValueError);
+}
+
+TEST(ControlLatent, SamplingAndEvalRefuseABaseWhoseAutoencoderIsNotTheRecordedOne) {
+  namespace fs = std::filesystem;
+  ControlTrainArgs t = latent_control(testing::temp_run("control_latent_ae_ctrl"));
+  t.steps = 2;
+  train_control_run(t);
+  const std::string recorded_folder = fs::absolute(latent_base() + "/autoencoder").lexically_normal().string();
+  const nlohmann::json rec = read_run_config(t.out).at("base").at("autoencoder");
+  EXPECT_EQ(rec.at("folder"), recorded_folder);
+  // Its config is the one the base run records for its autoencoder (latent_run.h).
+  EXPECT_EQ(rec.at("model"), read_run_config(latent_base()).at("autoencoder").at("model"));
+  EXPECT_EQ(rec.at("weights_crc32").get<std::string>().size(), 8u);
+
+  // A moved copy of the base (the same autoencoder bytes in another folder) still fits.
+  const std::string moved = testing::temp_run("control_latent_moved");
+  fs::copy(latent_base(), moved, fs::copy_options::recursive);
+  SampleOptions s;
+  s.checkpoint = moved;
+  s.sampler = "ddim";
+  s.sampling_steps = 2;
+  s.num_samples = 2;
+  s.control = t.out;
+  s.control_from = "toy";
+  s.out = testing::temp_run("control_latent_moved_out");
+  EXPECT_NO_THROW(run_sample(s));
+
+  // The same base with one autoencoder weight nudged: same configs everywhere, other latents.
+  const std::string tampered = testing::temp_run("control_latent_tampered");
+  fs::copy(latent_base(), tampered, fs::copy_options::recursive);
+  const std::string ae_dir = tampered + "/autoencoder";
+  {
+    autoencoder::AutoencoderFolder ae = autoencoder::load_autoencoder(ae_dir, Device::cpu());
+    Tensor w = ae.model->named_parameters().front().second;
+    w.data<float>()[0] += 0.5f;
+    autoencoder::save_autoencoder(*ae.model, ae.info.value("train", nlohmann::json::object()), ae_dir,
+                                  /*overwrite=*/true);
+  }
+  s.checkpoint = tampered;
+  s.out = testing::temp_run("control_latent_tampered_out");
+  try {
+    run_sample(s);
+    ADD_FAILURE() << "a base with another autoencoder was accepted";
+  } catch (const ValueError& err) {
+    const std::string what = err.what();
+    EXPECT_NE(what.find(recorded_folder), std::string::npos) << what;  // both folders named
+    EXPECT_NE(what.find(fs::absolute(ae_dir).lexically_normal().string()), std::string::npos) << what;
+  }
+  EXPECT_FALSE(fs::exists(s.out));  // nothing written
+  ControlEvalArgs e;
+  e.control = t.out;
+  e.checkpoint = tampered;
+  e.limit = 2;
+  e.sampling_steps = 2;
+  std::ostringstream text;
+  EXPECT_THROW(run_control_eval(e, text), ValueError);
+
+  // The pixel-space side: a control run that records an autoencoder does not fit a pixel
+  // model, whatever else matches (checked on the recorded base alone).
+  ControlRun control = open_control_run(t.out, Device::cpu());
+  EXPECT_THROW(check_control_autoencoder(control, nullptr, "a pixel model"), ValueError);
+  control.config["base"].erase("autoencoder");  // a run from before the record: by its factor
+  const LatentCodec codec(ae_dir, Device::cpu());
+  EXPECT_NO_THROW(check_control_autoencoder(control, &codec, tampered));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // ddpm-control's library (models/run/control_run.h): a ControlNet trained on a tiny frozen
 // base run resumes bit-identically, leaves the base's files untouched, samples through
 // ddpm-sample's --control (scale 0 = the base's samples exactly, a trained ControlNet changes
-// them), and refuses mismatched bases, folders and flags.
+// them), and refuses mismatched bases, folders and flags; importance sampling of t is taken
+// from the base (or --schedule-sampler) and resumes bit-identically with its loss history.
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -119,6 +120,9 @@ SampleOptions sample_options(const std::string& out) {
   s.sampling_steps = 5;
   s.num_samples = 3;
   s.batch_size = 2;  // two batches: hint rows follow the sample index
+  // One class for the plain and the controlled runs: a labelled --control-from (toy) would
+  // otherwise give each sample its hint image's label, the plain run balanced ones.
+  s.class_label = 2;
   s.out = out;
   s.seed = 3;
   return s;
@@ -181,6 +185,77 @@ TEST(ControlRun, SamplingWithScaleZeroIsTheBaseAndATrainedControlNetChangesTheSa
   flags.control_from.clear();
   flags.control_scale = std::nan("");
   EXPECT_THROW(check_sample_options(flags), ValueError);
+}
+
+// A base trained with importance sampling of t at T = 4, so a few steps of batch 24 fill every
+// t's history of 10 losses and the sampler leaves its uniform warm-up inside the test.
+const std::string& importance_base() {
+  static const std::string dir = testing::train_tiny_base("control_lsm_base", [](TrainOptions& o) {
+    o.noise_schedule = "cosine";  // the linear one needs T > 20
+    o.diffusion_steps = 4;
+    o.sample_steps = 2;
+    o.schedule_sampler = "loss-second-moment";
+  });
+  return dir;
+}
+
+ControlTrainArgs importance_control(const std::string& out) {
+  ControlTrainArgs a = testing::tiny_control_args(importance_base(), out);
+  a.batch_size = 24;
+  return a;
+}
+
+std::vector<std::vector<double>> importance_history(const std::string& checkpoint) {
+  const nlohmann::json st = nlohmann::json::parse(read_all(checkpoint + "/trainer_state.json"));
+  return st.at("importance_history").get<std::vector<std::vector<double>>>();
+}
+
+TEST(ControlRun, ImportanceSamplingOfTIsTheBasesByDefaultAndResumesBitIdentically) {
+  const std::string full = testing::temp_run("control_lsm_full"), split = testing::temp_run("control_lsm_split");
+  testing::expect_control_resume_bit_identical(importance_control, full, split);
+  EXPECT_EQ(read_run_config(full).at("train").at("schedule_sampler"), "loss-second-moment");  // the base's
+  // The sampler was in use: every t holds its full history of 10 losses by step 4, and the
+  // resumed run carried the same history (so it drew the same t, with the same 1 / (T p_t)).
+  const std::vector<std::vector<double>> h = importance_history(full + "/checkpoints/step_4");
+  ASSERT_EQ(h.size(), 4u);
+  for (const std::vector<double>& losses : h) EXPECT_EQ(losses.size(), 10u);
+  EXPECT_EQ(importance_history(split + "/checkpoints/step_4"), h);
+
+  // Without the saved history the resumed sampler starts its warm-up again and draws other t:
+  // the restored history is what made the resume above bit-identical.
+  const std::string amnesic = testing::temp_run("control_lsm_amnesic");
+  ControlTrainArgs first = importance_control(amnesic);
+  first.steps = 2;
+  train_control_run(first);
+  const std::string state = amnesic + "/checkpoints/step_2/trainer_state.json";
+  nlohmann::json st = nlohmann::json::parse(read_all(state));
+  ASSERT_FALSE(st.at("importance_history").empty());
+  st.erase("importance_history");
+  std::ofstream(state) << st.dump();
+  ControlTrainArgs rest = importance_control(amnesic);
+  rest.resume = "latest";
+  train_control_run(rest);
+  const SafetensorsFile a = load_safetensors(amnesic + "/checkpoints/step_4/model.safetensors"),
+                        b = load_safetensors(full + "/checkpoints/step_4/model.safetensors");
+  bool differs = false;
+  for (const auto& [name, t] : a.tensors) differs = differs || t.to_vector() != b.get(name).to_vector();
+  EXPECT_TRUE(differs);
+
+  // --schedule-sampler overrides the base's setting, is recorded, and must match on resume.
+  const std::string uniform = testing::temp_run("control_lsm_uniform");
+  ControlTrainArgs u = importance_control(uniform);
+  u.schedule_sampler = "uniform";
+  u.steps = 2;
+  train_control_run(u);
+  EXPECT_EQ(read_run_config(uniform).at("train").at("schedule_sampler"), "uniform");
+  EXPECT_FALSE(nlohmann::json::parse(read_all(uniform + "/checkpoints/step_2/trainer_state.json"))
+                   .contains("importance_history"));
+  ControlTrainArgs resume_other = importance_control(uniform);  // the base's loss-second-moment
+  resume_other.resume = "latest";
+  EXPECT_THROW(train_control_run(resume_other), ValueError);
+  ControlTrainArgs bad = importance_control(testing::temp_run("control_lsm_bad"));
+  bad.schedule_sampler = "importance";
+  EXPECT_THROW(check_control_train_args(bad), ValueError);
 }
 
 }  // namespace

@@ -78,7 +78,11 @@ nlohmann::json control_config_json(const ControlTrainArgs& a, const BaseRun& b, 
                 {"seed", a.seed},             {"warmup_steps", a.warmup_steps},
                 {"schedule_sampler", a.schedule_sampler}};
   add_lr_schedule_json(j["train"], a.lr_schedule, a.steps);  // and the decay's horizon (lr_schedule_flags.h)
-  j["run"] = {{"steps", a.steps}, {"save_every", a.save_every}, {"log_every", a.log_every}, {"device", a.device.str()}};
+  j["run"] = {{"steps", a.steps},
+              {"save_every", a.save_every},
+              {"log_every", a.log_every},
+              {"device", a.device.str()},
+              {"gradient_checkpointing", a.gradient_checkpointing}};
   return j;
 }
 
@@ -242,8 +246,10 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
                                                             << (batch_hint.defined() ? batch_hint.dim(0) : 0)
                                                             << " hints");
     const unet::ControlResiduals r =
-        control.forward(x, t, y, batch_hint, nn::Context{true, &trainer_ptr->dropout_generator()});
-    return net.forward(x, t, y, nn::Context{}, &r);  // the frozen base: evaluation mode
+        control.forward(x, t, y, batch_hint,
+                        nn::Context{true, &trainer_ptr->dropout_generator(), a.gradient_checkpointing});
+    // The frozen base: evaluation mode (its blocks still backpropagate to the residuals).
+    return net.forward(x, t, y, nn::Context{false, nullptr, a.gradient_checkpointing}, &r);
   };
   const LatentCodec* latent = base.latent.get();
   train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
@@ -583,6 +589,8 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();
   tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+  tr->add_flag("--gradient-checkpointing", t.gradient_checkpointing,
+               "recompute the blocks' activations in the backward (less memory, ~1/3 more compute)");
   tr->add_option("--schedule-sampler", t.schedule_sampler,
                  "uniform | loss-second-moment: how t is drawn (default: the base run's setting)");
   c.eval_app = add_control_eval_subcommand(app, c.eval);

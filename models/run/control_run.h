@@ -132,6 +132,7 @@ struct ControlTrainArgs {
   double ema_rate = 0.999;
   std::int64_t save_every = 500;
   std::int64_t log_every = 10;
+  bool gradient_checkpointing = false;  // nn::Context::recompute (engine/recompute.h); may change on resume
   std::uint64_t seed = 0;
   Device device = Device::cpu();
   // How t is drawn: "uniform" | "loss-second-moment"; "" = the base run's setting.

@@ -82,6 +82,11 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str()->group(T);
   app.add_option("--microbatch", o.microbatch, "gradient accumulation chunk (0: the whole batch)")
       ->capture_default_str()->group(T);
+  app.add_flag("--gradient-checkpointing", o.gradient_checkpointing,
+               "activation checkpointing: residual and attention blocks keep only their inputs and rerun "
+               "their forward in the backward (same gradients, about half the activation memory, ~1/3 more "
+               "compute; may change between resumes)")
+      ->group(T);
   app.add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str()->group(T);
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str()->group(T);
   app.add_option("--warmup-steps", o.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str()->group(T);

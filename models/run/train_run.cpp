@@ -92,6 +92,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
+              {"gradient_checkpointing", o.gradient_checkpointing},
               {"preset", o.preset},         {"device", o.device.str()},
               {"world_size", o.comm != nullptr ? o.comm->world_size() : 1}};
   return j;
@@ -246,7 +247,7 @@ TrainResult train_run(const TrainOptions& options) {
     train::Trainer* trainer_ptr = nullptr;  // dropout draws from the trainer's generator
     diffusion::DenoiseFn train_fn = [&](const Tensor& x, const std::vector<double>& t,
                                         const std::vector<std::int64_t>& labels) {
-      nn::Context ctx{true, &trainer_ptr->dropout_generator()};
+      nn::Context ctx{true, &trainer_ptr->dropout_generator(), o.gradient_checkpointing};
       return net.forward(x, t, labels, ctx);
     };
     train::BatchProvider batches = [&](std::int64_t, Generator& gen) {

@@ -106,6 +106,7 @@ struct TrainOptions {
   // Training.
   std::int64_t batch_size = 64;
   std::int64_t microbatch = 0;
+  bool gradient_checkpointing = false;  // nn::Context::recompute (engine/recompute.h)
   double lr = 1e-4;
   double weight_decay = 0.0;
   std::int64_t warmup_steps = 0;

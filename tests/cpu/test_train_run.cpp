@@ -3,6 +3,8 @@
 // losses, flag validation and the command-line parser with presets.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 
@@ -91,6 +93,45 @@ TEST(TrainRun, ResumeIsBitIdentical) {
   // The resumed run's metrics continue the first part's: steps 2, 3 (its end), 4, 6.
   const std::string jsonl = read_file(second.out + "/metrics.jsonl");
   EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 4);
+}
+
+// --gradient-checkpointing (engine/recompute.h) computes the same gradients, summed in a
+// different order where a tensor has several consumers, so a run with it follows the run
+// without it to float rounding, draws the same dropout masks (the generators end equal), and
+// may be switched on or off on resume.
+TEST(TrainRun, GradientCheckpointingTrainsTheSameRunAndMayChangeOnResume) {
+  TrainOptions plain = tiny(temp_run("no_recompute"));
+  run::train_run(plain);
+
+  TrainOptions first = tiny(temp_run("recompute"));
+  first.gradient_checkpointing = true;
+  first.steps = 3;
+  run::train_run(first);
+  const nlohmann::json cfg = nlohmann::json::parse(read_file(first.out + "/config.json"));
+  EXPECT_EQ(cfg.at("run").at("gradient_checkpointing"), true);
+  TrainOptions second = first;
+  second.gradient_checkpointing = false;
+  second.steps = 6;
+  second.resume = "latest";
+  EXPECT_EQ(run::train_run(second).steps_done, 6);
+
+  const std::string a = run::checkpoint_dir(plain.out, 6), b = run::checkpoint_dir(second.out, 6);
+  const SafetensorsFile fa = load_safetensors(a + "/model.safetensors"), fb = load_safetensors(b + "/model.safetensors");
+  ASSERT_EQ(fa.tensors.size(), fb.tensors.size());
+  double worst = 0.0, moved = 0.0;
+  const SafetensorsFile f0 = load_safetensors(run::checkpoint_dir(plain.out, 3) + "/model.safetensors");
+  for (const auto& [name, ta] : fa.tensors) {
+    const std::vector<float> va = ta.to_vector(), vb = fb.get(name).to_vector(), v0 = f0.get(name).to_vector();
+    for (std::size_t i = 0; i < va.size(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::fabs(va[i] - vb[i])));
+      moved = std::max(moved, static_cast<double>(std::fabs(va[i] - v0[i])));
+    }
+  }
+  EXPECT_GT(moved, 1e-3);           // steps 4-6 changed the weights (lr 1e-3) ...
+  EXPECT_LT(worst, 1e-3 * moved);   // ... and the two runs agree far below that
+  const nlohmann::json sa = nlohmann::json::parse(read_file(a + "/trainer_state.json"));
+  const nlohmann::json sb = nlohmann::json::parse(read_file(b + "/trainer_state.json"));
+  EXPECT_EQ(sa.at("generator"), sb.at("generator"));
 }
 
 TEST(TrainRun, ResumeWithImportanceSampledTimestepsIsBitIdentical) {

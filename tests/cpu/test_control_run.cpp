@@ -128,6 +128,21 @@ SampleOptions sample_options(const std::string& out) {
   return s;
 }
 
+// --gradient-checkpointing recomputes both the ControlNet's blocks and the frozen base's
+// (whose backward carries the gradient to the residuals): the same training to rounding.
+TEST(ControlRun, GradientCheckpointingTrainsTheSameControlNet) {
+  ControlTrainArgs plain = tiny_control(testing::temp_run("control_no_recompute"));
+  ControlTrainArgs again = tiny_control(testing::temp_run("control_recompute"));
+  again.gradient_checkpointing = true;
+  train_control_run(plain);
+  train_control_run(again);
+  const std::string a = checkpoint_dir(plain.out, 4) + "/model.safetensors";
+  const double moved = testing::max_abs_difference(a, checkpoint_dir(plain.out, 2) + "/model.safetensors");
+  const double worst = testing::max_abs_difference(a, checkpoint_dir(again.out, 4) + "/model.safetensors");
+  EXPECT_GT(moved, 1e-4);
+  EXPECT_LT(worst, 1e-3 * moved) << "moved " << moved << ", differ by " << worst;
+}
+
 TEST(ControlRun, SamplingWithScaleZeroIsTheBaseAndATrainedControlNetChangesTheSamples) {
   const std::string ctrl = testing::temp_run("control_sample");
   train_control_run(tiny_control(ctrl));

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <string>
 
@@ -65,6 +67,21 @@ inline void expect_same_tensors(const std::string& a, const std::string& b) {
     ASSERT_EQ(ta.shape(), tb.shape()) << name;
     EXPECT_EQ(ta.to_vector(), tb.to_vector()) << a << ": " << name << " differs";
   }
+}
+
+// The largest |a - b| over every element of every tensor of two safetensors files with the
+// same names and shapes.
+inline double max_abs_difference(const std::string& a, const std::string& b) {
+  const SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+  EXPECT_EQ(fa.tensors.size(), fb.tensors.size()) << a;
+  double worst = 0.0;
+  for (const auto& [name, ta] : fa.tensors) {
+    const std::vector<float> va = ta.to_vector(), vb = fb.get(name).to_vector();
+    EXPECT_EQ(va.size(), vb.size()) << name;
+    for (std::size_t i = 0; i < va.size() && i < vb.size(); ++i)
+      worst = std::max(worst, static_cast<double>(std::fabs(va[i] - vb[i])));
+  }
+  return worst;
 }
 
 }  // namespace ddpm::testing

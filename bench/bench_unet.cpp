@@ -1,7 +1,10 @@
 // bench-unet: the model-level figures compared with PyTorch/diffusers by scripts/bench.sh:
 // the DDPM CIFAR-10 UNet (35.7M parameters) at batch 128 on CUDA,
 //   train   images/s of one training step (forward, L_simple, backward, AdamW on the slab)
+//   train_recompute  the same with activation checkpointing (nn::Context::recompute)
 //   sample  network evaluations/s of one no-grad forward
+// each with the tensor bytes at the peak of one call (peak_mib: parameters, gradients and
+// AdamW moments included; engine/storage.h memory_stats), as torch.cuda.max_memory_allocated.
 // median of --reps after warm-up. JSON lines with --json (the format of
 // scripts/bench_pytorch_unet.py), "mode" "ours_fp32" or, with --tf32 (ddpm::set_allow_tf32,
 // engine/math_mode.h: TF32 in cuBLAS and cuDNN), "ours_tf32". --conv-algo picks the cuDNN
@@ -13,6 +16,7 @@
 //           wait per upload serializes the two.
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <string>
 
@@ -23,6 +27,7 @@
 #include "engine/math_mode.h"
 #include "engine/optim.h"
 #include "engine/parameters.h"
+#include "engine/storage.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cuda/staging.h"
 #include "models/diffusion/sampler.h"
@@ -74,7 +79,6 @@ int main(int argc, char** argv) {
     Tensor noise = randn({batch, 32, 32, 3}, gen, Device::cuda());
     std::vector<double> t(static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) t[static_cast<std::size_t>(i)] = (i * 997) % 1000;
-    nn::Context train_ctx{true, &gen};
 
     bench::Timer timer(reps);
     if (chain) {
@@ -106,33 +110,49 @@ int main(int argc, char** argv) {
                     "(%.2fx)\n", batch, staged, waiting, waiting / staged);
       return 0;
     }
-    double train_ms = timer.median_ms([&] {
+    auto train_step = [&](bool recompute) {
       slab.zero_grad();
-      Tensor loss = mse_loss(net.forward(x, t, {}, train_ctx), noise);
+      Tensor loss = mse_loss(net.forward(x, t, {}, nn::Context{true, &gen, recompute}), noise);
       loss.backward();
       opt.step();
-    });
-    double sample_ms = timer.median_ms([&] {
+    };
+    auto sample_step = [&] {
       NoGradGuard no_grad;
       net.forward(x, t, {}, nn::Context{});
-    });
-    auto emit = [&](const char* what, double ms) {
+    };
+    // Tensor bytes at the peak of one call (parameters, gradients and AdamW moments
+    // included), in MiB: what torch.cuda.max_memory_allocated reports for PyTorch's side.
+    auto peak_mib = [&](const std::function<void()>& fn) {
+      reset_peak_memory(DeviceType::cuda);
+      fn();
+      return static_cast<double>(memory_stats(DeviceType::cuda).peak) / (1 << 20);
+    };
+    const double train_ms = timer.median_ms([&] { train_step(false); });
+    const double recompute_ms = timer.median_ms([&] { train_step(true); });
+    const double sample_ms = timer.median_ms(sample_step);
+    const double train_peak = peak_mib([&] { train_step(false); });
+    const double recompute_peak = peak_mib([&] { train_step(true); });
+    const double sample_peak = peak_mib(sample_step);
+    auto emit = [&](const char* what, double ms, double peak) {
       double per_s = batch / ms * 1e3;
       if (json_lines)
-        std::cout << nlohmann::json{{"op", "unet"}, {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
-                                    {"conv_algo", conv_algo_search_name(conv_search)}, {"what", what}, {"batch", batch},
-                                    {"ms", ms}, {"per_s", per_s}}.dump()
+        std::cout << nlohmann::json{{"op", "unet"},     {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
+                                    {"conv_algo", conv_algo_search_name(conv_search)},
+                                    {"what", what},     {"batch", batch},
+                                    {"ms", ms},         {"per_s", per_s},
+                                    {"peak_mib", peak}}.dump()
                   << "\n";
       else
-        std::printf("unet %-6s batch %d: %.2f ms, %.1f %s/s\n", what, batch, ms, per_s,
-                    std::string(what) == "train" ? "images" : "evaluations");
+        std::printf("unet %-15s batch %d: %.2f ms, %.1f %s/s, peak %.0f MiB\n", what, batch, ms, per_s,
+                    std::string(what) == "sample" ? "evaluations" : "images", peak);
     };
     if (!json_lines)
       std::printf("DDPM CIFAR-10 UNet, %lld parameters, %s, convolution algorithms: %s\n", (long long)slab.numel(),
                   tf32 ? "fp32 storage with TF32 GEMMs and convolutions" : "fp32 (no TF32)",
                   conv_algo_search_name(conv_search));
-    emit("train", train_ms);
-    emit("sample", sample_ms);
+    emit("train", train_ms, train_peak);
+    emit("train_recompute", recompute_ms, recompute_peak);
+    emit("sample", sample_ms, sample_peak);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench-unet: %s\n", e.what());
     return 1;

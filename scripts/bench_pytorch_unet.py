@@ -4,6 +4,8 @@
 residual blocks per level, attention at 16x16, 35.7M parameters) at batch 128:
 
   train   images/s of one training step (forward, L_simple, backward, AdamW)
+  train_recompute  the same with activation checkpointing (eager fp32 only)
+  peak_mib  CUDA tensor memory at the peak of one call (torch.cuda.max_memory_allocated)
   sample  network evaluations/s of one no-grad forward at the sampling batch
 
 for three modes: eager fp32 (TF32 allowed, as PyTorch users run it), eager bf16 autocast
@@ -91,10 +93,36 @@ def main():
             with torch.autocast(args.device, dtype=torch.bfloat16, enabled=use_bf16):
                 fwd(x, t)
 
-        for what, fn in (("train", train_step), ("sample", sample_step)):
+        def peak_mib(fn):
+            # Tensor bytes at the peak of one call, parameters and optimizer state included
+            # (bench-unet reports the same for ours).
+            if dev.type != "cuda":
+                return None
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+
+        steps = [("train", train_step), ("sample", sample_step)]
+        if mode == "eager_fp32":
+            # diffusers' activation checkpointing (UNet2DModel.enable_gradient_checkpointing),
+            # against bench-unet's train_recompute.
+            def train_recompute_step():
+                net.enable_gradient_checkpointing()
+                try:
+                    train_step()
+                finally:
+                    net.disable_gradient_checkpointing()
+            steps.append(("train_recompute", train_recompute_step))
+        for what, fn in steps:
             ms = timed(fn, args.reps, args.device)
-            print(json.dumps({"op": "unet", "mode": mode, "what": what, "batch": args.batch, "ms": ms,
-                              "per_s": args.batch / ms * 1e3}), flush=True)
+            row = {"op": "unet", "mode": mode, "what": what, "batch": args.batch, "ms": ms,
+                   "per_s": args.batch / ms * 1e3}
+            peak = peak_mib(fn)
+            if peak is not None:
+                row["peak_mib"] = peak
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

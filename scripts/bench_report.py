@@ -79,8 +79,8 @@ def main(ours_path, torch_path):
 
     if unet_ours or unet_torch:
         print("\nDDPM CIFAR-10 UNet (35.7M parameters): train = images/s, sample = network evaluations/s\n")
-        print("| what | mode | batch | ms | per s | ours fp32 / this | ours tf32 / this |")
-        print("|---|---|---|---|---|---|---|")
+        print("| what | mode | batch | ms | per s | peak MiB | ours fp32 / this | ours tf32 / this |")
+        print("|---|---|---|---|---|---|---|---|")
 
         def mine(mode, what):
             return next((o for o in unet_ours if o["what"] == what and o.get("mode", "ours_fp32") == mode), None)
@@ -90,7 +90,8 @@ def main(ours_path, torch_path):
             for mode in ("ours_fp32", "ours_tf32"):
                 m = mine(mode, r["what"])
                 ratios.append(f"{m['per_s'] / r['per_s']:.2f}" if m else "-")
-            print(f"| {r['what']} | {r['mode']} | {r['batch']} | {r['ms']:.1f} | {r['per_s']:.1f} | "
+            peak = f"{r['peak_mib']:.0f}" if "peak_mib" in r else "-"
+            print(f"| {r['what']} | {r['mode']} | {r['batch']} | {r['ms']:.1f} | {r['per_s']:.1f} | {peak} | "
                   f"{ratios[0]} | {ratios[1]} |")
 
 

@@ -15,8 +15,7 @@
 #include "engine/parameters.h"
 #include "engine/recompute.h"
 #include "engine/storage.h"
-#include "models/unet/unet.h"
-#include "support/tiny_unet.h"
+#include "support/recompute_step.h"
 
 namespace ddpm {
 namespace {
@@ -111,50 +110,11 @@ TEST(Recompute, RecordsNothingWithoutGradMode) {
   EXPECT_FALSE(recompute("segment", seg, {x, b}, true, nullptr).requires_grad());
 }
 
-// The tiny UNet with everything recomputation touches: dropout, attention, AdaGN.
-unet::UNetConfig tiny_config() {
-  unet::UNetConfig cfg = testing::tiny_unet_config(8);
-  cfg.attention_resolutions = {4};
-  cfg.dropout = 0.3;
-  cfg.use_scale_shift_norm = true;
-  cfg.num_res_blocks = 2;
-  return cfg;
-}
-
-struct StepResult {
-  std::vector<float> grads;
-  std::size_t peak_bytes = 0;
-  std::uint64_t offset_after = 0;
-};
-
-StepResult unet_step(bool with_recompute) {
-  Generator init(5);
-  unet::UNet net(tiny_config(), init, Device::cpu());
-  ParameterSlab slab(net.named_parameters());
-  // Away from the zero-initialized outputs (conv2, to_out, conv_out), so gradients reach
-  // every layer.
-  {
-    const std::vector<float> noise = randn({slab.slab_numel()}, init).to_vector();
-    float* v = slab.values().data<float>();
-    for (std::int64_t i = 0; i < slab.slab_numel(); ++i) v[i] += 0.1f * noise[static_cast<std::size_t>(i)];
-  }
-  const Tensor x = randn({4, 8, 8, 3}, init);
-  const Tensor target = randn({4, 8, 8, 3}, init);
-  Generator drop(9);
-  reset_peak_memory(DeviceType::cpu);
-  const std::size_t before = memory_stats(DeviceType::cpu).live;
-  nn::Context ctx{true, &drop, with_recompute};
-  const Tensor out = net.forward(x, {10.0, 200.0, 500.0, 999.0}, {}, ctx);
-  StepResult r;
-  r.offset_after = drop.offset();
-  mse_loss(out, target).backward();
-  r.peak_bytes = memory_stats(DeviceType::cpu).peak - before;
-  r.grads = slab.grads().to_vector();
-  return r;
-}
+using testing::StepResult;
+using testing::unet_training_step;
 
 TEST(Recompute, UNetGradientsAreTheSameAndThePeakIsLower) {
-  const StepResult plain = unet_step(false), again = unet_step(true);
+  const StepResult plain = unet_training_step(Device::cpu(), false), again = unet_training_step(Device::cpu(), true);
   ASSERT_EQ(plain.grads.size(), again.grads.size());
   // The same numbers are computed, but a tensor with several consumers (the timestep
   // embedding, every block's input: main path and skip) sums its gradient's parts in the
@@ -173,6 +133,8 @@ TEST(Recompute, UNetGradientsAreTheSameAndThePeakIsLower) {
   EXPECT_LE(worst, 1e-6 * scale);
   EXPECT_GT(nonzero, plain.grads.size() / 2);      // the backward reached the network
   EXPECT_EQ(plain.offset_after, again.offset_after);
+  EXPECT_EQ(plain.leaked_bytes, 0u);  // the tape and everything it saved died with the step
+  EXPECT_EQ(again.leaked_bytes, 0u);
   // Each residual block keeps one activation instead of ~5; what is left is the blocks'
   // inputs, the skips and the backward's own working set.
   std::printf("    peak activation bytes: %zu without recomputation, %zu with\n", plain.peak_bytes, again.peak_bytes);

@@ -40,19 +40,26 @@ struct Segment {
   }
 };
 
+Tensor random_f64(const Shape& shape, Generator& gen) { return randn(shape, gen, Device::cpu(), DType::f64); }
+
+Segment make_segment(Generator& init) {
+  Segment seg;
+  seg.w1 = random_f64({5, 6}, init).set_requires_grad(true);
+  seg.w2 = random_f64({6, 3}, init).set_requires_grad(true);
+  return seg;
+}
+
 struct SegmentRun {
   Tensor out, gx, gb, gw1, gw2;
   std::uint64_t offset_after = 0;
 };
 
-SegmentRun run_segment(bool with_recompute, bool x_needs_grad, bool dropout_on) {
+SegmentRun run_segment(bool with_recompute, bool dropout_on) {
   Generator init(7);
-  Segment seg;
-  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64).set_requires_grad(x_needs_grad);
-  Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  const Tensor r = randn({4, 3}, init, Device::cpu(), DType::f64);
+  const Segment seg = make_segment(init);
+  Tensor x = random_f64({4, 5}, init).set_requires_grad(true);
+  Tensor b = random_f64({4, 6}, init).set_requires_grad(true);
+  const Tensor r = random_f64({4, 3}, init);
   Generator drop(11, 40);
   Generator* gen = dropout_on ? &drop : nullptr;
   SegmentRun out;
@@ -67,7 +74,7 @@ SegmentRun run_segment(bool with_recompute, bool x_needs_grad, bool dropout_on) 
 
 TEST(Recompute, GradientsEqualThoseWithoutRecomputation) {
   for (bool dropout_on : {false, true}) {
-    const SegmentRun plain = run_segment(false, true, dropout_on), again = run_segment(true, true, dropout_on);
+    const SegmentRun plain = run_segment(false, dropout_on), again = run_segment(true, dropout_on);
     expect_same(plain.out, again.out, "output");
     expect_same(plain.gx, again.gx, "d/dx");
     expect_same(plain.gb, again.gb, "d/db");
@@ -76,19 +83,17 @@ TEST(Recompute, GradientsEqualThoseWithoutRecomputation) {
     EXPECT_EQ(plain.offset_after, again.offset_after) << "the generator must end where the forward left it";
   }
   // Dropout really ran: its masks change the gradients.
-  expect_same(run_segment(false, true, false).gw2, run_segment(false, true, false).gw2, "determinism");
-  const std::vector<float> a = run_segment(true, true, false).gw1.to_vector(), b = run_segment(true, true, true).gw1.to_vector();
+  expect_same(run_segment(false, false).gw2, run_segment(false, false).gw2, "determinism");
+  const std::vector<float> a = run_segment(true, false).gw1.to_vector(), b = run_segment(true, true).gw1.to_vector();
   EXPECT_NE(a, b);
 }
 
 TEST(Recompute, ParametersGetGradientsWhenNoInputNeedsOne) {
   // x is data and b frozen here: only the weights train, yet the node must run.
   Generator init(3);
-  Segment seg;
-  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  const Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64);
-  const Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64);
+  const Segment seg = make_segment(init);
+  const Tensor x = random_f64({4, 5}, init);
+  const Tensor b = random_f64({4, 6}, init);
   const Tensor out = recompute("segment", seg, {x, b}, true, nullptr);
   ASSERT_TRUE(out.requires_grad());
   sum(out).backward();
@@ -101,11 +106,9 @@ TEST(Recompute, ParametersGetGradientsWhenNoInputNeedsOne) {
 
 TEST(Recompute, RecordsNothingWithoutGradMode) {
   Generator init(3);
-  Segment seg;
-  seg.w1 = randn({5, 6}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  seg.w2 = randn({6, 3}, init, Device::cpu(), DType::f64).set_requires_grad(true);
-  const Tensor x = randn({4, 5}, init, Device::cpu(), DType::f64);
-  const Tensor b = randn({4, 6}, init, Device::cpu(), DType::f64);
+  const Segment seg = make_segment(init);
+  const Tensor x = random_f64({4, 5}, init);
+  const Tensor b = random_f64({4, 6}, init);
   NoGradGuard no_grad;
   EXPECT_FALSE(recompute("segment", seg, {x, b}, true, nullptr).requires_grad());
 }

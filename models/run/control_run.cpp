@@ -298,6 +298,7 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   std::array<double, 4> w_q{};
   std::array<std::int64_t, 4> w_qn{};
   std::int64_t w_steps = 0;
+  take_peak_mib(a.device.type);  // the first metrics window starts here
   while (trainer.step_count() < a.steps) {
     const auto t0 = std::chrono::steady_clock::now();
     const train::StepMetrics m = trainer.step();
@@ -327,6 +328,7 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
       line.grad_norm = w_grad / w_steps;
       line.lr = m.lr;
       line.images_per_s = static_cast<double>(a.batch_size) * w_steps / std::max(w_time, 1e-9);
+      line.peak_mib = take_peak_mib(a.device.type);
       metrics.append(line);
       std::ostringstream os;
       os << "step " << done << "/" << a.steps << "  loss " << line.loss << "  grad norm " << line.grad_norm;

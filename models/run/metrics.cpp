@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
+#include "engine/storage.h"
 #include "models/run/loss_plot.h"
 
 namespace fs = std::filesystem;
@@ -48,6 +49,7 @@ nlohmann::json MetricsLine::to_json() const {
   j["lr"] = lr;
   j["images_per_s"] = images_per_s;
   j["skipped"] = skipped;
+  j["peak_mib"] = peak_mib;
   return j;
 }
 
@@ -60,6 +62,7 @@ MetricsLine MetricsLine::from_json(const nlohmann::json& j) {
   m.lr = j.at("lr").get<double>();
   m.images_per_s = j.at("images_per_s").get<double>();
   m.skipped = j.value("skipped", std::int64_t{0});
+  m.peak_mib = j.value("peak_mib", 0.0);
   return m;
 }
 
@@ -67,8 +70,15 @@ std::string MetricsLine::to_csv() const {
   std::ostringstream os;
   os << step << ',' << csv_number(loss);
   for (double q : loss_quartile) os << ',' << csv_number(q);
-  os << ',' << csv_number(grad_norm) << ',' << csv_number(lr) << ',' << csv_number(images_per_s) << ',' << skipped;
+  os << ',' << csv_number(grad_norm) << ',' << csv_number(lr) << ',' << csv_number(images_per_s) << ',' << skipped
+     << ',' << csv_number(peak_mib);
   return os.str();
+}
+
+double take_peak_mib(DeviceType type) {
+  const double mib = static_cast<double>(memory_stats(type).peak) / (1 << 20);
+  reset_peak_memory(type);
+  return mib;
 }
 
 MetricsWriter::MetricsWriter(const std::string& run_dir, bool resume, std::int64_t keep_upto) : dir_(run_dir) {

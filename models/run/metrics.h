@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/device.h"
+
 namespace ddpm::run {
 
 struct MetricsLine {
@@ -27,16 +29,24 @@ struct MetricsLine {
   std::array<double, 4> loss_quartile{};  // NaN where no sample fell in the quartile
   double grad_norm = 0, lr = 0, images_per_s = 0;
   std::int64_t skipped = 0;  // non-finite steps in the window
+  // Tensor memory of the training device at its peak in the window, in MiB (parameters,
+  // gradients, optimizer state and activations: engine/storage.h memory_stats), what
+  // PyTorch users read from torch.cuda.max_memory_allocated. 0 in lines from older runs.
+  double peak_mib = 0;
   nlohmann::json to_json() const;
   static MetricsLine from_json(const nlohmann::json& j);
   std::string to_csv() const;
 };
 
 inline constexpr const char* kMetricsCsvHeader =
-    "step,loss,loss_q0,loss_q1,loss_q2,loss_q3,grad_norm,lr,images_per_s,skipped";
+    "step,loss,loss_q0,loss_q1,loss_q2,loss_q3,grad_norm,lr,images_per_s,skipped,peak_mib";
 
 // The metrics files of a run folder. On resume, lines past the checkpoint's step (written
 // after it, by the interrupted run) are dropped so the files describe one continuous run.
+// The peak tensor memory of `type` since the last call (or the start), in MiB; starts the
+// next window (reset_peak_memory).
+double take_peak_mib(DeviceType type);
+
 class MetricsWriter {
  public:
   // Reads run_dir/metrics.jsonl when resuming (keeping lines with step <= keep_upto), or

@@ -347,6 +347,7 @@ TrainResult train_run(const TrainOptions& options) {
     std::int64_t last_saved = -1;
     StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, checkpoint it, return
 
+    take_peak_mib(o.device.type);  // the first metrics window starts here
     while (trainer.step_count() < o.steps) {
       const auto t0 = std::chrono::steady_clock::now();
       const train::StepMetrics m = trainer.step();
@@ -398,12 +399,15 @@ TrainResult train_run(const TrainOptions& options) {
         line.lr = m.lr;
         line.images_per_s = static_cast<double>(o.batch_size) * w_steps / std::max(w_time, 1e-9);
         line.skipped = w_skipped;
+        line.peak_mib = take_peak_mib(o.device.type);
         if (metrics) metrics->append(line);
         last_metrics = line.to_json();
-        char buf[200];
-        std::snprintf(buf, sizeof buf, "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  ETA %s",
+        char buf[240];
+        std::snprintf(buf, sizeof buf,
+                      "step %lld/%lld  loss %.5g  grad norm %.3g  lr %.3g  %.1f img/s  peak %.0f MiB  ETA %s",
                       static_cast<long long>(done), static_cast<long long>(o.steps), line.loss, line.grad_norm, line.lr,
-                      line.images_per_s, format_duration((o.steps - done) * total_time / timed_steps).c_str());
+                      line.images_per_s, line.peak_mib,
+                      format_duration((o.steps - done) * total_time / timed_steps).c_str());
         progress.line(buf);
         w_loss = w_grad = w_time = 0;
         w_q = {};

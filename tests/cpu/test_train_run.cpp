@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
@@ -51,7 +52,7 @@ TEST(TrainRun, WritesTheRunFolder) {
   const std::string jsonl = read_file(o.out + "/metrics.jsonl");
   EXPECT_EQ(std::count(jsonl.begin(), jsonl.end(), '\n'), 3);  // steps 2, 4, 6
   const std::string csv = read_file(o.out + "/metrics.csv");
-  EXPECT_EQ(csv.rfind("step,loss,loss_q0,loss_q1,loss_q2,loss_q3,grad_norm,lr,images_per_s,skipped\n", 0), 0u);
+  EXPECT_EQ(csv.rfind("step,loss,loss_q0,loss_q1,loss_q2,loss_q3,grad_norm,lr,images_per_s,skipped,peak_mib\n", 0), 0u);
   const Image loss = read_png(o.out + "/loss.png");
   EXPECT_EQ(loss.channels, 3);
   const Image grid = read_png(o.out + "/samples/step_6.png");
@@ -124,6 +125,18 @@ TEST(TrainRun, GradientCheckpointingTrainsTheSameRunAndMayChangeOnResume) {
   const nlohmann::json sa = nlohmann::json::parse(read_file(a + "/trainer_state.json"));
   const nlohmann::json sb = nlohmann::json::parse(read_file(b + "/trainer_state.json"));
   EXPECT_EQ(sa.at("generator"), sb.at("generator"));
+  // The metrics' peak tensor memory of steps 1-2: lower with recomputation.
+  auto first_peak = [](const std::string& dir) {
+    std::istringstream lines(read_file(dir + "/metrics.jsonl"));
+    std::string line;
+    std::getline(lines, line);
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("step"), 2);
+    return j.at("peak_mib").get<double>();
+  };
+  const double peak_plain = first_peak(plain.out), peak_recompute = first_peak(first.out);
+  EXPECT_GT(peak_recompute, 0.0);
+  EXPECT_LT(peak_recompute, peak_plain);
 }
 
 TEST(TrainRun, ResumeWithImportanceSampledTimestepsIsBitIdentical) {

@@ -113,7 +113,7 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
   lo.device = cls.device();
   BatchLoader loader(std::make_shared<const Dataset>(data), lo);
   Generator gen(stream_seed(a.seed, 0));  // timesteps, noise and dropout (the weights use Generator(seed))
-  const nn::Context ctx{true, &gen};
+  const nn::Context ctx{true, &gen, a.gradient_checkpointing};
 
   ClassifierTrainReport r;
   double running = 0;
@@ -350,6 +350,8 @@ void add_classifier_subcommands(CLI::App& app, ClassifierCommand& c) {
       ->check(CLI::IsMember({"improved", "ddpm"}))
       ->capture_default_str()->group("Model");
   tr->add_option("--log-every", t.log_every, "print the mean loss every N steps")->capture_default_str();
+  tr->add_flag("--gradient-checkpointing", t.gradient_checkpointing,
+               "recompute the blocks' activations in the backward (less memory, ~1/3 more compute)");
 
   ClassifierEvalArgs& e = c.eval;
   CLI::App* ev = app.add_subcommand("eval", "accuracy of a noisy classifier at t in each quartile of [0, T)");

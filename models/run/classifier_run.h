@@ -84,6 +84,7 @@ struct ClassifierTrainArgs {
   bool resblock_updown = true;
   std::string time_embedding = "improved";
   std::int64_t log_every = 100;
+  bool gradient_checkpointing = false;  // nn::Context::recompute (engine/recompute.h)
   std::uint64_t seed = 0;
   Device device = Device::cpu();
 };

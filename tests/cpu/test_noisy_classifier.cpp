@@ -2,8 +2,11 @@
 // (models/run/classifier_run.h): shapes, the parameter count worked out by hand, the zero
 // head, config validation, the folder round trip, a short training run whose loss falls,
 // and ddpm-classifier's command line.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <numeric>
 
 #include <gtest/gtest.h>
@@ -133,6 +136,44 @@ TEST(NoisyClassifier, TrainingOnToyShapesLowersTheLoss) {
   const double first = std::accumulate(r.losses.begin(), r.losses.begin() + 10, 0.0) / 10;
   const double last = std::accumulate(r.losses.end() - 10, r.losses.end(), 0.0) / 10;
   EXPECT_LT(last, first - 0.08) << "mean loss of the first and last 10 steps";
+}
+
+// --gradient-checkpointing (engine/recompute.h): the same training to float rounding.
+TEST(NoisyClassifier, GradientCheckpointingTrainsTheSameClassifier) {
+  const Dataset data = make_toy_shapes(64, 1, 16);
+  run::ClassifierTrainArgs a;
+  a.steps = 12;
+  a.batch_size = 8;
+  a.lr = 3e-3;
+  a.model_channels = 8;
+  a.channel_mult = "1,2";
+  a.norm_groups = 4;
+  a.dropout = 0.2;  // the recomputation must replay the masks
+  const unet::EncoderConfig cfg = run::encoder_config_for(a, data);
+  const diffusion::DiffusionSchedule schedule(diffusion::cosine_betas(40));
+  auto train = [&](bool recompute) {
+    Generator g(0);
+    auto cls = std::make_unique<unet::NoisyClassifier>(cfg, g, Device::cpu());
+    run::ClassifierTrainArgs b = a;
+    b.gradient_checkpointing = recompute;
+    const run::ClassifierTrainReport r = run::train_noisy_classifier(*cls, data, schedule, b);
+    return std::make_pair(std::move(cls), r.losses);
+  };
+  const auto [plain, plain_losses] = train(false);
+  const auto [again, again_losses] = train(true);
+  ASSERT_EQ(plain_losses.size(), again_losses.size());
+  for (std::size_t i = 0; i < plain_losses.size(); ++i) EXPECT_NEAR(plain_losses[i], again_losses[i], 1e-5) << i;
+  Generator g(3);
+  const Tensor x = randn({2, 16, 16, 1}, g);
+  const std::vector<float> la = plain->forward(x, {1, 20}, nn::Context{}).to_vector();
+  const std::vector<float> lb = again->forward(x, {1, 20}, nn::Context{}).to_vector();
+  double scale = 0, worst = 0;
+  for (std::size_t i = 0; i < la.size(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::fabs(la[i])));
+    worst = std::max(worst, static_cast<double>(std::fabs(la[i] - lb[i])));
+  }
+  EXPECT_GT(scale, 1e-3);  // trained away from the zero head's uniform logits
+  EXPECT_LE(worst, 1e-3 * scale);
 }
 
 // --- ddpm-classifier's command line, run in-process as apps/ddpm_classifier.cpp runs it ---

@@ -248,14 +248,17 @@ DistillRoundReport distill_round(const diffusion::DiffusionSchedule& s, const di
     const Tensor per = mean(square(sub(x_hat, target)), {1});                                     // [B]
     Tensor loss = sum(mul(per, Tensor::from_vector(w, {a.batch_size}, per.dtype(), per.device())));
     loss.backward();
+    // A non-finite loss or gradient norm skips the update, as the trainer does.
     const double value = loss.item();
-    if (!std::isfinite(value)) continue;  // skip the update, as the trainer does
-    const double norm = a.grad_clip > 0 ? clip_grad_norm(slab, a.grad_clip) : grad_norm(slab);
-    if (!std::isfinite(norm)) continue;
-    opt.set_lr(train::warmup_lr(a.lr, a.warmup_steps, step));
-    opt.step();
-    averaged.update(slab, opt.step_count() - 1);
-    running += value, ++counted;
+    const double norm = !std::isfinite(value) ? value
+                        : a.grad_clip > 0     ? clip_grad_norm(slab, a.grad_clip)
+                                              : grad_norm(slab);
+    if (std::isfinite(norm)) {
+      opt.set_lr(train::warmup_lr(a.lr, a.warmup_steps, step));
+      opt.step();
+      averaged.update(slab, opt.step_count() - 1);
+      running += value, ++counted;
+    }
     if ((step + 1) % a.log_every == 0 || step + 1 == a.steps) {
       r.log_steps.push_back(step + 1);
       r.log_losses.push_back(counted > 0 ? running / static_cast<double>(counted) : NAN);

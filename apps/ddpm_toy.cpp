@@ -9,6 +9,8 @@
 //   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --scales 0,1,2,4,8 --out moons-guide/
 //   ddpm-toy classifier --checkpoint runs/moons --out runs/moons-cls (classifier guidance: sample and
 //     guidance take --classifier runs/moons-cls)
+//   ddpm-toy distill --teacher runs/moons-v --rounds 6 --out moons-distill  (progressive distillation:
+//     65 -> 2 DDIM steps; a v-model from train --predict v distils best)
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -19,7 +21,7 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
                "library's samplers, draw the forward and reverse processes, and watch classifier-free and "
-               "classifier guidance at work",
+               "classifier guidance at work, and distil the model down to two steps",
                "ddpm-toy"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

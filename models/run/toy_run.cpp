@@ -473,6 +473,8 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   gu->add_option("--classifier", g.classifier,
                  "vary the classifier-guidance scale of this ddpm-toy classifier folder instead (the model unconditional)");
 
+  add_toy_distill_subcommand(app, c);
+
   ToyForwardArgs& f = c.forward;
   CLI::App* fw = app.add_subcommand("forward", "draw the forward process q(x_t | x_0) at six t: forward.png");
   c.forward_app = fw;
@@ -503,11 +505,14 @@ void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out) {
   } else if (c.guidance_app != nullptr && c.guidance_app->parsed()) {
     c.guidance.seed = seed;
     run_toy_guidance(c.guidance, out);
+  } else if (c.distill_app != nullptr && c.distill_app->parsed()) {
+    c.distill.seed = seed;
+    run_toy_distill(c.distill, out);
   } else if (c.forward_app != nullptr && c.forward_app->parsed()) {
     c.forward.seed = seed;
     run_toy_forward(c.forward, out);
   } else {
-    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample, classifier, guidance or forward");
+    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample, classifier, guidance, distill or forward");
   }
 }
 

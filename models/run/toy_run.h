@@ -56,6 +56,15 @@
 //            the classifier scale on the unconditional model) follow its gradient
 //            (classifier_guidance.h: the DDPM mean shifted by s Sigma grad log p(y | x_t),
 //            DDIM's eps by -sqrt(1 - abar) s grad); ddpm and ddim only.
+//   distill  progressive distillation (models/toy/distill.h, Salimans & Ho 2022) of a model
+//            folder: --rounds R halvings of DDIM's step count from --teacher-steps N
+//            (= 2^R M + 1; the sampler's N steps are N - 1 intervals plus the last t = 0 ->
+//            clean step). Writes OUT/round1 .. OUT/roundR, each a model folder as train's (the
+//            student's EMA in ema.safetensors; config.json's "train" says "distill" and the
+//            step count it was distilled for), and OUT/distill.csv: per round the steps, the
+//            one-step-vs-two-teacher-steps gap before and after, and the energy distance
+//            of the original teacher and of the student at the student's step count (DDIM).
+//            `sample --sampler ddim --sampling-steps (N - 1)/2^r + 1` reads OUT/round<r>.
 //   forward  the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM eq. 4)
 //            applied to a data draw at six t, one panel each with t and alpha_bar_t printed:
 //            OUT/forward.png.
@@ -260,6 +269,23 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out);
 void run_toy_forward(const ToyForwardArgs& a, std::ostream& out);
 std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostream& out);
 
+struct ToyDistillArgs {
+  std::string teacher, out;
+  bool overwrite = false, no_ema = false;
+  int rounds = 6;
+  std::int64_t teacher_steps = 65;
+  std::int64_t steps = 2000, batch_size = 256;
+  double lr = 5e-4, ema_rate = 0.995;
+  std::int64_t eval_samples = 2000;  // energy-distance points per model and step count (0: skip)
+  std::uint64_t seed = 0;
+};
+// One row of OUT/distill.csv (energies NaN with eval_samples = 0).
+struct ToyDistillRow {
+  std::int64_t round = 0, teacher_steps = 0, student_steps = 0;
+  double gap_before = 0, gap_after = 0, teacher_energy = 0, student_energy = 0, floor = 0, seconds = 0;
+};
+std::vector<ToyDistillRow> run_toy_distill(const ToyDistillArgs& a, std::ostream& out);
+
 // ddpm-toy's subcommands, bound to the args; the mode is whichever was parsed.
 struct ToyCommand {
   ToyTrainArgs train;
@@ -267,13 +293,17 @@ struct ToyCommand {
   ToyForwardArgs forward;
   ToyGuidanceArgs guidance;
   ToyClassifierArgs classifier;
+  ToyDistillArgs distill;
   CLI::App* train_app = nullptr;
+  CLI::App* distill_app = nullptr;
   CLI::App* classifier_app = nullptr;
   CLI::App* guidance_app = nullptr;
   CLI::App* sample_app = nullptr;
   CLI::App* forward_app = nullptr;
 };
 void add_toy_subcommands(CLI::App& app, ToyCommand& c);
+// The distill subcommand's flags (toy_distill_run.cpp; add_toy_subcommands calls it).
+void add_toy_distill_subcommand(CLI::App& app, ToyCommand& c);
 void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out);
 
 }  // namespace ddpm::run

@@ -125,3 +125,29 @@ rc=0
 [ "$rc" = 1 ] || fail "sampling a folder without config.json: exit $rc, expected 1"
 [ ! -e "$work/x" ] || fail "a failed sample left $work/x behind"
 echo "toy_test: OK"
+
+# Progressive distillation of the unconditional moons model: two rounds 9 -> 5 -> 3 DDIM steps,
+# a round folder that `sample` reads, and distill.csv's student score reproduced by `sample`
+# with the same seed and sample count (the two commands score with the same streams).
+"$toy" distill --teacher "$work/run" --rounds 2 --teacher-steps 9 --steps 30 --batch-size 64 --eval-samples 200 \
+  --out "$work/distill" >"$work/out.txt" 2>"$work/err.txt" || fail "distill"
+for f in round1/config.json round1/ema.safetensors round2/config.json round2/ema.safetensors distill.csv; do
+  [ -s "$work/distill/$f" ] || fail "distill wrote no $f"
+done
+[ "$(wc -l <"$work/distill/distill.csv")" = 3 ] || fail "distill.csv: not one row per round"
+grep -q '"sampling_steps": 3' "$work/distill/round2/config.json" || fail "round2/config.json does not say 3 steps"
+want=$(awk -F, 'NR == 3 { printf "%.5f", $7 }' "$work/distill/distill.csv")
+"$toy" sample --checkpoint "$work/distill/round2" --sampler ddim --sampling-steps 3 --num-samples 200 \
+  --out "$work/distill_sample" >"$work/out.txt" 2>"$work/err.txt" || fail "sample of a distilled round"
+grep -q "energy distance to fresh data: $want " "$work/out.txt" || fail "sample does not reproduce distill.csv's $want"
+refused "cannot be halved 2 times" "$toy" distill --teacher "$work/run" --rounds 2 --teacher-steps 10 --out "$work/x"
+refused "is class-conditional" "$toy" distill --teacher "$work/cond" --rounds 1 --teacher-steps 9 --out "$work/x"
+refused "exists; pass --overwrite" "$toy" distill --teacher "$work/run" --rounds 1 --teacher-steps 9 \
+  --out "$work/distill"
+[ ! -e "$work/x" ] || fail "a refused distill left $work/x behind"
+rc=0
+"$toy" distill --teacher "$work/fwd" --rounds 1 --teacher-steps 9 --out "$work/x" >"$work/out.txt" 2>"$work/err.txt" \
+  || rc=$?
+[ "$rc" = 1 ] || fail "distilling a folder without config.json: exit $rc, expected 1"
+[ ! -e "$work/x" ] || fail "a failed distill left $work/x behind"
+echo "toy_test: distill OK"

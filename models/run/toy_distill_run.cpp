@@ -26,20 +26,11 @@ namespace ddpm::run {
 
 namespace {
 
-// SplitMix64's finalizer over seed + (stream + 1) * golden ratio: the same streams as
-// toy_pictures.cpp's derived_seed (the CLI test compares the two commands' numbers).
-std::uint64_t sample_stream_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 // The energy distance of n DDIM samples in K steps to fresh data, as `sample` scores it.
 double ddim_energy(const ToyModel& m, std::int64_t K, std::int64_t n, std::uint64_t seed) {
   Generator gen(seed);
   const std::vector<float> xs = sample_toy(m, "ddim", K, n, gen).to_vector();
-  return toy::energy_distance(xs, toy::make_toy2d(m.data, n, sample_stream_seed(seed, 1)).points);
+  return toy::energy_distance(xs, toy::make_toy2d(m.data, n, derived_seed(seed, 1)).points);
 }
 
 std::string fixed(double v, int digits) {
@@ -145,8 +136,8 @@ std::vector<ToyDistillRow> run_toy_distill(const ToyDistillArgs& a, std::ostream
                 row.teacher_energy = ddim_energy(teacher, r.student_steps, a.eval_samples, a.seed);
                 row.student_energy = ddim_energy(student, r.student_steps, a.eval_samples, a.seed);
                 const std::int64_t n = a.eval_samples;
-                row.floor = toy::energy_distance(toy::make_toy2d(teacher.data, n, sample_stream_seed(a.seed, 2)).points,
-                                                 toy::make_toy2d(teacher.data, n, sample_stream_seed(a.seed, 1)).points);
+                row.floor = toy::energy_distance(toy::make_toy2d(teacher.data, n, derived_seed(a.seed, 2)).points,
+                                                 toy::make_toy2d(teacher.data, n, derived_seed(a.seed, 1)).points);
               }
               out << "round " << r.round << ": one-step gap to the teacher's two steps " << format_gap(r.gap_before)
                   << " -> " << format_gap(r.gap_after) << " (held-out)";

@@ -61,14 +61,6 @@ std::vector<std::int64_t> snapshot_counts(const std::vector<double>& alpha_bar) 
   return counts;
 }
 
-// A stream seed derived from the run seed (SplitMix64's finalizer), one per use.
-std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 // The points of dataset draw d whose label is k, [m, 2].
 std::vector<float> points_of_class(const PointDataset& d, std::int64_t k) {
   std::vector<float> p;
@@ -105,6 +97,13 @@ std::vector<double> parse_scales(const std::string& text) {
 }
 
 }  // namespace
+
+std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;  // SplitMix64's finalizer
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 const std::vector<std::string>& toy_sampler_names() {
   static const std::vector<std::string> names = {"ddpm", "ddim", "heun", "euler", "euler-ancestral", "dpm++2m", "plms"};

@@ -265,6 +265,9 @@ struct ToyForwardArgs {
 };
 
 void run_toy_train(const ToyTrainArgs& a, std::ostream& out);
+// A stream seed derived from a run seed, one per use (`sample` scores against stream 1's
+// data draw and its floor against stream 2's; ddpm-toy distill uses the same streams).
+std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream);
 ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out);
 void run_toy_forward(const ToyForwardArgs& a, std::ostream& out);
 std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostream& out);

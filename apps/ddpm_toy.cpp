@@ -9,6 +9,9 @@
 //   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --scales 0,1,2,4,8 --out moons-guide/
 //   ddpm-toy classifier --checkpoint runs/moons --out runs/moons-cls (classifier guidance: sample and
 //     guidance take --classifier runs/moons-cls)
+//   ddpm-toy train --data moons --steps 500 --out runs/moons-500   (a weaker guide for autoguidance:)
+//   ddpm-toy sample --checkpoint runs/moons --autoguide runs/moons-500 --guidance-scale 2 --out moons-auto/
+//   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --guidance-interval 0.3,5 --out moons-banded/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -18,8 +21,8 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
-               "library's samplers, draw the forward and reverse processes, and watch classifier-free and "
-               "classifier guidance at work",
+               "library's samplers, draw the forward and reverse processes, and watch classifier-free guidance (also in a "
+               "limited noise interval), autoguidance and classifier guidance at work",
                "ddpm-toy"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

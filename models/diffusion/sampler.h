@@ -171,7 +171,9 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
 // original timestep t (fractional for Heun). With guidance_scale != 1 the network sees the
 // doubled batch [x; x] with labels [y; null] and pred = pred_u + s (pred_c - pred_u),
 // rescaled when guidance_rescale > 0 (see the top of the file); the variance part is the
-// conditional half's. Checks the output's shape and the guidance settings (ValueError).
+// conditional half's. With config.autoguide the second prediction is the guide's instead
+// (two calls on [x]), and outside the guidance interval there is one plain call (guidance.h).
+// Checks the output's shape and the guidance settings (ValueError).
 // The guidance rescale on its own: phi pred_cfg std(pred_c) / std(pred_cfg) + (1 - phi) pred_cfg,
 // std per sample over the non-batch axes. pred_cfg and pred_c: [N, ...].
 Tensor rescale_guided_prediction(const Tensor& pred_cfg, const Tensor& pred_c, double phi);

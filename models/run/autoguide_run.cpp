@@ -27,6 +27,11 @@ void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, con
   const unet::UNetConfig& a = main.net->config();
   const unet::UNetConfig& b = guide.net->config();
   const std::string who = "--autoguide " + guide_path;
+  std::error_code ec;
+  DDPM_CHECK(main.weights_path.empty() || guide.weights_path.empty() ||
+                 !std::filesystem::equivalent(main.weights_path, guide.weights_path, ec),
+             who << " loads the sampled model's own weights (" << guide.weights_path
+                 << "): autoguidance needs a weaker model, e.g. an earlier checkpoint of the run");
   DDPM_CHECK(a.image_size == b.image_size && a.in_channels == b.in_channels,
              who << " makes " << b.image_size << "x" << b.image_size << " images with " << b.in_channels
                  << " channel(s); the model makes " << a.image_size << "x" << a.image_size << " with "

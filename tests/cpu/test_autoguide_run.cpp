@@ -114,7 +114,15 @@ TEST(AutoguideRun, ModelsThatDoNotShareTheTaskAreRefusedByName) {
   learned.learn_sigma = true;
   EXPECT_NE(refusal(tiny_guide(0, learned)).find("learn_sigma"), std::string::npos);
 
-  // The model itself as its guide, and flags autoguidance cannot serve.
+  // The model itself as its guide (by path, or by the weights file it loads), and flags
+  // autoguidance cannot serve.
+  ModelSource same_weights = tiny_guide(0);
+  ModelSource main_with_file = testing::tiny_model_source(0);
+  main_with_file.weights_path = same_weights.weights_path = testing::temp_path("autoguide_run_weights.safetensors");
+  write_file_atomic(main_with_file.weights_path, "x");
+  EXPECT_NE(testing::value_error_message([&] { run_sample(o, main_with_file, nullptr, nullptr, &same_weights); })
+                .find("own weights"),
+            std::string::npos);
   SampleOptions self = o;
   self.autoguide = self.checkpoint;
   EXPECT_NE(testing::value_error_message([&] { check_sample_options(self); }).find("the sampled model itself"),

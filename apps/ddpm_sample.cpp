@@ -10,6 +10,8 @@
 //   ddpm-sample --checkpoint runs/fm-edm --sampling-steps 18 --out edm/    (an --objective edm run: heun)
 //   ddpm-sample --checkpoint runs/fm-edm --sampler euler --sampling-steps 36 --out edm-euler/
 //   ddpm-sample --checkpoint runs/fm --classifier noisy-cls/ --classifier-scale 2 --class 3 --out guided/
+//   ddpm-sample --checkpoint runs/fm-cond --class 3 --guidance-scale 3 --guidance-interval 0.3,5 --out banded/
+//   ddpm-sample --checkpoint runs/fm --autoguide runs/fm/checkpoints/step_2000 --guidance-scale 2 --out autoguided/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -19,7 +21,7 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
       "Draw samples from a trained diffusion model (DDPM ancestral, DDIM, or Heun, Euler, DPM-Solver++(2M) or Euler ancestral on Karras noise levels, optional "
-      "classifier-free guidance, classifier guidance with --classifier, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
+      "classifier-free guidance (limited to a noise interval with --guidance-interval) or autoguidance by a weaker model (--autoguide), classifier guidance with --classifier, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
       "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
       "ddpm-sample");
   cli::CommonFlags common;

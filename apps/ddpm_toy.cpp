@@ -11,6 +11,9 @@
 //     guidance take --classifier runs/moons-cls)
 //   ddpm-toy distill --teacher runs/moons-v --rounds 6 --out moons-distill  (progressive distillation:
 //     65 -> 2 DDIM steps; a v-model from train --predict v distils best)
+//   ddpm-toy train --data moons --steps 500 --out runs/moons-500   (a weaker guide for autoguidance:)
+//   ddpm-toy sample --checkpoint runs/moons --autoguide runs/moons-500 --guidance-scale 2 --out moons-auto/
+//   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --guidance-interval 0.3,5 --out moons-banded/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -20,8 +23,9 @@
 int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
-               "library's samplers, draw the forward and reverse processes, and watch classifier-free and "
-               "classifier guidance at work, and distil the model down to two steps",
+               "library's samplers, draw the forward and reverse processes, watch classifier-free guidance (also in a "
+               "limited noise interval), autoguidance and classifier guidance at work, and distil the model down to "
+               "two steps",
                "ddpm-toy"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
+#include "models/diffusion/guidance.h"
 #include "models/diffusion/sdedit.h"
 
 namespace ddpm::diffusion {
@@ -44,7 +45,8 @@ Tensor ddim_invert(const DiffusionSchedule& base, const DenoiseFn& net, const Te
     const std::int64_t at = i == 0 ? 0 : i - 1;
     const Timesteps ta(static_cast<std::size_t>(x.dim(0)), at);
     const NetOutput out =
-        network_output(net, c, x, static_cast<double>(rs.timestep_map[static_cast<std::size_t>(at)]), labels);
+        network_output(net, c, x, static_cast<double>(rs.timestep_map[static_cast<std::size_t>(at)]), labels,
+                       sigma_of_alpha_bar(s.alphas_cumprod[static_cast<std::size_t>(at)]));
     Tensor eps, pred_x0;
     if (i == 0) {
       // abar = 1 at the clean state: x_0^ = x, and eps^ is the network's eps at t_0 (for an

@@ -93,7 +93,7 @@ Tensor edm_denoise(const DenoiseFn& net, const EdmConfig& c, const SamplerConfig
              "EDM sampling: the preconditioned network has no learned variance (learned_sigma must be false)");
   const EdmPreconditioning p = edm_preconditioning(sigma, c.sigma_data);
   // F guided as pred_u + s (pred_c - pred_u) by network_output (doubled batch); D is affine in F.
-  const Tensor f = network_output(net, config, scale(x, p.c_in), p.c_noise, labels).pred;
+  const Tensor f = network_output(net, config, scale(x, p.c_in), p.c_noise, labels, sigma).pred;
   Tensor d = add(scale(x, p.c_skip), scale(f, p.c_out));  // D = c_skip x + c_out F
   if (resolve_clip_x0(config)) d = clamp(d, -1.0, 1.0);
   return d;

@@ -127,7 +127,7 @@ SigmaDenoised vp_denoise(const DenoiseFn& net, const SamplerConfig& config, cons
                  const Tensor& x, double sigma, const std::vector<std::int64_t>& labels, bool clip) {
   const double t = timestep_for_sigma(train_sigmas, sigma);
   const double c_in = 1.0 / std::sqrt(1.0 + sigma * sigma);  // sqrt(abar): x_vp = c_in x
-  const Tensor pred = network_output(net, config, scale(x, c_in), t, labels).pred;
+  const Tensor pred = network_output(net, config, scale(x, c_in), t, labels, sigma).pred;
   Tensor d;
   switch (config.mean_type) {
     case ModelMeanType::eps: d = sub(x, scale(pred, sigma)); break;  // x - sigma eps

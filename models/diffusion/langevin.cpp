@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/diffusion/guidance.h"
 
 namespace ddpm::diffusion {
 
@@ -32,7 +33,8 @@ Tensor score_estimate(const RespacedSchedule& process, const DenoiseFn& net, con
                       const Tensor& x, std::int64_t i, const std::vector<std::int64_t>& labels) {
   const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
   const double t_orig = static_cast<double>(process.timestep_map[static_cast<std::size_t>(i)]);
-  const NetOutput out = network_output(net, config, x, t_orig, labels);
+  const double sigma = sigma_of_alpha_bar(process.schedule.alphas_cumprod[static_cast<std::size_t>(i)]);
+  const NetOutput out = network_output(net, config, x, t_orig, labels, sigma);
   const Tensor eps = eps_from_prediction(process.schedule, config.mean_type, out.pred, x, ti);
   const double abar = process.schedule.alphas_cumprod[static_cast<std::size_t>(i)];
   return scale(eps, -1.0 / std::sqrt(1.0 - abar));  // s = -eps / sqrt(1 - abar)

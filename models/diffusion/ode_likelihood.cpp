@@ -339,7 +339,7 @@ SigmaDenoiser vp_sigma_denoiser(const std::vector<double>& train_sigmas, const D
   return [train_sigmas, net, config, labels](const Tensor& x, double sigma) {
     const double t = timestep_for_sigma(train_sigmas, sigma);
     const double c_in = 1.0 / std::sqrt(1.0 + sigma * sigma);  // sqrt(abar): x_vp = c_in x
-    const Tensor pred = network_output(net, config, scale(x, c_in), t, labels).pred;
+    const Tensor pred = network_output(net, config, scale(x, c_in), t, labels, sigma).pred;
     Tensor d;
     switch (config.mean_type) {
       case ModelMeanType::eps:

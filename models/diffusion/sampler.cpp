@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <tuple>
 
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/diffusion/guidance.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/langevin.h"
 #include "models/diffusion/respace.h"
@@ -55,7 +55,8 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
   DDPM_CHECK(shape.size() >= 2 && shape_numel(shape) > 0,
              "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
   const std::int64_t n = shape[0];
-  const bool guided = config.guidance_scale != 1.0;
+  check_guidance_settings(config);
+  const bool guided = config.guidance_scale != 1.0 && !config.autoguide;  // autoguidance needs no classes
   DDPM_CHECK(!guided || config.num_classes > 0,
              "sample: classifier-free guidance (scale " << config.guidance_scale
                                                         << ") needs a class-conditional network: num_classes is "
@@ -96,54 +97,6 @@ Tensor rescale_guided_prediction(const Tensor& pred_cfg, const Tensor& pred_c, d
   return mul(pred_cfg, factor);
 }
 
-NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t,
-                         const std::vector<std::int64_t>& labels) {
-  const bool guided = config.guidance_scale != 1.0;
-  DDPM_CHECK(std::isfinite(config.guidance_rescale) && config.guidance_rescale >= 0.0 && config.guidance_rescale <= 1.0,
-             "sample: the guidance rescale phi must lie in [0, 1] (0 = off), got " << config.guidance_rescale);
-  DDPM_CHECK(config.guidance_rescale == 0.0 || guided,
-             "sample: the guidance rescale (phi " << config.guidance_rescale
-                 << ") rescales a classifier-free-guided prediction, but the guidance scale is 1 (no guidance)");
-  const std::int64_t n = x.dim(0);
-  const std::int64_t c = x.dim(-1);
-  Shape expected = x.shape();
-  if (guided) expected[0] = 2 * n;
-  expected.back() = config.learned_sigma ? 2 * c : c;
-
-  Tensor out;
-  if (guided) {
-    // One doubled batch: [x; x] with labels [y; null].
-    std::vector<std::int64_t> labels2(labels);
-    labels2.insert(labels2.end(), static_cast<std::size_t>(n), static_cast<std::int64_t>(config.num_classes));
-    out = net(concat_rows(x, x), std::vector<double>(static_cast<std::size_t>(2 * n), t), labels2);
-  } else {
-    out = net(x, std::vector<double>(static_cast<std::size_t>(n), t), labels);
-  }
-  DDPM_CHECK(out.defined() && out.shape() == expected,
-             "sample: the network returned " << (out.defined() ? shape_str(out.shape()) : std::string("nothing"))
-                                             << ", expected " << shape_str(expected)
-                                             << (config.learned_sigma ? " (2C channels: learned sigma)" : ""));
-  NetOutput r;
-  if (!guided) {
-    if (config.learned_sigma) {
-      std::tie(r.pred, r.var_values) = split_learned_variance(out);
-    } else {
-      r.pred = out;
-    }
-    return r;
-  }
-  Tensor cond = batch_rows(out, 0, n), uncond = batch_rows(out, n, n);
-  Tensor pred_c = cond, pred_u = uncond;
-  if (config.learned_sigma) {
-    std::tie(pred_c, r.var_values) = split_learned_variance(cond);
-    pred_u = split_learned_variance(uncond).first;
-  }
-  // pred = pred_u + s (pred_c - pred_u)
-  r.pred = add(pred_u, scale(sub(pred_c, pred_u), config.guidance_scale));
-  if (config.guidance_rescale > 0.0) r.pred = rescale_guided_prediction(r.pred, pred_c, config.guidance_rescale);
-  return r;
-}
-
 RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::string& respacing) {
   if (!respacing.empty()) return respace(base.betas, respacing);
   RespacedSchedule rs{base, {}};
@@ -156,7 +109,8 @@ Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const Sa
                  std::int64_t i, const std::vector<std::int64_t>& labels) {
   const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
   const std::int64_t t_orig = process.timestep_map[static_cast<std::size_t>(i)];
-  NetOutput out = network_output(net, config, x, static_cast<double>(t_orig), labels);
+  const double sigma = sigma_of_alpha_bar(process.schedule.alphas_cumprod[static_cast<std::size_t>(i)]);
+  NetOutput out = network_output(net, config, x, static_cast<double>(t_orig), labels, sigma);
   Denoised d;
   d.pred_x0 = x0_from_prediction(process.schedule, config.mean_type, out.pred, x, ti);
   if (resolve_clip_x0(config)) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);

@@ -18,7 +18,8 @@
 //         At i = 0, abar_prev = 1 and sigma = 0: the last step returns x_0^ exactly.
 //         eta = 1 gives sigma_i^2 = beta~_i: the DDPM step with fixed-small variance.
 //
-// Classifier-free guidance (Ho & Salimans 2022): with guidance_scale s != 1, the network
+// Classifier-free guidance (Ho & Salimans 2022; formed in guidance.h, with its guidance
+// interval and autoguidance variant): with guidance_scale s != 1, the network
 // sees ONE doubled batch [x; x] with labels [y; null] (null = num_classes) and the mean part
 // is guided: pred = pred_u + s (pred_c - pred_u). For eps this is the paper's
 // eps = eps_u + s (eps_c - eps_u); x_0 and v are affine in eps at fixed x_t, so guiding them
@@ -90,6 +91,14 @@ struct SamplerConfig {
   std::optional<bool> clip_x0;
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = no guidance
   double guidance_rescale = 0.0;  // phi in [0, 1] of the guidance rescale above; 0 = off
+  // Guidance interval (guidance.h, Kynkaanniemi et al. 2024): guide only while the step's
+  // noise level sigma lies in [lo, hi]; elsewhere one conditional call. [0, inf] = every step.
+  double guidance_sigma_lo = 0.0;
+  double guidance_sigma_hi = std::numeric_limits<double>::infinity();
+  // Autoguidance (guidance.h, Karras et al. 2024): a weaker network of the same task, taking
+  // the place of the unconditional branch: pred = pred_guide + s (pred_main - pred_guide).
+  // Empty = classifier-free guidance (or none). Works for unconditional networks too.
+  DenoiseFn autoguide;
   // DDPM variance. Unset: learned_range with learned_sigma, else fixed_small. fixed_large is
   // refused with respacing (it degrades badly with fewer steps, improved DDPM sec. 4).
   std::optional<VarianceType> variance;
@@ -151,7 +160,8 @@ VarianceType resolve_variance(const SamplerConfig& config, bool respaced);
 
 // The checks every sampler makes before its loop: a network is given, the shape has a batch
 // and a channel axis, and the labels fit: one per sample in [0, num_classes) for a
-// class-conditional network, none otherwise; guidance needs classes. ValueError naming
+// class-conditional network, none otherwise; classifier-free guidance needs classes
+// (autoguidance does not), and the guidance settings are checked (guidance.h). ValueError naming
 // the problem.
 void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,
                           const SamplerConfig& config);
@@ -161,7 +171,9 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
 // original timestep t (fractional for Heun). With guidance_scale != 1 the network sees the
 // doubled batch [x; x] with labels [y; null] and pred = pred_u + s (pred_c - pred_u),
 // rescaled when guidance_rescale > 0 (see the top of the file); the variance part is the
-// conditional half's. Checks the output's shape and the guidance settings (ValueError).
+// conditional half's. With config.autoguide the second prediction is the guide's instead
+// (two calls on [x]), and outside the guidance interval there is one plain call (guidance.h).
+// Checks the output's shape and the guidance settings (ValueError).
 // The guidance rescale on its own: phi pred_cfg std(pred_c) / std(pred_cfg) + (1 - phi) pred_cfg,
 // std per sample over the non-batch axes. pred_cfg and pred_c: [N, ...].
 Tensor rescale_guided_prediction(const Tensor& pred_cfg, const Tensor& pred_c, double phi);
@@ -170,8 +182,11 @@ struct NetOutput {
   Tensor pred;        // [shape of x]: eps, x_0 or v
   Tensor var_values;  // [shape of x] with learned sigma, else undefined
 };
+// sigma: the call's noise level (guidance.h), needed only when a guidance interval is set;
+// NaN = not known (a ValueError then). Implemented in guidance.cpp.
 NetOutput network_output(const DenoiseFn& net, const SamplerConfig& config, const Tensor& x, double t,
-                         const std::vector<std::int64_t>& labels);
+                         const std::vector<std::int64_t>& labels,
+                         double sigma = std::numeric_limits<double>::quiet_NaN());
 
 // Draws shape[0] samples. labels: shape[0] class indices in [0, num_classes) for a
 // class-conditional network (may be empty only when num_classes == 0); guidance needs them.

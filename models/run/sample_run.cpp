@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <ostream>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -15,11 +16,13 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/rng.h"
+#include "models/diffusion/guidance.h"
 #include "models/diffusion/inpaint.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
+#include "models/run/autoguide_run.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
 #include "models/run/image_sets.h"
@@ -281,6 +284,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "guidance rescale phi in [0, 1] (Lin et al. 2024; diffusers' guidance_rescale): pull the guided "
                  "prediction back to the conditional one's std; needs --guidance-scale != 1; 0 = off")
       ->capture_default_str();
+  app.add_option("--guidance-interval", o.guidance_interval,
+                 "LO,HI: apply the guidance only at noise levels sigma in [LO, HI] (Kynkaanniemi et al. 2024; "
+                 "sigma = sqrt((1 - alpha_bar) / alpha_bar), EDM's sigma for EDM runs), one network call per "
+                 "evaluation elsewhere; default: every step");
+  app.add_option("--autoguide", o.autoguide,
+                 "autoguidance (Karras et al. 2024): guide with this weaker model of the same task (run folder or "
+                 "checkpoint, e.g. an earlier checkpoint of the run): pred = guide + s (model - guide) with s = "
+                 "--guidance-scale; works for unconditional models");
   app.add_option("--out", o.out, "output folder: grid.png, images/, samples.npz, sample_info.json")->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   app.add_flag("--show-steps", o.show_steps, "also write steps.png: the reverse process of the first samples");
@@ -349,6 +360,13 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.guidance_rescale == 0 || o.guidance_scale != 1,
              "--guidance-rescale " << o.guidance_rescale << " rescales classifier-free guidance; it needs "
                                    << "--guidance-scale != 1");
+  if (!o.guidance_interval.empty()) {
+    diffusion::parse_guidance_interval(o.guidance_interval, "--guidance-interval");
+    DDPM_CHECK(o.guidance_scale != 1, "--guidance-interval " << o.guidance_interval
+                                                             << " limits guidance to a range of noise levels; it "
+                                                                "needs --guidance-scale != 1");
+  }
+  check_autoguide_flags(o);  // autoguide_run.h
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
   DDPM_CHECK(o.corrector_steps >= 0, "--corrector-steps must be >= 0, got " << o.corrector_steps);
   DDPM_CHECK(o.corrector_steps == 0 || o.sampler == "ddpm" || o.sampler == "ddim",
@@ -426,7 +444,7 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   DDPM_CHECK(conditional || o.class_label < 0 || !o.classifier.empty(),  // a classifier may pick the class
              "guidance without class conditioning: --class " << o.class_label << " needs a class-conditional model, and "
                                                              << o.checkpoint << " is unconditional");
-  DDPM_CHECK(conditional || o.guidance_scale == 1.0,
+  DDPM_CHECK(conditional || o.guidance_scale == 1.0 || !o.autoguide.empty(),  // autoguidance needs no classes
              "guidance without class conditioning: --guidance-scale " << o.guidance_scale
                                                                       << " needs a class-conditional model, and "
                                                                       << o.checkpoint << " is unconditional");
@@ -434,6 +452,9 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
              "--class " << o.class_label << " is out of range: the model has " << cfg.num_classes << " classes");
   sc.guidance_scale = o.guidance_scale;
   sc.guidance_rescale = o.guidance_rescale;
+  if (!o.guidance_interval.empty())
+    std::tie(sc.guidance_sigma_lo, sc.guidance_sigma_hi) =
+        diffusion::parse_guidance_interval(o.guidance_interval, "--guidance-interval");
   DDPM_CHECK(latent || cfg.in_channels == 1 || cfg.in_channels == 3,
              "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
   return sc;
@@ -502,7 +523,7 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
 }
 
 SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, std::ostream* log,
-                        const LatentCodec* latent) {
+                        const LatentCodec* latent, const ModelSource* guide) {
   const SampleOptions o = resolve_sampler_for_model(asked, model);  // heun for an EDM model (edm_options.h)
   check_sample_options(o);
   if (latent) {
@@ -518,7 +539,22 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                "the autoencoder has " << latent->config().z_channels << " latent channels; the model takes "
                                       << model.net->config().in_channels);
   }
-  const diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
+  DDPM_CHECK(!latent || o.autoguide.empty(),
+             "--autoguide does not apply to " << o.checkpoint << ": it is a latent diffusion model, and ddpm-sample "
+                                                 "does not wire a second latent model to the autoencoder");
+  diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
+  ModelSource opened_guide;  // --autoguide, when not given already opened
+  if (!o.autoguide.empty()) {
+    if (!guide) {
+      opened_guide = open_model(o.autoguide, o.device, o.use_ema);
+      guide = &opened_guide;
+    }
+    check_autoguide_fits(model, *guide, o.autoguide);
+    sc.autoguide = autoguide_denoiser(*guide);
+    if (log)
+      *log << "autoguidance: " << o.autoguide << " (" << guide->kind << ", " << guide->net->num_parameters()
+           << " parameters), scale " << o.guidance_scale << "\n";
+  }
   const unet::UNetConfig& cfg = model.net->config();
   const diffusion::DiffusionSchedule base(diffusion_betas(model.diffusion));
   // The sampler's shape (latents for a latent model) and the written images' (pixels).
@@ -677,6 +713,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                                {"snr", o.snr}})},
                            {"guidance_scale", o.guidance_scale},
                            {"guidance_rescale", o.guidance_rescale},
+                           {"guidance_interval", o.guidance_interval.empty()
+                                                     ? nlohmann::json(nullptr)
+                                                     : nlohmann::json(o.guidance_interval)},
+                           {"autoguide", o.autoguide.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.autoguide)},
                            {"class", o.class_label},
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},

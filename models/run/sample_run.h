@@ -140,6 +140,11 @@ struct SampleOptions {
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off
+  // --guidance-interval LO,HI: guide only at noise levels sigma in [LO, HI] (guidance.h,
+  // Kynkaanniemi et al. 2024); "" = every step.
+  std::string guidance_interval;
+  // --autoguide: a weaker model of the same task guiding this one (autoguide_run.h); "" = none.
+  std::string autoguide;
   std::string out;                 // output folder
   bool overwrite = false;
   bool show_steps = false;
@@ -227,7 +232,9 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log = nullptr);
 // Same with an already opened model (o.checkpoint is only recorded); `latent` decodes the
 // samples of a latent diffusion model (nullptr: a pixel-space model).
 class LatentCodec;
+// `guide`: the --autoguide model already opened (o.autoguide is then only recorded); nullptr
+// opens o.autoguide when set.
 SampleResult run_sample(const SampleOptions& o, const ModelSource& model, std::ostream* log = nullptr,
-                        const LatentCodec* latent = nullptr);
+                        const LatentCodec* latent = nullptr, const ModelSource* guide = nullptr);
 
 }  // namespace ddpm::run

@@ -6,11 +6,13 @@
 #include <filesystem>
 #include <ostream>
 #include <string>
+#include <tuple>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
+#include "models/diffusion/guidance.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
 #include "models/diffusion/sampler.h"
@@ -205,10 +207,13 @@ Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K,
   diffusion::DenoiseFn net = m.net->fn();
   DDPM_CHECK(std::isfinite(cond.guidance_scale) && cond.guidance_scale >= 0,
              "--guidance-scale must be >= 0, got " << cond.guidance_scale);
-  DDPM_CHECK(cond.guidance_scale == 1.0 || m.num_classes > 0,
+  const bool autoguided = cond.autoguide != nullptr;
+  if (autoguided) check_toy_autoguide_fits(m, *cond.autoguide);
+  DDPM_CHECK(cond.guidance_scale == 1.0 || m.num_classes > 0 || autoguided,
              "--guidance-scale " << cond.guidance_scale << " without --class-cond: this " << m.data
-                                 << " model was trained without classes, so there is nothing to guide towards");
-  DDPM_CHECK(cond.guidance_scale == 1.0 || !cond.labels.empty(),
+                                 << " model was trained without classes, so there is nothing to guide towards "
+                                    "(--autoguide guides without classes)");
+  DDPM_CHECK(cond.guidance_scale == 1.0 || !cond.labels.empty() || autoguided,
              "--guidance-scale " << cond.guidance_scale << " needs --class: guidance pushes towards a class");
   const bool classifier = cond.classifier != nullptr;
   DDPM_CHECK(cond.labels.empty() || m.num_classes > 0 || classifier,
@@ -235,21 +240,30 @@ Tensor sample_toy(const ToyModel& m, const std::string& sampler, std::int64_t K,
   }
   DDPM_CHECK(cond.labels.empty() || static_cast<std::int64_t>(cond.labels.size()) == n,
              "sample_toy: " << n << " samples need as many labels, got " << cond.labels.size());
+  diffusion::DenoiseFn guide = autoguided ? cond.autoguide->net->fn() : diffusion::DenoiseFn();
   if (m.num_classes > 0 && cond.labels.empty()) {
     // Unconditional samples from a conditional model: every call gets the null label
     // (num_classes), the p(x) branch that label dropout trained; the sampler sees an
-    // unconditional network.
-    const diffusion::DenoiseFn conditional = net;
+    // unconditional network (and so does the guide's, the same way).
     const std::int64_t null_label = m.num_classes;
-    net = [conditional, null_label](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>&) {
-      return conditional(x, t, std::vector<std::int64_t>(static_cast<std::size_t>(x.dim(0)), null_label));
+    auto unconditional = [null_label](const diffusion::DenoiseFn conditional) -> diffusion::DenoiseFn {
+      return [conditional, null_label](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>&) {
+        return conditional(x, t, std::vector<std::int64_t>(static_cast<std::size_t>(x.dim(0)), null_label));
+      };
     };
+    net = unconditional(net);
+    if (autoguided) guide = unconditional(guide);
   } else if (m.num_classes > 0) {
     // The library's classifier-free guidance (sampler.h network_output): one doubled batch
     // [x; x] with labels [y; null], pred = pred_u + s (pred_c - pred_u).
     cfg.num_classes = m.num_classes;
-    cfg.guidance_scale = cond.guidance_scale;
   }
+  // Classifier-free guidance of the labels, or autoguidance (guidance.h: the guide takes the
+  // unconditional branch's place), limited to the guidance interval.
+  cfg.guidance_scale = cond.guidance_scale;
+  cfg.autoguide = guide;
+  cfg.guidance_sigma_lo = cond.guidance_sigma_lo;
+  cfg.guidance_sigma_hi = cond.guidance_sigma_hi;
   const Shape shape{n, 2};
   std::int64_t done = 0;
   const diffusion::StepCallback callback = [&](const diffusion::StepInfo& info) {
@@ -279,6 +293,18 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
     cond.labels = toy_class_labels(m, a.class_label, n, a.classifier.empty() ? nullptr : &classifier);
   cond.guidance_scale = a.guidance_scale;
   if (!a.classifier.empty()) cond.classifier = &classifier, cond.classifier_scale = a.classifier_scale;
+  ToyModel guide;
+  if (!a.autoguide.empty()) {
+    guide = load_toy_model(a.autoguide, a.no_ema);
+    cond.autoguide = &guide;
+  }
+  if (!a.guidance_interval.empty()) {
+    DDPM_CHECK(a.guidance_scale != 1.0, "--guidance-interval " << a.guidance_interval
+                                                               << " limits guidance to a range of noise levels; it "
+                                                                  "needs --guidance-scale != 1");
+    std::tie(cond.guidance_sigma_lo, cond.guidance_sigma_hi) =
+        diffusion::parse_guidance_interval(a.guidance_interval, "--guidance-interval");
+  }
 
   // The trajectory: snapshots of x after the chosen step counts.
   const std::vector<std::int64_t> counts = snapshot_counts(toy_step_levels(m, a.sampler, K).alpha_bar);
@@ -317,7 +343,9 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
                                 " evaluations)"
                           : "";
   std::string guidance = cond.labels.empty() ? "" : ", class " + a.class_label;
-  if (!cond.labels.empty() && m.num_classes > 0) guidance += ", s=" + format("%g", a.guidance_scale);
+  if (!cond.labels.empty() && m.num_classes > 0 && !cond.autoguide) guidance += ", s=" + format("%g", a.guidance_scale);
+  if (cond.autoguide) guidance += ", autoguided w=" + format("%g", a.guidance_scale);
+  if (!a.guidance_interval.empty()) guidance += ", sigma in [" + a.guidance_interval + "]";
   if (cond.classifier != nullptr) guidance += ", classifier s=" + format("%g", a.classifier_scale);
   ScatterPanel scatter;
   scatter.title = a.sampler + ", " + steps + evals + guidance;
@@ -352,7 +380,10 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
   out << a.sampler << ", " << steps << evals << ", " << (a.no_ema ? "raw" : "EMA") << " weights, " << n
       << " samples of " << m.data;
   if (!cond.labels.empty()) out << ", class " << a.class_label;
-  if (!cond.labels.empty() && m.num_classes > 0) out << ", guidance scale " << format("%g", a.guidance_scale);
+  if (!cond.labels.empty() && m.num_classes > 0 && !cond.autoguide)
+    out << ", guidance scale " << format("%g", a.guidance_scale);
+  if (cond.autoguide) out << ", autoguided by " << a.autoguide << " with w = " << format("%g", a.guidance_scale);
+  if (!a.guidance_interval.empty()) out << ", guidance only at sigma in [" << a.guidance_interval << "]";
   if (cond.labels.empty() && m.num_classes > 0) out << ", unconditional (null label)";
   if (cond.classifier != nullptr) out << ", classifier guidance scale " << format("%g", a.classifier_scale);
   out << "\n"
@@ -391,6 +422,12 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
   ToyConditioning cond;
   cond.labels = toy_class_labels(m, std::to_string(a.class_label), n, with_classifier ? &classifier : nullptr);
   if (with_classifier) cond.classifier = &classifier, cond.guidance_scale = m.num_classes > 0 ? 0.0 : 1.0;
+  if (!a.guidance_interval.empty()) {
+    DDPM_CHECK(!with_classifier, "--guidance-interval limits classifier-free guidance; with --classifier the scales "
+                                 "are classifier-guidance scales, which it does not apply to");
+    std::tie(cond.guidance_sigma_lo, cond.guidance_sigma_hi) =
+        diffusion::parse_guidance_interval(a.guidance_interval, "--guidance-interval");
+  }
   const int num_classes = m.num_classes > 0 ? m.num_classes : classifier.net->config().num_classes;
   const std::int64_t k = a.class_label;
 
@@ -438,6 +475,9 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
                             "unconditional\n"
                           : "classifier-free guidance eps = eps_u + s (eps_c - eps_u): s = 0 unconditional, 1 "
                             "conditional\n")
+      << (a.guidance_interval.empty() ? ""
+                                      : "guidance only at sigma in [" + a.guidance_interval +
+                                            "], the conditional branch alone elsewhere\n")
       << "  scale  accuracy  spread  energy  (class data floor " << format("%.4f", floor) << ")\n";
   for (const ToyGuidanceRow& r : rows) {
     char line[96];

@@ -234,6 +234,23 @@ ToyModel load_toy_model(const std::string& dir, bool raw) {
   return m;
 }
 
+void check_toy_autoguide_fits(const ToyModel& m, const ToyModel& guide) {
+  // The guide's error direction is only meaningful for the same task (autoguide_run.h).
+  DDPM_CHECK(guide.data == m.data,
+             "--autoguide: the guide was trained on " << guide.data << ", the model on " << m.data);
+  DDPM_CHECK(guide.diffusion_steps == m.diffusion_steps && guide.noise_schedule == m.noise_schedule,
+             "--autoguide: the guide has a " << guide.diffusion_steps << "-step "
+                                             << diffusion::noise_schedule_name(guide.noise_schedule)
+                                             << " schedule, the model a " << m.diffusion_steps << "-step "
+                                             << diffusion::noise_schedule_name(m.noise_schedule) << " one");
+  DDPM_CHECK(guide.predict == m.predict, "--autoguide: the guide predicts "
+                                             << diffusion::model_mean_type_name(guide.predict) << ", the model "
+                                             << diffusion::model_mean_type_name(m.predict));
+  DDPM_CHECK(guide.num_classes == m.num_classes,
+             "--autoguide: the guide has " << guide.num_classes << " classes (0 = unconditional), the model "
+                                           << m.num_classes << ": both get the same labels");
+}
+
 void run_toy_train(const ToyTrainArgs& a, std::ostream& out) {
   check_toy_train_args(a);
   check_toy_out_folder(a.out, a.overwrite);  // before the work, not after it
@@ -438,6 +455,12 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
                  "classifier-free guidance s with --class: eps_u + s (eps_c - eps_u); 1 = conditional, 0 = unconditional")
       ->capture_default_str();
 
+  sa->add_option("--autoguide", s.autoguide,
+                 "autoguidance (Karras et al. 2024) by this weaker ddpm-toy train folder of the same data and "
+                 "diffusion (e.g. fewer --steps): guide + s (model - guide), s = --guidance-scale; no --class needed");
+  sa->add_option("--guidance-interval", s.guidance_interval,
+                 "LO,HI: guide only at noise levels sigma = sqrt((1 - abar) / abar) in [LO, HI] (Kynkaanniemi et al. "
+                 "2024); default: every step");
   sa->add_option("--classifier", s.classifier,
                  "classifier guidance with --class: a folder of ddpm-toy classifier (ddpm and ddim only)");
   sa->add_option("--classifier-scale", s.classifier_scale, "the classifier guidance scale (needs --classifier)")
@@ -470,6 +493,8 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   gu->add_option("--sampling-steps", g.sampling_steps, "steps of the sampler")->capture_default_str();
   gu->add_option("--num-samples", g.num_samples, "points per scale")->capture_default_str();
   gu->add_flag("--no-ema", g.no_ema, "sample with the raw trained weights instead of their EMA");
+  gu->add_option("--guidance-interval", g.guidance_interval,
+                 "LO,HI: classifier-free guidance only at noise levels sigma in [LO, HI] (Kynkaanniemi et al. 2024)");
   gu->add_option("--classifier", g.classifier,
                  "vary the classifier-guidance scale of this ddpm-toy classifier folder instead (the model unconditional)");
 

@@ -39,13 +39,18 @@
 //            scatter.png colours the samples by class, and a per-class table is printed
 //            (count, accuracy, spread, energy distance to the class's data;
 //            models/toy/class_metrics.h against 4000 fresh labelled data points).
+//            --autoguide GUIDE (a ddpm-toy train folder of the same dataset and diffusion,
+//            e.g. trained for fewer steps) with --guidance-scale w: autoguidance (guidance.h),
+//            pred = pred_guide + w (pred_model - pred_guide), with or without --class.
+//            --guidance-interval LO,HI limits either guidance to sigma in [LO, HI].
 //   guidance one class of a class-conditional model sampled at several classifier-free
 //            guidance scales from the same seed (the same x_T): OUT/guidance.png, a strip
 //            with one panel per scale, OUT/guidance.csv and a printed table of scale ->
 //            accuracy, spread and energy distance to the class's data
 //            (models/toy/class_metrics.h), the guidance trade-off of Ho & Salimans 2022.
 //            Panels share the seed and DDIM (50 steps) is the default sampler, so each
-//            point's path changes with s alone.
+//            point's path changes with s alone. --guidance-interval LO,HI applies the
+//            guidance only at sigma = sqrt((1 - abar) / abar) in [LO, HI] (guidance.h).
 //   classifier  trains the noisy classifier p(y | x_t, t) of classifier guidance
 //            (models/toy/noisy_mlp_classifier.h, classifier_training.h) on a model folder's
 //            dataset and diffusion: CDIR/classifier.json ({"architecture":
@@ -83,6 +88,7 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -187,7 +193,19 @@ struct ToyConditioning {
   double guidance_scale = 1.0;           // classifier-free guidance s (sampler.h); needs labels
   const ToyClassifier* classifier = nullptr;  // classifier guidance (ddpm and ddim only)
   double classifier_scale = 1.0;         // its scale s (0: off)
+  // Autoguidance (guidance.h, Karras et al. 2024): a weaker toy of the same dataset and
+  // diffusion (e.g. trained for fewer steps) replaces the unconditional branch; then
+  // guidance_scale is w, pred = pred_guide + w (pred_model - pred_guide), also without labels.
+  const ToyModel* autoguide = nullptr;
+  // Guidance interval (guidance.h, Kynkaanniemi et al. 2024): guide only at noise levels
+  // sigma = sqrt((1 - alpha_bar) / alpha_bar) in [lo, hi]; the default is every step.
+  double guidance_sigma_lo = 0.0;
+  double guidance_sigma_hi = std::numeric_limits<double>::infinity();
 };
+
+// ValueError naming the first difference that keeps `guide` from autoguiding `m`: the
+// dataset, T, noise schedule, prediction type and class conditioning must agree.
+void check_toy_autoguide_fits(const ToyModel& m, const ToyModel& guide);
 
 // n samples [n, 2] from the model with `sampler` in K steps (see the header); ValueError for
 // an unknown sampler, K outside [1, T], labels for an unconditional model or out of range,
@@ -234,6 +252,8 @@ struct ToySampleArgs {
   double guidance_scale = 1.0;  // --guidance-scale (needs --class)
   std::string classifier;       // --classifier: a folder of ddpm-toy classifier
   double classifier_scale = 1.0;  // --classifier-scale (needs --classifier)
+  std::string autoguide;          // --autoguide: a weaker ddpm-toy train folder (guidance.h)
+  std::string guidance_interval;  // --guidance-interval LO,HI in sigma ("" = every step)
   std::uint64_t seed = 0;
 };
 struct ToyGuidanceArgs {
@@ -241,6 +261,7 @@ struct ToyGuidanceArgs {
   std::int64_t class_label = -1;  // required
   std::string scales = "0,1,2,4,8";
   std::string classifier;  // set: the scales are classifier-guidance scales on the unconditional model
+  std::string guidance_interval;  // --guidance-interval LO,HI: CFG only at sigma in [LO, HI]
   std::int64_t sampling_steps = 50;
   std::int64_t num_samples = 1000;
   bool no_ema = false, overwrite = false;

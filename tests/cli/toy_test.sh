@@ -9,7 +9,8 @@
 # Then guidance: a class-conditional model (train --class-cond), sampled per class and for
 # every class with classifier-free guidance, the guidance strip, and the refusals of
 # conditioning a model cannot take. Then classifier guidance: a noisy classifier for the
-# unconditional model, a guided sample and a classifier-scale strip, and its refusals.
+# unconditional model, a guided sample and a classifier-scale strip, and its refusals. Then
+# autoguidance by a shorter-trained guide and the guidance interval, and their refusals.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" toy_test
@@ -117,6 +118,25 @@ grep -q 'classifier guidance scale 2' "$work/out.txt" || fail "sample --classifi
 refused "needs --classifier" "$toy" sample --checkpoint "$work/run" --classifier-scale 2 --class 0 --out "$work/x"
 refused "needs --class" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --out "$work/x"
 refused "ddpm and ddim" "$toy" sample --checkpoint "$work/run" --classifier "$work/cls" --class 0 --sampler heun \
+  --out "$work/x"
+
+# Autoguidance: the moons model guided by the same toy trained for fewer steps; the guidance
+# interval on the guidance strip; their refusals.
+"$toy" train --data moons --steps 60 --hidden 32 --diffusion-steps 100 --log-every 30 --out "$work/weak" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "train the guide"
+"$toy" sample --checkpoint "$work/run" --autoguide "$work/weak" --guidance-scale 2 --guidance-interval 0.1,20 \
+  --sampler ddim --sampling-steps 10 --num-samples 100 --out "$work/autoguided" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "sample --autoguide"
+grep -q "autoguided by $work/weak with w = 2, guidance only at sigma in \[0.1,20\]" "$work/out.txt" \
+  || fail "sample --autoguide did not say what it drew"
+"$toy" guidance --checkpoint "$work/cond" --class 0 --scales 1,3 --guidance-interval 0.3,5 --sampling-steps 10 \
+  --num-samples 100 --out "$work/banded" >"$work/out.txt" 2>"$work/err.txt" || fail "guidance --guidance-interval"
+grep -q 'guidance only at sigma in \[0.3,5\]' "$work/out.txt" || fail "guidance --guidance-interval did not say so"
+refused "classes (0 = unconditional)" "$toy" sample --checkpoint "$work/run" --autoguide "$work/cond" \
+  --guidance-scale 2 --out "$work/x"
+refused "must be below HI" "$toy" sample --checkpoint "$work/cond" --class 0 --guidance-scale 2 \
+  --guidance-interval 5,1 --out "$work/x"
+refused "needs --guidance-scale != 1" "$toy" sample --checkpoint "$work/cond" --class 0 --guidance-interval 0.3,5 \
   --out "$work/x"
 [ ! -e "$work/x" ] || fail "a refused command left $work/x behind"
 # A folder that is not a toy model: an I/O error, exit 1.

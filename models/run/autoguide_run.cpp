@@ -1,0 +1,78 @@
+// models/run/autoguide_run.cpp: see autoguide_run.h.
+#include "models/run/autoguide_run.h"
+
+#include <filesystem>
+
+#include "engine/error.h"
+#include "models/nn/module.h"
+#include "models/run/sample_run.h"
+
+namespace ddpm::run {
+
+void check_autoguide_flags(const SampleOptions& o) {
+  if (o.autoguide.empty()) return;
+  std::error_code ec;
+  const bool same = o.autoguide == o.checkpoint ||
+                    std::filesystem::equivalent(o.autoguide, o.checkpoint, ec);  // false (ec set) when absent
+  DDPM_CHECK(!same, "--autoguide " << o.autoguide << " is the sampled model itself (--checkpoint " << o.checkpoint
+                                   << "): autoguidance needs a weaker model of the same task, e.g. the same run "
+                                      "at an earlier checkpoint or a smaller model");
+  DDPM_CHECK(o.low_res.empty(), "--autoguide does not apply to super-resolution models (--low-res): the guide would "
+                                "need the same low-res condition");
+  DDPM_CHECK(o.control.empty(), "--autoguide does not combine with --control: the guide would be a second "
+                                "network without the ControlNet's residuals");
+}
+
+void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path) {
+  const unet::UNetConfig& a = main.net->config();
+  const unet::UNetConfig& b = guide.net->config();
+  const std::string who = "--autoguide " + guide_path;
+  std::error_code ec;
+  DDPM_CHECK(main.weights_path.empty() || guide.weights_path.empty() ||
+                 !std::filesystem::equivalent(main.weights_path, guide.weights_path, ec),
+             who << " loads the sampled model's own weights (" << guide.weights_path
+                 << "): autoguidance needs a weaker model, e.g. an earlier checkpoint of the run");
+  DDPM_CHECK(a.image_size == b.image_size && a.in_channels == b.in_channels,
+             who << " makes " << b.image_size << "x" << b.image_size << " images with " << b.in_channels
+                 << " channel(s); the model makes " << a.image_size << "x" << a.image_size << " with "
+                 << a.in_channels);
+  DDPM_CHECK(a.concat_channels == 0 && b.concat_channels == 0,
+             who << ": autoguidance of super-resolution models is not supported (the guide would need the "
+                    "same low-res condition)");
+  DDPM_CHECK(a.num_classes == b.num_classes,
+             who << " has " << b.num_classes << " classes (0 = unconditional); the model has " << a.num_classes
+                 << ": both get the same labels, so the class conditioning must agree");
+  DDPM_CHECK(a.learn_sigma == b.learn_sigma,
+             who << (b.learn_sigma ? " learns" : " does not learn") << " the variance (learn_sigma); the model "
+                 << (a.learn_sigma ? "does" : "does not"));
+  const DiffusionSettings& d = main.diffusion;
+  const DiffusionSettings& g = guide.diffusion;
+  DDPM_CHECK(d.edm.has_value() == g.edm.has_value(),
+             who << " was trained with the " << (g.edm ? "EDM" : "DDPM") << " objective; the model with the "
+                 << (d.edm ? "EDM" : "DDPM") << " one: their outputs are not the same quantity");
+  if (d.edm) {
+    DDPM_CHECK(d.edm->sigma_data == g.edm->sigma_data,
+               who << " has sigma_data " << g.edm->sigma_data << "; the model " << d.edm->sigma_data
+                   << " (EDM preconditioning: the same sigma_data gives the same output scaling)");
+    return;
+  }
+  DDPM_CHECK(d.predict == g.predict,
+             who << " predicts " << diffusion::model_mean_type_name(g.predict) << "; the model predicts "
+                 << diffusion::model_mean_type_name(d.predict));
+  DDPM_CHECK(d.diffusion_steps == g.diffusion_steps && d.noise_schedule == g.noise_schedule &&
+                 d.zero_terminal_snr == g.zero_terminal_snr,
+             who << " was trained on a " << g.diffusion_steps << "-step "
+                 << diffusion::noise_schedule_name(g.noise_schedule)
+                 << (g.zero_terminal_snr ? " zero-terminal-SNR" : "") << " schedule; the model on a "
+                 << d.diffusion_steps << "-step " << diffusion::noise_schedule_name(d.noise_schedule)
+                 << (d.zero_terminal_snr ? " zero-terminal-SNR" : "") << " one");
+}
+
+diffusion::DenoiseFn autoguide_denoiser(const ModelSource& guide) {
+  const unet::UNet& net = *guide.net;
+  return [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    return net.forward(x, t, y, nn::Context{});
+  };
+}
+
+}  // namespace ddpm::run

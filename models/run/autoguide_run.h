@@ -1,0 +1,44 @@
+// models/run/autoguide_run.h: ddpm-sample --autoguide, autoguidance (Karras et al. 2024;
+// the math is in models/diffusion/guidance.h): a second, weaker model of the same task
+// whose prediction takes the place of classifier-free guidance's unconditional branch,
+//   pred = pred_guide + w (pred_main - pred_guide),   w = --guidance-scale.
+// The guide is opened like --checkpoint (model_source.h: a run folder, a checkpoint folder,
+// a diffusers folder or a model file; EMA weights unless --no-ema, as for the main model).
+//
+// The guide must describe the same denoising task as the main model, or the difference of
+// the two predictions is not the main model's error direction but a mismatch: it must share
+// the image size, channels, class conditioning (both unconditional, or the same number of
+// classes; then both get the same labels), learned sigma, prediction type (eps, x_0, v), and
+// the diffusion (T, noise schedule, zero terminal SNR; or the EDM objective with the same
+// sigma_data). Each difference is a ValueError naming it. Its size (channels, depth) and
+// training length may differ: that is the point.
+//
+// What the other guidance flags mean with it: --guidance-scale is w (1 = the main model
+// alone, the guide is then never evaluated; 0 = the guide alone); --guidance-interval limits
+// it to [LO, HI] in sigma as for CFG; --guidance-rescale phi pulls the guided prediction back
+// to the MAIN model's per-sample std (CFG: the conditional branch's). Refused with it: the
+// main model itself as guide (w would change nothing), super-resolution (--low-res),
+// ControlNet (--control) and latent diffusion models (their guide would need the same
+// condition or autoencoder wiring, which ddpm-sample does not build for a second model).
+#pragma once
+
+#include <string>
+
+#include "models/diffusion/gaussian_diffusion.h"
+#include "models/run/model_source.h"
+
+namespace ddpm::run {
+
+struct SampleOptions;
+
+// Checks what can be checked without the models (ValueError naming the flag).
+void check_autoguide_flags(const SampleOptions& o);
+
+// ValueError naming the first difference between `main` and `guide` that autoguidance cannot
+// work across (see above); `guide_path` names the guide in the message.
+void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path);
+
+// The guide's network as a DenoiseFn (borrowing guide.net: it must outlive the function).
+diffusion::DenoiseFn autoguide_denoiser(const ModelSource& guide);
+
+}  // namespace ddpm::run

@@ -215,8 +215,7 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   tc.loss.loss = diffusion::parse_loss_type(bd.value("loss", std::string("simple")));
   tc.loss.mean_type = base.model.diffusion.predict;
   tc.loss.learned_sigma = bc.learn_sigma;
-  tc.timesteps = a.schedule_sampler == "loss-second-moment" ? train::TimestepSampling::loss_second_moment
-                                                            : train::TimestepSampling::uniform;
+  tc.timesteps = train::parse_timestep_sampling(a.schedule_sampler);
   tc.adamw.lr = a.lr;
   tc.adamw.weight_decay = a.weight_decay;
   tc.warmup_steps = a.warmup_steps;

@@ -228,8 +228,7 @@ TrainResult train_run(const TrainOptions& options) {
     tc.loss.loss = diffusion::parse_loss_type(o.loss);
     tc.loss.mean_type = diffusion::parse_model_mean_type(o.predict);
     tc.loss.learned_sigma = o.learn_sigma;
-    tc.timesteps = o.schedule_sampler == "uniform" ? train::TimestepSampling::uniform
-                                                   : train::TimestepSampling::loss_second_moment;
+    tc.timesteps = train::parse_timestep_sampling(o.schedule_sampler);
     tc.adamw.lr = o.lr;
     tc.adamw.weight_decay = o.weight_decay;
     tc.warmup_steps = o.warmup_steps;

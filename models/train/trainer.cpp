@@ -42,6 +42,12 @@ Objective parse_objective(const std::string& name) {
 
 const char* objective_name(Objective o) { return o == Objective::edm ? "edm" : "ddpm"; }
 
+TimestepSampling parse_timestep_sampling(const std::string& name) {
+  if (name == "uniform") return TimestepSampling::uniform;
+  if (name == "loss-second-moment") return TimestepSampling::loss_second_moment;
+  DDPM_THROW(ValueError, "timestep sampler '" << name << "' is unknown; choose uniform or loss-second-moment");
+}
+
 double warmup_lr(double base, std::int64_t warmup_steps, std::int64_t step) {
   return scheduled_lr(LrSchedule::constant, base, 0.0, std::max<std::int64_t>(0, warmup_steps), 0, step);
 }

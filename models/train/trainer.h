@@ -100,6 +100,8 @@ struct Batch {
 using BatchProvider = std::function<Batch(std::int64_t step, Generator& gen)>;
 
 enum class TimestepSampling { uniform, loss_second_moment };
+// "uniform" or "loss-second-moment" (the --schedule-sampler names); ValueError otherwise.
+TimestepSampling parse_timestep_sampling(const std::string& name);
 
 // What the trainer optimises (see the top of this file).
 enum class Objective { ddpm, edm };

@@ -7,6 +7,7 @@
 #include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "engine/recompute.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::autoencoder {
@@ -91,7 +92,15 @@ struct Autoencoder::ResBlock : nn::Module {
       register_module("conv_shortcut", shortcut.get());
     }
   }
-  Tensor forward(const Tensor& x) const {  // [N, H, W, in] -> [N, H, W, out]
+  // With ctx.recompute the tape keeps x alone and the backward reruns compute (no dropout
+  // here, so no generator to replay).
+  Tensor forward(const Tensor& x, const nn::Context& ctx) const {
+    if (!ctx.recompute) return compute(x);
+    return recompute(
+        "autoencoder_resnet_block", [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0]); },
+        {x}, any_parameter_requires_grad(), nullptr);
+  }
+  Tensor compute(const Tensor& x) const {  // [N, H, W, in] -> [N, H, W, out]
     const Tensor h = norm2->forward(conv1->forward(norm1->forward(x, /*silu=*/true)), /*silu=*/true);
     return conv2->forward(h, Tensor(), /*residual=*/shortcut ? shortcut->forward(x) : x);
   }
@@ -158,17 +167,19 @@ struct Autoencoder::Half : nn::Module {
     register_module("conv_out", conv_out.get());
   }
 
-  Tensor mid(const Tensor& h) const { return mid_res2->forward(mid_attn->forward(mid_res1->forward(h))); }
+  Tensor mid(const Tensor& h, const nn::Context& ctx) const {
+    return mid_res2->forward(mid_attn->forward(mid_res1->forward(h, ctx), ctx), ctx);
+  }
 
-  Tensor forward(const Tensor& x) const {
+  Tensor forward(const Tensor& x, const nn::Context& ctx) const {
     Tensor h = conv_in->forward(x);
-    if (!is_encoder) h = mid(h);
+    if (!is_encoder) h = mid(h, ctx);
     for (const auto& level : levels) {
-      for (const auto& r : level->resnets) h = r->forward(h);
+      for (const auto& r : level->resnets) h = r->forward(h, ctx);
       if (level->down) h = level->down->forward(h);  // [N, H/2, W/2, ch]
       if (level->up) h = level->up->forward(h);      // [N, 2H, 2W, ch]
     }
-    if (is_encoder) h = mid(h);
+    if (is_encoder) h = mid(h, ctx);
     return conv_out->forward(norm_out->forward(h, /*silu=*/true));
   }
 };
@@ -187,24 +198,24 @@ Autoencoder::Autoencoder(const AutoencoderConfig& cfg, Generator& gen, Device de
 
 Autoencoder::~Autoencoder() = default;
 
-Tensor Autoencoder::encode_moments(const Tensor& x) const {
+Tensor Autoencoder::encode_moments(const Tensor& x, const nn::Context& ctx) const {
   const int f = cfg_.downsampling_factor();
   DDPM_CHECK(x.ndim() == 4 && x.dim(3) == cfg_.in_channels && x.dim(1) % f == 0 && x.dim(2) % f == 0,
              "Autoencoder::encode: input " << shape_str(x.shape()) << " must be [N, H, W, " << cfg_.in_channels
                                            << "] with H and W divisible by the downsampling factor " << f);
-  return quant_conv_->forward(encoder_->forward(x));  // [N, H/f, W/f, 2z]
+  return quant_conv_->forward(encoder_->forward(x, ctx));  // [N, H/f, W/f, 2z]
 }
 
-DiagonalGaussian Autoencoder::encode(const Tensor& x) const {
-  const Tensor moments = encode_moments(x);
+DiagonalGaussian Autoencoder::encode(const Tensor& x, const nn::Context& ctx) const {
+  const Tensor moments = encode_moments(x, ctx);
   const std::int64_t z = cfg_.z_channels;
   return {slice(moments, 3, 0, z), clamp(slice(moments, 3, z, z), kLogvarMin, kLogvarMax)};
 }
 
-Tensor Autoencoder::decode(const Tensor& z) const {
+Tensor Autoencoder::decode(const Tensor& z, const nn::Context& ctx) const {
   DDPM_CHECK(z.ndim() == 4 && z.dim(3) == cfg_.z_channels,
              "Autoencoder::decode: latent " << shape_str(z.shape()) << " must be [N, h, w, " << cfg_.z_channels << "]");
-  return decoder_->forward(post_quant_conv_->forward(z));
+  return decoder_->forward(post_quant_conv_->forward(z), ctx);
 }
 
 Tensor DiagonalGaussian::sample(const Tensor& eps) const {
@@ -233,11 +244,11 @@ Tensor mean_over_batch(const Tensor& per_element) {
 }
 
 AutoencoderLossTerms autoencoder_loss(const Autoencoder& ae, const Tensor& x, const Tensor& eps,
-                                      ReconstructionLoss rec, double kl_weight) {
+                                      ReconstructionLoss rec, double kl_weight, const nn::Context& ctx) {
   DDPM_CHECK(kl_weight >= 0, "autoencoder_loss: kl_weight must be >= 0, got " << kl_weight);
-  const DiagonalGaussian q = ae.encode(x);
+  const DiagonalGaussian q = ae.encode(x, ctx);
   AutoencoderLossTerms t;
-  t.reconstruction_image = ae.decode(q.sample(eps));
+  t.reconstruction_image = ae.decode(q.sample(eps), ctx);
   const Tensor d = sub(t.reconstruction_image, x);
   // |d| = d * sign(d), the sign a constant (not on the tape): the L1 subgradient.
   const Tensor per_pixel =

@@ -18,6 +18,17 @@
 // Decoder output: left linear (no tanh), as LDM does; images are compared with data in
 // [-1, 1], and the sample writers clip to [-1, 1] before quantising to uint8.
 //
+// Activation checkpointing (engine/recompute.h, Chen et al. 2016; diffusers' AutoencoderKL
+// has the same switch, checkpointing whole down/up blocks and the mid block): with
+// nn::Context::recompute on and grad mode on, every ResBlock and the middle self-attention
+// (the UNet's AttentionBlock) keep only their input on the tape and rerun their forward in
+// the backward. A ResBlock otherwise keeps about four activations
+// of its size (its input, GN+SiLU's output feeding conv1, conv1's output, GN+SiLU's output
+// feeding conv2), so the blocks' memory falls to about a quarter for one extra forward of
+// them. The strided and upsampling convs, the heads and the loss are not recomputed: the
+// decoder's upsampling conv keeps its 2x-upsampled input, as the UNet's Upsample does.
+// The autoencoder has no dropout, so the segments draw nothing from a generator.
+//
 // Parameter names follow diffusers' AutoencoderKL (encoder.conv_in, encoder.down_blocks.i.
 // resnets.j, encoder.down_blocks.i.downsamplers.0.conv, encoder.mid_block.{resnets.0,
 // attentions.0, resnets.1}, encoder.conv_norm_out, encoder.conv_out, quant_conv,
@@ -85,11 +96,13 @@ class Autoencoder : public nn::Module {
   ~Autoencoder() override;
 
   // x [N, H, W, in_channels], H and W divisible by f -> moments [N, H/f, W/f, 2 z_channels].
-  Tensor encode_moments(const Tensor& x) const;
+  // ctx.recompute checkpoints the blocks (above); ctx.training and ctx.gen are unused (no
+  // dropout).
+  Tensor encode_moments(const Tensor& x, const nn::Context& ctx = nn::Context{}) const;
   // The moments split into mean and clamped log-variance.
-  DiagonalGaussian encode(const Tensor& x) const;
+  DiagonalGaussian encode(const Tensor& x, const nn::Context& ctx = nn::Context{}) const;
   // z [N, h, w, z_channels] (unscaled) -> images [N, h f, w f, in_channels].
-  Tensor decode(const Tensor& z) const;
+  Tensor decode(const Tensor& z, const nn::Context& ctx = nn::Context{}) const;
 
   const AutoencoderConfig& config() const { return cfg_; }
   AutoencoderConfig& mutable_config() { return cfg_; }  // the scale factor is set after training
@@ -118,8 +131,10 @@ struct AutoencoderLossTerms {
 };
 
 // The loss above for images x in [-1, 1] and the reparameterisation noise eps (standard
-// normal, the latent's shape [N, H/f, W/f, z_channels]).
+// normal, the latent's shape [N, H/f, W/f, z_channels]); ctx goes to encode and decode
+// (ctx.recompute: activation checkpointing, the same gradients to float rounding).
 AutoencoderLossTerms autoencoder_loss(const Autoencoder& ae, const Tensor& x, const Tensor& eps,
-                                      ReconstructionLoss rec, double kl_weight);
+                                      ReconstructionLoss rec, double kl_weight,
+                                      const nn::Context& ctx = nn::Context{});
 
 }  // namespace ddpm::autoencoder

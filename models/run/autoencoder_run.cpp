@@ -106,7 +106,8 @@ AutoencoderTrainReport train_autoencoder(autoencoder::Autoencoder& ae, const Dat
     const Tensor x = loader.next().images;  // [B, H, W, C] in [-1, 1]
     const Tensor eps = randn({x.dim(0), x.dim(1) / f, x.dim(2) / f, ae.config().z_channels}, gen, x.device());
     slab.zero_grad();
-    const autoencoder::AutoencoderLossTerms l = autoencoder::autoencoder_loss(ae, x, eps, rec, a.kl_weight);
+    const autoencoder::AutoencoderLossTerms l =
+        autoencoder::autoencoder_loss(ae, x, eps, rec, a.kl_weight, nn::Context{true, nullptr, a.gradient_checkpointing});
     l.total.backward();
     opt.set_lr(train::scheduled_lr(lr_schedule, a.lr, a.lr_schedule.lr_min, a.warmup_steps, a.steps, step));
     opt.step();
@@ -231,6 +232,7 @@ void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
               {"seconds", r.seconds}};
   train["warmup_steps"] = a.warmup_steps;
   add_lr_schedule_json(train, a.lr_schedule, a.steps);
+  train["gradient_checkpointing"] = a.gradient_checkpointing;  // the key ddpm-train and ddpm-control use
   autoencoder::save_autoencoder(ae, train, a.out, a.overwrite,
                                 [&](const std::string& tmp) { write_png(tmp + "/reconstructions.png", grid); });
   out << "wrote " << a.out << "/model.safetensors, config.json and reconstructions.png\n";
@@ -290,6 +292,8 @@ void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   tr->add_option("--scale-images", t.scale_images, "training images used to measure the latent scale factor")
       ->capture_default_str();
   tr->add_option("--log-every", t.log_every, "print the mean losses every N steps")->capture_default_str();
+  tr->add_flag("--gradient-checkpointing", t.gradient_checkpointing,
+               "recompute the blocks' activations in the backward (less memory, ~1/3 more compute)");
 
   AutoencoderEvalArgs& e = c.eval;
   CLI::App* ev = app.add_subcommand("eval", "reconstruction MSE and PSNR (0..255 scale) of an autoencoder on a split");

@@ -31,7 +31,7 @@
 //   train --data SPEC --out DIR [--pad-to-32 --steps --batch-size --lr --warmup-steps
 //         --lr-schedule --lr-min --kl-weight --loss l1|l2
 //         --base-channels --channel-mult --num-res-blocks --z-channels --norm-groups
-//         --scale-images --log-every --overwrite]
+//         --scale-images --log-every --overwrite --gradient-checkpointing]
 //   eval  --autoencoder DIR --data SPEC [--split train|test --limit N --batch-size]
 #pragma once
 
@@ -70,6 +70,9 @@ struct AutoencoderTrainArgs {
   int norm_groups = 8;
   std::int64_t scale_images = 512;     // training images used to measure the latent std
   std::int64_t log_every = 100;
+  // nn::Context::recompute (engine/recompute.h): the blocks rerun their forward in the
+  // backward; recorded as train.gradient_checkpointing in config.json.
+  bool gradient_checkpointing = false;
   std::uint64_t seed = 0;
   Device device = Device::cpu();
 };

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/common/cli.h"
+#include "engine/math_mode.h"
 #include "models/run/autoencoder_run.h"
 #include "support/autoencoder_recompute_step.h"
 #include "support/temp_dir.h"
@@ -64,6 +65,7 @@ TEST(AutoencoderRecompute, PeakActivationBytesAreLower) {
 
 // ddpm-autoencoder's command line, run in-process as apps/ddpm_autoencoder.cpp runs it.
 std::pair<int, std::string> autoencoder_cli(std::vector<std::string> args) {
+  MathModeScope restore;  // resolve_device applies --tf32 and --conv-algo process-wide
   CLI::App app("ddpm-autoencoder", "ddpm-autoencoder");
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

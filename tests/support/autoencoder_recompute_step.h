@@ -39,8 +39,8 @@ struct AutoencoderStep {
 // batch images of size x size, l1 reconstruction plus a visible KL term (weight 0.1, so
 // the encoder's log-variance half gets a gradient of its own).
 inline AutoencoderStep autoencoder_training_step(Device device, DType dtype, bool with_recompute,
-                                                 std::int64_t batch = 4, std::int64_t size = 16) {
-  const autoencoder::AutoencoderConfig cfg = autoencoder_recompute_config();
+                                                 std::int64_t batch = 4, std::int64_t size = 16,
+                                                 const autoencoder::AutoencoderConfig& cfg = autoencoder_recompute_config()) {
   Generator init(13);
   autoencoder::Autoencoder ae(cfg, init, Device::cpu());
   // Away from the zero-initialized attention output, so gradients reach every layer.

@@ -4,11 +4,20 @@
 // models/run/model_source.h export_diffusers.
 //
 //   ddpm-export --checkpoint runs/cifar --out exported/
+//
+// With --posthoc-ema SIGMA_REL it instead reconstructs the EMA of that relative width from
+// the run's post-hoc EMA snapshots (ddpm-train --posthoc-ema; models/run/posthoc_export.h) and
+// writes a checkpoint-shaped folder (config.json + ema.safetensors) that ddpm-sample and
+// ddpm-eval open like a checkpoint:
+//   ddpm-export --checkpoint runs/cifar --posthoc-ema 0.08 [--posthoc-step N] --out ema_0.08/
+#include <cstdio>
 #include <iostream>
 
 #include "apps/common/cli.h"
+#include "engine/error.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
 
 int main(int argc, char** argv) {
   using namespace ddpm;
@@ -20,6 +29,8 @@ int main(int argc, char** argv) {
   std::string checkpoint, out;
   std::string probe;
   bool use_ema = true, overwrite = false;
+  double posthoc_sigma_rel = 0.0;
+  std::int64_t posthoc_step = 0;
   app.add_option("--checkpoint", checkpoint,
                  "run folder (latest checkpoint), checkpoint folder, model .safetensors with config.json beside "
                  "it, or a diffusers folder")
@@ -30,9 +41,37 @@ int main(int argc, char** argv) {
   app.add_option("--probe", probe,
                  "also run the exported folder (re-loaded) on a fixed input seeded by --seed and save x, t, labels "
                  "and the output to this .safetensors file (for scripts/check_export.py)");
+  CLI::Option* posthoc_opt =
+      app.add_option("--posthoc-ema", posthoc_sigma_rel,
+                     "reconstruct the EMA of this relative width (e.g. 0.08) from the run's post-hoc EMA snapshots "
+                     "and write config.json + ema.safetensors (a checkpoint folder) instead of a diffusers folder");
+  CLI::Option* posthoc_step_opt =
+      app.add_option("--posthoc-step", posthoc_step, "with --posthoc-ema: the training step (default: the last snapshot)");
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {
     (void)cli::resolve_device(common);  // validates --device; the export itself runs on the CPU
+    DDPM_CHECK(posthoc_step_opt->count() == 0 || posthoc_opt->count() > 0, "--posthoc-step needs --posthoc-ema");
+    if (posthoc_opt->count() > 0) {
+      DDPM_CHECK(use_ema, "--no-ema does not apply with --posthoc-ema (the reconstruction is an EMA)");
+      DDPM_CHECK(posthoc_step_opt->count() == 0 || posthoc_step >= 1,
+                 "--posthoc-step must be a training step >= 1, got " << posthoc_step);
+      const run::PosthocResult r = run::reconstruct_posthoc_ema(checkpoint, posthoc_sigma_rel, posthoc_step);
+      run::write_posthoc_model(r, out, overwrite);
+      const run::ModelSource model = run::open_model(out, Device::cpu());  // the round trip itself
+      if (!probe.empty()) {
+        run::write_probe(*model.net, model.diffusion.diffusion_steps, probe, common.seed);
+        std::cout << "probe written to " << probe << "\n";
+      }
+      std::printf("post-hoc EMA sigma_rel %.6g (gamma %.6g) at step %lld from %zu snapshots: %zu coefficients (%d "
+                  "kept), relative residual %.3g\n",
+                  r.sigma_rel, r.gamma, static_cast<long long>(r.step), r.snapshot_steps.size(),
+                  r.solution.coefficients.size(), r.solution.rank, r.solution.relative_residual);
+      if (r.solution.relative_residual > 0.05)
+        std::printf("warning: the snapshots fit this EMA profile poorly (residual above 5%%); snapshot more often "
+                    "(--posthoc-snapshot-every) or pick a step at a snapshot\n");
+      std::cout << "exported " << model.net->num_parameters() << " parameters to " << out << std::endl;
+      return 0;
+    }
     // A latent run's UNet maps autoencoder latents; as a lone UNet2DModel it would pass for a
     // pixel model, and our autoencoder does not load into diffusers' AutoencoderKL exactly.
     run::refuse_latent_model(checkpoint, "ddpm-export (a diffusers UNet2DModel of pixels)");

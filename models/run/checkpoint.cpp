@@ -101,6 +101,7 @@ std::string save_checkpoint(const std::string& run_dir, const Checkpoint& ckpt) 
         save_safetensors((t / kModelFile).string(), ckpt.model, meta);
         save_safetensors((t / kEmaFile).string(), ckpt.ema, meta);
         save_safetensors((t / kOptimizerFile).string(), ckpt.optimizer, meta);
+        if (!ckpt.power_ema.empty()) save_safetensors((t / kPowerEmaFile).string(), ckpt.power_ema, meta);
         nlohmann::json st = ckpt.trainer_state;
         st["step"] = ckpt.step;
         write_file_atomic((t / kTrainerStateFile).string(), st.dump(2) + "\n");
@@ -118,6 +119,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
   c.model = load_safetensors((d / kModelFile).string()).tensors;
   c.ema = load_safetensors((d / kEmaFile).string()).tensors;
   c.optimizer = load_safetensors((d / kOptimizerFile).string()).tensors;
+  if (fs::is_regular_file(d / kPowerEmaFile)) c.power_ema = load_safetensors((d / kPowerEmaFile).string()).tensors;
   const std::string path = (d / kTrainerStateFile).string();
   try {
     c.trainer_state = nlohmann::json::parse(read_file(path));
@@ -198,6 +200,17 @@ Checkpoint trainer_checkpoint(train::Trainer& trainer, nn::Module& net, Paramete
                       {"adam_step", trainer.optimizer().step_count()},
                       {"generator", {{"seed", g.seed()}, {"offset", g.offset()}}},
                       {"loader", {{"epoch", loader.epoch}, {"index", loader.index}}}};
+  // The power EMAs go through the slab's layout directly (every UNet parameter is in the slab,
+  // so the names and OIHW layout are those of export_state_dict); f32 values round-trip exactly.
+  if (!trainer.power_emas().empty()) {
+    nlohmann::json profiles = nlohmann::json::array();
+    for (std::size_t i = 0; i < trainer.power_emas().size(); ++i) {
+      const train::PowerEma& p = trainer.power_emas()[i];
+      append_slab(p.values(), train::power_ema_prefix(i), slab, ck.power_ema);
+      profiles.push_back({{"sigma_rel", p.sigma_rel()}, {"gamma", p.gamma()}});
+    }
+    ck.trainer_state["posthoc_ema"] = profiles;
+  }
   return ck;
 }
 
@@ -219,6 +232,13 @@ train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::strin
   st.exp_avg = slab_flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(device);
   st.exp_avg_sq = slab_flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(device);
   st.ema = ema_flat;
+  const std::size_t profiles = js.contains("posthoc_ema") ? js.at("posthoc_ema").size() : 0;
+  DDPM_CHECK_AS(profiles == 0 || !ck.power_ema.empty(), IoError,
+                "checkpoint " << dir << " tracks " << profiles << " power-function EMAs (trainer_state.json "
+                              << "\"posthoc_ema\") but has no " << kPowerEmaFile);
+  for (std::size_t i = 0; i < profiles; ++i)
+    st.power_ema.push_back(
+        slab_flat_from(ck.power_ema, train::power_ema_prefix(i), slab, dir + "/" + kPowerEmaFile).to(device));
   return st;
 }
 

@@ -10,7 +10,12 @@
 //       ema.safetensors             same names and layout, the EMA weights
 //       optimizer.safetensors       AdamW moments "exp_avg.<name>", "exp_avg_sq.<name>"
 //       trainer_state.json          step, AdamW step count, generator (seed, offset), loader
-//                                   position, timestep-sampler history, last metrics
+//                                   position, timestep-sampler history, last metrics,
+//                                   "posthoc_ema": [{sigma_rel, gamma}] when tracked
+//       power_ema.safetensors       (only with --posthoc-ema) the power-function EMAs'
+//                                   current values, "phema<i>.<name>" (models/train/posthoc_ema.h)
+//     posthoc/step_N.safetensors    (only with --posthoc-ema) snapshots of the power EMAs for
+//                                   post-hoc EMA reconstruction (models/run/posthoc_export.h)
 //     checkpoints/latest            text file naming the newest complete step folder
 //
 // Every safetensors file carries a CRC32 that is verified on load (engine/io/safetensors).
@@ -63,12 +68,14 @@ inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kEmaFile = "ema.safetensors";
 inline constexpr const char* kOptimizerFile = "optimizer.safetensors";
 inline constexpr const char* kTrainerStateFile = "trainer_state.json";
+inline constexpr const char* kPowerEmaFile = "power_ema.safetensors";  // optional (post-hoc EMA)
 
 // One checkpoint: host tensors with diffusers names (convolutions OIHW) and the trainer's
 // JSON state (its "step" names the folder).
 struct Checkpoint {
   std::int64_t step = 0;
   std::vector<std::pair<std::string, Tensor>> model, ema, optimizer;
+  std::vector<std::pair<std::string, Tensor>> power_ema;  // empty: no power_ema.safetensors
   nlohmann::json trainer_state;
 };
 
@@ -102,13 +109,16 @@ void append_slab(const Tensor& flat, const std::string& prefix, const ParameterS
 
 // The trainer's part of a checkpoint of `net` (whose trainable parameters `slab` packs): the
 // model and EMA weights, the AdamW moments, and trainer_state {"step", "adam_step",
-// "generator": {seed, offset}, "loader": {epoch, index}}. The caller adds its own keys.
+// "generator": {seed, offset}, "loader": {epoch, index}}, and when the trainer tracks
+// power-function EMAs their values ("phema<i>.<name>") and "posthoc_ema": [{"sigma_rel",
+// "gamma"}]. The caller adds its own keys.
 Checkpoint trainer_checkpoint(train::Trainer& trainer, nn::Module& net, ParameterSlab& slab,
                               const LoaderPosition& loader);
 
 // The inverse, for a resume from checkpoint folder `dir` (already read into `ck`): loads the
 // checkpoint's model weights into `net` (so into the slab) and returns the trainer state with
-// them, the EMA, the AdamW moments (moved to `device`) and the generator. The loader position
+// them, the EMA, the AdamW moments (moved to `device`), the power EMAs when saved, and the
+// generator. The loader position
 // is checkpoint_loader_position(ck); a run-specific part of the state (ddpm-train's
 // importance-sampler history) is the caller's to add before Trainer::load_state.
 train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::string& dir, nn::Module& net,

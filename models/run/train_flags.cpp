@@ -93,6 +93,14 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   add_lr_schedule_flags(app, o.lr_schedule, T);
   app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: off)")->capture_default_str()->group(T);
   app.add_option("--ema-rate", o.ema_rate, "EMA decay of the sampling weights")->capture_default_str()->group(T);
+  app.add_option("--posthoc-ema", o.posthoc_ema,
+                 "post-hoc EMA (Karras et al. 2024): also track power-function EMAs of these relative widths, e.g. "
+                 "0.05,0.10, and snapshot them into RUN/posthoc/; ddpm-export --posthoc-ema SIGMA_REL then "
+                 "reconstructs the EMA of any width")
+      ->group(T);
+  app.add_option("--posthoc-snapshot-every", o.posthoc_snapshot_every,
+                 "with --posthoc-ema: a snapshot every N steps and at the end (0: --save-every)")
+      ->capture_default_str()->group(T);
   app.add_option("--class-dropout", o.class_dropout,
                  "probability of the null label (classifier-free guidance); default 0.1 with --class-cond")
       ->group(T);

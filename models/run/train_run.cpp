@@ -25,6 +25,7 @@
 #include "models/run/edm_options.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
 #include "models/run/stop_signals.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
@@ -69,6 +70,11 @@ class EmaSwap {
   ParameterSlab& slab_;
 };
 
+// --posthoc-snapshot-every, 0 meaning --save-every.
+std::int64_t posthoc_every(const TrainOptions& o) {
+  return o.posthoc_snapshot_every > 0 ? o.posthoc_snapshot_every : o.save_every;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -85,7 +91,8 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
                 {"grad_clip", o.grad_clip},     {"ema_rate", o.ema_rate},
                 {"class_dropout", resolved_class_dropout(o)}, {"seed", o.seed},
                 {"snr_gamma", o.snr_gamma},     {"noise_offset", o.noise_offset},
-                {"input_perturbation", o.input_perturbation}};
+                {"input_perturbation", o.input_perturbation},
+                {"posthoc_ema", train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema)}};
   add_lr_schedule_json(j["train"], o.lr_schedule, o.steps);  // and the decay's horizon (lr_schedule_flags.h)
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
@@ -93,6 +100,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
               {"gradient_checkpointing", o.gradient_checkpointing},
+              {"posthoc_snapshot_every", posthoc_every(o)},
               {"preset", o.preset},         {"device", o.device.str()},
               {"world_size", o.comm != nullptr ? o.comm->world_size() : 1}};
   return j;
@@ -110,6 +118,8 @@ nlohmann::json defining_part(nlohmann::json j) {
   if (j.contains("train"))
     for (const char* key : {"snr_gamma", "noise_offset", "input_perturbation"})
       if (!j["train"].contains(key)) j["train"][key] = 0.0;
+  // ... and none of post-hoc EMA's power EMAs.
+  if (j.contains("train") && !j["train"].contains("posthoc_ema")) j["train"]["posthoc_ema"] = nlohmann::json::array();
   // ... and the constant learning-rate schedule.
   if (j.contains("train")) default_lr_schedule_json(j["train"]);
   return j;
@@ -235,6 +245,7 @@ TrainResult train_run(const TrainOptions& options) {
     apply_lr_schedule(tc, o.lr_schedule, o.steps);
     tc.grad_clip = o.grad_clip;
     tc.ema_rate = o.ema_rate;
+    tc.posthoc_sigma_rels = train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema);
     tc.microbatch = o.microbatch;
     tc.num_classes = num_classes;
     tc.label_dropout = resolved_class_dropout(o);
@@ -417,6 +428,10 @@ TrainResult train_run(const TrainOptions& options) {
         if (comm.is_root()) progress.line("ddpm-train: samples " + write_samples());
         last_sampled = done;
       }
+      // Post-hoc EMA snapshots (posthoc_export.h), before the checkpoint of the same step, so a
+      // resume from that checkpoint never misses the snapshot.
+      if (!trainer.power_emas().empty() && (done % posthoc_every(o) == 0 || done == o.steps) && comm.is_root())
+        write_posthoc_snapshot(o.out, done, trainer.optimizer().step_count(), trainer.power_emas(), slab);
       if ((done % o.save_every == 0 || done == o.steps) && comm.is_root()) {
         metrics->write_loss_png();  // with each checkpoint (an atomic, fsynced write)
         save();

@@ -11,7 +11,8 @@
 //   5. loop: trainer.step(); metrics every --log-every steps (loss.png redrawn with each
 //      checkpoint); EMA samples (DDIM,
 //      --sample-steps, fixed seed; Heun with --sample-steps levels for --objective edm) every --sample-every; a checkpoint every --save-every
-//      and at the end
+//      and at the end; with --posthoc-ema a snapshot of the power EMAs every
+//      --posthoc-snapshot-every (default --save-every) and at the end (posthoc_export.h)
 // Non-finite losses: the trainer skips such a step without touching the weights; after
 // --max-nonfinite consecutive skipped steps (default 1) the run stops with an Error naming
 // the step, and no checkpoint is written after the last good one.
@@ -20,7 +21,7 @@
 // a checkpoint of it (no final sample grid) and TrainResult::stopped_by_signal set; with
 // several ranks they agree on it first, so all stop after the same step.
 // Resume is bit-identical: the checkpoint holds the parameters, the AdamW moments and step
-// count, the EMA, the generator (seed, offset: it also drives dropout) and the loader
+// count, the EMA (and the power EMAs of --posthoc-ema), the generator (seed, offset: it also drives dropout) and the loader
 // position, and (with --schedule-sampler loss-second-moment) the importance sampler's loss
 // history, so steps N+1.. are the ones an uninterrupted run takes.
 //
@@ -113,6 +114,10 @@ struct TrainOptions {
   LrScheduleFlags lr_schedule;  // --lr-schedule, --lr-min (lr_schedule_flags.h): decay to --steps
   double grad_clip = 1.0;
   double ema_rate = 0.9999;
+  // Post-hoc EMA (models/run/posthoc_export.h): relative widths of the power-function EMAs to
+  // track ("0.05,0.10"; empty = off) and their snapshot interval (0: --save-every).
+  std::string posthoc_ema;
+  std::int64_t posthoc_snapshot_every = 0;
   std::int64_t steps = 1000;
   std::int64_t save_every = 1000;
   std::int64_t sample_every = 1000;  // 0: only at the end

@@ -120,9 +120,11 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
              "the hybrid and vlb losses carry the variational bound's own weights");
   if (config.timesteps == TimestepSampling::loss_second_moment)
     importance_.emplace(schedule.num_timesteps());
+  for (double sigma_rel : config.posthoc_sigma_rels) power_emas_.emplace_back(params, sigma_rel);
   if (comm_->world_size() > 1) {  // rank 0's weights everywhere; the EMA starts as their copy
     comm_->broadcast(params_->values(), 0);
     ema_.load(params_->values());
+    for (PowerEma& p : power_emas_) p.load(params_->values());
   }
 }
 
@@ -268,6 +270,7 @@ StepMetrics Trainer::step() {
   adamw_.set_lr(m.lr);
   adamw_.step();
   m.ema_decay = ema_.update(*params_, adamw_.step_count() - 1);
+  for (PowerEma& p : power_emas_) p.update(*params_, adamw_.step_count());  // t = 1, 2, ... updates
   return m;
 }
 
@@ -281,6 +284,7 @@ TrainerState Trainer::state() const {
   st.exp_avg = adamw_.exp_avg().clone();
   st.exp_avg_sq = adamw_.exp_avg_sq().clone();
   st.ema = ema_.values().clone();
+  for (const PowerEma& p : power_emas_) st.power_ema.push_back(p.values().clone());
   st.importance = importance_;
   return st;
 }
@@ -289,6 +293,10 @@ void Trainer::load_state(const TrainerState& st) {
   DDPM_CHECK(st.params.defined() && st.params.numel() == params_->slab_numel(),
              "Trainer::load_state: the saved parameters do not match the slab of " << params_->slab_numel()
                                                                                    << " elements");
+  DDPM_CHECK(st.power_ema.size() == power_emas_.size(),
+             "Trainer::load_state: the saved state holds " << st.power_ema.size()
+                                                           << " power-function EMAs (post-hoc EMA) but this trainer tracks "
+                                                           << power_emas_.size());
   DDPM_CHECK(st.importance.has_value() == importance_.has_value(),
              "Trainer::load_state: the saved state and this trainer disagree on importance sampling of t");
   step_ = st.step;
@@ -298,6 +306,7 @@ void Trainer::load_state(const TrainerState& st) {
   if (comm_->world_size() > 1) comm_->broadcast(values, 0);  // defensive: rank 0's weights everywhere
   adamw_.load_state(st.adam_step, st.exp_avg, st.exp_avg_sq);
   ema_.load(st.ema);
+  for (std::size_t i = 0; i < power_emas_.size(); ++i) power_emas_[i].load(st.power_ema[i]);
   importance_ = st.importance;
 }
 

@@ -18,6 +18,7 @@
 //   lr = scheduled_lr(step): linear warm-up, then constant, linear or cosine decay towards
 //        lr_min by step total_steps (lr_schedule.h); AdamW step
 //   EMA update with warm-up, decay = min(rate, (1 + n)/(10 + n)), n = the update's 0-based index
+//   power EMAs (posthoc_ema.h; when posthoc_sigma_rels is set): beta_t = (1 - 1/t)^(gamma + 1), t = AdamW steps
 //
 // Random numbers come from one Philox generator in a fixed order per step: the provider's
 // draws (e.g. a super-resolution run's conditioning augmentation: N levels, then the
@@ -82,6 +83,7 @@
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
 #include "models/train/lr_schedule.h"
+#include "models/train/posthoc_ema.h"
 
 namespace ddpm::train {
 
@@ -123,6 +125,9 @@ struct TrainerConfig {
   std::int64_t total_steps = 0;
   double grad_clip = 1.0;         // max global norm; 0 turns clipping off
   double ema_rate = 0.9999;
+  // Power-function EMAs tracked beside the classic one for post-hoc EMA (posthoc_ema.h), one
+  // per relative width; each is updated after every AdamW step t with beta_t = (1-1/t)^(gamma+1).
+  std::vector<double> posthoc_sigma_rels;
   std::int64_t microbatch = 0;  // 0 or >= N: the whole batch at once
   int num_classes = 0;          // > 0: labels are required, null label = num_classes
   double label_dropout = 0.0;   // probability of the null label (classifier-free guidance training)
@@ -167,6 +172,7 @@ struct TrainerState {
   std::int64_t adam_step = 0;
   Tensor exp_avg, exp_avg_sq;          // AdamW moments, flat
   Tensor ema;                          // EMA values, flat
+  std::vector<Tensor> power_ema;       // the power EMAs' values, flat, in config order (may be empty)
   // The importance sampler's loss history (in memory; when used).
   std::optional<diffusion::LossSecondMomentSampler> importance;
 };
@@ -193,6 +199,9 @@ class Trainer {
   const AdamW& optimizer() const { return adamw_; }
   const Ema& ema() const { return ema_; }
   Ema& ema() { return ema_; }
+  // The power-function EMAs of config().posthoc_sigma_rels, in that order; their update count
+  // is optimizer().step_count().
+  const std::vector<PowerEma>& power_emas() const { return power_emas_; }
 
   TrainerState state() const;
   // The importance sampler of t, when TimestepSampling::loss_second_moment (else empty).
@@ -211,6 +220,7 @@ class Trainer {
   Generator dropout_gen_;
   AdamW adamw_;
   Ema ema_;
+  std::vector<PowerEma> power_emas_;
   std::optional<diffusion::LossSecondMomentSampler> importance_;
   std::int64_t step_ = 0;
 };

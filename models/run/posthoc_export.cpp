@@ -1,0 +1,229 @@
+// models/run/posthoc_export.cpp: post-hoc EMA snapshots and reconstruction (contract in
+// posthoc_export.h).
+#include "models/run/posthoc_export.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "models/autoencoder/autoencoder_io.h"
+#include "models/run/checkpoint.h"
+#include "models/run/latent_run.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+namespace {
+
+constexpr const char* kStepKey = "ddpm.step";
+constexpr const char* kUpdatesKey = "ddpm.updates";
+constexpr const char* kProfilesKey = "ddpm.posthoc_ema";
+
+// The "__metadata__" of a safetensors file from its header alone (the 8-byte length, then
+// the JSON), so listing a run's snapshots does not read their weights. The CRC of the data is
+// checked later, when a snapshot is loaded for the reconstruction.
+std::map<std::string, std::string> read_metadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  DDPM_CHECK_AS(in.good(), IoError, "post-hoc EMA snapshot " << path << " cannot be opened");
+  unsigned char len_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  std::uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];  // little-endian
+  DDPM_CHECK_AS(in.good() && len > 0 && len < (std::uint64_t{1} << 28), IoError,
+                "post-hoc EMA snapshot " << path << " is damaged: its header length is " << len);
+  std::string header(static_cast<std::size_t>(len), '\0');
+  in.read(header.data(), static_cast<std::streamsize>(len));
+  DDPM_CHECK_AS(in.good(), IoError, "post-hoc EMA snapshot " << path << " is truncated inside its header");
+  std::map<std::string, std::string> meta;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(header);
+    if (j.contains("__metadata__"))
+      for (auto it = j.at("__metadata__").begin(); it != j.at("__metadata__").end(); ++it)
+        meta[it.key()] = it.value().get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, "post-hoc EMA snapshot " << path << " has a damaged header: " << e.what());
+  }
+  return meta;
+}
+
+PosthocSnapshot parse_snapshot(const std::string& path) {
+  const std::map<std::string, std::string> meta = read_metadata(path);
+  PosthocSnapshot s;
+  s.path = path;
+  try {
+    s.step = std::stoll(meta.at(kStepKey));
+    s.updates = std::stoll(meta.at(kUpdatesKey));
+    for (const nlohmann::json& p : nlohmann::json::parse(meta.at(kProfilesKey))) {
+      s.sigma_rels.push_back(p.at("sigma_rel").get<double>());
+      s.gammas.push_back(p.at("gamma").get<double>());
+    }
+  } catch (const std::exception& e) {
+    DDPM_THROW(IoError, "post-hoc EMA snapshot " << path << " lacks valid " << kStepKey << ", " << kUpdatesKey
+                                                 << " or " << kProfilesKey << " metadata (" << e.what() << ")");
+  }
+  DDPM_CHECK_AS(s.step >= 1 && s.updates >= 0 && s.updates <= s.step && !s.gammas.empty(), IoError,
+                "post-hoc EMA snapshot " << path << " has inconsistent metadata: step " << s.step << ", updates "
+                                         << s.updates << ", " << s.gammas.size() << " profiles");
+  return s;
+}
+
+}  // namespace
+
+std::string write_posthoc_snapshot(const std::string& run_dir, std::int64_t step, std::int64_t updates,
+                                   const std::vector<train::PowerEma>& emas, const ParameterSlab& slab) {
+  DDPM_CHECK(!emas.empty(), "write_posthoc_snapshot: no power-function EMAs are tracked");
+  const fs::path dir = fs::path(run_dir) / kPosthocFolder;
+  fs::create_directories(dir);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  nlohmann::json profiles = nlohmann::json::array();
+  for (std::size_t i = 0; i < emas.size(); ++i) {
+    append_slab(emas[i].values(), train::power_ema_prefix(i), slab, tensors);
+    profiles.push_back({{"sigma_rel", emas[i].sigma_rel()}, {"gamma", emas[i].gamma()}});
+  }
+  const std::string path = (dir / ("step_" + std::to_string(step) + ".safetensors")).string();
+  save_safetensors(path, tensors,
+                   {{"format", "pt"},
+                    {kStepKey, std::to_string(step)},
+                    {kUpdatesKey, std::to_string(updates)},
+                    {kProfilesKey, profiles.dump()}});
+  return path;
+}
+
+std::string posthoc_run_folder(const std::string& run_or_checkpoint) {
+  const fs::path p = fs::path(run_or_checkpoint).lexically_normal();
+  std::error_code ec;
+  for (const fs::path& candidate : {p, p.parent_path().parent_path()})
+    if (fs::is_directory(candidate / kPosthocFolder, ec)) return candidate.string();
+  DDPM_THROW(IoError, run_or_checkpoint << " has no " << kPosthocFolder
+                                        << "/ folder of post-hoc EMA snapshots: train with ddpm-train --posthoc-ema "
+                                           "0.05,0.10 to record them");
+}
+
+std::vector<PosthocSnapshot> list_posthoc_snapshots(const std::string& run_or_checkpoint) {
+  const fs::path dir = fs::path(posthoc_run_folder(run_or_checkpoint)) / kPosthocFolder;
+  std::vector<PosthocSnapshot> out;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || name.rfind("step_", 0) != 0 || entry.path().extension() != ".safetensors") continue;
+    out.push_back(parse_snapshot(entry.path().string()));
+  }
+  DDPM_CHECK_AS(!out.empty(), IoError, dir.string() << " holds no post-hoc EMA snapshot (step_N.safetensors)");
+  std::sort(out.begin(), out.end(), [](const PosthocSnapshot& a, const PosthocSnapshot& b) { return a.step < b.step; });
+  return out;
+}
+
+PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, double sigma_rel, std::int64_t step) {
+  PosthocResult r;
+  r.run_dir = posthoc_run_folder(run_or_checkpoint);
+  const std::vector<PosthocSnapshot> all = list_posthoc_snapshots(r.run_dir);
+  try {
+    r.gamma = train::gamma_from_sigma_rel(sigma_rel);
+  } catch (const ValueError& e) {
+    DDPM_THROW(ValueError, "--posthoc-ema: " << strip_source_locations(e.what()));
+  }
+  r.sigma_rel = sigma_rel;
+  const PosthocSnapshot& last = all.back();
+  r.step = step > 0 ? step : last.step;
+  DDPM_CHECK(step >= 0, "--posthoc-step must be >= 1 (or 0 for the last snapshot), got " << step);
+  DDPM_CHECK(r.step <= last.step, "--posthoc-step " << r.step << " is past the last post-hoc EMA snapshot (step "
+                                                    << last.step << "); an EMA cannot be reconstructed beyond it");
+  std::vector<const PosthocSnapshot*> used;
+  for (const PosthocSnapshot& s : all)
+    if (s.step <= r.step && s.updates >= 1) used.push_back(&s);
+  DDPM_CHECK(used.size() >= kMinPosthocSnapshots,
+             "post-hoc EMA at step " << r.step << " needs at least " << kMinPosthocSnapshots
+                                     << " snapshots at or before it, and " << r.run_dir << "/" << kPosthocFolder
+                                     << " has " << used.size()
+                                     << "; train longer or with a smaller --posthoc-snapshot-every");
+  r.updates = used.back()->updates + (r.step - used.back()->step);
+  for (const PosthocSnapshot* s : used) {
+    r.snapshot_steps.push_back(s->step);
+    for (double g : s->gammas) r.basis.push_back({g, s->updates});
+  }
+  r.solution = train::solve_posthoc_coefficients(r.basis, {r.gamma, r.updates});
+
+  // theta_hat_r = sum_i x_i snapshot_i in double, one snapshot file at a time.
+  std::vector<std::string> names;  // the first snapshot's order
+  std::map<std::string, std::pair<Shape, std::vector<double>>> acc;
+  std::size_t k = 0;  // basis index
+  for (std::size_t s = 0; s < used.size(); ++s) {
+    const SafetensorsFile file = load_safetensors(used[s]->path);  // verifies the CRC
+    for (std::size_t i = 0; i < used[s]->gammas.size(); ++i, ++k) {
+      const std::string prefix = train::power_ema_prefix(i);
+      const double x = r.solution.coefficients[k];
+      std::size_t count = 0;
+      for (const auto& [full, t] : file.tensors) {
+        if (full.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string name = full.substr(prefix.size());
+        ++count;
+        auto it = acc.find(name);
+        if (it == acc.end()) {
+          DDPM_CHECK_AS(s == 0 && i == 0, IoError,
+                        used[s]->path << " holds " << full << ", which the first snapshot's profile 0 lacks");
+          names.push_back(name);
+          it = acc.emplace(name, std::make_pair(t.shape(), std::vector<double>(static_cast<std::size_t>(t.numel()), 0.0)))
+                   .first;
+        }
+        DDPM_CHECK_AS(t.shape() == it->second.first, IoError,
+                      used[s]->path << ": " << full << " has shape " << shape_str(t.shape()) << ", other snapshots "
+                                    << shape_str(it->second.first));
+        if (x == 0.0) continue;
+        const std::vector<double> v = t.to_double_vector();
+        std::vector<double>& a = it->second.second;
+        for (std::size_t e = 0; e < v.size(); ++e) a[e] += x * v[e];
+      }
+      DDPM_CHECK_AS(count == acc.size(), IoError,
+                    used[s]->path << " holds " << count << " tensors for profile " << i << " (" << prefix
+                                  << "...), the first snapshot " << acc.size());
+    }
+  }
+  for (const std::string& name : names) {
+    const auto& [shape, values] = acc.at(name);
+    r.weights.emplace_back(name, Tensor::from_vector(values, shape, DType::f32));
+  }
+  return r;
+}
+
+void write_posthoc_model(const PosthocResult& r, const std::string& dir, bool overwrite) {
+  DDPM_CHECK(!dir.empty(), "--out: the output folder is empty");
+  std::error_code ec;
+  const fs::path out(dir);
+  DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out " << dir << " exists and is not a folder");
+  if (fs::is_directory(out, ec))
+    DDPM_CHECK(overwrite || fs::is_empty(out, ec), "--out " << dir << " exists and is not empty; pass --overwrite to replace it");
+  nlohmann::json config = read_run_config(r.run_dir);
+  std::string autoencoder_src;
+  if (config.contains("autoencoder")) {  // a latent run: take its copy of the autoencoder along
+    autoencoder_src = (fs::path(r.run_dir) / config["autoencoder"].value("folder", std::string(kRunAutoencoderFolder))).string();
+    config["autoencoder"]["folder"] = kRunAutoencoderFolder;
+  }
+  config["posthoc_ema"] = {{"sigma_rel", r.sigma_rel},
+                           {"gamma", r.gamma},
+                           {"step", r.step},
+                           {"updates", r.updates},
+                           {"relative_residual", r.solution.relative_residual},
+                           {"rank", r.solution.rank},
+                           {"snapshots", r.snapshot_steps},
+                           {"coefficients", r.solution.coefficients},
+                           {"source", r.run_dir}};
+  publish_directory(
+      dir,
+      [&](const std::string& tmp) {
+        write_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
+        save_safetensors(tmp + "/" + kEmaFile, r.weights,
+                         {{"format", "pt"}, {"ddpm.step", std::to_string(r.step)},
+                          {"ddpm.posthoc_sigma_rel", nlohmann::json(r.sigma_rel).dump()}});
+        if (!autoencoder_src.empty())
+          autoencoder::copy_autoencoder_folder(autoencoder_src, tmp + "/" + kRunAutoencoderFolder);
+      },
+      fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+}
+
+}  // namespace ddpm::run

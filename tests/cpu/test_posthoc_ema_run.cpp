@@ -1,0 +1,214 @@
+// Post-hoc EMA in ddpm-train and ddpm-export (models/run/posthoc_export.h) on the tiny run of
+// tests/support/tiny_run.h: the snapshots hold the power EMAs of the weights the checkpoints
+// record (recomputed here in double), a resumed run writes the same bytes, the reconstruction
+// matches a tracker of the requested width run directly, and the exported folder opens with
+// open_model (the ddpm-export binary beside this test writes the same weights).
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "models/run/checkpoint.h"
+#include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
+#include "models/run/train_run.h"
+#include "models/train/posthoc_ema.h"
+#include "models/unet/model_io.h"
+#include "support/temp_dir.h"
+#include "support/tiny_run.h"
+
+namespace fs = std::filesystem;
+using namespace ddpm;
+
+namespace {
+
+using Weights = std::map<std::string, std::vector<double>>;
+
+Weights read_weights(const std::string& path, const std::string& prefix = "") {
+  Weights w;
+  for (const auto& [name, t] : load_safetensors(path).tensors)
+    if (name.compare(0, prefix.size(), prefix) == 0) w[name.substr(prefix.size())] = t.to_double_vector();
+  return w;
+}
+
+// The tracker of posthoc_ema.h run in double over the raw weights theta_1..theta_t.
+Weights track(const std::vector<Weights>& theta, double gamma, std::int64_t t) {
+  Weights ema = theta[0];
+  for (std::int64_t tau = 1; tau <= t; ++tau) {
+    const double beta = std::pow(1.0 - 1.0 / static_cast<double>(tau), gamma + 1.0);
+    for (auto& [name, v] : ema)
+      for (std::size_t i = 0; i < v.size(); ++i) v[i] = beta * v[i] + (1.0 - beta) * theta[tau - 1].at(name)[i];
+  }
+  return ema;
+}
+
+// max |a - b| / max |b| over every tensor.
+double relative_difference(const Weights& a, const Weights& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0, scale = 0;
+  for (const auto& [name, vb] : b) {
+    const std::vector<double>& va = a.at(name);
+    for (std::size_t i = 0; i < vb.size(); ++i) {
+      diff = std::max(diff, std::abs(va[i] - vb[i]));
+      scale = std::max(scale, std::abs(vb[i]));
+    }
+  }
+  return diff / scale;
+}
+
+run::TrainOptions posthoc_run(const std::string& name) {
+  run::TrainOptions o = ddpm::testing::tiny_run(ddpm::testing::temp_run(name));
+  o.posthoc_ema = "0.05,0.10";
+  o.posthoc_snapshot_every = 1;
+  o.save_every = 1;  // a checkpoint (raw weights theta_t) after every step, for the reference
+  return o;
+}
+
+}  // namespace
+
+TEST(PosthocEmaRun, SnapshotsTrackTheWeightsAndResumeBitIdentically) {
+  const run::TrainOptions straight = posthoc_run("posthoc_straight");
+  run::train_run(straight);
+  const nlohmann::json cfg = run::read_run_config(straight.out);
+  EXPECT_EQ(cfg.at("train").at("posthoc_ema"), nlohmann::json::array({0.05, 0.10}));
+
+  std::vector<Weights> theta;  // theta_1..theta_6 from the checkpoints
+  for (int t = 1; t <= 6; ++t) theta.push_back(read_weights(run::checkpoint_dir(straight.out, t) + "/model.safetensors"));
+  const std::vector<run::PosthocSnapshot> snaps = run::list_posthoc_snapshots(straight.out);
+  ASSERT_EQ(snaps.size(), 6u);
+  for (const run::PosthocSnapshot& s : snaps) {
+    EXPECT_EQ(s.updates, s.step);  // nothing skipped
+    ASSERT_EQ(s.gammas.size(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+      EXPECT_DOUBLE_EQ(s.gammas[i], train::gamma_from_sigma_rel(i == 0 ? 0.05 : 0.10));
+      const Weights snap = read_weights(s.path, train::power_ema_prefix(i));
+      EXPECT_LT(relative_difference(snap, track(theta, s.gammas[i], s.updates)), 1e-6) << s.path << " " << i;
+    }
+  }
+  // beta_1 = 0: the first snapshot is theta_1 itself.
+  EXPECT_EQ(read_weights(snaps[0].path, "phema1."), theta[0]);
+
+  // Resumed at step 3 (with checkpoints every 3 steps): the same snapshots and power EMAs.
+  run::TrainOptions first = posthoc_run("posthoc_resumed");
+  first.save_every = 3;
+  first.steps = 3;
+  run::train_run(first);
+  run::TrainOptions second = first;
+  second.steps = 6;
+  second.resume = "latest";
+  run::train_run(second);
+  for (int t = 1; t <= 6; ++t) {
+    const std::string name = "/posthoc/step_" + std::to_string(t) + ".safetensors";
+    ddpm::testing::expect_same_tensors(straight.out + name, second.out + name);
+  }
+  ddpm::testing::expect_same_tensors(run::checkpoint_dir(straight.out, 6) + "/" + run::kPowerEmaFile,
+                               run::checkpoint_dir(second.out, 6) + "/" + run::kPowerEmaFile);
+  ddpm::testing::expect_same_tensors(run::checkpoint_dir(straight.out, 6) + "/ema.safetensors",
+                               run::checkpoint_dir(second.out, 6) + "/ema.safetensors");
+
+  // A changed list is a changed run.
+  run::TrainOptions changed = second;
+  changed.steps = 7;
+  changed.posthoc_ema = "0.05";
+  try {
+    run::train_run(changed);
+    FAIL() << "no error";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.posthoc_ema"), std::string::npos) << e.what();
+  }
+}
+
+// The ddpm-export binary, built beside cpu_tests; empty when absent.
+std::string export_binary() {
+  char buf[PATH_MAX] = {};
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "";
+  const fs::path p = fs::path(std::string(buf, static_cast<std::size_t>(n))).parent_path() / "ddpm-export";
+  return fs::exists(p) ? p.string() : "";
+}
+
+TEST(PosthocEmaRun, ExportReconstructsAnyWidthAndOpensAsACheckpoint) {
+  run::TrainOptions o = posthoc_run("posthoc_export");
+  o.steps = 8;
+  o.save_every = 1;
+  run::train_run(o);
+  std::vector<Weights> theta;
+  for (int t = 1; t <= 8; ++t) theta.push_back(read_weights(run::checkpoint_dir(o.out, t) + "/model.safetensors"));
+
+  // Width 0.08 at the last snapshot and at step 5, against a tracker of 0.08 run directly.
+  for (std::int64_t step : {0, 5}) {
+    const run::PosthocResult r = run::reconstruct_posthoc_ema(o.out, 0.08, step);
+    EXPECT_EQ(r.step, step == 0 ? 8 : 5);
+    EXPECT_EQ(r.basis.size(), 2 * r.snapshot_steps.size());
+    EXPECT_LT(r.solution.relative_residual, 1e-6);  // a snapshot every step spans the profile
+    Weights rec;
+    for (const auto& [name, t] : r.weights) rec[name] = t.to_double_vector();
+    EXPECT_LT(relative_difference(rec, track(theta, train::gamma_from_sigma_rel(0.08), r.updates)), 1e-4) << step;
+  }
+
+  // The folder: the run's settings, the reconstructed weights, loadable by open_model.
+  const run::PosthocResult r = run::reconstruct_posthoc_ema(o.out, 0.08);
+  const std::string dir = ddpm::testing::temp_path("posthoc_export_dir");
+  fs::remove_all(dir);
+  run::write_posthoc_model(r, dir);
+  const run::ModelSource src = run::open_model(dir, Device::cpu());
+  EXPECT_EQ(src.kind, "checkpoint folder");
+  EXPECT_TRUE(src.ema);
+  EXPECT_EQ(src.diffusion.diffusion_steps, 50);
+  EXPECT_FALSE(src.diffusion.edm.has_value());
+  const auto loaded = unet::export_state_dict(*src.net);
+  ASSERT_EQ(loaded.size(), r.weights.size());
+  for (const auto& [name, t] : loaded) {
+    bool found = false;
+    for (const auto& [n2, t2] : r.weights)
+      if (n2 == name) {
+        EXPECT_EQ(t.to_vector(), t2.to_vector()) << name;
+        found = true;
+      }
+    EXPECT_TRUE(found) << name;
+  }
+  const nlohmann::json cfg = run::read_run_config(dir);
+  EXPECT_DOUBLE_EQ(cfg.at("posthoc_ema").at("sigma_rel").get<double>(), 0.08);
+  EXPECT_THROW(run::write_posthoc_model(r, dir), ValueError);  // not empty, no overwrite
+
+  // The ddpm-export binary writes the same weights.
+  const std::string bin = export_binary();
+  if (!bin.empty()) {
+    const std::string out = ddpm::testing::temp_path("posthoc_export_cli");
+    fs::remove_all(out);
+    const std::string cmd = bin + " --checkpoint " + o.out + " --posthoc-ema 0.08 --out " + out + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    ddpm::testing::expect_same_tensors(dir + "/ema.safetensors", out + "/ema.safetensors");
+  }
+
+  // Refusals.
+  EXPECT_THROW(run::reconstruct_posthoc_ema(o.out, 0.5), ValueError);      // sigma_rel out of range
+  EXPECT_THROW(run::reconstruct_posthoc_ema(o.out, 0.08, 9), ValueError);  // past the last snapshot
+  EXPECT_THROW(run::reconstruct_posthoc_ema(o.out, 0.08, 1), ValueError);  // one snapshot only
+  EXPECT_THROW(run::reconstruct_posthoc_ema(run::checkpoint_dir(o.out, 8) + "/nothing", 0.08), IoError);
+  run::TrainOptions plain = ddpm::testing::tiny_run(ddpm::testing::temp_run("posthoc_plain"));
+  plain.steps = 1;
+  run::train_run(plain);
+  EXPECT_FALSE(fs::exists(plain.out + "/posthoc"));
+  EXPECT_FALSE(fs::exists(run::checkpoint_dir(plain.out, 1) + "/" + run::kPowerEmaFile));
+  EXPECT_THROW(run::reconstruct_posthoc_ema(plain.out, 0.08), IoError);  // no posthoc/ folder
+}
+
+TEST(PosthocEmaRun, FlagsAreValidated) {
+  run::TrainOptions o = ddpm::testing::tiny_run(ddpm::testing::temp_run("posthoc_flags"));
+  o.posthoc_ema = "0.05,0.4";
+  EXPECT_THROW(run::validate_options(o), ValueError);
+  o.posthoc_ema = "";
+  o.posthoc_snapshot_every = 10;
+  EXPECT_THROW(run::validate_options(o), ValueError);
+  o.posthoc_ema = "0.1";
+  EXPECT_NO_THROW(run::validate_options(o));
+}

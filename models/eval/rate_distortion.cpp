@@ -160,8 +160,9 @@ std::vector<std::uint8_t> draw_rate_distortion(const std::vector<RateDistortionP
   d_vs_t.title = "distortion vs time";
   r_vs_t.title = "rate vs time";
   d_vs_r.title = "distortion vs rate";
-  d_vs_t.x_title = r_vs_t.x_title = "reverse steps (T - t)";
-  d_vs_t.y_title = d_vs_r.y_title = "RMSE [0, 255]";
+  // The bitmap font has lower case, digits and a few capitals: T is written as its value.
+  d_vs_t.x_title = r_vs_t.x_title = "reverse steps (" + std::to_string(T) + " - t)";
+  d_vs_t.y_title = d_vs_r.y_title = "rmse (0 to 255)";
   r_vs_t.y_title = "rate (bits/dim)";
   d_vs_r.x_title = "rate (bits/dim)";
   const std::vector<run::LineChartSpec> panels{d_vs_t, r_vs_t, d_vs_r};

@@ -77,7 +77,8 @@ std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps
 //     next tick (nice_ticks, at most 6 ticks on y, as many as fit up to 7 on x), a range of 1
 //     when every value is the same; ticks labelled as format_step_tick;
 //   - the points joined in the given order, 2 pixels thick; non-finite points left out;
-//   - the title line above the plot, the axis titles below and (upwards) left of it.
+//   - the title line above the plot, the axis titles below and (upwards) left of it, in the
+//     characters engine/io/bitmap_font.h covers (lower case, digits, E M N, punctuation).
 struct LineChartSpec {
   std::string title, x_title, y_title;
   std::vector<double> xs, ys;  // the curve, same length

@@ -29,6 +29,7 @@
 #include "models/eval/eval_flags.h"
 #include "models/eval/eval_run.h"
 #include "models/eval/rate_distortion.h"
+#include "models/run/loss_plot.h"
 #include "models/unet/model_io.h"
 #include "support/temp_dir.h"
 #include "support/tiny_unet.h"
@@ -217,6 +218,27 @@ TEST(RateDistortion, CsvHasOneLinePerPointThatReadsBack) {
     EXPECT_NEAR(d, p.distortion_rmse, 1e-8);
   }
   EXPECT_FALSE(std::getline(in, line));
+}
+
+TEST(RateDistortion, PlotHasThreePanelsEachWithItsCurve) {
+  const std::vector<RateDistortionPoint> pts = strided_points(made_up_curve(30), 1);
+  const int h = 200, w = 260;
+  const std::vector<std::uint8_t> img = draw_rate_distortion(pts, 30, h, w);
+  ASSERT_EQ(img.size(), static_cast<std::size_t>(h) * 3 * w * 3);
+  // loss_plot's curve colour (31, 90, 200) appears in every panel.
+  for (int k = 0; k < 3; ++k) {
+    int curve = 0;
+    for (int y = 0; y < h; ++y)
+      for (int x = k * w; x < (k + 1) * w; ++x) {
+        const std::uint8_t* p = &img[(static_cast<std::size_t>(y) * 3 * w + x) * 3];
+        curve += p[0] == 31 && p[1] == 90 && p[2] == 200;
+      }
+    EXPECT_GT(curve, w / 2) << "panel " << k;
+  }
+  run::LineChartSpec bad;
+  bad.xs = {1, 2};
+  bad.ys = {1};
+  EXPECT_THROW(run::draw_line_chart(bad, h, w), ValueError);
 }
 
 // --- ddpm-eval bpd --rate-distortion ---------------------------------------------------------

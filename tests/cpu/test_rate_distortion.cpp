@@ -138,7 +138,8 @@ TEST(RateDistortion, LastRateIsTheBoundOfTheSameDrawsAndRateNeverFalls) {
   BpdEvalOptions o;
   const Tensor x0 = pixel_batch(2, 8, DType::f32);
   Generator g1(5), g2(5);
-  const RateDistortionCurve c = finish_rate_distortion(rate_distortion_batch(s, model_step(s, tiny.fn(), o, {}), x0, g1));
+  const RateDistortionCurve c =
+      finish_rate_distortion(rate_distortion_batch(s, model_step(s, tiny.fn(), o, {}), x0, g1));
   const diffusion::BpdResult b = diffusion::calc_bpd_loop(s, model_gaussian(s, tiny.fn(), o, {}), x0, g2);
   const double bound = (b.total_bpd[0] + b.total_bpd[1]) / 2;
   EXPECT_NEAR(c.points.back().rate_bpd, bound, 1e-9 * bound);

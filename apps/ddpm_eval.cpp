@@ -5,6 +5,7 @@
 //   ddpm-eval train-classifier --data fashion-mnist --out classifier/
 //   ddpm-eval fid --classifier classifier/ --samples samples.npz --data fashion-mnist --split test
 //   ddpm-eval bpd --checkpoint RUN --data cifar10:DIR --split test --limit 100
+//   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --rate-distortion rd/ --rd-stride 10
 //   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
 #include <iostream>
@@ -14,7 +15,7 @@
 
 int main(int argc, char** argv) {
   using namespace ddpm;
-  CLI::App app{"ddpm-eval: bits/dim (variational bound, or exact through the ODE), and FID / KID / "
+  CLI::App app{"ddpm-eval: bits/dim (variational bound with DDPM's rate-distortion curve, or exact through the ODE), and FID / KID / "
                "precision-recall / class accuracy on the features of a classifier the engine trains itself (no "
                "Inception weights offline)",
                "ddpm-eval"};

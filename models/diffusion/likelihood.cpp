@@ -117,6 +117,14 @@ Tensor hybrid_loss(const DiffusionSchedule& s, const Tensor& eps, const Tensor& 
 }
 
 BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelGaussianFn& model, const Tensor& x0, Generator& gen) {
+  const ModelStepFn step_fn = [&model](const Tensor& xt, const Timesteps& t) {
+    return ModelStep{model(xt, t), Tensor()};
+  };
+  return calc_bpd_loop(s, step_fn, x0, gen, BpdStepFn());
+}
+
+BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelStepFn& model, const Tensor& x0, Generator& gen,
+                        const BpdStepFn& on_step) {
   NoGradGuard no_grad;
   const std::int64_t T = s.num_timesteps(), N = x0.dim(0);
   BpdResult r;
@@ -127,9 +135,10 @@ BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelGaussianFn& model
     Timesteps t(static_cast<std::size_t>(N), step);
     Tensor noise = randn(x0.shape(), gen, x0.device(), x0.dtype());
     Tensor xt = q_sample(s, x0, t, noise);
-    Gaussian p = model(xt, t);
-    std::vector<double> term = vb_terms_bpd(s, p.mean, p.log_variance, x0, xt, t).to_double_vector();
+    const ModelStep out = model(xt, t);
+    std::vector<double> term = vb_terms_bpd(s, out.p.mean, out.p.log_variance, x0, xt, t).to_double_vector();
     for (std::size_t n = 0; n < term.size(); ++n) r.total_bpd[n] += term[n];
+    if (on_step) on_step(step, out, term);
     r.terms_bpd[static_cast<std::size_t>(step)] = std::move(term);
   }
   return r;

@@ -80,6 +80,22 @@ struct BpdResult {
 // term. T model evaluations per batch. Runs without recording a tape.
 BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelGaussianFn& model, const Tensor& x0, Generator& gen);
 
+// The same loop for evaluations that also need what the model did at each step (the
+// rate-distortion curve of models/eval/rate_distortion.h reads the x_0 estimate, like the
+// original DDPM code's calc_bpd_loop returning its per-t MSE). The model returns its
+// Gaussian together with the x_0 estimate that Gaussian was built from; after each step,
+// on_step(t, model_step, term) sees the 0-based timestep t, that output, and L_t ([N] bits/dim,
+// the decoder at t = 0). Same draws from gen and same results as the overload above: that
+// one is this loop with pred_x0 left undefined and no observer.
+struct ModelStep {
+  Gaussian p;      // p(x_{t-1} | x_t)
+  Tensor pred_x0;  // [N, ...] the model's x_0 estimate at (x_t, t); may be undefined
+};
+using ModelStepFn = std::function<ModelStep(const Tensor& xt, const Timesteps& t)>;
+using BpdStepFn = std::function<void(std::int64_t t, const ModelStep& out, const std::vector<double>& term_bpd)>;
+BpdResult calc_bpd_loop(const DiffusionSchedule& s, const ModelStepFn& model, const Tensor& x0, Generator& gen,
+                        const BpdStepFn& on_step);
+
 // --- importance sampling of t (improved DDPM sec. 3.3) ---------------------------------------
 // L_vlb = sum_t L_t is estimated as L_t / p_t with t ~ p; p_t proportional to
 // sqrt(E[L_t^2]) lowers the variance of the estimate. Uniform until every t has `history`

@@ -8,6 +8,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/ops/elementwise.h"
 #include "engine/rng.h"
 #include "models/eval/classifier.h"
 
@@ -27,8 +28,8 @@ MeanWithError mean_with_standard_error(const std::vector<double>& values) {
   return r;
 }
 
-ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net, const BpdEvalOptions& o,
-                               const std::vector<std::int64_t>& labels) {
+ModelStepFn model_step(const DiffusionSchedule& s, const DenoiseFn& net, const BpdEvalOptions& o,
+                       const std::vector<std::int64_t>& labels) {
   return [&s, net, o, labels](const Tensor& xt, const Timesteps& t) {
     const std::vector<double> t_orig(t.begin(), t.end());
     const Tensor out = net(xt, t_orig, labels);
@@ -37,8 +38,17 @@ ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net,
     // From x_0 directly: also defined at alpha_bar = 0 (a zero-terminal-SNR v- or x0-model).
     const Tensor x0 = x0_from_prediction(s, o.mean_type, pred, xt, t);
     const VarianceType type = o.learned_sigma ? VarianceType::learned_range : o.variance;
-    return p_mean_variance_from_x0(s, type, x0, var_values, xt, t, o.clip_x0);
+    ModelStep r;
+    r.p = p_mean_variance_from_x0(s, type, x0, var_values, xt, t, o.clip_x0);
+    r.pred_x0 = o.clip_x0 ? clamp(x0, -1.0, 1.0) : x0;  // the x_0 the mean above was built from
+    return r;
   };
+}
+
+ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net, const BpdEvalOptions& o,
+                               const std::vector<std::int64_t>& labels) {
+  const ModelStepFn step = model_step(s, net, o, labels);
+  return [step](const Tensor& xt, const Timesteps& t) { return step(xt, t).p; };
 }
 
 BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, const Dataset& ds,

@@ -59,6 +59,11 @@ MeanWithError mean_with_standard_error(const std::vector<double>& values);
 
 // The model's Gaussian p(x_{t-1} | x_t) as calc_bpd_loop wants it; `labels` are the
 // batch's class labels (empty for an unconditional network).
+// model_step also returns the x_0 estimate the Gaussian's mean is built from (clipped to
+// [-1, 1] when options.clip_x0), for the rate-distortion curve (rate_distortion.h);
+// model_gaussian is model_step without it.
+diffusion::ModelStepFn model_step(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
+                                  const BpdEvalOptions& options, const std::vector<std::int64_t>& labels);
 diffusion::ModelGaussianFn model_gaussian(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
                                           const BpdEvalOptions& options, const std::vector<std::int64_t>& labels);
 

@@ -129,6 +129,16 @@ void add_bpd_flags(CLI::App& sub, BpdArgs& a) {
   sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
   sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
   sub.add_flag("!--no-clip", a.clip_x0, "do not clip the x_0 estimate to [-1, 1]");
+  sub.add_option("--rate-distortion", a.rate_distortion,
+                 "also write DDPM's rate-distortion curve (Ho et al. 2020, Fig. 5) from the same pass to the "
+                 "folder DIR: rate_distortion.csv and rate_distortion.png")
+      ->type_name("DIR");
+  sub.add_option("--rd-stride", a.rd_stride,
+                 "--rate-distortion: write every N-th timestep (and t = T) to the CSV and plot; thins the output "
+                 "only, since the rate sums every KL term: all T network calls per image are made whatever N is")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_flag("--overwrite", a.overwrite, "--rate-distortion: replace an existing non-empty DIR");
 }
 
 void add_nll_flags(CLI::App& sub, NllArgs& a) {

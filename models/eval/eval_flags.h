@@ -6,6 +6,7 @@
 //   ddpm-eval train-classifier --data fashion-mnist --out classifier/
 //   ddpm-eval fid --classifier classifier/ --samples samples.npz --data fashion-mnist --split test
 //   ddpm-eval bpd --checkpoint RUN --data cifar10:DIR --split test --limit 100
+//   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --rate-distortion rd/ --rd-stride 10
 //   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
 //

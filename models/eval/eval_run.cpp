@@ -14,6 +14,8 @@
 #include <random>
 
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/png.h"
 #include "engine/io/safetensors.h"
 #include "models/data/cifar10.h"
 #include "models/data/idx.h"
@@ -237,11 +239,12 @@ ClassAccuracyResult run_class_accuracy(const ClassAccuracyArgs& a, std::ostream&
 
 // --- bpd -------------------------------------------------------------------------------------
 
-EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
+EvalModel load_eval_model(const std::string& path, bool ema, Device device, const std::string& mode) {
   // One reader for run folders, checkpoint folders, model files and diffusers folders.
   run::ModelSource src = run::open_model(path, device, ema);
   const run::DiffusionSettings& d = src.diffusion;
-  DDPM_CHECK(!d.edm, "bpd: " << path << " was trained with the EDM objective (continuous sigma, no discrete process): "
+  DDPM_CHECK(!d.edm, mode << ": " << path
+                          << " was trained with the EDM objective (continuous sigma, no discrete process): "
                              "the DDPM variational bound it would need is not defined for it");
   EvalModel m;
   m.schedule = std::make_unique<diffusion::DiffusionSchedule>(run::diffusion_betas(d));
@@ -258,12 +261,67 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device) {
   return m;
 }
 
+namespace {
+
+// The bits/dim report of a rate-distortion curve: its first row is the prior, its last the
+// decoder, the rows between the KL terms.
+BpdEvalReport bpd_report(const RateDistortionCurve& c) {
+  BpdEvalReport r;
+  r.n = c.n;
+  r.timesteps = c.timesteps;
+  r.bpd = c.bpd;
+  r.bpd_stderr = c.bpd_stderr;
+  r.prior_bpd = c.points.front().term_bpd;
+  r.decoder_bpd = c.points.back().term_bpd;
+  for (std::size_t i = 1; i + 1 < c.points.size(); ++i) r.terms_bpd += c.points[i].term_bpd;
+  r.seconds = c.seconds;
+  return r;
+}
+
+// The rate-distortion outputs: the folder, and the summary lines.
+void publish_rate_distortion(const BpdArgs& a, const RateDistortionCurve& c, std::ostream& out) {
+  const std::vector<RateDistortionPoint> rows = strided_points(c, a.rd_stride);
+  const std::string csv = rate_distortion_csv(rows);
+  const int height = 360, panel_width = 480;
+  const std::vector<std::uint8_t> plot = draw_rate_distortion(rows, c.timesteps, height, panel_width);
+  publish_directory(
+      a.rate_distortion,
+      [&](const std::string& tmp) {
+        write_file_atomic(tmp + "/rate_distortion.csv", csv);
+        write_png(tmp + "/rate_distortion.png", plot.data(), height, 3 * panel_width, 3);
+      },
+      a.overwrite ? IfExists::replace : IfExists::fail);
+  // The paper's lossy end point: x_1 received, only the decoder term L_0 still to pay.
+  const RateDistortionPoint& at1 = c.points[static_cast<std::size_t>(c.timesteps - 1)];
+  out << std::fixed << std::setprecision(4) << "rate-distortion: at t=1 (all but L_0 received) rate " << at1.rate_bpd
+      << " bits/dim, distortion " << at1.distortion_rmse << " RMSE [0, 255]; L_0 " << c.points.back().term_bpd
+      << " bits/dim\n";
+  for (double d : {10.0, 5.0, 1.0})
+    out << "rate-distortion: distortion below " << std::setprecision(0) << d << " RMSE from rate "
+        << std::setprecision(4) << rate_at_distortion(c, d) << " bits/dim\n";
+  out << "rate-distortion: wrote " << rows.size() << " rows to " << a.rate_distortion
+      << "/rate_distortion.csv and the plot rate_distortion.png\n";
+}
+
+bool nonempty_directory(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec) && !fs::is_empty(path, ec);
+}
+
+}  // namespace
+
 BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   DDPM_CHECK(!a.checkpoint.empty(), "bpd needs --checkpoint RUN|CHECKPOINT_DIR");
+  const bool rd = !a.rate_distortion.empty();
+  DDPM_CHECK(a.rd_stride >= 1, "bpd: --rd-stride must be at least 1, got " << a.rd_stride);
+  // Refused before the evaluation, which may take hours.
+  DDPM_CHECK(!rd || a.overwrite || !nonempty_directory(a.rate_distortion),
+             "bpd: --rate-distortion " << a.rate_distortion << " exists and is not empty; pass --overwrite to "
+                                                              "replace it");
   // The bound's t = 0 term is the discretised likelihood of 8-bit pixels; a latent model's
   // bound would be over latents, not comparable with pixel models (latent_run.h).
   run::refuse_latent_model(a.checkpoint, "ddpm-eval bpd (bits/dim of pixels)");
-  EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device);
+  EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device, rd ? "bpd --rate-distortion" : "bpd");
   run::refuse_super_res_model(m.net->config(), a.checkpoint, "ddpm-eval bpd");  // super_res_run.h
   const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
   const int size = m.net->config().image_size;
@@ -282,11 +340,16 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   out << "model: " << m.description << "\n"
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
       << "; " << m.schedule->num_timesteps() << " network evaluations per image" << std::endl;
+  const auto log = [&](const std::string& line) { out << "  " << line << std::endl; };
+  // The same draws either way (one generator seeded alike, one calc_bpd_loop per batch).
+  RateDistortionCurve curve;
   const BpdEvalReport r =
-      evaluate_bpd(*m.schedule, fn, data, o, [&](const std::string& line) { out << "  " << line << std::endl; });
+      rd ? bpd_report(curve = evaluate_rate_distortion(*m.schedule, fn, data, o, log))
+         : evaluate_bpd(*m.schedule, fn, data, o, log);
   out << std::fixed << std::setprecision(4) << "bits/dim " << r.bpd << " +- " << r.bpd_stderr << " (n=" << r.n
       << "; prior " << r.prior_bpd << ", sum of L_t " << r.terms_bpd << ", decoder " << r.decoder_bpd << ") in "
       << std::setprecision(1) << r.seconds << " s\n";
+  if (rd) publish_rate_distortion(a, curve, out);
   return r;
 }
 

@@ -7,7 +7,9 @@
 //                     generated samples and a real split, on the classifier's features,
 //                     with a real-vs-real floor (train split vs the reference split, same
 //                     counts) and a noise line (uniform random images) as sanity bounds
-//   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h)
+//   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h), and with
+//                     --rate-distortion DDPM's rate-distortion curve from the same pass
+//                     (models/eval/rate_distortion.h)
 //   nll               exact bits/dim through the probability-flow ODE, DDPM and EDM runs
 //                     (models/eval/nll_eval.h)
 //   class-accuracy    the classifier's accuracy on labelled samples, per requested class
@@ -27,6 +29,7 @@
 #include "models/diffusion/schedule.h"
 #include "models/eval/bpd_eval.h"
 #include "models/eval/metrics.h"
+#include "models/eval/rate_distortion.h"
 #include "models/run/data_spec.h"
 #include "models/unet/unet.h"
 
@@ -115,9 +118,19 @@ struct EvalModel {
 // Opens RUN (its latest checkpoint) or a checkpoint folder RUN/checkpoints/step_N: the
 // UNet from RUN/config.json "model", the schedule and output type from its "diffusion"
 // section (keys diffusion_steps, noise_schedule, mean_type, variance; improved-diffusion
-// defaults when absent), the weights from ema.safetensors (or model.safetensors).
-EvalModel load_eval_model(const std::string& run_or_checkpoint, bool ema, Device device);
+// defaults when absent), the weights from ema.safetensors (or model.safetensors). An EDM run
+// is a ValueError starting with `mode` (it has no discrete bound).
+EvalModel load_eval_model(const std::string& run_or_checkpoint, bool ema, Device device,
+                          const std::string& mode = "bpd");
 
+// bpd, and with rate_distortion = DIR also DDPM's rate-distortion curve from the same pass
+// (models/eval/rate_distortion.h), published atomically as the folder DIR (replacing an
+// existing one only with overwrite; a non-empty DIR is refused before any work):
+//   DIR/rate_distortion.csv   t, term_bpd, rate_bpd, distortion_rmse: t = T and every
+//                             rd_stride-th t down to 0
+//   DIR/rate_distortion.png   Figure 5's three panels
+// and a summary after the bits/dim line: the lossy end point t = 1, and the rate at which
+// the distortion first falls below 10, 5 and 1 RMSE. EDM runs have no discrete bound: ValueError.
 struct BpdArgs {
   std::string checkpoint, data = "fashion-mnist", data_dir, split = "test";
   bool ema = true;
@@ -125,6 +138,9 @@ struct BpdArgs {
   std::int64_t limit = 0, batch_size = 16;
   std::uint64_t seed = 0;
   Device device = Device::cpu();
+  std::string rate_distortion;  // empty: bits/dim only
+  std::int64_t rd_stride = 1;
+  bool overwrite = false;
 };
 BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out);
 

@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "engine/error.h"
 #include "engine/io/bitmap_font.h"
@@ -242,6 +243,102 @@ std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps
   text((c.left + c.right) / 2 - ink_width(x_title, s) / 2, height - pad - font::text_height(s), x_title, kInk);
   text(pad, (c.top + c.bottom) / 2 + ink_width(y_title, s) / 2, y_title, kInk, font::Direction::kUp);
   text(c.left, pad, c.title, kInk);
+  return img;
+}
+
+namespace {
+
+// A linear axis from lo to hi (hi rounded up to the next tick) with its ticks.
+struct LinearAxis {
+  double lo = 0, hi = 1;
+  std::vector<double> ticks;
+};
+LinearAxis linear_axis(double lo, double hi, int max_ticks) {
+  LinearAxis a;
+  a.lo = std::min(0.0, lo);
+  a.hi = hi > a.lo ? hi : a.lo + 1;
+  a.ticks = nice_ticks(a.lo, a.hi, max_ticks);
+  if (a.ticks.size() >= 2 && a.ticks.back() < a.hi) {
+    const double step = a.ticks[1] - a.ticks[0];
+    a.hi = a.ticks.back() + step;
+    a.ticks.push_back(a.hi);
+  }
+  return a;
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> draw_line_chart(const LineChartSpec& spec, int height, int width) {
+  DDPM_CHECK(height >= 120 && width >= 160,
+             "draw_line_chart: the image must be at least 160 wide and 120 tall, got " << width << "x" << height);
+  DDPM_CHECK(spec.xs.size() == spec.ys.size(),
+             "draw_line_chart: " << spec.xs.size() << " x values but " << spec.ys.size() << " y values");
+  std::vector<double> xs, ys;
+  for (std::size_t i = 0; i < spec.xs.size(); ++i)
+    if (std::isfinite(spec.xs[i]) && std::isfinite(spec.ys[i])) {
+      xs.push_back(spec.xs[i]);
+      ys.push_back(spec.ys[i]);
+    }
+  const auto [x_min, x_max] = xs.empty() ? std::pair<double, double>{0, 1}
+                                         : std::pair<double, double>{*std::min_element(xs.begin(), xs.end()),
+                                                                     *std::max_element(xs.begin(), xs.end())};
+  const auto [y_min, y_max] = ys.empty() ? std::pair<double, double>{0, 1}
+                                         : std::pair<double, double>{*std::min_element(ys.begin(), ys.end()),
+                                                                     *std::max_element(ys.begin(), ys.end())};
+  const int s = width >= 480 && height >= 240 ? 2 : 1;
+  const int pad = 3 * s, gap = 3 * s, tick = 3 * s, text_h = font::text_height(s);
+  const LinearAxis ya = linear_axis(y_min, y_max, 6);
+  int y_label_w = 0;
+  for (double t : ya.ticks) y_label_w = std::max(y_label_w, ink_width(format_step_tick(t), s));
+  const int left = pad + text_h + gap + y_label_w + gap + tick;
+  const int top = pad + text_h + gap + cap_height(s) / 2;
+  const int bottom = height - 1 - (pad + text_h + gap + text_h + gap + tick);
+  // x ticks: as many as fit with a glyph's advance between neighbouring labels.
+  LinearAxis xa;
+  int right = width - 1 - pad;
+  for (int max_ticks = 7; max_ticks >= 2; --max_ticks) {
+    xa = linear_axis(x_min, x_max, max_ticks);
+    int x_label_w = 0;
+    for (double t : xa.ticks) x_label_w = std::max(x_label_w, ink_width(format_step_tick(t), s));
+    right = width - 1 - std::max(pad, x_label_w / 2 + s);
+    const double spacing =
+        xa.ticks.size() < 2 ? 1e9 : (xa.ticks[1] - xa.ticks[0]) / (xa.hi - xa.lo) * (right - left);
+    if (spacing >= x_label_w + font::kAdvance * s) break;
+  }
+  auto px = [&](double x) {
+    return left + static_cast<int>(std::lround((x - xa.lo) / (xa.hi - xa.lo) * (right - left)));
+  };
+  auto py = [&](double y) {
+    return bottom - static_cast<int>(std::lround((y - ya.lo) / (ya.hi - ya.lo) * (bottom - top)));
+  };
+
+  std::vector<std::uint8_t> img(static_cast<std::size_t>(height) * width * 3, 255);
+  auto text = [&](int x, int y, const std::string& t, Rgb rgb, font::Direction d = font::Direction::kRight) {
+    font::draw_text(img.data(), height, width, 3, x, y, t, s, rgb, d);
+  };
+  for (double t : xa.ticks) draw_line(img, height, width, px(t), top, px(t), bottom, kMinorGrid);
+  for (double t : ya.ticks) draw_line(img, height, width, left, py(t), right, py(t), kMajorGrid);
+  for (std::size_t i = 1; i < xs.size(); ++i)
+    for (int dy = 0; dy < 2; ++dy)
+      draw_line(img, height, width, px(xs[i - 1]), py(ys[i - 1]) + dy, px(xs[i]), py(ys[i]) + dy, kCurve);
+  if (xs.size() == 1)
+    for (int dy = -2; dy <= 2; ++dy)
+      draw_line(img, height, width, px(xs[0]) - 2, py(ys[0]) + dy, px(xs[0]) + 2, py(ys[0]) + dy, kCurve);
+  draw_line(img, height, width, left, top, left, bottom, kAxis);
+  draw_line(img, height, width, left, bottom, right, bottom, kAxis);
+  for (double t : xa.ticks) {
+    draw_line(img, height, width, px(t), bottom, px(t), bottom + tick, kAxis);
+    const std::string label = format_step_tick(t);
+    text(px(t) - ink_width(label, s) / 2, bottom + tick + gap, label, kInk);
+  }
+  for (double t : ya.ticks) {
+    draw_line(img, height, width, left - tick, py(t), left, py(t), kAxis);
+    const std::string label = format_step_tick(t);
+    text(left - tick - gap - ink_width(label, s), py(t) - cap_height(s) / 2, label, kInk);
+  }
+  text((left + right) / 2 - ink_width(spec.x_title, s) / 2, height - pad - text_h, spec.x_title, kInk);
+  text(pad, (top + bottom) / 2 + ink_width(spec.y_title, s) / 2, spec.y_title, kInk, font::Direction::kUp);
+  text(left, pad, spec.title, kInk);
   return img;
 }
 

@@ -69,4 +69,22 @@ LossChart plan_loss_chart(const std::vector<std::int64_t>& steps, const std::vec
 std::vector<std::uint8_t> draw_loss_curve(const std::vector<std::int64_t>& steps, const std::vector<double>& losses,
                                           int height, int width);
 
+// --- line charts with linear axes ------------------------------------------------------------
+// A general x-y chart drawn like the loss chart (same fonts, grid, curve colour and margins
+// from the labels drawn), but with LINEAR axes and given axis titles: rate_distortion's
+// three panels (models/eval/rate_distortion.h).
+//   - x and y ranges: from min(0, smallest value) to the largest, the top rounded up to the
+//     next tick (nice_ticks, at most 6 ticks on y, as many as fit up to 7 on x), a range of 1
+//     when every value is the same; ticks labelled as format_step_tick;
+//   - the points joined in the given order, 2 pixels thick; non-finite points left out;
+//   - the title line above the plot, the axis titles below and (upwards) left of it, in the
+//     characters engine/io/bitmap_font.h covers (lower case, digits, E M N, punctuation).
+struct LineChartSpec {
+  std::string title, x_title, y_title;
+  std::vector<double> xs, ys;  // the curve, same length
+};
+// RGB [height, width, 3]; ValueError for an image under 160x120 or xs and ys of different
+// lengths.
+std::vector<std::uint8_t> draw_line_chart(const LineChartSpec& spec, int height, int width);
+
 }  // namespace ddpm::run

@@ -15,18 +15,9 @@
 namespace ddpm {
 namespace {
 
+using testing::relative_gap;
 using testing::AutoencoderStep;
 using testing::autoencoder_training_step;
-
-// max |a - b| over the largest |a|.
-double relative_gap(const std::vector<double>& a, const std::vector<double>& b) {
-  double scale = 0.0, worst = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, std::fabs(a[i]));
-    worst = std::max(worst, std::fabs(a[i] - b[i]));
-  }
-  return worst / scale;
-}
 
 TEST(RecomputeGpu, AutoencoderGradientsMatchWithoutRecomputationAndOnTheCpu) {
   DDPM_REQUIRE_CUDA();

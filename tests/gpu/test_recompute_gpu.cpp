@@ -14,18 +14,9 @@
 namespace ddpm {
 namespace {
 
+using testing::relative_gap;
 using testing::StepResult;
 using testing::unet_training_step;
-
-// max |a - b| over the largest |a|.
-double relative_gap(const std::vector<float>& a, const std::vector<float>& b) {
-  double scale = 0.0, worst = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, static_cast<double>(std::fabs(a[i])));
-    worst = std::max(worst, static_cast<double>(std::fabs(a[i] - b[i])));
-  }
-  return worst / scale;
-}
 
 TEST(RecomputeGpu, UNetGradientsMatchWithoutRecomputationAndOnTheCpu) {
   DDPM_REQUIRE_CUDA();

@@ -27,14 +27,7 @@ Tensor toy_output(const Tensor& x, const std::vector<double>&, const std::vector
 
 // max |a - b| / max |a|.
 double relative_gap(const Tensor& cpu, const Tensor& cuda) {
-  const std::vector<double> a = cpu.to_double_vector(), b = cuda.to(Device::cpu()).to_double_vector();
-  EXPECT_EQ(a.size(), b.size());
-  double gap = 0, scale_a = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    gap = std::max(gap, std::abs(a[i] - b[i]));
-    scale_a = std::max(scale_a, std::abs(a[i]));
-  }
-  return gap / std::max(scale_a, 1e-30);
+  return testing::relative_gap(cpu.to_double_vector(), cuda.to(Device::cpu()).to_double_vector());
 }
 
 TEST(SamplersGpu, KarrasSolversOnTheVpAdapterMatchCpu) {

@@ -2,6 +2,8 @@
 // CUDA-vs-CPU comparison used by every GPU test.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -77,6 +79,19 @@ struct CudaCheck {
 // Reports through EXPECT_*: call it with SCOPED_TRACE to name the case.
 void check_against_cpu(const std::function<Tensor(const Inputs&)>& f, const Inputs& host_inputs,
                        const CudaCheck& check);
+
+// max |a - b| over max |a| (0/0 counts as 0): how far b is from a, relative to a's scale.
+// Float or double vectors of equal length (gradients read back with to_vector / to_double_vector).
+template <typename T>
+double relative_gap(const std::vector<T>& a, const std::vector<T>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double scale = 0.0, worst = 0.0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    scale = std::max(scale, std::fabs(static_cast<double>(a[i])));
+    worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+  }
+  return worst / std::max(scale, 1e-300);
+}
 
 }  // namespace ddpm::testing
 

@@ -285,7 +285,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "prediction back to the conditional one's std; needs --guidance-scale != 1; 0 = off")
       ->capture_default_str();
   app.add_option("--guidance-interval", o.guidance_interval,
-                 "LO,HI: apply the guidance only at noise levels sigma in [LO, HI] (Kynkaanniemi et al. 2024; "
+                 "LO,HI: apply the guidance (classifier-free, --autoguide or --classifier) only at noise levels "
+                 "sigma in [LO, HI] (Kynkaanniemi et al. 2024; "
                  "sigma = sqrt((1 - alpha_bar) / alpha_bar), EDM's sigma for EDM runs), one network call per "
                  "evaluation elsewhere; default: every step");
   app.add_option("--autoguide", o.autoguide,
@@ -362,9 +363,10 @@ void check_sample_options(const SampleOptions& o) {
                                    << "--guidance-scale != 1");
   if (!o.guidance_interval.empty()) {
     diffusion::parse_guidance_interval(o.guidance_interval, "--guidance-interval");
-    DDPM_CHECK(o.guidance_scale != 1, "--guidance-interval " << o.guidance_interval
-                                                             << " limits guidance to a range of noise levels; it "
-                                                                "needs --guidance-scale != 1");
+    DDPM_CHECK(o.guidance_scale != 1 || !o.classifier.empty(),
+               "--guidance-interval " << o.guidance_interval
+                                      << " limits guidance to a range of noise levels; it needs --guidance-scale != 1 "
+                                         "or --classifier");
   }
   check_autoguide_flags(o);  // autoguide_run.h
   DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");

@@ -190,6 +190,8 @@ struct SampleOptions {
   double control_scale = 1.0;
 };
 
+// The flags and their model-free checks (add_sample_flags, note_given_flags,
+// check_sample_options) are implemented in sample_flags.cpp.
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
 // apps/common/cli.h), bound to `o`.
 void add_sample_flags(CLI::App& app, SampleOptions& o);

@@ -129,8 +129,7 @@ void check_control_train_args(const ControlTrainArgs& a) {
   DDPM_CHECK(a.batch_size >= 1, "--batch-size must be >= 1, got " << a.batch_size);
   DDPM_CHECK(std::isfinite(a.lr) && a.lr > 0, "--lr must be a positive number, got " << a.lr);
   DDPM_CHECK(std::isfinite(a.weight_decay) && a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
-  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
-  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --lr-schedule, --lr-min
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   DDPM_CHECK(std::isfinite(a.grad_clip) && a.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off), got " << a.grad_clip);
   DDPM_CHECK(a.ema_rate >= 0 && a.ema_rate < 1, "--ema-rate must lie in [0, 1), got " << a.ema_rate);
   DDPM_CHECK(a.save_every >= 1, "--save-every must be >= 1, got " << a.save_every);
@@ -366,8 +365,7 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
   tr->add_option("--batch-size", t.batch_size, "images per step")->capture_default_str();
   tr->add_option("--lr", t.lr, "AdamW learning rate")->capture_default_str();
   tr->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  tr->add_option("--warmup-steps", t.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str();
-  add_lr_schedule_flags(*tr, t.lr_schedule);
+  add_warmup_and_lr_schedule_flags(*tr, t.warmup_steps, t.lr_schedule);
   tr->add_option("--grad-clip", t.grad_clip, "max global gradient norm (0 = off)")->capture_default_str();
   tr->add_option("--ema-rate", t.ema_rate, "EMA decay of the ControlNet's weights (warmed up)")->capture_default_str();
   tr->add_option("--save-every", t.save_every, "checkpoint every N steps (and at the end)")->capture_default_str();

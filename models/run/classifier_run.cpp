@@ -21,7 +21,7 @@
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/int_list.h"
 #include "models/run/subcommands.h"
 #include "models/unet/model_io.h"

@@ -17,7 +17,7 @@
 #include "models/data/loader.h"
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/latent_run.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"

@@ -19,7 +19,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/control_run.h"
 #include "models/run/data_spec.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"

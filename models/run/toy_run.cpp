@@ -14,7 +14,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/loss_plot.h"
 #include "models/toy/loss_log.h"
 #include "models/run/subcommands.h"

@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/descriptor.h"
 #include "engine/io/safetensors.h"
 #include "models/unet/model_io.h"
 
@@ -62,10 +63,8 @@ bool is_autoencoder_folder(const std::string& dir) {
 
 AutoencoderFolder load_autoencoder(const std::string& dir, Device device) {
   const std::string json_path = dir + "/" + kAutoencoderConfig;
-  const json info = read_config(dir);
-  DDPM_CHECK_AS(info.is_object() && info.value("architecture", std::string()) == kAutoencoderArchitecture, IoError,
-                json_path << " does not describe an autoencoder (\"architecture\": \"" << kAutoencoderArchitecture
-                          << "\"); train one with ddpm-autoencoder train");
+  const json info = read_descriptor(dir, {kAutoencoderConfig, kAutoencoderArchitecture, "an autoencoder",
+                                          "ddpm-autoencoder train"});  // engine/io/descriptor.h
   DDPM_CHECK_AS(info.contains("model"), IoError, json_path << " has no \"model\" config");
   const AutoencoderConfig cfg = autoencoder_config_from_json(info.at("model"));
   Generator gen(0);

@@ -20,6 +20,9 @@
 //   Heun (karras.h): not implemented; sample() refuses it with a ValueError.
 // It composes with classifier-free guidance: eps (or the mean) is first the CFG
 // combination pred_u + w (pred_c - pred_u), then shifted as above.
+// The guidance interval (guidance.h, SamplerConfig::guidance_sigma_lo/hi) limits both: the
+// shift is made only at steps whose sigma_t = sqrt((1 - abar_t) / abar_t) lies inside it,
+// and the classifier is not called elsewhere (guidance.h classifier_guidance_applies).
 //
 // Gradients: the samplers run without a tape (NoGradGuard); the gradient call below turns
 // the tape on for itself (EnableGradGuard, engine/autograd.h), builds it over the classifier

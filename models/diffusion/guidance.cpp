@@ -33,13 +33,20 @@ void check_guidance_settings(const SamplerConfig& config) {
                  << "] must have 0 <= sigma_lo < sigma_hi (noise levels sigma; the default [0, inf] is every step)");
 }
 
-bool guidance_applies(const SamplerConfig& config, double sigma) {
-  if (config.guidance_scale == 1.0) return false;
+bool in_guidance_interval(const SamplerConfig& config, double sigma) {
   if (!has_guidance_interval(config)) return true;
   DDPM_CHECK(!std::isnan(sigma),
              "sample: a guidance interval [" << config.guidance_sigma_lo << ", " << config.guidance_sigma_hi
-                 << "] was set, but this network call was made without its noise level sigma");
+                 << "] was set, but this step was taken without its noise level sigma");
   return sigma >= config.guidance_sigma_lo && sigma <= config.guidance_sigma_hi;
+}
+
+bool guidance_applies(const SamplerConfig& config, double sigma) {
+  return config.guidance_scale != 1.0 && in_guidance_interval(config, sigma);
+}
+
+bool classifier_guidance_applies(const SamplerConfig& config, const ClassifierGuidance& guidance, double sigma) {
+  return guidance.active() && in_guidance_interval(config, sigma);
 }
 
 Tensor guided_combination(const Tensor& strong, const Tensor& weak, double w, double phi) {

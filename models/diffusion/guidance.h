@@ -33,6 +33,10 @@
 // sigma is the EDM noise level: sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) on a DDPM
 // schedule (infinite at a zero-terminal-SNR step), sigma itself on Karras levels and for EDM
 // runs. The default [0, inf] is every step, the samplers' old behaviour bit for bit.
+// The same interval limits classifier guidance (classifier_guidance.h) on the samplers that
+// support it (DDPM and DDIM, with their Langevin corrector): its gradient term s g is added
+// only at steps whose sigma_t lies inside, and in_guidance_interval below is the one test
+// both kinds of guidance ask.
 #pragma once
 
 #include <cmath>
@@ -54,9 +58,17 @@ void check_guidance_settings(const SamplerConfig& config);
 // Whether this config sets an interval narrower than every step.
 bool has_guidance_interval(const SamplerConfig& config);
 
-// Whether (1) is formed at noise level sigma: scale != 1 and sigma in [lo, hi]. sigma NaN
-// (a caller that does not know its level) is a ValueError when an interval is set.
+// Whether noise level sigma lies in [guidance_sigma_lo, guidance_sigma_hi] (always true
+// without an interval). sigma NaN (a caller that does not know its level) is a ValueError
+// when an interval is set. The one interval test of both kinds of guidance.
+bool in_guidance_interval(const SamplerConfig& config, double sigma);
+
+// Whether (1) is formed at noise level sigma: scale != 1 and sigma in the interval.
 bool guidance_applies(const SamplerConfig& config, double sigma);
+
+// Whether classifier guidance adds its term at noise level sigma: guidance.active() and
+// sigma in the interval. The classifier is not called at all where this is false.
+bool classifier_guidance_applies(const SamplerConfig& config, const ClassifierGuidance& guidance, double sigma);
 
 // (1): weak + w (strong - weak), then the rescale towards strong's per-sample std when
 // phi > 0 (sampler.h rescale_guided_prediction). Shapes must agree.

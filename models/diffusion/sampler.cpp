@@ -191,17 +191,21 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
   Tensor x = x_start;
   for (std::int64_t i = i_start; i >= 0; --i) {
     const std::int64_t t_orig = rs.timestep_map[static_cast<std::size_t>(i)];
+    // Classifier guidance at this level: on, and its sigma_t inside the guidance interval
+    // (guidance.h; the level denoise() judges classifier-free guidance by).
+    const bool classifier_here =
+        classifier_guidance_applies(config, guidance, sigma_of_alpha_bar(s.alphas_cumprod[static_cast<std::size_t>(i)]));
     // Predictor-corrector (langevin.h): Langevin steps at this level, then the predictor.
     if (config.corrector_steps > 0) {
       ScoreTerm classifier_score;
-      if (classifier_guided)
+      if (classifier_here)
         classifier_score = [&](const Tensor& y) { return scaled_guidance_gradient(guidance, y, t_orig, targets); };
       x = langevin_correct(rs, net, config, x, i, labels, gen, classifier_score);
     }
     Denoised d = denoise(rs, net, config, x, i, labels);
-    // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided).
-    const Tensor guidance_grad =
-        classifier_guided ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
+    // s g, g = grad_x log p(y | x_t, t) at the ORIGINAL timestep (undefined when unguided
+    // at this level).
+    const Tensor guidance_grad = classifier_here ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
 
     if (config.kind == SamplerConfig::Kind::ddpm) {
       x = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);

@@ -50,7 +50,8 @@
 // ClassifierGuidance argument of sample() shifts the DDPM mean by s Sigma g and the DDIM eps
 // by -sqrt(1 - abar) s g, g = grad_x log p(y | x_t, t) at the original timestep; it composes
 // with classifier-free guidance. Off (no classifier, or s = 0), sample() is unchanged bit for
-// bit; Heun refuses it.
+// bit; Heun refuses it. The guidance interval (guidance.h) limits it too: the shift is made
+// only at steps whose sigma_t lies in [guidance_sigma_lo, guidance_sigma_hi].
 //
 // Heun (Kind::heun, karras.h): sample() hands the whole loop to karras_sample; the network
 // is then called at FRACTIONAL original timesteps t(sigma), and the respacing, eta and

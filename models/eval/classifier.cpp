@@ -13,6 +13,7 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/descriptor.h"
 #include "engine/io/safetensors.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
@@ -183,17 +184,9 @@ void save_classifier(const Classifier& cls, const std::string& dir, const nlohma
 
 LoadedClassifier load_classifier(const std::string& dir, Device device) {
   const std::string json_path = dir + "/classifier.json";
-  std::ifstream in(json_path);
-  DDPM_CHECK_AS(in.good(), IoError, "cannot open " << json_path << " (is " << dir << " a classifier folder written "
-                                                   << "by `ddpm-eval train-classifier`?)");
   LoadedClassifier out;
-  try {
-    out.info = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(json_path + ": not valid JSON: " + e.what());
-  }
-  DDPM_CHECK_AS(out.info.value("architecture", "") == std::string(kClassifierArchitecture), IoError,
-                json_path << ": architecture is not " << kClassifierArchitecture);
+  out.info = read_descriptor(dir, {"classifier.json", kClassifierArchitecture, "a feature classifier",
+                                   "ddpm-eval train-classifier"});  // engine/io/descriptor.h
   ClassifierConfig c;
   try {
     c.height = out.info.at("height");

@@ -82,8 +82,7 @@ AutoencoderTrainReport train_autoencoder(autoencoder::Autoencoder& ae, const Dat
   DDPM_CHECK(a.steps >= 1 && a.batch_size >= 1, "ddpm-autoencoder train: --steps and --batch-size must be positive, got "
                                                     << a.steps << " and " << a.batch_size);
   const autoencoder::ReconstructionLoss rec = autoencoder::parse_reconstruction_loss(a.loss);
-  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
-  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   const train::LrSchedule lr_schedule = train::parse_lr_schedule(a.lr_schedule.schedule);
   const auto t0 = std::chrono::steady_clock::now();
   ParameterSlab slab(ae.named_parameters());
@@ -191,8 +190,7 @@ void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
   DDPM_CHECK(a.batch_size >= 1, "--batch-size must be positive, got " << a.batch_size);
   DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
   DDPM_CHECK(a.kl_weight >= 0 && std::isfinite(a.kl_weight), "--kl-weight must be >= 0, got " << a.kl_weight);
-  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
-  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --lr-schedule, --lr-min
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   DDPM_CHECK(a.scale_images >= 2, "--scale-images must be at least 2, got " << a.scale_images);
   autoencoder::parse_reconstruction_loss(a.loss);
   const DataSpec spec = parse_data_spec(a.data);
@@ -277,8 +275,7 @@ void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   tr->add_option("--steps", t.steps, "training steps")->capture_default_str();
   tr->add_option("--batch-size", t.batch_size, "images per step")->capture_default_str();
   tr->add_option("--lr", t.lr, "Adam learning rate (betas 0.5, 0.9 as LDM)")->capture_default_str();
-  tr->add_option("--warmup-steps", t.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str();
-  add_lr_schedule_flags(*tr, t.lr_schedule);
+  add_warmup_and_lr_schedule_flags(*tr, t.warmup_steps, t.lr_schedule);
   tr->add_option("--kl-weight", t.kl_weight, "weight of KL(q(z|x) || N(0, I)) (LDM: 1e-6)")->capture_default_str();
   tr->add_option("--loss", t.loss, "reconstruction loss: l1 | l2")
       ->check(CLI::IsMember({"l1", "l2"}))

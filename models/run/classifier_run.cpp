@@ -21,7 +21,7 @@
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/int_list.h"
 #include "models/run/subcommands.h"
 #include "models/unet/model_io.h"
@@ -97,8 +97,7 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
   DDPM_CHECK(a.steps >= 1 && a.batch_size >= 1, "ddpm-classifier train: --steps and --batch-size must be positive, got "
                                                     << a.steps << " and " << a.batch_size);
   DDPM_CHECK(data.has_labels(), "ddpm-classifier train: " << data.name << " has no labels");
-  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
-  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   const train::LrSchedule lr_schedule = train::parse_lr_schedule(a.lr_schedule.schedule);
   const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t T = schedule.num_timesteps();
@@ -236,8 +235,7 @@ void run_classifier_train(const ClassifierTrainArgs& a, std::ostream& out) {
   DDPM_CHECK(a.batch_size >= 1, "--batch-size must be positive, got " << a.batch_size);
   DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
   DDPM_CHECK(a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
-  DDPM_CHECK(a.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << a.warmup_steps);
-  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --lr-schedule, --lr-min
+  validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   DDPM_CHECK(a.diffusion_steps >= 2, "--diffusion-steps must be at least 2, got " << a.diffusion_steps);
   DiffusionSettings settings;  // the schedule's three fields; predict does not concern a classifier
   settings.diffusion_steps = a.diffusion_steps;
@@ -322,8 +320,7 @@ void add_classifier_subcommands(CLI::App& app, ClassifierCommand& c) {
   tr->add_option("--batch-size", t.batch_size, "images per step")->capture_default_str();
   tr->add_option("--lr", t.lr, "AdamW learning rate")->capture_default_str();
   tr->add_option("--weight-decay", t.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
-  tr->add_option("--warmup-steps", t.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str();
-  add_lr_schedule_flags(*tr, t.lr_schedule);
+  add_warmup_and_lr_schedule_flags(*tr, t.warmup_steps, t.lr_schedule);
   tr->add_option("--diffusion-steps", t.diffusion_steps, "T of the diffusion model this classifier will guide")
       ->capture_default_str();
   tr->add_option("--noise-schedule", t.noise_schedule, "the diffusion model's schedule: linear | cosine")

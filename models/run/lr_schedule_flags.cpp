@@ -25,7 +25,16 @@ void add_lr_schedule_flags(CLI::App& app, LrScheduleFlags& flags, const std::str
   }
 }
 
+void add_warmup_and_lr_schedule_flags(CLI::App& app, std::int64_t& warmup_steps, LrScheduleFlags& flags,
+                                      const std::string& group) {
+  CLI::Option* w =
+      app.add_option("--warmup-steps", warmup_steps, "linear learning-rate warm-up steps")->capture_default_str();
+  if (!group.empty()) w->group(group);
+  add_lr_schedule_flags(app, flags, group);
+}
+
 void validate_lr_schedule_flags(const LrScheduleFlags& f, double lr, std::int64_t warmup_steps, std::int64_t steps) {
+  DDPM_CHECK(warmup_steps >= 0, "--warmup-steps must be >= 0, got " << warmup_steps);
   DDPM_CHECK(f.schedule == "constant" || f.schedule == "linear" || f.schedule == "cosine",
              "--lr-schedule '" << f.schedule << "' is unknown; choose constant, linear or cosine (the rate after "
                                                 "the warm-up: kept, or decayed to --lr-min by --steps)");

@@ -28,8 +28,13 @@ struct LrScheduleFlags {
 
 // Registers --lr-schedule and --lr-min on `app` (in option group `group` when not empty).
 void add_lr_schedule_flags(CLI::App& app, LrScheduleFlags& flags, const std::string& group = "");
+// The same, preceded by --warmup-steps bound to `warmup_steps` (the linear warm-up every
+// training program's trainer takes; it stays a field of the program's own options, whose
+// config.json key is "warmup_steps").
+void add_warmup_and_lr_schedule_flags(CLI::App& app, std::int64_t& warmup_steps, LrScheduleFlags& flags,
+                                      const std::string& group = "");
 
-// ValueError naming the flag: an unknown --lr-schedule, --lr-min outside [0, --lr], a
+// ValueError naming the flag: --warmup-steps < 0, an unknown --lr-schedule, --lr-min outside [0, --lr], a
 // --lr-min with the constant schedule (where it would do nothing), or a decaying schedule
 // with no step left after --warmup-steps warm-up steps (--steps <= the warm-up).
 void validate_lr_schedule_flags(const LrScheduleFlags& flags, double lr, std::int64_t warmup_steps,

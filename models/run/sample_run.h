@@ -51,8 +51,10 @@
 // and for a class-conditional model the same number of classes (ValueError naming both
 // values). Labels as above (an unconditional model takes them from the classifier's
 // classes: --class, or balanced). DDPM and DDIM only (--sampler heun and --inpaint are
-// refused); it composes with --guidance-scale. sample_info.json records "classifier" and
-// "classifier_scale" (null without one).
+// refused); it composes with --guidance-scale, and --guidance-interval LO,HI limits it as it
+// limits classifier-free guidance (the gradient term only at steps with sigma_t in [LO, HI];
+// --guidance-interval needs --guidance-scale != 1 or --classifier). sample_info.json records
+// "classifier" and "classifier_scale" (null without one).
 // Latent diffusion (a run trained with ddpm-train --autoencoder, models/run/latent_run.h):
 // the sampler runs on latents [N, H/f, W/f, z_channels] and every result (grid, images, npz,
 // steps.png) is decoded to pixels by the run's copy of the autoencoder, x = D(z / s), so
@@ -141,7 +143,7 @@ struct SampleOptions {
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off
   // --guidance-interval LO,HI: guide only at noise levels sigma in [LO, HI] (guidance.h,
-  // Kynkaanniemi et al. 2024); "" = every step.
+  // Kynkaanniemi et al. 2024); "" = every step. Limits classifier guidance as well.
   std::string guidance_interval;
   // --autoguide: a weaker model of the same task guiding this one (autoguide_run.h); "" = none.
   std::string autoguide;
@@ -188,6 +190,8 @@ struct SampleOptions {
   double control_scale = 1.0;
 };
 
+// The flags and their model-free checks (add_sample_flags, note_given_flags,
+// check_sample_options) are implemented in sample_flags.cpp.
 // Adds every ddpm-sample flag except the common ones (--device, --seed, --config of
 // apps/common/cli.h), bound to `o`.
 void add_sample_flags(CLI::App& app, SampleOptions& o);

@@ -14,8 +14,9 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
 #include "models/run/loss_plot.h"
+#include "models/toy/loss_log.h"
 #include "models/run/subcommands.h"
 #include "models/toy/datasets2d.h"
 #include "models/train/trainer.h"
@@ -145,26 +146,14 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
   };
   train::Trainer trainer(m.slab, m.net->fn(), schedule, batches, tc);
   ToyTrainReport r;
-  const auto t0 = std::chrono::steady_clock::now();
-  double running = 0;
-  std::int64_t counted = 0;
+  toy::LossLog loss_log(a.steps, a.log_every, "", 4, log);  // "step S/N  loss L  T s" lines
   for (std::int64_t step = 0; step < a.steps; ++step) {
     const train::StepMetrics s = trainer.step();
-    if (!s.skipped) running += s.loss, ++counted;
-    if ((step + 1) % a.log_every == 0 || step + 1 == a.steps) {
-      r.log_steps.push_back(step + 1);
-      r.log_losses.push_back(counted > 0 ? running / static_cast<double>(counted) : NAN);
-      if (log) {
-        char line[160];
-        std::snprintf(line, sizeof line, "step %lld/%lld  loss %.4f  %.1f s", static_cast<long long>(step + 1),
-                      static_cast<long long>(a.steps), r.log_losses.back(),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        log(line);
-      }
-      running = 0, counted = 0;
-    }
+    loss_log.after_step(step, s.loss, !s.skipped);
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.log_steps = loss_log.steps();
+  r.log_losses = loss_log.losses();
+  r.seconds = loss_log.seconds();
   r.ema = trainer.ema().values().clone();
   return r;
 }

@@ -89,8 +89,7 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->group(T);
   app.add_option("--lr", o.lr, "AdamW learning rate")->capture_default_str()->group(T);
   app.add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay")->capture_default_str()->group(T);
-  app.add_option("--warmup-steps", o.warmup_steps, "linear learning-rate warm-up steps")->capture_default_str()->group(T);
-  add_lr_schedule_flags(app, o.lr_schedule, T);
+  add_warmup_and_lr_schedule_flags(app, o.warmup_steps, o.lr_schedule, T);
   app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: off)")->capture_default_str()->group(T);
   app.add_option("--ema-rate", o.ema_rate, "EMA decay of the sampling weights")->capture_default_str()->group(T);
   app.add_option("--posthoc-ema", o.posthoc_ema,

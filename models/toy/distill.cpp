@@ -2,7 +2,6 @@
 #include "models/toy/distill.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -15,6 +14,7 @@
 #include "engine/rng.h"
 #include "models/diffusion/respace.h"
 #include "models/toy/datasets2d.h"
+#include "models/toy/loss_log.h"
 #include "models/train/trainer.h"
 
 namespace ddpm::toy {
@@ -229,9 +229,7 @@ DistillRoundReport distill_round(const diffusion::DiffusionSchedule& s, const di
   AdamW opt(slab, ac);
   Ema averaged(slab, a.ema_rate);
   Generator gen(a.seed);
-  const auto t0 = std::chrono::steady_clock::now();
-  double running = 0;
-  std::int64_t counted = 0;
+  LossLog loss_log(a.steps, a.log_every, "  ", 5, log);  // under the round's header line
   for (std::int64_t step = 0; step < a.steps; ++step) {
     const Examples e = draw_examples(s, g, a.data, a.batch_size, gen);
     const TeacherSteps ts = teacher_ddim_steps(s, teacher, type, g, e.z, e.index);
@@ -257,22 +255,12 @@ DistillRoundReport distill_round(const diffusion::DiffusionSchedule& s, const di
       opt.set_lr(train::warmup_lr(a.lr, a.warmup_steps, step));
       opt.step();
       averaged.update(slab, opt.step_count() - 1);
-      running += value, ++counted;
     }
-    if ((step + 1) % a.log_every == 0 || step + 1 == a.steps) {
-      r.log_steps.push_back(step + 1);
-      r.log_losses.push_back(counted > 0 ? running / static_cast<double>(counted) : NAN);
-      if (log) {
-        char line[160];
-        std::snprintf(line, sizeof line, "  step %lld/%lld  loss %.5f  %.1f s", static_cast<long long>(step + 1),
-                      static_cast<long long>(a.steps), r.log_losses.back(),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        log(line);
-      }
-      running = 0, counted = 0;
-    }
+    loss_log.after_step(step, value, std::isfinite(norm));
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.log_steps = loss_log.steps();
+  r.log_losses = loss_log.losses();
+  r.seconds = loss_log.seconds();
   *ema = averaged.values().clone();
   // The gap of the EMA student: swap its weights in, measure, swap back.
   averaged.swap(slab);

@@ -156,5 +156,17 @@ TEST(AutoguideRun, GuidanceIntervalFlagRefusals) {
   EXPECT_EQ(refusal("0.5,inf"), "no error");
 }
 
+TEST(AutoguideRun, GuidanceIntervalAlsoLimitsClassifierGuidance) {
+  // --guidance-interval with --classifier alone (scale 1: no classifier-free guidance) is a
+  // request the interval now honours (sampler.cpp, guidance.h), so it is accepted; the
+  // library side is checked step by step in test_guidance_interval.cpp.
+  SampleOptions o = options(out_dir("interval_cls"));
+  o.guidance_interval = "0.5,2";
+  o.classifier = "some-classifier";
+  EXPECT_EQ(testing::value_error_message([&] { check_sample_options(o); }), "no error");
+  o.classifier = "";
+  EXPECT_NE(testing::value_error_message([&] { check_sample_options(o); }).find("or --classifier"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace ddpm::run

@@ -11,7 +11,9 @@
 #include "engine/io/atomic_file.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
-#include "models/run/descriptor.h"
+#include "engine/io/descriptor.h"
+#include "models/autoencoder/autoencoder_io.h"
+#include "models/eval/classifier.h"
 #include "models/run/toy_run.h"
 #include "support/temp_dir.h"
 
@@ -90,6 +92,23 @@ TEST(Descriptor, EveryLoaderRefusesAFolderOfAnotherKind) {
   refused(io_error_message([&] { load_toy_classifier(dir.path); }), "toy-mlp-classifier");
   refused(io_error_message([&] { load_noisy_classifier(dir.path, Device::cpu()); }), kNoisyClassifierArchitecture);
   refused(io_error_message([&] { open_control_run(dir.path, Device::cpu()); }), kControlNetArchitecture);
+}
+
+TEST(Descriptor, TheFeatureClassifierAndTheAutoencoderCheckTheirTagsWithIt) {
+  // models/eval and models/autoencoder read their descriptors through engine/io/descriptor.h:
+  // a toy model's folder given as either is refused naming both tags.
+  testing::TempDir dir("descriptor");
+  write_file_atomic(dir.path + "/config.json", std::string(R"({"architecture": "toy-mlp"})"));
+  const std::string ae = io_error_message([&] { autoencoder::load_autoencoder(dir.path, Device::cpu()); });
+  EXPECT_HAS(ae, dir.path + "/config.json does not describe an autoencoder (\"architecture\": \"autoencoder-kl\")");
+  EXPECT_HAS(ae, "its \"architecture\" is \"toy-mlp\"");
+  EXPECT_HAS(ae, "ddpm-autoencoder train");
+  const std::string cls = io_error_message([&] { eval::load_classifier(dir.path, Device::cpu()); });
+  EXPECT_HAS(cls, "there is no " + dir.path + "/classifier.json");
+  EXPECT_HAS(cls, "ddpm-eval train-classifier");
+  write_file_atomic(dir.path + "/classifier.json", std::string(R"({"architecture": "toy-mlp"})"));
+  EXPECT_HAS(io_error_message([&] { eval::load_classifier(dir.path, Device::cpu()); }),
+             "does not describe a feature classifier (\"architecture\": \"" + std::string(eval::kClassifierArchitecture));
 }
 
 }  // namespace

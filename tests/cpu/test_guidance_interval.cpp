@@ -2,7 +2,9 @@
 // while the step's noise level sigma lies in [lo, hi], one conditional network call elsewhere.
 // Checked on every sampler family against the two ends it must reduce to (plain guidance,
 // unguided sampling), by counting network calls against sigma_t computed here from the
-// schedule, and by the refusals of bad intervals.
+// schedule, and by the refusals of bad intervals. Classifier guidance (classifier_guidance.h)
+// under the same interval: its gradient term only at the steps inside, on DDPM, DDIM and the
+// Langevin corrector, decided at the same steps as classifier-free guidance.
 #include <cmath>
 #include <limits>
 #include <string>
@@ -11,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/error.h"
+#include "engine/ops/elementwise.h"
 #include "models/diffusion/guidance.h"
 #include "models/diffusion/respace.h"
 #include "tests/support/guided_samplers.h"
@@ -140,6 +143,152 @@ TEST(GuidanceInterval, BadIntervalsAreRefusedWithClearMessages) {
   const Tensor x = Tensor::zeros({3, 2}, DType::f32);
   EXPECT_THROW(network_output(net.fn(), cfg, x, 10.0, kLabels), ValueError);  // no sigma given
   EXPECT_NO_THROW(network_output(net.fn(), cfg, x, 10.0, kLabels, 1.0));
+}
+
+// --- Classifier guidance under the same interval (classifier_guidance.h) -----------------
+
+// A differentiable two-class classifier on [N, 2] points, logits = 2 tanh(0.5 x + 0.01 t),
+// that records the original timestep of every call. (The samplers clip x_0 here, so x stays
+// where tanh is not saturated and the gradient is not ~0.)
+struct CountingClassifier {
+  std::vector<double> timesteps;
+  ClassifierFn fn() {
+    return [this](const Tensor& x, const std::vector<double>& t) {
+      timesteps.push_back(t.front());
+      return scale(tanh(add_scalar(scale(x, 0.5), 0.01 * t.front())), 2.0);
+    };
+  }
+};
+
+// One DDPM/DDIM run of the interval tests: 3 samples [3, 2] over `respacing` of a 40-step
+// linear schedule, seed 11, every step's x recorded in order.
+struct ClassifierRun {
+  Tensor x;
+  std::vector<std::vector<double>> steps;  // x after each step
+  std::vector<std::int64_t> step_timesteps;
+  std::uint64_t rng_offset = 0;
+};
+ClassifierRun run_classifier_guided(StubNet& net, const SamplerConfig& cfg, const ClassifierGuidance& guidance) {
+  const DiffusionSchedule base(linear_betas(40));
+  Generator gen(11);
+  ClassifierRun r;
+  r.x = sample(base, net.fn(), {3, 2}, kLabels, cfg, gen, Device::cpu(),
+               [&](const StepInfo& s) {
+                 r.steps.push_back(s.x.to_double_vector());
+                 r.step_timesteps.push_back(s.timestep);
+               },
+               guidance);
+  r.rng_offset = gen.offset();
+  return r;
+}
+
+// The configurations classifier guidance runs on: DDPM, DDIM with eta, and DDPM with the
+// Langevin corrector (which adds s g to its score too), all respaced to 8 of 40 steps.
+std::vector<SamplerConfig> classifier_configs() {
+  SamplerConfig ddpm = cfg_guided(1.0);
+  ddpm.respacing = "8";
+  SamplerConfig ddim = ddpm;
+  ddim.kind = SamplerConfig::Kind::ddim;
+  ddim.respacing = "ddim8";
+  ddim.eta = 0.5;
+  SamplerConfig corrected = ddpm;
+  corrected.corrector_steps = 1;
+  return {ddpm, ddim, corrected};
+}
+
+TEST(GuidanceInterval, ClassifierGuidanceOverEveryLevelEqualsNoIntervalBitForBit) {
+  for (const SamplerConfig& base_cfg : classifier_configs()) {
+    CountingClassifier ca, cb;
+    StubNet a, b;
+    const ClassifierRun plain = run_classifier_guided(a, base_cfg, ClassifierGuidance{ca.fn(), 3.0, {}});
+    SamplerConfig cfg = base_cfg;
+    cfg.guidance_sigma_lo = 1e-6;  // below sigma_t of every step here (about 0.1 at t = 0)
+    cfg.guidance_sigma_hi = 1e6;
+    const ClassifierRun banded = run_classifier_guided(b, cfg, ClassifierGuidance{cb.fn(), 3.0, {}});
+    EXPECT_EQ(plain.x.to_double_vector(), banded.x.to_double_vector());
+    EXPECT_EQ(ca.timesteps, cb.timesteps);
+    EXPECT_EQ(ca.timesteps.size(), 8u * static_cast<std::size_t>(1 + cfg.corrector_steps));
+  }
+}
+
+TEST(GuidanceInterval, ClassifierGuidanceOutsideTheIntervalEqualsNoClassifierBitForBit) {
+  for (const SamplerConfig& base_cfg : classifier_configs()) {
+    StubNet a, b;
+    const ClassifierRun unguided = run_classifier_guided(a, base_cfg, ClassifierGuidance{});
+    CountingClassifier c;
+    SamplerConfig cfg = base_cfg;
+    cfg.guidance_sigma_lo = 1e9;
+    cfg.guidance_sigma_hi = 1e10;
+    const ClassifierRun banded = run_classifier_guided(b, cfg, ClassifierGuidance{c.fn(), 3.0, {}});
+    EXPECT_EQ(unguided.x.to_double_vector(), banded.x.to_double_vector());
+    EXPECT_EQ(unguided.rng_offset, banded.rng_offset);
+    EXPECT_TRUE(c.timesteps.empty()) << "the classifier was called outside the interval";
+  }
+}
+
+TEST(GuidanceInterval, ClassifierGuidanceChangesOnlyTheStepsInside) {
+  // sigma_t of every kept step, in double from alpha_bar, independently of the sampler.
+  const DiffusionSchedule base(linear_betas(40));
+  auto sigma_at = [&](std::int64_t t) {
+    const double abar = base.alphas_cumprod[static_cast<std::size_t>(t)];
+    return std::sqrt((1.0 - abar) / abar);
+  };
+  for (const SamplerConfig& base_cfg : classifier_configs()) {
+    // A cut between the 4th and 5th noisiest kept steps (kept: ascending original timesteps):
+    // guide the noisy part [cut, inf] or the clean part [0, cut].
+    const Timesteps kept = space_timesteps(40, base_cfg.respacing);
+    ASSERT_EQ(kept.size(), 8u);
+    const double cut = std::sqrt(sigma_at(kept[3]) * sigma_at(kept[4]));
+    StubNet n0, n1;
+    CountingClassifier c_full;
+    const ClassifierRun unguided = run_classifier_guided(n0, base_cfg, ClassifierGuidance{});
+    const ClassifierRun full = run_classifier_guided(n1, base_cfg, ClassifierGuidance{c_full.fn(), 3.0, {}});
+    for (const bool noisy_part : {true, false}) {
+      SamplerConfig cfg = base_cfg;
+      cfg.guidance_sigma_lo = noisy_part ? cut : 0.0;
+      cfg.guidance_sigma_hi = noisy_part ? std::numeric_limits<double>::infinity() : cut;
+      StubNet n2;
+      CountingClassifier c;
+      const ClassifierRun banded = run_classifier_guided(n2, cfg, ClassifierGuidance{c.fn(), 3.0, {}});
+      // The classifier saw exactly the kept timesteps inside, each 1 + corrector_steps times.
+      std::vector<double> expected_calls;
+      for (std::int64_t t : banded.step_timesteps) {
+        const double sigma = sigma_at(t);
+        if (sigma >= cfg.guidance_sigma_lo && sigma <= cfg.guidance_sigma_hi)
+          for (std::int64_t k = 0; k <= cfg.corrector_steps; ++k) expected_calls.push_back(static_cast<double>(t));
+      }
+      EXPECT_EQ(c.timesteps, expected_calls);
+      ASSERT_EQ(banded.steps.size(), 8u);
+      // Steps 0..3 (counted from the noisiest) have sigma above the cut, 4..7 below. The
+      // noisy part follows the fully guided run there and leaves it afterwards; the clean
+      // part follows the unguided run until its first guided step.
+      const ClassifierRun& same_until_cut = noisy_part ? full : unguided;
+      for (std::size_t k = 0; k < 4; ++k) EXPECT_EQ(banded.steps[k], same_until_cut.steps[k]) << "step " << k;
+      EXPECT_NE(banded.steps[4], same_until_cut.steps[4]);
+      EXPECT_NE(banded.x.to_double_vector(), unguided.x.to_double_vector());
+      EXPECT_NE(banded.x.to_double_vector(), full.x.to_double_vector());
+    }
+  }
+}
+
+TEST(GuidanceInterval, OneDecisionForClassifierFreeAndClassifierGuidance) {
+  // Both kinds at once under a mixed interval: the doubled CFG batch and the classifier call
+  // happen at exactly the same steps.
+  SamplerConfig cfg = cfg_guided(2.0);
+  cfg.respacing = "10";
+  cfg.clip_x0 = false;
+  cfg.guidance_sigma_lo = 0.3;
+  cfg.guidance_sigma_hi = 3.0;
+  StubNet net;
+  CountingClassifier c;
+  const ClassifierRun r = run_classifier_guided(net, cfg, ClassifierGuidance{c.fn(), 3.0, {}});
+  ASSERT_EQ(net.batches.size(), r.step_timesteps.size());
+  std::vector<double> doubled_steps;
+  for (std::size_t k = 0; k < net.batches.size(); ++k)
+    if (net.batches[k] == 6) doubled_steps.push_back(static_cast<double>(r.step_timesteps[k]));
+  EXPECT_FALSE(doubled_steps.empty());
+  EXPECT_LT(doubled_steps.size(), net.batches.size());
+  EXPECT_EQ(c.timesteps, doubled_steps);
 }
 
 }  // namespace

@@ -298,5 +298,24 @@ TEST(LrSchedule, FlagsAreCheckedInEveryTrainingProgram) {
   EXPECT_FALSE(std::filesystem::exists(cls.out) || std::filesystem::exists(ae.out));  // nothing left on disk
 }
 
+TEST(LrSchedule, WarmupFlagIsRegisteredAndCheckedWithTheScheduleFlags) {
+  // add_warmup_and_lr_schedule_flags: --warmup-steps (parsed into the caller's field, default
+  // kept) before --lr-schedule and --lr-min; validate_lr_schedule_flags refuses a negative one.
+  CLI::App app("t");
+  std::int64_t warmup = 7;
+  run::LrScheduleFlags flags;
+  run::add_warmup_and_lr_schedule_flags(app, warmup, flags, "Training");
+  ASSERT_NE(app.get_option_no_throw("--warmup-steps"), nullptr);
+  EXPECT_EQ(app.get_option("--warmup-steps")->get_group(), "Training");
+  EXPECT_NE(app.help().find("--warmup-steps INT=7"), std::string::npos) << app.help();
+  const char* argv[] = {"t", "--warmup-steps", "12", "--lr-schedule", "cosine"};
+  app.parse(5, const_cast<char**>(argv));
+  EXPECT_EQ(warmup, 12);
+  EXPECT_EQ(flags.schedule, "cosine");
+  EXPECT_NO_THROW(run::validate_lr_schedule_flags(flags, 1e-3, warmup, 100));
+  testing::expect_value_error([&] { run::validate_lr_schedule_flags(flags, 1e-3, -1, 100); },
+                              "--warmup-steps must be >= 0, got -1");
+}
+
 }  // namespace
 }  // namespace ddpm

@@ -1,4 +1,4 @@
-// models/run/descriptor.h: reading the JSON file that says what a folder holds.
+// engine/io/descriptor.h: reading the JSON file that says what a folder holds.
 //
 // Several folders the ddpm-* programs write carry one: a toy model's config.json, a toy or a
 // noisy classifier's classifier.json, a ControlNet run's config.json. Each has an
@@ -6,14 +6,17 @@
 // expected (a base run passed as --control, a toy model passed as --classifier) is refused at
 // once, with both kinds named, instead of failing later on a missing key or on weights of the
 // wrong shape. The loaders read the rest of the descriptor themselves; this file owns only
-// the three ways reading it can fail and their messages.
+// the three ways reading it can fail and their messages. It needs only engine/ and
+// nlohmann::json, so it sits in engine/io, below every model folder's loader: the feature
+// classifier (models/eval/classifier.h) and the autoencoder (models/autoencoder/
+// autoencoder_io.h) check their tags with it too.
 #pragma once
 
 #include <string>
 
 #include <nlohmann/json.hpp>
 
-namespace ddpm::run {
+namespace ddpm {
 
 // What the descriptor of one kind of folder is.
 struct DescriptorKind {
@@ -32,4 +35,4 @@ struct DescriptorKind {
 // A file that exists but cannot be read is read_file's IoError, which names it too.
 nlohmann::json read_descriptor(const std::string& dir, const DescriptorKind& kind);
 
-}  // namespace ddpm::run
+}  // namespace ddpm

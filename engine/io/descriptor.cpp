@@ -1,5 +1,5 @@
-// models/run/descriptor.cpp: see descriptor.h.
-#include "models/run/descriptor.h"
+// engine/io/descriptor.cpp: see descriptor.h.
+#include "engine/io/descriptor.h"
 
 #include <filesystem>
 #include <system_error>
@@ -7,7 +7,7 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 
-namespace ddpm::run {
+namespace ddpm {
 
 namespace {
 
@@ -42,4 +42,4 @@ nlohmann::json read_descriptor(const std::string& dir, const DescriptorKind& kin
   return j;
 }
 
-}  // namespace ddpm::run
+}  // namespace ddpm

@@ -299,9 +299,10 @@ ToyScore run_toy_sample(const ToySampleArgs& a, std::ostream& out) {
     cond.autoguide = &guide;
   }
   if (!a.guidance_interval.empty()) {
-    DDPM_CHECK(a.guidance_scale != 1.0, "--guidance-interval " << a.guidance_interval
-                                                               << " limits guidance to a range of noise levels; it "
-                                                                  "needs --guidance-scale != 1");
+    DDPM_CHECK(a.guidance_scale != 1.0 || !a.classifier.empty(),
+               "--guidance-interval " << a.guidance_interval
+                                      << " limits guidance to a range of noise levels; it needs --guidance-scale != 1 "
+                                         "or --classifier");
     std::tie(cond.guidance_sigma_lo, cond.guidance_sigma_hi) =
         diffusion::parse_guidance_interval(a.guidance_interval, "--guidance-interval");
   }
@@ -423,8 +424,14 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
   cond.labels = toy_class_labels(m, std::to_string(a.class_label), n, with_classifier ? &classifier : nullptr);
   if (with_classifier) cond.classifier = &classifier, cond.guidance_scale = m.num_classes > 0 ? 0.0 : 1.0;
   if (!a.guidance_interval.empty()) {
-    DDPM_CHECK(!with_classifier, "--guidance-interval limits classifier-free guidance; with --classifier the scales "
-                                 "are classifier-guidance scales, which it does not apply to");
+    // Outside the interval a sampler drops every guidance: classifier-free guidance falls back
+    // to the conditional prediction (scale 1). A conditional model under classifier guidance
+    // runs at classifier-free scale 0 (unconditional), so outside the interval it would turn
+    // conditional: a different model, not "no guidance". Only an unconditional one is clean.
+    DDPM_CHECK(!with_classifier || m.num_classes == 0,
+               "--guidance-interval with --classifier needs an unconditional model (ddpm-toy train without "
+               "--class-cond): " << a.checkpoint << " is class-conditional, and outside the interval it would "
+               "switch from unconditional to conditional predictions");
     std::tie(cond.guidance_sigma_lo, cond.guidance_sigma_hi) =
         diffusion::parse_guidance_interval(a.guidance_interval, "--guidance-interval");
   }
@@ -476,8 +483,9 @@ std::vector<ToyGuidanceRow> run_toy_guidance(const ToyGuidanceArgs& a, std::ostr
                           : "classifier-free guidance eps = eps_u + s (eps_c - eps_u): s = 0 unconditional, 1 "
                             "conditional\n")
       << (a.guidance_interval.empty() ? ""
-                                      : "guidance only at sigma in [" + a.guidance_interval +
-                                            "], the conditional branch alone elsewhere\n")
+                                      : "guidance only at sigma in [" + a.guidance_interval + "], the " +
+                                            (with_classifier ? "unconditional model" : "conditional branch") +
+                                            " alone elsewhere\n")
       << "  scale  accuracy  spread  energy  (class data floor " << format("%.4f", floor) << ")\n";
   for (const ToyGuidanceRow& r : rows) {
     char line[96];

@@ -33,7 +33,6 @@ void validate_options(const TrainOptions& o) {
   positive("--max-nonfinite", o.max_nonfinite);
   positive("--toy-count", static_cast<double>(o.toy_count));
   non_negative("--microbatch", static_cast<double>(o.microbatch));
-  non_negative("--warmup-steps", static_cast<double>(o.warmup_steps));
   validate_lr_schedule_flags(o.lr_schedule, o.lr, o.warmup_steps, o.steps);  // --lr-schedule, --lr-min
   non_negative("--grad-clip", o.grad_clip);
   non_negative("--weight-decay", o.weight_decay);

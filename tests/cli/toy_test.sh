@@ -136,6 +136,12 @@ refused "classes (0 = unconditional)" "$toy" sample --checkpoint "$work/run" --a
   --guidance-scale 2 --out "$work/x"
 refused "must be below HI" "$toy" sample --checkpoint "$work/cond" --class 0 --guidance-scale 2 \
   --guidance-interval 5,1 --out "$work/x"
+"$toy" guidance --checkpoint "$work/run" --classifier "$work/cls" --class 1 --scales 0,2 --guidance-interval 0.3,5 \
+  --sampling-steps 10 --num-samples 100 --out "$work/cls_banded" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "guidance --classifier --guidance-interval"
+grep -q 'guidance only at sigma in \[0.3,5\]' "$work/out.txt" || fail "guidance --classifier --guidance-interval did not say so"
+refused "needs an unconditional model" "$toy" guidance --checkpoint "$work/cond" --classifier "$work/cls" --class 1 \
+  --scales 0,2 --guidance-interval 0.3,5 --out "$work/x"
 refused "needs --guidance-scale != 1" "$toy" sample --checkpoint "$work/cond" --class 0 --guidance-interval 0.3,5 \
   --out "$work/x"
 [ ! -e "$work/x" ] || fail "a refused command left $work/x behind"

@@ -47,7 +47,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // The panels' axes and colours, as sample's scatter.png (toy_pictures.cpp); the panels'
-// font has no '_' or '~', so their titles spell "sigma rel" and "= width".
+// font (engine/io/bitmap_font.h) lacks '_', '~' and most capitals: hence "sigma rel", "ema".
 constexpr double kLo = -3.0, kHi = 3.0;
 const Rgb kData{175, 175, 175}, kSamples{31, 100, 200};
 constexpr std::size_t kMaxSigmaRels = 8;  // one panel each, plus the two reference rows
@@ -124,7 +124,7 @@ std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream
   const nlohmann::json config = nlohmann::json::parse(read_file(a.checkpoint + "/config.json"));
   const double beta = config.at("train").value("ema_rate", 0.995);
   const double ema_width = std::sqrt(beta) / ((1.0 - beta) * static_cast<double>(updates));
-  score(ema, {"ema", ema_width, nan, 0, 0}, "EMA " + fmt("%g", beta) + " = width " + fmt("%.3f", ema_width));
+  score(ema, {"ema", ema_width, nan, 0, 0}, "ema " + fmt("%g", beta) + " = width " + fmt("%.3f", ema_width));
   ToyModel m = load_toy_model(a.checkpoint, true);
   for (const PosthocResult& r : recon) {
     load_reconstruction(m, r);

@@ -14,6 +14,8 @@
 //   ddpm-toy train --data moons --steps 500 --out runs/moons-500   (a weaker guide for autoguidance:)
 //   ddpm-toy sample --checkpoint runs/moons --autoguide runs/moons-500 --guidance-scale 2 --out moons-auto/
 //   ddpm-toy guidance --checkpoint runs/moons-cond --class 0 --guidance-interval 0.3,5 --out moons-banded/
+//   ddpm-toy train --data moons --posthoc-ema 0.05,0.10 --out runs/moons-ph   (post-hoc EMA, EDM2:)
+//   ddpm-toy posthoc --checkpoint runs/moons-ph --sigma-rels 0.02,0.05,0.08,0.12,0.2 --out moons-ph/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -24,8 +26,8 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-toy: train a small diffusion model on 2-D points in seconds, sample it with any of the "
                "library's samplers, draw the forward and reverse processes, watch classifier-free guidance (also in a "
-               "limited noise interval), autoguidance and classifier guidance at work, and distil the model down to "
-               "two steps",
+               "limited noise interval), autoguidance and classifier guidance at work, distil the model down to two "
+               "steps, and choose its EMA length after training (post-hoc EMA)",
                "ddpm-toy"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

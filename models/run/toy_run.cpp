@@ -16,6 +16,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/io/descriptor.h"
 #include "models/run/loss_plot.h"
+#include "models/run/posthoc_export.h"
 #include "models/toy/loss_log.h"
 #include "models/run/subcommands.h"
 #include "models/toy/datasets2d.h"
@@ -109,6 +110,14 @@ void check_toy_train_args(const ToyTrainArgs& a) {
              "--class-dropout must be in [0, 1), got " << a.class_dropout);
   diffusion::parse_noise_schedule(a.noise_schedule);
   diffusion::parse_model_mean_type(a.predict);
+  train::parse_sigma_rel_list("--posthoc-ema", a.posthoc_ema);  // each width in (0, 0.3003], no repeats
+  DDPM_CHECK(a.posthoc_snapshot_every >= 0, "--posthoc-snapshot-every must be >= 0, got " << a.posthoc_snapshot_every);
+  DDPM_CHECK(a.posthoc_snapshot_every == 0 || !a.posthoc_ema.empty(),
+             "--posthoc-snapshot-every " << a.posthoc_snapshot_every << " needs --posthoc-ema (the EMA widths to snapshot)");
+}
+
+std::int64_t toy_posthoc_every(const ToyTrainArgs& a) {
+  return a.posthoc_snapshot_every > 0 ? a.posthoc_snapshot_every : std::max<std::int64_t>(1, a.steps / 16);
 }
 
 ToyModel make_toy_model(const ToyTrainArgs& a) {
@@ -133,6 +142,8 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
   // label_dropout, after drawing t (trainer.h), so p(x | y) and p(x) share one network.
   tc.num_classes = m.num_classes;
   tc.label_dropout = m.num_classes > 0 ? a.class_dropout : 0.0;
+  tc.posthoc_sigma_rels = train::parse_sigma_rel_list("--posthoc-ema", a.posthoc_ema);
+  const std::int64_t every = toy_posthoc_every(a);
   const std::string data = m.data;
   const std::int64_t batch = a.batch_size;
   const bool labelled = m.num_classes > 0;
@@ -150,6 +161,17 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
   for (std::int64_t step = 0; step < a.steps; ++step) {
     const train::StepMetrics s = trainer.step();
     loss_log.after_step(step, s.loss, !s.skipped);
+    const std::int64_t done = step + 1;
+    if (!trainer.power_emas().empty() && (done % every == 0 || done == a.steps)) {
+      // A copy of each tracker (its constructor clones the slab, load overwrites the clone),
+      // so later updates leave the snapshot alone.
+      ToyPosthocSnapshot snap{done, trainer.optimizer().step_count(), {}};
+      for (const train::PowerEma& p : trainer.power_emas()) {
+        snap.emas.emplace_back(m.slab, p.sigma_rel());
+        snap.emas.back().load(p.values());
+      }
+      r.posthoc.push_back(std::move(snap));
+    }
   }
   r.log_steps = loss_log.steps();
   r.log_losses = loss_log.losses();
@@ -160,7 +182,7 @@ ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a, const std::fu
 
 void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info,
                     const std::vector<std::uint8_t>& loss_png_rgb, int png_height, int png_width,
-                    const std::string& dir, bool overwrite) {
+                    const std::string& dir, bool overwrite, const std::vector<ToyPosthocSnapshot>& posthoc) {
   check_toy_out_folder(dir, overwrite);
   NamedTensors weights, averaged;
   for (std::size_t i = 0; i < m.slab.size(); ++i) {
@@ -188,6 +210,7 @@ void save_toy_model(const ToyModel& m, const Tensor& ema, const json& train_info
         save_safetensors(tmp + "/ema.safetensors", averaged, {{"format", "pt"}});
         if (!loss_png_rgb.empty()) write_png(tmp + "/loss.png", loss_png_rgb.data(), png_height, png_width, 3);
         write_file_atomic(tmp + "/config.json", info.dump(2) + "\n");
+        for (const ToyPosthocSnapshot& p : posthoc) write_posthoc_snapshot(tmp, p.step, p.updates, p.emas, m.slab);
       },
       overwrite ? IfExists::replace : IfExists::fail);
 }
@@ -259,11 +282,16 @@ void run_toy_train(const ToyTrainArgs& a, std::ostream& out) {
                 {"final_loss", r.log_losses.back()}, {"seconds", r.seconds},
                 {"class_dropout", m.num_classes > 0 ? a.class_dropout : 0.0}};
   add_lr_schedule_json(train, a.lr_schedule, a.steps);
-  save_toy_model(m, r.ema, train, plot, kPlotH, kPlotW, a.out, a.overwrite);
+  if (!r.posthoc.empty()) {
+    train["posthoc_ema"] = train::parse_sigma_rel_list("--posthoc-ema", a.posthoc_ema);
+    train["posthoc_snapshot_every"] = toy_posthoc_every(a);
+  }
+  save_toy_model(m, r.ema, train, plot, kPlotH, kPlotW, a.out, a.overwrite, r.posthoc);
   char secs[32];
   std::snprintf(secs, sizeof secs, "%.1f", r.seconds);
   out << "trained in " << secs << " s; wrote " << a.out << "/{config.json, model.safetensors, ema.safetensors, "
-      << "loss.png}\n";
+      << "loss.png" << (r.posthoc.empty() ? "" : ", posthoc/ (" + std::to_string(r.posthoc.size()) + " snapshots)")
+      << "}\n";
 }
 
 ToyClassifier make_toy_classifier(const ToyModel& m, std::int64_t hidden, int layers, std::uint64_t seed) {
@@ -422,6 +450,12 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
   tr->add_option("--class-dropout", t.class_dropout,
                  "with --class-cond: probability of training a sample with the null label instead of its class")
       ->capture_default_str();
+  tr->add_option("--posthoc-ema", t.posthoc_ema,
+                 "track power-function EMAs of these relative widths (EDM2), e.g. 0.05,0.10, and snapshot them into "
+                 "OUT/posthoc/; ddpm-toy posthoc then reconstructs and scores any width");
+  tr->add_option("--posthoc-snapshot-every", t.posthoc_snapshot_every,
+                 "with --posthoc-ema: a snapshot every N steps and at the last (0: steps / 16)")
+      ->capture_default_str();
 
   ToySampleArgs& s = c.sample;
   CLI::App* sa = app.add_subcommand("sample", "draw samples, score them against the data, and draw the pictures");
@@ -488,6 +522,7 @@ void add_toy_subcommands(CLI::App& app, ToyCommand& c) {
                  "vary the classifier-guidance scale of this ddpm-toy classifier folder instead (the model unconditional)");
 
   add_toy_distill_subcommand(app, c);
+  add_toy_posthoc_subcommand(app, c);
 
   ToyForwardArgs& f = c.forward;
   CLI::App* fw = app.add_subcommand("forward", "draw the forward process q(x_t | x_0) at six t: forward.png");
@@ -522,11 +557,14 @@ void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out) {
   } else if (c.distill_app != nullptr && c.distill_app->parsed()) {
     c.distill.seed = seed;
     run_toy_distill(c.distill, out);
+  } else if (c.posthoc_app != nullptr && c.posthoc_app->parsed()) {
+    c.posthoc.seed = seed;
+    run_toy_posthoc(c.posthoc, out);
   } else if (c.forward_app != nullptr && c.forward_app->parsed()) {
     c.forward.seed = seed;
     run_toy_forward(c.forward, out);
   } else {
-    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample, classifier, guidance, distill or forward");
+    DDPM_THROW(ValueError, "ddpm-toy: no subcommand was parsed; expected train, sample, classifier, guidance, distill, posthoc or forward");
   }
 }
 

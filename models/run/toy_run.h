@@ -22,6 +22,12 @@
 //              DIR/model.safetensors  the trained weights by name (MlpDenoiser::parameters)
 //              DIR/ema.safetensors    their EMA (what sample uses unless --no-ema)
 //              DIR/loss.png           the loss chart (loss_plot.h), one point per --log-every steps
+//            With --posthoc-ema S1,S2,... the Trainer also tracks power-function EMAs of those
+//            relative widths (models/train/posthoc_ema.h, EDM2 sec. 3) and the folder gains
+//              DIR/posthoc/step_N.safetensors  their snapshots every --posthoc-snapshot-every
+//                                      steps and at the last (ddpm-train's format,
+//                                      models/run/posthoc_export.h), held in memory and
+//                                      published with the folder
 //   sample   draws --num-samples points with one of the library's samplers (below), writes
 //            OUT/samples.npz ("samples" f32 [N, 2], "data" f32 [N, 2]: the fresh data draws
 //            it was scored against), OUT/scatter.png (data grey, samples coloured, title:
@@ -70,6 +76,12 @@
 //            one-step-vs-two-teacher-steps gap before and after, and the energy distance
 //            of the original teacher and of the student at the student's step count (DDIM).
 //            `sample --sampler ddim --sampling-steps (N - 1)/2^r + 1` reads OUT/round<r>.
+//   posthoc  post-hoc EMA (toy_posthoc.cpp): for each of --sigma-rels, the EMA of that
+//            relative width reconstructed from a train --posthoc-ema folder's snapshots
+//            (posthoc_export.h), sampled with sample's default sampler and seed (the same
+//            noise for every row) and scored like sample; the raw weights and the classic
+//            EMA are reference rows. OUT/posthoc.csv (weights, sigma_rel, residual, energy,
+//            floor), OUT/posthoc.png (one panel per row) and a table with the best row marked.
 //   forward  the forward process q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (DDPM eq. 4)
 //            applied to a data draw at six t, one panel each with t and alpha_bar_t printed:
 //            OUT/forward.png.
@@ -105,6 +117,7 @@
 #include "models/toy/class_metrics.h"
 #include "models/toy/classifier_training.h"
 #include "models/toy/mlp_denoiser.h"
+#include "models/train/posthoc_ema.h"
 
 namespace ddpm::run {
 
@@ -127,8 +140,15 @@ struct ToyTrainArgs {
   std::int64_t log_every = 100;
   bool class_cond = false;      // train p(x | y) with the dataset's classes (and the null label)
   double class_dropout = 0.1;   // probability of the null label per sample (class_cond only)
+  std::string posthoc_ema;      // --posthoc-ema "0.05,0.10": power EMAs to snapshot ("" = none)
+  std::int64_t posthoc_snapshot_every = 0;  // 0: toy_posthoc_every's default
   std::uint64_t seed = 0;
 };
+
+// The snapshot interval of --posthoc-snapshot-every: the flag, or when 0 steps / 16 (at
+// least 1), so a default run keeps 16 snapshots, plenty for the reconstruction (EDM2 keeps
+// a few hundred over a long run; the toy's width grid is coarse, the mixing still exact).
+std::int64_t toy_posthoc_every(const ToyTrainArgs& a);
 
 // A toy model in memory: the network, its parameter slab and the diffusion it was trained for.
 struct ToyModel {
@@ -150,11 +170,20 @@ void check_toy_train_args(const ToyTrainArgs& a);
 // An untrained model for these args (weights from Generator(seed)).
 ToyModel make_toy_model(const ToyTrainArgs& a);
 
+// One post-hoc EMA snapshot held in memory until the folder is published: the power EMAs'
+// values after `step` trainer steps and `updates` AdamW updates (their t; fewer than step only
+// when non-finite steps were skipped).
+struct ToyPosthocSnapshot {
+  std::int64_t step = 0, updates = 0;
+  std::vector<train::PowerEma> emas;  // copies, in --posthoc-ema order
+};
+
 struct ToyTrainReport {
   std::vector<std::int64_t> log_steps;  // the step count of each logged point
   std::vector<double> log_losses;       // the mean loss over the steps since the previous point
   double seconds = 0;
   Tensor ema;  // the EMA weights, flat in m.slab's layout
+  std::vector<ToyPosthocSnapshot> posthoc;  // with --posthoc-ema: every toy_posthoc_every steps and the last
 };
 // Trains m in place for a.steps steps; `log` gets a progress line per logged point.
 ToyTrainReport train_toy_model(ToyModel& m, const ToyTrainArgs& a,
@@ -237,10 +266,11 @@ ToyClassifier make_toy_classifier(const ToyModel& m, std::int64_t hidden, int la
 void run_toy_classifier(const ToyClassifierArgs& a, std::ostream& out);
 
 // The folder of `train` (see the header): save and load. load_toy_model takes the EMA
-// weights unless raw; IoError naming the file for a missing or damaged folder.
+// weights unless raw; IoError naming the file for a missing or damaged folder. Post-hoc EMA
+// snapshots go to DIR/posthoc/step_N.safetensors, published with the rest of the folder.
 void save_toy_model(const ToyModel& m, const Tensor& ema, const nlohmann::json& train_info,
                     const std::vector<std::uint8_t>& loss_png_rgb, int png_height, int png_width,
-                    const std::string& dir, bool overwrite);
+                    const std::string& dir, bool overwrite, const std::vector<ToyPosthocSnapshot>& posthoc = {});
 ToyModel load_toy_model(const std::string& dir, bool raw);
 
 struct ToySampleArgs {
@@ -310,6 +340,23 @@ struct ToyDistillRow {
 };
 std::vector<ToyDistillRow> run_toy_distill(const ToyDistillArgs& a, std::ostream& out);
 
+struct ToyPosthocArgs {
+  std::string checkpoint, out, sampler = "ddpm";
+  std::string sigma_rels = "0.02,0.05,0.08,0.12,0.2";
+  std::int64_t sampling_steps = 0;  // 0: as sample (T for ddpm, 50 for the others)
+  std::int64_t num_samples = 2000;
+  bool overwrite = false;
+  std::uint64_t seed = 0;
+};
+// One row of OUT/posthoc.csv. kind: "raw" (model.safetensors; sigma_rel 0, the last iterate),
+// "ema" (ema.safetensors; sigma_rel the classic EMA's equivalent width, see toy_posthoc.cpp)
+// or "posthoc" (reconstructed; residual = the profile fit's relative residual, NaN otherwise).
+struct ToyPosthocRow {
+  std::string kind;
+  double sigma_rel = 0, residual = 0, energy = 0, floor = 0;
+};
+std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream& out);
+
 // ddpm-toy's subcommands, bound to the args; the mode is whichever was parsed.
 struct ToyCommand {
   ToyTrainArgs train;
@@ -318,6 +365,8 @@ struct ToyCommand {
   ToyGuidanceArgs guidance;
   ToyClassifierArgs classifier;
   ToyDistillArgs distill;
+  ToyPosthocArgs posthoc;
+  CLI::App* posthoc_app = nullptr;
   CLI::App* train_app = nullptr;
   CLI::App* distill_app = nullptr;
   CLI::App* classifier_app = nullptr;
@@ -328,6 +377,8 @@ struct ToyCommand {
 void add_toy_subcommands(CLI::App& app, ToyCommand& c);
 // The distill subcommand's flags (toy_distill_run.cpp; add_toy_subcommands calls it).
 void add_toy_distill_subcommand(CLI::App& app, ToyCommand& c);
+// The posthoc subcommand's flags (toy_posthoc.cpp), and the train flags it reads.
+void add_toy_posthoc_subcommand(CLI::App& app, ToyCommand& c);
 void run_toy_command(ToyCommand& c, std::uint64_t seed, std::ostream& out);
 
 }  // namespace ddpm::run

@@ -11,6 +11,7 @@
 # conditioning a model cannot take. Then classifier guidance: a noisy classifier for the
 # unconditional model, a guided sample and a classifier-scale strip, and its refusals. Then
 # autoguidance by a shorter-trained guide and the guidance interval, and their refusals.
+# Then progressive distillation, and post-hoc EMA (train --posthoc-ema, posthoc).
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" toy_test
@@ -177,3 +178,29 @@ rc=0
 [ "$rc" = 1 ] || fail "distilling a folder without config.json: exit $rc, expected 1"
 [ ! -e "$work/x" ] || fail "a failed distill left $work/x behind"
 echo "toy_test: distill OK"
+
+# Post-hoc EMA: a tiny run tracking two power EMAs with a snapshot every 20 of 60 steps, then
+# `posthoc` over three widths: posthoc.csv has one row per width plus the raw and ema rows, a
+# tracked width reconstructs exactly (residual ~0), and the refusals: a width out of range, a
+# snapshot interval without --posthoc-ema, and a folder without snapshots (I/O error, exit 1).
+"$toy" train --data moons --steps 60 --hidden 16 --layers 1 --diffusion-steps 100 --log-every 30 \
+  --posthoc-ema 0.05,0.10 --posthoc-snapshot-every 20 --out "$work/phema" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "train --posthoc-ema"
+for s in 20 40 60; do [ -s "$work/phema/posthoc/step_$s.safetensors" ] || fail "train wrote no posthoc/step_$s"; done
+grep -q '"posthoc_ema"' "$work/phema/config.json" || fail "config.json does not record --posthoc-ema"
+"$toy" posthoc --checkpoint "$work/phema" --sigma-rels 0.02,0.05,0.1 --sampler ddim --sampling-steps 5 \
+  --num-samples 100 --out "$work/ph" >"$work/out.txt" 2>"$work/err.txt" || fail "posthoc"
+[ -s "$work/ph/posthoc.png" ] || fail "posthoc wrote no posthoc.png"
+[ "$(wc -l <"$work/ph/posthoc.csv")" = 6 ] || fail "posthoc.csv: not a header and 3 + 2 rows"
+awk -F, 'NR == 5 && $1 == "posthoc" && $2 == 0.05 && $3 < 1e-6 { ok = 1 } END { exit !ok }' "$work/ph/posthoc.csv" \
+  || fail "posthoc.csv: the tracked width 0.05 is not reconstructed exactly"
+[ "$(grep -c '<- best' "$work/out.txt")" = 1 ] || fail "posthoc did not mark one best row"
+refused "--sigma-rels" "$toy" posthoc --checkpoint "$work/phema" --sigma-rels 0.05,0.5 --out "$work/x"
+refused "needs --posthoc-ema" "$toy" train --steps 1 --posthoc-snapshot-every 5 --out "$work/x"
+refused "--posthoc-ema" "$toy" train --steps 1 --posthoc-ema 0 --out "$work/x"
+rc=0
+"$toy" posthoc --checkpoint "$work/run" --out "$work/x" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+[ "$rc" = 1 ] || fail "posthoc of a folder without snapshots: exit $rc, expected 1"
+grep -q 'ddpm-toy train --posthoc-ema' "$work/err.txt" || fail "posthoc without snapshots does not say how to get them"
+[ ! -e "$work/x" ] || fail "a refused posthoc left $work/x behind"
+echo "toy_test: posthoc OK"

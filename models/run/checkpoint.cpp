@@ -173,10 +173,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
   for (const char* f : kFiles)
     if (!fs::is_regular_file(d / f)) DDPM_THROW(IoError, "checkpoint " << dir << " is incomplete: " << f << " is missing");
   Checkpoint c;
-  c.model = load_safetensors((d / kModelFile).string()).tensors;
-  c.ema = load_safetensors((d / kEmaFile).string()).tensors;
-  c.optimizer = load_safetensors((d / kOptimizerFile).string()).tensors;
-  if (fs::is_regular_file(d / kPowerEmaFile)) c.power_ema = load_safetensors((d / kPowerEmaFile).string()).tensors;
+  // The small JSON first: a damaged one is refused before megabytes of weights are read.
   const std::string path = (d / kTrainerStateFile).string();
   try {
     c.trainer_state = nlohmann::json::parse(read_file(path));
@@ -185,6 +182,10 @@ Checkpoint load_checkpoint(const std::string& dir) {
   }
   validate_trainer_state(c.trainer_state, path);
   c.step = c.trainer_state.at("step").get<std::int64_t>();
+  c.model = load_safetensors((d / kModelFile).string()).tensors;
+  c.ema = load_safetensors((d / kEmaFile).string()).tensors;
+  c.optimizer = load_safetensors((d / kOptimizerFile).string()).tensors;
+  if (fs::is_regular_file(d / kPowerEmaFile)) c.power_ema = load_safetensors((d / kPowerEmaFile).string()).tensors;
   return c;
 }
 

@@ -6,8 +6,10 @@
 // `latest` does not name yet: the previous checkpoint stays the one a resume picks.
 #include "models/run/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -30,6 +32,61 @@ const char* const kFiles[] = {kModelFile, kEmaFile, kOptimizerFile, kTrainerStat
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
+}
+
+// trainer_state.json is read back on --resume; what a damaged one may hold is checked here,
+// once, so the readers after it (restore_trainer_state, checkpoint_loader_position, the apps'
+// importance history) meet only the types they ask for. nlohmann::json's get<std::int64_t>
+// casts a float such as 1e300 to an integer (undefined behaviour) and get<std::uint64_t>
+// wraps -1 around: integers are therefore checked to be JSON integers in range first.
+bool is_integer_in(const nlohmann::json& v, std::int64_t lo) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return v.is_number_integer() && v.get<std::int64_t>() >= lo;
+}
+
+void validate_trainer_state(const nlohmann::json& js, const std::string& path) {
+  auto fail = [&](const std::string& what) { DDPM_THROW(IoError, path << " is damaged: " << what); };
+  if (!js.is_object()) fail("it holds a JSON " + std::string(js.type_name()) + ", not an object");
+  auto count = [&](const nlohmann::json& obj, const char* key, const std::string& name) {  // optional, >= 0
+    if (obj.contains(key) && !is_integer_in(obj.at(key), 0))
+      fail("\"" + name + "\" must be a whole number >= 0, is " + obj.at(key).dump());
+  };
+  auto object = [&](const char* key) {
+    if (js.contains(key) && !js.at(key).is_object()) fail(std::string("\"") + key + "\" must be an object");
+  };
+  if (!js.contains("step")) fail("it has no \"step\"");
+  count(js, "step", "step");
+  count(js, "adam_step", "adam_step");
+  object("generator");
+  if (js.contains("generator"))  // the Philox seed and offset are full 64-bit unsigned values
+    for (const char* key : {"seed", "offset"})
+      if (js["generator"].contains(key) && !js["generator"][key].is_number_unsigned() &&
+          !(js["generator"][key].is_number_integer() && js["generator"][key].get<std::int64_t>() >= 0))
+        fail(std::string("\"generator\".\"") + key + "\" must be a whole number >= 0, is " +
+             js["generator"][key].dump());
+  object("loader");
+  if (js.contains("loader"))
+    for (const char* key : {"epoch", "index"}) count(js["loader"], key, std::string("loader.") + key);
+  object("metrics");
+  if (js.contains("posthoc_ema")) {
+    const nlohmann::json& p = js["posthoc_ema"];
+    bool ok = p.is_array();
+    for (std::size_t i = 0; ok && i < p.size(); ++i) {
+      const nlohmann::json& e = p[i];
+      ok = e.is_object() && e.contains("sigma_rel") && e["sigma_rel"].is_number() && e.contains("gamma") &&
+           e["gamma"].is_number() && std::isfinite(e["sigma_rel"].get<double>()) && std::isfinite(e["gamma"].get<double>());
+    }
+    if (!ok) fail("\"posthoc_ema\" must be a list of {\"sigma_rel\", \"gamma\"} numbers, is " + p.dump());
+  }
+  if (js.contains("importance_history")) {  // [T][<= history] losses (models/diffusion/likelihood.h)
+    const nlohmann::json& h = js["importance_history"];
+    bool ok = h.is_array();
+    for (std::size_t t = 0; ok && t < h.size(); ++t) {
+      ok = h[t].is_array();
+      for (std::size_t k = 0; ok && k < h[t].size(); ++k) ok = h[t][k].is_number();
+    }
+    if (!ok) fail("\"importance_history\" must be a list of lists of numbers");
+  }
 }
 
 }  // namespace
@@ -116,17 +173,19 @@ Checkpoint load_checkpoint(const std::string& dir) {
   for (const char* f : kFiles)
     if (!fs::is_regular_file(d / f)) DDPM_THROW(IoError, "checkpoint " << dir << " is incomplete: " << f << " is missing");
   Checkpoint c;
+  // The small JSON first: a damaged one is refused before megabytes of weights are read.
+  const std::string path = (d / kTrainerStateFile).string();
+  try {
+    c.trainer_state = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, path << " is damaged: " << e.what());
+  }
+  validate_trainer_state(c.trainer_state, path);
+  c.step = c.trainer_state.at("step").get<std::int64_t>();
   c.model = load_safetensors((d / kModelFile).string()).tensors;
   c.ema = load_safetensors((d / kEmaFile).string()).tensors;
   c.optimizer = load_safetensors((d / kOptimizerFile).string()).tensors;
   if (fs::is_regular_file(d / kPowerEmaFile)) c.power_ema = load_safetensors((d / kPowerEmaFile).string()).tensors;
-  const std::string path = (d / kTrainerStateFile).string();
-  try {
-    c.trainer_state = nlohmann::json::parse(read_file(path));
-    c.step = c.trainer_state.at("step").get<std::int64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, path << " is damaged: " << e.what());
-  }
   return c;
 }
 
@@ -222,12 +281,20 @@ train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::strin
   const Tensor ema_flat = slab.values().clone();
   unet::load_state_dict(net, ck.model, dir + "/" + kModelFile);
   const nlohmann::json& js = ck.trainer_state;
+  const std::string state_file = dir + "/" + kTrainerStateFile;
   train::TrainerState st;
   st.step = ck.step;
-  st.seed = js.at("generator").at("seed").get<std::uint64_t>();
-  st.offset = js.at("generator").at("offset").get<std::uint64_t>();
+  try {  // the types were checked by load_checkpoint; a key may still be missing
+    st.seed = js.at("generator").at("seed").get<std::uint64_t>();
+    st.offset = js.at("generator").at("offset").get<std::uint64_t>();
+    st.adam_step = js.at("adam_step").get<std::int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, state_file << " lacks the generator state or \"adam_step\" of a resumable run: " << e.what());
+  }
+  DDPM_CHECK_AS(st.adam_step <= st.step, IoError,
+                state_file << " is damaged: \"adam_step\" " << st.adam_step << " exceeds \"step\" " << st.step
+                           << " (an AdamW update is one trainer step)");
   st.params = slab.values().clone();
-  st.adam_step = js.at("adam_step").get<std::int64_t>();
   const std::string opt_file = dir + "/" + kOptimizerFile;
   st.exp_avg = slab_flat_from(ck.optimizer, "exp_avg.", slab, opt_file).to(device);
   st.exp_avg_sq = slab_flat_from(ck.optimizer, "exp_avg_sq.", slab, opt_file).to(device);
@@ -243,8 +310,13 @@ train::TrainerState restore_trainer_state(const Checkpoint& ck, const std::strin
 }
 
 LoaderPosition checkpoint_loader_position(const Checkpoint& ck) {
-  const nlohmann::json& at = ck.trainer_state.at("loader");
-  return {at.at("epoch").get<std::int64_t>(), at.at("index").get<std::int64_t>()};
+  try {  // the types were checked by load_checkpoint; a key may still be missing
+    const nlohmann::json& at = ck.trainer_state.at("loader");
+    return {at.at("epoch").get<std::int64_t>(), at.at("index").get<std::int64_t>()};
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, "trainer_state.json of the checkpoint at step " << ck.step
+                                                                       << " lacks the loader position: " << e.what());
+  }
 }
 
 std::vector<std::string> config_differences(const nlohmann::json& a, const nlohmann::json& b,

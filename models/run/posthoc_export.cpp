@@ -3,6 +3,8 @@
 #include "models/run/posthoc_export.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +28,14 @@ constexpr const char* kStepKey = "ddpm.step";
 constexpr const char* kUpdatesKey = "ddpm.updates";
 constexpr const char* kProfilesKey = "ddpm.posthoc_ema";
 
+// Bounds on what a snapshot's metadata may claim. A billion steps is a thousand times the
+// longest published diffusion trainings (EDM2: about a million); the reconstruction's inner
+// products cost O(t) per pair of exponents (posthoc_ema.h), so a step field believed blindly
+// would hang it. EDM2 tracks 2 profiles; 16 leaves room without letting a header ask for an
+// O(n^3) solve over thousands.
+constexpr std::int64_t kMaxPosthocStep = 1'000'000'000;
+constexpr std::size_t kMaxPosthocProfiles = 16;
+
 // The "__metadata__" of a safetensors file from its header alone (the 8-byte length, then
 // the JSON), so listing a run's snapshots does not read their weights. The CRC of the data is
 // checked later, when a snapshot is loaded for the reconstruction.
@@ -36,8 +46,11 @@ std::map<std::string, std::string> read_metadata(const std::string& path) {
   in.read(reinterpret_cast<char*>(len_bytes), 8);
   std::uint64_t len = 0;
   for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];  // little-endian
-  DDPM_CHECK_AS(in.good() && len > 0 && len < (std::uint64_t{1} << 28), IoError,
-                "post-hoc EMA snapshot " << path << " is damaged: its header length is " << len);
+  std::error_code ec;
+  const std::uintmax_t file_size = fs::file_size(path, ec);
+  DDPM_CHECK_AS(in.good() && !ec && file_size >= 8 && len > 0 && len <= file_size - 8, IoError,
+                "post-hoc EMA snapshot " << path << " is damaged: its header length is " << len << " in a file of "
+                                         << file_size << " bytes");
   std::string header(static_cast<std::size_t>(len), '\0');
   in.read(header.data(), static_cast<std::streamsize>(len));
   DDPM_CHECK_AS(in.good(), IoError, "post-hoc EMA snapshot " << path << " is truncated inside its header");
@@ -53,24 +66,53 @@ std::map<std::string, std::string> read_metadata(const std::string& path) {
   return meta;
 }
 
+// A whole decimal integer in [lo, hi]: std::stoll would accept "12abc" as 12 and throws
+// std::invalid_argument / std::out_of_range, foreign to the library's errors.
+std::int64_t parse_integer(const std::string& text, std::int64_t lo, std::int64_t hi, const std::string& path,
+                           const char* key) {
+  std::int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto [ptr, err] = std::from_chars(text.data(), end, v);
+  DDPM_CHECK_AS(err == std::errc() && ptr == end && !text.empty() && v >= lo && v <= hi, IoError,
+                "post-hoc EMA snapshot " << path << " has a damaged " << key << " metadata: '" << text
+                                         << "' is not a whole number in [" << lo << ", " << hi << "]");
+  return v;
+}
+
 PosthocSnapshot parse_snapshot(const std::string& path) {
   const std::map<std::string, std::string> meta = read_metadata(path);
+  for (const char* key : {kStepKey, kUpdatesKey, kProfilesKey})
+    DDPM_CHECK_AS(meta.count(key) == 1, IoError,
+                  "post-hoc EMA snapshot " << path << " lacks the " << key << " metadata (it was not written by "
+                                           << "ddpm-train --posthoc-ema)");
   PosthocSnapshot s;
   s.path = path;
+  s.step = parse_integer(meta.at(kStepKey), 1, kMaxPosthocStep, path, kStepKey);
+  // updates <= step: an update is one trainer step (fewer when non-finite steps were skipped).
+  s.updates = parse_integer(meta.at(kUpdatesKey), 0, s.step, path, kUpdatesKey);
   try {
-    s.step = std::stoll(meta.at(kStepKey));
-    s.updates = std::stoll(meta.at(kUpdatesKey));
-    for (const nlohmann::json& p : nlohmann::json::parse(meta.at(kProfilesKey))) {
-      s.sigma_rels.push_back(p.at("sigma_rel").get<double>());
-      s.gammas.push_back(p.at("gamma").get<double>());
+    const nlohmann::json profiles = nlohmann::json::parse(meta.at(kProfilesKey));
+    DDPM_CHECK_AS(profiles.is_array() && !profiles.empty() && profiles.size() <= kMaxPosthocProfiles, IoError,
+                  "post-hoc EMA snapshot " << path << ": " << kProfilesKey << " must list 1 to "
+                                           << kMaxPosthocProfiles << " profiles, holds " << profiles.dump());
+    for (const nlohmann::json& p : profiles) {
+      const double sigma_rel = p.at("sigma_rel").get<double>(), gamma = p.at("gamma").get<double>();
+      // The pair must be one profile (EDM2 eq. 123): gamma finite and > -1, sigma_rel its
+      // width. A gamma of NaN or <= -1 has no profile; the solve would refuse it without
+      // naming the file, or reconstruct from a profile that the weights do not follow.
+      const bool valid_gamma = std::isfinite(gamma) && gamma > -1.0;
+      const bool consistent = valid_gamma && std::isfinite(sigma_rel) && sigma_rel > 0.0 &&
+                              std::abs(train::sigma_rel_from_gamma(gamma) - sigma_rel) <= 1e-6 * std::abs(sigma_rel);
+      DDPM_CHECK_AS(consistent, IoError,
+                    "post-hoc EMA snapshot " << path << " has a damaged profile in " << kProfilesKey << ": "
+                                             << p.dump() << " (gamma must be finite and > -1, sigma_rel its width)");
+      s.sigma_rels.push_back(sigma_rel);
+      s.gammas.push_back(gamma);
     }
-  } catch (const std::exception& e) {
-    DDPM_THROW(IoError, "post-hoc EMA snapshot " << path << " lacks valid " << kStepKey << ", " << kUpdatesKey
-                                                 << " or " << kProfilesKey << " metadata (" << e.what() << ")");
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, "post-hoc EMA snapshot " << path << " has a damaged " << kProfilesKey << " metadata ("
+                                                 << e.what() << ")");
   }
-  DDPM_CHECK_AS(s.step >= 1 && s.updates >= 0 && s.updates <= s.step && !s.gammas.empty(), IoError,
-                "post-hoc EMA snapshot " << path << " has inconsistent metadata: step " << s.step << ", updates "
-                                         << s.updates << ", " << s.gammas.size() << " profiles");
   return s;
 }
 
@@ -116,6 +158,9 @@ std::vector<PosthocSnapshot> list_posthoc_snapshots(const std::string& run_or_ch
   }
   DDPM_CHECK_AS(!out.empty(), IoError, dir.string() << " holds no post-hoc EMA snapshot (step_N.safetensors)");
   std::sort(out.begin(), out.end(), [](const PosthocSnapshot& a, const PosthocSnapshot& b) { return a.step < b.step; });
+  for (std::size_t i = 1; i < out.size(); ++i)  // step_5 and step_05, or a file renamed by hand
+    DDPM_CHECK_AS(out[i].step != out[i - 1].step, IoError,
+                  out[i - 1].path << " and " << out[i].path << " both claim to be the snapshot of step " << out[i].step);
   return out;
 }
 
@@ -179,7 +224,7 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
         std::vector<double>& a = it->second.second;
         for (std::size_t e = 0; e < v.size(); ++e) a[e] += x * v[e];
       }
-      DDPM_CHECK_AS(count == acc.size(), IoError,
+      DDPM_CHECK_AS(count > 0 && count == acc.size(), IoError,
                     used[s]->path << " holds " << count << " tensors for profile " << i << " (" << prefix
                                   << "...), the first snapshot " << acc.size());
     }

@@ -1,5 +1,5 @@
 // Damaged files: every reader of an outside file (safetensors, .npz, .npy, PNG, IDX plain and
-// gzip'd, CIFAR-10 records) is fed a valid file of its format cut short at many lengths and
+// gzip'd, CIFAR-10 records, post-hoc EMA snapshots, trainer_state.json) is fed a valid file of its format cut short at many lengths and
 // with bytes overwritten at seeded random places. Each load must either succeed or throw the
 // library's own error (ddpm::Error, one message naming the file); nothing else may escape:
 // no std::bad_alloc from a size field taken at its word, no std::length_error, no crash.
@@ -20,13 +20,21 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
 #include "engine/tensor.h"
 #include "models/data/cifar10.h"
 #include "models/data/idx.h"
+#include "models/data/loader.h"
+#include "models/run/checkpoint.h"
+#include "models/run/posthoc_export.h"
+#include "models/train/posthoc_ema.h"
+#include "models/train/trainer.h"
+#include "models/unet/model_io.h"
 #include "support/temp_dir.h"
+#include "support/tiny_unet.h"
 
 namespace ddpm {
 namespace {
@@ -214,6 +222,182 @@ TEST(CorruptFiles, Cifar10RecordsLoadOrRefuseCleanly) {
     }
   }
   EXPECT_GE(refused, 300);  // no length below 300 is a whole number of 3073-byte records, except 0
+}
+
+// ---- Post-hoc EMA snapshots (models/run/posthoc_export.h; fuzz target fuzz_posthoc) ----
+
+// The refusal of `read` must be an IoError whose message names `file`.
+template <class F>
+void expect_io_error_naming(F&& read, const std::string& file, const std::string& what) {
+  try {
+    read();
+    ADD_FAILURE() << what << ": accepted";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << what << ": " << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << what << ": not an IoError: " << e.what();
+  }
+}
+
+// A snapshot as write_posthoc_snapshot lays it out ("phema<i>.w", metadata strings), with
+// every metadata value given, so that each damaged field can be written on its own.
+void write_snapshot(const std::string& path, const std::string& step, const std::string& updates,
+                    const std::string& profiles, int profiles_with_tensors = 2, float v = 1.0f) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (int i = 0; i < profiles_with_tensors; ++i)
+    tensors.emplace_back(train::power_ema_prefix(static_cast<std::size_t>(i)) + "w",
+                         Tensor::from_vector(std::vector<float>{v, 2 * v}, {2}));
+  save_safetensors(path, tensors, {{"format", "pt"}, {"ddpm.step", step}, {"ddpm.updates", updates},
+                                   {"ddpm.posthoc_ema", profiles}});
+}
+
+std::string profiles_json(double s0, double g0, double s1, double g1) {
+  return nlohmann::json{{{"sigma_rel", s0}, {"gamma", g0}}, {{"sigma_rel", s1}, {"gamma", g1}}}.dump();
+}
+
+// Regressions of fuzz_posthoc's findings: metadata parsed with std::stoll (foreign
+// std::invalid_argument / std::out_of_range, "4abc" read as 4), steps of any size (the O(t)
+// reconstruction hangs), profiles with NaN or <= -1 gammas or any count, a profile without
+// tensors (an empty model exported), two files of one step.
+TEST(CorruptFiles, PosthocSnapshotMetadataIsValidatedAndNamed) {
+  testing::TempDir dir;
+  const std::string run = dir.path, posthoc = run + "/" + run::kPosthocFolder;
+  std::filesystem::create_directories(posthoc);
+  const double g05 = train::gamma_from_sigma_rel(0.05), g10 = train::gamma_from_sigma_rel(0.10);
+  const std::string good = profiles_json(0.05, g05, 0.10, g10);
+  write_snapshot(posthoc + "/step_2.safetensors", "2", "2", good);
+  const std::string bad = posthoc + "/step_4.safetensors";
+  // The valid pair reconstructs: a tracked width at the last step is one basis profile, so
+  // its coefficient vector is the unit vector (the reconstruction is that snapshot).
+  write_snapshot(bad, "4", "4", good, 2, 3.0f);
+  const run::PosthocResult r = run::reconstruct_posthoc_ema(run, 0.10);
+  ASSERT_EQ(r.weights.size(), 1u);
+  const std::vector<double> w = r.weights[0].second.to_double_vector();
+  EXPECT_NEAR(w[0], 3.0, 1e-5);
+  EXPECT_NEAR(w[1], 6.0, 1e-5);
+
+  const struct {
+    std::string step, updates, profiles;
+    int with_tensors;
+    const char* what;
+  } cases[] = {
+      {"4abc", "4", good, 2, "trailing junk after the step"},
+      {"", "4", good, 2, "an empty step"},
+      {"99999999999999999999", "4", good, 2, "a step past int64"},
+      {"0", "0", good, 2, "step 0"},
+      {"2000000000", "4", good, 2, "a step past a billion"},
+      {"4", "-1", good, 2, "negative updates"},
+      {"4", "5", good, 2, "more updates than steps"},
+      {"4", "4", "{}", 2, "profiles not a list"},
+      {"4", "4", "[]", 2, "no profiles"},
+      {"4", "4", "not json", 2, "profiles not JSON"},
+      {"4", "4", profiles_json(0.05, std::nan(""), 0.10, g10), 2, "a NaN gamma"},
+      {"4", "4", profiles_json(0.05, -2.0, 0.10, g10), 2, "a gamma <= -1"},
+      {"4", "4", profiles_json(0.05, g10, 0.10, g10), 2, "a gamma that is not its sigma_rel's"},
+      {"4", "4", profiles_json(0.0, 1e300, 0.10, g10), 2, "a zero-width profile"},
+      {"4", "4", nlohmann::json(std::vector<nlohmann::json>(17, {{"sigma_rel", 0.05}, {"gamma", g05}})).dump(), 2,
+       "17 profiles"},
+      {"4", "4", good, 1, "a profile without tensors"},
+      {"2", "2", good, 2, "a second snapshot of step 2"},
+  };
+  for (const auto& c : cases) {
+    write_snapshot(bad, c.step, c.updates, c.profiles, c.with_tensors, 3.0f);
+    expect_io_error_naming([&] { run::reconstruct_posthoc_ema(run, 0.10); }, "step_", c.what);
+  }
+  // Missing metadata and a header length past the end of the file.
+  save_safetensors(bad, {}, {{"ddpm.step", "4"}});
+  expect_io_error_naming([&] { run::reconstruct_posthoc_ema(run, 0.10); }, bad, "no ddpm.updates");
+  write_bytes(bad, Bytes{0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 0, '{', '}'});
+  expect_io_error_naming([&] { run::list_posthoc_snapshots(run); }, bad, "a 256 MB header in 10 bytes");
+
+  // And the byte-level sweep of a whole snapshot beside the valid one.
+  write_snapshot(bad, "4", "4", good, 2, 3.0f);
+  const Bytes valid = read_bytes(bad);
+  sweep(bad, valid, [&](const std::string&) { run::reconstruct_posthoc_ema(run, 0.07); }, 200, 4);
+}
+
+// ---- trainer_state.json (models/run/checkpoint.h; fuzz target fuzz_trainer_state) ----
+
+// Regressions of fuzz_trainer_state's findings: nlohmann::json's out_of_range / type_error
+// escaping restore_trainer_state and checkpoint_loader_position, a float step cast to an
+// integer (undefined behaviour for 1e300), -1 wrapped to a 64-bit generator seed.
+TEST(CorruptFiles, TrainerStateIsValidatedAndNamed) {
+  testing::TempDir dir;
+  Generator gen(0);
+  unet::UNet net(testing::tiny_unet_config(8, 1), gen, Device::cpu());
+  ParameterSlab slab(net.named_parameters());
+  run::Checkpoint ck;
+  ck.step = 3;
+  ck.model = unet::export_state_dict(net);
+  ck.ema = ck.model;
+  run::append_slab(slab.values(), "exp_avg.", slab, ck.optimizer);
+  run::append_slab(slab.values(), "exp_avg_sq.", slab, ck.optimizer);
+  const nlohmann::json good = {{"step", 3},
+                               {"adam_step", 2},
+                               {"generator", {{"seed", 7}, {"offset", 96}}},
+                               {"loader", {{"epoch", 1}, {"index", 12}}},
+                               {"importance_history", nlohmann::json::parse("[[0.5], []]")}};
+  ck.trainer_state = good;
+  const std::string folder = run::save_checkpoint(dir.path, ck);
+  const std::string state = folder + "/" + run::kTrainerStateFile;
+  auto resume = [&] {  // what ddpm-train --resume reads
+    const run::Checkpoint c = run::load_checkpoint(folder);
+    const train::TrainerState st = run::restore_trainer_state(c, folder, net, slab, Device::cpu());
+    const LoaderPosition pos = run::checkpoint_loader_position(c);
+    if (c.trainer_state.contains("importance_history"))
+      (void)c.trainer_state.at("importance_history").get<std::vector<std::vector<double>>>();
+    return std::make_pair(st, pos);
+  };
+  const auto [st, pos] = resume();
+  EXPECT_EQ(st.step, 3);
+  EXPECT_EQ(st.adam_step, 2);
+  EXPECT_EQ(st.seed, 7u);
+  EXPECT_EQ(st.offset, 96u);
+  EXPECT_EQ(pos.epoch, 1);
+  EXPECT_EQ(pos.index, 12);
+
+  auto with = [&](const char* pointer, const nlohmann::json& v) {
+    nlohmann::json j = good;
+    j[nlohmann::json::json_pointer(pointer)] = v;
+    return j.dump();
+  };
+  auto without = [&](const char* key) {
+    nlohmann::json j = good;
+    j.erase(key);
+    return j.dump();
+  };
+  const std::pair<std::string, const char*> cases[] = {
+      {"[1, 2]", "an array"},
+      {"\"step\"", "a string"},
+      {with("/step", 1e300), "a float step past int64"},
+      {with("/step", 2.5), "a fractional step"},
+      {with("/step", -1), "a negative step"},
+      {with("/step", "3"), "a string step"},
+      {without("step"), "no step"},
+      {with("/adam_step", 9), "adam_step past step"},
+      {with("/adam_step", nullptr), "a null adam_step"},
+      {without("adam_step"), "no adam_step"},
+      {with("/generator/seed", -1), "a negative seed"},
+      {with("/generator/offset", 1.5), "a fractional offset"},
+      {with("/generator", 7), "generator not an object"},
+      {without("generator"), "no generator"},
+      {with("/loader/index", -4), "a negative loader index"},
+      {with("/loader", nlohmann::json::array()), "loader not an object"},
+      {without("loader"), "no loader"},
+      {with("/posthoc_ema", nlohmann::json::object()), "posthoc_ema an object"},
+      {with("/posthoc_ema", {{{"sigma_rel", "x"}}}), "posthoc_ema without numbers"},
+      {with("/importance_history", {{"a"}}), "importance history of strings"},
+      {with("/importance_history", 3), "importance history a number"},
+      {with("/metrics", 3), "metrics a number"},
+  };
+  for (const auto& [text, what] : cases) {
+    write_file_atomic(state, text);
+    expect_io_error_naming(resume, run::kTrainerStateFile, what);
+  }
+  // And the byte-level sweep.
+  write_file_atomic(state, good.dump(2));
+  const Bytes valid = read_bytes(state);
+  sweep(state, valid, [&](const std::string&) { resume(); }, 100, 5);
 }
 
 }  // namespace

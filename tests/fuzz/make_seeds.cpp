@@ -4,7 +4,8 @@
 //
 //   fuzz-make-seeds OUT_DIR     writes OUT_DIR/<target>/<seed>, one folder per fuzz target
 //
-// Targets whose first byte selects a mode (npz, idx, model_config) get that byte prepended.
+// Targets whose first byte selects a mode (npz, idx, model_config, posthoc, trainer_state) get
+// that byte prepended.
 // scripts/fuzz.sh runs it before fuzzing; the seeds are a few kB, regenerated every run.
 #include <zlib.h>
 
@@ -21,6 +22,7 @@
 #include "engine/tensor.h"
 #include "models/run/model_source.h"
 #include "models/unet/model_io.h"
+#include "tests/fuzz/fuzz_runs.h"
 
 namespace {
 
@@ -141,6 +143,17 @@ int main(int argc, char** argv) {
        "attention-resolutions = \"16,8\"\nlearn-sigma = true\nnoise-schedule = \"cosine\"\n"
        "device = \"cpu\"\nseed = 3\n");
   seed("toml_config", "sections", "[train]\nsteps = 2\n[other]\nkey = 'v'\n");
+
+  // Post-hoc EMA snapshots (mode byte 0: step_4 beside a valid step_2, 1: the only snapshot).
+  seed("posthoc", "step_4", Bytes(1, '\0') + ddpm::read_file(ddpm::fuzz::write_tiny_posthoc_snapshot(tmp + "/run", 4, 4, 0.5)));
+  seed("posthoc", "step_1", "\x01" + ddpm::read_file(ddpm::fuzz::write_tiny_posthoc_snapshot(tmp + "/run", 1, 1, 2.0)));
+
+  // trainer_state.json (mode byte 0: a checkpoint with power EMAs, 1: one without), as
+  // save_checkpoint writes it.
+  const std::string state = std::string("/") + ddpm::run::kTrainerStateFile;
+  seed("trainer_state", "posthoc_ema",
+       Bytes(1, '\0') + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_phema", true) + state));
+  seed("trainer_state", "plain", "\x01" + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_plain", false) + state));
 
   fs::remove_all(tmp);
   return 0;

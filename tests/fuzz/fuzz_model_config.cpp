@@ -14,6 +14,7 @@
 #include "engine/rng.h"
 #include "models/run/model_source.h"
 #include "models/unet/model_io.h"
+#include "tests/fuzz/fuzz_runs.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace {
@@ -23,17 +24,8 @@ namespace fs = std::filesystem;
 // A diffusers folder holding a 2-level UNet of 8 channels on 8x8 images (a few kB).
 std::string tiny_diffusers_folder() {
   const std::string dir = ddpm::fuzz::scratch_dir() + "/diffusers";
-  ddpm::unet::UNetConfig cfg;
-  cfg.image_size = 8;
-  cfg.in_channels = 1;
-  cfg.model_channels = 8;
-  cfg.channel_mult = {1, 2};
-  cfg.num_res_blocks = 1;
-  cfg.attention_resolutions = {};
-  cfg.norm_groups = 4;
-  cfg.dropout = 0;
   ddpm::Generator gen(0);
-  ddpm::unet::UNet net(cfg, gen, ddpm::Device::cpu());
+  ddpm::unet::UNet net(ddpm::fuzz::tiny_unet_config(), gen, ddpm::Device::cpu());
   ddpm::unet::save_diffusers_folder(net, dir);
   return dir;
 }

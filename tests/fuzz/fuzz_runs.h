@@ -21,6 +21,21 @@
 
 namespace ddpm::fuzz {
 
+// A 2-level UNet of 8 channels on 8x8 images without attention (a few kB of weights): the
+// network behind the fuzzed checkpoints and diffusers folders.
+inline unet::UNetConfig tiny_unet_config() {
+  unet::UNetConfig cfg;
+  cfg.image_size = 8;
+  cfg.in_channels = 1;
+  cfg.model_channels = 8;
+  cfg.channel_mult = {1, 2};
+  cfg.num_res_blocks = 1;
+  cfg.attention_resolutions = {};
+  cfg.norm_groups = 4;
+  cfg.dropout = 0;
+  return cfg;
+}
+
 // The widths the runs track (EDM2's pair).
 inline const std::vector<double>& tracked_sigma_rels() {
   static const std::vector<double> s{0.05, 0.10};
@@ -55,17 +70,8 @@ inline std::string write_tiny_posthoc_snapshot(const std::string& run_dir, std::
 // checkpoints below; built once, its parameters packed into tiny_checkpoint_slab().
 inline unet::UNet& tiny_checkpoint_net() {
   static unet::UNet net = [] {
-    unet::UNetConfig cfg;
-    cfg.image_size = 8;
-    cfg.in_channels = 1;
-    cfg.model_channels = 8;
-    cfg.channel_mult = {1, 2};
-    cfg.num_res_blocks = 1;
-    cfg.attention_resolutions = {};
-    cfg.norm_groups = 4;
-    cfg.dropout = 0;
     Generator gen(0);
-    return unet::UNet(cfg, gen, Device::cpu());
+    return unet::UNet(tiny_unet_config(), gen, Device::cpu());
   }();
   return net;
 }

@@ -51,14 +51,19 @@ ModelGaussianFn model_gaussian(const DiffusionSchedule& s, const DenoiseFn& net,
   return [step](const Tensor& xt, const Timesteps& t) { return step(xt, t).p; };
 }
 
+std::int64_t bpd_image_count(const Dataset& ds, const BpdEvalOptions& o, const char* what) {
+  DDPM_CHECK(o.batch_size >= 1, what << ": batch size must be positive, got " << o.batch_size);
+  DDPM_CHECK(o.limit >= 0, what << ": --limit must be non-negative, got " << o.limit);
+  DDPM_CHECK(o.num_classes == 0 || ds.has_labels(),
+             what << ": the model is class-conditional but " << ds.name << " has no labels");
+  const std::int64_t n = o.limit > 0 ? std::min(o.limit, ds.n) : ds.n;
+  DDPM_CHECK(n > 0, what << ": " << ds.name << " holds no images");
+  return n;
+}
+
 BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, const Dataset& ds,
                            const BpdEvalOptions& o, const std::function<void(const std::string&)>& log) {
-  DDPM_CHECK(o.batch_size >= 1, "bpd: batch size must be positive, got " << o.batch_size);
-  DDPM_CHECK(o.limit >= 0, "bpd: --limit must be non-negative, got " << o.limit);
-  DDPM_CHECK(o.num_classes == 0 || ds.has_labels(),
-             "bpd: the model is class-conditional but " << ds.name << " has no labels");
-  const std::int64_t n = o.limit > 0 ? std::min(o.limit, ds.n) : ds.n;
-  DDPM_CHECK(n > 0, "bpd: " << ds.name << " holds no images");
+  const std::int64_t n = bpd_image_count(ds, o, "bpd");
   const auto t0 = std::chrono::steady_clock::now();
   NoGradGuard no_grad;
   Generator gen(o.seed);

@@ -69,6 +69,10 @@ diffusion::ModelGaussianFn model_gaussian(const diffusion::DiffusionSchedule& s,
 
 // Evaluates the bound on ds (or its first `limit` images) batch by batch. `log`, when set,
 // receives a line after each batch.
+// How many images of ds an evaluation over it covers (--limit, or all), after checking the
+// options against the data; `what` names the evaluation in the errors ("bpd", ...).
+std::int64_t bpd_image_count(const Dataset& ds, const BpdEvalOptions& o, const char* what);
+
 BpdEvalReport evaluate_bpd(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
                            const Dataset& ds, const BpdEvalOptions& options,
                            const std::function<void(const std::string&)>& log = {});

@@ -106,12 +106,7 @@ double rate_at_distortion(const RateDistortionCurve& c, double rmse) {
 RateDistortionCurve evaluate_rate_distortion(const DiffusionSchedule& s, const DenoiseFn& net, const Dataset& ds,
                                              const BpdEvalOptions& o,
                                              const std::function<void(const std::string&)>& log) {
-  DDPM_CHECK(o.batch_size >= 1, "rate-distortion: batch size must be positive, got " << o.batch_size);
-  DDPM_CHECK(o.limit >= 0, "rate-distortion: --limit must be non-negative, got " << o.limit);
-  DDPM_CHECK(o.num_classes == 0 || ds.has_labels(),
-             "rate-distortion: the model is class-conditional but " << ds.name << " has no labels");
-  const std::int64_t n = o.limit > 0 ? std::min(o.limit, ds.n) : ds.n;
-  DDPM_CHECK(n > 0, "rate-distortion: " << ds.name << " holds no images");
+  const std::int64_t n = bpd_image_count(ds, o, "rate-distortion");
   const auto t0 = std::chrono::steady_clock::now();
   Generator gen(o.seed);  // the same draws as evaluate_bpd with the same seed and batches
   RateDistortionSums sums;

@@ -156,7 +156,10 @@ bool SafetensorsFile::contains(const std::string& name) const {
   return false;
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
+// The reader behind load_safetensors and load_safetensors_metadata. With metadata_only it
+// stops after the header: its length, JSON and __metadata__ checked, the tensor entries and
+// the data (and so the CRC) not read.
+static SafetensorsFile read_safetensors(const std::string& path, bool metadata_only) {
 #define BAD(msg) DDPM_THROW(IoError, "safetensors file '" << path << "' is malformed: " << msg)
   std::unique_ptr<std::FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
   DDPM_CHECK_AS(file, IoError, "cannot open safetensors file '" << path << "': " << std::strerror(errno));
@@ -219,6 +222,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
       }
       continue;
     }
+    if (metadata_only) continue;
     if (!value.is_object()) BAD("the entry for tensor '" << name << "' must be an object, found " << value.type_name());
     for (const char* field : {"dtype", "shape", "data_offsets"})
       if (!value.contains(field)) BAD("tensor '" << name << "' has no \"" << field << "\" field");
@@ -263,6 +267,7 @@ SafetensorsFile load_safetensors(const std::string& path) {
                      << ") but data_offsets " << jo.dump() << " span " << (e.end - e.begin) << " bytes");
     entries.push_back(std::move(e));
   }
+  if (metadata_only) return out;
 
   // 4. The tensors must tile the data buffer: no gap, no overlap, nothing left over.
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
@@ -297,6 +302,12 @@ SafetensorsFile load_safetensors(const std::string& path) {
   }
   return out;
 #undef BAD
+}
+
+SafetensorsFile load_safetensors(const std::string& path) { return read_safetensors(path, false); }
+
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  return read_safetensors(path, true).metadata;
 }
 
 }  // namespace ddpm

@@ -55,6 +55,9 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
 // names the file, what was expected and what was found) and the CRC-32 when present.
 // F32 and F64 load as such; F16 and BF16 load as raw tensors of that dtype.
 SafetensorsFile load_safetensors(const std::string& path);
+// The "__metadata__" alone, from the header (its rules checked as above); the tensors and
+// the data are not read, so the CRC is not checked. For listing many files cheaply.
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 
 // Encodes a header object (already containing every entry) as safetensors bytes: the
 // 8-byte length, the JSON padded with spaces to a multiple of 8. Exposed for tests that

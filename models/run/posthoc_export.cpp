@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -36,36 +35,6 @@ constexpr const char* kProfilesKey = "ddpm.posthoc_ema";
 constexpr std::int64_t kMaxPosthocStep = 1'000'000'000;
 constexpr std::size_t kMaxPosthocProfiles = 16;
 
-// The "__metadata__" of a safetensors file from its header alone (the 8-byte length, then
-// the JSON), so listing a run's snapshots does not read their weights. The CRC of the data is
-// checked later, when a snapshot is loaded for the reconstruction.
-std::map<std::string, std::string> read_metadata(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  DDPM_CHECK_AS(in.good(), IoError, "post-hoc EMA snapshot " << path << " cannot be opened");
-  unsigned char len_bytes[8] = {};
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
-  std::uint64_t len = 0;
-  for (int i = 7; i >= 0; --i) len = (len << 8) | len_bytes[i];  // little-endian
-  std::error_code ec;
-  const std::uintmax_t file_size = fs::file_size(path, ec);
-  DDPM_CHECK_AS(in.good() && !ec && file_size >= 8 && len > 0 && len <= file_size - 8, IoError,
-                "post-hoc EMA snapshot " << path << " is damaged: its header length is " << len << " in a file of "
-                                         << file_size << " bytes");
-  std::string header(static_cast<std::size_t>(len), '\0');
-  in.read(header.data(), static_cast<std::streamsize>(len));
-  DDPM_CHECK_AS(in.good(), IoError, "post-hoc EMA snapshot " << path << " is truncated inside its header");
-  std::map<std::string, std::string> meta;
-  try {
-    const nlohmann::json j = nlohmann::json::parse(header);
-    if (j.contains("__metadata__"))
-      for (auto it = j.at("__metadata__").begin(); it != j.at("__metadata__").end(); ++it)
-        meta[it.key()] = it.value().get<std::string>();
-  } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, "post-hoc EMA snapshot " << path << " has a damaged header: " << e.what());
-  }
-  return meta;
-}
-
 // A whole decimal integer in [lo, hi]: std::stoll would accept "12abc" as 12 and throws
 // std::invalid_argument / std::out_of_range, foreign to the library's errors.
 std::int64_t parse_integer(const std::string& text, std::int64_t lo, std::int64_t hi, const std::string& path,
@@ -80,7 +49,9 @@ std::int64_t parse_integer(const std::string& text, std::int64_t lo, std::int64_
 }
 
 PosthocSnapshot parse_snapshot(const std::string& path) {
-  const std::map<std::string, std::string> meta = read_metadata(path);
+  // The header alone, so listing a run's snapshots does not read their weights; the CRC is
+  // checked when a snapshot is loaded for the reconstruction.
+  const std::map<std::string, std::string> meta = load_safetensors_metadata(path);
   for (const char* key : {kStepKey, kUpdatesKey, kProfilesKey})
     DDPM_CHECK_AS(meta.count(key) == 1, IoError,
                   "post-hoc EMA snapshot " << path << " lacks the " << key << " metadata (it was not written by "

@@ -207,19 +207,36 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
   return r;
 }
 
-void write_posthoc_model(const PosthocResult& r, const std::string& dir, bool overwrite) {
+void write_ema_model_folder(nlohmann::json config, const std::string& source_run_dir,
+                            const std::vector<std::pair<std::string, Tensor>>& weights,
+                            const std::map<std::string, std::string>& metadata, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "--out: the output folder is empty");
   std::error_code ec;
   const fs::path out(dir);
   DDPM_CHECK(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out " << dir << " exists and is not a folder");
   if (fs::is_directory(out, ec))
     DDPM_CHECK(overwrite || fs::is_empty(out, ec), "--out " << dir << " exists and is not empty; pass --overwrite to replace it");
-  nlohmann::json config = read_run_config(r.run_dir);
   std::string autoencoder_src;
   if (config.contains("autoencoder")) {  // a latent run: take its copy of the autoencoder along
-    autoencoder_src = (fs::path(r.run_dir) / config["autoencoder"].value("folder", std::string(kRunAutoencoderFolder))).string();
+    autoencoder_src =
+        (fs::path(source_run_dir) / config["autoencoder"].value("folder", std::string(kRunAutoencoderFolder))).string();
     config["autoencoder"]["folder"] = kRunAutoencoderFolder;
   }
+  std::map<std::string, std::string> meta = metadata;
+  meta.emplace("format", "pt");
+  publish_directory(
+      dir,
+      [&](const std::string& tmp) {
+        write_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
+        save_safetensors(tmp + "/" + kEmaFile, weights, meta);
+        if (!autoencoder_src.empty())
+          autoencoder::copy_autoencoder_folder(autoencoder_src, tmp + "/" + kRunAutoencoderFolder);
+      },
+      fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+}
+
+void write_posthoc_model(const PosthocResult& r, const std::string& dir, bool overwrite) {
+  nlohmann::json config = read_run_config(r.run_dir);
   config["posthoc_ema"] = {{"sigma_rel", r.sigma_rel},
                            {"gamma", r.gamma},
                            {"step", r.step},
@@ -229,17 +246,10 @@ void write_posthoc_model(const PosthocResult& r, const std::string& dir, bool ov
                            {"snapshots", r.snapshot_steps},
                            {"coefficients", r.solution.coefficients},
                            {"source", r.run_dir}};
-  publish_directory(
-      dir,
-      [&](const std::string& tmp) {
-        write_file_atomic(tmp + "/config.json", config.dump(2) + "\n");
-        save_safetensors(tmp + "/" + kEmaFile, r.weights,
-                         {{"format", "pt"}, {"ddpm.step", std::to_string(r.step)},
-                          {"ddpm.posthoc_sigma_rel", nlohmann::json(r.sigma_rel).dump()}});
-        if (!autoencoder_src.empty())
-          autoencoder::copy_autoencoder_folder(autoencoder_src, tmp + "/" + kRunAutoencoderFolder);
-      },
-      fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+  write_ema_model_folder(config, r.run_dir, r.weights,
+                         {{"ddpm.step", std::to_string(r.step)},
+                          {"ddpm.posthoc_sigma_rel", nlohmann::json(r.sigma_rel).dump()}},
+                         dir, overwrite);
 }
 
 }  // namespace ddpm::run

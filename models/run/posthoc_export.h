@@ -32,9 +32,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/parameters.h"
 #include "engine/tensor.h"
@@ -85,5 +88,15 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
 // Writes the checkpoint-shaped folder described above, published atomically; an existing
 // non-empty `dir` is a ValueError unless overwrite.
 void write_posthoc_model(const PosthocResult& result, const std::string& dir, bool overwrite = false);
+
+// The writer behind it, for any EMA weights that belong to a run's network (also
+// ddpm-distill's round folders, models/run/distill_run.h): DIR/config.json = config,
+// DIR/ema.safetensors = weights (diffusers names, OIHW) with `metadata` (plus "format": "pt"),
+// and for a latent config the autoencoder copied from source_run_dir. Published atomically;
+// an existing non-empty `dir` is a ValueError unless overwrite.
+void write_ema_model_folder(nlohmann::json config, const std::string& source_run_dir,
+                            const std::vector<std::pair<std::string, Tensor>>& weights,
+                            const std::map<std::string, std::string>& metadata, const std::string& dir,
+                            bool overwrite = false);
 
 }  // namespace ddpm::run

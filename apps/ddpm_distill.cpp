@@ -1,0 +1,59 @@
+// apps/ddpm_distill.cpp: ddpm-distill, progressive distillation (Salimans & Ho 2022) of a
+// trained ddpm-train run into students that sample with 2x, 4x, 8x ... fewer DDIM steps;
+// see models/run/distill_run.h.
+//
+//   ddpm-distill --teacher runs/cifar --teacher-steps 200 --rounds 3 --steps-per-round 5000 \
+//       --batch-size 64 --lr 1e-4 --out distilled/
+//   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --out samples/
+#include <iostream>
+
+#include "apps/common/cli.h"
+#include "models/run/distill_run.h"
+
+int main(int argc, char** argv) {
+  using namespace ddpm;
+  CLI::App app(
+      "Progressive distillation (Salimans & Ho 2022): train students that take in one DDIM step what the "
+      "teacher takes in two, --rounds times; each round is written as OUT/round_k (a checkpoint folder for "
+      "ddpm-sample --sampler ddim and ddpm-eval), plus OUT/distill.json.",
+      "ddpm-distill");
+  cli::CommonFlags common;
+  run::DistillOptions o;
+  app.add_option("--teacher", o.teacher,
+                 "the ddpm-train run or checkpoint folder to distil (its EMA weights; DDPM objective, pixel space)")
+      ->required();
+  app.add_option("--teacher-steps", o.teacher_steps,
+                 "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
+                 "samples with N / 2^k steps")
+      ->required();
+  app.add_option("--rounds", o.rounds, "halvings of the step count")->capture_default_str();
+  app.add_option("--steps-per-round", o.steps_per_round, "optimiser steps per round")->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str();
+  app.add_option("--lr", o.lr, "AdamW learning rate (linear warm-up over --warmup-steps)")->capture_default_str();
+  app.add_option("--warmup-steps", o.warmup_steps, "learning-rate warm-up steps of each round")->capture_default_str();
+  app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: off)")->capture_default_str();
+  app.add_option("--ema-rate", o.ema_rate, "EMA decay of the student (with warm-up); the EMA is the next teacher")
+      ->capture_default_str();
+  app.add_option("--data", o.data,
+                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy (default: the "
+                 "teacher run's, with its padding, flip and toy count)");
+  app.add_option("--label-dropout", o.label_dropout,
+                 "class-conditional teachers: probability of the null label (default: the teacher run's "
+                 "--class-dropout)");
+  app.add_option("--clip-x0", o.clip_x0,
+                 "clamp the teacher's x_0 estimates to [-1, 1] in its DDIM steps, as ddpm-sample does by default")
+      ->capture_default_str();
+  app.add_option("--log-every", o.log_every, "print the mean loss every this many steps")->capture_default_str();
+  app.add_option("--gap-samples", o.gap_samples, "held-out examples of the one-step gap reported per round")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "the folder to write: round_1 .. round_R and distill.json")->required();
+  app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
+  cli::add_common_flags(app, common);
+  return cli::run(app, argc, argv, [&] {
+    o.device = cli::resolve_device(common);
+    o.seed = common.seed;
+    o.log = [](const std::string& line) { std::cout << line << std::endl; };
+    run::distill_run(o);
+    return 0;
+  });
+}

@@ -1,0 +1,358 @@
+// models/run/distill_run.cpp: the loop and the folders of ddpm-distill (contract in
+// distill_run.h; the math in models/diffusion/progressive_distill.h).
+//
+// Order of work: the options, the teacher (open_model, EMA weights), its refusals, the data
+// and the --out folder are all checked before the first training step. Two networks live on
+// the device: the frozen teacher (eval mode, run under no-grad) and the student (training
+// mode, its parameters packed in one slab for AdamW and the EMA). Between rounds both take
+// the finished round's EMA weights.
+#include "models/run/distill_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/optim.h"
+#include "engine/parameters.h"
+#include "engine/rng.h"
+#include "models/data/loader.h"
+#include "models/diffusion/progressive_distill.h"
+#include "models/run/checkpoint.h"
+#include "models/run/data_spec.h"
+#include "models/run/latent_run.h"
+#include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
+#include "models/unet/model_io.h"
+#include "models/train/trainer.h"  // warmup_lr
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+
+namespace {
+
+void say(const DistillOptions& o, const std::string& line) {
+  if (o.log) o.log(line);
+}
+
+// Independent streams of one seed (splitmix64 of seed + stream), as ddpm-train derives its own.
+std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
+
+// The teacher's config.json in our format ({"model", "diffusion", ...}) when it has one: the
+// run's, the checkpoint folder's own, or the run's two levels up. Empty otherwise (a
+// diffusers folder or a bare model file).
+nlohmann::json teacher_config(const std::string& teacher) {
+  std::error_code ec;
+  fs::path p(teacher);
+  if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();
+  for (const fs::path& c : {p / "config.json", p.parent_path().parent_path() / "config.json"}) {
+    if (!fs::is_directory(p, ec) || !fs::is_regular_file(c, ec)) continue;
+    const nlohmann::json j = nlohmann::json::parse(read_file(c.string()), nullptr, false);
+    if (j.is_object() && j.contains("model") && j.contains("diffusion")) return j;
+  }
+  return {};
+}
+
+// A uniform draw in {0..n-1} per sample, from one rand tensor of the generator.
+std::vector<std::int64_t> uniform_indices(std::int64_t count, std::int64_t n, Generator& gen) {
+  std::vector<std::int64_t> out;
+  for (double u : rand({count}, gen, Device::cpu(), DType::f64).to_double_vector())
+    out.push_back(std::min<std::int64_t>(n - 1, static_cast<std::int64_t>(u * static_cast<double>(n))));
+  return out;
+}
+
+// One batch of examples of a round: z_t = q_sample(x_0, t, eps) at student indices i, and the
+// labels (each replaced by the null label with probability `dropout`; empty when unconditional).
+struct Examples {
+  Tensor z;
+  std::vector<std::int64_t> index, labels;
+  diffusion::Timesteps t;
+};
+Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::DistillGrid& g, const Batch& b,
+                       int num_classes, double dropout, Generator& gen) {
+  Examples e;
+  const std::int64_t n = b.images.dim(0);
+  e.index = uniform_indices(n, g.student_steps(), gen);
+  for (std::int64_t i : e.index) e.t.push_back(g.student[static_cast<std::size_t>(i)]);
+  if (num_classes > 0) {
+    e.labels = b.labels;
+    if (dropout > 0) {
+      const std::vector<double> u = rand({n}, gen, Device::cpu(), DType::f64).to_double_vector();
+      for (std::size_t k = 0; k < u.size(); ++k)
+        if (u[k] < dropout) e.labels[k] = num_classes;  // the null label
+    }
+  }
+  const Tensor eps = randn(b.images.shape(), gen, b.images.device(), b.images.dtype());
+  e.z = diffusion::q_sample(s, b.images, e.t, eps);
+  return e;
+}
+
+diffusion::DenoiseFn eval_fn(const unet::UNet& net) {
+  return [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    return net.forward(x, t, y, nn::Context{});
+  };
+}
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s.precision(4);
+  s << v;
+  return s.str();
+}
+
+}  // namespace
+
+void check_distill_options(const DistillOptions& o) {
+  DDPM_CHECK(!o.teacher.empty(), "--teacher is required: a ddpm-train run or checkpoint folder");
+  DDPM_CHECK(!o.out.empty(), "--out is required: the folder to write the rounds to");
+  DDPM_CHECK(o.teacher_steps >= 2, "--teacher-steps must be at least 2, got " << o.teacher_steps);
+  DDPM_CHECK(o.rounds >= 1 && o.rounds <= 12, "--rounds must be in [1, 12], got " << o.rounds);
+  DDPM_CHECK(o.steps_per_round >= 1, "--steps-per-round must be positive, got " << o.steps_per_round);
+  DDPM_CHECK(o.batch_size >= 1 && o.batch_size <= 65536, "--batch-size must be in [1, 65536], got " << o.batch_size);
+  DDPM_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive, got " << o.lr);
+  DDPM_CHECK(o.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << o.warmup_steps);
+  DDPM_CHECK(o.grad_clip >= 0 && std::isfinite(o.grad_clip), "--grad-clip must be >= 0, got " << o.grad_clip);
+  DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
+  DDPM_CHECK(o.label_dropout <= 1 && std::isfinite(o.label_dropout),
+             "--label-dropout must be in [0, 1] (or negative for the teacher's), got " << o.label_dropout);
+  DDPM_CHECK(o.log_every >= 1, "--log-every must be positive, got " << o.log_every);
+  DDPM_CHECK(o.gap_samples >= 1 && o.gap_samples <= 4096, "--gap-samples must be in [1, 4096], got " << o.gap_samples);
+  std::error_code ec;
+  DDPM_CHECK(!fs::exists(o.out, ec) || fs::is_directory(o.out, ec), "--out " << o.out << " exists and is not a folder");
+  DDPM_CHECK(o.overwrite || !fs::is_directory(o.out, ec) || fs::is_empty(o.out, ec),
+             "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+}
+
+std::vector<DistillRound> distill_run(const DistillOptions& o) {
+  check_distill_options(o);
+  refuse_latent_model(o.teacher, "ddpm-distill (latent runs are not supported yet)");
+  ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
+  const unet::UNetConfig& cfg = teacher.net->config();
+  const DiffusionSettings& d = teacher.diffusion;
+  DDPM_CHECK(!d.edm, "--teacher " << o.teacher << " was trained with the EDM objective: it has no discrete schedule "
+                                  << "and ddpm-sample draws it with Heun, so there is no DDIM grid to halve (distil "
+                                     "a DDPM-objective run)");
+  DDPM_CHECK(!cfg.super_res(), "--teacher " << o.teacher << " is a super-resolution model: ddpm-distill does not "
+                                            << "provide its low-resolution condition");
+  check_diffusion_settings(d);
+  const std::vector<std::int64_t> counts = diffusion::distill_step_counts(d.diffusion_steps, o.teacher_steps, o.rounds);
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
+  diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
+
+  // The data: the teacher run's spec and options unless --data is given.
+  const nlohmann::json tconfig = teacher_config(o.teacher);
+  const nlohmann::json tdata = tconfig.value("data", nlohmann::json::object());
+  const std::string spec = !o.data.empty() ? o.data : tdata.value("data", std::string());
+  DDPM_CHECK(!spec.empty(), "--teacher " << o.teacher << " records no training data (not a ddpm-train run): give --data");
+  DataOptions dopt;
+  dopt.pad_to_32 = tdata.value("pad_to_32", false);
+  dopt.toy_count = tdata.value("toy_count", dopt.toy_count);
+  dopt.seed = tconfig.contains("train") ? tconfig["train"].value("seed", std::uint64_t{0}) : 0;  // the toy set's
+  auto data = std::make_shared<Dataset>(load_data(parse_data_spec(spec), dopt));
+  DDPM_CHECK(data->height == cfg.image_size && data->width == cfg.image_size && data->channels == cfg.in_channels,
+             "--data " << spec << " has " << data->height << "x" << data->width << "x" << data->channels
+                       << " images; the teacher takes " << cfg.image_size << "x" << cfg.image_size << "x"
+                       << cfg.in_channels);
+  const int num_classes = cfg.num_classes;
+  DDPM_CHECK(num_classes == 0 || (data->has_labels() && data->num_classes <= num_classes),
+             "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
+                                                  << " has no labels that fit it");
+  double dropout = o.label_dropout;
+  if (dropout < 0)
+    dropout = tconfig.contains("train") ? tconfig["train"].value("class_dropout", 0.1) : 0.1;
+  if (num_classes == 0) dropout = 0;
+
+  const char* predict = diffusion::model_mean_type_name(d.predict);
+  say(o, "ddpm-distill: teacher " + o.teacher + " (" + teacher.kind + ", EMA weights " +
+             (teacher.ema ? "yes" : "no") + "), predicts " + predict + ", " + std::to_string(d.diffusion_steps) +
+             "-step " + diffusion::noise_schedule_name(d.noise_schedule) + " schedule; " + data->describe());
+  std::string plan = "ddpm-distill: " + std::to_string(o.rounds) + " rounds of " + std::to_string(o.steps_per_round) +
+                     " steps (batch " + std::to_string(o.batch_size) + "): DDIM steps " + std::to_string(o.teacher_steps);
+  for (std::int64_t c : counts) plan += " -> " + std::to_string(c);
+  say(o, plan);
+  if (d.predict == diffusion::ModelMeanType::eps)
+    say(o, "ddpm-distill: warning: an eps-prediction teacher; its x_0 estimate at the first step divides by "
+           "sqrt(alpha_bar_{T-1}) = " + fmt(schedule.sqrt_alphas_cumprod.back()) +
+           ", which amplifies errors (the paper distils x0 or v networks: ddpm-train --predict v)");
+  if (cfg.learn_sigma)
+    say(o, "ddpm-distill: note: the learned variance is not used by eta = 0 DDIM; the student keeps the "
+           "teacher's variance outputs untrained");
+  if (num_classes > 0)
+    say(o, "ddpm-distill: class-conditional: labels dropped to the null label with probability " + fmt(dropout) +
+           " (plain distillation of both branches, not guided distillation)");
+
+  // The student: a second copy of the teacher, its parameters in one slab.
+  ModelSource student = open_model(o.teacher, o.device, true);
+  ParameterSlab teacher_slab, slab;
+  teacher_slab.pack(teacher.net->named_parameters());
+  slab.pack(student.net->named_parameters());
+  const diffusion::DenoiseFn teacher_fn = eval_fn(*teacher.net);
+  const diffusion::DenoiseFn student_eval = eval_fn(*student.net);
+  Generator dropout_gen(stream_seed(o.seed, kDropoutStream));
+  const unet::UNet& student_net = *student.net;
+  const diffusion::DenoiseFn student_train = [&](const Tensor& x, const std::vector<double>& t,
+                                                 const std::vector<std::int64_t>& y) {
+    return student_net.forward(x, t, y, nn::Context{true, &dropout_gen});
+  };
+  diffusion::DenoiserReading reading;
+  reading.type = d.predict;
+  reading.learned_sigma = cfg.learn_sigma;
+  reading.clip_x0 = o.clip_x0;
+  diffusion::DenoiserReading student_reading = reading;
+  student_reading.clip_x0 = false;  // x~ may lie outside [-1, 1]: never clamp what is trained
+
+  LoaderOptions lopt;
+  lopt.batch_size = o.batch_size;
+  lopt.seed = stream_seed(o.seed, kLoaderStream);
+  lopt.random_flip = tdata.value("random_flip", false);
+  lopt.device = o.device;
+  lopt.drop_last = o.batch_size <= data->n;
+  BatchLoader loader(data, lopt);
+  LoaderOptions gopt = lopt;  // the held-out examples: their own order, the same images
+  gopt.batch_size = std::min<std::int64_t>(o.gap_samples, data->n);
+  gopt.seed = stream_seed(o.seed, kGapLoaderStream);
+  gopt.drop_last = true;
+  const Batch gap_batch = BatchLoader(data, gopt).next();
+
+  // The config of every round folder: the teacher's (our format) or one built from its
+  // settings, without a previous distillation's or post-hoc export's record.
+  nlohmann::json base = tconfig;
+  if (base.empty()) {
+    base["model"] = unet::config_to_json(cfg);
+    base["diffusion"] = diffusion_to_json(d);
+  }
+  base.erase("posthoc_ema");
+  base.erase("distill");
+  base["data"] = {{"data", spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", dopt.pad_to_32},
+                  {"toy_count", dopt.toy_count}};
+
+  std::vector<DistillRound> rounds;
+  nlohmann::json record = {{"teacher", o.teacher},
+                           {"teacher_steps", o.teacher_steps},
+                           {"predict", predict},
+                           {"steps_per_round", o.steps_per_round},
+                           {"batch_size", o.batch_size},
+                           {"lr", o.lr},
+                           {"warmup_steps", o.warmup_steps},
+                           {"grad_clip", o.grad_clip},
+                           {"ema_rate", o.ema_rate},
+                           {"label_dropout", dropout},
+                           {"clip_x0", o.clip_x0},
+                           {"loss_weight", "max(snr, 1)"},
+                           {"seed", o.seed},
+                           {"data", spec},
+                           {"rounds", nlohmann::json::array()}};
+  Generator gen(stream_seed(o.seed, kDrawStream));
+  publish_directory(
+      o.out,
+      [&](const std::string& tmp) {
+        for (int r = 0; r < o.rounds; ++r) {
+          const diffusion::DistillGrid g = diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
+          DistillRound rep;
+          rep.round = r + 1;
+          rep.teacher_steps = g.teacher_steps();
+          rep.student_steps = g.student_steps();
+          say(o, "round " + std::to_string(rep.round) + "/" + std::to_string(o.rounds) + ": " +
+                     std::to_string(rep.teacher_steps) + " teacher steps -> " + std::to_string(rep.student_steps) +
+                     " student steps");
+          // Held-out gap: fixed images, noise and indices per round (its own stream).
+          Generator gap_gen(stream_seed(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
+          const Examples held = draw_examples(schedule, g, gap_batch, num_classes, 0.0, gap_gen);
+          rep.gap_before = diffusion::one_step_gap(schedule, teacher_fn, teacher_fn, reading, g, held.z, held.index,
+                                                   held.labels);
+          AdamWConfig ac;
+          ac.lr = o.lr;
+          AdamW opt(slab, ac);
+          Ema ema(slab, o.ema_rate);
+          const auto t0 = std::chrono::steady_clock::now();
+          double window = 0;
+          std::int64_t window_n = 0;
+          rep.final_loss = NAN;
+          for (std::int64_t step = 0; step < o.steps_per_round; ++step) {
+            const Examples e = draw_examples(schedule, g, loader.next(), num_classes, dropout, gen);
+            const diffusion::TeacherSteps ts =
+                diffusion::teacher_ddim_steps(schedule, teacher_fn, reading, g, e.z, e.index, e.labels);
+            const Tensor target = diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
+            slab.zero_grad();
+            const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, student_reading, e.z, e.t, e.labels);
+            Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
+            loss.backward();
+            const double value = loss.item();
+            const double norm = !std::isfinite(value) ? value
+                                : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
+                                                      : grad_norm(slab);
+            if (std::isfinite(norm)) {
+              opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
+              opt.step();
+              ema.update(slab, opt.step_count() - 1);
+              window += value;
+              ++window_n;
+            }
+            if ((step + 1) % o.log_every == 0 || step + 1 == o.steps_per_round) {
+              if (window_n > 0) rep.final_loss = window / static_cast<double>(window_n);
+              say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps_per_round) + " loss " +
+                         (window_n > 0 ? fmt(rep.final_loss) : std::string("(all steps skipped: non-finite)")));
+              window = 0;
+              window_n = 0;
+            }
+          }
+          rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          // The EMA is the round's result: the next teacher and the next student's start. Its
+          // gap is measured against this round's teacher, before the teacher takes its weights.
+          ema.copy_to(slab);
+          rep.gap_after = diffusion::one_step_gap(schedule, teacher_fn, student_eval, reading, g, held.z, held.index,
+                                                  held.labels);
+          {
+            Tensor tv = teacher_slab.values();  // a handle on the teacher's slab
+            tv.copy_from(slab.values());
+          }
+          rep.folder = o.out + "/round_" + std::to_string(rep.round);
+          nlohmann::json config = base;
+          config["distill"] = {{"teacher", o.teacher},          {"round", rep.round},
+                               {"teacher_steps", rep.teacher_steps}, {"sampling_steps", rep.student_steps},
+                               {"sampler", "ddim"},              {"clip_x0", o.clip_x0},
+                               {"final_loss", rep.final_loss},   {"gap_before", rep.gap_before},
+                               {"gap_after", rep.gap_after}};
+          std::vector<std::pair<std::string, Tensor>> weights;
+          append_slab(slab.values(), "", slab, weights);
+          write_ema_model_folder(config, o.teacher, weights,
+                                 {{"ddpm.distill_round", std::to_string(rep.round)},
+                                  {"ddpm.sampling_steps", std::to_string(rep.student_steps)}},
+                                 tmp + "/round_" + std::to_string(rep.round));
+          record["rounds"].push_back({{"round", rep.round},
+                                      {"folder", "round_" + std::to_string(rep.round)},
+                                      {"teacher_steps", rep.teacher_steps},
+                                      {"student_steps", rep.student_steps},
+                                      {"final_loss", rep.final_loss},
+                                      {"gap_before", rep.gap_before},
+                                      {"gap_after", rep.gap_after},
+                                      {"seconds", rep.seconds}});
+          say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
+                     "; held-out one-step gap to the teacher's two steps " + fmt(rep.gap_before) + " -> " +
+                     fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s");
+          rounds.push_back(rep);
+        }
+        write_file_atomic(tmp + "/distill.json", record.dump(2) + "\n");
+      },
+      o.overwrite ? IfExists::replace : IfExists::fail);
+  for (const DistillRound& r : rounds)
+    say(o, "sample round " + std::to_string(r.round) + ": ddpm-sample --checkpoint " + r.folder +
+               " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) +
+               (o.clip_x0 ? "" : " --clip-x0 false"));
+  return rounds;
+}
+
+}  // namespace ddpm::run

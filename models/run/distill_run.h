@@ -1,0 +1,96 @@
+// models/run/distill_run.h: ddpm-distill, progressive distillation (Salimans & Ho 2022,
+// Algorithm 2) of a trained ddpm-train UNet into students that sample with 2x, 4x, 8x ...
+// fewer DDIM steps. The math (grids, target, loss) is models/diffusion/progressive_distill.h.
+//
+// Rounds. The teacher (the EMA weights of --teacher, any source open_model reads) samples
+// with --teacher-steps N DDIM steps; round r trains a student, initialised as a copy of its
+// teacher, to take in ONE step what the teacher takes in TWO, so it samples with N / 2^r
+// steps; the round's EMA is the next round's teacher (and its student's start). N must
+// divide the model's T and be a multiple of 2^R (ddpm-sample's DDIM grids nest only then).
+//
+// One step (batch B): x_0 and labels from the data ddpm-train uses (models/data/loader.h; the
+// teacher run's --data, padding, flip and toy count unless --data is given), student index i
+// ~ U{0..K-1}, t = G_K[i], eps ~ N(0, I), z = q_sample(x_0, t, eps); the teacher's two DDIM
+// steps z -> z'' under no-grad (2 forwards), the target x~ (eq. 2), the student's forward and
+// backward on max(SNR_t, 1) ||x^ - x~||^2 (eq. 3); then gradient clipping, AdamW with a linear
+// warm-up and the EMA (with warm-up), as ddpm-train's trainer does (engine/optim.h). A
+// non-finite loss or gradient norm skips the update. Cost per step: 2 teacher forwards + 1
+// student forward and backward (a ddpm-train step is the last alone).
+//
+// Class-conditional teachers: teacher and student get the data's labels, each replaced by the
+// null label with probability label_dropout (default: the teacher run's class_dropout, else
+// 0.1), so the student learns both branches and classifier-free guidance still works at
+// sampling time. This is plain distillation of each branch, NOT Meng et al. 2023's guided
+// distillation (which distils the guided combination for a range of guidance weights): a
+// guided sample of the student combines two separately distilled branches.
+//
+// Refused (ValueError): EDM-objective runs (no discrete DDIM grid), latent runs (not supported
+// yet), super-resolution models (the low-res condition is not provided), a teacher-steps /
+// rounds pair that does not halve, data whose image shape does not fit the model, an --out
+// folder that exists and is not empty without --overwrite (nothing is touched). Allowed with a
+// note: eps-prediction teachers (the paper distils x0/v networks: an eps network's x^ at the
+// first step divides by sqrt(alpha_bar_{T-1}), which amplifies errors) and learned-variance
+// models (eta = 0 DDIM ignores the variance; its half of the output is left untrained).
+//
+// Output, published atomically when every round is done (nothing is left on failure):
+//   OUT/round_k/config.json      the teacher's config (model, diffusion, data, train) plus
+//                                "distill": {teacher, round, teacher_steps, sampling_steps,
+//                                sampler "ddim", clip_x0, final_loss, gap_before, gap_after}
+//   OUT/round_k/ema.safetensors  the round's EMA weights (run::write_ema_model_folder, as
+//                                ddpm-export --posthoc-ema writes them)
+//   OUT/distill.json             teacher, teacher_steps, the options, and per round its step
+//                                counts, final loss, held-out gaps and seconds
+// `ddpm-sample --checkpoint OUT/round_k --sampler ddim --sampling-steps K_k` and ddpm-eval
+// open a round folder like a checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+
+namespace ddpm::run {
+
+struct DistillOptions {
+  std::string teacher;              // run folder, checkpoint folder, ... (model_source.h)
+  std::int64_t teacher_steps = 0;   // the teacher's DDIM steps N
+  int rounds = 1;
+  std::int64_t steps_per_round = 1000;
+  std::int64_t batch_size = 64;
+  double lr = 1e-4;
+  std::int64_t warmup_steps = 100;
+  double grad_clip = 1.0;           // 0: off
+  double ema_rate = 0.999;
+  std::string data;                 // "": the teacher run's data spec
+  double label_dropout = -1;        // < 0: the teacher run's class_dropout (0.1 when unknown)
+  bool clip_x0 = true;              // the teacher's DDIM steps clamp x^ as ddpm-sample does
+  std::int64_t log_every = 100;
+  std::int64_t gap_samples = 64;    // held-out examples of the one-step gap
+  std::uint64_t seed = 0;
+  std::string out;
+  bool overwrite = false;
+  Device device = Device::cpu();
+  std::function<void(const std::string&)> log;  // progress lines (null: silent)
+};
+
+struct DistillRound {
+  int round = 0;  // 1-based
+  std::int64_t teacher_steps = 0, student_steps = 0;
+  double final_loss = 0;  // mean loss of the last logged window
+  // Held-out mean squared gap between one DDIM step and the teacher's two: of the round's
+  // teacher itself at the halved grid (the undistilled baseline) and of the student's EMA.
+  double gap_before = 0, gap_after = 0;
+  double seconds = 0;
+  std::string folder;  // OUT/round_k
+};
+
+// ValueError naming the flag for a bad option (before anything is loaded).
+void check_distill_options(const DistillOptions& o);
+
+// Runs every round and publishes OUT (see above). ValueError for the refusals above,
+// IoError for missing or damaged files.
+std::vector<DistillRound> distill_run(const DistillOptions& o);
+
+}  // namespace ddpm::run

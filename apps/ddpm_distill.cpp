@@ -4,7 +4,8 @@
 //
 //   ddpm-distill --teacher runs/cifar --teacher-steps 200 --rounds 3 --steps-per-round 5000 \
 //       --batch-size 64 --lr 1e-4 --out distilled/
-//   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --out samples/
+//   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --clip-x0 false \
+//       --out samples/
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -40,9 +41,6 @@ int main(int argc, char** argv) {
   app.add_option("--label-dropout", o.label_dropout,
                  "class-conditional teachers: probability of the null label (default: the teacher run's "
                  "--class-dropout)");
-  app.add_option("--clip-x0", o.clip_x0,
-                 "clamp the teacher's x_0 estimates to [-1, 1] in its DDIM steps, as ddpm-sample does by default")
-      ->capture_default_str();
   app.add_option("--log-every", o.log_every, "print the mean loss every this many steps")->capture_default_str();
   app.add_option("--gap-samples", o.gap_samples, "held-out examples of the one-step gap reported per round")
       ->capture_default_str();

@@ -30,10 +30,10 @@
 // parameterisation of the student (its output is turned into x^ first):
 //   L = mean_n max(SNR_t, 1) mean_elements (x^_student(z_t, t) - x~)^2,  SNR = alpha^2 / sigma^2. (3)
 //
-// Clipping: ddpm-sample's DDIM clamps x^ to [-1, 1] before (1) by default. The teacher's
-// steps here clamp when clip_x0 is set, so the target follows the trajectory the teacher's
-// sampler actually takes; the student's x^ in (3) is never clamped (x~ may lie outside
-// [-1, 1] at high noise, where a clamp would cut the gradient).
+// Clipping: ddpm-sample's DDIM clamps x^ to [-1, 1] before (1) by default; DenoiserReading's
+// clip_x0 does the same here. The student's x^ in (3) must not be clamped (x~ may lie
+// outside [-1, 1] at high noise, where a clamp would cut the gradient), so distill_run.h
+// reads teacher and student unclamped and its students are sampled with --clip-x0 false.
 //
 // Learned variance: eta = 0 DDIM never uses the variance, so only the mean part of a
 // [..., 2C] output is read (split_learned_variance); the student's variance half gets no

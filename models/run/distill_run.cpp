@@ -210,9 +210,7 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
   diffusion::DenoiserReading reading;
   reading.type = d.predict;
   reading.learned_sigma = cfg.learn_sigma;
-  reading.clip_x0 = o.clip_x0;
-  diffusion::DenoiserReading student_reading = reading;
-  student_reading.clip_x0 = false;  // x~ may lie outside [-1, 1]: never clamp what is trained
+  reading.clip_x0 = false;  // x~ leaves [-1, 1] at high noise: see distill_run.h
 
   LoaderOptions lopt;
   lopt.batch_size = o.batch_size;
@@ -250,7 +248,7 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
                            {"grad_clip", o.grad_clip},
                            {"ema_rate", o.ema_rate},
                            {"label_dropout", dropout},
-                           {"clip_x0", o.clip_x0},
+                           {"clip_x0", false},
                            {"loss_weight", "max(snr, 1)"},
                            {"seed", o.seed},
                            {"data", spec},
@@ -287,7 +285,7 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
                 diffusion::teacher_ddim_steps(schedule, teacher_fn, reading, g, e.z, e.index, e.labels);
             const Tensor target = diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
             slab.zero_grad();
-            const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, student_reading, e.z, e.t, e.labels);
+            const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, reading, e.z, e.t, e.labels);
             Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
             loss.backward();
             const double value = loss.item();
@@ -323,7 +321,7 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
           nlohmann::json config = base;
           config["distill"] = {{"teacher", o.teacher},          {"round", rep.round},
                                {"teacher_steps", rep.teacher_steps}, {"sampling_steps", rep.student_steps},
-                               {"sampler", "ddim"},              {"clip_x0", o.clip_x0},
+                               {"sampler", "ddim"},              {"clip_x0", false},
                                {"final_loss", rep.final_loss},   {"gap_before", rep.gap_before},
                                {"gap_after", rep.gap_after}};
           std::vector<std::pair<std::string, Tensor>> weights;
@@ -350,8 +348,7 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
       o.overwrite ? IfExists::replace : IfExists::fail);
   for (const DistillRound& r : rounds)
     say(o, "sample round " + std::to_string(r.round) + ": ddpm-sample --checkpoint " + r.folder +
-               " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) +
-               (o.clip_x0 ? "" : " --clip-x0 false"));
+               " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) + " --clip-x0 false");
   return rounds;
 }
 

@@ -12,6 +12,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/optim.h"
 #include "engine/rng.h"
+#include "models/diffusion/progressive_distill.h"
 #include "models/diffusion/respace.h"
 #include "models/toy/datasets2d.h"
 #include "models/toy/loss_log.h"
@@ -20,28 +21,6 @@
 namespace ddpm::toy {
 
 namespace {
-
-// alpha and sigma of a level: an original timestep, or the clean level (1, 0).
-double level_alpha(const diffusion::DiffusionSchedule& s, std::int64_t level) {
-  return level == kCleanLevel ? 1.0 : s.sqrt_alphas_cumprod[static_cast<std::size_t>(level)];
-}
-double level_sigma(const diffusion::DiffusionSchedule& s, std::int64_t level) {
-  return level == kCleanLevel ? 0.0 : s.sqrt_one_minus_alphas_cumprod[static_cast<std::size_t>(level)];
-}
-
-void check_levels(const diffusion::DiffusionSchedule& s, const diffusion::Timesteps& from,
-                  const diffusion::Timesteps& to, std::int64_t n, const char* where) {
-  DDPM_CHECK(static_cast<std::int64_t>(from.size()) == n && static_cast<std::int64_t>(to.size()) == n,
-             where << ": " << n << " samples need as many start and end levels, got " << from.size() << " and "
-                   << to.size());
-  const std::int64_t T = s.num_timesteps();
-  for (std::size_t k = 0; k < from.size(); ++k) {
-    DDPM_CHECK(from[k] >= 0 && from[k] < T && to[k] >= kCleanLevel && to[k] < T,
-               where << ": sample " << k << " goes from level " << from[k] << " to " << to[k]
-                     << "; start levels must be timesteps in [0, " << T << ") and end levels timesteps or "
-                     << kCleanLevel << " (clean)");
-  }
-}
 
 // A per-sample coefficient [N, 1] in like's dtype and device.
 Tensor per_sample(const std::vector<double>& c, const Tensor& like) {
@@ -85,19 +64,11 @@ std::vector<std::int64_t> distill_step_counts(std::int64_t T, std::int64_t teach
   return counts;
 }
 
+// Equations (1) and (2) are the UNet distillation's own (models/diffusion/progressive_distill.h,
+// the same level convention and the same arithmetic); only the grid differs (see distill.h).
 Tensor ddim_jump(const diffusion::DiffusionSchedule& s, const Tensor& z, const Tensor& x0,
                  const diffusion::Timesteps& from, const diffusion::Timesteps& to) {
-  const std::int64_t n = z.dim(0);
-  check_levels(s, from, to, n, "ddim_jump");
-  // Equation (1) regrouped: z_u = (alpha_u - sigma_u alpha_t / sigma_t) x^ + (sigma_u / sigma_t) z_t.
-  std::vector<double> cx(static_cast<std::size_t>(n)), cz(static_cast<std::size_t>(n));
-  for (std::size_t k = 0; k < cx.size(); ++k) {
-    const double at = level_alpha(s, from[k]), st = level_sigma(s, from[k]);
-    const double au = level_alpha(s, to[k]), su = level_sigma(s, to[k]);
-    cz[k] = su / st;
-    cx[k] = au - cz[k] * at;
-  }
-  return add(mul(per_sample(cx, x0), x0), mul(per_sample(cz, z), z));
+  return diffusion::ddim_jump(s, z, x0, from, to);
 }
 
 TeacherSteps teacher_ddim_steps(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& teacher,
@@ -123,13 +94,13 @@ TeacherSteps teacher_ddim_steps(const diffusion::DiffusionSchedule& s, const dif
     second[k] = i >= 1 ? 1.0 : 0.0;
     mid_call[k] = std::max<std::int64_t>(mid[k], 0);  // a valid timestep for the batched call
   }
-  const Tensor z_mid = ddim_jump(s, z, teacher_x0(s, teacher, type, z, r.start), r.start, mid);
+  const Tensor z_mid = toy::ddim_jump(s, z, teacher_x0(s, teacher, type, z, r.start), r.start, mid);
   // The second step for the whole batch at once; rows with i = 0 are already clean and keep
   // z_mid (their step is replaced by the identity: z'' = 0 x^ + 1 z_mid).
   const Tensor x_mid = teacher_x0(s, teacher, type, z_mid, mid_call);
   diffusion::Timesteps from2(static_cast<std::size_t>(n)), to2(static_cast<std::size_t>(n));
   for (std::size_t k = 0; k < from2.size(); ++k) from2[k] = mid_call[k], to2[k] = second[k] > 0 ? r.end[k] : mid_call[k];
-  const Tensor stepped = ddim_jump(s, z_mid, x_mid, from2, to2);
+  const Tensor stepped = toy::ddim_jump(s, z_mid, x_mid, from2, to2);
   std::vector<double> keep(second.size());
   for (std::size_t k = 0; k < keep.size(); ++k) keep[k] = 1.0 - second[k];
   r.z_end = add(mul(per_sample(second, z), stepped), mul(per_sample(keep, z), z_mid));
@@ -138,23 +109,7 @@ TeacherSteps teacher_ddim_steps(const diffusion::DiffusionSchedule& s, const dif
 
 Tensor distillation_target(const diffusion::DiffusionSchedule& s, const Tensor& z, const Tensor& z_end,
                            const diffusion::Timesteps& start, const diffusion::Timesteps& end) {
-  const std::int64_t n = z.dim(0);
-  DDPM_CHECK(z.shape() == z_end.shape(), "distillation_target: z " << shape_str(z.shape()) << " and z'' "
-                                                                   << shape_str(z_end.shape()) << " differ in shape");
-  check_levels(s, start, end, n, "distillation_target");
-  // Equation (2): x~ = (z'' - r z) / (alpha'' - r alpha_t), r = sigma'' / sigma_t.
-  std::vector<double> cz(static_cast<std::size_t>(n)), cend(static_cast<std::size_t>(n));
-  for (std::size_t k = 0; k < cz.size(); ++k) {
-    const double at = level_alpha(s, start[k]), st = level_sigma(s, start[k]);
-    const double ae = level_alpha(s, end[k]), se = level_sigma(s, end[k]);
-    const double r = se / st, denom = ae - r * at;
-    DDPM_CHECK(denom > 0 && std::isfinite(denom),
-               "distillation_target: sample " << k << " goes from timestep " << start[k] << " to level " << end[k]
-                                              << ", which is not less noisy: one DDIM step cannot reach it");
-    cend[k] = 1.0 / denom;
-    cz[k] = -r / denom;
-  }
-  return add(mul(per_sample(cend, z_end), z_end), mul(per_sample(cz, z), z));
+  return diffusion::distillation_target(s, z, z_end, start, end);
 }
 
 namespace {
@@ -191,7 +146,7 @@ double one_step_gap(const diffusion::DiffusionSchedule& s, const diffusion::Deno
   Generator gen(seed);
   const Examples e = draw_examples(s, g, data, n, gen);
   const TeacherSteps ts = teacher_ddim_steps(s, teacher, type, g, e.z, e.index);
-  const Tensor one = ddim_jump(s, e.z, teacher_x0(s, model, type, e.z, e.t), e.t, ts.end);
+  const Tensor one = toy::ddim_jump(s, e.z, teacher_x0(s, model, type, e.z, e.t), e.t, ts.end);
   const std::vector<double> a = one.to_double_vector(), b = ts.z_end.to_double_vector();
   double acc = 0;
   for (std::size_t k = 0; k < a.size(); ++k) acc += (a[k] - b[k]) * (a[k] - b[k]);
@@ -233,7 +188,7 @@ DistillRoundReport distill_round(const diffusion::DiffusionSchedule& s, const di
   for (std::int64_t step = 0; step < a.steps; ++step) {
     const Examples e = draw_examples(s, g, a.data, a.batch_size, gen);
     const TeacherSteps ts = teacher_ddim_steps(s, teacher, type, g, e.z, e.index);
-    const Tensor target = distillation_target(s, e.z, ts.z_end, ts.start, ts.end);  // x~ [B, 2], no grad
+    const Tensor target = toy::distillation_target(s, e.z, ts.z_end, ts.start, ts.end);  // x~ [B, 2], no grad
     // Truncated SNR weights max(alpha_t^2 / sigma_t^2, 1), divided by B for the batch mean.
     std::vector<double> w;
     for (std::int64_t t : e.t) {

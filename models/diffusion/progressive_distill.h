@@ -36,8 +36,9 @@
 // reads teacher and student unclamped and its students are sampled with --clip-x0 false.
 //
 // Learned variance: eta = 0 DDIM never uses the variance, so only the mean part of a
-// [..., 2C] output is read (split_learned_variance); the student's variance half gets no
-// gradient and keeps the teacher's values.
+// [..., 2C] output is read (split_learned_variance); the output weights of the variance
+// channels get no gradient (the predicted variance still drifts with the shared features:
+// distilled students are for eta = 0 DDIM only).
 #pragma once
 
 #include <cstdint>

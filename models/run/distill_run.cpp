@@ -188,8 +188,8 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
            "sqrt(alpha_bar_{T-1}) = " + fmt(schedule.sqrt_alphas_cumprod.back()) +
            ", which amplifies errors (the paper distils x0 or v networks: ddpm-train --predict v)");
   if (cfg.learn_sigma)
-    say(o, "ddpm-distill: note: the learned variance is not used by eta = 0 DDIM; the student keeps the "
-           "teacher's variance outputs untrained");
+    say(o, "ddpm-distill: note: the learned variance is not used by eta = 0 DDIM and is not distilled; "
+           "sample the students with --sampler ddim only");
   if (num_classes > 0)
     say(o, "ddpm-distill: class-conditional: labels dropped to the null label with probability " + fmt(dropout) +
            " (plain distillation of both branches, not guided distillation)");

@@ -30,7 +30,8 @@
 // folder that exists and is not empty without --overwrite (nothing is touched). Allowed with a
 // note: eps-prediction teachers (the paper distils x0/v networks: an eps network's x^ at the
 // first step divides by sqrt(alpha_bar_{T-1}), which amplifies errors) and learned-variance
-// models (eta = 0 DDIM ignores the variance; its half of the output is left untrained).
+// models (eta = 0 DDIM ignores the variance; its output channels are not trained, and the
+// variance they give drifts with the shared features: sample the students with DDIM only).
 //
 // Output, published atomically when every round is done (nothing is left on failure):
 //   OUT/round_k/config.json      the teacher's config (model, diffusion, data, train) plus

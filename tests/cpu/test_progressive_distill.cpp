@@ -157,8 +157,12 @@ TEST(ProgressiveDistillTarget, LossIsTruncatedSnrWeightedMse) {
 }
 
 // A tiny v-prediction ddpm-train run (T = 50) as the teacher.
-std::string tiny_teacher(const std::string& name, const std::string& objective = "ddpm") {
+std::string tiny_teacher(const std::string& name, const std::string& objective = "ddpm", bool class_cond = false,
+                         bool learn_sigma = false) {
   run::TrainOptions o = testing::tiny_run(testing::temp_run(name));
+  o.class_cond = class_cond;
+  o.class_dropout = class_cond ? 0.2 : 0.0;
+  o.learn_sigma = learn_sigma;
   o.predict = "v";
   o.dropout = 0;
   o.objective = objective;
@@ -227,6 +231,29 @@ TEST(ProgressiveDistillRun, OneRoundShrinksHeldOutGapAndLoads) {
   const double before = diffusion::one_step_gap(s, fn(t), fn(t), r, g, z, index, {});
   const double after = diffusion::one_step_gap(s, fn(t), fn(st), r, g, z, index, {});
   EXPECT_LT(after, 0.8 * before) << "before " << before << " after " << after;
+}
+
+// Class-conditional, learned-variance teacher: both branches get trained labels (the null
+// label included), only the mean part is read; the round folder keeps classes and variance.
+TEST(ProgressiveDistillRun, ClassConditionalLearnedSigmaTeacher) {
+  const std::string teacher = tiny_teacher("distill_cond_teacher", "ddpm", true, true);
+  const std::string out = testing::temp_path("distill_cond_out");
+  fs::remove_all(out);
+  run::DistillOptions d = tiny_distill(teacher, out);
+  d.steps_per_round = 6;
+  std::vector<std::string> lines;
+  d.log = [&lines](const std::string& l) { lines.push_back(l); };
+  const std::vector<run::DistillRound> rounds = run::distill_run(d);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_TRUE(std::isfinite(rounds[0].final_loss));
+  const run::ModelSource st = run::open_model(out + "/round_1", Device::cpu());
+  EXPECT_EQ(st.net->config().num_classes, 4);
+  EXPECT_TRUE(st.net->config().learn_sigma);
+  bool said_dropout = false;
+  for (const std::string& l : lines) said_dropout |= l.find("null label with probability 0.2") != std::string::npos;
+  EXPECT_TRUE(said_dropout) << "the teacher's class dropout was not used";
+  const nlohmann::json rec = nlohmann::json::parse(read_file(out + "/distill.json"));
+  EXPECT_DOUBLE_EQ(rec["label_dropout"].get<double>(), 0.2);
 }
 
 TEST(ProgressiveDistillRun, Refusals) {

@@ -2,7 +2,8 @@
 # ddpm-distill from the shell (ctest `cli.distill`): usage
 #   distill_cli_test.sh BIN_DIR WORK_DIR
 # Distils a tiny v-prediction run two rounds (8 -> 4 -> 2 DDIM steps), samples each round
-# folder with the printed ddpm-sample command, and checks the refusals (exit 2, one line).
+# folder with the printed ddpm-sample command, and checks the refusals (exit 2, one line):
+# teacher steps that do not halve, a non-empty --out, latent and EDM runs.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" distill_cli_test
@@ -32,4 +33,15 @@ test ! -e "$work/x" || fail "a refused run left $work/x behind"
 "$bin/ddpm-distill" "${dist[@]}" --out "$work/dist" --overwrite >"$work/out.txt" 2>"$work/err.txt" ||
   fail "--overwrite"
 test ! -e "$work/dist/round_2" || fail "--overwrite kept the old round_2"
+# A latent run and an EDM run are refused before any training.
+"$bin/ddpm-autoencoder" train --data toy --steps 1 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train"
+"$bin/ddpm-train" "${tiny_model[@]}" --autoencoder "$work/ae" --diffusion-steps 32 --sample-steps 8 --steps 1 \
+  --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent training"
+refused "latent runs are not supported yet" "$bin/ddpm-distill" "${dist[@]/$run/$work/latent}" --out "$work/x"
+"$bin/ddpm-train" "${tiny_model[@]}" --objective edm --sample-steps 8 --steps 1 --out "$work/edm" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "EDM training"
+refused "EDM objective" "$bin/ddpm-distill" "${dist[@]/$run/$work/edm}" --out "$work/x"
+test ! -e "$work/x" || fail "a refused run left $work/x behind"
 echo "distill_cli_test: OK"

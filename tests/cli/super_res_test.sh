@@ -140,8 +140,12 @@ refused "0 < A <= B" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 -
   --out "$work/r17"
 refused "--blur-sigma must be a range" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.5 \
   --blur-sigma 0.5 --out "$work/r18"
-refused "different configuration" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.25 \
-  --blur-sigma 0.4,0.8 --cond-augment 0.2 --steps 3 --save-every 2 --resume latest --out "$work/srb"
+# A changed probability on resume: exit 2, the message lists the difference on its own line.
+rc=0
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.25 --blur-sigma 0.4,0.8 --cond-augment 0.2 \
+  --steps 3 --save-every 2 --resume latest --out "$work/srb" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+[ "$rc" = 2 ] || fail "a resume with another --blur-augment: exit status $rc, expected 2"
+grep -q 'train.blur_augment: 0.5 vs 0.25' "$work/err.txt" || fail "the refused resume does not name train.blur_augment"
 [ ! -e "$work/srb/checkpoints/step_3" ] || fail "a refused resume wrote a checkpoint"
 for r in r15 r16 r17 r18; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

@@ -92,7 +92,8 @@ Tensor augment_condition(const Tensor& z, const std::vector<std::int64_t>& level
 
 // Training (ddpm-train --cond-augment max_aug): draws from `gen`, in this order, N values of
 // rand (f64, on the host) for the levels, a_i = min(floor(u_i (A + 1)), A), then randn of
-// z's shape (f64, on the host) for n; returns augment_condition(z, a, n).
+// z's shape (f64, on the host) for n; returns augment_condition(z, a, n). With --blur-augment
+// the blur's 2N values (blur_augment.h) come before all of these: blur, then noise.
 Tensor draw_augmented_condition(const Tensor& z, double max_aug, const std::vector<double>& alphas_cumprod,
                                 Generator& gen);
 

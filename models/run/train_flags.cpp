@@ -24,6 +24,13 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "with --super-res: Gaussian conditioning augmentation (cascaded diffusion models): noise the "
                  "condition at a random level up to this fraction of the diffusion steps, in [0, 1]; 0 = off")
       ->capture_default_str()->group("Data");
+  app.add_option("--blur-augment", o.blur_augment,
+                 "with --super-res: blurring augmentation (cascaded diffusion models): blur the low-res condition "
+                 "with this probability before upsampling, in [0, 1]; 0.5 in CDM / DALL-E 2, 0 = off")
+      ->capture_default_str()->group("Data");
+  app.add_option("--blur-sigma", o.blur_sigma,
+                 "with --blur-augment: the blur's sigma ~ U[A, B] in low-res pixels, given as A,B")
+      ->capture_default_str()->group("Data");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

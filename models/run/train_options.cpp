@@ -2,6 +2,8 @@
 // describe (validate_options, make_unet_config; contracts in train_run.h), apart from the
 // run itself (train_run.cpp).
 #include <cmath>
+#include <exception>
+#include <string>
 #include <utility>
 
 #include "engine/error.h"
@@ -48,6 +50,7 @@ void validate_options(const TrainOptions& o) {
              "--cond-augment " << o.cond_augment
                                << " needs --super-res: conditioning augmentation noises a super-resolution "
                                   "model's low-res condition");
+  blur_augment_options(o);  // --blur-augment, --blur-sigma
   DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
   DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
   train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema);  // each width in (0, 0.3003], no repeats
@@ -124,6 +127,31 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(o.image_size == 0 || o.image_size % (1 << halvings) == 0,
              "--image-size " << o.image_size << " cannot be halved " << halvings << " times for the "
                              << mult.size() << " levels of --channel-mult " << o.channel_mult);
+}
+
+diffusion::BlurAugment blur_augment_options(const TrainOptions& o) {
+  diffusion::BlurAugment b;
+  b.prob = o.blur_augment;
+  // "A,B": two numbers and nothing else (std::stod alone would accept "0.4x").
+  const std::size_t comma = o.blur_sigma.find(',');
+  bool parsed = comma != std::string::npos && o.blur_sigma.find(',', comma + 1) == std::string::npos;
+  for (int part = 0; parsed && part < 2; ++part) {
+    const std::string s = part == 0 ? o.blur_sigma.substr(0, comma) : o.blur_sigma.substr(comma + 1);
+    std::size_t used = 0;
+    try {
+      (part == 0 ? b.sigma_min : b.sigma_max) = std::stod(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    parsed = used > 0 && used == s.size();
+  }
+  DDPM_CHECK(parsed, "--blur-sigma must be a range A,B of two numbers with 0 < A <= B (sigma ~ U[A, B] in low-res "
+                     "pixels), got '" << o.blur_sigma << "'");
+  diffusion::validate_blur_augment(b);  // p in [0, 1], 0 < A <= B
+  DDPM_CHECK(b.prob == 0 || o.super_res > 0,
+             "--blur-augment " << b.prob << " needs --super-res: blurring augmentation blurs a super-resolution "
+                                            "model's low-res condition");
+  return b;
 }
 
 unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes) {

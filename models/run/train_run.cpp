@@ -4,6 +4,7 @@
 #include "models/run/int_list.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
+#include "models/diffusion/blur_augment.h"
 #include "models/diffusion/super_res.h"
 
 #include <chrono>
@@ -94,6 +95,10 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
                 {"input_perturbation", o.input_perturbation},
                 {"posthoc_ema", train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema)}};
   add_lr_schedule_json(j["train"], o.lr_schedule, o.steps);  // and the decay's horizon (lr_schedule_flags.h)
+  // Blurring augmentation of the low-res condition (blur_augment.h); the range only when on.
+  const diffusion::BlurAugment blur = blur_augment_options(o);
+  j["train"]["blur_augment"] = blur.prob;
+  if (blur.enabled()) j["train"]["blur_sigma"] = {blur.sigma_min, blur.sigma_max};
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
@@ -122,6 +127,8 @@ nlohmann::json defining_part(nlohmann::json j) {
   if (j.contains("train") && !j["train"].contains("posthoc_ema")) j["train"]["posthoc_ema"] = nlohmann::json::array();
   // ... and the constant learning-rate schedule.
   if (j.contains("train")) default_lr_schedule_json(j["train"]);
+  // ... and no blurring augmentation.
+  if (j.contains("train") && !j["train"].contains("blur_augment")) j["train"]["blur_augment"] = 0.0;
   return j;
 }
 
@@ -254,6 +261,7 @@ TrainResult train_run(const TrainOptions& options) {
     tc.input_perturbation = o.input_perturbation;
     tc.seed = o.seed;
 
+    const diffusion::BlurAugment blur = blur_augment_options(o);  // off unless --blur-augment
     train::Trainer* trainer_ptr = nullptr;  // dropout draws from the trainer's generator
     diffusion::DenoiseFn train_fn = [&](const Tensor& x, const std::vector<double>& t,
                                         const std::vector<std::int64_t>& labels) {
@@ -267,10 +275,13 @@ TrainResult train_run(const TrainOptions& options) {
       // uploads it like the images instead of reading x_0 back every step.
       // With conditioning augmentation it is noised at a random level there too, drawing from
       // the trainer's generator: the provider's only draws (a latent run, whose encode draws,
-      // is refused with --super-res; super_res.h draw_augmented_condition).
+      // is refused with --super-res; super_res.h draw_augmented_condition). With blurring
+      // augmentation the low-res image is blurred before the upsample, its 2N draws first
+      // (blur_augment.h: blur, then noise).
       Tensor cond;
       if (mc.super_res()) {
-        cond = diffusion::super_res_condition(b.host_images, mc.low_res_size);
+        cond = blur.enabled() ? diffusion::blurred_super_res_condition(b.host_images, mc.low_res_size, blur, gen)
+                              : diffusion::super_res_condition(b.host_images, mc.low_res_size);
         if (mc.cond_augmented())
           cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
         cond = cond.to(o.device);

@@ -49,6 +49,12 @@
 // (T - 1))} of the model's schedule and gives a to the UNet (super_res "cond_augment"); the
 // draws come from the trainer's generator inside the batch provider, after the batch's own
 // draws (trainer.h: "the provider's draws"). 0 (the default) is off: no draws, no parameters.
+// --blur-augment P --blur-sigma A,B (CDM's blurring augmentation, models/diffusion/
+// blur_augment.h) blurs each low-res condition with probability P by a Gaussian of sigma ~
+// U[A, B] before the upsample; 2N draws per batch, before --cond-augment's; config.json's
+// train section records "blur_augment" P and, when P > 0, "blur_sigma" [A, B] (a resume
+// with other values is refused; a run without the keys had P = 0). The sample grids
+// condition on clean low-res images. P = 0 (the default) is off: no draws.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +66,7 @@
 
 #include "engine/device.h"
 #include "engine/dist/communicator.h"
+#include "models/diffusion/blur_augment.h"
 #include "models/run/lr_schedule_flags.h"
 #include "models/unet/unet.h"
 
@@ -74,6 +81,8 @@ struct TrainOptions {
   std::string autoencoder;        // latent diffusion: a ddpm-autoencoder folder (latent_run.h)
   int super_res = 0;              // > 0: a super-resolution model conditioned on this low-res size (super_res_run.h)
   double cond_augment = 0.0;      // --super-res only: the largest conditioning-augmentation level, a fraction of T
+  double blur_augment = 0.0;      // --super-res only: probability of blurring the low-res condition (blur_augment.h)
+  std::string blur_sigma = "0.4,0.6";  // --blur-sigma A,B: the blur's sigma ~ U[A, B], in low-res pixels
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;
@@ -151,6 +160,10 @@ void validate_options(const TrainOptions& options);
 // classes (used when --class-cond); ValueError naming the flag when it cannot be built
 // (e.g. an image size the levels cannot halve).
 unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int channels, int num_classes);
+
+// --blur-augment and --blur-sigma parsed and checked (ValueError naming the flag: P outside
+// [0, 1], a range that is not two numbers A,B with 0 < A <= B, P > 0 without --super-res).
+diffusion::BlurAugment blur_augment_options(const TrainOptions& options);
 
 // Every option that defines the run (model, diffusion, data, training): config.json. The
 // run-control flags (--steps, --save-every, --out, --device, ...) are under "run" and may

@@ -21,8 +21,9 @@
 //   power EMAs (posthoc_ema.h; when posthoc_sigma_rels is set): beta_t = (1 - 1/t)^(gamma + 1), t = AdamW steps
 //
 // Random numbers come from one Philox generator in a fixed order per step: the provider's
-// draws (e.g. a super-resolution run's conditioning augmentation: N levels, then the
-// condition's noise, models/diffusion/super_res.h), then t (uniform: N values of rand; importance: the sampler's N values), label
+// draws (e.g. a super-resolution run's blurring augmentation: N blur decisions, then N
+// sigmas, models/diffusion/blur_augment.h; then its conditioning augmentation: N levels, then
+// the condition's noise, models/diffusion/super_res.h), then t (uniform: N values of rand; importance: the sampler's N values), label
 // dropout (N values of rand, when enabled), noise, then when enabled the offset noise's
 // N x C values and the input perturbation's noise (training_recipes.h). So a trainer restored from state() takes
 // bit-identical steps to one that never stopped.

@@ -127,4 +127,25 @@ expect_refusal "--super-res with --autoencoder" "" "$bin/ddpm-train" "${tiny[@]}
   --out "$work/r6"
 expect_refusal "--super-res that does not divide" "" "$bin/ddpm-train" "${tiny[@]}" --super-res 5 --out "$work/r7"
 for r in r1 r2 r3 r4 r5 r6 r8 r9 r10 r11 r12 r13 r14; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
+
+# Blurring augmentation (blur_augment.h): trains and records its settings; refusals leave nothing.
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.5 --blur-sigma 0.4,0.8 --cond-augment 0.2 \
+  --steps 2 --save-every 2 --out "$work/srb" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --blur-augment"
+grep -q '"blur_augment": 0.5' "$work/srb/config.json" || fail "config.json does not record --blur-augment"
+grep -q '"blur_augment": 0.0' "$work/sr/config.json" || fail "config.json of a run without blur does not record 0"
+refused "needs --super-res" "$bin/ddpm-train" "${tiny[@]}" --blur-augment 0.5 --out "$work/r15"
+refused "must be a probability in \[0, 1\]" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 1.5 \
+  --out "$work/r16"
+refused "0 < A <= B" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.5 --blur-sigma 0.6,0.4 \
+  --out "$work/r17"
+refused "--blur-sigma must be a range" "$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.5 \
+  --blur-sigma 0.5 --out "$work/r18"
+# A changed probability on resume: exit 2, the message lists the difference on its own line.
+rc=0
+"$bin/ddpm-train" "${tiny[@]}" --pad-to-32 --super-res 16 --blur-augment 0.25 --blur-sigma 0.4,0.8 --cond-augment 0.2 \
+  --steps 3 --save-every 2 --resume latest --out "$work/srb" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+[ "$rc" = 2 ] || fail "a resume with another --blur-augment: exit status $rc, expected 2"
+grep -q 'train.blur_augment: 0.5 vs 0.25' "$work/err.txt" || fail "the refused resume does not name train.blur_augment"
+[ ! -e "$work/srb/checkpoints/step_3" ] || fail "a refused resume wrote a checkpoint"
+for r in r15 r16 r17 r18; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

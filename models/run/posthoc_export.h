@@ -3,7 +3,8 @@
 // models/train/posthoc_ema.h, EDM2 sec. 3.2).
 //
 // Snapshots. With --posthoc-ema S1,S2,... ddpm-train writes, every --posthoc-snapshot-every
-// steps (default --save-every) and at the last step,
+// steps (default --save-every), at the last step and at the step a stop signal ends the run
+// on (train_run.cpp),
 //   RUN/posthoc/step_N.safetensors      atomically, never pruned
 //     "phema<i>.<name>"                 profile i's weights, diffusers names, OIHW (like ema.safetensors)
 //     metadata "ddpm.step"              N, the trainer step

@@ -66,9 +66,12 @@ int main(int argc, char** argv) {
                   "kept), relative residual %.3g\n",
                   r.sigma_rel, r.gamma, static_cast<long long>(r.step), r.snapshot_steps.size(),
                   r.solution.coefficients.size(), r.solution.rank, r.solution.relative_residual);
-      if (r.solution.relative_residual > 0.05)
+      const std::string gap = run::posthoc_gap_note(r);
+      if (!gap.empty())  // the export stands; the user learns which step would be exact
+        std::cout << "warning: " << gap << "\n";
+      else if (r.solution.relative_residual > 0.05)
         std::printf("warning: the snapshots fit this EMA profile poorly (residual above 5%%); snapshot more often "
-                    "(--posthoc-snapshot-every) or pick a step at a snapshot\n");
+                    "(--posthoc-snapshot-every)\n");
       std::cout << "exported " << model.net->num_parameters() << " parameters to " << out << std::endl;
       return 0;
     }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -149,7 +150,10 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
   r.step = step > 0 ? step : last.step;
   DDPM_CHECK(step >= 0, "--posthoc-step must be >= 1 (or 0 for the last snapshot), got " << step);
   DDPM_CHECK(r.step <= last.step, "--posthoc-step " << r.step << " is past the last post-hoc EMA snapshot (step "
-                                                    << last.step << "); an EMA cannot be reconstructed beyond it");
+                                                    << last.step << ") in " << r.run_dir << "/" << kPosthocFolder
+                                                    << "; an EMA cannot be reconstructed beyond it: the nearest "
+                                                       "snapshot step is "
+                                                    << last.step << " (--posthoc-step " << last.step << ")");
   std::vector<const PosthocSnapshot*> used;
   for (const PosthocSnapshot& s : all)
     if (s.step <= r.step && s.updates >= 1) used.push_back(&s);
@@ -159,11 +163,17 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
                                      << " has " << used.size()
                                      << "; train longer or with a smaller --posthoc-snapshot-every");
   r.updates = used.back()->updates + (r.step - used.back()->step);
+  for (const PosthocSnapshot& s : all)
+    if (s.step > r.step) {
+      r.next_snapshot_step = s.step;
+      break;
+    }
   for (const PosthocSnapshot* s : used) {
     r.snapshot_steps.push_back(s->step);
     for (double g : s->gammas) r.basis.push_back({g, s->updates});
   }
-  r.solution = train::solve_posthoc_coefficients(r.basis, {r.gamma, r.updates});
+  r.solution = solve_posthoc_snapshots((fs::path(r.run_dir) / kPosthocFolder).string(), r.snapshot_steps, r.basis,
+                                       {r.gamma, r.updates});
 
   // theta_hat_r = sum_i x_i snapshot_i in double, one snapshot file at a time.
   std::vector<std::string> names;  // the first snapshot's order
@@ -205,6 +215,48 @@ PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, doub
     r.weights.emplace_back(name, Tensor::from_vector(values, shape, DType::f32));
   }
   return r;
+}
+
+train::PosthocSolution solve_posthoc_snapshots(const std::string& where, const std::vector<std::int64_t>& steps,
+                                               const std::vector<train::PowerProfile>& basis,
+                                               const train::PowerProfile& target) {
+  // The solver's messages speak of profiles; the user needs the files. Wrapped here rather
+  // than inside posthoc_ema.cpp, which knows nothing of folders (and is called on profiles
+  // that come from no file, as in the tests of the math).
+  auto context = [&](const Error& e) {
+    std::ostringstream os;
+    os << "post-hoc EMA reconstruction from the snapshots in " << where << " (steps";
+    for (std::size_t i = 0; i < steps.size(); ++i) os << (i == 0 ? " " : ", ") << steps[i];
+    os << ") at target t = " << target.t << " updates failed: " << strip_source_locations(e.what());
+    return os.str();
+  };
+  try {
+    return train::solve_posthoc_coefficients(basis, target);
+  } catch (const ValueError& e) {  // what the solve's checks throw
+    DDPM_THROW(ValueError, context(e));
+  } catch (const Error& e) {
+    DDPM_THROW(Error, context(e));
+  }
+}
+
+std::string posthoc_gap_note(const PosthocResult& r) {
+  if (r.snapshot_steps.empty() || r.snapshot_steps.back() == r.step) return "";
+  const std::int64_t before = r.snapshot_steps.back(), gap = r.step - before;
+  std::ostringstream os;
+  os << "step " << r.step;
+  if (r.next_snapshot_step > r.step)
+    os << " lies between the post-hoc EMA snapshots of steps " << before << " and " << r.next_snapshot_step;
+  else
+    os << " lies after the last usable post-hoc EMA snapshot (step " << before << ")";
+  // Nearest snapshot step; a tie goes to the earlier one (the run's state the user asked
+  // about has not happened after it yet).
+  const std::int64_t nearest =
+      r.next_snapshot_step > r.step && r.next_snapshot_step - r.step < gap ? r.next_snapshot_step : before;
+  os << ": the " << gap << " step" << (gap == 1 ? "" : "s") << " after step " << before
+     << (gap == 1 ? " is" : " are") << " in no snapshot, so the reconstruction extrapolates over "
+     << (gap == 1 ? "it" : "them") << " (relative residual " << r.solution.relative_residual
+     << "); the nearest snapshot step is " << nearest << " (--posthoc-step " << nearest << ")";
+  return os.str();
 }
 
 void write_ema_model_folder(nlohmann::json config, const std::string& source_run_dir,

@@ -3,7 +3,8 @@
 // models/train/posthoc_ema.h, EDM2 sec. 3.2).
 //
 // Snapshots. With --posthoc-ema S1,S2,... ddpm-train writes, every --posthoc-snapshot-every
-// steps (default --save-every) and at the last step,
+// steps (default --save-every), at the last step and at the step a stop signal ends the run
+// on (train_run.cpp),
 //   RUN/posthoc/step_N.safetensors      atomically, never pruned
 //     "phema<i>.<name>"                 profile i's weights, diffusers names, OIHW (like ema.safetensors)
 //     metadata "ddpm.step"              N, the trainer step
@@ -71,6 +72,7 @@ struct PosthocResult {
   double sigma_rel = 0.0, gamma = 0.0;
   std::int64_t step = 0, updates = 0;  // the target: trainer step N and its update count t_r
   std::vector<std::int64_t> snapshot_steps;  // the snapshots used, in order
+  std::int64_t next_snapshot_step = 0;       // the first snapshot after `step`; 0 when none
   std::vector<train::PowerProfile> basis;    // their profiles, snapshot-major
   train::PosthocSolution solution;           // coefficients per basis profile, residual
   std::vector<std::pair<std::string, Tensor>> weights;  // diffusers names, OIHW, f32 host tensors
@@ -81,9 +83,26 @@ struct PosthocResult {
 inline constexpr std::size_t kMinPosthocSnapshots = 2;
 
 // Reconstructs the EMA of width sigma_rel at trainer step `step` (<= 0: the last snapshot).
-// ValueError for sigma_rel out of range, a step before 1 or past the last snapshot, or fewer
-// than kMinPosthocSnapshots snapshots at or before it; IoError for missing or damaged files.
+// ValueError for sigma_rel out of range, a step before 1 or past the last snapshot (naming
+// the last snapshot's step), or fewer than kMinPosthocSnapshots snapshots at or before it;
+// IoError for missing or damaged files. An error of the solve itself (posthoc_ema.h) names
+// the posthoc/ folder and the snapshot steps it used (solve_posthoc_snapshots).
 PosthocResult reconstruct_posthoc_ema(const std::string& run_or_checkpoint, double sigma_rel, std::int64_t step = 0);
+
+// solve_posthoc_coefficients for the profiles of the snapshots of `steps` in folder `where`:
+// the math stays free of file names, and this layer adds them to its errors (the solve's
+// ValueError is rethrown as a ValueError, prefixed by the folder and the steps; any other
+// ddpm::Error as an Error).
+train::PosthocSolution solve_posthoc_snapshots(const std::string& where, const std::vector<std::int64_t>& steps,
+                                               const std::vector<train::PowerProfile>& basis,
+                                               const train::PowerProfile& target);
+
+// "" when the result's step is a snapshot's. Otherwise a sentence for the user: the steps
+// after the last snapshot at or before it are in no snapshot (no basis profile covers them:
+// every profile of a snapshot at step s ends at s), so the reconstruction can only
+// extrapolate over them and its residual grows with their number; it names the snapshot
+// steps that bracket the request (or the last one, when none follows) and the nearest one.
+std::string posthoc_gap_note(const PosthocResult& result);
 
 // Writes the checkpoint-shaped folder described above, published atomically; an existing
 // non-empty `dir` is a ValueError unless overwrite.

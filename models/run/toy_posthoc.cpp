@@ -5,8 +5,10 @@
 // EMAs (posthoc/step_N.safetensors, the format of ddpm-train, models/run/posthoc_export.h).
 // For each requested relative width sigma_rel, reconstruct_posthoc_ema finds the least-squares
 // mix of the snapshots' averaging profiles closest to the profile of width sigma_rel at the
-// last snapshot (models/train/posthoc_ema.h, EDM2 sec. 3.2) and applies it to the weights;
-// the row's residual is that fit's relative error ||sum_i x_i w_i - w_r|| / ||w_r||.
+// last snapshot, or at --posthoc-step N (at most the last snapshot's step, as ddpm-export's
+// flag; the raw and ema rows stay the end of training; models/train/posthoc_ema.h, EDM2
+// sec. 3.2) and applies it to the weights; the row's residual is that fit's relative error
+// ||sum_i x_i w_i - w_r|| / ||w_r||.
 //
 // Every row samples the same way: `sample`'s default sampler and step count, samples from
 // Generator(seed) (the same x_T and noise for every row, so the rows differ by the weights
@@ -83,6 +85,8 @@ std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream
   DDPM_CHECK(a.num_samples >= 1 && a.num_samples <= 20000,
              "--num-samples must be in [1, 20000] (the score compares all pairs), got " << a.num_samples);
   DDPM_CHECK(a.sampling_steps >= 0, "--sampling-steps must be >= 0, got " << a.sampling_steps);
+  DDPM_CHECK(a.posthoc_step >= 0,
+             "--posthoc-step must be a training step >= 1 (or 0 for the last snapshot), got " << a.posthoc_step);
   const std::vector<double> sigma_rels = train::parse_sigma_rel_list("--sigma-rels", a.sigma_rels);
   DDPM_CHECK(!sigma_rels.empty() && sigma_rels.size() <= kMaxSigmaRels,
              "--sigma-rels takes 1 to " << kMaxSigmaRels << " relative EMA widths (one panel each), got "
@@ -93,10 +97,14 @@ std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream
   DDPM_CHECK_AS(fs::is_directory(fs::path(a.checkpoint) / kPosthocFolder, ec), IoError,
                 a.checkpoint << " has no " << kPosthocFolder << "/ folder of post-hoc EMA snapshots: train it with "
                              << "ddpm-toy train --posthoc-ema 0.05,0.10");
-  // Every reconstruction first, so a failure (too few snapshots, a damaged file) costs no sampling.
+  // Every reconstruction first, so a failure (too few snapshots, a step past the last one, a
+  // damaged file) costs no sampling.
   std::vector<PosthocResult> recon;
-  for (const double s : sigma_rels) recon.push_back(reconstruct_posthoc_ema(a.checkpoint, s));
-  const std::int64_t updates = recon.front().updates;
+  for (const double s : sigma_rels) recon.push_back(reconstruct_posthoc_ema(a.checkpoint, s, a.posthoc_step));
+  // The raw and ema rows are the weights at the end of training, the last snapshot's step
+  // (train snapshots its last step), whatever --posthoc-step asks of the reconstructions.
+  const PosthocSnapshot last = list_posthoc_snapshots(a.checkpoint).back();
+  const std::int64_t updates = last.updates;
 
   const std::int64_t K = a.sampling_steps > 0 ? a.sampling_steps : (a.sampler == "ddpm" ? raw.diffusion_steps : 50);
   const std::int64_t n = a.num_samples;
@@ -148,7 +156,7 @@ std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream
       a.overwrite ? IfExists::replace : IfExists::fail);
 
   const PosthocResult& r0 = recon.front();
-  out << raw.data << ": post-hoc EMA at step " << r0.step << " (" << updates << " updates) from "
+  out << raw.data << ": post-hoc EMA at step " << r0.step << " (" << r0.updates << " updates) from "
       << r0.snapshot_steps.size() << " snapshots of " << r0.basis.size() / r0.snapshot_steps.size()
       << " profiles; " << a.sampler << " " << K << " steps, " << n << " samples per row, seed " << a.seed << "\n"
       << "  weights  sigma_rel  residual  energy   (data floor " << fmt("%.4f", floor) << ")\n";
@@ -161,7 +169,13 @@ std::vector<ToyPosthocRow> run_toy_posthoc(const ToyPosthocArgs& a, std::ostream
     out << line;
   }
   out << "(raw: the last iterate, sigma_rel 0; ema: ema.safetensors, ~ its equivalent width sqrt(beta) / ((1 - beta) "
-         "t))\nwrote "
+         "t))\n";
+  if (r0.step != last.step)
+    out << "note: the raw and ema rows are the weights at the end of training (step " << last.step
+        << "), the posthoc rows those at step " << r0.step << "\n";
+  const std::string gap = posthoc_gap_note(r0);
+  if (!gap.empty()) out << "warning: " << gap << "\n";
+  out << "wrote "
       << a.out << "/{posthoc.csv, posthoc.png}\n";
   return rows;
 }
@@ -176,6 +190,9 @@ void add_toy_posthoc_subcommand(CLI::App& app, ToyCommand& c) {
   ph->add_option("--out", p.out, "output folder: posthoc.csv, posthoc.png")->required();
   ph->add_flag("--overwrite", p.overwrite, "replace an existing --out folder");
   ph->add_option("--sigma-rels", p.sigma_rels, "comma-separated relative EMA widths in (0, 0.3003], one row each")
+      ->capture_default_str();
+  ph->add_option("--posthoc-step", p.posthoc_step,
+                 "the training step to reconstruct the EMAs at (at most the last snapshot's; 0: the last snapshot)")
       ->capture_default_str();
   std::string samplers;
   for (const std::string& n : toy_sampler_names()) samplers += (samplers.empty() ? "" : " | ") + n;

@@ -343,6 +343,7 @@ std::vector<ToyDistillRow> run_toy_distill(const ToyDistillArgs& a, std::ostream
 struct ToyPosthocArgs {
   std::string checkpoint, out, sampler = "ddpm";
   std::string sigma_rels = "0.02,0.05,0.08,0.12,0.2";
+  std::int64_t posthoc_step = 0;    // the training step of the reconstructions; 0: the last snapshot
   std::int64_t sampling_steps = 0;  // 0: as sample (T for ddpm, 50 for the others)
   std::int64_t num_samples = 2000;
   bool overwrite = false;

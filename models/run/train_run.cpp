@@ -460,6 +460,13 @@ TrainResult train_run(const TrainOptions& options) {
       }
       if (sig != 0) {
         result.stopped_by_signal = sig;
+        // A post-hoc EMA snapshot of the stopping step too (unless the regular schedule above
+        // just wrote it), before the checkpoint as there: an EMA can then be reconstructed at
+        // exactly the step the run stopped at (posthoc_export.h refuses steps past the last
+        // snapshot), not only at the last multiple of --posthoc-snapshot-every.
+        const bool snapshot_written = done % posthoc_every(o) == 0 || done == o.steps;
+        if (!trainer.power_emas().empty() && !snapshot_written && comm.is_root())
+          write_posthoc_snapshot(o.out, done, trainer.optimizer().step_count(), trainer.power_emas(), slab);
         if (comm.is_root() && last_saved != done) {
           metrics->write_loss_png();
           save();

@@ -204,3 +204,15 @@ rc=0
 grep -q 'ddpm-toy train --posthoc-ema' "$work/err.txt" || fail "posthoc without snapshots does not say how to get them"
 [ ! -e "$work/x" ] || fail "a refused posthoc left $work/x behind"
 echo "toy_test: posthoc OK"
+
+# posthoc --posthoc-step: the reconstructions at an earlier snapshot (step 40 of 20, 40, 60),
+# the tracked width exact there; a step past the last snapshot is refused (exit 2).
+"$toy" posthoc --checkpoint "$work/phema" --sigma-rels 0.05 --posthoc-step 40 --sampler ddim --sampling-steps 3 \
+  --num-samples 50 --out "$work/ph40" >"$work/out.txt" 2>"$work/err.txt" || fail "posthoc --posthoc-step 40"
+grep -q "post-hoc EMA at step 40 " "$work/out.txt" || fail "posthoc --posthoc-step 40 did not reconstruct at step 40"
+awk -F, 'NR == 4 && $1 == "posthoc" && $3 < 1e-6 { ok = 1 } END { exit !ok }' "$work/ph40/posthoc.csv" \
+  || fail "posthoc.csv at step 40: the tracked width 0.05 is not reconstructed exactly"
+refused "past the last post-hoc EMA snapshot (step 60)" "$toy" posthoc --checkpoint "$work/phema" --posthoc-step 61 \
+  --out "$work/x"
+[ ! -e "$work/x" ] || fail "a refused posthoc --posthoc-step left $work/x behind"
+echo "toy_test: posthoc --posthoc-step OK"

@@ -211,3 +211,94 @@ TEST(PosthocEmaRun, FlagsAreValidated) {
   o.posthoc_ema = "0.1";
   EXPECT_NO_THROW(run::validate_options(o));
 }
+
+// A step between snapshots: the export stands, and the note names the bracketing snapshot
+// steps and the nearest one (ties to the earlier); at a snapshot there is no note. The steps
+// after the last snapshot below the request are in no basis profile, so a tracked width (exact
+// at any snapshot step) is reconstructed only approximately there.
+TEST(PosthocEmaRun, AStepBetweenSnapshotsIsExportedWithANoteNamingTheNearestSnapshot) {
+  run::TrainOptions o = ddpm::testing::tiny_run(ddpm::testing::temp_run("posthoc_gap"));
+  o.steps = 12;
+  o.save_every = 12;
+  o.posthoc_ema = "0.05,0.10";
+  o.posthoc_snapshot_every = 4;  // snapshots at steps 4, 8 and 12
+  run::train_run(o);
+  struct Case {
+    std::int64_t step, before, after, nearest, gap;
+  };
+  for (const Case c : {Case{9, 8, 12, 8, 1}, Case{10, 8, 12, 8, 2}, Case{11, 8, 12, 12, 3}}) {
+    const run::PosthocResult r = run::reconstruct_posthoc_ema(o.out, 0.05, c.step);
+    EXPECT_EQ(r.snapshot_steps.back(), c.before);
+    EXPECT_EQ(r.next_snapshot_step, c.after);
+    EXPECT_GT(r.solution.relative_residual, 1e-4) << c.step;  // no basis for the last steps
+    const std::string note = run::posthoc_gap_note(r);
+    for (const std::string& want :
+         {"step " + std::to_string(c.step) + " lies between the post-hoc EMA snapshots of steps " +
+              std::to_string(c.before) + " and " + std::to_string(c.after),
+          "the " + std::to_string(c.gap) + (c.gap == 1 ? " step after step " : " steps after step ") +
+              std::to_string(c.before),
+          "the nearest snapshot step is " + std::to_string(c.nearest) + " (--posthoc-step " +
+              std::to_string(c.nearest) + ")"})
+      EXPECT_NE(note.find(want), std::string::npos) << "'" << want << "' not in: " << note;
+  }
+  const run::PosthocResult at8 = run::reconstruct_posthoc_ema(o.out, 0.05, 8);
+  EXPECT_LT(at8.solution.relative_residual, 1e-6);  // a tracked width at a snapshot: exact
+  EXPECT_EQ(run::posthoc_gap_note(at8), "");
+  EXPECT_EQ(at8.next_snapshot_step, 12);
+  EXPECT_EQ(run::posthoc_gap_note(run::reconstruct_posthoc_ema(o.out, 0.05)), "");
+
+  // The ddpm-export binary prints the note and still writes the folder.
+  const std::string bin = export_binary();
+  ASSERT_FALSE(bin.empty()) << "ddpm-export is not built beside cpu_tests (build every target)";
+  const std::string out = ddpm::testing::temp_path("posthoc_gap_cli"), log = out + ".log";
+  fs::remove_all(out);
+  const std::string cmd =
+      bin + " --checkpoint " + o.out + " --posthoc-ema 0.05 --posthoc-step 11 --out " + out + " > " + log;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string printed = read_file(log);
+  EXPECT_NE(printed.find("warning: step 11 lies between the post-hoc EMA snapshots of steps 8 and 12"), std::string::npos)
+      << printed;
+  EXPECT_NE(printed.find("(--posthoc-step 12)"), std::string::npos) << printed;
+  EXPECT_TRUE(fs::exists(out + "/ema.safetensors"));
+  // Past the last snapshot: refused, naming the folder and the step to ask for instead.
+  try {
+    run::reconstruct_posthoc_ema(o.out, 0.05, 13);
+    FAIL() << "no error";
+  } catch (const ValueError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("past the last post-hoc EMA snapshot (step 12) in " + o.out), std::string::npos) << m;
+    EXPECT_NE(m.find("(--posthoc-step 12)"), std::string::npos) << m;
+  }
+}
+
+// The solve's own errors, raised on profiles, reach the user naming the snapshot folder and
+// steps they came from (the wrapping is in posthoc_export, the math knows no files).
+TEST(PosthocEmaRun, SolverErrorsNameTheSnapshotFolder) {
+  const train::PowerProfile target{train::gamma_from_sigma_rel(0.08), 6};
+  // The plain solve: the message speaks of profiles only.
+  std::string plain;
+  try {
+    train::solve_posthoc_coefficients({{6.9, 3}, {6.9, 0}}, target);
+  } catch (const ValueError& e) {
+    plain = strip_source_locations(e.what());
+  }
+  ASSERT_NE(plain.find("t >= 1"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("runs/x"), std::string::npos);
+  for (const auto& basis : {std::vector<train::PowerProfile>{{6.9, 3}, {6.9, 0}}, std::vector<train::PowerProfile>{}}) {
+    try {
+      run::solve_posthoc_snapshots("runs/x/posthoc", {3, 6}, basis, target);
+      FAIL() << "no error";
+    } catch (const ValueError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("post-hoc EMA reconstruction from the snapshots in runs/x/posthoc (steps 3, 6)"),
+                std::string::npos)
+          << m;
+      EXPECT_NE(m.find(basis.empty() ? "no snapshot profiles" : plain), std::string::npos) << m;
+    }
+  }
+  // And a valid basis goes through unchanged.
+  const train::PosthocSolution a = run::solve_posthoc_snapshots("runs/x/posthoc", {6}, {{target.gamma, 6}}, target);
+  const train::PosthocSolution b = train::solve_posthoc_coefficients({{target.gamma, 6}}, target);
+  EXPECT_EQ(a.coefficients, b.coefficients);
+  EXPECT_EQ(a.relative_residual, b.relative_residual);
+}

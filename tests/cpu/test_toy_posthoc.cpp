@@ -166,5 +166,58 @@ TEST(ToyPosthoc, TableRowsMatchSampleAndRefusals) {
   EXPECT_FALSE(std::filesystem::exists(p.out));
 }
 
+// --posthoc-step 8 of a run with snapshots at 4, 8 and 12: the posthoc rows are the EMAs at
+// step 8. A tracked width there is the tracker's value at step 8, so its row must score what
+// `sample` scores for a folder whose ema.safetensors is that tracker (written by hand).
+TEST(ToyPosthoc, PosthocStepReconstructsAtAnEarlierSnapshotAndRefusesPastTheLast) {
+  const TrainedFolder f = train_folder("toy_posthoc_step");
+  const run::ToyPosthocSnapshot& at8 = f.report.posthoc[1];
+  ASSERT_EQ(at8.step, 8);
+  run::ToyPosthocArgs p;
+  p.checkpoint = f.dir;
+  p.out = testing::temp_path("toy_posthoc_step_out");
+  p.sigma_rels = "0.05";
+  p.posthoc_step = 8;
+  p.sampler = "ddim";
+  p.sampling_steps = 8;
+  p.num_samples = 150;
+  p.seed = 7;
+  std::ostringstream log;
+  const std::vector<run::ToyPosthocRow> rows = run::run_toy_posthoc(p, log);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_LT(rows[2].residual, 1e-6);
+  EXPECT_NE(log.str().find("post-hoc EMA at step 8 (8 updates) from 2 snapshots"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("the raw and ema rows are the weights at the end of training (step 12)"), std::string::npos)
+      << log.str();
+
+  run::ToyModel m = run::make_toy_model(tiny_args(kSteps));
+  const std::string by_hand = testing::temp_path("toy_posthoc_step_tracker");
+  run::save_toy_model(m, at8.emas[0].values(), {{"ema_rate", 0.995}}, {}, 0, 0, by_hand, false);
+  run::ToySampleArgs s;
+  s.checkpoint = by_hand;
+  s.out = testing::temp_path("toy_posthoc_step_sample");
+  s.sampler = "ddim";
+  s.sampling_steps = 8;
+  s.num_samples = 150;
+  s.seed = 7;
+  std::ostringstream ignored;
+  // The reconstruction equals the tracker to f32 rounding (1e-6), not bit for bit.
+  EXPECT_NEAR(rows[2].energy, run::run_toy_sample(s, ignored).energy, 1e-4);
+
+  // Between snapshots: a warning naming them; past the last: refused, nothing written.
+  p.posthoc_step = 10;
+  p.out = testing::temp_path("toy_posthoc_step_10");
+  std::ostringstream log10;
+  run::run_toy_posthoc(p, log10);
+  EXPECT_NE(log10.str().find("step 10 lies between the post-hoc EMA snapshots of steps 8 and 12"), std::string::npos)
+      << log10.str();
+  p.posthoc_step = 13;
+  p.out = testing::temp_path("toy_posthoc_step_13");
+  testing::expect_value_error([&] { run::run_toy_posthoc(p, log); }, "past the last post-hoc EMA snapshot (step 12)");
+  EXPECT_FALSE(std::filesystem::exists(p.out));
+  p.posthoc_step = -1;
+  testing::expect_value_error([&] { run::run_toy_posthoc(p, log); }, "--posthoc-step");
+}
+
 }  // namespace
 }  // namespace ddpm

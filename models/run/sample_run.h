@@ -13,7 +13,8 @@
 //                             at (up to) 10 evenly spaced steps, left = noisiest, right = final
 //   OUT/sample_info.json      what produced the samples: checkpoint, EMA, sampler, steps,
 //                             variance, eta, guidance, seed (a sample set means nothing
-//                             without them); with heun also "heun": the sigma_min and
+//                             without them), "x0_threshold" (kind none | static | dynamic,
+//                             with dynamic its percentile and max, null = no cap); with heun also "heun": the sigma_min and
 //                             sigma_max used (flags or the schedule's ends), rho, the
 //                             model's training sigma range and the network evaluations;
 //                             with --inpaint also "inpaint": the image and

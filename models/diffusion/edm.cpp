@@ -94,9 +94,8 @@ Tensor edm_denoise(const DenoiseFn& net, const EdmConfig& c, const SamplerConfig
   const EdmPreconditioning p = edm_preconditioning(sigma, c.sigma_data);
   // F guided as pred_u + s (pred_c - pred_u) by network_output (doubled batch); D is affine in F.
   const Tensor f = network_output(net, config, scale(x, p.c_in), p.c_noise, labels, sigma).pred;
-  Tensor d = add(scale(x, p.c_skip), scale(f, p.c_out));  // D = c_skip x + c_out F
-  if (resolve_clip_x0(config)) d = clamp(d, -1.0, 1.0);
-  return d;
+  const Tensor d = add(scale(x, p.c_skip), scale(f, p.c_out));  // D = c_skip x + c_out F
+  return apply_x0_threshold(d, resolve_x0_threshold(config));    // clip policy (x0_threshold.h)
 }
 
 std::pair<double, double> resolve_edm_sigma_range(const SamplerConfig& config) {

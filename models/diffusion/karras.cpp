@@ -121,10 +121,10 @@ std::vector<double> churned_sigmas(const std::vector<double>& levels, double sig
 
 namespace {
 
-// D(x; sigma) of karras.h for the VP network and the timestep it saw; D is clamped to
-// [-1, 1] when clip.
+// D(x; sigma) of karras.h for the VP network and the timestep it saw; D is an x_0 estimate,
+// thresholded by `clip` (x0_threshold.h: none, static or dynamic).
 SigmaDenoised vp_denoise(const DenoiseFn& net, const SamplerConfig& config, const std::vector<double>& train_sigmas,
-                 const Tensor& x, double sigma, const std::vector<std::int64_t>& labels, bool clip) {
+                 const Tensor& x, double sigma, const std::vector<std::int64_t>& labels, const X0Threshold& clip) {
   const double t = timestep_for_sigma(train_sigmas, sigma);
   const double c_in = 1.0 / std::sqrt(1.0 + sigma * sigma);  // sqrt(abar): x_vp = c_in x
   const Tensor pred = network_output(net, config, scale(x, c_in), t, labels, sigma).pred;
@@ -136,8 +136,7 @@ SigmaDenoised vp_denoise(const DenoiseFn& net, const SamplerConfig& config, cons
       d = sub(scale(x, c_in * c_in), scale(pred, sigma * c_in));
       break;
   }
-  if (clip) d = clamp(d, -1.0, 1.0);
-  return {d, t};
+  return {apply_x0_threshold(d, clip), t};
 }
 
 }  // namespace
@@ -150,7 +149,7 @@ Tensor karras_sample(const DiffusionSchedule& base, const DenoiseFn& net, const 
   const std::vector<double> sig = karras_sigmas(config.heun_steps, sigma_min, sigma_max, config.rho);
   const std::vector<double> train = vp_sigmas(base);
   const std::vector<double> sig_hat = churned_sigmas(sig, train, config);  // sigma^_i, = sigma_i unchurned
-  const bool clip = resolve_clip_x0(config);
+  const X0Threshold clip = resolve_x0_threshold(config);
   const SigmaDenoiser denoiser = [&](const Tensor& x, double sigma) {
     return vp_denoise(net, config, train, x, sigma, labels, clip);
   };

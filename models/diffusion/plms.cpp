@@ -46,7 +46,7 @@ Tensor plms_sample(const DiffusionSchedule& base, const DenoiseFn& net, const Sh
     // The step: phi(x, e') with e' the multistep combination; x_0(e') clipped like DDIM's.
     Denoised step;
     step.pred_x0 = predict_x0_from_eps(s, x, ti, adams_bashforth_eps(history));
-    if (resolve_clip_x0(config)) step.pred_x0 = clamp(step.pred_x0, -1.0, 1.0);
+    step.pred_x0 = apply_x0_threshold(step.pred_x0, resolve_x0_threshold(config));
     x = ddim_step(s, 0.0, x, step, i, unused);
     if (callback) callback(StepInfo{i, K, rs.timestep_map[static_cast<std::size_t>(i)], x, step.pred_x0});
   }

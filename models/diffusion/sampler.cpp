@@ -36,6 +36,19 @@ bool resolve_clip_x0(const SamplerConfig& config) {
   return config.clip_x0.value_or(config.kind != SamplerConfig::Kind::heun);
 }
 
+X0Threshold resolve_x0_threshold(const SamplerConfig& config) {
+  if (config.clip_x0 == false) return X0Threshold::none();  // asked for no clip at all
+  if (config.dynamic_threshold != 0.0) {
+    const X0Threshold dynamic = X0Threshold::dynamic(config.dynamic_threshold, config.threshold_max);
+    check_x0_threshold(dynamic, "sample: dynamic thresholding of x_0");
+    return dynamic;
+  }
+  DDPM_CHECK(config.threshold_max == std::numeric_limits<double>::infinity(),
+             "sample: threshold_max " << config.threshold_max
+                                      << " caps dynamic thresholding's s; it needs dynamic_threshold > 0");
+  return resolve_clip_x0(config) ? X0Threshold::static_clip() : X0Threshold::none();
+}
+
 VarianceType resolve_variance(const SamplerConfig& config, bool respaced) {
   if (!config.variance) return config.learned_sigma ? VarianceType::learned_range : VarianceType::fixed_small;
   const VarianceType v = *config.variance;
@@ -56,6 +69,7 @@ void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::v
              "sample: the sample shape " << shape_str(shape) << " needs a batch axis and a channel axis");
   const std::int64_t n = shape[0];
   check_guidance_settings(config);
+  resolve_x0_threshold(config);  // p and S in range (ValueError)
   const bool guided = config.guidance_scale != 1.0 && !config.autoguide;  // autoguidance needs no classes
   DDPM_CHECK(!guided || config.num_classes > 0,
              "sample: classifier-free guidance (scale " << config.guidance_scale
@@ -113,7 +127,7 @@ Denoised denoise(const RespacedSchedule& process, const DenoiseFn& net, const Sa
   NetOutput out = network_output(net, config, x, static_cast<double>(t_orig), labels, sigma);
   Denoised d;
   d.pred_x0 = x0_from_prediction(process.schedule, config.mean_type, out.pred, x, ti);
-  if (resolve_clip_x0(config)) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
+  d.pred_x0 = apply_x0_threshold(d.pred_x0, resolve_x0_threshold(config));
   d.var_values = out.var_values;
   return d;
 }
@@ -213,12 +227,12 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
       // Not at alpha_bar = 0 (zero terminal SNR): x_0^ from the shifted eps would divide by 0 (sampler.h).
       if (guidance_grad.defined() && s.alphas_cumprod[static_cast<std::size_t>(i)] > 0.0) {
         // Classifier guidance (ADM eq. 14): eps' = eps - sqrt(1 - abar) s g, and x_0^ from
-        // eps', clamped when clipping; ddim_step takes eps^ again from the clamped x_0^.
+        // eps', thresholded like denoise()'s; ddim_step takes eps^ again from that x_0^.
         const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
         const double abar = s.alphas_cumprod[static_cast<std::size_t>(i)];
         const Tensor eps = sub(predict_eps_from_x0(s, x, ti, d.pred_x0), scale(guidance_grad, std::sqrt(1.0 - abar)));
         d.pred_x0 = predict_x0_from_eps(s, x, ti, eps);
-        if (resolve_clip_x0(config)) d.pred_x0 = clamp(d.pred_x0, -1.0, 1.0);
+        d.pred_x0 = apply_x0_threshold(d.pred_x0, resolve_x0_threshold(config));
       }
       x = ddim_step(s, config.eta, x, d, i, gen);
     }

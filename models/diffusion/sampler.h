@@ -8,7 +8,8 @@
 //
 // One step at respaced index i (original timestep t_i, alpha_bar = abar_i of the respaced
 // schedule, which equals the original alpha_bar(t_i); abar_prev = abar_{i-1}, 1 at i = 0):
-//   x_0^ = the network's x_0 estimate (from eps, x_0 or v), clamped to [-1, 1] when clip_x0
+//   x_0^ = the network's x_0 estimate (from eps, x_0 or v), clamped to [-1, 1] when clip_x0,
+//          or dynamically thresholded (x0_threshold.h) when dynamic_threshold > 0
 //   DDPM: x_{i-1} = mu~_i(x_0^, x_i) + sigma_i z   (DDPM eq. 6-7 with x_0 = x_0^), z ~ N(0, I),
 //         sigma_i^2 = beta~_i (fixed small), beta_i (fixed large) or learned (improved DDPM
 //         eq. 15); no noise at i = 0.
@@ -78,6 +79,7 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/respace.h"
 #include "models/diffusion/schedule.h"
+#include "models/diffusion/x0_threshold.h"
 
 namespace ddpm::diffusion {
 
@@ -90,6 +92,14 @@ struct SamplerConfig {
   // Clamp the x_0 estimate to [-1, 1]. Unset: on for DDPM and DDIM (the cosine schedule
   // needs it), off for Heun (EDM does not clip: the ODE stays smooth). See resolve_clip_x0.
   std::optional<bool> clip_x0;
+  // Imagen's dynamic thresholding of x_0 (x0_threshold.h, Saharia et al. 2022 sec. 2.3):
+  // p = dynamic_threshold in (0, 1] turns it on (0 = off), S = threshold_max >= 1 caps the
+  // per-sample s (inf = Imagen's rule; 1 = the static clamp). It REPLACES the static clamp
+  // and applies wherever that clamp would (every sampler, Heun included: asking for it is
+  // asking for a clip); clip_x0 = false turns every clip off, dynamic included (ODE paths
+  // such as DDIM inversion set it on a copied config). See resolve_x0_threshold.
+  double dynamic_threshold = 0.0;
+  double threshold_max = std::numeric_limits<double>::infinity();
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = no guidance
   double guidance_rescale = 0.0;  // phi in [0, 1] of the guidance rescale above; 0 = off
   // Guidance interval (guidance.h, Kynkaanniemi et al. 2024): guide only while the step's
@@ -139,6 +149,12 @@ const char* sampler_kind_name(SamplerConfig::Kind kind);
 
 // Whether this config clamps the x_0 estimate (the default depends on the kind, see above).
 bool resolve_clip_x0(const SamplerConfig& config);
+
+// The x_0 clip policy of this config (x0_threshold.h): none when clip_x0 is false (set
+// explicitly); dynamic (p, S) when dynamic_threshold > 0; otherwise static when
+// resolve_clip_x0, none when not (Heun's and EDM's default stays unclipped). ValueError for
+// p outside (0, 1] or S < 1.
+X0Threshold resolve_x0_threshold(const SamplerConfig& config);
 
 // Reported after every step, so apps can draw the denoising chain.
 struct StepInfo {
@@ -207,7 +223,7 @@ RespacedSchedule sampling_process(const DiffusionSchedule& base, const std::stri
 
 // One network evaluation at respaced index i of `process` (called with the original
 // timestep timestep_map[i], guided when config.guidance_scale != 1): the x_0 estimate,
-// clamped to [-1, 1] when resolve_clip_x0(config), and the variance part with learned sigma.
+// thresholded by resolve_x0_threshold(config), and the variance part with learned sigma.
 struct Denoised {
   Tensor pred_x0;     // [shape]
   Tensor var_values;  // [shape] with learned sigma, else undefined

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
+#include "models/diffusion/x0_threshold.h"
 
 namespace ddpm::diffusion {
 
@@ -263,7 +264,7 @@ Gaussian p_mean_variance_from_x0(const DiffusionSchedule& s, VarianceType type, 
       break;
   }
   Tensor x0 = x0_pred;
-  if (clip_x0) x0 = clamp(x0, -1.0, 1.0);
+  if (clip_x0) x0 = apply_x0_threshold(x0, X0Threshold::static_clip());  // DDPM's static clip
   var.mean = q_posterior_mean_variance(s, x0, xt, t).mean;
   return var;
 }

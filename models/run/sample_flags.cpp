@@ -96,6 +96,22 @@ void check_churn_flags(const SampleOptions& o) {
                          << ": no noise level would be churned");
 }
 
+// --dynamic-threshold P and --threshold-max S (x0_threshold.h): P in (0, 1] (0 = off), S >= 1
+// and only with P; neither with --clip-x0 false, which asks for no clip of x_0 at all.
+void check_threshold_flags(const SampleOptions& o) {
+  DDPM_CHECK(o.dynamic_threshold == 0 || (o.dynamic_threshold > 0 && o.dynamic_threshold <= 1),
+             "--dynamic-threshold must be a percentile P in (0, 1] (Imagen uses 0.995; 0 = off), got "
+                 << o.dynamic_threshold);
+  DDPM_CHECK(o.threshold_max >= 1, "--threshold-max must be >= 1 (s is never below 1; inf = no cap), got "
+                                       << o.threshold_max);
+  DDPM_CHECK(o.threshold_max == SampleOptions{}.threshold_max || o.dynamic_threshold > 0,
+             "--threshold-max " << o.threshold_max << " caps dynamic thresholding's s; it needs --dynamic-threshold P");
+  DDPM_CHECK(o.dynamic_threshold == 0 || o.clip_x0 != "false",
+             "--dynamic-threshold " << o.dynamic_threshold
+                                    << " replaces the static clamp of x_0, and --clip-x0 false asks for no clip at "
+                                       "all; drop one of them");
+}
+
 // --classifier / --classifier-scale on their own (the classifier's fit to the model is
 // checked in run_sample, once both are loaded).
 void check_classifier_flags(const SampleOptions& o, bool inpainting) {
@@ -182,6 +198,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "model does not need it, an undertrained one does) | auto (the library's default: false for heun)")
       ->check(CLI::IsMember({"auto", "true", "false"}))
       ->capture_default_str();
+  app.add_option("--dynamic-threshold", o.dynamic_threshold,
+                 "Imagen's dynamic thresholding (Saharia et al. 2022 sec. 2.3) instead of the [-1, 1] clamp: per "
+                 "sample, s = max(1, the P-th percentile of |x_0|), x_0 clipped to [-s, s] and divided by s; P in "
+                 "(0, 1], Imagen uses 0.995; keeps strongly guided samples from saturating; 0 = off")
+      ->capture_default_str();
+  app.add_option("--threshold-max", o.threshold_max,
+                 "with --dynamic-threshold: the largest s, S >= 1 (diffusers' sample_max_value; 1 = the static "
+                 "clamp); default inf, no cap");
   app.add_option("--variance", o.variance,
                  "DDPM variance: auto (learned if the model learned sigma, else fixed_small), fixed_small, "
                  "fixed_large (not with fewer steps), learned_range")
@@ -288,6 +312,7 @@ void check_sample_options(const SampleOptions& o) {
              "levels); for heun use --s-churn");
   DDPM_CHECK(std::isfinite(o.snr) && o.snr > 0, "--snr must be a positive number, got " << o.snr);
   DDPM_CHECK(o.snr == SampleOptions{}.snr || o.corrector_steps > 0, "--snr applies with --corrector-steps only");
+  check_threshold_flags(o);
   check_heun_level_flags(o);
   check_churn_flags(o);
   const bool inpainting = !o.inpaint_image.empty() || !o.inpaint_mask.empty();

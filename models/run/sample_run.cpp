@@ -40,6 +40,17 @@ namespace {
 constexpr int kStepSnapshots = 10;  // columns of steps.png
 constexpr int kStepSamples = 4;     // samples shown in steps.png
 
+// sample_info.json's "x0_threshold": the clip policy's kind, and p and S when dynamic (S null
+// when uncapped).
+nlohmann::json x0_threshold_info(const diffusion::X0Threshold& t) {
+  nlohmann::json j = {{"kind", diffusion::x0_threshold_kind_name(t.kind)}};
+  if (t.kind == diffusion::X0Threshold::Kind::dynamic) {
+    j["percentile"] = t.percentile;
+    j["max"] = std::isfinite(t.max_scale) ? nlohmann::json(t.max_scale) : nlohmann::json(nullptr);
+  }
+  return j;
+}
+
 // The snapshots for steps.png: step k = K-1-index (0 = first, noisiest) is kept when it is
 // one of round(j (K-1) / (S-1)), j = 0..S-1, S = min(10, K).
 std::vector<std::int64_t> snapshot_steps(std::int64_t K) {
@@ -152,7 +163,10 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   sc.corrector_steps = o.corrector_steps;
   sc.snr = o.snr;
   if (o.clip_x0 != "auto") sc.clip_x0 = o.clip_x0 == "true";
-  if (latent && !o.clip_x0_given) sc.clip_x0 = false;  // latents are not confined to [-1, 1]
+  // Latents are not confined to [-1, 1]: no clip unless --clip-x0 or --dynamic-threshold asks.
+  if (latent && !o.clip_x0_given && o.dynamic_threshold == 0) sc.clip_x0 = false;
+  sc.dynamic_threshold = o.dynamic_threshold;
+  sc.threshold_max = o.threshold_max;
   sc.mean_type = model.diffusion.predict;
   sc.learned_sigma = cfg.learn_sigma;
   sc.num_classes = cfg.num_classes;
@@ -424,6 +438,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                              : diffusion::variance_type_name(
                                                    diffusion::resolve_variance(sc, !sc.respacing.empty()))},
                            {"clip_x0", diffusion::resolve_clip_x0(sc)},
+                           {"x0_threshold", x0_threshold_info(diffusion::resolve_x0_threshold(sc))},
                            {"eta", o.eta},
                            {"corrector", o.corrector_steps == 0
                                              ? nlohmann::json(nullptr)

@@ -13,7 +13,8 @@
 //                             at (up to) 10 evenly spaced steps, left = noisiest, right = final
 //   OUT/sample_info.json      what produced the samples: checkpoint, EMA, sampler, steps,
 //                             variance, eta, guidance, seed (a sample set means nothing
-//                             without them); with heun also "heun": the sigma_min and
+//                             without them), "x0_threshold" (kind none | static | dynamic,
+//                             with dynamic its percentile and max, null = no cap); with heun also "heun": the sigma_min and
 //                             sigma_max used (flags or the schedule's ends), rho, the
 //                             model's training sigma range and the network evaluations;
 //                             with --inpaint also "inpaint": the image and
@@ -100,7 +101,9 @@
 // schedule's end; rho > 0), --sigma-min below --sigma-max, both inside the training range;
 // --s-churn, --s-tmin, --s-tmax, --s-noise only with heun (given at all, even at their
 // defaults, as for the three above), --s-churn >= 0, --s-noise > 0, 0 <= --s-tmin <= --s-tmax;
-// --out must not be an existing non-empty folder unless --overwrite.
+// --dynamic-threshold P in (0, 1], --threshold-max S >= 1 and only with --dynamic-threshold,
+// neither with --clip-x0 false (it asks for no clip at all); --out must not be an existing
+// non-empty folder unless --overwrite.
 #pragma once
 
 #include <cstdint>
@@ -139,6 +142,11 @@ struct SampleOptions {
   // it matches DDIM's).
   std::string clip_x0 = "true";
   bool clip_x0_given = false;      // --clip-x0 was on the command line (note_given_flags)
+  // --dynamic-threshold P [--threshold-max S]: Imagen's dynamic thresholding of x_0 in place
+  // of the static clamp (SamplerConfig::dynamic_threshold / threshold_max, x0_threshold.h);
+  // P in (0, 1], 0 = off; S >= 1, inf = no cap. Refused with --clip-x0 false.
+  double dynamic_threshold = 0.0;
+  double threshold_max = std::numeric_limits<double>::infinity();
   int class_label = -1;            // -1: balanced labels for a class-conditional model
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off

@@ -8,7 +8,8 @@
 # scheduler_config.json carries rescale_betas_zero_snr and re-opens that folder, and checks the
 # refusals (exit 2, one "error:" line): --zero-terminal-snr with --predict eps, and
 # --guidance-rescale without guidance. Classifier guidance: a noisy classifier trained with
-# --zero-terminal-snr guides the run, one trained on the plain schedule is refused.
+# --zero-terminal-snr guides the run, one trained on the plain schedule is refused. Last,
+# --dynamic-threshold under strong guidance and its refusals.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" zero_snr_test
@@ -71,4 +72,14 @@ expect_refusal "--classifier" "zero terminal SNR" "$bin/ddpm-sample" --checkpoin
 refused "--predict v" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --zero-terminal-snr --out "$work/eps"
 test ! -e "$work/eps" || fail "a refused run left $work/eps behind"
 refused "--guidance-rescale" "$bin/ddpm-sample" --checkpoint "$run" --guidance-rescale 0.5 --out "$work/norescale"
+# Dynamic thresholding (Imagen sec. 2.3): strongly guided sampling records it; bad P and S,
+# and --clip-x0 false beside it, exit 2.
+sample dynamic --sampler ddim --sampling-steps 6 --guidance-scale 6 --dynamic-threshold 0.9 --threshold-max 4
+grep -q '"kind": "dynamic"' "$work/dynamic/sample_info.json" || fail "x0_threshold not recorded as dynamic"
+refused "--dynamic-threshold must be" "$bin/ddpm-sample" --checkpoint "$run" --dynamic-threshold 1.5 --out "$work/p15"
+refused "--threshold-max must be >= 1" "$bin/ddpm-sample" --checkpoint "$run" --dynamic-threshold 0.9 \
+  --threshold-max 0.5 --out "$work/s05"
+refused "--clip-x0 false" "$bin/ddpm-sample" --checkpoint "$run" --dynamic-threshold 0.9 --clip-x0 false \
+  --out "$work/noclip"
+test ! -e "$work/p15" && test ! -e "$work/s05" && test ! -e "$work/noclip" || fail "a refused sampling left its --out"
 echo "zero_snr_test: ok"

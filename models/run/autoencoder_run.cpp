@@ -18,6 +18,7 @@
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
+#include "engine/seed_streams.h"
 #include "models/autoencoder/autoencoder_io.h"
 #include "models/data/loader.h"
 #include "models/eval/classifier.h"
@@ -36,15 +37,6 @@ using nlohmann::json;
 namespace {
 
 constexpr int kGridImages = 8;  // reconstructions.png: this many originals over their reconstructions
-
-// The reparameterisation noise's own Philox stream, apart from the weights' Generator(seed)
-// (SplitMix64 finalizer over seed + golden-ratio multiples, as classifier_run does).
-std::uint64_t noise_seed(std::uint64_t seed) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -96,7 +88,7 @@ AutoencoderTrainReport train_autoencoder(autoencoder::Autoencoder& ae, const Dat
   lo.seed = a.seed;
   lo.device = ae.device();
   BatchLoader loader(std::make_shared<const Dataset>(data), lo);
-  Generator gen(noise_seed(a.seed));
+  Generator gen(splitmix64_stream(a.seed, 0));  // the noise's own stream, apart from the weights' Generator(seed)
   const int f = ae.config().downsampling_factor();
 
   AutoencoderTrainReport r;

@@ -17,6 +17,7 @@
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
+#include "engine/seed_streams.h"
 #include "models/data/loader.h"
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
@@ -32,16 +33,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// An independent Philox seed for stream `stream` of run seed `seed` (the SplitMix64
-// finalizer over seed + stream * golden ratio), so the per-step draws never reuse the
-// weight initialization's numbers.
-std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 // Uniform timesteps in [lo, hi): floor(lo + u (hi - lo)), u ~ U[0, 1) from gen.
 std::vector<std::int64_t> uniform_timesteps(std::int64_t n, std::int64_t lo, std::int64_t hi, Generator& gen) {
@@ -111,7 +102,9 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
   lo.seed = a.seed;
   lo.device = cls.device();
   BatchLoader loader(std::make_shared<const Dataset>(data), lo);
-  Generator gen(stream_seed(a.seed, 0));  // timesteps, noise and dropout (the weights use Generator(seed))
+  // Timesteps, noise and dropout: SplitMix64 stream 0 of the seed (engine/seed_streams.h), so
+  // the per-step draws never reuse the weights' numbers (Generator(seed)).
+  Generator gen(splitmix64_stream(a.seed, 0));
   const nn::Context ctx{true, &gen, a.gradient_checkpointing};
 
   ClassifierTrainReport r;

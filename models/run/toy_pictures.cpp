@@ -12,6 +12,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
+#include "engine/seed_streams.h"
 #include "models/diffusion/guidance.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
@@ -100,12 +101,7 @@ std::vector<double> parse_scales(const std::string& text) {
 
 }  // namespace
 
-std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + (stream + 1) * 0x9E3779B97F4A7C15ull;  // SplitMix64's finalizer
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+std::uint64_t derived_seed(std::uint64_t seed, std::uint64_t stream) { return splitmix64_stream(seed, stream); }
 
 const std::vector<std::string>& toy_sampler_names() {
   static const std::vector<std::string> names = {"ddpm", "ddim", "heun", "euler", "euler-ancestral", "dpm++2m", "plms"};

@@ -15,6 +15,7 @@
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
 #include "engine/io/descriptor.h"
+#include "engine/seed_streams.h"
 #include "models/run/loss_plot.h"
 #include "models/run/posthoc_export.h"
 #include "models/toy/loss_log.h"
@@ -33,14 +34,10 @@ constexpr std::int64_t kTimeDim = 32;
 constexpr std::int64_t kWarmupSteps = 100;
 constexpr const char* kToyClassifierArchitecture = "toy-mlp-classifier";
 
-// The trainer's own Philox seed for run seed `seed` (SplitMix64's finalizer), so the batches,
-// timesteps and noise never reuse the numbers that initialized the weights (Generator(seed)).
-std::uint64_t trainer_seed(std::uint64_t seed) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// The trainer's own Philox seed for run seed `seed` (SplitMix64 stream 0, engine/
+// seed_streams.h), so the batches, timesteps and noise never reuse the numbers that
+// initialized the weights (Generator(seed)).
+std::uint64_t trainer_seed(std::uint64_t seed) { return splitmix64_stream(seed, 0); }
 
 ToyModel build_model(const std::string& data, std::int64_t hidden, int layers, std::int64_t T,
                      diffusion::NoiseSchedule schedule, diffusion::ModelMeanType predict, int num_classes,

@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/io/png.h"
 #include "engine/parameters.h"
+#include "engine/seed_streams.h"
 #include "models/data/loader.h"
 #include "models/diffusion/sampler.h"
 #include "models/diffusion/schedule.h"
@@ -36,14 +37,8 @@ namespace fs = std::filesystem;
 namespace ddpm::run {
 namespace {
 
-// Independent generator keys for the three random streams of a run (weights, data order,
-// training draws), all derived from --seed (splitmix64 finalizer).
-std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// Independent generator keys for the weights and the data order, derived from --seed as
+// SplitMix64 streams (engine/seed_streams.h); the trainer's draws use --seed itself.
 constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
 
@@ -222,7 +217,7 @@ TrainResult train_run(const TrainOptions& options) {
   TrainResult result;
   result.run_dir = o.out;
   try {
-    Generator init_gen(derive_seed(o.seed, kInitStream));
+    Generator init_gen(splitmix64_stream(o.seed, kInitStream));
     unet::UNet net(mc, init_gen, o.device);
     ParameterSlab slab;
     slab.pack(net.named_parameters());
@@ -234,7 +229,7 @@ TrainResult train_run(const TrainOptions& options) {
 
     LoaderOptions lopt;
     lopt.batch_size = o.batch_size;
-    lopt.seed = derive_seed(o.seed, kLoaderStream);
+    lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
     lopt.random_flip = o.random_flip;
     lopt.device = o.device;
     BatchLoader loader(data, lopt);

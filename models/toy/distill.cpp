@@ -253,7 +253,10 @@ void progressive_distillation(const diffusion::DiffusionSchedule& s, const MlpDe
       log("round " + std::to_string(r + 1) + "/" + std::to_string(rounds) + ": " + std::to_string(g.teacher_steps()) +
           " teacher steps -> " + std::to_string(g.student_steps()) + " student steps");
     DistillArgs ra = a;
-    ra.seed = a.seed + static_cast<std::uint64_t>(r) * 0x9E3779B97F4A7C15ull;  // a fresh stream per round
+    // A fresh seed per round: SplitMix64's raw state after r steps, seed + r G, WITHOUT the
+    // finaliser (so round 0 keeps the seed itself). Not engine/seed_streams.h's
+    // splitmix64_stream, which mixes: switching would change every recorded round's numbers.
+    ra.seed = a.seed + static_cast<std::uint64_t>(r) * 0x9E3779B97F4A7C15ull;
     Tensor ema;
     DistillRoundReport rep = distill_round(s, teacher.fn(), student, student_slab, type, g, ra, &ema, log);
     rep.round = r + 1;

@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "engine/seed_streams.h"
 #include "models/diffusion/super_res.h"
 #include "models/diffusion/training_recipes.h"
 
@@ -58,13 +59,12 @@ double config_lr(const TrainerConfig& c, std::int64_t step) {
 
 namespace {
 
-// The Philox key of rank r's dropout stream: a splitmix64 finalizer of (seed, rank), far
-// from the main generator's key (the seed itself).
+// The Philox key of rank r's dropout stream: SplitMix64 stream 0x5C + r of the seed
+// (engine/seed_streams.h; state seed + (r + 0x5D) G, the offset that recorded runs used),
+// far from the main generator's key (the seed itself) and from the low streams the run layer
+// derives.
 std::uint64_t dropout_key(std::uint64_t seed, int rank) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<std::uint64_t>(rank) + 0x5D);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  return splitmix64_stream(seed, static_cast<std::uint64_t>(rank) + 0x5C);
 }
 // Each step's dropout draws start 2^40 elements after the previous step's (a trillion
 // numbers per step, far more than any step draws).

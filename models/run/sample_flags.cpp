@@ -256,6 +256,10 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "super-resolution models trained with --cond-augment MAX: noise the low-res condition at this "
                  "fraction of the diffusion steps, in [0, MAX] (conditioning augmentation)")
       ->capture_default_str();
+  app.add_option("--low-res-blur", o.low_res_blur,
+                 "with --low-res: blur each low-res image with a Gaussian of this sigma (low-res pixels) before the "
+                 "upsample, as ddpm-train --blur-augment does to its conditions (0 = off)")
+      ->capture_default_str();
   app.add_option("--control", o.control, "a ddpm-control run: steer the model with its ControlNet (its base must be "
                                          "this model); needs --control-image or --control-from");
   app.add_option("--control-image", o.control_image, "--control: one PNG of the model's size; its hint conditions every sample");
@@ -328,6 +332,11 @@ void check_sample_options(const SampleOptions& o) {
              "--inpaint needs --sampler ddpm: RePaint is built on DDPM ancestral steps");
   DDPM_CHECK(!inpainting || o.corrector_steps == 0,
              "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
+  DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
+             "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
+  DDPM_CHECK(o.low_res_blur == 0 || !o.low_res.empty(),
+             "--low-res-blur " << o.low_res_blur << " blurs the low-res images of a super-resolution model; it needs "
+                                                    "--low-res SAMPLES.npz|IMAGE.png");
   check_classifier_flags(o, inpainting);
   check_control_flags(o);  // control_run.h
   check_out_dir(o);

@@ -76,6 +76,11 @@
 // schedule and the network is told a (CDM's conditioning augmentation, models/diffusion/
 // super_res.h); the noise is drawn per batch at the first network call, right after x_T.
 // A model trained without augmentation refuses f != 0.
+// --low-res-blur SIGMA (>= 0, default 0 = off; needs --low-res): each low-res image is blurred
+// with the Gaussian of models/diffusion/blur_augment.h (sigma in low-res pixels, reflect
+// border) BEFORE the bilinear upsample, the training condition of ddpm-train --blur-augment,
+// so a model can be tried on inputs as soft as those it was trained with; sample_info.json's
+// "low_res" records "blur_sigma" (0 when off), low_res.png shows the inputs as given.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -191,6 +196,7 @@ struct SampleOptions {
   // super-resolution model upsamples; N = their count unless --num-samples was given.
   std::string low_res;
   double low_res_noise_level = 0.0;  // a fraction of T in [0, cond_augment] (augmented models only)
+  double low_res_blur = 0.0;         // Gaussian blur sigma (low-res pixels) before the upsample; 0 = off
   bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
   // ControlNet (models/run/control_run.h): a ddpm-control run, the image(s) its hint is
   // computed from (one PNG, or an npz / data spec), and the residuals' scale.

@@ -5,10 +5,13 @@
 #include <cctype>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
+#include "models/diffusion/blur_augment.h"
 #include "models/diffusion/super_res.h"
 #include "models/run/sample_run.h"
 
@@ -23,6 +26,13 @@ Tensor pixels_to_unit(const std::vector<std::uint8_t>& px, std::int64_t m, std::
   std::vector<float> v(px.size());
   for (std::size_t i = 0; i < px.size(); ++i) v[i] = static_cast<float>(px[i] / 127.5 - 1.0);
   return Tensor::from_vector(v, {m, s, s, c});
+}
+
+// A sigma for the log line, as the user would type it (0.6, not 0.600000).
+std::string format_sigma(double sigma) {
+  std::ostringstream s;
+  s << sigma;
+  return s.str();
 }
 
 bool has_extension(const std::string& path, const char* ext) {
@@ -56,6 +66,8 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                                       << o.checkpoint << " is not one (train one with ddpm-train --super-res LOW)");
     DDPM_CHECK(o.low_res_noise_level == 0, "--low-res-noise-level applies to super-resolution models only, and "
                                                << o.checkpoint << " is not one");
+    DDPM_CHECK(o.low_res_blur == 0, "--low-res-blur applies to super-resolution models only, and "
+                                        << o.checkpoint << " is not one");
     return false;
   }
   DDPM_CHECK(model.cond_augmented() || o.low_res_noise_level == 0,
@@ -109,9 +121,18 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                               << " images");
     }
   }
-  low.cond = diffusion::bilinear_upsample(pixels_to_unit(low.pixels, low.count, L, C), H);
+  DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
+             "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
+  low.blur_sigma = o.low_res_blur;
+  // [M, L, L, C] in [-1, 1]; blurred at L x L (where a base model's softness lives, blur_augment.h)
+  // and only then upsampled to [M, H, H, C]. Sigma 0 skips the blur: no copy, the same bits.
+  Tensor small = pixels_to_unit(low.pixels, low.count, L, C);
+  if (low.blur_sigma > 0)
+    small = diffusion::gaussian_blur(small, std::vector<double>(static_cast<std::size_t>(low.count), low.blur_sigma));
+  low.cond = diffusion::bilinear_upsample(small, H);
   if (log)
     *log << "super-resolution: " << low.count << " low-res image(s) " << L << "x" << L << " from " << o.low_res
+         << (low.blur_sigma > 0 ? ", blurred with sigma " + format_sigma(low.blur_sigma) : std::string())
          << ", bilinearly upsampled to " << H << "x" << H
          << (model.cond_augmented() ? ", noised at augmentation level " + std::to_string(low.aug_level) : std::string())
          << "\n";
@@ -151,6 +172,7 @@ std::string write_low_res_png(const std::string& dir, const LowResInputs& low, s
 
 nlohmann::json low_res_info(const LowResInputs& low, std::int64_t n, bool labels_from_low_res) {
   nlohmann::json j{{"path", low.path}, {"low_res_size", low.size}, {"images", n}, {"labels_from_low_res", labels_from_low_res}};
+  j["blur_sigma"] = low.blur_sigma;
   if (low.augmented) {
     j["noise_level"] = low.noise_level;
     j["aug_level"] = low.aug_level;

@@ -21,8 +21,13 @@
 // --low-res-noise-level f (conditioning augmentation, models/diffusion/super_res.h): only for
 // a model trained with --cond-augment MAX, f in [0, MAX]; sample_info.json's "low_res" then
 // adds "noise_level" f and "aug_level" a = round(f (T - 1)).
+// --low-res-blur SIGMA (models/diffusion/blur_augment.h): cond = bilinear_upsample(G_SIGMA *
+// low, H), the low-res images blurred (every one, with the same sigma) before the upsample,
+// as a --blur-augment model's training conditions are; SIGMA = 0 is no blur (bit-identical).
+// Recorded as "blur_sigma" in "low_res" (always, 0 when off).
 // Refused with a ValueError (exit 2): --low-res for a model without super-resolution, a
-// super-resolution model without --low-res, a size or channel mismatch (naming both),
+// super-resolution model without --low-res, --low-res-blur for a model without
+// super-resolution, a size or channel mismatch (naming both),
 // --num-samples above M, labels outside [0, num_classes), --inpaint and --classifier.
 // Outputs: OUT/low_res.png (the inputs, each pixel repeated as a k x k block, k = H / L, in
 // a grid like grid.png) and sample_info.json "low_res" {"path", "low_res_size", "images",
@@ -56,12 +61,13 @@ struct LowResInputs {
   int size = 0, channels = 0;         // L, C
   std::vector<std::uint8_t> pixels;   // uint8 [M, L, L, C]
   std::vector<std::int64_t> labels;   // [M] from arr_1, or empty
-  Tensor cond;                        // [M, H, H, C] f32 on the CPU: the upsampled images in [-1, 1]
+  Tensor cond;                        // [M, H, H, C] f32 on the CPU: the (blurred,) upsampled images in [-1, 1]
   // Conditioning augmentation (super_res.h): --low-res-noise-level f and its level
   // a = round(f (T - 1)) (0 and 0 for a model trained without it).
   bool augmented = false;
   double noise_level = 0.0;
   std::int64_t aug_level = 0;
+  double blur_sigma = 0.0;  // --low-res-blur: cond holds the blurred images' upsample (0 = unblurred)
 };
 
 // Checks --low-res and --low-res-noise-level against the model (see the top of this file

@@ -102,9 +102,9 @@ Tensor edm_training_loss(const DenoiseFn& net, const EdmConfig& c, const Tensor&
 
 // D(x; sigma) of the preconditioned network for the whole batch at ONE level sigma,
 // classifier-free guided when config.guidance_scale != 1 (see above; sampler.h
-// network_output does the doubled batch), clamped to [-1, 1] when resolve_clip_x0(config).
-// config.learned_sigma must be false (ValueError). Not recorded on the tape when called
-// under NoGradGuard (as the samplers do).
+// network_output does the doubled batch), thresholded by x0_threshold.h (static clamp or
+// Imagen's dynamic) when resolve_clip_x0(config). config.learned_sigma must be false
+// (ValueError). Not recorded on the tape when called under NoGradGuard (as the samplers do).
 Tensor edm_denoise(const DenoiseFn& net, const EdmConfig& c, const SamplerConfig& config, const Tensor& x,
                    double sigma, const std::vector<std::int64_t>& labels);
 

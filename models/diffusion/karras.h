@@ -55,7 +55,7 @@
 //
 // Clipping. EDM does not clip D: the ODE's vector field must be smooth for Heun's error
 // estimate to hold, and a clamp makes it kink. resolve_clip_x0 is therefore false for Heun
-// unless config.clip_x0 asks for it (then D is clamped to [-1, 1] like DDPM's x_0^).
+// unless config.clip_x0 asks for it (then D goes through x0_threshold.h like DDPM's x_0^).
 //
 // Guidance, labels, learned sigma and dtype follow sampler.h: each D evaluation is one
 // network_output() call (the doubled [x; x] batch with guidance; the variance part of a

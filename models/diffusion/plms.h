@@ -18,8 +18,8 @@
 //
 // The grid is the respaced DDIM process (sampler.h, respace.h: "ddimN" is the exact stride
 // T/N, so the steps are equally spaced as the formulas assume). Clipping follows DDIM: when
-// config.clip_x0, the x_0(e') of each step is clamped to [-1, 1] and the step's noise
-// recomputed from it (sampler.h ddim_step). Classifier-free guidance applies to every
+// config.clip_x0, each step's x_0(e') goes through x0_threshold.h (static clamp or Imagen's
+// dynamic thresholding), the noise recomputed from it (ddim_step). Guidance applies to every
 // evaluation (network_output). PLMS is deterministic: nothing is drawn after x_T.
 #pragma once
 

@@ -4,8 +4,10 @@
 //
 //   ddpm-distill --teacher runs/cifar --teacher-steps 200 --rounds 3 --steps-per-round 5000 \
 //       --batch-size 64 --lr 1e-4 --out distilled/
-//   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --clip-x0 false \
-//       --out samples/
+//   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --out samples/
+//
+// Each round folder is published as soon as its round ends; Ctrl-C or SIGTERM finishes the
+// step in progress, keeps the published rounds and exits with 128 + the signal's number.
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -15,13 +17,13 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
       "Progressive distillation (Salimans & Ho 2022): train students that take in one DDIM step what the "
-      "teacher takes in two, --rounds times; each round is written as OUT/round_k (a checkpoint folder for "
-      "ddpm-sample --sampler ddim and ddpm-eval), plus OUT/distill.json.",
+      "teacher takes in two, --rounds times; each round is published as OUT/round_k when it ends (a checkpoint "
+      "folder for ddpm-sample --sampler ddim and ddpm-eval), and OUT/distill.json lists the rounds done.",
       "ddpm-distill");
   cli::CommonFlags common;
   run::DistillOptions o;
   app.add_option("--teacher", o.teacher,
-                 "the ddpm-train run or checkpoint folder to distil (its EMA weights; DDPM objective, pixel space)")
+                 "the ddpm-train run or checkpoint folder to distil (its EMA weights; DDPM objective, pixels or latents)")
       ->required();
   app.add_option("--teacher-steps", o.teacher_steps,
                  "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
@@ -51,7 +53,7 @@ int main(int argc, char** argv) {
     o.device = cli::resolve_device(common);
     o.seed = common.seed;
     o.log = [](const std::string& line) { std::cout << line << std::endl; };
-    run::distill_run(o);
-    return 0;
+    const run::DistillResult r = run::distill_run(o);
+    return r.stopped_by_signal != 0 ? 128 + r.stopped_by_signal : 0;  // as a shell reports a killed job
   });
 }

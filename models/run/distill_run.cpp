@@ -1,16 +1,18 @@
 // models/run/distill_run.cpp: the loop and the folders of ddpm-distill (contract in
 // distill_run.h; the math in models/diffusion/progressive_distill.h).
 //
-// Order of work: the options, the teacher (open_model, EMA weights), its refusals, the data
-// and the --out folder are all checked before the first training step. Two networks live on
-// the device: the frozen teacher (eval mode, run under no-grad) and the student (training
-// mode, its parameters packed in one slab for AdamW and the EMA). Between rounds both take
-// the finished round's EMA weights.
+// Order of work: the options, the teacher (open_model, EMA weights), its refusals, a latent
+// teacher's autoencoder, the data and the --out folder are all checked before the first
+// training step. Two networks live on the device: the frozen teacher (eval mode, run under
+// no-grad) and the student (training mode, its parameters packed in one slab for AdamW and
+// the EMA). Between rounds both take the finished round's EMA weights. Each round is
+// published as it ends (publish_round); the stop-signal flag is polled before every step.
 #include "models/run/distill_run.h"
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <sstream>
 
@@ -26,9 +28,11 @@
 #include "models/diffusion/progressive_distill.h"
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
+#include "models/run/distill_record.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_export.h"
+#include "models/run/stop_signals.h"
 #include "models/unet/model_io.h"
 #include "models/train/trainer.h"  // warmup_lr
 
@@ -81,22 +85,22 @@ struct Examples {
   std::vector<std::int64_t> index, labels;
   diffusion::Timesteps t;
 };
-Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::DistillGrid& g, const Batch& b,
-                       int num_classes, double dropout, Generator& gen) {
+Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::DistillGrid& g, const Tensor& x0,
+                       const std::vector<std::int64_t>& labels, int num_classes, double dropout, Generator& gen) {
   Examples e;
-  const std::int64_t n = b.images.dim(0);
+  const std::int64_t n = x0.dim(0);
   e.index = uniform_indices(n, g.student_steps(), gen);
   for (std::int64_t i : e.index) e.t.push_back(g.student[static_cast<std::size_t>(i)]);
   if (num_classes > 0) {
-    e.labels = b.labels;
+    e.labels = labels;
     if (dropout > 0) {
       const std::vector<double> u = rand({n}, gen, Device::cpu(), DType::f64).to_double_vector();
       for (std::size_t k = 0; k < u.size(); ++k)
         if (u[k] < dropout) e.labels[k] = num_classes;  // the null label
     }
   }
-  const Tensor eps = randn(b.images.shape(), gen, b.images.device(), b.images.dtype());
-  e.z = diffusion::q_sample(s, b.images, e.t, eps);
+  const Tensor eps = randn(x0.shape(), gen, x0.device(), x0.dtype());
+  e.z = diffusion::q_sample(s, x0, e.t, eps);
   return e;
 }
 
@@ -136,9 +140,8 @@ void check_distill_options(const DistillOptions& o) {
              "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
 }
 
-std::vector<DistillRound> distill_run(const DistillOptions& o) {
+DistillResult distill_run(const DistillOptions& o) {
   check_distill_options(o);
-  refuse_latent_model(o.teacher, "ddpm-distill (latent runs are not supported yet)");
   ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
   const unet::UNetConfig& cfg = teacher.net->config();
   const DiffusionSettings& d = teacher.diffusion;
@@ -152,6 +155,19 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
   const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
   diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
 
+  // A latent teacher: its autoencoder (the run's copy) maps the data to the latents it
+  // diffuses, as in ddpm-train (latent_run.h).
+  const std::string ae_dir = find_run_autoencoder(o.teacher);
+  std::unique_ptr<LatentCodec> latent;
+  if (!ae_dir.empty()) {
+    latent = std::make_unique<LatentCodec>(ae_dir, o.device);
+    DDPM_CHECK(latent->config().z_channels == cfg.in_channels,
+               "--teacher " << o.teacher << ": its autoencoder " << ae_dir << " has " << latent->config().z_channels
+                            << " latent channels and the UNet takes " << cfg.in_channels);
+  }
+  const int f = latent ? latent->factor() : 1;
+  const int image_channels = latent ? latent->config().in_channels : cfg.in_channels;
+
   // The data: the teacher run's spec and options unless --data is given.
   const nlohmann::json tconfig = teacher_config(o.teacher);
   const nlohmann::json tdata = tconfig.value("data", nlohmann::json::object());
@@ -162,10 +178,11 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
   dopt.toy_count = tdata.value("toy_count", dopt.toy_count);
   dopt.seed = tconfig.contains("train") ? tconfig["train"].value("seed", std::uint64_t{0}) : 0;  // the toy set's
   auto data = std::make_shared<Dataset>(load_data(parse_data_spec(spec), dopt));
-  DDPM_CHECK(data->height == cfg.image_size && data->width == cfg.image_size && data->channels == cfg.in_channels,
+  DDPM_CHECK(data->height == cfg.image_size * f && data->width == cfg.image_size * f &&
+                 data->channels == image_channels,
              "--data " << spec << " has " << data->height << "x" << data->width << "x" << data->channels
-                       << " images; the teacher takes " << cfg.image_size << "x" << cfg.image_size << "x"
-                       << cfg.in_channels);
+                       << " images; the teacher takes " << cfg.image_size * f << "x" << cfg.image_size * f << "x"
+                       << image_channels << (latent ? " (through its autoencoder, f = " + std::to_string(f) + ")" : ""));
   const int num_classes = cfg.num_classes;
   DDPM_CHECK(num_classes == 0 || (data->has_labels() && data->num_classes <= num_classes),
              "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
@@ -179,6 +196,9 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
   say(o, "ddpm-distill: teacher " + o.teacher + " (" + teacher.kind + ", EMA weights " +
              (teacher.ema ? "yes" : "no") + "), predicts " + predict + ", " + std::to_string(d.diffusion_steps) +
              "-step " + diffusion::noise_schedule_name(d.noise_schedule) + " schedule; " + data->describe());
+  if (latent)
+    say(o, "ddpm-distill: latent diffusion: the data are encoded by " + ae_dir + " (f = " + std::to_string(f) +
+               "), and every round folder carries a copy of it");
   std::string plan = "ddpm-distill: " + std::to_string(o.rounds) + " rounds of " + std::to_string(o.steps_per_round) +
                      " steps (batch " + std::to_string(o.batch_size) + "): DDIM steps " + std::to_string(o.teacher_steps);
   for (std::int64_t c : counts) plan += " -> " + std::to_string(c);
@@ -224,23 +244,35 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
   gopt.seed = stream_seed(o.seed, kGapLoaderStream);
   gopt.drop_last = true;
   const Batch gap_batch = BatchLoader(data, gopt).next();
+  // Latent held-out examples are the posterior means: fixed, like the images they encode.
+  const Tensor gap_x0 = latent ? latent->encode_mean(gap_batch.images) : gap_batch.images;
 
   // The config of every round folder: the teacher's (our format) or one built from its
-  // settings, without a previous distillation's or post-hoc export's record.
+  // settings, without a previous distillation's or post-hoc export's record. A latent
+  // teacher's autoencoder is copied from where find_run_autoencoder found it (a checkpoint
+  // folder's run, or an earlier round folder).
   nlohmann::json base = tconfig;
   if (base.empty()) {
     base["model"] = unet::config_to_json(cfg);
     base["diffusion"] = diffusion_to_json(d);
   }
   base.erase("posthoc_ema");
-  base.erase("distill");
+  base.erase("distill");  // the key of the first ddpm-distill's folders
+  base.erase(kDistillationSection);
   base["data"] = {{"data", spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", dopt.pad_to_32},
                   {"toy_count", dopt.toy_count}};
+  std::string autoencoder_home = o.teacher;  // write_ema_model_folder's source_run_dir
+  if (latent) {
+    base["autoencoder"]["folder"] = fs::path(ae_dir).filename().string();
+    autoencoder_home = fs::path(ae_dir).parent_path().string();
+  }
 
-  std::vector<DistillRound> rounds;
+  DistillResult result;
+  result.rounds_planned = o.rounds;
   nlohmann::json record = {{"teacher", o.teacher},
                            {"teacher_steps", o.teacher_steps},
                            {"predict", predict},
+                           {"latent", latent != nullptr},
                            {"steps_per_round", o.steps_per_round},
                            {"batch_size", o.batch_size},
                            {"lr", o.lr},
@@ -252,104 +284,155 @@ std::vector<DistillRound> distill_run(const DistillOptions& o) {
                            {"loss_weight", "max(snr, 1)"},
                            {"seed", o.seed},
                            {"data", spec},
+                           {"rounds_planned", o.rounds},
+                           {"student_steps_planned", counts},
+                           {"rounds_done", 0},
+                           {"complete", false},
                            {"rounds", nlohmann::json::array()}};
+  const auto write_record = [&record](const std::string& dir) {
+    write_file_atomic(dir + "/distill.json", record.dump(2) + "\n");
+  };
+  // Publishes a finished round (see distill_run.h "Output"): round 1 brings OUT into being
+  // (replacing an old one only now, with --overwrite); later rounds add their folder, then
+  // the record that lists it.
+  const auto publish_round = [&](const DistillRound& rep, const nlohmann::json& config,
+                                 const std::vector<std::pair<std::string, Tensor>>& weights) {
+    const std::string name = "round_" + std::to_string(rep.round);
+    const std::map<std::string, std::string> meta = {{"ddpm.distill_round", std::to_string(rep.round)},
+                                                     {"ddpm.sampling_steps", std::to_string(rep.student_steps)}};
+    if (rep.round == 1) {
+      publish_directory(
+          o.out,
+          [&](const std::string& tmp) {
+            write_ema_model_folder(config, autoencoder_home, weights, meta, tmp + "/" + name);
+            write_record(tmp);
+          },
+          o.overwrite ? IfExists::replace : IfExists::fail);
+    } else {
+      write_ema_model_folder(config, autoencoder_home, weights, meta, o.out + "/" + name);
+      write_record(o.out);
+    }
+  };
+
+  StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, keep the published rounds, return
   Generator gen(stream_seed(o.seed, kDrawStream));
-  publish_directory(
-      o.out,
-      [&](const std::string& tmp) {
-        for (int r = 0; r < o.rounds; ++r) {
-          const diffusion::DistillGrid g = diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
-          DistillRound rep;
-          rep.round = r + 1;
-          rep.teacher_steps = g.teacher_steps();
-          rep.student_steps = g.student_steps();
-          say(o, "round " + std::to_string(rep.round) + "/" + std::to_string(o.rounds) + ": " +
-                     std::to_string(rep.teacher_steps) + " teacher steps -> " + std::to_string(rep.student_steps) +
-                     " student steps");
-          // Held-out gap: fixed images, noise and indices per round (its own stream).
-          Generator gap_gen(stream_seed(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
-          const Examples held = draw_examples(schedule, g, gap_batch, num_classes, 0.0, gap_gen);
-          rep.gap_before = diffusion::one_step_gap(schedule, teacher_fn, teacher_fn, reading, g, held.z, held.index,
-                                                   held.labels);
-          AdamWConfig ac;
-          ac.lr = o.lr;
-          AdamW opt(slab, ac);
-          Ema ema(slab, o.ema_rate);
-          const auto t0 = std::chrono::steady_clock::now();
-          double window = 0;
-          std::int64_t window_n = 0;
-          rep.final_loss = NAN;
-          for (std::int64_t step = 0; step < o.steps_per_round; ++step) {
-            const Examples e = draw_examples(schedule, g, loader.next(), num_classes, dropout, gen);
-            const diffusion::TeacherSteps ts =
-                diffusion::teacher_ddim_steps(schedule, teacher_fn, reading, g, e.z, e.index, e.labels);
-            const Tensor target = diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
-            slab.zero_grad();
-            const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, reading, e.z, e.t, e.labels);
-            Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
-            loss.backward();
-            const double value = loss.item();
-            const double norm = !std::isfinite(value) ? value
-                                : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
-                                                      : grad_norm(slab);
-            if (std::isfinite(norm)) {
-              opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
-              opt.step();
-              ema.update(slab, opt.step_count() - 1);
-              window += value;
-              ++window_n;
-            }
-            if ((step + 1) % o.log_every == 0 || step + 1 == o.steps_per_round) {
-              if (window_n > 0) rep.final_loss = window / static_cast<double>(window_n);
-              say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps_per_round) + " loss " +
-                         (window_n > 0 ? fmt(rep.final_loss) : std::string("(all steps skipped: non-finite)")));
-              window = 0;
-              window_n = 0;
-            }
-          }
-          rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          // The EMA is the round's result: the next teacher and the next student's start. Its
-          // gap is measured against this round's teacher, before the teacher takes its weights.
-          ema.copy_to(slab);
-          rep.gap_after = diffusion::one_step_gap(schedule, teacher_fn, student_eval, reading, g, held.z, held.index,
-                                                  held.labels);
-          {
-            Tensor tv = teacher_slab.values();  // a handle on the teacher's slab
-            tv.copy_from(slab.values());
-          }
-          rep.folder = o.out + "/round_" + std::to_string(rep.round);
-          nlohmann::json config = base;
-          config["distill"] = {{"teacher", o.teacher},          {"round", rep.round},
-                               {"teacher_steps", rep.teacher_steps}, {"sampling_steps", rep.student_steps},
-                               {"sampler", "ddim"},              {"clip_x0", false},
-                               {"final_loss", rep.final_loss},   {"gap_before", rep.gap_before},
-                               {"gap_after", rep.gap_after}};
-          std::vector<std::pair<std::string, Tensor>> weights;
-          append_slab(slab.values(), "", slab, weights);
-          write_ema_model_folder(config, o.teacher, weights,
-                                 {{"ddpm.distill_round", std::to_string(rep.round)},
-                                  {"ddpm.sampling_steps", std::to_string(rep.student_steps)}},
-                                 tmp + "/round_" + std::to_string(rep.round));
-          record["rounds"].push_back({{"round", rep.round},
-                                      {"folder", "round_" + std::to_string(rep.round)},
-                                      {"teacher_steps", rep.teacher_steps},
-                                      {"student_steps", rep.student_steps},
-                                      {"final_loss", rep.final_loss},
-                                      {"gap_before", rep.gap_before},
-                                      {"gap_after", rep.gap_after},
-                                      {"seconds", rep.seconds}});
-          say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
-                     "; held-out one-step gap to the teacher's two steps " + fmt(rep.gap_before) + " -> " +
-                     fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s");
-          rounds.push_back(rep);
-        }
-        write_file_atomic(tmp + "/distill.json", record.dump(2) + "\n");
-      },
-      o.overwrite ? IfExists::replace : IfExists::fail);
-  for (const DistillRound& r : rounds)
+  for (int r = 0; r < o.rounds && result.stopped_by_signal == 0; ++r) {
+    const diffusion::DistillGrid g = diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
+    DistillRound rep;
+    rep.round = r + 1;
+    rep.teacher_steps = g.teacher_steps();
+    rep.student_steps = g.student_steps();
+    say(o, "round " + std::to_string(rep.round) + "/" + std::to_string(o.rounds) + ": " +
+               std::to_string(rep.teacher_steps) + " teacher steps -> " + std::to_string(rep.student_steps) +
+               " student steps");
+    // Held-out gap: fixed images, noise and indices per round (its own stream).
+    Generator gap_gen(stream_seed(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
+    const Examples held = draw_examples(schedule, g, gap_x0, gap_batch.labels, num_classes, 0.0, gap_gen);
+    rep.gap_before =
+        diffusion::one_step_gap(schedule, teacher_fn, teacher_fn, reading, g, held.z, held.index, held.labels);
+    AdamWConfig ac;
+    ac.lr = o.lr;
+    AdamW opt(slab, ac);
+    Ema ema(slab, o.ema_rate);
+    const auto t0 = std::chrono::steady_clock::now();
+    double window = 0;
+    std::int64_t window_n = 0, step = 0;
+    rep.final_loss = NAN;
+    for (; step < o.steps_per_round; ++step) {
+      if ((result.stopped_by_signal = stop_signals.pending()) != 0) break;  // between steps only
+      const Batch b = loader.next();
+      // s * z ~ s q(z | x_0) for a latent teacher: ddpm-train's encoding, eps from this generator.
+      const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
+      const Examples e = draw_examples(schedule, g, x0, b.labels, num_classes, dropout, gen);
+      const diffusion::TeacherSteps ts =
+          diffusion::teacher_ddim_steps(schedule, teacher_fn, reading, g, e.z, e.index, e.labels);
+      const Tensor target = diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
+      slab.zero_grad();
+      const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, reading, e.z, e.t, e.labels);
+      Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
+      loss.backward();
+      const double value = loss.item();
+      const double norm = !std::isfinite(value) ? value
+                          : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
+                                                : grad_norm(slab);
+      rep.losses.push_back(std::isfinite(norm) ? value : NAN);
+      if (std::isfinite(norm)) {
+        opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
+        opt.step();
+        ema.update(slab, opt.step_count() - 1);
+        window += value;
+        ++window_n;
+      }
+      if ((step + 1) % o.log_every == 0 || step + 1 == o.steps_per_round) {
+        if (window_n > 0) rep.final_loss = window / static_cast<double>(window_n);
+        say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps_per_round) + " loss " +
+                   (window_n > 0 ? fmt(rep.final_loss) : std::string("(all steps skipped: non-finite)")));
+        window = 0;
+        window_n = 0;
+      }
+    }
+    if (result.stopped_by_signal != 0) {
+      const int done = static_cast<int>(result.rounds.size());
+      say(o, std::string("ddpm-distill: stopped by ") + signal_name(result.stopped_by_signal) + " after step " +
+                 std::to_string(step) + "/" + std::to_string(o.steps_per_round) + " of round " +
+                 std::to_string(rep.round) + " (not published); " + std::to_string(done) + " of " +
+                 std::to_string(o.rounds) + " rounds complete" +
+                 (done > 0 ? " in " + o.out + " (round_1 .. round_" + std::to_string(done) + ")"
+                           : std::string(", nothing written") + (o.overwrite ? " (the old --out is untouched)" : "")));
+      if (done > 0) {
+        record["stopped"] = {{"signal", signal_name(result.stopped_by_signal)},
+                             {"round", rep.round},
+                             {"steps_done", step}};
+        write_record(o.out);
+      }
+      break;
+    }
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The EMA is the round's result: the next teacher and the next student's start. Its gap
+    // is measured against this round's teacher, before the teacher takes its weights.
+    ema.copy_to(slab);
+    rep.gap_after =
+        diffusion::one_step_gap(schedule, teacher_fn, student_eval, reading, g, held.z, held.index, held.labels);
+    {
+      Tensor tv = teacher_slab.values();  // a handle on the teacher's slab
+      tv.copy_from(slab.values());
+    }
+    rep.folder = o.out + "/round_" + std::to_string(rep.round);
+    nlohmann::json config = base;
+    DistillationRecord how;
+    how.round = rep.round;
+    how.sampling_steps = rep.student_steps;
+    how.sampler = "ddim";
+    how.clip_x0 = reading.clip_x0;
+    how.teacher = o.teacher;
+    config[kDistillationSection] = distillation_record_json(how);
+    config[kDistillationSection]["teacher_steps"] = rep.teacher_steps;
+    config[kDistillationSection]["final_loss"] = rep.final_loss;
+    config[kDistillationSection]["gap_before"] = rep.gap_before;
+    config[kDistillationSection]["gap_after"] = rep.gap_after;
+    std::vector<std::pair<std::string, Tensor>> weights;
+    append_slab(slab.values(), "", slab, weights);
+    record["rounds"].push_back({{"round", rep.round},
+                                {"folder", "round_" + std::to_string(rep.round)},
+                                {"teacher_steps", rep.teacher_steps},
+                                {"student_steps", rep.student_steps},
+                                {"final_loss", rep.final_loss},
+                                {"gap_before", rep.gap_before},
+                                {"gap_after", rep.gap_after},
+                                {"seconds", rep.seconds}});
+    record["rounds_done"] = rep.round;
+    record["complete"] = rep.round == o.rounds;
+    publish_round(rep, config, weights);
+    say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
+               "; held-out one-step gap to the teacher's two steps " + fmt(rep.gap_before) + " -> " +
+               fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s; published " + rep.folder);
+    result.rounds.push_back(rep);
+  }
+  for (const DistillRound& r : result.rounds)
     say(o, "sample round " + std::to_string(r.round) + ": ddpm-sample --checkpoint " + r.folder +
-               " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) + " --clip-x0 false");
-  return rounds;
+               " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) +
+               " --clip-x0 false");  // the folder's default too (distill_record.h), spelt out
+  return result;
 }
 
 }  // namespace ddpm::run

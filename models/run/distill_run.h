@@ -24,28 +24,58 @@
 // distillation (which distils the guided combination for a range of guidance weights): a
 // guided sample of the student combines two separately distilled branches.
 //
-// Refused (ValueError): EDM-objective runs (no discrete DDIM grid), latent runs (not supported
-// yet), super-resolution models (the low-res condition is not provided), a teacher-steps /
-// rounds pair that does not halve, data whose image shape does not fit the model, an --out
-// folder that exists and is not empty without --overwrite (nothing is touched). Allowed with a
-// note: eps-prediction teachers (the paper distils x0/v networks: an eps network's x^ at the
-// first step divides by sqrt(alpha_bar_{T-1}), which amplifies errors) and learned-variance
-// models (eta = 0 DDIM ignores the variance; its output channels are not trained, and the
-// variance they give drifts with the shared features: sample the students with DDIM only).
+// Latent teachers (ddpm-train --autoencoder, models/run/latent_run.h): the data are encoded
+// by the teacher's autoencoder exactly as ddpm-train encodes them (LatentCodec::encode, a
+// posterior sample with eps from the step's generator; the held-out examples take the
+// posterior mean, encode_mean, so they are fixed), teacher and student work on the scaled
+// latents, and every round folder carries a copy of the autoencoder, so ddpm-sample decodes
+// it like the run itself.
 //
-// Output, published atomically when every round is done (nothing is left on failure):
-//   OUT/round_k/config.json      the teacher's config (model, diffusion, data, train) plus
-//                                "distill": {teacher, round, teacher_steps, sampling_steps,
-//                                sampler "ddim", clip_x0, final_loss, gap_before, gap_after}
+// Refused (ValueError): EDM-objective runs (no discrete DDIM grid), super-resolution models
+// (the low-res condition is not provided), a teacher-steps / rounds pair that does not
+// halve, data whose image shape does not fit the model (or its autoencoder), an --out folder
+// that exists and is not empty without --overwrite. Every refusal comes before the first
+// training step and touches nothing. Allowed with a note: eps-prediction teachers (the paper
+// distils x0/v networks: an eps network's x^ at the first step divides by
+// sqrt(alpha_bar_{T-1}), which amplifies errors) and learned-variance models (eta = 0 DDIM
+// ignores the variance; its output channels are not trained, and the variance they give
+// drifts with the shared features: sample the students with DDIM only).
+//
+// Output. Nothing finished is lost and nothing unfinished is seen: each round is published
+// atomically as soon as it ends.
+//   - Round 1 publishes OUT itself (publish_directory: OUT/round_1 and OUT/distill.json
+//     filled under a temporary name, then renamed into place). With --overwrite an existing
+//     OUT is replaced at that moment, not before: a run stopped or failed in round 1 leaves
+//     the old OUT as it was.
+//   - Round k >= 2 publishes OUT/round_k (write_ema_model_folder: a temporary folder renamed
+//     into place), THEN rewrites OUT/distill.json atomically. A crash between the two leaves
+//     a complete round_k that distill.json does not list yet (it lags by at most one round;
+//     it never lists a round that is not on disk).
+//   OUT/round_k/config.json      the teacher's config (model, diffusion, data, train, and a
+//                                latent run's autoencoder) plus "distillation": {round,
+//                                sampling_steps K, sampler "ddim", clip_x0 false, teacher,
+//                                teacher_steps, final_loss, gap_before, gap_after}: how it is
+//                                sampled (models/run/distill_record.h, read by ddpm-sample)
 //   OUT/round_k/ema.safetensors  the round's EMA weights (run::write_ema_model_folder, as
 //                                ddpm-export --posthoc-ema writes them)
-//   OUT/distill.json             teacher, teacher_steps, the options, and per round its step
-//                                counts, final loss, held-out gaps and seconds
-// `ddpm-sample --checkpoint OUT/round_k --sampler ddim --sampling-steps K_k --clip-x0 false`
-// and ddpm-eval open a round folder like a checkpoint.
+//   OUT/round_k/autoencoder/     latent teachers: the teacher's autoencoder, copied
+//   OUT/distill.json             teacher, teacher_steps, the options, rounds_planned,
+//                                rounds_done, complete, and per round its step counts (K),
+//                                final loss, held-out gaps and seconds; "stopped" when a
+//                                signal ended the run early (which signal, in which round,
+//                                after how many steps)
+// `ddpm-sample --checkpoint OUT/round_k --sampler ddim --sampling-steps K_k` (--clip-x0 false
+// is then its default, from the record) and ddpm-eval open a round folder like a checkpoint.
 //
-// No clamping of x^, for teacher and student alike, so sample the students with --clip-x0
-// false: x~ (eq. 2) is an extrapolation that leaves [-1, 1] at high noise, and a student
+// Stop signals (models/run/stop_signals.h, as ddpm-train): on SIGINT or SIGTERM the step in
+// progress finishes, the unfinished round is NOT published (a student halfway through a
+// round is neither its teacher nor a trained student), the rounds already published stay,
+// distill.json records the stop, and distill_run returns with stopped_by_signal set after a
+// line saying which rounds are complete; ddpm-distill exits with 128 + the signal's number.
+// A signal that arrives after a round's last step lets that round be published first.
+//
+// No clamping of x^, for teacher and student alike, so the students are sampled with
+// --clip-x0 false (ddpm-sample's default for a round folder, from its record): x~ (eq. 2) is an extrapolation that leaves [-1, 1] at high noise, and a student
 // trained to hit it must not be clamped when sampled; the teacher's target steps are then the
 // unclamped ones too (Algorithm 2 has no clamp). Measured on the tiny test teacher (8 training
 // steps, T = 50, 10 -> 5 steps, 60 steps of batch 8): with clamped teacher steps and clamped
@@ -90,14 +120,21 @@ struct DistillRound {
   // teacher itself at the halved grid (the undistilled baseline) and of the student's EMA.
   double gap_before = 0, gap_after = 0;
   double seconds = 0;
+  std::vector<double> losses;  // per step, NaN where a non-finite loss or gradient skipped it
   std::string folder;  // OUT/round_k
+};
+
+struct DistillResult {
+  std::vector<DistillRound> rounds;  // the published rounds, in order
+  int rounds_planned = 0;
+  int stopped_by_signal = 0;         // SIGINT / SIGTERM that ended the run early; 0: it ran out
 };
 
 // ValueError naming the flag for a bad option (before anything is loaded).
 void check_distill_options(const DistillOptions& o);
 
-// Runs every round and publishes OUT (see above). ValueError for the refusals above,
-// IoError for missing or damaged files.
-std::vector<DistillRound> distill_run(const DistillOptions& o);
+// Runs the rounds and publishes each as it ends (see above). ValueError for the refusals
+// above, IoError for missing or damaged files.
+DistillResult distill_run(const DistillOptions& o);
 
 }  // namespace ddpm::run

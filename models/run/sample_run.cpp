@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <tuple>
@@ -26,6 +27,7 @@
 #include "models/run/autoguide_run.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
+#include "models/run/distill_record.h"
 #include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
@@ -163,8 +165,12 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   sc.corrector_steps = o.corrector_steps;
   sc.snr = o.snr;
   if (o.clip_x0 != "auto") sc.clip_x0 = o.clip_x0 == "true";
-  // Latents are not confined to [-1, 1]: no clip unless --clip-x0 or --dynamic-threshold asks.
-  if (latent && !o.clip_x0_given && o.dynamic_threshold == 0) sc.clip_x0 = false;
+  // Latents are not confined to [-1, 1], nor are a distilled student's x_0 estimates (its
+  // targets leave [-1, 1] at high noise; distill_record.h): no clip unless --clip-x0 or
+  // --dynamic-threshold asks, and for a student whatever its round folder records.
+  const std::optional<DistillationRecord> distilled = read_distillation_record(o.checkpoint);
+  if ((latent || (distilled && !distilled->clip_x0)) && !o.clip_x0_given && o.dynamic_threshold == 0)
+    sc.clip_x0 = false;
   sc.dynamic_threshold = o.dynamic_threshold;
   sc.threshold_max = o.threshold_max;
   sc.mean_type = model.diffusion.predict;
@@ -276,6 +282,11 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
              "--autoguide does not apply to " << o.checkpoint << ": it is a latent diffusion model, and ddpm-sample "
                                                  "does not wire a second latent model to the autoencoder");
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
+  if (const std::optional<DistillationRecord> distilled = read_distillation_record(o.checkpoint); distilled && log) {
+    const std::string w = distillation_sampling_warning(*distilled, o.checkpoint, o.sampler, o.sampling_steps,
+                                                        model.diffusion.diffusion_steps);
+    if (!w.empty()) *log << w << "\n";  // the student's trained grid (distill_record.h)
+  }
   ModelSource opened_guide;  // --autoguide, when not given already opened
   if (!o.autoguide.empty()) {
     if (!guide) {

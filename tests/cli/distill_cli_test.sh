@@ -2,8 +2,11 @@
 # ddpm-distill from the shell (ctest `cli.distill`): usage
 #   distill_cli_test.sh BIN_DIR WORK_DIR
 # Distils a tiny v-prediction run two rounds (8 -> 4 -> 2 DDIM steps), samples each round
-# folder with the printed ddpm-sample command, and checks the refusals (exit 2, one line):
-# teacher steps that do not halve, a non-empty --out, latent and EDM runs.
+# folder with the printed ddpm-sample command, checks ddpm-sample's defaults for a round
+# folder (no --clip-x0 is --clip-x0 false; one warning line off the trained grid), stops a
+# run with SIGTERM in round 2 (round_1 kept, exit 143), distils and samples a latent run, and
+# checks the refusals (exit 2, one line): teacher steps that do not halve, a non-empty --out,
+# an EDM run.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" distill_cli_test
@@ -23,9 +26,42 @@ for k in 1 2; do
   # The printed command, run as printed (with the binary's folder and an output folder).
   "$bin/"$cmd --num-samples 2 --out "$work/samples_$k" >"$work/sample_out.txt" 2>"$work/err.txt" ||
     fail "sampling round $k: $cmd"
+  ! grep -q "^warning: " "$work/sample_out.txt" || fail "a warning on the trained grid: $(cat "$work/sample_out.txt")"
 done
 grep -q '"sampling_steps": 2' "$work/dist/round_2/config.json" || fail "round_2 does not record 2 steps"
 grep -q '"student_steps": 4' "$work/dist/distill.json" || fail "distill.json lacks round 1"
+grep -q '"rounds_done": 2' "$work/dist/distill.json" || fail "distill.json does not say 2 rounds done"
+
+# A round folder samples unclamped by default: the same files as with --clip-x0 false.
+smp=("$bin/ddpm-sample" --checkpoint "$work/dist/round_2" --sampler ddim --sampling-steps 2 --num-samples 2
+     --device cpu --seed 5)
+"${smp[@]}" --out "$work/s_default" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling with no --clip-x0"
+"${smp[@]}" --clip-x0 false --out "$work/s_noclip" >"$work/out.txt" 2>"$work/err.txt" || fail "--clip-x0 false"
+cmp "$work/s_default/samples.npz" "$work/s_noclip/samples.npz" || fail "no --clip-x0 differs from --clip-x0 false"
+# Off the trained grid: exactly one warning line, naming the grid.
+"$bin/ddpm-sample" --checkpoint "$work/dist/round_2" --sampler ddim --sampling-steps 4 --num-samples 2 --device cpu \
+  --out "$work/s_off" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling off the grid"
+[ "$(grep -c "^warning: " "$work/out.txt")" = 1 ] || fail "not one warning line: $(cat "$work/out.txt")"
+grep -q "trained for --sampler ddim --sampling-steps 2 only" "$work/out.txt" || fail "the warning names no grid"
+
+# SIGTERM in round 2: the step finishes, round_1 stays published, round_2 is not, exit 143.
+"$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 150 --batch-size 4 \
+  --log-every 50 --gap-samples 4 --device cpu --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 1 1200); do
+  test -f "$work/stopped/distill.json" && break
+  sleep 0.05
+done
+kill -TERM "$pid" 2>/dev/null || true  # gone already: the exit status below says so
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "a stopped ddpm-distill exited with $rc, expected 143: $(cat "$work/out.txt")"
+grep -q "stopped by SIGTERM.*round 2 (not published); 1 of 2 rounds complete" "$work/out.txt" ||
+  fail "no stop line: $(cat "$work/out.txt")"
+test -f "$work/stopped/round_1/ema.safetensors" -a ! -e "$work/stopped/round_2" || fail "rounds on disk after the stop"
+grep -q '"rounds_done": 1' "$work/stopped/distill.json" || fail "distill.json does not say 1 round done"
+"$bin/ddpm-sample" --checkpoint "$work/stopped/round_1" --sampler ddim --sampling-steps 4 --num-samples 2 \
+  --device cpu --out "$work/s_stopped" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the kept round_1"
 
 refused "cannot be halved 2 times" "$bin/ddpm-distill" "${common[@]}" --teacher-steps 12 --rounds 2 --out "$work/x"
 refused "exists and is not empty" "$bin/ddpm-distill" "${dist[@]}" --out "$work/dist"
@@ -33,13 +69,19 @@ test ! -e "$work/x" || fail "a refused run left $work/x behind"
 "$bin/ddpm-distill" "${dist[@]}" --out "$work/dist" --overwrite >"$work/out.txt" 2>"$work/err.txt" ||
   fail "--overwrite"
 test ! -e "$work/dist/round_2" || fail "--overwrite kept the old round_2"
-# A latent run and an EDM run are refused before any training.
+# A latent run distils on its latents; the round folder carries the autoencoder and samples decoded images.
 "$bin/ddpm-autoencoder" train --data toy --steps 1 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
   --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
   || fail "ddpm-autoencoder train"
-"$bin/ddpm-train" "${tiny_model[@]}" --autoencoder "$work/ae" --diffusion-steps 32 --sample-steps 8 --steps 1 \
-  --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent training"
-refused "latent runs are not supported yet" "$bin/ddpm-distill" "${dist[@]/$run/$work/latent}" --out "$work/x"
+"$bin/ddpm-train" "${tiny_model[@]}" --autoencoder "$work/ae" --diffusion-steps 32 --sample-steps 8 --predict v \
+  --steps 1 --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent training"
+"$bin/ddpm-distill" "${dist[@]/$run/$work/latent}" --out "$work/ldist" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "latent ddpm-distill"
+test -d "$work/ldist/round_1/autoencoder" || fail "the latent round folder has no autoencoder"
+cmd=$(grep "^sample round 1: " "$work/out.txt" | sed "s/^sample round 1: //")
+"$bin/"$cmd --num-samples 2 --out "$work/s_latent" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the latent round"
+grep -q "latent diffusion: decoding with" "$work/out.txt" || fail "the latent round was not decoded"
+# An EDM run is refused before any training.
 "$bin/ddpm-train" "${tiny_model[@]}" --objective edm --sample-steps 8 --steps 1 --out "$work/edm" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "EDM training"
 refused "EDM objective" "$bin/ddpm-distill" "${dist[@]/$run/$work/edm}" --out "$work/x"

@@ -8,24 +8,35 @@
 //   - a tiny ddpm-train teacher distilled one round: the round folder opens with open_model,
 //     and on held-out noise its one-step gap to the teacher's two steps is below the
 //     undistilled teacher's at the halved step count;
-//   - refusals.
+//   - refusals;
+//   - crash safety: a run stopped by a signal in round 2 keeps round 1 published (equal to a
+//     one-round run's), one stopped in round 1 leaves an old --out untouched;
+//   - the round folder's "distillation" record: ddpm-sample's --clip-x0 default and warning;
+//   - a latent teacher: the round folder carries the autoencoder and ddpm-sample decodes it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <tuple>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/io/atomic_file.h"
 #include "engine/ops/elementwise.h"
 #include "engine/rng.h"
+#include "models/autoencoder/autoencoder_io.h"
 #include "models/diffusion/progressive_distill.h"
 #include "models/diffusion/respace.h"
 #include "models/diffusion/sampler.h"
+#include "models/run/autoencoder_run.h"
+#include "models/run/distill_record.h"
 #include "models/run/distill_run.h"
+#include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
 #include "support/gaussian_oracle.h"
@@ -158,15 +169,16 @@ TEST(ProgressiveDistillTarget, LossIsTruncatedSnrWeightedMse) {
 
 // A tiny v-prediction ddpm-train run (T = 50) as the teacher.
 std::string tiny_teacher(const std::string& name, const std::string& objective = "ddpm", bool class_cond = false,
-                         bool learn_sigma = false) {
+                         bool learn_sigma = false, std::int64_t T = 50) {
   run::TrainOptions o = testing::tiny_run(testing::temp_run(name));
+  o.diffusion_steps = T;
   o.class_cond = class_cond;
   o.class_dropout = class_cond ? 0.2 : 0.0;
   o.learn_sigma = learn_sigma;
   o.predict = "v";
   o.dropout = 0;
   o.objective = objective;
-  o.sample_steps = 5;
+  o.sample_steps = T % 8 == 0 ? 8 : 5;
   o.steps = 8;
   o.save_every = 8;
   o.lr = 2e-3;
@@ -194,7 +206,7 @@ TEST(ProgressiveDistillRun, OneRoundShrinksHeldOutGapAndLoads) {
   const std::string teacher = tiny_teacher("distill_teacher");
   const std::string out = testing::temp_path("distill_out");
   fs::remove_all(out);
-  const std::vector<run::DistillRound> rounds = run::distill_run(tiny_distill(teacher, out));
+  const std::vector<run::DistillRound> rounds = run::distill_run(tiny_distill(teacher, out)).rounds;
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_EQ(rounds[0].student_steps, 5);
   EXPECT_TRUE(std::isfinite(rounds[0].final_loss));
@@ -205,7 +217,7 @@ TEST(ProgressiveDistillRun, OneRoundShrinksHeldOutGapAndLoads) {
   EXPECT_EQ(st.diffusion.predict, diffusion::ModelMeanType::v);
   EXPECT_EQ(st.diffusion.diffusion_steps, 50);
   const nlohmann::json cfg = nlohmann::json::parse(read_file(out + "/round_1/config.json"));
-  EXPECT_EQ(cfg["distill"]["sampling_steps"], 5);
+  EXPECT_EQ(cfg["distillation"]["sampling_steps"], 5);
   const nlohmann::json rec = nlohmann::json::parse(read_file(out + "/distill.json"));
   EXPECT_EQ(rec["rounds"][0]["student_steps"], 5);
 
@@ -243,7 +255,7 @@ TEST(ProgressiveDistillRun, ClassConditionalLearnedSigmaTeacher) {
   d.steps_per_round = 6;
   std::vector<std::string> lines;
   d.log = [&lines](const std::string& l) { lines.push_back(l); };
-  const std::vector<run::DistillRound> rounds = run::distill_run(d);
+  const std::vector<run::DistillRound> rounds = run::distill_run(d).rounds;
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_TRUE(std::isfinite(rounds[0].final_loss));
   const run::ModelSource st = run::open_model(out + "/round_1", Device::cpu());
@@ -274,6 +286,224 @@ TEST(ProgressiveDistillRun, Refusals) {
   EXPECT_TRUE(fs::exists(out + "/keep.txt"));
   const std::string edm = tiny_teacher("distill_edm_teacher", "edm");
   testing::expect_value_error([&] { (void)run::distill_run(tiny_distill(edm, testing::temp_path("distill_edm"))); }, "EDM objective");
+}
+
+
+// Nothing finished is lost: a SIGINT raised as round 2 of 2 starts (through the log line, while
+// distill_run's StopSignals is installed) lets the step in progress finish, keeps round_1
+// exactly as a one-round run of the same seed writes it (the second code path), publishes
+// no round_2 and leaves distill.json saying 1 of 2 rounds, stopped by SIGINT.
+TEST(ProgressiveDistillRun, StopInRoundTwoKeepsRoundOne) {
+  const std::string teacher = tiny_teacher("distill_stop_teacher", "ddpm", false, false, 32);
+  const std::string out = testing::temp_path("distill_stop_out");
+  fs::remove_all(out);
+  run::DistillOptions d = tiny_distill(teacher, out);
+  d.teacher_steps = 8;  // 8 -> 4 -> 2 on T = 32
+  d.rounds = 2;
+  d.steps_per_round = 4;
+  bool raised = false;
+  d.log = [&raised](const std::string& l) {
+    if (!raised && l.rfind("round 2/2:", 0) == 0) {
+      raised = true;
+      std::raise(SIGINT);
+    }
+  };
+  const run::DistillResult r = run::distill_run(d);
+  ASSERT_TRUE(raised);
+  EXPECT_EQ(r.stopped_by_signal, SIGINT);
+  EXPECT_EQ(r.rounds_planned, 2);
+  ASSERT_EQ(r.rounds.size(), 1u);
+  EXPECT_FALSE(fs::exists(out + "/round_2"));
+  for (const auto& e : fs::directory_iterator(out))  // no temporary folder of round 2 left behind
+    EXPECT_TRUE(e.path().filename() == "round_1" || e.path().filename() == "distill.json") << e.path();
+  const nlohmann::json rec = nlohmann::json::parse(read_file(out + "/distill.json"));
+  EXPECT_EQ(rec["rounds_planned"], 2);
+  EXPECT_EQ(rec["rounds_done"], 1);
+  EXPECT_EQ(rec["complete"], false);
+  EXPECT_EQ(rec["rounds"].size(), 1u);
+  EXPECT_EQ(rec["stopped"]["signal"], "SIGINT");
+  EXPECT_EQ(rec["stopped"]["round"], 2);
+  const run::ModelSource st = run::open_model(out + "/round_1", Device::cpu());
+  EXPECT_EQ(st.kind, "checkpoint folder");
+
+  const std::string one = testing::temp_path("distill_stop_one_round");
+  fs::remove_all(one);
+  run::DistillOptions d1 = tiny_distill(teacher, one);
+  d1.teacher_steps = 8;
+  d1.steps_per_round = 4;
+  const run::DistillResult r1 = run::distill_run(d1);
+  EXPECT_EQ(r1.stopped_by_signal, 0);
+  EXPECT_EQ(r1.rounds[0].losses, r.rounds[0].losses);
+  testing::expect_same_tensors(one + "/round_1/ema.safetensors", out + "/round_1/ema.safetensors");
+  EXPECT_EQ(nlohmann::json::parse(read_file(one + "/distill.json"))["complete"], true);
+}
+
+// Stopped in round 1 with --overwrite: nothing is published, and the old --out is kept whole
+// (it is replaced only when round 1 is published).
+TEST(ProgressiveDistillRun, StopInRoundOneKeepsTheOldOut) {
+  const std::string teacher = tiny_teacher("distill_stop1_teacher");
+  const std::string out = testing::temp_path("distill_stop1_out");
+  fs::remove_all(out);
+  fs::create_directories(out);
+  std::ofstream(out + "/keep.txt") << "mine";
+  run::DistillOptions d = tiny_distill(teacher, out);
+  d.overwrite = true;
+  d.steps_per_round = 3;
+  std::vector<std::string> lines;
+  d.log = [&lines](const std::string& l) {
+    lines.push_back(l);
+    if (l.rfind("round 1/1:", 0) == 0) std::raise(SIGTERM);
+  };
+  const run::DistillResult r = run::distill_run(d);
+  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
+  EXPECT_TRUE(r.rounds.empty());
+  EXPECT_TRUE(fs::exists(out + "/keep.txt"));
+  EXPECT_FALSE(fs::exists(out + "/round_1"));
+  bool said = false;
+  for (const std::string& l : lines) said |= l.find("stopped by SIGTERM") != std::string::npos &&
+                                             l.find("0 of 1 rounds complete") != std::string::npos;
+  EXPECT_TRUE(said);
+}
+
+// A student's folder says how it is sampled: ddpm-sample defaults to --clip-x0 false for it
+// (not for its teacher), a sample with no flags is the sample with --clip-x0 false, and one
+// warning line comes when the sampler or the step count leaves the trained DDIM grid.
+TEST(ProgressiveDistillSample, StudentDefaultsToNoClipAndWarnsOffItsGrid) {
+  const std::string teacher = tiny_teacher("distill_sample_teacher");
+  const std::string out = testing::temp_path("distill_sample_out");
+  fs::remove_all(out);
+  run::DistillOptions d = tiny_distill(teacher, out);
+  d.steps_per_round = 3;
+  (void)run::distill_run(d);
+  const std::string student = out + "/round_1";
+  const std::optional<run::DistillationRecord> rec = run::read_distillation_record(student);
+  ASSERT_TRUE(rec.has_value());
+  EXPECT_EQ(rec->sampling_steps, 5);
+  EXPECT_EQ(rec->sampler, "ddim");
+  EXPECT_FALSE(rec->clip_x0);
+  EXPECT_FALSE(run::read_distillation_record(teacher).has_value());
+
+  const run::ModelSource st = run::open_model(student, Device::cpu());
+  run::SampleOptions o;
+  o.checkpoint = student;
+  o.sampler = "ddim";
+  o.sampling_steps = 5;
+  EXPECT_FALSE(diffusion::resolve_clip_x0(run::make_sampler_config(o, st)));
+  run::SampleOptions asked = o;
+  asked.clip_x0 = "true";
+  asked.clip_x0_given = true;
+  EXPECT_TRUE(diffusion::resolve_clip_x0(run::make_sampler_config(asked, st)));
+  run::SampleOptions of_teacher = o;
+  of_teacher.checkpoint = teacher;
+  EXPECT_TRUE(diffusion::resolve_clip_x0(run::make_sampler_config(of_teacher, st))) << "the default clamp stays for other models";
+
+  o.num_samples = 2;
+  o.batch_size = 2;
+  o.seed = 3;
+  const auto sample = [](run::SampleOptions s, const std::string& name, std::string* log_text) {
+    s.out = testing::temp_run(name);
+    std::ostringstream log;
+    const run::SampleResult res = run::run_sample(s, &log);
+    if (log_text) *log_text = log.str();
+    return res.pixels;
+  };
+  const auto warnings = [](const std::string& text) {
+    int n = 0;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);) n += l.rfind("warning: ", 0) == 0 ? 1 : 0;
+    return n;
+  };
+  std::string log_default, log_more, log_ddpm;
+  const std::vector<std::uint8_t> by_default = sample(o, "distill_sample_default", &log_default);
+  run::SampleOptions no_clip = o;
+  no_clip.clip_x0 = "false";
+  no_clip.clip_x0_given = true;
+  EXPECT_EQ(sample(no_clip, "distill_sample_no_clip", nullptr), by_default);
+  EXPECT_EQ(warnings(log_default), 0) << log_default;
+  run::SampleOptions more = o;
+  more.sampling_steps = 10;
+  (void)sample(more, "distill_sample_10", &log_more);
+  EXPECT_EQ(warnings(log_more), 1) << log_more;
+  EXPECT_NE(log_more.find("--sampler ddim --sampling-steps 5 only"), std::string::npos) << log_more;
+  run::SampleOptions ddpm = o;
+  ddpm.sampler = "ddpm";
+  ddpm.sampling_steps = 0;  // every step
+  (void)sample(ddpm, "distill_sample_ddpm", &log_ddpm);
+  EXPECT_EQ(warnings(log_ddpm), 1) << log_ddpm;
+  EXPECT_NE(log_ddpm.find("with --sampler ddpm --sampling-steps 50"), std::string::npos) << log_ddpm;
+}
+
+// A tiny untrained-ish autoencoder (two steps), f = 4: 16x16 toy images -> 4x4x3 latents.
+std::string tiny_autoencoder(const std::string& name) {
+  run::AutoencoderTrainArgs a;
+  a.data = "toy";
+  a.steps = 2;
+  a.batch_size = 4;
+  a.lr = 1e-3;
+  a.base_channels = 8;
+  a.channel_mult = "1,2,2";
+  a.norm_groups = 4;
+  a.z_channels = 3;
+  a.scale_images = 16;
+  a.log_every = 0;
+  a.out = testing::temp_run(name);
+  std::ostringstream log;
+  run::run_autoencoder_train(a, log);
+  return a.out;
+}
+
+// A latent teacher distilled one round: the student is a 4x4x3 latent UNet, its folder
+// carries the run's autoencoder (tensor for tensor), and ddpm-sample on the folder alone
+// decodes the same pixels as the opened student decoded by the RUN's autoencoder by hand.
+TEST(ProgressiveDistillRun, LatentTeacherRoundCarriesTheAutoencoder) {
+  run::TrainOptions t = testing::tiny_run(testing::temp_run("distill_latent_teacher"));
+  t.autoencoder = tiny_autoencoder("distill_latent_ae");
+  t.attention_resolutions = "";  // a 4x4 latent UNet
+  t.predict = "v";
+  t.dropout = 0;
+  t.steps = 2;
+  t.save_every = 2;
+  run::train_run(t);
+  const std::string out = testing::temp_path("distill_latent_out");
+  fs::remove_all(out);
+  run::DistillOptions d = tiny_distill(t.out, out);
+  d.steps_per_round = 3;
+  const run::DistillResult r = run::distill_run(d);
+  ASSERT_EQ(r.rounds.size(), 1u);
+  for (double l : r.rounds[0].losses) EXPECT_TRUE(std::isfinite(l));
+  const std::string student = out + "/round_1";
+  const std::string ae = run::find_run_autoencoder(student);
+  EXPECT_EQ(fs::path(ae).lexically_normal(), (fs::path(student) / run::kRunAutoencoderFolder).lexically_normal());
+  testing::expect_same_tensors(ae + "/" + autoencoder::kAutoencoderWeights,
+                               t.out + "/" + run::kRunAutoencoderFolder + "/" + autoencoder::kAutoencoderWeights);
+  const run::ModelSource st = run::open_model(student, Device::cpu());
+  EXPECT_EQ(st.net->config().image_size, 4);
+  EXPECT_EQ(st.net->config().in_channels, 3);
+
+  run::SampleOptions s;
+  s.checkpoint = student;
+  s.sampler = "ddim";
+  s.sampling_steps = 5;
+  s.num_samples = 2;
+  s.batch_size = 2;
+  s.seed = 7;
+  s.out = testing::temp_run("distill_latent_sample");
+  const run::SampleResult from_folder = run::run_sample(s);
+  ASSERT_EQ(from_folder.shape, (Shape{2, 16, 16, 1}));  // decoded pixels
+  const run::LatentCodec codec(t.out + "/" + run::kRunAutoencoderFolder, Device::cpu());
+  s.out = testing::temp_run("distill_latent_sample_by_hand");
+  EXPECT_EQ(run::run_sample(s, st, nullptr, &codec).pixels, from_folder.pixels);
+}
+
+TEST(ProgressiveDistillSample, WarningOnlyOffTheTrainedGrid) {
+  run::DistillationRecord r;
+  r.round = 2;
+  r.sampling_steps = 4;
+  EXPECT_EQ(run::distillation_sampling_warning(r, "x", "ddim", 4, 32), "");
+  EXPECT_EQ(run::distillation_sampling_warning(r, "x", "ddim", 0, 4), "");  // 0: all T = 4 steps
+  EXPECT_NE(run::distillation_sampling_warning(r, "x", "ddim", 8, 32), "");
+  EXPECT_NE(run::distillation_sampling_warning(r, "x", "plms", 4, 32), "");
+  EXPECT_NE(run::distillation_sampling_warning(r, "x", "ddim", 0, 32), "");
 }
 
 }  // namespace

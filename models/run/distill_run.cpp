@@ -24,6 +24,7 @@
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
+#include "engine/seed_streams.h"
 #include "models/data/loader.h"
 #include "models/diffusion/progressive_distill.h"
 #include "models/run/checkpoint.h"
@@ -46,13 +47,7 @@ void say(const DistillOptions& o, const std::string& line) {
   if (o.log) o.log(line);
 }
 
-// Independent streams of one seed (splitmix64 of seed + stream), as ddpm-train derives its own.
-std::uint64_t stream_seed(std::uint64_t seed, std::uint64_t stream) {
-  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+// Independent streams of one seed (engine/seed_streams.h), as ddpm-train derives its own.
 constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
 
 // The teacher's config.json in our format ({"model", "diffusion", ...}) when it has one: the
@@ -221,7 +216,7 @@ DistillResult distill_run(const DistillOptions& o) {
   slab.pack(student.net->named_parameters());
   const diffusion::DenoiseFn teacher_fn = eval_fn(*teacher.net);
   const diffusion::DenoiseFn student_eval = eval_fn(*student.net);
-  Generator dropout_gen(stream_seed(o.seed, kDropoutStream));
+  Generator dropout_gen(splitmix64_stream(o.seed, kDropoutStream));
   const unet::UNet& student_net = *student.net;
   const diffusion::DenoiseFn student_train = [&](const Tensor& x, const std::vector<double>& t,
                                                  const std::vector<std::int64_t>& y) {
@@ -234,14 +229,14 @@ DistillResult distill_run(const DistillOptions& o) {
 
   LoaderOptions lopt;
   lopt.batch_size = o.batch_size;
-  lopt.seed = stream_seed(o.seed, kLoaderStream);
+  lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
   lopt.random_flip = tdata.value("random_flip", false);
   lopt.device = o.device;
   lopt.drop_last = o.batch_size <= data->n;
   BatchLoader loader(data, lopt);
   LoaderOptions gopt = lopt;  // the held-out examples: their own order, the same images
   gopt.batch_size = std::min<std::int64_t>(o.gap_samples, data->n);
-  gopt.seed = stream_seed(o.seed, kGapLoaderStream);
+  gopt.seed = splitmix64_stream(o.seed, kGapLoaderStream);
   gopt.drop_last = true;
   const Batch gap_batch = BatchLoader(data, gopt).next();
   // Latent held-out examples are the posterior means: fixed, like the images they encode.
@@ -315,7 +310,7 @@ DistillResult distill_run(const DistillOptions& o) {
   };
 
   StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, keep the published rounds, return
-  Generator gen(stream_seed(o.seed, kDrawStream));
+  Generator gen(splitmix64_stream(o.seed, kDrawStream));
   for (int r = 0; r < o.rounds && result.stopped_by_signal == 0; ++r) {
     const diffusion::DistillGrid g = diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
     DistillRound rep;
@@ -326,7 +321,7 @@ DistillResult distill_run(const DistillOptions& o) {
                std::to_string(rep.teacher_steps) + " teacher steps -> " + std::to_string(rep.student_steps) +
                " student steps");
     // Held-out gap: fixed images, noise and indices per round (its own stream).
-    Generator gap_gen(stream_seed(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
+    Generator gap_gen(splitmix64_stream(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
     const Examples held = draw_examples(schedule, g, gap_x0, gap_batch.labels, num_classes, 0.0, gap_gen);
     rep.gap_before =
         diffusion::one_step_gap(schedule, teacher_fn, teacher_fn, reading, g, held.z, held.index, held.labels);

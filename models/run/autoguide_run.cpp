@@ -1,9 +1,13 @@
 // models/run/autoguide_run.cpp: see autoguide_run.h.
 #include "models/run/autoguide_run.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
 #include "models/nn/module.h"
 #include "models/run/sample_run.h"
 
@@ -66,6 +70,36 @@ void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, con
                  << (g.zero_terminal_snr ? " zero-terminal-SNR" : "") << " schedule; the model on a "
                  << d.diffusion_steps << "-step " << diffusion::noise_schedule_name(d.noise_schedule)
                  << (d.zero_terminal_snr ? " zero-terminal-SNR" : "") << " one");
+}
+
+namespace {
+
+// The regular files under `dir` by their path relative to it, sorted.
+std::vector<std::string> folder_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out.push_back(std::filesystem::relative(e.path(), dir).string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+void check_autoguide_autoencoder(const std::string& main_autoencoder, const std::string& guide_autoencoder,
+                                 const std::string& guide_path) {
+  const std::string who = "--autoguide " + guide_path;
+  DDPM_CHECK(main_autoencoder.empty() == guide_autoencoder.empty(),
+             who << (guide_autoencoder.empty() ? " diffuses pixels; the model is a latent diffusion model"
+                                               : " is a latent diffusion model; the model diffuses pixels")
+                 << ": both must denoise the same space");
+  if (main_autoencoder.empty()) return;
+  const std::vector<std::string> a = folder_files(main_autoencoder), b = folder_files(guide_autoencoder);
+  bool same = a == b;
+  for (std::size_t i = 0; same && i < a.size(); ++i)
+    same = read_file(main_autoencoder + "/" + a[i]) == read_file(guide_autoencoder + "/" + b[i]);
+  DDPM_CHECK(same, who << " was trained on the autoencoder in " << guide_autoencoder << ", the model on "
+                       << main_autoencoder
+                       << ", and they differ: latents of different autoencoders are not the same task");
 }
 
 diffusion::DenoiseFn autoguide_denoiser(const ModelSource& guide) {

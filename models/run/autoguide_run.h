@@ -17,9 +17,18 @@
 // alone, the guide is then never evaluated; 0 = the guide alone); --guidance-interval limits
 // it to [LO, HI] in sigma as for CFG; --guidance-rescale phi pulls the guided prediction back
 // to the MAIN model's per-sample std (CFG: the conditional branch's). Refused with it: the
-// main model itself as guide (w would change nothing), super-resolution (--low-res),
-// ControlNet (--control) and latent diffusion models (their guide would need the same
-// condition or autoencoder wiring, which ddpm-sample does not build for a second model).
+// main model itself as guide (w would change nothing), super-resolution (--low-res) and
+// ControlNet (--control): their guide would need the same condition, which ddpm-sample does
+// not build for a second model.
+//
+// Latent diffusion models (Rombach et al. 2022; latent_run.h) are autoguided in latent space:
+// both networks denoise the same latents z and only the result is decoded. That is one task
+// only when both were trained on the SAME autoencoder: a latent means nothing without its
+// encoder, and two autoencoders (even of one architecture, or one retrained) map an image to
+// different z. So a latent model takes a latent guide whose autoencoder folder is the same,
+// file for file and byte for byte (the folder each run copied at training time; an earlier
+// checkpoint of the same run, RUN/checkpoints/step_N, shares it by construction); a pixel
+// model takes a pixel guide.
 #pragma once
 
 #include <string>
@@ -37,6 +46,12 @@ void check_autoguide_flags(const SampleOptions& o);
 // ValueError naming the first difference between `main` and `guide` that autoguidance cannot
 // work across (see above); `guide_path` names the guide in the message.
 void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path);
+
+// ValueError unless main and guide diffuse the same space (see above): `main_autoencoder` and
+// `guide_autoencoder` are their autoencoder folders (find_run_autoencoder; "" for a pixel
+// model), compared file for file.
+void check_autoguide_autoencoder(const std::string& main_autoencoder, const std::string& guide_autoencoder,
+                                 const std::string& guide_path);
 
 // The guide's network as a DenoiseFn (borrowing guide.net: it must outlive the function).
 diffusion::DenoiseFn autoguide_denoiser(const ModelSource& guide);

@@ -228,7 +228,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--autoguide", o.autoguide,
                  "autoguidance (Karras et al. 2024): guide with this weaker model of the same task (run folder or "
                  "checkpoint, e.g. an earlier checkpoint of the run): pred = guide + s (model - guide) with s = "
-                 "--guidance-scale; works for unconditional models");
+                 "--guidance-scale; works for unconditional models; a latent model needs a guide on the same autoencoder");
   app.add_option("--out", o.out, "output folder: grid.png, images/, samples.npz, sample_info.json")->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   app.add_flag("--show-steps", o.show_steps, "also write steps.png: the reverse process of the first samples");

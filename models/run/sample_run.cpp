@@ -278,9 +278,6 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                "the autoencoder has " << latent->config().z_channels << " latent channels; the model takes "
                                       << model.net->config().in_channels);
   }
-  DDPM_CHECK(!latent || o.autoguide.empty(),
-             "--autoguide does not apply to " << o.checkpoint << ": it is a latent diffusion model, and ddpm-sample "
-                                                 "does not wire a second latent model to the autoencoder");
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
   if (const std::optional<DistillationRecord> distilled = read_distillation_record(o.checkpoint); distilled && log) {
     const std::string w = distillation_sampling_warning(*distilled, o.checkpoint, o.sampler, o.sampling_steps,
@@ -294,6 +291,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guide = &opened_guide;
     }
     check_autoguide_fits(model, *guide, o.autoguide);
+    // A latent model is guided in latent space by a guide on the same autoencoder (autoguide_run.h).
+    check_autoguide_autoencoder(latent ? latent->source() : "", find_run_autoencoder(o.autoguide), o.autoguide);
     sc.autoguide = autoguide_denoiser(*guide);
     if (log)
       *log << "autoguidance: " << o.autoguide << " (" << guide->kind << ", " << guide->net->num_parameters()

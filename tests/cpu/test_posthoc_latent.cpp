@@ -29,6 +29,7 @@
 #include "models/run/sample_run.h"
 #include "models/unet/model_io.h"
 #include "support/temp_dir.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_run.h"
 
 namespace fs = std::filesystem;
@@ -45,28 +46,9 @@ std::string ddpm_export_binary() {
   return fs::exists(p) ? p.string() : "";
 }
 
-// A tiny untrained-ish autoencoder (two steps) with f = 4: 16x16 toy images -> 4x4x3 latents.
-std::string tiny_autoencoder(const std::string& name) {
-  AutoencoderTrainArgs a;
-  a.data = "toy";
-  a.steps = 2;
-  a.batch_size = 4;
-  a.lr = 1e-3;
-  a.base_channels = 8;
-  a.channel_mult = "1,2,2";
-  a.norm_groups = 4;
-  a.z_channels = 3;
-  a.scale_images = 16;
-  a.log_every = 0;
-  a.out = testing::temp_run(name);
-  std::ostringstream log;
-  run_autoencoder_train(a, log);
-  return a.out;
-}
-
 TEST(PosthocLatent, ExportCarriesTheAutoencoderAndEqualsTheInProcessReconstruction) {
   TrainOptions o = testing::tiny_run(testing::temp_run("posthoc_latent"));
-  o.autoencoder = tiny_autoencoder("posthoc_latent_ae");
+  o.autoencoder = testing::tiny_autoencoder("posthoc_latent_ae");
   o.attention_resolutions = "";  // a 4x4 latent UNet
   o.steps = 4;
   o.save_every = 4;

@@ -40,6 +40,7 @@
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
 #include "support/gaussian_oracle.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_run.h"
 #include "support/tiny_unet.h"
 #include "support/value_error.h"
@@ -433,31 +434,12 @@ TEST(ProgressiveDistillSample, StudentDefaultsToNoClipAndWarnsOffItsGrid) {
   EXPECT_NE(log_ddpm.find("with --sampler ddpm --sampling-steps 50"), std::string::npos) << log_ddpm;
 }
 
-// A tiny untrained-ish autoencoder (two steps), f = 4: 16x16 toy images -> 4x4x3 latents.
-std::string tiny_autoencoder(const std::string& name) {
-  run::AutoencoderTrainArgs a;
-  a.data = "toy";
-  a.steps = 2;
-  a.batch_size = 4;
-  a.lr = 1e-3;
-  a.base_channels = 8;
-  a.channel_mult = "1,2,2";
-  a.norm_groups = 4;
-  a.z_channels = 3;
-  a.scale_images = 16;
-  a.log_every = 0;
-  a.out = testing::temp_run(name);
-  std::ostringstream log;
-  run::run_autoencoder_train(a, log);
-  return a.out;
-}
-
 // A latent teacher distilled one round: the student is a 4x4x3 latent UNet, its folder
 // carries the run's autoencoder (tensor for tensor), and ddpm-sample on the folder alone
 // decodes the same pixels as the opened student decoded by the RUN's autoencoder by hand.
 TEST(ProgressiveDistillRun, LatentTeacherRoundCarriesTheAutoencoder) {
   run::TrainOptions t = testing::tiny_run(testing::temp_run("distill_latent_teacher"));
-  t.autoencoder = tiny_autoencoder("distill_latent_ae");
+  t.autoencoder = testing::tiny_autoencoder("distill_latent_ae");
   t.attention_resolutions = "";  // a 4x4 latent UNet
   t.predict = "v";
   t.dropout = 0;

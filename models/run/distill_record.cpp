@@ -2,13 +2,11 @@
 // (see distill_record.h).
 #include "models/run/distill_record.h"
 
-#include <filesystem>
 #include <sstream>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
-
-namespace fs = std::filesystem;
+#include "models/run/model_source.h"
 
 namespace ddpm::run {
 
@@ -22,19 +20,14 @@ nlohmann::json distillation_record_json(const DistillationRecord& r) {
 
 std::optional<DistillationRecord> read_distillation_record(const std::string& checkpoint) {
   if (checkpoint.empty()) return std::nullopt;
-  // The same config.json that open_model and find_run_autoencoder read.
-  const fs::path p(checkpoint);
-  std::error_code ec;
-  fs::path dir = p.parent_path();
-  if (fs::is_directory(p, ec)) dir = fs::is_regular_file(p / "config.json", ec) ? p : p.parent_path().parent_path();
-  const fs::path cfg = dir / "config.json";
-  if (!fs::is_regular_file(cfg, ec)) return std::nullopt;
-  const nlohmann::json j = nlohmann::json::parse(read_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
+  const std::string cfg = model_config_path(checkpoint);  // the one open_model reads
+  if (cfg.empty()) return std::nullopt;
+  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains(kDistillationSection)) return std::nullopt;  // open_model judges damage
   const nlohmann::json& s = j.at(kDistillationSection);
   const auto need = [&](const char* key, bool ok) {
     DDPM_CHECK(s.is_object() && s.contains(key) && ok,
-               cfg.string() << ": the \"" << kDistillationSection << "\" section (a ddpm-distill round folder) needs "
+               cfg << ": the \"" << kDistillationSection << "\" section (a ddpm-distill round folder) needs "
                             << "the key \"" << key << "\" with a value of the right type");
   };
   need("round", s.is_object() && s.contains("round") && s.at("round").is_number_integer());

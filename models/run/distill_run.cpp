@@ -50,19 +50,15 @@ void say(const DistillOptions& o, const std::string& line) {
 // Independent streams of one seed (engine/seed_streams.h), as ddpm-train derives its own.
 constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
 
-// The teacher's config.json in our format ({"model", "diffusion", ...}) when it has one: the
-// run's, the checkpoint folder's own, or the run's two levels up. Empty otherwise (a
-// diffusers folder or a bare model file).
+// The teacher's config.json in our format ({"model", "diffusion", ...}) when it is a folder
+// with one (the one open_model reads: model_source.h). Empty otherwise (a diffusers folder or
+// a bare model file).
 nlohmann::json teacher_config(const std::string& teacher) {
   std::error_code ec;
-  fs::path p(teacher);
-  if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();
-  for (const fs::path& c : {p / "config.json", p.parent_path().parent_path() / "config.json"}) {
-    if (!fs::is_directory(p, ec) || !fs::is_regular_file(c, ec)) continue;
-    const nlohmann::json j = nlohmann::json::parse(read_file(c.string()), nullptr, false);
-    if (j.is_object() && j.contains("model") && j.contains("diffusion")) return j;
-  }
-  return {};
+  const std::string cfg = model_config_path(teacher);
+  if (!fs::is_directory(teacher, ec) || cfg.empty()) return {};
+  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
+  return j.is_object() && j.contains("model") && j.contains("diffusion") ? j : nlohmann::json{};
 }
 
 // A uniform draw in {0..n-1} per sample, from one rand tensor of the generator.

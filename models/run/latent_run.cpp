@@ -7,6 +7,7 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/ops/elementwise.h"
+#include "models/run/model_source.h"
 
 namespace ddpm::run {
 
@@ -44,14 +45,9 @@ nlohmann::json LatentCodec::run_config_json() const {
 }
 
 std::string find_run_autoencoder(const std::string& checkpoint) {
-  // The config.json open_model (model_source.h) reads: a folder's own, else (a checkpoint
-  // folder) its run's two levels up; beside a model file.
-  const fs::path p(checkpoint);
-  std::error_code ec;
-  fs::path dir = p.parent_path();
-  if (fs::is_directory(p, ec)) dir = fs::is_regular_file(p / "config.json", ec) ? p : p.parent_path().parent_path();
-  const fs::path cfg = dir / "config.json";
-  if (!fs::is_regular_file(cfg, ec)) return "";
+  const std::string cfg_path = model_config_path(checkpoint);  // what open_model reads
+  if (cfg_path.empty()) return "";
+  const fs::path cfg(cfg_path), dir = cfg.parent_path();
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_file(cfg.string()));

@@ -254,6 +254,16 @@ DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bo
   DDPM_THROW(ValueError, "scheduler: a value has the wrong type: " << e.what());
 }
 
+std::string model_config_path(const std::string& checkpoint) {
+  fs::path p = fs::path(checkpoint).lexically_normal();
+  if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();  // "dir/" -> "dir"
+  std::error_code ec;
+  fs::path dir = p.parent_path();
+  if (fs::is_directory(p, ec)) dir = fs::is_regular_file(p / "config.json", ec) ? p : p.parent_path().parent_path();
+  const fs::path cfg = dir / "config.json";
+  return fs::is_regular_file(cfg, ec) ? cfg.string() : "";
+}
+
 ModelSource open_model(const std::string& path_text, Device device, bool use_ema) {
   fs::path path = fs::path(path_text).lexically_normal();
   if (path.filename().empty() && path.has_parent_path()) path = path.parent_path();  // "dir/" -> "dir"

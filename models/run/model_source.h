@@ -99,6 +99,12 @@ struct ModelSource {
 // (the message says what was looked for).
 ModelSource open_model(const std::string& path, Device device, bool use_ema = true);
 
+// The config.json that open_model reads for `checkpoint` ("dir/" read as "dir"): a folder's
+// own, else (a checkpoint folder RUN/checkpoints/step_N) its run's two levels up; the one
+// beside a model file. "" when that file does not exist. For the readers of the run's other
+// sections (the autoencoder of a latent run, a distilled student's record).
+std::string model_config_path(const std::string& checkpoint);
+
 // Writes `model` as a diffusers UNet2DModel folder (what ddpm-export does): config.json
 // (model_io config_to_diffusers), diffusion_pytorch_model.safetensors (export_state_dict:
 // diffusers names, OIHW convolutions) and scheduler_config.json (a DDPMScheduler config

@@ -10,6 +10,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "models/diffusion/respace.h"
+#include "models/diffusion/x0_threshold.h"
 
 namespace ddpm::diffusion {
 
@@ -131,7 +132,7 @@ Tensor x0_estimate(const DiffusionSchedule& s, const DenoiseFn& net, const Denoi
   Tensor out = net(z, td, labels);
   if (r.learned_sigma) out = split_learned_variance(out).first;  // eta = 0 DDIM ignores the variance
   const Tensor x0 = x0_from_prediction(s, r.type, out, z, t);
-  return r.clip_x0 ? clamp(x0, -1.0, 1.0) : x0;
+  return apply_x0_threshold(x0, r.clip_x0 ? X0Threshold::static_clip() : X0Threshold::none());  // the samplers' clip
 }
 
 TeacherSteps teacher_ddim_steps(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,

@@ -267,6 +267,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                         const LatentCodec* latent, const ModelSource* guide) {
   const SampleOptions o = resolve_sampler_for_model(asked, model);  // heun for an EDM model (edm_options.h)
   check_sample_options(o);
+  DDPM_CHECK(o.low_res_from.empty(), "--low-res-from " << o.low_res_from << " needs the base model too: run_cascade (cascade_run.h)");
   if (latent) {
     DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to " << o.checkpoint
                                                                        << ": it is a latent diffusion model, and "

@@ -173,6 +173,7 @@ TEST(CascadeRun, RefusalsNameBothModelsAndLeaveNothing) {
   stray.base_sampling_steps = 3;
   EXPECT_NE(testing::value_error_message([&] { check_sample_options(stray); }).find("--base-sampling-steps"),
             std::string::npos);
+  EXPECT_NE(testing::value_error_message([&] { run_sample(o, sr); }).find("run_cascade"), std::string::npos);
   SampleOptions bad_sampler = o;
   bad_sampler.base_sampler = "nope";
   EXPECT_NE(refusal(bad_sampler, sr, base).find("--base-sampler nope"), std::string::npos);

@@ -13,6 +13,7 @@
 #include "models/diffusion/guidance.h"
 #include "models/diffusion/sampler.h"
 #include "models/run/autoguide_run.h"
+#include "models/run/cascade_run.h"
 #include "models/run/control_run.h"
 #include "models/run/edm_options.h"
 #include "models/run/sample_run.h"
@@ -269,6 +270,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "N defaults to their count");
   app.add_option("--control-scale", o.control_scale, "--control: multiplier of the ControlNet's residuals (0 = the base alone)")
       ->capture_default_str();
+  add_cascade_flags(app, o);  // --low-res-from, --base-* (cascade_run.h)
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -334,9 +336,10 @@ void check_sample_options(const SampleOptions& o) {
              "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
   DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
              "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
-  DDPM_CHECK(o.low_res_blur == 0 || !o.low_res.empty(),
+  DDPM_CHECK(o.low_res_blur == 0 || !o.low_res.empty() || !o.low_res_from.empty(),
              "--low-res-blur " << o.low_res_blur << " blurs the low-res images of a super-resolution model; it needs "
-                                                    "--low-res SAMPLES.npz|IMAGE.png");
+                                                    "--low-res SAMPLES.npz|IMAGE.png or --low-res-from BASE");
+  check_cascade_flags(o);  // cascade_run.h
   check_classifier_flags(o, inpainting);
   check_control_flags(o);  // control_run.h
   check_out_dir(o);

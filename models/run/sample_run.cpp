@@ -25,6 +25,7 @@
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/autoguide_run.h"
+#include "models/run/cascade_run.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
 #include "models/run/distill_record.h"
@@ -242,6 +243,7 @@ InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::stri
 
 SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
+  if (!o.low_res_from.empty()) return run_cascade(o, log);  // base model, then this one (cascade_run.h)
   ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
@@ -265,6 +267,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                         const LatentCodec* latent, const ModelSource* guide) {
   const SampleOptions o = resolve_sampler_for_model(asked, model);  // heun for an EDM model (edm_options.h)
   check_sample_options(o);
+  DDPM_CHECK(o.low_res_from.empty(), "--low-res-from " << o.low_res_from << " needs the base model too: run_cascade (cascade_run.h)");
   if (latent) {
     DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to " << o.checkpoint
                                                                        << ": it is a latent diffusion model, and "
@@ -290,7 +293,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       opened_guide = open_model(o.autoguide, o.device, o.use_ema);
       guide = &opened_guide;
     }
-    check_autoguide_fits(model, *guide, o.autoguide);
+    check_autoguide_fits(model, *guide, o.autoguide, o.low_res_noise_level);
     // A latent model is guided in latent space by a guide on the same autoencoder (autoguide_run.h).
     check_autoguide_autoencoder(latent ? latent->source() : "", find_run_autoencoder(o.autoguide), o.autoguide);
     sc.autoguide = autoguide_denoiser(*guide);
@@ -369,6 +372,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     return px;
   };
 
+  const diffusion::DenoiseFn guide_fn = sc.autoguide;  // the bare guide; conditioned per batch for super-resolution
   Generator gen(o.seed);
   result.pixels.reserve(static_cast<std::size_t>(N) * H * W * C);
   for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
@@ -379,15 +383,17 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guidance.labels = labels;                  // the classifier's targets
       if (cfg.num_classes == 0) labels.clear();  // an unconditional network takes none
     }
-    // A super-resolution model's closure concatenates this batch's upsampled low-res rows.
-    // Conditioning augmentation: noised at the fixed level, the noise drawn after x_T.
-    const Tensor low_rows = super_res ? diffusion::batch_rows(low.cond, begin, n).to(o.device) : Tensor();
-    const diffusion::DenoiseFn bfn =
-        controlled            ? control_denoiser(net, control, begin, n)
-        : !super_res          ? fn
-        : cfg.cond_augmented() ? diffusion::concat_augmented_condition(fn, low_rows, low.aug_level,
-                                                                       base.alphas_cumprod, gen)
-                               : diffusion::concat_condition(fn, low_rows);
+    // A super-resolution model's closure (and its autoguide's: the same condition) concatenates
+    // this batch's upsampled low-res rows; with conditioning augmentation noised at the fixed
+    // level, the noise drawn after x_T (super_res_run.h low_res_denoisers).
+    diffusion::DenoiseFn bfn = fn;
+    if (controlled) {
+      bfn = control_denoiser(net, control, begin, n);
+    } else if (super_res) {
+      const LowResDenoisers d = low_res_denoisers(low, fn, guide_fn, begin, n, o.device, base.alphas_cumprod, gen);
+      bfn = d.main;
+      sc.autoguide = d.guide;  // empty without --autoguide
+    }
     callback = nullptr;
     if (o.show_steps && begin == 0) {
       callback = [&](const diffusion::StepInfo& s) {

@@ -81,6 +81,10 @@
 // border) BEFORE the bilinear upsample, the training condition of ddpm-train --blur-augment,
 // so a model can be tried on inputs as soft as those it was trained with; sample_info.json's
 // "low_res" records "blur_sigma" (0 when off), low_res.png shows the inputs as given.
+// The cascade in one call (--low-res-from BASE with a super-resolution --checkpoint,
+// models/run/cascade_run.h): BASE is sampled first into OUT/base/ (exactly what ddpm-sample
+// --checkpoint BASE writes), then its samples.npz is the --low-res of this model; --base-sampler,
+// --base-sampling-steps, --base-guidance-scale and --base-seed set the base stage.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -114,6 +118,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -198,6 +203,14 @@ struct SampleOptions {
   double low_res_noise_level = 0.0;  // a fraction of T in [0, cond_augment] (augmented models only)
   double low_res_blur = 0.0;         // Gaussian blur sigma (low-res pixels) before the upsample; 0 = off
   bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
+  // The cascade in one call (models/run/cascade_run.h): --low-res-from BASE samples BASE first
+  // and upsamples its samples. The base stage's sampler ("" = --sampler), steps (-1 =
+  // --sampling-steps), classifier-free guidance scale and seed (unset = --seed).
+  std::string low_res_from;
+  std::string base_sampler;
+  int base_sampling_steps = -1;
+  double base_guidance_scale = 1.0;
+  std::optional<std::uint64_t> base_seed;
   // ControlNet (models/run/control_run.h): a ddpm-control run, the image(s) its hint is
   // computed from (one PNG, or an npz / data spec), and the residuals' scale.
   std::string control, control_image, control_from;

@@ -62,7 +62,8 @@ diffusion::DenoiseFn unguided_denoiser(const unet::UNet& net);
 // doubling). ValueError naming --guidance-scale and the folder when the record's trained
 // range does not hold s (outside it the embedding was never trained: refused rather than
 // warned, as a sample set quietly made off the range would be mistaken for a guided one).
-// Without a record (a bare model file) any s >= 1 is taken.
+// Without a record (a bare model file) any s >= 1 is taken. ddpm-sample's default s = 1
+// (w = 0: the guided student's plain conditional output) passes only when S_MIN = 1.
 double guided_sampling_weight(const std::optional<DistillationRecord>& record, const std::string& checkpoint,
                               double guidance_scale);
 

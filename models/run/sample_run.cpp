@@ -372,6 +372,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const double guided_w =
       guidance_distilled ? guided_sampling_weight(read_distillation_record(o.checkpoint), o.checkpoint, o.guidance_scale)
                          : 0.0;
+  if (guidance_distilled && log)
+    *log << "guidance-distilled model: --guidance-scale " << o.guidance_scale << " is fed to the network as w = "
+         << guided_w << ", one network call per step\n";
   diffusion::DenoiseFn fn = [&net, guidance_distilled, guided_w](const Tensor& x, const std::vector<double>& t,
                                                                  const std::vector<std::int64_t>& y) {
     if (guidance_distilled)

@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
                  "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
                  "samples with N / 2^k steps")
       ->required();
-  app.add_option("--rounds", o.rounds, "halvings of the step count (0 with --guided: stage 1 only)")->capture_default_str();
+  app.add_option("--rounds", o.rounds, "halvings of the step count (0 with --guided: stage 1 only)")
+      ->capture_default_str();
   app.add_option("--steps-per-round", o.steps_per_round, "optimiser steps per round")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str();
   app.add_option("--lr", o.lr, "AdamW learning rate (linear warm-up over --warmup-steps)")->capture_default_str();
@@ -58,7 +59,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", o.log_every, "print the mean loss every this many steps")->capture_default_str();
   app.add_option("--gap-samples", o.gap_samples, "held-out examples of the one-step gap reported per round")
       ->capture_default_str();
-  app.add_option("--out", o.out, "the folder to write: round_1 .. round_R (and round_0 with --guided) and distill.json")->required();
+  app.add_option("--out", o.out, "the folder to write: round_1 .. round_R (and round_0 with --guided) and distill.json")
+      ->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {

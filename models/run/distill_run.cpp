@@ -157,8 +157,9 @@ DistillResult distill_run(const DistillOptions& o) {
   check_diffusion_settings(d);
   const std::optional<GuidedRange> guided =
       o.guided.empty() ? std::nullopt : std::optional<GuidedRange>(parse_guided_range(o.guided));
-  DDPM_CHECK(!guided || cfg.num_classes > 0, "--guided " << o.guided << " distils classifier-free guidance, and --teacher "
-                                                         << o.teacher << " is unconditional (no class labels to guide)");
+  DDPM_CHECK(!guided || cfg.num_classes > 0,
+             "--guided " << o.guided << " distils classifier-free guidance, and --teacher " << o.teacher
+                         << " is unconditional (no class labels to guide)");
   const diffusion::DistillGrid stage1_grid =
       guided ? guided_stage_grid(d.diffusion_steps, o.teacher_steps) : diffusion::DistillGrid{};
   const std::vector<std::int64_t> counts =
@@ -359,7 +360,8 @@ DistillResult distill_run(const DistillOptions& o) {
                         std::to_string(rep.teacher_steps) + " teacher steps -> " +
                         std::to_string(rep.student_steps) + " student steps");
     // Held-out gap: fixed images, noise and indices per round (its own stream).
-    Generator gap_gen(splitmix64_stream(o.seed, stage1 ? kGuidedGapStream : kGapStream + 16 * static_cast<std::uint64_t>(r)));
+    Generator gap_gen(
+        splitmix64_stream(o.seed, stage1 ? kGuidedGapStream : kGapStream + 16 * static_cast<std::uint64_t>(r)));
     const Examples held = draw_examples(schedule, g, gap_x0, gap_batch.labels, num_classes, 0.0, gap_gen, guided);
     const auto held_gap = [&](const diffusion::DenoiseFn& model) {
       return stage1 ? diffusion::guided_x0_gap(schedule, unguided_denoiser(*teacher.net), model, reading, held.z,

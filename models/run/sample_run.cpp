@@ -369,9 +369,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   // A guidance-distilled model: one call per step with w = s - 1 for every sample (the
   // sampler's guidance scale is 1 for it: make_sampler_config).
   const bool guidance_distilled = cfg.guidance_embedding;
-  const double guided_w =
-      guidance_distilled ? guided_sampling_weight(read_distillation_record(o.checkpoint), o.checkpoint, o.guidance_scale)
-                         : 0.0;
+  const double guided_w = guidance_distilled ? guided_sampling_weight(read_distillation_record(o.checkpoint),
+                                                                     o.checkpoint, o.guidance_scale)
+                                             : 0.0;
   if (guidance_distilled && log)
     *log << "guidance-distilled model: --guidance-scale " << o.guidance_scale << " is fed to the network as w = "
          << guided_w << ", one network call per step\n";
@@ -508,9 +508,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
-    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);
+    if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
     if (guidance_distilled)  // Meng et al. 2023: the weight is a network input, no doubled batch
-      info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};  // every Karras-level sampler (edm_options.h)
+      info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

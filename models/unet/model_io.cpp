@@ -80,7 +80,8 @@ UNetConfig config_from_json(const json& j) {
     c.num_classes = j.at("num_classes").get<int>();
     if (j.contains("guidance_embedding")) {
       DDPM_CHECK_AS(j.at("guidance_embedding").is_boolean(), IoError,
-                    "model config: guidance_embedding must be true or false, got " << j.at("guidance_embedding").dump());
+                    "model config: guidance_embedding must be true or false, got "
+                        << j.at("guidance_embedding").dump());
       c.guidance_embedding = j.at("guidance_embedding").get<bool>();
     }
   } catch (const json::exception& e) {

@@ -88,8 +88,10 @@ TEST(GuidedDistillUNet, ZeroInitialisedEmbeddingEqualsTheNetWithoutIt) {
 
   // A guided net refuses a call without weights (or with the wrong count), a plain one with.
   testing::expect_value_error([&] { (void)copy->forward(x, t, y, nn::Context{}); }, "needs one guidance weight w");
-  testing::expect_value_error([&] { (void)copy->forward(x, t, y, {1.0}, nn::Context{}); }, "1 guidance weights for a batch of 3");
-  testing::expect_value_error([&] { (void)plain.forward(x, t, y, {1, 1, 1}, nn::Context{}); }, "has no guidance_embedding");
+  testing::expect_value_error([&] { (void)copy->forward(x, t, y, {1.0}, nn::Context{}); },
+                              "1 guidance weights for a batch of 3");
+  testing::expect_value_error([&] { (void)plain.forward(x, t, y, {1, 1, 1}, nn::Context{}); },
+                              "has no guidance_embedding");
   testing::expect_value_error([&] { (void)run::with_guidance_embedding(*copy, 1); }, "already has");
 }
 

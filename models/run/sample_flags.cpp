@@ -215,7 +215,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--class", o.class_label,
                  "class of every sample (class-conditional models; default: classes 0, 1, ... in turn)");
   app.add_option("--guidance-scale", o.guidance_scale,
-                 "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional")
+                 "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional; a "
+                 "guidance-distilled model (ddpm-distill --guided) takes w = s - 1 as an input, s in its trained range")
       ->capture_default_str();
   app.add_option("--guidance-rescale", o.guidance_rescale,
                  "guidance rescale phi in [0, 1] (Lin et al. 2024; diffusers' guidance_rescale): pull the guided "

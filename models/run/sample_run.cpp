@@ -19,6 +19,7 @@
 #include "engine/io/png.h"
 #include "engine/rng.h"
 #include "models/diffusion/guidance.h"
+#include "models/run/guided_distill.h"
 #include "models/diffusion/inpaint.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
@@ -195,6 +196,16 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   if (!o.guidance_interval.empty())
     std::tie(sc.guidance_sigma_lo, sc.guidance_sigma_hi) =
         diffusion::parse_guidance_interval(o.guidance_interval, "--guidance-interval");
+  if (cfg.guidance_embedding) {
+    // A guidance-distilled model (guided_distill.h) takes w = s - 1 itself, in one call per
+    // step: the sampler must not double the batch for classifier-free guidance.
+    (void)guided_sampling_weight(distilled, o.checkpoint, o.guidance_scale);  // the trained range
+    DDPM_CHECK(o.guidance_rescale == 0 && o.guidance_interval.empty() && o.autoguide.empty(),
+               "--guidance-rescale, --guidance-interval and --autoguide combine a conditional and an unconditional "
+               "prediction; " << o.checkpoint << " is guidance-distilled (one prediction per step, the weight fed to "
+                                 "the network), so they do not apply to it");
+    sc.guidance_scale = 1.0;
+  }
   DDPM_CHECK(latent || cfg.in_channels == 1 || cfg.in_channels == 3,
              "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
   return sc;
@@ -358,7 +369,19 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
 
   const unet::UNet& net = *model.net;
-  diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+  // A guidance-distilled model: one call per step with w = s - 1 for every sample (the
+  // sampler's guidance scale is 1 for it: make_sampler_config).
+  const bool guidance_distilled = cfg.guidance_embedding;
+  const double guided_w = guidance_distilled ? guided_sampling_weight(read_distillation_record(o.checkpoint),
+                                                                     o.checkpoint, o.guidance_scale)
+                                             : 0.0;
+  if (guidance_distilled && log)
+    *log << "guidance-distilled model: --guidance-scale " << o.guidance_scale << " is fed to the network as w = "
+         << guided_w << ", one network call per step\n";
+  diffusion::DenoiseFn fn = [&net, guidance_distilled, guided_w](const Tensor& x, const std::vector<double>& t,
+                                                                 const std::vector<std::int64_t>& y) {
+    if (guidance_distilled)
+      return net.forward(x, t, y, std::vector<double>(static_cast<std::size_t>(x.dim(0)), guided_w), nn::Context{});
     return net.forward(x, t, y, nn::Context{});
   };
 
@@ -492,6 +515,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
+    if (guidance_distilled)  // Meng et al. 2023: the weight is a network input, no doubled batch
+      info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

@@ -102,6 +102,13 @@
 // --s-noise 1.003. sample_info.json's "heun" records the four values (s_tmax null when
 // infinite) and the number of churned levels.
 //
+// Guidance-distilled models (ddpm-distill --guided, guided_distill.h; the UNet has a
+// guidance_embedding): --guidance-scale s is fed to the network as w = s - 1, ONE call per
+// step (no classifier-free doubling: the sampler's own scale is 1); s outside the range the
+// folder's "distillation" record names is refused, as are --guidance-rescale,
+// --guidance-interval and --autoguide (they need two predictions); sample_info.json adds
+// "guidance_distilled": {guidance_weight_w, network_calls_per_step: 1}.
+//
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in

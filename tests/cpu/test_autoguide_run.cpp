@@ -37,11 +37,7 @@ ModelSource tiny_guide(int num_classes = 0, unet::UNetConfig cfg = testing::tiny
   for (std::size_t i = 0; i < mine.size() && i < theirs.size(); ++i)  // start from the model's weights where they fit
     if (mine[i].second.shape() == theirs[i].second.shape())
       std::copy_n(theirs[i].second.data<float>(), mine[i].second.numel(), mine[i].second.data<float>());
-  for (auto& [name, t] : m.net->named_parameters()) {
-    std::vector<float> noise = randn(t.shape(), g).to_vector();
-    float* p = t.data<float>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] += 0.05f * noise[static_cast<std::size_t>(i)];
-  }
+  testing::perturb_weights(*m.net, g);
   m.diffusion = base.diffusion;
   m.kind = "test guide";
   return m;

@@ -44,11 +44,7 @@ ModelSource tiny_super_res(int num_classes = 0, double cond_augment = 0.0, std::
   cfg.concat_channels = cfg.in_channels;
   cfg.cond_augment = cond_augment;
   m.net = std::make_unique<unet::UNet>(cfg, g, Device::cpu());
-  for (auto& [name, t] : m.net->named_parameters()) {
-    std::vector<float> noise = randn(t.shape(), g).to_vector();
-    float* p = t.data<float>();
-    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] += 0.05f * noise[static_cast<std::size_t>(i)];
-  }
+  testing::perturb_weights(*m.net, g);
   m.diffusion.diffusion_steps = 40;
   m.kind = "test super-resolution";
   return m;

@@ -24,6 +24,7 @@
 #include "models/run/sample_run.h"
 #include "models/train/posthoc_ema.h"
 #include "models/unet/model_io.h"
+#include "support/posthoc_reference.h"
 #include "support/tiny_control.h"
 
 namespace ddpm::run {
@@ -31,50 +32,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-using Weights = std::map<std::string, std::vector<double>>;
-
-Weights read_weights(const std::string& path, const std::string& prefix = "") {
-  Weights w;
-  for (const auto& [name, t] : load_safetensors(path).tensors)
-    if (name.compare(0, prefix.size(), prefix) == 0) w[name.substr(prefix.size())] = t.to_double_vector();
-  return w;
-}
-
-Weights to_weights(const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  Weights w;
-  for (const auto& [name, t] : tensors) w[name] = t.to_double_vector();
-  return w;
-}
-
-// The power-function EMA of posthoc_ema.h run in double over theta_1..theta_t:
-// theta_hat <- beta_t theta_hat + (1 - beta_t) theta_t, beta_t = (1 - 1/t)^(gamma + 1).
-Weights track(const std::vector<Weights>& theta, double gamma, std::int64_t t) {
-  Weights ema = theta[0];
-  for (std::int64_t tau = 1; tau <= t; ++tau) {
-    const double beta = std::pow(1.0 - 1.0 / static_cast<double>(tau), gamma + 1.0);
-    for (auto& [name, v] : ema)
-      for (std::size_t i = 0; i < v.size(); ++i) v[i] = beta * v[i] + (1.0 - beta) * theta[tau - 1].at(name)[i];
-  }
-  return ema;
-}
-
-// max |a - b| / max |b| over every tensor; the two must hold the same names.
-double relative_difference(const Weights& a, const Weights& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, scale = 0;
-  for (const auto& [name, vb] : b) {
-    const auto it = a.find(name);
-    if (it == a.end()) {
-      ADD_FAILURE() << name << " is missing";
-      continue;
-    }
-    for (std::size_t i = 0; i < vb.size(); ++i) {
-      diff = std::max(diff, std::abs(it->second[i] - vb[i]));
-      scale = std::max(scale, std::abs(vb[i]));
-    }
-  }
-  return diff / scale;
-}
+using testing::read_weights;
+using testing::relative_difference;
+using testing::to_weights;
+using testing::track;
+using testing::Weights;
 
 // A tiny pixel-space DDPM base (tiny_control.h), trained once.
 const std::string& base_run() {

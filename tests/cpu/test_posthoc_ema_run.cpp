@@ -22,6 +22,7 @@
 #include "models/run/train_run.h"
 #include "models/train/posthoc_ema.h"
 #include "models/unet/model_io.h"
+#include "support/posthoc_reference.h"
 #include "support/temp_dir.h"
 #include "support/tiny_run.h"
 
@@ -30,39 +31,10 @@ using namespace ddpm;
 
 namespace {
 
-using Weights = std::map<std::string, std::vector<double>>;
-
-Weights read_weights(const std::string& path, const std::string& prefix = "") {
-  Weights w;
-  for (const auto& [name, t] : load_safetensors(path).tensors)
-    if (name.compare(0, prefix.size(), prefix) == 0) w[name.substr(prefix.size())] = t.to_double_vector();
-  return w;
-}
-
-// The tracker of posthoc_ema.h run in double over the raw weights theta_1..theta_t.
-Weights track(const std::vector<Weights>& theta, double gamma, std::int64_t t) {
-  Weights ema = theta[0];
-  for (std::int64_t tau = 1; tau <= t; ++tau) {
-    const double beta = std::pow(1.0 - 1.0 / static_cast<double>(tau), gamma + 1.0);
-    for (auto& [name, v] : ema)
-      for (std::size_t i = 0; i < v.size(); ++i) v[i] = beta * v[i] + (1.0 - beta) * theta[tau - 1].at(name)[i];
-  }
-  return ema;
-}
-
-// max |a - b| / max |b| over every tensor.
-double relative_difference(const Weights& a, const Weights& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double diff = 0, scale = 0;
-  for (const auto& [name, vb] : b) {
-    const std::vector<double>& va = a.at(name);
-    for (std::size_t i = 0; i < vb.size(); ++i) {
-      diff = std::max(diff, std::abs(va[i] - vb[i]));
-      scale = std::max(scale, std::abs(vb[i]));
-    }
-  }
-  return diff / scale;
-}
+using ddpm::testing::read_weights;
+using ddpm::testing::relative_difference;
+using ddpm::testing::track;
+using ddpm::testing::Weights;
 
 run::TrainOptions posthoc_run(const std::string& name) {
   run::TrainOptions o = ddpm::testing::tiny_run(ddpm::testing::temp_run(name));

@@ -17,6 +17,7 @@
 #include <iostream>
 
 #include "apps/common/cli.h"
+#include "models/run/consistency_run.h"
 #include "models/run/distill_run.h"
 
 int main(int argc, char** argv) {
@@ -33,8 +34,7 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--teacher-steps", o.teacher_steps,
                  "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
-                 "samples with N / 2^k steps")
-      ->required();
+                 "samples with N / 2^k steps (required by --method progressive)");
   app.add_option("--rounds", o.rounds, "halvings of the step count (0 with --guided: stage 1 only)")
       ->capture_default_str();
   app.add_option("--steps-per-round", o.steps_per_round, "optimiser steps per round")->capture_default_str();
@@ -62,11 +62,14 @@ int main(int argc, char** argv) {
   app.add_option("--out", o.out, "the folder to write: round_1 .. round_R (and round_0 with --guided) and distill.json")
       ->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
+  run::ConsistencyFlags consistency;  // --method consistency (consistency_run.h)
+  run::add_consistency_flags(app, consistency);
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {
     o.device = cli::resolve_device(common);
     o.seed = common.seed;
     o.log = [](const std::string& line) { std::cout << line << std::endl; };
+    if (const std::optional<int> rc = run::consistency_cli_main(app, o, consistency)) return *rc;
     const run::DistillResult r = run::distill_run(o);
     return r.stopped_by_signal != 0 ? 128 + r.stopped_by_signal : 0;  // as a shell reports a killed job
   });

@@ -1,0 +1,386 @@
+// models/run/consistency_run.cpp: the loop and the folder of `ddpm-distill --method
+// consistency` (contract in consistency_run.h; the math in models/diffusion/consistency.h).
+//
+// Order of work, as distill_run.cpp: options, teacher and its refusals, a latent teacher's
+// autoencoder, the data, the --out folder, all before the first step. Three networks live on
+// the device: the frozen teacher and the target network (eval mode, no-grad) and the student
+// (training mode, its parameters in one slab for AdamW, the EMA and the target update).
+#include "models/run/consistency_run.h"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/autograd.h"
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/ops/elementwise.h"
+#include "engine/optim.h"
+#include "engine/parameters.h"
+#include "engine/rng.h"
+#include "engine/seed_streams.h"
+#include "models/data/loader.h"
+#include "models/run/checkpoint.h"
+#include "models/run/data_spec.h"
+#include "models/run/distill_record.h"
+#include "models/run/guided_distill.h"
+#include "models/run/latent_run.h"
+#include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
+#include "models/run/stop_signals.h"
+#include "models/train/trainer.h"  // warmup_lr
+#include "models/unet/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+
+namespace {
+
+constexpr const char* kConsistencyKey = "consistency";  // inside the "distillation" section
+// Independent streams of one seed (engine/seed_streams.h).
+constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
+
+void say(const ConsistencyOptions& o, const std::string& line) {
+  if (o.log) o.log(line);
+}
+
+std::string fmt(double v) {
+  std::ostringstream s;
+  s.precision(4);
+  s << v;
+  return s.str();
+}
+
+// The teacher's config.json in our format, when it has one (as distill_run.cpp reads it).
+nlohmann::json teacher_config(const std::string& teacher) {
+  std::error_code ec;
+  const std::string cfg = model_config_path(teacher);
+  if (!fs::is_directory(teacher, ec) || cfg.empty()) return {};
+  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
+  return j.is_object() && j.contains("model") && j.contains("diffusion") ? j : nlohmann::json{};
+}
+
+std::vector<std::int64_t> uniform_levels(std::int64_t count, std::int64_t N, Generator& gen) {  // in 1..N
+  std::vector<std::int64_t> out;
+  for (double u : rand({count}, gen, Device::cpu(), DType::f64).to_double_vector())
+    out.push_back(1 + std::min<std::int64_t>(N - 1, static_cast<std::int64_t>(u * static_cast<double>(N))));
+  return out;
+}
+
+std::vector<std::int64_t> drop_labels(std::vector<std::int64_t> labels, int num_classes, double p, Generator& gen) {
+  if (num_classes == 0) return {};
+  if (p > 0) {
+    const std::vector<double> u = rand({static_cast<std::int64_t>(labels.size())}, gen, Device::cpu(), DType::f64)
+                                      .to_double_vector();
+    for (std::size_t k = 0; k < u.size(); ++k)
+      if (u[k] < p) labels[k] = num_classes;  // the null label
+  }
+  return labels;
+}
+
+}  // namespace
+
+void check_consistency_options(const ConsistencyOptions& o) {
+  DDPM_CHECK(!o.teacher.empty(), "--teacher is required: a ddpm-train run or checkpoint folder");
+  DDPM_CHECK(!o.out.empty(), "--out is required: the folder to write the consistency model to");
+  DDPM_CHECK(o.levels >= 1, "--consistency-levels must be at least 1, got " << o.levels);
+  DDPM_CHECK(o.steps >= 1, "--steps must be positive, got " << o.steps);
+  DDPM_CHECK(o.batch_size >= 1 && o.batch_size <= 65536, "--batch-size must be in [1, 65536], got " << o.batch_size);
+  DDPM_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive, got " << o.lr);
+  DDPM_CHECK(o.warmup_steps >= 0, "--warmup-steps must be >= 0, got " << o.warmup_steps);
+  DDPM_CHECK(o.grad_clip >= 0 && std::isfinite(o.grad_clip), "--grad-clip must be >= 0, got " << o.grad_clip);
+  DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
+  DDPM_CHECK(o.target_ema >= 0 && o.target_ema < 1,
+             "--target-ema must be in [0, 1) (0: the target is the student itself, as in iCT), got " << o.target_ema);
+  (void)diffusion::parse_consistency_distance(o.loss);
+  DDPM_CHECK(o.label_dropout <= 1 && std::isfinite(o.label_dropout),
+             "--label-dropout must be in [0, 1] (or negative for the teacher's), got " << o.label_dropout);
+  DDPM_CHECK(o.log_every >= 1, "--log-every must be positive, got " << o.log_every);
+  DDPM_CHECK(o.gap_samples >= 1 && o.gap_samples <= 4096, "--gap-samples must be in [1, 4096], got " << o.gap_samples);
+  std::error_code ec;
+  DDPM_CHECK(!fs::exists(o.out, ec) || fs::is_directory(o.out, ec), "--out " << o.out << " exists and is not a folder");
+  DDPM_CHECK(o.overwrite || !fs::is_directory(o.out, ec) || fs::is_empty(o.out, ec),
+             "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+}
+
+ConsistencyResult consistency_run(const ConsistencyOptions& o) {
+  check_consistency_options(o);
+  const diffusion::ConsistencyDistance distance = diffusion::parse_consistency_distance(o.loss);
+  ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
+  const unet::UNetConfig cfg = teacher.net->config();
+  const DiffusionSettings& d = teacher.diffusion;
+  DDPM_CHECK(!d.edm, "--teacher " << o.teacher << " was trained with the EDM objective: consistency distillation "
+                                  << "here runs on the DDPM timestep grid (distil a DDPM-objective run)");
+  DDPM_CHECK(!cfg.super_res(), "--teacher " << o.teacher << " is a super-resolution model: ddpm-distill does not "
+                                            << "provide its low-resolution condition");
+  DDPM_CHECK(!cfg.guidance_embedding, "--teacher " << o.teacher << " is guidance-distilled (it takes a guidance "
+                                                   << "weight): consistency distillation of it is not implemented");
+  check_diffusion_settings(d);
+  const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
+  diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
+  const diffusion::ConsistencyGrid grid = diffusion::consistency_grid(d.diffusion_steps, o.levels);
+
+  const std::string ae_dir = find_run_autoencoder(o.teacher);
+  std::unique_ptr<LatentCodec> latent;
+  if (!ae_dir.empty()) {
+    latent = std::make_unique<LatentCodec>(ae_dir, o.device);
+    DDPM_CHECK(latent->config().z_channels == cfg.in_channels,
+               "--teacher " << o.teacher << ": its autoencoder " << ae_dir << " has " << latent->config().z_channels
+                            << " latent channels and the UNet takes " << cfg.in_channels);
+  }
+  const int f = latent ? latent->factor() : 1;
+  const int image_channels = latent ? latent->config().in_channels : cfg.in_channels;
+
+  const nlohmann::json tconfig = teacher_config(o.teacher);
+  const nlohmann::json tdata = tconfig.value("data", nlohmann::json::object());
+  const std::string spec = !o.data.empty() ? o.data : tdata.value("data", std::string());
+  DDPM_CHECK(!spec.empty(), "--teacher " << o.teacher << " records no training data (not a ddpm-train run): give --data");
+  DataOptions dopt;
+  dopt.pad_to_32 = tdata.value("pad_to_32", false);
+  dopt.toy_count = tdata.value("toy_count", dopt.toy_count);
+  dopt.seed = tconfig.contains("train") ? tconfig["train"].value("seed", std::uint64_t{0}) : 0;
+  auto data = std::make_shared<Dataset>(load_data(parse_data_spec(spec), dopt));
+  DDPM_CHECK(data->height == cfg.image_size * f && data->width == cfg.image_size * f &&
+                 data->channels == image_channels,
+             "--data " << spec << " has " << data->height << "x" << data->width << "x" << data->channels
+                       << " images; the teacher takes " << cfg.image_size * f << "x" << cfg.image_size * f << "x"
+                       << image_channels);
+  const int num_classes = cfg.num_classes;
+  DDPM_CHECK(num_classes == 0 || (data->has_labels() && data->num_classes <= num_classes),
+             "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
+                                                  << " has no labels that fit it");
+  double dropout = o.label_dropout;
+  if (dropout < 0) dropout = tconfig.contains("train") ? tconfig["train"].value("class_dropout", 0.1) : 0.1;
+  if (num_classes == 0) dropout = 0;
+
+  say(o, "ddpm-distill: consistency distillation (Song et al. 2023, on the DDPM grid as LCM) of " + o.teacher +
+             " (" + teacher.kind + "), predicts " + diffusion::model_mean_type_name(d.predict) + ", T = " +
+             std::to_string(d.diffusion_steps) + "; " + data->describe());
+  say(o, "ddpm-distill: " + std::to_string(o.levels) + " levels (DDIM stride " +
+             std::to_string(d.diffusion_steps / o.levels) + "), " + std::to_string(o.steps) + " steps of batch " +
+             std::to_string(o.batch_size) + ", " + o.loss + " loss, target EMA " + fmt(o.target_ema) +
+             (num_classes > 0 ? ", label dropout " + fmt(dropout) : std::string()));
+
+  // Student and target: copies of the teacher (the target follows the student, consistency_run.h).
+  ModelSource student = open_model(o.teacher, o.device, true);
+  ModelSource target = open_model(o.teacher, o.device, true);
+  ParameterSlab slab, target_slab;
+  slab.pack(student.net->named_parameters());
+  target_slab.pack(target.net->named_parameters());
+  const diffusion::DenoiseFn teacher_fn = weighted_denoiser(*teacher.net, {});
+  const diffusion::DenoiseFn target_fn = weighted_denoiser(*target.net, {});
+  const diffusion::DenoiseFn student_eval = weighted_denoiser(*student.net, {});
+  Generator dropout_gen(splitmix64_stream(o.seed, kDropoutStream));
+  const diffusion::DenoiseFn student_train = weighted_denoiser(*student.net, {}, nn::Context{true, &dropout_gen});
+  diffusion::DenoiserReading reading;
+  reading.type = d.predict;
+  reading.learned_sigma = cfg.learn_sigma;
+  reading.clip_x0 = false;  // the ODE's x^ is not clamped (LCM's DDIM solver has no clamp)
+
+  LoaderOptions lopt;
+  lopt.batch_size = o.batch_size;
+  lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
+  lopt.random_flip = tdata.value("random_flip", false);
+  lopt.device = o.device;
+  lopt.drop_last = o.batch_size <= data->n;
+  BatchLoader loader(data, lopt);
+  LoaderOptions gopt = lopt;
+  gopt.batch_size = std::min<std::int64_t>(o.gap_samples, data->n);
+  gopt.seed = splitmix64_stream(o.seed, kGapLoaderStream);
+  gopt.drop_last = true;
+  const Batch gap_batch = BatchLoader(data, gopt).next();
+  const Tensor gap_x0 = latent ? latent->encode_mean(gap_batch.images) : gap_batch.images;
+
+  // The held-out figure: z at L_N (fixed noise), the teacher's N-step endpoint computed once.
+  Generator gap_gen(splitmix64_stream(o.seed, kGapStream));
+  const std::vector<std::int64_t> gap_labels = num_classes > 0 ? gap_batch.labels : std::vector<std::int64_t>{};
+  const Tensor gap_z = diffusion::q_sample(schedule, gap_x0,
+                                           diffusion::Timesteps(static_cast<std::size_t>(gap_x0.dim(0)), grid.levels.back()),
+                                           randn(gap_x0.shape(), gap_gen, gap_x0.device(), gap_x0.dtype()));
+  const Tensor gap_end = diffusion::teacher_ode_endpoint(schedule, teacher_fn, reading, grid, gap_z, gap_labels);
+  ConsistencyResult result;
+  result.gap_before = diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end, gap_labels);
+
+  AdamWConfig ac;
+  ac.lr = o.lr;
+  AdamW opt(slab, ac);
+  Ema ema(slab, o.ema_rate);
+  StopSignals stop_signals;
+  Generator gen(splitmix64_stream(o.seed, kDrawStream));
+  const auto t0 = std::chrono::steady_clock::now();
+  double window = 0;
+  std::int64_t window_n = 0;
+  result.final_loss = NAN;
+  for (std::int64_t step = 0; step < o.steps; ++step) {
+    if ((result.stopped_by_signal = stop_signals.pending()) != 0) break;  // between steps only
+    const Batch b = loader.next();
+    const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
+    const std::vector<std::int64_t> upper = uniform_levels(x0.dim(0), grid.num_levels(), gen);
+    const std::vector<std::int64_t> labels = drop_labels(b.labels, num_classes, dropout, gen);
+    const Tensor eps = randn(x0.shape(), gen, x0.device(), x0.dtype());
+    const diffusion::ConsistencyExamples e = diffusion::consistency_examples(schedule, grid, x0, upper, eps);
+    const Tensor tgt = diffusion::consistency_target(schedule, teacher_fn, target_fn, reading, grid, e, labels);
+    slab.zero_grad();
+    const Tensor fz = diffusion::consistency_function(schedule, student_train, reading, grid, e.z, e.upper, labels);
+    Tensor loss = diffusion::consistency_loss(fz, tgt, distance);
+    loss.backward();
+    const double value = loss.item();
+    const double norm = !std::isfinite(value) ? value
+                        : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
+                                              : grad_norm(slab);
+    result.losses.push_back(std::isfinite(norm) ? value : NAN);
+    if (std::isfinite(norm)) {
+      opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
+      opt.step();
+      ema.update(slab, opt.step_count() - 1);
+      NoGradGuard no_grad;  // theta^- <- mu theta^- + (1 - mu) theta (CM Algorithm 2)
+      Tensor tv = target_slab.values();
+      tv.copy_from(add(scale(tv, o.target_ema), scale(slab.values(), 1.0 - o.target_ema)));
+      window += value;
+      ++window_n;
+    }
+    result.steps_done = step + 1;
+    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+      if (window_n > 0) result.final_loss = window / static_cast<double>(window_n);
+      say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps) + " loss " +
+                 (window_n > 0 ? fmt(result.final_loss) : std::string("(all steps skipped: non-finite)")));
+      window = 0;
+      window_n = 0;
+    }
+  }
+  if (result.stopped_by_signal != 0) {
+    say(o, std::string("ddpm-distill: stopped by ") + signal_name(result.stopped_by_signal) + " after step " +
+               std::to_string(result.steps_done) + "/" + std::to_string(o.steps) + "; nothing written" +
+               (o.overwrite ? " (the old --out is untouched)" : ""));
+    return result;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ema.copy_to(slab);
+  result.gap_after = diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end, gap_labels);
+
+  nlohmann::json config = tconfig;
+  if (config.empty()) {
+    config["model"] = unet::config_to_json(cfg);
+    config["diffusion"] = diffusion_to_json(d);
+  }
+  config.erase("posthoc_ema");
+  config.erase("distill");
+  config["data"] = {{"data", spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", dopt.pad_to_32},
+                    {"toy_count", dopt.toy_count}};
+  std::string autoencoder_home = o.teacher;
+  if (latent) {
+    config["autoencoder"]["folder"] = fs::path(ae_dir).filename().string();
+    autoencoder_home = fs::path(ae_dir).parent_path().string();
+  }
+  DistillationRecord how;
+  how.round = 1;
+  how.sampling_steps = 1;  // ddpm-sample's K when --sampling-steps is 0
+  how.sampler = "consistency";
+  how.clip_x0 = false;
+  how.teacher = o.teacher;
+  nlohmann::json rec = distillation_record_json(how);
+  rec[kConsistencyKey] = {{"levels", grid.num_levels()},
+                          {"timesteps", diffusion::Timesteps(grid.levels.begin() + 1, grid.levels.end())},
+                          {"sigma_data", grid.sigma_data},
+                          {"timestep_scale", grid.timestep_scale},
+                          {"c_skip", "sigma_data^2 / ((s (t + 1))^2 + sigma_data^2), 1 at clean"},
+                          {"c_out", "s (t + 1) / sqrt((s (t + 1))^2 + sigma_data^2), 0 at clean"},
+                          {"loss", o.loss},
+                          {"target_ema", o.target_ema},
+                          {"ema_rate", o.ema_rate},
+                          {"steps", o.steps},
+                          {"batch_size", o.batch_size},
+                          {"lr", o.lr},
+                          {"label_dropout", dropout},
+                          {"seed", o.seed},
+                          {"final_loss", result.final_loss},
+                          {"gap_before", result.gap_before},
+                          {"gap_after", result.gap_after},
+                          {"seconds", seconds}};
+  config[kDistillationSection] = rec;
+  std::vector<std::pair<std::string, Tensor>> weights;
+  append_slab(slab.values(), "", slab, weights);
+  write_ema_model_folder(config, autoencoder_home, weights,
+                         {{"ddpm.distill_method", "consistency"}, {"ddpm.consistency_levels", std::to_string(o.levels)}},
+                         o.out, o.overwrite);
+  result.folder = o.out;
+  say(o, "consistency: final loss " + fmt(result.final_loss) + "; held-out gap of one step to the teacher's " +
+             std::to_string(o.levels) + "-step DDIM endpoint " + fmt(result.gap_before) + " -> " +
+             fmt(result.gap_after) + "; " + fmt(seconds) + " s; published " + o.out);
+  say(o, "sample: ddpm-sample --checkpoint " + o.out + " --sampler consistency --sampling-steps 1 (or 2 .. " +
+             std::to_string(o.levels) + ")");
+  return result;
+}
+
+std::optional<diffusion::ConsistencyGrid> read_consistency_grid(const std::string& checkpoint, std::int64_t T) {
+  const std::optional<DistillationRecord> r = read_distillation_record(checkpoint);
+  if (!r || r->sampler != "consistency") return std::nullopt;
+  const std::string path = model_config_path(checkpoint);
+  const nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, false);
+  const nlohmann::json& s = j.at(kDistillationSection);
+  DDPM_CHECK(s.contains(kConsistencyKey) && s.at(kConsistencyKey).is_object() &&
+                 s.at(kConsistencyKey).contains("levels") && s.at(kConsistencyKey).at("levels").is_number_integer(),
+             path << ": a consistency model's \"" << kDistillationSection << "\" section needs \"" << kConsistencyKey
+                  << "\": {\"levels\": N, ...}");
+  const nlohmann::json& c = s.at(kConsistencyKey);
+  const diffusion::ConsistencyGrid g = diffusion::consistency_grid(T, c.at("levels").get<std::int64_t>());
+  DDPM_CHECK(c.value("sigma_data", g.sigma_data) == g.sigma_data &&
+                 std::abs(c.value("timestep_scale", g.timestep_scale) - g.timestep_scale) <= 1e-12 * g.timestep_scale,
+             path << ": the consistency record's sigma_data " << c.value("sigma_data", g.sigma_data)
+                  << " and timestep_scale " << c.value("timestep_scale", g.timestep_scale) << " are not this "
+                  << "engine's (" << g.sigma_data << ", " << g.timestep_scale << " at T = " << T
+                  << "): c_skip and c_out would differ from the ones it was trained with");
+  return g;
+}
+
+void add_consistency_flags(CLI::App& app, ConsistencyFlags& f) {
+  app.add_option("--method", f.method,
+                 "progressive (Salimans & Ho 2022, the default) or consistency (Song et al. 2023 consistency "
+                 "distillation on the DDPM grid, as LCM: one folder OUT sampled with ddpm-sample --sampler "
+                 "consistency in 1 to a few steps)")
+      ->check(CLI::IsMember({"progressive", "consistency"}))
+      ->capture_default_str();
+  app.add_option("--consistency-levels", f.o.levels,
+                 "consistency: the N levels of the teacher's DDIM ODE (must divide T; LCM uses 50 at T = 1000)")
+      ->capture_default_str();
+  app.add_option("--steps", f.o.steps, "consistency: optimiser steps")->capture_default_str();
+  app.add_option("--target-ema", f.o.target_ema, "consistency: EMA rate mu of the target network (CM: 0.95)")
+      ->capture_default_str();
+  app.add_option("--consistency-loss", f.o.loss, "consistency: l2 or pseudo-huber (iCT, c = 0.00054 sqrt(dim))")
+      ->capture_default_str();
+}
+
+std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOptions& d, ConsistencyFlags& f) {
+  const bool consistency = f.method == "consistency";
+  for (const char* flag : {"--consistency-levels", "--steps", "--target-ema", "--consistency-loss"})
+    DDPM_CHECK(consistency || app.count(flag) == 0, flag << " applies to --method consistency only");
+  if (!consistency) return std::nullopt;
+  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps"})
+    DDPM_CHECK(app.count(flag) == 0, flag << " applies to --method progressive only; --method consistency takes "
+                                             "--consistency-levels and --steps");
+  ConsistencyOptions& o = f.o;
+  o.teacher = d.teacher;
+  o.batch_size = d.batch_size;
+  o.lr = d.lr;
+  o.warmup_steps = d.warmup_steps;
+  o.grad_clip = d.grad_clip;
+  o.ema_rate = d.ema_rate;
+  o.data = d.data;
+  o.label_dropout = d.label_dropout;
+  o.log_every = d.log_every;
+  o.gap_samples = d.gap_samples;
+  o.seed = d.seed;
+  o.out = d.out;
+  o.overwrite = d.overwrite;
+  o.device = d.device;
+  o.log = d.log;
+  const ConsistencyResult r = consistency_run(o);
+  return r.stopped_by_signal != 0 ? 128 + r.stopped_by_signal : 0;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,109 @@
+// models/run/consistency_run.h: `ddpm-distill --method consistency`, consistency distillation
+// (Song et al. 2023, Algorithm 2, on the teacher's DDPM grid as Latent Consistency Models do)
+// of a trained ddpm-train UNet into a student sampled in 1 to a few network calls by
+// `ddpm-sample --sampler consistency --sampling-steps K`. The math (grid, c_skip / c_out,
+// target, distance, sampler) is models/diffusion/consistency.h.
+//
+// Networks. The teacher (the EMA weights of --teacher, read by open_model) stays frozen; the
+// student starts as a copy of it; the target network theta^- starts as a copy too and follows
+// the student after every update with the fixed rate --target-ema mu (CM's 0.95, no warm-up);
+// the published weights are the student's EMA at --ema-rate (with warm-up, as ddpm-train's).
+//
+// One step (batch B), as distill_run.h's for the data, labels, optimiser and clipping: x_0
+// from the teacher run's data (or --data), level indices n + 1 ~ U{1..N}, eps ~ N(0, I),
+// z = q_sample(x_0, L_{n+1}, eps); under no-grad one teacher call (its DDIM step to L_n) and
+// one target call (f_{theta^-} at L_n; none where L_n is clean); the student's forward and
+// backward on the distance (consistency.h eq. 3); gradient clipping, AdamW with warm-up, the
+// EMA, then the target update. A non-finite loss or gradient norm skips the update. Cost per
+// step: 2 forwards without gradients + 1 forward and backward.
+//
+// Class-conditional teachers: labels replaced by the null label with probability
+// --label-dropout (default: the teacher run's class_dropout), plain distillation of both
+// branches (no guidance is distilled; ddpm-sample refuses --guidance-scale with the sampler).
+//
+// Refused (ValueError, before anything is written): EDM-objective and super-resolution
+// teachers, a level count that does not divide T, data that do not fit the model, an --out
+// that exists and is not empty without --overwrite, progressive-only flags given with
+// --method consistency (--rounds, --steps-per-round, --teacher-steps, --guided,
+// --guided-steps), consistency flags without it. Latent teachers are handled as in
+// distill_run.h (the data encoded by the run's autoencoder, which OUT carries).
+//
+// Output, published atomically when the last step is done (write_ema_model_folder):
+//   OUT/config.json      the teacher's config plus "distillation": {round 1, sampling_steps 1,
+//                        sampler "consistency", clip_x0 false, teacher, "consistency":
+//                        {levels N, timesteps, sigma_data, timestep_scale, c_skip, c_out,
+//                        loss, target_ema, steps, final_loss, gap_before, gap_after}}
+//   OUT/ema.safetensors  the student's EMA weights
+// gap_before / gap_after: the held-out mean squared distance between the one-step f(z, L_N)
+// and the teacher's N-step DDIM endpoint from the same z, for the student at step 0 (the
+// teacher's one-step x^) and for the published EMA.
+// Stop signals (stop_signals.h): the step in progress finishes, NOTHING is written (a
+// half-trained student is published by no one: run again with fewer --steps), and the
+// caller exits 128 + the signal's number.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/device.h"
+#include "models/diffusion/consistency.h"
+#include "models/run/distill_run.h"
+
+namespace ddpm::run {
+
+struct ConsistencyOptions {
+  std::string teacher;
+  std::int64_t levels = 50;       // N (LCM's skipping step k = T / N; 50 for T = 1000 is LCM's)
+  std::int64_t steps = 1000;
+  std::int64_t batch_size = 64;
+  double lr = 1e-4;
+  std::int64_t warmup_steps = 100;
+  double grad_clip = 1.0;
+  double ema_rate = 0.999;        // the published EMA
+  double target_ema = 0.95;       // mu of the target network (CM Table 3)
+  std::string loss = "pseudo-huber";  // l2 | pseudo-huber (consistency.h eq. 3)
+  std::string data;
+  double label_dropout = -1;
+  std::int64_t log_every = 100;
+  std::int64_t gap_samples = 64;
+  std::uint64_t seed = 0;
+  std::string out;
+  bool overwrite = false;
+  Device device = Device::cpu();
+  std::function<void(const std::string&)> log;
+};
+
+struct ConsistencyResult {
+  std::int64_t steps_done = 0;
+  double final_loss = 0;  // mean loss of the last logged window
+  double gap_before = 0, gap_after = 0;
+  std::vector<double> losses;  // per step, NaN where skipped
+  int stopped_by_signal = 0;   // nothing was written when set
+  std::string folder;          // OUT, "" when stopped
+};
+
+void check_consistency_options(const ConsistencyOptions& o);
+ConsistencyResult consistency_run(const ConsistencyOptions& o);
+
+// The grid a consistency folder was trained on (its config.json's "distillation" section,
+// "consistency" key), rebuilt for T and checked against the recorded constants; nullopt for
+// any other model. ValueError naming the file for a damaged or inconsistent record.
+std::optional<diffusion::ConsistencyGrid> read_consistency_grid(const std::string& checkpoint, std::int64_t T);
+
+// ddpm-distill's flags of the method (--method, --consistency-levels, --steps, --target-ema,
+// --consistency-loss) and the dispatch: consistency_cli_main runs the method when --method
+// consistency was given, with the shared options of `d`, and returns the exit code; nullopt
+// for --method progressive (the caller runs distill_run).
+struct ConsistencyFlags {
+  std::string method = "progressive";
+  ConsistencyOptions o;
+};
+void add_consistency_flags(CLI::App& app, ConsistencyFlags& f);
+std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOptions& d, ConsistencyFlags& f);
+
+}  // namespace ddpm::run

@@ -54,6 +54,7 @@ std::optional<DistillationRecord> read_distillation_record(const std::string& ch
 
 std::string distillation_sampling_warning(const DistillationRecord& r, const std::string& checkpoint,
                                           const std::string& sampler, std::int64_t sampling_steps, std::int64_t T) {
+  if (r.sampler == "consistency") return "";  // any K of its levels; other samplers are refused (consistency_run.h)
   const std::int64_t steps = sampling_steps > 0 ? sampling_steps : T;  // 0: every training step
   if (sampler == r.sampler && steps == r.sampling_steps) return "";
   std::ostringstream s;

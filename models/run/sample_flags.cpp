@@ -150,13 +150,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "2nd-order multistep predictor plus a free corrector, N calls, deterministic) or dpm++2m-sde "
                  "(DPM-Solver++(2M) SDE: 2nd-order multistep with fresh noise each step, N calls, stochastic), "
                  "those six on the Karras noise levels; or plms (pseudo linear multistep, Liu et al. 2022: 4th-order Adams-Bashforth on DDIM's "
-                 "steps, N calls, deterministic)")
-      ->check(CLI::IsMember(
-          {"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde", "plms"}))
+                 "steps, N calls, deterministic); or consistency (a ddpm-distill --method consistency folder only: CM's "
+                 "multistep sampling, K calls)")
+      ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde",
+                             "plms", "consistency"}))
       ->capture_default_str();
   app.add_option("--sampling-steps", o.sampling_steps,
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM and plms: must divide "
-                 "T; heun: N noise levels, 0 = 18)")
+                 "T; heun: N noise levels, 0 = 18; consistency: K of the model's levels, 0 = 1)")
       ->capture_default_str();
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
   app.add_option("--corrector-steps", o.corrector_steps,
@@ -293,7 +294,13 @@ void check_sample_options(const SampleOptions& o) {
              "corrector); got --sampler "
                  << o.sampler);
   DDPM_CHECK(o.solver_order >= 1 && o.solver_order <= 3, "--solver-order must be 1, 2 or 3, got " << o.solver_order);
-  if (!is_karras_sampler(o.sampler) && o.sampler != "plms") diffusion::parse_sampler_kind(o.sampler);
+  if (!is_karras_sampler(o.sampler) && o.sampler != "plms" && o.sampler != "consistency")
+    diffusion::parse_sampler_kind(o.sampler);
+  DDPM_CHECK(o.sampler != "consistency" || (o.guidance_scale == 1 && o.classifier.empty() && o.autoguide.empty() &&
+                                            o.control.empty()),
+             "--sampler consistency does not combine with --guidance-scale, --classifier, --autoguide or --control: "
+             "a consistency model's f(z, t) is not a denoiser of the teacher's process that guidance could shift "
+             "(distilled guidance is not implemented)");
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);

@@ -27,6 +27,7 @@
 #include "models/nn/module.h"
 #include "models/run/autoguide_run.h"
 #include "models/run/cascade_run.h"
+#include "models/run/consistency_run.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
 #include "models/run/distill_record.h"
@@ -40,6 +41,15 @@ namespace ddpm::run {
 namespace fs = std::filesystem;
 
 namespace {
+
+// How the consistency sampler reads the network: the config's mean type and variance half,
+// x^ unclamped (the clip, if any, applies to f: consistency.h).
+diffusion::DenoiserReading consistency_reading(const diffusion::SamplerConfig& sc) {
+  diffusion::DenoiserReading r;
+  r.type = sc.mean_type;
+  r.learned_sigma = sc.learned_sigma;
+  return r;
+}
 
 constexpr int kStepSnapshots = 10;  // columns of steps.png
 constexpr int kStepSamples = 4;     // samples shown in steps.png
@@ -133,11 +143,27 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   diffusion::SamplerConfig sc;
   // euler, dpm++2m, euler-ancestral, unipc and dpm++2m-sde run in Heun's loop (karras.h karras_solve) on the same levels.
   // plms runs on DDIM's deterministic process (plms.h).
-  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler) ? "heun"
-                                          : o.sampler == "plms"        ? "ddim"
-                                                                       : o.sampler);
+  // consistency runs its own loop (consistency.h) and uses only the clip and label fields.
+  const bool consistency = o.sampler == "consistency";
+  sc.kind = diffusion::parse_sampler_kind(is_karras_sampler(o.sampler)           ? "heun"
+                                          : o.sampler == "plms" || consistency ? "ddim"
+                                                                               : o.sampler);
   const std::int64_t T = model.diffusion.diffusion_steps;
-  if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
+  // A consistency model (consistency_run.h) and the consistency sampler go together only:
+  // its network is trained inside f = c_skip z + c_out x^, not as a denoiser of the process.
+  const std::optional<diffusion::ConsistencyGrid> cgrid = read_consistency_grid(o.checkpoint, T);
+  DDPM_CHECK(!consistency || cgrid,
+             "--sampler consistency needs a consistency model (a ddpm-distill --method consistency folder); "
+                 << o.checkpoint << " is not one (its config.json has no \"distillation\" record with sampler "
+                 << "consistency)");
+  DDPM_CHECK(consistency || !cgrid,
+             o.checkpoint << " is a consistency model (ddpm-distill --method consistency): its network was trained "
+                          << "only inside the consistency function f = c_skip z + c_out x^, so --sampler " << o.sampler
+                          << " would draw garbage without an error; use --sampler consistency --sampling-steps K "
+                          << "(K in [1, " << (cgrid ? cgrid->num_levels() : 0) << "])");
+  if (consistency) {
+    (void)diffusion::consistency_sampling_levels(*cgrid, o.sampling_steps > 0 ? o.sampling_steps : 1);  // K fits
+  } else if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
     sc.sigma_min = o.sigma_min;
     sc.sigma_max = o.sigma_max;
@@ -293,6 +319,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                       << model.net->config().in_channels);
   }
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
+  const std::optional<diffusion::ConsistencyGrid> cgrid =
+      o.sampler == "consistency" ? read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps) : std::nullopt;
+  const std::int64_t consistency_steps = o.sampling_steps > 0 ? o.sampling_steps : 1;  // consistency.h (4)
   if (const std::optional<DistillationRecord> distilled = read_distillation_record(o.checkpoint); distilled && log) {
     const std::string w = distillation_sampling_warning(*distilled, o.checkpoint, o.sampler, o.sampling_steps,
                                                         model.diffusion.diffusion_steps);
@@ -433,6 +462,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                    ? sample_karras(model, base, bfn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
                : o.sampler == "plms"
                    ? diffusion::plms_sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback)
+               : o.sampler == "consistency"
+                   ? diffusion::consistency_sample(base, bfn, consistency_reading(sc), *cgrid, {n, h, h, zc}, labels,
+                                                   consistency_steps, diffusion::resolve_clip_x0(sc), gen, o.device,
+                                                   sc.dtype)
                    : diffusion::sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
@@ -515,6 +548,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
+    if (cgrid)  // consistency.h eq. (4): K network calls
+      info["consistency"] = {{"levels", cgrid->num_levels()},
+                             {"timesteps", diffusion::consistency_sampling_levels(*cgrid, consistency_steps)},
+                             {"network_calls", consistency_steps}};
     if (guidance_distilled)  // Meng et al. 2023: the weight is a network input, no doubled batch
       info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");

@@ -501,11 +501,13 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                            {"num_samples", N},
                            {"batch_size", o.batch_size},
                            {"sampler", o.sampler},
-                           {"sampling_steps", heun ? sc.heun_steps
-                                                   : sc.respacing.empty() ? model.diffusion.diffusion_steps
-                                                                          : o.sampling_steps},
+                           {"sampling_steps", heun     ? sc.heun_steps
+                                              : cgrid ? consistency_steps
+                                              : sc.respacing.empty() ? model.diffusion.diffusion_steps
+                                                                     : o.sampling_steps},
                            {"respacing", sc.respacing},
-                           {"variance", heun ? (sc.s_churn > 0 ? "none (ODE with churn noise)"
+                           {"variance", cgrid  ? "none (consistency model)"
+                                        : heun ? (sc.s_churn > 0 ? "none (ODE with churn noise)"
                                                                : "none (deterministic ODE)")
                                              : diffusion::variance_type_name(
                                                    diffusion::resolve_variance(sc, !sc.respacing.empty()))},

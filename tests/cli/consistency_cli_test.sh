@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# ddpm-distill --method consistency from the shell (ctest `cli.consistency`): usage
+#   consistency_cli_test.sh BIN_DIR WORK_DIR
+# Distils a tiny v-prediction run (T = 32) on 4 levels, samples the folder with the printed
+# ddpm-sample command and with --sampler consistency --sampling-steps 2 (sample_info.json
+# names 2 network calls), stops a run with SIGTERM (exit 143, no --out written), and checks
+# the refusals (exit 2, one line, nothing written): another sampler for the consistency
+# folder, --sampler consistency for the teacher, levels that do not divide T, a progressive
+# flag with --method consistency and a consistency flag without it.
+set -euo pipefail
+bin=$1 work=$2
+source "$(dirname "$0")/lib.sh" consistency_cli_test
+
+run="$work/run"
+"$bin/ddpm-train" "${tiny_model[@]}" --diffusion-steps 32 --sample-steps 8 --predict v --steps 3 --out "$run" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "training"
+cm=(--teacher "$run" --method consistency --consistency-levels 4 --batch-size 4 --log-every 2 --gap-samples 4
+    --device cpu)
+"$bin/ddpm-distill" "${cm[@]}" --steps 4 --out "$work/cm" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-distill --method consistency"
+test -f "$work/cm/config.json" -a -f "$work/cm/ema.safetensors" || fail "no consistency folder"
+grep -q '"sampler": "consistency"' "$work/cm/config.json" || fail "config.json records no consistency sampler"
+cmd=$(grep "^sample: " "$work/out.txt" | sed "s/^sample: //; s/ (or .*//")
+[ -n "$cmd" ] || fail "no sampling command printed: $(cat "$work/out.txt")"
+"$bin/"$cmd --num-samples 2 --out "$work/s1" >"$work/out.txt" 2>"$work/err.txt" || fail "the printed command: $cmd"
+"$bin/ddpm-sample" --checkpoint "$work/cm" --sampler consistency --sampling-steps 2 --num-samples 2 --device cpu \
+  --out "$work/s2" >"$work/out.txt" 2>"$work/err.txt" || fail "--sampler consistency --sampling-steps 2"
+test -f "$work/s2/samples.npz" || fail "no samples.npz"
+grep -q '"network_calls": 2' "$work/s2/sample_info.json" || fail "sample_info.json: not 2 network calls"
+grep -q '"sampling_steps": 2,' "$work/s2/sample_info.json" || fail "sample_info.json: not 2 sampling steps"
+
+# SIGTERM during training: the step finishes, nothing is written, exit 143.
+"$bin/ddpm-distill" "${cm[@]}" --steps 100000 --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 1 1200); do
+  grep -q "step 2/" "$work/out.txt" 2>/dev/null && break
+  sleep 0.05
+done
+kill -TERM "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "a stopped run exited with $rc, expected 143: $(cat "$work/out.txt")"
+grep -q "stopped by SIGTERM.*nothing written" "$work/out.txt" || fail "no stop line: $(cat "$work/out.txt")"
+test ! -e "$work/stopped" || fail "a stopped run left $work/stopped behind"
+
+refused "is a consistency model" "$bin/ddpm-sample" --checkpoint "$work/cm" --sampler ddim --sampling-steps 4 \
+  --device cpu --out "$work/x"
+refused "needs a consistency model" "$bin/ddpm-sample" --checkpoint "$run" --sampler consistency --device cpu \
+  --out "$work/x"
+refused "consistency-levels 5 does not fit" "$bin/ddpm-distill" "${cm[@]/--consistency-levels/--steps}" \
+  --consistency-levels 5 --out "$work/x"
+refused "--rounds applies to --method progressive only" "$bin/ddpm-distill" "${cm[@]}" --rounds 2 --out "$work/x"
+refused "--steps applies to --method consistency only" "$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 \
+  --steps 3 --device cpu --out "$work/x"
+test ! -e "$work/x" || fail "a refused run left $work/x behind"
+echo "consistency_cli_test: ok"

@@ -109,6 +109,13 @@
 // --guidance-interval and --autoguide (they need two predictions); sample_info.json adds
 // "guidance_distilled": {guidance_weight_w, network_calls_per_step: 1}.
 //
+// Consistency models (ddpm-distill --method consistency, consistency_run.h): --sampler
+// consistency runs CM's multistep sampling (consistency.h eq. 4) on K = --sampling-steps
+// (0 = 1) of the folder's N levels, K network calls; x is clamped only with --clip-x0 true.
+// It is refused for every other model, and a consistency folder refuses every other
+// sampler (ValueError naming the folder), as well as guidance, --classifier, --autoguide and
+// --control; sample_info.json adds "consistency": {levels, timesteps, network_calls}.
+//
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in

@@ -11,6 +11,7 @@
 //   - a tiny ddpm-train teacher distilled a few dozen steps: the held-out one-step gap to the
 //     teacher's N-step DDIM endpoint shrinks, the folder opens, ddpm-sample samples it with
 //     --sampler consistency and refuses other samplers, and other models refuse it;
+//   - class-conditional learned-variance and latent teachers;
 //   - a stop signal writes nothing; refusals.
 #include <gtest/gtest.h>
 
@@ -27,10 +28,12 @@
 #include "engine/rng.h"
 #include "models/diffusion/consistency.h"
 #include "models/run/consistency_run.h"
+#include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
 #include "support/gradcheck.h"
 #include "support/temp_dir.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
 
@@ -228,9 +231,12 @@ TEST(ConsistencySampler, ExactConsistencyFunctionGivesPredictedMoments) {
 }
 
 // A tiny v-prediction ddpm-train run (T = 50) as the teacher, as in test_progressive_distill.cpp.
-std::string tiny_teacher(const std::string& name, const std::string& objective = "ddpm") {
+std::string tiny_teacher(const std::string& name, const std::string& objective = "ddpm", bool class_cond = false) {
   run::TrainOptions o = testing::tiny_run(testing::temp_run(name));
   o.diffusion_steps = 50;
+  o.class_cond = class_cond;  // with learned variance: the mean half is read, the rest ignored
+  o.class_dropout = class_cond ? 0.2 : 0.0;
+  o.learn_sigma = class_cond;
   o.predict = "v";
   o.dropout = 0;
   o.objective = objective;
@@ -299,6 +305,70 @@ TEST(ConsistencyRun, ShrinksTheOneStepGapAndSamples) {
   too_many.sampling_steps = 6;
   too_many.out = testing::temp_path("consistency_too_many");
   testing::expect_value_error([&] { (void)run::run_sample(too_many); }, "outside [1, 5]");
+}
+
+// A class-conditional, learned-variance teacher: labels dropped at the teacher's rate, and the
+// folder samples per class (the same noise with two classes gives two different images).
+TEST(ConsistencyRun, ClassConditionalLearnedSigmaTeacher) {
+  const std::string teacher = tiny_teacher("consistency_cond_teacher", "ddpm", true);
+  const std::string out = testing::temp_path("consistency_cond_out");
+  fs::remove_all(out);
+  run::ConsistencyOptions c = tiny_consistency(teacher, out);
+  c.steps = 6;
+  const run::ConsistencyResult r = run::consistency_run(c);
+  EXPECT_TRUE(std::isfinite(r.final_loss));
+  const nlohmann::json cfg = nlohmann::json::parse(read_file(out + "/config.json"));
+  EXPECT_DOUBLE_EQ(cfg["distillation"]["consistency"]["label_dropout"].get<double>(), 0.2);
+  const run::ModelSource st = run::open_model(out, Device::cpu());
+  EXPECT_EQ(st.net->config().num_classes, 4);
+  EXPECT_TRUE(st.net->config().learn_sigma);
+  std::vector<std::vector<std::uint8_t>> px;
+  for (int label : {0, 1}) {
+    run::SampleOptions so;
+    so.checkpoint = out;
+    so.sampler = "consistency";
+    so.num_samples = 2;
+    so.batch_size = 2;
+    so.class_label = label;
+    so.out = testing::temp_path("consistency_cond_samples_" + std::to_string(label));
+    px.push_back(run::run_sample(so).pixels);
+  }
+  EXPECT_NE(px[0], px[1]);
+}
+
+// A latent teacher: the folder carries the run's autoencoder, and ddpm-sample on the folder
+// alone decodes what the opened model decoded by the run's autoencoder by hand gives.
+TEST(ConsistencyRun, LatentTeacherCarriesTheAutoencoder) {
+  run::TrainOptions t = testing::tiny_run(testing::temp_run("consistency_latent_teacher"));
+  t.autoencoder = testing::tiny_autoencoder("consistency_latent_ae");
+  t.attention_resolutions = "";  // a 4x4 latent UNet
+  t.predict = "v";
+  t.dropout = 0;
+  t.steps = 2;
+  t.save_every = 2;
+  run::train_run(t);
+  const std::string out = testing::temp_path("consistency_latent_out");
+  fs::remove_all(out);
+  run::ConsistencyOptions c = tiny_consistency(t.out, out);
+  c.steps = 3;
+  const run::ConsistencyResult r = run::consistency_run(c);
+  for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
+  const std::string ae = run::find_run_autoencoder(out);
+  EXPECT_EQ(fs::path(ae).lexically_normal(), (fs::path(out) / run::kRunAutoencoderFolder).lexically_normal());
+  run::SampleOptions s;
+  s.checkpoint = out;
+  s.sampler = "consistency";
+  s.sampling_steps = 2;
+  s.num_samples = 2;
+  s.batch_size = 2;
+  s.seed = 7;
+  s.out = testing::temp_run("consistency_latent_sample");
+  const run::SampleResult from_folder = run::run_sample(s);
+  ASSERT_EQ(from_folder.shape, (Shape{2, 16, 16, 1}));  // decoded pixels
+  const run::ModelSource st = run::open_model(out, Device::cpu());
+  const run::LatentCodec codec(t.out + "/" + run::kRunAutoencoderFolder, Device::cpu());
+  s.out = testing::temp_run("consistency_latent_sample_by_hand");
+  EXPECT_EQ(run::run_sample(s, st, nullptr, &codec).pixels, from_folder.pixels);
 }
 
 TEST(ConsistencyRun, StopSignalWritesNothingAndRefusals) {

@@ -7,6 +7,9 @@
 // no-grad) and the student (training mode, its parameters packed in one slab for AdamW and
 // the EMA). Between rounds both take the finished round's EMA weights. Each round is
 // published as it ends (publish_round); the stop-signal flag is polled before every step.
+// The round in progress is saved by save_state (models/run/distill_state.h: periodically, at
+// round starts, on a stop) and, with --resume, restored before the loop and at the start of
+// its round; the loop itself is the one an uninterrupted run goes through.
 #include "models/run/distill_run.h"
 
 #include <chrono>

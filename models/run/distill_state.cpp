@@ -126,9 +126,21 @@ DistillState load_distill_state(const std::string& out) {
   const std::string dir = distill_state_dir(out);
   const std::string path = dir + "/" + kDistillStateJson, tensors_path = dir + "/" + kDistillStateTensors;
   std::error_code ec;
-  DDPM_CHECK_AS(fs::exists(dir, ec), ValueError,
-                "--resume: no saved state to resume from: " << dir << " does not exist (a run of --out " << out
-                                                            << " stopped by a signal or past its first round leaves one)");
+  if (!fs::exists(dir, ec)) {
+    // publish_directory's replace has a short window without `dir`: a kill there leaves the
+    // previous state as "<dir>.old-XXXXXX" (engine/io/atomic_file.h). Say where it is.
+    std::string aside;
+    const fs::path parent = fs::path(dir).parent_path().empty() ? fs::path(".") : fs::path(dir).parent_path();
+    const std::string prefix = fs::path(dir).filename().string() + ".old-";
+    for (const auto& e : fs::directory_iterator(parent, ec))
+      if (e.path().filename().string().rfind(prefix, 0) == 0) aside = e.path().string();
+    DDPM_THROW(ValueError, "--resume: no saved state to resume from: "
+                               << dir << " does not exist (a run of --out " << out
+                               << " stopped by a signal or past its first round leaves one)"
+                               << (aside.empty() ? std::string()
+                                                 : "; a kill while it was being replaced left the previous one in " +
+                                                       aside + ": rename it to " + dir + " to resume from it"));
+  }
   DDPM_CHECK_AS(fs::is_regular_file(path, ec) && fs::is_regular_file(tensors_path, ec), IoError,
                 "the saved state " << dir << " is incomplete: " << kDistillStateJson << " or " << kDistillStateTensors
                                    << " is missing");

@@ -10,6 +10,8 @@
 //   - a crash (an exception) after a periodic state, and one between round 1's publication
 //     and round 2's first state (the state is then older than the published round_1), both
 //     resume to the same bits;
+//   - a latent teacher (each step draws the autoencoder's posterior samples) resumes to the
+//     same bits, and the resumed round folder carries the autoencoder;
 //   - refusals: a flag given with another value than the saved one, a fresh run over a saved
 //     state, a damaged or missing state.
 #include <gtest/gtest.h>
@@ -28,6 +30,8 @@
 #include "engine/io/atomic_file.h"
 #include "models/run/distill_run.h"
 #include "models/run/distill_state.h"
+#include "models/run/latent_run.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
 
@@ -200,6 +204,34 @@ TEST(DistillResume, CrashBetweenPublicationAndNextStateResumes) {
   crash_and_resume("distill_resume_crash2", "round 2/2:", true);
 }
 
+TEST(DistillResume, LatentTeacherResumesBitIdentical) {
+  run::TrainOptions t = testing::tiny_run(testing::temp_run("distill_resume_latent_teacher"));
+  t.autoencoder = testing::tiny_autoencoder("distill_resume_latent_ae");
+  t.attention_resolutions = "";  // a 4x4 latent UNet
+  t.predict = "v";
+  t.steps = 2;
+  t.save_every = 2;
+  run::train_run(t);
+  const auto options = [&t](const std::string& out) {
+    run::DistillOptions d = tiny_distill(out);
+    d.teacher = t.out;
+    d.teacher_steps = 10;  // T = 50: 10 -> 5
+    d.rounds = 1;
+    return d;
+  };
+  const std::string whole_out = testing::temp_path("distill_resume_latent_whole");
+  ASSERT_EQ(run::distill_run(options(whole_out)).rounds.size(), 1u);
+  const std::string out = testing::temp_path("distill_resume_latent");
+  run::DistillOptions d = options(out);
+  bool raised = false;
+  d.log = raise_at("", "  step 1/3", &raised);
+  ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
+  EXPECT_EQ(run::distill_run(resume_of(out)).rounds.size(), 1u);
+  testing::expect_same_tensors(whole_out + "/round_1/ema.safetensors", out + "/round_1/ema.safetensors");
+  EXPECT_EQ(read_file(whole_out + "/round_1/config.json"), read_file(out + "/round_1/config.json"));
+  EXPECT_TRUE(fs::is_directory(out + "/round_1/" + run::kRunAutoencoderFolder));
+}
+
 TEST(DistillResume, Refusals) {
   const std::string out = testing::temp_path("distill_resume_refused");
   run::DistillOptions d = tiny_distill(out);
@@ -251,6 +283,10 @@ TEST(DistillResume, Refusals) {
   expect_io_error("is incomplete: state.json or state.safetensors is missing");
   fs::remove_all(state);
   testing::expect_value_error([&] { (void)run::distill_run(resume_of(out)); }, "no saved state to resume from");
+  // ... but the previous state, where a kill during its replacement left it, is named.
+  fs::create_directories(state + ".old-Ab12Cd");
+  testing::expect_value_error([&] { (void)run::distill_run(resume_of(out)); },
+                              "left the previous one in " + state + ".old-Ab12Cd: rename it to " + state);
   EXPECT_FALSE(fs::exists(out));
 }
 

@@ -131,7 +131,7 @@ std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const
 // The resume rule for options: `saved` is state.json's "options", `given` the same keys
 // built from this command line, `flags_given` the flags it spelt out, `flag_of_key` the
 // flag of each key. A given flag whose value differs from the saved one is refused
-// (ValueError naming the flag and both values); the others take the saved values.
+// (ValueError naming the flag and both values); the caller then takes the saved values.
 void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given,
                         const std::vector<std::string>& flags_given,
                         const std::vector<std::pair<std::string, std::string>>& flag_of_key,

@@ -10,6 +10,7 @@
 //   - a crash (an exception) after a periodic state, and one between round 1's publication
 //     and round 2's first state (the state is then older than the published round_1), both
 //     resume to the same bits;
+//   - --overwrite: the old OUT stays whole until the resumed run publishes round 1;
 //   - a latent teacher (each step draws the autoencoder's posterior samples) resumes to the
 //     same bits, and the resumed round folder carries the autoencoder;
 //   - refusals: a flag given with another value than the saved one, a fresh run over a saved
@@ -202,6 +203,26 @@ TEST(DistillResume, CrashAfterAPeriodicStateResumes) { crash_and_resume("distill
 // in place, with the same bits.
 TEST(DistillResume, CrashBetweenPublicationAndNextStateResumes) {
   crash_and_resume("distill_resume_crash2", "round 2/2:", true);
+}
+
+// --overwrite is saved with the state: a run stopped in round 1 leaves the old OUT whole, and
+// the resumed run replaces it when it publishes round 1, as an uninterrupted run would.
+TEST(DistillResume, OverwriteReplacesTheOldOutOnlyWhenRoundOneIsPublished) {
+  ASSERT_EQ(uninterrupted().rounds.size(), 2u);
+  const std::string out = testing::temp_path("distill_resume_overwrite");
+  fs::create_directories(out);
+  std::ofstream(out + "/keep.txt") << "the old run";
+  run::DistillOptions d = tiny_distill(out);
+  d.overwrite = true;
+  bool raised = false;
+  d.log = raise_at("", "  step 2/3", &raised);
+  ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
+  EXPECT_TRUE(fs::exists(out + "/keep.txt"));
+  EXPECT_FALSE(fs::exists(out + "/round_1"));
+  const run::DistillResult r = run::distill_run(resume_of(out));
+  EXPECT_EQ(r.rounds.size(), 2u);
+  EXPECT_FALSE(fs::exists(out + "/keep.txt"));
+  expect_same_rounds(out);
 }
 
 TEST(DistillResume, LatentTeacherResumesBitIdentical) {

@@ -7,6 +7,8 @@
 //   ddpm-control train --base runs/fmnist --hint edges --data fashion-mnist --pad-to-32 --out ctrl/
 //   ddpm-sample --checkpoint runs/fmnist --control ctrl/ --control-image edges_of_this.png --out s/
 //   ddpm-control eval --control ctrl/ --split test --limit 64 --out eval/
+//   ddpm-control train ... --posthoc-ema 0.05,0.10 --out ctrl/ && ddpm-export --checkpoint ctrl/ --posthoc-ema 0.08 --out ctrl08/
+// Ctrl-C or SIGTERM stops training after a checkpoint; the exit status is then 128 + the signal.
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -24,7 +26,7 @@ int main(int argc, char** argv) {
   run::add_control_subcommands(app, command);
   return cli::run(app, argc, argv, [&] {
     const Device device = cli::resolve_device(common);
-    run::run_control_command(command, device, common.seed, std::cout);
-    return 0;
+    // Training stopped by Ctrl-C or SIGTERM after a checkpoint: the shell's status for that signal.
+    return run::run_control_command(command, device, common.seed, std::cout);
   });
 }

@@ -7,6 +7,12 @@
 //   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --out samples/
 //   ddpm-distill --resume --out distilled/      # after a stop or a crash: the saved options
 //
+// Guided distillation (Meng et al. 2023) of a class-conditional teacher: --guided 1,5 first
+// trains round_0 (stage 1: one network call gives the guided output for any scale in the
+// range), then the rounds with the scale as an input; sample with --guidance-scale in [1, 5]:
+//   ddpm-distill --teacher runs/cond --teacher-steps 64 --rounds 3 --guided 1,5 --out guided/
+//   ddpm-sample --checkpoint guided/round_3 --sampler ddim --sampling-steps 8 --guidance-scale 3 --out s/
+//
 // Each round folder is published as soon as its round ends; Ctrl-C or SIGTERM finishes the
 // step in progress, keeps the published rounds, saves the round in progress beside OUT
 // (OUT.distill-state, also every --checkpoint-every steps) and exits with 128 + the signal's
@@ -31,7 +37,8 @@ int main(int argc, char** argv) {
   app.add_option("--teacher-steps", o.teacher_steps,
                  "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
                  "samples with N / 2^k steps; required unless --resume");
-  app.add_option("--rounds", o.rounds, "halvings of the step count")->capture_default_str();
+  app.add_option("--rounds", o.rounds, "halvings of the step count (0 with --guided: stage 1 only)")
+      ->capture_default_str();
   app.add_option("--steps-per-round", o.steps_per_round, "optimiser steps per round")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "images per step")->capture_default_str();
   app.add_option("--lr", o.lr, "AdamW learning rate (linear warm-up over --warmup-steps)")->capture_default_str();
@@ -45,10 +52,17 @@ int main(int argc, char** argv) {
   app.add_option("--label-dropout", o.label_dropout,
                  "class-conditional teachers: probability of the null label (default: the teacher run's "
                  "--class-dropout)");
+  app.add_option("--guided", o.guided,
+                 "S_MIN,S_MAX: guided distillation (Meng et al. 2023) of a class-conditional teacher for "
+                 "ddpm-sample --guidance-scale s in [S_MIN, S_MAX] (S_MIN >= 1): stage 1 is published as round_0, "
+                 "every student takes s as an input and samples with one network call per step; --rounds 0: "
+                 "stage 1 only");
+  app.add_option("--guided-steps", o.guided_steps, "optimiser steps of stage 1 (default: --steps-per-round)");
   app.add_option("--log-every", o.log_every, "print the mean loss every this many steps")->capture_default_str();
   app.add_option("--gap-samples", o.gap_samples, "held-out examples of the one-step gap reported per round")
       ->capture_default_str();
-  app.add_option("--out", o.out, "the folder to write: round_1 .. round_R and distill.json")->required();
+  app.add_option("--out", o.out, "the folder to write: round_1 .. round_R (and round_0 with --guided) and distill.json")
+      ->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder (and a stopped run's saved state)");
   app.add_option("--checkpoint-every", o.checkpoint_every,
                  "save the round in progress to OUT.distill-state every this many steps (0: only at round starts "

@@ -10,11 +10,15 @@
 // writes a checkpoint-shaped folder (config.json + ema.safetensors) that ddpm-sample and
 // ddpm-eval open like a checkpoint:
 //   ddpm-export --checkpoint runs/cifar --posthoc-ema 0.08 [--posthoc-step N] --out ema_0.08/
+// A ddpm-control run trained with --posthoc-ema exports the same way: the folder holds the
+// control run's config.json and the ControlNet's reconstructed weights, and opens wherever
+// the control run does (ddpm-sample --control, ddpm-control eval --control; control_run.h).
 #include <cstdio>
 #include <iostream>
 
 #include "apps/common/cli.h"
 #include "engine/error.h"
+#include "models/run/control_run.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_export.h"
@@ -55,12 +59,23 @@ int main(int argc, char** argv) {
       DDPM_CHECK(use_ema, "--no-ema does not apply with --posthoc-ema (the reconstruction is an EMA)");
       DDPM_CHECK(posthoc_step_opt->count() == 0 || posthoc_step >= 1,
                  "--posthoc-step must be a training step >= 1, got " << posthoc_step);
+      // A control run's snapshots hold the ControlNet alone; its export is a ControlNet folder.
+      const bool control = run::is_control_run_folder(run::posthoc_run_folder(checkpoint));
+      DDPM_CHECK(!control || probe.empty(),
+                 "--probe does not apply to the ddpm-control run " << checkpoint
+                                                                   << ": a ControlNet is no model that runs alone");
       const run::PosthocResult r = run::reconstruct_posthoc_ema(checkpoint, posthoc_sigma_rel, posthoc_step);
       run::write_posthoc_model(r, out, overwrite);
-      const run::ModelSource model = run::open_model(out, Device::cpu());  // the round trip itself
-      if (!probe.empty()) {
-        run::write_probe(*model.net, model.diffusion.diffusion_steps, probe, common.seed);
-        std::cout << "probe written to " << probe << "\n";
+      std::int64_t parameters = 0;
+      if (control) {
+        parameters = run::open_control_run(out, Device::cpu()).net->num_parameters();  // the round trip itself
+      } else {
+        const run::ModelSource model = run::open_model(out, Device::cpu());  // the round trip itself
+        parameters = model.net->num_parameters();
+        if (!probe.empty()) {
+          run::write_probe(*model.net, model.diffusion.diffusion_steps, probe, common.seed);
+          std::cout << "probe written to " << probe << "\n";
+        }
       }
       std::printf("post-hoc EMA sigma_rel %.6g (gamma %.6g) at step %lld from %zu snapshots: %zu coefficients (%d "
                   "kept), relative residual %.3g\n",
@@ -72,7 +87,7 @@ int main(int argc, char** argv) {
       else if (r.solution.relative_residual > 0.05)
         std::printf("warning: the snapshots fit this EMA profile poorly (residual above 5%%); snapshot more often "
                     "(--posthoc-snapshot-every)\n");
-      std::cout << "exported " << model.net->num_parameters() << " parameters to " << out << std::endl;
+      std::cout << "exported " << parameters << (control ? " ControlNet" : "") << " parameters to " << out << std::endl;
       return 0;
     }
     // A latent run's UNet maps autoencoder latents; as a lone UNet2DModel it would pass for a

@@ -12,6 +12,7 @@
 //   ddpm-sample --checkpoint runs/fm --classifier noisy-cls/ --classifier-scale 2 --class 3 --out guided/
 //   ddpm-sample --checkpoint runs/fm-cond --class 3 --guidance-scale 3 --guidance-interval 0.3,5 --out banded/
 //   ddpm-sample --checkpoint runs/fm --autoguide runs/fm/checkpoints/step_2000 --guidance-scale 2 --out autoguided/
+//   ddpm-sample --checkpoint runs/sr --low-res-from runs/base --base-sampling-steps 50 --out cascade/  (base in cascade/base/)
 #include <iostream>
 
 #include "apps/common/cli.h"

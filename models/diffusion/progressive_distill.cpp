@@ -7,6 +7,7 @@
 
 #include "engine/autograd.h"
 #include "engine/error.h"
+#include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "models/diffusion/respace.h"
@@ -161,6 +162,38 @@ TeacherSteps teacher_ddim_steps(const DiffusionSchedule& s, const DenoiseFn& tea
   return out;
 }
 
+Tensor guided_combination(const Tensor& x_cond, const Tensor& x_uncond, const std::vector<double>& w) {
+  const std::int64_t n = x_cond.dim(0);
+  DDPM_CHECK(x_cond.shape() == x_uncond.shape() && static_cast<std::int64_t>(w.size()) == n,
+             "guided_combination: x^_c " << shape_str(x_cond.shape()) << ", x^_u " << shape_str(x_uncond.shape())
+                                         << " and " << w.size() << " guidance weights do not match");
+  // Equation (4): (1 + w) x^_c - w x^_u, per sample.
+  std::vector<double> cc(w.size()), cu(w.size());
+  for (std::size_t k = 0; k < w.size(); ++k) {
+    cc[k] = 1.0 + w[k];
+    cu[k] = -w[k];
+  }
+  return add(mul(per_sample(cc, x_cond), x_cond), mul(per_sample(cu, x_uncond), x_uncond));
+}
+
+Tensor teacher_guided_x0(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
+                         const Tensor& z, const Timesteps& t, const std::vector<std::int64_t>& labels,
+                         std::int64_t null_label, const std::vector<double>& w) {
+  NoGradGuard no_grad;
+  const std::int64_t n = z.dim(0);
+  DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n && static_cast<std::int64_t>(w.size()) == n &&
+                 static_cast<std::int64_t>(t.size()) == n,
+             "teacher_guided_x0: " << n << " samples need as many timesteps, labels and guidance weights, got "
+                                   << t.size() << ", " << labels.size() << " and " << w.size());
+  // Both branches in one batch [2N, ...]: rows 0..N-1 conditional, N..2N-1 null-labelled.
+  Timesteps t2 = t;
+  t2.insert(t2.end(), t.begin(), t.end());
+  std::vector<std::int64_t> y2 = labels;
+  y2.insert(y2.end(), static_cast<std::size_t>(n), null_label);
+  const Tensor both = x0_estimate(s, teacher, r, concat({z, z}, 0), t2, y2);
+  return guided_combination(slice(both, 0, 0, n), slice(both, 0, n, n), w);
+}
+
 Tensor distillation_loss(const DiffusionSchedule& s, const Tensor& x_hat, const Tensor& target, const Timesteps& t) {
   const std::int64_t n = x_hat.dim(0);
   DDPM_CHECK(x_hat.shape() == target.shape() && static_cast<std::int64_t>(t.size()) == n,
@@ -187,6 +220,17 @@ double one_step_gap(const DiffusionSchedule& s, const DenoiseFn& teacher, const 
   const TeacherSteps ts = teacher_ddim_steps(s, teacher, r, g, z, index, labels);
   const Tensor one = ddim_jump(s, z, x0_estimate(s, model, r, z, ts.start, labels), ts.start, ts.end);
   const std::vector<double> a = one.to_double_vector(), b = ts.z_end.to_double_vector();
+  double acc = 0;
+  for (std::size_t k = 0; k < a.size(); ++k) acc += (a[k] - b[k]) * (a[k] - b[k]);
+  return acc / static_cast<double>(a.size());
+}
+
+double guided_x0_gap(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiseFn& model,
+                     const DenoiserReading& r, const Tensor& z, const Timesteps& t,
+                     const std::vector<std::int64_t>& labels, std::int64_t null_label, const std::vector<double>& w) {
+  NoGradGuard no_grad;
+  const std::vector<double> a = x0_estimate(s, model, r, z, t, labels).to_double_vector();
+  const std::vector<double> b = teacher_guided_x0(s, teacher, r, z, t, labels, null_label, w).to_double_vector();
   double acc = 0;
   for (std::size_t k = 0; k < a.size(); ++k) acc += (a[k] - b[k]) * (a[k] - b[k]);
   return acc / static_cast<double>(a.size());

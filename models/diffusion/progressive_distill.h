@@ -35,6 +35,17 @@
 // outside [-1, 1] at high noise, where a clamp would cut the gradient), so distill_run.h
 // reads teacher and student unclamped and its students are sampled with --clip-x0 false.
 //
+// Guided distillation (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
+// sec. 3.1, stage 1): a class-conditional teacher's classifier-free-guided x_0 estimate at
+// guidance weight w (ddpm-sample's --guidance-scale s = 1 + w) is
+//   x^w = (1 + w) x^_c - w x^_u,   x^_c = x^(z_t, t, y),  x^_u = x^(z_t, t, null)          (4)
+// the student x^_eta(z_t, t, y, w) learns it with the loss (3). Every parameterisation is
+// affine in the network output at fixed z_t (x^ = (z_t - sigma_t eps^) / alpha_t, x^ =
+// alpha_t z_t - sigma_t v^), with weights 1 + w and -w summing to one, so (4) in x-space is
+// the sampler's eps_u + s (eps_c - eps_u) read as x^. Stage 2 runs the rounds above with the
+// weight w of each example passed to teacher and student alike (their DenoiseFn closes over
+// it): one w-conditioned call per teacher step, no doubled batch.
+//
 // Learned variance: eta = 0 DDIM never uses the variance, so only the mean part of a
 // [..., 2C] output is read (split_learned_variance); the output weights of the variance
 // channels get no gradient (the predicted variance still drifts with the shared features:
@@ -107,6 +118,17 @@ TeacherSteps teacher_ddim_steps(const DiffusionSchedule& s, const DenoiseFn& tea
                                 const DistillGrid& g, const Tensor& z, const std::vector<std::int64_t>& index,
                                 const std::vector<std::int64_t>& labels);
 
+// Equation (4) per sample: (1 + w[n]) x_cond[n] - w[n] x_uncond[n], for x_cond and x_uncond
+// [N, ...] of one shape and N weights.
+Tensor guided_combination(const Tensor& x_cond, const Tensor& x_uncond, const std::vector<double>& w);
+
+// The teacher's guided x_0 estimate x^w (4) [N, ...] at z (timesteps t, labels y, weights w),
+// its two branches in one doubled batch (the labels, then null_label for every sample), read
+// with r; run without gradients. ValueError unless there are N labels and N weights.
+Tensor teacher_guided_x0(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
+                         const Tensor& z, const Timesteps& t, const std::vector<std::int64_t>& labels,
+                         std::int64_t null_label, const std::vector<double>& w);
+
 // Equation (3): the scalar loss of the student's x_0 estimates x_hat [N, ...] (on the tape)
 // against the targets [N, ...] at start timesteps t.
 Tensor distillation_loss(const DiffusionSchedule& s, const Tensor& x_hat, const Tensor& target, const Timesteps& t);
@@ -117,5 +139,11 @@ Tensor distillation_loss(const DiffusionSchedule& s, const Tensor& x_hat, const 
 double one_step_gap(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiseFn& model,
                     const DenoiserReading& r, const DistillGrid& g, const Tensor& z,
                     const std::vector<std::int64_t>& index, const std::vector<std::int64_t>& labels);
+
+// Stage 1's held-out figure: the mean over samples and elements of (x^ of `model` - x^w of
+// the teacher (4))^2 at z. Run without gradients.
+double guided_x0_gap(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiseFn& model,
+                     const DenoiserReading& r, const Tensor& z, const Timesteps& t,
+                     const std::vector<std::int64_t>& labels, std::int64_t null_label, const std::vector<double>& w);
 
 }  // namespace ddpm::diffusion

@@ -179,24 +179,39 @@ Tensor with_level_plane(const Tensor& z, std::int64_t level) {
   return like(out, {s.n, s.size, s.size, s.c + 1}, z);
 }
 
-DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
-                                     const std::vector<double>& alphas_cumprod, Generator& gen) {
+std::vector<DenoiseFn> concat_augmented_conditions(std::vector<DenoiseFn> nets, Tensor z, std::int64_t level,
+                                                  const std::vector<double>& alphas_cumprod, Generator& gen) {
   const Nhwc s = square_nhwc(z, "concat_augmented_condition");
   DDPM_CHECK(level >= 0 && level < static_cast<std::int64_t>(alphas_cumprod.size()),
              "concat_augmented_condition: level " << level << " is outside the schedule's [0, "
                                                   << alphas_cumprod.size() << ")");
-  // The augmented condition is made once, at the first call (after the sampler's x_T), and
-  // reused by every later call; shared so that copies of the closure agree.
-  auto made = std::make_shared<DenoiseFn>();
-  return [net = std::move(net), z = std::move(z), level, abar = alphas_cumprod, gen = &gen, made, n = s.n](
-             const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    if (!*made) {
+  // The augmented condition is made once, at the first call of ANY of the closures (after
+  // the sampler's x_T), and reused by every later call of all of them: one draw of n, so
+  // every network sees the same z_aug. Shared state, so that copies of a closure agree too.
+  auto aug = std::make_shared<Tensor>();  // undefined until the first call
+  auto condition = [z = std::move(z), level, abar = alphas_cumprod, gen = &gen, aug, n = s.n]() -> const Tensor& {
+    if (!aug->defined()) {
       const Tensor noise = randn(z.shape(), *gen, Device::cpu(), DType::f64);
-      const Tensor aug = augment_condition(z.cpu(), std::vector<std::int64_t>(static_cast<std::size_t>(n), level), noise, abar);
-      *made = concat_condition(net, aug.to(z.device()));
+      *aug = augment_condition(z.cpu(), std::vector<std::int64_t>(static_cast<std::size_t>(n), level), noise, abar)
+                 .to(z.device());
     }
-    return (*made)(x, t, y);
+    return *aug;
   };
+  std::vector<DenoiseFn> out;
+  for (DenoiseFn& net : nets) {
+    auto bound = std::make_shared<DenoiseFn>();  // concat_condition(net, z_aug) once z_aug exists
+    out.push_back([net = std::move(net), condition, bound](const Tensor& x, const std::vector<double>& t,
+                                                           const std::vector<std::int64_t>& y) {
+      if (!*bound) *bound = concat_condition(net, condition());
+      return (*bound)(x, t, y);
+    });
+  }
+  return out;
+}
+
+DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
+                                     const std::vector<double>& alphas_cumprod, Generator& gen) {
+  return concat_augmented_conditions({std::move(net)}, std::move(z), level, alphas_cumprod, gen).front();
 }
 
 }  // namespace ddpm::diffusion

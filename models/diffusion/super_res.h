@@ -110,5 +110,11 @@ Tensor with_level_plane(const Tensor& z, std::int64_t level);
 // closure.
 DenoiseFn concat_augmented_condition(DenoiseFn net, Tensor z, std::int64_t level,
                                      const std::vector<double>& alphas_cumprod, Generator& gen);
+// The same for several networks that must see ONE condition (autoguidance of a super-
+// resolution model, models/run/autoguide_run.h: the main network and its guide): closure i
+// calls nets[i], and n is drawn once, at the first call of whichever closure comes first, so
+// every closure concatenates the same z_aug. concat_augmented_condition is this with one net.
+std::vector<DenoiseFn> concat_augmented_conditions(std::vector<DenoiseFn> nets, Tensor z, std::int64_t level,
+                                                  const std::vector<double>& alphas_cumprod, Generator& gen);
 
 }  // namespace ddpm::diffusion

@@ -13,6 +13,39 @@
 
 namespace ddpm::run {
 
+namespace {
+
+// A super-resolution model's guide takes the same condition tensor (autoguide_run.h says which
+// settings must agree and why).
+void check_super_res_guide(const unet::UNetConfig& a, const unet::UNetConfig& b, const std::string& who,
+                           double low_res_noise_level) {
+  auto describe = [](const unet::UNetConfig& m) {
+    return m.super_res() ? "a super-resolution model (" + std::to_string(m.low_res_size) + "x" +
+                               std::to_string(m.low_res_size) + " -> " + std::to_string(m.image_size) + "x" +
+                               std::to_string(m.image_size) + ")"
+                         : std::string("not a super-resolution model");
+  };
+  DDPM_CHECK(a.super_res() == b.super_res() && a.low_res_size == b.low_res_size,
+             who << " is " << describe(b) << "; the model is " << describe(a)
+                 << ": the guide must upsample the same low-res images");
+  if (!a.super_res()) return;
+  DDPM_CHECK(a.concat_channels == b.concat_channels,
+             who << " concatenates " << b.concat_channels << " condition channel(s) to x_t; the model "
+                 << a.concat_channels << ": both must take the same condition tensor");
+  DDPM_CHECK(a.cond_augmented() == b.cond_augmented(),
+             who << " was trained " << (b.cond_augmented() ? "with" : "without")
+                 << " conditioning augmentation (--cond-augment); the model "
+                 << (a.cond_augmented() ? "with" : "without")
+                 << " it: the augmented condition carries a level plane and a level embedding that only an "
+                    "augmented model takes");
+  DDPM_CHECK(low_res_noise_level <= b.cond_augment,
+             "--low-res-noise-level " << low_res_noise_level << " lies outside [0, " << b.cond_augment
+                                      << "], the augmentation range " << who
+                                      << " was trained on: the guide never saw a condition noised at that level");
+}
+
+}  // namespace
+
 void check_autoguide_flags(const SampleOptions& o) {
   if (o.autoguide.empty()) return;
   std::error_code ec;
@@ -21,13 +54,12 @@ void check_autoguide_flags(const SampleOptions& o) {
   DDPM_CHECK(!same, "--autoguide " << o.autoguide << " is the sampled model itself (--checkpoint " << o.checkpoint
                                    << "): autoguidance needs a weaker model of the same task, e.g. the same run "
                                       "at an earlier checkpoint or a smaller model");
-  DDPM_CHECK(o.low_res.empty(), "--autoguide does not apply to super-resolution models (--low-res): the guide would "
-                                "need the same low-res condition");
   DDPM_CHECK(o.control.empty(), "--autoguide does not combine with --control: the guide would be a second "
                                 "network without the ControlNet's residuals");
 }
 
-void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path) {
+void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path,
+                          double low_res_noise_level) {
   const unet::UNetConfig& a = main.net->config();
   const unet::UNetConfig& b = guide.net->config();
   const std::string who = "--autoguide " + guide_path;
@@ -40,9 +72,7 @@ void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, con
              who << " makes " << b.image_size << "x" << b.image_size << " images with " << b.in_channels
                  << " channel(s); the model makes " << a.image_size << "x" << a.image_size << " with "
                  << a.in_channels);
-  DDPM_CHECK(a.concat_channels == 0 && b.concat_channels == 0,
-             who << ": autoguidance of super-resolution models is not supported (the guide would need the "
-                    "same low-res condition)");
+  check_super_res_guide(a, b, who, low_res_noise_level);
   DDPM_CHECK(a.num_classes == b.num_classes,
              who << " has " << b.num_classes << " classes (0 = unconditional); the model has " << a.num_classes
                  << ": both get the same labels, so the class conditioning must agree");

@@ -17,9 +17,23 @@
 // alone, the guide is then never evaluated; 0 = the guide alone); --guidance-interval limits
 // it to [LO, HI] in sigma as for CFG; --guidance-rescale phi pulls the guided prediction back
 // to the MAIN model's per-sample std (CFG: the conditional branch's). Refused with it: the
-// main model itself as guide (w would change nothing), super-resolution (--low-res) and
-// ControlNet (--control): their guide would need the same condition, which ddpm-sample does
-// not build for a second model.
+// main model itself as guide (w would change nothing) and ControlNet (--control): the guide
+// would be a second network without the ControlNet's residuals.
+//
+// Super-resolution models (super_res_run.h; --low-res or the cascade's --low-res-from) are
+// autoguided by another super-resolution model that gets the SAME condition: the same
+// upsampled (and --low-res-blur blurred) low-res rows and, with --low-res-noise-level, the same
+// augmentation noise, drawn once per batch for both networks (super_res.h
+// concat_augmented_conditions). What must agree, because it shapes the condition tensor or
+// what the network reads from it: low_res_size (the guide upsamples the same images), the
+// concat layout (concat_channels) and whether the model was trained with conditioning
+// augmentation (the level plane and level embedding exist only then); and the sampling level
+// must lie inside the guide's own --cond-augment range as well as the model's (a level it was
+// never trained on is an input it never saw). What need not agree: the --cond-augment MAX
+// itself and the training-time blur augmentation (--blur-augment, --blur-sigma): they only
+// widen the distribution of conditions a model was trained on, and at sampling both
+// networks see one and the same condition, so a guide trained with less augmentation is one
+// more way of being a "weaker model of the same task".
 //
 // Latent diffusion models (Rombach et al. 2022; latent_run.h) are autoguided in latent space:
 // both networks denoise the same latents z and only the result is decoded. That is one task
@@ -45,7 +59,10 @@ void check_autoguide_flags(const SampleOptions& o);
 
 // ValueError naming the first difference between `main` and `guide` that autoguidance cannot
 // work across (see above); `guide_path` names the guide in the message.
-void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path);
+// `low_res_noise_level`: --low-res-noise-level of a super-resolution model (must lie in the
+// guide's augmentation range too).
+void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, const std::string& guide_path,
+                          double low_res_noise_level = 0.0);
 
 // ValueError unless main and guide diffuse the same space (see above): `main_autoencoder` and
 // `guide_autoencoder` are their autoencoder folders (find_run_autoencoder; "" for a pixel

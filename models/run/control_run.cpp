@@ -21,7 +21,9 @@
 #include "models/run/latent_run.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
+#include "models/run/posthoc_flags.h"
 #include "models/run/sample_run.h"
+#include "models/run/stop_signals.h"
 #include "models/run/subcommands.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
@@ -71,13 +73,15 @@ nlohmann::json control_config_json(const ControlTrainArgs& a, const BaseRun& b, 
   j["train"] = {{"batch_size", a.batch_size}, {"lr", a.lr},           {"weight_decay", a.weight_decay},
                 {"grad_clip", a.grad_clip},   {"ema_rate", a.ema_rate}, {"class_dropout", class_dropout},
                 {"seed", a.seed},             {"warmup_steps", a.warmup_steps},
-                {"schedule_sampler", a.schedule_sampler}};
+                {"schedule_sampler", a.schedule_sampler},
+                {"posthoc_ema", train::parse_sigma_rel_list("--posthoc-ema", a.posthoc_ema)}};
   add_lr_schedule_json(j["train"], a.lr_schedule, a.steps);  // and the decay's horizon (lr_schedule_flags.h)
   j["run"] = {{"steps", a.steps},
               {"save_every", a.save_every},
               {"log_every", a.log_every},
               {"device", a.device.str()},
-              {"gradient_checkpointing", a.gradient_checkpointing}};
+              {"gradient_checkpointing", a.gradient_checkpointing},
+              {"posthoc_snapshot_every", posthoc_snapshot_interval(a.posthoc_snapshot_every, a.save_every)}};
   return j;
 }
 
@@ -90,12 +94,13 @@ std::string prepare_control_folder(const ControlTrainArgs& a, const nlohmann::js
     saved.erase("run");
     now.erase("run");
     // Runs from before these were recorded: they ran no warm-up and no learning-rate
-    // schedule, and drew t uniformly; their latent base's autoencoder cannot be checked
-    // (the base's model and diffusion still are).
+    // schedule, drew t uniformly and tracked no power-function EMAs; their latent base's
+    // autoencoder cannot be checked (the base's model and diffusion still are).
     if (saved.contains("train") && saved["train"].is_object()) {
       if (!saved["train"].contains("warmup_steps")) saved["train"]["warmup_steps"] = 0;
       default_lr_schedule_json(saved["train"]);
       if (!saved["train"].contains("schedule_sampler")) saved["train"]["schedule_sampler"] = "uniform";
+      if (!saved["train"].contains("posthoc_ema")) saved["train"]["posthoc_ema"] = nlohmann::json::array();
     }
     if (saved.contains("base") && !saved["base"].contains("autoencoder") && now["base"].contains("autoencoder"))
       now["base"].erase("autoencoder");
@@ -137,6 +142,7 @@ void check_control_train_args(const ControlTrainArgs& a) {
   DDPM_CHECK(a.resume.empty() || !a.overwrite, "--resume and --overwrite exclude each other");
   DDPM_CHECK(a.schedule_sampler.empty() || a.schedule_sampler == "uniform" || a.schedule_sampler == "loss-second-moment",
              "--schedule-sampler must be uniform or loss-second-moment, got '" << a.schedule_sampler << "'");
+  validate_posthoc_ema_flags(a.posthoc_ema, a.posthoc_snapshot_every);  // and --posthoc-snapshot-every
 }
 
 ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream* log) {
@@ -216,6 +222,8 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   apply_lr_schedule(tc, a.lr_schedule, a.steps);
   tc.grad_clip = a.grad_clip;
   tc.ema_rate = a.ema_rate;
+  // Power-function EMAs of the ControlNet's slab (the frozen base has nothing to average).
+  tc.posthoc_sigma_rels = train::parse_sigma_rel_list("--posthoc-ema", a.posthoc_ema);
   tc.num_classes = bc.num_classes;
   tc.label_dropout = class_dropout;
   tc.seed = a.seed;
@@ -290,7 +298,10 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   double w_loss = 0, w_grad = 0, w_time = 0;
   std::array<double, 4> w_q{};
   std::array<std::int64_t, 4> w_qn{};
-  std::int64_t w_steps = 0;
+  std::int64_t w_steps = 0, last_saved = -1;
+  StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, checkpoint it, return (as ddpm-train)
+  PosthocSnapshotSchedule posthoc_snapshots(a.out, posthoc_snapshot_interval(a.posthoc_snapshot_every, a.save_every),
+                                            a.steps);
   take_peak_mib(a.device.type);  // the first metrics window starts here
   while (trainer.step_count() < a.steps) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -331,10 +342,26 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
       w_qn = {};
       w_steps = 0;
     }
+    // Post-hoc EMA snapshots (posthoc_flags.h), before the checkpoint of the same step, so a
+    // resume from that checkpoint never misses the snapshot.
+    posthoc_snapshots.after_step(trainer, slab);
     if (done % a.save_every == 0 || done == a.steps) {
       metrics.write_loss_png();
       save(m.loss);
+      last_saved = done;
       say(log, "checkpoint " + result.last_checkpoint);
+    }
+    if (const int sig = stop_signals.pending(); sig != 0) {
+      // The stopping step's snapshot (unless written above) and checkpoint, in that order.
+      result.stopped_by_signal = sig;
+      posthoc_snapshots.after_step(trainer, slab, /*stopping=*/true);
+      if (last_saved != done) {
+        metrics.write_loss_png();
+        save(m.loss);
+      }
+      say(log, std::string("stopped by ") + signal_name(sig) + " after step " + std::to_string(done) + "; checkpoint " +
+                   result.last_checkpoint + "; continue with --resume latest");
+      break;
     }
   }
   result.steps_done = trainer.step_count();
@@ -374,15 +401,16 @@ void add_control_subcommands(CLI::App& app, ControlCommand& c) {
                "recompute the blocks' activations in the backward (less memory, ~1/3 more compute)");
   tr->add_option("--schedule-sampler", t.schedule_sampler,
                  "uniform | loss-second-moment: how t is drawn (default: the base run's setting)");
+  add_posthoc_ema_flags(*tr, t.posthoc_ema, t.posthoc_snapshot_every, "CTRL");
   c.eval_app = add_control_eval_subcommand(app, c.eval);
 }
 
-void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
+int run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
   if (c.eval_app != nullptr && c.eval_app->parsed()) {
     c.eval.device = device;
     c.eval.seed = seed;
     run_control_eval(c.eval, out);
-    return;
+    return 0;
   }
   DDPM_CHECK(c.train_app != nullptr && c.train_app->parsed(),
              "ddpm-control: no subcommand was parsed; expected train or eval");
@@ -390,6 +418,7 @@ void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, s
   c.train.seed = seed;
   const ControlTrainResult r = train_control_run(c.train, &out);
   out << "ddpm-control: trained " << r.steps_done << " steps; last checkpoint " << r.last_checkpoint << "\n";
+  return r.stopped_by_signal != 0 ? 128 + r.stopped_by_signal : 0;
 }
 
 }  // namespace ddpm::run

@@ -53,7 +53,22 @@
 //                      as a ddpm-train run's (metrics.h, loss_plot.h): one line per
 //                      --log-every steps (window means of loss, per-quartile loss and gradient
 //                      norm), loss.png redrawn with each checkpoint
-// --resume latest is bit-identical: parameters, AdamW moments, EMA, generator, loader
+//   CTRL/posthoc/step_N.safetensors
+//                      with --posthoc-ema S1,S2: snapshots of the power-function EMAs of the
+//                      ControlNet's parameters (the frozen base is not averaged), every
+//                      --posthoc-snapshot-every steps (0: --save-every), at the last step and at
+//                      the step a stop signal ends the run on, each before that step's
+//                      checkpoint (posthoc_flags.h; format posthoc_export.h); the checkpoints
+//                      add power_ema.safetensors. "train" records posthoc_ema (a changed list is
+//                      refused on resume; a run from before it tracked none), "run" the interval.
+//                      ddpm-export --checkpoint CTRL --posthoc-ema SIGMA --out DIR reconstructs
+//                      the EMA of any width as a folder DIR/config.json (this run's, plus
+//                      "posthoc_ema") + DIR/ema.safetensors that open_control_run, so
+//                      ddpm-sample --control and ddpm-control eval --control, take like the run.
+// Ctrl-C / SIGTERM (stop_signals.h): the step in progress finishes, its post-hoc snapshot and
+// checkpoint are written, and ddpm-control exits with 128 + the signal's number (130, 143);
+// --resume latest continues from that step, as ddpm-train does.
+// --resume latest is bit-identical: parameters, AdamW moments, EMA, power EMAs, generator, loader
 // position and the importance sampler's loss history are restored (the base is re-read from
 // its run and must still match the recorded config); the metrics files keep their lines up
 // to the checkpoint's step and drop the rest (an interrupted run's), then continue, as
@@ -85,7 +100,8 @@
 // controlnet_conditioning_scale) must be finite; 0 gives the base's samples. Outputs:
 // OUT/control.png (the hints, grid like grid.png) and sample_info.json "control" {"run",
 // "hint", "scale", "source", "images", "labels_from_images"} (null without --control).
-// Export to diffusers is not offered: ddpm-export refuses a control run (it is not a UNet).
+// Export to diffusers is not offered: ddpm-export refuses a control run (it is not a UNet),
+// except for the post-hoc EMA export above.
 #pragma once
 
 #include <cstdint>
@@ -137,6 +153,11 @@ struct ControlTrainArgs {
   Device device = Device::cpu();
   // How t is drawn: "uniform" | "loss-second-moment"; "" = the base run's setting.
   std::string schedule_sampler;
+  // Post-hoc EMA (posthoc_flags.h): --posthoc-ema "0.05,0.10" tracks power-function EMAs of the
+  // ControlNet's parameters and snapshots them into CTRL/posthoc/ every --posthoc-snapshot-every
+  // steps (0: --save-every); "" = none.
+  std::string posthoc_ema;
+  std::int64_t posthoc_snapshot_every = 0;
 };
 
 // ValueError naming the flag for what can be checked without the files.
@@ -145,6 +166,7 @@ void check_control_train_args(const ControlTrainArgs& a);
 struct ControlTrainResult {
   std::string run_dir, last_checkpoint;
   std::int64_t steps_done = 0;
+  int stopped_by_signal = 0;   // SIGINT / SIGTERM that ended the run early (stop_signals.h), else 0
   std::vector<double> losses;  // the steps taken in this call
 };
 // The whole training program (see the top of this file); progress lines go to `log`.
@@ -157,8 +179,13 @@ struct ControlRun {
   data::HintSpec hint;
   nlohmann::json config;  // config.json
 };
-// IoError when DIR is not a control run (or is damaged); ValueError for an unknown hint.
+// DIR is a control run (its latest checkpoint's EMA weights) or a post-hoc EMA export of one
+// (config.json with "posthoc_ema" and ema.safetensors beside it, no checkpoints/; `checkpoint`
+// is then DIR). IoError when DIR is neither (or is damaged); ValueError for an unknown hint.
 ControlRun open_control_run(const std::string& dir, Device device);
+// True when DIR/config.json is a JSON object whose "architecture" is "controlnet" (a control
+// run or its post-hoc EMA export); false for anything else, damaged files included.
+bool is_control_run_folder(const std::string& dir);
 // ValueError listing where the control run's recorded base differs from `model`.
 void check_control_fits(const ControlRun& control, const ModelSource& model);
 
@@ -210,6 +237,7 @@ struct ControlCommand {
   CLI::App* eval_app = nullptr;
 };
 void add_control_subcommands(CLI::App& app, ControlCommand& c);
-void run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out);
+// Returns the exit status: 0, or 128 + the signal's number when a stop signal ended training.
+int run_control_command(ControlCommand& c, Device device, std::uint64_t seed, std::ostream& out);
 
 }  // namespace ddpm::run

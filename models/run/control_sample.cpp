@@ -15,6 +15,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
+#include "engine/io/safetensors.h"
 #include "engine/ops/concat.h"
 #include "models/run/checkpoint.h"
 #include "models/run/control_run.h"
@@ -38,13 +39,33 @@ ControlRun open_control_run(const std::string& dir, Device device) {
   DDPM_CHECK_AS(cc.conditioning_channels == data::hint_channels(c.hint, cc.base.in_channels), IoError,
                 "--control " << dir << ": conditioning_channels " << cc.conditioning_channels << " does not fit the hint "
                              << data::hint_string(c.hint));
-  c.checkpoint = resolve_checkpoint(dir, "latest");
   Generator unused(0);
   c.net = std::make_unique<unet::ControlNet>(cc, unused, device);
-  const Checkpoint ck = load_checkpoint(c.checkpoint);
-  unet::load_state_dict(*c.net, ck.ema, c.checkpoint + "/" + kEmaFile);
+  std::error_code ec;
+  if (c.config.contains("posthoc_ema") && !fs::exists(fs::path(dir) / "checkpoints", ec)) {
+    // A post-hoc EMA export (ddpm-export --posthoc-ema): its weights lie beside config.json.
+    c.checkpoint = dir;
+    const std::string weights = (fs::path(dir) / kEmaFile).string();
+    unet::load_state_dict(*c.net, load_safetensors(weights).tensors, weights);
+  } else {
+    c.checkpoint = resolve_checkpoint(dir, "latest");
+    const Checkpoint ck = load_checkpoint(c.checkpoint);
+    unet::load_state_dict(*c.net, ck.ema, c.checkpoint + "/" + kEmaFile);
+  }
   for (auto& [name, p] : c.net->named_parameters()) p.set_requires_grad(false);
   return c;
+}
+
+bool is_control_run_folder(const std::string& dir) {
+  const fs::path config = fs::path(dir) / "config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(config, ec)) return false;
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_file(config.string()));
+    return j.is_object() && j.contains("architecture") && j["architecture"] == kControlNetArchitecture;
+  } catch (const nlohmann::json::exception&) {
+    return false;  // not JSON: not a control run (its own reader names the damage)
+  }
 }
 
 void check_control_fits(const ControlRun& control, const ModelSource& model) {

@@ -11,11 +11,13 @@
 namespace ddpm::run {
 
 nlohmann::json distillation_record_json(const DistillationRecord& r) {
-  return {{"round", r.round},
-          {"sampling_steps", r.sampling_steps},
-          {"sampler", r.sampler},
-          {"clip_x0", r.clip_x0},
-          {"teacher", r.teacher}};
+  nlohmann::json j = {{"round", r.round},
+                      {"sampling_steps", r.sampling_steps},
+                      {"sampler", r.sampler},
+                      {"clip_x0", r.clip_x0},
+                      {"teacher", r.teacher}};
+  if (r.guided) j["guided"] = {{"scale_min", r.guided->scale_min}, {"scale_max", r.guided->scale_max}};
+  return j;
 }
 
 std::optional<DistillationRecord> read_distillation_record(const std::string& checkpoint) {
@@ -41,6 +43,12 @@ std::optional<DistillationRecord> read_distillation_record(const std::string& ch
   r.sampler = s.at("sampler").get<std::string>();
   r.clip_x0 = s.at("clip_x0").get<bool>();
   r.teacher = s.value("teacher", std::string());
+  if (s.contains("guided")) {
+    const nlohmann::json& g = s.at("guided");
+    need("guided", g.is_object() && g.contains("scale_min") && g.at("scale_min").is_number() &&
+                       g.contains("scale_max") && g.at("scale_max").is_number());
+    r.guided = GuidedRange{g.at("scale_min").get<double>(), g.at("scale_max").get<double>()};
+  }
   return r;
 }
 

@@ -12,7 +12,9 @@
 // So each round folder's config.json carries, beside the run's own sections,
 //   "distillation": {"round": k, "sampling_steps": K, "sampler": "ddim", "clip_x0": false,
 //                    "teacher": <what --teacher named>, "teacher_steps": 2K, ...}
-// and ddpm-sample (make_sampler_config) uses "clip_x0" as its default when neither
+// plus, for a guidance-distilled student (ddpm-distill --guided, guided_distill.h; round 0 is
+// its stage 1), "guided": {"scale_min": S_MIN, "scale_max": S_MAX}, the trained range of
+// ddpm-sample's --guidance-scale; and ddpm-sample (make_sampler_config) uses "clip_x0" as its default when neither
 // --clip-x0 nor --dynamic-threshold is given (as latent runs default to no clip), and prints
 // distillation_sampling_warning's single line when the sampler or the step count leaves the
 // trained grid. open_model and ddpm-eval ignore the section (they read "model" and
@@ -29,12 +31,19 @@ namespace ddpm::run {
 
 inline constexpr const char* kDistillationSection = "distillation";
 
+// The trained range of guidance scales s of a guidance-distilled student (ddpm-sample's
+// units; the network takes w = s - 1).
+struct GuidedRange {
+  double scale_min = 1.0, scale_max = 1.0;
+};
+
 struct DistillationRecord {
-  int round = 0;                     // 1-based
+  int round = 0;                     // 1-based; 0: stage 1 of guided distillation
   std::int64_t sampling_steps = 0;   // K: the DDIM grid the student was trained for
   std::string sampler = "ddim";
   bool clip_x0 = false;              // the clamp of x^ the student was trained with
   std::string teacher;
+  std::optional<GuidedRange> guided;  // set for a guidance-distilled student
 };
 
 // The section's keys above (the writer adds its loss and gap figures to them).

@@ -9,7 +9,9 @@
 // published as it ends (publish_round); the stop-signal flag is polled before every step.
 // The round in progress is saved by save_state (models/run/distill_state.h: periodically, at
 // round starts, on a stop) and, with --resume, restored before the loop and at the start of
-// its round; the loop itself is the one an uninterrupted run goes through.
+// its round; the loop itself is the one an uninterrupted run goes through. Stage 1 of guided
+// distillation is the loop's index -1 (round 0, published as round_0): saved, resumed and
+// published like any round.
 #include "models/run/distill_run.h"
 
 #include <chrono>
@@ -35,6 +37,7 @@
 #include "models/run/data_spec.h"
 #include "models/run/distill_record.h"
 #include "models/run/distill_state.h"
+#include "models/run/guided_distill.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_export.h"
@@ -54,6 +57,9 @@ void say(const DistillOptions& o, const std::string& line) {
 
 // Independent streams of one seed (engine/seed_streams.h), as ddpm-train derives its own.
 constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
+// Guided distillation: the fresh embedding's linear_1 and stage 1's held-out examples (the
+// rounds' gap streams are kGapStream + 16 r).
+constexpr std::uint64_t kGuidedInitStream = 5, kGuidedGapStream = 6;
 
 // The teacher's config.json in our format ({"model", "diffusion", ...}) when it is a folder
 // with one (the one open_model reads: model_source.h). Empty otherwise (a diffusers folder or
@@ -76,13 +82,16 @@ std::vector<std::int64_t> uniform_indices(std::int64_t count, std::int64_t n, Ge
 
 // One batch of examples of a round: z_t = q_sample(x_0, t, eps) at student indices i, and the
 // labels (each replaced by the null label with probability `dropout`; empty when unconditional).
+// Guided distillation adds each example's guidance weight w (guided_distill.h), drawn last.
 struct Examples {
   Tensor z;
   std::vector<std::int64_t> index, labels;
   diffusion::Timesteps t;
+  std::vector<double> w;  // empty unless guided
 };
 Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::DistillGrid& g, const Tensor& x0,
-                       const std::vector<std::int64_t>& labels, int num_classes, double dropout, Generator& gen) {
+                       const std::vector<std::int64_t>& labels, int num_classes, double dropout, Generator& gen,
+                       const std::optional<GuidedRange>& guided) {
   Examples e;
   const std::int64_t n = x0.dim(0);
   e.index = uniform_indices(n, g.student_steps(), gen);
@@ -97,13 +106,13 @@ Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::D
   }
   const Tensor eps = randn(x0.shape(), gen, x0.device(), x0.dtype());
   e.z = diffusion::q_sample(s, x0, e.t, eps);
+  if (guided) e.w = draw_guidance_weights(n, *guided, gen);
   return e;
 }
 
-diffusion::DenoiseFn eval_fn(const unet::UNet& net) {
-  return [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    return net.forward(x, t, y, nn::Context{});
-  };
+// A network at inference, with the examples' guidance weights (a guided run) or none.
+diffusion::DenoiseFn eval_fn(const unet::UNet& net, const std::vector<double>& w = {}) {
+  return weighted_denoiser(net, w);
 }
 
 std::string fmt(double v) {
@@ -119,7 +128,12 @@ void check_distill_options(const DistillOptions& o) {
   DDPM_CHECK(!o.teacher.empty(), "--teacher is required: a ddpm-train run or checkpoint folder");
   DDPM_CHECK(!o.out.empty(), "--out is required: the folder to write the rounds to");
   DDPM_CHECK(o.teacher_steps >= 2, "--teacher-steps must be at least 2, got " << o.teacher_steps);
-  DDPM_CHECK(o.rounds >= 1 && o.rounds <= 12, "--rounds must be in [1, 12], got " << o.rounds);
+  DDPM_CHECK(o.rounds >= (o.guided.empty() ? 1 : 0) && o.rounds <= 12,
+             "--rounds must be in [" << (o.guided.empty() ? "1" : "0 (--guided: stage 1 only)") << ", 12], got "
+                                     << o.rounds);
+  if (!o.guided.empty()) (void)parse_guided_range(o.guided);
+  DDPM_CHECK(o.guided_steps >= 0, "--guided-steps must be >= 0 (0: --steps-per-round), got " << o.guided_steps);
+  DDPM_CHECK(o.guided_steps == 0 || !o.guided.empty(), "--guided-steps " << o.guided_steps << " needs --guided");
   DDPM_CHECK(o.steps_per_round >= 1, "--steps-per-round must be positive, got " << o.steps_per_round);
   DDPM_CHECK(o.batch_size >= 1 && o.batch_size <= 65536, "--batch-size must be in [1, 65536], got " << o.batch_size);
   DDPM_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive, got " << o.lr);
@@ -151,7 +165,7 @@ DistillResult distill_run(const DistillOptions& given) {
   }
   check_distill_options(o);
   ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
-  const unet::UNetConfig& cfg = teacher.net->config();
+  const unet::UNetConfig cfg = teacher.net->config();  // a copy: a guided run replaces teacher.net
   const DiffusionSettings& d = teacher.diffusion;
   DDPM_CHECK(!d.edm, "--teacher " << o.teacher << " was trained with the EDM objective: it has no discrete schedule "
                                   << "and ddpm-sample draws it with Heun, so there is no DDIM grid to halve (distil "
@@ -159,7 +173,16 @@ DistillResult distill_run(const DistillOptions& given) {
   DDPM_CHECK(!cfg.super_res(), "--teacher " << o.teacher << " is a super-resolution model: ddpm-distill does not "
                                             << "provide its low-resolution condition");
   check_diffusion_settings(d);
-  const std::vector<std::int64_t> counts = diffusion::distill_step_counts(d.diffusion_steps, o.teacher_steps, o.rounds);
+  const std::optional<GuidedRange> guided =
+      o.guided.empty() ? std::nullopt : std::optional<GuidedRange>(parse_guided_range(o.guided));
+  DDPM_CHECK(!guided || cfg.num_classes > 0,
+             "--guided " << o.guided << " distils classifier-free guidance, and --teacher " << o.teacher
+                         << " is unconditional (no class labels to guide)");
+  const diffusion::DistillGrid stage1_grid =
+      guided ? guided_stage_grid(d.diffusion_steps, o.teacher_steps) : diffusion::DistillGrid{};
+  const std::vector<std::int64_t> counts =
+      o.rounds == 0 ? std::vector<std::int64_t>{}
+                    : diffusion::distill_step_counts(d.diffusion_steps, o.teacher_steps, o.rounds);
   const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
   diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
 
@@ -196,6 +219,7 @@ DistillResult distill_run(const DistillOptions& given) {
              "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
                                                   << " has no labels that fit it");
   double dropout = o.label_dropout;
+  if (dropout < 0 && guided) dropout = 0;  // a guided student is sampled with the class label only
   if (dropout < 0)
     dropout = tconfig.contains("train") ? tconfig["train"].value("class_dropout", 0.1) : 0.1;
   if (num_classes == 0) dropout = 0;
@@ -218,22 +242,32 @@ DistillResult distill_run(const DistillOptions& given) {
   if (cfg.learn_sigma)
     say(o, "ddpm-distill: note: the learned variance is not used by eta = 0 DDIM and is not distilled; "
            "sample the students with --sampler ddim only");
-  if (num_classes > 0)
+  if (guided)
+    say(o, "ddpm-distill: guided distillation (Meng et al. 2023) of guidance scales s in [" + fmt(guided->scale_min) +
+               ", " + fmt(guided->scale_max) + "] (w = s - 1): stage 1 (" +
+               std::to_string(o.guided_steps > 0 ? o.guided_steps : o.steps_per_round) + " steps on the " +
+               std::to_string(o.teacher_steps) + "-step grid) is published as round_0; one network call per step");
+  else if (num_classes > 0)
     say(o, "ddpm-distill: class-conditional: labels dropped to the null label with probability " + fmt(dropout) +
            " (plain distillation of both branches, not guided distillation)");
 
-  // The student: a second copy of the teacher, its parameters in one slab.
+  // The student: a second copy of the teacher, its parameters in one slab. Guided: both get a
+  // fresh guidance embedding (last linear zero: the teacher still computes exactly its own
+  // branches in stage 1, and the student starts as its conditional branch).
   ModelSource student = open_model(o.teacher, o.device, true);
+  if (guided) {
+    teacher.net = with_guidance_embedding(*teacher.net, splitmix64_stream(o.seed, kGuidedInitStream));
+    student.net = with_guidance_embedding(*student.net, splitmix64_stream(o.seed, kGuidedInitStream));
+  }
   ParameterSlab teacher_slab, slab;
   teacher_slab.pack(teacher.net->named_parameters());
   slab.pack(student.net->named_parameters());
-  const diffusion::DenoiseFn teacher_fn = eval_fn(*teacher.net);
-  const diffusion::DenoiseFn student_eval = eval_fn(*student.net);
+  // Both with the examples' guidance weights w (empty unless guided).
+  const auto teacher_fn = [&](const std::vector<double>& w) { return eval_fn(*teacher.net, w); };
+  const auto student_eval = [&](const std::vector<double>& w) { return eval_fn(*student.net, w); };
   Generator dropout_gen(splitmix64_stream(o.seed, kDropoutStream));
-  const unet::UNet& student_net = *student.net;
-  const diffusion::DenoiseFn student_train = [&](const Tensor& x, const std::vector<double>& t,
-                                                 const std::vector<std::int64_t>& y) {
-    return student_net.forward(x, t, y, nn::Context{true, &dropout_gen});
+  const auto student_train = [&](const std::vector<double>& w) {
+    return weighted_denoiser(*student.net, w, nn::Context{true, &dropout_gen});
   };
   diffusion::DenoiserReading reading;
   reading.type = d.predict;
@@ -264,6 +298,7 @@ DistillResult distill_run(const DistillOptions& given) {
     base["model"] = unet::config_to_json(cfg);
     base["diffusion"] = diffusion_to_json(d);
   }
+  if (guided) base["model"] = unet::config_to_json(student.net->config());  // with guidance_embedding
   base.erase("posthoc_ema");
   base.erase("distill");  // the key of the first ddpm-distill's folders
   base.erase(kDistillationSection);
@@ -297,6 +332,10 @@ DistillResult distill_run(const DistillOptions& given) {
                            {"rounds_done", 0},
                            {"complete", false},
                            {"rounds", nlohmann::json::array()}};
+  if (guided)
+    record["guided"] = {{"scale_min", guided->scale_min}, {"scale_max", guided->scale_max},
+                        {"stage1_steps", o.guided_steps > 0 ? o.guided_steps : o.steps_per_round},
+                        {"stage1_folder", "round_0"}, {"weight", "w = s - 1"}};
   const auto write_record = [&record](const std::string& dir) {
     write_file_atomic(dir + "/distill.json", record.dump(2) + "\n");
   };
@@ -310,7 +349,7 @@ DistillResult distill_run(const DistillOptions& given) {
     const std::string name = "round_" + std::to_string(rep.round);
     const std::map<std::string, std::string> meta = {{"ddpm.distill_round", std::to_string(rep.round)},
                                                      {"ddpm.sampling_steps", std::to_string(rep.student_steps)}};
-    if (rep.round == 1) {
+    if (rep.round == (guided ? 0 : 1)) {  // the first published round
       publish_directory(
           o.out,
           [&](const std::string& tmp) {
@@ -327,8 +366,11 @@ DistillResult distill_run(const DistillOptions& given) {
   StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, keep the published rounds, return
   Generator gen(splitmix64_stream(o.seed, kDrawStream));
   const nlohmann::json options_json = distill_options_json(o);
-  int first = 0;  // the loop index of the first round this call runs
-  if (resumed) {  // the draws, the data position, the round's teacher and the record, as saved
+  // The loop index r runs from `start` (-1: stage 1 of guided distillation, the guided target
+  // (4) on the teacher's grid, published as round_0) to rounds - 1; round r + 1 is published.
+  const int start = guided ? -1 : 0;
+  int first = start;  // the loop index of the first round this call runs
+  if (resumed) {  // the draws (the w of a guided run too), the data position, the round's teacher and the record
     for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &gen}, {"dropout", &dropout_gen}}) {
       DDPM_CHECK_AS(resumed->generators.count(name) == 1, IoError,
                     distill_state_dir(o.out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
@@ -336,8 +378,9 @@ DistillResult distill_run(const DistillOptions& given) {
     }
     loader.set_position(resumed->loader);
     first = resumed->round - 1;
-    DDPM_CHECK_AS(first >= 0 && first < o.rounds, IoError,
-                  distill_state_dir(o.out) << " saved round " << resumed->round << " of a run of " << o.rounds << " rounds");
+    DDPM_CHECK_AS(first >= start && first < o.rounds, IoError,
+                  distill_state_dir(o.out) << " saved round " << resumed->round << ", which is not a round of this run ("
+                                           << start + 1 << " .. " << o.rounds << ")");
     Tensor tv = teacher_slab.values();
     tv.copy_from(distill_state_flat(*resumed, o.out, "teacher", teacher_slab, o.device));
     record["rounds"] = resumed->record["rounds"];
@@ -349,21 +392,30 @@ DistillResult distill_run(const DistillOptions& given) {
   }
   for (int r = first; r < o.rounds && result.stopped_by_signal == 0; ++r) {
     const bool resuming = resumed && r == first;
-    const diffusion::DistillGrid g = diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
+    const bool stage1 = r < 0;
+    const diffusion::DistillGrid g =
+        stage1 ? stage1_grid : diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
+    const std::int64_t round_steps = stage1 && o.guided_steps > 0 ? o.guided_steps : o.steps_per_round;
     DistillRound rep;
     rep.round = r + 1;
     rep.teacher_steps = g.teacher_steps();
     rep.student_steps = g.student_steps();
-    say(o, "round " + std::to_string(rep.round) + "/" + std::to_string(o.rounds) + ": " +
-               std::to_string(rep.teacher_steps) + " teacher steps -> " + std::to_string(rep.student_steps) +
-               " student steps");
+    say(o, stage1 ? "stage 1: the teacher's guided output on its " + std::to_string(rep.teacher_steps) + "-step grid"
+                  : "round " + std::to_string(rep.round) + "/" + std::to_string(o.rounds) + ": " +
+                        std::to_string(rep.teacher_steps) + " teacher steps -> " +
+                        std::to_string(rep.student_steps) + " student steps");
     // Held-out gap: fixed images, noise and indices per round (its own stream).
-    Generator gap_gen(splitmix64_stream(o.seed, kGapStream + 16 * static_cast<std::uint64_t>(r)));
-    const Examples held = draw_examples(schedule, g, gap_x0, gap_batch.labels, num_classes, 0.0, gap_gen);
-    rep.gap_before = resuming && resumed->has_gap_before
-                         ? resumed->gap_before
-                         : diffusion::one_step_gap(schedule, teacher_fn, teacher_fn, reading, g, held.z, held.index,
-                                                   held.labels);
+    Generator gap_gen(
+        splitmix64_stream(o.seed, stage1 ? kGuidedGapStream : kGapStream + 16 * static_cast<std::uint64_t>(r)));
+    const Examples held = draw_examples(schedule, g, gap_x0, gap_batch.labels, num_classes, 0.0, gap_gen, guided);
+    const auto held_gap = [&](const diffusion::DenoiseFn& model) {
+      return stage1 ? diffusion::guided_x0_gap(schedule, unguided_denoiser(*teacher.net), model, reading, held.z,
+                                               held.t, held.labels, num_classes, held.w)
+                    : diffusion::one_step_gap(schedule, teacher_fn(held.w), model, reading, g, held.z, held.index,
+                                              held.labels);
+    };
+    // Stage 1: of the conditional branch (w has no effect yet). A resumed round keeps the saved value.
+    rep.gap_before = resuming && resumed->has_gap_before ? resumed->gap_before : held_gap(teacher_fn(held.w));
     AdamWConfig ac;
     ac.lr = o.lr;
     AdamW opt(slab, ac);
@@ -402,21 +454,25 @@ DistillResult distill_run(const DistillOptions& given) {
       rep.losses = resumed->losses;
       seconds_before = resumed->seconds;
       say(o, "round " + std::to_string(rep.round) + ": resumed after step " + std::to_string(step) + "/" +
-                 std::to_string(o.steps_per_round) + " from " + distill_state_dir(o.out));
-    } else if (r > 0) {
+                 std::to_string(round_steps) + " from " + distill_state_dir(o.out));
+    } else if (r > start) {
       save_state(0);  // the next round's start: the finished round's state is stale from here on
     }
-    for (; step < o.steps_per_round; ++step) {
+    for (; step < round_steps; ++step) {
       if ((result.stopped_by_signal = stop_signals.pending()) != 0) break;  // between steps only
       const Batch b = loader.next();
       // s * z ~ s q(z | x_0) for a latent teacher: ddpm-train's encoding, eps from this generator.
       const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
-      const Examples e = draw_examples(schedule, g, x0, b.labels, num_classes, dropout, gen);
-      const diffusion::TeacherSteps ts =
-          diffusion::teacher_ddim_steps(schedule, teacher_fn, reading, g, e.z, e.index, e.labels);
-      const Tensor target = diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
+      const Examples e = draw_examples(schedule, g, x0, b.labels, num_classes, dropout, gen, guided);
+      const Tensor target = stage1 ? diffusion::teacher_guided_x0(schedule, unguided_denoiser(*teacher.net), reading,
+                                                                  e.z, e.t, e.labels, num_classes, e.w)
+                                   : [&] {
+                                       const diffusion::TeacherSteps ts = diffusion::teacher_ddim_steps(
+                                           schedule, teacher_fn(e.w), reading, g, e.z, e.index, e.labels);
+                                       return diffusion::distillation_target(schedule, e.z, ts.z_end, ts.start, ts.end);
+                                     }();
       slab.zero_grad();
-      const Tensor x_hat = diffusion::x0_estimate(schedule, student_train, reading, e.z, e.t, e.labels);
+      const Tensor x_hat = diffusion::x0_estimate(schedule, student_train(e.w), reading, e.z, e.t, e.labels);
       Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
       loss.backward();
       const double value = loss.item();
@@ -431,27 +487,28 @@ DistillResult distill_run(const DistillOptions& given) {
         window += value;
         ++window_n;
       }
-      if ((step + 1) % o.log_every == 0 || step + 1 == o.steps_per_round) {
+      if ((step + 1) % o.log_every == 0 || step + 1 == round_steps) {
         if (window_n > 0) rep.final_loss = window / static_cast<double>(window_n);
-        say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps_per_round) + " loss " +
+        say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(round_steps) + " loss " +
                    (window_n > 0 ? fmt(rep.final_loss) : std::string("(all steps skipped: non-finite)")));
         window = 0;
         window_n = 0;
       }
-      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < o.steps_per_round)
+      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < round_steps)
         save_state(step + 1);
     }
     if (result.stopped_by_signal != 0) {
       save_state(step);  // SIGTERM loses nothing: --resume continues after this step
       const int done = static_cast<int>(result.rounds.size());
       say(o, std::string("ddpm-distill: stopped by ") + signal_name(result.stopped_by_signal) + " after step " +
-                 std::to_string(step) + "/" + std::to_string(o.steps_per_round) + " of round " +
+                 std::to_string(step) + "/" + std::to_string(round_steps) + " of round " +
                  std::to_string(rep.round) + " (not published); " + std::to_string(done) + " of " +
                  std::to_string(o.rounds) + " rounds complete" +
-                 (done > 0 ? " in " + o.out + " (round_1 .. round_" + std::to_string(done) + ")"
+                 (done > 0 ? " in " + o.out + " (round_" + std::to_string(result.rounds.front().round) +
+                                 " .. round_" + std::to_string(result.rounds.back().round) + ")"
                            : std::string(", nothing published") + (o.overwrite ? " (the old --out is untouched)" : "")) +
-                 "; the round's state is saved in " + distill_state_dir(o.out) + ": continue with ddpm-distill --resume --out " +
-                 o.out);
+                 "; the round's state is saved in " + distill_state_dir(o.out) +
+                 ": continue with ddpm-distill --resume --out " + o.out);
       if (done > 0) {
         record["stopped"] = {{"signal", signal_name(result.stopped_by_signal)},
                              {"round", rep.round},
@@ -464,8 +521,7 @@ DistillResult distill_run(const DistillOptions& given) {
     // The EMA is the round's result: the next teacher and the next student's start. Its gap
     // is measured against this round's teacher, before the teacher takes its weights.
     ema.copy_to(slab);
-    rep.gap_after =
-        diffusion::one_step_gap(schedule, teacher_fn, student_eval, reading, g, held.z, held.index, held.labels);
+    rep.gap_after = held_gap(student_eval(held.w));
     {
       Tensor tv = teacher_slab.values();  // a handle on the teacher's slab
       tv.copy_from(slab.values());
@@ -478,6 +534,7 @@ DistillResult distill_run(const DistillOptions& given) {
     how.sampler = "ddim";
     how.clip_x0 = reading.clip_x0;
     how.teacher = o.teacher;
+    how.guided = guided;
     config[kDistillationSection] = distillation_record_json(how);
     config[kDistillationSection]["teacher_steps"] = rep.teacher_steps;
     config[kDistillationSection]["final_loss"] = rep.final_loss;
@@ -506,7 +563,8 @@ DistillResult distill_run(const DistillOptions& given) {
   for (const DistillRound& r : result.rounds)
     say(o, "sample round " + std::to_string(r.round) + ": ddpm-sample --checkpoint " + r.folder +
                " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) +
-               " --clip-x0 false");  // the folder's default too (distill_record.h), spelt out
+               " --clip-x0 false" +  // the folder's default too (distill_record.h), spelt out
+               (guided ? " --guidance-scale " + fmt((guided->scale_min + guided->scale_max) / 2) : std::string()));
   return result;
 }
 

@@ -20,9 +20,27 @@
 // Class-conditional teachers: teacher and student get the data's labels, each replaced by the
 // null label with probability label_dropout (default: the teacher run's class_dropout, else
 // 0.1), so the student learns both branches and classifier-free guidance still works at
-// sampling time. This is plain distillation of each branch, NOT Meng et al. 2023's guided
-// distillation (which distils the guided combination for a range of guidance weights): a
-// guided sample of the student combines two separately distilled branches.
+// sampling time. This is plain distillation of each branch: a guided sample of the student
+// combines two separately distilled branches (two network calls per step).
+//
+// Guided distillation (--guided S_MIN,S_MAX; Meng et al. 2023; guided_distill.h): the
+// guided combination itself is distilled, for every guidance scale s in [S_MIN, S_MAX]
+// (ddpm-sample's units, w = s - 1; 1 <= S_MIN <= S_MAX; class-conditional teachers only).
+// Teacher and student get a guidance embedding (unet.h, last layer zero: at step 0 both are
+// the teacher exactly). Stage 1 (--guided-steps, default --steps-per-round) draws per example
+// t ~ U over the teacher's N-step DDIM grid and s ~ U[S_MIN, S_MAX], and trains the student
+// on x^w = (1 + w) x^_c - w x^_u (progressive_distill.h eq. 4; the teacher's two branches in
+// one doubled batch) with the rounds' loss; its EMA is published as OUT/round_0 (sampled
+// with K = N steps). Then rounds 1..R as above, the example's w given to teacher (stage 1's
+// EMA, then each round's) and student: one w-conditioned teacher call per DDIM step.
+// --rounds 0 stops after stage 1. The label dropout defaults to 0 (a guided student is
+// sampled with class labels only; --label-dropout still sets it). Cost of a stage-1 step: a
+// doubled teacher forward + 1 student forward and backward. Every folder records the range
+// ("model": {"guidance_embedding": true}, "distillation": {"guided": {"scale_min",
+// "scale_max"}}), distill.json adds "guided" {scale_min, scale_max, stage1_steps, ...}, the
+// stage-1 entry of "rounds" has round 0, and the printed ddpm-sample commands add
+// --guidance-scale (the range's midpoint). ddpm-sample feeds w = s - 1 and refuses s outside
+// the range (guided_distill.h).
 //
 // Latent teachers (ddpm-train --autoencoder, models/run/latent_run.h): the data are encoded
 // by the teacher's autoencoder exactly as ddpm-train encodes them (LatentCodec::encode, a
@@ -43,7 +61,7 @@
 //
 // Output. Nothing finished is lost and nothing unfinished is seen: each round is published
 // atomically as soon as it ends.
-//   - Round 1 publishes OUT itself (publish_directory: OUT/round_1 and OUT/distill.json
+//   - Round 1 (round 0 of a guided run) publishes OUT itself (publish_directory: OUT/round_1 and OUT/distill.json
 //     filled under a temporary name, then renamed into place). With --overwrite an existing
 //     OUT is replaced at that moment, not before: a run stopped or failed in round 1 leaves
 //     the old OUT as it was.
@@ -82,23 +100,25 @@
 //
 // Resume (models/run/distill_state.h). The round in progress is saved to OUT.distill-state
 // (published atomically, replacing the previous state) every checkpoint_every steps (0: no
-// periodic saves), at the start of every round after the first, and when a stop signal ends
-// the run: the student, its EMA, the AdamW moments and step count, the round's teacher, the
-// step within the round, the losses and the loss window, gap_before, the generators and the
-// loader position. `ddpm-distill --resume --out OUT` (options.resume) continues from it and
-// ends with the bits an uninterrupted run ends with (round folders, losses; the seconds
-// aside): the options come from the saved state; a flag in flags_given whose value differs
-// from the saved one is refused (ValueError naming the flag and both values);
-// --checkpoint-every and --device may change (the bits are the same on the same device
-// only; --log-every may not: the final loss is the last logged window's mean). No state is a ValueError (nothing to resume; ddpm-distill exits 2); an incomplete
-// or damaged one (a CRC, a JSON that does not parse or holds wrong types) and a state whose
-// earlier rounds are gone from OUT are IoErrors. A complete OUT
-// (distill.json "complete") is reported and left alone, returning its rounds (ddpm-distill
-// exits 0: a scheduler's requeued job that always passes --resume then simply succeeds).
-// A new run whose OUT has a saved state is refused without --overwrite (with it the state
-// is replaced by the new run's first). A crash after a round is published but before the
-// next round saves its state leaves a state older than OUT: the resumed run does the
-// round's last steps again and republishes the same bits in place.
+// periodic saves), at the start of every round after the first (a guided run's first is stage
+// 1), and when a stop signal ends the run: the student, its EMA, the AdamW moments and step
+// count, the round's teacher, the step within the round, the losses and the loss window,
+// gap_before, the generators and the loader position. `ddpm-distill --resume --out OUT`
+// (options.resume) continues from it and ends with the bits an uninterrupted run ends with
+// (round folders, losses; the seconds aside): stage 1 of guided distillation is saved and
+// resumed as round 0 (its per-example w are draws of the saved draw generator; --guided and
+// --guided-steps are saved options); the options come from the saved state; a flag in
+// flags_given whose value differs from the saved one is refused (ValueError naming the flag and
+// both values); --checkpoint-every and --device may change (the bits are the same on the same
+// device only; --log-every may not: the final loss is the last logged window's mean). No state
+// is a ValueError (nothing to resume; ddpm-distill exits 2); an incomplete or damaged one (a
+// CRC, a JSON that does not parse or holds wrong types) and a state whose earlier rounds are
+// gone from OUT are IoErrors. A complete OUT (distill.json "complete") is reported and left
+// alone, returning its rounds (ddpm-distill exits 0: a scheduler's requeued job that always
+// passes --resume then simply succeeds). A new run whose OUT has a saved state is refused
+// without --overwrite (with it the state is replaced by the new run's first). A crash after a
+// round is published but before the next round saves its state leaves a state older than OUT:
+// the resumed run does the round's last steps again and republishes the same bits in place.
 //
 // No clamping of x^, for teacher and student alike, so the students are sampled with
 // --clip-x0 false (ddpm-sample's default for a round folder, from its record): x~ (eq. 2) is an extrapolation that leaves [-1, 1] at high noise, and a student
@@ -132,6 +152,11 @@ struct DistillOptions {
   std::int64_t log_every = 100;
   std::int64_t gap_samples = 64;    // held-out examples of the one-step gap
   std::uint64_t seed = 0;
+  // Guided distillation (guided_distill.h): "S_MIN,S_MAX", the range of guidance scales s
+  // (ddpm-sample's units, w = s - 1) the students learn; "" = off. guided_steps: stage 1's
+  // steps (0: steps_per_round). With it, rounds may be 0 (stage 1 only).
+  std::string guided;
+  std::int64_t guided_steps = 0;
   std::string out;
   bool overwrite = false;
   // The saved state of the round in progress (distill_state.h, "Resume" above): every this
@@ -144,11 +169,13 @@ struct DistillOptions {
 };
 
 struct DistillRound {
-  int round = 0;  // 1-based
+  int round = 0;  // 1-based; 0: stage 1 of guided distillation
   std::int64_t teacher_steps = 0, student_steps = 0;
   double final_loss = 0;  // mean loss of the last logged window
   // Held-out mean squared gap between one DDIM step and the teacher's two: of the round's
   // teacher itself at the halved grid (the undistilled baseline) and of the student's EMA.
+  // Stage 1 of guided distillation: between x^ and the teacher's guided x^w (eq. 4), of the
+  // teacher's conditional branch (the student at step 0) and of the student's EMA.
   double gap_before = 0, gap_after = 0;
   double seconds = 0;
   std::vector<double> losses;  // per step, NaN where a non-finite loss or gradient skipped it

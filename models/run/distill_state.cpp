@@ -66,7 +66,8 @@ const std::vector<std::pair<std::string, std::string>> kOptionFlags = {
     {"steps_per_round", "--steps-per-round"}, {"batch_size", "--batch-size"}, {"lr", "--lr"},
     {"warmup_steps", "--warmup-steps"}, {"grad_clip", "--grad-clip"},     {"ema_rate", "--ema-rate"},
     {"data", "--data"},               {"label_dropout", "--label-dropout"}, {"gap_samples", "--gap-samples"},
-    {"log_every", "--log-every"},     {"seed", "--seed"},                   {"overwrite", "--overwrite"}};
+    {"log_every", "--log-every"},     {"seed", "--seed"},                   {"overwrite", "--overwrite"},
+    {"guided", "--guided"},           {"guided_steps", "--guided-steps"}};
 
 template <typename T>
 void take(const nlohmann::json& saved, const char* key, T& value, const std::string& file) {
@@ -216,7 +217,9 @@ nlohmann::json distill_options_json(const DistillOptions& o) {
           {"gap_samples", o.gap_samples},
           {"log_every", o.log_every},  // the final loss is the last logged window's mean
           {"seed", o.seed},
-          {"overwrite", o.overwrite}};
+          {"overwrite", o.overwrite},
+          {"guided", o.guided},  // guided distillation (guided_distill.h): its range and stage 1's steps
+          {"guided_steps", o.guided_steps}};
 }
 
 std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const std::string& out) {
@@ -277,6 +280,8 @@ DistillState resume_distill_state(DistillOptions& o) {
   take(st.options, "log_every", o.log_every, file);
   take(st.options, "seed", o.seed, file);
   take(st.options, "overwrite", o.overwrite, file);
+  take(st.options, "guided", o.guided, file);
+  take(st.options, "guided_steps", o.guided_steps, file);
   std::error_code ec;
   for (const DistillRound& r : rounds_from_record(st.record, o.out))
     DDPM_CHECK_AS(fs::is_regular_file(r.folder + "/ema.safetensors", ec), IoError,

@@ -16,25 +16,26 @@
 // removed when the run completes.
 //
 //   OUT.distill-state/
-//     state.json         what the JSON below holds: format, the options that define the
-//                        run, the round (its number: 0 is allowed, for a stage before round
-//                        1) and the steps done in it, the AdamW step count, every generator
-//                        of the loop by name (seed, offset), the data loader's position,
-//                        the held-out gap_before (null: measure it again), the loss window,
-//                        the per-step losses (null for a skipped step), the seconds spent,
-//                        and distill.json's record as of the rounds published before this one
+//     state.json         what the JSON below holds: format, the options that define the run
+//                        (--guided and --guided-steps among them), the round (its number: 0 is
+//                        stage 1 of guided distillation) and the steps done in it, the AdamW
+//                        step count, every generator of the loop by name (seed, offset), the
+//                        data loader's position, the held-out gap_before (null: measure it
+//                        again), the loss window, the per-step losses (null for a skipped
+//                        step), the seconds spent, and distill.json's record as of the rounds
+//                        published before this one
 //     state.safetensors  flat slab tensors split per parameter, "<what>.<parameter name>"
 //                        (convolutions OIHW, checkpoint.h's layout): "student.", "ema.",
 //                        "exp_avg.", "exp_avg_sq.", "teacher." (the round's teacher: the
-//                        previous round's EMA, or the original teacher in round 1). CRC32
-//                        checked on load.
+//                        previous round's EMA, or the original teacher in the first round,
+//                        with a guided run's fresh guidance embedding). CRC32 checked on load.
 //
-// Bit-identical continuation: every random draw of a step comes from the generators saved
-// here (the step's t indices, eps, label dropout and a latent teacher's posterior samples
-// from the draw generator; the student's dropout from its own) or from the loader's
-// position (the data order and the flips are functions of its seed, epoch and index:
-// models/data/loader.h); the held-out examples of a round are drawn from a per-round seed.
-// A later per-example draw made from one of these generators needs nothing new; a new
+// Bit-identical continuation: every random draw of a step comes from the generators saved here
+// (the step's t indices, eps, label dropout, a guided run's per-example w and a latent
+// teacher's posterior samples from the draw generator; the student's dropout from its own) or
+// from the loader's position (the data order and the flips are functions of its seed, epoch and
+// index: models/data/loader.h); the held-out examples of a round are drawn from a per-round
+// seed. A later per-example draw made from one of these generators needs nothing new; a new
 // generator is saved by adding it to `generators`.
 #pragma once
 

@@ -56,7 +56,7 @@ PosthocSnapshot parse_snapshot(const std::string& path) {
   for (const char* key : {kStepKey, kUpdatesKey, kProfilesKey})
     DDPM_CHECK_AS(meta.count(key) == 1, IoError,
                   "post-hoc EMA snapshot " << path << " lacks the " << key << " metadata (it was not written by "
-                                           << "ddpm-train --posthoc-ema)");
+                                           << "ddpm-train or ddpm-control train --posthoc-ema)");
   PosthocSnapshot s;
   s.path = path;
   s.step = parse_integer(meta.at(kStepKey), 1, kMaxPosthocStep, path, kStepKey);
@@ -116,8 +116,8 @@ std::string posthoc_run_folder(const std::string& run_or_checkpoint) {
   for (const fs::path& candidate : {p, p.parent_path().parent_path()})
     if (fs::is_directory(candidate / kPosthocFolder, ec)) return candidate.string();
   DDPM_THROW(IoError, run_or_checkpoint << " has no " << kPosthocFolder
-                                        << "/ folder of post-hoc EMA snapshots: train with ddpm-train --posthoc-ema "
-                                           "0.05,0.10 to record them");
+                                        << "/ folder of post-hoc EMA snapshots: train with --posthoc-ema 0.05,0.10 "
+                                           "(ddpm-train, ddpm-control train) to record them");
 }
 
 std::vector<PosthocSnapshot> list_posthoc_snapshots(const std::string& run_or_checkpoint) {

@@ -1,10 +1,10 @@
-// models/run/posthoc_export.h: the post-hoc EMA snapshots of a ddpm-train run and the
-// reconstruction of an EMA of any width from them (ddpm-export --posthoc-ema; the math is
-// models/train/posthoc_ema.h, EDM2 sec. 3.2).
+// models/run/posthoc_export.h: the post-hoc EMA snapshots of a ddpm-train or ddpm-control
+// train run and the reconstruction of an EMA of any width from them (ddpm-export
+// --posthoc-ema; the math is models/train/posthoc_ema.h, EDM2 sec. 3.2).
 //
-// Snapshots. With --posthoc-ema S1,S2,... ddpm-train writes, every --posthoc-snapshot-every
-// steps (default --save-every), at the last step and at the step a stop signal ends the run
-// on (train_run.cpp),
+// Snapshots. With --posthoc-ema S1,S2,... the training loop writes, every
+// --posthoc-snapshot-every steps (default --save-every), at the last step and at the step a
+// stop signal ends the run on (the schedule of posthoc_flags.h),
 //   RUN/posthoc/step_N.safetensors      atomically, never pruned
 //     "phema<i>.<name>"                 profile i's weights, diffusers names, OIHW (like ema.safetensors)
 //     metadata "ddpm.step"              N, the trainer step
@@ -26,6 +26,8 @@
 //                         updates, relative_residual, rank, snapshots, coefficients}
 //   DIR/ema.safetensors   the reconstructed weights
 //   DIR/autoencoder/      a latent run's autoencoder (copied), so latent runs work too
+// A ddpm-control run's folder is the same with the control run's config.json (its snapshots
+// hold the ControlNet alone); open_control_run reads it (control_run.h).
 // Why: the run's own config keeps every diffusion setting, including the EDM objective and
 // zero-terminal-SNR, which a DDPMScheduler config cannot express (export_diffusers refuses
 // EDM), and a latent model's autoencoder; ddpm-sample, ddpm-eval and open_model read it as a

@@ -13,6 +13,7 @@
 #include "models/diffusion/guidance.h"
 #include "models/diffusion/sampler.h"
 #include "models/run/autoguide_run.h"
+#include "models/run/cascade_run.h"
 #include "models/run/control_run.h"
 #include "models/run/edm_options.h"
 #include "models/run/sample_run.h"
@@ -214,7 +215,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--class", o.class_label,
                  "class of every sample (class-conditional models; default: classes 0, 1, ... in turn)");
   app.add_option("--guidance-scale", o.guidance_scale,
-                 "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional")
+                 "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional; a "
+                 "guidance-distilled model (ddpm-distill --guided) takes w = s - 1 as an input, s in its trained range")
       ->capture_default_str();
   app.add_option("--guidance-rescale", o.guidance_rescale,
                  "guidance rescale phi in [0, 1] (Lin et al. 2024; diffusers' guidance_rescale): pull the guided "
@@ -269,6 +271,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "N defaults to their count");
   app.add_option("--control-scale", o.control_scale, "--control: multiplier of the ControlNet's residuals (0 = the base alone)")
       ->capture_default_str();
+  add_cascade_flags(app, o);  // --low-res-from, --base-* (cascade_run.h)
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -334,9 +337,10 @@ void check_sample_options(const SampleOptions& o) {
              "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
   DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
              "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
-  DDPM_CHECK(o.low_res_blur == 0 || !o.low_res.empty(),
+  DDPM_CHECK(o.low_res_blur == 0 || !o.low_res.empty() || !o.low_res_from.empty(),
              "--low-res-blur " << o.low_res_blur << " blurs the low-res images of a super-resolution model; it needs "
-                                                    "--low-res SAMPLES.npz|IMAGE.png");
+                                                    "--low-res SAMPLES.npz|IMAGE.png or --low-res-from BASE");
+  check_cascade_flags(o);  // cascade_run.h
   check_classifier_flags(o, inpainting);
   check_control_flags(o);  // control_run.h
   check_out_dir(o);

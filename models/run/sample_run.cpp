@@ -19,12 +19,14 @@
 #include "engine/io/png.h"
 #include "engine/rng.h"
 #include "models/diffusion/guidance.h"
+#include "models/run/guided_distill.h"
 #include "models/diffusion/inpaint.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/autoguide_run.h"
+#include "models/run/cascade_run.h"
 #include "models/run/classifier_run.h"
 #include "models/run/control_run.h"
 #include "models/run/distill_record.h"
@@ -194,6 +196,16 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   if (!o.guidance_interval.empty())
     std::tie(sc.guidance_sigma_lo, sc.guidance_sigma_hi) =
         diffusion::parse_guidance_interval(o.guidance_interval, "--guidance-interval");
+  if (cfg.guidance_embedding) {
+    // A guidance-distilled model (guided_distill.h) takes w = s - 1 itself, in one call per
+    // step: the sampler must not double the batch for classifier-free guidance.
+    (void)guided_sampling_weight(distilled, o.checkpoint, o.guidance_scale);  // the trained range
+    DDPM_CHECK(o.guidance_rescale == 0 && o.guidance_interval.empty() && o.autoguide.empty(),
+               "--guidance-rescale, --guidance-interval and --autoguide combine a conditional and an unconditional "
+               "prediction; " << o.checkpoint << " is guidance-distilled (one prediction per step, the weight fed to "
+                                 "the network), so they do not apply to it");
+    sc.guidance_scale = 1.0;
+  }
   DDPM_CHECK(latent || cfg.in_channels == 1 || cfg.in_channels == 3,
              "ddpm-sample writes PNG images, which need 1 or 3 channels; the model has " << cfg.in_channels);
   return sc;
@@ -242,6 +254,7 @@ InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::stri
 
 SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
+  if (!o.low_res_from.empty()) return run_cascade(o, log);  // base model, then this one (cascade_run.h)
   ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
@@ -265,6 +278,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                         const LatentCodec* latent, const ModelSource* guide) {
   const SampleOptions o = resolve_sampler_for_model(asked, model);  // heun for an EDM model (edm_options.h)
   check_sample_options(o);
+  DDPM_CHECK(o.low_res_from.empty(), "--low-res-from " << o.low_res_from << " needs the base model too: run_cascade (cascade_run.h)");
   if (latent) {
     DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to " << o.checkpoint
                                                                        << ": it is a latent diffusion model, and "
@@ -290,7 +304,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       opened_guide = open_model(o.autoguide, o.device, o.use_ema);
       guide = &opened_guide;
     }
-    check_autoguide_fits(model, *guide, o.autoguide);
+    check_autoguide_fits(model, *guide, o.autoguide, o.low_res_noise_level);
     // A latent model is guided in latent space by a guide on the same autoencoder (autoguide_run.h).
     check_autoguide_autoencoder(latent ? latent->source() : "", find_run_autoencoder(o.autoguide), o.autoguide);
     sc.autoguide = autoguide_denoiser(*guide);
@@ -355,7 +369,19 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
 
   const unet::UNet& net = *model.net;
-  diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+  // A guidance-distilled model: one call per step with w = s - 1 for every sample (the
+  // sampler's guidance scale is 1 for it: make_sampler_config).
+  const bool guidance_distilled = cfg.guidance_embedding;
+  const double guided_w = guidance_distilled ? guided_sampling_weight(read_distillation_record(o.checkpoint),
+                                                                     o.checkpoint, o.guidance_scale)
+                                             : 0.0;
+  if (guidance_distilled && log)
+    *log << "guidance-distilled model: --guidance-scale " << o.guidance_scale << " is fed to the network as w = "
+         << guided_w << ", one network call per step\n";
+  diffusion::DenoiseFn fn = [&net, guidance_distilled, guided_w](const Tensor& x, const std::vector<double>& t,
+                                                                 const std::vector<std::int64_t>& y) {
+    if (guidance_distilled)
+      return net.forward(x, t, y, std::vector<double>(static_cast<std::size_t>(x.dim(0)), guided_w), nn::Context{});
     return net.forward(x, t, y, nn::Context{});
   };
 
@@ -369,6 +395,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     return px;
   };
 
+  const diffusion::DenoiseFn guide_fn = sc.autoguide;  // the bare guide; conditioned per batch for super-resolution
   Generator gen(o.seed);
   result.pixels.reserve(static_cast<std::size_t>(N) * H * W * C);
   for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
@@ -379,15 +406,17 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guidance.labels = labels;                  // the classifier's targets
       if (cfg.num_classes == 0) labels.clear();  // an unconditional network takes none
     }
-    // A super-resolution model's closure concatenates this batch's upsampled low-res rows.
-    // Conditioning augmentation: noised at the fixed level, the noise drawn after x_T.
-    const Tensor low_rows = super_res ? diffusion::batch_rows(low.cond, begin, n).to(o.device) : Tensor();
-    const diffusion::DenoiseFn bfn =
-        controlled            ? control_denoiser(net, control, begin, n)
-        : !super_res          ? fn
-        : cfg.cond_augmented() ? diffusion::concat_augmented_condition(fn, low_rows, low.aug_level,
-                                                                       base.alphas_cumprod, gen)
-                               : diffusion::concat_condition(fn, low_rows);
+    // A super-resolution model's closure (and its autoguide's: the same condition) concatenates
+    // this batch's upsampled low-res rows; with conditioning augmentation noised at the fixed
+    // level, the noise drawn after x_T (super_res_run.h low_res_denoisers).
+    diffusion::DenoiseFn bfn = fn;
+    if (controlled) {
+      bfn = control_denoiser(net, control, begin, n);
+    } else if (super_res) {
+      const LowResDenoisers d = low_res_denoisers(low, fn, guide_fn, begin, n, o.device, base.alphas_cumprod, gen);
+      bfn = d.main;
+      sc.autoguide = d.guide;  // empty without --autoguide
+    }
     callback = nullptr;
     if (o.show_steps && begin == 0) {
       callback = [&](const diffusion::StepInfo& s) {
@@ -486,6 +515,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)
+    if (guidance_distilled)  // Meng et al. 2023: the weight is a network input, no doubled batch
+      info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");
     files.push_back("sample_info.json");
   };

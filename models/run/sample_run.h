@@ -81,6 +81,10 @@
 // border) BEFORE the bilinear upsample, the training condition of ddpm-train --blur-augment,
 // so a model can be tried on inputs as soft as those it was trained with; sample_info.json's
 // "low_res" records "blur_sigma" (0 when off), low_res.png shows the inputs as given.
+// The cascade in one call (--low-res-from BASE with a super-resolution --checkpoint,
+// models/run/cascade_run.h): BASE is sampled first into OUT/base/ (exactly what ddpm-sample
+// --checkpoint BASE writes), then its samples.npz is the --low-res of this model; --base-sampler,
+// --base-sampling-steps, --base-guidance-scale and --base-seed set the base stage.
 // Random numbers: one Philox generator seeded with --seed runs through the batches in
 // order, so a seed and batch size give the same samples on every run (and device).
 //
@@ -98,6 +102,13 @@
 // --s-noise 1.003. sample_info.json's "heun" records the four values (s_tmax null when
 // infinite) and the number of churned levels.
 //
+// Guidance-distilled models (ddpm-distill --guided, guided_distill.h; the UNet has a
+// guidance_embedding): --guidance-scale s is fed to the network as w = s - 1, ONE call per
+// step (no classifier-free doubling: the sampler's own scale is 1); s outside the range the
+// folder's "distillation" record names is refused, as are --guidance-rescale,
+// --guidance-interval and --autoguide (they need two predictions); sample_info.json adds
+// "guidance_distilled": {guidance_weight_w, network_calls_per_step: 1}.
+//
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with
 // DDIM and >= 0 (eta = 1 is DDPM-like, larger adds more noise than DDPM); --class and --guidance-scale
 // != 1 need a class-conditional model ("guidance without class conditioning"); --class in
@@ -114,6 +125,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -198,6 +210,14 @@ struct SampleOptions {
   double low_res_noise_level = 0.0;  // a fraction of T in [0, cond_augment] (augmented models only)
   double low_res_blur = 0.0;         // Gaussian blur sigma (low-res pixels) before the upsample; 0 = off
   bool num_samples_given = false;  // --num-samples on the command line (note_given_flags)
+  // The cascade in one call (models/run/cascade_run.h): --low-res-from BASE samples BASE first
+  // and upsamples its samples. The base stage's sampler ("" = --sampler), steps (-1 =
+  // --sampling-steps), classifier-free guidance scale and seed (unset = --seed).
+  std::string low_res_from;
+  std::string base_sampler;
+  int base_sampling_steps = -1;
+  double base_guidance_scale = 1.0;
+  std::optional<std::uint64_t> base_seed;
   // ControlNet (models/run/control_run.h): a ddpm-control run, the image(s) its hint is
   // computed from (one PNG, or an npz / data spec), and the residuals' scale.
   std::string control, control_image, control_from;

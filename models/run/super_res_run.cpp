@@ -58,9 +58,7 @@ Tensor grid_condition(const Dataset& data, int n, const unet::UNetConfig& model,
   return cond.to(device);
 }
 
-bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low,
-                      std::int64_t num_timesteps, std::ostream* log) {
-  low = LowResInputs{};
+bool check_low_res_flags(const SampleOptions& o, const unet::UNetConfig& model, const std::string& low_res_flag) {
   if (!model.super_res()) {
     DDPM_CHECK(o.low_res.empty(), "--low-res applies to super-resolution models only, and "
                                       << o.checkpoint << " is not one (train one with ddpm-train --super-res LOW)");
@@ -79,19 +77,30 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                                       << "]: " << o.checkpoint
                                       << " was trained with conditioning augmentation up to that fraction of the "
                                          "diffusion steps");
+  const int L = model.low_res_size, H = model.image_size;
+  DDPM_CHECK(!low_res_flag.empty(), o.checkpoint << " is a super-resolution model (" << L << "x" << L << " -> " << H
+                                                 << "x" << H << "): give the low-res images with --low-res "
+                                                    "SAMPLES.npz|IMAGE.png, or their base model with --low-res-from "
+                                                    "BASE");
+  DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to the super-resolution model " << o.checkpoint);
+  DDPM_CHECK(o.classifier.empty(),
+             "--classifier does not apply to the super-resolution model "
+                 << o.checkpoint << ": the noisy classifier does not see the low-res condition");
+  DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
+             "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
+  return true;
+}
+
+bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low,
+                      std::int64_t num_timesteps, std::ostream* log) {
+  low = LowResInputs{};
+  if (!check_low_res_flags(o, model, o.low_res)) return false;
   low.augmented = model.cond_augmented();
   low.noise_level = o.low_res_noise_level;
   low.aug_level = model.cond_augmented()
                       ? diffusion::cond_augment_level(o.low_res_noise_level, num_timesteps, "--low-res-noise-level")
                       : 0;
   const int L = model.low_res_size, C = model.in_channels, H = model.image_size;
-  DDPM_CHECK(!o.low_res.empty(), o.checkpoint << " is a super-resolution model (" << L << "x" << L << " -> " << H
-                                              << "x" << H << "): give the low-res images with --low-res "
-                                                 "SAMPLES.npz|IMAGE.png");
-  DDPM_CHECK(o.inpaint_image.empty(), "--inpaint does not apply to the super-resolution model " << o.checkpoint);
-  DDPM_CHECK(o.classifier.empty(),
-             "--classifier does not apply to the super-resolution model "
-                 << o.checkpoint << ": the noisy classifier does not see the low-res condition");
   low.path = o.low_res;
   if (has_extension(o.low_res, ".png")) {
     const Image img = read_png(o.low_res);  // IoError when missing or damaged
@@ -121,8 +130,6 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                               << " images");
     }
   }
-  DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,
-             "--low-res-blur must be a blur sigma >= 0 in low-res pixels (0 = off), got " << o.low_res_blur);
   low.blur_sigma = o.low_res_blur;
   // [M, L, L, C] in [-1, 1]; blurred at L x L (where a base model's softness lives, blur_augment.h)
   // and only then upsampled to [M, H, H, C]. Sigma 0 skips the blur: no copy, the same bits.
@@ -137,6 +144,19 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
          << (model.cond_augmented() ? ", noised at augmentation level " + std::to_string(low.aug_level) : std::string())
          << "\n";
   return true;
+}
+
+LowResDenoisers low_res_denoisers(const LowResInputs& low, const diffusion::DenoiseFn& net,
+                                  const diffusion::DenoiseFn& guide, std::int64_t begin, std::int64_t n, Device device,
+                                  const std::vector<double>& alphas_cumprod, Generator& gen) {
+  const Tensor rows = diffusion::batch_rows(low.cond, begin, n).to(device);  // [n, H, H, C]
+  std::vector<diffusion::DenoiseFn> nets{net};
+  if (guide) nets.push_back(guide);
+  if (low.augmented)  // one draw of the augmentation noise, shared by both networks
+    nets = diffusion::concat_augmented_conditions(std::move(nets), rows, low.aug_level, alphas_cumprod, gen);
+  else
+    for (diffusion::DenoiseFn& f : nets) f = diffusion::concat_condition(std::move(f), rows);
+  return {nets.front(), guide ? nets.back() : diffusion::DenoiseFn()};
 }
 
 std::int64_t low_res_num_samples(const SampleOptions& o, const LowResInputs& low) {

@@ -25,8 +25,12 @@
 // low, H), the low-res images blurred (every one, with the same sigma) before the upsample,
 // as a --blur-augment model's training conditions are; SIGMA = 0 is no blur (bit-identical).
 // Recorded as "blur_sigma" in "low_res" (always, 0 when off).
+// The cascade in one call (ddpm-sample --checkpoint SR_RUN --low-res-from BASE, models/run/
+// cascade_run.h) samples BASE first and gives its samples.npz to this same --low-res path.
+// Autoguidance (--autoguide GUIDE, autoguide_run.h) works here: the guide is another
+// super-resolution model of the same layout and gets the same condition (low_res_denoisers).
 // Refused with a ValueError (exit 2): --low-res for a model without super-resolution, a
-// super-resolution model without --low-res, --low-res-blur for a model without
+// super-resolution model without --low-res (or --low-res-from), --low-res-blur for a model without
 // super-resolution, a size or channel mismatch (naming both),
 // --num-samples above M, labels outside [0, num_classes), --inpaint and --classifier.
 // Outputs: OUT/low_res.png (the inputs, each pixel repeated as a k x k block, k = H / L, in
@@ -41,8 +45,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/rng.h"
 #include "engine/tensor.h"
 #include "models/data/dataset.h"
+#include "models/diffusion/gaussian_diffusion.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
@@ -70,11 +76,28 @@ struct LowResInputs {
   double blur_sigma = 0.0;  // --low-res-blur: cond holds the blurred images' upsample (0 = unblurred)
 };
 
+// The model checks of the low-res flags without reading any file: false for a model without
+// super-resolution (which must then have none of them), a ValueError for a bad flag. `low_res_flag`
+// is where the images come from (--low-res, or the cascade's --low-res-from BASE; "" = none,
+// refused for a super-resolution model). load_low_res_for runs it first; the cascade
+// (cascade_run.h) before it samples its base model.
+bool check_low_res_flags(const SampleOptions& o, const unet::UNetConfig& model, const std::string& low_res_flag);
 // Checks --low-res and --low-res-noise-level against the model (see the top of this file
 // and sample_run.h) and loads the images; returns false (and leaves `low` empty) for a model
 // without super-resolution and no --low-res. num_timesteps: the model's T (for the level).
 bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, LowResInputs& low,
                       std::int64_t num_timesteps, std::ostream* log = nullptr);
+// The network closures of batch rows [begin, begin + n): net(concat(x, cond rows)) and, when
+// `guide` is set (autoguidance, autoguide_run.h), the guide's with the SAME condition: the same
+// upsampled rows and, for a conditioning-augmented model, the same augmentation noise (drawn
+// once from `gen` at the first call of either, super_res.h concat_augmented_conditions).
+// `.guide` is empty without a guide.
+struct LowResDenoisers {
+  diffusion::DenoiseFn main, guide;
+};
+LowResDenoisers low_res_denoisers(const LowResInputs& low, const diffusion::DenoiseFn& net,
+                                  const diffusion::DenoiseFn& guide, std::int64_t begin, std::int64_t n, Device device,
+                                  const std::vector<double>& alphas_cumprod, Generator& gen);
 // The number of samples to draw: M, or --num-samples when given (checked <= M).
 std::int64_t low_res_num_samples(const SampleOptions& o, const LowResInputs& low);
 // Replaces `labels` by the file's for a class-conditional model without --class; returns

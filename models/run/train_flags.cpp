@@ -1,6 +1,7 @@
 #include "models/run/train_flags.h"
 
 #include "models/run/lr_schedule_flags.h"
+#include "models/run/posthoc_flags.h"
 #include "models/run/presets.h"
 
 namespace ddpm::run {
@@ -99,14 +100,7 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   add_warmup_and_lr_schedule_flags(app, o.warmup_steps, o.lr_schedule, T);
   app.add_option("--grad-clip", o.grad_clip, "max global gradient norm (0: off)")->capture_default_str()->group(T);
   app.add_option("--ema-rate", o.ema_rate, "EMA decay of the sampling weights")->capture_default_str()->group(T);
-  app.add_option("--posthoc-ema", o.posthoc_ema,
-                 "post-hoc EMA (Karras et al. 2024): also track power-function EMAs of these relative widths, e.g. "
-                 "0.05,0.10, and snapshot them into RUN/posthoc/; ddpm-export --posthoc-ema SIGMA_REL then "
-                 "reconstructs the EMA of any width")
-      ->group(T);
-  app.add_option("--posthoc-snapshot-every", o.posthoc_snapshot_every,
-                 "with --posthoc-ema: a snapshot every N steps and at the end (0: --save-every)")
-      ->capture_default_str()->group(T);
+  add_posthoc_ema_flags(app, o.posthoc_ema, o.posthoc_snapshot_every, "RUN", T);
   app.add_option("--class-dropout", o.class_dropout,
                  "probability of the null label (classifier-free guidance); default 0.1 with --class-cond")
       ->group(T);

@@ -13,7 +13,7 @@
 #include "models/run/edm_options.h"
 #include "models/run/int_list.h"
 #include "models/run/train_run.h"
-#include "models/train/posthoc_ema.h"
+#include "models/run/posthoc_flags.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -53,10 +53,7 @@ void validate_options(const TrainOptions& o) {
   blur_augment_options(o);  // --blur-augment, --blur-sigma
   DDPM_CHECK(o.dropout >= 0 && o.dropout < 1, "--dropout must be in [0, 1), got " << o.dropout);
   DDPM_CHECK(o.ema_rate >= 0 && o.ema_rate < 1, "--ema-rate must be in [0, 1), got " << o.ema_rate);
-  train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema);  // each width in (0, 0.3003], no repeats
-  non_negative("--posthoc-snapshot-every", static_cast<double>(o.posthoc_snapshot_every));
-  DDPM_CHECK(o.posthoc_snapshot_every == 0 || !o.posthoc_ema.empty(),
-             "--posthoc-snapshot-every " << o.posthoc_snapshot_every << " needs --posthoc-ema (the EMA widths to snapshot)");
+  validate_posthoc_ema_flags(o.posthoc_ema, o.posthoc_snapshot_every);  // --posthoc-ema, --posthoc-snapshot-every
   DDPM_CHECK(o.class_dropout <= 1, "--class-dropout must be in [0, 1], got " << o.class_dropout);
   DDPM_CHECK(!o.out.empty(), "--out is required: the run folder to write");
   DDPM_CHECK(o.resume.empty() || !o.overwrite, "--resume and --overwrite exclude each other");

@@ -27,7 +27,7 @@
 #include "models/run/edm_options.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
-#include "models/run/posthoc_export.h"
+#include "models/run/posthoc_flags.h"
 #include "models/run/stop_signals.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
@@ -66,11 +66,6 @@ class EmaSwap {
   ParameterSlab& slab_;
 };
 
-// --posthoc-snapshot-every, 0 meaning --save-every.
-std::int64_t posthoc_every(const TrainOptions& o) {
-  return o.posthoc_snapshot_every > 0 ? o.posthoc_snapshot_every : o.save_every;
-}
-
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -100,7 +95,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
               {"gradient_checkpointing", o.gradient_checkpointing},
-              {"posthoc_snapshot_every", posthoc_every(o)},
+              {"posthoc_snapshot_every", posthoc_snapshot_interval(o.posthoc_snapshot_every, o.save_every)},
               {"preset", o.preset},         {"device", o.device.str()},
               {"world_size", o.comm != nullptr ? o.comm->world_size() : 1}};
   return j;
@@ -362,6 +357,8 @@ TrainResult train_run(const TrainOptions& options) {
     std::int64_t last_sampled = -1;
     std::int64_t last_saved = -1;
     StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, checkpoint it, return
+    PosthocSnapshotSchedule posthoc_snapshots(o.out, posthoc_snapshot_interval(o.posthoc_snapshot_every, o.save_every),
+                                              o.steps);
 
     take_peak_mib(o.device.type);  // the first metrics window starts here
     while (trainer.step_count() < o.steps) {
@@ -434,10 +431,9 @@ TrainResult train_run(const TrainOptions& options) {
         if (comm.is_root()) progress.line("ddpm-train: samples " + write_samples());
         last_sampled = done;
       }
-      // Post-hoc EMA snapshots (posthoc_export.h), before the checkpoint of the same step, so a
+      // Post-hoc EMA snapshots (posthoc_flags.h), before the checkpoint of the same step, so a
       // resume from that checkpoint never misses the snapshot.
-      if (!trainer.power_emas().empty() && (done % posthoc_every(o) == 0 || done == o.steps) && comm.is_root())
-        write_posthoc_snapshot(o.out, done, trainer.optimizer().step_count(), trainer.power_emas(), slab);
+      if (comm.is_root()) posthoc_snapshots.after_step(trainer, slab);
       if ((done % o.save_every == 0 || done == o.steps) && comm.is_root()) {
         metrics->write_loss_png();  // with each checkpoint (an atomic, fsynced write)
         save();
@@ -457,11 +453,9 @@ TrainResult train_run(const TrainOptions& options) {
         result.stopped_by_signal = sig;
         // A post-hoc EMA snapshot of the stopping step too (unless the regular schedule above
         // just wrote it), before the checkpoint as there: an EMA can then be reconstructed at
-        // exactly the step the run stopped at (posthoc_export.h refuses steps past the last
-        // snapshot), not only at the last multiple of --posthoc-snapshot-every.
-        const bool snapshot_written = done % posthoc_every(o) == 0 || done == o.steps;
-        if (!trainer.power_emas().empty() && !snapshot_written && comm.is_root())
-          write_posthoc_snapshot(o.out, done, trainer.optimizer().step_count(), trainer.power_emas(), slab);
+        // exactly the step the run stopped at, not only at the last multiple of
+        // --posthoc-snapshot-every (posthoc_flags.h).
+        if (comm.is_root()) posthoc_snapshots.after_step(trainer, slab, /*stopping=*/true);
         if (comm.is_root() && last_saved != done) {
           metrics->write_loss_png();
           save();

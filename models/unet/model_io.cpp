@@ -51,6 +51,8 @@ json config_to_json(const UNetConfig& c) {
   j["num_classes"] = c.num_classes;
   // Only a super-resolution model has the key, so every other config reads as before.
   if (c.super_res()) j["super_res"] = super_res_json(c);
+  // Likewise only a guidance-distilled model (unet.h guidance_embedding) has this key.
+  if (c.guidance_embedding) j["guidance_embedding"] = true;
   return j;
 }
 
@@ -66,6 +68,7 @@ UNetConfig config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "model config: expected a JSON object");
   json reference = config_to_json(UNetConfig{});
   if (j.contains("super_res")) reference["super_res"] = nullptr;  // optional: super-resolution models only
+  if (j.contains("guidance_embedding")) reference["guidance_embedding"] = nullptr;  // optional: guided distillation
   check_config_keys(j, reference, "model config");
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
@@ -75,6 +78,12 @@ UNetConfig config_from_json(const json& j) {
     c.learn_sigma = j.at("learn_sigma").get<bool>();
     c.rescale_residual = j.at("rescale_residual").get<bool>();
     c.num_classes = j.at("num_classes").get<int>();
+    if (j.contains("guidance_embedding")) {
+      DDPM_CHECK_AS(j.at("guidance_embedding").is_boolean(), IoError,
+                    "model config: guidance_embedding must be true or false, got "
+                        << j.at("guidance_embedding").dump());
+      c.guidance_embedding = j.at("guidance_embedding").get<bool>();
+    }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
   }
@@ -218,6 +227,10 @@ json config_to_diffusers(const UNetConfig& c) {
                  << c.cond_augment
                  << "), and its augmentation-level embedding (aug_embedding) has no slot in UNet2DModel; "
                     "export a model trained without --cond-augment");
+  DDPM_CHECK(!c.guidance_embedding,
+             "export to diffusers: this model is guidance-distilled (ddpm-distill --guided): it takes the guidance "
+             "weight through its guidance_embedding, an input UNet2DModel does not have; export its teacher, or a "
+             "model distilled without --guided");
   const int levels = static_cast<int>(c.channel_mult.size());
   std::vector<int> blocks;
   std::vector<std::string> down, up;

@@ -33,6 +33,9 @@ void UNetConfig::validate() const {
   DDPM_CHECK(!cond_augmented() || super_res(),
              "UNet config: cond_augment " << cond_augment
                                           << " (conditioning augmentation) needs a super-resolution model");
+  DDPM_CHECK(!guidance_embedding || num_classes > 0,
+             "UNet config: guidance_embedding (a guidance-distilled model, Meng et al. 2023) embeds the weight of "
+             "classifier-free guidance and needs a class-conditional model (num_classes > 0)");
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
@@ -84,17 +87,37 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     aug_2_ = std::make_unique<nn::Linear>(emb_dim, emb_dim, gen, device);
     register_module("aug_embedding.linear_2", aug_2_.get());
   }
+  if (cfg.guidance_embedding) {  // last of all, for the same reason; linear_2 zero (unet.h)
+    guide_1_ = std::make_unique<nn::Linear>(cfg.model_channels, emb_dim, gen, device);
+    register_module("guidance_embedding.linear_1", guide_1_.get());
+    guide_2_ = std::make_unique<nn::Linear>(emb_dim, emb_dim, gen, device);
+    guide_2_->weight.zero_();
+    guide_2_->bias.zero_();
+    register_module("guidance_embedding.linear_2", guide_2_.get());
+  }
 }
 
 UNet::~UNet() = default;
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx) const {
-  return forward(x, t, labels, ctx, nullptr);
+  return forward_impl(x, t, labels, nullptr, ctx, nullptr);
 }
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx, const ControlResiduals* residuals) const {
+  return forward_impl(x, t, labels, nullptr, ctx, residuals);
+}
+
+Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                     const std::vector<double>& guidance_w, const nn::Context& ctx,
+                     const ControlResiduals* residuals) const {
+  return forward_impl(x, t, labels, &guidance_w, ctx, residuals);
+}
+
+Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                          const std::vector<double>* guidance_w, const nn::Context& ctx,
+                          const ControlResiduals* residuals) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
                  x.dim(3) == cfg_.forward_channels(),
@@ -114,6 +137,16 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
   } else {
     DDPM_CHECK(labels.empty(), "UNet: labels were given but the model is unconditional (num_classes = 0)");
   }
+  if (cfg_.guidance_embedding) {
+    DDPM_CHECK(guidance_w != nullptr,
+               "UNet: the model is guidance-distilled (it has a guidance_embedding) and needs one guidance weight w "
+               "per sample; the call gave none");
+    DDPM_CHECK(static_cast<std::int64_t>(guidance_w->size()) == n,
+               "UNet: " << guidance_w->size() << " guidance weights for a batch of " << n);
+  } else {
+    DDPM_CHECK(guidance_w == nullptr, "UNet: guidance weights were given but the model has no guidance_embedding "
+                                      "(it is not guidance-distilled), so it cannot take them");
+  }
 
   // Timestep embedding -> MLP (+ class embedding), in x's dtype (f64 for the CPU reference
   // checks).   emb [N, 4 * model_channels]
@@ -127,6 +160,14 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
     const Tensor aug = timestep_embedding(level, cfg_.model_channels, cfg_.time_embedding);  // [N, mc]
     emb = add(emb, aug_2_->forward(silu(aug_1_->forward(aug))));                           // [N, 4 mc]
     net_in = slice(x, 3, 0, c);                                                             // [N, H, W, C + Cc]
+  }
+  if (cfg_.guidance_embedding) {
+    // The guidance weight, scaled to the range of a timestep and embedded like one (unet.h).
+    std::vector<double> scaled(guidance_w->size());
+    for (std::size_t k = 0; k < scaled.size(); ++k) scaled[k] = 1000.0 * (*guidance_w)[k];
+    const Tensor w = Tensor::from_vector(scaled, {n}, x.dtype(), x.device());                // [N]
+    const Tensor g = timestep_embedding(w, cfg_.model_channels, cfg_.time_embedding);      // [N, mc]
+    emb = add(emb, guide_2_->forward(silu(guide_1_->forward(g))));                         // [N, 4 mc]
   }
   std::vector<Tensor> skips;
   Tensor h = encode(net_in, emb, ctx, &skips);  // down path and middle block

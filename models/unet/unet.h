@@ -62,6 +62,18 @@ struct UNetConfig : LevelConfig {
   // (the same sinusoid and MLP shape as the time embedding, its own weights; diffusers'
   // TimestepEmbedding layout, built after conv_out so every other weight is drawn as before).
   double cond_augment = 0.0;
+  // Guided distillation (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
+  // sec. 3; models/run/guided_distill.h): the network also takes the guidance weight w of
+  // classifier-free guidance per sample (w = s - 1 for ddpm-sample's --guidance-scale s) and
+  // embeds it like a timestep:
+  //   emb += guidance_embedding.linear_2(SiLU(guidance_embedding.linear_1(
+  //              timestep_embedding(1000 w))))
+  // The factor 1000 spreads w in [0, ~10] over the sinusoid's frequencies as a timestep in
+  // [0, T) is spread (diffusers' get_guidance_scale_embedding in its LCM pipeline scales w by
+  // 1000 too). linear_2 starts at ZERO, so a fresh embedding adds exactly nothing: the
+  // network is the conditional model it was copied from. Built last (after aug_embedding),
+  // so every other weight is drawn as without it. Class-conditional models only.
+  bool guidance_embedding = false;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
@@ -101,6 +113,12 @@ class UNet : public DownHalf {
   // do not match this network's skips.
   Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                  const nn::Context& ctx, const ControlResiduals* residuals) const;
+  // A guidance-embedded model (guidance_embedding): guidance_w holds one weight w per sample
+  // (Meng et al.'s w = s - 1). ValueError for a model without the embedding; the overloads
+  // without weights throw ValueError for a model with it (it would silently ignore w).
+  Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                 const std::vector<double>& guidance_w, const nn::Context& ctx,
+                 const ControlResiduals* residuals = nullptr) const;
 
   const UNetConfig& config() const { return cfg_; }
   Device device() const { return device_; }
@@ -112,6 +130,11 @@ class UNet : public DownHalf {
   std::unique_ptr<nn::GroupNorm> norm_out_;
   std::unique_ptr<nn::Conv2d> conv_out_;
   std::unique_ptr<nn::Linear> aug_1_, aug_2_;  // aug_embedding.linear_1/2 (cond_augment > 0)
+  std::unique_ptr<nn::Linear> guide_1_, guide_2_;  // guidance_embedding.linear_1/2 (guidance_embedding)
+
+  Tensor forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                      const std::vector<double>* guidance_w, const nn::Context& ctx,
+                      const ControlResiduals* residuals) const;
 };
 
 }  // namespace ddpm::unet

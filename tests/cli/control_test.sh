@@ -8,7 +8,9 @@
 # checks that --control-scale 0 reproduces the base's samples byte for byte, runs ddpm-control
 # eval (table, --json, --out; each sample given its image's label), trains and samples
 # ControlNets on an EDM and a latent base (a base whose autoencoder was swapped is refused),
-# and that the combinations that make no sense exit 2 with one error line.
+# trains one with --posthoc-ema, exports a post-hoc EMA with ddpm-export and samples and evaluates
+# it, stops one with SIGTERM and resumes it, and that the combinations that make no sense exit 2
+# with one error line.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" control_test
@@ -69,6 +71,61 @@ grep -aq "'shape': (2, 16, 16, 1)" "$work/c_png/samples.npz" || fail "--control-
 "$bin/ddpm-sample" --checkpoint "$work/base" --num-samples 3 --sampler ddim --sampling-steps 4 --device cpu \
   --out "$work/plain3" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample (plain)"
 cmp -s "$work/c_zero/samples.npz" "$work/plain3/samples.npz" || fail "--control-scale 0 differs from the base"
+
+# Post-hoc EMA (posthoc_flags.h): snapshots of the ControlNet alone, an export by ddpm-export
+# --posthoc-ema that ddpm-sample --control and ddpm-control eval take like the run.
+ph=(--posthoc-ema 0.05,0.10 --posthoc-snapshot-every 1)
+"$bin/ddpm-control" train "${ctrl[@]}" "${ph[@]}" --steps 3 --save-every 3 --out "$work/ctrl_ph" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control train --posthoc-ema"
+for s in 1 2 3; do [ -f "$work/ctrl_ph/posthoc/step_$s.safetensors" ] || fail "no post-hoc EMA snapshot of step $s"; done
+[ -f "$work/ctrl_ph/checkpoints/step_3/power_ema.safetensors" ] || fail "the control checkpoint lacks the power EMAs"
+grep -aq "phema1.controlnet_mid_block" "$work/ctrl_ph/posthoc/step_3.safetensors" || fail "no ControlNet tensors in the snapshot"
+if grep -aq up_blocks "$work/ctrl_ph/posthoc/step_3.safetensors"; then fail "the base was snapshotted"; fi
+"$bin/ddpm-export" --checkpoint "$work/ctrl_ph" --posthoc-ema 0.08 --out "$work/ctrl_ph_0.08" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-export --posthoc-ema of a control run"
+grep -q "at step 3 from 3 snapshots: 6 coefficients" "$work/out.txt" && grep -q "ControlNet parameters" "$work/out.txt" \
+  || fail "ddpm-export did not report the ControlNet reconstruction: $(cat "$work/out.txt")"
+grep -q '"architecture": "controlnet"' "$work/ctrl_ph_0.08/config.json" || fail "the export is no ControlNet folder"
+"$bin/ddpm-sample" --checkpoint "$work/base" --control "$work/ctrl_ph_0.08" --control-from "$work/base_samples/samples.npz" \
+  --sampler ddim --sampling-steps 4 --device cpu --out "$work/c_ph" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-sample --control of the post-hoc export"
+grep -aq "'shape': (3, 16, 16, 1)" "$work/c_ph/samples.npz" || fail "post-hoc export samples are not [3, 16, 16, 1]"
+"$bin/ddpm-control" eval --control "$work/ctrl_ph_0.08" --limit 2 --sampling-steps 4 --device cpu >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-control eval of the post-hoc export"
+refused "not empty" "$bin/ddpm-export" --checkpoint "$work/ctrl_ph" --posthoc-ema 0.08 --out "$work/ctrl_ph_0.08"
+refused "sigma_rel must be in" "$bin/ddpm-export" --checkpoint "$work/ctrl_ph" --posthoc-ema 0.4 --out "$work/r14"
+refused "probe does not apply" "$bin/ddpm-export" --checkpoint "$work/ctrl_ph" --posthoc-ema 0.08 \
+  --probe "$work/p.safetensors" --out "$work/r15"
+[ ! -e "$work/r14" ] && [ ! -e "$work/r15" ] || fail "a refused export left its --out behind"
+refused "needs --posthoc-ema" "$bin/ddpm-control" train "${ctrl[@]}" --posthoc-snapshot-every 2 --steps 1 --out "$work/r16"
+rc=0
+"$bin/ddpm-export" --checkpoint "$work/ctrl" --posthoc-ema 0.08 --out "$work/r17" >"$work/out.txt" 2>"$work/err.txt" || rc=$?
+[ "$rc" = 1 ] && grep -q "has no posthoc/ folder" "$work/err.txt" || fail "a control run without snapshots: status $rc"
+# Stopped by SIGTERM with snapshots too rare to fall on the stopping step: status 143, a
+# checkpoint and a snapshot of that step, and the resumed run's export mixes it with the last.
+"$bin/ddpm-control" train "${ctrl[@]}" --posthoc-ema 0.05,0.10 --posthoc-snapshot-every 100000 --save-every 100000 \
+  --steps 100000 --out "$work/ctrl_stop" >"$work/stop.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 600); do  # up to 60 s for the first logged step
+  grep -q '^ddpm-control: step [0-9]' "$work/stop.txt" 2>/dev/null && break
+  kill -0 "$pid" 2>/dev/null || fail "ddpm-control train ended before the signal"
+  sleep 0.1
+done
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "ddpm-control train stopped by SIGTERM: exit status $rc, expected 143"
+line=$(grep "stopped by SIGTERM after step" "$work/stop.txt") || fail "no 'stopped by SIGTERM' line"
+step=$(sed -E 's/.*after step ([0-9]+);.*/\1/' <<<"$line")
+[ -d "$work/ctrl_stop/checkpoints/step_$step" ] || fail "the stop wrote no checkpoint step_$step"
+[ "$(ls "$work/ctrl_stop/posthoc")" = "step_$step.safetensors" ] ||
+  fail "the stop wrote no post-hoc EMA snapshot of step $step alone: $(ls "$work/ctrl_stop/posthoc")"
+"$bin/ddpm-control" train "${ctrl[@]}" --posthoc-ema 0.05,0.10 --posthoc-snapshot-every 100000 --save-every 100000 \
+  --steps $((step + 1)) --resume latest --out "$work/ctrl_stop" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "resuming the stopped control run"
+"$bin/ddpm-export" --checkpoint "$work/ctrl_stop" --posthoc-ema 0.08 --out "$work/ctrl_stop_ema" >"$work/out.txt" \
+  2>"$work/err.txt" || fail "ddpm-export --posthoc-ema after the stop"
+grep -q "at step $((step + 1)) from 2 snapshots" "$work/out.txt" || fail "the export did not use the stop's snapshot"
 
 # ddpm-control eval: the table, the JSON line and eval.png / eval.json.
 "$bin/ddpm-control" eval --control "$work/ctrl" --limit 3 --sampling-steps 4 --device cpu >"$work/out.txt" \

@@ -8,7 +8,9 @@
 # continues it with --resume to the bits of an uninterrupted run (a changed flag and a new run
 # over the saved state refused, a complete run reported), distils and samples a latent run, and
 # checks the refusals (exit 2, one line): teacher steps that do not halve, a non-empty --out,
-# an EDM run.
+# an EDM run. Guided distillation (--guided 1,3) of a class-conditional run: stage 1 as
+# round_0 and one round, each sampled with --guidance-scale by the printed command; a scale
+# outside the trained range and --guided on an unconditional run are refused.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" distill_cli_test
@@ -120,5 +122,27 @@ grep -q "latent diffusion: decoding with" "$work/out.txt" || fail "the latent ro
 "$bin/ddpm-train" "${tiny_model[@]}" --objective edm --sample-steps 8 --steps 1 --out "$work/edm" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "EDM training"
 refused "EDM objective" "$bin/ddpm-distill" "${dist[@]/$run/$work/edm}" --out "$work/x"
+test ! -e "$work/x" || fail "a refused run left $work/x behind"
+# Guided distillation: stage 1 (round_0) + one round; both sampled with one call per step.
+cond="$work/cond"
+"$bin/ddpm-train" "${tiny_model[@]}" --class-cond --diffusion-steps 32 --sample-steps 8 --predict v --steps 2 \
+  --out "$cond" >"$work/out.txt" 2>"$work/err.txt" || fail "class-conditional training"
+gdist=(--teacher "$cond" --teacher-steps 8 --steps-per-round 2 --guided-steps 3 --batch-size 4 --log-every 2
+       --gap-samples 4 --device cpu)
+"$bin/ddpm-distill" "${gdist[@]}" --guided 1,3 --rounds 1 --out "$work/gdist" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-distill --guided"
+grep -q "guided distillation (Meng et al. 2023)" "$work/out.txt" || fail "no guided plan: $(cat "$work/out.txt")"
+grep -q '"scale_max": 3' "$work/gdist/distill.json" || fail "distill.json lacks the guided range"
+grep -q '"guidance_embedding": true' "$work/gdist/round_1/config.json" || fail "round_1 has no guidance embedding"
+for k in 0 1; do
+  cmd=$(grep "^sample round $k: " "$work/out.txt" | sed "s/^sample round $k: //")
+  case "$cmd" in *"--guidance-scale 2"*) ;; *) fail "round $k's command has no --guidance-scale: $cmd" ;; esac
+  "$bin/"$cmd --num-samples 2 --out "$work/gs_$k" >"$work/sample_out.txt" 2>"$work/err.txt" ||
+    fail "sampling guided round $k: $cmd"
+  grep -q '"network_calls_per_step": 1' "$work/gs_$k/sample_info.json" || fail "round $k: not one call per step"
+done
+refused "outside the range \[1, 3\]" "$bin/ddpm-sample" --checkpoint "$work/gdist/round_1" --sampler ddim \
+  --sampling-steps 4 --num-samples 2 --guidance-scale 5 --device cpu --out "$work/x"
+refused "--teacher $run is unconditional" "$bin/ddpm-distill" "${gdist[@]/$cond/$run}" --guided 1,3 --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
 echo "distill_cli_test: OK"

@@ -7,7 +7,8 @@
 # sample_info.json "low_res") with several samplers and classifier-free guidance, upsamples a
 # single PNG, checks that a resumed SR run is bit-identical to an uninterrupted one, trains with
 # conditioning augmentation (--cond-augment: 0 is bit-identical to no flag, resume is
-# bit-identical, --low-res-noise-level is deterministic and matters), and that the
+# bit-identical, --low-res-noise-level is deterministic and matters), that the one-call cascade
+# (--low-res-from) equals the two commands, that an SR model takes an SR autoguide, and that the
 # combinations that make no sense exit 2 with one error line.
 set -euo pipefail
 bin=$1 work=$2
@@ -162,4 +163,28 @@ refused "--low-res-blur must be a blur sigma >= 0" "$bin/ddpm-sample" --checkpoi
   --low-res "$work/base_samples/samples.npz" --low-res-blur=-0.5 --device cpu --out "$work/r19"
 refused "it needs --low-res" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res-blur 0.6 --device cpu --out "$work/r20"
 for r in r19 r20; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
+# The cascade in one call (--low-res-from, cascade_run.h): the base stage defaults to --sampler,
+# --sampling-steps and --seed, so it must equal the two commands above file for file.
+"$bin/ddpm-sample" --checkpoint "$work/sr" --low-res-from "$work/base" --num-samples 3 --sampler ddim \
+  --sampling-steps 4 --device cpu --out "$work/cascade" >"$work/out.txt" 2>"$work/err.txt" || fail "--low-res-from"
+cmp -s "$work/cascade/base/samples.npz" "$work/base_samples/samples.npz" || fail "the cascade's base/ differs from ddpm-sample's"
+cmp -s "$work/cascade/base/grid.png" "$work/base_samples/grid.png" || fail "the cascade's base/grid.png differs"
+cmp -s "$work/cascade/samples.npz" "$work/sr_ddim/samples.npz" || fail "the one-call cascade differs from the two commands"
+grep -q '"base_stage"' "$work/cascade/sample_info.json" || fail "sample_info.json does not record the base stage"
+refused "not both" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" \
+  --low-res-from "$work/base" --device cpu --out "$work/r21"
+refused "is itself a super-resolution model" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res-from "$work/sr3" \
+  --device cpu --out "$work/r22"
+refused "needs --low-res-from BASE" "$bin/ddpm-sample" --checkpoint "$work/sr" --low-res "$work/base_samples/samples.npz" \
+  --base-seed 3 --device cpu --out "$work/r23"
+# Autoguidance of an SR model by an earlier checkpoint of an SR run: w = 1 is the model alone.
+"$bin/ddpm-sample" --checkpoint "$work/sr3" --autoguide "$work/sr3/checkpoints/step_1" --guidance-scale 1 \
+  --low-res "$work/base_samples/samples.npz" --sampler ddim --sampling-steps 4 --device cpu --out "$work/sr_ag1" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "--autoguide with --low-res"
+"$bin/ddpm-sample" --checkpoint "$work/sr3" --low-res "$work/base_samples/samples.npz" --sampler ddim \
+  --sampling-steps 4 --device cpu --out "$work/sr3_plain" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling sr3"
+cmp -s "$work/sr_ag1/samples.npz" "$work/sr3_plain/samples.npz" || fail "--autoguide at --guidance-scale 1 changed the samples"
+refused "without conditioning augmentation" "$bin/ddpm-sample" --checkpoint "$work/sra" --autoguide "$work/sr" \
+  --guidance-scale 2 --low-res "$work/base_samples/samples.npz" --device cpu --out "$work/r24"
+for r in r21 r22 r23 r24; do [ ! -e "$work/$r" ] || fail "a refused command left $work/$r behind"; done
 echo "super_res_test: ok"

@@ -13,6 +13,11 @@
 //   - --overwrite: the old OUT stays whole until the resumed run publishes round 1;
 //   - a latent teacher (each step draws the autoencoder's posterior samples) resumes to the
 //     same bits, and the resumed round folder carries the autoencoder;
+//   - guided distillation (--guided, guided_distill.h): a run stopped in stage 1 (round_0),
+//     resumed, stopped in round 1 and resumed again ends with an uninterrupted guided run's
+//     bits (the per-example w are draws of the saved draw generator); a crash between
+//     round_0's publication and round 1's first state republishes round_0 in place; --guided
+//     and --guided-steps are compared on resume like the other options;
 //   - refusals: a flag given with another value than the saved one, a fresh run over a saved
 //     state, a damaged or missing state.
 #include <gtest/gtest.h>
@@ -24,6 +29,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -97,13 +103,16 @@ const run::DistillResult& uninterrupted() {
 }
 std::string whole() { return uninterrupted().rounds.front().folder.substr(0, uninterrupted().rounds.front().folder.rfind('/')); }
 
-void expect_same_rounds(const std::string& out) {
-  for (const char* k : {"round_1", "round_2"}) {
-    testing::expect_same_tensors(whole() + "/" + k + "/ema.safetensors", out + "/" + k + "/ema.safetensors");
-    EXPECT_EQ(read_file(whole() + "/" + k + "/config.json"), read_file(out + "/" + k + "/config.json")) << k;
+// The round folders `names` of `out` equal those of `reference` bit for bit (weights and
+// config.json), and the state is gone (the run is complete).
+void expect_same_folders(const std::string& reference, const std::string& out, const std::vector<std::string>& names) {
+  for (const std::string& k : names) {
+    testing::expect_same_tensors(reference + "/" + k + "/ema.safetensors", out + "/" + k + "/ema.safetensors");
+    EXPECT_EQ(read_file(reference + "/" + k + "/config.json"), read_file(out + "/" + k + "/config.json")) << k;
   }
   EXPECT_FALSE(fs::exists(run::distill_state_dir(out))) << "the state outlived the complete run";
 }
+void expect_same_rounds(const std::string& out) { expect_same_folders(whole(), out, {"round_1", "round_2"}); }
 
 // Raises `sig` once, at the first log line starting with `line` after one starting with `after`.
 std::function<void(const std::string&)> raise_at(const std::string& after, const std::string& line, bool* raised) {
@@ -253,6 +262,110 @@ TEST(DistillResume, LatentTeacherResumesBitIdentical) {
   EXPECT_TRUE(fs::is_directory(out + "/round_1/" + run::kRunAutoencoderFolder));
 }
 
+// Guided distillation: stage 1 of two steps (round_0, on the teacher's 8-step grid), then
+// one round of three (8 -> 4), for guidance scales s in [1, 3].
+run::DistillOptions tiny_guided(const std::string& out) {
+  run::DistillOptions d = tiny_distill(out);
+  d.rounds = 1;
+  d.guided = "1,3";
+  d.guided_steps = 2;
+  return d;
+}
+const run::DistillResult& uninterrupted_guided() {
+  static const run::DistillResult r = run::distill_run(tiny_guided(testing::temp_path("distill_resume_guided_whole")));
+  return r;
+}
+std::string whole_guided() { return fs::path(uninterrupted_guided().rounds.front().folder).parent_path().string(); }
+
+TEST(DistillResume, GuidedStoppedInStageOneAndRoundOneResumesBitIdentical) {
+  ASSERT_EQ(uninterrupted_guided().rounds.size(), 2u);
+  const std::string out = testing::temp_path("distill_resume_guided");
+  // SIGTERM after step 1 of stage 1: nothing published, round 0's state beside OUT.
+  run::DistillOptions d = tiny_guided(out);
+  bool raised = false;
+  d.log = raise_at("", "  step 1/2", &raised);
+  run::DistillResult r = run::distill_run(d);
+  ASSERT_TRUE(raised);
+  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
+  EXPECT_FALSE(fs::exists(out));
+  const run::DistillState s0 = run::load_distill_state(out);
+  EXPECT_EQ(s0.round, 0);
+  EXPECT_EQ(s0.step, 1);
+  EXPECT_EQ(s0.options["guided"], "1,3");
+  EXPECT_EQ(s0.options["guided_steps"], 2);
+
+  // Resumed with nothing but --out (stage 1 has its own step count), then SIGTERM after step
+  // 2 of round 1.
+  run::DistillOptions again = resume_of(out);
+  std::string said;
+  raised = false;
+  const auto stop = raise_at("round 1/1:", "  step 2/3", &raised);
+  again.log = [&](const std::string& l) {
+    said += l + "\n";
+    stop(l);
+  };
+  r = run::distill_run(again);
+  ASSERT_TRUE(raised);
+  EXPECT_NE(said.find("round 0: resumed after step 1/2"), std::string::npos) << said;
+  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
+  ASSERT_EQ(r.rounds.size(), 1u);
+  EXPECT_EQ(r.rounds[0].round, 0);
+  EXPECT_EQ(r.rounds[0].losses, uninterrupted_guided().rounds[0].losses);  // 1 restored + 1 run
+  testing::expect_same_tensors(whole_guided() + "/round_0/ema.safetensors", out + "/round_0/ema.safetensors");
+  const run::DistillState s1 = run::load_distill_state(out);
+  EXPECT_EQ(s1.round, 1);
+  EXPECT_EQ(s1.step, 2);
+
+  // Resumed to the end: round_0 and round_1 of the uninterrupted guided run, bit for bit.
+  r = run::distill_run(resume_of(out));
+  EXPECT_EQ(r.stopped_by_signal, 0);
+  ASSERT_EQ(r.rounds.size(), 2u);
+  EXPECT_EQ(r.rounds[1].losses, uninterrupted_guided().rounds[1].losses);
+  EXPECT_EQ(r.rounds[1].gap_before, uninterrupted_guided().rounds[1].gap_before);
+  expect_same_folders(whole_guided(), out, {"round_0", "round_1"});
+  const nlohmann::json rec = nlohmann::json::parse(read_file(out + "/distill.json"));
+  EXPECT_EQ(rec["complete"], true);
+  EXPECT_EQ(rec["guided"]["scale_max"], 3.0);
+  ASSERT_EQ(rec["resumed"].size(), 2u);
+  EXPECT_EQ(rec["resumed"][0]["round"], 0);
+  EXPECT_EQ(rec["resumed"][1]["round"], 1);
+}
+
+// A crash after round_0 (the first published folder of a guided run) is published, before
+// round 1 saves its first state: the state is stage 1's after its step 1 (--checkpoint-every
+// 1 counts stage 1's own two steps), so the resumed run does stage 1's last step again and
+// republishes round_0 in place. Before that, --guided and --guided-steps given with other
+// values are refused like any saved option.
+TEST(DistillResume, GuidedCrashAfterRoundZeroResumesAndGuidedFlagsAreCompared) {
+  ASSERT_EQ(uninterrupted_guided().rounds.size(), 2u);
+  const std::string out = testing::temp_path("distill_resume_guided_crash");
+  run::DistillOptions d = tiny_guided(out);
+  d.checkpoint_every = 1;
+  d.log = [](const std::string& l) {
+    if (l.rfind("round 1/1:", 0) == 0) throw std::runtime_error("simulated crash");
+  };
+  EXPECT_THROW(run::distill_run(d), std::runtime_error);
+  const run::DistillState s = run::load_distill_state(out);
+  EXPECT_EQ(s.round, 0);
+  EXPECT_EQ(s.step, 1);
+  EXPECT_TRUE(fs::exists(out + "/round_0"));
+
+  run::DistillOptions changed = resume_of(out);
+  changed.guided = "1,4";
+  changed.flags_given = {"--guided"};
+  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided \"1,4\" differs from the \"1,3\"");
+  changed.guided = "1,3";
+  changed.guided_steps = 5;
+  changed.flags_given = {"--guided", "--guided-steps"};
+  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided-steps 5 differs from the 2");
+
+  const run::DistillResult r = run::distill_run(resume_of(out));
+  EXPECT_EQ(r.stopped_by_signal, 0);
+  ASSERT_EQ(r.rounds.size(), 2u);
+  EXPECT_EQ(r.rounds[0].losses, uninterrupted_guided().rounds[0].losses);
+  expect_same_folders(whole_guided(), out, {"round_0", "round_1"});
+}
+
 TEST(DistillResume, Refusals) {
   const std::string out = testing::temp_path("distill_resume_refused");
   run::DistillOptions d = tiny_distill(out);
@@ -271,6 +384,10 @@ TEST(DistillResume, Refusals) {
   changed.rounds = 3;
   changed.flags_given = {"--lr", "--rounds"};
   testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--rounds 3 differs from the 2");
+  changed.rounds = 2;  // a plain run's state resumed as a guided one
+  changed.guided = "1,3";
+  changed.flags_given = {"--guided"};
+  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided \"1,3\" differs from the \"\"");
   // A new run over the saved state, without --overwrite.
   testing::expect_value_error([&] { (void)run::distill_run(tiny_distill(out)); }, "holds the saved state of a stopped run");
   EXPECT_TRUE(fs::is_directory(state));

@@ -184,6 +184,9 @@ DistillState load_distill_state(const std::string& out) {
   st.record = r.at(js, "record");
   if (!st.record.is_object() || !st.record.contains("rounds") || !st.record["rounds"].is_array())
     r.fail("\"record\" must be distill.json's record with its \"rounds\" list");
+  if (st.record.contains("rounds_done")) (void)r.count(st.record, "rounds_done");  // read back by the resumed run
+  if (st.record.contains("resumed") && !st.record["resumed"].is_array())
+    r.fail("\"record\".\"resumed\" must be a list, is " + st.record["resumed"].dump());
   st.tensors = load_safetensors(tensors_path).tensors;  // IoError naming the file: format, CRC
   return st;
 }
@@ -247,10 +250,11 @@ std::optional<DistillResult> completed_distill_run(const DistillOptions& o) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return std::nullopt;
   const nlohmann::json record = nlohmann::json::parse(read_file(path), nullptr, false);
-  if (!record.is_object() || record.value("complete", false) != true) return std::nullopt;
+  if (!record.is_object() || !record.contains("complete") || record["complete"] != true) return std::nullopt;
   DistillResult result;
   result.rounds = rounds_from_record(record, o.out);
-  result.rounds_planned = record.value("rounds_planned", static_cast<int>(result.rounds.size()));
+  const nlohmann::json planned = record.contains("rounds_planned") ? record["rounds_planned"] : nlohmann::json();
+  result.rounds_planned = planned.is_number_integer() ? planned.get<int>() : static_cast<int>(result.rounds.size());
   const std::string state = distill_state_dir(o.out);
   const bool leftover = fs::exists(state, ec);
   if (leftover) fs::remove_all(state, ec);  // a crash after the last round's publication

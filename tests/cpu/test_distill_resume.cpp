@@ -426,6 +426,15 @@ TEST(DistillResume, Refusals) {
   testing::expect_value_error([&] { (void)run::distill_run(resume_of(out)); },
                               "left the previous one in " + state + ".old-Ab12Cd: rename it to " + state);
   EXPECT_FALSE(fs::exists(out));
+  // A distill.json whose "complete" or "rounds_planned" has the wrong type: not complete, and
+  // a complete run's count taken from its list (no JSON type error escapes).
+  fs::create_directories(out);
+  write_file_atomic(out + "/distill.json", R"({"complete": "yes"})");
+  testing::expect_value_error([&] { (void)run::distill_run(resume_of(out)); }, "no saved state to resume from");
+  write_file_atomic(out + "/distill.json", R"({"complete": true, "rounds_planned": "two", "rounds": []})");
+  const run::DistillResult done = run::distill_run(resume_of(out));
+  EXPECT_EQ(done.rounds_planned, 0);
+  EXPECT_TRUE(done.rounds.empty());
 }
 
 }  // namespace

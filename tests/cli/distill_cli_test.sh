@@ -10,7 +10,8 @@
 # checks the refusals (exit 2, one line): teacher steps that do not halve, a non-empty --out,
 # an EDM run. Guided distillation (--guided 1,3) of a class-conditional run: stage 1 as
 # round_0 and one round, each sampled with --guidance-scale by the printed command; a scale
-# outside the trained range and --guided on an unconditional run are refused.
+# outside the trained range and --guided on an unconditional run are refused; a guided run
+# stopped by SIGTERM in stage 1 resumes to round_0's bits (another --guided refused).
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" distill_cli_test
@@ -145,4 +146,28 @@ refused "outside the range \[1, 3\]" "$bin/ddpm-sample" --checkpoint "$work/gdis
   --sampling-steps 4 --num-samples 2 --guidance-scale 5 --device cpu --out "$work/x"
 refused "--teacher $run is unconditional" "$bin/ddpm-distill" "${gdist[@]/$cond/$run}" --guided 1,3 --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
+# SIGTERM in stage 1 of a guided run, then --resume (--guided given with its saved value):
+# round_0 of an uninterrupted run, bit for bit; another --guided is refused.
+glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-steps 30 --batch-size 4 --log-every 1
+       --gap-samples 4 --checkpoint-every 7 --device cpu)
+"$bin/ddpm-distill" "${glong[@]}" --out "$work/gwhole" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "the uninterrupted guided run"
+"$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 1 3000); do
+  grep -q "^  step 2/30" "$work/out.txt" 2>/dev/null && break
+  sleep 0.02
+done
+kill -TERM "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "the stopped guided run exited with $rc, expected 143: $(cat "$work/out.txt")"
+grep -q "of round 0 (not published)" "$work/out.txt" || fail "no stage-1 stop line: $(cat "$work/out.txt")"
+refused '--guided "1,4" differs from the "1,3"' "$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,4
+"$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,3 >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--resume of the guided run: $(cat "$work/err.txt")"
+grep -q "^round 0: resumed after step" "$work/out.txt" || fail "no stage-1 resume line: $(cat "$work/out.txt")"
+cmp "$work/gwhole/round_0/ema.safetensors" "$work/gresumed/round_0/ema.safetensors" ||
+  fail "round_0 after SIGTERM + --resume differs from the uninterrupted guided run's"
+cmp "$work/gwhole/round_0/config.json" "$work/gresumed/round_0/config.json" || fail "round_0/config.json differs"
 echo "distill_cli_test: OK"

@@ -18,6 +18,7 @@
 #include "engine/optim.h"
 #include "engine/parameters.h"
 #include "models/run/checkpoint.h"
+#include "models/run/guided_distill.h"
 
 namespace fs = std::filesystem;
 
@@ -205,6 +206,18 @@ void restore_round_state(const DistillState& st, const std::string& out, Paramet
                  distill_state_flat(st, out, "exp_avg_sq", slab, device));
 }
 
+namespace {
+
+// --guided as numbers, written back as "S_MIN,S_MAX" in the shortest round-trip form: "1, 5",
+// "1,5.0" and "1.0,5" are one range, saved and compared as "1.0,5.0".
+std::string canonical_guided(const std::string& spec) {
+  if (spec.empty()) return spec;
+  const GuidedRange r = parse_guided_range(spec);
+  return nlohmann::json(r.scale_min).dump() + "," + nlohmann::json(r.scale_max).dump();
+}
+
+}  // namespace
+
 nlohmann::json distill_options_json(const DistillOptions& o) {
   return {{"teacher", o.teacher},
           {"teacher_steps", o.teacher_steps},
@@ -221,7 +234,7 @@ nlohmann::json distill_options_json(const DistillOptions& o) {
           {"log_every", o.log_every},  // the final loss is the last logged window's mean
           {"seed", o.seed},
           {"overwrite", o.overwrite},
-          {"guided", o.guided},  // guided distillation (guided_distill.h): its range and stage 1's steps
+          {"guided", canonical_guided(o.guided)},  // guided distillation (guided_distill.h): its range and stage 1's steps
           {"guided_steps", o.guided_steps}};
 }
 

@@ -163,7 +163,7 @@ rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "the stopped guided run exited with $rc, expected 143: $(cat "$work/out.txt")"
 grep -q "of round 0 (not published)" "$work/out.txt" || fail "no stage-1 stop line: $(cat "$work/out.txt")"
-refused '--guided "1,4" differs from the "1,3"' "$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,4
+refused '--guided "1.0,4.0" differs from the "1.0,3.0"' "$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,4
 "$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,3 >"$work/out.txt" 2>"$work/err.txt" ||
   fail "--resume of the guided run: $(cat "$work/err.txt")"
 grep -q "^round 0: resumed after step" "$work/out.txt" || fail "no stage-1 resume line: $(cat "$work/out.txt")"

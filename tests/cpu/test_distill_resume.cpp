@@ -291,7 +291,7 @@ TEST(DistillResume, GuidedStoppedInStageOneAndRoundOneResumesBitIdentical) {
   const run::DistillState s0 = run::load_distill_state(out);
   EXPECT_EQ(s0.round, 0);
   EXPECT_EQ(s0.step, 1);
-  EXPECT_EQ(s0.options["guided"], "1,3");
+  EXPECT_EQ(s0.options["guided"], "1.0,3.0");  // the range as numbers (canonical form)
   EXPECT_EQ(s0.options["guided_steps"], 2);
 
   // Resumed with nothing but --out (stage 1 has its own step count), then SIGTERM after step
@@ -353,8 +353,9 @@ TEST(DistillResume, GuidedCrashAfterRoundZeroResumesAndGuidedFlagsAreCompared) {
   run::DistillOptions changed = resume_of(out);
   changed.guided = "1,4";
   changed.flags_given = {"--guided"};
-  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided \"1,4\" differs from the \"1,3\"");
-  changed.guided = "1,3";
+  testing::expect_value_error([&] { (void)run::distill_run(changed); },
+                              "--guided \"1.0,4.0\" differs from the \"1.0,3.0\"");
+  changed.guided = " 1.0, 3";  // the same range written differently is no difference
   changed.guided_steps = 5;
   changed.flags_given = {"--guided", "--guided-steps"};
   testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided-steps 5 differs from the 2");
@@ -387,7 +388,7 @@ TEST(DistillResume, Refusals) {
   changed.rounds = 2;  // a plain run's state resumed as a guided one
   changed.guided = "1,3";
   changed.flags_given = {"--guided"};
-  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided \"1,3\" differs from the \"\"");
+  testing::expect_value_error([&] { (void)run::distill_run(changed); }, "--guided \"1.0,3.0\" differs from the \"\"");
   // A new run over the saved state, without --overwrite.
   testing::expect_value_error([&] { (void)run::distill_run(tiny_distill(out)); }, "holds the saved state of a stopped run");
   EXPECT_TRUE(fs::is_directory(state));

@@ -5,6 +5,7 @@
 //   ddpm-distill --teacher runs/cifar --teacher-steps 200 --rounds 3 --steps-per-round 5000 \
 //       --batch-size 64 --lr 1e-4 --out distilled/
 //   ddpm-sample --checkpoint distilled/round_3 --sampler ddim --sampling-steps 25 --out samples/
+//   ddpm-distill --resume --out distilled/      # after a stop or a crash: the saved options
 //
 // Guided distillation (Meng et al. 2023) of a class-conditional teacher: --guided 1,5 first
 // trains round_0 (stage 1: one network call gives the guided output for any scale in the
@@ -13,7 +14,9 @@
 //   ddpm-sample --checkpoint guided/round_3 --sampler ddim --sampling-steps 8 --guidance-scale 3 --out s/
 //
 // Each round folder is published as soon as its round ends; Ctrl-C or SIGTERM finishes the
-// step in progress, keeps the published rounds and exits with 128 + the signal's number.
+// step in progress, keeps the published rounds, saves the round in progress beside OUT
+// (OUT.distill-state, also every --checkpoint-every steps) and exits with 128 + the signal's
+// number; --resume continues it to the bits an uninterrupted run ends with.
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -30,11 +33,11 @@ int main(int argc, char** argv) {
   cli::CommonFlags common;
   run::DistillOptions o;
   app.add_option("--teacher", o.teacher,
-                 "the ddpm-train run or checkpoint folder to distil (its EMA weights; DDPM objective, pixels or latents)")
-      ->required();
+                 "the ddpm-train run or checkpoint folder to distil (its EMA weights; DDPM objective, pixels or latents); "
+                 "required unless --resume");
   app.add_option("--teacher-steps", o.teacher_steps,
                  "the teacher's DDIM step count N: must divide the model's T and be a multiple of 2^rounds; round k "
-                 "samples with N / 2^k steps (required by --method progressive)");
+                 "samples with N / 2^k steps; required by --method progressive unless --resume");
   app.add_option("--rounds", o.rounds, "halvings of the step count (0 with --guided: stage 1 only)")
       ->capture_default_str();
   app.add_option("--steps-per-round", o.steps_per_round, "optimiser steps per round")->capture_default_str();
@@ -61,13 +64,22 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--out", o.out, "the folder to write: round_1 .. round_R (and round_0 with --guided) and distill.json")
       ->required();
-  app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
+  app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder (and a stopped run's saved state)");
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "save the round in progress to OUT.distill-state every this many steps (0: only at round starts "
+                 "and on a stop signal)")
+      ->capture_default_str();
+  app.add_flag("--resume", o.resume,
+               "continue the stopped or crashed run in --out from its saved state, with its saved options (a flag "
+               "given with a different value is refused); a complete run is reported and left alone (exit 0)");
   run::ConsistencyFlags consistency;  // --method consistency (consistency_run.h)
   run::add_consistency_flags(app, consistency);
   cli::add_common_flags(app, common);
   return cli::run(app, argc, argv, [&] {
     o.device = cli::resolve_device(common);
     o.seed = common.seed;
+    for (const CLI::Option* opt : app.get_options())  // --resume refuses the ones that differ from the saved run
+      if (opt->count() > 0) o.flags_given.push_back(opt->get_name());
     o.log = [](const std::string& line) { std::cout << line << std::endl; };
     if (const std::optional<int> rc = run::consistency_cli_main(app, o, consistency)) return *rc;
     const run::DistillResult r = run::distill_run(o);

@@ -360,7 +360,8 @@ std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOption
   for (const char* flag : {"--consistency-levels", "--steps", "--target-ema", "--consistency-loss"})
     DDPM_CHECK(consistency || app.count(flag) == 0, flag << " applies to --method consistency only");
   if (!consistency) return std::nullopt;
-  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps"})
+  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps",
+                           "--resume", "--checkpoint-every"})
     DDPM_CHECK(app.count(flag) == 0, flag << " applies to --method progressive only; --method consistency takes "
                                              "--consistency-levels and --steps");
   ConsistencyOptions& o = f.o;

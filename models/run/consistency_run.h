@@ -25,7 +25,8 @@
 // teachers, a level count that does not divide T, data that do not fit the model, an --out
 // that exists and is not empty without --overwrite, progressive-only flags given with
 // --method consistency (--rounds, --steps-per-round, --teacher-steps, --guided,
-// --guided-steps), consistency flags without it. Latent teachers are handled as in
+// --guided-steps, --resume, --checkpoint-every: a stopped consistency run is not resumable),
+// consistency flags without it. Latent teachers are handled as in
 // distill_run.h (the data encoded by the run's autoencoder, which OUT carries).
 //
 // Output, published atomically when the last step is done (write_ema_model_folder):

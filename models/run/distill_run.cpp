@@ -7,6 +7,11 @@
 // no-grad) and the student (training mode, its parameters packed in one slab for AdamW and
 // the EMA). Between rounds both take the finished round's EMA weights. Each round is
 // published as it ends (publish_round); the stop-signal flag is polled before every step.
+// The round in progress is saved by save_state (models/run/distill_state.h: periodically, at
+// round starts, on a stop) and, with --resume, restored before the loop and at the start of
+// its round; the loop itself is the one an uninterrupted run goes through. Stage 1 of guided
+// distillation is the loop's index -1 (round 0, published as round_0): saved, resumed and
+// published like any round.
 #include "models/run/distill_run.h"
 
 #include <chrono>
@@ -31,6 +36,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/distill_record.h"
+#include "models/run/distill_state.h"
 #include "models/run/guided_distill.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
@@ -138,13 +144,25 @@ void check_distill_options(const DistillOptions& o) {
              "--label-dropout must be in [0, 1] (or negative for the teacher's), got " << o.label_dropout);
   DDPM_CHECK(o.log_every >= 1, "--log-every must be positive, got " << o.log_every);
   DDPM_CHECK(o.gap_samples >= 1 && o.gap_samples <= 4096, "--gap-samples must be in [1, 4096], got " << o.gap_samples);
+  DDPM_CHECK(o.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: only at round starts and on a stop signal), got " << o.checkpoint_every);
   std::error_code ec;
   DDPM_CHECK(!fs::exists(o.out, ec) || fs::is_directory(o.out, ec), "--out " << o.out << " exists and is not a folder");
+  if (o.resume) return;  // a resumed run continues the OUT it made
   DDPM_CHECK(o.overwrite || !fs::is_directory(o.out, ec) || fs::is_empty(o.out, ec),
              "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+  DDPM_CHECK(o.overwrite || !fs::exists(distill_state_dir(o.out), ec),
+             "--out " << o.out << ": " << distill_state_dir(o.out) << " holds the saved state of a stopped run; continue "
+                      << "it with ddpm-distill --resume --out " << o.out << ", or pass --overwrite to start a new one");
 }
 
-DistillResult distill_run(const DistillOptions& o) {
+DistillResult distill_run(const DistillOptions& given) {
+  DistillOptions o = given;
+  std::optional<DistillState> resumed;  // --resume: the round in progress and the options it ran with
+  if (o.resume) {
+    DDPM_CHECK(!o.out.empty(), "--resume needs --out: the folder of the run to continue");
+    if (std::optional<DistillResult> done = completed_distill_run(o)) return *done;
+    resumed = resume_distill_state(o);
+  }
   check_distill_options(o);
   ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
   const unet::UNetConfig cfg = teacher.net->config();  // a copy: a guided run replaces teacher.net
@@ -324,8 +342,10 @@ DistillResult distill_run(const DistillOptions& o) {
   // Publishes a finished round (see distill_run.h "Output"): round 1 brings OUT into being
   // (replacing an old one only now, with --overwrite); later rounds add their folder, then
   // the record that lists it.
+  // A resumed state older than its round's publication (a crash between the two) runs the
+  // round again to the same bits and republishes it in place (`again`).
   const auto publish_round = [&](const DistillRound& rep, const nlohmann::json& config,
-                                 const std::vector<std::pair<std::string, Tensor>>& weights) {
+                                 const std::vector<std::pair<std::string, Tensor>>& weights, bool again) {
     const std::string name = "round_" + std::to_string(rep.round);
     const std::map<std::string, std::string> meta = {{"ddpm.distill_round", std::to_string(rep.round)},
                                                      {"ddpm.sampling_steps", std::to_string(rep.student_steps)}};
@@ -336,17 +356,42 @@ DistillResult distill_run(const DistillOptions& o) {
             write_ema_model_folder(config, autoencoder_home, weights, meta, tmp + "/" + name);
             write_record(tmp);
           },
-          o.overwrite ? IfExists::replace : IfExists::fail);
+          o.overwrite || again ? IfExists::replace : IfExists::fail);
     } else {
-      write_ema_model_folder(config, autoencoder_home, weights, meta, o.out + "/" + name);
+      write_ema_model_folder(config, autoencoder_home, weights, meta, o.out + "/" + name, again);
       write_record(o.out);
     }
   };
 
   StopSignals stop_signals;  // Ctrl-C / SIGTERM: finish the step, keep the published rounds, return
   Generator gen(splitmix64_stream(o.seed, kDrawStream));
-  // r = -1: stage 1 of guided distillation (the guided target (4) on the teacher's grid).
-  for (int r = guided ? -1 : 0; r < o.rounds && result.stopped_by_signal == 0; ++r) {
+  const nlohmann::json options_json = distill_options_json(o);
+  // The loop index r runs from `start` (-1: stage 1 of guided distillation, the guided target
+  // (4) on the teacher's grid, published as round_0) to rounds - 1; round r + 1 is published.
+  const int start = guided ? -1 : 0;
+  int first = start;  // the loop index of the first round this call runs
+  if (resumed) {  // the draws (the w of a guided run too), the data position, the round's teacher and the record
+    for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &gen}, {"dropout", &dropout_gen}}) {
+      DDPM_CHECK_AS(resumed->generators.count(name) == 1, IoError,
+                    distill_state_dir(o.out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
+      *g = resumed->generators.at(name);
+    }
+    loader.set_position(resumed->loader);
+    first = resumed->round - 1;
+    DDPM_CHECK_AS(first >= start && first < o.rounds, IoError,
+                  distill_state_dir(o.out) << " saved round " << resumed->round << ", which is not a round of this run ("
+                                           << start + 1 << " .. " << o.rounds << ")");
+    Tensor tv = teacher_slab.values();
+    tv.copy_from(distill_state_flat(*resumed, o.out, "teacher", teacher_slab, o.device));
+    record["rounds"] = resumed->record["rounds"];
+    record["rounds_done"] = resumed->record.value("rounds_done", 0);
+    record["resumed"] = resumed->record.value("resumed", nlohmann::json::array());
+    record["resumed"].push_back({{"round", resumed->round}, {"step", resumed->step}});
+    result.rounds = rounds_from_record(record, o.out);
+    if (!result.rounds.empty()) write_record(o.out);  // its "stopped" goes: the run goes on
+  }
+  for (int r = first; r < o.rounds && result.stopped_by_signal == 0; ++r) {
+    const bool resuming = resumed && r == first;
     const bool stage1 = r < 0;
     const diffusion::DistillGrid g =
         stage1 ? stage1_grid : diffusion::distill_grid(d.diffusion_steps, counts[static_cast<std::size_t>(r)]);
@@ -369,15 +414,50 @@ DistillResult distill_run(const DistillOptions& o) {
                     : diffusion::one_step_gap(schedule, teacher_fn(held.w), model, reading, g, held.z, held.index,
                                               held.labels);
     };
-    rep.gap_before = held_gap(teacher_fn(held.w));  // stage 1: the conditional branch (w has no effect yet)
+    // Stage 1: of the conditional branch (w has no effect yet). A resumed round keeps the saved value.
+    rep.gap_before = resuming && resumed->has_gap_before ? resumed->gap_before : held_gap(teacher_fn(held.w));
     AdamWConfig ac;
     ac.lr = o.lr;
     AdamW opt(slab, ac);
     Ema ema(slab, o.ema_rate);
     const auto t0 = std::chrono::steady_clock::now();
-    double window = 0;
+    double window = 0, seconds_before = 0;
     std::int64_t window_n = 0, step = 0;
     rep.final_loss = NAN;
+    // The round's state (distill_state.h): everything the steps after `done` depend on.
+    const auto save_state = [&](std::int64_t done) {
+      DistillState st;
+      st.options = options_json;
+      st.round = rep.round;
+      st.step = done;
+      st.adam_step = opt.step_count();
+      st.generators = {{"draws", gen}, {"dropout", dropout_gen}};
+      st.loader = loader.position();
+      st.gap_before = rep.gap_before;
+      st.has_gap_before = true;
+      st.final_loss = rep.final_loss;
+      st.window_sum = window;
+      st.window_n = window_n;
+      st.losses = rep.losses;
+      st.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      st.record = record;
+      st.flats = {{"student", slab.values(), &slab}, {"ema", ema.values(), &slab}, {"exp_avg", opt.exp_avg(), &slab},
+                  {"exp_avg_sq", opt.exp_avg_sq(), &slab}, {"teacher", teacher_slab.values(), &teacher_slab}};
+      save_distill_state(o.out, st);
+    };
+    if (resuming) {
+      restore_round_state(*resumed, o.out, slab, ema, opt);
+      step = resumed->step;
+      window = resumed->window_sum;
+      window_n = resumed->window_n;
+      rep.final_loss = resumed->final_loss;
+      rep.losses = resumed->losses;
+      seconds_before = resumed->seconds;
+      say(o, "round " + std::to_string(rep.round) + ": resumed after step " + std::to_string(step) + "/" +
+                 std::to_string(round_steps) + " from " + distill_state_dir(o.out));
+    } else if (r > start) {
+      save_state(0);  // the next round's start: the finished round's state is stale from here on
+    }
     for (; step < round_steps; ++step) {
       if ((result.stopped_by_signal = stop_signals.pending()) != 0) break;  // between steps only
       const Batch b = loader.next();
@@ -414,8 +494,11 @@ DistillResult distill_run(const DistillOptions& o) {
         window = 0;
         window_n = 0;
       }
+      if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < round_steps)
+        save_state(step + 1);
     }
     if (result.stopped_by_signal != 0) {
+      save_state(step);  // SIGTERM loses nothing: --resume continues after this step
       const int done = static_cast<int>(result.rounds.size());
       say(o, std::string("ddpm-distill: stopped by ") + signal_name(result.stopped_by_signal) + " after step " +
                  std::to_string(step) + "/" + std::to_string(round_steps) + " of round " +
@@ -423,7 +506,9 @@ DistillResult distill_run(const DistillOptions& o) {
                  std::to_string(o.rounds) + " rounds complete" +
                  (done > 0 ? " in " + o.out + " (round_" + std::to_string(result.rounds.front().round) +
                                  " .. round_" + std::to_string(result.rounds.back().round) + ")"
-                           : std::string(", nothing written") + (o.overwrite ? " (the old --out is untouched)" : "")));
+                           : std::string(", nothing published") + (o.overwrite ? " (the old --out is untouched)" : "")) +
+                 "; the round's state is saved in " + distill_state_dir(o.out) +
+                 ": continue with ddpm-distill --resume --out " + o.out);
       if (done > 0) {
         record["stopped"] = {{"signal", signal_name(result.stopped_by_signal)},
                              {"round", rep.round},
@@ -432,7 +517,7 @@ DistillResult distill_run(const DistillOptions& o) {
       }
       break;
     }
-    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    rep.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // The EMA is the round's result: the next teacher and the next student's start. Its gap
     // is measured against this round's teacher, before the teacher takes its weights.
     ema.copy_to(slab);
@@ -467,7 +552,9 @@ DistillResult distill_run(const DistillOptions& o) {
                                 {"seconds", rep.seconds}});
     record["rounds_done"] = rep.round;
     record["complete"] = rep.round == o.rounds;
-    publish_round(rep, config, weights);
+    std::error_code ec;
+    publish_round(rep, config, weights, resuming && fs::exists(rep.folder, ec));
+    if (rep.round == o.rounds) fs::remove_all(distill_state_dir(o.out), ec);  // complete: nothing to resume
     say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
                "; held-out one-step gap to the teacher's two steps " + fmt(rep.gap_before) + " -> " +
                fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s; published " + rep.folder);

@@ -81,16 +81,44 @@
 //                                rounds_done, complete, and per round its step counts (K),
 //                                final loss, held-out gaps and seconds; "stopped" when a
 //                                signal ended the run early (which signal, in which round,
-//                                after how many steps)
+//                                after how many steps); "resumed": [{round, step}] per
+//                                --resume (the "stopped" of the run it continued is dropped)
+//   OUT.distill-state/           BESIDE OUT, only while the run is incomplete: the saved state
+//                                of the round in progress (distill_state.h; never inside OUT,
+//                                so OUT lists only published rounds). Removed when the last
+//                                round is published.
 // `ddpm-sample --checkpoint OUT/round_k --sampler ddim --sampling-steps K_k` (--clip-x0 false
 // is then its default, from the record) and ddpm-eval open a round folder like a checkpoint.
 //
 // Stop signals (models/run/stop_signals.h, as ddpm-train): on SIGINT or SIGTERM the step in
 // progress finishes, the unfinished round is NOT published (a student halfway through a
-// round is neither its teacher nor a trained student), the rounds already published stay,
-// distill.json records the stop, and distill_run returns with stopped_by_signal set after a
-// line saying which rounds are complete; ddpm-distill exits with 128 + the signal's number.
-// A signal that arrives after a round's last step lets that round be published first.
+// round is neither its teacher nor a trained student) but its state is saved (below), the
+// rounds already published stay, distill.json records the stop, and distill_run returns
+// with stopped_by_signal set after a line saying which rounds are complete and how to
+// continue; ddpm-distill exits with 128 + the signal's number. A signal that arrives after
+// a round's last step lets that round be published first.
+//
+// Resume (models/run/distill_state.h). The round in progress is saved to OUT.distill-state
+// (published atomically, replacing the previous state) every checkpoint_every steps (0: no
+// periodic saves), at the start of every round after the first (a guided run's first is stage
+// 1), and when a stop signal ends the run: the student, its EMA, the AdamW moments and step
+// count, the round's teacher, the step within the round, the losses and the loss window,
+// gap_before, the generators and the loader position. `ddpm-distill --resume --out OUT`
+// (options.resume) continues from it and ends with the bits an uninterrupted run ends with
+// (round folders, losses; the seconds aside): stage 1 of guided distillation is saved and
+// resumed as round 0 (its per-example w are draws of the saved draw generator; --guided and
+// --guided-steps are saved options); the options come from the saved state; a flag in
+// flags_given whose value differs from the saved one is refused (ValueError naming the flag and
+// both values); --checkpoint-every and --device may change (the bits are the same on the same
+// device only; --log-every may not: the final loss is the last logged window's mean). No state
+// is a ValueError (nothing to resume; ddpm-distill exits 2); an incomplete or damaged one (a
+// CRC, a JSON that does not parse or holds wrong types) and a state whose earlier rounds are
+// gone from OUT are IoErrors. A complete OUT (distill.json "complete") is reported and left
+// alone, returning its rounds (ddpm-distill exits 0: a scheduler's requeued job that always
+// passes --resume then simply succeeds). A new run whose OUT has a saved state is refused
+// without --overwrite (with it the state is replaced by the new run's first). A crash after a
+// round is published but before the next round saves its state leaves a state older than OUT:
+// the resumed run does the round's last steps again and republishes the same bits in place.
 //
 // No clamping of x^, for teacher and student alike, so the students are sampled with
 // --clip-x0 false (ddpm-sample's default for a round folder, from its record): x~ (eq. 2) is an extrapolation that leaves [-1, 1] at high noise, and a student
@@ -131,6 +159,11 @@ struct DistillOptions {
   std::int64_t guided_steps = 0;
   std::string out;
   bool overwrite = false;
+  // The saved state of the round in progress (distill_state.h, "Resume" above): every this
+  // many steps (0: only at round starts and on a stop signal).
+  std::int64_t checkpoint_every = 1000;
+  bool resume = false;                  // continue OUT from its saved state
+  std::vector<std::string> flags_given;  // --resume: the flags the command line spelt out
   Device device = Device::cpu();
   std::function<void(const std::string&)> log;  // progress lines (null: silent)
 };

@@ -50,6 +50,7 @@ refused "needs a consistency model" "$bin/ddpm-sample" --checkpoint "$run" --sam
 refused "consistency-levels 5 does not fit" "$bin/ddpm-distill" "${cm[@]/--consistency-levels/--steps}" \
   --consistency-levels 5 --out "$work/x"
 refused "--rounds applies to --method progressive only" "$bin/ddpm-distill" "${cm[@]}" --rounds 2 --out "$work/x"
+refused "--resume applies to --method progressive only" "$bin/ddpm-distill" "${cm[@]}" --resume --out "$work/x"
 refused "--steps applies to --method consistency only" "$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 \
   --steps 3 --device cpu --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"

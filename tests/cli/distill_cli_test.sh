@@ -4,11 +4,14 @@
 # Distils a tiny v-prediction run two rounds (8 -> 4 -> 2 DDIM steps), samples each round
 # folder with the printed ddpm-sample command, checks ddpm-sample's defaults for a round
 # folder (no --clip-x0 is --clip-x0 false; one warning line off the trained grid), stops a
-# run with SIGTERM in round 2 (round_1 kept, exit 143), distils and samples a latent run, and
+# run with SIGTERM in round 2 (round_1 kept, exit 143), stops one with SIGTERM in round 1 and
+# continues it with --resume to the bits of an uninterrupted run (a changed flag and a new run
+# over the saved state refused, a complete run reported), distils and samples a latent run, and
 # checks the refusals (exit 2, one line): teacher steps that do not halve, a non-empty --out,
 # an EDM run. Guided distillation (--guided 1,3) of a class-conditional run: stage 1 as
 # round_0 and one round, each sampled with --guidance-scale by the printed command; a scale
-# outside the trained range and --guided on an unconditional run are refused.
+# outside the trained range and --guided on an unconditional run are refused; a guided run
+# stopped by SIGTERM in stage 1 resumes to round_0's bits (another --guided refused).
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" distill_cli_test
@@ -65,6 +68,39 @@ grep -q '"rounds_done": 1' "$work/stopped/distill.json" || fail "distill.json do
 "$bin/ddpm-sample" --checkpoint "$work/stopped/round_1" --sampler ddim --sampling-steps 4 --num-samples 2 \
   --device cpu --out "$work/s_stopped" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the kept round_1"
 
+# SIGTERM in round 1, then --resume: the same bits as an uninterrupted run. Where the signal
+# lands does not matter (every stop resumes to the same result), so the timing only has to
+# catch the run before its end.
+long=(--teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 30 --batch-size 4 --log-every 1 --gap-samples 4
+      --checkpoint-every 7 --device cpu)
+"$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
+"$bin/ddpm-distill" "${long[@]}" --out "$work/resumed" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 1 3000); do
+  grep -q "^  step 2/30" "$work/out.txt" 2>/dev/null && break
+  sleep 0.02
+done
+kill -TERM "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "ddpm-distill stopped for --resume exited with $rc, expected 143: $(cat "$work/out.txt")"
+grep -q "continue with ddpm-distill --resume --out $work/resumed" "$work/out.txt" || fail "no resume hint: $(cat "$work/out.txt")"
+test -f "$work/resumed.distill-state/state.json" || fail "no saved state beside --out after SIGTERM"
+refused "--lr 0.5 differs from the 0.0001 of the run being resumed" "$bin/ddpm-distill" --resume --out "$work/resumed" --lr 0.5
+refused "holds the saved state of a stopped run" "$bin/ddpm-distill" "${long[@]}" --out "$work/resumed"
+"$bin/ddpm-distill" --resume --out "$work/resumed" --checkpoint-every 5 >"$work/out.txt" 2>"$work/err.txt" || fail "--resume"
+grep -q "resumed after step" "$work/out.txt" || fail "no resume line: $(cat "$work/out.txt")"
+for k in 1 2; do
+  cmp "$work/whole/round_$k/ema.safetensors" "$work/resumed/round_$k/ema.safetensors" ||
+    fail "round_$k after SIGTERM + --resume differs from the uninterrupted run's"
+  cmp "$work/whole/round_$k/config.json" "$work/resumed/round_$k/config.json" || fail "round_$k/config.json differs"
+done
+test ! -e "$work/resumed.distill-state" || fail "the saved state outlived the complete run"
+"$bin/ddpm-distill" --resume --out "$work/resumed" >"$work/out.txt" 2>"$work/err.txt" || fail "--resume of a complete run"
+grep -q "is complete (2 of 2 rounds published): nothing to resume" "$work/out.txt" || fail "complete run: $(cat "$work/out.txt")"
+refused "no saved state to resume from" "$bin/ddpm-distill" --resume --out "$work/nothing"
+test ! -e "$work/nothing" || fail "a refused --resume left $work/nothing behind"
+
 refused "cannot be halved 2 times" "$bin/ddpm-distill" "${common[@]}" --teacher-steps 12 --rounds 2 --out "$work/x"
 refused "exists and is not empty" "$bin/ddpm-distill" "${dist[@]}" --out "$work/dist"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
@@ -110,4 +146,28 @@ refused "outside the range \[1, 3\]" "$bin/ddpm-sample" --checkpoint "$work/gdis
   --sampling-steps 4 --num-samples 2 --guidance-scale 5 --device cpu --out "$work/x"
 refused "--teacher $run is unconditional" "$bin/ddpm-distill" "${gdist[@]/$cond/$run}" --guided 1,3 --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
+# SIGTERM in stage 1 of a guided run, then --resume (--guided given with its saved value):
+# round_0 of an uninterrupted run, bit for bit; another --guided is refused.
+glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-steps 30 --batch-size 4 --log-every 1
+       --gap-samples 4 --checkpoint-every 7 --device cpu)
+"$bin/ddpm-distill" "${glong[@]}" --out "$work/gwhole" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "the uninterrupted guided run"
+"$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed" >"$work/out.txt" 2>"$work/err.txt" &
+pid=$!
+for _ in $(seq 1 3000); do
+  grep -q "^  step 2/30" "$work/out.txt" 2>/dev/null && break
+  sleep 0.02
+done
+kill -TERM "$pid" 2>/dev/null || true
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 143 ] || fail "the stopped guided run exited with $rc, expected 143: $(cat "$work/out.txt")"
+grep -q "of round 0 (not published)" "$work/out.txt" || fail "no stage-1 stop line: $(cat "$work/out.txt")"
+refused '--guided "1.0,4.0" differs from the "1.0,3.0"' "$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,4
+"$bin/ddpm-distill" --resume --out "$work/gresumed" --guided 1,3 >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--resume of the guided run: $(cat "$work/err.txt")"
+grep -q "^round 0: resumed after step" "$work/out.txt" || fail "no stage-1 resume line: $(cat "$work/out.txt")"
+cmp "$work/gwhole/round_0/ema.safetensors" "$work/gresumed/round_0/ema.safetensors" ||
+  fail "round_0 after SIGTERM + --resume differs from the uninterrupted guided run's"
+cmp "$work/gwhole/round_0/config.json" "$work/gresumed/round_0/config.json" || fail "round_0/config.json differs"
 echo "distill_cli_test: OK"

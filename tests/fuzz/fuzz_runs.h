@@ -1,5 +1,5 @@
-// tests/fuzz/fuzz_runs.h: the small valid run files that fuzz_posthoc and fuzz_trainer_state
-// put beside their fuzzed bytes, and that make_seeds writes as their seeds. Both programs
+// tests/fuzz/fuzz_runs.h: the small valid run files that fuzz_posthoc, fuzz_trainer_state and
+// fuzz_distill_state put beside their fuzzed bytes, and that make_seeds writes as their seeds. Both programs
 // build them here, with the library's own writers, so a seed and the valid files beside it
 // agree on tensor names and shapes and a mutated seed reaches the deep end of the reader.
 #pragma once
@@ -15,6 +15,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/tensor.h"
 #include "models/run/checkpoint.h"
+#include "models/run/distill_state.h"
 #include "models/run/posthoc_export.h"
 #include "models/train/posthoc_ema.h"
 #include "models/unet/model_io.h"
@@ -110,6 +111,45 @@ inline std::string write_tiny_checkpoint(const std::string& run_dir, bool with_p
     ck.trainer_state["posthoc_ema"] = profiles;
   }
   return run::save_checkpoint(run_dir, ck);
+}
+
+// Publishes OUT.distill-state as ddpm-distill saves round 2 of a guided run of 3 rounds after
+// 2 of its steps (round_0 and round_1 published; every key a resume reads), over
+// posthoc_slab() (a convolution and its bias) for the student, EMA, AdamW moments and
+// teacher; returns the state folder. OUT itself is not written.
+inline std::string write_tiny_distill_state(const std::string& out) {
+  ParameterSlab& slab = posthoc_slab();
+  run::DistillOptions o;
+  o.teacher = "teacher";
+  o.teacher_steps = 16;
+  o.rounds = 3;
+  o.guided = "1,3";
+  run::DistillState st;
+  st.options = run::distill_options_json(o);
+  st.round = 2;
+  st.step = 2;
+  st.adam_step = 2;
+  st.generators = {{"draws", Generator(11, 640)}, {"dropout", Generator(12, 96)}};
+  st.loader = {0, 8};
+  st.gap_before = 0.25;
+  st.has_gap_before = true;
+  st.final_loss = 0.5;
+  st.window_sum = 0.75;
+  st.window_n = 1;
+  st.losses = {0.5, 0.75};
+  st.seconds = 1.5;
+  nlohmann::json rounds = nlohmann::json::array();
+  for (int r : {0, 1})
+    rounds.push_back({{"round", r}, {"folder", "round_" + std::to_string(r)}, {"teacher_steps", 16 >> r},
+                      {"student_steps", r == 0 ? 16 : 8}, {"final_loss", 0.5}, {"gap_before", 0.1},
+                      {"gap_after", nullptr}, {"seconds", 2.0}});
+  st.record = {{"rounds", rounds}, {"rounds_done", 1}, {"complete", false},
+               {"resumed", nlohmann::json::array({{{"round", 1}, {"step", 1}}})}};
+  const Tensor moments = 0.01 * slab.values();
+  st.flats = {{"student", slab.values(), &slab}, {"ema", slab.values(), &slab}, {"exp_avg", moments, &slab},
+              {"exp_avg_sq", moments, &slab}, {"teacher", slab.values(), &slab}};
+  run::save_distill_state(out, st);
+  return run::distill_state_dir(out);
 }
 
 }  // namespace ddpm::fuzz

@@ -4,8 +4,8 @@
 //
 //   fuzz-make-seeds OUT_DIR     writes OUT_DIR/<target>/<seed>, one folder per fuzz target
 //
-// Targets whose first byte selects a mode (npz, idx, model_config, posthoc, trainer_state) get
-// that byte prepended.
+// Targets whose first byte selects a mode (npz, idx, model_config, posthoc, trainer_state,
+// distill_state) get that byte prepended.
 // scripts/fuzz.sh runs it before fuzzing; the seeds are a few kB, regenerated every run.
 #include <zlib.h>
 
@@ -154,6 +154,13 @@ int main(int argc, char** argv) {
   seed("trainer_state", "posthoc_ema",
        Bytes(1, '\0') + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_phema", true) + state));
   seed("trainer_state", "plain", "\x01" + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_plain", false) + state));
+
+  // OUT.distill-state (mode byte 0: state.json, 1: state.safetensors), as save_distill_state
+  // writes them.
+  const std::string distill = ddpm::fuzz::write_tiny_distill_state(tmp + "/distill/out");
+  seed("distill_state", "state_json", Bytes(1, '\0') + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateJson));
+  seed("distill_state", "state_tensors",
+       "\x01" + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateTensors));
 
   fs::remove_all(tmp);
   return 0;

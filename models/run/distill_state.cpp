@@ -1,0 +1,324 @@
+// models/run/distill_state.cpp: writing and reading OUT.distill-state (see distill_state.h).
+//
+// JSON holds no NaN: a skipped step's loss and a window mean not yet logged are written as
+// null and read back as NaN. Doubles round-trip exactly (nlohmann::json prints the shortest
+// representation that reads back to the same bits), so the resumed loss window, the losses
+// and gap_before are the saved ones, bit for bit.
+#include "models/run/distill_state.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+#include "engine/optim.h"
+#include "engine/parameters.h"
+#include "models/run/checkpoint.h"
+#include "models/run/guided_distill.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+
+namespace {
+
+constexpr const char* kFormat = "ddpm-distill-state";
+constexpr int kVersion = 1;
+
+nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+// Reads state.json's values with their types checked: every mismatch is one IoError naming
+// the file and the key (get<std::uint64_t> would wrap a negative number around).
+struct Reader {
+  const nlohmann::json& js;
+  std::string path;
+  [[noreturn]] void fail(const std::string& what) const { DDPM_THROW(IoError, path << " is damaged: " << what); }
+  const nlohmann::json& at(const nlohmann::json& obj, const std::string& key) const {
+    if (!obj.is_object() || !obj.contains(key)) fail("it has no \"" + key + "\"");
+    return obj.at(key);
+  }
+  std::int64_t count(const nlohmann::json& obj, const std::string& key) const {
+    const nlohmann::json& v = at(obj, key);
+    if (!v.is_number_integer() || (v.is_number_unsigned() ? v.get<std::uint64_t>() > std::numeric_limits<std::int64_t>::max()
+                                                          : v.get<std::int64_t>() < 0))
+      fail("\"" + key + "\" must be a whole number >= 0, is " + v.dump());
+    return v.get<std::int64_t>();
+  }
+  std::uint64_t word(const nlohmann::json& obj, const std::string& key) const {
+    const nlohmann::json& v = at(obj, key);
+    if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<std::int64_t>() >= 0))
+      fail("\"" + key + "\" must be a whole number >= 0, is " + v.dump());
+    return v.get<std::uint64_t>();
+  }
+  double real(const nlohmann::json& v, const std::string& key) const {  // null: NaN
+    if (v.is_null()) return NAN;
+    if (!v.is_number()) fail("\"" + key + "\" must be a number or null, is " + v.dump());
+    return v.get<double>();
+  }
+};
+
+// The defining options: state.json's key and the flag that sets it.
+const std::vector<std::pair<std::string, std::string>> kOptionFlags = {
+    {"teacher", "--teacher"},         {"teacher_steps", "--teacher-steps"}, {"rounds", "--rounds"},
+    {"steps_per_round", "--steps-per-round"}, {"batch_size", "--batch-size"}, {"lr", "--lr"},
+    {"warmup_steps", "--warmup-steps"}, {"grad_clip", "--grad-clip"},     {"ema_rate", "--ema-rate"},
+    {"data", "--data"},               {"label_dropout", "--label-dropout"}, {"gap_samples", "--gap-samples"},
+    {"log_every", "--log-every"},     {"seed", "--seed"},                   {"overwrite", "--overwrite"},
+    {"guided", "--guided"},           {"guided_steps", "--guided-steps"}};
+
+template <typename T>
+void take(const nlohmann::json& saved, const char* key, T& value, const std::string& file) {
+  try {
+    value = saved.at(key).get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, file << " is damaged: \"options\".\"" << key << "\" is missing or of the wrong type (" << e.what()
+                             << ")");
+  }
+}
+
+}  // namespace
+
+std::string distill_state_dir(const std::string& out) {
+  std::string p = out;
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p + ".distill-state";
+}
+
+void save_distill_state(const std::string& out, const DistillState& st) {
+  nlohmann::json gens = nlohmann::json::object();
+  for (const auto& [name, g] : st.generators) gens[name] = {{"seed", g.seed()}, {"offset", g.offset()}};
+  nlohmann::json losses = nlohmann::json::array();
+  for (double l : st.losses) losses.push_back(number_or_null(l));
+  const nlohmann::json js = {{"format", kFormat},
+                             {"version", kVersion},
+                             {"options", st.options},
+                             {"round", st.round},
+                             {"step", st.step},
+                             {"adam_step", st.adam_step},
+                             {"generators", gens},
+                             {"loader", {{"epoch", st.loader.epoch}, {"index", st.loader.index}}},
+                             {"gap_before", st.has_gap_before ? number_or_null(st.gap_before) : nlohmann::json(nullptr)},
+                             {"final_loss", number_or_null(st.final_loss)},
+                             {"window", {{"sum", st.window_sum}, {"count", st.window_n}}},
+                             {"losses", losses},
+                             {"seconds", st.seconds},
+                             {"record", st.record}};
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const DistillState::Flat& f : st.flats) {
+    DDPM_CHECK(f.slab != nullptr, "save_distill_state: the flat tensor \"" << f.name << "\" has no slab");
+    append_slab(f.values, f.name + ".", *f.slab, tensors);
+  }
+  const std::map<std::string, std::string> meta = {{"format", "pt"},
+                                                   {"ddpm.distill_round", std::to_string(st.round)},
+                                                   {"ddpm.step", std::to_string(st.step)}};
+  publish_directory(
+      distill_state_dir(out),
+      [&](const std::string& tmp) {
+        save_safetensors(tmp + "/" + kDistillStateTensors, tensors, meta);
+        write_file_atomic(tmp + "/" + kDistillStateJson, js.dump(2) + "\n");
+      },
+      IfExists::replace);
+}
+
+DistillState load_distill_state(const std::string& out) {
+  const std::string dir = distill_state_dir(out);
+  const std::string path = dir + "/" + kDistillStateJson, tensors_path = dir + "/" + kDistillStateTensors;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    // publish_directory's replace has a short window without `dir`: a kill there leaves the
+    // previous state as "<dir>.old-XXXXXX" (engine/io/atomic_file.h). Say where it is.
+    std::string aside;
+    const fs::path parent = fs::path(dir).parent_path().empty() ? fs::path(".") : fs::path(dir).parent_path();
+    const std::string prefix = fs::path(dir).filename().string() + ".old-";
+    for (const auto& e : fs::directory_iterator(parent, ec))
+      if (e.path().filename().string().rfind(prefix, 0) == 0) aside = e.path().string();
+    DDPM_THROW(ValueError, "--resume: no saved state to resume from: "
+                               << dir << " does not exist (a run of --out " << out
+                               << " stopped by a signal or past its first round leaves one)"
+                               << (aside.empty() ? std::string()
+                                                 : "; a kill while it was being replaced left the previous one in " +
+                                                       aside + ": rename it to " + dir + " to resume from it"));
+  }
+  DDPM_CHECK_AS(fs::is_regular_file(path, ec) && fs::is_regular_file(tensors_path, ec), IoError,
+                "the saved state " << dir << " is incomplete: " << kDistillStateJson << " or " << kDistillStateTensors
+                                   << " is missing");
+  nlohmann::json js;
+  try {
+    js = nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, path << " is damaged: " << e.what());
+  }
+  const Reader r{js, path};
+  if (!js.is_object() || js.value("format", std::string()) != kFormat)
+    r.fail(std::string("it is not a ddpm-distill state (no \"format\": \"") + kFormat + "\")");
+  if (r.count(js, "version") != kVersion)
+    r.fail("version " + r.at(js, "version").dump() + ", this build reads " + std::to_string(kVersion));
+  DistillState st;
+  st.options = r.at(js, "options");
+  if (!st.options.is_object()) r.fail("\"options\" must be an object");
+  const std::int64_t round = r.count(js, "round");
+  if (round > 64) r.fail("\"round\" " + std::to_string(round) + " is not a round number");
+  st.round = static_cast<int>(round);
+  st.step = r.count(js, "step");
+  st.adam_step = r.count(js, "adam_step");
+  if (st.adam_step > st.step)
+    r.fail("\"adam_step\" " + std::to_string(st.adam_step) + " exceeds \"step\" " + std::to_string(st.step));
+  const nlohmann::json& gens = r.at(js, "generators");
+  if (!gens.is_object()) r.fail("\"generators\" must be an object");
+  for (const auto& [name, g] : gens.items()) st.generators[name] = Generator(r.word(g, "seed"), r.word(g, "offset"));
+  st.loader.epoch = r.count(r.at(js, "loader"), "epoch");
+  st.loader.index = r.count(r.at(js, "loader"), "index");
+  st.gap_before = r.real(r.at(js, "gap_before"), "gap_before");
+  st.has_gap_before = !r.at(js, "gap_before").is_null();
+  st.final_loss = r.real(r.at(js, "final_loss"), "final_loss");
+  st.window_sum = r.real(r.at(r.at(js, "window"), "sum"), "window.sum");
+  st.window_n = r.count(r.at(js, "window"), "count");
+  const nlohmann::json& losses = r.at(js, "losses");
+  if (!losses.is_array() || static_cast<std::int64_t>(losses.size()) != st.step)
+    r.fail("\"losses\" must list one loss per step done (" + std::to_string(st.step) + ")");
+  for (const nlohmann::json& l : losses) st.losses.push_back(r.real(l, "losses"));
+  st.seconds = r.real(r.at(js, "seconds"), "seconds");
+  st.record = r.at(js, "record");
+  if (!st.record.is_object() || !st.record.contains("rounds") || !st.record["rounds"].is_array())
+    r.fail("\"record\" must be distill.json's record with its \"rounds\" list");
+  if (st.record.contains("rounds_done")) (void)r.count(st.record, "rounds_done");  // read back by the resumed run
+  if (st.record.contains("resumed") && !st.record["resumed"].is_array())
+    r.fail("\"record\".\"resumed\" must be a list, is " + st.record["resumed"].dump());
+  st.tensors = load_safetensors(tensors_path).tensors;  // IoError naming the file: format, CRC
+  return st;
+}
+
+Tensor distill_state_flat(const DistillState& st, const std::string& out, const std::string& name,
+                          const ParameterSlab& slab, Device device) {
+  return slab_flat_from(st.tensors, name + ".", slab, distill_state_dir(out) + "/" + kDistillStateTensors).to(device);
+}
+
+void restore_round_state(const DistillState& st, const std::string& out, ParameterSlab& slab, Ema& ema, AdamW& opt) {
+  const Device device = slab.values().device();
+  Tensor values = slab.values();  // a handle on the slab: the student continues from its saved weights
+  values.copy_from(distill_state_flat(st, out, "student", slab, device));
+  ema.load(distill_state_flat(st, out, "ema", slab, device));
+  opt.load_state(st.adam_step, distill_state_flat(st, out, "exp_avg", slab, device),
+                 distill_state_flat(st, out, "exp_avg_sq", slab, device));
+}
+
+namespace {
+
+// --guided as numbers, written back as "S_MIN,S_MAX" in the shortest round-trip form: "1, 5",
+// "1,5.0" and "1.0,5" are one range, saved and compared as "1.0,5.0".
+std::string canonical_guided(const std::string& spec) {
+  if (spec.empty()) return spec;
+  const GuidedRange r = parse_guided_range(spec);
+  return nlohmann::json(r.scale_min).dump() + "," + nlohmann::json(r.scale_max).dump();
+}
+
+}  // namespace
+
+nlohmann::json distill_options_json(const DistillOptions& o) {
+  return {{"teacher", o.teacher},
+          {"teacher_steps", o.teacher_steps},
+          {"rounds", o.rounds},
+          {"steps_per_round", o.steps_per_round},
+          {"batch_size", o.batch_size},
+          {"lr", o.lr},
+          {"warmup_steps", o.warmup_steps},
+          {"grad_clip", o.grad_clip},
+          {"ema_rate", o.ema_rate},
+          {"data", o.data},
+          {"label_dropout", o.label_dropout},
+          {"gap_samples", o.gap_samples},
+          {"log_every", o.log_every},  // the final loss is the last logged window's mean
+          {"seed", o.seed},
+          {"overwrite", o.overwrite},
+          {"guided", canonical_guided(o.guided)},  // guided distillation (guided_distill.h): its range and stage 1's steps
+          {"guided_steps", o.guided_steps}};
+}
+
+std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const std::string& out) {
+  std::vector<DistillRound> rounds;
+  try {
+    for (const nlohmann::json& e : record.at("rounds")) {
+      DistillRound r;
+      r.round = e.at("round").get<int>();
+      r.teacher_steps = e.at("teacher_steps").get<std::int64_t>();
+      r.student_steps = e.at("student_steps").get<std::int64_t>();
+      for (auto [key, v] : {std::pair<const char*, double*>{"final_loss", &r.final_loss}, {"gap_before", &r.gap_before},
+                            {"gap_after", &r.gap_after}, {"seconds", &r.seconds}})
+        *v = e.at(key).is_null() ? NAN : e.at(key).get<double>();
+      r.folder = out + "/" + e.at("folder").get<std::string>();
+      rounds.push_back(r);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    DDPM_THROW(IoError, "the record of " << out << " (distill.json) lists a round without its keys: " << e.what());
+  }
+  return rounds;
+}
+
+std::optional<DistillResult> completed_distill_run(const DistillOptions& o) {
+  const std::string path = o.out + "/distill.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  const nlohmann::json record = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (!record.is_object() || !record.contains("complete") || record["complete"] != true) return std::nullopt;
+  DistillResult result;
+  result.rounds = rounds_from_record(record, o.out);
+  const nlohmann::json planned = record.contains("rounds_planned") ? record["rounds_planned"] : nlohmann::json();
+  result.rounds_planned = planned.is_number_integer() ? planned.get<int>() : static_cast<int>(result.rounds.size());
+  const std::string state = distill_state_dir(o.out);
+  const bool leftover = fs::exists(state, ec);
+  if (leftover) fs::remove_all(state, ec);  // a crash after the last round's publication
+  if (o.log)
+    o.log("ddpm-distill: " + o.out + " is complete (" + std::to_string(result.rounds.size()) + " of " +
+          std::to_string(result.rounds_planned) + " rounds published): nothing to resume" +
+          (leftover ? "; removed the leftover " + state : std::string()));
+  return result;
+}
+
+DistillState resume_distill_state(DistillOptions& o) {
+  DistillState st = load_distill_state(o.out);
+  const std::string file = distill_state_dir(o.out) + "/" + kDistillStateJson;
+  check_resume_flags(st.options, distill_options_json(o), o.flags_given, kOptionFlags, file);
+  take(st.options, "teacher", o.teacher, file);
+  take(st.options, "teacher_steps", o.teacher_steps, file);
+  take(st.options, "rounds", o.rounds, file);
+  take(st.options, "steps_per_round", o.steps_per_round, file);
+  take(st.options, "batch_size", o.batch_size, file);
+  take(st.options, "lr", o.lr, file);
+  take(st.options, "warmup_steps", o.warmup_steps, file);
+  take(st.options, "grad_clip", o.grad_clip, file);
+  take(st.options, "ema_rate", o.ema_rate, file);
+  take(st.options, "data", o.data, file);
+  take(st.options, "label_dropout", o.label_dropout, file);
+  take(st.options, "gap_samples", o.gap_samples, file);
+  take(st.options, "log_every", o.log_every, file);
+  take(st.options, "seed", o.seed, file);
+  take(st.options, "overwrite", o.overwrite, file);
+  take(st.options, "guided", o.guided, file);
+  take(st.options, "guided_steps", o.guided_steps, file);
+  std::error_code ec;
+  for (const DistillRound& r : rounds_from_record(st.record, o.out))
+    DDPM_CHECK_AS(fs::is_regular_file(r.folder + "/ema.safetensors", ec), IoError,
+                  file << " continues round " << st.round << " after round " << r.round << ", but " << r.folder
+                       << " is no longer there: the rounds before the saved one must stay in --out " << o.out);
+  return st;
+}
+
+void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given,
+                        const std::vector<std::string>& flags_given,
+                        const std::vector<std::pair<std::string, std::string>>& flag_of_key,
+                        const std::string& state_file) {
+  for (const auto& [key, flag] : flag_of_key) {
+    if (std::find(flags_given.begin(), flags_given.end(), flag) == flags_given.end()) continue;
+    const nlohmann::json was = saved.contains(key) ? saved.at(key) : nlohmann::json("(absent)");
+    const nlohmann::json now = given.contains(key) ? given.at(key) : nlohmann::json("(absent)");
+    DDPM_CHECK(was == now, flag << " " << now.dump() << " differs from the " << was.dump() << " of the run being resumed ("
+                                << state_file << "): a resumed run keeps its options; drop " << flag
+                                << " or give the saved value");
+  }
+}
+
+}  // namespace ddpm::run

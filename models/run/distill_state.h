@@ -1,0 +1,141 @@
+// models/run/distill_state.h: the saved state of a ddpm-distill round in progress, so that a
+// stopped or crashed run continues where it was (`ddpm-distill --resume --out OUT`) and
+// ends with the same bits as a run that was never interrupted. The loop that writes and
+// reads it is models/run/distill_run.cpp; the user-facing contract is distill_run.h
+// ("Resume").
+//
+// Where it lives: the sibling folder OUT.distill-state/ (distill_state_dir), for every
+// round. Not inside OUT, because
+//   - round 1 has no OUT yet, and with --overwrite the old OUT must stay whole until round 1
+//     is published (publish_directory replaces it then), so round 1's state cannot be there;
+//   - OUT holds only published rounds and distill.json: whatever lists OUT (ddpm-eval over
+//     round_*, a user, the tests) never meets anything unfinished;
+//   - one place for every round: a resume never has to guess where the newest state is.
+// It is published as a whole with publish_directory (a temporary folder renamed over the
+// previous state), so a crash while writing leaves the previous state intact, and it is
+// removed when the run completes.
+//
+//   OUT.distill-state/
+//     state.json         what the JSON below holds: format, the options that define the run
+//                        (--guided and --guided-steps among them), the round (its number: 0 is
+//                        stage 1 of guided distillation) and the steps done in it, the AdamW
+//                        step count, every generator of the loop by name (seed, offset), the
+//                        data loader's position, the held-out gap_before (null: measure it
+//                        again), the loss window, the per-step losses (null for a skipped
+//                        step), the seconds spent, and distill.json's record as of the rounds
+//                        published before this one
+//     state.safetensors  flat slab tensors split per parameter, "<what>.<parameter name>"
+//                        (convolutions OIHW, checkpoint.h's layout): "student.", "ema.",
+//                        "exp_avg.", "exp_avg_sq.", "teacher." (the round's teacher: the
+//                        previous round's EMA, or the original teacher in the first round,
+//                        with a guided run's fresh guidance embedding). CRC32 checked on load.
+//
+// Bit-identical continuation: every random draw of a step comes from the generators saved here
+// (the step's t indices, eps, label dropout, a guided run's per-example w and a latent
+// teacher's posterior samples from the draw generator; the student's dropout from its own) or
+// from the loader's position (the data order and the flips are functions of its seed, epoch and
+// index: models/data/loader.h); the held-out examples of a round are drawn from a per-round
+// seed. A later per-example draw made from one of these generators needs nothing new; a new
+// generator is saved by adding it to `generators`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "models/data/loader.h"
+#include "models/run/distill_run.h"
+
+namespace ddpm {
+class ParameterSlab;  // engine/parameters.h
+class AdamW;          // engine/optim.h
+class Ema;
+}  // namespace ddpm
+
+namespace ddpm::run {
+
+inline constexpr const char* kDistillStateJson = "state.json";
+inline constexpr const char* kDistillStateTensors = "state.safetensors";
+
+// "OUT.distill-state" beside OUT (a trailing '/' of OUT ignored).
+std::string distill_state_dir(const std::string& out);
+
+struct DistillState {
+  nlohmann::json options;  // the defining options, as distill_run records them
+  int round = 1;           // the round in progress, by its folder's number
+  std::int64_t step = 0;   // optimiser steps done in it (0: it has not started)
+  std::int64_t adam_step = 0;
+  std::map<std::string, Generator> generators;  // by name; seed and offset
+  LoaderPosition loader;
+  double gap_before = 0;
+  bool has_gap_before = false;  // false: measured again on resume
+  double final_loss = 0;        // the last logged window's mean (NaN: none yet)
+  double window_sum = 0;        // the loss window being summed
+  std::int64_t window_n = 0;
+  std::vector<double> losses;   // per step done, NaN for a skipped step
+  double seconds = 0;
+  nlohmann::json record;        // distill.json as of the rounds published before this one
+  // Save: flat slab-shaped tensors by name ("student", "ema", ...), each split with its own
+  // slab (the student's and the teacher's may differ). Load: the per-parameter tensors as
+  // read, for distill_state_flat.
+  struct Flat {
+    std::string name;
+    Tensor values;
+    const ParameterSlab* slab = nullptr;
+  };
+  std::vector<Flat> flats;
+  std::vector<std::pair<std::string, Tensor>> tensors;
+};
+
+// Publishes `st` as distill_state_dir(out), replacing the previous state atomically.
+void save_distill_state(const std::string& out, const DistillState& st);
+
+// Reads the state of OUT: ValueError when there is none (nothing to resume), IoError naming
+// the file for an incomplete or damaged one (a CRC that does not match, a JSON that is not a
+// state of this format, a value of the wrong type).
+DistillState load_distill_state(const std::string& out);
+
+// The flat tensor `name` of a loaded state in `slab`'s layout, on `device`; IoError naming
+// the state file when a parameter is missing or of another shape.
+Tensor distill_state_flat(const DistillState& st, const std::string& out, const std::string& name,
+                          const ParameterSlab& slab, Device device);
+
+// Loads the saved student, EMA and AdamW state of the round in progress into `slab`, `ema`
+// and `opt` (IoError naming the state file when they do not fit the model).
+void restore_round_state(const DistillState& st, const std::string& out, ParameterSlab& slab, Ema& ema, AdamW& opt);
+
+// The options that define a distillation run's result, as state.json records them
+// (--checkpoint-every and --device are run controls: they may change on resume; --log-every
+// is not, as a round's final loss is the mean of its last logged window).
+nlohmann::json distill_options_json(const DistillOptions& o);
+
+// --resume, step 1: when OUT/distill.json says the run is complete, the result it lists (a
+// leftover state folder is removed); nullopt otherwise.
+std::optional<DistillResult> completed_distill_run(const DistillOptions& o);
+
+// --resume, step 2: the saved state of OUT, with the defining options of `o` replaced by the
+// saved ones. ValueError naming the flag and both values when a flag in o.flags_given
+// differs from the saved value, or when there is no state; IoError for a damaged state, or
+// one whose published rounds are no longer in OUT.
+DistillState resume_distill_state(DistillOptions& o);
+
+// The published rounds distill.json's record lists (their per-step losses are not kept).
+std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const std::string& out);
+
+// The resume rule for options: `saved` is state.json's "options", `given` the same keys
+// built from this command line, `flags_given` the flags it spelt out, `flag_of_key` the
+// flag of each key. A given flag whose value differs from the saved one is refused
+// (ValueError naming the flag and both values); the caller then takes the saved values.
+void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given,
+                        const std::vector<std::string>& flags_given,
+                        const std::vector<std::pair<std::string, std::string>>& flag_of_key,
+                        const std::string& state_file);
+
+}  // namespace ddpm::run

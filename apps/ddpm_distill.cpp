@@ -17,6 +17,11 @@
 // step in progress, keeps the published rounds, saves the round in progress beside OUT
 // (OUT.distill-state, also every --checkpoint-every steps) and exits with 128 + the signal's
 // number; --resume continues it to the bits an uninterrupted run ends with.
+//
+// Consistency distillation (--method consistency, models/run/consistency_run.h): one folder
+// OUT, sampled in K = 1 to a few network calls:
+//   ddpm-distill --teacher runs/cifar --method consistency --consistency-levels 50 --steps 5000 --out cm/
+//   ddpm-sample --checkpoint cm --sampler consistency --sampling-steps 2 --out s/
 #include <iostream>
 
 #include "apps/common/cli.h"

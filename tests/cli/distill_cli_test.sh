@@ -70,14 +70,16 @@ grep -q '"rounds_done": 1' "$work/stopped/distill.json" || fail "distill.json do
 
 # SIGTERM in round 1, then --resume: the same bits as an uninterrupted run. Where the signal
 # lands does not matter (every stop resumes to the same result), so the timing only has to
-# catch the run before its end.
-long=(--teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 30 --batch-size 4 --log-every 1 --gap-samples 4
+# catch the run before its end: the signal follows the log line of step 2 within a poll
+# (20 ms, more on a loaded machine), and the run has 238 steps (seconds) left then. (With
+# 30 steps a round, a fraction of a second, a busy machine once let the run finish first.)
+long=(--teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 120 --batch-size 4 --log-every 1 --gap-samples 4
       --checkpoint-every 7 --device cpu)
 "$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
 "$bin/ddpm-distill" "${long[@]}" --out "$work/resumed" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
 for _ in $(seq 1 3000); do
-  grep -q "^  step 2/30" "$work/out.txt" 2>/dev/null && break
+  grep -q "^  step 2/120" "$work/out.txt" 2>/dev/null && break
   sleep 0.02
 done
 kill -TERM "$pid" 2>/dev/null || true
@@ -148,14 +150,14 @@ refused "--teacher $run is unconditional" "$bin/ddpm-distill" "${gdist[@]/$cond/
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
 # SIGTERM in stage 1 of a guided run, then --resume (--guided given with its saved value):
 # round_0 of an uninterrupted run, bit for bit; another --guided is refused.
-glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-steps 30 --batch-size 4 --log-every 1
+glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-steps 240 --batch-size 4 --log-every 1
        --gap-samples 4 --checkpoint-every 7 --device cpu)
 "$bin/ddpm-distill" "${glong[@]}" --out "$work/gwhole" >"$work/out.txt" 2>"$work/err.txt" ||
   fail "the uninterrupted guided run"
 "$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
 for _ in $(seq 1 3000); do
-  grep -q "^  step 2/30" "$work/out.txt" 2>/dev/null && break
+  grep -q "^  step 2/240" "$work/out.txt" 2>/dev/null && break
   sleep 0.02
 done
 kill -TERM "$pid" 2>/dev/null || true

@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "models/diffusion/karras.h"
+#include "models/run/consistency_run.h"
 #include "models/train/trainer.h"
 
 namespace ddpm::run {
@@ -96,6 +97,10 @@ SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSourc
                             << ", which was trained with the EDM objective (continuous sigma, no discrete process): "
                                "use --sampler heun (the default for it), euler, dpm++2m, euler-ancestral, unipc or dpm++2m-sde");
   }
+  // A consistency model (consistency_run.h) samples with its own sampler only: the default
+  // for it, as heun is for an EDM model, instead of a refusal of the default ddpm.
+  else if (o.sampler_defaulted && read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps))
+    r.sampler = "consistency";
   r.sampler_defaulted = false;
   return r;
 }

@@ -70,8 +70,9 @@ nlohmann::json diffusion_section(const TrainOptions& o);
 bool is_karras_sampler(const std::string& sampler);
 
 // The options with the sampler decided for this model: an EDM model gets heun when --sampler
-// was not given (o.sampler_defaulted), and refuses ddpm / ddim (ValueError naming the flag).
-// Other models keep theirs. The result has sampler_defaulted cleared.
+// was not given (o.sampler_defaulted), and refuses ddpm / ddim (ValueError naming the flag); a
+// consistency model (ddpm-distill --method consistency) gets consistency when --sampler was
+// not given. Other models keep theirs. The result has sampler_defaulted cleared.
 SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSource& model);
 
 // One batch by any Karras-level solver (o.sampler) on this model: edm_sample for an EDM model,

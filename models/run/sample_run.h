@@ -112,8 +112,9 @@
 // Consistency models (ddpm-distill --method consistency, consistency_run.h): --sampler
 // consistency runs CM's multistep sampling (consistency.h eq. 4) on K = --sampling-steps
 // (0 = 1) of the folder's N levels, K network calls; x is clamped only with --clip-x0 true.
-// It is refused for every other model, and a consistency folder refuses every other
-// sampler (ValueError naming the folder), as well as guidance, --classifier, --autoguide and
+// It is the default sampler of a consistency folder (without --sampler: resolve_sampler_for_
+// model, edm_options.h); it is refused for every other model, and a consistency folder
+// refuses every other sampler named (ValueError naming the folder), as well as guidance, --classifier, --autoguide and
 // --control; sample_info.json adds "consistency": {levels, timesteps, network_calls}.
 //
 // Validation (ValueError, i.e. exit 2 in the app): counts must be positive; --eta only with

@@ -28,6 +28,9 @@ cmd=$(grep "^sample: " "$work/out.txt" | sed "s/^sample: //; s/ (or .*//")
 test -f "$work/s2/samples.npz" || fail "no samples.npz"
 grep -q '"network_calls": 2' "$work/s2/sample_info.json" || fail "sample_info.json: not 2 network calls"
 grep -q '"sampling_steps": 2,' "$work/s2/sample_info.json" || fail "sample_info.json: not 2 sampling steps"
+"$bin/ddpm-sample" --checkpoint "$work/cm" --sampling-steps 2 --num-samples 2 --device cpu --out "$work/s2d" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "a consistency folder without --sampler: $(cat "$work/err.txt")"
+cmp "$work/s2/samples.npz" "$work/s2d/samples.npz" || fail "without --sampler, not the consistency sampler's samples"
 
 # SIGTERM during training: the step finishes, nothing is written, exit 143.
 "$bin/ddpm-distill" "${cm[@]}" --steps 100000 --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &

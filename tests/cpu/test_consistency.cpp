@@ -291,6 +291,14 @@ TEST(ConsistencyRun, ShrinksTheOneStepGapAndSamples) {
   EXPECT_EQ(info["consistency"]["network_calls"], 2);
   EXPECT_EQ(info["consistency"]["timesteps"], (std::vector<std::int64_t>{49, 29}));  // L_5, L_3 (L_n = 10 n - 1, stride floor(5 / 2) = 2)
 
+  run::SampleOptions unnamed = so;  // without --sampler the folder's own sampler is the default
+  unnamed.sampler = "ddpm";
+  unnamed.sampler_defaulted = true;
+  unnamed.out = testing::temp_path("consistency_default_sampler");
+  fs::remove_all(unnamed.out);
+  (void)run::run_sample(unnamed);
+  EXPECT_EQ(read_file(unnamed.out + "/samples.npz"), read_file(so.out + "/samples.npz"));
+
   run::SampleOptions ddim = so;  // other samplers are refused for the folder, and nothing is written
   ddim.sampler = "ddim";
   ddim.out = testing::temp_path("consistency_ddim");

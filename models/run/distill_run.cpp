@@ -556,7 +556,9 @@ DistillResult distill_run(const DistillOptions& given) {
     publish_round(rep, config, weights, resuming && fs::exists(rep.folder, ec));
     if (rep.round == o.rounds) fs::remove_all(distill_state_dir(o.out), ec);  // complete: nothing to resume
     say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
-               "; held-out one-step gap to the teacher's two steps " + fmt(rep.gap_before) + " -> " +
+               (rep.round == 0 ? "; held-out gap to the teacher's guided x^ (guided_x0_gap) "  // stage 1
+                               : "; held-out one-step gap to the teacher's two steps ") +
+               fmt(rep.gap_before) + " -> " +
                fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s; published " + rep.folder);
     result.rounds.push_back(rep);
   }

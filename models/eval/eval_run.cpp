@@ -12,6 +12,7 @@
 #include <iomanip>
 #include <map>
 #include <random>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
@@ -146,9 +147,34 @@ void print_line(std::ostream& out, const QualityLine& q) {
       << std::setprecision(4) << "  precision " << q.pr.precision << "  recall " << q.pr.recall << "\n";
 }
 
-// What the samples were drawn with, from --sample-info or a JSON beside them.
+// The settings that make a sample-quality number meaningful (checklist: sampler, steps,
+// variance, EMA), from the sample_info.json ddpm-sample writes beside samples.npz; "" when
+// there is none or it is not one of ddpm-sample's.
+std::string settings_from_sample_info(const fs::path& info_path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(info_path, ec)) return "";
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_file(info_path.string()));
+    if (!j.is_object() || !j.contains("sampler") || !j.contains("sampling_steps")) return "";
+    std::ostringstream os;
+    os << j.value("checkpoint", std::string("?")) << ": sampler " << j["sampler"].dump() << ", "
+       << j["sampling_steps"].dump() << " steps, variance " << j.value("variance", nlohmann::json("?")).dump()
+       << ", EMA " << j.value("ema", nlohmann::json("?")).dump();
+    if (j.contains("guidance_scale") && j["guidance_scale"].is_number() && j["guidance_scale"].get<double>() != 1.0)
+      os << ", guidance scale " << j["guidance_scale"].dump();
+    os << " [" << info_path.string() << "]";
+    return os.str();
+  } catch (const nlohmann::json::exception&) {
+    return "";
+  }
+}
+
+// What the samples were drawn with: --sample-info, else ddpm-sample's sample_info.json in the
+// samples' folder, else another JSON beside them.
 std::string sample_settings(const FidArgs& a) {
   if (!a.sample_info.empty()) return a.sample_info;
+  const fs::path folder = fs::is_directory(a.samples) ? fs::path(a.samples) : fs::path(a.samples).parent_path();
+  if (std::string s = settings_from_sample_info(folder / "sample_info.json"); !s.empty()) return s;
   for (const std::string& p : {a.samples + ".json", a.samples + "/sampling.json",
                                fs::path(a.samples).replace_extension(".json").string()}) {
     std::ifstream in(p);

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/error.h"
+#include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
 #include "models/data/toy.h"
 #include "models/eval/classifier.h"
@@ -245,6 +246,26 @@ TEST(EvalRunChain, ToyShapesSamplesNearRealAndNoiseFar) {
   EXPECT_GT(r.samples.pr.precision, 0.7) << text;
   EXPECT_GT(r.samples.pr.recall, 0.7) << text;
   EXPECT_LT(r.noise.pr.recall, 0.1) << text;  // noise covers none of the real set
+
+  EXPECT_NE(text.find("samples drawn with: unknown"), std::string::npos) << text;  // nothing says how
+
+  {  // ddpm-sample's sample_info.json beside samples.npz says how they were drawn
+    const std::string folder = temp_path("eval_chain_sampled");
+    fs::create_directories(folder);
+    fs::copy_file(samples, folder + "/samples.npz", fs::copy_options::overwrite_existing);
+    write_file_atomic(folder + "/sample_info.json",
+                      R"({"checkpoint": "runs/x", "sampler": "ddim", "sampling_steps": 50, "variance": "fixed_small",)"
+                      R"( "ema": true, "guidance_scale": 3.0})");
+    FidArgs fb = fa;
+    fb.samples = folder + "/samples.npz";
+    std::ostringstream with_info;
+    (void)run_fid(fb, with_info);
+    EXPECT_NE(with_info.str().find(
+                  "samples drawn with: runs/x: sampler \"ddim\", 50 steps, variance \"fixed_small\", EMA true, guidance scale 3.0"),
+              std::string::npos)
+        << with_info.str();
+    fs::remove_all(folder);
+  }
 
   ClassAccuracyArgs ca;
   ca.classifier = dir;

@@ -27,6 +27,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/distill_record.h"
+#include "models/run/distill_teacher.h"
 #include "models/run/guided_distill.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
@@ -54,15 +55,6 @@ std::string fmt(double v) {
   s.precision(4);
   s << v;
   return s.str();
-}
-
-// The teacher's config.json in our format, when it has one (as distill_run.cpp reads it).
-nlohmann::json teacher_config(const std::string& teacher) {
-  std::error_code ec;
-  const std::string cfg = model_config_path(teacher);
-  if (!fs::is_directory(teacher, ec) || cfg.empty()) return {};
-  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
-  return j.is_object() && j.contains("model") && j.contains("diffusion") ? j : nlohmann::json{};
 }
 
 std::vector<std::int64_t> uniform_levels(std::int64_t count, std::int64_t N, Generator& gen) {  // in 1..N
@@ -125,37 +117,12 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
   const diffusion::ConsistencyGrid grid = diffusion::consistency_grid(d.diffusion_steps, o.levels);
 
-  const std::string ae_dir = find_run_autoencoder(o.teacher);
-  std::unique_ptr<LatentCodec> latent;
-  if (!ae_dir.empty()) {
-    latent = std::make_unique<LatentCodec>(ae_dir, o.device);
-    DDPM_CHECK(latent->config().z_channels == cfg.in_channels,
-               "--teacher " << o.teacher << ": its autoencoder " << ae_dir << " has " << latent->config().z_channels
-                            << " latent channels and the UNet takes " << cfg.in_channels);
-  }
-  const int f = latent ? latent->factor() : 1;
-  const int image_channels = latent ? latent->config().in_channels : cfg.in_channels;
-
-  const nlohmann::json tconfig = teacher_config(o.teacher);
-  const nlohmann::json tdata = tconfig.value("data", nlohmann::json::object());
-  const std::string spec = !o.data.empty() ? o.data : tdata.value("data", std::string());
-  DDPM_CHECK(!spec.empty(), "--teacher " << o.teacher << " records no training data (not a ddpm-train run): give --data");
-  DataOptions dopt;
-  dopt.pad_to_32 = tdata.value("pad_to_32", false);
-  dopt.toy_count = tdata.value("toy_count", dopt.toy_count);
-  dopt.seed = tconfig.contains("train") ? tconfig["train"].value("seed", std::uint64_t{0}) : 0;
-  auto data = std::make_shared<Dataset>(load_data(parse_data_spec(spec), dopt));
-  DDPM_CHECK(data->height == cfg.image_size * f && data->width == cfg.image_size * f &&
-                 data->channels == image_channels,
-             "--data " << spec << " has " << data->height << "x" << data->width << "x" << data->channels
-                       << " images; the teacher takes " << cfg.image_size * f << "x" << cfg.image_size * f << "x"
-                       << image_channels);
+  const TeacherData td = open_teacher_data(o.teacher, cfg, o.data, o.device);  // distill_teacher.h
+  const LatentCodec* latent = td.latent.get();
+  const std::shared_ptr<Dataset>& data = td.data;
   const int num_classes = cfg.num_classes;
-  DDPM_CHECK(num_classes == 0 || (data->has_labels() && data->num_classes <= num_classes),
-             "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
-                                                  << " has no labels that fit it");
   double dropout = o.label_dropout;
-  if (dropout < 0) dropout = tconfig.contains("train") ? tconfig["train"].value("class_dropout", 0.1) : 0.1;
+  if (dropout < 0) dropout = td.class_dropout;
   if (num_classes == 0) dropout = 0;
 
   say(o, "ddpm-distill: consistency distillation (Song et al. 2023, on the DDPM grid as LCM) of " + o.teacher +
@@ -185,7 +152,7 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   LoaderOptions lopt;
   lopt.batch_size = o.batch_size;
   lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
-  lopt.random_flip = tdata.value("random_flip", false);
+  lopt.random_flip = td.data_section.value("random_flip", false);
   lopt.device = o.device;
   lopt.drop_last = o.batch_size <= data->n;
   BatchLoader loader(data, lopt);
@@ -263,19 +230,19 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   ema.copy_to(slab);
   result.gap_after = diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end, gap_labels);
 
-  nlohmann::json config = tconfig;
+  nlohmann::json config = td.config;
   if (config.empty()) {
     config["model"] = unet::config_to_json(cfg);
     config["diffusion"] = diffusion_to_json(d);
   }
   config.erase("posthoc_ema");
   config.erase("distill");
-  config["data"] = {{"data", spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", dopt.pad_to_32},
-                    {"toy_count", dopt.toy_count}};
+  config["data"] = {{"data", td.spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", td.options.pad_to_32},
+                    {"toy_count", td.options.toy_count}};
   std::string autoencoder_home = o.teacher;
   if (latent) {
-    config["autoencoder"]["folder"] = fs::path(ae_dir).filename().string();
-    autoencoder_home = fs::path(ae_dir).parent_path().string();
+    config["autoencoder"]["folder"] = fs::path(td.autoencoder_dir).filename().string();
+    autoencoder_home = fs::path(td.autoencoder_dir).parent_path().string();
   }
   DistillationRecord how;
   how.round = 1;

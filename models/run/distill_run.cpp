@@ -37,6 +37,7 @@
 #include "models/run/data_spec.h"
 #include "models/run/distill_record.h"
 #include "models/run/distill_state.h"
+#include "models/run/distill_teacher.h"
 #include "models/run/guided_distill.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
@@ -60,17 +61,6 @@ constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, 
 // Guided distillation: the fresh embedding's linear_1 and stage 1's held-out examples (the
 // rounds' gap streams are kGapStream + 16 r).
 constexpr std::uint64_t kGuidedInitStream = 5, kGuidedGapStream = 6;
-
-// The teacher's config.json in our format ({"model", "diffusion", ...}) when it is a folder
-// with one (the one open_model reads: model_source.h). Empty otherwise (a diffusers folder or
-// a bare model file).
-nlohmann::json teacher_config(const std::string& teacher) {
-  std::error_code ec;
-  const std::string cfg = model_config_path(teacher);
-  if (!fs::is_directory(teacher, ec) || cfg.empty()) return {};
-  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
-  return j.is_object() && j.contains("model") && j.contains("diffusion") ? j : nlohmann::json{};
-}
 
 // A uniform draw in {0..n-1} per sample, from one rand tensor of the generator.
 std::vector<std::int64_t> uniform_indices(std::int64_t count, std::int64_t n, Generator& gen) {
@@ -186,42 +176,18 @@ DistillResult distill_run(const DistillOptions& given) {
   const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
   diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
 
-  // A latent teacher: its autoencoder (the run's copy) maps the data to the latents it
-  // diffuses, as in ddpm-train (latent_run.h).
-  const std::string ae_dir = find_run_autoencoder(o.teacher);
-  std::unique_ptr<LatentCodec> latent;
-  if (!ae_dir.empty()) {
-    latent = std::make_unique<LatentCodec>(ae_dir, o.device);
-    DDPM_CHECK(latent->config().z_channels == cfg.in_channels,
-               "--teacher " << o.teacher << ": its autoencoder " << ae_dir << " has " << latent->config().z_channels
-                            << " latent channels and the UNet takes " << cfg.in_channels);
-  }
-  const int f = latent ? latent->factor() : 1;
-  const int image_channels = latent ? latent->config().in_channels : cfg.in_channels;
-
-  // The data: the teacher run's spec and options unless --data is given.
-  const nlohmann::json tconfig = teacher_config(o.teacher);
-  const nlohmann::json tdata = tconfig.value("data", nlohmann::json::object());
-  const std::string spec = !o.data.empty() ? o.data : tdata.value("data", std::string());
-  DDPM_CHECK(!spec.empty(), "--teacher " << o.teacher << " records no training data (not a ddpm-train run): give --data");
-  DataOptions dopt;
-  dopt.pad_to_32 = tdata.value("pad_to_32", false);
-  dopt.toy_count = tdata.value("toy_count", dopt.toy_count);
-  dopt.seed = tconfig.contains("train") ? tconfig["train"].value("seed", std::uint64_t{0}) : 0;  // the toy set's
-  auto data = std::make_shared<Dataset>(load_data(parse_data_spec(spec), dopt));
-  DDPM_CHECK(data->height == cfg.image_size * f && data->width == cfg.image_size * f &&
-                 data->channels == image_channels,
-             "--data " << spec << " has " << data->height << "x" << data->width << "x" << data->channels
-                       << " images; the teacher takes " << cfg.image_size * f << "x" << cfg.image_size * f << "x"
-                       << image_channels << (latent ? " (through its autoencoder, f = " + std::to_string(f) + ")" : ""));
+  // The teacher's config, its autoencoder (a latent teacher: the data are encoded as ddpm-train
+  // encodes them) and its data, unless --data is given (distill_teacher.h).
+  const TeacherData td = open_teacher_data(o.teacher, cfg, o.data, o.device);
+  const LatentCodec* latent = td.latent.get();
+  const std::shared_ptr<Dataset>& data = td.data;
+  const std::string& ae_dir = td.autoencoder_dir;
+  const int f = td.factor();
   const int num_classes = cfg.num_classes;
-  DDPM_CHECK(num_classes == 0 || (data->has_labels() && data->num_classes <= num_classes),
-             "the teacher is class-conditional (" << num_classes << " classes) and --data " << spec
-                                                  << " has no labels that fit it");
   double dropout = o.label_dropout;
   if (dropout < 0 && guided) dropout = 0;  // a guided student is sampled with the class label only
   if (dropout < 0)
-    dropout = tconfig.contains("train") ? tconfig["train"].value("class_dropout", 0.1) : 0.1;
+    dropout = td.class_dropout;
   if (num_classes == 0) dropout = 0;
 
   const char* predict = diffusion::model_mean_type_name(d.predict);
@@ -277,7 +243,7 @@ DistillResult distill_run(const DistillOptions& given) {
   LoaderOptions lopt;
   lopt.batch_size = o.batch_size;
   lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
-  lopt.random_flip = tdata.value("random_flip", false);
+  lopt.random_flip = td.data_section.value("random_flip", false);
   lopt.device = o.device;
   lopt.drop_last = o.batch_size <= data->n;
   BatchLoader loader(data, lopt);
@@ -293,7 +259,7 @@ DistillResult distill_run(const DistillOptions& given) {
   // settings, without a previous distillation's or post-hoc export's record. A latent
   // teacher's autoencoder is copied from where find_run_autoencoder found it (a checkpoint
   // folder's run, or an earlier round folder).
-  nlohmann::json base = tconfig;
+  nlohmann::json base = td.config;
   if (base.empty()) {
     base["model"] = unet::config_to_json(cfg);
     base["diffusion"] = diffusion_to_json(d);
@@ -302,8 +268,8 @@ DistillResult distill_run(const DistillOptions& given) {
   base.erase("posthoc_ema");
   base.erase("distill");  // the key of the first ddpm-distill's folders
   base.erase(kDistillationSection);
-  base["data"] = {{"data", spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", dopt.pad_to_32},
-                  {"toy_count", dopt.toy_count}};
+  base["data"] = {{"data", td.spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", td.options.pad_to_32},
+                  {"toy_count", td.options.toy_count}};
   std::string autoencoder_home = o.teacher;  // write_ema_model_folder's source_run_dir
   if (latent) {
     base["autoencoder"]["folder"] = fs::path(ae_dir).filename().string();
@@ -326,7 +292,7 @@ DistillResult distill_run(const DistillOptions& given) {
                            {"clip_x0", false},
                            {"loss_weight", "max(snr, 1)"},
                            {"seed", o.seed},
-                           {"data", spec},
+                           {"data", td.spec},
                            {"rounds_planned", o.rounds},
                            {"student_steps_planned", counts},
                            {"rounds_done", 0},

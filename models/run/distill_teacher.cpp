@@ -1,0 +1,60 @@
+// models/run/distill_teacher.cpp: see distill_teacher.h.
+#include "models/run/distill_teacher.h"
+
+#include <filesystem>
+
+#include "engine/error.h"
+#include "engine/io/atomic_file.h"
+#include "models/run/model_source.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+nlohmann::json teacher_config(const std::string& teacher) {
+  std::error_code ec;
+  const std::string cfg = model_config_path(teacher);
+  if (!fs::is_directory(teacher, ec) || cfg.empty()) return {};
+  const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
+  return j.is_object() && j.contains("model") && j.contains("diffusion") ? j : nlohmann::json{};
+}
+
+TeacherData open_teacher_data(const std::string& teacher, const unet::UNetConfig& model,
+                              const std::string& data_override, Device device) {
+  TeacherData t;
+  // A latent teacher: its autoencoder (the run's copy) maps the data to the latents it
+  // diffuses, as in ddpm-train (latent_run.h).
+  t.autoencoder_dir = find_run_autoencoder(teacher);
+  if (!t.autoencoder_dir.empty()) {
+    t.latent = std::make_unique<LatentCodec>(t.autoencoder_dir, device);
+    DDPM_CHECK(t.latent->config().z_channels == model.in_channels,
+               "--teacher " << teacher << ": its autoencoder " << t.autoencoder_dir << " has "
+                            << t.latent->config().z_channels << " latent channels and the UNet takes "
+                            << model.in_channels);
+  }
+  const int f = t.factor();
+  const int image_channels = t.latent ? t.latent->config().in_channels : model.in_channels;
+
+  t.config = teacher_config(teacher);
+  t.data_section = t.config.value("data", nlohmann::json::object());
+  t.spec = !data_override.empty() ? data_override : t.data_section.value("data", std::string());
+  DDPM_CHECK(!t.spec.empty(), "--teacher " << teacher << " records no training data (not a ddpm-train run): give --data");
+  DataOptions& dopt = t.options;
+  dopt.pad_to_32 = t.data_section.value("pad_to_32", false);
+  dopt.toy_count = t.data_section.value("toy_count", dopt.toy_count);
+  dopt.seed = t.config.contains("train") ? t.config["train"].value("seed", std::uint64_t{0}) : 0;  // the toy set's
+  t.data = std::make_shared<Dataset>(load_data(parse_data_spec(t.spec), dopt));
+  const Dataset& d = *t.data;
+  DDPM_CHECK(d.height == model.image_size * f && d.width == model.image_size * f && d.channels == image_channels,
+             "--data " << t.spec << " has " << d.height << "x" << d.width << "x" << d.channels
+                       << " images; the teacher takes " << model.image_size * f << "x" << model.image_size * f << "x"
+                       << image_channels
+                       << (t.latent ? " (through its autoencoder, f = " + std::to_string(f) + ")" : ""));
+  DDPM_CHECK(model.num_classes == 0 || (d.has_labels() && d.num_classes <= model.num_classes),
+             "the teacher is class-conditional (" << model.num_classes << " classes) and --data " << t.spec
+                                                  << " has no labels that fit it");
+  t.class_dropout = t.config.contains("train") ? t.config["train"].value("class_dropout", 0.1) : 0.1;
+  return t;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,48 @@
+// models/run/distill_teacher.h: the teacher side every method of ddpm-distill shares
+// (progressive and guided distillation, distill_run.h; consistency distillation,
+// consistency_run.h): the teacher run's own config.json, its autoencoder when it is a latent
+// diffusion model, and the data it was trained on, loaded the way ddpm-train loaded them.
+//
+// The data: --data when given, else the spec recorded in the teacher's config.json "data"
+// section, with its padding (pad_to_32) and toy count, and the toy set's seed from "train".
+// The images must be what the UNet takes (through the autoencoder: f times larger, with the
+// autoencoder's image channels), and a class-conditional teacher needs labels that fit its
+// classes. Every refusal is a ValueError naming --teacher or --data; nothing is written.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "models/data/dataset.h"
+#include "models/run/data_spec.h"
+#include "models/run/latent_run.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::run {
+
+// The teacher's config.json in our format ({"model", "diffusion", ...}) when it is a folder
+// with one (the one open_model reads: model_source.h). Empty otherwise (a diffusers folder or
+// a bare model file).
+nlohmann::json teacher_config(const std::string& teacher);
+
+struct TeacherData {
+  nlohmann::json config;        // teacher_config (empty when none)
+  nlohmann::json data_section;  // its "data" section (an empty object when none)
+  std::string autoencoder_dir;  // find_run_autoencoder's folder; "" for a pixel-space teacher
+  std::unique_ptr<LatentCodec> latent;  // on the device, when autoencoder_dir is set
+  std::string spec;             // the data spec used
+  DataOptions options;          // how they were loaded: the teacher run's padding and toy count
+  std::shared_ptr<Dataset> data;
+  double class_dropout = 0.1;   // the teacher run's null-label probability (0.1 when unrecorded)
+
+  int factor() const { return latent ? latent->factor() : 1; }
+};
+
+// `model` is the teacher's UNet config; `data_override` is --data ("" for the teacher's).
+TeacherData open_teacher_data(const std::string& teacher, const unet::UNetConfig& model,
+                              const std::string& data_override, Device device);
+
+}  // namespace ddpm::run

@@ -347,17 +347,10 @@ TEST(ConsistencyRun, ClassConditionalLearnedSigmaTeacher) {
 // A latent teacher: the folder carries the run's autoencoder, and ddpm-sample on the folder
 // alone decodes what the opened model decoded by the run's autoencoder by hand gives.
 TEST(ConsistencyRun, LatentTeacherCarriesTheAutoencoder) {
-  run::TrainOptions t = testing::tiny_run(testing::temp_run("consistency_latent_teacher"));
-  t.autoencoder = testing::tiny_autoencoder("consistency_latent_ae");
-  t.attention_resolutions = "";  // a 4x4 latent UNet
-  t.predict = "v";
-  t.dropout = 0;
-  t.steps = 2;
-  t.save_every = 2;
-  run::train_run(t);
+  const std::string teacher = testing::tiny_latent_v_teacher("consistency_latent_teacher", "consistency_latent_ae");
   const std::string out = testing::temp_path("consistency_latent_out");
   fs::remove_all(out);
-  run::ConsistencyOptions c = tiny_consistency(t.out, out);
+  run::ConsistencyOptions c = tiny_consistency(teacher, out);
   c.steps = 3;
   const run::ConsistencyResult r = run::consistency_run(c);
   for (double l : r.losses) EXPECT_TRUE(std::isfinite(l));
@@ -374,7 +367,7 @@ TEST(ConsistencyRun, LatentTeacherCarriesTheAutoencoder) {
   const run::SampleResult from_folder = run::run_sample(s);
   ASSERT_EQ(from_folder.shape, (Shape{2, 16, 16, 1}));  // decoded pixels
   const run::ModelSource st = run::open_model(out, Device::cpu());
-  const run::LatentCodec codec(t.out + "/" + run::kRunAutoencoderFolder, Device::cpu());
+  const run::LatentCodec codec(teacher + "/" + run::kRunAutoencoderFolder, Device::cpu());
   s.out = testing::temp_run("consistency_latent_sample_by_hand");
   EXPECT_EQ(run::run_sample(s, st, nullptr, &codec).pixels, from_folder.pixels);
 }

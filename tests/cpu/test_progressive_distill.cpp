@@ -438,17 +438,10 @@ TEST(ProgressiveDistillSample, StudentDefaultsToNoClipAndWarnsOffItsGrid) {
 // carries the run's autoencoder (tensor for tensor), and ddpm-sample on the folder alone
 // decodes the same pixels as the opened student decoded by the RUN's autoencoder by hand.
 TEST(ProgressiveDistillRun, LatentTeacherRoundCarriesTheAutoencoder) {
-  run::TrainOptions t = testing::tiny_run(testing::temp_run("distill_latent_teacher"));
-  t.autoencoder = testing::tiny_autoencoder("distill_latent_ae");
-  t.attention_resolutions = "";  // a 4x4 latent UNet
-  t.predict = "v";
-  t.dropout = 0;
-  t.steps = 2;
-  t.save_every = 2;
-  run::train_run(t);
+  const std::string teacher = testing::tiny_latent_v_teacher("distill_latent_teacher", "distill_latent_ae");
   const std::string out = testing::temp_path("distill_latent_out");
   fs::remove_all(out);
-  run::DistillOptions d = tiny_distill(t.out, out);
+  run::DistillOptions d = tiny_distill(teacher, out);
   d.steps_per_round = 3;
   const run::DistillResult r = run::distill_run(d);
   ASSERT_EQ(r.rounds.size(), 1u);
@@ -457,7 +450,7 @@ TEST(ProgressiveDistillRun, LatentTeacherRoundCarriesTheAutoencoder) {
   const std::string ae = run::find_run_autoencoder(student);
   EXPECT_EQ(fs::path(ae).lexically_normal(), (fs::path(student) / run::kRunAutoencoderFolder).lexically_normal());
   testing::expect_same_tensors(ae + "/" + autoencoder::kAutoencoderWeights,
-                               t.out + "/" + run::kRunAutoencoderFolder + "/" + autoencoder::kAutoencoderWeights);
+                               teacher + "/" + run::kRunAutoencoderFolder + "/" + autoencoder::kAutoencoderWeights);
   const run::ModelSource st = run::open_model(student, Device::cpu());
   EXPECT_EQ(st.net->config().image_size, 4);
   EXPECT_EQ(st.net->config().in_channels, 3);
@@ -472,7 +465,7 @@ TEST(ProgressiveDistillRun, LatentTeacherRoundCarriesTheAutoencoder) {
   s.out = testing::temp_run("distill_latent_sample");
   const run::SampleResult from_folder = run::run_sample(s);
   ASSERT_EQ(from_folder.shape, (Shape{2, 16, 16, 1}));  // decoded pixels
-  const run::LatentCodec codec(t.out + "/" + run::kRunAutoencoderFolder, Device::cpu());
+  const run::LatentCodec codec(teacher + "/" + run::kRunAutoencoderFolder, Device::cpu());
   s.out = testing::temp_run("distill_latent_sample_by_hand");
   EXPECT_EQ(run::run_sample(s, st, nullptr, &codec).pixels, from_folder.pixels);
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "models/run/autoencoder_run.h"
+#include "models/run/train_run.h"
 #include "support/tiny_run.h"
 
 namespace ddpm::testing {
@@ -30,6 +31,21 @@ inline std::string tiny_autoencoder(const std::string& name, std::uint64_t seed 
   std::ostringstream log;
   run::run_autoencoder_train(a, log);
   return a.out;
+}
+
+// A trained latent teacher for the distillation tests: tiny_run on tiny_autoencoder(ae_name),
+// a 4x4 latent UNet predicting v, no dropout, 2 steps with a checkpoint at the end. Returns
+// the run folder.
+inline std::string tiny_latent_v_teacher(const std::string& run_name, const std::string& ae_name) {
+  run::TrainOptions t = tiny_run(temp_run(run_name));
+  t.autoencoder = tiny_autoencoder(ae_name);
+  t.attention_resolutions = "";  // a 4x4 latent UNet
+  t.predict = "v";
+  t.dropout = 0;
+  t.steps = 2;
+  t.save_every = 2;
+  run::train_run(t);
+  return t.out;
 }
 
 }  // namespace ddpm::testing

@@ -171,6 +171,7 @@ Tensor scale(const Tensor& x, double alpha) { return unary<ew::Scale>(x, alpha);
 Tensor add_scalar(const Tensor& x, double alpha) { return unary<ew::AddScalar>(x, alpha); }
 Tensor neg(const Tensor& x) { return unary<ew::Scale>(x, -1.0); }
 Tensor silu(const Tensor& x) { return unary<ew::Silu>(x, 0.0); }
+Tensor gelu(const Tensor& x) { return unary<ew::Gelu>(x, 0.0); }
 Tensor exp(const Tensor& x) { return unary<ew::Exp>(x, 0.0); }
 Tensor log(const Tensor& x) { return unary<ew::Log>(x, 0.0); }
 Tensor sqrt(const Tensor& x) { return unary<ew::Sqrt>(x, 0.0); }

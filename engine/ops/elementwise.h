@@ -19,6 +19,8 @@ Tensor scale(const Tensor& x, double alpha);       // alpha * x
 Tensor add_scalar(const Tensor& x, double alpha);  // x + alpha
 Tensor neg(const Tensor& x);
 Tensor silu(const Tensor& x);
+// Exact GELU: 0.5 x (1 + erf(x / sqrt(2))) (PyTorch's default; the transformer blocks' MLP).
+Tensor gelu(const Tensor& x);
 Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);

@@ -26,6 +26,17 @@ struct Silu {
     return s * (T(1) + x * (T(1) - s));
   }
 };
+// GELU, the exact (erf) form (Hendrycks & Gimpel 2016; PyTorch's default, approximate='none'):
+//   y = x Phi(x) = 0.5 x (1 + erf(x / sqrt(2))),   Phi = the standard normal CDF;
+//   dy/dx = Phi(x) + x phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the normal density.
+struct Gelu {
+  static constexpr const char* name = "gelu";
+  template <class T> static DDPM_HD T cdf(T x) { return T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440))); }
+  template <class T> static DDPM_HD T f(T x, T) { return x * cdf(x); }
+  template <class T> static DDPM_HD T df(T x, T, T) {
+    return cdf(x) + x * T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);  // 1/sqrt(2 pi)
+  }
+};
 // y = e^x; dy/dx = y.
 struct Exp {
   static constexpr const char* name = "exp";

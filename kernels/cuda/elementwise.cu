@@ -153,6 +153,7 @@ void reduce_sum(const float* x, float* out, const ReduceMap& m, std::int64_t n_o
   template void unary_backward<ew::Op>(const float*, const float*, const float*, float*, std::int64_t, float, \
                                        cudaStream_t);
 DDPM_INSTANTIATE_UNARY(Silu)
+DDPM_INSTANTIATE_UNARY(Gelu)
 DDPM_INSTANTIATE_UNARY(Exp)
 DDPM_INSTANTIATE_UNARY(Log)
 DDPM_INSTANTIATE_UNARY(Sqrt)

@@ -117,23 +117,26 @@ int bench_group_norm_variants(const json& cases, bench::Timer& timer, const Peak
 
 void bench_attention(const json& cases, bench::Timer& timer, const Reporter& rep) {
   for (const json& c : cases) {
+    // s query tokens; "sk" key/value tokens (cross-attention), self-attention when absent.
     std::int64_t b = c["b"], s = c["s"], ch = c["c"], heads = c["heads"];
-    Tensor q = dev_randn({b, s, ch}, 1), k = dev_randn({b, s, ch}, 2), v = dev_randn({b, s, ch}, 3);
+    const std::int64_t sk = c.value("sk", s);
+    Tensor q = dev_randn({b, s, ch}, 1), k = dev_randn({b, sk, ch}, 2), v = dev_randn({b, sk, ch}, 3);
     Tensor out = Tensor::empty({b, s, ch}, DType::f32, Device::cuda());
     Tensor lse = Tensor::empty({b, heads, s}, DType::f32, Device::cuda());
     Tensor g = dev_randn({b, s, ch}, 4);
-    Tensor dq = Tensor::empty({b, s, ch}, DType::f32, Device::cuda()), dk = dq.clone(), dv = dq.clone();
-    // QK^T and PV: 2 * 2*b*s*s*ch flops; backward: 2.5x forward (dV, dP, dQ, dK + recompute S).
-    double fwd_flops = 4.0 * b * s * s * ch;
+    Tensor dq = Tensor::empty({b, s, ch}, DType::f32, Device::cuda());
+    Tensor dk = Tensor::empty({b, sk, ch}, DType::f32, Device::cuda()), dv = dk.clone();
+    // QK^T and PV: 2 * 2*b*s*sk*ch flops; backward: 2.5x forward (dV, dP, dQ, dK + recompute S).
+    double fwd_flops = 4.0 * b * s * sk * ch;
     double ms = timer.median_ms([&] {
       cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
-                              b, s, ch, heads, cuda::cublas(), cuda::stream());
+                              b, s, sk, ch, heads, cuda::cublas(), cuda::stream());
     });
     rep.row("attention", c, "forward", ms, 0, fwd_flops);
     ms = timer.median_ms([&] {
       cuda::attention_backward(q.data<float>(), k.data<float>(), v.data<float>(), lse.data<float>(), g.data<float>(),
-                               dq.data<float>(), dk.data<float>(), dv.data<float>(), b, s, ch, heads, cuda::cublas(),
-                               cuda::stream());
+                               dq.data<float>(), dk.data<float>(), dv.data<float>(), b, s, sk, ch, heads,
+                               cuda::cublas(), cuda::stream());
     });
     rep.row("attention", c, "backward", ms, 0, 2.5 * fwd_flops);
   }

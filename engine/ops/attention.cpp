@@ -33,12 +33,19 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_head
   ops::check_same_device(op, q, "q", v, "v");
   ops::check_same_dtype(op, q, "q", k, "k");
   ops::check_same_dtype(op, q, "q", v, "v");
-  DDPM_CHECK(q.ndim() == 3, "attention: 'q' must be [B, S, C] (tokens S = H*W), got shape " << shape_str(q.shape()));
-  ops::check_shape(op, k, "k", q.shape());
-  ops::check_shape(op, v, "v", q.shape());
-  const std::int64_t B = q.dim(0), S = q.dim(1), C = q.dim(2);
-  DDPM_CHECK(S >= 1 && C >= 1, "attention: 'q' needs at least one token and one channel, got shape "
-                                   << shape_str(q.shape()));
+  DDPM_CHECK(q.ndim() == 3, "attention: 'q' must be [B, Sq, C] (query tokens, e.g. Sq = H*W), got shape "
+                                 << shape_str(q.shape()));
+  DDPM_CHECK(k.ndim() == 3 && k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2),
+             "attention: 'k' must be [B, Sk, C] with the B = " << q.dim(0) << " and C = " << q.dim(2)
+                                                               << " of 'q' " << shape_str(q.shape()) << ", got shape "
+                                                               << shape_str(k.shape()));
+  DDPM_CHECK(v.shape() == k.shape(), "attention: 'v' must have the shape of 'k' " << shape_str(k.shape())
+                                                                                  << " (one value per key), got "
+                                                                                  << shape_str(v.shape()));
+  const std::int64_t B = q.dim(0), Sq = q.dim(1), Sk = k.dim(1), C = q.dim(2);
+  DDPM_CHECK(Sq >= 1 && C >= 1, "attention: 'q' needs at least one token and one channel, got shape "
+                                    << shape_str(q.shape()));
+  DDPM_CHECK(Sk >= 1, "attention: 'k' and 'v' need at least one token, got shape " << shape_str(k.shape()));
   DDPM_CHECK(num_heads >= 1, "attention: num_heads must be at least 1, got " << num_heads);
   DDPM_CHECK(C % num_heads == 0, "attention: num_heads " << num_heads << " does not divide the " << C
                                                          << " channels of 'q' (shape " << shape_str(q.shape())
@@ -46,43 +53,45 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_head
   const std::int64_t H = num_heads;
 
   Tensor out = Tensor::empty(q.shape(), q.dtype(), q.device());
-  Tensor lse = Tensor::empty({B, H, S}, q.dtype(), q.device());  // log-sum-exp of each score row
-  // Scores Q K^T and the product P V: 2 B S^2 C each; ideal traffic is that of a fused kernel.
+  Tensor lse = Tensor::empty({B, H, Sq}, q.dtype(), q.device());  // log-sum-exp of each score row
+  // Scores Q K^T and the product P V: 2 B Sq Sk C each; ideal traffic is that of a fused kernel.
   OpScope scope(op,
-                4.0 * static_cast<double>(B) * static_cast<double>(S) * static_cast<double>(S) * static_cast<double>(C),
-                cost::bytes(4 * q.numel() + lse.numel(), q.dtype()), q.device());
+                4.0 * static_cast<double>(B) * static_cast<double>(Sq) * static_cast<double>(Sk) *
+                    static_cast<double>(C),
+                cost::bytes(2 * q.numel() + 2 * k.numel() + lse.numel(), q.dtype()), q.device());
   if (q.device().is_cuda()) {
     DDPM_ON_CUDA(op, cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
-                                             lse.data<float>(), B, S, C, H, cuda::cublas(), cuda::stream()));
+                                             lse.data<float>(), B, Sq, Sk, C, H, cuda::cublas(), cuda::stream()));
   } else {
     ops::cpu_dispatch(op, q.dtype(), [&](auto t) {
       using T = decltype(t);
-      cpu::attention_forward(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, S, C, H);
+      cpu::attention_forward(q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>(), B, Sq, Sk, C,
+                             H);
     });
   }
 
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
   record(out, op, {q, k, v}, [qd, kd, vd, lse, H](const Tensor& g, const std::vector<bool>&) {
-    const std::int64_t B = qd.dim(0), S = qd.dim(1), C = qd.dim(2);
-    // Recomputed scores, dV, dP, dQ, dK: five products of 2 B S^2 C each.
-    OpScope scope(
-        "attention.backward",
-        10.0 * static_cast<double>(B) * static_cast<double>(S) * static_cast<double>(S) * static_cast<double>(C),
-        cost::bytes(8 * qd.numel() + lse.numel(), qd.dtype()), qd.device());
+    const std::int64_t B = qd.dim(0), Sq = qd.dim(1), Sk = kd.dim(1), C = qd.dim(2);
+    // Recomputed scores, dV, dP, dQ, dK: five products of 2 B Sq Sk C each.
+    OpScope scope("attention.backward",
+                  10.0 * static_cast<double>(B) * static_cast<double>(Sq) * static_cast<double>(Sk) *
+                      static_cast<double>(C),
+                  cost::bytes(4 * qd.numel() + 4 * kd.numel() + lse.numel(), qd.dtype()), qd.device());
     // One pass produces all three gradients; computing fewer would save little.
     Tensor dq = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
-    Tensor dk = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
-    Tensor dv = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
+    Tensor dk = Tensor::empty(kd.shape(), kd.dtype(), kd.device());
+    Tensor dv = Tensor::empty(kd.shape(), kd.dtype(), kd.device());
     if (qd.device().is_cuda()) {
       DDPM_ON_CUDA("attention backward",
                    cuda::attention_backward(qd.data<float>(), kd.data<float>(), vd.data<float>(), lse.data<float>(),
                                             g.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), B,
-                                            S, C, H, cuda::cublas(), cuda::stream()));
+                                            Sq, Sk, C, H, cuda::cublas(), cuda::stream()));
     } else {
       ops::cpu_dispatch("attention backward", qd.dtype(), [&](auto t) {
         using T = decltype(t);
         cpu::attention_backward(qd.data<T>(), kd.data<T>(), vd.data<T>(), lse.data<T>(), g.data<T>(), dq.data<T>(),
-                                dk.data<T>(), dv.data<T>(), B, S, C, H);
+                                dk.data<T>(), dv.data<T>(), B, Sq, Sk, C, H);
       });
     }
     return std::vector<Tensor>{dq, dk, dv};

@@ -1,10 +1,14 @@
-// engine/ops/attention.h: the multi-head self-attention core of the UNet's attention
-// blocks, one tape node with a hand-written backward.
+// engine/ops/attention.h: the multi-head attention core of the UNet's attention blocks
+// (self-attention) and of their cross-attention to a context sequence, one tape node with a
+// hand-written backward.
 //
-// Layout: q, k, v and the output are [B, S, C] with S = H*W tokens; an NHWC activation
-// [N, H, W, C] reshapes to [N, H*W, C] for free. The Q/K/V and output projections are
-// ordinary linear layers around this op. Head h uses channels [h*d, (h+1)*d), d = C/heads:
-//   out_h = softmax((q_h d^(-1/4)) (k_h d^(-1/4))^T) v_h
+// Layout: q and the output are [B, Sq, C]; k and v are [B, Sk, C]. Self-attention has
+// Sq = Sk = H*W tokens (an NHWC activation [N, H, W, C] reshapes to [N, H*W, C] for free);
+// cross-attention (Rombach et al. 2022 sec. 3.3) takes q from the Sq image tokens and k, v
+// from Sk context tokens (e.g. a text encoder's L tokens projected to C channels). The
+// Q/K/V and output projections are ordinary linear layers around this op. Head h uses
+// channels [h*d, (h+1)*d), d = C/heads, and each query row attends over the Sk keys:
+//   out_h = softmax((q_h d^(-1/4)) (k_h d^(-1/4))^T) v_h       scores [Sq, Sk] per head
 // q and k are each scaled by d^(-1/4) (improved diffusion's convention, stable in low
 // precision); mathematically that is the usual 1/sqrt(d) on the product. The softmax is
 // always computed in fp32 (or f64 on the CPU).
@@ -14,10 +18,11 @@
 //   dQ = dS K d^(-1/2),  dK = dS^T Q d^(-1/2).
 //
 // What the backward keeps: q, k, v (handles to tensors that exist anyway) and the per-row
-// log-sum-exp lse [B, heads, S]. The backward recomputes P = exp(q k^T / sqrt(d) - lse)
-// with one extra GEMM instead of keeping P, which would hold B*heads*S*S values per
+// log-sum-exp lse [B, heads, Sq]. The backward recomputes P = exp(q k^T / sqrt(d) - lse)
+// with one extra GEMM instead of keeping P, which would hold B*heads*Sq*Sk values per
 // attention block from forward to backward (128 MiB in fp32 at B=8, heads=4, 32x32
-// tokens; a UNet has several such blocks). lse costs B*heads*S values (128 KiB there).
+// tokens of self-attention; a UNet has several such blocks). lse costs B*heads*Sq values
+// (128 KiB there).
 // The CUDA version still materializes the score matrix transiently inside the op (see
 // kernels/cuda/attention.h).
 #pragma once
@@ -28,7 +33,8 @@
 
 namespace ddpm {
 
-// q, k, v: [B, S, C], same dtype and device; num_heads must divide C. Returns [B, S, C].
+// q: [B, Sq, C]; k, v: [B, Sk, C] (k and v the same shape; Sk may differ from Sq, e.g.
+// Sk = 1); same dtype and device; num_heads must divide C. Returns [B, Sq, C].
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads);
 
 // The number of heads for `channels` given either a head count or a per-head width, as in

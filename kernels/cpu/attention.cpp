@@ -1,5 +1,6 @@
 // kernels/cpu/attention.cpp: reference loops for the attention core (see attention.h for
-// the layout and the equations). One (batch, head) pair at a time, one query row at a time.
+// the layout and the equations). One (batch, head) pair at a time, one query row at a time;
+// a query row of head h meets the Sk key rows of the same batch element and head.
 #include "kernels/cpu/attention.h"
 
 #include <algorithm>
@@ -10,18 +11,18 @@ namespace ddpm::cpu {
 
 namespace {
 
-// The [S, d] matrix of head h in batch b, rows C apart.
+// The [S, d] matrix of head h in batch b of a [B, S, C] tensor, rows C apart.
 template <typename T>
 const T* head_ptr(const T* x, std::int64_t b, std::int64_t h, std::int64_t S, std::int64_t C, std::int64_t d) {
   return x + b * S * C + h * d;
 }
 
-// scores[j] = (a q_i) . (a k_j) = (q_i . k_j) / sqrt(d) for every key j of one head.
+// scores[j] = (a q_i) . (a k_j) = (q_i . k_j) / sqrt(d) for every key j < Sk of one head.
 template <typename T>
-void score_row(const T* qh, const T* kh, std::int64_t i, std::int64_t S, std::int64_t C, std::int64_t d,
+void score_row(const T* qh, const T* kh, std::int64_t i, std::int64_t Sk, std::int64_t C, std::int64_t d,
                double scale2, double* scores) {
   const T* qi = qh + i * C;
-  for (std::int64_t j = 0; j < S; ++j) {
+  for (std::int64_t j = 0; j < Sk; ++j) {
     const T* kj = kh + j * C;
     double dot = 0;
     for (std::int64_t c = 0; c < d; ++c) dot += double(qi[c]) * double(kj[c]);
@@ -32,32 +33,32 @@ void score_row(const T* qh, const T* kh, std::int64_t i, std::int64_t S, std::in
 }  // namespace
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::int64_t B, std::int64_t S,
-                       std::int64_t C, std::int64_t heads) {
+void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::int64_t B, std::int64_t Sq,
+                       std::int64_t Sk, std::int64_t C, std::int64_t heads) {
   const std::int64_t d = C / heads;
   const double scale2 = 1.0 / std::sqrt(double(d));  // (d^(-1/4))^2
-  std::vector<double> p(static_cast<std::size_t>(S));
+  std::vector<double> p(static_cast<std::size_t>(Sk));  // one row of scores, then of P
   std::vector<double> acc(static_cast<std::size_t>(d));
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t h = 0; h < heads; ++h) {
-      const T* qh = head_ptr(q, b, h, S, C, d);
-      const T* kh = head_ptr(k, b, h, S, C, d);
-      const T* vh = head_ptr(v, b, h, S, C, d);
-      for (std::int64_t i = 0; i < S; ++i) {
-        score_row(qh, kh, i, S, C, d, scale2, p.data());
+      const T* qh = head_ptr(q, b, h, Sq, C, d);
+      const T* kh = head_ptr(k, b, h, Sk, C, d);
+      const T* vh = head_ptr(v, b, h, Sk, C, d);
+      for (std::int64_t i = 0; i < Sq; ++i) {
+        score_row(qh, kh, i, Sk, C, d, scale2, p.data());
         // Softmax with the row maximum subtracted: exp never overflows.
         double m = *std::max_element(p.begin(), p.end());
         double sum = 0;
         for (double& x : p) sum += (x = std::exp(x - m));
         for (double& x : p) x /= sum;
-        lse[(b * heads + h) * S + i] = static_cast<T>(m + std::log(sum));
+        lse[(b * heads + h) * Sq + i] = static_cast<T>(m + std::log(sum));
         // out_i = sum_j P_ij v_j
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (std::int64_t j = 0; j < S; ++j) {
+        for (std::int64_t j = 0; j < Sk; ++j) {
           const T* vj = vh + j * C;
           for (std::int64_t c = 0; c < d; ++c) acc[c] += p[j] * double(vj[c]);
         }
-        T* oi = out + b * S * C + i * C + h * d;
+        T* oi = out + b * Sq * C + i * C + h * d;
         for (std::int64_t c = 0; c < d; ++c) oi[c] = static_cast<T>(acc[c]);
       }
     }
@@ -66,41 +67,41 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::
 
 template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* grad_out, T* dq, T* dk, T* dv,
-                        std::int64_t B, std::int64_t S, std::int64_t C, std::int64_t heads) {
+                        std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads) {
   const std::int64_t d = C / heads;
   const double scale2 = 1.0 / std::sqrt(double(d));
-  std::vector<double> p(static_cast<std::size_t>(S)), ds(static_cast<std::size_t>(S));
+  std::vector<double> p(static_cast<std::size_t>(Sk)), ds(static_cast<std::size_t>(Sk));
   std::vector<double> dq_row(static_cast<std::size_t>(d));
-  // dK and dV of one head sum over every query row: accumulated here, written at the end.
-  std::vector<double> dk_acc(static_cast<std::size_t>(S * d)), dv_acc(static_cast<std::size_t>(S * d));
+  // dK and dV [Sk, d] of one head sum over every query row: accumulated here, written at the end.
+  std::vector<double> dk_acc(static_cast<std::size_t>(Sk * d)), dv_acc(static_cast<std::size_t>(Sk * d));
   for (std::int64_t b = 0; b < B; ++b) {
     for (std::int64_t h = 0; h < heads; ++h) {
-      const T* qh = head_ptr(q, b, h, S, C, d);
-      const T* kh = head_ptr(k, b, h, S, C, d);
-      const T* vh = head_ptr(v, b, h, S, C, d);
-      const T* gh = head_ptr(grad_out, b, h, S, C, d);
+      const T* qh = head_ptr(q, b, h, Sq, C, d);
+      const T* kh = head_ptr(k, b, h, Sk, C, d);
+      const T* vh = head_ptr(v, b, h, Sk, C, d);
+      const T* gh = head_ptr(grad_out, b, h, Sq, C, d);
       std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
       std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
-      for (std::int64_t i = 0; i < S; ++i) {
+      for (std::int64_t i = 0; i < Sq; ++i) {
         const T* gi = gh + i * C;
         // P_ij = exp(scores_ij - lse_i), recomputed from the saved log-sum-exp.
-        score_row(qh, kh, i, S, C, d, scale2, p.data());
-        const double lse_i = double(lse[(b * heads + h) * S + i]);
+        score_row(qh, kh, i, Sk, C, d, scale2, p.data());
+        const double lse_i = double(lse[(b * heads + h) * Sq + i]);
         for (double& x : p) x = std::exp(x - lse_i);
         // dP_ij = g_i . v_j, then dS_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij').
         double row_dot = 0;
-        for (std::int64_t j = 0; j < S; ++j) {
+        for (std::int64_t j = 0; j < Sk; ++j) {
           const T* vj = vh + j * C;
           double dp = 0;
           for (std::int64_t c = 0; c < d; ++c) dp += double(gi[c]) * double(vj[c]);
           ds[j] = dp;
           row_dot += dp * p[j];
         }
-        for (std::int64_t j = 0; j < S; ++j) ds[j] = p[j] * (ds[j] - row_dot);
+        for (std::int64_t j = 0; j < Sk; ++j) ds[j] = p[j] * (ds[j] - row_dot);
         // dV_j += P_ij g_i;  dQ_i = sum_j dS_ij k_j / sqrt(d);  dK_j += dS_ij q_i / sqrt(d).
         const T* qi = qh + i * C;
         std::fill(dq_row.begin(), dq_row.end(), 0.0);
-        for (std::int64_t j = 0; j < S; ++j) {
+        for (std::int64_t j = 0; j < Sk; ++j) {
           const T* kj = kh + j * C;
           double* dvj = dv_acc.data() + j * d;
           double* dkj = dk_acc.data() + j * d;
@@ -110,12 +111,12 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
             dkj[c] += ds[j] * double(qi[c]);
           }
         }
-        T* dqi = dq + b * S * C + i * C + h * d;
+        T* dqi = dq + b * Sq * C + i * C + h * d;
         for (std::int64_t c = 0; c < d; ++c) dqi[c] = static_cast<T>(dq_row[c] * scale2);
       }
-      for (std::int64_t j = 0; j < S; ++j) {
-        T* dkj = dk + b * S * C + j * C + h * d;
-        T* dvj = dv + b * S * C + j * C + h * d;
+      for (std::int64_t j = 0; j < Sk; ++j) {
+        T* dkj = dk + b * Sk * C + j * C + h * d;
+        T* dvj = dv + b * Sk * C + j * C + h * d;
         for (std::int64_t c = 0; c < d; ++c) {
           dkj[c] = static_cast<T>(dk_acc[j * d + c] * scale2);
           dvj[c] = static_cast<T>(dv_acc[j * d + c]);
@@ -127,9 +128,9 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
 
 #define DDPM_INSTANTIATE_ATTENTION(T)                                                                           \
   template void attention_forward<T>(const T*, const T*, const T*, T*, T*, std::int64_t, std::int64_t,           \
-                                     std::int64_t, std::int64_t);                                                \
+                                     std::int64_t, std::int64_t, std::int64_t);                                  \
   template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t, \
-                                      std::int64_t, std::int64_t, std::int64_t);
+                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t);
 DDPM_INSTANTIATE_ATTENTION(float)
 DDPM_INSTANTIATE_ATTENTION(double)
 #undef DDPM_INSTANTIATE_ATTENTION

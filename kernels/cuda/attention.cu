@@ -3,9 +3,9 @@
 // kernels/cpu/attention.h for the equations.
 //
 // Every product is ONE cuBLAS call over all B*heads (image, head) pairs. Head h of image b
-// is the [S, d] matrix at x + b*S*C + h*d with row stride C: the offset has two strides
-// (S*C over images, d over heads), which a strided-batched GEMM cannot express with its
-// single batch stride, so:
+// is the [S, d] matrix at x + b*S*C + h*d with row stride C (S = Sq for q, out, g, dq and
+// S = Sk for k, v, dk, dv): the offset has two strides (S*C over images, d over heads),
+// which a strided-batched GEMM cannot express with its single batch stride, so:
 //   heads == 1: cublasSgemmStridedBatched, batch B, stride S*C;
 //   B == 1:     cublasSgemmStridedBatched, batch heads, stride d;
 //   otherwise:  cublasSgemmBatched over B*heads pointers, the pointer tables of every
@@ -15,13 +15,14 @@
 // kernel), the backward 5 GEMMs + 1 row kernel (+1).
 //
 // Forward (batch = all (b, h)):
-//   scores_bh = q_bh k_bh^T / sqrt(d)       GEMM             [B, heads, S, S]
-//   P = softmax(scores), lse                softmax_rows     (all B*heads*S rows at once)
-//   out_bh = P_bh v_bh                      GEMM             [S, d] at out + b*S*C + h*d
+//   scores_bh = q_bh k_bh^T / sqrt(d)       GEMM             [B, heads, Sq, Sk]
+//   P = softmax(scores), lse                softmax_rows     (all B*heads*Sq rows of Sk at once)
+//   out_bh = P_bh v_bh                      GEMM             [Sq, d] at out + b*Sq*C + h*d
 // Backward:
 //   scores_bh = q_bh k_bh^T / sqrt(d),  dP_bh = g_bh v_bh^T      GEMMs
 //   P = exp(scores - lse),  dS = P * (dP - rowsum(P * dP))       softmax_backward_rows
 //   dV = P^T g,  dQ = dS k / sqrt(d),  dK = dS^T q / sqrt(d)     GEMMs (per (b, h))
+// Self-attention is the case Sq = Sk; nothing else changes with it.
 #include "kernels/cuda/attention.h"
 
 #include <cmath>
@@ -146,54 +147,57 @@ class HeadBatches {
 }  // namespace
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, std::int64_t B,
-                       std::int64_t S, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
+                       std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
                        cudaStream_t stream) {
-  if (B == 0 || S == 0) return;
-  const int s = static_cast<int>(S), c = static_cast<int>(C), d = static_cast<int>(C / heads);
+  if (B == 0 || Sq == 0 || Sk == 0) return;
+  const int sq = static_cast<int>(Sq), sk = static_cast<int>(Sk), c = static_cast<int>(C),
+            d = static_cast<int>(C / heads);
   const float scale2 = 1.f / std::sqrt(float(d));  // (d^(-1/4))^2, the q and k scales together
-  const std::int64_t rows = B * heads * S;
-  Scratch scores(floats(rows * S));  // [B, heads, S, S]
-  // Images S*C apart, heads d apart, rows C apart; the scores are [B, heads, S, S].
-  const long long img = S * C, sq = S * S;
+  const std::int64_t rows = B * heads * Sq;
+  Scratch scores(floats(rows * Sk));  // [B, heads, Sq, Sk]
+  // Images S*C apart (S = Sq or Sk), heads d apart, rows C apart; the scores are
+  // [B, heads, Sq, Sk], one [Sq, Sk] matrix per (b, h).
+  const long long img_q = Sq * C, img_k = Sk * C, qk = Sq * Sk;
   enum { kQ, kK, kV, kOut, kScores };
-  const HeadBatches batches({{q, img, d, c},
-                             {k, img, d, c},
-                             {v, img, d, c},
-                             {out, img, d, c},
-                             {scores.as<float>(), heads * sq, sq, s}},
+  const HeadBatches batches({{q, img_q, d, c},
+                             {k, img_k, d, c},
+                             {v, img_k, d, c},
+                             {out, img_q, d, c},
+                             {scores.as<float>(), heads * qk, qk, sk}},
                             B, heads, stream);
-  batches.gemm(handle, false, kQ, true, kK, kScores, s, s, d, scale2, 0.f);  // q_bh k_bh^T / sqrt(d)  [S, S]
-  attention_softmax_rows(scores.as<float>(), lse, rows, S, stream);
-  batches.gemm(handle, false, kScores, false, kV, kOut, s, d, s, 1.f, 0.f);  // out_bh = P_bh v_bh     [S, d]
+  batches.gemm(handle, false, kQ, true, kK, kScores, sq, sk, d, scale2, 0.f);  // q_bh k_bh^T / sqrt(d)  [Sq, Sk]
+  attention_softmax_rows(scores.as<float>(), lse, rows, Sk, stream);
+  batches.gemm(handle, false, kScores, false, kV, kOut, sq, d, sk, 1.f, 0.f);  // out_bh = P_bh v_bh     [Sq, d]
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
-                        float* dq, float* dk, float* dv, std::int64_t B, std::int64_t S, std::int64_t C,
-                        std::int64_t heads, cublasHandle_t handle, cudaStream_t stream) {
-  if (B == 0 || S == 0) return;
-  const int s = static_cast<int>(S), c = static_cast<int>(C), d = static_cast<int>(C / heads);
+                        float* dq, float* dk, float* dv, std::int64_t B, std::int64_t Sq, std::int64_t Sk,
+                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream) {
+  if (B == 0 || Sq == 0 || Sk == 0) return;
+  const int sq = static_cast<int>(Sq), sk = static_cast<int>(Sk), c = static_cast<int>(C),
+            d = static_cast<int>(C / heads);
   const float scale2 = 1.f / std::sqrt(float(d));
-  const std::int64_t rows = B * heads * S;
-  Scratch p(floats(rows * S));   // scores, then P        [B, heads, S, S]
-  Scratch ds(floats(rows * S));  // dP, then dS           [B, heads, S, S]
-  const long long img = S * C, sq = S * S;
+  const std::int64_t rows = B * heads * Sq;
+  Scratch p(floats(rows * Sk));   // scores, then P        [B, heads, Sq, Sk]
+  Scratch ds(floats(rows * Sk));  // dP, then dS           [B, heads, Sq, Sk]
+  const long long img_q = Sq * C, img_k = Sk * C, qk = Sq * Sk;
   enum { kQ, kK, kV, kG, kDq, kDk, kDv, kP, kDs };
-  const HeadBatches batches({{q, img, d, c},
-                             {k, img, d, c},
-                             {v, img, d, c},
-                             {grad_out, img, d, c},
-                             {dq, img, d, c},
-                             {dk, img, d, c},
-                             {dv, img, d, c},
-                             {p.as<float>(), heads * sq, sq, s},
-                             {ds.as<float>(), heads * sq, sq, s}},
+  const HeadBatches batches({{q, img_q, d, c},
+                             {k, img_k, d, c},
+                             {v, img_k, d, c},
+                             {grad_out, img_q, d, c},
+                             {dq, img_q, d, c},
+                             {dk, img_k, d, c},
+                             {dv, img_k, d, c},
+                             {p.as<float>(), heads * qk, qk, sk},
+                             {ds.as<float>(), heads * qk, qk, sk}},
                             B, heads, stream);
-  batches.gemm(handle, false, kQ, true, kK, kP, s, s, d, scale2, 0.f);  // scores = q k^T / sqrt(d)  [S, S]
-  batches.gemm(handle, false, kG, true, kV, kDs, s, s, d, 1.f, 0.f);    // dP = g v^T                [S, S]
-  attention_softmax_backward_rows(p.as<float>(), ds.as<float>(), lse, rows, S, stream);
-  batches.gemm(handle, true, kP, false, kG, kDv, s, d, s, 1.f, 0.f);        // dV = P^T g              [S, d]
-  batches.gemm(handle, false, kDs, false, kK, kDq, s, d, s, scale2, 0.f);   // dQ = dS k / sqrt(d)     [S, d]
-  batches.gemm(handle, true, kDs, false, kQ, kDk, s, d, s, scale2, 0.f);    // dK = dS^T q / sqrt(d)   [S, d]
+  batches.gemm(handle, false, kQ, true, kK, kP, sq, sk, d, scale2, 0.f);  // scores = q k^T / sqrt(d)  [Sq, Sk]
+  batches.gemm(handle, false, kG, true, kV, kDs, sq, sk, d, 1.f, 0.f);    // dP = g v^T                [Sq, Sk]
+  attention_softmax_backward_rows(p.as<float>(), ds.as<float>(), lse, rows, Sk, stream);
+  batches.gemm(handle, true, kP, false, kG, kDv, sk, d, sq, 1.f, 0.f);        // dV = P^T g              [Sk, d]
+  batches.gemm(handle, false, kDs, false, kK, kDq, sq, d, sk, scale2, 0.f);   // dQ = dS k / sqrt(d)     [Sq, d]
+  batches.gemm(handle, true, kDs, false, kQ, kDk, sk, d, sq, scale2, 0.f);    // dK = dS^T q / sqrt(d)   [Sk, d]
 }
 
 }  // namespace ddpm::cuda

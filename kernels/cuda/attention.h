@@ -1,12 +1,14 @@
 // kernels/cuda/attention.h: the multi-head attention core on CUDA (fp32), the same
-// contract as kernels/cpu/attention.h: q, k, v, out [B, S, C] row-major, head h on channels
-// [h*d, (h+1)*d), lse [B, heads, S], scores scaled by (d^(-1/4))^2 = 1/sqrt(d).
+// contract as kernels/cpu/attention.h: q, out [B, Sq, C] and k, v [B, Sk, C] row-major
+// (Sq = Sk for self-attention, Sk context tokens for cross-attention), head h on channels
+// [h*d, (h+1)*d), lse [B, heads, Sq], scores scaled by (d^(-1/4))^2 = 1/sqrt(d).
 //
 // cuBLAS GEMMs, each ONE call batched over all B*heads (image, head) pairs (strided when
 // heads == 1 or B == 1, else over device pointer tables), around two fused row kernels
 // (attention_softmax.h): a max-subtracted softmax that also writes the row's log-sum-exp,
 // and a softmax backward that recomputes P from lse. The full score matrix
-// [B, heads, S, S] is materialized in pool scratch: 4*B*heads*S^2 bytes, e.g. 128 MiB at
+// [B, heads, Sq, Sk] is materialized in pool scratch: 4*B*heads*Sq*Sk bytes, e.g. for
+// self-attention (Sq = Sk = S) 128 MiB at
 // B=128, heads=4, S=256 (16x16 tokens) or B=8, heads=4, S=1024 (32x32) in the forward, and
 // twice that in the backward (scores and dP). Moving it through DRAM (about 4 passes
 // forward, 8 backward) is what bounds this design; a fused flash-style kernel that keeps
@@ -24,12 +26,12 @@
 namespace ddpm::cuda {
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, std::int64_t B,
-                       std::int64_t S, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
+                       std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
                        cudaStream_t stream);
 
 // Writes (overwrites) dq, dk, dv.
 void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
-                        float* dq, float* dk, float* dv, std::int64_t B, std::int64_t S, std::int64_t C,
-                        std::int64_t heads, cublasHandle_t handle, cudaStream_t stream);
+                        float* dq, float* dk, float* dv, std::int64_t B, std::int64_t Sq, std::int64_t Sk,
+                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream);
 
 }  // namespace ddpm::cuda

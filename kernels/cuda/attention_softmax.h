@@ -1,6 +1,7 @@
 // kernels/cuda/attention_softmax.h: the two row kernels of the attention core (fp32), run
 // between the cuBLAS products of kernels/cuda/attention.cu over the materialized score
-// matrix [B, heads, S, S], seen here as `rows` = B*heads*S rows of `cols` = S floats.
+// matrix [B, heads, Sq, Sk], seen here as `rows` = B*heads*Sq rows of `cols` = Sk floats
+// (any cols >= 1: Sk = 1 for a single context token, 77 for a CLIP-length prompt).
 //
 // Forward, in place per row i (the max is subtracted so exp never overflows):
 //   m_i = max_j x_ij,  l_i = sum_j exp(x_ij - m_i)

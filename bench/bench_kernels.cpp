@@ -35,6 +35,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/group_norm.h"
 #include "kernels/cuda/group_norm_slab.h"
+#include "kernels/cuda/layer_norm.h"
 #include "kernels/cuda/optim.h"
 
 using nlohmann::json;
@@ -139,6 +140,30 @@ void bench_attention(const json& cases, bench::Timer& timer, const Reporter& rep
                                cuda::cublas(), cuda::stream());
     });
     rep.row("attention", c, "backward", ms, 0, 2.5 * fwd_flops);
+  }
+}
+
+// LayerNorm over the C channels of n*l tokens; an ideal kernel reads x and writes y
+// (forward), reads x and dy and writes dx (backward): 8 and 12 bytes per element.
+void bench_layer_norm(const json& cases, bench::Timer& timer, const Reporter& rep) {
+  for (const json& c : cases) {
+    std::int64_t n = c["n"], l = c["l"], ch = c["c"], rows = n * l;
+    Tensor x = dev_randn({rows, ch}, 1), gamma = dev_randn({ch}, 2), beta = dev_randn({ch}, 3);
+    Tensor y = Tensor::empty({rows, ch}, DType::f32, Device::cuda());
+    Tensor mean = Tensor::empty({rows}, DType::f32, Device::cuda()), rstd = mean.clone();
+    Tensor g = dev_randn({rows, ch}, 4), dx = y.clone(), dgamma = gamma.clone(), dbeta = gamma.clone();
+    const double elems = static_cast<double>(rows * ch);
+    double ms = timer.median_ms([&] {
+      cuda::layer_norm_forward(x.data<float>(), gamma.data<float>(), beta.data<float>(), y.data<float>(),
+                               mean.data<float>(), rstd.data<float>(), rows, ch, 1e-5f, cuda::stream());
+    });
+    rep.row("layer_norm", c, "forward", ms, 8.0 * elems, 0);
+    ms = timer.median_ms([&] {
+      cuda::layer_norm_backward(x.data<float>(), gamma.data<float>(), mean.data<float>(), rstd.data<float>(),
+                                g.data<float>(), dx.data<float>(), dgamma.data<float>(), dbeta.data<float>(), rows,
+                                ch, cuda::stream());
+    });
+    rep.row("layer_norm", c, "backward", ms, 12.0 * elems, 0);
   }
 }
 
@@ -276,6 +301,7 @@ int main(int argc, char** argv) {
     }
     bench_group_norm(cases["group_norm_silu"], timer, rep);
     bench_attention(cases["attention"], timer, rep);
+    bench_layer_norm(cases["layer_norm"], timer, rep);
     bench_conv2d(cases["conv2d"], timer, rep);
     bench_linear(cases["linear"], timer, rep);
     bench_adamw(cases["adamw"], timer, rep);

@@ -85,13 +85,26 @@ def main():
 
     for c in cases["attention"]:
         d = c["c"] // c["heads"]
-        q, k, v = (torch.randn(c["b"], c["heads"], c["s"], d, device=dev, requires_grad=True) for _ in range(3))
+        q = torch.randn(c["b"], c["heads"], c["s"], d, device=dev, requires_grad=True)
+        k, v = (torch.randn(c["b"], c["heads"], c.get("sk", c["s"]), d, device=dev, requires_grad=True)
+                for _ in range(2))
         fwd = lambda: F.scaled_dot_product_attention(q, k, v)
         emit("attention", c, "forward", timed(fwd, args.reps, flush))
         y = fwd()
         g = torch.randn_like(y)
         bwd = lambda: torch.autograd.grad(y, (q, k, v), g, retain_graph=True)
         emit("attention", c, "backward", timed(bwd, args.reps, flush))
+
+    for c in cases["layer_norm"]:
+        x = torch.randn(c["n"] * c["l"], c["c"], device=dev, requires_grad=True)
+        w = torch.randn(c["c"], device=dev, requires_grad=True)
+        b = torch.randn(c["c"], device=dev, requires_grad=True)
+        fwd = lambda: F.layer_norm(x, (c["c"],), w, b)
+        emit("layer_norm", c, "forward", timed(fwd, args.reps, flush))
+        y = fwd()
+        g = torch.randn_like(y)
+        bwd = lambda: torch.autograd.grad(y, (x, w, b), g, retain_graph=True)
+        emit("layer_norm", c, "backward", timed(bwd, args.reps, flush))
 
     for mode in ("fp32", "tf32"):
         set_tf32(mode == "tf32")

@@ -4,7 +4,8 @@
 // The batching paths of kernels/cuda/attention.cu are each covered: heads == 1 (strided
 // over images), B == 1 (strided over heads), otherwise pointer tables; and the softmax
 // paths of attention_softmax.cu: float4 / float2 / scalar rows held in registers, and the
-// streaming kernel for rows longer than 1024 tokens.
+// streaming kernel for rows longer than 1024 tokens. Cross-attention (k, v with Sk != Sq
+// tokens: Sk = 1, 7, 77 context tokens against Sq = 64, 256 image tokens) on each path.
 #include <string>
 
 #include <gtest/gtest.h>
@@ -37,6 +38,31 @@ void check_attention(const Shape& shape, int heads, std::uint64_t seed) {
   check.grad_seed = seed + 100;
   check.names = {"q", "k", "v"};
   check_against_cpu([heads](const auto& in) { return attention(in[0], in[1], in[2], heads); }, host, check);
+}
+
+// Cross-attention: q [B, Sq, C], k and v [B, Sk, C].
+void check_cross_attention(std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, int heads,
+                           std::uint64_t seed) {
+  SCOPED_TRACE("B " + std::to_string(B) + " Sq " + std::to_string(Sq) + " Sk " + std::to_string(Sk) + " C " +
+               std::to_string(C) + " heads " + std::to_string(heads));
+  std::vector<Tensor> host{random_tensor({B, Sq, C}, seed, DType::f32), random_tensor({B, Sk, C}, seed + 1, DType::f32),
+                           random_tensor({B, Sk, C}, seed + 2, DType::f32)};
+  testing::CudaCheck check{{kForwardAtol, kForwardRtol}, {{kGradAtol, kGradRtol}}};
+  check.grad_seed = seed + 100;
+  check.names = {"q", "k", "v"};
+  check_against_cpu([heads](const auto& in) { return attention(in[0], in[1], in[2], heads); }, host, check);
+}
+
+TEST(AttentionGpu, CrossAttentionToContextTokens) {
+  DDPM_REQUIRE_CUDA();
+  std::uint64_t seed = 200;
+  for (std::int64_t sq : {64, 256}) {
+    for (std::int64_t sk : {1, 7, 77}) {
+      check_cross_attention(4, sq, sk, 128, 4, seed += 10);  // pointer tables over (b, h)
+      check_cross_attention(2, sq, sk, 64, 1, seed += 10);   // heads == 1: strided over images
+      check_cross_attention(1, sq, sk, 128, 2, seed += 10);  // B == 1: strided over heads
+    }
+  }
 }
 
 TEST(AttentionGpu, Tokens16x16) {

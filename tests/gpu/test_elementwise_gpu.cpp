@@ -37,6 +37,8 @@ TEST(ElementwiseGpu, UnaryOps) {
   Tensor p = random_positive({2, 8, 8, 256}, 6, 0.1, 4.0);
   // exp/log/sqrt/silu: CUDA's fp32 math functions are within 2 ulp of glibc's.
   check_against_cpu([](const auto& in) { return silu(in[0]); }, {x}, {{1e-6, 1e-5}});
+  // gelu: erff and expf against glibc's float erf and exp.
+  check_against_cpu([](const auto& in) { return gelu(in[0]); }, {x}, {{1e-6, 1e-5}});
   check_against_cpu([](const auto& in) { return exp(in[0]); }, {x}, {{1e-6, 1e-5}});
   check_against_cpu([](const auto& in) { return square(in[0]); }, {x}, {{0, 1e-6}});
   check_against_cpu([](const auto& in) { return scale(in[0], 0.3); }, {x}, {{0, 1e-6}});

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/layer_norm.h"
@@ -110,6 +111,16 @@ TEST(LayerNormForward, ConstantRowGivesBeta) {
   std::vector<double> y = layer_norm(Tensor::full({2, 3}, 4.0, DType::f64), Tensor::full({3}, 3.0, DType::f64), beta)
                               .to_double_vector();
   for (std::size_t i = 0; i < y.size(); ++i) EXPECT_DOUBLE_EQ(y[i], beta.to_double_vector()[i % 3]);
+}
+
+TEST(LayerNormGrad, IsOneTapeNodeWithThreeInputs) {
+  Tensor x = param(random_tensor({2, 4}, 151)), g = param(random_tensor({4}, 152)), b = param(random_tensor({4}, 153));
+  Tensor y = layer_norm(x, g, b);
+  ASSERT_TRUE(y.impl()->grad_fn != nullptr);
+  EXPECT_STREQ(y.impl()->grad_fn->name, "layer_norm");
+  EXPECT_EQ(y.impl()->grad_fn->inputs.size(), 3u);
+  NoGradGuard no_grad;
+  EXPECT_FALSE(layer_norm(x, g, b).requires_grad());
 }
 
 TEST(LayerNormErrors, MessagesNameTheProblem) {

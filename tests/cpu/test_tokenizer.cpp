@@ -142,5 +142,17 @@ TEST(Tokenizer, LoadRefusesDamagedFilesNamingThem) {
   expect_has(io_error_message([&] { Tokenizer::load(dir.path + "/missing.json"); }), "missing.json");
 }
 
+TEST(Tokenizer, EveryTruncationOfASavedFileIsRefused) {
+  TempDir dir;
+  const std::string path = dir.path + "/tok.json";
+  Tokenizer::build({"a dark coat", "a light bag"}, 5).save(path);
+  const std::string full = read_file(path);
+  ASSERT_EQ(full.back(), '\n');
+  for (std::size_t len = 0; len + 1 < full.size(); ++len) {  // all but the final newline cut
+    write_file_atomic(path, full.substr(0, len));
+    expect_has(io_error_message([&] { Tokenizer::load(path); }), path);
+  }
+}
+
 }  // namespace
 }  // namespace ddpm::text

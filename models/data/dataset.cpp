@@ -1,6 +1,7 @@
 #include "models/data/dataset.h"
 
 #include <algorithm>
+#include <cctype>
 #include <sstream>
 
 #include "engine/error.h"
@@ -22,6 +23,16 @@ void Dataset::validate() const {
   DDPM_CHECK(images.size() == static_cast<std::size_t>(n) * image_bytes(),
              "dataset '" << name << "' holds " << images.size() << " image bytes but [" << n << ", " << height << ", "
                          << width << ", " << channels << "] needs " << static_cast<std::size_t>(n) * image_bytes());
+  if (!captions.empty()) {
+    DDPM_CHECK(static_cast<std::int64_t>(captions.size()) == n,
+               "dataset '" << name << "' has " << captions.size() << " captions for " << n << " images");
+    for (std::size_t i = 0; i < captions.size(); ++i) {
+      const std::string& c = captions[i];
+      const bool has_word = std::any_of(c.begin(), c.end(), [](unsigned char ch) { return std::isalnum(ch) != 0; });
+      DDPM_CHECK(has_word, "dataset '" << name << "': the caption of image " << i << " (\"" << c
+                                       << "\") holds no letter or digit, so it has no word to condition on");
+    }
+  }
   if (labels.empty()) return;
   DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
              "dataset '" << name << "' has " << labels.size() << " labels for " << n << " images");
@@ -55,6 +66,7 @@ Dataset take(const Dataset& ds, std::int64_t n) {
   out.n = n;
   out.images.resize(static_cast<std::size_t>(n) * ds.image_bytes());
   if (ds.has_labels()) out.labels.resize(static_cast<std::size_t>(n));
+  if (ds.has_captions()) out.captions.resize(static_cast<std::size_t>(n));
   return out;
 }
 

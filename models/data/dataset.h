@@ -6,6 +6,9 @@
 // the batch loader maps a byte v to v / 127.5 - 1 in [-1, 1] (models/data/loader.h).
 // Labels are class indices in [0, num_classes), one per image, or empty for an unlabelled
 // dataset (num_classes == 0).
+// Captions are one text per image (text conditioning), or empty: generated from the class
+// names and the pixels (models/data/captions.h) or read from an image folder's
+// metadata.jsonl (models/data/image_folder.h).
 #pragma once
 
 #include <cstdint>
@@ -21,13 +24,16 @@ struct Dataset {
   std::vector<std::int64_t> labels;  // [n], or empty
   int num_classes = 0;
   std::vector<std::string> class_names;  // [num_classes] when known, else empty
+  std::vector<std::string> captions;     // [n], or empty
 
   bool has_labels() const { return !labels.empty(); }
+  bool has_captions() const { return !captions.empty(); }
   std::size_t image_bytes() const { return static_cast<std::size_t>(height * width * channels); }
   const std::uint8_t* image(std::int64_t i) const { return images.data() + static_cast<std::size_t>(i) * image_bytes(); }
   // "fashion-mnist/train: 60000 images of 28x28x1, 10 classes"
   std::string describe() const;
-  // Throws ValueError when the sizes, the buffers and the labels disagree.
+  // Throws ValueError when the sizes, the buffers and the labels disagree, or when there are
+  // captions but not one per image, or one of them holds no letter or digit (no word).
   void validate() const;
 };
 
@@ -37,7 +43,7 @@ struct Dataset {
 // `size` are a ValueError.
 Dataset pad_to(const Dataset& ds, int size, std::uint8_t fill = 0);
 
-// The first n images (and labels) of ds, for quick runs and tests.
+// The first n images (and labels, captions) of ds, for quick runs and tests.
 Dataset take(const Dataset& ds, std::int64_t n);
 
 }  // namespace ddpm

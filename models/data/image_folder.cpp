@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/io/png.h"
+#include "models/data/caption_metadata.h"
 
 namespace ddpm {
 
@@ -51,6 +52,15 @@ void add_image(Dataset& ds, const std::string& file, std::int64_t label) {
   ds.n += 1;
 }
 
+// Reads <dir>/metadata.jsonl into ds.captions when it exists; `files` are the images' paths
+// relative to dir, in the dataset's order.
+void add_captions(Dataset& ds, const std::string& dir, const std::vector<std::string>& files) {
+  const std::string path = dir + "/" + kCaptionMetadataFile;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  ds.captions = read_caption_metadata(path, files);
+}
+
 }  // namespace
 
 Dataset load_image_folder(const std::string& dir) {
@@ -63,6 +73,7 @@ Dataset load_image_folder(const std::string& dir) {
   if (classes.empty()) {
     DDPM_CHECK_AS(!pngs.empty(), IoError, "image folder '" << dir << "' holds no .png files and no class sub-folders");
     for (const std::string& f : pngs) add_image(ds, dir + "/" + f, -1);
+    add_captions(ds, dir, pngs);
     return ds;
   }
   DDPM_CHECK_AS(pngs.empty(), IoError,
@@ -70,14 +81,19 @@ Dataset load_image_folder(const std::string& dir) {
                                  << "'): put every image in a class folder, or use no sub-folders at all");
   ds.num_classes = static_cast<int>(classes.size());
   ds.class_names = classes;
+  std::vector<std::string> relative;  // "<class>/<image>.png", in the dataset's order
   for (std::size_t c = 0; c < classes.size(); ++c) {
     const std::string sub = dir + "/" + classes[c];
     std::vector<std::string> files, nested;
     list_folder(sub, files, nested);
     DDPM_CHECK_AS(!files.empty(), IoError,
                   "class folder '" << sub << "' holds no .png files (every class needs at least one image)");
-    for (const std::string& f : files) add_image(ds, sub + "/" + f, static_cast<std::int64_t>(c));
+    for (const std::string& f : files) {
+      add_image(ds, sub + "/" + f, static_cast<std::int64_t>(c));
+      relative.push_back(classes[c] + "/" + f);
+    }
   }
+  add_captions(ds, dir, relative);
   return ds;
 }
 

@@ -21,6 +21,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/tensor.h"
 #include "models/run/model_source.h"
+#include "models/text/tokenizer.h"
 #include "models/unet/model_io.h"
 #include "tests/fuzz/fuzz_runs.h"
 
@@ -161,6 +162,16 @@ int main(int argc, char** argv) {
   seed("distill_state", "state_json", Bytes(1, '\0') + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateJson));
   seed("distill_state", "state_tensors",
        "\x01" + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateTensors));
+
+  // tokenizer.json as Tokenizer::save writes it, and a metadata.jsonl captioning the three
+  // images fuzz_caption_metadata's folder has.
+  ddpm::text::Tokenizer::build({"a dark coat", "a photo of an ankle boot", "t-shirt or top"}, 9).save(tmp + "/tok.json");
+  seed("tokenizer", "built", ddpm::read_file(tmp + "/tok.json"));
+  seed("caption_metadata", "three",
+       "{\"file_name\": \"0001.png\", \"text\": \"a dark coat\"}\n"
+       "{\"file_name\": \"./coat/0002.png\", \"text\": \"light coat\", \"extra\": [1, 2]}\n"
+       "\n"
+       "{\"text\": \"a photo of a coat\", \"file_name\": \"coat/0003.png\"}\n");
 
   fs::remove_all(tmp);
   return 0;

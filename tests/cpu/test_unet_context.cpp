@@ -147,6 +147,30 @@ TEST(UNetContext, EveryParameterReceivesAGradient) {
   ASSERT_TRUE(context.grad().defined());
 }
 
+TEST(UNetContext, RecomputationGivesTheSameGradients) {
+  // Activation checkpointing covers the spatial transformers: the gradients of every
+  // parameter and of the context are those without it (to rounding across segments).
+  auto run = [](bool with_recompute) {
+    Generator g(16);
+    UNet net(context_config(6, 2), g, Device::cpu());
+    perturb(net, 17);
+    testing::parameters_to_f64(net);
+    for (const auto& [name, t] : net.named_parameters()) testing::param(t);
+    Tensor context = testing::param(testing::random_tensor({2, 3, 6}, 40));
+    const Tensor x = testing::random_tensor({2, 8, 8, 1}, 41);
+    nn::Context ctx;
+    ctx.recompute = with_recompute;
+    sum(square(net.forward(x, {3, 700}, {}, context, ctx))).backward();
+    std::vector<Tensor> grads = {context.grad()};
+    for (const auto& [name, t] : net.named_parameters()) grads.push_back(t.grad());
+    return grads;
+  };
+  const std::vector<Tensor> plain = run(false), checkpointed = run(true);
+  ASSERT_EQ(plain.size(), checkpointed.size());
+  for (std::size_t k = 0; k < plain.size(); ++k)
+    EXPECT_TRUE(testing::all_close(checkpointed[k], plain[k], 1e-12, 1e-10)) << "gradient " << k;
+}
+
 TEST(UNetContext, ContextGradientMatchesFiniteDifferencesInDouble) {
   UNetConfig c = context_config(3);
   c.image_size = 4;

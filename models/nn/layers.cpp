@@ -3,6 +3,7 @@
 #include "engine/ops/conv.h"
 #include "engine/ops/embedding.h"
 #include "engine/ops/group_norm.h"
+#include "engine/ops/layer_norm.h"
 #include "engine/ops/linalg.h"
 
 namespace ddpm::nn {
@@ -42,6 +43,13 @@ GroupNorm::GroupNorm(int groups, std::int64_t channels, Device device, double ep
 Tensor GroupNorm::forward(const Tensor& x, bool silu, const Tensor& scale, const Tensor& shift) const {
   return group_norm(x, num_groups, weight, bias, eps, silu, scale, shift);
 }
+
+LayerNorm::LayerNorm(std::int64_t channels, Device device, double eps_) : eps(eps_) {
+  weight = add_parameter("weight", Tensor::full({channels}, 1.0, DType::f32, device));
+  bias = add_parameter("bias", Tensor::zeros({channels}, DType::f32, device));
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
 
 Embedding::Embedding(std::int64_t num, std::int64_t dim, Generator& gen, Device device) {
   weight = add_parameter("weight", randn({num, dim}, gen, device));  // N(0, 1), as nn.Embedding

@@ -3,7 +3,8 @@
 //
 // Layouts: Linear weight [out, in] (as nn.Linear); Conv2d weight [out, kh, kw, in] (KRSC,
 // what cuDNN wants for NHWC; export converts to PyTorch's OIHW); GroupNorm weight/bias [C];
-// Embedding weight [num, dim]. Activations are NHWC.
+// LayerNorm weight/bias [C]; Embedding weight [num, dim]. Activations are NHWC; token
+// sequences are [N, L, C].
 #pragma once
 
 #include "models/nn/module.h"
@@ -38,6 +39,16 @@ class GroupNorm : public Module {
   Tensor forward(const Tensor& x, bool silu = false, const Tensor& scale = Tensor(), const Tensor& shift = Tensor()) const;
   Tensor weight, bias;
   int num_groups;
+  double eps;
+};
+
+// y = (x - mean) / sqrt(var + eps) * weight + bias over the LAST axis of x [..., C]
+// (nn.LayerNorm(C), Ba et al. 2016): weight starts at ones and bias at zeros, as PyTorch's.
+class LayerNorm : public Module {
+ public:
+  LayerNorm(std::int64_t channels, Device device, double eps = 1e-5);
+  Tensor forward(const Tensor& x) const;  // [..., C] -> [..., C]
+  Tensor weight, bias;
   double eps;
 };
 

@@ -15,6 +15,10 @@ void ControlNetConfig::validate() const {
   DDPM_CHECK(!base.super_res() && !base.cond_augmented(),
              "ControlNet config: the base is a super-resolution model (low_res_size "
                  << base.low_res_size << "); a ControlNet copies a plain UNet's encoder, whose input is x_t alone");
+  DDPM_CHECK(!base.cross_attention(),
+             "ControlNet config: the base cross-attends to a context (context_dim "
+                 << base.context_dim
+                 << "); a ControlNet of a text-conditioned UNet is not supported (its copy would need the context too)");
   DDPM_CHECK(conditioning_channels >= 1,
              "ControlNet config: conditioning_channels (the hint's channels) must be >= 1, got "
                  << conditioning_channels);

@@ -46,7 +46,8 @@
 // blocks.j, conv_out}, controlnet_down_blocks.k, controlnet_mid_block. The differences:
 // class_embedding is our UNet's (num_classes + 1 rows with the null label; diffusers'
 // ControlNetModel has a class_embedding only for its class_embed_type variants), the hint
-// embedding's odd blocks have stride 1 (see above), and there is no text cross-attention.
+// embedding's odd blocks have stride 1 (see above), and there is no text cross-attention
+// (a base with context_dim > 0 is refused by validate()).
 // Tensors are NHWC.
 #pragma once
 
@@ -66,7 +67,8 @@ struct ControlNetConfig {
   // f: the hint is [N, f h, f w, C] for a UNet of size h (a power of two; 1 = pixel space).
   int hint_downsampling_factor = 1;
   // ValueError naming the field: the base's own checks, plus no super-resolution or
-  // conditioning-augmented base (their input and embedding differ from the copy's), positive
+  // conditioning-augmented base (their input and embedding differ from the copy's), no
+  // cross-attention base (context_dim > 0: not supported), positive
   // hint channels and embedding widths, f a power of two with log2 f stride-2 pairs available.
   void validate() const;
   int hint_stride2_pairs() const;  // k = log2 f

@@ -17,6 +17,16 @@ void ResolutionLevel::add_attention(std::unique_ptr<AttentionBlock> a) {
   attentions.push_back(std::move(a));
 }
 
+void ResolutionLevel::add_transformer(std::unique_ptr<SpatialTransformer> t) {
+  register_module("attentions." + std::to_string(transformers.size()), t.get());
+  transformers.push_back(std::move(t));
+}
+
+Tensor ResolutionLevel::attend(std::size_t j, const Tensor& h, const Tensor& context, const nn::Context& ctx) const {
+  if (!transformers.empty()) return transformers[j]->forward(h, context, ctx);
+  return attentions[j]->forward(h, ctx);
+}
+
 void ResolutionLevel::set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
                                     std::unique_ptr<ResnetBlock> r) {
   down = std::move(d);
@@ -47,8 +57,13 @@ BlockOptions level_block_options(const LevelConfig& c, double output_scale) {
 // --- DownHalf -----------------------------------------------------------------------------------
 
 DownHalf::DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_class_embeds,
-                   const BlockOptions& opt, Generator& gen, Device device)
-    : model_channels_(cfg.model_channels), time_embedding_(cfg.time_embedding), opt_(opt) {
+                   const BlockOptions& opt, Generator& gen, Device device, int context_dim,
+                   int transformer_depth)
+    : model_channels_(cfg.model_channels),
+      time_embedding_(cfg.time_embedding),
+      opt_(opt),
+      context_dim_(context_dim),
+      transformer_depth_(transformer_depth) {
   const std::int64_t c0 = cfg.model_channels, emb_dim = cfg.time_embed_dim();
   // Construction order is the order the initial weights are drawn in; keep it.
   conv_in_ = std::make_unique<nn::Conv2d>(input_channels, c0, 3, 1, 1, gen, device);
@@ -72,9 +87,7 @@ DownHalf::DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_
     for (int j = 0; j < cfg.num_res_blocks; ++j) {
       level->add_resnet(std::make_unique<ResnetBlock>(ch, out, emb_dim, opt, Resample::none, gen, device));
       ch = out;
-      if (cfg.wants_attention(i))
-        level->add_attention(
-            std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device));
+      if (cfg.wants_attention(i)) add_attention_layer(*level, cfg, ch, gen, device);
       skip_channels_.push_back(ch);
     }
     if (i + 1 < cfg.levels()) {
@@ -91,14 +104,30 @@ DownHalf::DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_
 
   mid_res1_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
   register_module("mid_block.resnets.0", mid_res1_.get());
-  mid_attn_ = std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device);
-  register_module("mid_block.attentions.0", mid_attn_.get());
+  if (context_dim_ > 0) {
+    mid_transformer_ = std::make_unique<SpatialTransformer>(ch, context_dim_, cfg.heads_for(ch), transformer_depth_,
+                                                            cfg.norm_groups, gen, device);
+    register_module("mid_block.attentions.0", mid_transformer_.get());
+  } else {
+    mid_attn_ = std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device);
+    register_module("mid_block.attentions.0", mid_attn_.get());
+  }
   mid_res2_ = std::make_unique<ResnetBlock>(ch, ch, emb_dim, opt, Resample::none, gen, device);
   register_module("mid_block.resnets.1", mid_res2_.get());
   deepest_channels_ = ch;
 }
 
 DownHalf::~DownHalf() = default;
+
+void DownHalf::add_attention_layer(ResolutionLevel& level, const LevelConfig& cfg, std::int64_t channels,
+                                   Generator& gen, Device device) const {
+  const int heads = cfg.heads_for(channels);
+  if (context_dim_ > 0)
+    level.add_transformer(std::make_unique<SpatialTransformer>(channels, context_dim_, heads, transformer_depth_,
+                                                               cfg.norm_groups, gen, device));
+  else
+    level.add_attention(std::make_unique<AttentionBlock>(channels, heads, cfg.norm_groups, cfg.norm_eps, gen, device));
+}
 
 Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels) const {
   Tensor emb = timestep_embedding(t, model_channels_, time_embedding_);  // [N, mc]
@@ -108,14 +137,14 @@ Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels)
 }
 
 Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx,
-                        std::vector<Tensor>* skips, const Tensor& after_conv_in) const {
+                        std::vector<Tensor>* skips, const Tensor& after_conv_in, const Tensor& context) const {
   Tensor h = conv_in_->forward(x);  // [N, H, W, mc]
   if (after_conv_in.defined()) h = add(h, after_conv_in);
   if (skips) skips->push_back(h);
   for (const auto& level : down_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = level->resnets[j]->forward(h, emb, ctx);
-      if (!level->attentions.empty()) h = level->attentions[j]->forward(h, ctx);
+      if (level->has_attention()) h = level->attend(j, h, context, ctx);
       if (skips) skips->push_back(h);
     }
     if (level->has_resampler()) {
@@ -123,7 +152,9 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
       if (skips) skips->push_back(h);
     }
   }
-  return mid_res2_->forward(mid_attn_->forward(mid_res1_->forward(h, emb, ctx), ctx), emb, ctx);  // [N, H', W', C']
+  h = mid_res1_->forward(h, emb, ctx);
+  h = mid_transformer_ ? mid_transformer_->forward(h, context, ctx) : mid_attn_->forward(h, ctx);
+  return mid_res2_->forward(h, emb, ctx);  // [N, H', W', C']
 }
 
 }  // namespace ddpm::unet

@@ -7,6 +7,9 @@
 //     downsampler except after the last level (a 3x3 stride-2 conv, or a ResnetBlock with
 //     average pooling when resblock_updown)
 //   mid_block: ResnetBlock -> AttentionBlock -> ResnetBlock               [N, H', W', C']
+// With a context width (context_dim > 0, a text-conditioned UNet: transformer.h) every
+// AttentionBlock above is a SpatialTransformer instead, under the same name (attentions.j),
+// and encode() takes the context [N, L, context_dim] its cross-attention reads.
 // Parameter names (diffusers' UNet2DModel): conv_in, time_embedding.linear_1/2,
 // class_embedding, down_blocks.i.{resnets.j, attentions.j, downsamplers.0},
 // mid_block.{resnets.0, attentions.0, resnets.1}. The subclass registers its own modules
@@ -22,20 +25,27 @@
 #include "engine/ops/embedding.h"
 #include "models/unet/blocks.h"
 #include "models/unet/level_config.h"
+#include "models/unet/transformer.h"
 
 namespace ddpm::unet {
 
-// One resolution level: resnets.j, attentions.j (one per resnet, or none) and an optional
-// resampler (downsamplers.0 / upsamplers.0): a conv, or a resampling residual block.
+// One resolution level: resnets.j, attentions.j (one per resnet, or none: self-attention
+// blocks, or spatial transformers in a context model, never both) and an optional resampler
+// (downsamplers.0 / upsamplers.0): a conv, or a resampling residual block.
 struct ResolutionLevel : nn::Module {
   std::vector<std::unique_ptr<ResnetBlock>> resnets;
   std::vector<std::unique_ptr<AttentionBlock>> attentions;
+  std::vector<std::unique_ptr<SpatialTransformer>> transformers;
   std::unique_ptr<Downsample> down;
   std::unique_ptr<Upsample> up;
   std::unique_ptr<ResnetBlock> res_resample;
 
   void add_resnet(std::unique_ptr<ResnetBlock> r);
   void add_attention(std::unique_ptr<AttentionBlock> a);
+  void add_transformer(std::unique_ptr<SpatialTransformer> t);  // registered as attentions.j too
+  bool has_attention() const { return !attentions.empty() || !transformers.empty(); }
+  // The j-th attention layer on h: AttentionBlock(h), or SpatialTransformer(h, context).
+  Tensor attend(std::size_t j, const Tensor& h, const Tensor& context, const nn::Context& ctx) const;
   // Exactly one of d, u, r is non-null; it is registered as `name`.
   void set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
                      std::unique_ptr<ResnetBlock> r);
@@ -63,8 +73,10 @@ class DownHalf : public nn::Module {
   // cfg must be validated by the caller (its own validate(), which has more checks).
   // input_channels: conv_in's input (the UNet's x_t with its super-resolution condition);
   // num_class_embeds > 0 adds class_embedding with that many rows (0: none).
+  // context_dim > 0 builds SpatialTransformers of transformer_depth blocks in place of the
+  // attention blocks (the caller validated both).
   DownHalf(const LevelConfig& cfg, std::int64_t input_channels, int num_class_embeds, const BlockOptions& opt,
-           Generator& gen, Device device);
+           Generator& gen, Device device, int context_dim = 0, int transformer_depth = 1);
 
   // emb [N, 4 mc] from timesteps t [N] (the embedding is computed in t's dtype) and, when the
   // class embedding exists, one label per sample.
@@ -74,8 +86,15 @@ class DownHalf : public nn::Module {
   // each resnet's (+ attention's) output, each downsampler's output), in order; their
   // channels are skip_channels(). `after_conv_in` (optional, [N, H, W, mc]) is added to
   // conv_in's output before anything else sees it: a ControlNet's embedded hint (controlnet.h).
+  // `context` [N, L, context_dim]: what the spatial transformers attend to (context models
+  // only; the caller checked it).
   Tensor encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx, std::vector<Tensor>* skips,
-                const Tensor& after_conv_in = Tensor()) const;
+                const Tensor& after_conv_in = Tensor(), const Tensor& context = Tensor()) const;
+  // Appends the attention layer a level of `channels` channels gets: an AttentionBlock, or
+  // a SpatialTransformer in a context model. For the subclass's up path too.
+  void add_attention_layer(ResolutionLevel& level, const LevelConfig& cfg, std::int64_t channels, Generator& gen,
+                           Device device) const;
+  int context_dim() const { return context_dim_; }
 
   std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
   const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }
@@ -92,7 +111,10 @@ class DownHalf : public nn::Module {
   std::unique_ptr<nn::Embedding> class_emb_;
   std::vector<std::unique_ptr<ResolutionLevel>> down_;
   std::unique_ptr<ResnetBlock> mid_res1_, mid_res2_;
+  int context_dim_ = 0;
+  int transformer_depth_ = 1;
   std::unique_ptr<AttentionBlock> mid_attn_;
+  std::unique_ptr<SpatialTransformer> mid_transformer_;  // instead of mid_attn_ in a context model
 };
 
 }  // namespace ddpm::unet

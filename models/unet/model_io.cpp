@@ -53,6 +53,11 @@ json config_to_json(const UNetConfig& c) {
   if (c.super_res()) j["super_res"] = super_res_json(c);
   // Likewise only a guidance-distilled model (unet.h guidance_embedding) has this key.
   if (c.guidance_embedding) j["guidance_embedding"] = true;
+  // And only a cross-attention model (unet.h context_dim) has these two.
+  if (c.cross_attention()) {
+    j["context_dim"] = c.context_dim;
+    j["transformer_depth"] = c.transformer_depth;
+  }
   return j;
 }
 
@@ -69,7 +74,13 @@ UNetConfig config_from_json(const json& j) {
   json reference = config_to_json(UNetConfig{});
   if (j.contains("super_res")) reference["super_res"] = nullptr;  // optional: super-resolution models only
   if (j.contains("guidance_embedding")) reference["guidance_embedding"] = nullptr;  // optional: guided distillation
+  if (j.contains("context_dim") || j.contains("transformer_depth")) {  // optional, as a pair: cross-attention
+    reference["context_dim"] = nullptr;
+    reference["transformer_depth"] = nullptr;
+  }
   check_config_keys(j, reference, "model config");
+  for (const char* key : {"context_dim", "transformer_depth"})
+    if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
   try {
@@ -83,6 +94,13 @@ UNetConfig config_from_json(const json& j) {
                     "model config: guidance_embedding must be true or false, got "
                         << j.at("guidance_embedding").dump());
       c.guidance_embedding = j.at("guidance_embedding").get<bool>();
+    }
+    if (j.contains("context_dim")) {
+      c.context_dim = j.at("context_dim").get<int>();
+      c.transformer_depth = j.at("transformer_depth").get<int>();
+      DDPM_CHECK_AS(c.context_dim > 0, IoError,
+                    "model config: context_dim is " << c.context_dim
+                                                    << "; a model without cross-attention has no context_dim key");
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
@@ -231,6 +249,11 @@ json config_to_diffusers(const UNetConfig& c) {
              "export to diffusers: this model is guidance-distilled (ddpm-distill --guided): it takes the guidance "
              "weight through its guidance_embedding, an input UNet2DModel does not have; export its teacher, or a "
              "model distilled without --guided");
+  DDPM_CHECK(!c.cross_attention(),
+             "export to diffusers: this model cross-attends to a context (context_dim "
+                 << c.context_dim
+                 << "); UNet2DModel has no cross-attention (that is UNet2DConditionModel, which this exporter "
+                    "does not write)");
   const int levels = static_cast<int>(c.channel_mult.size());
   std::vector<int> blocks;
   std::vector<std::string> down, up;

@@ -5,6 +5,9 @@
 //   (absent, and not allowed to be partial, for any other model), plus "cond_augment": MAX
 //   for a conditioning-augmented model (absent when 0; its export to diffusers is refused:
 //   UNet2DModel has no slot for its aug_embedding).
+// - A cross-attention model (context_dim > 0) adds "context_dim" and "transformer_depth"
+//   (both absent otherwise, so older configs read and write as before); its export to
+//   diffusers is refused (UNet2DModel has no cross-attention).
 // - Super-resolution export: UNet2DModel in_channels = C + concat_channels, out_channels =
 //   C (or 2C), which is how diffusers' own super-resolution UNets look, plus the private key
 //   "_ddpm_super_res" (diffusers ignores "_" keys) that lets our import restore the split and

@@ -36,11 +36,19 @@ void UNetConfig::validate() const {
   DDPM_CHECK(!guidance_embedding || num_classes > 0,
              "UNet config: guidance_embedding (a guidance-distilled model, Meng et al. 2023) embeds the weight of "
              "classifier-free guidance and needs a class-conditional model (num_classes > 0)");
+  DDPM_CHECK(context_dim >= 0, "UNet config: context_dim (the width of the cross-attention context) must be >= 0, got "
+                                    << context_dim);
+  DDPM_CHECK(transformer_depth >= 1,
+             "UNet config: transformer_depth must be at least 1, got " << transformer_depth);
+  DDPM_CHECK(cross_attention() || transformer_depth == 1,
+             "UNet config: transformer_depth " << transformer_depth
+                                               << " needs a cross-attention model (context_dim > 0); context_dim is 0");
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     : DownHalf(validated_config(cfg), cfg.input_channels(), cfg.num_classes > 0 ? cfg.num_classes + 1 : 0,  // + null label
-               level_block_options(cfg, cfg.rescale_residual ? 1.0 / std::sqrt(2.0) : 1.0), gen, device),
+               level_block_options(cfg, cfg.rescale_residual ? 1.0 / std::sqrt(2.0) : 1.0), gen, device,
+               cfg.context_dim, cfg.transformer_depth),
       cfg_(cfg),
       device_(device) {
   const int levels = cfg.levels();
@@ -61,9 +69,7 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
       skips.pop_back();
       level->add_resnet(std::make_unique<ResnetBlock>(ch + skip, out, emb_dim, opt, Resample::none, gen, device));
       ch = out;
-      if (cfg.wants_attention(level_index))
-        level->add_attention(
-            std::make_unique<AttentionBlock>(ch, cfg.heads_for(ch), cfg.norm_groups, cfg.norm_eps, gen, device));
+      if (cfg.wants_attention(level_index)) add_attention_layer(*level, cfg, ch, gen, device);
     }
     if (level_index > 0) {
       if (cfg.resblock_updown)
@@ -101,23 +107,32 @@ UNet::~UNet() = default;
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx) const {
-  return forward_impl(x, t, labels, nullptr, ctx, nullptr);
+  return forward_impl(x, t, labels, nullptr, ctx, nullptr, Tensor());
 }
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const nn::Context& ctx, const ControlResiduals* residuals) const {
-  return forward_impl(x, t, labels, nullptr, ctx, residuals);
+  return forward_impl(x, t, labels, nullptr, ctx, residuals, Tensor());
 }
 
 Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                      const std::vector<double>& guidance_w, const nn::Context& ctx,
                      const ControlResiduals* residuals) const {
-  return forward_impl(x, t, labels, &guidance_w, ctx, residuals);
+  return forward_impl(x, t, labels, &guidance_w, ctx, residuals, Tensor());
+}
+
+Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                     const Tensor& context, const nn::Context& ctx) const {
+  DDPM_CHECK(cfg_.cross_attention(), "UNet: a context was given but the model has no cross-attention (context_dim "
+                                     "= 0), so it cannot take one");
+  DDPM_CHECK(context.defined(), "UNet: the context is undefined; the model (context_dim = "
+                                    << cfg_.context_dim << ") needs a context [N, L, " << cfg_.context_dim << "]");
+  return forward_impl(x, t, labels, nullptr, ctx, nullptr, context);
 }
 
 Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                           const std::vector<double>* guidance_w, const nn::Context& ctx,
-                          const ControlResiduals* residuals) const {
+                          const ControlResiduals* residuals, const Tensor& context) const {
   const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
                  x.dim(3) == cfg_.forward_channels(),
@@ -148,6 +163,17 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
                                       "(it is not guidance-distilled), so it cannot take them");
   }
 
+  if (cfg_.cross_attention()) {
+    DDPM_CHECK(context.defined(), "UNet: the model cross-attends to a context (context_dim = "
+                                      << cfg_.context_dim
+                                      << ") and needs a context [N, L, D]; call the forward that takes one");
+    DDPM_CHECK(context.ndim() == 3 && context.dim(0) == n && context.dim(1) >= 1 && context.dim(2) == cfg_.context_dim,
+               "UNet: context " << shape_str(context.shape()) << " does not match the model's [" << n << ", L, "
+                                << cfg_.context_dim << "] (batch, tokens, context_dim)");
+    DDPM_CHECK(context.dtype() == x.dtype() && context.device() == x.device(),
+               "UNet: the context's dtype or device differs from the input's");
+  }
+
   // Timestep embedding -> MLP (+ class embedding), in x's dtype (f64 for the CPU reference
   // checks).   emb [N, 4 * model_channels]
   Tensor emb = embed(Tensor::from_vector(t, {n}, x.dtype(), x.device()), labels);
@@ -170,7 +196,7 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
     emb = add(emb, guide_2_->forward(silu(guide_1_->forward(g))));                         // [N, 4 mc]
   }
   std::vector<Tensor> skips;
-  Tensor h = encode(net_in, emb, ctx, &skips);  // down path and middle block
+  Tensor h = encode(net_in, emb, ctx, &skips, Tensor(), context);  // down path and middle block
   if (residuals) {
     DDPM_CHECK(residuals->down.size() == skips.size() && residuals->mid.defined() &&
                    residuals->mid.shape() == h.shape(),
@@ -192,7 +218,7 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
       h = concat({h, skips.back()}, -1);
       skips.pop_back();
       h = level->resnets[j]->forward(h, emb, ctx);
-      if (!level->attentions.empty()) h = level->attentions[j]->forward(h, ctx);
+      if (level->has_attention()) h = level->attend(j, h, context, ctx);
     }
     if (level->has_resampler()) h = level->resample(h, emb, ctx);
   }

@@ -12,6 +12,10 @@
 // input_channels() = in_channels + concat_channels (a super-resolution model's x_t with its
 // upsampled low-res condition concatenated by the caller; in_channels for other models) and
 // forward_channels() adds the level plane of a conditioning-augmented model (cond_augment).
+// A text-conditioned model (context_dim > 0; Rombach et al. 2022 sec. 3.3, diffusers'
+// UNet2DConditionModel) replaces every attention block by a spatial transformer
+// (transformer.h) that cross-attends to a context [N, L, context_dim], e.g. the output of
+// text::TextEncoder; it is called through the forward overload that takes the context.
 #pragma once
 
 #include <memory>
@@ -74,6 +78,14 @@ struct UNetConfig : LevelConfig {
   // network is the conditional model it was copied from. Built last (after aug_embedding),
   // so every other weight is drawn as without it. Class-conditional models only.
   bool guidance_embedding = false;
+  // Cross-attention conditioning on a token sequence (latent diffusion, Rombach et al. 2022
+  // sec. 3.3): context_dim > 0 is the width D of the context [N, L, D] (the text encoder's
+  // width) and makes every attention block of the network (down, middle, up) a
+  // SpatialTransformer of transformer_depth BasicTransformerBlocks, named attentions.j as
+  // the block it replaces (diffusers' Transformer2DModel names below that). 0 = none: the
+  // network is exactly the one without these fields (same parameters, same draws).
+  int context_dim = 0;
+  int transformer_depth = 1;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
@@ -81,6 +93,7 @@ struct UNetConfig : LevelConfig {
   bool cond_augmented() const { return cond_augment > 0; }
   // The channels forward() takes: input_channels() plus the level plane when augmented.
   int forward_channels() const { return input_channels() + (cond_augmented() ? 1 : 0); }
+  bool cross_attention() const { return context_dim > 0; }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.
@@ -120,6 +133,12 @@ class UNet : public DownHalf {
                  const std::vector<double>& guidance_w, const nn::Context& ctx,
                  const ControlResiduals* residuals = nullptr) const;
 
+  // A context model (context_dim > 0): context [N, L, context_dim] is what its spatial
+  // transformers cross-attend to, any L >= 1. ValueError for a model without cross-attention;
+  // the overloads above throw ValueError for a context model ("needs a context").
+  Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
+                 const Tensor& context, const nn::Context& ctx) const;
+
   const UNetConfig& config() const { return cfg_; }
   Device device() const { return device_; }
 
@@ -134,7 +153,7 @@ class UNet : public DownHalf {
 
   Tensor forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                       const std::vector<double>* guidance_w, const nn::Context& ctx,
-                      const ControlResiduals* residuals) const;
+                      const ControlResiduals* residuals, const Tensor& context) const;
 };
 
 }  // namespace ddpm::unet

@@ -23,7 +23,7 @@ std::vector<NamedTensor> Module::named_parameters() const {
     stack.pop_back();
     for (const auto& p : m->params_) out.emplace_back(prefix + p.first, p.second);
     for (auto it = m->children_.rbegin(); it != m->children_.rend(); ++it)
-      stack.emplace_back(prefix + it->first + ".", it->second);
+      stack.emplace_back(it->first.empty() ? prefix : prefix + it->first + ".", it->second);
   }
   return out;
 }

@@ -52,7 +52,9 @@ class Module {
     children_.emplace_back(name, raw);
     return raw;
   }
-  // Registers a child owned elsewhere (e.g. an element of a ModuleList).
+  // Registers a child owned elsewhere (e.g. an element of a ModuleList). A child registered
+  // under the empty name adds its parameters with no prefix of its own: a wrapper that puts
+  // two models side by side (a UNet and its text encoder) keeps each model's own names.
   void register_module(const std::string& name, Module* m) { children_.emplace_back(name, m); }
 
  private:

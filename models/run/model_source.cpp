@@ -96,6 +96,40 @@ std::pair<unet::UNetConfig, DiffusionSettings> parse_config(const fs::path& path
   }
 }
 
+// Builds the UNet of `cfg` and loads `weights` into it; for a text-conditioned model
+// (config.json with "text_encoder") the text encoder and the tokenizer beside config.json
+// too, through the view that names both networks' parameters.
+void build_and_load_model(ModelSource& src, const unet::UNetConfig& cfg, const fs::path& config,
+                          const fs::path& weights, Device device) {
+  const nlohmann::json j = read_json(config);
+  if (!(j.is_object() && j.contains("text_encoder"))) {
+    src.net = build_and_load(cfg, weights, device);
+    return;
+  }
+  text::TextEncoderConfig ec;
+  try {
+    ec = text::text_encoder_config_from_json(j.at("text_encoder"));
+  } catch (const Error& e) {
+    DDPM_THROW(ValueError, "config " << config.string() << ": text_encoder: " << strip_source_locations(e.what()));
+  }
+  const fs::path tok = config.parent_path() / kRunTokenizerFile;
+  DDPM_CHECK_AS(is_file(tok), IoError,
+                "config " << config.string() << " is a text-conditioned model's, and its tokenizer " << tok.string()
+                          << " is missing");
+  DDPM_CHECK_AS(is_file(weights), IoError, "weights file " << weights.string() << " does not exist");
+  src.tokenizer = std::make_unique<text::Tokenizer>(text::Tokenizer::load(tok.string()));
+  Generator init(0);  // the initial values are overwritten by the load
+  src.net = std::make_unique<unet::UNet>(cfg, init, device);
+  src.text_encoder = std::make_unique<text::TextEncoder>(ec, init, device);
+  try {
+    src.text = std::make_unique<text::TextConditionedUNet>(*src.net, *src.text_encoder, *src.tokenizer);
+  } catch (const ValueError& e) {
+    DDPM_THROW(ValueError, "config " << config.string() << ": " << strip_source_locations(e.what()));
+  }
+  const SafetensorsFile file = load_safetensors(weights.string());
+  unet::load_state_dict(*src.text, file.tensors, weights.string());
+}
+
 ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config, Device device, bool use_ema,
                                    const std::string& kind) {
   ModelSource src;
@@ -104,7 +138,7 @@ ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config,
   if (use_ema)
     DDPM_CHECK_AS(is_file(weights), IoError,
                   "checkpoint " << ckpt.string() << " has no ema.safetensors; pass --no-ema to use model.safetensors");
-  src.net = build_and_load(cfg, weights, device);
+  build_and_load_model(src, cfg, config, weights, device);
   src.diffusion = d;
   src.kind = kind;
   src.weights_path = weights.string();
@@ -319,7 +353,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
   DDPM_CHECK_AS(is_file(config), IoError, "model file " << path_text << " needs a config.json beside it");
   ModelSource src;
   auto [cfg, d] = parse_config(config);
-  src.net = build_and_load(cfg, path, device);
+  build_and_load_model(src, cfg, config, path, device);
   src.diffusion = d;
   src.kind = "model file";
   src.weights_path = path.string();
@@ -329,6 +363,9 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
 
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
+  DDPM_CHECK(!model.text,
+             "export: this model is text-conditioned (a UNet with cross-attention and its own text encoder); a "
+             "diffusers UNet2DModel folder cannot hold it, and the UNet2DConditionModel export is not built yet");
   DDPM_CHECK(!model.diffusion.edm,
              "export: this model was trained with the EDM objective (preconditioned D(x; sigma) = c_skip x + c_out "
              "F(c_in x; ln(sigma)/4), sigma_data "

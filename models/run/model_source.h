@@ -50,6 +50,7 @@
 #include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
+#include "models/text/text_conditioned.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
@@ -87,8 +88,18 @@ DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_
 nlohmann::json diffusion_to_diffusers_scheduler(const DiffusionSettings& d);
 DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bool model_learn_sigma);
 
+// A text-conditioned run (ddpm-train --text-cond) keeps its tokenizer beside config.json.
+inline constexpr const char* kRunTokenizerFile = "tokenizer.json";
+
 struct ModelSource {
   std::unique_ptr<unet::UNet> net;
+  // A text-conditioned model (config.json has "text_encoder"; sources 1, 2 and 4): its text
+  // encoder, the tokenizer read from tokenizer.json beside config.json, and the view that
+  // runs them with net (text_conditioned.h). All null for other models. The weights file
+  // holds both networks' parameters (the UNet's names and text_model.*).
+  std::unique_ptr<text::TextEncoder> text_encoder;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<text::TextConditionedUNet> text;
   DiffusionSettings diffusion;
   std::string kind;          // "run folder", "checkpoint folder", "diffusers folder", "model file"
   std::string weights_path;  // the .safetensors file the weights came from

@@ -215,6 +215,12 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
       ->capture_default_str();
   app.add_option("--class", o.class_label,
                  "class of every sample (class-conditional models; default: classes 0, 1, ... in turn)");
+  app.add_option("--prompt", o.prompts,
+                 "text of the samples (text-conditioned models, ddpm-train --text-cond; repeat for several: sample "
+                 "i gets prompt i mod P); every word must fit the model's context length");
+  app.add_option("--negative-prompt", o.negative_prompt,
+                 "text-conditioned models with --guidance-scale != 1: the prompt guidance steers away from "
+                 "(default: the empty caption)");
   app.add_option("--guidance-scale", o.guidance_scale,
                  "classifier-free guidance scale s (class-conditional models): 1 = none, 0 = unconditional; a "
                  "guidance-distilled model (ddpm-distill --guided) takes w = s - 1 as an input, s in its trained range")

@@ -104,6 +104,26 @@ void check_heun_levels(const SampleOptions& o, const ModelSource& model, const d
   }
 }
 
+// --prompt and --negative-prompt go with a text-conditioned model, and it with them; what a
+// text model does not support yet is refused here by name.
+void check_prompts_fit(const SampleOptions& o, const ModelSource& model) {
+  if (!model.text) {
+    DDPM_CHECK(o.prompts.empty() && o.negative_prompt.empty(),
+               "--prompt and --negative-prompt need a text-conditioned model (ddpm-train --text-cond); "
+                   << o.checkpoint << " is not one");
+    return;
+  }
+  DDPM_CHECK(!o.prompts.empty(), o.checkpoint << " is text-conditioned: give what to draw with --prompt TEXT "
+                                                 "(repeat it for several prompts)");
+  DDPM_CHECK(o.class_label < 0, "--class does not apply to " << o.checkpoint
+                                                             << ", a text-conditioned model: name the class in --prompt");
+  DDPM_CHECK(o.classifier.empty() && o.autoguide.empty() && o.control.empty(),
+             "--classifier, --autoguide and --control are not supported with a text-conditioned model yet ("
+                 << o.checkpoint << "); use --guidance-scale (classifier-free guidance)");
+  DDPM_CHECK(o.negative_prompt.empty() || o.guidance_scale != 1.0,
+             "--negative-prompt takes effect through classifier-free guidance: give --guidance-scale != 1");
+}
+
 // The classifier must see what the model makes, at the timesteps the model uses.
 void check_classifier_fits(const NoisyClassifierFolder& c, const SampleOptions& o, const ModelSource& model) {
   const unet::EncoderConfig& cc = c.model->config();
@@ -203,11 +223,13 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   sc.threshold_max = o.threshold_max;
   sc.mean_type = model.diffusion.predict;
   sc.learned_sigma = cfg.learn_sigma;
-  sc.num_classes = cfg.num_classes;
+  // A text-conditioned model's "classes" are this call's prompts (text_conditioned.h).
+  check_prompts_fit(o, model);
+  sc.num_classes = model.text ? static_cast<int>(o.prompts.size()) : cfg.num_classes;
   if (o.variance != "auto") sc.variance = diffusion::parse_variance_type(o.variance);
   diffusion::resolve_variance(sc, !sc.respacing.empty());  // refuses fixed_large with respacing
 
-  const bool conditional = cfg.num_classes > 0;
+  const bool conditional = sc.num_classes > 0;
   DDPM_CHECK(conditional || o.class_label < 0 || !o.classifier.empty(),  // a classifier may pick the class
              "guidance without class conditioning: --class " << o.class_label << " needs a class-conditional model, and "
                                                              << o.checkpoint << " is unconditional");
@@ -370,8 +392,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   SampleResult result;
   result.shape = {N, H, W, C};
   result.out_dir = o.out;
-  if (cfg.num_classes > 0)
-    for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % cfg.num_classes);
+  if (sc.num_classes > 0)  // class labels, or prompt indices for a text model
+    for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % sc.num_classes);
   const bool low_res_labels = super_res && take_low_res_labels(o, cfg, low, N, result.labels);
   if (controlled) take_control_labels(o, cfg, control, N, result.labels);  // each hint image's label (control_run.h)
 
@@ -413,6 +435,18 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       return net.forward(x, t, y, std::vector<double>(static_cast<std::size_t>(x.dim(0)), guided_w), nn::Context{});
     return net.forward(x, t, y, nn::Context{});
   };
+  // A text model: label k is --prompt k, the null label the negative prompt ("" = the empty
+  // caption it was trained with for classifier-free guidance).
+  if (model.text) {
+    fn = model.text->denoiser(o.prompts, o.negative_prompt, {});
+    if (log) {
+      *log << "text-conditioned: " << o.prompts.size() << " prompt(s), sample i gets prompt i mod "
+           << o.prompts.size();
+      if (o.guidance_scale != 1.0)
+        *log << "; guidance away from " << (o.negative_prompt.empty() ? "the empty caption" : "\"" + o.negative_prompt + "\"");
+      *log << "\n";
+    }
+  }
 
   // steps.png: snapshots of the first batch's first samples, [S][rows] images of H x W x C.
   std::vector<std::vector<std::uint8_t>> snap_xt, snap_x0;
@@ -526,6 +560,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                      : nlohmann::json(o.guidance_interval)},
                            {"autoguide", o.autoguide.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.autoguide)},
                            {"class", o.class_label},
+                           {"prompts", model.text ? nlohmann::json(o.prompts) : nlohmann::json(nullptr)},
+                           {"negative_prompt", model.text ? nlohmann::json(o.negative_prompt) : nlohmann::json(nullptr)},
                            {"seed", o.seed},
                            {"diffusion", diffusion_to_json(model.diffusion)},
                            {"image_shape", {H, W, C}},

@@ -173,6 +173,12 @@ struct SampleOptions {
   double dynamic_threshold = 0.0;
   double threshold_max = std::numeric_limits<double>::infinity();
   int class_label = -1;            // -1: balanced labels for a class-conditional model
+  // --prompt (repeatable) and --negative-prompt: the texts of a text-conditioned model
+  // (ddpm-train --text-cond; models/text/text_conditioned.h). Sample i gets prompt i mod P;
+  // classifier-free guidance's unconditional branch sees the negative prompt ("" = the empty
+  // caption the model was trained with in place of dropped captions).
+  std::vector<std::string> prompts;
+  std::string negative_prompt;
   double guidance_scale = 1.0;     // classifier-free guidance s (1 = none)
   double guidance_rescale = 0.0;   // --guidance-rescale phi (Lin et al. 2024 sec. 3.4; sampler.h); 0 = off
   // --guidance-interval LO,HI: guide only at noise levels sigma in [LO, HI] (guidance.h,

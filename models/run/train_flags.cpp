@@ -53,6 +53,21 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->group(M);
   app.add_flag("--resblock-updown", o.resblock_updown, "BigGAN-style residual up/down-sampling")->group(M);
   app.add_flag("--class-cond", o.class_cond, "class-conditional model (labels from the data)")->group(M);
+  app.add_flag("--text-cond", o.text_cond,
+               "text-conditional model (latent diffusion's cross-attention): captions from the data's metadata.jsonl, "
+               "or generated from class names and brightness for labelled data")
+      ->group(M);
+  app.add_option("--context-length", o.context_length, "--text-cond: tokens per caption, <bos> and <eos> included")
+      ->capture_default_str()->group(M);
+  app.add_option("--text-width", o.text_width, "--text-cond: the text encoder's width (the UNet's context_dim)")
+      ->capture_default_str()->group(M);
+  app.add_option("--text-layers", o.text_layers, "--text-cond: transformer layers of the text encoder")
+      ->capture_default_str()->group(M);
+  app.add_option("--text-heads", o.text_heads, "--text-cond: attention heads of the text encoder")
+      ->capture_default_str()->group(M);
+  app.add_option("--transformer-depth", o.transformer_depth,
+                 "--text-cond: transformer blocks per spatial transformer")
+      ->capture_default_str()->group(M);
   app.add_option("--timestep-embedding", o.timestep_embedding, "ddpm | improved")->capture_default_str()->group(M);
   // Diffusion.
   const char* D = "Diffusion";
@@ -102,7 +117,8 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--ema-rate", o.ema_rate, "EMA decay of the sampling weights")->capture_default_str()->group(T);
   add_posthoc_ema_flags(app, o.posthoc_ema, o.posthoc_snapshot_every, "RUN", T);
   app.add_option("--class-dropout", o.class_dropout,
-                 "probability of the null label (classifier-free guidance); default 0.1 with --class-cond")
+                 "probability of the null label (classifier-free guidance; the empty caption with --text-cond); default 0.1 "
+                 "with --class-cond or --text-cond")
       ->group(T);
   app.add_option("--steps", o.steps, "total training steps (a resumed run continues up to it)")
       ->capture_default_str()->group(T);

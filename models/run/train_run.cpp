@@ -19,6 +19,7 @@
 #include "engine/io/png.h"
 #include "engine/parameters.h"
 #include "engine/seed_streams.h"
+#include "models/data/captions.h"
 #include "models/data/loader.h"
 #include "models/diffusion/sampler.h"
 #include "models/diffusion/schedule.h"
@@ -29,6 +30,7 @@
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
 #include "models/run/stop_signals.h"
+#include "models/text/text_conditioned.h"
 #include "models/train/trainer.h"
 #include "models/unet/model_io.h"
 
@@ -43,7 +45,7 @@ constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
 
 double resolved_class_dropout(const TrainOptions& o) {
-  return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond ? 0.1 : 0.0);
+  return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond || o.text_cond ? 0.1 : 0.0);
 }
 
 void say(const TrainOptions& o, const std::string& text) {
@@ -175,6 +177,29 @@ TrainResult train_run(const TrainOptions& options) {
   DDPM_CHECK(!o.class_cond || data->has_labels(),
              "--class-cond needs labels, and " << data->name << " has none (use class sub-folders for folder:DIR)");
   const int num_classes = o.class_cond ? data->num_classes : 0;
+  const std::string data_description = data->describe();
+  // Text conditioning: each image's caption index is its label for the training loop (label
+  // table.size() is the empty caption of classifier-free guidance; text_conditioned.h).
+  CaptionTable captions;
+  std::optional<text::Tokenizer> tokenizer;
+  if (o.text_cond) {
+    if (!data->has_captions()) {
+      DDPM_CHECK(data->has_labels() && !data->class_names.empty(),
+                 "--text-cond needs captions, and " << data->name
+                                                    << " has none: give an image folder a metadata.jsonl "
+                                                       "({\"file_name\": ..., \"text\": ...} per line) or use labelled "
+                                                       "data with class names, whose captions are generated");
+      data->captions = generate_captions(*data);
+    }
+    captions = make_caption_table(data->captions);
+    data->labels = captions.index;
+    data->num_classes = static_cast<int>(captions.size());
+    // A resumed run keeps its vocabulary (the ids its text encoder learned).
+    const std::string saved = o.out + "/" + kRunTokenizerFile;
+    tokenizer = !o.resume.empty() && fs::exists(saved) ? text::Tokenizer::load(saved)
+                                                       : text::Tokenizer::build(captions.texts, o.context_length);
+  }
+  const int cond_labels = o.text_cond ? static_cast<int>(captions.size()) : num_classes;
   // Latent diffusion: the UNet works on [h, h, z_channels] latents, h = image size / f.
   std::unique_ptr<LatentCodec> latent;
   if (!o.autoencoder.empty()) {
@@ -196,6 +221,16 @@ TrainResult train_run(const TrainOptions& options) {
       make_unet_config(o, static_cast<int>(data->height) / f,
                        latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
   nlohmann::json config = run_config_json(o, mc);
+  text::TextEncoderConfig ec;
+  if (tokenizer) {
+    ec.vocab_size = tokenizer->vocab_size();
+    ec.context_length = tokenizer->context_length();
+    ec.width = o.text_width;
+    ec.layers = o.text_layers;
+    ec.heads = o.text_heads;
+    ec.validate();
+    config["text_encoder"] = text::text_encoder_config_to_json(ec);
+  }
   if (latent) {
     config["autoencoder"] = latent->run_config_json();
     config["run"]["autoencoder_source"] = o.autoencoder;  // may move on resume: the run's copy is used
@@ -203,7 +238,12 @@ TrainResult train_run(const TrainOptions& options) {
   // Rank 0 prepares the folder; the broadcast of its answer is the others' barrier.
   const std::string resume_dir =
       comm.broadcast_string(comm.is_root() ? prepare_run_folder(o, config, latent.get()) : "", 0);
-  say(o, "ddpm-train: " + data->describe());
+  if (tokenizer && comm.is_root()) tokenizer->save(o.out + "/" + kRunTokenizerFile);
+  say(o, "ddpm-train: " + data_description);
+  if (tokenizer)
+    say(o, "ddpm-train: " + std::to_string(captions.size()) + " distinct captions, e.g. \"" + captions.texts.front() +
+               "\"; " + std::to_string(tokenizer->vocab_size()) + " tokens, context length " +
+               std::to_string(tokenizer->context_length()));
   if (comm.world_size() > 1)
     say(o, "ddpm-train: data parallel over " + std::to_string(comm.world_size()) + " processes (" + comm.describe() +
                "): global batch " + std::to_string(o.batch_size) + " = " + std::to_string(comm.world_size()) + " x " +
@@ -214,8 +254,17 @@ TrainResult train_run(const TrainOptions& options) {
   try {
     Generator init_gen(splitmix64_stream(o.seed, kInitStream));
     unet::UNet net(mc, init_gen, o.device);
+    // A text model's encoder is drawn after the UNet, so the UNet's weights are drawn as
+    // without it; both train in one slab (text_conditioned.h).
+    std::unique_ptr<text::TextEncoder> encoder;
+    std::unique_ptr<text::TextConditionedUNet> text_net;
+    if (tokenizer) {
+      encoder = std::make_unique<text::TextEncoder>(ec, init_gen, o.device);
+      text_net = std::make_unique<text::TextConditionedUNet>(net, *encoder, *tokenizer);
+    }
+    nn::Module& model = text_net ? static_cast<nn::Module&>(*text_net) : net;
     ParameterSlab slab;
-    slab.pack(net.named_parameters());
+    slab.pack(model.named_parameters());
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;
@@ -244,7 +293,7 @@ TrainResult train_run(const TrainOptions& options) {
     tc.ema_rate = o.ema_rate;
     tc.posthoc_sigma_rels = train::parse_sigma_rel_list("--posthoc-ema", o.posthoc_ema);
     tc.microbatch = o.microbatch;
-    tc.num_classes = num_classes;
+    tc.num_classes = cond_labels;
     tc.label_dropout = resolved_class_dropout(o);
     tc.snr_gamma = o.snr_gamma;
     tc.noise_offset = o.noise_offset;
@@ -258,6 +307,10 @@ TrainResult train_run(const TrainOptions& options) {
       nn::Context ctx{true, &trainer_ptr->dropout_generator(), o.gradient_checkpointing};
       return net.forward(x, t, labels, ctx);
     };
+    if (text_net)
+      train_fn = text_net->denoiser(captions.texts, "", [&]() {
+        return nn::Context{true, &trainer_ptr->dropout_generator(), o.gradient_checkpointing};
+      });
     train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
       ddpm::Batch b = loader.next();
       const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;  // s * z ~ s q(z | x_0) when latent
@@ -276,7 +329,7 @@ TrainResult train_run(const TrainOptions& options) {
           cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
         cond = cond.to(o.device);
       }
-      return train::Batch{x0, num_classes > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+      return train::Batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
     trainer_ptr = &trainer;
@@ -284,7 +337,7 @@ TrainResult train_run(const TrainOptions& options) {
     nlohmann::json last_metrics = nlohmann::json::object();
     if (!resume_dir.empty()) {
       const Checkpoint ck = load_checkpoint(resume_dir);
-      train::TrainerState st = restore_trainer_state(ck, resume_dir, net, slab, o.device);
+      train::TrainerState st = restore_trainer_state(ck, resume_dir, model, slab, o.device);
       const nlohmann::json& js = ck.trainer_state;
       if (tc.timesteps == train::TimestepSampling::loss_second_moment) {
         st.importance.emplace(o.diffusion_steps);
@@ -298,7 +351,7 @@ TrainResult train_run(const TrainOptions& options) {
     }
 
     auto save = [&]() {
-      Checkpoint ck = trainer_checkpoint(trainer, net, slab, loader.position());
+      Checkpoint ck = trainer_checkpoint(trainer, model, slab, loader.position());
       ck.trainer_state["metrics"] = last_metrics;
       // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
       if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();
@@ -312,6 +365,7 @@ TrainResult train_run(const TrainOptions& options) {
                                          const std::vector<std::int64_t>& labels) {
         return net.forward(x, t, labels, nn::Context{false, nullptr});
       };
+      if (text_net) eval_fn = text_net->denoiser(captions.texts, "", {});
       if (mc.super_res()) eval_fn = diffusion::concat_condition(eval_fn, grid_condition(*data, n, mc, o.device));
       diffusion::SamplerConfig sc;
       sc.kind = is_edm(o) ? diffusion::SamplerConfig::Kind::heun : diffusion::SamplerConfig::Kind::ddim;
@@ -319,11 +373,11 @@ TrainResult train_run(const TrainOptions& options) {
       else sc.respacing = "ddim" + std::to_string(o.sample_steps);
       sc.mean_type = tc.loss.mean_type;
       sc.learned_sigma = o.learn_sigma;
-      sc.num_classes = num_classes;
+      sc.num_classes = cond_labels;
       sc.guidance_scale = o.guidance_scale;
       if (latent) sc.clip_x0 = false;  // latents are not confined to [-1, 1]
       std::vector<std::int64_t> labels;
-      for (int i = 0; num_classes > 0 && i < n; ++i) labels.push_back(i % num_classes);
+      for (int i = 0; cond_labels > 0 && i < n; ++i) labels.push_back(i % cond_labels);
       Generator g(kSampleSeed);
       Tensor x;
       {

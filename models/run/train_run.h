@@ -97,6 +97,17 @@ struct TrainOptions {
   bool use_scale_shift_norm = false;
   bool resblock_updown = false;
   bool class_cond = false;
+  // --text-cond: text conditioning by cross-attention (models/text/text_conditioned.h):
+  // the data's captions (generated for labelled data, models/data/captions.h; an image
+  // folder's metadata.jsonl) through a text encoder of text_layers layers of width
+  // text_width (the UNet's context_dim) with text_heads heads, trained jointly; every
+  // attention resolution's block becomes a spatial transformer of transformer_depth blocks.
+  bool text_cond = false;
+  int context_length = 16;  // tokens per caption, <bos> and <eos> included
+  int text_width = 128;
+  int text_layers = 2;
+  int text_heads = 4;
+  int transformer_depth = 1;
   std::string timestep_embedding = "ddpm";
   // Diffusion. objective "edm" (models/run/edm_options.h) replaces the next five DDPM-only
   // choices by sigma_data, p_mean and p_std.
@@ -131,7 +142,7 @@ struct TrainOptions {
   std::int64_t save_every = 1000;
   std::int64_t sample_every = 1000;  // 0: only at the end
   std::int64_t log_every = 10;
-  double class_dropout = -1;  // < 0: 0.1 with --class-cond, else 0
+  double class_dropout = -1;  // < 0: 0.1 with --class-cond or --text-cond (the empty caption), else 0
   int max_nonfinite = 1;
   // Sample grids.
   int num_samples = 16;

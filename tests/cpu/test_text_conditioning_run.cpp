@@ -16,6 +16,7 @@
 #include "models/run/train_run.h"
 #include "models/text/text_conditioned.h"
 #include "support/temp_dir.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_model.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
@@ -165,6 +166,29 @@ TEST(TextConditioning, LabelsIndexTheTextTable) {
   const Tensor other = src.text->forward(x, t, {"disc", "disc", "disc"}, nn::Context{});
   EXPECT_NE(via_texts.to_vector(), other.to_vector());  // the text reaches the output
   testing::expect_value_error([&] { fn(x, t, {0, 3, 0}); }, "text index 3");
+}
+
+// Latent diffusion with text (the paper's own combination): captions of the pixel images
+// condition a UNet on autoencoder latents, and ddpm-sample decodes the prompted latents.
+TEST(TextConditioning, LatentRunsTakePromptsToo) {
+  run::TrainOptions o = tiny_text_run(temp_run("text_latent"));
+  o.autoencoder = testing::tiny_autoencoder("text_latent_ae");
+  o.attention_resolutions = "4";  // 16x16 pixels, f = 4: 4x4 latents
+  o.channel_mult = "1";
+  o.steps = 2;
+  o.save_every = 2;
+  run::train_run(o);
+  testing::TempDir tmp("text_latent_sample");
+  run::SampleOptions so;
+  so.checkpoint = o.out;
+  so.num_samples = 2;
+  so.sampler = "ddim";
+  so.sampling_steps = 5;
+  so.prompts = {"a dark bar"};
+  so.guidance_scale = 2.0;
+  so.out = tmp.path + "/samples";
+  const run::SampleResult r = run::run_sample(so);
+  EXPECT_EQ(r.shape, (Shape{2, 16, 16, 1}));  // decoded to pixels
 }
 
 }  // namespace

@@ -438,7 +438,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   // A text model: label k is --prompt k, the null label the negative prompt ("" = the empty
   // caption it was trained with for classifier-free guidance).
   if (model.text) {
-    fn = model.text->denoiser(o.prompts, o.negative_prompt, {});
+    fn = model.text->denoiser(o.prompts, o.negative_prompt, {}, /*reuse_context=*/true);
     if (log) {
       *log << "text-conditioned: " << o.prompts.size() << " prompt(s), sample i gets prompt i mod "
            << o.prompts.size();

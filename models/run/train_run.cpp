@@ -365,7 +365,7 @@ TrainResult train_run(const TrainOptions& options) {
                                          const std::vector<std::int64_t>& labels) {
         return net.forward(x, t, labels, nn::Context{false, nullptr});
       };
-      if (text_net) eval_fn = text_net->denoiser(captions.texts, "", {});
+      if (text_net) eval_fn = text_net->denoiser(captions.texts, "", {}, /*reuse_context=*/true);  // fixed EMA weights
       if (mc.super_res()) eval_fn = diffusion::concat_condition(eval_fn, grid_condition(*data, n, mc, o.device));
       diffusion::SamplerConfig sc;
       sc.kind = is_edm(o) ? diffusion::SamplerConfig::Kind::heun : diffusion::SamplerConfig::Kind::ddim;

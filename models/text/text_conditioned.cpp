@@ -3,6 +3,7 @@
 #include <memory>
 #include <utility>
 
+#include "engine/autograd.h"
 #include "engine/error.h"
 
 namespace ddpm::text {
@@ -34,14 +35,19 @@ Tensor TextConditionedUNet::forward(const Tensor& x, const std::vector<double>& 
 
 diffusion::DenoiseFn TextConditionedUNet::denoiser(const std::vector<std::string>& texts,
                                                    const std::string& unconditional,
-                                                   std::function<nn::Context()> ctx) const {
+                                                   std::function<nn::Context()> ctx, bool reuse_context) const {
   // The token rows of the table, encoded once: row k is texts[k], row P the unconditional text.
   auto rows = std::make_shared<std::vector<std::vector<std::int64_t>>>();
   for (const std::string& s : texts) rows->push_back(tokenizer_.encode(s));
   rows->push_back(tokenizer_.encode(unconditional));
   const auto P = static_cast<std::int64_t>(texts.size());
-  return [this, rows, P, ctx = std::move(ctx)](const Tensor& x, const std::vector<double>& t,
-                                               const std::vector<std::int64_t>& labels) {
+  struct Kept {  // the last no-grad call's labels and context (reuse_context)
+    std::vector<std::int64_t> labels;
+    Tensor context;
+  };
+  auto kept = std::make_shared<Kept>();
+  return [this, rows, P, ctx = std::move(ctx), reuse_context, kept](const Tensor& x, const std::vector<double>& t,
+                                                                    const std::vector<std::int64_t>& labels) {
     const std::int64_t n = x.dim(0);
     DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
                      "a text-conditioned model needs one label (text index) per sample: " << labels.size() << " for "
@@ -54,7 +60,11 @@ diffusion::DenoiseFn TextConditionedUNet::denoiser(const std::vector<std::string
       ids.insert(ids.end(), r.begin(), r.end());
     }
     const nn::Context c = ctx ? ctx() : nn::Context{};
+    const bool reuse = reuse_context && !grad_enabled();
+    if (reuse && kept->context.defined() && kept->labels == labels && kept->context.device() == x.device())
+      return net_.forward(x, t, {}, kept->context, c);
     const Tensor context = encoder_.forward(ids, n, c);
+    if (reuse) *kept = Kept{labels, context};
     return net_.forward(x, t, {}, context, c);
   };
 }

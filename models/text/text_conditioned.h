@@ -47,10 +47,15 @@ class TextConditionedUNet : public nn::Module {
 
   // The denoiser over a table of texts (top of the file): label k < texts.size() is
   // texts[k], label texts.size() is `unconditional`. `ctx` is asked for the call's context
-  // at every call (a training loop's dropout generator). Every text is encoded once here, so
-  // a bad prompt fails before sampling starts (ValueError).
+  // at every call (a training loop's dropout generator). Every text is tokenized once here,
+  // so a bad prompt fails before sampling starts (ValueError).
+  // reuse_context: a sampler calls the network at every step with the same labels and the
+  // same weights, so the text encoder's output can be kept: with it on, a call outside grad
+  // mode whose labels equal the previous such call's reuses that call's context (bitwise what
+  // running the encoder again gives, since it has no dropout). Only for a denoiser whose
+  // weights do not change between calls; a training loop's must leave it off.
   diffusion::DenoiseFn denoiser(const std::vector<std::string>& texts, const std::string& unconditional,
-                                std::function<nn::Context()> ctx) const;
+                                std::function<nn::Context()> ctx, bool reuse_context = false) const;
 
   const unet::UNet& unet() const { return net_; }
   const TextEncoder& encoder() const { return encoder_; }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include "engine/autograd.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
 #include "engine/tensor.h"
@@ -166,6 +167,14 @@ TEST(TextConditioning, LabelsIndexTheTextTable) {
   const Tensor other = src.text->forward(x, t, {"disc", "disc", "disc"}, nn::Context{});
   EXPECT_NE(via_texts.to_vector(), other.to_vector());  // the text reaches the output
   testing::expect_value_error([&] { fn(x, t, {0, 3, 0}); }, "text index 3");
+
+  // Reusing the context across a sampler's calls changes nothing, and new labels are encoded
+  // afresh rather than served from the kept context.
+  NoGradGuard no_grad;
+  const diffusion::DenoiseFn kept = src.text->denoiser({"disc", "a dark square"}, "bar", {}, true);
+  EXPECT_EQ(kept(x, t, {1, 2, 0}).to_vector(), via_texts.to_vector());
+  EXPECT_EQ(kept(x, t, {1, 2, 0}).to_vector(), via_texts.to_vector());
+  EXPECT_EQ(kept(x, t, {0, 0, 0}).to_vector(), other.to_vector());
 }
 
 // Latent diffusion with text (the paper's own combination): captions of the pixel images

@@ -27,7 +27,7 @@ namespace ddpm::eval {
 struct CaptionCondition {
   CaptionTable table;          // the split's distinct captions; table.index[i] is image i's label
   diffusion::DenoiseFn fn;     // text.denoiser(table.texts, "")
-  std::string source;          // "metadata.jsonl captions" or "generated captions", for the report
+  std::string source;          // "the data's own captions" or "generated captions", for the report
 };
 
 // Sets data.labels to the caption indices and data.num_classes to the table size, and returns

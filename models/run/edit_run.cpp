@@ -168,6 +168,13 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
   check_edit_options(o);
   refuse_super_res_model(model.net->config(), o.checkpoint, "ddpm-edit " + o.command);
   check_edit_prompts(o, model);
+  if (model.text && log) {
+    *log << "text-conditioned: " << o.prompts.size() << " prompt(s)"
+         << (o.command == "img2img" && o.prompts.size() > 1 ? ", result j of each image gets prompt j mod P" : "");
+    if (o.command == "img2img" && o.guidance_scale != 1.0)
+      *log << "; guidance away from " << (o.negative_prompt.empty() ? "the empty caption" : "\"" + o.negative_prompt + "\"");
+    *log << "\n";
+  }
   const unet::UNetConfig& cfg = model.net->config();
   DDPM_CHECK(cfg.num_classes == 0 || o.class_label >= 0,
              o.checkpoint << " is class-conditional (" << cfg.num_classes

@@ -42,7 +42,7 @@
 //                F = --frames slerps (interpolation.h), each decoded with DDIM (eta 0):
 //                strip.png (the F frames in one row), images/, samples.npz.
 // Each also writes edit_info.json: command, checkpoint, EMA, sampler, steps, kept timesteps,
-// class, seed and the command's own numbers (errors, strength and its start step, fractions).
+// class, prompts, seed and the command's own numbers (errors, strength and its start step, fractions).
 //
 // Labels: a class-conditional model needs --class C (the class of the edited images: editing
 // has no balanced default, the label describes the input); every image then uses C.

@@ -6,6 +6,8 @@
 //   ddpm-edit img2img --checkpoint runs/cifar --images sketch.png --strength 0.5 --sampler ddim
 //             --sampling-steps 50 --num-samples 4 --out edits/
 //   ddpm-edit interpolate --checkpoint runs/cifar --seeds 1,2 --frames 8 --sampling-steps 50 --out lerp/
+//   ddpm-edit img2img --checkpoint runs/fm-text --images shoe.png --prompt "a dark sneaker" --guidance-scale 3
+//             --out text_edit/          (a text-conditioned run: --prompt is required)
 #include <iostream>
 
 #include "apps/common/cli.h"

@@ -173,8 +173,8 @@ void add_nll_flags(CLI::App& sub, NllArgs& a) {
       ->check(kNonNegative)
       ->capture_default_str();
   sub.add_flag("--null-label", a.null_label,
-               "class-conditional runs: use the null label instead of each image's (runs trained with "
-               "--class-dropout > 0)");
+               "class-conditional runs: use the null label instead of each image's label (text-conditioned "
+               "runs: the empty caption instead of each image's caption); for runs trained with --class-dropout > 0");
   sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
 }
 

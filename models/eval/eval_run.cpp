@@ -22,6 +22,7 @@
 #include "models/data/idx.h"
 #include "models/data/image_folder.h"
 #include "models/data/toy.h"
+#include "models/eval/caption_condition.h"
 #include "models/eval/classifier.h"
 #include "models/eval/features.h"
 #include "models/unet/model_io.h"
@@ -283,7 +284,10 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device, cons
                   std::to_string(d.diffusion_steps) + " " + diffusion::noise_schedule_name(d.noise_schedule) +
                   ", predicts " + diffusion::model_mean_type_name(m.options.mean_type) + ", variance " +
                   (m.options.learned_sigma ? "learned_range" : diffusion::variance_type_name(m.options.variance));
-  m.net = std::move(src.net);
+  m.net = std::move(src.net);  // the text view refers to the UNet object, which does not move
+  m.text_encoder = std::move(src.text_encoder);
+  m.tokenizer = std::move(src.tokenizer);
+  m.text = std::move(src.text);
   return m;
 }
 
@@ -351,7 +355,7 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   run::refuse_super_res_model(m.net->config(), a.checkpoint, "ddpm-eval bpd");  // super_res_run.h
   const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
   const int size = m.net->config().image_size;
-  const Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  Dataset data = ds.height < size ? pad_to(ds, size) : ds;
   BpdEvalOptions o = m.options;
   o.clip_x0 = a.clip_x0;
   o.batch_size = a.batch_size;
@@ -359,13 +363,21 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   o.seed = a.seed;
   o.device = a.device;
   const unet::UNet& net = *m.net;
-  const diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t,
-                                         const std::vector<std::int64_t>& labels) {
+  diffusion::DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t,
+                                   const std::vector<std::int64_t>& labels) {
     return net.forward(x, t, labels, nn::Context{});
   };
+  std::string condition;
+  if (m.text) {  // -log p(x | caption): each image's label becomes its caption's index
+    const CaptionCondition c = condition_on_captions(*m.text, data, "bpd");
+    fn = c.fn;
+    o.num_classes = static_cast<int>(c.table.size());
+    condition = "; conditioned on each image's caption (" + c.source + ", " + std::to_string(c.table.size()) +
+                " distinct)";
+  }
   out << "model: " << m.description << "\n"
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
-      << "; " << m.schedule->num_timesteps() << " network evaluations per image" << std::endl;
+      << "; " << m.schedule->num_timesteps() << " network evaluations per image" << condition << std::endl;
   const auto log = [&](const std::string& line) { out << "  " << line << std::endl; };
   // The same draws either way (one generator seeded alike, one calc_bpd_loop per batch).
   RateDistortionCurve curve;

@@ -7,7 +7,9 @@
 //                     generated samples and a real split, on the classifier's features,
 //                     with a real-vs-real floor (train split vs the reference split, same
 //                     counts) and a noise line (uniform random images) as sanity bounds
-//   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h), and with
+//   bpd               bits/dim of a trained run on a split (models/eval/bpd_eval.h); a
+//                     text-conditioned run is conditioned on each image's caption
+//                     (models/eval/caption_condition.h), as nll's is; and with
 //                     --rate-distortion DDPM's rate-distortion curve from the same pass
 //                     (models/eval/rate_distortion.h)
 //   nll               exact bits/dim through the probability-flow ODE, DDPM and EDM runs
@@ -31,6 +33,7 @@
 #include "models/eval/metrics.h"
 #include "models/eval/rate_distortion.h"
 #include "models/run/data_spec.h"
+#include "models/text/text_conditioned.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::eval {
@@ -111,6 +114,11 @@ ClassAccuracyResult run_class_accuracy(const ClassAccuracyArgs& a, std::ostream&
 // A trained diffusion model opened for evaluation.
 struct EvalModel {
   std::unique_ptr<unet::UNet> net;
+  // A text-conditioned run (model_source.h ModelSource::text): its encoder, tokenizer and the
+  // view over them and net; all null for other models.
+  std::unique_ptr<text::TextEncoder> text_encoder;
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<text::TextConditionedUNet> text;
   std::unique_ptr<diffusion::DiffusionSchedule> schedule;
   BpdEvalOptions options;  // mean type, learned sigma, variance, classes
   std::string description; // "RUN/checkpoints/step_N (ema), T=1000 cosine, eps, learned_range"

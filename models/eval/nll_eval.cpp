@@ -13,6 +13,7 @@
 #include "models/diffusion/edm.h"
 #include "models/diffusion/karras.h"
 #include "models/eval/bpd_eval.h"
+#include "models/eval/caption_condition.h"
 #include "models/eval/eval_run.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
@@ -94,11 +95,26 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   run::refuse_super_res_model(src.net->config(), a.checkpoint, "ddpm-eval nll");  // super_res_run.h
   // Only the input gradient is wanted: frozen weights skip their gradients in every VJP.
   for (auto& [name, value] : src.net->named_parameters()) value.set_requires_grad(false);
+  if (src.text_encoder)
+    for (auto& [name, value] : src.text_encoder->named_parameters()) value.set_requires_grad(false);
   const run::DiffusionSettings& d = src.diffusion;
   const unet::UNet& net = *src.net;
-  const DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+  DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
     return net.forward(x, t, y, nn::Context{});
   };
+  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
+  const int size = net.config().image_size;
+  Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  int num_classes = net.config().num_classes;
+  std::string condition;
+  if (src.text) {  // -log p(x | caption), or with --null-label the empty caption's
+    const CaptionCondition c = condition_on_captions(*src.text, data, "nll");
+    fn = c.fn;
+    num_classes = static_cast<int>(c.table.size());
+    condition = a.null_label ? ", the empty caption" : ", each image's caption (" + c.source + ")";
+  } else if (num_classes > 0) {
+    condition = a.null_label ? ", null label" : ", each image's label";
+  }
 
   NllEvalOptions o;
   o.ode.solver = solver;
@@ -106,7 +122,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   o.ode.rtol = a.rtol;
   o.ode.atol = a.atol;
   o.ode.divergence = estimator;
-  o.num_classes = net.config().num_classes;
+  o.num_classes = num_classes;
   o.null_label = a.null_label;
   o.batch_size = a.batch_size;
   o.limit = a.limit;
@@ -144,9 +160,6 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
       return vp_sigma_denoiser(train, fn, sc, labels);
     };
   }
-  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
-  const int size = net.config().image_size;
-  const Dataset data = ds.height < size ? pad_to(ds, size) : ds;
   out << "model: " << src.weights_path << " (" << src.kind << (src.ema ? ", EMA" : "") << "), " << model << "\n"
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
       << ", uniformly dequantized; bits/dim on the [0, 256) scale\n"
@@ -156,7 +169,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
               : "adaptive RK45 in ln sigma (rtol " + std::to_string(a.rtol) + ", atol " + std::to_string(a.atol) + ")")
       << " from sigma " << o.ode.sigma_min << " to " << o.ode.sigma_max << ", prior N(0, (sigma_max^2 + "
       << o.ode.data_std << "^2) I), divergence " << divergence_estimator_name(estimator)
-      << (o.num_classes > 0 ? (a.null_label ? ", null label" : ", each image's label") : "") << std::endl;
+      << condition << std::endl;
   const NllEvalReport r =
       evaluate_nll(make, data, o, [&](const std::string& line) { out << "  " << line << std::endl; });
   out << std::fixed << std::setprecision(4) << "bits/dim " << r.bpd << " +- " << r.bpd_stderr << " (n=" << r.n
@@ -167,6 +180,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   j["checkpoint"] = a.checkpoint;
   j["objective"] = d.edm ? "edm" : "ddpm";
   j["data"] = data.name;
+  j["condition"] = condition.empty() ? nlohmann::json(nullptr) : nlohmann::json(condition.substr(2));
   j["n"] = r.n;
   j["dim"] = r.dim;
   j["bpd"] = r.bpd;

@@ -22,6 +22,8 @@
 // Class-conditional networks see each image's label; with null_label they see the null
 // label num_classes instead, which is the unconditional model only for a run trained with
 // label dropout (classifier-free guidance training; --class-dropout > 0).
+// A text-conditioned run sees each image's caption (caption_condition.h: the split's own or
+// the generated ones), and with null_label the empty caption.
 #pragma once
 
 #include <cstdint>

@@ -63,6 +63,10 @@ void check_autoguide_fits(const ModelSource& main, const ModelSource& guide, con
   const unet::UNetConfig& a = main.net->config();
   const unet::UNetConfig& b = guide.net->config();
   const std::string who = "--autoguide " + guide_path;
+  DDPM_CHECK(!main.text && !guide.text,
+             (guide.text ? who : std::string("the sampled model"))
+                 << " is text-conditioned (ddpm-train --text-cond): autoguidance with text models is not supported "
+                    "yet; guide a text model with --guidance-scale (classifier-free guidance)");
   std::error_code ec;
   DDPM_CHECK(main.weights_path.empty() || guide.weights_path.empty() ||
                  !std::filesystem::equivalent(main.weights_path, guide.weights_path, ec),

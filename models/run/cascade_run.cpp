@@ -119,6 +119,10 @@ void check_cascade_fits(const SampleOptions& o, const ModelSource& super_res, co
   const std::string sr_name = "--checkpoint " + o.checkpoint, base_name = "--low-res-from " + o.low_res_from;
   DDPM_CHECK(sr.super_res(), "--low-res-from " << o.low_res_from << " applies to super-resolution models only, and "
                                                << sr_name << " is not one (train one with ddpm-train --super-res LOW)");
+  DDPM_CHECK(!super_res.text && !base.text,
+             (base.text ? base_name : sr_name)
+                 << " is text-conditioned (ddpm-train --text-cond): a cascade does not pass prompts between its "
+                    "stages yet; sample the text model alone with ddpm-sample --prompt");
   DDPM_CHECK(!b.super_res(), base_name << " is itself a super-resolution model (" << b.low_res_size << "x"
                                        << b.low_res_size << " -> " << b.image_size << "x" << b.image_size
                                        << ") and needs low-res images of its own: sample it with --low-res, then "

@@ -103,7 +103,7 @@ void check_consistency_options(const ConsistencyOptions& o) {
 ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   check_consistency_options(o);
   const diffusion::ConsistencyDistance distance = diffusion::parse_consistency_distance(o.loss);
-  ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
+  ModelSource teacher = open_teacher(o.teacher, o.device);  // refuses a text model (distill_teacher.h)
   const unet::UNetConfig cfg = teacher.net->config();
   const DiffusionSettings& d = teacher.diffusion;
   DDPM_CHECK(!d.edm, "--teacher " << o.teacher << " was trained with the EDM objective: consistency distillation "

@@ -53,6 +53,9 @@ BaseRun open_base(const std::string& dir, Device device) {
   BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir), nullptr};
   const std::string ae_dir = find_run_autoencoder(dir);
   if (!ae_dir.empty()) b.latent = std::make_unique<LatentCodec>(ae_dir, device);  // frozen (latent_run.h)
+  DDPM_CHECK(!b.model.text, "--base " << dir
+                                      << " is text-conditioned (ddpm-train --text-cond): ddpm-control does not pass "
+                                         "prompts to its base yet; give a class-conditional or unconditional run");
   DDPM_CHECK(!b.model.net->config().super_res(),
              "--base " << dir << " is a super-resolution model; ddpm-control needs a plain UNet base");
   for (auto& [name, p] : b.model.net->named_parameters()) p.set_requires_grad(false);  // frozen

@@ -154,7 +154,7 @@ DistillResult distill_run(const DistillOptions& given) {
     resumed = resume_distill_state(o);
   }
   check_distill_options(o);
-  ModelSource teacher = open_model(o.teacher, o.device, /*use_ema=*/true);
+  ModelSource teacher = open_teacher(o.teacher, o.device);  // refuses a text model (distill_teacher.h)
   const unet::UNetConfig cfg = teacher.net->config();  // a copy: a guided run replaces teacher.net
   const DiffusionSettings& d = teacher.diffusion;
   DDPM_CHECK(!d.edm, "--teacher " << o.teacher << " was trained with the EDM objective: it has no discrete schedule "

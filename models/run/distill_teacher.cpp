@@ -11,6 +11,15 @@ namespace ddpm::run {
 
 namespace fs = std::filesystem;
 
+ModelSource open_teacher(const std::string& teacher, Device device) {
+  ModelSource m = open_model(teacher, device, /*use_ema=*/true);
+  DDPM_CHECK(!m.text, "--teacher " << teacher
+                                   << " is text-conditioned (ddpm-train --text-cond): ddpm-distill does not distil "
+                                      "text models yet (none of progressive, guided or consistency distillation); "
+                                      "distil a class-conditional or unconditional run");
+  return m;
+}
+
 nlohmann::json teacher_config(const std::string& teacher) {
   std::error_code ec;
   const std::string cfg = model_config_path(teacher);

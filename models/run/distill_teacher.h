@@ -8,6 +8,10 @@
 // The images must be what the UNet takes (through the autoencoder: f times larger, with the
 // autoencoder's image channels), and a class-conditional teacher needs labels that fit its
 // classes. Every refusal is a ValueError naming --teacher or --data; nothing is written.
+//
+// The teacher itself is opened by open_teacher, which refuses a text-conditioned run
+// (ddpm-train --text-cond): distilling one would need its captions and text encoder in every
+// method (future work), and its UNet cannot run without a context.
 #pragma once
 
 #include <memory>
@@ -19,9 +23,14 @@
 #include "models/data/dataset.h"
 #include "models/run/data_spec.h"
 #include "models/run/latent_run.h"
+#include "models/run/model_source.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
+
+// open_model(teacher, device, EMA weights), refusing a text-conditioned teacher (ValueError
+// naming --teacher) before any work.
+ModelSource open_teacher(const std::string& teacher, Device device);
 
 // The teacher's config.json in our format ({"model", "diffusion", ...}) when it is a folder
 // with one (the one open_model reads: model_source.h). Empty otherwise (a diffusers folder or

@@ -44,7 +44,17 @@ EditProcess::EditProcess(const EditOptions& o, const ModelSource& model, bool la
   so.sampling_steps = o.sampling_steps;
   so.class_label = o.class_label;
   so.guidance_scale = o.guidance_scale;
-  sc_ = make_sampler_config(so, model, latent);  // respacing or levels, classes, guidance, channels
+  so.prompts = o.prompts;
+  so.negative_prompt = o.negative_prompt;
+  sc_ = make_sampler_config(so, model, latent);  // respacing or levels, classes (prompts), guidance, channels
+  if (model.text) {
+    net_fn_ = model.text->denoiser(o.prompts, o.negative_prompt, {});  // every prompt encoded (checked) here
+  } else {
+    const unet::UNet& net = *model.net;
+    net_fn_ = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+      return net.forward(x, t, y, nn::Context{});
+    };
+  }
   if (edm) {
     const auto [smin, smax] = diffusion::resolve_edm_sigma_range(sc_);
     levels_ = diffusion::karras_sigmas(sc_.heun_steps, smin, smax, sc_.rho);
@@ -63,23 +73,19 @@ Shape EditProcess::shape(std::int64_t n) const {
   return {n, cfg.image_size, cfg.image_size, cfg.in_channels};
 }
 
+// Every image's label for invert and decode: prompt 0 of a text model, or --class.
 std::vector<std::int64_t> EditProcess::labels(std::int64_t n) const {
+  if (model_.text) return std::vector<std::int64_t>(static_cast<std::size_t>(n), 0);
   return model_.net->config().num_classes > 0 ? std::vector<std::int64_t>(static_cast<std::size_t>(n), o_.class_label)
                                               : std::vector<std::int64_t>{};
 }
 
-diffusion::DenoiseFn EditProcess::net_fn() const {
-  const unet::UNet& net = *model_.net;
-  return [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
-    return net.forward(x, t, y, nn::Context{});
-  };
-}
-
 // D(x; sigma) of the EDM-preconditioned network (edm.h) for a batch of n under `config`
 // (clamped to [-1, 1] when resolve_clip_x0(config); the ODE paths pass an unclipped config).
-diffusion::SigmaDenoiser EditProcess::edm_denoiser(std::int64_t n, const diffusion::SamplerConfig& config) const {
-  return [this, fn = net_fn(), y = labels(n), config](const Tensor& x, double sigma) {
-    return diffusion::SigmaDenoised{diffusion::edm_denoise(fn, *model_.diffusion.edm, config, x, sigma, y), -1.0};
+diffusion::SigmaDenoiser EditProcess::edm_denoiser(const std::vector<std::int64_t>& labels,
+                                                   const diffusion::SamplerConfig& config) const {
+  return [this, y = labels, config](const Tensor& x, double sigma) {
+    return diffusion::SigmaDenoised{diffusion::edm_denoise(net_fn_, *model_.diffusion.edm, config, x, sigma, y), -1.0};
   };
 }
 
@@ -94,26 +100,25 @@ Tensor EditProcess::invert(const Tensor& x) const {
   const std::int64_t n = x.dim(0);
   if (sigma_space()) {
     const diffusion::SamplerConfig c = ode_config();
-    return diffusion::sigma_ode_invert(edm_denoiser(n, c), x, levels_, c, o_.device, KarrasSolver::heun);
+    return diffusion::sigma_ode_invert(edm_denoiser(labels(n), c), x, levels_, c, o_.device, KarrasSolver::heun);
   }
-  return diffusion::ddim_invert(*base_, net_fn(), x, labels(n), sc_, o_.device);
+  return diffusion::ddim_invert(*base_, net_fn_, x, labels(n), sc_, o_.device);
 }
 
 Tensor EditProcess::decode(const Tensor& x_top) const {
   const std::int64_t n = x_top.dim(0);
   if (sigma_space()) {
     const diffusion::SamplerConfig c = ode_config();
-    return diffusion::sigma_ode_decode(edm_denoiser(n, c), x_top, levels_, c, o_.device, KarrasSolver::heun);
+    return diffusion::sigma_ode_decode(edm_denoiser(labels(n), c), x_top, levels_, c, o_.device, KarrasSolver::heun);
   }
-  return diffusion::ddim_decode(*base_, net_fn(), x_top, labels(n), sc_, o_.device);
+  return diffusion::ddim_decode(*base_, net_fn_, x_top, labels(n), sc_, o_.device);
 }
 
-Tensor EditProcess::img2img(const Tensor& guide, Generator& gen) const {
-  const std::int64_t n = guide.dim(0);
+Tensor EditProcess::img2img(const Tensor& guide, const std::vector<std::int64_t>& labels, Generator& gen) const {
   if (sigma_space())
-    return diffusion::sigma_sdedit(edm_denoiser(n, sc_), guide, o_.strength, levels_, sc_, gen, o_.device,
+    return diffusion::sigma_sdedit(edm_denoiser(labels, sc_), guide, o_.strength, levels_, sc_, gen, o_.device,
                                    solver_of(sampler_));
-  return diffusion::sdedit(*base_, net_fn(), guide, o_.strength, labels(n), sc_, gen, o_.device);
+  return diffusion::sdedit(*base_, net_fn_, guide, o_.strength, labels, sc_, gen, o_.device);
 }
 
 Tensor EditProcess::prior(Generator& gen) const {

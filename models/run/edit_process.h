@@ -15,6 +15,10 @@
 // being confined to [-1, 1]). --sampler auto is ddim for a DDPM run and heun for an EDM run;
 // a sampler of the other kind is a ValueError naming the run. --sampling-steps is K (DDPM: 0
 // = all T) or N levels (EDM: 0 = ddpm-sample's default, 18).
+//
+// Labels: invert, decode and the EDM denoisers give every image --class (class-conditional
+// model) or prompt 0 (text-conditioned model: ModelSource::text's denoiser over --prompt, its
+// label P the negative prompt); img2img takes each result's label from the caller.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +52,9 @@ class EditProcess {
   // x [n, h, w, c] in the network's space -> the latent at the top of the process, and back.
   Tensor invert(const Tensor& x) const;
   Tensor decode(const Tensor& x_top) const;
-  // SDEdit of guides [n, h, w, c] with --strength and --sampler (one draw z, then the steps').
-  Tensor img2img(const Tensor& guide, Generator& gen) const;
+  // SDEdit of guides [n, h, w, c] with --strength and --sampler (one draw z, then the steps'),
+  // result i conditioned on labels[i] (empty for an unconditional model).
+  Tensor img2img(const Tensor& guide, const std::vector<std::int64_t>& labels, Generator& gen) const;
   // The top latent of a seed: x_T ~ N(0, I) (DDPM) or sigma_max z (EDM), shape [1, h, w, c].
   Tensor prior(Generator& gen) const;
 
@@ -64,14 +69,15 @@ class EditProcess {
 
  private:
   std::vector<std::int64_t> labels(std::int64_t n) const;
-  diffusion::SigmaDenoiser edm_denoiser(std::int64_t n, const diffusion::SamplerConfig& config) const;
+  diffusion::SigmaDenoiser edm_denoiser(const std::vector<std::int64_t>& labels,
+                                        const diffusion::SamplerConfig& config) const;
   diffusion::SamplerConfig ode_config() const;
-  diffusion::DenoiseFn net_fn() const;
 
   const EditOptions& o_;
   const ModelSource& model_;
   std::string sampler_;
   diffusion::SamplerConfig sc_;
+  diffusion::DenoiseFn net_fn_;                       // the network, or the text model's denoiser
   std::optional<diffusion::DiffusionSchedule> base_;  // DDPM: the training schedule
   std::vector<std::int64_t> kept_;                    // DDPM: the kept original timesteps
   std::vector<double> levels_;                        // EDM: N + 1 Karras levels ending in 0

@@ -108,8 +108,15 @@ void check_edit_options(const EditOptions& o) {
     DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
     DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
                "--guidance-scale must be >= 0, got " << o.guidance_scale);
+    DDPM_CHECK(o.negative_prompt.empty() || o.guidance_scale != 1.0,
+               "--negative-prompt takes effect through classifier-free guidance: give --guidance-scale != 1");
   } else {
     DDPM_CHECK(o.guidance_scale == d.guidance_scale, "--guidance-scale applies to img2img only");
+    DDPM_CHECK(o.negative_prompt.empty(), "--negative-prompt applies to img2img only (with --guidance-scale)");
+    DDPM_CHECK(o.prompts.size() <= 1,
+               o.command << " takes one --prompt, the caption of the images under which they are "
+                         << (o.command == "invert" ? "inverted and decoded" : "inverted and the frames decoded")
+                         << "; got " << o.prompts.size());
   }
   if (o.command == "interpolate") {
     DDPM_CHECK(o.frames >= 2, "--frames must be at least 2 (the two ends), got " << o.frames);
@@ -129,6 +136,25 @@ void check_edit_options(const EditOptions& o) {
              "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
 }
 
+void check_edit_prompts(const EditOptions& o, const ModelSource& model) {
+  if (!model.text) {
+    DDPM_CHECK(o.prompts.empty() && o.negative_prompt.empty(),
+               "--prompt and --negative-prompt need a text-conditioned model (ddpm-train --text-cond); "
+                   << o.checkpoint << " is not one");
+    return;
+  }
+  DDPM_CHECK(!o.prompts.empty(),
+             o.checkpoint << " is text-conditioned: give --prompt TEXT, "
+                          << (o.command == "img2img" ? "what the edited images should show (repeat it for several)"
+                                                     : "the caption of the images"));
+  DDPM_CHECK(o.class_label < 0, "--class does not apply to " << o.checkpoint
+                                                             << ", a text-conditioned model: name the class in --prompt");
+  DDPM_CHECK(o.command != "img2img" || static_cast<int>(o.prompts.size()) <= o.num_samples,
+             "--prompt is given " << o.prompts.size() << " times and --num-samples is " << o.num_samples
+                                  << ": result j of every image gets prompt j mod " << o.prompts.size()
+                                  << ", so give --num-samples " << o.prompts.size() << " or more");
+}
+
 EditResult run_edit(const EditOptions& o, std::ostream* log) {
   check_edit_options(o);
   const ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
@@ -141,6 +167,14 @@ EditResult run_edit(const EditOptions& o, std::ostream* log) {
 EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream* log) {
   check_edit_options(o);
   refuse_super_res_model(model.net->config(), o.checkpoint, "ddpm-edit " + o.command);
+  check_edit_prompts(o, model);
+  if (model.text && log) {
+    *log << "text-conditioned: " << o.prompts.size() << " prompt(s)"
+         << (o.command == "img2img" && o.prompts.size() > 1 ? ", result j of each image gets prompt j mod P" : "");
+    if (o.command == "img2img" && o.guidance_scale != 1.0)
+      *log << "; guidance away from " << (o.negative_prompt.empty() ? "the empty caption" : "\"" + o.negative_prompt + "\"");
+    *log << "\n";
+  }
   const unet::UNetConfig& cfg = model.net->config();
   DDPM_CHECK(cfg.num_classes == 0 || o.class_label >= 0,
              o.checkpoint << " is class-conditional (" << cfg.num_classes
@@ -170,6 +204,8 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
                          {"weights", model.weights_path},
                          {"ema", model.ema},
                          {"class", o.class_label},
+                         {"prompts", model.text ? nlohmann::json(o.prompts) : nlohmann::json(nullptr)},
+                         {"negative_prompt", model.text ? nlohmann::json(o.negative_prompt) : nlohmann::json(nullptr)},
                          {"seed", o.seed},
                          {"diffusion", diffusion_to_json(model.diffusion)},
                          {"image_shape", {H, W, C}},
@@ -259,18 +295,25 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
       for (std::int64_t j = 0; j < M; ++j)
         rep.insert(rep.end(), gv.begin() + i * code_size, gv.begin() + (i + 1) * code_size);
     const Tensor guides = Tensor::from_vector(rep, proc.shape(N * M));
+    // Per result (image-major): --class, or prompt j mod P for result j of an image.
+    if (model.text) {
+      const auto P = static_cast<std::int64_t>(o.prompts.size());
+      for (std::int64_t i = 0; i < N * M; ++i) labels_out.push_back((i % M) % P);
+    } else if (cfg.num_classes > 0) {
+      labels_out.assign(static_cast<std::size_t>(N * M), o.class_label);
+    }
     Generator gen(o.seed);
     for (std::int64_t b = 0; b < N * M; b += o.batch_size) {
       const std::int64_t n = std::min<std::int64_t>(o.batch_size, N * M - b);
-      const std::vector<std::uint8_t> px = to_uint8_pixels(to_pixels(proc.img2img(rows(guides, b, n), gen)));
+      const std::vector<std::int64_t> y =
+          labels_out.empty() ? labels_out : std::vector<std::int64_t>(labels_out.begin() + b, labels_out.begin() + b + n);
+      const std::vector<std::uint8_t> px = to_uint8_pixels(to_pixels(proc.img2img(rows(guides, b, n), y, gen)));
       pixels.insert(pixels.end(), px.begin(), px.end());
     }
     info["images"] = in.names;
     info["num_samples_per_image"] = M;
     rows_out = N * M;
     nrow = static_cast<int>(M);
-    labels_out = cfg.num_classes > 0 ? std::vector<std::int64_t>(static_cast<std::size_t>(N * M), o.class_label)
-                                     : std::vector<std::int64_t>{};
     input_pixels = to_uint8_pixels(in.images);
     for (std::int64_t i = 0; i < std::min(N, kComparisonImages); ++i) {
       comparison.push_back({input_pixels.data() + i * image_bytes});
@@ -361,6 +404,9 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
         ->capture_default_str();
     s->add_option("--batch-size", o.batch_size, "images per network batch")->capture_default_str();
     s->add_option("--class", o.class_label, "class of the edited images (required for class-conditional models)");
+    s->add_option("--prompt", o.prompts,
+                  "text-conditioned models (required): the images' caption (invert, interpolate: one) or, for "
+                  "img2img, what the results should show (repeat for several: result j gets prompt j mod P)");
     s->add_option("--out", o.out, "output folder")->required();
     s->add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder");
   };
@@ -383,8 +429,12 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
       ->check(CLI::IsMember({"auto", "ddpm", "ddim", "heun", "euler"}))
       ->capture_default_str();
   i2i->add_option("--num-samples", o.num_samples, "results per image, each with its own noise")->capture_default_str();
-  i2i->add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance s (class-conditional models)")
+  i2i->add_option("--guidance-scale", o.guidance_scale,
+                  "classifier-free guidance s (class-conditional and text-conditioned models)")
       ->capture_default_str();
+  i2i->add_option("--negative-prompt", o.negative_prompt,
+                  "text-conditioned models with --guidance-scale != 1: the prompt guidance steers away from "
+                  "(default: the empty caption)");
   CLI::App* itp = app.add_subcommand(
       "interpolate", "DDIM latent interpolation: slerp between two latents, each frame decoded with DDIM");
   common(itp);

@@ -34,17 +34,27 @@
 //                per image, each with its own noise; grid.png (one row per image: its M
 //                results), images/, samples.npz (image-major: image i's results at rows
 //                i M .. i M + M - 1), comparison.png (each of the first 8 guides followed by
-//                its results). --guidance-scale (classifier-free) for class-conditional models.
+//                its results). --guidance-scale (classifier-free) for class-conditional and
+//                text-conditioned models.
 //   interpolate  DDIM latent interpolation (DDIM sec. 5.3): the end latents are the DDIM
 //                inversions of two images (--images A.png,B.png) or two seeds' noise
 //                (--seeds S1,S2: x_T ~ N(0, I) from the Philox generator seeded with S), then
 //                F = --frames slerps (interpolation.h), each decoded with DDIM (eta 0):
 //                strip.png (the F frames in one row), images/, samples.npz.
 // Each also writes edit_info.json: command, checkpoint, EMA, sampler, steps, kept timesteps,
-// class, seed and the command's own numbers (errors, strength and its start step, fractions).
+// class, prompts, seed and the command's own numbers (errors, strength and its start step, fractions).
 //
 // Labels: a class-conditional model needs --class C (the class of the edited images: editing
 // has no balanced default, the label describes the input); every image then uses C.
+// Prompts: a text-conditioned model (ddpm-train --text-cond; text_conditioned.h) needs
+// --prompt TEXT and is run through ModelSource::text's denoiser as ddpm-sample runs it (label
+// k = prompt k, label P = --negative-prompt, "" = the empty caption of classifier-free
+// guidance). invert and interpolate take exactly one prompt, the caption of the images, used
+// on the way up and down (DDIM inversion is only a round trip under one condition). img2img
+// (text-guided SDEdit) takes one or more: result j of every image gets prompt j mod P, so
+// --num-samples must be at least P; --negative-prompt needs --guidance-scale != 1.
+// edit_info.json records "prompts" and "negative_prompt" (null for other models), and
+// img2img's samples.npz labels are the prompt indices.
 // Random numbers: img2img's Philox generator (--seed) runs through the batches in order;
 // invert and interpolate from images are deterministic.
 //
@@ -53,7 +63,9 @@
 // strength outside (0, 1] or below the first kept step (sdedit.h); fewer than 2 frames;
 // --images and --seeds together or neither; images of another size or channel count than
 // the model's (naming both); a class-conditional model without --class, --class or
-// --guidance-scale on an unconditional one; an existing non-empty --out without --overwrite.
+// --guidance-scale on an unconditional one; --prompt or --negative-prompt on a model without
+// text, a text model without --prompt or with --class, several prompts to invert or
+// interpolate, more prompts than --num-samples; an existing non-empty --out without --overwrite.
 #pragma once
 
 #include <cstdint>
@@ -82,6 +94,8 @@ struct EditOptions {
   int num_samples = 1;           // img2img: results per image
   double guidance_scale = 1.0;   // img2img: classifier-free guidance s
   int class_label = -1;          // required for class-conditional models
+  std::vector<std::string> prompts;  // required for text-conditioned models (header comment)
+  std::string negative_prompt;       // img2img with guidance: label P's text ("" = empty caption)
   int frames = 8;                // interpolate
   std::string out;
   bool overwrite = false;
@@ -91,6 +105,9 @@ struct EditOptions {
 
 // Checks what can be checked without the model (ValueError naming the flag).
 void check_edit_options(const EditOptions& o);
+// The prompts against the model: required by a text model, refused by any other (ValueError
+// naming the checkpoint).
+void check_edit_prompts(const EditOptions& o, const ModelSource& model);
 
 struct EditResult {
   std::string out_dir;

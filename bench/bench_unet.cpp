@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
     Tensor x = randn({batch, 32, 32, 3}, gen, Device::cuda());
     Tensor noise = randn({batch, 32, 32, 3}, gen, Device::cuda());
     // The cross-attention's context [batch, L, D] (undefined for the plain UNet).
-    const Tensor context = context_dim > 0 ? randn({batch, context_length, context_dim}, gen, Device::cuda()) : Tensor();
+    const Tensor context =
+        context_dim > 0 ? randn({batch, context_length, context_dim}, gen, Device::cuda()) : Tensor();
     std::vector<double> t(static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) t[static_cast<std::size_t>(i)] = (i * 997) % 1000;
     // One network call (every call here is at --batch), with the context when the model

@@ -123,7 +123,8 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   // so rows differ); the encoder's cost depends only on the shape.
   auto token_ids = [&](std::int64_t n) {
     std::vector<std::int64_t> ids(static_cast<std::size_t>(n * opt.text.context_length));
-    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 2654435761u) % static_cast<std::size_t>(opt.text.vocab_size));
+    const auto V = static_cast<std::size_t>(opt.text.vocab_size);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 2654435761u) % V);
     return ids;
   };
   // One network call: the UNet, or tau_theta then the UNet reading its context (the order

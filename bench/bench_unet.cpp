@@ -14,6 +14,13 @@
 //           upload waiting for the GPU, in one run: the ratio is what the staging ring buys.
 //           At small batches the host's op dispatch is comparable to the GPU's work, and a
 //           wait per upload serializes the two.
+// Text conditioning (--context-dim D [--context-length L], default L = 77, CLIP's): the same
+// network with its attention blocks replaced by spatial transformers (UNetConfig::context_dim,
+// models/unet/transformer.h: self-attention, cross-attention to a context [batch, L, D] and
+// a GEGLU feed-forward), as a UNet2DConditionModel is timed with encoder_hidden_states given.
+// The context is a fixed random tensor (the text encoder is not timed: ddpm-profile
+// --text-cond profiles both). Every JSON line then has "context_dim" and "context_length", and
+// the JSON "op" is "unet_context" so scripts/bench.sh never pairs it with the plain UNet.
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -37,7 +44,7 @@
 using namespace ddpm;
 
 int main(int argc, char** argv) {
-  int batch = 128, reps = 20;
+  int batch = 128, reps = 20, context_dim = 0, context_length = 77;
   bool json_lines = false, tf32 = false, chain = false;
   ConvAlgoSearch conv_search = ConvAlgoSearch::benchmark;
   for (int i = 1; i < argc; ++i) {
@@ -55,13 +62,21 @@ int main(int argc, char** argv) {
     }
     else if (a == "--batch" && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--context-dim" && i + 1 < argc) context_dim = std::atoi(argv[++i]);
+    else if (a == "--context-length" && i + 1 < argc) context_length = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic] [--chain]\n");
+      std::fprintf(stderr, "usage: bench-unet [--batch N] [--reps N] [--json] [--tf32] [--conv-algo benchmark|heuristic] "
+                           "[--chain] [--context-dim D [--context-length L]]\n");
       return 2;
     }
   }
   if (batch < 1 || reps < 1) {
     std::fprintf(stderr, "bench-unet: --batch and --reps must be positive\n");
+    return 2;
+  }
+  if (context_dim < 0 || context_length < 1) {
+    std::fprintf(stderr, "bench-unet: --context-dim must be >= 0 (0: no cross-attention) and --context-length >= 1, "
+                         "got %d and %d\n", context_dim, context_length);
     return 2;
   }
   try {
@@ -72,13 +87,30 @@ int main(int argc, char** argv) {
     set_allow_tf32(tf32);
     set_conv_algo_search(conv_search);
     Generator gen(0);
-    unet::UNet net(unet::UNetConfig::ddpm_cifar10(), gen, Device::cuda());
+    unet::UNetConfig config = unet::UNetConfig::ddpm_cifar10();
+    config.context_dim = context_dim;
+    unet::UNet net(config, gen, Device::cuda());
     ParameterSlab slab(net.named_parameters());
     AdamW opt(slab, AdamWConfig{});
     Tensor x = randn({batch, 32, 32, 3}, gen, Device::cuda());
     Tensor noise = randn({batch, 32, 32, 3}, gen, Device::cuda());
+    // The cross-attention's context [batch, L, D] (undefined for the plain UNet).
+    const Tensor context =
+        context_dim > 0 ? randn({batch, context_length, context_dim}, gen, Device::cuda()) : Tensor();
     std::vector<double> t(static_cast<std::size_t>(batch));
     for (int i = 0; i < batch; ++i) t[static_cast<std::size_t>(i)] = (i * 997) % 1000;
+    // One network call (every call here is at --batch), with the context when the model
+    // cross-attends.
+    auto forward = [&](const Tensor& xt, const std::vector<double>& ts, const nn::Context& ctx) {
+      if (context_dim == 0) return net.forward(xt, ts, {}, ctx);
+      return net.forward(xt, ts, {}, context, ctx);
+    };
+    const char* op_name = context_dim > 0 ? "unet_context" : "unet";
+    auto add_context_fields = [&](nlohmann::json& line) {  // the plain UNet's lines stay as they were
+      if (context_dim == 0) return;
+      line["context_dim"] = context_dim;
+      line["context_length"] = context_length;
+    };
 
     bench::Timer timer(reps);
     if (chain) {
@@ -88,7 +120,8 @@ int main(int argc, char** argv) {
       cfg.respacing = "ddim20";
       const diffusion::DenoiseFn denoise = [&](const Tensor& xt, const std::vector<double>& ts,
                                                const std::vector<std::int64_t>& labels) {
-        return net.forward(xt, ts, labels, nn::Context{});
+        (void)labels;
+        return forward(xt, ts, nn::Context{});
       };
       auto chain_ms = [&](bool staged) {
         cuda::set_staging_enabled(staged);
@@ -100,11 +133,14 @@ int main(int argc, char** argv) {
         return ms;
       };
       const double staged = chain_ms(true), waiting = chain_ms(false);
-      if (json_lines)
-        std::cout << nlohmann::json{{"op", "unet_chain"}, {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
-                                    {"steps", 20}, {"batch", batch}, {"staged_ms", staged},
-                                    {"waiting_ms", waiting}, {"speedup", waiting / staged}}.dump()
-                  << "\n";
+      if (json_lines) {
+        nlohmann::json line{{"op", context_dim > 0 ? "unet_context_chain" : "unet_chain"},
+                            {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
+                            {"steps", 20}, {"batch", batch}, {"staged_ms", staged},
+                            {"waiting_ms", waiting}, {"speedup", waiting / staged}};
+        add_context_fields(line);
+        std::cout << line.dump() << "\n";
+      }
       else
         std::printf("DDIM chain of 20 steps, batch %d: %.2f ms with staged uploads, %.2f ms with waiting uploads "
                     "(%.2fx)\n", batch, staged, waiting, waiting / staged);
@@ -112,13 +148,13 @@ int main(int argc, char** argv) {
     }
     auto train_step = [&](bool recompute) {
       slab.zero_grad();
-      Tensor loss = mse_loss(net.forward(x, t, {}, nn::Context{true, &gen, recompute}), noise);
+      Tensor loss = mse_loss(forward(x, t, nn::Context{true, &gen, recompute}), noise);
       loss.backward();
       opt.step();
     };
     auto sample_step = [&] {
       NoGradGuard no_grad;
-      net.forward(x, t, {}, nn::Context{});
+      forward(x, t, nn::Context{});
     };
     // Tensor bytes at the peak of one call (parameters, gradients and AdamW moments
     // included), in MiB: what torch.cuda.max_memory_allocated reports for PyTorch's side.
@@ -135,21 +171,27 @@ int main(int argc, char** argv) {
     const double sample_peak = peak_mib(sample_step);
     auto emit = [&](const char* what, double ms, double peak) {
       double per_s = batch / ms * 1e3;
-      if (json_lines)
-        std::cout << nlohmann::json{{"op", "unet"},     {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
-                                    {"conv_algo", conv_algo_search_name(conv_search)},
-                                    {"what", what},     {"batch", batch},
-                                    {"ms", ms},         {"per_s", per_s},
-                                    {"peak_mib", peak}}.dump()
-                  << "\n";
-      else
+      if (json_lines) {
+        nlohmann::json line{{"op", op_name},    {"mode", tf32 ? "ours_tf32" : "ours_fp32"},
+                            {"conv_algo", conv_algo_search_name(conv_search)},
+                            {"what", what},     {"batch", batch},
+                            {"ms", ms},         {"per_s", per_s},
+                            {"peak_mib", peak}};
+        add_context_fields(line);
+        std::cout << line.dump() << "\n";
+      } else
         std::printf("unet %-15s batch %d: %.2f ms, %.1f %s/s, peak %.0f MiB\n", what, batch, ms, per_s,
                     std::string(what) == "sample" ? "evaluations" : "images", peak);
     };
     if (!json_lines)
+    {
       std::printf("DDPM CIFAR-10 UNet, %lld parameters, %s, convolution algorithms: %s\n", (long long)slab.numel(),
                   tf32 ? "fp32 storage with TF32 GEMMs and convolutions" : "fp32 (no TF32)",
                   conv_algo_search_name(conv_search));
+      if (context_dim > 0)
+        std::printf("with spatial transformers at 16x16 and in the middle, cross-attending to a context of %d tokens "
+                    "x %d channels\n", context_length, context_dim);
+    }
     emit("train", train_ms, train_peak);
     emit("train_recompute", recompute_ms, recompute_peak);
     emit("sample", sample_ms, sample_peak);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The apps on a GPU, in one call (run by scripts/gpu-verify.sh's `apps` step, or alone):
 #   1. ddpm-profile: the per-op table of one training and one sampling step of the DDPM
-#      CIFAR-10 UNet at batch 128 (CUDA event timings, kernel launch counts);
+#      CIFAR-10 UNet at batch 128 (CUDA event timings, kernel launch counts), then the same
+#      with --text-cond (text encoder, cross-attention, layer_norm, gelu);
 #   2. ddpm-train --preset gpu-medium on Fashion-MNIST for $TRAIN_STEPS steps (default 2000),
 #      timed, with its loss curve and sample grid;
 #   3. ddpm-sample from that run: 64 images, DDIM with 100 steps;
@@ -23,6 +24,9 @@ status=0
 echo "== ddpm-profile (DDPM CIFAR-10 UNet, batch 128)"
 "$bin/ddpm-profile" > "$logs/profile.txt" 2>&1 || status=1
 head -60 "$logs/profile.txt"
+echo "== ddpm-profile --text-cond (the same UNet with spatial transformers and ddpm-train's default text encoder)"
+"$bin/ddpm-profile" --text-cond > "$logs/profile_text.txt" 2>&1 || status=1
+head -70 "$logs/profile_text.txt"
 
 echo "== ddpm-train --preset gpu-medium, $steps steps"
 t0=$(date +%s)

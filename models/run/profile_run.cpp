@@ -16,6 +16,7 @@
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "models/diffusion/schedule.h"
+#include "models/text/text_encoder.h"
 #include "models/train/trainer.h"
 
 namespace ddpm::run {
@@ -98,12 +99,42 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   const unet::UNetConfig& mc = opt.model;
   const std::int64_t sample_batch = opt.sample_batch_size > 0 ? opt.sample_batch_size : opt.batch_size;
 
+  DDPM_CHECK(!opt.text_cond || (mc.cross_attention() && opt.text.width == mc.context_dim),
+             "ddpm-profile: a text-conditioned model needs the UNet's context_dim ("
+                 << mc.context_dim << ") equal to the text encoder's width (" << opt.text.width << ")");
+  if (opt.text_cond) opt.text.validate();
+
   Generator init(opt.seed);
   unet::UNet net(mc, init, opt.device);
+  // The text encoder is drawn after the UNet, as ddpm-train draws them, and shares its slab.
+  std::unique_ptr<text::TextEncoder> encoder;
+  if (opt.text_cond) encoder = std::make_unique<text::TextEncoder>(opt.text, init, opt.device);
   ProfileReport report;
   report.options = opt;
-  report.num_parameters = net.num_parameters();
-  ParameterSlab slab(net.named_parameters());
+  NamedTensors params = net.named_parameters();
+  if (encoder) {
+    const NamedTensors more = encoder->named_parameters();
+    params.insert(params.end(), more.begin(), more.end());
+  }
+  for (const auto& [name, t] : params) report.num_parameters += t.numel();
+  ParameterSlab slab(params);
+
+  // Synthetic captions: row i holds context_length pseudo-random ids (a multiplicative hash,
+  // so rows differ); the encoder's cost depends only on the shape.
+  auto token_ids = [&](std::int64_t n) {
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(n * opt.text.context_length));
+    const auto V = static_cast<std::size_t>(opt.text.vocab_size);
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 2654435761u) % V);
+    return ids;
+  };
+  // One network call: the UNet, or tau_theta then the UNet reading its context (the order
+  // of text_conditioned.h's denoiser).
+  auto network = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y,
+                     const nn::Context& ctx) {
+    if (!encoder) return net.forward(x, t, y, ctx);
+    const Tensor context = encoder->forward(token_ids(x.dim(0)), x.dim(0), ctx);  // [N, L, width]
+    return net.forward(x, t, y, context, ctx);
+  };
 
   diffusion::DiffusionSchedule schedule(diffusion::linear_betas(opt.diffusion_steps));
   Generator dropout_gen(opt.seed + 1);
@@ -112,7 +143,7 @@ ProfileReport profile_model(const ProfileOptions& opt) {
     nn::Context ctx;
     ctx.training = true;
     ctx.gen = &dropout_gen;
-    return net.forward(x, t, y, ctx);
+    return network(x, t, y, ctx);
   };
   const Shape image{mc.image_size, mc.image_size, mc.in_channels};
   auto labels_for = [&](std::int64_t n) {
@@ -143,7 +174,7 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   auto sampling_forward = [&] {
     NoGradGuard no_grad;
     nn::Context ctx;  // eval: no dropout
-    Tensor out = net.forward(x_t, t_sample, y_sample, ctx);
+    Tensor out = network(x_t, t_sample, y_sample, ctx);
     (void)out;
   };
 
@@ -189,7 +220,13 @@ std::string format_report(const ProfileReport& r) {
   o << "ddpm-profile on " << r.options.device.str() << ": UNet " << m.image_size << "x" << m.image_size << "x"
     << m.in_channels << ", channels " << m.model_channels << ", mult " << join(m.channel_mult) << ", res blocks "
     << m.num_res_blocks << ", attention at " << join(m.attention_resolutions) << ", "
-    << fmt("%.2f", static_cast<double>(r.num_parameters) * 1e-6) << "M parameters\n";
+    << fmt("%.2f", static_cast<double>(r.num_parameters) * 1e-6) << "M parameters";
+  if (r.options.text_cond) {
+    const text::TextEncoderConfig& e = r.options.text;
+    o << ", cross-attention (transformer depth " << m.transformer_depth << ") to a text encoder of width "
+      << e.width << ", " << e.layers << " layers, " << e.heads << " heads, " << e.context_length << " tokens";
+  }
+  o << "\n";
   if (r.options.device.is_cuda())
     o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
       << conv_algo_search_name(conv_algo_search()) << "\n";
@@ -209,7 +246,14 @@ std::string report_json(const ProfileReport& r) {
     << join(m.attention_resolutions) << "], \"num_heads\": " << m.num_heads
     << ", \"learn_sigma\": " << (m.learn_sigma ? "true" : "false")
     << ", \"use_scale_shift_norm\": " << (m.use_scale_shift_norm ? "true" : "false")
-    << ", \"num_classes\": " << m.num_classes << "}, \"parameters\": " << r.num_parameters
+    << ", \"num_classes\": " << m.num_classes << ", \"context_dim\": " << m.context_dim
+    << ", \"transformer_depth\": " << m.transformer_depth << "}";
+  if (r.options.text_cond) {
+    const text::TextEncoderConfig& e = r.options.text;
+    o << ", \"text_encoder\": {\"vocab_size\": " << e.vocab_size << ", \"context_length\": " << e.context_length
+      << ", \"width\": " << e.width << ", \"layers\": " << e.layers << ", \"heads\": " << e.heads << "}";
+  }
+  o << ", \"parameters\": " << r.num_parameters
     << ", \"train\": " << step_json(r.train) << ", \"sample\": " << step_json(r.sample) << "}\n";
   return o.str();
 }
@@ -234,6 +278,18 @@ void add_profile_flags(CLI::App& app, ProfileFlags& f) {
   app.add_flag("--resblock-updown", f.resblock_updown, "BigGAN-style residual up/down-sampling");
   app.add_flag("--class-cond", f.class_cond, "class-conditional model (labels i mod --num-classes)");
   app.add_option("--num-classes", f.num_classes, "classes of a class-conditional model")->capture_default_str();
+  app.add_flag("--text-cond", f.text_cond,
+               "text-conditional model as ddpm-train --text-cond: spatial transformers cross-attending to a text "
+               "encoder's output, on synthetic token ids");
+  app.add_option("--context-length", f.context_length, "--text-cond: tokens per caption")->capture_default_str();
+  app.add_option("--text-width", f.text_width, "--text-cond: the text encoder's width (the UNet's context_dim)")
+      ->capture_default_str();
+  app.add_option("--text-layers", f.text_layers, "--text-cond: transformer layers of the text encoder")
+      ->capture_default_str();
+  app.add_option("--text-heads", f.text_heads, "--text-cond: attention heads of the text encoder")
+      ->capture_default_str();
+  app.add_option("--transformer-depth", f.transformer_depth, "--text-cond: transformer blocks per spatial transformer")
+      ->capture_default_str();
   app.add_option("--batch-size", f.batch_size, "training batch size (default: 128 on CUDA, 4 on the CPU)");
   app.add_option("--sample-batch-size", f.sample_batch_size, "sampling batch size (0: the training batch size)")
       ->capture_default_str();
@@ -270,6 +326,28 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   m.resblock_updown = f.resblock_updown;
   DDPM_CHECK(!f.class_cond || f.num_classes >= 1, "--num-classes must be positive, got " << f.num_classes);
   m.num_classes = f.class_cond ? f.num_classes : 0;
+  DDPM_CHECK(!(f.class_cond && f.text_cond),
+             "--class-cond and --text-cond are two ways to condition; choose one");
+  if (f.text_cond) {
+    // The checks of ddpm-train --text-cond (train_options.cpp), so what profiles also trains.
+    DDPM_CHECK(!m.attention_resolutions.empty(),
+               "--text-cond reads the context through the spatial transformers at --attention-resolutions, "
+               "which is empty: name at least one resolution");
+    DDPM_CHECK(f.context_length >= 3, "--context-length must hold <bos>, a word and <eos> (>= 3), got "
+                                          << f.context_length);
+    DDPM_CHECK(f.text_width > 0 && f.text_layers > 0 && f.text_heads > 0 && f.text_width % f.text_heads == 0,
+               "--text-width " << f.text_width << ", --text-layers " << f.text_layers << " and --text-heads "
+                               << f.text_heads << " must be positive, with the heads dividing the width");
+    DDPM_CHECK(f.transformer_depth >= 1, "--transformer-depth must be >= 1, got " << f.transformer_depth);
+    o.text_cond = true;
+    o.text.vocab_size = kProfileVocabSize;
+    o.text.context_length = f.context_length;
+    o.text.width = f.text_width;
+    o.text.layers = f.text_layers;
+    o.text.heads = f.text_heads;
+    m.context_dim = f.text_width;
+    m.transformer_depth = f.transformer_depth;
+  }
   m.validate();
   DDPM_CHECK(f.batch_size == -1 || f.batch_size > 0, "--batch-size must be positive, got " << f.batch_size);
   o.batch_size = f.batch_size > 0 ? f.batch_size : (cuda ? 128 : 4);

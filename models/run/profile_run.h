@@ -4,6 +4,14 @@
 //   - one training step: Trainer::step(), i.e. batch, q_sample, forward, loss, backward,
 //     gradient clipping, AdamW and the EMA update;
 //   - one sampling step: one no-grad forward of the network at the sampling batch size;
+// A text-conditioned model (--text-cond, as ddpm-train's: models/text/text_conditioned.h)
+// is the UNet with spatial transformers (context_dim = the encoder's width) and its text
+// encoder tau_theta, in one parameter slab: each network call runs the encoder on the
+// batch's token ids, then the UNet cross-attending to that context, as the denoiser of
+// text_conditioned.h does; so the tables show the encoder's embedding, layer_norm, gelu
+// and self-attention beside the UNet's cross-attention. The tokens are synthetic (the step's
+// cost does not depend on their values): a vocabulary of kProfileVocabSize ids, each sample
+// its own pseudo-random row of context_length ids.
 // with the op profiler (engine/profiler.h). Each step gives a per-op table sorted by time
 // (op, calls, time, share of the step, estimated GFLOP and GB, achieved TFLOP/s and GB/s),
 // the step's total time, and on CUDA the launches: "N engine kernels + M library calls
@@ -25,12 +33,20 @@
 
 #include "engine/device.h"
 #include "engine/profiler.h"
+#include "models/text/text_encoder.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
 
+// The synthetic vocabulary of a profiled text encoder (rows of its token embedding).
+constexpr int kProfileVocabSize = 1000;
+
 struct ProfileOptions {
   unet::UNetConfig model;
+  // text_cond: the model's text encoder (its width is model.context_dim, its vocab_size
+  // kProfileVocabSize); ignored otherwise.
+  bool text_cond = false;
+  text::TextEncoderConfig text;
   std::int64_t batch_size = 128;
   std::int64_t sample_batch_size = 0;  // 0: the training batch size
   std::int64_t diffusion_steps = 1000;
@@ -83,6 +99,13 @@ struct ProfileFlags {
   bool resblock_updown = false;
   bool class_cond = false;
   int num_classes = 10;
+  // Text conditioning, ddpm-train's flags (train_run.h); all but --text-cond need it.
+  bool text_cond = false;
+  int context_length = 16;
+  int text_width = 128;
+  int text_layers = 2;
+  int text_heads = 4;
+  int transformer_depth = 1;
   std::int64_t batch_size = -1;
   std::int64_t sample_batch_size = 0;
   std::int64_t diffusion_steps = 1000;

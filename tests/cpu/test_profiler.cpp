@@ -148,6 +148,88 @@ TEST(ProfileRun, TinyUNetTablesHaveTheMainOpsAndSharesAddUp) {
   EXPECT_NE(json.find("\"op\": \"group_norm\""), std::string::npos);
 }
 
+std::int64_t calls_of(const run::StepProfile& s, const std::string& name) {
+  for (const OpSummary& op : s.ops)
+    if (op.name == name) return op.calls;
+  return 0;
+}
+
+// --text-cond: the text encoder runs before the UNet in both steps, and every spatial
+// transformer adds a cross-attention to its self-attention.
+TEST(ProfileRun, TextConditionedModelShowsTheEncoderAndTheCrossAttention) {
+  const run::ProfileReport plain = run::profile_model(tiny_options());
+  run::ProfileOptions o = tiny_options();
+  o.text_cond = true;
+  o.text.vocab_size = run::kProfileVocabSize;
+  o.text.context_length = 5;
+  o.text.width = 8;
+  o.text.layers = 1;
+  o.text.heads = 2;
+  o.model.context_dim = 8;
+  const run::ProfileReport r = run::profile_model(o);
+  // Attention at 4x4: one block down, one in the middle, two up (num_res_blocks + 1).
+  const std::int64_t blocks = calls_of(plain.sample, "attention");
+  EXPECT_EQ(blocks, 4);
+  for (const run::StepProfile* s : {&r.train, &r.sample}) {
+    SCOPED_TRACE(s->name);
+    EXPECT_EQ(calls_of(*s, "attention"), 2 * blocks + o.text.layers);  // self + cross, and the encoder's
+    // norm1..3 per transformer block, layer_norm1, 2 per encoder layer and the final one.
+    EXPECT_EQ(calls_of(*s, "layer_norm"), 3 * blocks + 2 * o.text.layers + 1);
+    EXPECT_EQ(calls_of(*s, "gelu"), blocks + o.text.layers);  // GEGLU and the encoder's MLP
+    EXPECT_EQ(calls_of(*s, "embedding"), 1);  // the token lookup (position rows are added whole)
+  }
+  for (const char* op : {"layer_norm.backward", "gelu.backward", "attention.backward", "embedding.backward"})
+    EXPECT_TRUE(has_row(r.train, op)) << op;
+  // Both networks' parameters: the UNet's and the encoder's (V x 8 token embedding, ...).
+  EXPECT_GT(r.num_parameters, plain.num_parameters + run::kProfileVocabSize * 8);
+  EXPECT_NE(run::format_report(r).find("cross-attention (transformer depth 1) to a text encoder of width 8"),
+            std::string::npos);
+  EXPECT_NE(run::report_json(r).find("\"text_encoder\": {\"vocab_size\": 1000, \"context_length\": 5"),
+            std::string::npos);
+  EXPECT_EQ(run::report_json(plain).find("text_encoder"), std::string::npos);
+}
+
+TEST(ProfileRun, TextCondFlagsBuildTheModelAndRejectBadValues) {
+  run::ProfileFlags f;
+  CLI::App app{"test"};
+  run::add_profile_flags(app, f);
+  const char* argv[] = {"ddpm-profile", "--text-cond", "--text-width", "32", "--context-length", "9",
+                        "--transformer-depth", "2"};
+  app.parse(8, const_cast<char**>(argv));
+  const run::ProfileOptions o = run::resolve_profile_options(f, cpu, 0);
+  EXPECT_TRUE(o.text_cond);
+  EXPECT_EQ(o.model.context_dim, 32);
+  EXPECT_EQ(o.model.transformer_depth, 2);
+  EXPECT_EQ(o.text.width, 32);
+  EXPECT_EQ(o.text.context_length, 9);
+  EXPECT_EQ(o.text.vocab_size, run::kProfileVocabSize);
+  EXPECT_EQ(run::resolve_profile_options(run::ProfileFlags{}, cpu, 0).model.context_dim, 0);
+
+  auto expect_refused = [](const run::ProfileFlags& bad, const std::string& words) {
+    try {
+      run::resolve_profile_options(bad, cpu, 0);
+      ADD_FAILURE() << "accepted; expected an error naming " << words;
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  run::ProfileFlags bad = f;
+  bad.class_cond = true;
+  expect_refused(bad, "--class-cond and --text-cond");
+  bad = f;
+  bad.text_heads = 5;
+  expect_refused(bad, "--text-heads 5");
+  bad = f;
+  bad.attention_resolutions = "";
+  expect_refused(bad, "--attention-resolutions");
+  bad = f;
+  bad.context_length = 2;
+  expect_refused(bad, "--context-length");
+  bad = f;
+  bad.transformer_depth = 0;
+  expect_refused(bad, "--transformer-depth");
+}
+
 TEST(ProfileRun, FlagsTakeDeviceDefaultsAndRejectBadValues) {
   run::ProfileFlags f;
   CLI::App app{"test"};

@@ -137,6 +137,21 @@ TEST(ReferenceCrossAttnUNetConfig, ExportWritesWhatDiffusersWrote) {
   EXPECT_THROW(config_to_diffusers_conditional(plain), ValueError);
 }
 
+TEST(ReferenceCrossAttnUNetConfig, ExportedWeightsAreDiffusersCheckpoint) {
+  // The context model's state dict under diffusers' names and layouts (OIHW convolutions):
+  // exactly the tensors diffusers saved, so config_to_diffusers_conditional plus
+  // export_state_dict is a loadable UNet2DConditionModel folder.
+  Reference r = load();
+  const SafetensorsFile theirs = load_safetensors(fixture_dir() + "/diffusion_pytorch_model.safetensors");
+  const auto ours = export_state_dict(*r.net);
+  ASSERT_EQ(ours.size(), theirs.tensors.size());
+  for (const auto& [name, t] : ours) {
+    ASSERT_TRUE(theirs.contains(name)) << name;
+    EXPECT_EQ(t.shape(), theirs.get(name).shape()) << name;
+    EXPECT_EQ(t.to_vector(), theirs.get(name).to_vector()) << name;
+  }
+}
+
 // Two cross-attention levels of 8 and 16 channels: per-block head counts.
 nlohmann::json two_level_config() {
   nlohmann::json j = fixture_config();

@@ -14,7 +14,13 @@
 #   tests/data/reference/<model>/diffusion_pytorch_model.safetensors diffusers' save_pretrained (OIHW)
 #   tests/data/reference/<model>/io.safetensors   inputs, outputs, loss and every gradient
 #   tests/data/reference/schedulers/<schedule>.json  DDPMScheduler / DDIMScheduler values
-# for <model> in ddpm, cond_scale_shift and <schedule> in linear, cosine.
+# for <model> in ddpm, cond_scale_shift, cross_attn and <schedule> in linear, cosine.
+#
+# Fixtures can be selected by name, so that adding one leaves the others untouched (a newer
+# torch or diffusers would rewrite their version metadata even where the numbers agree):
+#   python scripts/make_reference.py cross_attn          # only tests/data/reference/cross_attn
+#   python scripts/make_reference.py ddpm schedulers     # any of: ddpm cond_scale_shift cross_attn schedulers
+# Without names it writes everything.
 #
 # Everything is deterministic: fixed seeds, one CPU thread, no dropout.
 import json
@@ -26,7 +32,7 @@ import numpy as np
 import torch
 import diffusers
 import safetensors
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from safetensors.torch import save_file
 
@@ -120,9 +126,9 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def build_model(name, cfg, seed):
+def build_model(name, cfg, seed, model_class=UNet2DModel):
     torch.manual_seed(seed)
-    model = UNet2DModel(**cfg)
+    model = model_class(**cfg)
     # Perturb every parameter so no path is silent: GroupNorm weights away from 1, biases
     # away from 0, and any zero-initialized layer becomes non-zero.
     with torch.no_grad():
@@ -200,6 +206,115 @@ def make_model_fixtures(name, cfg, seed):
     # One metadata entry: safetensors writes several in hash order, so the bytes would vary.
     meta = {"reference": json.dumps({"model": name, "loss": "mean((out[:, :C] - noise)^2)", "versions": VERSIONS},
                                     sort_keys=True)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out_dir, "io.safetensors"), metadata=meta)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {n_params} parameters in {n_grad} tensors, loss {loss.item():.6f} (f64 {loss64.item():.12f})")
+
+
+# --------------------------------------------------------------------------------------
+# The cross-attention UNet (UNet2DConditionModel, Stable Diffusion 1.x style)
+# --------------------------------------------------------------------------------------
+
+# The layout of the engine's context UNet (models/unet/unet.h context_dim > 0) at a width that
+# keeps the fixture under 1 MB: a 16x16 level without attention, then an 8x8 level whose
+# attention is a Transformer2DModel (GroupNorm eps 1e-6 -> proj_in 1x1 conv -> one
+# BasicTransformerBlock: self-attention, cross-attention to the context, GEGLU feed-forward
+# -> proj_out 1x1 conv, + residual), the same in the middle block and the mirrored up level.
+CROSS_ATTN = dict(
+    sample_size=16,
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+    norm_eps=1e-5,
+    act_fn="silu",
+    flip_sin_to_cos=True,  # UNet2DConditionModel's defaults: the improved-DDPM embedding
+    freq_shift=0,
+    downsample_padding=1,
+    dropout=0.0,
+    cross_attention_dim=8,  # the context width D of encoder_hidden_states [N, L, D]
+    # diffusers' naming issue: in UNet2DConditionModel `attention_head_dim` is the NUMBER of
+    # heads (num_attention_heads = num_attention_heads or attention_head_dim; setting
+    # num_attention_heads itself is refused), and each Transformer2DModel gets
+    # (heads, channels // heads). So 16 channels / 4 heads: 4 channels per head.
+    attention_head_dim=4,
+    transformer_layers_per_block=1,
+    use_linear_projection=False,  # SD 1.x: proj_in/proj_out are 1x1 convolutions
+    only_cross_attention=False,
+    upcast_attention=False,
+)
+CONTEXT_TOKENS = 5  # L
+
+
+def make_cross_attn_fixtures(name, cfg, seed):
+    """Like make_model_fixtures, for UNet2DConditionModel called as model(x, t,
+    encoder_hidden_states=context); also stores the gradients of the loss w.r.t. x and the
+    context (the text encoder's output, through which a text model trains tau_theta)."""
+    out_dir = os.path.join(OUT_DIR, name)
+    os.makedirs(out_dir, exist_ok=True)
+    model = build_model(name, cfg, seed, UNet2DConditionModel)
+    model.save_pretrained(out_dir, safe_serialization=True)
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    C, H, D = cfg["in_channels"], cfg["sample_size"], cfg["cross_attention_dim"]
+    x = torch.randn(BATCH, C, H, H, generator=gen)  # the network input x_t, NCHW
+    noise = torch.randn(BATCH, C, H, H, generator=gen)  # the regression target eps
+    context = torch.randn(BATCH, CONTEXT_TOKENS, D, generator=gen)  # encoder_hidden_states [N, L, D]
+    t = torch.tensor(TIMESTEPS, dtype=torch.int64)
+
+    def l_simple(out):
+        return ((out - noise.to(out.dtype)) ** 2).mean()
+
+    t_proj = model.time_proj(t)
+    with torch.no_grad():
+        out = model(x, t, encoder_hidden_states=context).sample
+        loss = l_simple(out)
+
+    model64 = build_model(name, cfg, seed, UNet2DConditionModel).double()
+    emb_dim = cfg["block_out_channels"][0]
+    t_proj64 = sinusoidal_embedding_f64(t, emb_dim, cfg["flip_sin_to_cos"], cfg["freq_shift"])
+    assert torch.allclose(t_proj64, t_proj.double(), atol=1e-4), "float64 embedding disagrees with diffusers"
+    model64.time_proj.forward = lambda ts: sinusoidal_embedding_f64(ts, emb_dim, cfg["flip_sin_to_cos"], cfg["freq_shift"])
+    model64.zero_grad()
+    x64 = x.double().requires_grad_(True)
+    context64 = context.double().requires_grad_(True)
+    out64 = model64(x64, t, encoder_hidden_states=context64).sample
+    loss64 = l_simple(out64)
+    loss64.backward()
+    assert torch.allclose(out64.float(), out, rtol=1e-3, atol=1e-4), "float32 and float64 forwards disagree"
+    assert context64.grad.abs().max() > 1e-8, "the context got no gradient"
+
+    tensors = {
+        "x": x,
+        "x_nhwc": nhwc(x),
+        "timesteps": t.to(torch.float64),  # integers stored as F64 (the C++ loader has no I64)
+        "encoder_hidden_states": context,  # [N, L, D]: the same layout in both engines
+        "noise": noise,
+        "noise_nhwc": nhwc(noise),
+        "t_proj": t_proj.detach(),
+        "t_proj_f64": t_proj64,
+        "out": out,
+        "out_nhwc": nhwc(out),
+        "out_f64": out64.detach(),
+        "out_f64_nhwc": nhwc(out64.detach()),
+        "loss": loss.reshape(1),
+        "loss_f64": loss64.detach().reshape(1),
+        # d loss_f64 / d input, float64 backward rounded to float32 like the parameters'.
+        "grad_x_nhwc": nhwc(x64.grad.detach()).float(),
+        "grad_encoder_hidden_states": context64.grad.detach().float(),
+    }
+    n_grad = 0
+    for pname, p in model64.named_parameters():
+        assert p.grad.abs().max() > 1e-8, f"parameter {pname} got no gradient"
+        tensors["grad." + pname] = p.grad.detach().float().contiguous()
+        n_grad += 1
+    meta = {"reference": json.dumps({"model": name, "loss": "mean((out - noise)^2)",
+                                     "call": "model(x, timesteps, encoder_hidden_states=encoder_hidden_states)",
+                                     "versions": VERSIONS}, sort_keys=True)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out_dir, "io.safetensors"), metadata=meta)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{name}: {n_params} parameters in {n_grad} tensors, loss {loss.item():.6f} (f64 {loss64.item():.12f})")
@@ -361,10 +476,21 @@ def make_scheduler_fixtures():
         print(f"{path}: {os.path.getsize(path)} bytes")
 
 
+FIXTURES = {
+    "ddpm": lambda: make_model_fixtures("ddpm", MODELS["ddpm"], seed=1),
+    "cond_scale_shift": lambda: make_model_fixtures("cond_scale_shift", MODELS["cond_scale_shift"], seed=2),
+    "cross_attn": lambda: make_cross_attn_fixtures("cross_attn", CROSS_ATTN, seed=3),
+    "schedulers": make_scheduler_fixtures,
+}
+
+
 def main():
-    make_model_fixtures("ddpm", MODELS["ddpm"], seed=1)
-    make_model_fixtures("cond_scale_shift", MODELS["cond_scale_shift"], seed=2)
-    make_scheduler_fixtures()
+    names = sys.argv[1:] or list(FIXTURES)
+    unknown = [n for n in names if n not in FIXTURES]
+    if unknown:
+        sys.exit(f"make_reference.py: unknown fixture {', '.join(unknown)}; choose from {' '.join(FIXTURES)}")
+    for name in names:
+        FIXTURES[name]()
 
 
 if __name__ == "__main__":

@@ -109,9 +109,12 @@ UNetConfig config_from_json(const json& j) {
   return c;
 }
 
-// --- diffusers' UNet2DModel config ---------------------------------------------------------
+// --- diffusers' UNet2DModel and UNet2DConditionModel configs --------------------------------
 
 namespace {
+
+const char* const kPlain = "UNet2DModel";
+const char* const kConditional = "UNet2DConditionModel";  // the cross-attention UNet
 
 template <class T>
 T get_or(const json& j, const char* key, T fallback) {
@@ -120,31 +123,139 @@ T get_or(const json& j, const char* key, T fallback) {
   return j.at(key).get<T>();
 }
 
-[[noreturn]] void unsupported(const std::string& what) {
-  DDPM_THROW(ValueError, "this diffusers UNet2DModel is not supported: " << what);
+[[noreturn]] void unsupported(const std::string& cls, const std::string& what) {
+  DDPM_THROW(ValueError, "this diffusers " << cls << " is not supported: " << what);
+}
+
+bool is_null_or_absent(const json& j, const char* key) { return !j.contains(key) || j.at(key).is_null(); }
+
+// A UNet2DConditionModel field given either once for every block or as a list with one entry
+// per down block (diffusers broadcasts the single value); returned with one entry per block.
+std::vector<int> per_block_ints(const json& j, const char* key, int fallback, std::size_t blocks) {
+  if (is_null_or_absent(j, key)) return std::vector<int>(blocks, fallback);
+  const json& v = j.at(key);
+  require_json_ints(v, std::string("diffusers config: ") + key);
+  if (!v.is_array()) return std::vector<int>(blocks, v.get<int>());
+  if (v.size() != blocks)
+    unsupported(kConditional, std::string(key) + " has " + std::to_string(v.size()) + " entries for " +
+                                  std::to_string(blocks) + " down blocks");
+  return v.get<std::vector<int>>();
+}
+
+// The one value a per-block field takes at the blocks that have a spatial transformer
+// (`used`: the attention levels and the deepest level, whose index the middle block reads);
+// the engine builds every transformer alike, so the values must agree.
+int same_at(const std::vector<int>& values, const std::vector<std::size_t>& used, const char* key) {
+  const int first = values[used.front()];
+  for (std::size_t i : used)
+    if (values[i] != first)
+      unsupported(kConditional, std::string(key) + " differs between the cross-attention blocks (" +
+                                    std::to_string(first) + " and " + std::to_string(values[i]) +
+                                    "); the engine builds every spatial transformer alike");
+  return first;
+}
+
+// UNet2DConditionModel's options that have no counterpart in the engine must keep their
+// defaults (SD 1.x uses all of these defaults).
+void check_conditional_defaults(const json& j) {
+  for (const char* key : {"encoder_hid_dim", "encoder_hid_dim_type", "addition_embed_type", "time_cond_proj_dim",
+                          "time_embedding_act_fn", "timestep_post_act", "cross_attention_norm",
+                          "reverse_transformer_layers_per_block", "projection_class_embeddings_input_dim"})
+    if (!is_null_or_absent(j, key)) unsupported(kConditional, std::string(key) + " must be null, got " + j.at(key).dump());
+  // diffusers itself refuses num_attention_heads (its "naming issue": heads come from
+  // attention_head_dim, see below).
+  if (!is_null_or_absent(j, "num_attention_heads"))
+    unsupported(kConditional, "num_attention_heads must be null (the head count is attention_head_dim)");
+  for (const char* key : {"dual_cross_attention", "use_linear_projection", "class_embeddings_concat",
+                          "resnet_skip_time_act", "mid_block_only_cross_attention"})
+    if (get_or<bool>(j, key, false)) unsupported(kConditional, std::string(key) + " must be false");
+  // only_cross_attention: false, or one false per block (true drops the self-attention).
+  if (!is_null_or_absent(j, "only_cross_attention")) {
+    const json& v = j.at("only_cross_attention");
+    bool any = v.is_array() ? std::any_of(v.begin(), v.end(), [](const json& e) { return e.get<bool>(); }) : v.get<bool>();
+    if (any) unsupported(kConditional, "only_cross_attention must be false (every transformer block self-attends)");
+  }
+  if (get_or<std::string>(j, "attention_type", "default") != "default") unsupported(kConditional, "attention_type must be default");
+  if (get_or<int>(j, "conv_in_kernel", 3) != 3 || get_or<int>(j, "conv_out_kernel", 3) != 3)
+    unsupported(kConditional, "conv_in_kernel and conv_out_kernel must be 3");
+  if (get_or<double>(j, "resnet_out_scale_factor", 1.0) != 1.0) unsupported(kConditional, "resnet_out_scale_factor must be 1");
+  if (get_or<std::string>(j, "mid_block_type", "UNetMidBlock2DCrossAttn") != "UNetMidBlock2DCrossAttn")
+    unsupported(kConditional, "mid_block_type must be UNetMidBlock2DCrossAttn (resnet, transformer, resnet)");
+  if (j.contains("norm_num_groups") && j.at("norm_num_groups").is_null())
+    unsupported(kConditional, "norm_num_groups must be set (null drops the output GroupNorm)");
+  if (is_null_or_absent(j, "sample_size")) unsupported(kConditional, "sample_size must be set (the image size)");
+  // upcast_attention is accepted either way: it only computes the scores in fp32 under fp16,
+  // which the engine's attention always does.
+}
+
+// The cross-attention fields of a UNet2DConditionModel: context_dim from
+// cross_attention_dim, transformer_depth from transformer_layers_per_block, heads from
+// attention_head_dim. Down block i, the up block that mirrors it and (for the last i) the
+// middle block all read entry i of these per-block lists (diffusers reverses them for the up
+// path and reverses the blocks too).
+//
+// diffusers' naming issue (UNet2DConditionModel.__init__: `num_attention_heads =
+// num_attention_heads or attention_head_dim`; each Transformer2DModel then gets
+// (heads, channels // heads)): in this class attention_head_dim is the NUMBER OF HEADS per
+// block, not their width. SD 1.x's attention_head_dim = 8 is 8 heads of 40..160 channels.
+void read_cross_attention(const json& j, const std::vector<int>& blocks, const std::vector<std::size_t>& attn_levels,
+                          UNetConfig& c) {
+  const std::size_t n = blocks.size();
+  std::vector<std::size_t> used = attn_levels;
+  if (std::find(used.begin(), used.end(), n - 1) == used.end()) used.push_back(n - 1);  // the middle block
+  c.context_dim = same_at(per_block_ints(j, "cross_attention_dim", 1280, n), used, "cross_attention_dim");
+  if (c.context_dim <= 0) unsupported(kConditional, "cross_attention_dim must be positive, got " + std::to_string(c.context_dim));
+  c.transformer_depth =
+      same_at(per_block_ints(j, "transformer_layers_per_block", 1, n), used, "transformer_layers_per_block");
+  const std::vector<int> heads = per_block_ints(j, "attention_head_dim", 8, n);
+  for (std::size_t i : used)
+    if (heads[i] <= 0 || blocks[i] % heads[i] != 0)
+      unsupported(kConditional, "attention_head_dim (the head count) " + std::to_string(heads[i]) +
+                                    " does not divide the " + std::to_string(blocks[i]) + " channels of block " +
+                                    std::to_string(i));
+  bool same_heads = true, same_width = true;
+  for (std::size_t i : used) {
+    same_heads = same_heads && heads[i] == heads[used.front()];
+    same_width = same_width && blocks[i] / heads[i] == blocks[used.front()] / heads[used.front()];
+  }
+  if (same_heads) {  // a head count (num_heads), as SD 1.x
+    c.num_heads = heads[used.front()];
+    c.num_head_channels = -1;
+  } else if (same_width) {  // different counts of equally wide heads: channels per head
+    c.num_head_channels = blocks[used.front()] / heads[used.front()];
+  } else {
+    unsupported(kConditional, "attention_head_dim gives neither one head count nor one head width to every "
+                              "cross-attention block");
+  }
 }
 
 }  // namespace
 
 UNetConfig config_from_diffusers(const json& j) {
   try {
-    if (get_or<std::string>(j, "_class_name", "UNet2DModel") != "UNet2DModel")
-      unsupported("_class_name is " + j.at("_class_name").get<std::string>() + ", only UNet2DModel is");
+    const std::string cls = get_or<std::string>(j, "_class_name", kPlain);
+    const bool conditional = cls == kConditional;
+    if (!conditional && cls != kPlain)
+      unsupported(kPlain, "_class_name is " + cls + ", only UNet2DModel and UNet2DConditionModel are");
     if (get_or<std::string>(j, "time_embedding_type", "positional") != "positional")
-      unsupported("time_embedding_type must be positional");
-    if (get_or<std::string>(j, "act_fn", "silu") != "silu") unsupported("act_fn must be silu");
-    if (get_or<bool>(j, "center_input_sample", false)) unsupported("center_input_sample must be false");
-    if (!get_or<bool>(j, "add_attention", true)) unsupported("add_attention must be true (the middle block has attention)");
-    if (get_or<double>(j, "mid_block_scale_factor", 1.0) != 1.0) unsupported("mid_block_scale_factor must be 1");
-    if (get_or<std::string>(j, "class_embed_type", "") != "") unsupported("class_embed_type must be null");
+      unsupported(cls, "time_embedding_type must be positional");
+    if (get_or<std::string>(j, "act_fn", "silu") != "silu") unsupported(cls, "act_fn must be silu");
+    if (get_or<bool>(j, "center_input_sample", false)) unsupported(cls, "center_input_sample must be false");
+    if (!get_or<bool>(j, "add_attention", true)) unsupported(cls, "add_attention must be true (the middle block has attention)");
+    if (get_or<double>(j, "mid_block_scale_factor", 1.0) != 1.0) unsupported(cls, "mid_block_scale_factor must be 1");
+    if (get_or<std::string>(j, "class_embed_type", "") != "") unsupported(cls, "class_embed_type must be null");
     if (j.contains("time_embedding_dim") && !j.at("time_embedding_dim").is_null())
-      unsupported("time_embedding_dim must be null (4 x the first block's channels)");
-    if (get_or<std::string>(j, "mid_block_type", "UNetMidBlock2D") != "UNetMidBlock2D")
-      unsupported("mid_block_type must be UNetMidBlock2D");
+      unsupported(cls, "time_embedding_dim must be null (4 x the first block's channels)");
+    if (conditional)
+      check_conditional_defaults(j);
+    else if (get_or<std::string>(j, "mid_block_type", "UNetMidBlock2D") != "UNetMidBlock2D")
+      unsupported(cls, "mid_block_type must be UNetMidBlock2D");
 
     UNetConfig c;
     c.image_size = get_or<int>(j, "sample_size", 32);
-    c.in_channels = get_or<int>(j, "in_channels", 3);
+    // diffusers' defaults where a key is absent: 3 channels for UNet2DModel, 4 (SD's latents)
+    // for UNet2DConditionModel.
+    c.in_channels = get_or<int>(j, "in_channels", conditional ? 4 : 3);
     // A super-resolution UNet2DModel takes in_channels = C + concat (x_t and the upsampled
     // low-res image) and outputs C or 2C: our export records the split and the low-res size
     // in "_ddpm_super_res". Without it the low-res size is unknown, so a folder whose
@@ -155,18 +266,19 @@ UNetConfig config_from_diffusers(const json& j) {
     }
     int out_channels = get_or<int>(j, "out_channels", c.in_channels);
     if (!c.super_res() && out_channels > 0 && c.in_channels == 2 * out_channels)
-      unsupported("in_channels " + std::to_string(c.in_channels) + " is twice out_channels " +
-                  std::to_string(out_channels) +
-                  ": a super-resolution UNet (x_t concatenated with a low-res image) whose low-res size is not "
-                  "recorded (no \"_ddpm_super_res\" key); only our own super-resolution exports can be imported");
+      unsupported(cls, "in_channels " + std::to_string(c.in_channels) + " is twice out_channels " +
+                           std::to_string(out_channels) +
+                           ": a super-resolution UNet (x_t concatenated with a low-res image) whose low-res size is "
+                           "not recorded (no \"_ddpm_super_res\" key); only our own super-resolution exports can be "
+                           "imported");
     if (out_channels == 2 * c.in_channels)
       c.learn_sigma = true;
     else if (out_channels != c.in_channels)
-      unsupported("out_channels must equal in_channels (or twice it, for learned variance)");
+      unsupported(cls, "out_channels must equal in_channels (or twice it, for learned variance)");
 
     if (j.contains("block_out_channels")) require_json_ints(j.at("block_out_channels"), "diffusers config: block_out_channels");
     auto blocks = j.at("block_out_channels").get<std::vector<int>>();
-    if (blocks.empty()) unsupported("block_out_channels is empty");
+    if (blocks.empty()) unsupported(cls, "block_out_channels is empty");
     // Checked before dividing by the first (a 0 there was a division by zero, found by
     // tests/fuzz/fuzz_model_config).
     for (int b : blocks)
@@ -174,45 +286,55 @@ UNetConfig config_from_diffusers(const json& j) {
     c.model_channels = blocks[0];
     c.channel_mult.clear();
     for (int b : blocks) {
-      if (b % c.model_channels != 0) unsupported("block_out_channels must be multiples of the first");
+      if (b % c.model_channels != 0) unsupported(cls, "block_out_channels must be multiples of the first");
       c.channel_mult.push_back(b / c.model_channels);
     }
     c.num_res_blocks = get_or<int>(j, "layers_per_block", 2);
     auto down = j.at("down_block_types").get<std::vector<std::string>>();
     auto up = j.at("up_block_types").get<std::vector<std::string>>();
     if (down.size() != blocks.size() || up.size() != blocks.size())
-      unsupported("down_block_types and up_block_types need one entry per block_out_channels entry");
+      unsupported(cls, "down_block_types and up_block_types need one entry per block_out_channels entry");
+    // The attention block types of the class (self-attention, or a spatial transformer).
+    const std::string attn_down = conditional ? "CrossAttnDownBlock2D" : "AttnDownBlock2D";
+    const std::string attn_up = conditional ? "CrossAttnUpBlock2D" : "AttnUpBlock2D";
     c.attention_resolutions.clear();
+    std::vector<std::size_t> attn_levels;
     for (std::size_t i = 0; i < down.size(); ++i) {
-      bool attn = down[i] == "AttnDownBlock2D";
-      if (!attn && down[i] != "DownBlock2D") unsupported("down block type " + down[i]);
+      bool attn = down[i] == attn_down;
+      if (!attn && down[i] != "DownBlock2D")
+        unsupported(cls, "down block type " + down[i] + " (" + cls + " takes DownBlock2D and " + attn_down + ")");
       std::string mirror = up[down.size() - 1 - i];
-      if (mirror != (attn ? "AttnUpBlock2D" : "UpBlock2D"))
-        unsupported("up_block_types do not mirror down_block_types (" + mirror + " against " + down[i] + ")");
+      if (mirror != (attn ? attn_up : "UpBlock2D"))
+        unsupported(cls, "up_block_types do not mirror down_block_types (" + mirror + " against " + down[i] + ")");
       // (a shift by 32 or more is undefined; so many levels fail validate() below anyway)
       if (attn) c.attention_resolutions.push_back(i < 31 ? c.image_size >> i : 0);
+      if (attn) attn_levels.push_back(i);
     }
+    // UNet2DConditionModel has no such keys: its down/up sampling is always the conv kind.
     std::string down_type = get_or<std::string>(j, "downsample_type", "conv");
     std::string up_type = get_or<std::string>(j, "upsample_type", "conv");
     if (down_type != up_type || (down_type != "conv" && down_type != "resnet"))
-      unsupported("downsample_type/upsample_type must both be conv or both resnet");
+      unsupported(cls, "downsample_type/upsample_type must both be conv or both resnet");
     c.resblock_updown = down_type == "resnet";
-    if (get_or<int>(j, "downsample_padding", 1) != 1) unsupported("downsample_padding must be 1");
+    if (get_or<int>(j, "downsample_padding", 1) != 1) unsupported(cls, "downsample_padding must be 1");
 
-    if (j.contains("attention_head_dim") && !j.at("attention_head_dim").is_null()) {
+    c.norm_groups = get_or<int>(j, "norm_num_groups", 32);
+    if (conditional) {
+      read_cross_attention(j, blocks, attn_levels, c);
+    } else if (j.contains("attention_head_dim") && !j.at("attention_head_dim").is_null()) {
+      // UNet2DModel means what the name says: channels per head.
       require_json_ints(j.at("attention_head_dim"), "diffusers config: attention_head_dim");
       c.num_head_channels = j.at("attention_head_dim").get<int>();
     } else {
       c.num_heads = 1;
       c.num_head_channels = -1;
     }
-    c.norm_groups = get_or<int>(j, "norm_num_groups", 32);
     if (get_or<int>(j, "attn_norm_num_groups", c.norm_groups) != c.norm_groups)
-      unsupported("attn_norm_num_groups must be null or equal to norm_num_groups");
+      unsupported(cls, "attn_norm_num_groups must be null or equal to norm_num_groups");
     c.norm_eps = get_or<double>(j, "norm_eps", 1e-5);
     c.dropout = get_or<double>(j, "dropout", 0.0);
     std::string shift = get_or<std::string>(j, "resnet_time_scale_shift", "default");
-    if (shift != "default" && shift != "scale_shift") unsupported("resnet_time_scale_shift " + shift);
+    if (shift != "default" && shift != "scale_shift") unsupported(cls, "resnet_time_scale_shift " + shift);
     c.use_scale_shift_norm = shift == "scale_shift";
     bool flip = get_or<bool>(j, "flip_sin_to_cos", true);
     int freq_shift = get_or<int>(j, "freq_shift", 0);
@@ -221,9 +343,9 @@ UNetConfig config_from_diffusers(const json& j) {
     else if (flip && freq_shift == 0)
       c.time_embedding = TimestepEmbeddingStyle::improved;
     else
-      unsupported("flip_sin_to_cos/freq_shift must be false/1 (DDPM) or true/0 (improved DDPM)");
+      unsupported(cls, "flip_sin_to_cos/freq_shift must be false/1 (DDPM) or true/0 (improved DDPM)");
     int class_embeds = get_or<int>(j, "num_class_embeds", 0);
-    if (class_embeds == 1) unsupported("num_class_embeds must be at least 2 (classes + the null label)");
+    if (class_embeds == 1) unsupported(cls, "num_class_embeds must be at least 2 (classes + the null label)");
     c.num_classes = class_embeds > 0 ? class_embeds - 1 : 0;
     c.validate();
     return c;
@@ -231,6 +353,29 @@ UNetConfig config_from_diffusers(const json& j) {
     DDPM_THROW(IoError, "diffusers config: a required key is missing or has the wrong type: " << e.what());
   }
 }
+
+namespace {
+
+// The block lists both classes share: channels per level and which levels attend.
+struct DiffusersBlocks {
+  std::vector<int> channels;
+  std::vector<bool> attention;
+  std::vector<std::string> down, up;
+};
+
+DiffusersBlocks diffusers_blocks(const UNetConfig& c, const std::string& attn_down, const std::string& attn_up) {
+  DiffusersBlocks b;
+  const int levels = static_cast<int>(c.channel_mult.size());
+  for (int i = 0; i < levels; ++i) {
+    b.channels.push_back(c.model_channels * c.channel_mult[static_cast<std::size_t>(i)]);
+    b.attention.push_back(c.wants_attention(i));
+    b.down.push_back(b.attention.back() ? attn_down : "DownBlock2D");
+  }
+  for (int i = levels - 1; i >= 0; --i) b.up.push_back(b.attention[static_cast<std::size_t>(i)] ? attn_up : "UpBlock2D");
+  return b;
+}
+
+}  // namespace
 
 json config_to_diffusers(const UNetConfig& c) {
   c.validate();
@@ -254,19 +399,11 @@ json config_to_diffusers(const UNetConfig& c) {
                  << c.context_dim
                  << "); UNet2DModel has no cross-attention (that is UNet2DConditionModel, which this exporter "
                     "does not write)");
-  const int levels = static_cast<int>(c.channel_mult.size());
-  std::vector<int> blocks;
-  std::vector<std::string> down, up;
+  const DiffusersBlocks b = diffusers_blocks(c, "AttnDownBlock2D", "AttnUpBlock2D");
   std::set<int> attention_channels;
-  for (int i = 0; i < levels; ++i) {
-    int ch = c.model_channels * c.channel_mult[static_cast<std::size_t>(i)];
-    blocks.push_back(ch);
-    bool attn = std::count(c.attention_resolutions.begin(), c.attention_resolutions.end(), c.image_size >> i) > 0;
-    down.push_back(attn ? "AttnDownBlock2D" : "DownBlock2D");
-    if (attn) attention_channels.insert(ch);
-  }
-  attention_channels.insert(blocks.back());  // the middle block
-  for (int i = levels - 1; i >= 0; --i) up.push_back(down[static_cast<std::size_t>(i)] == "AttnDownBlock2D" ? "AttnUpBlock2D" : "UpBlock2D");
+  for (std::size_t i = 0; i < b.channels.size(); ++i)
+    if (b.attention[i]) attention_channels.insert(b.channels[i]);
+  attention_channels.insert(b.channels.back());  // the middle block
   json head_dim = nullptr;
   if (c.num_head_channels > 0) {
     head_dim = c.num_head_channels;
@@ -276,7 +413,7 @@ json config_to_diffusers(const UNetConfig& c) {
                "UNet2DModel equivalent (it takes channels per head)");
     head_dim = *attention_channels.begin() / c.num_heads;
   }
-  json j{{"_class_name", "UNet2DModel"},
+  json j{{"_class_name", kPlain},
               {"sample_size", c.image_size},
               {"in_channels", c.input_channels()},  // C + concat for a super-resolution model
               {"out_channels", c.out_channels()},
@@ -284,9 +421,9 @@ json config_to_diffusers(const UNetConfig& c) {
               {"time_embedding_type", "positional"},
               {"flip_sin_to_cos", c.time_embedding == TimestepEmbeddingStyle::improved},
               {"freq_shift", c.time_embedding == TimestepEmbeddingStyle::improved ? 0 : 1},
-              {"down_block_types", down},
-              {"up_block_types", up},
-              {"block_out_channels", blocks},
+              {"down_block_types", b.down},
+              {"up_block_types", b.up},
+              {"block_out_channels", b.channels},
               {"layers_per_block", c.num_res_blocks},
               {"mid_block_scale_factor", 1},
               {"downsample_padding", 1},
@@ -303,6 +440,63 @@ json config_to_diffusers(const UNetConfig& c) {
               {"class_embed_type", nullptr},
               {"num_class_embeds", c.num_classes > 0 ? json(c.num_classes + 1) : json(nullptr)}};
   if (c.super_res()) j["_ddpm_super_res"] = super_res_json(c);
+  return j;
+}
+
+json config_to_diffusers_conditional(const UNetConfig& c) {
+  c.validate();
+  DDPM_CHECK(c.cross_attention(),
+             "export to diffusers' UNet2DConditionModel: this model has no cross-attention (context_dim 0); "
+             "write it as a UNet2DModel (config_to_diffusers)");
+  DDPM_CHECK(!c.rescale_residual,
+             "export to diffusers: rescale_residual (1/sqrt 2) has no UNet2DConditionModel equivalent");
+  DDPM_CHECK(!c.resblock_updown,
+             "export to diffusers: residual down/up-sampling blocks (resblock_updown) have no UNet2DConditionModel "
+             "equivalent among its CrossAttnDownBlock2D/DownBlock2D blocks");
+  DDPM_CHECK(!c.cond_augmented() && !c.guidance_embedding && !c.super_res(),
+             "export to diffusers: a super-resolution, conditioning-augmented or guidance-distilled model has no "
+             "UNet2DConditionModel equivalent here");
+  const DiffusersBlocks b = diffusers_blocks(c, "CrossAttnDownBlock2D", "CrossAttnUpBlock2D");
+  // attention_head_dim is UNet2DConditionModel's HEAD COUNT (see read_cross_attention): one
+  // number for a fixed count, else the count of each block (channels / channels per head).
+  json heads = c.num_heads;
+  if (c.num_head_channels > 0) {
+    heads = json::array();
+    for (int ch : b.channels) heads.push_back(ch / c.num_head_channels);
+  }
+  json j{{"_class_name", kConditional},
+         {"sample_size", c.image_size},
+         {"in_channels", c.in_channels},
+         {"out_channels", c.out_channels()},
+         {"center_input_sample", false},
+         {"flip_sin_to_cos", c.time_embedding == TimestepEmbeddingStyle::improved},
+         {"freq_shift", c.time_embedding == TimestepEmbeddingStyle::improved ? 0 : 1},
+         {"down_block_types", b.down},
+         {"mid_block_type", "UNetMidBlock2DCrossAttn"},
+         {"up_block_types", b.up},
+         {"only_cross_attention", false},
+         {"block_out_channels", b.channels},
+         {"layers_per_block", c.num_res_blocks},
+         {"downsample_padding", 1},
+         {"mid_block_scale_factor", 1},
+         {"dropout", c.dropout},
+         {"act_fn", "silu"},
+         {"norm_num_groups", c.norm_groups},
+         {"norm_eps", c.norm_eps},
+         {"cross_attention_dim", c.context_dim},
+         {"transformer_layers_per_block", c.transformer_depth},
+         {"attention_head_dim", heads},
+         {"num_attention_heads", nullptr},
+         {"dual_cross_attention", false},
+         {"use_linear_projection", false},  // proj_in/proj_out are 1x1 convolutions
+         {"class_embed_type", nullptr},
+         {"num_class_embeds", c.num_classes > 0 ? json(c.num_classes + 1) : json(nullptr)},
+         {"upcast_attention", false},
+         {"resnet_time_scale_shift", c.use_scale_shift_norm ? "scale_shift" : "default"},
+         {"time_embedding_type", "positional"},
+         {"conv_in_kernel", 3},
+         {"conv_out_kernel", 3},
+         {"attention_type", "default"}};
   return j;
 }
 

@@ -6,8 +6,9 @@
 //   for a conditioning-augmented model (absent when 0; its export to diffusers is refused:
 //   UNet2DModel has no slot for its aug_embedding).
 // - A cross-attention model (context_dim > 0) adds "context_dim" and "transformer_depth"
-//   (both absent otherwise, so older configs read and write as before); its export to
-//   diffusers is refused (UNet2DModel has no cross-attention).
+//   (both absent otherwise, so older configs read and write as before); config_to_diffusers
+//   refuses it (UNet2DModel has no cross-attention): config_to_diffusers_conditional writes
+//   it as a UNet2DConditionModel config instead.
 // - Super-resolution export: UNet2DModel in_channels = C + concat_channels, out_channels =
 //   C (or 2C), which is how diffusers' own super-resolution UNets look, plus the private key
 //   "_ddpm_super_res" (diffusers ignores "_" keys) that lets our import restore the split and
@@ -16,6 +17,17 @@
 //   a plain 2C-channel model and is read as one.
 // - diffusers' UNet2DModel config.json: import (when the architecture is one we build; the
 //   error names the first unsupported field) and export.
+// - diffusers' UNet2DConditionModel config.json (Stable Diffusion 1.x layout): import into a
+//   context model and export. cross_attention_dim -> context_dim,
+//   transformer_layers_per_block -> transformer_depth, CrossAttnDownBlock2D/CrossAttnUpBlock2D
+//   -> attention (a spatial transformer) at that level, and attention_head_dim, which in THIS
+//   class is the number of heads per block (diffusers' naming issue), -> num_heads (or
+//   num_head_channels when the counts differ but the head width does not). Per-block lists
+//   must agree at every cross-attention block (the engine builds them alike). Refused, by
+//   name: use_linear_projection, only_cross_attention, dual_cross_attention, extra
+//   embeddings (addition_embed_type, encoder_hid_dim, time_cond_proj_dim, ...), any mid block
+//   but UNetMidBlock2DCrossAttn, kernels other than 3, num_attention_heads (diffusers itself
+//   refuses it). upcast_attention is accepted (a precision option, fp32 scores under fp16).
 // - State dicts: names are diffusers' (the module names already match). Convolution
 //   weights are stored in PyTorch's OIHW layout on disk (so the file is a valid
 //   UNet2DModel checkpoint) and converted to/from our KRSC [O, kh, kw, I] in memory.
@@ -39,10 +51,17 @@ UNetConfig config_from_json(const nlohmann::json& j);
 // keys: config files are read strictly, so a typo or a file of another kind is named.
 void check_config_keys(const nlohmann::json& j, const nlohmann::json& reference, const char* what);
 
-// diffusers' UNet2DModel config <-> ours. Import throws ValueError naming what is not
-// supported (e.g. "up_block_types do not mirror down_block_types").
+// diffusers' UNet2DModel / UNet2DConditionModel config <-> ours. Import throws ValueError
+// naming what is not supported (e.g. "up_block_types do not mirror down_block_types").
+// A UNet2DConditionModel config (_class_name) imports as a context model.
 UNetConfig config_from_diffusers(const nlohmann::json& j);
 nlohmann::json config_to_diffusers(const UNetConfig& cfg);
+// A context model (context_dim > 0) as diffusers' UNet2DConditionModel config; ValueError for
+// one without cross-attention or with options that class lacks (rescale_residual,
+// resblock_updown, super-resolution, cond_augment, guidance_embedding). A head width
+// (num_head_channels) is written as per-block head counts, which read back as a head count
+// when only one block width has cross-attention (the same network).
+nlohmann::json config_to_diffusers_conditional(const UNetConfig& cfg);
 
 // The parameters of any module (UNet, noisy classifier, autoencoder) as host tensors under
 // their names (diffusers' names for the UNet), convolutions in PyTorch's OIHW.

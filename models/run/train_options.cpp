@@ -100,6 +100,19 @@ void validate_options(const TrainOptions& o) {
              "--class-dropout " << o.class_dropout << " needs a conditional model (--class-cond or --text-cond)");
   DDPM_CHECK(!(o.class_cond && o.text_cond),
              "--class-cond and --text-cond are two ways to condition; choose one (a caption can name the class)");
+  {
+    // The text encoder's flags mean nothing without --text-cond: a forgotten --text-cond must
+    // not silently train an unconditional model.
+    const TrainOptions defaults;
+    const char* text_flag = o.context_length != defaults.context_length       ? "--context-length"
+                            : o.text_width != defaults.text_width               ? "--text-width"
+                            : o.text_layers != defaults.text_layers             ? "--text-layers"
+                            : o.text_heads != defaults.text_heads               ? "--text-heads"
+                            : o.transformer_depth != defaults.transformer_depth ? "--transformer-depth"
+                                                                                : nullptr;
+    DDPM_CHECK(o.text_cond || text_flag == nullptr,
+               text_flag << " sets up the text encoder of a text-conditioned model: add --text-cond");
+  }
   if (o.text_cond) {
     DDPM_CHECK(!o.attention_resolutions.empty(),
                "--text-cond reads the captions through the spatial transformers at --attention-resolutions, "

@@ -5,7 +5,8 @@
 # and brightness), resumes it, samples it with two prompts under classifier-free guidance
 # and with a negative prompt, and checks the refusals (exit 2, one "error:" line): no
 # prompt, an over-long prompt, --class, --prompt for a model without text, --text-cond with
-# --class-cond, and --text-cond without attention resolutions.
+# --class-cond, a text-encoder flag without --text-cond, and --text-cond without attention
+# resolutions.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" text_cond_test
@@ -49,5 +50,6 @@ refused "need a text-conditioned model" "$bin/ddpm-sample" --checkpoint "$plain"
   --out "$work/no" --prompt "disc"
 [ ! -e "$work/no" ] || fail "a refused sampling left an output folder"
 refused "choose one" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --class-cond --out "$work/both"
+refused "add --text-cond" "$bin/ddpm-train" "${model[@]}" --attention-resolutions 8 --text-width 16 --steps 1 --out "$work/notext"
 refused "attention-resolutions" "$bin/ddpm-train" "${tiny_model[@]}" --text-cond --steps 1 --out "$work/noattn"
 echo "text_cond_test: passed"

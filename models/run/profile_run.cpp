@@ -278,18 +278,10 @@ void add_profile_flags(CLI::App& app, ProfileFlags& f) {
   app.add_flag("--resblock-updown", f.resblock_updown, "BigGAN-style residual up/down-sampling");
   app.add_flag("--class-cond", f.class_cond, "class-conditional model (labels i mod --num-classes)");
   app.add_option("--num-classes", f.num_classes, "classes of a class-conditional model")->capture_default_str();
-  app.add_flag("--text-cond", f.text_cond,
-               "text-conditional model as ddpm-train --text-cond: spatial transformers cross-attending to a text "
-               "encoder's output, on synthetic token ids");
-  app.add_option("--context-length", f.context_length, "--text-cond: tokens per caption")->capture_default_str();
-  app.add_option("--text-width", f.text_width, "--text-cond: the text encoder's width (the UNet's context_dim)")
-      ->capture_default_str();
-  app.add_option("--text-layers", f.text_layers, "--text-cond: transformer layers of the text encoder")
-      ->capture_default_str();
-  app.add_option("--text-heads", f.text_heads, "--text-cond: attention heads of the text encoder")
-      ->capture_default_str();
-  app.add_option("--transformer-depth", f.transformer_depth, "--text-cond: transformer blocks per spatial transformer")
-      ->capture_default_str();
+  add_text_cond_flags(app, f.text,
+                      "text-conditional model as ddpm-train --text-cond: spatial transformers cross-attending to a "
+                      "text encoder's output, on synthetic token ids",
+                      "");
   app.add_option("--batch-size", f.batch_size, "training batch size (default: 128 on CUDA, 4 on the CPU)");
   app.add_option("--sample-batch-size", f.sample_batch_size, "sampling batch size (0: the training batch size)")
       ->capture_default_str();
@@ -326,27 +318,16 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   m.resblock_updown = f.resblock_updown;
   DDPM_CHECK(!f.class_cond || f.num_classes >= 1, "--num-classes must be positive, got " << f.num_classes);
   m.num_classes = f.class_cond ? f.num_classes : 0;
-  DDPM_CHECK(!(f.class_cond && f.text_cond),
-             "--class-cond and --text-cond are two ways to condition; choose one");
-  if (f.text_cond) {
-    // The checks of ddpm-train --text-cond (train_options.cpp), so what profiles also trains.
-    DDPM_CHECK(!m.attention_resolutions.empty(),
-               "--text-cond reads the context through the spatial transformers at --attention-resolutions, "
-               "which is empty: name at least one resolution");
-    DDPM_CHECK(f.context_length >= 3, "--context-length must hold <bos>, a word and <eos> (>= 3), got "
-                                          << f.context_length);
-    DDPM_CHECK(f.text_width > 0 && f.text_layers > 0 && f.text_heads > 0 && f.text_width % f.text_heads == 0,
-               "--text-width " << f.text_width << ", --text-layers " << f.text_layers << " and --text-heads "
-                               << f.text_heads << " must be positive, with the heads dividing the width");
-    DDPM_CHECK(f.transformer_depth >= 1, "--transformer-depth must be >= 1, got " << f.transformer_depth);
+  check_text_cond_flags(f.text, f.class_cond, m.attention_resolutions.empty());  // as ddpm-train checks them
+  if (f.text.enabled) {
     o.text_cond = true;
     o.text.vocab_size = kProfileVocabSize;
-    o.text.context_length = f.context_length;
-    o.text.width = f.text_width;
-    o.text.layers = f.text_layers;
-    o.text.heads = f.text_heads;
-    m.context_dim = f.text_width;
-    m.transformer_depth = f.transformer_depth;
+    o.text.context_length = f.text.context_length;
+    o.text.width = f.text.width;
+    o.text.layers = f.text.layers;
+    o.text.heads = f.text.heads;
+    m.context_dim = f.text.width;
+    m.transformer_depth = f.text.transformer_depth;
   }
   m.validate();
   DDPM_CHECK(f.batch_size == -1 || f.batch_size > 0, "--batch-size must be positive, got " << f.batch_size);

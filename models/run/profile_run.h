@@ -33,6 +33,7 @@
 
 #include "engine/device.h"
 #include "engine/profiler.h"
+#include "models/run/text_flags.h"
 #include "models/text/text_encoder.h"
 #include "models/unet/unet.h"
 
@@ -99,13 +100,7 @@ struct ProfileFlags {
   bool resblock_updown = false;
   bool class_cond = false;
   int num_classes = 10;
-  // Text conditioning, ddpm-train's flags (train_run.h); all but --text-cond need it.
-  bool text_cond = false;
-  int context_length = 16;
-  int text_width = 128;
-  int text_layers = 2;
-  int text_heads = 4;
-  int transformer_depth = 1;
+  TextCondFlags text;  // ddpm-train's text flags (text_flags.h)
   std::int64_t batch_size = -1;
   std::int64_t sample_batch_size = 0;
   std::int64_t diffusion_steps = 1000;

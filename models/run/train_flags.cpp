@@ -53,21 +53,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->group(M);
   app.add_flag("--resblock-updown", o.resblock_updown, "BigGAN-style residual up/down-sampling")->group(M);
   app.add_flag("--class-cond", o.class_cond, "class-conditional model (labels from the data)")->group(M);
-  app.add_flag("--text-cond", o.text_cond,
-               "text-conditional model (latent diffusion's cross-attention): captions from the data's metadata.jsonl, "
-               "or generated from class names and brightness for labelled data")
-      ->group(M);
-  app.add_option("--context-length", o.context_length, "--text-cond: tokens per caption, <bos> and <eos> included")
-      ->capture_default_str()->group(M);
-  app.add_option("--text-width", o.text_width, "--text-cond: the text encoder's width (the UNet's context_dim)")
-      ->capture_default_str()->group(M);
-  app.add_option("--text-layers", o.text_layers, "--text-cond: transformer layers of the text encoder")
-      ->capture_default_str()->group(M);
-  app.add_option("--text-heads", o.text_heads, "--text-cond: attention heads of the text encoder")
-      ->capture_default_str()->group(M);
-  app.add_option("--transformer-depth", o.transformer_depth,
-                 "--text-cond: transformer blocks per spatial transformer")
-      ->capture_default_str()->group(M);
+  add_text_cond_flags(app, o.text,
+                      "text-conditional model (latent diffusion's cross-attention): captions from the data's "
+                      "metadata.jsonl, or generated from class names and brightness for labelled data",
+                      M);
   app.add_option("--timestep-embedding", o.timestep_embedding, "ddpm | improved")->capture_default_str()->group(M);
   // Diffusion.
   const char* D = "Diffusion";

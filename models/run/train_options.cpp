@@ -94,37 +94,12 @@ void validate_options(const TrainOptions& o) {
   DDPM_CHECK(is_edm(o) || (o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0),
              "--sample-steps " << o.sample_steps << " does not divide --diffusion-steps " << o.diffusion_steps
                                << " (DDIM respacing needs an integer stride)");
-  DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond || o.text_cond,
+  DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond || o.text.enabled,
              "--guidance-scale " << o.guidance_scale << " needs a conditional model (--class-cond or --text-cond)");
-  DDPM_CHECK(o.class_dropout <= 0 || o.class_cond || o.text_cond,
+  DDPM_CHECK(o.class_dropout <= 0 || o.class_cond || o.text.enabled,
              "--class-dropout " << o.class_dropout << " needs a conditional model (--class-cond or --text-cond)");
-  DDPM_CHECK(!(o.class_cond && o.text_cond),
-             "--class-cond and --text-cond are two ways to condition; choose one (a caption can name the class)");
-  {
-    // The text encoder's flags mean nothing without --text-cond: a forgotten --text-cond must
-    // not silently train an unconditional model.
-    const TrainOptions defaults;
-    const char* text_flag = o.context_length != defaults.context_length       ? "--context-length"
-                            : o.text_width != defaults.text_width               ? "--text-width"
-                            : o.text_layers != defaults.text_layers             ? "--text-layers"
-                            : o.text_heads != defaults.text_heads               ? "--text-heads"
-                            : o.transformer_depth != defaults.transformer_depth ? "--transformer-depth"
-                                                                                : nullptr;
-    DDPM_CHECK(o.text_cond || text_flag == nullptr,
-               text_flag << " sets up the text encoder of a text-conditioned model: add --text-cond");
-  }
-  if (o.text_cond) {
-    DDPM_CHECK(!o.attention_resolutions.empty(),
-               "--text-cond reads the captions through the spatial transformers at --attention-resolutions, "
-               "which is empty: name at least one resolution");
-    DDPM_CHECK(o.super_res == 0, "--text-cond with --super-res is not supported yet");
-    DDPM_CHECK(o.context_length >= 3, "--context-length must hold <bos>, a word and <eos> (>= 3), got "
-                                          << o.context_length);
-    DDPM_CHECK(o.text_width > 0 && o.text_layers > 0 && o.text_heads > 0 && o.text_width % o.text_heads == 0,
-               "--text-width " << o.text_width << ", --text-layers " << o.text_layers << " and --text-heads "
-                               << o.text_heads << " must be positive, with the heads dividing the width");
-    DDPM_CHECK(o.transformer_depth >= 1, "--transformer-depth must be >= 1, got " << o.transformer_depth);
-  }
+  check_text_cond_flags(o.text, o.class_cond, o.attention_resolutions.empty());
+  DDPM_CHECK(!o.text.enabled || o.super_res == 0, "--text-cond with --super-res is not supported yet");
   const int world = o.comm != nullptr ? o.comm->world_size() : 1;
   DDPM_CHECK(o.batch_size % world == 0,
              "--batch-size " << o.batch_size << " is not divisible by the world size " << world
@@ -197,9 +172,9 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   c.use_scale_shift_norm = o.use_scale_shift_norm;
   c.resblock_updown = o.resblock_updown;
   c.num_classes = o.class_cond ? num_classes : 0;
-  if (o.text_cond) {
-    c.context_dim = o.text_width;
-    c.transformer_depth = o.transformer_depth;
+  if (o.text.enabled) {
+    c.context_dim = o.text.width;
+    c.transformer_depth = o.text.transformer_depth;
   }
   c.norm_groups = o.norm_groups;
   c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);

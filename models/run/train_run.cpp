@@ -45,7 +45,7 @@ constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
 
 double resolved_class_dropout(const TrainOptions& o) {
-  return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond || o.text_cond ? 0.1 : 0.0);
+  return o.class_dropout >= 0 ? o.class_dropout : (o.class_cond || o.text.enabled ? 0.1 : 0.0);
 }
 
 void say(const TrainOptions& o, const std::string& text) {
@@ -182,7 +182,7 @@ TrainResult train_run(const TrainOptions& options) {
   // table.size() is the empty caption of classifier-free guidance; text_conditioned.h).
   CaptionTable captions;
   std::optional<text::Tokenizer> tokenizer;
-  if (o.text_cond) {
+  if (o.text.enabled) {
     if (!data->has_captions()) {
       DDPM_CHECK(data->has_labels() && !data->class_names.empty(),
                  "--text-cond needs captions, and " << data->name
@@ -197,9 +197,9 @@ TrainResult train_run(const TrainOptions& options) {
     // A resumed run keeps its vocabulary (the ids its text encoder learned).
     const std::string saved = o.out + "/" + kRunTokenizerFile;
     tokenizer = !o.resume.empty() && fs::exists(saved) ? text::Tokenizer::load(saved)
-                                                       : text::Tokenizer::build(captions.texts, o.context_length);
+                                                       : text::Tokenizer::build(captions.texts, o.text.context_length);
   }
-  const int cond_labels = o.text_cond ? static_cast<int>(captions.size()) : num_classes;
+  const int cond_labels = o.text.enabled ? static_cast<int>(captions.size()) : num_classes;
   // Latent diffusion: the UNet works on [h, h, z_channels] latents, h = image size / f.
   std::unique_ptr<LatentCodec> latent;
   if (!o.autoencoder.empty()) {
@@ -225,9 +225,9 @@ TrainResult train_run(const TrainOptions& options) {
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
     ec.context_length = tokenizer->context_length();
-    ec.width = o.text_width;
-    ec.layers = o.text_layers;
-    ec.heads = o.text_heads;
+    ec.width = o.text.width;
+    ec.layers = o.text.layers;
+    ec.heads = o.text.heads;
     ec.validate();
     config["text_encoder"] = text::text_encoder_config_to_json(ec);
   }

@@ -68,6 +68,7 @@
 #include "engine/dist/communicator.h"
 #include "models/diffusion/blur_augment.h"
 #include "models/run/lr_schedule_flags.h"
+#include "models/run/text_flags.h"
 #include "models/unet/unet.h"
 
 namespace ddpm::run {
@@ -99,15 +100,11 @@ struct TrainOptions {
   bool class_cond = false;
   // --text-cond: text conditioning by cross-attention (models/text/text_conditioned.h):
   // the data's captions (generated for labelled data, models/data/captions.h; an image
-  // folder's metadata.jsonl) through a text encoder of text_layers layers of width
-  // text_width (the UNet's context_dim) with text_heads heads, trained jointly; every
-  // attention resolution's block becomes a spatial transformer of transformer_depth blocks.
-  bool text_cond = false;
-  int context_length = 16;  // tokens per caption, <bos> and <eos> included
-  int text_width = 128;
-  int text_layers = 2;
-  int text_heads = 4;
-  int transformer_depth = 1;
+  // folder's metadata.jsonl) through a text encoder of text.layers layers of width
+  // text.width (the UNet's context_dim) with text.heads heads, trained jointly; every
+  // attention resolution's block becomes a spatial transformer of text.transformer_depth
+  // blocks (models/run/text_flags.h).
+  TextCondFlags text;
   std::string timestep_embedding = "ddpm";
   // Diffusion. objective "edm" (models/run/edm_options.h) replaces the next five DDPM-only
   // choices by sigma_data, p_mean and p_std.

@@ -217,16 +217,16 @@ TEST(ProfileRun, TextCondFlagsBuildTheModelAndRejectBadValues) {
   bad.class_cond = true;
   expect_refused(bad, "--class-cond and --text-cond");
   bad = f;
-  bad.text_heads = 5;
+  bad.text.heads = 5;
   expect_refused(bad, "--text-heads 5");
   bad = f;
   bad.attention_resolutions = "";
   expect_refused(bad, "--attention-resolutions");
   bad = f;
-  bad.context_length = 2;
+  bad.text.context_length = 2;
   expect_refused(bad, "--context-length");
   bad = f;
-  bad.transformer_depth = 0;
+  bad.text.transformer_depth = 0;
   expect_refused(bad, "--transformer-depth");
 }
 

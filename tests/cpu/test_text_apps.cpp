@@ -45,11 +45,11 @@ using testing::expect_value_error;
 const std::string& text_run() {
   static const std::string dir = [] {
     run::TrainOptions o = testing::tiny_run(testing::temp_run("text_apps"));
-    o.text_cond = true;
-    o.text_width = 8;
-    o.text_layers = 1;
-    o.text_heads = 2;
-    o.context_length = 8;
+    o.text.enabled = true;
+    o.text.width = 8;
+    o.text.layers = 1;
+    o.text.heads = 2;
+    o.text.context_length = 8;
     run::train_run(o);
     return o.out;
   }();

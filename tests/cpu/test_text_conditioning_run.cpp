@@ -32,11 +32,11 @@ using testing::tiny_run;
 
 run::TrainOptions tiny_text_run(const std::string& out) {
   run::TrainOptions o = tiny_run(out);
-  o.text_cond = true;
-  o.text_width = 8;
-  o.text_layers = 1;
-  o.text_heads = 2;
-  o.context_length = 8;
+  o.text.enabled = true;
+  o.text.width = 8;
+  o.text.layers = 1;
+  o.text.heads = 2;
+  o.text.context_length = 8;
   return o;
 }
 

@@ -44,12 +44,7 @@ using testing::expect_value_error;
 // test_text_conditioning_run.cpp's tiny text run: the toy shapes with generated captions.
 const std::string& text_run() {
   static const std::string dir = [] {
-    run::TrainOptions o = testing::tiny_run(testing::temp_run("text_apps"));
-    o.text.enabled = true;
-    o.text.width = 8;
-    o.text.layers = 1;
-    o.text.heads = 2;
-    o.text.context_length = 8;
+    run::TrainOptions o = testing::tiny_text_run(testing::temp_run("text_apps"));
     run::train_run(o);
     return o.out;
   }();

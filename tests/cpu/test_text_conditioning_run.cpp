@@ -30,15 +30,7 @@ using testing::expect_same_tensors;
 using testing::temp_run;
 using testing::tiny_run;
 
-run::TrainOptions tiny_text_run(const std::string& out) {
-  run::TrainOptions o = tiny_run(out);
-  o.text.enabled = true;
-  o.text.width = 8;
-  o.text.layers = 1;
-  o.text.heads = 2;
-  o.text.context_length = 8;
-  return o;
-}
+using testing::tiny_text_run;
 
 // A module registered under the empty name keeps its own parameter names (module.h).
 TEST(TextConditioning, ChildrenUnderTheEmptyNameKeepTheirNames) {

@@ -170,16 +170,7 @@ TEST(TextGpu, ContextUNetForwardAndGradientsMatchCpu) {
   }
 }
 
-// The CPU text test's run (tests/cpu/test_text_conditioning_run.cpp) on `device`.
-run::TrainOptions tiny_text_run(const std::string& out, Device device) {
-  run::TrainOptions o = testing::tiny_run(out, device);
-  o.text.enabled = true;
-  o.text.width = 8;
-  o.text.layers = 1;
-  o.text.heads = 2;
-  o.text.context_length = 8;
-  return o;
-}
+using testing::tiny_text_run;  // support/tiny_run.h
 
 TEST(TextGpu, TextConditionedTrainRunMatchesCpuAndResumesBitIdentical) {
   DDPM_REQUIRE_CUDA();

@@ -57,6 +57,18 @@ inline run::TrainOptions tiny_run(const std::string& out, Device device = Device
   return o;
 }
 
+// tiny_run with text conditioning (models/text/text_conditioned.h): captions generated for the
+// toy shapes, a one-layer text encoder of width 8 with 2 heads, 8 tokens per caption.
+inline run::TrainOptions tiny_text_run(const std::string& out, Device device = Device::cpu()) {
+  run::TrainOptions o = tiny_run(out, device);
+  o.text.enabled = true;
+  o.text.width = 8;
+  o.text.layers = 1;
+  o.text.heads = 2;
+  o.text.context_length = 8;
+  return o;
+}
+
 // Every tensor of two safetensors files is equal, bit for bit.
 inline void expect_same_tensors(const std::string& a, const std::string& b) {
   const SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);

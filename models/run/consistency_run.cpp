@@ -384,7 +384,8 @@ void add_consistency_flags(CLI::App& app, ConsistencyFlags& f) {
   app.add_option("--method", f.method,
                  "progressive (Salimans & Ho 2022, the default) or consistency (Song et al. 2023 consistency "
                  "distillation on the DDPM grid, as LCM: one folder OUT sampled with ddpm-sample --sampler "
-                 "consistency in 1 to a few steps)")
+                 "consistency in 1 to a few steps; stopped runs resume with --resume like progressive ones; with "
+                 "--resume the saved run's method is the default)")
       ->check(CLI::IsMember({"progressive", "consistency"}))
       ->capture_default_str();
   app.add_option("--consistency-levels", f.o.levels,

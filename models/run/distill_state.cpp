@@ -143,7 +143,8 @@ DistillState load_distill_state(const std::string& out) {
       if (e.path().filename().string().rfind(prefix, 0) == 0) aside = e.path().string();
     DDPM_THROW(ValueError, "--resume: no saved state to resume from: "
                                << dir << " does not exist (a run of --out " << out
-                               << " stopped by a signal or past its first round leaves one)"
+                               << " leaves one when a signal stops it, and every --checkpoint-every steps (a "
+                               << "progressive run also at each round's start))"
                                << (aside.empty() ? std::string()
                                                  : "; a kill while it was being replaced left the previous one in " +
                                                        aside + ": rename it to " + dir + " to resume from it"));

@@ -10,6 +10,7 @@
 //     bit (ema.safetensors; config.json but its "seconds"), with the same per-step losses and
 //     gap_before; the state is gone at the end, and --resume of the finished run says so;
 //   - a crash (an exception) after a periodic state resumes to the same bits;
+//   - --overwrite: the old OUT stays whole until the resumed run publishes;
 //   - refusals: a changed flag (naming both values), a new run over a saved state, --resume
 //     without a state, a progressive state resumed as consistency and the other way round;
 //   - a progressive state.json written before "method" existed still reads as progressive.
@@ -193,6 +194,25 @@ TEST(ConsistencyResume, CrashAfterAPeriodicStateResumes) {
   again.flags_given = {"--checkpoint-every"};
   const run::ConsistencyResult r = run::consistency_run(again);
   EXPECT_EQ(r.losses, uninterrupted().losses);
+  expect_same_folder(out);
+}
+
+// --overwrite is saved with the state: a stopped run leaves the old OUT whole, and the resumed
+// run replaces it only when it publishes, as an uninterrupted run would.
+TEST(ConsistencyResume, OverwriteReplacesTheOldOutOnlyWhenPublished) {
+  ASSERT_EQ(uninterrupted().steps_done, 6);
+  const std::string out = testing::temp_path("consistency_resume_overwrite");
+  fs::create_directories(out);
+  write_file_atomic(out + "/keep.txt", "the old run");
+  run::ConsistencyOptions c = tiny_cm(out);
+  c.overwrite = true;
+  bool raised = false;
+  c.log = raise_at("", "  step 3/6", &raised);
+  ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
+  EXPECT_EQ(read_file(out + "/keep.txt"), "the old run");
+  EXPECT_FALSE(fs::exists(out + "/ema.safetensors"));
+  EXPECT_EQ(run::consistency_run(resume_of(out)).steps_done, 6);
+  EXPECT_FALSE(fs::exists(out + "/keep.txt"));
   expect_same_folder(out);
 }
 

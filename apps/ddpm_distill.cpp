@@ -22,6 +22,8 @@
 // OUT, sampled in K = 1 to a few network calls:
 //   ddpm-distill --teacher runs/cifar --method consistency --consistency-levels 50 --steps 5000 --out cm/
 //   ddpm-sample --checkpoint cm --sampler consistency --sampling-steps 2 --out s/
+// A stopped consistency run saves its state beside OUT as well; --resume --out cm/ continues
+// it (the state names the method) to the bits an uninterrupted run publishes.
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -72,12 +74,13 @@ int main(int argc, char** argv) {
       ->required();
   app.add_flag("--overwrite", o.overwrite, "replace an existing non-empty --out folder (and a stopped run's saved state)");
   app.add_option("--checkpoint-every", o.checkpoint_every,
-                 "save the round in progress to OUT.distill-state every this many steps (0: only at round starts "
-                 "and on a stop signal)")
+                 "save the round in progress (--method consistency: the run) to OUT.distill-state every this many "
+                 "steps (0: only at round starts and on a stop signal)")
       ->capture_default_str();
   app.add_flag("--resume", o.resume,
-               "continue the stopped or crashed run in --out from its saved state, with its saved options (a flag "
-               "given with a different value is refused); a complete run is reported and left alone (exit 0)");
+               "continue the stopped or crashed run in --out from its saved state, with its saved options and "
+               "method (a flag given with a different value is refused); a complete run is reported and left alone "
+               "(exit 0)");
   run::ConsistencyFlags consistency;  // --method consistency (consistency_run.h)
   run::add_consistency_flags(app, consistency);
   cli::add_common_flags(app, common);

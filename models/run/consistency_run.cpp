@@ -5,13 +5,18 @@
 // autoencoder, the data, the --out folder, all before the first step. Three networks live on
 // the device: the frozen teacher and the target network (eval mode, no-grad) and the student
 // (training mode, its parameters in one slab for AdamW, the EMA and the target update).
+// The run's state is saved by save_state (distill_state.h: periodically and on a stop) and,
+// with --resume, restored before the loop; the loop itself is the one an uninterrupted run
+// goes through.
 #include "models/run/consistency_run.h"
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <sstream>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -25,8 +30,10 @@
 #include "engine/seed_streams.h"
 #include "models/data/loader.h"
 #include "models/run/checkpoint.h"
+#include "models/run/consistency_state.h"
 #include "models/run/data_spec.h"
 #include "models/run/distill_record.h"
+#include "models/run/distill_state.h"
 #include "models/run/distill_teacher.h"
 #include "models/run/guided_distill.h"
 #include "models/run/latent_run.h"
@@ -94,13 +101,31 @@ void check_consistency_options(const ConsistencyOptions& o) {
              "--label-dropout must be in [0, 1] (or negative for the teacher's), got " << o.label_dropout);
   DDPM_CHECK(o.log_every >= 1, "--log-every must be positive, got " << o.log_every);
   DDPM_CHECK(o.gap_samples >= 1 && o.gap_samples <= 4096, "--gap-samples must be in [1, 4096], got " << o.gap_samples);
+  DDPM_CHECK(o.checkpoint_every >= 0,
+             "--checkpoint-every must be >= 0 (0: the state is saved only on a stop signal), got " << o.checkpoint_every);
   std::error_code ec;
   DDPM_CHECK(!fs::exists(o.out, ec) || fs::is_directory(o.out, ec), "--out " << o.out << " exists and is not a folder");
-  DDPM_CHECK(o.overwrite || !fs::is_directory(o.out, ec) || fs::is_empty(o.out, ec),
-             "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+  const bool empty = !fs::is_directory(o.out, ec) || fs::is_empty(o.out, ec);
+  if (o.resume) {  // the run's own OUT, published before a crash removed the state, is republished
+    DDPM_CHECK(o.overwrite || empty || is_consistency_folder(o.out),
+               "--out " << o.out << " exists and is not empty, and the run being resumed was started without "
+                        << "--overwrite: move " << o.out << " away to continue it");
+    return;
+  }
+  DDPM_CHECK(o.overwrite || empty, "--out " << o.out << " exists and is not empty; pass --overwrite to replace it");
+  DDPM_CHECK(o.overwrite || !fs::exists(distill_state_dir(o.out), ec),
+             "--out " << o.out << ": " << distill_state_dir(o.out) << " holds the saved state of a stopped run; continue "
+                      << "it with ddpm-distill --resume --out " << o.out << ", or pass --overwrite to start a new one");
 }
 
-ConsistencyResult consistency_run(const ConsistencyOptions& o) {
+ConsistencyResult consistency_run(const ConsistencyOptions& given) {
+  ConsistencyOptions o = given;
+  std::optional<DistillState> resumed;  // --resume: the saved run and the options it ran with
+  if (o.resume) {
+    DDPM_CHECK(!o.out.empty(), "--resume needs --out: the folder of the run to continue");
+    if (std::optional<ConsistencyResult> done = completed_consistency_run(o)) return *done;
+    resumed = resume_consistency_state(o);
+  }
   check_consistency_options(o);
   const diffusion::ConsistencyDistance distance = diffusion::parse_consistency_distance(o.loss);
   ModelSource teacher = open_teacher(o.teacher, o.device);  // refuses a text model (distill_teacher.h)
@@ -170,8 +195,11 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
                                            diffusion::Timesteps(static_cast<std::size_t>(gap_x0.dim(0)), grid.levels.back()),
                                            randn(gap_x0.shape(), gap_gen, gap_x0.device(), gap_x0.dtype()));
   const Tensor gap_end = diffusion::teacher_ode_endpoint(schedule, teacher_fn, reading, grid, gap_z, gap_labels);
-  ConsistencyResult result;
-  result.gap_before = diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end, gap_labels);
+  ConsistencyResult result;  // a resumed run keeps the saved gap_before (of the student at step 0)
+  result.gap_before = resumed && resumed->has_gap_before
+                          ? resumed->gap_before
+                          : diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end,
+                                                             gap_labels);
 
   AdamWConfig ac;
   ac.lr = o.lr;
@@ -180,10 +208,52 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   StopSignals stop_signals;
   Generator gen(splitmix64_stream(o.seed, kDrawStream));
   const auto t0 = std::chrono::steady_clock::now();
-  double window = 0;
-  std::int64_t window_n = 0;
+  double window = 0, seconds_before = 0;
+  std::int64_t window_n = 0, step = 0;
   result.final_loss = NAN;
-  for (std::int64_t step = 0; step < o.steps; ++step) {
+  // The run's state (distill_state.h): everything the steps after `done` depend on.
+  const nlohmann::json options_json = consistency_options_json(o);
+  const auto save_state = [&](std::int64_t done) {
+    DistillState st;
+    st.method = kConsistencyMethod;
+    st.options = options_json;
+    st.step = done;
+    st.adam_step = opt.step_count();
+    st.generators = {{"draws", gen}, {"dropout", dropout_gen}};
+    st.loader = loader.position();
+    st.gap_before = result.gap_before;
+    st.has_gap_before = true;
+    st.final_loss = result.final_loss;
+    st.window_sum = window;
+    st.window_n = window_n;
+    st.losses = result.losses;
+    st.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    st.flats = {{"student", slab.values(), &slab},       {"ema", ema.values(), &slab},
+                {"exp_avg", opt.exp_avg(), &slab},       {"exp_avg_sq", opt.exp_avg_sq(), &slab},
+                {"target", target_slab.values(), &target_slab}};
+    save_distill_state(o.out, st);
+  };
+  if (resumed) {
+    for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &gen}, {"dropout", &dropout_gen}}) {
+      DDPM_CHECK_AS(resumed->generators.count(name) == 1, IoError,
+                    distill_state_dir(o.out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
+      *g = resumed->generators.at(name);
+    }
+    loader.set_position(resumed->loader);
+    restore_round_state(*resumed, o.out, slab, ema, opt);
+    Tensor tv = target_slab.values();  // a handle on the target's slab
+    tv.copy_from(distill_state_flat(*resumed, o.out, "target", target_slab, o.device));
+    step = resumed->step;
+    window = resumed->window_sum;
+    window_n = resumed->window_n;
+    result.final_loss = resumed->final_loss;
+    result.losses = resumed->losses;
+    result.steps_done = step;
+    seconds_before = resumed->seconds;
+    say(o, "ddpm-distill: resumed after step " + std::to_string(step) + "/" + std::to_string(o.steps) + " from " +
+               distill_state_dir(o.out));
+  }
+  for (; step < o.steps; ++step) {
     if ((result.stopped_by_signal = stop_signals.pending()) != 0) break;  // between steps only
     const Batch b = loader.next();
     const Tensor x0 = latent ? latent->encode(b.images, gen) : b.images;
@@ -219,14 +289,17 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
       window = 0;
       window_n = 0;
     }
+    if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < o.steps) save_state(step + 1);
   }
   if (result.stopped_by_signal != 0) {
+    save_state(step);  // SIGTERM loses nothing: --resume continues after this step
     say(o, std::string("ddpm-distill: stopped by ") + signal_name(result.stopped_by_signal) + " after step " +
-               std::to_string(result.steps_done) + "/" + std::to_string(o.steps) + "; nothing written" +
-               (o.overwrite ? " (the old --out is untouched)" : ""));
+               std::to_string(step) + "/" + std::to_string(o.steps) + "; --out not written" +
+               (o.overwrite ? " (the old --out is untouched)" : "") + "; the run's state is saved in " +
+               distill_state_dir(o.out) + ": continue with ddpm-distill --resume --out " + o.out);
     return result;
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ema.copy_to(slab);
   result.gap_after = diffusion::one_step_endpoint_gap(schedule, student_eval, reading, grid, gap_z, gap_end, gap_labels);
 
@@ -274,7 +347,9 @@ ConsistencyResult consistency_run(const ConsistencyOptions& o) {
   append_slab(slab.values(), "", slab, weights);
   write_ema_model_folder(config, autoencoder_home, weights,
                          {{"ddpm.distill_method", "consistency"}, {"ddpm.consistency_levels", std::to_string(o.levels)}},
-                         o.out, o.overwrite);
+                         o.out, o.overwrite || (o.resume && is_consistency_folder(o.out)));
+  std::error_code ec;
+  fs::remove_all(distill_state_dir(o.out), ec);  // published: nothing to resume
   result.folder = o.out;
   say(o, "consistency: final loss " + fmt(result.final_loss) + "; held-out gap of one step to the teacher's " +
              std::to_string(o.levels) + "-step DDIM endpoint " + fmt(result.gap_before) + " -> " +
@@ -309,7 +384,8 @@ void add_consistency_flags(CLI::App& app, ConsistencyFlags& f) {
   app.add_option("--method", f.method,
                  "progressive (Salimans & Ho 2022, the default) or consistency (Song et al. 2023 consistency "
                  "distillation on the DDPM grid, as LCM: one folder OUT sampled with ddpm-sample --sampler "
-                 "consistency in 1 to a few steps)")
+                 "consistency in 1 to a few steps; stopped runs resume with --resume like progressive ones; with "
+                 "--resume the saved run's method is the default)")
       ->check(CLI::IsMember({"progressive", "consistency"}))
       ->capture_default_str();
   app.add_option("--consistency-levels", f.o.levels,
@@ -323,12 +399,15 @@ void add_consistency_flags(CLI::App& app, ConsistencyFlags& f) {
 }
 
 std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOptions& d, ConsistencyFlags& f) {
-  const bool consistency = f.method == "consistency";
+  bool consistency = f.method == kConsistencyMethod;
+  if (d.resume && app.count("--method") == 0 && !d.out.empty()) {  // the method of the run being resumed
+    const std::optional<std::string> saved = saved_distill_method(d.out);
+    consistency = saved ? *saved == kConsistencyMethod : is_consistency_folder(d.out);
+  }
   for (const char* flag : {"--consistency-levels", "--steps", "--target-ema", "--consistency-loss"})
     DDPM_CHECK(consistency || app.count(flag) == 0, flag << " applies to --method consistency only");
   if (!consistency) return std::nullopt;
-  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps",
-                           "--resume", "--checkpoint-every"})
+  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps"})
     DDPM_CHECK(app.count(flag) == 0, flag << " applies to --method progressive only; --method consistency takes "
                                              "--consistency-levels and --steps");
   ConsistencyOptions& o = f.o;
@@ -345,6 +424,9 @@ std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOption
   o.seed = d.seed;
   o.out = d.out;
   o.overwrite = d.overwrite;
+  o.checkpoint_every = d.checkpoint_every;
+  o.resume = d.resume;
+  o.flags_given = d.flags_given;
   o.device = d.device;
   o.log = d.log;
   const ConsistencyResult r = consistency_run(o);

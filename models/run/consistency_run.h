@@ -23,11 +23,11 @@
 //
 // Refused (ValueError, before anything is written): EDM-objective and super-resolution
 // teachers, a level count that does not divide T, data that do not fit the model, an --out
-// that exists and is not empty without --overwrite, progressive-only flags given with
-// --method consistency (--rounds, --steps-per-round, --teacher-steps, --guided,
-// --guided-steps, --resume, --checkpoint-every: a stopped consistency run is not resumable),
-// consistency flags without it. Latent teachers are handled as in
-// distill_run.h (the data encoded by the run's autoencoder, which OUT carries).
+// that exists and is not empty without --overwrite (or, without it, beside a saved state of a
+// stopped run), progressive-only flags given with --method consistency (--rounds,
+// --steps-per-round, --teacher-steps, --guided, --guided-steps), consistency flags without it.
+// Latent teachers are handled as in distill_run.h (the data encoded by the run's
+// autoencoder, which OUT carries).
 //
 // Output, published atomically when the last step is done (write_ema_model_folder):
 //   OUT/config.json      the teacher's config plus "distillation": {round 1, sampling_steps 1,
@@ -38,9 +38,25 @@
 // gap_before / gap_after: the held-out mean squared distance between the one-step f(z, L_N)
 // and the teacher's N-step DDIM endpoint from the same z, for the student at step 0 (the
 // teacher's one-step x^) and for the published EMA.
-// Stop signals (stop_signals.h): the step in progress finishes, NOTHING is written (a
-// half-trained student is published by no one: run again with fewer --steps), and the
-// caller exits 128 + the signal's number.
+// Stop signals (stop_signals.h): the step in progress finishes, OUT is not written (a
+// half-trained student is published by no one; with --overwrite the old OUT stays whole), the
+// run's state is saved beside it (below), and the caller exits 128 + the signal's number.
+//
+// Resume (distill_state.h, "method": "consistency"; consistency_state.h). The run's state is
+// saved to OUT.distill-state (published atomically, replacing the previous one) every
+// checkpoint_every steps (0: only on a stop signal) and when a stop signal ends the run: the
+// student, its EMA, the AdamW moments and step count, the target network theta^-, the steps
+// done, their losses and the loss window, gap_before, the generators (draws, the student's
+// dropout) and the loader position; the teacher is not saved (it is --teacher, frozen), and
+// the held-out z and the teacher's endpoint are drawn again from their own seeds.
+// `ddpm-distill --resume --out OUT` (no --method needed: the state names it) continues from
+// it and publishes the bits an uninterrupted run publishes (weights; config.json but its
+// "seconds"). The options come from the state; a flag in flags_given whose value differs is
+// refused (ValueError naming the flag and both values), --checkpoint-every and --device may
+// change. No state: a published consistency OUT is reported as complete and left alone
+// (exit 0), else a ValueError (exit 2); a damaged state is an IoError. The state is removed
+// once OUT is published; a crash between the two leaves both, and the resumed run does the
+// steps after the state again and republishes the same bits in place.
 #pragma once
 
 #include <cstdint>
@@ -75,6 +91,9 @@ struct ConsistencyOptions {
   std::uint64_t seed = 0;
   std::string out;
   bool overwrite = false;
+  std::int64_t checkpoint_every = 1000;  // save the state every this many steps (0: only on a stop)
+  bool resume = false;                   // continue OUT from its saved state
+  std::vector<std::string> flags_given;  // --resume: the flags the command line spelt out
   Device device = Device::cpu();
   std::function<void(const std::string&)> log;
 };
@@ -83,8 +102,8 @@ struct ConsistencyResult {
   std::int64_t steps_done = 0;
   double final_loss = 0;  // mean loss of the last logged window
   double gap_before = 0, gap_after = 0;
-  std::vector<double> losses;  // per step, NaN where skipped
-  int stopped_by_signal = 0;   // nothing was written when set
+  std::vector<double> losses;  // per step (the resumed run's restored ones first), NaN where skipped
+  int stopped_by_signal = 0;   // OUT was not written when set (the state was)
   std::string folder;          // OUT, "" when stopped
 };
 
@@ -98,8 +117,10 @@ std::optional<diffusion::ConsistencyGrid> read_consistency_grid(const std::strin
 
 // ddpm-distill's flags of the method (--method, --consistency-levels, --steps, --target-ema,
 // --consistency-loss) and the dispatch: consistency_cli_main runs the method when --method
-// consistency was given, with the shared options of `d`, and returns the exit code; nullopt
-// for --method progressive (the caller runs distill_run).
+// consistency was given, or with --resume and no --method when OUT's saved state is a
+// consistency run's (or, without a state, OUT is a published consistency model), with the
+// shared options of `d`, and returns the exit code; nullopt for --method progressive (the
+// caller runs distill_run).
 struct ConsistencyFlags {
   std::string method = "progressive";
   ConsistencyOptions o;

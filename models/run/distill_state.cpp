@@ -93,28 +93,33 @@ void save_distill_state(const std::string& out, const DistillState& st) {
   for (const auto& [name, g] : st.generators) gens[name] = {{"seed", g.seed()}, {"offset", g.offset()}};
   nlohmann::json losses = nlohmann::json::array();
   for (double l : st.losses) losses.push_back(number_or_null(l));
-  const nlohmann::json js = {{"format", kFormat},
-                             {"version", kVersion},
-                             {"options", st.options},
-                             {"round", st.round},
-                             {"step", st.step},
-                             {"adam_step", st.adam_step},
-                             {"generators", gens},
-                             {"loader", {{"epoch", st.loader.epoch}, {"index", st.loader.index}}},
-                             {"gap_before", st.has_gap_before ? number_or_null(st.gap_before) : nlohmann::json(nullptr)},
-                             {"final_loss", number_or_null(st.final_loss)},
-                             {"window", {{"sum", st.window_sum}, {"count", st.window_n}}},
-                             {"losses", losses},
-                             {"seconds", st.seconds},
-                             {"record", st.record}};
+  const bool progressive = st.method == kProgressiveMethod;
+  nlohmann::json js = {{"format", kFormat},
+                       {"version", kVersion},
+                       {"method", st.method},
+                       {"options", st.options},
+                       {"step", st.step},
+                       {"adam_step", st.adam_step},
+                       {"generators", gens},
+                       {"loader", {{"epoch", st.loader.epoch}, {"index", st.loader.index}}},
+                       {"gap_before", st.has_gap_before ? number_or_null(st.gap_before) : nlohmann::json(nullptr)},
+                       {"final_loss", number_or_null(st.final_loss)},
+                       {"window", {{"sum", st.window_sum}, {"count", st.window_n}}},
+                       {"losses", losses},
+                       {"seconds", st.seconds}};
+  if (progressive) {  // a consistency run has one folder: no round, no record of published ones
+    js["round"] = st.round;
+    js["record"] = st.record;
+  }
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const DistillState::Flat& f : st.flats) {
     DDPM_CHECK(f.slab != nullptr, "save_distill_state: the flat tensor \"" << f.name << "\" has no slab");
     append_slab(f.values, f.name + ".", *f.slab, tensors);
   }
-  const std::map<std::string, std::string> meta = {{"format", "pt"},
-                                                   {"ddpm.distill_round", std::to_string(st.round)},
-                                                   {"ddpm.step", std::to_string(st.step)}};
+  std::map<std::string, std::string> meta = {{"format", "pt"},
+                                             {"ddpm.distill_method", st.method},
+                                             {"ddpm.step", std::to_string(st.step)}};
+  if (progressive) meta["ddpm.distill_round"] = std::to_string(st.round);
   publish_directory(
       distill_state_dir(out),
       [&](const std::string& tmp) {
@@ -138,7 +143,8 @@ DistillState load_distill_state(const std::string& out) {
       if (e.path().filename().string().rfind(prefix, 0) == 0) aside = e.path().string();
     DDPM_THROW(ValueError, "--resume: no saved state to resume from: "
                                << dir << " does not exist (a run of --out " << out
-                               << " stopped by a signal or past its first round leaves one)"
+                               << " leaves one when a signal stops it, and every --checkpoint-every steps (a "
+                               << "progressive run also at each round's start))"
                                << (aside.empty() ? std::string()
                                                  : "; a kill while it was being replaced left the previous one in " +
                                                        aside + ": rename it to " + dir + " to resume from it"));
@@ -158,11 +164,21 @@ DistillState load_distill_state(const std::string& out) {
   if (r.count(js, "version") != kVersion)
     r.fail("version " + r.at(js, "version").dump() + ", this build reads " + std::to_string(kVersion));
   DistillState st;
+  if (js.contains("method")) {  // absent: a state written before consistency distillation, progressive
+    const nlohmann::json& m = js.at("method");
+    if (m != kProgressiveMethod && m != kConsistencyMethod)
+      r.fail(std::string("\"method\" must be \"") + kProgressiveMethod + "\" or \"" + kConsistencyMethod + "\", is " +
+             m.dump());
+    st.method = m.get<std::string>();
+  }
+  const bool progressive = st.method == kProgressiveMethod;
   st.options = r.at(js, "options");
   if (!st.options.is_object()) r.fail("\"options\" must be an object");
-  const std::int64_t round = r.count(js, "round");
-  if (round > 64) r.fail("\"round\" " + std::to_string(round) + " is not a round number");
-  st.round = static_cast<int>(round);
+  if (progressive) {
+    const std::int64_t round = r.count(js, "round");
+    if (round > 64) r.fail("\"round\" " + std::to_string(round) + " is not a round number");
+    st.round = static_cast<int>(round);
+  }
   st.step = r.count(js, "step");
   st.adam_step = r.count(js, "adam_step");
   if (st.adam_step > st.step)
@@ -182,14 +198,34 @@ DistillState load_distill_state(const std::string& out) {
     r.fail("\"losses\" must list one loss per step done (" + std::to_string(st.step) + ")");
   for (const nlohmann::json& l : losses) st.losses.push_back(r.real(l, "losses"));
   st.seconds = r.real(r.at(js, "seconds"), "seconds");
-  st.record = r.at(js, "record");
-  if (!st.record.is_object() || !st.record.contains("rounds") || !st.record["rounds"].is_array())
-    r.fail("\"record\" must be distill.json's record with its \"rounds\" list");
-  if (st.record.contains("rounds_done")) (void)r.count(st.record, "rounds_done");  // read back by the resumed run
-  if (st.record.contains("resumed") && !st.record["resumed"].is_array())
-    r.fail("\"record\".\"resumed\" must be a list, is " + st.record["resumed"].dump());
+  if (progressive) {
+    st.record = r.at(js, "record");
+    if (!st.record.is_object() || !st.record.contains("rounds") || !st.record["rounds"].is_array())
+      r.fail("\"record\" must be distill.json's record with its \"rounds\" list");
+    if (st.record.contains("rounds_done")) (void)r.count(st.record, "rounds_done");  // read back by the resumed run
+    if (st.record.contains("resumed") && !st.record["resumed"].is_array())
+      r.fail("\"record\".\"resumed\" must be a list, is " + st.record["resumed"].dump());
+  }
   st.tensors = load_safetensors(tensors_path).tensors;  // IoError naming the file: format, CRC
   return st;
+}
+
+std::optional<std::string> saved_distill_method(const std::string& out) {
+  const std::string path = distill_state_dir(out) + "/" + kDistillStateJson;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  const nlohmann::json js = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (!js.is_object()) return std::nullopt;
+  if (!js.contains("method")) return std::string(kProgressiveMethod);
+  if (!js.at("method").is_string()) return std::nullopt;
+  return js.at("method").get<std::string>();
+}
+
+void check_saved_method(const DistillState& st, const std::string& method, const std::string& out) {
+  DDPM_CHECK(st.method == method, "--method " << method << " differs from the --method " << st.method
+                                              << " of the run being resumed (" << distill_state_dir(out) << "/"
+                                              << kDistillStateJson << "): drop --method, ddpm-distill --resume --out "
+                                              << out << " continues the run with its own");
 }
 
 Tensor distill_state_flat(const DistillState& st, const std::string& out, const std::string& name,
@@ -280,6 +316,7 @@ std::optional<DistillResult> completed_distill_run(const DistillOptions& o) {
 
 DistillState resume_distill_state(DistillOptions& o) {
   DistillState st = load_distill_state(o.out);
+  check_saved_method(st, kProgressiveMethod, o.out);
   const std::string file = distill_state_dir(o.out) + "/" + kDistillStateJson;
   check_resume_flags(st.options, distill_options_json(o), o.flags_given, kOptionFlags, file);
   take(st.options, "teacher", o.teacher, file);

@@ -30,6 +30,12 @@
 //                        previous round's EMA, or the original teacher in the first round,
 //                        with a guided run's fresh guidance embedding). CRC32 checked on load.
 //
+// ddpm-distill --method consistency (consistency_run.h "Resume") saves its run in the same
+// folder and format with "method": "consistency": no round (one run, one folder OUT) and no
+// record; its tensors are "student.", "ema.", "exp_avg.", "exp_avg_sq." and "target." (the
+// target network theta^-); its options are consistency_state.h's. A state.json without
+// "method" (written before there was a second method) is a progressive one.
+//
 // Bit-identical continuation: every random draw of a step comes from the generators saved here
 // (the step's t indices, eps, label dropout, a guided run's per-example w and a latent
 // teacher's posterior samples from the draw generator; the student's dropout from its own) or
@@ -67,9 +73,13 @@ inline constexpr const char* kDistillStateTensors = "state.safetensors";
 // "OUT.distill-state" beside OUT (a trailing '/' of OUT ignored).
 std::string distill_state_dir(const std::string& out);
 
+inline constexpr const char* kProgressiveMethod = "progressive";
+inline constexpr const char* kConsistencyMethod = "consistency";
+
 struct DistillState {
+  std::string method = kProgressiveMethod;  // --method of the run; "consistency": no round, no record
   nlohmann::json options;  // the defining options, as distill_run records them
-  int round = 1;           // the round in progress, by its folder's number
+  int round = 1;           // the round in progress, by its folder's number (progressive only)
   std::int64_t step = 0;   // optimiser steps done in it (0: it has not started)
   std::int64_t adam_step = 0;
   std::map<std::string, Generator> generators;  // by name; seed and offset
@@ -81,7 +91,7 @@ struct DistillState {
   std::int64_t window_n = 0;
   std::vector<double> losses;   // per step done, NaN for a skipped step
   double seconds = 0;
-  nlohmann::json record;        // distill.json as of the rounds published before this one
+  nlohmann::json record;        // distill.json as of the rounds published before this one (progressive only)
   // Save: flat slab-shaped tensors by name ("student", "ema", ...), each split with its own
   // slab (the student's and the teacher's may differ). Load: the per-parameter tensors as
   // read, for distill_state_flat.
@@ -101,6 +111,15 @@ void save_distill_state(const std::string& out, const DistillState& st);
 // the file for an incomplete or damaged one (a CRC that does not match, a JSON that is not a
 // state of this format, a value of the wrong type).
 DistillState load_distill_state(const std::string& out);
+
+// The --method of the state saved beside OUT; nullopt when there is none or its state.json
+// does not read (the resume that follows says what is wrong). ddpm-distill --resume without
+// --method runs the method it names.
+std::optional<std::string> saved_distill_method(const std::string& out);
+
+// --resume with `method`: ValueError naming --method, both methods and the state file when
+// the state of OUT was saved by the other method.
+void check_saved_method(const DistillState& st, const std::string& method, const std::string& out);
 
 // The flat tensor `name` of a loaded state in `slab`'s layout, on `device`; IoError naming
 // the state file when a parameter is missing or of another shape.
@@ -122,7 +141,7 @@ std::optional<DistillResult> completed_distill_run(const DistillOptions& o);
 
 // --resume, step 2: the saved state of OUT, with the defining options of `o` replaced by the
 // saved ones. ValueError naming the flag and both values when a flag in o.flags_given
-// differs from the saved value, or when there is no state; IoError for a damaged state, or
+// differs from the saved value, when there is no state, or when it is a consistency run's; IoError for a damaged state, or
 // one whose published rounds are no longer in OUT.
 DistillState resume_distill_state(DistillOptions& o);
 

@@ -3,10 +3,13 @@
 #   consistency_cli_test.sh BIN_DIR WORK_DIR
 # Distils a tiny v-prediction run (T = 32) on 4 levels, samples the folder with the printed
 # ddpm-sample command and with --sampler consistency --sampling-steps 2 (sample_info.json
-# names 2 network calls), stops a run with SIGTERM (exit 143, no --out written), and checks
-# the refusals (exit 2, one line, nothing written): another sampler for the consistency
-# folder, --sampler consistency for the teacher, levels that do not divide T, a progressive
-# flag with --method consistency and a consistency flag without it.
+# names 2 network calls), stops a run with SIGTERM (exit 143, no --out written, its state
+# saved beside it) and continues it with --resume --out alone to the bits of an uninterrupted
+# run (a changed flag, a new run over the state and --method progressive refused; --resume of
+# the published folder exits 0), and checks the refusals (exit 2, one line, nothing written):
+# another sampler for the consistency folder, --sampler consistency for the teacher, levels
+# that do not divide T, a progressive flag with --method consistency and a consistency flag
+# without it.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" consistency_cli_test
@@ -32,19 +35,45 @@ grep -q '"sampling_steps": 2,' "$work/s2/sample_info.json" || fail "sample_info.
   >"$work/out.txt" 2>"$work/err.txt" || fail "a consistency folder without --sampler: $(cat "$work/err.txt")"
 cmp "$work/s2/samples.npz" "$work/s2d/samples.npz" || fail "without --sampler, not the consistency sampler's samples"
 
-# SIGTERM during training: the step finishes, nothing is written, exit 143.
-"$bin/ddpm-distill" "${cm[@]}" --steps 100000 --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
+# SIGTERM during training, then --resume: the same bits as an uninterrupted run. Where the
+# signal lands does not matter (every stop resumes to the same result), so the timing only has
+# to catch the run before its end: the signal follows the log line of step 2 within a poll
+# (20 ms, more on a loaded machine), and 148 steps (seconds) are left then.
+long=(--teacher "$run" --method consistency --consistency-levels 4 --batch-size 4 --log-every 1 --gap-samples 4
+      --steps 150 --checkpoint-every 7 --device cpu)
+"$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
+"$bin/ddpm-distill" "${long[@]}" --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
-for _ in $(seq 1 1200); do
-  grep -q "step 2/" "$work/out.txt" 2>/dev/null && break
-  sleep 0.05
+for _ in $(seq 1 3000); do
+  grep -q "^  step 2/150" "$work/out.txt" 2>/dev/null && break
+  sleep 0.02
 done
-kill -TERM "$pid" 2>/dev/null || true
+kill -TERM "$pid" 2>/dev/null || true  # gone already: the exit status below says so
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "a stopped run exited with $rc, expected 143: $(cat "$work/out.txt")"
-grep -q "stopped by SIGTERM.*nothing written" "$work/out.txt" || fail "no stop line: $(cat "$work/out.txt")"
+grep -q "stopped by SIGTERM.*--out not written" "$work/out.txt" || fail "no stop line: $(cat "$work/out.txt")"
+grep -q "continue with ddpm-distill --resume --out $work/stopped" "$work/out.txt" ||
+  fail "no resume hint: $(cat "$work/out.txt")"
 test ! -e "$work/stopped" || fail "a stopped run left $work/stopped behind"
+test -f "$work/stopped.distill-state/state.json" || fail "no saved state beside --out after SIGTERM"
+grep -q '"method": "consistency"' "$work/stopped.distill-state/state.json" || fail "the state names no method"
+refused "--target-ema 0.5 differs from the 0.95 of the run being resumed" "$bin/ddpm-distill" --resume \
+  --out "$work/stopped" --target-ema 0.5
+refused "holds the saved state of a stopped run" "$bin/ddpm-distill" "${long[@]}" --out "$work/stopped"
+refused "--method progressive differs from the --method consistency" "$bin/ddpm-distill" --resume \
+  --method progressive --out "$work/stopped"
+"$bin/ddpm-distill" --resume --out "$work/stopped" --checkpoint-every 5 >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--resume: $(cat "$work/err.txt")"
+grep -q "resumed after step" "$work/out.txt" || fail "no resume line: $(cat "$work/out.txt")"
+cmp "$work/whole/ema.safetensors" "$work/stopped/ema.safetensors" ||
+  fail "the student after SIGTERM + --resume differs from the uninterrupted run's"
+test ! -e "$work/stopped.distill-state" || fail "the saved state outlived the published run"
+"$bin/ddpm-distill" --resume --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--resume of a published run: $(cat "$work/err.txt")"
+grep -q "is complete" "$work/out.txt" || fail "--resume of a published run said: $(cat "$work/out.txt")"
+refused "no saved state to resume from" "$bin/ddpm-distill" --resume --method consistency --out "$work/none"
+test ! -e "$work/none" || fail "a refused --resume left $work/none behind"
 
 refused "is a consistency model" "$bin/ddpm-sample" --checkpoint "$work/cm" --sampler ddim --sampling-steps 4 \
   --device cpu --out "$work/x"
@@ -53,7 +82,6 @@ refused "needs a consistency model" "$bin/ddpm-sample" --checkpoint "$run" --sam
 refused "consistency-levels 5 does not fit" "$bin/ddpm-distill" "${cm[@]/--consistency-levels/--steps}" \
   --consistency-levels 5 --out "$work/x"
 refused "--rounds applies to --method progressive only" "$bin/ddpm-distill" "${cm[@]}" --rounds 2 --out "$work/x"
-refused "--resume applies to --method progressive only" "$bin/ddpm-distill" "${cm[@]}" --resume --out "$work/x"
 refused "--steps applies to --method consistency only" "$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 \
   --steps 3 --device cpu --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"

@@ -12,7 +12,7 @@
 //     teacher's N-step DDIM endpoint shrinks, the folder opens, ddpm-sample samples it with
 //     --sampler consistency and refuses other samplers, and other models refuse it;
 //   - class-conditional learned-variance and latent teachers;
-//   - a stop signal writes nothing; refusals.
+//   - a stop signal publishes nothing (it saves the run's state); refusals.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -28,6 +28,7 @@
 #include "engine/rng.h"
 #include "models/diffusion/consistency.h"
 #include "models/run/consistency_run.h"
+#include "models/run/distill_state.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
@@ -372,7 +373,7 @@ TEST(ConsistencyRun, LatentTeacherCarriesTheAutoencoder) {
   EXPECT_EQ(run::run_sample(s, st, nullptr, &codec).pixels, from_folder.pixels);
 }
 
-TEST(ConsistencyRun, StopSignalWritesNothingAndRefusals) {
+TEST(ConsistencyRun, StopSignalPublishesNothingAndRefusals) {
   const std::string teacher = tiny_teacher("consistency_stop_teacher");
   const std::string out = testing::temp_path("consistency_stop_out");
   fs::remove_all(out);
@@ -390,16 +391,19 @@ TEST(ConsistencyRun, StopSignalWritesNothingAndRefusals) {
   EXPECT_EQ(r.stopped_by_signal, SIGTERM);
   EXPECT_EQ(r.steps_done, 3);
   EXPECT_TRUE(r.folder.empty());
-  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out));  // not published; the state is (test_consistency_resume.cpp resumes it)
+  EXPECT_EQ(run::load_distill_state(out).step, 3);
 
-  run::ConsistencyOptions bad = tiny_consistency(teacher, out);
+  const std::string other = testing::temp_path("consistency_refused_out");  // out has a saved state now
+  run::ConsistencyOptions bad = tiny_consistency(teacher, other);
   bad.levels = 7;
   testing::expect_value_error([&] { (void)run::consistency_run(bad); }, "--consistency-levels 7 does not fit");
-  bad = tiny_consistency(teacher, out);
+  bad = tiny_consistency(teacher, other);
   bad.loss = "huber";
   testing::expect_value_error([&] { (void)run::consistency_run(bad); }, "l2 or pseudo-huber");
   bad = tiny_consistency(teacher, teacher);  // a non-empty --out
   testing::expect_value_error([&] { (void)run::consistency_run(bad); }, "exists and is not empty");
+  EXPECT_FALSE(fs::exists(other));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // agree on tensor names and shapes and a mutated seed reaches the deep end of the reader.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/tensor.h"
 #include "models/run/checkpoint.h"
+#include "models/run/consistency_state.h"
 #include "models/run/distill_state.h"
 #include "models/run/posthoc_export.h"
 #include "models/train/posthoc_ema.h"
@@ -148,6 +150,38 @@ inline std::string write_tiny_distill_state(const std::string& out) {
   const Tensor moments = 0.01 * slab.values();
   st.flats = {{"student", slab.values(), &slab}, {"ema", slab.values(), &slab}, {"exp_avg", moments, &slab},
               {"exp_avg_sq", moments, &slab}, {"teacher", slab.values(), &slab}};
+  run::save_distill_state(out, st);
+  return run::distill_state_dir(out);
+}
+
+// Publishes OUT.distill-state as ddpm-distill --method consistency saves a run of 8 steps
+// after 3 (one skipped: a null loss; no window logged yet: a null final loss), over
+// posthoc_slab() for the student, EMA, AdamW moments and target network ("method":
+// "consistency", no round, no record); returns the state folder. OUT itself is not written.
+inline std::string write_tiny_consistency_state(const std::string& out) {
+  ParameterSlab& slab = posthoc_slab();
+  run::ConsistencyOptions o;
+  o.teacher = "teacher";
+  o.levels = 4;
+  o.steps = 8;
+  o.target_ema = 0.5;
+  run::DistillState st;
+  st.method = run::kConsistencyMethod;
+  st.options = run::consistency_options_json(o);
+  st.step = 3;
+  st.adam_step = 2;
+  st.generators = {{"draws", Generator(21, 320)}, {"dropout", Generator(22, 48)}};
+  st.loader = {1, 4};
+  st.gap_before = 0.375;
+  st.has_gap_before = true;
+  st.final_loss = NAN;  // no window logged yet: null
+  st.window_sum = 1.25;
+  st.window_n = 2;
+  st.losses = {0.5, NAN, 0.75};
+  st.seconds = 0.5;
+  const Tensor moments = 0.01 * slab.values();
+  st.flats = {{"student", slab.values(), &slab}, {"ema", slab.values(), &slab}, {"exp_avg", moments, &slab},
+              {"exp_avg_sq", moments, &slab}, {"target", 0.5 * slab.values(), &slab}};
   run::save_distill_state(out, st);
   return run::distill_state_dir(out);
 }

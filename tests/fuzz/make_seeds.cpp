@@ -156,12 +156,16 @@ int main(int argc, char** argv) {
        Bytes(1, '\0') + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_phema", true) + state));
   seed("trainer_state", "plain", "\x01" + ddpm::read_file(ddpm::fuzz::write_tiny_checkpoint(tmp + "/ck_plain", false) + state));
 
-  // OUT.distill-state (mode byte 0: state.json, 1: state.safetensors), as save_distill_state
-  // writes them.
+  // OUT.distill-state of a progressive run (mode byte 0: state.json, 1: state.safetensors), as
+  // save_distill_state writes them ...
   const std::string distill = ddpm::fuzz::write_tiny_distill_state(tmp + "/distill/out");
   seed("distill_state", "state_json", Bytes(1, '\0') + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateJson));
   seed("distill_state", "state_tensors",
        "\x01" + ddpm::read_file(distill + "/" + ddpm::run::kDistillStateTensors));
+  // ... and a --method consistency run's (mode byte 2: state.json, 3: state.safetensors).
+  const std::string cm = ddpm::fuzz::write_tiny_consistency_state(tmp + "/consistency/out");
+  seed("distill_state", "consistency_json", "\x02" + ddpm::read_file(cm + "/" + ddpm::run::kDistillStateJson));
+  seed("distill_state", "consistency_tensors", "\x03" + ddpm::read_file(cm + "/" + ddpm::run::kDistillStateTensors));
 
   // tokenizer.json as Tokenizer::save writes it, and a metadata.jsonl captioning the three
   // images fuzz_caption_metadata's folder has.

@@ -294,12 +294,49 @@ std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const
   return rounds;
 }
 
+namespace {
+
+// Whether the saved state in `state_dir` is what a crash between the publication of a
+// complete run's last round and the state's removal leaves behind, rather than the state of a
+// newer run (started with --overwrite over the complete OUT, which stays whole until that run
+// publishes its first round). The leftover was saved while the last round ran: its round is
+// the record's last, its record lists every round published before it, and its options are
+// the record's. A state that cannot be read is not taken for a leftover (resuming it then
+// says what is wrong with it).
+bool leftover_state_of(const nlohmann::json& record, const std::string& state_dir) {
+  std::error_code ec;
+  const std::string path = state_dir + "/" + kDistillStateJson;
+  if (!fs::is_regular_file(path, ec)) return false;
+  const nlohmann::json js = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (!js.is_object() || !js.contains("round") || !js.contains("record") || !js["record"].is_object()) return false;
+  const nlohmann::json& rounds = record.contains("rounds") ? record["rounds"] : nlohmann::json();
+  if (!rounds.is_array() || rounds.empty() || !rounds.back().is_object() || !rounds.back().contains("round") ||
+      rounds.back()["round"] != js["round"])
+    return false;
+  nlohmann::json before = rounds;
+  before.erase(before.size() - 1);
+  const nlohmann::json& saved = js["record"];
+  if (!saved.contains("rounds") || saved["rounds"] != before) return false;
+  // The options the two records share (what changes as rounds are published, stopped and
+  // resumed left out).
+  for (const auto& [key, value] : saved.items())
+    if (key != "rounds" && key != "rounds_done" && key != "complete" && key != "resumed" && key != "stopped" &&
+        (!record.contains(key) || record[key] != value))
+      return false;
+  return true;
+}
+
+}  // namespace
+
 std::optional<DistillResult> completed_distill_run(const DistillOptions& o) {
   const std::string path = o.out + "/distill.json";
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return std::nullopt;
   const nlohmann::json record = nlohmann::json::parse(read_file(path), nullptr, false);
   if (!record.is_object() || !record.contains("complete") || record["complete"] != true) return std::nullopt;
+  // A newer run's state beside a complete OUT is resumed, not removed.
+  if (fs::exists(distill_state_dir(o.out), ec) && !leftover_state_of(record, distill_state_dir(o.out)))
+    return std::nullopt;
   DistillResult result;
   result.rounds = rounds_from_record(record, o.out);
   const nlohmann::json planned = record.contains("rounds_planned") ? record["rounds_planned"] : nlohmann::json();

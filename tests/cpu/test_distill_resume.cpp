@@ -234,6 +234,26 @@ TEST(DistillResume, OverwriteReplacesTheOldOutOnlyWhenRoundOneIsPublished) {
   expect_same_rounds(out);
 }
 
+// A new run started with --overwrite over a COMPLETE OUT and stopped in round 1 is resumed,
+// not mistaken for the complete run (whose distill.json stays until round 1 is published).
+TEST(DistillResume, NewRunOverACompleteOutResumesInsteadOfReportingTheOldOne) {
+  ASSERT_EQ(uninterrupted().rounds.size(), 2u);
+  const std::string out = testing::temp_path("distill_resume_over_complete");
+  run::DistillOptions old = tiny_distill(out);
+  old.seed = 7;  // a different run
+  ASSERT_EQ(run::distill_run(old).rounds.size(), 2u);
+  run::DistillOptions d = tiny_distill(out);
+  d.overwrite = true;
+  bool raised = false;
+  d.log = raise_at("", "  step 2/3", &raised);
+  ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
+  ASSERT_TRUE(fs::exists(run::distill_state_dir(out)));
+  const run::DistillResult r = run::distill_run(resume_of(out));
+  EXPECT_EQ(r.rounds.size(), 2u);
+  EXPECT_FALSE(fs::exists(run::distill_state_dir(out)));
+  expect_same_rounds(out);  // the new run's rounds, as uninterrupted, not seed 7's
+}
+
 TEST(DistillResume, LatentTeacherResumesBitIdentical) {
   run::TrainOptions t = testing::tiny_run(testing::temp_run("distill_resume_latent_teacher"));
   t.autoencoder = testing::tiny_autoencoder("distill_resume_latent_ae");

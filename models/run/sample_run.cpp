@@ -445,6 +445,14 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       if (o.guidance_scale != 1.0)
         *log << "; guidance away from " << (o.negative_prompt.empty() ? "the empty caption" : "\"" + o.negative_prompt + "\"");
       *log << "\n";
+      std::vector<std::string> texts = o.prompts;
+      texts.push_back(o.negative_prompt);
+      const std::vector<std::string> unknown = model.text->tokenizer().unknown_words(texts);
+      if (!unknown.empty()) {
+        *log << "warning: not in the model's vocabulary (read as <unk>):";
+        for (const std::string& w : unknown) *log << " " << w;
+        *log << "\n";
+      }
     }
   }
 

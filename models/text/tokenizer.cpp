@@ -103,6 +103,14 @@ std::int64_t Tokenizer::id_of(const std::string& word) const {
   return it == ids_.end() ? kUnkId : it->second;
 }
 
+std::vector<std::string> Tokenizer::unknown_words(const std::vector<std::string>& texts) const {
+  std::vector<std::string> out;
+  for (const std::string& t : texts)
+    for (const std::string& w : split_words(t))
+      if (id_of(w) == kUnkId && std::find(out.begin(), out.end(), w) == out.end()) out.push_back(w);
+  return out;
+}
+
 std::vector<std::int64_t> Tokenizer::encode(const std::string& text) const {
   const std::vector<std::string> words = split_words(text);
   check_fits(text, words.size(), context_length_);

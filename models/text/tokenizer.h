@@ -62,6 +62,9 @@ class Tokenizer {
   const std::vector<std::string>& vocabulary() const { return vocab_; }
   // The id of one normalised word, kUnkId when it is not in the vocabulary.
   std::int64_t id_of(const std::string& word) const;
+  // The words of `texts` that are not in the vocabulary (encode reads them as <unk>), each
+  // once, in the order they first appear: for warning about a prompt's typo.
+  std::vector<std::string> unknown_words(const std::vector<std::string>& texts) const;
 
   // [context_length] ids (header comment); ValueError for a text that is too long.
   std::vector<std::int64_t> encode(const std::string& text) const;

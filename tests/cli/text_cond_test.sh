@@ -30,14 +30,17 @@ grep -q '"text_encoder"' "$run/config.json" || fail "config.json has no text_enc
   --prompt "a dark disc" --prompt "square" --guidance-scale 3 --out "$work/guided" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "sampling with prompts"
 grep -q 'text-conditioned: 2 prompt' "$work/out.txt" || fail "the log does not name the prompts"
+grep -q 'warning: not in the model.s vocabulary' "$work/out.txt" && fail "a warning about known words"
 python3 - "$work/guided/sample_info.json" <<'PY' || fail "sample_info.json's prompts"
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["prompts"] == ["a dark disc", "square"] and j["negative_prompt"] == "", j
 PY
 "$bin/ddpm-sample" --checkpoint "$run" --num-samples 2 --sampler ddim --sampling-steps 4 --device cpu \
-  --prompt "disc" --negative-prompt "dark" --guidance-scale 3 --out "$work/negative" \
+  --prompt "disk" --negative-prompt "dark" --guidance-scale 3 --out "$work/negative" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "sampling with a negative prompt"
+grep -q 'warning: not in the model.s vocabulary (read as <unk>): disk' "$work/out.txt" ||
+  fail "no warning about the unknown word 'disk'"
 
 sample=("$bin/ddpm-sample" --checkpoint "$run" --num-samples 2 --sampling-steps 4 --device cpu --out "$work/no")
 refused "give what to draw with --prompt" "${sample[@]}"

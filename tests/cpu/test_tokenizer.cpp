@@ -83,6 +83,9 @@ TEST(Tokenizer, UnknownWordsBecomeUnk) {
   EXPECT_EQ(tok.id_of("zebra"), kUnkId);
   // "<pad>" typed in a prompt is the word "pad", never the special token.
   EXPECT_EQ(tok.encode("<pad>")[1], kUnkId);
+  // Each unknown word once, in order of appearance (what ddpm-sample warns about).
+  EXPECT_EQ(tok.unknown_words({"dark zebra", "Zebra coat", "a dark cat"}), (std::vector<std::string>{"zebra", "a", "cat"}));
+  EXPECT_TRUE(tok.unknown_words({"Dark COAT!", ""}).empty());
 }
 
 TEST(Tokenizer, TooManyWordsIsAValueErrorNamingTextCountAndLimit) {

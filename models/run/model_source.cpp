@@ -426,7 +426,10 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
                     "checkpoint folder " << path_text << " has no config.json, neither inside it nor in its run folder");
       return open_checkpoint_folder(path, config, device, use_ema, "checkpoint folder");
     }
-    // 3. A diffusers UNet2DModel folder.
+    // 3. A diffusers UNet2DModel folder; the unet/ of a text model's pipeline folder opens
+    // the pipeline (its UNet alone could not sample without the text encoder's context).
+    if (is_file(path / kDiffusersWeights) && path.filename() == "unet" && is_dir(path.parent_path() / "text_encoder"))
+      return open_pipeline_folder(path.parent_path(), path.parent_path().string(), device);
     if (is_file(path / kDiffusersWeights)) {
       DDPM_CHECK_AS(is_file(path / "config.json"), IoError,
                     "diffusers folder " << path_text << " has " << kDiffusersWeights << " but no config.json");

@@ -11,7 +11,8 @@
 //      (models/unet/model_io.h load_diffusers_folder). Its diffusion settings come from a
 //      DDPMScheduler config when one is found (scheduler_config.json beside it, or
 //      ../scheduler/scheduler_config.json as in a saved DDPMPipeline), else the defaults
-//      below (1000 linear steps, eps).
+//      below (1000 linear steps, eps). The unet/ folder of a pipeline folder with a
+//      text_encoder/ beside it (4) opens that pipeline folder.
 //   4. a diffusers pipeline folder, as export_diffusers writes one for a text model:
 //      unet/ (config.json + diffusion_pytorch_model.safetensors, a UNet2DConditionModel or
 //      UNet2DModel), scheduler/scheduler_config.json (optional, as in 3), and for a UNet with

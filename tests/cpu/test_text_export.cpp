@@ -94,6 +94,10 @@ TEST(TextExport, PipelineFolderRoundTripsToTheSamePixels) {
   EXPECT_EQ(back.tokenizer->vocabulary(), m.src.tokenizer->vocabulary());
   EXPECT_EQ(back.diffusion.diffusion_steps, m.src.diffusion.diffusion_steps);
   EXPECT_EQ(back.diffusion.noise_schedule, m.src.diffusion.noise_schedule);
+  // The folder's unet/ (what check_export.py loads) opens the whole pipeline.
+  const run::ModelSource via_unet = run::open_model(out + "/unet/", Device::cpu());
+  EXPECT_EQ(via_unet.kind, "diffusers pipeline folder");
+  EXPECT_NE(via_unet.text, nullptr);
   const std::vector<std::string> prompts{"a dark disc", "square"};
   const run::SampleResult ours = sample(m.src, prompts, tmp.path + "/a");
   const run::SampleResult theirs = sample(back, prompts, tmp.path + "/b");

@@ -5,6 +5,11 @@
 //
 //   ddpm-export --checkpoint runs/cifar --out exported/
 //
+// A text-conditioned run (ddpm-train --text-cond) becomes a pipeline-shaped folder instead:
+// unet/ (UNet2DConditionModel), scheduler/, text_encoder/ (our own encoder, not CLIP's) and
+// tokenizer/; ddpm-sample --checkpoint exported/ --prompt TEXT opens it. Its --probe also
+// holds the encoder_hidden_states the UNet was fed (scripts/check_export.py passes them on).
+//
 // With --posthoc-ema SIGMA_REL it instead reconstructs the EMA of that relative width from
 // the run's post-hoc EMA snapshots (ddpm-train --posthoc-ema; models/run/posthoc_export.h) and
 // writes a checkpoint-shaped folder (config.json + ema.safetensors) that ddpm-sample and
@@ -27,7 +32,8 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app(
       "Export a trained UNet (EMA weights by default) as a diffusers UNet2DModel folder: config.json, "
-      "diffusion_pytorch_model.safetensors and a DDPMScheduler scheduler_config.json.",
+      "diffusion_pytorch_model.safetensors and a DDPMScheduler scheduler_config.json. A text-conditioned model "
+      "becomes a pipeline folder: unet/ (UNet2DConditionModel), scheduler/, text_encoder/ and tokenizer/.",
       "ddpm-export");
   cli::CommonFlags common;
   std::string checkpoint, out;
@@ -73,7 +79,7 @@ int main(int argc, char** argv) {
         const run::ModelSource model = run::open_model(out, Device::cpu());  // the round trip itself
         parameters = model.net->num_parameters();
         if (!probe.empty()) {
-          run::write_probe(*model.net, model.diffusion.diffusion_steps, probe, common.seed);
+          run::write_probe(model, probe, common.seed);
           std::cout << "probe written to " << probe << "\n";
         }
       }
@@ -97,11 +103,16 @@ int main(int argc, char** argv) {
     run::export_diffusers(model, out, overwrite);
     if (!probe.empty()) {
       const run::ModelSource exported = run::open_model(out, Device::cpu());  // the round trip itself
-      run::write_probe(*exported.net, exported.diffusion.diffusion_steps, probe, common.seed);
+      run::write_probe(exported, probe, common.seed);  // with the text encoder's context for a text model
       std::cout << "probe written to " << probe << "\n";
     }
-    std::cout << "exported " << model.kind << " " << checkpoint << " (" << (model.ema ? "EMA" : "raw")
-              << " weights, " << model.net->num_parameters() << " parameters) to " << out << "\n";
+    if (model.text)
+      std::cout << "exported " << model.kind << " " << checkpoint << " (" << (model.ema ? "EMA" : "raw")
+                << " weights, " << model.net->num_parameters() << " UNet and " << model.text_encoder->num_parameters()
+                << " text encoder parameters) as a pipeline folder to " << out << "\n";
+    else
+      std::cout << "exported " << model.kind << " " << checkpoint << " (" << (model.ema ? "EMA" : "raw")
+                << " weights, " << model.net->num_parameters() << " parameters) to " << out << "\n";
     return 0;
   });
 }

@@ -1,8 +1,11 @@
 // models/run/model_source.cpp: recognizing a model source and loading it (see the header).
 #include "models/run/model_source.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iterator>
+#include <sstream>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
@@ -18,6 +21,10 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kDiffusersWeights = "diffusion_pytorch_model.safetensors";
+// The text encoder's folder of a pipeline export (header): our own class, named so that no
+// reader takes it for transformers' CLIPTextModel.
+constexpr const char* kTextEncoderClass = "DdpmTextEncoder";
+constexpr const char* kTextEncoderWeights = "model.safetensors";
 
 nlohmann::json read_json(const fs::path& path) {
   const std::string text = read_file(path.string());
@@ -144,6 +151,107 @@ ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config,
   src.weights_path = weights.string();
   src.ema = use_ema;
   return src;
+}
+
+// The text encoder's config.json of a pipeline folder: {"_class_name": kTextEncoderClass,
+// "_note": ..., <text_encoder_config_to_json>}. Keys starting with '_' are comments.
+nlohmann::json text_encoder_folder_config(const text::TextEncoderConfig& c) {
+  nlohmann::json j = text::text_encoder_config_to_json(c);
+  j["_class_name"] = kTextEncoderClass;
+  j["_note"] =
+      "ddpm-engine's text encoder tau_theta (models/text/text_encoder.h gives the equations), NOT a transformers "
+      "CLIPTextModel: its self-attention is non-causal and its MLP uses the exact (erf) GELU; the parameter names "
+      "follow CLIPTextModel's (text_model.*) only for readability";
+  return j;
+}
+
+text::TextEncoderConfig read_text_encoder_folder_config(const fs::path& path) {
+  nlohmann::json j = read_json(path);
+  DDPM_CHECK_AS(j.is_object(), IoError, "config " << path.string() << " is not a JSON object");
+  const std::string cls = j.contains("_class_name") && j.at("_class_name").is_string()
+                              ? j.at("_class_name").get<std::string>()
+                              : std::string("(none)");
+  DDPM_CHECK(cls == kTextEncoderClass,
+             "config " << path.string() << ": _class_name is " << cls << ", but only ddpm-engine's own text encoder ("
+                       << kTextEncoderClass << ", written by ddpm-export) can be opened, not e.g. CLIPTextModel");
+  for (auto it = j.begin(); it != j.end();)
+    it = (!it.key().empty() && it.key()[0] == '_') ? j.erase(it) : std::next(it);
+  try {
+    return text::text_encoder_config_from_json(j);
+  } catch (const Error& e) {
+    DDPM_THROW(ValueError, "config " << path.string() << ": " << strip_source_locations(e.what()));
+  }
+}
+
+// 4. A pipeline folder (DIR/unet, DIR/scheduler; a text model adds DIR/text_encoder and
+// DIR/tokenizer), as export_diffusers writes it.
+ModelSource open_pipeline_folder(const fs::path& dir, const std::string& path_text, Device device) {
+  const fs::path unet_dir = dir / "unet";
+  DDPM_CHECK_AS(is_file(unet_dir / "config.json"), IoError,
+                "pipeline folder " << path_text << " has unet/" << kDiffusersWeights << " but no unet/config.json");
+  ModelSource src;
+  src.net = unet::load_diffusers_folder(unet_dir.string(), device);
+  const unet::UNetConfig& cfg = src.net->config();
+  src.diffusion.learn_sigma = cfg.learn_sigma;
+  const fs::path sched = dir / "scheduler" / "scheduler_config.json";
+  if (is_file(sched)) {
+    try {
+      src.diffusion = diffusion_from_diffusers_scheduler(read_json(sched), cfg.learn_sigma);
+    } catch (const ValueError& e) {
+      DDPM_THROW(ValueError, sched.string() << ": " << strip_source_locations(e.what()));
+    }
+  }
+  src.kind = "diffusers pipeline folder";
+  src.weights_path = (unet_dir / kDiffusersWeights).string();
+  const fs::path enc_dir = dir / "text_encoder";
+  const bool has_encoder = is_dir(enc_dir);
+  if (!cfg.cross_attention()) {
+    DDPM_CHECK(!has_encoder, "pipeline folder " << path_text << " has a text_encoder/, but its UNet (unet/config.json) "
+                                                << "has no cross-attention to read a text");
+    return src;
+  }
+  // A UNet2DConditionModel samples only with the text encoder it was trained with.
+  DDPM_CHECK_AS(has_encoder, IoError,
+                "pipeline folder " << path_text << " holds a UNet with cross-attention (context_dim "
+                                   << cfg.context_dim << ") but no text_encoder/ folder to compute its context");
+  for (const fs::path& need : {enc_dir / "config.json", enc_dir / kTextEncoderWeights, dir / "tokenizer" / kRunTokenizerFile})
+    DDPM_CHECK_AS(is_file(need), IoError,
+                  "pipeline folder " << path_text << " is a text model's, and its " << need.string() << " is missing");
+  const text::TextEncoderConfig ec = read_text_encoder_folder_config(enc_dir / "config.json");
+  src.tokenizer = std::make_unique<text::Tokenizer>(text::Tokenizer::load((dir / "tokenizer" / kRunTokenizerFile).string()));
+  Generator init(0);  // the initial values are overwritten by the load
+  src.text_encoder = std::make_unique<text::TextEncoder>(ec, init, device);
+  const std::string weights = (enc_dir / kTextEncoderWeights).string();
+  unet::load_state_dict(*src.text_encoder, load_safetensors(weights).tensors, weights);
+  try {
+    src.text = std::make_unique<text::TextConditionedUNet>(*src.net, *src.text_encoder, *src.tokenizer);
+  } catch (const ValueError& e) {
+    DDPM_THROW(ValueError, "pipeline folder " << path_text << ": " << strip_source_locations(e.what()));
+  }
+  return src;
+}
+
+// The README.txt of a text model's pipeline folder.
+std::string pipeline_readme(const ModelSource& model) {
+  std::ostringstream r;
+  r << "A text-conditioned diffusion model exported by ddpm-export (ddpm-engine), laid out like a diffusers\n"
+       "pipeline folder:\n"
+       "  unet/          diffusers UNet2DConditionModel (config.json, diffusion_pytorch_model.safetensors);\n"
+       "                 UNet2DConditionModel.from_pretrained loads it. Its encoder_hidden_states are the\n"
+       "                 text encoder's output [N, "
+    << model.text_encoder->config().context_length << ", " << model.text_encoder->config().width
+    << "].\n"
+       "  scheduler/     diffusers DDPMScheduler config (the training noise schedule).\n"
+       "  text_encoder/  ddpm-engine's OWN text encoder (config.json, model.safetensors): NOT a transformers\n"
+       "                 CLIPTextModel. Its tensors carry CLIPTextModel's names (text_model.*), but the\n"
+       "                 self-attention is non-causal (no mask) and the MLP uses the exact (erf) GELU, not\n"
+       "                 quick_gelu; there is no pooled output. The equations are in\n"
+       "                 models/text/text_encoder.h of ddpm-engine.\n"
+       "  tokenizer/     ddpm-engine's word-level tokenizer (tokenizer.json; models/text/tokenizer.h):\n"
+       "                 lowercased [a-z0-9] words, <bos> words <eos> padded with <pad> to the context length.\n"
+       "There is no model_index.json: no diffusers pipeline class runs this text encoder. ddpm-sample\n"
+       "--checkpoint THIS_FOLDER --prompt TEXT samples it.\n";
+  return r.str();
 }
 
 }  // namespace
@@ -318,7 +426,10 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
                     "checkpoint folder " << path_text << " has no config.json, neither inside it nor in its run folder");
       return open_checkpoint_folder(path, config, device, use_ema, "checkpoint folder");
     }
-    // 3. A diffusers UNet2DModel folder.
+    // 3. A diffusers UNet2DModel folder; the unet/ of a text model's pipeline folder opens
+    // the pipeline (its UNet alone could not sample without the text encoder's context).
+    if (is_file(path / kDiffusersWeights) && path.filename() == "unet" && is_dir(path.parent_path() / "text_encoder"))
+      return open_pipeline_folder(path.parent_path(), path.parent_path().string(), device);
     if (is_file(path / kDiffusersWeights)) {
       DDPM_CHECK_AS(is_file(path / "config.json"), IoError,
                     "diffusers folder " << path_text << " has " << kDiffusersWeights << " but no config.json");
@@ -340,13 +451,16 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
       src.weights_path = (path / kDiffusersWeights).string();
       return src;
     }
+    // 4. A pipeline folder.
+    if (is_file(path / "unet" / kDiffusersWeights)) return open_pipeline_folder(path, path_text, device);
     DDPM_THROW(IoError, "checkpoint " << path_text
                                       << " is a folder but not a run (config.json + checkpoints/), a checkpoint "
-                                         "(model.safetensors / ema.safetensors) or a diffusers model (config.json + "
-                                      << kDiffusersWeights << ")");
+                                         "(model.safetensors / ema.safetensors), a diffusers model (config.json + "
+                                      << kDiffusersWeights << ") or a pipeline folder (unet/" << kDiffusersWeights
+                                      << ")");
   }
 
-  // 4. A model file with config.json beside it.
+  // 5. A model file with config.json beside it.
   DDPM_CHECK_AS(path.extension() == ".safetensors", IoError,
                 "checkpoint " << path_text << " is a file but not a .safetensors model file");
   const fs::path config = path.parent_path() / "config.json";
@@ -363,9 +477,6 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
 
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
-  DDPM_CHECK(!model.text,
-             "export: this model is text-conditioned (a UNet with cross-attention and its own text encoder); a "
-             "diffusers UNet2DModel folder cannot hold it, and the UNet2DConditionModel export is not built yet");
   DDPM_CHECK(!model.diffusion.edm,
              "export: this model was trained with the EDM objective (preconditioned D(x; sigma) = c_skip x + c_out "
              "F(c_in x; ln(sigma)/4), sigma_data "
@@ -378,9 +489,30 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
   if (fs::is_directory(out, ec)) {
     DDPM_CHECK(overwrite || fs::is_empty(out, ec), "export: " << dir << " exists and is not empty; pass --overwrite to replace it");
   }
-  const nlohmann::json config = unet::config_to_diffusers(model.net->config());
   const nlohmann::json scheduler = diffusion_to_diffusers_scheduler(model.diffusion);
-  const auto tensors = unet::export_state_dict(*model.net);
+  const auto tensors = unet::export_state_dict(*model.net);  // the UNet alone: no text_model.*
+  if (model.text) {
+    // Everything is converted before the folder is created, so a refusal leaves nothing.
+    const nlohmann::json config = unet::config_to_diffusers_conditional(model.net->config());
+    const nlohmann::json encoder_config = text_encoder_folder_config(model.text_encoder->config());
+    const auto encoder_tensors = unet::export_state_dict(*model.text_encoder);  // text_model.*
+    const std::string readme = pipeline_readme(model);
+    publish_directory(
+        dir,
+        [&](const std::string& tmp) {
+          for (const char* sub : {"unet", "scheduler", "text_encoder", "tokenizer"}) fs::create_directories(tmp + "/" + sub);
+          write_file_atomic(tmp + "/unet/config.json", config.dump(2) + "\n");
+          save_safetensors(tmp + "/unet/" + kDiffusersWeights, tensors, {{"format", "pt"}});
+          write_file_atomic(tmp + "/scheduler/scheduler_config.json", scheduler.dump(2) + "\n");
+          write_file_atomic(tmp + "/text_encoder/config.json", encoder_config.dump(2) + "\n");
+          save_safetensors(tmp + "/text_encoder/" + kTextEncoderWeights, encoder_tensors, {{"format", "pt"}});
+          model.tokenizer->save(tmp + "/tokenizer/" + kRunTokenizerFile);
+          write_file_atomic(tmp + "/README.txt", readme);
+        },
+        fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
+    return;
+  }
+  const nlohmann::json config = unet::config_to_diffusers(model.net->config());
   publish_directory(
       dir,
       [&](const std::string& tmp) {
@@ -391,25 +523,80 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
       fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
 }
 
-void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed) {
-  const unet::UNetConfig& cfg = net.config();
-  const std::int64_t N = 4;
-  Generator gen(seed);
-  Tensor x = randn({N, cfg.image_size, cfg.image_size, cfg.input_channels()}, gen, net.device());  // with a super-res model's condition channels
+namespace {
+
+// The probe's fixed input (header): x from Philox `seed`, t spread over [0, T), labels i % K.
+struct ProbeInput {
+  Tensor x;
   std::vector<double> t;
   std::vector<std::int64_t> labels;
   std::vector<double> label_values;
+};
+
+ProbeInput probe_input(const unet::UNet& net, std::int64_t diffusion_steps, std::uint64_t seed) {
+  const unet::UNetConfig& cfg = net.config();
+  const std::int64_t N = kProbeBatch;
+  Generator gen(seed);
+  ProbeInput p;
+  p.x = randn({N, cfg.image_size, cfg.image_size, cfg.input_channels()}, gen, net.device());  // with a super-res model's condition channels
   for (std::int64_t i = 0; i < N; ++i) {
-    t.push_back(static_cast<double>((diffusion_steps - 1) * i / (N - 1)));
+    p.t.push_back(static_cast<double>((diffusion_steps - 1) * i / (N - 1)));
     if (cfg.num_classes > 0) {
-      labels.push_back(i % cfg.num_classes);
-      label_values.push_back(static_cast<double>(labels.back()));
+      p.labels.push_back(i % cfg.num_classes);
+      p.label_values.push_back(static_cast<double>(p.labels.back()));
     }
   }
-  Tensor out = net.forward(x, t, labels, nn::Context{});
-  std::vector<std::pair<std::string, Tensor>> tensors{{"x", x.cpu()}, {"t", Tensor::from_vector(t, {N})}, {"out", out.cpu()}};
-  if (!labels.empty()) tensors.emplace_back("labels", Tensor::from_vector(label_values, {N}));
-  save_safetensors(path, tensors);
+  return p;
+}
+
+std::vector<std::pair<std::string, Tensor>> probe_tensors(const ProbeInput& p, const Tensor& out) {
+  const std::int64_t N = kProbeBatch;
+  std::vector<std::pair<std::string, Tensor>> tensors{{"x", p.x.cpu()}, {"t", Tensor::from_vector(p.t, {N})}, {"out", out.cpu()}};
+  if (!p.labels.empty()) tensors.emplace_back("labels", Tensor::from_vector(p.label_values, {N}));
+  return tensors;
+}
+
+}  // namespace
+
+void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed) {
+  const ProbeInput p = probe_input(net, diffusion_steps, seed);
+  const Tensor out = net.forward(p.x, p.t, p.labels, nn::Context{});
+  save_safetensors(path, probe_tensors(p, out));
+}
+
+std::vector<std::string> probe_prompts(const text::Tokenizer& tokenizer) {
+  const std::vector<std::string>& vocab = tokenizer.vocabulary();
+  const std::int64_t words = static_cast<std::int64_t>(vocab.size()) - text::kNumSpecialTokens;
+  std::vector<std::string> prompts;
+  for (std::int64_t i = 0; i < kProbeBatch; ++i) {
+    std::string prompt;  // prompt 0 stays "", the unconditional caption
+    const std::int64_t count = words > 0 ? std::min<std::int64_t>(i, tokenizer.context_length() - 2) : 0;
+    for (std::int64_t k = 0; k < count; ++k)
+      prompt += (k > 0 ? " " : "") + vocab[static_cast<std::size_t>(text::kNumSpecialTokens + (i + k) % words)];
+    prompts.push_back(prompt);
+  }
+  return prompts;
+}
+
+void write_probe(const text::TextConditionedUNet& model, std::int64_t diffusion_steps, const std::string& path,
+                 std::uint64_t seed) {
+  const std::int64_t N = kProbeBatch, L = model.tokenizer().context_length();
+  const ProbeInput p = probe_input(model.unet(), diffusion_steps, seed);
+  const std::vector<std::string> prompts = probe_prompts(model.tokenizer());
+  const std::vector<std::int64_t> ids = model.tokenizer().encode_batch(prompts);  // [N, L]
+  const Tensor context = model.encoder().forward(ids, N, nn::Context{});        // [N, L, width]
+  const Tensor out = model.unet().forward(p.x, p.t, p.labels, context, nn::Context{});
+  std::vector<std::pair<std::string, Tensor>> tensors = probe_tensors(p, out);
+  tensors.emplace_back("input_ids", Tensor::from_vector(std::vector<double>(ids.begin(), ids.end()), {N, L}));
+  tensors.emplace_back("encoder_hidden_states", context.cpu());
+  save_safetensors(path, tensors, {{"prompts", nlohmann::json(prompts).dump()}});
+}
+
+void write_probe(const ModelSource& model, const std::string& path, std::uint64_t seed) {
+  if (model.text)
+    write_probe(*model.text, model.diffusion.diffusion_steps, path, seed);
+  else
+    write_probe(*model.net, model.diffusion.diffusion_steps, path, seed);
 }
 
 }  // namespace ddpm::run

@@ -11,8 +11,16 @@
 //      (models/unet/model_io.h load_diffusers_folder). Its diffusion settings come from a
 //      DDPMScheduler config when one is found (scheduler_config.json beside it, or
 //      ../scheduler/scheduler_config.json as in a saved DDPMPipeline), else the defaults
-//      below (1000 linear steps, eps).
-//   4. a model file X.safetensors with a config.json beside it.
+//      below (1000 linear steps, eps). The unet/ folder of a pipeline folder with a
+//      text_encoder/ beside it (4) opens that pipeline folder.
+//   4. a diffusers pipeline folder, as export_diffusers writes one for a text model:
+//      unet/ (config.json + diffusion_pytorch_model.safetensors, a UNet2DConditionModel or
+//      UNet2DModel), scheduler/scheduler_config.json (optional, as in 3), and for a UNet with
+//      cross-attention text_encoder/ (our DdpmTextEncoder: config.json + model.safetensors)
+//      and tokenizer/tokenizer.json, all required then. A text_encoder of another class (e.g.
+//      transformers' CLIPTextModel) is a ValueError naming its _class_name; a cross-attention
+//      UNet without text_encoder/ is an IoError (its context cannot be computed).
+//   5. a model file X.safetensors with a config.json beside it.
 // For 1 and 2 the EMA weights (ema.safetensors) are used by default; use_ema = false
 // takes the raw weights (model.safetensors).
 //
@@ -93,15 +101,18 @@ inline constexpr const char* kRunTokenizerFile = "tokenizer.json";
 
 struct ModelSource {
   std::unique_ptr<unet::UNet> net;
-  // A text-conditioned model (config.json has "text_encoder"; sources 1, 2 and 4): its text
-  // encoder, the tokenizer read from tokenizer.json beside config.json, and the view that
+  // A text-conditioned model (config.json has "text_encoder"; sources 1, 2 and 5; or a
+  // pipeline folder with text_encoder/, source 4): its text encoder, the tokenizer read from
+  // tokenizer.json beside config.json (tokenizer/ in a pipeline folder), and the view that
   // runs them with net (text_conditioned.h). All null for other models. The weights file
-  // holds both networks' parameters (the UNet's names and text_model.*).
+  // holds both networks' parameters (the UNet's names and text_model.*), except in a
+  // pipeline folder, where weights_path is the UNet's file and the encoder's is
+  // text_encoder/model.safetensors.
   std::unique_ptr<text::TextEncoder> text_encoder;
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<text::TextConditionedUNet> text;
   DiffusionSettings diffusion;
-  std::string kind;          // "run folder", "checkpoint folder", "diffusers folder", "model file"
+  std::string kind;  // "run folder", "checkpoint folder", "diffusers folder", "diffusers pipeline folder", "model file"
   std::string weights_path;  // the .safetensors file the weights came from
   bool ema = false;          // the EMA weights were loaded
 };
@@ -122,6 +133,18 @@ std::string model_config_path(const std::string& checkpoint);
 // with our diffusion settings, so re-opening the folder restores them). The folder is
 // published atomically; an existing non-empty `dir` is a ValueError unless overwrite.
 // UNet2DModel.from_pretrained(dir) loads it (it ignores scheduler_config.json).
+// A text-conditioned model (model.text) is written as a pipeline-shaped folder instead
+// (source 4 above), also published atomically:
+//   dir/unet/config.json                       UNet2DConditionModel (config_to_diffusers_conditional)
+//   dir/unet/diffusion_pytorch_model.safetensors  the UNet's tensors alone (no text_model.*)
+//   dir/scheduler/scheduler_config.json        the DDPMScheduler config above
+//   dir/text_encoder/config.json               {"_class_name": "DdpmTextEncoder", "_note": ...,
+//                                              text_encoder_config_to_json's keys}
+//   dir/text_encoder/model.safetensors         the text encoder's tensors (all text_model.*)
+//   dir/tokenizer/tokenizer.json               the word-level tokenizer (tokenizer.h)
+//   dir/README.txt                             what the folder is; that the text encoder is NOT
+//                                              transformers' CLIPTextModel (non-causal, exact GELU)
+// No model_index.json: no diffusers pipeline class can run our text encoder.
 // An EDM-trained model is refused (ValueError): no DDPMScheduler config can express its
 // preconditioning, and the bare UNet2DModel would silently be used as an eps-model.
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite = false);
@@ -132,5 +155,18 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
 // "t" [N] f64 (original timesteps spread over [0, diffusion_steps)), "labels" [N] f64
 // (class i % num_classes; absent for an unconditional net) and "out" [N, H, W, C_out].
 void write_probe(const unet::UNet& net, std::int64_t diffusion_steps, const std::string& path, std::uint64_t seed = 0);
+inline constexpr std::int64_t kProbeBatch = 4;  // N above
+// A text model's probe: the same x, t and out, plus the context the UNet was fed:
+// "input_ids" [N, L] f64 (the tokenizer's ids of probe_prompts) and "encoder_hidden_states"
+// [N, L, width] (the text encoder's output, UNet2DConditionModel's argument of that name);
+// the file's metadata "prompts" holds the prompts as a JSON list.
+void write_probe(const text::TextConditionedUNet& model, std::int64_t diffusion_steps, const std::string& path,
+                 std::uint64_t seed = 0);
+// The text model's probe when model.text is set, else the UNet's (what ddpm-export --probe runs).
+void write_probe(const ModelSource& model, const std::string& path, std::uint64_t seed = 0);
+// kProbeBatch fixed prompts from the tokenizer's vocabulary: prompt 0 is "" (the
+// unconditional caption), prompt i > 0 has min(i, context_length - 2) words, the vocabulary
+// words from the (i)th on, wrapping around (all "" for a vocabulary of specials only).
+std::vector<std::string> probe_prompts(const text::Tokenizer& tokenizer);
 
 }  // namespace ddpm::run

@@ -3,7 +3,8 @@
 #   text_cond_test.sh BIN_DIR WORK_DIR
 # Trains a tiny --text-cond run on the toy shapes (captions generated from the class names
 # and brightness), resumes it, samples it with two prompts under classifier-free guidance
-# and with a negative prompt, and checks the refusals (exit 2, one "error:" line): no
+# and with a negative prompt, exports it as a pipeline folder that samples the same pixels,
+# and checks the refusals (exit 2, one "error:" line): no
 # prompt, an over-long prompt, --class, --prompt for a model without text, --text-cond with
 # --class-cond, a text-encoder flag without --text-cond, and --text-cond without attention
 # resolutions.
@@ -41,6 +42,23 @@ PY
   >"$work/out.txt" 2>"$work/err.txt" || fail "sampling with a negative prompt"
 grep -q 'warning: not in the model.s vocabulary (read as <unk>): disk' "$work/out.txt" ||
   fail "no warning about the unknown word 'disk'"
+
+# ddpm-export: a pipeline folder (unet/ UNet2DConditionModel, text_encoder/, tokenizer/) that
+# samples the run's pixels for the same prompts and seed, and a probe with the context.
+"$bin/ddpm-export" --checkpoint "$run" --out "$work/exported" --probe "$work/probe.safetensors" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "exporting the text run"
+grep -q 'as a pipeline folder' "$work/out.txt" || fail "the export log does not say pipeline folder"
+for f in unet/config.json unet/diffusion_pytorch_model.safetensors scheduler/scheduler_config.json \
+  text_encoder/config.json text_encoder/model.safetensors tokenizer/tokenizer.json; do
+  [ -f "$work/exported/$f" ] || fail "the export has no $f"
+done
+grep -q 'encoder_hidden_states' "$work/probe.safetensors" || fail "the probe has no encoder_hidden_states"
+"$bin/ddpm-sample" --checkpoint "$work/exported" --num-samples 4 --sampler ddim --sampling-steps 4 --device cpu \
+  --prompt "a dark disc" --prompt "square" --guidance-scale 3 --out "$work/guided_exported" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the exported folder"
+cmp -s "$work/guided/samples.npz" "$work/guided_exported/samples.npz" ||
+  fail "the exported folder samples other pixels than the run"
+refused "pass --overwrite" "$bin/ddpm-export" --checkpoint "$run" --out "$work/exported"
 
 sample=("$bin/ddpm-sample" --checkpoint "$run" --num-samples 2 --sampling-steps 4 --device cpu --out "$work/no")
 refused "give what to draw with --prompt" "${sample[@]}"

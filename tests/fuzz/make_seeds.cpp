@@ -136,6 +136,11 @@ int main(int argc, char** argv) {
   seed("model_config", "unet_config", Bytes(1, '\0') + ddpm::unet::config_to_json(cfg).dump(1));
   seed("model_config", "diffusers_config", Bytes(1, '\0') + ddpm::unet::config_to_diffusers(cfg).dump(1));
   seed("model_config", "scheduler", "\x01" + ddpm::run::diffusion_to_diffusers_scheduler(d).dump(1));
+  // A text model's unet/config.json, as ddpm-export writes it (UNet2DConditionModel).
+  ddpm::unet::UNetConfig context_cfg = cfg;
+  context_cfg.context_dim = 8;
+  seed("model_config", "diffusers_conditional_config",
+       Bytes(1, '\0') + ddpm::unet::config_to_diffusers_conditional(context_cfg).dump(1));
 
   // TOML for --config: the shapes ddpm-train's flags take (numbers, strings, lists, flags).
   seed("toml_config", "train",

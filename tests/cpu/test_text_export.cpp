@@ -32,12 +32,7 @@ using testing::tiny_run;
 struct TextModel {
   run::ModelSource src;
   explicit TextModel(const std::string& name) {
-    run::TrainOptions o = tiny_run(temp_run(name));
-    o.text_cond = true;
-    o.text_width = 8;
-    o.text_layers = 1;
-    o.text_heads = 2;
-    o.context_length = 8;
+    run::TrainOptions o = testing::tiny_text_run(temp_run(name));
     o.steps = 2;
     run::train_run(o);
     src = run::open_model(o.out, Device::cpu());

@@ -18,6 +18,7 @@
 #include "models/autoencoder/autoencoder_io.h"
 #include "models/run/checkpoint.h"
 #include "models/run/latent_run.h"
+#include "models/run/model_source.h"
 
 namespace fs = std::filesystem;
 
@@ -274,6 +275,14 @@ void write_ema_model_folder(nlohmann::json config, const std::string& source_run
         (fs::path(source_run_dir) / config["autoencoder"].value("folder", std::string(kRunAutoencoderFolder))).string();
     config["autoencoder"]["folder"] = kRunAutoencoderFolder;
   }
+  // A text-conditioned run: its tokenizer goes along (model_source.h reads it beside config.json).
+  std::string tokenizer_src;
+  if (config.contains("text_encoder")) {
+    tokenizer_src = (fs::path(source_run_dir) / kRunTokenizerFile).string();
+    DDPM_CHECK_AS(fs::is_regular_file(tokenizer_src, ec), IoError,
+                  "the run " << source_run_dir << " is text-conditioned, and its tokenizer " << tokenizer_src
+                             << " is missing");
+  }
   std::map<std::string, std::string> meta = metadata;
   meta.emplace("format", "pt");
   publish_directory(
@@ -283,6 +292,7 @@ void write_ema_model_folder(nlohmann::json config, const std::string& source_run
         save_safetensors(tmp + "/" + kEmaFile, weights, meta);
         if (!autoencoder_src.empty())
           autoencoder::copy_autoencoder_folder(autoencoder_src, tmp + "/" + kRunAutoencoderFolder);
+        if (!tokenizer_src.empty()) fs::copy_file(tokenizer_src, tmp + "/" + kRunTokenizerFile);
       },
       fs::exists(out, ec) ? IfExists::replace : IfExists::fail);
 }

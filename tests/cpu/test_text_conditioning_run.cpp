@@ -13,6 +13,7 @@
 #include "engine/tensor.h"
 #include "models/run/checkpoint.h"
 #include "models/run/model_source.h"
+#include "models/run/posthoc_export.h"
 #include "models/run/sample_run.h"
 #include "models/run/train_run.h"
 #include "models/text/text_conditioned.h"
@@ -166,6 +167,30 @@ TEST(TextConditioning, LabelsIndexTheTextTable) {
   EXPECT_EQ(kept(x, t, {1, 2, 0}).to_vector(), via_texts.to_vector());
   EXPECT_EQ(kept(x, t, {1, 2, 0}).to_vector(), via_texts.to_vector());
   EXPECT_EQ(kept(x, t, {0, 0, 0}).to_vector(), other.to_vector());
+}
+
+// Post-hoc EMA of a text run (ddpm-export --posthoc-ema): the folder carries the tokenizer,
+// so it opens as a text model and samples from prompts.
+TEST(TextConditioning, PosthocEmaFolderOfATextRunTakesPrompts) {
+  run::TrainOptions o = tiny_text_run(temp_run("text_posthoc"));
+  o.posthoc_ema = "0.05,0.10";
+  o.posthoc_snapshot_every = 2;
+  run::train_run(o);
+  const std::string dir = testing::temp_path("text_posthoc_export");
+  fs::remove_all(dir);
+  run::write_posthoc_model(run::reconstruct_posthoc_ema(o.out, 0.08), dir);
+  EXPECT_TRUE(fs::exists(dir + "/" + run::kRunTokenizerFile));
+  const run::ModelSource src = run::open_model(dir, Device::cpu());
+  ASSERT_NE(src.text, nullptr);
+  testing::TempDir tmp("text_posthoc_sample");
+  run::SampleOptions so;
+  so.checkpoint = dir;
+  so.num_samples = 2;
+  so.sampler = "ddim";
+  so.sampling_steps = 5;
+  so.prompts = {"a dark disc"};
+  so.out = tmp.path + "/samples";
+  EXPECT_EQ(run::run_sample(so).shape, (Shape{2, 16, 16, 1}));
 }
 
 // Latent diffusion with text (the paper's own combination): captions of the pixel images

@@ -25,11 +25,15 @@ inline unet::EncoderConfig tiny_encoder_config(int image_size = 8, int in_channe
   return c;
 }
 
-// Rewrites every parameter as an f64 copy in place (the modules hold the same impls).
+// Rewrites every parameter as an f64 copy in place (the modules hold the same impls). The
+// copy's impl is a fresh tensor's, so the parameter's requires_grad is set again: without it
+// a gradient check would silently skip every parameter.
 inline void parameters_to_f64(const nn::Module& m) {
-  for (const auto& [name, p] : m.named_parameters()) {
+  for (auto [name, p] : m.named_parameters()) {
+    const bool requires_grad = p.requires_grad();
     const Tensor d = p.to(DType::f64);
     *p.impl() = *d.impl();
+    p.set_requires_grad(requires_grad);
   }
 }
 

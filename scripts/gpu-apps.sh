@@ -8,7 +8,11 @@
 #   3. ddpm-sample from that run: 64 images, DDIM with 100 steps;
 #   4. unless EVAL=0: the Fashion-MNIST classifier of ddpm-eval trained with seeds 0, 1, 2
 #      (its test accuracy per seed), then 5000 samples of the run (DDIM 100 steps) scored
-#      with FID/KID/precision/recall against the test split with the seed-0 classifier.
+#      with FID/KID/precision/recall against the test split with the seed-0 classifier;
+#   5. unless EVAL=0 or TEXT=0: the text-conditioning measurement of docs/RESULTS.md (session
+#      12) at this budget: ddpm-train --text-cond (gpu-medium, attention 16,8), 500 samples
+#      of the 20 prompts "a dark|light CLASS" at guidance 3, their per-prompt mean intensity
+#      (scripts/prompt_stats.py) and the class accuracy of the prompted class.
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -62,5 +66,28 @@ if [ "${EVAL:-1}" != 0 ]; then
   "$bin/ddpm-eval" fid --classifier /tmp/ddpm-clf-0 --samples "$run-5000/samples.npz" --data "fashion-mnist${data:+:$data}" \
     --sample-info "gpu-medium run of $steps steps, EMA weights, DDIM 100 steps, eta 0" > "$logs/fid.log" 2>&1 || status=1
   tail -6 "$logs/fid.log"
+  if [ "${TEXT:-1}" != 0 ]; then
+    echo "== ddpm-train --text-cond --preset gpu-medium, $steps steps, then 20 prompts at guidance 3"
+    text=/tmp/ddpm-gpu-text
+    rm -rf "$text" "$text-samples"
+    t0=$(date +%s)
+    "$bin/ddpm-train" --data "fashion-mnist${data:+:$data}" --preset gpu-medium --steps "$steps" --text-cond \
+      --attention-resolutions 16,8 --warmup-steps 200 --ema-rate 0.999 --save-every "$steps" --sample-every "$steps" \
+      --log-every 100 --out "$text" > "$logs/train-text.log" 2>&1 || status=1
+    echo "train --text-cond: $(( $(date +%s) - t0 )) s wall"
+    prompts=()
+    for c in "t-shirt or top" trouser pullover dress coat sandal shirt sneaker bag "ankle boot"; do
+      prompts+=(--prompt "a dark $c" --prompt "a light $c")
+    done
+    "$bin/ddpm-sample" --checkpoint "$text" --num-samples 500 --batch-size 500 --sampler ddim --sampling-steps 50 \
+      --guidance-scale 3 --seed 7 "${prompts[@]}" --out "$text-samples" > "$logs/sample-text.log" 2>&1 || status=1
+    python3 "$(dirname "$0")/prompt_stats.py" "$text-samples" --relabel "$text-classes.npz" \
+      > "$logs/prompt-stats.txt" 2>&1 || status=1
+    cat "$logs/prompt-stats.txt"
+    "$bin/ddpm-eval" class-accuracy --classifier /tmp/ddpm-clf-0 --samples "$text-classes.npz" \
+      > "$logs/text-class-accuracy.log" 2>&1 || status=1
+    tail -1 "$logs/text-class-accuracy.log"
+    cp "$text-samples/grid.png" "$logs/text-grid.png" 2>/dev/null
+  fi
 fi
 exit $status

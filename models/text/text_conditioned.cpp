@@ -14,12 +14,11 @@ TextConditionedUNet::TextConditionedUNet(unet::UNet& net, TextEncoder& encoder, 
   const TextEncoderConfig& ec = encoder.config();
   DDPM_CHECK(mc.cross_attention(), "a text-conditioned model needs a UNet with cross-attention (context_dim > 0)");
   DDPM_CHECK(mc.context_dim == ec.width, "the UNet cross-attends to a context of width "
-                                                   << mc.context_dim << ", and the text encoder's width is "
-                                                   << ec.width);
+                                             << mc.context_dim << ", and the text encoder's width is " << ec.width);
   DDPM_CHECK(tokenizer.vocab_size() == ec.vocab_size && tokenizer.context_length() == ec.context_length,
-                   "the tokenizer (" << tokenizer.vocab_size() << " words, context " << tokenizer.context_length()
-                                     << ") does not fit the text encoder (" << ec.vocab_size << " words, context "
-                                     << ec.context_length << ")");
+             "the tokenizer (" << tokenizer.vocab_size() << " words, context " << tokenizer.context_length()
+                               << ") does not fit the text encoder (" << ec.vocab_size << " words, context "
+                               << ec.context_length << ")");
   register_module("", &net);
   register_module("", &encoder);
 }
@@ -50,8 +49,7 @@ diffusion::DenoiseFn TextConditionedUNet::denoiser(const std::vector<std::string
                                                                     const std::vector<std::int64_t>& labels) {
     const std::int64_t n = x.dim(0);
     DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
-                     "a text-conditioned model needs one label (text index) per sample: " << labels.size() << " for "
-                                                                                            << n);
+               "a text-conditioned model needs one label (text index) per sample: " << labels.size() << " for " << n);
     std::vector<std::int64_t> ids;
     ids.reserve(static_cast<std::size_t>(n * tokenizer_.context_length()));
     for (const std::int64_t k : labels) {

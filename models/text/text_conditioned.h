@@ -47,7 +47,8 @@ class TextConditionedUNet : public nn::Module {
 
   // The denoiser over a table of texts (top of the file): label k < texts.size() is
   // texts[k], label texts.size() is `unconditional`. `ctx` is asked for the call's context
-  // at every call (a training loop's dropout generator). Every text is tokenized once here,
+  // at every call (a training loop's dropout generator). The returned function refers to
+  // this view, which must outlive it. Every text is tokenized once here,
   // so a bad prompt fails before sampling starts (ValueError).
   // reuse_context: a sampler calls the network at every step with the same labels and the
   // same weights, so the text encoder's output can be kept: with it on, a call outside grad

@@ -29,18 +29,8 @@ namespace fs = std::filesystem;
 using testing::expect_value_error;
 using testing::TempDir;
 
-std::string io_error_message(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const IoError& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
-void expect_has(const std::string& message, const std::string& fragment) {
-  EXPECT_NE(message.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << message;
-}
+using testing::expect_has;
+using testing::io_error_message;
 
 // 2x2x1 images, image i filled with value[i], labels given; class names as Fashion-MNIST's
 // first two.

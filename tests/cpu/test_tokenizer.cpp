@@ -19,20 +19,8 @@ namespace {
 using ddpm::testing::expect_value_error;
 using ddpm::testing::TempDir;
 
-// The IoError message of f(), or "no error".
-template <class F>
-std::string io_error_message(F&& f) {
-  try {
-    f();
-  } catch (const IoError& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
-void expect_has(const std::string& message, const std::string& fragment) {
-  EXPECT_NE(message.find(fragment), std::string::npos) << "expected '" << fragment << "' in: " << message;
-}
+using ddpm::testing::expect_has;
+using ddpm::testing::io_error_message;
 
 TEST(Tokenizer, SplitsOnEveryCharacterOutsideLowercaseLettersAndDigits) {
   EXPECT_EQ(split_words("a T-shirt!"), (std::vector<std::string>{"a", "t", "shirt"}));

@@ -18,23 +18,28 @@ namespace ddpm::run {
 
 namespace {
 
-// The defining options: state.json's key and the flag that sets it.
-const std::vector<std::pair<std::string, std::string>> kOptionFlags = {
-    {"teacher", "--teacher"},         {"levels", "--consistency-levels"}, {"steps", "--steps"},
-    {"batch_size", "--batch-size"},   {"lr", "--lr"},                     {"warmup_steps", "--warmup-steps"},
-    {"grad_clip", "--grad-clip"},     {"ema_rate", "--ema-rate"},         {"target_ema", "--target-ema"},
-    {"loss", "--consistency-loss"},   {"data", "--data"},                 {"label_dropout", "--label-dropout"},
-    {"gap_samples", "--gap-samples"}, {"log_every", "--log-every"},       {"seed", "--seed"},
-    {"overwrite", "--overwrite"}};
-
-template <typename T>
-void take(const nlohmann::json& saved, const char* key, T& value, const std::string& file) {
-  try {
-    value = saved.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, file << " is damaged: \"options\".\"" << key << "\" is missing or of the wrong type (" << e.what()
-                             << ")");
-  }
+// The options that define a consistency run (consistency_options_json): state.json's key, the
+// flag, the member. --log-every is one: the final loss is the last logged window's mean.
+const OptionTable<ConsistencyOptions>& consistency_option_table() {
+  using O = ConsistencyOptions;
+  static const OptionTable<O> table = {
+      bind_option("teacher", "--teacher", &O::teacher),
+      bind_option("levels", "--consistency-levels", &O::levels),
+      bind_option("steps", "--steps", &O::steps),
+      bind_option("batch_size", "--batch-size", &O::batch_size),
+      bind_option("lr", "--lr", &O::lr),
+      bind_option("warmup_steps", "--warmup-steps", &O::warmup_steps),
+      bind_option("grad_clip", "--grad-clip", &O::grad_clip),
+      bind_option("ema_rate", "--ema-rate", &O::ema_rate),
+      bind_option("target_ema", "--target-ema", &O::target_ema),
+      bind_option("loss", "--consistency-loss", &O::loss),
+      bind_option("data", "--data", &O::data),
+      bind_option("label_dropout", "--label-dropout", &O::label_dropout),
+      bind_option("gap_samples", "--gap-samples", &O::gap_samples),
+      bind_option("log_every", "--log-every", &O::log_every),
+      bind_option("seed", "--seed", &O::seed),
+      bind_option("overwrite", "--overwrite", &O::overwrite)};
+  return table;
 }
 
 double number_or_nan(const nlohmann::json& c, const char* key) {
@@ -44,23 +49,11 @@ double number_or_nan(const nlohmann::json& c, const char* key) {
 }  // namespace
 
 nlohmann::json consistency_options_json(const ConsistencyOptions& o) {
-  return {{"method", kConsistencyMethod},
-          {"teacher", o.teacher},
-          {"levels", o.levels},
-          {"steps", o.steps},
-          {"batch_size", o.batch_size},
-          {"lr", o.lr},
-          {"warmup_steps", o.warmup_steps},
-          {"grad_clip", o.grad_clip},
-          {"ema_rate", o.ema_rate},
-          {"target_ema", o.target_ema},
-          {"loss", o.loss},
-          {"data", o.data},
-          {"label_dropout", o.label_dropout},
-          {"gap_samples", o.gap_samples},
-          {"log_every", o.log_every},  // the final loss is the last logged window's mean
-          {"seed", o.seed},
-          {"overwrite", o.overwrite}};
+  // "method" is recorded with the options but set by no flag of this table: --method is
+  // checked against the state's own "method" first (check_saved_method).
+  nlohmann::json js = options_json(consistency_option_table(), o);
+  js["method"] = kConsistencyMethod;
+  return js;
 }
 
 bool is_consistency_folder(const std::string& dir) {
@@ -99,23 +92,7 @@ DistillState resume_consistency_state(ConsistencyOptions& o) {
   DistillState st = load_distill_state(o.out);
   check_saved_method(st, kConsistencyMethod, o.out);
   const std::string file = distill_state_dir(o.out) + "/" + kDistillStateJson;
-  check_resume_flags(st.options, consistency_options_json(o), o.flags_given, kOptionFlags, file);
-  take(st.options, "teacher", o.teacher, file);
-  take(st.options, "levels", o.levels, file);
-  take(st.options, "steps", o.steps, file);
-  take(st.options, "batch_size", o.batch_size, file);
-  take(st.options, "lr", o.lr, file);
-  take(st.options, "warmup_steps", o.warmup_steps, file);
-  take(st.options, "grad_clip", o.grad_clip, file);
-  take(st.options, "ema_rate", o.ema_rate, file);
-  take(st.options, "target_ema", o.target_ema, file);
-  take(st.options, "loss", o.loss, file);
-  take(st.options, "data", o.data, file);
-  take(st.options, "label_dropout", o.label_dropout, file);
-  take(st.options, "gap_samples", o.gap_samples, file);
-  take(st.options, "log_every", o.log_every, file);
-  take(st.options, "seed", o.seed, file);
-  take(st.options, "overwrite", o.overwrite, file);
+  resume_options(consistency_option_table(), st.options, o, file);
   DDPM_CHECK_AS(st.step <= o.steps, IoError,
                 file << " is damaged: \"step\" " << st.step << " exceeds the run's --steps " << o.steps);
   return st;

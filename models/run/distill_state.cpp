@@ -61,25 +61,6 @@ struct Reader {
   }
 };
 
-// The defining options: state.json's key and the flag that sets it.
-const std::vector<std::pair<std::string, std::string>> kOptionFlags = {
-    {"teacher", "--teacher"},         {"teacher_steps", "--teacher-steps"}, {"rounds", "--rounds"},
-    {"steps_per_round", "--steps-per-round"}, {"batch_size", "--batch-size"}, {"lr", "--lr"},
-    {"warmup_steps", "--warmup-steps"}, {"grad_clip", "--grad-clip"},     {"ema_rate", "--ema-rate"},
-    {"data", "--data"},               {"label_dropout", "--label-dropout"}, {"gap_samples", "--gap-samples"},
-    {"log_every", "--log-every"},     {"seed", "--seed"},                   {"overwrite", "--overwrite"},
-    {"guided", "--guided"},           {"guided_steps", "--guided-steps"}};
-
-template <typename T>
-void take(const nlohmann::json& saved, const char* key, T& value, const std::string& file) {
-  try {
-    value = saved.at(key).get<T>();
-  } catch (const nlohmann::json::exception& e) {
-    DDPM_THROW(IoError, file << " is damaged: \"options\".\"" << key << "\" is missing or of the wrong type (" << e.what()
-                             << ")");
-  }
-}
-
 }  // namespace
 
 std::string distill_state_dir(const std::string& out) {
@@ -252,27 +233,35 @@ std::string canonical_guided(const std::string& spec) {
   return nlohmann::json(r.scale_min).dump() + "," + nlohmann::json(r.scale_max).dump();
 }
 
+// The options that define a progressive run (distill_options_json): state.json's key, the
+// flag, the member. --log-every is one: the final loss is the last logged window's mean.
+// Guided distillation (guided_distill.h) adds its range and stage 1's steps.
+const OptionTable<DistillOptions>& distill_option_table() {
+  using O = DistillOptions;
+  static const OptionTable<O> table = {
+      bind_option("teacher", "--teacher", &O::teacher),
+      bind_option("teacher_steps", "--teacher-steps", &O::teacher_steps),
+      bind_option("rounds", "--rounds", &O::rounds),
+      bind_option("steps_per_round", "--steps-per-round", &O::steps_per_round),
+      bind_option("batch_size", "--batch-size", &O::batch_size),
+      bind_option("lr", "--lr", &O::lr),
+      bind_option("warmup_steps", "--warmup-steps", &O::warmup_steps),
+      bind_option("grad_clip", "--grad-clip", &O::grad_clip),
+      bind_option("ema_rate", "--ema-rate", &O::ema_rate),
+      bind_option("data", "--data", &O::data),
+      bind_option("label_dropout", "--label-dropout", &O::label_dropout),
+      bind_option("gap_samples", "--gap-samples", &O::gap_samples),
+      bind_option("log_every", "--log-every", &O::log_every),
+      bind_option("seed", "--seed", &O::seed),
+      bind_option("overwrite", "--overwrite", &O::overwrite),
+      bind_option("guided", "--guided", &O::guided, canonical_guided),
+      bind_option("guided_steps", "--guided-steps", &O::guided_steps)};
+  return table;
+}
+
 }  // namespace
 
-nlohmann::json distill_options_json(const DistillOptions& o) {
-  return {{"teacher", o.teacher},
-          {"teacher_steps", o.teacher_steps},
-          {"rounds", o.rounds},
-          {"steps_per_round", o.steps_per_round},
-          {"batch_size", o.batch_size},
-          {"lr", o.lr},
-          {"warmup_steps", o.warmup_steps},
-          {"grad_clip", o.grad_clip},
-          {"ema_rate", o.ema_rate},
-          {"data", o.data},
-          {"label_dropout", o.label_dropout},
-          {"gap_samples", o.gap_samples},
-          {"log_every", o.log_every},  // the final loss is the last logged window's mean
-          {"seed", o.seed},
-          {"overwrite", o.overwrite},
-          {"guided", canonical_guided(o.guided)},  // guided distillation (guided_distill.h): its range and stage 1's steps
-          {"guided_steps", o.guided_steps}};
-}
+nlohmann::json distill_options_json(const DistillOptions& o) { return options_json(distill_option_table(), o); }
 
 std::vector<DistillRound> rounds_from_record(const nlohmann::json& record, const std::string& out) {
   std::vector<DistillRound> rounds;
@@ -355,30 +344,18 @@ DistillState resume_distill_state(DistillOptions& o) {
   DistillState st = load_distill_state(o.out);
   check_saved_method(st, kProgressiveMethod, o.out);
   const std::string file = distill_state_dir(o.out) + "/" + kDistillStateJson;
-  check_resume_flags(st.options, distill_options_json(o), o.flags_given, kOptionFlags, file);
-  take(st.options, "teacher", o.teacher, file);
-  take(st.options, "teacher_steps", o.teacher_steps, file);
-  take(st.options, "rounds", o.rounds, file);
-  take(st.options, "steps_per_round", o.steps_per_round, file);
-  take(st.options, "batch_size", o.batch_size, file);
-  take(st.options, "lr", o.lr, file);
-  take(st.options, "warmup_steps", o.warmup_steps, file);
-  take(st.options, "grad_clip", o.grad_clip, file);
-  take(st.options, "ema_rate", o.ema_rate, file);
-  take(st.options, "data", o.data, file);
-  take(st.options, "label_dropout", o.label_dropout, file);
-  take(st.options, "gap_samples", o.gap_samples, file);
-  take(st.options, "log_every", o.log_every, file);
-  take(st.options, "seed", o.seed, file);
-  take(st.options, "overwrite", o.overwrite, file);
-  take(st.options, "guided", o.guided, file);
-  take(st.options, "guided_steps", o.guided_steps, file);
+  resume_options(distill_option_table(), st.options, o, file);
   std::error_code ec;
   for (const DistillRound& r : rounds_from_record(st.record, o.out))
     DDPM_CHECK_AS(fs::is_regular_file(r.folder + "/ema.safetensors", ec), IoError,
                   file << " continues round " << st.round << " after round " << r.round << ", but " << r.folder
                        << " is no longer there: the rounds before the saved one must stay in --out " << o.out);
   return st;
+}
+
+void throw_damaged_option(const std::string& state_file, const std::string& key, const std::string& what) {
+  DDPM_THROW(IoError, state_file << " is damaged: \"options\".\"" << key << "\" is missing or of the wrong type (" << what
+                                 << ")");
 }
 
 void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given,

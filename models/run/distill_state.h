@@ -46,6 +46,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -156,5 +157,84 @@ void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given
                         const std::vector<std::string>& flags_given,
                         const std::vector<std::pair<std::string, std::string>>& flag_of_key,
                         const std::string& state_file);
+
+// ---- The defining options of a method, listed once ----
+//
+// Each method has one table of OptionBinding: for every option that defines its result, the
+// key state.json records it under, the flag that sets it and the member of the options struct
+// that holds it. The three things a resume needs come from that one table, so they cannot
+// disagree: the "options" object written to state.json (options_json), the key -> flag list
+// check_resume_flags compares (option_flags), and the saved values taken back into the
+// options on --resume (take_saved_options). An option is added by adding one row.
+template <typename Options>
+struct OptionBinding {
+  const char* key;   // state.json's "options" key
+  const char* flag;  // the command-line flag that sets it
+  std::function<nlohmann::json(const Options&)> save;          // the value state.json records
+  std::function<void(const nlohmann::json&, Options&)> take;   // the saved value back (json errors thrown)
+};
+
+// A row for the member `member`, recorded as it is.
+template <typename Options, typename T>
+OptionBinding<Options> bind_option(const char* key, const char* flag, T Options::*member) {
+  return {key, flag, [member](const Options& o) { return nlohmann::json(o.*member); },
+          [member](const nlohmann::json& v, Options& o) { o.*member = v.get<T>(); }};
+}
+
+// A row whose recorded value is `canonical(o.*member)`: one spelling of the many the flag
+// accepts (--guided's "1, 5" and "1.0,5" are one range), so that equal options compare equal.
+// The canonical form is what is taken back, and it must parse as the flag does.
+template <typename Options, typename T, typename Canonical>
+OptionBinding<Options> bind_option(const char* key, const char* flag, T Options::*member, Canonical canonical) {
+  return {key, flag, [member, canonical](const Options& o) { return nlohmann::json(canonical(o.*member)); },
+          [member](const nlohmann::json& v, Options& o) { o.*member = v.get<T>(); }};
+}
+
+template <typename Options>
+using OptionTable = std::vector<OptionBinding<Options>>;
+
+// The "options" object of state.json: every row's key and recorded value.
+template <typename Options>
+nlohmann::json options_json(const OptionTable<Options>& table, const Options& o) {
+  nlohmann::json js = nlohmann::json::object();
+  for (const OptionBinding<Options>& b : table) js[b.key] = b.save(o);
+  return js;
+}
+
+// The key -> flag list of check_resume_flags, in the table's order (the first differing flag
+// is the one named).
+template <typename Options>
+std::vector<std::pair<std::string, std::string>> option_flags(const OptionTable<Options>& table) {
+  std::vector<std::pair<std::string, std::string>> flags;
+  for (const OptionBinding<Options>& b : table) flags.emplace_back(b.key, b.flag);
+  return flags;
+}
+
+// IoError: `state_file` is damaged, "options"."key" is missing or of the wrong type (`what`:
+// the JSON library's reason).
+[[noreturn]] void throw_damaged_option(const std::string& state_file, const std::string& key, const std::string& what);
+
+// --resume: every row's saved value (`saved`: state.json's "options") into `o`; IoError
+// naming the file and the key for a missing or ill-typed one.
+template <typename Options>
+void take_saved_options(const OptionTable<Options>& table, const nlohmann::json& saved, Options& o,
+                        const std::string& state_file) {
+  for (const OptionBinding<Options>& b : table) {
+    try {
+      b.take(saved.at(b.key), o);
+    } catch (const nlohmann::json::exception& e) {
+      throw_damaged_option(state_file, b.key, e.what());
+    }
+  }
+}
+
+// --resume of a method's options, the whole rule: a flag in o.flags_given whose value differs
+// from the saved one is refused (check_resume_flags), then the saved values replace o's.
+template <typename Options>
+void resume_options(const OptionTable<Options>& table, const nlohmann::json& saved, Options& o,
+                    const std::string& state_file) {
+  check_resume_flags(saved, options_json(table, o), o.flags_given, option_flags(table), state_file);
+  take_saved_options(table, saved, o, state_file);
+}
 
 }  // namespace ddpm::run

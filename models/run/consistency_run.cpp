@@ -211,45 +211,27 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   double window = 0, seconds_before = 0;
   std::int64_t window_n = 0, step = 0;
   result.final_loss = NAN;
-  // The run's state (distill_state.h): everything the steps after `done` depend on.
+  // The loop's objects a saved state records (distill_state.h), the target network beside them.
+  const DistillProgress progress{gen, dropout_gen, loader, slab, ema, opt, result.final_loss, window, window_n,
+                                 result.losses};
+  // The run's state: everything the steps after `done` depend on.
   const nlohmann::json options_json = consistency_options_json(o);
   const auto save_state = [&](std::int64_t done) {
-    DistillState st;
+    DistillState st = capture_distill_progress(
+        progress, done, result.gap_before,
+        seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     st.method = kConsistencyMethod;
     st.options = options_json;
-    st.step = done;
-    st.adam_step = opt.step_count();
-    st.generators = {{"draws", gen}, {"dropout", dropout_gen}};
-    st.loader = loader.position();
-    st.gap_before = result.gap_before;
-    st.has_gap_before = true;
-    st.final_loss = result.final_loss;
-    st.window_sum = window;
-    st.window_n = window_n;
-    st.losses = result.losses;
-    st.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    st.flats = {{"student", slab.values(), &slab},       {"ema", ema.values(), &slab},
-                {"exp_avg", opt.exp_avg(), &slab},       {"exp_avg_sq", opt.exp_avg_sq(), &slab},
-                {"target", target_slab.values(), &target_slab}};
+    st.flats.push_back({"target", target_slab.values(), &target_slab});
     save_distill_state(o.out, st);
   };
   if (resumed) {
-    for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &gen}, {"dropout", &dropout_gen}}) {
-      DDPM_CHECK_AS(resumed->generators.count(name) == 1, IoError,
-                    distill_state_dir(o.out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
-      *g = resumed->generators.at(name);
-    }
-    loader.set_position(resumed->loader);
-    restore_round_state(*resumed, o.out, slab, ema, opt);
+    restore_distill_progress(*resumed, o.out, progress);
     Tensor tv = target_slab.values();  // a handle on the target's slab
     tv.copy_from(distill_state_flat(*resumed, o.out, "target", target_slab, o.device));
     step = resumed->step;
-    window = resumed->window_sum;
-    window_n = resumed->window_n;
-    result.final_loss = resumed->final_loss;
-    result.losses = resumed->losses;
-    result.steps_done = step;
     seconds_before = resumed->seconds;
+    result.steps_done = step;
     say(o, "ddpm-distill: resumed after step " + std::to_string(step) + "/" + std::to_string(o.steps) + " from " +
                distill_state_dir(o.out));
   }

@@ -336,13 +336,7 @@ DistillResult distill_run(const DistillOptions& given) {
   // (4) on the teacher's grid, published as round_0) to rounds - 1; round r + 1 is published.
   const int start = guided ? -1 : 0;
   int first = start;  // the loop index of the first round this call runs
-  if (resumed) {  // the draws (the w of a guided run too), the data position, the round's teacher and the record
-    for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &gen}, {"dropout", &dropout_gen}}) {
-      DDPM_CHECK_AS(resumed->generators.count(name) == 1, IoError,
-                    distill_state_dir(o.out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
-      *g = resumed->generators.at(name);
-    }
-    loader.set_position(resumed->loader);
+  if (resumed) {  // the round's teacher and the record (the loop state: at the round's start)
     first = resumed->round - 1;
     DDPM_CHECK_AS(first >= start && first < o.rounds, IoError,
                   distill_state_dir(o.out) << " saved round " << resumed->round << ", which is not a round of this run ("
@@ -390,34 +384,22 @@ DistillResult distill_run(const DistillOptions& given) {
     double window = 0, seconds_before = 0;
     std::int64_t window_n = 0, step = 0;
     rep.final_loss = NAN;
-    // The round's state (distill_state.h): everything the steps after `done` depend on.
+    // The loop's objects a saved state records (distill_state.h), the round's own beside them.
+    const DistillProgress progress{gen, dropout_gen, loader, slab, ema, opt, rep.final_loss, window, window_n, rep.losses};
+    // The round's state: everything the steps after `done` depend on.
     const auto save_state = [&](std::int64_t done) {
-      DistillState st;
+      DistillState st = capture_distill_progress(
+          progress, done, rep.gap_before,
+          seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       st.options = options_json;
       st.round = rep.round;
-      st.step = done;
-      st.adam_step = opt.step_count();
-      st.generators = {{"draws", gen}, {"dropout", dropout_gen}};
-      st.loader = loader.position();
-      st.gap_before = rep.gap_before;
-      st.has_gap_before = true;
-      st.final_loss = rep.final_loss;
-      st.window_sum = window;
-      st.window_n = window_n;
-      st.losses = rep.losses;
-      st.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       st.record = record;
-      st.flats = {{"student", slab.values(), &slab}, {"ema", ema.values(), &slab}, {"exp_avg", opt.exp_avg(), &slab},
-                  {"exp_avg_sq", opt.exp_avg_sq(), &slab}, {"teacher", teacher_slab.values(), &teacher_slab}};
+      st.flats.push_back({"teacher", teacher_slab.values(), &teacher_slab});
       save_distill_state(o.out, st);
     };
-    if (resuming) {
-      restore_round_state(*resumed, o.out, slab, ema, opt);
+    if (resuming) {  // the draws (the w of a guided run too), the data position, the round's networks
+      restore_distill_progress(*resumed, o.out, progress);
       step = resumed->step;
-      window = resumed->window_sum;
-      window_n = resumed->window_n;
-      rep.final_loss = resumed->final_loss;
-      rep.losses = resumed->losses;
       seconds_before = resumed->seconds;
       say(o, "round " + std::to_string(rep.round) + ": resumed after step " + std::to_string(step) + "/" +
                  std::to_string(round_steps) + " from " + distill_state_dir(o.out));

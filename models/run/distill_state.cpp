@@ -223,6 +223,41 @@ void restore_round_state(const DistillState& st, const std::string& out, Paramet
                  distill_state_flat(st, out, "exp_avg_sq", slab, device));
 }
 
+DistillState capture_distill_progress(const DistillProgress& p, std::int64_t done, double gap_before,
+                                      double seconds) {
+  DistillState st;
+  st.step = done;
+  st.adam_step = p.opt.step_count();
+  st.generators = {{"draws", p.draws}, {"dropout", p.dropout}};
+  st.loader = p.loader.position();
+  st.gap_before = gap_before;
+  st.has_gap_before = true;
+  st.final_loss = p.final_loss;
+  st.window_sum = p.window_sum;
+  st.window_n = p.window_n;
+  st.losses = p.losses;
+  st.seconds = seconds;
+  st.flats = {{"student", p.slab.values(), &p.slab},
+              {"ema", p.ema.values(), &p.slab},
+              {"exp_avg", p.opt.exp_avg(), &p.slab},
+              {"exp_avg_sq", p.opt.exp_avg_sq(), &p.slab}};
+  return st;
+}
+
+void restore_distill_progress(const DistillState& st, const std::string& out, const DistillProgress& p) {
+  for (auto [name, g] : {std::pair<const char*, Generator*>{"draws", &p.draws}, {"dropout", &p.dropout}}) {
+    DDPM_CHECK_AS(st.generators.count(name) == 1, IoError,
+                  distill_state_dir(out) << "/" << kDistillStateJson << " is damaged: no generator \"" << name << "\"");
+    *g = st.generators.at(name);
+  }
+  p.loader.set_position(st.loader);
+  restore_round_state(st, out, p.slab, p.ema, p.opt);
+  p.final_loss = st.final_loss;
+  p.window_sum = st.window_sum;
+  p.window_n = st.window_n;
+  p.losses = st.losses;
+}
+
 namespace {
 
 // --guided as numbers, written back as "S_MIN,S_MAX" in the shortest round-trip form: "1, 5",

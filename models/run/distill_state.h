@@ -237,4 +237,36 @@ void resume_options(const OptionTable<Options>& table, const nlohmann::json& sav
   take_saved_options(table, saved, o, state_file);
 }
 
+// ---- The loop's side, shared by both methods ----
+//
+// What a distillation loop carries from one step to the next, by reference to the loop's own
+// objects: both methods save these fields the same way (save_state fills a DistillState from
+// them) and restore them the same way. Each loop adds only what is its own: the progressive
+// round, record and round teacher; the consistency method and target network theta^-.
+struct DistillProgress {
+  Generator& draws;    // "draws": t / levels, eps, label dropout, w, latent posterior samples
+  Generator& dropout;  // "dropout": the student's dropout
+  BatchLoader& loader;
+  ParameterSlab& slab;  // the student
+  Ema& ema;
+  AdamW& opt;
+  double& final_loss;  // the last logged window's mean (NaN: none yet)
+  double& window_sum;  // the loss window being summed
+  std::int64_t& window_n;
+  std::vector<double>& losses;  // per step done
+};
+
+// The common fields of the state after `done` steps, `seconds` spent: step, AdamW step,
+// generators, loader position, gap_before (measured: has_gap_before), the loss window, the
+// losses, and the flats "student", "ema", "exp_avg", "exp_avg_sq" (p.slab's layout). method,
+// options, round, record and further flats are the caller's.
+DistillState capture_distill_progress(const DistillProgress& p, std::int64_t done, double gap_before,
+                                      double seconds);
+
+// The inverse, on --resume: the generators by name (IoError naming the state file when one is
+// missing), the loader position, the student, EMA and AdamW (restore_round_state), the final
+// loss, the loss window and the losses. The caller takes st.step, st.seconds and st.gap_before
+// (whose measure it skips when st.has_gap_before) itself.
+void restore_distill_progress(const DistillState& st, const std::string& out, const DistillProgress& p);
+
 }  // namespace ddpm::run

@@ -13,6 +13,8 @@
 //   - --overwrite: the old OUT stays whole until the resumed run publishes;
 //   - refusals: a changed flag (naming both values), a new run over a saved state, --resume
 //     without a state, a progressive state resumed as consistency and the other way round;
+//   - a latent teacher (each step draws the autoencoder's posterior samples from the draw
+//     generator) resumes to the same bits, and the published folder carries the autoencoder;
 //   - a progressive state.json written before "method" existed still reads as progressive;
 //   - a state.json whose "options" are written out here key by key, as this format has saved
 //     them since it exists, is resumed and its values taken back (saved states stay valid).
@@ -34,6 +36,8 @@
 #include "models/run/consistency_state.h"
 #include "models/run/distill_run.h"
 #include "models/run/distill_state.h"
+#include "models/run/latent_run.h"
+#include "support/tiny_autoencoder.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
 
@@ -276,6 +280,40 @@ TEST(ConsistencyResume, Refusals) {
   fs::remove_all(state);
   testing::expect_value_error([&] { (void)run::consistency_run(resume_of(out)); }, "no saved state to resume from");
   EXPECT_FALSE(fs::exists(out));
+}
+
+// A latent teacher (ddpm-train --autoencoder; T = 50): every step encodes its batch with a
+// posterior sample whose eps comes from the draw generator, so the resumed run must continue
+// that generator where the stopped one left it. Three steps on 5 levels, stopped after step 1.
+TEST(ConsistencyResume, LatentTeacherResumesBitIdentical) {
+  const std::string teacher_dir =
+      testing::tiny_latent_v_teacher("consistency_resume_latent_teacher", "consistency_resume_latent_ae");
+  const auto options = [&teacher_dir](const std::string& out) {
+    run::ConsistencyOptions c = tiny_cm(out);
+    c.teacher = teacher_dir;
+    c.levels = 5;  // T = 50: DDIM stride 10
+    c.steps = 3;
+    return c;
+  };
+  const std::string whole_out = testing::temp_path("consistency_resume_latent_whole");
+  const run::ConsistencyResult whole = run::consistency_run(options(whole_out));
+  ASSERT_EQ(whole.steps_done, 3);
+  const std::string out = testing::temp_path("consistency_resume_latent");
+  run::ConsistencyOptions c = options(out);
+  bool raised = false;
+  c.log = raise_at("", "  step 1/3", &raised);
+  ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
+  ASSERT_EQ(run::load_distill_state(out).step, 1);
+  const run::ConsistencyResult r = run::consistency_run(resume_of(out));
+  EXPECT_EQ(r.steps_done, 3);
+  EXPECT_EQ(r.losses, whole.losses);
+  EXPECT_EQ(r.gap_after, whole.gap_after);
+  EXPECT_TRUE(read_file(whole_out + "/ema.safetensors") == read_file(out + "/ema.safetensors"))
+      << "the resumed latent student's file differs from the uninterrupted run's";
+  testing::expect_same_tensors(whole_out + "/ema.safetensors", out + "/ema.safetensors");
+  EXPECT_EQ(config_without_seconds(whole_out), config_without_seconds(out));
+  EXPECT_TRUE(fs::is_directory(out + "/" + run::kRunAutoencoderFolder));
+  EXPECT_FALSE(fs::exists(run::distill_state_dir(out)));
 }
 
 // The "options" of a consistency state.json, spelt out key by key as the format records them

@@ -15,9 +15,7 @@
 //     without a state, a progressive state resumed as consistency and the other way round;
 //   - a latent teacher (each step draws the autoencoder's posterior samples from the draw
 //     generator) resumes to the same bits, and the published folder carries the autoencoder;
-//   - a progressive state.json written before "method" existed still reads as progressive;
-//   - a state.json whose "options" are written out here key by key, as this format has saved
-//     them since it exists, is resumed and its values taken back (saved states stay valid).
+//   - a progressive state.json written before "method" existed still reads as progressive.
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -314,81 +312,6 @@ TEST(ConsistencyResume, LatentTeacherResumesBitIdentical) {
   EXPECT_EQ(config_without_seconds(whole_out), config_without_seconds(out));
   EXPECT_TRUE(fs::is_directory(out + "/" + run::kRunAutoencoderFolder));
   EXPECT_FALSE(fs::exists(run::distill_state_dir(out)));
-}
-
-// The "options" of a consistency state.json, spelt out key by key as the format records them
-// (every value differs from ConsistencyOptions' default, so each one taken back is seen).
-nlohmann::json saved_consistency_options() {
-  return {{"method", "consistency"}, {"teacher", "runs/teacher"}, {"levels", 10},      {"steps", 40},
-          {"batch_size", 5},         {"lr", 0.003},               {"warmup_steps", 7}, {"grad_clip", 0.5},
-          {"ema_rate", 0.99},        {"target_ema", 0.9},         {"loss", "l2"},      {"data", "toy"},
-          {"label_dropout", 0.25},   {"gap_samples", 9},          {"log_every", 3},    {"seed", 42},
-          {"overwrite", true}};
-}
-
-TEST(ConsistencyResume, SavedOptionsOfThisFormatAreTakenBack) {
-  const std::string out = testing::temp_path("consistency_resume_literal_options");
-  run::DistillState st;
-  st.method = run::kConsistencyMethod;
-  st.options = saved_consistency_options();
-  st.step = 2;
-  st.losses = {0.5, 0.25};
-  run::save_distill_state(out, st);
-
-  run::ConsistencyOptions o = resume_of(out);
-  (void)run::resume_consistency_state(o);
-  EXPECT_EQ(o.teacher, "runs/teacher");
-  EXPECT_EQ(o.levels, 10);
-  EXPECT_EQ(o.steps, 40);
-  EXPECT_EQ(o.batch_size, 5);
-  EXPECT_EQ(o.lr, 0.003);
-  EXPECT_EQ(o.warmup_steps, 7);
-  EXPECT_EQ(o.grad_clip, 0.5);
-  EXPECT_EQ(o.ema_rate, 0.99);
-  EXPECT_EQ(o.target_ema, 0.9);
-  EXPECT_EQ(o.loss, "l2");
-  EXPECT_EQ(o.data, "toy");
-  EXPECT_EQ(o.label_dropout, 0.25);
-  EXPECT_EQ(o.gap_samples, 9);
-  EXPECT_EQ(o.log_every, 3);
-  EXPECT_EQ(o.seed, 42u);
-  EXPECT_TRUE(o.overwrite);
-  // What a run with these options saves is the same object, key for key: a state saved by this
-  // build resumes in an older one and the other way round.
-  EXPECT_EQ(run::consistency_options_json(o).dump(), saved_consistency_options().dump());
-
-  // Every flag spelt out with its saved value is accepted; one flag with another value is not.
-  o = resume_of(out);
-  o.levels = 10;
-  o.flags_given = {"--consistency-levels"};
-  (void)run::resume_consistency_state(o);
-  o = resume_of(out);
-  o.loss = "pseudo-huber";
-  o.flags_given = {"--consistency-loss"};
-  testing::expect_value_error([&] { (void)run::resume_consistency_state(o); },
-                              "--consistency-loss \"pseudo-huber\" differs from the \"l2\"");
-
-  // A key missing or of another type: IoError naming the file and the key.
-  const std::string path = run::distill_state_dir(out) + "/" + run::kDistillStateJson;
-  const nlohmann::json good = nlohmann::json::parse(read_file(path));
-  for (const auto& [key, bad] : {std::pair<const char*, nlohmann::json>{"target_ema", nullptr}, {"seed", "42"}}) {
-    nlohmann::json js = good;
-    if (bad.is_null())
-      js["options"].erase(key);
-    else
-      js["options"][key] = bad;
-    write_file_atomic(path, js.dump());
-    std::string message = "no error";
-    try {
-      o = resume_of(out);
-      (void)run::resume_consistency_state(o);
-    } catch (const IoError& e) {
-      message = e.what();
-    }
-    EXPECT_NE(message.find(path + " is damaged: \"options\".\"" + key + "\" is missing or of the wrong type"),
-              std::string::npos)
-        << message;
-  }
 }
 
 // A progressive state.json from before "method" existed: read as a progressive state, its

@@ -19,10 +19,7 @@
 //     round_0's publication and round 1's first state republishes round_0 in place; --guided
 //     and --guided-steps are compared on resume like the other options;
 //   - refusals: a flag given with another value than the saved one, a fresh run over a saved
-//     state, a damaged or missing state;
-//   - a state.json whose "options" are written out here key by key, as this format has saved
-//     them since it exists (--guided and --guided-steps among them), is resumed and its values
-//     taken back (saved states stay valid).
+//     state, a damaged or missing state.
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -459,89 +456,6 @@ TEST(DistillResume, Refusals) {
   const run::DistillResult done = run::distill_run(resume_of(out));
   EXPECT_EQ(done.rounds_planned, 0);
   EXPECT_TRUE(done.rounds.empty());
-}
-
-// The "options" of a progressive state.json, spelt out key by key as the format records them
-// (every value differs from DistillOptions' default, so each one taken back is seen; --guided
-// in its canonical "S_MIN,S_MAX" form).
-nlohmann::json saved_progressive_options() {
-  return {{"teacher", "runs/teacher"}, {"teacher_steps", 16},   {"rounds", 3},          {"steps_per_round", 7},
-          {"batch_size", 5},           {"lr", 0.003},           {"warmup_steps", 11},   {"grad_clip", 0.5},
-          {"ema_rate", 0.99},          {"data", "toy"},         {"label_dropout", 0.25}, {"gap_samples", 9},
-          {"log_every", 2},            {"seed", 42},            {"overwrite", true},    {"guided", "1.0,3.0"},
-          {"guided_steps", 4}};
-}
-
-TEST(DistillResume, SavedOptionsOfThisFormatAreTakenBack) {
-  const std::string out = testing::temp_path("distill_resume_literal_options");
-  run::DistillState st;
-  st.options = saved_progressive_options();
-  st.round = 0;  // stage 1 of the guided run
-  st.step = 1;
-  st.losses = {0.5};
-  st.record = {{"rounds", nlohmann::json::array()}};
-  run::save_distill_state(out, st);
-
-  run::DistillOptions o = resume_of(out);
-  EXPECT_EQ(run::resume_distill_state(o).round, 0);
-  EXPECT_EQ(o.teacher, "runs/teacher");
-  EXPECT_EQ(o.teacher_steps, 16);
-  EXPECT_EQ(o.rounds, 3);
-  EXPECT_EQ(o.steps_per_round, 7);
-  EXPECT_EQ(o.batch_size, 5);
-  EXPECT_EQ(o.lr, 0.003);
-  EXPECT_EQ(o.warmup_steps, 11);
-  EXPECT_EQ(o.grad_clip, 0.5);
-  EXPECT_EQ(o.ema_rate, 0.99);
-  EXPECT_EQ(o.data, "toy");
-  EXPECT_EQ(o.label_dropout, 0.25);
-  EXPECT_EQ(o.gap_samples, 9);
-  EXPECT_EQ(o.log_every, 2);
-  EXPECT_EQ(o.seed, 42u);
-  EXPECT_TRUE(o.overwrite);
-  EXPECT_EQ(o.guided, "1.0,3.0");
-  EXPECT_EQ(o.guided_steps, 4);
-  // What a run with these options saves is the same object, key for key.
-  EXPECT_EQ(run::distill_options_json(o).dump(), saved_progressive_options().dump());
-
-  // --guided spelt another way but the same range is the saved value; --guided-steps and
-  // --teacher-steps with other values are refused by name.
-  o = resume_of(out);
-  o.guided = "1, 3";
-  o.guided_steps = 4;
-  o.flags_given = {"--guided", "--guided-steps"};
-  (void)run::resume_distill_state(o);
-  EXPECT_EQ(o.guided, "1.0,3.0");
-  o = resume_of(out);
-  o.guided_steps = 5;
-  o.flags_given = {"--guided-steps"};
-  testing::expect_value_error([&] { (void)run::resume_distill_state(o); }, "--guided-steps 5 differs from the 4");
-  o = resume_of(out);
-  o.teacher_steps = 8;
-  o.flags_given = {"--teacher-steps"};
-  testing::expect_value_error([&] { (void)run::resume_distill_state(o); }, "--teacher-steps 8 differs from the 16");
-
-  // A key missing or of another type: IoError naming the file and the key.
-  const std::string path = run::distill_state_dir(out) + "/" + run::kDistillStateJson;
-  const nlohmann::json good = nlohmann::json::parse(read_file(path));
-  for (const auto& [key, bad] : {std::pair<const char*, nlohmann::json>{"guided_steps", nullptr}, {"rounds", "3"}}) {
-    nlohmann::json js = good;
-    if (bad.is_null())
-      js["options"].erase(key);
-    else
-      js["options"][key] = bad;
-    write_file_atomic(path, js.dump());
-    std::string message = "no error";
-    try {
-      o = resume_of(out);
-      (void)run::resume_distill_state(o);
-    } catch (const IoError& e) {
-      message = e.what();
-    }
-    EXPECT_NE(message.find(path + " is damaged: \"options\".\"" + key + "\" is missing or of the wrong type"),
-              std::string::npos)
-        << message;
-  }
 }
 
 }  // namespace

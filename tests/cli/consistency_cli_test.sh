@@ -44,11 +44,7 @@ long=(--teacher "$run" --method consistency --consistency-levels 4 --batch-size 
 "$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
 "$bin/ddpm-distill" "${long[@]}" --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
-for _ in $(seq 1 3000); do
-  grep -q "^  step 2/150" "$work/out.txt" 2>/dev/null && break
-  sleep 0.02
-done
-kill -TERM "$pid" 2>/dev/null || true  # gone already: the exit status below says so
+term_when "$pid" "$work/out.txt" "^  step 2/150"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "a stopped run exited with $rc, expected 143: $(cat "$work/out.txt")"

@@ -53,11 +53,7 @@ grep -q "trained for --sampler ddim --sampling-steps 2 only" "$work/out.txt" || 
 "$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 150 --batch-size 4 \
   --log-every 50 --gap-samples 4 --device cpu --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
-for _ in $(seq 1 1200); do
-  test -f "$work/stopped/distill.json" && break
-  sleep 0.05
-done
-kill -TERM "$pid" 2>/dev/null || true  # gone already: the exit status below says so
+term_when "$pid" "$work/out.txt" "^round 2/2"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "a stopped ddpm-distill exited with $rc, expected 143: $(cat "$work/out.txt")"
@@ -78,11 +74,7 @@ long=(--teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 120 --batc
 "$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
 "$bin/ddpm-distill" "${long[@]}" --out "$work/resumed" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
-for _ in $(seq 1 3000); do
-  grep -q "^  step 2/120" "$work/out.txt" 2>/dev/null && break
-  sleep 0.02
-done
-kill -TERM "$pid" 2>/dev/null || true
+term_when "$pid" "$work/out.txt" "^  step 2/120"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "ddpm-distill stopped for --resume exited with $rc, expected 143: $(cat "$work/out.txt")"
@@ -156,11 +148,7 @@ glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-step
   fail "the uninterrupted guided run"
 "$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed" >"$work/out.txt" 2>"$work/err.txt" &
 pid=$!
-for _ in $(seq 1 3000); do
-  grep -q "^  step 2/240" "$work/out.txt" 2>/dev/null && break
-  sleep 0.02
-done
-kill -TERM "$pid" 2>/dev/null || true
+term_when "$pid" "$work/out.txt" "^  step 2/240"
 rc=0
 wait "$pid" || rc=$?
 [ "$rc" = 143 ] || fail "the stopped guided run exited with $rc, expected 143: $(cat "$work/out.txt")"

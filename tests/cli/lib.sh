@@ -9,6 +9,10 @@
 #                                    form "ddpm-...: error: ..." (CLI11's "Run with --help" hint
 #                                    aside) containing PATTERN (empty: any)
 #   refused PATTERN CMD...           expect_refusal with the command as its description
+#   term_when PID FILE PATTERN       wait until FILE has a line matching PATTERN (grep -E), then
+#                                    send SIGTERM to PID; fail (showing FILE) if PID ends first.
+#                                    No time cap: on a loaded machine a run may take long to get
+#                                    there, and only its ending first means the test is wrong.
 cli_test_name=$1
 rm -rf "$work"
 mkdir -p "$work"
@@ -33,4 +37,13 @@ refused() {
   local pattern=$1
   shift
   expect_refusal "$*" "$pattern" "$@"
+}
+
+term_when() {
+  local pid=$1 file=$2 pattern=$3
+  until grep -Eq -- "$pattern" "$file" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || fail "the run ended before logging '$pattern', so it was never signalled: $(cat "$file")"
+    sleep 0.02
+  done
+  kill -TERM "$pid" 2>/dev/null || true  # gone in between: the caller's exit-status check says so
 }

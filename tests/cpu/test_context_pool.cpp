@@ -143,7 +143,8 @@ TEST(UNetContextPool, ConfigErrorsAreClear) {
   UNetConfig c = pooled_config(4);  // 4 heads do not divide 6 channels
   testing::expect_value_error([&] { c.validate(); }, "context_pool_heads 4 does not divide context_dim 6");
   c = pooled_config(-1);
-  testing::expect_value_error([&] { c.validate(); }, "context_pool_heads (the heads of the pooled text embedding) must be >= 0, got -1");
+  testing::expect_value_error([&] { c.validate(); },
+                              "context_pool_heads (the heads of the pooled text embedding) must be >= 0, got -1");
   c = pooled_config(2);
   c.context_dim = 0;
   testing::expect_value_error([&] { UNet net(c, g, Device::cpu()); }, "needs a cross-attention model");

@@ -14,15 +14,18 @@
 #   tests/data/reference/<model>/diffusion_pytorch_model.safetensors diffusers' save_pretrained (OIHW)
 #   tests/data/reference/<model>/io.safetensors   inputs, outputs, loss and every gradient
 #   tests/data/reference/schedulers/<schedule>.json  DDPMScheduler / DDIMScheduler values
-# for <model> in ddpm, cond_scale_shift, cross_attn and <schedule> in linear, cosine.
+# for <model> in ddpm, cond_scale_shift, cross_attn, cross_attn_pool and <schedule> in linear,
+# cosine.
 #
 # Fixtures can be selected by name, so that adding one leaves the others untouched (a newer
 # torch or diffusers would rewrite their version metadata even where the numbers agree):
 #   python scripts/make_reference.py cross_attn          # only tests/data/reference/cross_attn
-#   python scripts/make_reference.py ddpm schedulers     # any of: ddpm cond_scale_shift cross_attn schedulers
+#   python scripts/make_reference.py ddpm schedulers     # any of: ddpm cond_scale_shift cross_attn
+#                                                        #   cross_attn_pool schedulers
 # Without names it writes everything.
 #
 # Everything is deterministic: fixed seeds, one CPU thread, no dropout.
+import contextlib
 import json
 import math
 import os
@@ -249,6 +252,37 @@ CROSS_ATTN = dict(
 )
 CONTEXT_TOKENS = 5  # L
 
+# The same UNet2DConditionModel plus a pooled text embedding added to the timestep embedding
+# (addition_embed_type="text": diffusers' TextTimeEmbedding over AttentionPooling, as GLIDE,
+# Imagen and DeepFloyd IF; the engine's unet.h context_pool_heads), at a width that keeps the
+# fixture under 200 KB: 8x8 then 4x4 with the spatial transformer, 4 channels at both.
+CROSS_ATTN_POOL = dict(
+    CROSS_ATTN,
+    sample_size=8,
+    block_out_channels=(4, 4),
+    norm_num_groups=2,
+    attention_head_dim=2,  # 2 heads of 2 channels (a head COUNT here: the naming issue above)
+    addition_embed_type="text",
+    addition_embed_type_num_heads=2,  # the pooling's heads over cross_attention_dim 8: 4 channels each
+)
+
+
+@contextlib.contextmanager
+def float64_softmax(active):
+    """diffusers' AttentionPooling casts its scores to float32 for the softmax (weight.float(),
+    for float16 stability), which would leave float32 rounding (~1e-8) in the float64
+    reference. While active, Tensor.float() keeps a float64 tensor float64, so the whole
+    float64 run, forward and backward, stays in float64."""
+    if not active:
+        yield
+        return
+    to_float32 = torch.Tensor.float
+    torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else to_float32(self, *a, **k)
+    try:
+        yield
+    finally:
+        torch.Tensor.float = to_float32
+
 
 def make_cross_attn_fixtures(name, cfg, seed):
     """Like make_model_fixtures, for UNet2DConditionModel called as model(x, t,
@@ -282,9 +316,10 @@ def make_cross_attn_fixtures(name, cfg, seed):
     model64.zero_grad()
     x64 = x.double().requires_grad_(True)
     context64 = context.double().requires_grad_(True)
-    out64 = model64(x64, t, encoder_hidden_states=context64).sample
-    loss64 = l_simple(out64)
-    loss64.backward()
+    with float64_softmax(cfg.get("addition_embed_type") is not None):
+        out64 = model64(x64, t, encoder_hidden_states=context64).sample
+        loss64 = l_simple(out64)
+        loss64.backward()
     assert torch.allclose(out64.float(), out, rtol=1e-3, atol=1e-4), "float32 and float64 forwards disagree"
     assert context64.grad.abs().max() > 1e-8, "the context got no gradient"
 
@@ -309,7 +344,10 @@ def make_cross_attn_fixtures(name, cfg, seed):
     }
     n_grad = 0
     for pname, p in model64.named_parameters():
-        assert p.grad.abs().max() > 1e-8, f"parameter {pname} got no gradient"
+        # The attention pooling's key bias adds q . b_k to every score of a query alike, and a
+        # softmax does not see a constant shift: its gradient is zero up to roundoff.
+        if not pname.endswith("pool.k_proj.bias"):
+            assert p.grad.abs().max() > 1e-8, f"parameter {pname} got no gradient"
         tensors["grad." + pname] = p.grad.detach().float().contiguous()
         n_grad += 1
     meta = {"reference": json.dumps({"model": name, "loss": "mean((out - noise)^2)",
@@ -480,6 +518,7 @@ FIXTURES = {
     "ddpm": lambda: make_model_fixtures("ddpm", MODELS["ddpm"], seed=1),
     "cond_scale_shift": lambda: make_model_fixtures("cond_scale_shift", MODELS["cond_scale_shift"], seed=2),
     "cross_attn": lambda: make_cross_attn_fixtures("cross_attn", CROSS_ATTN, seed=3),
+    "cross_attn_pool": lambda: make_cross_attn_fixtures("cross_attn_pool", CROSS_ATTN_POOL, seed=4),
     "schedulers": make_scheduler_fixtures,
 }
 

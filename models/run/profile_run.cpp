@@ -225,6 +225,7 @@ std::string format_report(const ProfileReport& r) {
     const text::TextEncoderConfig& e = r.options.text;
     o << ", cross-attention (transformer depth " << m.transformer_depth << ") to a text encoder of width "
       << e.width << ", " << e.layers << " layers, " << e.heads << " heads, " << e.context_length << " tokens";
+    if (m.context_pooled()) o << ", pooled into the timestep embedding (" << m.context_pool_heads << " heads)";
   }
   o << "\n";
   if (r.options.device.is_cuda())
@@ -247,7 +248,8 @@ std::string report_json(const ProfileReport& r) {
     << ", \"learn_sigma\": " << (m.learn_sigma ? "true" : "false")
     << ", \"use_scale_shift_norm\": " << (m.use_scale_shift_norm ? "true" : "false")
     << ", \"num_classes\": " << m.num_classes << ", \"context_dim\": " << m.context_dim
-    << ", \"transformer_depth\": " << m.transformer_depth << "}";
+    << ", \"transformer_depth\": " << m.transformer_depth << ", \"context_pool_heads\": " << m.context_pool_heads
+    << "}";
   if (r.options.text_cond) {
     const text::TextEncoderConfig& e = r.options.text;
     o << ", \"text_encoder\": {\"vocab_size\": " << e.vocab_size << ", \"context_length\": " << e.context_length
@@ -328,6 +330,7 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
     o.text.heads = f.text.heads;
     m.context_dim = f.text.width;
     m.transformer_depth = f.text.transformer_depth;
+    m.context_pool_heads = f.text.context_pool_heads();
   }
   m.validate();
   DDPM_CHECK(f.batch_size == -1 || f.batch_size > 0, "--batch-size must be positive, got " << f.batch_size);

@@ -24,6 +24,15 @@ void add_text_cond_flags(CLI::App& app, TextCondFlags& f, const std::string& wha
   in_group(app.add_option("--transformer-depth", f.transformer_depth,
                           "--text-cond: transformer blocks per spatial transformer")
                ->capture_default_str());
+  // One flag and its negation: the callback gets +1 for --text-pooling, -1 for the "!" form.
+  in_group(app.add_flag_function(
+      "--text-pooling,!--no-text-pooling",
+      [&f](std::int64_t count) {
+        f.pooling = count > 0;
+        f.pooling_given = true;
+      },
+      "--text-cond: also add a pooled caption embedding to the timestep embedding (default on; "
+      "--no-text-pooling: cross-attention only)"));
 }
 
 void check_text_cond_flags(const TextCondFlags& f, bool class_cond, bool attention_empty) {
@@ -34,6 +43,7 @@ void check_text_cond_flags(const TextCondFlags& f, bool class_cond, bool attenti
                        : f.layers != d.layers                       ? "--text-layers"
                        : f.heads != d.heads                         ? "--text-heads"
                        : f.transformer_depth != d.transformer_depth ? "--transformer-depth"
+                       : f.pooling_given                            ? (f.pooling ? "--text-pooling" : "--no-text-pooling")
                                                                     : nullptr;
     DDPM_CHECK(flag == nullptr, flag << " sets up the text encoder of a text-conditioned model: add --text-cond");
     return;

@@ -18,10 +18,19 @@ struct TextCondFlags {
   int layers = 2;             // transformer layers of the text encoder
   int heads = 4;              // its attention heads
   int transformer_depth = 1;  // BasicTransformerBlocks per spatial transformer of the UNet
+  // --text-pooling (default) / --no-text-pooling: the UNet also adds a pooled caption
+  // vector to its timestep embedding (unet.h context_pool_heads = heads; GLIDE, Imagen and
+  // DeepFloyd IF do), so every residual block reads the caption, not only the spatial
+  // transformers. Off: the cross-attention-only network of earlier runs.
+  bool pooling = true;
+  bool pooling_given = false;  // either flag was on the command line (refused without --text-cond)
+  // The UNet's context_pool_heads for these flags: heads with pooling, else 0.
+  int context_pool_heads() const { return enabled && pooling ? heads : 0; }
 };
 
 // --text-cond (described by `what`), --context-length, --text-width, --text-layers,
-// --text-heads and --transformer-depth, in `group` ("" = none).
+// --text-heads, --transformer-depth and --text-pooling / --no-text-pooling, in `group`
+// ("" = none).
 void add_text_cond_flags(CLI::App& app, TextCondFlags& f, const std::string& what, const std::string& group);
 
 // ValueError for: --text-cond with --class-cond; with no --attention-resolutions (nothing

@@ -175,6 +175,7 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   if (o.text.enabled) {
     c.context_dim = o.text.width;
     c.transformer_depth = o.text.transformer_depth;
+    c.context_pool_heads = o.text.context_pool_heads();  // --text-pooling: the --text-heads
   }
   c.norm_groups = o.norm_groups;
   c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);

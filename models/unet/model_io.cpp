@@ -58,6 +58,8 @@ json config_to_json(const UNetConfig& c) {
     j["context_dim"] = c.context_dim;
     j["transformer_depth"] = c.transformer_depth;
   }
+  // And only a model with a pooled context (unet.h context_pool_heads) has this one.
+  if (c.context_pooled()) j["context_pool_heads"] = c.context_pool_heads;
   return j;
 }
 
@@ -78,8 +80,9 @@ UNetConfig config_from_json(const json& j) {
     reference["context_dim"] = nullptr;
     reference["transformer_depth"] = nullptr;
   }
+  if (j.contains("context_pool_heads")) reference["context_pool_heads"] = nullptr;  // optional: pooled context
   check_config_keys(j, reference, "model config");
-  for (const char* key : {"context_dim", "transformer_depth"})
+  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
@@ -101,6 +104,12 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(c.context_dim > 0, IoError,
                     "model config: context_dim is " << c.context_dim
                                                     << "; a model without cross-attention has no context_dim key");
+    }
+    if (j.contains("context_pool_heads")) {
+      c.context_pool_heads = j.at("context_pool_heads").get<int>();
+      DDPM_CHECK_AS(c.context_pool_heads > 0, IoError,
+                    "model config: context_pool_heads is " << c.context_pool_heads
+                                                           << "; a model without a pooled context has no such key");
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
@@ -158,7 +167,7 @@ int same_at(const std::vector<int>& values, const std::vector<std::size_t>& used
 // UNet2DConditionModel's options that have no counterpart in the engine must keep their
 // defaults (SD 1.x uses all of these defaults).
 void check_conditional_defaults(const json& j) {
-  for (const char* key : {"encoder_hid_dim", "encoder_hid_dim_type", "addition_embed_type", "time_cond_proj_dim",
+  for (const char* key : {"encoder_hid_dim", "encoder_hid_dim_type", "time_cond_proj_dim",
                           "time_embedding_act_fn", "timestep_post_act", "cross_attention_norm",
                           "reverse_transformer_layers_per_block", "projection_class_embeddings_input_dim"})
     if (!is_null_or_absent(j, key)) unsupported(kConditional, std::string(key) + " must be null, got " + j.at(key).dump());
@@ -184,6 +193,11 @@ void check_conditional_defaults(const json& j) {
   if (j.contains("norm_num_groups") && j.at("norm_num_groups").is_null())
     unsupported(kConditional, "norm_num_groups must be set (null drops the output GroupNorm)");
   if (is_null_or_absent(j, "sample_size")) unsupported(kConditional, "sample_size must be set (the image size)");
+  // addition_embed_type: null, or "text" (a pooled context, read by read_cross_attention).
+  // "text_time" (SDXL), "text_image", "image" and "image_hint" need inputs we do not have.
+  if (!is_null_or_absent(j, "addition_embed_type") && j.at("addition_embed_type") != "text")
+    unsupported(kConditional, "addition_embed_type must be null or \"text\" (a pooled text embedding), got " +
+                                  j.at("addition_embed_type").dump());
   // upcast_attention is accepted either way: it only computes the scores in fp32 under fp16,
   // which the engine's attention always does.
 }
@@ -226,6 +240,16 @@ void read_cross_attention(const json& j, const std::vector<int>& blocks, const s
   } else {
     unsupported(kConditional, "attention_head_dim gives neither one head count nor one head width to every "
                               "cross-attention block");
+  }
+  // addition_embed_type "text": TextTimeEmbedding(cross_attention_dim, time_embed_dim,
+  // addition_embed_type_num_heads), our add_embedding (context_pool.h). diffusers' default
+  // head count is 64.
+  if (!is_null_or_absent(j, "addition_embed_type")) {
+    c.context_pool_heads = get_or<int>(j, "addition_embed_type_num_heads", 64);
+    if (c.context_pool_heads <= 0 || c.context_dim % c.context_pool_heads != 0)
+      unsupported(kConditional, "addition_embed_type_num_heads " + std::to_string(c.context_pool_heads) +
+                                    " does not divide cross_attention_dim " + std::to_string(c.context_dim) +
+                                    " (the heads of the text pooling)");
   }
 }
 
@@ -496,7 +520,10 @@ json config_to_diffusers_conditional(const UNetConfig& c) {
          {"time_embedding_type", "positional"},
          {"conv_in_kernel", 3},
          {"conv_out_kernel", 3},
-         {"attention_type", "default"}};
+         {"attention_type", "default"},
+         // The pooled context (unet.h context_pool_heads): diffusers' TextTimeEmbedding.
+         {"addition_embed_type", c.context_pooled() ? json("text") : json(nullptr)}};
+  if (c.context_pooled()) j["addition_embed_type_num_heads"] = c.context_pool_heads;
   return j;
 }
 

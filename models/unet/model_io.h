@@ -8,7 +8,9 @@
 // - A cross-attention model (context_dim > 0) adds "context_dim" and "transformer_depth"
 //   (both absent otherwise, so older configs read and write as before); config_to_diffusers
 //   refuses it (UNet2DModel has no cross-attention): config_to_diffusers_conditional writes
-//   it as a UNet2DConditionModel config instead.
+//   it as a UNet2DConditionModel config instead. A pooled context (context_pool_heads > 0)
+//   adds "context_pool_heads" (absent when 0), exported as addition_embed_type "text" with
+//   addition_embed_type_num_heads; its add_embedding.* weights carry diffusers' names.
 // - Super-resolution export: UNet2DModel in_channels = C + concat_channels, out_channels =
 //   C (or 2C), which is how diffusers' own super-resolution UNets look, plus the private key
 //   "_ddpm_super_res" (diffusers ignores "_" keys) that lets our import restore the split and
@@ -25,7 +27,8 @@
 //   num_head_channels when the counts differ but the head width does not). Per-block lists
 //   must agree at every cross-attention block (the engine builds them alike). Refused, by
 //   name: use_linear_projection, only_cross_attention, dual_cross_attention, extra
-//   embeddings (addition_embed_type, encoder_hid_dim, time_cond_proj_dim, ...), any mid block
+//   embeddings (addition_embed_type other than null or "text", encoder_hid_dim,
+//   time_cond_proj_dim, ...), any mid block
 //   but UNetMidBlock2DCrossAttn, kernels other than 3, num_attention_heads (diffusers itself
 //   refuses it). upcast_attention is accepted (a precision option, fp32 scores under fp16).
 // - State dicts: names are diffusers' (the module names already match). Convolution

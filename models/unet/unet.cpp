@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
+#include "models/unet/context_pool.h"
 
 namespace ddpm::unet {
 
@@ -43,6 +44,16 @@ void UNetConfig::validate() const {
   DDPM_CHECK(cross_attention() || transformer_depth == 1,
              "UNet config: transformer_depth " << transformer_depth
                                                << " needs a cross-attention model (context_dim > 0); context_dim is 0");
+  DDPM_CHECK(context_pool_heads >= 0,
+             "UNet config: context_pool_heads (the heads of the pooled text embedding) must be >= 0, got "
+                 << context_pool_heads);
+  DDPM_CHECK(!context_pooled() || cross_attention(),
+             "UNet config: context_pool_heads " << context_pool_heads
+                                                << " pools a context and needs a cross-attention model (context_dim > "
+                                                   "0); context_dim is 0");
+  DDPM_CHECK(!context_pooled() || context_dim % context_pool_heads == 0,
+             "UNet config: context_pool_heads " << context_pool_heads << " does not divide context_dim "
+                                                << context_dim << " (each head takes context_dim / heads channels)");
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
@@ -100,6 +111,10 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     guide_2_->weight.zero_();
     guide_2_->bias.zero_();
     register_module("guidance_embedding.linear_2", guide_2_.get());
+  }
+  if (cfg.context_pooled()) {  // after everything else: the weights above are drawn as without it
+    add_embedding_ = std::make_unique<TextTimeEmbedding>(cfg.context_dim, emb_dim, cfg.context_pool_heads, gen, device);
+    register_module("add_embedding", add_embedding_.get());
   }
 }
 
@@ -177,6 +192,8 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
   // Timestep embedding -> MLP (+ class embedding), in x's dtype (f64 for the CPU reference
   // checks).   emb [N, 4 * model_channels]
   Tensor emb = embed(Tensor::from_vector(t, {n}, x.dtype(), x.device()), labels);
+  // The pooled context (context_pool.h), as diffusers' get_aug_embed: emb += add_embedding(c).
+  if (cfg_.context_pooled()) emb = add(emb, add_embedding_->forward(context));  // [N, 4 mc]
   Tensor net_in = x;
   if (cfg_.cond_augmented()) {
     // The level plane (super_res.h): the last channel, constant per row; its pixel (0, 0) is

@@ -26,6 +26,8 @@
 
 namespace ddpm::unet {
 
+class TextTimeEmbedding;  // context_pool.h
+
 // The shared level fields (image_size, in_channels, model_channels, channel_mult,
 // num_res_blocks, attention_resolutions, heads, norm_groups, norm_eps, dropout,
 // use_scale_shift_norm, resblock_updown, time_embedding) are LevelConfig's
@@ -86,6 +88,15 @@ struct UNetConfig : LevelConfig {
   // network is exactly the one without these fields (same parameters, same draws).
   int context_dim = 0;
   int transformer_depth = 1;
+  // A pooled context added to the timestep embedding (GLIDE sec. 2.3, Imagen, DeepFloyd IF;
+  // diffusers' addition_embed_type = "text"): context_pool_heads > 0 builds add_embedding,
+  // a TextTimeEmbedding (context_pool.h) with that many attention-pooling heads, and
+  //   emb += add_embedding.norm2(add_embedding.proj(AttentionPooling(add_embedding.norm1(c))))
+  // right after the time (and class) embedding, so every residual block sees the caption.
+  // Needs a cross-attention model, heads dividing context_dim. Built last of all (after
+  // guidance_embedding), so every other weight is drawn as without it; 0 = none: the
+  // network is exactly the one without this field.
+  int context_pool_heads = 0;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
@@ -94,6 +105,7 @@ struct UNetConfig : LevelConfig {
   // The channels forward() takes: input_channels() plus the level plane when augmented.
   int forward_channels() const { return input_channels() + (cond_augmented() ? 1 : 0); }
   bool cross_attention() const { return context_dim > 0; }
+  bool context_pooled() const { return context_pool_heads > 0; }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.
@@ -150,6 +162,7 @@ class UNet : public DownHalf {
   std::unique_ptr<nn::Conv2d> conv_out_;
   std::unique_ptr<nn::Linear> aug_1_, aug_2_;  // aug_embedding.linear_1/2 (cond_augment > 0)
   std::unique_ptr<nn::Linear> guide_1_, guide_2_;  // guidance_embedding.linear_1/2 (guidance_embedding)
+  std::unique_ptr<TextTimeEmbedding> add_embedding_;  // context_pool_heads > 0
 
   Tensor forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                       const std::vector<double>* guidance_w, const nn::Context& ctx,

@@ -6,8 +6,8 @@
 # and with a negative prompt, exports it as a pipeline folder that samples the same pixels,
 # and checks the refusals (exit 2, one "error:" line): no
 # prompt, an over-long prompt, --class, --prompt for a model without text, --text-cond with
-# --class-cond, a text-encoder flag without --text-cond, and --text-cond without attention
-# resolutions.
+# --class-cond, a text-encoder flag (or --text-pooling) without --text-cond, and --text-cond
+# without attention resolutions. --text-pooling is on by default; --no-text-pooling drops it.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" text_cond_test
@@ -24,6 +24,12 @@ run="$work/run"
 grep -q 'distinct captions' "$work/err.txt" || fail "the log does not report the captions"
 [ -f "$run/tokenizer.json" ] || fail "no tokenizer.json in the run folder"
 grep -q '"text_encoder"' "$run/config.json" || fail "config.json has no text_encoder section"
+# The pooled caption embedding is on by default, with the --text-heads; --no-text-pooling
+# gives the cross-attention-only UNet (no context_pool_heads key).
+grep -q '"context_pool_heads": *2' "$run/config.json" || fail "config.json has no context_pool_heads 2"
+"$bin/ddpm-train" "${tiny[@]}" --no-text-pooling --steps 2 --out "$work/nopool" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "training with --no-text-pooling"
+grep -q 'context_pool_heads' "$work/nopool/config.json" && fail "--no-text-pooling wrote context_pool_heads"
 "$bin/ddpm-train" "${tiny[@]}" --steps 4 --out "$run" --resume latest >"$work/out.txt" 2>"$work/err.txt" ||
   fail "resume"
 
@@ -72,5 +78,8 @@ refused "need a text-conditioned model" "$bin/ddpm-sample" --checkpoint "$plain"
 [ ! -e "$work/no" ] || fail "a refused sampling left an output folder"
 refused "choose one" "$bin/ddpm-train" "${tiny[@]}" --steps 1 --class-cond --out "$work/both"
 refused "add --text-cond" "$bin/ddpm-train" "${model[@]}" --attention-resolutions 8 --text-width 16 --steps 1 --out "$work/notext"
+refused "--text-pooling sets up the text encoder" "$bin/ddpm-train" "${model[@]}" --attention-resolutions 8 --text-pooling \
+  --steps 1 --out "$work/notext"
+[ ! -e "$work/notext" ] || fail "a refused training left an output folder"
 refused "attention-resolutions" "$bin/ddpm-train" "${tiny_model[@]}" --text-cond --steps 1 --out "$work/noattn"
 echo "text_cond_test: passed"

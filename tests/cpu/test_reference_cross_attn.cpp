@@ -7,17 +7,13 @@
 // difference in a norm's eps, the head split, the GEGLU halves or a scale shows up here far
 // above roundoff). The config export to UNet2DConditionModel is checked against the file
 // diffusers wrote.
-#include <cmath>
-
 #include <gtest/gtest.h>
 
 #include "engine/error.h"
-#include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
-#include "engine/ops/reduce.h"
 #include "models/unet/model_io.h"
+#include "support/cross_attn_reference.h"
 #include "support/gradcheck.h"
-#include "support/test_data.h"
 #include "support/tiny_encoder.h"  // testing::parameters_to_f64
 
 namespace ddpm::unet {
@@ -25,64 +21,15 @@ namespace {
 
 const char* const kModel = "cross_attn";
 
-std::string fixture_dir() { return ddpm::test::data_dir() + "/reference/" + kModel; }
+std::string fixture_dir() { return testing::reference_dir(kModel); }
 
-nlohmann::json fixture_config() { return nlohmann::json::parse(read_file(fixture_dir() + "/config.json")); }
+nlohmann::json fixture_config() { return testing::reference_config(kModel); }
 
-struct Reference {
-  std::unique_ptr<UNet> net;
-  SafetensorsFile io;
-  std::vector<double> t;
-};
+using Reference = testing::CrossAttnReference;
+using testing::check_against_diffusers;
+using testing::close_scaled;
 
-Reference load() {
-  Reference r;
-  r.net = load_diffusers_folder(fixture_dir(), Device::cpu());
-  r.io = load_safetensors(fixture_dir() + "/io.safetensors");
-  r.t = r.io.get("timesteps").to_double_vector();
-  return r;
-}
-
-// |a - e| <= atol + rtol * max|e| over the whole tensor (as test_reference_unet.cpp): an
-// error budget that scales with the tensor's magnitude, not per element.
-::testing::AssertionResult close_scaled(const Tensor& actual, const Tensor& expected, double rtol, double atol) {
-  std::vector<double> a = actual.to_double_vector(), e = expected.to_double_vector();
-  if (a.size() != e.size()) return ::testing::AssertionFailure() << "sizes differ: " << a.size() << " vs " << e.size();
-  double scale = 0, worst = 0;
-  for (double v : e) scale = std::max(scale, std::fabs(v));
-  for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - e[i]));
-  if (worst <= atol + rtol * scale) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "max |diff| " << worst << " > " << atol << " + " << rtol << " * " << scale;
-}
-
-// Runs the network on the fixture's x, t and context (all as leaves that require grad, in
-// `dtype`), backpropagates L_simple and compares every gradient with diffusers' float64 ones
-// (stored as float32, so rgrad cannot go below ~1e-7).
-void check_against_diffusers(Reference& r, DType dtype, double rout, double rloss, double rgrad) {
-  Tensor x = r.io.get("x_nhwc").to(dtype).set_requires_grad(true);                          // [4, 16, 16, 3]
-  Tensor context = r.io.get("encoder_hidden_states").to(dtype).set_requires_grad(true);     // [4, 5, 8]
-  Tensor out = r.net->forward(x, r.t, {}, context, nn::Context{});                          // [4, 16, 16, 3]
-  EXPECT_TRUE(close_scaled(out, r.io.get("out_f64_nhwc"), rout, 0)) << "output";
-  // L_simple = mean (out - eps)^2 over every element (no learned variance here).
-  Tensor loss = mse_loss(out, r.io.get("noise_nhwc").to(dtype));
-  const double expected_loss = r.io.get("loss_f64").item();
-  EXPECT_NEAR(loss.item(), expected_loss, rloss * expected_loss);
-  loss.backward();
-  EXPECT_TRUE(close_scaled(x.grad(), r.io.get("grad_x_nhwc"), rgrad, 0)) << "d loss / d x";
-  EXPECT_TRUE(close_scaled(context.grad(), r.io.get("grad_encoder_hidden_states"), rgrad, 0)) << "d loss / d context";
-  int checked = 0;
-  for (const auto& [name, p] : r.net->named_parameters()) {
-    Tensor g = p.grad();
-    ASSERT_TRUE(g.defined()) << name;
-    if (g.ndim() == 4) g = krsc_to_oihw(g);
-    EXPECT_TRUE(close_scaled(g, r.io.get("grad." + name), rgrad, 0)) << name;
-    ++checked;
-  }
-  // Every parameter of diffusers' model has a counterpart (load_state_dict is strict too).
-  int expected = 0;
-  for (const auto& [name, t] : r.io.tensors) expected += name.rfind("grad.", 0) == 0 ? 1 : 0;
-  EXPECT_EQ(checked, expected);
-}
+Reference load() { return testing::load_cross_attn_reference(kModel); }
 
 TEST(ReferenceCrossAttnUNet, ConfigImportsAsAContextModel) {
   const UNetConfig c = config_from_diffusers(fixture_config());
@@ -191,7 +138,7 @@ TEST(ReferenceCrossAttnUNetConfig, UnsupportedConditionalFieldsAreNamed) {
       {"only_cross_attention", true},
       {"dual_cross_attention", true},
       {"num_attention_heads", 4},
-      {"addition_embed_type", "text"},
+      {"addition_embed_type", "text_time"},  // SDXL's; "text" is a pooled context (cross_attn_pool)
       {"encoder_hid_dim", 8},
       {"time_cond_proj_dim", 4},
       {"mid_block_type", "UNetMidBlock2DSimpleCrossAttn"},

@@ -4,7 +4,8 @@
 //     with and without activation checkpointing;
 //   - a UNet with spatial transformers (context_dim > 0, models/unet/transformer.h) at one
 //     and at two resolutions, transformer_depth 1 and 2: the output and the gradients of
-//     every parameter, of x and of the context (the cross-attention's k, v path);
+//     every parameter, of x and of the context (the cross-attention's k, v path), and with
+//     the pooled context added to the timestep embedding (models/unet/context_pool.h);
 //   - ddpm-train --text-cond on CUDA: the first step's loss against the CPU run's (the same
 //     initial weights: Philox draws the same bits on both devices), the last step's within
 //     AdamW's amplification of rounding, and a resume that reproduces the straight run bit
@@ -125,6 +126,7 @@ struct ContextUNetCase {
   const char* name;
   std::vector<int> attention_resolutions;
   int transformer_depth;
+  int context_pool_heads;  // > 0: the pooled context added to the timestep embedding
 };
 
 TEST(TextGpu, ContextUNetForwardAndGradientsMatchCpu) {
@@ -132,8 +134,9 @@ TEST(TextGpu, ContextUNetForwardAndGradientsMatchCpu) {
   MathModeScope restore;
   set_allow_tf32(false);
   const ContextUNetCase cases[] = {
-      {"transformers at 8x8, depth 1", {8}, 1},
-      {"transformers at 16x16 and 8x8, depth 2", {16, 8}, 2},
+      {"transformers at 8x8, depth 1", {8}, 1, 0},
+      {"transformers at 16x16 and 8x8, depth 2", {16, 8}, 2, 0},
+      {"transformers at 8x8 and the pooled context (2 heads)", {8}, 1, 2},
   };
   const std::int64_t N = 3, L = 7, D = 24;
   std::uint64_t seed = 100;
@@ -146,6 +149,7 @@ TEST(TextGpu, ContextUNetForwardAndGradientsMatchCpu) {
     cfg.attention_resolutions = k.attention_resolutions;
     cfg.context_dim = static_cast<int>(D);
     cfg.transformer_depth = k.transformer_depth;
+    cfg.context_pool_heads = k.context_pool_heads;
     Generator g_cpu(7), g_gpu(0), g_noise(8);
     unet::UNet cpu(cfg, g_cpu, Device::cpu());
     testing::perturb_weights(cpu, g_noise);  // proj_out is zero-initialised

@@ -15,7 +15,6 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -55,13 +54,6 @@ constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, 
 
 void say(const ConsistencyOptions& o, const std::string& line) {
   if (o.log) o.log(line);
-}
-
-std::string fmt(double v) {
-  std::ostringstream s;
-  s.precision(4);
-  s << v;
-  return s.str();
 }
 
 std::vector<std::int64_t> uniform_levels(std::int64_t count, std::int64_t N, Generator& gen) {  // in 1..N
@@ -155,8 +147,8 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
              std::to_string(d.diffusion_steps) + "; " + data->describe());
   say(o, "ddpm-distill: " + std::to_string(o.levels) + " levels (DDIM stride " +
              std::to_string(d.diffusion_steps / o.levels) + "), " + std::to_string(o.steps) + " steps of batch " +
-             std::to_string(o.batch_size) + ", " + o.loss + " loss, target EMA " + fmt(o.target_ema) +
-             (num_classes > 0 ? ", label dropout " + fmt(dropout) : std::string()));
+             std::to_string(o.batch_size) + ", " + o.loss + " loss, target EMA " + fmt_log(o.target_ema) +
+             (num_classes > 0 ? ", label dropout " + fmt_log(dropout) : std::string()));
 
   // Student and target: copies of the teacher (the target follows the student, consistency_run.h).
   ModelSource student = open_model(o.teacher, o.device, true);
@@ -248,29 +240,14 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
     const Tensor fz = diffusion::consistency_function(schedule, student_train, reading, grid, e.z, e.upper, labels);
     Tensor loss = diffusion::consistency_loss(fz, tgt, distance);
     loss.backward();
-    const double value = loss.item();
-    const double norm = !std::isfinite(value) ? value
-                        : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
-                                              : grad_norm(slab);
-    result.losses.push_back(std::isfinite(norm) ? value : NAN);
-    if (std::isfinite(norm)) {
-      opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
-      opt.step();
-      ema.update(slab, opt.step_count() - 1);
+    if (apply_distill_step(progress, loss.item(), o.grad_clip, o.lr, o.warmup_steps, step)) {
       NoGradGuard no_grad;  // theta^- <- mu theta^- + (1 - mu) theta (CM Algorithm 2)
       Tensor tv = target_slab.values();
       tv.copy_from(add(scale(tv, o.target_ema), scale(slab.values(), 1.0 - o.target_ema)));
-      window += value;
-      ++window_n;
     }
     result.steps_done = step + 1;
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
-      if (window_n > 0) result.final_loss = window / static_cast<double>(window_n);
-      say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(o.steps) + " loss " +
-                 (window_n > 0 ? fmt(result.final_loss) : std::string("(all steps skipped: non-finite)")));
-      window = 0;
-      window_n = 0;
-    }
+    const std::string line = close_loss_window(progress, step + 1, o.steps, o.log_every);
+    if (!line.empty()) say(o, line);
     if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < o.steps) save_state(step + 1);
   }
   if (result.stopped_by_signal != 0) {
@@ -333,9 +310,9 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   std::error_code ec;
   fs::remove_all(distill_state_dir(o.out), ec);  // published: nothing to resume
   result.folder = o.out;
-  say(o, "consistency: final loss " + fmt(result.final_loss) + "; held-out gap of one step to the teacher's " +
-             std::to_string(o.levels) + "-step DDIM endpoint " + fmt(result.gap_before) + " -> " +
-             fmt(result.gap_after) + "; " + fmt(seconds) + " s; published " + o.out);
+  say(o, "consistency: final loss " + fmt_log(result.final_loss) + "; held-out gap of one step to the teacher's " +
+             std::to_string(o.levels) + "-step DDIM endpoint " + fmt_log(result.gap_before) + " -> " +
+             fmt_log(result.gap_after) + "; " + fmt_log(seconds) + " s; published " + o.out);
   say(o, "sample: ddpm-sample --checkpoint " + o.out + " --sampler consistency --sampling-steps 1 (or 2 .. " +
              std::to_string(o.levels) + ")");
   return result;

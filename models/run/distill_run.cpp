@@ -20,7 +20,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -103,13 +102,6 @@ Examples draw_examples(const diffusion::DiffusionSchedule& s, const diffusion::D
 // A network at inference, with the examples' guidance weights (a guided run) or none.
 diffusion::DenoiseFn eval_fn(const unet::UNet& net, const std::vector<double>& w = {}) {
   return weighted_denoiser(net, w);
-}
-
-std::string fmt(double v) {
-  std::ostringstream s;
-  s.precision(4);
-  s << v;
-  return s.str();
 }
 
 }  // namespace
@@ -203,18 +195,18 @@ DistillResult distill_run(const DistillOptions& given) {
   say(o, plan);
   if (d.predict == diffusion::ModelMeanType::eps)
     say(o, "ddpm-distill: warning: an eps-prediction teacher; its x_0 estimate at the first step divides by "
-           "sqrt(alpha_bar_{T-1}) = " + fmt(schedule.sqrt_alphas_cumprod.back()) +
+           "sqrt(alpha_bar_{T-1}) = " + fmt_log(schedule.sqrt_alphas_cumprod.back()) +
            ", which amplifies errors (the paper distils x0 or v networks: ddpm-train --predict v)");
   if (cfg.learn_sigma)
     say(o, "ddpm-distill: note: the learned variance is not used by eta = 0 DDIM and is not distilled; "
            "sample the students with --sampler ddim only");
   if (guided)
-    say(o, "ddpm-distill: guided distillation (Meng et al. 2023) of guidance scales s in [" + fmt(guided->scale_min) +
-               ", " + fmt(guided->scale_max) + "] (w = s - 1): stage 1 (" +
+    say(o, "ddpm-distill: guided distillation (Meng et al. 2023) of guidance scales s in [" + fmt_log(guided->scale_min) +
+               ", " + fmt_log(guided->scale_max) + "] (w = s - 1): stage 1 (" +
                std::to_string(o.guided_steps > 0 ? o.guided_steps : o.steps_per_round) + " steps on the " +
                std::to_string(o.teacher_steps) + "-step grid) is published as round_0; one network call per step");
   else if (num_classes > 0)
-    say(o, "ddpm-distill: class-conditional: labels dropped to the null label with probability " + fmt(dropout) +
+    say(o, "ddpm-distill: class-conditional: labels dropped to the null label with probability " + fmt_log(dropout) +
            " (plain distillation of both branches, not guided distillation)");
 
   // The student: a second copy of the teacher, its parameters in one slab. Guided: both get a
@@ -423,25 +415,9 @@ DistillResult distill_run(const DistillOptions& given) {
       const Tensor x_hat = diffusion::x0_estimate(schedule, student_train(e.w), reading, e.z, e.t, e.labels);
       Tensor loss = diffusion::distillation_loss(schedule, x_hat, target, e.t);
       loss.backward();
-      const double value = loss.item();
-      const double norm = !std::isfinite(value) ? value
-                          : o.grad_clip > 0     ? clip_grad_norm(slab, o.grad_clip)
-                                                : grad_norm(slab);
-      rep.losses.push_back(std::isfinite(norm) ? value : NAN);
-      if (std::isfinite(norm)) {
-        opt.set_lr(train::warmup_lr(o.lr, o.warmup_steps, step));
-        opt.step();
-        ema.update(slab, opt.step_count() - 1);
-        window += value;
-        ++window_n;
-      }
-      if ((step + 1) % o.log_every == 0 || step + 1 == round_steps) {
-        if (window_n > 0) rep.final_loss = window / static_cast<double>(window_n);
-        say(o, "  step " + std::to_string(step + 1) + "/" + std::to_string(round_steps) + " loss " +
-                   (window_n > 0 ? fmt(rep.final_loss) : std::string("(all steps skipped: non-finite)")));
-        window = 0;
-        window_n = 0;
-      }
+      apply_distill_step(progress, loss.item(), o.grad_clip, o.lr, o.warmup_steps, step);
+      const std::string line = close_loss_window(progress, step + 1, round_steps, o.log_every);
+      if (!line.empty()) say(o, line);
       if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < round_steps)
         save_state(step + 1);
     }
@@ -503,18 +479,18 @@ DistillResult distill_run(const DistillOptions& given) {
     std::error_code ec;
     publish_round(rep, config, weights, resuming && fs::exists(rep.folder, ec));
     if (rep.round == o.rounds) fs::remove_all(distill_state_dir(o.out), ec);  // complete: nothing to resume
-    say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt(rep.final_loss) +
+    say(o, "round " + std::to_string(rep.round) + ": final loss " + fmt_log(rep.final_loss) +
                (rep.round == 0 ? "; held-out gap to the teacher's guided x^ (guided_x0_gap) "  // stage 1
                                : "; held-out one-step gap to the teacher's two steps ") +
-               fmt(rep.gap_before) + " -> " +
-               fmt(rep.gap_after) + "; " + fmt(rep.seconds) + " s; published " + rep.folder);
+               fmt_log(rep.gap_before) + " -> " +
+               fmt_log(rep.gap_after) + "; " + fmt_log(rep.seconds) + " s; published " + rep.folder);
     result.rounds.push_back(rep);
   }
   for (const DistillRound& r : result.rounds)
     say(o, "sample round " + std::to_string(r.round) + ": ddpm-sample --checkpoint " + r.folder +
                " --sampler ddim --sampling-steps " + std::to_string(r.student_steps) +
                " --clip-x0 false" +  // the folder's default too (distill_record.h), spelt out
-               (guided ? " --guidance-scale " + fmt((guided->scale_min + guided->scale_max) / 2) : std::string()));
+               (guided ? " --guidance-scale " + fmt_log((guided->scale_min + guided->scale_max) / 2) : std::string()));
   return result;
 }
 

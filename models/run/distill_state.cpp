@@ -19,6 +19,7 @@
 #include "engine/parameters.h"
 #include "models/run/checkpoint.h"
 #include "models/run/guided_distill.h"
+#include "models/train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -405,6 +406,38 @@ void check_resume_flags(const nlohmann::json& saved, const nlohmann::json& given
                                 << state_file << "): a resumed run keeps its options; drop " << flag
                                 << " or give the saved value");
   }
+}
+
+bool apply_distill_step(const DistillProgress& p, double loss, double grad_clip, double lr, std::int64_t warmup_steps,
+                        std::int64_t step) {
+  const double norm = !std::isfinite(loss) ? loss : grad_clip > 0 ? clip_grad_norm(p.slab, grad_clip) : grad_norm(p.slab);
+  const bool applied = std::isfinite(norm);
+  p.losses.push_back(applied ? loss : NAN);
+  if (!applied) return false;
+  p.opt.set_lr(train::warmup_lr(lr, warmup_steps, step));
+  p.opt.step();
+  p.ema.update(p.slab, p.opt.step_count() - 1);
+  p.window_sum += loss;
+  ++p.window_n;
+  return true;
+}
+
+std::string close_loss_window(const DistillProgress& p, std::int64_t done, std::int64_t total,
+                              std::int64_t log_every) {
+  if (done % log_every != 0 && done != total) return "";
+  if (p.window_n > 0) p.final_loss = p.window_sum / static_cast<double>(p.window_n);
+  const std::string line = "  step " + std::to_string(done) + "/" + std::to_string(total) + " loss " +
+                           (p.window_n > 0 ? fmt_log(p.final_loss) : std::string("(all steps skipped: non-finite)"));
+  p.window_sum = 0;
+  p.window_n = 0;
+  return line;
+}
+
+std::string fmt_log(double v) {
+  std::ostringstream s;
+  s.precision(4);
+  s << v;
+  return s.str();
 }
 
 }  // namespace ddpm::run

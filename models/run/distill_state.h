@@ -269,4 +269,21 @@ DistillState capture_distill_progress(const DistillProgress& p, std::int64_t don
 // (whose measure it skips when st.has_gap_before) itself.
 void restore_distill_progress(const DistillState& st, const std::string& out, const DistillProgress& p);
 
+// The tail of one training step of either method, after loss.backward() of step `step`
+// (0-based): the gradient norm, clipped to grad_clip when > 0. A non-finite loss or norm skips
+// the step: its loss is recorded as NaN and nothing moves (weights, moments, EMA, window).
+// Otherwise AdamW steps at train::warmup_lr(lr, warmup_steps, step), the EMA follows, and the
+// loss joins the window. Returns whether the step was applied.
+bool apply_distill_step(const DistillProgress& p, double loss, double grad_clip, double lr, std::int64_t warmup_steps,
+                        std::int64_t step);
+
+// After `done` of `total` steps: at every log_every-th step and at the last, the window's mean
+// becomes final_loss (kept when every step of the window was skipped), the window restarts and
+// the log line "  step done/total loss L" is returned; an empty string otherwise.
+std::string close_loss_window(const DistillProgress& p, std::int64_t done, std::int64_t total,
+                              std::int64_t log_every);
+
+// A number in a log line (a loss, a gap, a scale): 4 significant digits.
+std::string fmt_log(double v);
+
 }  // namespace ddpm::run

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
+#include "models/diffusion/analytic_variance.h"
 #include "models/diffusion/guidance.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/langevin.h"
@@ -59,7 +60,26 @@ VarianceType resolve_variance(const SamplerConfig& config, bool respaced) {
   DDPM_CHECK(!(respaced && v == VarianceType::fixed_large),
              "sample: fixed_large variance degrades badly with respaced sampling (respacing '"
                  << config.respacing << "'); use fixed_small or a learned variance");
+  DDPM_CHECK(v != VarianceType::analytic || config.analytic_gamma,
+             "sample: the analytic variance needs a Gamma estimate (ddpm-eval analytic-gamma; --analytic-gamma FILE)");
+  DDPM_CHECK(v == VarianceType::analytic || !config.analytic_gamma,
+             "sample: a Gamma estimate (--analytic-gamma " << config.analytic_gamma_file
+                                                           << ") is only used with the analytic variance, not "
+                                                           << variance_type_name(v));
   return v;
+}
+
+std::vector<double> analytic_step_variances(const DiffusionSchedule& base, const RespacedSchedule& process,
+                                            const SamplerConfig& config) {
+  if (resolve_variance(config, process.schedule.num_timesteps() < base.num_timesteps()) != VarianceType::analytic)
+    return {};
+  DDPM_CHECK(config.kind != SamplerConfig::Kind::heun, "sample: the analytic variance applies to the ddpm and ddim "
+                                                       "samplers; heun integrates an ODE and adds no variance");
+  check_gamma_fits(*config.analytic_gamma, base, config.analytic_gamma_file);
+  // lambda^2 = eta^2 beta~: DDPM's posterior family is eta = 1, DDIM's is its own eta.
+  const double eta = config.kind == SamplerConfig::Kind::ddpm ? 1.0 : config.eta;
+  return analytic_sampling_variances(process, *config.analytic_gamma, eta, config.analytic_clip_bins,
+                                     config.analytic_gamma_file);
 }
 
 void check_sample_request(const DenoiseFn& net, const Shape& shape, const std::vector<std::int64_t>& labels,
@@ -145,12 +165,24 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
     case VarianceType::fixed_small: g = fixed_small_variance(s, ti, x); break;
     case VarianceType::fixed_large: g = fixed_large_variance(s, ti, x); break;
     case VarianceType::learned_range: g = learned_range_variance(s, ti, d.var_values); break;
+    case VarianceType::analytic:
+      DDPM_THROW(ValueError, "sample: this sampler does not implement the analytic variance (it needs the "
+                             "per-step table of analytic_step_variances); use plain ddpm or ddim sampling");
   }
   Tensor mean = q_posterior_mean_variance(s, d.pred_x0, x, ti).mean;
   if (guidance_grad.defined()) mean = add(mean, mul(g.variance, guidance_grad));  // mu + Sigma (s g), ADM Alg. 1
   if (i == 0) return mean;  // no noise on the last step: x_0 = mu~_0 = x_0^
   Tensor z = randn(x.shape(), gen, x.device(), x.dtype());
   return add(mean, mul(exp(scale(g.log_variance, 0.5)), z));
+}
+
+Tensor ddpm_step_with_variance(const DiffusionSchedule& s, double variance, const Tensor& x, const Denoised& d,
+                               std::int64_t i, Generator& gen, const Tensor& guidance_grad) {
+  const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
+  Tensor mean = q_posterior_mean_variance(s, d.pred_x0, x, ti).mean;
+  if (guidance_grad.defined()) mean = add(mean, scale(guidance_grad, variance));  // mu + Sigma (s g)
+  if (i == 0) return mean;
+  return add(mean, scale(randn(x.shape(), gen, x.device(), x.dtype()), std::sqrt(variance)));
 }
 
 namespace {
@@ -165,6 +197,11 @@ Tensor scaled_guidance_gradient(const ClassifierGuidance& guidance, const Tensor
 
 Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
                  Generator& gen) {
+  return ddim_step(s, eta, x, d, i, gen, -1.0);
+}
+
+Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
+                 Generator& gen, double noise_variance) {
   const Timesteps ti(static_cast<std::size_t>(x.dim(0)), i);
   // eps recomputed from the (clipped) x_0 estimate, so both terms describe the same point.
   const Tensor eps = predict_eps_from_x0(s, x, ti, d.pred_x0);
@@ -173,7 +210,9 @@ Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const 
   const double sigma = eta * std::sqrt((1.0 - abar_prev) / (1.0 - abar)) * std::sqrt(1.0 - abar / abar_prev);
   const double dir = std::sqrt(std::max(0.0, 1.0 - abar_prev - sigma * sigma));
   Tensor next = add(scale(d.pred_x0, std::sqrt(abar_prev)), scale(eps, dir));
-  if (sigma > 0.0) next = add(next, scale(randn(x.shape(), gen, x.device(), x.dtype()), sigma));
+  // noise_variance < 0: DDIM's own sigma_i; else Analytic-DDIM's sigma*_i^2 (analytic_variance.h).
+  const double noise = noise_variance < 0.0 ? sigma : std::sqrt(noise_variance);
+  if (noise > 0.0) next = add(next, scale(randn(x.shape(), gen, x.device(), x.dtype()), noise));
   return next;
 }
 
@@ -201,6 +240,8 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
              "reverse_process_from: start index " << i_start << " is outside the process's " << K << " steps");
   const VarianceType variance = resolve_variance(config, K < base.num_timesteps());
   check_mean_type_for_schedule(s, config.mean_type, "sample");
+  // Analytic-DPM: the noise variance of every index, from Gamma (empty for other variances).
+  const std::vector<double> analytic = analytic_step_variances(base, rs, config);
 
   Tensor x = x_start;
   for (std::int64_t i = i_start; i >= 0; --i) {
@@ -222,7 +263,9 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
     const Tensor guidance_grad = classifier_here ? scaled_guidance_gradient(guidance, x, t_orig, targets) : Tensor();
 
     if (config.kind == SamplerConfig::Kind::ddpm) {
-      x = ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
+      x = variance == VarianceType::analytic
+              ? ddpm_step_with_variance(s, analytic[static_cast<std::size_t>(i)], x, d, i, gen, guidance_grad)
+              : ddpm_ancestral_step(s, variance, x, d, i, gen, guidance_grad);
     } else {
       // Not at alpha_bar = 0 (zero terminal SNR): x_0^ from the shifted eps would divide by 0 (sampler.h).
       if (guidance_grad.defined() && s.alphas_cumprod[static_cast<std::size_t>(i)] > 0.0) {
@@ -234,7 +277,8 @@ Tensor reverse_process_from(const DiffusionSchedule& base, const DenoiseFn& net,
         d.pred_x0 = predict_x0_from_eps(s, x, ti, eps);
         d.pred_x0 = apply_x0_threshold(d.pred_x0, resolve_x0_threshold(config));
       }
-      x = ddim_step(s, config.eta, x, d, i, gen);
+      x = analytic.empty() ? ddim_step(s, config.eta, x, d, i, gen)
+                           : ddim_step(s, config.eta, x, d, i, gen, analytic[static_cast<std::size_t>(i)]);
     }
     if (callback) callback(StepInfo{i, K, t_orig, x, d.pred_x0});
   }

@@ -18,6 +18,13 @@
 //         x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - sigma_i^2) eps^ + sigma_i z
 //         At i = 0, abar_prev = 1 and sigma = 0: the last step returns x_0^ exactly.
 //         eta = 1 gives sigma_i^2 = beta~_i: the DDPM step with fixed-small variance.
+//   Analytic-DPM (variance analytic, analytic_variance.h; needs config.analytic_gamma): the
+//         same means (DDPM's posterior mean; DDIM's with lambda_i = its sigma_i above), and the
+//         noise added is the likelihood-optimal sigma*_i of Bao et al. 2022, Theorem 1, clipped
+//         to Theorem 2's bounds and, at i = 1, to a couple of 8-bit bins (the official rule);
+//         no noise at i = 0. With DDIM this adds noise also at eta = 0 (lambda = 0, the paper's
+//         Analytic-DDIM): x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - lambda_i^2) eps^
+//         + sigma*_i z. The table is computed once per run from Gamma at the kept timesteps.
 //
 // Classifier-free guidance (Ho & Salimans 2022; formed in guidance.h, with its guidance
 // interval and autoguidance variant): with guidance_scale s != 1, the network
@@ -62,12 +69,14 @@
 // Random numbers: x_T is drawn first, then each step that adds noise draws one tensor of
 // the sample's shape (DDPM: every step but the last; DDIM: steps with sigma > 0; Heun: each
 // churned level, i.e. one with sigma^_i > sigma_i in karras.h, none with s_churn = 0), in
-// step order. The same (seed, offset) gives the same samples on the CPU and on CUDA.
+// step order (analytic variance: every step but the last, DDPM or DDIM). The same (seed,
+// offset) gives the same samples on the CPU and on CUDA.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -82,6 +91,8 @@
 #include "models/diffusion/x0_threshold.h"
 
 namespace ddpm::diffusion {
+
+struct AnalyticGamma;  // analytic_variance.h
 
 struct SamplerConfig {
   enum class Kind { ddpm, ddim, heun };
@@ -112,7 +123,14 @@ struct SamplerConfig {
   DenoiseFn autoguide;
   // DDPM variance. Unset: learned_range with learned_sigma, else fixed_small. fixed_large is
   // refused with respacing (it degrades badly with fewer steps, improved DDPM sec. 4).
+  // analytic (DDPM or DDIM) needs analytic_gamma, checked against the schedule; its file name
+  // goes into the messages.
   std::optional<VarianceType> variance;
+  std::shared_ptr<const AnalyticGamma> analytic_gamma;
+  std::string analytic_gamma_file;
+  // analytic: the cap of the i = 1 step's noise in 8-bit bins, E|sigma z| <= clip_bins 2/255;
+  // 0 = the official default for the Gamma file's schedule (2 linear, 1 cosine).
+  double analytic_clip_bins = 0.0;
   ModelMeanType mean_type = ModelMeanType::eps;
   bool learned_sigma = false;  // the network outputs 2C channels
   int num_classes = 0;         // > 0 for a class-conditional network; null label = num_classes
@@ -172,8 +190,14 @@ struct StepInfo {
 using StepCallback = std::function<void(const StepInfo&)>;
 
 // The variance the DDPM sampler will use for this config (after the defaults above);
-// ValueError for inconsistent choices.
+// ValueError for inconsistent choices (analytic without a Gamma estimate among them).
 VarianceType resolve_variance(const SamplerConfig& config, bool respaced);
+
+// With variance analytic: the variance of the noise added at each index of `process`
+// (analytic_variance.h analytic_sampling_variances, lambda from config.kind and eta), after
+// checking the Gamma estimate against `base`; empty for any other variance.
+std::vector<double> analytic_step_variances(const DiffusionSchedule& base, const RespacedSchedule& process,
+                                            const SamplerConfig& config);
 
 // The checks every sampler makes before its loop: a network is given, the shape has a batch
 // and a channel axis, and the labels fit: one per sample in [0, num_classes) for a
@@ -243,12 +267,21 @@ Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, co
 Tensor ddpm_ancestral_step(const DiffusionSchedule& s, VarianceType variance, const Tensor& x, const Denoised& d,
                            std::int64_t i, Generator& gen, const Tensor& guidance_grad);
 
+// The DDPM step with a given variance (Analytic-DPM's table entry): mean as above, noise
+// sqrt(variance) z when i > 0 (one draw), mean + variance guidance_grad with classifier guidance.
+Tensor ddpm_step_with_variance(const DiffusionSchedule& s, double variance, const Tensor& x, const Denoised& d,
+                               std::int64_t i, Generator& gen, const Tensor& guidance_grad);
+
 // The DDIM step (DDIM eq. 12) from x = x_i given the network's output d at index i: eps^
 // recomputed from d.pred_x0, then
 //   x_{i-1} = sqrt(abar_prev) x_0^ + sqrt(1 - abar_prev - sigma_i^2) eps^ + sigma_i z,
 // z drawn from gen only when sigma_i = eta sqrt((1-abar_prev)/(1-abar)) sqrt(1-abar/abar_prev) > 0.
 Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
                  Generator& gen);
+// The same step with its noise replaced by sqrt(noise_variance) z (Analytic-DDIM: the mean's
+// lambda_i is still eta's sigma_i); a draw only when noise_variance > 0.
+Tensor ddim_step(const DiffusionSchedule& s, double eta, const Tensor& x, const Denoised& d, std::int64_t i,
+                 Generator& gen, double noise_variance);
 
 // The reverse process of `config` (kind ddpm or ddim; respacing, variance, eta, clipping,
 // classifier-free and classifier guidance, the Langevin corrector, all as in sample()) run

@@ -201,8 +201,9 @@ VarianceType parse_variance_type(const std::string& name) {
   if (name == "fixed_small") return VarianceType::fixed_small;
   if (name == "fixed_large") return VarianceType::fixed_large;
   if (name == "learned_range") return VarianceType::learned_range;
-  DDPM_THROW(ValueError, "unknown variance type '" << name
-                                                   << "': expected 'fixed_small', 'fixed_large' or 'learned_range'");
+  if (name == "analytic") return VarianceType::analytic;
+  DDPM_THROW(ValueError, "unknown variance type '"
+                             << name << "': expected 'fixed_small', 'fixed_large', 'learned_range' or 'analytic'");
 }
 
 const char* variance_type_name(VarianceType v) {
@@ -210,6 +211,7 @@ const char* variance_type_name(VarianceType v) {
     case VarianceType::fixed_small: return "fixed_small";
     case VarianceType::fixed_large: return "fixed_large";
     case VarianceType::learned_range: return "learned_range";
+    case VarianceType::analytic: return "analytic";
   }
   return "?";
 }
@@ -262,6 +264,10 @@ Gaussian p_mean_variance_from_x0(const DiffusionSchedule& s, VarianceType type, 
                      << (var_values.defined() ? shape_str(var_values.shape()) : std::string("none")));
       var = learned_range_variance(s, t, var_values);
       break;
+    case VarianceType::analytic:
+      DDPM_THROW(ValueError, "p_mean_variance: the analytic variance is a per-step table built from a Gamma "
+                             "estimate (analytic_variance.h); take the mean with fixed_small and the variance from "
+                             "that table");
   }
   Tensor x0 = x0_pred;
   if (clip_x0) x0 = apply_x0_threshold(x0, X0Threshold::static_clip());  // DDPM's static clip

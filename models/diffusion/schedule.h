@@ -116,8 +116,11 @@ Tensor predict_x0_from_v(const DiffusionSchedule& s, const Tensor& xt, const Tim
 Tensor predict_eps_from_v(const DiffusionSchedule& s, const Tensor& xt, const Timesteps& t, const Tensor& v);
 
 // The model's variance Sigma_t. `like` supplies N, rank, dtype and device.
-enum class VarianceType { fixed_small, fixed_large, learned_range };
-// "fixed_small", "fixed_large" or "learned_range".
+// analytic: Analytic-DPM's per-step table (analytic_variance.h), which needs a Gamma estimate
+// beside the schedule; the functions here that take a VarianceType refuse it (ValueError), the
+// sampler and the bits/dim evaluation build it from their Gamma file.
+enum class VarianceType { fixed_small, fixed_large, learned_range, analytic };
+// "fixed_small", "fixed_large", "learned_range" or "analytic".
 VarianceType parse_variance_type(const std::string& name);
 const char* variance_type_name(VarianceType v);
 

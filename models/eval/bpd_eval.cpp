@@ -30,16 +30,32 @@ MeanWithError mean_with_standard_error(const std::vector<double>& values) {
 
 ModelStepFn model_step(const DiffusionSchedule& s, const DenoiseFn& net, const BpdEvalOptions& o,
                        const std::vector<std::int64_t>& labels) {
-  return [&s, net, o, labels](const Tensor& xt, const Timesteps& t) {
+  const bool analytic = !o.learned_sigma && o.variance == VarianceType::analytic;
+  DDPM_CHECK(!analytic || o.analytic_gamma, "bpd: the analytic variance needs a Gamma estimate (--analytic-gamma FILE)");
+  DDPM_CHECK(!o.learned_sigma || o.variance != VarianceType::analytic,
+             "bpd: the model learned its variance; the analytic variance is for models without one");
+  // Analytic-DPM's sigma*^2 per timestep (the decoder's at t = 0 is fixed_small's).
+  std::vector<double> table, log_table;
+  if (analytic) {
+    table = analytic_likelihood_variances(s, *o.analytic_gamma, o.analytic_gamma_file);
+    for (double v : table) log_table.push_back(std::log(v));
+  }
+  return [&s, net, o, labels, analytic, table, log_table](const Tensor& xt, const Timesteps& t) {
     const std::vector<double> t_orig(t.begin(), t.end());
     const Tensor out = net(xt, t_orig, labels);
     Tensor pred = out, var_values;
     if (o.learned_sigma) std::tie(pred, var_values) = split_learned_variance(out);
     // From x_0 directly: also defined at alpha_bar = 0 (a zero-terminal-SNR v- or x0-model).
     const Tensor x0 = x0_from_prediction(s, o.mean_type, pred, xt, t);
-    const VarianceType type = o.learned_sigma ? VarianceType::learned_range : o.variance;
+    const VarianceType type = o.learned_sigma ? VarianceType::learned_range
+                              : analytic      ? VarianceType::fixed_small  // the mean is DDPM's posterior mean
+                                              : o.variance;
     ModelStep r;
     r.p = p_mean_variance_from_x0(s, type, x0, var_values, xt, t, o.clip_x0);
+    if (analytic) {
+      r.p.variance = extract(table, t, xt);  // [N, 1, ..., 1]
+      r.p.log_variance = extract(log_table, t, xt);
+    }
     r.pred_x0 = o.clip_x0 ? clamp(x0, -1.0, 1.0) : x0;  // the x_0 the mean above was built from
     return r;
   };

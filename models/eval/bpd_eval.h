@@ -15,11 +15,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/device.h"
 #include "models/data/dataset.h"
+#include "models/diffusion/analytic_variance.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
@@ -29,8 +31,10 @@ namespace ddpm::eval {
 struct BpdEvalOptions {
   diffusion::ModelMeanType mean_type = diffusion::ModelMeanType::eps;
   bool learned_sigma = false;
-  // Used when the variance is not learned.
+  // Used when the variance is not learned. analytic needs analytic_gamma (all T timesteps).
   diffusion::VarianceType variance = diffusion::VarianceType::fixed_small;
+  std::shared_ptr<const diffusion::AnalyticGamma> analytic_gamma;
+  std::string analytic_gamma_file;  // for the messages
   bool clip_x0 = true;      // clip the x_0 estimate to [-1, 1] (improved-diffusion's default)
   int num_classes = 0;      // > 0: the network is class-conditional and sees the data's labels
   std::int64_t batch_size = 16;

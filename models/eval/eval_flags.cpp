@@ -139,6 +139,30 @@ void add_bpd_flags(CLI::App& sub, BpdArgs& a) {
       ->check(kPositive)
       ->capture_default_str();
   sub.add_flag("--overwrite", a.overwrite, "--rate-distortion: replace an existing non-empty DIR");
+  sub.add_option("--variance", a.variance,
+                 "reverse variance of a model that did not learn one: fixed_small | fixed_large | analytic "
+                 "(Analytic-DPM, Bao et al. 2022: needs --analytic-gamma)")
+      ->check(CLI::IsMember({"fixed_small", "fixed_large", "analytic"}))
+      ->capture_default_str();
+  sub.add_option("--analytic-gamma", a.analytic_gamma,
+                 "--variance analytic: the Gamma file of ddpm-eval analytic-gamma for this model, at all T timesteps")
+      ->type_name("FILE");
+}
+
+void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a) {
+  sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder")->required();
+  add_data_flags(sub, a.data, a.data_dir, &a.split);
+  sub.add_option("--out", a.out, "the Gamma file to write (JSON)")->required()->type_name("FILE");
+  sub.add_option("--num-images", a.num_images,
+                 "M: the first M images of the split (one noise draw each per timestep)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--timesteps", a.timesteps,
+                 "estimate only at a trajectory's timesteps, in ddpm-sample's respacing forms (\"100\", \"ddim50\", "
+                 "\"10,15,20\"); default: all T (needed by bpd)");
+  sub.add_option("--batch-size", a.batch_size, "images per network call")->check(kPositive)->capture_default_str();
+  sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
+  sub.add_flag("--overwrite", a.overwrite, "replace an existing --out file");
 }
 
 void add_nll_flags(CLI::App& sub, NllArgs& a) {
@@ -206,6 +230,9 @@ void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
   c.class_accuracy_app =
       app.add_subcommand("class-accuracy", "classifier accuracy on samples of each requested class");
   add_class_accuracy_flags(*c.class_accuracy_app, c.class_accuracy);
+  c.analytic_gamma_app = app.add_subcommand(
+      "analytic-gamma", "Analytic-DPM's Gamma_t = E||eps(x_t, t)||^2 / d on training images, for --variance analytic");
+  add_analytic_gamma_flags(*c.analytic_gamma_app, c.analytic_gamma);
 }
 
 EvalMode EvalCommand::mode() const {
@@ -214,8 +241,9 @@ EvalMode EvalCommand::mode() const {
   if (bpd_app != nullptr && bpd_app->parsed()) return EvalMode::bpd;
   if (nll_app != nullptr && nll_app->parsed()) return EvalMode::nll;
   if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
-  DDPM_THROW(ValueError,
-             "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll or class-accuracy");
+  if (analytic_gamma_app != nullptr && analytic_gamma_app->parsed()) return EvalMode::analytic_gamma;
+  DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll, "
+                         "class-accuracy or analytic-gamma");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -243,6 +271,11 @@ void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::os
     case EvalMode::class_accuracy:
       c.class_accuracy.device = device;
       run_class_accuracy(c.class_accuracy, out);
+      return;
+    case EvalMode::analytic_gamma:
+      c.analytic_gamma.device = device;
+      c.analytic_gamma.seed = seed;
+      run_analytic_gamma(c.analytic_gamma, out);
       return;
   }
 }

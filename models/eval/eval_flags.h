@@ -9,6 +9,8 @@
 //   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --rate-distortion rd/ --rd-stride 10
 //   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
+//   ddpm-eval analytic-gamma --checkpoint RUN --data fashion-mnist --num-images 256 --out gamma.json
+//   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --variance analytic --analytic-gamma gamma.json
 //
 // --data takes ddpm-train's spec (models/run/data_spec.h) read as a split; see
 // parse_eval_data in eval_run.h. --data-dir is the old way to give the folder of
@@ -28,12 +30,13 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/device.h"
+#include "models/eval/analytic_gamma_eval.h"
 #include "models/eval/eval_run.h"
 #include "models/eval/nll_eval.h"
 
 namespace ddpm::eval {
 
-enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy };
+enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy, analytic_gamma };
 
 // The options of every subcommand, and the subcommands themselves once registered. The
 // flags bind to these members by reference, so the object is neither copied nor moved.
@@ -43,12 +46,14 @@ struct EvalCommand {
   BpdArgs bpd;
   NllArgs nll;
   ClassAccuracyArgs class_accuracy;
+  AnalyticGammaArgs analytic_gamma;
   // Owned by the CLI::App given to add_eval_subcommands; null before.
   CLI::App* train_classifier_app = nullptr;
   CLI::App* fid_app = nullptr;
   CLI::App* bpd_app = nullptr;
   CLI::App* nll_app = nullptr;
   CLI::App* class_accuracy_app = nullptr;
+  CLI::App* analytic_gamma_app = nullptr;
 
   EvalCommand() = default;
   EvalCommand(const EvalCommand&) = delete;
@@ -64,8 +69,9 @@ void add_fid_flags(CLI::App& sub, FidArgs& a);
 void add_bpd_flags(CLI::App& sub, BpdArgs& a);
 void add_nll_flags(CLI::App& sub, NllArgs& a);
 void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
+void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a);
 
-// Adds the five subcommands to app (exactly one is required) and lets the app's own flags
+// Adds the six subcommands to app (exactly one is required) and lets the app's own flags
 // (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
 // A word that names no subcommand is a CLI::ExtrasError naming it and the subcommands.
 void add_eval_subcommands(CLI::App& app, EvalCommand& c);

@@ -275,6 +275,7 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device, cons
                              "the DDPM variational bound it would need is not defined for it");
   EvalModel m;
   m.schedule = std::make_unique<diffusion::DiffusionSchedule>(run::diffusion_betas(d));
+  m.noise_schedule = d.noise_schedule;
   m.options.mean_type = d.predict;
   m.options.learned_sigma = src.net->config().learn_sigma;
   // The reverse-process variance of an unlearned model: the posterior's (fixed-small).
@@ -351,8 +352,34 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
   // The bound's t = 0 term is the discretised likelihood of 8-bit pixels; a latent model's
   // bound would be over latents, not comparable with pixel models (latent_run.h).
   run::refuse_latent_model(a.checkpoint, "ddpm-eval bpd (bits/dim of pixels)");
+  const diffusion::VarianceType variance = diffusion::parse_variance_type(a.variance);
+  DDPM_CHECK(variance != diffusion::VarianceType::learned_range,
+             "bpd: --variance learned_range is the model's own (used whenever it learned sigma); choose fixed_small, "
+             "fixed_large or analytic for a model without one");
+  DDPM_CHECK((variance == diffusion::VarianceType::analytic) == !a.analytic_gamma.empty(),
+             (a.analytic_gamma.empty() ? "bpd: --variance analytic needs --analytic-gamma FILE (ddpm-eval analytic-gamma)"
+                                       : "bpd: --analytic-gamma is used with --variance analytic only"));
+  // Read before the model: a bad file is refused at once.
+  std::shared_ptr<const diffusion::AnalyticGamma> gamma;
+  if (!a.analytic_gamma.empty())
+    gamma = std::make_shared<const diffusion::AnalyticGamma>(diffusion::read_analytic_gamma(a.analytic_gamma));
   EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device, rd ? "bpd --rate-distortion" : "bpd");
   run::refuse_super_res_model(m.net->config(), a.checkpoint, "ddpm-eval bpd");  // super_res_run.h
+  DDPM_CHECK(variance == diffusion::VarianceType::fixed_small || !m.options.learned_sigma,
+             "bpd: " << a.checkpoint << " learned its variance; --variance " << a.variance
+                     << " applies to models without one");
+  m.options.variance = variance;
+  if (!m.options.learned_sigma) {  // the description named the default, fixed_small
+    const std::string tail = ", variance fixed_small";
+    if (m.description.size() >= tail.size() && m.description.compare(m.description.size() - tail.size(), tail.size(), tail) == 0)
+      m.description.replace(m.description.size() - tail.size(), tail.size(), ", variance " + a.variance);
+  }
+  m.options.analytic_gamma = gamma;
+  m.options.analytic_gamma_file = a.analytic_gamma;
+  if (gamma) {
+    diffusion::check_gamma_fits(*gamma, *m.schedule, a.analytic_gamma);
+    (void)diffusion::analytic_likelihood_variances(*m.schedule, *gamma, a.analytic_gamma);  // every t is there
+  }
   const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
   const int size = m.net->config().image_size;
   Dataset data = ds.height < size ? pad_to(ds, size) : ds;
@@ -375,6 +402,8 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
     condition = "; conditioned on each image's caption (" + c.source + ", " + std::to_string(c.table.size()) +
                 " distinct)";
   }
+  if (!m.options.learned_sigma && variance != diffusion::VarianceType::fixed_small)
+    out << "variance: " << a.variance << (gamma ? " (Gamma from " + a.analytic_gamma + ")" : std::string()) << "\n";
   out << "model: " << m.description << "\n"
       << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
       << "; " << m.schedule->num_timesteps() << " network evaluations per image" << condition << std::endl;

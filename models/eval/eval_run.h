@@ -120,6 +120,7 @@ struct EvalModel {
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<text::TextConditionedUNet> text;
   std::unique_ptr<diffusion::DiffusionSchedule> schedule;
+  diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;  // the schedule's name
   BpdEvalOptions options;  // mean type, learned sigma, variance, classes
   std::string description; // "RUN/checkpoints/step_N (ema), T=1000 cosine, eps, learned_range"
 };
@@ -139,8 +140,13 @@ EvalModel load_eval_model(const std::string& run_or_checkpoint, bool ema, Device
 //   DIR/rate_distortion.png   Figure 5's three panels
 // and a summary after the bits/dim line: the lossy end point t = 1, and the rate at which
 // the distortion first falls below 10, 5 and 1 RMSE. EDM runs have no discrete bound: ValueError.
+// variance: the reverse variance of a model that did not learn one, fixed_small (the default),
+// fixed_large or analytic (Analytic-DPM, analytic_variance.h), which needs analytic_gamma: a
+// Gamma file of ddpm-eval analytic-gamma covering all T timesteps, made for this model's schedule.
 struct BpdArgs {
   std::string checkpoint, data = "fashion-mnist", data_dir, split = "test";
+  std::string variance = "fixed_small";
+  std::string analytic_gamma;
   bool ema = true;
   bool clip_x0 = true;
   std::int64_t limit = 0, batch_size = 16;

@@ -210,9 +210,14 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "clamp); default inf, no cap");
   app.add_option("--variance", o.variance,
                  "DDPM variance: auto (learned if the model learned sigma, else fixed_small), fixed_small, "
-                 "fixed_large (not with fewer steps), learned_range")
-      ->check(CLI::IsMember({"auto", "fixed_small", "fixed_large", "learned_range"}))
+                 "fixed_large (not with fewer steps), learned_range, analytic (Analytic-DPM, Bao et al. 2022: "
+                 "the likelihood-optimal variance from --analytic-gamma; also with --sampler ddim, any --eta)")
+      ->check(CLI::IsMember({"auto", "fixed_small", "fixed_large", "learned_range", "analytic"}))
       ->capture_default_str();
+  app.add_option("--analytic-gamma", o.analytic_gamma,
+                 "--variance analytic: the Gamma file of ddpm-eval analytic-gamma for this model, covering the "
+                 "sampling trajectory's timesteps (all T, or --timesteps with the respacing --sampling-steps makes)")
+      ->type_name("FILE");
   app.add_option("--class", o.class_label,
                  "class of every sample (class-conditional models; default: classes 0, 1, ... in turn)");
   app.add_option("--prompt", o.prompts,
@@ -325,7 +330,11 @@ void check_sample_options(const SampleOptions& o) {
                                          "or --classifier");
   }
   check_autoguide_flags(o);  // autoguide_run.h
-  DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm", "--variance applies to --sampler ddpm only");
+  DDPM_CHECK(o.variance == "auto" || o.sampler == "ddpm" || (o.variance == "analytic" && o.sampler == "ddim"),
+             "--variance " << o.variance << " applies to --sampler ddpm only (analytic: ddpm or ddim)");
+  DDPM_CHECK((o.variance == "analytic") == !o.analytic_gamma.empty(),
+             (o.analytic_gamma.empty() ? "--variance analytic needs --analytic-gamma FILE (ddpm-eval analytic-gamma)"
+                                       : "--analytic-gamma is used with --variance analytic only"));
   DDPM_CHECK(o.corrector_steps >= 0, "--corrector-steps must be >= 0, got " << o.corrector_steps);
   DDPM_CHECK(o.corrector_steps == 0 || o.sampler == "ddpm" || o.sampler == "ddim",
              "--corrector-steps applies to --sampler ddpm or ddim (the Langevin corrector needs the discrete "
@@ -346,6 +355,8 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.jump_n_sample >= 1, "--jump-n-sample must be >= 1 (1 = no resampling), got " << o.jump_n_sample);
   DDPM_CHECK(!inpainting || o.sampler == "ddpm",
              "--inpaint needs --sampler ddpm: RePaint is built on DDPM ancestral steps");
+  DDPM_CHECK(!inpainting || o.variance != "analytic",
+             "--variance analytic is not implemented for --inpaint (RePaint); use fixed_small");
   DDPM_CHECK(!inpainting || o.corrector_steps == 0,
              "--corrector-steps does not apply to --inpaint: RePaint's resampling is its own correction");
   DDPM_CHECK(std::isfinite(o.low_res_blur) && o.low_res_blur >= 0,

@@ -18,6 +18,7 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/rng.h"
+#include "models/diffusion/analytic_variance.h"
 #include "models/diffusion/guidance.h"
 #include "models/run/guided_distill.h"
 #include "models/diffusion/inpaint.h"
@@ -227,6 +228,16 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   check_prompts_fit(o, model);
   sc.num_classes = model.text ? static_cast<int>(o.prompts.size()) : cfg.num_classes;
   if (o.variance != "auto") sc.variance = diffusion::parse_variance_type(o.variance);
+  if (!o.analytic_gamma.empty()) {
+    // Analytic-DPM: the file must fit the schedule and hold Gamma at every step sampled.
+    sc.analytic_gamma =
+        std::make_shared<const diffusion::AnalyticGamma>(diffusion::read_analytic_gamma(o.analytic_gamma));
+    sc.analytic_gamma_file = o.analytic_gamma;
+    DDPM_CHECK(!cfg.learn_sigma, "--variance analytic: " << o.checkpoint << " learned its variance; Analytic-DPM "
+                                                         << "gives one to models trained without it");
+    const diffusion::DiffusionSchedule base(diffusion_betas(model.diffusion));
+    (void)diffusion::analytic_step_variances(base, diffusion::sampling_process(base, sc.respacing), sc);
+  }
   diffusion::resolve_variance(sc, !sc.respacing.empty());  // refuses fixed_large with respacing
 
   const bool conditional = sc.num_classes > 0;
@@ -553,6 +564,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                                                : "none (deterministic ODE)")
                                              : diffusion::variance_type_name(
                                                    diffusion::resolve_variance(sc, !sc.respacing.empty()))},
+                           {"analytic_gamma", o.analytic_gamma.empty() ? nlohmann::json(nullptr)
+                                                                       : nlohmann::json(o.analytic_gamma)},
                            {"clip_x0", diffusion::resolve_clip_x0(sc)},
                            {"x0_threshold", x0_threshold_info(diffusion::resolve_x0_threshold(sc))},
                            {"eta", o.eta},

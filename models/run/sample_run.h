@@ -159,7 +159,10 @@ struct SampleOptions {
   // DDIM step, at target signal-to-noise ratio snr (Song et al. 2021 algorithm 5).
   std::int64_t corrector_steps = 0;
   double snr = 0.16;
-  std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range
+  std::string variance = "auto";   // auto | fixed_small | fixed_large | learned_range | analytic
+  // --analytic-gamma: the Gamma file of ddpm-eval analytic-gamma that --variance analytic
+  // (Analytic-DPM, analytic_variance.h; ddpm and ddim) needs; it must cover the trajectory.
+  std::string analytic_gamma;
   // Clamp each step's x_0 estimate to [-1, 1] ("true" | "false"; "auto": the library's
   // default, off for Heun as in EDM). On by default for every sampler here: an undertrained
   // model's unclamped probability-flow ODE drives pixels far outside [-1, 1] (measured on

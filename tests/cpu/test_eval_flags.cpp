@@ -116,6 +116,31 @@ TEST(EvalFlags, FidDefaultsAndValues) {
   EXPECT_EQ(v->common.seed, 9u);
 }
 
+TEST(EvalFlags, AnalyticGammaAndTheBoundsVariance) {
+  auto d = parsed({"analytic-gamma", "--checkpoint", "runs/fm", "--out", "g.json"});
+  EXPECT_EQ(d->c.mode(), EvalMode::analytic_gamma);
+  EXPECT_EQ(d->c.analytic_gamma.out, "g.json");
+  EXPECT_EQ(d->c.analytic_gamma.split, "train");  // the paper estimates on training data
+  EXPECT_EQ(d->c.analytic_gamma.num_images, 256);
+  EXPECT_EQ(d->c.analytic_gamma.timesteps, "");
+  EXPECT_TRUE(d->c.analytic_gamma.ema);
+  auto v = parsed({"analytic-gamma", "--checkpoint", "r", "--out", "g.json", "--num-images", "32", "--timesteps",
+                   "ddim50", "--batch-size", "8", "--split", "test", "--no-ema", "--overwrite"});
+  EXPECT_EQ(v->c.analytic_gamma.num_images, 32);
+  EXPECT_EQ(v->c.analytic_gamma.timesteps, "ddim50");
+  EXPECT_EQ(v->c.analytic_gamma.batch_size, 8);
+  EXPECT_EQ(v->c.analytic_gamma.split, "test");
+  EXPECT_FALSE(v->c.analytic_gamma.ema);
+  EXPECT_TRUE(v->c.analytic_gamma.overwrite);
+  EXPECT_TRUE(parse_fails({"analytic-gamma", "--checkpoint", "r"}));  // --out is required
+  EXPECT_TRUE(parse_fails({"analytic-gamma", "--checkpoint", "r", "--out", "g", "--num-images", "0"}));
+  auto b = parsed({"bpd", "--checkpoint", "r", "--variance", "analytic", "--analytic-gamma", "g.json"});
+  EXPECT_EQ(b->c.bpd.variance, "analytic");
+  EXPECT_EQ(b->c.bpd.analytic_gamma, "g.json");
+  EXPECT_EQ(parsed({"bpd", "--checkpoint", "r"})->c.bpd.variance, "fixed_small");
+  EXPECT_TRUE(parse_fails({"bpd", "--checkpoint", "r", "--variance", "learned_range"}));
+}
+
 TEST(EvalFlags, BpdAndClassAccuracy) {
   auto d = parsed({"bpd", "--checkpoint", "runs/fm"});
   EXPECT_EQ(d->c.mode(), EvalMode::bpd);
@@ -252,10 +277,11 @@ TEST(EvalFlags, AnUnknownSubcommandIsNamedWithTheValidOnes) {
   // Not CLI11's "A subcommand is required", which does not say what it got.
   const std::string typo = parse_error({"fdi", "--classifier", "c", "--samples", "s"});
   EXPECT_EQ(typo, "unknown subcommand 'fdi' (did you mean fid?); the subcommands are train-classifier, fid, bpd, nll, "
-                  "class-accuracy");
+                  "class-accuracy, analytic-gamma");
   // Far from every name: no suggestion; after the common flags: the same message.
   EXPECT_EQ(parse_error({"--seed", "3", "evaluate"}),
-            "unknown subcommand 'evaluate'; the subcommands are train-classifier, fid, bpd, nll, class-accuracy");
+            "unknown subcommand 'evaluate'; the subcommands are train-classifier, fid, bpd, nll, class-accuracy, "
+            "analytic-gamma");
   EXPECT_NE(parse_error({"bdp", "--checkpoint", "r"}).find("did you mean bpd?"), std::string::npos);
   // A stray word after a valid subcommand, or a second subcommand, names the word too.
   EXPECT_EQ(parse_error({"fid", "--classifier", "c", "--samples", "s", "extra"}),

@@ -1,5 +1,7 @@
 #include "models/run/presets.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
 
 namespace ddpm::run {
@@ -21,7 +23,8 @@ std::string resolve_preset(const std::string& name, Device device) {
   throw_unknown_preset(name);
 }
 
-void apply_preset(const std::string& name, TrainOptions& o) {
+namespace {
+void set_preset_fields(const std::string& name, TrainOptions& o) {
   if (name == "none") return;
   if (name == "cpu-small") {
     // 28x28 images unpadded (3 levels: 28 -> 14 -> 7 with 16, 32, 64 channels), no
@@ -98,6 +101,13 @@ void apply_preset(const std::string& name, TrainOptions& o) {
     return;
   }
   throw_unknown_preset(name);
+}
+
+}  // namespace
+
+void apply_preset(const std::string& name, TrainOptions& o) {
+  set_preset_fields(name, o);
+  if (o.text.enabled) o.lr = std::min(o.lr, kTextPresetMaxLr);
 }
 
 }  // namespace ddpm::run

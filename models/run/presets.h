@@ -7,6 +7,10 @@
 //   gpu-medium  a 32x32 UNet (64 channels, 4 levels, attention at 16) for an hour-scale GPU run
 //   gpu-cifar   the DDPM CIFAR-10 network and recipe (Ho et al. 2020, 35.7M parameters)
 //   none        the TrainOptions defaults
+// A text-conditioned run (o.text.enabled) takes every preset's learning rate capped at
+// kTextPresetMaxLr: its transformer text encoder and cross-attention, trained jointly from
+// scratch, stop reading the caption at cpu-small's 2e-3 (docs/RESULTS.md, "Text conditioning
+// and the learning rate", session 13); an explicit --lr still wins.
 #pragma once
 
 #include <string>
@@ -20,7 +24,10 @@ namespace ddpm::run {
 std::vector<std::string> preset_names();
 // "auto" -> "cpu-small" or "gpu-medium" by device; other names unchanged (ValueError when unknown).
 std::string resolve_preset(const std::string& name, Device device);
-// Sets the preset's fields of o (name already resolved; ValueError when unknown).
+inline constexpr double kTextPresetMaxLr = 5e-4;
+
+// Sets the preset's fields of o (name already resolved; ValueError when unknown), with the
+// lr cap above when o.text.enabled.
 void apply_preset(const std::string& name, TrainOptions& o);
 
 }  // namespace ddpm::run

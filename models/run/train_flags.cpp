@@ -150,6 +150,7 @@ void apply_preset_under_flags(CLI::App& app, int argc, const char* const* argv, 
   fresh.seed = o.seed;
   fresh.device = o.device;
   fresh.comm = o.comm;
+  fresh.text.enabled = o.text.enabled;  // the preset's lr cap for text runs (presets.h); the parse below sets it again
   apply_preset(name, fresh);
   o = fresh;
   app.clear();

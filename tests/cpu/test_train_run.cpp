@@ -8,12 +8,14 @@
 #include <filesystem>
 #include <map>
 #include <sstream>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
 #include "models/run/checkpoint.h"
+#include "models/run/presets.h"
 #include "models/run/train_flags.h"
 #include "models/run/train_run.h"
 #include "support/tiny_run.h"
@@ -330,4 +332,24 @@ TEST(TrainFlags, PresetUnderExplicitFlags) {
   const char* argv2[] = {"ddpm-train", "--batch-sise", "3"};
   EXPECT_THROW(bad.parse(3, argv2), CLI::ParseError);
   EXPECT_FALSE(app.help().empty());
+}
+
+// A text run takes the preset's lr capped at kTextPresetMaxLr (presets.h); --lr still wins,
+// and a run without --text-cond keeps the preset's own.
+TEST(TrainFlags, TextRunsCapThePresetLearningRate) {
+  const auto parsed = [](std::vector<const char*> args) {
+    CLI::App app{"test", "ddpm-train"};
+    TrainOptions o;
+    run::add_train_flags(app, o);
+    args.insert(args.begin(), "ddpm-train");
+    const int argc = static_cast<int>(args.size());
+    app.parse(argc, args.data());
+    run::apply_preset_under_flags(app, argc, args.data(), o, Device::cpu());
+    return o;
+  };
+  EXPECT_EQ(parsed({"--preset", "cpu-small", "--out", "r"}).lr, 2e-3);
+  EXPECT_EQ(parsed({"--preset", "cpu-small", "--text-cond", "--out", "r"}).lr, run::kTextPresetMaxLr);
+  EXPECT_EQ(parsed({"--preset", "cpu-small", "--text-cond", "--lr", "1e-3", "--out", "r"}).lr, 1e-3);
+  EXPECT_EQ(parsed({"--preset", "gpu-medium", "--text-cond", "--out", "r"}).lr, 2e-4);  // below the cap already
+  EXPECT_TRUE(parsed({"--preset", "cpu-small", "--text-cond", "--out", "r"}).text.enabled);
 }

@@ -165,6 +165,25 @@ void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a) {
   sub.add_flag("--overwrite", a.overwrite, "replace an existing --out file");
 }
 
+void add_condition_gap_flags(CLI::App& sub, ConditionGapArgs& a) {
+  sub.add_option("--checkpoint", a.checkpoint,
+                 "class- or text-conditional run folder (latest checkpoint) or a checkpoint folder")
+      ->required();
+  add_data_flags(sub, a.data, a.data_dir, &a.split);
+  sub.add_option("--limit", a.limit, "the first N images of the split (0 = all; each costs 3 network calls per t)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "images per network call")->check(kPositive)->capture_default_str();
+  sub.add_option("--timesteps", a.timesteps, "comma-separated timesteps t in [0, T) to evaluate at")
+      ->capture_default_str();
+  sub.add_option("--roll", a.roll,
+                 "K: image i is also run with the condition of image (i + K) mod N (not a multiple of N)")
+      ->capture_default_str();
+  sub.add_option("--json", a.json, "also write the table to this JSON file")->type_name("FILE");
+  sub.add_flag("--overwrite", a.overwrite, "replace an existing --json file");
+  sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
+}
+
 void add_nll_flags(CLI::App& sub, NllArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder (DDPM or EDM)")
       ->required();
@@ -233,6 +252,10 @@ void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
   c.analytic_gamma_app = app.add_subcommand(
       "analytic-gamma", "Analytic-DPM's Gamma_t = E||eps(x_t, t)||^2 / d on training images, for --variance analytic");
   add_analytic_gamma_flags(*c.analytic_gamma_app, c.analytic_gamma);
+  c.condition_gap_app = app.add_subcommand(
+      "condition-gap", "does a conditional run read its condition? its error with own, another image's and the "
+                       "null condition");
+  add_condition_gap_flags(*c.condition_gap_app, c.condition_gap);
 }
 
 EvalMode EvalCommand::mode() const {
@@ -242,8 +265,9 @@ EvalMode EvalCommand::mode() const {
   if (nll_app != nullptr && nll_app->parsed()) return EvalMode::nll;
   if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
   if (analytic_gamma_app != nullptr && analytic_gamma_app->parsed()) return EvalMode::analytic_gamma;
+  if (condition_gap_app != nullptr && condition_gap_app->parsed()) return EvalMode::condition_gap;
   DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll, "
-                         "class-accuracy or analytic-gamma");
+                         "class-accuracy, analytic-gamma or condition-gap");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -276,6 +300,11 @@ void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::os
       c.analytic_gamma.device = device;
       c.analytic_gamma.seed = seed;
       run_analytic_gamma(c.analytic_gamma, out);
+      return;
+    case EvalMode::condition_gap:
+      c.condition_gap.device = device;
+      c.condition_gap.seed = seed;
+      run_condition_gap(c.condition_gap, out);
       return;
   }
 }

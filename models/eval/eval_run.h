@@ -15,6 +15,9 @@
 //   nll               exact bits/dim through the probability-flow ODE, DDPM and EDM runs
 //                     (models/eval/nll_eval.h)
 //   class-accuracy    the classifier's accuracy on labelled samples, per requested class
+//   condition-gap     how much a class- or text-conditional run reads its condition: the
+//                     training error with each image's own, another image's and the null
+//                     condition (models/eval/condition_gap.h)
 // Every report names the feature network, the sample count and the reference split.
 #pragma once
 
@@ -30,6 +33,7 @@
 #include "models/data/dataset.h"
 #include "models/diffusion/schedule.h"
 #include "models/eval/bpd_eval.h"
+#include "models/eval/condition_gap.h"
 #include "models/eval/metrics.h"
 #include "models/eval/rate_distortion.h"
 #include "models/run/data_spec.h"
@@ -157,5 +161,25 @@ struct BpdArgs {
   bool overwrite = false;
 };
 BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out);
+
+// condition-gap (condition_gap.h) of a class-conditional run (each image's label) or a
+// text-conditioned one (each image's caption, as bpd gets them: caption_condition.h), printed
+// as a table, one row per timestep, and a summary line with the gap averaged over them; with
+// json = FILE also written there (atomically; an existing FILE only with overwrite). Refused
+// (ValueError, before any work, nothing written): an unconditional model, an EDM, latent or
+// super-resolution run, a --timesteps that is not a comma-separated list of integers in
+// [0, T), a --roll that is 0 modulo the image count, an existing --json FILE.
+struct ConditionGapArgs {
+  std::string checkpoint, data = "fashion-mnist", data_dir, split = "test";
+  std::string timesteps = "100,300,500,700,900";
+  std::int64_t roll = 7;
+  std::int64_t limit = 256, batch_size = 64;
+  bool ema = true;
+  std::string json;  // empty: the table only
+  bool overwrite = false;
+  std::uint64_t seed = 0;
+  Device device = Device::cpu();
+};
+ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& out);
 
 }  // namespace ddpm::eval

@@ -12,7 +12,8 @@
 #   5. unless EVAL=0 or TEXT=0: the text-conditioning measurement of docs/RESULTS.md (session
 #      12) at this budget: ddpm-train --text-cond (gpu-medium, attention 16,8), 500 samples
 #      of the 20 prompts "a dark|light CLASS" at guidance 3, their per-prompt mean intensity
-#      (scripts/prompt_stats.py) and the class accuracy of the prompted class.
+#      (scripts/prompt_stats.py), the class accuracy of the prompted class and the
+#      condition gap (ddpm-eval condition-gap: does the network read the caption at all).
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -87,6 +88,9 @@ if [ "${EVAL:-1}" != 0 ]; then
     "$bin/ddpm-eval" class-accuracy --classifier /tmp/ddpm-clf-0 --samples "$text-classes.npz" \
       > "$logs/text-class-accuracy.log" 2>&1 || status=1
     tail -1 "$logs/text-class-accuracy.log"
+    "$bin/ddpm-eval" condition-gap --checkpoint "$text" --data "fashion-mnist${data:+:$data}" --split train \
+      --limit 256 > "$logs/text-condition-gap.log" 2>&1 || status=1
+    tail -1 "$logs/text-condition-gap.log"
     cp "$text-samples/grid.png" "$logs/text-grid.png" 2>/dev/null
   fi
 fi

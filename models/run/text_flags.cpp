@@ -31,8 +31,8 @@ void add_text_cond_flags(CLI::App& app, TextCondFlags& f, const std::string& wha
         f.pooling = count > 0;
         f.pooling_given = true;
       },
-      "--text-cond: also add a pooled caption embedding to the timestep embedding (default on; "
-      "--no-text-pooling: cross-attention only)"));
+      "--text-cond: also add a pooled caption embedding to the timestep embedding (GLIDE/Imagen; "
+      "default off: --no-text-pooling, cross-attention only)"));
 }
 
 void check_text_cond_flags(const TextCondFlags& f, bool class_cond, bool attention_empty) {

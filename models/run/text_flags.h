@@ -18,11 +18,12 @@ struct TextCondFlags {
   int layers = 2;             // transformer layers of the text encoder
   int heads = 4;              // its attention heads
   int transformer_depth = 1;  // BasicTransformerBlocks per spatial transformer of the UNet
-  // --text-pooling (default) / --no-text-pooling: the UNet also adds a pooled caption
-  // vector to its timestep embedding (unet.h context_pool_heads = heads; GLIDE, Imagen and
-  // DeepFloyd IF do), so every residual block reads the caption, not only the spatial
-  // transformers. Off: the cross-attention-only network of earlier runs.
-  bool pooling = true;
+  // --text-pooling / --no-text-pooling (default): the UNet also adds a pooled caption vector
+  // to its timestep embedding (unet.h context_pool_heads = heads; GLIDE, Imagen and DeepFloyd
+  // IF do), so every residual block reads the caption, not only the spatial transformers.
+  // Off by default: at cpu-small's budget it did not help (docs/RESULTS.md session 13: 66%
+  // class adherence with it, 72% without), and without it the UNet is SD's layout.
+  bool pooling = false;
   bool pooling_given = false;  // either flag was on the command line (refused without --text-cond)
   // The UNet's context_pool_heads for these flags: heads with pooling, else 0.
   int context_pool_heads() const { return enabled && pooling ? heads : 0; }

@@ -7,7 +7,7 @@
 # and checks the refusals (exit 2, one "error:" line): no
 # prompt, an over-long prompt, --class, --prompt for a model without text, --text-cond with
 # --class-cond, a text-encoder flag (or --text-pooling) without --text-cond, and --text-cond
-# without attention resolutions. --text-pooling is on by default; --no-text-pooling drops it.
+# without attention resolutions. --text-pooling adds the pooled caption (off by default).
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" text_cond_test
@@ -24,12 +24,12 @@ run="$work/run"
 grep -q 'distinct captions' "$work/err.txt" || fail "the log does not report the captions"
 [ -f "$run/tokenizer.json" ] || fail "no tokenizer.json in the run folder"
 grep -q '"text_encoder"' "$run/config.json" || fail "config.json has no text_encoder section"
-# The pooled caption embedding is on by default, with the --text-heads; --no-text-pooling
-# gives the cross-attention-only UNet (no context_pool_heads key).
-grep -q '"context_pool_heads": *2' "$run/config.json" || fail "config.json has no context_pool_heads 2"
-"$bin/ddpm-train" "${tiny[@]}" --no-text-pooling --steps 2 --out "$work/nopool" \
-  >"$work/out.txt" 2>"$work/err.txt" || fail "training with --no-text-pooling"
-grep -q 'context_pool_heads' "$work/nopool/config.json" && fail "--no-text-pooling wrote context_pool_heads"
+# The cross-attention-only UNet by default (no context_pool_heads key); --text-pooling adds
+# the pooled caption embedding with the --text-heads.
+grep -q 'context_pool_heads' "$run/config.json" && fail "a default text run wrote context_pool_heads"
+"$bin/ddpm-train" "${tiny[@]}" --text-pooling --steps 2 --out "$work/pool" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "training with --text-pooling"
+grep -q '"context_pool_heads": *2' "$work/pool/config.json" || fail "--text-pooling wrote no context_pool_heads 2"
 "$bin/ddpm-train" "${tiny[@]}" --steps 4 --out "$run" --resume latest >"$work/out.txt" 2>"$work/err.txt" ||
   fail "resume"
 

@@ -183,8 +183,10 @@ run::TextCondFlags parse_text_flags(std::vector<const char*> argv) {
   return f;
 }
 
-TEST(TextPoolingFlags, OnByDefaultOffWithNoTextPoolingAndRefusedWithoutTextCond) {
-  const run::TextCondFlags on = parse_text_flags({"--text-cond", "--text-heads", "2", "--text-width", "8"});
+TEST(TextPoolingFlags, OffByDefaultOnWithTextPoolingAndRefusedWithoutTextCond) {
+  EXPECT_EQ(parse_text_flags({"--text-cond"}).context_pool_heads(), 0);  // off by default
+  const run::TextCondFlags on =
+      parse_text_flags({"--text-cond", "--text-pooling", "--text-heads", "2", "--text-width", "8"});
   EXPECT_TRUE(on.pooling);
   EXPECT_EQ(on.context_pool_heads(), 2);  // the --text-heads
   EXPECT_EQ(parse_text_flags({"--text-cond", "--text-pooling"}).context_pool_heads(), 4);
@@ -205,6 +207,7 @@ TEST(TextPoolingFlags, TheTrainingConfigGetsThePooling) {
   o.text.enabled = true;
   o.text.width = 8;
   o.text.heads = 2;
+  o.text.pooling = true;  // --text-pooling
   o.attention_resolutions = "16";
   UNetConfig c = run::make_unet_config(o, 32, 1, 0);
   EXPECT_EQ(c.context_dim, 8);

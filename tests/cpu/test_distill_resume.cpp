@@ -47,23 +47,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// One teacher for the whole file: T = 32, v-prediction, 4 classes (null label dropout 0.2),
-// UNet dropout 0.1, random flips of the toy data.
+// One teacher for the file (support/tiny_run.h: T = 32, v-prediction, 4 classes).
 const std::string& teacher() {
-  static const std::string dir = [] {
-    run::TrainOptions o = testing::tiny_run(testing::temp_run("distill_resume_teacher"));
-    o.diffusion_steps = 32;
-    o.class_cond = true;
-    o.class_dropout = 0.2;
-    o.random_flip = true;
-    o.predict = "v";
-    o.sample_steps = 8;
-    o.steps = 4;
-    o.save_every = 4;
-    o.lr = 2e-3;
-    run::train_run(o);
-    return o.out;
-  }();
+  static const std::string dir = testing::tiny_class_v_teacher("distill_resume_teacher");
   return dir;
 }
 

@@ -69,6 +69,24 @@ inline run::TrainOptions tiny_text_run(const std::string& out, Device device = D
   return o;
 }
 
+// The teacher the distillation resume suites share, trained once per call in temp_run(name):
+// T = 32, v-prediction, 4 toy classes (null-label dropout 0.2), tiny_run's UNet dropout 0.1,
+// random flips, 4 steps of lr 2e-3. Returns the run folder.
+inline std::string tiny_class_v_teacher(const std::string& name) {
+  run::TrainOptions o = tiny_run(temp_run(name));
+  o.diffusion_steps = 32;
+  o.class_cond = true;
+  o.class_dropout = 0.2;
+  o.random_flip = true;
+  o.predict = "v";
+  o.sample_steps = 8;
+  o.steps = 4;
+  o.save_every = 4;
+  o.lr = 2e-3;
+  run::train_run(o);
+  return o.out;
+}
+
 // Every tensor of two safetensors files is equal, bit for bit.
 inline void expect_same_tensors(const std::string& a, const std::string& b) {
   const SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);

@@ -46,9 +46,7 @@ diffusion::AnalyticGamma run_analytic_gamma(const AnalyticGammaArgs& a, std::ost
                                                             << " steps: " << strip_source_locations(e.what()));
     }
   }
-  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
-  const int size = m.net->config().image_size;
-  const Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  const Dataset data = load_eval_images(a.data, a.split, a.data_dir, m.net->config().image_size);
   DDPM_CHECK(a.num_images <= data.n, "analytic-gamma: --num-images " << a.num_images << " is more than the "
                                                                      << data.n << " images of " << data.name);
   const int classes = m.options.num_classes;

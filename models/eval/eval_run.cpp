@@ -73,6 +73,12 @@ Dataset load_eval_dataset(const std::string& data, const std::string& split, con
   DDPM_THROW(ValueError, "--data " << data << ": unknown dataset kind");
 }
 
+Dataset load_eval_images(const std::string& data, const std::string& split, const std::string& data_dir,
+                         int image_size) {
+  Dataset ds = load_eval_dataset(data, split, data_dir);
+  return ds.height < image_size ? pad_to(ds, image_size) : ds;
+}
+
 // --- train-classifier ---------------------------------------------------------------------
 
 TrainClassifierResult run_train_classifier(const TrainClassifierArgs& a, std::ostream& out) {
@@ -380,9 +386,7 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
     diffusion::check_gamma_fits(*gamma, *m.schedule, a.analytic_gamma);
     (void)diffusion::analytic_likelihood_variances(*m.schedule, *gamma, a.analytic_gamma);  // every t is there
   }
-  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
-  const int size = m.net->config().image_size;
-  Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  Dataset data = load_eval_images(a.data, a.split, a.data_dir, m.net->config().image_size);
   BpdEvalOptions o = m.options;
   o.clip_x0 = a.clip_x0;
   o.batch_size = a.batch_size;
@@ -478,9 +482,7 @@ ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& ou
     DDPM_CHECK(t >= 0 && t < schedule.num_timesteps(), "condition-gap: --timesteps " << t << " is outside the "
                                                            << "model's 0.." << schedule.num_timesteps() - 1);
 
-  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
-  const int size = net.config().image_size;
-  Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  Dataset data = load_eval_images(a.data, a.split, a.data_dir, net.config().image_size);
   ConditionGapOptions o;
   o.mean_type = d.predict;
   o.learned_sigma = net.config().learn_sigma;

@@ -57,6 +57,10 @@ run::DataSpec parse_eval_data(const std::string& data, const std::string& data_d
 // The `split` ("train" or "test") of parse_eval_data(data, data_dir), named as its loader
 // names it ("fashion-mnist/test", "cifar10/test", "toy-shapes/test", or the path).
 Dataset load_eval_dataset(const std::string& data, const std::string& split, const std::string& data_dir = "");
+// The same, zero-padded to a model's image_size when its images are smaller (Fashion-MNIST's
+// 28x28 for a --pad-to-32 model), as the model saw them in training.
+Dataset load_eval_images(const std::string& data, const std::string& split, const std::string& data_dir,
+                         int image_size);
 
 // data and data_dir: parse_eval_data's arguments (data_dir: the deprecated --data-dir).
 struct TrainClassifierArgs {

@@ -102,9 +102,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
     return net.forward(x, t, y, nn::Context{});
   };
-  const Dataset ds = load_eval_dataset(a.data, a.split, a.data_dir);
-  const int size = net.config().image_size;
-  Dataset data = ds.height < size ? pad_to(ds, size) : ds;
+  Dataset data = load_eval_images(a.data, a.split, a.data_dir, net.config().image_size);
   int num_classes = net.config().num_classes;
   std::string condition;
   if (src.text) {  // -log p(x | caption), or with --null-label the empty caption's

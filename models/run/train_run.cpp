@@ -26,6 +26,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
+#include "models/run/finetune.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
@@ -166,6 +167,8 @@ TrainResult train_run(const TrainOptions& options) {
   TrainOptions o = options;
   o.comm = &comm;
   if (!comm.is_root()) o.log = nullptr;  // rank 0 speaks for the run
+  // --init-from: SRC's architecture, diffusion and conditioning replace the flags' (finetune.h).
+  const std::optional<FineTuneSource> finetune = prepare_finetune(o);
   validate_options(o);
   DataOptions dopt;
   dopt.pad_to_32 = o.pad_to_32;
@@ -197,7 +200,8 @@ TrainResult train_run(const TrainOptions& options) {
     // A resumed run keeps its vocabulary (the ids its text encoder learned).
     const std::string saved = o.out + "/" + kRunTokenizerFile;
     tokenizer = !o.resume.empty() && fs::exists(saved) ? text::Tokenizer::load(saved)
-                                                       : text::Tokenizer::build(captions.texts, o.text.context_length);
+                : finetune && finetune->tokenizer       ? *finetune->tokenizer  // the source's vocabulary
+                                                        : text::Tokenizer::build(captions.texts, o.text.context_length);
   }
   const int cond_labels = o.text.enabled ? static_cast<int>(captions.size()) : num_classes;
   // Latent diffusion: the UNet works on [h, h, z_channels] latents, h = image size / f.
@@ -218,9 +222,11 @@ TrainResult train_run(const TrainOptions& options) {
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
   const unet::UNetConfig mc =
-      make_unet_config(o, static_cast<int>(data->height) / f,
-                       latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
+      finetune ? finetune_unet_config(*finetune, o, *data)
+               : make_unet_config(o, static_cast<int>(data->height) / f,
+                                  latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
   nlohmann::json config = run_config_json(o, mc);
+  if (finetune) config["init_from"] = finetune->record;
   text::TextEncoderConfig ec;
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
@@ -265,6 +271,8 @@ TrainResult train_run(const TrainOptions& options) {
     nn::Module& model = text_net ? static_cast<nn::Module&>(*text_net) : net;
     ParameterSlab slab;
     slab.pack(model.named_parameters());
+    // A new fine-tune starts from SRC's weights, before the trainer copies them into its EMA.
+    if (finetune && resume_dir.empty()) load_finetune_weights(*finetune, model);
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;

@@ -2,6 +2,7 @@
 #include "models/run/finetune.h"
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 
 #include "engine/error.h"
 #include "models/run/checkpoint.h"
+#include "models/run/lora_run.h"
 #include "models/unet/model_io.h"
 
 namespace fs = std::filesystem;
@@ -96,6 +98,20 @@ void adopt_source_options(const FineTuneSource& s, TrainOptions& o) {
   o.zero_terminal_snr = s.diffusion.zero_terminal_snr;
 }
 
+// The architecture, settings and weights of an opened model (no record yet).
+FineTuneSource source_of(const ModelSource& m) {
+  FineTuneSource s;
+  s.model = m.net->config();
+  s.diffusion = m.diffusion;
+  const nn::Module& module = m.text ? static_cast<const nn::Module&>(*m.text) : static_cast<const nn::Module&>(*m.net);
+  for (const auto& [name, t] : module.named_parameters()) s.weights.emplace_back(name, t.clone());
+  if (m.text) {
+    s.text_encoder = m.text_encoder->config();
+    s.tokenizer = *m.tokenizer;
+  }
+  return s;
+}
+
 }  // namespace
 
 void note_init_from_flags(const CLI::App& app, TrainOptions& o) {
@@ -137,6 +153,9 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
       DDPM_CHECK(!cfg.contains("autoencoder"),
                  "--init-from " << src << " is a latent diffusion model (config.json has an \"autoencoder\" section); "
                                           "fine-tuning latent models is not supported yet");
+      DDPM_CHECK(!cfg.contains("lora"),
+                 "--init-from " << src << " is a LoRA run; fine-tune its merged model instead (ddpm-export "
+                                          "--checkpoint " << src << " --out DIR writes it)");
       DDPM_CHECK(!cfg.contains("distillation"),
                  "--init-from " << src << " is a distilled student (config.json has a \"distillation\" section); the "
                                           "DDPM loss would undo its few-step distillation, so it cannot be fine-tuned");
@@ -151,15 +170,7 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
   DDPM_CHECK(!mc.guidance_embedding, "--init-from " << src << " is a guidance-distilled model; it cannot be fine-tuned");
   check_diffusion_settings(m.diffusion);
 
-  FineTuneSource s;
-  s.model = mc;
-  s.diffusion = m.diffusion;
-  const nn::Module& module = m.text ? static_cast<const nn::Module&>(*m.text) : static_cast<const nn::Module&>(*m.net);
-  for (const auto& [name, t] : module.named_parameters()) s.weights.emplace_back(name, t.clone());
-  if (m.text) {
-    s.text_encoder = m.text_encoder->config();
-    s.tokenizer = *m.tokenizer;
-  }
+  FineTuneSource s = source_of(m);
   nlohmann::json files = nlohmann::json::array();
   std::vector<std::string> weight_files = {m.weights_path};
   if (m.kind == "diffusers pipeline folder") weight_files.push_back((fs::path(src) / "text_encoder" / "model.safetensors").string());
@@ -177,8 +188,13 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
     const nlohmann::json cfg = read_run_config(o.out);
     if (cfg.contains("init_from")) saved = cfg;
   }
+  DDPM_CHECK(o.lora_rank >= 0, "--lora-rank must be >= 0 (0 = no LoRA), got " << o.lora_rank);
+  DDPM_CHECK(std::isfinite(o.lora_alpha) && o.lora_alpha >= 0,
+             "--lora-alpha must be positive (0 = the rank), got " << o.lora_alpha);
+  DDPM_CHECK(o.lora_alpha == 0 || o.lora_rank > 0, "--lora-alpha " << o.lora_alpha << " needs --lora-rank");
   if (o.init_from.empty() && !saved) {
     DDPM_CHECK(o.init_weights.empty(), "--init-weights " << o.init_weights << " needs --init-from");
+    DDPM_CHECK(o.lora_rank == 0, "--lora-rank " << o.lora_rank << " needs --init-from: LoRA adapts a trained model");
     return std::nullopt;
   }
   for (const char* flag : kInitFromRefusedFlags)
@@ -191,6 +207,8 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
     DDPM_CHECK(o.init_from.empty() || absolute_path(o.init_from) == rec.value("source", std::string()),
                "--init-from " << o.init_from << " is not the source this run was fine-tuned from ("
                               << rec.value("source", std::string()) << ", " << o.out << "/config.json)");
+    // A LoRA run's frozen base is loaded on every resume: the recorded weights, digests checked.
+    if (saved->contains("lora")) s = source_of(open_recorded_base(rec, Device::cpu()));
     s.model = unet::config_from_json(saved->at("model"));
     s.diffusion = diffusion_from_json(saved->at("diffusion"), s.model.learn_sigma);
     if (saved->contains("text_encoder")) s.text_encoder = text::text_encoder_config_from_json(saved->at("text_encoder"));

@@ -23,8 +23,12 @@
 //     section: the data would have to be encoded by SRC's autoencoder), EDM models (the run
 //     would need SRC's preconditioning, not --objective's defaults), super-resolution models
 //     (their condition settings are not carried over yet), distilled students (a
-//     "distillation" section: the DDPM loss would undo the few-step distillation), and
-//     ControlNet runs (open_model already refuses them: not a UNet).
+//     "distillation" section: the DDPM loss would undo the few-step distillation), LoRA runs
+//     (fine-tune their merged export instead) and ControlNet runs (open_model already refuses
+//     them: not a UNet).
+//   - --lora-rank R (lora_run.h) trains adapters on SRC's attention projections instead of
+//     its weights; SRC stays frozen and is reloaded from the recorded file on every resume.
+//     --lora-rank and --lora-alpha without --init-from are ValueErrors.
 // config.json of the new run gets an "init_from" section:
 //   {"source": absolute SRC path, "kind": open_model's kind, "weights": "ema" | "raw",
 //    "files": [{"path": absolute file, "sha256": hex digest}, ...]}

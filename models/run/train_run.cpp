@@ -27,6 +27,8 @@
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
 #include "models/run/finetune.h"
+#include "models/run/lora_run.h"
+#include "models/nn/lora.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
@@ -42,7 +44,7 @@ namespace {
 
 // Independent generator keys for the weights and the data order, derived from --seed as
 // SplitMix64 streams (engine/seed_streams.h); the trainer's draws use --seed itself.
-constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
+constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1, kLoraStream = 2;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
 
 double resolved_class_dropout(const TrainOptions& o) {
@@ -227,6 +229,7 @@ TrainResult train_run(const TrainOptions& options) {
                                   latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
   nlohmann::json config = run_config_json(o, mc);
   if (finetune) config["init_from"] = finetune->record;
+  if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
   text::TextEncoderConfig ec;
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
@@ -269,10 +272,20 @@ TrainResult train_run(const TrainOptions& options) {
       text_net = std::make_unique<text::TextConditionedUNet>(net, *encoder, *tokenizer);
     }
     nn::Module& model = text_net ? static_cast<nn::Module&>(*text_net) : net;
+    // LoRA (lora_run.h): SRC frozen, its attention projections adapted; the slab, the optimiser,
+    // the EMA and the checkpoints hold the adapters alone.
+    std::unique_ptr<nn::LoraSet> lora;
+    if (o.lora_rank > 0) {
+      for (auto& [name, p] : model.named_parameters()) p.set_requires_grad(false);  // frozen: no weight gradients
+      Generator lora_gen(splitmix64_stream(o.seed, kLoraStream));
+      lora = std::make_unique<nn::LoraSet>(model, o.lora_rank, o.lora_alpha > 0 ? o.lora_alpha : o.lora_rank, lora_gen);
+    }
+    nn::Module& trained = lora ? static_cast<nn::Module&>(*lora) : model;
     ParameterSlab slab;
-    slab.pack(model.named_parameters());
-    // A new fine-tune starts from SRC's weights, before the trainer copies them into its EMA.
-    if (finetune && resume_dir.empty()) load_finetune_weights(*finetune, model);
+    slab.pack(trained.named_parameters());
+    // A fine-tune starts from SRC's weights, before the trainer copies them into its EMA; a
+    // LoRA run's frozen base is SRC's on every resume too.
+    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model);
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;
@@ -345,7 +358,7 @@ TrainResult train_run(const TrainOptions& options) {
     nlohmann::json last_metrics = nlohmann::json::object();
     if (!resume_dir.empty()) {
       const Checkpoint ck = load_checkpoint(resume_dir);
-      train::TrainerState st = restore_trainer_state(ck, resume_dir, model, slab, o.device);
+      train::TrainerState st = restore_trainer_state(ck, resume_dir, trained, slab, o.device);
       const nlohmann::json& js = ck.trainer_state;
       if (tc.timesteps == train::TimestepSampling::loss_second_moment) {
         st.importance.emplace(o.diffusion_steps);
@@ -359,7 +372,7 @@ TrainResult train_run(const TrainOptions& options) {
     }
 
     auto save = [&]() {
-      Checkpoint ck = trainer_checkpoint(trainer, model, slab, loader.position());
+      Checkpoint ck = trainer_checkpoint(trainer, trained, slab, loader.position());
       ck.trainer_state["metrics"] = last_metrics;
       // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
       if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();

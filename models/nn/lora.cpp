@@ -104,6 +104,19 @@ void LoraSet::merge() {
   }
 }
 
+bool adapters_need_grad(const Module& m) {
+  {
+    AdapterTable& t = adapter_table();
+    std::lock_guard<std::mutex> lock(t.mutex);
+    if (t.by_weight.empty()) return false;
+  }
+  for (const auto& [name, p] : m.named_parameters()) {
+    const LoraAdapter* a = find_adapter(p);
+    if (a != nullptr && a->any_parameter_requires_grad()) return true;
+  }
+  return false;
+}
+
 Tensor lora_linear(const Linear& l, const Tensor& x) {
   Tensor y = linear(x, l.weight, l.bias);
   const LoraAdapter* a = find_adapter(l.weight);

@@ -82,4 +82,10 @@ class LoraSet : public Module {
 // linear(x, l.weight, l.bias), plus the adapter of l.weight when a LoraSet gave it one.
 Tensor lora_linear(const Linear& l, const Tensor& x);
 
+// True when some parameter of `m` carries an adapter whose parameters require a gradient.
+// For activation checkpointing (engine/recompute.h params_need_grad): a frozen block whose
+// adapters train is then segmented too (recompute runs a block that needs no backward
+// unsegmented, keeping its intermediates, when none of its inputs requires a gradient).
+bool adapters_need_grad(const Module& m);
+
 }  // namespace ddpm::nn

@@ -108,7 +108,7 @@ Tensor AttentionBlock::forward(const Tensor& x, const nn::Context& ctx) const {
   if (!ctx.recompute) return compute(x);
   return recompute(
       "attention_block", [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0]); }, {x},
-      any_parameter_requires_grad(), nullptr);
+      any_parameter_requires_grad() || nn::adapters_need_grad(*this), nullptr);  // LoRA: frozen weights, trained adapters
 }
 
 Tensor AttentionBlock::compute(const Tensor& x) const {

@@ -99,7 +99,7 @@ Tensor SpatialTransformer::forward(const Tensor& x, const Tensor& context, const
   return recompute(
       "spatial_transformer",
       [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0], in[1]); }, {x, context},
-      any_parameter_requires_grad(), nullptr);
+      any_parameter_requires_grad() || nn::adapters_need_grad(*this), nullptr);  // LoRA: frozen weights, trained adapters
 }
 
 Tensor SpatialTransformer::compute(const Tensor& x, const Tensor& context) const {

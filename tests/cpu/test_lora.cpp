@@ -187,6 +187,48 @@ TEST(Lora, MergedWeightsSampleLikeTheBaseWithAdapters) {
   EXPECT_TRUE(ddpm::testing::all_close(merged, adapted, 1e-4, 1e-4));
 }
 
+// With activation checkpointing the adapters get the gradients they get without it. (A
+// frozen block on an input without gradient is checkpointed because of its adapters,
+// adapters_need_grad; without that it would run unsegmented, same gradients, more memory.)
+TEST(Lora, GradientCheckpointingKeepsTheAdaptersGradients) {
+  auto grads = [](bool recompute) {
+    Generator g(23);
+    unet::UNet net(attention_config(), g, Device::cpu());
+    perturb(net, 230);
+    ddpm::testing::parameters_to_f64(net);
+    for (auto [name, p] : net.named_parameters()) p.set_requires_grad(false);  // the frozen base
+    Generator lg(24);
+    const nn::LoraSet lora(net, 2, 2.0, lg);
+    perturb_b(lora, 25);
+    for (const auto& [name, p] : lora.named_parameters()) ddpm::testing::param(p);
+    const Tensor x = ddpm::testing::random_tensor({2, 8, 8, 1}, 26);
+    const Tensor context = ddpm::testing::random_tensor({2, 3, 6}, 27);
+    nn::Context ctx;
+    ctx.recompute = recompute;
+    sum(square(net.forward(x, {3, 40}, {}, context, ctx))).backward();
+    std::vector<Tensor> out;
+    for (const auto& [name, p] : lora.named_parameters()) out.push_back(p.grad());
+    return out;
+  };
+  const std::vector<Tensor> plain = grads(false), checkpointed = grads(true);
+  ASSERT_EQ(plain.size(), checkpointed.size());
+  // A single frozen block on data (no input gradient): its adapters still train.
+  Generator g(28);
+  unet::AttentionBlock block(8, 2, 4, 1e-5, g, Device::cpu());
+  for (auto [name, p] : block.named_parameters()) p.set_requires_grad(false);
+  Generator lg(29);
+  const nn::LoraSet lora(block, 2, 2.0, lg);
+  perturb_b(lora, 30);
+  nn::Context ctx;
+  ctx.recompute = true;
+  sum(square(block.forward(ddpm::testing::random_tensor({2, 4, 4, 8}, 31, DType::f32), ctx))).backward();
+  for (const auto& [name, p] : lora.named_parameters()) EXPECT_TRUE(p.grad().defined()) << name << " got no gradient";
+  for (std::size_t k = 0; k < plain.size(); ++k) {
+    ASSERT_TRUE(checkpointed[k].defined()) << "adapter parameter " << k << " got no gradient";
+    EXPECT_TRUE(ddpm::testing::all_close(checkpointed[k], plain[k], 1e-12, 1e-10)) << "adapter parameter " << k;
+  }
+}
+
 TEST(Lora, RefusesBadRanksAndModelsWithoutAttention) {
   Generator g(16);
   const nn::Linear plain(4, 4, g, Device::cpu());  // (every UNet attends in its middle block)

@@ -4,6 +4,7 @@
 //   ddpm-train --out runs/fm --resume latest --steps 4000
 //   ddpm-train --autoencoder ae/ --data fashion-mnist --pad-to-32 --out runs/latent   (latent diffusion)
 //   ddpm-train --data fashion-mnist --objective edm --out runs/fm-edm   (EDM preconditioning)
+//   ddpm-train --init-from runs/fm --data folder:my_images --out runs/fm-mine   (fine-tuning, finetune.h)
 //   mpirun -np 2 ddpm-train --device cuda --batch-size 128 --out runs/fm2   (data parallel)
 //
 // A thin shell: flags (models/run/train_flags.h), presets (models/run/presets.h) and the run
@@ -22,6 +23,7 @@
 #include "engine/dist/communicator.h"
 #include "engine/dist/mpi.h"
 #include "models/run/edm_options.h"
+#include "models/run/finetune.h"
 #include "models/run/train_flags.h"
 #include "models/run/train_run.h"
 
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
     resolve();
     ddpm::run::apply_preset_under_flags(app, argc, argv, options, options.device);
     ddpm::run::note_objective_flags(app, options);  // DDPM-only flags given with --objective edm are refused
+    ddpm::run::note_init_from_flags(app, options);  // model and diffusion flags given with --init-from are refused
     resolve();  // the preset re-parsed argv
     const std::unique_ptr<ddpm::dist::Communicator> comm = ddpm::dist::Communicator::from_environment(options.device);
     options.comm = comm.get();

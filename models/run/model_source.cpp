@@ -1,5 +1,6 @@
 // models/run/model_source.cpp: recognizing a model source and loading it (see the header).
 #include "models/run/model_source.h"
+#include "models/run/lora_run.h"
 
 #include <algorithm>
 #include <cmath>
@@ -140,11 +141,14 @@ void build_and_load_model(ModelSource& src, const unet::UNetConfig& cfg, const f
 ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config, Device device, bool use_ema,
                                    const std::string& kind) {
   ModelSource src;
-  auto [cfg, d] = parse_config(config);
   const fs::path weights = ckpt / (use_ema ? "ema.safetensors" : "model.safetensors");
   if (use_ema)
     DDPM_CHECK_AS(is_file(weights), IoError,
                   "checkpoint " << ckpt.string() << " has no ema.safetensors; pass --no-ema to use model.safetensors");
+  // A LoRA run's checkpoint holds adapters only: its recorded base, merged with them (lora_run.h).
+  if (const nlohmann::json j = read_json(config); j.is_object() && j.contains("lora"))
+    return open_lora_checkpoint(j, weights.string(), device, kind, use_ema);
+  auto [cfg, d] = parse_config(config);
   build_and_load_model(src, cfg, config, weights, device);
   src.diffusion = d;
   src.kind = kind;

@@ -23,6 +23,8 @@
 //   5. a model file X.safetensors with a config.json beside it.
 // For 1 and 2 the EMA weights (ema.safetensors) are used by default; use_ema = false
 // takes the raw weights (model.safetensors).
+// A LoRA run or checkpoint (config.json has "lora", models/run/lora_run.h) opens as its
+// recorded base with the checkpoint's adapters merged into it.
 //
 // config.json of a run or checkpoint is
 //   {"model": <models/unet/model_io.h config_to_json>, "diffusion": {...}, "train": {...}}

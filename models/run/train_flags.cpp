@@ -32,6 +32,20 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--blur-sigma", o.blur_sigma,
                  "with --blur-augment: the blur's sigma ~ U[A, B] in low-res pixels, given as A,B")
       ->capture_default_str()->group("Data");
+  // Fine-tuning (finetune.h).
+  app.add_option("--init-from", o.init_from,
+                 "fine-tune: start from this model (a run or checkpoint folder, a diffusers folder, ...), taking its "
+                 "architecture, diffusion settings and conditioning; the model and diffusion flags are then refused")
+      ->group("Fine-tuning");
+  app.add_option("--init-weights", o.init_weights,
+                 "with --init-from a run or checkpoint folder: ema | raw (default: ema when it has them)")
+      ->group("Fine-tuning");
+  app.add_option("--lora-rank", o.lora_rank,
+                 "with --init-from: train rank-R LoRA adapters on the attention projections (to_q, to_k, to_v, "
+                 "to_out.0) and keep the source frozen; 0 = fine-tune every weight")
+      ->capture_default_str()->group("Fine-tuning");
+  app.add_option("--lora-alpha", o.lora_alpha, "with --lora-rank: the adapters' scale is alpha / rank (default: rank)")
+      ->group("Fine-tuning");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

@@ -26,6 +26,9 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
+#include "models/run/finetune.h"
+#include "models/run/lora_run.h"
+#include "models/nn/lora.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
@@ -41,7 +44,7 @@ namespace {
 
 // Independent generator keys for the weights and the data order, derived from --seed as
 // SplitMix64 streams (engine/seed_streams.h); the trainer's draws use --seed itself.
-constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1;
+constexpr std::uint64_t kInitStream = 0, kLoaderStream = 1, kLoraStream = 2;
 constexpr std::uint64_t kSampleSeed = 1234;  // the fixed seed of every sample grid
 
 double resolved_class_dropout(const TrainOptions& o) {
@@ -166,6 +169,8 @@ TrainResult train_run(const TrainOptions& options) {
   TrainOptions o = options;
   o.comm = &comm;
   if (!comm.is_root()) o.log = nullptr;  // rank 0 speaks for the run
+  // --init-from: SRC's architecture, diffusion and conditioning replace the flags' (finetune.h).
+  const std::optional<FineTuneSource> finetune = prepare_finetune(o);
   validate_options(o);
   DataOptions dopt;
   dopt.pad_to_32 = o.pad_to_32;
@@ -197,7 +202,8 @@ TrainResult train_run(const TrainOptions& options) {
     // A resumed run keeps its vocabulary (the ids its text encoder learned).
     const std::string saved = o.out + "/" + kRunTokenizerFile;
     tokenizer = !o.resume.empty() && fs::exists(saved) ? text::Tokenizer::load(saved)
-                                                       : text::Tokenizer::build(captions.texts, o.text.context_length);
+                : finetune && finetune->tokenizer       ? *finetune->tokenizer  // the source's vocabulary
+                                                        : text::Tokenizer::build(captions.texts, o.text.context_length);
   }
   const int cond_labels = o.text.enabled ? static_cast<int>(captions.size()) : num_classes;
   // Latent diffusion: the UNet works on [h, h, z_channels] latents, h = image size / f.
@@ -218,9 +224,12 @@ TrainResult train_run(const TrainOptions& options) {
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
   const unet::UNetConfig mc =
-      make_unet_config(o, static_cast<int>(data->height) / f,
-                       latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
+      finetune ? finetune_unet_config(*finetune, o, *data)
+               : make_unet_config(o, static_cast<int>(data->height) / f,
+                                  latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
   nlohmann::json config = run_config_json(o, mc);
+  if (finetune) config["init_from"] = finetune->record;
+  if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
   text::TextEncoderConfig ec;
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
@@ -263,8 +272,20 @@ TrainResult train_run(const TrainOptions& options) {
       text_net = std::make_unique<text::TextConditionedUNet>(net, *encoder, *tokenizer);
     }
     nn::Module& model = text_net ? static_cast<nn::Module&>(*text_net) : net;
+    // LoRA (lora_run.h): SRC frozen, its attention projections adapted; the slab, the optimiser,
+    // the EMA and the checkpoints hold the adapters alone.
+    std::unique_ptr<nn::LoraSet> lora;
+    if (o.lora_rank > 0) {
+      for (auto& [name, p] : model.named_parameters()) p.set_requires_grad(false);  // frozen: no weight gradients
+      Generator lora_gen(splitmix64_stream(o.seed, kLoraStream));
+      lora = std::make_unique<nn::LoraSet>(model, o.lora_rank, o.lora_alpha > 0 ? o.lora_alpha : o.lora_rank, lora_gen);
+    }
+    nn::Module& trained = lora ? static_cast<nn::Module&>(*lora) : model;
     ParameterSlab slab;
-    slab.pack(model.named_parameters());
+    slab.pack(trained.named_parameters());
+    // A fine-tune starts from SRC's weights, before the trainer copies them into its EMA; a
+    // LoRA run's frozen base is SRC's on every resume too.
+    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model);
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;
@@ -337,7 +358,7 @@ TrainResult train_run(const TrainOptions& options) {
     nlohmann::json last_metrics = nlohmann::json::object();
     if (!resume_dir.empty()) {
       const Checkpoint ck = load_checkpoint(resume_dir);
-      train::TrainerState st = restore_trainer_state(ck, resume_dir, model, slab, o.device);
+      train::TrainerState st = restore_trainer_state(ck, resume_dir, trained, slab, o.device);
       const nlohmann::json& js = ck.trainer_state;
       if (tc.timesteps == train::TimestepSampling::loss_second_moment) {
         st.importance.emplace(o.diffusion_steps);
@@ -351,7 +372,7 @@ TrainResult train_run(const TrainOptions& options) {
     }
 
     auto save = [&]() {
-      Checkpoint ck = trainer_checkpoint(trainer, model, slab, loader.position());
+      Checkpoint ck = trainer_checkpoint(trainer, trained, slab, loader.position());
       ck.trainer_state["metrics"] = last_metrics;
       // JSON numbers round-trip doubles exactly, so the resumed sampler draws the same t.
       if (trainer.importance()) ck.trainer_state["importance_history"] = trainer.importance()->history();

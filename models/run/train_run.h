@@ -145,6 +145,15 @@ struct TrainOptions {
   int num_samples = 16;
   int sample_steps = 50;  // DDIM steps
   double guidance_scale = 1.0;
+  // Fine-tuning (models/run/finetune.h): start from this model's weights, taking its
+  // architecture, diffusion settings and conditioning; "" = a new model.
+  std::string init_from;
+  std::string init_weights;                         // "" (EMA when there is one) | "ema" | "raw"
+  std::vector<std::string> init_from_flags_given;  // note_init_from_flags: the flags the parse saw
+  // LoRA (models/run/lora_run.h): > 0 trains rank-r adapters on SRC's attention projections,
+  // SRC frozen; alpha <= 0 means alpha = rank (the update is scaled by alpha / rank).
+  int lora_rank = 0;
+  double lora_alpha = 0.0;
   // Run folder.
   std::string out;
   std::string resume;  // "", "latest" or a checkpoint folder

@@ -1,5 +1,7 @@
 #include "models/unet/blocks.h"
 
+#include "models/nn/lora.h"
+
 #include "engine/error.h"
 #include "engine/ops/attention.h"
 #include "engine/ops/concat.h"
@@ -106,14 +108,15 @@ Tensor AttentionBlock::forward(const Tensor& x, const nn::Context& ctx) const {
   if (!ctx.recompute) return compute(x);
   return recompute(
       "attention_block", [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0]); }, {x},
-      any_parameter_requires_grad(), nullptr);
+      any_parameter_requires_grad() || nn::adapters_need_grad(*this), nullptr);  // LoRA: frozen weights, trained adapters
 }
 
 Tensor AttentionBlock::compute(const Tensor& x) const {
   const Shape& s = x.shape();  // [N, H, W, C]
   Tensor tokens = norm_->forward(x).reshape({s[0], s[1] * s[2], s[3]});  // [N, HW, C]
-  Tensor a = attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);
-  return add(x, out_->forward(a).reshape(s));
+  // The projections through nn::lora_linear: with a LoRA set on the model, plus its adapters.
+  Tensor a = attention(nn::lora_linear(*q_, tokens), nn::lora_linear(*k_, tokens), nn::lora_linear(*v_, tokens), heads_);
+  return add(x, nn::lora_linear(*out_, a).reshape(s));
 }
 
 Downsample::Downsample(std::int64_t channels, Generator& gen, Device device) {

@@ -1,6 +1,8 @@
 // models/unet/transformer.cpp: see transformer.h.
 #include "models/unet/transformer.h"
 
+#include "models/nn/lora.h"
+
 #include "engine/error.h"
 #include "engine/ops/attention.h"
 #include "engine/ops/concat.h"
@@ -27,7 +29,8 @@ CrossAttention::CrossAttention(std::int64_t query_dim, std::int64_t context_dim,
 Tensor CrossAttention::forward(const Tensor& x, const Tensor& context) const {
   const Tensor& c = context.defined() ? context : x;  // self-attention reads x itself
   // q [N, S, C]; k, v [N, L, C]; the op's softmax runs over the L keys of each query.
-  return out_->forward(attention(q_->forward(x), k_->forward(c), v_->forward(c), heads_));
+  // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
+  return nn::lora_linear(*out_, attention(nn::lora_linear(*q_, x), nn::lora_linear(*k_, c), nn::lora_linear(*v_, c), heads_));
 }
 
 GegluFeedForward::GegluFeedForward(std::int64_t dim, Generator& gen, Device device, int mult) : inner_(mult * dim) {
@@ -96,7 +99,7 @@ Tensor SpatialTransformer::forward(const Tensor& x, const Tensor& context, const
   return recompute(
       "spatial_transformer",
       [this](const std::vector<Tensor>& in, Generator*) { return compute(in[0], in[1]); }, {x, context},
-      any_parameter_requires_grad(), nullptr);
+      any_parameter_requires_grad() || nn::adapters_need_grad(*this), nullptr);  // LoRA: frozen weights, trained adapters
 }
 
 Tensor SpatialTransformer::compute(const Tensor& x, const Tensor& context) const {

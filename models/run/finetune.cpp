@@ -1,0 +1,367 @@
+// models/run/finetune.cpp: ddpm-train --init-from (contract in finetune.h).
+#include "models/run/finetune.h"
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/error.h"
+#include "models/run/checkpoint.h"
+#include "models/run/lora_run.h"
+#include "models/unet/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace ddpm::run {
+
+const std::vector<const char*> kInitFromRefusedFlags = {
+    // Architecture.
+    "--image-size", "--num-channels", "--channel-mult", "--num-res-blocks", "--attention-resolutions",
+    "--num-heads", "--num-head-channels", "--norm-groups", "--learn-sigma", "--use-scale-shift-norm",
+    "--resblock-updown", "--timestep-embedding",
+    // Conditioning.
+    "--class-cond", "--text-cond", "--context-length", "--text-width", "--text-layers", "--text-heads",
+    "--transformer-depth", "--text-pooling", "--no-text-pooling",
+    // Diffusion.
+    "--objective", "--sigma-data", "--p-mean", "--p-std", "--diffusion-steps", "--noise-schedule", "--predict",
+    "--zero-terminal-snr",
+    // Model kinds a fine-tune does not take (finetune.h).
+    "--autoencoder", "--super-res", "--cond-augment", "--blur-augment", "--blur-sigma"};
+
+namespace {
+
+bool given(const TrainOptions& o, const std::string& flag) {
+  for (const std::string& f : o.init_from_flags_given)
+    if (f == flag) return true;
+  return false;
+}
+
+std::string join_ints(const std::vector<int>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+std::string absolute_path(const std::string& p) {
+  fs::path path = fs::absolute(fs::path(p)).lexically_normal();
+  if (path.filename().empty() && path.has_parent_path()) path = path.parent_path();  // "dir/" -> "dir"
+  return path.string();
+}
+
+// The checkpoint folder of a run or checkpoint folder SRC; "" for the other kinds.
+fs::path checkpoint_folder_of(const fs::path& src) {
+  std::error_code ec;
+  if (!fs::is_directory(src, ec)) return {};
+  if (fs::is_regular_file(src / "config.json", ec) && fs::is_directory(src / "checkpoints", ec))
+    return resolve_checkpoint(src.string(), "latest");
+  if (fs::is_regular_file(src / kModelFile, ec) || fs::is_regular_file(src / kEmaFile, ec)) return src;
+  return {};
+}
+
+// Sets o's model, diffusion and conditioning options to the source's, so validate_options
+// checks (and config.json records) what the run will train.
+void adopt_source_options(const FineTuneSource& s, TrainOptions& o) {
+  const unet::UNetConfig& m = s.model;
+  o.image_size = m.image_size;
+  o.num_channels = m.model_channels;
+  o.channel_mult = join_ints(m.channel_mult);
+  o.num_res_blocks = m.num_res_blocks;
+  o.attention_resolutions = join_ints(m.attention_resolutions);
+  o.num_heads = m.num_heads;
+  o.num_head_channels = m.num_head_channels;
+  o.norm_groups = m.norm_groups;
+  if (!given(o, "--dropout")) o.dropout = m.dropout;
+  o.learn_sigma = m.learn_sigma;
+  o.use_scale_shift_norm = m.use_scale_shift_norm;
+  o.resblock_updown = m.resblock_updown;
+  o.class_cond = m.num_classes > 0;
+  o.text.enabled = s.text_encoder.has_value();
+  if (s.text_encoder) {
+    o.text.context_length = s.text_encoder->context_length;
+    o.text.width = s.text_encoder->width;
+    o.text.layers = s.text_encoder->layers;
+    o.text.heads = s.text_encoder->heads;
+    o.text.transformer_depth = m.transformer_depth;
+    o.text.pooling = m.context_pooled();
+  }
+  const nlohmann::json d = diffusion_to_json(s.diffusion);
+  o.objective = "ddpm";
+  o.diffusion_steps = s.diffusion.diffusion_steps;
+  o.noise_schedule = d.at("noise_schedule").get<std::string>();
+  o.predict = d.at("predict").get<std::string>();
+  o.zero_terminal_snr = s.diffusion.zero_terminal_snr;
+}
+
+// The architecture, settings and weights of an opened model (no record yet).
+FineTuneSource source_of(const ModelSource& m) {
+  FineTuneSource s;
+  s.model = m.net->config();
+  s.diffusion = m.diffusion;
+  const nn::Module& module = m.text ? static_cast<const nn::Module&>(*m.text) : static_cast<const nn::Module&>(*m.net);
+  for (const auto& [name, t] : module.named_parameters()) s.weights.emplace_back(name, t.clone());
+  if (m.text) {
+    s.text_encoder = m.text_encoder->config();
+    s.tokenizer = *m.tokenizer;
+  }
+  return s;
+}
+
+}  // namespace
+
+void note_init_from_flags(const CLI::App& app, TrainOptions& o) {
+  o.init_from_flags_given.clear();
+  std::vector<const char*> flags = kInitFromRefusedFlags;
+  flags.push_back("--dropout");
+  for (const char* flag : flags) {
+    const CLI::Option* opt = app.get_option_no_throw(flag);
+    if (opt != nullptr && opt->count() > 0) o.init_from_flags_given.push_back(flag);
+  }
+  // --text-pooling / --no-text-pooling are one CLI11 option.
+  if (o.text.pooling_given) o.init_from_flags_given.push_back(o.text.pooling ? "--text-pooling" : "--no-text-pooling");
+}
+
+FineTuneSource open_finetune_source(const std::string& src, const std::string& init_weights) {
+  DDPM_CHECK(init_weights.empty() || init_weights == "ema" || init_weights == "raw",
+             "--init-weights must be ema or raw, got '" << init_weights << "'");
+  std::error_code ec;
+  DDPM_CHECK(fs::exists(src, ec), "--init-from " << src << " does not exist");
+  const fs::path ckpt = checkpoint_folder_of(fs::path(src));
+  bool use_ema = true;
+  if (!ckpt.empty()) {
+    const bool has_ema = fs::is_regular_file(ckpt / kEmaFile, ec), has_raw = fs::is_regular_file(ckpt / kModelFile, ec);
+    DDPM_CHECK(init_weights != "ema" || has_ema,
+               "--init-weights ema: the checkpoint " << ckpt.string() << " has no " << kEmaFile);
+    DDPM_CHECK(init_weights != "raw" || has_raw,
+               "--init-weights raw: the checkpoint " << ckpt.string() << " has no " << kModelFile);
+    use_ema = init_weights.empty() ? has_ema : init_weights == "ema";
+  } else {
+    DDPM_CHECK(init_weights.empty(), "--init-weights " << init_weights << " applies to our run and checkpoint folders "
+                                                       "(EMA and raw weights); --init-from " << src
+                                                       << " holds one set of weights");
+  }
+  // The kinds a fine-tune refuses, by the run's config.json where there is one.
+  const std::string config_path = model_config_path(src);
+  if (!config_path.empty()) {
+    const nlohmann::json cfg = nlohmann::json::parse(std::ifstream(config_path), nullptr, false);
+    if (cfg.is_object()) {
+      DDPM_CHECK(!cfg.contains("autoencoder"),
+                 "--init-from " << src << " is a latent diffusion model (config.json has an \"autoencoder\" section); "
+                                          "fine-tuning latent models is not supported yet");
+      DDPM_CHECK(!cfg.contains("lora"),
+                 "--init-from " << src << " is a LoRA run; fine-tune its merged model instead (ddpm-export "
+                                          "--checkpoint " << src << " --out DIR writes it)");
+      DDPM_CHECK(!cfg.contains("distillation"),
+                 "--init-from " << src << " is a distilled student (config.json has a \"distillation\" section); the "
+                                          "DDPM loss would undo its few-step distillation, so it cannot be fine-tuned");
+    }
+  }
+  ModelSource m = open_model(src, Device::cpu(), use_ema);  // ValueError for a ControlNet run
+  DDPM_CHECK(!m.diffusion.edm, "--init-from " << src << " is an EDM model (--objective edm); fine-tuning EDM models "
+                                                        "is not supported yet");
+  const unet::UNetConfig& mc = m.net->config();
+  DDPM_CHECK(!mc.super_res(), "--init-from " << src << " is a super-resolution model (low-res size "
+                                             << mc.low_res_size << "); fine-tuning those is not supported yet");
+  DDPM_CHECK(!mc.guidance_embedding, "--init-from " << src << " is a guidance-distilled model; it cannot be fine-tuned");
+  check_diffusion_settings(m.diffusion);
+
+  FineTuneSource s = source_of(m);
+  nlohmann::json files = nlohmann::json::array();
+  std::vector<std::string> weight_files = {m.weights_path};
+  if (m.kind == "diffusers pipeline folder") weight_files.push_back((fs::path(src) / "text_encoder" / "model.safetensors").string());
+  for (const std::string& f : weight_files) files.push_back({{"path", absolute_path(f)}, {"sha256", sha256_file(f)}});
+  s.record = {{"source", absolute_path(src)},
+              {"kind", m.kind},
+              {"weights", ckpt.empty() ? "raw" : (m.ema ? "ema" : "raw")},
+              {"files", files}};
+  return s;
+}
+
+std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
+  std::optional<nlohmann::json> saved;  // --resume: the run's own config.json
+  if (!o.resume.empty() && fs::exists(fs::path(o.out) / "config.json")) {
+    const nlohmann::json cfg = read_run_config(o.out);
+    if (cfg.contains("init_from")) saved = cfg;
+  }
+  DDPM_CHECK(o.lora_rank >= 0, "--lora-rank must be >= 0 (0 = no LoRA), got " << o.lora_rank);
+  DDPM_CHECK(std::isfinite(o.lora_alpha) && o.lora_alpha >= 0,
+             "--lora-alpha must be positive (0 = the rank), got " << o.lora_alpha);
+  DDPM_CHECK(o.lora_alpha == 0 || o.lora_rank > 0, "--lora-alpha " << o.lora_alpha << " needs --lora-rank");
+  if (o.init_from.empty() && !saved) {
+    DDPM_CHECK(o.init_weights.empty(), "--init-weights " << o.init_weights << " needs --init-from");
+    DDPM_CHECK(o.lora_rank == 0, "--lora-rank " << o.lora_rank << " needs --init-from: LoRA adapts a trained model");
+    return std::nullopt;
+  }
+  for (const char* flag : kInitFromRefusedFlags)
+    DDPM_CHECK(!given(o, flag), flag << " does not apply with --init-from: a fine-tune takes the architecture, "
+                                        "diffusion settings and conditioning of its source"
+                                     << (saved ? " (recorded in " + o.out + "/config.json)" : ""));
+  FineTuneSource s;
+  if (saved) {
+    const nlohmann::json& rec = saved->at("init_from");
+    DDPM_CHECK(o.init_from.empty() || absolute_path(o.init_from) == rec.value("source", std::string()),
+               "--init-from " << o.init_from << " is not the source this run was fine-tuned from ("
+                              << rec.value("source", std::string()) << ", " << o.out << "/config.json)");
+    // A LoRA run's frozen base is loaded on every resume: the recorded weights, digests checked.
+    if (saved->contains("lora")) s = source_of(open_recorded_base(rec, Device::cpu()));
+    s.model = unet::config_from_json(saved->at("model"));
+    s.diffusion = diffusion_from_json(saved->at("diffusion"), s.model.learn_sigma);
+    if (saved->contains("text_encoder")) s.text_encoder = text::text_encoder_config_from_json(saved->at("text_encoder"));
+    s.record = rec;
+    o.init_from = rec.value("source", o.init_from);
+    o.init_weights = rec.value("weights", o.init_weights);
+  } else {
+    DDPM_CHECK(o.resume.empty(), "--init-from starts a new run; --resume continues a fine-tune from its own "
+                                 "checkpoints, and " << o.out << " holds no fine-tune (no \"init_from\" in its "
+                                                                 "config.json)");
+    s = open_finetune_source(o.init_from, o.init_weights);
+  }
+  adopt_source_options(s, o);
+  return s;
+}
+
+unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOptions& o, const Dataset& data) {
+  unet::UNetConfig c = s.model;
+  DDPM_CHECK(data.height == c.image_size && data.channels == c.in_channels,
+             "--data " << data.name << " has " << data.height << "x" << data.width << "x" << data.channels
+                       << " images, but the --init-from model takes " << c.image_size << "x" << c.image_size << "x"
+                       << c.in_channels
+                       << (data.height == 28 && c.image_size == 32 ? " (add --pad-to-32)" : ""));
+  if (c.num_classes > 0)
+    DDPM_CHECK(data.has_labels() && data.num_classes == c.num_classes,
+               "--data " << data.name << " has " << (data.has_labels() ? std::to_string(data.num_classes) : "no")
+                         << " classes, but the class-conditional --init-from model has " << c.num_classes);
+  c.dropout = o.dropout;
+  c.validate();
+  return c;
+}
+
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) {
+  std::map<std::string, const Tensor*> source;
+  for (const auto& [name, t] : s.weights) source[name] = &t;
+  std::ostringstream problems;
+  int count = 0;
+  const std::vector<nn::NamedTensor> params = model.named_parameters();
+  for (const auto& [name, p] : params) {
+    const auto it = source.find(name);
+    if (it == source.end()) {
+      problems << "\n  missing: " << name;
+      ++count;
+    } else if (it->second->shape() != p.shape()) {
+      problems << "\n  shape of " << name << ": " << shape_str(it->second->shape()) << " in the source vs "
+               << shape_str(p.shape());
+      ++count;
+    }
+  }
+  std::map<std::string, bool> wanted;
+  for (const auto& [name, p] : params) wanted[name] = true;
+  for (const auto& [name, t] : s.weights)
+    if (!wanted.count(name)) {
+      problems << "\n  unexpected: " << name;
+      ++count;
+    }
+  DDPM_CHECK_AS(count == 0, IoError,
+                "--init-from " << s.record.value("source", std::string()) << ": " << count
+                               << " parameter(s) do not match the model:" << problems.str());
+  for (const auto& [name, p] : params) {
+    Tensor dst = p;  // a handle: copy_from writes the model's (slab's) storage
+    dst.copy_from(source.at(name)->to(p.dtype()));
+  }
+}
+
+// ---- SHA-256 (FIPS 180-4, sec. 6.2) ----
+namespace {
+
+constexpr std::array<std::uint32_t, 64> kSha256K = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+class Sha256 {
+ public:
+  void update(const unsigned char* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      block_[fill_++] = p[i];
+      if (fill_ == 64) compress();
+    }
+    bytes_ += n;
+  }
+  std::string hex() {
+    // Padding (sec. 5.1.1): a 1 bit, zeros to 56 mod 64 bytes, the message length in bits.
+    const std::uint64_t bits = bytes_ * 8;
+    const unsigned char one = 0x80, zero = 0;
+    update(&one, 1);
+    while (fill_ != 56) update(&zero, 1);
+    for (int i = 7; i >= 0; --i) {
+      const unsigned char b = static_cast<unsigned char>(bits >> (8 * i));
+      update(&b, 1);
+    }
+    std::ostringstream os;
+    for (std::uint32_t w : h_)
+      for (int i = 3; i >= 0; --i) os << "0123456789abcdef"[(w >> (8 * i + 4)) & 15] << "0123456789abcdef"[(w >> (8 * i)) & 15];
+    return os.str();
+  }
+
+ private:
+  void compress() {
+    std::uint32_t w[64];
+    for (int t = 0; t < 16; ++t)
+      w[t] = std::uint32_t(block_[4 * t]) << 24 | std::uint32_t(block_[4 * t + 1]) << 16 |
+             std::uint32_t(block_[4 * t + 2]) << 8 | std::uint32_t(block_[4 * t + 3]);
+    for (int t = 16; t < 64; ++t) {
+      const std::uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+      const std::uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+      w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+    }
+    std::uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
+    for (int t = 0; t < 64; ++t) {
+      const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kSha256K[t] + w[t];
+      const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+    }
+    const std::uint32_t v[8] = {a, b, c, d, e, f, g, h};
+    for (int i = 0; i < 8; ++i) h_[i] += v[i];
+    fill_ = 0;
+  }
+
+  std::array<std::uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                     0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};  // sec. 5.3.3
+  unsigned char block_[64] = {};
+  std::size_t fill_ = 0;
+  std::uint64_t bytes_ = 0;
+};
+
+}  // namespace
+
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  return h.hex();
+}
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  DDPM_CHECK_AS(in.good(), IoError, "cannot read " << path << " to take its SHA-256");
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(reinterpret_cast<const unsigned char*>(buf.data()), static_cast<std::size_t>(in.gcount()));
+  }
+  DDPM_CHECK_AS(in.eof(), IoError, "reading " << path << " failed while taking its SHA-256");
+  return h.hex();
+}
+
+}  // namespace ddpm::run

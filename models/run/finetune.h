@@ -1,0 +1,106 @@
+// models/run/finetune.h: ddpm-train --init-from SRC, fine-tuning a trained model on new data.
+//
+// A fine-tune is an ordinary ddpm-train run whose network starts from SRC's weights instead
+// of a random draw:
+//   - SRC is anything open_model (model_source.h) opens as a pixel-space DDPM: one of our run
+//     or checkpoint folders, a model file with config.json beside it, a diffusers UNet2DModel
+//     folder, or a diffusers pipeline folder of a text model (unet/ + text_encoder/ +
+//     tokenizer/). From a run or checkpoint folder the EMA weights are taken by default
+//     (--init-weights ema|raw chooses; raw when the checkpoint has no EMA); --init-weights
+//     is refused for the other kinds, which hold one set of weights.
+//   - The new run takes SRC's architecture (the UNet config, verbatim, --dropout aside: it
+//     may be given, as regularisation is the fine-tune's choice), its diffusion settings
+//     (T, schedule, prediction, learned variance, zero terminal SNR), its class or text
+//     conditioning (a text model's encoder and tokenizer: captions are tokenized with SRC's
+//     vocabulary, unknown words become <unk>) and its image size. Every flag that would
+//     choose one of these (kInitFromRefusedFlags) is a ValueError naming it. The data must
+//     match: image size (after --pad-to-32), channels, and for a class-conditional model the
+//     number of classes; a mismatch names both sides.
+//   - The optimiser is fresh (AdamW moments zero, step 0, warmup and schedule from the
+//     flags) and the EMA starts at the loaded weights (the trainer's EMA copies the slab when
+//     it is built, after the weights are loaded).
+//   - Refused SRC kinds (ValueError naming the kind and why): latent models (an "autoencoder"
+//     section: the data would have to be encoded by SRC's autoencoder), EDM models (the run
+//     would need SRC's preconditioning, not --objective's defaults), super-resolution models
+//     (their condition settings are not carried over yet), distilled students (a
+//     "distillation" section: the DDPM loss would undo the few-step distillation), LoRA runs
+//     (fine-tune their merged export instead) and ControlNet runs (open_model already refuses
+//     them: not a UNet).
+//   - --lora-rank R (lora_run.h) trains adapters on SRC's attention projections instead of
+//     its weights; SRC stays frozen and is reloaded from the recorded file on every resume.
+//     --lora-rank and --lora-alpha without --init-from are ValueErrors.
+// config.json of the new run gets an "init_from" section:
+//   {"source": absolute SRC path, "kind": open_model's kind, "weights": "ema" | "raw",
+//    "files": [{"path": absolute file, "sha256": hex digest}, ...]}
+// (the weights file, and a pipeline's text-encoder file), so the starting point can be
+// checked later with sha256sum. --resume of a fine-tune run reads the architecture from
+// the run's own config.json (SRC is not opened again and may have moved or changed); a
+// --init-from given then must name the recorded source.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "engine/parameters.h"
+#include "models/data/dataset.h"
+#include "models/nn/module.h"
+#include "models/run/model_source.h"
+#include "models/run/train_run.h"
+#include "models/text/text_encoder.h"
+#include "models/text/tokenizer.h"
+#include "models/unet/unet.h"
+
+namespace CLI {
+class App;
+}
+
+namespace ddpm::run {
+
+// The flags that choose what a fine-tune takes from SRC (refused with --init-from).
+extern const std::vector<const char*> kInitFromRefusedFlags;
+
+// After the final parse: records in o.init_from_flags_given which of kInitFromRefusedFlags
+// and --dropout, --init-weights were given (as note_objective_flags does for --objective).
+void note_init_from_flags(const CLI::App& app, TrainOptions& o);
+
+// What a fine-tune takes from its source.
+struct FineTuneSource {
+  unet::UNetConfig model;
+  DiffusionSettings diffusion;
+  std::optional<text::TextEncoderConfig> text_encoder;  // a text model
+  std::optional<text::Tokenizer> tokenizer;             // a new text fine-tune: SRC's; on resume the run's own is read
+  NamedTensors weights;   // SRC's parameters by name (host copies); empty on resume
+  nlohmann::json record;  // config.json's "init_from"
+};
+
+// The SHA-256 (FIPS 180-4) of a file's bytes as 64 lowercase hex digits; IoError when it
+// cannot be read.
+std::string sha256_file(const std::string& path);
+std::string sha256_hex(const std::string& bytes);
+
+// Opens --init-from SRC as described above (ValueError / IoError naming SRC and the
+// reason). `init_weights` is "" (the default choice), "ema" or "raw".
+FineTuneSource open_finetune_source(const std::string& src, const std::string& init_weights);
+
+// For train_run: nothing when the run is not a fine-tune (no --init-from, and on --resume
+// no "init_from" in --out's config.json). Otherwise checks the flags (a refused flag given,
+// --init-weights without --init-from, a --init-from on resume that is not the recorded
+// one), opens the source (or, on resume, reads the run's config.json) and sets o's model,
+// diffusion and conditioning options to SRC's, so validate_options and config.json see
+// them. Throws ValueError naming the flag.
+std::optional<FineTuneSource> prepare_finetune(TrainOptions& o);
+
+// The UNet config of the fine-tune on `data` (after padding): SRC's, with o.dropout when
+// --dropout was given. ValueError naming what mismatches (image size, channels, classes).
+unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOptions& o, const Dataset& data);
+
+// Copies s.weights into `model`'s parameters (by name, any device), before the slab's EMA is
+// made. IoError listing the missing, unexpected and mismatched names (none for a model
+// built from s.model).
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model);
+
+}  // namespace ddpm::run

@@ -42,8 +42,7 @@ cmp "$work/s2/samples.npz" "$work/s2d/samples.npz" || fail "without --sampler, n
 long=(--teacher "$run" --method consistency --consistency-levels 4 --batch-size 4 --log-every 1 --gap-samples 4
       --steps 150 --checkpoint-every 7 --device cpu)
 "$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
-"$bin/ddpm-distill" "${long[@]}" --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
-pid=$!
+start_logged "$work/out.txt" "$bin/ddpm-distill" "${long[@]}" --out "$work/stopped"
 term_when "$pid" "$work/out.txt" "^  step 2/150"
 rc=0
 wait "$pid" || rc=$?

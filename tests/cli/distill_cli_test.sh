@@ -50,9 +50,8 @@ cmp "$work/s_default/samples.npz" "$work/s_noclip/samples.npz" || fail "no --cli
 grep -q "trained for --sampler ddim --sampling-steps 2 only" "$work/out.txt" || fail "the warning names no grid"
 
 # SIGTERM in round 2: the step finishes, round_1 stays published, round_2 is not, exit 143.
-"$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 150 --batch-size 4 \
-  --log-every 50 --gap-samples 4 --device cpu --out "$work/stopped" >"$work/out.txt" 2>"$work/err.txt" &
-pid=$!
+start_logged "$work/out.txt" "$bin/ddpm-distill" --teacher "$run" --teacher-steps 8 --rounds 2 \
+  --steps-per-round 150 --batch-size 4 --log-every 50 --gap-samples 4 --device cpu --out "$work/stopped"
 term_when "$pid" "$work/out.txt" "^round 2/2"
 rc=0
 wait "$pid" || rc=$?
@@ -72,8 +71,7 @@ grep -q '"rounds_done": 1' "$work/stopped/distill.json" || fail "distill.json do
 long=(--teacher "$run" --teacher-steps 8 --rounds 2 --steps-per-round 120 --batch-size 4 --log-every 1 --gap-samples 4
       --checkpoint-every 7 --device cpu)
 "$bin/ddpm-distill" "${long[@]}" --out "$work/whole" >"$work/out.txt" 2>"$work/err.txt" || fail "the uninterrupted run"
-"$bin/ddpm-distill" "${long[@]}" --out "$work/resumed" >"$work/out.txt" 2>"$work/err.txt" &
-pid=$!
+start_logged "$work/out.txt" "$bin/ddpm-distill" "${long[@]}" --out "$work/resumed"
 term_when "$pid" "$work/out.txt" "^  step 2/120"
 rc=0
 wait "$pid" || rc=$?
@@ -146,8 +144,7 @@ glong=(--teacher "$cond" --teacher-steps 8 --guided 1,3 --rounds 0 --guided-step
        --gap-samples 4 --checkpoint-every 7 --device cpu)
 "$bin/ddpm-distill" "${glong[@]}" --out "$work/gwhole" >"$work/out.txt" 2>"$work/err.txt" ||
   fail "the uninterrupted guided run"
-"$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed" >"$work/out.txt" 2>"$work/err.txt" &
-pid=$!
+start_logged "$work/out.txt" "$bin/ddpm-distill" "${glong[@]}" --out "$work/gresumed"
 term_when "$pid" "$work/out.txt" "^  step 2/240"
 rc=0
 wait "$pid" || rc=$?

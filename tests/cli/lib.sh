@@ -13,6 +13,11 @@
 #                                    send SIGTERM to PID; fail (showing FILE) if PID ends first.
 #                                    No time cap: on a loaded machine a run may take long to get
 #                                    there, and only its ending first means the test is wrong.
+#   start_logged LOG CMD...          run CMD in the background, stdout to LOG and stderr to
+#                                    $work/err.txt, and set pid. LOG is removed first: the
+#                                    shell truncates it only once the child runs, so a reused
+#                                    log would still hold an earlier run's lines and term_when
+#                                    could match them and signal the child before it started.
 cli_test_name=$1
 rm -rf "$work"
 mkdir -p "$work"
@@ -37,6 +42,14 @@ refused() {
   local pattern=$1
   shift
   expect_refusal "$*" "$pattern" "$@"
+}
+
+start_logged() {
+  local log=$1
+  shift
+  rm -f "$log"
+  "$@" >"$log" 2>"$work/err.txt" &
+  pid=$!
 }
 
 term_when() {

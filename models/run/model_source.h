@@ -58,6 +58,7 @@
 #include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
+#include "models/diffusion/vdm.h"
 #include "models/text/text_conditioned.h"
 #include "models/unet/unet.h"
 
@@ -74,6 +75,12 @@ struct DiffusionSettings {
   // Set for a network trained with the EDM objective (edm.h): it is a preconditioned F and
   // is sampled with edm_sample; the DDPM fields above are then defaults, not used.
   std::optional<diffusion::EdmConfig> edm;
+  // Set for a network trained with the VDM objective (vdm.h, "objective": "vdm"): it is an
+  // eps-network of continuous t; diffusion_steps is then its sampling grid N (T of a
+  // discrete-time run, else 1000) and diffusion_betas the grid schedule of vdm_curve, which
+  // open_model reads from the weights file ("vdm_gamma." tensors of a learned schedule).
+  std::optional<diffusion::VdmConfig> vdm;
+  std::shared_ptr<const diffusion::GammaCurve> vdm_curve;
 };
 
 // The model's beta schedule: betas_for(noise_schedule, diffusion_steps), rescaled to zero

@@ -466,6 +466,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       }
     }
   }
+  // A VDM model (vdm.h's grid bridge): the samplers run on its grid schedule (diffusion_betas)
+  // and the network sees grid index i as continuous t = (i + 1) / N.
+  if (model.diffusion.vdm)
+    fn = diffusion::vdm_grid_denoiser(fn, model.diffusion.vdm_curve, model.diffusion.diffusion_steps);
 
   // steps.png: snapshots of the first batch's first samples, [S][rows] images of H x W x C.
   std::vector<std::vector<std::uint8_t>> snap_xt, snap_x0;

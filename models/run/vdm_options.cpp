@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "engine/io/safetensors.h"
 
 namespace ddpm::run {
 namespace {
@@ -73,21 +74,27 @@ void validate_vdm_options(const TrainOptions& o) {
                                     "likelihood of the 8-bit pixels themselves");
   DDPM_CHECK(o.super_res == 0, "--super-res does not apply to --objective vdm (its bound is of an unconditional or "
                                "class-conditional image model)");
-  diffusion::parse_vdm_schedule_kind(o.vdm_schedule);  // ValueError listing the choices
+  DDPM_CHECK(o.vdm_schedule == "fixed" || o.vdm_schedule == "learned",
+             "--vdm-schedule must be fixed or learned, got '" << o.vdm_schedule << "'");
   DDPM_CHECK(std::isfinite(o.gamma_min) && std::isfinite(o.gamma_max) && o.gamma_min < o.gamma_max,
              "--gamma-min (" << o.gamma_min << ") must be below --gamma-max (" << o.gamma_max << "), both finite");
   DDPM_CHECK(o.vdm_steps >= 0, "--vdm-steps must be >= 0 (0 = continuous time), got " << o.vdm_steps);
 }
 
-nlohmann::json vdm_diffusion_section(const TrainOptions& o) {
-  const diffusion::VdmConfig c = vdm_config(o);
-  return {{"objective", "vdm"},        {"vdm_schedule", o.vdm_schedule}, {"gamma_min", c.gamma_min},
-          {"gamma_max", c.gamma_max},  {"vdm_steps", c.steps},           {"vdm_features", c.features},
-          {"predict", "eps"},          {"learn_sigma", false}};
+nlohmann::json vdm_diffusion_section(const TrainOptions& o) { return vdm_section_json(vdm_config(o)); }
+
+nlohmann::json vdm_section_json(const diffusion::VdmConfig& c) {
+  return {{"objective", "vdm"},
+          {"vdm_schedule", diffusion::vdm_schedule_kind_name(c.schedule)},
+          {"gamma_min", c.gamma_min},
+          {"gamma_max", c.gamma_max},
+          {"vdm_steps", c.steps},
+          {"vdm_features", c.features},
+          {"predict", "eps"},
+          {"learn_sigma", false}};
 }
 
-std::optional<diffusion::VdmConfig> vdm_config_from_json(const nlohmann::json& d) {
-  if (!d.is_object() || d.value("objective", std::string("ddpm")) != "vdm") return std::nullopt;
+diffusion::VdmConfig vdm_config_from_json(const nlohmann::json& d) {
   diffusion::VdmConfig c;
   try {
     c.schedule = diffusion::parse_vdm_schedule_kind(d.at("vdm_schedule").get<std::string>());
@@ -101,6 +108,27 @@ std::optional<diffusion::VdmConfig> vdm_config_from_json(const nlohmann::json& d
   }
   diffusion::check_vdm_config(c);
   return c;
+}
+
+namespace {
+constexpr const char* kSchedulePrefix = "vdm_gamma.";
+bool is_schedule_tensor(const std::string& name) { return name.rfind(kSchedulePrefix, 0) == 0; }
+}  // namespace
+
+void drop_vdm_schedule_tensors(std::vector<std::pair<std::string, Tensor>>& tensors) {
+  tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [](const auto& p) { return is_schedule_tensor(p.first); }),
+                tensors.end());
+}
+
+std::shared_ptr<const diffusion::GammaCurve> read_vdm_curve(const diffusion::VdmConfig& c,
+                                                            const std::string& weights_path) {
+  if (c.schedule == diffusion::VdmScheduleKind::fixed) return std::make_shared<const diffusion::GammaCurve>(c);
+  const SafetensorsFile file = load_safetensors(weights_path);
+  auto values = [&](const char* name) { return file.get(std::string(kSchedulePrefix) + name).to_double_vector(); };
+  const std::vector<double> w1 = values("l1.weight");
+  DDPM_CHECK(w1.size() == 1, weights_path << ": vdm_gamma.l1.weight must hold one value, got " << w1.size());
+  return std::make_shared<const diffusion::GammaCurve>(c, w1[0], values("l2.weight"), values("l2.bias"),
+                                                       values("l3.weight"));
 }
 
 }  // namespace ddpm::run

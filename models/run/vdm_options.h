@@ -46,7 +46,23 @@ void validate_vdm_options(const TrainOptions& o);
 // config.json's "diffusion" section of a vdm run, and the VdmConfig read back from one
 // (nullopt for another objective; ValueError naming the key when it is inconsistent).
 nlohmann::json vdm_diffusion_section(const TrainOptions& o);
-std::optional<diffusion::VdmConfig> vdm_config_from_json(const nlohmann::json& diffusion);
+nlohmann::json vdm_section_json(const diffusion::VdmConfig& c);
+// The VdmConfig of a "diffusion" section with "objective": "vdm" (ValueError naming the key
+// when it is missing or inconsistent).
+diffusion::VdmConfig vdm_config_from_json(const nlohmann::json& diffusion);
+
+// --- opening a vdm run (model_source.h) ------------------------------------------------------
+
+// The sampling grid N of a continuous-time VDM model (the authors' code samples such a model
+// with T = 1000 steps); --sampling-steps respaces it.
+inline constexpr std::int64_t kVdmSamplingGrid = 1000;
+// Removes the learned schedule's "vdm_gamma." tensors from a weights file's list (they are
+// not the UNet's).
+void drop_vdm_schedule_tensors(std::vector<std::pair<std::string, Tensor>>& tensors);
+// The schedule of a VDM model: linear for a fixed one; a learned one from the "vdm_gamma."
+// tensors of the weights file (IoError naming the file and the missing tensor).
+std::shared_ptr<const diffusion::GammaCurve> read_vdm_curve(const diffusion::VdmConfig& c,
+                                                            const std::string& weights_path);
 
 // The network and its schedule side by side: the network's parameters keep their names, the
 // schedule's get "vdm_gamma." (none for the fixed schedule), so a fixed-schedule checkpoint

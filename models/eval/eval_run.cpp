@@ -490,6 +490,8 @@ ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& ou
   run::refuse_latent_model(a.checkpoint, "ddpm-eval condition-gap");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
   const run::DiffusionSettings& d = src.diffusion;
+  DDPM_CHECK(!d.vdm, "condition-gap: " << a.checkpoint << " was trained with the VDM objective (continuous t): "
+                                                          "condition-gap handles DDPM runs only");
   DDPM_CHECK(!d.edm, "condition-gap: " << a.checkpoint
                                        << " was trained with the EDM objective (a preconditioned network of a "
                                           "continuous sigma, not an eps, x_0 or v prediction at a discrete t): "

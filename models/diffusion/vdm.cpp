@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <utility>
 
 #include "engine/autograd.h"
@@ -280,8 +281,11 @@ Tensor coefficient_op(const VdmSchedule& schedule, std::shared_ptr<const GammaCu
                                       : per_sample(v, like);
   const std::vector<Tensor> inputs = schedule.weights();
   if (inputs.empty()) return out;
+  // The weights' shapes, dtypes and devices (no handles: a node keeps no tensor alive).
+  std::vector<std::tuple<Shape, DType, Device>> layout;
+  for (const Tensor& w : inputs) layout.emplace_back(w.shape(), w.dtype(), w.device());
   record(out, "vdm_gamma", inputs,
-         [g, c, which, losses, variance, inputs](const Tensor& grad_out, const std::vector<bool>& need) {
+         [g, c, which, losses, variance, layout](const Tensor& grad_out, const std::vector<bool>& need) {
            const std::vector<double> go = grad_out.to_double_vector();  // dL/dcoef_i
            const std::size_t n = go.size();
            std::vector<double> times, cg, cd;
@@ -298,15 +302,16 @@ Tensor coefficient_op(const VdmSchedule& schedule, std::shared_ptr<const GammaCu
            }
            std::vector<double> flat(static_cast<std::size_t>(g->num_weights()), 0.0);
            g->accumulate_grad(times, cg, cd, flat);
-           std::vector<Tensor> grads(inputs.size());
+           std::vector<Tensor> grads(layout.size());
            std::size_t offset = 0;
-           for (std::size_t k = 0; k < inputs.size(); ++k) {
-             const auto count = static_cast<std::size_t>(inputs[k].numel());
+           for (std::size_t k = 0; k < layout.size(); ++k) {
+             const auto& [shape, dtype, device] = layout[k];
+             const auto count = static_cast<std::size_t>(shape_numel(shape));
              if (need[k])
                grads[k] = Tensor::from_vector(std::vector<double>(flat.begin() + static_cast<std::ptrdiff_t>(offset),
                                                                   flat.begin() +
                                                                       static_cast<std::ptrdiff_t>(offset + count)),
-                                              inputs[k].shape(), inputs[k].dtype(), inputs[k].device());
+                                              shape, dtype, device);
              offset += count;
            }
            return grads;

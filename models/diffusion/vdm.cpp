@@ -172,12 +172,6 @@ std::vector<double> sample_vdm_times(std::int64_t n, std::int64_t steps, Generat
   return t;
 }
 
-double vdm_loss_weight(const GammaCurve& g, double t, std::int64_t steps) {
-  if (steps == 0) return 0.5 * g.at(t).dgamma;  // 1/2 gamma'(t)            (paper eq. 17)
-  const double T = static_cast<double>(steps);
-  return 0.5 * T * std::expm1(g.gamma(t) - g.gamma(t - 1.0 / T));  // 1/2 T (SNR(s)/SNR(t) - 1)
-}
-
 std::vector<double> vdm_prior_nats(const GammaCurve& g, const Tensor& x) {
   const double g1 = g.gamma(1.0);
   const double alpha2 = sigmoid(-g1), var1 = sigmoid(g1), log_var1 = log_sigmoid(g1);
@@ -248,13 +242,13 @@ Coefficients coefficients(const GammaCurve& g, const std::vector<double>& t, std
     c.sigma.push_back(s);
     c.dalpha.push_back(-0.5 * a * s * s);  // d sqrt(sigmoid(-g))/dg
     c.dsigma.push_back(0.5 * s * a * a);   // d sqrt(sigmoid(g))/dg
-    if (T == 0) {
+    if (T == 0) {  // w = 1/2 gamma'(t) D                                     (paper eq. 17)
       c.s.push_back(ti);
       c.weight.push_back(0.5 * p.dgamma * D);
       c.dw_t.push_back(0.0);
       c.dw_s.push_back(0.0);
       c.dw_d.push_back(0.5 * D);
-    } else {
+    } else {  // w = 1/2 T expm1(gamma(t) - gamma(s)) D = 1/2 T (SNR(s)/SNR(t) - 1) D
       const double si = ti - 1.0 / static_cast<double>(T), e = std::exp(p.gamma - g.gamma(si));
       const double half_t = 0.5 * static_cast<double>(T) * D;
       c.s.push_back(si);

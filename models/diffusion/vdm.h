@@ -4,7 +4,7 @@
 // matter).
 //
 // The process. Variance preserving, continuous time t in [0, 1], written through the
-// negative log signal-to-noise ratio gamma(t) = -log SNR(t) (paper eq. 3-4):
+// negative log signal-to-noise ratio gamma(t) = -log SNR(t) (the paper sec. 2):
 //   alpha_t^2 = sigmoid(-gamma(t)),  sigma_t^2 = sigmoid(gamma(t)),  SNR(t) = exp(-gamma(t))
 //   z_t = alpha_t x + sigma_t eps,   eps ~ N(0, I)
 // gamma is increasing, so SNR falls from exp(-gamma_0) at t = 0 to exp(-gamma_1) at t = 1.
@@ -12,7 +12,7 @@
 // Schedules (VdmScheduleKind):
 //   fixed    gamma(t) = gamma_min + (gamma_max - gamma_min) t, the code's defaults
 //            gamma_min = -13.3, gamma_max = 5.0 (SNR from 6e5 down to 7e-3).
-//   learned  a monotone network (paper sec. 5, appendix; the code's NoiseSchedule_NNet):
+//   learned  a monotone network (the paper's learned schedule; the code's NoiseSchedule_NNet):
 //              u = 2 t - 1 in [-1, 1]
 //              n(t) = |w1| t + (1/F) sum_k |w3_k| phi(|w2_k| u + b2_k),  phi(a) = 2 sigmoid(a) - 1
 //            F = 1024 features. Every weight enters through abs, phi is increasing, so n is
@@ -23,25 +23,27 @@
 //            paper learns them on the VLB; here they are flags). Init as the code: w1 =
 //            gamma_max - gamma_min, w2, w3 ~ N(0, 1), b2 = 0 (nearly linear at init).
 //
-// The losses, per sample, in nats (paper sec. 3-4; the code sums over the D dimensions):
+// The losses, per sample, in nats (the code sums over the D dimensions):
 //   prior          KL(q(z_1|x) || N(0, I)) = 1/2 sum_d [alpha_1^2 x_d^2 + sigma_1^2 - log sigma_1^2 - 1]
 //   reconstruction -log p(x | z_0): each dimension independently, a softmax over the 256
 //                  8-bit values v_k of  -1/2 (z_0/alpha_0 - v_k)^2 / exp(gamma_0)
 //                  (z_0/alpha_0 = x + exp(gamma_0/2) eps_0 has std exp(gamma_0/2) around x)
 //   diffusion, continuous (paper eq. 17 in eps form):
 //                  L_inf = 1/2 E_{t ~ U(0,1)} [gamma'(t) ||eps - eps^(z_t; t)||^2]
-//   diffusion, T discrete steps (paper eq. 13 in eps form, s = t - 1/T, t on the grid i/T):
+//   diffusion, T discrete steps (the paper's discrete-time loss in eps form, s = t - 1/T,
+//                  t on the grid i/T):
 //                  L_T = 1/2 T E_t [expm1(gamma(t) - gamma(s)) ||eps - eps^(z_t; t)||^2]
 //                  (SNR(s)/SNR(t) - 1 = expm1(gamma(t) - gamma(s))); L_T decreases towards L_inf
-//                  as T grows (paper sec. 3.5: more steps, a tighter bound)
+//                  as T grows (the paper: doubling T never loosens the bound)
 //   VLB = prior + diffusion + reconstruction; bits/dim = nats / (D ln 2), D = H W C (the
 //   code's rescale_to_bpd). Data scaling: OUR pixels are v_k = k / 127.5 - 1 (k = 0..255, bin
 //   width 2/255); the code's encoder uses 2 (k + 1/2) / 256 - 1. The decoder uses ours.
 //
-// Invariance (paper sec. 4.2, eq. 15): written in v = log SNR, L_inf = 1/2 int_{v_1}^{v_0}
-// E ||x - x^(z_v)||^2 dv (up to SNR weights), so L_inf depends on the schedule ONLY through
-// its endpoints. The interior is then chosen to minimise the VARIANCE of the one-sample
-// estimate (paper sec. 5.2 / appendix I.2): d/d eta E[L^2] = E[2 L dL/d eta]. The schedule's
+// Invariance (the paper's continuous-time analysis): with v = SNR as the variable,
+// L_inf = 1/2 int_{SNR_min}^{SNR_max} E ||x - x^(z_v)||^2 dv, so L_inf depends on the schedule
+// ONLY through its endpoints (test_vdm.cpp checks it in closed form). The interior is then
+// chosen to minimise the VARIANCE of the one-sample estimate (the paper's learned noise
+// schedule): d/d eta E[L^2] = E[2 L dL/d eta]. The schedule's
 // gradient is therefore the backprop gradient scaled per sample by 2 L_i (L_i the sample's
 // diffusion loss), while the network gets the plain VLB gradient. The authors' public code
 // trains the schedule on the plain VLB instead; we follow the paper. Here this is the custom
@@ -154,10 +156,6 @@ double vdm_network_time(double gamma, const VdmConfig& c);
 // N times by the antithetic sampler: one rand from gen, t_i = (u + i/N) mod 1; for steps T >
 // 0 rounded up to the grid i/T (at least 1/T).
 std::vector<double> sample_vdm_times(std::int64_t n, std::int64_t steps, Generator& gen);
-
-// The per-sample weight of ||eps - eps^||^2 in the diffusion loss (nats): 1/2 gamma'(t)
-// (steps = 0) or 1/2 T expm1(gamma(t) - gamma(t - 1/T)).
-double vdm_loss_weight(const GammaCurve& g, double t, std::int64_t steps);
 
 // The prior and reconstruction terms of one batch (nats per sample, [N] each as doubles):
 // x [N, ..., C] in [-1, 1] (8-bit pixels scaled by k / 127.5 - 1; rounded to the nearest),

@@ -485,6 +485,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
   ModelSource src;
   auto [cfg, d] = parse_config(config);
   build_and_load_model(src, cfg, config, path, device);
+  if (d.vdm) d.vdm_curve = read_vdm_curve(*d.vdm, path.string());
   src.diffusion = d;
   src.kind = "model file";
   src.weights_path = path.string();

@@ -25,6 +25,7 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
+#include "models/diffusion/vdm.h"
 
 namespace ddpm::eval {
 
@@ -80,5 +81,15 @@ std::int64_t bpd_image_count(const Dataset& ds, const BpdEvalOptions& o, const c
 BpdEvalReport evaluate_bpd(const diffusion::DiffusionSchedule& s, const diffusion::DenoiseFn& net,
                            const Dataset& ds, const BpdEvalOptions& options,
                            const std::function<void(const std::string&)>& log = {});
+
+// The variational bound of a VDM model (models/diffusion/vdm.h) on ds, in bits/dim:
+//   bpd(x) = prior + diffusion + reconstruction
+// with the prior exact, the reconstruction at one eps_0 and the diffusion loss (L_inf, or
+// L_T for a discrete-time model: g.config().steps) at one t per image, the batch's times by
+// the antithetic sampler. An unbiased estimate of the bound: ONE network evaluation per
+// image (timesteps = 1). Per batch the draws are: t (one rand), eps (x's shape), eps_0.
+// The report's terms_bpd is the diffusion term and decoder_bpd the reconstruction.
+BpdEvalReport evaluate_vdm_bpd(const diffusion::GammaCurve& g, const diffusion::DenoiseFn& net, const Dataset& ds,
+                               const BpdEvalOptions& options, const std::function<void(const std::string&)>& log = {});
 
 }  // namespace ddpm::eval

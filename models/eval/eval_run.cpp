@@ -279,7 +279,12 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device, cons
   DDPM_CHECK(!d.edm, mode << ": " << path
                           << " was trained with the EDM objective (continuous sigma, no discrete process): "
                              "the DDPM variational bound it would need is not defined for it");
+  DDPM_CHECK(!d.vdm || mode == "bpd",
+             mode << ": " << path
+                  << " was trained with the VDM objective (continuous t, models/diffusion/vdm.h): of the likelihood "
+                     "evaluations only ddpm-eval bpd (its own variational bound) supports it");
   EvalModel m;
+  m.vdm_curve = d.vdm_curve;
   m.schedule = std::make_unique<diffusion::DiffusionSchedule>(run::diffusion_betas(d));
   m.noise_schedule = d.noise_schedule;
   m.options.mean_type = d.predict;
@@ -406,6 +411,24 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
     condition = "; conditioned on each image's caption (" + c.source + ", " + std::to_string(c.table.size()) +
                 " distinct)";
   }
+  if (m.vdm_curve) {  // the VDM bound (bpd_eval.h evaluate_vdm_bpd): one network evaluation per image
+    DDPM_CHECK(variance == diffusion::VarianceType::fixed_small && !gamma,
+               "bpd: " << a.checkpoint << " is a VDM model: its bound has no reverse variance to choose (--variance, "
+                       << "--analytic-gamma)");
+    out << "model: " << m.description << " (VDM, " << diffusion::vdm_schedule_kind_name(m.vdm_curve->config().schedule)
+        << " gamma in [" << m.vdm_curve->config().gamma_min << ", " << m.vdm_curve->config().gamma_max << "], "
+        << (m.vdm_curve->config().steps > 0 ? "T = " + std::to_string(m.vdm_curve->config().steps) : "continuous t")
+        << ")\n"
+        << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")
+        << "; 1 network evaluation per image (one t each)" << condition << std::endl;
+    const BpdEvalReport r = evaluate_vdm_bpd(*m.vdm_curve, fn, data, o, [&](const std::string& line) {
+      out << "  " << line << std::endl;
+    });
+    out << std::fixed << std::setprecision(4) << "bits/dim " << r.bpd << " +- " << r.bpd_stderr << " (n=" << r.n
+        << "; prior " << r.prior_bpd << ", diffusion " << r.terms_bpd << ", reconstruction " << r.decoder_bpd
+        << ") in " << std::setprecision(1) << r.seconds << " s\n";
+    return r;
+  }
   if (!m.options.learned_sigma && variance != diffusion::VarianceType::fixed_small)
     out << "variance: " << a.variance << (gamma ? " (Gamma from " + a.analytic_gamma + ")" : std::string()) << "\n";
   out << "model: " << m.description << "\n"
@@ -467,6 +490,8 @@ ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& ou
   run::refuse_latent_model(a.checkpoint, "ddpm-eval condition-gap");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
   const run::DiffusionSettings& d = src.diffusion;
+  DDPM_CHECK(!d.vdm, "condition-gap: " << a.checkpoint << " was trained with the VDM objective (continuous t): "
+                                                          "condition-gap handles DDPM runs only");
   DDPM_CHECK(!d.edm, "condition-gap: " << a.checkpoint
                                        << " was trained with the EDM objective (a preconditioned network of a "
                                           "continuous sigma, not an eps, x_0 or v prediction at a discrete t): "

@@ -128,6 +128,7 @@ struct EvalModel {
   std::unique_ptr<text::Tokenizer> tokenizer;
   std::unique_ptr<text::TextConditionedUNet> text;
   std::unique_ptr<diffusion::DiffusionSchedule> schedule;
+  std::shared_ptr<const diffusion::GammaCurve> vdm_curve;  // a VDM run's schedule (bpd only); else null
   diffusion::NoiseSchedule noise_schedule = diffusion::NoiseSchedule::linear;  // the schedule's name
   BpdEvalOptions options;  // mean type, learned sigma, variance, classes
   std::string description; // "RUN/checkpoints/step_N (ema), T=1000 cosine, eps, learned_range"

@@ -92,6 +92,9 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   DDPM_CHECK(a.ode_steps >= 1, "nll: --ode-steps must be at least 1, got " << a.ode_steps);
   run::refuse_latent_model(a.checkpoint, "ddpm-eval nll (bits/dim of pixels)");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
+  DDPM_CHECK(!src.diffusion.vdm, "nll: " << a.checkpoint
+                                         << " was trained with the VDM objective (continuous t, models/diffusion/"
+                                            "vdm.h); use ddpm-eval bpd, its own variational bound");
   run::refuse_super_res_model(src.net->config(), a.checkpoint, "ddpm-eval nll");  // super_res_run.h
   // Only the input gradient is wanted: frozen weights skip their gradients in every VJP.
   for (auto& [name, value] : src.net->named_parameters()) value.set_requires_grad(false);

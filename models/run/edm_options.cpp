@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "models/diffusion/karras.h"
 #include "models/run/consistency_run.h"
+#include "models/run/vdm_options.h"
 #include "models/train/trainer.h"
 
 namespace ddpm::run {
@@ -34,6 +35,8 @@ void note_objective_flags(const CLI::App& app, TrainOptions& o) {
   for (const char* flag : kDdpmOnlyFlags)
     if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
   for (const char* flag : kEdmOnlyFlags)
+    if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
+  for (const char* flag : vdm_flag_names())
     if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
 }
 

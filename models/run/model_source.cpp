@@ -13,6 +13,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/rng.h"
 #include "models/nn/module.h"
+#include "models/run/vdm_options.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -68,6 +69,7 @@ fs::path latest_checkpoint(const fs::path& run) {
 std::unique_ptr<unet::UNet> build_and_load(const unet::UNetConfig& cfg, const fs::path& weights, Device device) {
   DDPM_CHECK_AS(is_file(weights), IoError, "weights file " << weights.string() << " does not exist");
   SafetensorsFile file = load_safetensors(weights.string());
+  drop_vdm_schedule_tensors(file.tensors);  // a VDM run's learned schedule is read apart
   Generator init(0);  // the initial values are overwritten by the load
   auto net = std::make_unique<unet::UNet>(cfg, init, device);
   unet::load_state_dict(*net, file.tensors, weights.string());
@@ -134,7 +136,8 @@ void build_and_load_model(ModelSource& src, const unet::UNetConfig& cfg, const f
   } catch (const ValueError& e) {
     DDPM_THROW(ValueError, "config " << config.string() << ": " << strip_source_locations(e.what()));
   }
-  const SafetensorsFile file = load_safetensors(weights.string());
+  SafetensorsFile file = load_safetensors(weights.string());
+  drop_vdm_schedule_tensors(file.tensors);
   unet::load_state_dict(*src.text, file.tensors, weights.string());
 }
 
@@ -150,6 +153,7 @@ ModelSource open_checkpoint_folder(const fs::path& ckpt, const fs::path& config,
     return open_lora_checkpoint(j, weights.string(), device, kind, use_ema);
   auto [cfg, d] = parse_config(config);
   build_and_load_model(src, cfg, config, weights, device);
+  if (d.vdm) d.vdm_curve = read_vdm_curve(*d.vdm, weights.string());
   src.diffusion = d;
   src.kind = kind;
   src.weights_path = weights.string();
@@ -261,6 +265,10 @@ std::string pipeline_readme(const ModelSource& model) {
 }  // namespace
 
 std::vector<double> diffusion_betas(const DiffusionSettings& d) {
+  if (d.vdm) {  // the VDM grid alpha_bar_i = sigmoid(-gamma((i + 1)/N)) (vdm.h)
+    DDPM_CHECK(d.vdm_curve, "a VDM model's schedule is read with its weights; open it with open_model");
+    return diffusion::vdm_grid_schedule(*d.vdm_curve, d.diffusion_steps).betas;
+  }
   std::vector<double> betas = diffusion::betas_for(d.noise_schedule, d.diffusion_steps);
   return d.zero_terminal_snr ? diffusion::rescale_zero_terminal_snr(betas) : betas;
 }
@@ -272,6 +280,7 @@ void check_diffusion_settings(const DiffusionSettings& d) {
 }
 
 nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
+  if (d.vdm) return vdm_section_json(*d.vdm);
   if (d.edm)
     return {{"objective", "edm"}, {"sigma_data", d.edm->sigma_data}, {"p_mean", d.edm->p_mean},
             {"p_std", d.edm->p_std}, {"learn_sigma", false}};
@@ -286,8 +295,16 @@ nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
 DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma) {
   DDPM_CHECK(j.is_object(), "diffusion settings must be a JSON object, got " << j.dump());
   const std::string objective = j.value("objective", std::string("ddpm"));
-  DDPM_CHECK(objective == "ddpm" || objective == "edm",
-             "\"objective\" must be \"ddpm\" or \"edm\", got \"" << objective << "\"");
+  DDPM_CHECK(objective == "ddpm" || objective == "edm" || objective == "vdm",
+             "\"objective\" must be \"ddpm\", \"edm\" or \"vdm\", got \"" << objective << "\"");
+  if (objective == "vdm") {  // vdm_options.h
+    DiffusionSettings d;
+    d.vdm = vdm_config_from_json(j);
+    d.diffusion_steps = d.vdm->steps > 0 ? d.vdm->steps : kVdmSamplingGrid;
+    DDPM_CHECK(!model_learn_sigma && !j.value("learn_sigma", false),
+               "a VDM model has no learned variance, but \"learn_sigma\" is set");
+    return d;
+  }
   if (objective == "edm") {
     DiffusionSettings d;
     diffusion::EdmConfig e;
@@ -472,6 +489,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
   ModelSource src;
   auto [cfg, d] = parse_config(config);
   build_and_load_model(src, cfg, config, path, device);
+  if (d.vdm) d.vdm_curve = read_vdm_curve(*d.vdm, path.string());
   src.diffusion = d;
   src.kind = "model file";
   src.weights_path = path.string();
@@ -479,8 +497,19 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
   return src;
 }
 
+void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what) {
+  DDPM_CHECK(!model.diffusion.vdm,
+             what << " does not apply to " << path
+                  << ": it was trained with the VDM objective (a continuous-time schedule gamma(t), "
+                     "models/diffusion/vdm.h), whose network takes the time of its own schedule; sample it with "
+                     "ddpm-sample and score it with ddpm-eval bpd");
+}
+
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
+  DDPM_CHECK(!model.diffusion.vdm,
+             "export: this model was trained with the VDM objective (a continuous-time schedule gamma(t), "
+             "models/diffusion/vdm.h); a DDPMScheduler config cannot express it. Sample it with ddpm-sample");
   DDPM_CHECK(!model.diffusion.edm,
              "export: this model was trained with the EDM objective (preconditioned D(x; sigma) = c_skip x + c_out "
              "F(c_in x; ln(sigma)/4), sigma_data "

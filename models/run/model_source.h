@@ -60,6 +60,7 @@
 #include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
+#include "models/diffusion/vdm.h"
 #include "models/text/text_conditioned.h"
 #include "models/unet/unet.h"
 
@@ -76,6 +77,12 @@ struct DiffusionSettings {
   // Set for a network trained with the EDM objective (edm.h): it is a preconditioned F and
   // is sampled with edm_sample; the DDPM fields above are then defaults, not used.
   std::optional<diffusion::EdmConfig> edm;
+  // Set for a network trained with the VDM objective (vdm.h, "objective": "vdm"): it is an
+  // eps-network of continuous t; diffusion_steps is then its sampling grid N (T of a
+  // discrete-time run, else 1000) and diffusion_betas the grid schedule of vdm_curve, which
+  // open_model reads from the weights file ("vdm_gamma." tensors of a learned schedule).
+  std::optional<diffusion::VdmConfig> vdm;
+  std::shared_ptr<const diffusion::GammaCurve> vdm_curve;
 };
 
 // The model's beta schedule: betas_for(noise_schedule, diffusion_steps), rescaled to zero
@@ -122,6 +129,12 @@ struct ModelSource {
 // Opens `path` as one of the sources above on `device`. IoError when it is none of them
 // (the message says what was looked for).
 ModelSource open_model(const std::string& path, Device device, bool use_ema = true);
+
+// ValueError "<what> does not apply to <path>: it was trained with the VDM objective ..." for
+// the apps that build a model's discrete schedule and time input themselves (editing,
+// distillation, ControlNet, cascades, fine-tuning): a VDM network takes the continuous time of
+// its gamma(t) (vdm.h vdm_grid_denoiser), which only ddpm-sample and ddpm-eval bpd map today.
+void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what);
 
 // The config.json that open_model reads for `checkpoint` ("dir/" read as "dir"): a folder's
 // own, else (a checkpoint folder RUN/checkpoints/step_N) its run's two levels up; the one

@@ -367,6 +367,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guide = &opened_guide;
     }
     check_autoguide_fits(model, *guide, o.autoguide, o.low_res_noise_level);
+    DDPM_CHECK(!model.diffusion.vdm && !guide->diffusion.vdm,
+               "--autoguide " << o.autoguide << ": autoguidance of or by a VDM run (--objective vdm) is not "
+                              << "supported yet (its network sees continuous t through the grid bridge, vdm.h)");
     // A latent model is guided in latent space by a guide on the same autoencoder (autoguide_run.h).
     check_autoguide_autoencoder(latent ? latent->source() : "", find_run_autoencoder(o.autoguide), o.autoguide);
     sc.autoguide = autoguide_denoiser(*guide);
@@ -466,6 +469,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       }
     }
   }
+  // A VDM model (vdm.h's grid bridge): the samplers run on its grid schedule (diffusion_betas)
+  // and the network sees grid index i as continuous t = (i + 1) / N.
+  if (model.diffusion.vdm)
+    fn = diffusion::vdm_grid_denoiser(fn, model.diffusion.vdm_curve, model.diffusion.diffusion_steps);
 
   // steps.png: snapshots of the first batch's first samples, [S][rows] images of H x W x C.
   std::vector<std::vector<std::uint8_t>> snap_xt, snap_x0;

@@ -3,6 +3,7 @@
 #include "models/run/lr_schedule_flags.h"
 #include "models/run/posthoc_flags.h"
 #include "models/run/presets.h"
+#include "models/run/vdm_options.h"
 
 namespace ddpm::run {
 
@@ -75,12 +76,14 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   // Diffusion.
   const char* D = "Diffusion";
   app.add_option("--objective", o.objective,
-                 "ddpm (discrete t, the flags below) | edm (Karras et al. 2022 preconditioning, continuous sigma)")
+                 "ddpm (discrete t, the flags below) | edm (Karras et al. 2022 preconditioning, continuous sigma) | "
+                 "vdm (Kingma et al. 2021 variational diffusion, continuous t)")
       ->capture_default_str()->group(D);
   app.add_option("--sigma-data", o.sigma_data, "edm: the data's std in the preconditioning")
       ->capture_default_str()->group(D);
   app.add_option("--p-mean", o.p_mean, "edm: mean of ln sigma in training")->capture_default_str()->group(D);
   app.add_option("--p-std", o.p_std, "edm: std of ln sigma in training")->capture_default_str()->group(D);
+  add_vdm_flags(app, o);  // --vdm-schedule, --gamma-min, --gamma-max, --vdm-steps (vdm_options.h)
   app.add_option("--diffusion-steps", o.diffusion_steps, "T")->capture_default_str()->group(D);
   app.add_option("--noise-schedule", o.noise_schedule, "linear | cosine")->capture_default_str()->group(D);
   app.add_option("--predict", o.predict, "eps | x0 | v: what the network predicts")->capture_default_str()->group(D);

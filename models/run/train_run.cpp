@@ -29,6 +29,7 @@
 #include "models/run/finetune.h"
 #include "models/run/lora_run.h"
 #include "models/nn/lora.h"
+#include "models/run/vdm_options.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
@@ -80,7 +81,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& model) {
   nlohmann::json j;
   j["model"] = unet::config_to_json(model);
-  j["diffusion"] = diffusion_section(o);  // the objective and its parameters (edm_options.h)
+  // The objective and its parameters (edm_options.h, vdm_options.h).
+  j["diffusion"] = is_vdm(o) ? vdm_diffusion_section(o) : diffusion_section(o);
   j["data"] = {{"data", o.data}, {"random_flip", o.random_flip}, {"pad_to_32", o.pad_to_32}, {"toy_count", o.toy_count}};
   j["train"] = {{"batch_size", o.batch_size},   {"lr", o.lr},
                 {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
@@ -95,7 +97,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   j["train"]["blur_augment"] = blur.prob;
   if (blur.enabled()) j["train"]["blur_sigma"] = {blur.sigma_min, blur.sigma_max};
   // May differ on resume.
-  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : "ddim"}, {"sample_steps", o.sample_steps},
+  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : is_vdm(o) ? "ddpm" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
@@ -271,7 +273,16 @@ TrainResult train_run(const TrainOptions& options) {
       encoder = std::make_unique<text::TextEncoder>(ec, init_gen, o.device);
       text_net = std::make_unique<text::TextConditionedUNet>(net, *encoder, *tokenizer);
     }
-    nn::Module& model = text_net ? static_cast<nn::Module&>(*text_net) : net;
+    nn::Module& denoiser_module = text_net ? static_cast<nn::Module&>(*text_net) : net;
+    // VDM: the noise schedule, drawn after the networks (their weights are as without it);
+    // a learned one trains in the same slab (vdm_options.h VdmModel).
+    std::unique_ptr<diffusion::VdmSchedule> vdm_schedule;
+    std::unique_ptr<VdmModel> vdm_model;
+    if (is_vdm(o)) {
+      vdm_schedule = std::make_unique<diffusion::VdmSchedule>(vdm_config(o), init_gen, o.device);
+      vdm_model = std::make_unique<VdmModel>(denoiser_module, *vdm_schedule);
+    }
+    nn::Module& model = vdm_model ? static_cast<nn::Module&>(*vdm_model) : denoiser_module;
     // LoRA (lora_run.h): SRC frozen, its attention projections adapted; the slab, the optimiser,
     // the EMA and the checkpoints hold the adapters alone.
     std::unique_ptr<nn::LoraSet> lora;
@@ -302,6 +313,7 @@ TrainResult train_run(const TrainOptions& options) {
     train::TrainerConfig tc;
     tc.objective = train::parse_objective(o.objective);
     tc.edm = edm_config(o);
+    tc.vdm_schedule = vdm_schedule.get();
     tc.loss.loss = diffusion::parse_loss_type(o.loss);
     tc.loss.mean_type = diffusion::parse_model_mean_type(o.predict);
     tc.loss.learned_sigma = o.learn_sigma;
@@ -403,8 +415,17 @@ TrainResult train_run(const TrainOptions& options) {
       Tensor x;
       {
         EmaSwap swap(trainer.ema(), slab);
-        x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, {n, H, H, C}, labels, sc, g, o.device)
-                      : diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
+        if (is_vdm(o)) {  // ancestral sampling on sample_steps grid points (vdm.h's grid bridge)
+          auto curve = std::make_shared<const diffusion::GammaCurve>(vdm_schedule->curve());
+          sc.kind = diffusion::SamplerConfig::Kind::ddpm;
+          sc.respacing.clear();
+          x = diffusion::sample(diffusion::vdm_grid_schedule(*curve, o.sample_steps),
+                                diffusion::vdm_grid_denoiser(eval_fn, curve, o.sample_steps), {n, H, H, C}, labels,
+                                sc, g, o.device);
+        } else {
+          x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, {n, H, H, C}, labels, sc, g, o.device)
+                        : diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
+        }
       }
       if (latent) x = latent->decode(x);  // pixels: D(z / s)
       const int Hp = static_cast<int>(x.dim(1)), Cp = static_cast<int>(x.dim(3));

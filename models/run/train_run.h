@@ -110,6 +110,10 @@ struct TrainOptions {
   // choices by sigma_data, p_mean and p_std.
   std::string objective = "ddpm";
   double sigma_data = 0.5, p_mean = -1.2, p_std = 1.2;
+  // objective "vdm" (models/run/vdm_options.h): gamma(t) = -log SNR(t) and the loss's steps.
+  std::string vdm_schedule = "fixed";
+  double gamma_min = -13.3, gamma_max = 5.0;
+  std::int64_t vdm_steps = 0;
   std::vector<std::string> objective_flags_given;  // note_objective_flags: the flags the parse saw
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";

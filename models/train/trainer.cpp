@@ -37,11 +37,15 @@ void quartile_means(const Timesteps& t, const std::vector<double>& losses, std::
 Objective parse_objective(const std::string& name) {
   if (name == "ddpm") return Objective::ddpm;
   if (name == "edm") return Objective::edm;
+  if (name == "vdm") return Objective::vdm;
   DDPM_THROW(ValueError, "training objective '" << name << "' is unknown; choose ddpm (discrete-time DDPM / "
-                                                           "improved DDPM) or edm (Karras et al. 2022 preconditioning)");
+                                                           "improved DDPM), edm (Karras et al. 2022 preconditioning) "
+                                                           "or vdm (Kingma et al. 2021 variational diffusion)");
 }
 
-const char* objective_name(Objective o) { return o == Objective::edm ? "edm" : "ddpm"; }
+const char* objective_name(Objective o) {
+  return o == Objective::edm ? "edm" : o == Objective::vdm ? "vdm" : "ddpm";
+}
 
 TimestepSampling parse_timestep_sampling(const std::string& name) {
   if (name == "uniform") return TimestepSampling::uniform;
@@ -106,6 +110,15 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
                "Trainer: the EDM objective trains the preconditioned denoiser with its own weighted L2 loss; a "
                "learned variance and the hybrid / vlb losses belong to the discrete DDPM process");
   }
+  if (config.objective == Objective::vdm) {
+    DDPM_CHECK(config.vdm_schedule != nullptr, "Trainer: the VDM objective needs its noise schedule (vdm_schedule)");
+    DDPM_CHECK(config.timesteps == TimestepSampling::uniform && !config.loss.learned_sigma &&
+                   config.loss.loss == diffusion::LossType::simple &&
+                   config.loss.mean_type == diffusion::ModelMeanType::eps,
+               "Trainer: the VDM objective draws t by its own antithetic sampler and trains an eps network on the "
+               "variational bound; importance sampling, a learned variance, the hybrid / vlb losses and x0 / v "
+               "prediction belong to the discrete DDPM process");
+  }
   for (const auto& [name, value] : {std::pair<const char*, double>{"snr_gamma", config.snr_gamma},
                                      {"noise_offset", config.noise_offset},
                                      {"input_perturbation", config.input_perturbation}}) {
@@ -166,14 +179,18 @@ StepMetrics Trainer::step() {
 
   // Timesteps and their importance weights; for EDM the noise levels, and in t their
   // quartile of ln sigma's distribution (for the metrics only).
-  const bool edm = config_.objective == Objective::edm;
+  const bool edm = config_.objective == Objective::edm, vdm = config_.objective == Objective::vdm;
   Timesteps t;
+  std::vector<double> tv;  // VDM: continuous t in [0, 1]
   std::vector<double> sigma;
   std::vector<double> w(static_cast<std::size_t>(n), 1.0);
   if (edm) {
     diffusion::EdmSigmaDraw d = diffusion::sample_edm_sigmas(n, config_.edm, gen_);
     sigma = std::move(d.sigma);
     for (double z : d.z) t.push_back(diffusion::edm_sigma_quartile(z));
+  } else if (vdm) {
+    tv = diffusion::sample_vdm_times(n, config_.vdm_schedule->config().steps, gen_);
+    for (double ti : tv) t.push_back(std::min<std::int64_t>(3, static_cast<std::int64_t>(ti * 4)));
   } else if (importance_) {
     diffusion::LossSecondMomentSampler::Draw d = importance_->sample(n, gen_);
     t = std::move(d.t);
@@ -188,6 +205,12 @@ StepMetrics Trainer::step() {
       if (u[static_cast<std::size_t>(i)] < config_.label_dropout) labels[static_cast<std::size_t>(i)] = config_.num_classes;
   }
   Tensor noise = randn(x0.shape(), gen_, x0.device(), x0.dtype());
+  Tensor eps0;  // VDM: the reconstruction term's noise
+  std::optional<diffusion::GammaCurve> curve;
+  if (vdm) {
+    eps0 = randn(x0.shape(), gen_, x0.device(), x0.dtype());
+    curve.emplace(config_.vdm_schedule->curve());
+  }
   // The recipes of training_recipes.h, each drawing only when enabled.
   if (!edm && config_.snr_gamma > 0.0) {
     const std::vector<double> ms = diffusion::min_snr_weights(s, config_.loss.mean_type, t, config_.snr_gamma);
@@ -223,6 +246,17 @@ StepMetrics Trainer::step() {
     if (edm) {
       const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
       terms.loss = diffusion::edm_training_loss(net, config_.edm, x0b, sb, noiseb, lb);
+    } else if (vdm) {
+      // The VLB in bits/dim; the variance-minimising scale is in the same units (vdm.h).
+      const double to_bpd = 1.0 / (static_cast<double>(x0b.numel() / cnt) * std::log(2.0));
+      const std::vector<double> tvb(tv.begin() + lo, tv.begin() + hi);
+      const diffusion::VdmDiffusionLoss dl =
+          diffusion::vdm_diffusion_loss(net, *config_.vdm_schedule, x0b, tvb, noiseb, lb, to_bpd);
+      const Tensor eps0b = diffusion::batch_rows(eps0, b, cnt);
+      std::vector<double> fixed = diffusion::vdm_prior_nats(*curve, x0b);
+      const std::vector<double> recon = diffusion::vdm_reconstruction_nats(*curve, x0b, eps0b);
+      for (std::size_t i = 0; i < fixed.size(); ++i) fixed[i] += recon[i];
+      terms.loss = scale(add(dl.nats, Tensor::from_vector(fixed, {cnt}, x0.dtype(), x0.device())), to_bpd);
     } else {
       const Tensor input_noise =
           perturbation.defined() ? add(noiseb, diffusion::batch_rows(perturbation, b, cnt)) : noiseb;
@@ -252,7 +286,7 @@ StepMetrics Trainer::step() {
     losses = std::move(global);
   }
   m.loss = total;
-  quartile_means(t, losses, edm ? 4 : T, m.loss_quartile, m.quartile_count);
+  quartile_means(t, losses, edm || vdm ? 4 : T, m.loss_quartile, m.quartile_count);
   m.lr = config_lr(config_, step_);  // a function of the step alone: resume needs no lr state
   ++step_;
 

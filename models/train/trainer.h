@@ -40,8 +40,17 @@
 //         quartile of N(0, 1) (split at -0.674, 0, 0.674: lowest noise first), so each gets
 //         a quarter of the samples on average. Importance sampling of t, a learned variance
 //         and losses other than simple are refused (they belong to the discrete process).
+//   vdm   Kingma et al. 2021 (models/diffusion/vdm.h): t by the antithetic sampler (ONE
+//         value of rand in f64, at t's place; rounded up to the grid i/T for T > 0), then the
+//         noise as usual and after it, for the reconstruction term, a second tensor eps_0 of
+//         x_0's shape. loss_i = the sample's VLB in bits/dim: (diffusion + prior +
+//         reconstruction nats) / (D ln 2), D = the elements of one sample; only the diffusion
+//         term is differentiable (the endpoints are fixed). A learned schedule
+//         (TrainerConfig::vdm_schedule, its weights in the slab) gets the variance-minimising
+//         gradient d/d eta of the batch mean of the squared diffusion loss in bits/dim. The
+//         quartile metrics are those of t in [0, 1]. DDPM-only choices are refused as for edm.
 // Everything else (microbatches, the skip rule, AdamW, EMA, the data-parallel rules below,
-// state() and resume) is the same for both.
+// state() and resume) is the same for all three.
 //
 // Data parallel (ARCHITECTURE decision 12; a Communicator of world W > 1, one per rank):
 //   - N (the GLOBAL batch) must be divisible by W; rank r trains on rows [r N/W, (r+1) N/W).
@@ -83,6 +92,7 @@
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
 #include "models/diffusion/schedule.h"
+#include "models/diffusion/vdm.h"
 #include "models/train/lr_schedule.h"
 #include "models/train/posthoc_ema.h"
 
@@ -107,13 +117,16 @@ enum class TimestepSampling { uniform, loss_second_moment };
 TimestepSampling parse_timestep_sampling(const std::string& name);
 
 // What the trainer optimises (see the top of this file).
-enum class Objective { ddpm, edm };
-Objective parse_objective(const std::string& name);  // "ddpm" or "edm"; ValueError otherwise
+enum class Objective { ddpm, edm, vdm };
+Objective parse_objective(const std::string& name);  // "ddpm", "edm" or "vdm"; ValueError otherwise
 const char* objective_name(Objective o);
 
 struct TrainerConfig {
   Objective objective = Objective::ddpm;
   diffusion::EdmConfig edm;    // sigma_data, P_mean, P_std (objective edm only)
+  // Objective vdm only: the schedule (not owned; must outlive the trainer; a learned one has
+  // its weights in the slab) and its config (steps T: 0 continuous).
+  const diffusion::VdmSchedule* vdm_schedule = nullptr;
   diffusion::LossConfig loss;  // loss type, mean type, learned sigma, hybrid lambda (ddpm only)
   TimestepSampling timesteps = TimestepSampling::uniform;
   AdamWConfig adamw;           // adamw.lr is the base learning rate

@@ -1,10 +1,12 @@
 #include "models/nn/layers.h"
 
 #include "engine/ops/conv.h"
+#include "engine/ops/elementwise.h"
 #include "engine/ops/embedding.h"
 #include "engine/ops/group_norm.h"
 #include "engine/ops/layer_norm.h"
 #include "engine/ops/linalg.h"
+#include "models/nn/lora.h"
 
 namespace ddpm::nn {
 
@@ -13,7 +15,10 @@ Linear::Linear(std::int64_t in, std::int64_t out, Generator& gen, Device device,
   if (with_bias) bias = add_parameter("bias", init_fan_in({out}, in, gen, device));
 }
 
-Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  Tensor y = linear(x, weight, bias);
+  return adapter != nullptr ? add(y, adapter->delta(x)) : y;
+}
 
 Conv2d::Conv2d(std::int64_t in, std::int64_t out, int kernel, int stride_, int padding_, Generator& gen,
                Device device)

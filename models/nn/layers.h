@@ -11,11 +11,17 @@
 
 namespace ddpm::nn {
 
+class LoraAdapter;  // models/nn/lora.h
+
 class Linear : public Module {
  public:
   Linear(std::int64_t in, std::int64_t out, Generator& gen, Device device, bool bias = true);
-  Tensor forward(const Tensor& x) const;  // [..., in] -> [..., out]
+  // [..., in] -> [..., out]: x W^T + b, plus adapter->delta(x) while a LoRA set adapts this
+  // projection (models/nn/lora.h).
+  Tensor forward(const Tensor& x) const;
   Tensor weight, bias;
+  // Not owned: set and cleared by the LoraSet that holds the adapter; null otherwise.
+  const LoraAdapter* adapter = nullptr;
 };
 
 class Conv2d : public Module {

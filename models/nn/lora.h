@@ -21,13 +21,12 @@
 // parameters, and the tape then computes no weight gradient for them (each op's backward
 // only forms the gradients its inputs need), so the frozen base costs no dW GEMMs.
 //
-// While a set lives, its adapters are found from the projection's weight: a process-wide
-// table maps the weight's TensorImpl (which slab packing keeps) to its adapter, and
-// lora_linear() consults it. The attention blocks (models/unet/blocks.h AttentionBlock,
-// models/unet/transformer.h CrossAttention) call lora_linear for their four projections, so a
-// model without a set runs exactly as before (a lookup in an empty table). Destroying the set
-// removes its entries. A projection can carry one adapter (ValueError for a second set on
-// the same model).
+// While a set lives, each adapted projection (an nn::Linear, found by name among the model's
+// modules) points to its adapter (Linear::adapter), and Linear::forward adds the adapter's
+// addend. The attention blocks (models/unet/blocks.h AttentionBlock, models/unet/transformer.h
+// CrossAttention) need no change: a model without a set runs exactly as before. Destroying the
+// set clears the pointers, so the model must outlive its set. A projection carries at most one
+// adapter (ValueError for a second set on the same model).
 //
 // merge() writes W <- W + s B A into the model's projection weights (for export and sampling
 // without the adapters); the set should then be destroyed, or the adapters would count twice.
@@ -63,9 +62,9 @@ class LoraAdapter : public Module {
 
 class LoraSet : public Module {
  public:
-  // ValueError when rank < 1, alpha <= 0, a projection is narrower than the rank, no parameter
+  // ValueError when rank < 1, alpha <= 0, a projection is narrower than the rank, no module
   // of `model` is a target (a model without attention), or a target already has an adapter.
-  LoraSet(const Module& model, int rank, double alpha, Generator& gen);
+  LoraSet(Module& model, int rank, double alpha, Generator& gen);
   ~LoraSet() override;
 
   // The adapted projections' names ("mid_block.attentions.0.to_q"), in the model's order.
@@ -75,14 +74,11 @@ class LoraSet : public Module {
 
  private:
   std::vector<std::string> targets_;
-  std::vector<Tensor> base_weights_;
+  std::vector<Linear*> projections_;  // the model's, which outlives the set
   std::vector<std::unique_ptr<LoraAdapter>> adapters_;
 };
 
-// linear(x, l.weight, l.bias), plus the adapter of l.weight when a LoraSet gave it one.
-Tensor lora_linear(const Linear& l, const Tensor& x);
-
-// True when some parameter of `m` carries an adapter whose parameters require a gradient.
+// True when some projection of `m` carries an adapter whose parameters require a gradient.
 // For activation checkpointing (engine/recompute.h params_need_grad): a frozen block whose
 // adapters train is then segmented too (recompute runs a block that needs no backward
 // unsegmented, keeping its intermediates, when none of its inputs requires a gradient).

@@ -28,6 +28,24 @@ std::vector<NamedTensor> Module::named_parameters() const {
   return out;
 }
 
+std::vector<std::pair<std::string, Module*>> Module::named_modules() const {
+  std::vector<std::pair<std::string, Module*>> out, stack;
+  // Depth-first in registration order, like named_parameters; a child registered under the
+  // empty name takes its parent's name.
+  const auto push_children = [&stack](const Module& m, const std::string& name) {
+    for (auto it = m.children_.rbegin(); it != m.children_.rend(); ++it)
+      stack.emplace_back(it->first.empty() ? name : name.empty() ? it->first : name + "." + it->first, it->second);
+  };
+  push_children(*this, "");
+  while (!stack.empty()) {
+    auto [name, m] = stack.back();
+    stack.pop_back();
+    out.emplace_back(name, m);
+    push_children(*m, name);
+  }
+  return out;
+}
+
 std::int64_t Module::num_parameters() const {
   std::int64_t n = 0;
   for (const auto& p : named_parameters()) n += p.second.numel();

@@ -42,6 +42,10 @@ class Module {
   std::int64_t num_parameters() const;
   // True when some parameter of this module or its descendants requires a gradient.
   bool any_parameter_requires_grad() const;
+  // Every descendant module (this one excluded) with its dotted name ("mid_block.attentions.0.to_q"),
+  // depth-first in registration order: the order of named_parameters(). The pointers are the
+  // children as registered (a LoRA set attaches adapters to the Linears it finds here).
+  std::vector<std::pair<std::string, Module*>> named_modules() const;
 
  protected:
   Tensor& add_parameter(const std::string& name, Tensor value);

@@ -54,7 +54,7 @@ ModelSource open_lora_checkpoint(const nlohmann::json& config, const std::string
   DDPM_CHECK(config.contains("init_from"), "a LoRA run's config.json needs its \"init_from\" section (the base)");
   const auto [rank, alpha] = lora_rank_alpha(config.at("lora"));
   ModelSource m = open_recorded_base(config.at("init_from"), device);
-  const nn::Module& model = m.text ? static_cast<const nn::Module&>(*m.text) : static_cast<const nn::Module&>(*m.net);
+  nn::Module& model = m.text ? static_cast<nn::Module&>(*m.text) : static_cast<nn::Module&>(*m.net);
   Generator unused(0);  // the adapters' initial values are overwritten below
   nn::LoraSet lora(model, rank, alpha, unused);
   const SafetensorsFile file = load_safetensors(adapters);  // IoError naming a missing or damaged file
@@ -74,7 +74,7 @@ ModelSource open_lora_checkpoint(const nlohmann::json& config, const std::string
   for (const auto& [name, t] : by_name) problems << "\n  unexpected " << name;
   DDPM_CHECK_AS(problems.str().empty(), IoError,
                 adapters << " does not hold the rank-" << rank << " adapters of its base:" << problems.str());
-  lora.merge();  // W <- W + (alpha / r) B A; the set's table entries go with it
+  lora.merge();  // W <- W + (alpha / r) B A; the projections' adapter pointers go with the set
   m.kind = kind;
   m.weights_path = adapters;
   m.ema = ema;

@@ -114,9 +114,9 @@ Tensor AttentionBlock::forward(const Tensor& x, const nn::Context& ctx) const {
 Tensor AttentionBlock::compute(const Tensor& x) const {
   const Shape& s = x.shape();  // [N, H, W, C]
   Tensor tokens = norm_->forward(x).reshape({s[0], s[1] * s[2], s[3]});  // [N, HW, C]
-  // The projections through nn::lora_linear: with a LoRA set on the model, plus its adapters.
-  Tensor a = attention(nn::lora_linear(*q_, tokens), nn::lora_linear(*k_, tokens), nn::lora_linear(*v_, tokens), heads_);
-  return add(x, nn::lora_linear(*out_, a).reshape(s));
+  // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
+  Tensor a = attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);
+  return add(x, out_->forward(a).reshape(s));
 }
 
 Downsample::Downsample(std::int64_t channels, Generator& gen, Device device) {

@@ -97,6 +97,38 @@ TEST(Lora, AdaptsEveryAttentionProjectionWithPeftsInitialisation) {
   }
 }
 
+// The set finds its projections through Module::named_modules: the names it adapts are the
+// model's own parameter names without ".weight", in named_parameters' order, and the set's
+// destruction detaches every adapter (the model then runs as its base again).
+TEST(Lora, TargetsFollowTheModelsParameterNamesAndDetachOnDestruction) {
+  Generator g(3);
+  unet::UNet net(attention_config(), g, Device::cpu());
+  std::vector<std::string> projections;
+  for (const auto& [name, p] : net.named_parameters()) {
+    const std::string stem = name.size() > 7 ? name.substr(0, name.size() - 7) : "";
+    for (const std::string& t : nn::kLoraTargetModules)
+      if (name.compare(name.size() - 7, 7, ".weight") == 0 && stem.size() > t.size() &&
+          stem.compare(stem.size() - t.size() - 1, t.size() + 1, "." + t) == 0)
+        projections.push_back(stem);
+  }
+  std::size_t linears = 0;
+  for (const auto& [name, m] : net.named_modules()) linears += dynamic_cast<nn::Linear*>(m) != nullptr;
+  Generator lg(4);
+  {
+    const nn::LoraSet lora(net, 2, 2.0, lg);
+    EXPECT_EQ(lora.targets(), projections);
+    std::size_t adapted = 0;
+    for (const auto& [name, m] : net.named_modules())
+      if (auto* l = dynamic_cast<nn::Linear*>(m)) adapted += l->adapter != nullptr;
+    EXPECT_EQ(adapted, projections.size());
+    EXPECT_LT(adapted, linears);  // the time embedding's and the feed-forward's Linears stay plain
+  }
+  for (const auto& [name, m] : net.named_modules())
+    if (auto* l = dynamic_cast<nn::Linear*>(m)) EXPECT_EQ(l->adapter, nullptr) << name;
+  const nn::LoraSet again(net, 2, 2.0, lg);  // a detached model takes a new set
+  EXPECT_EQ(again.targets().size(), projections.size());
+}
+
 TEST(Lora, AdaptedAttentionGradientsMatchFiniteDifferencesInDouble) {
   Generator g(3);
   unet::AttentionBlock block(8, 2, 4, 1e-5, g, Device::cpu());
@@ -231,7 +263,7 @@ TEST(Lora, GradientCheckpointingKeepsTheAdaptersGradients) {
 
 TEST(Lora, RefusesBadRanksAndModelsWithoutAttention) {
   Generator g(16);
-  const nn::Linear plain(4, 4, g, Device::cpu());  // (every UNet attends in its middle block)
+  nn::Linear plain(4, 4, g, Device::cpu());  // (every UNet attends in its middle block)
   Generator lg(17);
   expect_value_error([&] { nn::LoraSet(plain, 2, 2.0, lg); }, "no attention projections");
   unet::UNet net(attention_config(), g, Device::cpu());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <sstream>
 
 #include "engine/autograd.h"
@@ -77,27 +78,41 @@ std::int64_t bpd_image_count(const Dataset& ds, const BpdEvalOptions& o, const c
   return n;
 }
 
-BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, const Dataset& ds,
-                           const BpdEvalOptions& o, const std::function<void(const std::string&)>& log) {
+namespace {
+
+// One batch's bound per image, in bits/dim: the total and its prior, decoder and remaining
+// (diffusion) parts.
+struct ImageBounds {
+  std::vector<double> total, prior, decoder, terms;
+};
+using BatchBound =
+    std::function<ImageBounds(const Tensor& x0, const std::vector<std::int64_t>& labels, Generator& gen)>;
+
+// The driver both bounds share: the first n images (bpd_image_count) in batches, each with
+// its labels for a class-conditional model, every draw from one generator seeded o.seed;
+// the running mean logged per batch; the report's means and the total's standard error.
+BpdEvalReport evaluate_bound(const Dataset& ds, const BpdEvalOptions& o, std::int64_t timesteps,
+                             const BatchBound& bound, const std::function<void(const std::string&)>& log) {
   const std::int64_t n = bpd_image_count(ds, o, "bpd");
   const auto t0 = std::chrono::steady_clock::now();
   NoGradGuard no_grad;
   Generator gen(o.seed);
   BpdEvalReport r;
   r.n = n;
-  r.timesteps = s.num_timesteps();
+  r.timesteps = timesteps;
   std::vector<double> totals;
   for (std::int64_t b = 0; b < n; b += o.batch_size) {
     const std::int64_t count = std::min(o.batch_size, n - b);
     const Tensor x0 = image_batch(ds, b, count, o.device);  // [B, H, W, C] in [-1, 1]
     std::vector<std::int64_t> labels;
-    if (o.num_classes > 0) labels.assign(ds.labels.begin() + b, ds.labels.begin() + b + count);
-    const BpdResult res = calc_bpd_loop(s, model_gaussian(s, net, o, labels), x0, gen);
-    for (std::int64_t i = 0; i < count; ++i) {
-      totals.push_back(res.total_bpd[i]);
-      r.prior_bpd += res.prior_bpd[i];
-      r.decoder_bpd += res.terms_bpd[0][i];
-      for (std::size_t t = 1; t < res.terms_bpd.size(); ++t) r.terms_bpd += res.terms_bpd[t][i];
+    if (o.num_classes > 0)
+      for (std::int64_t i = b; i < b + count; ++i) labels.push_back(ds.labels[static_cast<std::size_t>(i)]);
+    const ImageBounds ib = bound(x0, labels, gen);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(count); ++i) {
+      totals.push_back(ib.total[i]);
+      r.prior_bpd += ib.prior[i];
+      r.decoder_bpd += ib.decoder[i];
+      r.terms_bpd += ib.terms[i];
     }
     if (log) {
       double mean = 0;
@@ -118,53 +133,49 @@ BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, con
   return r;
 }
 
+}  // namespace
+
+BpdEvalReport evaluate_bpd(const DiffusionSchedule& s, const DenoiseFn& net, const Dataset& ds,
+                           const BpdEvalOptions& o, const std::function<void(const std::string&)>& log) {
+  // Every timestep of the discrete bound (likelihood.h calc_bpd_loop); terms[0] is the decoder.
+  const BatchBound bound = [&](const Tensor& x0, const std::vector<std::int64_t>& labels, Generator& gen) {
+    const BpdResult res = calc_bpd_loop(s, model_gaussian(s, net, o, labels), x0, gen);
+    ImageBounds ib;
+    for (std::int64_t i = 0; i < x0.dim(0); ++i) {
+      double terms = 0;
+      for (std::size_t t = 1; t < res.terms_bpd.size(); ++t) terms += res.terms_bpd[t][i];
+      ib.total.push_back(res.total_bpd[i]);
+      ib.prior.push_back(res.prior_bpd[i]);
+      ib.decoder.push_back(res.terms_bpd[0][i]);
+      ib.terms.push_back(terms);
+    }
+    return ib;
+  };
+  return evaluate_bound(ds, o, s.num_timesteps(), bound, log);
+}
+
 BpdEvalReport evaluate_vdm_bpd(const diffusion::GammaCurve& g, const DenoiseFn& net, const Dataset& ds,
                                const BpdEvalOptions& o, const std::function<void(const std::string&)>& log) {
-  const std::int64_t n = bpd_image_count(ds, o, "bpd");
-  const auto t0 = std::chrono::steady_clock::now();
-  NoGradGuard no_grad;
-  Generator gen(o.seed);
-  BpdEvalReport r;
-  r.n = n;
-  r.timesteps = 1;
-  std::vector<double> totals;
-  for (std::int64_t b = 0; b < n; b += o.batch_size) {
-    const std::int64_t count = std::min(o.batch_size, n - b);
-    const Tensor x = image_batch(ds, b, count, o.device);  // [B, H, W, C] in [-1, 1]
-    const std::int64_t dims = x.numel() / count;
-    std::vector<std::int64_t> labels;
-    if (o.num_classes > 0) labels.assign(ds.labels.begin() + b, ds.labels.begin() + b + count);
+  // One draw of t per image (vdm.h): the prior and decoder exactly, the diffusion term by
+  // one Monte Carlo sample, which the standard error then includes.
+  const BatchBound bound = [&](const Tensor& x, const std::vector<std::int64_t>& labels, Generator& gen) {
+    const std::int64_t count = x.dim(0), dims = x.numel() / count;
     const std::vector<double> t = diffusion::sample_vdm_times(count, g.config().steps, gen);
     const Tensor eps = randn(x.shape(), gen, x.device(), x.dtype());
     const Tensor eps0 = randn(x.shape(), gen, x.device(), x.dtype());
     const std::vector<double> diff = diffusion::vdm_diffusion_nats(net, g, x, t, eps, labels).to_double_vector();
     const std::vector<double> prior = diffusion::vdm_prior_nats(g, x);
     const std::vector<double> recon = diffusion::vdm_reconstruction_nats(g, x, eps0);
+    ImageBounds ib;
     for (std::size_t i = 0; i < static_cast<std::size_t>(count); ++i) {
-      const double p = diffusion::vdm_bits_per_dim(prior[i], dims), d = diffusion::vdm_bits_per_dim(diff[i], dims),
-                   q = diffusion::vdm_bits_per_dim(recon[i], dims);
-      totals.push_back(p + d + q);
-      r.prior_bpd += p;
-      r.terms_bpd += d;
-      r.decoder_bpd += q;
+      ib.prior.push_back(diffusion::vdm_bits_per_dim(prior[i], dims));
+      ib.terms.push_back(diffusion::vdm_bits_per_dim(diff[i], dims));
+      ib.decoder.push_back(diffusion::vdm_bits_per_dim(recon[i], dims));
+      ib.total.push_back(ib.prior.back() + ib.terms.back() + ib.decoder.back());
     }
-    if (log) {
-      double mean = 0;
-      for (double v : totals) mean += v;
-      std::ostringstream line;
-      line << "images " << totals.size() << "/" << n << "  running bpd " << mean / static_cast<double>(totals.size());
-      log(line.str());
-    }
-  }
-  const double nn = static_cast<double>(n);
-  const MeanWithError total = mean_with_standard_error(totals);
-  r.bpd = total.mean;
-  r.bpd_stderr = total.standard_error;
-  r.prior_bpd /= nn;
-  r.decoder_bpd /= nn;
-  r.terms_bpd /= nn;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+    return ib;
+  };
+  return evaluate_bound(ds, o, 1, bound, log);
 }
 
 }  // namespace ddpm::eval

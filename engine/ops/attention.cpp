@@ -24,8 +24,9 @@ int attention_heads(std::int64_t channels, int num_heads, int num_head_channels)
   return num_heads;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads) {
-  const char* op = "attention";
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads, bool cross) {
+  const char* op = cross ? "cross_attention" : "attention";
+  const char* op_backward = cross ? "cross_attention.backward" : "attention.backward";
   ops::check_float(op, q, "q");
   ops::check_float(op, k, "k");
   ops::check_float(op, v, "v");
@@ -71,10 +72,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_head
   }
 
   Tensor qd = q.detach(), kd = k.detach(), vd = v.detach();
-  record(out, op, {q, k, v}, [qd, kd, vd, lse, H](const Tensor& g, const std::vector<bool>&) {
+  record(out, op, {q, k, v}, [qd, kd, vd, lse, H, op_backward](const Tensor& g, const std::vector<bool>&) {
     const std::int64_t B = qd.dim(0), Sq = qd.dim(1), Sk = kd.dim(1), C = qd.dim(2);
     // Recomputed scores, dV, dP, dQ, dK: five products of 2 B Sq Sk C each.
-    OpScope scope("attention.backward",
+    OpScope scope(op_backward,
                   10.0 * static_cast<double>(B) * static_cast<double>(Sq) * static_cast<double>(Sk) *
                       static_cast<double>(C),
                   cost::bytes(4 * qd.numel() + 4 * kd.numel() + lse.numel(), qd.dtype()), qd.device());

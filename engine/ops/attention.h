@@ -35,7 +35,11 @@ namespace ddpm {
 
 // q: [B, Sq, C]; k, v: [B, Sk, C] (k and v the same shape; Sk may differ from Sq, e.g.
 // Sk = 1); same dtype and device; num_heads must divide C. Returns [B, Sq, C].
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads);
+// cross: the call attends to context tokens (k, v projected from a text encoder's output).
+// The math is the same; only the op's name changes, "cross_attention" and
+// "cross_attention.backward" instead of "attention" and "attention.backward" (profiler rows,
+// NVTX ranges, tape nodes, messages), so a profile tells the two kinds apart.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads, bool cross = false);
 
 // The number of heads for `channels` given either a head count or a per-head width, as in
 // improved diffusion's num_heads / num_head_channels: when num_head_channels > 0 it wins

@@ -30,7 +30,7 @@ Tensor CrossAttention::forward(const Tensor& x, const Tensor& context) const {
   const Tensor& c = context.defined() ? context : x;  // self-attention reads x itself
   // q [N, S, C]; k, v [N, L, C]; the op's softmax runs over the L keys of each query.
   // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
-  return out_->forward(attention(q_->forward(x), k_->forward(c), v_->forward(c), heads_));
+  return out_->forward(attention(q_->forward(x), k_->forward(c), v_->forward(c), heads_, context.defined()));
 }
 
 GegluFeedForward::GegluFeedForward(std::int64_t dim, Generator& gen, Device device, int mult) : inner_(mult * dim) {

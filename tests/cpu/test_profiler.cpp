@@ -172,13 +172,15 @@ TEST(ProfileRun, TextConditionedModelShowsTheEncoderAndTheCrossAttention) {
   EXPECT_EQ(blocks, 4);
   for (const run::StepProfile* s : {&r.train, &r.sample}) {
     SCOPED_TRACE(s->name);
-    EXPECT_EQ(calls_of(*s, "attention"), 2 * blocks + o.text.layers);  // self + cross, and the encoder's
+    EXPECT_EQ(calls_of(*s, "attention"), blocks + o.text.layers);  // self-attention, and the encoder's
+    EXPECT_EQ(calls_of(*s, "cross_attention"), blocks);            // a row of its own
     // norm1..3 per transformer block, layer_norm1, 2 per encoder layer and the final one.
     EXPECT_EQ(calls_of(*s, "layer_norm"), 3 * blocks + 2 * o.text.layers + 1);
     EXPECT_EQ(calls_of(*s, "gelu"), blocks + o.text.layers);  // GEGLU and the encoder's MLP
     EXPECT_EQ(calls_of(*s, "embedding"), 1);  // the token lookup (position rows are added whole)
   }
-  for (const char* op : {"layer_norm.backward", "gelu.backward", "attention.backward", "embedding.backward"})
+  for (const char* op : {"layer_norm.backward", "gelu.backward", "attention.backward", "cross_attention.backward",
+                         "embedding.backward"})
     EXPECT_TRUE(has_row(r.train, op)) << op;
   // Both networks' parameters: the UNet's and the encoder's (V x 8 token embedding, ...).
   EXPECT_GT(r.num_parameters, plain.num_parameters + run::kProfileVocabSize * 8);

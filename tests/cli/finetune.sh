@@ -7,7 +7,8 @@
 # fine-tunes from the base's diffusers export too (one set of weights: --init-weights is
 # refused there). Refusals (exit 2, one "error:" line, no --out folder left): an architecture
 # flag, a diffusion flag, an image-size mismatch, a missing SRC, --lora-rank without SRC.
-# LoRA (--lora-rank): adapters-only checkpoints, resume, sampling base + adapters, the merged
+# LoRA (--lora-rank): adapters-only checkpoints, resume, sampling base + adapters, post-hoc EMA
+# export of a LoRA run (adapters only, sampled as base + adapters), the merged
 # export sampling alike, and a changed base refused.
 set -euo pipefail
 bin=$1 work=$2
@@ -95,6 +96,26 @@ assert len(xa) == len(xb)
 diff = sum(1 for i, j in zip(xa, xb) if i != j)
 assert diff <= len(xa) // 100, diff
 PY
+# Post-hoc EMA of a LoRA run: the snapshots hold the adapters, so the reconstructed profile is
+# an adapters-only folder with the run's "lora" and "init_from" record, which opens as base +
+# adapters like the run itself.
+"$bin/ddpm-train" --init-from "$lbase" --lora-rank 2 "${ft_flags[@]}" --steps 4 --save-every 4 \
+  --posthoc-ema 0.05,0.10 --posthoc-snapshot-every 2 --out "$work/lora_ph" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "a LoRA run with --posthoc-ema"
+"$bin/ddpm-export" --checkpoint "$work/lora_ph" --posthoc-ema 0.08 --out "$work/lora_ph_export" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "post-hoc EMA export of the LoRA run"
+grep -q '"lora"' "$work/lora_ph_export/config.json" || fail "the post-hoc export lost the LoRA record"
+python3 - "$work/lora_ph_export/ema.safetensors" <<'PY' || fail "the post-hoc export is not adapters only"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    names = [k for k in json.loads(f.read(n)) if k != "__metadata__"]
+assert names and all(".lora_A." in k or ".lora_B." in k for k in names), names[:3]
+PY
+"$bin/ddpm-sample" --checkpoint "$work/lora_ph_export" --num-samples 2 --sampling-steps 3 --device cpu \
+  --out "$work/lora_ph_samples" >"$work/out.txt" 2>"$work/err.txt" || fail "sampling the post-hoc LoRA export"
+test -f "$work/lora_ph_samples/samples.npz" || fail "no samples from the post-hoc LoRA export"
+
 # A changed base is refused: the adapters were trained for the recorded weights.
 cp "$lbase/checkpoints/step_2/model.safetensors" "$lbase/checkpoints/step_2/ema.safetensors"
 rc=0

@@ -100,16 +100,17 @@ Tensor super_res_condition(const Tensor& x0, int low_res_size) {
 }
 
 DenoiseFn concat_condition(DenoiseFn net, Tensor cond) {
-  DDPM_CHECK(cond.defined() && cond.ndim() == 4 && cond.dim(0) >= 1,
-             "concat_condition: the condition must be [M, H, W, C], got "
+  DDPM_CHECK(cond.defined() && cond.ndim() >= 4 && cond.dim(0) >= 1,
+             "concat_condition: the condition must be [M, H, W, C] (or [M, F, H, W, C] for video), got "
                  << (cond.defined() ? shape_str(cond.shape()) : std::string("none")));
   return [net = std::move(net), cond = std::move(cond)](const Tensor& x, const std::vector<double>& t,
                                                         const std::vector<std::int64_t>& y) {
-    const std::int64_t m = cond.dim(0), n = x.ndim() == 4 ? x.dim(0) : -1;
-    DDPM_CHECK(n >= m && n % m == 0 && x.dim(1) == cond.dim(1) && x.dim(2) == cond.dim(2),
-               "super-resolution condition: x_t " << shape_str(x.shape()) << " does not fit the condition "
-                                                  << shape_str(cond.shape())
-                                                  << " (same size, and a batch that is a multiple of its rows)");
+    const std::int64_t m = cond.dim(0), n = x.ndim() == cond.ndim() ? x.dim(0) : -1;
+    bool fits = n >= m && n % m == 0;
+    for (int a = 1; fits && a + 1 < x.ndim(); ++a) fits = x.dim(a) == cond.dim(a);
+    DDPM_CHECK(fits, "concat_condition: x_t " << shape_str(x.shape()) << " does not fit the condition "
+                                              << shape_str(cond.shape())
+                                              << " (same size, and a batch that is a multiple of its rows)");
     Tensor c = cond.dtype() == x.dtype() && cond.device() == x.device() ? cond : cond.to(x.device()).to(x.dtype());
     if (n > m) {  // classifier-free guidance's doubled batch [x; x]: the condition repeats the same way
       std::vector<Tensor> copies(static_cast<std::size_t>(n / m), c);

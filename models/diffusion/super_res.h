@@ -50,8 +50,10 @@ Tensor area_downsample(const Tensor& x, int low_res_size);
 Tensor bilinear_upsample(const Tensor& x, int size);
 Tensor super_res_condition(const Tensor& x0, int low_res_size);
 
-// The network closure of a super-resolution model: net(concat(x, cond), t, y). `cond` is
-// [M, H, W, Cc] for the M images being sampled; the samplers may call it with a batch of
+// The network closure of a model with a concatenated condition: net(concat(x, cond), t, y).
+// `cond` is [M, H, W, Cc] for the M images being sampled (a super-resolution model's
+// upsampled low-res image), or [M, F, H, W, Cc] for M video clips (a first-frame conditioned
+// video model, unet.h); the samplers may call it with a batch of
 // k M rows (classifier-free guidance evaluates [x; x] in one doubled batch, gaussian_
 // diffusion.h concat_rows), so cond is then repeated k times along the batch, matching the
 // sampler's row order (copy j of the batch is rows [j M, (j + 1) M)). ValueError when the

@@ -276,6 +276,7 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device, cons
   // One reader for run folders, checkpoint folders, model files and diffusers folders.
   run::ModelSource src = run::open_model(path, device, ema);
   const run::DiffusionSettings& d = src.diffusion;
+  run::refuse_video_model(src, path, "ddpm-eval " + mode);
   DDPM_CHECK(!d.edm, mode << ": " << path
                           << " was trained with the EDM objective (continuous sigma, no discrete process): "
                              "the DDPM variational bound it would need is not defined for it");
@@ -489,6 +490,7 @@ ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& ou
   // The images are scored in pixel space against the run's own training target.
   run::refuse_latent_model(a.checkpoint, "ddpm-eval condition-gap");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
+  run::refuse_video_model(src, a.checkpoint, "ddpm-eval condition-gap");
   const run::DiffusionSettings& d = src.diffusion;
   DDPM_CHECK(!d.vdm, "condition-gap: " << a.checkpoint << " was trained with the VDM objective (continuous t): "
                                                           "condition-gap handles DDPM runs only");

@@ -92,6 +92,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   DDPM_CHECK(a.ode_steps >= 1, "nll: --ode-steps must be at least 1, got " << a.ode_steps);
   run::refuse_latent_model(a.checkpoint, "ddpm-eval nll (bits/dim of pixels)");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
+  run::refuse_video_model(src, a.checkpoint, "ddpm-eval nll");
   DDPM_CHECK(!src.diffusion.vdm, "nll: " << a.checkpoint
                                          << " was trained with the VDM objective (continuous t, models/diffusion/"
                                             "vdm.h); use ddpm-eval bpd, its own variational bound");

@@ -505,8 +505,15 @@ void refuse_vdm_model(const ModelSource& model, const std::string& path, const s
                      "ddpm-sample and score it with ddpm-eval bpd");
 }
 
+void refuse_video_model(const ModelSource& model, const std::string& path, const std::string& what) {
+  const int frames = model.net ? model.net->config().num_frames : 0;
+  DDPM_CHECK(frames == 0, what << " does not apply to " << path << ": it is a video model (clips of " << frames
+                               << " frames, models/run/video_run.h); sample it with ddpm-sample");
+}
+
 void export_diffusers(const ModelSource& model, const std::string& dir, bool overwrite) {
   DDPM_CHECK(!dir.empty(), "export: the output folder is empty");
+  refuse_video_model(model, "this model", "export to a diffusers folder");
   DDPM_CHECK(!model.diffusion.vdm,
              "export: this model was trained with the VDM objective (a continuous-time schedule gamma(t), "
              "models/diffusion/vdm.h); a DDPMScheduler config cannot express it. Sample it with ddpm-sample");

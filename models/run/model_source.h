@@ -135,6 +135,11 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // distillation, ControlNet, cascades, fine-tuning): a VDM network takes the continuous time of
 // its gamma(t) (vdm.h vdm_grid_denoiser), which only ddpm-sample and ddpm-eval bpd map today.
 void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what);
+// ValueError "<what> does not apply to <path>: it is a video model ..." for the apps that work
+// on images only (editing, distillation, ControlNet, cascades, fine-tuning, evaluation, export):
+// a video UNet (unet.h num_frames) takes clips [N, F, H, W, C], which only ddpm-sample and
+// ddpm-train handle today.
+void refuse_video_model(const ModelSource& model, const std::string& path, const std::string& what);
 
 // The config.json that open_model reads for `checkpoint` ("dir/" read as "dir"): a folder's
 // own, else (a checkpoint folder RUN/checkpoints/step_N) its run's two levels up; the one

@@ -14,6 +14,7 @@
 #include "models/diffusion/sampler.h"
 #include "models/run/autoguide_run.h"
 #include "models/run/cascade_run.h"
+#include "models/run/video_run.h"
 #include "models/run/control_run.h"
 #include "models/run/edm_options.h"
 #include "models/run/sample_run.h"
@@ -284,6 +285,7 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--control-scale", o.control_scale, "--control: multiplier of the ControlNet's residuals (0 = the base alone)")
       ->capture_default_str();
   add_cascade_flags(app, o);  // --low-res-from, --base-* (cascade_run.h)
+  add_video_flags(app, o);    // --first-frame, --first-frame-from (video_run.h)
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -365,6 +367,7 @@ void check_sample_options(const SampleOptions& o) {
              "--low-res-blur " << o.low_res_blur << " blurs the low-res images of a super-resolution model; it needs "
                                                     "--low-res SAMPLES.npz|IMAGE.png or --low-res-from BASE");
   check_cascade_flags(o);  // cascade_run.h
+  check_video_flags(o);    // video_run.h
   check_classifier_flags(o, inpainting);
   check_control_flags(o);  // control_run.h
   check_out_dir(o);

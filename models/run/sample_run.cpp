@@ -35,6 +35,7 @@
 #include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
 #include "models/run/super_res_run.h"
+#include "models/run/video_run.h"
 #include "models/diffusion/super_res.h"
 
 namespace ddpm::run {
@@ -314,6 +315,7 @@ InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::stri
 SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
   if (!o.low_res_from.empty()) return run_cascade(o, log);  // base model, then this one (cascade_run.h)
+  if (!o.first_frame_from.empty()) return run_first_frame_pipeline(o, log);  // image model, then video (video_run.h)
   ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path
@@ -351,6 +353,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                "the autoencoder has " << latent->config().z_channels << " latent channels; the model takes "
                                       << model.net->config().in_channels);
   }
+  check_video_sample(o, model.net->config(), latent != nullptr);  // video_run.h
+  DDPM_CHECK(o.first_frame_from.empty(), "--first-frame-from " << o.first_frame_from
+                                                               << " needs the image model too: run_first_frame_pipeline (video_run.h)");
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
   const std::optional<diffusion::ConsistencyGrid> cgrid =
       o.sampler == "consistency" ? read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps) : std::nullopt;
@@ -383,12 +388,21 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const int h = cfg.image_size, zc = cfg.in_channels;
   const int f = latent ? latent->factor() : 1;
   const int H = h * f, W = h * f, C = latent ? latent->config().in_channels : cfg.in_channels;
+  // A video model samples N clips of F frames (video_run.h); F = 1 stands for an image model
+  // in the byte counts below.
+  const std::int64_t F = cfg.num_frames;
+  auto sample_shape = [&](std::int64_t n) { return F > 0 ? Shape{n, F, h, h, zc} : Shape{n, h, h, zc}; };
+  FirstFrames first;  // a first-frame-conditioned video model's frames (video_run.h)
+  const bool first_frames = load_first_frames_for(o, cfg, first, log);
   auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
   LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
   const bool super_res = load_low_res_for(o, cfg, low, base.num_timesteps(), log);
   ControlInputs control;  // --control (control_run.h)
   const bool controlled = load_control_for(o, model, control, log, latent);
-  const std::int64_t N = super_res ? low_res_num_samples(o, low) : controlled ? control_num_samples(o, control) : o.num_samples;
+  const std::int64_t N = super_res      ? low_res_num_samples(o, low)
+                         : controlled   ? control_num_samples(o, control)
+                         : first_frames ? first_frame_num_samples(o, first)
+                                        : o.num_samples;
   const bool inpainting = !o.inpaint_image.empty();
   InpaintInputs inp;
   if (inpainting) inp = load_inpaint_inputs(o.inpaint_image, o.inpaint_mask, H, W, C);
@@ -404,12 +418,13 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
 
   SampleResult result;
-  result.shape = {N, H, W, C};
+  result.shape = F > 0 ? Shape{N, F, H, W, C} : Shape{N, H, W, C};
   result.out_dir = o.out;
   if (sc.num_classes > 0)  // class labels, or prompt indices for a text model
     for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % sc.num_classes);
   const bool low_res_labels = super_res && take_low_res_labels(o, cfg, low, N, result.labels);
   if (controlled) take_control_labels(o, cfg, control, N, result.labels);  // each hint image's label (control_run.h)
+  if (first_frames) take_first_frame_labels(o, cfg, first, N, result.labels);  // arr_1 of --first-frame
 
   // Classifier guidance: the classifier's target labels (for an unconditional model, drawn
   // like a conditional one's, over the classifier's classes).
@@ -486,7 +501,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
 
   const diffusion::DenoiseFn guide_fn = sc.autoguide;  // the bare guide; conditioned per batch for super-resolution
   Generator gen(o.seed);
-  result.pixels.reserve(static_cast<std::size_t>(N) * H * W * C);
+  result.pixels.reserve(static_cast<std::size_t>(N) * std::max<std::int64_t>(F, 1) * H * W * C);
   for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - begin);
     std::vector<std::int64_t> labels;
@@ -505,6 +520,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       const LowResDenoisers d = low_res_denoisers(low, fn, guide_fn, begin, n, o.device, base.alphas_cumprod, gen);
       bfn = d.main;
       sc.autoguide = d.guide;  // empty without --autoguide
+    } else if (first_frames) {  // one PNG conditions every clip; an .npz's rows go in turn
+      bfn = diffusion::concat_condition(
+          fn, (first.images.count == 1 ? first.cond : diffusion::batch_rows(first.cond, begin, n)).to(o.device));
     }
     callback = nullptr;
     if (o.show_steps && begin == 0) {
@@ -519,14 +537,14 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     Tensor x = inpainting
                    ? diffusion::inpaint(base, bfn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
                : is_karras_sampler(o.sampler)
-                   ? sample_karras(model, base, bfn, {n, h, h, zc}, labels, sc, o.sampler, gen, o.device, callback)
+                   ? sample_karras(model, base, bfn, sample_shape(n), labels, sc, o.sampler, gen, o.device, callback)
                : o.sampler == "plms"
-                   ? diffusion::plms_sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback)
+                   ? diffusion::plms_sample(base, bfn, sample_shape(n), labels, sc, gen, o.device, callback)
                : o.sampler == "consistency"
-                   ? diffusion::consistency_sample(base, bfn, consistency_reading(sc), *cgrid, {n, h, h, zc}, labels,
+                   ? diffusion::consistency_sample(base, bfn, consistency_reading(sc), *cgrid, sample_shape(n), labels,
                                                    consistency_steps, diffusion::resolve_clip_x0(sc), gen, o.device,
                                                    sc.dtype)
-                   : diffusion::sample(base, bfn, {n, h, h, zc}, labels, sc, gen, o.device, callback, guidance);
+                   : diffusion::sample(base, bfn, sample_shape(n), labels, sc, gen, o.device, callback, guidance);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
@@ -538,7 +556,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   auto fill = [&](const std::string& tmp) {
     const fs::path dir(tmp);
     const int nrow = static_cast<int>(std::ceil(std::sqrt(double(N))));
-    write_image_set(tmp, result.pixels, N, H, W, C, nrow, result.labels, files);  // image_sets.h
+    if (F > 0)
+      write_video_set(tmp, result.pixels, N, static_cast<int>(F), H, W, C, nrow, result.labels, files);
+    else
+      write_image_set(tmp, result.pixels, N, H, W, C, nrow, result.labels, files);  // image_sets.h
     if (o.show_steps && !snap_xt.empty()) {
       // Two rows per sample (x_t, then x_0^), one column per snapshot.
       const std::size_t S = snap_xt.size();
@@ -611,6 +632,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                          {"network_calls_per_batch", network_calls}};
     }
     info["low_res"] = super_res ? low_res_info(low, N, low_res_labels) : nlohmann::json(nullptr);
+    info["video"] = F > 0 ? video_info(o, cfg, first, N) : nlohmann::json(nullptr);
     if (super_res) files.push_back(write_low_res_png(tmp, low, N, H));
     info["control"] = controlled ? write_control_outputs(tmp, control, N, files) : nlohmann::json(nullptr);
     if (heun) info["heun"] = karras_sample_info(o, model, base, sc);  // every Karras-level sampler (edm_options.h)

@@ -239,6 +239,9 @@ struct SampleOptions {
   // computed from (one PNG, or an npz / data spec), and the residuals' scale.
   std::string control, control_image, control_from;
   double control_scale = 1.0;
+  // A first-frame-conditioned video model (models/run/video_run.h): the frames its clips start
+  // from (a PNG or an .npz of images), or an image model to sample them with first.
+  std::string first_frame, first_frame_from;
 };
 
 // The flags and their model-free checks (add_sample_flags, note_given_flags,
@@ -274,7 +277,7 @@ struct InpaintInputs {
 InpaintInputs load_inpaint_inputs(const std::string& image_path, const std::string& mask_path, int H, int W, int C);
 
 struct SampleResult {
-  Shape shape;                        // [N, H, W, C]
+  Shape shape;                        // [N, H, W, C], or [N, F, H, W, C] for a video model
   std::vector<std::uint8_t> pixels;   // the samples as written
   std::vector<std::int64_t> labels;   // N labels, empty for an unconditional model
   std::string out_dir;

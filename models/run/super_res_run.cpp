@@ -2,17 +2,16 @@
 #include "models/run/super_res_run.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
 #include <vector>
 
 #include "engine/error.h"
-#include "engine/io/npz.h"
 #include "engine/io/png.h"
 #include "models/diffusion/blur_augment.h"
 #include "models/diffusion/super_res.h"
+#include "models/run/image_sets.h"
 #include "models/run/sample_run.h"
 
 namespace ddpm::run {
@@ -21,24 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// uint8 pixels [M, S, S, C] -> f32 [M, S, S, C] in [-1, 1], as the loader scales the data.
-Tensor pixels_to_unit(const std::vector<std::uint8_t>& px, std::int64_t m, std::int64_t s, std::int64_t c) {
-  std::vector<float> v(px.size());
-  for (std::size_t i = 0; i < px.size(); ++i) v[i] = static_cast<float>(px[i] / 127.5 - 1.0);
-  return Tensor::from_vector(v, {m, s, s, c});
-}
-
 // A sigma for the log line, as the user would type it (0.6, not 0.600000).
 std::string format_sigma(double sigma) {
   std::ostringstream s;
   s << sigma;
   return s.str();
-}
-
-bool has_extension(const std::string& path, const char* ext) {
-  std::string e = fs::path(path).extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
-  return e == ext;
 }
 
 }  // namespace
@@ -102,34 +88,12 @@ bool load_low_res_for(const SampleOptions& o, const unet::UNetConfig& model, Low
                       : 0;
   const int L = model.low_res_size, C = model.in_channels, H = model.image_size;
   low.path = o.low_res;
-  if (has_extension(o.low_res, ".png")) {
-    const Image img = read_png(o.low_res);  // IoError when missing or damaged
-    low.count = 1;
-    low.size = img.height == img.width ? img.height : -1;
-    low.channels = img.channels;
-    low.pixels = img.pixels;
-    DDPM_CHECK(img.height == L && img.width == L && img.channels == C,
-               "--low-res " << o.low_res << " is " << img.height << "x" << img.width << " with " << img.channels
-                            << " channel(s); the model upsamples " << L << "x" << L << " images with " << C
-                            << " channel(s)");
-  } else {
-    const NpzFile npz = load_npz(o.low_res);  // IoError when missing or damaged
-    const NpyArray& a = npz.get("arr_0");
-    DDPM_CHECK(a.dtype == NpyDType::u8 && a.shape.size() == 4 && a.shape[1] == L && a.shape[2] == L &&
-                   a.shape[3] == C && a.shape[0] >= 1,
-               "--low-res " << o.low_res << ": arr_0 is " << a.describe() << "; the model upsamples uint8 [N, " << L
-                            << ", " << L << ", " << C << "] images (what ddpm-sample writes for a base model)");
-    low.count = a.shape[0];
-    low.size = L;
-    low.channels = C;
-    low.pixels = a.bytes;
-    if (npz.contains("arr_1")) {
-      low.labels = npz.get("arr_1").as_int64();
-      DDPM_CHECK(static_cast<std::int64_t>(low.labels.size()) == low.count,
-                 "--low-res " << o.low_res << ": arr_1 holds " << low.labels.size() << " labels for " << low.count
-                              << " images");
-    }
-  }
+  ImageStack st = read_image_stack(o.low_res, "--low-res", L, C, "upsamples");
+  low.count = st.count;
+  low.size = L;
+  low.channels = C;
+  low.pixels = std::move(st.pixels);
+  low.labels = std::move(st.labels);
   low.blur_sigma = o.low_res_blur;
   // [M, L, L, C] in [-1, 1]; blurred at L x L (where a base model's softness lives, blur_augment.h)
   // and only then upsampled to [M, H, H, C]. Sigma 0 skips the blur: no copy, the same bits.

@@ -155,7 +155,7 @@ diffusion::BlurAugment blur_augment_options(const TrainOptions& o) {
   return b;
 }
 
-unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes) {
+unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes, int frames) {
   DDPM_CHECK(o.image_size == 0 || o.image_size == size,
              "--image-size " << o.image_size << " differs from the data's " << size << "x" << size
                              << (size == 28 ? " (add --pad-to-32 for 32)" : ""));
@@ -188,6 +188,17 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
     c.low_res_size = o.super_res;
     c.concat_channels = channels;
     c.cond_augment = o.cond_augment;
+  }
+  // Video (unet.h num_frames): clips of `frames` frames, optionally conditioned on the first.
+  DDPM_CHECK(!o.first_frame_condition || frames > 1,
+             "--first-frame-condition conditions a video model on each clip's first frame; --data " << o.data
+                 << " holds images, not clips (use e.g. --data moving-fashion-mnist)");
+  DDPM_CHECK(frames <= 1 || (o.super_res == 0 && o.autoencoder.empty()),
+             "--data " << o.data << " holds clips of " << frames << " frames; video models do not support "
+                       << (o.super_res > 0 ? "--super-res" : "--autoencoder (latent diffusion)") << " yet");
+  if (frames > 1) {
+    c.num_frames = frames;
+    c.first_frame_condition = o.first_frame_condition;
   }
   const int levels = static_cast<int>(c.channel_mult.size());
   DDPM_CHECK(size % (1 << (levels - 1)) == 0,

@@ -30,6 +30,7 @@
 #include "models/run/lora_run.h"
 #include "models/nn/lora.h"
 #include "models/run/vdm_options.h"
+#include "models/run/video_run.h"
 #include "models/run/metrics.h"
 #include "models/run/model_source.h"
 #include "models/run/posthoc_flags.h"
@@ -225,10 +226,14 @@ TrainResult train_run(const TrainOptions& options) {
   if (latent && default_sigma_data_for_latents(o))
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
+  DDPM_CHECK(!finetune || (data->frames == 1 && finetune->model.num_frames == 0),
+             "--init-from " << o.init_from << ": fine-tuning video models, or an image model on clips, is not "
+                                              "supported yet");
   const unet::UNetConfig mc =
       finetune ? finetune_unet_config(*finetune, o, *data)
                : make_unet_config(o, static_cast<int>(data->height) / f,
-                                  latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes);
+                                  latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes,
+                                  static_cast<int>(data->frames));
   nlohmann::json config = run_config_json(o, mc);
   if (finetune) config["init_from"] = finetune->record;
   if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
@@ -362,6 +367,7 @@ TrainResult train_run(const TrainOptions& options) {
           cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
         cond = cond.to(o.device);
       }
+      if (mc.first_frame_condition) cond = first_frame_condition_of(x0, mc.num_frames);  // video_run.h
       return train::Batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
@@ -400,6 +406,12 @@ TrainResult train_run(const TrainOptions& options) {
       };
       if (text_net) eval_fn = text_net->denoiser(captions.texts, "", {}, /*reuse_context=*/true);  // fixed EMA weights
       if (mc.super_res()) eval_fn = diffusion::concat_condition(eval_fn, grid_condition(*data, n, mc, o.device));
+      // A first-frame-conditioned video model animates the first frames of the first n clips.
+      if (mc.first_frame_condition)
+        eval_fn = diffusion::concat_condition(
+            eval_fn, unet::first_frame_condition(dataset_first_frames(*data, n), mc.num_frames).to(o.device));
+      const std::int64_t F = mc.num_frames;
+      auto shape = [&]() { return F > 0 ? Shape{n, F, H, H, C} : Shape{n, H, H, C}; };
       diffusion::SamplerConfig sc;
       sc.kind = is_edm(o) ? diffusion::SamplerConfig::Kind::heun : diffusion::SamplerConfig::Kind::ddim;
       if (is_edm(o)) sc.heun_steps = o.sample_steps;  // EDM: Heun over [0.002, 80], sample_steps levels
@@ -420,24 +432,29 @@ TrainResult train_run(const TrainOptions& options) {
           sc.kind = diffusion::SamplerConfig::Kind::ddpm;
           sc.respacing.clear();
           x = diffusion::sample(diffusion::vdm_grid_schedule(*curve, o.sample_steps),
-                                diffusion::vdm_grid_denoiser(eval_fn, curve, o.sample_steps), {n, H, H, C}, labels,
+                                diffusion::vdm_grid_denoiser(eval_fn, curve, o.sample_steps), shape(), labels,
                                 sc, g, o.device);
         } else {
-          x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, {n, H, H, C}, labels, sc, g, o.device)
-                        : diffusion::sample(schedule, eval_fn, {n, H, H, C}, labels, sc, g, o.device);
+          x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, shape(), labels, sc, g, o.device)
+                        : diffusion::sample(schedule, eval_fn, shape(), labels, sc, g, o.device);
         }
       }
       if (latent) x = latent->decode(x);  // pixels: D(z / s)
-      const int Hp = static_cast<int>(x.dim(1)), Cp = static_cast<int>(x.dim(3));
+      const int Hp = static_cast<int>(x.dim(-2)), Cp = static_cast<int>(x.dim(-1));
       const std::vector<float> v = x.to_vector();
       std::vector<std::uint8_t> bytes(v.size());
       for (std::size_t i = 0; i < v.size(); ++i)  // [-1, 1] -> [0, 255]
         bytes[i] = static_cast<std::uint8_t>(std::lround(std::min(1.0f, std::max(-1.0f, v[i])) * 127.5f + 127.5f));
+      const std::string stem = o.out + "/samples/step_" + std::to_string(trainer.step_count());
+      if (F > 0) {  // a video model: one row of frames per clip, and the clips animated
+        write_png(stem + ".png", make_grid(bytes.data(), static_cast<int>(n * F), Hp, Hp, Cp, static_cast<int>(F)));
+        const int nrow = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+        write_video_grid(stem + ".gif", bytes, n, static_cast<int>(F), Hp, Hp, Cp, nrow);
+        return stem + ".png";
+      }
       const int nrow = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
-      Image grid = make_grid(bytes.data(), n, Hp, Hp, Cp, nrow);
-      const std::string path = o.out + "/samples/step_" + std::to_string(trainer.step_count()) + ".png";
-      write_png(path, grid);
-      return path;
+      write_png(stem + ".png", make_grid(bytes.data(), n, Hp, Hp, Cp, nrow));
+      return stem + ".png";
     };
 
     std::optional<MetricsWriter> metrics;  // rank 0's

@@ -84,6 +84,9 @@ struct TrainOptions {
   double cond_augment = 0.0;      // --super-res only: the largest conditioning-augmentation level, a fraction of T
   double blur_augment = 0.0;      // --super-res only: probability of blurring the low-res condition (blur_augment.h)
   std::string blur_sigma = "0.4,0.6";  // --blur-sigma A,B: the blur's sigma ~ U[A, B], in low-res pixels
+  // Video data (clips of F frames) trains a video UNet (unet.h num_frames = F); with this flag
+  // it is conditioned on each clip's first frame (Emu Video, models/run/video_run.h).
+  bool first_frame_condition = false;
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;
@@ -178,9 +181,11 @@ struct TrainOptions {
 void validate_options(const TrainOptions& options);
 
 // The UNet of these options for images of `size` x `size` x `channels` with `num_classes`
-// classes (used when --class-cond); ValueError naming the flag when it cannot be built
-// (e.g. an image size the levels cannot halve).
-unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int channels, int num_classes);
+// classes (used when --class-cond), a video UNet of `frames` frames per clip when frames > 1;
+// ValueError naming the flag when it cannot be built (e.g. an image size the levels cannot
+// halve, --first-frame-condition without video data).
+unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int channels, int num_classes,
+                                  int frames = 1);
 
 // --blur-augment and --blur-sigma parsed and checked (ValueError naming the flag: P outside
 // [0, 1], a range that is not two numbers A,B with 0 < A <= B, P > 0 without --super-res).

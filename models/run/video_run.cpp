@@ -1,0 +1,196 @@
+// models/run/video_run.cpp: see video_run.h.
+#include "models/run/video_run.h"
+
+#include <filesystem>
+#include <ostream>
+
+#include "engine/error.h"
+#include "engine/ops/concat.h"
+#include "engine/io/atomic_file.h"
+#include "models/run/latent_run.h"
+#include "models/unet/unet.h"
+
+namespace ddpm::run {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFirstFramesFolder = "first_frames";  // OUT/first_frames: the image stage
+constexpr const char* kVideoStageFolder = ".video_stage";   // the video stage, emptied into OUT
+
+}  // namespace
+
+void add_video_flags(CLI::App& app, SampleOptions& o) {
+  app.add_option("--first-frame", o.first_frame,
+                 "a first-frame-conditioned video model: the frame each clip starts from, one PNG (every clip) or "
+                 "an .npz with arr_0 uint8 [M, H, W, C] (clip i from image i; N defaults to M; labels from arr_1)");
+  app.add_option("--first-frame-from", o.first_frame_from,
+                 "a first-frame-conditioned video model: sample this image model first (same flags) into "
+                 "OUT/first_frames, then animate its samples (Emu Video's factorised generation)");
+}
+
+void check_video_flags(const SampleOptions& o) {
+  DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
+             "--first-frame " << o.first_frame << " and --first-frame-from " << o.first_frame_from
+                              << " both give the first frames; choose one");
+}
+
+void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool latent) {
+  if (model.num_frames == 0) {
+    DDPM_CHECK(o.first_frame.empty() && o.first_frame_from.empty(),
+               (o.first_frame.empty() ? "--first-frame-from" : "--first-frame")
+                   << " applies to a first-frame-conditioned video model; " << o.checkpoint << " is an image model");
+    return;
+  }
+  DDPM_CHECK(!latent, o.checkpoint << " is a latent video run; sampling latent video models is not supported");
+  const std::pair<bool, const char*> refused[] = {
+      {!o.inpaint_image.empty(), "--inpaint (RePaint's mask is one image)"},
+      {!o.low_res.empty() || !o.low_res_from.empty(), "--low-res / --low-res-from (super-resolution)"},
+      {!o.control.empty(), "--control (a ControlNet of an image model)"},
+      {!o.classifier.empty(), "--classifier (a noisy image classifier)"},
+      {o.show_steps, "--show-steps"},
+      {!o.autoguide.empty(), "--autoguide"}};
+  for (const auto& [given, flag] : refused)
+    DDPM_CHECK(!given, flag << " does not apply to " << o.checkpoint << ": it is a video model (" << model.num_frames
+                            << " frames per clip)");
+  if (model.first_frame_condition) {
+    DDPM_CHECK(!o.first_frame.empty() || !o.first_frame_from.empty(),
+               o.checkpoint << " is a first-frame-conditioned video model: give the frames its clips start from with "
+                               "--first-frame IMAGE.png|SAMPLES.npz, or an image model to make them with "
+                               "--first-frame-from IMAGE_MODEL");
+  } else {
+    DDPM_CHECK(o.first_frame.empty() && o.first_frame_from.empty(),
+               (o.first_frame.empty() ? "--first-frame-from" : "--first-frame")
+                   << " applies to a first-frame-conditioned video model (ddpm-train --first-frame-condition); "
+                   << o.checkpoint << " generates whole clips");
+  }
+}
+
+bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model, FirstFrames& frames,
+                           std::ostream* log) {
+  frames = FirstFrames{};
+  if (!model.first_frame_condition || o.first_frame.empty()) return false;
+  const int H = model.image_size, C = model.in_channels;
+  frames.images = read_image_stack(o.first_frame, "--first-frame", H, C, "animates");
+  const Tensor x = pixels_to_unit(frames.images.pixels, frames.images.count, H, C);
+  frames.cond = unet::first_frame_condition(x, model.num_frames);
+  if (log)
+    *log << "video: " << frames.images.count << " first frame(s) " << H << "x" << H << " from " << o.first_frame
+         << ", " << model.num_frames << " frames per clip\n";
+  return true;
+}
+
+std::int64_t first_frame_num_samples(const SampleOptions& o, const FirstFrames& frames) {
+  const std::int64_t m = frames.images.count;
+  if (m == 1) return o.num_samples;  // one PNG: every clip starts from it
+  if (!o.num_samples_given) return m;
+  DDPM_CHECK(o.num_samples <= m, "--num-samples " << o.num_samples << " exceeds the " << m
+                                                  << " first frame(s) of --first-frame " << frames.images.path);
+  return o.num_samples;
+}
+
+bool take_first_frame_labels(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
+                             std::int64_t n, std::vector<std::int64_t>& labels) {
+  const std::vector<std::int64_t>& from = frames.images.labels;
+  if (model.num_classes == 0 || o.class_label >= 0 || from.empty()) return false;
+  labels.assign(from.begin(), from.begin() + n);
+  for (std::int64_t y : labels)
+    DDPM_CHECK(y >= 0 && y < model.num_classes, "--first-frame " << frames.images.path << ": label " << y
+                                                                  << " (arr_1) is outside [0, " << model.num_classes
+                                                                  << ") of the model's classes");
+  return true;
+}
+
+nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
+                          std::int64_t n) {
+  nlohmann::json j{{"frames", model.num_frames}, {"first_frame_condition", model.first_frame_condition}};
+  j["first_frame"] = frames.cond.defined()
+                         ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
+                         : nlohmann::json(nullptr);
+  return j;
+}
+
+Tensor first_frame_condition_of(const Tensor& x0, int num_frames) {
+  DDPM_CHECK(x0.defined() && x0.ndim() == 5 && x0.dim(1) == num_frames,
+             "first_frame_condition_of: x_0 must be clips [N, " << num_frames << ", H, W, C], got "
+                                                                << (x0.defined() ? shape_str(x0.shape()) : "none"));
+  const Tensor frame0 = slice(x0, 1, 0, 1).reshape({x0.dim(0), x0.dim(2), x0.dim(3), x0.dim(4)});
+  return unet::first_frame_condition(frame0, num_frames);
+}
+
+Tensor dataset_first_frames(const Dataset& data, int n) {
+  DDPM_CHECK(data.n >= 1 && data.frames >= 1 && n >= 1,
+             "dataset_first_frames: " << data.describe() << " has no clips to take " << n << " first frames from");
+  const std::size_t frame = data.frame_bytes();
+  std::vector<std::uint8_t> px;
+  px.reserve(static_cast<std::size_t>(n) * frame);
+  for (int i = 0; i < n; ++i) {
+    const std::uint8_t* p = data.image(i % data.n);  // its frame 0 comes first
+    px.insert(px.end(), p, p + frame);
+  }
+  return pixels_to_unit(px, n, data.height, data.channels);
+}
+
+SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log) {
+  check_sample_options(o);
+  DDPM_CHECK(!o.first_frame_from.empty(), "run_first_frame_pipeline needs --first-frame-from IMAGE_MODEL");
+  // Both models are opened and checked before the image stage samples anything.
+  ModelSource video = open_model(o.checkpoint, o.device, o.use_ema);
+  ModelSource image = open_model(o.first_frame_from, o.device, o.use_ema);
+  const unet::UNetConfig& vc = video.net->config();
+  const unet::UNetConfig& ic = image.net->config();
+  check_video_sample(o, vc, !find_run_autoencoder(o.checkpoint).empty());
+  DDPM_CHECK(ic.num_frames == 0, "--first-frame-from " << o.first_frame_from
+                                                       << " is a video model; the first frames come from an image model");
+  DDPM_CHECK(find_run_autoencoder(o.first_frame_from).empty() && !ic.super_res(),
+             "--first-frame-from " << o.first_frame_from
+                                   << ": latent and super-resolution image models are not supported as the first stage");
+  DDPM_CHECK(ic.image_size == vc.image_size && ic.in_channels == vc.in_channels,
+             "--first-frame-from " << o.first_frame_from << " makes " << ic.image_size << "x" << ic.image_size << "x"
+                                   << ic.in_channels << " images; " << o.checkpoint << " animates " << vc.image_size
+                                   << "x" << vc.image_size << "x" << vc.in_channels << " frames");
+  DDPM_CHECK(vc.num_classes == 0 || ic.num_classes == 0 || vc.num_classes == ic.num_classes,
+             "--first-frame-from " << o.first_frame_from << " has " << ic.num_classes << " classes and "
+                                   << o.checkpoint << " " << vc.num_classes
+                                   << "; the image stage's labels would not name the same classes");
+  SampleOptions image_o = o;
+  image_o.checkpoint = o.first_frame_from;
+  image_o.first_frame_from.clear();
+  image_o.sampler_defaulted = o.sampler_defaulted;  // an EDM image model picks heun as it would alone
+  SampleOptions video_o = o;
+  video_o.first_frame_from.clear();
+
+  SampleResult result;
+  std::vector<std::string> files;
+  auto fill = [&](const std::string& tmp) {
+    const fs::path dir(tmp);
+    image_o.out = (dir / kFirstFramesFolder).string();
+    if (log) *log << "video: sampling the first frames with the image model " << o.first_frame_from << "\n";
+    const SampleResult first = run_sample(image_o, image, log, nullptr);
+    video_o.first_frame = (dir / kFirstFramesFolder / "samples.npz").string();
+    video_o.out = (dir / kVideoStageFolder).string();
+    if (log) *log << "video: animating them with " << o.checkpoint << "\n";
+    result = run_sample(video_o, video, log, nullptr);
+    for (const auto& entry : fs::directory_iterator(video_o.out)) fs::rename(entry.path(), dir / entry.path().filename());
+    fs::remove(video_o.out);
+    const fs::path info_path = dir / "sample_info.json";
+    nlohmann::json info = nlohmann::json::parse(read_file(info_path.string()));
+    info["video"]["first_frame"]["path"] = (fs::path(o.out) / kFirstFramesFolder / "samples.npz").string();
+    info["video"]["image_stage"] = {
+        {"model", o.first_frame_from},
+        {"folder", kFirstFramesFolder},
+        {"sample_info", nlohmann::json::parse(read_file((dir / kFirstFramesFolder / "sample_info.json").string()))}};
+    write_file_atomic(info_path.string(), info.dump(2) + "\n");
+    for (const std::string& f : first.files) files.push_back(std::string(kFirstFramesFolder) + "/" + f);
+    files.insert(files.end(), result.files.begin(), result.files.end());
+  };
+  publish_directory(o.out, fill, o.overwrite ? IfExists::replace : IfExists::fail);
+  result.out_dir = o.out;
+  result.files = files;
+  if (log) *log << "video: wrote " << files.size() << " files to " << o.out << " (first frames in " << o.out << "/"
+                << kFirstFramesFolder << ")\n";
+  return result;
+}
+
+}  // namespace ddpm::run

@@ -1,0 +1,85 @@
+// models/run/video_run.h: what ddpm-sample does with a video model (unet.h num_frames > 0,
+// Ho et al. 2022), and Emu Video's factorised generation (Girdhar et al. 2023): an image
+// model makes the first frame, a first-frame-conditioned video model animates it.
+//
+// A video model samples x_T [N, F, H, W, C] (N clips of F frames; t, labels and prompts are
+// per clip) with any of the samplers: they only index the batch axis and broadcast the rest.
+// The output folder holds the video set of image_sets.h (grid.gif, filmstrip.png,
+// videos/NNNNNN.gif, samples.npz arr_0 uint8 [N, F, H, W, C], arr_1 labels) and
+// sample_info.json with "video" {"frames", "first_frame"}.
+//
+// A first-frame-conditioned model (unet.h first_frame_condition; ddpm-train
+// --first-frame-condition) needs its first frames, from one of:
+//   --first-frame FILE        a PNG (every clip starts from it) or an .npz whose arr_0 is uint8
+//                             [M, H, W, C] (clip i starts from image i; N defaults to M; a
+//                             class-conditional model takes each image's class from arr_1
+//                             unless --class is given): what ddpm-sample writes for an image
+//                             model, so any image model's samples can be animated.
+//   --first-frame-from IMAGE  the factorisation in one call: the image model IMAGE (a run,
+//                             checkpoint or model file of the same size and channels, not a
+//                             video model) is sampled first with the same flags (sampler,
+//                             steps, guidance, seed, --num-samples, --class, --prompt) into
+//                             OUT/first_frames, exactly as `ddpm-sample --checkpoint IMAGE
+//                             --out OUT/first_frames` would, then the video model animates
+//                             OUT/first_frames/samples.npz as with --first-frame. Published in
+//                             one rename; sample_info.json's "video" records the image stage.
+// The condition is first_frame_condition(frame, F) (unet.h): the frame at position 0, zeros
+// after it, and a mask channel; the network sees concat(x_t, condition) at every step, and
+// in classifier-free guidance's doubled batch both halves see the frame (concat_condition).
+//
+// Refused for a video model, before anything is sampled (ValueError naming the flag):
+// --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide,
+// and a latent video run. --first-frame / --first-frame-from for a model without the
+// condition, a conditioned model without either, and both at once.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/tensor.h"
+#include "models/data/dataset.h"
+#include "models/run/image_sets.h"
+#include "models/run/model_source.h"
+#include "models/run/sample_run.h"
+
+namespace ddpm::run {
+
+// --first-frame and --first-frame-from, bound to `o` (called by add_sample_flags).
+void add_video_flags(CLI::App& app, SampleOptions& o);
+// Their model-free checks (called by check_sample_options).
+void check_video_flags(const SampleOptions& o);
+
+// The checks of a video model's options against the model (see above); also refuses the
+// video flags for an image model. `latent`: the model is a latent diffusion run.
+void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool latent);
+
+// The first frames of a first-frame-conditioned model (nothing for another model): the
+// images and their conditions [M, F, H, W, C + 1] on the CPU.
+struct FirstFrames {
+  ImageStack images;
+  Tensor cond;
+};
+bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model, FirstFrames& frames,
+                           std::ostream* log);
+// N when the samples follow the first frames: their count unless --num-samples (at most it).
+std::int64_t first_frame_num_samples(const SampleOptions& o, const FirstFrames& frames);
+// A class-conditional model's labels from arr_1 (unless --class): true when taken.
+bool take_first_frame_labels(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
+                             std::int64_t n, std::vector<std::int64_t>& labels);
+// sample_info.json's "video" object.
+nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
+                          std::int64_t n);
+
+// Training (train_run.cpp): the condition of a batch of clips x_0 [N, F, H, W, C], made from
+// its own first frames (on x_0's device), and the first frames of the dataset's first n clips
+// (cyclically) as f32 [n, H, W, C] in [-1, 1] on the CPU, for the sample grids.
+Tensor first_frame_condition_of(const Tensor& x0, int num_frames);
+Tensor dataset_first_frames(const Dataset& data, int n);
+
+// --first-frame-from: the image stage, then the video stage (see above). run_sample(o, log)
+// comes here when o.first_frame_from is set.
+SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log);
+
+}  // namespace ddpm::run

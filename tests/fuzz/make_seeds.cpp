@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/gif.h"
 #include "engine/io/npz.h"
 #include "engine/io/png.h"
 #include "engine/io/safetensors.h"
@@ -93,6 +94,12 @@ int main(int argc, char** argv) {
   seed("png", "grey", ddpm::read_file(tmp + "/g.png"));
   ddpm::write_png(tmp + "/c.png", px.data(), 5, 4, 3);
   seed("png", "rgb", ddpm::read_file(tmp + "/c.png"));
+
+  // GIF: grey (two frames, looping) and RGB (one frame, not looping).
+  ddpm::write_gif(tmp + "/g.gif", px.data(), 2, 5, 2, 1);
+  seed("gif", "grey", ddpm::read_file(tmp + "/g.gif"));
+  ddpm::write_gif(tmp + "/c.gif", px.data(), 1, 5, 4, 3, 4, false);
+  seed("gif", "rgb", ddpm::read_file(tmp + "/c.gif"));
 
   // npz (mode byte 0: archive, 1: bare .npy): images and labels as ddpm-sample writes them.
   const std::vector<std::uint8_t> images(2 * 3 * 3 * 1, 200);

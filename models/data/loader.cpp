@@ -75,10 +75,11 @@ Batch BatchLoader::next() {
   }
   const Dataset& ds = *data_;
   const std::int64_t b = std::min(opt_.batch_size, ds.n - pos_.index);
-  const std::int64_t h = ds.height, w = ds.width, c = ds.channels;
+  const std::int64_t f = ds.frames, h = ds.height, w = ds.width, c = ds.channels;
   Batch batch;
   batch.position = pos_;
-  Tensor host = Tensor::empty({b, h, w, c}, DType::f32);  // [B, H, W, C]
+  // [B, H, W, C] for images; [B, F, H, W, C] for clips (the same bytes, frames contiguous).
+  Tensor host = ds.is_video() ? Tensor::empty({b, f, h, w, c}, DType::f32) : Tensor::empty({b, h, w, c}, DType::f32);
   float* out = host.data<float>();
   for (std::int64_t k = 0; k < b; ++k) {
     const std::int64_t src_index = order_[static_cast<std::size_t>(pos_.index + k)];
@@ -86,14 +87,17 @@ Batch BatchLoader::next() {
     batch.indices.push_back(src_index);
     batch.flipped.push_back(flip ? 1 : 0);
     if (ds.has_labels()) batch.labels.push_back(ds.labels[static_cast<std::size_t>(src_index)]);
-    const std::uint8_t* src = ds.image(src_index);
-    float* dst = out + k * h * w * c;
-    for (std::int64_t y = 0; y < h; ++y)
-      for (std::int64_t x = 0; x < w; ++x) {
-        const std::int64_t sx = flip ? w - 1 - x : x;  // horizontal flip mirrors the x axis
-        for (std::int64_t ch = 0; ch < c; ++ch)
-          dst[(y * w + x) * c + ch] = static_cast<float>(src[(y * w + sx) * c + ch] / 127.5 - 1.0);
-      }
+    // One flip decision per sample: all f frames of a clip are mirrored alike.
+    for (std::int64_t fr = 0; fr < f; ++fr) {
+      const std::uint8_t* src = ds.image(src_index) + fr * h * w * c;
+      float* dst = out + (k * f + fr) * h * w * c;
+      for (std::int64_t y = 0; y < h; ++y)
+        for (std::int64_t x = 0; x < w; ++x) {
+          const std::int64_t sx = flip ? w - 1 - x : x;  // horizontal flip mirrors the x axis
+          for (std::int64_t ch = 0; ch < c; ++ch)
+            dst[(y * w + x) * c + ch] = static_cast<float>(src[(y * w + sx) * c + ch] / 127.5 - 1.0);
+        }
+    }
   }
   batch.images = opt_.device.is_cpu() ? host : host.to(opt_.device);
   batch.host_images = host;

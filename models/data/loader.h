@@ -10,7 +10,10 @@
 //
 // A batch is
 //   images  f32 [B, H, W, C] on the requested device, x = v / 127.5 - 1 in [-1, 1]
-//   labels  int64 class indices [B] (empty for an unlabelled dataset)
+//           (f32 [B, F, H, W, C] for a video dataset, frames F > 1: B clips)
+//   labels  int64 class indices [B] (empty for an unlabelled dataset), one per clip
+// A flip is decided once per sample, so every frame of a clip is mirrored together (a clip
+// never changes direction half-way through).
 // With drop_last, an epoch yields floor(N / B) full batches; without it the last batch of
 // an epoch holds the N mod B remaining images. Batches never span two epochs.
 #pragma once
@@ -28,7 +31,7 @@ struct LoaderOptions {
   std::int64_t batch_size = 64;
   std::uint64_t seed = 0;
   bool shuffle = true;
-  bool random_flip = false;  // flip each image left-right with probability 1/2
+  bool random_flip = false;  // flip each image (each clip, all its frames) left-right with probability 1/2
   bool drop_last = true;
   Device device = Device::cpu();
 };
@@ -41,11 +44,11 @@ struct LoaderPosition {
 };
 
 struct Batch {
-  Tensor images;                        // f32 [B, H, W, C] in [-1, 1]
+  Tensor images;                        // f32 [B, H, W, C] in [-1, 1]; [B, F, H, W, C] for clips
   Tensor host_images;                   // the same values on the CPU (images itself on a CPU loader)
   std::vector<std::int64_t> labels;     // [B] or empty
   std::vector<std::int64_t> indices;    // [B] dataset indices of the samples
-  std::vector<std::uint8_t> flipped;    // [B] 1 where the image was flipped
+  std::vector<std::uint8_t> flipped;    // [B] 1 where the image (all frames of the clip) was flipped
   LoaderPosition position;              // where this batch started
 };
 

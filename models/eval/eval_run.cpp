@@ -69,6 +69,9 @@ Dataset load_eval_dataset(const std::string& data, const std::string& split, con
       return load_idx(spec.path, spec.labels_path, 10, spec.path);
     case run::DataSpec::Kind::folder:
       return load_image_folder(spec.path);
+    case run::DataSpec::Kind::moving_fashion_mnist:
+    case run::DataSpec::Kind::moving_toy:
+      DDPM_THROW(ValueError, "--data " << data << " is video (clips of frames); ddpm-eval measures still images");
   }
   DDPM_THROW(ValueError, "--data " << data << ": unknown dataset kind");
 }

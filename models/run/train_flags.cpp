@@ -10,11 +10,21 @@ namespace ddpm::run {
 void add_train_flags(CLI::App& app, TrainOptions& o) {
   // Data.
   app.add_option("--data", o.data,
-                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy")
+                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy | "
+                 "moving-fashion-mnist[:DIR] | moving-toy (video clips)")
       ->capture_default_str()->group("Data");
   app.add_flag("--random-flip", o.random_flip, "flip training images left-right with probability 1/2")->group("Data");
   app.add_flag("--pad-to-32", o.pad_to_32, "centre 28x28 images on 32x32 (for 4-level UNets)")->group("Data");
   app.add_option("--toy-count", o.toy_count, "images in --data toy")->capture_default_str()->group("Data");
+  // Video clips (moving-* data only; models/data/moving.h).
+  app.add_option("--frames", o.frames, "with --data moving-*: frames per clip (>= 2)")
+      ->capture_default_str()->group("Data");
+  app.add_option("--canvas", o.canvas, "with --data moving-*: the clips' size (canvas x canvas)")
+      ->capture_default_str()->group("Data");
+  app.add_option("--item-size", o.item_size, "with --data moving-*: items are area-resized to this size")
+      ->capture_default_str()->group("Data");
+  app.add_option("--moving-items", o.moving_items, "with --data moving-*: items bouncing in each clip")
+      ->capture_default_str()->group("Data");
   app.add_option("--autoencoder", o.autoencoder,
                  "latent diffusion: a ddpm-autoencoder train folder; the UNet diffuses its scaled latents")
       ->group("Data");

@@ -179,6 +179,10 @@ TrainResult train_run(const TrainOptions& options) {
   dopt.pad_to_32 = o.pad_to_32;
   dopt.toy_count = o.toy_count;
   dopt.seed = o.seed;
+  dopt.frames = o.frames;
+  dopt.canvas = o.canvas;
+  dopt.item_size = o.item_size;
+  dopt.moving_items = o.moving_items;
   auto data = std::make_shared<Dataset>(load_data(parse_data_spec(o.data), dopt));
   DDPM_CHECK(data->height == data->width,
              "the images of " << data->name << " are " << data->height << "x" << data->width << "; the UNet needs square images");

@@ -79,6 +79,11 @@ struct TrainOptions {
   bool random_flip = false;
   bool pad_to_32 = false;
   std::int64_t toy_count = 1024;  // images of --data toy
+  // Video clips of --data moving-* (data_spec.h, models/data/moving.h); refused with other data.
+  int frames = 8;        // --frames per clip
+  int canvas = 32;       // --canvas: clips are canvas x canvas
+  int item_size = 16;    // --item-size: items are resized to item_size x item_size
+  int moving_items = 1;  // --moving-items per clip
   std::string autoencoder;        // latent diffusion: a ddpm-autoencoder folder (latent_run.h)
   int super_res = 0;              // > 0: a super-resolution model conditioned on this low-res size (super_res_run.h)
   double cond_augment = 0.0;      // --super-res only: the largest conditioning-augmentation level, a fraction of T

@@ -189,7 +189,7 @@ void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
   DataOptions dopt;
   dopt.pad_to_32 = a.pad_to_32;
   dopt.seed = a.seed;
-  const Dataset data = load_data(spec, dopt);
+  const Dataset data = load_image_data(spec, dopt, "ddpm-autoencoder");
   const autoencoder::AutoencoderConfig cfg = autoencoder_config_for(a, data);
   Generator init(a.seed);
   autoencoder::Autoencoder ae(cfg, init, a.device);

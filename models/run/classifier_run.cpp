@@ -238,7 +238,7 @@ void run_classifier_train(const ClassifierTrainArgs& a, std::ostream& out) {
   DataOptions dopt;
   dopt.pad_to_32 = a.pad_to_32;
   dopt.seed = a.seed;
-  const Dataset data = load_data(spec, dopt);
+  const Dataset data = load_image_data(spec, dopt, "ddpm-classifier");
   const unet::EncoderConfig cfg = encoder_config_for(a, data);
   const diffusion::DiffusionSchedule schedule(diffusion_betas(settings));
   Generator init(a.seed);

@@ -174,7 +174,7 @@ ControlTrainResult train_control_run(const ControlTrainArgs& args, std::ostream*
   dopt.pad_to_32 = a.pad_to_32;
   dopt.toy_count = a.toy_count;
   dopt.seed = a.seed;
-  auto dataset = std::make_shared<Dataset>(load_data(parse_data_spec(a.data), dopt));
+  auto dataset = std::make_shared<Dataset>(load_image_data(parse_data_spec(a.data), dopt, "ddpm-control"));
   // The images (and so the hint) are pixels: a latent base's UNet works on H / f latents.
   const int f = base.latent ? base.latent->factor() : 1;
   const int H = bc.image_size * f, C = base.latent ? base.latent->config().in_channels : bc.in_channels;

@@ -188,7 +188,7 @@ bool load_control_for(const SampleOptions& o, const ModelSource& model, ControlI
     dopt.pad_to_32 = d.value("pad_to_32", false);
     dopt.toy_count = d.value("toy_count", std::int64_t{1024});
     dopt.seed = c.run.config.at("train").value("seed", std::uint64_t{0});
-    Dataset ds = load_data(parse_data_spec(o.control_from), dopt);
+    Dataset ds = load_image_data(parse_data_spec(o.control_from), dopt, "--control-from");
     DDPM_CHECK(ds.height == H && ds.width == H && ds.channels == C,
                "--control-from " << o.control_from << " has " << ds.height << "x" << ds.width << "x" << ds.channels
                                  << " images; the model makes " << H << "x" << H << "x" << C);

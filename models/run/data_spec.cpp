@@ -153,4 +153,10 @@ Dataset load_data(const DataSpec& spec, const DataOptions& options) {
   return ds;
 }
 
+Dataset load_image_data(const DataSpec& spec, const DataOptions& options, const std::string& what) {
+  DDPM_CHECK(!spec.is_moving(), what << " works on still images; " << spec.text
+                                     << " holds video clips (only ddpm-train and ddpm-sample handle video)");
+  return load_data(spec, options);
+}
+
 }  // namespace ddpm::run

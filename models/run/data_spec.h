@@ -58,4 +58,9 @@ void check_clip_flags(const DataSpec& spec, const DataOptions& options);
 // missing or damaged) and applies the padding.
 Dataset load_data(const DataSpec& spec, const DataOptions& options);
 
+// load_data for the apps that work on still images (classifiers, autoencoders, ControlNet,
+// distillation): ValueError "<what> trains on still images; --data <spec> holds video clips"
+// for a moving-* spec, before anything is loaded.
+Dataset load_image_data(const DataSpec& spec, const DataOptions& options, const std::string& what);
+
 }  // namespace ddpm::run

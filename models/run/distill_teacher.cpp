@@ -54,7 +54,7 @@ TeacherData open_teacher_data(const std::string& teacher, const unet::UNetConfig
   dopt.pad_to_32 = t.data_section.value("pad_to_32", false);
   dopt.toy_count = t.data_section.value("toy_count", dopt.toy_count);
   dopt.seed = t.config.contains("train") ? t.config["train"].value("seed", std::uint64_t{0}) : 0;  // the toy set's
-  t.data = std::make_shared<Dataset>(load_data(parse_data_spec(t.spec), dopt));
+  t.data = std::make_shared<Dataset>(load_image_data(parse_data_spec(t.spec), dopt, "distillation"));
   const Dataset& d = *t.data;
   DDPM_CHECK(d.height == model.image_size * f && d.width == model.image_size * f && d.channels == image_channels,
              "--data " << t.spec << " has " << d.height << "x" << d.width << "x" << d.channels

@@ -78,6 +78,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->group(M);
   app.add_flag("--resblock-updown", o.resblock_updown, "BigGAN-style residual up/down-sampling")->group(M);
   app.add_flag("--class-cond", o.class_cond, "class-conditional model (labels from the data)")->group(M);
+  app.add_flag("--first-frame-condition", o.first_frame_condition,
+               "video data (--data moving-*): condition the video model on each clip's first frame, so "
+               "ddpm-sample --first-frame / --first-frame-from animate given images (Emu Video's factorisation)")
+      ->group(M);
   add_text_cond_flags(app, o.text,
                       "text-conditional model (latent diffusion's cross-attention): captions from the data's "
                       "metadata.jsonl, or generated from class names and brightness for labelled data",

@@ -85,6 +85,10 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   // The objective and its parameters (edm_options.h, vdm_options.h).
   j["diffusion"] = is_vdm(o) ? vdm_diffusion_section(o) : diffusion_section(o);
   j["data"] = {{"data", o.data}, {"random_flip", o.random_flip}, {"pad_to_32", o.pad_to_32}, {"toy_count", o.toy_count}};
+  // Clips (data_spec.h moving-*): how they were made; absent for image data, as in older runs.
+  if (parse_data_spec(o.data).is_moving())
+    j["data"]["clips"] = {{"frames", o.frames}, {"canvas", o.canvas}, {"item_size", o.item_size},
+                          {"moving_items", o.moving_items}};
   j["train"] = {{"batch_size", o.batch_size},   {"lr", o.lr},
                 {"weight_decay", o.weight_decay}, {"warmup_steps", o.warmup_steps},
                 {"grad_clip", o.grad_clip},     {"ema_rate", o.ema_rate},

@@ -189,11 +189,14 @@ TEST(VideoUNet, TemporalLayersAreNamedAndDrawnAfterTheImageWeights) {
 // x [N, F, H, W, C] with frames [first, first + count) of every clip.
 Tensor frames_of(const Tensor& x, std::int64_t first, std::int64_t count) { return slice(x, 1, first, count); }
 
-TEST(VideoUNet, AFreshVideoModelIsTheImageModelFrameByFrame) {
+// A fresh video model of config c against the image model of the same config with
+// num_frames 0, same seed, on 2 clips of 3 frames; with a context model, the per-clip
+// context [2, 2, context_dim] is given to the image model once per frame.
+void expect_video_is_image_per_frame(const UNetConfig& c) {
   Generator g1(12), g2(12);
-  UNetConfig image_cfg = video_config();
+  UNetConfig image_cfg = c;
   image_cfg.num_frames = 0;
-  UNet video(video_config(), g1, Device::cpu()), image(image_cfg, g2, Device::cpu());
+  UNet video(c, g1, Device::cpu()), image(image_cfg, g2, Device::cpu());
   testing::parameters_to_f64(video);
   testing::parameters_to_f64(image);
   // The same non-zero weights in both (conv_out starts at zero and would hide everything);
@@ -204,15 +207,44 @@ TEST(VideoUNet, AFreshVideoModelIsTheImageModelFrameByFrame) {
   for (const nn::Module* m : {static_cast<const nn::Module*>(&video), static_cast<const nn::Module*>(&image)})
     for (auto [name, p] : m->named_parameters())
       if (!is_temporal(name)) p.copy_from(random_tensor(p.shape(), seeds.at(name), DType::f64, 0.3));
-  const Tensor x = random_tensor({2, 3, 8, 8, 3}, 8);
-  const Tensor y = video.forward(x, {10, 500}, {0, 1}, nn::Context{});
-  ASSERT_EQ(y.shape(), (Shape{2, 3, 8, 8, 3}));
-  const Tensor per_frame = image.forward(x.reshape({6, 8, 8, 3}), {10, 10, 10, 500, 500, 500}, {0, 0, 0, 1, 1, 1},
-                                         nn::Context{});
-  EXPECT_TRUE(testing::all_close(y.reshape({6, 8, 8, 3}), per_frame, 1e-12, 1e-10));
+  const Tensor x = random_tensor({2, 3, 8, 8, c.in_channels}, 8);
+  const Tensor x_frames = x.reshape({6, 8, 8, c.in_channels});
+  const std::vector<double> t = {10, 500}, t_frames = {10, 10, 10, 500, 500, 500};
+  std::vector<std::int64_t> labels, labels_frames;
+  if (c.num_classes > 0) labels = {0, 1}, labels_frames = {0, 0, 0, 1, 1, 1};
+  Tensor y, per_frame;
+  if (c.cross_attention()) {
+    const Tensor context = random_tensor({2, 2, c.context_dim}, 9);
+    const Tensor context_frames = concat({slice(context, 0, 0, 1), slice(context, 0, 0, 1), slice(context, 0, 0, 1),
+                                          slice(context, 0, 1, 1), slice(context, 0, 1, 1), slice(context, 0, 1, 1)},
+                                         0);
+    y = video.forward(x, t, labels, context, nn::Context{});
+    per_frame = image.forward(x_frames, t_frames, labels_frames, context_frames, nn::Context{});
+  } else {
+    y = video.forward(x, t, labels, nn::Context{});
+    per_frame = image.forward(x_frames, t_frames, labels_frames, nn::Context{});
+  }
+  ASSERT_EQ(y.shape(), (Shape{2, 3, 8, 8, c.out_channels()}));
+  EXPECT_TRUE(testing::all_close(y.reshape(per_frame.shape()), per_frame, 1e-12, 1e-10));
   double peak = 0;
   for (double v : per_frame.to_double_vector()) peak = std::max(peak, std::fabs(v));
   EXPECT_GT(peak, 1e-3);  // the comparison is not between two zero outputs
+}
+
+TEST(VideoUNet, AFreshVideoModelIsTheImageModelFrameByFrame) {
+  SCOPED_TRACE("class-conditional");
+  expect_video_is_image_per_frame(video_config());
+}
+
+TEST(VideoUNet, AFreshTextVideoModelIsTheImageModelFrameByFrame) {
+  // Cross-attention to the per-clip context and its pooled embedding, repeated per frame.
+  UNetConfig c = testing::tiny_unet_config(8, 1);
+  c.attention_resolutions = {4};
+  c.num_heads = 2;
+  c.context_dim = 6;
+  c.context_pool_heads = 2;
+  c.num_frames = 3;
+  expect_video_is_image_per_frame(c);
 }
 
 // A video model with every weight non-zero, in double.

@@ -19,6 +19,9 @@ void ControlNetConfig::validate() const {
              "ControlNet config: the base cross-attends to a context (context_dim "
                  << base.context_dim
                  << "); a ControlNet of a text-conditioned UNet is not supported (its copy would need the context too)");
+  DDPM_CHECK(!base.video(), "ControlNet config: the base is a video model (num_frames "
+                                << base.num_frames
+                                << "); a ControlNet copies an image UNet's encoder and has no temporal layers");
   DDPM_CHECK(conditioning_channels >= 1,
              "ControlNet config: conditioning_channels (the hint's channels) must be >= 1, got "
                  << conditioning_channels);

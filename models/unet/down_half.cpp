@@ -27,6 +27,17 @@ Tensor ResolutionLevel::attend(std::size_t j, const Tensor& h, const Tensor& con
   return attentions[j]->forward(h, ctx);
 }
 
+void ResolutionLevel::add_temporal(std::unique_ptr<TemporalAttention> t) {
+  register_module("temp_attentions." + std::to_string(temporals.size()), t.get());
+  temporals.push_back(std::move(t));
+}
+
+Tensor ResolutionLevel::attend_frames(std::size_t j, const Tensor& h, std::int64_t frames,
+                                      const nn::Context& ctx) const {
+  if (frames <= 0 || temporals.empty()) return h;
+  return temporals[j]->forward(h, frames, ctx);
+}
+
 void ResolutionLevel::set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
                                     std::unique_ptr<ResnetBlock> r) {
   down = std::move(d);
@@ -129,6 +140,18 @@ void DownHalf::add_attention_layer(ResolutionLevel& level, const LevelConfig& cf
     level.add_attention(std::make_unique<AttentionBlock>(channels, heads, cfg.norm_groups, cfg.norm_eps, gen, device));
 }
 
+void DownHalf::add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device) {
+  for (int i = 0; i < static_cast<int>(down_.size()); ++i) {
+    const std::int64_t ch = cfg.level_channels(i);  // every resnet of level i outputs this width
+    for (std::size_t j = 0; j < down_[i]->resnets.size(); ++j)
+      down_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
+                                                                 cfg.norm_eps, gen, device));
+  }
+  mid_temporal_ = std::make_unique<TemporalAttention>(deepest_channels_, cfg.heads_for(deepest_channels_),
+                                                      cfg.norm_groups, cfg.norm_eps, gen, device);
+  register_module("mid_block.temp_attentions.0", mid_temporal_.get());
+}
+
 Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels) const {
   Tensor emb = timestep_embedding(t, model_channels_, time_embedding_);  // [N, mc]
   emb = time_2_->forward(silu(time_1_->forward(emb)));                  // [N, 4 mc]
@@ -137,7 +160,8 @@ Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels)
 }
 
 Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx,
-                        std::vector<Tensor>* skips, const Tensor& after_conv_in, const Tensor& context) const {
+                        std::vector<Tensor>* skips, const Tensor& after_conv_in, const Tensor& context,
+                        std::int64_t frames) const {
   Tensor h = conv_in_->forward(x);  // [N, H, W, mc]
   if (after_conv_in.defined()) h = add(h, after_conv_in);
   if (skips) skips->push_back(h);
@@ -145,6 +169,7 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = level->resnets[j]->forward(h, emb, ctx);
       if (level->has_attention()) h = level->attend(j, h, context, ctx);
+      h = level->attend_frames(j, h, frames, ctx);  // video models: over the frames of each clip
       if (skips) skips->push_back(h);
     }
     if (level->has_resampler()) {
@@ -154,6 +179,7 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
   }
   h = mid_res1_->forward(h, emb, ctx);
   h = mid_transformer_ ? mid_transformer_->forward(h, context, ctx) : mid_attn_->forward(h, ctx);
+  if (frames > 0 && mid_temporal_) h = mid_temporal_->forward(h, frames, ctx);
   return mid_res2_->forward(h, emb, ctx);  // [N, H', W', C']
 }
 

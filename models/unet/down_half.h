@@ -10,6 +10,10 @@
 // With a context width (context_dim > 0, a text-conditioned UNet: transformer.h) every
 // AttentionBlock above is a SpatialTransformer instead, under the same name (attentions.j),
 // and encode() takes the context [N, L, context_dim] its cross-attention reads.
+// A video UNet (unet.h num_frames) adds temporal attention layers (temporal.h) through
+// add_temporal_layers(), after the subclass built everything else, and encode() runs them
+// when given the frame count: after each resnet (and its attention), and after the middle
+// block's attention.
 // Parameter names (diffusers' UNet2DModel): conv_in, time_embedding.linear_1/2,
 // class_embedding, down_blocks.i.{resnets.j, attentions.j, downsamplers.0},
 // mid_block.{resnets.0, attentions.0, resnets.1}. The subclass registers its own modules
@@ -25,6 +29,7 @@
 #include "engine/ops/embedding.h"
 #include "models/unet/blocks.h"
 #include "models/unet/level_config.h"
+#include "models/unet/temporal.h"
 #include "models/unet/transformer.h"
 
 namespace ddpm::unet {
@@ -39,11 +44,16 @@ struct ResolutionLevel : nn::Module {
   std::unique_ptr<Downsample> down;
   std::unique_ptr<Upsample> up;
   std::unique_ptr<ResnetBlock> res_resample;
+  std::vector<std::unique_ptr<TemporalAttention>> temporals;  // temp_attentions.j: one per resnet, or none
 
   void add_resnet(std::unique_ptr<ResnetBlock> r);
   void add_attention(std::unique_ptr<AttentionBlock> a);
   void add_transformer(std::unique_ptr<SpatialTransformer> t);  // registered as attentions.j too
   bool has_attention() const { return !attentions.empty() || !transformers.empty(); }
+  void add_temporal(std::unique_ptr<TemporalAttention> t);  // registered as temp_attentions.j
+  // After resnet j (and its attention): temporal attention over `frames` frames when the
+  // level has it and frames > 0; h unchanged otherwise.
+  Tensor attend_frames(std::size_t j, const Tensor& h, std::int64_t frames, const nn::Context& ctx) const;
   // The j-th attention layer on h: AttentionBlock(h), or SpatialTransformer(h, context).
   Tensor attend(std::size_t j, const Tensor& h, const Tensor& context, const nn::Context& ctx) const;
   // Exactly one of d, u, r is non-null; it is registered as `name`.
@@ -88,13 +98,20 @@ class DownHalf : public nn::Module {
   // conv_in's output before anything else sees it: a ControlNet's embedded hint (controlnet.h).
   // `context` [N, L, context_dim]: what the spatial transformers attend to (context models
   // only; the caller checked it).
+  // `frames` > 0 (a video model; x holds N clips of that many consecutive frames) runs the
+  // temporal layers; 0 skips them.
   Tensor encode(const Tensor& x, const Tensor& emb, const nn::Context& ctx, std::vector<Tensor>* skips,
-                const Tensor& after_conv_in = Tensor(), const Tensor& context = Tensor()) const;
+                const Tensor& after_conv_in = Tensor(), const Tensor& context = Tensor(),
+                std::int64_t frames = 0) const;
   // Appends the attention layer a level of `channels` channels gets: an AttentionBlock, or
   // a SpatialTransformer in a context model. For the subclass's up path too.
   void add_attention_layer(ResolutionLevel& level, const LevelConfig& cfg, std::int64_t channels, Generator& gen,
                            Device device) const;
   int context_dim() const { return context_dim_; }
+  // Builds a TemporalAttention after every resnet of the down levels and after the middle
+  // block's attention (heads by the spatial rule, cfg.heads_for); for the subclass to call
+  // once, after all its other modules, so the weights before are drawn as without them.
+  void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device);
 
   std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
   const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }
@@ -115,6 +132,7 @@ class DownHalf : public nn::Module {
   int transformer_depth_ = 1;
   std::unique_ptr<AttentionBlock> mid_attn_;
   std::unique_ptr<SpatialTransformer> mid_transformer_;  // instead of mid_attn_ in a context model
+  std::unique_ptr<TemporalAttention> mid_temporal_;      // mid_block.temp_attentions.0 (video models)
 };
 
 }  // namespace ddpm::unet

@@ -60,6 +60,9 @@ json config_to_json(const UNetConfig& c) {
   }
   // And only a model with a pooled context (unet.h context_pool_heads) has this one.
   if (c.context_pooled()) j["context_pool_heads"] = c.context_pool_heads;
+  // And only a video model (unet.h num_frames) has these; a file without them is an image model.
+  if (c.video()) j["num_frames"] = c.num_frames;
+  if (c.first_frame_condition) j["first_frame_condition"] = true;
   return j;
 }
 
@@ -81,8 +84,10 @@ UNetConfig config_from_json(const json& j) {
     reference["transformer_depth"] = nullptr;
   }
   if (j.contains("context_pool_heads")) reference["context_pool_heads"] = nullptr;  // optional: pooled context
+  if (j.contains("num_frames")) reference["num_frames"] = nullptr;                  // optional: video models
+  if (j.contains("first_frame_condition")) reference["first_frame_condition"] = nullptr;  // optional: Emu Video
   check_config_keys(j, reference, "model config");
-  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads"})
+  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
@@ -110,6 +115,17 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(c.context_pool_heads > 0, IoError,
                     "model config: context_pool_heads is " << c.context_pool_heads
                                                            << "; a model without a pooled context has no such key");
+    }
+    if (j.contains("num_frames")) {
+      c.num_frames = j.at("num_frames").get<int>();
+      DDPM_CHECK_AS(c.num_frames > 0, IoError,
+                    "model config: num_frames is " << c.num_frames << "; an image model has no num_frames key");
+    }
+    if (j.contains("first_frame_condition")) {
+      DDPM_CHECK_AS(j.at("first_frame_condition").is_boolean(), IoError,
+                    "model config: first_frame_condition must be true or false, got "
+                        << j.at("first_frame_condition").dump());
+      c.first_frame_condition = j.at("first_frame_condition").get<bool>();
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
@@ -403,6 +419,8 @@ DiffusersBlocks diffusers_blocks(const UNetConfig& c, const std::string& attn_do
 
 json config_to_diffusers(const UNetConfig& c) {
   c.validate();
+  DDPM_CHECK(!c.video(), "export to diffusers: this is a video model (num_frames "
+                             << c.num_frames << "); its temporal attention layers have no UNet2DModel slot");
   DDPM_CHECK(!c.rescale_residual, "export to diffusers: rescale_residual (1/sqrt 2) has no UNet2DModel equivalent");
   // UNet2DModel's only extra embedding slot is class_embedding: class_embed_type="timestep"
   // has the same sinusoid + MLP shape as our aug_embedding, but it is fed through
@@ -469,6 +487,8 @@ json config_to_diffusers(const UNetConfig& c) {
 
 json config_to_diffusers_conditional(const UNetConfig& c) {
   c.validate();
+  DDPM_CHECK(!c.video(), "export to diffusers: this is a video model (num_frames "
+                             << c.num_frames << "); its temporal attention layers have no UNet2DConditionModel slot");
   DDPM_CHECK(c.cross_attention(),
              "export to diffusers' UNet2DConditionModel: this model has no cross-attention (context_dim 0); "
              "write it as a UNet2DModel (config_to_diffusers)");

@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/transpose.h"
 #include "models/unet/context_pool.h"
 
 namespace ddpm::unet {
@@ -54,6 +55,41 @@ void UNetConfig::validate() const {
   DDPM_CHECK(!context_pooled() || context_dim % context_pool_heads == 0,
              "UNet config: context_pool_heads " << context_pool_heads << " does not divide context_dim "
                                                 << context_dim << " (each head takes context_dim / heads channels)");
+  DDPM_CHECK(num_frames == 0 || num_frames >= 2,
+             "UNet config: num_frames must be 0 (an image model) or at least 2 (a video model), got " << num_frames);
+  DDPM_CHECK(!first_frame_condition || video(),
+             "UNet config: first_frame_condition (Emu Video's image-conditioned video) needs a video model "
+             "(num_frames >= 2); num_frames is 0");
+  if (video()) {
+    DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
+                                 << num_frames << ") cannot be a super-resolution model (low_res_size "
+                                 << low_res_size << "); set one or the other");
+    DDPM_CHECK(!cond_augmented(), "UNet config: a video model (num_frames "
+                                      << num_frames << ") does not support cond_augment " << cond_augment);
+    // Every resnet gets a temporal attention layer, so every width needs a head split.
+    for (int i = 0; i < levels(); ++i) {
+      const std::int64_t c = level_channels(i);
+      const int heads = heads_for(c);
+      DDPM_CHECK(heads > 0 && c % heads == 0 && (num_head_channels <= 0 || c % num_head_channels == 0),
+                 "UNet config: a video model puts temporal attention at every level, but level "
+                     << i << " has " << c << " channels, which "
+                     << (num_head_channels > 0 ? "num_head_channels " + std::to_string(num_head_channels)
+                                               : "num_heads " + std::to_string(num_heads))
+                     << " does not divide");
+    }
+  }
+}
+
+Tensor first_frame_condition(const Tensor& frame0, int num_frames) {
+  DDPM_CHECK(frame0.defined() && frame0.ndim() == 4,
+             "first_frame_condition: the conditioning frame must be an image batch [N, H, W, C], got "
+                 << (frame0.defined() ? shape_str(frame0.shape()) : std::string("an undefined tensor")));
+  DDPM_CHECK(num_frames >= 2, "first_frame_condition: num_frames must be at least 2, got " << num_frames);
+  const std::int64_t n = frame0.dim(0), h = frame0.dim(1), w = frame0.dim(2), c = frame0.dim(3);
+  const Tensor mask = Tensor::full({n, h, w, 1}, 1.0, frame0.dtype(), frame0.device());  // m = 1 at frame 0
+  const Tensor first = concat({frame0, mask}, -1).reshape({n, 1, h, w, c + 1});           // (I, m) at frame 0
+  const Tensor rest = Tensor::zeros({n, num_frames - 1, h, w, c + 1}, frame0.dtype(), frame0.device());
+  return concat({first, rest}, 1);  // [N, F, H, W, C + 1]
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
@@ -116,6 +152,15 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     add_embedding_ = std::make_unique<TextTimeEmbedding>(cfg.context_dim, emb_dim, cfg.context_pool_heads, gen, device);
     register_module("add_embedding", add_embedding_.get());
   }
+  if (cfg.video()) {  // after everything else: the image network's weights are drawn as without them
+    add_temporal_layers(cfg, gen, device);  // down levels, then the middle block
+    for (int i = 0; i < levels; ++i) {
+      const std::int64_t ch = cfg.level_channels(levels - 1 - i);  // every resnet of up level i outputs this
+      for (std::size_t j = 0; j < up_[i]->resnets.size(); ++j)
+        up_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
+                                                                 cfg.norm_eps, gen, device));
+    }
+  }
 }
 
 UNet::~UNet() = default;
@@ -148,17 +193,40 @@ Tensor UNet::forward(const Tensor& x, const std::vector<double>& t, const std::v
 Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                           const std::vector<double>* guidance_w, const nn::Context& ctx,
                           const ControlResiduals* residuals, const Tensor& context) const {
-  const std::int64_t n = x.ndim() == 4 ? x.dim(0) : -1;
-  DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.image_size && x.dim(2) == cfg_.image_size &&
-                 x.dim(3) == cfg_.forward_channels(),
-             "UNet: input " << shape_str(x.shape()) << " does not match the model's [N, " << cfg_.image_size << ", "
-                            << cfg_.image_size << ", " << cfg_.forward_channels() << "]"
+  // A video model takes clips [N, F, H, W, C] and runs its 2D layers on the N*F frames
+  // [N*F, H, W, C]; an image model takes [N, H, W, C]. n counts samples (clips).
+  const std::int64_t frames = cfg_.video() ? cfg_.num_frames : 0;
+  if (cfg_.video()) {
+    DDPM_CHECK(x.ndim() == 5, "UNet: input " << shape_str(x.shape()) << " is not a batch of clips; the model is a "
+                                             << "video model (num_frames " << cfg_.num_frames << ") and takes [N, "
+                                             << cfg_.num_frames << ", " << cfg_.image_size << ", " << cfg_.image_size
+                                             << ", " << cfg_.forward_channels() << "]");
+    DDPM_CHECK(x.dim(1) == frames, "UNet: input " << shape_str(x.shape()) << " has " << x.dim(1)
+                                                  << " frames per clip; the video model takes " << frames);
+  } else {
+    DDPM_CHECK(x.ndim() != 5, "UNet: input " << shape_str(x.shape())
+                                             << " is a batch of clips [N, F, H, W, C], but the model is an image "
+                                                "model (num_frames 0) and takes [N, "
+                                             << cfg_.image_size << ", " << cfg_.image_size << ", "
+                                             << cfg_.forward_channels() << "]");
+  }
+  const Tensor x4 = cfg_.video() ? x.reshape({x.dim(0) * frames, x.dim(2), x.dim(3), x.dim(4)}) : x;  // [N(*F), H, W, C]
+  const std::int64_t n = x.ndim() == 4 || cfg_.video() ? x.dim(0) : -1;
+  DDPM_CHECK(x4.ndim() == 4 && x4.dim(1) == cfg_.image_size && x4.dim(2) == cfg_.image_size &&
+                 x4.dim(3) == cfg_.forward_channels(),
+             "UNet: input " << shape_str(x.shape()) << " does not match the model's [N, "
+                            << (cfg_.video() ? std::to_string(frames) + ", " : std::string()) << cfg_.image_size
+                            << ", " << cfg_.image_size << ", " << cfg_.forward_channels() << "]"
                             << (cfg_.super_res() ? " (a super-resolution model: x_t concatenated with its " +
                                                        std::to_string(cfg_.low_res_size) +
                                                        "-pixel low-res condition upsampled" +
                                                        (cfg_.cond_augmented() ? " and its augmentation level plane" : "") +
                                                        ", super_res.h)"
-                                                 : std::string()));
+                                                 : std::string())
+                            << (cfg_.first_frame_condition
+                                    ? " (an image-conditioned video model: x_t concatenated with "
+                                      "first_frame_condition(), unet.h)"
+                                    : std::string()));
   DDPM_CHECK(static_cast<std::int64_t>(t.size()) == n, "UNet: " << t.size() << " timesteps for a batch of " << n);
   if (cfg_.num_classes > 0) {
     DDPM_CHECK(static_cast<std::int64_t>(labels.size()) == n,
@@ -212,8 +280,23 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
     const Tensor g = timestep_embedding(w, cfg_.model_channels, cfg_.time_embedding);      // [N, mc]
     emb = add(emb, guide_2_->forward(silu(guide_1_->forward(g))));                         // [N, 4 mc]
   }
+  DDPM_CHECK(!residuals || !cfg_.video(),
+             "UNet: ControlNet residuals were given to a video model (num_frames " << cfg_.num_frames
+                                                                                   << "); ControlNet supports image "
+                                                                                      "models only");
+  Tensor frame_context = context;
+  if (cfg_.video()) {
+    // Per-clip conditioning, repeated for each of the clip's F frames (consecutive rows).
+    const std::int64_t d = emb.dim(1);
+    emb = expand_to(emb.reshape({n, 1, d}), {n, frames, d}).reshape({n * frames, d});  // [N*F, 4 mc]
+    if (context.defined()) {
+      const std::int64_t l = context.dim(1), cd = context.dim(2);
+      frame_context = expand_to(context.reshape({n, 1, l, cd}), {n, frames, l, cd}).reshape({n * frames, l, cd});
+    }
+    net_in = x4;  // [N*F, H, W, C]
+  }
   std::vector<Tensor> skips;
-  Tensor h = encode(net_in, emb, ctx, &skips, Tensor(), context);  // down path and middle block
+  Tensor h = encode(net_in, emb, ctx, &skips, Tensor(), frame_context, frames);  // down path and middle block
   if (residuals) {
     DDPM_CHECK(residuals->down.size() == skips.size() && residuals->mid.defined() &&
                    residuals->mid.shape() == h.shape(),
@@ -235,11 +318,14 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
       h = concat({h, skips.back()}, -1);
       skips.pop_back();
       h = level->resnets[j]->forward(h, emb, ctx);
-      if (level->has_attention()) h = level->attend(j, h, context, ctx);
+      if (level->has_attention()) h = level->attend(j, h, frame_context, ctx);
+      h = level->attend_frames(j, h, frames, ctx);  // video models: over the frames of each clip
     }
     if (level->has_resampler()) h = level->resample(h, emb, ctx);
   }
-  return conv_out_->forward(norm_out_->forward(h, /*silu=*/true));
+  Tensor out = conv_out_->forward(norm_out_->forward(h, /*silu=*/true));  // [N(*F), H, W, out]
+  if (cfg_.video()) out = out.reshape({n, frames, cfg_.image_size, cfg_.image_size, cfg_.out_channels()});
+  return out;
 }
 
 }  // namespace ddpm::unet

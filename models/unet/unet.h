@@ -97,20 +97,47 @@ struct UNetConfig : LevelConfig {
   // guidance_embedding), so every other weight is drawn as without it; 0 = none: the
   // network is exactly the one without this field.
   int context_pool_heads = 0;
+  // Video (Ho et al. 2022, "Video Diffusion Models"; models/unet/temporal.h): num_frames >= 2
+  // makes a space-time factorised UNet. forward() then takes clips x [N, F, H, W, C] with
+  // F = num_frames and returns [N, F, H, W, out_channels()]; every 2D layer runs on the N*F
+  // frames as images, and a TemporalAttention follows every resnet (after its spatial
+  // attention when the level has one) of every down and up level, and the middle block's
+  // attentions.0, named down_blocks.i.temp_attentions.j, mid_block.temp_attentions.0 and
+  // up_blocks.i.temp_attentions.j. They are built after every other module, so a video
+  // model draws the image model's weights exactly, and start as the identity (to_out zero):
+  // a fresh video model is the image model applied frame by frame. t, labels, guidance
+  // weights and the context are per clip. 0 = an image model (the network without them).
+  int num_frames = 0;
+  // Image-conditioned video (Emu Video, Girdhar et al. 2023, sec. 3): the network input is
+  // concat(x_t, I, m) on the channels, with I the conditioning frame at frame 0 and zeros at
+  // the other frames, and m a mask channel, 1 at frame 0 and 0 elsewhere, so conv_in takes
+  // 2 in_channels + 1. The caller builds (I, m) with first_frame_condition() below. Video
+  // models only.
+  bool first_frame_condition = false;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
-  int input_channels() const { return in_channels + concat_channels; }  // conv_in's input
+  // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).
+  int input_channels() const {
+    return in_channels + concat_channels + (first_frame_condition ? in_channels + 1 : 0);
+  }
   bool super_res() const { return low_res_size > 0; }
   bool cond_augmented() const { return cond_augment > 0; }
   // The channels forward() takes: input_channels() plus the level plane when augmented.
   int forward_channels() const { return input_channels() + (cond_augmented() ? 1 : 0); }
   bool cross_attention() const { return context_dim > 0; }
   bool context_pooled() const { return context_pool_heads > 0; }
+  bool video() const { return num_frames > 0; }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.
   void validate() const;
 };
+
+// The first-frame condition of an image-conditioned video model (first_frame_condition;
+// Emu Video): frame0 [N, H, W, C] -> [N, num_frames, H, W, C + 1], frame 0 holding
+// (frame0, 1) and every other frame zeros; concatenated after x_t on the channels it is the
+// model's input. num_frames >= 2. On the tape (a gradient reaches frame0).
+Tensor first_frame_condition(const Tensor& frame0, int num_frames);
 
 // Additive residuals from a ControlNet (controlnet.h; Zhang et al. 2023 sec. 3.2, diffusers'
 // down_block_additional_residuals / mid_block_additional_residual): down[k] is added to the
@@ -128,7 +155,7 @@ class UNet : public DownHalf {
   UNet(const UNetConfig& cfg, Generator& gen, Device device);
   ~UNet() override;
 
-  // x [N, H, W, C]; t the (original, un-respaced) timestep per sample, possibly fractional;
+  // x [N, H, W, C] (a video model: [N, F, H, W, C], everything else per clip); t the (original, un-respaced) timestep per sample, possibly fractional;
   // labels per sample in [0, num_classes] (num_classes is the null label) when
   // class-conditional, empty otherwise.
   Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,

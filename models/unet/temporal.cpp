@@ -1,0 +1,72 @@
+// models/unet/temporal.cpp: see temporal.h.
+#include "models/unet/temporal.h"
+
+#include <cmath>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/ops/attention.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/transpose.h"
+#include "engine/recompute.h"
+#include "models/nn/lora.h"
+
+namespace ddpm::unet {
+
+Tensor frame_position_embedding(std::int64_t frames, std::int64_t channels, DType dtype, Device device) {
+  std::vector<double> p(static_cast<std::size_t>(frames * channels));
+  for (std::int64_t f = 0; f < frames; ++f)
+    for (std::int64_t c = 0; c < channels; ++c) {
+      // Channels 2i and 2i+1 share the frequency 1 / 10000^(2i/C) (Vaswani et al. sec. 3.5).
+      const double two_i = static_cast<double>(c - c % 2);
+      const double angle = static_cast<double>(f) / std::pow(10000.0, two_i / static_cast<double>(channels));
+      p[static_cast<std::size_t>(f * channels + c)] = c % 2 == 0 ? std::sin(angle) : std::cos(angle);
+    }
+  return Tensor::from_vector(p, {frames, channels}, dtype, device);  // [F, C]
+}
+
+TemporalAttention::TemporalAttention(std::int64_t channels, int num_heads, int norm_groups, double norm_eps,
+                                     Generator& gen, Device device)
+    : heads_(num_heads), channels_(channels) {
+  DDPM_CHECK(num_heads > 0 && channels % num_heads == 0,
+             "TemporalAttention: " << num_heads << " heads do not divide " << channels << " channels");
+  norm_ = std::make_unique<nn::GroupNorm>(norm_groups, channels, device, norm_eps);
+  register_module("norm", norm_.get());
+  q_ = std::make_unique<nn::Linear>(channels, channels, gen, device);
+  register_module("to_q", q_.get());
+  k_ = std::make_unique<nn::Linear>(channels, channels, gen, device);
+  register_module("to_k", k_.get());
+  v_ = std::make_unique<nn::Linear>(channels, channels, gen, device);
+  register_module("to_v", v_.get());
+  out_ = std::make_unique<nn::Linear>(channels, channels, gen, device);
+  out_->weight.zero_();  // a new block is the identity (temporal.h)
+  out_->bias.zero_();
+  register_module("to_out.0", out_.get());
+}
+
+Tensor TemporalAttention::forward(const Tensor& x, std::int64_t frames, const nn::Context& ctx) const {
+  DDPM_CHECK(x.ndim() == 4 && x.dim(3) == channels_,
+             "TemporalAttention: input " << shape_str(x.shape()) << " is not [N*F, H, W, " << channels_ << "]");
+  DDPM_CHECK(frames >= 1 && x.dim(0) % frames == 0,
+             "TemporalAttention: " << x.dim(0) << " rows of " << shape_str(x.shape()) << " are not whole clips of "
+                                   << frames << " frames");
+  if (!ctx.recompute) return compute(x, frames);
+  return recompute(
+      "temporal_attention", [this, frames](const std::vector<Tensor>& in, Generator*) { return compute(in[0], frames); },
+      {x}, any_parameter_requires_grad() || nn::adapters_need_grad(*this), nullptr);
+}
+
+Tensor TemporalAttention::compute(const Tensor& x, std::int64_t frames) const {
+  const Shape& s = x.shape();  // [N*F, H, W, C]
+  const std::int64_t N = s[0] / frames, F = frames, HW = s[1] * s[2], C = s[3];
+  // Group norm per clip: its statistics cover all F frames of the clip.
+  Tensor n = norm_->forward(x.reshape({N, F * s[1], s[2], C}));                  // [N, F*H, W, C]
+  Tensor tokens = transpose(n.reshape({N, F, HW, C}), 1, 2).reshape({N * HW, F, C});  // [N*H*W, F, C]
+  tokens = add(tokens, frame_position_embedding(F, C, x.dtype(), x.device()));   // + p [F, C]
+  // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
+  Tensor a = attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);  // [N*H*W, F, C]
+  Tensor out = transpose(out_->forward(a).reshape({N, HW, F, C}), 1, 2).reshape(s);        // [N*F, H, W, C]
+  return add(x, out);
+}
+
+}  // namespace ddpm::unet

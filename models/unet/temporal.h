@@ -1,0 +1,53 @@
+// models/unet/temporal.h: temporal self-attention, the layer that makes a space-time
+// factorised video UNet out of an image UNet (Ho et al. 2022, "Video Diffusion Models",
+// sec. 3: every 2D layer runs per frame, and attention over the frame axis, with the
+// spatial positions acting as the batch, follows the spatial layers).
+//
+// Layout: the UNet runs its 2D layers on the frames as images, x [N*F, H, W, C] where the F
+// consecutive rows of one clip are its frames in order. The block:
+//   n = group_norm(x viewed as [N, F*H, W, C])   statistics over all frames of a clip
+//   s = transpose(n [N, F, H*W, C], 1, 2)        [N, H*W, F, C] -> tokens [N*H*W, F, C]
+//   s = s + p                                    p [F, C]: the frame index, sinusoidal
+//   a = to_out(attention(to_q(s), to_k(s), to_v(s), heads))     each position attends over F
+//   out = x + a (transposed back to [N*F, H, W, C])
+// p is the fixed sinusoidal embedding of Vaswani et al. 2017 sec. 3.5 in its interleaved
+// form, frame f and channel c:
+//   p[f, 2i] = sin(f / 10000^(2i/C)),  p[f, 2i+1] = cos(f / 10000^(2i/C))
+// Without it attention over a set of frames could not tell their order (it is permutation
+// equivariant); Ho et al. use relative position embeddings for the same purpose, we use the
+// absolute sinusoid: no parameters, so the weights of a model do not depend on F.
+// to_out starts at zero, so a fresh block is exactly the identity: a video UNet with new
+// temporal layers computes the image UNet frame by frame.
+// Parameter names: norm.{weight,bias}, to_q, to_k, to_v, to_out.0 (the projections named as
+// AttentionBlock's, so LoRA's attention targets apply to them too).
+// With nn::Context::recompute on, the block runs under activation checkpointing, as
+// AttentionBlock does.
+#pragma once
+
+#include <memory>
+
+#include "models/nn/layers.h"
+
+namespace ddpm::unet {
+
+// The fixed frame-position embedding p [frames, channels] described above, in dtype on device.
+Tensor frame_position_embedding(std::int64_t frames, std::int64_t channels, DType dtype, Device device);
+
+class TemporalAttention : public nn::Module {
+ public:
+  TemporalAttention(std::int64_t channels, int num_heads, int norm_groups, double norm_eps, Generator& gen,
+                    Device device);
+  // x [N*F, H, W, C] with `frames` = F >= 1 consecutive rows per clip -> the same shape.
+  Tensor forward(const Tensor& x, std::int64_t frames, const nn::Context& ctx = nn::Context{}) const;
+  int num_heads() const { return heads_; }
+
+ private:
+  Tensor compute(const Tensor& x, std::int64_t frames) const;  // the block itself
+
+  std::unique_ptr<nn::GroupNorm> norm_;
+  std::unique_ptr<nn::Linear> q_, k_, v_, out_;
+  int heads_;
+  std::int64_t channels_;
+};
+
+}  // namespace ddpm::unet

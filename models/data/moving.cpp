@@ -43,8 +43,8 @@ void reflect(double& p, double& v, double limit) {
 }
 
 void check_options(const Dataset& source, const MovingClipsOptions& o) {
-  DDPM_CHECK(o.frames >= 2, "moving clips: frames must be at least 2 (a clip with one frame is an image), got "
-                                << o.frames);
+  DDPM_CHECK(o.frames >= 1, "moving clips: frames must be at least 1 (1 = still images, the clips' first frames), "
+                             "got " << o.frames);
   DDPM_CHECK(o.canvas >= 1, "moving clips: the canvas size must be positive, got " << o.canvas);
   DDPM_CHECK(o.item_size >= 1, "moving clips: the item size must be positive, got " << o.item_size);
   DDPM_CHECK(o.item_size <= o.canvas, "moving clips: an item of " << o.item_size << "x" << o.item_size

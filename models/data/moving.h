@@ -36,7 +36,9 @@
 namespace ddpm {
 
 struct MovingClipsOptions {
-  int frames = 8;            // frames per clip (>= 2)
+  int frames = 8;            // frames per clip; 1 = still images, each clip's frame 0 (the
+                             // trajectory does not depend on the frame count, so these are
+                             // exactly the first frames of the clips of any length)
   int canvas = 32;           // S: the clip is S x S
   int item_size = 16;        // s: each item is resized to s x s (s <= S)
   int items = 1;             // items per clip
@@ -71,7 +73,7 @@ std::string compass_word(double vx, double vy);
 // a Dataset with frames = o.frames, the labels of the first item's class (num_classes and
 // class_names kept; unlabelled when the source is), and captions "<class name> moving
 // <compass word of the first item's initial velocity>" when the source has labels and class
-// names. ValueError for bad options (frames < 2, an item larger than the canvas, an empty or
+// names. ValueError for bad options (frames < 1, an item larger than the canvas, an empty or
 // inverted speed range, ...) or a source that is empty, not grey or RGB, or already video.
 Dataset make_moving_clips(const Dataset& source, const MovingClipsOptions& o);
 

@@ -54,8 +54,9 @@ MovingClipsOptions clip_options(const DataOptions& options) {
 void check_clip_flags(const DataSpec& spec, const DataOptions& options) {
   if (spec.is_moving()) {
     // The same limits make_moving_clips checks, named by their flags for the command line.
-    DDPM_CHECK(options.frames >= 2, "--frames must be at least 2 for --data " << spec.text << " (a clip of one frame "
-                                                                                "is an image), got " << options.frames);
+    DDPM_CHECK(options.frames >= 1, "--frames must be at least 1 for --data " << spec.text
+                                                                            << " (1: still images, the clips' first "
+                                                                               "frames), got " << options.frames);
     DDPM_CHECK(options.canvas >= 1, "--canvas must be positive, got " << options.canvas);
     DDPM_CHECK(options.item_size >= 1 && options.item_size <= options.canvas,
                "--item-size must be in [1, --canvas " << options.canvas << "], got " << options.item_size);

@@ -12,7 +12,9 @@
 //   moving-toy              video: clips of the toy shapes (no files, for tests)
 //
 // The moving-* clips take --frames, --canvas, --item-size and --moving-items (DataOptions);
-// those flags are refused with any other dataset. A video dataset has frames > 1.
+// those flags are refused with any other dataset. A video dataset has frames > 1; --frames 1
+// gives the clips' first frames as still images (the training set of the image model of Emu
+// Video's factorisation, models/run/video_run.h).
 //
 // After loading, --pad-to-32 centres 28x28 images on a 32x32 canvas (so a 4-level UNet can
 // halve them three times); --random-flip is applied per batch by the loader.

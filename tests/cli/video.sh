@@ -5,8 +5,9 @@
 # strip and GIF), resume bit for bit against a run that never stopped, and ddpm-sample's video
 # set with DDPM, DDIM and DPM-Solver++(2M) (clips of [N, F, H, W, C] in samples.npz). Then Emu
 # Video's factorisation: a class-conditional first-frame video model, an image model of the
-# same classes, `--first-frame-from IMAGE` in one call equal to the two commands
-# (`ddpm-sample IMAGE` then `--first-frame its samples.npz`), a PNG first frame, and a
+# same classes trained on the clips' first frames (--frames 1), `--first-frame-from IMAGE` in
+# one call equal to the two commands (`ddpm-sample IMAGE` then `--first-frame its
+# samples.npz`), a PNG first frame, and a
 # text-to-video run with prompts. Last the refusals (exit 2, one error line naming the flag),
 # also of the apps that work on still images.
 set -euo pipefail
@@ -58,8 +59,8 @@ ff="$work/ff" image="$work/image"
 "$bin/ddpm-train" "${tiny_video[@]}" --class-cond --first-frame-condition --steps 2 --out "$ff" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "first-frame training"
 grep -q '"first_frame_condition": true' "$ff/config.json" || fail "config.json does not record the condition"
-"$bin/ddpm-train" "${tiny_model[@]}" --class-cond --steps 2 --save-every 2 --num-samples 2 --sample-steps 2 \
-  --out "$image" >"$work/out.txt" 2>"$work/err.txt" || fail "image training"
+# The image model trains on the clips' first frames (--frames 1: still images).
+"$bin/ddpm-train" "${clip_base[@]}" --frames 1 --class-cond --steps 2 --out "$image" >"$work/out.txt" 2>"$work/err.txt" || fail "image training"
 common=(--num-samples 3 --batch-size 2 --sampling-steps 4 --sampler ddim --device cpu --seed 7)
 "$bin/ddpm-sample" --checkpoint "$ff" --first-frame-from "$image" "${common[@]}" --out "$work/emu" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "--first-frame-from"

@@ -12,7 +12,7 @@ run="$work/run"
 refused "--frames" "$bin/ddpm-train" "${tiny_model[@]}" --steps 1 --frames 4 --out "$run"
 refused "--moving-items" "$bin/ddpm-train" "${tiny_model[@]}" --steps 1 --moving-items 2 --out "$run"
 tiny_moving=("${tiny_model[@]/#toy/moving-toy}")
-refused "--frames" "$bin/ddpm-train" "${tiny_moving[@]}" --steps 1 --frames 1 --out "$run"
+refused "--frames" "$bin/ddpm-train" "${tiny_moving[@]}" --steps 1 --frames 0 --out "$run"
 refused "--item-size" "$bin/ddpm-train" "${tiny_moving[@]}" --steps 1 --item-size 40 --out "$run"
 refused "--canvas" "$bin/ddpm-train" "${tiny_moving[@]}" --steps 1 --canvas 0 --out "$run"
 [ ! -e "$run" ] || fail "a refused run left $run behind"

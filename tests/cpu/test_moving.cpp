@@ -47,6 +47,20 @@ TEST(MovingClips, SameSeedSameBytesAndAnotherSeedDiffers) {
   EXPECT_TRUE(std::equal(a.images.begin(), a.images.end(), m.images.begin()));
 }
 
+TEST(MovingClips, OneFrameGivesTheFirstFramesOfLongerClips) {
+  // --frames 1 is the image set of Emu Video's first stage: frame 0 of every clip, with the
+  // same labels and captions, whatever length the clips have (two items too).
+  const Dataset src = make_toy_shapes(5, 1);
+  const Dataset clips = make_moving_clips(src, clip_opts(7, 6, 24, 8, 2));
+  const Dataset stills = make_moving_clips(src, clip_opts(7, 1, 24, 8, 2));
+  ASSERT_EQ(stills.frames, 1);
+  ASSERT_EQ(stills.n, clips.n);
+  for (std::int64_t i = 0; i < clips.n; ++i)
+    EXPECT_TRUE(std::equal(stills.image(i), stills.image(i) + stills.frame_bytes(), clips.image(i))) << "clip " << i;
+  EXPECT_EQ(stills.labels, clips.labels);
+  EXPECT_EQ(stills.captions, clips.captions);
+}
+
 TEST(MovingClips, AreaResizeAveragesTheCoveredPixels) {
   // 4x4 -> 2x2 averages 2x2 blocks; 2x2 -> 4x4 replicates each pixel.
   const std::vector<std::uint8_t> img = {0, 10, 100, 100,   //
@@ -170,7 +184,7 @@ TEST(MovingClips, BadOptionsAreValueErrors) {
   const Dataset src = make_toy_shapes(3, 1);
   auto bad = [&](MovingClipsOptions o) { EXPECT_THROW(make_moving_clips(src, o), ValueError); };
   MovingClipsOptions o = clip_opts(0);
-  o.frames = 1;
+  o.frames = 0;
   bad(o);
   o = clip_opts(0, 4, 8, 9);  // item larger than canvas
   bad(o);
@@ -322,7 +336,7 @@ TEST(MovingDataSpec, ParsesLoadsAndRefusesClipFlagsElsewhere) {
   }
   run::DataOptions one_frame;
   one_frame.toy_count = 5;
-  one_frame.frames = 1;
+  one_frame.frames = 0;
   EXPECT_THROW(run::load_data(run::parse_data_spec("moving-toy"), one_frame), ValueError);
   run::DataOptions big_item;
   big_item.toy_count = 5;

@@ -481,6 +481,8 @@ TrainResult train_run(const TrainOptions& options) {
     PosthocSnapshotSchedule posthoc_snapshots(o.out, posthoc_snapshot_interval(o.posthoc_snapshot_every, o.save_every),
                                               o.steps);
 
+    // Throughput counts images: a video run's batch of clips holds batch_size * F frames.
+    const double images_per_step = static_cast<double>(o.batch_size) * std::max(1, mc.num_frames);
     take_peak_mib(o.device.type);  // the first metrics window starts here
     while (trainer.step_count() < o.steps) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -520,7 +522,7 @@ TrainResult train_run(const TrainOptions& options) {
             w_qn[q] += m.quartile_count[q];
           }
       }
-      const double ips = static_cast<double>(o.batch_size) * timed_steps / std::max(total_time, 1e-9);
+      const double ips = images_per_step * timed_steps / std::max(total_time, 1e-9);
       progress.update(done, m.loss, ips, (o.steps - done) * total_time / timed_steps);
 
       if (done % o.log_every == 0 || done == o.steps) {
@@ -531,7 +533,7 @@ TrainResult train_run(const TrainOptions& options) {
         for (int q = 0; q < 4; ++q) line.loss_quartile[q] = w_qn[q] > 0 ? w_q[q] / w_qn[q] : nan;
         line.grad_norm = w_good > 0 ? w_grad / w_good : nan;
         line.lr = m.lr;
-        line.images_per_s = static_cast<double>(o.batch_size) * w_steps / std::max(w_time, 1e-9);
+        line.images_per_s = images_per_step * w_steps / std::max(w_time, 1e-9);
         line.skipped = w_skipped;
         line.peak_mib = take_peak_mib(o.device.type);
         if (metrics) metrics->append(line);

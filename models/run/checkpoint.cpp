@@ -137,7 +137,10 @@ std::string move_run_aside(const std::string& dir) {
   gmtime_r(&now, &utc);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
-  const std::string aside = dir + ".replaced-" + stamp;
+  // Two replacements within one second would name the same folder: count on from -2, so an
+  // earlier aside folder is never overwritten (rename fails on a non-empty target anyway).
+  std::string aside = dir + ".replaced-" + stamp;
+  for (int k = 2; fs::exists(aside); ++k) aside = dir + ".replaced-" + stamp + "-" + std::to_string(k);
   fs::rename(dir, aside);
   return aside;
 }

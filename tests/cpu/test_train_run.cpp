@@ -229,6 +229,24 @@ TEST(TrainRun, RefusesAnExistingRunWithoutResumeOrOverwrite) {
   EXPECT_TRUE(moved_aside);
 }
 
+TEST(TrainRun, TwoOverwritesInOneSecondKeepBothOldRuns) {
+  // move_run_aside names the folder by the second; a second replacement within it must not
+  // collide with the first one's folder (it used to fail with a filesystem error).
+  const std::string dir = temp_run("aside_twice");
+  fs::remove_all(dir);
+  std::vector<std::string> asides;
+  for (const char* content : {"first", "second"}) {
+    fs::create_directories(dir);
+    write_file_atomic(dir + "/marker.txt", content);
+    asides.push_back(run::move_run_aside(dir));
+  }
+  ASSERT_NE(asides[0], asides[1]);
+  EXPECT_EQ(read_file(asides[0] + "/marker.txt"), "first");
+  EXPECT_EQ(read_file(asides[1] + "/marker.txt"), "second");
+  EXPECT_FALSE(fs::exists(dir));
+  for (const std::string& a : asides) fs::remove_all(a);
+}
+
 TEST(TrainRun, ResumeWithDifferentFlagsListsTheNames) {
   TrainOptions o = tiny(temp_run("mismatch"));
   o.steps = 2;

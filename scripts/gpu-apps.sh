@@ -13,7 +13,9 @@
 #      12) at this budget: ddpm-train --text-cond (gpu-medium, attention 16,8), 500 samples
 #      of the 20 prompts "a dark|light CLASS" at guidance 3, their per-prompt mean intensity
 #      (scripts/prompt_stats.py), the class accuracy of the prompted class and the
-#      condition gap (ddpm-eval condition-gap: does the network read the caption at all).
+#      condition gap (ddpm-eval condition-gap: does the network read the caption at all);
+#   6. unless VIDEO=0: a class-conditional video UNet on moving-fashion-mnist (8 frames of
+#      32x32) for the same number of steps, timed, and 64 sampled clips (grid.gif, filmstrip).
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -93,5 +95,20 @@ if [ "${EVAL:-1}" != 0 ]; then
     tail -1 "$logs/text-condition-gap.log"
     cp "$text-samples/grid.png" "$logs/text-grid.png" 2>/dev/null
   fi
+fi
+if [ "${VIDEO:-1}" != 0 ]; then
+  echo "== video: ddpm-train --data moving-fashion-mnist (8 frames of 32x32), $steps steps, then 64 clips"
+  video=/tmp/ddpm-gpu-video
+  rm -rf "$video" "$video-samples"
+  t0=$(date +%s)
+  "$bin/ddpm-train" --data "moving-fashion-mnist${data:+:$data}" --frames 8 --preset none --num-channels 64 \
+    --channel-mult 1,2,2 --num-res-blocks 2 --attention-resolutions 8 --num-head-channels 32 --dropout 0 \
+    --batch-size 32 --lr 5e-4 --warmup-steps 200 --ema-rate 0.999 --class-cond --steps "$steps" \
+    --save-every "$steps" --log-every 100 --out "$video" > "$logs/train-video.log" 2>&1 || status=1
+  echo "train video: $(( $(date +%s) - t0 )) s wall; $(grep -E '^step' "$logs/train-video.log" | tail -1)"
+  "$bin/ddpm-sample" --checkpoint "$video" --num-samples 64 --batch-size 64 --sampler ddim --sampling-steps 50 \
+    --out "$video-samples" > "$logs/sample-video.log" 2>&1 || status=1
+  cp "$video-samples/grid.gif" "$logs/video-grid.gif" 2>/dev/null
+  cp "$video-samples/filmstrip.png" "$logs/video-filmstrip.png" 2>/dev/null
 fi
 exit $status

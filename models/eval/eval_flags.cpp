@@ -184,6 +184,31 @@ void add_condition_gap_flags(CLI::App& sub, ConditionGapArgs& a) {
   sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
 }
 
+void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a) {
+  sub.add_option("--samples", a.samples, "the clips ddpm-sample wrote for a video run: .npz, arr_0 uint8 [N, F, H, W, C]")
+      ->required()
+      ->type_name("FILE");
+  sub.add_option("--max-shift", a.max_shift,
+                 "S: motion_residual takes the best integer shift d in [-S, S]^2 between consecutive frames")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--data", a.data, "also measure real clips: ddpm-train's video spec, moving-toy | "
+                                   "moving-fashion-mnist[:DIR]")
+      ->type_name("SPEC");
+  sub.add_option("--frames", a.frames, "--data: frames per clip (as ddpm-train's)")->capture_default_str();
+  sub.add_option("--canvas", a.canvas, "--data: canvas size in pixels")->capture_default_str();
+  sub.add_option("--item-size", a.item_size, "--data: item size in pixels")->capture_default_str();
+  sub.add_option("--moving-items", a.moving_items, "--data: items per clip")->capture_default_str();
+  sub.add_option("--limit", a.limit, "--data: its first M clips (0 = as many as --samples holds)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--json", a.json, "also write the table to this JSON file")->type_name("FILE");
+  sub.add_flag("--overwrite", a.overwrite, "replace an existing --json file");
+  sub.footer(std::string("Rows: samples; shuffled (frame f of clip (i + f) mod N: real frames, unrelated "
+                         "neighbours); data (with --data). --seed draws the --data clips.\n") +
+             kCommonFooter);
+}
+
 void add_nll_flags(CLI::App& sub, NllArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder (DDPM or EDM)")
       ->required();
@@ -256,6 +281,10 @@ void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
       "condition-gap", "does a conditional run read its condition? its error with own, another image's and the "
                        "null condition");
   add_condition_gap_flags(*c.condition_gap_app, c.condition_gap);
+  c.video_app = app.add_subcommand(
+      "video", "temporal consistency of generated clips: frame difference, motion-compensated residual and "
+               "mass drift, beside a frame-shuffled baseline and real clips");
+  add_video_eval_flags(*c.video_app, c.video);
 }
 
 EvalMode EvalCommand::mode() const {
@@ -266,8 +295,9 @@ EvalMode EvalCommand::mode() const {
   if (class_accuracy_app != nullptr && class_accuracy_app->parsed()) return EvalMode::class_accuracy;
   if (analytic_gamma_app != nullptr && analytic_gamma_app->parsed()) return EvalMode::analytic_gamma;
   if (condition_gap_app != nullptr && condition_gap_app->parsed()) return EvalMode::condition_gap;
+  if (video_app != nullptr && video_app->parsed()) return EvalMode::video;
   DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll, "
-                         "class-accuracy, analytic-gamma or condition-gap");
+                         "class-accuracy, analytic-gamma, condition-gap or video");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -305,6 +335,10 @@ void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::os
       c.condition_gap.device = device;
       c.condition_gap.seed = seed;
       run_condition_gap(c.condition_gap, out);
+      return;
+    case EvalMode::video:
+      c.video.seed = seed;
+      run_video_eval(c.video, out);
       return;
   }
 }

@@ -12,6 +12,7 @@
 //   ddpm-eval analytic-gamma --checkpoint RUN --data fashion-mnist --num-images 256 --out gamma.json
 //   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --variance analytic --analytic-gamma gamma.json
 //   ddpm-eval condition-gap --checkpoint RUN --data fashion-mnist --split train --limit 256 --json gap.json
+//   ddpm-eval video --samples clips/samples.npz --data moving-fashion-mnist --limit 256 --json video.json
 //
 // --data takes ddpm-train's spec (models/run/data_spec.h) read as a split; see
 // parse_eval_data in eval_run.h. --data-dir is the old way to give the folder of
@@ -37,7 +38,8 @@
 
 namespace ddpm::eval {
 
-enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy, analytic_gamma, condition_gap };
+enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy, analytic_gamma, condition_gap,
+                      video };
 
 // The options of every subcommand, and the subcommands themselves once registered. The
 // flags bind to these members by reference, so the object is neither copied nor moved.
@@ -49,6 +51,7 @@ struct EvalCommand {
   ClassAccuracyArgs class_accuracy;
   AnalyticGammaArgs analytic_gamma;
   ConditionGapArgs condition_gap;
+  VideoEvalArgs video;
   // Owned by the CLI::App given to add_eval_subcommands; null before.
   CLI::App* train_classifier_app = nullptr;
   CLI::App* fid_app = nullptr;
@@ -57,6 +60,7 @@ struct EvalCommand {
   CLI::App* class_accuracy_app = nullptr;
   CLI::App* analytic_gamma_app = nullptr;
   CLI::App* condition_gap_app = nullptr;
+  CLI::App* video_app = nullptr;
 
   EvalCommand() = default;
   EvalCommand(const EvalCommand&) = delete;
@@ -74,8 +78,9 @@ void add_nll_flags(CLI::App& sub, NllArgs& a);
 void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
 void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a);
 void add_condition_gap_flags(CLI::App& sub, ConditionGapArgs& a);
+void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a);
 
-// Adds the seven subcommands to app (exactly one is required) and lets the app's own flags
+// Adds the eight subcommands to app (exactly one is required) and lets the app's own flags
 // (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
 // A word that names no subcommand is a CLI::ExtrasError naming it and the subcommands.
 void add_eval_subcommands(CLI::App& app, EvalCommand& c);

@@ -18,6 +18,9 @@
 //   condition-gap     how much a class- or text-conditional run reads its condition: the
 //                     training error with each image's own, another image's and the null
 //                     condition (models/eval/condition_gap.h)
+//   video             temporal consistency of generated clips: frame difference, motion-
+//                     compensated residual and mass drift (models/eval/video_metrics.h) of
+//                     the samples, of the same frames shuffled across clips, and of real clips
 // Every report names the feature network, the sample count and the reference split.
 #pragma once
 
@@ -36,6 +39,7 @@
 #include "models/eval/condition_gap.h"
 #include "models/eval/metrics.h"
 #include "models/eval/rate_distortion.h"
+#include "models/eval/video_metrics.h"
 #include "models/run/data_spec.h"
 #include "models/text/text_conditioned.h"
 #include "models/unet/unet.h"
@@ -186,5 +190,35 @@ struct ConditionGapArgs {
   Device device = Device::cpu();
 };
 ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& out);
+
+// video (video_metrics.h) of the clips in `samples` (load_sample_clips), of the "shuffled"
+// reference built from them (shuffled_clips: the incoherent baseline) and, with data = SPEC,
+// of real clips: ddpm-train's --data spec (models/run/data_spec.h load_data, a moving-* one,
+// shaped by frames / canvas / item_size / moving_items, clips drawn with `seed`), its first
+// `limit` clips (0: as many as the samples). Printed as one table, rows samples, shuffled,
+// data; with json = FILE also written there (atomically; an existing FILE only with
+// overwrite). Refused (ValueError, before any metric, nothing written): samples that are not
+// 5-D uint8 clips with F >= 2 and N >= 2, data that are not clips or whose clips are shaped
+// other than the samples', a negative max_shift or limit, an existing --json FILE.
+struct VideoEvalArgs {
+  std::string samples;
+  int max_shift = 4;
+  std::string data;  // empty: no data row
+  // --frames, --canvas, --item-size, --moving-items: as ddpm-train's (run::DataOptions').
+  int frames = run::DataOptions{}.frames, canvas = run::DataOptions{}.canvas;
+  int item_size = run::DataOptions{}.item_size, moving_items = run::DataOptions{}.moving_items;
+  std::int64_t limit = 0;
+  std::string json;  // empty: the table only
+  bool overwrite = false;
+  std::uint64_t seed = 0;
+};
+struct VideoEvalRow {
+  std::string label;  // "samples", "shuffled", "data"
+  VideoMetrics metrics;
+};
+struct VideoEvalReport {
+  std::vector<VideoEvalRow> rows;
+};
+VideoEvalReport run_video_eval(const VideoEvalArgs& a, std::ostream& out);
 
 }  // namespace ddpm::eval

@@ -145,7 +145,14 @@ ProfileReport profile_model(const ProfileOptions& opt) {
     ctx.gen = &dropout_gen;
     return network(x, t, y, ctx);
   };
-  const Shape image{mc.image_size, mc.image_size, mc.in_channels};
+  // One item: an image [H, W, C], or for a video model a clip [F, H, W, C].
+  Shape item{mc.image_size, mc.image_size, mc.in_channels};
+  if (mc.video()) item.insert(item.begin(), mc.num_frames);
+  auto batch_of = [&item](std::int64_t n) {
+    Shape s{n};
+    s.insert(s.end(), item.begin(), item.end());
+    return s;
+  };
   auto labels_for = [&](std::int64_t n) {
     std::vector<std::int64_t> labels;
     for (std::int64_t i = 0; i < n && mc.num_classes > 0; ++i) labels.push_back(i % mc.num_classes);
@@ -154,7 +161,7 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   // Synthetic data: the step's cost does not depend on the values.
   train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
     train::Batch b;
-    b.x0 = randn({opt.batch_size, image[0], image[1], image[2]}, gen, opt.device);
+    b.x0 = randn(batch_of(opt.batch_size), gen, opt.device);
     b.labels = labels_for(opt.batch_size);
     return b;
   };
@@ -167,7 +174,7 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   train::Trainer trainer(slab, model, schedule, batches, tc);
 
   Generator sample_gen(opt.seed + 2);
-  Tensor x_t = randn({sample_batch, image[0], image[1], image[2]}, sample_gen, opt.device);
+  Tensor x_t = randn(batch_of(sample_batch), sample_gen, opt.device);
   const std::vector<double> t_sample(static_cast<std::size_t>(sample_batch),
                                      static_cast<double>(opt.diffusion_steps - 1));
   const std::vector<std::int64_t> y_sample = labels_for(sample_batch);
@@ -228,6 +235,7 @@ std::string format_report(const ProfileReport& r) {
     if (m.context_pooled()) o << ", pooled into the timestep embedding (" << m.context_pool_heads << " heads)";
   }
   o << "\n";
+  if (m.video()) o << "video: " << m.num_frames << " frames per clip (batches [B, F, H, W, C], temporal attention over F)\n";
   if (r.options.device.is_cuda())
     o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
       << conv_algo_search_name(conv_algo_search()) << "\n";
@@ -249,7 +257,7 @@ std::string report_json(const ProfileReport& r) {
     << ", \"use_scale_shift_norm\": " << (m.use_scale_shift_norm ? "true" : "false")
     << ", \"num_classes\": " << m.num_classes << ", \"context_dim\": " << m.context_dim
     << ", \"transformer_depth\": " << m.transformer_depth << ", \"context_pool_heads\": " << m.context_pool_heads
-    << "}";
+    << ", \"num_frames\": " << m.num_frames << "}";
   if (r.options.text_cond) {
     const text::TextEncoderConfig& e = r.options.text;
     o << ", \"text_encoder\": {\"vocab_size\": " << e.vocab_size << ", \"context_length\": " << e.context_length
@@ -280,6 +288,10 @@ void add_profile_flags(CLI::App& app, ProfileFlags& f) {
   app.add_flag("--resblock-updown", f.resblock_updown, "BigGAN-style residual up/down-sampling");
   app.add_flag("--class-cond", f.class_cond, "class-conditional model (labels i mod --num-classes)");
   app.add_option("--num-classes", f.num_classes, "classes of a class-conditional model")->capture_default_str();
+  app.add_option("--frames", f.frames,
+                 "F >= 2: a video UNet (temporal attention after every resnet) on clips [B, F, H, W, C]; "
+                 "0 = an image model")
+      ->capture_default_str();
   add_text_cond_flags(app, f.text,
                       "text-conditional model as ddpm-train --text-cond: spatial transformers cross-attending to a "
                       "text encoder's output, on synthetic token ids",
@@ -320,6 +332,9 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   m.resblock_updown = f.resblock_updown;
   DDPM_CHECK(!f.class_cond || f.num_classes >= 1, "--num-classes must be positive, got " << f.num_classes);
   m.num_classes = f.class_cond ? f.num_classes : 0;
+  DDPM_CHECK(f.frames == 0 || f.frames >= 2, "--frames must be 0 (an image model) or at least 2 (frames per clip), got "
+                                                  << f.frames);
+  m.num_frames = f.frames;
   check_text_cond_flags(f.text, f.class_cond, m.attention_resolutions.empty());  // as ddpm-train checks them
   if (f.text.enabled) {
     o.text_cond = true;

@@ -20,6 +20,10 @@
 // Times are attributed to the outermost op (an op's backward includes the ops it calls).
 // The row "(outside ops)" is the rest of the step: host work, host-device copies and, on
 // CUDA, the device idling between launches. So the shares add up to 100%.
+//
+// A video model (--frames F, num_frames = F: the space-time factorised UNet of unet.h) takes
+// batches of clips [B, F, H, W, C] in both steps; its tables add the temporal blocks'
+// `transpose` rows and their attention calls (sequences of F tokens, one per pixel).
 #pragma once
 
 #include "models/run/int_list.h"
@@ -100,6 +104,7 @@ struct ProfileFlags {
   bool resblock_updown = false;
   bool class_cond = false;
   int num_classes = 10;
+  int frames = 0;  // --frames: 0 = an image model; F >= 2 = a video model of F-frame clips
   TextCondFlags text;  // ddpm-train's text flags (text_flags.h)
   std::int64_t batch_size = -1;
   std::int64_t sample_batch_size = 0;

@@ -277,11 +277,11 @@ TEST(EvalFlags, AnUnknownSubcommandIsNamedWithTheValidOnes) {
   // Not CLI11's "A subcommand is required", which does not say what it got.
   const std::string typo = parse_error({"fdi", "--classifier", "c", "--samples", "s"});
   EXPECT_EQ(typo, "unknown subcommand 'fdi' (did you mean fid?); the subcommands are train-classifier, fid, bpd, nll, "
-                  "class-accuracy, analytic-gamma, condition-gap");
+                  "class-accuracy, analytic-gamma, condition-gap, video");
   // Far from every name: no suggestion; after the common flags: the same message.
   EXPECT_EQ(parse_error({"--seed", "3", "evaluate"}),
             "unknown subcommand 'evaluate'; the subcommands are train-classifier, fid, bpd, nll, class-accuracy, "
-            "analytic-gamma, condition-gap");
+            "analytic-gamma, condition-gap, video");
   EXPECT_NE(parse_error({"bdp", "--checkpoint", "r"}).find("did you mean bpd?"), std::string::npos);
   // A stray word after a valid subcommand, or a second subcommand, names the word too.
   EXPECT_EQ(parse_error({"fid", "--classifier", "c", "--samples", "s", "extra"}),

@@ -12,6 +12,7 @@
 #include "engine/profiler.h"
 #include "engine/rng.h"
 #include "models/run/profile_run.h"
+#include "support/value_error.h"
 
 namespace ddpm {
 namespace {
@@ -189,6 +190,39 @@ TEST(ProfileRun, TextConditionedModelShowsTheEncoderAndTheCrossAttention) {
   EXPECT_NE(run::report_json(r).find("\"text_encoder\": {\"vocab_size\": 1000, \"context_length\": 5"),
             std::string::npos);
   EXPECT_EQ(run::report_json(plain).find("text_encoder"), std::string::npos);
+}
+
+// --frames F: clips [B, F, H, W, C]; every temporal block transposes to per-pixel sequences
+// of F frames and back, and attends over them, beside the spatial attention of the image model.
+TEST(ProfileRun, VideoModelShowsTheTransposesAndTheTemporalAttention) {
+  const run::ProfileReport plain = run::profile_model(tiny_options());
+  run::ProfileOptions o = tiny_options();
+  o.model.num_frames = 3;
+  const run::ProfileReport r = run::profile_model(o);
+  // Temporal blocks (unet.h): after each resnet of the down levels (2 levels x 1), of the up
+  // levels (2 x (1 + 1)) and after the middle block's attention: 7.
+  const std::int64_t temporal = 2 * 1 + 2 * 2 + 1;
+  for (const run::StepProfile* s : {&r.train, &r.sample}) {
+    SCOPED_TRACE(s->name);
+    EXPECT_TRUE(has_row(*s, "transpose"));
+    EXPECT_EQ(calls_of(*s, "transpose"), 2 * temporal);  // into [N, H*W, F, C] and back
+    EXPECT_EQ(calls_of(*s, "attention"), calls_of(plain.sample, "attention") + temporal);
+    EXPECT_EQ(calls_of(plain.train, "transpose"), 0);
+  }
+  EXPECT_TRUE(has_row(r.train, "transpose.backward"));
+  EXPECT_GT(calls_of(r.train, "attention"), calls_of(plain.train, "attention"));
+  EXPECT_NE(run::format_report(r).find("video: 3 frames per clip"), std::string::npos);
+  EXPECT_EQ(run::format_report(plain).find("video:"), std::string::npos);
+  EXPECT_NE(run::report_json(r).find("\"num_frames\": 3}"), std::string::npos);
+  EXPECT_NE(run::report_json(plain).find("\"num_frames\": 0}"), std::string::npos);
+
+  // The flag: 0 or at least 2.
+  run::ProfileFlags f;
+  f.frames = 4;
+  EXPECT_EQ(run::resolve_profile_options(f, cpu, 0).model.num_frames, 4);
+  f.frames = 1;
+  ddpm::testing::expect_value_error([&] { run::resolve_profile_options(f, cpu, 0); },
+                                    "--frames must be 0 (an image model) or at least 2");
 }
 
 TEST(ProfileRun, TextCondFlagsBuildTheModelAndRejectBadValues) {

@@ -15,7 +15,8 @@
 #      (scripts/prompt_stats.py), the class accuracy of the prompted class and the
 #      condition gap (ddpm-eval condition-gap: does the network read the caption at all);
 #   6. unless VIDEO=0: a class-conditional video UNet on moving-fashion-mnist (8 frames of
-#      32x32) for the same number of steps, timed, and 64 sampled clips (grid.gif, filmstrip).
+#      32x32) for the same number of steps, timed, 64 sampled clips (grid.gif, filmstrip) and
+#      their temporal consistency beside shuffled frames and real clips (ddpm-eval video).
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -108,6 +109,9 @@ if [ "${VIDEO:-1}" != 0 ]; then
   echo "train video: $(( $(date +%s) - t0 )) s wall; $(grep -E '^step' "$logs/train-video.log" | tail -1)"
   "$bin/ddpm-sample" --checkpoint "$video" --num-samples 64 --batch-size 64 --sampler ddim --sampling-steps 50 \
     --out "$video-samples" > "$logs/sample-video.log" 2>&1 || status=1
+  "$bin/ddpm-eval" video --samples "$video-samples/samples.npz" --data "moving-fashion-mnist${data:+:$data}" \
+    --frames 8 > "$logs/video-eval.log" 2>&1 || status=1
+  cat "$logs/video-eval.log"
   cp "$video-samples/grid.gif" "$logs/video-grid.gif" 2>/dev/null
   cp "$video-samples/filmstrip.png" "$logs/video-filmstrip.png" 2>/dev/null
 fi

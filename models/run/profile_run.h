@@ -4,6 +4,11 @@
 //   - one training step: Trainer::step(), i.e. batch, q_sample, forward, loss, backward,
 //     gradient clipping, AdamW and the EMA update;
 //   - one sampling step: one no-grad forward of the network at the sampling batch size;
+// with the op profiler (engine/profiler.h). Each step gives a per-op table sorted by time
+// (op, calls, time, share of the step, estimated GFLOP and GB, achieved TFLOP/s and GB/s),
+// the step's total time, and on CUDA the launches: "N engine kernels + M library calls
+// (cuBLAS/cuDNN, each one or more kernels)".
+//
 // A text-conditioned model (--text-cond, as ddpm-train's: models/text/text_conditioned.h)
 // is the UNet with spatial transformers (context_dim = the encoder's width) and its text
 // encoder tau_theta, in one parameter slab: each network call runs the encoder on the
@@ -12,10 +17,6 @@
 // and self-attention beside the UNet's cross-attention. The tokens are synthetic (the step's
 // cost does not depend on their values): a vocabulary of kProfileVocabSize ids, each sample
 // its own pseudo-random row of context_length ids.
-// with the op profiler (engine/profiler.h). Each step gives a per-op table sorted by time
-// (op, calls, time, share of the step, estimated GFLOP and GB, achieved TFLOP/s and GB/s),
-// the step's total time, and on CUDA the launches: "N engine kernels + M library calls
-// (cuBLAS/cuDNN, each one or more kernels)".
 //
 // Times are attributed to the outermost op (an op's backward includes the ops it calls).
 // The row "(outside ops)" is the rest of the step: host work, host-device copies and, on

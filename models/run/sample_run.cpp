@@ -391,6 +391,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   // A video model samples N clips of F frames (video_run.h); F = 1 stands for an image model
   // in the byte counts below.
   const std::int64_t F = cfg.num_frames;
+  const std::int64_t F_out = video_output_frames(o, cfg);  // F, or longer with --segments
   auto sample_shape = [&](std::int64_t n) { return F > 0 ? Shape{n, F, h, h, zc} : Shape{n, h, h, zc}; };
   FirstFrames first;  // a first-frame-conditioned video model's frames (video_run.h)
   const bool first_frames = load_first_frames_for(o, cfg, first, log);
@@ -418,7 +419,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
 
   SampleResult result;
-  result.shape = F > 0 ? Shape{N, F, H, W, C} : Shape{N, H, W, C};
+  result.shape = F > 0 ? Shape{N, F_out, H, W, C} : Shape{N, H, W, C};
   result.out_dir = o.out;
   if (sc.num_classes > 0)  // class labels, or prompt indices for a text model
     for (std::int64_t i = 0; i < N; ++i) result.labels.push_back(o.class_label >= 0 ? o.class_label : i % sc.num_classes);
@@ -501,7 +502,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
 
   const diffusion::DenoiseFn guide_fn = sc.autoguide;  // the bare guide; conditioned per batch for super-resolution
   Generator gen(o.seed);
-  result.pixels.reserve(static_cast<std::size_t>(N) * std::max<std::int64_t>(F, 1) * H * W * C);
+  result.pixels.reserve(static_cast<std::size_t>(N) * std::max<std::int64_t>(F_out, 1) * H * W * C);
   for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - begin);
     std::vector<std::int64_t> labels;
@@ -534,17 +535,22 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
         snap_x0.push_back(take(s.pred_x0));
       };
     }
-    Tensor x = inpainting
-                   ? diffusion::inpaint(base, bfn, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
-               : is_karras_sampler(o.sampler)
-                   ? sample_karras(model, base, bfn, sample_shape(n), labels, sc, o.sampler, gen, o.device, callback)
-               : o.sampler == "plms"
-                   ? diffusion::plms_sample(base, bfn, sample_shape(n), labels, sc, gen, o.device, callback)
-               : o.sampler == "consistency"
-                   ? diffusion::consistency_sample(base, bfn, consistency_reading(sc), *cgrid, sample_shape(n), labels,
-                                                   consistency_steps, diffusion::resolve_clip_x0(sc), gen, o.device,
-                                                   sc.dtype)
-                   : diffusion::sample(base, bfn, sample_shape(n), labels, sc, gen, o.device, callback, guidance);
+    auto draw = [&](const diffusion::DenoiseFn& f) {
+      return inpainting
+                 ? diffusion::inpaint(base, f, inp.image, inp.mask, n, labels, sc, repaint, gen, o.device, callback)
+             : is_karras_sampler(o.sampler)
+                 ? sample_karras(model, base, f, sample_shape(n), labels, sc, o.sampler, gen, o.device, callback)
+             : o.sampler == "plms"
+                 ? diffusion::plms_sample(base, f, sample_shape(n), labels, sc, gen, o.device, callback)
+             : o.sampler == "consistency"
+                 ? diffusion::consistency_sample(base, f, consistency_reading(sc), *cgrid, sample_shape(n), labels,
+                                                 consistency_steps, diffusion::resolve_clip_x0(sc), gen, o.device,
+                                                 sc.dtype)
+                 : diffusion::sample(base, f, sample_shape(n), labels, sc, gen, o.device, callback, guidance);
+    };
+    Tensor x = draw(bfn);
+    // --segments S (video_run.h): each further segment starts from the last frame so far.
+    if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, fn, draw);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
@@ -557,7 +563,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     const fs::path dir(tmp);
     const int nrow = static_cast<int>(std::ceil(std::sqrt(double(N))));
     if (F > 0)
-      write_video_set(tmp, result.pixels, N, static_cast<int>(F), H, W, C, nrow, result.labels, files);
+      write_video_set(tmp, result.pixels, N, static_cast<int>(F_out), H, W, C, nrow, result.labels, files);
     else
       write_image_set(tmp, result.pixels, N, H, W, C, nrow, result.labels, files);  // image_sets.h
     if (o.show_steps && !snap_xt.empty()) {

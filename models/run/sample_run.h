@@ -242,6 +242,7 @@ struct SampleOptions {
   // A first-frame-conditioned video model (models/run/video_run.h): the frames its clips start
   // from (a PNG or an .npz of images), or an image model to sample them with first.
   std::string first_frame, first_frame_from;
+  int segments = 1;  // --segments: clips continued from their last frame (video_run.h)
 };
 
 // The flags and their model-free checks (add_sample_flags, note_given_flags,

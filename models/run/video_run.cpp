@@ -1,12 +1,14 @@
 // models/run/video_run.cpp: see video_run.h.
 #include "models/run/video_run.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <ostream>
 
 #include "engine/error.h"
 #include "engine/ops/concat.h"
 #include "engine/io/atomic_file.h"
+#include "models/diffusion/super_res.h"
 #include "models/run/latent_run.h"
 #include "models/unet/unet.h"
 
@@ -25,12 +27,17 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--first-frame", o.first_frame,
                  "a first-frame-conditioned video model: the frame each clip starts from, one PNG (every clip) or "
                  "an .npz with arr_0 uint8 [M, H, W, C] (clip i from image i; N defaults to M; labels from arr_1)");
+  app.add_option("--segments", o.segments,
+                 "a first-frame-conditioned video model: continue each clip S-1 times, each segment starting from "
+                 "the last frame so far (F + (S-1)(F-1) frames)")
+      ->capture_default_str();
   app.add_option("--first-frame-from", o.first_frame_from,
                  "a first-frame-conditioned video model: sample this image model first (same flags) into "
                  "OUT/first_frames, then animate its samples (Emu Video's factorised generation)");
 }
 
 void check_video_flags(const SampleOptions& o) {
+  DDPM_CHECK(o.segments >= 1, "--segments must be at least 1, got " << o.segments);
   DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
              "--first-frame " << o.first_frame << " and --first-frame-from " << o.first_frame_from
                               << " both give the first frames; choose one");
@@ -38,6 +45,8 @@ void check_video_flags(const SampleOptions& o) {
 
 void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool latent) {
   if (model.num_frames == 0) {
+    DDPM_CHECK(o.segments == 1, "--segments applies to a first-frame-conditioned video model; " << o.checkpoint
+                                                                                               << " is an image model");
     DDPM_CHECK(o.first_frame.empty() && o.first_frame_from.empty(),
                (o.first_frame.empty() ? "--first-frame-from" : "--first-frame")
                    << " applies to a first-frame-conditioned video model; " << o.checkpoint << " is an image model");
@@ -54,6 +63,10 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
   for (const auto& [given, flag] : refused)
     DDPM_CHECK(!given, flag << " does not apply to " << o.checkpoint << ": it is a video model (" << model.num_frames
                             << " frames per clip)");
+  DDPM_CHECK(o.segments == 1 || model.first_frame_condition,
+             "--segments " << o.segments << " continues clips from their last frame, which needs a "
+                                            "first-frame-conditioned video model; "
+                           << o.checkpoint << " is not one (ddpm-train --first-frame-condition)");
   if (model.first_frame_condition) {
     DDPM_CHECK(!o.first_frame.empty() || !o.first_frame_from.empty(),
                o.checkpoint << " is a first-frame-conditioned video model: give the frames its clips start from with "
@@ -104,7 +117,10 @@ bool take_first_frame_labels(const SampleOptions& o, const unet::UNetConfig& mod
 
 nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
                           std::int64_t n) {
-  nlohmann::json j{{"frames", model.num_frames}, {"first_frame_condition", model.first_frame_condition}};
+  nlohmann::json j{{"frames", model.num_frames},
+                   {"first_frame_condition", model.first_frame_condition},
+                   {"segments", o.segments},
+                   {"frames_per_clip", video_output_frames(o, model)}};
   j["first_frame"] = frames.cond.defined()
                          ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
                          : nlohmann::json(nullptr);
@@ -132,6 +148,27 @@ Tensor dataset_first_frames(const Dataset& data, int n) {
   return pixels_to_unit(px, n, data.height, data.channels);
 }
 
+std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model) {
+  const std::int64_t F = model.num_frames;
+  return F == 0 ? 0 : F + static_cast<std::int64_t>(std::max(1, o.segments) - 1) * (F - 1);
+}
+
+Tensor extend_clips(const Tensor& x, int segments, const diffusion::DenoiseFn& net,
+                    const std::function<Tensor(const diffusion::DenoiseFn&)>& draw) {
+  DDPM_CHECK(x.ndim() == 5 && x.dim(1) >= 2 && segments >= 1,
+             "extend_clips: x must be clips [n, F, H, W, C] with F >= 2, got " << shape_str(x.shape()));
+  const std::int64_t F = x.dim(1);
+  std::vector<Tensor> parts{x};
+  Tensor last = x;
+  for (int s = 1; s < segments; ++s) {
+    // x values stay as sampled (not rounded to bytes) between segments.
+    const Tensor frame = slice(last, 1, F - 1, 1).reshape({x.dim(0), x.dim(2), x.dim(3), x.dim(4)});
+    last = draw(diffusion::concat_condition(net, unet::first_frame_condition(frame, static_cast<int>(F))));
+    parts.push_back(slice(last, 1, 1, F - 1));  // its frame 0 re-draws the frame it started from
+  }
+  return parts.size() == 1 ? x : concat(parts, 1);
+}
+
 SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
   DDPM_CHECK(!o.first_frame_from.empty(), "run_first_frame_pipeline needs --first-frame-from IMAGE_MODEL");
@@ -157,6 +194,7 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
   SampleOptions image_o = o;
   image_o.checkpoint = o.first_frame_from;
   image_o.first_frame_from.clear();
+  image_o.segments = 1;  // the image stage makes the first frames only
   image_o.sampler_defaulted = o.sampler_defaulted;  // an EDM image model picks heun as it would alone
   SampleOptions video_o = o;
   video_o.first_frame_from.clear();

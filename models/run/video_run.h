@@ -6,7 +6,8 @@
 // per clip) with any of the samplers: they only index the batch axis and broadcast the rest.
 // The output folder holds the video set of image_sets.h (grid.gif, filmstrip.png,
 // videos/NNNNNN.gif, samples.npz arr_0 uint8 [N, F, H, W, C], arr_1 labels) and
-// sample_info.json with "video" {"frames", "first_frame"}.
+// sample_info.json with "video" {"frames", "first_frame_condition", "segments",
+// "frames_per_clip", "first_frame"}.
 //
 // A first-frame-conditioned model (unet.h first_frame_condition; ddpm-train
 // --first-frame-condition) needs its first frames, from one of:
@@ -27,12 +28,18 @@
 // after it, and a mask channel; the network sees concat(x_t, condition) at every step, and
 // in classifier-free guidance's doubled batch both halves see the frame (concat_condition).
 //
+// Longer clips (--segments S, first-frame-conditioned models): each clip is continued S - 1
+// times, segment s conditioned on the last frame of segment s - 1 and its generated frame 0
+// (which re-draws that frame) dropped, so a clip holds F + (S - 1)(F - 1) frames. Every
+// segment draws fresh noise from the same generator, after the previous one's draws.
+//
 // Refused for a video model, before anything is sampled (ValueError naming the flag):
 // --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide,
 // and a latent video run. --first-frame / --first-frame-from for a model without the
 // condition, a conditioned model without either, and both at once.
 #pragma once
 
+#include <functional>
 #include <iosfwd>
 #include <string>
 
@@ -40,6 +47,7 @@
 
 #include "engine/tensor.h"
 #include "models/data/dataset.h"
+#include "models/diffusion/gaussian_diffusion.h"
 #include "models/run/image_sets.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
@@ -77,6 +85,13 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
 // (cyclically) as f32 [n, H, W, C] in [-1, 1] on the CPU, for the sample grids.
 Tensor first_frame_condition_of(const Tensor& x0, int num_frames);
 Tensor dataset_first_frames(const Dataset& data, int n);
+
+// The frames per written clip: F, or F + (S - 1)(F - 1) with --segments S; 0 for an image model.
+std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model);
+// --segments: x [n, F, H, W, C] continued (segments - 1) times as described above; `net` is
+// the model's bare denoiser (without a condition), `draw` samples n clips with a denoiser.
+Tensor extend_clips(const Tensor& x, int segments, const diffusion::DenoiseFn& net,
+                    const std::function<Tensor(const diffusion::DenoiseFn&)>& draw);
 
 // --first-frame-from: the image stage, then the video stage (see above). run_sample(o, log)
 // comes here when o.first_frame_from is set.

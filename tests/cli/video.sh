@@ -7,7 +7,7 @@
 # Video's factorisation: a class-conditional first-frame video model, an image model of the
 # same classes trained on the clips' first frames (--frames 1), `--first-frame-from IMAGE` in
 # one call equal to the two commands (`ddpm-sample IMAGE` then `--first-frame its
-# samples.npz`), a PNG first frame, and a
+# samples.npz`), a PNG first frame, clips continued with --segments, and a
 # text-to-video run with prompts. Last the refusals (exit 2, one error line naming the flag),
 # also of the apps that work on still images.
 set -euo pipefail
@@ -78,6 +78,12 @@ cmp -s "$work/two_b/samples.npz" "$work/emu/samples.npz" || fail "--first-frame-
 "$bin/ddpm-sample" --checkpoint "$ff" --first-frame "$work/two_a/images/000001.png" --num-samples 2 \
   --sampling-steps 2 --device cpu --out "$work/png" >"$work/out.txt" 2>"$work/err.txt" || fail "--first-frame PNG"
 grep -aq "'shape': (2, 3, 16, 16, 1)" "$work/png/samples.npz" || fail "--first-frame PNG: not 2 clips"
+# --segments 3: each clip continued twice from its last frame, 3 + 2 * 2 = 7 frames (the
+# chaining itself: VideoRun.ExtendClipsChainsEachSegmentFromTheLastFrame).
+"$bin/ddpm-sample" --checkpoint "$ff" --first-frame "$work/two_a/samples.npz" "${common[@]}" --segments 3 \
+  --out "$work/long" >"$work/out.txt" 2>"$work/err.txt" || fail "--segments 3"
+grep -aq "'shape': (3, 7, 16, 16, 1)" "$work/long/samples.npz" || fail "--segments 3: clips are not 7 frames long"
+grep -q '"frames_per_clip": 7' "$work/long/sample_info.json" || fail "--segments 3: sample_info.json"
 
 # 4. Text to video: the clips' captions ("disc moving up-left") condition a text model.
 text_video=(--data moving-toy --toy-count 16 --frames 3 --canvas 16 --item-size 8 --preset none --num-channels 8
@@ -98,6 +104,9 @@ refused "--show-steps does not apply" "$bin/ddpm-sample" --checkpoint "$run" --s
 refused "--first-frame applies to a first-frame-conditioned video model" "$bin/ddpm-sample" --checkpoint "$run" \
   --first-frame "$work/two_a/images/000000.png" --device cpu --out "$work/x"
 refused "is a first-frame-conditioned video model" "$bin/ddpm-sample" --checkpoint "$ff" --device cpu --out "$work/x"
+refused "--segments 2 continues clips from their last frame" "$bin/ddpm-sample" --checkpoint "$run" --segments 2 \
+  --device cpu --out "$work/x"
+refused "--segments must be at least 1" "$bin/ddpm-sample" --checkpoint "$ff" --segments 0 --device cpu --out "$work/x"
 refused "is a video model; the first frames come from an image model" "$bin/ddpm-sample" --checkpoint "$ff" \
   --first-frame-from "$run" --device cpu --out "$work/x"
 refused "--first-frame" "$bin/ddpm-sample" --checkpoint "$ff" --first-frame "$work/s_ddpm/samples.npz" \

@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   CLI::App app(
       "Draw samples from a trained diffusion model (DDPM ancestral, DDIM, or Heun, Euler, DPM-Solver++(2M) or Euler ancestral on Karras noise levels, optional "
       "classifier-free guidance (limited to a noise interval with --guidance-interval) or autoguidance by a weaker model (--autoguide), classifier guidance with --classifier, RePaint inpainting with --inpaint/--mask). Writes OUT/grid.png, OUT/images/NNNNNN.png, OUT/samples.npz (arr_0 uint8 [N,H,W,C], arr_1 "
-      "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png.",
+      "labels for class-conditional models), OUT/sample_info.json and, with --show-steps, OUT/steps.png. A video model writes "
+      "OUT/grid.gif, OUT/filmstrip.png, OUT/videos/NNNNNN.gif and samples.npz [N,F,H,W,C] (--first-frame, --first-frame-from, --segments).",
       "ddpm-sample");
   cli::CommonFlags common;
   run::SampleOptions options;
@@ -35,7 +36,9 @@ int main(int argc, char** argv) {
     options.device = cli::resolve_device(common);
     options.seed = common.seed;
     run::SampleResult result = run::run_sample(options, &std::cout);
-    std::cout << "samples: " << result.out_dir << "/grid.png, " << result.out_dir << "/samples.npz\n";
+    const bool video = result.shape.size() == 5;  // clips [N, F, H, W, C]
+    std::cout << "samples: " << result.out_dir << (video ? "/grid.gif, " : "/grid.png, ") << result.out_dir
+              << "/samples.npz\n";
     return 0;
   });
 }

@@ -93,7 +93,7 @@ text_video=(--data moving-toy --toy-count 16 --frames 3 --canvas 16 --item-size 
   --out "$work/text" >"$work/out.txt" 2>"$work/err.txt" || fail "text-to-video training"
 "$bin/ddpm-sample" --checkpoint "$work/text" --prompt "disc moving left" --num-samples 2 --sampling-steps 2 \
   --guidance-scale 2 --device cpu --out "$work/s_text" >"$work/out.txt" 2>"$work/err.txt" || fail "text-to-video sampling"
-test -f "$work/s_text/grid.gif" || fail "text-to-video: no grid.gif"
+grep -q "samples: .*/grid.gif" "$work/out.txt" || fail "text-to-video: the summary line does not name grid.gif"
 
 # 5. Refusals.
 refused "--first-frame-condition conditions a video model" "$bin/ddpm-train" "${tiny_model[@]}" --steps 1 \

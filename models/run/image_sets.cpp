@@ -16,6 +16,19 @@ namespace ddpm::run {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// samples.npz: "arr_0" uint8 of `shape` (images or clips) and, with labels, "arr_1" int64 [N].
+void write_samples_npz(const fs::path& d, const Shape& shape, const std::vector<std::uint8_t>& pixels,
+                       const std::vector<std::int64_t>& labels, std::vector<std::string>& files) {
+  std::vector<NpyView> arrays{npy_view("arr_0", shape, pixels)};
+  if (!labels.empty()) arrays.push_back(npy_view("arr_1", {shape[0]}, labels));
+  write_npz((d / "samples.npz").string(), arrays);
+  files.push_back("samples.npz");
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> to_uint8_pixels(const Tensor& x) {
   const std::vector<double> v = x.to_double_vector();
   std::vector<std::uint8_t> out(v.size());
@@ -51,10 +64,7 @@ void write_image_set(const std::string& dir, const std::vector<std::uint8_t>& pi
     write_png((d / name).string(), pixels.data() + static_cast<std::size_t>(i) * image_bytes, H, W, C);
     files.push_back(name);
   }
-  std::vector<NpyView> arrays{npy_view("arr_0", {N, H, W, C}, pixels)};  // uint8 [N, H, W, C]
-  if (!labels.empty()) arrays.push_back(npy_view("arr_1", {N}, labels));  // int64 [N]
-  write_npz((d / "samples.npz").string(), arrays);
-  files.push_back("samples.npz");
+  write_samples_npz(d, {N, H, W, C}, pixels, labels, files);
 }
 
 ImageStack read_image_stack(const std::string& path, const std::string& flag, int size, int channels,
@@ -127,10 +137,7 @@ void write_video_set(const std::string& dir, const std::vector<std::uint8_t>& pi
     write_gif((d / name).string(), pixels.data() + static_cast<std::size_t>(i) * clip_bytes, F, H, W, C, delay_cs);
     files.push_back(name);
   }
-  std::vector<NpyView> arrays{npy_view("arr_0", {N, F, H, W, C}, pixels)};  // uint8 [N, F, H, W, C]
-  if (!labels.empty()) arrays.push_back(npy_view("arr_1", {N}, labels));     // int64 [N]
-  write_npz((d / "samples.npz").string(), arrays);
-  files.push_back("samples.npz");
+  write_samples_npz(d, {N, F, H, W, C}, pixels, labels, files);
 }
 
 }  // namespace ddpm::run

@@ -2,7 +2,6 @@
 #include "models/eval/analytic_gamma_eval.h"
 
 #include <chrono>
-#include <filesystem>
 #include <iomanip>
 
 #include "engine/error.h"
@@ -19,11 +18,7 @@ diffusion::AnalyticGamma run_analytic_gamma(const AnalyticGammaArgs& a, std::ost
   DDPM_CHECK(!a.out.empty(), "analytic-gamma needs --out FILE.json");
   DDPM_CHECK(a.num_images >= 1, "analytic-gamma: --num-images must be positive, got " << a.num_images);
   DDPM_CHECK(a.batch_size >= 1, "analytic-gamma: --batch-size must be positive, got " << a.batch_size);
-  std::error_code ec;
-  DDPM_CHECK(!std::filesystem::is_directory(a.out, ec),
-             "analytic-gamma: --out " << a.out << " is a folder; give the JSON file to write");
-  DDPM_CHECK(a.overwrite || !std::filesystem::exists(a.out, ec),
-             "analytic-gamma: --out " << a.out << " exists; pass --overwrite to replace it");
+  check_report_file(a.out, "--out", a.overwrite, "analytic-gamma");
   run::refuse_latent_model(a.checkpoint, "ddpm-eval analytic-gamma");
   EvalModel m = load_eval_model(a.checkpoint, a.ema, a.device, "analytic-gamma");
   run::refuse_super_res_model(m.net->config(), a.checkpoint, "ddpm-eval analytic-gamma");

@@ -191,6 +191,10 @@ struct ConditionGapArgs {
 };
 ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& out);
 
+// The report file `path` of a mode's `flag` (--json, --out) may be written: ValueError naming
+// the mode and flag when it is a folder, or exists and `overwrite` is false. "" passes.
+void check_report_file(const std::string& path, const char* flag, bool overwrite, const std::string& mode);
+
 // video (video_metrics.h) of the clips in `samples` (load_sample_clips), of the "shuffled"
 // reference built from them (shuffled_clips: the incoherent baseline) and, with data = SPEC,
 // of real clips: ddpm-train's --data spec (models/run/data_spec.h load_data, a moving-* one,

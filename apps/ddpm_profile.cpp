@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   ddpm::run::add_profile_flags(app, flags);
   return ddpm::cli::run(app, argc, argv, [&] {
     ddpm::Device device = ddpm::cli::resolve_device(common);
+    ddpm::run::note_profile_flags(app, flags);
     ddpm::run::profile_main(flags, device, common.seed, std::cout);
     return 0;
   });

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <ostream>
 #include <sstream>
@@ -13,9 +14,11 @@
 #include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/math_mode.h"
+#include "engine/ops/concat.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "models/diffusion/schedule.h"
+#include "models/run/model_source.h"
 #include "models/text/text_encoder.h"
 #include "models/train/trainer.h"
 
@@ -89,7 +92,19 @@ std::string step_json(const StepProfile& s) {
 
 double StepProfile::outside_ms() const { return std::max(0.0, result.total_ms - result.op_ms()); }
 
-ProfileReport profile_model(const ProfileOptions& opt) {
+ProfileReport profile_model(const ProfileOptions& options) {
+  ProfileOptions opt = options;
+  std::unique_ptr<unet::UNet> net;
+  std::unique_ptr<text::TextEncoder> encoder;
+  if (!opt.checkpoint.empty()) {  // SRC's networks with their weights; the report shows their configs
+    ModelSource src = open_model(opt.checkpoint, opt.device);
+    net = std::move(src.net);
+    encoder = std::move(src.text_encoder);
+    opt.model = net->config();
+    opt.text_cond = encoder != nullptr;
+    if (encoder) opt.text = encoder->config();
+    opt.diffusion_steps = src.diffusion.diffusion_steps;
+  }
   opt.model.validate();
   DDPM_CHECK(opt.batch_size >= 1, "ddpm-profile: the batch size must be positive, got " << opt.batch_size);
   DDPM_CHECK(opt.sample_batch_size >= 0, "ddpm-profile: the sampling batch size must be >= 0, got "
@@ -103,15 +118,19 @@ ProfileReport profile_model(const ProfileOptions& opt) {
              "ddpm-profile: a text-conditioned model needs the UNet's context_dim ("
                  << mc.context_dim << ") equal to the text encoder's width (" << opt.text.width << ")");
   if (opt.text_cond) opt.text.validate();
+  DDPM_CHECK(!(opt.text_cond && mc.guidance_embedding),
+             "ddpm-profile: " << opt.checkpoint << " is text-conditioned and guidance-embedded; profiling that "
+                                                   "combination is not implemented");
 
-  Generator init(opt.seed);
-  unet::UNet net(mc, init, opt.device);
-  // The text encoder is drawn after the UNet, as ddpm-train draws them, and shares its slab.
-  std::unique_ptr<text::TextEncoder> encoder;
-  if (opt.text_cond) encoder = std::make_unique<text::TextEncoder>(opt.text, init, opt.device);
+  if (!net) {
+    Generator init(opt.seed);
+    net = std::make_unique<unet::UNet>(mc, init, opt.device);
+    // The text encoder is drawn after the UNet, as ddpm-train draws them, and shares its slab.
+    if (opt.text_cond) encoder = std::make_unique<text::TextEncoder>(opt.text, init, opt.device);
+  }
   ProfileReport report;
   report.options = opt;
-  NamedTensors params = net.named_parameters();
+  NamedTensors params = net->named_parameters();
   if (encoder) {
     const NamedTensors more = encoder->named_parameters();
     params.insert(params.end(), more.begin(), more.end());
@@ -129,11 +148,13 @@ ProfileReport profile_model(const ProfileOptions& opt) {
   };
   // One network call: the UNet, or tau_theta then the UNet reading its context (the order
   // of text_conditioned.h's denoiser).
+  // A guidance-embedded network (a guided-distillation student) is called with w = 0.
   auto network = [&](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y,
                      const nn::Context& ctx) {
-    if (!encoder) return net.forward(x, t, y, ctx);
+    if (mc.guidance_embedding) return net->forward(x, t, y, std::vector<double>(t.size(), 0.0), ctx);
+    if (!encoder) return net->forward(x, t, y, ctx);
     const Tensor context = encoder->forward(token_ids(x.dim(0)), x.dim(0), ctx);  // [N, L, width]
-    return net.forward(x, t, y, context, ctx);
+    return net->forward(x, t, y, context, ctx);
   };
 
   diffusion::DiffusionSchedule schedule(diffusion::linear_betas(opt.diffusion_steps));
@@ -158,11 +179,25 @@ ProfileReport profile_model(const ProfileOptions& opt) {
     for (std::int64_t i = 0; i < n && mc.num_classes > 0; ++i) labels.push_back(i % mc.num_classes);
     return labels;
   };
+  // What the network takes beside x_t (forward_channels() - in_channels channels: a low-res
+  // image, a first-frame condition, a level plane), synthetic like the data; the level plane
+  // of a conditioning-augmented model is 0 (no augmentation). Undefined when there is none.
+  auto condition_for = [&](std::int64_t n, Generator& gen) {
+    const int extra = mc.forward_channels() - mc.in_channels, plane = mc.cond_augmented() ? 1 : 0;
+    if (extra == 0) return Tensor();
+    Shape s = batch_of(n);
+    s.back() = extra - plane;
+    Tensor c = randn(s, gen, opt.device);
+    if (plane == 0) return c;
+    s.back() = 1;
+    return concat({c, Tensor::zeros(s, c.dtype(), opt.device)}, -1);
+  };
   // Synthetic data: the step's cost does not depend on the values.
   train::BatchProvider batches = [&](std::int64_t, Generator& gen) {
     train::Batch b;
     b.x0 = randn(batch_of(opt.batch_size), gen, opt.device);
     b.labels = labels_for(opt.batch_size);
+    b.cond = condition_for(opt.batch_size, gen);
     return b;
   };
   train::TrainerConfig tc;
@@ -175,6 +210,7 @@ ProfileReport profile_model(const ProfileOptions& opt) {
 
   Generator sample_gen(opt.seed + 2);
   Tensor x_t = randn(batch_of(sample_batch), sample_gen, opt.device);
+  if (const Tensor c = condition_for(sample_batch, sample_gen); c.defined()) x_t = concat({x_t, c}, -1);
   const std::vector<double> t_sample(static_cast<std::size_t>(sample_batch),
                                      static_cast<double>(opt.diffusion_steps - 1));
   const std::vector<std::int64_t> y_sample = labels_for(sample_batch);
@@ -235,6 +271,7 @@ std::string format_report(const ProfileReport& r) {
     if (m.context_pooled()) o << ", pooled into the timestep embedding (" << m.context_pool_heads << " heads)";
   }
   o << "\n";
+  if (!r.options.checkpoint.empty()) o << "model: " << r.options.checkpoint << " (its weights; synthetic data)\n";
   if (m.video()) o << "video: " << m.num_frames << " frames per clip (batches [B, F, H, W, C], temporal attention over F)\n";
   if (r.options.device.is_cuda())
     o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
@@ -249,7 +286,9 @@ std::string format_report(const ProfileReport& r) {
 std::string report_json(const ProfileReport& r) {
   std::ostringstream o;
   const unet::UNetConfig& m = r.options.model;
-  o << "{\"device\": " << json_string(r.options.device.str()) << ", \"model\": {\"image_size\": " << m.image_size
+  o << "{\"device\": " << json_string(r.options.device.str());
+  if (!r.options.checkpoint.empty()) o << ", \"checkpoint\": " << json_string(r.options.checkpoint);
+  o << ", \"model\": {\"image_size\": " << m.image_size
     << ", \"num_channels\": " << m.model_channels << ", \"channel_mult\": [" << join(m.channel_mult)
     << "], \"num_res_blocks\": " << m.num_res_blocks << ", \"attention_resolutions\": ["
     << join(m.attention_resolutions) << "], \"num_heads\": " << m.num_heads
@@ -257,7 +296,7 @@ std::string report_json(const ProfileReport& r) {
     << ", \"use_scale_shift_norm\": " << (m.use_scale_shift_norm ? "true" : "false")
     << ", \"num_classes\": " << m.num_classes << ", \"context_dim\": " << m.context_dim
     << ", \"transformer_depth\": " << m.transformer_depth << ", \"context_pool_heads\": " << m.context_pool_heads
-    << ", \"num_frames\": " << m.num_frames << "}";
+    << ", \"norm_groups\": " << m.norm_groups << ", \"num_frames\": " << m.num_frames << "}";
   if (r.options.text_cond) {
     const text::TextEncoderConfig& e = r.options.text;
     o << ", \"text_encoder\": {\"vocab_size\": " << e.vocab_size << ", \"context_length\": " << e.context_length
@@ -301,7 +340,43 @@ void add_profile_flags(CLI::App& app, ProfileFlags& f) {
       ->capture_default_str();
   app.add_option("--diffusion-steps", f.diffusion_steps, "T of the linear noise schedule")->capture_default_str();
   app.add_option("--warmup", f.warmup, "untimed steps before the profiled ones")->capture_default_str();
+  app.add_option("--norm-groups", f.norm_groups, "GroupNorm groups (must divide every level's channels)")
+      ->capture_default_str();
+  app.add_option("--checkpoint", f.checkpoint,
+                 "profile a trained model as it is: a run or checkpoint folder, a model file with config.json, or a "
+                 "diffusers folder (its network, weights, batch size and T; the model flags are then refused)");
   app.add_flag("--json", f.json, "print one JSON object instead of the tables");
+}
+
+namespace {
+// The flags that shape the profiled network, refused with --checkpoint (SRC's network is profiled).
+const std::vector<const char*> kProfileModelFlags = {
+    "--image-size",    "--num-channels",    "--channel-mult",   "--num-res-blocks", "--attention-resolutions",
+    "--num-heads",     "--num-head-channels", "--dropout",      "--learn-sigma",    "--use-scale-shift-norm",
+    "--resblock-updown", "--class-cond",    "--num-classes",    "--frames",         "--norm-groups",
+    "--text-cond",     "--context-length",  "--text-width",     "--text-layers",    "--text-heads",
+    "--transformer-depth", "--diffusion-steps"};
+
+// The run's training batch size from the config.json beside `checkpoint` (model_config_path),
+// 0 when there is none (a diffusers folder, a model file without a "train" section).
+std::int64_t run_batch_size(const std::string& checkpoint) {
+  const std::string path = model_config_path(checkpoint);
+  if (path.empty()) return 0;
+  std::ifstream in(path);
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("train") || !j.at("train").is_object()) return 0;
+  const nlohmann::json& b = j.at("train").value("batch_size", nlohmann::json());
+  return b.is_number_integer() && b.get<std::int64_t>() > 0 ? b.get<std::int64_t>() : 0;
+}
+}  // namespace
+
+void note_profile_flags(const CLI::App& app, ProfileFlags& f) {
+  f.model_flags_given.clear();
+  for (const char* flag : kProfileModelFlags) {
+    const CLI::Option* opt = app.get_option_no_throw(flag);
+    if (opt != nullptr && opt->count() > 0) f.model_flags_given.push_back(flag);
+  }
+  if (f.text.pooling_given) f.model_flags_given.push_back(f.text.pooling ? "--text-pooling" : "--no-text-pooling");
 }
 
 ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std::uint64_t seed) {
@@ -309,6 +384,20 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   ProfileOptions o;
   o.device = device;
   o.seed = seed;
+  DDPM_CHECK(f.batch_size == -1 || f.batch_size > 0, "--batch-size must be positive, got " << f.batch_size);
+  DDPM_CHECK(f.sample_batch_size >= 0, "--sample-batch-size must be >= 0, got " << f.sample_batch_size);
+  DDPM_CHECK(f.warmup >= 0, "--warmup must be >= 0, got " << f.warmup);
+  o.sample_batch_size = f.sample_batch_size;
+  o.warmup_steps = f.warmup;
+  if (!f.checkpoint.empty()) {  // the network, its T and the run's batch size come from SRC (profile_model)
+    DDPM_CHECK(f.model_flags_given.empty(), f.model_flags_given.front()
+                                                << " shapes the profiled network, but --checkpoint " << f.checkpoint
+                                                << " supplies it; drop " << f.model_flags_given.front());
+    o.checkpoint = f.checkpoint;
+    const std::int64_t run_batch = run_batch_size(f.checkpoint);
+    o.batch_size = f.batch_size > 0 ? f.batch_size : run_batch > 0 ? run_batch : (cuda ? 128 : 4);
+    return o;
+  }
   unet::UNetConfig& m = o.model;
   m = unet::UNetConfig::ddpm_cifar10();
   m.image_size = f.image_size;
@@ -335,6 +424,8 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
   DDPM_CHECK(f.frames == 0 || f.frames >= 2, "--frames must be 0 (an image model) or at least 2 (frames per clip), got "
                                                   << f.frames);
   m.num_frames = f.frames;
+  DDPM_CHECK(f.norm_groups >= 1, "--norm-groups must be positive, got " << f.norm_groups);
+  m.norm_groups = f.norm_groups;
   check_text_cond_flags(f.text, f.class_cond, m.attention_resolutions.empty());  // as ddpm-train checks them
   if (f.text.enabled) {
     o.text_cond = true;
@@ -348,14 +439,9 @@ ProfileOptions resolve_profile_options(const ProfileFlags& f, Device device, std
     m.context_pool_heads = f.text.context_pool_heads();
   }
   m.validate();
-  DDPM_CHECK(f.batch_size == -1 || f.batch_size > 0, "--batch-size must be positive, got " << f.batch_size);
   o.batch_size = f.batch_size > 0 ? f.batch_size : (cuda ? 128 : 4);
-  DDPM_CHECK(f.sample_batch_size >= 0, "--sample-batch-size must be >= 0, got " << f.sample_batch_size);
-  o.sample_batch_size = f.sample_batch_size;
   DDPM_CHECK(f.diffusion_steps >= 1, "--diffusion-steps must be positive, got " << f.diffusion_steps);
   o.diffusion_steps = f.diffusion_steps;
-  DDPM_CHECK(f.warmup >= 0, "--warmup must be >= 0, got " << f.warmup);
-  o.warmup_steps = f.warmup;
   return o;
 }
 

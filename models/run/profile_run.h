@@ -25,6 +25,18 @@
 // A video model (--frames F, num_frames = F: the space-time factorised UNet of unet.h) takes
 // batches of clips [B, F, H, W, C] in both steps; its tables add the temporal blocks'
 // `transpose` rows and their attention calls (sequences of F tokens, one per pixel).
+//
+// --checkpoint SRC profiles a trained model as it is: SRC is anything open_model
+// (model_source.h) opens (a run or checkpoint folder, a model file with config.json, a
+// diffusers folder), its network and text encoder with their weights (the EMA set when there
+// is one), at the run's training batch size (config.json "train.batch_size"; --batch-size
+// overrides) and T. The model flags are then refused by name: the network is SRC's. The
+// steps are still the DDPM loss on synthetic data: an EDM or VDM run's network costs the same
+// per call, but its loss arithmetic is not the one profiled. Inputs the network takes beside
+// x_t (a super-resolution model's low-res image, a video model's first-frame condition) are
+// synthetic noise of their shape (a conditioning-augmented model's level plane: level 0); a
+// guidance-embedded model gets w = 0. A latent run's UNet is profiled on latents: its
+// autoencoder is not.
 #pragma once
 
 #include "models/run/int_list.h"
@@ -48,6 +60,9 @@ namespace ddpm::run {
 constexpr int kProfileVocabSize = 1000;
 
 struct ProfileOptions {
+  // Non-empty: open_model(checkpoint) supplies the network (and text encoder); `model` and
+  // `text` are then filled from it by profile_model (the report shows what was profiled).
+  std::string checkpoint;
   unet::UNetConfig model;
   // text_cond: the model's text encoder (its width is model.context_dim, its vocab_size
   // kProfileVocabSize); ignored otherwise.
@@ -106,6 +121,10 @@ struct ProfileFlags {
   bool class_cond = false;
   int num_classes = 10;
   int frames = 0;  // --frames: 0 = an image model; F >= 2 = a video model of F-frame clips
+  int norm_groups = 32;  // --norm-groups: GroupNorm groups (must divide every level's channels)
+  std::string checkpoint;  // --checkpoint SRC: profile SRC's network (see the top of this file)
+  // The model-shaping flags the parse saw (note_profile_flags), refused with --checkpoint.
+  std::vector<std::string> model_flags_given;
   TextCondFlags text;  // ddpm-train's text flags (text_flags.h)
   std::int64_t batch_size = -1;
   std::int64_t sample_batch_size = 0;
@@ -115,6 +134,9 @@ struct ProfileFlags {
 };
 
 void add_profile_flags(CLI::App& app, ProfileFlags& flags);
+// After the parse: records which model-shaping flags were given (as ddpm-train's
+// note_init_from_flags does), so --checkpoint can refuse them by name.
+void note_profile_flags(const CLI::App& app, ProfileFlags& flags);
 // Applies the device defaults and validates; ValueError on bad values.
 ProfileOptions resolve_profile_options(const ProfileFlags& flags, Device device, std::uint64_t seed);
 // What ddpm-profile does after parsing: profile, then print the tables (or JSON) to out.

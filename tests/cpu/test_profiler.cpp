@@ -12,6 +12,7 @@
 #include "engine/profiler.h"
 #include "engine/rng.h"
 #include "models/run/profile_run.h"
+#include "support/tiny_run.h"
 #include "support/value_error.h"
 
 namespace ddpm {
@@ -223,6 +224,68 @@ TEST(ProfileRun, VideoModelShowsTheTransposesAndTheTemporalAttention) {
   f.frames = 1;
   ddpm::testing::expect_value_error([&] { run::resolve_profile_options(f, cpu, 0); },
                                     "--frames must be 0 (an image model) or at least 2");
+}
+
+// --checkpoint RUN: the run's own network (config, weights), batch size and T are profiled;
+// a first-frame video run also gets its condition channels; model flags are refused by name.
+TEST(ProfileRun, CheckpointProfilesTheRunsOwnNetwork) {
+  run::TrainOptions o = ddpm::testing::tiny_run(ddpm::testing::temp_run("profile_video"));
+  o.data = "moving-toy";
+  o.frames = 3;
+  o.canvas = 16;
+  o.item_size = 8;
+  o.first_frame_condition = true;
+  o.batch_size = 2;
+  o.steps = 1;
+  o.save_every = 1;
+  o.num_samples = 1;
+  o.diffusion_steps = 40;
+  run::train_run(o);
+
+  run::ProfileFlags f;
+  f.checkpoint = o.out;
+  f.warmup = 0;
+  const run::ProfileOptions resolved = run::resolve_profile_options(f, cpu, 0);
+  EXPECT_EQ(resolved.batch_size, 2);  // the run's, from its config.json
+  const run::ProfileReport r = run::profile_model(resolved);
+  const unet::UNetConfig& m = r.options.model;
+  EXPECT_EQ(m.model_channels, 8);
+  EXPECT_EQ(m.norm_groups, 4);
+  EXPECT_EQ(m.num_frames, 3);
+  EXPECT_TRUE(m.first_frame_condition);
+  EXPECT_EQ(r.options.diffusion_steps, 40);
+  EXPECT_EQ(calls_of(r.train, "transpose"), 2 * (2 * 1 + 2 * 2 + 1));  // its temporal blocks ran
+  EXPECT_TRUE(has_row(r.sample, "conv2d"));
+  EXPECT_NE(run::format_report(r).find("model: " + o.out), std::string::npos);
+  EXPECT_NE(run::report_json(r).find("\"checkpoint\": "), std::string::npos);
+
+  f.batch_size = 3;  // --batch-size still chooses
+  EXPECT_EQ(run::resolve_profile_options(f, cpu, 0).batch_size, 3);
+  f.model_flags_given = {"--num-channels"};
+  ddpm::testing::expect_value_error([&] { run::resolve_profile_options(f, cpu, 0); },
+                                    "--num-channels shapes the profiled network, but --checkpoint");
+  f.model_flags_given.clear();
+  f.checkpoint = o.out + "/no-such-folder";
+  f.warmup = 0;
+  EXPECT_ANY_THROW(run::profile_model(run::resolve_profile_options(f, cpu, 0)));
+}
+
+// The flag parse records the model flags given (what --checkpoint refuses), and --norm-groups
+// reaches the config.
+TEST(ProfileRun, NoteProfileFlagsSeesTheModelFlagsAndNormGroupsReachesTheConfig) {
+  run::ProfileFlags f;
+  CLI::App app{"test"};
+  run::add_profile_flags(app, f);
+  const char* argv[] = {"test", "--norm-groups", "8", "--num-channels", "16", "--warmup", "0"};
+  app.parse(7, const_cast<char**>(argv));
+  run::note_profile_flags(app, f);
+  EXPECT_EQ(f.model_flags_given, (std::vector<std::string>{"--num-channels", "--norm-groups"}));
+  EXPECT_EQ(run::resolve_profile_options(f, cpu, 0).model.norm_groups, 8);
+  f.norm_groups = 0;
+  ddpm::testing::expect_value_error([&] { run::resolve_profile_options(f, cpu, 0); },
+                                    "--norm-groups must be positive");
+  f.norm_groups = 12;  // 12 does not divide 16
+  EXPECT_THROW(run::resolve_profile_options(f, cpu, 0), ValueError);
 }
 
 TEST(ProfileRun, TextCondFlagsBuildTheModelAndRejectBadValues) {

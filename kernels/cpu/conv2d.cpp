@@ -1,10 +1,6 @@
 // kernels/cpu/conv2d.cpp: im2col, col2im and the three GEMMs of a convolution (see
-// conv2d.h for the equations). Samples go in chunks: the chunk's patches are stacked into
-// one column buffer [S*ho*wo, kh*kw*cin], so each GEMM has S*ho*wo rows. One sample's GEMM
-// at UNet sizes (28x28 pixels, 16..64 channels) is too small for BLAS to run near its peak;
-// stacking samples is what makes the CPU convolutions fast. S is as large as keeps the buffer
-// within kColumnBudget values, so memory stays bounded whatever the batch size. A row of C
-// depends only on its row of A, so the result is the same for any S.
+// conv2d.h for the equations). One sample at a time, so the column buffer stays at
+// ho*wo*kh*kw*cin values whatever the batch size.
 #include "kernels/cpu/conv2d.h"
 
 #include <cblas.h>
@@ -51,18 +47,6 @@ void for_each_tap(const Conv2dGeometry& g, F&& f) {
     }
 }
 
-// The column buffer's size limit in values (32 MiB of floats): a chunk holds as many
-// samples as fit, at least one. A 1x1 convolution has no buffer (its patches are the
-// pixels): its chunk is the batch, capped so a GEMM's row count stays in BLAS's int range.
-constexpr std::int64_t kColumnBudget = std::int64_t(8) << 20;
-constexpr std::int64_t kMaxGemmRows = std::int64_t(1) << 30;
-
-std::int64_t chunk_samples(const Conv2dGeometry& g) {
-  const std::int64_t p = std::max<std::int64_t>(1, g.out_pixels());
-  const std::int64_t fit = g.is_pointwise() ? kMaxGemmRows / p : kColumnBudget / (p * g.patch_size());
-  return std::max<std::int64_t>(1, std::min(g.n, fit));
-}
-
 }  // namespace
 
 template <class T>
@@ -87,21 +71,20 @@ void col2im(const T* cols, T* x, const Conv2dGeometry& g) {
 template <class T>
 void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeometry& g, const T* sample_bias,
                     const T* residual) {
-  const std::int64_t k = g.patch_size(), p = g.out_pixels(), in_size = g.h * g.w * g.cin;
-  const std::int64_t S = chunk_samples(g);
-  std::vector<T> cols(g.is_pointwise() ? 0 : static_cast<std::size_t>(S * p * k));
-  for (std::int64_t n0 = 0; n0 < g.n; n0 += S) {
-    const std::int64_t s = std::min(S, g.n - n0), rows = s * p;
-    T* ys = y + n0 * p * g.cout;  // [s*ho*wo, cout]
-    const T* a = x + n0 * in_size;  // a 1x1 convolution's patches are the pixels themselves
+  const std::int64_t k = g.patch_size(), p = g.out_pixels();
+  std::vector<T> cols(g.is_pointwise() ? 0 : static_cast<std::size_t>(p * k));
+  for (std::int64_t n = 0; n < g.n; ++n) {
+    const T* xn = x + n * g.h * g.w * g.cin;
+    T* yn = y + n * p * g.cout;  // [ho*wo, cout]
+    const T* a = xn;             // a 1x1 convolution's patches are the pixels themselves
     if (!g.is_pointwise()) {
-      for (std::int64_t i = 0; i < s; ++i) im2col(x + (n0 + i) * in_size, cols.data() + i * p * k, g);
+      im2col(xn, cols.data(), g);
       a = cols.data();
     }
     if (bias)
-      for (std::int64_t r = 0; r < rows; ++r) std::copy(bias, bias + g.cout, ys + r * g.cout);
-    // y [rows, cout] = cols [rows, k] W^T [k, cout] (+ the bias rows already in y)
-    gemm(false, true, rows, g.cout, k, T(1), a, k, w, k, bias ? T(1) : T(0), ys, g.cout);
+      for (std::int64_t i = 0; i < p; ++i) std::copy(bias, bias + g.cout, yn + i * g.cout);
+    // y_n [p, cout] = cols [p, k] W^T [k, cout] (+ the bias rows already in y_n)
+    gemm(false, true, p, g.cout, k, T(1), a, k, w, k, bias ? T(1) : T(0), yn, g.cout);
   }
   // The bias went in with the GEMM (as before the epilogue existed); the rest is added after.
   if (sample_bias || residual) conv2d_epilogue<T>(y, nullptr, sample_bias, residual, g.n, p, g.cout);
@@ -109,34 +92,31 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dGeo
 
 template <class T>
 void conv2d_backward_data(const T* gy, const T* w, T* gx, const Conv2dGeometry& g) {
-  const std::int64_t k = g.patch_size(), p = g.out_pixels(), in_size = g.h * g.w * g.cin;
-  const std::int64_t S = chunk_samples(g);
-  std::vector<T> gcols(g.is_pointwise() ? 0 : static_cast<std::size_t>(S * p * k));
-  for (std::int64_t n0 = 0; n0 < g.n; n0 += S) {
-    const std::int64_t s = std::min(S, g.n - n0);
-    // gcols [s*p, k] = gy [s*p, cout] W [cout, k], then each sample's patches fold back; for
-    // a 1x1 convolution gcols is gx itself.
-    T* c = g.is_pointwise() ? gx + n0 * in_size : gcols.data();
-    gemm(false, false, s * p, k, g.cout, T(1), gy + n0 * p * g.cout, g.cout, w, k, T(0), c, k);
-    if (!g.is_pointwise())
-      for (std::int64_t i = 0; i < s; ++i) col2im(gcols.data() + i * p * k, gx + (n0 + i) * in_size, g);
+  const std::int64_t k = g.patch_size(), p = g.out_pixels();
+  std::vector<T> gcols(g.is_pointwise() ? 0 : static_cast<std::size_t>(p * k));
+  for (std::int64_t n = 0; n < g.n; ++n) {
+    const T* gyn = gy + n * p * g.cout;
+    T* gxn = gx + n * g.h * g.w * g.cin;
+    // gcols [p, k] = gy_n [p, cout] W [cout, k]; for a 1x1 convolution gcols is gx_n.
+    T* c = g.is_pointwise() ? gxn : gcols.data();
+    gemm(false, false, p, k, g.cout, T(1), gyn, g.cout, w, k, T(0), c, k);
+    if (!g.is_pointwise()) col2im(gcols.data(), gxn, g);
   }
 }
 
 template <class T>
 void conv2d_backward_filter(const T* x, const T* gy, T* gw, const Conv2dGeometry& g) {
-  const std::int64_t k = g.patch_size(), p = g.out_pixels(), in_size = g.h * g.w * g.cin;
-  const std::int64_t S = chunk_samples(g);
-  std::vector<T> cols(g.is_pointwise() ? 0 : static_cast<std::size_t>(S * p * k));
-  for (std::int64_t n0 = 0; n0 < g.n; n0 += S) {
-    const std::int64_t s = std::min(S, g.n - n0);
-    const T* a = x + n0 * in_size;
+  const std::int64_t k = g.patch_size(), p = g.out_pixels();
+  std::vector<T> cols(g.is_pointwise() ? 0 : static_cast<std::size_t>(p * k));
+  for (std::int64_t n = 0; n < g.n; ++n) {
+    const T* xn = x + n * g.h * g.w * g.cin;
+    const T* a = xn;
     if (!g.is_pointwise()) {
-      for (std::int64_t i = 0; i < s; ++i) im2col(x + (n0 + i) * in_size, cols.data() + i * p * k, g);
+      im2col(xn, cols.data(), g);
       a = cols.data();
     }
-    // gW [cout, k] (+)= gy^T [cout, s*p] cols [s*p, k]; the first chunk overwrites.
-    gemm(true, false, g.cout, k, s * p, T(1), gy + n0 * p * g.cout, g.cout, a, k, n0 == 0 ? T(0) : T(1), gw, k);
+    // gW [cout, k] (+)= gy_n^T [cout, p] cols [p, k]; the first sample overwrites.
+    gemm(true, false, g.cout, k, p, T(1), gy + n * p * g.cout, g.cout, a, k, n == 0 ? T(0) : T(1), gw, k);
   }
   if (g.n == 0) std::fill(gw, gw + g.cout * k, T(0));
 }

@@ -46,12 +46,40 @@ void fill_strides(const Shape& in, const Shape& out, std::int64_t* stride) {
   }
 }
 
+// The map of out = f(a, b) with adjacent axes merged where both operands walk them as one:
+// axes d-1 and d merge when, for a and for b, stride[d-1] == stride[d] * size[d] (contiguous
+// across the pair, or both broadcast along it); axes of size 1 add no offset and are dropped.
+// The offsets are the same with fewer axes: [N, H, W, C] + [N, H, W, C] becomes one axis of
+// N*H*W*C elements, and [N, H, W, C] + [N, 1, 1, C] (the timestep embedding added to every
+// pixel) becomes [N, H*W, C] with b's strides (C, 0, 1). The CPU kernels compute the offsets
+// once per run of the last axis, so merging is what makes long runs.
 BroadcastMap make_map(const Shape& a, const Shape& b, const Shape& out) {
+  BroadcastMap full;
+  full.ndim = static_cast<int>(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) full.out_shape[i] = out[i];
+  fill_strides(a, out, full.a_stride);
+  fill_strides(b, out, full.b_stride);
+  if (full.ndim <= 1) return full;
   BroadcastMap m;
-  m.ndim = static_cast<int>(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) m.out_shape[i] = out[i];
-  fill_strides(a, out, m.a_stride);
-  fill_strides(b, out, m.b_stride);
+  m.ndim = 1;
+  m.out_shape[0] = full.out_shape[0];
+  m.a_stride[0] = full.a_stride[0];
+  m.b_stride[0] = full.b_stride[0];
+  for (int d = 1; d < full.ndim; ++d) {
+    const int k = m.ndim - 1;  // the merged axis so far; axis d follows it
+    const std::int64_t size = full.out_shape[d];
+    if (size == 1) continue;
+    if (m.a_stride[k] == full.a_stride[d] * size && m.b_stride[k] == full.b_stride[d] * size) {
+      m.out_shape[k] *= size;
+      m.a_stride[k] = full.a_stride[d];
+      m.b_stride[k] = full.b_stride[d];
+    } else {
+      m.out_shape[m.ndim] = size;
+      m.a_stride[m.ndim] = full.a_stride[d];
+      m.b_stride[m.ndim] = full.b_stride[d];
+      ++m.ndim;
+    }
+  }
   return m;
 }
 

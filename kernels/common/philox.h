@@ -128,16 +128,39 @@ DDPM_HD float uniform_at(std::uint64_t seed, std::uint64_t g) {
   return uniform_from_bits(r.v[g & 3]);
 }
 
+// Box-Muller on two words: the normal pair (z0, z1) = (radius cos, radius sin) above,
+// computed in double and each rounded once to float.
+DDPM_HD void box_muller(std::uint32_t w0, std::uint32_t w1, float& z0, float& z1) {
+  double u1 = mul(static_cast<double>((w0 >> 11) + 1u), 1.0 / 2097152.0);  // (0, 1]
+  double u2 = mul(static_cast<double>(w1 >> 8), 1.0 / 16777216.0);        // [0, 1)
+  double radius = sqrt_rn(mul(-2.0, log_exact(u1)));
+  double s, c;
+  sincos_2pi_exact(u2, s, c);
+  z0 = static_cast<float>(mul(radius, c));
+  z1 = static_cast<float>(mul(radius, s));
+}
+
 // Element g of the standard-normal stream.
 DDPM_HD float normal_at(std::uint64_t seed, std::uint64_t g) {
   U32x4 r = philox4x32_10(g >> 2, seed);
   unsigned pair = static_cast<unsigned>(g & 2);  // words (0,1) or (2,3)
-  double u1 = mul(static_cast<double>((r.v[pair] >> 11) + 1u), 1.0 / 2097152.0);  // (0, 1]
-  double u2 = mul(static_cast<double>(r.v[pair + 1] >> 8), 1.0 / 16777216.0);    // [0, 1)
-  double radius = sqrt_rn(mul(-2.0, log_exact(u1)));
-  double s, c;
-  sincos_2pi_exact(u2, s, c);
-  return static_cast<float>((g & 1) ? mul(radius, s) : mul(radius, c));
+  float z0, z1;
+  box_muller(r.v[pair], r.v[pair + 1], z0, z1);
+  return (g & 1) ? z1 : z0;
+}
+
+// Elements 4b .. 4b+3 of the uniform and of the normal stream: one Philox block (and two
+// Box-Muller pairs) for four elements, the same values as uniform_at / normal_at give one
+// at a time. For loops that walk a stream in order.
+DDPM_HD void uniform_block(std::uint64_t seed, std::uint64_t block, float (&out)[4]) {
+  U32x4 r = philox4x32_10(block, seed);
+  for (int w = 0; w < 4; ++w) out[w] = uniform_from_bits(r.v[w]);
+}
+
+DDPM_HD void normal_block(std::uint64_t seed, std::uint64_t block, float (&out)[4]) {
+  U32x4 r = philox4x32_10(block, seed);
+  box_muller(r.v[0], r.v[1], out[0], out[1]);
+  box_muller(r.v[2], r.v[3], out[2], out[3]);
 }
 
 }  // namespace ddpm::philox

@@ -1,6 +1,7 @@
 // kernels/cpu/group_norm.cpp: reference loops for GroupNorm (+ AdaGN, + SiLU); the
-// equations are in the header. Literal and unoptimized: one (n, group) at a time, two
-// passes for the statistics (mean, then the mean squared deviation), all in double.
+// equations are in the header. Literal: one (n, group) at a time, two passes for the
+// statistics (mean, then the mean squared deviation), all in double. The backward keeps a
+// group's dxhat between its two passes (one SiLU derivative, so one exp, per element).
 #include "kernels/cpu/group_norm.h"
 
 #include <algorithm>
@@ -69,6 +70,7 @@ void group_norm_backward(const T* x, const T* gamma, const T* beta, const T* sca
   std::vector<double> dgamma_acc(static_cast<std::size_t>(C), 0.0), dbeta_acc(static_cast<std::size_t>(C), 0.0);
   // Per (n, c) sums of the current sample: dz and dz * a.
   std::vector<double> dshift_acc(static_cast<std::size_t>(C)), dscale_acc(static_cast<std::size_t>(C));
+  std::vector<double> dxhat_of(static_cast<std::size_t>(HW * Cg));  // the current group's dxhat, [p, c - c0]
   for (std::int64_t n = 0; n < N; ++n) {
     const T* xn = x + n * HW * C;
     const T* dyn = dy + n * HW * C;
@@ -79,29 +81,23 @@ void group_norm_backward(const T* x, const T* gamma, const T* beta, const T* sca
       const std::int64_t c0 = g * Cg;
       const double mu = static_cast<double>(mean[n * G + g]);
       const double r = static_cast<double>(rstd[n * G + g]);
-      // Recomputes xhat, a, z and dz for element (p, c); returns dxhat and sets xhat.
-      auto element = [&](std::int64_t p, std::int64_t c, double& xhat_out, bool accumulate) {
-        const double gam = static_cast<double>(gamma[c]);
-        const double xhat = (static_cast<double>(xn[p * C + c]) - mu) * r;
-        const double a = xhat * gam + static_cast<double>(beta[c]);
-        const double s1 = scale ? 1.0 + static_cast<double>(scale[n * C + c]) : 1.0;
-        const double z = scale ? a * s1 + static_cast<double>(shift[n * C + c]) : a;
-        const double dz = static_cast<double>(dyn[p * C + c]) * act_grad(z, fuse_silu);
-        if (accumulate) {
+      // Pass 1: recompute xhat, a, z and dz per element; the parameter gradients, dxhat
+      // (kept for pass 2) and the two group means of the dx formula.
+      double sum_dxhat = 0, sum_dxhat_xhat = 0;
+      for (std::int64_t p = 0; p < HW; ++p)
+        for (std::int64_t c = c0; c < c0 + Cg; ++c) {
+          const double gam = static_cast<double>(gamma[c]);
+          const double xhat = (static_cast<double>(xn[p * C + c]) - mu) * r;
+          const double a = xhat * gam + static_cast<double>(beta[c]);
+          const double s1 = scale ? 1.0 + static_cast<double>(scale[n * C + c]) : 1.0;
+          const double z = scale ? a * s1 + static_cast<double>(shift[n * C + c]) : a;
+          const double dz = static_cast<double>(dyn[p * C + c]) * act_grad(z, fuse_silu);
           dshift_acc[static_cast<std::size_t>(c)] += dz;
           dscale_acc[static_cast<std::size_t>(c)] += dz * a;
           dbeta_acc[static_cast<std::size_t>(c)] += dz * s1;
           dgamma_acc[static_cast<std::size_t>(c)] += dz * s1 * xhat;
-        }
-        xhat_out = xhat;
-        return dz * s1 * gam;
-      };
-      // Pass 1: the parameter gradients and the two group means of the dx formula.
-      double sum_dxhat = 0, sum_dxhat_xhat = 0;
-      for (std::int64_t p = 0; p < HW; ++p)
-        for (std::int64_t c = c0; c < c0 + Cg; ++c) {
-          double xhat;
-          double dxhat = element(p, c, xhat, true);
+          const double dxhat = dz * s1 * gam;
+          dxhat_of[static_cast<std::size_t>(p * Cg + (c - c0))] = dxhat;
           sum_dxhat += dxhat;
           sum_dxhat_xhat += dxhat * xhat;
         }
@@ -109,8 +105,8 @@ void group_norm_backward(const T* x, const T* gamma, const T* beta, const T* sca
       // Pass 2: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
       for (std::int64_t p = 0; p < HW; ++p)
         for (std::int64_t c = c0; c < c0 + Cg; ++c) {
-          double xhat;
-          double dxhat = element(p, c, xhat, false);
+          const double xhat = (static_cast<double>(xn[p * C + c]) - mu) * r;
+          const double dxhat = dxhat_of[static_cast<std::size_t>(p * Cg + (c - c0))];
           dxn[p * C + c] = static_cast<T>(r * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat));
         }
     }

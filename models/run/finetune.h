@@ -28,10 +28,24 @@
 //     them: not a UNet).
 //   - --lora-rank R (lora_run.h) trains adapters on SRC's attention projections instead of
 //     its weights; SRC stays frozen and is reloaded from the recorded file on every resume.
-//     --lora-rank and --lora-alpha without --init-from are ValueErrors.
+//     --lora-rank and --lora-alpha without --init-from are ValueErrors. Refused for a video
+//     target (below): a LoRA run is opened as its recorded base plus adapters, and an image
+//     base has no temporal blocks, whose fresh weights would also stay frozen at the identity.
+//   - Video (Ho et al. 2022 sec. 3; Emu Video and AnimateDiff start the video model from a
+//     trained image model): on clips of F frames (--data moving-*), an image SRC becomes a
+//     video UNet, SRC's config with num_frames = F and first_frame_condition = the flag
+//     (--first-frame-condition is the video model's choice, not SRC's). SRC's parameters are
+//     loaded by name; the temporal blocks (temp_attentions.*, absent in SRC) keep their fresh
+//     initialisation, to_out zero; with --first-frame-condition conv_in grows from C to 2C + 1
+//     input channels, SRC's kernel in the first C and zeros in the condition's C + 1. So at
+//     step 0 the video model is SRC applied frame by frame, the condition ignored. A video SRC
+//     fine-tunes on clips of its own F (another F is a ValueError naming both); its conv_in
+//     grows the same way when SRC has no first-frame condition and the flag is given, and a
+//     conditioned SRC needs the flag. Video SRC on images, or the flag on images, is refused.
 // config.json of the new run gets an "init_from" section:
 //   {"source": absolute SRC path, "kind": open_model's kind, "weights": "ema" | "raw",
-//    "files": [{"path": absolute file, "sha256": hex digest}, ...]}
+//    "files": [{"path": absolute file, "sha256": hex digest}, ...],
+//    "video": {"num_frames": F, "from_image": SRC was an image model}   (video targets only)}
 // (the weights file, and a pipeline's text-encoder file), so the starting point can be
 // checked later with sha256sum. --resume of a fine-tune run reads the architecture from
 // the run's own config.json (SRC is not opened again and may have moved or changed); a
@@ -95,12 +109,22 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
 std::optional<FineTuneSource> prepare_finetune(TrainOptions& o);
 
 // The UNet config of the fine-tune on `data` (after padding): SRC's, with o.dropout when
-// --dropout was given. ValueError naming what mismatches (image size, channels, classes).
+// --dropout was given, and for clips num_frames = F and o.first_frame_condition (the video
+// rules above). ValueError naming what mismatches (frame size, channels, classes, F, the
+// first-frame condition, --lora-rank on clips).
 unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOptions& o, const Dataset& data);
 
+// config.json's "init_from" of a fine-tune training `model`: s.record, plus "video" for a
+// video model (kept as recorded when s.record already has it, i.e. on resume).
+nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& model);
+
 // Copies s.weights into `model`'s parameters (by name, any device), before the slab's EMA is
-// made. IoError listing the missing, unexpected and mismatched names (none for a model
-// built from s.model).
+// made; `model` is built from `target` (finetune_unet_config). The only differences allowed
+// are the video ones above: temporal blocks absent in an image SRC keep their values, and
+// conv_in.weight grown for the first-frame condition gets SRC's kernel in its first input
+// channels and zeros in the rest. IoError listing every other missing, unexpected and
+// mismatched name. The two-argument form takes target = s.model.
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model, const unet::UNetConfig& target);
 void load_finetune_weights(const FineTuneSource& s, const nn::Module& model);
 
 }  // namespace ddpm::run

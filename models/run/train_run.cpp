@@ -234,16 +234,13 @@ TrainResult train_run(const TrainOptions& options) {
   if (latent && default_sigma_data_for_latents(o))
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
-  DDPM_CHECK(!finetune || (data->frames == 1 && finetune->model.num_frames == 0),
-             "--init-from " << o.init_from << ": fine-tuning video models, or an image model on clips, is not "
-                                              "supported yet");
   const unet::UNetConfig mc =
       finetune ? finetune_unet_config(*finetune, o, *data)
                : make_unet_config(o, static_cast<int>(data->height) / f,
                                   latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes,
                                   static_cast<int>(data->frames));
   nlohmann::json config = run_config_json(o, mc);
-  if (finetune) config["init_from"] = finetune->record;
+  if (finetune) config["init_from"] = finetune_record(*finetune, mc);  // with "video" for a video target
   if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
   text::TextEncoderConfig ec;
   if (tokenizer) {
@@ -309,7 +306,7 @@ TrainResult train_run(const TrainOptions& options) {
     slab.pack(trained.named_parameters());
     // A fine-tune starts from SRC's weights, before the trainer copies them into its EMA; a
     // LoRA run's frozen base is SRC's on every resume too.
-    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model);
+    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model, mc);
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;

@@ -317,6 +317,30 @@ TEST(VideoFineTune, AnImageRunFineTunesOnClipsAndResumes) {
   for (const char* key : {"image_size", "in_channels", "model_channels", "channel_mult", "num_classes"})
     EXPECT_EQ(cfg.at("model").at(key), image_model.at(key)) << key;
 
+  // It started from the image run's EMA weights: AdamW's first step moves each by at most lr
+  // (test_finetune.cpp FirstStepStartsFromTheSourceWeights), conv_in's first C channels too.
+  const run::ModelSource src = run::open_model(image_run(), Device::cpu(), /*use_ema=*/true);
+  const run::ModelSource step1 = run::open_model(run::checkpoint_dir(straight.out, 1), Device::cpu(), false);
+  std::map<std::string, Tensor> source;
+  for (const auto& [name, t] : src.net->named_parameters()) source[name] = t;
+  int temporal = 0;
+  for (const auto& [name, t] : step1.net->named_parameters()) {
+    if (is_temporal(name)) {
+      ++temporal;
+      continue;
+    }
+    const std::vector<float> a = t.to_vector(), b = source.at(name).to_vector();
+    const std::int64_t cin = t.shape().back(), src_cin = source.at(name).shape().back();  // [.., Cin] last
+    double moved = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const std::int64_t k = static_cast<std::int64_t>(i) / cin, c = static_cast<std::int64_t>(i) % cin;
+      if (c >= src_cin) continue;  // conv_in's new condition channels
+      moved = std::max(moved, static_cast<double>(std::fabs(a[i] - b[static_cast<std::size_t>(k * src_cin + c)])));
+    }
+    EXPECT_LE(moved, straight.lr * (1 + 1e-3) + 1e-6) << name;
+  }
+  EXPECT_GT(temporal, 0);
+
   TrainOptions first = video_finetune(image_run(), temp_run("vfinetune_resumed"));
   first.steps = 1;
   run::train_run(first);

@@ -193,7 +193,17 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
   DDPM_CHECK(std::isfinite(o.lora_alpha) && o.lora_alpha >= 0,
              "--lora-alpha must be positive (0 = the rank), got " << o.lora_alpha);
   DDPM_CHECK(o.lora_alpha == 0 || o.lora_rank > 0, "--lora-alpha " << o.lora_alpha << " needs --lora-rank");
+  DDPM_CHECK(o.train_only.empty() || o.train_only == "temporal",
+             "--train-only must be temporal (the video model's temporal blocks), got '" << o.train_only << "'");
+  DDPM_CHECK(o.train_only.empty() || o.lora_rank == 0,
+             "--train-only " << o.train_only << " and --lora-rank " << o.lora_rank
+                             << " are two ways to choose what trains; give one");
+  DDPM_CHECK(o.train_only.empty() || o.posthoc_ema.empty(),
+             "--posthoc-ema does not apply with --train-only " << o.train_only
+                                                              << ": the power EMAs would hold the trained blocks alone");
   if (o.init_from.empty() && !saved) {
+    DDPM_CHECK(o.train_only.empty(), "--train-only " << o.train_only << " needs --init-from: it trains the temporal "
+                                                                       "blocks of a video model made from a trained one");
     DDPM_CHECK(o.init_weights.empty(), "--init-weights " << o.init_weights << " needs --init-from");
     DDPM_CHECK(o.lora_rank == 0, "--lora-rank " << o.lora_rank << " needs --init-from: LoRA adapts a trained model");
     return std::nullopt;
@@ -256,6 +266,9 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
              "--lora-rank " << o.lora_rank << " does not apply to a video fine-tune (--data " << data.name
                             << " holds clips): a LoRA run is opened as its recorded base plus adapters, and the "
                                "video model's temporal blocks are not in an image base; fine-tune all weights instead");
+  DDPM_CHECK(o.train_only.empty() || frames > 0,
+             "--train-only " << o.train_only << " trains a video model's temporal blocks; --data " << data.name
+                             << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
   c.num_frames = frames;
   c.first_frame_condition = o.first_frame_condition;
   c.dropout = o.dropout;
@@ -268,6 +281,22 @@ nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& 
   if (model.video() && !r.contains("video"))
     r["video"] = {{"num_frames", model.num_frames}, {"from_image", !s.model.video()}};
   return r;
+}
+
+NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target) {
+  NamedTensors trained;
+  for (auto& [name, p] : model.named_parameters()) {
+    const bool temporal = name.find("temp_attentions.") != std::string::npos;
+    const bool conv_in = target.first_frame_condition && name.rfind("conv_in.", 0) == 0;
+    if (temporal || conv_in) {
+      trained.emplace_back(name, p);
+    } else {
+      Tensor frozen = p;  // a handle on the model's parameter
+      frozen.set_requires_grad(false);
+    }
+  }
+  DDPM_CHECK(!trained.empty(), "--train-only temporal: the model has no temporal blocks (not a video model)");
+  return trained;
 }
 
 void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) { load_finetune_weights(s, model, s.model); }

@@ -42,6 +42,15 @@
 //     fine-tunes on clips of its own F (another F is a ValueError naming both); its conv_in
 //     grows the same way when SRC has no first-frame condition and the flag is given, and a
 //     conditioned SRC needs the flag. Video SRC on images, or the flag on images, is refused.
+//   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
+//     image model) trains the video target's temporal blocks alone, plus conv_in with
+//     --first-frame-condition (its condition channels must learn); every other parameter is
+//     frozen: outside the trainer's slab, so it gets no gradient, no AdamW update or weight
+//     decay, and no EMA (its EMA is itself). Checkpoints still hold the whole model (model
+//     and EMA files), and a resume reloads the frozen weights from them. Recorded as
+//     config.json "train": {"train_only": "temporal"} (absent otherwise). ValueError without
+//     --init-from, on images, with --lora-rank, and with --posthoc-ema (the power EMAs hold
+//     the slab alone).
 // config.json of the new run gets an "init_from" section:
 //   {"source": absolute SRC path, "kind": open_model's kind, "weights": "ema" | "raw",
 //    "files": [{"path": absolute file, "sha256": hex digest}, ...],
@@ -117,6 +126,11 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
 // config.json's "init_from" of a fine-tune training `model`: s.record, plus "video" for a
 // video model (kept as recorded when s.record already has it, i.e. on resume).
 nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& model);
+
+// --train-only temporal: the parameters of `model` (built from `target`, a video model) that
+// train, in the model's order: every temp_attentions.* and, with the first-frame condition,
+// conv_in.*. Sets requires_grad false on all the others (frozen: no gradient is computed).
+NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target);
 
 // Copies s.weights into `model`'s parameters (by name, any device), before the slab's EMA is
 // made; `model` is built from `target` (finetune_unet_config). The only differences allowed

@@ -242,6 +242,7 @@ TrainResult train_run(const TrainOptions& options) {
   nlohmann::json config = run_config_json(o, mc);
   if (finetune) config["init_from"] = finetune_record(*finetune, mc);  // with "video" for a video target
   if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
+  if (!o.train_only.empty()) config["train"]["train_only"] = o.train_only;  // finetune.h
   text::TextEncoderConfig ec;
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
@@ -303,7 +304,15 @@ TrainResult train_run(const TrainOptions& options) {
     }
     nn::Module& trained = lora ? static_cast<nn::Module&>(*lora) : model;
     ParameterSlab slab;
-    slab.pack(trained.named_parameters());
+    // --train-only temporal (finetune.h): the slab, the optimiser and the EMA hold the temporal
+    // blocks alone; the frozen rest stays outside it, and checkpoints still save all of `model`.
+    slab.pack(o.train_only.empty() ? trained.named_parameters() : train_only_parameters(model, mc));
+    if (!o.train_only.empty()) {
+      std::int64_t total = 0;
+      for (const auto& [name, p] : model.named_parameters()) total += p.numel();
+      say(o, "ddpm-train: --train-only " + o.train_only + ": training " + std::to_string(slab.numel()) + " of " +
+                 std::to_string(total) + " parameters (" + std::to_string(slab.size()) + " tensors), the rest frozen");
+    }
     // A fine-tune starts from SRC's weights, before the trainer copies them into its EMA; a
     // LoRA run's frozen base is SRC's on every resume too.
     if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model, mc);

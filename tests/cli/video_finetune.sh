@@ -5,7 +5,8 @@
 # steps), fine-tuned with --init-from on clips of 4 frames with --first-frame-condition (2
 # steps): config.json's model and "init_from" record, the temporal weights in the checkpoint,
 # a resume, and ddpm-sample animating first frames. Then the refusals (exit 2, one error line,
-# no output folder): another F for a video source, --lora-rank on clips.
+# no output folder): another F for a video source, --lora-rank on clips. And AnimateDiff's
+# motion-module training (--train-only temporal): the counts, config.json, sampling, refusals.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" video_finetune
@@ -36,6 +37,20 @@ test -f "$video/samples/step_2.gif" || fail "no animated sample grid"
   --sampling-steps 2 --device cpu --out "$work/samples" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample"
 grep -aq "'shape': (2, 4, 16, 16, 1)" "$work/samples/samples.npz" || fail "samples.npz is not 2 clips of 4 frames"
 
+# --train-only temporal: the counts are printed, the frozen weights stay the image run's (the
+# bit-for-bit checks: VideoFineTune.TrainOnlyTemporalFreezesTheRest), and the run samples as
+# any video run.
+motion="$work/motion"
+"$bin/ddpm-train" "${ft[@]}" --train-only temporal --steps 2 --out "$motion" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "--train-only temporal"
+grep -q 'train-only temporal: training [0-9]* of [0-9]* parameters' "$work/err.txt" ||
+  fail "no trained/total parameter counts"
+grep -q '"train_only": "temporal"' "$motion/config.json" || fail "config.json does not record --train-only"
+"$bin/ddpm-sample" --checkpoint "$motion" --first-frame-from "$image" --num-samples 2 --batch-size 2 \
+  --sampling-steps 2 --device cpu --out "$work/motion_samples" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-sample of the --train-only run"
+test -f "$work/motion_samples/grid.gif" || fail "no clips from the --train-only run"
+
 refuse() {  # refuse PATTERN FLAGS...
   local pattern=$1
   shift
@@ -45,4 +60,7 @@ refuse() {  # refuse PATTERN FLAGS...
 refuse "holds clips of 3 frames, but the --init-from model $video is a video model of 4 frames" \
   --init-from "$video" --frames 3 --first-frame-condition
 refuse "--lora-rank 2 does not apply to a video fine-tune" --init-from "$image" --frames 4 --lora-rank 2
+refuse "--train-only temporal needs --init-from" --frames 4 --train-only temporal
+refuse "--train-only temporal trains a video model's temporal blocks" --init-from "$image" --frames 1 \
+  --train-only temporal
 echo "video_finetune: OK"

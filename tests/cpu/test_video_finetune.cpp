@@ -369,3 +369,73 @@ TEST(VideoFineTune, AVideoRunFineTunesOnClipsOfItsF) {
   expect_value_error([&] { run::train_run(other_f); }, "holds clips of 3 frames, but the --init-from model");
   EXPECT_FALSE(fs::exists(other_f.out));
 }
+
+// --train-only temporal (AnimateDiff's motion modules): after 2 steps every frozen weight is
+// bit for bit the image run's, in the model and the EMA files; the temporal blocks and the
+// grown conv_in trained; a resume continues exactly as the run that never stopped.
+TEST(VideoFineTune, TrainOnlyTemporalFreezesTheRest) {
+  TrainOptions straight = video_finetune(image_run(), temp_run("vfinetune_temporal"));
+  straight.train_only = "temporal";
+  straight.weight_decay = 0.1;  // must not touch the frozen weights either
+  run::train_run(straight);
+  EXPECT_EQ(run::read_run_config(straight.out).at("train").at("train_only"), "temporal");
+  const run::ModelSource src = run::open_model(image_run(), Device::cpu(), /*use_ema=*/true);
+  std::map<std::string, Tensor> source;
+  for (const auto& [name, t] : src.net->named_parameters()) source[name] = t;
+  for (const bool ema : {false, true}) {
+    const run::ModelSource after = run::open_model(run::checkpoint_dir(straight.out, 2), Device::cpu(), ema);
+    int frozen = 0, trained = 0;
+    for (const auto& [name, t] : after.net->named_parameters()) {
+      if (is_temporal(name) || name.rfind("conv_in.", 0) == 0) {
+        ++trained;
+        continue;
+      }
+      ++frozen;
+      EXPECT_TRUE(ddpm::testing::same_bits(t, source.at(name))) << name << (ema ? " (EMA)" : "");
+    }
+    EXPECT_GT(frozen, 0);
+    EXPECT_GT(trained, 0);
+    std::map<std::string, Tensor> p;
+    for (const auto& [name, t] : after.net->named_parameters()) p[name] = t;
+    // The zero-initialised output projection of a temporal block moved, and so did conv_in.
+    EXPECT_GT(peak_abs(p.at("mid_block.temp_attentions.0.to_out.0.weight")), 0.0) << ema;
+    EXPECT_FALSE(ddpm::testing::same_bits(slice(p.at("conv_in.weight"), 3, 0, 1),
+                                          slice(source.at("conv_in.weight"), 3, 0, 1)))
+        << ema;
+  }
+
+  TrainOptions first = video_finetune(image_run(), temp_run("vfinetune_temporal_resumed"));
+  first.train_only = "temporal";
+  first.weight_decay = 0.1;
+  first.steps = 1;
+  run::train_run(first);
+  TrainOptions resumed = video_finetune("", first.out);
+  resumed.train_only = "temporal";
+  resumed.weight_decay = 0.1;
+  resumed.resume = "latest";
+  run::train_run(resumed);
+  for (const char* f : {run::kModelFile, run::kEmaFile, run::kOptimizerFile})
+    ddpm::testing::expect_same_tensors(run::checkpoint_dir(straight.out, 2) + "/" + f,
+                                       run::checkpoint_dir(resumed.out, 2) + "/" + f);
+}
+
+TEST(VideoFineTune, TrainOnlyIsRefusedWhereItCannotApply) {
+  TrainOptions o = ddpm::testing::tiny_run(temp_run("vfinetune_refused"));
+  o.train_only = "temporal";
+  expect_value_error([&] { run::train_run(o); }, "--train-only temporal needs --init-from");
+  EXPECT_FALSE(fs::exists(o.out));
+  TrainOptions f = video_finetune(image_run(), temp_run("vfinetune_refused"));
+  f.train_only = "spatial";
+  expect_value_error([&] { run::train_run(f); }, "--train-only must be temporal");
+  f.train_only = "temporal";
+  f.lora_rank = 2;
+  expect_value_error([&] { run::train_run(f); }, "are two ways to choose what trains");
+  f.lora_rank = 0;
+  f.posthoc_ema = "0.1";
+  expect_value_error([&] { run::train_run(f); }, "--posthoc-ema does not apply with --train-only temporal");
+  f.posthoc_ema.clear();
+  f.frames = 1;
+  f.first_frame_condition = false;
+  expect_value_error([&] { run::train_run(f); }, "--train-only temporal trains a video model's temporal blocks");
+  EXPECT_FALSE(fs::exists(f.out));
+}

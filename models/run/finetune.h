@@ -9,7 +9,7 @@
 //     (--init-weights ema|raw chooses; raw when the checkpoint has no EMA); --init-weights
 //     is refused for the other kinds, which hold one set of weights.
 //   - The new run takes SRC's architecture (the UNet config, verbatim, --dropout aside: it
-//     may be given, as regularisation is the fine-tune's choice), its diffusion settings
+//     may be given, as regularisation is the fine-tune's choice; on clips see Video below), its diffusion settings
 //     (T, schedule, prediction, learned variance, zero terminal SNR), its class or text
 //     conditioning (a text model's encoder and tokenizer: captions are tokenized with SRC's
 //     vocabulary, unknown words become <unk>) and its image size. Every flag that would

@@ -162,8 +162,7 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
     }
   }
   ModelSource m = open_model(src, Device::cpu(), use_ema);  // ValueError for a ControlNet run
-  refuse_vdm_model(m, src, "--init-from");
-  refuse_video_model(m, src, "--init-from");
+  refuse_vdm_model(m, src, "--init-from");  // a video model is fine-tuned on clips (finetune_unet_config)
   DDPM_CHECK(!m.diffusion.edm, "--init-from " << src << " is an EDM model (--objective edm); fine-tuning EDM models "
                                                         "is not supported yet");
   const unet::UNetConfig& mc = m.net->config();
@@ -194,7 +193,17 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
   DDPM_CHECK(std::isfinite(o.lora_alpha) && o.lora_alpha >= 0,
              "--lora-alpha must be positive (0 = the rank), got " << o.lora_alpha);
   DDPM_CHECK(o.lora_alpha == 0 || o.lora_rank > 0, "--lora-alpha " << o.lora_alpha << " needs --lora-rank");
+  DDPM_CHECK(o.train_only.empty() || o.train_only == "temporal",
+             "--train-only must be temporal (the video model's temporal blocks), got '" << o.train_only << "'");
+  DDPM_CHECK(o.train_only.empty() || o.lora_rank == 0,
+             "--train-only " << o.train_only << " and --lora-rank " << o.lora_rank
+                             << " are two ways to choose what trains; give one");
+  DDPM_CHECK(o.train_only.empty() || o.posthoc_ema.empty(),
+             "--posthoc-ema does not apply with --train-only " << o.train_only
+                                                              << ": the power EMAs would hold the trained blocks alone");
   if (o.init_from.empty() && !saved) {
+    DDPM_CHECK(o.train_only.empty(), "--train-only " << o.train_only << " needs --init-from: it trains the temporal "
+                                                                       "blocks of a video model made from a trained one");
     DDPM_CHECK(o.init_weights.empty(), "--init-weights " << o.init_weights << " needs --init-from");
     DDPM_CHECK(o.lora_rank == 0, "--lora-rank " << o.lora_rank << " needs --init-from: LoRA adapts a trained model");
     return std::nullopt;
@@ -238,12 +247,72 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
     DDPM_CHECK(data.has_labels() && data.num_classes == c.num_classes,
                "--data " << data.name << " has " << (data.has_labels() ? std::to_string(data.num_classes) : "no")
                          << " classes, but the class-conditional --init-from model has " << c.num_classes);
+  // Video: clips of F frames make a video UNet of F frames (the checks above were per frame).
+  const int frames = data.frames > 1 ? static_cast<int>(data.frames) : 0;
+  const std::string src = o.init_from;
+  if (c.video())
+    DDPM_CHECK(frames == c.num_frames,
+               "--data " << data.name << " holds "
+                         << (frames > 0 ? "clips of " + std::to_string(frames) + " frames" : std::string("images"))
+                         << ", but the --init-from model " << src << " is a video model of " << c.num_frames
+                         << " frames; a video fine-tune needs clips of the same F (--frames " << c.num_frames << ")");
+  DDPM_CHECK(!o.first_frame_condition || frames > 0,
+             "--first-frame-condition conditions a video model on each clip's first frame; --data "
+                 << data.name << " holds images, not clips (use e.g. --data moving-toy)");
+  DDPM_CHECK(o.first_frame_condition || !c.first_frame_condition,
+             "the --init-from model " << src << " is conditioned on each clip's first frame; give "
+                                             "--first-frame-condition to fine-tune it (its conv_in takes the condition)");
+  DDPM_CHECK(o.lora_rank == 0 || frames == 0,
+             "--lora-rank " << o.lora_rank << " does not apply to a video fine-tune (--data " << data.name
+                            << " holds clips): a LoRA run is opened as its recorded base plus adapters, and the "
+                               "video model's temporal blocks are not in an image base; fine-tune all weights instead");
+  DDPM_CHECK(o.train_only.empty() || frames > 0,
+             "--train-only " << o.train_only << " trains a video model's temporal blocks; --data " << data.name
+                             << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
+  c.num_frames = frames;
+  c.first_frame_condition = o.first_frame_condition;
   c.dropout = o.dropout;
   c.validate();
   return c;
 }
 
-void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) {
+nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& model) {
+  nlohmann::json r = s.record;
+  if (model.video() && !r.contains("video"))
+    r["video"] = {{"num_frames", model.num_frames}, {"from_image", !s.model.video()}};
+  return r;
+}
+
+NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target) {
+  NamedTensors trained;
+  for (auto& [name, p] : model.named_parameters()) {
+    const bool temporal = name.find("temp_attentions.") != std::string::npos;
+    const bool conv_in = target.first_frame_condition && name.rfind("conv_in.", 0) == 0;
+    if (temporal || conv_in) {
+      trained.emplace_back(name, p);
+    } else {
+      Tensor frozen = p;  // a handle on the model's parameter
+      frozen.set_requires_grad(false);
+    }
+  }
+  DDPM_CHECK(!trained.empty(), "--train-only temporal: the model has no temporal blocks (not a video model)");
+  return trained;
+}
+
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) { load_finetune_weights(s, model, s.model); }
+
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model, const unet::UNetConfig& target) {
+  // The differences a video target may have from its source (finetune.h): temporal blocks new
+  // to an image source, and conv_in widened by the first-frame condition's C + 1 channels.
+  const bool new_temporal = target.video() && !s.model.video();
+  const bool grown_conv_in = target.first_frame_condition && !s.model.first_frame_condition;
+  const std::int64_t src_in = s.model.input_channels(), dst_in = target.input_channels();
+  auto is_temporal = [](const std::string& name) { return name.find("temp_attentions.") != std::string::npos; };
+  // conv_in.weight [O, k, k, Cin]: the source's with only its last axis (Cin) wider.
+  auto grows = [&](const std::string& name, const Shape& from, const Shape& to) {
+    return grown_conv_in && name == "conv_in.weight" && from.size() == 4 && to.size() == 4 && from[0] == to[0] &&
+           from[1] == to[1] && from[2] == to[2] && from[3] == src_in && to[3] == dst_in;
+  };
   std::map<std::string, const Tensor*> source;
   for (const auto& [name, t] : s.weights) source[name] = &t;
   std::ostringstream problems;
@@ -252,9 +321,10 @@ void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) {
   for (const auto& [name, p] : params) {
     const auto it = source.find(name);
     if (it == source.end()) {
+      if (new_temporal && is_temporal(name)) continue;  // keeps its fresh initialisation
       problems << "\n  missing: " << name;
       ++count;
-    } else if (it->second->shape() != p.shape()) {
+    } else if (it->second->shape() != p.shape() && !grows(name, it->second->shape(), p.shape())) {
       problems << "\n  shape of " << name << ": " << shape_str(it->second->shape()) << " in the source vs "
                << shape_str(p.shape());
       ++count;
@@ -271,8 +341,22 @@ void load_finetune_weights(const FineTuneSource& s, const nn::Module& model) {
                 "--init-from " << s.record.value("source", std::string()) << ": " << count
                                << " parameter(s) do not match the model:" << problems.str());
   for (const auto& [name, p] : params) {
+    const auto it = source.find(name);
+    if (it == source.end()) continue;  // a new temporal block
     Tensor dst = p;  // a handle: copy_from writes the model's (slab's) storage
-    dst.copy_from(source.at(name)->to(p.dtype()));
+    if (it->second->shape() == p.shape()) {
+      dst.copy_from(it->second->to(p.dtype()));
+      continue;
+    }
+    // The grown conv_in: W'[o, i, j, c] = W[o, i, j, c] for c < C_src, 0 for the condition's
+    // channels, so conv_in(concat(x_t, I, m)) = conv_in_src(x_t) whatever the condition.
+    // Built in f64 on the host (exact for f32 and f64 weights), then cast to the model's dtype.
+    const std::vector<double> w = it->second->to_double_vector();
+    const std::int64_t taps = p.shape()[0] * p.shape()[1] * p.shape()[2];
+    std::vector<double> grown(static_cast<std::size_t>(taps * dst_in), 0.0);
+    for (std::int64_t k = 0; k < taps; ++k)
+      for (std::int64_t c = 0; c < src_in; ++c) grown[k * dst_in + c] = w[k * src_in + c];
+    dst.copy_from(Tensor::from_vector(grown, p.shape(), DType::f64).to(p.dtype()));
   }
 }
 

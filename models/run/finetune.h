@@ -9,7 +9,7 @@
 //     (--init-weights ema|raw chooses; raw when the checkpoint has no EMA); --init-weights
 //     is refused for the other kinds, which hold one set of weights.
 //   - The new run takes SRC's architecture (the UNet config, verbatim, --dropout aside: it
-//     may be given, as regularisation is the fine-tune's choice), its diffusion settings
+//     may be given, as regularisation is the fine-tune's choice; on clips see Video below), its diffusion settings
 //     (T, schedule, prediction, learned variance, zero terminal SNR), its class or text
 //     conditioning (a text model's encoder and tokenizer: captions are tokenized with SRC's
 //     vocabulary, unknown words become <unk>) and its image size. Every flag that would
@@ -28,10 +28,33 @@
 //     them: not a UNet).
 //   - --lora-rank R (lora_run.h) trains adapters on SRC's attention projections instead of
 //     its weights; SRC stays frozen and is reloaded from the recorded file on every resume.
-//     --lora-rank and --lora-alpha without --init-from are ValueErrors.
+//     --lora-rank and --lora-alpha without --init-from are ValueErrors. Refused for a video
+//     target (below): a LoRA run is opened as its recorded base plus adapters, and an image
+//     base has no temporal blocks, whose fresh weights would also stay frozen at the identity.
+//   - Video (Ho et al. 2022 sec. 3; Emu Video and AnimateDiff start the video model from a
+//     trained image model): on clips of F frames (--data moving-*), an image SRC becomes a
+//     video UNet, SRC's config with num_frames = F and first_frame_condition = the flag
+//     (--first-frame-condition is the video model's choice, not SRC's). SRC's parameters are
+//     loaded by name; the temporal blocks (temp_attentions.*, absent in SRC) keep their fresh
+//     initialisation, to_out zero; with --first-frame-condition conv_in grows from C to 2C + 1
+//     input channels, SRC's kernel in the first C and zeros in the condition's C + 1. So at
+//     step 0 the video model is SRC applied frame by frame, the condition ignored. A video SRC
+//     fine-tunes on clips of its own F (another F is a ValueError naming both); its conv_in
+//     grows the same way when SRC has no first-frame condition and the flag is given, and a
+//     conditioned SRC needs the flag. Video SRC on images, or the flag on images, is refused.
+//   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
+//     image model) trains the video target's temporal blocks alone, plus conv_in with
+//     --first-frame-condition (its condition channels must learn); every other parameter is
+//     frozen: outside the trainer's slab, so it gets no gradient, no AdamW update or weight
+//     decay, and no EMA (its EMA is itself). Checkpoints still hold the whole model (model
+//     and EMA files), and a resume reloads the frozen weights from them. Recorded as
+//     config.json "train": {"train_only": "temporal"} (absent otherwise). ValueError without
+//     --init-from, on images, with --lora-rank, and with --posthoc-ema (the power EMAs hold
+//     the slab alone).
 // config.json of the new run gets an "init_from" section:
 //   {"source": absolute SRC path, "kind": open_model's kind, "weights": "ema" | "raw",
-//    "files": [{"path": absolute file, "sha256": hex digest}, ...]}
+//    "files": [{"path": absolute file, "sha256": hex digest}, ...],
+//    "video": {"num_frames": F, "from_image": SRC was an image model}   (video targets only)}
 // (the weights file, and a pipeline's text-encoder file), so the starting point can be
 // checked later with sha256sum. --resume of a fine-tune run reads the architecture from
 // the run's own config.json (SRC is not opened again and may have moved or changed); a
@@ -95,12 +118,27 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
 std::optional<FineTuneSource> prepare_finetune(TrainOptions& o);
 
 // The UNet config of the fine-tune on `data` (after padding): SRC's, with o.dropout when
-// --dropout was given. ValueError naming what mismatches (image size, channels, classes).
+// --dropout was given, and for clips num_frames = F and o.first_frame_condition (the video
+// rules above). ValueError naming what mismatches (frame size, channels, classes, F, the
+// first-frame condition, --lora-rank on clips).
 unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOptions& o, const Dataset& data);
 
+// config.json's "init_from" of a fine-tune training `model`: s.record, plus "video" for a
+// video model (kept as recorded when s.record already has it, i.e. on resume).
+nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& model);
+
+// --train-only temporal: the parameters of `model` (built from `target`, a video model) that
+// train, in the model's order: every temp_attentions.* and, with the first-frame condition,
+// conv_in.*. Sets requires_grad false on all the others (frozen: no gradient is computed).
+NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target);
+
 // Copies s.weights into `model`'s parameters (by name, any device), before the slab's EMA is
-// made. IoError listing the missing, unexpected and mismatched names (none for a model
-// built from s.model).
+// made; `model` is built from `target` (finetune_unet_config). The only differences allowed
+// are the video ones above: temporal blocks absent in an image SRC keep their values, and
+// conv_in.weight grown for the first-frame condition gets SRC's kernel in its first input
+// channels and zeros in the rest. IoError listing every other missing, unexpected and
+// mismatched name. The two-argument form takes target = s.model.
+void load_finetune_weights(const FineTuneSource& s, const nn::Module& model, const unet::UNetConfig& target);
 void load_finetune_weights(const FineTuneSource& s, const nn::Module& model);
 
 }  // namespace ddpm::run

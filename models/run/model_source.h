@@ -136,9 +136,9 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // its gamma(t) (vdm.h vdm_grid_denoiser), which only ddpm-sample and ddpm-eval bpd map today.
 void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what);
 // ValueError "<what> does not apply to <path>: it is a video model ..." for the apps that work
-// on images only (editing, distillation, ControlNet, cascades, fine-tuning, evaluation, export):
-// a video UNet (unet.h num_frames) takes clips [N, F, H, W, C], which only ddpm-sample and
-// ddpm-train handle today.
+// on images only (editing, distillation, ControlNet, cascades, evaluation, export): a video
+// UNet (unet.h num_frames) takes clips [N, F, H, W, C], which only ddpm-sample and ddpm-train
+// (fine-tuning included, finetune.h) handle today.
 void refuse_video_model(const ModelSource& model, const std::string& path, const std::string& what);
 
 // The config.json that open_model reads for `checkpoint` ("dir/" read as "dir"): a folder's

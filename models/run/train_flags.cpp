@@ -57,6 +57,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
       ->capture_default_str()->group("Fine-tuning");
   app.add_option("--lora-alpha", o.lora_alpha, "with --lora-rank: the adapters' scale is alpha / rank (default: rank)")
       ->group("Fine-tuning");
+  app.add_option("--train-only", o.train_only,
+                 "temporal: with --init-from on clips, train only the video model's temporal blocks (and conv_in "
+                 "with --first-frame-condition), every other weight frozen (AnimateDiff's motion modules)")
+      ->group("Fine-tuning");
   // Model.
   const char* M = "Model";
   app.add_option("--image-size", o.image_size, "image size; 0 = the data's (after padding), else must equal it")

@@ -234,17 +234,15 @@ TrainResult train_run(const TrainOptions& options) {
   if (latent && default_sigma_data_for_latents(o))
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");
   const int f = latent ? latent->factor() : 1;
-  DDPM_CHECK(!finetune || (data->frames == 1 && finetune->model.num_frames == 0),
-             "--init-from " << o.init_from << ": fine-tuning video models, or an image model on clips, is not "
-                                              "supported yet");
   const unet::UNetConfig mc =
       finetune ? finetune_unet_config(*finetune, o, *data)
                : make_unet_config(o, static_cast<int>(data->height) / f,
                                   latent ? latent->config().z_channels : static_cast<int>(data->channels), num_classes,
                                   static_cast<int>(data->frames));
   nlohmann::json config = run_config_json(o, mc);
-  if (finetune) config["init_from"] = finetune->record;
+  if (finetune) config["init_from"] = finetune_record(*finetune, mc);  // with "video" for a video target
   if (o.lora_rank > 0) config["lora"] = lora_config_json(o.lora_rank, o.lora_alpha);
+  if (!o.train_only.empty()) config["train"]["train_only"] = o.train_only;  // finetune.h
   text::TextEncoderConfig ec;
   if (tokenizer) {
     ec.vocab_size = tokenizer->vocab_size();
@@ -306,10 +304,18 @@ TrainResult train_run(const TrainOptions& options) {
     }
     nn::Module& trained = lora ? static_cast<nn::Module&>(*lora) : model;
     ParameterSlab slab;
-    slab.pack(trained.named_parameters());
+    // --train-only temporal (finetune.h): the slab, the optimiser and the EMA hold the temporal
+    // blocks alone; the frozen rest stays outside it, and checkpoints still save all of `model`.
+    slab.pack(o.train_only.empty() ? trained.named_parameters() : train_only_parameters(model, mc));
+    if (!o.train_only.empty()) {
+      std::int64_t total = 0;
+      for (const auto& [name, p] : model.named_parameters()) total += p.numel();
+      say(o, "ddpm-train: --train-only " + o.train_only + ": training " + std::to_string(slab.numel()) + " of " +
+                 std::to_string(total) + " parameters (" + std::to_string(slab.size()) + " tensors), the rest frozen");
+    }
     // A fine-tune starts from SRC's weights, before the trainer copies them into its EMA; a
     // LoRA run's frozen base is SRC's on every resume too.
-    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model);
+    if (finetune && (resume_dir.empty() || lora)) load_finetune_weights(*finetune, model, mc);
     DiffusionSettings settings;
     settings.noise_schedule = diffusion::parse_noise_schedule(o.noise_schedule);
     settings.diffusion_steps = o.diffusion_steps;

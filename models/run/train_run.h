@@ -166,6 +166,10 @@ struct TrainOptions {
   // SRC frozen; alpha <= 0 means alpha = rank (the update is scaled by alpha / rank).
   int lora_rank = 0;
   double lora_alpha = 0.0;
+  // --train-only temporal (finetune.h; AnimateDiff's motion-module training): a video
+  // fine-tune trains its temporal blocks (and conv_in with --first-frame-condition) alone,
+  // every other weight frozen; "" = every weight trains.
+  std::string train_only;
   // Run folder.
   std::string out;
   std::string resume;  // "", "latest" or a checkpoint folder

@@ -117,7 +117,7 @@ refused "distillation (--teacher) does not apply" "$bin/ddpm-distill" --teacher 
   --device cpu --out "$work/x"
 refused "it is a video model" "$bin/ddpm-export" --checkpoint "$run" --out "$work/x"
 refused "it is a video model" "$bin/ddpm-eval" bpd --checkpoint "$run" --data toy --limit 2 --device cpu
-refused "--init-from does not apply" "$bin/ddpm-train" --init-from "$run" --data toy --steps 1 --out "$work/x"
+refused "is a video model of 3 frames" "$bin/ddpm-train" --init-from "$run" --data toy --steps 1 --out "$work/x"
 refused "holds video clips" "$bin/ddpm-classifier" train --data moving-toy --steps 1 --device cpu --out "$work/x"
 test ! -e "$work/x" || fail "a refused command left $work/x behind"
 echo "video: OK"

@@ -271,6 +271,7 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
                              << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
   c.num_frames = frames;
   c.first_frame_condition = o.first_frame_condition;
+  c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;  // a training choice (vext), not SRC's
   c.dropout = o.dropout;
   c.validate();
   return c;

@@ -549,8 +549,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                  : diffusion::sample(base, f, sample_shape(n), labels, sc, gen, o.device, callback, guidance);
     };
     Tensor x = draw(bfn);
-    // --segments S (video_run.h): each further segment starts from the last frame so far.
-    if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, fn, draw);
+    // --segments S (video_run.h): each further segment starts from the last K' frames so far.
+    if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, video_overlap(o, cfg), fn, draw);
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";

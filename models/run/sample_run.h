@@ -243,6 +243,7 @@ struct SampleOptions {
   // from (a PNG or an .npz of images), or an image model to sample them with first.
   std::string first_frame, first_frame_from;
   int segments = 1;  // --segments: clips continued from their last frame (video_run.h)
+  int overlap = 0;   // --overlap K': the known frames per segment; 0 = the model's condition_frames
 };
 
 // The flags and their model-free checks (add_sample_flags, note_given_flags,

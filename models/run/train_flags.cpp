@@ -86,6 +86,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                "video data (--data moving-*): condition the video model on each clip's first frame, so "
                "ddpm-sample --first-frame / --first-frame-from animate given images (Emu Video's factorisation)")
       ->group(M);
+  app.add_option("--condition-frames", o.condition_frames,
+                 "with --first-frame-condition: condition each clip on k ~ Uniform{1..K} of its own first frames, "
+                 "so ddpm-sample --segments can continue clips from K frames (--overlap)")
+      ->capture_default_str()->group(M);
   add_text_cond_flags(app, o.text,
                       "text-conditional model (latent diffusion's cross-attention): captions from the data's "
                       "metadata.jsonl, or generated from class names and brightness for labelled data",

@@ -196,9 +196,17 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   DDPM_CHECK(frames <= 1 || (o.super_res == 0 && o.autoencoder.empty()),
              "--data " << o.data << " holds clips of " << frames << " frames; video models do not support "
                        << (o.super_res > 0 ? "--super-res" : "--autoencoder (latent diffusion)") << " yet");
+  DDPM_CHECK(o.condition_frames == 1 || o.first_frame_condition,
+             "--condition-frames " << o.condition_frames
+                                   << " sets how many known frames condition the video model and needs "
+                                      "--first-frame-condition");
+  DDPM_CHECK(!o.first_frame_condition || (o.condition_frames >= 1 && o.condition_frames < frames),
+             "--condition-frames must be in [1, " << frames - 1 << "] for clips of --frames " << frames
+                                                  << " (at least one frame is generated), got " << o.condition_frames);
   if (frames > 1) {
     c.num_frames = frames;
     c.first_frame_condition = o.first_frame_condition;
+    c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;
   }
   const int levels = static_cast<int>(c.channel_mult.size());
   DDPM_CHECK(size % (1 << (levels - 1)) == 0,

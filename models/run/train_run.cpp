@@ -381,7 +381,7 @@ TrainResult train_run(const TrainOptions& options) {
           cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
         cond = cond.to(o.device);
       }
-      if (mc.first_frame_condition) cond = first_frame_condition_of(x0, mc.num_frames);  // video_run.h
+      if (mc.first_frame_condition) cond = training_frames_condition(x0, mc, gen);  // video_run.h: k ~ U{1..K}
       return train::Batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);

@@ -92,6 +92,9 @@ struct TrainOptions {
   // Video data (clips of F frames) trains a video UNet (unet.h num_frames = F); with this flag
   // it is conditioned on each clip's first frame (Emu Video, models/run/video_run.h).
   bool first_frame_condition = false;
+  // --condition-frames K: with it, each clip is conditioned on k ~ Uniform{1..K} of its own
+  // first frames (unet.h condition_frames; video_run.h training_frames_condition).
+  int condition_frames = 1;
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/ops/concat.h"
 #include "engine/io/atomic_file.h"
+#include "engine/rng.h"
 #include "models/diffusion/super_res.h"
 #include "models/run/latent_run.h"
 #include "models/unet/unet.h"
@@ -29,8 +30,11 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
                  "an .npz with arr_0 uint8 [M, H, W, C] (clip i from image i; N defaults to M; labels from arr_1)");
   app.add_option("--segments", o.segments,
                  "a first-frame-conditioned video model: continue each clip S-1 times, each segment starting from "
-                 "the last frame so far (F + (S-1)(F-1) frames)")
+                 "the last --overlap frames so far (F + (S-1)(F-K') frames)")
       ->capture_default_str();
+  app.add_option("--overlap", o.overlap,
+                 "with --segments: the known frames K' each segment is conditioned on, at most the model's "
+                 "condition_frames (ddpm-train --condition-frames); default: that value");
   app.add_option("--first-frame-from", o.first_frame_from,
                  "a first-frame-conditioned video model: sample this image model first (same flags) into "
                  "OUT/first_frames, then animate its samples (Emu Video's factorised generation)");
@@ -38,6 +42,9 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
 
 void check_video_flags(const SampleOptions& o) {
   DDPM_CHECK(o.segments >= 1, "--segments must be at least 1, got " << o.segments);
+  DDPM_CHECK(o.overlap >= 0, "--overlap must be at least 1 (a known frame per segment), got " << o.overlap);
+  DDPM_CHECK(o.overlap == 0 || o.segments > 1,
+             "--overlap " << o.overlap << " sets how segments join and needs --segments 2 or more");
   DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
              "--first-frame " << o.first_frame << " and --first-frame-from " << o.first_frame_from
                               << " both give the first frames; choose one");
@@ -68,6 +75,11 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
                                             "first-frame-conditioned video model; "
                            << o.checkpoint << " is not one (ddpm-train --first-frame-condition)");
   if (model.first_frame_condition) {
+    // Both bounds name the model's value: K' <= condition_frames <= F - 1 (unet.h).
+    DDPM_CHECK(o.overlap <= model.condition_frames && o.overlap < model.num_frames,
+               "--overlap " << o.overlap << " exceeds the known frames " << o.checkpoint
+                            << " was trained to take: its condition_frames is " << model.condition_frames << " (of "
+                            << model.num_frames << " frames per clip; ddpm-train --condition-frames)");
     DDPM_CHECK(!o.first_frame.empty() || !o.first_frame_from.empty(),
                o.checkpoint << " is a first-frame-conditioned video model: give the frames its clips start from with "
                                "--first-frame IMAGE.png|SAMPLES.npz, or an image model to make them with "
@@ -120,6 +132,7 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
   nlohmann::json j{{"frames", model.num_frames},
                    {"first_frame_condition", model.first_frame_condition},
                    {"segments", o.segments},
+                   {"overlap", o.segments > 1 ? nlohmann::json(video_overlap(o, model)) : nlohmann::json(nullptr)},
                    {"frames_per_clip", video_output_frames(o, model)}};
   j["first_frame"] = frames.cond.defined()
                          ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
@@ -135,6 +148,36 @@ Tensor first_frame_condition_of(const Tensor& x0, int num_frames) {
   return unet::first_frame_condition(frame0, num_frames);
 }
 
+Tensor known_frames_condition(const Tensor& x0, const std::vector<int>& known) {
+  DDPM_CHECK(x0.defined() && x0.ndim() == 5 && static_cast<std::int64_t>(known.size()) == x0.dim(0),
+             "known_frames_condition: x_0 must be clips [N, F, H, W, C] with one known-frame count per clip, got "
+                 << (x0.defined() ? shape_str(x0.shape()) : "none") << " and " << known.size() << " counts");
+  const int F = static_cast<int>(x0.dim(1));
+  std::vector<Tensor> clips;
+  clips.reserve(known.size());
+  for (std::size_t i = 0; i < known.size(); ++i) {
+    const Tensor clip = slice(x0, 0, static_cast<std::int64_t>(i), 1);     // [1, F, H, W, C]
+    clips.push_back(unet::frames_condition(slice(clip, 1, 0, known[i]), F));  // [1, F, H, W, C + 1]
+  }
+  return concat(clips, 0);  // [N, F, H, W, C + 1]
+}
+
+std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen) {
+  DDPM_CHECK(n >= 1 && max_known >= 1,
+             "draw_known_frames: need at least one clip and one known frame, got " << n << " and " << max_known);
+  if (max_known == 1) return std::vector<int>(static_cast<std::size_t>(n), 1);
+  const std::vector<float> u = ddpm::rand({n}, gen).to_vector();  // u ~ U[0, 1)
+  std::vector<int> k(u.size());
+  for (std::size_t i = 0; i < u.size(); ++i)  // k = 1 + floor(u K), in 1..K (min guards u rounding up to 1)
+    k[i] = 1 + std::min(max_known - 1, static_cast<int>(static_cast<double>(u[i]) * max_known));
+  return k;
+}
+
+Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen) {
+  if (model.condition_frames <= 1) return first_frame_condition_of(x0, model.num_frames);
+  return known_frames_condition(x0, draw_known_frames(x0.dim(0), model.condition_frames, gen));
+}
+
 Tensor dataset_first_frames(const Dataset& data, int n) {
   DDPM_CHECK(data.n >= 1 && data.frames >= 1 && n >= 1,
              "dataset_first_frames: " << data.describe() << " has no clips to take " << n << " first frames from");
@@ -148,23 +191,31 @@ Tensor dataset_first_frames(const Dataset& data, int n) {
   return pixels_to_unit(px, n, data.height, data.channels);
 }
 
-std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model) {
-  const std::int64_t F = model.num_frames;
-  return F == 0 ? 0 : F + static_cast<std::int64_t>(std::max(1, o.segments) - 1) * (F - 1);
+int video_overlap(const SampleOptions& o, const unet::UNetConfig& model) {
+  return o.overlap > 0 ? o.overlap : std::max(1, model.condition_frames);  // 1: a first-frame model's
 }
 
-Tensor extend_clips(const Tensor& x, int segments, const diffusion::DenoiseFn& net,
+std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model) {
+  const std::int64_t F = model.num_frames;
+  if (F == 0) return 0;
+  const std::int64_t S = std::max(1, o.segments);
+  return S == 1 ? F : F + (S - 1) * (F - video_overlap(o, model));
+}
+
+Tensor extend_clips(const Tensor& x, int segments, int overlap, const diffusion::DenoiseFn& net,
                     const std::function<Tensor(const diffusion::DenoiseFn&)>& draw) {
   DDPM_CHECK(x.ndim() == 5 && x.dim(1) >= 2 && segments >= 1,
              "extend_clips: x must be clips [n, F, H, W, C] with F >= 2, got " << shape_str(x.shape()));
   const std::int64_t F = x.dim(1);
+  DDPM_CHECK(overlap >= 1 && overlap < F,
+             "extend_clips: --overlap must be in [1, " << F - 1 << "] for clips of " << F << " frames, got " << overlap);
   std::vector<Tensor> parts{x};
   Tensor last = x;
   for (int s = 1; s < segments; ++s) {
-    // x values stay as sampled (not rounded to bytes) between segments.
-    const Tensor frame = slice(last, 1, F - 1, 1).reshape({x.dim(0), x.dim(2), x.dim(3), x.dim(4)});
-    last = draw(diffusion::concat_condition(net, unet::first_frame_condition(frame, static_cast<int>(F))));
-    parts.push_back(slice(last, 1, 1, F - 1));  // its frame 0 re-draws the frame it started from
+    // The last K' frames [n, K', H, W, C], as sampled (not rounded to bytes) between segments.
+    const Tensor known = slice(last, 1, F - overlap, overlap);
+    last = draw(diffusion::concat_condition(net, unet::frames_condition(known, static_cast<int>(F))));
+    parts.push_back(slice(last, 1, overlap, F - overlap));  // its frames 0..K'-1 re-draw the known ones
   }
   return parts.size() == 1 ? x : concat(parts, 1);
 }
@@ -195,6 +246,7 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
   image_o.checkpoint = o.first_frame_from;
   image_o.first_frame_from.clear();
   image_o.segments = 1;  // the image stage makes the first frames only
+  image_o.overlap = 0;
   image_o.sampler_defaulted = o.sampler_defaulted;  // an EDM image model picks heun as it would alone
   SampleOptions video_o = o;
   video_o.first_frame_from.clear();

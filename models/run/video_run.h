@@ -6,7 +6,7 @@
 // per clip) with any of the samplers: they only index the batch axis and broadcast the rest.
 // The output folder holds the video set of image_sets.h (grid.gif, filmstrip.png,
 // videos/NNNNNN.gif, samples.npz arr_0 uint8 [N, F, H, W, C], arr_1 labels) and
-// sample_info.json with "video" {"frames", "first_frame_condition", "segments",
+// sample_info.json with "video" {"frames", "first_frame_condition", "segments", "overlap",
 // "frames_per_clip", "first_frame"}.
 //
 // A first-frame-conditioned model (unet.h first_frame_condition; ddpm-train
@@ -28,20 +28,26 @@
 // after it, and a mask channel; the network sees concat(x_t, condition) at every step, and
 // in classifier-free guidance's doubled batch both halves see the frame (concat_condition).
 //
-// Longer clips (--segments S, first-frame-conditioned models): each clip is continued S - 1
-// times, segment s conditioned on the last frame of segment s - 1 and its generated frame 0
-// (which re-draws that frame) dropped, so a clip holds F + (S - 1)(F - 1) frames. Every
-// segment draws fresh noise from the same generator, after the previous one's draws.
+// Longer clips (--segments S, first-frame-conditioned models; Ho et al. 2022 sec. 3.1):
+// each clip is continued S - 1 times, segment s conditioned on the last K' frames of
+// segment s - 1 (--overlap K', default the model's condition_frames K, unet.h; ddpm-train
+// --condition-frames) and its own generated frames 0..K'-1 (which re-draw those frames)
+// dropped, so a clip holds F + (S - 1)(F - K') frames. The known frames are the sampler's
+// floating-point output, not rounded to bytes. Every segment draws fresh noise from the same
+// generator, after the previous one's draws. --overlap must be in [1, K] (K <= F - 1), and
+// applies only with --segments > 1.
 //
 // Refused for a video model, before anything is sampled (ValueError naming the flag):
 // --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide,
 // and a latent video run. --first-frame / --first-frame-from for a model without the
-// condition, a conditioned model without either, and both at once.
+// condition, a conditioned model without either, and both at once; --overlap beyond the
+// model's condition_frames, or without --segments.
 #pragma once
 
 #include <functional>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -54,7 +60,8 @@
 
 namespace ddpm::run {
 
-// --first-frame and --first-frame-from, bound to `o` (called by add_sample_flags).
+// --first-frame, --first-frame-from, --segments and --overlap, bound to `o` (called by
+// add_sample_flags).
 void add_video_flags(CLI::App& app, SampleOptions& o);
 // Their model-free checks (called by check_sample_options).
 void check_video_flags(const SampleOptions& o);
@@ -85,12 +92,26 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
 // (cyclically) as f32 [n, H, W, C] in [-1, 1] on the CPU, for the sample grids.
 Tensor first_frame_condition_of(const Tensor& x0, int num_frames);
 Tensor dataset_first_frames(const Dataset& data, int n);
+// Conditioning on K known frames (unet.h condition_frames; Ho et al. 2022 sec. 3.1): clip i
+// of x_0 is conditioned on its own first known[i] frames, frames_condition(x_0[i, 0:k_i], F)
+// stacked over the clips (the frames stay in the target too, as for k = 1). On x_0's device.
+Tensor known_frames_condition(const Tensor& x0, const std::vector<int>& known);
+// k ~ Uniform{1..max_known} for each of n clips: n uniforms from gen (rng.h rand), k = 1 +
+// floor(u max_known). max_known = 1 draws nothing (returns n ones), so first-frame runs keep
+// their streams.
+std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen);
+// The batch provider's condition for a frame-conditioned model: the two above with
+// max_known = model.condition_frames.
+Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen);
 
-// The frames per written clip: F, or F + (S - 1)(F - 1) with --segments S; 0 for an image model.
+// --overlap K': o.overlap when given, else the model's condition_frames (at least 1).
+int video_overlap(const SampleOptions& o, const unet::UNetConfig& model);
+// The frames per written clip: F, or F + (S - 1)(F - K') with --segments S; 0 for an image model.
 std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model);
-// --segments: x [n, F, H, W, C] continued (segments - 1) times as described above; `net` is
-// the model's bare denoiser (without a condition), `draw` samples n clips with a denoiser.
-Tensor extend_clips(const Tensor& x, int segments, const diffusion::DenoiseFn& net,
+// --segments: x [n, F, H, W, C] continued (segments - 1) times as described above, each
+// segment conditioned on the previous one's last `overlap` frames (1 <= overlap < F); `net`
+// is the model's bare denoiser (without a condition), `draw` samples n clips with a denoiser.
+Tensor extend_clips(const Tensor& x, int segments, int overlap, const diffusion::DenoiseFn& net,
                     const std::function<Tensor(const diffusion::DenoiseFn&)>& draw);
 
 // --first-frame-from: the image stage, then the video stage (see above). run_sample(o, log)

@@ -63,6 +63,8 @@ json config_to_json(const UNetConfig& c) {
   // And only a video model (unet.h num_frames) has these; a file without them is an image model.
   if (c.video()) j["num_frames"] = c.num_frames;
   if (c.first_frame_condition) j["first_frame_condition"] = true;
+  // condition_frames K only when > 1: a first-frame model's file (K = 1) reads as before.
+  if (c.condition_frames > 1) j["condition_frames"] = c.condition_frames;
   return j;
 }
 
@@ -86,8 +88,9 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("context_pool_heads")) reference["context_pool_heads"] = nullptr;  // optional: pooled context
   if (j.contains("num_frames")) reference["num_frames"] = nullptr;                  // optional: video models
   if (j.contains("first_frame_condition")) reference["first_frame_condition"] = nullptr;  // optional: Emu Video
+  if (j.contains("condition_frames")) reference["condition_frames"] = nullptr;  // optional: K > 1 known frames
   check_config_keys(j, reference, "model config");
-  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames"})
+  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
@@ -126,6 +129,14 @@ UNetConfig config_from_json(const json& j) {
                     "model config: first_frame_condition must be true or false, got "
                         << j.at("first_frame_condition").dump());
       c.first_frame_condition = j.at("first_frame_condition").get<bool>();
+    }
+    // Without the key a frame-conditioned model conditions on one frame (unet.h condition_frames).
+    if (c.first_frame_condition) c.condition_frames = 1;
+    if (j.contains("condition_frames")) {
+      c.condition_frames = j.at("condition_frames").get<int>();
+      DDPM_CHECK_AS(c.condition_frames > 1, IoError,
+                    "model config: condition_frames is " << c.condition_frames
+                                                         << "; the key is written only for more than one known frame");
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());

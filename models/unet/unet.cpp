@@ -60,6 +60,15 @@ void UNetConfig::validate() const {
   DDPM_CHECK(!first_frame_condition || video(),
              "UNet config: first_frame_condition (Emu Video's image-conditioned video) needs a video model "
              "(num_frames >= 2); num_frames is 0");
+  if (first_frame_condition)
+    DDPM_CHECK(condition_frames >= 1 && condition_frames <= num_frames - 1,
+               "UNet config: condition_frames must be in [1, num_frames - 1 = "
+                   << num_frames - 1 << "] for a frame-conditioned video model (at least one frame is generated), got "
+                   << condition_frames);
+  else
+    DDPM_CHECK(condition_frames == 0, "UNet config: condition_frames " << condition_frames
+                                                                       << " needs first_frame_condition (a "
+                                                                          "frame-conditioned video model)");
   if (video()) {
     DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
                                  << num_frames << ") cannot be a super-resolution model (low_res_size "
@@ -80,16 +89,27 @@ void UNetConfig::validate() const {
   }
 }
 
+Tensor frames_condition(const Tensor& known, int num_frames) {
+  DDPM_CHECK(known.defined() && known.ndim() == 5,
+             "frames_condition: the known frames must be clips [N, k, H, W, C], got "
+                 << (known.defined() ? shape_str(known.shape()) : std::string("an undefined tensor")));
+  const std::int64_t n = known.dim(0), k = known.dim(1), h = known.dim(2), w = known.dim(3), c = known.dim(4);
+  DDPM_CHECK(k >= 1 && k < num_frames, "frames_condition: " << k << " known frame(s) for clips of " << num_frames
+                                                            << " frames; need 1 <= k <= " << num_frames - 1
+                                                            << " (at least one frame to generate)");
+  const Tensor mask = Tensor::full({n, k, h, w, 1}, 1.0, known.dtype(), known.device());  // m = 1 at 0..k-1
+  const Tensor head = concat({known, mask}, -1);                                          // (I, m) [N, k, H, W, C+1]
+  const Tensor rest = Tensor::zeros({n, num_frames - k, h, w, c + 1}, known.dtype(), known.device());
+  return concat({head, rest}, 1);  // [N, F, H, W, C + 1]
+}
+
 Tensor first_frame_condition(const Tensor& frame0, int num_frames) {
   DDPM_CHECK(frame0.defined() && frame0.ndim() == 4,
              "first_frame_condition: the conditioning frame must be an image batch [N, H, W, C], got "
                  << (frame0.defined() ? shape_str(frame0.shape()) : std::string("an undefined tensor")));
   DDPM_CHECK(num_frames >= 2, "first_frame_condition: num_frames must be at least 2, got " << num_frames);
-  const std::int64_t n = frame0.dim(0), h = frame0.dim(1), w = frame0.dim(2), c = frame0.dim(3);
-  const Tensor mask = Tensor::full({n, h, w, 1}, 1.0, frame0.dtype(), frame0.device());  // m = 1 at frame 0
-  const Tensor first = concat({frame0, mask}, -1).reshape({n, 1, h, w, c + 1});           // (I, m) at frame 0
-  const Tensor rest = Tensor::zeros({n, num_frames - 1, h, w, c + 1}, frame0.dtype(), frame0.device());
-  return concat({first, rest}, 1);  // [N, F, H, W, C + 1]
+  return frames_condition(frame0.reshape({frame0.dim(0), 1, frame0.dim(1), frame0.dim(2), frame0.dim(3)}),
+                          num_frames);
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)

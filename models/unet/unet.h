@@ -114,6 +114,13 @@ struct UNetConfig : LevelConfig {
   // 2 in_channels + 1. The caller builds (I, m) with first_frame_condition() below. Video
   // models only.
   bool first_frame_condition = false;
+  // Conditioning on several known frames (Ho et al. 2022 sec. 3.1, video extension): the same
+  // network (conv_in still 2 in_channels + 1) sees k known frames at positions 0..k-1 of I
+  // with m = 1 there (frames_condition() below); condition_frames = K is the largest k it was
+  // trained on (each training clip draws k ~ Uniform{1..K}). 1 <= K <= num_frames - 1 with
+  // first_frame_condition (1: every first-frame model), 0 without it. config.json has the
+  // key only when K > 1, so a file without it means 1.
+  int condition_frames = 0;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).
@@ -133,10 +140,15 @@ struct UNetConfig : LevelConfig {
   void validate() const;
 };
 
-// The first-frame condition of an image-conditioned video model (first_frame_condition;
-// Emu Video): frame0 [N, H, W, C] -> [N, num_frames, H, W, C + 1], frame 0 holding
-// (frame0, 1) and every other frame zeros; concatenated after x_t on the channels it is the
-// model's input. num_frames >= 2. On the tape (a gradient reaches frame0).
+// The condition of a frame-conditioned video model (first_frame_condition; Emu Video, and
+// Ho et al. 2022 sec. 3.1 for k > 1): known [N, k, H, W, C] -> [N, num_frames, H, W, C + 1],
+// frames 0..k-1 holding (known frame, 1) and every later frame zeros; concatenated after x_t
+// on the channels it is the model's input. 1 <= k <= num_frames - 1 (at least one frame is
+// generated). Built from concat and zeros only, so it runs on any device, on the tape (a
+// gradient reaches `known`).
+Tensor frames_condition(const Tensor& known, int num_frames);
+// The k = 1 case: frame0 [N, H, W, C] -> frames_condition(frame0 as [N, 1, H, W, C]).
+// num_frames >= 2.
 Tensor first_frame_condition(const Tensor& frame0, int num_frames);
 
 // Additive residuals from a ControlNet (controlnet.h; Zhang et al. 2023 sec. 3.2, diffusers'

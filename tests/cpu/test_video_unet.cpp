@@ -307,6 +307,7 @@ TEST(VideoUNet, FirstFrameConditionBuildsTheEmuVideoInput) {
   UNetConfig cfg = video_config();
   cfg.image_size = 4;
   cfg.first_frame_condition = true;
+  cfg.condition_frames = 1;
   EXPECT_EQ(cfg.forward_channels(), 7);
   Generator g(14);
   UNet net(cfg, g, Device::cpu());
@@ -317,9 +318,61 @@ TEST(VideoUNet, FirstFrameConditionBuildsTheEmuVideoInput) {
   testing::expect_value_error([&] { net.forward(x_t, {5, 6}, {0, 1}, nn::Context{}); }, "first_frame_condition()");
 }
 
+// Ho et al. 2022 sec. 3.1: k known frames at positions 0..k-1 with mask 1, zeros after.
+TEST(VideoUNet, FramesConditionPlacesKKnownFrames) {
+  const Tensor known = random_tensor({2, 2, 3, 3, 2}, 31);  // 2 clips, k = 2 known frames
+  const Tensor c = frames_condition(known, 4);
+  ASSERT_EQ(c.shape(), (Shape{2, 4, 3, 3, 3}));
+  const std::vector<double> cv = c.to_double_vector(), kv = known.to_double_vector();
+  for (int n = 0; n < 2; ++n)
+    for (int f = 0; f < 4; ++f)
+      for (int p = 0; p < 9; ++p)
+        for (int ch = 0; ch < 3; ++ch) {
+          const double got = cv[((n * 4 + f) * 9 + p) * 3 + ch];
+          const double want = f >= 2 ? 0.0 : ch < 2 ? kv[((n * 2 + f) * 9 + p) * 2 + ch] : 1.0;
+          ASSERT_EQ(got, want) << "clip " << n << " frame " << f << " pixel " << p << " channel " << ch;
+        }
+  // k = 1 is the first-frame condition, value for value.
+  const Tensor frame0 = random_tensor({2, 3, 3, 2}, 32);
+  EXPECT_TRUE(testing::same_bits(frames_condition(frame0.reshape({2, 1, 3, 3, 2}), 5),
+                                 first_frame_condition(frame0, 5)));
+  // At least one frame is generated, and the known frames are clips.
+  testing::expect_value_error([&] { frames_condition(known, 2); }, "2 known frame(s) for clips of 2 frames; need 1 <= k <= 1");
+  testing::expect_value_error([&] { frames_condition(random_tensor({2, 0, 3, 3, 2}, 1), 4); }, "0 known frame(s)");
+  testing::expect_value_error([&] { frames_condition(frame0, 4); }, "must be clips [N, k, H, W, C], got [2, 3, 3, 2]");
+  // A gradient reaches the known frames (the condition is on the tape).
+  EXPECT_TRUE(testing::gradcheck([](const std::vector<Tensor>& in) { return frames_condition(in[0], 3); },
+                                 {testing::param(random_tensor({1, 2, 2, 2, 1}, 33))}));
+}
+
+TEST(VideoUNet, ConditionFramesAreValidatedAndWrittenOnlyAboveOne) {
+  UNetConfig c = video_config(4);
+  c.first_frame_condition = true;
+  c.condition_frames = 1;
+  EXPECT_FALSE(config_to_json(c).contains("condition_frames"));  // old files mean 1
+  EXPECT_EQ(config_from_json(config_to_json(c)).condition_frames, 1);
+  c.condition_frames = 3;
+  const nlohmann::json j = config_to_json(c);
+  EXPECT_EQ(j.at("condition_frames"), 3);
+  EXPECT_EQ(config_from_json(j).condition_frames, 3);
+  EXPECT_EQ(c.input_channels(), 2 * 3 + 1);  // the network is unchanged: conv_in 2C + 1
+  c.condition_frames = 4;
+  testing::expect_value_error([&] { c.validate(); }, "condition_frames must be in [1, num_frames - 1 = 3]");
+  c.condition_frames = 0;
+  testing::expect_value_error([&] { c.validate(); }, "got 0");
+  UNetConfig plain = video_config(4);
+  plain.condition_frames = 2;
+  testing::expect_value_error([&] { plain.validate(); }, "condition_frames 2 needs first_frame_condition");
+  nlohmann::json bad = j;
+  bad["condition_frames"] = 1;
+  testing::expect_has(testing::io_error_message([&] { config_from_json(bad); }),
+                      "the key is written only for more than one");
+}
+
 TEST(VideoUNet, ConfigJsonRoundTripsAndImageConfigsHaveNoVideoKeys) {
   UNetConfig c = video_config(4);
   c.first_frame_condition = true;
+  c.condition_frames = 1;
   const nlohmann::json j = config_to_json(c);
   EXPECT_EQ(j.at("num_frames"), 4);
   EXPECT_EQ(j.at("first_frame_condition"), true);

@@ -82,6 +82,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                "video data (--data moving-*): condition the video model on each clip's first frame, so "
                "ddpm-sample --first-frame / --first-frame-from animate given images (Emu Video's factorisation)")
       ->group(M);
+  app.add_option("--joint-images", o.joint_images,
+                 "video data (--data moving-*): each step also trains on M still images (first frames of random "
+                 "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")
+      ->capture_default_str()->group(M);
   add_text_cond_flags(app, o.text,
                       "text-conditional model (latent diffusion's cross-attention): captions from the data's "
                       "metadata.jsonl, or generated from class names and brightness for labelled data",

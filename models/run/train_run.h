@@ -92,6 +92,9 @@ struct TrainOptions {
   // Video data (clips of F frames) trains a video UNet (unet.h num_frames = F); with this flag
   // it is conditioned on each clip's first frame (Emu Video, models/run/video_run.h).
   bool first_frame_condition = false;
+  // Joint image-video training (Ho et al. 2022 sec. 3; models/train/trainer.h): each step
+  // also trains on this many still images, the first frames of randomly drawn clips. 0 = off.
+  std::int64_t joint_images = 0;
   // Model (0 / empty: derived or default).
   int image_size = 0;  // must equal the data's size after padding when given
   int num_channels = 128;

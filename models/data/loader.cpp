@@ -68,6 +68,38 @@ void BatchLoader::set_position(const LoaderPosition& pos) {
   pos_ = pos;
 }
 
+Batch first_frame_batch(const Dataset& data, const std::vector<std::int64_t>& indices,
+                        const std::vector<std::uint8_t>& flipped, Device device) {
+  const auto m = static_cast<std::int64_t>(indices.size());
+  DDPM_CHECK(data.is_video() && m >= 1, "first_frame_batch: " << data.describe() << " is not a set of clips, or no "
+                                                                 "clip was asked for (" << m << " indices)");
+  DDPM_CHECK(flipped.empty() || flipped.size() == indices.size(),
+             "first_frame_batch: " << flipped.size() << " flip decisions for " << m << " clips");
+  const std::int64_t h = data.height, w = data.width, c = data.channels;
+  Batch batch;
+  Tensor host = Tensor::empty({m, 1, h, w, c}, DType::f32);  // [M, 1, H, W, C]
+  float* out = host.data<float>();
+  for (std::int64_t k = 0; k < m; ++k) {
+    const std::int64_t i = indices[static_cast<std::size_t>(k)];
+    DDPM_CHECK(i >= 0 && i < data.n, "first_frame_batch: clip index " << i << " is outside [0, " << data.n << ")");
+    const bool flip = !flipped.empty() && flipped[static_cast<std::size_t>(k)] != 0;
+    batch.indices.push_back(i);
+    batch.flipped.push_back(flip ? 1 : 0);
+    if (data.has_labels()) batch.labels.push_back(data.labels[static_cast<std::size_t>(i)]);
+    const std::uint8_t* src = data.image(i);  // frame 0 comes first in a clip's bytes
+    float* dst = out + k * h * w * c;
+    for (std::int64_t y = 0; y < h; ++y)
+      for (std::int64_t x = 0; x < w; ++x) {
+        const std::int64_t sx = flip ? w - 1 - x : x;
+        for (std::int64_t ch = 0; ch < c; ++ch)
+          dst[(y * w + x) * c + ch] = static_cast<float>(src[(y * w + sx) * c + ch] / 127.5 - 1.0);
+      }
+  }
+  batch.images = device.is_cpu() ? host : host.to(device);
+  batch.host_images = host;
+  return batch;
+}
+
 Batch BatchLoader::next() {
   if (order_epoch_ != pos_.epoch) {
     order_ = epoch_order(pos_.epoch);

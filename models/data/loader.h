@@ -52,6 +52,15 @@ struct Batch {
   LoaderPosition position;              // where this batch started
 };
 
+// The first frames of the clips `indices` of a video dataset as one-frame clips
+// [M, 1, H, W, C] f32 in [-1, 1] on `device`, frame i mirrored left-right where
+// flipped[i] != 0 (flipped is empty or holds M entries), with their labels (empty for an
+// unlabelled dataset), indices and flips; position is unused. The still images of joint
+// image-video training (models/train/trainer.h). ValueError for an image dataset, an index
+// out of range or a flip list of another length.
+Batch first_frame_batch(const Dataset& data, const std::vector<std::int64_t>& indices,
+                        const std::vector<std::uint8_t>& flipped, Device device);
+
 class BatchLoader {
  public:
   // ValueError when the batch size is not positive, or when drop_last leaves no batch.

@@ -18,6 +18,32 @@
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
+namespace {
+
+// --joint-images (joint image-video training, models/train/trainer.h): video data, the DDPM
+// objective with uniform t, one process; not with a condition a still cannot have.
+void validate_joint_images(const TrainOptions& o, int world) {
+  DDPM_CHECK(o.joint_images >= 0, "--joint-images must be >= 0 (0 = off), got " << o.joint_images);
+  if (o.joint_images == 0) return;
+  const std::string m = "--joint-images " + std::to_string(o.joint_images);
+  DDPM_CHECK(parse_data_spec(o.data).is_moving(),
+             m << " adds still images to batches of clips; --data " << o.data
+               << " holds images, not clips (use --data moving-toy or moving-fashion-mnist)");
+  DDPM_CHECK(!is_edm(o) && !is_vdm(o),
+             m << " supports the DDPM objective only, not --objective " << o.objective);
+  DDPM_CHECK(o.schedule_sampler == "uniform",
+             m << " draws the stills' timesteps uniformly; --schedule-sampler " << o.schedule_sampler
+               << " is not supported with it");
+  DDPM_CHECK(!o.first_frame_condition,
+             m << " does not apply with --first-frame-condition: a still image is its own first frame and has "
+                  "nothing to be conditioned on");
+  DDPM_CHECK(!o.text.enabled, m << " does not apply with --text-cond: the captions describe the clips' motion, "
+                                   "which a still image does not have");
+  DDPM_CHECK(world == 1, m << " runs in one process; this launch has " << world
+                           << " (data parallel training with still images is not supported)");
+}
+
+}  // namespace
 
 void validate_options(const TrainOptions& o) {
   auto positive = [](const char* flag, double v) { DDPM_CHECK(v > 0, flag << " must be positive, got " << v); };
@@ -103,6 +129,7 @@ void validate_options(const TrainOptions& o) {
   check_text_cond_flags(o.text, o.class_cond, o.attention_resolutions.empty());
   DDPM_CHECK(!o.text.enabled || o.super_res == 0, "--text-cond with --super-res is not supported yet");
   const int world = o.comm != nullptr ? o.comm->world_size() : 1;
+  validate_joint_images(o, world);
   DDPM_CHECK(o.batch_size % world == 0,
              "--batch-size " << o.batch_size << " is not divisible by the world size " << world
                              << " (the number of processes): it is the global batch, split evenly over the ranks");

@@ -100,6 +100,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   // Blurring augmentation of the low-res condition (blur_augment.h); the range only when on.
   const diffusion::BlurAugment blur = blur_augment_options(o);
   j["train"]["blur_augment"] = blur.prob;
+  j["train"]["joint_images"] = o.joint_images;  // still images per step (trainer.h); 0 = off
   if (blur.enabled()) j["train"]["blur_sigma"] = {blur.sigma_min, blur.sigma_max};
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : is_vdm(o) ? "ddpm" : "ddim"}, {"sample_steps", o.sample_steps},
@@ -131,6 +132,8 @@ nlohmann::json defining_part(nlohmann::json j) {
   if (j.contains("train")) default_lr_schedule_json(j["train"]);
   // ... and no blurring augmentation.
   if (j.contains("train") && !j["train"].contains("blur_augment")) j["train"]["blur_augment"] = 0.0;
+  // ... and no joint image-video training.
+  if (j.contains("train") && !j["train"].contains("joint_images")) j["train"]["joint_images"] = 0;
   return j;
 }
 
@@ -350,6 +353,7 @@ TrainResult train_run(const TrainOptions& options) {
     tc.snr_gamma = o.snr_gamma;
     tc.noise_offset = o.noise_offset;
     tc.input_perturbation = o.input_perturbation;
+    tc.joint_images = o.joint_images;
     tc.seed = o.seed;
 
     const diffusion::BlurAugment blur = blur_augment_options(o);  // off unless --blur-augment
@@ -382,7 +386,23 @@ TrainResult train_run(const TrainOptions& options) {
         cond = cond.to(o.device);
       }
       if (mc.first_frame_condition) cond = training_frames_condition(x0, mc, gen);  // video_run.h: k ~ U{1..K}
-      return train::Batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+      train::Batch batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
+      if (o.joint_images > 0) {
+        // Joint training's stills: the first frames of M clips drawn uniformly with replacement
+        // from the trainer's generator (M values of rand, then M flip decisions of rand <
+        // 1/2 when --random-flip), independent of the loader's order (trainer.h).
+        const std::vector<double> u = rand({o.joint_images}, gen, Device::cpu(), DType::f64).to_double_vector();
+        std::vector<std::int64_t> idx;
+        for (double ui : u) idx.push_back(std::min<std::int64_t>(data->n - 1, static_cast<std::int64_t>(ui * data->n)));
+        std::vector<std::uint8_t> flip;
+        if (o.random_flip)
+          for (double ui : rand({o.joint_images}, gen, Device::cpu(), DType::f64).to_double_vector())
+            flip.push_back(ui < 0.5 ? 1 : 0);
+        ddpm::Batch s = first_frame_batch(*data, idx, flip, o.device);
+        batch.stills = s.images;
+        if (cond_labels > 0) batch.still_labels = s.labels;
+      }
+      return batch;
     };
     train::Trainer trainer(slab, train_fn, schedule, batches, tc, &comm);
     trainer_ptr = &trainer;

@@ -131,6 +131,20 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
   DDPM_CHECK(config.snr_gamma == 0.0 || config.loss.loss == diffusion::LossType::simple,
              "Trainer: Min-SNR-gamma weighting (snr_gamma " << config.snr_gamma << ") reweights the simple MSE loss; "
              "the hybrid and vlb losses carry the variational bound's own weights");
+  DDPM_CHECK(config.joint_images >= 0,
+             "Trainer: joint_images (still images per step) must be >= 0 (0 = off), got " << config.joint_images);
+  if (config.joint_images > 0) {
+    DDPM_CHECK(config.objective == Objective::ddpm,
+               "Trainer: joint image-video training (joint_images " << config.joint_images
+                   << ") supports the DDPM objective only, not " << objective_name(config.objective));
+    DDPM_CHECK(config.timesteps == TimestepSampling::uniform,
+               "Trainer: joint image-video training (joint_images "
+                   << config.joint_images
+                   << ") draws the stills' t uniformly; importance sampling of t (loss-second-moment) is not supported");
+    DDPM_CHECK(comm_->world_size() == 1, "Trainer: joint image-video training (joint_images "
+                                             << config.joint_images << ") runs in one process; the world size is "
+                                             << comm_->world_size());
+  }
   if (config.timesteps == TimestepSampling::loss_second_moment)
     importance_.emplace(schedule.num_timesteps());
   for (double sigma_rel : config.posthoc_sigma_rels) power_emas_.emplace_back(params, sigma_rel);
@@ -176,6 +190,27 @@ StepMetrics Trainer::step() {
   } else {
     DDPM_CHECK(labels.empty(), "Trainer: labels were given to a model without classes (num_classes = 0)");
   }
+  // Joint image-video training: the M stills, one-frame clips of x0's frames.
+  const Tensor& stills = batch.stills;
+  const std::int64_t m_stills = config_.joint_images;
+  std::vector<std::int64_t> still_labels = batch.still_labels;
+  if (m_stills > 0) {
+    DDPM_CHECK(stills.defined() && x0.ndim() == 5 && stills.ndim() == 5 && stills.dim(0) == m_stills &&
+                   stills.dim(1) == 1 && stills.dim(2) == x0.dim(2) && stills.dim(3) == x0.dim(3) &&
+                   stills.dim(4) == x0.dim(4) && stills.device() == x0.device() && stills.dtype() == x0.dtype(),
+               "Trainer: joint image-video training (joint_images "
+                   << m_stills << ") needs clips x0 [N, F, H, W, C] and " << m_stills
+                   << " stills [M, 1, H, W, C] of the same frame size, dtype and device; got x0 " << x0.describe()
+                   << " and stills " << (stills.defined() ? stills.describe() : std::string("none")));
+    DDPM_CHECK(!cond.defined(), "Trainer: joint image-video training takes no condition (Batch::cond): a still "
+                                "has no conditioning frames");
+    DDPM_CHECK(static_cast<std::int64_t>(still_labels.size()) == (config_.num_classes > 0 ? m_stills : 0),
+               "Trainer: " << still_labels.size() << " still labels for " << m_stills << " stills (num_classes = "
+                           << config_.num_classes << ": one per still when class-conditional, else none)");
+  } else {
+    DDPM_CHECK(!stills.defined() && still_labels.empty(),
+               "Trainer: the batch holds still images but joint image-video training is off (joint_images = 0)");
+  }
 
   // Timesteps and their importance weights; for EDM the noise levels, and in t their
   // quartile of ln sigma's distribution (for the metrics only).
@@ -220,58 +255,101 @@ StepMetrics Trainer::step() {
   Tensor perturbation;  // gamma xi
   if (config_.input_perturbation > 0.0)
     perturbation = scale(randn(x0.shape(), gen_, x0.device(), x0.dtype()), config_.input_perturbation);
+  // The stills' draws, after all of the clips' (see trainer.h): t, label dropout, noise,
+  // offset noise, input perturbation.
+  Timesteps still_t;
+  std::vector<double> still_w;
+  Tensor still_noise, still_perturbation;
+  if (m_stills > 0) {
+    std::vector<double> u = rand({m_stills}, gen_, Device::cpu(), DType::f64).to_double_vector();
+    for (double ui : u) still_t.push_back(std::min<std::int64_t>(T - 1, static_cast<std::int64_t>(ui * T)));
+    if (config_.label_dropout > 0.0) {
+      std::vector<double> ud = rand({m_stills}, gen_, Device::cpu(), DType::f64).to_double_vector();
+      for (std::int64_t j = 0; j < m_stills; ++j)
+        if (ud[static_cast<std::size_t>(j)] < config_.label_dropout)
+          still_labels[static_cast<std::size_t>(j)] = config_.num_classes;
+    }
+    still_noise = randn(stills.shape(), gen_, stills.device(), stills.dtype());
+    still_w = config_.snr_gamma > 0.0
+                  ? diffusion::min_snr_weights(s, config_.loss.mean_type, still_t, config_.snr_gamma)
+                  : std::vector<double>(static_cast<std::size_t>(m_stills), 1.0);
+    still_noise = diffusion::offset_noise(still_noise, config_.noise_offset, gen_);
+    if (config_.input_perturbation > 0.0)
+      still_perturbation =
+          scale(randn(stills.shape(), gen_, stills.device(), stills.dtype()), config_.input_perturbation);
+  }
 
   // Forward and backward per microbatch of this rank's rows; the gradients accumulate in the
-  // slab. (One process: the rows are [0, N) and this is the plain training step.)
+  // slab. (One process: the rows are [0, N) and this is the plain training step.) `train_rows`
+  // runs the rows [first_row, first_row + rows) of one part of the batch: the clips, then
+  // (joint training) the stills; every part's losses are normalised by the same n_total.
   params_->zero_grad();
-  const std::int64_t mb =
-      (config_.microbatch <= 0 || config_.microbatch >= n_local) ? n_local : config_.microbatch;
+  const std::int64_t n_total = n + m_stills;
   std::vector<double> losses;
-  losses.reserve(static_cast<std::size_t>(n));
+  losses.reserve(static_cast<std::size_t>(n_total));
   double total = 0.0;
-  for (std::int64_t b = first; b < first + n_local; b += mb) {
-    const std::int64_t cnt = std::min(mb, first + n_local - b);
-    const auto lo = static_cast<std::ptrdiff_t>(b), hi = static_cast<std::ptrdiff_t>(b + cnt);
-    Timesteps tb(t.begin() + lo, t.begin() + hi);
-    std::vector<double> tb_d(tb.begin(), tb.end());
-    std::vector<double> wb(w.begin() + lo, w.begin() + hi);
-    std::vector<std::int64_t> lb = labels.empty() ? labels : std::vector<std::int64_t>(labels.begin() + lo,
-                                                                                         labels.begin() + hi);
-    Tensor x0b = diffusion::batch_rows(x0, b, cnt), noiseb = diffusion::batch_rows(noise, b, cnt);
-    // With a condition the network sees concat(x, cond rows of this microbatch); EDM's c_in
-    // scales x before this closure, so the condition stays unscaled.
-    const diffusion::DenoiseFn net =
-        cond.defined() ? diffusion::concat_condition(model_, diffusion::batch_rows(cond, b, cnt)) : model_;
-    diffusion::LossTerms terms;
-    if (edm) {
-      const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
-      terms.loss = diffusion::edm_training_loss(net, config_.edm, x0b, sb, noiseb, lb);
-    } else if (vdm) {
-      // The VLB in bits/dim; the variance-minimising scale is in the same units (vdm.h).
-      const double to_bpd = 1.0 / (static_cast<double>(x0b.numel() / cnt) * std::log(2.0));
-      const std::vector<double> tvb(tv.begin() + lo, tv.begin() + hi);
-      const diffusion::VdmDiffusionLoss dl =
-          diffusion::vdm_diffusion_loss(net, *config_.vdm_schedule, x0b, tvb, noiseb, lb, to_bpd);
-      const Tensor eps0b = diffusion::batch_rows(eps0, b, cnt);
-      std::vector<double> fixed = diffusion::vdm_prior_nats(*curve, x0b);
-      const std::vector<double> recon = diffusion::vdm_reconstruction_nats(*curve, x0b, eps0b);
-      for (std::size_t i = 0; i < fixed.size(); ++i) fixed[i] += recon[i];
-      terms.loss = scale(add(dl.nats, Tensor::from_vector(fixed, {cnt}, x0.dtype(), x0.device())), to_bpd);
-    } else {
-      const Tensor input_noise =
-          perturbation.defined() ? add(noiseb, diffusion::batch_rows(perturbation, b, cnt)) : noiseb;
-      Tensor xt = diffusion::q_sample(s, x0b, tb, input_noise);
-      Tensor out = net(xt, tb_d, lb);
-      terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
+  auto train_rows = [&](const Tensor& part_x0, const Tensor& part_noise, const Tensor& part_perturbation,
+                        const Tensor& part_cond, const Timesteps& part_t, const std::vector<double>& part_w,
+                        const std::vector<std::int64_t>& part_labels, std::int64_t first_row, std::int64_t rows) {
+    const std::int64_t mb = (config_.microbatch <= 0 || config_.microbatch >= rows) ? rows : config_.microbatch;
+    for (std::int64_t b = first_row; b < first_row + rows; b += mb) {
+      const std::int64_t cnt = std::min(mb, first_row + rows - b);
+      const auto lo = static_cast<std::ptrdiff_t>(b), hi = static_cast<std::ptrdiff_t>(b + cnt);
+      Timesteps tb(part_t.begin() + lo, part_t.begin() + hi);
+      std::vector<double> tb_d(tb.begin(), tb.end());
+      std::vector<double> wb(part_w.begin() + lo, part_w.begin() + hi);
+      std::vector<std::int64_t> lb =
+          part_labels.empty() ? part_labels
+                              : std::vector<std::int64_t>(part_labels.begin() + lo, part_labels.begin() + hi);
+      Tensor x0b = diffusion::batch_rows(part_x0, b, cnt), noiseb = diffusion::batch_rows(part_noise, b, cnt);
+      // With a condition the network sees concat(x, cond rows of this microbatch); EDM's c_in
+      // scales x before this closure, so the condition stays unscaled.
+      const diffusion::DenoiseFn net =
+          part_cond.defined() ? diffusion::concat_condition(model_, diffusion::batch_rows(part_cond, b, cnt)) : model_;
+      diffusion::LossTerms terms;
+      if (edm) {
+        const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
+        terms.loss = diffusion::edm_training_loss(net, config_.edm, x0b, sb, noiseb, lb);
+      } else if (vdm) {
+        // The VLB in bits/dim; the variance-minimising scale is in the same units (vdm.h).
+        const double to_bpd = 1.0 / (static_cast<double>(x0b.numel() / cnt) * std::log(2.0));
+        const std::vector<double> tvb(tv.begin() + lo, tv.begin() + hi);
+        const diffusion::VdmDiffusionLoss dl =
+            diffusion::vdm_diffusion_loss(net, *config_.vdm_schedule, x0b, tvb, noiseb, lb, to_bpd);
+        const Tensor eps0b = diffusion::batch_rows(eps0, b, cnt);
+        std::vector<double> fixed = diffusion::vdm_prior_nats(*curve, x0b);
+        const std::vector<double> recon = diffusion::vdm_reconstruction_nats(*curve, x0b, eps0b);
+        for (std::size_t i = 0; i < fixed.size(); ++i) fixed[i] += recon[i];
+        terms.loss = scale(add(dl.nats, Tensor::from_vector(fixed, {cnt}, part_x0.dtype(), part_x0.device())), to_bpd);
+      } else {
+        const Tensor input_noise =
+            part_perturbation.defined() ? add(noiseb, diffusion::batch_rows(part_perturbation, b, cnt)) : noiseb;
+        Tensor xt = diffusion::q_sample(s, x0b, tb, input_noise);
+        Tensor out = net(xt, tb_d, lb);
+        terms = diffusion::training_losses(s, config_.loss, out, x0b, xt, tb, noiseb);
+      }
+      // L_b = sum_i w_i loss_i / N with the GLOBAL N (N + M with stills): the microbatches of
+      // all ranks and parts add up to the full-batch weighted mean.
+      Tensor wt = Tensor::from_vector(wb, {cnt}, part_x0.dtype(), part_x0.device());
+      Tensor lb_loss = scale(sum(mul(terms.loss, wt)), 1.0 / static_cast<double>(n_total));
+      lb_loss.backward();
+      total += lb_loss.item();
+      std::vector<double> per = terms.loss.to_double_vector();
+      losses.insert(losses.end(), per.begin(), per.end());
     }
-    // L_b = sum_i w_i loss_i / N with the GLOBAL N: the microbatches of all ranks add up to
-    // the full-batch weighted mean.
-    Tensor wt = Tensor::from_vector(wb, {cnt}, x0.dtype(), x0.device());
-    Tensor lb_loss = scale(sum(mul(terms.loss, wt)), 1.0 / static_cast<double>(n));
-    lb_loss.backward();
-    total += lb_loss.item();
-    std::vector<double> per = terms.loss.to_double_vector();
-    losses.insert(losses.end(), per.begin(), per.end());
+  };
+  train_rows(x0, noise, perturbation, cond, t, w, labels, first, n_local);
+  if (m_stills > 0) {
+    train_rows(stills, still_noise, still_perturbation, Tensor(), still_t, still_w, still_labels, 0, m_stills);
+    // The metrics: each part's unweighted mean loss, and the quartiles over all N + M samples.
+    const auto mean_of = [](auto begin, auto end) {
+      double acc = 0.0;
+      for (auto it = begin; it != end; ++it) acc += *it;
+      return acc / static_cast<double>(end - begin);
+    };
+    m.video_loss = mean_of(losses.begin(), losses.begin() + static_cast<std::ptrdiff_t>(n));
+    m.still_loss = mean_of(losses.begin() + static_cast<std::ptrdiff_t>(n), losses.end());
+    t.insert(t.end(), still_t.begin(), still_t.end());
   }
   if (world > 1) {
     // The one all-reduce of the gradient slab, then the losses: this rank's per-sample

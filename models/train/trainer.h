@@ -52,6 +52,19 @@
 // Everything else (microbatches, the skip rule, AdamW, EMA, the data-parallel rules below,
 // state() and resume) is the same for all three.
 //
+// Joint image-video training (Ho et al. 2022, "Video Diffusion Models", sec. 3; when
+// TrainerConfig::joint_images M > 0): the batch also holds M still images as one-frame clips
+// Batch::stills [M, 1, H, W, C] (a video UNet attends each to itself alone, unet.h). They are
+// extra samples with their own t, labels and noise, drawn AFTER all of the clips' draws above
+// (so the clips' numbers are those of a run without stills): t (M values of rand), label
+// dropout (M values, when enabled), the noise [M, 1, H, W, C], then when enabled the offset
+// noise and the input perturbation of the stills. The step's loss is the mean over all N + M
+// samples, L = (1/(N+M)) (sum_clips w_i loss_i + sum_stills w_j loss_j), i.e.
+//   L = N/(N+M) L_video + M/(N+M) L_still
+// with L_video, L_still the weighted means over each part; microbatches run over the clips,
+// then over the stills, each normalised by the same N + M. DDPM objective with uniform t only;
+// no condition (Batch::cond) and one process (world 1).
+//
 // Data parallel (ARCHITECTURE decision 12; a Communicator of world W > 1, one per rank):
 //   - N (the GLOBAL batch) must be divisible by W; rank r trains on rows [r N/W, (r+1) N/W).
 //   - every rank draws the same numbers a single process would for the whole global batch
@@ -78,6 +91,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -104,10 +118,15 @@ namespace ddpm::train {
 // with concat(x_t, cond) (super-resolution: cond = the upsampled low-res image, models/
 // diffusion/super_res.h). It is sliced exactly like x_0 for microbatches and data-parallel
 // ranks, is not noised, not scaled by EDM's c_in (only x is) and gets no gradient.
+// `stills` (optional; joint image-video training, see the top of this file): M still images
+// as one-frame clips [M, 1, H, W, C] on x0's device and dtype, H, W, C as x0's; `still_labels`
+// one per still when the model is class-conditional (else empty).
 struct Batch {
   Tensor x0;
   std::vector<std::int64_t> labels;
   Tensor cond;
+  Tensor stills{};  // (default member initializers: Batch{x0, labels, cond} stays warning-free)
+  std::vector<std::int64_t> still_labels{};
 };
 // Makes the batch for a step; may draw from gen (it is the trainer's generator).
 using BatchProvider = std::function<Batch(std::int64_t step, Generator& gen)>;
@@ -149,6 +168,9 @@ struct TrainerConfig {
   double snr_gamma = 0.0;           // Min-SNR-gamma loss weights (simple loss only; paper: 5)
   double noise_offset = 0.0;        // offset noise: + offset * N(0, 1) per sample and channel
   double input_perturbation = 0.0;  // the network's input uses noise + gamma xi, the target noise
+  // Joint image-video training: M > 0 still images per step come with every batch of clips
+  // (Batch::stills; see the top of this file). 0 = off: the batch has none.
+  std::int64_t joint_images = 0;
   std::uint64_t seed = 0;
 };
 
@@ -164,6 +186,10 @@ struct StepMetrics {
   double grad_norm = 0.0;  // global norm before clipping (NaN when the loss was non-finite)
   double lr = 0.0;         // the learning rate of this step
   double ema_decay = 0.0;  // the EMA decay used (0 when skipped)
+  // Joint image-video training: the unweighted mean loss of the clips and of the stills
+  // (NaN without stills; `loss` is then the same as a run without them).
+  double video_loss = std::numeric_limits<double>::quiet_NaN();
+  double still_loss = std::numeric_limits<double>::quiet_NaN();
   bool skipped = false;    // non-finite loss or gradient norm: parameters, moments and EMA untouched
 };
 

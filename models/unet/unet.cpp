@@ -215,14 +215,19 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
                           const ControlResiduals* residuals, const Tensor& context) const {
   // A video model takes clips [N, F, H, W, C] and runs its 2D layers on the N*F frames
   // [N*F, H, W, C]; an image model takes [N, H, W, C]. n counts samples (clips).
-  const std::int64_t frames = cfg_.video() ? cfg_.num_frames : 0;
+  // A video model also takes still images as one-frame clips [M, 1, H, W, C] (joint
+  // image-video training, Ho et al. 2022 sec. 3): temporal attention over a single token
+  // has softmax weight 1, so each block computes x + to_out(to_v(norm(x) + p_0)), the
+  // image's attention masked to itself, with the frame's own group-norm statistics.
+  const std::int64_t frames = cfg_.video() && x.ndim() == 5 && x.dim(1) == 1 ? 1 : cfg_.video() ? cfg_.num_frames : 0;
   if (cfg_.video()) {
     DDPM_CHECK(x.ndim() == 5, "UNet: input " << shape_str(x.shape()) << " is not a batch of clips; the model is a "
                                              << "video model (num_frames " << cfg_.num_frames << ") and takes [N, "
                                              << cfg_.num_frames << ", " << cfg_.image_size << ", " << cfg_.image_size
                                              << ", " << cfg_.forward_channels() << "]");
     DDPM_CHECK(x.dim(1) == frames, "UNet: input " << shape_str(x.shape()) << " has " << x.dim(1)
-                                                  << " frames per clip; the video model takes " << frames);
+                                                  << " frames per clip; the video model takes " << frames
+                                                  << " (or 1: still images as one-frame clips)");
   } else {
     DDPM_CHECK(x.ndim() != 5, "UNet: input " << shape_str(x.shape())
                                              << " is a batch of clips [N, F, H, W, C], but the model is an image "

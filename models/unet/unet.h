@@ -107,6 +107,8 @@ struct UNetConfig : LevelConfig {
   // model draws the image model's weights exactly, and start as the identity (to_out zero):
   // a fresh video model is the image model applied frame by frame. t, labels, guidance
   // weights and the context are per clip. 0 = an image model (the network without them).
+  // Still images also pass as one-frame clips [M, 1, H, W, C] (joint image-video training:
+  // each temporal attention then attends only to the frame itself).
   int num_frames = 0;
   // Image-conditioned video (Emu Video, Girdhar et al. 2023, sec. 3): the network input is
   // concat(x_t, I, m) on the channels, with I the conditioning frame at frame 0 and zeros at

@@ -89,6 +89,7 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--condition-frames", o.condition_frames,
                  "with --first-frame-condition: condition each clip on k ~ Uniform{1..K} of its own first frames, "
                  "so ddpm-sample --segments can continue clips from K frames (--overlap)")
+      ->capture_default_str()->group(M);
   app.add_option("--joint-images", o.joint_images,
                  "video data (--data moving-*): each step also trains on M still images (first frames of random "
                  "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")

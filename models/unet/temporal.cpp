@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/ops/attention.h"
+#include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/transpose.h"
 #include "engine/recompute.h"
@@ -62,10 +63,13 @@ Tensor TemporalAttention::compute(const Tensor& x, std::int64_t frames) const {
   // Group norm per clip: its statistics cover all F frames of the clip.
   Tensor n = norm_->forward(x.reshape({N, F * s[1], s[2], C}));                  // [N, F*H, W, C]
   Tensor tokens = transpose(n.reshape({N, F, HW, C}), 1, 2).reshape({N * HW, F, C});  // [N*H*W, F, C]
-  if (!position_.defined() || position_.dim(0) != F || position_.dtype() != x.dtype() ||
+  if (!position_.defined() || position_.dim(0) < F || position_.dtype() != x.dtype() ||
       position_.device() != x.device())
     position_ = frame_position_embedding(F, C, x.dtype(), x.device());
-  tokens = add(tokens, position_);                                              // + p [F, C]
+  // Row f of the table does not depend on how many rows it has, so fewer frames (a joint
+  // step's one-frame stills) take the first F rows of the cached one.
+  const Tensor p = position_.dim(0) == F ? position_ : slice(position_, 0, 0, F);
+  tokens = add(tokens, p);                                                      // + p [F, C]
   // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
   Tensor a = attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);  // [N*H*W, F, C]
   Tensor out = transpose(out_->forward(a).reshape({N, HW, F, C}), 1, 2).reshape(s);        // [N*F, H, W, C]

@@ -48,8 +48,9 @@ class TemporalAttention : public nn::Module {
   std::unique_ptr<nn::Linear> q_, k_, v_, out_;
   int heads_;
   std::int64_t channels_;
-  // p [F, C] of the last call, kept so a step does not rebuild it on the host and upload it
-  // in every block call; rebuilt when F, the dtype or the device changes. A constant: no grad.
+  // p [F, C] for the most frames seen, kept so a step does not rebuild it on the host and
+  // upload it in every block call (a call with fewer frames slices its first rows); rebuilt
+  // when F grows or the dtype or device changes. A constant: no grad.
   mutable Tensor position_;
 };
 

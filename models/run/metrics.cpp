@@ -50,6 +50,8 @@ nlohmann::json MetricsLine::to_json() const {
   j["images_per_s"] = images_per_s;
   j["skipped"] = skipped;
   j["peak_mib"] = peak_mib;
+  if (std::isfinite(video_loss)) j["video_loss"] = video_loss;
+  if (std::isfinite(still_loss)) j["still_loss"] = still_loss;
   return j;
 }
 
@@ -63,6 +65,8 @@ MetricsLine MetricsLine::from_json(const nlohmann::json& j) {
   m.images_per_s = j.at("images_per_s").get<double>();
   m.skipped = j.value("skipped", std::int64_t{0});
   m.peak_mib = j.value("peak_mib", 0.0);
+  if (j.contains("video_loss")) m.video_loss = number_or_nan(j.at("video_loss"));
+  if (j.contains("still_loss")) m.still_loss = number_or_nan(j.at("still_loss"));
   return m;
 }
 

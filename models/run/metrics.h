@@ -14,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct MetricsLine {
   // gradients, optimizer state and activations: engine/storage.h memory_stats), what
   // PyTorch users read from torch.cuda.max_memory_allocated. 0 in lines from older runs.
   double peak_mib = 0;
+  // Joint image-video training (--joint-images): the window's mean loss of the clips and of
+  // the stills (trainer.h StepMetrics). NaN otherwise; metrics.jsonl has the keys
+  // "video_loss" and "still_loss" only when they are finite, metrics.csv never.
+  double video_loss = std::numeric_limits<double>::quiet_NaN();
+  double still_loss = std::numeric_limits<double>::quiet_NaN();
   nlohmann::json to_json() const;
   static MetricsLine from_json(const nlohmann::json& j);
   std::string to_csv() const;

@@ -496,6 +496,7 @@ TrainResult train_run(const TrainOptions& options) {
     Progress progress(o.steps, o.log, is_terminal(o.log));
     // Window accumulators for the metrics lines.
     double w_loss = 0, w_grad = 0, w_time = 0;
+    double w_video = 0, w_still = 0;  // joint training (--joint-images): the clips' and the stills' mean losses
     std::array<double, 4> w_q{};
     std::array<std::int64_t, 4> w_qn{};
     std::int64_t w_steps = 0, w_good = 0, w_skipped = 0, consecutive_bad = 0;
@@ -508,7 +509,9 @@ TrainResult train_run(const TrainOptions& options) {
                                               o.steps);
 
     // Throughput counts images: a video run's batch of clips holds batch_size * F frames.
-    const double images_per_step = static_cast<double>(o.batch_size) * std::max(1, mc.num_frames);
+    // Frames per step: the clips' frames, and a joint step's stills.
+    const double images_per_step =
+        static_cast<double>(o.batch_size) * std::max(1, mc.num_frames) + static_cast<double>(o.joint_images);
     take_peak_mib(o.device.type);  // the first metrics window starts here
     while (trainer.step_count() < o.steps) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -541,6 +544,10 @@ TrainResult train_run(const TrainOptions& options) {
         ++w_good;
         w_loss += m.loss;
         w_grad += m.grad_norm;
+        if (o.joint_images > 0) {
+          w_video += m.video_loss;
+          w_still += m.still_loss;
+        }
         result.last_loss = m.loss;
         for (int q = 0; q < 4; ++q)
           if (m.quartile_count[q] > 0) {
@@ -562,6 +569,10 @@ TrainResult train_run(const TrainOptions& options) {
         line.images_per_s = images_per_step * w_steps / std::max(w_time, 1e-9);
         line.skipped = w_skipped;
         line.peak_mib = take_peak_mib(o.device.type);
+        if (o.joint_images > 0 && w_good > 0) {
+          line.video_loss = w_video / w_good;
+          line.still_loss = w_still / w_good;
+        }
         if (metrics) metrics->append(line);
         last_metrics = line.to_json();
         char buf[240];
@@ -570,8 +581,13 @@ TrainResult train_run(const TrainOptions& options) {
                       static_cast<long long>(done), static_cast<long long>(o.steps), line.loss, line.grad_norm, line.lr,
                       line.images_per_s, line.peak_mib,
                       format_duration((o.steps - done) * total_time / timed_steps).c_str());
-        progress.line(buf);
-        w_loss = w_grad = w_time = 0;
+        std::string text = buf;
+        if (o.joint_images > 0) {
+          std::snprintf(buf, sizeof buf, "  (clips %.5g, stills %.5g)", line.video_loss, line.still_loss);
+          text += buf;
+        }
+        progress.line(text);
+        w_loss = w_grad = w_time = w_video = w_still = 0;
         w_q = {};
         w_qn = {};
         w_steps = w_good = w_skipped = 0;

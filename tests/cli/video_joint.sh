@@ -30,6 +30,9 @@ done
 "$bin/ddpm-train" "${tiny_video[@]}" --steps 4 --out "$plain" >"$work/out.txt" 2>"$work/err.txt" ||
   fail "training without stills"
 grep -q '"joint_images": 0' "$plain/config.json" || fail "config.json of a plain run does not record joint_images 0"
+grep -q '"still_loss":' "$straight/metrics.jsonl" && grep -q '"video_loss":' "$straight/metrics.jsonl" ||
+  fail "metrics.jsonl of a joint run does not log the clips' and the stills' losses"
+grep -q 'still_loss' "$plain/metrics.jsonl" && fail "metrics.jsonl of a plain run logs a still_loss"
 cmp -s "$plain/checkpoints/step_4/model.safetensors" "$straight/checkpoints/step_4/model.safetensors" &&
   fail "the stills did not change the weights"
 rc=0

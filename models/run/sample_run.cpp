@@ -24,6 +24,7 @@
 #include "models/diffusion/inpaint.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
+#include "models/diffusion/reconstruction_guidance.h"
 #include "models/diffusion/respace.h"
 #include "models/nn/module.h"
 #include "models/run/autoguide_run.h"
@@ -354,6 +355,18 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                       << model.net->config().in_channels);
   }
   check_video_sample(o, model.net->config(), latent != nullptr);  // video_run.h
+  if (o.reconstruction_guidance > 0) {
+    DDPM_CHECK(!model.diffusion.vdm_curve && !model.diffusion.edm,
+               "--reconstruction-guidance does not apply to " << o.checkpoint
+                                                              << ": it steps a discrete DDPM schedule, not a VDM or EDM model");
+    // Its gradient runs backward through the network to x_t; the weights need none.
+    for (nn::Module* m : {static_cast<nn::Module*>(model.net.get()), static_cast<nn::Module*>(model.text_encoder.get())})
+      if (m != nullptr)
+        for (auto& [name, p] : m->named_parameters()) {
+          Tensor frozen = p;  // a handle on the model's parameter
+          frozen.set_requires_grad(false);
+        }
+  }
   DDPM_CHECK(o.first_frame_from.empty(), "--first-frame-from " << o.first_frame_from
                                                                << " needs the image model too: run_first_frame_pipeline (video_run.h)");
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
@@ -551,6 +564,23 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     Tensor x = draw(bfn);
     // --segments S (video_run.h): each further segment starts from the last K' frames so far.
     if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, video_overlap(o, cfg), fn, draw);
+    // An unconditional model continues through reconstruction guidance instead; its
+    // replacement noise has its own stream per batch and segment, derived from --seed.
+    if (o.reconstruction_guidance > 0) {
+      std::uint64_t segment = 0;
+      x = extend_clips(
+          x, o.segments, video_overlap(o, cfg),
+          [&](const Tensor& known) {
+            diffusion::ReconstructionGuidance g;
+            g.known = known;
+            g.weight = o.reconstruction_guidance;
+            g.mean_type = sc.mean_type;
+            g.learned_sigma = sc.learned_sigma;
+            g.seed = o.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(begin) * 1000003u + ++segment;
+            return diffusion::reconstruction_guided(fn, base, g);
+          },
+          draw);
+    }
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";

@@ -2,6 +2,7 @@
 #include "models/run/video_run.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <ostream>
 
@@ -29,8 +30,14 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
                  "a first-frame-conditioned video model: the frame each clip starts from, one PNG (every clip) or "
                  "an .npz with arr_0 uint8 [M, H, W, C] (clip i from image i; N defaults to M; labels from arr_1)");
   app.add_option("--segments", o.segments,
-                 "a first-frame-conditioned video model: continue each clip S-1 times, each segment starting from "
-                 "the last --overlap frames so far (F + (S-1)(F-K') frames)")
+                 "a first-frame-conditioned video model (or any video model with --reconstruction-guidance): "
+                 "continue each clip S-1 times, each segment starting from the last --overlap frames so far "
+                 "(F + (S-1)(F-K') frames)")
+      ->capture_default_str();
+  app.add_option("--reconstruction-guidance", o.reconstruction_guidance,
+                 "with --segments on a video model WITHOUT first-frame conditioning: guide each new segment to "
+                 "continue the last --overlap frames with weight W (Ho et al. 2022 eq. 7; 2 is theirs; ddpm or "
+                 "ddim sampler; a network backward per step)")
       ->capture_default_str();
   app.add_option("--overlap", o.overlap,
                  "with --segments: the known frames K' each segment is conditioned on, at most the model's "
@@ -45,6 +52,11 @@ void check_video_flags(const SampleOptions& o) {
   DDPM_CHECK(o.overlap >= 0, "--overlap must be at least 1 (a known frame per segment), got " << o.overlap);
   DDPM_CHECK(o.overlap == 0 || o.segments > 1,
              "--overlap " << o.overlap << " sets how segments join and needs --segments 2 or more");
+  DDPM_CHECK(std::isfinite(o.reconstruction_guidance) && o.reconstruction_guidance >= 0,
+             "--reconstruction-guidance must be >= 0, got " << o.reconstruction_guidance);
+  DDPM_CHECK(o.reconstruction_guidance == 0 || o.segments > 1,
+             "--reconstruction-guidance " << o.reconstruction_guidance
+                                          << " guides the segments after the first and needs --segments 2 or more");
   DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
              "--first-frame " << o.first_frame << " and --first-frame-from " << o.first_frame_from
                               << " both give the first frames; choose one");
@@ -70,10 +82,22 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
   for (const auto& [given, flag] : refused)
     DDPM_CHECK(!given, flag << " does not apply to " << o.checkpoint << ": it is a video model (" << model.num_frames
                             << " frames per clip)");
-  DDPM_CHECK(o.segments == 1 || model.first_frame_condition,
-             "--segments " << o.segments << " continues clips from their last frame, which needs a "
-                                            "first-frame-conditioned video model; "
-                           << o.checkpoint << " is not one (ddpm-train --first-frame-condition)");
+  DDPM_CHECK(o.segments == 1 || model.first_frame_condition || o.reconstruction_guidance > 0,
+             "--segments " << o.segments << " continues clips from their last frames, which needs a "
+                                            "first-frame-conditioned video model (ddpm-train --first-frame-condition) "
+                                            "or --reconstruction-guidance W; "
+                           << o.checkpoint << " is not conditioned");
+  DDPM_CHECK(o.reconstruction_guidance == 0 || !model.first_frame_condition,
+             "--reconstruction-guidance guides an unconditional video model; " << o.checkpoint
+                 << " is conditioned on its first frames: --segments continues its clips through that condition");
+  if (o.reconstruction_guidance > 0) {
+    DDPM_CHECK(o.sampler == "ddpm" || o.sampler == "ddim",
+               "--reconstruction-guidance steps with the guided x_0 estimate of the ddpm and ddim samplers; got "
+               "--sampler "
+                   << o.sampler);
+    DDPM_CHECK(o.overlap < model.num_frames, "--overlap " << o.overlap << " leaves no new frame in a segment of "
+                                                          << model.num_frames << " frames (" << o.checkpoint << ")");
+  }
   if (model.first_frame_condition) {
     // Both bounds name the model's value: K' <= condition_frames <= F - 1 (unet.h).
     DDPM_CHECK(o.overlap <= model.condition_frames && o.overlap < model.num_frames,
@@ -133,7 +157,9 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
                    {"first_frame_condition", model.first_frame_condition},
                    {"segments", o.segments},
                    {"overlap", o.segments > 1 ? nlohmann::json(video_overlap(o, model)) : nlohmann::json(nullptr)},
-                   {"frames_per_clip", video_output_frames(o, model)}};
+                   {"frames_per_clip", video_output_frames(o, model)},
+                   {"reconstruction_guidance",
+                    o.reconstruction_guidance > 0 ? nlohmann::json(o.reconstruction_guidance) : nlohmann::json(nullptr)}};
   j["first_frame"] = frames.cond.defined()
                          ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
                          : nlohmann::json(nullptr);
@@ -204,6 +230,14 @@ std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig&
 
 Tensor extend_clips(const Tensor& x, int segments, int overlap, const diffusion::DenoiseFn& net,
                     const std::function<Tensor(const diffusion::DenoiseFn&)>& draw) {
+  const int F = static_cast<int>(x.dim(1));
+  return extend_clips(
+      x, segments, overlap,
+      [&](const Tensor& known) { return diffusion::concat_condition(net, unet::frames_condition(known, F)); }, draw);
+}
+
+Tensor extend_clips(const Tensor& x, int segments, int overlap, const SegmentDenoiser& continue_from,
+                    const std::function<Tensor(const diffusion::DenoiseFn&)>& draw) {
   DDPM_CHECK(x.ndim() == 5 && x.dim(1) >= 2 && segments >= 1,
              "extend_clips: x must be clips [n, F, H, W, C] with F >= 2, got " << shape_str(x.shape()));
   const std::int64_t F = x.dim(1);
@@ -214,7 +248,7 @@ Tensor extend_clips(const Tensor& x, int segments, int overlap, const diffusion:
   for (int s = 1; s < segments; ++s) {
     // The last K' frames [n, K', H, W, C], as sampled (not rounded to bytes) between segments.
     const Tensor known = slice(last, 1, F - overlap, overlap);
-    last = draw(diffusion::concat_condition(net, unet::frames_condition(known, static_cast<int>(F))));
+    last = draw(continue_from(known));
     parts.push_back(slice(last, 1, overlap, F - overlap));  // its frames 0..K'-1 re-draw the known ones
   }
   return parts.size() == 1 ? x : concat(parts, 1);

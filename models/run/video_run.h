@@ -113,6 +113,12 @@ std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig&
 // is the model's bare denoiser (without a condition), `draw` samples n clips with a denoiser.
 Tensor extend_clips(const Tensor& x, int segments, int overlap, const diffusion::DenoiseFn& net,
                     const std::function<Tensor(const diffusion::DenoiseFn&)>& draw);
+// The same with any way of continuing: continue_from(known [n, K', H, W, C]) is the denoiser a
+// segment is drawn with (above: the frame condition; --reconstruction-guidance: the
+// unconditional denoiser guided by diffusion/reconstruction_guidance.h).
+using SegmentDenoiser = std::function<diffusion::DenoiseFn(const Tensor& known)>;
+Tensor extend_clips(const Tensor& x, int segments, int overlap, const SegmentDenoiser& continue_from,
+                    const std::function<Tensor(const diffusion::DenoiseFn&)>& draw);
 
 // --first-frame-from: the image stage, then the video stage (see above). run_sample(o, log)
 // comes here when o.first_frame_from is set.

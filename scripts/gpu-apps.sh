@@ -16,7 +16,8 @@
 #      condition gap (ddpm-eval condition-gap: does the network read the caption at all);
 #   6. unless VIDEO=0: a class-conditional video UNet on moving-fashion-mnist (8 frames of
 #      32x32) for the same number of steps, timed, 64 sampled clips (grid.gif, filmstrip) and
-#      their temporal consistency beside shuffled frames and real clips (ddpm-eval video).
+#      their temporal consistency beside shuffled frames and real clips (ddpm-eval video); then
+#      12-frame clips extended with --reconstruction-guidance 0 (replacement) and 2.
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -114,5 +115,16 @@ if [ "${VIDEO:-1}" != 0 ]; then
   cat "$logs/video-eval.log"
   cp "$video-samples/grid.gif" "$logs/video-grid.gif" 2>/dev/null
   cp "$video-samples/filmstrip.png" "$logs/video-filmstrip.png" 2>/dev/null
+  # Longer clips from the same unconditional model (8 + (8 - 4) = 12 frames): Ho et al.'s
+  # replacement method alone (W = 0) against reconstruction guidance (W = 2, their eq. 7).
+  for w in 0 2; do
+    "$bin/ddpm-sample" --checkpoint "$video" --num-samples 64 --batch-size 64 --sampler ddim --sampling-steps 50 \
+      --segments 2 --overlap 4 --reconstruction-guidance "$w" --out "$video-rg$w" > "$logs/sample-video-rg$w.log" 2>&1 ||
+      status=1
+    "$bin/ddpm-eval" video --samples "$video-rg$w/samples.npz" --data "moving-fashion-mnist${data:+:$data}" \
+      --frames 12 > "$logs/video-eval-rg$w.log" 2>&1 || status=1
+    echo "-- 12-frame clips, reconstruction guidance W = $w"
+    cat "$logs/video-eval-rg$w.log"
+  done
 fi
 exit $status

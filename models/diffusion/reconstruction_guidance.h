@@ -46,7 +46,8 @@ struct ReconstructionGuidance {
   std::uint64_t seed = 0;
 };
 
-// The guided denoiser described above for clips [N, F, H, W, C] with F > K. ValueError for a
+// The guided denoiser described above for clips [N, F, H, W, C] with F > K; it keeps a
+// reference to `s`, which must outlive it. ValueError for a
 // known tensor that is not [N, K, H, W, C] with 1 <= K < F matching x, a negative weight,
 // a fractional timestep, or a zero-terminal-SNR step (sigma_t or alpha_t = 0).
 DenoiseFn reconstruction_guided(const DenoiseFn& net, const DiffusionSchedule& s, const ReconstructionGuidance& g);

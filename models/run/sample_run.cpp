@@ -355,7 +355,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                       << model.net->config().in_channels);
   }
   check_video_sample(o, model.net->config(), latent != nullptr);  // video_run.h
-  if (o.reconstruction_guidance > 0) {
+  if (reconstruction_guided(o)) {
     DDPM_CHECK(!model.diffusion.vdm_curve && !model.diffusion.edm,
                "--reconstruction-guidance does not apply to " << o.checkpoint
                                                               << ": it steps a discrete DDPM schedule, not a VDM or EDM model");
@@ -566,7 +566,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, video_overlap(o, cfg), fn, draw);
     // An unconditional model continues through reconstruction guidance instead; its
     // replacement noise has its own stream per batch and segment, derived from --seed.
-    if (o.reconstruction_guidance > 0) {
+    if (reconstruction_guided(o)) {
       std::uint64_t segment = 0;
       x = extend_clips(
           x, o.segments, video_overlap(o, cfg),

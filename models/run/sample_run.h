@@ -245,8 +245,9 @@ struct SampleOptions {
   int segments = 1;  // --segments: clips continued from their last frame (video_run.h)
   int overlap = 0;   // --overlap K': the known frames per segment; 0 = the model's condition_frames
   // --reconstruction-guidance W: --segments with an unconditional video model, each segment
-  // guided to continue the last K' frames (diffusion/reconstruction_guidance.h); 0 = off.
-  double reconstruction_guidance = 0;
+  // guided to continue the last K' frames (diffusion/reconstruction_guidance.h); W = 0 is the
+  // replacement method alone. Negative (the default, -1): off.
+  double reconstruction_guidance = -1;
 };
 
 // The flags and their model-free checks (add_sample_flags, note_given_flags,

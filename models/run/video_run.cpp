@@ -36,9 +36,9 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
       ->capture_default_str();
   app.add_option("--reconstruction-guidance", o.reconstruction_guidance,
                  "with --segments on a video model WITHOUT first-frame conditioning: guide each new segment to "
-                 "continue the last --overlap frames with weight W (Ho et al. 2022 eq. 7; 2 is theirs; ddpm or "
-                 "ddim sampler; a network backward per step)")
-      ->capture_default_str();
+                 "continue the last --overlap frames with weight W (Ho et al. 2022 eq. 7; 2 is theirs; 0 = their "
+                 "replacement method alone; ddpm or ddim sampler; a network backward per step)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--overlap", o.overlap,
                  "with --segments: the known frames K' each segment is conditioned on, at most the model's "
                  "condition_frames (ddpm-train --condition-frames); default: that value");
@@ -52,9 +52,9 @@ void check_video_flags(const SampleOptions& o) {
   DDPM_CHECK(o.overlap >= 0, "--overlap must be at least 1 (a known frame per segment), got " << o.overlap);
   DDPM_CHECK(o.overlap == 0 || o.segments > 1,
              "--overlap " << o.overlap << " sets how segments join and needs --segments 2 or more");
-  DDPM_CHECK(std::isfinite(o.reconstruction_guidance) && o.reconstruction_guidance >= 0,
+  DDPM_CHECK(std::isfinite(o.reconstruction_guidance) && (o.reconstruction_guidance >= 0 || o.reconstruction_guidance == -1),
              "--reconstruction-guidance must be >= 0, got " << o.reconstruction_guidance);
-  DDPM_CHECK(o.reconstruction_guidance == 0 || o.segments > 1,
+  DDPM_CHECK(!reconstruction_guided(o) || o.segments > 1,
              "--reconstruction-guidance " << o.reconstruction_guidance
                                           << " guides the segments after the first and needs --segments 2 or more");
   DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
@@ -82,15 +82,15 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
   for (const auto& [given, flag] : refused)
     DDPM_CHECK(!given, flag << " does not apply to " << o.checkpoint << ": it is a video model (" << model.num_frames
                             << " frames per clip)");
-  DDPM_CHECK(o.segments == 1 || model.first_frame_condition || o.reconstruction_guidance > 0,
+  DDPM_CHECK(o.segments == 1 || model.first_frame_condition || reconstruction_guided(o),
              "--segments " << o.segments << " continues clips from their last frames, which needs a "
                                             "first-frame-conditioned video model (ddpm-train --first-frame-condition) "
                                             "or --reconstruction-guidance W; "
                            << o.checkpoint << " is not conditioned");
-  DDPM_CHECK(o.reconstruction_guidance == 0 || !model.first_frame_condition,
+  DDPM_CHECK(!reconstruction_guided(o) || !model.first_frame_condition,
              "--reconstruction-guidance guides an unconditional video model; " << o.checkpoint
                  << " is conditioned on its first frames: --segments continues its clips through that condition");
-  if (o.reconstruction_guidance > 0) {
+  if (reconstruction_guided(o)) {
     DDPM_CHECK(o.sampler == "ddpm" || o.sampler == "ddim",
                "--reconstruction-guidance steps with the guided x_0 estimate of the ddpm and ddim samplers; got "
                "--sampler "
@@ -159,7 +159,7 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
                    {"overlap", o.segments > 1 ? nlohmann::json(video_overlap(o, model)) : nlohmann::json(nullptr)},
                    {"frames_per_clip", video_output_frames(o, model)},
                    {"reconstruction_guidance",
-                    o.reconstruction_guidance > 0 ? nlohmann::json(o.reconstruction_guidance) : nlohmann::json(nullptr)}};
+                    reconstruction_guided(o) ? nlohmann::json(o.reconstruction_guidance) : nlohmann::json(nullptr)}};
   j["first_frame"] = frames.cond.defined()
                          ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
                          : nlohmann::json(nullptr);
@@ -216,6 +216,8 @@ Tensor dataset_first_frames(const Dataset& data, int n) {
   }
   return pixels_to_unit(px, n, data.height, data.channels);
 }
+
+bool reconstruction_guided(const SampleOptions& o) { return o.reconstruction_guidance >= 0; }
 
 int video_overlap(const SampleOptions& o, const unet::UNetConfig& model) {
   return o.overlap > 0 ? o.overlap : std::max(1, model.condition_frames);  // 1: a first-frame model's

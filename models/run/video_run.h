@@ -104,6 +104,8 @@ std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen
 // max_known = model.condition_frames.
 Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen);
 
+// --reconstruction-guidance W was given (W >= 0; 0 is the replacement method alone).
+bool reconstruction_guided(const SampleOptions& o);
 // --overlap K': o.overlap when given, else the model's condition_frames (at least 1).
 int video_overlap(const SampleOptions& o, const unet::UNetConfig& model);
 // The frames per written clip: F, or F + (S - 1)(F - K') with --segments S; 0 for an image model.

@@ -70,6 +70,11 @@ rg=(--checkpoint "$plain" --num-samples 2 --sampling-steps 2 --device cpu --seed
   >"$work/out.txt" 2>"$work/err.txt" || fail "--reconstruction-guidance 2"
 grep -aq "'shape': (2, 8, 16, 16, 1)" "$work/rg/samples.npz" || fail "reconstruction guidance: clips are not 8 frames"
 grep -q '"reconstruction_guidance": 2' "$work/rg/sample_info.json" || fail "sample_info.json does not record the weight"
+"$bin/ddpm-sample" "${rg[@]}" --sampler ddim --overlap 2 --reconstruction-guidance 0 --out "$work/rg0" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "--reconstruction-guidance 0 (the replacement method)"
+grep -q '"reconstruction_guidance": 0' "$work/rg0/sample_info.json" || fail "sample_info.json does not record W = 0"
+refused "--reconstruction-guidance: Value -1 not in range" "$bin/ddpm-sample" "${rg[@]}" \
+  --reconstruction-guidance -1 --out "$work/x"
 refused "--segments 3 continues clips from their last frames, which needs" "$bin/ddpm-sample" "${rg[@]}" \
   --out "$work/x"
 refused "--reconstruction-guidance steps with the guided x_0 estimate of the ddpm and ddim samplers" \

@@ -97,10 +97,7 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
                                          << " was trained with the VDM objective (continuous t, models/diffusion/"
                                             "vdm.h); use ddpm-eval bpd, its own variational bound");
   run::refuse_super_res_model(src.net->config(), a.checkpoint, "ddpm-eval nll");  // super_res_run.h
-  // Only the input gradient is wanted: frozen weights skip their gradients in every VJP.
-  for (auto& [name, value] : src.net->named_parameters()) value.set_requires_grad(false);
-  if (src.text_encoder)
-    for (auto& [name, value] : src.text_encoder->named_parameters()) value.set_requires_grad(false);
+  run::freeze_weights(src);  // only the input gradient is wanted
   const run::DiffusionSettings& d = src.diffusion;
   const unet::UNet& net = *src.net;
   DenoiseFn fn = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {

@@ -417,6 +417,12 @@ DiffusionSettings diffusion_from_diffusers_scheduler(const nlohmann::json& j, bo
   DDPM_THROW(ValueError, "scheduler: a value has the wrong type: " << e.what());
 }
 
+void freeze_weights(const ModelSource& model) {
+  for (auto& [name, value] : model.net->named_parameters()) value.set_requires_grad(false);
+  if (model.text_encoder)
+    for (auto& [name, value] : model.text_encoder->named_parameters()) value.set_requires_grad(false);
+}
+
 std::string model_config_path(const std::string& checkpoint) {
   fs::path p = fs::path(checkpoint).lexically_normal();
   if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();  // "dir/" -> "dir"

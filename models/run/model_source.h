@@ -141,6 +141,11 @@ void refuse_vdm_model(const ModelSource& model, const std::string& path, const s
 // (fine-tuning included, finetune.h) handle today.
 void refuse_video_model(const ModelSource& model, const std::string& path, const std::string& what);
 
+// Turns off requires_grad on every weight of `model` (its UNet and text encoder), for the
+// callers that run backward to the INPUT only (ddpm-eval nll, reconstruction guidance):
+// frozen weights skip their gradients in every VJP.
+void freeze_weights(const ModelSource& model);
+
 // The config.json that open_model reads for `checkpoint` ("dir/" read as "dir"): a folder's
 // own, else (a checkpoint folder RUN/checkpoints/step_N) its run's two levels up; the one
 // beside a model file. "" when that file does not exist. For the readers of the run's other

@@ -356,16 +356,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   }
   check_video_sample(o, model.net->config(), latent != nullptr);  // video_run.h
   if (reconstruction_guided(o)) {
-    DDPM_CHECK(!model.diffusion.vdm_curve && !model.diffusion.edm,
+    DDPM_CHECK(!model.diffusion.vdm && !model.diffusion.edm,
                "--reconstruction-guidance does not apply to " << o.checkpoint
                                                               << ": it steps a discrete DDPM schedule, not a VDM or EDM model");
-    // Its gradient runs backward through the network to x_t; the weights need none.
-    for (nn::Module* m : {static_cast<nn::Module*>(model.net.get()), static_cast<nn::Module*>(model.text_encoder.get())})
-      if (m != nullptr)
-        for (auto& [name, p] : m->named_parameters()) {
-          Tensor frozen = p;  // a handle on the model's parameter
-          frozen.set_requires_grad(false);
-        }
+    freeze_weights(model);  // its gradient runs backward through the network to x_t only
   }
   DDPM_CHECK(o.first_frame_from.empty(), "--first-frame-from " << o.first_frame_from
                                                                << " needs the image model too: run_first_frame_pipeline (video_run.h)");

@@ -9,6 +9,8 @@
 //   - a joint step's gradient is N/(N+M) g_video + M/(N+M) g_still, with g_video from a
 //     video-only trainer and g_still from the stills' draws replayed by hand; microbatches
 //     accumulate the same gradient; resume is bit-identical;
+//   - Min-SNR weights, label dropout, offset noise and input perturbation reach the stills,
+//     each still with its own draws after the clips' (replayed by hand);
 //   - every refusal names its flag or field.
 // In f64 on the CPU, on the tiny UNet of tests/support.
 #include <cmath>
@@ -25,6 +27,7 @@
 #include "engine/ops/reduce.h"
 #include "models/data/loader.h"
 #include "models/diffusion/gaussian_diffusion.h"
+#include "models/diffusion/training_recipes.h"
 #include "models/run/train_run.h"
 #include "models/train/trainer.h"
 #include "models/unet/temporal.h"
@@ -285,6 +288,65 @@ TEST(VideoJoint, JointGradientIsTheWeightedSumOfVideoAndStillGradients) {
     peak = std::max(peak, std::fabs(gs[i]));
   }
   EXPECT_GT(peak, 1e-4);  // the stills contribute
+}
+
+// The training recipes (training_recipes.h) reach the stills as they reach the clips: each
+// still gets its own Min-SNR weight, label dropout, offset noise (one draw per still and
+// channel, broadcast over its one frame) and input perturbation, drawn after the clips'.
+// Replayed by hand here in the trainer's draw order.
+TEST(VideoJoint, RecipesApplyToTheStills) {
+  Rig a, b, c;
+  train::TrainerConfig cr = config(kStills), cv = config(0);
+  for (train::TrainerConfig* k : {&cr, &cv}) {
+    k->snr_gamma = 2.0;
+    k->label_dropout = 0.5;
+    k->noise_offset = 0.3;
+    k->input_perturbation = 0.2;
+  }
+  train::Trainer joint_tr(a.slab, a.fn(), a.schedule, joint, cr);
+  train::Trainer video_tr(b.slab, b.fn(), b.schedule, video_only, cv);
+  const train::StepMetrics mj = joint_tr.step(), mv = video_tr.step();
+  // Replay the clips' draws (t, label dropout, noise, offset, perturbation), then the stills'.
+  Generator gen(7);
+  rand({kClips}, gen, Device::cpu(), DType::f64);
+  rand({kClips}, gen, Device::cpu(), DType::f64);
+  randn(clips_x0().shape(), gen, Device::cpu(), DType::f64);
+  randn({kClips, 1, 1, 1, 3}, gen, Device::cpu(), DType::f64);
+  randn(clips_x0().shape(), gen, Device::cpu(), DType::f64);
+  diffusion::Timesteps t;
+  for (double u : rand({kStills}, gen, Device::cpu(), DType::f64).to_double_vector())
+    t.push_back(std::min<std::int64_t>(39, static_cast<std::int64_t>(u * 40)));
+  std::vector<std::int64_t> labels = kStillLabels;
+  const std::vector<double> drop = rand({kStills}, gen, Device::cpu(), DType::f64).to_double_vector();
+  for (std::size_t j = 0; j < labels.size(); ++j)
+    if (drop[j] < 0.5) labels[j] = 2;  // the null label
+  EXPECT_NE(labels, kStillLabels) << "this seed drops no still label: the dropout is not exercised";
+  // Offset noise: one N(0, 1) per still and channel, broadcast over the frame's pixels.
+  Tensor noise = randn(stills_x0().shape(), gen, Device::cpu(), DType::f64);
+  noise = add(noise, scale(randn({kStills, 1, 1, 1, 3}, gen, Device::cpu(), DType::f64), 0.3));
+  const Tensor xi = scale(randn(stills_x0().shape(), gen, Device::cpu(), DType::f64), 0.2);
+  const std::vector<double> w = diffusion::min_snr_weights(c.schedule, diffusion::ModelMeanType::eps, t, 2.0);
+  double spread = 0;
+  for (double wj : w) spread = std::max(spread, std::fabs(wj - 1.0));
+  EXPECT_GT(spread, 1e-3) << "Min-SNR weights all 1: the weighting is not exercised";
+  // loss_j = mean((eps_theta(q_sample(x0, t, noise + xi)) - noise)^2): the input is perturbed,
+  // the target is not.
+  const Tensor xt = diffusion::q_sample(c.schedule, stills_x0(), t, add(noise, xi));
+  const Tensor err = square(sub(c.fn()(xt, std::vector<double>(t.begin(), t.end()), labels), noise));
+  const Tensor per = mean(err.reshape({kStills, -1}), {1});  // [M]
+  const std::vector<double> pv = per.to_double_vector();
+  EXPECT_NEAR(mj.still_loss, (pv[0] + pv[1] + pv[2]) / kStills, 1e-12);
+  // The clips saw the video-only trainer's draws; the step's loss is sum_i w_i l_i / (N + M)
+  // over clips and stills, and so is its gradient.
+  const double n_total = kClips + kStills;
+  c.slab.zero_grad();
+  Tensor still_sum = sum(mul(per, Tensor::from_vector(w, {kStills}, DType::f64, Device::cpu())));
+  still_sum.backward();
+  EXPECT_NEAR(mj.loss, (kClips * mv.loss + still_sum.item()) / n_total, 1e-12);
+  const std::vector<double> gj = a.slab.grads().to_double_vector(), gv = b.slab.grads().to_double_vector(),
+                            gs = c.slab.grads().to_double_vector();
+  for (std::size_t i = 0; i < gj.size(); ++i)
+    ASSERT_NEAR(gj[i], (kClips * gv[i] + gs[i]) / n_total, 1e-10 + 1e-8 * std::fabs(gj[i])) << "element " << i;
 }
 
 TEST(VideoJoint, MicrobatchesAccumulateTheJointGradient) {

@@ -87,12 +87,22 @@ ConsistencyExamples consistency_examples(const DiffusionSchedule& s, const Consi
   return e;
 }
 
+Tensor teacher_step_x0(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
+                       const Tensor& z, const Timesteps& t, const std::vector<std::int64_t>& labels,
+                       const TeacherGuidance& guidance) {
+  NoGradGuard no_grad;
+  if (!guidance.active()) return x0_estimate(s, teacher, r, z, t, labels);
+  // LCM eq. 9-10: (1 + w) eps_c - w eps_u, read as x^w (progressive_distill.h eq. 4).
+  return teacher_guided_x0(s, teacher, r, z, t, labels, guidance.null_label, guidance.w);
+}
+
 Tensor consistency_target(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiseFn& target_net,
                           const DenoiserReading& r, const ConsistencyGrid& g, const ConsistencyExamples& e,
-                          const std::vector<std::int64_t>& labels) {
+                          const std::vector<std::int64_t>& labels, const TeacherGuidance& guidance) {
   NoGradGuard no_grad;
   // The teacher's eta = 0 DDIM step L_{n+1} -> L_n (progressive_distill.h eq. 1).
-  const Tensor z_lower = ddim_jump(s, e.z, x0_estimate(s, teacher, r, e.z, e.upper, labels), e.upper, e.lower);
+  const Tensor z_lower =
+      ddim_jump(s, e.z, teacher_step_x0(s, teacher, r, e.z, e.upper, labels, guidance), e.upper, e.lower);
   return consistency_function(s, target_net, r, g, z_lower, e.lower, labels);  // (2)
 }
 
@@ -149,13 +159,14 @@ Tensor consistency_sample(const DiffusionSchedule& s, const DenoiseFn& net, cons
 }
 
 Tensor teacher_ode_endpoint(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
-                            const ConsistencyGrid& g, const Tensor& z, const std::vector<std::int64_t>& labels) {
+                            const ConsistencyGrid& g, const Tensor& z, const std::vector<std::int64_t>& labels,
+                            const TeacherGuidance& guidance) {
   NoGradGuard no_grad;
   const auto at = [&](std::int64_t level) { return Timesteps(static_cast<std::size_t>(z.dim(0)), level); };
   Tensor x = z;
   for (std::int64_t n = g.num_levels(); n >= 1; --n) {
     const Timesteps from = at(g.levels[static_cast<std::size_t>(n)]), to = at(g.levels[static_cast<std::size_t>(n - 1)]);
-    x = ddim_jump(s, x, x0_estimate(s, teacher, r, x, from, labels), from, to);
+    x = ddim_jump(s, x, teacher_step_x0(s, teacher, r, x, from, labels, guidance), from, to);
   }
   return x;
 }

@@ -25,7 +25,7 @@
 // 10^4 / N (200 for LCM's N = 50, c_skip = 6e-6): away from the boundary f is almost the
 // network's x_0 estimate, so a student copied from the teacher starts as its one-step x^.
 //
-// The target (CM Algorithm 2; LCM Algorithm 1 with w = 0, no guidance): for x_0 from the
+// The target (CM Algorithm 2; LCM Algorithm 1 with w = 0; guided below): for x_0 from the
 // data, n ~ U{0..N-1}, eps ~ N(0, I),
 //   z_{n+1} = q_sample(x_0, L_{n+1}, eps),                    z^_n = DDIM_teacher(z_{n+1}, L_{n+1} -> L_n)
 //   target = f_{theta^-}(z^_n, L_n)   (stop gradient; = z^_n at n = 0)                    (2)
@@ -38,6 +38,16 @@
 //                 D elements of one sample (Song & Dhariwal 2023, "Improved techniques for
 //                 training consistency models", sec. 3.3: c = 0.00054 sqrt(d) at CIFAR-10's d)
 // averaged over the batch with weight 1 per sample (LCM's lambda = 1).
+//
+// Guided distillation (LCM, Luo et al. 2023, Algorithm 1 and eq. 9-10): the teacher's step
+// of (2) uses the classifier-free-guided prediction at a per-sample weight w (ddpm-sample's
+// --guidance-scale s = 1 + w),
+//   eps^w = (1 + w) eps(z, t, c) - w eps(z, t, null),
+// and the student and theta^- take w as an input (their DenoiseFn closes over it). In x-space
+// this is progressive_distill.h eq. (4) (teacher_guided_x0): x^ is affine in the network
+// output with weights summing to one, and x^ is read unclamped here, so the DDIM step from
+// x^w is the DDIM step with eps^w exactly. With no weights (TeacherGuidance{}) the teacher is
+// read as above, one call per step; with weights, one doubled call [z; z] with [c; null].
 //
 // Multistep sampling (CM Algorithm 1) on K of the N levels tau_1 > ... > tau_K:
 //   z ~ N(0, I) at tau_1 = L_N = T - 1;  x = f(z, tau_1);
@@ -96,11 +106,25 @@ struct ConsistencyExamples {
 ConsistencyExamples consistency_examples(const DiffusionSchedule& s, const ConsistencyGrid& g, const Tensor& x0,
                                          const std::vector<std::int64_t>& upper_index, const Tensor& eps);
 
-// Equation (2): the teacher's DDIM step upper -> lower, then the target network there. Run
-// without gradients.
+// The guidance of the teacher's DDIM steps: per-sample weights w (empty: the plain teacher)
+// and the null label of its unconditional branch.
+struct TeacherGuidance {
+  std::vector<double> w;
+  std::int64_t null_label = 0;
+  bool active() const { return !w.empty(); }
+};
+
+// The teacher's x_0 estimate at z (timesteps t): x0_estimate, or with guidance the guided
+// x^w of teacher_guided_x0 (one doubled call). No gradients.
+Tensor teacher_step_x0(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
+                       const Tensor& z, const Timesteps& t, const std::vector<std::int64_t>& labels,
+                       const TeacherGuidance& guidance);
+
+// Equation (2): the teacher's DDIM step upper -> lower (guided when `guidance` is active),
+// then the target network there. Run without gradients.
 Tensor consistency_target(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiseFn& target_net,
                           const DenoiserReading& r, const ConsistencyGrid& g, const ConsistencyExamples& e,
-                          const std::vector<std::int64_t>& labels);
+                          const std::vector<std::int64_t>& labels, const TeacherGuidance& guidance = {});
 
 enum class ConsistencyDistance { l2, pseudo_huber };
 ConsistencyDistance parse_consistency_distance(const std::string& name);  // "l2" | "pseudo-huber"
@@ -123,9 +147,11 @@ Tensor consistency_sample(const DiffusionSchedule& s, const DenoiseFn& net, cons
                           DType dtype = DType::f32);
 
 // The teacher's N-step DDIM trajectory from z at L_N down to the clean level (N calls),
-// unclamped: the ODE endpoint a one-step consistency model should reach. No gradients.
+// unclamped: the ODE endpoint a one-step consistency model should reach (of the guided ODE
+// when `guidance` is active: 2N rows per level in N calls). No gradients.
 Tensor teacher_ode_endpoint(const DiffusionSchedule& s, const DenoiseFn& teacher, const DenoiserReading& r,
-                            const ConsistencyGrid& g, const Tensor& z, const std::vector<std::int64_t>& labels);
+                            const ConsistencyGrid& g, const Tensor& z, const std::vector<std::int64_t>& labels,
+                            const TeacherGuidance& guidance = {});
 
 // The held-out figure: mean over samples and elements of (f_model(z, L_N) - endpoint)^2.
 double one_step_endpoint_gap(const DiffusionSchedule& s, const DenoiseFn& model, const DenoiserReading& r,

@@ -51,6 +51,8 @@ namespace {
 constexpr const char* kConsistencyKey = "consistency";  // inside the "distillation" section
 // Independent streams of one seed (engine/seed_streams.h).
 constexpr std::uint64_t kDrawStream = 0, kLoaderStream = 1, kDropoutStream = 2, kGapStream = 3, kGapLoaderStream = 4;
+// --guided: linear_1 of the fresh guidance embedding (student and theta^- alike).
+constexpr std::uint64_t kGuidedInitStream = 5;
 
 void say(const ConsistencyOptions& o, const std::string& line) {
   if (o.log) o.log(line);
@@ -91,6 +93,7 @@ void check_consistency_options(const ConsistencyOptions& o) {
   (void)diffusion::parse_consistency_distance(o.loss);
   DDPM_CHECK(o.label_dropout <= 1 && std::isfinite(o.label_dropout),
              "--label-dropout must be in [0, 1] (or negative for the teacher's), got " << o.label_dropout);
+  if (!o.guided.empty()) (void)parse_guided_range(o.guided);
   DDPM_CHECK(o.log_every >= 1, "--log-every must be positive, got " << o.log_every);
   DDPM_CHECK(o.gap_samples >= 1 && o.gap_samples <= 4096, "--gap-samples must be in [1, 4096], got " << o.gap_samples);
   DDPM_CHECK(o.checkpoint_every >= 0,
@@ -133,13 +136,19 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   const diffusion::DiffusionSchedule schedule(diffusion_betas(d));
   diffusion::check_mean_type_for_schedule(schedule, d.predict, "ddpm-distill");
   const diffusion::ConsistencyGrid grid = diffusion::consistency_grid(d.diffusion_steps, o.levels);
+  const std::optional<GuidedRange> guided =
+      o.guided.empty() ? std::nullopt : std::optional<GuidedRange>(parse_guided_range(o.guided));
+  DDPM_CHECK(!guided || cfg.num_classes > 0,
+             "--guided " << o.guided << " distils classifier-free guidance, and --teacher " << o.teacher
+                         << " is unconditional (it has no null label to guide away from): distil a class-conditional "
+                            "run, or drop --guided");
 
   const TeacherData td = open_teacher_data(o.teacher, cfg, o.data, o.device);  // distill_teacher.h
   const LatentCodec* latent = td.latent.get();
   const std::shared_ptr<Dataset>& data = td.data;
   const int num_classes = cfg.num_classes;
   double dropout = o.label_dropout;
-  if (dropout < 0) dropout = td.class_dropout;
+  if (dropout < 0) dropout = guided ? 0.0 : td.class_dropout;  // guided: the conditional labels (LCM)
   if (num_classes == 0) dropout = 0;
 
   say(o, "ddpm-distill: consistency distillation (Song et al. 2023, on the DDPM grid as LCM) of " + o.teacher +
@@ -149,18 +158,23 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
              std::to_string(d.diffusion_steps / o.levels) + "), " + std::to_string(o.steps) + " steps of batch " +
              std::to_string(o.batch_size) + ", " + o.loss + " loss, target EMA " + fmt_log(o.target_ema) +
              (num_classes > 0 ? ", label dropout " + fmt_log(dropout) : std::string()));
+  if (guided)
+    say(o, "ddpm-distill: guided consistency distillation (LCM) of guidance scales s in [" +
+               fmt_log(guided->scale_min) + ", " + fmt_log(guided->scale_max) + "] (w = s - 1): the teacher's step "
+               "uses (1 + w) eps_c - w eps_u, the student takes w");
 
   // Student and target: copies of the teacher (the target follows the student, consistency_run.h).
   ModelSource student = open_model(o.teacher, o.device, true);
   ModelSource target = open_model(o.teacher, o.device, true);
+  if (guided) {  // one fresh embedding for both (last linear zero): theta^- = theta = the teacher's conditional branch
+    student.net = with_guidance_embedding(*student.net, splitmix64_stream(o.seed, kGuidedInitStream));
+    target.net = with_guidance_embedding(*target.net, splitmix64_stream(o.seed, kGuidedInitStream));
+  }
   ParameterSlab slab, target_slab;
   slab.pack(student.net->named_parameters());
   target_slab.pack(target.net->named_parameters());
   const diffusion::DenoiseFn teacher_fn = weighted_denoiser(*teacher.net, {});
-  const diffusion::DenoiseFn target_fn = weighted_denoiser(*target.net, {});
-  const diffusion::DenoiseFn student_eval = weighted_denoiser(*student.net, {});
   Generator dropout_gen(splitmix64_stream(o.seed, kDropoutStream));
-  const diffusion::DenoiseFn student_train = weighted_denoiser(*student.net, {}, nn::Context{true, &dropout_gen});
   diffusion::DenoiserReading reading;
   reading.type = d.predict;
   reading.learned_sigma = cfg.learn_sigma;
@@ -183,10 +197,17 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   // The held-out figure: z at L_N (fixed noise), the teacher's N-step endpoint computed once.
   Generator gap_gen(splitmix64_stream(o.seed, kGapStream));
   const std::vector<std::int64_t> gap_labels = num_classes > 0 ? gap_batch.labels : std::vector<std::int64_t>{};
+  // --guided: the gap at the fixed middle of the range (consistency_run.h), teacher and student alike.
+  const double gap_scale = guided ? (guided->scale_min + guided->scale_max) / 2 : 1.0;
+  const std::vector<double> gap_w = guided ? std::vector<double>(gap_labels.size(), gap_scale - 1.0)
+                                           : std::vector<double>{};
+  const diffusion::TeacherGuidance gap_guidance{gap_w, num_classes};
+  const diffusion::DenoiseFn student_eval = weighted_denoiser(*student.net, gap_w);
   const Tensor gap_z = diffusion::q_sample(schedule, gap_x0,
                                            diffusion::Timesteps(static_cast<std::size_t>(gap_x0.dim(0)), grid.levels.back()),
                                            randn(gap_x0.shape(), gap_gen, gap_x0.device(), gap_x0.dtype()));
-  const Tensor gap_end = diffusion::teacher_ode_endpoint(schedule, teacher_fn, reading, grid, gap_z, gap_labels);
+  const Tensor gap_end =
+      diffusion::teacher_ode_endpoint(schedule, teacher_fn, reading, grid, gap_z, gap_labels, gap_guidance);
   ConsistencyResult result;  // a resumed run keeps the saved gap_before (of the student at step 0)
   result.gap_before = resumed && resumed->has_gap_before
                           ? resumed->gap_before
@@ -234,8 +255,15 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
     const std::vector<std::int64_t> upper = uniform_levels(x0.dim(0), grid.num_levels(), gen);
     const std::vector<std::int64_t> labels = drop_labels(b.labels, num_classes, dropout, gen);
     const Tensor eps = randn(x0.shape(), gen, x0.device(), x0.dtype());
+    // --guided: the examples' w, drawn last (consistency_run.h); none otherwise.
+    const diffusion::TeacherGuidance guidance{
+        guided ? draw_guidance_weights(x0.dim(0), *guided, gen) : std::vector<double>{}, num_classes};
     const diffusion::ConsistencyExamples e = diffusion::consistency_examples(schedule, grid, x0, upper, eps);
-    const Tensor tgt = diffusion::consistency_target(schedule, teacher_fn, target_fn, reading, grid, e, labels);
+    const diffusion::DenoiseFn target_fn = weighted_denoiser(*target.net, guidance.w);
+    const diffusion::DenoiseFn student_train =
+        weighted_denoiser(*student.net, guidance.w, nn::Context{true, &dropout_gen});
+    const Tensor tgt =
+        diffusion::consistency_target(schedule, teacher_fn, target_fn, reading, grid, e, labels, guidance);
     slab.zero_grad();
     const Tensor fz = diffusion::consistency_function(schedule, student_train, reading, grid, e.z, e.upper, labels);
     Tensor loss = diffusion::consistency_loss(fz, tgt, distance);
@@ -267,6 +295,7 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
     config["model"] = unet::config_to_json(cfg);
     config["diffusion"] = diffusion_to_json(d);
   }
+  if (guided) config["model"] = unet::config_to_json(student.net->config());  // with guidance_embedding
   config.erase("posthoc_ema");
   config.erase("distill");
   config["data"] = {{"data", td.spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", td.options.pad_to_32},
@@ -282,6 +311,7 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   how.sampler = "consistency";
   how.clip_x0 = false;
   how.teacher = o.teacher;
+  how.guided = guided;  // ddpm-sample's trained range of --guidance-scale
   nlohmann::json rec = distillation_record_json(how);
   rec[kConsistencyKey] = {{"levels", grid.num_levels()},
                           {"timesteps", diffusion::Timesteps(grid.levels.begin() + 1, grid.levels.end())},
@@ -300,6 +330,7 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
                           {"final_loss", result.final_loss},
                           {"gap_before", result.gap_before},
                           {"gap_after", result.gap_after},
+                          {"gap_guidance_scale", gap_scale},
                           {"seconds", seconds}};
   config[kDistillationSection] = rec;
   std::vector<std::pair<std::string, Tensor>> weights;
@@ -313,8 +344,11 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   say(o, "consistency: final loss " + fmt_log(result.final_loss) + "; held-out gap of one step to the teacher's " +
              std::to_string(o.levels) + "-step DDIM endpoint " + fmt_log(result.gap_before) + " -> " +
              fmt_log(result.gap_after) + "; " + fmt_log(seconds) + " s; published " + o.out);
-  say(o, "sample: ddpm-sample --checkpoint " + o.out + " --sampler consistency --sampling-steps 1 (or 2 .. " +
-             std::to_string(o.levels) + ")");
+  say(o, "sample: ddpm-sample --checkpoint " + o.out + " --sampler consistency --sampling-steps 1" +
+             (guided ? " --guidance-scale " + fmt_log(gap_scale) : std::string()) + " (or 2 .. " +
+             std::to_string(o.levels) + " steps" +
+             (guided ? ", s in [" + fmt_log(guided->scale_min) + ", " + fmt_log(guided->scale_max) + "]" : std::string()) +
+             ")");
   return result;
 }
 
@@ -366,9 +400,9 @@ std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOption
   for (const char* flag : {"--consistency-levels", "--steps", "--target-ema", "--consistency-loss"})
     DDPM_CHECK(consistency || app.count(flag) == 0, flag << " applies to --method consistency only");
   if (!consistency) return std::nullopt;
-  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided", "--guided-steps"})
+  for (const char* flag : {"--teacher-steps", "--rounds", "--steps-per-round", "--guided-steps"})
     DDPM_CHECK(app.count(flag) == 0, flag << " applies to --method progressive only; --method consistency takes "
-                                             "--consistency-levels and --steps");
+                                             "--consistency-levels and --steps (and --guided S_MIN,S_MAX)");
   ConsistencyOptions& o = f.o;
   o.teacher = d.teacher;
   o.batch_size = d.batch_size;
@@ -378,6 +412,7 @@ std::optional<int> consistency_cli_main(const CLI::App& app, const DistillOption
   o.ema_rate = d.ema_rate;
   o.data = d.data;
   o.label_dropout = d.label_dropout;
+  o.guided = d.guided;
   o.log_every = d.log_every;
   o.gap_samples = d.gap_samples;
   o.seed = d.seed;

@@ -19,13 +19,37 @@
 //
 // Class-conditional teachers: labels replaced by the null label with probability
 // --label-dropout (default: the teacher run's class_dropout), plain distillation of both
-// branches (no guidance is distilled; ddpm-sample refuses --guidance-scale with the sampler).
+// branches (no guidance is distilled; ddpm-sample refuses --guidance-scale with the sampler
+// for such a student).
+//
+// Guided consistency distillation (--guided S_MIN,S_MAX; Latent Consistency Models, Luo et
+// al. 2023, Algorithm 1, eq. 9-10; the flag, its parse and its units are progressive guided
+// distillation's, guided_distill.h: s = 1 + w, 1 <= S_MIN <= S_MAX; class-conditional
+// teachers only). Student and theta^- start as with_guidance_embedding(teacher) (one fresh
+// embedding, its last linear zero: at step 0 both are the teacher's conditional branch); per
+// example w = s - 1, s ~ U[S_MIN, S_MAX]; the teacher's DDIM step uses the guided prediction
+// (1 + w) eps_c - w eps_u (consistency.h TeacherGuidance: one doubled teacher call of 2B
+// rows), and student and target get the example's w. Draws per step, in this order from the
+// run's generator: the latent encoding (latent teachers), the level indices, the label
+// dropout uniforms (when p > 0), eps, then the B weights w LAST (so the draws before them are
+// an unguided run's). Labels: the student is trained on the conditional labels (LCM: the
+// guided student is sampled with a class, and guidance is now inside the network), so the
+// label dropout defaults to 0 (the teacher's class_dropout is not taken); --label-dropout p
+// still sets it, and a dropped row's guided step is the unconditional one whatever w (both
+// branches get the null label). gap_before / gap_after are measured at the fixed middle of
+// the range, w = (S_MIN + S_MAX) / 2 - 1, against the teacher's guided N-step DDIM endpoint.
+// The folder records "model": {"guidance_embedding": true} and "distillation": {"guided":
+// {"scale_min", "scale_max"}, "consistency": {..., "gap_guidance_scale"}}, and `ddpm-sample
+// --sampler consistency --guidance-scale s` feeds w = s - 1 in one network call per step,
+// refusing s outside the range (guided_distill.h guided_sampling_weight). --guided is saved
+// with the run's state and restored on --resume.
 //
 // Refused (ValueError, before anything is written): EDM-objective and super-resolution
 // teachers, a level count that does not divide T, data that do not fit the model, an --out
 // that exists and is not empty without --overwrite (or, without it, beside a saved state of a
 // stopped run), progressive-only flags given with --method consistency (--rounds,
-// --steps-per-round, --teacher-steps, --guided, --guided-steps), consistency flags without it.
+// --steps-per-round, --teacher-steps, --guided-steps), consistency flags without it, --guided
+// for an unconditional teacher or a malformed range.
 // Latent teachers are handled as in distill_run.h (the data encoded by the run's
 // autoencoder, which OUT carries).
 //
@@ -85,7 +109,8 @@ struct ConsistencyOptions {
   double target_ema = 0.95;       // mu of the target network (CM Table 3)
   std::string loss = "pseudo-huber";  // l2 | pseudo-huber (consistency.h eq. 3)
   std::string data;
-  double label_dropout = -1;
+  double label_dropout = -1;       // < 0: the teacher's class_dropout (0 with --guided)
+  std::string guided;              // --guided "S_MIN,S_MAX": LCM's guided distillation; "" = off
   std::int64_t log_every = 100;
   std::int64_t gap_samples = 64;
   std::uint64_t seed = 0;

@@ -38,7 +38,8 @@ const OptionTable<ConsistencyOptions>& consistency_option_table() {
       bind_option("gap_samples", "--gap-samples", &O::gap_samples),
       bind_option("log_every", "--log-every", &O::log_every),
       bind_option("seed", "--seed", &O::seed),
-      bind_option("overwrite", "--overwrite", &O::overwrite)};
+      bind_option("overwrite", "--overwrite", &O::overwrite),
+      bind_option("guided", "--guided", &O::guided, canonical_guided)};
   return table;
 }
 

@@ -259,15 +259,13 @@ void restore_distill_progress(const DistillState& st, const std::string& out, co
   p.losses = st.losses;
 }
 
-namespace {
-
-// --guided as numbers, written back as "S_MIN,S_MAX" in the shortest round-trip form: "1, 5",
-// "1,5.0" and "1.0,5" are one range, saved and compared as "1.0,5.0".
 std::string canonical_guided(const std::string& spec) {
   if (spec.empty()) return spec;
   const GuidedRange r = parse_guided_range(spec);
   return nlohmann::json(r.scale_min).dump() + "," + nlohmann::json(r.scale_max).dump();
 }
+
+namespace {
 
 // The options that define a progressive run (distill_options_json): state.json's key, the
 // flag, the member. --log-every is one: the final loss is the last logged window's mean.

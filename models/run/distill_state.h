@@ -193,6 +193,11 @@ OptionBinding<Options> bind_option(const char* key, const char* flag, T Options:
 template <typename Options>
 using OptionTable = std::vector<OptionBinding<Options>>;
 
+// --guided (guided_distill.h parse_guided_range) as numbers, written back as "S_MIN,S_MAX" in
+// the shortest round-trip form: "1, 5", "1,5.0" and "1.0,5" are one range, saved and compared
+// as "1.0,5.0"; "" (off) stays "". The canonical form of both methods' "guided" option.
+std::string canonical_guided(const std::string& spec);
+
 // The "options" object of state.json: every row's key and recorded value.
 template <typename Options>
 nlohmann::json options_json(const OptionTable<Options>& table, const Options& o) {

@@ -309,11 +309,11 @@ void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(o.solver_order >= 1 && o.solver_order <= 3, "--solver-order must be 1, 2 or 3, got " << o.solver_order);
   if (!is_karras_sampler(o.sampler) && o.sampler != "plms" && o.sampler != "consistency")
     diffusion::parse_sampler_kind(o.sampler);
-  DDPM_CHECK(o.sampler != "consistency" || (o.guidance_scale == 1 && o.classifier.empty() && o.autoguide.empty() &&
-                                            o.control.empty()),
-             "--sampler consistency does not combine with --guidance-scale, --classifier, --autoguide or --control: "
-             "a consistency model's f(z, t) is not a denoiser of the teacher's process that guidance could shift "
-             "(distilled guidance is not implemented)");
+  // --guidance-scale is checked against the model (make_sampler_config): a guided consistency
+  // student (ddpm-distill --method consistency --guided) takes it as its w input.
+  DDPM_CHECK(o.sampler != "consistency" || (o.classifier.empty() && o.autoguide.empty() && o.control.empty()),
+             "--sampler consistency does not combine with --classifier, --autoguide or --control: a consistency "
+             "model's f(z, t) is not a denoiser of the teacher's process that guidance could shift");
   DDPM_CHECK(o.eta >= 0, "--eta must be >= 0, got " << o.eta);
   DDPM_CHECK(o.eta == 0 || o.sampler == "ddim", "--eta applies to --sampler ddim only");
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);

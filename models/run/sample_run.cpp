@@ -186,6 +186,13 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
                           << "(K in [1, " << (cgrid ? cgrid->num_levels() : 0) << "])");
   if (consistency) {
     (void)diffusion::consistency_sampling_levels(*cgrid, o.sampling_steps > 0 ? o.sampling_steps : 1);  // K fits
+    // Only a guided consistency student (consistency_run.h --guided) takes a guidance scale:
+    // as w = s - 1 into its network (below), never as a combination of two calls.
+    DDPM_CHECK(o.guidance_scale == 1 || cfg.guidance_embedding,
+               "--sampler consistency does not combine with --guidance-scale " << o.guidance_scale << " for "
+                   << o.checkpoint << ": its consistency function f(z, t) is not a denoiser of the teacher's process "
+                   "that classifier-free guidance could shift, and it was distilled without guidance (ddpm-distill "
+                   "--method consistency --guided S_MIN,S_MAX distils it)");
   } else if (sc.kind == diffusion::SamplerConfig::Kind::heun) {
     if (o.sampling_steps > 0) sc.heun_steps = o.sampling_steps;  // else the default, 18 (EDM's CIFAR-10 N)
     sc.sigma_min = o.sigma_min;

@@ -65,7 +65,9 @@ int main(int argc, char** argv) {
                  "ddpm-sample --guidance-scale s in [S_MIN, S_MAX] (S_MIN >= 1): stage 1 is published as round_0, "
                  "every student takes s as an input and samples with one network call per step; --rounds 0: "
                  "stage 1 only. Stage 1 trains a new, zero-initialised embedding of s: at 1,000 steps on the CPU "
-                 "--lr 1e-4 left the student nearly blind to s, --lr 2e-3 followed it (docs/RESULTS.md)");
+                 "--lr 1e-4 left the student nearly blind to s, --lr 2e-3 followed it (docs/RESULTS.md). With --method "
+                 "consistency: LCM's guided consistency distillation (the teacher's step guided at w = s - 1, the "
+                 "student given w; one folder, sampled with --sampler consistency --guidance-scale s)");
   app.add_option("--guided-steps", o.guided_steps, "optimiser steps of stage 1 (default: --steps-per-round)");
   app.add_option("--log-every", o.log_every, "print the mean loss every this many steps")->capture_default_str();
   app.add_option("--gap-samples", o.gap_samples, "held-out examples of the one-step gap reported per round")

@@ -18,7 +18,8 @@
 // --clip-x0 nor --dynamic-threshold is given (as latent runs default to no clip), and prints
 // distillation_sampling_warning's single line when the sampler or the step count leaves the
 // trained grid. A consistency model (consistency_run.h) records sampler "consistency", its
-// K = 1 default and a "consistency" key with its levels; it gets no warning (any K of its
+// K = 1 default and a "consistency" key with its levels (and "guided" when distilled with
+// --guided); it gets no warning (any K of its
 // levels is trained) and other samplers are refused instead. open_model and ddpm-eval ignore the section (they read "model" and
 // "diffusion" only), so a round folder opens like any checkpoint folder.
 #pragma once

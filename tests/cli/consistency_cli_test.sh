@@ -9,7 +9,10 @@
 # the published folder exits 0), and checks the refusals (exit 2, one line, nothing written):
 # another sampler for the consistency folder, --sampler consistency for the teacher, levels
 # that do not divide T, a progressive flag with --method consistency and a consistency flag
-# without it.
+# without it. Guided (LCM) distillation: --guided 1,3 of a class-conditional run records the
+# range, its printed command (with --guidance-scale) samples, two scales give two sample
+# sets in one network call per step, a scale off the range, --guidance-scale for the unguided
+# student, --guided for an unconditional run and --guided-steps with consistency are refused.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" consistency_cli_test
@@ -69,6 +72,38 @@ test ! -e "$work/stopped.distill-state" || fail "the saved state outlived the pu
 grep -q "is complete" "$work/out.txt" || fail "--resume of a published run said: $(cat "$work/out.txt")"
 refused "no saved state to resume from" "$bin/ddpm-distill" --resume --method consistency --out "$work/none"
 test ! -e "$work/none" || fail "a refused --resume left $work/none behind"
+
+# Guided consistency distillation (LCM) of a class-conditional run.
+cond="$work/cond"
+"$bin/ddpm-train" "${tiny_model[@]}" --class-cond --diffusion-steps 32 --sample-steps 8 --predict v --steps 2 \
+  --out "$cond" >"$work/out.txt" 2>"$work/err.txt" || fail "class-conditional training"
+gcm=(--teacher "$cond" --method consistency --consistency-levels 4 --batch-size 4 --log-every 2 --gap-samples 4
+     --lr 1e-2 --warmup-steps 1
+     --steps 6 --device cpu)
+"$bin/ddpm-distill" "${gcm[@]}" --guided 1,3 --out "$work/gcm" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-distill --method consistency --guided: $(cat "$work/err.txt")"
+grep -q "guided consistency distillation (LCM)" "$work/out.txt" || fail "no guided plan: $(cat "$work/out.txt")"
+grep -q '"scale_max": 3' "$work/gcm/config.json" || fail "config.json lacks the guided range"
+grep -q '"guidance_embedding": true' "$work/gcm/config.json" || fail "config.json: no guidance embedding"
+cmd=$(grep "^sample: " "$work/out.txt" | sed "s/^sample: //; s/ (or .*//")
+case "$cmd" in *"--guidance-scale 2"*) ;; *) fail "the printed command has no --guidance-scale 2: $cmd" ;; esac
+"$bin/"$cmd --num-samples 2 --out "$work/gs0" >"$work/out.txt" 2>"$work/err.txt" || fail "the printed command: $cmd"
+for s in 1.5 3; do
+  "$bin/ddpm-sample" --checkpoint "$work/gcm" --sampler consistency --sampling-steps 2 --guidance-scale "$s" \
+    --class 1 --num-samples 2 --device cpu --out "$work/gs$s" >"$work/out.txt" 2>"$work/err.txt" ||
+    fail "--guidance-scale $s: $(cat "$work/err.txt")"
+  grep -q "fed to the network as w = " "$work/out.txt" || fail "--guidance-scale $s: no w line: $(cat "$work/out.txt")"
+  grep -q '"network_calls": 2' "$work/gs$s/sample_info.json" || fail "--guidance-scale $s: not 2 network calls"
+done
+grep -q '"guidance_weight_w": 2.0' "$work/gs3/sample_info.json" || fail "--guidance-scale 3: sample_info.json has no w = 2"
+! cmp -s "$work/gs1.5/samples.npz" "$work/gs3/samples.npz" || fail "two guidance scales gave the same samples"
+refused "outside the range \[1, 3\]" "$bin/ddpm-sample" --checkpoint "$work/gcm" --sampler consistency \
+  --guidance-scale 4 --device cpu --out "$work/x"
+refused "does not combine with --guidance-scale 2" "$bin/ddpm-sample" --checkpoint "$work/cm" --sampler consistency \
+  --guidance-scale 2 --device cpu --out "$work/x"
+refused "is unconditional" "$bin/ddpm-distill" "${cm[@]}" --steps 2 --guided 1,3 --out "$work/x"
+refused "--guided-steps applies to --method progressive only" "$bin/ddpm-distill" "${gcm[@]}" --guided 1,3 \
+  --guided-steps 2 --out "$work/x"
 
 refused "is a consistency model" "$bin/ddpm-sample" --checkpoint "$work/cm" --sampler ddim --sampling-steps 4 \
   --device cpu --out "$work/x"

@@ -93,6 +93,8 @@ DistillState resume_consistency_state(ConsistencyOptions& o) {
   DistillState st = load_distill_state(o.out);
   check_saved_method(st, kConsistencyMethod, o.out);
   const std::string file = distill_state_dir(o.out) + "/" + kDistillStateJson;
+  // A state saved before --guided existed (consistency_run.h) is an unguided run's.
+  if (st.options.is_object() && !st.options.contains("guided")) st.options["guided"] = "";
   resume_options(consistency_option_table(), st.options, o, file);
   DDPM_CHECK_AS(st.step <= o.steps, IoError,
                 file << " is damaged: \"step\" " << st.step << " exceeds the run's --steps " << o.steps);

@@ -31,7 +31,8 @@ std::optional<ConsistencyResult> completed_consistency_run(const ConsistencyOpti
 // --resume, step 2: the saved state of OUT, with the defining options of `o` replaced by the
 // saved ones. ValueError when there is no state, when it is a progressive run's, or when a
 // flag in o.flags_given differs from its saved value (naming the flag and both values);
-// IoError for a damaged state.
+// IoError for a damaged state. A state without "guided" (saved before --guided existed) is
+// an unguided run's.
 DistillState resume_consistency_state(ConsistencyOptions& o);
 
 }  // namespace ddpm::run

@@ -42,7 +42,7 @@ nlohmann::json saved_consistency_options() {
           {"batch_size", 5},         {"lr", 0.003},               {"warmup_steps", 7}, {"grad_clip", 0.5},
           {"ema_rate", 0.99},        {"target_ema", 0.9},         {"loss", "l2"},      {"data", "toy"},
           {"label_dropout", 0.25},   {"gap_samples", 9},          {"log_every", 3},    {"seed", 42},
-          {"overwrite", true}};
+          {"overwrite", true},       {"guided", "1.0,3.0"}};
 }
 
 // The state of OUT with its "options" changed (`bad` null: the key removed, else its value
@@ -159,6 +159,7 @@ TEST(DistillStateFormat, ConsistencyOptionsAreTakenBack) {
   EXPECT_EQ(o.log_every, 3);
   EXPECT_EQ(o.seed, 42u);
   EXPECT_TRUE(o.overwrite);
+  EXPECT_EQ(o.guided, "1.0,3.0");
   EXPECT_EQ(run::consistency_options_json(o).dump(), saved_consistency_options().dump());
 
   o = consistency_resume(out);
@@ -177,6 +178,16 @@ TEST(DistillStateFormat, ConsistencyOptionsAreTakenBack) {
   };
   expect_damaged_option(out, "target_ema", nullptr, resume);
   expect_damaged_option(out, "seed", "42", resume);
+  expect_damaged_option(out, "guided", 3, resume);
+
+  // A state saved before --guided existed resumes as an unguided run.
+  const std::string old_out = testing::temp_path("distill_state_format_consistency_unguided");
+  st.options.erase("guided");
+  run::save_distill_state(old_out, st);
+  run::ConsistencyOptions u = consistency_resume(old_out);
+  (void)run::resume_consistency_state(u);
+  EXPECT_EQ(u.guided, "");
+  EXPECT_EQ(u.levels, 10);
 }
 
 }  // namespace

@@ -270,8 +270,8 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
              "--train-only " << o.train_only << " trains a video model's temporal blocks; --data " << data.name
                              << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
   DDPM_CHECK(!o.temporal_conv || frames > 0,
-             "--temporal-conv adds convolutions over a video model's frames; --data "
-                 << data.name << " holds images, not clips (use e.g. --data moving-toy)");
+             "--temporal-conv adds convolutions over a video model's frames; --data " << data.name
+                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
   c.num_frames = frames;
   // A source's temporal convolutions are its architecture; --temporal-conv adds fresh ones
   // (identity at the start) to a source without them.

@@ -232,7 +232,7 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
                                                   << " (at least one frame is generated), got " << o.condition_frames);
   DDPM_CHECK(!o.temporal_conv || frames > 1,
              "--temporal-conv adds convolutions over a video model's frames; --data " << o.data
-                 << " holds images, not clips (use e.g. --data moving-toy)");
+                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
   if (frames > 1) {
     c.temporal_conv = o.temporal_conv;
     c.num_frames = frames;

@@ -269,7 +269,13 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
   DDPM_CHECK(o.train_only.empty() || frames > 0,
              "--train-only " << o.train_only << " trains a video model's temporal blocks; --data " << data.name
                              << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
+  DDPM_CHECK(!o.temporal_conv || frames > 0,
+             "--temporal-conv adds convolutions over a video model's frames; --data " << data.name
+                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
   c.num_frames = frames;
+  // A source's temporal convolutions are its architecture; --temporal-conv adds fresh ones
+  // (identity at the start) to a source without them.
+  c.temporal_conv = frames > 0 && (s.model.temporal_conv || o.temporal_conv);
   c.first_frame_condition = o.first_frame_condition;
   c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;  // a training choice (vext), not SRC's
   c.dropout = o.dropout;
@@ -287,7 +293,8 @@ nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& 
 NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target) {
   NamedTensors trained;
   for (auto& [name, p] : model.named_parameters()) {
-    const bool temporal = name.find("temp_attentions.") != std::string::npos;
+    const bool temporal =
+        name.find("temp_attentions.") != std::string::npos || name.find("temp_convs.") != std::string::npos;
     const bool conv_in = target.first_frame_condition && name.rfind("conv_in.", 0) == 0;
     if (temporal || conv_in) {
       trained.emplace_back(name, p);
@@ -306,6 +313,7 @@ void load_finetune_weights(const FineTuneSource& s, const nn::Module& model, con
   // The differences a video target may have from its source (finetune.h): temporal blocks new
   // to an image source, and conv_in widened by the first-frame condition's C + 1 channels.
   const bool new_temporal = target.video() && !s.model.video();
+  const bool new_convs = target.temporal_conv && !s.model.temporal_conv;  // --temporal-conv on a source without
   const bool grown_conv_in = target.first_frame_condition && !s.model.first_frame_condition;
   const std::int64_t src_in = s.model.input_channels(), dst_in = target.input_channels();
   auto is_temporal = [](const std::string& name) { return name.find("temp_attentions.") != std::string::npos; };
@@ -323,6 +331,7 @@ void load_finetune_weights(const FineTuneSource& s, const nn::Module& model, con
     const auto it = source.find(name);
     if (it == source.end()) {
       if (new_temporal && is_temporal(name)) continue;  // keeps its fresh initialisation
+      if (new_convs && name.find("temp_convs.") != std::string::npos) continue;  // fresh, the identity
       problems << "\n  missing: " << name;
       ++count;
     } else if (it->second->shape() != p.shape() && !grows(name, it->second->shape(), p.shape())) {

@@ -42,8 +42,12 @@
 //     fine-tunes on clips of its own F (another F is a ValueError naming both); its conv_in
 //     grows the same way when SRC has no first-frame condition and the flag is given, and a
 //     conditioned SRC needs the flag. Video SRC on images, or the flag on images, is refused.
+//     Temporal convolutions (unet.h temporal_conv) are SRC's architecture when it has them;
+//     --temporal-conv adds them to an image SRC or a video SRC without them, fresh (proj_out
+//     zero, the identity), so the step-0 claim above still holds. On images it is refused.
 //   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
-//     image model) trains the video target's temporal blocks alone, plus conv_in with
+//     image model) trains the video target's temporal blocks (temp_attentions.* and, with
+//     temporal_conv, temp_convs.*) alone, plus conv_in with
 //     --first-frame-condition (its condition channels must learn); every other parameter is
 //     frozen: outside the trainer's slab, so it gets no gradient, no AdamW update or weight
 //     decay, and no EMA (its EMA is itself). Checkpoints still hold the whole model (model
@@ -128,7 +132,7 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
 nlohmann::json finetune_record(const FineTuneSource& s, const unet::UNetConfig& model);
 
 // --train-only temporal: the parameters of `model` (built from `target`, a video model) that
-// train, in the model's order: every temp_attentions.* and, with the first-frame condition,
+// train, in the model's order: every temp_attentions.* and temp_convs.* and, with the first-frame condition,
 // conv_in.*. Sets requires_grad false on all the others (frozen: no gradient is computed).
 NamedTensors train_only_parameters(const nn::Module& model, const unet::UNetConfig& target);
 

@@ -272,7 +272,9 @@ std::string format_report(const ProfileReport& r) {
   }
   o << "\n";
   if (!r.options.checkpoint.empty()) o << "model: " << r.options.checkpoint << " (its weights; synthetic data)\n";
-  if (m.video()) o << "video: " << m.num_frames << " frames per clip (batches [B, F, H, W, C], temporal attention over F)\n";
+  if (m.video())
+    o << "video: " << m.num_frames << " frames per clip (batches [B, F, H, W, C], temporal attention over F"
+      << (m.temporal_conv ? ", kernel-3 temporal convolutions after every resnet" : "") << ")\n";
   if (r.options.device.is_cuda())
     o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
       << conv_algo_search_name(conv_algo_search()) << "\n";

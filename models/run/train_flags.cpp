@@ -90,6 +90,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "with --first-frame-condition: condition each clip on k ~ Uniform{1..K} of its own first frames, "
                  "so ddpm-sample --segments can continue clips from K frames (--overlap)")
       ->capture_default_str()->group(M);
+  app.add_flag("--temporal-conv", o.temporal_conv,
+               "video data (--data moving-*): add a temporal convolution (kernel 3 over the frames, identity at "
+               "the start) after every resnet of the video UNet, before its temporal attention (Make-A-Video)")
+      ->group(M);
   app.add_option("--joint-images", o.joint_images,
                  "video data (--data moving-*): each step also trains on M still images (first frames of random "
                  "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")

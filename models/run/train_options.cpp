@@ -230,7 +230,11 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   DDPM_CHECK(!o.first_frame_condition || (o.condition_frames >= 1 && o.condition_frames < frames),
              "--condition-frames must be in [1, " << frames - 1 << "] for clips of --frames " << frames
                                                   << " (at least one frame is generated), got " << o.condition_frames);
+  DDPM_CHECK(!o.temporal_conv || frames > 1,
+             "--temporal-conv adds convolutions over a video model's frames; --data " << o.data
+                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
   if (frames > 1) {
+    c.temporal_conv = o.temporal_conv;
     c.num_frames = frames;
     c.first_frame_condition = o.first_frame_condition;
     c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;

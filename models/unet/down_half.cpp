@@ -38,6 +38,17 @@ Tensor ResolutionLevel::attend_frames(std::size_t j, const Tensor& h, std::int64
   return temporals[j]->forward(h, frames, ctx);
 }
 
+void ResolutionLevel::add_temporal_conv(std::unique_ptr<TemporalConv> c) {
+  register_module("temp_convs." + std::to_string(temporal_convs.size()), c.get());
+  temporal_convs.push_back(std::move(c));
+}
+
+Tensor ResolutionLevel::conv_frames(std::size_t j, const Tensor& h, std::int64_t frames,
+                                    const nn::Context& ctx) const {
+  if (frames <= 0 || temporal_convs.empty()) return h;
+  return temporal_convs[j]->forward(h, frames, ctx);
+}
+
 void ResolutionLevel::set_resampler(const char* name, std::unique_ptr<Downsample> d, std::unique_ptr<Upsample> u,
                                     std::unique_ptr<ResnetBlock> r) {
   down = std::move(d);
@@ -152,6 +163,18 @@ void DownHalf::add_temporal_layers(const LevelConfig& cfg, Generator& gen, Devic
   register_module("mid_block.temp_attentions.0", mid_temporal_.get());
 }
 
+void DownHalf::add_temporal_conv_layers(const LevelConfig& cfg, Generator& gen, Device device) {
+  for (int i = 0; i < static_cast<int>(down_.size()); ++i) {
+    const std::int64_t ch = cfg.level_channels(i);
+    for (std::size_t j = 0; j < down_[i]->resnets.size(); ++j)
+      down_[i]->add_temporal_conv(std::make_unique<TemporalConv>(ch, cfg.norm_groups, cfg.norm_eps, gen, device));
+  }
+  mid_conv1_ = std::make_unique<TemporalConv>(deepest_channels_, cfg.norm_groups, cfg.norm_eps, gen, device);
+  register_module("mid_block.temp_convs.0", mid_conv1_.get());
+  mid_conv2_ = std::make_unique<TemporalConv>(deepest_channels_, cfg.norm_groups, cfg.norm_eps, gen, device);
+  register_module("mid_block.temp_convs.1", mid_conv2_.get());
+}
+
 Tensor DownHalf::embed(const Tensor& t, const std::vector<std::int64_t>& labels) const {
   Tensor emb = timestep_embedding(t, model_channels_, time_embedding_);  // [N, mc]
   emb = time_2_->forward(silu(time_1_->forward(emb)));                  // [N, 4 mc]
@@ -168,6 +191,7 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
   for (const auto& level : down_) {
     for (std::size_t j = 0; j < level->resnets.size(); ++j) {
       h = level->resnets[j]->forward(h, emb, ctx);
+      h = level->conv_frames(j, h, frames, ctx);  // temporal_conv video models: frames f-1, f, f+1
       if (level->has_attention()) h = level->attend(j, h, context, ctx);
       h = level->attend_frames(j, h, frames, ctx);  // video models: over the frames of each clip
       if (skips) skips->push_back(h);
@@ -178,9 +202,12 @@ Tensor DownHalf::encode(const Tensor& x, const Tensor& emb, const nn::Context& c
     }
   }
   h = mid_res1_->forward(h, emb, ctx);
+  if (frames > 0 && mid_conv1_) h = mid_conv1_->forward(h, frames, ctx);
   h = mid_transformer_ ? mid_transformer_->forward(h, context, ctx) : mid_attn_->forward(h, ctx);
   if (frames > 0 && mid_temporal_) h = mid_temporal_->forward(h, frames, ctx);
-  return mid_res2_->forward(h, emb, ctx);  // [N, H', W', C']
+  h = mid_res2_->forward(h, emb, ctx);
+  if (frames > 0 && mid_conv2_) h = mid_conv2_->forward(h, frames, ctx);
+  return h;  // [N, H', W', C']
 }
 
 }  // namespace ddpm::unet

@@ -13,7 +13,8 @@
 // A video UNet (unet.h num_frames) adds temporal attention layers (temporal.h) through
 // add_temporal_layers(), after the subclass built everything else, and encode() runs them
 // when given the frame count: after each resnet (and its attention), and after the middle
-// block's attention.
+// block's attention. With temporal_conv (unet.h) add_temporal_conv_layers() adds a temporal
+// convolution (temporal_conv.h) right after every resnet, the middle block's two included.
 // Parameter names (diffusers' UNet2DModel): conv_in, time_embedding.linear_1/2,
 // class_embedding, down_blocks.i.{resnets.j, attentions.j, downsamplers.0},
 // mid_block.{resnets.0, attentions.0, resnets.1}. The subclass registers its own modules
@@ -30,6 +31,7 @@
 #include "models/unet/blocks.h"
 #include "models/unet/level_config.h"
 #include "models/unet/temporal.h"
+#include "models/unet/temporal_conv.h"
 #include "models/unet/transformer.h"
 
 namespace ddpm::unet {
@@ -45,6 +47,7 @@ struct ResolutionLevel : nn::Module {
   std::unique_ptr<Upsample> up;
   std::unique_ptr<ResnetBlock> res_resample;
   std::vector<std::unique_ptr<TemporalAttention>> temporals;  // temp_attentions.j: one per resnet, or none
+  std::vector<std::unique_ptr<TemporalConv>> temporal_convs;  // temp_convs.j: one per resnet, or none
 
   void add_resnet(std::unique_ptr<ResnetBlock> r);
   void add_attention(std::unique_ptr<AttentionBlock> a);
@@ -54,6 +57,10 @@ struct ResolutionLevel : nn::Module {
   // After resnet j (and its attention): temporal attention over `frames` frames when the
   // level has it and frames > 0; h unchanged otherwise.
   Tensor attend_frames(std::size_t j, const Tensor& h, std::int64_t frames, const nn::Context& ctx) const;
+  void add_temporal_conv(std::unique_ptr<TemporalConv> c);  // registered as temp_convs.j
+  // Right after resnet j: the temporal convolution over `frames` frames when the level has
+  // one and frames > 0; h unchanged otherwise.
+  Tensor conv_frames(std::size_t j, const Tensor& h, std::int64_t frames, const nn::Context& ctx) const;
   // The j-th attention layer on h: AttentionBlock(h), or SpatialTransformer(h, context).
   Tensor attend(std::size_t j, const Tensor& h, const Tensor& context, const nn::Context& ctx) const;
   // Exactly one of d, u, r is non-null; it is registered as `name`.
@@ -112,6 +119,10 @@ class DownHalf : public nn::Module {
   // block's attention (heads by the spatial rule, cfg.heads_for); for the subclass to call
   // once, after all its other modules, so the weights before are drawn as without them.
   void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device);
+  // Builds a TemporalConv after every resnet of the down levels and after both resnets of
+  // the middle block (temp_convs.0 and .1); for the subclass to call after the temporal
+  // attention layers, for the same reason.
+  void add_temporal_conv_layers(const LevelConfig& cfg, Generator& gen, Device device);
 
   std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
   const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }
@@ -133,6 +144,7 @@ class DownHalf : public nn::Module {
   std::unique_ptr<AttentionBlock> mid_attn_;
   std::unique_ptr<SpatialTransformer> mid_transformer_;  // instead of mid_attn_ in a context model
   std::unique_ptr<TemporalAttention> mid_temporal_;      // mid_block.temp_attentions.0 (video models)
+  std::unique_ptr<TemporalConv> mid_conv1_, mid_conv2_;  // mid_block.temp_convs.0/1 (temporal_conv)
 };
 
 }  // namespace ddpm::unet

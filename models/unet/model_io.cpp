@@ -65,6 +65,7 @@ json config_to_json(const UNetConfig& c) {
   if (c.first_frame_condition) j["first_frame_condition"] = true;
   // condition_frames K only when > 1: a first-frame model's file (K = 1) reads as before.
   if (c.condition_frames > 1) j["condition_frames"] = c.condition_frames;
+  if (c.temporal_conv) j["temporal_conv"] = true;  // only when on: older files read as false
   return j;
 }
 
@@ -89,6 +90,7 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("num_frames")) reference["num_frames"] = nullptr;                  // optional: video models
   if (j.contains("first_frame_condition")) reference["first_frame_condition"] = nullptr;  // optional: Emu Video
   if (j.contains("condition_frames")) reference["condition_frames"] = nullptr;  // optional: K > 1 known frames
+  if (j.contains("temporal_conv")) reference["temporal_conv"] = nullptr;  // optional: temporal convolutions
   check_config_keys(j, reference, "model config");
   for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
@@ -137,6 +139,11 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(c.condition_frames > 1, IoError,
                     "model config: condition_frames is " << c.condition_frames
                                                          << "; the key is written only for more than one known frame");
+    }
+    if (j.contains("temporal_conv")) {
+      DDPM_CHECK_AS(j.at("temporal_conv").is_boolean(), IoError,
+                    "model config: temporal_conv must be true or false, got " << j.at("temporal_conv").dump());
+      c.temporal_conv = j.at("temporal_conv").get<bool>();
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());

@@ -69,6 +69,8 @@ void UNetConfig::validate() const {
     DDPM_CHECK(condition_frames == 0, "UNet config: condition_frames " << condition_frames
                                                                        << " needs first_frame_condition (a "
                                                                           "frame-conditioned video model)");
+  DDPM_CHECK(!temporal_conv || video(), "UNet config: temporal_conv (convolutions over the frames) needs a video "
+                                        "model (num_frames >= 2); num_frames is " << num_frames);
   if (video()) {
     DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
                                  << num_frames << ") cannot be a super-resolution model (low_res_size "
@@ -179,6 +181,14 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
       for (std::size_t j = 0; j < up_[i]->resnets.size(); ++j)
         up_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
                                                                  cfg.norm_eps, gen, device));
+    }
+  }
+  if (cfg.temporal_conv) {  // after the temporal attention: every weight above is drawn as without it
+    add_temporal_conv_layers(cfg, gen, device);  // down levels, then the middle block's two
+    for (int i = 0; i < levels; ++i) {
+      const std::int64_t ch = cfg.level_channels(levels - 1 - i);
+      for (std::size_t j = 0; j < up_[i]->resnets.size(); ++j)
+        up_[i]->add_temporal_conv(std::make_unique<TemporalConv>(ch, cfg.norm_groups, cfg.norm_eps, gen, device));
     }
   }
 }
@@ -343,6 +353,7 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
       h = concat({h, skips.back()}, -1);
       skips.pop_back();
       h = level->resnets[j]->forward(h, emb, ctx);
+      h = level->conv_frames(j, h, frames, ctx);  // temporal_conv video models: frames f-1, f, f+1
       if (level->has_attention()) h = level->attend(j, h, frame_context, ctx);
       h = level->attend_frames(j, h, frames, ctx);  // video models: over the frames of each clip
     }

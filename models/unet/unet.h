@@ -123,6 +123,13 @@ struct UNetConfig : LevelConfig {
   // first_frame_condition (1: every first-frame model), 0 without it. config.json has the
   // key only when K > 1, so a file without it means 1.
   int condition_frames = 0;
+  // Temporal convolutions (temporal_conv.h; Make-A-Video's pseudo-3D convolutions, Tran et
+  // al.'s (2+1)D): a video model with temporal_conv has a TemporalConv (kernel 3 over the
+  // frames, identity at construction) right after every resnet, before its spatial and
+  // temporal attention, named down_blocks.i.temp_convs.j, mid_block.temp_convs.0/1 and
+  // up_blocks.i.temp_convs.j. Built after the temporal attention layers, so every other
+  // weight is drawn as without them. false = none; config.json has the key only when true.
+  bool temporal_conv = false;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).

@@ -111,7 +111,8 @@ class DownHalf : public nn::Module {
   // Builds a TemporalAttention after every resnet of the down levels and after the middle
   // block's attention (heads by the spatial rule, cfg.heads_for); for the subclass to call
   // once, after all its other modules, so the weights before are drawn as without them.
-  void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device);
+  // max_distance: TemporalAttention's (0 = sinusoidal positions, R = relative, temporal.h).
+  void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device, std::int64_t max_distance = 0);
 
   std::int64_t deepest_channels() const { return deepest_channels_; }  // C' of the middle block
   const std::vector<std::int64_t>& skip_channels() const { return skip_channels_; }

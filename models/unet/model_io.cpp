@@ -65,6 +65,8 @@ json config_to_json(const UNetConfig& c) {
   if (c.first_frame_condition) j["first_frame_condition"] = true;
   // condition_frames K only when > 1: a first-frame model's file (K = 1) reads as before.
   if (c.condition_frames > 1) j["condition_frames"] = c.condition_frames;
+  // Relative frame positions only (temporal.h); without the key a video model is "sinusoid".
+  if (c.temporal_position != "sinusoid") j["temporal_position"] = c.temporal_position;
   return j;
 }
 
@@ -89,6 +91,7 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("num_frames")) reference["num_frames"] = nullptr;                  // optional: video models
   if (j.contains("first_frame_condition")) reference["first_frame_condition"] = nullptr;  // optional: Emu Video
   if (j.contains("condition_frames")) reference["condition_frames"] = nullptr;  // optional: K > 1 known frames
+  if (j.contains("temporal_position")) reference["temporal_position"] = nullptr;  // optional: "relative"
   check_config_keys(j, reference, "model config");
   for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
@@ -137,6 +140,12 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(c.condition_frames > 1, IoError,
                     "model config: condition_frames is " << c.condition_frames
                                                          << "; the key is written only for more than one known frame");
+    }
+    if (j.contains("temporal_position")) {
+      DDPM_CHECK_AS(j.at("temporal_position").is_string(), IoError,
+                    "model config: temporal_position must be a string (\"relative\"), got "
+                        << j.at("temporal_position").dump());
+      c.temporal_position = j.at("temporal_position").get<std::string>();
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());

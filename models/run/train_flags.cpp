@@ -90,6 +90,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "with --first-frame-condition: condition each clip on k ~ Uniform{1..K} of its own first frames, "
                  "so ddpm-sample --segments can continue clips from K frames (--overlap)")
       ->capture_default_str()->group(M);
+  app.add_option("--temporal-position", o.temporal_position,
+                 "video data (--data moving-*): sinusoid (default) adds a fixed frame embedding in the temporal "
+                 "attention; relative learns a logit bias per head and frame distance (Ho et al. 2022)")
+      ->group(M);
   app.add_option("--joint-images", o.joint_images,
                  "video data (--data moving-*): each step also trains on M still images (first frames of random "
                  "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")

@@ -95,6 +95,10 @@ struct TrainOptions {
   // --condition-frames K: with it, each clip is conditioned on k ~ Uniform{1..K} of its own
   // first frames (unet.h condition_frames; video_run.h training_frames_condition).
   int condition_frames = 1;
+  // --temporal-position sinusoid|relative: how the video model's temporal attention tells
+  // frames apart (unet.h temporal_position). Empty = not given: sinusoid, or the --init-from
+  // video model's own.
+  std::string temporal_position;
   // Joint image-video training (Ho et al. 2022 sec. 3; models/train/trainer.h): each step
   // also trains on this many still images, the first frames of randomly drawn clips. 0 = off.
   std::int64_t joint_images = 0;

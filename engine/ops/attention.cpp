@@ -73,7 +73,8 @@ Tensor attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const T
   OpScope scope(op,
                 4.0 * static_cast<double>(B) * static_cast<double>(Sq) * static_cast<double>(Sk) *
                     static_cast<double>(C),
-                cost::bytes(2 * q.numel() + 2 * k.numel() + lse.numel(), q.dtype()), q.device());
+                cost::bytes(2 * q.numel() + 2 * k.numel() + lse.numel() + (biased ? bias.numel() : 0), q.dtype()),
+                q.device());
   if (q.device().is_cuda()) {
     DDPM_ON_CUDA(op, cuda::attention_forward(q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(),
                                              lse.data<float>(), B, Sq, Sk, C, H, cuda::cublas(), cuda::stream(),
@@ -96,7 +97,9 @@ Tensor attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const T
     OpScope scope(op_backward,
                   10.0 * static_cast<double>(B) * static_cast<double>(Sq) * static_cast<double>(Sk) *
                       static_cast<double>(C),
-                  cost::bytes(4 * qd.numel() + 4 * kd.numel() + lse.numel(), qd.dtype()), qd.device());
+                  cost::bytes(4 * qd.numel() + 4 * kd.numel() + lse.numel() + (bd.defined() ? 2 * bd.numel() : 0),
+                              qd.dtype()),
+                  qd.device());
     // One pass produces all three gradients; computing fewer would save little.
     Tensor dq = Tensor::empty(qd.shape(), qd.dtype(), qd.device());
     Tensor dk = Tensor::empty(kd.shape(), kd.dtype(), kd.device());
@@ -108,7 +111,8 @@ Tensor attention_impl(const Tensor& q, const Tensor& k, const Tensor& v, const T
                    cuda::attention_backward(qd.data<float>(), kd.data<float>(), vd.data<float>(), lse.data<float>(),
                                             g.data<float>(), dq.data<float>(), dk.data<float>(), dv.data<float>(), B,
                                             Sq, Sk, C, H, cuda::cublas(), cuda::stream(),
-                                            biased ? bd.data<float>() : nullptr, biased ? dbias.data<float>() : nullptr));
+                                            biased ? bd.data<float>() : nullptr,
+                                            biased ? dbias.data<float>() : nullptr));
     } else {
       ops::cpu_dispatch("attention backward", qd.dtype(), [&](auto t) {
         using T = decltype(t);

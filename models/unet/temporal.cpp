@@ -64,7 +64,8 @@ TemporalAttention::TemporalAttention(std::int64_t channels, int num_heads, int n
   out_->bias.zero_();
   register_module("to_out.0", out_.get());
   if (max_distance > 0)  // B = 0: no position preference until training gives one (temporal.h)
-    relative_bias_ = add_parameter("relative_bias", Tensor::zeros({2 * max_distance + 1, num_heads}, DType::f32, device));
+    relative_bias_ =
+        add_parameter("relative_bias", Tensor::zeros({2 * max_distance + 1, num_heads}, DType::f32, device));
 }
 
 Tensor TemporalAttention::forward(const Tensor& x, std::int64_t frames, const nn::Context& ctx) const {

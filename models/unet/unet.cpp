@@ -70,7 +70,8 @@ void UNetConfig::validate() const {
                                                                        << " needs first_frame_condition (a "
                                                                           "frame-conditioned video model)");
   DDPM_CHECK(temporal_position == "sinusoid" || temporal_position == "relative",
-             "UNet config: temporal_position must be \"sinusoid\" or \"relative\", got \"" << temporal_position << "\"");
+             "UNet config: temporal_position must be \"sinusoid\" or \"relative\", got \"" << temporal_position
+                                                                                            << "\"");
   DDPM_CHECK(temporal_position == "sinusoid" || video(),
              "UNet config: temporal_position \"" << temporal_position
                                                   << "\" positions the frames of a video model (num_frames >= 2); "

@@ -42,6 +42,9 @@
 //     fine-tunes on clips of its own F (another F is a ValueError naming both); its conv_in
 //     grows the same way when SRC has no first-frame condition and the flag is given, and a
 //     conditioned SRC needs the flag. Video SRC on images, or the flag on images, is refused.
+//     --temporal-position (unet.h temporal_position) chooses the frame positions of an image
+//     SRC's new temporal blocks (relative: zero bias tables); a video SRC keeps its own, and
+//     the other value is a ValueError naming both.
 //   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
 //     image model) trains the video target's temporal blocks alone, plus conv_in with
 //     --first-frame-condition (its condition channels must learn); every other parameter is

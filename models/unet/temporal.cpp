@@ -99,8 +99,11 @@ Tensor TemporalAttention::compute(const Tensor& x, std::int64_t frames) const {
     tokens = add(tokens, p);                                                    // + p [F, C]
   }
   // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
-  const Tensor q = q_->forward(tokens), k = k_->forward(tokens), v = v_->forward(tokens);
-  Tensor a = bias.defined() ? attention(q, k, v, bias, heads_) : attention(q, k, v, heads_);  // [N*H*W, F, C]
+  // (The projections are written inside the calls, as before the option: the sinusoid
+  // path records its tape exactly as it always did.)
+  Tensor a = bias.defined()
+                 ? attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), bias, heads_)
+                 : attention(q_->forward(tokens), k_->forward(tokens), v_->forward(tokens), heads_);  // [N*H*W, F, C]
   Tensor out = transpose(out_->forward(a).reshape({N, HW, F, C}), 1, 2).reshape(s);        // [N*F, H, W, C]
   return add(x, out);
 }

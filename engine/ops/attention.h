@@ -23,6 +23,15 @@
 // attention block from forward to backward (128 MiB in fp32 at B=8, heads=4, 32x32
 // tokens of self-attention; a UNet has several such blocks). lse costs B*heads*Sq values
 // (128 KiB there).
+//
+// Logit bias (the overload with `bias`): bias [heads, Sq, Sk], the same for every batch
+// element, is added to the scores before the softmax (Shaw et al. 2018's relative position
+// term in its scalar form, as in T5, Raffel et al. 2020 sec. 2.1):
+//   out_h = softmax(q_h k_h^T / sqrt(d) + bias_h) v_h
+// The rule above holds with these P, and dBias_h = sum over the batch of dS_bh (the bias
+// enters the scores additively and is broadcast over B). lse includes the bias, so the
+// backward recomputes P from q, k, bias and lse. A zero bias gives the plain op's result
+// bit for bit (x + 0 = x in floating point); the plain op does no bias work at all.
 // The CUDA version still materializes the score matrix transiently inside the op (see
 // kernels/cuda/attention.h).
 #pragma once
@@ -40,6 +49,12 @@ namespace ddpm {
 // "cross_attention.backward" instead of "attention" and "attention.backward" (profiler rows,
 // NVTX ranges, tape nodes, messages), so a profile tells the two kinds apart.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int num_heads, bool cross = false);
+
+// The same with an additive logit bias [num_heads, Sq, Sk] (same dtype and device as q),
+// broadcast over the batch; its gradient flows when it requires one (e.g. a bias table
+// gathered from a parameter, models/unet/temporal.h).
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& bias, int num_heads,
+                 bool cross = false);
 
 // The number of heads for `channels` given either a head count or a per-head width, as in
 // improved diffusion's num_heads / num_head_channels: when num_head_channels > 0 it wins

@@ -30,11 +30,18 @@ void score_row(const T* qh, const T* kh, std::int64_t i, std::int64_t Sk, std::i
   }
 }
 
+// scores[j] += bias[h, i, j]: row i of head h of the [heads, Sq, Sk] logit bias.
+template <typename T>
+void add_bias_row(const T* bias, std::int64_t h, std::int64_t i, std::int64_t Sq, std::int64_t Sk, double* scores) {
+  const T* row = bias + (h * Sq + i) * Sk;
+  for (std::int64_t j = 0; j < Sk; ++j) scores[j] += double(row[j]);
+}
+
 }  // namespace
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::int64_t B, std::int64_t Sq,
-                       std::int64_t Sk, std::int64_t C, std::int64_t heads) {
+                       std::int64_t Sk, std::int64_t C, std::int64_t heads, const T* bias) {
   const std::int64_t d = C / heads;
   const double scale2 = 1.0 / std::sqrt(double(d));  // (d^(-1/4))^2
   std::vector<double> p(static_cast<std::size_t>(Sk));  // one row of scores, then of P
@@ -46,6 +53,7 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::
       const T* vh = head_ptr(v, b, h, Sk, C, d);
       for (std::int64_t i = 0; i < Sq; ++i) {
         score_row(qh, kh, i, Sk, C, d, scale2, p.data());
+        if (bias != nullptr) add_bias_row(bias, h, i, Sq, Sk, p.data());
         // Softmax with the row maximum subtracted: exp never overflows.
         double m = *std::max_element(p.begin(), p.end());
         double sum = 0;
@@ -67,9 +75,12 @@ void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::
 
 template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* grad_out, T* dq, T* dk, T* dv,
-                        std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads) {
+                        std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads,
+                        const T* bias, T* dbias) {
   const std::int64_t d = C / heads;
   const double scale2 = 1.0 / std::sqrt(double(d));
+  // dBias [heads, Sq, Sk] sums dS over the batch: accumulated in double, written at the end.
+  std::vector<double> dbias_acc(dbias != nullptr ? static_cast<std::size_t>(heads * Sq * Sk) : 0);
   std::vector<double> p(static_cast<std::size_t>(Sk)), ds(static_cast<std::size_t>(Sk));
   std::vector<double> dq_row(static_cast<std::size_t>(d));
   // dK and dV [Sk, d] of one head sum over every query row: accumulated here, written at the end.
@@ -86,6 +97,7 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
         const T* gi = gh + i * C;
         // P_ij = exp(scores_ij - lse_i), recomputed from the saved log-sum-exp.
         score_row(qh, kh, i, Sk, C, d, scale2, p.data());
+        if (bias != nullptr) add_bias_row(bias, h, i, Sq, Sk, p.data());
         const double lse_i = double(lse[(b * heads + h) * Sq + i]);
         for (double& x : p) x = std::exp(x - lse_i);
         // dP_ij = g_i . v_j, then dS_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij').
@@ -98,6 +110,10 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
           row_dot += dp * p[j];
         }
         for (std::int64_t j = 0; j < Sk; ++j) ds[j] = p[j] * (ds[j] - row_dot);
+        if (dbias != nullptr) {
+          double* db = dbias_acc.data() + (h * Sq + i) * Sk;  // dBias[h, i, :] += dS_bh[i, :]
+          for (std::int64_t j = 0; j < Sk; ++j) db[j] += ds[j];
+        }
         // dV_j += P_ij g_i;  dQ_i = sum_j dS_ij k_j / sqrt(d);  dK_j += dS_ij q_i / sqrt(d).
         const T* qi = qh + i * C;
         std::fill(dq_row.begin(), dq_row.end(), 0.0);
@@ -124,13 +140,14 @@ void attention_backward(const T* q, const T* k, const T* v, const T* lse, const 
       }
     }
   }
+  for (std::size_t e = 0; e < dbias_acc.size(); ++e) dbias[e] = static_cast<T>(dbias_acc[e]);
 }
 
 #define DDPM_INSTANTIATE_ATTENTION(T)                                                                           \
   template void attention_forward<T>(const T*, const T*, const T*, T*, T*, std::int64_t, std::int64_t,           \
-                                     std::int64_t, std::int64_t, std::int64_t);                                  \
+                                     std::int64_t, std::int64_t, std::int64_t, const T*);                        \
   template void attention_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, std::int64_t, \
-                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t);
+                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, const T*, T*);
 DDPM_INSTANTIATE_ATTENTION(float)
 DDPM_INSTANTIATE_ATTENTION(double)
 #undef DDPM_INSTANTIATE_ATTENTION

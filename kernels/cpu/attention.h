@@ -21,6 +21,12 @@
 // (dV and dK are [Sk, d] per head: sums over the Sq query rows.)
 // The gradients are written (not accumulated): dq, dk, dv are fully overwritten.
 //
+// Optional additive logit bias (relative position bias, Shaw et al. 2018 / T5, Raffel et
+// al. 2020 sec. 2.1): bias [heads, Sq, Sk], shared by every batch element, is added to the
+// scores before the softmax, scores_ij += bias[h, i, j]. Its gradient is the score
+// gradient summed over the batch: dBias[h] = sum_b dS_bh (written when dbias is not null).
+// bias = nullptr is the plain op, every loop exactly as without the option.
+//
 // Readable loops, T = float or double, every sum accumulated in double.
 #pragma once
 
@@ -30,10 +36,11 @@ namespace ddpm::cpu {
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, T* out, T* lse, std::int64_t B, std::int64_t Sq,
-                       std::int64_t Sk, std::int64_t C, std::int64_t heads);
+                       std::int64_t Sk, std::int64_t C, std::int64_t heads, const T* bias = nullptr);
 
 template <typename T>
 void attention_backward(const T* q, const T* k, const T* v, const T* lse, const T* grad_out, T* dq, T* dk, T* dv,
-                        std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads);
+                        std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads,
+                        const T* bias = nullptr, T* dbias = nullptr);
 
 }  // namespace ddpm::cpu

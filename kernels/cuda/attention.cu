@@ -23,6 +23,8 @@
 //   P = exp(scores - lse),  dS = P * (dP - rowsum(P * dP))       softmax_backward_rows
 //   dV = P^T g,  dQ = dS k / sqrt(d),  dK = dS^T q / sqrt(d)     GEMMs (per (b, h))
 // Self-attention is the case Sq = Sk; nothing else changes with it.
+// With a logit bias [heads, Sq, Sk] the two row kernels add it (their kBias variants), and
+// the backward ends with dBias = sum_b dS_b, one column-sum kernel over the dS scratch.
 #include "kernels/cuda/attention.h"
 
 #include <cmath>
@@ -89,6 +91,18 @@ __global__ void build_pointer_table_kernel(FamilyTable t, int families, std::int
   }
 }
 
+// dbias[e] = sum_b ds[b*E + e], E = heads*Sq*Sk: the batch sum of dS [B, heads, Sq, Sk].
+// One thread per element of the bias; consecutive threads read consecutive floats of each
+// image's block, and the sum over b runs in a fixed order (deterministic).
+__global__ void sum_over_batch_kernel(const float* ds, float* dbias, std::int64_t B, std::int64_t E) {
+  for (std::int64_t e = blockIdx.x * std::int64_t(blockDim.x) + threadIdx.x; e < E;
+       e += std::int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0.f;
+    for (std::int64_t b = 0; b < B; ++b) acc += ds[b * E + e];
+    dbias[e] = acc;
+  }
+}
+
 cublasOperation_t op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
 // The operands of every product of one op call, batched over all (b, h) pairs.
@@ -148,7 +162,7 @@ class HeadBatches {
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, std::int64_t B,
                        std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const float* bias) {
   if (B == 0 || Sq == 0 || Sk == 0) return;
   const int sq = static_cast<int>(Sq), sk = static_cast<int>(Sk), c = static_cast<int>(C),
             d = static_cast<int>(C / heads);
@@ -166,14 +180,16 @@ void attention_forward(const float* q, const float* k, const float* v, float* ou
                              {scores.as<float>(), heads * qk, qk, sk}},
                             B, heads, stream);
   batches.gemm(handle, false, kQ, true, kK, kScores, sq, sk, d, scale2, 0.f);  // q_bh k_bh^T / sqrt(d)  [Sq, Sk]
-  attention_softmax_rows(scores.as<float>(), lse, rows, Sk, stream);
+  attention_softmax_rows(scores.as<float>(), lse, rows, Sk, stream, bias, heads * Sq);  // + bias [heads, Sq, Sk]
   batches.gemm(handle, false, kScores, false, kV, kOut, sq, d, sk, 1.f, 0.f);  // out_bh = P_bh v_bh     [Sq, d]
 }
 
 void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
                         float* dq, float* dk, float* dv, std::int64_t B, std::int64_t Sq, std::int64_t Sk,
-                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream) {
+                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream,
+                        const float* bias, float* dbias) {
   if (B == 0 || Sq == 0 || Sk == 0) return;
+  DDPM_CHECK((bias == nullptr) == (dbias == nullptr), "attention backward: give both bias and dbias, or neither");
   const int sq = static_cast<int>(Sq), sk = static_cast<int>(Sk), c = static_cast<int>(C),
             d = static_cast<int>(C / heads);
   const float scale2 = 1.f / std::sqrt(float(d));
@@ -194,10 +210,16 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                             B, heads, stream);
   batches.gemm(handle, false, kQ, true, kK, kP, sq, sk, d, scale2, 0.f);  // scores = q k^T / sqrt(d)  [Sq, Sk]
   batches.gemm(handle, false, kG, true, kV, kDs, sq, sk, d, 1.f, 0.f);    // dP = g v^T                [Sq, Sk]
-  attention_softmax_backward_rows(p.as<float>(), ds.as<float>(), lse, rows, Sk, stream);
+  attention_softmax_backward_rows(p.as<float>(), ds.as<float>(), lse, rows, Sk, stream, bias, heads * Sq);
   batches.gemm(handle, true, kP, false, kG, kDv, sk, d, sq, 1.f, 0.f);        // dV = P^T g              [Sk, d]
   batches.gemm(handle, false, kDs, false, kK, kDq, sq, d, sk, scale2, 0.f);   // dQ = dS k / sqrt(d)     [Sq, d]
   batches.gemm(handle, true, kDs, false, kQ, kDk, sk, d, sq, scale2, 0.f);    // dK = dS^T q / sqrt(d)   [Sk, d]
+  if (dbias != nullptr) {  // dBias = sum_b dS_b                                       [heads, Sq, Sk]
+    const std::int64_t E = heads * Sq * Sk;
+    constexpr int kThreads = 256;
+    sum_over_batch_kernel<<<grid_for(E, kThreads), kThreads, 0, stream>>>(ds.as<float>(), dbias, B, E);
+    DDPM_LAUNCH_CHECK("attention sum_over_batch");
+  }
 }
 
 }  // namespace ddpm::cuda

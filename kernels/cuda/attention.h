@@ -14,6 +14,12 @@
 // forward, 8 backward) is what bounds this design; a fused flash-style kernel that keeps
 // score tiles on chip is the next step.
 //
+// Logit bias (optional, nullptr = none): bias [heads, Sq, Sk] is added to every batch
+// element's scores inside the fused softmax (row r of the [B*heads*Sq, Sk] score matrix
+// takes bias row r mod heads*Sq), and the backward adds it again when it recomputes P; the
+// backward then writes dbias [heads, Sq, Sk] = sum over b of dS (one column-sum kernel over
+// the dS scratch). Without a bias the launches are those of the plain op.
+//
 // `handle` must be bound to `stream` (cuda::cublas() is bound to cuda::stream()); scratch
 // comes from cuda::pool_alloc, which is ordered on cuda::stream().
 #pragma once
@@ -27,11 +33,12 @@ namespace ddpm::cuda {
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, float* lse, std::int64_t B,
                        std::int64_t Sq, std::int64_t Sk, std::int64_t C, std::int64_t heads, cublasHandle_t handle,
-                       cudaStream_t stream);
+                       cudaStream_t stream, const float* bias = nullptr);
 
-// Writes (overwrites) dq, dk, dv.
+// Writes (overwrites) dq, dk, dv, and dbias when a bias is given (both or neither).
 void attention_backward(const float* q, const float* k, const float* v, const float* lse, const float* grad_out,
                         float* dq, float* dk, float* dv, std::int64_t B, std::int64_t Sq, std::int64_t Sk,
-                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream);
+                        std::int64_t C, std::int64_t heads, cublasHandle_t handle, cudaStream_t stream,
+                        const float* bias = nullptr, float* dbias = nullptr);
 
 }  // namespace ddpm::cuda

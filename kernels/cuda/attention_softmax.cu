@@ -11,6 +11,10 @@
 // 64..127 floats (so all 32 lanes have work at S = 64), else 1; kChunks is rounded up to
 // a power of two and the tail is masked per vector.
 //
+// A logit bias is a template flag (kBias), so the plain op's kernels are the same code as
+// before the option; with it, each element adds the matching float of the bias row, loaded
+// with the same vector width (the bias row of score row r is r mod bias_rows).
+//
 // Byte counts at the benchmark's b=128, s=256, heads=4: the score matrix is 128 MiB, so the
 // forward kernel moves 256 MiB and the backward 512 MiB (two matrices in, two out), about
 // 0.09 and 0.18 ms at 3 TB/s.
@@ -20,6 +24,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "engine/error.h"
 #include "kernels/cuda/check.h"
 
 namespace ddpm::cuda {
@@ -67,10 +72,17 @@ __device__ __forceinline__ void store_vec(float* p, const float (&v)[kVec]) {
   }
 }
 
-// Forward, register path: x[row] <- softmax(x[row]) in place, lse[row] = m + log(l).
-template <int kVec, int kChunks>
+// The bias row of score row `row` (kBias only): [bias_rows, cols] wrapped over the batch.
+__device__ __forceinline__ const float* bias_row(const float* bias, std::int64_t bias_rows, std::int64_t row,
+                                                 std::int64_t cols) {
+  return bias + (row % bias_rows) * cols;
+}
+
+// Forward, register path: x[row] <- softmax(x[row] (+ bias row)) in place, lse[row] = m + log(l).
+template <int kVec, int kChunks, bool kBias>
 __global__ void __launch_bounds__(kThreads)
-    softmax_rows_registers_kernel(float* x, float* lse, std::int64_t rows, int cols) {
+    softmax_rows_registers_kernel(float* x, float* lse, std::int64_t rows, int cols, const float* bias,
+                                  std::int64_t bias_rows) {
   const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;  // whole warps leave together: rows map to warps
@@ -83,6 +95,12 @@ __global__ void __launch_bounds__(kThreads)
     const int i = c * kWarp + lane;
     if (i < vectors) {
       load_vec<kVec>(r + i * kVec, v[c]);
+      if constexpr (kBias) {
+        float b[kVec];
+        load_vec<kVec>(bias_row(bias, bias_rows, row, cols) + i * kVec, b);
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) v[c][e] += b[e];
+      }
 #pragma unroll
       for (int e = 0; e < kVec; ++e) m = fmaxf(m, v[c][e]);
     }
@@ -114,10 +132,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Backward, register path: P over the scores, dS over dP, one exp per element.
-template <int kVec, int kChunks>
+template <int kVec, int kChunks, bool kBias>
 __global__ void __launch_bounds__(kThreads)
     softmax_backward_rows_registers_kernel(float* scores_to_p, float* dp_to_ds, const float* lse,
-                                           std::int64_t rows, int cols) {
+                                           std::int64_t rows, int cols, const float* bias, std::int64_t bias_rows) {
   const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;
@@ -133,6 +151,12 @@ __global__ void __launch_bounds__(kThreads)
     if (i < vectors) {
       load_vec<kVec>(sp + i * kVec, p[c]);
       load_vec<kVec>(dd + i * kVec, dp[c]);
+      if constexpr (kBias) {
+        float b[kVec];
+        load_vec<kVec>(bias_row(bias, bias_rows, row, cols) + i * kVec, b);
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) p[c][e] += b[e];
+      }
 #pragma unroll
       for (int e = 0; e < kVec; ++e) {
         p[c][e] = expf(p[c][e] - l);
@@ -156,12 +180,18 @@ __global__ void __launch_bounds__(kThreads)
 // Streaming path for rows longer than kSoftmaxRegisterRowMax (S > 1024 tokens, e.g. a 64x64
 // grid): the row does not fit in registers, so it is read three times (max, sum, write);
 // the rereads of a 4+ KiB row mostly hit L1/L2.
+template <bool kBias>
 __global__ void __launch_bounds__(kThreads)
-    softmax_rows_streaming_kernel(float* x, float* lse, std::int64_t rows, std::int64_t cols) {
+    softmax_rows_streaming_kernel(float* x, float* lse, std::int64_t rows, std::int64_t cols, const float* bias,
+                                  std::int64_t bias_rows) {
   const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;
   float* r = x + row * cols;
+  if constexpr (kBias) {  // the biased scores replace the scores first; each lane its own elements
+    const float* b = bias_row(bias, bias_rows, row, cols);
+    for (std::int64_t j = lane; j < cols; j += kWarp) r[j] += b[j];
+  }
   float m = -INFINITY;
   for (std::int64_t j = lane; j < cols; j += kWarp) m = fmaxf(m, r[j]);
   m = warp_max(m);
@@ -178,18 +208,20 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Streaming backward: each lane rereads only the elements it wrote itself.
+template <bool kBias>
 __global__ void __launch_bounds__(kThreads)
     softmax_backward_rows_streaming_kernel(float* scores_to_p, float* dp_to_ds, const float* lse, std::int64_t rows,
-                                           std::int64_t cols) {
+                                           std::int64_t cols, const float* bias, std::int64_t bias_rows) {
   const std::int64_t row = std::int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (row >= rows) return;
   float* p = scores_to_p + row * cols;
   float* ds = dp_to_ds + row * cols;
   const float l = lse[row];
+  const float* b = kBias ? bias_row(bias, bias_rows, row, cols) : nullptr;
   float dot = 0.f;
   for (std::int64_t j = lane; j < cols; j += kWarp) {
-    const float pj = expf(p[j] - l);
+    const float pj = kBias ? expf(p[j] + b[j] - l) : expf(p[j] - l);
     p[j] = pj;
     dot += pj * ds[j];
   }
@@ -203,10 +235,10 @@ bool aligned(const void* p, int bytes) { return reinterpret_cast<std::uintptr_t>
 
 // Widest vector (4, 2 or 1 floats) that divides the row length, keeps every row start
 // aligned for all the given pointers, and leaves no more than half of the warp idle
-// (float4 from 128 floats, float2 from 64).
-int vector_width(std::int64_t cols, const void* a, const void* b) {
-  if (cols % 4 == 0 && cols >= 4 * kWarp && aligned(a, 16) && aligned(b, 16)) return 4;
-  if (cols % 2 == 0 && cols >= 2 * kWarp && aligned(a, 8) && aligned(b, 8)) return 2;
+// (float4 from 128 floats, float2 from 64). `c` is the bias, or a again without one.
+int vector_width(std::int64_t cols, const void* a, const void* b, const void* c) {
+  if (cols % 4 == 0 && cols >= 4 * kWarp && aligned(a, 16) && aligned(b, 16) && aligned(c, 16)) return 4;
+  if (cols % 2 == 0 && cols >= 2 * kWarp && aligned(a, 8) && aligned(b, 8) && aligned(c, 8)) return 2;
   return 1;
 }
 
@@ -225,8 +257,8 @@ void with_chunks(int needed, const Launch& launch) {
 
 // Picks kVec for the row length and pointers, then kChunks; `launch` gets both as types.
 template <typename Launch>
-void with_register_layout(std::int64_t cols, const void* a, const void* b, const Launch& launch) {
-  const int vec = vector_width(cols, a, b);
+void with_register_layout(std::int64_t cols, const void* a, const void* b, const void* c, const Launch& launch) {
+  const int vec = vector_width(cols, a, b, c);
   const int needed = static_cast<int>((cols / vec + kWarp - 1) / kWarp);  // vectors per lane
   if (vec == 4) with_chunks<4>(needed, launch);
   else if (vec == 2) with_chunks<2>(needed, launch);
@@ -235,32 +267,56 @@ void with_register_layout(std::int64_t cols, const void* a, const void* b, const
 
 }  // namespace
 
-void attention_softmax_rows(float* x, float* lse, std::int64_t rows, std::int64_t cols, cudaStream_t stream) {
+void attention_softmax_rows(float* x, float* lse, std::int64_t rows, std::int64_t cols, cudaStream_t stream,
+                            const float* bias, std::int64_t bias_rows) {
   if (rows == 0 || cols == 0) return;
+  DDPM_CHECK(bias == nullptr || bias_rows > 0, "attention softmax_rows: a bias needs bias_rows > 0");
+  const void* c = bias != nullptr ? static_cast<const void*>(bias) : static_cast<const void*>(x);
   if (cols <= kSoftmaxRegisterRowMax) {
-    with_register_layout(cols, x, x, [&](auto vec, auto chunks) {
-      softmax_rows_registers_kernel<decltype(vec)::value, decltype(chunks)::value>
-          <<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, static_cast<int>(cols));
+    with_register_layout(cols, x, x, c, [&](auto vec, auto chunks) {
+      constexpr int kVec = decltype(vec)::value, kChunks = decltype(chunks)::value;
+      if (bias != nullptr)
+        softmax_rows_registers_kernel<kVec, kChunks, true>
+            <<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, static_cast<int>(cols), bias, bias_rows);
+      else
+        softmax_rows_registers_kernel<kVec, kChunks, false>
+            <<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, static_cast<int>(cols), nullptr, 0);
     });
     DDPM_LAUNCH_CHECK("attention softmax_rows_registers");
   } else {
-    softmax_rows_streaming_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, cols);
+    if (bias != nullptr)
+      softmax_rows_streaming_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, cols, bias,
+                                                                                     bias_rows);
+    else
+      softmax_rows_streaming_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(x, lse, rows, cols, nullptr, 0);
     DDPM_LAUNCH_CHECK("attention softmax_rows_streaming");
   }
 }
 
 void attention_softmax_backward_rows(float* scores_to_p, float* dp_to_ds, const float* lse, std::int64_t rows,
-                                     std::int64_t cols, cudaStream_t stream) {
+                                     std::int64_t cols, cudaStream_t stream, const float* bias,
+                                     std::int64_t bias_rows) {
   if (rows == 0 || cols == 0) return;
+  DDPM_CHECK(bias == nullptr || bias_rows > 0, "attention softmax_backward_rows: a bias needs bias_rows > 0");
+  const void* c = bias != nullptr ? static_cast<const void*>(bias) : static_cast<const void*>(scores_to_p);
   if (cols <= kSoftmaxRegisterRowMax) {
-    with_register_layout(cols, scores_to_p, dp_to_ds, [&](auto vec, auto chunks) {
-      softmax_backward_rows_registers_kernel<decltype(vec)::value, decltype(chunks)::value>
-          <<<row_blocks(rows), kThreads, 0, stream>>>(scores_to_p, dp_to_ds, lse, rows, static_cast<int>(cols));
+    with_register_layout(cols, scores_to_p, dp_to_ds, c, [&](auto vec, auto chunks) {
+      constexpr int kVec = decltype(vec)::value, kChunks = decltype(chunks)::value;
+      if (bias != nullptr)
+        softmax_backward_rows_registers_kernel<kVec, kChunks, true><<<row_blocks(rows), kThreads, 0, stream>>>(
+            scores_to_p, dp_to_ds, lse, rows, static_cast<int>(cols), bias, bias_rows);
+      else
+        softmax_backward_rows_registers_kernel<kVec, kChunks, false><<<row_blocks(rows), kThreads, 0, stream>>>(
+            scores_to_p, dp_to_ds, lse, rows, static_cast<int>(cols), nullptr, 0);
     });
     DDPM_LAUNCH_CHECK("attention softmax_backward_rows_registers");
   } else {
-    softmax_backward_rows_streaming_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(scores_to_p, dp_to_ds, lse,
-                                                                                      rows, cols);
+    if (bias != nullptr)
+      softmax_backward_rows_streaming_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(
+          scores_to_p, dp_to_ds, lse, rows, cols, bias, bias_rows);
+    else
+      softmax_backward_rows_streaming_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(
+          scores_to_p, dp_to_ds, lse, rows, cols, nullptr, 0);
     DDPM_LAUNCH_CHECK("attention softmax_backward_rows_streaming");
   }
 }

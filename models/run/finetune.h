@@ -45,6 +45,9 @@
 //     Temporal convolutions (unet.h temporal_conv) are SRC's architecture when it has them;
 //     --temporal-conv adds them to an image SRC or a video SRC without them, fresh (proj_out
 //     zero, the identity), so the step-0 claim above still holds. On images it is refused.
+//     --temporal-position (unet.h temporal_position) chooses the frame positions of an image
+//     SRC's new temporal blocks (relative: zero bias tables); a video SRC keeps its own, and
+//     the other value is a ValueError naming both.
 //   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
 //     image model) trains the video target's temporal blocks (temp_attentions.* and, with
 //     temporal_conv, temp_convs.*) alone, plus conv_in with

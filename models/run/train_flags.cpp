@@ -94,6 +94,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                "video data (--data moving-*): add a temporal convolution (kernel 3 over the frames, identity at "
                "the start) after every resnet of the video UNet, before its temporal attention (Make-A-Video)")
       ->group(M);
+  app.add_option("--temporal-position", o.temporal_position,
+                 "video data (--data moving-*): sinusoid (default) adds a fixed frame embedding in the temporal "
+                 "attention; relative learns a logit bias per head and frame distance (Ho et al. 2022)")
+      ->group(M);
   app.add_option("--joint-images", o.joint_images,
                  "video data (--data moving-*): each step also trains on M still images (first frames of random "
                  "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")

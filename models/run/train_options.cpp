@@ -233,8 +233,14 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   DDPM_CHECK(!o.temporal_conv || frames > 1,
              "--temporal-conv adds convolutions over a video model's frames; --data " << o.data
                  << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
+  DDPM_CHECK(o.temporal_position.empty() || o.temporal_position == "sinusoid" || o.temporal_position == "relative",
+             "--temporal-position must be sinusoid or relative, got '" << o.temporal_position << "'");
+  DDPM_CHECK(o.temporal_position.empty() || frames > 1,
+             "--temporal-position " << o.temporal_position << " positions the frames of a video model; --data "
+                                    << o.data << " holds images, not clips (use e.g. --data moving-toy)");
   if (frames > 1) {
     c.temporal_conv = o.temporal_conv;
+    if (!o.temporal_position.empty()) c.temporal_position = o.temporal_position;
     c.num_frames = frames;
     c.first_frame_condition = o.first_frame_condition;
     c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;

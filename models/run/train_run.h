@@ -98,6 +98,10 @@ struct TrainOptions {
   // --temporal-conv: video data only; the video UNet gets a temporal convolution after every
   // resnet (unet.h temporal_conv, models/unet/temporal_conv.h).
   bool temporal_conv = false;
+  // --temporal-position sinusoid|relative: how the video model's temporal attention tells
+  // frames apart (unet.h temporal_position). Empty = not given: sinusoid, or the --init-from
+  // video model's own.
+  std::string temporal_position;
   // Joint image-video training (Ho et al. 2022 sec. 3; models/train/trainer.h): each step
   // also trains on this many still images, the first frames of randomly drawn clips. 0 = off.
   std::int64_t joint_images = 0;

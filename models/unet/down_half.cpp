@@ -151,15 +151,15 @@ void DownHalf::add_attention_layer(ResolutionLevel& level, const LevelConfig& cf
     level.add_attention(std::make_unique<AttentionBlock>(channels, heads, cfg.norm_groups, cfg.norm_eps, gen, device));
 }
 
-void DownHalf::add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device) {
+void DownHalf::add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device, std::int64_t max_distance) {
   for (int i = 0; i < static_cast<int>(down_.size()); ++i) {
     const std::int64_t ch = cfg.level_channels(i);  // every resnet of level i outputs this width
     for (std::size_t j = 0; j < down_[i]->resnets.size(); ++j)
       down_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
-                                                                 cfg.norm_eps, gen, device));
+                                                                 cfg.norm_eps, gen, device, max_distance));
   }
   mid_temporal_ = std::make_unique<TemporalAttention>(deepest_channels_, cfg.heads_for(deepest_channels_),
-                                                      cfg.norm_groups, cfg.norm_eps, gen, device);
+                                                      cfg.norm_groups, cfg.norm_eps, gen, device, max_distance);
   register_module("mid_block.temp_attentions.0", mid_temporal_.get());
 }
 

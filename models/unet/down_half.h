@@ -118,7 +118,8 @@ class DownHalf : public nn::Module {
   // Builds a TemporalAttention after every resnet of the down levels and after the middle
   // block's attention (heads by the spatial rule, cfg.heads_for); for the subclass to call
   // once, after all its other modules, so the weights before are drawn as without them.
-  void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device);
+  // max_distance: TemporalAttention's (0 = sinusoidal positions, R = relative, temporal.h).
+  void add_temporal_layers(const LevelConfig& cfg, Generator& gen, Device device, std::int64_t max_distance = 0);
   // Builds a TemporalConv after every resnet of the down levels and after both resnets of
   // the middle block (temp_convs.0 and .1); for the subclass to call after the temporal
   // attention layers, for the same reason.

@@ -66,6 +66,8 @@ json config_to_json(const UNetConfig& c) {
   // condition_frames K only when > 1: a first-frame model's file (K = 1) reads as before.
   if (c.condition_frames > 1) j["condition_frames"] = c.condition_frames;
   if (c.temporal_conv) j["temporal_conv"] = true;  // only when on: older files read as false
+  // Relative frame positions only (temporal.h); without the key a video model is "sinusoid".
+  if (c.temporal_position != "sinusoid") j["temporal_position"] = c.temporal_position;
   return j;
 }
 
@@ -91,6 +93,7 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("first_frame_condition")) reference["first_frame_condition"] = nullptr;  // optional: Emu Video
   if (j.contains("condition_frames")) reference["condition_frames"] = nullptr;  // optional: K > 1 known frames
   if (j.contains("temporal_conv")) reference["temporal_conv"] = nullptr;  // optional: temporal convolutions
+  if (j.contains("temporal_position")) reference["temporal_position"] = nullptr;  // optional: "relative"
   check_config_keys(j, reference, "model config");
   for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
@@ -144,6 +147,12 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(j.at("temporal_conv").is_boolean(), IoError,
                     "model config: temporal_conv must be true or false, got " << j.at("temporal_conv").dump());
       c.temporal_conv = j.at("temporal_conv").get<bool>();
+    }
+    if (j.contains("temporal_position")) {
+      DDPM_CHECK_AS(j.at("temporal_position").is_string(), IoError,
+                    "model config: temporal_position must be a string (\"relative\"), got "
+                        << j.at("temporal_position").dump());
+      c.temporal_position = j.at("temporal_position").get<std::string>();
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());

@@ -14,12 +14,28 @@
 // form, frame f and channel c:
 //   p[f, 2i] = sin(f / 10000^(2i/C)),  p[f, 2i+1] = cos(f / 10000^(2i/C))
 // Without it attention over a set of frames could not tell their order (it is permutation
-// equivariant); Ho et al. use relative position embeddings for the same purpose, we use the
-// absolute sinusoid: no parameters, so the weights of a model do not depend on F.
+// equivariant). That is the default (UNetConfig::temporal_position "sinusoid").
+//
+// Relative positions (temporal_position "relative"; Ho et al. 2022 sec. 3 use relative
+// position embeddings in the temporal attention, here in the scalar-bias form of Shaw et
+// al. 2018 as T5 has it, Raffel et al. 2020 sec. 2.1): no p is added; instead a learned
+// table B [2R+1, heads] (parameter relative_bias) gives each head one logit per signed
+// frame distance, clipped to [-R, R], and the attention adds it to its scores:
+//   scores[h, i, j] = q_i . k_j / sqrt(d) + B[clip(j - i, -R, R) + R, h]
+// so the block sees how far apart and in which order two frames are, never where they sit
+// in the clip. R = num_frames - 1 (every distance of a clip has its own entry; clipping
+// only matters if a call had more frames, which UNet::forward does not allow), so the table
+// has 2F - 1 rows and a model's weights depend on F (a video fine-tune keeps F anyway).
+// B starts at zero: then every frame pair gets the same bias and the block is permutation
+// equivariant, as without positions; its gradient (the attention's dBias, summed over the
+// pairs sharing a distance by the gather's backward) makes it non-zero when training.
+// The gather is the embedding op (ids clip(j - i) + R over the F*F pairs, then a transpose
+// to [heads, F, F]): differentiable on both devices, no kernel of its own.
 // to_out starts at zero, so a fresh block is exactly the identity: a video UNet with new
 // temporal layers computes the image UNet frame by frame.
 // Parameter names: norm.{weight,bias}, to_q, to_k, to_v, to_out.0 (the projections named as
-// AttentionBlock's, so LoRA's attention targets apply to them too).
+// AttentionBlock's, so LoRA's attention targets apply to them too), and relative_bias
+// [2R+1, heads] with relative positions.
 // With nn::Context::recompute on, the block runs under activation checkpointing, as
 // AttentionBlock does.
 #pragma once
@@ -33,13 +49,21 @@ namespace ddpm::unet {
 // The fixed frame-position embedding p [frames, channels] described above, in dtype on device.
 Tensor frame_position_embedding(std::int64_t frames, std::int64_t channels, DType dtype, Device device);
 
+// The attention logit bias [heads, F, F] of relative positions from the table B [2R+1, heads]
+// (R = (rows - 1) / 2): out[h, i, j] = B[clip(j - i, -R, R) + R, h]. Differentiable in B.
+Tensor relative_position_bias(const Tensor& table, std::int64_t frames);
+
 class TemporalAttention : public nn::Module {
  public:
+  // max_distance R = 0: the sinusoidal frame embedding p; R >= 1: relative positions, the
+  // bias table relative_bias [2R+1, heads] (zeros; drawn from no generator, so the other
+  // weights are the same either way).
   TemporalAttention(std::int64_t channels, int num_heads, int norm_groups, double norm_eps, Generator& gen,
-                    Device device);
+                    Device device, std::int64_t max_distance = 0);
   // x [N*F, H, W, C] with `frames` = F >= 1 consecutive rows per clip -> the same shape.
   Tensor forward(const Tensor& x, std::int64_t frames, const nn::Context& ctx = nn::Context{}) const;
   int num_heads() const { return heads_; }
+  bool relative() const { return relative_bias_.defined(); }
 
  private:
   Tensor compute(const Tensor& x, std::int64_t frames) const;  // the block itself
@@ -52,6 +76,7 @@ class TemporalAttention : public nn::Module {
   // upload it in every block call (a call with fewer frames slices its first rows); rebuilt
   // when F grows or the dtype or device changes. A constant: no grad.
   mutable Tensor position_;
+  Tensor relative_bias_;  // B [2R+1, heads] (relative positions only; else undefined)
 };
 
 }  // namespace ddpm::unet

@@ -71,6 +71,13 @@ void UNetConfig::validate() const {
                                                                           "frame-conditioned video model)");
   DDPM_CHECK(!temporal_conv || video(), "UNet config: temporal_conv (convolutions over the frames) needs a video "
                                         "model (num_frames >= 2); num_frames is " << num_frames);
+  DDPM_CHECK(temporal_position == "sinusoid" || temporal_position == "relative",
+             "UNet config: temporal_position must be \"sinusoid\" or \"relative\", got \"" << temporal_position
+                                                                                            << "\"");
+  DDPM_CHECK(temporal_position == "sinusoid" || video(),
+             "UNet config: temporal_position \"" << temporal_position
+                                                  << "\" positions the frames of a video model (num_frames >= 2); "
+                                                     "num_frames is 0");
   if (video()) {
     DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
                                  << num_frames << ") cannot be a super-resolution model (low_res_size "
@@ -175,12 +182,13 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     register_module("add_embedding", add_embedding_.get());
   }
   if (cfg.video()) {  // after everything else: the image network's weights are drawn as without them
-    add_temporal_layers(cfg, gen, device);  // down levels, then the middle block
+    add_temporal_layers(cfg, gen, device, cfg.temporal_max_distance());  // down levels, then the middle block
     for (int i = 0; i < levels; ++i) {
       const std::int64_t ch = cfg.level_channels(levels - 1 - i);  // every resnet of up level i outputs this
       for (std::size_t j = 0; j < up_[i]->resnets.size(); ++j)
         up_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
-                                                                 cfg.norm_eps, gen, device));
+                                                                 cfg.norm_eps, gen, device,
+                                                                 cfg.temporal_max_distance()));
     }
   }
   if (cfg.temporal_conv) {  // after the temporal attention: every weight above is drawn as without it

@@ -130,6 +130,12 @@ struct UNetConfig : LevelConfig {
   // up_blocks.i.temp_convs.j. Built after the temporal attention layers, so every other
   // weight is drawn as without them. false = none; config.json has the key only when true.
   bool temporal_conv = false;
+  // Frame positions in every TemporalAttention (models/unet/temporal.h): "sinusoid" adds the
+  // fixed sinusoidal frame embedding to the tokens; "relative" (Ho et al. 2022 sec. 3) learns
+  // a logit bias per head and signed frame distance, R = num_frames - 1 (a relative_bias
+  // parameter [2 num_frames - 1, heads] per block). Video models only; config.json has the
+  // key only for "relative", so a file without it means "sinusoid".
+  std::string temporal_position = "sinusoid";
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).
@@ -143,6 +149,8 @@ struct UNetConfig : LevelConfig {
   bool cross_attention() const { return context_dim > 0; }
   bool context_pooled() const { return context_pool_heads > 0; }
   bool video() const { return num_frames > 0; }
+  // TemporalAttention's max_distance: num_frames - 1 with relative positions, else 0.
+  std::int64_t temporal_max_distance() const { return temporal_position == "relative" ? num_frames - 1 : 0; }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.

@@ -6,6 +6,9 @@
 // paths of attention_softmax.cu: float4 / float2 / scalar rows held in registers, and the
 // streaming kernel for rows longer than 1024 tokens. Cross-attention (k, v with Sk != Sq
 // tokens: Sk = 1, 7, 77 context tokens against Sq = 64, 256 image tokens) on each path.
+// With a logit bias [heads, Sq, Sk] (the temporal attention's relative positions): forward
+// and the gradients of q, k, v and the bias on each batching path and each softmax path, the
+// temporal shape (many sequences of a few frames), and a zero bias equal to no bias.
 #include <string>
 
 #include <gtest/gtest.h>
@@ -111,6 +114,38 @@ TEST(AttentionGpu, ZeroQueryGivesTheMeanOfValues) {
   Tensor v = random_tensor({2, 256, 128}, 13, DType::f32);
   Tensor expected = expand_to(mean(v, {1}, true), v.shape());  // [2, 1, 128] -> [2, 256, 128]
   EXPECT_TRUE(all_close(attention(q, k, v.to(Device::cuda()), 2), expected, 1e-5, 1e-4));
+}
+
+// Attention with a logit bias [heads, Sq, Sk]: outputs and the gradients of q, k, v, bias.
+void check_biased_attention(std::int64_t B, std::int64_t Sq, std::int64_t Sk, std::int64_t C, int heads,
+                            std::uint64_t seed) {
+  SCOPED_TRACE("bias: B " + std::to_string(B) + " Sq " + std::to_string(Sq) + " Sk " + std::to_string(Sk) + " C " +
+               std::to_string(C) + " heads " + std::to_string(heads));
+  std::vector<Tensor> host{random_tensor({B, Sq, C}, seed, DType::f32), random_tensor({B, Sk, C}, seed + 1, DType::f32),
+                           random_tensor({B, Sk, C}, seed + 2, DType::f32),
+                           random_tensor({heads, Sq, Sk}, seed + 3, DType::f32, 2.0)};
+  testing::CudaCheck check{{kForwardAtol, kForwardRtol}, {{kGradAtol, kGradRtol}}};
+  check.grad_seed = seed + 100;
+  check.names = {"q", "k", "v", "bias"};
+  check_against_cpu([heads](const auto& in) { return attention(in[0], in[1], in[2], in[3], heads); }, host, check);
+}
+
+TEST(AttentionGpu, LogitBiasForwardAndGradients) {
+  DDPM_REQUIRE_CUDA();
+  check_biased_attention(128, 8, 8, 64, 2, 300);     // temporal: 2 clips x 8x8 positions, 8 frames; scalar rows
+  check_biased_attention(4, 256, 256, 128, 4, 310);  // pointer tables, float4 rows
+  check_biased_attention(2, 100, 100, 64, 1, 320);   // heads == 1: strided over images, float2 rows
+  check_biased_attention(1, 64, 77, 128, 2, 330);    // B == 1: strided over heads, cross-attention
+  check_biased_attention(2, 1100, 1100, 32, 1, 340); // the streaming softmax kernels
+}
+
+TEST(AttentionGpu, ZeroLogitBiasIsNoBias) {
+  DDPM_REQUIRE_CUDA();
+  const Tensor q = random_tensor({4, 64, 128}, 350, DType::f32).to(Device::cuda());
+  const Tensor k = random_tensor({4, 64, 128}, 351, DType::f32).to(Device::cuda());
+  const Tensor v = random_tensor({4, 64, 128}, 352, DType::f32).to(Device::cuda());
+  const Tensor zero = Tensor::zeros({2, 64, 64}, DType::f32, Device::cuda());
+  EXPECT_TRUE(testing::same_bits(attention(q, k, v, zero, 2), attention(q, k, v, 2)));
 }
 
 TEST(AttentionGpu, NoGradForwardAndDeviceMismatch) {

@@ -12,8 +12,8 @@
 //     latents are used as sampled; a pixel image run, or another autoencoder's, is refused;
 //   - --init-from a latent image run on clips (Video LDM): the video model built by the
 //     production path equals the image model frame by frame at step 0, the run diffuses with
-//     the source's autoencoder, and --autoencoder, LoRA and clips of another pixel size are
-//     refused.
+//     the source's autoencoder (and resumes with the run's copy, bit for bit), and
+//     --autoencoder, LoRA and clips of another pixel size are refused.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -205,6 +205,8 @@ TEST(LatentVideo, FirstFramesFromALatentImageRunOnTheSameAutoencoder) {
   v.steps = 1;
   v.save_every = 1;
   run::train_run(v);  // the condition is made of the clips' latents
+  // Its grid animates the encoded first frames of the data (posterior means), decoded.
+  EXPECT_TRUE(fs::exists(v.out + "/samples/step_1.gif"));
   const std::string image = latent_image_run("lvid_image", tiny_ae());
 
   run::SampleOptions s = tiny_sample(v.out, ddpm::testing::temp_path("lvid_pipeline"));
@@ -315,6 +317,21 @@ TEST(LatentVideo, FineTuneRunDiffusesWithTheSourcesAutoencoder) {
   EXPECT_EQ(cfg.at("model").at("image_size"), 4);
   EXPECT_TRUE(cfg.contains("autoencoder"));
   EXPECT_TRUE(run::same_autoencoder(f.out + "/" + run::kRunAutoencoderFolder, tiny_ae()));
+  EXPECT_EQ(cfg.at("run").at("autoencoder_source"), run::find_run_autoencoder(image));
+
+  // A resume (no --init-from, no --autoencoder: the run's own copy) matches a run that never stopped.
+  TrainOptions straight = f;
+  straight.out = temp_run("lvid_ft_straight");
+  straight.steps = 2;
+  run::train_run(straight);
+  TrainOptions resumed = f;
+  resumed.init_from.clear();
+  resumed.steps = 2;
+  resumed.resume = "latest";
+  EXPECT_EQ(run::train_run(resumed).steps_done, 2);
+  for (const char* file : {run::kModelFile, run::kEmaFile})
+    ddpm::testing::expect_same_tensors(run::checkpoint_dir(straight.out, 2) + "/" + file,
+                                       run::checkpoint_dir(resumed.out, 2) + "/" + file);
 
   TrainOptions given = f;
   given.out = temp_run("lvid_ft_refused");

@@ -12,7 +12,9 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/error.h"
+#include "models/autoencoder/autoencoder_io.h"
 #include "models/run/checkpoint.h"
+#include "models/run/latent_run.h"
 #include "models/run/lora_run.h"
 #include "models/unet/model_io.h"
 
@@ -112,6 +114,17 @@ FineTuneSource source_of(const ModelSource& m) {
   return s;
 }
 
+// A latent source's autoencoder folder `dir` ("" for a pixel-space source): recorded with
+// its factor and pixel channels, read from its config.json.
+void adopt_autoencoder(const std::string& dir, FineTuneSource& s) {
+  s.autoencoder = dir;
+  if (dir.empty()) return;
+  const nlohmann::json j = nlohmann::json::parse(std::ifstream(fs::path(dir) / autoencoder::kAutoencoderConfig));
+  const autoencoder::AutoencoderConfig c = autoencoder::autoencoder_config_from_json(j.at("model"));
+  s.latent_factor = c.downsampling_factor();
+  s.pixel_channels = c.in_channels;
+}
+
 }  // namespace
 
 void note_init_from_flags(const CLI::App& app, TrainOptions& o) {
@@ -150,9 +163,6 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
   if (!config_path.empty()) {
     const nlohmann::json cfg = nlohmann::json::parse(std::ifstream(config_path), nullptr, false);
     if (cfg.is_object()) {
-      DDPM_CHECK(!cfg.contains("autoencoder"),
-                 "--init-from " << src << " is a latent diffusion model (config.json has an \"autoencoder\" section); "
-                                          "fine-tuning latent models is not supported yet");
       DDPM_CHECK(!cfg.contains("lora"),
                  "--init-from " << src << " is a LoRA run; fine-tune its merged model instead (ddpm-export "
                                           "--checkpoint " << src << " --out DIR writes it)");
@@ -172,6 +182,7 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
   check_diffusion_settings(m.diffusion);
 
   FineTuneSource s = source_of(m);
+  adopt_autoencoder(find_run_autoencoder(src), s);  // a latent SRC's (nothing for pixels)
   nlohmann::json files = nlohmann::json::array();
   std::vector<std::string> weight_files = {m.weights_path};
   if (m.kind == "diffusers pipeline folder") weight_files.push_back((fs::path(src) / "text_encoder" / "model.safetensors").string());
@@ -208,6 +219,10 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
     DDPM_CHECK(o.lora_rank == 0, "--lora-rank " << o.lora_rank << " needs --init-from: LoRA adapts a trained model");
     return std::nullopt;
   }
+  DDPM_CHECK(o.autoencoder.empty(),
+             "--autoencoder " << o.autoencoder << " does not apply with --init-from: a fine-tune of a latent model "
+                                                 "diffuses in its source's latent space with the source's autoencoder "
+                                                 "(copied into the run), and a pixel-space source has none");
   for (const char* flag : kInitFromRefusedFlags)
     DDPM_CHECK(!given(o, flag), flag << " does not apply with --init-from: a fine-tune takes the architecture, "
                                         "diffusion settings and conditioning of its source"
@@ -224,6 +239,8 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
     s.diffusion = diffusion_from_json(saved->at("diffusion"), s.model.learn_sigma);
     if (saved->contains("text_encoder")) s.text_encoder = text::text_encoder_config_from_json(saved->at("text_encoder"));
     s.record = rec;
+    // A latent fine-tune resumes with the run's own copy of the autoencoder (train_run.h).
+    if (saved->contains("autoencoder")) adopt_autoencoder((fs::path(o.out) / kRunAutoencoderFolder).string(), s);
     o.init_from = rec.value("source", o.init_from);
     o.init_weights = rec.value("weights", o.init_weights);
   } else {
@@ -232,17 +249,25 @@ std::optional<FineTuneSource> prepare_finetune(TrainOptions& o) {
                                                                  "config.json)");
     s = open_finetune_source(o.init_from, o.init_weights);
   }
+  DDPM_CHECK(s.autoencoder.empty() || o.lora_rank == 0,
+             "--lora-rank " << o.lora_rank << " does not apply to the latent diffusion model " << o.init_from
+                            << " (LoRA runs of latent models are not supported); fine-tune all its weights instead");
   adopt_source_options(s, o);
+  o.autoencoder = s.autoencoder;  // a latent source's: the run diffuses its latents
   return s;
 }
 
 unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOptions& o, const Dataset& data) {
   unet::UNetConfig c = s.model;
-  DDPM_CHECK(data.height == c.image_size && data.channels == c.in_channels,
+  // The pixels the model's inputs come from: a latent source's autoencoder's (size x f).
+  const bool latent = !s.autoencoder.empty();
+  const std::int64_t size = static_cast<std::int64_t>(c.image_size) * s.latent_factor;
+  const std::int64_t channels = latent ? s.pixel_channels : c.in_channels;
+  DDPM_CHECK(data.height == size && data.channels == channels,
              "--data " << data.name << " has " << data.height << "x" << data.width << "x" << data.channels
-                       << " images, but the --init-from model takes " << c.image_size << "x" << c.image_size << "x"
-                       << c.in_channels
-                       << (data.height == 28 && c.image_size == 32 ? " (add --pad-to-32)" : ""));
+                       << " images, but the --init-from model takes " << size << "x" << size << "x" << channels
+                       << (latent ? " (the pixels of its autoencoder " + s.autoencoder + ")" : std::string())
+                       << (data.height == 28 && size == 32 ? " (add --pad-to-32)" : ""));
   if (c.num_classes > 0)
     DDPM_CHECK(data.has_labels() && data.num_classes == c.num_classes,
                "--data " << data.name << " has " << (data.has_labels() ? std::to_string(data.num_classes) : "no")

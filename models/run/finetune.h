@@ -19,8 +19,14 @@
 //   - The optimiser is fresh (AdamW moments zero, step 0, warmup and schedule from the
 //     flags) and the EMA starts at the loaded weights (the trainer's EMA copies the slab when
 //     it is built, after the weights are loaded).
-//   - Refused SRC kinds (ValueError naming the kind and why): latent models (an "autoencoder"
-//     section: the data would have to be encoded by SRC's autoencoder), EDM models (the run
+//   - A latent SRC (trained with --autoencoder; latent_run.h) fine-tunes in its own latent
+//     space: the run diffuses with SRC's autoencoder (ddpm-train sets --autoencoder to SRC's
+//     RUN/autoencoder, which the new run copies; a resume uses the run's copy), the data must
+//     match that autoencoder's pixel size and channels, and giving --autoencoder is a
+//     ValueError (the autoencoder is SRC's, not a choice). With clips this is Video LDM's
+//     recipe (Blattmann et al. 2023): a latent image model plus temporal layers trained on
+//     the clips' per-frame latents.
+//   - Refused SRC kinds (ValueError naming the kind and why): EDM models (the run
 //     would need SRC's preconditioning, not --objective's defaults), super-resolution models
 //     (their condition settings are not carried over yet), distilled students (a
 //     "distillation" section: the DDPM loss would undo the few-step distillation), LoRA runs
@@ -105,6 +111,11 @@ struct FineTuneSource {
   std::optional<text::Tokenizer> tokenizer;             // a new text fine-tune: SRC's; on resume the run's own is read
   NamedTensors weights;   // SRC's parameters by name (host copies); empty on resume
   nlohmann::json record;  // config.json's "init_from"
+  // A latent SRC (config.json "autoencoder"): the folder of its autoencoder (SRC's run copy;
+  // on resume the run's own), its downsampling factor f and pixel channels. "" for pixels.
+  std::string autoencoder;
+  int latent_factor = 1;
+  int pixel_channels = 0;
 };
 
 // The SHA-256 (FIPS 180-4) of a file's bytes as 64 lowercase hex digits; IoError when it

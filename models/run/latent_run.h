@@ -12,6 +12,12 @@
 // No gradient reaches the autoencoder (its parameters are frozen; encode and decode run under
 // NoGradGuard).
 //
+// Latent video (Blattmann et al. 2023, "Align your Latents"): a clip x_0 [N, F, H, W, C] is
+// encoded frame by frame, z_0 [N, F, H/f, W/f, z]: the frames are folded into the batch
+// ([N F, H, W, C], the autoencoder is a 2D network), encoded, and unfolded. So a clip's codes
+// are exactly its frames' codes, and encode's eps draw is the one of the N F frames as a batch
+// of images. decode unfolds the same way: every frame of a sampled latent clip is decoded.
+//
 // A latent run folder holds a COPY of the autoencoder (RUN/autoencoder/, autoencoder_io.h) so
 // it is self-contained, and its config.json an "autoencoder" section:
 //   {"folder": "autoencoder", "posterior": "sample", "model": <AutoencoderConfig, with s>}
@@ -39,6 +45,7 @@ class LatentCodec {
   // Loads the autoencoder folder `dir` on `device` and freezes its parameters.
   LatentCodec(const std::string& dir, Device device);
 
+  // Each also takes clips [N, F, ...] (5-D), frame by frame (see above).
   // x0 [B, H, W, C] -> s * z with z ~ q(z | x0), eps drawn from gen.  [B, H/f, W/f, z]
   Tensor encode(const Tensor& x0, Generator& gen) const;
   // x0 [B, H, W, C] -> s * mean of q(z | x0), no draw  [B, H/f, W/f, z] f32. For editing
@@ -73,5 +80,11 @@ std::string find_run_autoencoder(const std::string& checkpoint);
 // ValueError "<what> does not apply to a latent diffusion model ..." when `checkpoint` is a
 // latent run: for the pixel-only features (bits/dim, inpainting, classifier guidance).
 void refuse_latent_model(const std::string& checkpoint, const std::string& what);
+
+// True when the autoencoder folders a and b hold the same autoencoder: the same "model"
+// section of config.json and byte-identical weights files (a run's copy of a source is
+// byte-identical to it: copy_autoencoder_folder). Two latent runs whose latents may be
+// exchanged (ddpm-sample --first-frame-from) must share one.
+bool same_autoencoder(const std::string& a, const std::string& b);
 
 }  // namespace ddpm::run

@@ -17,6 +17,7 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/png.h"
+#include "engine/ops/concat.h"
 #include "engine/rng.h"
 #include "models/diffusion/analytic_variance.h"
 #include "models/diffusion/guidance.h"
@@ -408,7 +409,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const std::int64_t F_out = video_output_frames(o, cfg);  // F, or longer with --segments
   auto sample_shape = [&](std::int64_t n) { return F > 0 ? Shape{n, F, h, h, zc} : Shape{n, h, h, zc}; };
   FirstFrames first;  // a first-frame-conditioned video model's frames (video_run.h)
-  const bool first_frames = load_first_frames_for(o, cfg, first, log);
+  const bool first_frames = load_first_frames_for(o, cfg, first, log, latent);  // encoded when latent
   auto to_pixels = [latent](const Tensor& x) { return to_uint8_pixels(latent ? latent->decode(x) : x); };
   LowResInputs low;  // super-resolution: the low-res images to upsample (super_res_run.h)
   const bool super_res = load_low_res_for(o, cfg, low, base.num_timesteps(), log);
@@ -516,6 +517,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
 
   const diffusion::DenoiseFn guide_fn = sc.autoguide;  // the bare guide; conditioned per batch for super-resolution
   Generator gen(o.seed);
+  std::vector<Tensor> latent_batches;  // SampleResult::latents
   result.pixels.reserve(static_cast<std::size_t>(N) * std::max<std::int64_t>(F_out, 1) * H * W * C);
   for (std::int64_t begin = 0; begin < N; begin += o.batch_size) {
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - begin);
@@ -582,11 +584,13 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
           },
           draw);
     }
+    if (latent) latent_batches.push_back(x.to(Device::cpu()).to(DType::f32));  // before decoding
     const std::vector<std::uint8_t> px = to_pixels(x);
     result.pixels.insert(result.pixels.end(), px.begin(), px.end());
     if (log) *log << "sampled " << begin + n << " / " << N << "\n";
   }
 
+  if (!latent_batches.empty()) result.latents = concat(latent_batches, 0);
   // Everything is written into a temporary folder and published in one rename.
   const std::size_t image_bytes = static_cast<std::size_t>(H) * W * C;
   std::vector<std::string> files;

@@ -242,6 +242,9 @@ struct SampleOptions {
   // A first-frame-conditioned video model (models/run/video_run.h): the frames its clips start
   // from (a PNG or an .npz of images), or an image model to sample them with first.
   std::string first_frame, first_frame_from;
+  // Not a flag: a latent --first-frame-from pipeline's image-stage latents [M, h, w, z] (CPU),
+  // the first frames as sampled, not re-encoded from the written bytes (video_run.h).
+  Tensor first_frame_latents;
   int segments = 1;  // --segments: clips continued from their last frame (video_run.h)
   int overlap = 0;   // --overlap K': the known frames per segment; 0 = the model's condition_frames
   // --reconstruction-guidance W: --segments with an unconditional video model, each segment
@@ -288,6 +291,7 @@ struct SampleResult {
   std::vector<std::int64_t> labels;   // N labels, empty for an unconditional model
   std::string out_dir;
   std::vector<std::string> files;     // every file written, relative to out_dir
+  Tensor latents;                     // a latent model's samples before decoding (CPU f32), else undefined
 };
 
 // The whole program: check options, check --out, open the model, sample, publish OUT.

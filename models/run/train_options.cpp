@@ -220,9 +220,10 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   DDPM_CHECK(!o.first_frame_condition || frames > 1,
              "--first-frame-condition conditions a video model on each clip's first frame; --data " << o.data
                  << " holds images, not clips (use e.g. --data moving-fashion-mnist)");
-  DDPM_CHECK(frames <= 1 || (o.super_res == 0 && o.autoencoder.empty()),
+  // --autoencoder on clips is latent video (latent_run.h): the frames are encoded one by one.
+  DDPM_CHECK(frames <= 1 || o.super_res == 0,
              "--data " << o.data << " holds clips of " << frames << " frames; video models do not support "
-                       << (o.super_res > 0 ? "--super-res" : "--autoencoder (latent diffusion)") << " yet");
+                       << "--super-res yet");
   DDPM_CHECK(o.condition_frames == 1 || o.first_frame_condition,
              "--condition-frames " << o.condition_frames
                                    << " sets how many known frames condition the video model and needs "

@@ -399,7 +399,8 @@ TrainResult train_run(const TrainOptions& options) {
           for (double ui : rand({o.joint_images}, gen, Device::cpu(), DType::f64).to_double_vector())
             flip.push_back(ui < 0.5 ? 1 : 0);
         ddpm::Batch s = first_frame_batch(*data, idx, flip, o.device);
-        batch.stills = s.images;
+        // A latent run's stills are encoded like its clips, after them (latent_run.h).
+        batch.stills = latent ? latent->encode(s.images, gen) : s.images;
         if (cond_labels > 0) batch.still_labels = s.labels;
       }
       return batch;
@@ -441,9 +442,12 @@ TrainResult train_run(const TrainOptions& options) {
       if (text_net) eval_fn = text_net->denoiser(captions.texts, "", {}, /*reuse_context=*/true);  // fixed EMA weights
       if (mc.super_res()) eval_fn = diffusion::concat_condition(eval_fn, grid_condition(*data, n, mc, o.device));
       // A first-frame-conditioned video model animates the first frames of the first n clips.
-      if (mc.first_frame_condition)
+      // A latent run's first frames are their posterior means (no draw: the trainer's stream stays).
+      if (mc.first_frame_condition) {
+        const Tensor first = dataset_first_frames(*data, n).to(o.device);
         eval_fn = diffusion::concat_condition(
-            eval_fn, unet::first_frame_condition(dataset_first_frames(*data, n), mc.num_frames).to(o.device));
+            eval_fn, unet::first_frame_condition(latent ? latent->encode_mean(first) : first, mc.num_frames));
+      }
       const std::int64_t F = mc.num_frames;
       auto shape = [&]() { return F > 0 ? Shape{n, F, H, H, C} : Shape{n, H, H, C}; };
       diffusion::SamplerConfig sc;

@@ -39,7 +39,8 @@
 // latent (image size / f, z_channels), each batch is encoded by the frozen autoencoder and
 // scaled by s, the run folder gets a copy of the autoencoder (RUN/autoencoder/) and
 // config.json an "autoencoder" section; sample grids are decoded to pixels (no x_0 clipping:
-// latents are not confined to [-1, 1]).
+// latents are not confined to [-1, 1]). Clips (--data moving-*) are encoded frame by frame,
+// joint stills after them (latent video, latent_run.h).
 //
 // Super-resolution (--super-res L, models/run/super_res_run.h): the UNet takes x_t
 // concatenated with the batch's x_0 area-downsampled to L x L and bilinearly upsampled back

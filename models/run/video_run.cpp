@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <ostream>
 
 #include "engine/error.h"
@@ -62,7 +63,7 @@ void check_video_flags(const SampleOptions& o) {
                               << " both give the first frames; choose one");
 }
 
-void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool latent) {
+void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool /*latent: sampled like a pixel video model*/) {
   if (model.num_frames == 0) {
     DDPM_CHECK(o.segments == 1, "--segments applies to a first-frame-conditioned video model; " << o.checkpoint
                                                                                                << " is an image model");
@@ -71,7 +72,6 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
                    << " applies to a first-frame-conditioned video model; " << o.checkpoint << " is an image model");
     return;
   }
-  DDPM_CHECK(!latent, o.checkpoint << " is a latent video run; sampling latent video models is not supported");
   const std::pair<bool, const char*> refused[] = {
       {!o.inpaint_image.empty(), "--inpaint (RePaint's mask is one image)"},
       {!o.low_res.empty() || !o.low_res_from.empty(), "--low-res / --low-res-from (super-resolution)"},
@@ -117,16 +117,30 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
 }
 
 bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model, FirstFrames& frames,
-                           std::ostream* log) {
+                           std::ostream* log, const LatentCodec* latent) {
   frames = FirstFrames{};
   if (!model.first_frame_condition || o.first_frame.empty()) return false;
-  const int H = model.image_size, C = model.in_channels;
+  // The frames are pixels of the written size: the autoencoder's for a latent model.
+  const int H = latent ? model.image_size * latent->factor() : model.image_size;
+  const int C = latent ? latent->config().in_channels : model.in_channels;
   frames.images = read_image_stack(o.first_frame, "--first-frame", H, C, "animates");
-  const Tensor x = pixels_to_unit(frames.images.pixels, frames.images.count, H, C);
-  frames.cond = unet::first_frame_condition(x, model.num_frames);
+  Tensor x = pixels_to_unit(frames.images.pixels, frames.images.count, H, C);  // [M, H, W, C]
+  if (latent && o.first_frame_latents.defined()) {
+    const Tensor& z = o.first_frame_latents;  // the image stage's latents [M, h, w, z], as sampled
+    DDPM_CHECK(z.ndim() == 4 && z.dim(0) == frames.images.count && z.dim(1) == model.image_size &&
+                   z.dim(3) == model.in_channels,
+               "the image stage's latents " << shape_str(z.shape()) << " are not " << frames.images.count
+                                            << " latent frames of " << model.image_size << "x" << model.image_size
+                                            << "x" << model.in_channels);
+    x = z;
+  } else if (latent) {
+    x = latent->encode_mean(x);  // [M, h, w, z]: the posterior means, no draw
+  }
+  frames.cond = unet::first_frame_condition(x.to(Device::cpu()), model.num_frames);
   if (log)
     *log << "video: " << frames.images.count << " first frame(s) " << H << "x" << H << " from " << o.first_frame
-         << ", " << model.num_frames << " frames per clip\n";
+         << (latent ? (o.first_frame_latents.defined() ? " (the image stage's latents)" : " (encoded)") : "") << ", "
+         << model.num_frames << " frames per clip\n";
   return true;
 }
 
@@ -264,12 +278,24 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
   ModelSource image = open_model(o.first_frame_from, o.device, o.use_ema);
   const unet::UNetConfig& vc = video.net->config();
   const unet::UNetConfig& ic = image.net->config();
-  check_video_sample(o, vc, !find_run_autoencoder(o.checkpoint).empty());
+  const std::string video_ae = find_run_autoencoder(o.checkpoint), image_ae = find_run_autoencoder(o.first_frame_from);
+  check_video_sample(o, vc, !video_ae.empty());
   DDPM_CHECK(ic.num_frames == 0, "--first-frame-from " << o.first_frame_from
                                                        << " is a video model; the first frames come from an image model");
-  DDPM_CHECK(find_run_autoencoder(o.first_frame_from).empty() && !ic.super_res(),
-             "--first-frame-from " << o.first_frame_from
-                                   << ": latent and super-resolution image models are not supported as the first stage");
+  DDPM_CHECK(!ic.super_res(), "--first-frame-from " << o.first_frame_from
+                                                    << ": super-resolution image models are not supported as the first stage");
+  // Latent video (see above): the image stage's latents are frame 0, so both must be latent
+  // runs of one autoencoder.
+  DDPM_CHECK(video_ae.empty() == image_ae.empty(),
+             "--first-frame-from " << o.first_frame_from << " is a "
+                                   << (image_ae.empty() ? "pixel-space" : "latent diffusion") << " image model and "
+                                   << o.checkpoint << " a " << (video_ae.empty() ? "pixel-space" : "latent")
+                                   << " video model; the first frames must come from a model of the same space");
+  DDPM_CHECK(video_ae.empty() || same_autoencoder(video_ae, image_ae),
+             "--first-frame-from " << o.first_frame_from << " diffuses the latents of the autoencoder " << image_ae
+                                   << ", and " << o.checkpoint << " those of another (" << video_ae
+                                   << ": its config or weights differ); the image stage's latents would not be "
+                                      "the video model's");
   DDPM_CHECK(ic.image_size == vc.image_size && ic.in_channels == vc.in_channels,
              "--first-frame-from " << o.first_frame_from << " makes " << ic.image_size << "x" << ic.image_size << "x"
                                    << ic.in_channels << " images; " << o.checkpoint << " animates " << vc.image_size
@@ -278,6 +304,8 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
              "--first-frame-from " << o.first_frame_from << " has " << ic.num_classes << " classes and "
                                    << o.checkpoint << " " << vc.num_classes
                                    << "; the image stage's labels would not name the same classes");
+  // One codec decodes both stages of a latent pipeline (the autoencoders are the same).
+  std::unique_ptr<LatentCodec> codec = video_ae.empty() ? nullptr : std::make_unique<LatentCodec>(video_ae, o.device);
   SampleOptions image_o = o;
   image_o.checkpoint = o.first_frame_from;
   image_o.first_frame_from.clear();
@@ -293,11 +321,12 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
     const fs::path dir(tmp);
     image_o.out = (dir / kFirstFramesFolder).string();
     if (log) *log << "video: sampling the first frames with the image model " << o.first_frame_from << "\n";
-    const SampleResult first = run_sample(image_o, image, log, nullptr);
+    const SampleResult first = run_sample(image_o, image, log, codec.get());
     video_o.first_frame = (dir / kFirstFramesFolder / "samples.npz").string();
+    video_o.first_frame_latents = first.latents;  // a latent image stage's: frame 0 as sampled
     video_o.out = (dir / kVideoStageFolder).string();
     if (log) *log << "video: animating them with " << o.checkpoint << "\n";
-    result = run_sample(video_o, video, log, nullptr);
+    result = run_sample(video_o, video, log, codec.get());
     for (const auto& entry : fs::directory_iterator(video_o.out)) fs::rename(entry.path(), dir / entry.path().filename());
     fs::remove(video_o.out);
     const fs::path info_path = dir / "sample_info.json";

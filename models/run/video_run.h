@@ -37,9 +37,19 @@
 // generator, after the previous one's draws. --overlap must be in [1, K] (K <= F - 1), and
 // applies only with --segments > 1.
 //
+// Latent video (a run trained with --autoencoder on clips; latent_run.h): the sampler draws
+// latent clips [N, F, h, w, z] and every frame is decoded before the video set is written, so
+// the outputs are those of a pixel video run of the autoencoder's size. --segments continues
+// the latents (the known frames are the previous segment's latents, never decoded and
+// re-encoded); reconstruction guidance runs on latents unchanged (its x_0 estimate is the
+// latent one). --first-frame images are encoded to their posterior means; --first-frame-from
+// needs a latent image run on the same autoencoder (same_autoencoder: config and weights
+// bytes), whose sampled latents are frame 0 as they are (the decoded images are written to
+// OUT/first_frames as usual); a pixel image stage for a latent video model, or a latent one
+// for a pixel video model, is refused by name.
+//
 // Refused for a video model, before anything is sampled (ValueError naming the flag):
-// --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide,
-// and a latent video run. --first-frame / --first-frame-from for a model without the
+// --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide. --first-frame / --first-frame-from for a model without the
 // condition, a conditioned model without either, and both at once; --overlap beyond the
 // model's condition_frames, or without --segments.
 #pragma once
@@ -67,7 +77,8 @@ void add_video_flags(CLI::App& app, SampleOptions& o);
 void check_video_flags(const SampleOptions& o);
 
 // The checks of a video model's options against the model (see above); also refuses the
-// video flags for an image model. `latent`: the model is a latent diffusion run.
+// video flags for an image model. `latent`: the model is a latent diffusion run (nothing is
+// refused for it any more: a latent video model takes every video flag, see above).
 void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool latent);
 
 // The first frames of a first-frame-conditioned model (nothing for another model): the
@@ -76,8 +87,11 @@ struct FirstFrames {
   ImageStack images;
   Tensor cond;
 };
+// A latent video model (latent != nullptr) reads pixel frames of the autoencoder's size and
+// channels and conditions on their posterior means (LatentCodec::encode_mean), or on
+// o.first_frame_latents when the pipeline passes the image stage's latents.
 bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model, FirstFrames& frames,
-                           std::ostream* log);
+                           std::ostream* log, const LatentCodec* latent = nullptr);
 // N when the samples follow the first frames: their count unless --num-samples (at most it).
 std::int64_t first_frame_num_samples(const SampleOptions& o, const FirstFrames& frames);
 // A class-conditional model's labels from arr_1 (unless --class): true when taken.

@@ -5,7 +5,8 @@
 // temporal to_out layers and conv_out start at zero and would hide most of the network).
 // Both sides are fp32 with TF32 off; the tolerances are those of the UNet block tests
 // (test_resnet_block_gpu.cpp): max |error| <= 1e-3 of the reference's largest value, NMSE
-// <= 1e-8, while a missing temporal layer or a wrong frame order gives O(0.1).
+// <= 1e-8, while a missing temporal layer or a wrong frame order gives O(0.1). The second
+// case adds the optional temporal layers (temporal convolutions, relative frame positions).
 #include <gtest/gtest.h>
 
 #include "engine/autograd.h"
@@ -44,10 +45,7 @@ TEST(VideoGpu, TransposeMatchesCpuExactly) {
   check_against_cpu([](const auto& in) { return transpose(in[0], 1, 3); }, {five}, kExact);
 }
 
-TEST(VideoGpu, VideoUNetForwardAndBackwardMatchCpu) {
-  DDPM_REQUIRE_CUDA();
-  MathModeScope restore;
-  set_allow_tf32(false);
+unet::UNetConfig video_config() {
   unet::UNetConfig cfg;
   cfg.image_size = 16;
   cfg.in_channels = 3;
@@ -60,6 +58,13 @@ TEST(VideoGpu, VideoUNetForwardAndBackwardMatchCpu) {
   cfg.dropout = 0;
   cfg.num_classes = 3;
   cfg.num_frames = 4;
+  return cfg;
+}
+
+// One forward and backward of the video UNet `cfg` on both devices, every weight random.
+void expect_video_unet_matches_cpu(const unet::UNetConfig& cfg) {
+  MathModeScope restore;
+  set_allow_tf32(false);
   Generator g1(1), g2(1);
   unet::UNet cpu_net(cfg, g1, Device::cpu()), gpu_net(cfg, g2, Device::cuda());
   auto cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
@@ -91,6 +96,22 @@ TEST(VideoGpu, VideoUNetForwardAndBackwardMatchCpu) {
     ASSERT_TRUE(gc.defined() && gg.defined()) << cpu_params[i].first;
     EXPECT_TRUE(within_scale(gg.cpu(), gc, rel, nmse)) << "gradient of " << cpu_params[i].first;
   }
+}
+
+TEST(VideoGpu, VideoUNetForwardAndBackwardMatchCpu) {
+  DDPM_REQUIRE_CUDA();
+  expect_video_unet_matches_cpu(video_config());
+}
+
+// The optional temporal layers: a TemporalConv after every resnet (temporal_conv.h: slice,
+// concat and linear on the frame axis) and relative frame positions (temporal.h: the logit
+// bias gathered by the embedding op and added inside the attention softmax).
+TEST(VideoGpu, TemporalConvAndRelativePositionsMatchCpu) {
+  DDPM_REQUIRE_CUDA();
+  unet::UNetConfig cfg = video_config();
+  cfg.temporal_conv = true;
+  cfg.temporal_position = "relative";
+  expect_video_unet_matches_cpu(cfg);
 }
 
 }  // namespace

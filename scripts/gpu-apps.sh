@@ -18,6 +18,9 @@
 #      32x32) for the same number of steps, timed, 64 sampled clips (grid.gif, filmstrip) and
 #      their temporal consistency beside shuffled frames and real clips (ddpm-eval video); then
 #      12-frame clips extended with --reconstruction-guidance 0 (replacement) and 2.
+#      VIDEO_FLAGS adds training flags to that model, e.g. VIDEO_FLAGS="--temporal-conv
+#      --temporal-position relative" (session 17's temporal options) in a second call with
+#      VIDEO_ONLY=1 (steps 1-5 skipped) to compare with the default model.
 #
 #   scripts/gpu-apps.sh BIN_DIR LOG_DIR [FASHION_MNIST_DIR]
 set -uo pipefail
@@ -30,6 +33,7 @@ run=/tmp/ddpm-gpu-run
 rm -rf "$run" "$run-samples"
 status=0
 
+if [ "${VIDEO_ONLY:-0}" = 0 ]; then  # steps 1-5 (body not indented)
 echo "== ddpm-profile (DDPM CIFAR-10 UNet, batch 128)"
 "$bin/ddpm-profile" > "$logs/profile.txt" 2>&1 || status=1
 head -60 "$logs/profile.txt"
@@ -98,15 +102,16 @@ if [ "${EVAL:-1}" != 0 ]; then
     cp "$text-samples/grid.png" "$logs/text-grid.png" 2>/dev/null
   fi
 fi
+fi  # VIDEO_ONLY
 if [ "${VIDEO:-1}" != 0 ]; then
-  echo "== video: ddpm-train --data moving-fashion-mnist (8 frames of 32x32), $steps steps, then 64 clips"
+  echo "== video: ddpm-train --data moving-fashion-mnist (8 frames of 32x32) ${VIDEO_FLAGS:-}, $steps steps, then 64 clips"
   video=/tmp/ddpm-gpu-video
   rm -rf "$video" "$video-samples"
   t0=$(date +%s)
   "$bin/ddpm-train" --data "moving-fashion-mnist${data:+:$data}" --frames 8 --preset none --num-channels 64 \
     --channel-mult 1,2,2 --num-res-blocks 2 --attention-resolutions 8 --num-head-channels 32 --dropout 0 \
     --batch-size 32 --lr 5e-4 --warmup-steps 200 --ema-rate 0.999 --class-cond --steps "$steps" \
-    --save-every "$steps" --log-every 100 --out "$video" > "$logs/train-video.log" 2>&1 || status=1
+    --save-every "$steps" --log-every 100 ${VIDEO_FLAGS:-} --out "$video" > "$logs/train-video.log" 2>&1 || status=1
   echo "train video: $(( $(date +%s) - t0 )) s wall; $(grep -E '^step' "$logs/train-video.log" | tail -1)"
   "$bin/ddpm-sample" --checkpoint "$video" --num-samples 64 --batch-size 64 --sampler ddim --sampling-steps 50 \
     --out "$video-samples" > "$logs/sample-video.log" 2>&1 || status=1

@@ -189,7 +189,13 @@ void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
   DataOptions dopt;
   dopt.pad_to_32 = a.pad_to_32;
   dopt.seed = a.seed;
-  const Dataset data = load_image_data(spec, dopt, "ddpm-autoencoder");
+  dopt.canvas = a.canvas;
+  dopt.item_size = a.item_size;
+  dopt.moving_items = a.moving_items;
+  check_clip_flags(spec, dopt);  // --canvas etc. name themselves unless --data is moving-*
+  // Clips: their first frames as still images (--frames 1 of data_spec.h).
+  if (spec.is_moving()) dopt.frames = 1;
+  const Dataset data = spec.is_moving() ? load_data(spec, dopt) : load_image_data(spec, dopt, "ddpm-autoencoder");
   const autoencoder::AutoencoderConfig cfg = autoencoder_config_for(a, data);
   Generator init(a.seed);
   autoencoder::Autoencoder ae(cfg, init, a.device);
@@ -221,6 +227,9 @@ void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
               {"final_kl", r.kl.back()},  {"scale_images", std::min(a.scale_images, data.n)},
               {"seconds", r.seconds}};
   train["warmup_steps"] = a.warmup_steps;
+  if (spec.is_moving())  // the clips the first frames came from
+    train["clips"] = {{"frames_used", "first"}, {"canvas", a.canvas}, {"item_size", a.item_size},
+                      {"moving_items", a.moving_items}};
   add_lr_schedule_json(train, a.lr_schedule, a.steps);
   train["gradient_checkpointing"] = a.gradient_checkpointing;  // the key ddpm-train and ddpm-control use
   autoencoder::save_autoencoder(ae, train, a.out, a.overwrite,
@@ -259,8 +268,13 @@ void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   AutoencoderTrainArgs& t = c.train;
   CLI::App* tr = app.add_subcommand("train", "train a KL-regularised autoencoder (the first stage of latent diffusion)");
   c.train_app = tr;
-  tr->add_option("--data", t.data, "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy")
+  tr->add_option("--data", t.data,
+                 "fashion-mnist[:DIR] | idx:IMAGES[,LABELS] | cifar10:DIR | folder:DIR | toy | moving-fashion-mnist[:DIR] "
+                 "| moving-toy (the clips' first frames, for a latent video run)")
       ->capture_default_str();
+  tr->add_option("--canvas", t.canvas, "with --data moving-*: the clips' size (canvas x canvas)")->capture_default_str();
+  tr->add_option("--item-size", t.item_size, "with --data moving-*: the moving items' size")->capture_default_str();
+  tr->add_option("--moving-items", t.moving_items, "with --data moving-*: items per clip")->capture_default_str();
   tr->add_flag("--pad-to-32", t.pad_to_32, "centre 28x28 images on 32x32");
   tr->add_option("--out", t.out, "output folder: model.safetensors, config.json, reconstructions.png")->required();
   tr->add_flag("--overwrite", t.overwrite, "replace an existing --out folder");

@@ -53,6 +53,13 @@ namespace ddpm::run {
 struct AutoencoderTrainArgs {
   std::string data = "fashion-mnist";  // data_spec.h
   bool pad_to_32 = false;
+  // --data moving-*: the clips' first frames, each item at its random starting place, are the
+  // training images (every frame of a clip is such an image, so the per-frame autoencoder of a
+  // latent video run, latent_run.h, learns the frames' distribution); the clips' geometry as
+  // ddpm-train's flags (data_spec.h DataOptions). Refused with any other --data.
+  int canvas = 32;
+  int item_size = 16;
+  int moving_items = 1;
   std::string out;
   bool overwrite = false;
   std::int64_t steps = 2000;

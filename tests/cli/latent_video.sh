@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Latent video diffusion end to end from the shell (ctest `cli.latent_video`): usage
 #   latent_video.sh BIN_DIR WORK_DIR
-# A tiny autoencoder on the toy shapes (16x16x1, f = 2 -> 8x8x3; ddpm-autoencoder trains on
-# still images, and moving-toy clips at --canvas 16 have frames of that size and channels),
+# A tiny autoencoder on the first frames of moving-toy clips at --canvas 16 (16x16x1, f = 2 ->
+# 8x8x3; ddpm-autoencoder trains on the clips' first frames as still images),
 # then a video UNet on moving-toy clips in its latent space (2 steps), ddpm-sample on it
 # (clips of 3 decoded 16x16x1 frames: npz uint8 [2, 3, 16, 16, 1], GIFs of 16x16 frames),
 # ddpm-eval video on those pixels, and the refusal of --autoencoder with --init-from.
@@ -10,7 +10,7 @@ set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" latent_video
 
-"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+"$bin/ddpm-autoencoder" train --data moving-toy --canvas 16 --item-size 8 --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
   --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
   || fail "ddpm-autoencoder train"
 

@@ -6,12 +6,14 @@
 // bit-identically and samples in pixel space.
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
 #include "engine/autograd.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/npz.h"
+#include "engine/io/png.h"
 #include "engine/ops/elementwise.h"
 #include "models/autoencoder/autoencoder_io.h"
 #include "models/eval/classifier.h"
@@ -233,6 +235,51 @@ TEST(Autoencoder, ShortTrainingReducesTheReconstructionLoss) {
   // The reported PSNR comes from the same uint8 pixels the MSE uses.
   const run::AutoencoderEvalReport ev = run::evaluate_reconstruction(ae, take(data, 10), 4);
   EXPECT_NEAR(ev.psnr, 10 * std::log10(255.0 * 255.0 / ev.mse), 1e-9);
+}
+
+// ddpm-autoencoder train on clips (the per-frame autoencoder of a latent video run): the
+// clips' first frames are its images, their geometry from --canvas / --item-size, recorded in
+// config.json; the clip flags with still-image data are refused before anything is written.
+TEST(Autoencoder, TrainsOnTheFirstFramesOfMovingClips) {
+  const testing::TempDir tmp;
+  run::AutoencoderTrainArgs a = tiny_args();
+  a.data = "moving-toy";
+  a.canvas = 16;
+  a.item_size = 8;
+  a.steps = 2;
+  a.scale_images = 8;
+  a.out = tmp.path + "/ae";
+  std::ostringstream log;
+  run::run_autoencoder_train(a, log);
+  EXPECT_NE(log.str().find("16x16x1 -> 8x8x3"), std::string::npos) << log.str();
+  const autoencoder::AutoencoderFolder f = autoencoder::load_autoencoder(a.out, Device::cpu());
+  const nlohmann::json clips = f.info.at("train").at("clips");
+  EXPECT_EQ(clips.at("canvas"), 16);
+  EXPECT_EQ(clips.at("item_size"), 8);
+  EXPECT_EQ(clips.at("frames_used"), "first");
+  // The grid's top row is the images it trained on: the clips' first frames (the first tile
+  // starts after make_grid's 2-pixel padding).
+  run::DataOptions dopt;
+  dopt.frames = 1;
+  dopt.canvas = 16;
+  dopt.item_size = 8;
+  const Dataset first = run::load_data(run::parse_data_spec("moving-toy"), dopt);
+  const Image grid = read_png(a.out + "/reconstructions.png");
+  ASSERT_GE(grid.width, 16);
+  int differ = 0, lit = 0;
+  for (int i = 0; i < 256; ++i) lit += first.image(0)[i] > 0;
+  EXPECT_GT(lit, 8) << "the first frame is black: the comparison below would prove little";
+  for (int y = 0; y < 16; ++y)
+    for (int x = 0; x < 16; ++x)
+      differ += grid.pixels[static_cast<std::size_t>(((y + 2) * grid.width + x + 2) * grid.channels)] !=
+                first.image(0)[y * 16 + x];
+  EXPECT_EQ(differ, 0);
+  // --canvas names itself when --data holds still images; no folder is made.
+  run::AutoencoderTrainArgs bad = tiny_args();
+  bad.canvas = 20;
+  bad.out = tmp.path + "/refused";
+  testing::expect_value_error([&] { run::run_autoencoder_train(bad, log); }, "--canvas 20 shapes the clips");
+  EXPECT_FALSE(std::filesystem::exists(bad.out));
 }
 
 TEST(Autoencoder, LatentScaleFactorIsOneOverTheStd) {

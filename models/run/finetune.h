@@ -118,11 +118,6 @@ struct FineTuneSource {
   int pixel_channels = 0;
 };
 
-// The SHA-256 (FIPS 180-4) of a file's bytes as 64 lowercase hex digits; IoError when it
-// cannot be read.
-std::string sha256_file(const std::string& path);
-std::string sha256_hex(const std::string& bytes);
-
 // Opens --init-from SRC as described above (ValueError / IoError naming SRC and the
 // reason). `init_weights` is "" (the default choice), "ema" or "raw".
 FineTuneSource open_finetune_source(const std::string& src, const std::string& init_weights);

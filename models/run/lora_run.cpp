@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/io/safetensors.h"
+#include "engine/io/sha256.h"
 #include "models/nn/lora.h"
 #include "models/run/finetune.h"
 

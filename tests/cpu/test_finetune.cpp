@@ -14,6 +14,7 @@
 
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/sha256.h"
 #include "models/run/checkpoint.h"
 #include "models/run/finetune.h"
 #include "models/run/model_source.h"
@@ -91,13 +92,16 @@ double max_abs_difference(const std::map<std::string, std::vector<float>>& a,
 // The examples of FIPS 180-2, appendix B (SHA-256 of "abc" and of the 448-bit message), and
 // the SHA-256 of the empty string.
 TEST(FineTune, Sha256OfTheStandardsExamples) {
-  EXPECT_EQ(run::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(run::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  EXPECT_EQ(run::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   const std::string path = temp_run("finetune_sha") + ".bin";
   write_file_atomic(path, "abc");
-  EXPECT_EQ(run::sha256_file(path), run::sha256_hex("abc"));
+  EXPECT_EQ(sha256_file(path), sha256_hex("abc"));
+  // FIPS 180-2 appendix B.3: a million 'a', 15,625 blocks, read from a file.
+  write_file_atomic(path, std::string(1000000, 'a'));
+  EXPECT_EQ(sha256_file(path), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(FineTune, NotesTheModelFlagsGiven) {
@@ -224,7 +228,7 @@ TEST(FineTune, FirstStepStartsFromTheSourceWeights) {
   EXPECT_EQ(cfg.at("model"), run::read_run_config(base_run()).at("model"));
   EXPECT_EQ(cfg.at("init_from").at("source"), fs::absolute(base_run()).lexically_normal().string());
   EXPECT_EQ(cfg.at("init_from").at("files").at(0).at("sha256"),
-            run::sha256_file(run::resolve_checkpoint(base_run(), "latest") + "/" + run::kEmaFile));
+            sha256_file(run::resolve_checkpoint(base_run(), "latest") + "/" + run::kEmaFile));
 }
 
 // A fine-tune resumes from its own config.json: SRC is not needed, and another --init-from is

@@ -50,12 +50,17 @@ bool classifier_guidance_applies(const SamplerConfig& config, const ClassifierGu
 }
 
 Tensor guided_combination(const Tensor& strong, const Tensor& weak, double w, double phi) {
-  DDPM_CHECK(strong.defined() && weak.defined() && strong.shape() == weak.shape(),
-             "guidance: the two predictions must share one shape, got "
-                 << (strong.defined() ? shape_str(strong.shape()) : std::string("nothing")) << " and "
-                 << (weak.defined() ? shape_str(weak.shape()) : std::string("nothing")));
-  // pred = weak + w (strong - weak)                                           guidance.h (1)
-  Tensor pred = add(weak, scale(sub(strong, weak), w));
+  return guided_combination(strong, weak, w, phi, weak);
+}
+
+Tensor guided_combination(const Tensor& strong, const Tensor& weak, double w, double phi, const Tensor& from) {
+  auto shape_of = [](const Tensor& t) { return t.defined() ? shape_str(t.shape()) : std::string("nothing"); };
+  DDPM_CHECK(strong.defined() && weak.defined() && from.defined() && strong.shape() == weak.shape() &&
+                 from.shape() == strong.shape(),
+             "guidance: the predictions must share one shape, got " << shape_of(strong) << " and " << shape_of(weak)
+                                                                     << " (starting from " << shape_of(from) << ")");
+  // pred = from + w (strong - weak); from = weak is guidance.h (1)
+  Tensor pred = add(from, scale(sub(strong, weak), w));
   if (phi > 0.0) pred = rescale_guided_prediction(pred, strong, phi);
   return pred;
 }

@@ -73,6 +73,14 @@ bool classifier_guidance_applies(const SamplerConfig& config, const ClassifierGu
 // (1): weak + w (strong - weak), then the rescale towards strong's per-sample std when
 // phi > 0 (sampler.h rescale_guided_prediction). Shapes must agree.
 Tensor guided_combination(const Tensor& strong, const Tensor& weak, double w, double phi);
+// The same step taken from another prediction: from + w (strong - weak), then the rescale
+// towards strong. Guidance on two conditions chains (1) once per condition, each step
+// starting where the previous one ended (InstructPix2Pix, Brooks et al. 2023, eq. 3; the
+// frame guidance of models/run/video_run.h):
+//   u    = guided_combination(e(c, null), e(null, null), s_I, 0)
+//   pred = guided_combination(e(c, y), e(c, null), s_T, phi, u)
+// from = weak is (1) itself, bit for bit.
+Tensor guided_combination(const Tensor& strong, const Tensor& weak, double w, double phi, const Tensor& from);
 
 // "LO,HI" of --guidance-interval: two finite numbers with 0 <= LO < HI (HI may be "inf").
 // ValueError naming `flag` otherwise.

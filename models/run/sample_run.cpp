@@ -372,6 +372,15 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   DDPM_CHECK(o.first_frame_from.empty(), "--first-frame-from " << o.first_frame_from
                                                                << " needs the image model too: run_first_frame_pipeline (video_run.h)");
   diffusion::SamplerConfig sc = make_sampler_config(o, model, latent != nullptr);
+  // --frame-guidance-scale (video_run.h): the label guidance, if any, moves into the frame-
+  // guided denoiser, which forms both in one batched call.
+  const FrameGuidance frame_guidance = take_frame_guidance(o, sc);
+  if (frame_guidance.active() && log)
+    *log << "frame guidance: scale " << frame_guidance.scale
+         << (frame_guidance.label_scale != 1.0 ? ", label guidance " + std::to_string(frame_guidance.label_scale) +
+                                                     " (two-scale form, 3n rows per network call)"
+                                               : std::string(" (2n rows per network call)"))
+         << "\n";
   const std::optional<diffusion::ConsistencyGrid> cgrid =
       o.sampler == "consistency" ? read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps) : std::nullopt;
   const std::int64_t consistency_steps = o.sampling_steps > 0 ? o.sampling_steps : 1;  // consistency.h (4)
@@ -538,8 +547,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       bfn = d.main;
       sc.autoguide = d.guide;  // empty without --autoguide
     } else if (first_frames) {  // one PNG conditions every clip; an .npz's rows go in turn
-      bfn = diffusion::concat_condition(
-          fn, (first.images.count == 1 ? first.cond : diffusion::batch_rows(first.cond, begin, n)).to(o.device));
+      bfn = frame_guided_denoiser(
+          fn, (first.images.count == 1 ? first.cond : diffusion::batch_rows(first.cond, begin, n)).to(o.device),
+          frame_guidance);
     }
     callback = nullptr;
     if (o.show_steps && begin == 0) {
@@ -566,7 +576,13 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
     };
     Tensor x = draw(bfn);
     // --segments S (video_run.h): each further segment starts from the last K' frames so far.
-    if (first_frames && o.segments > 1) x = extend_clips(x, o.segments, video_overlap(o, cfg), fn, draw);
+    if (first_frames && o.segments > 1)
+      x = extend_clips(
+          x, o.segments, video_overlap(o, cfg),
+          [&](const Tensor& known) {
+            return frame_guided_denoiser(fn, unet::frames_condition(known, static_cast<int>(F)), frame_guidance);
+          },
+          draw);
     // An unconditional model continues through reconstruction guidance instead; its
     // replacement noise has its own stream per batch and segment, derived from --seed.
     if (reconstruction_guided(o)) {

@@ -251,6 +251,9 @@ struct SampleOptions {
   // guided to continue the last K' frames (diffusion/reconstruction_guidance.h); W = 0 is the
   // replacement method alone. Negative (the default, -1): off.
   double reconstruction_guidance = -1;
+  // --frame-guidance-scale S_I: classifier-free guidance on a frame-conditioned video model's
+  // known frames (video_run.h "Frame guidance"); 1 = none, one network call per step.
+  double frame_guidance_scale = 1.0;
 };
 
 // The flags and their model-free checks (add_sample_flags, note_given_flags,

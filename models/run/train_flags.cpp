@@ -90,6 +90,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "with --first-frame-condition: condition each clip on k ~ Uniform{1..K} of its own first frames, "
                  "so ddpm-sample --segments can continue clips from K frames (--overlap)")
       ->capture_default_str()->group(M);
+  app.add_option("--frame-condition-dropout", o.frame_condition_dropout,
+                 "with --first-frame-condition: replace each clip's condition by the null one (no known frame) with "
+                 "this probability, so ddpm-sample --frame-guidance-scale can guide on the frames (Emu Video)")
+      ->capture_default_str()->group(M);
   app.add_flag("--temporal-conv", o.temporal_conv,
                "video data (--data moving-*): add a temporal convolution (kernel 3 over the frames, identity at "
                "the start) after every resnet of the video UNet, before its temporal attention (Make-A-Video)")

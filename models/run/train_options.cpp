@@ -126,6 +126,13 @@ void validate_options(const TrainOptions& o) {
              "--guidance-scale " << o.guidance_scale << " needs a conditional model (--class-cond or --text-cond)");
   DDPM_CHECK(o.class_dropout <= 0 || o.class_cond || o.text.enabled,
              "--class-dropout " << o.class_dropout << " needs a conditional model (--class-cond or --text-cond)");
+  DDPM_CHECK(std::isfinite(o.frame_condition_dropout) && o.frame_condition_dropout >= 0 &&
+                 o.frame_condition_dropout < 1,
+             "--frame-condition-dropout must be a probability P with 0 <= P < 1, got " << o.frame_condition_dropout);
+  DDPM_CHECK(o.frame_condition_dropout == 0 || o.first_frame_condition,
+             "--frame-condition-dropout " << o.frame_condition_dropout
+                                          << " drops the frame condition of a video model and needs "
+                                             "--first-frame-condition");
   check_text_cond_flags(o.text, o.class_cond, o.attention_resolutions.empty());
   DDPM_CHECK(!o.text.enabled || o.super_res == 0, "--text-cond with --super-res is not supported yet");
   const int world = o.comm != nullptr ? o.comm->world_size() : 1;

@@ -101,6 +101,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   const diffusion::BlurAugment blur = blur_augment_options(o);
   j["train"]["blur_augment"] = blur.prob;
   j["train"]["joint_images"] = o.joint_images;  // still images per step (trainer.h); 0 = off
+  j["train"]["frame_condition_dropout"] = o.frame_condition_dropout;  // video_run.h frame guidance; 0 = off
   if (blur.enabled()) j["train"]["blur_sigma"] = {blur.sigma_min, blur.sigma_max};
   // May differ on resume.
   j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : is_vdm(o) ? "ddpm" : "ddim"}, {"sample_steps", o.sample_steps},
@@ -134,6 +135,9 @@ nlohmann::json defining_part(nlohmann::json j) {
   if (j.contains("train") && !j["train"].contains("blur_augment")) j["train"]["blur_augment"] = 0.0;
   // ... and no joint image-video training.
   if (j.contains("train") && !j["train"].contains("joint_images")) j["train"]["joint_images"] = 0;
+  // ... and no frame-condition dropout.
+  if (j.contains("train") && !j["train"].contains("frame_condition_dropout"))
+    j["train"]["frame_condition_dropout"] = 0.0;
   return j;
 }
 
@@ -385,7 +389,8 @@ TrainResult train_run(const TrainOptions& options) {
           cond = diffusion::draw_augmented_condition(cond, mc.cond_augment, schedule.alphas_cumprod, gen);
         cond = cond.to(o.device);
       }
-      if (mc.first_frame_condition) cond = training_frames_condition(x0, mc, gen);  // video_run.h: k ~ U{1..K}
+      // video_run.h: k ~ U{1..K}, then the dropout draw (none at P = 0)
+      if (mc.first_frame_condition) cond = training_frames_condition(x0, mc, gen, o.frame_condition_dropout);
       train::Batch batch{x0, cond_labels > 0 ? b.labels : std::vector<std::int64_t>{}, cond};
       if (o.joint_images > 0) {
         // Joint training's stills: the first frames of M clips drawn uniformly with replacement

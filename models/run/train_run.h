@@ -96,6 +96,10 @@ struct TrainOptions {
   // --condition-frames K: with it, each clip is conditioned on k ~ Uniform{1..K} of its own
   // first frames (unet.h condition_frames; video_run.h training_frames_condition).
   int condition_frames = 1;
+  // --frame-condition-dropout P: with --first-frame-condition, each clip's condition is the
+  // null one (all zeros) with probability P, so ddpm-sample --frame-guidance-scale can guide
+  // on the frames (video_run.h "Frame guidance"). 0 = off, no draw.
+  double frame_condition_dropout = 0.0;
   // --temporal-conv: video data only; the video UNet gets a temporal convolution after every
   // resnet (unet.h temporal_conv, models/unet/temporal_conv.h).
   bool temporal_conv = false;

@@ -11,6 +11,7 @@
 #include "engine/ops/concat.h"
 #include "engine/io/atomic_file.h"
 #include "engine/rng.h"
+#include "models/diffusion/guidance.h"
 #include "models/diffusion/super_res.h"
 #include "models/run/latent_run.h"
 #include "models/unet/unet.h"
@@ -43,6 +44,11 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
   app.add_option("--overlap", o.overlap,
                  "with --segments: the known frames K' each segment is conditioned on, at most the model's "
                  "condition_frames (ddpm-train --condition-frames); default: that value");
+  app.add_option("--frame-guidance-scale", o.frame_guidance_scale,
+                 "a first-frame-conditioned video model trained with --frame-condition-dropout: classifier-free "
+                 "guidance on the known frames, e(null) + S (e(c) - e(null)); with --guidance-scale on a class/text "
+                 "model the two-scale form of InstructPix2Pix (1 = none)")
+      ->capture_default_str();
   app.add_option("--first-frame-from", o.first_frame_from,
                  "a first-frame-conditioned video model: sample this image model first (same flags) into "
                  "OUT/first_frames, then animate its samples (Emu Video's factorised generation)");
@@ -58,6 +64,19 @@ void check_video_flags(const SampleOptions& o) {
   DDPM_CHECK(!reconstruction_guided(o) || o.segments > 1,
              "--reconstruction-guidance " << o.reconstruction_guidance
                                           << " guides the segments after the first and needs --segments 2 or more");
+  const double s_i = o.frame_guidance_scale;
+  DDPM_CHECK(std::isfinite(s_i) && s_i >= 0, "--frame-guidance-scale must be a finite number >= 0 (1 = none), got " << s_i);
+  if (s_i != 1) {
+    DDPM_CHECK(!reconstruction_guided(o),
+               "--frame-guidance-scale " << s_i << " guides a first-frame-conditioned model through its condition; "
+                                            "--reconstruction-guidance guides an unconditional one: choose one");
+    DDPM_CHECK(o.guidance_interval.empty(),
+               "--guidance-interval " << o.guidance_interval << " is not supported with --frame-guidance-scale "
+                                      << s_i << " (the frame guidance is formed without the step's noise level)");
+    DDPM_CHECK(o.sampler != "consistency",
+               "--frame-guidance-scale " << s_i << " does not apply with --sampler consistency: a consistency "
+                                            "function is not a denoiser that guidance could shift");
+  }
   DDPM_CHECK(o.first_frame.empty() || o.first_frame_from.empty(),
              "--first-frame " << o.first_frame << " and --first-frame-from " << o.first_frame_from
                               << " both give the first frames; choose one");
@@ -70,7 +89,27 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
     DDPM_CHECK(o.first_frame.empty() && o.first_frame_from.empty(),
                (o.first_frame.empty() ? "--first-frame-from" : "--first-frame")
                    << " applies to a first-frame-conditioned video model; " << o.checkpoint << " is an image model");
+    DDPM_CHECK(o.frame_guidance_scale == 1, "--frame-guidance-scale " << o.frame_guidance_scale
+                                                                      << " applies to a first-frame-conditioned video "
+                                                                         "model; "
+                                                                      << o.checkpoint << " is an image model");
     return;
+  }
+  if (o.frame_guidance_scale != 1) {
+    const double s_i = o.frame_guidance_scale;
+    DDPM_CHECK(model.first_frame_condition,
+               "--frame-guidance-scale " << s_i << " guides a first-frame-conditioned video model (ddpm-train "
+                                            "--first-frame-condition); "
+                                         << o.checkpoint << " is not conditioned on frames");
+    DDPM_CHECK(!model.guidance_embedding,
+               "--frame-guidance-scale " << s_i << " does not apply to " << o.checkpoint
+                                         << ": it is guidance-distilled (one prediction per step)");
+    const double p = recorded_frame_condition_dropout(o.checkpoint);
+    DDPM_CHECK(p > 0, "--frame-guidance-scale " << s_i << " needs the null condition, and "
+                                                << o.checkpoint
+                                                << " was trained without it (its config.json records "
+                                                   "frame_condition_dropout 0): train with ddpm-train "
+                                                   "--frame-condition-dropout P (e.g. 0.1)");
   }
   const std::pair<bool, const char*> refused[] = {
       {!o.inpaint_image.empty(), "--inpaint (RePaint's mask is one image)"},
@@ -173,7 +212,8 @@ nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model,
                    {"overlap", o.segments > 1 ? nlohmann::json(video_overlap(o, model)) : nlohmann::json(nullptr)},
                    {"frames_per_clip", video_output_frames(o, model)},
                    {"reconstruction_guidance",
-                    reconstruction_guided(o) ? nlohmann::json(o.reconstruction_guidance) : nlohmann::json(nullptr)}};
+                    reconstruction_guided(o) ? nlohmann::json(o.reconstruction_guidance) : nlohmann::json(nullptr)},
+                   {"frame_guidance_scale", o.frame_guidance_scale}};
   j["first_frame"] = frames.cond.defined()
                          ? nlohmann::json{{"path", o.first_frame}, {"images", frames.images.count}, {"clips", n}}
                          : nlohmann::json(nullptr);
@@ -213,9 +253,112 @@ std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen
   return k;
 }
 
-Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen) {
-  if (model.condition_frames <= 1) return first_frame_condition_of(x0, model.num_frames);
-  return known_frames_condition(x0, draw_known_frames(x0.dim(0), model.condition_frames, gen));
+std::vector<bool> draw_condition_dropout(std::int64_t n, double p, Generator& gen) {
+  DDPM_CHECK(std::isfinite(p) && p >= 0 && p < 1,
+             "--frame-condition-dropout must be a probability P with 0 <= P < 1, got " << p);
+  std::vector<bool> dropped(static_cast<std::size_t>(n), false);
+  if (p == 0) return dropped;  // no draw: a run without dropout keeps its stream
+  const std::vector<double> u = ddpm::rand({n}, gen, Device::cpu(), DType::f64).to_double_vector();  // U[0, 1)
+  for (std::size_t i = 0; i < u.size(); ++i) dropped[i] = u[i] < p;
+  return dropped;
+}
+
+Tensor drop_conditions(const Tensor& cond, const std::vector<bool>& dropped) {
+  DDPM_CHECK(cond.defined() && cond.ndim() >= 1 && static_cast<std::int64_t>(dropped.size()) == cond.dim(0),
+             "drop_conditions: one decision per condition row, got " << dropped.size() << " for "
+                                                                     << (cond.defined() ? shape_str(cond.shape()) : "none"));
+  if (std::find(dropped.begin(), dropped.end(), true) == dropped.end()) return cond;
+  std::vector<Tensor> rows;
+  rows.reserve(dropped.size());
+  for (std::size_t i = 0; i < dropped.size(); ++i) {
+    Tensor row = slice(cond, 0, static_cast<std::int64_t>(i), 1);
+    rows.push_back(dropped[i] ? Tensor::zeros(row.shape(), row.dtype(), row.device()) : row);  // the null condition
+  }
+  return concat(rows, 0);
+}
+
+Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen, double dropout) {
+  const Tensor cond = model.condition_frames <= 1
+                          ? first_frame_condition_of(x0, model.num_frames)
+                          : known_frames_condition(x0, draw_known_frames(x0.dim(0), model.condition_frames, gen));
+  return drop_conditions(cond, draw_condition_dropout(x0.dim(0), dropout, gen));  // after k: the documented order
+}
+
+FrameGuidance take_frame_guidance(const SampleOptions& o, diffusion::SamplerConfig& sc) {
+  FrameGuidance g;
+  if (o.frame_guidance_scale == 1) return g;
+  g.scale = o.frame_guidance_scale;
+  g.label_scale = sc.guidance_scale;  // S_T: formed here, in the same batched call
+  g.rescale = sc.guidance_rescale;
+  g.null_label = sc.num_classes;
+  g.learned_sigma = sc.learned_sigma;
+  sc.guidance_scale = 1.0;  // the sampler calls the denoiser once per step, on n rows
+  sc.guidance_rescale = 0.0;
+  return g;
+}
+
+diffusion::DenoiseFn frame_guided_denoiser(const diffusion::DenoiseFn& net, const Tensor& cond,
+                                           const FrameGuidance& g) {
+  if (!g.active()) return diffusion::concat_condition(net, cond);  // one call of n rows, as before
+  DDPM_CHECK(cond.defined() && cond.ndim() == 5 && cond.dim(0) >= 1,
+             "frame guidance: the condition must be [M, F, H, W, C + 1], got "
+                 << (cond.defined() ? shape_str(cond.shape()) : std::string("none")));
+  return [net, cond, g](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {
+    const std::int64_t n = x.dim(0), m = cond.dim(0);
+    DDPM_CHECK(n % m == 0, "frame guidance: a batch of " << n << " clips does not fit " << m << " condition(s)");
+    const Tensor c = m == n ? cond : concat(std::vector<Tensor>(static_cast<std::size_t>(n / m), cond), 0);
+    const Tensor null = Tensor::zeros(c.shape(), c.dtype(), c.device());  // no known frame, mask 0
+    const bool two_scale = g.label_scale != 1.0;  // the labels are guided too (InstructPix2Pix eq. 3)
+    const std::size_t copies = two_scale ? 3 : 2;
+    // Rows: [x; x] with conditions [c; null] and labels [y; y], or [x; x; x] with conditions
+    // [c; c; null] and labels [y; null; null].
+    std::vector<Tensor> conds{c, null};
+    if (two_scale) conds.insert(conds.begin(), c);
+    std::vector<std::int64_t> labels;
+    std::vector<double> ts;
+    for (std::size_t k = 0; k < copies; ++k) {
+      ts.insert(ts.end(), t.begin(), t.end());
+      if (y.empty()) continue;  // a model without labels
+      if (k == 0 || !two_scale)
+        labels.insert(labels.end(), y.begin(), y.end());
+      else
+        labels.insert(labels.end(), static_cast<std::size_t>(n), static_cast<std::int64_t>(g.null_label));
+    }
+    const Tensor out = diffusion::concat_condition(net, concat(conds, 0))(
+        concat(std::vector<Tensor>(copies, x), 0), ts, labels);
+    DDPM_CHECK(out.defined() && out.dim(0) == static_cast<std::int64_t>(copies) * n,
+               "frame guidance: the network returned " << (out.defined() ? shape_str(out.shape()) : "nothing")
+                                                       << " for " << copies * n << " rows");
+    // The branches; a learned variance is the fully conditioned rows' (label guidance keeps
+    // the conditional branch's, guidance.cpp network_output).
+    Tensor var;
+    auto branch = [&](std::size_t k) {
+      const Tensor rows = diffusion::batch_rows(out, static_cast<std::int64_t>(k) * n, n);
+      if (!g.learned_sigma) return rows;
+      auto [pred, v] = diffusion::split_learned_variance(rows);
+      if (k == 0) var = v;
+      return pred;
+    };
+    Tensor pred;
+    if (!two_scale) {
+      const Tensor e_c = branch(0), e_null = branch(1);
+      pred = diffusion::guided_combination(e_c, e_null, g.scale, g.rescale);  // e(null) + S_I (e(c) - e(null))
+    } else {
+      const Tensor e_cy = branch(0), e_cn = branch(1), e_nn = branch(2);
+      const Tensor u = diffusion::guided_combination(e_cn, e_nn, g.scale, 0.0);  // e(0,0) + S_I (e(c,0) - e(0,0))
+      pred = diffusion::guided_combination(e_cy, e_cn, g.label_scale, g.rescale, u);  // + S_T (e(c,y) - e(c,0))
+    }
+    return g.learned_sigma ? concat({pred, var}, -1) : pred;
+  };
+}
+
+double recorded_frame_condition_dropout(const std::string& checkpoint) {
+  const std::string path = model_config_path(checkpoint);
+  if (path.empty()) return 0.0;
+  const nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("train") || !j.at("train").is_object()) return 0.0;  // open_model judges damage
+  const nlohmann::json& p = j.at("train").value("frame_condition_dropout", nlohmann::json(0.0));
+  return p.is_number() ? p.get<double>() : 0.0;
 }
 
 Tensor dataset_first_frames(const Dataset& data, int n) {
@@ -311,6 +454,7 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
   image_o.first_frame_from.clear();
   image_o.segments = 1;  // the image stage makes the first frames only
   image_o.overlap = 0;
+  image_o.frame_guidance_scale = 1.0;  // the image model has no frame condition to guide
   image_o.sampler_defaulted = o.sampler_defaulted;  // an EDM image model picks heun as it would alone
   SampleOptions video_o = o;
   video_o.first_frame_from.clear();

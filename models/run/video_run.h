@@ -48,6 +48,36 @@
 // OUT/first_frames as usual); a pixel image stage for a latent video model, or a latent one
 // for a pixel video model, is refused by name.
 //
+// Frame guidance (Emu Video, Girdhar et al. 2023, sec. 3: the image condition is dropped in
+// training and guided at sampling). ddpm-train --frame-condition-dropout P (0 <= P < 1, with
+// --first-frame-condition; config.json "train" records it, 0 for older runs, and a resume
+// with another P is refused like any training flag) replaces each clip's condition by the
+// null condition with probability P. The null condition is all zeros, known frames AND mask
+// channel: exactly the condition of "no known frame". The draws come from the batch
+// provider's generator (the trainer's, so a resume replays them), in this order per batch:
+// the k ~ U{1..K} draw (draw_known_frames; none for K = 1), then N values u_i of rand (f64,
+// on the host), clip i dropped when u_i < P. P = 0 draws nothing: the run is what it was.
+// ddpm-sample --frame-guidance-scale S_I (default 1: one network call per step, the
+// conditioned denoiser as before) extrapolates away from the null condition; with the
+// condition c and the label (or prompt) y, in the model's own parameterisation (eps, x_0, v
+// or EDM's F, as label guidance: diffusion/guidance.h guided_combination):
+//   pred = e(null) + S_I (e(c) - e(null))                     (S_T = 1; label y in both)
+// and for a class- or text-conditioned model with --guidance-scale S_T != 1 the two-scale
+// form of InstructPix2Pix (Brooks et al. 2023, eq. 3; condition first, label second):
+//   pred = e(null, null) + S_I (e(c, null) - e(null, null)) + S_T (e(c, y) - e(c, null))
+// evaluated as ONE network call of 2n rows [x; x] (conditions [c; null]) or 3n rows
+// [x; x; x] (conditions [c; c; null], labels [y; null; null]) per step. The label guidance
+// then happens here, not in the sampler (its scale is set to 1: take_frame_guidance), and
+// --guidance-rescale phi rescales towards e(c, y). A learned variance is the fully
+// conditioned rows' e(c, y), as label guidance keeps the conditional branch's. It applies
+// to every clip drawn: --first-frame, --first-frame-from, and each --segments continuation
+// (its condition the previous segment's last K' frames). Refused (ValueError naming the
+// flag): S_I < 0 or not finite; S_I != 1 for an image model or a video model without the
+// frame condition, for a model whose config.json records P = 0 (or none: its null
+// condition was never trained), with --reconstruction-guidance, --guidance-interval,
+// --sampler consistency, or a guidance-distilled model. sample_info.json's "video" records
+// "frame_guidance_scale".
+//
 // Refused for a video model, before anything is sampled (ValueError naming the flag):
 // --inpaint, --low-res / --low-res-from, --control, --classifier, --show-steps, --autoguide. --first-frame / --first-frame-from for a model without the
 // condition, a conditioned model without either, and both at once; --overlap beyond the
@@ -114,9 +144,38 @@ Tensor known_frames_condition(const Tensor& x0, const std::vector<int>& known);
 // floor(u max_known). max_known = 1 draws nothing (returns n ones), so first-frame runs keep
 // their streams.
 std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen);
+// Frame-condition dropout (see "Frame guidance" above): N values of rand (f64) from gen,
+// clip i dropped when u_i < p; p = 0 draws nothing (all false). ValueError for p outside [0, 1).
+std::vector<bool> draw_condition_dropout(std::int64_t n, double p, Generator& gen);
+// cond [N, ...] with the rows of the dropped clips replaced by zeros (the null condition).
+Tensor drop_conditions(const Tensor& cond, const std::vector<bool>& dropped);
 // The batch provider's condition for a frame-conditioned model: the two above with
-// max_known = model.condition_frames.
-Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen);
+// max_known = model.condition_frames, then the dropout draw with probability `dropout`
+// (ddpm-train --frame-condition-dropout; 0 draws nothing).
+Tensor training_frames_condition(const Tensor& x0, const unet::UNetConfig& model, Generator& gen,
+                                 double dropout = 0.0);
+
+// Sampling with frame guidance (see "Frame guidance" above).
+struct FrameGuidance {
+  double scale = 1.0;        // S_I (--frame-guidance-scale)
+  double label_scale = 1.0;  // S_T (--guidance-scale) when the labels are guided here
+  double rescale = 0.0;      // phi (--guidance-rescale), towards e(c, y)
+  int null_label = 0;        // the unconditional label (SamplerConfig::num_classes)
+  bool learned_sigma = false;
+  bool active() const { return scale != 1.0; }
+};
+// For a video model with --frame-guidance-scale S_I != 1: the guidance, with the sampler's
+// label guidance (scale, rescale) moved into it and sc's set to none, so the sampler calls
+// the denoiser once per step on n rows. Otherwise an inactive FrameGuidance, sc untouched.
+FrameGuidance take_frame_guidance(const SampleOptions& o, diffusion::SamplerConfig& sc);
+// The denoiser of a frame-conditioned model with condition `cond` [M, F, H, W, C + 1] (M
+// divides the batch, as in concat_condition): concat_condition(net, cond) when g is
+// inactive, else the guided prediction above from one call of 2n or 3n rows.
+diffusion::DenoiseFn frame_guided_denoiser(const diffusion::DenoiseFn& net, const Tensor& cond,
+                                           const FrameGuidance& g);
+// The P a run was trained with: config.json's "train" "frame_condition_dropout" for
+// `checkpoint` (model_source.h model_config_path), 0 when absent or without a config.
+double recorded_frame_condition_dropout(const std::string& checkpoint);
 
 // --reconstruction-guidance W was given (W >= 0; 0 is the replacement method alone).
 bool reconstruction_guided(const SampleOptions& o);

@@ -57,8 +57,11 @@ inline std::string strip_source_locations(const std::string& m) {
   std::string out;
   for (std::size_t i = 0; i < m.size();) {
     if (m.compare(i, 2, " [") == 0) {
+      // The bracket opened here must be the one closed at `close`: a message's own "[0, 1)"
+      // before a location is text, not part of it.
       std::size_t close = m.find(']', i);
-      std::size_t colon = close == std::string::npos ? std::string::npos : m.rfind(':', close);
+      const bool whole = close != std::string::npos && m.find('[', i + 2) > close;
+      std::size_t colon = whole ? m.rfind(':', close) : std::string::npos;
       bool digits = colon != std::string::npos && colon > i && colon + 1 < close;
       for (std::size_t k = colon + 1; digits && k < close; ++k) digits = m[k] >= '0' && m[k] <= '9';
       if (digits && m.find('\n', i) > close) {

@@ -128,7 +128,7 @@ void validate_options(const TrainOptions& o) {
              "--class-dropout " << o.class_dropout << " needs a conditional model (--class-cond or --text-cond)");
   DDPM_CHECK(std::isfinite(o.frame_condition_dropout) && o.frame_condition_dropout >= 0 &&
                  o.frame_condition_dropout < 1,
-             "--frame-condition-dropout must be a probability P with 0 <= P < 1, got " << o.frame_condition_dropout);
+             "--frame-condition-dropout must be a probability in [0, 1), got " << o.frame_condition_dropout);
   DDPM_CHECK(o.frame_condition_dropout == 0 || o.first_frame_condition,
              "--frame-condition-dropout " << o.frame_condition_dropout
                                           << " drops the frame condition of a video model and needs "

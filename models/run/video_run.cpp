@@ -255,7 +255,7 @@ std::vector<int> draw_known_frames(std::int64_t n, int max_known, Generator& gen
 
 std::vector<bool> draw_condition_dropout(std::int64_t n, double p, Generator& gen) {
   DDPM_CHECK(std::isfinite(p) && p >= 0 && p < 1,
-             "--frame-condition-dropout must be a probability P with 0 <= P < 1, got " << p);
+             "--frame-condition-dropout must be a probability in [0, 1), got " << p);
   std::vector<bool> dropped(static_cast<std::size_t>(n), false);
   if (p == 0) return dropped;  // no draw: a run without dropout keeps its stream
   const std::vector<double> u = ddpm::rand({n}, gen, Device::cpu(), DType::f64).to_double_vector();  // U[0, 1)

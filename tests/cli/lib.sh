@@ -7,7 +7,7 @@
 #   expect_refusal WHAT PATTERN CMD...
 #                                    CMD must exit 2 with exactly ONE error line on stderr of the
 #                                    form "ddpm-...: error: ..." (CLI11's "Run with --help" hint
-#                                    aside) containing PATTERN (empty: any)
+#                                    aside) matching PATTERN, a grep basic regex: escape [ ] . * (empty: any)
 #   refused PATTERN CMD...           expect_refusal with the command as its description
 #   term_when PID FILE PATTERN       wait until FILE has a line matching PATTERN (grep -E), then
 #                                    send SIGTERM to PID; fail (showing FILE) if PID ends first.

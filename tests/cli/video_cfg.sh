@@ -55,7 +55,7 @@ refused "--frame-guidance-scale must be a finite number >= 0" "$bin/ddpm-sample"
   --frame-guidance-scale -1 --out "$work/x"
 refused "--frame-condition-dropout 0.2 drops the frame condition .* needs --first-frame-condition" \
   "$bin/ddpm-train" "${clip_base[@]}" --frames 3 --frame-condition-dropout 0.2 --steps 1 --out "$work/x"
-refused "--frame-condition-dropout must be a probability P with 0 <= P < 1, got 1" "$bin/ddpm-train" "${clip_base[@]}" \
+refused "--frame-condition-dropout must be a probability in \[0, 1), got 1" "$bin/ddpm-train" "${clip_base[@]}" \
   --frames 3 --first-frame-condition --frame-condition-dropout 1 --steps 1 --out "$work/x"
 test ! -e "$work/x" || fail "a refused command left $work/x behind"
 echo "video_cfg: OK"

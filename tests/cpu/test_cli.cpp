@@ -107,5 +107,15 @@ TEST(Cli, ErrorsArePrintedAsOneLineWithoutTheSourceLocation) {
   EXPECT_EQ(all, "ddpm-test: error: loading the run: cannot read data.idx: it is short\n");
 }
 
+// A message's own brackets are text: a half-open range "[0, 1)" before the appended location
+// stays whole (the location alone goes), and so do closed ranges and indices.
+TEST(Cli, StrippingLocationsKeepsTheMessagesOwnBrackets) {
+  EXPECT_EQ(strip_source_locations("--p must be in [0, 1), got 1 [/src/models/run/train_options.cpp:131]"),
+            "--p must be in [0, 1), got 1");
+  EXPECT_EQ(strip_source_locations("--k must be in [1, 7], got 9 [a.cpp:3]"), "--k must be in [1, 7], got 9");
+  EXPECT_EQ(strip_source_locations("x [i: 3] is bad [/src/x.cpp:10]: wrapped [/src/y.cpp:20]"),
+            "x [i: 3] is bad: wrapped");
+}
+
 }  // namespace
 }  // namespace ddpm::cli

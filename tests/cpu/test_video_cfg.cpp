@@ -148,7 +148,7 @@ TEST(VideoCfg, NoDropoutDrawsNothing) {
   Generator g(1);
   EXPECT_EQ(run::draw_condition_dropout(5, 0.0, g), std::vector<bool>(5, false));
   EXPECT_EQ(g.offset(), 0u);
-  expect_value_error([&] { run::draw_condition_dropout(5, 1.0, g); }, "0 <= P < 1, got 1");
+  expect_value_error([&] { run::draw_condition_dropout(5, 1.0, g); }, "in [0, 1), got 1");
   expect_value_error([&] { run::draw_condition_dropout(5, -0.1, g); }, "got -0.1");
 }
 
@@ -322,7 +322,7 @@ TEST(VideoCfg, Refusals) {
   run::validate_options(t);
   for (double bad : {1.0, -0.5}) {
     t.frame_condition_dropout = bad;
-    expect_value_error([&] { run::validate_options(t); }, "--frame-condition-dropout must be a probability P");
+    expect_value_error([&] { run::validate_options(t); }, "--frame-condition-dropout must be a probability in [0, 1)");
   }
 }
 

@@ -180,19 +180,11 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   reading.learned_sigma = cfg.learn_sigma;
   reading.clip_x0 = false;  // the ODE's x^ is not clamped (LCM's DDIM solver has no clamp)
 
-  LoaderOptions lopt;
-  lopt.batch_size = o.batch_size;
-  lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
-  lopt.random_flip = td.data_section.value("random_flip", false);
-  lopt.device = o.device;
-  lopt.drop_last = o.batch_size <= data->n;
-  BatchLoader loader(data, lopt);
-  LoaderOptions gopt = lopt;
-  gopt.batch_size = std::min<std::int64_t>(o.gap_samples, data->n);
-  gopt.seed = splitmix64_stream(o.seed, kGapLoaderStream);
-  gopt.drop_last = true;
-  const Batch gap_batch = BatchLoader(data, gopt).next();
-  const Tensor gap_x0 = latent ? latent->encode_mean(gap_batch.images) : gap_batch.images;
+  const StudentData sd = student_data(td, o.batch_size, o.gap_samples, splitmix64_stream(o.seed, kLoaderStream),
+                                      splitmix64_stream(o.seed, kGapLoaderStream), o.device);  // distill_teacher.h
+  BatchLoader loader(data, sd.loader);
+  const Batch& gap_batch = sd.held_out;
+  const Tensor& gap_x0 = sd.held_out_x0;
 
   // The held-out figure: z at L_N (fixed noise), the teacher's N-step endpoint computed once.
   Generator gap_gen(splitmix64_stream(o.seed, kGapStream));
@@ -298,8 +290,7 @@ ConsistencyResult consistency_run(const ConsistencyOptions& given) {
   if (guided) config["model"] = unet::config_to_json(student.net->config());  // with guidance_embedding
   config.erase("posthoc_ema");
   config.erase("distill");
-  config["data"] = {{"data", td.spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", td.options.pad_to_32},
-                    {"toy_count", td.options.toy_count}};
+  config["data"] = student_data_section(td, sd.loader);
   std::string autoencoder_home = o.teacher;
   if (latent) {
     config["autoencoder"]["folder"] = fs::path(td.autoencoder_dir).filename().string();

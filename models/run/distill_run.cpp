@@ -232,20 +232,11 @@ DistillResult distill_run(const DistillOptions& given) {
   reading.learned_sigma = cfg.learn_sigma;
   reading.clip_x0 = false;  // x~ leaves [-1, 1] at high noise: see distill_run.h
 
-  LoaderOptions lopt;
-  lopt.batch_size = o.batch_size;
-  lopt.seed = splitmix64_stream(o.seed, kLoaderStream);
-  lopt.random_flip = td.data_section.value("random_flip", false);
-  lopt.device = o.device;
-  lopt.drop_last = o.batch_size <= data->n;
-  BatchLoader loader(data, lopt);
-  LoaderOptions gopt = lopt;  // the held-out examples: their own order, the same images
-  gopt.batch_size = std::min<std::int64_t>(o.gap_samples, data->n);
-  gopt.seed = splitmix64_stream(o.seed, kGapLoaderStream);
-  gopt.drop_last = true;
-  const Batch gap_batch = BatchLoader(data, gopt).next();
-  // Latent held-out examples are the posterior means: fixed, like the images they encode.
-  const Tensor gap_x0 = latent ? latent->encode_mean(gap_batch.images) : gap_batch.images;
+  const StudentData sd = student_data(td, o.batch_size, o.gap_samples, splitmix64_stream(o.seed, kLoaderStream),
+                                      splitmix64_stream(o.seed, kGapLoaderStream), o.device);  // distill_teacher.h
+  BatchLoader loader(data, sd.loader);
+  const Batch& gap_batch = sd.held_out;
+  const Tensor& gap_x0 = sd.held_out_x0;
 
   // The config of every round folder: the teacher's (our format) or one built from its
   // settings, without a previous distillation's or post-hoc export's record. A latent
@@ -260,8 +251,7 @@ DistillResult distill_run(const DistillOptions& given) {
   base.erase("posthoc_ema");
   base.erase("distill");  // the key of the first ddpm-distill's folders
   base.erase(kDistillationSection);
-  base["data"] = {{"data", td.spec}, {"random_flip", lopt.random_flip}, {"pad_to_32", td.options.pad_to_32},
-                  {"toy_count", td.options.toy_count}};
+  base["data"] = student_data_section(td, sd.loader);
   std::string autoencoder_home = o.teacher;  // write_ema_model_folder's source_run_dir
   if (latent) {
     base["autoencoder"]["folder"] = fs::path(ae_dir).filename().string();

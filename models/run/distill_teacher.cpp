@@ -1,6 +1,7 @@
 // models/run/distill_teacher.cpp: see distill_teacher.h.
 #include "models/run/distill_teacher.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "engine/error.h"
@@ -66,6 +67,30 @@ TeacherData open_teacher_data(const std::string& teacher, const unet::UNetConfig
                                                   << " has no labels that fit it");
   t.class_dropout = t.config.contains("train") ? t.config["train"].value("class_dropout", 0.1) : 0.1;
   return t;
+}
+
+StudentData student_data(const TeacherData& td, std::int64_t batch_size, std::int64_t gap_samples,
+                         std::uint64_t loader_seed, std::uint64_t gap_seed, Device device) {
+  StudentData s;
+  s.loader.batch_size = batch_size;
+  s.loader.seed = loader_seed;
+  s.loader.random_flip = td.data_section.value("random_flip", false);
+  s.loader.device = device;
+  s.loader.drop_last = batch_size <= td.data->n;
+  LoaderOptions held = s.loader;  // its own order, the same images
+  held.batch_size = std::min<std::int64_t>(gap_samples, td.data->n);
+  held.seed = gap_seed;
+  held.drop_last = true;
+  s.held_out = BatchLoader(td.data, held).next();
+  s.held_out_x0 = td.latent ? td.latent->encode_mean(s.held_out.images) : s.held_out.images;
+  return s;
+}
+
+nlohmann::json student_data_section(const TeacherData& td, const LoaderOptions& loader) {
+  return {{"data", td.spec},
+          {"random_flip", loader.random_flip},
+          {"pad_to_32", td.options.pad_to_32},
+          {"toy_count", td.options.toy_count}};
 }
 
 }  // namespace ddpm::run

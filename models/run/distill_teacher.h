@@ -21,6 +21,7 @@
 
 #include "engine/device.h"
 #include "models/data/dataset.h"
+#include "models/data/loader.h"
 #include "models/run/data_spec.h"
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
@@ -53,5 +54,22 @@ struct TeacherData {
 // `model` is the teacher's UNet config; `data_override` is --data ("" for the teacher's).
 TeacherData open_teacher_data(const std::string& teacher, const unet::UNetConfig& model,
                               const std::string& data_override, Device device);
+
+// The student's data, drawn alike by every method. The training loader goes over td.data in
+// the order loader_seed gives, with the teacher run's random_flip, dropping the last short
+// batch unless the whole set is smaller than one batch. The held-out examples are the first
+// min(gap_samples, n) images of another order (gap_seed) of the same set; a latent teacher's
+// are their posterior means, fixed like the images they encode.
+struct StudentData {
+  LoaderOptions loader;  // the training loader's options
+  Batch held_out;        // the held-out images and their labels
+  Tensor held_out_x0;    // their x_0: the images, or the latents' posterior means
+};
+StudentData student_data(const TeacherData& td, std::int64_t batch_size, std::int64_t gap_samples,
+                         std::uint64_t loader_seed, std::uint64_t gap_seed, Device device);
+
+// The "data" section of a student folder's config.json: the spec, the flip and the teacher
+// run's padding and toy count, so ddpm-eval and a resume load the same images.
+nlohmann::json student_data_section(const TeacherData& td, const LoaderOptions& loader);
 
 }  // namespace ddpm::run

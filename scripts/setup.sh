@@ -14,6 +14,7 @@ packages=(
   zlib1g-dev libpng-dev # gzip'd IDX files, PNG output
   dataset-fashion-mnist # the default training set
   libopenmpi-dev openmpi-bin  # data-parallel training (mpirun) and its tests (optional in CMake)
+  python3               # CLI tests that read JSON, and docs_flags.sh (the docs' commands)
   clang libclang-rt-dev # the fuzz preset: clang, libFuzzer and its sanitizer runtimes (scripts/fuzz.sh)
 )
 

@@ -39,7 +39,7 @@ EvalClipOptions recorded_clip_options(const LoadedVideoClassifier& c, const std:
 }
 
 void print_line(std::ostream& out, const QualityLine& q) {
-  out << std::left << std::setw(30) << q.label << std::right << std::fixed << std::setprecision(4) << " n=" << q.n
+  out << std::left << std::setw(38) << q.label << std::right << std::fixed << std::setprecision(4) << " n=" << q.n
       << "  FVD " << std::setw(10) << q.fid << "  KVD " << std::setprecision(5) << q.kid.mean << " +- " << q.kid.std
       << std::setprecision(4) << "  precision " << q.pr.precision << "  recall " << q.pr.recall << std::defaultfloat
       << "\n";

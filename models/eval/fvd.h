@@ -4,7 +4,7 @@
 //   FVD (Unterthiner et al. 2018) = FID's Frechet distance (metrics.h frechet_distance, Heusel
 //   et al. 2017 eq. 6) between Gaussians fitted to the features of real and generated clips:
 //     FVD = |mu_r - mu_g|^2 + Tr(S_r + S_g - 2 (S_r S_g)^{1/2})
-//   KVD is the kernel analogue (the same paper reports it beside FVD): metrics.h's KID, the
+//   KVD is the kernel analogue, as KID is FID's: metrics.h's KID (Binkowski et al. 2018), the
 //   unbiased MMD^2 with the cubic polynomial kernel, on the same features.
 // Both come from compare_features (eval_run.h), the code FID uses: nothing is computed twice.
 // The features are not I3D's, so the numbers are comparable only between runs scored with the

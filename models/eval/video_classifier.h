@@ -24,7 +24,7 @@
 //   Linear -> SiLU                                                -> [N, feature_dim]   "features"
 //   Linear                                                        -> [N, K + 8]  logits
 // Two routes to motion. The pixel difference x[f+1] - x[f] (the "RGB difference" input of
-// Wang et al. 2016, Temporal Segment Networks, sec. 3.2) is positive on the item's leading
+// Wang et al. 2016, Temporal Segment Networks) is positive on the item's leading
 // edge and negative on its trailing one, so the convolutions read the direction of a step
 // locally. And the per-frame embedding keeps where the item is (the flattened map is
 // position-aware), so the temporal kernel reads displacements between frames: its taps on

@@ -159,12 +159,15 @@ TrainVideoClassifierResult run_train_video_classifier(const TrainVideoClassifier
   info["seed"] = a.seed;
   info["train_seconds"] = r.train_seconds;
   info["class_names"] = train.clips.class_names;
-  // Publish: write OUT.partial, then swap it in, so a failure leaves OUT as it was.
-  const std::string partial = a.out + ".partial";
+  // Publish: write OUT.partial beside OUT ("vc/" names the folder vc), then swap it in, so a
+  // failure leaves OUT as it was.
+  fs::path dir = fs::path(a.out);
+  if (!dir.has_filename()) dir = dir.parent_path();
+  const fs::path partial = dir.string() + ".partial";
   fs::remove_all(partial);
-  save_video_classifier(cls, partial, info);
-  if (fs::exists(a.out)) fs::remove_all(a.out);
-  fs::rename(partial, a.out);
+  save_video_classifier(cls, partial.string(), info);
+  if (fs::exists(dir)) fs::remove_all(dir);
+  fs::rename(partial, dir);
   out << std::fixed << std::setprecision(2) << "test accuracy on " << test.clips.name << " (" << test.clips.n
       << " clips): ";
   if (cfg.num_classes > 0) out << "class " << 100 * r.test.class_accuracy << "%, ";

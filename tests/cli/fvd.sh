@@ -53,8 +53,9 @@ refused "--canvas must be a positive multiple of 8" "$bin/ddpm-eval" train-video
   --canvas 12 --item-size 8 --out "$work/x"
 test ! -e "$work/x" && test ! -e "$work/x.partial" || fail "a refused train-video-classifier wrote --out"
 "$bin/ddpm-eval" train-video-classifier --data moving-toy --canvas 16 --item-size 8 --frames 3 "${net[@]}" \
-  --limit 32 --test-limit 8 --max-steps 1 --device cpu --out "$work/vc3" >"$work/out.txt" 2>"$work/err.txt" ||
+  --limit 32 --test-limit 8 --max-steps 1 --device cpu --out "$work/vc3/" >"$work/out.txt" 2>"$work/err.txt" ||
   fail "train-video-classifier --frames 3"
+test -f "$work/vc3/video_classifier.json" && test ! -e "$work/vc3.partial" || fail "--out DIR/ was not published as DIR"
 refused "--samples $samples holds clips of 4 frames of 16x16x1 but the video classifier $work/vc3 takes clips of 3 frames of 16x16x1" \
   "$bin/ddpm-eval" fvd --classifier "$work/vc3" --samples "$samples"
 refused "--data toy holds still images, not clips" "$bin/ddpm-eval" fvd --classifier "$work/vc" --samples "$samples" \

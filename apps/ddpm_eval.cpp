@@ -9,6 +9,8 @@
 //   ddpm-eval nll --checkpoint RUN --data cifar10:DIR --split test --limit 100 --ode-steps 32
 //   ddpm-eval class-accuracy --classifier classifier/ --samples samples.npz
 //   ddpm-eval video --samples clips/samples.npz --data moving-toy --frames 8 --json video.json
+//   ddpm-eval train-video-classifier --data moving-fashion-mnist --out vclf/
+//   ddpm-eval fvd --classifier vclf/ --samples clips/samples.npz
 #include <iostream>
 
 #include "apps/common/cli.h"
@@ -18,7 +20,7 @@ int main(int argc, char** argv) {
   using namespace ddpm;
   CLI::App app{"ddpm-eval: bits/dim (variational bound with DDPM's rate-distortion curve, or exact through the ODE), and FID / KID / "
                "precision-recall / class accuracy on the features of a classifier the engine trains itself (no "
-               "Inception weights offline), and the temporal consistency of video samples",
+               "Inception weights offline), and the temporal consistency and FVD of video samples",
                "ddpm-eval"};
   cli::CommonFlags common;
   cli::add_common_flags(app, common);

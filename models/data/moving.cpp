@@ -135,13 +135,34 @@ std::vector<std::uint8_t> resize_area(const std::uint8_t* image, std::int64_t h,
   return out;
 }
 
-std::string compass_word(double vx, double vy) {
-  if (vx == 0 && vy == 0) return "still";
-  static const char* const kWords[8] = {"right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right"};
+int compass_bin(double vx, double vy) {
+  if (vx == 0 && vy == 0) return -1;
   // Angle counter-clockwise from "right" as seen on screen: y grows downwards, so up is -vy.
   const double angle = std::atan2(-vy, vx);  // (-pi, pi]
   const auto sector = static_cast<int>(std::floor(angle / (kPi / 4) + 0.5));  // nearest multiple of 45 degrees
-  return kWords[((sector % 8) + 8) % 8];
+  return ((sector % 8) + 8) % 8;
+}
+
+std::string compass_word(double vx, double vy) {
+  static const char* const kWords[8] = {"right", "up-right", "up", "up-left", "left", "down-left", "down", "down-right"};
+  const int bin = compass_bin(vx, vy);
+  return bin < 0 ? "still" : kWords[bin];
+}
+
+std::vector<std::int64_t> moving_direction_labels(const MovingClipsOptions& o, std::int64_t count) {
+  DDPM_CHECK(o.item_size >= 1 && o.item_size <= o.canvas && count >= 0,
+             "moving direction labels: need 1 <= item size <= canvas and count >= 0, got item size "
+                 << o.item_size << ", canvas " << o.canvas << ", count " << count);
+  const double limit = static_cast<double>(o.canvas - o.item_size);
+  std::vector<std::int64_t> bins(static_cast<std::size_t>(count));
+  for (std::int64_t k = 0; k < count; ++k) {
+    const ItemPath p = draw_item_path(o, k, 0, limit);
+    bins[k] = compass_bin(p.vx, p.vy);
+    DDPM_CHECK(bins[k] >= 0, "moving direction labels: the first item of clip " << k << " stands still (speed range ["
+                                                                              << o.min_speed << ", " << o.max_speed
+                                                                              << "]), so it has no direction");
+  }
+  return bins;
 }
 
 Dataset make_moving_clips(const Dataset& source, const MovingClipsOptions& o) {

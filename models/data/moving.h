@@ -68,6 +68,16 @@ std::vector<std::uint8_t> resize_area(const std::uint8_t* image, std::int64_t h,
 // "left", "down-left", "down", "down-right", each covering 45 degrees centred on its
 // direction; a zero velocity is "still".
 std::string compass_word(double vx, double vy);
+// The same sector as a bin, in compass_word's order: 0 right, 1 up-right, 2 up, 3 up-left, 4 left,
+// 5 down-left, 6 down, 7 down-right; -1 for a zero velocity.
+int compass_bin(double vx, double vy);
+
+// A motion label source beside the class labels: the compass_bin of the first item's initial
+// velocity in clips [0, count) of make_moving_clips(source, o) (draw_item_path(o, k, 0, limit),
+// limit = o.canvas - o.item_size). Pure in (o.seed, k), like the clips, so it needs no source.
+// ValueError when an item is larger than the canvas or a clip's first item stands still (a
+// speed range that includes 0 can draw speed 0: it has no direction).
+std::vector<std::int64_t> moving_direction_labels(const MovingClipsOptions& o, std::int64_t count);
 
 // count clips (o.count, or source.n when 0) of o.frames frames of o.canvas x o.canvas x C:
 // a Dataset with frames = o.frames, the labels of the first item's class (num_classes and

@@ -209,6 +209,81 @@ void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a) {
              kCommonFooter);
 }
 
+// --data and the clip flags of the two FVD modes' real clips.
+void add_clip_flags(CLI::App& sub, EvalClipOptions& c) {
+  sub.add_option("--frames", c.frames, "frames per clip (as ddpm-train's)")->check(kPositive)->capture_default_str();
+  sub.add_option("--canvas", c.canvas, "canvas size in pixels (a multiple of 8)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--item-size", c.item_size, "item size in pixels")->check(kPositive)->capture_default_str();
+  sub.add_option("--moving-items", c.moving_items, "items per clip")->check(kPositive)->capture_default_str();
+}
+
+void add_train_video_classifier_flags(CLI::App& sub, TrainVideoClassifierArgs& a) {
+  sub.add_option("--data", a.data, "ddpm-train's video spec: moving-toy | moving-fashion-mnist[:DIR]")
+      ->type_name("SPEC")
+      ->capture_default_str();
+  sub.add_option("--out", a.out, "output folder (model.safetensors + video_classifier.json)")
+      ->required()
+      ->type_name("DIR");
+  add_clip_flags(sub, a.clips);
+  sub.add_option("--width", a.base_channels, "channels of the first convolution (then 2x, 4x)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--frame-dim", a.frame_dim, "size of the per-frame embedding")->check(kPositive)->capture_default_str();
+  sub.add_option("--temporal-dim", a.temporal_dim, "channels of the temporal convolution")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--feature-dim", a.feature_dim, "size of the feature layer (the FVD features)")
+      ->check(kPositive)
+      ->capture_default_str();
+  sub.add_option("--epochs", a.epochs, "passes over the training clips")->check(kPositive)->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "clips per step")->check(kPositive)->capture_default_str();
+  sub.add_option("--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)")->check(kPositive)->capture_default_str();
+  sub.add_option("--weight-decay", a.weight_decay, "AdamW decoupled weight decay")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--limit", a.limit, "training clips (0 = one per training image)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--test-limit", a.test_limit, "test clips (0 = one per test image)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--max-steps", a.max_steps, "stop after N steps (0 = all epochs)")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_flag("--overwrite", a.overwrite, "replace an existing non-empty --out folder");
+  sub.footer(std::string("Targets: the clip's class and the compass direction (8 bins) of its first item's initial "
+                         "velocity. Trains on clips of the source's train split, tests on clips of its test split; "
+                         "--seed draws the clips and the network.\n") +
+             kCommonFooter);
+}
+
+void add_fvd_flags(CLI::App& sub, FvdArgs& a) {
+  sub.add_option("--classifier", a.classifier, "video classifier folder from train-video-classifier")
+      ->required()
+      ->type_name("DIR");
+  sub.add_option("--samples", a.samples, "the clips ddpm-sample wrote for a video run: .npz, arr_0 uint8 [N, F, H, W, C]")
+      ->required()
+      ->type_name("FILE");
+  sub.add_option("--data", a.data, "the real clips: moving-toy | moving-fashion-mnist[:DIR] (default: the classifier's)")
+      ->type_name("SPEC");
+  sub.add_option("--split", a.split, "the reference split of --data (the floor uses the other): train | test")
+      ->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
+  sub.add_option("--limit", a.limit, "the first N sample clips only (0 = all); the real sets take as many")
+      ->check(kNonNegative)
+      ->capture_default_str();
+  sub.add_option("--batch-size", a.batch_size, "clips per classifier batch")->check(kPositive)->capture_default_str();
+  sub.add_option("--kid-subsets", a.kid_subsets, "KVD subsets")->check(kPositive)->capture_default_str();
+  sub.add_option("--kid-subset-size", a.kid_subset_size, "KVD subset size")->check(kPositive)->capture_default_str();
+  sub.add_option("--k", a.k, "neighbour of the precision/recall radii")->check(kPositive)->capture_default_str();
+  sub.footer(std::string("Lines: samples; real (the other split: the floor); shuffled real (the floor clips with "
+                         "their frames permuted, which must score worse than the floor). The real clips take the "
+                         "classifier's clip shape; --seed draws them. Not comparable to published FVD (no I3D).\n") +
+             kCommonFooter);
+}
+
 void add_nll_flags(CLI::App& sub, NllArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder (DDPM or EDM)")
       ->required();
@@ -285,6 +360,13 @@ void add_eval_subcommands(CLI::App& app, EvalCommand& c) {
       "video", "temporal consistency of generated clips: frame difference, motion-compensated residual and "
                "mass drift, beside a frame-shuffled baseline and real clips");
   add_video_eval_flags(*c.video_app, c.video);
+  c.train_video_classifier_app = app.add_subcommand(
+      "train-video-classifier", "train the FVD feature network on moving-* clips (class and motion direction)");
+  add_train_video_classifier_flags(*c.train_video_classifier_app, c.train_video_classifier);
+  c.fvd_app = app.add_subcommand(
+      "fvd", "Frechet video distance (and KVD) of clips on the home-made video network's features, with a real "
+             "floor and a frame-shuffled line");
+  add_fvd_flags(*c.fvd_app, c.fvd);
 }
 
 EvalMode EvalCommand::mode() const {
@@ -296,8 +378,11 @@ EvalMode EvalCommand::mode() const {
   if (analytic_gamma_app != nullptr && analytic_gamma_app->parsed()) return EvalMode::analytic_gamma;
   if (condition_gap_app != nullptr && condition_gap_app->parsed()) return EvalMode::condition_gap;
   if (video_app != nullptr && video_app->parsed()) return EvalMode::video;
+  if (train_video_classifier_app != nullptr && train_video_classifier_app->parsed())
+    return EvalMode::train_video_classifier;
+  if (fvd_app != nullptr && fvd_app->parsed()) return EvalMode::fvd;
   DDPM_THROW(ValueError, "ddpm-eval: no subcommand was parsed; expected train-classifier, fid, bpd, nll, "
-                         "class-accuracy, analytic-gamma, condition-gap or video");
+                         "class-accuracy, analytic-gamma, condition-gap, video, train-video-classifier or fvd");
 }
 
 void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -339,6 +424,16 @@ void run_eval_command(EvalCommand& c, Device device, std::uint64_t seed, std::os
     case EvalMode::video:
       c.video.seed = seed;
       run_video_eval(c.video, out);
+      return;
+    case EvalMode::train_video_classifier:
+      c.train_video_classifier.device = device;
+      c.train_video_classifier.seed = seed;
+      run_train_video_classifier(c.train_video_classifier, out);
+      return;
+    case EvalMode::fvd:
+      c.fvd.device = device;
+      c.fvd.seed = seed;
+      run_fvd(c.fvd, out);
       return;
   }
 }

@@ -13,6 +13,8 @@
 //   ddpm-eval bpd --checkpoint RUN --data fashion-mnist --limit 64 --variance analytic --analytic-gamma gamma.json
 //   ddpm-eval condition-gap --checkpoint RUN --data fashion-mnist --split train --limit 256 --json gap.json
 //   ddpm-eval video --samples clips/samples.npz --data moving-fashion-mnist --limit 256 --json video.json
+//   ddpm-eval train-video-classifier --data moving-fashion-mnist --out video_classifier/
+//   ddpm-eval fvd --classifier video_classifier/ --samples clips/samples.npz --limit 256
 //
 // --data takes ddpm-train's spec (models/run/data_spec.h) read as a split; see
 // parse_eval_data in eval_run.h. --data-dir is the old way to give the folder of
@@ -34,12 +36,13 @@
 #include "engine/device.h"
 #include "models/eval/analytic_gamma_eval.h"
 #include "models/eval/eval_run.h"
+#include "models/eval/fvd.h"
 #include "models/eval/nll_eval.h"
 
 namespace ddpm::eval {
 
 enum class EvalMode { train_classifier, fid, bpd, nll, class_accuracy, analytic_gamma, condition_gap,
-                      video };
+                      video, train_video_classifier, fvd };
 
 // The options of every subcommand, and the subcommands themselves once registered. The
 // flags bind to these members by reference, so the object is neither copied nor moved.
@@ -52,6 +55,8 @@ struct EvalCommand {
   AnalyticGammaArgs analytic_gamma;
   ConditionGapArgs condition_gap;
   VideoEvalArgs video;
+  TrainVideoClassifierArgs train_video_classifier;
+  FvdArgs fvd;
   // Owned by the CLI::App given to add_eval_subcommands; null before.
   CLI::App* train_classifier_app = nullptr;
   CLI::App* fid_app = nullptr;
@@ -61,6 +66,8 @@ struct EvalCommand {
   CLI::App* analytic_gamma_app = nullptr;
   CLI::App* condition_gap_app = nullptr;
   CLI::App* video_app = nullptr;
+  CLI::App* train_video_classifier_app = nullptr;
+  CLI::App* fvd_app = nullptr;
 
   EvalCommand() = default;
   EvalCommand(const EvalCommand&) = delete;
@@ -79,8 +86,10 @@ void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a);
 void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a);
 void add_condition_gap_flags(CLI::App& sub, ConditionGapArgs& a);
 void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a);
+void add_train_video_classifier_flags(CLI::App& sub, TrainVideoClassifierArgs& a);
+void add_fvd_flags(CLI::App& sub, FvdArgs& a);
 
-// Adds the eight subcommands to app (exactly one is required) and lets the app's own flags
+// Adds the ten subcommands to app (exactly one is required) and lets the app's own flags
 // (--device, --seed, --config of apps/common/cli.h) also be given after the subcommand.
 // A word that names no subcommand is a CLI::ExtrasError naming it and the subcommands.
 void add_eval_subcommands(CLI::App& app, EvalCommand& c);

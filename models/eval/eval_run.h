@@ -21,6 +21,8 @@
 //   video             temporal consistency of generated clips: frame difference, motion-
 //                     compensated residual and mass drift (models/eval/video_metrics.h) of
 //                     the samples, of the same frames shuffled across clips, and of real clips
+//   train-video-classifier, fvd
+//                     the Frechet video distance on a home-made video network: models/eval/fvd.h
 // Every report names the feature network, the sample count and the reference split.
 #pragma once
 

@@ -116,6 +116,32 @@ TEST(EvalFlags, FidDefaultsAndValues) {
   EXPECT_EQ(v->common.seed, 9u);
 }
 
+TEST(EvalFlags, TrainVideoClassifierAndFvd) {
+  auto t = parsed({"train-video-classifier", "--data", "moving-toy", "--out", "vc", "--frames", "4", "--canvas", "16",
+                   "--item-size", "8", "--limit", "64", "--test-limit", "16", "--overwrite"});
+  EXPECT_EQ(t->c.mode(), EvalMode::train_video_classifier);
+  const TrainVideoClassifierArgs& a = t->c.train_video_classifier;
+  EXPECT_EQ(a.data, "moving-toy");
+  EXPECT_EQ(a.out, "vc");
+  EXPECT_EQ(a.clips.frames, 4);
+  EXPECT_EQ(a.clips.canvas, 16);
+  EXPECT_EQ(a.clips.item_size, 8);
+  EXPECT_EQ(a.limit, 64);
+  EXPECT_EQ(a.test_limit, 16);
+  EXPECT_TRUE(a.overwrite);
+  auto f = parsed({"fvd", "--classifier", "vc", "--samples", "s.npz", "--split", "train", "--limit", "32"});
+  EXPECT_EQ(f->c.mode(), EvalMode::fvd);
+  EXPECT_EQ(f->c.fvd.classifier, "vc");
+  EXPECT_EQ(f->c.fvd.samples, "s.npz");
+  EXPECT_EQ(f->c.fvd.data, "");  // the classifier's dataset
+  EXPECT_EQ(f->c.fvd.split, "train");
+  EXPECT_EQ(f->c.fvd.limit, 32);
+  EXPECT_TRUE(parse_fails({"fvd", "--classifier", "vc"}));  // --samples is required
+  EXPECT_TRUE(parse_fails({"fvd", "--classifier", "vc", "--samples", "s.npz", "--split", "val"}));
+  EXPECT_TRUE(parse_fails({"train-video-classifier", "--out", "vc", "--frames", "0"}));
+  EXPECT_TRUE(parse_fails({"train-video-classifier"}));  // --out is required
+}
+
 TEST(EvalFlags, AnalyticGammaAndTheBoundsVariance) {
   auto d = parsed({"analytic-gamma", "--checkpoint", "runs/fm", "--out", "g.json"});
   EXPECT_EQ(d->c.mode(), EvalMode::analytic_gamma);
@@ -277,11 +303,11 @@ TEST(EvalFlags, AnUnknownSubcommandIsNamedWithTheValidOnes) {
   // Not CLI11's "A subcommand is required", which does not say what it got.
   const std::string typo = parse_error({"fdi", "--classifier", "c", "--samples", "s"});
   EXPECT_EQ(typo, "unknown subcommand 'fdi' (did you mean fid?); the subcommands are train-classifier, fid, bpd, nll, "
-                  "class-accuracy, analytic-gamma, condition-gap, video");
+                  "class-accuracy, analytic-gamma, condition-gap, video, train-video-classifier, fvd");
   // Far from every name: no suggestion; after the common flags: the same message.
   EXPECT_EQ(parse_error({"--seed", "3", "evaluate"}),
             "unknown subcommand 'evaluate'; the subcommands are train-classifier, fid, bpd, nll, class-accuracy, "
-            "analytic-gamma, condition-gap, video");
+            "analytic-gamma, condition-gap, video, train-video-classifier, fvd");
   EXPECT_NE(parse_error({"bdp", "--checkpoint", "r"}).find("did you mean bpd?"), std::string::npos);
   // A stray word after a valid subcommand, or a second subcommand, names the word too.
   EXPECT_EQ(parse_error({"fid", "--classifier", "c", "--samples", "s", "extra"}),

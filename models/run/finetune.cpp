@@ -295,23 +295,24 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
   DDPM_CHECK(o.train_only.empty() || frames > 0,
              "--train-only " << o.train_only << " trains a video model's temporal blocks; --data " << data.name
                              << " holds images, not clips (use e.g. --data moving-toy --frames 8)");
-  DDPM_CHECK(!o.temporal_conv || frames > 0,
-             "--temporal-conv adds convolutions over a video model's frames; --data " << data.name
-                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
   // Frame positions: a video SRC keeps its own (its temporal weights were trained with them);
   // an image SRC's new temporal blocks take the flag's, a relative table starting at zero.
-  DDPM_CHECK(o.temporal_position.empty() || o.temporal_position == "sinusoid" || o.temporal_position == "relative",
-             "--temporal-position must be sinusoid or relative, got '" << o.temporal_position << "'");
-  DDPM_CHECK(o.temporal_position.empty() || frames > 0,
-             "--temporal-position " << o.temporal_position << " positions the frames of a video model; --data "
-                                    << data.name << " holds images, not clips (use e.g. --data moving-toy)");
+  check_temporal_flags(o, frames > 0, data.name,
+                       c.video() && o.temporal_position.empty() ? c.temporal_position : o.temporal_position);
   DDPM_CHECK(!c.video() || o.temporal_position.empty() || o.temporal_position == c.temporal_position,
              "--temporal-position " << o.temporal_position << " differs from the --init-from video model " << src
                                     << ", whose temporal attention uses " << c.temporal_position
                                     << " positions; its temporal weights were trained with them (leave the flag "
                                        "out or give --temporal-position "
                                     << c.temporal_position << ")");
+  // R is a video SRC's too (its tables have 2R + 1 rows); an image SRC takes the flag's.
+  DDPM_CHECK(!c.video() || o.temporal_max_distance == -1 || o.temporal_max_distance == c.relative_max_distance(),
+             "--temporal-max-distance " << o.temporal_max_distance << " differs from the --init-from video model "
+                                        << src << ", whose relative_bias tables have R = " << c.relative_max_distance()
+                                        << " (leave the flag out or give --temporal-max-distance "
+                                        << c.relative_max_distance() << ")");
   if (!c.video() && !o.temporal_position.empty()) c.temporal_position = o.temporal_position;
+  if (!c.video() && o.temporal_max_distance > 0) c.temporal_max_distance = o.temporal_max_distance;
   c.num_frames = frames;
   // A source's temporal convolutions are its architecture; --temporal-conv adds fresh ones
   // (identity at the start) to a source without them.

@@ -53,7 +53,9 @@
 //     zero, the identity), so the step-0 claim above still holds. On images it is refused.
 //     --temporal-position (unet.h temporal_position) chooses the frame positions of an image
 //     SRC's new temporal blocks (relative: zero bias tables); a video SRC keeps its own, and
-//     the other value is a ValueError naming both.
+//     the other value is a ValueError naming both. --temporal-max-distance likewise: an
+//     image SRC's relative tables get that R, a video SRC keeps its R (another is refused).
+//     These flags' checks against the data are make_unet_config's (check_temporal_flags).
 //   - --train-only temporal (AnimateDiff, Guo et al. 2023: a motion module trained on a frozen
 //     image model) trains the video target's temporal blocks (temp_attentions.* and, with
 //     temporal_conv, temp_convs.*) alone, plus conv_in with

@@ -414,7 +414,7 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const int H = h * f, W = h * f, C = latent ? latent->config().in_channels : cfg.in_channels;
   // A video model samples N clips of F frames (video_run.h); F = 1 stands for an image model
   // in the byte counts below.
-  const std::int64_t F = cfg.num_frames;
+  const std::int64_t F = video_clip_frames(o, cfg);  // --frames, or the trained num_frames
   const std::int64_t F_out = video_output_frames(o, cfg);  // F, or longer with --segments
   auto sample_shape = [&](std::int64_t n) { return F > 0 ? Shape{n, F, h, h, zc} : Shape{n, h, h, zc}; };
   FirstFrames first;  // a first-frame-conditioned video model's frames (video_run.h)

@@ -245,6 +245,9 @@ struct SampleOptions {
   // Not a flag: a latent --first-frame-from pipeline's image-stage latents [M, h, w, z] (CPU),
   // the first frames as sampled, not re-encoded from the written bytes (video_run.h).
   Tensor first_frame_latents;
+  // --frames F: a video model samples clips of F frames, longer or shorter than the
+  // num_frames it was trained on (video_run.h "Clip length"); -1 = not given: num_frames.
+  int frames = -1;
   int segments = 1;  // --segments: clips continued from their last frame (video_run.h)
   int overlap = 0;   // --overlap K': the known frames per segment; 0 = the model's condition_frames
   // --reconstruction-guidance W: --segments with an unconditional video model, each segment

@@ -102,6 +102,10 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
                  "video data (--data moving-*): sinusoid (default) adds a fixed frame embedding in the temporal "
                  "attention; relative learns a logit bias per head and frame distance (Ho et al. 2022)")
       ->group(M);
+  app.add_option("--temporal-max-distance", o.temporal_max_distance,
+                 "with --temporal-position relative: frame distances beyond R share one bias (Shaw et al. 2018), "
+                 "so the attention range is R whatever the clip length (default F - 1)")
+      ->group(M);
   app.add_option("--joint-images", o.joint_images,
                  "video data (--data moving-*): each step also trains on M still images (first frames of random "
                  "clips, as one-frame clips) beside the batch of clips (Ho et al. 2022 joint training); 0 = off")

@@ -189,6 +189,29 @@ diffusion::BlurAugment blur_augment_options(const TrainOptions& o) {
   return b;
 }
 
+void check_temporal_flags(const TrainOptions& o, bool clips, const std::string& data, const std::string& position) {
+  DDPM_CHECK(!o.temporal_conv || clips,
+             "--temporal-conv adds convolutions over a video model's frames; --data " << data
+                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
+  DDPM_CHECK(o.temporal_position.empty() || o.temporal_position == "sinusoid" || o.temporal_position == "relative",
+             "--temporal-position must be sinusoid or relative, got '" << o.temporal_position << "'");
+  DDPM_CHECK(o.temporal_position.empty() || clips,
+             "--temporal-position " << o.temporal_position << " positions the frames of a video model; --data "
+                                    << data << " holds images, not clips (use e.g. --data moving-toy)");
+  const int R = o.temporal_max_distance;
+  if (R == -1) return;  // not given
+  DDPM_CHECK(R >= 1, "--temporal-max-distance must be at least 1 (frames further apart than R share one bias), got "
+                         << R);
+  DDPM_CHECK(clips, "--temporal-max-distance " << R << " clips the frame distances of a video model; --data " << data
+                                               << " holds images, not clips (use e.g. --data moving-toy)");
+  DDPM_CHECK(position == "relative", "--temporal-max-distance " << R
+                                                                << " clips the distances of relative frame positions "
+                                                                   "and needs --temporal-position relative (the model "
+                                                                   "has "
+                                                                << (position.empty() ? "sinusoid" : position)
+                                                                << " positions)");
+}
+
 unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels, int num_classes, int frames) {
   DDPM_CHECK(o.image_size == 0 || o.image_size == size,
              "--image-size " << o.image_size << " differs from the data's " << size << "x" << size
@@ -238,17 +261,11 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   DDPM_CHECK(!o.first_frame_condition || (o.condition_frames >= 1 && o.condition_frames < frames),
              "--condition-frames must be in [1, " << frames - 1 << "] for clips of --frames " << frames
                                                   << " (at least one frame is generated), got " << o.condition_frames);
-  DDPM_CHECK(!o.temporal_conv || frames > 1,
-             "--temporal-conv adds convolutions over a video model's frames; --data " << o.data
-                 << " holds images, not clips (video data: e.g. --data moving-toy with --frames 2 or more)");
-  DDPM_CHECK(o.temporal_position.empty() || o.temporal_position == "sinusoid" || o.temporal_position == "relative",
-             "--temporal-position must be sinusoid or relative, got '" << o.temporal_position << "'");
-  DDPM_CHECK(o.temporal_position.empty() || frames > 1,
-             "--temporal-position " << o.temporal_position << " positions the frames of a video model; --data "
-                                    << o.data << " holds images, not clips (use e.g. --data moving-toy)");
+  check_temporal_flags(o, frames > 1, o.data, o.temporal_position);
   if (frames > 1) {
     c.temporal_conv = o.temporal_conv;
     if (!o.temporal_position.empty()) c.temporal_position = o.temporal_position;
+    if (o.temporal_max_distance > 0) c.temporal_max_distance = o.temporal_max_distance;  // else R = F - 1
     c.num_frames = frames;
     c.first_frame_condition = o.first_frame_condition;
     c.condition_frames = o.first_frame_condition ? o.condition_frames : 0;

@@ -107,6 +107,10 @@ struct TrainOptions {
   // frames apart (unet.h temporal_position). Empty = not given: sinusoid, or the --init-from
   // video model's own.
   std::string temporal_position;
+  // --temporal-max-distance R: with --temporal-position relative, frame distances beyond R
+  // share the rows of +-R (unet.h temporal_max_distance). -1 = not given: R = F - 1, or the
+  // --init-from video model's own R.
+  int temporal_max_distance = -1;
   // Joint image-video training (Ho et al. 2022 sec. 3; models/train/trainer.h): each step
   // also trains on this many still images, the first frames of randomly drawn clips. 0 = off.
   std::int64_t joint_images = 0;
@@ -213,6 +217,16 @@ void validate_options(const TrainOptions& options);
 // halve, --first-frame-condition without video data).
 unet::UNetConfig make_unet_config(const TrainOptions& options, int size, int channels, int num_classes,
                                   int frames = 1);
+
+// The flags of a video model's frame layers (--temporal-conv, --temporal-position,
+// --temporal-max-distance) against the data, shared by make_unet_config and a fine-tune's
+// finetune_unet_config: `clips` = `data` holds clips (a video model is built); `position` =
+// the frame positions the model gets ("relative", or "sinusoid"/"" for the embedding: the
+// flag's value, or a video --init-from source's). ValueError naming the flag: an unknown
+// --temporal-position, either flag on images, --temporal-max-distance below 1 or without
+// relative positions.
+void check_temporal_flags(const TrainOptions& options, bool clips, const std::string& data,
+                          const std::string& position);
 
 // --blur-augment and --blur-sigma parsed and checked (ValueError naming the flag: P outside
 // [0, 1], a range that is not two numbers A,B with 0 < A <= B, P > 0 without --super-res).

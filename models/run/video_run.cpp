@@ -28,6 +28,9 @@ constexpr const char* kVideoStageFolder = ".video_stage";   // the video stage, 
 }  // namespace
 
 void add_video_flags(CLI::App& app, SampleOptions& o) {
+  app.add_option("--frames", o.frames,
+                 "a video model: sample clips of F >= 2 frames, e.g. longer than the model was trained on (length "
+                 "extrapolation; quality beyond the trained length is not guaranteed); default: its num_frames");
   app.add_option("--first-frame", o.first_frame,
                  "a first-frame-conditioned video model: the frame each clip starts from, one PNG (every clip) or "
                  "an .npz with arr_0 uint8 [M, H, W, C] (clip i from image i; N defaults to M; labels from arr_1)");
@@ -55,6 +58,8 @@ void add_video_flags(CLI::App& app, SampleOptions& o) {
 }
 
 void check_video_flags(const SampleOptions& o) {
+  DDPM_CHECK(o.frames == -1 || o.frames >= 2,
+             "--frames must be at least 2 (frames per sampled clip), got " << o.frames);
   DDPM_CHECK(o.segments >= 1, "--segments must be at least 1, got " << o.segments);
   DDPM_CHECK(o.overlap >= 0, "--overlap must be at least 1 (a known frame per segment), got " << o.overlap);
   DDPM_CHECK(o.overlap == 0 || o.segments > 1,
@@ -84,6 +89,8 @@ void check_video_flags(const SampleOptions& o) {
 
 void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, bool /*latent: sampled like a pixel video model*/) {
   if (model.num_frames == 0) {
+    DDPM_CHECK(o.frames == -1, "--frames " << o.frames << " sets the clip length of a video model; " << o.checkpoint
+                                           << " is an image model");
     DDPM_CHECK(o.segments == 1, "--segments applies to a first-frame-conditioned video model; " << o.checkpoint
                                                                                                << " is an image model");
     DDPM_CHECK(o.first_frame.empty() && o.first_frame_from.empty(),
@@ -134,8 +141,6 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
                "--reconstruction-guidance steps with the guided x_0 estimate of the ddpm and ddim samplers; got "
                "--sampler "
                    << o.sampler);
-    DDPM_CHECK(o.overlap < model.num_frames, "--overlap " << o.overlap << " leaves no new frame in a segment of "
-                                                          << model.num_frames << " frames (" << o.checkpoint << ")");
   }
   if (model.first_frame_condition) {
     // Both bounds name the model's value: K' <= condition_frames <= F - 1 (unet.h).
@@ -153,6 +158,14 @@ void check_video_sample(const SampleOptions& o, const unet::UNetConfig& model, b
                    << " applies to a first-frame-conditioned video model (ddpm-train --first-frame-condition); "
                    << o.checkpoint << " generates whole clips");
   }
+  // A segment of F frames continues from K' known ones, so at least one must be new.
+  const std::int64_t F = video_clip_frames(o, model);
+  DDPM_CHECK(o.segments == 1 || video_overlap(o, model) < F,
+             "--overlap " << video_overlap(o, model) << (o.overlap > 0 ? "" : " (the default)")
+                          << " leaves no new frame in a segment of " << F << " frames ("
+                          << (o.frames == -1 ? "the trained num_frames of " + o.checkpoint
+                                             : "--frames " + std::to_string(o.frames))
+                          << "); give more --frames or a smaller --overlap");
 }
 
 bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model, FirstFrames& frames,
@@ -175,11 +188,12 @@ bool load_first_frames_for(const SampleOptions& o, const unet::UNetConfig& model
   } else if (latent) {
     x = latent->encode_mean(x);  // [M, h, w, z]: the posterior means, no draw
   }
-  frames.cond = unet::first_frame_condition(x.to(Device::cpu()), model.num_frames);
+  const int F = static_cast<int>(video_clip_frames(o, model));  // the condition spans the sampled clip
+  frames.cond = unet::first_frame_condition(x.to(Device::cpu()), F);
   if (log)
     *log << "video: " << frames.images.count << " first frame(s) " << H << "x" << H << " from " << o.first_frame
          << (latent ? (o.first_frame_latents.defined() ? " (the image stage's latents)" : " (encoded)") : "") << ", "
-         << model.num_frames << " frames per clip\n";
+         << F << " frames per clip\n";
   return true;
 }
 
@@ -206,7 +220,8 @@ bool take_first_frame_labels(const SampleOptions& o, const unet::UNetConfig& mod
 
 nlohmann::json video_info(const SampleOptions& o, const unet::UNetConfig& model, const FirstFrames& frames,
                           std::int64_t n) {
-  nlohmann::json j{{"frames", model.num_frames},
+  nlohmann::json j{{"frames", video_clip_frames(o, model)},  // per segment: --frames, or the trained length
+                   {"trained_frames", model.num_frames},
                    {"first_frame_condition", model.first_frame_condition},
                    {"segments", o.segments},
                    {"overlap", o.segments > 1 ? nlohmann::json(video_overlap(o, model)) : nlohmann::json(nullptr)},
@@ -380,8 +395,13 @@ int video_overlap(const SampleOptions& o, const unet::UNetConfig& model) {
   return o.overlap > 0 ? o.overlap : std::max(1, model.condition_frames);  // 1: a first-frame model's
 }
 
+std::int64_t video_clip_frames(const SampleOptions& o, const unet::UNetConfig& model) {
+  if (!model.video()) return 0;
+  return o.frames > 0 ? o.frames : model.num_frames;
+}
+
 std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model) {
-  const std::int64_t F = model.num_frames;
+  const std::int64_t F = video_clip_frames(o, model);
   if (F == 0) return 0;
   const std::int64_t S = std::max(1, o.segments);
   return S == 1 ? F : F + (S - 1) * (F - video_overlap(o, model));
@@ -453,6 +473,7 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
   image_o.checkpoint = o.first_frame_from;
   image_o.first_frame_from.clear();
   image_o.segments = 1;  // the image stage makes the first frames only
+  image_o.frames = -1;   // an image model has no clip length
   image_o.overlap = 0;
   image_o.frame_guidance_scale = 1.0;  // the image model has no frame condition to guide
   image_o.sampler_defaulted = o.sampler_defaulted;  // an EDM image model picks heun as it would alone

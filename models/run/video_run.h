@@ -6,7 +6,7 @@
 // per clip) with any of the samplers: they only index the batch axis and broadcast the rest.
 // The output folder holds the video set of image_sets.h (grid.gif, filmstrip.png,
 // videos/NNNNNN.gif, samples.npz arr_0 uint8 [N, F, H, W, C], arr_1 labels) and
-// sample_info.json with "video" {"frames", "first_frame_condition", "segments", "overlap",
+// sample_info.json with "video" {"frames", "trained_frames", "first_frame_condition", "segments", "overlap",
 // "frames_per_clip", "first_frame"}.
 //
 // A first-frame-conditioned model (unet.h first_frame_condition; ddpm-train
@@ -27,6 +27,14 @@
 // The condition is first_frame_condition(frame, F) (unet.h): the frame at position 0, zeros
 // after it, and a mask channel; the network sees concat(x_t, condition) at every step, and
 // in classifier-free guidance's doubled batch both halves see the frame (concat_condition).
+//
+// Clip length (--frames F2, any video model; default the model's num_frames F): every clip
+// is sampled with F2 >= 2 frames, longer or shorter than trained (length extrapolation; the
+// UNet takes any F, unet.h forward; quality beyond the trained length is not guaranteed).
+// Everything below that speaks of F means F2: x_T, the first-frame condition, each segment
+// of --segments (K' < F2, refused naming --overlap and --frames otherwise), frame guidance.
+// sample_info.json's "video" records "frames" F2 and "trained_frames" F. Refused for an
+// image model, and below 2.
 //
 // Longer clips (--segments S, first-frame-conditioned models; Ho et al. 2022 sec. 3.1):
 // each clip is continued S - 1 times, segment s conditioned on the last K' frames of
@@ -181,6 +189,9 @@ double recorded_frame_condition_dropout(const std::string& checkpoint);
 bool reconstruction_guided(const SampleOptions& o);
 // --overlap K': o.overlap when given, else the model's condition_frames (at least 1).
 int video_overlap(const SampleOptions& o, const unet::UNetConfig& model);
+// The frames F of every sampled clip (each segment): --frames when given, else the model's
+// num_frames; 0 for an image model.
+std::int64_t video_clip_frames(const SampleOptions& o, const unet::UNetConfig& model);
 // The frames per written clip: F, or F + (S - 1)(F - K') with --segments S; 0 for an image model.
 std::int64_t video_output_frames(const SampleOptions& o, const unet::UNetConfig& model);
 // --segments: x [n, F, H, W, C] continued (segments - 1) times as described above, each

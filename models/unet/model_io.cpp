@@ -68,6 +68,8 @@ json config_to_json(const UNetConfig& c) {
   if (c.temporal_conv) j["temporal_conv"] = true;  // only when on: older files read as false
   // Relative frame positions only (temporal.h); without the key a video model is "sinusoid".
   if (c.temporal_position != "sinusoid") j["temporal_position"] = c.temporal_position;
+  // R only when set (unet.h): without the key relative positions have R = num_frames - 1.
+  if (c.temporal_max_distance > 0) j["temporal_max_distance"] = c.temporal_max_distance;
   return j;
 }
 
@@ -94,8 +96,10 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("condition_frames")) reference["condition_frames"] = nullptr;  // optional: K > 1 known frames
   if (j.contains("temporal_conv")) reference["temporal_conv"] = nullptr;  // optional: temporal convolutions
   if (j.contains("temporal_position")) reference["temporal_position"] = nullptr;  // optional: "relative"
+  if (j.contains("temporal_max_distance")) reference["temporal_max_distance"] = nullptr;  // optional: R
   check_config_keys(j, reference, "model config");
-  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames"})
+  for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames",
+                          "temporal_max_distance"})
     if (j.contains(key)) require_json_ints(j.at(key), std::string("model config: ") + key);
   require_json_ints(j.at("num_classes"), "model config: num_classes");  // the shared keys: read_level_config
   UNetConfig c;
@@ -153,6 +157,12 @@ UNetConfig config_from_json(const json& j) {
                     "model config: temporal_position must be a string (\"relative\"), got "
                         << j.at("temporal_position").dump());
       c.temporal_position = j.at("temporal_position").get<std::string>();
+    }
+    if (j.contains("temporal_max_distance")) {
+      c.temporal_max_distance = j.at("temporal_max_distance").get<int>();
+      DDPM_CHECK_AS(c.temporal_max_distance > 0, IoError,
+                    "model config: temporal_max_distance is " << c.temporal_max_distance
+                                                              << "; the key is written only for R >= 1");
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());

@@ -14,7 +14,9 @@
 // form, frame f and channel c:
 //   p[f, 2i] = sin(f / 10000^(2i/C)),  p[f, 2i+1] = cos(f / 10000^(2i/C))
 // Without it attention over a set of frames could not tell their order (it is permutation
-// equivariant). That is the default (UNetConfig::temporal_position "sinusoid").
+// equivariant). That is the default (UNetConfig::temporal_position "sinusoid"). p has no
+// weights: a clip of any F (longer than the model was trained on, too) takes rows 0..F-1
+// of the same formula.
 //
 // Relative positions (temporal_position "relative"; Ho et al. 2022 sec. 3 use relative
 // position embeddings in the temporal attention, here in the scalar-bias form of Shaw et
@@ -23,9 +25,13 @@
 // frame distance, clipped to [-R, R], and the attention adds it to its scores:
 //   scores[h, i, j] = q_i . k_j / sqrt(d) + B[clip(j - i, -R, R) + R, h]
 // so the block sees how far apart and in which order two frames are, never where they sit
-// in the clip. R = num_frames - 1 (every distance of a clip has its own entry; clipping
-// only matters if a call had more frames, which UNet::forward does not allow), so the table
-// has 2F - 1 rows and a model's weights depend on F (a video fine-tune keeps F anyway).
+// in the clip. R is UNetConfig::relative_max_distance(): num_frames - 1 by default (every
+// distance of a training clip has its own row, 2F - 1 rows), or ddpm-train
+// --temporal-max-distance R. Distances beyond R share the rows of +-R (Shaw et al. 2018
+// sec. 3.2 clip at a maximum distance k, on the premise that exact offsets matter only
+// nearby), which is what lets a call take clips longer than the trained ones (length extrapolation): a
+// pair farther apart than R reads the same bias as one exactly R apart. Rows of distances
+// no training clip had (R > F - 1) are never trained and stay at zero.
 // B starts at zero: then every frame pair gets the same bias and the block is permutation
 // equivariant, as without positions; its gradient (the attention's dBias, summed over the
 // pairs sharing a distance by the gather's backward) makes it non-zero when training.

@@ -78,6 +78,13 @@ void UNetConfig::validate() const {
              "UNet config: temporal_position \"" << temporal_position
                                                   << "\" positions the frames of a video model (num_frames >= 2); "
                                                      "num_frames is 0");
+  DDPM_CHECK(temporal_max_distance >= 0,
+             "UNet config: temporal_max_distance must be at least 1 (or 0: num_frames - 1), got "
+                 << temporal_max_distance);
+  DDPM_CHECK(temporal_max_distance == 0 || (video() && temporal_position == "relative"),
+             "UNet config: temporal_max_distance " << temporal_max_distance
+                                                   << " clips the frame distances of relative positions and needs a "
+                                                      "video model with temporal_position \"relative\"");
   if (video()) {
     DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
                                  << num_frames << ") cannot be a super-resolution model (low_res_size "
@@ -182,13 +189,13 @@ UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
     register_module("add_embedding", add_embedding_.get());
   }
   if (cfg.video()) {  // after everything else: the image network's weights are drawn as without them
-    add_temporal_layers(cfg, gen, device, cfg.temporal_max_distance());  // down levels, then the middle block
+    add_temporal_layers(cfg, gen, device, cfg.relative_max_distance());  // down levels, then the middle block
     for (int i = 0; i < levels; ++i) {
       const std::int64_t ch = cfg.level_channels(levels - 1 - i);  // every resnet of up level i outputs this
       for (std::size_t j = 0; j < up_[i]->resnets.size(); ++j)
         up_[i]->add_temporal(std::make_unique<TemporalAttention>(ch, cfg.heads_for(ch), cfg.norm_groups,
                                                                  cfg.norm_eps, gen, device,
-                                                                 cfg.temporal_max_distance()));
+                                                                 cfg.relative_max_distance()));
     }
   }
   if (cfg.temporal_conv) {  // after the temporal attention: every weight above is drawn as without it
@@ -237,15 +244,16 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
   // image-video training, Ho et al. 2022 sec. 3): temporal attention over a single token
   // has softmax weight 1, so each block computes x + to_out(to_v(norm(x) + p_0)), the
   // image's attention masked to itself, with the frame's own group-norm statistics.
-  const std::int64_t frames = cfg_.video() && x.ndim() == 5 && x.dim(1) == 1 ? 1 : cfg_.video() ? cfg_.num_frames : 0;
+  // Clips of any length F >= 1 run (unet.h forward): every temporal layer takes F from the
+  // input, so a model trained on num_frames frames also samples longer or shorter clips.
+  const std::int64_t frames = cfg_.video() && x.ndim() == 5 ? x.dim(1) : 0;
   if (cfg_.video()) {
     DDPM_CHECK(x.ndim() == 5, "UNet: input " << shape_str(x.shape()) << " is not a batch of clips; the model is a "
                                              << "video model (num_frames " << cfg_.num_frames << ") and takes [N, "
                                              << cfg_.num_frames << ", " << cfg_.image_size << ", " << cfg_.image_size
                                              << ", " << cfg_.forward_channels() << "]");
-    DDPM_CHECK(x.dim(1) == frames, "UNet: input " << shape_str(x.shape()) << " has " << x.dim(1)
-                                                  << " frames per clip; the video model takes " << frames
-                                                  << " (or 1: still images as one-frame clips)");
+    DDPM_CHECK(frames >= 1, "UNet: input " << shape_str(x.shape()) << " has no frames per clip; the video model "
+                                           << "takes clips of F >= 1 frames (trained on " << cfg_.num_frames << ")");
   } else {
     DDPM_CHECK(x.ndim() != 5, "UNet: input " << shape_str(x.shape())
                                              << " is a batch of clips [N, F, H, W, C], but the model is an image "

@@ -98,8 +98,9 @@ struct UNetConfig : LevelConfig {
   // network is exactly the one without this field.
   int context_pool_heads = 0;
   // Video (Ho et al. 2022, "Video Diffusion Models"; models/unet/temporal.h): num_frames >= 2
-  // makes a space-time factorised UNet. forward() then takes clips x [N, F, H, W, C] with
-  // F = num_frames and returns [N, F, H, W, out_channels()]; every 2D layer runs on the N*F
+  // makes a space-time factorised UNet. forward() then takes clips x [N, F, H, W, C] and
+  // returns [N, F, H, W, out_channels()]; F = num_frames is the trained length, but any
+  // F >= 1 runs (length extrapolation, see forward()); every 2D layer runs on the N*F
   // frames as images, and a TemporalAttention follows every resnet (after its spatial
   // attention when the level has one) of every down and up level, and the middle block's
   // attentions.0, named down_blocks.i.temp_attentions.j, mid_block.temp_attentions.0 and
@@ -132,10 +133,17 @@ struct UNetConfig : LevelConfig {
   bool temporal_conv = false;
   // Frame positions in every TemporalAttention (models/unet/temporal.h): "sinusoid" adds the
   // fixed sinusoidal frame embedding to the tokens; "relative" (Ho et al. 2022 sec. 3) learns
-  // a logit bias per head and signed frame distance, R = num_frames - 1 (a relative_bias
-  // parameter [2 num_frames - 1, heads] per block). Video models only; config.json has the
-  // key only for "relative", so a file without it means "sinusoid".
+  // a logit bias per head and signed frame distance clipped to [-R, R] (a relative_bias
+  // parameter [2R + 1, heads] per block). Video models only; config.json has the key only
+  // for "relative", so a file without it means "sinusoid".
   std::string temporal_position = "sinusoid";
+  // R of relative positions (ddpm-train --temporal-max-distance): distances beyond R share
+  // the rows of +-R (Shaw et al. 2018 sec. 3.2), so the table's size, and the attention
+  // range the model learns, do not depend on the clip length. 0 = the default R =
+  // num_frames - 1 (every distance of a training clip has its own row); config.json has the
+  // key only when > 0, so a file without it (every run before the option) means F - 1.
+  // relative_max_distance() resolves it.
+  int temporal_max_distance = 0;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).
@@ -149,8 +157,12 @@ struct UNetConfig : LevelConfig {
   bool cross_attention() const { return context_dim > 0; }
   bool context_pooled() const { return context_pool_heads > 0; }
   bool video() const { return num_frames > 0; }
-  // TemporalAttention's max_distance: num_frames - 1 with relative positions, else 0.
-  std::int64_t temporal_max_distance() const { return temporal_position == "relative" ? num_frames - 1 : 0; }
+  // TemporalAttention's max_distance R: with relative positions temporal_max_distance, or
+  // num_frames - 1 when that is 0; 0 (the sinusoidal embedding) otherwise.
+  std::int64_t relative_max_distance() const {
+    if (temporal_position != "relative") return 0;
+    return temporal_max_distance > 0 ? temporal_max_distance : num_frames - 1;
+  }
   // The original DDPM CIFAR-10 network: 35.7M parameters.
   static UNetConfig ddpm_cifar10();
   // Throws ValueError naming the first inconsistent field.
@@ -187,6 +199,11 @@ class UNet : public DownHalf {
   // x [N, H, W, C] (a video model: [N, F, H, W, C], everything else per clip); t the (original, un-respaced) timestep per sample, possibly fractional;
   // labels per sample in [0, num_classes] (num_classes is the null label) when
   // class-conditional, empty otherwise.
+  // A video model takes any F >= 1, not only num_frames: no layer is tied to one F.
+  // The temporal attention's sinusoidal embedding has a row for every frame index (rows
+  // 0..F-1 of the same formula) and its relative bias clips distances to [-R, R]; the
+  // temporal convolution pads each clip's ends. Clips longer than the trained num_frames
+  // extrapolate (Ho et al. 2022 sec. 3): they run, but their quality is not guaranteed.
   Tensor forward(const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& labels,
                  const nn::Context& ctx) const;
   // The same with a ControlNet's residuals added (see ControlResiduals; nullptr is the

@@ -171,13 +171,14 @@ TEST(VideoJoint, OneFrameClipsThroughTheVideoUNet) {
   EXPECT_GT(peak, 1e-3);
 }
 
-TEST(VideoJoint, OtherFrameCountsAreRefused) {
+// Other frame counts than 1 and num_frames run too (clip length, test_video_length.cpp);
+// only a clip without frames is refused.
+TEST(VideoJoint, OtherFrameCountsRunAndEmptyClipsAreRefused) {
   Generator g(15);
   unet::UNet video(video_config(), g, Device::cpu());
-  testing::expect_value_error(
-      [&] { video.forward(Tensor::zeros({1, 2, 8, 8, 3}), {1}, {0}, nn::Context{}); },
-      "UNet: input [1, 2, 8, 8, 3] has 2 frames per clip; the video model takes 3 (or 1: still images as one-frame "
-      "clips)");
+  EXPECT_EQ(video.forward(Tensor::zeros({1, 2, 8, 8, 3}), {1}, {0}, nn::Context{}).shape(), (Shape{1, 2, 8, 8, 3}));
+  testing::expect_value_error([&] { video.forward(Tensor::zeros({1, 0, 8, 8, 3}), {1}, {0}, nn::Context{}); },
+                              "UNet: input [1, 0, 8, 8, 3] has no frames per clip");
 }
 
 // --- the loader's stills ---------------------------------------------------------------------

@@ -412,8 +412,8 @@ TEST(VideoUNet, ErrorsNameTheProblem) {
   UNet video(video_config(), g, Device::cpu());
   testing::expect_value_error([&] { video.forward(Tensor::zeros({3, 8, 8, 3}), {1, 2, 3}, {0, 0, 0}, nn::Context{}); },
                               "UNet: input [3, 8, 8, 3] is not a batch of clips");
-  testing::expect_value_error([&] { video.forward(Tensor::zeros({1, 4, 8, 8, 3}), {1}, {0}, nn::Context{}); },
-                              "has 4 frames per clip; the video model takes 3");
+  testing::expect_value_error([&] { video.forward(Tensor::zeros({1, 0, 8, 8, 3}), {1}, {0}, nn::Context{}); },
+                              "has no frames per clip");  // other F >= 1 run (test_video_length.cpp)
   testing::expect_value_error([&] { video.forward(Tensor::zeros({2, 3, 8, 8, 3}), {1, 2, 3}, {0, 0}, nn::Context{}); },
                               "3 timesteps for a batch of 2");
   UNetConfig ic = video_config();

@@ -61,8 +61,9 @@ unet::UNetConfig video_config() {
   return cfg;
 }
 
-// One forward and backward of the video UNet `cfg` on both devices, every weight random.
-void expect_video_unet_matches_cpu(const unet::UNetConfig& cfg) {
+// One forward and backward of the video UNet `cfg` on both devices, every weight random, on
+// clips of `frames` frames (the trained num_frames or another length, unet.h forward).
+void expect_video_unet_matches_cpu(const unet::UNetConfig& cfg, std::int64_t frames = 4) {
   MathModeScope restore;
   set_allow_tf32(false);
   Generator g1(1), g2(1);
@@ -78,8 +79,8 @@ void expect_video_unet_matches_cpu(const unet::UNetConfig& cfg) {
     cpu_params[i].second.set_requires_grad(true);
     gpu_params[i].second.set_requires_grad(true);
   }
-  const Tensor x = random_tensor({2, 4, 16, 16, 3}, ++seed, DType::f32);
-  const Tensor w = random_tensor({2, 4, 16, 16, 3}, ++seed, DType::f32);  // loss = sum(output * w)
+  const Tensor x = random_tensor({2, frames, 16, 16, 3}, ++seed, DType::f32);
+  const Tensor w = random_tensor({2, frames, 16, 16, 3}, ++seed, DType::f32);  // loss = sum(output * w)
   const std::vector<double> t = {17, 640};
   const std::vector<std::int64_t> labels = {2, 0};
   nn::Context ctx;
@@ -112,6 +113,17 @@ TEST(VideoGpu, TemporalConvAndRelativePositionsMatchCpu) {
   cfg.temporal_conv = true;
   cfg.temporal_position = "relative";
   expect_video_unet_matches_cpu(cfg);
+}
+
+// Clips longer than trained (6 frames for num_frames 4) with R = 2: the bias gathers the
+// clipped edge rows for the pairs 3 to 5 frames apart (test_video_length.cpp on the CPU).
+TEST(VideoGpu, LongerClipsWithClippedRelativePositionsMatchCpu) {
+  DDPM_REQUIRE_CUDA();
+  unet::UNetConfig cfg = video_config();
+  cfg.temporal_conv = true;
+  cfg.temporal_position = "relative";
+  cfg.temporal_max_distance = 2;
+  expect_video_unet_matches_cpu(cfg, 6);
 }
 
 }  // namespace

@@ -114,6 +114,9 @@ void validate_vdm_options(const TrainOptions& o) {
   DDPM_CHECK(!o.vdm_learn_endpoints || o.vdm_schedule == "learned",
              "--vdm-learn-endpoints trains the endpoints of the learned schedule; add --vdm-schedule learned (got "
                  << o.vdm_schedule << ")");
+  DDPM_CHECK(!o.vdm_learn_endpoints || o.weight_decay == 0,
+             "--weight-decay " << o.weight_decay << " would pull the learned endpoints (--vdm-learn-endpoints) towards "
+                               << "gamma = 0 (AdamW decays every parameter of the slab); train them without it");
   vdm_fourier_range(o);  // ValueError naming the flag
 }
 

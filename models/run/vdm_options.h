@@ -12,7 +12,8 @@
 //                                 parameters ("vdm_gamma.gamma_0", "vdm_gamma.gamma_1"),
 //                                 initialised at --gamma-min / --gamma-max and trained on the
 //                                 plain bound (vdm.h); --gamma-min / --gamma-max stay the
-//                                 network's fixed time normalisation
+//                                 network's fixed time normalisation (refused with
+//                                 --weight-decay, which would pull them towards 0)
 //   --vdm-fourier-features N_MIN,N_MAX
 //                                 the UNet appends sin and cos of 2 pi 2^n z_t, n = N_MIN..N_MAX,
 //                                 to its input (the authors' code: 6,7; models/unet/

@@ -94,6 +94,8 @@ refused "--vdm-schedule must be fixed or learned" "$bin/ddpm-train" "${tiny[@]}"
 refused "--vdm-steps must be >= 0" "$bin/ddpm-train" "${tiny[@]}" --vdm-steps -1 --out "$work/x"
 refused "--vdm-learn-endpoints trains the endpoints of the learned schedule" "$bin/ddpm-train" "${tiny[@]}" \
   --vdm-learn-endpoints --out "$work/x"
+refused "would pull the learned endpoints" "$bin/ddpm-train" "${tiny[@]}" --vdm-schedule learned \
+  --vdm-learn-endpoints --weight-decay 0.01 --out "$work/x"
 refused "--vdm-fourier-features must be N_MIN,N_MAX" "$bin/ddpm-train" "${tiny[@]}" --vdm-fourier-features 6 \
   --out "$work/x"
 refused "--vdm-fourier-features applies to --objective vdm only" "$bin/ddpm-train" "${tiny_model[@]}" \

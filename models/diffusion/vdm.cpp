@@ -45,16 +45,28 @@ void check_vdm_config(const VdmConfig& c) {
                  << c.gamma_min << " and " << c.gamma_max);
   DDPM_CHECK(c.steps >= 0, "VDM: the number of discrete steps T must be >= 0 (0 = continuous time), got " << c.steps);
   DDPM_CHECK(c.features >= 1, "VDM: the learned schedule needs at least one feature, got " << c.features);
+  DDPM_CHECK(!c.learn_endpoints || c.schedule == VdmScheduleKind::learned,
+             "VDM: learned endpoints (learn_endpoints) need the learned schedule; the schedule is "
+                 << vdm_schedule_kind_name(c.schedule));
 }
 
 // --- GammaCurve ------------------------------------------------------------------------------
 
-GammaCurve::GammaCurve(const VdmConfig& c) : c_(c) { check_vdm_config(c); }
+GammaCurve::GammaCurve(const VdmConfig& c) : c_(c), g0_(c.gamma_min), g1_(c.gamma_max) { check_vdm_config(c); }
 
 GammaCurve::GammaCurve(const VdmConfig& c, double w1, std::vector<double> w2, std::vector<double> b2,
                        std::vector<double> w3)
-    : c_(c), learned_(true), w1_(w1), w2_(std::move(w2)), b2_(std::move(b2)), w3_(std::move(w3)) {
+    : GammaCurve(c, w1, std::move(w2), std::move(b2), std::move(w3), c.gamma_min, c.gamma_max) {}
+
+GammaCurve::GammaCurve(const VdmConfig& c, double w1, std::vector<double> w2, std::vector<double> b2,
+                       std::vector<double> w3, double gamma_0, double gamma_1)
+    : c_(c), learned_(true), g0_(gamma_0), g1_(gamma_1), w1_(w1), w2_(std::move(w2)), b2_(std::move(b2)),
+      w3_(std::move(w3)) {
   check_vdm_config(c);
+  DDPM_CHECK(std::isfinite(g0_) && std::isfinite(g1_) && g0_ < g1_,
+             "GammaCurve: the endpoints gamma_0 = " << g0_ << " and gamma_1 = " << g1_
+                                                    << " must be finite with gamma_0 < gamma_1 (learned endpoints "
+                                                       "that crossed: lower the learning rate)");
   DDPM_CHECK(!w2_.empty() && b2_.size() == w2_.size() && w3_.size() == w2_.size(),
              "GammaCurve: the learned schedule needs F weights in each of w2, b2 and w3, got " << w2_.size() << ", "
                                                                                           << b2_.size() << " and "
@@ -92,7 +104,7 @@ void GammaCurve::net_grad(double t, double a, double b, std::vector<double>& gra
 }
 
 GammaPoint GammaCurve::at(double t) const {
-  const double g0 = c_.gamma_min, g1 = c_.gamma_max;
+  const double g0 = g0_, g1 = g1_;
   if (!learned_) return {g0 + (g1 - g0) * t, g1 - g0};
   // gamma = g0 + (g1 - g0) (n(t) - n(0)) / D, D = n(1) - n(0); gamma' = (g1 - g0) n'(t) / D.
   const Net n0 = net(0.0), n1 = net(1.0), nt = net(t);
@@ -108,7 +120,7 @@ void GammaCurve::accumulate_grad(const std::vector<double>& t, const std::vector
              "GammaCurve::accumulate_grad: needs one gamma and one gamma' coefficient per time and "
                  << num_weights() << " gradient slots, got " << t.size() << " times, " << cg.size() << ", "
                  << cd.size() << " coefficients and " << grad.size() << " slots");
-  const double delta = c_.gamma_max - c_.gamma_min;
+  const double delta = g1_ - g0_;
   const Net n0 = net(0.0), n1 = net(1.0);
   const double d = n1.n - n0.n;
   // With r = (n(t) - n(0)) / D: dgamma = delta [(dn(t) - dn(0)) / D - r (dn(1) - dn(0)) / D],
@@ -128,6 +140,21 @@ void GammaCurve::accumulate_grad(const std::vector<double>& t, const std::vector
   net_grad(1.0, k1, 0.0, grad);
 }
 
+void GammaCurve::accumulate_endpoint_grad(const std::vector<double>& t, const std::vector<double>& cg,
+                                          const std::vector<double>& cd, double& d0, double& d1) const {
+  DDPM_CHECK(cg.size() == t.size() && cd.size() == t.size(),
+             "GammaCurve::accumulate_endpoint_grad: needs one gamma and one gamma' coefficient per time, got "
+                 << t.size() << " times, " << cg.size() << " and " << cd.size() << " coefficients");
+  const double delta = g1_ - g0_;
+  for (std::size_t j = 0; j < t.size(); ++j) {
+    // gamma = g0 + delta r(t), gamma' = delta r'(t), r and r' fixed by the net's weights.
+    const GammaPoint p = at(t[j]);
+    const double r = (p.gamma - g0_) / delta, dr = p.dgamma / delta;
+    d0 += cg[j] * (1.0 - r) - cd[j] * dr;
+    d1 += cg[j] * r + cd[j] * dr;
+  }
+}
+
 // --- VdmSchedule -----------------------------------------------------------------------------
 
 VdmSchedule::VdmSchedule(const VdmConfig& c, Generator& gen, Device device, DType dtype) : c_(c) {
@@ -138,17 +165,28 @@ VdmSchedule::VdmSchedule(const VdmConfig& c, Generator& gen, Device device, DTyp
   w2_ = add_parameter("l2.weight", randn({c.features}, gen, device, dtype));
   b2_ = add_parameter("l2.bias", Tensor::full({c.features}, 0.0, dtype, device));
   w3_ = add_parameter("l3.weight", randn({c.features}, gen, device, dtype));
+  if (!c.learn_endpoints) return;
+  // Last, so the weights above are drawn as without them; initialised at the flags.
+  g0_ = add_parameter("gamma_0", Tensor::full({1}, c.gamma_min, dtype, device));
+  g1_ = add_parameter("gamma_1", Tensor::full({1}, c.gamma_max, dtype, device));
 }
 
 GammaCurve VdmSchedule::curve() const {
   if (!learned()) return GammaCurve(c_);
+  const double e0 = c_.learn_endpoints ? g0_.to_double_vector()[0] : c_.gamma_min;
+  const double e1 = c_.learn_endpoints ? g1_.to_double_vector()[0] : c_.gamma_max;
   return GammaCurve(c_, w1_.to_double_vector()[0], w2_.to_double_vector(), b2_.to_double_vector(),
-                    w3_.to_double_vector());
+                    w3_.to_double_vector(), e0, e1);
 }
 
 std::vector<Tensor> VdmSchedule::weights() const {
   if (!learned()) return {};
   return {w1_, w2_, b2_, w3_};
+}
+
+std::vector<Tensor> VdmSchedule::endpoints() const {
+  if (!c_.learn_endpoints) return {};
+  return {g0_, g1_};
 }
 
 // --- sampling of t, weights, prior and reconstruction ----------------------------------------
@@ -214,6 +252,78 @@ std::vector<double> vdm_reconstruction_nats(const GammaCurve& g, const Tensor& x
   return out;
 }
 
+std::vector<double> vdm_prior_dgamma1(const GammaCurve& g, const Tensor& x) {
+  const double s = sigmoid(g.gamma_1());
+  const std::vector<double> xs = x.to_double_vector();
+  const std::int64_t n = x.dim(0), d = x.numel() / n;
+  std::vector<double> out(static_cast<std::size_t>(n), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d; ++j) {
+      const double xv = xs[static_cast<std::size_t>(i * d + j)];
+      // d/dg of 1/2 [sigmoid(-g) x^2 + sigmoid(g) - log sigmoid(g) - 1] = 1/2 (1 - s) (s (1 - x^2) - 1)
+      out[static_cast<std::size_t>(i)] += 0.5 * (1.0 - s) * (s * (1.0 - xv * xv) - 1.0);
+    }
+  return out;
+}
+
+std::vector<double> vdm_reconstruction_dgamma0(const GammaCurve& g, const Tensor& x, const Tensor& eps0) {
+  DDPM_CHECK(eps0.shape() == x.shape(), "vdm_reconstruction_dgamma0: eps0 has shape "
+                                            << shape_str(eps0.shape()) << ", x " << shape_str(x.shape()));
+  const double g0 = g.gamma_0();
+  const double std0 = std::exp(0.5 * g0), prec = std::exp(-g0);
+  const std::vector<double> xs = x.to_double_vector(), es = eps0.to_double_vector();
+  const std::int64_t n = x.dim(0), d = x.numel() / n;
+  auto value = [](int k) { return k / 127.5 - 1.0; };
+  std::vector<double> out(static_cast<std::size_t>(n), 0.0);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < d; ++j) {
+      const std::size_t e = static_cast<std::size_t>(i * d + j);
+      const int k_true = std::clamp(static_cast<int>(std::lround((xs[e] + 1.0) * 127.5)), 0, 255);
+      const double y = value(k_true) + std0 * es[e], dy = 0.5 * std0 * es[e];
+      auto logit = [&](int k) { const double r = y - value(k); return -0.5 * r * r * prec; };
+      auto dlogit = [&](int k) { const double r = y - value(k); return -r * prec * dy + 0.5 * r * r * prec; };
+      // The softmax expectation of dl_k over the same values as vdm_reconstruction_nats.
+      const int k_near = std::clamp(static_cast<int>(std::lround((y + 1.0) * 127.5)), 0, 255);
+      const double top = logit(k_near);
+      double sum = 1.0, mean = dlogit(k_near);
+      for (int k = k_near - 1; k >= 0 && logit(k) > top - 60.0; --k) {
+        const double p = std::exp(logit(k) - top);
+        sum += p, mean += p * dlogit(k);
+      }
+      for (int k = k_near + 1; k <= 255 && logit(k) > top - 60.0; ++k) {
+        const double p = std::exp(logit(k) - top);
+        sum += p, mean += p * dlogit(k);
+      }
+      out[static_cast<std::size_t>(i)] -= dlogit(k_true) - mean / sum;
+    }
+  return out;
+}
+
+Tensor vdm_prior_reconstruction_nats(const VdmSchedule& schedule, const Tensor& x, const Tensor& eps0) {
+  const auto g = std::make_shared<const GammaCurve>(schedule.curve());
+  std::vector<double> nats = vdm_prior_nats(*g, x);
+  const std::vector<double> recon = vdm_reconstruction_nats(*g, x, eps0);
+  for (std::size_t i = 0; i < nats.size(); ++i) nats[i] += recon[i];
+  Tensor out = Tensor::from_vector(nats, {x.dim(0)}, x.dtype(), x.device());
+  const std::vector<Tensor> ends = schedule.endpoints();
+  if (ends.empty()) return out;
+  // dL/dgamma_1 = sum_i go_i dprior_i, dL/dgamma_0 = sum_i go_i drecon_i (plain VLB gradient).
+  auto d1 = std::make_shared<const std::vector<double>>(vdm_prior_dgamma1(*g, x));
+  auto d0 = std::make_shared<const std::vector<double>>(vdm_reconstruction_dgamma0(*g, x, eps0));
+  const DType dtype = ends[0].dtype();
+  const Device device = ends[0].device();
+  record(out, "vdm_endpoints", ends, [d0, d1, dtype, device](const Tensor& grad_out, const std::vector<bool>& need) {
+    const std::vector<double> go = grad_out.to_double_vector();
+    double s0 = 0.0, s1 = 0.0;
+    for (std::size_t i = 0; i < go.size(); ++i) s0 += go[i] * (*d0)[i], s1 += go[i] * (*d1)[i];
+    std::vector<Tensor> grads(2);
+    if (need[0]) grads[0] = Tensor::from_vector(std::vector<double>{s0}, {1}, dtype, device);
+    if (need[1]) grads[1] = Tensor::from_vector(std::vector<double>{s1}, {1}, dtype, device);
+    return grads;
+  });
+  return out;
+}
+
 double vdm_bits_per_dim(double nats, std::int64_t dims) { return nats / (static_cast<double>(dims) * kLn2); }
 
 // --- the diffusion loss ----------------------------------------------------------------------
@@ -273,29 +383,42 @@ Tensor coefficient_op(const VdmSchedule& schedule, std::shared_ptr<const GammaCu
   const std::vector<double>& v = which == Which::alpha ? c->alpha : which == Which::sigma ? c->sigma : c->weight;
   Tensor out = which == Which::weight ? Tensor::from_vector(v, {like.dim(0)}, like.dtype(), like.device())
                                       : per_sample(v, like);
-  const std::vector<Tensor> inputs = schedule.weights();
+  std::vector<Tensor> inputs = schedule.weights();
   if (inputs.empty()) return out;
+  const std::size_t net_inputs = inputs.size();  // then the learned endpoints, if any
+  for (const Tensor& e : schedule.endpoints()) inputs.push_back(e);
   // The weights' shapes, dtypes and devices (no handles: a node keeps no tensor alive).
   std::vector<std::tuple<Shape, DType, Device>> layout;
   for (const Tensor& w : inputs) layout.emplace_back(w.shape(), w.dtype(), w.device());
   record(out, "vdm_gamma", inputs,
-         [g, c, which, losses, variance, layout](const Tensor& grad_out, const std::vector<bool>& need) {
+         [g, c, which, losses, variance, layout, net_inputs](const Tensor& grad_out, const std::vector<bool>& need) {
            const std::vector<double> go = grad_out.to_double_vector();  // dL/dcoef_i
            const std::size_t n = go.size();
-           std::vector<double> times, cg, cd;
+           // Coefficients of dgamma(time) and dgamma'(time): plain (dL) and variance-scaled.
+           std::vector<double> times, cg, cd, pg, pd;
+           auto term = [&](double time, double f, double plain, double dg, double dd) {
+             times.push_back(time), cg.push_back(f * dg), cd.push_back(f * dd);
+             pg.push_back(plain * dg), pd.push_back(plain * dd);
+           };
            for (std::size_t i = 0; i < n; ++i) {
              const double f = go[i] * (variance ? 2.0 * (*losses)[i] : 1.0);  // d(L_i^2) = 2 L_i dL_i
              if (which == Which::alpha) {
-               times.push_back(c->t[i]), cg.push_back(f * c->dalpha[i]), cd.push_back(0.0);
+               term(c->t[i], f, go[i], c->dalpha[i], 0.0);
              } else if (which == Which::sigma) {
-               times.push_back(c->t[i]), cg.push_back(f * c->dsigma[i]), cd.push_back(0.0);
+               term(c->t[i], f, go[i], c->dsigma[i], 0.0);
              } else {
-               times.push_back(c->t[i]), cg.push_back(f * c->dw_t[i]), cd.push_back(f * c->dw_d[i]);
-               if (c->dw_s[i] != 0.0) times.push_back(c->s[i]), cg.push_back(f * c->dw_s[i]), cd.push_back(0.0);
+               term(c->t[i], f, go[i], c->dw_t[i], c->dw_d[i]);
+               if (c->dw_s[i] != 0.0) term(c->s[i], f, go[i], c->dw_s[i], 0.0);
              }
            }
            std::vector<double> flat(static_cast<std::size_t>(g->num_weights()), 0.0);
            g->accumulate_grad(times, cg, cd, flat);
+           if (layout.size() > net_inputs) {  // learned endpoints: the plain VLB gradient
+             double d0 = 0.0, d1 = 0.0;
+             g->accumulate_endpoint_grad(times, pg, pd, d0, d1);
+             flat.push_back(d0);
+             flat.push_back(d1);
+           }
            std::vector<Tensor> grads(layout.size());
            std::size_t offset = 0;
            for (std::size_t k = 0; k < layout.size(); ++k) {

@@ -421,7 +421,7 @@ BpdEvalReport run_bpd(const BpdArgs& a, std::ostream& out) {
                "bpd: " << a.checkpoint << " is a VDM model: its bound has no reverse variance to choose (--variance, "
                        << "--analytic-gamma)");
     out << "model: " << m.description << " (VDM, " << diffusion::vdm_schedule_kind_name(m.vdm_curve->config().schedule)
-        << " gamma in [" << m.vdm_curve->config().gamma_min << ", " << m.vdm_curve->config().gamma_max << "], "
+        << " gamma in [" << m.vdm_curve->gamma_0() << ", " << m.vdm_curve->gamma_1() << "], "
         << (m.vdm_curve->config().steps > 0 ? "T = " + std::to_string(m.vdm_curve->config().steps) : "continuous t")
         << ")\n"
         << "data: " << data.describe() << (a.limit > 0 ? ", first " + std::to_string(a.limit) + " images" : "")

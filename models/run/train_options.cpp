@@ -238,6 +238,7 @@ unet::UNetConfig make_unet_config(const TrainOptions& o, int size, int channels,
   }
   c.norm_groups = o.norm_groups;
   c.time_embedding = parse_timestep_embedding_style(o.timestep_embedding);
+  c.fourier_features = vdm_fourier_range(o);  // --vdm-fourier-features (vdm_options.h); empty without it
   if (o.super_res > 0) {  // the condition: the low-res image, upsampled (super_res.h)
     DDPM_CHECK(o.super_res < size && size % o.super_res == 0,
                "--super-res " << o.super_res << " must be smaller than the image size " << size

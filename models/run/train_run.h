@@ -144,6 +144,8 @@ struct TrainOptions {
   std::string vdm_schedule = "fixed";
   double gamma_min = -13.3, gamma_max = 5.0;
   std::int64_t vdm_steps = 0;
+  bool vdm_learn_endpoints = false;   // --vdm-learn-endpoints: gamma_0, gamma_1 trained on the VLB
+  std::string vdm_fourier_features;   // --vdm-fourier-features N_MIN,N_MAX ("" = none)
   std::vector<std::string> objective_flags_given;  // note_objective_flags: the flags the parse saw
   std::int64_t diffusion_steps = 1000;
   std::string noise_schedule = "linear";

@@ -8,6 +8,19 @@
 //                                 so checkpoints and --resume carry them, under "vdm_gamma.")
 //   --gamma-min, --gamma-max      gamma(0) and gamma(1) (-13.3 and 5, the authors' defaults)
 //   --vdm-steps T                 0: the continuous-time loss L_inf; T > 0: the discrete L_T
+//   --vdm-learn-endpoints         with --vdm-schedule learned: gamma_0 and gamma_1 become two
+//                                 parameters ("vdm_gamma.gamma_0", "vdm_gamma.gamma_1"),
+//                                 initialised at --gamma-min / --gamma-max and trained on the
+//                                 plain bound (vdm.h); --gamma-min / --gamma-max stay the
+//                                 network's fixed time normalisation (refused with
+//                                 --weight-decay, which would pull them towards 0)
+//   --vdm-fourier-features N_MIN,N_MAX
+//                                 the UNet appends sin and cos of 2 pi 2^n z_t, n = N_MIN..N_MAX,
+//                                 to its input (the authors' code: 6,7; models/unet/
+//                                 fourier_features.h; config.json "model" "fourier_features").
+//                                 VDM only: the apps that rebuild or copy a UNet's input layer
+//                                 themselves (ControlNet, fine-tuning, distillation, export)
+//                                 refuse vdm runs, so no other run may carry the features.
 //   The loss is the VLB in bits/dim (prior + diffusion + reconstruction), so the training
 //   metrics read as bits/dim. The DDPM-only flags (--diffusion-steps, --noise-schedule,
 //   --predict, --loss, --learn-sigma, --schedule-sampler) and the EDM flags are refused with
@@ -16,7 +29,8 @@
 //   term is the likelihood of 8-bit pixels of the image itself). The sample grids use the
 //   ancestral sampler on --sample-steps grid points (vdm.h's grid bridge).
 //   config.json "diffusion" records {"objective": "vdm", "vdm_schedule", "gamma_min",
-//   "gamma_max", "vdm_steps", "vdm_features", "predict": "eps", "learn_sigma": false}.
+//   "gamma_max", "vdm_steps", "vdm_features", "predict": "eps", "learn_sigma": false}, plus
+//   "vdm_learn_endpoints": true when set (a config without it has fixed endpoints).
 #pragma once
 
 #include <memory>
@@ -39,6 +53,9 @@ void add_vdm_flags(CLI::App& app, TrainOptions& o);
 
 bool is_vdm(const TrainOptions& o);  // o.objective == "vdm"
 diffusion::VdmConfig vdm_config(const TrainOptions& o);
+// --vdm-fourier-features as {n_min, n_max}, empty when not given (ValueError naming the flag
+// for a malformed or out-of-range value).
+std::vector<int> vdm_fourier_range(const TrainOptions& o);
 
 // ValueError naming the flag (see above). Call after validate_objective_options.
 void validate_vdm_options(const TrainOptions& o);
@@ -60,7 +77,8 @@ inline constexpr std::int64_t kVdmSamplingGrid = 1000;
 // not the UNet's).
 void drop_vdm_schedule_tensors(std::vector<std::pair<std::string, Tensor>>& tensors);
 // The schedule of a VDM model: linear for a fixed one; a learned one from the "vdm_gamma."
-// tensors of the weights file (IoError naming the file and the missing tensor).
+// tensors of the weights file, its endpoints too when learned (IoError naming the file and
+// the missing tensor).
 std::shared_ptr<const diffusion::GammaCurve> read_vdm_curve(const diffusion::VdmConfig& c,
                                                             const std::string& weights_path);
 

@@ -241,11 +241,7 @@ StepMetrics Trainer::step() {
   }
   Tensor noise = randn(x0.shape(), gen_, x0.device(), x0.dtype());
   Tensor eps0;  // VDM: the reconstruction term's noise
-  std::optional<diffusion::GammaCurve> curve;
-  if (vdm) {
-    eps0 = randn(x0.shape(), gen_, x0.device(), x0.dtype());
-    curve.emplace(config_.vdm_schedule->curve());
-  }
+  if (vdm) eps0 = randn(x0.shape(), gen_, x0.device(), x0.dtype());
   // The recipes of training_recipes.h, each drawing only when enabled.
   if (!edm && config_.snr_gamma > 0.0) {
     const std::vector<double> ms = diffusion::min_snr_weights(s, config_.loss.mean_type, t, config_.snr_gamma);
@@ -317,10 +313,9 @@ StepMetrics Trainer::step() {
         const diffusion::VdmDiffusionLoss dl =
             diffusion::vdm_diffusion_loss(net, *config_.vdm_schedule, x0b, tvb, noiseb, lb, to_bpd);
         const Tensor eps0b = diffusion::batch_rows(eps0, b, cnt);
-        std::vector<double> fixed = diffusion::vdm_prior_nats(*curve, x0b);
-        const std::vector<double> recon = diffusion::vdm_reconstruction_nats(*curve, x0b, eps0b);
-        for (std::size_t i = 0; i < fixed.size(); ++i) fixed[i] += recon[i];
-        terms.loss = scale(add(dl.nats, Tensor::from_vector(fixed, {cnt}, part_x0.dtype(), part_x0.device())), to_bpd);
+        // prior + reconstruction; a node into learned endpoints (vdm.h), else a constant
+        const Tensor ends = diffusion::vdm_prior_reconstruction_nats(*config_.vdm_schedule, x0b, eps0b);
+        terms.loss = scale(add(dl.nats, ends), to_bpd);
       } else {
         const Tensor input_noise =
             part_perturbation.defined() ? add(noiseb, diffusion::batch_rows(part_perturbation, b, cnt)) : noiseb;

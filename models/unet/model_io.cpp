@@ -70,6 +70,8 @@ json config_to_json(const UNetConfig& c) {
   if (c.temporal_position != "sinusoid") j["temporal_position"] = c.temporal_position;
   // R only when set (unet.h): without the key relative positions have R = num_frames - 1.
   if (c.temporal_max_distance > 0) j["temporal_max_distance"] = c.temporal_max_distance;
+  // VDM's Fourier features of x_t (fourier_features.h) only when set: [n_min, n_max].
+  if (c.fourier()) j["fourier_features"] = c.fourier_features;
   return j;
 }
 
@@ -97,6 +99,7 @@ UNetConfig config_from_json(const json& j) {
   if (j.contains("temporal_conv")) reference["temporal_conv"] = nullptr;  // optional: temporal convolutions
   if (j.contains("temporal_position")) reference["temporal_position"] = nullptr;  // optional: "relative"
   if (j.contains("temporal_max_distance")) reference["temporal_max_distance"] = nullptr;  // optional: R
+  if (j.contains("fourier_features")) reference["fourier_features"] = nullptr;  // optional: VDM's input features
   check_config_keys(j, reference, "model config");
   for (const char* key : {"context_dim", "transformer_depth", "context_pool_heads", "num_frames", "condition_frames",
                           "temporal_max_distance"})
@@ -163,6 +166,12 @@ UNetConfig config_from_json(const json& j) {
       DDPM_CHECK_AS(c.temporal_max_distance > 0, IoError,
                     "model config: temporal_max_distance is " << c.temporal_max_distance
                                                               << "; the key is written only for R >= 1");
+    }
+    if (j.contains("fourier_features")) {
+      const json& f = j.at("fourier_features");
+      DDPM_CHECK_AS(f.is_array() && f.size() == 2 && f[0].is_number_integer() && f[1].is_number_integer(), IoError,
+                    "model config: fourier_features must be [n_min, n_max] (two integers), got " << f.dump());
+      c.fourier_features = f.get<std::vector<int>>();
     }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "model config: a value has the wrong type: " << e.what());
@@ -459,6 +468,8 @@ json config_to_diffusers(const UNetConfig& c) {
   DDPM_CHECK(!c.video(), "export to diffusers: this is a video model (num_frames "
                              << c.num_frames << "); its temporal attention layers have no UNet2DModel slot");
   DDPM_CHECK(!c.rescale_residual, "export to diffusers: rescale_residual (1/sqrt 2) has no UNet2DModel equivalent");
+  DDPM_CHECK(!c.fourier(), "export to diffusers: this model appends Fourier features to its input (fourier_features, "
+                          "VDM); UNet2DModel has no such input transform");
   // UNet2DModel's only extra embedding slot is class_embedding: class_embed_type="timestep"
   // has the same sinusoid + MLP shape as our aug_embedding, but it is fed through
   // class_labels and taken by a class-conditional model's labels; this exporter does not

@@ -8,6 +8,7 @@
 #include "engine/ops/elementwise.h"
 #include "engine/ops/transpose.h"
 #include "models/unet/context_pool.h"
+#include "models/unet/fourier_features.h"
 
 namespace ddpm::unet {
 
@@ -85,6 +86,15 @@ void UNetConfig::validate() const {
              "UNet config: temporal_max_distance " << temporal_max_distance
                                                    << " clips the frame distances of relative positions and needs a "
                                                       "video model with temporal_position \"relative\"");
+  DDPM_CHECK(fourier_features.empty() ||
+                 (fourier_features.size() == 2 && fourier_features[0] <= fourier_features[1] &&
+                  fourier_features[0] >= -16 && fourier_features[1] <= 16),
+             "UNet config: fourier_features must be empty or {n_min, n_max} with -16 <= n_min <= n_max <= 16 (an "
+             "angle 2 pi 2^n x past 2^16 keeps no digits of an f32 input), got "
+                 << fourier_features.size() << " values" << (fourier_features.size() == 2
+                                                                ? " " + std::to_string(fourier_features[0]) + ", " +
+                                                                      std::to_string(fourier_features[1])
+                                                                : std::string()));
   if (video()) {
     DDPM_CHECK(!super_res(), "UNet config: a video model (num_frames "
                                  << num_frames << ") cannot be a super-resolution model (low_res_size "
@@ -129,7 +139,7 @@ Tensor first_frame_condition(const Tensor& frame0, int num_frames) {
 }
 
 UNet::UNet(const UNetConfig& cfg, Generator& gen, Device device)
-    : DownHalf(validated_config(cfg), cfg.input_channels(), cfg.num_classes > 0 ? cfg.num_classes + 1 : 0,  // + null label
+    : DownHalf(validated_config(cfg), cfg.conv_in_channels(), cfg.num_classes > 0 ? cfg.num_classes + 1 : 0,  // + null label
                level_block_options(cfg, cfg.rescale_residual ? 1.0 / std::sqrt(2.0) : 1.0), gen, device,
                cfg.context_dim, cfg.transformer_depth),
       cfg_(cfg),
@@ -346,6 +356,10 @@ Tensor UNet::forward_impl(const Tensor& x, const std::vector<double>& t, const s
     }
     net_in = x4;  // [N*F, H, W, C]
   }
+  if (cfg_.fourier())  // VDM's Fourier features of x_t after the input channels (fourier_features.h)
+    net_in = concat({net_in, base2_fourier_features(slice(net_in, 3, 0, cfg_.in_channels), cfg_.fourier_features[0],
+                                                    cfg_.fourier_features[1])},
+                    -1);  // [N(*F), H, W, conv_in_channels()]
   std::vector<Tensor> skips;
   Tensor h = encode(net_in, emb, ctx, &skips, Tensor(), frame_context, frames);  // down path and middle block
   if (residuals) {

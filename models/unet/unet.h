@@ -144,11 +144,21 @@ struct UNetConfig : LevelConfig {
   // key only when > 0, so a file without it (every run before the option) means F - 1.
   // relative_max_distance() resolves it.
   int temporal_max_distance = 0;
+  // Base-2 Fourier features of x_t (VDM, Kingma et al. 2021; fourier_features.h): {n_min,
+  // n_max} appends sin and cos of 2 pi 2^n x_t, n = n_min..n_max, per channel of x_t after
+  // the input channels, so conv_in takes conv_in_channels(). Empty = none (config.json has
+  // the key "fourier_features" only when set).
+  std::vector<int> fourier_features;
 
   int out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   // conv_in's input: x_t, a super-resolution condition, a first-frame condition (I, m).
   int input_channels() const {
     return in_channels + concat_channels + (first_frame_condition ? in_channels + 1 : 0);
+  }
+  bool fourier() const { return !fourier_features.empty(); }
+  // conv_in's width: input_channels() plus 2 in_channels (n_max - n_min + 1) Fourier features.
+  int conv_in_channels() const {
+    return input_channels() + (fourier() ? 2 * in_channels * (fourier_features[1] - fourier_features[0] + 1) : 0);
   }
   bool super_res() const { return low_res_size > 0; }
   bool cond_augmented() const { return cond_augment > 0; }

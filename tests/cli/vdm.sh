@@ -7,7 +7,9 @@
 # that never stopped (the schedule's weights must be restored), samples both runs with the
 # ancestral (grid) sampler and DDIM, evaluates the VDM bound with ddpm-eval bpd, and checks
 # the refusals (exit 2, one error line naming the flag), also of the apps that do not map a
-# VDM network's time (ddpm-edit, ddpm-distill, ddpm-control, --init-from).
+# VDM network's time (ddpm-edit, ddpm-distill, ddpm-control, --init-from). A third run has
+# learned endpoints and Fourier features: config.json records both, the endpoints are in the
+# checkpoint and move, resume is bit-exact, and it samples and evaluates like the others.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" vdm
@@ -50,6 +52,34 @@ for run in "$fixed" "$learned"; do
   grep -Eq '^bits/dim [0-9.]+ \+- [0-9.]+ \(n=4; prior [0-9.]+, diffusion [0-9.]+, reconstruction [0-9.]+\)' \
     "$work/bpd.txt" || { cat "$work/bpd.txt" >&2; fail "$name: no bits/dim line"; }
 done
+# Learned endpoints and Fourier features (vdm.h, fourier_features.h).
+ends="$work/ends" ends_straight="$work/ends_straight"
+both=("${tiny[@]}" --vdm-schedule learned --vdm-learn-endpoints --vdm-fourier-features 6,7)
+"$bin/ddpm-train" "${both[@]}" --steps 2 --out "$ends" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "training with learned endpoints and Fourier features"
+grep -q '"vdm_learn_endpoints": true' "$ends/config.json" || fail "config.json does not record learned endpoints"
+tr -d ' \n' <"$ends/config.json" | grep -q '"fourier_features":\[6,7\]' ||
+  fail "config.json does not record the Fourier features"
+grep -aq 'vdm_gamma.gamma_0' "$ends/checkpoints/step_2/model.safetensors" ||
+  fail "the learned endpoints are not in the checkpoint"
+"$bin/ddpm-train" "${both[@]}" --steps 4 --out "$ends" --resume latest >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "resume with learned endpoints"
+"$bin/ddpm-train" "${both[@]}" --steps 4 --out "$ends_straight" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "straight training with learned endpoints"
+for f in model.safetensors ema.safetensors; do
+  cmp -s "$ends/checkpoints/step_4/$f" "$ends_straight/checkpoints/step_4/$f" ||
+    fail "resumed $f (learned endpoints) differs from the run that never stopped"
+done
+"$bin/ddpm-sample" --checkpoint "$ends" --num-samples 2 --sampling-steps 4 --device cpu --out "$work/s_ends" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ends: ancestral sampling"
+test -f "$work/s_ends/samples.npz" || fail "ends: no samples.npz"
+"$bin/ddpm-eval" bpd --checkpoint "$ends" --data toy --limit 4 --batch-size 2 --device cpu >"$work/bpd.txt" \
+  2>"$work/err.txt" || fail "ends: bpd"
+grep -Eq '^bits/dim [0-9.]+ \+- [0-9.]+' "$work/bpd.txt" || { cat "$work/bpd.txt" >&2; fail "ends: no bits/dim line"; }
+# The report names the endpoints read from the weights: they moved off -13.3 and 5.
+grep -q 'gamma in \[' "$work/bpd.txt" || fail "ddpm-eval bpd does not name the endpoints"
+grep -q 'gamma in \[-13.3, 5\]' "$work/bpd.txt" && fail "ddpm-eval bpd did not read the learned endpoints"
+
 # --vdm-steps 10 makes the learned run's grid T = 10: 4 sampling steps respace it.
 grep -q '"respacing": "4"' "$work/s_learned/sample_info.json" || fail "the grid was not respaced to 4 steps"
 
@@ -62,6 +92,14 @@ refused "--gamma-min applies to --objective vdm only" "$bin/ddpm-train" "${tiny_
 refused "--gamma-min (6) must be below --gamma-max (5)" "$bin/ddpm-train" "${tiny[@]}" --gamma-min 6 --out "$work/x"
 refused "--vdm-schedule must be fixed or learned" "$bin/ddpm-train" "${tiny[@]}" --vdm-schedule cosine --out "$work/x"
 refused "--vdm-steps must be >= 0" "$bin/ddpm-train" "${tiny[@]}" --vdm-steps -1 --out "$work/x"
+refused "--vdm-learn-endpoints trains the endpoints of the learned schedule" "$bin/ddpm-train" "${tiny[@]}" \
+  --vdm-learn-endpoints --out "$work/x"
+refused "would pull the learned endpoints" "$bin/ddpm-train" "${tiny[@]}" --vdm-schedule learned \
+  --vdm-learn-endpoints --weight-decay 0.01 --out "$work/x"
+refused "--vdm-fourier-features must be N_MIN,N_MAX" "$bin/ddpm-train" "${tiny[@]}" --vdm-fourier-features 6 \
+  --out "$work/x"
+refused "--vdm-fourier-features applies to --objective vdm only" "$bin/ddpm-train" "${tiny_model[@]}" \
+  --vdm-fourier-features 6,7 --out "$work/x"
 refused "--noise-offset is a DDPM training recipe" "$bin/ddpm-train" "${tiny[@]}" --noise-offset 0.1 --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left a folder behind"
 refused "VDM objective" "$bin/ddpm-eval" nll --checkpoint "$fixed" --data toy --limit 2 --device cpu

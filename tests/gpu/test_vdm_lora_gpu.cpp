@@ -5,6 +5,9 @@
 //   - vdm_diffusion_loss with a learned schedule: the per-sample nats, the gradient of the
 //     network's input (the path through z_t) and of every schedule weight (the custom node
 //     that scales by 2 L_i, the variance-minimising gradient);
+//   - learned endpoints: the prior + reconstruction op and the endpoints' plain gradient;
+//   - a UNet with Fourier features of its input (host-computed, copied to the device): the
+//     output and the gradient of the input;
 //   - a UNet with self- and cross-attention, its base frozen (requires_grad false) and LoRA
 //     adapters on every attention projection: the output and every adapter's gradient, with
 //     no gradient formed for the frozen base on either device.
@@ -70,6 +73,38 @@ TEST(VdmGpu, DiffusionLossAndScheduleGradientsMatchCpu) {
   }
 }
 
+TEST(VdmGpu, LearnedEndpointGradientsMatchCpu) {
+  DDPM_REQUIRE_CUDA();
+  diffusion::VdmConfig c;
+  c.schedule = diffusion::VdmScheduleKind::learned;
+  c.features = 16;
+  c.gamma_min = -6.0;
+  c.learn_endpoints = true;
+  Generator g_cpu(4), g_gpu(4);
+  const diffusion::VdmSchedule s_cpu(c, g_cpu, Device::cpu()), s_gpu(c, g_gpu, Device::cuda());
+  const Tensor x = testing::random_tensor({4, 4, 4, 2}, 62, DType::f32, 0.5);
+  const Tensor eps = testing::random_tensor({4, 4, 4, 2}, 63, DType::f32);
+  const Tensor eps0 = testing::random_tensor({4, 4, 4, 2}, 64, DType::f32);
+  const std::vector<double> t = {0.1, 0.35, 0.6, 0.95};
+  const diffusion::DenoiseFn net = [](const Tensor& z, const std::vector<double>&,
+                                      const std::vector<std::int64_t>&) { return tanh(scale(z, 0.7)); };
+  const Tensor la = add(diffusion::vdm_diffusion_loss(net, s_cpu, x, t, eps, {}).nats,
+                        diffusion::vdm_prior_reconstruction_nats(s_cpu, x, eps0));
+  const Tensor x_gpu = x.to(Device::cuda()).detach();
+  const Tensor lb = add(diffusion::vdm_diffusion_loss(net, s_gpu, x_gpu, t, eps.to(Device::cuda()), {}).nats,
+                        diffusion::vdm_prior_reconstruction_nats(s_gpu, x_gpu, eps0.to(Device::cuda())));
+  EXPECT_TRUE(within_scale(lb.to(Device::cpu()), la, 1e-4, 1e-9));
+  sum(la).backward();
+  sum(lb).backward();
+  const std::vector<Tensor> ea = s_cpu.endpoints(), eb = s_gpu.endpoints();
+  ASSERT_EQ(ea.size(), 2u);
+  for (std::size_t k = 0; k < 2; ++k) {
+    SCOPED_TRACE("endpoint " + std::to_string(k));
+    ASSERT_TRUE(ea[k].grad().defined() && eb[k].grad().defined());
+    EXPECT_TRUE(within_scale(eb[k].grad().to(Device::cpu()), ea[k].grad(), kRel, kNmse));
+  }
+}
+
 // A tiny UNet with self-attention at 4x4 and spatial transformers over a 6-wide context.
 unet::UNetConfig attention_config() {
   unet::UNetConfig c = testing::tiny_unet_config(8, 1);
@@ -88,6 +123,28 @@ void fill(const nn::Module& m, const std::string& part, std::uint64_t seed, doub
     Tensor dst = p;
     dst.copy_from(testing::random_tensor(p.shape(), k++, DType::f32, s).to(p.device()));
   }
+}
+
+TEST(VdmGpu, FourierFeatureUNetMatchesCpu) {
+  DDPM_REQUIRE_CUDA();
+  MathModeScope restore;
+  set_allow_tf32(false);
+  unet::UNetConfig c = testing::tiny_unet_config(8, 2);
+  c.fourier_features = {6, 7};
+  Generator g_cpu(7), g_gpu(7);
+  unet::UNet cpu(c, g_cpu, Device::cpu()), gpu(c, g_gpu, Device::cuda());
+  fill(cpu, "", 90, 0.1);  // conv_out nonzero, so the output and the input's gradient are not zero
+  fill(gpu, "", 90, 0.1);
+  const Tensor x = testing::param(testing::random_tensor({2, 8, 8, 2}, 82, DType::f32, 0.5));
+  const Tensor x_gpu = testing::param(x.to(Device::cuda()).detach());
+  const Tensor ya = cpu.forward(x, {3, 40}, {}, nn::Context{});
+  const Tensor yb = gpu.forward(x_gpu, {3, 40}, {}, nn::Context{});
+  EXPECT_TRUE(within_scale(yb.to(Device::cpu()), ya, 1e-4, 1e-9));
+  // The input's gradient crosses the features' host-side backward on both devices.
+  sum(square(ya)).backward();
+  sum(square(yb)).backward();
+  ASSERT_TRUE(x.grad().defined() && x_gpu.grad().defined());
+  EXPECT_TRUE(within_scale(x_gpu.grad().to(Device::cpu()), x.grad(), kRel, kNmse));
 }
 
 TEST(LoraGpu, AdaptedUNetOutputAndAdapterGradientsMatchCpu) {

@@ -46,7 +46,8 @@
 // Both terms sum over the dimensions and average over the batch as LDM does, so kl_weight
 // keeps LDM's meaning.
 //
-// Temporal decoder (Blattmann et al. 2023, "Align your Latents", sec. 3.1.1 and fig. 3: the
+// Temporal decoder (Blattmann et al. 2023, "Align your Latents", "Temporal Autoencoder
+// Finetuning", sec. 3.1.1 in our reading, and fig. 3: the
 // decoder gets temporal layers and is fine-tuned on video while the encoder stays frozen, so
 // the latents a video diffusion model was trained on do not change). With
 // temporal_frames = F >= 2 the decoder has a unet::TemporalConv (temporal_conv.h: y = x +

@@ -1,5 +1,6 @@
 // models/run/temporal_decoder_run.h: ddpm-autoencoder finetune-temporal, the temporal decoder
-// fine-tuning of Video LDM (Blattmann et al. 2023, "Align your Latents", sec. 3.1.1, fig. 3):
+// fine-tuning of Video LDM (Blattmann et al. 2023, "Align your Latents", "Temporal
+// Autoencoder Finetuning", fig. 3):
 // an image autoencoder (ddpm-autoencoder train) gets temporal layers in its decoder
 // (autoencoder.h "Temporal decoder") and its decoder is fine-tuned on clips while the encoder
 // stays frozen, so the latents a latent video run diffuses are unchanged and only their
@@ -15,8 +16,10 @@
 // else. No patch-wise temporal discriminator: Video LDM's adversarial term, which this
 // project's autoencoder never had. Adam with LDM's autoencoder betas (0.5, 0.9), constant
 // --lr. What trains (--train-only): `decoder` (default: the whole decoder side, its image
-// layers, post_quant_conv and the new temporal layers, as Video LDM fine-tunes "the
-// decoder"), or `temporal` (the temporal layers alone: the image decoder is kept exactly).
+// layers, post_quant_conv and the new temporal layers; Video LDM adds temporal layers to the
+// decoder and fine-tunes the decoder on video with the encoder unchanged, and does not
+// single out the temporal layers as it does for the diffusion model, which is how we read
+// it), or `temporal` (the temporal layers alone: the image decoder is kept exactly).
 // The encoder and quant_conv are frozen either way, so their weights are those of --from
 // byte for byte (ddpm-sample --decoder checks this).
 //

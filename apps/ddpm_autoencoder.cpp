@@ -4,6 +4,7 @@
 //
 //   ddpm-autoencoder train --data fashion-mnist --pad-to-32 --steps 4000 --out ae/
 //   ddpm-autoencoder eval --autoencoder ae/ --data fashion-mnist --split test --limit 1000
+//   ddpm-autoencoder finetune-temporal --from ae/ --data moving-fashion-mnist --frames 8 --out ae_t/
 //   ddpm-train --autoencoder ae/ --data fashion-mnist --pad-to-32 --out runs/latent
 #include <iostream>
 

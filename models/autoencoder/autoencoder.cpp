@@ -3,12 +3,14 @@
 
 #include <cmath>
 
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/recompute.h"
 #include "models/unet/model_io.h"
+#include "models/unet/temporal_conv.h"
 
 namespace ddpm::autoencoder {
 
@@ -28,6 +30,8 @@ void AutoencoderConfig::validate() const {
   DDPM_CHECK(num_res_blocks >= 1, what << ": num_res_blocks must be at least 1, got " << num_res_blocks);
   DDPM_CHECK(norm_groups > 0, what << ": norm_groups must be positive, got " << norm_groups);
   DDPM_CHECK(norm_eps > 0, what << ": norm_eps must be positive, got " << norm_eps);
+  DDPM_CHECK(temporal_frames == 0 || temporal_frames >= 2,
+             what << ": temporal_frames must be 0 (an image decoder) or at least 2 (clips), got " << temporal_frames);
   DDPM_CHECK(scale_factor > 0 && std::isfinite(scale_factor),
              what << ": scale_factor must be a positive number, got " << scale_factor);
   for (int m : channel_mult) {
@@ -39,16 +43,20 @@ void AutoencoderConfig::validate() const {
 }
 
 json autoencoder_config_to_json(const AutoencoderConfig& c) {
-  return json{{"in_channels", c.in_channels},       {"base_channels", c.base_channels},
+  json j{{"in_channels", c.in_channels},       {"base_channels", c.base_channels},
               {"channel_mult", c.channel_mult},     {"num_res_blocks", c.num_res_blocks},
               {"z_channels", c.z_channels},         {"norm_groups", c.norm_groups},
               {"norm_eps", c.norm_eps},             {"scale_factor", c.scale_factor},
               {"downsampling_factor", c.downsampling_factor()}};
+  if (c.temporal_frames > 0) j["temporal_frames"] = c.temporal_frames;  // a temporal decoder only
+  return j;
 }
 
 AutoencoderConfig autoencoder_config_from_json(const json& j) {
   DDPM_CHECK_AS(j.is_object(), IoError, "autoencoder config: expected a JSON object");
-  unet::check_config_keys(j, autoencoder_config_to_json(AutoencoderConfig{}), "autoencoder config");
+  json reference = autoencoder_config_to_json(AutoencoderConfig{});
+  if (j.contains("temporal_frames")) reference["temporal_frames"] = nullptr;  // optional: temporal decoders
+  unet::check_config_keys(j, reference, "autoencoder config");
   AutoencoderConfig c;
   try {
     c.in_channels = j.at("in_channels").get<int>();
@@ -59,6 +67,11 @@ AutoencoderConfig autoencoder_config_from_json(const json& j) {
     c.norm_groups = j.at("norm_groups").get<int>();
     c.norm_eps = j.at("norm_eps").get<double>();
     c.scale_factor = j.at("scale_factor").get<double>();
+    if (j.contains("temporal_frames")) {
+      DDPM_CHECK_AS(j.at("temporal_frames").is_number_integer(), IoError,
+                    "autoencoder config: temporal_frames must be an integer, got " << j.at("temporal_frames").dump());
+      c.temporal_frames = j.at("temporal_frames").get<int>();
+    }
   } catch (const json::exception& e) {
     DDPM_THROW(IoError, "autoencoder config: a value has the wrong type: " << e.what());
   }
@@ -114,6 +127,7 @@ struct Autoencoder::Half : nn::Module {
     std::vector<std::unique_ptr<ResBlock>> resnets;
     std::unique_ptr<unet::Downsample> down;
     std::unique_ptr<unet::Upsample> up;
+    std::vector<std::unique_ptr<unet::TemporalConv>> temporal;  // one after each resnet (temporal decoder)
     void name_child(const std::string& name, nn::Module* m) { register_module(name, m); }
   };
   bool is_encoder;
@@ -122,6 +136,7 @@ struct Autoencoder::Half : nn::Module {
   std::unique_ptr<ResBlock> mid_res1, mid_res2;
   std::unique_ptr<unet::AttentionBlock> mid_attn;
   std::unique_ptr<nn::GroupNorm> norm_out;
+  std::vector<std::unique_ptr<unet::TemporalConv>> mid_temporal;  // after mid_res1 and mid_res2
 
   Half(bool encoder, const AutoencoderConfig& c, Generator& gen, Device device) : is_encoder(encoder) {
     const int L = static_cast<int>(c.channel_mult.size());
@@ -165,21 +180,47 @@ struct Autoencoder::Half : nn::Module {
     register_module("conv_norm_out", norm_out.get());
     conv_out = std::make_unique<nn::Conv2d>(ch, encoder ? 2 * c.z_channels : c.in_channels, 3, 1, 1, gen, device);
     register_module("conv_out", conv_out.get());
+    // The temporal layers last (autoencoder.h): the image part has drawn its weights already.
+    if (!encoder && c.temporal_frames > 0) {
+      auto temporal = [&](std::int64_t channels) {
+        return std::make_unique<unet::TemporalConv>(channels, c.norm_groups, c.norm_eps, gen, device);
+      };
+      for (int j = 0; j < 2; ++j) {
+        mid_temporal.push_back(temporal(deepest));
+        register_module("mid_block.temporal_convs." + std::to_string(j), mid_temporal.back().get());
+      }
+      for (int k = 0; k < L; ++k) {
+        Level& level = *levels[static_cast<std::size_t>(k)];
+        const std::int64_t out = level_ch(L - 1 - k);
+        for (std::size_t j = 0; j < level.resnets.size(); ++j) {
+          level.temporal.push_back(temporal(out));
+          level.name_child("temporal_convs." + std::to_string(j), level.temporal.back().get());
+        }
+      }
+    }
   }
 
-  Tensor mid(const Tensor& h, const nn::Context& ctx) const {
-    return mid_res2->forward(mid_attn->forward(mid_res1->forward(h, ctx), ctx), ctx);
+  // `frames` > 0: h holds clips of that many frames ([N F, ...]) and the temporal layers run.
+  Tensor mid(const Tensor& h, const nn::Context& ctx, std::int64_t frames) const {
+    Tensor y = mid_res1->forward(h, ctx);
+    if (frames > 0) y = mid_temporal[0]->forward(y, frames, ctx);
+    y = mid_res2->forward(mid_attn->forward(y, ctx), ctx);
+    if (frames > 0) y = mid_temporal[1]->forward(y, frames, ctx);
+    return y;
   }
 
-  Tensor forward(const Tensor& x, const nn::Context& ctx) const {
+  Tensor forward(const Tensor& x, const nn::Context& ctx, std::int64_t frames = 0) const {
     Tensor h = conv_in->forward(x);
-    if (!is_encoder) h = mid(h, ctx);
+    if (!is_encoder) h = mid(h, ctx, frames);
     for (const auto& level : levels) {
-      for (const auto& r : level->resnets) h = r->forward(h, ctx);
+      for (std::size_t j = 0; j < level->resnets.size(); ++j) {
+        h = level->resnets[j]->forward(h, ctx);
+        if (frames > 0) h = level->temporal[j]->forward(h, frames, ctx);  // [N F, H, W, ch]
+      }
       if (level->down) h = level->down->forward(h);  // [N, H/2, W/2, ch]
       if (level->up) h = level->up->forward(h);      // [N, 2H, 2W, ch]
     }
-    if (is_encoder) h = mid(h, ctx);
+    if (is_encoder) h = mid(h, ctx, 0);
     return conv_out->forward(norm_out->forward(h, /*silu=*/true));
   }
 };
@@ -215,7 +256,68 @@ DiagonalGaussian Autoencoder::encode(const Tensor& x, const nn::Context& ctx) co
 Tensor Autoencoder::decode(const Tensor& z, const nn::Context& ctx) const {
   DDPM_CHECK(z.ndim() == 4 && z.dim(3) == cfg_.z_channels,
              "Autoencoder::decode: latent " << shape_str(z.shape()) << " must be [N, h, w, " << cfg_.z_channels << "]");
+  DDPM_CHECK(cfg_.temporal_frames == 0, "Autoencoder::decode: this autoencoder has a temporal decoder of clips of "
+                                            << cfg_.temporal_frames
+                                            << " frames; it decodes clips [N, F, h, w, z] (decode_clips), not images");
   return decoder_->forward(post_quant_conv_->forward(z), ctx);
+}
+
+Tensor Autoencoder::decode_clips(const Tensor& z, const nn::Context& ctx) const {
+  DDPM_CHECK(z.ndim() == 5 && z.dim(4) == cfg_.z_channels, "Autoencoder::decode_clips: latent clips "
+                                                               << shape_str(z.shape()) << " must be [N, F, h, w, "
+                                                               << cfg_.z_channels << "]");
+  const std::int64_t N = z.dim(0), F = z.dim(1);
+  DDPM_CHECK(cfg_.temporal_frames == 0 || F == cfg_.temporal_frames,
+             "Autoencoder::decode_clips: the temporal decoder was fine-tuned on clips of "
+                 << cfg_.temporal_frames << " frames (temporal_frames); these latent clips have " << F);
+  const Tensor frames = z.reshape({N * F, z.dim(2), z.dim(3), z.dim(4)});  // [N F, h, w, z]
+  const Tensor x = decoder_->forward(post_quant_conv_->forward(frames), ctx, cfg_.temporal_frames > 0 ? F : 0);
+  return x.reshape({N, F, x.dim(1), x.dim(2), x.dim(3)});  // [N, F, H, W, C]
+}
+
+bool is_temporal_parameter(const std::string& name) { return name.find("temporal_convs.") != std::string::npos; }
+
+bool is_decoder_parameter(const std::string& name) {
+  return name.rfind("decoder.", 0) == 0 || name.rfind("post_quant_conv.", 0) == 0;
+}
+
+std::unique_ptr<Autoencoder> with_temporal_decoder(const Autoencoder& image, int frames, Generator& gen) {
+  DDPM_CHECK(image.config().temporal_frames == 0,
+             "with_temporal_decoder: the autoencoder already has a temporal decoder (temporal_frames "
+                 << image.config().temporal_frames << ")");
+  AutoencoderConfig cfg = image.config();
+  cfg.temporal_frames = frames;  // validated by the constructor
+  auto video = std::make_unique<Autoencoder>(cfg, gen, image.device());
+  std::vector<nn::NamedTensor> target = video->named_parameters();
+  std::size_t t = 0;
+  for (const auto& [name, value] : image.named_parameters()) {
+    // The image parameters come in the same order in both, the temporal layers among them.
+    while (t < target.size() && target[t].first != name) ++t;
+    DDPM_CHECK(t < target.size(), "with_temporal_decoder: no parameter " << name << " in the temporal autoencoder");
+    target[t].second.copy_from(value);
+  }
+  return video;
+}
+
+TemporalDecoderLossTerms temporal_decoder_loss(const Autoencoder& ae, const Tensor& x, const Tensor& eps,
+                                               ReconstructionLoss rec, const nn::Context& ctx) {
+  const AutoencoderConfig& c = ae.config();
+  DDPM_CHECK(c.temporal_frames > 0, "temporal_decoder_loss: the autoencoder has an image decoder (temporal_frames 0)");
+  DDPM_CHECK(x.ndim() == 5, "temporal_decoder_loss: clips " << shape_str(x.shape()) << " must be [N, F, H, W, C]");
+  const std::int64_t N = x.dim(0), F = x.dim(1);
+  Tensor z;  // [N F, h, w, z]: the frozen encoder's posterior sample of each frame, off the tape
+  {
+    NoGradGuard no_grad;
+    z = ae.encode(x.reshape({N * F, x.dim(2), x.dim(3), x.dim(4)})).sample(eps).detach();
+  }
+  TemporalDecoderLossTerms t;
+  t.reconstruction_clips = ae.decode_clips(z.reshape({N, F, z.dim(1), z.dim(2), z.dim(3)}), ctx);
+  const Tensor d = sub(t.reconstruction_clips, x);
+  // As autoencoder_loss: |d| = d sign(d) (the L1 subgradient) or d^2; summed over the clip.
+  const Tensor per_pixel =
+      rec == ReconstructionLoss::l2 ? square(d) : mul(d, sub(greater_than(d, 0.0), less_than(d, 0.0)));
+  t.reconstruction = mean_over_batch(per_pixel);
+  return t;
 }
 
 Tensor DiagonalGaussian::sample(const Tensor& eps) const {

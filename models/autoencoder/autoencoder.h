@@ -45,6 +45,25 @@
 //   L = L_rec + kl_weight * L_KL,  kl_weight = 1e-6 by default (LDM's KL-f configs)
 // Both terms sum over the dimensions and average over the batch as LDM does, so kl_weight
 // keeps LDM's meaning.
+//
+// Temporal decoder (Blattmann et al. 2023, "Align your Latents", "Temporal Autoencoder
+// Finetuning", sec. 3.1.1 in our reading, and fig. 3: the
+// decoder gets temporal layers and is fine-tuned on video while the encoder stays frozen, so
+// the latents a video diffusion model was trained on do not change). With
+// temporal_frames = F >= 2 the decoder has a unet::TemporalConv (temporal_conv.h: y = x +
+// proj_out(conv_3(SiLU(GN_clip(x)))), a kernel of 3 over frames, proj_out zero at
+// construction) after each of its ResBlocks, mid and up blocks alike, and decodes clips:
+//   decode_clips: z [N, F, h, w, z] -> frames folded [N F, h, w, z] -> the 2D layers on the
+//   N F frames, each TemporalConv mixing the F frames of a clip -> [N, F, H, W, C].
+// The temporal layers are built after every other module, so the image part draws the same
+// weights from the generator as an image autoencoder, and proj_out = 0 makes a fresh temporal
+// decoder equal to the image decoder frame by frame. Their names (decoder.mid_block.
+// temporal_convs.{0,1}, decoder.up_blocks.k.temporal_convs.j, after resnets.j) leave the
+// LDM / diffusers names of the image part unchanged. Clip loss (temporal_decoder_loss): the
+// L_rec above per clip, summed over the clip's frames and pixels, averaged over the clips,
+// with z a posterior sample of each frame from the frozen encoder. No KL term (the encoder
+// and so q(z | x) do not train) and no patch-wise temporal discriminator (Video LDM's GAN
+// term; this autoencoder has no adversarial loss).
 #pragma once
 
 #include <memory>
@@ -70,13 +89,17 @@ struct AutoencoderConfig {
   // s of z_diffusion = s * z: 1 / std of posterior samples over training images, set after
   // training (Stable Diffusion's 0.18215 is this number for its VAE); 1 until then.
   double scale_factor = 1.0;
+  // 0: the image decoder. F >= 2: the temporal decoder of clips of F frames (above). Written
+  // to config.json only when F > 0, so an image autoencoder's config reads as before.
+  int temporal_frames = 0;
 
   int downsampling_factor() const { return 1 << (static_cast<int>(channel_mult.size()) - 1); }
   // ValueError naming the first inconsistent field.
   void validate() const;
 };
 
-// Every field by name; from_json refuses unknown and missing keys (IoError) and validates.
+// Every field by name; from_json refuses unknown and missing keys (IoError; temporal_frames
+// may be absent: an image autoencoder) and validates.
 nlohmann::json autoencoder_config_to_json(const AutoencoderConfig& c);
 AutoencoderConfig autoencoder_config_from_json(const nlohmann::json& j);
 
@@ -101,8 +124,13 @@ class Autoencoder : public nn::Module {
   Tensor encode_moments(const Tensor& x, const nn::Context& ctx = nn::Context{}) const;
   // The moments split into mean and clamped log-variance.
   DiagonalGaussian encode(const Tensor& x, const nn::Context& ctx = nn::Context{}) const;
-  // z [N, h, w, z_channels] (unscaled) -> images [N, h f, w f, in_channels].
+  // z [N, h, w, z_channels] (unscaled) -> images [N, h f, w f, in_channels]. An image
+  // decoder only: a temporal one decodes clips (ValueError).
   Tensor decode(const Tensor& z, const nn::Context& ctx = nn::Context{}) const;
+  // Clips z [N, F, h, w, z_channels] (unscaled) -> [N, F, h f, w f, in_channels]. A temporal
+  // decoder needs F == temporal_frames (the clip length it was fine-tuned on; ValueError
+  // otherwise); an image decoder decodes the N F frames one by one.
+  Tensor decode_clips(const Tensor& z, const nn::Context& ctx = nn::Context{}) const;
 
   const AutoencoderConfig& config() const { return cfg_; }
   AutoencoderConfig& mutable_config() { return cfg_; }  // the scale factor is set after training
@@ -116,6 +144,18 @@ class Autoencoder : public nn::Module {
   std::unique_ptr<Half> encoder_, decoder_;
   std::unique_ptr<nn::Conv2d> quant_conv_, post_quant_conv_;
 };
+
+// True for the parameters of the temporal layers (a "temporal_convs." component), for
+// ddpm-autoencoder finetune-temporal --train-only temporal.
+bool is_temporal_parameter(const std::string& name);
+// True for the decoder side: decoder.* and post_quant_conv.* (the encoder and quant_conv
+// make the latents and stay frozen when a decoder is fine-tuned).
+bool is_decoder_parameter(const std::string& name);
+
+// A temporal autoencoder of clips of `frames` frames whose every image parameter is a copy
+// of `image`'s (an image autoencoder); the temporal layers are fresh (from gen), so it
+// decodes as `image` does frame by frame until they train.
+std::unique_ptr<Autoencoder> with_temporal_decoder(const Autoencoder& image, int frames, Generator& gen);
 
 // Sum over every axis but the batch, then the mean over the batch: [N, ...] -> {}.
 Tensor mean_over_batch(const Tensor& per_element);
@@ -136,5 +176,17 @@ struct AutoencoderLossTerms {
 AutoencoderLossTerms autoencoder_loss(const Autoencoder& ae, const Tensor& x, const Tensor& eps,
                                       ReconstructionLoss rec, double kl_weight,
                                       const nn::Context& ctx = nn::Context{});
+
+struct TemporalDecoderLossTerms {
+  Tensor reconstruction;        // L_rec per clip, {}: the loss (no KL term, above)
+  Tensor reconstruction_clips;  // D(z) [N, F, H, W, C]
+};
+
+// The clip loss of temporal decoder fine-tuning for clips x [N, F, H, W, C] in [-1, 1] and
+// the reparameterisation noise eps [N F, H/f, W/f, z_channels] (one draw per frame): z is
+// the posterior sample of every frame, computed with no gradient (the encoder is frozen),
+// then decoded clip-wise. ae must be a temporal autoencoder of F frames.
+TemporalDecoderLossTerms temporal_decoder_loss(const Autoencoder& ae, const Tensor& x, const Tensor& eps,
+                                               ReconstructionLoss rec, const nn::Context& ctx = nn::Context{});
 
 }  // namespace ddpm::autoencoder

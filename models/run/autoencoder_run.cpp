@@ -243,6 +243,10 @@ AutoencoderEvalReport run_autoencoder_eval(const AutoencoderEvalArgs& a, std::os
   DDPM_CHECK(a.split == "train" || a.split == "test", "--split must be train or test, got " << a.split);
   const autoencoder::AutoencoderFolder f = autoencoder::load_autoencoder(a.autoencoder, a.device);
   const autoencoder::AutoencoderConfig& cfg = f.model->config();
+  DDPM_CHECK(cfg.temporal_frames == 0,
+             "--autoencoder " << a.autoencoder << " has a temporal decoder (clips of " << cfg.temporal_frames
+                              << " frames); eval measures image reconstructions: pass the image autoencoder it was "
+                                 "fine-tuned from");
   Dataset data = eval::load_eval_dataset(a.data, a.split);
   if (a.limit > 0 && a.limit < data.n) data = take(data, a.limit);
   const json train = f.info.value("train", json::object());
@@ -303,6 +307,7 @@ void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c) {
   c.eval_app = ev;
   ev->add_option("--autoencoder", e.autoencoder, "folder written by ddpm-autoencoder train")->required();
   add_split_flags(*ev, e.data, e.split, e.limit, e.batch_size);
+  c.finetune_app = add_temporal_finetune_subcommand(app, c.finetune);  // temporal_decoder_run.h
 }
 
 void run_autoencoder_command(AutoencoderCommand& c, Device device, std::uint64_t seed, std::ostream& out) {
@@ -317,7 +322,13 @@ void run_autoencoder_command(AutoencoderCommand& c, Device device, std::uint64_t
     run_autoencoder_eval(c.eval, out);
     return;
   }
-  DDPM_THROW(ValueError, "ddpm-autoencoder: no subcommand was parsed; expected train or eval");
+  if (c.finetune_app != nullptr && c.finetune_app->parsed()) {
+    c.finetune.device = device;
+    c.finetune.seed = seed;
+    run_temporal_finetune(c.finetune, out);
+    return;
+  }
+  DDPM_THROW(ValueError, "ddpm-autoencoder: no subcommand was parsed; expected train, eval or finetune-temporal");
 }
 
 }  // namespace ddpm::run

@@ -33,6 +33,9 @@
 //         --base-channels --channel-mult --num-res-blocks --z-channels --norm-groups
 //         --scale-images --log-every --overwrite --gradient-checkpointing]
 //   eval  --autoencoder DIR --data SPEC [--split train|test --limit N --batch-size]
+//   finetune-temporal --from AE_DIR --data moving-* --frames F --out DIR [--steps
+//         --batch-size --lr --loss --train-only decoder|temporal ...]: the temporal decoder of
+//         Video LDM (temporal_decoder_run.h)
 #pragma once
 
 #include <cstdint>
@@ -47,6 +50,7 @@
 #include "models/autoencoder/autoencoder.h"
 #include "models/data/dataset.h"
 #include "models/run/lr_schedule_flags.h"
+#include "models/run/temporal_decoder_run.h"
 
 namespace ddpm::run {
 
@@ -119,8 +123,10 @@ AutoencoderEvalReport run_autoencoder_eval(const AutoencoderEvalArgs& a, std::os
 struct AutoencoderCommand {
   AutoencoderTrainArgs train;
   AutoencoderEvalArgs eval;
+  TemporalFinetuneArgs finetune;
   CLI::App* train_app = nullptr;
   CLI::App* eval_app = nullptr;
+  CLI::App* finetune_app = nullptr;
 };
 void add_autoencoder_subcommands(CLI::App& app, AutoencoderCommand& c);
 void run_autoencoder_command(AutoencoderCommand& c, Device device, std::uint64_t seed, std::ostream& out);

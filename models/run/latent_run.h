@@ -17,6 +17,14 @@
 // ([N F, H, W, C], the autoencoder is a 2D network), encoded, and unfolded. So a clip's codes
 // are exactly its frames' codes, and encode's eps draw is the one of the N F frames as a batch
 // of images. decode unfolds the same way: every frame of a sampled latent clip is decoded.
+// With a temporal decoder (ddpm-sample --decoder DIR, use_clip_decoder; autoencoder.h
+// "Temporal decoder") clips are decoded clip-wise instead, x_0 = D_temporal(z_0 / s), the
+// frames of a clip mixed by its temporal layers. DIR must come from this run's autoencoder
+// (ddpm-autoencoder finetune-temporal --from it): the same config apart from temporal_frames
+// (scale factor included) and the same encoder and quant_conv weights, exactly, so the
+// latents the run diffuses are the ones the decoder was fine-tuned on; and its
+// temporal_frames must equal the length of the clips decoded. Images (4-D) still go through
+// the run's own decoder.
 //
 // A latent run folder holds a COPY of the autoencoder (RUN/autoencoder/, autoencoder_io.h) so
 // it is self-contained, and its config.json an "autoencoder" section:
@@ -55,7 +63,20 @@ class LatentCodec {
   // matters in training.
   Tensor encode_mean(const Tensor& x0) const;
   // z_scaled [B, h, w, z] (any float dtype) -> D(z_scaled / s)  [B, h f, w f, C] f32.
+  // Clips [N, F, h, w, z]: with a clip decoder (or a temporal autoencoder of its own) D is
+  // the temporal decoder on whole clips (F must be its temporal_frames); else frame by frame.
   Tensor decode(const Tensor& z_scaled) const;
+
+  // Loads the temporal decoder folder `dir` (frozen) for decoding clips; ValueError naming
+  // --decoder when it is not an autoencoder folder, does not match this codec's autoencoder
+  // (config apart from temporal_frames, or encoder / quant_conv weights) or has no temporal
+  // decoder.
+  void use_clip_decoder(const std::string& dir);
+  bool has_clip_decoder() const { return clip_decoder_.model != nullptr; }
+  const std::string& clip_decoder_source() const { return clip_decoder_source_; }
+  // The clip length the decoder takes: the clip decoder's, or the own autoencoder's
+  // temporal_frames (0: frames decoded one by one, any count).
+  int clip_frames() const;
 
   const autoencoder::Autoencoder& model() const { return *folder_.model; }
   const autoencoder::AutoencoderConfig& config() const { return folder_.model->config(); }
@@ -69,6 +90,8 @@ class LatentCodec {
  private:
   autoencoder::AutoencoderFolder folder_;
   std::string source_;
+  autoencoder::AutoencoderFolder clip_decoder_;  // --decoder, or empty
+  std::string clip_decoder_source_;
 };
 
 // The autoencoder folder of a latent run, found from what ddpm-sample / ddpm-eval accept: a

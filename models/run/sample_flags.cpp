@@ -286,6 +286,9 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
       ->capture_default_str();
   add_cascade_flags(app, o);  // --low-res-from, --base-* (cascade_run.h)
   add_video_flags(app, o);    // --first-frame, --first-frame-from (video_run.h)
+  app.add_option("--decoder", o.decoder,
+                 "latent video runs: decode the clips with this temporal decoder (ddpm-autoencoder finetune-temporal "
+                 "--from the run's autoencoder; its --frames must be the clip length)");
 }
 
 void note_given_flags(const CLI::App& app, SampleOptions& o) {
@@ -299,6 +302,8 @@ void note_given_flags(const CLI::App& app, SampleOptions& o) {
 
 void check_sample_options(const SampleOptions& o) {
   DDPM_CHECK(!o.checkpoint.empty(), "--checkpoint is required");
+  DDPM_CHECK(o.decoder.empty() || o.low_res_from.empty(),
+             "--decoder does not apply with --low-res-from: it decodes the clips of a latent video run");
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);

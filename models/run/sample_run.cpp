@@ -331,9 +331,13 @@ SampleResult run_sample(const SampleOptions& o, std::ostream* log) {
          << (model.ema ? ", EMA" : "") << ", " << model.net->num_parameters() << " parameters)\n";
   std::unique_ptr<LatentCodec> latent;
   const std::string ae_dir = find_run_autoencoder(o.checkpoint);
+  DDPM_CHECK(o.decoder.empty() || !ae_dir.empty(),
+             "--decoder " << o.decoder << " does not apply to " << o.checkpoint
+                          << ": it is a pixel-space model; --decoder decodes a latent video run's clips");
   if (!ae_dir.empty()) {
     latent = std::make_unique<LatentCodec>(ae_dir, o.device);
-    if (log) *log << "latent diffusion: decoding with " << ae_dir << " (f = " << latent->factor() << ", s = " << latent->scale() << ")\n";
+    if (!o.decoder.empty()) latent->use_clip_decoder(o.decoder);  // checked against ae_dir (latent_run.h)
+    if (log) *log << "latent diffusion: decoding with " << (o.decoder.empty() ? ae_dir : o.decoder) << " (f = " << latent->factor() << ", s = " << latent->scale() << ")\n";
   }
   try {
     return run_sample(o, model, log, latent.get());
@@ -363,6 +367,16 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                                       << model.net->config().in_channels);
   }
   check_video_sample(o, model.net->config(), latent != nullptr);  // video_run.h
+  if (!o.decoder.empty() && latent && latent->has_clip_decoder()) {  // --decoder: the clips decoded must be its length
+    DDPM_CHECK(model.net->config().num_frames > 0, "--decoder " << latent->clip_decoder_source() << " does not apply to "
+                                                                << o.checkpoint << ": it is an image model, and a "
+                                                                << "temporal decoder decodes clips");
+    const std::int64_t decoded = video_output_frames(o, model.net->config());
+    DDPM_CHECK(decoded == latent->clip_frames(),
+               "--decoder " << latent->clip_decoder_source() << " decodes clips of " << latent->clip_frames()
+                            << " frames (its temporal_frames), but this run's clips have " << decoded
+                            << " frames; fine-tune one with ddpm-autoencoder finetune-temporal --frames " << decoded);
+  }
   if (reconstruction_guided(o)) {
     DDPM_CHECK(!model.diffusion.vdm && !model.diffusion.edm,
                "--reconstruction-guidance does not apply to " << o.checkpoint
@@ -673,6 +687,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                            {"image_shape", {H, W, C}},
                            {"autoencoder", latent ? nlohmann::json(latent->source()) : nlohmann::json(nullptr)},
                            {"latent_shape", latent ? nlohmann::json({h, h, zc}) : nlohmann::json(nullptr)},
+                           {"decoder", !o.decoder.empty() && latent && latent->has_clip_decoder()
+                                           ? nlohmann::json({{"folder", latent->clip_decoder_source()},
+                                                             {"temporal_frames", latent->clip_frames()}})
+                                           : nlohmann::json(nullptr)},
                            {"classifier", o.classifier.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.classifier)},
                            {"classifier_scale", o.classifier.empty() ? nlohmann::json(nullptr)
                                                                      : nlohmann::json(o.classifier_scale)}};

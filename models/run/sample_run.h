@@ -63,6 +63,11 @@
 // is not clipped unless --clip-x0 is given explicitly (latents are not confined to [-1, 1]).
 // --inpaint and --classifier are refused (a pixel mask, a pixel-space classifier).
 // sample_info.json records "autoencoder" (the folder) and "latent_shape".
+// --decoder DEC (a latent video run only): its clips are decoded clip-wise by DEC, a temporal
+// decoder from ddpm-autoencoder finetune-temporal --from the run's autoencoder (same config
+// apart from temporal_frames, same encoder weights; temporal_frames = the decoded clip
+// length), latent_run.h; sample_info.json records "decoder" {folder, temporal_frames} (null
+// without one).
 // ControlNet (--control CTRL --control-image PNG | --control-from IMAGES [--control-scale S],
 // models/run/control_run.h): the denoiser is the base plus a ddpm-control run's residuals,
 // its hint computed from the given image(s); every sampler works. OUT/control.png shows the
@@ -242,6 +247,9 @@ struct SampleOptions {
   // A first-frame-conditioned video model (models/run/video_run.h): the frames its clips start
   // from (a PNG or an .npz of images), or an image model to sample them with first.
   std::string first_frame, first_frame_from;
+  // --decoder: a temporal decoder (ddpm-autoencoder finetune-temporal) of a latent video
+  // run's autoencoder; its clips are decoded clip-wise with it (latent_run.h).
+  std::string decoder;
   // Not a flag: a latent --first-frame-from pipeline's image-stage latents [M, h, w, z] (CPU),
   // the first frames as sampled, not re-encoded from the written bytes (video_run.h).
   Tensor first_frame_latents;

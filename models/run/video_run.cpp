@@ -469,7 +469,12 @@ SampleResult run_first_frame_pipeline(const SampleOptions& o, std::ostream* log)
                                    << "; the image stage's labels would not name the same classes");
   // One codec decodes both stages of a latent pipeline (the autoencoders are the same).
   std::unique_ptr<LatentCodec> codec = video_ae.empty() ? nullptr : std::make_unique<LatentCodec>(video_ae, o.device);
+  DDPM_CHECK(o.decoder.empty() || codec, "--decoder " << o.decoder << " does not apply to " << o.checkpoint
+                                                      << ": it is a pixel-space model; --decoder decodes a latent "
+                                                         "video run's clips");
+  if (codec && !o.decoder.empty()) codec->use_clip_decoder(o.decoder);  // the video stage's clips (latent_run.h)
   SampleOptions image_o = o;
+  image_o.decoder.clear();  // the image stage's images go through the run's own decoder
   image_o.checkpoint = o.first_frame_from;
   image_o.first_frame_from.clear();
   image_o.segments = 1;  // the image stage makes the first frames only

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The temporal decoder of latent video from the shell (ctest `cli.temporal_decoder`): usage
+#   temporal_decoder.sh BIN_DIR WORK_DIR
+# A tiny image autoencoder on moving-toy first frames (16x16x1, f = 2), ddpm-autoencoder
+# finetune-temporal on clips of 3 frames (encoder frozen: its weights stay those of the
+# image autoencoder), a tiny latent video run of 3-frame clips on the image autoencoder,
+# ddpm-sample --decoder (clip-wise decoding, recorded in sample_info.json), and the
+# refusals: another autoencoder's decoder, the run's own image autoencoder as --decoder, a
+# decoder of another clip length, --decoder on a pixel-space run, an existing --out.
+set -euo pipefail
+bin=$1 work=$2
+source "$(dirname "$0")/lib.sh" temporal_decoder
+
+tiny_ae=(--data moving-toy --canvas 16 --item-size 8 --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2
+         --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu)
+"$bin/ddpm-autoencoder" train "${tiny_ae[@]}" --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train"
+"$bin/ddpm-autoencoder" train "${tiny_ae[@]}" --seed 7 --out "$work/ae_other" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-autoencoder train (a second autoencoder)"
+
+tune=(--data moving-toy --canvas 16 --item-size 8 --steps 2 --batch-size 2 --lr 1e-2 --log-every 1 --device cpu)
+"$bin/ddpm-autoencoder" finetune-temporal --from "$work/ae" "${tune[@]}" --frames 3 --out "$work/dec3" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-autoencoder finetune-temporal --frames 3"
+grep -q 'encoder frozen, training decoder' "$work/out.txt" || fail "the log does not say what trains"
+grep -q '"temporal_frames": 3' "$work/dec3/config.json" || fail "config.json does not record temporal_frames 3"
+grep -q '"train_only": "decoder"' "$work/dec3/config.json" || fail "config.json does not record --train-only"
+"$bin/ddpm-autoencoder" finetune-temporal --from "$work/ae" "${tune[@]}" --frames 4 --train-only temporal \
+  --out "$work/dec4" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-autoencoder finetune-temporal --frames 4"
+"$bin/ddpm-autoencoder" finetune-temporal --from "$work/ae_other" "${tune[@]}" --frames 3 --out "$work/dec_other" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-autoencoder finetune-temporal from the second autoencoder"
+
+refused "--out .* exists" "$bin/ddpm-autoencoder" finetune-temporal --from "$work/ae" "${tune[@]}" --frames 3 \
+  --out "$work/dec3"
+refused "already has a temporal decoder" "$bin/ddpm-autoencoder" finetune-temporal --from "$work/dec3" "${tune[@]}" \
+  --frames 3 --out "$work/refused"
+refused "--data must be moving-toy" "$bin/ddpm-autoencoder" finetune-temporal --from "$work/ae" --data toy \
+  --frames 3 --steps 1 --out "$work/refused"
+[ ! -e "$work/refused" ] || fail "a refused fine-tuning left $work/refused behind"
+
+clips=(--canvas 16 --item-size 8 --frames 3)
+tiny_video=("${tiny_model[@]/#toy/moving-toy}" "${clips[@]}" --save-every 2 --num-samples 2 --sample-steps 2)
+"$bin/ddpm-train" "${tiny_video[@]}" --autoencoder "$work/ae" --steps 2 --out "$work/run" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --data moving-toy --autoencoder"
+
+sample=(--checkpoint "$work/run" --num-samples 2 --sampler ddim --sampling-steps 2 --device cpu)
+"$bin/ddpm-sample" "${sample[@]}" --out "$work/plain" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample"
+"$bin/ddpm-sample" "${sample[@]}" --decoder "$work/dec3" --out "$work/s" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-sample --decoder"
+grep -aq "'descr': '|u1'.*'shape': (2, 3, 16, 16, 1)" "$work/s/samples.npz" ||
+  fail "samples.npz arr_0 is not uint8 [2, 3, 16, 16, 1]"
+grep -q "\"folder\": \"$work/dec3\"" "$work/s/sample_info.json" || fail "sample_info.json does not record the decoder"
+grep -q '"decoder": null' "$work/plain/sample_info.json" || fail "a plain sample records a decoder"
+# The same latents (same seed), a different decoder: the pixels differ.
+cmp -s "$work/plain/samples.npz" "$work/s/samples.npz" && fail "--decoder changed nothing in the decoded clips"
+
+refused "does not match the run's autoencoder" "$bin/ddpm-sample" "${sample[@]}" --decoder "$work/dec_other" \
+  --out "$work/refused"
+refused "does not match the run's autoencoder" "$bin/ddpm-sample" "${sample[@]}" --decoder "$work/ae_other" \
+  --out "$work/refused"
+refused "an image decoder" "$bin/ddpm-sample" "${sample[@]}" --decoder "$work/ae" --out "$work/refused"
+refused "decodes clips of 4 frames" "$bin/ddpm-sample" "${sample[@]}" --decoder "$work/dec4" --out "$work/refused"
+"$bin/ddpm-train" "${tiny_model[@]}" --steps 1 --save-every 1 --out "$work/pixel" >"$work/out.txt" 2>"$work/err.txt" \
+  || fail "ddpm-train (pixel space)"
+refused "is a pixel-space model" "$bin/ddpm-sample" --checkpoint "$work/pixel" --num-samples 1 --sampler ddim --sampling-steps 2 \
+  --device cpu --decoder "$work/dec3" --out "$work/refused"
+[ ! -e "$work/refused" ] || fail "a refused ddpm-sample left $work/refused behind"
+echo "temporal_decoder: ok"

@@ -237,6 +237,14 @@ TrainResult train_run(const TrainOptions& options) {
                                 << "-channel images with sizes divisible by " << latent->factor() << "; "
                                 << data->name << " has " << data->height << "x" << data->width << "x" << data->channels
                                 << (data->height == 28 ? " (add --pad-to-32)" : ""));
+    // A temporal decoder decodes only whole clips of its F; a run's previews, --frames at
+    // sampling and every app that opens the run's copy decode with the image decoder.
+    DDPM_CHECK(latent->config().temporal_frames == 0,
+               "--autoencoder " << o.autoencoder << " has a temporal decoder (temporal_frames "
+                                << latent->config().temporal_frames
+                                << ", ddpm-autoencoder finetune-temporal): train on the image autoencoder it was "
+                                   "fine-tuned from (the encoder is the same) and give this folder to ddpm-sample "
+                                   "--decoder");
   }
   if (latent && default_sigma_data_for_latents(o))
     say(o, "ddpm-train: EDM on unit-variance latents: --sigma-data 1 (give --sigma-data to choose)");

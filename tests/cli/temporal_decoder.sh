@@ -41,6 +41,10 @@ clips=(--canvas 16 --item-size 8 --frames 3)
 tiny_video=("${tiny_model[@]/#toy/moving-toy}" "${clips[@]}" --save-every 2 --num-samples 2 --sample-steps 2)
 "$bin/ddpm-train" "${tiny_video[@]}" --autoencoder "$work/ae" --steps 2 --out "$work/run" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-train --data moving-toy --autoencoder"
+# A temporal decoder is for sampling only: a run trains on the image autoencoder.
+refused "has a temporal decoder" "$bin/ddpm-train" "${tiny_video[@]}" --autoencoder "$work/dec3" --steps 2 \
+  --out "$work/refused"
+[ ! -e "$work/refused" ] || fail "a refused ddpm-train left $work/refused behind"
 
 sample=(--checkpoint "$work/run" --num-samples 2 --sampler ddim --sampling-steps 2 --device cpu)
 "$bin/ddpm-sample" "${sample[@]}" --out "$work/plain" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample"

@@ -274,7 +274,14 @@ std::string format_report(const ProfileReport& r) {
   if (!r.options.checkpoint.empty()) o << "model: " << r.options.checkpoint << " (its weights; synthetic data)\n";
   if (m.video())
     o << "video: " << m.num_frames << " frames per clip (batches [B, F, H, W, C], temporal attention over F"
-      << (m.temporal_conv ? ", kernel-3 temporal convolutions after every resnet" : "") << ")\n";
+      << (m.temporal_conv ? ", kernel-3 temporal convolutions after every resnet" : "")
+      << (m.temporal_position == "relative"
+              ? ", relative positions up to distance " + std::to_string(m.relative_max_distance())
+              : std::string())
+      << ")\n";
+  if (m.fourier())
+    o << "input: x_t and VDM's Fourier features, n = " << m.fourier_features[0] << ".." << m.fourier_features[1]
+      << " (sin and cos, computed on the host), so conv_in takes " << m.conv_in_channels() << " channels\n";
   if (r.options.device.is_cuda())
     o << "math: TF32 " << (allow_tf32() ? "on" : "off") << ", cuDNN algorithms by "
       << conv_algo_search_name(conv_algo_search()) << "\n";

@@ -73,6 +73,8 @@ done
 "$bin/ddpm-sample" --checkpoint "$ends" --num-samples 2 --sampling-steps 4 --device cpu --out "$work/s_ends" \
   >"$work/out.txt" 2>"$work/err.txt" || fail "ends: ancestral sampling"
 test -f "$work/s_ends/samples.npz" || fail "ends: no samples.npz"
+"$bin/ddpm-profile" --checkpoint "$ends" --device cpu >"$work/out.txt" 2>"$work/err.txt" || fail "ends: ddpm-profile"
+grep -q "VDM's Fourier features, n = 6..7" "$work/out.txt" || fail "ddpm-profile does not name the Fourier features"
 "$bin/ddpm-eval" bpd --checkpoint "$ends" --data toy --limit 4 --batch-size 2 --device cpu >"$work/bpd.txt" \
   2>"$work/err.txt" || fail "ends: bpd"
 grep -Eq '^bits/dim [0-9.]+ \+- [0-9.]+' "$work/bpd.txt" || { cat "$work/bpd.txt" >&2; fail "ends: no bits/dim line"; }

@@ -38,6 +38,8 @@ rel="$work/rel"
 grep -q '"temporal_max_distance": 2' "$rel/config.json" || fail "config.json does not record R"
 rows=$(rows_of "$rel/checkpoints/step_1/model.safetensors" relative_bias | sort -u)
 [ "$rows" = 5 ] || fail "the relative_bias tables have $rows rows, not 2R + 1 = 5"
+"$bin/ddpm-profile" --checkpoint "$rel" --device cpu >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-profile"
+grep -q "relative positions up to distance 2" "$work/out.txt" || fail "ddpm-profile does not name R"
 
 # 2. Longer clips than trained: 6 frames.
 "$bin/ddpm-sample" --checkpoint "$rel" "${sample[@]}" --frames 6 --out "$work/long" \

@@ -63,7 +63,8 @@ void LatentCodec::use_clip_decoder(const std::string& dir) {
   const std::vector<nn::NamedTensor> ours = folder_.model->named_parameters(), other = d.model->named_parameters();
   for (const auto& [name, p] : ours) {
     if (!encodes(name)) continue;
-    const auto it = std::find_if(other.begin(), other.end(), [&](const nn::NamedTensor& q) { return q.first == name; });
+    const std::string& wanted = name;  // a lambda may not capture a structured binding in C++17
+    const auto it = std::find_if(other.begin(), other.end(), [&](const nn::NamedTensor& q) { return q.first == wanted; });
     DDPM_CHECK(it != other.end() && it->second.shape() == p.shape() &&
                    it->second.to_double_vector() == p.to_double_vector(),
                "--decoder " << dir << " does not match the run's autoencoder " << source_ << ": its encoder weight "

@@ -225,11 +225,19 @@ std::vector<double> vdm_prior_nats(const GammaCurve& g, const Tensor& x) {
   return out;
 }
 
-std::vector<double> vdm_reconstruction_nats(const GammaCurve& g, const Tensor& x, const Tensor& eps0) {
-  DDPM_CHECK(eps0.shape() == x.shape(), "vdm_reconstruction_nats: eps0 has shape "
-                                            << shape_str(eps0.shape()) << ", x " << shape_str(x.shape()));
-  const double g0 = g.gamma(0.0);
-  const double std0 = std::exp(0.5 * g0), prec = std::exp(-g0);  // z_0/alpha_0 = x + std0 eps0
+namespace {
+
+// The 256-value decoder p(x | z_0) of vdm_reconstruction_nats and its gamma_0 derivative, in one
+// walk. Per element: y = z_0 / alpha_0 = v(k_true) + sigma_0 eps0 (v(k) = k / 127.5 - 1, sigma_0 =
+// exp(g0 / 2)) and the logits l_k = -(y - v(k))^2 / (2 sigma_0^2). They are a concave parabola in
+// k, so the log-sum-exp walks out from the nearest value and stops where a term is below e^-60 of
+// the largest. Per sample, the sum over elements of -(l_true - logsumexp l) (want_dgamma0 false)
+// or of its d/dgamma_0, -(dl_true - E_softmax[dl]) with dy/dgamma_0 = sigma_0 eps0 / 2 (true).
+std::vector<double> reconstruction_walk(const char* what, double g0, const Tensor& x, const Tensor& eps0,
+                                        bool want_dgamma0) {
+  DDPM_CHECK(eps0.shape() == x.shape(),
+             what << ": eps0 has shape " << shape_str(eps0.shape()) << ", x " << shape_str(x.shape()));
+  const double std0 = std::exp(0.5 * g0), prec = std::exp(-g0);
   const std::vector<double> xs = x.to_double_vector(), es = eps0.to_double_vector();
   const std::int64_t n = x.dim(0), d = x.numel() / n;
   auto value = [](int k) { return k / 127.5 - 1.0; };
@@ -238,18 +246,29 @@ std::vector<double> vdm_reconstruction_nats(const GammaCurve& g, const Tensor& x
     for (std::int64_t j = 0; j < d; ++j) {
       const std::size_t e = static_cast<std::size_t>(i * d + j);
       const int k_true = std::clamp(static_cast<int>(std::lround((xs[e] + 1.0) * 127.5)), 0, 255);
-      const double y = value(k_true) + std0 * es[e];
+      const double y = value(k_true) + std0 * es[e], dy = 0.5 * std0 * es[e];
       auto logit = [&](int k) { const double r = y - value(k); return -0.5 * r * r * prec; };
-      // log-sum-exp over the 256 values; the logits are a concave parabola in k, so walk out
-      // from the nearest value and stop where a term is below e^-60 of the largest.
+      auto dlogit = [&](int k) { const double r = y - value(k); return -r * prec * dy + 0.5 * r * r * prec; };
       const int k_near = std::clamp(static_cast<int>(std::lround((y + 1.0) * 127.5)), 0, 255);
       const double top = logit(k_near);
-      double sum = 1.0;
-      for (int k = k_near - 1; k >= 0 && logit(k) > top - 60.0; --k) sum += std::exp(logit(k) - top);
-      for (int k = k_near + 1; k <= 255 && logit(k) > top - 60.0; ++k) sum += std::exp(logit(k) - top);
-      out[static_cast<std::size_t>(i)] -= logit(k_true) - (top + std::log(sum));
+      double sum = 1.0, mean = want_dgamma0 ? dlogit(k_near) : 0.0;
+      auto add = [&](int k) {
+        const double p = std::exp(logit(k) - top);
+        sum += p;
+        if (want_dgamma0) mean += p * dlogit(k);
+      };
+      for (int k = k_near - 1; k >= 0 && logit(k) > top - 60.0; --k) add(k);
+      for (int k = k_near + 1; k <= 255 && logit(k) > top - 60.0; ++k) add(k);
+      out[static_cast<std::size_t>(i)] -=
+          want_dgamma0 ? dlogit(k_true) - mean / sum : logit(k_true) - (top + std::log(sum));
     }
   return out;
+}
+
+}  // namespace
+
+std::vector<double> vdm_reconstruction_nats(const GammaCurve& g, const Tensor& x, const Tensor& eps0) {
+  return reconstruction_walk("vdm_reconstruction_nats", g.gamma(0.0), x, eps0, false);
 }
 
 std::vector<double> vdm_prior_dgamma1(const GammaCurve& g, const Tensor& x) {
@@ -267,36 +286,7 @@ std::vector<double> vdm_prior_dgamma1(const GammaCurve& g, const Tensor& x) {
 }
 
 std::vector<double> vdm_reconstruction_dgamma0(const GammaCurve& g, const Tensor& x, const Tensor& eps0) {
-  DDPM_CHECK(eps0.shape() == x.shape(), "vdm_reconstruction_dgamma0: eps0 has shape "
-                                            << shape_str(eps0.shape()) << ", x " << shape_str(x.shape()));
-  const double g0 = g.gamma_0();
-  const double std0 = std::exp(0.5 * g0), prec = std::exp(-g0);
-  const std::vector<double> xs = x.to_double_vector(), es = eps0.to_double_vector();
-  const std::int64_t n = x.dim(0), d = x.numel() / n;
-  auto value = [](int k) { return k / 127.5 - 1.0; };
-  std::vector<double> out(static_cast<std::size_t>(n), 0.0);
-  for (std::int64_t i = 0; i < n; ++i)
-    for (std::int64_t j = 0; j < d; ++j) {
-      const std::size_t e = static_cast<std::size_t>(i * d + j);
-      const int k_true = std::clamp(static_cast<int>(std::lround((xs[e] + 1.0) * 127.5)), 0, 255);
-      const double y = value(k_true) + std0 * es[e], dy = 0.5 * std0 * es[e];
-      auto logit = [&](int k) { const double r = y - value(k); return -0.5 * r * r * prec; };
-      auto dlogit = [&](int k) { const double r = y - value(k); return -r * prec * dy + 0.5 * r * r * prec; };
-      // The softmax expectation of dl_k over the same values as vdm_reconstruction_nats.
-      const int k_near = std::clamp(static_cast<int>(std::lround((y + 1.0) * 127.5)), 0, 255);
-      const double top = logit(k_near);
-      double sum = 1.0, mean = dlogit(k_near);
-      for (int k = k_near - 1; k >= 0 && logit(k) > top - 60.0; --k) {
-        const double p = std::exp(logit(k) - top);
-        sum += p, mean += p * dlogit(k);
-      }
-      for (int k = k_near + 1; k <= 255 && logit(k) > top - 60.0; ++k) {
-        const double p = std::exp(logit(k) - top);
-        sum += p, mean += p * dlogit(k);
-      }
-      out[static_cast<std::size_t>(i)] -= dlogit(k_true) - mean / sum;
-    }
-  return out;
+  return reconstruction_walk("vdm_reconstruction_dgamma0", g.gamma_0(), x, eps0, true);
 }
 
 Tensor vdm_prior_reconstruction_nats(const VdmSchedule& schedule, const Tensor& x, const Tensor& eps0) {

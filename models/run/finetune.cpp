@@ -285,6 +285,12 @@ unet::UNetConfig finetune_unet_config(const FineTuneSource& s, const TrainOption
   DDPM_CHECK(!o.first_frame_condition || frames > 0,
              "--first-frame-condition conditions a video model on each clip's first frame; --data "
                  << data.name << " holds images, not clips (use e.g. --data moving-toy)");
+  // On --resume, s.model is the run's own (config.json), so the condition is the run's.
+  if (!o.resume.empty())
+    DDPM_CHECK(o.first_frame_condition || !c.first_frame_condition,
+               "--resume " << o.resume << ": the fine-tune in " << o.out
+                           << " is conditioned on each clip's first frame (its config.json); add "
+                              "--first-frame-condition to continue it (its conv_in takes the condition)");
   DDPM_CHECK(o.first_frame_condition || !c.first_frame_condition,
              "the --init-from model " << src << " is conditioned on each clip's first frame; give "
                                              "--first-frame-condition to fine-tune it (its conv_in takes the condition)");

@@ -33,6 +33,11 @@ grep -aq 'temp_attentions' "$video/checkpoints/step_1/model.safetensors" || fail
   --steps 2 --out "$video" --resume latest >"$work/out.txt" 2>"$work/err.txt" || fail "resume of the video fine-tune"
 test -f "$video/checkpoints/step_2/ema.safetensors" || fail "the resume wrote no step 2"
 test -f "$video/samples/step_2.gif" || fail "no animated sample grid"
+# A resume without --first-frame-condition is refused as a resume (not as a new fine-tune),
+# naming the flag to add, and the run is left as it was.
+refused "--resume latest: the fine-tune in $video is conditioned on each clip's first frame .*add --first-frame-condition to continue it" \
+  "$bin/ddpm-train" "${clips[@]}" --frames 4 --save-every 1 --steps 3 --out "$video" --resume latest
+[ ! -e "$video/checkpoints/step_3" ] || fail "the refused resume wrote a step 3"
 "$bin/ddpm-sample" --checkpoint "$video" --first-frame-from "$image" --num-samples 2 --batch-size 2 \
   --sampling-steps 2 --device cpu --out "$work/samples" >"$work/out.txt" 2>"$work/err.txt" || fail "ddpm-sample"
 grep -aq "'shape': (2, 4, 16, 16, 1)" "$work/samples/samples.npz" || fail "samples.npz is not 2 clips of 4 frames"

@@ -3,7 +3,6 @@
 #include "models/eval/classifier.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -14,13 +13,12 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/descriptor.h"
-#include "engine/io/safetensors.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "engine/ops/resample.h"
 #include "engine/optim.h"
-#include "engine/parameters.h"
-#include "models/data/loader.h"
+#include "models/eval/network_folder.h"
+#include "models/train/adamw_loop.h"
 
 namespace ddpm::eval {
 
@@ -35,16 +33,27 @@ void ClassifierConfig::validate() const {
              "classifier: base_channels " << base_channels << " must be a multiple of norm_groups " << norm_groups);
 }
 
+ConvTrunk::ConvTrunk(int in_channels, int base_channels, int norm_groups, Generator& gen, Device device) {
+  const int w = base_channels;
+  const int chans[4] = {in_channels, w, 2 * w, 4 * w};
+  for (int i = 0; i < 3; ++i) {
+    convs_.push_back(add_module("conv" + std::to_string(i),
+                                std::make_unique<nn::Conv2d>(chans[i], chans[i + 1], 3, 1, 1, gen, device)));
+    norms_.push_back(
+        add_module("norm" + std::to_string(i), std::make_unique<nn::GroupNorm>(norm_groups, chans[i + 1], device)));
+  }
+}
+
+Tensor ConvTrunk::forward(const Tensor& x) const {
+  Tensor h = x;
+  for (int i = 0; i < 3; ++i) h = avg_pool2x(norms_[i]->forward(convs_[i]->forward(h), /*silu=*/true));
+  return h;
+}
+
 Classifier::Classifier(const ClassifierConfig& cfg, Generator& gen, Device device) : cfg_(cfg), device_(device) {
   cfg_.validate();
   const int w = cfg.base_channels;
-  const int chans[4] = {cfg.channels, w, 2 * w, 4 * w};
-  for (int i = 0; i < 3; ++i) {
-    convs_.push_back(add_module("conv" + std::to_string(i), std::make_unique<nn::Conv2d>(chans[i], chans[i + 1], 3, 1,
-                                                                                        1, gen, device)));
-    norms_.push_back(
-        add_module("norm" + std::to_string(i), std::make_unique<nn::GroupNorm>(cfg.norm_groups, chans[i + 1], device)));
-  }
+  trunk_ = add_module("", std::make_unique<ConvTrunk>(cfg.channels, w, cfg.norm_groups, gen, device));
   const std::int64_t flat = static_cast<std::int64_t>(cfg.height / 8) * (cfg.width / 8) * 4 * w;
   fc_ = add_module("fc", std::make_unique<nn::Linear>(flat, cfg.feature_dim, gen, device));
   out_ = add_module("out", std::make_unique<nn::Linear>(cfg.feature_dim, cfg.num_classes, gen, device));
@@ -54,9 +63,7 @@ Tensor Classifier::features(const Tensor& x) const {
   DDPM_CHECK(x.ndim() == 4 && x.dim(1) == cfg_.height && x.dim(2) == cfg_.width && x.dim(3) == cfg_.channels,
              "classifier: expected images [N, " << cfg_.height << ", " << cfg_.width << ", " << cfg_.channels
                                                 << "], got " << shape_str(x.shape()));
-  Tensor h = x;
-  for (int i = 0; i < 3; ++i) h = avg_pool2x(norms_[i]->forward(convs_[i]->forward(h), /*silu=*/true));
-  h = h.reshape({x.dim(0), -1});  // [N, H/8 * W/8 * 4w]
+  const Tensor h = trunk_->forward(x).reshape({x.dim(0), -1});  // [N, H/8 * W/8 * 4w]
   return silu(fc_->forward(h));   // [N, feature_dim]
 }
 
@@ -96,48 +103,41 @@ Tensor image_batch(const Dataset& ds, std::int64_t begin, std::int64_t count, De
   return Tensor::from_vector(values, {count, ds.height, ds.width, ds.channels}, device);
 }
 
+void train_network(nn::Module& net, std::shared_ptr<const Dataset> data, const ClassifierTrainOptions& o,
+                   const std::function<Tensor(const Batch&)>& loss_of,
+                   const std::function<void(const std::string&)>& log, NetworkTrainReport& r) {
+  AdamWConfig ac;
+  ac.lr = o.lr;
+  ac.weight_decay = o.weight_decay;
+  train::AdamWLoop loop(net.named_parameters(), ac, data, o.batch_size, o.seed, o.device);
+  std::int64_t total = loop.loader().batches_per_epoch() * o.epochs;
+  if (o.max_steps > 0) total = std::min(total, o.max_steps);
+  train::LossWindow window(total, o.log_every);
+  for (std::int64_t step = 0; step < total; ++step) {
+    const Tensor loss = loss_of(loop.next());
+    // Cosine decay from lr to 0 over the run: lr_s = lr * (1 + cos(pi s / S)) / 2.
+    const double lr = o.lr * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total)));
+    r.losses.push_back(loop.step(loss, lr));
+    if (window.add(step, {r.losses.back()}) && log) {
+      std::ostringstream line;
+      line << "step " << step + 1 << "/" << total << "  loss " << window.mean(0) << "  lr " << lr << "  "
+           << window.seconds() << " s";
+      log(line.str());
+    }
+  }
+  r.steps = total;
+  r.train_seconds = window.seconds();
+}
+
 ClassifierTrainReport train_classifier(Classifier& cls, const Dataset& train, const Dataset& test,
                                        const ClassifierTrainOptions& o,
                                        const std::function<void(const std::string&)>& log) {
   DDPM_CHECK(train.has_labels(), "train-classifier: " << train.name << " has no labels");
   DDPM_CHECK(o.epochs >= 1 && o.batch_size >= 1, "train-classifier: epochs and batch size must be positive");
-  const auto t0 = std::chrono::steady_clock::now();
-  ParameterSlab slab(cls.named_parameters());
-  AdamWConfig ac;
-  ac.lr = o.lr;
-  ac.weight_decay = o.weight_decay;
-  AdamW opt(slab, ac);
-  LoaderOptions lo;
-  lo.batch_size = std::min(o.batch_size, train.n);
-  lo.seed = o.seed;
-  lo.device = o.device;
-  BatchLoader loader(std::make_shared<const Dataset>(train), lo);
-  std::int64_t total = loader.batches_per_epoch() * o.epochs;
-  if (o.max_steps > 0) total = std::min(total, o.max_steps);
   ClassifierTrainReport r;
-  double running = 0;
-  for (std::int64_t step = 0; step < total; ++step) {
-    Batch b = loader.next();
-    slab.zero_grad();
-    Tensor loss = cross_entropy(cls.forward(b.images), b.labels);
-    loss.backward();
-    // Cosine decay from lr to 0 over the run: lr_s = lr * (1 + cos(pi s / S)) / 2.
-    opt.set_lr(o.lr * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total))));
-    opt.step();
-    r.losses.push_back(loss.item());
-    running += r.losses.back();
-    if (log && o.log_every > 0 && ((step + 1) % o.log_every == 0 || step + 1 == total)) {
-      const std::int64_t span = (step + 1) % o.log_every == 0 ? o.log_every : (step + 1) % o.log_every;
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::ostringstream line;
-      line << "step " << step + 1 << "/" << total << "  loss " << running / static_cast<double>(span) << "  lr "
-           << opt.lr() << "  " << secs << " s";
-      log(line.str());
-      running = 0;
-    }
-  }
-  r.steps = total;
-  r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  train_network(
+      cls, std::make_shared<const Dataset>(train), o,
+      [&cls](const Batch& b) { return cross_entropy(cls.forward(b.images), b.labels); }, log, r);
   r.test_accuracy = test.n > 0 ? accuracy(cls, test) : 0.0;
   return r;
 }
@@ -164,54 +164,40 @@ double accuracy(const Classifier& cls, const Dataset& ds, std::int64_t batch_siz
   return static_cast<double>(right) / static_cast<double>(ds.n);
 }
 
+namespace {
+
+// classifier.json's config fields (network_folder.h).
+const ConfigFields<ClassifierConfig>& classifier_fields() {
+  using C = ClassifierConfig;
+  static const ConfigFields<C> fields = {{"height", &C::height},
+                                         {"width", &C::width},
+                                         {"channels", &C::channels},
+                                         {"num_classes", &C::num_classes},
+                                         {"base_channels", &C::base_channels},
+                                         {"feature_dim", &C::feature_dim},
+                                         {"norm_groups", &C::norm_groups}};
+  return fields;
+}
+
+}  // namespace
+
 void save_classifier(const Classifier& cls, const std::string& dir, const nlohmann::json& info) {
   std::filesystem::create_directories(dir);
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, t] : cls.named_parameters()) tensors.emplace_back(name, t.cpu());
-  save_safetensors(dir + "/model.safetensors", tensors, {{"architecture", kClassifierArchitecture}});
-  const ClassifierConfig& c = cls.config();
+  save_network_weights(cls, dir + "/model.safetensors", kClassifierArchitecture);
   nlohmann::json j = info;
   j["architecture"] = kClassifierArchitecture;
-  j["height"] = c.height;
-  j["width"] = c.width;
-  j["channels"] = c.channels;
-  j["num_classes"] = c.num_classes;
-  j["base_channels"] = c.base_channels;
-  j["feature_dim"] = c.feature_dim;
-  j["norm_groups"] = c.norm_groups;
+  write_config_fields(j, cls.config(), classifier_fields());
   write_file_atomic(dir + "/classifier.json", j.dump(2) + "\n");
 }
 
 LoadedClassifier load_classifier(const std::string& dir, Device device) {
-  const std::string json_path = dir + "/classifier.json";
   LoadedClassifier out;
   out.info = read_descriptor(dir, {"classifier.json", kClassifierArchitecture, "a feature classifier",
                                    "ddpm-eval train-classifier"});  // engine/io/descriptor.h
-  ClassifierConfig c;
-  try {
-    c.height = out.info.at("height");
-    c.width = out.info.at("width");
-    c.channels = out.info.at("channels");
-    c.num_classes = out.info.at("num_classes");
-    c.base_channels = out.info.at("base_channels");
-    c.feature_dim = out.info.at("feature_dim");
-    c.norm_groups = out.info.at("norm_groups");
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(json_path + ": " + e.what());
-  }
+  const ClassifierConfig c = read_config_fields(out.info, classifier_fields(), dir + "/classifier.json");
   Generator gen(0);
   out.model = std::make_unique<Classifier>(c, gen, device);
-  const SafetensorsFile f = load_safetensors(dir + "/model.safetensors");
-  const auto params = out.model->named_parameters();
-  DDPM_CHECK_AS(f.tensors.size() == params.size(), IoError,
-                f.path << " holds " << f.tensors.size() << " tensors, the classifier has " << params.size());
-  for (const auto& [name, p] : params) {
-    const Tensor& t = f.get(name);
-    DDPM_CHECK_AS(t.shape() == p.shape() && t.dtype() == p.dtype(), IoError,
-                  f.path << ": " << name << " is " << t.describe() << ", expected " << p.describe());
-    Tensor dst = p;
-    dst.copy_from(t);
-  }
+  load_network_weights(*out.model, dir + "/model.safetensors", "the classifier");
   return out;
 }
 

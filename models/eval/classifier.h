@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/data/dataset.h"
+#include "models/data/loader.h"
 #include "models/nn/layers.h"
 
 namespace ddpm::eval {
@@ -41,6 +42,21 @@ struct ClassifierConfig {
   int feature_dim = 128;
   int norm_groups = 8;
   void validate() const;  // ValueError naming the first bad field
+};
+
+// The convolutional trunk both evaluation networks share (this classifier on images, the video
+// classifier on frames and their differences), width w:
+//   3 x { Conv2d 3x3 pad 1 -> GroupNorm + SiLU -> avg_pool2x }:
+//        channels in -> w -> 2w -> 4w:     [N, H, W, in] -> [N, H/8, W/8, 4w]
+// Registered under the empty name, so its parameters are the owner's conv0..2 and norm0..2.
+class ConvTrunk : public nn::Module {
+ public:
+  ConvTrunk(int in_channels, int base_channels, int norm_groups, Generator& gen, Device device);
+  Tensor forward(const Tensor& x) const;  // [N, H, W, in] -> [N, H/8, W/8, 4w]
+
+ private:
+  std::vector<nn::Conv2d*> convs_;
+  std::vector<nn::GroupNorm*> norms_;
 };
 
 class Classifier : public nn::Module {
@@ -59,8 +75,7 @@ class Classifier : public nn::Module {
  private:
   ClassifierConfig cfg_;
   Device device_;
-  std::vector<nn::Conv2d*> convs_;
-  std::vector<nn::GroupNorm*> norms_;
+  ConvTrunk* trunk_ = nullptr;
   nn::Linear* fc_ = nullptr;
   nn::Linear* out_ = nullptr;
 };
@@ -83,12 +98,29 @@ struct ClassifierTrainOptions {
   Device device = Device::cpu();
 };
 
-struct ClassifierTrainReport {
+// What a training run of either evaluation network reports (ClassifierTrainReport and
+// video_classifier.h's VideoClassifierTrainReport add their test accuracies).
+struct NetworkTrainReport {
   std::int64_t steps = 0;
   std::vector<double> losses;  // one per step
   double train_seconds = 0;
+};
+
+struct ClassifierTrainReport : NetworkTrainReport {
   double test_accuracy = 0;    // on `test` after training
 };
+
+// The loop both evaluation networks train with (this one and video_classifier.h): AdamW
+// (o.lr, o.weight_decay) over all of net's parameters on batches of `data` (min(batch_size,
+// N) samples, o.seed, no flips), for S = min(epochs x batches per epoch, max_steps) steps
+// with cosine decay from lr to 0,
+//   lr_s = lr (1 + cos(pi s / S)) / 2,
+// loss_of(batch) giving each step's loss on the tape, and a line "step s/S  loss L  lr l  t s"
+// (L the mean since the last line) to `log` every o.log_every steps and after the last.
+// Fills report's steps, losses and train_seconds.
+void train_network(nn::Module& net, std::shared_ptr<const Dataset> data, const ClassifierTrainOptions& o,
+                   const std::function<Tensor(const Batch&)>& loss_of,
+                   const std::function<void(const std::string&)>& log, NetworkTrainReport& report);
 
 // Trains cls on `train` (which needs labels) and measures its accuracy on `test`.
 // `log` (optional) receives one line every log_every steps.

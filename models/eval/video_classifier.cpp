@@ -3,8 +3,8 @@
 #include "models/eval/video_classifier.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
+#include <utility>
 #include <filesystem>
 #include <sstream>
 
@@ -12,15 +12,10 @@
 #include "engine/error.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/descriptor.h"
-#include "engine/io/safetensors.h"
 #include "engine/ops/concat.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
-#include "engine/ops/resample.h"
-#include "engine/optim.h"
-#include "engine/parameters.h"
-#include "models/data/loader.h"
-#include "models/eval/classifier.h"
+#include "models/eval/network_folder.h"
 
 namespace ddpm::eval {
 namespace {
@@ -72,13 +67,8 @@ VideoClassifier::VideoClassifier(const VideoClassifierConfig& cfg, Generator& ge
     : cfg_(cfg), device_(device) {
   cfg_.validate();
   const int w = cfg.base_channels;
-  const int chans[4] = {2 * cfg.channels, w, 2 * w, 4 * w};  // a frame and its difference to the next
-  for (int i = 0; i < 3; ++i) {
-    convs_.push_back(add_module("conv" + std::to_string(i),
-                                std::make_unique<nn::Conv2d>(chans[i], chans[i + 1], 3, 1, 1, gen, device)));
-    norms_.push_back(
-        add_module("norm" + std::to_string(i), std::make_unique<nn::GroupNorm>(cfg.norm_groups, chans[i + 1], device)));
-  }
+  // A frame and its difference to the next: 2C channels into the image classifier's trunk.
+  trunk_ = add_module("", std::make_unique<ConvTrunk>(2 * cfg.channels, w, cfg.norm_groups, gen, device));
   const std::int64_t flat = static_cast<std::int64_t>(cfg.height / 8) * (cfg.width / 8) * 4 * w;
   frame_fc_ = add_module("frame_fc", std::make_unique<nn::Linear>(flat, cfg.frame_dim, gen, device));
   temporal_ = add_module("temporal", std::make_unique<nn::Linear>(3 * cfg.frame_dim, cfg.temporal_dim, gen, device));
@@ -95,9 +85,8 @@ Tensor VideoClassifier::frame_embeddings(const Tensor& x) const {
   // d[f] = x[f+1] - x[f], and d[F-1] = 0 (the last frame repeated).
   const Tensor next = concat({slice(x, 1, 1, f - 1), slice(x, 1, f - 1, 1)}, 1);      // [N, F, H, W, C]
   const Tensor u = concat({x, sub(next, x)}, 4);                                     // [N, F, H, W, 2C]
-  Tensor h = u.reshape({n * f, cfg_.height, cfg_.width, 2 * cfg_.channels});        // [N*F, H, W, 2C]
-  for (int i = 0; i < 3; ++i) h = avg_pool2x(norms_[i]->forward(convs_[i]->forward(h), /*silu=*/true));
-  h = h.reshape({n * f, -1});                                              // [N*F, H/8 * W/8 * 4w]
+  const Tensor frames = u.reshape({n * f, cfg_.height, cfg_.width, 2 * cfg_.channels});  // [N*F, H, W, 2C]
+  const Tensor h = trunk_->forward(frames).reshape({n * f, -1});                       // [N*F, H/8 * W/8 * 4w]
   return silu(frame_fc_->forward(h)).reshape({n, f, cfg_.frame_dim});      // [N, F, D]
 }
 
@@ -144,47 +133,18 @@ VideoClassifierTrainReport train_video_classifier(VideoClassifier& cls, const La
   check_labelled(cls, train, "train-video-classifier: the training clips");
   DDPM_CHECK(train.clips.n > 0, "train-video-classifier: no training clips");
   DDPM_CHECK(o.epochs >= 1 && o.batch_size >= 1, "train-video-classifier: epochs and batch size must be positive");
-  const auto t0 = std::chrono::steady_clock::now();
-  ParameterSlab slab(cls.named_parameters());
-  AdamWConfig ac;
-  ac.lr = o.lr;
-  ac.weight_decay = o.weight_decay;
-  AdamW opt(slab, ac);
-  LoaderOptions lo;
-  lo.batch_size = std::min(o.batch_size, train.clips.n);
-  lo.seed = o.seed;
-  lo.device = o.device;  // random_flip stays off: a mirrored clip moves the other way
   Dataset clips = train.clips;
   if (cls.config().num_classes == 0) clips.labels.clear();  // the loss takes no class labels then
-  BatchLoader loader(std::make_shared<const Dataset>(std::move(clips)), lo);
-  std::int64_t total = loader.batches_per_epoch() * o.epochs;
-  if (o.max_steps > 0) total = std::min(total, o.max_steps);
   VideoClassifierTrainReport r;
-  double running = 0;
-  for (std::int64_t step = 0; step < total; ++step) {
-    Batch b = loader.next();
-    std::vector<std::int64_t> dirs(b.indices.size());
-    for (std::size_t i = 0; i < dirs.size(); ++i) dirs[i] = train.directions[b.indices[i]];
-    slab.zero_grad();
-    Tensor loss = video_classifier_loss(cls, b.images, b.labels, dirs);
-    loss.backward();
-    // Cosine decay from lr to 0 over the run: lr_s = lr * (1 + cos(pi s / S)) / 2.
-    opt.set_lr(o.lr * 0.5 * (1 + std::cos(M_PI * static_cast<double>(step) / static_cast<double>(total))));
-    opt.step();
-    r.losses.push_back(loss.item());
-    running += r.losses.back();
-    if (log && o.log_every > 0 && ((step + 1) % o.log_every == 0 || step + 1 == total)) {
-      const std::int64_t span = (step + 1) % o.log_every == 0 ? o.log_every : (step + 1) % o.log_every;
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::ostringstream line;
-      line << "step " << step + 1 << "/" << total << "  loss " << running / static_cast<double>(span) << "  lr "
-           << opt.lr() << "  " << secs << " s";
-      log(line.str());
-      running = 0;
-    }
-  }
-  r.steps = total;
-  r.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // random_flip stays off (train_network): a mirrored clip moves the other way.
+  train_network(
+      cls, std::make_shared<const Dataset>(std::move(clips)), o,
+      [&cls, &train](const Batch& b) {
+        std::vector<std::int64_t> dirs(b.indices.size());
+        for (std::size_t i = 0; i < dirs.size(); ++i) dirs[i] = train.directions[b.indices[i]];
+        return video_classifier_loss(cls, b.images, b.labels, dirs);
+      },
+      log, r);
   if (test.clips.n > 0) r.test = video_accuracy(cls, test);
   return r;
 }
@@ -226,24 +186,32 @@ FeatureMatrix extract_video_features(const VideoClassifier& cls, const Dataset& 
   return f;
 }
 
+namespace {
+
+// video_classifier.json's config fields (network_folder.h).
+const ConfigFields<VideoClassifierConfig>& video_classifier_fields() {
+  using C = VideoClassifierConfig;
+  static const ConfigFields<C> fields = {{"frames", &C::frames},
+                                         {"height", &C::height},
+                                         {"width", &C::width},
+                                         {"channels", &C::channels},
+                                         {"num_classes", &C::num_classes},
+                                         {"base_channels", &C::base_channels},
+                                         {"frame_dim", &C::frame_dim},
+                                         {"temporal_dim", &C::temporal_dim},
+                                         {"feature_dim", &C::feature_dim},
+                                         {"norm_groups", &C::norm_groups}};
+  return fields;
+}
+
+}  // namespace
+
 void save_video_classifier(const VideoClassifier& cls, const std::string& dir, const nlohmann::json& info) {
   std::filesystem::create_directories(dir);
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& [name, t] : cls.named_parameters()) tensors.emplace_back(name, t.cpu());
-  save_safetensors(dir + "/model.safetensors", tensors, {{"architecture", kVideoClassifierArchitecture}});
-  const VideoClassifierConfig& c = cls.config();
+  save_network_weights(cls, dir + "/model.safetensors", kVideoClassifierArchitecture);
   nlohmann::json j = info;
   j["architecture"] = kVideoClassifierArchitecture;
-  j["frames"] = c.frames;
-  j["height"] = c.height;
-  j["width"] = c.width;
-  j["channels"] = c.channels;
-  j["num_classes"] = c.num_classes;
-  j["base_channels"] = c.base_channels;
-  j["frame_dim"] = c.frame_dim;
-  j["temporal_dim"] = c.temporal_dim;
-  j["feature_dim"] = c.feature_dim;
-  j["norm_groups"] = c.norm_groups;
+  write_config_fields(j, cls.config(), video_classifier_fields());
   write_file_atomic(dir + "/video_classifier.json", j.dump(2) + "\n");
 }
 
@@ -252,21 +220,7 @@ LoadedVideoClassifier load_video_classifier(const std::string& dir, Device devic
   LoadedVideoClassifier out;
   out.info = read_descriptor(dir, {"video_classifier.json", kVideoClassifierArchitecture, "a video feature classifier",
                                    "ddpm-eval train-video-classifier"});  // engine/io/descriptor.h
-  VideoClassifierConfig c;
-  try {
-    c.frames = out.info.at("frames");
-    c.height = out.info.at("height");
-    c.width = out.info.at("width");
-    c.channels = out.info.at("channels");
-    c.num_classes = out.info.at("num_classes");
-    c.base_channels = out.info.at("base_channels");
-    c.frame_dim = out.info.at("frame_dim");
-    c.temporal_dim = out.info.at("temporal_dim");
-    c.feature_dim = out.info.at("feature_dim");
-    c.norm_groups = out.info.at("norm_groups");
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(json_path + ": " + e.what());
-  }
+  const VideoClassifierConfig c = read_config_fields(out.info, video_classifier_fields(), json_path);
   try {
     c.validate();
   } catch (const ValueError& e) {
@@ -274,17 +228,7 @@ LoadedVideoClassifier load_video_classifier(const std::string& dir, Device devic
   }
   Generator gen(0);
   out.model = std::make_unique<VideoClassifier>(c, gen, device);
-  const SafetensorsFile f = load_safetensors(dir + "/model.safetensors");
-  const auto params = out.model->named_parameters();
-  DDPM_CHECK_AS(f.tensors.size() == params.size(), IoError,
-                f.path << " holds " << f.tensors.size() << " tensors, the video classifier has " << params.size());
-  for (const auto& [name, p] : params) {
-    const Tensor& t = f.get(name);
-    DDPM_CHECK_AS(t.shape() == p.shape() && t.dtype() == p.dtype(), IoError,
-                  f.path << ": " << name << " is " << t.describe() << ", expected " << p.describe());
-    Tensor dst = p;
-    dst.copy_from(t);
-  }
+  load_network_weights(*out.model, dir + "/model.safetensors", "the video classifier");
   return out;
 }
 

@@ -36,7 +36,7 @@
 // clips), the last 8 the direction bins (compass_bin's order).
 //
 // Training: the sum of the two cross-entropies (classifier.h cross_entropy), AdamW, cosine
-// decay to 0, no flips (a mirrored clip would move the other way).
+// decay to 0 (classifier.h train_network), no flips (a mirrored clip would move the other way).
 //
 // On disk, a video classifier folder holds
 //   model.safetensors        the parameters by name (convolutions in the engine's KRSC layout)
@@ -53,6 +53,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/data/dataset.h"
+#include "models/eval/classifier.h"
 #include "models/eval/metrics.h"
 #include "models/nn/layers.h"
 
@@ -88,8 +89,7 @@ class VideoClassifier : public nn::Module {
  private:
   VideoClassifierConfig cfg_;
   Device device_;
-  std::vector<nn::Conv2d*> convs_;
-  std::vector<nn::GroupNorm*> norms_;
+  ConvTrunk* trunk_ = nullptr;  // classifier.h, on 2C channels
   nn::Linear* frame_fc_ = nullptr;
   nn::Linear* temporal_ = nullptr;  // [T, 3D]: column block k multiplies frame f + k - 1
   nn::Linear* fc_ = nullptr;
@@ -110,15 +110,12 @@ Tensor clip_batch(const Dataset& ds, std::int64_t begin, std::int64_t count, Dev
 Tensor video_classifier_loss(const VideoClassifier& cls, const Tensor& clips, const std::vector<std::int64_t>& labels,
                              const std::vector<std::int64_t>& directions);
 
-struct VideoClassifierTrainOptions {
-  int epochs = 2;
-  std::int64_t batch_size = 32;
-  double lr = 2e-3;
-  double weight_decay = 1e-4;
-  std::uint64_t seed = 0;
-  std::int64_t max_steps = 0;  // > 0: stop after this many steps (tests)
-  std::int64_t log_every = 50;
-  Device device = Device::cpu();
+// The image classifier's options (classifier.h), with smaller batches and more frequent lines.
+struct VideoClassifierTrainOptions : ClassifierTrainOptions {
+  VideoClassifierTrainOptions() {
+    batch_size = 32;
+    log_every = 50;
+  }
 };
 
 struct VideoAccuracy {
@@ -126,10 +123,7 @@ struct VideoAccuracy {
   double direction_accuracy = 0;
 };
 
-struct VideoClassifierTrainReport {
-  std::int64_t steps = 0;
-  std::vector<double> losses;  // one per step
-  double train_seconds = 0;
+struct VideoClassifierTrainReport : NetworkTrainReport {
   VideoAccuracy test;          // on `test` after training (zeros when test is empty)
 };
 

@@ -3,7 +3,6 @@
 #include "models/run/autoencoder_run.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -16,18 +15,18 @@
 #include "engine/error.h"
 #include "engine/io/png.h"
 #include "engine/optim.h"
-#include "engine/parameters.h"
 #include "engine/rng.h"
 #include "engine/seed_streams.h"
 #include "models/autoencoder/autoencoder_io.h"
-#include "models/data/loader.h"
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
 #include "models/run/image_sets.h"
 #include "models/run/int_list.h"
 #include "models/run/sample_run.h"
+#include "models/run/side_train_checks.h"
 #include "models/run/subcommands.h"
+#include "models/train/adamw_loop.h"
 
 namespace ddpm::run {
 
@@ -38,10 +37,6 @@ namespace {
 
 constexpr int kGridImages = 8;  // reconstructions.png: this many originals over their reconstructions
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // D(mean of q(z | x)) for images [first, first + n) of data.
 Tensor reconstruct(const autoencoder::Autoencoder& ae, const Dataset& data, std::int64_t first, std::int64_t n) {
   NoGradGuard no_grad;
@@ -49,6 +44,14 @@ Tensor reconstruct(const autoencoder::Autoencoder& ae, const Dataset& data, std:
 }
 
 }  // namespace
+
+AdamWConfig ldm_autoencoder_adam(double lr) {
+  AdamWConfig ac;
+  ac.lr = lr;
+  ac.beta1 = 0.5;  // LDM's autoencoder optimizer: Adam(betas = (0.5, 0.9))
+  ac.beta2 = 0.9;
+  return ac;
+}
 
 autoencoder::AutoencoderConfig autoencoder_config_for(const AutoencoderTrainArgs& a, const Dataset& data) {
   autoencoder::AutoencoderConfig c;
@@ -76,50 +79,32 @@ AutoencoderTrainReport train_autoencoder(autoencoder::Autoencoder& ae, const Dat
   const autoencoder::ReconstructionLoss rec = autoencoder::parse_reconstruction_loss(a.loss);
   validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   const train::LrSchedule lr_schedule = train::parse_lr_schedule(a.lr_schedule.schedule);
-  const auto t0 = std::chrono::steady_clock::now();
-  ParameterSlab slab(ae.named_parameters());
-  AdamWConfig ac;
-  ac.lr = a.lr;
-  ac.beta1 = 0.5;  // LDM's autoencoder optimizer: Adam(betas = (0.5, 0.9))
-  ac.beta2 = 0.9;
-  AdamW opt(slab, ac);
-  LoaderOptions lo;
-  lo.batch_size = std::min(a.batch_size, data.n);
-  lo.seed = a.seed;
-  lo.device = ae.device();
-  BatchLoader loader(std::make_shared<const Dataset>(data), lo);
+  train::AdamWLoop loop(ae.named_parameters(), ldm_autoencoder_adam(a.lr), std::make_shared<const Dataset>(data),
+                        a.batch_size, a.seed, ae.device());
   Generator gen(splitmix64_stream(a.seed, 0));  // the noise's own stream, apart from the weights' Generator(seed)
   const int f = ae.config().downsampling_factor();
 
   AutoencoderTrainReport r;
-  double w_loss = 0, w_rec = 0, w_kl = 0;
+  train::LossWindow window(a.steps, a.log_every);
   for (std::int64_t step = 0; step < a.steps; ++step) {
-    const Tensor x = loader.next().images;  // [B, H, W, C] in [-1, 1]
+    const Tensor x = loop.next().images;  // [B, H, W, C] in [-1, 1]
     const Tensor eps = randn({x.dim(0), x.dim(1) / f, x.dim(2) / f, ae.config().z_channels}, gen, x.device());
-    slab.zero_grad();
     const autoencoder::AutoencoderLossTerms l =
         autoencoder::autoencoder_loss(ae, x, eps, rec, a.kl_weight, nn::Context{true, nullptr, a.gradient_checkpointing});
-    l.total.backward();
-    opt.set_lr(train::scheduled_lr(lr_schedule, a.lr, a.lr_schedule.lr_min, a.warmup_steps, a.steps, step));
-    opt.step();
-    r.losses.push_back(l.total.item());
+    r.losses.push_back(
+        loop.step(l.total, train::scheduled_lr(lr_schedule, a.lr, a.lr_schedule.lr_min, a.warmup_steps, a.steps, step)));
     r.reconstruction.push_back(l.reconstruction.item());
     r.kl.push_back(l.kl.item());
     DDPM_CHECK_AS(std::isfinite(r.losses.back()), Error,
                   "ddpm-autoencoder train: the loss is not finite at step " << step + 1 << "; try a lower --lr");
-    w_loss += r.losses.back();
-    w_rec += r.reconstruction.back();
-    w_kl += r.kl.back();
-    if (log && a.log_every > 0 && ((step + 1) % a.log_every == 0 || step + 1 == a.steps)) {
-      const double span = static_cast<double>((step + 1) % a.log_every == 0 ? a.log_every : (step + 1) % a.log_every);
+    if (window.add(step, {r.losses.back(), r.reconstruction.back(), r.kl.back()}) && log) {
       std::ostringstream line;
-      line << "step " << step + 1 << "/" << a.steps << "  loss " << w_loss / span << "  reconstruction "
-           << w_rec / span << "  kl " << w_kl / span << "  " << seconds_since(t0) << " s";
+      line << "step " << step + 1 << "/" << a.steps << "  loss " << window.mean(0) << "  reconstruction "
+           << window.mean(1) << "  kl " << window.mean(2) << "  " << window.seconds() << " s";
       log(line.str());
-      w_loss = w_rec = w_kl = 0;
     }
   }
-  r.seconds = seconds_since(t0);
+  r.seconds = window.seconds();
   return r;
 }
 
@@ -175,12 +160,8 @@ AutoencoderEvalReport evaluate_reconstruction(const autoencoder::Autoencoder& ae
 
 void run_autoencoder_train(const AutoencoderTrainArgs& a, std::ostream& out) {
   DDPM_CHECK(!a.out.empty(), "--out is required: the folder to write the autoencoder to");
-  std::error_code ec;
-  DDPM_CHECK(a.overwrite || !fs::exists(a.out, ec) || (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)),
-             "--out " << a.out << " exists; pass --overwrite to replace it");
-  DDPM_CHECK(a.steps >= 1, "--steps must be positive, got " << a.steps);
-  DDPM_CHECK(a.batch_size >= 1, "--batch-size must be positive, got " << a.batch_size);
-  DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
+  check_out_may_be_written(a.out, a.overwrite);
+  check_steps_batch_lr(a.steps, a.batch_size, a.lr);
   DDPM_CHECK(a.kl_weight >= 0 && std::isfinite(a.kl_weight), "--kl-weight must be >= 0, got " << a.kl_weight);
   validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   DDPM_CHECK(a.scale_images >= 2, "--scale-images must be at least 2, got " << a.scale_images);

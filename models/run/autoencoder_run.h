@@ -47,6 +47,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/device.h"
+#include "engine/optim.h"
 #include "models/autoencoder/autoencoder.h"
 #include "models/data/dataset.h"
 #include "models/run/lr_schedule_flags.h"
@@ -90,6 +91,11 @@ struct AutoencoderTrainArgs {
 
 // The config for these flags and a dataset (its channels); ValueError naming the flag.
 autoencoder::AutoencoderConfig autoencoder_config_for(const AutoencoderTrainArgs& a, const Dataset& data);
+
+// LDM's autoencoder optimizer (Rombach et al. 2022, the first stage's config): Adam with
+// betas (0.5, 0.9) and no weight decay, at learning rate lr. ddpm-autoencoder train and
+// finetune-temporal (temporal_decoder_run.h) both use it.
+AdamWConfig ldm_autoencoder_adam(double lr);
 
 struct AutoencoderTrainReport {
   std::vector<double> losses, reconstruction, kl;  // one per step

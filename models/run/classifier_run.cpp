@@ -3,7 +3,6 @@
 #include "models/run/classifier_run.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
@@ -15,16 +14,16 @@
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
 #include "engine/optim.h"
-#include "engine/parameters.h"
 #include "engine/rng.h"
 #include "engine/seed_streams.h"
-#include "models/data/loader.h"
 #include "models/eval/classifier.h"
 #include "models/eval/eval_run.h"
 #include "models/run/data_spec.h"
+#include "models/run/side_train_checks.h"
 #include "engine/io/descriptor.h"
 #include "models/run/int_list.h"
 #include "models/run/subcommands.h"
+#include "models/train/adamw_loop.h"
 #include "models/unet/model_io.h"
 
 namespace ddpm::run {
@@ -90,55 +89,41 @@ ClassifierTrainReport train_noisy_classifier(unet::NoisyClassifier& cls, const D
   DDPM_CHECK(data.has_labels(), "ddpm-classifier train: " << data.name << " has no labels");
   validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   const train::LrSchedule lr_schedule = train::parse_lr_schedule(a.lr_schedule.schedule);
-  const auto t0 = std::chrono::steady_clock::now();
   const std::int64_t T = schedule.num_timesteps();
-  ParameterSlab slab(cls.named_parameters());
   AdamWConfig ac;
   ac.lr = a.lr;
   ac.weight_decay = a.weight_decay;
-  AdamW opt(slab, ac);
-  LoaderOptions lo;
-  lo.batch_size = std::min(a.batch_size, data.n);
-  lo.seed = a.seed;
-  lo.device = cls.device();
-  BatchLoader loader(std::make_shared<const Dataset>(data), lo);
+  train::AdamWLoop loop(cls.named_parameters(), ac, std::make_shared<const Dataset>(data), a.batch_size, a.seed,
+                        cls.device());
   // Timesteps, noise and dropout: SplitMix64 stream 0 of the seed (engine/seed_streams.h), so
   // the per-step draws never reuse the weights' numbers (Generator(seed)).
   Generator gen(splitmix64_stream(a.seed, 0));
   const nn::Context ctx{true, &gen, a.gradient_checkpointing};
 
   ClassifierTrainReport r;
-  double running = 0;
+  train::LossWindow window(a.steps, a.log_every);
   for (std::int64_t step = 0; step < a.steps; ++step) {
-    const Batch b = loader.next();
+    const Batch b = loop.next();
     const std::int64_t n = b.images.dim(0);
     const std::vector<std::int64_t> t = uniform_timesteps(n, 0, T, gen);  // t ~ U{0..T-1}
     const Tensor xt = noisy_batch(schedule, b.images, t, gen);             // [B, H, W, C]
-    slab.zero_grad();
     const Tensor loss = eval::cross_entropy(cls.forward(xt, as_doubles(t), ctx), b.labels);
-    loss.backward();
-    opt.set_lr(train::scheduled_lr(lr_schedule, a.lr, a.lr_schedule.lr_min, a.warmup_steps, a.steps, step));
-    opt.step();
-    r.losses.push_back(loss.item());
-    running += r.losses.back();
-    if (log && a.log_every > 0 && ((step + 1) % a.log_every == 0 || step + 1 == a.steps)) {
-      const std::int64_t span = (step + 1) % a.log_every == 0 ? a.log_every : (step + 1) % a.log_every;
+    r.losses.push_back(
+        loop.step(loss, train::scheduled_lr(lr_schedule, a.lr, a.lr_schedule.lr_min, a.warmup_steps, a.steps, step)));
+    if (window.add(step, {r.losses.back()}) && log) {
       std::ostringstream line;
-      line << "step " << step + 1 << "/" << a.steps << "  loss " << running / static_cast<double>(span) << "  "
-           << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
+      line << "step " << step + 1 << "/" << a.steps << "  loss " << window.mean(0) << "  " << window.seconds() << " s";
       log(line.str());
-      running = 0;
     }
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.seconds = window.seconds();
   return r;
 }
 
 void save_noisy_classifier(const unet::NoisyClassifier& cls, const DiffusionSettings& schedule,
                            const json& train_info, const std::string& dir, bool overwrite) {
+  check_out_may_be_written(dir, overwrite);
   std::error_code ec;
-  DDPM_CHECK(overwrite || !fs::exists(dir, ec) || (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)),
-             "--out " << dir << " exists; pass --overwrite to replace it");
   DDPM_CHECK(!fs::exists(dir, ec) || fs::is_directory(dir, ec), "--out " << dir << " exists and is not a folder");
   const auto tensors = unet::export_state_dict(cls);  // OIHW on disk
   json diffusion = {{"diffusion_steps", schedule.diffusion_steps},
@@ -221,12 +206,8 @@ std::vector<QuartileAccuracy> evaluate_noisy_classifier(const unet::NoisyClassif
 
 void run_classifier_train(const ClassifierTrainArgs& a, std::ostream& out) {
   DDPM_CHECK(!a.out.empty(), "--out is required: the folder to write the classifier to");
-  std::error_code ec;
-  DDPM_CHECK(a.overwrite || !fs::exists(a.out, ec) || (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)),
-             "--out " << a.out << " exists; pass --overwrite to replace it");
-  DDPM_CHECK(a.steps >= 1, "--steps must be positive, got " << a.steps);
-  DDPM_CHECK(a.batch_size >= 1, "--batch-size must be positive, got " << a.batch_size);
-  DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
+  check_out_may_be_written(a.out, a.overwrite);
+  check_steps_batch_lr(a.steps, a.batch_size, a.lr);
   DDPM_CHECK(a.weight_decay >= 0, "--weight-decay must be >= 0, got " << a.weight_decay);
   validate_lr_schedule_flags(a.lr_schedule, a.lr, a.warmup_steps, a.steps);  // --warmup-steps, --lr-schedule, --lr-min
   DDPM_CHECK(a.diffusion_steps >= 2, "--diffusion-steps must be at least 2, got " << a.diffusion_steps);

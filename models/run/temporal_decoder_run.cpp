@@ -3,7 +3,6 @@
 #include "models/run/temporal_decoder_run.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -13,13 +12,14 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
-#include "engine/optim.h"
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "engine/seed_streams.h"
 #include "models/autoencoder/autoencoder_io.h"
-#include "models/data/loader.h"
+#include "models/run/autoencoder_run.h"
 #include "models/run/data_spec.h"
+#include "models/run/side_train_checks.h"
+#include "models/train/adamw_loop.h"
 
 namespace ddpm::run {
 
@@ -52,59 +52,40 @@ TemporalFinetuneReport finetune_temporal_decoder(autoencoder::Autoencoder& ae, c
   DDPM_CHECK(a.steps >= 1 && a.batch_size >= 1,
              "finetune-temporal: --steps and --batch-size must be positive, got " << a.steps << " and " << a.batch_size);
   const autoencoder::ReconstructionLoss rec = autoencoder::parse_reconstruction_loss(a.loss);
-  const auto t0 = std::chrono::steady_clock::now();
   TemporalFinetuneReport r;
-  ParameterSlab slab(temporal_finetune_parameters(ae, a.train_only));  // the frozen rest stays outside
-  r.trainable = static_cast<std::int64_t>(slab.numel());
-  AdamWConfig ac;
-  ac.lr = a.lr;
-  ac.beta1 = 0.5;  // LDM's autoencoder optimizer, as ddpm-autoencoder train
-  ac.beta2 = 0.9;
-  AdamW opt(slab, ac);
-  LoaderOptions lo;
-  lo.batch_size = std::min(a.batch_size, data.n);
-  lo.seed = a.seed;
-  lo.device = ae.device();
-  BatchLoader loader(std::make_shared<const Dataset>(data), lo);
+  const NamedTensors trainable = temporal_finetune_parameters(ae, a.train_only);  // the frozen rest stays outside
+  train::AdamWLoop loop(trainable, ldm_autoencoder_adam(a.lr),  // as ddpm-autoencoder train
+                        std::make_shared<const Dataset>(data), a.batch_size, a.seed, ae.device());
+  r.trainable = static_cast<std::int64_t>(loop.slab().numel());
   Generator gen(splitmix64_stream(a.seed, 0));  // the posterior noise, apart from the weights' Generator(seed)
   const int f = cfg.downsampling_factor();
   const nn::Context ctx{true, nullptr, a.gradient_checkpointing};
-  double window = 0;
+  train::LossWindow window(a.steps, a.log_every);
   for (std::int64_t step = 0; step < a.steps; ++step) {
-    const Tensor x = loader.next().images;  // [B, F, H, W, C] in [-1, 1]
+    const Tensor x = loop.next().images;  // [B, F, H, W, C] in [-1, 1]
     const Tensor eps =
         randn({x.dim(0) * x.dim(1), x.dim(2) / f, x.dim(3) / f, cfg.z_channels}, gen, x.device());  // one per frame
-    slab.zero_grad();
     const autoencoder::TemporalDecoderLossTerms l = autoencoder::temporal_decoder_loss(ae, x, eps, rec, ctx);
-    l.reconstruction.backward();
-    opt.step();
-    r.losses.push_back(l.reconstruction.item());
+    r.losses.push_back(loop.step(l.reconstruction, a.lr));  // a constant learning rate
     DDPM_CHECK_AS(std::isfinite(r.losses.back()), Error,
                   "finetune-temporal: the loss is not finite at step " << step + 1 << "; try a lower --lr");
-    window += r.losses.back();
-    if (log && a.log_every > 0 && ((step + 1) % a.log_every == 0 || step + 1 == a.steps)) {
-      const std::int64_t span = (step + 1) % a.log_every == 0 ? a.log_every : (step + 1) % a.log_every;
+    if (window.add(step, {r.losses.back()}) && log) {
       std::ostringstream line;
-      line << "step " << step + 1 << "/" << a.steps << "  clip reconstruction " << window / static_cast<double>(span)
-           << "  " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
+      line << "step " << step + 1 << "/" << a.steps << "  clip reconstruction " << window.mean(0) << "  "
+           << window.seconds() << " s";
       log(line.str());
-      window = 0;
     }
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.seconds = window.seconds();
   return r;
 }
 
 void run_temporal_finetune(const TemporalFinetuneArgs& a, std::ostream& out) {
   DDPM_CHECK(!a.from.empty(), "--from is required: an image autoencoder folder (ddpm-autoencoder train)");
   DDPM_CHECK(!a.out.empty(), "--out is required: the folder to write the temporal autoencoder to");
-  std::error_code ec;
-  DDPM_CHECK(a.overwrite || !fs::exists(a.out, ec) || (fs::is_directory(a.out, ec) && fs::is_empty(a.out, ec)),
-             "--out " << a.out << " exists; pass --overwrite to replace it");
+  check_out_may_be_written(a.out, a.overwrite);
   DDPM_CHECK(a.frames >= 2, "--frames must be at least 2 (the clip length the decoder learns), got " << a.frames);
-  DDPM_CHECK(a.steps >= 1, "--steps must be positive, got " << a.steps);
-  DDPM_CHECK(a.batch_size >= 1, "--batch-size must be positive, got " << a.batch_size);
-  DDPM_CHECK(a.lr > 0 && std::isfinite(a.lr), "--lr must be positive, got " << a.lr);
+  check_steps_batch_lr(a.steps, a.batch_size, a.lr);
   DDPM_CHECK(a.train_only == "decoder" || a.train_only == "temporal",
              "--train-only must be decoder or temporal, got '" << a.train_only << "'");
   autoencoder::parse_reconstruction_loss(a.loss);

@@ -42,6 +42,17 @@ CLI::Validator number_check(bool allow_zero) {
 const CLI::Validator kPositive = number_check(false);
 const CLI::Validator kNonNegative = number_check(true);
 
+// A flag whose value must be positive (add_positive) or 0 or more (add_non_negative), its
+// default shown in --help: most of ddpm-eval's numeric flags.
+template <class T>
+void add_positive(CLI::App& sub, const std::string& name, T& value, const std::string& help) {
+  sub.add_option(name, value, help)->check(kPositive)->capture_default_str();
+}
+template <class T>
+void add_non_negative(CLI::App& sub, const std::string& name, T& value, const std::string& help) {
+  sub.add_option(name, value, help)->check(kNonNegative)->capture_default_str();
+}
+
 // --data, the deprecated --data-dir and, where the mode reads a split, --split; the pair is
 // checked once the subcommand is parsed (parse_eval_data needs both), as a ParseError.
 void add_data_flags(CLI::App& sub, std::string& data, std::string& data_dir, std::string* split) {
@@ -71,31 +82,15 @@ void add_data_flags(CLI::App& sub, std::string& data, std::string& data_dir, std
 void add_train_classifier_flags(CLI::App& sub, TrainClassifierArgs& a) {
   add_data_flags(sub, a.data, a.data_dir, nullptr);  // trains on train, tests on test
   sub.add_option("--out", a.out, "output folder (model.safetensors + classifier.json)")->required();
-  sub.add_option("--image-size", a.image_size, "input size; 0 = the data's size rounded up to a multiple of 8")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--width", a.base_channels, "channels of the first convolution (then 2x, 4x)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--feature-dim", a.feature_dim, "size of the feature layer")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--epochs", a.epochs, "passes over the training split")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "images per step")->check(kPositive)->capture_default_str();
-  sub.add_option("--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--weight-decay", a.weight_decay, "AdamW decoupled weight decay")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--limit", a.limit, "train on the first N training images only (0 = all)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--max-steps", a.max_steps, "stop after N steps (0 = all epochs)")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  add_non_negative(sub, "--image-size", a.image_size, "input size; 0 = the data's size rounded up to a multiple of 8");
+  add_positive(sub, "--width", a.base_channels, "channels of the first convolution (then 2x, 4x)");
+  add_positive(sub, "--feature-dim", a.feature_dim, "size of the feature layer");
+  add_positive(sub, "--epochs", a.epochs, "passes over the training split");
+  add_positive(sub, "--batch-size", a.batch_size, "images per step");
+  add_positive(sub, "--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)");
+  add_non_negative(sub, "--weight-decay", a.weight_decay, "AdamW decoupled weight decay");
+  add_non_negative(sub, "--limit", a.limit, "train on the first N training images only (0 = all)");
+  add_non_negative(sub, "--max-steps", a.max_steps, "stop after N steps (0 = all epochs)");
 }
 
 void add_fid_flags(CLI::App& sub, FidArgs& a) {
@@ -103,19 +98,11 @@ void add_fid_flags(CLI::App& sub, FidArgs& a) {
   sub.add_option("--samples", a.samples, "samples: .npz (\"images\" or arr_0, uint8 [N,H,W,C]) or a folder of PNGs")
       ->required();
   add_data_flags(sub, a.data, a.data_dir, &a.split);
-  sub.add_option("--num-samples", a.num_samples, "use at most N samples (0 = all)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "images per classifier batch")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--kid-subsets", a.kid_subsets, "KID subsets")->check(kPositive)->capture_default_str();
-  sub.add_option("--kid-subset-size", a.kid_subset_size, "KID subset size")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--k", a.k, "neighbour of the precision/recall radii")
-      ->check(kPositive)
-      ->capture_default_str();
+  add_non_negative(sub, "--num-samples", a.num_samples, "use at most N samples (0 = all)");
+  add_positive(sub, "--batch-size", a.batch_size, "images per classifier batch");
+  add_positive(sub, "--kid-subsets", a.kid_subsets, "KID subsets");
+  add_positive(sub, "--kid-subset-size", a.kid_subset_size, "KID subset size");
+  add_positive(sub, "--k", a.k, "neighbour of the precision/recall radii");
   sub.add_flag("!--no-real-vs-real", a.real_vs_real, "skip the train-vs-split floor");
   sub.add_option("--sample-info", a.sample_info, "how the samples were drawn (sampler, steps, variance, EMA)");
 }
@@ -123,21 +110,17 @@ void add_fid_flags(CLI::App& sub, FidArgs& a) {
 void add_bpd_flags(CLI::App& sub, BpdArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder")->required();
   add_data_flags(sub, a.data, a.data_dir, &a.split);
-  sub.add_option("--limit", a.limit, "first N images only (0 = all; each costs T network calls)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
+  add_non_negative(sub, "--limit", a.limit, "first N images only (0 = all; each costs T network calls)");
+  add_positive(sub, "--batch-size", a.batch_size, "images per batch");
   sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
   sub.add_flag("!--no-clip", a.clip_x0, "do not clip the x_0 estimate to [-1, 1]");
   sub.add_option("--rate-distortion", a.rate_distortion,
                  "also write DDPM's rate-distortion curve (Ho et al. 2020, Fig. 5) from the same pass to the "
                  "folder DIR: rate_distortion.csv and rate_distortion.png")
       ->type_name("DIR");
-  sub.add_option("--rd-stride", a.rd_stride,
-                 "--rate-distortion: write every N-th timestep (and t = T) to the CSV and plot; thins the output "
-                 "only, since the rate sums every KL term: all T network calls per image are made whatever N is")
-      ->check(kPositive)
-      ->capture_default_str();
+  add_positive(sub, "--rd-stride", a.rd_stride,
+               "--rate-distortion: write every N-th timestep (and t = T) to the CSV and plot; thins the output "
+               "only, since the rate sums every KL term: all T network calls per image are made whatever N is");
   sub.add_flag("--overwrite", a.overwrite, "--rate-distortion: replace an existing non-empty DIR");
   sub.add_option("--variance", a.variance,
                  "reverse variance of a model that did not learn one: fixed_small | fixed_large | analytic "
@@ -153,14 +136,12 @@ void add_analytic_gamma_flags(CLI::App& sub, AnalyticGammaArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder")->required();
   add_data_flags(sub, a.data, a.data_dir, &a.split);
   sub.add_option("--out", a.out, "the Gamma file to write (JSON)")->required()->type_name("FILE");
-  sub.add_option("--num-images", a.num_images,
-                 "M: the first M images of the split (one noise draw each per timestep)")
-      ->check(kPositive)
-      ->capture_default_str();
+  add_positive(sub, "--num-images", a.num_images,
+               "M: the first M images of the split (one noise draw each per timestep)");
   sub.add_option("--timesteps", a.timesteps,
                  "estimate only at a trajectory's timesteps, in ddpm-sample's respacing forms (\"100\", \"ddim50\", "
                  "\"10,15,20\"); default: all T (needed by bpd)");
-  sub.add_option("--batch-size", a.batch_size, "images per network call")->check(kPositive)->capture_default_str();
+  add_positive(sub, "--batch-size", a.batch_size, "images per network call");
   sub.add_flag("!--no-ema", a.ema, "use the raw weights instead of the EMA");
   sub.add_flag("--overwrite", a.overwrite, "replace an existing --out file");
 }
@@ -170,10 +151,9 @@ void add_condition_gap_flags(CLI::App& sub, ConditionGapArgs& a) {
                  "class- or text-conditional run folder (latest checkpoint) or a checkpoint folder")
       ->required();
   add_data_flags(sub, a.data, a.data_dir, &a.split);
-  sub.add_option("--limit", a.limit, "the first N images of the split (0 = all; each costs 3 network calls per t)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "images per network call")->check(kPositive)->capture_default_str();
+  add_non_negative(sub, "--limit", a.limit,
+                   "the first N images of the split (0 = all; each costs 3 network calls per t)");
+  add_positive(sub, "--batch-size", a.batch_size, "images per network call");
   sub.add_option("--timesteps", a.timesteps, "comma-separated timesteps t in [0, T) to evaluate at")
       ->capture_default_str();
   sub.add_option("--roll", a.roll,
@@ -188,10 +168,8 @@ void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a) {
   sub.add_option("--samples", a.samples, "the clips ddpm-sample wrote for a video run: .npz, arr_0 uint8 [N, F, H, W, C]")
       ->required()
       ->type_name("FILE");
-  sub.add_option("--max-shift", a.max_shift,
-                 "S: motion_residual takes the best integer shift d in [-S, S]^2 between consecutive frames")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  add_non_negative(sub, "--max-shift", a.max_shift,
+                   "S: motion_residual takes the best integer shift d in [-S, S]^2 between consecutive frames");
   sub.add_option("--data", a.data, "also measure real clips: ddpm-train's video spec, moving-toy | "
                                    "moving-fashion-mnist[:DIR]")
       ->type_name("SPEC");
@@ -199,9 +177,7 @@ void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a) {
   sub.add_option("--canvas", a.canvas, "--data: canvas size in pixels")->capture_default_str();
   sub.add_option("--item-size", a.item_size, "--data: item size in pixels")->capture_default_str();
   sub.add_option("--moving-items", a.moving_items, "--data: items per clip")->capture_default_str();
-  sub.add_option("--limit", a.limit, "--data: its first M clips (0 = as many as --samples holds)")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  add_non_negative(sub, "--limit", a.limit, "--data: its first M clips (0 = as many as --samples holds)");
   sub.add_option("--json", a.json, "also write the table to this JSON file")->type_name("FILE");
   sub.add_flag("--overwrite", a.overwrite, "replace an existing --json file");
   sub.footer(std::string("Rows: samples; shuffled (frame f of clip (i + f) mod N: real frames, unrelated "
@@ -211,12 +187,10 @@ void add_video_eval_flags(CLI::App& sub, VideoEvalArgs& a) {
 
 // --data and the clip flags of the two FVD modes' real clips.
 void add_clip_flags(CLI::App& sub, EvalClipOptions& c) {
-  sub.add_option("--frames", c.frames, "frames per clip (as ddpm-train's)")->check(kPositive)->capture_default_str();
-  sub.add_option("--canvas", c.canvas, "canvas size in pixels (a multiple of 8)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--item-size", c.item_size, "item size in pixels")->check(kPositive)->capture_default_str();
-  sub.add_option("--moving-items", c.moving_items, "items per clip")->check(kPositive)->capture_default_str();
+  add_positive(sub, "--frames", c.frames, "frames per clip (as ddpm-train's)");
+  add_positive(sub, "--canvas", c.canvas, "canvas size in pixels (a multiple of 8)");
+  add_positive(sub, "--item-size", c.item_size, "item size in pixels");
+  add_positive(sub, "--moving-items", c.moving_items, "items per clip");
 }
 
 void add_train_video_classifier_flags(CLI::App& sub, TrainVideoClassifierArgs& a) {
@@ -227,31 +201,17 @@ void add_train_video_classifier_flags(CLI::App& sub, TrainVideoClassifierArgs& a
       ->required()
       ->type_name("DIR");
   add_clip_flags(sub, a.clips);
-  sub.add_option("--width", a.base_channels, "channels of the first convolution (then 2x, 4x)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--frame-dim", a.frame_dim, "size of the per-frame embedding")->check(kPositive)->capture_default_str();
-  sub.add_option("--temporal-dim", a.temporal_dim, "channels of the temporal convolution")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--feature-dim", a.feature_dim, "size of the feature layer (the FVD features)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--epochs", a.epochs, "passes over the training clips")->check(kPositive)->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "clips per step")->check(kPositive)->capture_default_str();
-  sub.add_option("--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)")->check(kPositive)->capture_default_str();
-  sub.add_option("--weight-decay", a.weight_decay, "AdamW decoupled weight decay")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--limit", a.limit, "training clips (0 = one per training image)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--test-limit", a.test_limit, "test clips (0 = one per test image)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--max-steps", a.max_steps, "stop after N steps (0 = all epochs)")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  add_positive(sub, "--width", a.base_channels, "channels of the first convolution (then 2x, 4x)");
+  add_positive(sub, "--frame-dim", a.frame_dim, "size of the per-frame embedding");
+  add_positive(sub, "--temporal-dim", a.temporal_dim, "channels of the temporal convolution");
+  add_positive(sub, "--feature-dim", a.feature_dim, "size of the feature layer (the FVD features)");
+  add_positive(sub, "--epochs", a.epochs, "passes over the training clips");
+  add_positive(sub, "--batch-size", a.batch_size, "clips per step");
+  add_positive(sub, "--lr", a.lr, "AdamW learning rate (cosine-decayed to 0)");
+  add_non_negative(sub, "--weight-decay", a.weight_decay, "AdamW decoupled weight decay");
+  add_non_negative(sub, "--limit", a.limit, "training clips (0 = one per training image)");
+  add_non_negative(sub, "--test-limit", a.test_limit, "test clips (0 = one per test image)");
+  add_non_negative(sub, "--max-steps", a.max_steps, "stop after N steps (0 = all epochs)");
   sub.add_flag("--overwrite", a.overwrite, "replace an existing non-empty --out folder");
   sub.footer(std::string("Targets: the clip's class and the compass direction (8 bins) of its first item's initial "
                          "velocity. Trains on clips of the source's train split, tests on clips of its test split; "
@@ -271,13 +231,11 @@ void add_fvd_flags(CLI::App& sub, FvdArgs& a) {
   sub.add_option("--split", a.split, "the reference split of --data (the floor uses the other): train | test")
       ->check(CLI::IsMember({"train", "test"}))
       ->capture_default_str();
-  sub.add_option("--limit", a.limit, "the first N sample clips only (0 = all); the real sets take as many")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "clips per classifier batch")->check(kPositive)->capture_default_str();
-  sub.add_option("--kid-subsets", a.kid_subsets, "KVD subsets")->check(kPositive)->capture_default_str();
-  sub.add_option("--kid-subset-size", a.kid_subset_size, "KVD subset size")->check(kPositive)->capture_default_str();
-  sub.add_option("--k", a.k, "neighbour of the precision/recall radii")->check(kPositive)->capture_default_str();
+  add_non_negative(sub, "--limit", a.limit, "the first N sample clips only (0 = all); the real sets take as many");
+  add_positive(sub, "--batch-size", a.batch_size, "clips per classifier batch");
+  add_positive(sub, "--kid-subsets", a.kid_subsets, "KVD subsets");
+  add_positive(sub, "--kid-subset-size", a.kid_subset_size, "KVD subset size");
+  add_positive(sub, "--k", a.k, "neighbour of the precision/recall radii");
   sub.footer(std::string("Lines: samples; real (the other split: the floor); shuffled real (the floor clips with "
                          "their frames permuted, which must score worse than the floor). The real clips take the "
                          "classifier's clip shape; --seed draws them. Not comparable to published FVD (no I3D).\n") +
@@ -288,33 +246,22 @@ void add_nll_flags(CLI::App& sub, NllArgs& a) {
   sub.add_option("--checkpoint", a.checkpoint, "run folder (latest checkpoint) or a checkpoint folder (DDPM or EDM)")
       ->required();
   add_data_flags(sub, a.data, a.data_dir, &a.split);
-  sub.add_option("--limit", a.limit, "first N images only (0 = all; each costs 2K network calls + VJPs)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--batch-size", a.batch_size, "images per batch")->check(kPositive)->capture_default_str();
+  add_non_negative(sub, "--limit", a.limit, "first N images only (0 = all; each costs 2K network calls + VJPs)");
+  add_positive(sub, "--batch-size", a.batch_size, "images per batch");
   sub.add_option("--ode-solver", a.ode_solver,
                  "heun (K fixed steps, 2K evaluations) | rk45 (adaptive Dormand-Prince, --rtol / --atol)")
       ->check(CLI::IsMember({"heun", "rk45"}))
       ->capture_default_str();
-  sub.add_option("--ode-steps", a.ode_steps, "K Heun steps of the probability-flow ODE (2K evaluations)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)")
-      ->check(kPositive)
-      ->capture_default_str();
-  sub.add_option("--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)")
-      ->check(kPositive)
-      ->capture_default_str();
+  add_positive(sub, "--ode-steps", a.ode_steps, "K Heun steps of the probability-flow ODE (2K evaluations)");
+  add_positive(sub, "--rtol", a.rtol, "rk45: relative tolerance (Song et al.: 1e-5)");
+  add_positive(sub, "--atol", a.atol, "rk45: absolute tolerance (Song et al.: 1e-5)");
   sub.add_option("--hutchinson", a.hutchinson,
                  "divergence estimator: rademacher | gaussian (Hutchinson probes), exact (tiny images only)")
       ->check(CLI::IsMember({"rademacher", "gaussian", "exact"}))
       ->capture_default_str();
-  sub.add_option("--sigma-min", a.sigma_min, "lowest noise level (0 = the schedule's smallest sigma; EDM 0.002)")
-      ->check(kNonNegative)
-      ->capture_default_str();
-  sub.add_option("--sigma-max", a.sigma_max, "highest noise level (0 = the schedule's largest sigma; EDM 80)")
-      ->check(kNonNegative)
-      ->capture_default_str();
+  add_non_negative(sub, "--sigma-min", a.sigma_min,
+                   "lowest noise level (0 = the schedule's smallest sigma; EDM 0.002)");
+  add_non_negative(sub, "--sigma-max", a.sigma_max, "highest noise level (0 = the schedule's largest sigma; EDM 80)");
   sub.add_flag("--null-label", a.null_label,
                "class-conditional runs: use the null label instead of each image's label (text-conditioned "
                "runs: the empty caption instead of each image's caption); for runs trained with --class-dropout > 0");
@@ -327,9 +274,7 @@ void add_class_accuracy_flags(CLI::App& sub, ClassAccuracyArgs& a) {
                  ".npz with \"images\" and \"labels\" (or arr_0, arr_1): the samples and their requested classes")
       ->required();
   sub.footer(kCommonFooter);
-  sub.add_option("--batch-size", a.batch_size, "images per classifier batch")
-      ->check(kPositive)
-      ->capture_default_str();
+  add_positive(sub, "--batch-size", a.batch_size, "images per classifier batch");
 }
 
 void add_eval_subcommands(CLI::App& app, EvalCommand& c) {

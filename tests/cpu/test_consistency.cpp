@@ -32,6 +32,7 @@
 #include "models/run/latent_run.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
+#include "support/consistency_reference.h"
 #include "support/gradcheck.h"
 #include "support/temp_dir.h"
 #include "support/tiny_autoencoder.h"
@@ -121,17 +122,8 @@ TEST(ConsistencyMath, TargetMatchesScalarDerivation) {
     // The teacher's x^ and the DDIM step to the lower level (x^ itself at the clean level).
     const double eps_t = ta * z + tb * tu / 50.0;
     const double xhat = (z - std::sqrt(1 - abar_u) * eps_t) / std::sqrt(abar_u);
-    double want;
-    if (e.lower[i] == kCleanLevel) {
-      want = xhat;  // f(., clean) = identity
-    } else {
-      const double tl = static_cast<double>(e.lower[i]);
-      const double abar_l = s.alphas_cumprod[static_cast<std::size_t>(e.lower[i])];
-      const double zl = std::sqrt(abar_l) * xhat + std::sqrt(1 - abar_l) * eps_t;  // eps^ = (z - alpha x^) / sigma
-      const double xg = (zl - std::sqrt(1 - abar_l) * (ga * zl + gb * tl / 50.0)) / std::sqrt(abar_l);
-      const double tau = 200.0 * (tl + 1);
-      want = 0.25 / (tau * tau + 0.25) * zl + tau / std::sqrt(tau * tau + 0.25) * xg;
-    }
+    // eps^ = (z - alpha x^) / sigma is the teacher's eps itself.
+    const double want = testing::consistency_target_by_hand(s, e.lower[i], xhat, eps_t, ga, gb, 200.0);
     EXPECT_NEAR(gv[k], want, 1e-12 * (1 + std::abs(want))) << "element " << k;
   }
 }

@@ -30,7 +30,9 @@
 #include "models/run/guided_distill.h"
 #include "models/run/model_source.h"
 #include "models/run/sample_run.h"
+#include "support/consistency_reference.h"
 #include "support/gradcheck.h"
+#include "support/stop_at_log.h"
 #include "support/temp_dir.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
@@ -41,7 +43,6 @@ namespace {
 namespace fs = std::filesystem;
 using diffusion::ConsistencyGrid;
 using diffusion::DiffusionSchedule;
-using diffusion::kCleanLevel;
 using diffusion::Timesteps;
 
 // An eps-network of (x, t, label): a x + b t / 50 + c label (the null label 4 included).
@@ -80,15 +81,7 @@ TEST(ConsistencyGuidedMath, TeacherStepIsTheGuidedEpsDdimStep) {
     const double eps_u = ta * z + tb * tu / 50.0 + tc * static_cast<double>(null_label);
     const double eps_w = (1 + w) * eps_c - w * eps_u;
     const double xhat = (z - std::sqrt(1 - abar_u) * eps_w) / std::sqrt(abar_u);
-    double want = xhat;  // the step to the clean level lands on x^; f(., clean) = identity
-    if (e.lower[i] != kCleanLevel) {
-      const double tl = static_cast<double>(e.lower[i]);
-      const double abar_l = s.alphas_cumprod[static_cast<std::size_t>(e.lower[i])];
-      const double zl = std::sqrt(abar_l) * xhat + std::sqrt(1 - abar_l) * eps_w;
-      const double xg = (zl - std::sqrt(1 - abar_l) * (ga * zl + gb * tl / 50.0)) / std::sqrt(abar_l);
-      const double tau = 200.0 * (tl + 1);
-      want = 0.25 / (tau * tau + 0.25) * zl + tau / std::sqrt(tau * tau + 0.25) * xg;
-    }
+    const double want = testing::consistency_target_by_hand(s, e.lower[i], xhat, eps_w, ga, gb, 200.0);
     EXPECT_NEAR(gv[k], want, 1e-12 * (1 + std::abs(want))) << "element " << k;
   }
 
@@ -266,16 +259,6 @@ TEST(ConsistencyGuidedRun, RecordsTheRangeAndSamplesInOneCallPerStep) {
   EXPECT_FALSE(fs::exists(off.out));
 }
 
-// Raises SIGTERM once, at the first log line starting with `line`.
-std::function<void(const std::string&)> raise_at(const std::string& line, bool* raised) {
-  return [=](const std::string& l) {
-    if (!*raised && l.rfind(line, 0) == 0) {
-      *raised = true;
-      std::raise(SIGTERM);
-    }
-  };
-}
-
 TEST(ConsistencyGuidedRun, StoppedRunResumesBitIdentical) {
   const std::string whole = testing::temp_path("consistency_guided_whole");
   fs::remove_all(whole);
@@ -285,7 +268,7 @@ TEST(ConsistencyGuidedRun, StoppedRunResumesBitIdentical) {
   fs::remove_all(run::distill_state_dir(out));
   run::ConsistencyOptions c = tiny_guided(out, "1, 4");  // another spelling of the same range
   bool raised = false;
-  c.log = raise_at("  step 2/4", &raised);
+  c.log = testing::sigterm_at("", "  step 2/4", &raised);
   ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
   ASSERT_TRUE(raised);
   EXPECT_EQ(run::load_distill_state(out).options["guided"], "1.0,4.0");

@@ -36,6 +36,7 @@
 #include "models/run/distill_state.h"
 #include "models/run/latent_run.h"
 #include "support/tiny_autoencoder.h"
+#include "support/stop_at_log.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
 
@@ -99,26 +100,13 @@ void expect_same_folder(const std::string& out) {
   EXPECT_FALSE(fs::exists(run::distill_state_dir(out))) << "the state outlived the published run";
 }
 
-// Raises SIGTERM once, at the first log line starting with `line` after one starting with
-// `after` (the progressive resume test's hook).
-std::function<void(const std::string&)> raise_at(const std::string& after, const std::string& line, bool* raised) {
-  auto armed = std::make_shared<bool>(after.empty());
-  return [=](const std::string& l) {
-    if (!*armed && l.rfind(after, 0) == 0) *armed = true;
-    if (*armed && !*raised && l.rfind(line, 0) == 0) {
-      *raised = true;
-      std::raise(SIGTERM);
-    }
-  };
-}
-
 TEST(ConsistencyResume, StoppedTwiceResumesBitIdentical) {
   ASSERT_EQ(uninterrupted().steps_done, 6);
   const std::string out = testing::temp_path("consistency_resume_stopped");
   // SIGTERM after step 2: OUT not written, the state beside it.
   run::ConsistencyOptions c = tiny_cm(out);
   bool raised = false;
-  c.log = raise_at("", "  step 2/6", &raised);
+  c.log = testing::sigterm_at("", "  step 2/6", &raised);
   run::ConsistencyResult r = run::consistency_run(c);
   ASSERT_TRUE(raised);
   EXPECT_EQ(r.stopped_by_signal, SIGTERM);
@@ -134,7 +122,7 @@ TEST(ConsistencyResume, StoppedTwiceResumesBitIdentical) {
   run::ConsistencyOptions again = resume_of(out);
   std::string said;
   raised = false;
-  const auto stop = raise_at("ddpm-distill: resumed", "  step 4/6", &raised);
+  const auto stop = testing::sigterm_at("ddpm-distill: resumed", "  step 4/6", &raised);
   again.log = [&](const std::string& l) {
     said += l + "\n";
     stop(l);
@@ -197,7 +185,7 @@ TEST(ConsistencyResume, OverwriteReplacesTheOldOutOnlyWhenPublished) {
   run::ConsistencyOptions c = tiny_cm(out);
   c.overwrite = true;
   bool raised = false;
-  c.log = raise_at("", "  step 3/6", &raised);
+  c.log = testing::sigterm_at("", "  step 3/6", &raised);
   ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
   EXPECT_EQ(read_file(out + "/keep.txt"), "the old run");
   EXPECT_FALSE(fs::exists(out + "/ema.safetensors"));
@@ -211,7 +199,7 @@ TEST(ConsistencyResume, Refusals) {
   run::ConsistencyOptions c = tiny_cm(out);
   c.steps = 3;
   bool raised = false;
-  c.log = raise_at("", "  step 1/3", &raised);
+  c.log = testing::sigterm_at("", "  step 1/3", &raised);
   ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
   const std::string state = run::distill_state_dir(out);
   ASSERT_TRUE(fs::is_directory(state));
@@ -285,7 +273,7 @@ TEST(ConsistencyResume, LatentTeacherResumesBitIdentical) {
   const std::string out = testing::temp_path("consistency_resume_latent");
   run::ConsistencyOptions c = options(out);
   bool raised = false;
-  c.log = raise_at("", "  step 1/3", &raised);
+  c.log = testing::sigterm_at("", "  step 1/3", &raised);
   ASSERT_EQ(run::consistency_run(c).stopped_by_signal, SIGTERM);
   ASSERT_EQ(run::load_distill_state(out).step, 1);
   const run::ConsistencyResult r = run::consistency_run(resume_of(out));

@@ -39,6 +39,7 @@
 #include "models/run/distill_state.h"
 #include "models/run/latent_run.h"
 #include "support/tiny_autoencoder.h"
+#include "support/stop_at_log.h"
 #include "support/tiny_run.h"
 #include "support/value_error.h"
 
@@ -100,39 +101,32 @@ void expect_same_folders(const std::string& reference, const std::string& out, c
 }
 void expect_same_rounds(const std::string& out) { expect_same_folders(whole(), out, {"round_1", "round_2"}); }
 
-// Raises `sig` once, at the first log line starting with `line` after one starting with `after`.
-std::function<void(const std::string&)> raise_at(const std::string& after, const std::string& line, bool* raised) {
-  auto armed = std::make_shared<bool>(after.empty());
-  return [=](const std::string& l) {
-    if (!*armed && l.rfind(after, 0) == 0) *armed = true;
-    if (*armed && !*raised && l.rfind(line, 0) == 0) {
-      *raised = true;
-      std::raise(SIGTERM);
-    }
-  };
+// A fresh run d stopped by SIGTERM at its first log line starting with `line`: nothing is
+// published, and the state saved beside OUT is returned.
+run::DistillState stopped_fresh(run::DistillOptions d, const std::string& line) {
+  bool raised = false;
+  d.log = testing::sigterm_at("", line, &raised);
+  const run::DistillResult r = run::distill_run(d);
+  EXPECT_TRUE(raised) << "no log line starts with '" << line << "'";
+  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
+  EXPECT_FALSE(fs::exists(d.out));
+  return run::load_distill_state(d.out);
 }
 
 TEST(DistillResume, StoppedInBothRoundsResumesBitIdentical) {
   ASSERT_EQ(uninterrupted().rounds.size(), 2u);
   const std::string out = testing::temp_path("distill_resume_stopped");
   // SIGTERM after step 1 of round 1: nothing published, the state beside OUT.
-  run::DistillOptions d = tiny_distill(out);
-  bool raised = false;
-  d.log = raise_at("", "  step 1/3", &raised);
-  run::DistillResult r = run::distill_run(d);
-  ASSERT_TRUE(raised);
-  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
-  EXPECT_FALSE(fs::exists(out));
-  const run::DistillState s1 = run::load_distill_state(out);
+  const run::DistillState s1 = stopped_fresh(tiny_distill(out), "  step 1/3");
   EXPECT_EQ(s1.round, 1);
   EXPECT_EQ(s1.step, 1);
   EXPECT_EQ(s1.losses.size(), 1u);
 
   // Resumed with nothing but --out, then SIGTERM after step 2 of round 2.
   run::DistillOptions again = resume_of(out);
-  raised = false;
-  again.log = raise_at("round 2/2:", "  step 2/3", &raised);
-  r = run::distill_run(again);
+  bool raised = false;
+  again.log = testing::sigterm_at("round 2/2:", "  step 2/3", &raised);
+  run::DistillResult r = run::distill_run(again);
   ASSERT_TRUE(raised);
   EXPECT_EQ(r.stopped_by_signal, SIGTERM);
   ASSERT_EQ(r.rounds.size(), 1u);
@@ -210,7 +204,7 @@ TEST(DistillResume, OverwriteReplacesTheOldOutOnlyWhenRoundOneIsPublished) {
   run::DistillOptions d = tiny_distill(out);
   d.overwrite = true;
   bool raised = false;
-  d.log = raise_at("", "  step 2/3", &raised);
+  d.log = testing::sigterm_at("", "  step 2/3", &raised);
   ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
   EXPECT_TRUE(fs::exists(out + "/keep.txt"));
   EXPECT_FALSE(fs::exists(out + "/round_1"));
@@ -231,7 +225,7 @@ TEST(DistillResume, NewRunOverACompleteOutResumesInsteadOfReportingTheOldOne) {
   run::DistillOptions d = tiny_distill(out);
   d.overwrite = true;
   bool raised = false;
-  d.log = raise_at("", "  step 2/3", &raised);
+  d.log = testing::sigterm_at("", "  step 2/3", &raised);
   ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
   ASSERT_TRUE(fs::exists(run::distill_state_dir(out)));
   const run::DistillResult r = run::distill_run(resume_of(out));
@@ -260,7 +254,7 @@ TEST(DistillResume, LatentTeacherResumesBitIdentical) {
   const std::string out = testing::temp_path("distill_resume_latent");
   run::DistillOptions d = options(out);
   bool raised = false;
-  d.log = raise_at("", "  step 1/3", &raised);
+  d.log = testing::sigterm_at("", "  step 1/3", &raised);
   ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
   EXPECT_EQ(run::distill_run(resume_of(out)).rounds.size(), 1u);
   testing::expect_same_tensors(whole_out + "/round_1/ema.safetensors", out + "/round_1/ema.safetensors");
@@ -287,14 +281,7 @@ TEST(DistillResume, GuidedStoppedInStageOneAndRoundOneResumesBitIdentical) {
   ASSERT_EQ(uninterrupted_guided().rounds.size(), 2u);
   const std::string out = testing::temp_path("distill_resume_guided");
   // SIGTERM after step 1 of stage 1: nothing published, round 0's state beside OUT.
-  run::DistillOptions d = tiny_guided(out);
-  bool raised = false;
-  d.log = raise_at("", "  step 1/2", &raised);
-  run::DistillResult r = run::distill_run(d);
-  ASSERT_TRUE(raised);
-  EXPECT_EQ(r.stopped_by_signal, SIGTERM);
-  EXPECT_FALSE(fs::exists(out));
-  const run::DistillState s0 = run::load_distill_state(out);
+  const run::DistillState s0 = stopped_fresh(tiny_guided(out), "  step 1/2");
   EXPECT_EQ(s0.round, 0);
   EXPECT_EQ(s0.step, 1);
   EXPECT_EQ(s0.options["guided"], "1.0,3.0");  // the range as numbers (canonical form)
@@ -304,13 +291,13 @@ TEST(DistillResume, GuidedStoppedInStageOneAndRoundOneResumesBitIdentical) {
   // 2 of round 1.
   run::DistillOptions again = resume_of(out);
   std::string said;
-  raised = false;
-  const auto stop = raise_at("round 1/1:", "  step 2/3", &raised);
+  bool raised = false;
+  const auto stop = testing::sigterm_at("round 1/1:", "  step 2/3", &raised);
   again.log = [&](const std::string& l) {
     said += l + "\n";
     stop(l);
   };
-  r = run::distill_run(again);
+  run::DistillResult r = run::distill_run(again);
   ASSERT_TRUE(raised);
   EXPECT_NE(said.find("round 0: resumed after step 1/2"), std::string::npos) << said;
   EXPECT_EQ(r.stopped_by_signal, SIGTERM);
@@ -377,7 +364,7 @@ TEST(DistillResume, Refusals) {
   const std::string out = testing::temp_path("distill_resume_refused");
   run::DistillOptions d = tiny_distill(out);
   bool raised = false;
-  d.log = raise_at("", "  step 1/3", &raised);
+  d.log = testing::sigterm_at("", "  step 1/3", &raised);
   ASSERT_EQ(run::distill_run(d).stopped_by_signal, SIGTERM);
   const std::string state = run::distill_state_dir(out);
   ASSERT_TRUE(fs::is_directory(state));

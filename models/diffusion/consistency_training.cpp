@@ -27,12 +27,13 @@ Tensor per_sample(const std::vector<double>& values, const Tensor& like) {
 void check_ict_config(const IctConfig& c) {
   DDPM_CHECK(std::isfinite(c.sigma_min) && std::isfinite(c.sigma_max) && c.sigma_min > 0.0 && c.sigma_min < c.sigma_max,
              "iCT: the noise range needs 0 < sigma_min < sigma_max, finite; got [" << c.sigma_min << ", " << c.sigma_max
-                                                                                << "]");
+                                                                                   << "]");
   DDPM_CHECK(std::isfinite(c.rho) && c.rho > 0.0, "iCT: rho (the Karras grid's exponent) must be > 0, got " << c.rho);
   DDPM_CHECK(std::isfinite(c.sigma_data) && c.sigma_data > 0.0,
              "iCT: sigma_data (--sigma-data, the std of the data) must be a finite number > 0, got " << c.sigma_data);
   DDPM_CHECK(std::isfinite(c.p_mean), "iCT: P_mean (--p-mean) must be finite, got " << c.p_mean);
-  DDPM_CHECK(std::isfinite(c.p_std) && c.p_std > 0.0, "iCT: P_std (--p-std) must be a finite number > 0, got " << c.p_std);
+  DDPM_CHECK(std::isfinite(c.p_std) && c.p_std > 0.0,
+             "iCT: P_std (--p-std) must be a finite number > 0, got " << c.p_std);
   DDPM_CHECK(c.s0 >= 2 && c.s1 >= c.s0,
              "--ict-discretization " << c.s0 << "," << c.s1
                                      << " needs 2 <= S0 <= S1 (the initial and final number of discretisation steps; "
@@ -40,8 +41,8 @@ void check_ict_config(const IctConfig& c) {
 }
 
 std::int64_t ict_num_levels(const IctConfig& c, std::int64_t k, std::int64_t K) {
-  DDPM_CHECK(K >= 1 && k >= 0, "ict_num_levels: needs the run's K >= 1 steps and a step k >= 0, got K = "
-                                   << K << ", k = " << k);
+  DDPM_CHECK(K >= 1 && k >= 0,
+             "ict_num_levels: needs the run's K >= 1 steps and a step k >= 0, got K = " << K << ", k = " << k);
   // K' = floor(K / (log2 floor(s1 / s0) + 1)), at least 1.
   const double doublings = std::log2(std::floor(static_cast<double>(c.s1) / static_cast<double>(c.s0)));
   const std::int64_t k_prime =
@@ -57,7 +58,8 @@ std::vector<double> ict_sigmas(const IctConfig& c, std::int64_t N) {
   const double lo = std::pow(c.sigma_min, 1.0 / c.rho), hi = std::pow(c.sigma_max, 1.0 / c.rho);
   std::vector<double> s(static_cast<std::size_t>(N));
   for (std::int64_t i = 0; i < N; ++i)
-    s[static_cast<std::size_t>(i)] = std::pow(lo + static_cast<double>(i) / static_cast<double>(N - 1) * (hi - lo), c.rho);
+    s[static_cast<std::size_t>(i)] =
+        std::pow(lo + static_cast<double>(i) / static_cast<double>(N - 1) * (hi - lo), c.rho);
   s.front() = c.sigma_min;  // exact endpoints: f(x, sigma_1) is then exactly the identity
   s.back() = c.sigma_max;
   return s;

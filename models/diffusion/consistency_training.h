@@ -25,7 +25,7 @@
 //
 // Level sampling (iCT sec. 3.5): the lower index i in 1..N-1 of a pair (sigma_i, sigma_{i+1}) is
 // drawn with the probability that a log-normal ln sigma ~ N(P_mean, P_std^2) falls between them,
-//   p(i) proportional to erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_i - P_mean) / (sqrt 2 P_std))   (4)
+//   p(i) ~ erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_i - P_mean) / (sqrt 2 P_std))      (4)
 // P_mean = -1.1, P_std = 2.0 (iCT's, NOT EDM's -1.2 / 1.2). One value of rand in f64 per sample,
 // mapped through the inverse of the discrete CDF.
 //
@@ -79,7 +79,7 @@ std::vector<double> ict_level_probabilities(const IctConfig& c, const std::vecto
 
 // A batch's draw of (4): n values of rand in f64 from gen.
 struct IctLevelDraw {
-  std::vector<std::int64_t> lower;       // i - 1 in 0..N-2 (0-based index of sigma_i)
+  std::vector<std::int64_t> lower;         // i - 1 in 0..N-2 (0-based index of sigma_i)
   std::vector<double> sigma_lo, sigma_hi;  // sigma_i and sigma_{i+1}
   // The quartile 0..3 of the level distribution (4) that the pair lies in: the cumulative
   // probability at the middle of its bin, times 4 (lowest noise first): the trainer's metric.

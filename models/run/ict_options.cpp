@@ -50,9 +50,11 @@ const std::vector<const char*>& ict_flag_names() {
 void add_ict_flags(CLI::App& app, TrainOptions& o, const char* group) {
   app.add_option("--ict-discretization", o.ict_discretization,
                  "ict: S0,S1, the curriculum's initial and final number of discretisation steps (iCT: 10,1280)")
-      ->capture_default_str()->group(group);
+      ->capture_default_str()
+      ->group(group);
   app.add_option("--consistency-loss", o.consistency_loss, "ict: the distance d, pseudo-huber (iCT) or l2")
-      ->capture_default_str()->group(group);
+      ->capture_default_str()
+      ->group(group);
 }
 
 bool is_ict(const TrainOptions& o) { return o.objective == "ict"; }
@@ -65,8 +67,8 @@ diffusion::IctConfig ict_config(const TrainOptions& o) {
   c.p_mean = given(o, "--p-mean") || o.p_mean != defaults.p_mean ? o.p_mean : kIctDefaults.p_mean;
   c.p_std = given(o, "--p-std") || o.p_std != defaults.p_std ? o.p_std : kIctDefaults.p_std;
   const std::vector<int> s = parse_int_list("--ict-discretization", o.ict_discretization);
-  DDPM_CHECK(s.size() == 2, "--ict-discretization takes two numbers S0,S1 (iCT: 10,1280), got \""
-                                << o.ict_discretization << "\"");
+  DDPM_CHECK(s.size() == 2,
+             "--ict-discretization takes two numbers S0,S1 (iCT: 10,1280), got \"" << o.ict_discretization << "\"");
   c.s0 = s[0];
   c.s1 = s[1];
   c.distance = diffusion::parse_consistency_distance(o.consistency_loss);
@@ -101,9 +103,15 @@ void validate_ict_options(const TrainOptions& o) {
 }
 
 nlohmann::json ict_section_json(const diffusion::IctConfig& c) {
-  return {{"objective", "ict"},  {"sigma_min", c.sigma_min},   {"sigma_max", c.sigma_max},
-          {"rho", c.rho},        {"sigma_data", c.sigma_data}, {"p_mean", c.p_mean},
-          {"p_std", c.p_std},    {"s0", c.s0},                 {"s1", c.s1},
+  return {{"objective", "ict"},
+          {"sigma_min", c.sigma_min},
+          {"sigma_max", c.sigma_max},
+          {"rho", c.rho},
+          {"sigma_data", c.sigma_data},
+          {"p_mean", c.p_mean},
+          {"p_std", c.p_std},
+          {"s0", c.s0},
+          {"s1", c.s1},
           {"consistency_loss", diffusion::consistency_distance_name(c.distance)},
           {"learn_sigma", false}};
 }
@@ -115,8 +123,8 @@ diffusion::IctConfig ict_config_from_json(const nlohmann::json& j) {
   for (const char* key : {"sigma_min", "sigma_max", "rho", "sigma_data", "p_mean", "p_std"})
     DDPM_CHECK(j.contains(key) && j.at(key).is_number(), "iCT diffusion settings need a number \"" << key << "\"");
   for (const char* key : {"s0", "s1"})
-    DDPM_CHECK(j.contains(key) && j.at(key).is_number_integer(), "iCT diffusion settings need an integer \"" << key
-                                                                                                          << "\"");
+    DDPM_CHECK(j.contains(key) && j.at(key).is_number_integer(),
+               "iCT diffusion settings need an integer \"" << key << "\"");
   c.sigma_min = j.at("sigma_min").get<double>();
   c.sigma_max = j.at("sigma_max").get<double>();
   c.rho = j.at("rho").get<double>();

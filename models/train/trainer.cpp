@@ -337,10 +337,12 @@ StepMetrics Trainer::step() {
         Tensor target;
         {
           NoGradGuard no_grad;
-          target = diffusion::ict_consistency_function(net, config_.ict, diffusion::ict_noised(x0b, noiseb, s_lo), s_lo, lb);
+          const Tensor x_lo = diffusion::ict_noised(x0b, noiseb, s_lo);  // x_0 + sigma_i z
+          target = diffusion::ict_consistency_function(net, config_.ict, x_lo, s_lo, lb);
         }
         dropout.set_state(dropout_seed, dropout_offset);
-        const Tensor f = diffusion::ict_consistency_function(net, config_.ict, diffusion::ict_noised(x0b, noiseb, s_hi), s_hi, lb);
+        const Tensor x_hi = diffusion::ict_noised(x0b, noiseb, s_hi);  // x_0 + sigma_{i+1} z, the same z
+        const Tensor f = diffusion::ict_consistency_function(net, config_.ict, x_hi, s_hi, lb);
         terms.loss = diffusion::ict_pair_loss(f, target, s_lo, s_hi, config_.ict.distance);
       } else if (vdm) {
         // The VLB in bits/dim; the variance-minimising scale is in the same units (vdm.h).

@@ -20,6 +20,7 @@
 #include "engine/ops/reduce.h"
 #include "models/diffusion/consistency_training.h"
 #include "models/diffusion/edm.h"
+#include "models/run/edm_options.h"
 #include "models/run/ict_options.h"
 #include "models/run/model_source.h"
 #include "models/toy/mlp_denoiser.h"
@@ -107,7 +108,9 @@ TEST(Ict, LevelDistributionIsTheLogNormalMassOfEachBin) {
   for (double v : p) total += v;
   EXPECT_NEAR(total, 1.0, 1e-14);
   // p_i proportional to Phi(ln sigma_{i+1}) - Phi(ln sigma_i) of N(-1.1, 2^2), Phi from erfc.
-  const auto Phi = [&](double sigma) { return 0.5 * std::erfc(-(std::log(sigma) - c.p_mean) / (c.p_std * std::sqrt(2.0))); };
+  const auto Phi = [&](double sigma) {
+    return 0.5 * std::erfc(-(std::log(sigma) - c.p_mean) / (c.p_std * std::sqrt(2.0)));
+  };
   const double mass = Phi(s.back()) - Phi(s.front());
   for (std::size_t i = 0; i < p.size(); ++i) EXPECT_NEAR(p[i], (Phi(s[i + 1]) - Phi(s[i])) / mass, 1e-12);
   // The sampler: frequencies within 5 standard errors of p, and each bin's metric quartile.
@@ -133,7 +136,8 @@ TEST(Ict, LevelDistributionIsTheLogNormalMassOfEachBin) {
 }
 
 TEST(Ict, PairLossIsTheWeightedPseudoHuberPerSample) {
-  const Tensor f = testing::random_tensor({3, 2, 2, 1}, 4), target = testing::random_tensor({3, 2, 2, 1}, 5, DType::f64, 0.1);
+  const Tensor f = testing::random_tensor({3, 2, 2, 1}, 4),
+               target = testing::random_tensor({3, 2, 2, 1}, 5, DType::f64, 0.1);
   const std::vector<double> lo = {0.002, 0.5, 20.0}, hi = {0.01, 0.9, 80.0};
   const std::vector<double> ph = ict_pair_loss(f, target, lo, hi, ConsistencyDistance::pseudo_huber).to_double_vector();
   const std::vector<double> l2 = ict_pair_loss(f, target, lo, hi, ConsistencyDistance::l2).to_double_vector();
@@ -250,9 +254,11 @@ TEST(IctTrainer, DrawsLevelsAtTsPlaceAndBackpropagatesTheStudentAlone) {
   // The same loss with the target as a constant copy: the same value and the same gradient.
   IctRig fresh(1);
   const diffusion::DenoiseFn net = fresh.model->fn();
-  const Tensor target_on_tape = diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_lo), d.sigma_lo, {});
+  const Tensor target_on_tape =
+      diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_lo), d.sigma_lo, {});
   const Tensor target = Tensor::from_vector(target_on_tape.to_double_vector(), {32, 2}, DType::f64);
-  const Tensor f = diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_hi), d.sigma_hi, {});
+  const Tensor f =
+      diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_hi), d.sigma_hi, {});
   fresh.slab.zero_grad();
   const Tensor loss = mean(diffusion::ict_pair_loss(f, target, d.sigma_lo, d.sigma_hi, c.distance));
   loss.backward();
@@ -263,7 +269,8 @@ TEST(IctTrainer, DrawsLevelsAtTsPlaceAndBackpropagatesTheStudentAlone) {
     EXPECT_NEAR(trainer_grad[i], student_grad[i], 1e-10 * (1 + std::abs(student_grad[i]))) << "parameter " << i;
   // With the target on the tape too the gradient differs: the test above could fail.
   fresh.slab.zero_grad();
-  const Tensor f2 = diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_hi), d.sigma_hi, {});
+  const Tensor f2 =
+      diffusion::ict_consistency_function(net, c, diffusion::ict_noised(b.x0, z, d.sigma_hi), d.sigma_hi, {});
   mean(diffusion::ict_pair_loss(f2, target_on_tape, d.sigma_lo, d.sigma_hi, c.distance)).backward();
   const std::vector<double> both = fresh.slab.grads().to_double_vector();
   double diff = 0, norm = 0;
@@ -334,9 +341,10 @@ TEST(IctTrainer, ToyTrainingImprovesOneStepSamples) {
     if (k >= steps - window) last += m.loss / window;
   }
   const double after = sample_error(*r.model, &tr.ema(), r.slab), two = sample_error(*r.model, &tr.ema(), r.slab, 2);
-  std::printf("iCT toy: distance to the nearer cluster, one step %.4f -> %.4f, two steps %.4f (EMA); loss first "
-              "%.4g last %.4g (not comparable: N(k) and lambda change along the curriculum)\n",
-              before, after, two, first, last);
+  std::printf(
+      "iCT toy: distance to the nearer cluster, one step %.4f -> %.4f, two steps %.4f (EMA); loss first "
+      "%.4g last %.4g (not comparable: N(k) and lambda change along the curriculum)\n",
+      before, after, two, first, last);
   // A model collapsed onto the data mean (the origin) would score 0.707, about what the
   // untrained network gives; a trained one puts its one-step samples near the clusters.
   EXPECT_LT(after, 0.3 * before);
@@ -439,6 +447,18 @@ TEST(IctOptions, DefaultsAreIctsAndTheSectionRoundTrips) {
   ddpm.objective_flags_given = {"--ict-discretization"};
   EXPECT_THROW(validate_ict_options(ddpm), ValueError);
   EXPECT_THROW(diffusion_from_json(diffusion_to_json(s), true), ValueError);  // learned variance
+}
+
+TEST(IctOptions, LatentsGetUnitSigmaDataAsForEdm) {
+  TrainOptions o;
+  o.objective = "ict";
+  EXPECT_TRUE(default_sigma_data_for_latents(o));  // --autoencoder: unit-variance latents
+  EXPECT_EQ(ict_config(o).sigma_data, 1.0);
+  TrainOptions given;
+  given.objective = "ict";
+  given.objective_flags_given = {"--sigma-data"};
+  EXPECT_FALSE(default_sigma_data_for_latents(given));
+  EXPECT_EQ(ict_config(given).sigma_data, 0.5);
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 # Trains a tiny improved-consistency-training run (class-conditional, so labels flow) on the
 # toy data for a few steps, resumes it, samples it with one step (the consistency sampler is
 # the default for it), two steps and explicit levels, and checks the refusals: another
-# sampler, guidance, ddpm-export, ddpm-eval bpd, ddpm-edit, a bad --ict-discretization, the
+# sampler, guidance, ddpm-export, ddpm-eval bpd, ddpm-distill, a bad --ict-discretization, the
 # ict flags with another objective and DDPM-only flags with ict (each exit 2, one error line).
 set -euo pipefail
 bin=$1 work=$2
@@ -49,6 +49,8 @@ refused "--guidance-scale" "$bin/ddpm-sample" --checkpoint "$run" --guidance-sca
 refused "objective ict" "$bin/ddpm-export" --checkpoint "$run" --out "$work/export"
 test ! -e "$work/export" || fail "a refused export left $work/export behind"
 refused "objective ict" "$bin/ddpm-eval" bpd --checkpoint "$run" --data toy
+refused "objective ict" "$bin/ddpm-distill" --teacher "$run" --method consistency --steps 1 --out "$work/distill"
+test ! -e "$work/distill" || fail "a refused distillation left $work/distill behind"
 refused "--ict-discretization 1280,10 needs 2 <= S0 <= S1" "$bin/ddpm-train" "${tiny[@]}" \
   --ict-discretization 1280,10 --out "$work/x"
 refused "--ict-discretization takes two numbers" "$bin/ddpm-train" "${tiny[@]}" --ict-discretization 10 --out "$work/x"

@@ -49,6 +49,7 @@ refused "--guidance-scale" "$bin/ddpm-sample" --checkpoint "$run" --guidance-sca
 refused "objective ict" "$bin/ddpm-export" --checkpoint "$run" --out "$work/export"
 test ! -e "$work/export" || fail "a refused export left $work/export behind"
 refused "objective ict" "$bin/ddpm-eval" bpd --checkpoint "$run" --data toy
+refused "objective ict" "$bin/ddpm-eval" nll --checkpoint "$run" --data toy
 refused "objective ict" "$bin/ddpm-distill" --teacher "$run" --method consistency --steps 1 --out "$work/distill"
 test ! -e "$work/distill" || fail "a refused distillation left $work/distill behind"
 refused "--ict-discretization 1280,10 needs 2 <= S0 <= S1" "$bin/ddpm-train" "${tiny[@]}" \

@@ -54,6 +54,8 @@ ConditionGapReport run_condition_gap(const ConditionGapArgs& a, std::ostream& ou
                                        << " was trained with the EDM objective (a preconditioned network of a "
                                           "continuous sigma, not an eps, x_0 or v prediction at a discrete t): "
                                           "condition-gap handles DDPM runs only");
+  DDPM_CHECK(!d.ict, "condition-gap: " << a.checkpoint << " was trained with --objective ict (a consistency "
+                                                          "function, not a denoiser): condition-gap handles DDPM runs only");
   run::refuse_super_res_model(src.net->config(), a.checkpoint, "ddpm-eval condition-gap");
   const unet::UNet& net = *src.net;
   DDPM_CHECK(src.text || net.config().num_classes > 0,

@@ -284,6 +284,10 @@ EvalModel load_eval_model(const std::string& path, bool ema, Device device, cons
   DDPM_CHECK(!d.edm, mode << ": " << path
                           << " was trained with the EDM objective (continuous sigma, no discrete process): "
                              "the DDPM variational bound it would need is not defined for it");
+  DDPM_CHECK(!d.ict, mode << ": " << path
+                          << " was trained with --objective ict (a consistency function, models/diffusion/"
+                             "consistency_training.h): it models no diffusion process, so no likelihood bound exists "
+                             "for it");
   DDPM_CHECK(!d.vdm || mode == "bpd",
              mode << ": " << path
                   << " was trained with the VDM objective (continuous t, models/diffusion/vdm.h): of the likelihood "

@@ -93,6 +93,9 @@ NllEvalReport run_nll(const NllArgs& a, std::ostream& out) {
   run::refuse_latent_model(a.checkpoint, "ddpm-eval nll (bits/dim of pixels)");
   run::ModelSource src = run::open_model(a.checkpoint, a.device, a.ema);
   run::refuse_video_model(src, a.checkpoint, "ddpm-eval nll");
+  DDPM_CHECK(!src.diffusion.ict, "nll: " << a.checkpoint << " was trained with --objective ict (a consistency "
+                                            "function, models/diffusion/consistency_training.h): it defines no "
+                                            "probability-flow ODE whose likelihood could be computed");
   DDPM_CHECK(!src.diffusion.vdm, "nll: " << a.checkpoint
                                          << " was trained with the VDM objective (continuous t, models/diffusion/"
                                             "vdm.h); use ddpm-eval bpd, its own variational bound");

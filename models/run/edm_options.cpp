@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "models/diffusion/karras.h"
 #include "models/run/consistency_run.h"
+#include "models/run/ict_options.h"
 #include "models/run/vdm_options.h"
 #include "models/train/trainer.h"
 
@@ -38,34 +39,41 @@ void note_objective_flags(const CLI::App& app, TrainOptions& o) {
     if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
   for (const char* flag : vdm_flag_names())
     if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
+  for (const char* flag : ict_flag_names())
+    if (app.count(flag) > 0) o.objective_flags_given.push_back(flag);
 }
 
 bool default_sigma_data_for_latents(TrainOptions& o) {
-  if (!is_edm(o) || given(o, "--sigma-data") || o.sigma_data != TrainOptions{}.sigma_data) return false;
+  if (!(is_edm(o) || is_ict(o)) || given(o, "--sigma-data") || o.sigma_data != TrainOptions{}.sigma_data) return false;
   o.sigma_data = 1.0;
   return true;
 }
 
 void validate_objective_options(const TrainOptions& o) {
   train::parse_objective(o.objective);  // ValueError listing the choices
-  if (!is_edm(o)) {
+  validate_ict_options(o);              // the ict flags and what ict refuses (ict_options.h)
+  if (!is_edm(o) && !is_ict(o)) {
     for (const char* flag : kEdmOnlyFlags)
-      DDPM_CHECK(!given(o, flag), flag << " applies to --objective edm only (got --objective " << o.objective << ")");
+      DDPM_CHECK(!given(o, flag), flag << " applies to --objective edm only (or ict; got --objective " << o.objective
+                                       << ")");
     return;
   }
+  // EDM and iCT both work at a continuous sigma of the VE process x = x_0 + sigma n.
+  const std::string name = "--objective " + o.objective;
   for (const char* flag : kDdpmOnlyFlags)
-    DDPM_CHECK(!given(o, flag), flag << " applies to --objective ddpm only: EDM trains a preconditioned denoiser at a "
-                                        "continuous sigma (set --sigma-data, --p-mean, --p-std instead)");
-  DDPM_CHECK(!o.learn_sigma, "--learn-sigma does not apply to --objective edm: the EDM denoiser has no variance to learn");
+    DDPM_CHECK(!given(o, flag), flag << " applies to --objective ddpm only: " << name
+                                     << " trains at a continuous sigma (set --sigma-data, --p-mean, --p-std instead)");
+  DDPM_CHECK(!o.learn_sigma, "--learn-sigma does not apply to " << name << ": the network has no variance to learn");
   DDPM_CHECK(o.schedule_sampler == "uniform",
-             "--schedule-sampler " << o.schedule_sampler << " does not apply to --objective edm (sigma is drawn from "
-                                   << "its log-normal distribution)");
+             "--schedule-sampler " << o.schedule_sampler << " does not apply to " << name
+                                   << " (sigma is drawn from its own log-normal distribution)");
   DDPM_CHECK(std::isfinite(o.sigma_data) && o.sigma_data > 0, "--sigma-data must be positive, got " << o.sigma_data);
   DDPM_CHECK(std::isfinite(o.p_mean), "--p-mean must be a finite number, got " << o.p_mean);
   DDPM_CHECK(std::isfinite(o.p_std) && o.p_std > 0, "--p-std must be positive, got " << o.p_std);
 }
 
 nlohmann::json diffusion_section(const TrainOptions& o) {
+  if (is_ict(o)) return ict_diffusion_section(o);
   if (is_edm(o))
     return {{"objective", "edm"}, {"sigma_data", o.sigma_data}, {"p_mean", o.p_mean},
             {"p_std", o.p_std},   {"learn_sigma", false}};
@@ -100,9 +108,16 @@ SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSourc
                             << ", which was trained with the EDM objective (continuous sigma, no discrete process): "
                                "use --sampler heun (the default for it), euler, dpm++2m, euler-ancestral, unipc or dpm++2m-sde");
   }
-  // A consistency model (consistency_run.h) samples with its own sampler only: the default
-  // for it, as heun is for an EDM model, instead of a refusal of the default ddpm.
-  else if (o.sampler_defaulted && read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps))
+  // A consistency model (consistency_run.h, or an ict run) samples with its own sampler only:
+  // the default for it, as heun is for an EDM model, instead of a refusal of the default ddpm.
+  else if (model.diffusion.ict) {
+    if (o.sampler_defaulted) r.sampler = "consistency";
+    DDPM_CHECK(r.sampler == "consistency",
+               "--sampler " << r.sampler << " does not apply to " << o.checkpoint
+                            << ", which was trained with --objective ict (a consistency function f(x, sigma), not a "
+                               "denoiser any other sampler could step): use --sampler consistency (the default for it) "
+                               "with --sampling-steps K or --consistency-sigmas");
+  } else if (o.sampler_defaulted && read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps))
     r.sampler = "consistency";
   r.sampler_defaulted = false;
   return r;

@@ -13,6 +13,9 @@
 //   {"objective": "edm", "sigma_data", "p_mean", "p_std", "learn_sigma": false}
 //   (model_source.h reads both). A run written before "objective" existed reads as ddpm, also
 //   when resuming it.
+//   --objective ict (models/run/ict_options.h) shares --sigma-data, --p-mean and --p-std (at
+//   iCT's defaults when not given) and the DDPM-only refusals above; validate_objective_options
+//   and diffusion_section dispatch to it.
 //
 // ddpm-sample on an EDM run: --sampler heun (the default for such runs: the sampler is then
 // chosen when the model is open) or euler (the first-order solver of the same loop, EDM
@@ -72,7 +75,7 @@ bool is_karras_sampler(const std::string& sampler);
 // The options with the sampler decided for this model: an EDM model gets heun when --sampler
 // was not given (o.sampler_defaulted), and refuses ddpm / ddim (ValueError naming the flag); a
 // consistency model (ddpm-distill --method consistency) gets consistency when --sampler was
-// not given. Other models keep theirs. The result has sampler_defaulted cleared.
+// not given, and so does an ict run, which refuses every other sampler. Other models keep theirs. The result has sampler_defaulted cleared.
 SampleOptions resolve_sampler_for_model(const SampleOptions& o, const ModelSource& model);
 
 // One batch by any Karras-level solver (o.sampler) on this model: edm_sample for an EDM model,

@@ -13,6 +13,7 @@
 #include "engine/io/safetensors.h"
 #include "engine/rng.h"
 #include "models/nn/module.h"
+#include "models/run/ict_options.h"
 #include "models/run/vdm_options.h"
 #include "models/unet/model_io.h"
 
@@ -281,6 +282,7 @@ void check_diffusion_settings(const DiffusionSettings& d) {
 
 nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
   if (d.vdm) return vdm_section_json(*d.vdm);
+  if (d.ict) return ict_section_json(*d.ict);
   if (d.edm)
     return {{"objective", "edm"}, {"sigma_data", d.edm->sigma_data}, {"p_mean", d.edm->p_mean},
             {"p_std", d.edm->p_std}, {"learn_sigma", false}};
@@ -295,8 +297,14 @@ nlohmann::json diffusion_to_json(const DiffusionSettings& d) {
 DiffusionSettings diffusion_from_json(const nlohmann::json& j, bool model_learn_sigma) {
   DDPM_CHECK(j.is_object(), "diffusion settings must be a JSON object, got " << j.dump());
   const std::string objective = j.value("objective", std::string("ddpm"));
-  DDPM_CHECK(objective == "ddpm" || objective == "edm" || objective == "vdm",
-             "\"objective\" must be \"ddpm\", \"edm\" or \"vdm\", got \"" << objective << "\"");
+  DDPM_CHECK(objective == "ddpm" || objective == "edm" || objective == "vdm" || objective == "ict",
+             "\"objective\" must be \"ddpm\", \"edm\", \"vdm\" or \"ict\", got \"" << objective << "\"");
+  if (objective == "ict") {  // ict_options.h
+    DiffusionSettings d;
+    DDPM_CHECK(!model_learn_sigma, "an iCT model has no learned variance, but the network has 2C output channels");
+    d.ict = ict_config_from_json(j);
+    return d;
+  }
   if (objective == "vdm") {  // vdm_options.h
     DiffusionSettings d;
     d.vdm = vdm_config_from_json(j);
@@ -509,6 +517,11 @@ void refuse_vdm_model(const ModelSource& model, const std::string& path, const s
                   << ": it was trained with the VDM objective (a continuous-time schedule gamma(t), "
                      "models/diffusion/vdm.h), whose network takes the time of its own schedule; sample it with "
                      "ddpm-sample and score it with ddpm-eval bpd");
+  DDPM_CHECK(!model.diffusion.ict,
+             what << " does not apply to " << path
+                  << ": it was trained with --objective ict (improved consistency training, models/diffusion/"
+                     "consistency_training.h); its network is F inside a consistency function f(x, sigma), not a "
+                     "denoiser of a diffusion process. Sample it with ddpm-sample --sampler consistency");
 }
 
 void refuse_video_model(const ModelSource& model, const std::string& path, const std::string& what) {
@@ -523,6 +536,11 @@ void export_diffusers(const ModelSource& model, const std::string& dir, bool ove
   DDPM_CHECK(!model.diffusion.vdm,
              "export: this model was trained with the VDM objective (a continuous-time schedule gamma(t), "
              "models/diffusion/vdm.h); a DDPMScheduler config cannot express it. Sample it with ddpm-sample");
+  DDPM_CHECK(!model.diffusion.ict,
+             "export: this model was trained with --objective ict (a consistency function f(x, sigma) = c_skip x + "
+             "c_out F(c_in x; ln(sigma)/4), models/diffusion/consistency_training.h); a diffusers UNet2DModel with a "
+             "DDPMScheduler cannot express that, and would be used as an eps-model. Sample it with ddpm-sample "
+             "--sampler consistency instead");
   DDPM_CHECK(!model.diffusion.edm,
              "export: this model was trained with the EDM objective (preconditioned D(x; sigma) = c_skip x + c_out "
              "F(c_in x; ln(sigma)/4), sigma_data "

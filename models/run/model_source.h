@@ -33,12 +33,14 @@
 //   "noise_schedule"   "linear" | "cosine"                (required)
 //   "predict"          "eps" | "x0" | "v"                 (optional, default "eps")
 //   "learn_sigma"      bool                               (optional, default: the model's)
-//   "objective"        "ddpm" | "edm"                     (optional, default "ddpm")
+//   "objective"        "ddpm" | "edm" | "vdm" | "ict"     (optional, default "ddpm")
 //   "zero_terminal_snr" bool                              (optional, default false; written
 //                      only when true, so older runs and their configs stay unchanged)
 // An "edm" run (models/diffusion/edm.h) has no discrete process: its section holds
 // "sigma_data", "p_mean", "p_std" (required) instead of the keys above, which then keep
-// their defaults and are not used; DiffusionSettings::edm is set.
+// their defaults and are not used; DiffusionSettings::edm is set. An "ict" run (improved
+// consistency training, models/run/ict_options.h) likewise holds its own keys and sets
+// DiffusionSettings::ict.
 // Other keys of "diffusion" (training-only choices such as the loss) are ignored here.
 // Beside a model file, config.json may also be just the UNet config (our format, or
 // diffusers' UNet2DModel config, recognized by "_class_name" or "block_out_channels"); the
@@ -57,6 +59,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
+#include "models/diffusion/consistency_training.h"
 #include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/schedule.h"
@@ -83,6 +86,10 @@ struct DiffusionSettings {
   // open_model reads from the weights file ("vdm_gamma." tensors of a learned schedule).
   std::optional<diffusion::VdmConfig> vdm;
   std::shared_ptr<const diffusion::GammaCurve> vdm_curve;
+  // Set for a network trained with the ict objective (consistency_training.h, "objective":
+  // "ict"): F inside the consistency function f(x, sigma), sampled only by ict_sample; the
+  // DDPM fields above are then defaults, not used, and edm is not set.
+  std::optional<diffusion::IctConfig> ict;
 };
 
 // The model's beta schedule: betas_for(noise_schedule, diffusion_steps), rescaled to zero
@@ -134,6 +141,8 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // the apps that build a model's discrete schedule and time input themselves (editing,
 // distillation, ControlNet, cascades, fine-tuning): a VDM network takes the continuous time of
 // its gamma(t) (vdm.h vdm_grid_denoiser), which only ddpm-sample and ddpm-eval bpd map today.
+// It refuses an ict model (DiffusionSettings::ict) for the same apps the same way: its network
+// is F inside a consistency function, which only ddpm-sample's consistency sampler reads.
 void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what);
 // ValueError "<what> does not apply to <path>: it is a video model ..." for the apps that work
 // on images only (editing, distillation, ControlNet, cascades, evaluation, export): a video

@@ -151,8 +151,8 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "2nd-order multistep predictor plus a free corrector, N calls, deterministic) or dpm++2m-sde "
                  "(DPM-Solver++(2M) SDE: 2nd-order multistep with fresh noise each step, N calls, stochastic), "
                  "those six on the Karras noise levels; or plms (pseudo linear multistep, Liu et al. 2022: 4th-order Adams-Bashforth on DDIM's "
-                 "steps, N calls, deterministic); or consistency (a ddpm-distill --method consistency folder only: CM's "
-                 "multistep sampling, K calls)")
+                 "steps, N calls, deterministic); or consistency (a ddpm-distill --method consistency folder or a "
+                 "ddpm-train --objective ict run only, the default for both: CM's multistep sampling, K calls)")
       ->check(CLI::IsMember({"ddpm", "ddim", "heun", "euler", "dpm++2m", "euler-ancestral", "unipc", "dpm++2m-sde",
                              "plms", "consistency"}))
       ->capture_default_str();
@@ -160,6 +160,9 @@ void add_sample_flags(CLI::App& app, SampleOptions& o) {
                  "steps of the reverse process; 0 = all training steps (DDPM: any count up to T; DDIM and plms: must divide "
                  "T; heun: N noise levels, 0 = 18; consistency: K of the model's levels, 0 = 1)")
       ->capture_default_str();
+  app.add_option("--consistency-sigmas", o.consistency_sigmas,
+                 "an --objective ict run only: the levels S1,S2,... of its multistep sampler, strictly descending in "
+                 "(0.002, 80] (default: 80 for one step, 80,0.821 for two, Karras-spaced for more)");
   app.add_option("--eta", o.eta, "DDIM noise: 0 deterministic, 1 like DDPM")->capture_default_str();
   app.add_option("--corrector-steps", o.corrector_steps,
                  "ddpm/ddim: Langevin corrector steps per level (predictor-corrector sampling, Song et al. 2021); "

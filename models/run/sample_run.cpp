@@ -3,6 +3,7 @@
 #include "models/run/sample_run.h"
 
 #include "models/run/edm_options.h"
+#include "models/run/ict_options.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,7 +177,14 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
   // A consistency model (consistency_run.h) and the consistency sampler go together only:
   // its network is trained inside f = c_skip z + c_out x^, not as a denoiser of the process.
   const std::optional<diffusion::ConsistencyGrid> cgrid = read_consistency_grid(o.checkpoint, T);
-  DDPM_CHECK(!consistency || cgrid,
+  // An ict run (ict_options.h) is a consistency model too, of the VE process, with no grid.
+  const bool ict = model.diffusion.ict.has_value();
+  DDPM_CHECK(consistency || !ict, o.checkpoint << " was trained with --objective ict: its network is F inside a "
+                                               << "consistency function f(x, sigma); use --sampler consistency");
+  DDPM_CHECK(ict || o.consistency_sigmas.empty(),
+             "--consistency-sigmas applies to a model trained with ddpm-train --objective ict only; "
+                 << o.checkpoint << " is not one");
+  DDPM_CHECK(!consistency || cgrid || ict,
              "--sampler consistency needs a consistency model (a ddpm-distill --method consistency folder); "
                  << o.checkpoint << " is not one (its config.json has no \"distillation\" record with sampler "
                  << "consistency)");
@@ -185,7 +193,15 @@ diffusion::SamplerConfig make_sampler_config(const SampleOptions& o, const Model
                           << "only inside the consistency function f = c_skip z + c_out x^, so --sampler " << o.sampler
                           << " would draw garbage without an error; use --sampler consistency --sampling-steps K "
                           << "(K in [1, " << (cgrid ? cgrid->num_levels() : 0) << "])");
-  if (consistency) {
+  if (ict) {
+    (void)ict_sample_sigmas(o, *model.diffusion.ict);  // the levels fit (ValueError naming the flag)
+    DDPM_CHECK(o.guidance_scale == 1, "--sampler consistency does not combine with --guidance-scale "
+                                          << o.guidance_scale << " for " << o.checkpoint
+                                          << ": an ict run trains no guided consistency function");
+    DDPM_CHECK(o.inpaint_image.empty() && !reconstruction_guided(o) && !o.show_steps,
+               "--inpaint, --reconstruction-guidance and --show-steps do not apply to "
+                   << o.checkpoint << " (an ict run): its multistep sampler has no per-step denoiser to guide or show");
+  } else if (consistency) {
     (void)diffusion::consistency_sampling_levels(*cgrid, o.sampling_steps > 0 ? o.sampling_steps : 1);  // K fits
     // Only a guided consistency student (consistency_run.h --guided) takes a guidance scale:
     // as w = s - 1 into its network (below), never as a combination of two calls.
@@ -398,6 +414,8 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
   const std::optional<diffusion::ConsistencyGrid> cgrid =
       o.sampler == "consistency" ? read_consistency_grid(o.checkpoint, model.diffusion.diffusion_steps) : std::nullopt;
   const std::int64_t consistency_steps = o.sampling_steps > 0 ? o.sampling_steps : 1;  // consistency.h (4)
+  const std::vector<double> ict_sigmas =  // consistency_training.h (6): an ict run's levels
+      model.diffusion.ict ? ict_sample_sigmas(o, *model.diffusion.ict) : std::vector<double>{};
   if (const std::optional<DistillationRecord> distilled = read_distillation_record(o.checkpoint); distilled && log) {
     const std::string w = distillation_sampling_warning(*distilled, o.checkpoint, o.sampler, o.sampling_steps,
                                                         model.diffusion.diffusion_steps);
@@ -410,6 +428,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       guide = &opened_guide;
     }
     check_autoguide_fits(model, *guide, o.autoguide, o.low_res_noise_level);
+    DDPM_CHECK(!model.diffusion.ict && !guide->diffusion.ict,
+               "--autoguide " << o.autoguide << ": autoguidance of or by an ict run (a consistency function) is not "
+                              << "supported");
     DDPM_CHECK(!model.diffusion.vdm && !guide->diffusion.vdm,
                "--autoguide " << o.autoguide << ": autoguidance of or by a VDM run (--objective vdm) is not "
                               << "supported yet (its network sees continuous t through the grid bridge, vdm.h)");
@@ -582,6 +603,9 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                  ? sample_karras(model, base, f, sample_shape(n), labels, sc, o.sampler, gen, o.device, callback)
              : o.sampler == "plms"
                  ? diffusion::plms_sample(base, f, sample_shape(n), labels, sc, gen, o.device, callback)
+             : model.diffusion.ict
+                 ? diffusion::ict_sample(f, *model.diffusion.ict, sample_shape(n), labels, ict_sigmas,
+                                         diffusion::resolve_clip_x0(sc), gen, o.device, sc.dtype)
              : o.sampler == "consistency"
                  ? diffusion::consistency_sample(base, f, consistency_reading(sc), *cgrid, sample_shape(n), labels,
                                                  consistency_steps, diffusion::resolve_clip_x0(sc), gen, o.device,
@@ -655,10 +679,11 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
                            {"sampler", o.sampler},
                            {"sampling_steps", heun     ? sc.heun_steps
                                               : cgrid ? consistency_steps
+                                              : model.diffusion.ict ? static_cast<std::int64_t>(ict_sigmas.size())
                                               : sc.respacing.empty() ? model.diffusion.diffusion_steps
                                                                      : o.sampling_steps},
                            {"respacing", sc.respacing},
-                           {"variance", cgrid  ? "none (consistency model)"
+                           {"variance", cgrid || model.diffusion.ict ? "none (consistency model)"
                                         : heun ? (sc.s_churn > 0 ? "none (ODE with churn noise)"
                                                                : "none (deterministic ODE)")
                                              : diffusion::variance_type_name(
@@ -715,6 +740,10 @@ SampleResult run_sample(const SampleOptions& asked, const ModelSource& model, st
       info["consistency"] = {{"levels", cgrid->num_levels()},
                              {"timesteps", diffusion::consistency_sampling_levels(*cgrid, consistency_steps)},
                              {"network_calls", consistency_steps}};
+    if (model.diffusion.ict)  // consistency_training.h eq. (6): one network call per level
+      info["consistency"] = {{"sigmas", ict_sigmas},
+                             {"sigmas_from", o.consistency_sigmas.empty() ? "default" : "--consistency-sigmas"},
+                             {"network_calls", ict_sigmas.size()}};
     if (guidance_distilled)  // Meng et al. 2023: the weight is a network input, no doubled batch
       info["guidance_distilled"] = {{"guidance_weight_w", guided_w}, {"network_calls_per_step", 1}};
     write_file_atomic((dir / "sample_info.json").string(), info.dump(2) + "\n");

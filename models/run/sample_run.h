@@ -114,6 +114,8 @@
 // --guidance-interval and --autoguide (they need two predictions); sample_info.json adds
 // "guidance_distilled": {guidance_weight_w, network_calls_per_step: 1}.
 //
+// An ict run (ddpm-train --objective ict, ict_options.h) samples with --sampler consistency
+// too, on sigma levels (--sampling-steps or --consistency-sigmas), not on a timestep grid.
 // Consistency models (ddpm-distill --method consistency, consistency_run.h): --sampler
 // consistency runs CM's multistep sampling (consistency.h eq. 4) on K = --sampling-steps
 // (0 = 1) of the folder's N levels, K network calls; x is clamped only with --clip-x0 true.
@@ -159,6 +161,7 @@ struct SampleOptions {
   int batch_size = 16;
   std::string sampler = "ddpm";    // "ddpm" | "ddim" | "heun" | "euler" (Heun's loop, first order)
   int sampling_steps = 0;          // 0: all training steps
+  std::string consistency_sigmas;  // an ict run's explicit levels S1,S2,... (ict_options.h); "" = default
   double eta = 0.0;                // DDIM noise
   // Predictor-corrector sampling (langevin.h): Langevin steps per level before each DDPM or
   // DDIM step, at target signal-to-noise ratio snr (Song et al. 2021 algorithm 5).

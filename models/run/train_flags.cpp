@@ -1,5 +1,6 @@
 #include "models/run/train_flags.h"
 
+#include "models/run/ict_options.h"
 #include "models/run/lr_schedule_flags.h"
 #include "models/run/posthoc_flags.h"
 #include "models/run/presets.h"
@@ -119,12 +120,15 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   const char* D = "Diffusion";
   app.add_option("--objective", o.objective,
                  "ddpm (discrete t, the flags below) | edm (Karras et al. 2022 preconditioning, continuous sigma) | "
-                 "vdm (Kingma et al. 2021 variational diffusion, continuous t)")
+                 "vdm (Kingma et al. 2021 variational diffusion, continuous t) | ict (Song & Dhariwal 2023 improved "
+                 "consistency training from scratch)")
       ->capture_default_str()->group(D);
-  app.add_option("--sigma-data", o.sigma_data, "edm: the data's std in the preconditioning")
+  app.add_option("--sigma-data", o.sigma_data, "edm, ict: the data's std in the preconditioning")
       ->capture_default_str()->group(D);
-  app.add_option("--p-mean", o.p_mean, "edm: mean of ln sigma in training")->capture_default_str()->group(D);
-  app.add_option("--p-std", o.p_std, "edm: std of ln sigma in training")->capture_default_str()->group(D);
+  app.add_option("--p-mean", o.p_mean, "edm: mean of ln sigma in training (ict: of its level distribution, default -1.1)")
+      ->capture_default_str()->group(D);
+  app.add_option("--p-std", o.p_std, "edm: std of ln sigma in training (ict: default 2.0)")->capture_default_str()->group(D);
+  add_ict_flags(app, o, D);  // --ict-discretization, --consistency-loss (ict_options.h)
   add_vdm_flags(app, o);  // --vdm-schedule, --gamma-min, --gamma-max, --vdm-steps (vdm_options.h)
   app.add_option("--diffusion-steps", o.diffusion_steps, "T")->capture_default_str()->group(D);
   app.add_option("--noise-schedule", o.noise_schedule, "linear | cosine")->capture_default_str()->group(D);
@@ -185,7 +189,8 @@ void add_train_flags(CLI::App& app, TrainOptions& o) {
   app.add_option("--log-every", o.log_every, "metrics line every N steps")->capture_default_str()->group(O);
   app.add_option("--num-samples", o.num_samples, "images in each sample grid")->capture_default_str()->group(O);
   app.add_option("--sample-steps", o.sample_steps,
-                 "DDIM steps of the sample grids (must divide --diffusion-steps); Heun levels with --objective edm")
+                 "DDIM steps of the sample grids (must divide --diffusion-steps); Heun levels with --objective edm; "
+                 "consistency steps with --objective ict")
       ->capture_default_str()->group(O);
   app.add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance of the sample grids (class-cond)")
       ->capture_default_str()->group(O);

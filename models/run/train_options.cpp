@@ -11,6 +11,7 @@
 #include "models/diffusion/schedule.h"
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
+#include "models/run/ict_options.h"
 #include "models/run/vdm_options.h"
 #include "models/run/int_list.h"
 #include "models/run/train_run.h"
@@ -119,7 +120,7 @@ void validate_options(const TrainOptions& o) {
                        "likelihood of 8-bit pixels, and a latent model diffuses autoencoder latents; use --loss simple");
   DDPM_CHECK(loss != diffusion::LossType::hybrid || o.learn_sigma,
              "--loss hybrid trains the variance: it requires --learn-sigma");
-  DDPM_CHECK(is_edm(o) || is_vdm(o) || (o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0),
+  DDPM_CHECK(is_edm(o) || is_vdm(o) || is_ict(o) || (o.sample_steps <= o.diffusion_steps && o.diffusion_steps % o.sample_steps == 0),
              "--sample-steps " << o.sample_steps << " does not divide --diffusion-steps " << o.diffusion_steps
                                << " (DDIM respacing needs an integer stride)");
   DDPM_CHECK(o.guidance_scale == 1.0 || o.class_cond || o.text.enabled,

@@ -26,6 +26,7 @@
 #include "models/run/checkpoint.h"
 #include "models/run/data_spec.h"
 #include "models/run/edm_options.h"
+#include "models/run/ict_options.h"
 #include "models/run/finetune.h"
 #include "models/run/lora_run.h"
 #include "models/nn/lora.h"
@@ -104,7 +105,7 @@ nlohmann::json run_config_json(const TrainOptions& o, const unet::UNetConfig& mo
   j["train"]["frame_condition_dropout"] = o.frame_condition_dropout;  // video_run.h frame guidance; 0 = off
   if (blur.enabled()) j["train"]["blur_sigma"] = {blur.sigma_min, blur.sigma_max};
   // May differ on resume.
-  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : is_vdm(o) ? "ddpm" : "ddim"}, {"sample_steps", o.sample_steps},
+  j["sampling"] = {{"num_samples", o.num_samples}, {"sampler", is_edm(o) ? "heun" : is_vdm(o) ? "ddpm" : is_ict(o) ? "consistency" : "ddim"}, {"sample_steps", o.sample_steps},
                    {"guidance_scale", o.guidance_scale}, {"seed", kSampleSeed}};
   j["run"] = {{"steps", o.steps},           {"save_every", o.save_every}, {"sample_every", o.sample_every},
               {"log_every", o.log_every},   {"microbatch", o.microbatch}, {"max_nonfinite", o.max_nonfinite},
@@ -347,6 +348,7 @@ TrainResult train_run(const TrainOptions& options) {
     train::TrainerConfig tc;
     tc.objective = train::parse_objective(o.objective);
     tc.edm = edm_config(o);
+    if (is_ict(o)) tc.ict = ict_config(o);  // the curriculum's K is tc.total_steps = --steps (apply_lr_schedule)
     tc.vdm_schedule = vdm_schedule.get();
     tc.loss.loss = diffusion::parse_loss_type(o.loss);
     tc.loss.mean_type = diffusion::parse_model_mean_type(o.predict);
@@ -486,8 +488,11 @@ TrainResult train_run(const TrainOptions& options) {
                                 diffusion::vdm_grid_denoiser(eval_fn, curve, o.sample_steps), shape(), labels,
                                 sc, g, o.device);
         } else {
-          x = is_edm(o) ? diffusion::edm_sample(eval_fn, tc.edm, shape(), labels, sc, g, o.device)
-                        : diffusion::sample(schedule, eval_fn, shape(), labels, sc, g, o.device);
+          x = is_edm(o)   ? diffusion::edm_sample(eval_fn, tc.edm, shape(), labels, sc, g, o.device)
+              : is_ict(o) ? diffusion::ict_sample(eval_fn, tc.ict, shape(), labels,
+                                                  diffusion::ict_sampling_sigmas(tc.ict, o.sample_steps), !latent,
+                                                  g, o.device)  // CM Algorithm 1
+                          : diffusion::sample(schedule, eval_fn, shape(), labels, sc, g, o.device);
         }
       }
       if (latent) x = latent->decode(x);  // pixels: D(z / s)

@@ -140,6 +140,10 @@ struct TrainOptions {
   // choices by sigma_data, p_mean and p_std.
   std::string objective = "ddpm";
   double sigma_data = 0.5, p_mean = -1.2, p_std = 1.2;
+  // objective "ict" (models/run/ict_options.h) shares the three above (p_mean / p_std at iCT's
+  // -1.1 / 2.0 unless given) and adds the curriculum and the distance.
+  std::string ict_discretization = "10,1280";  // --ict-discretization S0,S1
+  std::string consistency_loss = "pseudo-huber";
   // objective "vdm" (models/run/vdm_options.h): gamma(t) = -log SNR(t) and the loss's steps.
   std::string vdm_schedule = "fixed";
   double gamma_min = -13.3, gamma_max = 5.0;

@@ -38,13 +38,15 @@ Objective parse_objective(const std::string& name) {
   if (name == "ddpm") return Objective::ddpm;
   if (name == "edm") return Objective::edm;
   if (name == "vdm") return Objective::vdm;
+  if (name == "ict") return Objective::ict;
   DDPM_THROW(ValueError, "training objective '" << name << "' is unknown; choose ddpm (discrete-time DDPM / "
-                                                           "improved DDPM), edm (Karras et al. 2022 preconditioning) "
-                                                           "or vdm (Kingma et al. 2021 variational diffusion)");
+                                                           "improved DDPM), edm (Karras et al. 2022 preconditioning), "
+                                                           "vdm (Kingma et al. 2021 variational diffusion) or ict "
+                                                           "(Song & Dhariwal 2023 improved consistency training)");
 }
 
 const char* objective_name(Objective o) {
-  return o == Objective::edm ? "edm" : o == Objective::vdm ? "vdm" : "ddpm";
+  return o == Objective::edm ? "edm" : o == Objective::vdm ? "vdm" : o == Objective::ict ? "ict" : "ddpm";
 }
 
 TimestepSampling parse_timestep_sampling(const std::string& name) {
@@ -109,6 +111,17 @@ Trainer::Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffus
     DDPM_CHECK(!config.loss.learned_sigma && config.loss.loss == diffusion::LossType::simple,
                "Trainer: the EDM objective trains the preconditioned denoiser with its own weighted L2 loss; a "
                "learned variance and the hybrid / vlb losses belong to the discrete DDPM process");
+  }
+  if (config.objective == Objective::ict) {
+    diffusion::check_ict_config(config.ict);
+    DDPM_CHECK(config.total_steps >= 1,
+               "Trainer: the ict objective's discretisation curriculum needs the run's total step count K "
+               "(total_steps >= 1), got " << config.total_steps);
+    DDPM_CHECK(config.timesteps == TimestepSampling::uniform && !config.loss.learned_sigma &&
+                   config.loss.loss == diffusion::LossType::simple,
+               "Trainer: the ict objective draws its level pairs from iCT's own distribution and trains a "
+               "consistency function with its own distance; importance sampling of t, a learned variance and the "
+               "hybrid / vlb losses belong to the discrete DDPM process");
   }
   if (config.objective == Objective::vdm) {
     DDPM_CHECK(config.vdm_schedule != nullptr, "Trainer: the VDM objective needs its noise schedule (vdm_schedule)");
@@ -215,14 +228,22 @@ StepMetrics Trainer::step() {
   // Timesteps and their importance weights; for EDM the noise levels, and in t their
   // quartile of ln sigma's distribution (for the metrics only).
   const bool edm = config_.objective == Objective::edm, vdm = config_.objective == Objective::vdm;
+  const bool ict = config_.objective == Objective::ict;
   Timesteps t;
   std::vector<double> tv;  // VDM: continuous t in [0, 1]
   std::vector<double> sigma;
+  std::vector<double> sigma_hi;  // iCT: sigma_{i+1} of each pair (sigma holds sigma_i)
   std::vector<double> w(static_cast<std::size_t>(n), 1.0);
   if (edm) {
     diffusion::EdmSigmaDraw d = diffusion::sample_edm_sigmas(n, config_.edm, gen_);
     sigma = std::move(d.sigma);
     for (double z : d.z) t.push_back(diffusion::edm_sigma_quartile(z));
+  } else if (ict) {
+    const std::int64_t levels = diffusion::ict_num_levels(config_.ict, step_, config_.total_steps);
+    diffusion::IctLevelDraw d = diffusion::sample_ict_levels(n, config_.ict, levels, gen_);
+    sigma = std::move(d.sigma_lo);
+    sigma_hi = std::move(d.sigma_hi);
+    for (int q : d.quartile) t.push_back(q);
   } else if (vdm) {
     tv = diffusion::sample_vdm_times(n, config_.vdm_schedule->config().steps, gen_);
     for (double ti : tv) t.push_back(std::min<std::int64_t>(3, static_cast<std::int64_t>(ti * 4)));
@@ -243,7 +264,7 @@ StepMetrics Trainer::step() {
   Tensor eps0;  // VDM: the reconstruction term's noise
   if (vdm) eps0 = randn(x0.shape(), gen_, x0.device(), x0.dtype());
   // The recipes of training_recipes.h, each drawing only when enabled.
-  if (!edm && config_.snr_gamma > 0.0) {
+  if (!edm && !ict && config_.snr_gamma > 0.0) {
     const std::vector<double> ms = diffusion::min_snr_weights(s, config_.loss.mean_type, t, config_.snr_gamma);
     for (std::size_t i = 0; i < w.size(); ++i) w[i] *= ms[i];
   }
@@ -306,6 +327,23 @@ StepMetrics Trainer::step() {
       if (edm) {
         const std::vector<double> sb(sigma.begin() + lo, sigma.begin() + hi);
         terms.loss = diffusion::edm_training_loss(net, config_.edm, x0b, sb, noiseb, lb);
+      } else if (ict) {
+        // consistency_training.h (5): the target at sigma_i without gradient, the dropout
+        // generator rewound so the student's call draws the target's masks (see trainer.h).
+        const std::vector<double> s_lo(sigma.begin() + lo, sigma.begin() + hi);
+        const std::vector<double> s_hi(sigma_hi.begin() + lo, sigma_hi.begin() + hi);
+        Generator& dropout = dropout_generator();
+        const std::uint64_t dropout_seed = dropout.seed(), dropout_offset = dropout.offset();
+        Tensor target;
+        {
+          NoGradGuard no_grad;
+          const Tensor x_lo = diffusion::ict_noised(x0b, noiseb, s_lo);  // x_0 + sigma_i z
+          target = diffusion::ict_consistency_function(net, config_.ict, x_lo, s_lo, lb);
+        }
+        dropout.set_state(dropout_seed, dropout_offset);
+        const Tensor x_hi = diffusion::ict_noised(x0b, noiseb, s_hi);  // x_0 + sigma_{i+1} z, the same z
+        const Tensor f = diffusion::ict_consistency_function(net, config_.ict, x_hi, s_hi, lb);
+        terms.loss = diffusion::ict_pair_loss(f, target, s_lo, s_hi, config_.ict.distance);
       } else if (vdm) {
         // The VLB in bits/dim; the variance-minimising scale is in the same units (vdm.h).
         const double to_bpd = 1.0 / (static_cast<double>(x0b.numel() / cnt) * std::log(2.0));
@@ -359,7 +397,7 @@ StepMetrics Trainer::step() {
     losses = std::move(global);
   }
   m.loss = total;
-  quartile_means(t, losses, edm || vdm ? 4 : T, m.loss_quartile, m.quartile_count);
+  quartile_means(t, losses, edm || vdm || ict ? 4 : T, m.loss_quartile, m.quartile_count);
   m.lr = config_lr(config_, step_);  // a function of the step alone: resume needs no lr state
   ++step_;
 

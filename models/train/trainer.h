@@ -49,8 +49,21 @@
 //         (TrainerConfig::vdm_schedule, its weights in the slab) gets the variance-minimising
 //         gradient d/d eta of the batch mean of the squared diffusion loss in bits/dim. The
 //         quartile metrics are those of t in [0, 1]. DDPM-only choices are refused as for edm.
+//   ict   improved consistency training (Song & Dhariwal 2023; models/diffusion/
+//         consistency_training.h): at step k the curriculum gives N(k) Karras levels
+//         (total_steps is the run's K and must be >= 1); each sample draws the lower index i
+//         of a level pair (sigma_i, sigma_{i+1}) from iCT's log-normal-bin distribution (N
+//         values of rand in f64, at t's place: provider, levels, label dropout, noise). With
+//         ONE noise z per sample, the target f(x_0 + sigma_i z, sigma_i) is the same network
+//         run without gradient (theta^- = theta), then the student f(x_0 + sigma_{i+1} z,
+//         sigma_{i+1}) on the tape; loss_i = (sigma_{i+1} - sigma_i)^-1 d(student, target),
+//         d pseudo-Huber (or l2), all weights 1. Dropout: the dropout generator is rewound
+//         to its state before the target's call, so the student sees the target's masks
+//         (CM's code does the same); its net advance is the student's draws. Quartile
+//         metrics: the quartiles of the level distribution (the middle of the pair's bin in
+//         its CDF, lowest noise first). DDPM-only choices are refused as for edm.
 // Everything else (microbatches, the skip rule, AdamW, EMA, the data-parallel rules below,
-// state() and resume) is the same for all three.
+// state() and resume) is the same for all four.
 //
 // Joint image-video training (Ho et al. 2022, "Video Diffusion Models", sec. 3; when
 // TrainerConfig::joint_images M > 0): the batch also holds M still images as one-frame clips
@@ -102,6 +115,7 @@
 #include "engine/parameters.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "models/diffusion/consistency_training.h"
 #include "models/diffusion/edm.h"
 #include "models/diffusion/gaussian_diffusion.h"
 #include "models/diffusion/likelihood.h"
@@ -136,13 +150,14 @@ enum class TimestepSampling { uniform, loss_second_moment };
 TimestepSampling parse_timestep_sampling(const std::string& name);
 
 // What the trainer optimises (see the top of this file).
-enum class Objective { ddpm, edm, vdm };
-Objective parse_objective(const std::string& name);  // "ddpm", "edm" or "vdm"; ValueError otherwise
+enum class Objective { ddpm, edm, vdm, ict };
+Objective parse_objective(const std::string& name);  // "ddpm", "edm", "vdm" or "ict"; ValueError otherwise
 const char* objective_name(Objective o);
 
 struct TrainerConfig {
   Objective objective = Objective::ddpm;
   diffusion::EdmConfig edm;    // sigma_data, P_mean, P_std (objective edm only)
+  diffusion::IctConfig ict;    // the iCT process, curriculum and distance (objective ict only)
   // Objective vdm only: the schedule (not owned; must outlive the trainer; a learned one has
   // its weights in the slab) and its config (steps T: 0 continuous).
   const diffusion::VdmSchedule* vdm_schedule = nullptr;
@@ -179,7 +194,8 @@ struct StepMetrics {
   std::int64_t step = 0;    // the index of this step (0-based)
   double loss = 0.0;        // the (importance-weighted) batch mean that was backpropagated
   // Unweighted mean loss of the samples whose t fell in quartile q: t in [q T/4, (q+1) T/4).
-  // EDM: the quartiles of ln sigma's training distribution instead (see the top of this file).
+  // EDM: the quartiles of ln sigma's training distribution instead (see the top of this file);
+  // iCT: those of its level distribution.
   // NaN where no sample fell in the quartile; counts say how many did.
   std::array<double, 4> loss_quartile{};
   std::array<std::int64_t, 4> quartile_count{};
@@ -221,7 +237,7 @@ class Trainer {
  public:
   // The slab must already be packed and on its final device; it must outlive the trainer.
   // model is called with ORIGINAL timesteps (as doubles) and must record on the tape; for
-  // the edm objective with t = c_noise = ln(sigma) / 4 (the schedule is then unused).
+  // the edm and ict objectives with t = c_noise = ln(sigma) / 4 (the schedule is then unused).
   // comm: the data-parallel communicator (must outlive the trainer); nullptr is one process.
   Trainer(ParameterSlab& params, diffusion::DenoiseFn model, const diffusion::DiffusionSchedule& schedule,
           BatchProvider batches, const TrainerConfig& config, dist::Communicator* comm = nullptr);

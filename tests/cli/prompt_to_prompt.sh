@@ -2,7 +2,8 @@
 # ddpm-edit prompt2prompt (ctest `cli.prompt_to_prompt`): usage
 #   prompt_to_prompt.sh BIN_DIR WORK_DIR
 # Trains a tiny --text-cond run on the toy shapes (2 steps), draws 2 Prompt-to-Prompt pairs
-# with DDIM under classifier-free guidance and a re-weighted word, then with DDPM, and checks
+# with DDIM under classifier-free guidance and a re-weighted word (raw weights: the EMA of two
+# steps still has a zero proj_out, so prompts would not reach the pixels), then with DDPM, and checks
 # the files and edit_info.json; then the refusals (exit 2, one "error:" line, no output
 # folder): an unconditional run, different token counts, a fraction outside [0, 1], an
 # unknown re-weighted word, --images (not a flag of prompt2prompt).
@@ -21,7 +22,7 @@ run="$work/run"
   2>"$work/err.txt" || fail "training"
 
 p2p=(--checkpoint "$run" --prompt "a light square" --edit-prompt "a dark square" --sampling-steps 4 --device cpu)
-"$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --num-samples 2 --sampler ddim --guidance-scale 2 --reweight dark=2 \
+"$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --num-samples 2 --sampler ddim --guidance-scale 2 --reweight dark=2 --no-ema \
   --seed 3 --out "$work/ddim" >"$work/out.txt" 2>"$work/err.txt" || fail "prompt2prompt with ddim"
 grep -q "mean |edit - source|" "$work/out.txt" || fail "no difference printed"
 for f in grid.png comparison.png samples.npz edit_info.json images/000000.png images/000003.png; do
@@ -53,7 +54,7 @@ refused "the same token count" "$bin/ddpm-edit" prompt2prompt "${p2p[@]/a dark s
 refused "cross-replace must lie in \[0, 1\]" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --cross-replace 1.2 --out "$work/no"
 refused "'disc' is not a word of --edit-prompt" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --reweight disc=2 \
   --out "$work/no"
-refused "images" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --images x.png --out "$work/no"
+refused "unexpected argument" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --images x.png --out "$work/no"
 refused "edit-prompt" "$bin/ddpm-edit" prompt2prompt --checkpoint "$run" --prompt "a" --device cpu --out "$work/no"
 [ ! -e "$work/no" ] || fail "a refused command left an output folder"
 echo "prompt_to_prompt: passed"

@@ -27,8 +27,8 @@ KarrasSolver solver_of(const std::string& sampler) {
 
 EditProcess::EditProcess(const EditOptions& o, const ModelSource& model, bool latent) : o_(o), model_(model) {
   const bool edm = sigma_space();
-  const bool img2img = o.command == "img2img";
-  sampler_ = img2img && o.sampler != "auto" ? o.sampler : (edm ? "heun" : "ddim");
+  const bool own_sampler = o.command == "img2img" || o.command == "prompt2prompt";  // --sampler applies
+  sampler_ = own_sampler && o.sampler != "auto" ? o.sampler : (edm ? "heun" : "ddim");
   if (edm)
     DDPM_CHECK(sampler_ == "heun" || sampler_ == "euler",
                "--sampler " << sampler_ << " does not apply to " << o.checkpoint
@@ -45,10 +45,11 @@ EditProcess::EditProcess(const EditOptions& o, const ModelSource& model, bool la
   so.class_label = o.class_label;
   so.guidance_scale = o.guidance_scale;
   so.prompts = o.prompts;
+  if (o.command == "prompt2prompt") so.prompts.push_back(o.edit_prompt);  // label 1: the edit prompt
   so.negative_prompt = o.negative_prompt;
   sc_ = make_sampler_config(so, model, latent);  // respacing or levels, classes (prompts), guidance, channels
   if (model.text) {
-    net_fn_ = model.text->denoiser(o.prompts, o.negative_prompt, {});  // every prompt encoded (checked) here
+    net_fn_ = model.text->denoiser(so.prompts, o.negative_prompt, {});  // every prompt encoded (checked) here
   } else {
     const unet::UNet& net = *model.net;
     net_fn_ = [&net](const Tensor& x, const std::vector<double>& t, const std::vector<std::int64_t>& y) {

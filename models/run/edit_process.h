@@ -19,6 +19,8 @@
 // Labels: invert, decode and the EDM denoisers give every image --class (class-conditional
 // model) or prompt 0 (text-conditioned model: ModelSource::text's denoiser over --prompt, its
 // label P the negative prompt); img2img takes each result's label from the caller.
+// prompt2prompt (DDPM runs only) uses --sampler like img2img and the denoiser over the two
+// prompts {--prompt, --edit-prompt}.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +50,13 @@ class EditProcess {
   std::int64_t steps() const;           // K kept timesteps or N levels
   const std::string& sampler() const { return sampler_; }  // the resolved --sampler
   Shape shape(std::int64_t n) const;    // [n, h, w, c] of the network's tensors
+
+  // The pieces prompt2prompt samples with (prompt_to_prompt_run.h): the DDPM run's training
+  // schedule, the sampler config, and the network (for prompt2prompt the text denoiser over
+  // {--prompt, --edit-prompt}: label 0 the source, 1 the edit, 2 the negative prompt).
+  const diffusion::DiffusionSchedule& schedule() const { return *base_; }
+  const diffusion::SamplerConfig& config() const { return sc_; }
+  const diffusion::DenoiseFn& network() const { return net_fn_; }
 
   // x [n, h, w, c] in the network's space -> the latent at the top of the process, and back.
   Tensor invert(const Tensor& x) const;

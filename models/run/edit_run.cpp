@@ -19,6 +19,7 @@
 #include "models/run/edit_process.h"
 #include "models/run/image_sets.h"
 #include "models/run/latent_run.h"
+#include "models/run/prompt_to_prompt_run.h"
 #include "models/run/super_res_run.h"
 #include "models/run/subcommands.h"
 
@@ -90,14 +91,25 @@ void write_comparison(const std::string& path, const std::vector<std::vector<con
 }  // namespace
 
 void check_edit_options(const EditOptions& o) {
-  DDPM_CHECK(o.command == "invert" || o.command == "img2img" || o.command == "interpolate",
-             "ddpm-edit: unknown command '" << o.command << "'; the commands are invert, img2img, interpolate");
+  DDPM_CHECK(o.command == "invert" || o.command == "img2img" || o.command == "interpolate" ||
+                 o.command == "prompt2prompt",
+             "ddpm-edit: unknown command '" << o.command
+                                             << "'; the commands are invert, img2img, interpolate, prompt2prompt");
   DDPM_CHECK(!o.checkpoint.empty(), "--checkpoint is required");
   DDPM_CHECK(o.sampling_steps >= 0, "--sampling-steps must be positive (or 0 for all steps), got " << o.sampling_steps);
   DDPM_CHECK(o.batch_size > 0, "--batch-size must be positive, got " << o.batch_size);
   DDPM_CHECK(o.class_label >= -1, "--class must be a class index >= 0, got " << o.class_label);
   const EditOptions d;
-  if (o.command == "img2img") {
+  const bool guided = o.command == "img2img" || o.command == "prompt2prompt";  // --guidance-scale applies
+  if (guided) {
+    DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
+               "--guidance-scale must be >= 0, got " << o.guidance_scale);
+    DDPM_CHECK(o.negative_prompt.empty() || o.guidance_scale != 1.0,
+               "--negative-prompt takes effect through classifier-free guidance: give --guidance-scale != 1");
+  }
+  if (o.command == "prompt2prompt") {
+    check_prompt_to_prompt_options(o);
+  } else if (o.command == "img2img") {
     DDPM_CHECK(std::isfinite(o.strength) && o.strength > 0 && o.strength <= 1,
                "--strength must lie in (0, 1] (t0 = strength * T; 1 = start from almost pure noise), got "
                    << o.strength);
@@ -106,10 +118,6 @@ void check_edit_options(const EditOptions& o) {
                "--sampler must be auto, ddpm or ddim (DDPM runs) or heun or euler (EDM runs) for img2img, got "
                    << o.sampler);
     DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
-    DDPM_CHECK(std::isfinite(o.guidance_scale) && o.guidance_scale >= 0,
-               "--guidance-scale must be >= 0, got " << o.guidance_scale);
-    DDPM_CHECK(o.negative_prompt.empty() || o.guidance_scale != 1.0,
-               "--negative-prompt takes effect through classifier-free guidance: give --guidance-scale != 1");
   } else {
     DDPM_CHECK(o.guidance_scale == d.guidance_scale, "--guidance-scale applies to img2img only");
     DDPM_CHECK(o.negative_prompt.empty(), "--negative-prompt applies to img2img only (with --guidance-scale)");
@@ -126,7 +134,7 @@ void check_edit_options(const EditOptions& o) {
       for (const std::string& s : two_items(o.seeds, "--seeds")) parse_seed(s);
     else
       two_items(o.images, "--images");
-  } else {
+  } else if (o.command != "prompt2prompt") {
     DDPM_CHECK(!o.images.empty(), "--images is required: a PNG, a folder of PNGs or a samples.npz");
   }
   DDPM_CHECK(!o.out.empty(), "--out is required: the folder to write the results to");
@@ -137,6 +145,9 @@ void check_edit_options(const EditOptions& o) {
 }
 
 void check_edit_prompts(const EditOptions& o, const ModelSource& model) {
+  DDPM_CHECK(o.command != "prompt2prompt" || model.text,
+             "prompt2prompt edits through the cross-attention to a prompt: "
+                 << o.checkpoint << " is not text-conditioned (ddpm-train --text-cond)");
   if (!model.text) {
     DDPM_CHECK(o.prompts.empty() && o.negative_prompt.empty(),
                "--prompt and --negative-prompt need a text-conditioned model (ddpm-train --text-cond); "
@@ -191,6 +202,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
                                   << o.checkpoint << " takes " << cfg.in_channels);
     if (log) *log << "latent diffusion: editing autoencoder latents of " << ae_dir << " (f = " << codec->factor() << ")\n";
   }
+  if (o.command == "prompt2prompt") check_prompt_to_prompt_model(o, model, codec != nullptr);
   const EditProcess proc(o, model, codec != nullptr);
   // The network's tensors [n, h, w, c] and the images' [n, H, W, C] (the same for pixel runs).
   const int h = cfg.image_size, w = cfg.image_size, c = cfg.in_channels;
@@ -321,6 +333,20 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
       comparison.push_back({input_pixels.data() + i * image_bytes});
       for (std::int64_t j = 0; j < M; ++j) comparison.back().push_back(pixels.data() + (i * M + j) * image_bytes);
     }
+  } else if (o.command == "prompt2prompt") {
+    const PromptToPromptOutput p2p = run_prompt_to_prompt(o, model, proc, log);
+    info.update(p2p.info);
+    const std::int64_t N = o.num_samples;
+    pixels = to_uint8_pixels(p2p.images);
+    rows_out = 2 * N;
+    nrow = static_cast<int>(N);  // grid.png: the sources over their edits
+    labels_out.assign(static_cast<std::size_t>(N), 0);
+    labels_out.resize(static_cast<std::size_t>(2 * N), 1);
+    comparison.resize(2);
+    for (std::int64_t i = 0; i < std::min(N, kComparisonImages); ++i) {
+      comparison[0].push_back(pixels.data() + i * image_bytes);
+      comparison[1].push_back(pixels.data() + (N + i) * image_bytes);
+    }
   } else {  // interpolate
     Tensor a, b;
     if (!o.seeds.empty()) {
@@ -443,7 +469,29 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
   itp->add_option("--images", o.images, "A.png,B.png: the two ends, DDIM-inverted");
   itp->add_option("--seeds", o.seeds, "S1,S2: the two ends as N(0, I) noise from these seeds");
   itp->add_option("--frames", o.frames, "frames F >= 2, both ends included")->capture_default_str();
-  c.subcommands = {inv, i2i, itp};
+  CLI::App* p2p = app.add_subcommand(
+      "prompt2prompt", "Prompt-to-Prompt: sample --prompt and --edit-prompt from one x_T, the edit taking the "
+      "source's attention maps early on (text-conditioned DDPM runs)");
+  common(p2p);
+  p2p->add_option("--edit-prompt", o.edit_prompt, "the edited prompt (word swap: as many words as --prompt)")
+      ->required();
+  p2p->add_option("--cross-replace", o.cross_replace,
+                  "c in [0, 1]: the edit uses the source's cross-attention maps for the first floor(c K) steps")
+      ->capture_default_str();
+  p2p->add_option("--self-replace", o.self_replace,
+                  "s in [0, 1]: the edit uses the source's self-attention maps for the first floor(s K) steps")
+      ->capture_default_str();
+  p2p->add_option("--reweight", o.reweight,
+                  "WORD=SCALE: scale the cross-attention to WORD (a word of --edit-prompt) in the edit by SCALE >= 0");
+  p2p->add_option("--sampler", o.sampler, "auto (= ddim), ddim (eta 0) or ddpm (ancestral, the same noise for both)")
+      ->check(CLI::IsMember({"auto", "ddpm", "ddim"}))
+      ->capture_default_str();
+  p2p->add_option("--num-samples", o.num_samples, "source/edit pairs, each from its own x_T")->capture_default_str();
+  p2p->add_option("--guidance-scale", o.guidance_scale, "classifier-free guidance s (unconditional rows not edited)")
+      ->capture_default_str();
+  p2p->add_option("--negative-prompt", o.negative_prompt,
+                  "with --guidance-scale != 1: the prompt guidance steers away from (default: the empty caption)");
+  c.subcommands = {inv, i2i, itp, p2p};
 }
 
 void edit_command_parsed(EditCommand& c) {

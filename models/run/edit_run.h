@@ -41,6 +41,9 @@
 //                (--seeds S1,S2: x_T ~ N(0, I) from the Philox generator seeded with S), then
 //                F = --frames slerps (interpolation.h), each decoded with DDIM (eta 0):
 //                strip.png (the F frames in one row), images/, samples.npz.
+//   prompt2prompt  Prompt-to-Prompt (Hertz et al. 2022) for text-conditioned DDPM runs:
+//                source and edited prompt sampled together from one x_T, the edit borrowing the
+//                source's attention maps (prompt_to_prompt_run.h: flags, outputs, refusals).
 // Each also writes edit_info.json: command, checkpoint, EMA, sampler, steps, kept timesteps,
 // class, prompts, seed and the command's own numbers (errors, strength and its start step, fractions).
 //
@@ -82,7 +85,7 @@
 namespace ddpm::run {
 
 struct EditOptions {
-  std::string command;           // "invert" | "img2img" | "interpolate"
+  std::string command;           // "invert" | "img2img" | "interpolate" | "prompt2prompt"
   std::string checkpoint;        // what ddpm-sample accepts (model_source.h)
   bool use_ema = true;
   std::string images;            // invert, img2img: a PNG, a folder or an npz; interpolate: "A.png,B.png"
@@ -97,6 +100,11 @@ struct EditOptions {
   std::vector<std::string> prompts;  // required for text-conditioned models (header comment)
   std::string negative_prompt;       // img2img with guidance: label P's text ("" = empty caption)
   int frames = 8;                // interpolate
+  // prompt2prompt (prompt_to_prompt_run.h); defaults: google/prompt-to-prompt's word-swap example.
+  std::string edit_prompt;
+  double cross_replace = 0.8;    // c: fraction of the steps with the source's cross-attention maps
+  double self_replace = 0.4;     // s: fraction of the steps with the source's self-attention maps
+  std::string reweight;          // "WORD=SCALE" or "" (none)
   std::string out;
   bool overwrite = false;
   std::uint64_t seed = 0;
@@ -120,7 +128,7 @@ EditResult run_edit(const EditOptions& o, std::ostream* log = nullptr);
 // Same with an already opened model (o.checkpoint is only recorded and checked for a latent run).
 EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream* log = nullptr);
 
-// The three subcommands and their flags, bound to `o` (o.command is set from the parsed
+// The four subcommands and their flags, bound to `o` (o.command is set from the parsed
 // subcommand by edit_command_parsed).
 struct EditCommand {
   EditOptions options;

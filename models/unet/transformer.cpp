@@ -2,7 +2,9 @@
 #include "models/unet/transformer.h"
 
 #include "models/nn/lora.h"
+#include "models/unet/attention_control.h"
 
+#include "engine/autograd.h"
 #include "engine/error.h"
 #include "engine/ops/attention.h"
 #include "engine/ops/concat.h"
@@ -30,7 +32,18 @@ Tensor CrossAttention::forward(const Tensor& x, const Tensor& context) const {
   const Tensor& c = context.defined() ? context : x;  // self-attention reads x itself
   // q [N, S, C]; k, v [N, L, C]; the op's softmax runs over the L keys of each query.
   // With a LoRA set on the model each projection adds its adapter (models/nn/lora.h).
-  return out_->forward(attention(q_->forward(x), k_->forward(c), v_->forward(c), heads_, context.defined()));
+  if (controller_ == nullptr)
+    return out_->forward(attention(q_->forward(x), k_->forward(c), v_->forward(c), heads_, context.defined()));
+  // Controlled (attention_control.h): P [N, heads, S, L] formed explicitly, edited, applied to v.
+  DDPM_CHECK(!grad_enabled(), "CrossAttention " << site_ << ": an attention controller is for sampling only (no "
+                                                                "backward through edited maps); run under NoGradGuard");
+  const Tensor v = v_->forward(c);
+  const Tensor p = attention_probabilities(q_->forward(x), k_->forward(c), heads_);
+  const Tensor edited = controller_->edit(p, AttentionSite{site_, context.defined(), heads_});
+  DDPM_CHECK(edited.shape() == p.shape(), "CrossAttention " << site_ << ": the attention controller returned maps "
+                                                            << shape_str(edited.shape()) << " for "
+                                                            << shape_str(p.shape()));
+  return out_->forward(apply_attention_probabilities(edited, v, heads_));
 }
 
 GegluFeedForward::GegluFeedForward(std::int64_t dim, Generator& gen, Device device, int mult) : inner_(mult * dim) {

@@ -27,11 +27,14 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "models/nn/layers.h"
 
 namespace ddpm::unet {
+
+class AttentionController;  // attention_control.h
 
 // diffusers' Attention: out = to_out.0( attention(to_q(x), to_k(c), to_v(c)) ), c = x for
 // self-attention (an undefined context) or the context for cross-attention.
@@ -41,9 +44,20 @@ class CrossAttention : public nn::Module {
   // x [N, S, query_dim], context [N, L, context_dim] or undefined -> [N, S, query_dim]
   Tensor forward(const Tensor& x, const Tensor& context = Tensor()) const;
 
+  // Prompt-to-Prompt's hook (attention_control.h set_attention_controller): with a controller
+  // the attention probabilities are formed explicitly and edited before they meet v; null
+  // (the default) runs the fused op as without the hook. `site` names this module in the
+  // controller's calls. A sampling-time switch, not part of the weights: hence const.
+  void set_controller(AttentionController* controller, const std::string& site) const {
+    controller_ = controller;
+    site_ = site;
+  }
+
  private:
   std::unique_ptr<nn::Linear> q_, k_, v_, out_;
   int heads_;
+  mutable AttentionController* controller_ = nullptr;
+  mutable std::string site_;
 };
 
 // diffusers' FeedForward with the GEGLU activation: net.0.proj, net.2 (net.1 is dropout).

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "models/diffusion/edm.h"
 #include "models/run/data_spec.h"
 #include "models/run/int_list.h"
 #include "models/run/sample_run.h"
@@ -61,11 +62,11 @@ bool is_ict(const TrainOptions& o) { return o.objective == "ict"; }
 
 diffusion::IctConfig ict_config(const TrainOptions& o) {
   diffusion::IctConfig c;
-  const TrainOptions defaults{};
+  const diffusion::EdmConfig edm_defaults{};  // TrainOptions' p_mean / p_std defaults are EDM's
   c.sigma_data = o.sigma_data;
   // EDM's defaults in TrainOptions are not iCT's: a value not given (and left at EDM's default) is iCT's.
-  c.p_mean = given(o, "--p-mean") || o.p_mean != defaults.p_mean ? o.p_mean : kIctDefaults.p_mean;
-  c.p_std = given(o, "--p-std") || o.p_std != defaults.p_std ? o.p_std : kIctDefaults.p_std;
+  c.p_mean = given(o, "--p-mean") || o.p_mean != edm_defaults.p_mean ? o.p_mean : kIctDefaults.p_mean;
+  c.p_std = given(o, "--p-std") || o.p_std != edm_defaults.p_std ? o.p_std : kIctDefaults.p_std;
   const std::vector<int> s = parse_int_list("--ict-discretization", o.ict_discretization);
   DDPM_CHECK(s.size() == 2,
              "--ict-discretization takes two numbers S0,S1 (iCT: 10,1280), got \"" << o.ict_discretization << "\"");

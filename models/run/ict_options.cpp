@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include "engine/error.h"
 #include "models/diffusion/edm.h"
@@ -21,25 +20,6 @@ bool given(const TrainOptions& o, const char* flag) {
 
 // The same bounds as iCT's constants (consistency_training.h); fixed, not flags.
 const diffusion::IctConfig kIctDefaults{};
-
-std::vector<double> parse_sigma_list(const std::string& text) {
-  std::vector<double> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    DDPM_CHECK(used > 0 && used == item.size(),
-               "--consistency-sigmas must be a comma-separated list of numbers, got \"" << text << "\"");
-    out.push_back(v);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -143,7 +123,7 @@ diffusion::IctConfig ict_config_from_json(const nlohmann::json& j) {
 
 std::vector<double> ict_sample_sigmas(const SampleOptions& o, const diffusion::IctConfig& c) {
   if (!o.consistency_sigmas.empty()) {
-    const std::vector<double> taus = parse_sigma_list(o.consistency_sigmas);
+    const std::vector<double> taus = parse_number_list("--consistency-sigmas", o.consistency_sigmas);
     DDPM_CHECK(o.sampling_steps <= 0 || o.sampling_steps == static_cast<int>(taus.size()),
                "--sampling-steps " << o.sampling_steps << " disagrees with the " << taus.size()
                                    << " levels of --consistency-sigmas (give one of them)");

@@ -1,5 +1,6 @@
 #include "models/run/int_list.h"
 
+#include <cmath>
 #include <sstream>
 
 #include "engine/error.h"
@@ -23,6 +24,27 @@ std::vector<int> parse_int_list(const char* flag, const std::string& text) {
     out.push_back(v);
   }
   DDPM_CHECK(!out.empty(), flag << " must list at least one value, got '" << text << "'");
+  return out;
+}
+
+std::vector<double> parse_number_list(const char* flag, const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    DDPM_CHECK(used > 0 && used == item.size() && std::isfinite(v),
+               flag << " must be a comma-separated list of numbers, got '" << text << "'");
+    out.push_back(v);
+  }
+  DDPM_CHECK(!out.empty() && (text.empty() || text.back() != ','),
+             flag << " must be a comma-separated list of numbers, got '" << text << "'");
   return out;
 }
 

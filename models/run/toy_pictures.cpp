@@ -14,6 +14,7 @@
 #include "engine/io/png.h"
 #include "engine/seed_streams.h"
 #include "models/diffusion/guidance.h"
+#include "models/run/int_list.h"
 #include "models/diffusion/karras.h"
 #include "models/diffusion/plms.h"
 #include "models/diffusion/sampler.h"
@@ -78,23 +79,9 @@ toy::LabelledPoints labelled(const ToyModel& m, const PointDataset& d) {
 
 // The guidance scales of --scales: comma-separated, each finite and >= 0, 1 to 8 of them.
 std::vector<double> parse_scales(const std::string& text) {
-  std::vector<double> scales;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const std::size_t end = std::min(text.find(',', start), text.size());
-    const std::string item = text.substr(start, end - start);
-    std::size_t used = 0;
-    double v = NAN;
-    try {
-      v = std::stod(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    DDPM_CHECK(used > 0 && used == item.size() && std::isfinite(v) && v >= 0,
-               "--scales must be comma-separated guidance scales >= 0 (e.g. 0,1,2,4,8), got '" << text << "'");
-    scales.push_back(v);
-    start = end + 1;
-  }
+  const std::vector<double> scales = parse_number_list("--scales", text);
+  for (double v : scales)
+    DDPM_CHECK(v >= 0, "--scales must be comma-separated guidance scales >= 0 (e.g. 0,1,2,4,8), got '" << text << "'");
   DDPM_CHECK(scales.size() <= 8, "--scales takes at most 8 scales (one panel each), got " << scales.size());
   return scales;
 }

@@ -26,6 +26,7 @@
 #include "models/toy/mlp_denoiser.h"
 #include "models/train/trainer.h"
 #include "support/gradcheck.h"
+#include "support/mixture_rig.h"
 
 namespace ddpm::diffusion {
 namespace {
@@ -202,28 +203,8 @@ TEST(Ict, SamplingLevelsAndTheMultistepSampler) {
 namespace ddpm::train {
 namespace {
 
-struct IctRig {
-  diffusion::DiffusionSchedule schedule{diffusion::cosine_betas(40)};  // unused by the ict objective
-  std::unique_ptr<toy::MlpDenoiser> model;
-  ParameterSlab slab;
-  explicit IctRig(std::uint64_t seed, std::int64_t hidden = 16) {
-    toy::MlpDenoiserConfig c;
-    c.hidden = hidden;
-    c.layers = 2;
-    c.time_dim = 8;
-    c.dtype = DType::f64;
-    Generator g(seed);
-    model = std::make_unique<toy::MlpDenoiser>(c, g);
-    slab.pack(model->parameters());
-  }
-};
-
-// 32 points of two tight clusters at (0.5, 0.5) and (-0.5, -0.5), spread 0.02 (from the trainer's generator).
-Batch mixture_batch(std::int64_t, Generator& gen) {
-  std::vector<double> v = randn({32, 2}, gen, Device::cpu(), DType::f64).to_double_vector();
-  for (std::size_t i = 0; i < v.size(); ++i) v[i] = ((i / 2) % 2 ? -0.5 : 0.5) + 0.02 * v[i];
-  return {Tensor::from_vector(v, {32, 2}, DType::f64), {}, Tensor()};
-}
+using testing::mixture_batch;
+using IctRig = testing::MixtureRig;
 
 TrainerConfig ict_trainer_config(std::int64_t steps = 400) {
   TrainerConfig c;

@@ -6,6 +6,8 @@
 # the default for it), two steps and explicit levels, and checks the refusals: another
 # sampler, guidance, ddpm-export, ddpm-eval bpd, ddpm-distill, a bad --ict-discretization, the
 # ict flags with another objective and DDPM-only flags with ict (each exit 2, one error line).
+# Then a latent ict run (--autoencoder): trained, its sigma_data 1 recorded, sampled in two
+# steps and decoded to pixels of the autoencoder's image size.
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" ict_test
@@ -63,4 +65,18 @@ refused "--diffusion-steps applies to --objective ddpm only" "$bin/ddpm-train" "
   --out "$work/x"
 refused "--learn-sigma applies to --objective ddpm only" "$bin/ddpm-train" "${tiny[@]}" --learn-sigma --out "$work/x"
 test ! -e "$work/x" || fail "a refused run left $work/x behind"
+# Latent iCT: a tiny autoencoder (16x16x1 -> 8x8x3 latents), an ict run on its latents, and
+# two-step samples decoded to 16x16 pixels.
+"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-autoencoder train"
+"$bin/ddpm-train" --autoencoder "$work/ae" --data toy --toy-count 16 --preset none --num-channels 8 \
+  --channel-mult 1,2 --num-res-blocks 1 --attention-resolutions "" --norm-groups 4 --dropout 0 --objective ict \
+  --ict-discretization 4,16 --batch-size 4 --steps 2 --save-every 2 --sample-every 0 --num-samples 2 \
+  --device cpu --out "$work/latent" >"$work/out.txt" 2>"$work/err.txt" || fail "latent ict training"
+grep -q '"sigma_data": 1.0' "$work/latent/config.json" || fail "a latent ict run does not record sigma_data 1"
+"$bin/ddpm-sample" --checkpoint "$work/latent" --num-samples 2 --sampling-steps 2 --device cpu --out "$work/lsamples" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "latent ict sampling"
+grep -aq "'descr': '|u1'.*'shape': (2, 16, 16, 1)" "$work/lsamples/samples.npz" ||
+  fail "latent ict samples are not decoded to uint8 [2, 16, 16, 1]"
 echo "ict_test: ok"

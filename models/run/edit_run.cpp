@@ -473,7 +473,7 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
       "prompt2prompt", "Prompt-to-Prompt: sample --prompt and --edit-prompt from one x_T, the edit taking the "
       "source's attention maps early on (text-conditioned DDPM runs)");
   common(p2p);
-  p2p->add_option("--edit-prompt", o.edit_prompt, "the edited prompt (word swap: as many words as --prompt)")
+  p2p->add_option("--edit-prompt", o.edit_prompt, "the edited prompt: as many words as --prompt (word swap), or --prompt's words in order with new ones added (refinement)")
       ->required();
   p2p->add_option("--cross-replace", o.cross_replace,
                   "c in [0, 1]: the edit uses the source's cross-attention maps for the first floor(c K) steps")

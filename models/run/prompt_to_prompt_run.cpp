@@ -59,18 +59,25 @@ void check_prompt_to_prompt_options(const EditOptions& o) {
 diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o) {
   check_prompt_to_prompt_options(o);
   const std::vector<std::string> source = text::split_words(o.prompts[0]), edit = text::split_words(o.edit_prompt);
-  // Word swap (P2P sec. 3.2) replaces M* by M token for token: token i of one prompt must be
-  // token i of the other (same count; <bos>, <eos> and the padding line up then too).
-  DDPM_CHECK(o.cross_replace == 0 || source.size() == edit.size(),
-             "prompt2prompt: the word swap maps token i of --prompt to token i of --edit-prompt, so both need "
-             "the same token count; --prompt '"
-                 << o.prompts[0] << "' has " << source.size() << " " << word_list(source) << ", --edit-prompt '"
-                 << o.edit_prompt << "' has " << edit.size() << " " << word_list(edit)
-                 << " (adding words, P2P's refinement, is not implemented; --cross-replace 0 keeps only the "
-                    "self-attention injection)");
+  // Word swap (P2P sec. 3.2) replaces M* by M token for token: token i of one prompt is token
+  // i of the other (same count; <bos>, <eos> and the padding line up then too). With more
+  // tokens in the edit, refinement maps each edit token to its source token through the
+  // alignment (prompt_to_prompt.h), which needs every source word found in order in the edit.
+  std::vector<std::int64_t> token_map;
+  if (o.cross_replace > 0 && source.size() != edit.size()) {
+    token_map = diffusion::refinement_token_map(source, edit);
+    DDPM_CHECK(!token_map.empty(),
+               "prompt2prompt: --prompt '"
+                   << o.prompts[0] << "' " << word_list(source) << " and --edit-prompt '" << o.edit_prompt << "' "
+                   << word_list(edit)
+                   << " have different token counts, so the edit is neither a word swap (same count, token i to "
+                      "token i) nor a refinement (the source's words found in order among the edit's, new words "
+                      "added); --cross-replace 0 keeps only the self-attention injection");
+  }
   diffusion::PromptToPromptConfig c;
   c.cross_replace = o.cross_replace;
   c.self_replace = o.self_replace;
+  c.token_map = token_map;
   const auto [word, scale] = parse_reweight(o.reweight);
   if (!word.empty()) {
     const auto it = std::find(edit.begin(), edit.end(), word);
@@ -128,6 +135,8 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
   nlohmann::json info = {{"edit_prompt", o.edit_prompt},
                          {"source_tokens", text::split_words(o.prompts[0])},
                          {"edit_tokens", text::split_words(o.edit_prompt)},
+                         {"cross_edit", pc.token_map.empty() ? "word swap" : "refinement"},
+                         {"token_map", pc.token_map.empty() ? nlohmann::json(nullptr) : nlohmann::json(pc.token_map)},
                          {"cross_replace", o.cross_replace},
                          {"self_replace", o.self_replace},
                          {"cross_replace_steps", probe.cross_steps()},

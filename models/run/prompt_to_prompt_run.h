@@ -13,16 +13,20 @@
 //   grid.png         two rows: the N source samples over their N edits
 //   images/, samples.npz   the 2N images, sources first (labels 0 = source, 1 = edit)
 //   comparison.png   the first 8 sources over their edits
-//   edit_info.json   the common fields, the prompts' tokens, c, s and their step counts, the
-//                    re-weighting, and "mean_abs_difference": mean |edit - source| over the
+//   edit_info.json   the common fields, the prompts' tokens, "cross_edit" ("word swap" for
+//                    prompts of one token count, "refinement" when EDIT adds words) and
+//                    "token_map" (refinement: the source column of each edit column
+//                    [<bos>, words, <eos>], -1 for an added word; null for a swap), c, s and
+//                    their step counts, the re-weighting, and "mean_abs_difference": mean |edit - source| over the
 //                    pixels on the [-1, 1] scale (how much the edit changed; 0 = nothing)
 //
 // Refusals (ValueError, exit 2): a model without text conditioning, an EDM run (sigma-space
 // sampling is not supported here), a latent run (not supported either), a super-resolution
 // run; --sampler other than auto, ddim or ddpm; not exactly one --prompt; no --edit-prompt;
-// c or s outside [0, 1]; with c > 0 prompts of different token counts (word swap maps token
-// i to token i: both token lists are named; refinement is not implemented); --reweight not
-// WORD=SCALE, a SCALE < 0, or a WORD that is not one of EDIT's words.
+// c or s outside [0, 1]; with c > 0 prompts of different token counts where SOURCE's words
+// are not all found in order among EDIT's (neither a word swap nor a refinement: both token
+// lists are named); --reweight not WORD=SCALE, a SCALE < 0, or a WORD that is not one of
+// EDIT's words.
 #pragma once
 
 #include <cstdint>
@@ -46,7 +50,7 @@ std::pair<std::string, double> parse_reweight(const std::string& spec);
 void check_prompt_to_prompt_options(const EditOptions& o);
 
 // The controller's settings for a model whose prompts are o.prompts[0] and o.edit_prompt:
-// the word-swap token check (when c > 0) and the re-weighted word's context column
+// word swap or refinement and its token map (when c > 0), and the re-weighted word's context column
 // (1 + its position among EDIT's words: column 0 is <bos>). ValueError as in the header.
 diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o);
 

@@ -4,9 +4,10 @@
 # Trains a tiny --text-cond run on the toy shapes (2 steps), draws 2 Prompt-to-Prompt pairs
 # with DDIM under classifier-free guidance and a re-weighted word (raw weights: the EMA of two
 # steps still has a zero proj_out, so prompts would not reach the pixels), then with DDPM, and checks
-# the files and edit_info.json; then the refusals (exit 2, one "error:" line, no output
-# folder): an unconditional run, different token counts, a fraction outside [0, 1], an
-# unknown re-weighted word, --images (not a flag of prompt2prompt).
+# the files and edit_info.json, then a refinement (an added word); then the refusals (exit 2,
+# one "error:" line, no output folder): an unconditional run, different token counts that do
+# not align, a fraction outside [0, 1], an unknown re-weighted word, --images (not a flag of
+# prompt2prompt).
 set -euo pipefail
 bin=$1 work=$2
 source "$(dirname "$0")/lib.sh" prompt_to_prompt
@@ -30,9 +31,15 @@ for f in grid.png comparison.png samples.npz edit_info.json images/000000.png im
 done
 "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --num-samples 1 --sampler ddpm --cross-replace 1 --self-replace 0.5 \
   --out "$work/ddpm" >"$work/out.txt" 2>"$work/err.txt" || fail "prompt2prompt with ddpm"
-python3 - "$work/ddim/edit_info.json" "$work/ddpm/edit_info.json" "$work/ddim/samples.npz" <<'PY' ||
+# Refinement: the edit adds a word ("big"); the other words keep the source's maps.
+"$bin/ddpm-edit" prompt2prompt "${p2p[@]/a dark square/a light big square}" --num-samples 1 \
+  --out "$work/refine" >"$work/out.txt" 2>"$work/err.txt" || fail "prompt2prompt refinement"
+python3 - "$work/ddim/edit_info.json" "$work/ddpm/edit_info.json" "$work/ddim/samples.npz" \
+  "$work/refine/edit_info.json" <<'PY' ||
 import json, sys, zipfile
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
+a, b, r = (json.load(open(p)) for p in sys.argv[1:3] + sys.argv[4:5])
+assert a["cross_edit"] == "word swap" and a["token_map"] is None, a
+assert r["cross_edit"] == "refinement" and r["token_map"] == [0, 1, 2, -1, 3, 4], r
 assert a["command"] == "prompt2prompt" and a["prompts"] == ["a light square"], a
 assert a["edit_prompt"] == "a dark square" and a["edit_tokens"] == ["a", "dark", "square"], a
 assert a["cross_replace"] == 0.8 and a["self_replace"] == 0.4, a
@@ -50,7 +57,7 @@ PY
   --out "$work/plain" >"$work/out.txt" 2>"$work/err.txt" || fail "training an unconditional run"
 refused "is not text-conditioned" "$bin/ddpm-edit" prompt2prompt --checkpoint "$work/plain" --prompt "a" \
   --edit-prompt "b" --device cpu --out "$work/no"
-refused "the same token count" "$bin/ddpm-edit" prompt2prompt "${p2p[@]/a dark square/a dark big square}" --out "$work/no"
+refused "nor a refinement" "$bin/ddpm-edit" prompt2prompt "${p2p[@]/a dark square/a dark big square}" --out "$work/no"
 refused "cross-replace must lie in \[0, 1\]" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --cross-replace 1.2 --out "$work/no"
 refused "'disc' is not a word of --edit-prompt" "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --reweight disc=2 \
   --out "$work/no"

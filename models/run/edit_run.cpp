@@ -481,6 +481,10 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
   p2p->add_option("--self-replace", o.self_replace,
                   "s in [0, 1]: the edit uses the source's self-attention maps for the first floor(s K) steps")
       ->capture_default_str();
+  p2p->add_option("--self-replace-max-tokens", o.self_replace_max_tokens,
+                  "inject self-attention only in layers of at most N query tokens (the notebook's 16 x 16 of "
+                  "SD's 64 x 64 latent, scaled: 64 = 8 x 8); 0 = every layer")
+      ->capture_default_str();
   p2p->add_option("--reweight", o.reweight,
                   "WORD=SCALE: scale the cross-attention to WORD (a word of --edit-prompt) in the edit by SCALE >= 0");
   p2p->add_option("--sampler", o.sampler, "auto (= ddim), ddim (eta 0) or ddpm (ancestral, the same noise for both)")

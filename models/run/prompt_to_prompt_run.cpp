@@ -53,6 +53,8 @@ void check_prompt_to_prompt_options(const EditOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   diffusion::replace_steps(o.cross_replace, 1, "--cross-replace");
   diffusion::replace_steps(o.self_replace, 1, "--self-replace");
+  DDPM_CHECK(o.self_replace_max_tokens >= 0, "--self-replace-max-tokens must be >= 0 (0 = every layer), got "
+                                                 << o.self_replace_max_tokens);
   parse_reweight(o.reweight);
 }
 
@@ -77,6 +79,7 @@ diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o) {
   diffusion::PromptToPromptConfig c;
   c.cross_replace = o.cross_replace;
   c.self_replace = o.self_replace;
+  c.self_replace_max_tokens = o.self_replace_max_tokens;
   c.token_map = token_map;
   const auto [word, scale] = parse_reweight(o.reweight);
   if (!word.empty()) {
@@ -141,6 +144,7 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
                          {"self_replace", o.self_replace},
                          {"cross_replace_steps", probe.cross_steps()},
                          {"self_replace_steps", probe.self_steps()},
+                         {"self_replace_max_tokens", o.self_replace_max_tokens},
                          {"guidance_scale", o.guidance_scale},
                          {"clip_x0", diffusion::resolve_clip_x0(proc.config())},
                          {"num_pairs", N},

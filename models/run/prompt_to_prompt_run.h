@@ -4,11 +4,12 @@
 // edit_process.h, whose ModelSource::text denoiser runs here over {--prompt, --edit-prompt}).
 //
 //   ddpm-edit prompt2prompt --checkpoint RUN --prompt SOURCE --edit-prompt EDIT
-//             [--cross-replace c] [--self-replace s] [--reweight WORD=SCALE]
+//             [--cross-replace c] [--self-replace s] [--self-replace-max-tokens N] [--reweight WORD=SCALE]
 //             --num-samples N --sampler ddim|ddpm --sampling-steps K [--guidance-scale G] --out DIR
 // draws N pairs, each from one x_T (--seed): the source sample of SOURCE and its edit under
 // EDIT with the source's cross-attention maps for the first floor(c K) steps, its self-
-// attention maps for the first floor(s K), and WORD's cross-attention column scaled by SCALE.
+// attention maps for the first floor(s K) in the layers of at most N query tokens (0 = all;
+// prompt_to_prompt.h), and WORD's cross-attention column scaled by SCALE.
 // OUT gets (edit_run.h publishes it atomically):
 //   grid.png         two rows: the N source samples over their N edits
 //   images/, samples.npz   the 2N images, sources first (labels 0 = source, 1 = edit)

@@ -30,6 +30,7 @@ for f in grid.png comparison.png samples.npz edit_info.json images/000000.png im
   [ -e "$work/ddim/$f" ] || fail "ddim: $f missing"
 done
 "$bin/ddpm-edit" prompt2prompt "${p2p[@]}" --num-samples 1 --sampler ddpm --cross-replace 1 --self-replace 0.5 \
+  --self-replace-max-tokens 0 \
   --out "$work/ddpm" >"$work/out.txt" 2>"$work/err.txt" || fail "prompt2prompt with ddpm"
 # Refinement: the edit adds a word ("big"); the other words keep the source's maps.
 "$bin/ddpm-edit" prompt2prompt "${p2p[@]/a dark square/a light big square}" --num-samples 1 \
@@ -48,6 +49,7 @@ assert a["reweight"] == {"word": "dark", "token": 2, "scale": 2.0}, a["reweight"
 assert a["sampler"] == "ddim" and a["guidance_scale"] == 2 and a["mean_abs_difference"] > 0, a
 assert b["sampler"] == "ddpm" and b["cross_replace_steps"] == 4 and b["self_replace_steps"] == 2, b
 assert b["reweight"] is None, b
+assert a["self_replace_max_tokens"] == 64 and b["self_replace_max_tokens"] == 0, (a, b)
 names = zipfile.ZipFile(sys.argv[3]).namelist()
 assert "arr_0.npy" in names, names
 PY

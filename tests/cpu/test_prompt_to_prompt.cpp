@@ -249,6 +249,49 @@ TEST(PromptToPrompt, RefinementThroughTheModelsCrossAttention) {
   EXPECT_GT(cross_sites, 0);
 }
 
+TEST(PromptToPrompt, SelfInjectionOnlyAtSitesWithinTheTokenLimit) {
+  PromptToPromptConfig pc;
+  pc.cross_replace = 0;
+  pc.self_replace = 1;
+  pc.self_replace_max_tokens = 4;
+  PromptToPromptController c(pc, 1, 2);
+  Generator g(14);
+  const std::string name = "blk.attn1";
+  for (const std::int64_t Sq : {4, 9}) {  // 2 x 2 (injected) and 3 x 3 (kept) maps
+    const Tensor p = randn({2, 1, Sq, Sq}, g);
+    const Tensor out = c.edit(p, unet::AttentionSite{name, false, 1});
+    const Tensor expected_edit = Sq <= 4 ? slice(p, 0, 0, 1) : slice(p, 0, 1, 1);
+    EXPECT_EQ(slice(out, 0, 1, 1).to_double_vector(), expected_edit.to_double_vector()) << "Sq = " << Sq;
+  }
+  pc.self_replace_max_tokens = 0;  // every layer
+  PromptToPromptController all(pc, 1, 2);
+  const Tensor p = randn({2, 1, 9, 9}, g);
+  EXPECT_EQ(slice(all.edit(p, unet::AttentionSite{name, false, 1}), 0, 1, 1).to_double_vector(),
+            slice(p, 0, 0, 1).to_double_vector());
+  pc.self_replace_max_tokens = -1;
+  testing::expect_value_error([&] { PromptToPromptController(pc, 1, 2); }, "--self-replace-max-tokens");
+  // Through the model: its transformer blocks sit at 8 x 8 = 64 tokens.
+  const TextModel& m = text_model();
+  const diffusion::DenoiseFn net = m.denoiser({"a light square", "a dark disc"});
+  for (const std::int64_t limit : {63, 64}) {
+    pc.self_replace_max_tokens = limit;
+    PromptToPromptController mc(pc, 1, 2);
+    mc.set_recording(true);
+    Generator gs(15);
+    diffusion::prompt_to_prompt_sample(m.base, net, *m.src.net, m.shape(1), ddim_config(2), &mc, gs);
+    int self_sites = 0;
+    for (const auto& [site, e] : mc.edited_maps()) {
+      if (site.find("attn1") == std::string::npos) continue;
+      ++self_sites;
+      const Tensor& given = mc.given_maps().at(site);
+      ASSERT_EQ(given.dim(2), 64) << site;
+      const Tensor expected = limit >= 64 ? slice(given, 0, 0, 1) : slice(given, 0, 1, 1);
+      EXPECT_EQ(slice(e, 0, 1, 1).to_double_vector(), expected.to_double_vector()) << site << ", limit " << limit;
+    }
+    EXPECT_GT(self_sites, 0);
+  }
+}
+
 TEST(PromptToPrompt, WindowsFollowTheFractionsOfTheSteps) {
   PromptToPromptConfig pc;
   pc.cross_replace = 0.8;
@@ -360,6 +403,9 @@ TEST(PromptToPrompt, Refusals) {
   o.self_replace = -0.1;
   testing::expect_value_error([&] { run::check_edit_options(o); }, "--self-replace must lie in [0, 1]");
   o.self_replace = 0.4;
+  o.self_replace_max_tokens = -1;
+  testing::expect_value_error([&] { run::check_edit_options(o); }, "--self-replace-max-tokens must be >= 0");
+  o.self_replace_max_tokens = 64;
   o.reweight = "disc=2";
   testing::expect_value_error([&] { run::prompt_to_prompt_config(o); }, "'disc' is not a word of --edit-prompt");
   o.reweight = "dark";

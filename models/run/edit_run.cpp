@@ -202,7 +202,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
                                   << o.checkpoint << " takes " << cfg.in_channels);
     if (log) *log << "latent diffusion: editing autoencoder latents of " << ae_dir << " (f = " << codec->factor() << ")\n";
   }
-  if (o.command == "prompt2prompt") check_prompt_to_prompt_model(o, model, codec != nullptr);
+  if (o.command == "prompt2prompt") check_prompt_to_prompt_model(o, model);
   const EditProcess proc(o, model, codec != nullptr);
   // The network's tensors [n, h, w, c] and the images' [n, H, W, C] (the same for pixel runs).
   const int h = cfg.image_size, w = cfg.image_size, c = cfg.in_channels;
@@ -334,7 +334,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
       for (std::int64_t j = 0; j < M; ++j) comparison.back().push_back(pixels.data() + (i * M + j) * image_bytes);
     }
   } else if (o.command == "prompt2prompt") {
-    const PromptToPromptOutput p2p = run_prompt_to_prompt(o, model, proc, log);
+    const PromptToPromptOutput p2p = run_prompt_to_prompt(o, model, proc, codec.get(), log);
     info.update(p2p.info);
     const std::int64_t N = o.num_samples;
     pixels = to_uint8_pixels(p2p.images);

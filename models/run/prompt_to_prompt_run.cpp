@@ -92,18 +92,16 @@ diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o) {
   return c;
 }
 
-void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model, bool latent) {
+void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model) {
   DDPM_CHECK(model.text != nullptr, "prompt2prompt edits through the cross-attention to a prompt: "
                                         << o.checkpoint << " is not text-conditioned (ddpm-train --text-cond)");
   DDPM_CHECK(!model.diffusion.edm.has_value(),
              "prompt2prompt samples on the DDPM/DDIM steps; " << o.checkpoint
                                                                << " is an EDM run (sigma space), not supported");
-  DDPM_CHECK(!latent, "prompt2prompt does not support latent runs yet; " << o.checkpoint
-                                                                         << " diffuses autoencoder latents");
 }
 
 PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSource& model, const EditProcess& proc,
-                                          std::ostream* log) {
+                                          const LatentCodec* codec, std::ostream* log) {
   const diffusion::PromptToPromptConfig pc = prompt_to_prompt_config(o);
   const std::int64_t N = o.num_samples, K = proc.steps();
   const diffusion::PromptToPromptController probe(pc, 1, K);  // the step counts, for the log and the record
@@ -113,13 +111,17 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
          << ", self-attention for " << probe.self_steps() << " step(s)"
          << (pc.reweight_token >= 0 ? ", token " + std::to_string(pc.reweight_token) + " re-weighted" : "") << "\n";
   Generator gen(o.seed);
+  Shape shape;  // the images' [2n, H, W, C] of the first batch
   std::vector<double> src, edit;
   for (std::int64_t b = 0; b < N; b += o.batch_size) {
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - b);
     diffusion::PromptToPromptController controller(pc, n, K);
     const Tensor pair = diffusion::prompt_to_prompt_sample(proc.schedule(), proc.network(), *model.net,
                                                            proc.shape(n), proc.config(), &controller, gen, o.device);
-    const std::vector<double> v = pair.to_double_vector();
+    // A latent run: both halves' scaled latents s * z decoded to pixels [2n, H, W, C].
+    const Tensor px = codec != nullptr ? codec->decode(pair) : pair;
+    if (b == 0) shape = px.shape();
+    const std::vector<double> v = px.to_double_vector();
     const std::size_t half = v.size() / 2;
     src.insert(src.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(half));
     edit.insert(edit.end(), v.begin() + static_cast<std::ptrdiff_t>(half), v.end());
@@ -133,7 +135,7 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
   if (log) *log << "mean |edit - source| = " << diff << " (pixels on the [-1, 1] scale)\n";
   std::vector<double> all = src;
   all.insert(all.end(), edit.begin(), edit.end());
-  Shape shape = proc.shape(2 * N);
+  shape[0] = 2 * N;
 
   nlohmann::json info = {{"edit_prompt", o.edit_prompt},
                          {"source_tokens", text::split_words(o.prompts[0])},

@@ -12,7 +12,8 @@
 // prompt_to_prompt.h), and WORD's cross-attention column scaled by SCALE.
 // OUT gets (edit_run.h publishes it atomically):
 //   grid.png         two rows: the N source samples over their N edits
-//   images/, samples.npz   the 2N images, sources first (labels 0 = source, 1 = edit)
+//   images/, samples.npz   the 2N images, sources first (labels 0 = source, 1 = edit); a latent
+//                    run (--autoencoder) samples s * z and decodes both rows to pixels
 //   comparison.png   the first 8 sources over their edits
 //   edit_info.json   the common fields, the prompts' tokens, "cross_edit" ("word swap" for
 //                    prompts of one token count, "refinement" when EDIT adds words) and
@@ -22,8 +23,7 @@
 //                    pixels on the [-1, 1] scale (how much the edit changed; 0 = nothing)
 //
 // Refusals (ValueError, exit 2): a model without text conditioning, an EDM run (sigma-space
-// sampling is not supported here), a latent run (not supported either), a super-resolution
-// run; --sampler other than auto, ddim or ddpm; not exactly one --prompt; no --edit-prompt;
+// sampling is not supported here), a super-resolution run; --sampler other than auto, ddim or ddpm; not exactly one --prompt; no --edit-prompt;
 // c or s outside [0, 1]; with c > 0 prompts of different token counts where SOURCE's words
 // are not all found in order among EDIT's (neither a word swap nor a refinement: both token
 // lists are named); --reweight not WORD=SCALE, a SCALE < 0, or a WORD that is not one of
@@ -41,6 +41,7 @@
 #include "models/diffusion/prompt_to_prompt.h"
 #include "models/run/edit_process.h"
 #include "models/run/edit_run.h"
+#include "models/run/latent_run.h"
 
 namespace ddpm::run {
 
@@ -55,15 +56,16 @@ void check_prompt_to_prompt_options(const EditOptions& o);
 // (1 + its position among EDIT's words: column 0 is <bos>). ValueError as in the header.
 diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o);
 
-// Refuses models prompt2prompt cannot edit (header comment); `latent`: the run has an autoencoder.
-void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model, bool latent);
+// Refuses models prompt2prompt cannot edit (header comment).
+void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model);
 
 struct PromptToPromptOutput {
   Tensor images;        // [2N, H, W, C] on the host: the N sources, then the N edits
   nlohmann::json info;  // edit_info.json's prompt2prompt fields
 };
-// Draws the N pairs in batches of --batch-size pairs (one controller per batch).
+// Draws the N pairs in batches of --batch-size pairs (one controller per batch); a latent
+// run's `codec` decodes both rows to pixels (null for a pixel run), before the difference.
 PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSource& model, const EditProcess& proc,
-                                          std::ostream* log);
+                                          const LatentCodec* codec, std::ostream* log);
 
 }  // namespace ddpm::run

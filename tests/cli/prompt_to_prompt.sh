@@ -4,7 +4,8 @@
 # Trains a tiny --text-cond run on the toy shapes (2 steps), draws 2 Prompt-to-Prompt pairs
 # with DDIM under classifier-free guidance and a re-weighted word (raw weights: the EMA of two
 # steps still has a zero proj_out, so prompts would not reach the pixels), then with DDPM, and checks
-# the files and edit_info.json, then a refinement (an added word); then the refusals (exit 2,
+# the files and edit_info.json, then a refinement (an added word), then a latent text run
+# (--autoencoder: the pair decoded to pixels); then the refusals (exit 2,
 # one "error:" line, no output folder): an unconditional run, different token counts that do
 # not align, a fraction outside [0, 1], an unknown re-weighted word, --images (not a flag of
 # prompt2prompt).
@@ -54,6 +55,21 @@ names = zipfile.ZipFile(sys.argv[3]).namelist()
 assert "arr_0.npy" in names, names
 PY
   fail "edit_info.json"
+
+# A latent text run: a tiny autoencoder (16x16x1 -> 8x8x3), a text run on its latents, and
+# one pair sampled as latents and decoded to 16x16x1 pixels.
+"$bin/ddpm-autoencoder" train --data toy --steps 2 --batch-size 8 --base-channels 8 --channel-mult 1,2 \
+  --norm-groups 4 --z-channels 3 --scale-images 16 --device cpu --out "$work/ae" >"$work/out.txt" 2>"$work/err.txt" ||
+  fail "ddpm-autoencoder train"
+"$bin/ddpm-train" --autoencoder "$work/ae" "${model[@]}" --attention-resolutions 8 --save-every 2 --diffusion-steps 40 --sample-steps 4 \
+  --steps 2 --text-cond --text-width 8 --text-layers 1 --text-heads 2 --context-length 8 --out "$work/lrun" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "latent text training"
+"$bin/ddpm-edit" prompt2prompt "${p2p[@]/$run/$work/lrun}" --num-samples 1 --no-ema --out "$work/latent" \
+  >"$work/out.txt" 2>"$work/err.txt" || fail "prompt2prompt on a latent run"
+grep -q "latent diffusion" "$work/out.txt" || fail "the latent run was not recognised"
+grep -aq "'descr': '|u1'.*'shape': (2, 16, 16, 1)" "$work/latent/samples.npz" ||
+  fail "latent prompt2prompt images are not decoded to uint8 [2, 16, 16, 1]"
+grep -q '"autoencoder": "' "$work/latent/edit_info.json" || fail "edit_info.json does not name the autoencoder"
 
 "$bin/ddpm-train" "${tiny_model[@]}" --save-every 1 --diffusion-steps 40 --sample-steps 4 --steps 1 \
   --out "$work/plain" >"$work/out.txt" 2>"$work/err.txt" || fail "training an unconditional run"

@@ -20,6 +20,20 @@ std::int64_t replace_steps(double fraction, std::int64_t num_steps, const char* 
   return static_cast<std::int64_t>(std::floor(fraction * static_cast<double>(num_steps)));
 }
 
+std::vector<std::int64_t> refinement_token_map(const std::vector<std::string>& source,
+                                               const std::vector<std::string>& edit) {
+  // Columns: 0 <bos>, 1 + i word i, 1 + size <eos> (models/text/tokenizer.h).
+  const auto m = static_cast<std::int64_t>(source.size()), k = static_cast<std::int64_t>(edit.size());
+  std::vector<std::int64_t> map(static_cast<std::size_t>(k + 2), -1);
+  map[0] = 0;
+  std::int64_t i = 0;  // the next source word to place
+  for (std::int64_t j = 0; j < k; ++j)
+    if (i < m && edit[static_cast<std::size_t>(j)] == source[static_cast<std::size_t>(i)]) map[1 + j] = 1 + i++;
+  if (i < m) return {};  // source word i is not found (in order) in the edit
+  map[static_cast<std::size_t>(k + 1)] = m + 1;  // <eos>
+  return map;
+}
+
 PromptToPromptController::PromptToPromptController(const PromptToPromptConfig& config, std::int64_t pairs,
                                                    std::int64_t num_steps)
     : config_(config), pairs_(pairs), num_steps_(num_steps) {
@@ -29,6 +43,34 @@ PromptToPromptController::PromptToPromptController(const PromptToPromptConfig& c
   self_steps_ = replace_steps(config.self_replace, num_steps, "--self-replace");
   DDPM_CHECK(std::isfinite(config.reweight_scale) && config.reweight_scale >= 0.0,
              "--reweight: the scale must be a number >= 0, got " << config.reweight_scale);
+  DDPM_CHECK(config.self_replace_max_tokens >= 0, "--self-replace-max-tokens must be >= 0 (0 = every layer), got "
+                                                      << config.self_replace_max_tokens);
+  for (std::int64_t a : config.token_map)
+    DDPM_CHECK(a >= -1, "Prompt-to-Prompt: a refinement token map entry is " << a << " (a column >= 0, or -1)");
+}
+
+Tensor PromptToPromptController::replaced_cross(const Tensor& source, const Tensor& own,
+                                                const std::string& site) const {
+  if (config_.token_map.empty()) return source;  // word swap: M* <- M
+  const std::int64_t Sk = source.dim(3);
+  // Refinement, M*[:, :, j] <- M[:, :, A(j)] or kept, gathered in runs of consecutive columns
+  // taken from one tensor at consecutive offsets (one slice per run).
+  auto from = [&](std::int64_t j) {
+    return j < static_cast<std::int64_t>(config_.token_map.size()) ? config_.token_map[static_cast<std::size_t>(j)]
+                                                                   : j;
+  };
+  std::vector<Tensor> runs;
+  for (std::int64_t j = 0; j < Sk;) {
+    const std::int64_t a = from(j);
+    DDPM_CHECK(a < Sk, "Prompt-to-Prompt at " << site << ": the refinement maps the edit's token " << j
+                                              << " to the source's token " << a << ", outside the " << Sk
+                                              << " context tokens");
+    std::int64_t len = 1;
+    while (j + len < Sk && (a < 0 ? from(j + len) < 0 : from(j + len) == a + len)) ++len;
+    runs.push_back(a < 0 ? slice(own, 3, j, len) : slice(source, 3, a, len));
+    j += len;
+  }
+  return runs.size() == 1 ? runs.front() : concat(runs, 3);
 }
 
 void PromptToPromptController::set_step(std::int64_t step) {
@@ -42,12 +84,13 @@ Tensor PromptToPromptController::edit(const Tensor& probs, const unet::Attention
   DDPM_CHECK(B == 2 * n || B == 4 * n, "Prompt-to-Prompt at " << site.name << ": a batch of " << B
                                                                << " rows is not [source " << n << "; edit " << n
                                                                << "] (plus as many unconditional rows)");
-  const bool replace = site.cross ? replaces_cross() : replaces_self();
+  const bool replace = site.cross ? replaces_cross() : replaces_self() && injects_self_at(probs.dim(2));
   const bool reweight = site.cross && config_.reweight_token >= 0 && config_.reweight_scale != 1.0;
   Tensor out = probs;
   if (replace || reweight) {
-    const Tensor source = slice(probs, 0, 0, n);                  // M   [n, heads, Sq, Sk]
-    Tensor edited = replace ? source : slice(probs, 0, n, n);     // M*
+    const Tensor source = slice(probs, 0, 0, n);  // M   [n, heads, Sq, Sk]
+    Tensor edited = slice(probs, 0, n, n);        // M*
+    if (replace) edited = site.cross ? replaced_cross(source, edited, site.name) : source;
     if (reweight) {
       const std::int64_t Sk = probs.dim(3);
       DDPM_CHECK(config_.reweight_token < Sk, "Prompt-to-Prompt at " << site.name << ": re-weighted token "

@@ -21,12 +21,31 @@
 // of K + 1, which differs from floor(c K) by at most one step at the end of the window.
 // Defaults c = 0.8 and s = 0.4: the word-swap example of google/prompt-to-prompt's
 // prompt-to-prompt_stable notebook (AttentionReplace with cross_replace_steps .8 and
-// self_replace_steps .4, 50 steps). Differences from the notebooks: the notebook injects self-
-// attention only at maps of at most 16 x 16 tokens; here every transformer block's self-
-// attention is injected (the models here are small); and the notebook's equalizer acts only
-// inside the swap window (on the source maps), here at every step as sec. 3.2 writes it.
+// self_replace_steps .4, 50 steps). Differences from the notebooks: the self-attention size
+// limit is a token count scaled to our small images (below); and the notebook's equalizer
+// acts only inside the swap window (on the source maps), here at every step as sec. 3.2
+// writes it.
 // Word swap needs the same token count in both prompts (the one-to-one mapper of the
-// notebooks is then the identity); refinement's alignment of added words is not implemented.
+// notebooks is then the identity).
+//
+// Refinement (P2P sec. 3.2 "Adding a new phrase"; the notebooks' AttentionRefine): when P*
+// adds words to P, an alignment A maps each context column j of P* to the column A(j) of P
+// holding the same token, or to none (a new word). In the cross window
+//     M*[:, :, j] <- M[:, :, A(j)]    for aligned j,    M*[:, :, j] kept    for new j
+// (the notebook's  M[:, :, A] alpha + M* (1 - alpha),  alpha_j = 1 when j is aligned), so the
+// words P and P* share keep the source's layout and the new words attend where the edit's own
+// maps put them. The alignment (refinement_token_map) is the source's words found in order in
+// the edit's, each at its leftmost possible place; the notebooks' seq_aligner runs a global
+// alignment (gap 0, match 1, mismatch -1), which never pays a mismatch and so is a longest
+// common subsequence: with every source word in it, the same pairs up to ties between
+// repeated words. Columns past the map (padding) map to themselves, as in the notebook.
+//
+// Self-attention size limit: the notebooks inject self-attention only where the maps are
+// small, Sq <= 16^2 = 256 query tokens (AttentionControlEdit.replace_self_attention), i.e. in
+// Stable Diffusion's 16 x 16 and 8 x 8 layers of a 64 x 64 latent, not its 32 x 32 and
+// 64 x 64 ones: the coarse layers fix the layout, the fine ones stay free to draw the edit's
+// details. Here: self-attention sites with Sq > self_replace_max_tokens keep their own maps;
+// 0 injects at every site.
 //
 // Sampling: DDIM (eta 0: no noise after x_T) and DDPM ancestral. Both halves take the SAME
 // noise at every step (the generator's state is copied for the edit half), so with no
@@ -37,6 +56,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "models/diffusion/sampler.h"
 #include "models/nn/module.h"
@@ -49,7 +69,19 @@ struct PromptToPromptConfig {
   double self_replace = 0.4;        // s in [0, 1]: fraction of the steps with the source's self maps
   std::int64_t reweight_token = -1; // j*: context column to re-weight (-1 = none)
   double reweight_scale = 1.0;      // w >= 0
+  // Refinement: token_map[j] = the source's context column for the edit's column j, -1 for a
+  // new token; columns j >= token_map.size() map to j. Empty: word swap (the identity).
+  std::vector<std::int64_t> token_map;
+  // Self-attention is injected only where Sq <= this (0 = everywhere). 64 = 8 x 8: the
+  // notebook's 256 of 4096 tokens (1/16 of SD's finest map) for our 32 x 32 images' 1024.
+  std::int64_t self_replace_max_tokens = 64;
 };
+
+// The refinement alignment of two prompts' words (header comment): the map over the context
+// columns [<bos>, edit words, <eos>] (size edit.size() + 2) to the source's columns, -1 for
+// an added word; empty when the source's words are not all found in order in the edit's.
+std::vector<std::int64_t> refinement_token_map(const std::vector<std::string>& source,
+                                               const std::vector<std::string>& edit);
 
 // The steps j < floor(fraction K) of K that a replacement covers. ValueError outside [0, 1].
 std::int64_t replace_steps(double fraction, std::int64_t num_steps, const char* what);
@@ -57,13 +89,18 @@ std::int64_t replace_steps(double fraction, std::int64_t num_steps, const char* 
 class PromptToPromptController : public unet::AttentionController {
  public:
   // pairs n: source and edit rows per call; num_steps K. ValueError for fractions outside
-  // [0, 1], a negative or non-finite scale, n < 1 or K < 1.
+  // [0, 1], a negative or non-finite scale, n < 1 or K < 1, a negative token limit or a
+  // token_map entry below -1.
   PromptToPromptController(const PromptToPromptConfig& config, std::int64_t pairs, std::int64_t num_steps);
 
   // The sampler sets j (0 = the first denoising step) before each network call.
   void set_step(std::int64_t step);
   bool replaces_cross() const { return step_ < cross_steps_; }
   bool replaces_self() const { return step_ < self_steps_; }
+  // Whether a self-attention site of Sq query tokens is within the size limit.
+  bool injects_self_at(std::int64_t query_tokens) const {
+    return config_.self_replace_max_tokens == 0 || query_tokens <= config_.self_replace_max_tokens;
+  }
   std::int64_t cross_steps() const { return cross_steps_; }
   std::int64_t self_steps() const { return self_steps_; }
 
@@ -80,6 +117,10 @@ class PromptToPromptController : public unet::AttentionController {
   std::int64_t pairs_, num_steps_, cross_steps_, self_steps_, step_ = 0;
   bool recording_ = false;
   std::map<std::string, Tensor> edited_, given_;
+
+  // The edit rows' cross maps in the swap window: the source's, column by column through
+  // token_map (refinement) or whole (word swap).
+  Tensor replaced_cross(const Tensor& source, const Tensor& own, const std::string& site) const;
 };
 
 // Draws n pairs from one x_T [shape] (shape[0] = n): the network's label 0 is the source

@@ -202,7 +202,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
                                   << o.checkpoint << " takes " << cfg.in_channels);
     if (log) *log << "latent diffusion: editing autoencoder latents of " << ae_dir << " (f = " << codec->factor() << ")\n";
   }
-  if (o.command == "prompt2prompt") check_prompt_to_prompt_model(o, model, codec != nullptr);
+  if (o.command == "prompt2prompt") check_prompt_to_prompt_model(o, model);
   const EditProcess proc(o, model, codec != nullptr);
   // The network's tensors [n, h, w, c] and the images' [n, H, W, C] (the same for pixel runs).
   const int h = cfg.image_size, w = cfg.image_size, c = cfg.in_channels;
@@ -334,7 +334,7 @@ EditResult run_edit(const EditOptions& o, const ModelSource& model, std::ostream
       for (std::int64_t j = 0; j < M; ++j) comparison.back().push_back(pixels.data() + (i * M + j) * image_bytes);
     }
   } else if (o.command == "prompt2prompt") {
-    const PromptToPromptOutput p2p = run_prompt_to_prompt(o, model, proc, log);
+    const PromptToPromptOutput p2p = run_prompt_to_prompt(o, model, proc, codec.get(), log);
     info.update(p2p.info);
     const std::int64_t N = o.num_samples;
     pixels = to_uint8_pixels(p2p.images);
@@ -473,13 +473,17 @@ void add_edit_subcommands(CLI::App& app, EditCommand& c) {
       "prompt2prompt", "Prompt-to-Prompt: sample --prompt and --edit-prompt from one x_T, the edit taking the "
       "source's attention maps early on (text-conditioned DDPM runs)");
   common(p2p);
-  p2p->add_option("--edit-prompt", o.edit_prompt, "the edited prompt (word swap: as many words as --prompt)")
+  p2p->add_option("--edit-prompt", o.edit_prompt, "the edited prompt: as many words as --prompt (word swap), or --prompt's words in order with new ones added (refinement)")
       ->required();
   p2p->add_option("--cross-replace", o.cross_replace,
                   "c in [0, 1]: the edit uses the source's cross-attention maps for the first floor(c K) steps")
       ->capture_default_str();
   p2p->add_option("--self-replace", o.self_replace,
                   "s in [0, 1]: the edit uses the source's self-attention maps for the first floor(s K) steps")
+      ->capture_default_str();
+  p2p->add_option("--self-replace-max-tokens", o.self_replace_max_tokens,
+                  "inject self-attention only in layers of at most N query tokens (the notebook's 16 x 16 of "
+                  "SD's 64 x 64 latent, scaled: 64 = 8 x 8); 0 = every layer")
       ->capture_default_str();
   p2p->add_option("--reweight", o.reweight,
                   "WORD=SCALE: scale the cross-attention to WORD (a word of --edit-prompt) in the edit by SCALE >= 0");

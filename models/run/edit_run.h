@@ -104,6 +104,7 @@ struct EditOptions {
   std::string edit_prompt;
   double cross_replace = 0.8;    // c: fraction of the steps with the source's cross-attention maps
   double self_replace = 0.4;     // s: fraction of the steps with the source's self-attention maps
+  std::int64_t self_replace_max_tokens = 64;  // self maps injected only where Sq <= this (0 = all)
   std::string reweight;          // "WORD=SCALE" or "" (none)
   std::string out;
   bool overwrite = false;

@@ -53,24 +53,34 @@ void check_prompt_to_prompt_options(const EditOptions& o) {
   DDPM_CHECK(o.num_samples > 0, "--num-samples must be positive, got " << o.num_samples);
   diffusion::replace_steps(o.cross_replace, 1, "--cross-replace");
   diffusion::replace_steps(o.self_replace, 1, "--self-replace");
+  DDPM_CHECK(o.self_replace_max_tokens >= 0, "--self-replace-max-tokens must be >= 0 (0 = every layer), got "
+                                                 << o.self_replace_max_tokens);
   parse_reweight(o.reweight);
 }
 
 diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o) {
   check_prompt_to_prompt_options(o);
   const std::vector<std::string> source = text::split_words(o.prompts[0]), edit = text::split_words(o.edit_prompt);
-  // Word swap (P2P sec. 3.2) replaces M* by M token for token: token i of one prompt must be
-  // token i of the other (same count; <bos>, <eos> and the padding line up then too).
-  DDPM_CHECK(o.cross_replace == 0 || source.size() == edit.size(),
-             "prompt2prompt: the word swap maps token i of --prompt to token i of --edit-prompt, so both need "
-             "the same token count; --prompt '"
-                 << o.prompts[0] << "' has " << source.size() << " " << word_list(source) << ", --edit-prompt '"
-                 << o.edit_prompt << "' has " << edit.size() << " " << word_list(edit)
-                 << " (adding words, P2P's refinement, is not implemented; --cross-replace 0 keeps only the "
-                    "self-attention injection)");
+  // Word swap (P2P sec. 3.2) replaces M* by M token for token: token i of one prompt is token
+  // i of the other (same count; <bos>, <eos> and the padding line up then too). With more
+  // tokens in the edit, refinement maps each edit token to its source token through the
+  // alignment (prompt_to_prompt.h), which needs every source word found in order in the edit.
+  std::vector<std::int64_t> token_map;
+  if (o.cross_replace > 0 && source.size() != edit.size()) {
+    token_map = diffusion::refinement_token_map(source, edit);
+    DDPM_CHECK(!token_map.empty(),
+               "prompt2prompt: --prompt '"
+                   << o.prompts[0] << "' " << word_list(source) << " and --edit-prompt '" << o.edit_prompt << "' "
+                   << word_list(edit)
+                   << " have different token counts, so the edit is neither a word swap (same count, token i to "
+                      "token i) nor a refinement (the source's words found in order among the edit's, new words "
+                      "added); --cross-replace 0 keeps only the self-attention injection");
+  }
   diffusion::PromptToPromptConfig c;
   c.cross_replace = o.cross_replace;
   c.self_replace = o.self_replace;
+  c.self_replace_max_tokens = o.self_replace_max_tokens;
+  c.token_map = token_map;
   const auto [word, scale] = parse_reweight(o.reweight);
   if (!word.empty()) {
     const auto it = std::find(edit.begin(), edit.end(), word);
@@ -82,18 +92,16 @@ diffusion::PromptToPromptConfig prompt_to_prompt_config(const EditOptions& o) {
   return c;
 }
 
-void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model, bool latent) {
+void check_prompt_to_prompt_model(const EditOptions& o, const ModelSource& model) {
   DDPM_CHECK(model.text != nullptr, "prompt2prompt edits through the cross-attention to a prompt: "
                                         << o.checkpoint << " is not text-conditioned (ddpm-train --text-cond)");
   DDPM_CHECK(!model.diffusion.edm.has_value(),
              "prompt2prompt samples on the DDPM/DDIM steps; " << o.checkpoint
                                                                << " is an EDM run (sigma space), not supported");
-  DDPM_CHECK(!latent, "prompt2prompt does not support latent runs yet; " << o.checkpoint
-                                                                         << " diffuses autoencoder latents");
 }
 
 PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSource& model, const EditProcess& proc,
-                                          std::ostream* log) {
+                                          const LatentCodec* codec, std::ostream* log) {
   const diffusion::PromptToPromptConfig pc = prompt_to_prompt_config(o);
   const std::int64_t N = o.num_samples, K = proc.steps();
   const diffusion::PromptToPromptController probe(pc, 1, K);  // the step counts, for the log and the record
@@ -103,13 +111,17 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
          << ", self-attention for " << probe.self_steps() << " step(s)"
          << (pc.reweight_token >= 0 ? ", token " + std::to_string(pc.reweight_token) + " re-weighted" : "") << "\n";
   Generator gen(o.seed);
+  Shape shape;  // the images' [2n, H, W, C] of the first batch
   std::vector<double> src, edit;
   for (std::int64_t b = 0; b < N; b += o.batch_size) {
     const std::int64_t n = std::min<std::int64_t>(o.batch_size, N - b);
     diffusion::PromptToPromptController controller(pc, n, K);
     const Tensor pair = diffusion::prompt_to_prompt_sample(proc.schedule(), proc.network(), *model.net,
                                                            proc.shape(n), proc.config(), &controller, gen, o.device);
-    const std::vector<double> v = pair.to_double_vector();
+    // A latent run: both halves' scaled latents s * z decoded to pixels [2n, H, W, C].
+    const Tensor px = codec != nullptr ? codec->decode(pair) : pair;
+    if (b == 0) shape = px.shape();
+    const std::vector<double> v = px.to_double_vector();
     const std::size_t half = v.size() / 2;
     src.insert(src.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(half));
     edit.insert(edit.end(), v.begin() + static_cast<std::ptrdiff_t>(half), v.end());
@@ -123,15 +135,18 @@ PromptToPromptOutput run_prompt_to_prompt(const EditOptions& o, const ModelSourc
   if (log) *log << "mean |edit - source| = " << diff << " (pixels on the [-1, 1] scale)\n";
   std::vector<double> all = src;
   all.insert(all.end(), edit.begin(), edit.end());
-  Shape shape = proc.shape(2 * N);
+  shape[0] = 2 * N;
 
   nlohmann::json info = {{"edit_prompt", o.edit_prompt},
                          {"source_tokens", text::split_words(o.prompts[0])},
                          {"edit_tokens", text::split_words(o.edit_prompt)},
+                         {"cross_edit", pc.token_map.empty() ? "word swap" : "refinement"},
+                         {"token_map", pc.token_map.empty() ? nlohmann::json(nullptr) : nlohmann::json(pc.token_map)},
                          {"cross_replace", o.cross_replace},
                          {"self_replace", o.self_replace},
                          {"cross_replace_steps", probe.cross_steps()},
                          {"self_replace_steps", probe.self_steps()},
+                         {"self_replace_max_tokens", o.self_replace_max_tokens},
                          {"guidance_scale", o.guidance_scale},
                          {"clip_x0", diffusion::resolve_clip_x0(proc.config())},
                          {"num_pairs", N},

@@ -170,6 +170,128 @@ TEST(PromptToPrompt, ReweightingScalesTheEditRowsColumnOnly) {
   EXPECT_EQ(self_out.to_double_vector(), in);
 }
 
+TEST(PromptToPrompt, RefinementAlignmentMapsEditTokensToSourceTokens) {
+  using diffusion::refinement_token_map;
+  using V = std::vector<std::int64_t>;
+  // Columns [<bos>, words, <eos>]; -1 = an added word.
+  EXPECT_EQ(refinement_token_map({"a", "square"}, {"a", "red", "square"}), (V{0, 1, -1, 2, 3}));
+  EXPECT_EQ(refinement_token_map({"a", "light", "square"}, {"big", "a", "light", "big", "square", "now"}),
+            (V{0, -1, 1, 2, -1, 3, -1, 4}));
+  EXPECT_EQ(refinement_token_map({"a", "a"}, {"a", "b", "a"}), (V{0, 1, -1, 2, 3})) << "leftmost places";
+  EXPECT_EQ(refinement_token_map({"a", "square"}, {"a", "square"}), (V{0, 1, 2, 3})) << "nothing added";
+  EXPECT_TRUE(refinement_token_map({"light", "square"}, {"square", "light", "big"}).empty()) << "out of order";
+  EXPECT_TRUE(refinement_token_map({"a", "light", "square"}, {"a", "dark", "big", "square"}).empty())
+      << "'light' is missing";
+}
+
+TEST(PromptToPrompt, RefinementGivesAlignedColumnsTheSourcesMapsAndNewColumnsTheirOwn) {
+  PromptToPromptConfig pc;
+  pc.cross_replace = 0.5;
+  pc.self_replace = 0;
+  pc.token_map = {0, 1, -1, 2, 3};  // "a square" -> "a red square"; column 5 (padding) maps to 5
+  PromptToPromptController c(pc, 2, 4);
+  Generator g(12);
+  const Tensor p = randn({8, 2, 3, 6}, g);  // [source 2; edit 2; unconditional 4] rows, Sk = 6
+  const std::string name = "blk.attn2";
+  const std::vector<double> in = p.to_double_vector();
+  const std::size_t Sk = 6, per_row = 2 * 3 * Sk;
+  const std::vector<std::int64_t> from = {0, 1, -1, 2, 3, 5};
+  c.set_step(1);  // inside the window of floor(0.5 * 4) = 2 steps
+  const std::vector<double> out = c.edit(p, unet::AttentionSite{name, true, 2}).to_double_vector();
+  ASSERT_EQ(out.size(), in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const std::size_t row = i / per_row, col = i % Sk;
+    if (row < 2 || row >= 4) {
+      EXPECT_EQ(out[i], in[i]) << "source and unconditional rows are not edited, at " << i;
+    } else if (from[col] < 0) {
+      EXPECT_EQ(out[i], in[i]) << "the added word keeps the edit's own map, at " << i;
+    } else {
+      // The same pair's source row (row - 2), same head and query, column from[col].
+      const std::size_t src = i - 2 * per_row - col + static_cast<std::size_t>(from[col]);
+      EXPECT_EQ(out[i], in[src]) << "an aligned column takes the source's map, at " << i;
+    }
+  }
+  c.set_step(2);  // past the window
+  EXPECT_EQ(c.edit(p, unet::AttentionSite{name, true, 2}).to_double_vector(), in);
+  // A map that points outside the context is refused by name.
+  pc.token_map = {0, 9};
+  PromptToPromptController bad(pc, 2, 4);
+  testing::expect_value_error([&] { bad.edit(p, unet::AttentionSite{name, true, 2}); }, "outside the 6 context");
+}
+
+TEST(PromptToPrompt, RefinementThroughTheModelsCrossAttention) {
+  const TextModel& m = text_model();
+  const std::vector<std::string> source = {"a", "square"}, edit = {"a", "dark", "square"};
+  const diffusion::DenoiseFn net = m.denoiser({"a square", "a dark square"});
+  PromptToPromptConfig pc;
+  pc.cross_replace = 1;
+  pc.self_replace = 0;
+  pc.token_map = diffusion::refinement_token_map(source, edit);
+  ASSERT_EQ(pc.token_map, (std::vector<std::int64_t>{0, 1, -1, 2, 3}));
+  PromptToPromptController c(pc, 1, 2);
+  c.set_recording(true);
+  Generator g(13);
+  diffusion::prompt_to_prompt_sample(m.base, net, *m.src.net, m.shape(1), ddim_config(2), &c, g);
+  int cross_sites = 0;
+  for (const auto& [name, e] : c.edited_maps()) {
+    if (name.find("attn2") == std::string::npos) continue;
+    ++cross_sites;
+    const Tensor& given = c.given_maps().at(name);  // [source; edit], [2, heads, Sq, 8]
+    const Tensor src = slice(given, 0, 0, 1), own = slice(given, 0, 1, 1), out = slice(e, 0, 1, 1);
+    const std::vector<std::int64_t> from = {0, 1, -1, 2, 3, 5, 6, 7};
+    for (std::int64_t j = 0; j < 8; ++j) {
+      const Tensor expected = from[j] < 0 ? slice(own, 3, j, 1) : slice(src, 3, from[j], 1);
+      EXPECT_EQ(slice(out, 3, j, 1).to_double_vector(), expected.to_double_vector()) << name << " column " << j;
+    }
+    EXPECT_GT(max_abs_diff(slice(own, 3, 3, 1), slice(src, 3, 2, 1)), 1e-6)
+        << name << ": 'square' attends differently in the two prompts, so taking the source's did something";
+  }
+  EXPECT_GT(cross_sites, 0);
+}
+
+TEST(PromptToPrompt, SelfInjectionOnlyAtSitesWithinTheTokenLimit) {
+  PromptToPromptConfig pc;
+  pc.cross_replace = 0;
+  pc.self_replace = 1;
+  pc.self_replace_max_tokens = 4;
+  PromptToPromptController c(pc, 1, 2);
+  Generator g(14);
+  const std::string name = "blk.attn1";
+  for (const std::int64_t Sq : {4, 9}) {  // 2 x 2 (injected) and 3 x 3 (kept) maps
+    const Tensor p = randn({2, 1, Sq, Sq}, g);
+    const Tensor out = c.edit(p, unet::AttentionSite{name, false, 1});
+    const Tensor expected_edit = Sq <= 4 ? slice(p, 0, 0, 1) : slice(p, 0, 1, 1);
+    EXPECT_EQ(slice(out, 0, 1, 1).to_double_vector(), expected_edit.to_double_vector()) << "Sq = " << Sq;
+  }
+  pc.self_replace_max_tokens = 0;  // every layer
+  PromptToPromptController all(pc, 1, 2);
+  const Tensor p = randn({2, 1, 9, 9}, g);
+  EXPECT_EQ(slice(all.edit(p, unet::AttentionSite{name, false, 1}), 0, 1, 1).to_double_vector(),
+            slice(p, 0, 0, 1).to_double_vector());
+  pc.self_replace_max_tokens = -1;
+  testing::expect_value_error([&] { PromptToPromptController(pc, 1, 2); }, "--self-replace-max-tokens");
+  // Through the model: its transformer blocks sit at 8 x 8 = 64 tokens.
+  const TextModel& m = text_model();
+  const diffusion::DenoiseFn net = m.denoiser({"a light square", "a dark disc"});
+  for (const std::int64_t limit : {63, 64}) {
+    pc.self_replace_max_tokens = limit;
+    PromptToPromptController mc(pc, 1, 2);
+    mc.set_recording(true);
+    Generator gs(15);
+    diffusion::prompt_to_prompt_sample(m.base, net, *m.src.net, m.shape(1), ddim_config(2), &mc, gs);
+    int self_sites = 0;
+    for (const auto& [site, e] : mc.edited_maps()) {
+      if (site.find("attn1") == std::string::npos) continue;
+      ++self_sites;
+      const Tensor& given = mc.given_maps().at(site);
+      ASSERT_EQ(given.dim(2), 64) << site;
+      const Tensor expected = limit >= 64 ? slice(given, 0, 0, 1) : slice(given, 0, 1, 1);
+      EXPECT_EQ(slice(e, 0, 1, 1).to_double_vector(), expected.to_double_vector()) << site << ", limit " << limit;
+    }
+    EXPECT_GT(self_sites, 0);
+  }
+}
+
 TEST(PromptToPrompt, WindowsFollowTheFractionsOfTheSteps) {
   PromptToPromptConfig pc;
   pc.cross_replace = 0.8;
@@ -263,10 +385,17 @@ TEST(PromptToPrompt, Refusals) {
   o.out = testing::temp_path("p2p_refusal_out");
   o.prompts = {"a light square"};
   o.edit_prompt = "a light big disc";
+  // 'square' is not among the edit's words: neither a swap nor a refinement.
   testing::expect_value_error([&] { run::prompt_to_prompt_config(o); }, "[a, light, big, disc]");
   testing::expect_value_error([&] { run::prompt_to_prompt_config(o); }, "[a, light, square]");
+  testing::expect_value_error([&] { run::prompt_to_prompt_config(o); }, "nor a refinement");
   o.cross_replace = 0;  // self-attention injection alone needs no token correspondence
   EXPECT_NO_THROW(run::prompt_to_prompt_config(o));
+  o.cross_replace = 0.8;
+  o.edit_prompt = "a light big square";  // refinement: one word added
+  EXPECT_EQ(run::prompt_to_prompt_config(o).token_map, (std::vector<std::int64_t>{0, 1, 2, -1, 3, 4}));
+  o.edit_prompt = "a dark square";
+  EXPECT_TRUE(run::prompt_to_prompt_config(o).token_map.empty()) << "same token count: word swap";
   o.edit_prompt = "a dark square";
   o.cross_replace = 1.5;
   testing::expect_value_error([&] { run::check_edit_options(o); }, "--cross-replace must lie in [0, 1]");
@@ -274,6 +403,9 @@ TEST(PromptToPrompt, Refusals) {
   o.self_replace = -0.1;
   testing::expect_value_error([&] { run::check_edit_options(o); }, "--self-replace must lie in [0, 1]");
   o.self_replace = 0.4;
+  o.self_replace_max_tokens = -1;
+  testing::expect_value_error([&] { run::check_edit_options(o); }, "--self-replace-max-tokens must be >= 0");
+  o.self_replace_max_tokens = 64;
   o.reweight = "disc=2";
   testing::expect_value_error([&] { run::prompt_to_prompt_config(o); }, "'disc' is not a word of --edit-prompt");
   o.reweight = "dark";

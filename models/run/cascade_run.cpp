@@ -146,9 +146,9 @@ SampleResult run_cascade(const SampleOptions& o, std::ostream* log) {
   check_sample_options(o);
   const ModelSource super_res = open_model(o.checkpoint, o.device, o.use_ema);
   const ModelSource base = open_model(o.low_res_from, o.device, o.use_ema);
-  refuse_vdm_model(super_res, o.checkpoint, "a cascade (--checkpoint)");
+  refuse_vdm_or_ict_model(super_res, o.checkpoint, "a cascade (--checkpoint)");
   refuse_video_model(super_res, o.checkpoint, "a cascade (--checkpoint)");
-  refuse_vdm_model(base, o.low_res_from, "a cascade (--low-res-from)");
+  refuse_vdm_or_ict_model(base, o.low_res_from, "a cascade (--low-res-from)");
   refuse_video_model(base, o.low_res_from, "a cascade (--low-res-from)");
   std::unique_ptr<LatentCodec> latent;  // a latent base model's autoencoder
   if (const std::string ae = find_run_autoencoder(o.low_res_from); !ae.empty())
@@ -156,7 +156,7 @@ SampleResult run_cascade(const SampleOptions& o, std::ostream* log) {
   ModelSource guide;
   if (!o.autoguide.empty()) {
     guide = open_model(o.autoguide, o.device, o.use_ema);
-    refuse_vdm_model(guide, o.autoguide, "a cascade (--autoguide)");
+    refuse_vdm_or_ict_model(guide, o.autoguide, "a cascade (--autoguide)");
   }
   if (log)
     *log << "cascade: base " << o.low_res_from << " (" << base.kind << ", " << base.net->num_parameters()

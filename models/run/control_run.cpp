@@ -51,7 +51,7 @@ struct BaseRun {
 BaseRun open_base(const std::string& dir, Device device) {
   DDPM_CHECK(is_run_folder(dir), "--base " << dir << " is not a ddpm-train run folder (no config.json or checkpoints/)");
   BaseRun b{open_model(dir, device, /*use_ema=*/true), read_run_config(dir), nullptr};
-  refuse_vdm_model(b.model, dir, "ControlNet (--base)");
+  refuse_vdm_or_ict_model(b.model, dir, "ControlNet (--base)");
   refuse_video_model(b.model, dir, "ControlNet (--base)");
   const std::string ae_dir = find_run_autoencoder(dir);
   if (!ae_dir.empty()) b.latent = std::make_unique<LatentCodec>(ae_dir, device);  // frozen (latent_run.h)

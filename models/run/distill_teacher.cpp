@@ -14,7 +14,7 @@ namespace fs = std::filesystem;
 
 ModelSource open_teacher(const std::string& teacher, Device device) {
   ModelSource m = open_model(teacher, device, /*use_ema=*/true);
-  refuse_vdm_model(m, teacher, "distillation (--teacher)");
+  refuse_vdm_or_ict_model(m, teacher, "distillation (--teacher)");
   refuse_video_model(m, teacher, "distillation (--teacher)");
   DDPM_CHECK(!m.text, "--teacher " << teacher
                                    << " is text-conditioned (ddpm-train --text-cond): ddpm-distill does not distil "

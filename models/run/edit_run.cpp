@@ -169,7 +169,7 @@ void check_edit_prompts(const EditOptions& o, const ModelSource& model) {
 EditResult run_edit(const EditOptions& o, std::ostream* log) {
   check_edit_options(o);
   const ModelSource model = open_model(o.checkpoint, o.device, o.use_ema);
-  refuse_vdm_model(model, o.checkpoint, "ddpm-edit");
+  refuse_vdm_or_ict_model(model, o.checkpoint, "ddpm-edit");
   refuse_video_model(model, o.checkpoint, "ddpm-edit");
   if (log)
     *log << "loaded " << model.kind << " " << o.checkpoint << " (weights " << model.weights_path

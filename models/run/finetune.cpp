@@ -173,7 +173,7 @@ FineTuneSource open_finetune_source(const std::string& src, const std::string& i
     }
   }
   ModelSource m = open_model(src, Device::cpu(), use_ema);  // ValueError for a ControlNet run
-  refuse_vdm_model(m, src, "--init-from");  // a video model is fine-tuned on clips (finetune_unet_config)
+  refuse_vdm_or_ict_model(m, src, "--init-from");  // a video model is fine-tuned on clips (finetune_unet_config)
   DDPM_CHECK(!m.diffusion.edm, "--init-from " << src << " is an EDM model (--objective edm); fine-tuning EDM models "
                                                         "is not supported yet");
   const unet::UNetConfig& mc = m.net->config();

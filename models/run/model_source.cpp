@@ -511,7 +511,7 @@ ModelSource open_model(const std::string& path_text, Device device, bool use_ema
   return src;
 }
 
-void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what) {
+void refuse_vdm_or_ict_model(const ModelSource& model, const std::string& path, const std::string& what) {
   DDPM_CHECK(!model.diffusion.vdm,
              what << " does not apply to " << path
                   << ": it was trained with the VDM objective (a continuous-time schedule gamma(t), "

@@ -143,7 +143,7 @@ ModelSource open_model(const std::string& path, Device device, bool use_ema = tr
 // its gamma(t) (vdm.h vdm_grid_denoiser), which only ddpm-sample and ddpm-eval bpd map today.
 // It refuses an ict model (DiffusionSettings::ict) for the same apps the same way: its network
 // is F inside a consistency function, which only ddpm-sample's consistency sampler reads.
-void refuse_vdm_model(const ModelSource& model, const std::string& path, const std::string& what);
+void refuse_vdm_or_ict_model(const ModelSource& model, const std::string& path, const std::string& what);
 // ValueError "<what> does not apply to <path>: it is a video model ..." for the apps that work
 // on images only (editing, distillation, ControlNet, cascades, evaluation, export): a video
 // UNet (unet.h num_frames) takes clips [N, F, H, W, C], which only ddpm-sample and ddpm-train

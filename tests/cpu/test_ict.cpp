@@ -336,18 +336,7 @@ TEST(IctTrainer, ResumedTrainingIsBitIdentical) {
   TrainerConfig c = ict_trainer_config(12);
   c.warmup_steps = 3;
   c.microbatch = 8;
-  IctRig a(5), b(5), resumed(99);
-  Trainer ta(a.slab, a.model->fn(), a.schedule, mixture_batch, c);
-  Trainer tb(b.slab, b.model->fn(), b.schedule, mixture_batch, c);
-  std::vector<double> la;
-  for (int k = 0; k < 12; ++k) la.push_back(ta.step().loss);
-  for (int k = 0; k < 6; ++k) tb.step();
-  Trainer tc(resumed.slab, resumed.model->fn(), resumed.schedule, mixture_batch, c);
-  tc.load_state(tb.state());
-  for (int k = 6; k < 12; ++k) EXPECT_EQ(tc.step().loss, la[static_cast<std::size_t>(k)]) << "step " << k;
-  EXPECT_EQ(resumed.slab.values().to_double_vector(), a.slab.values().to_double_vector());
-  EXPECT_EQ(tc.ema().values().to_double_vector(), ta.ema().values().to_double_vector());
-  EXPECT_EQ(tc.generator().offset(), ta.generator().offset());
+  testing::expect_resume_bit_identical(c);
 }
 
 TEST(IctTrainer, MicrobatchesGiveTheFullBatchLoss) {
